@@ -1,0 +1,92 @@
+/*
+ * crypto: keyring, field tokens (seal/open), token hashes.
+ *
+ * Knows nothing of LMDB or gRPC. Every function returns eg_err.
+ *
+ * A field token (DESIGN.md section 6):
+ *   0x01 | key_id u32 BE | issued_at u64 BE (unix s) | nonce 24 B | ciphertext | tag 16 B
+ * AEAD = XChaCha20-Poly1305-IETF with a per-purpose subkey derived from the
+ * master key by crypto_kdf; associated data = the 37-byte header || context,
+ * where the context binds tenant, record kind, record id and field name
+ * (each length-prefixed, so no two contexts encode alike).
+ */
+#ifndef EG_CRYPTO_H
+#define EG_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define EG_TOKEN_VERSION 0x01
+#define EG_TOKEN_HEADER_LEN 37 /* 1 + 4 + 8 + 24 */
+#define EG_TOKEN_TAG_LEN 16
+#define EG_TOKEN_OVERHEAD (EG_TOKEN_HEADER_LEN + EG_TOKEN_TAG_LEN)
+#define EG_KEY_LEN 32
+/* Longest keyring line `engram keygen` prints, with its newline and NUL. */
+#define EG_KEYGEN_LINE_MAX 80
+
+/* What a token is bound to. All four strings are required (may be ""). */
+typedef struct {
+  const char *tenant;
+  const char *kind;      /* "session", "message", ... */
+  const char *record_id; /* e.g. session id, or "session_id/seq" */
+  const char *field;     /* "content", "metadata", "summary" */
+} eg_field_ctx;
+
+typedef struct eg_keyring eg_keyring;
+
+/* Initialises libsodium and turns core dumps off (keys must not land in a
+ * core file). Call once before anything else here. Thread safety: call from
+ * main before starting threads. */
+eg_err eg_crypto_init(void);
+
+/* Parses a keyring file:
+ *   primary <id>
+ *   key <id> <base64 of 32 bytes>      (any number, ids 1..2^32-1, unique)
+ * Blank lines and lines starting with '#' are ignored. Keys are kept in
+ * sodium_malloc'd memory and never logged. On error returns EG_EINVAL and
+ * writes a reason naming the line into err (never the key material).
+ * *out is set only on success. */
+eg_err eg_keyring_load(const char *path, eg_keyring **out, char *err, size_t errlen);
+
+/* Creates `path` (mode 0600, O_EXCL) holding a fresh random key with id 1
+ * as the primary. EG_EEXIST if the file exists, EG_EIO on other failures. */
+eg_err eg_keyring_create(const char *path);
+
+/* Zeroes and frees the keys. NULL is fine. */
+void eg_keyring_free(eg_keyring *kr);
+
+/* The key id new tokens are sealed with. */
+uint32_t eg_keyring_primary_id(const eg_keyring *kr);
+
+/* Writes "key <id> <base64 of 32 fresh random bytes>\n" into line
+ * (at least EG_KEYGEN_LINE_MAX bytes). */
+eg_err eg_keyring_keygen_line(uint32_t id, char *line, size_t linelen);
+
+/* Length of the token that sealing plen bytes gives. */
+static inline size_t eg_token_len(size_t plen) { return plen + EG_TOKEN_OVERHEAD; }
+
+/* Seals pt[0..plen) under the primary key into out, which must hold
+ * eg_token_len(plen) bytes. Thread safety: safe on a shared keyring. */
+eg_err eg_token_seal(const eg_keyring *kr, const eg_field_ctx *ctx,
+                     const uint8_t *pt, size_t plen, uint8_t *out);
+
+/* Opens a token into out (at least toklen - EG_TOKEN_OVERHEAD bytes) and
+ * sets *plen. EG_ECORRUPT if the token is malformed, names an unknown key,
+ * was tampered with, or was sealed for another context; out is then zeroed.
+ * Thread safety: safe on a shared keyring. */
+eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx,
+                     const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen)
+    __attribute__((warn_unused_result));
+
+/* Writes the lowercase hex SHA-256 of s (64 chars + NUL) into hex. */
+void eg_sha256_hex(const char *s, size_t len, char hex[65]);
+
+/* Constant-time equality of two equal-length buffers: 1 if equal. */
+int eg_crypto_equal(const void *a, const void *b, size_t len);
+
+/* Fills buf with n random bytes. */
+void eg_random_bytes(void *buf, size_t n);
+
+#endif

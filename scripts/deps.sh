@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that building, running and testing Engram need.
+# Run as root. Does nothing (and needs no network) when everything is present.
+set -euo pipefail
+
+build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
+            libprotobuf-c-dev libprotobuf-dev liblmdb-dev lmdb-utils libsodium-dev libcunit1-dev)
+test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
+           protobuf-compiler-grpc binutils)
+bench_pkgs=(nghttp2-client etcd-server etcd-client)
+
+want=("${build_pkgs[@]}")
+case "${1:-build}" in
+  build) ;;
+  test)  want+=("${test_pkgs[@]}") ;;
+  bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps.sh: missing packages: ${missing[*]}; run as root or install them" >&2
+  exit 1
+fi
+echo "deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,55 @@
+/*
+ * engramd configuration: defaults, then ENGRAM_<NAME> environment
+ * variables, then --flags (each later source wins).
+ * Flag --session-ttl is ENGRAM_SESSION_TTL: upper case, '-' -> '_'.
+ */
+#ifndef EG_SERVER_CONFIG_H
+#define EG_SERVER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/err.h"
+
+#define EG_CONFIG_PATH_MAX 1024
+
+typedef struct {
+  char listen[256];                   /* --listen 127.0.0.1:50051 */
+  char data_dir[EG_CONFIG_PATH_MAX];  /* --data-dir ./data */
+  char keyring[EG_CONFIG_PATH_MAX];   /* --keyring; "" means DATA_DIR/keyring */
+  char tokens[EG_CONFIG_PATH_MAX];    /* --tokens; "" means single-tenant dev mode */
+  int workers;                        /* --workers; 0 means one per CPU */
+  char role[16];                      /* --role primary|replica */
+  char primary[256];                  /* --primary HOST:PORT (replicas) */
+  char metrics_listen[256];           /* --metrics-listen; "" means off */
+  int64_t session_ttl_s;              /* --session-ttl 7200 (idle TTL, seconds) */
+  int summary_every;                  /* --summary-every 5 */
+  int64_t max_content_bytes;          /* --max-content-bytes 65536 (per message/summary) */
+  int64_t max_metadata_bytes;         /* --max-metadata-bytes 16384 (per map, keys+values) */
+  int max_append_messages;            /* --max-append-messages 100 (per AppendMessages) */
+  int default_page_size;              /* --default-page-size 50 */
+  int max_page_size;                  /* --max-page-size 1000 */
+  int64_t map_size;                   /* --map-size 1073741824 (initial LMDB map, bytes) */
+  int64_t shutdown_grace_ms;          /* --shutdown-grace-ms 10000 (drain on SIGTERM) */
+} eg_config;
+
+/* Looks up an environment variable; NULL when unset. getenv fits. */
+typedef const char *(*eg_getenv_fn)(const char *name);
+
+/* Sets every field to its default. */
+void eg_config_defaults(eg_config *c);
+
+/* Fills c from defaults, then env (through getenv_fn, may be NULL), then
+ * argv[1..argc). Accepts "--name value" and "--name=value". Returns EG_OK,
+ * or EG_EINVAL with a message naming the flag or variable in err (unknown
+ * flag, missing value, not a number, out of range, bad role, replica
+ * without --primary). "--help" or "-h" returns EG_OK with *want_help
+ * (may be NULL) set to 1. */
+eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_fn,
+                       int *want_help, char *err, size_t errlen);
+
+/* Prints the flags with their defaults. */
+void eg_config_usage(FILE *f);
+
+#endif

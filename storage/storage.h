@@ -1,0 +1,143 @@
+/*
+ * storage: the LMDB engine. One env with named DBs, tenant-first keys that
+ * sort the way they are read, protobuf-c records from
+ * proto/engram/storage/v1. Knows nothing of gRPC or libsodium: the fields it
+ * stores encrypted arrive already sealed.
+ *
+ * Key layout (u8len = one length byte; BE = big-endian):
+ *   meta              "schema_version" -> u32 BE, "last_lsn" -> u64 BE
+ *   sessions          u8len tenant | session_id                    -> SessionRecord
+ *   sessions_by_user  u8len tenant | u8len user_id | create_us u64 BE | session_id -> ""
+ *   messages          u8len tenant | u8len session_id | seq u64 BE -> MessageRecord
+ *   idempotency       u8len tenant | u8len session_id | client_message_id -> seq u64 BE
+ *
+ * Transactions:
+ *   - Readers: each worker owns one eg_txn from eg_store_reader_new() and
+ *     brackets every request with eg_store_reader_begin/end (an LMDB read
+ *     txn reset and renewed, MDB_NOTLS). Never hold one across requests.
+ *   - Writer: exactly one thread opens write txns. eg_store_write_begin,
+ *     then any number of nested eg_store_sub_begin/commit/abort (one per
+ *     request, so a failing request leaves the batch intact), then
+ *     eg_store_write_commit, which assigns the next LSN and makes the whole
+ *     batch durable with one fsync.
+ *   - Any write may return EG_EMAPFULL: abort the whole write txn, call
+ *     eg_store_grow() and run the batch again.
+ *
+ * Records returned by *_get and handed to visitors are heap copies owned by
+ * the caller; free them with the protobuf-c __free_unpacked(rec, NULL).
+ */
+#ifndef EG_STORAGE_H
+#define EG_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engram/storage/v1/records.pb-c.h"
+
+typedef Engram__Storage__V1__SessionRecord eg_session_rec;
+typedef Engram__Storage__V1__MessageRecord eg_message_rec;
+
+#define EG_STORE_SCHEMA_VERSION 1
+/* Longest tenant, user id or session id the key layout accepts. */
+#define EG_STORE_ID_MAX 128
+/* Position in a user's session list: create_us u64 BE | session_id. */
+#define EG_SESSION_CURSOR_MAX (8 + EG_STORE_ID_MAX)
+
+typedef struct eg_store eg_store;
+typedef struct eg_txn eg_txn;
+
+typedef struct {
+  size_t map_size;       /* initial LMDB map size in bytes; 0: 1 GiB */
+  unsigned max_readers;  /* 0: 126 */
+} eg_store_opts;
+
+typedef struct {
+  uint8_t buf[EG_SESSION_CURSOR_MAX];
+  size_t len;
+} eg_session_cursor;
+
+/* ---- env ---------------------------------------------------------------- */
+
+/* Opens (creating if needed) the env in dir (created mode 0700 if absent),
+ * its named DBs, and checks or writes the schema version (running numbered
+ * migrations). On failure writes a reason into err. Thread safety: once. */
+eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
+                     char *err, size_t errlen);
+/* Closes the env. No txn may be open. NULL is fine. */
+void eg_store_close(eg_store *s);
+/* LSN of the last committed write txn (0 for a fresh store).
+ * Thread safety: any thread. */
+uint64_t eg_store_last_lsn(const eg_store *s);
+/* Current map size in bytes. Thread safety: any thread. */
+size_t eg_store_map_size(const eg_store *s);
+/* Doubles the map size. Waits until no reader is inside a txn. Call only
+ * from the writer thread with no write txn open. */
+eg_err eg_store_grow(eg_store *s);
+
+/* ---- transactions ------------------------------------------------------- */
+
+eg_err eg_store_reader_new(eg_store *s, eg_txn **out);
+eg_err eg_store_reader_begin(eg_txn *r);
+void eg_store_reader_end(eg_txn *r);
+void eg_store_reader_free(eg_txn *r);
+
+eg_err eg_store_write_begin(eg_store *s, eg_txn **out);
+eg_err eg_store_sub_begin(eg_txn *parent, eg_txn **out);
+eg_err eg_store_sub_commit(eg_txn *sub);
+void eg_store_sub_abort(eg_txn *sub);
+/* Stores last_lsn + 1 in meta, commits durably, sets *lsn (may be NULL).
+ * The txn is gone after the call, whatever it returns. */
+eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn);
+void eg_store_write_abort(eg_txn *w);
+
+/* ---- sessions ----------------------------------------------------------- */
+
+/* EG_ENOTFOUND if absent; EG_ECORRUPT if the value does not decode. */
+eg_err eg_store_session_get(eg_txn *t, const char *tenant, const char *session_id,
+                            eg_session_rec **out);
+/* Writes rec. With is_new, EG_EEXIST if the id is taken, and the
+ * sessions_by_user entry is added. user_id and create_time_us must not
+ * change between puts of one session. */
+eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec *rec,
+                            int is_new);
+/* Removes the session, its index entry, its messages and idempotency keys.
+ * *deleted_messages (may be NULL) gets the number of messages removed. */
+eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
+                               uint64_t *deleted_messages);
+
+/* Called per session, newest first. rec is the callee's to free or keep.
+ * cur is this record's position (valid during the call). Return nonzero
+ * to stop. */
+typedef int (*eg_session_visit_fn)(void *arg, eg_session_rec *rec,
+                                   const eg_session_cursor *cur);
+/* Visits user_id's sessions newest first (by create time, then id),
+ * starting strictly after `after` (NULL: from the newest). EG_EINVAL if
+ * `after` is not a cursor this function could have produced. Cost:
+ * O(log n + visited). */
+eg_err eg_store_sessions_scan(eg_txn *t, const char *tenant, const char *user_id,
+                              const eg_session_cursor *after, eg_session_visit_fn fn,
+                              void *arg);
+
+/* ---- messages ----------------------------------------------------------- */
+
+/* Writes rec under rec->seq; with a client_message_id, also its
+ * idempotency key. */
+eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_id,
+                            const eg_message_rec *rec);
+eg_err eg_store_message_get(eg_txn *t, const char *tenant, const char *session_id,
+                            uint64_t seq, eg_message_rec **out);
+/* Seq of the message appended with client_message_id, or EG_ENOTFOUND. */
+eg_err eg_store_idem_get(eg_txn *t, const char *tenant, const char *session_id,
+                         const char *client_message_id, uint64_t *seq);
+
+/* Called per message; rec is the callee's. Return nonzero to stop. */
+typedef int (*eg_message_visit_fn)(void *arg, eg_message_rec *rec);
+/* Visits the session's messages from start_seq: ascending visits
+ * seq >= start_seq; descending visits seq <= start_seq (UINT64_MAX for the
+ * newest). Cost: O(log n + visited). */
+eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session_id,
+                              uint64_t start_seq, int descending,
+                              eg_message_visit_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,60 @@
+/* One runner for every unit suite: `eg_unit [suite]` runs one suite (as
+ * CTest does, one entry per suite) or, without an argument, all of them. */
+#define _GNU_SOURCE
+#include <CUnit/Basic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ftw.h>
+
+#include "suites.h"
+
+const char *eg_test_tmpdir(void) {
+  static char path[4096];
+  const char *base = getenv("TMPDIR");
+  snprintf(path, sizeof path, "%s/eg_unit_XXXXXX", base && *base ? base : "/tmp");
+  if (!mkdtemp(path)) {
+    perror("mkdtemp");
+    exit(2);
+  }
+  return path;
+}
+
+static int eg_test_rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  return remove(p);
+}
+
+void eg_test_rmdir(const char *dir) { nftw(dir, eg_test_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+struct eg_suite_entry {
+  const char *name;
+  void (*reg)(void);
+};
+
+static const struct eg_suite_entry eg_suites[] = {
+#define EG_TEST_ROW(name) {#name, eg_test_register_##name},
+    EG_TEST_SUITE_MAP(EG_TEST_ROW)
+#undef EG_TEST_ROW
+};
+
+int main(int argc, char **argv) {
+  const char *only = argc > 1 ? argv[1] : NULL;
+  int found = 0;
+  if (CU_initialize_registry() != CUE_SUCCESS) return 2;
+  for (size_t i = 0; i < sizeof eg_suites / sizeof eg_suites[0]; i++) {
+    if (only && strcmp(only, eg_suites[i].name) != 0) continue;
+    eg_suites[i].reg();
+    found = 1;
+  }
+  if (!found) {
+    fprintf(stderr, "eg_unit: no suite named %s\n", only);
+    CU_cleanup_registry();
+    return 2;
+  }
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+  unsigned run = CU_get_number_of_tests_run();
+  CU_cleanup_registry();
+  return (failed || run == 0) ? 1 : 0;
+}

@@ -1,0 +1,21 @@
+/* Every CUnit suite, listed once. Each test_<module>.c defines its
+ * register function, which adds one CU suite named after the module. */
+#ifndef EG_TEST_SUITES_H
+#define EG_TEST_SUITES_H
+
+#define EG_TEST_SUITE_MAP(X) \
+  X(crypto)                  \
+  X(storage)                 \
+  X(validate)                \
+  X(config)
+
+#define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
+EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
+#undef EG_TEST_DECLARE
+
+/* A fresh empty directory under $TMPDIR (or /tmp) for one test; the
+ * caller removes it with eg_test_rmdir. Returns a static buffer. */
+const char *eg_test_tmpdir(void);
+void eg_test_rmdir(const char *dir);
+
+#endif
