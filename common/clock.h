@@ -1,0 +1,15 @@
+/* Wall-clock time in microseconds since the Unix epoch. Records store
+ * times this way; the API turns them into google.protobuf.Timestamp. */
+#ifndef EG_COMMON_CLOCK_H
+#define EG_COMMON_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline int64_t eg_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+#endif

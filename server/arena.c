@@ -1,0 +1,80 @@
+#include "server/arena.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EG_ARENA_CHUNK 8192
+#define EG_ARENA_ALIGN 16
+
+struct eg_chunk {
+  struct eg_chunk *next;
+  size_t used, cap;
+  _Alignas(EG_ARENA_ALIGN) unsigned char data[];
+};
+
+struct eg_cleanup {
+  struct eg_cleanup *next;
+  void (*fn)(void *);
+  void *p;
+};
+
+struct eg_arena {
+  struct eg_chunk *chunks;
+  struct eg_cleanup *cleanups;
+};
+
+eg_arena *eg_arena_new(void) { return calloc(1, sizeof(eg_arena)); }
+
+void eg_arena_free(eg_arena *a) {
+  if (!a) return;
+  for (struct eg_cleanup *c = a->cleanups; c;) {
+    struct eg_cleanup *next = c->next;
+    c->fn(c->p);
+    c = next;
+  }
+  for (struct eg_chunk *c = a->chunks; c;) {
+    struct eg_chunk *next = c->next;
+    free(c);
+    c = next;
+  }
+  free(a);
+}
+
+void *eg_arena_alloc(eg_arena *a, size_t n) {
+  size_t need = (n + EG_ARENA_ALIGN - 1) & ~(size_t)(EG_ARENA_ALIGN - 1);
+  struct eg_chunk *c = a->chunks;
+  if (!c || c->cap - c->used < need) {
+    size_t cap = need > EG_ARENA_CHUNK ? need : EG_ARENA_CHUNK;
+    c = malloc(sizeof *c + cap);
+    if (!c) return NULL;
+    c->used = 0;
+    c->cap = cap;
+    c->next = a->chunks;
+    a->chunks = c;
+  }
+  void *p = c->data + c->used;
+  c->used += need;
+  memset(p, 0, n);
+  return p;
+}
+
+char *eg_arena_strndup(eg_arena *a, const char *s, size_t n) {
+  char *d = eg_arena_alloc(a, n + 1);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+int eg_arena_defer(eg_arena *a, void (*fn)(void *), void *p) {
+  /* Cleanup nodes live in the arena's own chunks, which outlive them. */
+  struct eg_cleanup *c = eg_arena_alloc(a, sizeof *c);
+  if (!c) {
+    fn(p);
+    return -1;
+  }
+  c->fn = fn;
+  c->p = p;
+  c->next = a->cleanups;
+  a->cleanups = c;
+  return 0;
+}

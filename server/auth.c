@@ -1,0 +1,144 @@
+#include "server/auth.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/crypto.h"
+#include "server/validate.h"
+
+#define EG_AUTH_MAX_TOKEN 4096
+
+struct eg_auth_entry {
+  char tenant[EG_ID_MAX + 1];
+  eg_role role;
+  char hash[65];
+};
+
+struct eg_auth {
+  struct eg_auth_entry *entries;
+  size_t n;
+  int dev;
+};
+
+static const struct {
+  const char *name;
+  eg_role role;
+} eg_role_names[] = {
+    {"agent", EG_ROLE_AGENT}, {"admin", EG_ROLE_ADMIN}, {"replica", EG_ROLE_REPLICA}};
+
+static int eg_role_parse(const char *s, eg_role *out) {
+  for (size_t i = 0; i < sizeof eg_role_names / sizeof eg_role_names[0]; i++)
+    if (strcmp(s, eg_role_names[i].name) == 0) return *out = eg_role_names[i].role, 0;
+  return -1;
+}
+
+static int eg_is_hex64(const char *s) {
+  if (strlen(s) != 64) return 0;
+  for (; *s; s++)
+    if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f'))) return 0;
+  return 1;
+}
+
+/* Parses one non-comment line into e; returns 0 or -1 with err set. */
+static int eg_auth_parse_line(char *line, int lineno, struct eg_auth_entry *e, char *err,
+                              size_t errlen) {
+  char tenant[256], role[32], hash[128], extra[2];
+  char ignored[256];
+  int n = sscanf(line, "%255s %31s %127s %1s", tenant, role, hash, extra);
+  if (n != 3) {
+    snprintf(err, errlen, "line %d: want 'tenant role sha256hex'", lineno);
+    return -1;
+  }
+  if (eg_validate_id("tenant", tenant, 1, ignored, sizeof ignored) != EG_OK) {
+    snprintf(err, errlen, "line %d: tenant must match [A-Za-z0-9._:-]{1,128}", lineno);
+    return -1;
+  }
+  if (eg_role_parse(role, &e->role) != 0) {
+    snprintf(err, errlen, "line %d: role must be agent, admin or replica", lineno);
+    return -1;
+  }
+  if (!eg_is_hex64(hash)) {
+    snprintf(err, errlen, "line %d: hash must be 64 lowercase hex digits", lineno);
+    return -1;
+  }
+  snprintf(e->tenant, sizeof e->tenant, "%s", tenant);
+  memcpy(e->hash, hash, sizeof e->hash);
+  return 0;
+}
+
+eg_err eg_auth_load(const char *path, eg_auth **out, char *err, size_t errlen) {
+  eg_auth *a = calloc(1, sizeof *a);
+  if (!a) return EG_ENOMEM;
+  if (!path || !*path) {
+    a->dev = 1;
+    *out = a;
+    return EG_OK;
+  }
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(err, errlen, "%s: cannot open", path);
+    free(a);
+    return EG_EINVAL;
+  }
+  char line[1024];
+  int lineno = 0;
+  eg_err rc = EG_OK;
+  while (fgets(line, sizeof line, f)) {
+    lineno++;
+    char *p = line + strspn(line, " \t");
+    if (*p == '#' || *p == '\n' || *p == '\0') continue;
+    struct eg_auth_entry *grown = realloc(a->entries, (a->n + 1) * sizeof *grown);
+    if (!grown) {
+      rc = EG_ENOMEM;
+      goto fail;
+    }
+    a->entries = grown;
+    if (eg_auth_parse_line(p, lineno, &a->entries[a->n], err, errlen) != 0) {
+      rc = EG_EINVAL;
+      goto fail;
+    }
+    a->n++;
+  }
+  fclose(f);
+  *out = a;
+  return EG_OK;
+fail:
+  fclose(f);
+  eg_auth_free(a);
+  return rc;
+}
+
+void eg_auth_free(eg_auth *a) {
+  if (!a) return;
+  free(a->entries);
+  free(a);
+}
+
+int eg_auth_dev_mode(const eg_auth *a) { return a->dev; }
+
+eg_err eg_auth_check(const eg_auth *a, const char *authz, size_t authz_len, eg_role need,
+                     const char **tenant) {
+  static const char bearer[] = "Bearer ";
+  const size_t blen = sizeof bearer - 1;
+  if (a->dev) {
+    *tenant = EG_DEV_TENANT;
+    return EG_OK;
+  }
+  if (!authz || authz_len <= blen || authz_len > EG_AUTH_MAX_TOKEN ||
+      strncmp(authz, bearer, blen) != 0)
+    return need == EG_ROLE_NONE ? EG_OK : EG_EUNAUTH;
+
+  char hash[65];
+  eg_sha256_hex(authz + blen, authz_len - blen, hash);
+  /* Compare against every entry, in constant time each, so the time taken
+   * says nothing about which entry (or how much of one) matched. */
+  const struct eg_auth_entry *match = NULL;
+  for (size_t i = 0; i < a->n; i++)
+    if (eg_crypto_equal(hash, a->entries[i].hash, 64) && !match) match = &a->entries[i];
+  if (need == EG_ROLE_NONE) return EG_OK;
+  if (!match) return EG_EUNAUTH;
+  if (!(match->role & need)) return EG_EPERM;
+  *tenant = match->tenant;
+  return EG_OK;
+}

@@ -1,0 +1,199 @@
+#include "server/convert.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "engram/storage/v1/records.pb-c.h"
+#include "server/validate.h"
+
+_Static_assert(offsetof(eg_kv_entry, key) == offsetof(Engram__V1__Session__MetadataEntry, key) &&
+                   offsetof(eg_kv_entry, value) ==
+                       offsetof(Engram__V1__Session__MetadataEntry, value) &&
+                   offsetof(eg_kv_entry, key) == offsetof(Engram__V1__Message__MetadataEntry, key) &&
+                   offsetof(eg_kv_entry, value) ==
+                       offsetof(Engram__V1__Message__MetadataEntry, value),
+               "map entries share one layout");
+
+static eg_field_ctx eg_ctx(const eg_req *r, const char *kind, const char *record_id,
+                           const char *field) {
+  return (eg_field_ctx){.tenant = r->tenant, .kind = kind, .record_id = record_id, .field = field};
+}
+
+eg_err eg_field_seal(eg_req *r, const char *kind, const char *record_id, const char *field,
+                     const void *pt, size_t len, ProtobufCBinaryData *out) {
+  eg_field_ctx ctx = eg_ctx(r, kind, record_id, field);
+  uint8_t *tok = eg_arena_alloc(r->arena, eg_token_len(len));
+  if (!tok) return EG_ENOMEM;
+  eg_err e = eg_token_seal(r->srv->keys, &ctx, pt, len, tok);
+  if (e != EG_OK) return e;
+  out->data = tok;
+  out->len = eg_token_len(len);
+  return EG_OK;
+}
+
+eg_err eg_field_open(eg_req *r, const char *kind, const char *record_id, const char *field,
+                     const ProtobufCBinaryData *tok, char **out, size_t *len) {
+  if (tok->len == 0) {
+    *out = "";
+    *len = 0;
+    return EG_OK;
+  }
+  if (tok->len < EG_TOKEN_OVERHEAD) goto corrupt;
+  char *pt = eg_arena_alloc(r->arena, tok->len - EG_TOKEN_OVERHEAD + 1);
+  if (!pt) return EG_ENOMEM;
+  eg_field_ctx ctx = eg_ctx(r, kind, record_id, field);
+  size_t plen;
+  if (eg_token_open(r->srv->keys, &ctx, tok->data, tok->len, (uint8_t *)pt, &plen) != EG_OK)
+    goto corrupt;
+  pt[plen] = '\0';
+  *out = pt;
+  *len = plen;
+  return EG_OK;
+corrupt:
+  snprintf(r->msg, sizeof r->msg, "%s %s: %s does not open (tampered, or key missing)", kind,
+           record_id, field);
+  return EG_ECORRUPT;
+}
+
+eg_err eg_metadata_pack(eg_req *r, const char *field, eg_kv_entry **entries, size_t n,
+                        ProtobufCBinaryData *packed) {
+  packed->data = NULL;
+  packed->len = 0;
+  if (n == 0) return EG_OK;
+  int64_t total = 0;
+  Engram__Storage__V1__StringMap map = ENGRAM__STORAGE__V1__STRING_MAP__INIT;
+  map.entries = EG_ARENA_ARRAY(r->arena, Engram__Storage__V1__StringMap__Entry *, n);
+  Engram__Storage__V1__StringMap__Entry *ents =
+      EG_ARENA_ARRAY(r->arena, Engram__Storage__V1__StringMap__Entry, n);
+  if (!map.entries || !ents) return EG_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    if (!entries[i]->key[0])
+      return eg_invalid(r->msg, sizeof r->msg, field, "keys must not be empty");
+    total += (int64_t)strlen(entries[i]->key) + (int64_t)strlen(entries[i]->value);
+    engram__storage__v1__string_map__entry__init(&ents[i]);
+    ents[i].key = entries[i]->key;
+    ents[i].value = entries[i]->value;
+    map.entries[i] = &ents[i];
+  }
+  if (total > r->srv->cfg->max_metadata_bytes)
+    return eg_invalid(r->msg, sizeof r->msg, field, "%lld bytes of keys and values, limit %lld",
+                      (long long)total, (long long)r->srv->cfg->max_metadata_bytes);
+  map.n_entries = n;
+  packed->len = engram__storage__v1__string_map__get_packed_size(&map);
+  packed->data = eg_arena_alloc(r->arena, packed->len);
+  if (!packed->data) return EG_ENOMEM;
+  engram__storage__v1__string_map__pack(&map, packed->data);
+  return EG_OK;
+}
+
+static void eg_string_map_free(void *p) {
+  engram__storage__v1__string_map__free_unpacked(p, NULL);
+}
+
+/* Opens a sealed StringMap into n API map entries (arena-owned). */
+static eg_err eg_metadata_open(eg_req *r, const char *kind, const char *record_id,
+                               const ProtobufCBinaryData *tok,
+                               void (*init)(void *entry), size_t entry_size,
+                               eg_kv_entry ***out, size_t *n) {
+  char *pt;
+  size_t len;
+  *out = NULL;
+  *n = 0;
+  eg_err e = eg_field_open(r, kind, record_id, "metadata", tok, &pt, &len);
+  if (e != EG_OK || len == 0) return e;
+  Engram__Storage__V1__StringMap *map =
+      engram__storage__v1__string_map__unpack(NULL, len, (const uint8_t *)pt);
+  if (!map) {
+    snprintf(r->msg, sizeof r->msg, "%s %s: metadata does not decode", kind, record_id);
+    return EG_ECORRUPT;
+  }
+  if (eg_arena_defer(r->arena, eg_string_map_free, map) != 0) return EG_ENOMEM;
+  eg_kv_entry **ents = EG_ARENA_ARRAY(r->arena, eg_kv_entry *, map->n_entries);
+  if (!ents) return EG_ENOMEM;
+  for (size_t i = 0; i < map->n_entries; i++) {
+    ents[i] = eg_arena_alloc(r->arena, entry_size);
+    if (!ents[i]) return EG_ENOMEM;
+    init(ents[i]);
+    ents[i]->key = map->entries[i]->key;
+    ents[i]->value = map->entries[i]->value;
+  }
+  *out = ents;
+  *n = map->n_entries;
+  return EG_OK;
+}
+
+static void eg_session_entry_init(void *e) { engram__v1__session__metadata_entry__init(e); }
+static void eg_message_entry_init(void *e) { engram__v1__message__metadata_entry__init(e); }
+
+const char *eg_message_record_id(eg_req *r, const char *session_id, int64_t seq) {
+  size_t n = strlen(session_id) + 22;
+  char *id = eg_arena_alloc(r->arena, n);
+  if (id) snprintf(id, n, "%s/%lld", session_id, (long long)seq);
+  return id;
+}
+
+Google__Protobuf__Timestamp *eg_timestamp(eg_req *r, int64_t us) {
+  Google__Protobuf__Timestamp *t = EG_ARENA_NEW(r->arena, Google__Protobuf__Timestamp);
+  if (!t) return NULL;
+  google__protobuf__timestamp__init(t);
+  t->seconds = us / 1000000;
+  t->nanos = (int32_t)(us % 1000000) * 1000;
+  return t;
+}
+
+int eg_session_state_at(const eg_session_rec *rec, int64_t now_us) {
+  if (rec->state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE && rec->expire_time_us <= now_us)
+    return ENGRAM__V1__SESSION_STATE__SESSION_STATE_EXPIRED;
+  return rec->state;
+}
+
+eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Session **out) {
+  Engram__V1__Session *s = EG_ARENA_NEW(r->arena, Engram__V1__Session);
+  if (!s) return EG_ENOMEM;
+  engram__v1__session__init(s);
+  s->session_id = rec->session_id;
+  s->user_id = rec->user_id;
+  s->agent_id = rec->agent_id;
+  s->state = eg_session_state_at(rec, r->now_us);
+  s->create_time = eg_timestamp(r, rec->create_time_us);
+  s->update_time = eg_timestamp(r, rec->update_time_us);
+  s->expire_time = eg_timestamp(r, rec->expire_time_us);
+  if (!s->create_time || !s->update_time || !s->expire_time) return EG_ENOMEM;
+  s->message_count = rec->message_count;
+  s->summary_through_seq = rec->summary_through_seq;
+  s->summary_due = rec->message_count - rec->summary_through_seq >= r->srv->cfg->summary_every;
+  size_t len;
+  eg_err e = eg_field_open(r, "session", rec->session_id, "summary", &rec->summary_token,
+                           &s->summary, &len);
+  if (e != EG_OK) return e;
+  e = eg_metadata_open(r, "session", rec->session_id, &rec->metadata_token,
+                       eg_session_entry_init, sizeof(Engram__V1__Session__MetadataEntry),
+                       (eg_kv_entry ***)&s->metadata, &s->n_metadata);
+  if (e != EG_OK) return e;
+  *out = s;
+  return EG_OK;
+}
+
+eg_err eg_message_to_api(eg_req *r, const char *session_id, const eg_message_rec *rec,
+                         Engram__V1__Message **out) {
+  Engram__V1__Message *m = EG_ARENA_NEW(r->arena, Engram__V1__Message);
+  const char *rid = eg_message_record_id(r, session_id, rec->seq);
+  if (!m || !rid) return EG_ENOMEM;
+  engram__v1__message__init(m);
+  m->session_id = (char *)session_id;
+  m->seq = rec->seq;
+  m->role = rec->role;
+  m->token_count = rec->token_count;
+  m->client_message_id = rec->client_message_id;
+  m->create_time = eg_timestamp(r, rec->create_time_us);
+  if (!m->create_time) return EG_ENOMEM;
+  size_t len;
+  eg_err e = eg_field_open(r, "message", rid, "content", &rec->content_token, &m->content, &len);
+  if (e != EG_OK) return e;
+  e = eg_metadata_open(r, "message", rid, &rec->metadata_token, eg_message_entry_init,
+                       sizeof(Engram__V1__Message__MetadataEntry), (eg_kv_entry ***)&m->metadata,
+                       &m->n_metadata);
+  if (e != EG_OK) return e;
+  *out = m;
+  return EG_OK;
+}

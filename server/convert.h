@@ -1,0 +1,44 @@
+/*
+ * Between stored records and API messages, sealing and opening the
+ * encrypted fields on the way. Everything returned lives in r->arena.
+ */
+#ifndef EG_SERVER_CONVERT_H
+#define EG_SERVER_CONVERT_H
+
+#include "engram/v1/session.pb-c.h"
+#include "server/service.h"
+
+/* The shape shared by every generated map<string,string> entry. */
+typedef struct {
+  ProtobufCMessage base;
+  char *key;
+  char *value;
+} eg_kv_entry;
+
+/* Seals pt[0..len) for (kind, record_id, field) of r's tenant into out. */
+eg_err eg_field_seal(eg_req *r, const char *kind, const char *record_id, const char *field,
+                     const void *pt, size_t len, ProtobufCBinaryData *out);
+/* Opens a token into a NUL-terminated arena string. EG_ECORRUPT (with
+ * r->msg naming the record) if it does not open. An empty token opens to "". */
+eg_err eg_field_open(eg_req *r, const char *kind, const char *record_id, const char *field,
+                     const ProtobufCBinaryData *tok, char **out, size_t *len);
+
+/* Checks a metadata map (keys non-empty, total key+value bytes within the
+ * limit) and packs it as a StringMap into *packed (empty for no entries). */
+eg_err eg_metadata_pack(eg_req *r, const char *field, eg_kv_entry **entries, size_t n,
+                        ProtobufCBinaryData *packed);
+
+/* "<session_id>/<seq>": a message's record id in token contexts. */
+const char *eg_message_record_id(eg_req *r, const char *session_id, int64_t seq);
+
+/* Session as the API shows it (state EXPIRED derived from expire_time). */
+eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Session **out);
+eg_err eg_message_to_api(eg_req *r, const char *session_id, const eg_message_rec *rec,
+                         Engram__V1__Message **out);
+
+/* The state a stored session is in at time now. */
+int eg_session_state_at(const eg_session_rec *rec, int64_t now_us);
+
+Google__Protobuf__Timestamp *eg_timestamp(eg_req *r, int64_t us);
+
+#endif

@@ -1,0 +1,147 @@
+/* engramd: configuration, keys, storage, the writer, the gRPC transport,
+ * and an orderly stop on SIGTERM/SIGINT. */
+#include <errno.h>
+#include <grpc/grpc.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "server/config.h"
+#include "server/service.h"
+#include "server/transport.h"
+#include "server/writer.h"
+
+static int eg_fail(const char *what, const char *why) {
+  fprintf(stderr, "engramd: %s: %s\n", what, why);
+  return 1;
+}
+
+/* Loads the keyring, creating DATA_DIR/keyring with a fresh key on first
+ * start when no --keyring was given. */
+static eg_err eg_load_keys(const eg_config *cfg, eg_keyring **out, char *err, size_t errlen) {
+  char path[EG_CONFIG_PATH_MAX + 16];
+  snprintf(path, sizeof path, "%s", cfg->keyring);
+  if (!path[0]) {
+    snprintf(path, sizeof path, "%s/keyring", cfg->data_dir);
+    if (access(path, F_OK) != 0) {
+      eg_err e = eg_keyring_create(path);
+      if (e != EG_OK) {
+        snprintf(err, errlen, "%s: cannot create (%s)", path, eg_err_msg(e));
+        return e;
+      }
+      fprintf(stderr, "engramd: created keyring %s with a fresh key; back it up: without it "
+                      "the data cannot be read\n", path);
+    }
+  }
+  return eg_keyring_load(path, out, err, errlen);
+}
+
+/* "HOST:0" with the bound port: the line tests and scripts wait for. */
+static void eg_announce(const char *listen, int port) {
+  const char *colon = strrchr(listen, ':');
+  int hostlen = colon ? (int)(colon - listen) : (int)strlen(listen);
+  fprintf(stderr, "engramd: listening on %.*s:%d\n", hostlen, listen, port);
+}
+
+static int eg_workers(const eg_config *cfg) {
+  if (cfg->workers > 0) return cfg->workers;
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 2;
+}
+
+/* Refuses settings this build cannot honour, rather than ignoring them. */
+static int eg_check_supported(const eg_config *cfg) {
+  if (strcmp(cfg->role, "primary") != 0)
+    return eg_fail("--role", "only 'primary' is available in this build (replication is not built yet)");
+  if (cfg->metrics_listen[0])
+    return eg_fail("--metrics-listen", "the metrics endpoint is not built yet");
+  return 0;
+}
+
+static int eg_serve(const eg_config *cfg, eg_srv *srv) {
+  char err[512] = "";
+  eg_writer *writer = NULL;
+  eg_transport *tp = NULL;
+  int port = 0;
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+
+  grpc_init();
+  eg_err e = eg_writer_start(srv->store, &writer);
+  if (e == EG_OK)
+    e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
+  if (e != EG_OK) {
+    eg_writer_stop(writer);
+    grpc_shutdown_blocking();
+    return eg_fail("start", err[0] ? err : eg_err_msg(e));
+  }
+  eg_announce(cfg->listen, port);
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  fprintf(stderr, "engramd: %s: draining calls and stopping\n", strsignal(sig));
+  eg_transport_stop(tp, cfg->shutdown_grace_ms);
+  eg_writer_stop(writer);
+  grpc_shutdown_blocking();
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  eg_config cfg;
+  char err[512] = "";
+  int help = 0, rc = 1;
+  eg_keyring *keys = NULL;
+  eg_auth *auth = NULL;
+  eg_store *store = NULL;
+
+  if (eg_config_parse(&cfg, argc, argv, (eg_getenv_fn)getenv, &help, err, sizeof err) != EG_OK) {
+    fprintf(stderr, "engramd: %s (see engramd --help)\n", err);
+    return 2;
+  }
+  if (help) {
+    eg_config_usage(stdout);
+    return 0;
+  }
+  if (eg_check_supported(&cfg)) return 2;
+
+  /* Before any thread exists, so every thread inherits the mask and only
+   * main's sigwait sees these. */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+  if (eg_crypto_init() != EG_OK) return eg_fail("libsodium", "cannot initialise");
+  eg_store_opts so = {.map_size = (size_t)cfg.map_size};
+  if (eg_store_open(cfg.data_dir, &so, &store, err, sizeof err) != EG_OK) {
+    eg_fail(cfg.data_dir, err);
+    goto out;
+  }
+  if (eg_load_keys(&cfg, &keys, err, sizeof err) != EG_OK) {
+    eg_fail("keyring", err);
+    goto out;
+  }
+  if (eg_auth_load(cfg.tokens, &auth, err, sizeof err) != EG_OK) {
+    eg_fail("--tokens", err);
+    goto out;
+  }
+  if (eg_auth_dev_mode(auth))
+    fprintf(stderr,
+            "engramd: WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
+            "caller is tenant '%s'. Do not expose this server.\n", EG_DEV_TENANT);
+  eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth};
+  rc = eg_serve(&cfg, &srv);
+out:
+  eg_store_close(store);
+  eg_auth_free(auth);
+  eg_keyring_free(keys);
+  return rc;
+}

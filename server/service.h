@@ -1,0 +1,63 @@
+/*
+ * The contract between the transport and the services.
+ *
+ * A method is either a read (runs on the worker that took the call, inside
+ * the worker's read txn) or a write in two halves: prepare runs on the
+ * worker (decode-time checks, encryption of fields whose context is known)
+ * and apply runs on the writer thread inside a nested txn of the current
+ * group commit. apply may run more than once for one call (the batch is
+ * replayed after the map grows), so it must only read r->state, never
+ * change it. Handlers build the response in r->arena and return an eg_err;
+ * on failure they put "<field>: <problem>" in r->msg.
+ */
+#ifndef EG_SERVER_SERVICE_H
+#define EG_SERVER_SERVICE_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "crypto/crypto.h"
+#include "server/arena.h"
+#include "server/auth.h"
+#include "server/config.h"
+#include "storage/storage.h"
+
+typedef struct eg_srv {
+  const eg_config *cfg;
+  eg_store *store;
+  const eg_keyring *keys;
+  const eg_auth *auth;
+} eg_srv;
+
+typedef struct eg_req {
+  const eg_srv *srv;
+  const char *tenant;
+  eg_arena *arena;
+  eg_txn *rtxn;      /* read handlers: the worker's open read txn */
+  void *state;       /* write handlers: what prepare left for apply */
+  int64_t now_us;    /* taken once when the call arrived */
+  /* the reply */
+  char msg[256];
+  ProtobufCMessage *resp;
+} eg_req;
+
+typedef eg_err (*eg_read_fn)(eg_req *r, const ProtobufCMessage *in);
+typedef eg_err (*eg_prepare_fn)(eg_req *r, const ProtobufCMessage *in);
+typedef eg_err (*eg_apply_fn)(eg_req *r, eg_txn *t);
+
+typedef struct eg_method {
+  const char *path; /* "/engram.v1.SessionService/GetSession" */
+  const ProtobufCMessageDescriptor *in;
+  eg_role role;
+  eg_read_fn read; /* set for reads; prepare and apply for writes */
+  eg_prepare_fn prepare;
+  eg_apply_fn apply;
+  int no_store; /* a read that never touches storage: no read txn */
+} eg_method;
+
+/* Every method the server answers, NULL-path terminated. */
+extern const eg_method eg_session_methods[];
+extern const eg_method eg_health_methods[];
+
+#endif

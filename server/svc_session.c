@@ -1,0 +1,579 @@
+/*
+ * engram.v1.SessionService: sessions, messages, context and summaries.
+ * Reads run on the worker; writes are prepare (worker) + apply (writer).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "engram/v1/session.pb-c.h"
+#include "server/convert.h"
+#include "server/ids.h"
+#include "server/service.h"
+#include "server/validate.h"
+
+/* ==== shared helpers ======================================================= */
+
+static int eg_invalid_r(eg_req *r, const char *field, const char *what) {
+  return eg_invalid(r->msg, sizeof r->msg, field, "%s", what);
+}
+
+/* page_size / max_messages: negative is an error, 0 the default, above the
+ * maximum the maximum. */
+static eg_err eg_page_size(eg_req *r, const char *field, int32_t v, size_t *out) {
+  const eg_config *c = r->srv->cfg;
+  if (v < 0) return eg_invalid_r(r, field, "must not be negative");
+  *out = v == 0 ? (size_t)c->default_page_size
+                : (size_t)(v > c->max_page_size ? c->max_page_size : v);
+  return EG_OK;
+}
+
+static void eg_session_rec_free(void *p) { engram__storage__v1__session_record__free_unpacked(p, NULL); }
+static void eg_message_rec_free(void *p) { engram__storage__v1__message_record__free_unpacked(p, NULL); }
+
+/* Loads the caller's session; NOT_FOUND names it. The record lives as long
+ * as the call. */
+static eg_err eg_session_load(eg_req *r, eg_txn *t, const char *sid, eg_session_rec **out) {
+  eg_err e = eg_store_session_get(t, r->tenant, sid, out);
+  if (e == EG_ENOTFOUND) {
+    snprintf(r->msg, sizeof r->msg, "session_id: no session '%s'", sid);
+    return e;
+  }
+  if (e != EG_OK) return e;
+  return eg_arena_defer(r->arena, eg_session_rec_free, *out) == 0 ? EG_OK : EG_ENOMEM;
+}
+
+/* Page tokens are the hex of a storage position: opaque to clients, and
+ * anything that does not decode is an INVALID_ARGUMENT naming page_token. */
+static const char *eg_hex_encode(eg_req *r, const uint8_t *b, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  char *s = eg_arena_alloc(r->arena, 2 * n + 1);
+  if (!s) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    s[2 * i] = digits[b[i] >> 4];
+    s[2 * i + 1] = digits[b[i] & 15];
+  }
+  return s;
+}
+
+static int eg_hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+static eg_err eg_hex_decode(eg_req *r, const char *s, uint8_t *out, size_t cap, size_t *n) {
+  size_t len = strlen(s);
+  if (len % 2 || len / 2 > cap) return eg_invalid_r(r, "page_token", "not a token this server issued");
+  for (size_t i = 0; i < len / 2; i++) {
+    int hi = eg_hex_digit(s[2 * i]), lo = eg_hex_digit(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return eg_invalid_r(r, "page_token", "not a token this server issued");
+    out[i] = (uint8_t)(hi << 4 | lo);
+  }
+  *n = len / 2;
+  return EG_OK;
+}
+
+/* A message page token: direction byte ('a'scending/'d'escending) + seq BE. */
+static const char *eg_msg_token(eg_req *r, int descending, uint64_t seq) {
+  uint8_t b[9] = {descending ? 'd' : 'a'};
+  for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)(seq >> (56 - 8 * i));
+  return eg_hex_encode(r, b, sizeof b);
+}
+
+static eg_err eg_msg_token_parse(eg_req *r, const char *tok, int descending, uint64_t *seq) {
+  uint8_t b[9];
+  size_t n;
+  eg_err e = eg_hex_decode(r, tok, b, sizeof b, &n);
+  if (e != EG_OK) return e;
+  if (n != 9 || b[0] != (descending ? 'd' : 'a'))
+    return eg_invalid_r(r, "page_token", "not a token for this listing order");
+  *seq = 0;
+  for (int i = 0; i < 8; i++) *seq = *seq << 8 | b[1 + i];
+  return EG_OK;
+}
+
+static int64_t eg_estimate_tokens(size_t bytes) { return (int64_t)((bytes + 3) / 4); }
+
+/* ==== CreateSession ========================================================= */
+
+struct eg_create_state {
+  const Engram__V1__Session *in;
+  const char *session_id;
+  ProtobufCBinaryData metadata_token;
+};
+
+static eg_err eg_create_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__CreateSessionRequest *in = (const void *)msg;
+  const Engram__V1__Session *s = in->session;
+  eg_err e;
+  if (!s) return eg_invalid_r(r, "session", "required");
+  if ((e = eg_validate_id("session.user_id", s->user_id, 1, r->msg, sizeof r->msg)) ||
+      (e = eg_validate_id("session.session_id", s->session_id, 0, r->msg, sizeof r->msg)) ||
+      (e = eg_validate_id("session.agent_id", s->agent_id, 0, r->msg, sizeof r->msg)))
+    return e;
+  struct eg_create_state *st = EG_ARENA_NEW(r->arena, struct eg_create_state);
+  if (!st) return EG_ENOMEM;
+  st->in = s;
+  st->session_id = s->session_id;
+  if (!s->session_id[0]) {
+    char *id = eg_arena_alloc(r->arena, EG_ULID_LEN + 1);
+    if (!id) return EG_ENOMEM;
+    eg_ulid_new(id);
+    st->session_id = id;
+  }
+  ProtobufCBinaryData packed;
+  e = eg_metadata_pack(r, "session.metadata", (eg_kv_entry **)s->metadata, s->n_metadata, &packed);
+  if (e == EG_OK && packed.len)
+    e = eg_field_seal(r, "session", st->session_id, "metadata", packed.data, packed.len,
+                      &st->metadata_token);
+  r->state = st;
+  return e;
+}
+
+static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
+  const struct eg_create_state *st = r->state;
+  int64_t ttl_us = r->srv->cfg->session_ttl_s * 1000000;
+  eg_session_rec rec = ENGRAM__STORAGE__V1__SESSION_RECORD__INIT;
+  rec.session_id = (char *)st->session_id;
+  rec.user_id = st->in->user_id;
+  rec.agent_id = st->in->agent_id;
+  rec.state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE;
+  rec.metadata_token = st->metadata_token;
+  rec.create_time_us = rec.update_time_us = r->now_us;
+  rec.expire_time_us = r->now_us + ttl_us;
+  rec.ttl_us = ttl_us;
+  eg_err e = eg_store_session_put(t, r->tenant, &rec, 1);
+  if (e == EG_EEXIST) {
+    snprintf(r->msg, sizeof r->msg, "session.session_id: '%s' already exists", st->session_id);
+    return e;
+  }
+  if (e != EG_OK) return e;
+  return eg_session_to_api(r, &rec, (Engram__V1__Session **)&r->resp);
+}
+
+/* ==== GetSession / EndSession / DeleteSession ============================== */
+
+static eg_err eg_get_session(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__GetSessionRequest *in = (const void *)msg;
+  eg_session_rec *rec;
+  eg_err e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg);
+  if (e == EG_OK) e = eg_session_load(r, r->rtxn, in->session_id, &rec);
+  if (e == EG_OK) e = eg_session_to_api(r, rec, (Engram__V1__Session **)&r->resp);
+  return e;
+}
+
+/* Prepare for the writes that name only a session: EndSession, DeleteSession. */
+static eg_err eg_by_id_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  /* Both requests carry session_id as field 1, a string. */
+  const char *sid = msg->descriptor == &engram__v1__end_session_request__descriptor
+                        ? ((const Engram__V1__EndSessionRequest *)msg)->session_id
+                        : ((const Engram__V1__DeleteSessionRequest *)msg)->session_id;
+  r->state = (void *)sid;
+  return eg_validate_id("session_id", sid, 1, r->msg, sizeof r->msg);
+}
+
+static eg_err eg_end_apply(eg_req *r, eg_txn *t) {
+  eg_session_rec *rec;
+  eg_err e = eg_session_load(r, t, r->state, &rec);
+  if (e != EG_OK) return e;
+  rec->state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED;
+  rec->update_time_us = r->now_us;
+  e = eg_store_session_put(t, r->tenant, rec, 0);
+  if (e != EG_OK) return e;
+  return eg_session_to_api(r, rec, (Engram__V1__Session **)&r->resp);
+}
+
+static eg_err eg_delete_apply(eg_req *r, eg_txn *t) {
+  eg_session_rec *rec;
+  uint64_t n = 0;
+  eg_err e = eg_session_load(r, t, r->state, &rec);
+  if (e == EG_OK) e = eg_store_session_delete(t, r->tenant, rec, &n);
+  if (e != EG_OK) return e;
+  Engram__V1__DeleteSessionResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__DeleteSessionResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__delete_session_response__init(out);
+  out->deleted_messages = (int64_t)n;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* ==== ListSessions ========================================================= */
+
+struct eg_list_sessions {
+  eg_req *r;
+  Engram__V1__ListSessionsResponse *out;
+  size_t want;
+  eg_session_cursor last; /* position of the last session included */
+  eg_err err;
+};
+
+static int eg_list_sessions_visit(void *arg, eg_session_rec *rec, const eg_session_cursor *cur) {
+  struct eg_list_sessions *ls = arg;
+  if (eg_arena_defer(ls->r->arena, eg_session_rec_free, rec) != 0) return ls->err = EG_ENOMEM, 1;
+  if (ls->out->n_sessions == ls->want) {
+    /* One more exists: the next page starts after the last one shown. */
+    ls->out->next_page_token = (char *)eg_hex_encode(ls->r, ls->last.buf, ls->last.len);
+    if (!ls->out->next_page_token) ls->err = EG_ENOMEM;
+    return 1;
+  }
+  ls->err = eg_session_to_api(ls->r, rec, &ls->out->sessions[ls->out->n_sessions]);
+  if (ls->err != EG_OK) return 1;
+  ls->out->n_sessions++;
+  ls->last = *cur;
+  return 0;
+}
+
+static eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__ListSessionsRequest *in = (const void *)msg;
+  struct eg_list_sessions ls = {.r = r};
+  eg_session_cursor after, *afterp = NULL;
+  eg_err e;
+  if ((e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg)) ||
+      (e = eg_page_size(r, "page_size", in->page_size, &ls.want)))
+    return e;
+  if (in->page_token[0]) {
+    if ((e = eg_hex_decode(r, in->page_token, after.buf, sizeof after.buf, &after.len))) return e;
+    afterp = &after;
+  }
+  ls.out = EG_ARENA_NEW(r->arena, Engram__V1__ListSessionsResponse);
+  if (!ls.out) return EG_ENOMEM;
+  engram__v1__list_sessions_response__init(ls.out);
+  ls.out->sessions = EG_ARENA_ARRAY(r->arena, Engram__V1__Session *, ls.want);
+  if (!ls.out->sessions) return EG_ENOMEM;
+  e = eg_store_sessions_scan(r->rtxn, r->tenant, in->user_id, afterp, eg_list_sessions_visit, &ls);
+  if (e == EG_EINVAL) return eg_invalid_r(r, "page_token", "not a token this server issued");
+  if (e == EG_OK) e = ls.err;
+  r->resp = &ls.out->base;
+  return e;
+}
+
+/* ==== ListMessages / GetContext ============================================= */
+
+struct eg_msg_collect {
+  eg_req *r;
+  const char *sid;
+  Engram__V1__Message **msgs;
+  size_t n, want;
+  int more;           /* a message past the page or budget exists */
+  uint64_t next_seq;  /* ListMessages: where the next page starts */
+  int64_t stop_at_or_below; /* GetContext: summary_through_seq */
+  int64_t max_tokens, tokens;
+  eg_err err;
+};
+
+static int eg_msg_collect_keep(struct eg_msg_collect *mc, eg_message_rec *rec) {
+  mc->err = eg_message_to_api(mc->r, mc->sid, rec, &mc->msgs[mc->n]);
+  if (mc->err != EG_OK) return 1;
+  mc->n++;
+  return 0;
+}
+
+static int eg_list_messages_visit(void *arg, eg_message_rec *rec) {
+  struct eg_msg_collect *mc = arg;
+  if (eg_arena_defer(mc->r->arena, eg_message_rec_free, rec) != 0) return mc->err = EG_ENOMEM, 1;
+  if (mc->n == mc->want) {
+    mc->more = 1;
+    mc->next_seq = (uint64_t)rec->seq;
+    return 1;
+  }
+  return eg_msg_collect_keep(mc, rec);
+}
+
+static eg_err eg_msg_collect_init(eg_req *r, struct eg_msg_collect *mc, const char *sid, size_t want) {
+  *mc = (struct eg_msg_collect){.r = r, .sid = sid, .want = want};
+  mc->msgs = EG_ARENA_ARRAY(r->arena, Engram__V1__Message *, want ? want : 1);
+  return mc->msgs ? EG_OK : EG_ENOMEM;
+}
+
+static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__ListMessagesRequest *in = (const void *)msg;
+  struct eg_msg_collect mc;
+  eg_session_rec *rec;
+  size_t want;
+  uint64_t start = in->newest_first ? UINT64_MAX : 1;
+  eg_err e;
+  if ((e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg)) ||
+      (e = eg_page_size(r, "page_size", in->page_size, &want)) ||
+      (in->page_token[0] && (e = eg_msg_token_parse(r, in->page_token, in->newest_first, &start))) ||
+      (e = eg_session_load(r, r->rtxn, in->session_id, &rec)) ||
+      (e = eg_msg_collect_init(r, &mc, rec->session_id, want)))
+    return e;
+  e = eg_store_messages_scan(r->rtxn, r->tenant, rec->session_id, start, in->newest_first,
+                             eg_list_messages_visit, &mc);
+  if (e == EG_OK) e = mc.err;
+  if (e != EG_OK) return e;
+  Engram__V1__ListMessagesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__ListMessagesResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__list_messages_response__init(out);
+  out->messages = mc.msgs;
+  out->n_messages = mc.n;
+  if (mc.more && !(out->next_page_token = (char *)eg_msg_token(r, in->newest_first, mc.next_seq)))
+    return EG_ENOMEM;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+static int eg_context_visit(void *arg, eg_message_rec *rec) {
+  struct eg_msg_collect *mc = arg;
+  if (eg_arena_defer(mc->r->arena, eg_message_rec_free, rec) != 0) return mc->err = EG_ENOMEM, 1;
+  if (rec->seq <= mc->stop_at_or_below) return 1;
+  /* The newest contiguous run that fits: the first misfit ends it, so a
+   * large message is never skipped to make room for older ones. */
+  if (mc->n == mc->want || (mc->max_tokens && mc->tokens + rec->token_count > mc->max_tokens)) {
+    mc->more = 1;
+    return 1;
+  }
+  mc->tokens += rec->token_count;
+  return eg_msg_collect_keep(mc, rec);
+}
+
+static eg_err eg_get_context(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__GetContextRequest *in = (const void *)msg;
+  struct eg_msg_collect mc;
+  eg_session_rec *rec;
+  size_t want, len;
+  eg_err e;
+  if ((e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg)) ||
+      (e = eg_page_size(r, "max_messages", in->max_messages, &want)))
+    return e;
+  if (in->max_tokens < 0) return eg_invalid_r(r, "max_tokens", "must not be negative");
+  if ((e = eg_session_load(r, r->rtxn, in->session_id, &rec)) ||
+      (e = eg_msg_collect_init(r, &mc, rec->session_id, want)))
+    return e;
+  mc.stop_at_or_below = rec->summary_through_seq;
+  mc.max_tokens = in->max_tokens;
+  e = eg_store_messages_scan(r->rtxn, r->tenant, rec->session_id, UINT64_MAX, 1, eg_context_visit, &mc);
+  if (e == EG_OK) e = mc.err;
+  if (e != EG_OK) return e;
+  Engram__V1__GetContextResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__GetContextResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__get_context_response__init(out);
+  e = eg_field_open(r, "session", rec->session_id, "summary", &rec->summary_token, &out->summary, &len);
+  if (e != EG_OK) return e;
+  /* Collected newest first; the prompt wants oldest first. */
+  for (size_t i = 0; i < mc.n / 2; i++) {
+    Engram__V1__Message *tmp = mc.msgs[i];
+    mc.msgs[i] = mc.msgs[mc.n - 1 - i];
+    mc.msgs[mc.n - 1 - i] = tmp;
+  }
+  out->summary_through_seq = rec->summary_through_seq;
+  out->messages = mc.msgs;
+  out->n_messages = mc.n;
+  out->total_tokens = mc.tokens;
+  out->truncated = mc.more;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* ==== AppendMessages ======================================================== */
+
+struct eg_append_state {
+  const Engram__V1__AppendMessagesRequest *in;
+  ProtobufCBinaryData *metadata; /* packed, per message; sealed in apply */
+  int32_t *token_count;          /* given, or estimated */
+};
+
+static eg_err eg_append_check_message(eg_req *r, struct eg_append_state *st, size_t i) {
+  const Engram__V1__Message *m = st->in->messages[i];
+  char field[64];
+  eg_err e;
+  if (m->role <= ENGRAM__V1__ROLE__ROLE_UNSPECIFIED || m->role > ENGRAM__V1__ROLE__ROLE_TOOL) {
+    snprintf(field, sizeof field, "messages[%zu].role", i);
+    return eg_invalid(r->msg, sizeof r->msg, field, "must be USER, ASSISTANT, SYSTEM or TOOL (got %d)",
+                      (int)m->role);
+  }
+  size_t len = strlen(m->content);
+  if ((int64_t)len > r->srv->cfg->max_content_bytes) {
+    snprintf(field, sizeof field, "messages[%zu].content", i);
+    return eg_invalid(r->msg, sizeof r->msg, field, "%zu bytes, limit %lld", len,
+                      (long long)r->srv->cfg->max_content_bytes);
+  }
+  if (m->token_count < 0) {
+    snprintf(field, sizeof field, "messages[%zu].token_count", i);
+    return eg_invalid_r(r, field, "must not be negative");
+  }
+  snprintf(field, sizeof field, "messages[%zu].client_message_id", i);
+  if ((e = eg_validate_id(field, m->client_message_id, 0, r->msg, sizeof r->msg))) return e;
+  snprintf(field, sizeof field, "messages[%zu].metadata", i);
+  e = eg_metadata_pack(r, field, (eg_kv_entry **)m->metadata, m->n_metadata, &st->metadata[i]);
+  st->token_count[i] = m->token_count ? m->token_count : (int32_t)eg_estimate_tokens(len);
+  return e;
+}
+
+static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__AppendMessagesRequest *in = (const void *)msg;
+  eg_err e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg);
+  if (e != EG_OK) return e;
+  if (in->n_messages == 0) return eg_invalid_r(r, "messages", "at least one message is required");
+  if (in->n_messages > (size_t)r->srv->cfg->max_append_messages)
+    return eg_invalid(r->msg, sizeof r->msg, "messages", "%zu messages, limit %d per call",
+                      in->n_messages, r->srv->cfg->max_append_messages);
+  struct eg_append_state *st = EG_ARENA_NEW(r->arena, struct eg_append_state);
+  if (!st) return EG_ENOMEM;
+  st->in = in;
+  st->metadata = EG_ARENA_ARRAY(r->arena, ProtobufCBinaryData, in->n_messages);
+  st->token_count = EG_ARENA_ARRAY(r->arena, int32_t, in->n_messages);
+  if (!st->metadata || !st->token_count) return EG_ENOMEM;
+  for (size_t i = 0; i < in->n_messages; i++)
+    if ((e = eg_append_check_message(r, st, i))) return e;
+  r->state = st;
+  return EG_OK;
+}
+
+/* A message whose client_message_id this session already has: answer with
+ * the stored one (its seq and time), write nothing. Sets *found. */
+static eg_err eg_append_find_retry(eg_req *r, eg_txn *t, const char *sid, const Engram__V1__Message *m,
+                                   Engram__V1__Message **out, int *found) {
+  uint64_t seq;
+  eg_message_rec *rec;
+  *found = 0;
+  if (!m->client_message_id[0]) return EG_OK;
+  eg_err e = eg_store_idem_get(t, r->tenant, sid, m->client_message_id, &seq);
+  if (e == EG_ENOTFOUND) return EG_OK;
+  if (e == EG_OK) e = eg_store_message_get(t, r->tenant, sid, seq, &rec);
+  if (e != EG_OK) return e;
+  if (eg_arena_defer(r->arena, eg_message_rec_free, rec) != 0) return EG_ENOMEM;
+  *found = 1;
+  return eg_message_to_api(r, sid, rec, out);
+}
+
+static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, size_t i, Engram__V1__Message **out) {
+  const struct eg_append_state *st = r->state;
+  const Engram__V1__Message *m = st->in->messages[i];
+  eg_message_rec rec = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
+  rec.seq = s->message_count + 1;
+  rec.role = m->role;
+  rec.token_count = st->token_count[i];
+  rec.client_message_id = m->client_message_id;
+  rec.create_time_us = r->now_us;
+  const char *rid = eg_message_record_id(r, s->session_id, rec.seq);
+  if (!rid) return EG_ENOMEM;
+  eg_err e = eg_field_seal(r, "message", rid, "content", m->content, strlen(m->content), &rec.content_token);
+  if (e == EG_OK && st->metadata[i].len)
+    e = eg_field_seal(r, "message", rid, "metadata", st->metadata[i].data, st->metadata[i].len,
+                      &rec.metadata_token);
+  if (e == EG_OK) e = eg_store_message_put(t, r->tenant, s->session_id, &rec);
+  if (e != EG_OK) return e;
+  s->message_count = rec.seq;
+  /* The reply echoes the request's plaintext: nothing to decrypt. */
+  Engram__V1__Message *am = EG_ARENA_NEW(r->arena, Engram__V1__Message);
+  if (!am) return EG_ENOMEM;
+  engram__v1__message__init(am);
+  if (!(am->create_time = eg_timestamp(r, rec.create_time_us))) return EG_ENOMEM;
+  am->session_id = s->session_id;
+  am->seq = rec.seq;
+  am->role = rec.role;
+  am->content = m->content;
+  am->metadata = m->metadata;
+  am->n_metadata = m->n_metadata;
+  am->token_count = rec.token_count;
+  am->client_message_id = m->client_message_id;
+  *out = am;
+  return EG_OK;
+}
+
+static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
+  const struct eg_append_state *st = r->state;
+  const size_t n = st->in->n_messages;
+  eg_session_rec *s;
+  eg_err e = eg_session_load(r, t, st->in->session_id, &s);
+  if (e != EG_OK) return e;
+  Engram__V1__AppendMessagesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__AppendMessagesResponse);
+  Engram__V1__Message **msgs = EG_ARENA_ARRAY(r->arena, Engram__V1__Message *, n);
+  if (!out || !msgs) return EG_ENOMEM;
+  engram__v1__append_messages_response__init(out);
+  int64_t before = s->message_count;
+  for (size_t i = 0; i < n; i++) {
+    int found;
+    e = eg_append_find_retry(r, t, s->session_id, st->in->messages[i], &msgs[i], &found);
+    if (e != EG_OK) return e;
+    if (found) continue;
+    /* Checked here, after retries were answered, so that a retry of an
+     * append that succeeded still succeeds once the session has ended. */
+    int state = eg_session_state_at(s, r->now_us);
+    if (state != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE) {
+      snprintf(r->msg, sizeof r->msg, "session_id: session '%s' is %s", s->session_id,
+               state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED ? "ended" : "expired");
+      return EG_EPRECOND;
+    }
+    if ((e = eg_append_one(r, t, s, i, &msgs[i]))) return e;
+  }
+  if (s->message_count != before) {
+    s->update_time_us = r->now_us;
+    s->expire_time_us = r->now_us + s->ttl_us;
+    if ((e = eg_store_session_put(t, r->tenant, s, 0))) return e;
+  }
+  out->messages = msgs;
+  out->n_messages = n;
+  if ((e = eg_session_to_api(r, s, &out->session))) return e;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* ==== UpdateSummary ========================================================= */
+
+struct eg_summary_state {
+  const Engram__V1__UpdateSummaryRequest *in;
+  ProtobufCBinaryData token;
+};
+
+static eg_err eg_summary_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__UpdateSummaryRequest *in = (const void *)msg;
+  eg_err e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg);
+  if (e != EG_OK) return e;
+  size_t len = strlen(in->summary);
+  if ((int64_t)len > r->srv->cfg->max_content_bytes)
+    return eg_invalid(r->msg, sizeof r->msg, "summary", "%zu bytes, limit %lld", len,
+                      (long long)r->srv->cfg->max_content_bytes);
+  if (in->through_seq < 0) return eg_invalid_r(r, "through_seq", "must not be negative");
+  struct eg_summary_state *st = EG_ARENA_NEW(r->arena, struct eg_summary_state);
+  if (!st) return EG_ENOMEM;
+  st->in = in;
+  r->state = st;
+  if (len == 0) return EG_OK; /* an empty token means no summary */
+  return eg_field_seal(r, "session", in->session_id, "summary", in->summary, len, &st->token);
+}
+
+static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
+  const struct eg_summary_state *st = r->state;
+  eg_session_rec *s;
+  eg_err e = eg_session_load(r, t, st->in->session_id, &s);
+  if (e != EG_OK) return e;
+  if (st->in->through_seq > s->message_count)
+    return eg_invalid(r->msg, sizeof r->msg, "through_seq", "%" PRId64 " is beyond the last message (%" PRId64 ")",
+                      st->in->through_seq, s->message_count);
+  if (st->in->through_seq < s->summary_through_seq) {
+    snprintf(r->msg, sizeof r->msg,
+             "through_seq: %" PRId64 " is older than the current summary's (%" PRId64 ")",
+             st->in->through_seq, s->summary_through_seq);
+    return EG_EPRECOND;
+  }
+  s->summary_token = st->token;
+  s->summary_through_seq = st->in->through_seq;
+  s->update_time_us = r->now_us;
+  if ((e = eg_store_session_put(t, r->tenant, s, 0))) return e;
+  return eg_session_to_api(r, s, (Engram__V1__Session **)&r->resp);
+}
+
+/* ==== the table ============================================================= */
+
+#define EG_SESSION_PATH(name) "/engram.v1.SessionService/" #name
+#define EG_READ(name, req, fn) \
+  {.path = EG_SESSION_PATH(name), .in = &req, .role = EG_ROLE_AGENT, .read = fn}
+#define EG_WRITE(name, req, prep, app) \
+  {.path = EG_SESSION_PATH(name), .in = &req, .role = EG_ROLE_AGENT, .prepare = prep, .apply = app}
+
+const eg_method eg_session_methods[] = {
+    EG_WRITE(CreateSession, engram__v1__create_session_request__descriptor, eg_create_prepare, eg_create_apply),
+    EG_READ(GetSession, engram__v1__get_session_request__descriptor, eg_get_session),
+    EG_READ(ListSessions, engram__v1__list_sessions_request__descriptor, eg_list_sessions),
+    EG_WRITE(EndSession, engram__v1__end_session_request__descriptor, eg_by_id_prepare, eg_end_apply),
+    EG_WRITE(DeleteSession, engram__v1__delete_session_request__descriptor, eg_by_id_prepare, eg_delete_apply),
+    EG_WRITE(AppendMessages, engram__v1__append_messages_request__descriptor, eg_append_prepare, eg_append_apply),
+    EG_READ(ListMessages, engram__v1__list_messages_request__descriptor, eg_list_messages),
+    EG_READ(GetContext, engram__v1__get_context_request__descriptor, eg_get_context),
+    EG_WRITE(UpdateSummary, engram__v1__update_summary_request__descriptor, eg_summary_prepare, eg_summary_apply),
+    {.path = NULL},
+};

@@ -1,0 +1,354 @@
+#include "server/transport.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "server/validate.h"
+
+/* Requests kept armed per method per worker: calls that arrive together
+ * are matched without waiting for a re-arm. */
+#define EG_ARMED_PER_METHOD 4
+
+typedef struct eg_worker eg_worker;
+
+typedef enum { EG_CALL_WAITING, EG_CALL_REPLYING } eg_call_state;
+
+/* One call, from the armed request to the reply's completion. It is the
+ * completion-queue tag, and its first member makes it a writer item. */
+typedef struct eg_call {
+  eg_write_item item;
+  eg_call_state state;
+  eg_worker *w;
+  size_t mi; /* index into the method table; SIZE_MAX: unregistered */
+  grpc_call *call;
+  gpr_timespec deadline;
+  grpc_metadata_array md;
+  grpc_byte_buffer *payload;
+  grpc_call_details details; /* unregistered calls only */
+  eg_req req;
+  grpc_metadata lsn_md;
+  grpc_byte_buffer *out;
+  grpc_slice status_details;
+  int cancelled;
+} eg_call;
+
+struct eg_worker {
+  eg_transport *tp;
+  grpc_completion_queue *cq;
+  pthread_t thread;
+  eg_txn *reader;
+};
+
+struct eg_transport {
+  const eg_srv *srv;
+  eg_writer *writer;
+  grpc_server *server;
+  grpc_completion_queue *shutdown_cq;
+  const eg_method **methods;
+  void **handles;
+  size_t n_methods;
+  eg_worker *workers;
+  int n_workers;
+  atomic_int stopping;
+};
+
+static const eg_method *const eg_tables[] = {eg_session_methods, eg_health_methods};
+
+/* ==== arming ================================================================ */
+
+static eg_call *eg_call_new(eg_worker *w, size_t mi) {
+  eg_call *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->w = w;
+  c->mi = mi;
+  c->state = EG_CALL_WAITING;
+  grpc_metadata_array_init(&c->md);
+  grpc_call_details_init(&c->details);
+  return c;
+}
+
+static void eg_call_free(eg_call *c) {
+  grpc_metadata_array_destroy(&c->md);
+  grpc_call_details_destroy(&c->details);
+  if (c->payload) grpc_byte_buffer_destroy(c->payload);
+  if (c->out) grpc_byte_buffer_destroy(c->out);
+  grpc_slice_unref(c->status_details);
+  grpc_slice_unref(c->lsn_md.value);
+  if (c->call) grpc_call_unref(c->call);
+  eg_arena_free(c->req.arena);
+  free(c);
+}
+
+static void eg_arm(eg_worker *w, size_t mi) {
+  eg_transport *tp = w->tp;
+  eg_call *c = eg_call_new(w, mi);
+  if (!c) return;
+  grpc_call_error ce =
+      mi == SIZE_MAX
+          ? grpc_server_request_call(tp->server, &c->call, &c->details, &c->md, w->cq, w->cq, c)
+          : grpc_server_request_registered_call(tp->server, tp->handles[mi], &c->call, &c->deadline,
+                                                &c->md, &c->payload, w->cq, w->cq, c);
+  if (ce != GRPC_CALL_OK) eg_call_free(c);
+}
+
+/* ==== replying ============================================================== */
+
+/* Sends status e (with the handler's message, or the table's) and, when
+ * OK, the response. lsn != 0 goes out as `engram-lsn`. Thread safety: any
+ * thread (the writer replies to writes). */
+static void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
+  grpc_op ops[4];
+  size_t n = 0;
+  memset(ops, 0, sizeof ops);
+  ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (lsn && e == EG_OK) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, lsn);
+    c->lsn_md.key = grpc_slice_from_static_string("engram-lsn");
+    c->lsn_md.value = grpc_slice_from_copied_string(buf);
+    ops[n].data.send_initial_metadata.count = 1;
+    ops[n].data.send_initial_metadata.metadata = &c->lsn_md;
+  }
+  n++;
+  ProtobufCMessage *resp = c->req.resp;
+  if (e == EG_OK && resp) {
+    grpc_slice s = grpc_slice_malloc(protobuf_c_message_get_packed_size(resp));
+    protobuf_c_message_pack(resp, GRPC_SLICE_START_PTR(s));
+    c->out = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = c->out;
+  }
+  const char *msg = e == EG_OK ? "" : c->req.msg[0] ? c->req.msg : eg_err_msg(e);
+  c->status_details = grpc_slice_from_copied_string(msg);
+  ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[n].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
+  ops[n++].data.send_status_from_server.status_details = &c->status_details;
+  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+  c->state = EG_CALL_REPLYING;
+  if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
+    fprintf(stderr, "engramd: cannot send a reply\n");
+    eg_call_free(c);
+  }
+}
+
+static eg_err eg_reply_msg(eg_call *c, eg_err e, const char *fmt, const char *arg) {
+  snprintf(c->req.msg, sizeof c->req.msg, fmt, arg);
+  return e;
+}
+
+/* ==== handling ============================================================== */
+
+static eg_err eg_write_apply(eg_write_item *item, eg_txn *t) {
+  eg_call *c = (eg_call *)item;
+  c->req.msg[0] = '\0';
+  c->req.resp = NULL;
+  return c->w->tp->methods[c->mi]->apply(&c->req, t);
+}
+
+static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn) {
+  eg_reply((eg_call *)item, err, lsn);
+}
+
+static const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key) {
+  for (size_t i = 0; i < md->count; i++)
+    if (grpc_slice_str_cmp(md->metadata[i].key, key) == 0) return &md->metadata[i].value;
+  return NULL;
+}
+
+static eg_err eg_authorize(eg_call *c, const eg_method *m) {
+  const grpc_slice *v = eg_md_find(&c->md, "authorization");
+  eg_err e = eg_auth_check(c->w->tp->srv->auth, v ? (const char *)GRPC_SLICE_START_PTR(*v) : NULL,
+                           v ? GRPC_SLICE_LENGTH(*v) : 0, m->role, &c->req.tenant);
+  if (e == EG_EUNAUTH)
+    return eg_reply_msg(c, e, "authorization: missing or unknown bearer token%s", "");
+  if (e == EG_EPERM) return eg_reply_msg(c, e, "authorization: this token's role may not call %s", m->path);
+  return e;
+}
+
+static void eg_in_free(void *p) { protobuf_c_message_free_unpacked(p, NULL); }
+
+/* Decodes the payload; the request lives as long as the call. */
+static eg_err eg_decode(eg_call *c, const eg_method *m, ProtobufCMessage **out) {
+  if (!c->payload) return eg_reply_msg(c, EG_EINVAL, "request: no message was sent%s", "");
+  grpc_byte_buffer_reader rd;
+  if (!grpc_byte_buffer_reader_init(&rd, c->payload)) return EG_ENOMEM;
+  grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+  grpc_byte_buffer_reader_destroy(&rd);
+  *out = protobuf_c_message_unpack(m->in, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_slice_unref(s);
+  if (!*out) return eg_reply_msg(c, EG_EINVAL, "request: not a valid %s message", m->in->name);
+  if (eg_arena_defer(c->req.arena, eg_in_free, *out) != 0) return EG_ENOMEM;
+  return eg_validate_utf8(*out, c->req.msg, sizeof c->req.msg);
+}
+
+static eg_err eg_run_read(eg_call *c, const eg_method *m, const ProtobufCMessage *in) {
+  if (m->no_store) return m->read(&c->req, in);
+  eg_err e = eg_store_reader_begin(c->w->reader);
+  if (e != EG_OK) return e;
+  c->req.rtxn = c->w->reader;
+  e = m->read(&c->req, in);
+  eg_store_reader_end(c->w->reader);
+  c->req.rtxn = NULL;
+  return e;
+}
+
+static void eg_on_call(eg_call *c) {
+  eg_transport *tp = c->w->tp;
+  if (!atomic_load(&tp->stopping)) eg_arm(c->w, c->mi);
+  if (c->mi == SIZE_MAX) {
+    char path[256];
+    snprintf(path, sizeof path, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
+             (const char *)GRPC_SLICE_START_PTR(c->details.method));
+    eg_reply_msg(c, EG_EUNIMPL, "unknown method %s", path);
+    eg_reply(c, EG_EUNIMPL, 0);
+    return;
+  }
+  const eg_method *m = tp->methods[c->mi];
+  ProtobufCMessage *in = NULL;
+  eg_err e;
+  c->req.srv = tp->srv;
+  c->req.now_us = eg_now_us();
+  if (!(c->req.arena = eg_arena_new())) e = EG_ENOMEM;
+  else if ((e = eg_authorize(c, m)) == EG_OK && (e = eg_decode(c, m, &in)) == EG_OK) {
+    if (m->read) {
+      e = eg_run_read(c, m, in);
+    } else if ((e = m->prepare(&c->req, in)) == EG_OK) {
+      c->item.apply = eg_write_apply;
+      c->item.done = eg_write_done;
+      eg_writer_submit(tp->writer, &c->item);
+      return;
+    }
+  }
+  eg_reply(c, e, 0);
+}
+
+static void *eg_worker_main(void *arg) {
+  eg_worker *w = arg;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+    if (ev.type != GRPC_OP_COMPLETE) continue;
+    eg_call *c = ev.tag;
+    /* A failed request means the server is shutting down. */
+    if (c->state == EG_CALL_WAITING && ev.success)
+      eg_on_call(c);
+    else
+      eg_call_free(c);
+  }
+  return NULL;
+}
+
+/* ==== start and stop ======================================================== */
+
+static eg_err eg_register_methods(eg_transport *tp) {
+  size_t n = 0;
+  for (size_t t = 0; t < sizeof eg_tables / sizeof eg_tables[0]; t++)
+    for (const eg_method *m = eg_tables[t]; m->path; m++) n++;
+  tp->methods = calloc(n, sizeof *tp->methods);
+  tp->handles = calloc(n, sizeof *tp->handles);
+  if (!tp->methods || !tp->handles) return EG_ENOMEM;
+  for (size_t t = 0; t < sizeof eg_tables / sizeof eg_tables[0]; t++)
+    for (const eg_method *m = eg_tables[t]; m->path; m++) {
+      tp->methods[tp->n_methods] = m;
+      tp->handles[tp->n_methods++] = grpc_server_register_method(
+          tp->server, m->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    }
+  return EG_OK;
+}
+
+static grpc_server *eg_server_create(void) {
+  grpc_arg args[] = {
+      /* Without this a stale server on the same port silently shares it. */
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+  };
+  grpc_channel_args ca = {.num_args = sizeof args / sizeof args[0], .args = args};
+  return grpc_server_create(&ca, NULL);
+}
+
+static void eg_transport_free(eg_transport *tp) {
+  for (int i = 0; i < tp->n_workers; i++) {
+    if (tp->workers[i].cq) grpc_completion_queue_destroy(tp->workers[i].cq);
+    eg_store_reader_free(tp->workers[i].reader);
+  }
+  if (tp->shutdown_cq) grpc_completion_queue_destroy(tp->shutdown_cq);
+  free(tp->workers);
+  free(tp->methods);
+  free(tp->handles);
+  free(tp);
+}
+
+eg_err eg_transport_start(const eg_srv *srv, eg_writer *writer, int workers, const char *listen,
+                          int *port, eg_transport **out, char *err, size_t errlen) {
+  eg_transport *tp = calloc(1, sizeof *tp);
+  eg_err e = EG_ENOMEM;
+  if (!tp) return e;
+  tp->srv = srv;
+  tp->writer = writer;
+  tp->n_workers = workers;
+  if (!(tp->workers = calloc((size_t)workers, sizeof *tp->workers))) goto fail;
+  tp->server = eg_server_create();
+  if ((e = eg_register_methods(tp)) != EG_OK) goto fail;
+  tp->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_server_register_completion_queue(tp->server, tp->shutdown_cq, NULL);
+  for (int i = 0; i < workers; i++) {
+    tp->workers[i].tp = tp;
+    tp->workers[i].cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(tp->server, tp->workers[i].cq, NULL);
+    if ((e = eg_store_reader_new(srv->store, &tp->workers[i].reader)) != EG_OK) goto fail;
+  }
+  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+  *port = grpc_server_add_http2_port(tp->server, listen, creds);
+  grpc_server_credentials_release(creds);
+  if (*port == 0) {
+    snprintf(err, errlen, "--listen %s: cannot bind (address in use or invalid)", listen);
+    e = EG_EINVAL;
+    goto fail;
+  }
+  grpc_server_start(tp->server);
+  for (int i = 0; i < workers; i++) {
+    eg_worker *w = &tp->workers[i];
+    for (size_t mi = 0; mi < tp->n_methods; mi++)
+      for (int k = 0; k < EG_ARMED_PER_METHOD; k++) eg_arm(w, mi);
+    if (i == 0) eg_arm(w, SIZE_MAX);
+    pthread_create(&w->thread, NULL, eg_worker_main, w);
+  }
+  *out = tp;
+  return EG_OK;
+fail:
+  if (tp->server) grpc_server_destroy(tp->server);
+  eg_transport_free(tp);
+  return e;
+}
+
+void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
+  atomic_store(&tp->stopping, 1);
+  grpc_server_shutdown_and_notify(tp->server, tp->shutdown_cq, tp);
+  gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                       gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
+  grpc_event ev = grpc_completion_queue_next(tp->shutdown_cq, deadline, NULL);
+  if (ev.type == GRPC_QUEUE_TIMEOUT) {
+    fprintf(stderr, "engramd: calls still running after %lld ms; cancelling them\n",
+            (long long)grace_ms);
+    grpc_server_cancel_all_calls(tp->server);
+    grpc_completion_queue_next(tp->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  }
+  grpc_server_destroy(tp->server);
+  for (int i = 0; i < tp->n_workers; i++) grpc_completion_queue_shutdown(tp->workers[i].cq);
+  for (int i = 0; i < tp->n_workers; i++) pthread_join(tp->workers[i].thread, NULL);
+  grpc_completion_queue_shutdown(tp->shutdown_cq);
+  while (grpc_completion_queue_next(tp->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  eg_transport_free(tp);
+}

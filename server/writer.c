@@ -1,0 +1,130 @@
+#include "server/writer.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Most items one txn takes: bounds the time the first caller in a batch
+ * waits behind the others. */
+#define EG_WRITER_BATCH_MAX 1024
+
+struct eg_writer {
+  eg_store *store;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  eg_write_item *head, *tail; /* guarded by mu */
+  int stopping;               /* guarded by mu */
+};
+
+void eg_writer_submit(eg_writer *w, eg_write_item *item) {
+  item->next = NULL;
+  pthread_mutex_lock(&w->mu);
+  if (w->tail)
+    w->tail->next = item;
+  else
+    w->head = item;
+  w->tail = item;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Takes up to EG_WRITER_BATCH_MAX items; NULL once stopping and drained. */
+static eg_write_item *eg_writer_take(eg_writer *w) {
+  pthread_mutex_lock(&w->mu);
+  while (!w->head && !w->stopping) pthread_cond_wait(&w->cv, &w->mu);
+  eg_write_item *batch = w->head, *last = w->head;
+  for (int n = 1; last && last->next && n < EG_WRITER_BATCH_MAX; n++) last = last->next;
+  if (last) {
+    w->head = last->next;
+    if (!w->head) w->tail = NULL;
+    last->next = NULL;
+  }
+  pthread_mutex_unlock(&w->mu);
+  return batch;
+}
+
+/* Applies the batch in one txn. Item results go to errs[]; returns the
+ * commit's result (EG_EMAPFULL: grow and run again). */
+static eg_err eg_writer_apply(eg_writer *w, eg_write_item *batch, eg_err *errs, uint64_t *lsn) {
+  eg_txn *t, *sub;
+  int applied = 0;
+  eg_err e = eg_store_write_begin(w->store, &t);
+  if (e != EG_OK) return e;
+  int i = 0;
+  for (eg_write_item *it = batch; it; it = it->next, i++) {
+    if ((e = eg_store_sub_begin(t, &sub)) != EG_OK) goto fail;
+    errs[i] = it->apply(it, sub);
+    if (errs[i] == EG_EMAPFULL) {
+      eg_store_sub_abort(sub);
+      e = EG_EMAPFULL;
+      goto fail;
+    }
+    if (errs[i] != EG_OK) {
+      eg_store_sub_abort(sub);
+      continue;
+    }
+    if ((e = eg_store_sub_commit(sub)) != EG_OK) goto fail;
+    applied++;
+  }
+  if (!applied) {
+    /* Nothing to make durable: every item failed its own checks. */
+    eg_store_write_abort(t);
+    *lsn = 0;
+    return EG_OK;
+  }
+  return eg_store_write_commit(t, lsn);
+fail:
+  eg_store_write_abort(t);
+  return e;
+}
+
+static void eg_writer_run_batch(eg_writer *w, eg_write_item *batch) {
+  eg_err errs[EG_WRITER_BATCH_MAX];
+  uint64_t lsn = 0;
+  eg_err e;
+  while ((e = eg_writer_apply(w, batch, errs, &lsn)) == EG_EMAPFULL) {
+    if ((e = eg_store_grow(w->store)) != EG_OK) {
+      fprintf(stderr, "engramd: cannot grow the storage map: %s\n", eg_err_msg(e));
+      break;
+    }
+  }
+  int i = 0;
+  for (eg_write_item *it = batch, *next; it; it = next, i++) {
+    next = it->next; /* done() may free the item */
+    it->done(it, e != EG_OK ? e : errs[i], lsn);
+  }
+}
+
+static void *eg_writer_main(void *arg) {
+  eg_writer *w = arg;
+  eg_write_item *batch;
+  while ((batch = eg_writer_take(w))) eg_writer_run_batch(w, batch);
+  return NULL;
+}
+
+eg_err eg_writer_start(eg_store *s, eg_writer **out) {
+  eg_writer *w = calloc(1, sizeof *w);
+  if (!w) return EG_ENOMEM;
+  w->store = s;
+  pthread_mutex_init(&w->mu, NULL);
+  pthread_cond_init(&w->cv, NULL);
+  if (pthread_create(&w->thread, NULL, eg_writer_main, w) != 0) {
+    free(w);
+    return EG_ENOMEM;
+  }
+  *out = w;
+  return EG_OK;
+}
+
+void eg_writer_stop(eg_writer *w) {
+  if (!w) return;
+  pthread_mutex_lock(&w->mu);
+  w->stopping = 1;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+  pthread_join(w->thread, NULL);
+  pthread_mutex_destroy(&w->mu);
+  pthread_cond_destroy(&w->cv);
+  free(w);
+}

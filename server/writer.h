@@ -1,0 +1,38 @@
+/*
+ * The writer thread: group commit.
+ *
+ * Workers submit write items and go back to serving. The writer takes
+ * everything queued (up to a cap), applies each item in a nested txn of one
+ * LMDB write txn, commits once (one fsync for the whole batch), and only
+ * then calls every item's done callback. With an empty queue it commits at
+ * once, so a lone client pays no batching delay.
+ */
+#ifndef EG_SERVER_WRITER_H
+#define EG_SERVER_WRITER_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "storage/storage.h"
+
+typedef struct eg_write_item eg_write_item;
+struct eg_write_item {
+  eg_write_item *next; /* the writer's queue link */
+  /* Runs in a nested txn; may run again if the batch is replayed after the
+   * map grew. A non-OK result rolls back this item only. */
+  eg_err (*apply)(eg_write_item *item, eg_txn *t);
+  /* Called once, on the writer thread, after the batch's commit: err is the
+   * item's apply result or the commit's failure; lsn the batch's LSN. */
+  void (*done)(eg_write_item *item, eg_err err, uint64_t lsn);
+};
+
+typedef struct eg_writer eg_writer;
+
+/* Starts the writer thread over s. */
+eg_err eg_writer_start(eg_store *s, eg_writer **out);
+/* Queues an item. Thread safety: any thread. */
+void eg_writer_submit(eg_writer *w, eg_write_item *item);
+/* Finishes every queued item, stops the thread, frees w. */
+void eg_writer_stop(eg_writer *w);
+
+#endif
