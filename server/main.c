@@ -58,8 +58,6 @@ static int eg_workers(const eg_config *cfg) {
 static int eg_check_supported(const eg_config *cfg) {
   if (strcmp(cfg->role, "primary") != 0)
     return eg_fail("--role", "only 'primary' is available in this build (replication is not built yet)");
-  if (cfg->metrics_listen[0])
-    return eg_fail("--metrics-listen", "the metrics endpoint is not built yet");
   return 0;
 }
 
@@ -67,6 +65,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   char err[512] = "";
   eg_writer *writer = NULL;
   eg_transport *tp = NULL;
+  eg_metrics_http *http = NULL;
   int port = 0;
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -77,7 +76,11 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_err e = eg_writer_start(srv->store, &writer);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
+  if (e == EG_OK && cfg->metrics_listen[0])
+    e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
+                              &http, err, sizeof err);
   if (e != EG_OK) {
+    if (tp) eg_transport_stop(tp, 0);
     eg_writer_stop(writer);
     grpc_shutdown_blocking();
     return eg_fail("start", err[0] ? err : eg_err_msg(e));
@@ -86,6 +89,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   fprintf(stderr, "engramd: %s: draining calls and stopping\n", strsignal(sig));
+  eg_metrics_http_stop(http);
   eg_transport_stop(tp, cfg->shutdown_grace_ms);
   eg_writer_stop(writer);
   grpc_shutdown_blocking();

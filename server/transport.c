@@ -54,7 +54,9 @@ struct eg_transport {
   grpc_server *server;
   grpc_completion_queue *shutdown_cq;
   const eg_method **methods;
+  const char **paths;
   void **handles;
+  eg_metrics *metrics;
   size_t n_methods;
   eg_worker *workers;
   int n_workers;
@@ -136,6 +138,7 @@ static void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
   ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
   c->state = EG_CALL_REPLYING;
+  eg_metrics_count(c->w->tp->metrics, c->mi, eg_err_grpc_code(e));
   if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
     fprintf(stderr, "engramd: cannot send a reply\n");
     eg_call_free(c);
@@ -256,15 +259,18 @@ static eg_err eg_register_methods(eg_transport *tp) {
   for (size_t t = 0; t < sizeof eg_tables / sizeof eg_tables[0]; t++)
     for (const eg_method *m = eg_tables[t]; m->path; m++) n++;
   tp->methods = calloc(n, sizeof *tp->methods);
+  tp->paths = calloc(n, sizeof *tp->paths);
   tp->handles = calloc(n, sizeof *tp->handles);
-  if (!tp->methods || !tp->handles) return EG_ENOMEM;
+  if (!tp->methods || !tp->paths || !tp->handles) return EG_ENOMEM;
   for (size_t t = 0; t < sizeof eg_tables / sizeof eg_tables[0]; t++)
     for (const eg_method *m = eg_tables[t]; m->path; m++) {
       tp->methods[tp->n_methods] = m;
+      tp->paths[tp->n_methods] = m->path;
       tp->handles[tp->n_methods++] = grpc_server_register_method(
           tp->server, m->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     }
-  return EG_OK;
+  tp->metrics = eg_metrics_new(tp->paths, n);
+  return tp->metrics ? EG_OK : EG_ENOMEM;
 }
 
 static grpc_server *eg_server_create(void) {
@@ -283,7 +289,9 @@ static void eg_transport_free(eg_transport *tp) {
   }
   if (tp->shutdown_cq) grpc_completion_queue_destroy(tp->shutdown_cq);
   free(tp->workers);
+  eg_metrics_free(tp->metrics);
   free(tp->methods);
+  free(tp->paths);
   free(tp->handles);
   free(tp);
 }
@@ -352,3 +360,5 @@ void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
   }
   eg_transport_free(tp);
 }
+
+const eg_metrics *eg_transport_metrics(const eg_transport *tp) { return tp->metrics; }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "server/metrics.h"
 #include "server/service.h"
 #include "server/writer.h"
 
@@ -25,5 +26,8 @@ eg_err eg_transport_start(const eg_srv *srv, eg_writer *writer, int workers, con
  * (then cancels the rest), stops the workers and frees t. The writer must
  * still be running: queued writes are answered before this returns. */
 void eg_transport_stop(eg_transport *t, int64_t grace_ms);
+
+/* The transport's call counters (valid until eg_transport_stop). */
+const eg_metrics *eg_transport_metrics(const eg_transport *t);
 
 #endif

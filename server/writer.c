@@ -1,6 +1,7 @@
 #include "server/writer.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,7 +16,13 @@ struct eg_writer {
   pthread_cond_t cv;
   eg_write_item *head, *tail; /* guarded by mu */
   int stopping;               /* guarded by mu */
+  atomic_uint_fast64_t batches, items;
 };
+
+void eg_writer_stats(const eg_writer *w, uint64_t *batches, uint64_t *items) {
+  *batches = atomic_load_explicit(&w->batches, memory_order_relaxed);
+  *items = atomic_load_explicit(&w->items, memory_order_relaxed);
+}
 
 void eg_writer_submit(eg_writer *w, eg_write_item *item) {
   item->next = NULL;
@@ -73,7 +80,11 @@ static eg_err eg_writer_apply(eg_writer *w, eg_write_item *batch, eg_err *errs, 
     *lsn = 0;
     return EG_OK;
   }
-  return eg_store_write_commit(t, lsn);
+  if ((e = eg_store_write_commit(t, lsn)) == EG_OK) {
+    atomic_fetch_add_explicit(&w->batches, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->items, (uint64_t)applied, memory_order_relaxed);
+  }
+  return e;
 fail:
   eg_store_write_abort(t);
   return e;

@@ -32,6 +32,9 @@ typedef struct eg_writer eg_writer;
 eg_err eg_writer_start(eg_store *s, eg_writer **out);
 /* Queues an item. Thread safety: any thread. */
 void eg_writer_submit(eg_writer *w, eg_write_item *item);
+/* Write txns committed and items applied so far. Thread safety: any thread. */
+void eg_writer_stats(const eg_writer *w, uint64_t *batches, uint64_t *items);
+
 /* Finishes every queued item, stops the thread, frees w. */
 void eg_writer_stop(eg_writer *w);
 

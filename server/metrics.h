@@ -1,0 +1,40 @@
+/*
+ * Prometheus metrics: per-method call counts by gRPC status code, the
+ * writer's batches, the store's LSN and map size, served as text on
+ * --metrics-listen (GET /metrics). Counting is a relaxed atomic add on the
+ * call path; rendering happens only when scraped.
+ */
+#ifndef EG_SERVER_METRICS_H
+#define EG_SERVER_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "server/writer.h"
+#include "storage/storage.h"
+
+typedef struct eg_metrics eg_metrics;
+
+/* n_methods counters rows named by paths[]; one more row counts unknown
+ * methods. The strings must outlive m. */
+eg_metrics *eg_metrics_new(const char *const *paths, size_t n_methods);
+void eg_metrics_free(eg_metrics *m);
+
+/* Counts one finished call. method SIZE_MAX: an unknown method.
+ * Thread safety: any thread. */
+void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code);
+
+/* Writes the exposition text into buf; returns its length (truncated at
+ * cap - 1). store and writer may be NULL. */
+size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
+                         char *buf, size_t cap);
+
+/* Serves GET /metrics on addr (HOST:PORT) from a thread of its own. */
+typedef struct eg_metrics_http eg_metrics_http;
+eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
+                             const eg_writer *writer, eg_metrics_http **out, char *err,
+                             size_t errlen);
+void eg_metrics_http_stop(eg_metrics_http *h);
+
+#endif
