@@ -1,0 +1,15 @@
+/*
+ * Private to crypto/: what token.c needs from keyring.c.
+ */
+#ifndef EG_CRYPTO_INT_H
+#define EG_CRYPTO_INT_H
+
+#include <stdint.h>
+
+#include "crypto/crypto.h"
+
+/* The field-encryption subkey derived from master key `id`, or NULL if the
+ * keyring has no such key. Valid until eg_keyring_free(kr). */
+const uint8_t *eg__keyring_field_key(const eg_keyring *kr, uint32_t id);
+
+#endif

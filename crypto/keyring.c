@@ -1,0 +1,287 @@
+/*
+ * Keyring: parsing the keyring file, creating a fresh one, key lookup.
+ *
+ * The master keys are only read to derive per-purpose subkeys and are then
+ * wiped: the keyring holds the subkeys alone, in sodium_malloc'd memory
+ * that is read-only once loaded and zeroed by sodium_free.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crypto/crypto_int.h"
+
+/* A keyring is a few short lines (about 60 bytes a key); a bigger file is a
+ * mistake, and the cap bounds the key array sized from its line count. */
+#define EG_KEYRING_FILE_MAX (64 * 1024)
+#define EG_KDF_FIELD_CONTEXT "egfield_"
+#define EG_KDF_FIELD_ID 1
+
+_Static_assert(EG_KEY_LEN == crypto_kdf_KEYBYTES, "master keys are crypto_kdf keys");
+_Static_assert(sizeof EG_KDF_FIELD_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
+
+/* One master key, represented by the subkeys derived from it. */
+typedef struct {
+  uint32_t id;
+  uint8_t field_key[EG_KEY_LEN];
+} eg_key;
+
+struct eg_keyring {
+  uint32_t primary;
+  size_t n;     /* keys in use */
+  size_t cap;   /* keys allocated */
+  eg_key *keys; /* sodium_malloc'd; read-only after eg_keyring_load */
+};
+
+/* Where the parser is, for error messages. */
+typedef struct {
+  const char *path;
+  char *err;
+  size_t errlen;
+  unsigned line;         /* current line, from 1 */
+  unsigned primary_line; /* line of the `primary` line; 0 until seen */
+} eg_kparse;
+
+/* Writes "<path>: line <n>: <reason>" (or "<path>: <reason>" when line is
+ * 0) into the parser's err and returns EG_EINVAL. Callers never pass key
+ * material in the reason. */
+static eg_err kparse_fail(const eg_kparse *p, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static eg_err kparse_fail(const eg_kparse *p, unsigned line, const char *fmt, ...) {
+  int n = line ? snprintf(p->err, p->errlen, "%s: line %u: ", p->path, line)
+               : snprintf(p->err, p->errlen, "%s: ", p->path);
+  if (n >= 0 && (size_t)n < p->errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+  }
+  return EG_EINVAL;
+}
+
+static eg_key *keyring_find(const eg_keyring *kr, uint32_t id) {
+  for (size_t i = 0; i < kr->n; i++)
+    if (kr->keys[i].id == id) return &kr->keys[i];
+  return NULL;
+}
+
+const uint8_t *eg__keyring_field_key(const eg_keyring *kr, uint32_t id) {
+  const eg_key *k = keyring_find(kr, id);
+  return k ? k->field_key : NULL;
+}
+
+uint32_t eg_keyring_primary_id(const eg_keyring *kr) { return kr->primary; }
+
+void eg_keyring_free(eg_keyring *kr) {
+  if (!kr) return;
+  sodium_free(kr->keys); /* zeroes the subkeys */
+  free(kr);
+}
+
+/* Reads the whole file into sodium_malloc'd memory (it holds key material),
+ * NUL-terminated. On success the caller sodium_free()s *out. */
+static eg_err read_secret_file(const eg_kparse *p, char **out) {
+  char *buf = NULL;
+  struct stat st;
+  size_t len = 0;
+  int fd = open(p->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return kparse_fail(p, 0, "%s", strerror(errno));
+  eg_err rc = EG_EINVAL;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > EG_KEYRING_FILE_MAX) {
+    kparse_fail(p, 0, "not a regular file of at most %d bytes", EG_KEYRING_FILE_MAX);
+    goto fail;
+  }
+  buf = sodium_malloc((size_t)st.st_size + 1);
+  if (!buf) {
+    kparse_fail(p, 0, "out of memory");
+    rc = EG_ENOMEM;
+    goto fail;
+  }
+  while (len < (size_t)st.st_size) {
+    ssize_t r = read(fd, buf + len, (size_t)st.st_size - len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      kparse_fail(p, 0, "%s", strerror(errno));
+      goto fail;
+    }
+    if (r == 0) break; /* shrank since fstat: parse what is there */
+    len += (size_t)r;
+  }
+  buf[len] = '\0';
+  close(fd);
+  *out = buf;
+  return EG_OK;
+fail:
+  sodium_free(buf);
+  close(fd);
+  return rc;
+}
+
+/* Parses a key id: decimal digits only, 1..UINT32_MAX. 0 if invalid. */
+static uint32_t parse_id(const char *s) {
+  size_t len = strlen(s);
+  if (len == 0 || len > 10 || strspn(s, "0123456789") != len) return 0;
+  unsigned long long v = strtoull(s, NULL, 10);
+  return v <= UINT32_MAX ? (uint32_t)v : 0;
+}
+
+static eg_err parse_primary(eg_keyring *kr, eg_kparse *p, const char *id_s) {
+  uint32_t id = parse_id(id_s);
+  if (!id) return kparse_fail(p, p->line, "primary id must be a number in 1..4294967295");
+  if (p->primary_line)
+    return kparse_fail(p, p->line, "second 'primary' line (first on line %u)", p->primary_line);
+  kr->primary = id;
+  p->primary_line = p->line;
+  return EG_OK;
+}
+
+static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const char *b64) {
+  uint8_t master[EG_KEY_LEN];
+  size_t binlen = 0;
+  const char *end = NULL;
+  uint32_t id = parse_id(id_s);
+  if (!id) return kparse_fail(p, p->line, "key id must be a number in 1..4294967295");
+  if (keyring_find(kr, id)) return kparse_fail(p, p->line, "duplicate key id %u", id);
+  size_t b64len = strlen(b64);
+  if (sodium_base642bin(master, sizeof master, b64, b64len, NULL, &binlen, &end,
+                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
+      end != b64 + b64len || binlen != sizeof master) {
+    sodium_memzero(master, sizeof master);
+    return kparse_fail(p, p->line, "key %u is not the base64 of %d bytes", id, EG_KEY_LEN);
+  }
+  assert(kr->n < kr->cap); /* cap is the file's line count */
+  eg_key *k = &kr->keys[kr->n++];
+  k->id = id;
+  crypto_kdf_derive_from_key(k->field_key, sizeof k->field_key, EG_KDF_FIELD_ID,
+                             EG_KDF_FIELD_CONTEXT, master);
+  sodium_memzero(master, sizeof master);
+  return EG_OK;
+}
+
+/* One line, NUL-terminated, newline removed. Words are separated by
+ * blanks; '\r' counts as one so files written on Windows load. */
+static eg_err parse_line(eg_keyring *kr, eg_kparse *p, char *line) {
+  const char *sep = " \t\r";
+  char *save = NULL;
+  char *args[3];
+  size_t n = 0;
+  char *word = strtok_r(line, sep, &save);
+  if (!word || word[0] == '#') return EG_OK;
+  while (n < 3 && (args[n] = strtok_r(NULL, sep, &save)) != NULL) n++;
+  if (strcmp(word, "primary") == 0 && n == 1) return parse_primary(kr, p, args[0]);
+  if (strcmp(word, "key") == 0 && n == 2) return parse_key(kr, p, args[0], args[1]);
+  /* Never quote the line: it may be a mistyped key line. */
+  return kparse_fail(p, p->line, "expected 'primary <id>' or 'key <id> <base64>'");
+}
+
+static eg_err parse_text(eg_keyring *kr, eg_kparse *p, char *text) {
+  for (char *line = text; line; p->line++) {
+    char *nl = strchr(line, '\n');
+    if (nl) *nl = '\0';
+    eg_err rc = parse_line(kr, p, line);
+    if (rc) return rc;
+    line = nl ? nl + 1 : NULL;
+  }
+  if (!p->primary_line) return kparse_fail(p, 0, "no 'primary <id>' line");
+  if (!keyring_find(kr, kr->primary))
+    return kparse_fail(p, p->primary_line, "primary %u is not among the keys", kr->primary);
+  return EG_OK;
+}
+
+static size_t count_lines(const char *text) {
+  size_t n = 1;
+  for (const char *s = text; (s = strchr(s, '\n')) != NULL; s++) n++;
+  return n;
+}
+
+eg_err eg_keyring_load(const char *path, eg_keyring **out, char *err, size_t errlen) {
+  eg_kparse p = {.path = path, .err = err, .errlen = errlen, .line = 1};
+  char *text = NULL;
+  eg_keyring *kr = NULL;
+  eg_err rc = read_secret_file(&p, &text);
+  if (rc) return rc;
+  rc = EG_ENOMEM;
+  kr = calloc(1, sizeof *kr);
+  if (!kr) goto fail;
+  kr->cap = count_lines(text);
+  kr->keys = sodium_allocarray(kr->cap, sizeof *kr->keys);
+  if (!kr->keys) goto fail;
+  rc = parse_text(kr, &p, text);
+  if (rc) goto fail;
+  sodium_mprotect_readonly(kr->keys);
+  sodium_free(text);
+  *out = kr;
+  return EG_OK;
+fail:
+  if (rc == EG_ENOMEM) kparse_fail(&p, 0, "out of memory");
+  eg_keyring_free(kr);
+  sodium_free(text);
+  return rc;
+}
+
+eg_err eg_keyring_keygen_line(uint32_t id, char *line, size_t linelen) {
+  uint8_t key[EG_KEY_LEN];
+  if (id == 0 || linelen < EG_KEYGEN_LINE_MAX) return EG_EINVAL;
+  int n = snprintf(line, linelen, "key %u ", id);
+  randombytes_buf(key, sizeof key);
+  /* Encode straight into line so the key has no other copy to wipe. */
+  sodium_bin2base64(line + n, linelen - (size_t)n, key, sizeof key,
+                    sodium_base64_VARIANT_ORIGINAL);
+  sodium_memzero(key, sizeof key);
+  strcat(line + n, "\n");
+  return EG_OK;
+}
+
+static int write_all(int fd, const char *s, size_t len) {
+  while (len > 0) {
+    ssize_t w = write(fd, s, len);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) return -1;
+    s += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+/* fsyncs the directory holding path, so a new file's name survives a crash. */
+static int fsync_parent(const char *path) {
+  char dir[PATH_MAX];
+  if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) return -1;
+  int fd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+eg_err eg_keyring_create(const char *path) {
+  /* "primary 1\n" plus one keygen line. */
+  char text[16 + EG_KEYGEN_LINE_MAX] = "primary 1\n";
+  size_t head = strlen(text);
+  eg_err rc = eg_keyring_keygen_line(1, text + head, sizeof text - head);
+  if (rc) return rc;
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    rc = errno == EEXIST ? EG_EEXIST : EG_EIO;
+    goto done;
+  }
+  /* Data sealed under this key is lost if the key is, so it must be on
+   * disk (name included) before anything is encrypted with it. */
+  if (write_all(fd, text, strlen(text)) != 0 || fsync(fd) != 0 || fsync_parent(path) != 0) {
+    unlink(path);
+    rc = EG_EIO;
+  }
+  close(fd);
+done:
+  sodium_memzero(text, sizeof text);
+  return rc;
+}

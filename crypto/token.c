@@ -1,0 +1,106 @@
+/*
+ * Field tokens: seal and open (format in crypto.h and DESIGN.md section 6).
+ */
+#include <assert.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "crypto/crypto_int.h"
+
+#define EG_TOKEN_KEY_ID_AT 1
+#define EG_TOKEN_ISSUED_AT 5
+#define EG_TOKEN_NONCE_AT 13
+
+_Static_assert(EG_TOKEN_NONCE_AT + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES ==
+                   EG_TOKEN_HEADER_LEN, "header = version, key id, issued_at, nonce");
+_Static_assert(EG_TOKEN_TAG_LEN == crypto_aead_xchacha20poly1305_ietf_ABYTES, "tag length");
+_Static_assert(EG_KEY_LEN == crypto_aead_xchacha20poly1305_ietf_KEYBYTES, "key length");
+
+static void store_be(uint8_t *p, uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+
+static uint32_t load_u32_be(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Appends u32 BE length || bytes of s at p; returns the end. The length
+ * prefix keeps ("ab", "c") and ("a", "bc") from encoding alike. */
+static uint8_t *put_part(uint8_t *p, const char *s, size_t len) {
+  store_be(p, len, 4);
+  memcpy(p + 4, s, len);
+  return p + 4 + len;
+}
+
+/* Builds the associated data: the token header followed by the encoded
+ * context. Returns a malloc'd buffer (the caller frees it) or NULL. */
+static uint8_t *ad_new(const uint8_t *header, const eg_field_ctx *ctx, size_t *adlen) {
+  const char *parts[4] = {ctx->tenant, ctx->kind, ctx->record_id, ctx->field};
+  size_t lens[4];
+  size_t total = EG_TOKEN_HEADER_LEN;
+  assert(parts[0] && parts[1] && parts[2] && parts[3]);
+  for (int i = 0; i < 4; i++) {
+    lens[i] = strlen(parts[i]);
+    total += 4 + lens[i];
+  }
+  uint8_t *ad = malloc(total);
+  if (!ad) return NULL;
+  memcpy(ad, header, EG_TOKEN_HEADER_LEN);
+  uint8_t *p = ad + EG_TOKEN_HEADER_LEN;
+  for (int i = 0; i < 4; i++) p = put_part(p, parts[i], lens[i]);
+  *adlen = total;
+  return ad;
+}
+
+eg_err eg_token_seal(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *pt,
+                     size_t plen, uint8_t *out) {
+  uint32_t key_id = eg_keyring_primary_id(kr);
+  const uint8_t *key = eg__keyring_field_key(kr, key_id);
+  size_t adlen;
+  assert(key); /* eg_keyring_load checked the primary is among the keys */
+  out[0] = EG_TOKEN_VERSION;
+  store_be(out + EG_TOKEN_KEY_ID_AT, key_id, 4);
+  store_be(out + EG_TOKEN_ISSUED_AT, (uint64_t)time(NULL), 8);
+  /* 192-bit random nonces: no counter to keep, no collision to fear. */
+  randombytes_buf(out + EG_TOKEN_NONCE_AT, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+  uint8_t *ad = ad_new(out, ctx, &adlen);
+  if (!ad) return EG_ENOMEM;
+  crypto_aead_xchacha20poly1305_ietf_encrypt(out + EG_TOKEN_HEADER_LEN, NULL, pt, plen, ad,
+                                             adlen, NULL, out + EG_TOKEN_NONCE_AT, key);
+  free(ad);
+  return EG_OK;
+}
+
+eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *tok,
+                     size_t toklen, uint8_t *out, size_t *plen) {
+  uint8_t *ad = NULL;
+  size_t adlen;
+  unsigned long long mlen;
+  eg_err rc = EG_ECORRUPT;
+  /* Too short to hold a header and a tag: out has no bytes to zero. */
+  if (toklen < EG_TOKEN_OVERHEAD) return EG_ECORRUPT;
+  /* The key id names the key, so rotation needs no trial decryption. */
+  const uint8_t *key = tok[0] == EG_TOKEN_VERSION
+                           ? eg__keyring_field_key(kr, load_u32_be(tok + EG_TOKEN_KEY_ID_AT))
+                           : NULL;
+  if (!key) goto fail;
+  ad = ad_new(tok, ctx, &adlen);
+  if (!ad) {
+    rc = EG_ENOMEM;
+    goto fail;
+  }
+  if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &mlen, NULL, tok + EG_TOKEN_HEADER_LEN,
+                                                 toklen - EG_TOKEN_HEADER_LEN, ad, adlen,
+                                                 tok + EG_TOKEN_NONCE_AT, key) != 0)
+    goto fail;
+  free(ad);
+  *plen = (size_t)mlen;
+  return EG_OK;
+fail:
+  free(ad);
+  /* Never hand back a partly opened plaintext. */
+  sodium_memzero(out, toklen - EG_TOKEN_OVERHEAD);
+  return rc;
+}

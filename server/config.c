@@ -1,0 +1,209 @@
+/*
+ * engramd configuration. Every option is one row of eg_opts: its flag
+ * name, where it lives in eg_config, its range or choices, its default and
+ * its help line. Defaults, the environment, flags and --help all read that
+ * one table.
+ */
+#include "server/config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/validate.h"
+
+typedef enum { EG_OPT_STR, EG_OPT_NUM } eg_opt_kind;
+
+typedef struct {
+  const char *name; /* flag without "--"; env is ENGRAM_ + upper case */
+  eg_opt_kind kind;
+  size_t offset; /* of the field in eg_config */
+  size_t size;   /* of the field: char[] capacity, or sizeof int / int64_t */
+  int64_t min, max;    /* EG_OPT_NUM */
+  const char *choices; /* EG_OPT_STR: "a|b" allowed values, or NULL for any */
+  const char *def;     /* default, parsed like any other value */
+  const char *help;
+} eg_opt;
+
+#define EG_FIELD(f) offsetof(eg_config, f), sizeof(((eg_config *)0)->f)
+#define EG_STR(name, f, choices, def, help) \
+  {name, EG_OPT_STR, EG_FIELD(f), 0, 0, choices, def, help}
+#define EG_NUM(name, f, min, max, def, help) \
+  {name, EG_OPT_NUM, EG_FIELD(f), min, max, NULL, def, help}
+
+/* The map is virtual memory: 16 TiB stays well inside a 47-bit address space. */
+#define EG_MAP_SIZE_MAX ((int64_t)1 << 44)
+#define EG_PAGE_SIZE_MAX 100000
+
+static const eg_opt eg_opts[] = {
+    EG_STR("listen", listen, NULL, "127.0.0.1:50051", "gRPC address to serve on"),
+    EG_STR("data-dir", data_dir, NULL, "./data", "database directory"),
+    EG_STR("keyring", keyring, NULL, "",
+           "keyring file (default DATA_DIR/keyring, made on first start)"),
+    EG_STR("tokens", tokens, NULL, "", "tokens file (default none: single-tenant dev mode)"),
+    EG_NUM("workers", workers, 0, 256, "0", "worker threads (0: one per CPU)"),
+    EG_STR("role", role, "primary|replica", "primary", "primary or replica"),
+    EG_STR("primary", primary, NULL, "", "HOST:PORT of the primary (required for a replica)"),
+    EG_STR("metrics-listen", metrics_listen, NULL, "", "Prometheus metrics address (default off)"),
+    EG_NUM("session-ttl", session_ttl_s, 1, 31536000, "7200",
+           "idle seconds before a session expires"),
+    EG_NUM("summary-every", summary_every, 1, 1000000, "5", "new messages that make a summary due"),
+    EG_NUM("max-content-bytes", max_content_bytes, 1, 16777216, "65536",
+           "largest message content or summary"),
+    EG_NUM("max-metadata-bytes", max_metadata_bytes, 0, 1048576, "16384",
+           "largest metadata map (keys + values)"),
+    EG_NUM("max-append-messages", max_append_messages, 1, 10000, "100",
+           "most messages in one AppendMessages"),
+    EG_NUM("default-page-size", default_page_size, 1, EG_PAGE_SIZE_MAX, "50",
+           "page size when a request gives 0"),
+    EG_NUM("max-page-size", max_page_size, 1, EG_PAGE_SIZE_MAX, "1000", "largest page size"),
+    EG_NUM("map-size", map_size, 1048576, EG_MAP_SIZE_MAX, "1073741824",
+           "initial LMDB map size in bytes (grows when full)"),
+    EG_NUM("shutdown-grace-ms", shutdown_grace_ms, 0, 600000, "10000",
+           "time to drain calls on SIGTERM"),
+};
+
+#define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])
+
+static const eg_opt *opt_find(const char *name, size_t len) {
+  for (size_t i = 0; i < EG_NOPTS; i++)
+    if (strncmp(eg_opts[i].name, name, len) == 0 && eg_opts[i].name[len] == '\0')
+      return &eg_opts[i];
+  return NULL;
+}
+
+/* 1 if v is one of the '|'-separated words of choices. */
+static int in_choices(const char *choices, const char *v) {
+  size_t n = strlen(v);
+  if (strchr(v, '|')) return 0; /* "a|b" would match the whole list */
+  for (const char *c = choices;; c++) {
+    if (strncmp(c, v, n) == 0 && (c[n] == '|' || c[n] == '\0')) return 1;
+    if (!(c = strchr(c, '|'))) return 0;
+  }
+}
+
+/* Only an optional '-' and digits: strtoll alone would take " 5" and "+5". */
+static int is_integer(const char *v) {
+  const char *d = v + (v[0] == '-');
+  return *d && strspn(d, "0123456789") == strlen(d);
+}
+
+static eg_err set_number(eg_config *c, const eg_opt *o, const char *label, const char *v,
+                         char *err, size_t errlen) {
+  if (!is_integer(v)) return eg_invalid(err, errlen, label, "not a number: '%s'", v);
+  errno = 0;
+  long long n = strtoll(v, NULL, 10);
+  if (errno == ERANGE || n < o->min || n > o->max)
+    return eg_invalid(err, errlen, label, "out of range %lld..%lld", (long long)o->min,
+                      (long long)o->max);
+  char *field = (char *)c + o->offset;
+  if (o->size == sizeof(int))
+    *(int *)field = (int)n;
+  else
+    *(int64_t *)field = n;
+  return EG_OK;
+}
+
+static eg_err set_string(eg_config *c, const eg_opt *o, const char *label, const char *v,
+                         char *err, size_t errlen) {
+  size_t len = strlen(v);
+  if (len >= o->size) return eg_invalid(err, errlen, label, "longer than %zu bytes", o->size - 1);
+  if (o->choices && !in_choices(o->choices, v))
+    return eg_invalid(err, errlen, label, "must be %s: '%s'", o->choices, v);
+  memcpy((char *)c + o->offset, v, len + 1);
+  return EG_OK;
+}
+
+/* Sets option o from text v; label ("--workers", "ENGRAM_WORKERS") names
+ * the source in errors. */
+static eg_err set_value(eg_config *c, const eg_opt *o, const char *label, const char *v,
+                        char *err, size_t errlen) {
+  return o->kind == EG_OPT_NUM ? set_number(c, o, label, v, err, errlen)
+                               : set_string(c, o, label, v, err, errlen);
+}
+
+void eg_config_defaults(eg_config *c) {
+  memset(c, 0, sizeof *c);
+  for (size_t i = 0; i < EG_NOPTS; i++) {
+    eg_err rc = set_value(c, &eg_opts[i], eg_opts[i].name, eg_opts[i].def, NULL, 0);
+    assert(rc == EG_OK); /* a default outside its own range is a bug here */
+    (void)rc;
+  }
+}
+
+/* ENGRAM_ + name in upper case with '-' -> '_'; buf holds 64 bytes. */
+static void env_name(const eg_opt *o, char buf[64]) {
+  snprintf(buf, 64, "ENGRAM_%s", o->name);
+  for (char *p = buf + strlen("ENGRAM_"); *p; p++)
+    *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+}
+
+static eg_err apply_env(eg_config *c, eg_getenv_fn getenv_fn, char *err, size_t errlen) {
+  char name[64];
+  for (size_t i = 0; getenv_fn && i < EG_NOPTS; i++) {
+    env_name(&eg_opts[i], name);
+    const char *v = getenv_fn(name);
+    eg_err rc = v ? set_value(c, &eg_opts[i], name, v, err, errlen) : EG_OK;
+    if (rc) return rc;
+  }
+  return EG_OK;
+}
+
+/* Applies argv[*i], a "--name=value" or a "--name value" (which also
+ * consumes argv[*i + 1]). */
+static eg_err apply_flag(eg_config *c, int argc, char **argv, int *i, char *err, size_t errlen) {
+  const char *arg = argv[*i];
+  char label[64];
+  if (strncmp(arg, "--", 2) != 0) return eg_invalid(err, errlen, arg, "not a flag (see --help)");
+  const char *eq = strchr(arg + 2, '=');
+  size_t len = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
+  snprintf(label, sizeof label, "--%.*s", (int)len, arg + 2);
+  const eg_opt *o = opt_find(arg + 2, len);
+  if (!o) return eg_invalid(err, errlen, label, "unknown flag (see --help)");
+  if (eq) return set_value(c, o, label, eq + 1, err, errlen);
+  /* "--listen --data-dir x" forgot the value; it is not "--data-dir". */
+  if (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0)
+    return eg_invalid(err, errlen, label, "missing value");
+  return set_value(c, o, label, argv[++*i], err, errlen);
+}
+
+/* Rules across options, checked once every source is applied. */
+static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
+  if (c->default_page_size > c->max_page_size)
+    return eg_invalid(err, errlen, "--default-page-size", "must not exceed --max-page-size (%d)",
+                      c->max_page_size);
+  if (strcmp(c->role, "replica") == 0 && c->primary[0] == '\0')
+    return eg_invalid(err, errlen, "--primary", "required when --role is replica");
+  return EG_OK;
+}
+
+eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_fn,
+                       int *want_help, char *err, size_t errlen) {
+  eg_config_defaults(c);
+  if (want_help) *want_help = 0;
+  eg_err rc = apply_env(c, getenv_fn, err, errlen);
+  for (int i = 1; rc == EG_OK && i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      if (want_help) *want_help = 1;
+      return EG_OK;
+    }
+    rc = apply_flag(c, argc, argv, &i, err, errlen);
+  }
+  return rc ? rc : check_config(c, err, errlen);
+}
+
+void eg_config_usage(FILE *f) {
+  char env[64];
+  fprintf(f, "Usage: engramd [--flag value | --flag=value]...\n"
+             "Each flag may also come from the environment; flags win.\n\n");
+  for (size_t i = 0; i < EG_NOPTS; i++) {
+    const eg_opt *o = &eg_opts[i];
+    env_name(o, env);
+    fprintf(f, "  --%-20s %-28s %s", o->name, env, o->help);
+    if (o->def[0]) fprintf(f, " [%s]", o->def);
+    fputc('\n', f);
+  }
+}
