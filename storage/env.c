@@ -1,0 +1,217 @@
+/* The LMDB env: open/close, named DBs, schema version, last LSN, map size. */
+#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "storage/internal.h"
+
+#define EG_STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)
+#define EG_STORE_DEFAULT_READERS 126
+
+/* ---- meta ------------------------------------------------------------------- */
+
+static MDB_val eg_meta_key(const char *name) { return (MDB_val){strlen(name), (void *)name}; }
+
+eg_err eg_store__meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t *out) {
+  MDB_val k = eg_meta_key(name), v;
+  int rc = mdb_get(txn, meta, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    *out = 0;
+    return EG_OK;
+  }
+  if (rc) return eg_store__err(rc);
+  if (v.mv_size != 8) return EG_ECORRUPT;
+  *out = eg_be64_get(v.mv_data);
+  return EG_OK;
+}
+
+eg_err eg_store__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t val) {
+  uint8_t b[8];
+  eg_be64_put(b, val);
+  MDB_val k = eg_meta_key(name), v = {sizeof b, b};
+  return eg_store__err(mdb_put(txn, meta, &k, &v, 0));
+}
+
+/* Schema version of the file: 0 when fresh. */
+static eg_err eg_meta_get_version(MDB_txn *txn, MDB_dbi meta, uint32_t *out) {
+  MDB_val k = eg_meta_key(EG_META_SCHEMA_VERSION), v;
+  int rc = mdb_get(txn, meta, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    *out = 0;
+    return EG_OK;
+  }
+  if (rc) return eg_store__err(rc);
+  if (v.mv_size != 4) return EG_ECORRUPT;
+  *out = eg_be32_get(v.mv_data);
+  return EG_OK;
+}
+
+/* ---- map size ------------------------------------------------------------- */
+
+static void eg_store_cache_map_size(eg_store *s) {
+  MDB_envinfo info;
+  if (mdb_env_info(s->env, &info) == 0)
+    atomic_store_explicit(&s->map_size, info.me_mapsize, memory_order_release);
+}
+
+/* Sets the map size with no read txn of this process live. */
+static eg_err eg_store_set_map_size(eg_store *s, size_t size) {
+  if (pthread_rwlock_wrlock(&s->map_lock) != 0) return EG_EIO;
+  int rc = mdb_env_set_mapsize(s->env, size);
+  if (!rc) eg_store_cache_map_size(s);
+  pthread_rwlock_unlock(&s->map_lock);
+  /* EINVAL: a write txn of this process is open; the caller may retry. */
+  return rc == EINVAL ? EG_EUNAVAIL : eg_store__err(rc);
+}
+
+eg_err eg_store__adopt_map_size(eg_store *s) { return eg_store_set_map_size(s, 0); }
+
+eg_err eg_store_grow(eg_store *s) {
+  size_t cur = eg_store_map_size(s);
+  if (cur > SIZE_MAX / 2) return EG_EMAPFULL;
+  return eg_store_set_map_size(s, cur * 2);
+}
+
+size_t eg_store_map_size(const eg_store *s) {
+  return atomic_load_explicit(&s->map_size, memory_order_acquire);
+}
+
+uint64_t eg_store_last_lsn(const eg_store *s) {
+  return atomic_load_explicit(&s->last_lsn, memory_order_acquire);
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+/* Creates dir (mode 0700) unless it exists; it must be a directory. */
+static eg_err eg_store_make_dir(const char *dir, char *err, size_t errlen) {
+  struct stat st;
+  if (mkdir(dir, 0700) == 0) return EG_OK;
+  if (errno == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return EG_OK;
+  snprintf(err, errlen, "data dir %s: %s", dir, errno == EEXIST ? "not a directory"
+                                                                : strerror(errno));
+  return EG_EIO;
+}
+
+static eg_err eg_store_init_lock(eg_store *s) {
+  pthread_rwlockattr_t attr;
+  if (pthread_rwlockattr_init(&attr) != 0) return EG_ENOMEM;
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  int rc = pthread_rwlock_init(&s->map_lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  if (rc) return EG_ENOMEM;
+  s->map_lock_ok = 1;
+  return EG_OK;
+}
+
+static eg_err eg_store_open_env(eg_store *s, const char *dir, const eg_store_opts *opts,
+                                char *err, size_t errlen) {
+  unsigned readers = opts && opts->max_readers ? opts->max_readers : EG_STORE_DEFAULT_READERS;
+  int dead = 0;
+  int rc = mdb_env_create(&s->env);
+  if (!rc) rc = mdb_env_set_maxdbs(s->env, EG_STORE_MAX_DBS);
+  if (!rc) rc = mdb_env_set_maxreaders(s->env, readers);
+  /* MDB_NOTLS: a reader is a per-worker object, not per-thread state.
+   * Neither MDB_NOSYNC nor MDB_NOMETASYNC: a commit is durable when it
+   * returns. No MDB_WRITEMAP: nested txns need it off. */
+  if (!rc) rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
+  /* Slots left by readers of a process that died would pin old pages. */
+  if (!rc) rc = mdb_reader_check(s->env, &dead);
+  if (rc) snprintf(err, errlen, "lmdb env %s: %s", dir, mdb_strerror(rc));
+  return eg_store__err(rc);
+}
+
+/* The larger of the requested size and the size the file already has, so
+ * a reopen never undoes growth. No txn is open yet: no lock needed. */
+static eg_err eg_store_init_map_size(eg_store *s, const eg_store_opts *opts, char *err,
+                                     size_t errlen) {
+  size_t want = opts && opts->map_size ? opts->map_size : EG_STORE_DEFAULT_MAP_SIZE;
+  MDB_envinfo info;
+  int rc = mdb_env_info(s->env, &info);
+  if (!rc && want > info.me_mapsize) rc = mdb_env_set_mapsize(s->env, want);
+  if (rc) snprintf(err, errlen, "map size: %s", mdb_strerror(rc));
+  eg_store_cache_map_size(s);
+  return eg_store__err(rc);
+}
+
+static eg_err eg_store_open_dbi(MDB_txn *txn, const char *name, unsigned flags, MDB_dbi *dbi,
+                                char *err, size_t errlen) {
+  int rc = mdb_dbi_open(txn, name, flags, dbi);
+  if (rc) snprintf(err, errlen, "open db %s: %s", name, mdb_strerror(rc));
+  return rc == MDB_NOTFOUND ? EG_ECORRUPT : eg_store__err(rc);
+}
+
+/* In one write txn: checks the schema version, migrates, opens every DB,
+ * loads last_lsn. Handles opened in a txn become usable by all once it
+ * commits. */
+static eg_err eg_store_open_dbs(eg_store *s, char *err, size_t errlen) {
+  MDB_txn *txn = NULL;
+  uint32_t version = 0;
+  uint64_t lsn = 0;
+  eg_err e = eg_store__err(mdb_txn_begin(s->env, NULL, 0, &txn));
+  if (e) goto fail;
+  e = eg_store_open_dbi(txn, EG_DB_META, MDB_CREATE, &s->meta, err, errlen);
+  if (e) goto fail;
+  e = eg_meta_get_version(txn, s->meta, &version);
+  if (e) goto fail;
+  if (version > EG_STORE_SCHEMA_VERSION) {
+    snprintf(err, errlen, "schema version %u is newer than this build's %u", version,
+             EG_STORE_SCHEMA_VERSION);
+    e = EG_EPRECOND;
+    goto fail;
+  }
+  e = eg_store__migrate(txn, s->meta, &version, err, errlen);
+  if (!e) e = eg_store_open_dbi(txn, EG_DB_SESSIONS, 0, &s->sessions, err, errlen);
+  if (!e) e = eg_store_open_dbi(txn, EG_DB_SESSIONS_BY_USER, 0, &s->sessions_by_user, err, errlen);
+  if (!e) e = eg_store_open_dbi(txn, EG_DB_MESSAGES, 0, &s->messages, err, errlen);
+  if (!e) e = eg_store_open_dbi(txn, EG_DB_IDEMPOTENCY, 0, &s->idempotency, err, errlen);
+  if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_LAST_LSN, &lsn);
+  if (e) goto fail;
+  e = eg_store__err(mdb_txn_commit(txn));
+  txn = NULL;
+  if (e) goto fail;
+  atomic_store(&s->last_lsn, lsn);
+  return EG_OK;
+fail:
+  if (txn) mdb_txn_abort(txn);
+  if (!err[0]) snprintf(err, errlen, "open dbs: %s", eg_err_msg(e));
+  return e;
+}
+
+eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out, char *err,
+                     size_t errlen) {
+  char scratch[256];
+  eg_err e;
+  if (!err || !errlen) {
+    err = scratch;
+    errlen = sizeof scratch;
+  }
+  err[0] = '\0';
+  eg_store *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return EG_ENOMEM;
+  }
+  e = eg_store_make_dir(dir, err, errlen);
+  if (!e) e = eg_store_init_lock(s);
+  if (!e) e = eg_store_open_env(s, dir, opts, err, errlen);
+  if (!e) e = eg_store_init_map_size(s, opts, err, errlen);
+  if (!e) e = eg_store_open_dbs(s, err, errlen);
+  if (e) goto fail;
+  *out = s;
+  return EG_OK;
+fail:
+  if (!err[0]) snprintf(err, errlen, "%s", eg_err_msg(e));
+  eg_store_close(s);
+  return e;
+}
+
+void eg_store_close(eg_store *s) {
+  if (!s) return;
+  /* Closing the env also closes the DB handles. */
+  if (s->env) mdb_env_close(s->env);
+  if (s->map_lock_ok) pthread_rwlock_destroy(&s->map_lock);
+  free(s);
+}

@@ -1,0 +1,101 @@
+/*
+ * Private to storage/: the store and txn structs and the helpers the
+ * storage files share. Nothing outside storage/ includes this.
+ */
+#ifndef EG_STORAGE_INTERNAL_H
+#define EG_STORAGE_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "storage/keys.h"
+#include "storage/storage.h"
+
+/* Named DBs (created by migration 1, see migrate.c). */
+#define EG_DB_META "meta"
+#define EG_DB_SESSIONS "sessions"
+#define EG_DB_SESSIONS_BY_USER "sessions_by_user"
+#define EG_DB_MESSAGES "messages"
+#define EG_DB_IDEMPOTENCY "idempotency"
+/* Room for the DBs later versions add (memories, wal, ...). */
+#define EG_STORE_MAX_DBS 16
+
+/* meta keys */
+#define EG_META_SCHEMA_VERSION "schema_version"
+#define EG_META_LAST_LSN "last_lsn"
+
+struct eg_store {
+  MDB_env *env;
+  MDB_dbi meta, sessions, sessions_by_user, messages, idempotency;
+  /* Read side: held by each reader from reader_begin to reader_end.
+   * Write side: taken to change the map size, because
+   * mdb_env_set_mapsize unmaps the file under any live read txn of this
+   * process. Writer-preferring, so a steady stream of readers cannot
+   * starve growth. */
+  pthread_rwlock_t map_lock;
+  int map_lock_ok; /* map_lock was initialised (for close after a failed open) */
+  /* Caches for any thread: last_lsn is stored by the writer after each
+   * commit; map_size after each size change. */
+  _Atomic uint64_t last_lsn;
+  _Atomic size_t map_size;
+};
+
+enum eg_txn_kind { EG_TXN_READ, EG_TXN_WRITE, EG_TXN_SUB };
+
+struct eg_txn {
+  eg_store *s;
+  enum eg_txn_kind kind;
+  /* READ: NULL until the first begin, then kept (reset) between requests so
+   * its reader slot is reused. */
+  MDB_txn *txn;
+  int live;      /* READ: between reader_begin and reader_end */
+  eg_txn *parent; /* SUB: the txn it nests in */
+  eg_txn *child;  /* WRITE/SUB: the open sub txn, if any */
+};
+
+/* Converts an LMDB or errno code to eg_err (see storage.h's rules). */
+eg_err eg_store__err(int rc);
+
+/* Nonzero if reads may use t now. */
+static inline int eg_txn_readable(const eg_txn *t) {
+  return t && t->txn && (t->kind != EG_TXN_READ || t->live) && !t->child;
+}
+/* Nonzero if writes may use t now (the innermost open write or sub txn). */
+static inline int eg_txn_writable(const eg_txn *t) {
+  return t && t->txn && t->kind != EG_TXN_READ && !t->child;
+}
+
+/* env.c: after MDB_MAP_RESIZED (another process grew the map), adopts the
+ * size recorded in the file. Takes map_lock's write side. */
+eg_err eg_store__adopt_map_size(eg_store *s);
+/* env.c: meta u64 value; 0 if absent. EG_ECORRUPT if not 8 bytes. */
+eg_err eg_store__meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t *out);
+eg_err eg_store__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t v);
+
+/* migrate.c: brings the layout in txn from *version up to
+ * EG_STORE_SCHEMA_VERSION, one numbered migration at a time, and records
+ * each step in meta. On failure writes a reason into err. */
+eg_err eg_store__migrate(MDB_txn *txn, MDB_dbi meta, uint32_t *version, char *err,
+                         size_t errlen);
+
+/* records.c: packs m straight into LMDB's buffer (MDB_RESERVE) under k.
+ * flags: 0 or MDB_NOOVERWRITE (then EG_EEXIST if k is taken). */
+eg_err eg_store__put_msg(MDB_txn *txn, MDB_dbi dbi, const eg_key *k,
+                         const ProtobufCMessage *m, unsigned flags);
+/* records.c: decodes v as desc; EG_ECORRUPT if it does not decode.
+ * OUT: *out, a heap copy the caller frees with protobuf_c_message_free_unpacked. */
+eg_err eg_store__decode(const ProtobufCMessageDescriptor *desc, const MDB_val *v,
+                        ProtobufCMessage **out);
+/* records.c: mdb_get of k decoded as desc (EG_ENOTFOUND if absent). */
+eg_err eg_store__get_msg(MDB_txn *txn, MDB_dbi dbi, const eg_key *k,
+                         const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
+/* records.c: positions c on the greatest key below seek (inclusive: or
+ * equal to it). Returns an LMDB code: MDB_NOTFOUND if there is none. */
+int eg_store__seek_below(MDB_cursor *c, const eg_key *seek, int inclusive, MDB_val *k,
+                         MDB_val *v);
+/* records.c: deletes every key starting with prefix; counts them into
+ * *n (may be NULL). */
+eg_err eg_store__del_prefix(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n);
+
+#endif

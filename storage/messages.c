@@ -1,0 +1,94 @@
+/* Message records, idempotency keys and the per-session range scan. */
+#include <assert.h>
+
+#include "storage/internal.h"
+
+#define EG_MESSAGE_DESC (&engram__storage__v1__message_record__descriptor)
+
+eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_id,
+                            const eg_message_rec *rec) {
+  eg_key k, ik;
+  int idem = rec && rec->client_message_id && rec->client_message_id[0];
+  if (!eg_txn_writable(t) || !rec || rec->seq < 0) return EG_EINVAL;
+  assert(rec->base.descriptor == EG_MESSAGE_DESC);
+  eg_err e = eg_key_message(&k, tenant, session_id, (uint64_t)rec->seq);
+  if (!e && idem) e = eg_key_idem(&ik, tenant, session_id, rec->client_message_id);
+  if (!e) e = eg_store__put_msg(t->txn, t->s->messages, &k, &rec->base, 0);
+  if (e || !idem) return e;
+  uint8_t seq[8];
+  eg_be64_put(seq, (uint64_t)rec->seq);
+  MDB_val key = {ik.len, ik.buf}, val = {sizeof seq, seq};
+  return eg_store__err(mdb_put(t->txn, t->s->idempotency, &key, &val, 0));
+}
+
+eg_err eg_store_message_get(eg_txn *t, const char *tenant, const char *session_id,
+                            uint64_t seq, eg_message_rec **out) {
+  eg_key k;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_key_message(&k, tenant, session_id, seq);
+  if (e) return e;
+  return eg_store__get_msg(t->txn, t->s->messages, &k, EG_MESSAGE_DESC,
+                           (ProtobufCMessage **)out);
+}
+
+eg_err eg_store_idem_get(eg_txn *t, const char *tenant, const char *session_id,
+                         const char *client_message_id, uint64_t *seq) {
+  eg_key k;
+  MDB_val key, val;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_key_idem(&k, tenant, session_id, client_message_id);
+  if (e) return e;
+  key = (MDB_val){k.len, k.buf};
+  e = eg_store__err(mdb_get(t->txn, t->s->idempotency, &key, &val));
+  if (e) return e;
+  if (val.mv_size != 8) return EG_ECORRUPT;
+  *seq = eg_be64_get(val.mv_data);
+  return EG_OK;
+}
+
+/* Decodes the message under a cursor and hands it to fn; *stop is set when
+ * fn asks to stop. */
+static eg_err eg_message_visit(const MDB_val *k, const MDB_val *v, size_t prefix_len,
+                               eg_message_visit_fn fn, void *arg, int *stop) {
+  ProtobufCMessage *m;
+  /* Every key in a session's range is prefix | seq. */
+  if (k->mv_size != prefix_len + 8) return EG_ECORRUPT;
+  eg_err e = eg_store__decode(EG_MESSAGE_DESC, v, &m);
+  if (e) return e;
+  *stop = fn(arg, (eg_message_rec *)m);
+  return EG_OK;
+}
+
+eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session_id,
+                              uint64_t start_seq, int descending, eg_message_visit_fn fn,
+                              void *arg) {
+  eg_key prefix, seek;
+  MDB_cursor *c = NULL;
+  MDB_val k, v;
+  int stop = 0;
+  if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
+  eg_err e = eg_key_session_range(&prefix, tenant, session_id);
+  if (!e) e = eg_key_message(&seek, tenant, session_id, start_seq);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->messages, &c);
+  if (rc) goto fail;
+  MDB_cursor_op step = descending ? MDB_PREV : MDB_NEXT;
+  if (descending) {
+    /* Lands on start_seq or the message below it; when nothing in the
+     * session is >= start_seq, SET_RANGE lands on the next session (or the
+     * end) and the step back brings us into range. */
+    rc = eg_store__seek_below(c, &seek, 1, &k, &v);
+  } else {
+    k = (MDB_val){seek.len, seek.buf};
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  }
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
+    e = eg_message_visit(&k, &v, prefix.len, fn, arg, &stop);
+    if (e || stop) break;
+    rc = mdb_cursor_get(c, &k, &v, step);
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+fail:
+  if (c) mdb_cursor_close(c);
+  return e ? e : eg_store__err(rc);
+}

@@ -1,0 +1,68 @@
+/*
+ * Numbered schema migrations, run at open inside the open txn, so a crash
+ * mid-way leaves the previous version intact. Migration N turns a layout of
+ * version N-1 into version N and is never edited once released: a new
+ * layout is a new row. Adding a record field needs no migration (protobuf).
+ */
+#include <stdio.h>
+
+#include "storage/internal.h"
+
+typedef eg_err (*eg_migrate_fn)(MDB_txn *txn, char *err, size_t errlen);
+
+static eg_err eg_migrate_create_db(MDB_txn *txn, const char *name, char *err, size_t errlen) {
+  MDB_dbi dbi;
+  int rc = mdb_dbi_open(txn, name, MDB_CREATE, &dbi);
+  if (rc) snprintf(err, errlen, "create db %s: %s", name, mdb_strerror(rc));
+  return eg_store__err(rc);
+}
+
+/* Version 1, the initial layout (storage.h): meta exists already (it holds
+ * the version); add the four data DBs. */
+static eg_err eg_migrate_v1(MDB_txn *txn, char *err, size_t errlen) {
+  static const char *const dbs[] = {EG_DB_SESSIONS, EG_DB_SESSIONS_BY_USER, EG_DB_MESSAGES,
+                                    EG_DB_IDEMPOTENCY};
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
+    if (e) return e;
+  }
+  return EG_OK;
+}
+
+static const struct eg_migration {
+  uint32_t version;
+  const char *what;
+  eg_migrate_fn fn;
+} eg_migrations[] = {
+    {1, "initial layout: meta, sessions, sessions_by_user, messages, idempotency",
+     eg_migrate_v1},
+};
+
+/* Rows are versions 1..N in order, and N is the version this build writes. */
+_Static_assert(sizeof eg_migrations / sizeof eg_migrations[0] == EG_STORE_SCHEMA_VERSION,
+               "one migration per schema version");
+
+static eg_err eg_migrate_put_version(MDB_txn *txn, MDB_dbi meta, uint32_t version) {
+  uint8_t b[4];
+  eg_be32_put(b, version);
+  MDB_val k = {sizeof EG_META_SCHEMA_VERSION - 1, EG_META_SCHEMA_VERSION};
+  MDB_val v = {sizeof b, b};
+  return eg_store__err(mdb_put(txn, meta, &k, &v, 0));
+}
+
+eg_err eg_store__migrate(MDB_txn *txn, MDB_dbi meta, uint32_t *version, char *err,
+                         size_t errlen) {
+  for (size_t i = 0; i < sizeof eg_migrations / sizeof eg_migrations[0]; i++) {
+    const struct eg_migration *m = &eg_migrations[i];
+    if (m->version <= *version) continue;
+    eg_err e = m->fn(txn, err, errlen);
+    if (!e) e = eg_migrate_put_version(txn, meta, m->version);
+    if (e) {
+      if (err && errlen && !err[0])
+        snprintf(err, errlen, "migration %u (%s): %s", m->version, m->what, eg_err_msg(e));
+      return e;
+    }
+    *version = m->version;
+  }
+  return EG_OK;
+}

@@ -1,0 +1,81 @@
+/* Record values (protobuf-c) in and out of LMDB, and the cursor moves the
+ * range reads and deletes share. */
+#include <errno.h>
+#include <string.h>
+
+#include "storage/internal.h"
+
+eg_err eg_store__err(int rc) {
+  switch (rc) {
+    case MDB_SUCCESS: return EG_OK;
+    case MDB_NOTFOUND: return EG_ENOTFOUND;
+    case MDB_MAP_FULL: return EG_EMAPFULL;
+    case ENOMEM: return EG_ENOMEM;
+    default: return EG_EIO;
+  }
+}
+
+eg_err eg_store__put_msg(MDB_txn *txn, MDB_dbi dbi, const eg_key *k,
+                         const ProtobufCMessage *m, unsigned flags) {
+  MDB_val key = {k->len, (void *)k->buf};
+  MDB_val val = {protobuf_c_message_get_packed_size(m), NULL};
+  /* MDB_RESERVE hands back LMDB's own buffer: pack into it, no copy. */
+  int rc = mdb_put(txn, dbi, &key, &val, flags | MDB_RESERVE);
+  if (rc == MDB_KEYEXIST) return EG_EEXIST;
+  if (rc) return eg_store__err(rc);
+  protobuf_c_message_pack(m, val.mv_data);
+  return EG_OK;
+}
+
+eg_err eg_store__decode(const ProtobufCMessageDescriptor *desc, const MDB_val *v,
+                        ProtobufCMessage **out) {
+  /* protobuf-c cannot tell a bad encoding from a failed malloc; a bad
+   * encoding is by far the likelier, and either way the record is lost to
+   * this request. */
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, v->mv_size, v->mv_data);
+  if (!m) return EG_ECORRUPT;
+  *out = m;
+  return EG_OK;
+}
+
+eg_err eg_store__get_msg(MDB_txn *txn, MDB_dbi dbi, const eg_key *k,
+                         const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out) {
+  MDB_val key = {k->len, (void *)k->buf}, val;
+  int rc = mdb_get(txn, dbi, &key, &val);
+  if (rc) return eg_store__err(rc);
+  return eg_store__decode(desc, &val, out);
+}
+
+int eg_store__seek_below(MDB_cursor *c, const eg_key *seek, int inclusive, MDB_val *k,
+                         MDB_val *v) {
+  *k = (MDB_val){seek->len, (void *)seek->buf};
+  int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+  /* Nothing at or after seek: the answer is the last key of the DB. */
+  if (rc == MDB_NOTFOUND) return mdb_cursor_get(c, k, v, MDB_LAST);
+  if (rc) return rc;
+  if (inclusive && k->mv_size == seek->len && memcmp(k->mv_data, seek->buf, seek->len) == 0)
+    return MDB_SUCCESS;
+  return mdb_cursor_get(c, k, v, MDB_PREV);
+}
+
+eg_err eg_store__del_prefix(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n) {
+  MDB_cursor *c = NULL;
+  uint64_t count = 0;
+  int rc = mdb_cursor_open(txn, dbi, &c);
+  if (rc) goto fail;
+  MDB_val k = {prefix->len, (void *)prefix->buf}, v;
+  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, prefix)) {
+    rc = mdb_cursor_del(c, 0);
+    if (rc) goto fail;
+    count++;
+    /* After a del the cursor already stands on the next key; MDB_NEXT
+     * returns that one rather than skipping it. */
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+fail:
+  if (c) mdb_cursor_close(c);
+  if (!rc && n) *n = count;
+  return eg_store__err(rc);
+}

@@ -1,0 +1,126 @@
+/* Session records, their per-user index and the newest-first scan. */
+#include <assert.h>
+#include <string.h>
+
+#include "storage/internal.h"
+
+#define EG_SESSION_DESC (&engram__storage__v1__session_record__descriptor)
+
+eg_err eg_store_session_get(eg_txn *t, const char *tenant, const char *session_id,
+                            eg_session_rec **out) {
+  eg_key k;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_key_session(&k, tenant, session_id);
+  if (e) return e;
+  return eg_store__get_msg(t->txn, t->s->sessions, &k, EG_SESSION_DESC,
+                           (ProtobufCMessage **)out);
+}
+
+/* The sessions_by_user key of rec. */
+static eg_err eg_session_index_key(eg_key *k, const char *tenant, const eg_session_rec *rec) {
+  /* Negative times would sort after every positive one as u64. */
+  if (rec->create_time_us < 0) return EG_EINVAL;
+  return eg_key_user_session(k, tenant, rec->user_id, (uint64_t)rec->create_time_us,
+                             rec->session_id);
+}
+
+eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec *rec,
+                            int is_new) {
+  eg_key k, ik;
+  if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
+  assert(rec->base.descriptor == EG_SESSION_DESC);
+  eg_err e = eg_key_session(&k, tenant, rec->session_id);
+  if (!e && is_new) e = eg_session_index_key(&ik, tenant, rec);
+  if (e) return e;
+  e = eg_store__put_msg(t->txn, t->s->sessions, &k, &rec->base, is_new ? MDB_NOOVERWRITE : 0);
+  if (e || !is_new) return e;
+  /* The index entry carries everything in its key. */
+  MDB_val key = {ik.len, ik.buf}, val = {0, (void *)""};
+  return eg_store__err(mdb_put(t->txn, t->s->sessions_by_user, &key, &val, 0));
+}
+
+eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
+                               uint64_t *deleted_messages) {
+  eg_key k, ik, range;
+  uint64_t n = 0;
+  if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
+  eg_err e = eg_key_session(&k, tenant, rec->session_id);
+  if (!e) e = eg_session_index_key(&ik, tenant, rec);
+  if (!e) e = eg_key_session_range(&range, tenant, rec->session_id);
+  if (e) return e;
+  MDB_val key = {k.len, k.buf};
+  e = eg_store__err(mdb_del(t->txn, t->s->sessions, &key, NULL));
+  if (e) return e;
+  key = (MDB_val){ik.len, ik.buf};
+  e = eg_store__err(mdb_del(t->txn, t->s->sessions_by_user, &key, NULL));
+  /* A missing index entry is no reason to keep the rest. */
+  if (e && e != EG_ENOTFOUND) return e;
+  e = eg_store__del_prefix(t->txn, t->s->messages, &range, &n);
+  if (!e) e = eg_store__del_prefix(t->txn, t->s->idempotency, &range, NULL);
+  if (!e && deleted_messages) *deleted_messages = n;
+  return e;
+}
+
+/* ---- scan --------------------------------------------------------------- */
+
+/* Loads the session an index entry points at and hands it to fn.
+ * suffix is the entry's key after the user prefix: create_us | session_id.
+ * *stop is set when fn asks to stop. */
+static eg_err eg_session_visit(eg_txn *t, const char *tenant, const uint8_t *suffix, size_t n,
+                               eg_session_visit_fn fn, void *arg, int *stop) {
+  eg_session_cursor cur;
+  eg_session_rec *rec = NULL;
+  eg_key k;
+  if (n < 9 || n > EG_SESSION_CURSOR_MAX) return EG_ECORRUPT;
+  eg_key_init(&k);
+  eg_err e = eg_key_id(&k, tenant);
+  if (!e) e = eg_key_raw(&k, suffix + 8, n - 8);
+  if (e) return e;
+  e = eg_store__get_msg(t->txn, t->s->sessions, &k, EG_SESSION_DESC, (ProtobufCMessage **)&rec);
+  /* An index entry without its record: the two DBs disagree. */
+  if (e == EG_ENOTFOUND) return EG_ECORRUPT;
+  if (e) return e;
+  memcpy(cur.buf, suffix, n);
+  cur.len = n;
+  *stop = fn(arg, rec, &cur);
+  return EG_OK;
+}
+
+/* Where a newest-first walk starts: strictly below seek. Without a cursor
+ * seek is the user prefix followed by more 0xff bytes than any suffix
+ * holds, which sorts after every entry of the user. */
+static eg_err eg_sessions_seek_key(eg_key *seek, const eg_key *prefix,
+                                   const eg_session_cursor *after) {
+  uint8_t ff[EG_SESSION_CURSOR_MAX + 1];
+  *seek = *prefix;
+  if (after) return eg_key_raw(seek, after->buf, after->len);
+  memset(ff, 0xff, sizeof ff);
+  return eg_key_raw(seek, ff, sizeof ff);
+}
+
+eg_err eg_store_sessions_scan(eg_txn *t, const char *tenant, const char *user_id,
+                              const eg_session_cursor *after, eg_session_visit_fn fn,
+                              void *arg) {
+  eg_key prefix, seek;
+  MDB_cursor *c = NULL;
+  MDB_val k, v;
+  int stop = 0;
+  if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
+  if (after && (after->len < 9 || after->len > EG_SESSION_CURSOR_MAX)) return EG_EINVAL;
+  eg_err e = eg_key_user(&prefix, tenant, user_id);
+  if (!e) e = eg_sessions_seek_key(&seek, &prefix, after);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->sessions_by_user, &c);
+  if (rc) goto fail;
+  rc = eg_store__seek_below(c, &seek, 0, &k, &v);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
+    e = eg_session_visit(t, tenant, (const uint8_t *)k.mv_data + prefix.len,
+                         k.mv_size - prefix.len, fn, arg, &stop);
+    if (e || stop) break;
+    rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+fail:
+  if (c) mdb_cursor_close(c);
+  return e ? e : eg_store__err(rc);
+}

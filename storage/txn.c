@@ -1,0 +1,170 @@
+/* Reader, writer and nested txns. */
+#include <assert.h>
+#include <stdlib.h>
+
+#include "storage/internal.h"
+
+/* How often a begin adopts a map another process grew before giving up. */
+#define EG_RESIZE_TRIES 3
+
+static eg_txn *eg_txn_alloc(eg_store *s, enum eg_txn_kind kind) {
+  eg_txn *t = calloc(1, sizeof *t);
+  if (t) {
+    t->s = s;
+    t->kind = kind;
+  }
+  return t;
+}
+
+/* ---- readers ------------------------------------------------------------ */
+
+eg_err eg_store_reader_new(eg_store *s, eg_txn **out) {
+  /* The LMDB txn is made at the first begin, under map_lock. */
+  eg_txn *r = eg_txn_alloc(s, EG_TXN_READ);
+  if (!r) return EG_ENOMEM;
+  *out = r;
+  return EG_OK;
+}
+
+/* Starts or renews r's LMDB read txn. Called with map_lock read-held. */
+static int eg_reader_start(eg_txn *r) {
+  if (!r->txn) return mdb_txn_begin(r->s->env, NULL, MDB_RDONLY, &r->txn);
+  int rc = mdb_txn_renew(r->txn);
+  if (rc) {
+    /* Start from a fresh handle next time rather than renew a failed one. */
+    mdb_txn_abort(r->txn);
+    r->txn = NULL;
+  }
+  return rc;
+}
+
+eg_err eg_store_reader_begin(eg_txn *r) {
+  assert(r && r->kind == EG_TXN_READ && !r->live);
+  for (int tries = 0;; tries++) {
+    if (pthread_rwlock_rdlock(&r->s->map_lock) != 0) return EG_EIO;
+    int rc = eg_reader_start(r);
+    if (rc == MDB_SUCCESS) {
+      r->live = 1;
+      return EG_OK;
+    }
+    pthread_rwlock_unlock(&r->s->map_lock);
+    if (rc != MDB_MAP_RESIZED || tries == EG_RESIZE_TRIES) return eg_store__err(rc);
+    eg_err e = eg_store__adopt_map_size(r->s);
+    if (e) return e;
+  }
+}
+
+void eg_store_reader_end(eg_txn *r) {
+  assert(r && r->kind == EG_TXN_READ);
+  if (!r->live) return;
+  /* Reset keeps the reader slot for the next renew but drops the snapshot,
+   * so the writer can reuse the pages it pinned. */
+  mdb_txn_reset(r->txn);
+  r->live = 0;
+  pthread_rwlock_unlock(&r->s->map_lock);
+}
+
+void eg_store_reader_free(eg_txn *r) {
+  if (!r) return;
+  assert(r->kind == EG_TXN_READ);
+  eg_store_reader_end(r);
+  if (r->txn) mdb_txn_abort(r->txn);
+  free(r);
+}
+
+/* ---- writer ------------------------------------------------------------- */
+
+eg_err eg_store_write_begin(eg_store *s, eg_txn **out) {
+  eg_txn *w = eg_txn_alloc(s, EG_TXN_WRITE);
+  if (!w) return EG_ENOMEM;
+  for (int tries = 0;; tries++) {
+    int rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
+    if (rc == MDB_SUCCESS) break;
+    eg_err e = eg_store__err(rc);
+    /* Another process grew the file past our map: adopt its size. */
+    if (rc == MDB_MAP_RESIZED && tries < EG_RESIZE_TRIES) e = eg_store__adopt_map_size(s);
+    if (e) {
+      free(w);
+      return e;
+    }
+  }
+  *out = w;
+  return EG_OK;
+}
+
+/* Frees the structs of t's open sub txns; LMDB ends their txns along with
+ * their parent's. */
+static void eg_txn_free_children(eg_txn *t) {
+  eg_txn *c = t->child;
+  while (c) {
+    eg_txn *next = c->child;
+    free(c);
+    c = next;
+  }
+  t->child = NULL;
+}
+
+eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
+  assert(w && w->kind == EG_TXN_WRITE && !w->child);
+  eg_store *s = w->s;
+  uint64_t last = 0;
+  eg_err e = eg_store__meta_get_u64(w->txn, s->meta, EG_META_LAST_LSN, &last);
+  if (!e) e = eg_store__meta_put_u64(w->txn, s->meta, EG_META_LAST_LSN, last + 1);
+  if (e) goto fail;
+  int rc = mdb_txn_commit(w->txn);
+  w->txn = NULL; /* gone, committed or not */
+  if (rc) {
+    e = rc == MDB_MAP_FULL ? EG_EMAPFULL : EG_EIO;
+    goto fail;
+  }
+  atomic_store_explicit(&s->last_lsn, last + 1, memory_order_release);
+  if (lsn) *lsn = last + 1;
+fail:
+  if (w->txn) mdb_txn_abort(w->txn);
+  eg_txn_free_children(w);
+  free(w);
+  return e;
+}
+
+void eg_store_write_abort(eg_txn *w) {
+  if (!w) return;
+  assert(w->kind == EG_TXN_WRITE);
+  if (w->txn) mdb_txn_abort(w->txn);
+  eg_txn_free_children(w);
+  free(w);
+}
+
+/* ---- nested ------------------------------------------------------------- */
+
+eg_err eg_store_sub_begin(eg_txn *parent, eg_txn **out) {
+  if (!eg_txn_writable(parent)) return EG_EINVAL;
+  eg_txn *sub = eg_txn_alloc(parent->s, EG_TXN_SUB);
+  if (!sub) return EG_ENOMEM;
+  int rc = mdb_txn_begin(parent->s->env, parent->txn, 0, &sub->txn);
+  if (rc) {
+    free(sub);
+    return eg_store__err(rc);
+  }
+  sub->parent = parent;
+  parent->child = sub;
+  *out = sub;
+  return EG_OK;
+}
+
+eg_err eg_store_sub_commit(eg_txn *sub) {
+  assert(sub && sub->kind == EG_TXN_SUB && !sub->child);
+  /* Merges into the parent; nothing reaches the disk until write_commit. */
+  int rc = mdb_txn_commit(sub->txn);
+  sub->parent->child = NULL;
+  free(sub);
+  return eg_store__err(rc);
+}
+
+void eg_store_sub_abort(eg_txn *sub) {
+  if (!sub) return;
+  assert(sub->kind == EG_TXN_SUB);
+  mdb_txn_abort(sub->txn);
+  eg_txn_free_children(sub);
+  sub->parent->child = NULL;
+  free(sub);
+}
