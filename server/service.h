@@ -37,6 +37,10 @@ typedef struct eg_req {
   eg_txn *rtxn;      /* read handlers: the worker's open read txn */
   void *state;       /* write handlers: what prepare left for apply */
   int64_t now_us;    /* taken once when the call arrived */
+  /* Set by an apply that did a bounded share of a large job (erasing a
+   * user): the call goes back to the writer for another batch instead of
+   * being answered, so one call never holds the write txn for long. */
+  int more;
   /* the reply */
   char msg[256];
   ProtobufCMessage *resp;

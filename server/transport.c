@@ -156,11 +156,18 @@ static eg_err eg_write_apply(eg_write_item *item, eg_txn *t) {
   eg_call *c = (eg_call *)item;
   c->req.msg[0] = '\0';
   c->req.resp = NULL;
+  c->req.more = 0;
   return c->w->tp->methods[c->mi]->apply(&c->req, t);
 }
 
 static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn) {
-  eg_reply((eg_call *)item, err, lsn);
+  eg_call *c = (eg_call *)item;
+  if (err == EG_OK && c->req.more) {
+    c->req.more = 0;
+    eg_writer_submit(c->w->tp->writer, item);
+    return;
+  }
+  eg_reply(c, err, lsn);
 }
 
 static const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key) {
