@@ -1,0 +1,154 @@
+/*
+ * engram: the command-line client. Global options, then a command from the
+ * table below.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define DEFAULT_TARGET "127.0.0.1:50051"
+
+static const cli_cmd commands[] = {
+    {"session", "create", "--user U [--agent A] [--id ID] [--meta k=v]...", "create a session",
+     cmd_session_create},
+    {"session", "get", "ID", "show a session", cmd_session_get},
+    {"session", "list", "--user U [--page-size N] [--page-token T]", "list a user's sessions",
+     cmd_session_list},
+    {"session", "end", "ID", "end a session (appends are refused after)", cmd_session_end},
+    {"session", "delete", "ID", "delete a session and its messages", cmd_session_delete},
+    {"message", "append",
+     "SESSION_ID --role user|assistant|system|tool --content TEXT [--token-count N] "
+     "[--client-id X] [--meta k=v]...",
+     "append a message", cmd_message_append},
+    {"message", "list", "SESSION_ID [--page-size N] [--page-token T] [--newest]",
+     "list messages, oldest first (--newest: newest first)", cmd_message_list},
+    {"context", NULL, "SESSION_ID [--max-messages N] [--max-tokens N]",
+     "the summary and the newest messages that fit", cmd_context},
+    {"summary", "update", "SESSION_ID --through-seq N --text TEXT",
+     "replace the rolling summary", cmd_summary_update},
+    {"health", NULL, "", "check the server (exit 0 if SERVING)", cmd_health},
+    {"keygen", NULL, "[--id N]", "print a new keyring line (no server)", cmd_keygen},
+    {"token", "hash", "TOKEN", "print the sha256 hex of a token (no server)", cmd_token_hash},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* "session create" or "health", then " ARGS" if any. */
+static void command_words(FILE *out, const cli_cmd *c) {
+  fprintf(out, "%s%s%s%s%s", c->group, c->sub ? " " : "", c->sub ? c->sub : "",
+          *c->args ? " " : "", c->args);
+}
+
+static void command_usage(FILE *out, const cli_cmd *c) {
+  fputs("usage: engram ", out);
+  command_words(out, c);
+  fputc('\n', out);
+}
+
+static void usage(FILE *out) {
+  fputs("usage: engram [GLOBAL OPTIONS] COMMAND [ARGS]\n\ncommands:\n", out);
+  for (size_t i = 0; i < NCOMMANDS; i++) {
+    fputs("  ", out);
+    command_words(out, &commands[i]);
+    fprintf(out, "\n      %s\n", commands[i].about);
+  }
+  fputs("  help\n      this text\n\n"
+        "global options (before the command):\n"
+        "  --target HOST:PORT  server (env ENGRAM_TARGET, default " DEFAULT_TARGET ")\n"
+        "  --token T           bearer token (env ENGRAM_TOKEN)\n"
+        "  --json              print each response as proto3 JSON\n"
+        "  --timeout MS        deadline of each call (default 10000)\n"
+        "  --min-lsn N         read-your-writes: wait until the server applied LSN N\n"
+        "\nexit status: 0 ok, 1 the call failed, 2 usage error\n",
+        out);
+}
+
+int cli_usage_error(const cli *g, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("engram: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  if (g->cmd)
+    command_usage(stderr, g->cmd);
+  else
+    fputs("run 'engram help' for the commands\n", stderr);
+  return CLI_USAGE;
+}
+
+/* Finds the command named by argv[0] (and argv[1]); sets *nwords to how
+ * many words named it. Returns NULL after a usage error. */
+static const cli_cmd *find_command(cli *g, int argc, char **argv, int *nwords) {
+  char subs[128] = ""; /* the subcommands of group argv[0], for the error */
+  size_t len = 0;
+  for (size_t i = 0; i < NCOMMANDS; i++) {
+    const cli_cmd *c = &commands[i];
+    if (strcmp(argv[0], c->group)) continue;
+    if (!c->sub || (argc > 1 && !strcmp(argv[1], c->sub))) {
+      *nwords = c->sub ? 2 : 1;
+      return c;
+    }
+    len += (size_t)snprintf(subs + len, sizeof subs - len, " %s", c->sub);
+  }
+  if (!len)
+    cli_usage_error(g, "unknown command '%s'", argv[0]);
+  else if (argc > 1)
+    cli_usage_error(g, "unknown command '%s %s' ('%s' takes:%s)", argv[0], argv[1], argv[0], subs);
+  else
+    cli_usage_error(g, "'%s' needs one of:%s", argv[0], subs);
+  return NULL;
+}
+
+/* Parses the global options; *i ends at the command. */
+static int parse_globals(cli *g, int argc, char **argv, int *i) {
+  const cli_flag flags[] = {
+      {"--target", FLAG_STR, &g->target},
+      {"--token", FLAG_STR, &g->token},
+      {"--json", FLAG_BOOL, &g->json},
+      {"--timeout", FLAG_INT, &g->timeout_ms, 0, 1, INT32_MAX},
+      {"--min-lsn", FLAG_INT, &g->min_lsn, 0, 0, INT64_MAX},
+      {NULL},
+  };
+  uint32_t seen = 0;
+  while (*i < argc && argv[*i][0] == '-') {
+    int rc = cli_flag_take(g, flags, argc, argv, i, &seen);
+    if (rc != CLI_OK) return rc;
+  }
+  return CLI_OK;
+}
+
+static int run(cli *g, int argc, char **argv) {
+  int i = 1;
+  int rc = parse_globals(g, argc, argv, &i);
+  if (rc == CLI_HELP || (rc == CLI_OK && i < argc && !strcmp(argv[i], "help"))) {
+    usage(stdout);
+    return CLI_OK;
+  }
+  if (rc != CLI_OK) return rc;
+  if (i == argc) return cli_usage_error(g, "missing command");
+  int nwords;
+  g->cmd = find_command(g, argc - i, argv + i, &nwords);
+  if (!g->cmd) return CLI_USAGE;
+  i += nwords;
+  rc = g->cmd->run(g, argc - i, argv + i);
+  if (rc == CLI_HELP) {
+    command_usage(stdout, g->cmd);
+    return CLI_OK;
+  }
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  cli g = {.target = getenv("ENGRAM_TARGET"), .token = getenv("ENGRAM_TOKEN")};
+  if (!g.target || !*g.target) g.target = DEFAULT_TARGET;
+  int rc = run(&g, argc, argv);
+  eg_client_free(g.client);
+  cli_arena_free(&g);
+  if (fflush(stdout) != 0 && rc == CLI_OK) {
+    perror("engram: stdout");
+    rc = CLI_ERR;
+  }
+  return rc;
+}

@@ -1,0 +1,151 @@
+/*
+ * libengram: the C client of Engram (DESIGN.md section 4).
+ *
+ * A thin layer over the gRPC C core: one client holds one channel; every
+ * call is unary, blocking, and runs on its own completion queue, so one
+ * client may be shared by any number of threads.
+ *
+ * Messages are the protobuf-c types generated from proto/ (engram.v1 and
+ * grpc.health.v1). Requests are the caller's (build them on the stack,
+ * e.g. `Engram__V1__GetSessionRequest req = ENGRAM__V1__GET_SESSION_REQUEST__INIT;`);
+ * NULL string fields are sent as "".
+ *
+ * Errors: every call returns a gRPC status code (grpc_status_code values from
+ * <grpc/status.h>: 0 OK, 3 INVALID_ARGUMENT, 5 NOT_FOUND, 14 UNAVAILABLE …)
+ * and fills an eg_client_status with the code, the server's message and the
+ * commit LSN. Failures on the client side (the server cannot be reached,
+ * the deadline passes, the response does not decode) come back the same
+ * way, as UNAVAILABLE, DEADLINE_EXCEEDED or INTERNAL.
+ */
+#ifndef ENGRAM_H
+#define ENGRAM_H
+
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "engram/v1/session.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct eg_client eg_client;
+
+/* Deadline of a call whose options give none. */
+#define EG_CLIENT_DEFAULT_TIMEOUT_MS 10000
+/* Largest response the client accepts. */
+#define EG_CLIENT_MAX_RESPONSE_BYTES (64 * 1024 * 1024)
+#define EG_CLIENT_MESSAGE_MAX 512
+
+/* The outcome of one call. */
+typedef struct {
+  int code;                               /* grpc_status_code; 0 is OK */
+  char message[EG_CLIENT_MESSAGE_MAX];    /* the server's message, cut to fit; "" if none */
+  uint64_t lsn;                           /* `engram-lsn` of a write; 0 if absent */
+} eg_client_status;
+
+/* Per-call options. A NULL options pointer means all defaults. */
+typedef struct {
+  int64_t timeout_ms; /* <= 0: EG_CLIENT_DEFAULT_TIMEOUT_MS */
+  uint64_t min_lsn;   /* > 0: sent as `engram-min-lsn` (read-your-writes) */
+} eg_client_opts;
+
+/* An RPC: its path and message types. */
+typedef struct {
+  const char *path;                            /* "/engram.v1.SessionService/GetSession" */
+  const ProtobufCMessageDescriptor *request;
+  const ProtobufCMessageDescriptor *response;
+} eg_client_method;
+
+/* Creates a client for target ("host:port", any gRPC target string), over
+ * plaintext HTTP/2. When token is not NULL every call sends
+ * `authorization: Bearer <token>`; the client keeps its own copy.
+ * No connection is made until the first call.
+ * Returns NULL if target is NULL or empty, the token holds a byte outside
+ * printable ASCII, or memory runs out.
+ * Thread safety: safe from any thread. */
+eg_client *eg_client_new(const char *target, const char *token);
+
+/* Closes the channel and frees the client. NULL is fine.
+ * Thread safety: no call on this client may be running or start later. */
+void eg_client_free(eg_client *c);
+
+/* Calls method `path` with req and waits for the answer.
+ *   path      "/package.Service/Method"
+ *   req       the request; not modified, still the caller's
+ *   resp_desc the type of the response
+ *   opts      deadline and min LSN; NULL for defaults
+ *   st        OUT: always filled
+ *   resp      OUT: on OK only, the decoded response, which is the caller's:
+ *             free it with protobuf_c_message_free_unpacked(*resp, NULL).
+ *             Left untouched on any error.
+ * Returns st->code.
+ * Thread safety: safe on a shared client; each call has its own queue. */
+int eg_client_call(eg_client *c, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *resp_desc, const eg_client_opts *opts,
+                   eg_client_status *st, ProtobufCMessage **resp);
+
+/* The name of a gRPC status code ("NOT_FOUND"), or "UNKNOWN" for a number
+ * outside the table. Thread safety: pure. */
+const char *eg_client_code_name(int code);
+
+/*
+ * Typed calls, one per RPC, all made from this table. A row
+ *     X(name, path, Request, request_desc, Response, response_desc)
+ * declares
+ *     extern const eg_client_method eg_client_method_<name>;
+ *     int eg_client_<name>(eg_client *c, const Request *req,
+ *                          const eg_client_opts *opts,
+ *                          eg_client_status *st, Response **resp);
+ * which is eg_client_call() with the method's path and response type:
+ * same returns, same ownership (free *resp with
+ * protobuf_c_message_free_unpacked(&(*resp)->base, NULL)), same thread
+ * safety. req must be of the method's request type (asserted).
+ */
+#define EG_CLIENT_SESSION_SVC "/engram.v1.SessionService/"
+#define EG_CLIENT_METHODS(X)                                                            \
+  X(create_session, EG_CLIENT_SESSION_SVC "CreateSession",                               \
+    Engram__V1__CreateSessionRequest, engram__v1__create_session_request__descriptor,    \
+    Engram__V1__Session, engram__v1__session__descriptor)                                \
+  X(get_session, EG_CLIENT_SESSION_SVC "GetSession",                                     \
+    Engram__V1__GetSessionRequest, engram__v1__get_session_request__descriptor,          \
+    Engram__V1__Session, engram__v1__session__descriptor)                                \
+  X(list_sessions, EG_CLIENT_SESSION_SVC "ListSessions",                                 \
+    Engram__V1__ListSessionsRequest, engram__v1__list_sessions_request__descriptor,      \
+    Engram__V1__ListSessionsResponse, engram__v1__list_sessions_response__descriptor)    \
+  X(end_session, EG_CLIENT_SESSION_SVC "EndSession",                                     \
+    Engram__V1__EndSessionRequest, engram__v1__end_session_request__descriptor,          \
+    Engram__V1__Session, engram__v1__session__descriptor)                                \
+  X(delete_session, EG_CLIENT_SESSION_SVC "DeleteSession",                               \
+    Engram__V1__DeleteSessionRequest, engram__v1__delete_session_request__descriptor,    \
+    Engram__V1__DeleteSessionResponse, engram__v1__delete_session_response__descriptor)  \
+  X(append_messages, EG_CLIENT_SESSION_SVC "AppendMessages",                             \
+    Engram__V1__AppendMessagesRequest, engram__v1__append_messages_request__descriptor,  \
+    Engram__V1__AppendMessagesResponse, engram__v1__append_messages_response__descriptor)\
+  X(list_messages, EG_CLIENT_SESSION_SVC "ListMessages",                                 \
+    Engram__V1__ListMessagesRequest, engram__v1__list_messages_request__descriptor,      \
+    Engram__V1__ListMessagesResponse, engram__v1__list_messages_response__descriptor)    \
+  X(get_context, EG_CLIENT_SESSION_SVC "GetContext",                                     \
+    Engram__V1__GetContextRequest, engram__v1__get_context_request__descriptor,          \
+    Engram__V1__GetContextResponse, engram__v1__get_context_response__descriptor)        \
+  X(update_summary, EG_CLIENT_SESSION_SVC "UpdateSummary",                               \
+    Engram__V1__UpdateSummaryRequest, engram__v1__update_summary_request__descriptor,    \
+    Engram__V1__Session, engram__v1__session__descriptor)                                \
+  X(health_check, "/grpc.health.v1.Health/Check",                                        \
+    Grpc__Health__V1__HealthCheckRequest, grpc__health__v1__health_check_request__descriptor, \
+    Grpc__Health__V1__HealthCheckResponse, grpc__health__v1__health_check_response__descriptor)
+
+#define EG_CLIENT_DECLARE(name, path, Req, req_desc, Resp, resp_desc)             \
+  extern const eg_client_method eg_client_method_##name;                           \
+  int eg_client_##name(eg_client *c, const Req *req, const eg_client_opts *opts,   \
+                       eg_client_status *st, Resp **resp);
+EG_CLIENT_METHODS(EG_CLIENT_DECLARE)
+#undef EG_CLIENT_DECLARE
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
