@@ -550,11 +550,14 @@ static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
              st->in->through_seq, s->summary_through_seq);
     return EG_EPRECOND;
   }
-  s->summary_token = st->token;
-  s->summary_through_seq = st->in->through_seq;
-  s->update_time_us = r->now_us;
-  if ((e = eg_store_session_put(t, r->tenant, s, 0))) return e;
-  return eg_session_to_api(r, s, (Engram__V1__Session **)&r->resp);
+  /* A shallow copy: the new token is arena memory, and s's own buffers
+   * must stay where free_unpacked expects them. */
+  eg_session_rec upd = *s;
+  upd.summary_token = st->token;
+  upd.summary_through_seq = st->in->through_seq;
+  upd.update_time_us = r->now_us;
+  if ((e = eg_store_session_put(t, r->tenant, &upd, 0))) return e;
+  return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
 }
 
 /* ==== the table ============================================================= */

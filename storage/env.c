@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <stddef.h>
+
 #include "storage/internal.h"
 
 #define EG_STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)
@@ -143,13 +145,50 @@ static eg_err eg_store_open_dbi(MDB_txn *txn, const char *name, unsigned flags, 
   return rc == MDB_NOTFOUND ? EG_ECORRUPT : eg_store__err(rc);
 }
 
+/* Every data DB: opened at start into its eg_store field, and replicated
+ * through the WAL under its name. A DB a migration adds gets a row here. */
+static const struct {
+  const char *name;
+  size_t off;
+} eg_data_db_table[] = {
+    {EG_DB_SESSIONS, offsetof(eg_store, sessions)},
+    {EG_DB_SESSIONS_BY_USER, offsetof(eg_store, sessions_by_user)},
+    {EG_DB_MESSAGES, offsetof(eg_store, messages)},
+    {EG_DB_IDEMPOTENCY, offsetof(eg_store, idempotency)},
+};
+
+static eg_err eg_store_open_data_dbs(eg_store *s, MDB_txn *txn, char *err, size_t errlen) {
+  _Static_assert(sizeof eg_data_db_table / sizeof eg_data_db_table[0] <= EG_STORE_MAX_DBS - 2,
+                 "room for meta and wal");
+  for (size_t i = 0; i < sizeof eg_data_db_table / sizeof eg_data_db_table[0]; i++) {
+    MDB_dbi *field = (MDB_dbi *)((char *)s + eg_data_db_table[i].off);
+    eg_err e = eg_store_open_dbi(txn, eg_data_db_table[i].name, 0, field, err, errlen);
+    if (e) return e;
+    s->data_dbs[i] = (struct eg_data_db){eg_data_db_table[i].name, *field};
+    s->n_data_dbs = i + 1;
+  }
+  return eg_store_open_dbi(txn, EG_DB_WAL, 0, &s->wal, err, errlen);
+}
+
+const char *eg_store__db_name(const eg_store *s, MDB_dbi dbi) {
+  for (size_t i = 0; i < s->n_data_dbs; i++)
+    if (s->data_dbs[i].dbi == dbi) return s->data_dbs[i].name;
+  return NULL;
+}
+
+eg_err eg_store__db_by_name(const eg_store *s, const char *name, MDB_dbi *dbi) {
+  for (size_t i = 0; i < s->n_data_dbs; i++)
+    if (strcmp(s->data_dbs[i].name, name) == 0) return *dbi = s->data_dbs[i].dbi, EG_OK;
+  return EG_ECORRUPT;
+}
+
 /* In one write txn: checks the schema version, migrates, opens every DB,
  * loads last_lsn. Handles opened in a txn become usable by all once it
  * commits. */
 static eg_err eg_store_open_dbs(eg_store *s, char *err, size_t errlen) {
   MDB_txn *txn = NULL;
   uint32_t version = 0;
-  uint64_t lsn = 0;
+  uint64_t lsn = 0, epoch = 0;
   eg_err e = eg_store__err(mdb_txn_begin(s->env, NULL, 0, &txn));
   if (e) goto fail;
   e = eg_store_open_dbi(txn, EG_DB_META, MDB_CREATE, &s->meta, err, errlen);
@@ -163,16 +202,16 @@ static eg_err eg_store_open_dbs(eg_store *s, char *err, size_t errlen) {
     goto fail;
   }
   e = eg_store__migrate(txn, s->meta, &version, err, errlen);
-  if (!e) e = eg_store_open_dbi(txn, EG_DB_SESSIONS, 0, &s->sessions, err, errlen);
-  if (!e) e = eg_store_open_dbi(txn, EG_DB_SESSIONS_BY_USER, 0, &s->sessions_by_user, err, errlen);
-  if (!e) e = eg_store_open_dbi(txn, EG_DB_MESSAGES, 0, &s->messages, err, errlen);
-  if (!e) e = eg_store_open_dbi(txn, EG_DB_IDEMPOTENCY, 0, &s->idempotency, err, errlen);
+  if (!e) e = eg_store_open_data_dbs(s, txn, err, errlen);
   if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_LAST_LSN, &lsn);
+  if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_EPOCH, &epoch);
   if (e) goto fail;
   e = eg_store__err(mdb_txn_commit(txn));
   txn = NULL;
   if (e) goto fail;
   atomic_store(&s->last_lsn, lsn);
+  /* A store that never had a primary starts in epoch 1. */
+  atomic_store(&s->epoch, epoch ? epoch : 1);
   return EG_OK;
 fail:
   if (txn) mdb_txn_abort(txn);

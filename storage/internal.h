@@ -18,16 +18,27 @@
 #define EG_DB_SESSIONS_BY_USER "sessions_by_user"
 #define EG_DB_MESSAGES "messages"
 #define EG_DB_IDEMPOTENCY "idempotency"
+#define EG_DB_WAL "wal"
 /* Room for the DBs later versions add (memories, wal, ...). */
 #define EG_STORE_MAX_DBS 16
 
 /* meta keys */
 #define EG_META_SCHEMA_VERSION "schema_version"
 #define EG_META_LAST_LSN "last_lsn"
+#define EG_META_EPOCH "epoch"
+
+/* A data DB: replicated through the WAL, named in its ops. */
+struct eg_data_db {
+  const char *name;
+  MDB_dbi dbi;
+};
 
 struct eg_store {
   MDB_env *env;
-  MDB_dbi meta, sessions, sessions_by_user, messages, idempotency;
+  MDB_dbi meta, wal, sessions, sessions_by_user, messages, idempotency;
+  /* Every data DB by name (filled at open from eg_store__data_dbs). */
+  struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
+  size_t n_data_dbs;
   /* Read side: held by each reader from reader_begin to reader_end.
    * Write side: taken to change the map size, because
    * mdb_env_set_mapsize unmaps the file under any live read txn of this
@@ -39,7 +50,17 @@ struct eg_store {
    * commit; map_size after each size change. */
   _Atomic uint64_t last_lsn;
   _Atomic size_t map_size;
+  _Atomic uint64_t epoch; /* cached like last_lsn */
 };
+
+/* The ops of a write txn, already encoded as WalRecord field 4 entries, so
+ * a nested txn's buffer appends to its parent's as it is. */
+typedef struct {
+  uint8_t *buf;
+  size_t len, cap;
+} eg_wal_buf;
+
+enum eg_wal_kind { EG_WAL_PUT = 0, EG_WAL_DEL = 1, EG_WAL_DEL_PREFIX = 2 };
 
 enum eg_txn_kind { EG_TXN_READ, EG_TXN_WRITE, EG_TXN_SUB };
 
@@ -52,7 +73,28 @@ struct eg_txn {
   int live;      /* READ: between reader_begin and reader_end */
   eg_txn *parent; /* SUB: the txn it nests in */
   eg_txn *child;  /* WRITE/SUB: the open sub txn, if any */
+  eg_wal_buf ops; /* WRITE/SUB: what this txn changed, for the WAL */
+  /* WRITE on a replica: LSN and epoch of the last record applied from the
+   * primary's log (0: a local write, which gets a new record at commit). */
+  uint64_t applied_lsn, applied_epoch;
+  uint64_t new_epoch; /* WRITE: epoch set by eg_store_set_epoch, or 0 */
 };
+
+/* wal.c: records one change in t's op buffer. */
+eg_err eg_wal__log(eg_txn *t, MDB_dbi dbi, enum eg_wal_kind kind, const eg_key *k,
+                   const void *v, size_t n);
+/* wal.c: appends child's ops to parent's (a nested commit); frees child's. */
+eg_err eg_wal__merge(eg_txn *parent, eg_txn *child);
+void eg_wal__buf_free(eg_wal_buf *b);
+/* wal.c: in write_commit: stores the txn's record (lsn, epoch, now, ops)
+ * in the wal DB, or, on a replica, nothing new (the applied records are
+ * already there). */
+eg_err eg_wal__append(eg_txn *w, uint64_t lsn, uint64_t epoch);
+
+/* env.c: the name of data DB dbi, or NULL if dbi is not one (meta, wal). */
+const char *eg_store__db_name(const eg_store *s, MDB_dbi dbi);
+/* env.c: the data DB called name[0..n); EG_ECORRUPT if there is none. */
+eg_err eg_store__db_by_name(const eg_store *s, const char *name, MDB_dbi *dbi);
 
 /* Converts an LMDB or errno code to eg_err (see storage.h's rules). */
 eg_err eg_store__err(int rc);
@@ -79,10 +121,20 @@ eg_err eg_store__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint
 eg_err eg_store__migrate(MDB_txn *txn, MDB_dbi meta, uint32_t *version, char *err,
                          size_t errlen);
 
+/*
+ * Every change to a data DB goes through the four writers below, which
+ * also record it in t's write-ahead-log buffer (wal.c), so replicas see
+ * exactly what the primary wrote. Never call mdb_put/mdb_del on a data DB
+ * directly. t must be writable.
+ */
 /* records.c: packs m straight into LMDB's buffer (MDB_RESERVE) under k.
  * flags: 0 or MDB_NOOVERWRITE (then EG_EEXIST if k is taken). */
-eg_err eg_store__put_msg(MDB_txn *txn, MDB_dbi dbi, const eg_key *k,
-                         const ProtobufCMessage *m, unsigned flags);
+eg_err eg_store__put_msg(eg_txn *t, MDB_dbi dbi, const eg_key *k, const ProtobufCMessage *m,
+                         unsigned flags);
+/* records.c: puts raw bytes v[0..n) under k. */
+eg_err eg_store__put(eg_txn *t, MDB_dbi dbi, const eg_key *k, const void *v, size_t n);
+/* records.c: deletes k; EG_ENOTFOUND if absent. */
+eg_err eg_store__del(eg_txn *t, MDB_dbi dbi, const eg_key *k);
 /* records.c: decodes v as desc; EG_ECORRUPT if it does not decode.
  * OUT: *out, a heap copy the caller frees with protobuf_c_message_free_unpacked. */
 eg_err eg_store__decode(const ProtobufCMessageDescriptor *desc, const MDB_val *v,
@@ -96,6 +148,8 @@ int eg_store__seek_below(MDB_cursor *c, const eg_key *seek, int inclusive, MDB_v
                          MDB_val *v);
 /* records.c: deletes every key starting with prefix; counts them into
  * *n (may be NULL). */
-eg_err eg_store__del_prefix(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n);
+eg_err eg_store__del_prefix(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t *n);
+/* records.c: the same without logging (a replica applying the log). */
+eg_err eg_store__del_prefix_raw(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n);
 
 #endif

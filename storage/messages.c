@@ -13,12 +13,11 @@ eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_i
   assert(rec->base.descriptor == EG_MESSAGE_DESC);
   eg_err e = eg_key_message(&k, tenant, session_id, (uint64_t)rec->seq);
   if (!e && idem) e = eg_key_idem(&ik, tenant, session_id, rec->client_message_id);
-  if (!e) e = eg_store__put_msg(t->txn, t->s->messages, &k, &rec->base, 0);
+  if (!e) e = eg_store__put_msg(t, t->s->messages, &k, &rec->base, 0);
   if (e || !idem) return e;
   uint8_t seq[8];
   eg_be64_put(seq, (uint64_t)rec->seq);
-  MDB_val key = {ik.len, ik.buf}, val = {sizeof seq, seq};
-  return eg_store__err(mdb_put(t->txn, t->s->idempotency, &key, &val, 0));
+  return eg_store__put(t, t->s->idempotency, &ik, seq, sizeof seq);
 }
 
 eg_err eg_store_message_get(eg_txn *t, const char *tenant, const char *session_id,

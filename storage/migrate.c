@@ -29,6 +29,11 @@ static eg_err eg_migrate_v1(MDB_txn *txn, char *err, size_t errlen) {
   return EG_OK;
 }
 
+/* Version 2: the write-ahead log (wal.c), one record per write txn. */
+static eg_err eg_migrate_v2(MDB_txn *txn, char *err, size_t errlen) {
+  return eg_migrate_create_db(txn, EG_DB_WAL, err, errlen);
+}
+
 static const struct eg_migration {
   uint32_t version;
   const char *what;
@@ -36,6 +41,7 @@ static const struct eg_migration {
 } eg_migrations[] = {
     {1, "initial layout: meta, sessions, sessions_by_user, messages, idempotency",
      eg_migrate_v1},
+    {2, "write-ahead log: wal", eg_migrate_v2},
 };
 
 /* Rows are versions 1..N in order, and N is the version this build writes. */

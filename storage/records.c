@@ -15,16 +15,30 @@ eg_err eg_store__err(int rc) {
   }
 }
 
-eg_err eg_store__put_msg(MDB_txn *txn, MDB_dbi dbi, const eg_key *k,
-                         const ProtobufCMessage *m, unsigned flags) {
+eg_err eg_store__put_msg(eg_txn *t, MDB_dbi dbi, const eg_key *k, const ProtobufCMessage *m,
+                         unsigned flags) {
   MDB_val key = {k->len, (void *)k->buf};
   MDB_val val = {protobuf_c_message_get_packed_size(m), NULL};
   /* MDB_RESERVE hands back LMDB's own buffer: pack into it, no copy. */
-  int rc = mdb_put(txn, dbi, &key, &val, flags | MDB_RESERVE);
+  int rc = mdb_put(t->txn, dbi, &key, &val, flags | MDB_RESERVE);
   if (rc == MDB_KEYEXIST) return EG_EEXIST;
   if (rc) return eg_store__err(rc);
   protobuf_c_message_pack(m, val.mv_data);
-  return EG_OK;
+  return eg_wal__log(t, dbi, EG_WAL_PUT, k, val.mv_data, val.mv_size);
+}
+
+eg_err eg_store__put(eg_txn *t, MDB_dbi dbi, const eg_key *k, const void *v, size_t n) {
+  MDB_val key = {k->len, (void *)k->buf}, val = {n, (void *)v};
+  int rc = mdb_put(t->txn, dbi, &key, &val, 0);
+  if (rc) return eg_store__err(rc);
+  return eg_wal__log(t, dbi, EG_WAL_PUT, k, v, n);
+}
+
+eg_err eg_store__del(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
+  MDB_val key = {k->len, (void *)k->buf};
+  int rc = mdb_del(t->txn, dbi, &key, NULL);
+  if (rc) return eg_store__err(rc);
+  return eg_wal__log(t, dbi, EG_WAL_DEL, k, NULL, 0);
 }
 
 eg_err eg_store__decode(const ProtobufCMessageDescriptor *desc, const MDB_val *v,
@@ -58,7 +72,17 @@ int eg_store__seek_below(MDB_cursor *c, const eg_key *seek, int inclusive, MDB_v
   return mdb_cursor_get(c, k, v, MDB_PREV);
 }
 
-eg_err eg_store__del_prefix(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n) {
+eg_err eg_store__del_prefix(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t *n) {
+  uint64_t count = 0;
+  eg_err e = eg_store__del_prefix_raw(t->txn, dbi, prefix, &count);
+  /* One op for the whole range: the replica holds the same keys at this
+   * point of the log, so deleting the prefix there deletes the same ones. */
+  if (!e && count) e = eg_wal__log(t, dbi, EG_WAL_DEL_PREFIX, prefix, NULL, 0);
+  if (!e && n) *n = count;
+  return e;
+}
+
+eg_err eg_store__del_prefix_raw(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n) {
   MDB_cursor *c = NULL;
   uint64_t count = 0;
   int rc = mdb_cursor_open(txn, dbi, &c);

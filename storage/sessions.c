@@ -32,11 +32,10 @@ eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec 
   eg_err e = eg_key_session(&k, tenant, rec->session_id);
   if (!e && is_new) e = eg_session_index_key(&ik, tenant, rec);
   if (e) return e;
-  e = eg_store__put_msg(t->txn, t->s->sessions, &k, &rec->base, is_new ? MDB_NOOVERWRITE : 0);
+  e = eg_store__put_msg(t, t->s->sessions, &k, &rec->base, is_new ? MDB_NOOVERWRITE : 0);
   if (e || !is_new) return e;
   /* The index entry carries everything in its key. */
-  MDB_val key = {ik.len, ik.buf}, val = {0, (void *)""};
-  return eg_store__err(mdb_put(t->txn, t->s->sessions_by_user, &key, &val, 0));
+  return eg_store__put(t, t->s->sessions_by_user, &ik, "", 0);
 }
 
 eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
@@ -48,15 +47,13 @@ eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_r
   if (!e) e = eg_session_index_key(&ik, tenant, rec);
   if (!e) e = eg_key_session_range(&range, tenant, rec->session_id);
   if (e) return e;
-  MDB_val key = {k.len, k.buf};
-  e = eg_store__err(mdb_del(t->txn, t->s->sessions, &key, NULL));
+  e = eg_store__del(t, t->s->sessions, &k);
   if (e) return e;
-  key = (MDB_val){ik.len, ik.buf};
-  e = eg_store__err(mdb_del(t->txn, t->s->sessions_by_user, &key, NULL));
+  e = eg_store__del(t, t->s->sessions_by_user, &ik);
   /* A missing index entry is no reason to keep the rest. */
   if (e && e != EG_ENOTFOUND) return e;
-  e = eg_store__del_prefix(t->txn, t->s->messages, &range, &n);
-  if (!e) e = eg_store__del_prefix(t->txn, t->s->idempotency, &range, NULL);
+  e = eg_store__del_prefix(t, t->s->messages, &range, &n);
+  if (!e) e = eg_store__del_prefix(t, t->s->idempotency, &range, NULL);
   if (!e && deleted_messages) *deleted_messages = n;
   return e;
 }

@@ -38,7 +38,7 @@
 typedef Engram__Storage__V1__SessionRecord eg_session_rec;
 typedef Engram__Storage__V1__MessageRecord eg_message_rec;
 
-#define EG_STORE_SCHEMA_VERSION 1
+#define EG_STORE_SCHEMA_VERSION 2
 /* Longest tenant, user id or session id the key layout accepts. */
 #define EG_STORE_ID_MAX 128
 /* Position in a user's session list: create_us u64 BE | session_id. */
@@ -139,5 +139,42 @@ typedef int (*eg_message_visit_fn)(void *arg, eg_message_rec *rec);
 eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session_id,
                               uint64_t start_seq, int descending,
                               eg_message_visit_fn fn, void *arg);
+
+/* ---- write-ahead log (replication) -------------------------------------
+ *
+ * Every write txn commits one WalRecord (proto/engram/storage/v1/wal.proto)
+ * under its LSN in the `wal` DB: the key-level puts and deletes it made,
+ * with its epoch and time. A replica applies records in LSN order with
+ * eg_store_wal_apply inside its own write txn, which stores them verbatim,
+ * so its log and data equal the primary's at every LSN.
+ */
+
+/* Current epoch (1 for a store that never saw a promotion).
+ * Thread safety: any thread. */
+uint64_t eg_store_epoch(const eg_store *s);
+/* Makes w's commit start epoch `epoch` (> the current one): the promotion
+ * of a replica. The commit's WAL record carries it. */
+eg_err eg_store_set_epoch(eg_txn *w, uint64_t epoch);
+
+/* Applies one encoded WalRecord in write txn w (no sub txn, no local
+ * writes in it). Records must come in LSN order without gaps, and never
+ * from an epoch older than the last applied: else EG_EPRECOND and nothing
+ * of that record is applied. EG_ECORRUPT if it does not decode or names an
+ * unknown DB. eg_store_write_commit then commits at the record's LSN. */
+eg_err eg_store_wal_apply(eg_txn *w, const uint8_t *rec, size_t len);
+
+/* Called per record in LSN order; rec is valid during the call only.
+ * Return nonzero to stop. */
+typedef int (*eg_wal_visit_fn)(void *arg, uint64_t lsn, const uint8_t *rec, size_t len);
+/* Visits the records from from_lsn on. */
+eg_err eg_store_wal_scan(eg_txn *t, uint64_t from_lsn, eg_wal_visit_fn fn, void *arg);
+/* The oldest record kept: its LSN and time (time_us may be NULL).
+ * EG_ENOTFOUND when the log is empty. */
+eg_err eg_store_wal_first(eg_txn *t, uint64_t *lsn, int64_t *time_us);
+/* The epoch of record lsn; EG_ENOTFOUND if it is not (or no longer) kept. */
+eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch);
+/* Deletes up to max of the oldest records with LSN < below_lsn; *n (may be
+ * NULL) gets how many. */
+eg_err eg_store_wal_trim(eg_txn *w, uint64_t below_lsn, size_t max, size_t *n);
 
 #endif

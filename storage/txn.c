@@ -98,18 +98,44 @@ static void eg_txn_free_children(eg_txn *t) {
   eg_txn *c = t->child;
   while (c) {
     eg_txn *next = c->child;
+    eg_wal__buf_free(&c->ops);
     free(c);
     c = next;
   }
   t->child = NULL;
 }
 
+static void eg_txn_free(eg_txn *t) {
+  eg_txn_free_children(t);
+  eg_wal__buf_free(&t->ops);
+  free(t);
+}
+
+/* Stamps the commit: a local write gets the next LSN and a WAL record; a
+ * replica's txn takes the LSN and epoch of the records it applied. */
+static eg_err eg_txn_stamp(eg_txn *w, uint64_t *lsn, uint64_t *epoch) {
+  eg_store *s = w->s;
+  eg_err e = EG_OK;
+  if (w->applied_lsn) {
+    *lsn = w->applied_lsn;
+    *epoch = w->applied_epoch;
+  } else {
+    uint64_t last = 0;
+    e = eg_store__meta_get_u64(w->txn, s->meta, EG_META_LAST_LSN, &last);
+    *lsn = last + 1;
+    *epoch = w->new_epoch ? w->new_epoch : eg_store_epoch(s);
+    if (!e) e = eg_wal__append(w, *lsn, *epoch);
+  }
+  if (!e && *epoch != eg_store_epoch(s)) e = eg_store__meta_put_u64(w->txn, s->meta, EG_META_EPOCH, *epoch);
+  if (!e) e = eg_store__meta_put_u64(w->txn, s->meta, EG_META_LAST_LSN, *lsn);
+  return e;
+}
+
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   assert(w && w->kind == EG_TXN_WRITE && !w->child);
   eg_store *s = w->s;
-  uint64_t last = 0;
-  eg_err e = eg_store__meta_get_u64(w->txn, s->meta, EG_META_LAST_LSN, &last);
-  if (!e) e = eg_store__meta_put_u64(w->txn, s->meta, EG_META_LAST_LSN, last + 1);
+  uint64_t next = 0, epoch = 0;
+  eg_err e = eg_txn_stamp(w, &next, &epoch);
   if (e) goto fail;
   int rc = mdb_txn_commit(w->txn);
   w->txn = NULL; /* gone, committed or not */
@@ -117,12 +143,12 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
     e = rc == MDB_MAP_FULL ? EG_EMAPFULL : EG_EIO;
     goto fail;
   }
-  atomic_store_explicit(&s->last_lsn, last + 1, memory_order_release);
-  if (lsn) *lsn = last + 1;
+  atomic_store_explicit(&s->epoch, epoch, memory_order_release);
+  atomic_store_explicit(&s->last_lsn, next, memory_order_release);
+  if (lsn) *lsn = next;
 fail:
   if (w->txn) mdb_txn_abort(w->txn);
-  eg_txn_free_children(w);
-  free(w);
+  eg_txn_free(w);
   return e;
 }
 
@@ -130,8 +156,7 @@ void eg_store_write_abort(eg_txn *w) {
   if (!w) return;
   assert(w->kind == EG_TXN_WRITE);
   if (w->txn) mdb_txn_abort(w->txn);
-  eg_txn_free_children(w);
-  free(w);
+  eg_txn_free(w);
 }
 
 /* ---- nested ------------------------------------------------------------- */
@@ -153,18 +178,23 @@ eg_err eg_store_sub_begin(eg_txn *parent, eg_txn **out) {
 
 eg_err eg_store_sub_commit(eg_txn *sub) {
   assert(sub && sub->kind == EG_TXN_SUB && !sub->child);
+  eg_txn *parent = sub->parent;
+  size_t mark = parent->ops.len;
   /* Merges into the parent; nothing reaches the disk until write_commit. */
-  int rc = mdb_txn_commit(sub->txn);
-  sub->parent->child = NULL;
-  free(sub);
-  return eg_store__err(rc);
+  eg_err e = eg_wal__merge(parent, sub);
+  int rc = e ? 0 : mdb_txn_commit(sub->txn);
+  if (e) mdb_txn_abort(sub->txn);
+  /* Keep the log equal to the data: drop the ops of a failed commit. */
+  if (e || rc) parent->ops.len = mark;
+  parent->child = NULL;
+  eg_txn_free(sub);
+  return e ? e : eg_store__err(rc);
 }
 
 void eg_store_sub_abort(eg_txn *sub) {
   if (!sub) return;
   assert(sub->kind == EG_TXN_SUB);
   mdb_txn_abort(sub->txn);
-  eg_txn_free_children(sub);
   sub->parent->child = NULL;
-  free(sub);
+  eg_txn_free(sub);
 }
