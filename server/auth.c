@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "crypto/crypto.h"
 #include "server/validate.h"
@@ -126,7 +127,7 @@ eg_err eg_auth_check(const eg_auth *a, const char *authz, size_t authz_len, eg_r
     return EG_OK;
   }
   if (!authz || authz_len <= blen || authz_len > EG_AUTH_MAX_TOKEN ||
-      strncmp(authz, bearer, blen) != 0)
+      strncasecmp(authz, bearer, blen) != 0) /* the scheme is case-insensitive (RFC 7235) */
     return need == EG_ROLE_NONE ? EG_OK : EG_EUNAUTH;
 
   char hash[65];
