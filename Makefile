@@ -36,5 +36,15 @@ test-asan: deps $(ASAN_BUILD)/CMakeCache.txt
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure
 
+# Engram vs etcd side by side (bench/README.md): a Release build of its own,
+# results in bench/results/. Under 10 minutes with the build.
+REL_BUILD ?= build-release
+
+bench:
+	@start=$$(date +%s); scripts/deps.sh bench && \
+	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release && \
+	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
+	BENCH_ELAPSED_FROM=$$start bench/run.sh $(REL_BUILD)
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -83,10 +83,39 @@ eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx,
 /* Writes the lowercase hex SHA-256 of s (64 chars + NUL) into hex. */
 void eg_sha256_hex(const char *s, size_t len, char hex[65]);
 
+/* Incremental SHA-256 (snapshot and checksum digests). The state is
+ * opaque; init before update, final once. */
+typedef struct {
+  _Alignas(16) unsigned char opaque[128];
+} eg_sha256;
+void eg_sha256_init(eg_sha256 *h);
+void eg_sha256_update(eg_sha256 *h, const void *p, size_t n);
+void eg_sha256_final(eg_sha256 *h, uint8_t out[32]);
+
 /* Constant-time equality of two equal-length buffers: 1 if equal. */
 int eg_crypto_equal(const void *a, const void *b, size_t len);
 
 /* Fills buf with n random bytes. */
 void eg_random_bytes(void *buf, size_t n);
+
+/* ---- blind index (crypto/blind.c) ------------------------------------------
+ * A blind-index token is the keyed BLAKE2b of u8len tenant | word under the
+ * blind subkey, truncated to 64 bits: equal words of one tenant give equal
+ * tokens (that is the leakage, docs/security.md), nothing else is learnt
+ * without the key. The subkey comes from the keyring's lowest key id, which
+ * rotation does not change. */
+typedef struct {
+  _Alignas(64) unsigned char opaque[512]; /* a hash state after key and tenant */
+} eg_blind_ctx;
+
+/* Prepares ctx for tenant's tokens. EG_EINVAL for an empty keyring or a
+ * tenant longer than 255 bytes. Thread safety: safe on a shared keyring. */
+eg_err eg_blind_begin(const eg_keyring *kr, const char *tenant, eg_blind_ctx *ctx);
+/* The token of word[0..len). Thread safety: ctx is only read. */
+uint64_t eg_blind_word(const eg_blind_ctx *ctx, const void *word, size_t len);
+/* Wipes ctx (it is derived from the key). */
+void eg_blind_end(eg_blind_ctx *ctx);
+/* The key id the blind subkey is derived from. */
+uint32_t eg_keyring_blind_key_id(const eg_keyring *kr);
 
 #endif

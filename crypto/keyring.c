@@ -25,14 +25,20 @@
 #define EG_KEYRING_FILE_MAX (64 * 1024)
 #define EG_KDF_FIELD_CONTEXT "egfield_"
 #define EG_KDF_FIELD_ID 1
+/* The blind-index subkey: derived from every master key, used from the
+ * lowest key id only (see eg__keyring_blind_key). */
+#define EG_KDF_BLIND_CONTEXT "egblind_"
+#define EG_KDF_BLIND_ID 2
 
 _Static_assert(EG_KEY_LEN == crypto_kdf_KEYBYTES, "master keys are crypto_kdf keys");
 _Static_assert(sizeof EG_KDF_FIELD_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
+_Static_assert(sizeof EG_KDF_BLIND_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 
 /* One master key, represented by the subkeys derived from it. */
 typedef struct {
   uint32_t id;
   uint8_t field_key[EG_KEY_LEN];
+  uint8_t blind_key[EG_KEY_LEN];
 } eg_key;
 
 struct eg_keyring {
@@ -80,6 +86,25 @@ const uint8_t *eg__keyring_field_key(const eg_keyring *kr, uint32_t id) {
 }
 
 uint32_t eg_keyring_primary_id(const eg_keyring *kr) { return kr->primary; }
+
+/* The key with the lowest id: rotation adds keys with higher ids and moves
+ * `primary`, so blind-index tokens stay stable across rotations. */
+static const eg_key *keyring_lowest(const eg_keyring *kr) {
+  const eg_key *low = NULL;
+  for (size_t i = 0; i < kr->n; i++)
+    if (!low || kr->keys[i].id < low->id) low = &kr->keys[i];
+  return low;
+}
+
+const uint8_t *eg__keyring_blind_key(const eg_keyring *kr) {
+  const eg_key *k = keyring_lowest(kr);
+  return k ? k->blind_key : NULL;
+}
+
+uint32_t eg_keyring_blind_key_id(const eg_keyring *kr) {
+  const eg_key *k = keyring_lowest(kr);
+  return k ? k->id : 0;
+}
 
 void eg_keyring_free(eg_keyring *kr) {
   if (!kr) return;
@@ -163,6 +188,8 @@ static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const ch
   k->id = id;
   crypto_kdf_derive_from_key(k->field_key, sizeof k->field_key, EG_KDF_FIELD_ID,
                              EG_KDF_FIELD_CONTEXT, master);
+  crypto_kdf_derive_from_key(k->blind_key, sizeof k->blind_key, EG_KDF_BLIND_ID,
+                             EG_KDF_BLIND_CONTEXT, master);
   sodium_memzero(master, sizeof master);
   return EG_OK;
 }

@@ -28,10 +28,22 @@ typedef struct {
   int64_t max_content_bytes;          /* --max-content-bytes 65536 (per message/summary) */
   int64_t max_metadata_bytes;         /* --max-metadata-bytes 16384 (per map, keys+values) */
   int max_append_messages;            /* --max-append-messages 100 (per AppendMessages) */
+  int64_t memory_quota;               /* --memory-quota 10000 (ACTIVE memories per user) */
+  char memory_quota_policy[16];       /* --memory-quota-policy reject|evict */
+  int memory_max_tags;                /* --memory-max-tags 32 (per memory) */
+  int erase_batch;                    /* --erase-batch 1000 (keys per DeleteUser txn) */
   int default_page_size;              /* --default-page-size 50 */
   int max_page_size;                  /* --max-page-size 1000 */
   int64_t map_size;                   /* --map-size 1073741824 (initial LMDB map, bytes) */
   int64_t shutdown_grace_ms;          /* --shutdown-grace-ms 10000 (drain on SIGTERM) */
+  char replica_token[256];            /* --replica-token: bearer token a replica sends */
+  char replica_id[128];               /* --replica-id; "" means HOSTNAME-PORT */
+  int64_t max_lsn_wait_ms;            /* --max-lsn-wait-ms 5000 (engram-min-lsn waits) */
+  int sync_replicas;                  /* --sync-replicas 0 */
+  int64_t sync_timeout_ms;            /* --sync-timeout-ms 5000 */
+  int64_t wal_retain_records;         /* --wal-retain-records 1000000 */
+  int64_t wal_retain_s;               /* --wal-retain-s 86400 */
+  int64_t wal_retain_cap;             /* --wal-retain-cap 10000000 (held for replicas at most) */
 } eg_config;
 
 /* Looks up an environment variable; NULL when unset. getenv fits. */

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "replica/replica.h"
 #include "server/config.h"
 #include "server/service.h"
 #include "server/transport.h"
@@ -54,12 +55,39 @@ static int eg_workers(const eg_config *cfg) {
   return n > 0 ? (int)n : 2;
 }
 
-/* Refuses settings this build cannot honour, rather than ignoring them. */
-static int eg_check_supported(const eg_config *cfg) {
-  if (strcmp(cfg->role, "primary") != 0)
-    return eg_fail("--role", "only 'primary' is available in this build (replication is not built yet)");
-  return 0;
+/* This node's name in the primary's replica table. */
+static void eg_replica_id(const eg_config *cfg, char *out, size_t n) {
+  char host[64] = "node";
+  const char *port = strrchr(cfg->listen, ':');
+  if (cfg->replica_id[0]) {
+    snprintf(out, n, "%s", cfg->replica_id);
+    return;
+  }
+  gethostname(host, sizeof host - 1);
+  if (port && strcmp(port, ":0") != 0)
+    snprintf(out, n, "%s-%s", host, port + 1);
+  else
+    snprintf(out, n, "%s-pid%d", host, (int)getpid());
 }
+
+static eg_err eg_repl_open(const eg_config *cfg, eg_store *store, eg_repl **out) {
+  char id[128];
+  eg_replica_id(cfg, id, sizeof id);
+  eg_repl_config rc = {
+      .replica = strcmp(cfg->role, "replica") == 0,
+      .primary = cfg->primary,
+      .token = cfg->replica_token,
+      .replica_id = id,
+      .sync_replicas = cfg->sync_replicas,
+      .sync_timeout_ms = cfg->sync_timeout_ms,
+      .retain_records = cfg->wal_retain_records,
+      .retain_s = cfg->wal_retain_s,
+      .retain_cap = cfg->wal_retain_cap,
+  };
+  return eg_repl_new(&rc, store, out);
+}
+
+static uint64_t eg_trim(void *arg, eg_txn *t) { return eg_repl_trim_below(arg, t); }
 
 static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   char err[512] = "";
@@ -73,27 +101,38 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   sigaddset(&sigs, SIGINT);
 
   grpc_init();
-  eg_err e = eg_writer_start(srv->store, &writer);
+  eg_err e = eg_repl_open(cfg, srv->store, &srv->repl);
+  if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv->repl, &writer);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
   if (e == EG_OK && cfg->metrics_listen[0])
     e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
                               &http, err, sizeof err);
+  if (e == EG_OK) e = eg_repl_start(srv->repl);
   if (e != EG_OK) {
+    eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);
     eg_writer_stop(writer);
+    eg_repl_free(srv->repl);
     grpc_shutdown_blocking();
     return eg_fail("start", err[0] ? err : eg_err_msg(e));
   }
   eg_announce(cfg->listen, port);
+  if (!eg_repl_is_primary(srv->repl))
+    fprintf(stderr, "engramd: replica of %s from lsn %llu\n", cfg->primary,
+            (unsigned long long)eg_store_last_lsn(srv->store));
   int sig = 0;
   sigwait(&sigs, &sig);
   fprintf(stderr, "engramd: %s: draining calls and stopping\n", strsignal(sig));
   eg_metrics_http_stop(http);
+  /* Replication first: its streams are calls the transport waits for. */
+  eg_repl_stop(srv->repl);
   eg_transport_stop(tp, cfg->shutdown_grace_ms);
   eg_writer_stop(writer);
+  int restart = eg_repl_restart_requested(srv->repl);
+  eg_repl_free(srv->repl);
   grpc_shutdown_blocking();
-  return 0;
+  return restart ? 3 : 0;
 }
 
 int main(int argc, char **argv) {
@@ -112,7 +151,6 @@ int main(int argc, char **argv) {
     eg_config_usage(stdout);
     return 0;
   }
-  if (eg_check_supported(&cfg)) return 2;
 
   /* Before any thread exists, so every thread inherits the mask and only
    * main's sigwait sees these. */
@@ -124,6 +162,7 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
   if (eg_crypto_init() != EG_OK) return eg_fail("libsodium", "cannot initialise");
+  if (eg_repl_install_pending(cfg.data_dir) != EG_OK) return eg_fail(cfg.data_dir, "cannot install the snapshot");
   eg_store_opts so = {.map_size = (size_t)cfg.map_size};
   if (eg_store_open(cfg.data_dir, &so, &store, err, sizeof err) != EG_OK) {
     eg_fail(cfg.data_dir, err);
@@ -147,5 +186,11 @@ out:
   eg_store_close(store);
   eg_auth_free(auth);
   eg_keyring_free(keys);
+  if (rc == 3) {
+    /* The follower fetched a snapshot: start over on it, same arguments. */
+    fprintf(stderr, "engramd: restarting to install the snapshot\n");
+    execv("/proc/self/exe", argv);
+    return eg_fail("restart", strerror(errno));
+  }
   return rc;
 }

@@ -23,11 +23,16 @@
 #include "server/config.h"
 #include "storage/storage.h"
 
+struct eg_repl;
+struct grpc_call;
+struct grpc_completion_queue;
+
 typedef struct eg_srv {
   const eg_config *cfg;
   eg_store *store;
   const eg_keyring *keys;
   const eg_auth *auth;
+  struct eg_repl *repl; /* replication: role, forwarding, log shipping */
 } eg_srv;
 
 typedef struct eg_req {
@@ -49,6 +54,10 @@ typedef struct eg_req {
 typedef eg_err (*eg_read_fn)(eg_req *r, const ProtobufCMessage *in);
 typedef eg_err (*eg_prepare_fn)(eg_req *r, const ProtobufCMessage *in);
 typedef eg_err (*eg_apply_fn)(eg_req *r, eg_txn *t);
+/* A streaming call, run to its end on a thread of its own; cq is the
+ * call's own pluck queue. */
+typedef void (*eg_stream_fn)(const eg_srv *srv, struct grpc_call *call,
+                             struct grpc_completion_queue *cq);
 
 typedef struct eg_method {
   const char *path; /* "/engram.v1.SessionService/GetSession" */
@@ -58,10 +67,15 @@ typedef struct eg_method {
   eg_prepare_fn prepare;
   eg_apply_fn apply;
   int no_store; /* a read that never touches storage: no read txn */
+  eg_stream_fn stream; /* set for streaming methods (instead of read/write) */
 } eg_method;
 
 /* Every method the server answers, NULL-path terminated. */
 extern const eg_method eg_session_methods[];
 extern const eg_method eg_health_methods[];
+extern const eg_method eg_memory_methods[];
+extern const eg_method eg_user_methods[];
+extern const eg_method eg_admin_methods[];
+extern const eg_method eg_replication_methods[];
 
 #endif

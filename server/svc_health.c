@@ -7,7 +7,8 @@
 #include "server/service.h"
 #include "server/validate.h"
 
-static const char *const eg_served[] = {"", "engram.v1.SessionService", "grpc.health.v1.Health"};
+static const char *const eg_served[] = {"", "engram.v1.SessionService", "engram.v1.MemoryService",
+                                        "engram.v1.UserService", "grpc.health.v1.Health"};
 
 static eg_err eg_health_check(eg_req *r, const ProtobufCMessage *msg) {
   const Grpc__Health__V1__HealthCheckRequest *in = (const void *)msg;

@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/clock.h"
+#include "replica/replica.h"
 #include "server/validate.h"
 
 /* Requests kept armed per method per worker: calls that arrive together
@@ -34,7 +36,9 @@ typedef struct eg_call {
   grpc_metadata_array md;
   grpc_byte_buffer *payload;
   grpc_call_details details; /* unregistered calls only */
+  grpc_completion_queue *stream_cq; /* streaming methods: the call's own queue */
   eg_req req;
+  uint64_t lsn; /* a write's commit, while it waits for replica acks */
   grpc_metadata lsn_md;
   grpc_byte_buffer *out;
   grpc_slice status_details;
@@ -61,9 +65,12 @@ struct eg_transport {
   eg_worker *workers;
   int n_workers;
   atomic_int stopping;
+  atomic_int streams; /* stream threads still running */
 };
 
-static const eg_method *const eg_tables[] = {eg_session_methods, eg_health_methods};
+static const eg_method *const eg_tables[] = {eg_session_methods, eg_health_methods,
+                                             eg_admin_methods, eg_replication_methods,
+                                             eg_memory_methods, eg_user_methods};
 
 /* ==== arming ================================================================ */
 
@@ -86,6 +93,13 @@ static void eg_call_free(eg_call *c) {
   grpc_slice_unref(c->status_details);
   grpc_slice_unref(c->lsn_md.value);
   if (c->call) grpc_call_unref(c->call);
+  if (c->stream_cq) {
+    grpc_completion_queue_shutdown(c->stream_cq);
+    while (grpc_completion_queue_pluck(c->stream_cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+               .type != GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(c->stream_cq);
+  }
   eg_arena_free(c->req.arena);
   free(c);
 }
@@ -94,25 +108,31 @@ static void eg_arm(eg_worker *w, size_t mi) {
   eg_transport *tp = w->tp;
   eg_call *c = eg_call_new(w, mi);
   if (!c) return;
+  int stream = mi != SIZE_MAX && tp->methods[mi]->stream;
+  /* A stream's events go to a queue its own thread plucks; the arrival is
+   * still announced on the worker's queue. */
+  if (stream) c->stream_cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_call_error ce =
       mi == SIZE_MAX
           ? grpc_server_request_call(tp->server, &c->call, &c->details, &c->md, w->cq, w->cq, c)
           : grpc_server_request_registered_call(tp->server, tp->handles[mi], &c->call, &c->deadline,
-                                                &c->md, &c->payload, w->cq, w->cq, c);
+                                                &c->md, stream ? NULL : &c->payload,
+                                                stream ? c->stream_cq : w->cq, w->cq, c);
   if (ce != GRPC_CALL_OK) eg_call_free(c);
 }
 
 /* ==== replying ============================================================== */
 
-/* Sends status e (with the handler's message, or the table's) and, when
- * OK, the response. lsn != 0 goes out as `engram-lsn`. Thread safety: any
- * thread (the writer replies to writes). */
-static void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
+/* Sends grpc status code with msg and, when not NULL, the payload (which
+ * the call now owns). lsn != 0 goes out as `engram-lsn`. Thread safety:
+ * any thread (the writer replies to writes). */
+static void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload,
+                         uint64_t lsn) {
   grpc_op ops[4];
   size_t n = 0;
   memset(ops, 0, sizeof ops);
   ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-  if (lsn && e == EG_OK) {
+  if (lsn && code == GRPC_STATUS_OK) {
     char buf[24];
     snprintf(buf, sizeof buf, "%" PRIu64, lsn);
     c->lsn_md.key = grpc_slice_from_static_string("engram-lsn");
@@ -121,28 +141,38 @@ static void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
     ops[n].data.send_initial_metadata.metadata = &c->lsn_md;
   }
   n++;
-  ProtobufCMessage *resp = c->req.resp;
-  if (e == EG_OK && resp) {
-    grpc_slice s = grpc_slice_malloc(protobuf_c_message_get_packed_size(resp));
-    protobuf_c_message_pack(resp, GRPC_SLICE_START_PTR(s));
-    c->out = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
+  if (payload) {
+    c->out = payload;
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = c->out;
   }
-  const char *msg = e == EG_OK ? "" : c->req.msg[0] ? c->req.msg : eg_err_msg(e);
   c->status_details = grpc_slice_from_copied_string(msg);
   ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-  ops[n].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
+  ops[n].data.send_status_from_server.status = (grpc_status_code)code;
   ops[n++].data.send_status_from_server.status_details = &c->status_details;
   ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
   c->state = EG_CALL_REPLYING;
-  eg_metrics_count(c->w->tp->metrics, c->mi, eg_err_grpc_code(e));
+  eg_metrics_count(c->w->tp->metrics, c->mi, code);
   if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
     fprintf(stderr, "engramd: cannot send a reply\n");
     eg_call_free(c);
   }
+}
+
+/* Sends status e (with the handler's message, or the table's) and, when
+ * OK, the handler's response. */
+static void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
+  ProtobufCMessage *resp = c->req.resp;
+  grpc_byte_buffer *payload = NULL;
+  if (e == EG_OK && resp) {
+    grpc_slice s = grpc_slice_malloc(protobuf_c_message_get_packed_size(resp));
+    protobuf_c_message_pack(resp, GRPC_SLICE_START_PTR(s));
+    payload = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+  }
+  eg_reply_raw(c, eg_err_grpc_code(e), e == EG_OK ? "" : c->req.msg[0] ? c->req.msg : eg_err_msg(e),
+               payload, lsn);
 }
 
 static eg_err eg_reply_msg(eg_call *c, eg_err e, const char *fmt, const char *arg) {
@@ -160,13 +190,32 @@ static eg_err eg_write_apply(eg_write_item *item, eg_txn *t) {
   return c->w->tp->methods[c->mi]->apply(&c->req, t);
 }
 
+/* --sync-replicas: the write is durable here; answer once enough
+ * replicas applied it, or say how many did. */
+static void eg_sync_done(void *arg, int acked) {
+  eg_call *c = arg;
+  const eg_config *cfg = c->w->tp->srv->cfg;
+  if (acked >= cfg->sync_replicas) {
+    eg_reply(c, EG_OK, c->lsn);
+    return;
+  }
+  snprintf(c->req.msg, sizeof c->req.msg,
+           "committed on the primary at lsn %" PRIu64 " but only %d of %d replicas applied it "
+           "within %lld ms",
+           c->lsn, acked, cfg->sync_replicas, (long long)cfg->sync_timeout_ms);
+  eg_reply(c, EG_EUNAVAIL, 0);
+}
+
 static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn) {
   eg_call *c = (eg_call *)item;
+  eg_repl *repl = c->w->tp->srv->repl;
   if (err == EG_OK && c->req.more) {
     c->req.more = 0;
     eg_writer_submit(c->w->tp->writer, item);
     return;
   }
+  c->lsn = lsn;
+  if (err == EG_OK && lsn && repl && eg_repl_sync_hold(repl, lsn, eg_sync_done, c) == 0) return;
   eg_reply(c, err, lsn);
 }
 
@@ -188,23 +237,107 @@ static eg_err eg_authorize(eg_call *c, const eg_method *m) {
 
 static void eg_in_free(void *p) { protobuf_c_message_free_unpacked(p, NULL); }
 
-/* Decodes the payload; the request lives as long as the call. */
+/* Decodes the payload; the request lives as long as the call. Its strings
+ * are checked on the wire bytes, as unpacking cuts them at a NUL. */
 static eg_err eg_decode(eg_call *c, const eg_method *m, ProtobufCMessage **out) {
   if (!c->payload) return eg_reply_msg(c, EG_EINVAL, "request: no message was sent%s", "");
   grpc_byte_buffer_reader rd;
   if (!grpc_byte_buffer_reader_init(&rd, c->payload)) return EG_ENOMEM;
   grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
   grpc_byte_buffer_reader_destroy(&rd);
-  *out = protobuf_c_message_unpack(m->in, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  eg_err e = eg_validate_wire(m->in, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), c->req.msg,
+                              sizeof c->req.msg);
+  if (e == EG_OK)
+    *out = protobuf_c_message_unpack(m->in, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
   grpc_slice_unref(s);
+  if (e != EG_OK) return e;
   if (!*out) return eg_reply_msg(c, EG_EINVAL, "request: not a valid %s message", m->in->name);
   if (eg_arena_defer(c->req.arena, eg_in_free, *out) != 0) return EG_ENOMEM;
-  return eg_validate_utf8(*out, c->req.msg, sizeof c->req.msg);
+  return EG_OK;
+}
+
+/* engram-min-lsn: wait (bounded by the call's deadline and
+ * --max-lsn-wait-ms) until this node has applied it. */
+static eg_err eg_wait_min_lsn(eg_call *c) {
+  const grpc_slice *v = eg_md_find(&c->md, "engram-min-lsn");
+  if (!v) return EG_OK;
+  char buf[24], *end;
+  size_t n = GRPC_SLICE_LENGTH(*v);
+  if (n == 0 || n >= sizeof buf) return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
+  memcpy(buf, GRPC_SLICE_START_PTR(*v), n);
+  buf[n] = '\0';
+  uint64_t want = strtoull(buf, &end, 10);
+  if (*end || buf[0] == '-') return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
+  eg_store *s = c->w->tp->srv->store;
+  if (eg_store_last_lsn(s) >= want) return EG_OK;
+  gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC),
+                                   gpr_now(GPR_CLOCK_MONOTONIC));
+  int64_t ms = gpr_time_to_millis(left), max = c->w->tp->srv->cfg->max_lsn_wait_ms;
+  if (eg_store_wait_lsn(s, want, ms < max ? ms : max) == EG_OK) return EG_OK;
+  snprintf(c->req.msg, sizeof c->req.msg,
+           "engram-min-lsn %" PRIu64 " not applied on this node yet (at %" PRIu64 "); retry",
+           want, eg_store_last_lsn(s));
+  return EG_EUNAVAIL;
+}
+
+/* A write that reached a replica: the primary answers it, and the client
+ * gets that answer as it is (status, message, payload, engram-lsn). */
+static void eg_forward(eg_call *c, const eg_method *m) {
+  eg_forwarded fw;
+  eg_repl_forward(c->w->tp->srv->repl, m->path, c->payload, eg_md_find(&c->md, "authorization"),
+                  c->deadline, &fw);
+  eg_reply_raw(c, fw.code, fw.message, fw.payload, fw.lsn);
+}
+
+static void *eg_stream_main(void *arg) {
+  eg_call *c = arg;
+  eg_transport *tp = c->w->tp;
+  const eg_method *m = tp->methods[c->mi];
+  eg_err e = eg_authorize(c, m);
+  if (e == EG_OK) {
+    m->stream(tp->srv, c->call, c->stream_cq);
+  } else {
+    grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
+    int cancelled;
+    grpc_op ops[3];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
+    ops[1].data.send_status_from_server.status_details = &details;
+    ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[2].data.recv_close_on_server.cancelled = &cancelled;
+    if (grpc_call_start_batch(c->call, ops, 3, ops, NULL) == GRPC_CALL_OK)
+      grpc_completion_queue_pluck(c->stream_cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_slice_unref(details);
+  }
+  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
+  eg_call_free(c);
+  atomic_fetch_sub(&tp->streams, 1);
+  return NULL;
+}
+
+/* Hands a streaming call to a thread of its own. */
+static void eg_start_stream(eg_call *c) {
+  pthread_t t;
+  pthread_attr_t a;
+  eg_transport *tp = c->w->tp;
+  atomic_fetch_add(&tp->streams, 1);
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&t, &a, eg_stream_main, c) != 0) {
+    grpc_call_cancel(c->call, NULL);
+    eg_call_free(c);
+    atomic_fetch_sub(&tp->streams, 1);
+  }
+  pthread_attr_destroy(&a);
 }
 
 static eg_err eg_run_read(eg_call *c, const eg_method *m, const ProtobufCMessage *in) {
+  eg_err e = eg_wait_min_lsn(c);
+  if (e != EG_OK) return e;
   if (m->no_store) return m->read(&c->req, in);
-  eg_err e = eg_store_reader_begin(c->w->reader);
+  e = eg_store_reader_begin(c->w->reader);
   if (e != EG_OK) return e;
   c->req.rtxn = c->w->reader;
   e = m->read(&c->req, in);
@@ -227,6 +360,14 @@ static void eg_on_call(eg_call *c) {
   const eg_method *m = tp->methods[c->mi];
   ProtobufCMessage *in = NULL;
   eg_err e;
+  if (m->stream) {
+    eg_start_stream(c);
+    return;
+  }
+  if (!m->read && tp->srv->repl && !eg_repl_is_primary(tp->srv->repl)) {
+    eg_forward(c, m);
+    return;
+  }
   c->req.srv = tp->srv;
   c->req.now_us = eg_now_us();
   if (!(c->req.arena = eg_arena_new())) e = EG_ENOMEM;
@@ -274,7 +415,8 @@ static eg_err eg_register_methods(eg_transport *tp) {
       tp->methods[tp->n_methods] = m;
       tp->paths[tp->n_methods] = m->path;
       tp->handles[tp->n_methods++] = grpc_server_register_method(
-          tp->server, m->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+          tp->server, m->path, NULL,
+          m->stream ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     }
   tp->metrics = eg_metrics_new(tp->paths, n);
   return tp->metrics ? EG_OK : EG_ENOMEM;
@@ -358,6 +500,8 @@ void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
     grpc_server_cancel_all_calls(tp->server);
     grpc_completion_queue_next(tp->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   }
+  /* Stream threads free their calls after the server let go of them. */
+  while (atomic_load(&tp->streams) > 0) usleep(1000);
   grpc_server_destroy(tp->server);
   for (int i = 0; i < tp->n_workers; i++) grpc_completion_queue_shutdown(tp->workers[i].cq);
   for (int i = 0; i < tp->n_workers; i++) pthread_join(tp->workers[i].thread, NULL);

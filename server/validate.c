@@ -1,9 +1,10 @@
 /*
- * Request validation: UTF-8 of every string field, ids, error messages
- * that name the field.
+ * Request validation: the strings of a request checked on its wire bytes,
+ * ids, error messages that name the field.
  */
 #include "server/validate.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,61 +67,143 @@ static size_t path_push(char *path, size_t len, const char *fmt, ...) {
   return n < 0 ? len : len + (size_t)n < EG_PATH_MAX ? len + (size_t)n : EG_PATH_MAX - 1;
 }
 
-static eg_err check_message(const ProtobufCMessage *msg, char *path, size_t len, char *err,
-                            size_t errlen);
+/* ==== the wire walk ======================================================== */
 
-/* Checks one value of field f (a string or a submessage; NULL when unset),
- * whose path is path[0..len). */
-static eg_err check_value(const ProtobufCFieldDescriptor *f, const void *v, char *path,
-                          size_t len, char *err, size_t errlen) {
-  if (!v) return EG_OK;
-  if (f->type == PROTOBUF_C_TYPE_MESSAGE) return check_message(v, path, len, err, errlen);
-  /* protobuf-c hands strings over NUL-terminated, so an embedded NUL byte
-   * ends the string early and what follows is not checked here. That is
-   * fine: the server never sees those bytes either, as every use of the
-   * field stops at the same NUL. */
-  if (!eg_utf8_valid(v, strlen(v))) return eg_invalid(err, errlen, path, "not valid UTF-8");
-  return EG_OK;
-}
+#define EG_WIRE_FIELD_MAX 536870911u /* 2^29 - 1, the largest field number */
 
-/* Checks field f of msg, all its values when it is repeated (proto3 maps
- * are repeated entry messages with `key` and `value` fields). */
-static eg_err check_field(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f,
-                          char *path, size_t len, char *err, size_t errlen) {
-  const char *base = (const char *)msg;
-  /* Members of a oneof share their storage: only the chosen one is valid. */
-  if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
-      *(const uint32_t *)(base + f->quantifier_offset) != f->id)
-    return EG_OK;
-  len = path_push(path, len, len ? ".%s" : "%s", f->name);
-  if (f->label != PROTOBUF_C_LABEL_REPEATED)
-    return check_value(f, *(void *const *)(base + f->offset), path, len, err, errlen);
-  size_t n = *(const size_t *)(base + f->quantifier_offset);
-  void *const *values = *(void *const *const *)(base + f->offset);
-  for (size_t i = 0; i < n; i++) {
-    eg_err rc = check_value(f, values[i], path, path_push(path, len, "[%zu]", i), err, errlen);
-    if (rc) return rc;
+/* A message being walked: its descriptor and bytes, and where it sits in
+ * the enclosing message, which is all it takes to name a field on error. */
+typedef struct eg_wire_msg {
+  const struct eg_wire_msg *up;          /* enclosing message; NULL for the request */
+  const ProtobufCFieldDescriptor *field; /* the field of up this message is a value of */
+  const uint8_t *tag;                    /* where that value's tag starts in up */
+  const ProtobufCMessageDescriptor *desc;
+  const uint8_t *start, *end;
+  unsigned depth; /* 0 for the request */
+} eg_wire_msg;
+
+/* One field as found on the wire; data[0..len) is the payload of a
+ * length-delimited one. */
+typedef struct {
+  uint32_t id;
+  unsigned type;
+  const uint8_t *data;
+  size_t len;
+} eg_wire_field;
+
+/* Reads the varint at *p into *v and advances *p past it. Returns 0 when
+ * it runs past end or past 10 bytes. */
+static int wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  uint64_t x = 0;
+  for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+    uint8_t b = *(*p)++;
+    x |= (uint64_t)(b & 0x7F) << shift;
+    if (!(b & 0x80)) {
+      *v = x;
+      return 1;
+    }
   }
-  return EG_OK;
+  return 0;
 }
 
-/* Recursion depth follows the nesting of the schema; the engram protos have
- * no recursive messages, so it is bounded. */
-static eg_err check_message(const ProtobufCMessage *msg, char *path, size_t len, char *err,
-                            size_t errlen) {
-  const ProtobufCMessageDescriptor *d = msg->descriptor;
-  for (unsigned i = 0; i < d->n_fields; i++) {
-    const ProtobufCFieldDescriptor *f = &d->fields[i];
-    if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE) continue;
-    eg_err rc = check_field(msg, f, path, len, err, errlen);
-    if (rc) return rc;
+/* Reads the field whose tag is at *p into *f and advances *p past its
+ * value. Returns 0 when the bytes are not a field: a bad field number, a
+ * wire type proto3 does not use (groups, 6, 7), a value cut short. */
+static int wire_field(const uint8_t **p, const uint8_t *end, eg_wire_field *f) {
+  uint64_t key, n;
+  if (!wire_varint(p, end, &key) || key >> 3 == 0 || key >> 3 > EG_WIRE_FIELD_MAX) return 0;
+  f->id = (uint32_t)(key >> 3);
+  f->type = (unsigned)(key & 7);
+  switch (f->type) {
+  case PROTOBUF_C_WIRE_TYPE_VARINT: return wire_varint(p, end, &n);
+  case PROTOBUF_C_WIRE_TYPE_64BIT: n = 8; break;
+  case PROTOBUF_C_WIRE_TYPE_32BIT: n = 4; break;
+  case PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED:
+    if (!wire_varint(p, end, &n)) return 0;
+    break;
+  default: return 0;
   }
-  return EG_OK;
+  if (n > (uint64_t)(end - *p)) return 0;
+  f->data = *p;
+  f->len = (size_t)n;
+  *p += n;
+  return 1;
 }
 
-eg_err eg_validate_utf8(const ProtobufCMessage *msg, char *err, size_t errlen) {
+/* How many values of field id m holds before the tag at `at`: the index of
+ * the value there. Only called on error, so the walk keeps no counters;
+ * m's bytes up to `at` were already parsed and are well-formed. */
+static size_t wire_index(const eg_wire_msg *m, uint32_t id, const uint8_t *at) {
+  size_t n = 0;
+  eg_wire_field f;
+  for (const uint8_t *p = m->start; p < at && wire_field(&p, m->end, &f);) n += f.id == id;
+  return n;
+}
+
+/* Writes into path the path of the value of fd whose tag is at `at` in m
+ * ("messages[2].content") and returns its length. */
+static size_t wire_path(const eg_wire_msg *m, const ProtobufCFieldDescriptor *fd,
+                        const uint8_t *at, char *path) {
+  size_t len = m->up ? wire_path(m->up, m->field, m->tag, path) : 0;
+  len = path_push(path, len, len ? ".%s" : "%s", fd->name);
+  if (fd->label == PROTOBUF_C_LABEL_REPEATED)
+    len = path_push(path, len, "[%zu]", wire_index(m, fd->id, at));
+  return len;
+}
+
+static eg_err wire_bad(const eg_wire_msg *m, const ProtobufCFieldDescriptor *fd,
+                       const uint8_t *at, const char *problem, char *err, size_t errlen) {
   char path[EG_PATH_MAX] = "";
-  return check_message(msg, path, 0, err, errlen);
+  wire_path(m, fd, at, path);
+  return eg_invalid(err, errlen, path, "%s", problem);
+}
+
+static eg_err wire_message(const eg_wire_msg *m, char *err, size_t errlen);
+
+/* Checks the value f of field fd, whose tag is at `at` in m: a string's
+ * bytes, or a submessage (map entries included) walked in turn. */
+static eg_err wire_value(const eg_wire_msg *m, const ProtobufCFieldDescriptor *fd,
+                         const uint8_t *at, const eg_wire_field *f, char *err, size_t errlen) {
+  if (f->type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
+    return eg_invalid(err, errlen, "request", "malformed protobuf");
+  if (fd->type == PROTOBUF_C_TYPE_STRING) {
+    if (memchr(f->data, '\0', f->len))
+      return wire_bad(m, fd, at, "contains a NUL byte", err, errlen);
+    if (!eg_utf8_valid((const char *)f->data, f->len))
+      return wire_bad(m, fd, at, "not valid UTF-8", err, errlen);
+    return EG_OK;
+  }
+  if (m->depth == EG_WIRE_DEPTH_MAX) return eg_invalid(err, errlen, "request", "nested too deeply");
+  eg_wire_msg sub = {.up = m, .field = fd, .tag = at, .desc = fd->descriptor,
+                     .start = f->data, .end = f->data + f->len, .depth = m->depth + 1};
+  return wire_message(&sub, err, errlen);
+}
+
+/* Walks the fields of m in wire order and checks the values of its string
+ * and message fields; the first bad one ends the walk. */
+static eg_err wire_message(const eg_wire_msg *m, char *err, size_t errlen) {
+  const uint8_t *p = m->start;
+  while (p < m->end) {
+    const uint8_t *at = p;
+    eg_wire_field f;
+    if (!wire_field(&p, m->end, &f))
+      return eg_invalid(err, errlen, "request", "malformed protobuf");
+    const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(m->desc, f.id);
+    /* Unknown fields and the other types have no text to check. */
+    if (!fd || (fd->type != PROTOBUF_C_TYPE_STRING && fd->type != PROTOBUF_C_TYPE_MESSAGE))
+      continue;
+    eg_err rc = wire_value(m, fd, at, &f, err, errlen);
+    if (rc) return rc;
+  }
+  return EG_OK;
+}
+
+eg_err eg_validate_wire(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
+                        char *err, size_t errlen) {
+  assert(desc && desc->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC);
+  if (len == 0) return EG_OK; /* the empty message; buf may be NULL */
+  eg_wire_msg top = {.desc = desc, .start = buf, .end = buf + len};
+  return wire_message(&top, err, errlen);
 }
 
 eg_err eg_validate_id(const char *field, const char *value, int required, char *err,

@@ -8,20 +8,41 @@
 
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
 #define EG_ID_MAX 128
 
+/* Levels of nested messages eg_validate_wire walks below the request. The
+ * engram protos nest a few levels, so only a hostile or broken client gets
+ * near it; it bounds the walk's recursion. */
+#define EG_WIRE_DEPTH_MAX 32
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
 int eg_utf8_valid(const char *s, size_t len);
 
-/* Walks every string field of msg, nested messages, repeated fields and
- * map entries included, and checks it is valid UTF-8 (protobuf-c does not).
- * The path names the first bad field: "messages[2].content",
- * "session.metadata[0].value". */
-eg_err eg_validate_utf8(const ProtobufCMessage *msg, char *err, size_t errlen);
+/* Checks the request in buf[0..len), the wire encoding of a desc message,
+ * before protobuf-c unpacks it. Every string field, in nested messages,
+ * repeated fields and map entries too, must be well-formed UTF-8 (protobuf-c
+ * does not check) and must not contain a NUL byte: unpacking hands strings
+ * over NUL-terminated, so "a\0b" would silently become "a" and be stored
+ * cut short. Unknown fields are skipped. buf is only read; it may be NULL
+ * when len is 0.
+ *
+ * Returns EG_OK, or EG_EINVAL with err set to one of:
+ *   "<path>: contains a NUL byte", "<path>: not valid UTF-8", where the path
+ *     names the first bad value: "messages[2].content",
+ *     "session.metadata[0].value" (the index counts the values of that field
+ *     before it in the same message);
+ *   "request: malformed protobuf" for bytes that are not protobuf, or a
+ *     string or message field not sent length-delimited;
+ *   "request: nested too deeply" past EG_WIRE_DEPTH_MAX nested messages.
+ * Passing does not mean the bytes unpack: unpacking checks the rest.
+ * Thread safety: any thread. */
+eg_err eg_validate_wire(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
+                        char *err, size_t errlen);
 
 /* Checks an id against [A-Za-z0-9._:-]{1,128}. With required == 0 an empty
  * value is fine. field names it in the message. */

@@ -8,9 +8,13 @@
 /* Most items one txn takes: bounds the time the first caller in a batch
  * waits behind the others. */
 #define EG_WRITER_BATCH_MAX 1024
+/* Most log records one batch trims: retention never stalls a write. */
+#define EG_WRITER_TRIM_MAX 64
 
 struct eg_writer {
   eg_store *store;
+  eg_trim_fn trim;
+  void *trim_arg;
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -80,6 +84,7 @@ static eg_err eg_writer_apply(eg_writer *w, eg_write_item *batch, eg_err *errs, 
     *lsn = 0;
     return EG_OK;
   }
+  if (w->trim && (e = eg_store_wal_trim(t, w->trim(w->trim_arg, t), EG_WRITER_TRIM_MAX, NULL))) goto fail;
   if ((e = eg_store_write_commit(t, lsn)) == EG_OK) {
     atomic_fetch_add_explicit(&w->batches, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->items, (uint64_t)applied, memory_order_relaxed);
@@ -114,10 +119,12 @@ static void *eg_writer_main(void *arg) {
   return NULL;
 }
 
-eg_err eg_writer_start(eg_store *s, eg_writer **out) {
+eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer **out) {
   eg_writer *w = calloc(1, sizeof *w);
   if (!w) return EG_ENOMEM;
   w->store = s;
+  w->trim = trim;
+  w->trim_arg = trim_arg;
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   if (pthread_create(&w->thread, NULL, eg_writer_main, w) != 0) {

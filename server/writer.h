@@ -28,8 +28,13 @@ struct eg_write_item {
 
 typedef struct eg_writer eg_writer;
 
-/* Starts the writer thread over s. */
-eg_err eg_writer_start(eg_store *s, eg_writer **out);
+/* Log retention: returns the LSN below which log records may go, read
+ * through t (the batch's txn). */
+typedef uint64_t (*eg_trim_fn)(void *arg, eg_txn *t);
+
+/* Starts the writer thread over s. With trim (may be NULL), each batch
+ * also drops a bounded number of log records below trim's answer. */
+eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer **out);
 /* Queues an item. Thread safety: any thread. */
 void eg_writer_submit(eg_writer *w, eg_write_item *item);
 /* Write txns committed and items applied so far. Thread safety: any thread. */

@@ -155,6 +155,11 @@ static const struct {
     {EG_DB_SESSIONS_BY_USER, offsetof(eg_store, sessions_by_user)},
     {EG_DB_MESSAGES, offsetof(eg_store, messages)},
     {EG_DB_IDEMPOTENCY, offsetof(eg_store, idempotency)},
+    {EG_DB_MEMORIES, offsetof(eg_store, memories)},
+    {EG_DB_MEMORIES_BY_USER, offsetof(eg_store, memories_by_user)},
+    {EG_DB_MEMORY_VECTORS, offsetof(eg_store, memory_vectors)},
+    {EG_DB_MEMORY_TERMS, offsetof(eg_store, memory_terms)},
+    {EG_DB_MEMORY_USERS, offsetof(eg_store, memory_users)},
 };
 
 static eg_err eg_store_open_data_dbs(eg_store *s, MDB_txn *txn, char *err, size_t errlen) {
@@ -234,6 +239,8 @@ eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
     return EG_ENOMEM;
   }
   e = eg_store_make_dir(dir, err, errlen);
+  if (!e && !(s->dir = strdup(dir))) e = EG_ENOMEM;
+  if (!e) e = eg_store__lsn_init(s);
   if (!e) e = eg_store_init_lock(s);
   if (!e) e = eg_store_open_env(s, dir, opts, err, errlen);
   if (!e) e = eg_store_init_map_size(s, opts, err, errlen);
@@ -252,5 +259,7 @@ void eg_store_close(eg_store *s) {
   /* Closing the env also closes the DB handles. */
   if (s->env) mdb_env_close(s->env);
   if (s->map_lock_ok) pthread_rwlock_destroy(&s->map_lock);
+  eg_store__lsn_destroy(s);
+  free(s->dir);
   free(s);
 }

@@ -19,6 +19,12 @@
 #define EG_DB_MESSAGES "messages"
 #define EG_DB_IDEMPOTENCY "idempotency"
 #define EG_DB_WAL "wal"
+/* Memories (migration 3, see storage/memories.h). */
+#define EG_DB_MEMORIES "memories"
+#define EG_DB_MEMORIES_BY_USER "memories_by_user"
+#define EG_DB_MEMORY_VECTORS "memory_vectors"
+#define EG_DB_MEMORY_TERMS "memory_terms"
+#define EG_DB_MEMORY_USERS "memory_users"
 /* Room for the DBs later versions add (memories, wal, ...). */
 #define EG_STORE_MAX_DBS 16
 
@@ -36,6 +42,7 @@ struct eg_data_db {
 struct eg_store {
   MDB_env *env;
   MDB_dbi meta, wal, sessions, sessions_by_user, messages, idempotency;
+  MDB_dbi memories, memories_by_user, memory_vectors, memory_terms, memory_users;
   /* Every data DB by name (filled at open from eg_store__data_dbs). */
   struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
   size_t n_data_dbs;
@@ -51,6 +58,11 @@ struct eg_store {
   _Atomic uint64_t last_lsn;
   _Atomic size_t map_size;
   _Atomic uint64_t epoch; /* cached like last_lsn */
+  /* Broadcast after every commit, for eg_store_wait_lsn. */
+  pthread_mutex_t lsn_mu;
+  pthread_cond_t lsn_cv; /* CLOCK_MONOTONIC */
+  int lsn_cv_ok;
+  char *dir; /* the data dir, for snapshots */
 };
 
 /* The ops of a write txn, already encoded as WalRecord field 4 entries, so
@@ -90,6 +102,11 @@ void eg_wal__buf_free(eg_wal_buf *b);
  * in the wal DB, or, on a replica, nothing new (the applied records are
  * already there). */
 eg_err eg_wal__append(eg_txn *w, uint64_t lsn, uint64_t epoch);
+
+/* lsn.c: wakes every eg_store_wait_lsn (after a commit). */
+void eg_store__lsn_notify(eg_store *s);
+eg_err eg_store__lsn_init(eg_store *s);
+void eg_store__lsn_destroy(eg_store *s);
 
 /* env.c: the name of data DB dbi, or NULL if dbi is not one (meta, wal). */
 const char *eg_store__db_name(const eg_store *s, MDB_dbi dbi);

@@ -34,6 +34,18 @@ static eg_err eg_migrate_v2(MDB_txn *txn, char *err, size_t errlen) {
   return eg_migrate_create_db(txn, EG_DB_WAL, err, errlen);
 }
 
+/* Version 3: memories, their per-user meta, vectors, blind-index postings
+ * and per-user counters (storage/memories.h). */
+static eg_err eg_migrate_v3(MDB_txn *txn, char *err, size_t errlen) {
+  static const char *const dbs[] = {EG_DB_MEMORIES, EG_DB_MEMORIES_BY_USER, EG_DB_MEMORY_VECTORS,
+                                    EG_DB_MEMORY_TERMS, EG_DB_MEMORY_USERS};
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
+    if (e) return e;
+  }
+  return EG_OK;
+}
+
 static const struct eg_migration {
   uint32_t version;
   const char *what;
@@ -42,6 +54,8 @@ static const struct eg_migration {
     {1, "initial layout: meta, sessions, sessions_by_user, messages, idempotency",
      eg_migrate_v1},
     {2, "write-ahead log: wal", eg_migrate_v2},
+    {3, "memories: memories, memories_by_user, memory_vectors, memory_terms, memory_users",
+     eg_migrate_v3},
 };
 
 /* Rows are versions 1..N in order, and N is the version this build writes. */

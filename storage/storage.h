@@ -38,7 +38,7 @@
 typedef Engram__Storage__V1__SessionRecord eg_session_rec;
 typedef Engram__Storage__V1__MessageRecord eg_message_rec;
 
-#define EG_STORE_SCHEMA_VERSION 2
+#define EG_STORE_SCHEMA_VERSION 3
 /* Longest tenant, user id or session id the key layout accepts. */
 #define EG_STORE_ID_MAX 128
 /* Position in a user's session list: create_us u64 BE | session_id. */
@@ -176,5 +176,34 @@ eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch);
 /* Deletes up to max of the oldest records with LSN < below_lsn; *n (may be
  * NULL) gets how many. */
 eg_err eg_store_wal_trim(eg_txn *w, uint64_t below_lsn, size_t max, size_t *n);
+
+/* Waits up to timeout_ms until the store has committed (or, on a replica,
+ * applied) lsn: EG_OK, or EG_EUNAVAIL on timeout. Thread safety: any thread. */
+eg_err eg_store_wait_lsn(eg_store *s, uint64_t lsn, int64_t timeout_ms);
+/* Wakes every eg_store_wait_lsn early (they re-check and sleep again):
+ * for threads that must notice a stop. */
+void eg_store_wake_waiters(eg_store *s);
+
+/* ---- whole-store operations ----------------------------------------------- */
+
+/* The data dir the store was opened on. */
+const char *eg_store_dir(const eg_store *s);
+/* Writes a consistent, compacted copy of the store to path (new file, mode
+ * 0600) while writes go on, and reports the LSN and epoch it holds. */
+eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epoch);
+/* Makes the copy at snapshot_path the store of dir. Call before
+ * eg_store_open, with no process holding dir open. */
+eg_err eg_store_install_snapshot(const char *dir, const char *snapshot_path);
+
+/* Called per key of every data DB (not meta, not the log). */
+typedef void (*eg_kv_visit_fn)(void *arg, const char *db, const void *k, size_t klen,
+                               const void *v, size_t vlen);
+/* The LSN t sees (its snapshot's last commit). */
+eg_err eg_store_txn_lsn(eg_txn *t, uint64_t *lsn);
+/* Visits every data DB in a fixed order, keys ascending. */
+eg_err eg_store_visit_data(eg_txn *t, eg_kv_visit_fn fn, void *arg);
+
+/* ---- memories: storage/memories.h --------------------------------------- */
+#include "storage/memories.h"
 
 #endif

@@ -145,6 +145,7 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   }
   atomic_store_explicit(&s->epoch, epoch, memory_order_release);
   atomic_store_explicit(&s->last_lsn, next, memory_order_release);
+  eg_store__lsn_notify(s);
   if (lsn) *lsn = next;
 fail:
   if (w->txn) mdb_txn_abort(w->txn);

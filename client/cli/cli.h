@@ -7,7 +7,7 @@
  *   json.c         proto3 JSON output (--json)
  *   print.c        readable output
  *   rpc.c          one RPC: call, print the response or the error
- *   cmd_*.c        the commands
+ *   cmd_*.c        the commands (cmd_admin.c: AdminService)
  *
  * Exit codes: 0 success, 1 the RPC (or a local operation) failed,
  * 2 usage error.
@@ -165,6 +165,9 @@ int cmd_message_list(cli *g, int argc, char **argv);
 int cmd_context(cli *g, int argc, char **argv);
 int cmd_summary_update(cli *g, int argc, char **argv);
 int cmd_health(cli *g, int argc, char **argv);
+int cmd_admin_status(cli *g, int argc, char **argv);
+int cmd_admin_promote(cli *g, int argc, char **argv);
+int cmd_admin_checksum(cli *g, int argc, char **argv);
 int cmd_keygen(cli *g, int argc, char **argv);
 int cmd_token_hash(cli *g, int argc, char **argv);
 

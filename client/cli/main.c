@@ -29,6 +29,11 @@ static const cli_cmd commands[] = {
     {"summary", "update", "SESSION_ID --through-seq N --text TEXT",
      "replace the rolling summary", cmd_summary_update},
     {"health", NULL, "", "check the server (exit 0 if SERVING)", cmd_health},
+    {"admin", "status", "", "role, epoch, LSNs and (primary) each replica's lag",
+     cmd_admin_status},
+    {"admin", "promote", "", "make this replica the primary (epoch + 1)", cmd_admin_promote},
+    {"admin", "checksum", "", "digest of all data and its LSN (equal LSNs: equal digests)",
+     cmd_admin_checksum},
     {"keygen", NULL, "[--id N]", "print a new keyring line (no server)", cmd_keygen},
     {"token", "hash", "TOKEN", "print the sha256 hex of a token (no server)", cmd_token_hash},
 };

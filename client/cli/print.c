@@ -2,7 +2,8 @@
  * Readable output, driven by descriptors like json.c: one "field: value"
  * line per field (empty strings and unset messages left out), map entries
  * as "field.key: value", enums by short lowercase name. Messages print as
- * "#seq role: content" and sessions as one line each.
+ * "#seq role: content", sessions and replicas (admin status) as one line
+ * each.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -20,6 +21,15 @@ static void session_line(FILE *out, const Engram__V1__Session *s) {
   pb_enum_short(&engram__v1__session_state__descriptor, s->state, state, sizeof state);
   fprintf(out, "%s %s user=%s agent=%s messages=%" PRId64 "\n", s->session_id, state, s->user_id,
           s->agent_id, s->message_count);
+}
+
+/* "replica: ID connected|disconnected applied_lsn=N lag_records=N last_ack=TIME" */
+static void replica_line(FILE *out, const Engram__V1__ReplicaStatus *r) {
+  char ack[48] = "-";
+  if (r->last_ack_time) pb_timestamp_text(r->last_ack_time, ack);
+  fprintf(out, "replica: %s %s applied_lsn=%" PRIu64 " lag_records=%" PRIu64 " last_ack=%s\n",
+          r->replica_id, r->connected ? "connected" : "disconnected", r->applied_lsn,
+          r->lag_records, ack);
 }
 
 /* A value that fits on a line: string, bytes, enum, number, bool, time. */
@@ -54,6 +64,8 @@ static void print_sub(FILE *out, const char *label, const ProtobufCMessage *sub)
     message_line(out, (const Engram__V1__Message *)sub);
   } else if (sub->descriptor == &engram__v1__session__descriptor) {
     session_line(out, (const Engram__V1__Session *)sub);
+  } else if (sub->descriptor == &engram__v1__replica_status__descriptor) {
+    replica_line(out, (const Engram__V1__ReplicaStatus *)sub);
   } else {
     char prefix[256];
     snprintf(prefix, sizeof prefix, "%s.", label);

@@ -22,8 +22,10 @@
 
 #include <stdint.h>
 
+#include <grpc/grpc.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "engram/v1/admin.pb-c.h"
 #include "engram/v1/session.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -87,6 +89,24 @@ int eg_client_call(eg_client *c, const char *path, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *resp_desc, const eg_client_opts *opts,
                    eg_client_status *st, ProtobufCMessage **resp);
 
+/* The same on serialized bytes, for proxies (a replica forwarding a write
+ * to its primary): req stays the caller's; authorization (NULL: the
+ * client's own token) is the whole metadata value, "Bearer ...". On OK
+ * *resp is the response payload, which the caller destroys with
+ * grpc_byte_buffer_destroy; st->lsn carries engram-lsn. Returns st->code. */
+int eg_client_call_raw(eg_client *c, const char *path, grpc_byte_buffer *req,
+                       const char *authorization, const eg_client_opts *opts,
+                       eg_client_status *st, grpc_byte_buffer **resp);
+
+/* A message as a byte buffer (the caller destroys it), and back: NULL if
+ * bb is NULL or does not decode as desc. For streaming calls, which the
+ * unary API above does not cover. */
+grpc_byte_buffer *eg_client_pack(const ProtobufCMessage *m);
+ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+
+/* The client's channel, for streaming calls (valid until eg_client_free). */
+grpc_channel *eg_client_channel(eg_client *c);
+
 /* The name of a gRPC status code ("NOT_FOUND"), or "UNKNOWN" for a number
  * outside the table. Thread safety: pure. */
 const char *eg_client_code_name(int code);
@@ -103,8 +123,11 @@ const char *eg_client_code_name(int code);
  * same returns, same ownership (free *resp with
  * protobuf_c_message_free_unpacked(&(*resp)->base, NULL)), same thread
  * safety. req must be of the method's request type (asserted).
+ * The AdminService rows (get_status, promote, checksum) act on the node
+ * the client targets and need a token with the `admin` role.
  */
 #define EG_CLIENT_SESSION_SVC "/engram.v1.SessionService/"
+#define EG_CLIENT_ADMIN_SVC "/engram.v1.AdminService/"
 #define EG_CLIENT_METHODS(X)                                                            \
   X(create_session, EG_CLIENT_SESSION_SVC "CreateSession",                               \
     Engram__V1__CreateSessionRequest, engram__v1__create_session_request__descriptor,    \
@@ -135,7 +158,16 @@ const char *eg_client_code_name(int code);
     Engram__V1__Session, engram__v1__session__descriptor)                                \
   X(health_check, "/grpc.health.v1.Health/Check",                                        \
     Grpc__Health__V1__HealthCheckRequest, grpc__health__v1__health_check_request__descriptor, \
-    Grpc__Health__V1__HealthCheckResponse, grpc__health__v1__health_check_response__descriptor)
+    Grpc__Health__V1__HealthCheckResponse, grpc__health__v1__health_check_response__descriptor) \
+  X(get_status, EG_CLIENT_ADMIN_SVC "GetStatus",                                         \
+    Engram__V1__GetStatusRequest, engram__v1__get_status_request__descriptor,            \
+    Engram__V1__GetStatusResponse, engram__v1__get_status_response__descriptor)          \
+  X(promote, EG_CLIENT_ADMIN_SVC "Promote",                                              \
+    Engram__V1__PromoteRequest, engram__v1__promote_request__descriptor,                 \
+    Engram__V1__PromoteResponse, engram__v1__promote_response__descriptor)               \
+  X(checksum, EG_CLIENT_ADMIN_SVC "Checksum",                                            \
+    Engram__V1__ChecksumRequest, engram__v1__checksum_request__descriptor,               \
+    Engram__V1__ChecksumResponse, engram__v1__checksum_response__descriptor)
 
 #define EG_CLIENT_DECLARE(name, path, Req, req_desc, Resp, resp_desc)             \
   extern const eg_client_method eg_client_method_##name;                           \

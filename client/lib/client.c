@@ -88,7 +88,7 @@ static void fail_status(eg_client_status *st, int code, const char *msg) {
 
 /* The request, serialised into a byte buffer the caller destroys (gRPC
  * aborts rather than return NULL when memory runs out). */
-static grpc_byte_buffer *pack_request(const ProtobufCMessage *req) {
+grpc_byte_buffer *eg_client_pack(const ProtobufCMessage *req) {
   grpc_slice s = grpc_slice_malloc(protobuf_c_message_get_packed_size(req));
   protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(s));
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
@@ -96,20 +96,15 @@ static grpc_byte_buffer *pack_request(const ProtobufCMessage *req) {
   return bb;
 }
 
-/* Decodes bb as desc into *out (set only on success). Returns 0, or -1 if
- * it does not decode. */
-static int unpack_response(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
-                           ProtobufCMessage **out) {
+ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb) {
   grpc_byte_buffer_reader r;
-  if (!grpc_byte_buffer_reader_init(&r, bb)) return -1;
+  if (!bb || !grpc_byte_buffer_reader_init(&r, bb)) return NULL;
   grpc_slice s = grpc_byte_buffer_reader_readall(&r);
   grpc_byte_buffer_reader_destroy(&r);
   ProtobufCMessage *m =
       protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
   grpc_slice_unref(s);
-  if (!m) return -1;
-  *out = m;
-  return 0;
+  return m;
 }
 
 /* The `engram-lsn` value in md, or 0 if absent or not a number. */
@@ -156,16 +151,16 @@ static void add_metadata(call_bufs *b, const char *key, const char *value) {
                                     .value = grpc_slice_from_copied_string(value)};
 }
 
-static void call_bufs_init(call_bufs *b, const eg_client *c, const ProtobufCMessage *req,
+static void call_bufs_init(call_bufs *b, const char *authorization, grpc_byte_buffer *req,
                            const eg_client_opts *opts) {
   memset(b, 0, sizeof *b);
-  if (c->authorization) add_metadata(b, "authorization", c->authorization);
+  if (authorization) add_metadata(b, "authorization", authorization);
   if (opts && opts->min_lsn) {
     char lsn[24];
     snprintf(lsn, sizeof lsn, "%" PRIu64, opts->min_lsn);
     add_metadata(b, "engram-min-lsn", lsn);
   }
-  b->send = pack_request(req);
+  b->send = req;
   grpc_metadata_array_init(&b->initial);
   grpc_metadata_array_init(&b->trailing);
   b->code = GRPC_STATUS_UNKNOWN;
@@ -174,7 +169,6 @@ static void call_bufs_init(call_bufs *b, const eg_client *c, const ProtobufCMess
 
 static void call_bufs_destroy(call_bufs *b) {
   for (size_t i = 0; i < b->nmd; i++) grpc_slice_unref(b->md[i].value);
-  grpc_byte_buffer_destroy(b->send);
   if (b->recv) grpc_byte_buffer_destroy(b->recv);
   grpc_metadata_array_destroy(&b->initial);
   grpc_metadata_array_destroy(&b->trailing);
@@ -229,18 +223,34 @@ int eg_client_call(eg_client *c, const char *path, const ProtobufCMessage *req,
                    eg_client_status *st, ProtobufCMessage **resp) {
   assert(c && path && req && resp_desc && st && resp);
   assert(resp_desc->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC);
+  grpc_byte_buffer *in = eg_client_pack(req), *out = NULL;
+  eg_client_call_raw(c, path, in, NULL, opts, st, &out);
+  grpc_byte_buffer_destroy(in);
+  if (st->code == GRPC_STATUS_OK && !(*resp = eg_client_unpack(resp_desc, out)))
+    fail_status(st, GRPC_STATUS_INTERNAL, "engram client: the response does not decode");
+  if (out) grpc_byte_buffer_destroy(out);
+  return st->code;
+}
+
+int eg_client_call_raw(eg_client *c, const char *path, grpc_byte_buffer *req,
+                       const char *authorization, const eg_client_opts *opts,
+                       eg_client_status *st, grpc_byte_buffer **resp) {
+  assert(c && path && req && st && resp);
   memset(st, 0, sizeof *st);
+  *resp = NULL;
   call_bufs b;
-  call_bufs_init(&b, c, req, opts);
+  call_bufs_init(&b, authorization ? authorization : c->authorization, req, opts);
   run_call(c, path, opts && opts->timeout_ms > 0 ? opts->timeout_ms : EG_CLIENT_DEFAULT_TIMEOUT_MS,
            &b, st);
   if (st->code == GRPC_STATUS_OK) {
     st->lsn = find_lsn(&b.initial);
     if (!b.recv)
       fail_status(st, GRPC_STATUS_INTERNAL, "engram client: OK without a response message");
-    else if (unpack_response(b.recv, resp_desc, resp) != 0)
-      fail_status(st, GRPC_STATUS_INTERNAL, "engram client: the response does not decode");
+    *resp = b.recv;
+    b.recv = NULL;
   }
   call_bufs_destroy(&b);
   return st->code;
 }
+
+grpc_channel *eg_client_channel(eg_client *c) { return c->channel; }

@@ -53,9 +53,12 @@ def _py_gen_dir():
     d = os.path.join(tempfile.gettempdir(), "engram-e2e-pygen-%d" % os.getuid())
     proto = os.path.join(REPO, "proto")
     files = [os.path.join(proto, "engram/v1/session.proto"),
+             os.path.join(proto, "engram/v1/admin.proto"),
+             os.path.join(proto, "engram/v1/replication.proto"),
              os.path.join(proto, "grpc/health/v1/health.proto")]
     os.makedirs(d, exist_ok=True)
-    subprocess.run(["protoc", "-I", proto, "--python_out=" + d, "--grpc_out=" + d,
+    subprocess.run(["protoc", "-I", proto, "-I", "/usr/include", "--python_out=" + d,
+                    "--grpc_out=" + d,
                     "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin"] + files,
                    check=True, timeout=60)
     return d
@@ -100,6 +103,25 @@ def write_tokens(path, entries):
         f.write("# tenant role sha256-hex-of-token\n")
         for tenant, role, token in entries:
             f.write("%s %s %s\n" % (tenant, role, token_hash(token)))
+    os.chmod(path, 0o600)
+    return path
+
+
+def free_port():
+    """A loopback port that was free a moment ago, for a server that must
+    keep its address across restarts (replicas follow HOST:PORT)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_keyring(path):
+    """Writes a keyring with one fresh random key (nodes that replicate
+    one another must share it)."""
+    import base64
+    with open(path, "w") as f:
+        f.write("primary 1\nkey 1 %s\n" % base64.b64encode(os.urandom(32)).decode())
     os.chmod(path, 0o600)
     return path
 
@@ -226,7 +248,7 @@ class Server:
     """One engramd process (restartable on the same data dir)."""
 
     def __init__(self, *extra_args, tokens=None, env=None, data_dir=None, keyring=None,
-                 create_data_dir=True):
+                 create_data_dir=True, port=None):
         if not os.path.isfile(ENGRAMD):
             raise AssertionError("engramd not found at %s (set ENGRAMD)" % ENGRAMD)
         self.tmp = tempfile.mkdtemp(prefix="engram-e2e-")
@@ -238,6 +260,7 @@ class Server:
         if tokens is not None:
             self.tokens_path = write_tokens(os.path.join(self.tmp, "tokens"), tokens)
         self.keyring = keyring
+        self.fixed_port = port  # None: --listen 127.0.0.1:0, a new port each start
         self.env = clean_env()
         self.env.update(env or {})
         self.proc = None
@@ -256,7 +279,8 @@ class Server:
         return self.keyring or os.path.join(self.data_dir, "keyring")
 
     def argv(self):
-        a = [ENGRAMD, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir]
+        a = [ENGRAMD, "--listen", "127.0.0.1:%d" % (self.fixed_port or 0),
+             "--data-dir", self.data_dir]
         if self.tokens_path:
             a += ["--tokens", self.tokens_path]
         if self.keyring:
@@ -268,6 +292,46 @@ class Server:
             return ""
         with open(self.log_path, "r", errors="replace") as f:
             return f.read()
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
+    def listen_count(self):
+        """How many times this start's log says "listening on": more than
+        once after the process re-executed itself (same PID), e.g. a
+        replica installing a snapshot."""
+        return len(LISTEN_RE.findall(self.log_text()))
+
+    def wait_serving(self, timeout=START_TIMEOUT, listens=1):
+        """Waits until the log has `listens` "listening on" lines and the
+        server answers Health SERVING; follows the port of the last line."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ports = LISTEN_RE.findall(self.log_text())
+            if len(ports) >= listens:
+                self.port = int(ports[-1])
+                break
+            if self.proc is None or self.proc.poll() is not None:
+                self._fail("engramd exited while waiting for listening line #%d" % listens)
+            time.sleep(0.02)
+        else:
+            self._fail("no listening line #%d within %ss" % (listens, timeout))
+        c = Client(self.addr)
+        try:
+            last = None
+            while time.monotonic() < deadline:
+                try:
+                    if c.health(timeout=1.0) == SERVING:
+                        return self
+                except grpc.RpcError as e:
+                    last = e
+                if self.proc is None or self.proc.poll() is not None:
+                    self._fail("engramd exited before SERVING")
+                time.sleep(0.02)
+        finally:
+            c.close()
+        self._fail("Health/Check not SERVING within %ss (last: %r)" % (timeout, last))
 
     def _fail(self, why):
         raise AssertionError("%s\n--- engramd log (%s) ---\n%s" % (why, self.log_path,

@@ -7,7 +7,10 @@
   X(crypto)                  \
   X(storage)                 \
   X(validate)                \
-  X(config)
+  X(config)                  \
+  X(memory)                  \
+  X(memory_store)            \
+  X(wal)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)

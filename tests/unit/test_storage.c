@@ -283,7 +283,8 @@ static void test_open_reopen(void) {
              (int)k.mv_size, (char *)k.mv_data);
   mdb_cursor_close(c);
   raw_close(&m, 0);
-  CU_ASSERT_STRING_EQUAL(names, "idempotency,messages,meta,sessions,sessions_by_user,wal");
+  CU_ASSERT_STRING_EQUAL(names, "idempotency,memories,memories_by_user,memory_terms,memory_users,"
+                                "memory_vectors,messages,meta,sessions,sessions_by_user,wal");
   eg_test_rmdir(root);
 }
 

@@ -1,5 +1,6 @@
-/* server/validate.c: UTF-8, the field paths of eg_validate_utf8, ids. */
+/* server/validate.c: UTF-8, the wire walk of eg_validate_wire, ids. */
 #include <CUnit/CUnit.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "engram/v1/session.pb-c.h"
@@ -92,70 +93,282 @@ static void append_fixture(eg_append_fixture *f) {
   f->req.messages = f->msg_ptrs;
 }
 
-static void assert_bad_at(const ProtobufCMessage *m, const char *want) {
+static size_t pack(const ProtobufCMessage *m, uint8_t *buf, size_t cap) {
+  CU_ASSERT_FATAL(protobuf_c_message_get_packed_size(m) <= cap);
+  return protobuf_c_message_pack(m, buf);
+}
+
+/* Overwrites the first `from` in buf[0..len) with `to`, of the same length:
+ * how a test puts into a packed request what protobuf-c will not pack, as
+ * it stops a string at its first NUL. */
+static void replace(uint8_t *buf, size_t len, const char *from, eg_bytes to) {
+  size_t n = strlen(from);
+  CU_ASSERT_EQUAL_FATAL(n, to.len);
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(buf + i, from, n) == 0) {
+      memcpy(buf + i, to.bytes, n);
+      return;
+    }
+  CU_FAIL_FATAL("marker not in the packed bytes");
+}
+
+static void assert_wire_ok(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len) {
   char err[256] = "";
-  CU_ASSERT_EQUAL(eg_validate_utf8(m, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_validate_wire(d, buf, len, err, sizeof err), EG_OK);
+  CU_ASSERT_STRING_EQUAL(err, "");
+}
+
+static void assert_wire_bad(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
+                            const char *want) {
+  char err[256] = "";
+  CU_ASSERT_EQUAL(eg_validate_wire(d, buf, len, err, sizeof err), EG_EINVAL);
   CU_ASSERT_STRING_EQUAL(err, want);
 }
 
-static void test_validate_paths(void) {
-  eg_append_fixture f;
-  char err[256] = "";
-  append_fixture(&f);
-  CU_ASSERT_EQUAL(eg_validate_utf8(&f.req.base, err, sizeof err), EG_OK);
-
-  f.msgs[2].content = "bad \xC0\xAF";
-  assert_bad_at(&f.req.base, "messages[2].content: not valid UTF-8");
-  f.msgs[2].content = "ok";
-
-  f.meta[1].value = "\xED\xA0\x80";
-  assert_bad_at(&f.req.base, "messages[1].metadata[1].value: not valid UTF-8");
-  f.meta[1].value = "ok";
-
-  f.meta[0].key = "\xF4\x90\x80\x80";
-  assert_bad_at(&f.req.base, "messages[1].metadata[0].key: not valid UTF-8");
-  f.meta[0].key = "ok";
-
-  f.msgs[0].client_message_id = "\xC3";
-  assert_bad_at(&f.req.base, "messages[0].client_message_id: not valid UTF-8");
-  f.msgs[0].client_message_id = "";
-
-  f.req.session_id = "\xFF";
-  assert_bad_at(&f.req.base, "session_id: not valid UTF-8");
+/* Packs the fixture with the marker `from` set somewhere, puts `to` in its
+ * place on the wire and expects the error want. */
+static void assert_append_bad(eg_append_fixture *f, const char *from, eg_bytes to,
+                              const char *want) {
+  uint8_t buf[512];
+  size_t len = pack(&f->req.base, buf, sizeof buf);
+  replace(buf, len, from, to);
+  assert_wire_bad(&engram__v1__append_messages_request__descriptor, buf, len, want);
 }
 
-static void test_validate_nested_message(void) {
-  Engram__V1__CreateSessionRequest req;
-  Engram__V1__Session session;
-  Engram__V1__Session__MetadataEntry entry, *entries[1] = {&entry};
-  char err[256] = "";
-  engram__v1__create_session_request__init(&req);
-  /* An unset submessage is NULL and has nothing to check. */
-  CU_ASSERT_EQUAL(eg_validate_utf8(&req.base, err, sizeof err), EG_OK);
-  engram__v1__session__init(&session);
-  engram__v1__session__metadata_entry__init(&entry);
-  entry.key = "topic";
-  entry.value = "\xE0\x80\xAF";
-  session.n_metadata = 1;
-  session.metadata = entries;
-  req.session = &session;
-  assert_bad_at(&req.base, "session.metadata[0].value: not valid UTF-8");
-}
-
-/* protobuf-c unpacks invalid UTF-8 without complaint: the walk is what
- * catches it in a request off the wire. */
-static void test_validate_after_unpack(void) {
+static void test_wire_valid(void) {
   eg_append_fixture f;
   uint8_t buf[512];
   append_fixture(&f);
-  f.msgs[2].content = "\xED\xBF\xBF";
-  CU_ASSERT_FATAL(protobuf_c_message_get_packed_size(&f.req.base) <= sizeof buf);
-  size_t len = protobuf_c_message_pack(&f.req.base, buf);
+  f.msgs[0].content = "mixed \xC3\xA9\xE2\x82\xAC\xF0\x9D\x84\x9E\xF4\x8F\xBF\xBF end";
+  f.meta[0].key = "\xF0\x9F\x94\x91";
+  size_t len = pack(&f.req.base, buf, sizeof buf);
+  assert_wire_ok(&engram__v1__append_messages_request__descriptor, buf, len);
+  /* The empty message is a valid request of any type. */
+  assert_wire_ok(&engram__v1__append_messages_request__descriptor, NULL, 0);
+}
+
+static void test_wire_nul(void) {
+  eg_append_fixture f;
+  append_fixture(&f);
+  f.req.session_id = "s@1";
+  assert_append_bad(&f, "s@1", (eg_bytes)B("s\0" "1"), "session_id: contains a NUL byte");
+  f.req.session_id = "s1";
+
+  f.msgs[2].content = "nul@inside";
+  assert_append_bad(&f, "nul@inside", (eg_bytes)B("nul\0inside"),
+                    "messages[2].content: contains a NUL byte");
+  f.msgs[2].content = "ok";
+
+  f.meta[0].key = "k@z";
+  assert_append_bad(&f, "k@z", (eg_bytes)B("k\0z"),
+                    "messages[1].metadata[0].key: contains a NUL byte");
+  f.meta[0].key = "k";
+
+  f.meta[1].value = "v@w";
+  assert_append_bad(&f, "v@w", (eg_bytes)B("v\0w"),
+                    "messages[1].metadata[1].value: contains a NUL byte");
+  f.meta[1].value = "v";
+
+  /* A NUL as the string's last byte, or its only one. */
+  f.msgs[0].client_message_id = "@";
+  assert_append_bad(&f, "@", (eg_bytes)B("\0"),
+                    "messages[0].client_message_id: contains a NUL byte");
+}
+
+/* What the check prevents: unpacked, the string ends at the NUL. */
+static void test_wire_nul_is_cut_by_unpack(void) {
+  eg_append_fixture f;
+  uint8_t buf[512];
+  append_fixture(&f);
+  f.msgs[2].content = "nul@inside";
+  size_t len = pack(&f.req.base, buf, sizeof buf);
+  replace(buf, len, "nul@inside", (eg_bytes)B("nul\0inside"));
   Engram__V1__AppendMessagesRequest *req =
       engram__v1__append_messages_request__unpack(NULL, len, buf);
   CU_ASSERT_PTR_NOT_NULL_FATAL(req);
-  assert_bad_at(&req->base, "messages[2].content: not valid UTF-8");
+  CU_ASSERT_STRING_EQUAL(req->messages[2]->content, "nul");
   engram__v1__append_messages_request__free_unpacked(req, NULL);
+}
+
+static void test_wire_utf8(void) {
+  eg_append_fixture f;
+  append_fixture(&f);
+  f.req.session_id = "s\xFF";
+  assert_append_bad(&f, "s\xFF", (eg_bytes)B("s\xFF"), "session_id: not valid UTF-8");
+  f.req.session_id = "s1";
+
+  f.msgs[2].content = "bad \xC0\xAF";
+  assert_append_bad(&f, "bad", (eg_bytes)B("bad"), "messages[2].content: not valid UTF-8");
+  f.msgs[2].content = "ok";
+
+  f.meta[0].key = "\xF4\x90\x80\x80";
+  assert_append_bad(&f, "\xF4", (eg_bytes)B("\xF4"),
+                    "messages[1].metadata[0].key: not valid UTF-8");
+  f.meta[0].key = "k";
+
+  f.meta[1].value = "\xED\xA0\x80";
+  assert_append_bad(&f, "\xED", (eg_bytes)B("\xED"),
+                    "messages[1].metadata[1].value: not valid UTF-8");
+  f.meta[1].value = "v";
+
+  /* Cut short by the field's length, not by a NUL. */
+  f.msgs[0].client_message_id = "\xE2\x82";
+  assert_append_bad(&f, "\xE2\x82", (eg_bytes)B("\xE2\x82"),
+                    "messages[0].client_message_id: not valid UTF-8");
+}
+
+static void test_wire_nested_message(void) {
+  Engram__V1__CreateSessionRequest req;
+  Engram__V1__Session session;
+  Engram__V1__Session__MetadataEntry entry, *entries[1] = {&entry};
+  uint8_t buf[256];
+  engram__v1__create_session_request__init(&req);
+  engram__v1__session__init(&session);
+  engram__v1__session__metadata_entry__init(&entry);
+  entry.key = "topic";
+  entry.value = "a@b";
+  session.n_metadata = 1;
+  session.metadata = entries;
+  req.session = &session;
+  size_t len = pack(&req.base, buf, sizeof buf);
+  assert_wire_ok(&engram__v1__create_session_request__descriptor, buf, len);
+  replace(buf, len, "a@b", (eg_bytes)B("a\0b"));
+  assert_wire_bad(&engram__v1__create_session_request__descriptor, buf, len,
+                  "session.metadata[0].value: contains a NUL byte");
+  len = pack(&req.base, buf, sizeof buf);
+  replace(buf, len, "a@b", (eg_bytes)B("a\xE0\x80"));
+  assert_wire_bad(&engram__v1__create_session_request__descriptor, buf, len,
+                  "session.metadata[0].value: not valid UTF-8");
+
+  Engram__V1__UpdateSummaryRequest up;
+  engram__v1__update_summary_request__init(&up);
+  up.session_id = "s1";
+  up.summary = "sum@mary";
+  len = pack(&up.base, buf, sizeof buf);
+  replace(buf, len, "sum@mary", (eg_bytes)B("sum\0mary"));
+  assert_wire_bad(&engram__v1__update_summary_request__descriptor, buf, len,
+                  "summary: contains a NUL byte");
+}
+
+/* Fields the schema does not know are skipped whatever their bytes, and
+ * a repeated value's index counts only the values of its own field. */
+static void test_wire_unknown_and_index(void) {
+  static const uint8_t unknown[] = {
+      0x98, 0x06, 0x96, 0x01,                         /* 99: varint 150 */
+      0xA1, 0x06, 0, 0, 0, 0, 0, 0, 0, 0,             /* 100: fixed64 */
+      0xAD, 0x06, 0xFF, 0xFF, 0xFF, 0xFF,             /* 101: fixed32 */
+      0xB2, 0x06, 0x03, 0x00, 0xFF, 0xC0,             /* 102: "\0\xFF\xC0" */
+      0x12, 0x0B,                                     /* messages[0] */
+      0x22, 0x02, 'o', 'k',                           /*   content */
+      0xB2, 0x06, 0x02, 0x00, 0xFF,                   /*   102: "\0\xFF" */
+      0x30, 0x07,                                     /*   token_count */
+      0x0A, 0x01, 's',                                /* session_id */
+      0x12, 0x04, 0x22, 0x02, 'o', 'k',               /* messages[1] */
+  };
+  uint8_t buf[sizeof unknown + 4];
+  const ProtobufCMessageDescriptor *d = &engram__v1__append_messages_request__descriptor;
+  assert_wire_ok(d, unknown, sizeof unknown);
+  Engram__V1__AppendMessagesRequest *req =
+      engram__v1__append_messages_request__unpack(NULL, sizeof unknown, unknown);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(req);
+  CU_ASSERT_EQUAL(req->n_messages, 2);
+  engram__v1__append_messages_request__free_unpacked(req, NULL);
+
+  memcpy(buf, unknown, sizeof unknown);
+  memcpy(buf + sizeof unknown, (const uint8_t[]){0x12, 0x02, 0x22, 0x00}, 4);
+  assert_wire_ok(d, buf, sizeof buf);
+  buf[sizeof unknown - 1] = 0xFF; /* messages[1].content = "o\xFF" */
+  assert_wire_bad(d, buf, sizeof buf, "messages[1].content: not valid UTF-8");
+}
+
+static void test_wire_malformed(void) {
+  static const struct {
+    const char *what;
+    uint8_t bytes[16];
+    size_t len;
+  } bad[] = {
+      {"truncated tag", {0x80}, 1},
+      {"truncated varint", {0x78, 0x80}, 2},
+      {"varint past 10 bytes", {0x78, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+                                0xFF, 0x01}, 12},
+      {"length past the end", {0x0A, 0x05, 'a'}, 3},
+      {"length near 2^64", {0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01,
+                            'a'}, 12},
+      {"length past the nested message", {0x12, 0x03, 0x22, 0x05, 'a', 'b', 'c', 'd', 'e'}, 9},
+      {"truncated fixed64", {0x79, 1, 2, 3, 4, 5, 6, 7}, 8},
+      {"truncated fixed32", {0x7D, 1, 2, 3}, 4},
+      {"wire type 3 (group start)", {0x7B}, 1},
+      {"wire type 4 (group end)", {0x7C}, 1},
+      {"wire type 6", {0x7E, 0x00}, 2},
+      {"wire type 7", {0x7F, 0x00}, 2},
+      {"field number 0", {0x02, 0x00}, 2},
+      {"field number 2^29", {0x80, 0x80, 0x80, 0x80, 0x10, 0x00}, 6},
+      {"string sent as a varint", {0x08, 0x01}, 2},
+      {"message sent as fixed32", {0x15, 0, 0, 0, 0}, 5},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char err[256] = "";
+    eg_err rc = eg_validate_wire(&engram__v1__append_messages_request__descriptor, bad[i].bytes,
+                                 bad[i].len, err, sizeof err);
+    if (rc != EG_EINVAL || strcmp(err, "request: malformed protobuf") != 0)
+      fprintf(stderr, "\n  accepted or misreported: %s (%s)\n", bad[i].what, err);
+    CU_ASSERT_EQUAL(rc, EG_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "request: malformed protobuf");
+  }
+}
+
+/* message Nest { Nest child = 1; string name = 2; bytes blob = 3; }: no
+ * engram message contains itself, so the depth bound is tested on this. */
+static const ProtobufCMessageDescriptor nest_desc;
+static const ProtobufCFieldDescriptor nest_fields[] = {
+    {.name = "child", .id = 1, .label = PROTOBUF_C_LABEL_NONE, .type = PROTOBUF_C_TYPE_MESSAGE,
+     .descriptor = &nest_desc},
+    {.name = "name", .id = 2, .label = PROTOBUF_C_LABEL_NONE, .type = PROTOBUF_C_TYPE_STRING},
+    {.name = "blob", .id = 3, .label = PROTOBUF_C_LABEL_NONE, .type = PROTOBUF_C_TYPE_BYTES},
+};
+static const unsigned nest_by_name[] = {2, 0, 1};
+static const ProtobufCIntRange nest_ranges[] = {{1, 0}, {0, 3}};
+static const ProtobufCMessageDescriptor nest_desc = {
+    .magic = PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+    .name = "test.Nest",
+    .short_name = "Nest",
+    .c_name = "Test__Nest",
+    .package_name = "test",
+    .n_fields = 3,
+    .fields = nest_fields,
+    .fields_sorted_by_name = nest_by_name,
+    .n_field_ranges = 1,
+    .field_ranges = nest_ranges,
+};
+
+/* Writes `depth` Nests, each the child of the one before, around the
+ * innermost's fields inner[0..n) into buf; returns the length. */
+static size_t nest(int depth, const uint8_t *inner, size_t n, uint8_t *buf, size_t cap) {
+  CU_ASSERT_FATAL(n + 2 * (size_t)depth <= cap && n + 2 * (size_t)depth < 128);
+  size_t start = cap - n;
+  if (n > 0) memcpy(buf + start, inner, n); /* inner may be NULL when n is 0 */
+  for (int i = 0; i < depth; i++) {
+    size_t child_len = cap - start;
+    buf[--start] = (uint8_t)child_len;
+    buf[--start] = 0x0A;
+  }
+  memmove(buf, buf + start, cap - start);
+  return cap - start;
+}
+
+static void test_wire_depth(void) {
+  static const uint8_t bad_name[] = {0x12, 0x01, 0xFF};
+  static const uint8_t blob[] = {0x1A, 0x03, 0x00, 0xFF, 0xC0};
+  uint8_t buf[100];
+  char want[256] = "";
+  size_t len = nest(EG_WIRE_DEPTH_MAX, blob, sizeof blob, buf, sizeof buf);
+  assert_wire_ok(&nest_desc, buf, len); /* bytes may hold anything */
+  len = nest(EG_WIRE_DEPTH_MAX, bad_name, sizeof bad_name, buf, sizeof buf);
+  for (int i = 0; i < EG_WIRE_DEPTH_MAX; i++) strcat(want, "child.");
+  strcat(want, "name: not valid UTF-8");
+  assert_wire_bad(&nest_desc, buf, len, want);
+  len = nest(EG_WIRE_DEPTH_MAX + 1, NULL, 0, buf, sizeof buf);
+  assert_wire_bad(&nest_desc, buf, len, "request: nested too deeply");
 }
 
 static void test_validate_id(void) {
@@ -192,9 +405,14 @@ void eg_test_register_validate(void) {
   CU_pSuite s = CU_add_suite("validate", NULL, NULL);
   CU_add_test(s, "utf8 valid", test_utf8_valid);
   CU_add_test(s, "utf8 invalid", test_utf8_invalid);
-  CU_add_test(s, "validate paths", test_validate_paths);
-  CU_add_test(s, "validate nested message", test_validate_nested_message);
-  CU_add_test(s, "validate after unpack", test_validate_after_unpack);
+  CU_add_test(s, "wire valid", test_wire_valid);
+  CU_add_test(s, "wire NUL", test_wire_nul);
+  CU_add_test(s, "wire NUL is cut by unpack", test_wire_nul_is_cut_by_unpack);
+  CU_add_test(s, "wire UTF-8", test_wire_utf8);
+  CU_add_test(s, "wire nested message", test_wire_nested_message);
+  CU_add_test(s, "wire unknown fields and index", test_wire_unknown_and_index);
+  CU_add_test(s, "wire malformed", test_wire_malformed);
+  CU_add_test(s, "wire depth", test_wire_depth);
   CU_add_test(s, "validate id", test_validate_id);
   CU_add_test(s, "invalid formats", test_invalid_formats);
 }

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Engram and etcd side by side on this machine, in one run (issue 5).
+# `make bench` builds Release and calls this; see bench/README.md.
+#
+#   bench/run.sh BUILD_DIR       BUILD_DIR holds engramd, engram and eg_loadgen
+#
+# Environment (all optional): BENCH_SECONDS (5) per point, BENCH_WARMUP (1),
+# BENCH_CONCURRENCY ("1 16 64"), BENCH_OUT (bench/results), BENCH_KEEP=1 keeps
+# the work directory (data, logs, h2load per-request logs).
+#
+# Starts engramd (durable commits, encryption, auth) and etcd, both on
+# 127.0.0.1 with data in a temporary directory under BUILD_DIR, and stops
+# both by PID on any exit. Every wait is bounded; every load run has a
+# fixed duration and an outer timeout.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$(cd "${1:-$ROOT/build-release}" && pwd)
+OUT=${BENCH_OUT:-$ROOT/bench/results}
+SECS=${BENCH_SECONDS:-5}
+WARM=${BENCH_WARMUP:-1}
+read -r -a CONCS <<<"${BENCH_CONCURRENCY:-1 16 64}"
+PY=/usr/bin/python3
+REPORT="$PY $ROOT/bench/report.py"
+LOADGEN=$BUILD/eg_loadgen
+TOKEN=bench-secret
+FILL_SESSIONS=10000          # x FILL_MESSAGES = 1,000,000 messages
+FILL_MESSAGES=100
+SCALE_MESSAGES=100000
+SCALE_SESSIONS=100000
+T_START=$(date +%s)
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+for f in "$BUILD/engramd" "$BUILD/engram" "$LOADGEN"; do [ -x "$f" ] || die "missing $f (run make bench)"; done
+for t in h2load nghttp etcd "$PY"; do command -v "$t" >/dev/null || die "missing $t (scripts/deps.sh bench)"; done
+
+WORK=$(mktemp -d "$BUILD/bench.XXXXXX")
+RAW=$WORK/raw
+mkdir -p "$RAW" "$WORK/bodies"
+RUNS=$WORK/runs.jsonl
+: >"$RUNS"
+PIDS=()
+
+# Stops one process we started: TERM, up to 15 s, then KILL.
+stop_pid() {
+  local pid=$1 i
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && { log "pid $pid did not stop; killing it"; kill -KILL "$pid" 2>/dev/null || true; }
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  if [ -n "${BENCH_KEEP:-}" ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_for WHAT SECONDS COMMAND...: runs COMMAND every 0.1 s until it succeeds.
+wait_for() {
+  local what=$1 secs=$2 i
+  shift 2
+  for ((i = 0; i < secs * 10; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "$what not ready after $secs s"
+}
+
+# ---- start the servers ---------------------------------------------------------
+EG_METRICS_PORT=$(free_port)
+ETCD_PORT=$(free_port)
+ETCD_PEER_PORT=$(free_port)
+while [ "$ETCD_PEER_PORT" = "$ETCD_PORT" ] || [ "$ETCD_PEER_PORT" = "$EG_METRICS_PORT" ]; do ETCD_PEER_PORT=$(free_port); done
+
+echo "bench agent $("$BUILD/engram" token hash "$TOKEN")" >"$WORK/tokens"
+log "starting engramd (Release, durable commits, encryption on, auth on) in $WORK"
+"$BUILD/engramd" --listen 127.0.0.1:0 --data-dir "$WORK/engram" --tokens "$WORK/tokens" \
+  --metrics-listen "127.0.0.1:$EG_METRICS_PORT" >"$WORK/engramd.log" 2>&1 &
+EG_PID=$!
+PIDS+=("$EG_PID")
+wait_for "engramd" 15 grep -q 'listening on' "$WORK/engramd.log"
+EG_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/engramd.log" | head -1)
+EG=127.0.0.1:$EG_PORT
+EG_METRICS=http://127.0.0.1:$EG_METRICS_PORT/metrics
+wait_for "engramd metrics" 10 $REPORT http-ok "$EG_METRICS"
+
+log "starting etcd ($(etcd --version | head -1)) on 127.0.0.1:$ETCD_PORT"
+etcd --name bench --data-dir "$WORK/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --initial-cluster-state new \
+  >"$WORK/etcd.log" 2>&1 &
+ETCD_PID=$!
+PIDS+=("$ETCD_PID")
+ETCD=127.0.0.1:$ETCD_PORT
+ETCD_METRICS=http://$ETCD/metrics
+wait_for "etcd" 30 $REPORT http-ok "http://$ETCD/health" --contains '"health":"true"'
+
+$REPORT meta "$WORK" --seconds "$SECS" --warmup "$WARM" >"$WORK/meta.json"
+
+# ---- request bodies, seed data, one sampled reply each -----------------------------
+B=$WORK/bodies
+$LOADGEN body append bench-append 256 >"$B/append.bin"
+$LOADGEN body get-session bench-get >"$B/get_session.bin"
+$LOADGEN body get-context bench-ctx 20 >"$B/get_context.bin"
+$LOADGEN body health >"$B/health.bin"
+$LOADGEN body etcd-put bench-key 256 >"$B/put.bin"
+$LOADGEN body etcd-range bench-key >"$B/range.bin"
+
+lg() { timeout 600 "$LOADGEN" --target "$EG" --token "$TOKEN" "$@"; }
+lg fill --session bench-append --user bench-user --messages 0 >/dev/null || die "seed bench-append"
+lg fill --session bench-get --user bench-user --messages 2 >/dev/null || die "seed bench-get"
+lg fill --session bench-ctx --user bench-user --messages 100 >/dev/null || die "seed bench-ctx"
+
+GRPC_H=(-H 'content-type: application/grpc' -H 'te: trailers')
+AUTH_H=(-H "authorization: Bearer $TOKEN")
+
+# sample URL BODY [HEADERS...]: one call with nghttp; its trailers must say grpc-status 0.
+sample() {
+  local url=$1 body=$2 out
+  shift 2
+  out=$(timeout 20 nghttp -v "${GRPC_H[@]}" "$@" -d "$body" "$url" 2>&1 | tr -d '\000') || die "nghttp $url: $out"
+  grep -aq 'grpc-status: 0' <<<"$out" || die "sampled call $url did not end with grpc-status 0:
+$(grep -a -E 'grpc-|:status' <<<"$out")"
+}
+# The first Put also writes the key that Range reads.
+sample "http://$ETCD/etcdserverpb.KV/Put" "$B/put.bin"
+sample "http://$ETCD/etcdserverpb.KV/Range" "$B/range.bin"
+sample "http://$ETCD/grpc.health.v1.Health/Check" "$B/health.bin"
+for m in SessionService/AppendMessages SessionService/GetSession SessionService/GetContext; do
+  sample "http://$EG/engram.v1.$m" "$B/$(case $m in *Append*) echo append;; *GetSession) echo get_session;; *) echo get_context;; esac).bin" "${AUTH_H[@]}"
+done
+sample "http://$EG/grpc.health.v1.Health/Check" "$B/health.bin" "${AUTH_H[@]}"
+
+# ---- h2load workloads ------------------------------------------------------------
+# scrape URL FILE: the metrics, once the call counters have settled.
+scrape() { timeout 30 $REPORT scrape "$1" "$2" || die "scrape $1"; }
+
+# h2run WORKLOAD SERVER METHOD_PATH BODY CONCURRENCY
+# A warm-up (WARM seconds, then WARM more to measure the rate), then a measured run of as many calls as the
+# warm-up's rate gives in SECS seconds (-n: no call is left in flight, so the
+# server's counters must match h2load's exactly), checked by report.py.
+h2run() {
+  local w=$1 server=$2 path=$3 body=$4 c=$5 name addr metrics calls hdr=()
+  name=${w}_c$c
+  if [ "$server" = engram ]; then addr=$EG metrics=$EG_METRICS hdr=("${AUTH_H[@]}"); else addr=$ETCD metrics=$ETCD_METRICS; fi
+  local url=http://$addr$path
+  timeout $((WARM * 2 + 60)) h2load -c "$c" -m 1 -t 1 --warm-up-time "$WARM" -D "$WARM" "${GRPC_H[@]}" "${hdr[@]}" -d "$body" "$url" \
+    >"$RAW/$name.warm" 2>&1 || die "h2load warm-up $name: $(tail -3 "$RAW/$name.warm")"
+  calls=$($REPORT calls "$RAW/$name.warm" --seconds "$SECS" --conc "$c") || die "warm-up of $name"
+  scrape "$metrics" "$RAW/$name.before"
+  timeout $((SECS * 4 + 60)) h2load -c "$c" -m 1 -t 1 -n "$calls" "${GRPC_H[@]}" "${hdr[@]}" -d "$body" \
+    --log-file "$RAW/$name.log" "$url" >"$RAW/$name.out" 2>&1 || die "h2load $name: $(tail -3 "$RAW/$name.out")"
+  scrape "$metrics" "$RAW/$name.after"
+  $REPORT check-h2load --name "$name" --server "$server" --workload "$w" --method "$path" --conc "$c" \
+    --calls "$calls" --out "$RAW/$name.out" --log "$RAW/$name.log" --before "$RAW/$name.before" \
+    --after "$RAW/$name.after" >>"$RUNS" || die "counting check of $name"
+  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-16s %9.0f req/s  p50 %6d us  p99 %6d us  (%d calls, server OK %d)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["succeeded"], r["server_ok"]))')"
+}
+
+for c in "${CONCS[@]}"; do
+  log "h2load, concurrency $c"
+  # Peers back to back, so both see the same machine.
+  h2run append engram /engram.v1.SessionService/AppendMessages "$B/append.bin" "$c"
+  h2run put etcd /etcdserverpb.KV/Put "$B/put.bin" "$c"
+  h2run get_session engram /engram.v1.SessionService/GetSession "$B/get_session.bin" "$c"
+  h2run range etcd /etcdserverpb.KV/Range "$B/range.bin" "$c"
+  h2run get_context engram /engram.v1.SessionService/GetContext "$B/get_context.bin" "$c"
+  h2run health engram /grpc.health.v1.Health/Check "$B/health.bin" "$c"
+  h2run etcd_health etcd /grpc.health.v1.Health/Check "$B/health.bin" "$c"
+done
+
+# etcd is done: stop it, so it is not busy (snapshots, compaction) under what follows.
+stop_pid "$ETCD_PID"
+PIDS=("$EG_PID")
+
+# ---- eg_loadgen: fill, memory, mixed, scaling ---------------------------------------------
+SVC=/engram.v1.SessionService
+# lgrun NAME WORKLOAD CONCURRENCY METHODS ARGS...: eg_loadgen checked against the counters.
+lgrun() {
+  local name=$1 w=$2 c=$3 methods=$4
+  shift 4
+  scrape "$EG_METRICS" "$RAW/$name.before"
+  lg "$@" >"$RAW/$name.out" 2>"$RAW/$name.err" || die "eg_loadgen $name: $(cat "$RAW/$name.err")"
+  scrape "$EG_METRICS" "$RAW/$name.after"
+  $REPORT check-loadgen --name "$name" --workload "$w" --conc "$c" --methods "$methods" \
+    --out "$RAW/$name.out" --before "$RAW/$name.before" --after "$RAW/$name.after" >>"$RUNS" ||
+    die "counting check of $name"
+  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-16s %9.0f calls/s  p50 %6d us  p99 %6d us  (%d calls)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["ok"]))')"
+}
+
+log "fill: $FILL_SESSIONS sessions x $FILL_MESSAGES messages (AppendMessages of 100, 64 threads)"
+lgrun fill fill 64 "$SVC/CreateSession,$SVC/AppendMessages" \
+  fill --prefix m- --sessions "$FILL_SESSIONS" --users 1000 --messages "$FILL_MESSAGES" \
+  --per-call 100 --bytes 256 --threads 64 --seconds 300
+sleep 1
+$REPORT rss "$EG_PID" after_fill --messages $((FILL_SESSIONS * FILL_MESSAGES)) >>"$RUNS"
+log "engramd memory: $(tail -1 "$RUNS")"
+
+for c in "${CONCS[@]}"; do
+  lg run mixed --prefix m- --sessions "$FILL_SESSIONS" --threads "$c" --seconds "$WARM" \
+    --max-messages 20 >/dev/null 2>&1 || die "mixed warm-up"
+  lgrun "mixed_c$c" mixed "$c" "$SVC/GetSession,$SVC/GetContext,$SVC/AppendMessages" \
+    run mixed --prefix m- --sessions "$FILL_SESSIONS" --read-pct 90 --max-messages 20 --expect 20 \
+    --bytes 256 --threads "$c" --seconds "$SECS"
+done
+
+log "scaling: a session of $SCALE_MESSAGES messages, a user with $SCALE_SESSIONS sessions"
+lgrun scale_fill_ctx fill_scale 8 "$SVC/CreateSession,$SVC/AppendMessages" \
+  fill --session scale-ctx-big --user scale-ctx --messages "$SCALE_MESSAGES" --per-call 100 --threads 8 --seconds 300
+lgrun scale_fill_ctx_small fill_scale 1 "$SVC/CreateSession,$SVC/AppendMessages" \
+  fill --session scale-ctx-small --user scale-ctx --messages 100 --per-call 100 --threads 1 --seconds 60
+lgrun scale_fill_ls fill_scale 64 "$SVC/CreateSession" \
+  fill --prefix scale-ls-big- --user scale-ls-big --sessions "$SCALE_SESSIONS" --threads 64 --seconds 300
+lgrun scale_fill_ls_small fill_scale 1 "$SVC/CreateSession" \
+  fill --prefix scale-ls-small- --user scale-ls-small --sessions 10 --threads 1 --seconds 60
+# Small and big alternate, three rounds of a second each: the report takes
+# each size's median round, so a noisy second on a shared machine does not
+# decide the comparison.
+for round in 1 2 3; do
+  for size in small big; do
+    lgrun "scale_ctx_${size}_r$round" "scale_ctx_$size" 1 "$SVC/GetContext" \
+      run get-context --session "scale-ctx-$size" --max-messages 20 --expect 20 --threads 1 \
+      --seconds 1 --count 20000
+    lgrun "scale_ls_${size}_r$round" "scale_ls_$size" 1 "$SVC/ListSessions" \
+      run list-sessions --user "scale-ls-$size" --page-size 10 --expect 10 --threads 1 \
+      --seconds 1 --count 20000
+  done
+done
+$REPORT rss "$EG_PID" end_of_run \
+  --messages $((FILL_SESSIONS * FILL_MESSAGES + SCALE_MESSAGES + 100)) >>"$RUNS"
+
+# ---- stop, then report -----------------------------------------------------------------------
+log "stopping engramd and etcd"
+for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+PIDS=()
+grep -q 'draining calls' "$WORK/engramd.log" || log "note: engramd did not log an orderly stop"
+mkdir -p "$OUT"
+$REPORT report --runs "$RUNS" --meta "$WORK/meta.json" --out "$OUT" --date "$(date -u +%Y-%m-%dT%H:%MZ)" \
+  --elapsed "${BENCH_ELAPSED_FROM:+$(( $(date +%s) - BENCH_ELAPSED_FROM ))}"
+log "done in $(( $(date +%s) - T_START )) s: $OUT/results.md, $OUT/chart.svg"

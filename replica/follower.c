@@ -1,0 +1,135 @@
+/*
+ * Replica side: follow the primary's log. Connect, say where we stand,
+ * apply each batch in one write txn (which also records the applied LSN,
+ * so a crash resumes exactly there), ack, repeat; reconnect with backoff.
+ * On resync: fetch a snapshot, then ask main to restart into it.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engram/v1/replication.pb-c.h"
+#include "replica/internal.h"
+
+#define EG_BACKOFF_MIN_MS 100
+#define EG_BACKOFF_MAX_MS 5000
+
+/* Applies the batch in one txn; grows the map and retries when full. */
+static eg_err eg_follow_apply(eg_repl *r, const Engram__V1__StreamResponse *m) {
+  for (;;) {
+    eg_txn *w;
+    eg_err e = eg_store_write_begin(r->store, &w);
+    if (e) return e;
+    for (size_t i = 0; i < m->n_records && !e; i++)
+      e = eg_store_wal_apply(w, m->records[i].data, m->records[i].len);
+    /* The replica keeps a bounded log too: it may be promoted one day. */
+    size_t trimmed;
+    if (!e) e = eg_store_wal_trim(w, eg_repl_trim_below(r, w), 64, &trimmed);
+    if (!e) return eg_store_write_commit(w, NULL);
+    eg_store_write_abort(w);
+    if (e != EG_EMAPFULL) return e;
+    if ((e = eg_store_grow(r->store))) return e;
+  }
+}
+
+/* The hello: where this replica stands. */
+static void eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h) {
+  eg_txn *t;
+  engram__v1__stream_request__init(h);
+  h->replica_id = r->replica_id;
+  h->epoch = eg_store_epoch(r->store);
+  h->applied_lsn = eg_store_last_lsn(r->store);
+  if (h->applied_lsn && eg_store_reader_new(r->store, &t) == EG_OK) {
+    if (eg_store_reader_begin(t) == EG_OK) eg_store_wal_epoch_at(t, h->applied_lsn, &h->applied_epoch);
+    eg_store_reader_end(t);
+    eg_store_reader_free(t);
+  }
+}
+
+/* One connection: returns 1 if it streamed at least one batch (the
+ * backoff resets), 0 otherwise, -1 when a resync was handled. */
+static int eg_follow_once(eg_repl *r) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_slice method = grpc_slice_from_static_string(EG_REPL_SERVICE "Stream");
+  grpc_call *call = grpc_channel_create_call(eg_client_channel(r->upstream), NULL,
+                                             GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
+                                             gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  int streamed = 0;
+  pthread_mutex_lock(&r->mu);
+  r->follow_call = call;
+  pthread_mutex_unlock(&r->mu);
+
+  grpc_metadata md = {.key = grpc_slice_from_static_string("authorization"),
+                      .value = grpc_slice_from_copied_string(r->authz)};
+  grpc_metadata_array initial;
+  grpc_metadata_array_init(&initial);
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = r->authz[0] ? 1 : 0;
+  ops[0].data.send_initial_metadata.metadata = &md;
+  ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  Engram__V1__StreamRequest hello;
+  eg_follow_hello(r, &hello);
+  if (!atomic_load(&r->stopping) && eg_rpc_run(call, cq, ops, 1) &&
+      eg_rpc_send(call, cq, &hello.base) && eg_rpc_run(call, cq, ops + 1, 1)) {
+    Engram__V1__StreamResponse *m;
+    while (!atomic_load(&r->stopping) && !atomic_load(&r->promoting) &&
+           (m = (void *)eg_rpc_recv(call, cq, &engram__v1__stream_response__descriptor))) {
+      atomic_store(&r->primary_lsn, m->primary_lsn);
+      atomic_store(&r->connected, 1);
+      eg_err e = EG_OK;
+      if (m->resync) {
+        fprintf(stderr, "engramd: replica: primary asks for a resync: %s\n", m->reason);
+        streamed = -1;
+      } else {
+        streamed = 1;
+        if (m->n_records) e = eg_follow_apply(r, m);
+        if (e) fprintf(stderr, "engramd: replica: cannot apply the primary's log: %s\n", eg_err_msg(e));
+      }
+      protobuf_c_message_free_unpacked(&m->base, NULL);
+      if (e || streamed < 0) break;
+      Engram__V1__StreamRequest ack;
+      eg_follow_hello(r, &ack);
+      if (!eg_rpc_send(call, cq, &ack.base)) break;
+    }
+  }
+  atomic_store(&r->connected, 0);
+  pthread_mutex_lock(&r->mu);
+  r->follow_call = NULL;
+  pthread_mutex_unlock(&r->mu);
+  grpc_call_cancel(call, NULL);
+  grpc_call_unref(call);
+  eg_rpc_cq_destroy(cq);
+  grpc_metadata_array_destroy(&initial);
+  grpc_slice_unref(md.value);
+  return streamed;
+}
+
+/* Sleeps ms, or less when the module stops. */
+static void eg_follow_sleep(eg_repl *r, int ms) {
+  for (int slept = 0; slept < ms && !atomic_load(&r->stopping); slept += 50) usleep(50 * 1000);
+}
+
+void *eg_repl_follower_main(void *arg) {
+  eg_repl *r = arg;
+  int backoff = EG_BACKOFF_MIN_MS;
+  while (!atomic_load(&r->stopping) && !atomic_load(&r->promoting)) {
+    int rc = eg_follow_once(r);
+    if (rc < 0) {
+      if (eg_repl_fetch_snapshot(r) == EG_OK) {
+        /* main sees the flag after the stop and starts over on the copy. */
+        atomic_store(&r->restart, 1);
+        kill(getpid(), SIGTERM);
+        break;
+      }
+      fprintf(stderr, "engramd: replica: snapshot failed; retrying\n");
+    }
+    if (rc > 0) backoff = EG_BACKOFF_MIN_MS;
+    eg_follow_sleep(r, backoff);
+    backoff = backoff * 2 > EG_BACKOFF_MAX_MS ? EG_BACKOFF_MAX_MS : backoff * 2;
+  }
+  return NULL;
+}

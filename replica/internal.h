@@ -1,0 +1,91 @@
+/* Private to replica/. */
+#ifndef EG_REPLICA_INTERNAL_H
+#define EG_REPLICA_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engram.h"
+#include "replica/replica.h"
+
+#define EG_REPL_MAX_PEERS 64
+#define EG_REPL_SERVICE "/engram.v1.ReplicationService/"
+/* Most records and bytes in one streamed batch. */
+#define EG_REPL_BATCH_RECORDS 2048
+#define EG_REPL_BATCH_BYTES (4u << 20)
+/* An idle stream sends a heartbeat this often. */
+#define EG_REPL_HEARTBEAT_MS 1000
+/* A snapshot waiting to be installed, and one being received. */
+#define EG_REPL_SNAPSHOT_READY "snapshot.mdb"
+#define EG_REPL_SNAPSHOT_PARTIAL "snapshot.partial"
+
+/* A replica as the primary sees it. */
+struct eg_peer {
+  char id[128];
+  uint64_t applied;
+  int64_t ack_us;
+  int connected;
+};
+
+/* A write waiting for --sync-replicas acks. */
+struct eg_hold {
+  struct eg_hold *next;
+  uint64_t lsn;
+  int64_t deadline_us;
+  void (*done)(void *arg, int acked);
+  void *arg;
+};
+
+struct eg_repl {
+  eg_store *store;
+  char *primary, *token, *authz, *replica_id;
+  int sync_replicas;
+  int64_t sync_timeout_ms, retain_records, retain_s, retain_cap;
+
+  atomic_int is_primary;
+  atomic_int stopping;
+  atomic_int promoting; /* the follower must stop: this node takes over */
+  atomic_int restart;
+
+  eg_client *upstream; /* replica: the primary (thread-safe) */
+
+  pthread_mutex_t mu;
+  pthread_cond_t cv;                      /* acks and holds changed; stop */
+  struct eg_peer peers[EG_REPL_MAX_PEERS]; /* guarded by mu */
+  size_t n_peers;                          /* guarded by mu */
+  struct eg_hold *holds;                   /* guarded by mu */
+  grpc_call *follow_call;                  /* guarded by mu: to cancel on stop */
+
+  pthread_t follower, syncer;
+  int follower_started, syncer_started;
+  atomic_uint_fast64_t primary_lsn; /* replica: last heard from the primary */
+  atomic_int connected;             /* replica: streaming now */
+};
+
+/* rpc.c: runs ops on call as one batch and waits for it on cq (a pluck
+ * queue). Returns 1 if the batch succeeded. */
+int eg_rpc_run(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t n);
+/* rpc.c: sends m as one message. */
+int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m);
+/* rpc.c: receives one message as desc; NULL at the end of the stream or
+ * on failure. */
+ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,
+                              const ProtobufCMessageDescriptor *desc);
+/* rpc.c: server side: ends the call with code and message. */
+void eg_rpc_finish(grpc_call *call, grpc_completion_queue *cq, int code, const char *msg);
+/* rpc.c: shuts down and destroys a pluck queue. */
+void eg_rpc_cq_destroy(grpc_completion_queue *cq);
+int64_t eg_rpc_now_us(void);
+
+/* peers.c */
+struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied);
+void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t applied);
+void eg_peer_detach(eg_repl *r, struct eg_peer *p);
+void *eg_repl_syncer_main(void *arg);
+
+/* follower.c */
+void *eg_repl_follower_main(void *arg);
+/* snapshot.c: replica side: downloads a snapshot into the data dir. */
+eg_err eg_repl_fetch_snapshot(eg_repl *r);
+
+#endif

@@ -1,0 +1,175 @@
+/* The primary's table of replicas: their acks feed GetStatus, log
+ * retention and --sync-replicas. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "replica/internal.h"
+
+struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied) {
+  struct eg_peer *p = NULL;
+  pthread_mutex_lock(&r->mu);
+  for (size_t i = 0; i < r->n_peers && !p; i++)
+    if (strcmp(r->peers[i].id, id) == 0) p = &r->peers[i];
+  if (!p && r->n_peers < EG_REPL_MAX_PEERS) p = &r->peers[r->n_peers++];
+  if (p && p->connected) p = NULL; /* one stream per replica id */
+  if (p) {
+    snprintf(p->id, sizeof p->id, "%s", id);
+    p->applied = applied;
+    p->ack_us = eg_rpc_now_us();
+    p->connected = 1;
+  }
+  pthread_mutex_unlock(&r->mu);
+  return p;
+}
+
+void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t applied) {
+  pthread_mutex_lock(&r->mu);
+  if (applied > p->applied) p->applied = applied;
+  p->ack_us = eg_rpc_now_us();
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+void eg_peer_detach(eg_repl *r, struct eg_peer *p) {
+  pthread_mutex_lock(&r->mu);
+  p->connected = 0;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* Connected replicas that applied lsn. Called with mu held. */
+static int eg_acked(const eg_repl *r, uint64_t lsn) {
+  int n = 0;
+  for (size_t i = 0; i < r->n_peers; i++)
+    if (r->peers[i].connected && r->peers[i].applied >= lsn) n++;
+  return n;
+}
+
+int eg_repl_sync_needed(const eg_repl *r) { return r->sync_replicas > 0; }
+
+int eg_repl_sync_hold(eg_repl *r, uint64_t lsn, void (*done)(void *arg, int acked), void *arg) {
+  /* Stopping: nobody would answer the hold; the caller replies now. */
+  if (r->sync_replicas <= 0 || atomic_load(&r->stopping)) return -1;
+  struct eg_hold *h = malloc(sizeof *h);
+  if (!h) {
+    done(arg, 0);
+    return 0;
+  }
+  *h = (struct eg_hold){.lsn = lsn,
+                        .deadline_us = eg_rpc_now_us() + r->sync_timeout_ms * 1000,
+                        .done = done,
+                        .arg = arg};
+  pthread_mutex_lock(&r->mu);
+  h->next = r->holds;
+  r->holds = h;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  return 0;
+}
+
+/* Takes the holds that are settled (enough acks, past their deadline, or
+ * stopping) off the list; returns them with their ack counts. mu held. */
+static struct eg_hold *eg_settled(eg_repl *r, int64_t now, int64_t *next_deadline) {
+  struct eg_hold *out = NULL, **pp = &r->holds;
+  int stopping = atomic_load(&r->stopping);
+  *next_deadline = INT64_MAX;
+  while (*pp) {
+    struct eg_hold *h = *pp;
+    int acked = eg_acked(r, h->lsn);
+    if (acked >= r->sync_replicas || h->deadline_us <= now || stopping) {
+      *pp = h->next;
+      h->next = out;
+      h->lsn = (uint64_t)acked; /* from here on: how many acked */
+      out = h;
+    } else {
+      if (h->deadline_us < *next_deadline) *next_deadline = h->deadline_us;
+      pp = &h->next;
+    }
+  }
+  return out;
+}
+
+void *eg_repl_syncer_main(void *arg) {
+  eg_repl *r = arg;
+  pthread_mutex_lock(&r->mu);
+  for (;;) {
+    int64_t next;
+    struct eg_hold *done = eg_settled(r, eg_rpc_now_us(), &next);
+    if (done) {
+      /* Replies go out without the lock: they may take time. */
+      pthread_mutex_unlock(&r->mu);
+      while (done) {
+        struct eg_hold *h = done;
+        done = h->next;
+        h->done(h->arg, (int)h->lsn);
+        free(h);
+      }
+      pthread_mutex_lock(&r->mu);
+      continue;
+    }
+    if (atomic_load(&r->stopping) && !r->holds) break;
+    struct timespec until;
+    int64_t wait_us = next == INT64_MAX ? 1000000 : next - eg_rpc_now_us();
+    if (wait_us < 0) wait_us = 0;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + (wait_us % 1000000) * 1000;
+    until.tv_sec += wait_us / 1000000 + ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
+    pthread_cond_timedwait(&r->cv, &r->mu, &until);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t) {
+  uint64_t last = eg_store_last_lsn(r->store), first;
+  int64_t first_us;
+  if (eg_store_wal_first(t, &first, &first_us) != EG_OK) return 0;
+  uint64_t below = last > (uint64_t)r->retain_records ? last - (uint64_t)r->retain_records + 1 : 0;
+  /* Age: the oldest record may go once it is older than retain_s. */
+  if (eg_rpc_now_us() - first_us > r->retain_s * 1000000 && first + 1 > below) below = first + 1;
+  /* Hold what a connected replica still needs, up to the cap. */
+  pthread_mutex_lock(&r->mu);
+  for (size_t i = 0; i < r->n_peers; i++)
+    if (r->peers[i].connected && r->peers[i].applied + 1 < below) below = r->peers[i].applied + 1;
+  pthread_mutex_unlock(&r->mu);
+  uint64_t cap_floor = last > (uint64_t)r->retain_cap ? last - (uint64_t)r->retain_cap + 1 : 0;
+  return below > cap_floor ? below : cap_floor;
+}
+
+eg_err eg_repl_status(eg_repl *r, Engram__V1__GetStatusResponse *out,
+                      void *(*alloc)(void *arena, size_t n), void *arena) {
+  int primary = eg_repl_is_primary(r);
+  out->role = primary ? "primary" : "replica";
+  out->primary = primary ? "" : r->primary;
+  out->primary_lsn = primary ? eg_store_last_lsn(r->store) : atomic_load(&r->primary_lsn);
+  uint64_t last = eg_store_last_lsn(r->store);
+  pthread_mutex_lock(&r->mu);
+  size_t n = r->n_peers;
+  out->replicas = alloc(arena, (n ? n : 1) * sizeof *out->replicas);
+  Engram__V1__ReplicaStatus *rs = alloc(arena, (n ? n : 1) * sizeof *rs);
+  Google__Protobuf__Timestamp *ts = alloc(arena, (n ? n : 1) * sizeof *ts);
+  if (!out->replicas || !rs || !ts) {
+    pthread_mutex_unlock(&r->mu);
+    return EG_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const struct eg_peer *p = &r->peers[i];
+    engram__v1__replica_status__init(&rs[i]);
+    google__protobuf__timestamp__init(&ts[i]);
+    rs[i].replica_id = alloc(arena, strlen(p->id) + 1);
+    if (!rs[i].replica_id) break;
+    strcpy(rs[i].replica_id, p->id);
+    rs[i].applied_lsn = p->applied;
+    rs[i].lag_records = last > p->applied ? last - p->applied : 0;
+    rs[i].connected = p->connected;
+    ts[i].seconds = p->ack_us / 1000000;
+    ts[i].nanos = (int32_t)(p->ack_us % 1000000) * 1000;
+    rs[i].last_ack_time = &ts[i];
+    out->replicas[out->n_replicas++] = &rs[i];
+  }
+  pthread_mutex_unlock(&r->mu);
+  return EG_OK;
+}

@@ -1,0 +1,132 @@
+/* The module's life cycle, roles, promotion and write forwarding. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replica/internal.h"
+
+static char *eg_strdup_or_empty(const char *s) { return strdup(s ? s : ""); }
+
+eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out) {
+  eg_repl *r = calloc(1, sizeof *r);
+  if (!r) return EG_ENOMEM;
+  r->store = store;
+  r->primary = eg_strdup_or_empty(cfg->primary);
+  r->token = eg_strdup_or_empty(cfg->token);
+  r->replica_id = eg_strdup_or_empty(cfg->replica_id);
+  r->authz = malloc(strlen(r->token ? r->token : "") + 8);
+  if (!r->primary || !r->token || !r->replica_id || !r->authz) {
+    eg_repl_free(r);
+    return EG_ENOMEM;
+  }
+  if (r->token[0])
+    sprintf(r->authz, "Bearer %s", r->token);
+  else
+    r->authz[0] = '\0';
+  r->sync_replicas = cfg->sync_replicas;
+  r->sync_timeout_ms = cfg->sync_timeout_ms;
+  r->retain_records = cfg->retain_records;
+  r->retain_s = cfg->retain_s;
+  r->retain_cap = cfg->retain_cap;
+  atomic_store(&r->is_primary, !cfg->replica);
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  if (cfg->replica && !(r->upstream = eg_client_new(r->primary, r->token[0] ? r->token : NULL))) {
+    eg_repl_free(r);
+    return EG_EINVAL;
+  }
+  *out = r;
+  return EG_OK;
+}
+
+eg_err eg_repl_start(eg_repl *r) {
+  if (pthread_create(&r->syncer, NULL, eg_repl_syncer_main, r) != 0) return EG_ENOMEM;
+  r->syncer_started = 1;
+  if (!eg_repl_is_primary(r)) {
+    if (pthread_create(&r->follower, NULL, eg_repl_follower_main, r) != 0) return EG_ENOMEM;
+    r->follower_started = 1;
+  }
+  return EG_OK;
+}
+
+/* Stops the follower (if running) and waits for it. */
+static void eg_repl_stop_follower(eg_repl *r) {
+  if (!r->follower_started) return;
+  pthread_mutex_lock(&r->mu);
+  if (r->follow_call) grpc_call_cancel(r->follow_call, NULL);
+  pthread_mutex_unlock(&r->mu);
+  pthread_join(r->follower, NULL);
+  r->follower_started = 0;
+}
+
+void eg_repl_stop(eg_repl *r) {
+  if (!r) return;
+  atomic_store(&r->stopping, 1);
+  eg_store_wake_waiters(r->store); /* streams waiting for commits */
+  pthread_mutex_lock(&r->mu);
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  eg_repl_stop_follower(r);
+  if (r->syncer_started) pthread_join(r->syncer, NULL);
+  r->syncer_started = 0;
+}
+
+void eg_repl_free(eg_repl *r) {
+  if (!r) return;
+  eg_client_free(r->upstream);
+  pthread_mutex_destroy(&r->mu);
+  pthread_cond_destroy(&r->cv);
+  free(r->primary);
+  free(r->token);
+  free(r->authz);
+  free(r->replica_id);
+  free(r);
+}
+
+int eg_repl_is_primary(const eg_repl *r) { return atomic_load(&r->is_primary); }
+int eg_repl_restart_requested(const eg_repl *r) { return atomic_load(&r->restart); }
+
+eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn) {
+  if (eg_repl_is_primary(r) || atomic_exchange(&r->promoting, 1)) return EG_EPRECOND;
+  /* Stop applying first. Until the new epoch's record commits, writes are
+   * still forwarded (to the old primary), so no local write can land in
+   * the old epoch's history. */
+  eg_repl_stop_follower(r);
+  eg_txn *w;
+  uint64_t next = eg_store_epoch(r->store) + 1;
+  eg_err e = eg_store_write_begin(r->store, &w);
+  if (e) return e;
+  if ((e = eg_store_set_epoch(w, next))) {
+    eg_store_write_abort(w);
+    return e;
+  }
+  if ((e = eg_store_write_commit(w, lsn))) return e;
+  atomic_store(&r->is_primary, 1);
+  *epoch = next;
+  fprintf(stderr, "engramd: promoted to primary: epoch %llu from lsn %llu\n",
+          (unsigned long long)next, (unsigned long long)*lsn);
+  return EG_OK;
+}
+
+void eg_repl_forward(eg_repl *r, const char *path, grpc_byte_buffer *req, const grpc_slice *authz,
+                     gpr_timespec deadline, eg_forwarded *out) {
+  char *auth = NULL;
+  memset(out, 0, sizeof out->code + sizeof out->message);
+  out->payload = NULL;
+  out->lsn = 0;
+  if (authz && (auth = malloc(GRPC_SLICE_LENGTH(*authz) + 1))) {
+    memcpy(auth, GRPC_SLICE_START_PTR(*authz), GRPC_SLICE_LENGTH(*authz));
+    auth[GRPC_SLICE_LENGTH(*authz)] = '\0';
+  }
+  gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC),
+                                   gpr_now(GPR_CLOCK_MONOTONIC));
+  int64_t ms = gpr_time_to_millis(left);
+  eg_client_opts opts = {.timeout_ms = ms > 0 && ms < 600000 ? ms : 600000};
+  eg_client_status st;
+  /* An empty authorization must not turn into the replica's own token. */
+  eg_client_call_raw(r->upstream, path, req, auth ? auth : "", &opts, &st, &out->payload);
+  out->code = st.code;
+  out->lsn = st.lsn;
+  snprintf(out->message, sizeof out->message, "%s", st.message);
+  free(auth);
+}

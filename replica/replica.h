@@ -1,0 +1,94 @@
+/*
+ * replica: WAL shipping (primary side) and following (replica side).
+ *
+ * One eg_repl per process. On the primary it serves ReplicationService
+ * (Stream, Snapshot), keeps the table of replicas (acks, lag, what the log
+ * must keep for them) and holds --sync-replicas writes until enough acks
+ * arrive. On a replica it runs the follower thread (stream, apply, ack,
+ * reconnect with backoff, snapshot bootstrap) and forwards writes to the
+ * primary. Promotion turns a replica into a primary in place.
+ * See docs/replication.md for the protocol and its guarantees.
+ */
+#ifndef EG_REPLICA_H
+#define EG_REPLICA_H
+
+#include <grpc/grpc.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engram/v1/admin.pb-c.h"
+#include "storage/storage.h"
+
+typedef struct {
+  int replica;                 /* start as a replica (else primary) */
+  const char *primary;         /* HOST:PORT to follow (replica) */
+  const char *token;           /* bearer token with the replica role ("" : none) */
+  const char *replica_id;      /* this node's name in the primary's table */
+  int sync_replicas;           /* acks a write waits for (primary) */
+  int64_t sync_timeout_ms;
+  int64_t retain_records, retain_s, retain_cap; /* log retention */
+} eg_repl_config;
+
+typedef struct eg_repl eg_repl;
+
+/* Creates the module; a replica's follower starts at eg_repl_start. The
+ * strings in cfg are copied. */
+eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out);
+/* Starts the follower (replica) and the sync-ack thread (primary). */
+eg_err eg_repl_start(eg_repl *r);
+/* Ends every stream and thread of the module; streams served on other
+ * threads see it and finish. Then frees nothing yet: see eg_repl_free. */
+void eg_repl_stop(eg_repl *r);
+void eg_repl_free(eg_repl *r);
+
+/* 1 while this node is the primary. Thread safety: any thread. */
+int eg_repl_is_primary(const eg_repl *r);
+/* 1 when the follower fetched a snapshot and the process must restart to
+ * install it (main re-executes itself after a clean stop). */
+int eg_repl_restart_requested(const eg_repl *r);
+/* Before eg_store_open on a replica: installs a downloaded snapshot that
+ * is waiting in dir, if any. */
+eg_err eg_repl_install_pending(const char *dir);
+
+/* ---- primary side ------------------------------------------------------- */
+
+/* Serves one ReplicationService/Stream or /Snapshot call to its end, on the
+ * calling thread. cq is the call's own pluck queue. */
+void eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq);
+void eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq);
+
+/* Log records below this LSN may go (retention by count and age, held for
+ * connected replicas up to the cap). t is a txn to read the log with. */
+uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t);
+
+/* With --sync-replicas N > 0: calls done(arg, acked) once N replicas have
+ * applied lsn (acked >= N) or the timeout passed (acked < N), from another
+ * thread. Returns 0 if it will call, -1 if no hold is needed (N == 0). */
+int eg_repl_sync_hold(eg_repl *r, uint64_t lsn, void (*done)(void *arg, int acked), void *arg);
+int eg_repl_sync_needed(const eg_repl *r);
+
+/* ---- replica side ------------------------------------------------------- */
+
+/* Forwards a unary call to the primary and returns its answer: status code
+ * and message, the response payload (caller destroys; NULL on error), and
+ * the engram-lsn it carried. authz (may be NULL) is the caller's
+ * authorization value, passed on so the primary authenticates the caller. */
+typedef struct {
+  int code;
+  char message[512];
+  grpc_byte_buffer *payload;
+  uint64_t lsn;
+} eg_forwarded;
+void eg_repl_forward(eg_repl *r, const char *path, grpc_byte_buffer *req, const grpc_slice *authz,
+                     gpr_timespec deadline, eg_forwarded *out);
+
+/* AdminService.Promote: EG_EPRECOND on a primary. Stops following, starts
+ * epoch + 1 with a log record of its own. */
+eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn);
+
+/* Fills role, primary, primary_lsn and replicas of a status answer; the
+ * strings and replica entries are allocated with alloc(arena, n). */
+eg_err eg_repl_status(eg_repl *r, Engram__V1__GetStatusResponse *out,
+                      void *(*alloc)(void *arena, size_t n), void *arena);
+
+#endif

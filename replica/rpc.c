@@ -1,0 +1,60 @@
+/* Blocking helpers over the gRPC core for the streams of this module:
+ * each call has a pluck queue of its own, and each batch is waited for. */
+#include <string.h>
+
+#include "common/clock.h"
+#include "replica/internal.h"
+
+int64_t eg_rpc_now_us(void) { return eg_now_us(); }
+
+int eg_rpc_run(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t n) {
+  /* The ops array is a unique address for as long as the batch runs. */
+  if (grpc_call_start_batch(call, ops, n, ops, NULL) != GRPC_CALL_OK) return 0;
+  grpc_event ev = grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_SEND_MESSAGE;
+  op.data.send_message.send_message = eg_client_pack(m);
+  int ok = eg_rpc_run(call, cq, &op, 1);
+  grpc_byte_buffer_destroy(op.data.send_message.send_message);
+  return ok;
+}
+
+ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,
+                              const ProtobufCMessageDescriptor *desc) {
+  grpc_byte_buffer *bb = NULL;
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &bb;
+  if (!eg_rpc_run(call, cq, &op, 1) || !bb) return NULL;
+  ProtobufCMessage *m = eg_client_unpack(desc, bb);
+  grpc_byte_buffer_destroy(bb);
+  return m;
+}
+
+void eg_rpc_finish(grpc_call *call, grpc_completion_queue *cq, int code, const char *msg) {
+  int cancelled = 0;
+  grpc_slice details = grpc_slice_from_copied_string(msg);
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[0].data.send_status_from_server.status = (grpc_status_code)code;
+  ops[0].data.send_status_from_server.status_details = &details;
+  ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[1].data.recv_close_on_server.cancelled = &cancelled;
+  eg_rpc_run(call, cq, ops, 2);
+  grpc_slice_unref(details);
+}
+
+void eg_rpc_cq_destroy(grpc_completion_queue *cq) {
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+}

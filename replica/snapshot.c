@@ -1,0 +1,168 @@
+/*
+ * Snapshots: the primary streams a compacted copy of its store with its
+ * LSN and a SHA-256; a replica writes it beside its data, checks it, and
+ * marks it ready; main installs it before opening the store.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crypto/crypto.h"
+#include "engram/v1/replication.pb-c.h"
+#include "replica/internal.h"
+
+#define EG_SNAPSHOT_CHUNK (1u << 20)
+
+static void eg_snap_path(char *out, size_t n, const char *dir, const char *name) {
+  snprintf(out, n, "%s/%s", dir, name);
+}
+
+/* ==== primary ============================================================== */
+
+/* Streams the file at fd in chunks; the last one carries the totals. */
+static int eg_snap_send_file(grpc_call *call, grpc_completion_queue *cq, int fd, uint64_t lsn,
+                             uint64_t epoch) {
+  uint8_t *buf = malloc(EG_SNAPSHOT_CHUNK);
+  eg_sha256 h;
+  uint64_t total = 0;
+  ssize_t n;
+  int ok = buf != NULL;
+  eg_sha256_init(&h);
+  while (ok && (n = read(fd, buf, EG_SNAPSHOT_CHUNK)) > 0) {
+    Engram__V1__SnapshotChunk c = ENGRAM__V1__SNAPSHOT_CHUNK__INIT;
+    c.data = (ProtobufCBinaryData){(size_t)n, buf};
+    eg_sha256_update(&h, buf, (size_t)n);
+    total += (uint64_t)n;
+    ok = eg_rpc_send(call, cq, &c.base);
+  }
+  uint8_t digest[32];
+  eg_sha256_final(&h, digest);
+  Engram__V1__SnapshotChunk last = ENGRAM__V1__SNAPSHOT_CHUNK__INIT;
+  last.last = 1;
+  last.lsn = lsn;
+  last.epoch = epoch;
+  last.total_bytes = total;
+  last.sha256 = (ProtobufCBinaryData){sizeof digest, digest};
+  ok = ok && eg_rpc_send(call, cq, &last.base);
+  free(buf);
+  return ok;
+}
+
+void eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq) {
+  static atomic_uint seq;
+  char path[4096];
+  uint64_t lsn = 0, epoch = 0;
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_SEND_INITIAL_METADATA;
+  ProtobufCMessage *req = NULL;
+  if (!eg_rpc_run(call, cq, &op, 1) ||
+      !(req = eg_rpc_recv(call, cq, &engram__v1__snapshot_request__descriptor))) {
+    eg_rpc_finish(call, cq, GRPC_STATUS_INVALID_ARGUMENT, "expected a SnapshotRequest");
+    return;
+  }
+  protobuf_c_message_free_unpacked(req, NULL);
+  snprintf(path, sizeof path, "%s/snapshot-out-%d-%u.mdb", eg_store_dir(r->store), (int)getpid(),
+           atomic_fetch_add(&seq, 1));
+  if (eg_store_copy(r->store, path, &lsn, &epoch) != EG_OK) {
+    eg_rpc_finish(call, cq, GRPC_STATUS_UNAVAILABLE, "cannot copy the store");
+    return;
+  }
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* Unlinked at once: the open fd keeps it until the stream ends. */
+  unlink(path);
+  int ok = fd >= 0 && eg_snap_send_file(call, cq, fd, lsn, epoch);
+  if (fd >= 0) close(fd);
+  eg_rpc_finish(call, cq, ok ? GRPC_STATUS_OK : GRPC_STATUS_UNAVAILABLE,
+                ok ? "" : "snapshot stream failed");
+}
+
+/* ==== replica ============================================================== */
+
+/* Receives chunks into fd; checks size and digest of the last one. */
+static eg_err eg_snap_receive(grpc_call *call, grpc_completion_queue *cq, int fd) {
+  eg_sha256 h;
+  uint64_t total = 0;
+  Engram__V1__SnapshotChunk *c;
+  eg_sha256_init(&h);
+  while ((c = (void *)eg_rpc_recv(call, cq, &engram__v1__snapshot_chunk__descriptor))) {
+    eg_err e = EG_OK;
+    if (c->last) {
+      uint8_t digest[32];
+      eg_sha256_final(&h, digest);
+      int good = c->total_bytes == total && c->sha256.len == 32 &&
+                 memcmp(c->sha256.data, digest, 32) == 0;
+      protobuf_c_message_free_unpacked(&c->base, NULL);
+      return good ? EG_OK : EG_ECORRUPT;
+    }
+    eg_sha256_update(&h, c->data.data, c->data.len);
+    total += c->data.len;
+    if (write(fd, c->data.data, c->data.len) != (ssize_t)c->data.len) e = EG_EIO;
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    if (e) return e;
+  }
+  return EG_EUNAVAIL; /* the stream ended before the last chunk */
+}
+
+eg_err eg_repl_fetch_snapshot(eg_repl *r) {
+  char partial[4096], ready[4096];
+  const char *dir = eg_store_dir(r->store);
+  eg_snap_path(partial, sizeof partial, dir, EG_REPL_SNAPSHOT_PARTIAL);
+  eg_snap_path(ready, sizeof ready, dir, EG_REPL_SNAPSHOT_READY);
+  int fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return EG_EIO;
+
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_slice method = grpc_slice_from_static_string(EG_REPL_SERVICE "Snapshot");
+  grpc_call *call = grpc_channel_create_call(eg_client_channel(r->upstream), NULL,
+                                             GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
+                                             gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  grpc_metadata md = {.key = grpc_slice_from_static_string("authorization"),
+                      .value = grpc_slice_from_copied_string(r->authz)};
+  grpc_metadata_array initial;
+  grpc_metadata_array_init(&initial);
+  Engram__V1__SnapshotRequest req = ENGRAM__V1__SNAPSHOT_REQUEST__INIT;
+  req.replica_id = r->replica_id;
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = r->authz[0] ? 1 : 0;
+  ops[0].data.send_initial_metadata.metadata = &md;
+  ops[1].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[2].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  eg_err e = EG_EUNAVAIL;
+  pthread_mutex_lock(&r->mu);
+  r->follow_call = call; /* a stop cancels the download too */
+  pthread_mutex_unlock(&r->mu);
+  if (eg_rpc_run(call, cq, ops, 1) && eg_rpc_send(call, cq, &req.base) &&
+      eg_rpc_run(call, cq, ops + 1, 2))
+    e = eg_snap_receive(call, cq, fd);
+  pthread_mutex_lock(&r->mu);
+  r->follow_call = NULL;
+  pthread_mutex_unlock(&r->mu);
+  if (!e && fsync(fd) != 0) e = EG_EIO;
+  close(fd);
+  if (!e && rename(partial, ready) != 0) e = EG_EIO;
+  if (e) unlink(partial);
+  grpc_call_cancel(call, NULL);
+  grpc_call_unref(call);
+  eg_rpc_cq_destroy(cq);
+  grpc_metadata_array_destroy(&initial);
+  grpc_slice_unref(md.value);
+  fprintf(stderr, "engramd: replica: snapshot %s\n", e ? eg_err_msg(e) : "received and checked");
+  return e;
+}
+
+eg_err eg_repl_install_pending(const char *dir) {
+  char ready[4096];
+  struct stat st;
+  eg_snap_path(ready, sizeof ready, dir, EG_REPL_SNAPSHOT_READY);
+  if (stat(ready, &st) != 0) return EG_OK;
+  fprintf(stderr, "engramd: replica: installing the snapshot fetched from the primary\n");
+  return eg_store_install_snapshot(dir, ready);
+}

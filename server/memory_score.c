@@ -1,0 +1,155 @@
+/* Memory scoring (memory_score.h). */
+#include "server/memory_score.h"
+
+#include <math.h>
+#include <string.h>
+
+/* Four independent 4-wide accumulators: no dependency chain through one
+ * sum, so the loop runs at load speed without -ffast-math. */
+typedef float eg_v4 __attribute__((vector_size(16)));
+
+float eg_vec_dot(const float *q, const uint8_t *v, size_t dim) {
+  eg_v4 acc[4] = {{0}};
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16)
+    for (int j = 0; j < 4; j++) {
+      eg_v4 a, b;
+      memcpy(&a, q + i + 4 * j, sizeof a);
+      memcpy(&b, v + 4 * (i + 4 * j), sizeof b);
+      acc[j] += a * b;
+    }
+  eg_v4 s = acc[0] + acc[1] + acc[2] + acc[3];
+  float sum = s[0] + s[1] + s[2] + s[3];
+  for (; i < dim; i++) {
+    float b;
+    memcpy(&b, v + 4 * i, sizeof b);
+    sum += q[i] * b;
+  }
+  return sum;
+}
+
+float eg_vec_norm(const float *v, size_t dim) {
+  double s = 0;
+  for (size_t i = 0; i < dim; i++) s += (double)v[i] * v[i];
+  return (float)sqrt(s);
+}
+
+float eg_cosine(float dot, float na, float nb) {
+  if (na <= 0 || nb <= 0) return 0;
+  float c = dot / (na * nb);
+  return c > 1 ? 1 : c < -1 ? -1 : c;
+}
+
+float eg_jaccard(size_t inter, size_t na, size_t nb) {
+  size_t uni = na + nb - inter;
+  return uni ? (float)inter / (float)uni : 0;
+}
+
+float eg_recency(double age_s, double half_life_s) {
+  if (age_s <= 0) return 1;
+  return (float)exp2(-age_s / half_life_s);
+}
+
+double eg_idf(size_t df, size_t n) { return log(1.0 + ((double)n + 1.0) / ((double)df + 0.5)); }
+
+float eg_keyword_score(double matched_idf, double query_idf, size_t matched, size_t memory_terms) {
+  if (query_idf <= 0 || matched == 0) return 0;
+  double cover = matched_idf / query_idf;
+  double precision = memory_terms ? (double)matched / (double)memory_terms : 0;
+  double s = 0.8 * cover + 0.2 * precision;
+  return (float)(s > 1 ? 1 : s);
+}
+
+int eg_scored_cmp(const eg_scored *a, const eg_scored *b) {
+  if (a->score != b->score) return a->score > b->score ? -1 : 1;
+  if (a->importance != b->importance) return a->importance > b->importance ? -1 : 1;
+  if (a->create_us != b->create_us) return a->create_us > b->create_us ? -1 : 1;
+  size_t n = a->pos_len < b->pos_len ? a->pos_len : b->pos_len;
+  int c = memcmp(a->pos, b->pos, n);
+  if (c) return c;
+  return a->pos_len < b->pos_len ? -1 : a->pos_len > b->pos_len;
+}
+
+/* The heap keeps the worst kept item at the root. */
+static int eg_heap_worse(const eg_scored *a, const eg_scored *b) { return eg_scored_cmp(a, b) > 0; }
+
+static void eg_heap_swap(eg_scored *a, eg_scored *b) {
+  eg_scored t = *a;
+  *a = *b;
+  *b = t;
+}
+
+static void eg_heap_down(eg_topk *h, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, w = i;
+    if (l < h->n && eg_heap_worse(&h->items[l], &h->items[w])) w = l;
+    if (r < h->n && eg_heap_worse(&h->items[r], &h->items[w])) w = r;
+    if (w == i) return;
+    eg_heap_swap(&h->items[i], &h->items[w]);
+    i = w;
+  }
+}
+
+void eg_topk_init(eg_topk *h, eg_scored *items, size_t k) {
+  h->items = items;
+  h->n = 0;
+  h->k = k;
+}
+
+void eg_topk_offer(eg_topk *h, const eg_scored *c) {
+  if (h->k == 0) return;
+  if (h->n < h->k) {
+    size_t i = h->n++;
+    h->items[i] = *c;
+    while (i > 0) {
+      size_t p = (i - 1) / 2;
+      if (!eg_heap_worse(&h->items[i], &h->items[p])) break;
+      eg_heap_swap(&h->items[i], &h->items[p]);
+      i = p;
+    }
+    return;
+  }
+  if (!eg_heap_worse(&h->items[0], c)) return;
+  h->items[0] = *c;
+  eg_heap_down(h, 0);
+}
+
+void eg_topk_sort(eg_topk *h) {
+  /* Heap sort: pop the worst to the end until one is left. */
+  size_t n = h->n;
+  while (h->n > 1) {
+    eg_heap_swap(&h->items[0], &h->items[h->n - 1]);
+    h->n--;
+    eg_heap_down(h, 0);
+  }
+  h->n = n;
+}
+
+/* ---- de-duplication ---------------------------------------------------------- */
+
+static int eg_would_match(const eg_similarity *s, float jt, float ct, int have_terms) {
+  return (have_terms && s->jaccard >= jt) || (s->both_vectors && s->cosine >= ct);
+}
+
+int eg_is_duplicate(const eg_similarity *s, float jt, float ct, int have_terms) {
+  return s->same_polarity && eg_would_match(s, jt, ct, have_terms);
+}
+
+int eg_is_conflict(const eg_similarity *s, float jt, float ct, int have_terms) {
+  return !s->same_polarity && eg_would_match(s, jt, ct, have_terms);
+}
+
+int eg_dedup_better(const eg_similarity *a, const eg_similarity *b) {
+  float ma = a->both_vectors && a->cosine > a->jaccard ? a->cosine : a->jaccard;
+  float mb = b->both_vectors && b->cosine > b->jaccard ? b->cosine : b->jaccard;
+  if (ma != mb) return ma > mb;
+  return a->jaccard > b->jaccard;
+}
+
+eg_dedup_action eg_dedup_decide(eg_dedup_policy policy, float new_importance,
+                                float old_importance) {
+  if (policy == EG_POLICY_OFF) return EG_DEDUP_NONE;
+  if (policy == EG_POLICY_MERGE) return EG_DEDUP_MERGE;
+  /* MARK: the more important stays ACTIVE; on a tie the one already there. */
+  return new_importance > old_importance ? EG_DEDUP_OLD_IS_DUP : EG_DEDUP_NEW_IS_DUP;
+}

@@ -1,0 +1,1352 @@
+/*
+ * engram.v1.MemoryService: typed long-term memories with blind-index
+ * keyword search, vector search, write-time de-duplication and quotas.
+ *
+ * Reads (Get, List, Search) run on the worker; writes are prepare (worker:
+ * validation, sealing the text, hashing its words) + apply (writer: the
+ * de-duplication, quota and every put in one nested txn). Search and
+ * de-duplication read only the fixed-layout meta, the raw vectors and the
+ * postings of storage/memories.h; records are decoded only for what is
+ * returned.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engram/storage/v1/memory_records.pb-c.h"
+#include "engram/v1/memory.pb-c.h"
+#include "server/convert.h"
+#include "server/ids.h"
+#include "server/memory_score.h"
+#include "server/memory_text.h"
+#include "server/service.h"
+#include "server/validate.h"
+
+#define EG_CATEGORY_MAX 256
+#define EG_TAG_MAX 128
+
+static uint32_t eg_get_be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int64_t eg_get_be64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+  return (int64_t)v;
+}
+
+/* ==== shared helpers ========================================================== */
+
+static eg_err eg_mem_invalid(eg_req *r, const char *field, const char *what) {
+  return eg_invalid(r->msg, sizeof r->msg, field, "%s", what);
+}
+
+static void eg_memory_rec_free(void *p) { engram__storage__v1__memory_record__free_unpacked(p, NULL); }
+
+static int eg_memory_expired(int64_t expire_us, int64_t now_us) { return expire_us && expire_us <= now_us; }
+
+static eg_err eg_memory_load(eg_req *r, eg_txn *t, const char *memory_id, int allow_expired,
+                      eg_memory_rec **out) {
+  eg_memory_rec *rec;
+  eg_err e = eg_store_memory_get(t, r->tenant, memory_id, &rec);
+  if (e == EG_OK && eg_arena_defer(r->arena, eg_memory_rec_free, rec) != 0) return EG_ENOMEM;
+  if (e == EG_OK && !allow_expired && eg_memory_expired(rec->expire_time_us, r->now_us))
+    e = EG_ENOTFOUND;
+  if (e == EG_ENOTFOUND) {
+    snprintf(r->msg, sizeof r->msg, "memory_id: no memory '%s'", memory_id);
+    return e;
+  }
+  if (e == EG_OK) *out = rec;
+  return e;
+}
+
+static eg_err eg_check_unit(eg_req *r, const char *field, float v) {
+  if (!(v >= 0.0f && v <= 1.0f))
+    return eg_invalid(r->msg, sizeof r->msg, field, "must be in [0, 1] (got %g)", (double)v);
+  return EG_OK;
+}
+
+static eg_err eg_check_type(eg_req *r, const char *field, int type) {
+  if (type <= ENGRAM__V1__MEMORY_TYPE__MEMORY_TYPE_UNSPECIFIED ||
+      type > ENGRAM__V1__MEMORY_TYPE__MEMORY_TYPE_EMOTION)
+    return eg_invalid(r->msg, sizeof r->msg, field,
+                      "must be PERSON, PREFERENCE, EVENT, TOPIC, FACT or EMOTION (got %d)", type);
+  return EG_OK;
+}
+
+/* Checks an embedding and copies it (aligned) into the arena. */
+static eg_err eg_embedding_check(eg_req *r, const char *field, const float *v, size_t n, float **out,
+                          float *norm) {
+  *out = NULL;
+  *norm = 0;
+  if (n == 0) return EG_OK;
+  if (n > EG_MEMORY_DIM_MAX)
+    return eg_invalid(r->msg, sizeof r->msg, field, "%zu dimensions, limit %d", n, EG_MEMORY_DIM_MAX);
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(v[i]))
+      return eg_invalid(r->msg, sizeof r->msg, field, "value %zu is not finite", i);
+  *norm = eg_vec_norm(v, n);
+  if (!(*norm > 0) || !isfinite(*norm))
+    return eg_mem_invalid(r, field, "must not be all zeros (cosine needs a direction)");
+  float *copy = EG_ARENA_ARRAY(r->arena, float, n);
+  if (!copy) return EG_ENOMEM;
+  memcpy(copy, v, n * sizeof *copy);
+  *out = copy;
+  return EG_OK;
+}
+
+static eg_err eg_dim_check(eg_req *r, eg_txn *t, const char *user_id, const char *field, size_t dim) {
+  eg_memory_counters c;
+  if (!dim) return EG_OK;
+  eg_err e = eg_store_memory_counters(t, r->tenant, user_id, &c);
+  if (e == EG_OK && c.dim && c.dim != dim)
+    return eg_invalid(r->msg, sizeof r->msg, field,
+                      "%zu dimensions, but this user's embeddings have %u", dim, (unsigned)c.dim);
+  return e;
+}
+
+static eg_err eg_time_us(eg_req *r, const char *field, const Google__Protobuf__Timestamp *ts, int64_t *us) {
+  *us = 0;
+  if (!ts) return EG_OK;
+  if (ts->seconds < 0 || ts->seconds > 253402300799LL || ts->nanos < 0 || ts->nanos > 999999999)
+    return eg_mem_invalid(r, field, "not a valid time (0001..9999, nanos 0..999999999, not before 1970)");
+  *us = ts->seconds * 1000000 + ts->nanos / 1000;
+  return EG_OK;
+}
+
+/* Blind token of a label: a domain byte (never part of a word) + text. */
+static uint64_t eg_label_hash(const eg_blind_ctx *ctx, char domain, const char *s) {
+  char buf[1 + EG_CATEGORY_MAX];
+  size_t n = strlen(s);
+  buf[0] = domain;
+  memcpy(buf + 1, s, n);
+  return eg_blind_word(ctx, buf, n + 1);
+}
+
+static uint64_t eg_category_hash(const eg_blind_ctx *ctx, const char *category) {
+  return category[0] ? eg_label_hash(ctx, 'c', category) : 0;
+}
+
+static uint64_t eg_tag_hash(const eg_blind_ctx *ctx, const char *tag) { return eg_label_hash(ctx, 't', tag); }
+
+static eg_err eg_category_check(eg_req *r, const char *field, const char *category) {
+  if (strlen(category) > EG_CATEGORY_MAX)
+    return eg_invalid(r->msg, sizeof r->msg, field, "longer than %d bytes", EG_CATEGORY_MAX);
+  return EG_OK;
+}
+
+/* Checks tags (each 1..128 bytes, at most max) and drops repeats, keeping
+ * the first of each. */
+static eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t max,
+                     char ***out, size_t *nout) {
+  char **keep = EG_ARENA_ARRAY(r->arena, char *, n ? n : 1);
+  size_t k = 0;
+  if (!keep) return EG_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strlen(tags[i]);
+    if (len == 0 || len > EG_TAG_MAX)
+      return eg_invalid(r->msg, sizeof r->msg, field, "tag %zu: must be 1..%d bytes", i, EG_TAG_MAX);
+    int dup = 0;
+    for (size_t j = 0; j < k && !dup; j++) dup = strcmp(keep[j], tags[i]) == 0;
+    if (!dup) keep[k++] = tags[i];
+  }
+  if (k > max) return eg_invalid(r->msg, sizeof r->msg, field, "%zu tags, limit %zu", k, max);
+  *out = keep;
+  *nout = k;
+  return EG_OK;
+}
+
+/* Seals {category, tags} for memory_id and hashes them for filtering. */
+static eg_err eg_labels_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memory_id,
+                             const char *category, char **tags, size_t n, eg_memory_rec *rec) {
+  rec->category_hash = eg_category_hash(ctx, category);
+  rec->n_tag_hashes = n;
+  rec->tag_hashes = EG_ARENA_ARRAY(r->arena, uint64_t, n ? n : 1);
+  if (!rec->tag_hashes) return EG_ENOMEM;
+  for (size_t i = 0; i < n; i++) rec->tag_hashes[i] = eg_tag_hash(ctx, tags[i]);
+  rec->labels_token.len = 0;
+  rec->labels_token.data = NULL;
+  if (!category[0] && !n) return EG_OK;
+  Engram__Storage__V1__MemoryLabels l = ENGRAM__STORAGE__V1__MEMORY_LABELS__INIT;
+  l.category = (char *)category;
+  l.tags = tags;
+  l.n_tags = n;
+  size_t len = engram__storage__v1__memory_labels__get_packed_size(&l);
+  uint8_t *buf = eg_arena_alloc(r->arena, len ? len : 1);
+  if (!buf) return EG_ENOMEM;
+  engram__storage__v1__memory_labels__pack(&l, buf);
+  return eg_field_seal(r, "memory", memory_id, "labels", buf, len, &rec->labels_token);
+}
+
+static void eg_labels_free(void *p) { engram__storage__v1__memory_labels__free_unpacked(p, NULL); }
+
+/* Opens rec's labels: *category ("" if none) and tags (arena/deferred). */
+static eg_err eg_labels_open(eg_req *r, const eg_memory_rec *rec, char **category, char ***tags,
+                             size_t *n) {
+  char *pt;
+  size_t len;
+  *category = "";
+  *tags = NULL;
+  *n = 0;
+  eg_err e = eg_field_open(r, "memory", rec->memory_id, "labels", &rec->labels_token, &pt, &len);
+  if (e != EG_OK || len == 0) return e;
+  Engram__Storage__V1__MemoryLabels *l =
+      engram__storage__v1__memory_labels__unpack(NULL, len, (const uint8_t *)pt);
+  if (!l) {
+    snprintf(r->msg, sizeof r->msg, "memory %s: labels do not decode", rec->memory_id);
+    return EG_ECORRUPT;
+  }
+  if (eg_arena_defer(r->arena, eg_labels_free, l) != 0) return EG_ENOMEM;
+  *category = l->category;
+  *tags = l->tags;
+  *n = l->n_tags;
+  return EG_OK;
+}
+
+/* Seals the text for memory_id and computes its blind terms. */
+static eg_err eg_text_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memory_id,
+                           const char *text, eg_memory_rec *rec) {
+  size_t len = strlen(text);
+  uint64_t *terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_TEXT_TERMS_MAX);
+  int negated;
+  if (!terms) return EG_ENOMEM;
+  rec->n_term_hashes = eg_text_terms(ctx, text, len, terms, EG_TEXT_TERMS_MAX, &negated);
+  rec->term_hashes = terms;
+  rec->flags = negated ? EG_MEMORY_F_NEGATED : 0;
+  return eg_field_seal(r, "memory", memory_id, "text", text, len, &rec->text_token);
+}
+
+static eg_err eg_text_check(eg_req *r, const char *field, const char *text) {
+  size_t len = strlen(text);
+  if (len == 0) return eg_mem_invalid(r, field, "required (non-empty)");
+  if ((int64_t)len > r->srv->cfg->max_content_bytes)
+    return eg_invalid(r->msg, sizeof r->msg, field, "%zu bytes, limit %lld", len,
+                      (long long)r->srv->cfg->max_content_bytes);
+  return EG_OK;
+}
+
+static eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with_embedding,
+                        Engram__V1__Memory **out) {
+  Engram__V1__Memory *m = EG_ARENA_NEW(r->arena, Engram__V1__Memory);
+  size_t len;
+  if (!m) return EG_ENOMEM;
+  engram__v1__memory__init(m);
+  m->memory_id = rec->memory_id;
+  m->user_id = rec->user_id;
+  m->agent_id = rec->agent_id;
+  m->type = rec->type;
+  m->importance = rec->importance;
+  m->confidence = rec->confidence;
+  m->source_session_id = rec->source_session_id;
+  m->state = rec->state;
+  m->duplicate_of = rec->duplicate_of;
+  m->version = rec->version;
+  if (!(m->create_time = eg_timestamp(r, rec->create_time_us)) ||
+      !(m->update_time = eg_timestamp(r, rec->update_time_us)))
+    return EG_ENOMEM;
+  if (rec->expire_time_us && !(m->expire_time = eg_timestamp(r, rec->expire_time_us))) return EG_ENOMEM;
+  eg_err e = eg_field_open(r, "memory", rec->memory_id, "text", &rec->text_token, &m->text, &len);
+  if (e == EG_OK) e = eg_labels_open(r, rec, &m->category, &m->tags, &m->n_tags);
+  if (e != EG_OK) return e;
+  if (with_embedding && rec->dim > 0) {
+    m->embedding = EG_ARENA_ARRAY(r->arena, float, (size_t)rec->dim);
+    if (!m->embedding) return EG_ENOMEM;
+    if ((e = eg_store_memory_vector(t, r->tenant, rec, m->embedding))) return e;
+    m->n_embedding = (size_t)rec->dim;
+  }
+  *out = m;
+  return EG_OK;
+}
+
+static void eg_blind_ctx_wipe(void *p) { eg_blind_end(p); }
+
+/* A blind-index context for r's tenant, wiped when the call ends. */
+static eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
+  eg_blind_ctx *ctx = EG_ARENA_NEW(r->arena, eg_blind_ctx);
+  if (!ctx) return EG_ENOMEM;
+  eg_err e = eg_blind_begin(r->srv->keys, r->tenant, ctx);
+  if (e == EG_OK) e = eg_arena_defer(r->arena, eg_blind_ctx_wipe, ctx) == 0 ? EG_OK : EG_ENOMEM;
+  *out = ctx;
+  return e;
+}
+
+/* ==== position map (postings joins) ============================================ */
+
+typedef struct {
+  const uint8_t *pos; /* NULL: empty slot */
+  size_t len;
+  uint32_t count;
+  double idf;
+} eg_pmap_ent;
+
+typedef struct {
+  eg_arena *a;
+  eg_pmap_ent *e;
+  size_t cap, n;
+} eg_pmap;
+
+static uint64_t eg_pos_hash(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+  return h ^ (h >> 29);
+}
+
+static eg_err eg_pmap_init(eg_pmap *m, eg_arena *a, size_t cap) {
+  m->a = a;
+  m->cap = 64;
+  while (m->cap < 2 * cap) m->cap *= 2;
+  m->n = 0;
+  m->e = EG_ARENA_ARRAY(a, eg_pmap_ent, m->cap);
+  return m->e ? EG_OK : EG_ENOMEM;
+}
+
+static eg_pmap_ent *eg_pmap_slot(eg_pmap_ent *e, size_t cap, const uint8_t *p, size_t n) {
+  for (size_t i = eg_pos_hash(p, n) & (cap - 1);; i = (i + 1) & (cap - 1))
+    if (!e[i].pos || (e[i].len == n && memcmp(e[i].pos, p, n) == 0)) return &e[i];
+}
+
+static eg_pmap_ent *eg_pmap_find(const eg_pmap *m, const uint8_t *p, size_t n) {
+  eg_pmap_ent *s = eg_pmap_slot(m->e, m->cap, p, n);
+  return s->pos ? s : NULL;
+}
+
+/* The entry for p, added (count 0) if new; NULL when out of memory. */
+static eg_pmap_ent *eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n) {
+  if (2 * (m->n + 1) > m->cap) {
+    size_t cap = m->cap * 2;
+    eg_pmap_ent *e = EG_ARENA_ARRAY(m->a, eg_pmap_ent, cap);
+    if (!e) return NULL;
+    for (size_t i = 0; i < m->cap; i++)
+      if (m->e[i].pos) *eg_pmap_slot(e, cap, m->e[i].pos, m->e[i].len) = m->e[i];
+    m->e = e;
+    m->cap = cap;
+  }
+  eg_pmap_ent *s = eg_pmap_slot(m->e, m->cap, p, n);
+  if (s->pos) return s;
+  uint8_t *copy = eg_arena_alloc(m->a, n);
+  if (!copy) return NULL;
+  memcpy(copy, p, n);
+  *s = (eg_pmap_ent){.pos = copy, .len = n};
+  m->n++;
+  return s;
+}
+
+/* Postings of one term, collected so its df is known before scoring. */
+struct eg_posting_list {
+  eg_req *r;
+  eg_memory_pos *items;
+  size_t n, cap;
+  eg_err err;
+};
+
+static int eg_posting_collect(void *arg, const eg_memory_pos *pos) {
+  struct eg_posting_list *l = arg;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 64;
+    eg_memory_pos *items = EG_ARENA_ARRAY(l->r->arena, eg_memory_pos, cap);
+    if (!items) return l->err = EG_ENOMEM, 1;
+    if (l->n) memcpy(items, l->items, l->n * sizeof *items);
+    l->items = items;
+    l->cap = cap;
+  }
+  l->items[l->n++] = *pos;
+  return 0;
+}
+
+/* Adds every posting of terms[0..n) to m (count = matched terms, idf =
+ * their idf sum over n_docs memories); *query_idf gets the idf sum of all
+ * the terms. */
+static eg_err eg_postings_join(eg_req *r, eg_txn *t, const char *user_id, const uint64_t *terms,
+                               size_t n, size_t n_docs, eg_pmap *m, double *query_idf) {
+  struct eg_posting_list l = {.r = r};
+  *query_idf = 0;
+  for (size_t i = 0; i < n; i++) {
+    l.n = 0;
+    eg_err e = eg_store_memory_postings(t, r->tenant, user_id, terms[i], eg_posting_collect, &l);
+    if (e == EG_OK) e = l.err;
+    if (e != EG_OK) return e;
+    double idf = eg_idf(l.n, n_docs);
+    *query_idf += idf;
+    for (size_t j = 0; j < l.n; j++) {
+      eg_pmap_ent *ent = eg_pmap_add(m, l.items[j].buf, l.items[j].len);
+      if (!ent) return EG_ENOMEM;
+      ent->count++;
+      ent->idf += idf;
+    }
+  }
+  return EG_OK;
+}
+
+static int eg_pos_cmp(const void *a, const void *b) {
+  const eg_memory_pos *x = a, *y = b;
+  int c = memcmp(x->buf, y->buf, x->len < y->len ? x->len : y->len);
+  return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static eg_err eg_pos_to_id(eg_req *r, const uint8_t *pos, size_t len, char **id) {
+  if (len < 9) return EG_ECORRUPT;
+  *id = eg_arena_strndup(r->arena, (const char *)pos + 8, len - 8);
+  return *id ? EG_OK : EG_ENOMEM;
+}
+
+/* ==== filters ==================================================================== */
+
+typedef struct {
+  unsigned type_mask, state_mask;
+  int has_category;
+  uint64_t category_hash;
+  uint64_t *tags;
+  size_t n_tags;
+  float min_importance;
+  int64_t from_us, to_us; /* to_us 0: no upper bound */
+} eg_mfilter;
+
+/* Compiles f (may be NULL). search: only ACTIVE may be asked for. */
+static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram__V1__MemoryFilter *f,
+                                int search, eg_mfilter *out) {
+  char field[64];
+  eg_err e;
+  memset(out, 0, sizeof *out);
+  out->state_mask = 1u << EG_MSTATE_ACTIVE;
+  if (!f) return EG_OK;
+  for (size_t i = 0; i < f->n_types; i++) {
+    snprintf(field, sizeof field, "filter.types[%zu]", i);
+    if ((e = eg_check_type(r, field, f->types[i]))) return e;
+    out->type_mask |= 1u << f->types[i];
+  }
+  if (f->n_states) out->state_mask = 0;
+  for (size_t i = 0; i < f->n_states; i++) {
+    int s = f->states[i];
+    snprintf(field, sizeof field, "filter.states[%zu]", i);
+    if (s < EG_MSTATE_ACTIVE || s > EG_MSTATE_DELETED)
+      return eg_invalid(r->msg, sizeof r->msg, field, "must be ACTIVE, DUPLICATE or DELETED (got %d)", s);
+    if (search && s != EG_MSTATE_ACTIVE)
+      return eg_mem_invalid(r, field, "search returns only ACTIVE memories");
+    out->state_mask |= 1u << s;
+  }
+  if ((e = eg_category_check(r, "filter.category", f->category))) return e;
+  out->has_category = f->category[0] != 0;
+  out->category_hash = eg_category_hash(ctx, f->category);
+  char **tags;
+  if ((e = eg_tags_check(r, "filter.tags", f->tags, f->n_tags, EG_MEMORY_TAGS_MAX, &tags, &out->n_tags)))
+    return e;
+  out->tags = EG_ARENA_ARRAY(r->arena, uint64_t, out->n_tags ? out->n_tags : 1);
+  if (!out->tags) return EG_ENOMEM;
+  for (size_t i = 0; i < out->n_tags; i++) out->tags[i] = eg_tag_hash(ctx, tags[i]);
+  if ((e = eg_check_unit(r, "filter.min_importance", f->min_importance))) return e;
+  out->min_importance = f->min_importance;
+  if ((e = eg_time_us(r, "filter.create_time_from", f->create_time_from, &out->from_us)) ||
+      (e = eg_time_us(r, "filter.create_time_to", f->create_time_to, &out->to_us)))
+    return e;
+  if (out->to_us && out->to_us <= out->from_us)
+    return eg_mem_invalid(r, "filter.create_time_to", "must be after create_time_from");
+  return EG_OK;
+}
+
+static int eg_filter_match(const eg_mfilter *f, const eg_memory_meta *m, int64_t now_us) {
+  if (eg_memory_expired(m->expire_us, now_us)) return 0;
+  if (m->state < 1 || m->state > 3 || !(f->state_mask & (1u << m->state))) return 0;
+  if (f->type_mask && (m->type < 1 || m->type > 6 || !(f->type_mask & (1u << m->type)))) return 0;
+  if (m->importance < f->min_importance) return 0;
+  if (m->create_us < f->from_us || (f->to_us && m->create_us >= f->to_us)) return 0;
+  if (f->has_category && m->category_hash != f->category_hash) return 0;
+  for (size_t i = 0; i < f->n_tags; i++) {
+    int found = 0;
+    for (unsigned j = 0; j < m->n_tags && !found; j++) found = eg_memory_meta_tag(m, j) == f->tags[i];
+    if (!found) return 0;
+  }
+  return 1;
+}
+
+/* ==== CreateMemory =============================================================== */
+
+struct eg_cm_state {
+  const Engram__V1__CreateMemoryRequest *in;
+  const Engram__V1__Memory *m;
+  eg_memory_rec rec;  /* the new record, minus state/version/times */
+  const eg_blind_ctx *ctx;
+  char **tags;
+  size_t n_tags;
+  float *vec;
+  float jt, ct;
+  eg_dedup_policy policy;
+  int evict;
+};
+
+static eg_err eg_cm_check(eg_req *r, struct eg_cm_state *st) {
+  const Engram__V1__Memory *m = st->m;
+  const Engram__V1__CreateMemoryRequest *in = st->in;
+  eg_err e;
+  if ((e = eg_validate_id("memory.user_id", m->user_id, 1, r->msg, sizeof r->msg)) ||
+      (e = eg_validate_id("memory.memory_id", m->memory_id, 0, r->msg, sizeof r->msg)) ||
+      (e = eg_validate_id("memory.agent_id", m->agent_id, 0, r->msg, sizeof r->msg)) ||
+      (e = eg_validate_id("memory.source_session_id", m->source_session_id, 0, r->msg, sizeof r->msg)) ||
+      (e = eg_check_type(r, "memory.type", m->type)) || (e = eg_text_check(r, "memory.text", m->text)) ||
+      (e = eg_check_unit(r, "memory.importance", m->importance)) ||
+      (e = eg_check_unit(r, "memory.confidence", m->confidence)) ||
+      (e = eg_category_check(r, "memory.category", m->category)) ||
+      (e = eg_tags_check(r, "memory.tags", m->tags, m->n_tags, (size_t)r->srv->cfg->memory_max_tags,
+                         &st->tags, &st->n_tags)) ||
+      (e = eg_embedding_check(r, "memory.embedding", m->embedding, m->n_embedding, &st->vec,
+                              &st->rec.norm)) ||
+      (e = eg_check_unit(r, "jaccard_threshold", in->jaccard_threshold)) ||
+      (e = eg_check_unit(r, "cosine_threshold", in->cosine_threshold)) ||
+      (e = eg_time_us(r, "memory.expire_time", m->expire_time, &st->rec.expire_time_us)))
+    return e;
+  if (m->expire_time && st->rec.expire_time_us <= r->now_us)
+    return eg_mem_invalid(r, "memory.expire_time", "must be in the future");
+  if (in->dedup_policy < 0 || in->dedup_policy > ENGRAM__V1__DEDUP_POLICY__DEDUP_POLICY_MERGE)
+    return eg_invalid(r->msg, sizeof r->msg, "dedup_policy", "unknown value %d", (int)in->dedup_policy);
+  if (in->quota_policy < 0 || in->quota_policy > ENGRAM__V1__QUOTA_POLICY__QUOTA_POLICY_EVICT_LOWEST)
+    return eg_invalid(r->msg, sizeof r->msg, "quota_policy", "unknown value %d", (int)in->quota_policy);
+  return EG_OK;
+}
+
+static eg_err eg_cm_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__CreateMemoryRequest *in = (const void *)msg;
+  struct eg_cm_state *st = EG_ARENA_NEW(r->arena, struct eg_cm_state);
+  eg_blind_ctx *ctx;
+  eg_err e;
+  if (!st) return EG_ENOMEM;
+  if (!in->memory) return eg_mem_invalid(r, "memory", "required");
+  st->in = in;
+  st->m = in->memory;
+  engram__storage__v1__memory_record__init(&st->rec);
+  if ((e = eg_cm_check(r, st)) || (e = eg_blind_ctx_of(r, &ctx))) return e;
+  st->ctx = ctx;
+  st->jt = in->jaccard_threshold > 0 ? in->jaccard_threshold : EG_DEDUP_JACCARD_DEFAULT;
+  st->ct = in->cosine_threshold > 0 ? in->cosine_threshold : EG_DEDUP_COSINE_DEFAULT;
+  st->policy = in->dedup_policy ? (eg_dedup_policy)in->dedup_policy : EG_POLICY_MARK;
+  st->evict = in->quota_policy == ENGRAM__V1__QUOTA_POLICY__QUOTA_POLICY_EVICT_LOWEST ||
+              (in->quota_policy == 0 && strcmp(r->srv->cfg->memory_quota_policy, "evict") == 0);
+  eg_memory_rec *rec = &st->rec;
+  rec->memory_id = st->m->memory_id;
+  if (!rec->memory_id[0]) {
+    if (!(rec->memory_id = eg_arena_alloc(r->arena, EG_ULID_LEN + 1))) return EG_ENOMEM;
+    eg_ulid_new(rec->memory_id);
+  }
+  rec->user_id = st->m->user_id;
+  rec->agent_id = st->m->agent_id;
+  rec->type = st->m->type;
+  rec->importance = st->m->importance;
+  rec->confidence = st->m->confidence;
+  rec->source_session_id = st->m->source_session_id;
+  rec->duplicate_of = "";
+  rec->dim = (int32_t)st->m->n_embedding;
+  if ((e = eg_text_seal(r, ctx, rec->memory_id, st->m->text, rec)) ||
+      (e = eg_labels_seal(r, ctx, rec->memory_id, st->m->category, st->tags, st->n_tags, rec)))
+    return e;
+  r->state = st;
+  return EG_OK;
+}
+
+/* The best duplicate and the conflicts among the user's ACTIVE memories of
+ * the new one's type. */
+struct eg_dedup {
+  eg_req *r;
+  const struct eg_cm_state *st;
+  const eg_pmap *shared; /* term overlaps by position */
+  int found;
+  eg_similarity best;
+  eg_memory_pos best_pos;
+  char **conflicts;
+  size_t n_conflicts, cap_conflicts;
+  eg_err err;
+};
+
+static void eg_dedup_consider(struct eg_dedup *d, const uint8_t *pos, size_t pos_len,
+                              const eg_memory_meta *m, const uint8_t *vec) {
+  const eg_memory_rec *rec = &d->st->rec;
+  if (m->state != EG_MSTATE_ACTIVE || m->type != rec->type ||
+      eg_memory_expired(m->expire_us, d->r->now_us))
+    return;
+  const eg_pmap_ent *ent = eg_pmap_find(d->shared, pos, pos_len);
+  eg_similarity s = {.same_polarity = (m->flags & EG_MEMORY_F_NEGATED) == rec->flags};
+  s.jaccard = eg_jaccard(ent ? ent->count : 0, rec->n_term_hashes, m->n_terms);
+  if (vec && d->st->vec) {
+    s.both_vectors = 1;
+    s.cosine = eg_cosine(eg_vec_dot(d->st->vec, vec, (size_t)rec->dim), rec->norm, m->norm);
+  }
+  int have_terms = rec->n_term_hashes > 0 && m->n_terms > 0;
+  if (eg_is_conflict(&s, d->st->jt, d->st->ct, have_terms)) {
+    if (d->n_conflicts == d->cap_conflicts) {
+      size_t cap = d->cap_conflicts ? 2 * d->cap_conflicts : 8;
+      char **c = EG_ARENA_ARRAY(d->r->arena, char *, cap);
+      if (!c) return (void)(d->err = EG_ENOMEM);
+      if (d->n_conflicts) memcpy(c, d->conflicts, d->n_conflicts * sizeof *c);
+      d->conflicts = c;
+      d->cap_conflicts = cap;
+    }
+    d->err = eg_pos_to_id(d->r, pos, pos_len, &d->conflicts[d->n_conflicts]);
+    if (d->err == EG_OK) d->n_conflicts++;
+    return;
+  }
+  if (!eg_is_duplicate(&s, d->st->jt, d->st->ct, have_terms)) return;
+  if (d->found && !eg_dedup_better(&s, &d->best)) return;
+  d->found = 1;
+  d->best = s;
+  memcpy(d->best_pos.buf, pos, pos_len);
+  d->best_pos.len = pos_len;
+}
+
+static int eg_dedup_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                          const uint8_t *vec) {
+  struct eg_dedup *d = arg;
+  eg_dedup_consider(d, pos->buf, pos->len, m, vec);
+  return d->err != EG_OK;
+}
+
+static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_cm_state *st, struct eg_dedup *d) {
+  eg_pmap shared;
+  double qidf;
+  const eg_memory_rec *rec = &st->rec;
+  *d = (struct eg_dedup){.r = r, .st = st, .shared = &shared};
+  eg_err e = eg_pmap_init(&shared, r->arena, 64);
+  if (!e) e = eg_postings_join(r, t, rec->user_id, rec->term_hashes, rec->n_term_hashes, 1, &shared, &qidf);
+  if (e) return e;
+  if (st->vec) {
+    /* Cosine needs every ACTIVE memory with a vector: one scan of the meta
+     * and vectors, the term overlaps looked up as it goes. */
+    e = eg_store_memories_scan(t, r->tenant, rec->user_id, NULL, 0, 1, eg_dedup_visit, d);
+    return e ? e : d->err;
+  }
+  /* Jaccard alone: only memories sharing a term can match. Visit them in
+   * position order (oldest first), as the scan does, so that among equal
+   * matches the same one wins either way. */
+  eg_memory_pos *cands = EG_ARENA_ARRAY(r->arena, eg_memory_pos, shared.n ? shared.n : 1);
+  size_t n = 0;
+  if (!cands) return EG_ENOMEM;
+  for (size_t i = 0; i < shared.cap; i++)
+    if (shared.e[i].pos) {
+      memcpy(cands[n].buf, shared.e[i].pos, shared.e[i].len);
+      cands[n++].len = shared.e[i].len;
+    }
+  qsort(cands, n, sizeof *cands, eg_pos_cmp);
+  for (size_t i = 0; i < n && !d->err; i++) {
+    eg_memory_meta m;
+    e = eg_store_memory_meta_at(t, r->tenant, rec->user_id, &cands[i], 0, &m, NULL);
+    if (e == EG_ENOTFOUND) continue; /* a posting whose memory is gone: skip */
+    if (e) return e;
+    eg_dedup_consider(d, cands[i].buf, cands[i].len, &m, NULL);
+  }
+  return d->err;
+}
+
+/* The lowest-importance unexpired ACTIVE memory (oldest on ties), for
+ * eviction; and expired memories, to purge before counting. */
+struct eg_quota_scan {
+  eg_req *r;
+  int found;
+  float importance;
+  eg_memory_pos victim;
+  eg_memory_pos *expired;
+  size_t n_expired, cap_expired;
+  eg_err err;
+};
+
+static int eg_quota_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                          const uint8_t *vec) {
+  struct eg_quota_scan *q = arg;
+  if (eg_memory_expired(m->expire_us, q->r->now_us)) {
+    if (q->n_expired == q->cap_expired) {
+      size_t cap = q->cap_expired ? 2 * q->cap_expired : 16;
+      eg_memory_pos *p = EG_ARENA_ARRAY(q->r->arena, eg_memory_pos, cap);
+      if (!p) return q->err = EG_ENOMEM, 1;
+      if (q->n_expired) memcpy(p, q->expired, q->n_expired * sizeof *p);
+      q->expired = p;
+      q->cap_expired = cap;
+    }
+    q->expired[q->n_expired++] = *pos;
+    return 0;
+  }
+  if (m->state == EG_MSTATE_ACTIVE && (!q->found || m->importance < q->importance)) {
+    q->found = 1;
+    q->importance = m->importance;
+    q->victim = *pos;
+  }
+  return 0;
+}
+
+static eg_err eg_purge_at(eg_req *r, eg_txn *t, const eg_memory_pos *pos, char **id) {
+  eg_memory_rec *rec;
+  eg_err e = eg_pos_to_id(r, pos->buf, pos->len, id);
+  if (!e) e = eg_memory_load(r, t, *id, 1, &rec);
+  if (!e) e = eg_store_memory_purge(t, r->tenant, rec);
+  r->msg[0] = '\0';
+  return e;
+}
+
+/* Makes room for one more ACTIVE memory: purges the user's expired
+ * memories, then, if still at the quota, evicts or refuses. */
+static eg_err eg_quota_make_room(eg_req *r, eg_txn *t, const struct eg_cm_state *st, char **evicted) {
+  const char *user = st->rec.user_id;
+  int64_t quota = r->srv->cfg->memory_quota;
+  eg_memory_counters c;
+  eg_err e = eg_store_memory_counters(t, r->tenant, user, &c);
+  if (e || (int64_t)c.count[EG_MSTATE_ACTIVE] < quota) return e;
+  struct eg_quota_scan q = {.r = r};
+  if ((e = eg_store_memories_scan(t, r->tenant, user, NULL, 0, 0, eg_quota_visit, &q)) || (e = q.err))
+    return e;
+  for (size_t i = 0; i < q.n_expired; i++) {
+    char *id;
+    if ((e = eg_purge_at(r, t, &q.expired[i], &id))) return e;
+  }
+  if ((e = eg_store_memory_counters(t, r->tenant, user, &c))) return e;
+  if ((int64_t)c.count[EG_MSTATE_ACTIVE] < quota) return EG_OK;
+  if (!st->evict || !q.found) {
+    snprintf(r->msg, sizeof r->msg,
+             "memory quota: user '%s' has %" PRIu64 " ACTIVE memories, the limit (--memory-quota) "
+             "is %lld",
+             user, c.count[EG_MSTATE_ACTIVE], (long long)quota);
+    return EG_ELIMIT;
+  }
+  return eg_purge_at(r, t, &q.victim, evicted);
+}
+
+/* MERGE: the match takes the higher scores and the union of the tags. */
+static eg_err eg_cm_merge(eg_req *r, eg_txn *t, const struct eg_cm_state *st, eg_memory_rec *old,
+                          eg_memory_rec **out) {
+  eg_memory_rec *upd = EG_ARENA_NEW(r->arena, eg_memory_rec);
+  char *category, **tags;
+  size_t n, max = (size_t)r->srv->cfg->memory_max_tags;
+  if (!upd) return EG_ENOMEM;
+  *upd = *old;
+  eg_err e = eg_labels_open(r, old, &category, &tags, &n);
+  if (e) return e;
+  char **all = EG_ARENA_ARRAY(r->arena, char *, n + st->n_tags + 1);
+  if (!all) return EG_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) all[k++] = tags[i];
+  for (size_t i = 0; i < st->n_tags && k < max; i++) {
+    int dup = 0;
+    for (size_t j = 0; j < k && !dup; j++) dup = strcmp(all[j], st->tags[i]) == 0;
+    if (!dup) all[k++] = st->tags[i];
+  }
+  if (!category[0]) category = st->m->category;
+  if ((e = eg_labels_seal(r, st->ctx, old->memory_id, category, all, k, upd))) return e;
+  if (st->rec.importance > upd->importance) upd->importance = st->rec.importance;
+  if (st->rec.confidence > upd->confidence) upd->confidence = st->rec.confidence;
+  upd->version++;
+  upd->update_time_us = r->now_us;
+  if ((e = eg_store_memory_put(t, r->tenant, upd, old, NULL))) return e;
+  *out = upd;
+  return EG_OK;
+}
+
+static eg_err eg_cm_apply(eg_req *r, eg_txn *t) {
+  const struct eg_cm_state *st = r->state;
+  eg_memory_rec rec = st->rec, *old = NULL, *stored = &rec;
+  struct eg_dedup d = {0};
+  char *evicted = NULL;
+  eg_err e;
+  Engram__V1__CreateMemoryResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__CreateMemoryResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__create_memory_response__init(out);
+  if (rec.source_session_id[0]) {
+    eg_session_rec *s;
+    e = eg_store_session_get(t, r->tenant, rec.source_session_id, &s);
+    if (e == EG_ENOTFOUND)
+      return eg_invalid(r->msg, sizeof r->msg, "memory.source_session_id", "no session '%s'",
+                        rec.source_session_id);
+    if (e) return e;
+    engram__storage__v1__session_record__free_unpacked(s, NULL);
+  }
+  if ((e = eg_dim_check(r, t, rec.user_id, "memory.embedding", (size_t)rec.dim))) return e;
+  e = eg_store_memory_get(t, r->tenant, rec.memory_id, &old);
+  if (e == EG_OK) {
+    engram__storage__v1__memory_record__free_unpacked(old, NULL);
+    snprintf(r->msg, sizeof r->msg, "memory.memory_id: '%s' already exists", rec.memory_id);
+    return EG_EEXIST;
+  }
+  if (e != EG_ENOTFOUND) return e;
+  old = NULL;
+  eg_dedup_action act = EG_DEDUP_NONE;
+  if (st->policy != EG_POLICY_OFF) {
+    if ((e = eg_dedup_run(r, t, st, &d))) return e;
+    if (d.found) {
+      char *id;
+      if ((e = eg_pos_to_id(r, d.best_pos.buf, d.best_pos.len, &id)) ||
+          (e = eg_memory_load(r, t, id, 0, &old)))
+        return e;
+      act = eg_dedup_decide(st->policy, rec.importance, old->importance);
+      out->matched_memory_id = old->memory_id;
+      out->jaccard = d.best.jaccard;
+      out->cosine = d.best.cosine;
+    }
+  }
+  out->conflicts_with = d.conflicts;
+  out->n_conflicts_with = d.n_conflicts;
+  rec.state = EG_MSTATE_ACTIVE;
+  rec.version = 1;
+  rec.create_time_us = rec.update_time_us = r->now_us;
+  switch (act) {
+    case EG_DEDUP_MERGE:
+      out->outcome = ENGRAM__V1__DEDUP_OUTCOME__DEDUP_OUTCOME_MERGED;
+      if ((e = eg_cm_merge(r, t, st, old, &stored))) return e;
+      break;
+    case EG_DEDUP_NEW_IS_DUP:
+      out->outcome = ENGRAM__V1__DEDUP_OUTCOME__DEDUP_OUTCOME_DUPLICATE;
+      rec.state = EG_MSTATE_DUPLICATE;
+      rec.duplicate_of = old->memory_id;
+      break;
+    case EG_DEDUP_OLD_IS_DUP: {
+      out->outcome = ENGRAM__V1__DEDUP_OUTCOME__DEDUP_OUTCOME_SUPERSEDED;
+      eg_memory_rec upd = *old;
+      upd.state = EG_MSTATE_DUPLICATE;
+      upd.duplicate_of = rec.memory_id;
+      upd.version++;
+      upd.update_time_us = r->now_us;
+      if ((e = eg_store_memory_put(t, r->tenant, &upd, old, NULL))) return e;
+      break;
+    }
+    case EG_DEDUP_NONE:
+      out->outcome = ENGRAM__V1__DEDUP_OUTCOME__DEDUP_OUTCOME_CREATED;
+      if ((e = eg_quota_make_room(r, t, st, &evicted))) return e;
+      out->evicted_memory_id = evicted;
+      break;
+  }
+  if (act != EG_DEDUP_MERGE && (e = eg_store_memory_put(t, r->tenant, &rec, NULL, st->vec))) {
+    if (e == EG_EEXIST)
+      snprintf(r->msg, sizeof r->msg, "memory.memory_id: '%s' already exists", rec.memory_id);
+    return e;
+  }
+  if (stored == &rec) {
+    /* The reply echoes the request's plaintext: nothing to decrypt. */
+    Engram__V1__Memory *m = EG_ARENA_NEW(r->arena, Engram__V1__Memory);
+    if (!m) return EG_ENOMEM;
+    *m = *st->m;
+    m->memory_id = rec.memory_id;
+    m->tags = st->tags;
+    m->n_tags = st->n_tags;
+    m->state = rec.state;
+    m->duplicate_of = rec.duplicate_of;
+    m->version = rec.version;
+    if (!(m->create_time = eg_timestamp(r, rec.create_time_us)) ||
+        !(m->update_time = eg_timestamp(r, rec.update_time_us)) ||
+        (rec.expire_time_us && !(m->expire_time = eg_timestamp(r, rec.expire_time_us))))
+      return EG_ENOMEM;
+    if (!rec.expire_time_us) m->expire_time = NULL;
+    out->memory = m;
+  } else if ((e = eg_memory_to_api(r, t, stored, 1, &out->memory))) {
+    return e;
+  }
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* ==== GetMemory ===================================================================== */
+
+static eg_err eg_get_memory(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__GetMemoryRequest *in = (const void *)msg;
+  eg_memory_rec *rec;
+  eg_err e = eg_validate_id("memory_id", in->memory_id, 1, r->msg, sizeof r->msg);
+  if (!e) e = eg_memory_load(r, r->rtxn, in->memory_id, 0, &rec);
+  if (!e) e = eg_memory_to_api(r, r->rtxn, rec, 1, (Engram__V1__Memory **)&r->resp);
+  return e;
+}
+
+/* ==== UpdateMemory =================================================================== */
+
+enum {
+  EG_UP_TEXT = 1 << 0,
+  EG_UP_CATEGORY = 1 << 1,
+  EG_UP_IMPORTANCE = 1 << 2,
+  EG_UP_CONFIDENCE = 1 << 3,
+  EG_UP_TAGS = 1 << 4,
+  EG_UP_EMBEDDING = 1 << 5,
+  EG_UP_EXPIRE = 1 << 6,
+  EG_UP_AGENT = 1 << 7,
+  EG_UP_TYPE = 1 << 8,
+};
+
+static const struct {
+  const char *path;
+  unsigned bit;
+} eg_up_paths[] = {{"text", EG_UP_TEXT},         {"category", EG_UP_CATEGORY},
+                   {"importance", EG_UP_IMPORTANCE}, {"confidence", EG_UP_CONFIDENCE},
+                   {"tags", EG_UP_TAGS},         {"embedding", EG_UP_EMBEDDING},
+                   {"expire_time", EG_UP_EXPIRE}, {"agent_id", EG_UP_AGENT},
+                   {"type", EG_UP_TYPE}};
+
+struct eg_um_state {
+  const Engram__V1__UpdateMemoryRequest *in;
+  const Engram__V1__Memory *m;
+  unsigned mask;
+  const eg_blind_ctx *ctx;
+  eg_memory_rec text; /* text_token, term_hashes, flags when EG_UP_TEXT */
+  char **tags;
+  size_t n_tags;
+  float *vec;
+  float norm;
+  int64_t expire_us;
+};
+
+static eg_err eg_um_mask(eg_req *r, struct eg_um_state *st) {
+  const Google__Protobuf__FieldMask *fm = st->in->update_mask;
+  if (!fm || fm->n_paths == 0) return eg_mem_invalid(r, "update_mask", "required: name the fields to change");
+  for (size_t i = 0; i < fm->n_paths; i++) {
+    const char *p = fm->paths[i];
+    /* "memory.text" reads the same as "text". */
+    if (strncmp(p, "memory.", 7) == 0) p += 7;
+    unsigned bit = 0;
+    for (size_t j = 0; j < sizeof eg_up_paths / sizeof eg_up_paths[0] && !bit; j++)
+      if (strcmp(p, eg_up_paths[j].path) == 0) bit = eg_up_paths[j].bit;
+    if (!bit)
+      return eg_invalid(r->msg, sizeof r->msg, "update_mask", "'%s' is not an updatable field "
+                        "(text, category, importance, confidence, tags, embedding, expire_time, "
+                        "agent_id, type)", fm->paths[i]);
+    st->mask |= bit;
+  }
+  return EG_OK;
+}
+
+static eg_err eg_um_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__UpdateMemoryRequest *in = (const void *)msg;
+  struct eg_um_state *st = EG_ARENA_NEW(r->arena, struct eg_um_state);
+  eg_blind_ctx *ctx;
+  eg_err e;
+  if (!st) return EG_ENOMEM;
+  if (!in->memory) return eg_mem_invalid(r, "memory", "required");
+  st->in = in;
+  const Engram__V1__Memory *m = st->m = in->memory;
+  if ((e = eg_validate_id("memory.memory_id", m->memory_id, 1, r->msg, sizeof r->msg)) ||
+      (e = eg_um_mask(r, st)) || (e = eg_blind_ctx_of(r, &ctx)))
+    return e;
+  st->ctx = ctx;
+  unsigned k = st->mask;
+  if (in->expected_version < 0) return eg_mem_invalid(r, "expected_version", "must not be negative");
+  if (((k & EG_UP_TEXT) && (e = eg_text_check(r, "memory.text", m->text))) ||
+      ((k & EG_UP_CATEGORY) && (e = eg_category_check(r, "memory.category", m->category))) ||
+      ((k & EG_UP_IMPORTANCE) && (e = eg_check_unit(r, "memory.importance", m->importance))) ||
+      ((k & EG_UP_CONFIDENCE) && (e = eg_check_unit(r, "memory.confidence", m->confidence))) ||
+      ((k & EG_UP_TAGS) &&
+       (e = eg_tags_check(r, "memory.tags", m->tags, m->n_tags, (size_t)r->srv->cfg->memory_max_tags,
+                          &st->tags, &st->n_tags))) ||
+      ((k & EG_UP_EMBEDDING) &&
+       (e = eg_embedding_check(r, "memory.embedding", m->embedding, m->n_embedding, &st->vec, &st->norm))) ||
+      ((k & EG_UP_EXPIRE) && (e = eg_time_us(r, "memory.expire_time", m->expire_time, &st->expire_us))) ||
+      ((k & EG_UP_AGENT) && (e = eg_validate_id("memory.agent_id", m->agent_id, 0, r->msg, sizeof r->msg))) ||
+      ((k & EG_UP_TYPE) && (e = eg_check_type(r, "memory.type", m->type))))
+    return e;
+  if ((k & EG_UP_EXPIRE) && st->expire_us && st->expire_us <= r->now_us)
+    return eg_mem_invalid(r, "memory.expire_time", "must be in the future (or unset: never)");
+  engram__storage__v1__memory_record__init(&st->text);
+  if ((k & EG_UP_TEXT) && (e = eg_text_seal(r, ctx, m->memory_id, m->text, &st->text))) return e;
+  r->state = st;
+  return EG_OK;
+}
+
+static eg_err eg_version_check(eg_req *r, int64_t expected, const eg_memory_rec *rec) {
+  if (expected && expected != rec->version) {
+    snprintf(r->msg, sizeof r->msg, "expected_version: %" PRId64 ", but memory '%s' is at version %" PRId64,
+             expected, rec->memory_id, rec->version);
+    return EG_EABORTED;
+  }
+  return EG_OK;
+}
+
+static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
+  const struct eg_um_state *st = r->state;
+  const Engram__V1__Memory *m = st->m;
+  unsigned k = st->mask;
+  eg_memory_rec *old, upd;
+  eg_err e = eg_memory_load(r, t, m->memory_id, 0, &old);
+  if (e || (e = eg_version_check(r, st->in->expected_version, old))) return e;
+  if (old->state == EG_MSTATE_DELETED) {
+    snprintf(r->msg, sizeof r->msg, "memory_id: memory '%s' is deleted", old->memory_id);
+    return EG_EPRECOND;
+  }
+  upd = *old;
+  if (k & EG_UP_TEXT) {
+    upd.text_token = st->text.text_token;
+    upd.term_hashes = st->text.term_hashes;
+    upd.n_term_hashes = st->text.n_term_hashes;
+    upd.flags = st->text.flags;
+  }
+  if (k & (EG_UP_CATEGORY | EG_UP_TAGS)) {
+    char *category, **tags;
+    size_t n;
+    if ((e = eg_labels_open(r, old, &category, &tags, &n))) return e;
+    if (k & EG_UP_CATEGORY) category = m->category;
+    if (k & EG_UP_TAGS) tags = st->tags, n = st->n_tags;
+    if ((e = eg_labels_seal(r, st->ctx, old->memory_id, category, tags, n, &upd))) return e;
+  }
+  if (k & EG_UP_IMPORTANCE) upd.importance = m->importance;
+  if (k & EG_UP_CONFIDENCE) upd.confidence = m->confidence;
+  if (k & EG_UP_EXPIRE) upd.expire_time_us = st->expire_us;
+  if (k & EG_UP_AGENT) upd.agent_id = m->agent_id;
+  if (k & EG_UP_TYPE) upd.type = m->type;
+  if (k & EG_UP_EMBEDDING) {
+    if ((e = eg_dim_check(r, t, old->user_id, "memory.embedding", m->n_embedding))) return e;
+    upd.dim = (int32_t)m->n_embedding;
+    upd.norm = st->norm;
+  }
+  upd.version++;
+  upd.update_time_us = r->now_us;
+  if ((e = eg_store_memory_put(t, r->tenant, &upd, old, (k & EG_UP_EMBEDDING) ? st->vec : NULL)))
+    return e;
+  return eg_memory_to_api(r, t, &upd, 1, (Engram__V1__Memory **)&r->resp);
+}
+
+/* ==== DeleteMemory ===================================================================== */
+
+static eg_err eg_dm_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__DeleteMemoryRequest *in = (const void *)msg;
+  r->state = (void *)in;
+  if (in->expected_version < 0) return eg_mem_invalid(r, "expected_version", "must not be negative");
+  return eg_validate_id("memory_id", in->memory_id, 1, r->msg, sizeof r->msg);
+}
+
+static eg_err eg_dm_apply(eg_req *r, eg_txn *t) {
+  const Engram__V1__DeleteMemoryRequest *in = r->state;
+  eg_memory_rec *old;
+  /* A purge may remove an expired memory; nothing of it is returned. */
+  eg_err e = eg_memory_load(r, t, in->memory_id, in->purge, &old);
+  if (e || (e = eg_version_check(r, in->expected_version, old))) return e;
+  Engram__V1__DeleteMemoryResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__DeleteMemoryResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__delete_memory_response__init(out);
+  r->resp = &out->base;
+  if (in->purge) {
+    out->purged = 1;
+    return eg_store_memory_purge(t, r->tenant, old);
+  }
+  eg_memory_rec upd = *old;
+  if (old->state != EG_MSTATE_DELETED) {
+    upd.state = EG_MSTATE_DELETED;
+    upd.version++;
+    upd.update_time_us = r->now_us;
+    if ((e = eg_store_memory_put(t, r->tenant, &upd, old, NULL))) return e;
+  }
+  return eg_memory_to_api(r, t, &upd, 0, &out->memory);
+}
+
+/* ==== ListMemories ======================================================================== */
+
+static const char *eg_hex(eg_req *r, const uint8_t *b, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  char *s = eg_arena_alloc(r->arena, 2 * n + 1);
+  if (!s) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    s[2 * i] = digits[b[i] >> 4];
+    s[2 * i + 1] = digits[b[i] & 15];
+  }
+  return s;
+}
+
+static int eg_unhex_digit(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A list page token: kind byte ('n' newest first / 'i' importance), then
+ * for 'i' the importance (f32 bits BE), then the last position shown. */
+static eg_err eg_list_token_parse(eg_req *r, const char *tok, uint8_t kind, float *imp,
+                                  eg_memory_pos *pos) {
+  uint8_t b[1 + 4 + EG_MEMORY_POS_MAX];
+  size_t len = strlen(tok), n = len / 2, head = kind == 'i' ? 5 : 1;
+  if (len % 2 || n > sizeof b) goto bad;
+  for (size_t i = 0; i < n; i++) {
+    int hi = eg_unhex_digit(tok[2 * i]), lo = eg_unhex_digit(tok[2 * i + 1]);
+    if (hi < 0 || lo < 0) goto bad;
+    b[i] = (uint8_t)(hi << 4 | lo);
+  }
+  if (n < head + 9 || b[0] != kind) goto bad;
+  if (kind == 'i') {
+    uint32_t bits = eg_get_be32(b + 1);
+    memcpy(imp, &bits, 4);
+  }
+  pos->len = n - head;
+  memcpy(pos->buf, b + head, pos->len);
+  return EG_OK;
+bad:
+  return eg_mem_invalid(r, "page_token", "not a token this server issued for this order");
+}
+
+static const char *eg_list_token(eg_req *r, uint8_t kind, float imp, const uint8_t *pos, size_t len) {
+  uint8_t b[1 + 4 + EG_MEMORY_POS_MAX];
+  size_t n = 0;
+  b[n++] = kind;
+  if (kind == 'i') {
+    uint32_t bits;
+    memcpy(&bits, &imp, 4);
+    for (int i = 0; i < 4; i++) b[n++] = (uint8_t)(bits >> (24 - 8 * i));
+  }
+  memcpy(b + n, pos, len);
+  return eg_hex(r, b, n + len);
+}
+
+struct eg_list {
+  eg_req *r;
+  const eg_mfilter *f;
+  eg_topk top;       /* importance order */
+  eg_scored after;   /* importance order: the last item shown */
+  int has_after;
+  eg_memory_pos *items; /* newest first: positions collected */
+  size_t n, want;
+};
+
+static int eg_list_newest_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                                const uint8_t *vec) {
+  struct eg_list *l = arg;
+  if (!eg_filter_match(l->f, m, l->r->now_us)) return 0;
+  l->items[l->n++] = *pos;
+  return l->n == l->want + 1;
+}
+
+static int eg_list_importance_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                                    const uint8_t *vec) {
+  struct eg_list *l = arg;
+  if (!eg_filter_match(l->f, m, l->r->now_us)) return 0;
+  eg_scored c = {.score = m->importance, .importance = m->importance, .create_us = m->create_us,
+                 .pos_len = pos->len};
+  memcpy(c.pos, pos->buf, pos->len);
+  if (l->has_after && eg_scored_cmp(&c, &l->after) <= 0) return 0;
+  eg_topk_offer(&l->top, &c);
+  return 0;
+}
+
+static eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__ListMemoriesRequest *in = (const void *)msg;
+  const eg_config *cfg = r->srv->cfg;
+  eg_blind_ctx *ctx;
+  eg_mfilter f;
+  struct eg_list l = {.r = r, .f = &f};
+  eg_memory_pos after;
+  int importance = in->order_by == ENGRAM__V1__MEMORY_ORDER__MEMORY_ORDER_IMPORTANCE;
+  float after_imp = 0;
+  eg_err e;
+  if ((e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg))) return e;
+  if (in->order_by < 0 || in->order_by > ENGRAM__V1__MEMORY_ORDER__MEMORY_ORDER_IMPORTANCE)
+    return eg_invalid(r->msg, sizeof r->msg, "order_by", "unknown value %d", (int)in->order_by);
+  if (in->page_size < 0) return eg_mem_invalid(r, "page_size", "must not be negative");
+  l.want = in->page_size == 0 ? (size_t)cfg->default_page_size
+                              : (size_t)(in->page_size > cfg->max_page_size ? cfg->max_page_size : in->page_size);
+  if ((e = eg_blind_ctx_of(r, &ctx)) || (e = eg_filter_compile(r, ctx, in->filter, 0, &f))) return e;
+  if (in->page_token[0] &&
+      (e = eg_list_token_parse(r, in->page_token, importance ? 'i' : 'n', &after_imp, &after)))
+    return e;
+  eg_scored *top = NULL;
+  if (importance) {
+    top = EG_ARENA_ARRAY(r->arena, eg_scored, l.want + 1);
+    if (!top) return EG_ENOMEM;
+    eg_topk_init(&l.top, top, l.want + 1);
+    if (in->page_token[0]) {
+      l.has_after = 1;
+      l.after = (eg_scored){.score = after_imp, .importance = after_imp, .pos_len = after.len};
+      l.after.create_us = eg_get_be64(after.buf);
+      memcpy(l.after.pos, after.buf, after.len);
+    }
+    e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 0, eg_list_importance_visit, &l);
+    eg_topk_sort(&l.top);
+  } else {
+    if (!(l.items = EG_ARENA_ARRAY(r->arena, eg_memory_pos, l.want + 1))) return EG_ENOMEM;
+    e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, in->page_token[0] ? &after : NULL, 1,
+                               0, eg_list_newest_visit, &l);
+  }
+  if (e == EG_EINVAL) return eg_mem_invalid(r, "page_token", "not a token this server issued");
+  if (e) return e;
+  size_t found = importance ? l.top.n : l.n;
+  size_t shown = found > l.want ? l.want : found;
+  Engram__V1__ListMemoriesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__ListMemoriesResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__list_memories_response__init(out);
+  out->memories = EG_ARENA_ARRAY(r->arena, Engram__V1__Memory *, shown ? shown : 1);
+  if (!out->memories) return EG_ENOMEM;
+  for (size_t i = 0; i < shown; i++) {
+    const uint8_t *pos = importance ? top[i].pos : l.items[i].buf;
+    size_t len = importance ? top[i].pos_len : l.items[i].len;
+    char *id;
+    eg_memory_rec *rec;
+    if ((e = eg_pos_to_id(r, pos, len, &id)) || (e = eg_memory_load(r, r->rtxn, id, 1, &rec)) ||
+        (e = eg_memory_to_api(r, r->rtxn, rec, in->include_embeddings, &out->memories[i])))
+      return e == EG_ENOTFOUND ? EG_ECORRUPT : e;
+    out->n_memories++;
+  }
+  if (found > l.want && shown > 0) {
+    const uint8_t *pos = importance ? top[shown - 1].pos : l.items[shown - 1].buf;
+    size_t len = importance ? top[shown - 1].pos_len : l.items[shown - 1].len;
+    float imp = importance ? top[shown - 1].importance : 0;
+    if (!(out->next_page_token = (char *)eg_list_token(r, importance ? 'i' : 'n', imp, pos, len)))
+      return EG_ENOMEM;
+  }
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* ==== SearchMemories ========================================================================== */
+
+struct eg_search {
+  eg_req *r;
+  const eg_mfilter *f;
+  const eg_pmap *kw;
+  double query_idf;
+  const float *q;   /* query embedding or NULL */
+  size_t dim;
+  float qnorm;
+  eg_weights w;
+  double half_life_s;
+  float min_score;
+  eg_topk top;
+};
+
+static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t pos_len,
+                               const eg_memory_meta *m, const uint8_t *vec) {
+  if (m->state != EG_MSTATE_ACTIVE || !eg_filter_match(s->f, m, s->r->now_us)) return;
+  const eg_pmap_ent *ent = s->kw ? eg_pmap_find(s->kw, pos, pos_len) : NULL;
+  if (!ent && !(vec && s->q)) return; /* matches neither the words nor the vector */
+  eg_scored c = {.create_us = m->create_us, .pos_len = pos_len, .importance = m->importance};
+  if (ent) c.keyword = eg_keyword_score(ent->idf, s->query_idf, ent->count, m->n_terms);
+  if (vec && s->q) {
+    float cos = eg_cosine(eg_vec_dot(s->q, vec, s->dim), s->qnorm, m->norm);
+    c.vector = cos > 0 ? cos : 0;
+  }
+  c.recency = eg_recency((double)(s->r->now_us - m->update_us) / 1e6, s->half_life_s);
+  c.score = s->w.keyword * c.keyword + s->w.vector * c.vector + s->w.importance * c.importance +
+            s->w.recency * c.recency;
+  if (c.score < s->min_score) return;
+  memcpy(c.pos, pos, pos_len);
+  eg_topk_offer(&s->top, &c);
+}
+
+static int eg_search_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                           const uint8_t *vec) {
+  eg_search_consider(arg, pos->buf, pos->len, m, vec);
+  return 0;
+}
+
+static eg_err eg_search_weights(eg_req *r, const Engram__V1__SearchWeights *w, eg_weights *out) {
+  if (!w) {
+    *out = (eg_weights){EG_W_KEYWORD_DEFAULT, EG_W_VECTOR_DEFAULT, EG_W_IMPORTANCE_DEFAULT,
+                        EG_W_RECENCY_DEFAULT};
+    return EG_OK;
+  }
+  const float v[4] = {w->keyword, w->vector, w->importance, w->recency};
+  static const char *const names[4] = {"weights.keyword", "weights.vector", "weights.importance",
+                                       "weights.recency"};
+  for (int i = 0; i < 4; i++)
+    if (!isfinite(v[i]) || v[i] < 0) return eg_mem_invalid(r, names[i], "must be finite and >= 0");
+  if (v[0] + v[1] + v[2] + v[3] <= 0) return eg_mem_invalid(r, "weights", "must not all be 0");
+  *out = (eg_weights){v[0], v[1], v[2], v[3]};
+  return EG_OK;
+}
+
+static eg_err eg_search_check(eg_req *r, const Engram__V1__SearchMemoriesRequest *in, struct eg_search *s,
+                              size_t *k) {
+  eg_err e;
+  float *q;
+  if ((e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg))) return e;
+  if (in->top_k < 0 || in->top_k > EG_TOP_K_MAX)
+    return eg_invalid(r->msg, sizeof r->msg, "top_k", "must be 1..%d, or 0 for %d (got %d)",
+                      EG_TOP_K_MAX, EG_TOP_K_DEFAULT, in->top_k);
+  *k = in->top_k ? (size_t)in->top_k : EG_TOP_K_DEFAULT;
+  if ((int64_t)strlen(in->query) > r->srv->cfg->max_content_bytes)
+    return eg_invalid(r->msg, sizeof r->msg, "query", "%zu bytes, limit %lld", strlen(in->query),
+                      (long long)r->srv->cfg->max_content_bytes);
+  if (!in->query[0] && !in->n_embedding)
+    return eg_mem_invalid(r, "query", "a query or an embedding (or both) is required");
+  if ((e = eg_embedding_check(r, "embedding", in->embedding, in->n_embedding, &q, &s->qnorm)) ||
+      (e = eg_dim_check(r, r->rtxn, in->user_id, "embedding", in->n_embedding)) ||
+      (e = eg_search_weights(r, in->weights, &s->w)) ||
+      (e = eg_check_unit(r, "min_score", in->min_score)))
+    return e;
+  if (!isfinite(in->recency_half_life_seconds) || in->recency_half_life_seconds < 0)
+    return eg_mem_invalid(r, "recency_half_life_seconds", "must be finite and >= 0");
+  s->q = q;
+  s->dim = in->n_embedding;
+  s->half_life_s = in->recency_half_life_seconds > 0 ? in->recency_half_life_seconds
+                                                     : EG_RECENCY_HALF_LIFE_DEFAULT_S;
+  s->min_score = in->min_score;
+  return EG_OK;
+}
+
+/* Keyword-only search: the candidates are the memories sharing a word. */
+static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_search *s, const eg_pmap *kw) {
+  for (size_t i = 0; i < kw->cap; i++) {
+    const eg_pmap_ent *ent = &kw->e[i];
+    eg_memory_pos pos;
+    eg_memory_meta m;
+    if (!ent->pos) continue;
+    memcpy(pos.buf, ent->pos, ent->len);
+    pos.len = ent->len;
+    eg_err e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 0, &m, NULL);
+    if (e == EG_ENOTFOUND) continue;
+    if (e) return e;
+    eg_search_consider(s, pos.buf, pos.len, &m, NULL);
+  }
+  return EG_OK;
+}
+
+static eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__SearchMemoriesRequest *in = (const void *)msg;
+  struct eg_search s = {.r = r};
+  eg_blind_ctx *ctx;
+  eg_mfilter f;
+  eg_pmap kw;
+  eg_memory_counters cnt;
+  uint64_t terms[EG_TEXT_TERMS_MAX];
+  size_t k;
+  eg_err e;
+  if ((e = eg_search_check(r, in, &s, &k)) || (e = eg_blind_ctx_of(r, &ctx)) ||
+      (e = eg_filter_compile(r, ctx, in->filter, 1, &f)) ||
+      (e = eg_store_memory_counters(r->rtxn, r->tenant, in->user_id, &cnt)) ||
+      (e = eg_pmap_init(&kw, r->arena, 64)))
+    return e;
+  s.f = &f;
+  size_t nt = eg_text_terms(ctx, in->query, strlen(in->query), terms, EG_TEXT_TERMS_MAX, NULL);
+  size_t n_docs = cnt.count[1] + cnt.count[2] + cnt.count[3];
+  if ((e = eg_postings_join(r, r->rtxn, in->user_id, terms, nt, n_docs, &kw, &s.query_idf))) return e;
+  s.kw = nt ? &kw : NULL;
+  eg_scored *items = EG_ARENA_ARRAY(r->arena, eg_scored, k);
+  if (!items) return EG_ENOMEM;
+  eg_topk_init(&s.top, items, k);
+  if (s.q)
+    e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 1, eg_search_visit, &s);
+  else if (s.kw)
+    e = eg_search_postings(r, in->user_id, &s, &kw);
+  if (e) return e;
+  eg_topk_sort(&s.top);
+  Engram__V1__SearchMemoriesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__SearchMemoriesResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__search_memories_response__init(out);
+  out->results = EG_ARENA_ARRAY(r->arena, Engram__V1__SearchResult *, s.top.n ? s.top.n : 1);
+  if (!out->results) return EG_ENOMEM;
+  for (size_t i = 0; i < s.top.n; i++) {
+    const eg_scored *c = &items[i];
+    Engram__V1__SearchResult *res = EG_ARENA_NEW(r->arena, Engram__V1__SearchResult);
+    char *id;
+    eg_memory_rec *rec;
+    if (!res) return EG_ENOMEM;
+    engram__v1__search_result__init(res);
+    if ((e = eg_pos_to_id(r, c->pos, c->pos_len, &id)) || (e = eg_memory_load(r, r->rtxn, id, 1, &rec)) ||
+        (e = eg_memory_to_api(r, r->rtxn, rec, in->include_embeddings, &res->memory)))
+      return e == EG_ENOTFOUND ? EG_ECORRUPT : e;
+    res->score = c->score;
+    res->keyword_score = c->keyword;
+    res->vector_score = c->vector;
+    res->importance_score = c->importance;
+    res->recency_score = c->recency;
+    out->results[out->n_results++] = res;
+  }
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* ==== the table ================================================================================ */
+
+#define EG_MEMORY_PATH(name) "/engram.v1.MemoryService/" #name
+#define EG_READ(name, req, fn) \
+  {.path = EG_MEMORY_PATH(name), .in = &req, .role = EG_ROLE_AGENT, .read = fn}
+#define EG_WRITE(name, req, prep, app) \
+  {.path = EG_MEMORY_PATH(name), .in = &req, .role = EG_ROLE_AGENT, .prepare = prep, .apply = app}
+
+const eg_method eg_memory_methods[] = {
+    EG_WRITE(CreateMemory, engram__v1__create_memory_request__descriptor, eg_cm_prepare, eg_cm_apply),
+    EG_READ(GetMemory, engram__v1__get_memory_request__descriptor, eg_get_memory),
+    EG_WRITE(UpdateMemory, engram__v1__update_memory_request__descriptor, eg_um_prepare, eg_um_apply),
+    EG_WRITE(DeleteMemory, engram__v1__delete_memory_request__descriptor, eg_dm_prepare, eg_dm_apply),
+    EG_READ(ListMemories, engram__v1__list_memories_request__descriptor, eg_list_memories),
+    EG_READ(SearchMemories, engram__v1__search_memories_request__descriptor, eg_search_memories),
+    {.path = NULL},
+};

@@ -1,0 +1,22 @@
+/* engram.v1.ReplicationService: the streams replicas follow. The work is
+ * in replica/; this table only routes the calls there, for the replica
+ * role's tokens. */
+#include "replica/replica.h"
+#include "server/service.h"
+
+static void eg_stream(const eg_srv *srv, struct grpc_call *call, struct grpc_completion_queue *cq) {
+  eg_repl_serve_stream(srv->repl, call, cq);
+}
+
+static void eg_snapshot(const eg_srv *srv, struct grpc_call *call,
+                        struct grpc_completion_queue *cq) {
+  eg_repl_serve_snapshot(srv->repl, call, cq);
+}
+
+const eg_method eg_replication_methods[] = {
+    {.path = "/engram.v1.ReplicationService/Stream", .role = EG_ROLE_REPLICA, .stream = eg_stream},
+    {.path = "/engram.v1.ReplicationService/Snapshot",
+     .role = EG_ROLE_REPLICA,
+     .stream = eg_snapshot},
+    {.path = NULL},
+};

@@ -1,0 +1,564 @@
+/* Memories: records, the derived per-user meta, vectors and postings, the
+ * per-user counters, scans, and the bounded erasure of a user (see
+ * storage/memories.h for the key layout). */
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+
+#include "storage/internal.h"
+
+#define EG_MEMORY_DESC (&engram__storage__v1__memory_record__descriptor)
+#define EG_META_LAYOUT 1
+#define EG_META_FIXED 56 /* bytes before the tag hashes */
+#define EG_COUNTERS_LAYOUT 1
+#define EG_COUNTERS_LEN (8 + 4 * 8)
+#define EG_ERASE_SUFFIX "\0erase"
+#define EG_ERASE_SUFFIX_LEN 6
+#define EG_ERASE_LEN 32 /* u64 BE: sessions, messages, memories, steps */
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "memory vectors are stored as the host's float32; this build assumes little-endian"
+#endif
+
+/* ==== small encoders ========================================================= */
+
+static void eg_le16_put(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void eg_le32_put(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void eg_le64_put(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint16_t eg_le16_get(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint32_t eg_le32_get(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t eg_le64_get(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static void eg_f32_put(uint8_t *p, float v) { memcpy(p, &v, 4); }
+static float eg_f32_get(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
+
+uint64_t eg_memory_meta_tag(const eg_memory_meta *m, unsigned i) {
+  return eg_le64_get(m->tag_hashes + 8 * (size_t)i);
+}
+
+void eg_memory_pos_split(const eg_memory_pos *p, int64_t *create_us, const char **id,
+                         size_t *id_len) {
+  *create_us = (int64_t)eg_be64_get(p->buf);
+  *id = (const char *)p->buf + 8;
+  *id_len = p->len - 8;
+}
+
+/* Encodes rec's meta into b (EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX bytes);
+ * returns its length. */
+static size_t eg_meta_encode(const eg_memory_rec *rec, uint8_t *b) {
+  b[0] = EG_META_LAYOUT;
+  b[1] = (uint8_t)rec->state;
+  b[2] = (uint8_t)rec->type;
+  b[3] = (uint8_t)rec->flags;
+  eg_le16_put(b + 4, (uint16_t)rec->dim);
+  eg_le16_put(b + 6, (uint16_t)rec->n_tag_hashes);
+  eg_le32_put(b + 8, (uint32_t)rec->n_term_hashes);
+  eg_f32_put(b + 12, rec->importance);
+  eg_f32_put(b + 16, rec->confidence);
+  eg_f32_put(b + 20, rec->norm);
+  eg_le64_put(b + 24, (uint64_t)rec->create_time_us);
+  eg_le64_put(b + 32, (uint64_t)rec->update_time_us);
+  eg_le64_put(b + 40, (uint64_t)rec->expire_time_us);
+  eg_le64_put(b + 48, rec->category_hash);
+  for (size_t i = 0; i < rec->n_tag_hashes; i++)
+    eg_le64_put(b + EG_META_FIXED + 8 * i, rec->tag_hashes[i]);
+  return EG_META_FIXED + 8 * rec->n_tag_hashes;
+}
+
+static eg_err eg_meta_decode(const MDB_val *v, eg_memory_meta *m) {
+  const uint8_t *b = v->mv_data;
+  if (v->mv_size < EG_META_FIXED || b[0] != EG_META_LAYOUT) return EG_ECORRUPT;
+  m->state = b[1];
+  m->type = b[2];
+  m->flags = b[3];
+  m->dim = eg_le16_get(b + 4);
+  m->n_tags = eg_le16_get(b + 6);
+  m->n_terms = eg_le32_get(b + 8);
+  m->importance = eg_f32_get(b + 12);
+  m->confidence = eg_f32_get(b + 16);
+  m->norm = eg_f32_get(b + 20);
+  m->create_us = (int64_t)eg_le64_get(b + 24);
+  m->update_us = (int64_t)eg_le64_get(b + 32);
+  m->expire_us = (int64_t)eg_le64_get(b + 40);
+  m->category_hash = eg_le64_get(b + 48);
+  if (v->mv_size != EG_META_FIXED + 8 * (size_t)m->n_tags) return EG_ECORRUPT;
+  m->tag_hashes = b + EG_META_FIXED;
+  return EG_OK;
+}
+
+/* ==== keys =================================================================== */
+
+static eg_err eg_key_memory(eg_key *k, const char *tenant, const char *memory_id) {
+  eg_key_init(k);
+  eg_err e = eg_key_id(k, tenant);
+  return e ? e : eg_key_tail(k, memory_id);
+}
+
+static eg_err eg_key_mpos(eg_key *k, const char *tenant, const char *user_id, int64_t create_us,
+                          const char *memory_id) {
+  if (create_us < 0) return EG_EINVAL;
+  eg_err e = eg_key_user(k, tenant, user_id);
+  if (!e) e = eg_key_u64(k, (uint64_t)create_us);
+  return e ? e : eg_key_tail(k, memory_id);
+}
+
+static eg_err eg_key_term(eg_key *k, const char *tenant, const char *user_id, uint64_t term,
+                          const char *memory_id) {
+  eg_err e = eg_key_user(k, tenant, user_id);
+  if (!e) e = eg_key_u64(k, term);
+  return e || !memory_id ? e : eg_key_tail(k, memory_id);
+}
+
+static eg_err eg_key_erase(eg_key *k, const char *tenant, const char *user_id) {
+  eg_err e = eg_key_user(k, tenant, user_id);
+  return e ? e : eg_key_raw(k, EG_ERASE_SUFFIX, EG_ERASE_SUFFIX_LEN);
+}
+
+/* ==== counters ================================================================ */
+
+static eg_err eg_counters_get(MDB_txn *txn, MDB_dbi dbi, const eg_key *k, eg_memory_counters *c) {
+  MDB_val key = {k->len, (void *)k->buf}, v;
+  memset(c, 0, sizeof *c);
+  int rc = mdb_get(txn, dbi, &key, &v);
+  if (rc == MDB_NOTFOUND) return EG_OK;
+  if (rc) return eg_store__err(rc);
+  const uint8_t *b = v.mv_data;
+  if (v.mv_size != EG_COUNTERS_LEN || b[0] != EG_COUNTERS_LAYOUT) return EG_ECORRUPT;
+  c->dim = eg_le32_get(b + 4);
+  for (int i = 0; i < 4; i++) c->count[i] = eg_le64_get(b + 8 + 8 * i);
+  return EG_OK;
+}
+
+static eg_err eg_counters_put(eg_txn *t, const eg_key *k, const eg_memory_counters *c) {
+  uint8_t b[EG_COUNTERS_LEN] = {EG_COUNTERS_LAYOUT};
+  eg_le32_put(b + 4, c->dim);
+  for (int i = 0; i < 4; i++) eg_le64_put(b + 8 + 8 * i, c->count[i]);
+  return eg_store__put(t, t->s->memory_users, k, b, sizeof b);
+}
+
+eg_err eg_store_memory_counters(eg_txn *t, const char *tenant, const char *user_id,
+                                eg_memory_counters *out) {
+  eg_key k;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_key_user(&k, tenant, user_id);
+  return e ? e : eg_counters_get(t->txn, t->s->memory_users, &k, out);
+}
+
+/* Moves one memory from state `from` (0: none) to `to` (0: none). */
+static eg_err eg_counters_move(eg_txn *t, const char *tenant, const char *user_id, int from, int to,
+                               uint32_t dim) {
+  eg_memory_counters c;
+  eg_key k;
+  eg_err e = eg_key_user(&k, tenant, user_id);
+  if (!e) e = eg_counters_get(t->txn, t->s->memory_users, &k, &c);
+  if (e) return e;
+  if (from > 0 && from < 4 && c.count[from] > 0) c.count[from]--;
+  if (to > 0 && to < 4) c.count[to]++;
+  if (dim && !c.dim) c.dim = dim;
+  return eg_counters_put(t, &k, &c);
+}
+
+/* ==== records ================================================================== */
+
+eg_err eg_store_memory_get(eg_txn *t, const char *tenant, const char *memory_id,
+                           eg_memory_rec **out) {
+  eg_key k;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_key_memory(&k, tenant, memory_id);
+  if (e) return e;
+  return eg_store__get_msg(t->txn, t->s->memories, &k, EG_MEMORY_DESC, (ProtobufCMessage **)out);
+}
+
+static int eg_terms_sorted(const uint64_t *a, size_t n) {
+  for (size_t i = 1; i < n; i++)
+    if (a[i - 1] >= a[i]) return 0;
+  return 1;
+}
+
+static eg_err eg_rec_check(const eg_memory_rec *rec) {
+  if (!rec || rec->create_time_us < 0 || rec->dim < 0 || rec->dim > EG_MEMORY_DIM_MAX ||
+      rec->n_tag_hashes > EG_MEMORY_TAGS_MAX || rec->state < 1 || rec->state > 3 ||
+      !eg_terms_sorted(rec->term_hashes, rec->n_term_hashes))
+    return EG_EINVAL;
+  assert(rec->base.descriptor == EG_MEMORY_DESC);
+  return EG_OK;
+}
+
+static eg_err eg_del_quiet(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
+  eg_err e = eg_store__del(t, dbi, k);
+  return e == EG_ENOTFOUND ? EG_OK : e;
+}
+
+static eg_err eg_posting_put(eg_txn *t, const char *tenant, const eg_memory_rec *rec, uint64_t term) {
+  eg_key k;
+  uint8_t v[8];
+  eg_err e = eg_key_term(&k, tenant, rec->user_id, term, rec->memory_id);
+  if (e) return e;
+  eg_be64_put(v, (uint64_t)rec->create_time_us);
+  return eg_store__put(t, t->s->memory_terms, &k, v, sizeof v);
+}
+
+static eg_err eg_posting_del(eg_txn *t, const char *tenant, const eg_memory_rec *rec, uint64_t term) {
+  eg_key k;
+  eg_err e = eg_key_term(&k, tenant, rec->user_id, term, rec->memory_id);
+  return e ? e : eg_del_quiet(t, t->s->memory_terms, &k);
+}
+
+/* Deletes prev's postings rec lacks and adds rec's prev lacks (both sorted). */
+static eg_err eg_postings_move(eg_txn *t, const char *tenant, const eg_memory_rec *rec,
+                               const eg_memory_rec *prev) {
+  size_t i = 0, j = 0, n = rec->n_term_hashes, m = prev ? prev->n_term_hashes : 0;
+  eg_err e = EG_OK;
+  while (!e && (i < n || j < m)) {
+    if (j == m || (i < n && rec->term_hashes[i] < prev->term_hashes[j]))
+      e = eg_posting_put(t, tenant, rec, rec->term_hashes[i++]);
+    else if (i == n || prev->term_hashes[j] < rec->term_hashes[i])
+      e = eg_posting_del(t, tenant, prev, prev->term_hashes[j++]);
+    else
+      i++, j++;
+  }
+  return e;
+}
+
+eg_err eg_store_memory_put(eg_txn *t, const char *tenant, const eg_memory_rec *rec,
+                           const eg_memory_rec *prev, const float *vec) {
+  uint8_t meta[EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX];
+  eg_key k, pk;
+  if (!eg_txn_writable(t) || eg_rec_check(rec)) return EG_EINVAL;
+  if (prev && (strcmp(prev->user_id, rec->user_id) != 0 ||
+               prev->create_time_us != rec->create_time_us))
+    return EG_EINVAL;
+  eg_err e = eg_key_memory(&k, tenant, rec->memory_id);
+  if (!e) e = eg_key_mpos(&pk, tenant, rec->user_id, rec->create_time_us, rec->memory_id);
+  if (!e) e = eg_store__put_msg(t, t->s->memories, &k, &rec->base, prev ? 0 : MDB_NOOVERWRITE);
+  if (!e) e = eg_store__put(t, t->s->memories_by_user, &pk, meta, eg_meta_encode(rec, meta));
+  if (e) return e;
+  if (vec && rec->dim)
+    e = eg_store__put(t, t->s->memory_vectors, &pk, vec, sizeof(float) * (size_t)rec->dim);
+  else if (!rec->dim && prev && prev->dim)
+    e = eg_del_quiet(t, t->s->memory_vectors, &pk);
+  if (!e) e = eg_postings_move(t, tenant, rec, prev);
+  if (!e && (!prev || prev->state != rec->state || (rec->dim && !prev->dim)))
+    e = eg_counters_move(t, tenant, rec->user_id, prev ? prev->state : 0, rec->state,
+                         (uint32_t)rec->dim);
+  return e;
+}
+
+eg_err eg_store_memory_purge(eg_txn *t, const char *tenant, const eg_memory_rec *rec) {
+  eg_key k, pk;
+  if (!eg_txn_writable(t) || eg_rec_check(rec)) return EG_EINVAL;
+  eg_err e = eg_key_memory(&k, tenant, rec->memory_id);
+  if (!e) e = eg_key_mpos(&pk, tenant, rec->user_id, rec->create_time_us, rec->memory_id);
+  if (!e) e = eg_store__del(t, t->s->memories, &k);
+  /* Index entries missing: the rest still goes. */
+  if (!e) e = eg_del_quiet(t, t->s->memories_by_user, &pk);
+  if (!e && rec->dim) e = eg_del_quiet(t, t->s->memory_vectors, &pk);
+  for (size_t i = 0; !e && i < rec->n_term_hashes; i++)
+    e = eg_posting_del(t, tenant, rec, rec->term_hashes[i]);
+  if (!e) e = eg_counters_move(t, tenant, rec->user_id, rec->state, 0, 0);
+  return e;
+}
+
+eg_err eg_store_memory_vector(eg_txn *t, const char *tenant, const eg_memory_rec *rec, float *out) {
+  eg_key pk;
+  MDB_val key, v;
+  if (!eg_txn_readable(t) || !rec || rec->dim <= 0) return EG_EINVAL;
+  eg_err e = eg_key_mpos(&pk, tenant, rec->user_id, rec->create_time_us, rec->memory_id);
+  if (e) return e;
+  key = (MDB_val){pk.len, pk.buf};
+  int rc = mdb_get(t->txn, t->s->memory_vectors, &key, &v);
+  if (rc == MDB_NOTFOUND) return EG_ECORRUPT; /* the record says there is one */
+  if (rc) return eg_store__err(rc);
+  if (v.mv_size != sizeof(float) * (size_t)rec->dim) return EG_ECORRUPT;
+  memcpy(out, v.mv_data, v.mv_size);
+  return EG_OK;
+}
+
+/* ==== scans ===================================================================== */
+
+static eg_err eg_pos_from_key(const MDB_val *k, size_t prefix_len, eg_memory_pos *pos) {
+  size_t n = k->mv_size - prefix_len;
+  if (n < 9 || n > EG_MEMORY_POS_MAX) return EG_ECORRUPT;
+  memcpy(pos->buf, (const uint8_t *)k->mv_data + prefix_len, n);
+  pos->len = n;
+  return EG_OK;
+}
+
+/* Positions vc on key k of memory_vectors: one step from where it stands
+ * (the scans visit both DBs in the same order), else a seek. */
+static int eg_vector_follow(MDB_cursor *vc, int *positioned, MDB_cursor_op step, const MDB_val *k,
+                            MDB_val *vv) {
+  MDB_val vk;
+  if (*positioned && mdb_cursor_get(vc, &vk, vv, step) == MDB_SUCCESS &&
+      vk.mv_size == k->mv_size && memcmp(vk.mv_data, k->mv_data, k->mv_size) == 0)
+    return MDB_SUCCESS;
+  vk = *k;
+  int rc = mdb_cursor_get(vc, &vk, vv, MDB_SET_KEY);
+  *positioned = rc == MDB_SUCCESS;
+  return rc;
+}
+
+/* Where a scan starts: its first key, or rc MDB_NOTFOUND. */
+static int eg_scan_start(MDB_cursor *c, const eg_key *prefix, const eg_memory_pos *after,
+                         int descending, MDB_val *k, MDB_val *v) {
+  eg_key seek = *prefix;
+  if (!after && !descending) {
+    *k = (MDB_val){prefix->len, (void *)prefix->buf};
+    return mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+  }
+  if (after) {
+    if (eg_key_raw(&seek, after->buf, after->len)) return EINVAL;
+  } else {
+    uint8_t ff[EG_MEMORY_POS_MAX + 1];
+    memset(ff, 0xff, sizeof ff);
+    if (eg_key_raw(&seek, ff, sizeof ff)) return EINVAL;
+  }
+  if (descending) return eg_store__seek_below(c, &seek, 0, k, v);
+  *k = (MDB_val){seek.len, seek.buf};
+  int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+  if (rc == MDB_SUCCESS && k->mv_size == seek.len && memcmp(k->mv_data, seek.buf, seek.len) == 0)
+    rc = mdb_cursor_get(c, k, v, MDB_NEXT);
+  return rc;
+}
+
+eg_err eg_store_memories_scan(eg_txn *t, const char *tenant, const char *user_id,
+                              const eg_memory_pos *after, int descending, int want_vectors,
+                              eg_memory_visit_fn fn, void *arg) {
+  eg_key prefix;
+  MDB_cursor *c = NULL, *vc = NULL;
+  MDB_val k, v, vv;
+  eg_memory_pos pos;
+  eg_memory_meta meta;
+  int positioned = 0;
+  MDB_cursor_op step = descending ? MDB_PREV : MDB_NEXT;
+  if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
+  if (after && (after->len < 9 || after->len > EG_MEMORY_POS_MAX)) return EG_EINVAL;
+  eg_err e = eg_key_user(&prefix, tenant, user_id);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->memories_by_user, &c);
+  if (!rc && want_vectors) rc = mdb_cursor_open(t->txn, t->s->memory_vectors, &vc);
+  if (!rc) rc = eg_scan_start(c, &prefix, after, descending, &k, &v);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
+    if ((e = eg_pos_from_key(&k, prefix.len, &pos)) || (e = eg_meta_decode(&v, &meta))) break;
+    const uint8_t *vec = NULL;
+    if (vc && meta.dim) {
+      rc = eg_vector_follow(vc, &positioned, step, &k, &vv);
+      if (rc == MDB_NOTFOUND || (!rc && vv.mv_size != sizeof(float) * meta.dim)) {
+        e = EG_ECORRUPT;
+        break;
+      }
+      if (rc) break;
+      vec = vv.mv_data;
+    }
+    if (fn(arg, &pos, &meta, vec)) break;
+    rc = mdb_cursor_get(c, &k, &v, step);
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  if (vc) mdb_cursor_close(vc);
+  if (c) mdb_cursor_close(c);
+  return e ? e : rc == EINVAL ? EG_EINVAL : eg_store__err(rc);
+}
+
+eg_err eg_store_memory_meta_at(eg_txn *t, const char *tenant, const char *user_id,
+                               const eg_memory_pos *pos, int want_vector, eg_memory_meta *meta,
+                               const uint8_t **vec) {
+  eg_key k;
+  MDB_val key, v;
+  if (!eg_txn_readable(t) || !pos || pos->len < 9) return EG_EINVAL;
+  eg_err e = eg_key_user(&k, tenant, user_id);
+  if (!e) e = eg_key_raw(&k, pos->buf, pos->len);
+  if (e) return e;
+  key = (MDB_val){k.len, k.buf};
+  e = eg_store__err(mdb_get(t->txn, t->s->memories_by_user, &key, &v));
+  if (!e) e = eg_meta_decode(&v, meta);
+  if (e || !vec) return e;
+  *vec = NULL;
+  if (!want_vector || !meta->dim) return EG_OK;
+  e = eg_store__err(mdb_get(t->txn, t->s->memory_vectors, &key, &v));
+  if (e == EG_ENOTFOUND || (!e && v.mv_size != sizeof(float) * meta->dim)) return EG_ECORRUPT;
+  if (!e) *vec = v.mv_data;
+  return e;
+}
+
+eg_err eg_store_memory_postings(eg_txn *t, const char *tenant, const char *user_id,
+                                uint64_t term, eg_posting_visit_fn fn, void *arg) {
+  eg_key prefix;
+  MDB_cursor *c = NULL;
+  MDB_val k, v;
+  eg_memory_pos pos;
+  eg_err e = EG_OK;
+  if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
+  if ((e = eg_key_term(&prefix, tenant, user_id, term, NULL))) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->memory_terms, &c);
+  k = (MDB_val){prefix.len, prefix.buf};
+  if (!rc) rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
+    size_t idlen = k.mv_size - prefix.len;
+    if (v.mv_size != 8 || idlen < 1 || idlen > EG_MEMORY_POS_MAX - 8) {
+      e = EG_ECORRUPT;
+      break;
+    }
+    memcpy(pos.buf, v.mv_data, 8);
+    memcpy(pos.buf + 8, (const uint8_t *)k.mv_data + prefix.len, idlen);
+    pos.len = 8 + idlen;
+    if (fn(arg, &pos)) break;
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  if (c) mdb_cursor_close(c);
+  return e ? e : eg_store__err(rc);
+}
+
+eg_err eg_store_user_sessions_count(eg_txn *t, const char *tenant, const char *user_id,
+                                    uint64_t *out) {
+  eg_key prefix;
+  MDB_cursor *c = NULL;
+  MDB_val k, v;
+  uint64_t n = 0;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_key_user(&prefix, tenant, user_id);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->sessions_by_user, &c);
+  k = (MDB_val){prefix.len, prefix.buf};
+  if (!rc) rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
+    n++;
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  if (c) mdb_cursor_close(c);
+  if (!rc) *out = n;
+  return eg_store__err(rc);
+}
+
+/* ==== erasure ===================================================================== */
+
+/* The first key under prefix in dbi, copied into out (EG_ENOTFOUND: none). */
+static eg_err eg_first_key(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, eg_key *out) {
+  MDB_cursor *c;
+  MDB_val k = {prefix->len, (void *)prefix->buf}, v;
+  int rc = mdb_cursor_open(t->txn, dbi, &c);
+  if (rc) return eg_store__err(rc);
+  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  if (rc == MDB_SUCCESS && !eg_key_has_prefix(k.mv_data, k.mv_size, prefix)) rc = MDB_NOTFOUND;
+  if (rc == MDB_SUCCESS) {
+    if (k.mv_size > EG_KEY_MAX) rc = EINVAL;
+    else memcpy(out->buf, k.mv_data, out->len = k.mv_size);
+  }
+  mdb_cursor_close(c);
+  return rc == EINVAL ? EG_ECORRUPT : eg_store__err(rc);
+}
+
+/* Deletes keys under prefix one by one until none is left (*left = 0) or
+ * *spent reaches budget (*left = 1). Counts them into *n. */
+static eg_err eg_erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t budget,
+                             uint64_t *spent, uint64_t *n, int *left) {
+  eg_key k;
+  eg_err e;
+  *left = 0;
+  for (;;) {
+    e = eg_first_key(t, dbi, prefix, &k);
+    if (e == EG_ENOTFOUND) return EG_OK;
+    if (e) return e;
+    if (*spent >= budget) return *left = 1, EG_OK;
+    if ((e = eg_store__del(t, dbi, &k))) return e;
+    ++*spent;
+    if (n) ++*n;
+  }
+}
+
+/* Erases the user's sessions (each with its messages and retry records). */
+static eg_err eg_erase_sessions(eg_txn *t, const char *tenant, const eg_key *user, uint64_t budget,
+                                uint64_t *spent, eg_erase_counts *c, int *left) {
+  eg_key ik, range, sk;
+  char sid[EG_STORE_ID_MAX + 1];
+  for (;;) {
+    eg_err e = eg_first_key(t, t->s->sessions_by_user, user, &ik);
+    if (e == EG_ENOTFOUND) return *left = 0, EG_OK;
+    if (e) return e;
+    size_t n = ik.len - user->len;
+    if (n < 9 || n - 8 > EG_STORE_ID_MAX) return EG_ECORRUPT;
+    memcpy(sid, ik.buf + user->len + 8, n - 8);
+    sid[n - 8] = '\0';
+    if ((e = eg_key_session_range(&range, tenant, sid))) return e;
+    if ((e = eg_erase_range(t, t->s->messages, &range, budget, spent, &c->messages, left)) || *left)
+      return e;
+    if ((e = eg_erase_range(t, t->s->idempotency, &range, budget, spent, NULL, left)) || *left)
+      return e;
+    if (*spent >= budget) return *left = 1, EG_OK;
+    if ((e = eg_key_session(&sk, tenant, sid)) || (e = eg_del_quiet(t, t->s->sessions, &sk)) ||
+        (e = eg_store__del(t, t->s->sessions_by_user, &ik)))
+      return e;
+    *spent += 2;
+    c->sessions++;
+  }
+}
+
+/* Erases the user's memories: record, meta and vector of each. */
+static eg_err eg_erase_memories(eg_txn *t, const char *tenant, const eg_key *user, uint64_t budget,
+                                uint64_t *spent, eg_erase_counts *c, int *left) {
+  eg_key pk, mk;
+  char mid[EG_STORE_ID_MAX + 1];
+  for (;;) {
+    eg_err e = eg_first_key(t, t->s->memories_by_user, user, &pk);
+    if (e == EG_ENOTFOUND) return *left = 0, EG_OK;
+    if (e) return e;
+    if (*spent >= budget) return *left = 1, EG_OK;
+    size_t n = pk.len - user->len;
+    if (n < 9 || n - 8 > EG_STORE_ID_MAX) return EG_ECORRUPT;
+    memcpy(mid, pk.buf + user->len + 8, n - 8);
+    mid[n - 8] = '\0';
+    if ((e = eg_key_memory(&mk, tenant, mid)) || (e = eg_del_quiet(t, t->s->memories, &mk)) ||
+        (e = eg_del_quiet(t, t->s->memory_vectors, &pk)) ||
+        (e = eg_store__del(t, t->s->memories_by_user, &pk)))
+      return e;
+    *spent += 3;
+    c->memories++;
+  }
+}
+
+static eg_err eg_erase_progress_get(eg_txn *t, const eg_key *k, eg_erase_counts *c) {
+  MDB_val key = {k->len, (void *)k->buf}, v;
+  memset(c, 0, sizeof *c);
+  int rc = mdb_get(t->txn, t->s->memory_users, &key, &v);
+  if (rc == MDB_NOTFOUND) return EG_OK;
+  if (rc) return eg_store__err(rc);
+  if (v.mv_size != EG_ERASE_LEN) return EG_ECORRUPT;
+  c->sessions = eg_be64_get(v.mv_data);
+  c->messages = eg_be64_get((const uint8_t *)v.mv_data + 8);
+  c->memories = eg_be64_get((const uint8_t *)v.mv_data + 16);
+  c->steps = eg_be64_get((const uint8_t *)v.mv_data + 24);
+  return EG_OK;
+}
+
+static eg_err eg_erase_progress_put(eg_txn *t, const eg_key *k, const eg_erase_counts *c) {
+  uint8_t b[EG_ERASE_LEN];
+  eg_be64_put(b, c->sessions);
+  eg_be64_put(b + 8, c->messages);
+  eg_be64_put(b + 16, c->memories);
+  eg_be64_put(b + 24, c->steps);
+  return eg_store__put(t, t->s->memory_users, k, b, sizeof b);
+}
+
+eg_err eg_store_user_erase_step(eg_txn *t, const char *tenant, const char *user_id,
+                                uint64_t budget, eg_erase_counts *counts, int *done) {
+  eg_key user, pk;
+  eg_erase_counts c;
+  uint64_t spent = 0;
+  int left = 0;
+  if (!eg_txn_writable(t) || budget == 0) return EG_EINVAL;
+  *done = 0;
+  eg_err e = eg_key_user(&user, tenant, user_id);
+  if (!e) e = eg_key_erase(&pk, tenant, user_id);
+  if (!e) e = eg_erase_progress_get(t, &pk, &c);
+  if (!e) e = eg_erase_sessions(t, tenant, &user, budget, &spent, &c, &left);
+  if (!e && !left) e = eg_erase_memories(t, tenant, &user, budget, &spent, &c, &left);
+  if (!e && !left) e = eg_erase_range(t, t->s->memory_terms, &user, budget, &spent, NULL, &left);
+  if (e) return e;
+  c.steps++;
+  if (left) return eg_erase_progress_put(t, &pk, &c);
+  /* Everything else is gone: the counters and the progress record go last. */
+  if ((e = eg_store__del_prefix(t, t->s->memory_users, &user, NULL))) return e;
+  *counts = c;
+  *done = 1;
+  return EG_OK;
+}

@@ -1,0 +1,359 @@
+/* Memories without storage: the tokenizer, blind-index tokens, scoring,
+ * the top-k heap and the de-duplication rules (server/memory_text.h,
+ * crypto/blind.c, server/memory_score.h). */
+#include <CUnit/CUnit.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/crypto.h"
+#include "server/memory_score.h"
+#include "server/memory_text.h"
+#include "suites.h"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static const char *KEY1 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+static const char *KEY2 = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
+static eg_keyring *ring(const char *text) {
+  char path[4200];
+  const char *dir = eg_test_tmpdir();
+  snprintf(path, sizeof path, "%s/keyring", dir);
+  FILE *f = fopen(path, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs(text, f);
+  fclose(f);
+  eg_keyring *kr = NULL;
+  char err[256];
+  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &kr, err, sizeof err), EG_OK);
+  eg_test_rmdir(dir);
+  return kr;
+}
+
+static eg_keyring *ring1(void) {
+  char t[256];
+  snprintf(t, sizeof t, "primary 1\nkey 1 %s\n", KEY1);
+  return ring(t);
+}
+
+/* Words of text joined by single spaces, and the polarity. */
+struct words {
+  char buf[1024];
+  size_t len;
+};
+
+static void add_word(void *arg, const char *w, size_t n) {
+  struct words *ws = arg;
+  if (ws->len) ws->buf[ws->len++] = ' ';
+  memcpy(ws->buf + ws->len, w, n);
+  ws->len += n;
+  ws->buf[ws->len] = '\0';
+}
+
+static int words_of(const char *text, struct words *ws) {
+  memset(ws, 0, sizeof *ws);
+  return eg_text_words(text, strlen(text), add_word, ws);
+}
+
+#define ASSERT_WORDS(text, want, want_neg)                                       \
+  do {                                                                           \
+    struct words ws_;                                                            \
+    int neg_ = words_of(text, &ws_);                                             \
+    if (strcmp(ws_.buf, want) != 0) fprintf(stderr, "\n%s -> [%s]\n", text, ws_.buf); \
+    CU_ASSERT_STRING_EQUAL(ws_.buf, want);                                       \
+    CU_ASSERT_EQUAL(neg_, want_neg);                                             \
+  } while (0)
+
+/* ---- tokenizer ------------------------------------------------------------ */
+
+static void test_words_basic(void) {
+  ASSERT_WORDS("", "", 0);
+  ASSERT_WORDS("  ,.;!  ", "", 0);
+  ASSERT_WORDS("Alice likes green tea", "alice like green tea", 0);
+  ASSERT_WORDS("alice,likes;GREEN-tea!!", "alice like green tea", 0);
+  ASSERT_WORDS("The user is a Doctor", "doctor", 0);
+  ASSERT_WORDS("R2D2 and C3PO 2024", "r2d2 c3po 2024", 0);
+  /* plural and third person: a light stem, same on both sides */
+  ASSERT_WORDS("cats dogs glass bus tennis berries", "cat dog glass bus tennis berry", 0);
+}
+
+static void test_words_unicode(void) {
+  ASSERT_WORDS("Élodie aime le café", "élodie aime le café", 0);
+  ASSERT_WORDS("ÉLODIE", "élodie", 0);
+  ASSERT_WORDS("東京 に 住んで いる", "東京 に 住んで いる", 0);
+  /* NBSP, em dash, curly quotes and ideographic punctuation separate */
+  ASSERT_WORDS("tea\xC2\xA0time\xE2\x80\x94now \xE2\x80\x9Cquoted\xE2\x80\x9D 東京\xE3\x80\x82大阪",
+               "tea time now quoted 東京 大阪", 0);
+  /* a curly apostrophe joins like a straight one */
+  ASSERT_WORDS("don\xE2\x80\x99t", "", 1);
+  /* stray continuation bytes are word bytes, never a crash */
+  struct words ws;
+  words_of("\x80\x80 ok \xC3", &ws);
+  CU_ASSERT_PTR_NOT_NULL(strstr(ws.buf, "ok"));
+}
+
+static void test_words_negation(void) {
+  ASSERT_WORDS("likes tea", "like tea", 0);
+  ASSERT_WORDS("dislikes tea", "like tea", 1);
+  ASSERT_WORDS("does not like tea", "like tea", 1);
+  ASSERT_WORDS("doesn't like tea", "like tea", 1);
+  ASSERT_WORDS("never liked tea", "like tea", 1);
+  ASSERT_WORDS("hates tea", "like tea", 1);
+  ASSERT_WORDS("loves tea", "like tea", 0);
+  ASSERT_WORDS("enjoying tea", "like tea", 0);
+  /* two flips cancel */
+  ASSERT_WORDS("does not dislike tea", "like tea", 0);
+  ASSERT_WORDS("no tea without milk", "tea milk", 0);
+  /* an apostrophe at a word's end separates */
+  ASSERT_WORDS("the cats' toys", "cat toy", 0);
+}
+
+static void test_words_long(void) {
+  char text[300];
+  memset(text, 'x', 200);
+  strcpy(text + 200, " end");
+  struct words ws;
+  words_of(text, &ws);
+  /* The first EG_WORD_MAX bytes of the long word, then the next word. */
+  CU_ASSERT_EQUAL(strlen(ws.buf), EG_WORD_MAX + 4);
+  CU_ASSERT_STRING_EQUAL(ws.buf + EG_WORD_MAX, " end");
+}
+
+/* ---- blind index -------------------------------------------------------------- */
+
+static void test_blind_tokens(void) {
+  eg_keyring *kr = ring1();
+  eg_blind_ctx a, b;
+  CU_ASSERT_EQUAL_FATAL(eg_blind_begin(kr, "acme", &a), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_blind_begin(kr, "other", &b), EG_OK);
+  uint64_t tea = eg_blind_word(&a, "tea", 3);
+  CU_ASSERT_EQUAL(tea, eg_blind_word(&a, "tea", 3));      /* deterministic */
+  CU_ASSERT_NOT_EQUAL(tea, eg_blind_word(&a, "teas", 4)); /* word-sensitive */
+  CU_ASSERT_NOT_EQUAL(tea, eg_blind_word(&b, "tea", 3));  /* tenant-bound */
+  /* tenant|word is length-prefixed: ("ab","c") is not ("a","bc") */
+  eg_blind_ctx ab, a1;
+  CU_ASSERT_EQUAL(eg_blind_begin(kr, "ab", &ab), EG_OK);
+  CU_ASSERT_EQUAL(eg_blind_begin(kr, "a", &a1), EG_OK);
+  CU_ASSERT_NOT_EQUAL(eg_blind_word(&ab, "c", 1), eg_blind_word(&a1, "bc", 2));
+  /* not the plain hash of the word: the key matters */
+  char t[256];
+  snprintf(t, sizeof t, "primary 1\nkey 1 %s\n", KEY2);
+  eg_keyring *other = ring(t);
+  eg_blind_ctx o;
+  CU_ASSERT_EQUAL(eg_blind_begin(other, "acme", &o), EG_OK);
+  CU_ASSERT_NOT_EQUAL(tea, eg_blind_word(&o, "tea", 3));
+  /* over-long tenant, empty ring */
+  char longt[300];
+  memset(longt, 'a', 299);
+  longt[299] = '\0';
+  CU_ASSERT_EQUAL(eg_blind_begin(kr, longt, &o), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_blind_begin(NULL, "acme", &o), EG_EINVAL);
+  eg_blind_end(&a);
+  unsigned char zero[sizeof a.opaque] = {0};
+  CU_ASSERT_EQUAL(memcmp(a.opaque, zero, sizeof zero), 0);
+  eg_keyring_free(kr);
+  eg_keyring_free(other);
+}
+
+static void test_blind_survives_rotation(void) {
+  /* Rotation adds key 2 and makes it primary: blind tokens must not move,
+   * or every stored posting would stop matching. */
+  char t[512];
+  eg_keyring *before = ring1();
+  snprintf(t, sizeof t, "primary 2\nkey 2 %s\nkey 1 %s\n", KEY2, KEY1);
+  eg_keyring *after = ring(t);
+  CU_ASSERT_EQUAL(eg_keyring_blind_key_id(before), 1);
+  CU_ASSERT_EQUAL(eg_keyring_blind_key_id(after), 1);
+  eg_blind_ctx x, y;
+  CU_ASSERT_EQUAL(eg_blind_begin(before, "acme", &x), EG_OK);
+  CU_ASSERT_EQUAL(eg_blind_begin(after, "acme", &y), EG_OK);
+  CU_ASSERT_EQUAL(eg_blind_word(&x, "tea", 3), eg_blind_word(&y, "tea", 3));
+  eg_keyring_free(before);
+  eg_keyring_free(after);
+}
+
+static void test_text_terms(void) {
+  eg_keyring *kr = ring1();
+  eg_blind_ctx c;
+  uint64_t a[16], b[16];
+  int neg;
+  CU_ASSERT_EQUAL_FATAL(eg_blind_begin(kr, "acme", &c), EG_OK);
+  size_t na = eg_text_terms(&c, "Tea, tea and TEA: green tea.", 28, a, 16, &neg);
+  CU_ASSERT_EQUAL(na, 2); /* {tea, green}, unique */
+  CU_ASSERT_EQUAL(neg, 0);
+  CU_ASSERT(a[0] < a[1]); /* sorted */
+  size_t nb = eg_text_terms(&c, "green TEA", 9, b, 16, &neg);
+  CU_ASSERT_EQUAL(nb, 2);
+  CU_ASSERT_EQUAL(memcmp(a, b, sizeof a[0] * 2), 0);
+  /* the cap keeps the first distinct words */
+  CU_ASSERT_EQUAL(eg_text_terms(&c, "one two three four", 18, a, 3, NULL), 3);
+  eg_keyring_free(kr);
+}
+
+/* ---- scoring ------------------------------------------------------------------- */
+
+static void test_vector_math(void) {
+  float q[37], v[37];
+  for (int i = 0; i < 37; i++) {
+    q[i] = (float)(i % 5) - 2.0f;
+    v[i] = (float)(i % 3) + 0.5f;
+  }
+  double want = 0;
+  for (int i = 0; i < 37; i++) want += (double)q[i] * v[i];
+  /* unaligned storage, odd dimension (tail loop) */
+  uint8_t raw[37 * 4 + 1];
+  memcpy(raw + 1, v, sizeof v);
+  CU_ASSERT_DOUBLE_EQUAL(eg_vec_dot(q, raw + 1, 37), want, 1e-3);
+  float n = eg_vec_norm(q, 37);
+  CU_ASSERT_DOUBLE_EQUAL(eg_cosine(eg_vec_dot(q, (const uint8_t *)q, 37), n, n), 1.0, 1e-6);
+  CU_ASSERT_EQUAL(eg_cosine(5, 0, 1), 0);
+  CU_ASSERT_EQUAL(eg_cosine(3, 1, 1), 1); /* clamped */
+  CU_ASSERT_DOUBLE_EQUAL(eg_jaccard(2, 3, 3), 0.5, 1e-6);
+  CU_ASSERT_DOUBLE_EQUAL(eg_jaccard(3, 3, 3), 1.0, 1e-6);
+  CU_ASSERT_EQUAL(eg_jaccard(0, 0, 0), 0);
+  CU_ASSERT_DOUBLE_EQUAL(eg_recency(0, 100), 1.0, 1e-6);
+  CU_ASSERT_DOUBLE_EQUAL(eg_recency(100, 100), 0.5, 1e-6);
+  CU_ASSERT_DOUBLE_EQUAL(eg_recency(200, 100), 0.25, 1e-6);
+  CU_ASSERT_DOUBLE_EQUAL(eg_recency(-5, 100), 1.0, 1e-6);
+}
+
+static void test_keyword_score(void) {
+  /* Rare words weigh more than common ones. */
+  CU_ASSERT(eg_idf(1, 100) > eg_idf(50, 100));
+  double q = eg_idf(1, 100) + eg_idf(50, 100);
+  float rare = eg_keyword_score(eg_idf(1, 100), q, 1, 4);
+  float common = eg_keyword_score(eg_idf(50, 100), q, 1, 4);
+  CU_ASSERT(rare > common);
+  CU_ASSERT_DOUBLE_EQUAL(eg_keyword_score(q, q, 2, 2), 1.0, 1e-6);
+  /* A short memory matching the whole query beats a long one. */
+  CU_ASSERT(eg_keyword_score(q, q, 2, 2) > eg_keyword_score(q, q, 2, 20));
+  CU_ASSERT_EQUAL(eg_keyword_score(0, q, 0, 5), 0);
+}
+
+static eg_scored cand(float score, float imp, int64_t create, const char *id) {
+  eg_scored c = {.score = score, .importance = imp, .create_us = create};
+  c.pos_len = strlen(id);
+  memcpy(c.pos, id, c.pos_len);
+  return c;
+}
+
+static void test_topk_order_and_ties(void) {
+  eg_scored items[4];
+  eg_topk h;
+  eg_topk_init(&h, items, 4);
+  eg_scored all[] = {cand(0.5f, 0.1f, 1, "a"), cand(0.9f, 0.1f, 1, "b"), cand(0.5f, 0.9f, 1, "c"),
+                     cand(0.5f, 0.1f, 2, "d"), cand(0.1f, 1.0f, 9, "e"), cand(0.5f, 0.1f, 1, "f"),
+                     cand(0.7f, 0.0f, 0, "g")};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) eg_topk_offer(&h, &all[i]);
+  eg_topk_sort(&h);
+  CU_ASSERT_EQUAL_FATAL(h.n, 4);
+  /* score desc; then importance desc; then newest; then id asc */
+  const char *want[] = {"b", "g", "c", "d"};
+  for (int i = 0; i < 4; i++) CU_ASSERT_EQUAL(items[i].pos[0], want[i][0]);
+  /* the same candidates in another order give the same answer */
+  eg_topk_init(&h, items, 4);
+  for (size_t i = sizeof all / sizeof all[0]; i-- > 0;) eg_topk_offer(&h, &all[i]);
+  eg_topk_sort(&h);
+  for (int i = 0; i < 4; i++) CU_ASSERT_EQUAL(items[i].pos[0], want[i][0]);
+  /* ties on everything but the id: ascending id, deterministic */
+  eg_topk_init(&h, items, 2);
+  eg_scored t1 = cand(0.5f, 0.5f, 5, "z"), t2 = cand(0.5f, 0.5f, 5, "m"), t3 = cand(0.5f, 0.5f, 5, "q");
+  eg_topk_offer(&h, &t1);
+  eg_topk_offer(&h, &t2);
+  eg_topk_offer(&h, &t3);
+  eg_topk_sort(&h);
+  CU_ASSERT_EQUAL(items[0].pos[0], 'm');
+  CU_ASSERT_EQUAL(items[1].pos[0], 'q');
+}
+
+/* ---- de-duplication ---------------------------------------------------------------- */
+
+/* The Jaccard similarity the server computes for two texts, and whether
+ * their polarities agree. */
+static eg_similarity sim_of(const eg_blind_ctx *c, const char *x, const char *y) {
+  uint64_t a[64], b[64];
+  int na_neg, nb_neg;
+  size_t na = eg_text_terms(c, x, strlen(x), a, 64, &na_neg);
+  size_t nb = eg_text_terms(c, y, strlen(y), b, 64, &nb_neg);
+  size_t inter = 0;
+  for (size_t i = 0; i < na; i++)
+    for (size_t j = 0; j < nb; j++) inter += a[i] == b[j];
+  eg_similarity s = {.jaccard = eg_jaccard(inter, na, nb), .same_polarity = na_neg == nb_neg};
+  return s;
+}
+
+static void test_dedup_rules(void) {
+  eg_keyring *kr = ring1();
+  eg_blind_ctx c;
+  CU_ASSERT_EQUAL_FATAL(eg_blind_begin(kr, "acme", &c), EG_OK);
+  const float jt = EG_DEDUP_JACCARD_DEFAULT, ct = EG_DEDUP_COSINE_DEFAULT;
+  /* near-duplicate: same words up to case, punctuation, stop words, plural */
+  eg_similarity s = sim_of(&c, "Alice likes green tea", "alice LIKES the green teas!");
+  CU_ASSERT(eg_is_duplicate(&s, jt, ct, 1));
+  CU_ASSERT(!eg_is_conflict(&s, jt, ct, 1));
+  /* distinct facts */
+  s = sim_of(&c, "Alice likes green tea", "Alice likes black coffee");
+  CU_ASSERT(!eg_is_duplicate(&s, jt, ct, 1));
+  CU_ASSERT(!eg_is_conflict(&s, jt, ct, 1));
+  /* contradictions are never duplicates, and are reported */
+  const char *contra[][2] = {{"likes tea", "dislikes tea"},
+                             {"likes tea", "does not like tea"},
+                             {"Alice likes tea", "Alice doesn't like tea"},
+                             {"loves jazz", "hates jazz"}};
+  for (size_t i = 0; i < 4; i++) {
+    s = sim_of(&c, contra[i][0], contra[i][1]);
+    CU_ASSERT(!eg_is_duplicate(&s, jt, ct, 1));
+    CU_ASSERT(eg_is_conflict(&s, jt, ct, 1));
+  }
+  /* cosine alone can make a duplicate (same polarity), never across polarity */
+  eg_similarity v = {.jaccard = 0.2f, .cosine = 0.97f, .both_vectors = 1, .same_polarity = 1};
+  CU_ASSERT(eg_is_duplicate(&v, jt, ct, 1));
+  v.same_polarity = 0;
+  CU_ASSERT(!eg_is_duplicate(&v, jt, ct, 1));
+  CU_ASSERT(eg_is_conflict(&v, jt, ct, 1));
+  /* a cosine without both vectors means nothing */
+  v = (eg_similarity){.jaccard = 0.2f, .cosine = 0.99f, .both_vectors = 0, .same_polarity = 1};
+  CU_ASSERT(!eg_is_duplicate(&v, jt, ct, 1));
+  /* texts without terms never match by Jaccard */
+  v = (eg_similarity){.jaccard = 0, .same_polarity = 1};
+  CU_ASSERT(!eg_is_duplicate(&v, 0.0f, ct, 0));
+  /* thresholds are inclusive */
+  v = (eg_similarity){.jaccard = 0.5f, .same_polarity = 1};
+  CU_ASSERT(eg_is_duplicate(&v, 0.5f, ct, 1));
+  CU_ASSERT(!eg_is_duplicate(&v, 0.51f, ct, 1));
+  eg_keyring_free(kr);
+}
+
+static void test_dedup_decide_and_rank(void) {
+  CU_ASSERT_EQUAL(eg_dedup_decide(EG_POLICY_OFF, 1, 0), EG_DEDUP_NONE);
+  CU_ASSERT_EQUAL(eg_dedup_decide(EG_POLICY_MERGE, 0, 1), EG_DEDUP_MERGE);
+  /* MARK: higher importance stays ACTIVE; a tie keeps the existing one */
+  CU_ASSERT_EQUAL(eg_dedup_decide(EG_POLICY_MARK, 0.9f, 0.5f), EG_DEDUP_OLD_IS_DUP);
+  CU_ASSERT_EQUAL(eg_dedup_decide(EG_POLICY_MARK, 0.5f, 0.9f), EG_DEDUP_NEW_IS_DUP);
+  CU_ASSERT_EQUAL(eg_dedup_decide(EG_POLICY_MARK, 0.5f, 0.5f), EG_DEDUP_NEW_IS_DUP);
+  eg_similarity a = {.jaccard = 0.9f}, b = {.jaccard = 0.86f, .cosine = 0.99f, .both_vectors = 1};
+  CU_ASSERT(eg_dedup_better(&b, &a)); /* 0.99 > 0.9 */
+  CU_ASSERT(!eg_dedup_better(&a, &b));
+  eg_similarity c = {.jaccard = 0.9f};
+  CU_ASSERT(!eg_dedup_better(&c, &a)); /* equal: the first seen stays */
+}
+
+static int suite_init(void) { return eg_crypto_init() == EG_OK ? 0 : -1; }
+
+void eg_test_register_memory(void) {
+  CU_pSuite s = CU_add_suite("memory", suite_init, NULL);
+  CU_add_test(s, "tokenizer: basic", test_words_basic);
+  CU_add_test(s, "tokenizer: unicode", test_words_unicode);
+  CU_add_test(s, "tokenizer: negation", test_words_negation);
+  CU_add_test(s, "tokenizer: long words", test_words_long);
+  CU_add_test(s, "blind index: tokens", test_blind_tokens);
+  CU_add_test(s, "blind index: stable across rotation", test_blind_survives_rotation);
+  CU_add_test(s, "blind index: text terms", test_text_terms);
+  CU_add_test(s, "scoring: vector math", test_vector_math);
+  CU_add_test(s, "scoring: keyword score", test_keyword_score);
+  CU_add_test(s, "scoring: top-k order and ties", test_topk_order_and_ties);
+  CU_add_test(s, "dedup: duplicate, distinct, contradiction", test_dedup_rules);
+  CU_add_test(s, "dedup: decision and ranking", test_dedup_decide_and_rank);
+}
