@@ -63,7 +63,7 @@ static int eg_auth_parse_line(char *line, int lineno, struct eg_auth_entry *e, c
     snprintf(err, errlen, "line %d: hash must be 64 lowercase hex digits", lineno);
     return -1;
   }
-  snprintf(e->tenant, sizeof e->tenant, "%s", tenant);
+  snprintf(e->tenant, sizeof e->tenant, "%.128s", tenant);
   memcpy(e->hash, hash, sizeof e->hash);
   return 0;
 }

@@ -32,7 +32,7 @@ static eg_err eg_load_keys(const eg_config *cfg, eg_keyring **out, char *err, si
     if (access(path, F_OK) != 0) {
       eg_err e = eg_keyring_create(path);
       if (e != EG_OK) {
-        snprintf(err, errlen, "%s: cannot create (%s)", path, eg_err_msg(e));
+        snprintf(err, errlen, "%.400s: cannot create (%s)", path, eg_err_msg(e));
         return e;
       }
       fprintf(stderr, "engramd: created keyring %s with a fresh key; back it up: without it "

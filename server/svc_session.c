@@ -291,7 +291,7 @@ static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__ListMessagesRequest *in = (const void *)msg;
   struct eg_msg_collect mc;
   eg_session_rec *rec;
-  size_t want;
+  size_t want = 0;
   uint64_t start = in->newest_first ? UINT64_MAX : 1;
   eg_err e;
   if ((e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg)) ||
@@ -333,7 +333,7 @@ static eg_err eg_get_context(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__GetContextRequest *in = (const void *)msg;
   struct eg_msg_collect mc;
   eg_session_rec *rec;
-  size_t want, len;
+  size_t want = 0, len;
   eg_err e;
   if ((e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg)) ||
       (e = eg_page_size(r, "max_messages", in->max_messages, &want)))

@@ -350,7 +350,7 @@ static void eg_on_call(eg_call *c) {
   eg_transport *tp = c->w->tp;
   if (!atomic_load(&tp->stopping)) eg_arm(c->w, c->mi);
   if (c->mi == SIZE_MAX) {
-    char path[256];
+    char path[200];
     snprintf(path, sizeof path, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
              (const char *)GRPC_SLICE_START_PTR(c->details.method));
     eg_reply_msg(c, EG_EUNIMPL, "unknown method %s", path);

@@ -68,7 +68,7 @@ static void print_sub(FILE *out, const char *label, const ProtobufCMessage *sub)
     replica_line(out, (const Engram__V1__ReplicaStatus *)sub);
   } else {
     char prefix[256];
-    snprintf(prefix, sizeof prefix, "%s.", label);
+    snprintf(prefix, sizeof prefix, "%.250s.", label);
     print_fields(out, sub, prefix);
   }
 }
