@@ -1,5 +1,6 @@
 """Many clients at once: gap-free seqs, exactly-once retries, unique ids."""
 import threading
+import time
 
 import grpc
 
@@ -197,7 +198,15 @@ class ConcurrencyTest(ServerTestCase):
             return run
 
         run_threads([worker(i) for i in range(THREADS)], timeout=120)
-        msgs = self.client.all_messages(sid)
+        # A call the client gave up on may still commit a moment later (the
+        # server cannot know the client left): wait, bounded, until the
+        # count and the listing agree, then check them.
+        for _ in range(50):
+            count = self.client.get(sid).message_count
+            msgs = self.client.all_messages(sid)
+            if count == len(msgs) == self.client.get(sid).message_count:
+                break
+            time.sleep(0.1)
         self.assertSeqs(msgs, range(1, len(msgs) + 1))
         self.assertEqual(self.client.get(sid).message_count, len(msgs))
         self.assertEqual(len({m.content for m in msgs}), len(msgs))
