@@ -14,13 +14,15 @@ eg_err eg_blind_begin(const eg_keyring *kr, const char *tenant, eg_blind_ctx *ct
   const uint8_t *key = kr ? eg__keyring_blind_key(kr) : NULL;
   size_t tlen = tenant ? strlen(tenant) : 0;
   if (!key || !tenant || tlen > 255) return EG_EINVAL;
-  crypto_generichash_state *st = (crypto_generichash_state *)ctx->opaque;
+  crypto_generichash_state st;
   uint8_t len = (uint8_t)tlen;
   /* 16 bytes out (the generichash minimum); the token is the first 8. */
-  if (crypto_generichash_init(st, key, EG_KEY_LEN, crypto_generichash_BYTES_MIN) != 0)
+  if (crypto_generichash_init(&st, key, EG_KEY_LEN, crypto_generichash_BYTES_MIN) != 0)
     return EG_EINVAL;
-  crypto_generichash_update(st, &len, 1);
-  crypto_generichash_update(st, (const unsigned char *)tenant, tlen);
+  crypto_generichash_update(&st, &len, 1);
+  crypto_generichash_update(&st, (const unsigned char *)tenant, tlen);
+  memcpy(ctx->opaque, &st, sizeof st);
+  sodium_memzero(&st, sizeof st);
   return EG_OK;
 }
 

@@ -105,7 +105,9 @@ void eg_random_bytes(void *buf, size_t n);
  * without the key. The subkey comes from the keyring's lowest key id, which
  * rotation does not change. */
 typedef struct {
-  _Alignas(64) unsigned char opaque[512]; /* a hash state after key and tenant */
+  /* A hash state after key and tenant, copied to an aligned state per use,
+   * so the context itself needs no particular alignment. */
+  unsigned char opaque[512];
 } eg_blind_ctx;
 
 /* Prepares ctx for tenant's tokens. EG_EINVAL for an empty keyring or a
