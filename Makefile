@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:50051
 DATA_DIR   ?= ./data
 
-.PHONY: all deps build run test test-fast test-asan bench clean
+.PHONY: all deps build run test test-fast test-asan bench bench-memory clean
 
 all: build
 
@@ -45,6 +45,14 @@ bench:
 	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release && \
 	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
 	BENCH_ELAPSED_FROM=$$start bench/run.sh $(REL_BUILD)
+
+# Memories (issue 3): server-side latency of SearchMemories over 10,000
+# memories x 384 dims and of CreateMemory with dedup against 1,000; in
+# process, durable commits (bench/bench_memory.c, docs/performance.md).
+bench-memory:
+	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release && \
+	cmake --build $(REL_BUILD) -j $(JOBS) --target eg_bench_memory && \
+	$(REL_BUILD)/eg_bench_memory $(BENCH_MEMORY_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -8,17 +8,23 @@
  * sum, so the loop runs at load speed without -ffast-math. */
 typedef float eg_v4 __attribute__((vector_size(16)));
 
+static inline eg_v4 eg_load4(const void *p) {
+  eg_v4 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
 float eg_vec_dot(const float *q, const uint8_t *v, size_t dim) {
-  eg_v4 acc[4] = {{0}};
+  /* Named accumulators stay in registers (an array of them is spilled). */
+  eg_v4 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
   size_t i = 0;
-  for (; i + 16 <= dim; i += 16)
-    for (int j = 0; j < 4; j++) {
-      eg_v4 a, b;
-      memcpy(&a, q + i + 4 * j, sizeof a);
-      memcpy(&b, v + 4 * (i + 4 * j), sizeof b);
-      acc[j] += a * b;
-    }
-  eg_v4 s = acc[0] + acc[1] + acc[2] + acc[3];
+  for (; i + 16 <= dim; i += 16) {
+    a0 += eg_load4(q + i) * eg_load4(v + 4 * i);
+    a1 += eg_load4(q + i + 4) * eg_load4(v + 4 * (i + 4));
+    a2 += eg_load4(q + i + 8) * eg_load4(v + 4 * (i + 8));
+    a3 += eg_load4(q + i + 12) * eg_load4(v + 4 * (i + 12));
+  }
+  eg_v4 s = (a0 + a1) + (a2 + a3);
   float sum = s[0] + s[1] + s[2] + s[3];
   for (; i < dim; i++) {
     float b;

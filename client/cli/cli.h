@@ -170,5 +170,14 @@ int cmd_admin_promote(cli *g, int argc, char **argv);
 int cmd_admin_checksum(cli *g, int argc, char **argv);
 int cmd_keygen(cli *g, int argc, char **argv);
 int cmd_token_hash(cli *g, int argc, char **argv);
+/* cmd_memory.c: MemoryService and UserService */
+int cmd_memory_add(cli *g, int argc, char **argv);
+int cmd_memory_get(cli *g, int argc, char **argv);
+int cmd_memory_update(cli *g, int argc, char **argv);
+int cmd_memory_delete(cli *g, int argc, char **argv);
+int cmd_memory_list(cli *g, int argc, char **argv);
+int cmd_memory_search(cli *g, int argc, char **argv);
+int cmd_user_delete(cli *g, int argc, char **argv);
+int cmd_user_stats(cli *g, int argc, char **argv);
 
 #endif

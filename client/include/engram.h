@@ -26,6 +26,8 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "engram/v1/admin.pb-c.h"
+#include "engram/v1/memory.pb-c.h"
+#include "engram/v1/user.pb-c.h"
 #include "engram/v1/session.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -128,6 +130,8 @@ const char *eg_client_code_name(int code);
  */
 #define EG_CLIENT_SESSION_SVC "/engram.v1.SessionService/"
 #define EG_CLIENT_ADMIN_SVC "/engram.v1.AdminService/"
+#define EG_CLIENT_MEMORY_SVC "/engram.v1.MemoryService/"
+#define EG_CLIENT_USER_SVC "/engram.v1.UserService/"
 #define EG_CLIENT_METHODS(X)                                                            \
   X(create_session, EG_CLIENT_SESSION_SVC "CreateSession",                               \
     Engram__V1__CreateSessionRequest, engram__v1__create_session_request__descriptor,    \
@@ -167,7 +171,31 @@ const char *eg_client_code_name(int code);
     Engram__V1__PromoteResponse, engram__v1__promote_response__descriptor)               \
   X(checksum, EG_CLIENT_ADMIN_SVC "Checksum",                                            \
     Engram__V1__ChecksumRequest, engram__v1__checksum_request__descriptor,               \
-    Engram__V1__ChecksumResponse, engram__v1__checksum_response__descriptor)
+    Engram__V1__ChecksumResponse, engram__v1__checksum_response__descriptor)             \
+  X(create_memory, EG_CLIENT_MEMORY_SVC "CreateMemory",                                  \
+    Engram__V1__CreateMemoryRequest, engram__v1__create_memory_request__descriptor,      \
+    Engram__V1__CreateMemoryResponse, engram__v1__create_memory_response__descriptor)    \
+  X(get_memory, EG_CLIENT_MEMORY_SVC "GetMemory",                                        \
+    Engram__V1__GetMemoryRequest, engram__v1__get_memory_request__descriptor,            \
+    Engram__V1__Memory, engram__v1__memory__descriptor)                                  \
+  X(update_memory, EG_CLIENT_MEMORY_SVC "UpdateMemory",                                  \
+    Engram__V1__UpdateMemoryRequest, engram__v1__update_memory_request__descriptor,      \
+    Engram__V1__Memory, engram__v1__memory__descriptor)                                  \
+  X(delete_memory, EG_CLIENT_MEMORY_SVC "DeleteMemory",                                  \
+    Engram__V1__DeleteMemoryRequest, engram__v1__delete_memory_request__descriptor,      \
+    Engram__V1__DeleteMemoryResponse, engram__v1__delete_memory_response__descriptor)    \
+  X(list_memories, EG_CLIENT_MEMORY_SVC "ListMemories",                                  \
+    Engram__V1__ListMemoriesRequest, engram__v1__list_memories_request__descriptor,      \
+    Engram__V1__ListMemoriesResponse, engram__v1__list_memories_response__descriptor)    \
+  X(search_memories, EG_CLIENT_MEMORY_SVC "SearchMemories",                              \
+    Engram__V1__SearchMemoriesRequest, engram__v1__search_memories_request__descriptor,  \
+    Engram__V1__SearchMemoriesResponse, engram__v1__search_memories_response__descriptor)\
+  X(delete_user, EG_CLIENT_USER_SVC "DeleteUser",                                        \
+    Engram__V1__DeleteUserRequest, engram__v1__delete_user_request__descriptor,          \
+    Engram__V1__DeleteUserResponse, engram__v1__delete_user_response__descriptor)        \
+  X(get_user_stats, EG_CLIENT_USER_SVC "GetUserStats",                                   \
+    Engram__V1__GetUserStatsRequest, engram__v1__get_user_stats_request__descriptor,     \
+    Engram__V1__GetUserStatsResponse, engram__v1__get_user_stats_response__descriptor)
 
 #define EG_CLIENT_DECLARE(name, path, Req, req_desc, Resp, resp_desc)             \
   extern const eg_client_method eg_client_method_##name;                           \

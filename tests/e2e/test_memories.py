@@ -674,3 +674,45 @@ class EraseTest(E2ETestCase):
             self.assertTrue(any(other.encode() in k for k, _ in dbs["memories_by_user"]))
         finally:
             srv.close()
+
+
+class MemoryCliTest(ServerTestCase):
+    """engram memory add|get|update|delete|list|search, engram user delete|stats."""
+
+    def cli(self, *args, want=0):
+        import json
+        from harness import ENGRAM_CLI, clean_env
+        p = subprocess.run([ENGRAM_CLI, "--target", self.server.addr, "--json"] + list(args),
+                           capture_output=True, timeout=30, env=clean_env())
+        self.assertEqual(p.returncode, want, "engram %s: %s" % (" ".join(args), p.stderr.decode()))
+        return json.loads(p.stdout.decode().splitlines()[0]) if want == 0 else p.stderr.decode()
+
+    def test_cli_memory_and_user_commands(self):
+        user = uid("u")
+        r = self.cli("memory", "add", "--user", user, "--type", "preference", "--text",
+                     "Pia likes oolong tea", "--tags", "drinks,tea", "--importance", "0.6",
+                     "--embedding", "1,0,0")
+        mid = r["memory"]["memoryId"]
+        self.assertEqual(r["outcome"], "DEDUP_OUTCOME_CREATED")
+        r = self.cli("memory", "add", "--user", user, "--type", "preference", "--text",
+                     "Pia dislikes oolong tea")
+        self.assertEqual(r["conflictsWith"], [mid])
+        self.assertEqual(self.cli("memory", "get", mid)["tags"], ["drinks", "tea"])
+        r = self.cli("memory", "search", "--user", user, "--query", "oolong", "--top-k", "1",
+                     "--weights", "1,0,1,0")
+        self.assertEqual(r["results"][0]["memory"]["memoryId"], mid)
+        r = self.cli("memory", "update", mid, "--text", "Pia likes oolong and sencha",
+                     "--clear-tags", "--expected-version", "1")
+        self.assertEqual((r["version"], r["tags"]), ("2", []))
+        r = self.cli("memory", "list", "--user", user, "--order", "importance", "--types",
+                     "preference", "--page-size", "1")
+        self.assertEqual(r["memories"][0]["memoryId"], mid)
+        self.assertTrue(r["nextPageToken"])
+        self.assertEqual(self.cli("memory", "delete", mid)["memory"]["state"], "MEMORY_STATE_DELETED")
+        self.assertEqual(self.cli("user", "stats", user)["deletedMemories"], "1")
+        self.assertEqual(self.cli("user", "delete", user)["deletedMemories"], "2")
+        self.assertIn("NOT_FOUND", self.cli("memory", "get", mid, want=1))
+        self.assertIn("--type", self.cli("memory", "add", "--user", user, "--type", "nope",
+                                         "--text", "x", want=2))
+        self.assertIn("importance", self.cli("memory", "add", "--user", user, "--type", "fact",
+                                             "--text", "x", "--importance", "2", want=1))
