@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:50051
 DATA_DIR   ?= ./data
 
-.PHONY: all deps build run test test-fast test-asan bench bench-memory clean
+.PHONY: all deps build run test test-fast test-asan bench bench-memory bench-replication clean
 
 all: build
 
@@ -56,3 +56,11 @@ bench-memory:
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
+
+# Replication lag at 5,000 writes/s and catch-up after 100,000 missed records
+# (bench/repl.sh, results in bench/results/replication.md).
+bench-replication:
+	@scripts/deps.sh bench && \
+	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_repl_bench && \
+	bench/repl.sh $(REL_BUILD)
