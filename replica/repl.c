@@ -108,25 +108,6 @@ eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn) {
   return EG_OK;
 }
 
-void eg_repl_forward(eg_repl *r, const char *path, grpc_byte_buffer *req, const grpc_slice *authz,
-                     gpr_timespec deadline, eg_forwarded *out) {
-  char *auth = NULL;
-  memset(out, 0, sizeof out->code + sizeof out->message);
-  out->payload = NULL;
-  out->lsn = 0;
-  if (authz && (auth = malloc(GRPC_SLICE_LENGTH(*authz) + 1))) {
-    memcpy(auth, GRPC_SLICE_START_PTR(*authz), GRPC_SLICE_LENGTH(*authz));
-    auth[GRPC_SLICE_LENGTH(*authz)] = '\0';
-  }
-  gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(deadline, GPR_CLOCK_MONOTONIC),
-                                   gpr_now(GPR_CLOCK_MONOTONIC));
-  int64_t ms = gpr_time_to_millis(left);
-  eg_client_opts opts = {.timeout_ms = ms > 0 && ms < 600000 ? ms : 600000};
-  eg_client_status st;
-  /* An empty authorization must not turn into the replica's own token. */
-  eg_client_call_raw(r->upstream, path, req, auth ? auth : "", &opts, &st, &out->payload);
-  out->code = st.code;
-  out->lsn = st.lsn;
-  snprintf(out->message, sizeof out->message, "%s", st.message);
-  free(auth);
+grpc_channel *eg_repl_upstream(eg_repl *r) {
+  return r->upstream ? eg_client_channel(r->upstream) : NULL;
 }

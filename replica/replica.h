@@ -69,18 +69,9 @@ int eg_repl_sync_needed(const eg_repl *r);
 
 /* ---- replica side ------------------------------------------------------- */
 
-/* Forwards a unary call to the primary and returns its answer: status code
- * and message, the response payload (caller destroys; NULL on error), and
- * the engram-lsn it carried. authz (may be NULL) is the caller's
- * authorization value, passed on so the primary authenticates the caller. */
-typedef struct {
-  int code;
-  char message[512];
-  grpc_byte_buffer *payload;
-  uint64_t lsn;
-} eg_forwarded;
-void eg_repl_forward(eg_repl *r, const char *path, grpc_byte_buffer *req, const grpc_slice *authz,
-                     gpr_timespec deadline, eg_forwarded *out);
+/* The channel to the primary, for forwarding writes (NULL on a node that
+ * started as primary). Thread-safe; valid until eg_repl_free. */
+grpc_channel *eg_repl_upstream(eg_repl *r);
 
 /* AdminService.Promote: EG_EPRECOND on a primary. Stops following, starts
  * epoch + 1 with a log record of its own. */

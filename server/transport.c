@@ -22,7 +22,17 @@
 
 typedef struct eg_worker eg_worker;
 
-typedef enum { EG_CALL_WAITING, EG_CALL_REPLYING } eg_call_state;
+typedef enum { EG_CALL_WAITING, EG_CALL_FORWARDING, EG_CALL_REPLYING } eg_call_state;
+
+/* A write that reached a replica, on its way to the primary and back. */
+typedef struct {
+  grpc_call *call;
+  grpc_metadata authz;
+  grpc_metadata_array initial, trailing;
+  grpc_byte_buffer *resp;
+  grpc_status_code status;
+  grpc_slice details;
+} eg_fwd;
 
 /* One call, from the armed request to the reply's completion. It is the
  * completion-queue tag, and its first member makes it a writer item. */
@@ -39,6 +49,7 @@ typedef struct eg_call {
   grpc_completion_queue *stream_cq; /* streaming methods: the call's own queue */
   eg_req req;
   uint64_t lsn; /* a write's commit, while it waits for replica acks */
+  eg_fwd fwd;   /* EG_CALL_FORWARDING */
   grpc_metadata lsn_md;
   grpc_byte_buffer *out;
   grpc_slice status_details;
@@ -86,6 +97,13 @@ static eg_call *eg_call_new(eg_worker *w, size_t mi) {
 }
 
 static void eg_call_free(eg_call *c) {
+  if (c->fwd.call) {
+    grpc_call_unref(c->fwd.call);
+    grpc_metadata_array_destroy(&c->fwd.initial);
+    grpc_metadata_array_destroy(&c->fwd.trailing);
+    grpc_slice_unref(c->fwd.details);
+    if (c->fwd.resp) grpc_byte_buffer_destroy(c->fwd.resp);
+  }
   grpc_metadata_array_destroy(&c->md);
   grpc_call_details_destroy(&c->details);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
@@ -256,18 +274,24 @@ static eg_err eg_decode(eg_call *c, const eg_method *m, ProtobufCMessage **out) 
   return EG_OK;
 }
 
+/* A metadata value as a u64: 0 on success, -1 if it is not a number. */
+static int eg_md_u64(const grpc_slice *v, uint64_t *out) {
+  char buf[24], *end;
+  size_t n = GRPC_SLICE_LENGTH(*v);
+  if (n == 0 || n >= sizeof buf) return -1;
+  memcpy(buf, GRPC_SLICE_START_PTR(*v), n);
+  buf[n] = '\0';
+  *out = strtoull(buf, &end, 10);
+  return *end || buf[0] == '-' ? -1 : 0;
+}
+
 /* engram-min-lsn: wait (bounded by the call's deadline and
  * --max-lsn-wait-ms) until this node has applied it. */
 static eg_err eg_wait_min_lsn(eg_call *c) {
   const grpc_slice *v = eg_md_find(&c->md, "engram-min-lsn");
+  uint64_t want;
   if (!v) return EG_OK;
-  char buf[24], *end;
-  size_t n = GRPC_SLICE_LENGTH(*v);
-  if (n == 0 || n >= sizeof buf) return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
-  memcpy(buf, GRPC_SLICE_START_PTR(*v), n);
-  buf[n] = '\0';
-  uint64_t want = strtoull(buf, &end, 10);
-  if (*end || buf[0] == '-') return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
+  if (eg_md_u64(v, &want) != 0) return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
   eg_store *s = c->w->tp->srv->store;
   if (eg_store_last_lsn(s) >= want) return EG_OK;
   gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC),
@@ -281,12 +305,60 @@ static eg_err eg_wait_min_lsn(eg_call *c) {
 }
 
 /* A write that reached a replica: the primary answers it, and the client
- * gets that answer as it is (status, message, payload, engram-lsn). */
+ * gets that answer as it is (status, message, payload, engram-lsn). The
+ * call to the primary completes on this worker's queue, so the worker
+ * serves other calls meanwhile. The caller's own authorization goes along:
+ * the primary authenticates the caller, not this replica. */
 static void eg_forward(eg_call *c, const eg_method *m) {
-  eg_forwarded fw;
-  eg_repl_forward(c->w->tp->srv->repl, m->path, c->payload, eg_md_find(&c->md, "authorization"),
-                  c->deadline, &fw);
-  eg_reply_raw(c, fw.code, fw.message, fw.payload, fw.lsn);
+  eg_fwd *f = &c->fwd;
+  const grpc_slice *authz = eg_md_find(&c->md, "authorization");
+  grpc_slice method = grpc_slice_from_static_string(m->path);
+  f->call = grpc_channel_create_call(eg_repl_upstream(c->w->tp->srv->repl), NULL,
+                                     GRPC_PROPAGATE_DEFAULTS, c->w->cq, method, NULL, c->deadline,
+                                     NULL);
+  grpc_metadata_array_init(&f->initial);
+  grpc_metadata_array_init(&f->trailing);
+  f->details = grpc_empty_slice();
+  if (authz) f->authz = (grpc_metadata){.key = grpc_slice_from_static_string("authorization"), .value = *authz};
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = authz ? 1 : 0;
+  ops[0].data.send_initial_metadata.metadata = &f->authz;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = c->payload;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &f->initial;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &f->resp;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &f->trailing;
+  ops[5].data.recv_status_on_client.status = &f->status;
+  ops[5].data.recv_status_on_client.status_details = &f->details;
+  c->state = EG_CALL_FORWARDING;
+  if (grpc_call_start_batch(f->call, ops, 6, c, NULL) != GRPC_CALL_OK) {
+    snprintf(c->req.msg, sizeof c->req.msg, "cannot reach the primary");
+    eg_reply(c, EG_EUNAVAIL, 0);
+  }
+}
+
+/* The primary answered a forwarded write: pass its answer on. */
+static void eg_forward_done(eg_call *c, int ok) {
+  eg_fwd *f = &c->fwd;
+  char msg[512];
+  uint64_t lsn = 0;
+  const grpc_slice *v = eg_md_find(&f->initial, "engram-lsn");
+  if (!ok) {
+    eg_reply_raw(c, GRPC_STATUS_UNAVAILABLE, "forwarding to the primary failed", NULL, 0);
+    return;
+  }
+  if (v && eg_md_u64(v, &lsn) != 0) lsn = 0;
+  snprintf(msg, sizeof msg, "%.*s", (int)GRPC_SLICE_LENGTH(f->details),
+           (const char *)GRPC_SLICE_START_PTR(f->details));
+  grpc_byte_buffer *resp = f->status == GRPC_STATUS_OK ? f->resp : NULL;
+  if (resp) f->resp = NULL; /* the reply owns it now */
+  eg_reply_raw(c, f->status, msg, resp, lsn);
 }
 
 static void *eg_stream_main(void *arg) {
@@ -394,6 +466,8 @@ static void *eg_worker_main(void *arg) {
     /* A failed request means the server is shutting down. */
     if (c->state == EG_CALL_WAITING && ev.success)
       eg_on_call(c);
+    else if (c->state == EG_CALL_FORWARDING)
+      eg_forward_done(c, ev.success);
     else
       eg_call_free(c);
   }
