@@ -182,7 +182,7 @@ def cmd_check_h2load(a):
         problems.append("asked for %d calls; h2load: %d total, %d succeeded; server: %d OK for %s"
                         % (a.calls, h["total"], h["succeeded"], ok, a.method))
     rec = {
-        "kind": "h2load", "name": a.name, "server": a.server, "workload": a.workload,
+        "kind": "h2load", "name": a.name, "log": os.path.abspath(a.log), "server": a.server, "workload": a.workload,
         "method": a.method, "concurrency": a.conc, "qps": h["qps"], "seconds": h["seconds"],
         "succeeded": h["succeeded"], "started": h["started"], "server_ok": ok,
         "p50_us": percentile(lat, 50), "p90_us": percentile(lat, 90), "p99_us": percentile(lat, 99),
@@ -283,7 +283,7 @@ def cmd_meta(a):
         "protobuf_c": dpkg_version("libprotobuf-c1"),
         "etcd": run_out(["etcd", "--version"]).splitlines()[0] if run_out(["etcd", "--version"]) else "?",
         "h2load": run_out(["h2load", "--version"]),
-        "seconds_per_point": a.seconds, "warmup_seconds": a.warmup,
+        "seconds_per_point": a.seconds, "warmup_seconds": a.warmup, "rounds": a.rounds,
     }
     print(json.dumps(meta))
 
@@ -312,11 +312,37 @@ def fmt_qps(q):
     return "{:,.0f}".format(q)
 
 
+def merge_slices(rs):
+    """One point from its h2load slices: calls over time, percentiles over
+    every call of every slice (from the per-request logs)."""
+    lat = []
+    for r in rs:
+        lat.extend(latency_log(r["log"])[0])
+    lat.sort()
+    m = {k: rs[0][k] for k in ("kind", "server", "workload", "method", "concurrency")}
+    keys = ("name", "qps", "seconds", "succeeded", "server_ok", "p50_us", "p99_us", "writes_per_commit")
+    m["slices"] = [{k: r[k] for k in keys if k in r} for r in rs]
+    m["succeeded"] = sum(r["succeeded"] for r in rs)
+    m["server_ok"] = sum(r["server_ok"] for r in rs)
+    m["seconds"] = round(sum(r["seconds"] for r in rs), 3)
+    m["qps"] = round(m["succeeded"] / m["seconds"], 1)
+    m["p50_us"], m["p90_us"], m["p99_us"] = (percentile(lat, 50), percentile(lat, 90), percentile(lat, 99))
+    m["mean_us"] = round(sum(lat) / len(lat), 1) if lat else 0
+    m["max_us"] = lat[-1] if lat else 0
+    if all("writes_per_commit" in r for r in rs):
+        m["writes_per_commit"] = round(sum(r["writes_per_commit"] for r in rs) / len(rs), 1)
+    return m
+
+
 def index_runs(runs):
-    by = {}
+    by, slices = {}, {}
     for r in runs:
-        if r.get("kind") in ("h2load", "loadgen") and r.get("workload") in LABELS:
+        if r.get("kind") == "h2load" and r.get("workload") in LABELS:
+            slices.setdefault((r["workload"], r["concurrency"]), []).append(r)
+        elif r.get("kind") == "loadgen" and r.get("workload") in LABELS:
             by[(r["workload"], r["concurrency"])] = r
+    for k, rs in slices.items():
+        by[k] = merge_slices(rs)
     return by
 
 
@@ -360,6 +386,17 @@ def goals(by, rss, scaling):
     return out
 
 
+def nice_ceiling(v):
+    """The smallest 1, 2, 2.5, 4 or 5 x 10^k at or above v, so ticks at
+    quarters are round numbers."""
+    import math
+    e = 10 ** math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 4, 5, 10):
+        if m * e >= v:
+            return m * e
+    return 10 * e
+
+
 def svg_chart(by, concs, path):
     """Two rows of grouped bars (QPS above, p99 below), one panel per
     concurrency; hand-written SVG, no plotting library needed."""
@@ -382,8 +419,7 @@ def svg_chart(by, concs, path):
             ("p99", "p99 latency, ms (lower is better)", lambda r: r["p99_us"] / 1000.0)]
     for ri, (key, title, val) in enumerate(rows):
         top = mt + ri * (ph + 90) + 20
-        vmax = max([val(by[(s, c)]) for s, _ in series for c in concs if (s, c) in by] + [1e-9])
-        vmax *= 1.12
+        vmax = nice_ceiling(1.08 * max([val(by[(s, c)]) for s, _ in series for c in concs if (s, c) in by] + [1e-9]))
         o.append('<text x="%d" y="%d" font-size="13" font-weight="bold">%s</text>' % (ml, top - 8, title))
         for ci, c in enumerate(concs):
             x0 = ml + ci * (pw + gap)
@@ -394,7 +430,7 @@ def svg_chart(by, concs, path):
                 y = top + ph - ph * t / 4
                 o.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/>' % (x0, x0 + pw, y, y))
                 if ci == 0:
-                    lab = ("{:,.0f}".format(v) if key == "qps" else "%.1f" % v)
+                    lab = ("{:,.0f}".format(v) if key == "qps" else "%g" % round(v, 2))
                     o.append('<text x="%d" y="%.1f" text-anchor="end" fill="#555">%s</text>' % (x0 - 4, y + 4, lab))
             bw = pw / (len(series) + 1)
             for si, (s, color) in enumerate(series):
@@ -454,11 +490,13 @@ def cmd_report(a):
           "Versions: Engram %s; %s; LMDB %s; libsodium %s; protobuf-c %s; %s; %s."
           % (meta["engram_commit"], meta["grpc"], meta["lmdb"], meta["libsodium"], meta["protobuf_c"],
              meta["etcd"], meta["h2load"]), "",
-          "Each point runs %s s after a %s s warm-up; h2load runs `-c N -m 1 -t 1` (N connections, one "
-          "stream each). p50/p99 are computed from h2load's per-request log (`--log-file`), or from "
-          "eg_loadgen's own per-call timings for the mixed workload. Every run was checked against the "
-          "servers' counters by gRPC status code (see bench/README.md): zero non-OK statuses."
-          % (meta["seconds_per_point"], meta["warmup_seconds"]), "",
+          "Each h2load point is %s s of calls in %s slices taken in turn with the other workloads "
+          "(after a %s s warm-up), by `h2load -c N -m 1 -t 1` (N connections, one stream each); p50 and "
+          "p99 are computed over every call from h2load's per-request log (`--log-file`). The mixed "
+          "workload is eg_loadgen (libengram) with N threads for %s s, timed per call. Every slice and "
+          "run was checked against the servers' own counters by gRPC status code (bench/README.md): "
+          "exact counts, zero non-OK statuses."
+          % (meta["seconds_per_point"], meta["rounds"], meta["warmup_seconds"], meta["seconds_per_point"]), "",
           "## Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
     for g, m, met in gl:
         md.append("| %s | %s | %s |" % (g, m, "yes" if met else "**no**"))
@@ -519,7 +557,9 @@ def cmd_report(a):
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump({"meta": meta, "date": a.date, "runs": runs,
+        points = [by[k] for k in sorted(by, key=lambda k: (ORDER.index(k[0]), k[1]))]
+        other = [r for r in runs if r.get("kind") != "h2load"]
+        json.dump({"meta": meta, "date": a.date, "points": points, "other_runs": other,
                    "goals": [{"goal": g, "measured": m, "met": met} for g, m, met in gl]}, f, indent=1)
         f.write("\n")
     svg_chart(by, concs, os.path.join(a.out, "chart.svg"))
@@ -557,6 +597,7 @@ def main():
     s.add_argument("workdir")
     s.add_argument("--seconds", required=True)
     s.add_argument("--warmup", required=True)
+    s.add_argument("--rounds", required=True)
     s = sub.add_parser("report")
     for k in ("runs", "meta", "out", "date"):
         s.add_argument("--" + k, required=True)

@@ -4,7 +4,8 @@
 #
 #   bench/run.sh BUILD_DIR       BUILD_DIR holds engramd, engram and eg_loadgen
 #
-# Environment (all optional): BENCH_SECONDS (5) per point, BENCH_WARMUP (1),
+# Environment (all optional): BENCH_SECONDS (5) per point, BENCH_ROUNDS (3)
+# slices per point, BENCH_WARMUP (1),
 # BENCH_CONCURRENCY ("1 16 64"), BENCH_OUT (bench/results), BENCH_KEEP=1 keeps
 # the work directory (data, logs, h2load per-request logs).
 #
@@ -19,7 +20,9 @@ BUILD=$(cd "${1:-$ROOT/build-release}" && pwd)
 OUT=${BENCH_OUT:-$ROOT/bench/results}
 SECS=${BENCH_SECONDS:-5}
 WARM=${BENCH_WARMUP:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
 read -r -a CONCS <<<"${BENCH_CONCURRENCY:-1 16 64}"
+SLICE=$(awk -v s="$SECS" -v r="$ROUNDS" 'BEGIN { print s / r }')
 PY=/usr/bin/python3
 REPORT="$PY $ROOT/bench/report.py"
 LOADGEN=$BUILD/eg_loadgen
@@ -112,7 +115,7 @@ ETCD=127.0.0.1:$ETCD_PORT
 ETCD_METRICS=http://$ETCD/metrics
 wait_for "etcd" 30 $REPORT http-ok "http://$ETCD/health" --contains '"health":"true"'
 
-$REPORT meta "$WORK" --seconds "$SECS" --warmup "$WARM" >"$WORK/meta.json"
+$REPORT meta "$WORK" --seconds "$SECS" --warmup "$WARM" --rounds "$ROUNDS" >"$WORK/meta.json"
 
 # ---- request bodies, seed data, one sampled reply each -----------------------------
 B=$WORK/bodies
@@ -143,27 +146,34 @@ $(grep -a -E 'grpc-|:status' <<<"$out")"
 sample "http://$ETCD/etcdserverpb.KV/Put" "$B/put.bin"
 sample "http://$ETCD/etcdserverpb.KV/Range" "$B/range.bin"
 sample "http://$ETCD/grpc.health.v1.Health/Check" "$B/health.bin"
-for m in SessionService/AppendMessages SessionService/GetSession SessionService/GetContext; do
-  sample "http://$EG/engram.v1.$m" "$B/$(case $m in *Append*) echo append;; *GetSession) echo get_session;; *) echo get_context;; esac).bin" "${AUTH_H[@]}"
-done
+# Range must find the key: its reply carries the key back.
+range_reply=$(timeout 20 nghttp "${GRPC_H[@]}" -d "$B/range.bin" "http://$ETCD/etcdserverpb.KV/Range" | tr -d '\000')
+grep -aq bench-key <<<"$range_reply" || die "etcd Range does not find bench-key"
+sample "http://$EG/engram.v1.SessionService/AppendMessages" "$B/append.bin" "${AUTH_H[@]}"
+sample "http://$EG/engram.v1.SessionService/GetSession" "$B/get_session.bin" "${AUTH_H[@]}"
+sample "http://$EG/engram.v1.SessionService/GetContext" "$B/get_context.bin" "${AUTH_H[@]}"
 sample "http://$EG/grpc.health.v1.Health/Check" "$B/health.bin" "${AUTH_H[@]}"
 
 # ---- h2load workloads ------------------------------------------------------------
 # scrape URL FILE: the metrics, once the call counters have settled.
 scrape() { timeout 30 $REPORT scrape "$1" "$2" || die "scrape $1"; }
 
-# h2run WORKLOAD SERVER METHOD_PATH BODY CONCURRENCY
-# A warm-up (WARM seconds, then WARM more to measure the rate), then a measured run of as many calls as the
-# warm-up's rate gives in SECS seconds (-n: no call is left in flight, so the
-# server's counters must match h2load's exactly), checked by report.py.
+# h2run WORKLOAD SERVER METHOD_PATH BODY CONCURRENCY ROUND
+# One slice of SECS/ROUNDS seconds. Round 1 starts with a warm-up (WARM
+# seconds, then WARM more to measure the rate); each slice asks for as many
+# calls as the last rate seen gives in its time (-n: no call is left in
+# flight, so the server's counters must match h2load's exactly), and is
+# checked by report.py.
 h2run() {
-  local w=$1 server=$2 path=$3 body=$4 c=$5 name addr metrics calls hdr=()
-  name=${w}_c$c
+  local w=$1 server=$2 path=$3 body=$4 c=$5 round=$6 name addr metrics calls hdr=()
+  name=${w}_c${c}_r$round
   if [ "$server" = engram ]; then addr=$EG metrics=$EG_METRICS hdr=("${AUTH_H[@]}"); else addr=$ETCD metrics=$ETCD_METRICS; fi
-  local url=http://$addr$path
-  timeout $((WARM * 2 + 60)) h2load -c "$c" -m 1 -t 1 --warm-up-time "$WARM" -D "$WARM" "${GRPC_H[@]}" "${hdr[@]}" -d "$body" "$url" \
-    >"$RAW/$name.warm" 2>&1 || die "h2load warm-up $name: $(tail -3 "$RAW/$name.warm")"
-  calls=$($REPORT calls "$RAW/$name.warm" --seconds "$SECS" --conc "$c") || die "warm-up of $name"
+  local url=http://$addr$path rate=$RAW/${w}_c$c.rate
+  if [ "$round" = 1 ]; then
+    timeout $((WARM * 2 + 60)) h2load -c "$c" -m 1 -t 1 --warm-up-time "$WARM" -D "$WARM" "${GRPC_H[@]}" \
+      "${hdr[@]}" -d "$body" "$url" >"$rate" 2>&1 || die "h2load warm-up $name: $(tail -3 "$rate")"
+  fi
+  calls=$($REPORT calls "$rate" --seconds "$SLICE" --conc "$c") || die "rate for $name"
   scrape "$metrics" "$RAW/$name.before"
   timeout $((SECS * 4 + 60)) h2load -c "$c" -m 1 -t 1 -n "$calls" "${GRPC_H[@]}" "${hdr[@]}" -d "$body" \
     --log-file "$RAW/$name.log" "$url" >"$RAW/$name.out" 2>&1 || die "h2load $name: $(tail -3 "$RAW/$name.out")"
@@ -171,19 +181,23 @@ h2run() {
   $REPORT check-h2load --name "$name" --server "$server" --workload "$w" --method "$path" --conc "$c" \
     --calls "$calls" --out "$RAW/$name.out" --log "$RAW/$name.log" --before "$RAW/$name.before" \
     --after "$RAW/$name.after" >>"$RUNS" || die "counting check of $name"
-  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-16s %9.0f req/s  p50 %6d us  p99 %6d us  (%d calls, server OK %d)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["succeeded"], r["server_ok"]))')"
+  cp "$RAW/$name.out" "$rate"
+  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-20s %9.0f req/s  p50 %6d us  p99 %6d us  (%d calls, server OK %d)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["succeeded"], r["server_ok"]))')"
 }
 
+# Peers back to back, and every workload in ROUNDS slices taken in turn, so
+# that both servers see the same machine (it is shared, and noisy).
 for c in "${CONCS[@]}"; do
   log "h2load, concurrency $c"
-  # Peers back to back, so both see the same machine.
-  h2run append engram /engram.v1.SessionService/AppendMessages "$B/append.bin" "$c"
-  h2run put etcd /etcdserverpb.KV/Put "$B/put.bin" "$c"
-  h2run get_session engram /engram.v1.SessionService/GetSession "$B/get_session.bin" "$c"
-  h2run range etcd /etcdserverpb.KV/Range "$B/range.bin" "$c"
-  h2run get_context engram /engram.v1.SessionService/GetContext "$B/get_context.bin" "$c"
-  h2run health engram /grpc.health.v1.Health/Check "$B/health.bin" "$c"
-  h2run etcd_health etcd /grpc.health.v1.Health/Check "$B/health.bin" "$c"
+  for ((round = 1; round <= ROUNDS; round++)); do
+    h2run append engram /engram.v1.SessionService/AppendMessages "$B/append.bin" "$c" "$round"
+    h2run put etcd /etcdserverpb.KV/Put "$B/put.bin" "$c" "$round"
+    h2run get_session engram /engram.v1.SessionService/GetSession "$B/get_session.bin" "$c" "$round"
+    h2run range etcd /etcdserverpb.KV/Range "$B/range.bin" "$c" "$round"
+    h2run get_context engram /engram.v1.SessionService/GetContext "$B/get_context.bin" "$c" "$round"
+    h2run health engram /grpc.health.v1.Health/Check "$B/health.bin" "$c" "$round"
+    h2run etcd_health etcd /grpc.health.v1.Health/Check "$B/health.bin" "$c" "$round"
+  done
 done
 
 # etcd is done: stop it, so it is not busy (snapshots, compaction) under what follows.
