@@ -26,6 +26,9 @@
 
 #define EG_CATEGORY_MAX 256
 #define EG_TAG_MAX 128
+/* When more than 1/EG_SCAN_SHARE of a user's memories are candidates, a
+ * sequential scan of the meta values replaces per-candidate lookups. */
+#define EG_SCAN_SHARE 8
 
 static uint32_t eg_get_be32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -612,9 +615,16 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_cm_state *st, s
     e = eg_store_memories_scan(t, r->tenant, rec->user_id, NULL, 0, 1, eg_dedup_visit, d);
     return e ? e : d->err;
   }
-  /* Jaccard alone: only memories sharing a term can match. Visit them in
-   * position order (oldest first), as the scan does, so that among equal
-   * matches the same one wins either way. */
+  /* Jaccard alone: only memories sharing a term can match. Many of them
+   * (common words): scan the meta values in order instead of looking each up. */
+  eg_memory_counters cnt;
+  if ((e = eg_store_memory_counters(t, r->tenant, rec->user_id, &cnt))) return e;
+  if (shared.n * EG_SCAN_SHARE > cnt.count[1] + cnt.count[2] + cnt.count[3]) {
+    e = eg_store_memories_scan(t, r->tenant, rec->user_id, NULL, 0, 0, eg_dedup_visit, d);
+    return e ? e : d->err;
+  }
+  /* Few: visit them in position order (oldest first), as the scan does, so
+   * that among equal matches the same one wins either way. */
   eg_memory_pos *cands = EG_ARENA_ARRAY(r->arena, eg_memory_pos, shared.n ? shared.n : 1);
   size_t n = 0;
   if (!cands) return EG_ENOMEM;
@@ -1286,7 +1296,7 @@ static eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
   eg_pmap kw;
   eg_memory_counters cnt;
   uint64_t terms[EG_TEXT_TERMS_MAX];
-  size_t k;
+  size_t k = 0;
   eg_err e;
   if ((e = eg_search_check(r, in, &s, &k)) || (e = eg_blind_ctx_of(r, &ctx)) ||
       (e = eg_filter_compile(r, ctx, in->filter, 1, &f)) ||
@@ -1301,8 +1311,14 @@ static eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
   eg_scored *items = EG_ARENA_ARRAY(r->arena, eg_scored, k);
   if (!items) return EG_ENOMEM;
   eg_topk_init(&s.top, items, k);
+  /* With a query vector every memory is a candidate: one scan of meta and
+   * vectors. Words alone: look up the memories sharing a word, unless they
+   * are a large share of the user's (common words), where one sequential
+   * scan of the small meta values beats that many point lookups. */
   if (s.q)
     e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 1, eg_search_visit, &s);
+  else if (s.kw && kw.n * EG_SCAN_SHARE > n_docs)
+    e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 0, eg_search_visit, &s);
   else if (s.kw)
     e = eg_search_postings(r, in->user_id, &s, &kw);
   if (e) return e;

@@ -395,6 +395,24 @@ class MemoryTest(ServerTestCase):
                            field="filter.states[0]")
         self.assertEqual(list(self.mem.search(uid("nobody"), "stamps").results), [])
 
+    def test_lookup_and_scan_paths_agree(self):
+        # Few candidates among many memories: postings are looked up one by
+        # one; many (a word every memory has): one scan. Both must give the
+        # same ranking and the same de-duplication.
+        user = uid("u")
+        ids = [self.mem.create(user, "common word%d alpha%d beta%d" % (i, i, i), type=FACT,
+                               importance=i / 40.0).memory.memory_id for i in range(40)]
+        r = self.mem.search(user, "alpha7 beta7")
+        self.assertEqual([x.memory.memory_id for x in r.results], [ids[7]])
+        r = self.mem.search(user, "common", top_k=3)  # every memory: the scan path
+        self.assertEqual([x.memory.memory_id for x in r.results], [ids[39], ids[38], ids[37]])
+        d = self.mem.create(user, "common word12 alpha12 beta12!", type=FACT, importance=0.0)
+        self.assertEqual((d.outcome, d.matched_memory_id), (DUPLICATE, ids[12]))
+        d = self.mem.create(user, "word5 alpha5 beta5", type=FACT, jt=0.7)  # one candidate
+        self.assertEqual((d.outcome, d.matched_memory_id), (DUPLICATE, ids[5]))
+        d = self.mem.create(user, "common", type=FACT, jt=0.2)  # shares a word with all 40
+        self.assertEqual((d.outcome, d.matched_memory_id), (DUPLICATE, ids[0]))
+
     # ---- List -----------------------------------------------------------------------------------
 
     def test_list_filters_orders_pagination(self):
