@@ -270,7 +270,11 @@ def cmd_meta(a):
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    commit = run_out(["git", "-C", root, "rev-parse", "--short", "HEAD"])
+    # An exported tree (git archive) has no .git: BENCH_COMMIT names it.
+    commit = os.environ.get("BENCH_COMMIT") or run_out(["git", "-C", root, "rev-parse", "--short", "HEAD"]) or "?"
+    if not os.environ.get("BENCH_COMMIT") and run_out(["git", "-C", root, "status", "--porcelain",
+                                                         "--untracked-files=no"]):
+        commit += " (with uncommitted changes)"
     meta = {
         "nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
         "mem_gib": round(mem_kb / 1048576, 1),
