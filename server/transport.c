@@ -14,6 +14,7 @@
 
 #include "common/clock.h"
 #include "replica/replica.h"
+#include "server/parking.h"
 #include "server/validate.h"
 
 /* Requests kept armed per method per worker: calls that arrive together
@@ -50,6 +51,8 @@ typedef struct eg_call {
   eg_req req;
   uint64_t lsn; /* a write's commit, while it waits for replica acks */
   eg_fwd fwd;   /* EG_CALL_FORWARDING */
+  eg_parked park;             /* a read waiting for engram-min-lsn */
+  const ProtobufCMessage *in; /* its decoded request, meanwhile */
   grpc_metadata lsn_md;
   grpc_byte_buffer *out;
   grpc_slice status_details;
@@ -72,6 +75,7 @@ struct eg_transport {
   const char **paths;
   void **handles;
   eg_metrics *metrics;
+  eg_parking *parking;
   size_t n_methods;
   eg_worker *workers;
   int n_workers;
@@ -285,23 +289,13 @@ static int eg_md_u64(const grpc_slice *v, uint64_t *out) {
   return *end || buf[0] == '-' ? -1 : 0;
 }
 
-/* engram-min-lsn: wait (bounded by the call's deadline and
- * --max-lsn-wait-ms) until this node has applied it. */
-static eg_err eg_wait_min_lsn(eg_call *c) {
+/* engram-min-lsn, or 0 when absent. */
+static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
   const grpc_slice *v = eg_md_find(&c->md, "engram-min-lsn");
-  uint64_t want;
-  if (!v) return EG_OK;
-  if (eg_md_u64(v, &want) != 0) return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
-  eg_store *s = c->w->tp->srv->store;
-  if (eg_store_last_lsn(s) >= want) return EG_OK;
-  gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC),
-                                   gpr_now(GPR_CLOCK_MONOTONIC));
-  int64_t ms = gpr_time_to_millis(left), max = c->w->tp->srv->cfg->max_lsn_wait_ms;
-  if (eg_store_wait_lsn(s, want, ms < max ? ms : max) == EG_OK) return EG_OK;
-  snprintf(c->req.msg, sizeof c->req.msg,
-           "engram-min-lsn %" PRIu64 " not applied on this node yet (at %" PRIu64 "); retry",
-           want, eg_store_last_lsn(s));
-  return EG_EUNAVAIL;
+  *want = 0;
+  if (v && eg_md_u64(v, want) != 0)
+    return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
+  return EG_OK;
 }
 
 /* A write that reached a replica: the primary answers it, and the client
@@ -405,17 +399,58 @@ static void eg_start_stream(eg_call *c) {
   pthread_attr_destroy(&a);
 }
 
-static eg_err eg_run_read(eg_call *c, const eg_method *m, const ProtobufCMessage *in) {
-  eg_err e = eg_wait_min_lsn(c);
-  if (e != EG_OK) return e;
+static eg_err eg_read_with(eg_call *c, const eg_method *m, const ProtobufCMessage *in,
+                           eg_txn *reader) {
   if (m->no_store) return m->read(&c->req, in);
-  e = eg_store_reader_begin(c->w->reader);
+  eg_err e = eg_store_reader_begin(reader);
   if (e != EG_OK) return e;
-  c->req.rtxn = c->w->reader;
+  c->req.rtxn = reader;
   e = m->read(&c->req, in);
-  eg_store_reader_end(c->w->reader);
+  eg_store_reader_end(reader);
   c->req.rtxn = NULL;
   return e;
+}
+
+/* A parked read's turn: its LSN arrived (ready), or its time ran out. */
+static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
+  eg_call *c = (eg_call *)((char *)p - offsetof(eg_call, park));
+  eg_err e = EG_EUNAVAIL;
+  if (ready)
+    e = eg_read_with(c, c->w->tp->methods[c->mi], c->in, reader);
+  else
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "engram-min-lsn %" PRIu64 " not applied on this node yet (at %" PRIu64 "); retry",
+             p->lsn, eg_store_last_lsn(c->w->tp->srv->store));
+  eg_reply(c, e, 0);
+}
+
+/* Parks the read until this node applied want, bounded by the call's
+ * deadline and --max-lsn-wait-ms. Returns 0 if parked. */
+static int eg_park(eg_call *c, const ProtobufCMessage *in, uint64_t want) {
+  eg_transport *tp = c->w->tp;
+  gpr_timespec d = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
+  int64_t until = eg_parking_now_us() + tp->srv->cfg->max_lsn_wait_ms * 1000;
+  int64_t deadline = d.tv_sec > INT64_MAX / 2000000 ? INT64_MAX : d.tv_sec * 1000000 + d.tv_nsec / 1000;
+  c->in = in;
+  c->park = (eg_parked){.lsn = want, .until_us = deadline < until ? deadline : until,
+                        .run = eg_parked_run};
+  return eg_parking_add(tp->parking, &c->park);
+}
+
+/* Runs a read now, or parks it (*parked = 1) until its engram-min-lsn. */
+static eg_err eg_run_read(eg_call *c, const eg_method *m, const ProtobufCMessage *in, int *parked) {
+  uint64_t want;
+  eg_err e = eg_min_lsn(c, &want);
+  if (e != EG_OK) return e;
+  if (want > eg_store_last_lsn(c->w->tp->srv->store)) {
+    if (eg_park(c, in, want) == 0) {
+      *parked = 1;
+      return EG_OK;
+    }
+    snprintf(c->req.msg, sizeof c->req.msg, "engram-min-lsn: node is stopping; retry elsewhere");
+    return EG_EUNAVAIL;
+  }
+  return eg_read_with(c, m, in, c->w->reader);
 }
 
 static void eg_on_call(eg_call *c) {
@@ -445,7 +480,9 @@ static void eg_on_call(eg_call *c) {
   if (!(c->req.arena = eg_arena_new())) e = EG_ENOMEM;
   else if ((e = eg_authorize(c, m)) == EG_OK && (e = eg_decode(c, m, &in)) == EG_OK) {
     if (m->read) {
-      e = eg_run_read(c, m, in);
+      int parked = 0;
+      e = eg_run_read(c, m, in, &parked);
+      if (parked) return;
     } else if ((e = m->prepare(&c->req, in)) == EG_OK) {
       c->item.apply = eg_write_apply;
       c->item.done = eg_write_done;
@@ -546,6 +583,7 @@ eg_err eg_transport_start(const eg_srv *srv, eg_writer *writer, int workers, con
     e = EG_EINVAL;
     goto fail;
   }
+  if ((e = eg_parking_start(srv->store, &tp->parking)) != EG_OK) goto fail;
   grpc_server_start(tp->server);
   for (int i = 0; i < workers; i++) {
     eg_worker *w = &tp->workers[i];
@@ -565,6 +603,9 @@ fail:
 void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
   atomic_store(&tp->stopping, 1);
   grpc_server_shutdown_and_notify(tp->server, tp->shutdown_cq, tp);
+  /* Parked reads are answered now (UNAVAILABLE: retry on another node). */
+  eg_parking_stop(tp->parking);
+  tp->parking = NULL;
   gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                        gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
   grpc_event ev = grpc_completion_queue_next(tp->shutdown_cq, deadline, NULL);
