@@ -3,6 +3,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* Four independent 4-wide accumulators: no dependency chain through one
  * sum, so the loop runs at load speed without -ffast-math. */
@@ -32,6 +35,44 @@ float eg_vec_dot(const float *q, const uint8_t *v, size_t dim) {
     sum += q[i] * b;
   }
   return sum;
+}
+
+int32_t eg_vec_dot_i16_i8(const int16_t *a, const int8_t *c, size_t dim) {
+  int32_t sum = 0;
+  size_t i = 0;
+#if defined(__SSE2__)
+  /* Sign-extend 16 int8 to two int16 halves, then pmaddwd: 8 products
+   * summed pairwise into 4 int32 lanes per instruction. */
+  __m128i acc0 = _mm_setzero_si128(), acc1 = _mm_setzero_si128(), zero = _mm_setzero_si128();
+  for (; i + 16 <= dim; i += 16) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(c + i));
+    __m128i sign = _mm_cmpgt_epi8(zero, v);
+    __m128i lo = _mm_unpacklo_epi8(v, sign), hi = _mm_unpackhi_epi8(v, sign);
+    acc0 = _mm_add_epi32(acc0, _mm_madd_epi16(lo, _mm_loadu_si128((const __m128i *)(a + i))));
+    acc1 = _mm_add_epi32(acc1, _mm_madd_epi16(hi, _mm_loadu_si128((const __m128i *)(a + i + 8))));
+  }
+  int32_t lanes[4];
+  _mm_storeu_si128((__m128i *)lanes, _mm_add_epi32(acc0, acc1));
+  sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+#endif
+  for (; i < dim; i++) sum += (int32_t)a[i] * c[i];
+  return sum;
+}
+
+float eg_vec_quantize16(const float *v, size_t dim, int16_t *a) {
+  float max = 0;
+  for (size_t i = 0; i < dim; i++)
+    if (fabsf(v[i]) > max) max = fabsf(v[i]);
+  /* dim * 127 * limit must stay below 2^31. */
+  double limit = dim ? 2147483647.0 / (127.0 * (double)dim) : 32767;
+  if (limit > 32767) limit = 32767;
+  limit = floor(limit);
+  float scale = max > 0 ? (float)(max / limit) : 1.0f;
+  for (size_t i = 0; i < dim; i++) {
+    double x = rint((double)v[i] / scale);
+    a[i] = (int16_t)(x > limit ? limit : x < -limit ? -limit : x);
+  }
+  return scale;
 }
 
 float eg_vec_norm(const float *v, size_t dim) {

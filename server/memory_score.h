@@ -22,6 +22,13 @@
 
 /* Dot product of q (aligned floats) with v (dim float32 LE, any alignment). */
 float eg_vec_dot(const float *q, const uint8_t *v, size_t dim);
+/* Dot product of an int16 vector a with an int8 vector c, exact in int32
+ * as long as dim * 127 * max |a[i]| < 2^31 (see eg_vec_quantize16). */
+int32_t eg_vec_dot_i16_i8(const int16_t *a, const int8_t *c, size_t dim);
+/* Quantizes v to int16 for eg_vec_dot_i16_i8 against int8 vectors of the
+ * same dim: v[i] ~ scale * a[i], each within scale / 2, with max |a[i]|
+ * small enough for an exact int32 dot product. Returns the scale. */
+float eg_vec_quantize16(const float *v, size_t dim, int16_t *a);
 /* Euclidean norm of v. */
 float eg_vec_norm(const float *v, size_t dim);
 /* dot / (na * nb), clamped to [-1, 1]; 0 when a norm is 0. */
@@ -45,6 +52,7 @@ double eg_idf(size_t df, size_t n);
 /* One scored candidate. pos identifies it (the storage position). */
 typedef struct {
   float score, keyword, vector, importance, recency;
+  float err; /* how far score may be from the exact one (0: exact) */
   int64_t create_us;
   uint8_t pos[136];
   size_t pos_len;

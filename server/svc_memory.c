@@ -290,9 +290,18 @@ typedef struct {
   size_t cap, n;
 } eg_pmap;
 
+/* A position's hash, 8 bytes per step (every candidate of a search is
+ * looked up, so this is on the hot path). */
 static uint64_t eg_pos_hash(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+  uint64_t h = 0x9E3779B97F4A7C15ULL ^ n, w;
+  for (; n >= 8; p += 8, n -= 8) {
+    memcpy(&w, p, 8);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 32;
+  }
+  w = 0;
+  memcpy(&w, p, n);
+  h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
   return h ^ (h >> 29);
 }
 
@@ -1194,30 +1203,65 @@ struct eg_search {
   double query_idf;
   const float *q;   /* query embedding or NULL */
   size_t dim;
-  float qnorm;
+  float qnorm, ql1; /* its Euclidean and L1 norms */
+  int16_t *q16;     /* the query quantized for the first pass, and its scale */
+  float q16scale;
   eg_weights w;
   double half_life_s;
   float min_score;
+  /* First pass: vector scores from the int8 copies in the meta, each with
+   * its error bound; the best candidates are rescored exactly after. */
+  int approx;
+  int dropped;       /* a candidate was left out of `top` */
+  float max_dropped; /* the highest score + err of those */
   eg_topk top;
 };
 
+static void eg_search_offer(struct eg_search *s, const eg_scored *c) {
+  eg_topk *h = &s->top;
+  if (h->n == h->k) {
+    /* Full: either c or the current worst is left out. */
+    const eg_scored *out = eg_scored_cmp(c, &h->items[0]) < 0 ? &h->items[0] : c;
+    if (!s->dropped || out->score + out->err > s->max_dropped) s->max_dropped = out->score + out->err;
+    s->dropped = 1;
+  }
+  eg_topk_offer(h, c);
+}
+
+/* Scores one memory. vec: its exact embedding (raw float32), or NULL to
+ * use the int8 copy in the meta (approx pass) or no vector score. */
 static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t pos_len,
                                const eg_memory_meta *m, const uint8_t *vec) {
   if (m->state != EG_MSTATE_ACTIVE || !eg_filter_match(s->f, m, s->r->now_us)) return;
-  const eg_pmap_ent *ent = s->kw ? eg_pmap_find(s->kw, pos, pos_len) : NULL;
-  if (!ent && !(vec && s->q)) return; /* matches neither the words nor the vector */
+  const eg_pmap_ent *ent = s->kw && s->kw->n ? eg_pmap_find(s->kw, pos, pos_len) : NULL;
+  int has_vec = s->q && (vec || (s->approx && m->dim));
+  if (!ent && !has_vec) return; /* matches neither the words nor the vector */
   eg_scored c = {.create_us = m->create_us, .pos_len = pos_len, .importance = m->importance};
   if (ent) c.keyword = eg_keyword_score(ent->idf, s->query_idf, ent->count, m->n_terms);
-  if (vec && s->q) {
+  if (has_vec && vec) {
     float cos = eg_cosine(eg_vec_dot(s->q, vec, s->dim), s->qnorm, m->norm);
     c.vector = cos > 0 ? cos : 0;
+  } else if (has_vec && !m->qvec) {
+    /* A meta written before it carried an int8 copy: anything in [0, 1]. */
+    c.vector = 0.5f;
+    c.err = s->w.vector * 0.5f + 1e-6f;
+  } else if (has_vec) {
+    /* With q = q^ + dq and v = v^ + dv (each component of dq within
+     * q16scale/2, of dv within qscale/2):
+     * |q.v - q^.v^| <= |q.dv| + |dq.v^| <= ql1 qscale/2 + q16scale/2 qscale qsum.
+     * max(0, .) does not widen it; the factor covers float rounding. */
+    float dot = s->q16scale * m->qscale * (float)eg_vec_dot_i16_i8(s->q16, m->qvec, s->dim);
+    float cos = eg_cosine(dot, s->qnorm, m->norm);
+    c.vector = cos > 0 ? cos : 0;
+    float bound = 0.5f * m->qscale * (s->ql1 + s->q16scale * (float)m->qsum);
+    c.err = s->w.vector * (bound / (s->qnorm * m->norm)) * 1.001f + 1e-6f;
   }
   c.recency = eg_recency((double)(s->r->now_us - m->update_us) / 1e6, s->half_life_s);
   c.score = s->w.keyword * c.keyword + s->w.vector * c.vector + s->w.importance * c.importance +
             s->w.recency * c.recency;
-  if (c.score < s->min_score) return;
+  if (c.score + c.err < s->min_score) return;
   memcpy(c.pos, pos, pos_len);
-  eg_topk_offer(&s->top, &c);
+  eg_search_offer(s, &c);
 }
 
 static int eg_search_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
@@ -1265,6 +1309,7 @@ static eg_err eg_search_check(eg_req *r, const Engram__V1__SearchMemoriesRequest
     return eg_mem_invalid(r, "recency_half_life_seconds", "must be finite and >= 0");
   s->q = q;
   s->dim = in->n_embedding;
+  for (size_t i = 0; i < s->dim; i++) s->ql1 += fabsf(q[i]);
   s->half_life_s = in->recency_half_life_seconds > 0 ? in->recency_half_life_seconds
                                                      : EG_RECENCY_HALF_LIFE_DEFAULT_S;
   s->min_score = in->min_score;
@@ -1286,6 +1331,49 @@ static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_searc
     eg_search_consider(s, pos.buf, pos.len, &m, NULL);
   }
   return EG_OK;
+}
+
+/* Vector search, exact but fast: a first pass over the meta values ranks
+ * every memory with its int8 vector (a quarter of the bytes of float32),
+ * keeping the 4k + 16 best with their error bounds; those are rescored
+ * with their float32 vectors into the final top k. If any memory the first
+ * pass left out could still (by its bound) reach the final k-th score, the
+ * search runs again exactly over every vector: the results are always what
+ * the exact scan gives. */
+static eg_err eg_search_vector(eg_req *r, const char *user_id, struct eg_search *s, eg_scored *items,
+                               size_t k) {
+  size_t k1 = 4 * k + 16;
+  eg_scored *pre = EG_ARENA_ARRAY(r->arena, eg_scored, k1);
+  if (!pre || !(s->q16 = EG_ARENA_ARRAY(r->arena, int16_t, s->dim))) return EG_ENOMEM;
+  s->q16scale = eg_vec_quantize16(s->q, s->dim, s->q16);
+  eg_topk_init(&s->top, pre, k1);
+  s->approx = 1;
+  eg_err e = eg_store_memories_scan(r->rtxn, r->tenant, user_id, NULL, 0, 0, eg_search_visit, s);
+  if (e) return e;
+  int dropped = s->dropped;
+  float max_dropped = s->max_dropped;
+  eg_topk first = s->top;
+  s->approx = 0;
+  s->dropped = 0;
+  eg_topk_init(&s->top, items, k);
+  for (size_t i = 0; i < first.n; i++) {
+    const eg_scored *c = &pre[i];
+    if (c->err == 0) {
+      if (c->score >= s->min_score) eg_topk_offer(&s->top, c);
+      continue;
+    }
+    eg_memory_pos pos;
+    eg_memory_meta m;
+    const uint8_t *vec;
+    memcpy(pos.buf, c->pos, c->pos_len);
+    pos.len = c->pos_len;
+    if ((e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 1, &m, &vec))) return e;
+    eg_search_consider(s, pos.buf, pos.len, &m, vec);
+  }
+  /* The k-th exact score (the heap's root is its worst). */
+  if (!dropped || (s->top.n == k && max_dropped < s->top.items[0].score)) return EG_OK;
+  eg_topk_init(&s->top, items, k);
+  return eg_store_memories_scan(r->rtxn, r->tenant, user_id, NULL, 0, 1, eg_search_visit, s);
 }
 
 static eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
@@ -1311,12 +1399,12 @@ static eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
   eg_scored *items = EG_ARENA_ARRAY(r->arena, eg_scored, k);
   if (!items) return EG_ENOMEM;
   eg_topk_init(&s.top, items, k);
-  /* With a query vector every memory is a candidate: one scan of meta and
-   * vectors. Words alone: look up the memories sharing a word, unless they
-   * are a large share of the user's (common words), where one sequential
-   * scan of the small meta values beats that many point lookups. */
+  /* With a query vector every memory is a candidate: see eg_search_vector.
+   * Words alone: look up the memories sharing a word, unless they are a
+   * large share of the user's (common words), where one sequential scan of
+   * the meta values beats that many point lookups. */
   if (s.q)
-    e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 1, eg_search_visit, &s);
+    e = eg_search_vector(r, in->user_id, &s, items, k);
   else if (s.kw && kw.n * EG_SCAN_SHARE > n_docs)
     e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 0, eg_search_visit, &s);
   else if (s.kw)

@@ -3,12 +3,15 @@
  * storage/memories.h for the key layout). */
 #include <assert.h>
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "storage/internal.h"
 
 #define EG_MEMORY_DESC (&engram__storage__v1__memory_record__descriptor)
-#define EG_META_LAYOUT 1
+/* 1: no quantized vector; 2: f32 qscale | u32 qsum | int8 q[dim] after the
+ * tag hashes when dim > 0. Both decode. */
+#define EG_META_LAYOUT 2
 #define EG_META_FIXED 56 /* bytes before the tag hashes */
 #define EG_COUNTERS_LAYOUT 1
 #define EG_COUNTERS_LEN (8 + 4 * 8)
@@ -42,9 +45,31 @@ void eg_memory_pos_split(const eg_memory_pos *p, int64_t *create_us, const char 
   *id_len = p->len - 8;
 }
 
-/* Encodes rec's meta into b (EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX bytes);
- * returns its length. */
-static size_t eg_meta_encode(const eg_memory_rec *rec, uint8_t *b) {
+/* The int8 copy of vec (dim floats) that search scans first: q[i] =
+ * round(vec[i] / scale) with scale = max |vec[i]| / 127, so each component
+ * is off by at most scale / 2 (the bound search uses to stay exact). */
+static void eg_quantize(const float *vec, size_t dim, float *scale, uint32_t *sum, int8_t *q) {
+  float max = 0;
+  for (size_t i = 0; i < dim; i++) {
+    float a = fabsf(vec[i]);
+    if (a > max) max = a;
+  }
+  *scale = max > 0 ? max / 127.0f : 1.0f;
+  *sum = 0;
+  for (size_t i = 0; i < dim; i++) {
+    float x = rintf(vec[i] / *scale);
+    q[i] = (int8_t)(x > 127 ? 127 : x < -127 ? -127 : x);
+    *sum += (uint32_t)(q[i] < 0 ? -q[i] : q[i]);
+  }
+}
+
+/* Bytes eg_meta_encode needs at most. */
+#define EG_META_MAX (EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX + 8 + EG_MEMORY_DIM_MAX)
+
+/* Encodes rec's meta into b (EG_META_MAX bytes), with the quantized copy
+ * of vec (rec->dim floats; NULL only when rec->dim is 0); returns its
+ * length. */
+static size_t eg_meta_encode(const eg_memory_rec *rec, const float *vec, uint8_t *b) {
   b[0] = EG_META_LAYOUT;
   b[1] = (uint8_t)rec->state;
   b[2] = (uint8_t)rec->type;
@@ -61,12 +86,21 @@ static size_t eg_meta_encode(const eg_memory_rec *rec, uint8_t *b) {
   eg_le64_put(b + 48, rec->category_hash);
   for (size_t i = 0; i < rec->n_tag_hashes; i++)
     eg_le64_put(b + EG_META_FIXED + 8 * i, rec->tag_hashes[i]);
-  return EG_META_FIXED + 8 * rec->n_tag_hashes;
+  size_t n = EG_META_FIXED + 8 * rec->n_tag_hashes;
+  if (rec->dim > 0) {
+    float scale;
+    uint32_t sum;
+    eg_quantize(vec, (size_t)rec->dim, &scale, &sum, (int8_t *)(b + n + 8));
+    eg_f32_put(b + n, scale);
+    eg_le32_put(b + n + 4, sum);
+    n += 8 + (size_t)rec->dim;
+  }
+  return n;
 }
 
 static eg_err eg_meta_decode(const MDB_val *v, eg_memory_meta *m) {
   const uint8_t *b = v->mv_data;
-  if (v->mv_size < EG_META_FIXED || b[0] != EG_META_LAYOUT) return EG_ECORRUPT;
+  if (v->mv_size < EG_META_FIXED || (b[0] != 1 && b[0] != EG_META_LAYOUT)) return EG_ECORRUPT;
   m->state = b[1];
   m->type = b[2];
   m->flags = b[3];
@@ -80,8 +114,19 @@ static eg_err eg_meta_decode(const MDB_val *v, eg_memory_meta *m) {
   m->update_us = (int64_t)eg_le64_get(b + 32);
   m->expire_us = (int64_t)eg_le64_get(b + 40);
   m->category_hash = eg_le64_get(b + 48);
-  if (v->mv_size != EG_META_FIXED + 8 * (size_t)m->n_tags) return EG_ECORRUPT;
+  size_t n = EG_META_FIXED + 8 * (size_t)m->n_tags;
   m->tag_hashes = b + EG_META_FIXED;
+  m->qvec = NULL;
+  m->qscale = 0;
+  m->qsum = 0;
+  if (b[0] >= 2 && m->dim) {
+    if (v->mv_size != n + 8 + m->dim) return EG_ECORRUPT;
+    m->qscale = eg_f32_get(b + n);
+    m->qsum = eg_le32_get(b + n + 4);
+    m->qvec = (const int8_t *)(b + n + 8);
+    return EG_OK;
+  }
+  if (v->mv_size != n) return EG_ECORRUPT;
   return EG_OK;
 }
 
@@ -219,9 +264,29 @@ static eg_err eg_postings_move(eg_txn *t, const char *tenant, const eg_memory_re
   return e;
 }
 
+/* The vector the meta of rec is made from: vec, or (NULL: unchanged) the
+ * stored one, copied into buf. */
+static eg_err eg_meta_vector(eg_txn *t, const eg_key *pk, const eg_memory_rec *rec,
+                             const eg_memory_rec *prev, const float *vec, float *buf,
+                             const float **out) {
+  *out = vec;
+  if (vec || rec->dim == 0) return EG_OK;
+  if (!prev || prev->dim != rec->dim) return EG_EINVAL; /* a new dimension needs its vector */
+  MDB_val key = {pk->len, (void *)pk->buf}, v;
+  int rc = mdb_get(t->txn, t->s->memory_vectors, &key, &v);
+  if (rc == MDB_NOTFOUND) return EG_ECORRUPT;
+  if (rc) return eg_store__err(rc);
+  if (v.mv_size != sizeof(float) * (size_t)rec->dim) return EG_ECORRUPT;
+  memcpy(buf, v.mv_data, v.mv_size);
+  *out = buf;
+  return EG_OK;
+}
+
 eg_err eg_store_memory_put(eg_txn *t, const char *tenant, const eg_memory_rec *rec,
                            const eg_memory_rec *prev, const float *vec) {
-  uint8_t meta[EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX];
+  uint8_t meta[EG_META_MAX];
+  float buf[EG_MEMORY_DIM_MAX];
+  const float *mvec;
   eg_key k, pk;
   if (!eg_txn_writable(t) || eg_rec_check(rec)) return EG_EINVAL;
   if (prev && (strcmp(prev->user_id, rec->user_id) != 0 ||
@@ -229,8 +294,9 @@ eg_err eg_store_memory_put(eg_txn *t, const char *tenant, const eg_memory_rec *r
     return EG_EINVAL;
   eg_err e = eg_key_memory(&k, tenant, rec->memory_id);
   if (!e) e = eg_key_mpos(&pk, tenant, rec->user_id, rec->create_time_us, rec->memory_id);
+  if (!e) e = eg_meta_vector(t, &pk, rec, prev, vec, buf, &mvec);
   if (!e) e = eg_store__put_msg(t, t->s->memories, &k, &rec->base, prev ? 0 : MDB_NOOVERWRITE);
-  if (!e) e = eg_store__put(t, t->s->memories_by_user, &pk, meta, eg_meta_encode(rec, meta));
+  if (!e) e = eg_store__put(t, t->s->memories_by_user, &pk, meta, eg_meta_encode(rec, mvec, meta));
   if (e) return e;
   if (vec && rec->dim)
     e = eg_store__put(t, t->s->memory_vectors, &pk, vec, sizeof(float) * (size_t)rec->dim);

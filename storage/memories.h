@@ -18,7 +18,10 @@
  *   u8 layout (1) | u8 state | u8 type | u8 flags | u16 dim | u16 n_tags |
  *   u32 n_terms | f32 importance | f32 confidence | f32 norm |
  *   i64 create_us | i64 update_us | i64 expire_us | u64 category_hash |
- *   u64 tag_hash[n_tags]
+ *   u64 tag_hash[n_tags] | (layout 2, dim > 0) f32 qscale | u32 qsum | int8 q[dim]
+ * where q is the embedding quantized (q[i] = round(v[i] / qscale), qscale =
+ * max |v[i]| / 127, qsum = sum |q[i]|): search ranks by it first and
+ * rescores exactly.
  * counters: u8 layout (1) | u8 0 | u16 0 | u32 dim | u64 count[4] (by
  * state, index 0 unused).
  *
@@ -61,6 +64,11 @@ typedef struct {
   int64_t create_us, update_us, expire_us;
   uint64_t category_hash;
   const uint8_t *tag_hashes;
+  /* The quantized embedding (dim bytes, in the LMDB value like tag_hashes)
+   * and its scale; NULL/0 when there is none. */
+  const int8_t *qvec;
+  float qscale;
+  uint32_t qsum; /* sum of |qvec[i]| */
 } eg_memory_meta;
 
 typedef struct {

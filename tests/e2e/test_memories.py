@@ -374,6 +374,35 @@ class MemoryTest(ServerTestCase):
         r = self.mem.search(user, embedding=[1, 0, 0, 0], min_score=0.99)
         self.assertEqual(len(r.results), 0)
 
+    def test_vector_search_matches_brute_force(self):
+        # More memories than the first (int8) pass keeps, so candidates are
+        # dropped and rescored; spread-out vectors and a tight cluster (where
+        # the int8 bounds overlap and the exact fallback runs) must both give
+        # exactly the brute-force float ranking.
+        import random
+        rng = random.Random(7)
+        for name, spread in (("spread", 1.0), ("cluster", 0.03)):
+            user = uid("u")
+            base = [rng.uniform(-1, 1) for _ in range(16)]
+            vecs = {}
+            for i in range(80):
+                v = [b * (1 - spread) + rng.uniform(-1, 1) * spread for b in base]
+                mid = self.mem.create(user, "vector %s %d" % (name, i), type=mp.MEMORY_TYPE_TOPIC,
+                                      embedding=v, policy=mp.DEDUP_POLICY_OFF).memory.memory_id
+                vecs[mid] = self.mem.get(mid).embedding  # as stored (float32)
+            for _ in range(5):
+                q = [b * (1 - spread) + rng.uniform(-1, 1) * spread for b in base]
+                r = self.mem.search(user, embedding=q, top_k=5, weights=mp.SearchWeights(vector=1))
+                qn = math.sqrt(sum(x * x for x in q))
+
+                def cos(v):
+                    return sum(a * b for a, b in zip(q, v)) / (qn * math.sqrt(sum(x * x for x in v)))
+                want = sorted(vecs, key=lambda m: -max(0.0, cos(vecs[m])))[:5]
+                self.assertEqual([x.memory.memory_id for x in r.results], want, name)
+                for x in r.results:
+                    self.assertAlmostEqual(x.vector_score, max(0.0, cos(vecs[x.memory.memory_id])),
+                                           places=5)
+
     def test_search_excludes_duplicates_deleted_and_filters(self):
         user = uid("u")
         a = self.mem.create(user, "Liam collects vintage stamps", importance=0.9, tags=["hobby"],

@@ -208,6 +208,26 @@ static void test_vector_math(void) {
   CU_ASSERT_DOUBLE_EQUAL(eg_vec_dot(q, raw + 1, 37), want, 1e-3);
   float n = eg_vec_norm(q, 37);
   CU_ASSERT_DOUBLE_EQUAL(eg_cosine(eg_vec_dot(q, (const uint8_t *)q, 37), n, n), 1.0, 1e-6);
+  /* int16 x int8, exact; the query quantization stays within scale / 2 */
+  int8_t c8[37];
+  int16_t a16[37];
+  int64_t want8 = 0;
+  float sc = eg_vec_quantize16(q, 37, a16);
+  for (int i = 0; i < 37; i++) {
+    c8[i] = (int8_t)(i * 7 % 255 - 127);
+    want8 += (int64_t)a16[i] * c8[i];
+    CU_ASSERT(fabsf(q[i] - sc * a16[i]) <= sc / 2 + 1e-7f);
+  }
+  CU_ASSERT_EQUAL(eg_vec_dot_i16_i8(a16, c8, 37), want8);
+  /* at the largest dimension the int32 sum cannot overflow */
+  static float big[4096];
+  static int16_t big16[4096];
+  static int8_t big8[4096];
+  for (int i = 0; i < 4096; i++) big[i] = 1.0f, big8[i] = 127;
+  float bs = eg_vec_quantize16(big, 4096, big16);
+  CU_ASSERT(big16[0] > 0 && (int64_t)big16[0] * 127 * 4096 < INT32_MAX);
+  CU_ASSERT_EQUAL(eg_vec_dot_i16_i8(big16, big8, 4096), (int64_t)big16[0] * 127 * 4096);
+  CU_ASSERT(bs > 0);
   CU_ASSERT_EQUAL(eg_cosine(5, 0, 1), 0);
   CU_ASSERT_EQUAL(eg_cosine(3, 1, 1), 1); /* clamped */
   CU_ASSERT_DOUBLE_EQUAL(eg_jaccard(2, 3, 3), 0.5, 1e-6);

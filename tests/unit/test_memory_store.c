@@ -280,7 +280,7 @@ static void raw_scan(struct leftovers *lo) {
     while (mdb_cursor_get(c, &k, &v, MDB_NEXT) == 0) {
       if (memmem(k.mv_data, k.mv_size, lo->needle, lo->needle_len) ||
           memmem(v.mv_data, v.mv_size, lo->needle, lo->needle_len)) {
-        if (!lo->hits) snprintf(lo->where, sizeof lo->where, "%s", names[i]);
+        if (!lo->hits) snprintf(lo->where, sizeof lo->where, "%.63s", names[i]);
         lo->hits++;
       }
     }
