@@ -278,7 +278,7 @@ def cmd_meta(a):
     meta = {
         "nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
         "mem_gib": round(mem_kb / 1048576, 1),
-        "data_fs": run_out(["stat", "-f", "-c", "%T", a.workdir]),
+        "data_fs": (run_out(["df", "--output=fstype", a.workdir]).splitlines() or ["?"])[-1],
         "os": run_out(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
         "engram_commit": commit,
         "grpc": "gRPC C core %s (libgrpc-dev %s)" % (run_out(["pkg-config", "--modversion", "grpc"]),
