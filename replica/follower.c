@@ -47,6 +47,36 @@ static void eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h) {
   }
 }
 
+/* Says why the stream ended (a refused token, a deposed primary, a
+ * network failure), once per distinct reason, so an operator sees why the
+ * replica is not moving. Waits at most a second for the status. */
+static void eg_follow_log_end(eg_repl *r, grpc_call *call, grpc_completion_queue *cq) {
+  static char last[256]; /* the follower is one thread */
+  grpc_status_code code = GRPC_STATUS_UNKNOWN;
+  grpc_slice details = grpc_empty_slice();
+  grpc_metadata_array trailing;
+  grpc_metadata_array_init(&trailing);
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  op.data.recv_status_on_client.trailing_metadata = &trailing;
+  op.data.recv_status_on_client.status = &code;
+  op.data.recv_status_on_client.status_details = &details;
+  char now[256];
+  if (eg_rpc_run_within(call, cq, &op, 1, 1000))
+    snprintf(now, sizeof now, "%s: status %d: %.*s", r->primary, (int)code,
+             (int)GRPC_SLICE_LENGTH(details), (const char *)GRPC_SLICE_START_PTR(details));
+  else
+    snprintf(now, sizeof now, "%s: no answer (stream silent for %d ms or broken)", r->primary,
+             EG_REPL_SILENCE_MS);
+  if (strcmp(now, last) != 0) {
+    fprintf(stderr, "engramd: replica: stream to the primary ended: %s\n", now);
+    snprintf(last, sizeof last, "%s", now);
+  }
+  grpc_slice_unref(details);
+  grpc_metadata_array_destroy(&trailing);
+}
+
 /* One connection: returns 1 if it streamed at least one batch (the
  * backoff resets), 0 otherwise, -1 when a resync was handled. */
 static int eg_follow_once(eg_repl *r) {
@@ -77,7 +107,8 @@ static int eg_follow_once(eg_repl *r) {
       eg_rpc_send(call, cq, &hello.base) && eg_rpc_run(call, cq, ops + 1, 1)) {
     Engram__V1__StreamResponse *m;
     while (!atomic_load(&r->stopping) && !atomic_load(&r->promoting) &&
-           (m = (void *)eg_rpc_recv(call, cq, &engram__v1__stream_response__descriptor))) {
+           (m = (void *)eg_rpc_recv_within(call, cq, &engram__v1__stream_response__descriptor,
+                                           EG_REPL_SILENCE_MS))) {
       atomic_store(&r->primary_lsn, m->primary_lsn);
       atomic_store(&r->connected, 1);
       eg_err e = EG_OK;
@@ -100,6 +131,7 @@ static int eg_follow_once(eg_repl *r) {
   pthread_mutex_lock(&r->mu);
   r->follow_call = NULL;
   pthread_mutex_unlock(&r->mu);
+  if (!atomic_load(&r->stopping)) eg_follow_log_end(r, call, cq);
   grpc_call_cancel(call, NULL);
   grpc_call_unref(call);
   eg_rpc_cq_destroy(cq);

@@ -15,6 +15,9 @@
 #define EG_REPL_BATCH_BYTES (4u << 20)
 /* An idle stream sends a heartbeat this often. */
 #define EG_REPL_HEARTBEAT_MS 1000
+/* A follower that hears nothing for this long (several missed heartbeats)
+ * drops the stream and reconnects. */
+#define EG_REPL_SILENCE_MS 5000
 /* A snapshot waiting to be installed, and one being received. */
 #define EG_REPL_SNAPSHOT_READY "snapshot.mdb"
 #define EG_REPL_SNAPSHOT_PARTIAL "snapshot.partial"
@@ -25,6 +28,7 @@ struct eg_peer {
   uint64_t applied;
   int64_t ack_us;
   int connected;
+  uint64_t gen; /* the stream that owns the entry; a newer one takes over */
 };
 
 /* A write waiting for --sync-replicas acks. */
@@ -65,12 +69,19 @@ struct eg_repl {
 /* rpc.c: runs ops on call as one batch and waits for it on cq (a pluck
  * queue). Returns 1 if the batch succeeded. */
 int eg_rpc_run(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t n);
+/* rpc.c: the same, but gives up after timeout_ms (< 0: never) by
+ * cancelling the call; returns 0 then. */
+int eg_rpc_run_within(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t n,
+                      int64_t timeout_ms);
 /* rpc.c: sends m as one message. */
 int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m);
 /* rpc.c: receives one message as desc; NULL at the end of the stream or
  * on failure. */
 ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,
                               const ProtobufCMessageDescriptor *desc);
+/* rpc.c: the same, giving up (and cancelling the call) after timeout_ms. */
+ProtobufCMessage *eg_rpc_recv_within(grpc_call *call, grpc_completion_queue *cq,
+                                     const ProtobufCMessageDescriptor *desc, int64_t timeout_ms);
 /* rpc.c: server side: ends the call with code and message. */
 void eg_rpc_finish(grpc_call *call, grpc_completion_queue *cq, int code, const char *msg);
 /* rpc.c: shuts down and destroys a pluck queue. */
@@ -78,9 +89,13 @@ void eg_rpc_cq_destroy(grpc_completion_queue *cq);
 int64_t eg_rpc_now_us(void);
 
 /* peers.c */
-struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied);
-void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t applied);
-void eg_peer_detach(eg_repl *r, struct eg_peer *p);
+/* A stream takes the entry of its replica id (a newer stream replaces an
+ * older one, which notices through eg_peer_owned and ends); *gen is its
+ * claim. NULL when the table is full. */
+struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied, uint64_t *gen);
+int eg_peer_owned(eg_repl *r, const struct eg_peer *p, uint64_t gen);
+void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t gen, uint64_t applied);
+void eg_peer_detach(eg_repl *r, struct eg_peer *p, uint64_t gen);
 void *eg_repl_syncer_main(void *arg);
 
 /* follower.c */

@@ -7,34 +7,47 @@
 
 #include "replica/internal.h"
 
-struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied) {
+struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied, uint64_t *gen) {
+  static uint64_t next_gen; /* guarded by r->mu */
   struct eg_peer *p = NULL;
   pthread_mutex_lock(&r->mu);
   for (size_t i = 0; i < r->n_peers && !p; i++)
     if (strcmp(r->peers[i].id, id) == 0) p = &r->peers[i];
   if (!p && r->n_peers < EG_REPL_MAX_PEERS) p = &r->peers[r->n_peers++];
-  if (p && p->connected) p = NULL; /* one stream per replica id */
+  /* A replica that reconnects while its old stream still looks alive (a
+   * hung process, a host that vanished) takes over: the new stream is the
+   * one that is really there. */
   if (p) {
     snprintf(p->id, sizeof p->id, "%s", id);
     p->applied = applied;
     p->ack_us = eg_rpc_now_us();
     p->connected = 1;
+    p->gen = *gen = ++next_gen;
   }
   pthread_mutex_unlock(&r->mu);
   return p;
 }
 
-void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t applied) {
+int eg_peer_owned(eg_repl *r, const struct eg_peer *p, uint64_t gen) {
   pthread_mutex_lock(&r->mu);
-  if (applied > p->applied) p->applied = applied;
-  p->ack_us = eg_rpc_now_us();
-  pthread_cond_broadcast(&r->cv);
+  int owned = p->gen == gen;
+  pthread_mutex_unlock(&r->mu);
+  return owned;
+}
+
+void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t gen, uint64_t applied) {
+  pthread_mutex_lock(&r->mu);
+  if (p->gen == gen) {
+    p->applied = applied;
+    p->ack_us = eg_rpc_now_us();
+    pthread_cond_broadcast(&r->cv);
+  }
   pthread_mutex_unlock(&r->mu);
 }
 
-void eg_peer_detach(eg_repl *r, struct eg_peer *p) {
+void eg_peer_detach(eg_repl *r, struct eg_peer *p, uint64_t gen) {
   pthread_mutex_lock(&r->mu);
-  p->connected = 0;
+  if (p->gen == gen) p->connected = 0;
   pthread_cond_broadcast(&r->cv);
   pthread_mutex_unlock(&r->mu);
 }

@@ -95,12 +95,15 @@ eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn) {
   eg_txn *w;
   uint64_t next = eg_store_epoch(r->store) + 1;
   eg_err e = eg_store_write_begin(r->store, &w);
-  if (e) return e;
-  if ((e = eg_store_set_epoch(w, next))) {
-    eg_store_write_abort(w);
-    return e;
+  if (!e && (e = eg_store_set_epoch(w, next))) eg_store_write_abort(w);
+  if (!e) e = eg_store_write_commit(w, lsn);
+  if (e) {
+    /* Still a replica: follow again, and let a later Promote try anew. */
+    fprintf(stderr, "engramd: promotion failed: %s; following again\n", eg_err_msg(e));
+    atomic_store(&r->promoting, 0);
+    if (pthread_create(&r->follower, NULL, eg_repl_follower_main, r) == 0) r->follower_started = 1;
+    return e == EG_EPRECOND ? EG_EIO : e;
   }
-  if ((e = eg_store_write_commit(w, lsn))) return e;
   atomic_store(&r->is_primary, 1);
   *epoch = next;
   fprintf(stderr, "engramd: promoted to primary: epoch %llu from lsn %llu\n",

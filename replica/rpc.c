@@ -7,11 +7,26 @@
 
 int64_t eg_rpc_now_us(void) { return eg_now_us(); }
 
-int eg_rpc_run(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t n) {
+int eg_rpc_run_within(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t n,
+                      int64_t timeout_ms) {
+  gpr_timespec until = timeout_ms < 0 ? gpr_inf_future(GPR_CLOCK_MONOTONIC)
+                                      : gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                                     gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
   /* The ops array is a unique address for as long as the batch runs. */
   if (grpc_call_start_batch(call, ops, n, ops, NULL) != GRPC_CALL_OK) return 0;
-  grpc_event ev = grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  grpc_event ev = grpc_completion_queue_pluck(cq, ops, until, NULL);
+  if (ev.type == GRPC_QUEUE_TIMEOUT) {
+    /* Cancelling makes the batch complete (failed); wait for that, so the
+     * ops are no longer in use when we return. */
+    grpc_call_cancel(call, NULL);
+    grpc_completion_queue_pluck(cq, ops, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    return 0;
+  }
   return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+int eg_rpc_run(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t n) {
+  return eg_rpc_run_within(call, cq, ops, n, -1);
 }
 
 int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m) {
@@ -24,17 +39,25 @@ int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessa
   return ok;
 }
 
-ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,
-                              const ProtobufCMessageDescriptor *desc) {
+ProtobufCMessage *eg_rpc_recv_within(grpc_call *call, grpc_completion_queue *cq,
+                                     const ProtobufCMessageDescriptor *desc, int64_t timeout_ms) {
   grpc_byte_buffer *bb = NULL;
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_RECV_MESSAGE;
   op.data.recv_message.recv_message = &bb;
-  if (!eg_rpc_run(call, cq, &op, 1) || !bb) return NULL;
+  if (!eg_rpc_run_within(call, cq, &op, 1, timeout_ms) || !bb) {
+    if (bb) grpc_byte_buffer_destroy(bb);
+    return NULL;
+  }
   ProtobufCMessage *m = eg_client_unpack(desc, bb);
   grpc_byte_buffer_destroy(bb);
   return m;
+}
+
+ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,
+                              const ProtobufCMessageDescriptor *desc) {
+  return eg_rpc_recv_within(call, cq, desc, -1);
 }
 
 void eg_rpc_finish(grpc_call *call, grpc_completion_queue *cq, int code, const char *msg) {

@@ -16,6 +16,7 @@ struct eg_stream_ctx {
   grpc_call *call;
   grpc_completion_queue *cq;
   struct eg_peer *peer;
+  uint64_t gen;    /* our claim on peer */
   atomic_int gone; /* the replica went away */
 };
 
@@ -45,7 +46,7 @@ static void *eg_stream_acks(void *arg) {
   struct eg_stream_ctx *s = arg;
   Engram__V1__StreamRequest *m;
   while ((m = (void *)eg_rpc_recv(s->call, s->cq, &engram__v1__stream_request__descriptor))) {
-    eg_peer_ack(s->r, s->peer, m->applied_lsn);
+    eg_peer_ack(s->r, s->peer, s->gen, m->applied_lsn);
     protobuf_c_message_free_unpacked(&m->base, NULL);
   }
   atomic_store(&s->gone, 1);
@@ -116,7 +117,8 @@ static void eg_stream_resync(struct eg_stream_ctx *s, const char *why) {
 static void eg_stream_loop(struct eg_stream_ctx *s, eg_txn *t, uint64_t next) {
   eg_repl *r = s->r;
   int64_t last_send = 0;
-  while (!atomic_load(&s->gone) && !atomic_load(&r->stopping) && eg_repl_is_primary(r)) {
+  while (!atomic_load(&s->gone) && !atomic_load(&r->stopping) && eg_repl_is_primary(r) &&
+         eg_peer_owned(r, s->peer, s->gen)) {
     int have = eg_store_last_lsn(r->store) >= next;
     if (have || eg_rpc_now_us() - last_send >= EG_REPL_HEARTBEAT_MS * 1000) {
       int rc = eg_stream_send(s, t, &next);
@@ -164,9 +166,9 @@ void eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq
     eg_stream_resync(&s, why ? why : "cannot read the log");
     goto out;
   }
-  if (!(s.peer = eg_peer_attach(r, hello->replica_id[0] ? hello->replica_id : "unnamed", next - 1))) {
-    eg_rpc_finish(call, cq, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                  "replica id already streaming, or too many replicas");
+  if (!(s.peer = eg_peer_attach(r, hello->replica_id[0] ? hello->replica_id : "unnamed", next - 1,
+                                &s.gen))) {
+    eg_rpc_finish(call, cq, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many replicas");
     goto out;
   }
   pthread_t acks;
@@ -175,7 +177,7 @@ void eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq
     grpc_call_cancel(call, NULL); /* ends the ack receiver's pending read */
     pthread_join(acks, NULL);
   }
-  eg_peer_detach(r, s.peer);
+  eg_peer_detach(r, s.peer, s.gen);
 out:
   eg_store_reader_free(t);
   if (hello) protobuf_c_message_free_unpacked(&hello->base, NULL);

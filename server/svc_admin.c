@@ -29,7 +29,8 @@ static eg_err eg_promote(eg_req *r, const ProtobufCMessage *msg) {
   if (!out) return EG_ENOMEM;
   engram__v1__promote_response__init(out);
   eg_err e = eg_repl_promote(r->srv->repl, &out->epoch, &out->lsn);
-  if (e == EG_EPRECOND) snprintf(r->msg, sizeof r->msg, "this node is already the primary");
+  if (e == EG_EPRECOND)
+    snprintf(r->msg, sizeof r->msg, "this node is already the primary (or being promoted)");
   if (e) return e;
   r->resp = &out->base;
   return EG_OK;

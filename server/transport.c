@@ -537,6 +537,16 @@ static grpc_server *eg_server_create(void) {
   grpc_arg args[] = {
       /* Without this a stale server on the same port silently shares it. */
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+      /* Ping idle connections so a replica (or client) whose host died is
+       * noticed and its streams end; accept the clients' keepalive pings
+       * (libengram pings every 10 s). */
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 10000},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 5000},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1},
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+       .value.integer = 5000},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_PING_STRIKES, .value.integer = 0},
   };
   grpc_channel_args ca = {.num_args = sizeof args / sizeof args[0], .args = args};
   return grpc_server_create(&ca, NULL);

@@ -62,10 +62,17 @@ eg_client *eg_client_new(const char *target, const char *token) {
     snprintf(c->authorization, n, "Bearer %s", token);
   }
   grpc_init();
-  grpc_arg arg = {.type = GRPC_ARG_INTEGER,
-                  .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                  .value.integer = EG_CLIENT_MAX_RESPONSE_BYTES};
-  grpc_channel_args args = {.num_args = 1, .args = &arg};
+  /* Keepalive pings find a peer that vanished without closing the
+   * connection (a dead host), also on long-lived streams. */
+  grpc_arg arg[] = {
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+       .value.integer = EG_CLIENT_MAX_RESPONSE_BYTES},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 10000},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 5000},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1},
+  };
+  grpc_channel_args args = {.num_args = sizeof arg / sizeof arg[0], .args = arg};
   grpc_channel_credentials *creds = grpc_insecure_credentials_create();
   c->channel = grpc_channel_create(target, creds, &args);
   grpc_channel_credentials_release(creds);
