@@ -278,16 +278,20 @@ static eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
 /* ==== position map (postings joins) ============================================ */
 
 typedef struct {
-  const uint8_t *pos; /* NULL: empty slot */
+  const uint8_t *pos;
   size_t len;
-  uint32_t count;
-  double idf;
+  uint32_t count; /* query (or new memory) terms this memory has */
+  double idf;     /* their idf sum */
 } eg_pmap_ent;
 
+/* Positions to entries: entries in a dense array (iterated in insertion
+ * order), an open-addressing table of their indexes + 1 (0: empty). */
 typedef struct {
   eg_arena *a;
-  eg_pmap_ent *e;
-  size_t cap, n;
+  uint32_t *slots;
+  size_t cap;
+  eg_pmap_ent *ents;
+  size_t n, ents_cap;
 } eg_pmap;
 
 /* A position's hash, 8 bytes per step (every candidate of a search is
@@ -306,64 +310,78 @@ static uint64_t eg_pos_hash(const uint8_t *p, size_t n) {
 }
 
 static eg_err eg_pmap_init(eg_pmap *m, eg_arena *a, size_t cap) {
-  m->a = a;
-  m->cap = 64;
+  *m = (eg_pmap){.a = a, .cap = 64, .ents_cap = 32};
   while (m->cap < 2 * cap) m->cap *= 2;
-  m->n = 0;
-  m->e = EG_ARENA_ARRAY(a, eg_pmap_ent, m->cap);
-  return m->e ? EG_OK : EG_ENOMEM;
+  m->slots = EG_ARENA_ARRAY(a, uint32_t, m->cap);
+  m->ents = EG_ARENA_ARRAY(a, eg_pmap_ent, m->ents_cap);
+  return m->slots && m->ents ? EG_OK : EG_ENOMEM;
 }
 
-static eg_pmap_ent *eg_pmap_slot(eg_pmap_ent *e, size_t cap, const uint8_t *p, size_t n) {
-  for (size_t i = eg_pos_hash(p, n) & (cap - 1);; i = (i + 1) & (cap - 1))
-    if (!e[i].pos || (e[i].len == n && memcmp(e[i].pos, p, n) == 0)) return &e[i];
+/* The slot of p: holding its index + 1, or 0 (where it would go). */
+static uint32_t *eg_pmap_slot(const eg_pmap *m, const uint8_t *p, size_t n) {
+  for (size_t i = eg_pos_hash(p, n) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    uint32_t x = m->slots[i];
+    if (!x || (m->ents[x - 1].len == n && memcmp(m->ents[x - 1].pos, p, n) == 0)) return &m->slots[i];
+  }
 }
 
-static eg_pmap_ent *eg_pmap_find(const eg_pmap *m, const uint8_t *p, size_t n) {
-  eg_pmap_ent *s = eg_pmap_slot(m->e, m->cap, p, n);
-  return s->pos ? s : NULL;
+static const eg_pmap_ent *eg_pmap_find(const eg_pmap *m, const uint8_t *p, size_t n) {
+  uint32_t x = *eg_pmap_slot(m, p, n);
+  return x ? &m->ents[x - 1] : NULL;
 }
 
-/* The entry for p, added (count 0) if new; NULL when out of memory. */
-static eg_pmap_ent *eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n) {
+/* The index of p's entry, added (zeroed) if new. */
+static eg_err eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n, uint32_t *idx) {
+  uint32_t *slot = eg_pmap_slot(m, p, n);
+  if (*slot) return *idx = *slot - 1, EG_OK;
   if (2 * (m->n + 1) > m->cap) {
     size_t cap = m->cap * 2;
-    eg_pmap_ent *e = EG_ARENA_ARRAY(m->a, eg_pmap_ent, cap);
-    if (!e) return NULL;
-    for (size_t i = 0; i < m->cap; i++)
-      if (m->e[i].pos) *eg_pmap_slot(e, cap, m->e[i].pos, m->e[i].len) = m->e[i];
-    m->e = e;
+    uint32_t *slots = EG_ARENA_ARRAY(m->a, uint32_t, cap);
+    if (!slots) return EG_ENOMEM;
+    m->slots = slots;
     m->cap = cap;
+    for (size_t i = 0; i < m->n; i++) *eg_pmap_slot(m, m->ents[i].pos, m->ents[i].len) = (uint32_t)i + 1;
+    slot = eg_pmap_slot(m, p, n);
   }
-  eg_pmap_ent *s = eg_pmap_slot(m->e, m->cap, p, n);
-  if (s->pos) return s;
+  if (m->n == m->ents_cap) {
+    eg_pmap_ent *e = EG_ARENA_ARRAY(m->a, eg_pmap_ent, 2 * m->ents_cap);
+    if (!e) return EG_ENOMEM;
+    memcpy(e, m->ents, m->n * sizeof *e);
+    m->ents = e;
+    m->ents_cap *= 2;
+  }
   uint8_t *copy = eg_arena_alloc(m->a, n);
-  if (!copy) return NULL;
+  if (!copy) return EG_ENOMEM;
   memcpy(copy, p, n);
-  *s = (eg_pmap_ent){.pos = copy, .len = n};
-  m->n++;
-  return s;
+  m->ents[m->n] = (eg_pmap_ent){.pos = copy, .len = n};
+  *slot = (uint32_t)(m->n + 1);
+  *idx = (uint32_t)m->n++;
+  return EG_OK;
 }
 
-/* Postings of one term, collected so its df is known before scoring. */
-struct eg_posting_list {
-  eg_req *r;
-  eg_memory_pos *items;
+/* One term's postings go straight into the map; the entries it touched are
+ * remembered so its idf (known once its df is) can be added to them. */
+struct eg_join {
+  eg_pmap *m;
+  uint32_t *touched;
   size_t n, cap;
   eg_err err;
 };
 
-static int eg_posting_collect(void *arg, const eg_memory_pos *pos) {
-  struct eg_posting_list *l = arg;
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? 2 * l->cap : 64;
-    eg_memory_pos *items = EG_ARENA_ARRAY(l->r->arena, eg_memory_pos, cap);
-    if (!items) return l->err = EG_ENOMEM, 1;
-    if (l->n) memcpy(items, l->items, l->n * sizeof *items);
-    l->items = items;
-    l->cap = cap;
+static int eg_join_visit(void *arg, const eg_memory_pos *pos) {
+  struct eg_join *j = arg;
+  uint32_t idx;
+  if ((j->err = eg_pmap_add(j->m, pos->buf, pos->len, &idx))) return 1;
+  if (j->n == j->cap) {
+    size_t cap = j->cap ? 2 * j->cap : 256;
+    uint32_t *t = EG_ARENA_ARRAY(j->m->a, uint32_t, cap);
+    if (!t) return j->err = EG_ENOMEM, 1;
+    if (j->n) memcpy(t, j->touched, j->n * sizeof *t);
+    j->touched = t;
+    j->cap = cap;
   }
-  l->items[l->n++] = *pos;
+  j->touched[j->n++] = idx;
+  j->m->ents[idx].count++;
   return 0;
 }
 
@@ -372,21 +390,16 @@ static int eg_posting_collect(void *arg, const eg_memory_pos *pos) {
  * the terms. */
 static eg_err eg_postings_join(eg_req *r, eg_txn *t, const char *user_id, const uint64_t *terms,
                                size_t n, size_t n_docs, eg_pmap *m, double *query_idf) {
-  struct eg_posting_list l = {.r = r};
+  struct eg_join j = {.m = m};
   *query_idf = 0;
   for (size_t i = 0; i < n; i++) {
-    l.n = 0;
-    eg_err e = eg_store_memory_postings(t, r->tenant, user_id, terms[i], eg_posting_collect, &l);
-    if (e == EG_OK) e = l.err;
+    j.n = 0;
+    eg_err e = eg_store_memory_postings(t, r->tenant, user_id, terms[i], eg_join_visit, &j);
+    if (e == EG_OK) e = j.err;
     if (e != EG_OK) return e;
-    double idf = eg_idf(l.n, n_docs);
+    double idf = eg_idf(j.n, n_docs);
     *query_idf += idf;
-    for (size_t j = 0; j < l.n; j++) {
-      eg_pmap_ent *ent = eg_pmap_add(m, l.items[j].buf, l.items[j].len);
-      if (!ent) return EG_ENOMEM;
-      ent->count++;
-      ent->idf += idf;
-    }
+    for (size_t k = 0; k < j.n; k++) m->ents[j.touched[k]].idf += idf;
   }
   return EG_OK;
 }
@@ -637,11 +650,10 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_cm_state *st, s
   eg_memory_pos *cands = EG_ARENA_ARRAY(r->arena, eg_memory_pos, shared.n ? shared.n : 1);
   size_t n = 0;
   if (!cands) return EG_ENOMEM;
-  for (size_t i = 0; i < shared.cap; i++)
-    if (shared.e[i].pos) {
-      memcpy(cands[n].buf, shared.e[i].pos, shared.e[i].len);
-      cands[n++].len = shared.e[i].len;
-    }
+  for (size_t i = 0; i < shared.n; i++) {
+    memcpy(cands[n].buf, shared.ents[i].pos, shared.ents[i].len);
+    cands[n++].len = shared.ents[i].len;
+  }
   qsort(cands, n, sizeof *cands, eg_pos_cmp);
   for (size_t i = 0; i < n && !d->err; i++) {
     eg_memory_meta m;
@@ -1318,11 +1330,10 @@ static eg_err eg_search_check(eg_req *r, const Engram__V1__SearchMemoriesRequest
 
 /* Keyword-only search: the candidates are the memories sharing a word. */
 static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_search *s, const eg_pmap *kw) {
-  for (size_t i = 0; i < kw->cap; i++) {
-    const eg_pmap_ent *ent = &kw->e[i];
+  for (size_t i = 0; i < kw->n; i++) {
+    const eg_pmap_ent *ent = &kw->ents[i];
     eg_memory_pos pos;
     eg_memory_meta m;
-    if (!ent->pos) continue;
     memcpy(pos.buf, ent->pos, ent->len);
     pos.len = ent->len;
     eg_err e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 0, &m, NULL);
