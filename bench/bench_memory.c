@@ -46,6 +46,14 @@ static double now_us(void) {
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* Time this thread spent on a CPU: wall time minus waits for the CPU (on a
+ * shared machine) and for the disk. */
+static double cpu_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
 /* ---- synthetic data ---------------------------------------------------------- */
 
 #define VOCAB 3000
@@ -157,7 +165,7 @@ static size_t encode(const ProtobufCMessage *m) {
 }
 
 typedef struct {
-  double prepare, apply, commit, total;
+  double prepare, apply, commit, total, cpu; /* cpu: on-CPU time of prepare + apply */
 } create_times;
 
 /* One CreateMemory from request bytes to response bytes, in its own write
@@ -168,7 +176,7 @@ static create_times run_create(bench *b, const uint8_t *buf, size_t n, int *outc
   char err[256];
   create_times ct;
   req_init(b, &r);
-  double t0 = now_us();
+  double t0 = now_us(), c0 = cpu_us();
   ProtobufCMessage *in = decode(b->create->in, buf, n, err, sizeof err);
   eg_err e = b->create->prepare(&r, in);
   if (e) die("prepare", e, r.msg);
@@ -176,14 +184,14 @@ static create_times run_create(bench *b, const uint8_t *buf, size_t n, int *outc
   if ((e = eg_store_write_begin(b->store, &w)) || (e = eg_store_sub_begin(w, &sub))) die("begin", e, NULL);
   if ((e = b->create->apply(&r, sub))) die("apply", e, r.msg);
   if ((e = eg_store_sub_commit(sub))) die("sub commit", e, NULL);
-  double t2 = now_us();
+  double t2 = now_us(), c2 = cpu_us();
   if ((e = eg_store_write_commit(w, NULL))) die("commit", e, NULL);
   encode(r.resp);
   double t3 = now_us();
   *outcome = ((Engram__V1__CreateMemoryResponse *)r.resp)->outcome;
   protobuf_c_message_free_unpacked(in, NULL);
   eg_arena_free(r.arena);
-  ct = (create_times){t1 - t0, t2 - t1, t3 - t2, t3 - t0};
+  ct = (create_times){t1 - t0, t2 - t1, t3 - t2, t3 - t0, c2 - c0};
   return ct;
 }
 
@@ -258,7 +266,7 @@ static void bench_search(bench *b, int n_mem, int dim, int queries) {
   int (*texts)[16] = calloc((size_t)n_mem, sizeof *texts);
   float *vecs = malloc(sizeof(float) * (size_t)n_mem * dim);
   float *q = malloc(sizeof(float) * dim);
-  double *lat = malloc(sizeof(double) * queries);
+  double *lat = malloc(sizeof(double) * queries), *cpu = malloc(sizeof(double) * queries);
   uint8_t *buf = NULL;
   char text[256], err[256];
   double t0 = now_us();
@@ -285,7 +293,7 @@ static void bench_search(bench *b, int n_mem, int dim, int queries) {
       engram__v1__search_memories_request__pack(&sq, buf);
       eg_req r;
       req_init(b, &r);
-      double s = now_us();
+      double s = now_us(), sc = cpu_us();
       ProtobufCMessage *in = decode(b->search->in, buf, n, err, sizeof err);
       eg_err e = eg_store_reader_begin(b->reader);
       r.rtxn = b->reader;
@@ -294,17 +302,20 @@ static void bench_search(bench *b, int n_mem, int dim, int queries) {
       if (e) die("search", e, r.msg);
       encode(r.resp);
       lat[i] = now_us() - s;
+      cpu[i] = cpu_us() - sc;
       hits += ((Engram__V1__SearchMemoriesResponse *)r.resp)->n_results;
       protobuf_c_message_free_unpacked(in, NULL);
       eg_arena_free(r.arena);
     }
     report(modes[mode], lat, queries);
+    report("  the same, on-CPU time", cpu, queries);
     printf("  %-44s mean results per query %.1f\n", "", (double)hits / queries);
   }
   free(texts);
   free(vecs);
   free(q);
   free(lat);
+  free(cpu);
   free(buf);
 }
 
@@ -314,7 +325,8 @@ static void bench_create(bench *b, int users, int existing, int creates, int dim
   int (*texts)[16] = calloc((size_t)existing, sizeof *texts);
   float *v = malloc(sizeof(float) * dim);
   double *tot = malloc(sizeof(double) * creates), *pre = malloc(sizeof(double) * creates),
-         *app = malloc(sizeof(double) * creates), *com = malloc(sizeof(double) * creates);
+         *app = malloc(sizeof(double) * creates), *com = malloc(sizeof(double) * creates),
+         *cpu = malloc(sizeof(double) * creates);
   int outcomes[5] = {0}, k = 0;
   uint8_t *buf = NULL;
   char user[32], text[512];
@@ -343,6 +355,7 @@ static void bench_create(bench *b, int users, int existing, int creates, int dim
       pre[k] = ct.prepare;
       app[k] = ct.apply;
       com[k] = ct.commit;
+      cpu[k] = ct.cpu;
       outcomes[outcome]++;
     }
   }
@@ -352,6 +365,7 @@ static void bench_create(bench *b, int users, int existing, int creates, int dim
   report("  prepare (validate, seal, hash words)", pre, k);
   report("  apply (dedup + quota + writes, in txn)", app, k);
   report("  commit (fsync) + encode", com, k);
+  report("  prepare + apply, on-CPU time", cpu, k);
   printf("  outcomes: created %d, duplicate %d, superseded %d\n", outcomes[1], outcomes[2], outcomes[3]);
   free(vecs);
   free(texts);
@@ -360,6 +374,7 @@ static void bench_create(bench *b, int users, int existing, int creates, int dim
   free(pre);
   free(app);
   free(com);
+  free(cpu);
   free(buf);
 }
 
