@@ -80,34 +80,14 @@ static void eg_follow_log_end(eg_repl *r, grpc_call *call, grpc_completion_queue
 /* One connection: returns 1 if it streamed at least one batch (the
  * backoff resets), 0 otherwise, -1 when a resync was handled. */
 static int eg_follow_once(eg_repl *r) {
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_slice method = grpc_slice_from_static_string(EG_REPL_SERVICE "Stream");
-  grpc_call *call = grpc_channel_create_call(eg_client_channel(r->upstream), NULL,
-                                             GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-                                             gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-  int streamed = 0;
-  pthread_mutex_lock(&r->mu);
-  r->follow_call = call;
-  pthread_mutex_unlock(&r->mu);
-
-  grpc_metadata md = {.key = grpc_slice_from_static_string("authorization"),
-                      .value = grpc_slice_from_copied_string(r->authz)};
-  grpc_metadata_array initial;
-  grpc_metadata_array_init(&initial);
-  grpc_op ops[2];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = r->authz[0] ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = &md;
-  ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  eg_upstream u;
   Engram__V1__StreamRequest hello;
+  int streamed = 0;
   eg_follow_hello(r, &hello);
-  if (!atomic_load(&r->stopping) && eg_rpc_run(call, cq, ops, 1) &&
-      eg_rpc_send(call, cq, &hello.base) && eg_rpc_run(call, cq, ops + 1, 1)) {
+  if (eg_upstream_open(r, EG_REPL_SERVICE "Stream", &hello.base, 0, &u)) {
     Engram__V1__StreamResponse *m;
     while (!atomic_load(&r->stopping) && !atomic_load(&r->promoting) &&
-           (m = (void *)eg_rpc_recv_within(call, cq, &engram__v1__stream_response__descriptor,
+           (m = (void *)eg_rpc_recv_within(u.call, u.cq, &engram__v1__stream_response__descriptor,
                                            EG_REPL_SILENCE_MS))) {
       atomic_store(&r->primary_lsn, m->primary_lsn);
       atomic_store(&r->connected, 1);
@@ -124,19 +104,12 @@ static int eg_follow_once(eg_repl *r) {
       if (e || streamed < 0) break;
       Engram__V1__StreamRequest ack;
       eg_follow_hello(r, &ack);
-      if (!eg_rpc_send(call, cq, &ack.base)) break;
+      if (!eg_rpc_send(u.call, u.cq, &ack.base)) break;
     }
   }
   atomic_store(&r->connected, 0);
-  pthread_mutex_lock(&r->mu);
-  r->follow_call = NULL;
-  pthread_mutex_unlock(&r->mu);
-  if (!atomic_load(&r->stopping)) eg_follow_log_end(r, call, cq);
-  grpc_call_cancel(call, NULL);
-  grpc_call_unref(call);
-  eg_rpc_cq_destroy(cq);
-  grpc_metadata_array_destroy(&initial);
-  grpc_slice_unref(md.value);
+  if (!atomic_load(&r->stopping)) eg_follow_log_end(r, u.call, u.cq);
+  eg_upstream_close(r, &u);
   return streamed;
 }
 

@@ -84,6 +84,18 @@ ProtobufCMessage *eg_rpc_recv_within(grpc_call *call, grpc_completion_queue *cq,
                                      const ProtobufCMessageDescriptor *desc, int64_t timeout_ms);
 /* rpc.c: server side: ends the call with code and message. */
 void eg_rpc_finish(grpc_call *call, grpc_completion_queue *cq, int code, const char *msg);
+/* rpc.c: a call to the primary on a pluck queue of its own, registered as
+ * r->follow_call so a stop cancels it. open sends the replica token and
+ * the first message (then closes the sending side if close_send) and
+ * receives the primary's initial metadata; returns 1 if all that went
+ * through. Close it with eg_upstream_close whatever open returned. */
+typedef struct {
+  grpc_call *call;
+  grpc_completion_queue *cq;
+} eg_upstream;
+int eg_upstream_open(eg_repl *r, const char *method, const ProtobufCMessage *first, int close_send,
+                     eg_upstream *u);
+void eg_upstream_close(eg_repl *r, eg_upstream *u);
 /* rpc.c: shuts down and destroys a pluck queue. */
 void eg_rpc_cq_destroy(grpc_completion_queue *cq);
 int64_t eg_rpc_now_us(void);

@@ -81,3 +81,42 @@ void eg_rpc_cq_destroy(grpc_completion_queue *cq) {
   }
   grpc_completion_queue_destroy(cq);
 }
+
+int eg_upstream_open(eg_repl *r, const char *method, const ProtobufCMessage *first, int close_send,
+                     eg_upstream *u) {
+  u->cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_slice m = grpc_slice_from_static_string(method);
+  u->call = grpc_channel_create_call(eg_client_channel(r->upstream), NULL, GRPC_PROPAGATE_DEFAULTS,
+                                     u->cq, m, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  pthread_mutex_lock(&r->mu);
+  r->follow_call = u->call; /* a stop cancels it */
+  pthread_mutex_unlock(&r->mu);
+
+  grpc_metadata md = {.key = grpc_slice_from_static_string("authorization"),
+                      .value = grpc_slice_from_copied_string(r->authz)};
+  grpc_metadata_array initial;
+  grpc_metadata_array_init(&initial);
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = r->authz[0] ? 1 : 0;
+  ops[0].data.send_initial_metadata.metadata = &md;
+  ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  int ok = !atomic_load(&r->stopping) && eg_rpc_run(u->call, u->cq, ops, 1) &&
+           eg_rpc_send(u->call, u->cq, first) && (!close_send || eg_rpc_run(u->call, u->cq, ops + 2, 1)) &&
+           eg_rpc_run(u->call, u->cq, ops + 1, 1);
+  grpc_metadata_array_destroy(&initial);
+  grpc_slice_unref(md.value);
+  return ok;
+}
+
+void eg_upstream_close(eg_repl *r, eg_upstream *u) {
+  pthread_mutex_lock(&r->mu);
+  r->follow_call = NULL;
+  pthread_mutex_unlock(&r->mu);
+  grpc_call_cancel(u->call, NULL);
+  grpc_call_unref(u->call);
+  eg_rpc_cq_destroy(u->cq);
+}

@@ -116,44 +116,16 @@ eg_err eg_repl_fetch_snapshot(eg_repl *r) {
   int fd = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return EG_EIO;
 
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_slice method = grpc_slice_from_static_string(EG_REPL_SERVICE "Snapshot");
-  grpc_call *call = grpc_channel_create_call(eg_client_channel(r->upstream), NULL,
-                                             GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-                                             gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-  grpc_metadata md = {.key = grpc_slice_from_static_string("authorization"),
-                      .value = grpc_slice_from_copied_string(r->authz)};
-  grpc_metadata_array initial;
-  grpc_metadata_array_init(&initial);
   Engram__V1__SnapshotRequest req = ENGRAM__V1__SNAPSHOT_REQUEST__INIT;
   req.replica_id = r->replica_id;
-  grpc_op ops[3];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = r->authz[0] ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = &md;
-  ops[1].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[2].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[2].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  eg_upstream u;
   eg_err e = EG_EUNAVAIL;
-  pthread_mutex_lock(&r->mu);
-  r->follow_call = call; /* a stop cancels the download too */
-  pthread_mutex_unlock(&r->mu);
-  if (eg_rpc_run(call, cq, ops, 1) && eg_rpc_send(call, cq, &req.base) &&
-      eg_rpc_run(call, cq, ops + 1, 2))
-    e = eg_snap_receive(call, cq, fd);
-  pthread_mutex_lock(&r->mu);
-  r->follow_call = NULL;
-  pthread_mutex_unlock(&r->mu);
+  if (eg_upstream_open(r, EG_REPL_SERVICE "Snapshot", &req.base, 1, &u)) e = eg_snap_receive(u.call, u.cq, fd);
+  eg_upstream_close(r, &u);
   if (!e && fsync(fd) != 0) e = EG_EIO;
   close(fd);
   if (!e && rename(partial, ready) != 0) e = EG_EIO;
   if (e) unlink(partial);
-  grpc_call_cancel(call, NULL);
-  grpc_call_unref(call);
-  eg_rpc_cq_destroy(cq);
-  grpc_metadata_array_destroy(&initial);
-  grpc_slice_unref(md.value);
   fprintf(stderr, "engramd: replica: snapshot %s\n", e ? eg_err_msg(e) : "received and checked");
   return e;
 }
