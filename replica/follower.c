@@ -25,7 +25,7 @@ static eg_err eg_follow_apply(eg_repl *r, const Engram__V1__StreamResponse *m) {
       e = eg_store_wal_apply(w, m->records[i].data, m->records[i].len);
     /* The replica keeps a bounded log too: it may be promoted one day. */
     size_t trimmed;
-    if (!e) e = eg_store_wal_trim(w, eg_repl_trim_below(r, w), 64, &trimmed);
+    if (!e) e = eg_store_wal_trim(w, eg_repl_trim_below(r, w), 1024, &trimmed);
     if (!e) return eg_store_write_commit(w, NULL);
     eg_store_write_abort(w);
     if (e != EG_EMAPFULL) return e;

@@ -149,7 +149,11 @@ uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t) {
     if (r->peers[i].connected && r->peers[i].applied + 1 < below) below = r->peers[i].applied + 1;
   pthread_mutex_unlock(&r->mu);
   uint64_t cap_floor = last > (uint64_t)r->retain_cap ? last - (uint64_t)r->retain_cap + 1 : 0;
-  return below > cap_floor ? below : cap_floor;
+  if (below < cap_floor) below = cap_floor;
+  /* Erasure wins over everything: a lagging replica resyncs from a
+   * snapshot rather than read erased data from the log. */
+  uint64_t erased = eg_store_erase_floor(r->store);
+  return below > erased ? below : erased;
 }
 
 eg_err eg_repl_status(eg_repl *r, Engram__V1__GetStatusResponse *out,

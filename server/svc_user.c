@@ -29,6 +29,7 @@ static eg_err eg_du_apply(eg_req *r, eg_txn *t) {
   eg_err e = eg_store_user_erase_step(t, r->tenant, r->state, (uint64_t)r->srv->cfg->erase_batch,
                                       &c, &done);
   if (e != EG_OK) return e;
+  eg_store_mark_erasure(t);
   if (!done) {
     r->more = 1;
     return EG_OK;

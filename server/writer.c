@@ -8,8 +8,9 @@
 /* Most items one txn takes: bounds the time the first caller in a batch
  * waits behind the others. */
 #define EG_WRITER_BATCH_MAX 1024
-/* Most log records one batch trims: retention never stalls a write. */
-#define EG_WRITER_TRIM_MAX 64
+/* Most log records one batch trims: retention never stalls a write (an
+ * erasure's backlog goes over the next batches). */
+#define EG_WRITER_TRIM_MAX 1024
 
 struct eg_writer {
   eg_store *store;

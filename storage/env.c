@@ -193,7 +193,7 @@ eg_err eg_store__db_by_name(const eg_store *s, const char *name, MDB_dbi *dbi) {
 static eg_err eg_store_open_dbs(eg_store *s, char *err, size_t errlen) {
   MDB_txn *txn = NULL;
   uint32_t version = 0;
-  uint64_t lsn = 0, epoch = 0;
+  uint64_t lsn = 0, epoch = 0, floor = 0;
   eg_err e = eg_store__err(mdb_txn_begin(s->env, NULL, 0, &txn));
   if (e) goto fail;
   e = eg_store_open_dbi(txn, EG_DB_META, MDB_CREATE, &s->meta, err, errlen);
@@ -210,6 +210,7 @@ static eg_err eg_store_open_dbs(eg_store *s, char *err, size_t errlen) {
   if (!e) e = eg_store_open_data_dbs(s, txn, err, errlen);
   if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_LAST_LSN, &lsn);
   if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_EPOCH, &epoch);
+  if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_ERASE_FLOOR, &floor);
   if (e) goto fail;
   e = eg_store__err(mdb_txn_commit(txn));
   txn = NULL;
@@ -217,6 +218,7 @@ static eg_err eg_store_open_dbs(eg_store *s, char *err, size_t errlen) {
   atomic_store(&s->last_lsn, lsn);
   /* A store that never had a primary starts in epoch 1. */
   atomic_store(&s->epoch, epoch ? epoch : 1);
+  atomic_store(&s->erase_floor, floor);
   return EG_OK;
 fail:
   if (txn) mdb_txn_abort(txn);

@@ -32,6 +32,7 @@
 #define EG_META_SCHEMA_VERSION "schema_version"
 #define EG_META_LAST_LSN "last_lsn"
 #define EG_META_EPOCH "epoch"
+#define EG_META_ERASE_FLOOR "erase_floor"
 
 /* A data DB: replicated through the WAL, named in its ops. */
 struct eg_data_db {
@@ -58,6 +59,7 @@ struct eg_store {
   _Atomic uint64_t last_lsn;
   _Atomic size_t map_size;
   _Atomic uint64_t epoch; /* cached like last_lsn */
+  _Atomic uint64_t erase_floor; /* LSN of the last erasure: the log drops what is below */
   /* Broadcast after every commit, for eg_store_wait_lsn. */
   pthread_mutex_t lsn_mu;
   pthread_cond_t lsn_cv; /* CLOCK_MONOTONIC */
@@ -90,6 +92,7 @@ struct eg_txn {
    * primary's log (0: a local write, which gets a new record at commit). */
   uint64_t applied_lsn, applied_epoch;
   uint64_t new_epoch; /* WRITE: epoch set by eg_store_set_epoch, or 0 */
+  int erasure;        /* WRITE/SUB: eg_store_mark_erasure was called */
 };
 
 /* wal.c: records one change in t's op buffer. */

@@ -177,6 +177,14 @@ eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch);
  * NULL) gets how many. */
 eg_err eg_store_wal_trim(eg_txn *w, uint64_t below_lsn, size_t max, size_t *n);
 
+/* Marks t (a write or sub txn) as an erasure: its WAL record says so, and
+ * once it commits, every older record is to be dropped (on replicas too,
+ * when they apply it) so erased data does not live on in the log. */
+void eg_store_mark_erasure(eg_txn *t);
+/* LSN of the last erasure committed or applied (0: none). Log records
+ * below it should be trimmed. Thread safety: any thread. */
+uint64_t eg_store_erase_floor(const eg_store *s);
+
 /* Waits up to timeout_ms until the store has committed (or, on a replica,
  * applied) lsn: EG_OK, or EG_EUNAVAIL on timeout. Thread safety: any thread. */
 eg_err eg_store_wait_lsn(eg_store *s, uint64_t lsn, int64_t timeout_ms);

@@ -128,6 +128,7 @@ static eg_err eg_txn_stamp(eg_txn *w, uint64_t *lsn, uint64_t *epoch) {
   }
   if (!e && *epoch != eg_store_epoch(s)) e = eg_store__meta_put_u64(w->txn, s->meta, EG_META_EPOCH, *epoch);
   if (!e) e = eg_store__meta_put_u64(w->txn, s->meta, EG_META_LAST_LSN, *lsn);
+  if (!e && w->erasure) e = eg_store__meta_put_u64(w->txn, s->meta, EG_META_ERASE_FLOOR, *lsn);
   return e;
 }
 
@@ -144,6 +145,7 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
     goto fail;
   }
   atomic_store_explicit(&s->epoch, epoch, memory_order_release);
+  if (w->erasure) atomic_store_explicit(&s->erase_floor, next, memory_order_release);
   atomic_store_explicit(&s->last_lsn, next, memory_order_release);
   eg_store__lsn_notify(s);
   if (lsn) *lsn = next;

@@ -89,6 +89,7 @@ eg_err eg_wal__merge(eg_txn *parent, eg_txn *child) {
     parent->ops.len += child->ops.len;
   }
   eg_wal__buf_free(&child->ops);
+  if (!e) parent->erasure |= child->erasure;
   return e;
 }
 
@@ -100,7 +101,7 @@ static eg_key eg_wal_key(uint64_t lsn) {
 }
 
 eg_err eg_wal__append(eg_txn *w, uint64_t lsn, uint64_t epoch) {
-  uint8_t head[3 + 3 * 10];
+  uint8_t head[5 + 3 * 10];
   uint8_t *p = head;
   *p++ = EG_TAG_VARINT(1);
   p = eg_varint_put(p, lsn);
@@ -108,6 +109,10 @@ eg_err eg_wal__append(eg_txn *w, uint64_t lsn, uint64_t epoch) {
   p = eg_varint_put(p, epoch);
   *p++ = EG_TAG_VARINT(3);
   p = eg_varint_put(p, (uint64_t)eg_now_us());
+  if (w->erasure) {
+    *p++ = EG_TAG_VARINT(5);
+    *p++ = 1;
+  }
   size_t hl = (size_t)(p - head);
   eg_key k = eg_wal_key(lsn);
   MDB_val key = {k.len, k.buf}, val = {hl + w->ops.len, NULL};
@@ -165,6 +170,7 @@ eg_err eg_store_wal_apply(eg_txn *w, const uint8_t *rec, size_t len) {
   if (e) goto out;
   w->applied_lsn = r->lsn;
   w->applied_epoch = r->epoch;
+  w->erasure |= r->erasure;
 out:
   engram__storage__v1__wal_record__free_unpacked(r, NULL);
   return e;
@@ -256,4 +262,10 @@ eg_err eg_store_set_epoch(eg_txn *w, uint64_t epoch) {
   if (!w || w->kind != EG_TXN_WRITE || epoch <= eg_store_epoch(w->s)) return EG_EINVAL;
   w->new_epoch = epoch;
   return EG_OK;
+}
+
+void eg_store_mark_erasure(eg_txn *t) { t->erasure = 1; }
+
+uint64_t eg_store_erase_floor(const eg_store *s) {
+  return atomic_load_explicit(&s->erase_floor, memory_order_acquire);
 }

@@ -672,6 +672,56 @@ static void test_trim(void) {
 
 /* set_epoch: only upward; the commit's record and every later one carry
  * the new epoch, which survives a restart; older records keep theirs. */
+/* An erasure's record says so; its LSN becomes the floor below which the
+ * log must go, on the primary (kept across a restart) and on a replica
+ * that applies it. Only a committed sub txn's mark counts. */
+static void test_erasure(void) {
+  setup();
+  eg_store *a = open_at(dir_a), *b = open_at(dir_b);
+  eg_txn *w, *sub;
+  uint64_t lsn;
+  put_session_with(a, "s1", 1, 1); /* 1 */
+  CU_ASSERT_EQUAL(eg_store_erase_floor(a), 0);
+
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(a, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &sub), EG_OK);
+  eg_store_mark_erasure(sub);
+  eg_store_sub_abort(sub);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK); /* 2: not an erasure */
+  CU_ASSERT_EQUAL(eg_store_erase_floor(a), 0);
+
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(a, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &sub), EG_OK);
+  eg_store_mark_erasure(sub);
+  CU_ASSERT_EQUAL_FATAL(eg_store_sub_commit(sub), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK); /* 3 */
+  CU_ASSERT_EQUAL(lsn, 3);
+  CU_ASSERT_EQUAL(eg_store_erase_floor(a), 3);
+  put_session_with(a, "s2", 2, 1); /* 4 */
+
+  wal_copy log = read_log(a, 1);
+  CU_ASSERT_EQUAL_FATAL(log.n, 4);
+  for (size_t i = 0; i < log.n; i++) {
+    wal_rec *rec = decode(&log.recs[i]);
+    CU_ASSERT_EQUAL(rec->erasure, i == 2);
+    engram__storage__v1__wal_record__free_unpacked(rec, NULL);
+  }
+  eg_store_close(a);
+  a = open_at(dir_a);
+  CU_ASSERT_EQUAL(eg_store_erase_floor(a), 3);
+
+  CU_ASSERT_EQUAL(apply_range(b, &log, 0, 2), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_erase_floor(b), 0);
+  CU_ASSERT_EQUAL(apply_range(b, &log, 2, 3), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_erase_floor(b), 3);
+  CU_ASSERT_EQUAL(apply_range(b, &log, 3, log.n), EG_OK);
+  assert_same(a, b, 1);
+  wal_copy_free(&log);
+  eg_store_close(a);
+  eg_store_close(b);
+  teardown();
+}
+
 static void test_set_epoch(void) {
   setup();
   eg_store *a = open_at(dir_a), *b = open_at(dir_b);
@@ -746,4 +796,5 @@ void eg_test_register_wal(void) {
   CU_add_test(s, "apply refuses gaps, repeats, older epochs", test_apply_refusals);
   CU_add_test(s, "trim by LSN and count; epoch_at trimmed", test_trim);
   CU_add_test(s, "set_epoch", test_set_epoch);
+  CU_add_test(s, "erasure floor", test_erasure);
 }
