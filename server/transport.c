@@ -23,7 +23,12 @@
 
 typedef struct eg_worker eg_worker;
 
-typedef enum { EG_CALL_WAITING, EG_CALL_FORWARDING, EG_CALL_REPLYING } eg_call_state;
+typedef enum {
+  EG_CALL_WAITING,    /* armed, waiting for a call */
+  EG_CALL_FORWARDING, /* a replica's write, at the primary */
+  EG_CALL_COMMITTED,  /* a write the writer finished, handed back to its worker */
+  EG_CALL_REPLYING,   /* the reply is on its way */
+} eg_call_state;
 
 /* A write that reached a replica, on its way to the primary and back. */
 typedef struct {
@@ -49,7 +54,8 @@ typedef struct eg_call {
   grpc_call_details details; /* unregistered calls only */
   grpc_completion_queue *stream_cq; /* streaming methods: the call's own queue */
   eg_req req;
-  uint64_t lsn; /* a write's commit, while it waits for replica acks */
+  uint64_t lsn;    /* a write's commit, while it waits for replica acks */
+  eg_err written; /* EG_CALL_COMMITTED: the write's outcome */
   eg_fwd fwd;   /* EG_CALL_FORWARDING */
   eg_parked park;             /* a read waiting for engram-min-lsn */
   const ProtobufCMessage *in; /* its decoded request, meanwhile */
@@ -228,17 +234,29 @@ static void eg_sync_done(void *arg, int acked) {
   eg_reply(c, EG_EUNAVAIL, 0);
 }
 
-static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn) {
-  eg_call *c = (eg_call *)item;
+/* On the worker: answer a finished write (or hold it for replica acks). */
+static void eg_write_reply(eg_call *c) {
   eg_repl *repl = c->w->tp->srv->repl;
+  if (c->written == EG_OK && c->lsn && repl && eg_repl_sync_hold(repl, c->lsn, eg_sync_done, c) == 0)
+    return;
+  eg_reply(c, c->written, c->lsn);
+}
+
+/* On the writer, after the commit. Packing and sending a reply costs as
+ * much as applying a write: when other writes wait (busy), the writer only
+ * hands the call back to its worker (an empty batch completes at once on
+ * the worker's queue); alone, it replies itself, saving the hop. */
+static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn, int busy) {
+  eg_call *c = (eg_call *)item;
   if (err == EG_OK && c->req.more) {
     c->req.more = 0;
     eg_writer_submit(c->w->tp->writer, item);
     return;
   }
   c->lsn = lsn;
-  if (err == EG_OK && lsn && repl && eg_repl_sync_hold(repl, lsn, eg_sync_done, c) == 0) return;
-  eg_reply(c, err, lsn);
+  c->written = err;
+  c->state = EG_CALL_COMMITTED;
+  if (!busy || grpc_call_start_batch(c->call, NULL, 0, c, NULL) != GRPC_CALL_OK) eg_write_reply(c);
 }
 
 static const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key) {
@@ -505,6 +523,8 @@ static void *eg_worker_main(void *arg) {
       eg_on_call(c);
     else if (c->state == EG_CALL_FORWARDING)
       eg_forward_done(c, ev.success);
+    else if (c->state == EG_CALL_COMMITTED)
+      eg_write_reply(c);
     else
       eg_call_free(c);
   }

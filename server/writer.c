@@ -106,10 +106,13 @@ static void eg_writer_run_batch(eg_writer *w, eg_write_item *batch) {
       break;
     }
   }
+  pthread_mutex_lock(&w->mu);
+  int busy = w->head != NULL;
+  pthread_mutex_unlock(&w->mu);
   int i = 0;
   for (eg_write_item *it = batch, *next; it; it = next, i++) {
     next = it->next; /* done() may free the item */
-    it->done(it, e != EG_OK ? e : errs[i], lsn);
+    it->done(it, e != EG_OK ? e : errs[i], lsn, busy || next);
   }
 }
 

@@ -22,8 +22,9 @@ struct eg_write_item {
    * map grew. A non-OK result rolls back this item only. */
   eg_err (*apply)(eg_write_item *item, eg_txn *t);
   /* Called once, on the writer thread, after the batch's commit: err is the
-   * item's apply result or the commit's failure; lsn the batch's LSN. */
-  void (*done)(eg_write_item *item, eg_err err, uint64_t lsn);
+   * item's apply result or the commit's failure; lsn the batch's LSN; busy
+   * says more writes are already queued (so work done here delays them). */
+  void (*done)(eg_write_item *item, eg_err err, uint64_t lsn, int busy);
 };
 
 typedef struct eg_writer eg_writer;
