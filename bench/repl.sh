@@ -74,8 +74,14 @@ T0=$(date +%s.%N)
 LSN=$("$BUILD/eg_repl_bench" fill "$P" bench-token "$RECORDS" 4)
 T1=$(date +%s.%N)
 log "primary at lsn $LSN after $(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.1f", b - a }') s; restarting the replica"
-start replica "${REPLICA[@]}"
-FROM=$(sed -n 's/.*replica of .* from lsn \([0-9]*\).*/\1/p' "$WORK/replica.log" | tail -1)
+# The clock starts before the process does: the figure includes its start,
+# connecting, and applying every missed record.
+FROM=$("$BUILD/engram" --target "$P" --token bench-admin --json admin status | $PY -c '
+import json, sys
+s = json.load(sys.stdin)
+print(max(int(r.get("appliedLsn", 0)) for r in s.get("replicas", [{}])))')
+"$BUILD/engramd" "${REPLICA[@]}" >"$WORK/replica2.log" 2>&1 &
+PIDS+=($!)
 SECS_CATCH=$("$BUILD/eg_repl_bench" wait "$R" bench-admin "$LSN" 300)
 MISSED=$((LSN - FROM))
 log "caught up $MISSED records in $SECS_CATCH s"
@@ -105,7 +111,7 @@ print("\nLag: after each acknowledged write, the writing thread reads the sessio
       "replica with `engram-min-lsn` set to the write's `engram-lsn`; lag is the time from the "
       "ack to the replica's answer, minus the median bare read round trip. Catch-up: the "
       "replica is stopped, the primary commits the records (one log record per commit), the "
-      "replica restarts; the time runs from its start until its LSN reaches the primary's "
-      "(polled every 2 ms), so it includes process start and reconnect.")
+      "replica restarts; the time runs from the moment it is launched until its LSN reaches "
+      "the primary's (polled every 2 ms), so it includes process start and reconnect.")
 PYEOF
 log "wrote $OUT"

@@ -12,7 +12,7 @@
  *       by RECORDS (every commit is one log record). Prints the final LSN.
  *   eg_repl_bench wait NODE ADMIN_TOKEN LSN TIMEOUT_S
  *       Polls GetStatus every 2 ms until NODE's last_lsn >= LSN; prints the
- *       seconds it took. Exit 1 on timeout.
+ *       seconds it took. NODE may still be starting. Exit 1 on timeout.
  *
  * Every loop is bounded by count and time; every call has a deadline.
  */
@@ -238,6 +238,11 @@ static int rb_wait(char **a) {
         eg_client_free(c);
         return 0;
       }
+    } else {
+      /* Not up yet: a fresh channel, or gRPC's reconnect backoff (1 s)
+       * would hide the moment the node starts answering. */
+      eg_client_free(c);
+      c = eg_client_new(a[0], a[1]);
     }
     usleep(2000);
   }
