@@ -19,6 +19,7 @@
 #include "engram/v1/memory.pb-c.h"
 #include "server/convert.h"
 #include "server/ids.h"
+#include "server/page_token.h"
 #include "server/memory_score.h"
 #include "server/memory_text.h"
 #include "server/service.h"
@@ -1056,33 +1057,13 @@ static eg_err eg_dm_apply(eg_req *r, eg_txn *t) {
 
 /* ==== ListMemories ======================================================================== */
 
-static const char *eg_hex(eg_req *r, const uint8_t *b, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  char *s = eg_arena_alloc(r->arena, 2 * n + 1);
-  if (!s) return NULL;
-  for (size_t i = 0; i < n; i++) {
-    s[2 * i] = digits[b[i] >> 4];
-    s[2 * i + 1] = digits[b[i] & 15];
-  }
-  return s;
-}
-
-static int eg_unhex_digit(char c) {
-  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* A list page token: kind byte ('n' newest first / 'i' importance), then
  * for 'i' the importance (f32 bits BE), then the last position shown. */
 static eg_err eg_list_token_parse(eg_req *r, const char *tok, uint8_t kind, float *imp,
                                   eg_memory_pos *pos) {
   uint8_t b[1 + 4 + EG_MEMORY_POS_MAX];
-  size_t len = strlen(tok), n = len / 2, head = kind == 'i' ? 5 : 1;
-  if (len % 2 || n > sizeof b) goto bad;
-  for (size_t i = 0; i < n; i++) {
-    int hi = eg_unhex_digit(tok[2 * i]), lo = eg_unhex_digit(tok[2 * i + 1]);
-    if (hi < 0 || lo < 0) goto bad;
-    b[i] = (uint8_t)(hi << 4 | lo);
-  }
+  size_t n, head = kind == 'i' ? 5 : 1;
+  if (eg_page_token_parse(tok, b, sizeof b, &n) != 0) goto bad;
   if (n < head + 9 || b[0] != kind) goto bad;
   if (kind == 'i') {
     uint32_t bits = eg_get_be32(b + 1);
@@ -1105,7 +1086,7 @@ static const char *eg_list_token(eg_req *r, uint8_t kind, float imp, const uint8
     for (int i = 0; i < 4; i++) b[n++] = (uint8_t)(bits >> (24 - 8 * i));
   }
   memcpy(b + n, pos, len);
-  return eg_hex(r, b, n + len);
+  return eg_page_token(r->arena, b, n + len);
 }
 
 struct eg_list {

@@ -10,6 +10,7 @@
 #include "engram/v1/session.pb-c.h"
 #include "server/convert.h"
 #include "server/ids.h"
+#include "server/page_token.h"
 #include "server/service.h"
 #include "server/validate.h"
 
@@ -44,34 +45,10 @@ static eg_err eg_session_load(eg_req *r, eg_txn *t, const char *sid, eg_session_
   return eg_arena_defer(r->arena, eg_session_rec_free, *out) == 0 ? EG_OK : EG_ENOMEM;
 }
 
-/* Page tokens are the hex of a storage position: opaque to clients, and
- * anything that does not decode is an INVALID_ARGUMENT naming page_token. */
-static const char *eg_hex_encode(eg_req *r, const uint8_t *b, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  char *s = eg_arena_alloc(r->arena, 2 * n + 1);
-  if (!s) return NULL;
-  for (size_t i = 0; i < n; i++) {
-    s[2 * i] = digits[b[i] >> 4];
-    s[2 * i + 1] = digits[b[i] & 15];
-  }
-  return s;
-}
-
-static int eg_hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
+/* Anything that does not decode is an INVALID_ARGUMENT naming page_token. */
 static eg_err eg_hex_decode(eg_req *r, const char *s, uint8_t *out, size_t cap, size_t *n) {
-  size_t len = strlen(s);
-  if (len % 2 || len / 2 > cap) return eg_invalid_r(r, "page_token", "not a token this server issued");
-  for (size_t i = 0; i < len / 2; i++) {
-    int hi = eg_hex_digit(s[2 * i]), lo = eg_hex_digit(s[2 * i + 1]);
-    if (hi < 0 || lo < 0) return eg_invalid_r(r, "page_token", "not a token this server issued");
-    out[i] = (uint8_t)(hi << 4 | lo);
-  }
-  *n = len / 2;
+  if (eg_page_token_parse(s, out, cap, n) != 0)
+    return eg_invalid_r(r, "page_token", "not a token this server issued");
   return EG_OK;
 }
 
@@ -79,7 +56,7 @@ static eg_err eg_hex_decode(eg_req *r, const char *s, uint8_t *out, size_t cap, 
 static const char *eg_msg_token(eg_req *r, int descending, uint64_t seq) {
   uint8_t b[9] = {descending ? 'd' : 'a'};
   for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)(seq >> (56 - 8 * i));
-  return eg_hex_encode(r, b, sizeof b);
+  return eg_page_token(r->arena, b, sizeof b);
 }
 
 static eg_err eg_msg_token_parse(eg_req *r, const char *tok, int descending, uint64_t *seq) {
@@ -214,7 +191,7 @@ static int eg_list_sessions_visit(void *arg, eg_session_rec *rec, const eg_sessi
   if (eg_arena_defer(ls->r->arena, eg_session_rec_free, rec) != 0) return ls->err = EG_ENOMEM, 1;
   if (ls->out->n_sessions == ls->want) {
     /* One more exists: the next page starts after the last one shown. */
-    ls->out->next_page_token = (char *)eg_hex_encode(ls->r, ls->last.buf, ls->last.len);
+    ls->out->next_page_token = (char *)eg_page_token(ls->r->arena, ls->last.buf, ls->last.len);
     if (!ls->out->next_page_token) ls->err = EG_ENOMEM;
     return 1;
   }
