@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "engram.h"
 #include "replica/replica.h"
 #include "server/parking.h"
 #include "server/validate.h"
@@ -30,15 +31,6 @@ typedef enum {
   EG_CALL_REPLYING,   /* the reply is on its way */
 } eg_call_state;
 
-/* A write that reached a replica, on its way to the primary and back. */
-typedef struct {
-  grpc_call *call;
-  grpc_metadata authz;
-  grpc_metadata_array initial, trailing;
-  grpc_byte_buffer *resp;
-  grpc_status_code status;
-  grpc_slice details;
-} eg_fwd;
 
 /* One call, from the armed request to the reply's completion. It is the
  * completion-queue tag, and its first member makes it a writer item. */
@@ -56,7 +48,7 @@ typedef struct eg_call {
   eg_req req;
   uint64_t lsn;    /* a write's commit, while it waits for replica acks */
   eg_err written; /* EG_CALL_COMMITTED: the write's outcome */
-  eg_fwd fwd;   /* EG_CALL_FORWARDING */
+  eg_client_exchange fwd; /* EG_CALL_FORWARDING: the call to the primary */
   eg_parked park;             /* a read waiting for engram-min-lsn */
   const ProtobufCMessage *in; /* its decoded request, meanwhile */
   grpc_metadata lsn_md;
@@ -107,13 +99,7 @@ static eg_call *eg_call_new(eg_worker *w, size_t mi) {
 }
 
 static void eg_call_free(eg_call *c) {
-  if (c->fwd.call) {
-    grpc_call_unref(c->fwd.call);
-    grpc_metadata_array_destroy(&c->fwd.initial);
-    grpc_metadata_array_destroy(&c->fwd.trailing);
-    grpc_slice_unref(c->fwd.details);
-    if (c->fwd.resp) grpc_byte_buffer_destroy(c->fwd.resp);
-  }
+  if (c->fwd.call) eg_client_exchange_end(&c->fwd);
   grpc_metadata_array_destroy(&c->md);
   grpc_call_details_destroy(&c->details);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
@@ -322,34 +308,12 @@ static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
  * serves other calls meanwhile. The caller's own authorization goes along:
  * the primary authenticates the caller, not this replica. */
 static void eg_forward(eg_call *c, const eg_method *m) {
-  eg_fwd *f = &c->fwd;
-  const grpc_slice *authz = eg_md_find(&c->md, "authorization");
-  grpc_slice method = grpc_slice_from_static_string(m->path);
-  f->call = grpc_channel_create_call(eg_repl_upstream(c->w->tp->srv->repl), NULL,
-                                     GRPC_PROPAGATE_DEFAULTS, c->w->cq, method, NULL, c->deadline,
-                                     NULL);
-  grpc_metadata_array_init(&f->initial);
-  grpc_metadata_array_init(&f->trailing);
-  f->details = grpc_empty_slice();
-  if (authz) f->authz = (grpc_metadata){.key = grpc_slice_from_static_string("authorization"), .value = *authz};
-  grpc_op ops[6];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = authz ? 1 : 0;
-  ops[0].data.send_initial_metadata.metadata = &f->authz;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = c->payload;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &f->initial;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &f->resp;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &f->trailing;
-  ops[5].data.recv_status_on_client.status = &f->status;
-  ops[5].data.recv_status_on_client.status_details = &f->details;
+  char authz[4096] = "";
+  const grpc_slice *v = eg_md_find(&c->md, "authorization");
+  if (v) snprintf(authz, sizeof authz, "%.*s", (int)GRPC_SLICE_LENGTH(*v), (const char *)GRPC_SLICE_START_PTR(*v));
   c->state = EG_CALL_FORWARDING;
-  if (grpc_call_start_batch(f->call, ops, 6, c, NULL) != GRPC_CALL_OK) {
+  if (eg_client_exchange_start(&c->fwd, eg_repl_upstream(c->w->tp->srv->repl), c->w->cq, m->path,
+                               c->deadline, c->payload, authz, 0, c) != 0) {
     snprintf(c->req.msg, sizeof c->req.msg, "cannot reach the primary");
     eg_reply(c, EG_EUNAVAIL, 0);
   }
@@ -357,20 +321,17 @@ static void eg_forward(eg_call *c, const eg_method *m) {
 
 /* The primary answered a forwarded write: pass its answer on. */
 static void eg_forward_done(eg_call *c, int ok) {
-  eg_fwd *f = &c->fwd;
+  eg_client_exchange *f = &c->fwd;
   char msg[512];
-  uint64_t lsn = 0;
-  const grpc_slice *v = eg_md_find(&f->initial, "engram-lsn");
   if (!ok) {
     eg_reply_raw(c, GRPC_STATUS_UNAVAILABLE, "forwarding to the primary failed", NULL, 0);
     return;
   }
-  if (v && eg_md_u64(v, &lsn) != 0) lsn = 0;
   snprintf(msg, sizeof msg, "%.*s", (int)GRPC_SLICE_LENGTH(f->details),
            (const char *)GRPC_SLICE_START_PTR(f->details));
-  grpc_byte_buffer *resp = f->status == GRPC_STATUS_OK ? f->resp : NULL;
-  if (resp) f->resp = NULL; /* the reply owns it now */
-  eg_reply_raw(c, f->status, msg, resp, lsn);
+  grpc_byte_buffer *resp = f->code == GRPC_STATUS_OK ? f->recv : NULL;
+  if (resp) f->recv = NULL; /* the reply owns it now */
+  eg_reply_raw(c, f->code, msg, resp, eg_client_exchange_lsn(f));
 }
 
 static void *eg_stream_main(void *arg) {

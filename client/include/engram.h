@@ -100,6 +100,32 @@ int eg_client_call_raw(eg_client *c, const char *path, grpc_byte_buffer *req,
                        const char *authorization, const eg_client_opts *opts,
                        eg_client_status *st, grpc_byte_buffer **resp);
 
+/* One unary call in flight, for callers that drive their own completion
+ * queue (engramd forwarding a replica's write to its primary). */
+typedef struct {
+  grpc_call *call;
+  grpc_metadata md[2]; /* authorization, engram-min-lsn */
+  size_t nmd;
+  grpc_byte_buffer *send;  /* the request: the caller's, not destroyed here */
+  grpc_byte_buffer *recv;  /* the response; NULL unless one came */
+  grpc_metadata_array initial, trailing;
+  grpc_status_code code;
+  grpc_slice details;
+} eg_client_exchange;
+
+/* Starts `path` on ch: sends req (with authorization, the whole metadata
+ * value, and engram-min-lsn when min_lsn != 0; either may be absent) and
+ * receives the answer into x; the batch completes with tag on cq. Returns
+ * 0, or -1 if it could not start (then nothing completes). Whatever it
+ * returns, end with eg_client_exchange_end once nothing is pending. */
+int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_completion_queue *cq,
+                             const char *path, gpr_timespec deadline, grpc_byte_buffer *req,
+                             const char *authorization, uint64_t min_lsn, void *tag);
+/* The engram-lsn the answer carried, or 0. */
+uint64_t eg_client_exchange_lsn(const eg_client_exchange *x);
+/* Releases x (and x->recv unless the caller took it and set it to NULL). */
+void eg_client_exchange_end(eg_client_exchange *x);
+
 /* A message as a byte buffer (the caller destroys it), and back: NULL if
  * bb is NULL or does not decode as desc. For streaming calls, which the
  * unary API above does not cover. */

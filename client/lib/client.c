@@ -141,85 +141,80 @@ static void copy_details(eg_client_status *st, grpc_slice details) {
   st->message[n] = '\0';
 }
 
-/* The buffers of one call: what it sends and what it receives. */
-typedef struct {
-  grpc_metadata md[2]; /* authorization, engram-min-lsn */
-  size_t nmd;
-  grpc_byte_buffer *send;
-  grpc_byte_buffer *recv; /* NULL unless the server sent a message */
-  grpc_metadata_array initial, trailing;
-  grpc_status_code code;
-  grpc_slice details;
-} call_bufs;
-
-static void add_metadata(call_bufs *b, const char *key, const char *value) {
+static void add_metadata(eg_client_exchange *x, const char *key, const char *value) {
   /* A copied value: gRPC may hold it after the call returns. */
-  b->md[b->nmd++] = (grpc_metadata){.key = grpc_slice_from_static_string(key),
+  x->md[x->nmd++] = (grpc_metadata){.key = grpc_slice_from_static_string(key),
                                     .value = grpc_slice_from_copied_string(value)};
 }
 
-static void call_bufs_init(call_bufs *b, const char *authorization, grpc_byte_buffer *req,
-                           const eg_client_opts *opts) {
-  memset(b, 0, sizeof *b);
-  if (authorization) add_metadata(b, "authorization", authorization);
-  if (opts && opts->min_lsn) {
+int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_completion_queue *cq,
+                             const char *path, gpr_timespec deadline, grpc_byte_buffer *req,
+                             const char *authorization, uint64_t min_lsn, void *tag) {
+  memset(x, 0, sizeof *x);
+  if (authorization && *authorization) add_metadata(x, "authorization", authorization);
+  if (min_lsn) {
     char lsn[24];
-    snprintf(lsn, sizeof lsn, "%" PRIu64, opts->min_lsn);
-    add_metadata(b, "engram-min-lsn", lsn);
+    snprintf(lsn, sizeof lsn, "%" PRIu64, min_lsn);
+    add_metadata(x, "engram-min-lsn", lsn);
   }
-  b->send = req;
-  grpc_metadata_array_init(&b->initial);
-  grpc_metadata_array_init(&b->trailing);
-  b->code = GRPC_STATUS_UNKNOWN;
-  b->details = grpc_empty_slice();
-}
-
-static void call_bufs_destroy(call_bufs *b) {
-  for (size_t i = 0; i < b->nmd; i++) grpc_slice_unref(b->md[i].value);
-  if (b->recv) grpc_byte_buffer_destroy(b->recv);
-  grpc_metadata_array_destroy(&b->initial);
-  grpc_metadata_array_destroy(&b->trailing);
-  grpc_slice_unref(b->details);
-}
-
-/* Runs the call as one batch of six ops on a queue of its own and waits
- * for it; the deadline guarantees the batch ends. Fills st->code and
- * st->message. */
-static void run_call(eg_client *c, const char *path, int64_t timeout_ms, call_bufs *b,
-                     eg_client_status *st) {
-  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                       gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  x->send = req;
+  grpc_metadata_array_init(&x->initial);
+  grpc_metadata_array_init(&x->trailing);
+  x->code = GRPC_STATUS_UNKNOWN;
+  x->details = grpc_empty_slice();
   grpc_slice method = grpc_slice_from_copied_string(path);
-  grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                             method, NULL, deadline, NULL);
+  x->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, deadline,
+                                     NULL);
   grpc_slice_unref(method);
 
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = b->nmd;
-  ops[0].data.send_initial_metadata.metadata = b->md;
+  ops[0].data.send_initial_metadata.count = x->nmd;
+  ops[0].data.send_initial_metadata.metadata = x->md;
   ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = b->send;
+  ops[1].data.send_message.send_message = x->send;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &b->initial;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &x->initial;
   ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &b->recv;
+  ops[4].data.recv_message.recv_message = &x->recv;
   ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &b->trailing;
-  ops[5].data.recv_status_on_client.status = &b->code;
-  ops[5].data.recv_status_on_client.status_details = &b->details;
+  ops[5].data.recv_status_on_client.trailing_metadata = &x->trailing;
+  ops[5].data.recv_status_on_client.status = &x->code;
+  ops[5].data.recv_status_on_client.status_details = &x->details;
+  return grpc_call_start_batch(x->call, ops, 6, tag, NULL) == GRPC_CALL_OK ? 0 : -1;
+}
 
-  if (grpc_call_start_batch(call, ops, 6, call, NULL) == GRPC_CALL_OK) {
-    grpc_event ev = grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    st->code = ev.type == GRPC_OP_COMPLETE && ev.success ? (int)b->code : GRPC_STATUS_INTERNAL;
-    copy_details(st, b->details);
+uint64_t eg_client_exchange_lsn(const eg_client_exchange *x) { return find_lsn(&x->initial); }
+
+void eg_client_exchange_end(eg_client_exchange *x) {
+  for (size_t i = 0; i < x->nmd; i++) grpc_slice_unref(x->md[i].value);
+  if (x->recv) grpc_byte_buffer_destroy(x->recv);
+  grpc_metadata_array_destroy(&x->initial);
+  grpc_metadata_array_destroy(&x->trailing);
+  grpc_slice_unref(x->details);
+  if (x->call) grpc_call_unref(x->call);
+  memset(x, 0, sizeof *x);
+}
+
+/* Runs the call on a queue of its own and waits for it; the deadline
+ * guarantees it ends. Fills st->code and st->message. */
+static void run_call(eg_client *c, const char *path, int64_t timeout_ms, eg_client_exchange *x,
+                     grpc_byte_buffer *req, const char *authorization, uint64_t min_lsn,
+                     eg_client_status *st) {
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                       gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  if (eg_client_exchange_start(x, c->channel, cq, path, deadline, req, authorization, min_lsn, x) == 0) {
+    grpc_event ev = grpc_completion_queue_pluck(cq, x, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    st->code = ev.type == GRPC_OP_COMPLETE && ev.success ? (int)x->code : GRPC_STATUS_INTERNAL;
+    copy_details(st, x->details);
   } else {
     fail_status(st, GRPC_STATUS_INTERNAL, "engram client: cannot start the call");
   }
-  grpc_call_unref(call);
+  grpc_call_unref(x->call);
+  x->call = NULL;
   grpc_completion_queue_shutdown(cq);
   grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   grpc_completion_queue_destroy(cq);
@@ -245,18 +240,17 @@ int eg_client_call_raw(eg_client *c, const char *path, grpc_byte_buffer *req,
   assert(c && path && req && st && resp);
   memset(st, 0, sizeof *st);
   *resp = NULL;
-  call_bufs b;
-  call_bufs_init(&b, authorization ? authorization : c->authorization, req, opts);
+  eg_client_exchange x;
   run_call(c, path, opts && opts->timeout_ms > 0 ? opts->timeout_ms : EG_CLIENT_DEFAULT_TIMEOUT_MS,
-           &b, st);
+           &x, req, authorization ? authorization : c->authorization, opts ? opts->min_lsn : 0, st);
   if (st->code == GRPC_STATUS_OK) {
-    st->lsn = find_lsn(&b.initial);
-    if (!b.recv)
+    st->lsn = eg_client_exchange_lsn(&x);
+    if (!x.recv)
       fail_status(st, GRPC_STATUS_INTERNAL, "engram client: OK without a response message");
-    *resp = b.recv;
-    b.recv = NULL;
+    *resp = x.recv;
+    x.recv = NULL;
   }
-  call_bufs_destroy(&b);
+  eg_client_exchange_end(&x);
   return st->code;
 }
 
