@@ -15,6 +15,11 @@
 #define EG_BACKOFF_MIN_MS 100
 #define EG_BACKOFF_MAX_MS 5000
 
+/* 1 once the follower must end: the node stops or is being promoted. */
+static int eg_follow_done(eg_repl *r) {
+  return atomic_load(&r->stopping) || atomic_load(&r->promoting);
+}
+
 /* Applies the batch in one txn; grows the map and retries when full. */
 static eg_err eg_follow_apply(eg_repl *r, const Engram__V1__StreamResponse *m) {
   for (;;) {
@@ -26,8 +31,10 @@ static eg_err eg_follow_apply(eg_repl *r, const Engram__V1__StreamResponse *m) {
     /* The replica keeps a bounded log too: it may be promoted one day. */
     size_t trimmed;
     if (!e) e = eg_store_wal_trim(w, eg_repl_trim_below(r, w), 1024, &trimmed);
-    if (!e) return eg_store_write_commit(w, NULL);
-    eg_store_write_abort(w);
+    if (!e)
+      e = eg_store_write_commit(w, NULL); /* the txn is gone either way */
+    else
+      eg_store_write_abort(w);
     if (e != EG_EMAPFULL) return e;
     if ((e = eg_store_grow(r->store))) return e;
   }
@@ -86,7 +93,7 @@ static int eg_follow_once(eg_repl *r) {
   eg_follow_hello(r, &hello);
   if (eg_upstream_open(r, EG_REPL_SERVICE "Stream", &hello.base, 0, &u)) {
     Engram__V1__StreamResponse *m;
-    while (!atomic_load(&r->stopping) && !atomic_load(&r->promoting) &&
+    while (!eg_follow_done(r) &&
            (m = (void *)eg_rpc_recv_within(u.call, u.cq, &engram__v1__stream_response__descriptor,
                                            EG_REPL_SILENCE_MS))) {
       atomic_store(&r->primary_lsn, m->primary_lsn);
@@ -113,18 +120,24 @@ static int eg_follow_once(eg_repl *r) {
   return streamed;
 }
 
-/* Sleeps ms, or less when the module stops. */
+/* Sleeps ms, or less when the follower must end. */
 static void eg_follow_sleep(eg_repl *r, int ms) {
-  for (int slept = 0; slept < ms && !atomic_load(&r->stopping); slept += 50) usleep(50 * 1000);
+  for (int slept = 0; slept < ms && !eg_follow_done(r); slept += 50) usleep(50 * 1000);
 }
 
 void *eg_repl_follower_main(void *arg) {
   eg_repl *r = arg;
   int backoff = EG_BACKOFF_MIN_MS;
-  while (!atomic_load(&r->stopping) && !atomic_load(&r->promoting)) {
+  while (!eg_follow_done(r)) {
     int rc = eg_follow_once(r);
     if (rc < 0) {
       if (eg_repl_fetch_snapshot(r) == EG_OK) {
+        if (eg_follow_done(r)) {
+          /* Promoted (or stopping) meanwhile: this node's own history now
+           * wins; the old primary's copy must not replace it. */
+          eg_repl_discard_snapshot(r);
+          break;
+        }
         /* main sees the flag after the stop and starts over on the copy. */
         atomic_store(&r->restart, 1);
         kill(getpid(), SIGTERM);

@@ -61,7 +61,11 @@ struct eg_repl {
   grpc_call *follow_call;                  /* guarded by mu: to cancel on stop */
 
   pthread_t follower, syncer;
-  int follower_started, syncer_started;
+  /* Starting, stopping and joining the follower (main's stop, Promote's
+   * stop and restart) happen under life_mu. */
+  pthread_mutex_t life_mu;
+  int follower_started; /* guarded by life_mu */
+  int syncer_started;
   atomic_uint_fast64_t primary_lsn; /* replica: last heard from the primary */
   atomic_int connected;             /* replica: streaming now */
 };
@@ -114,5 +118,7 @@ void *eg_repl_syncer_main(void *arg);
 void *eg_repl_follower_main(void *arg);
 /* snapshot.c: replica side: downloads a snapshot into the data dir. */
 eg_err eg_repl_fetch_snapshot(eg_repl *r);
+/* snapshot.c: drops a downloaded snapshot that must not be installed. */
+void eg_repl_discard_snapshot(eg_repl *r);
 
 #endif

@@ -14,6 +14,10 @@ struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied, uin
   for (size_t i = 0; i < r->n_peers && !p; i++)
     if (strcmp(r->peers[i].id, id) == 0) p = &r->peers[i];
   if (!p && r->n_peers < EG_REPL_MAX_PEERS) p = &r->peers[r->n_peers++];
+  /* Full: reuse the entry of the replica that left longest ago. */
+  if (!p)
+    for (size_t i = 0; i < r->n_peers; i++)
+      if (!r->peers[i].connected && (!p || r->peers[i].ack_us < p->ack_us)) p = &r->peers[i];
   /* A replica that reconnects while its old stream still looks alive (a
    * hung process, a host that vanished) takes over: the new stream is the
    * one that is really there. */
@@ -63,18 +67,22 @@ static int eg_acked(const eg_repl *r, uint64_t lsn) {
 int eg_repl_sync_needed(const eg_repl *r) { return r->sync_replicas > 0; }
 
 int eg_repl_sync_hold(eg_repl *r, uint64_t lsn, void (*done)(void *arg, int acked), void *arg) {
-  /* Stopping: nobody would answer the hold; the caller replies now. */
-  if (r->sync_replicas <= 0 || atomic_load(&r->stopping)) return -1;
+  if (r->sync_replicas <= 0) return -1;
   struct eg_hold *h = malloc(sizeof *h);
-  if (!h) {
-    done(arg, 0);
+  pthread_mutex_lock(&r->mu);
+  /* Stopping (the syncer may be gone) or out of memory: settle now with
+   * what the replicas acked so far, never a plain OK. */
+  if (!h || atomic_load(&r->stopping)) {
+    int acked = eg_acked(r, lsn);
+    pthread_mutex_unlock(&r->mu);
+    free(h);
+    done(arg, acked);
     return 0;
   }
   *h = (struct eg_hold){.lsn = lsn,
                         .deadline_us = eg_rpc_now_us() + r->sync_timeout_ms * 1000,
                         .done = done,
                         .arg = arg};
-  pthread_mutex_lock(&r->mu);
   h->next = r->holds;
   r->holds = h;
   pthread_cond_broadcast(&r->cv);

@@ -104,9 +104,13 @@ int eg_upstream_open(eg_repl *r, const char *method, const ProtobufCMessage *fir
   ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
   ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  int ok = !atomic_load(&r->stopping) && eg_rpc_run(u->call, u->cq, ops, 1) &&
-           eg_rpc_send(u->call, u->cq, first) && (!close_send || eg_rpc_run(u->call, u->cq, ops + 2, 1)) &&
-           eg_rpc_run(u->call, u->cq, ops + 1, 1);
+  /* Bounded: a primary host that vanished must not hold the follower (or
+   * a Promote waiting for it) for the TCP timeout. */
+  int ok = !atomic_load(&r->stopping) && !atomic_load(&r->promoting) &&
+           eg_rpc_run_within(u->call, u->cq, ops, 1, EG_REPL_SILENCE_MS) &&
+           eg_rpc_send(u->call, u->cq, first) &&
+           (!close_send || eg_rpc_run(u->call, u->cq, ops + 2, 1)) &&
+           eg_rpc_run_within(u->call, u->cq, ops + 1, 1, EG_REPL_SILENCE_MS);
   grpc_metadata_array_destroy(&initial);
   grpc_slice_unref(md.value);
   return ok;

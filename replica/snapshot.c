@@ -138,3 +138,9 @@ eg_err eg_repl_install_pending(const char *dir) {
   fprintf(stderr, "engramd: replica: installing the snapshot fetched from the primary\n");
   return eg_store_install_snapshot(dir, ready);
 }
+
+void eg_repl_discard_snapshot(eg_repl *r) {
+  char ready[4096];
+  eg_snap_path(ready, sizeof ready, eg_store_dir(r->store), EG_REPL_SNAPSHOT_READY);
+  unlink(ready);
+}

@@ -106,6 +106,10 @@ void eg_parking_stop(eg_parking *pk) {
   pthread_mutex_unlock(&pk->mu);
   eg_store_wake_waiters(pk->store);
   pthread_join(pk->thread, NULL);
+}
+
+void eg_parking_free(eg_parking *pk) {
+  if (!pk) return;
   eg_store_reader_free(pk->reader);
   pthread_mutex_destroy(&pk->mu);
   free(pk);

@@ -29,8 +29,11 @@ eg_err eg_parking_start(eg_store *s, eg_parking **out);
 /* Parks p. Returns -1 (and does not take p) once stopping: the caller
  * answers it itself. Thread safety: any thread. */
 int eg_parking_add(eg_parking *pk, eg_parked *p);
-/* Runs every parked call with ready = 0, stops the thread, frees pk. */
+/* Runs every parked call with ready = 0 and stops the thread; later adds
+ * are refused. pk stays valid (other threads may still call add). */
 void eg_parking_stop(eg_parking *pk);
+/* Frees pk once nothing can call add any more (the workers are joined). */
+void eg_parking_free(eg_parking *pk);
 
 /* Monotonic microseconds, the clock until_us is on. */
 int64_t eg_parking_now_us(void);

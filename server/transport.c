@@ -540,6 +540,7 @@ static void eg_transport_free(eg_transport *tp) {
   }
   if (tp->shutdown_cq) grpc_completion_queue_destroy(tp->shutdown_cq);
   free(tp->workers);
+  eg_parking_free(tp->parking);
   eg_metrics_free(tp->metrics);
   free(tp->methods);
   free(tp->paths);
@@ -594,9 +595,9 @@ fail:
 void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
   atomic_store(&tp->stopping, 1);
   grpc_server_shutdown_and_notify(tp->server, tp->shutdown_cq, tp);
-  /* Parked reads are answered now (UNAVAILABLE: retry on another node). */
+  /* Parked reads are answered now (UNAVAILABLE: retry on another node);
+   * it stays allocated until the workers are gone (eg_transport_free). */
   eg_parking_stop(tp->parking);
-  tp->parking = NULL;
   gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                        gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
   grpc_event ev = grpc_completion_queue_next(tp->shutdown_cq, deadline, NULL);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <stddef.h>
 
@@ -59,9 +60,20 @@ static void eg_store_cache_map_size(eg_store *s) {
     atomic_store_explicit(&s->map_size, info.me_mapsize, memory_order_release);
 }
 
+/* Longest a map change waits for readers to leave. A long reader (a
+ * snapshot copy, a checksum) must not stall every other reader behind a
+ * waiting writer: past this the grow gives up (EG_EUNAVAIL) and the caller
+ * fails its batch as retryable. */
+#define EG_MAP_LOCK_WAIT_S 2
+
 /* Sets the map size with no read txn of this process live. */
 static eg_err eg_store_set_map_size(eg_store *s, size_t size) {
-  if (pthread_rwlock_wrlock(&s->map_lock) != 0) return EG_EIO;
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += EG_MAP_LOCK_WAIT_S;
+  int lrc = pthread_rwlock_timedwrlock(&s->map_lock, &until);
+  if (lrc == ETIMEDOUT) return EG_EUNAVAIL;
+  if (lrc != 0) return EG_EIO;
   int rc = mdb_env_set_mapsize(s->env, size);
   if (!rc) eg_store_cache_map_size(s);
   pthread_rwlock_unlock(&s->map_lock);

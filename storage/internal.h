@@ -63,6 +63,7 @@ struct eg_store {
   /* Broadcast after every commit, for eg_store_wait_lsn. */
   pthread_mutex_t lsn_mu;
   pthread_cond_t lsn_cv; /* CLOCK_MONOTONIC */
+  uint64_t lsn_wakes;    /* guarded by lsn_mu: bumped by eg_store_wake_waiters */
   int lsn_cv_ok;
   char *dir; /* the data dir, for snapshots */
 };

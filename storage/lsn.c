@@ -36,10 +36,16 @@ eg_err eg_store_wait_lsn(eg_store *s, uint64_t lsn, int64_t timeout_ms) {
   if (until.tv_nsec >= 1000000000) until.tv_sec++, until.tv_nsec -= 1000000000;
   pthread_mutex_lock(&s->lsn_mu);
   int rc = 0;
-  while (eg_store_last_lsn(s) < lsn && rc != ETIMEDOUT)
+  uint64_t wakes = s->lsn_wakes;
+  while (eg_store_last_lsn(s) < lsn && rc != ETIMEDOUT && wakes == s->lsn_wakes)
     rc = pthread_cond_timedwait(&s->lsn_cv, &s->lsn_mu, &until);
   pthread_mutex_unlock(&s->lsn_mu);
   return eg_store_last_lsn(s) >= lsn ? EG_OK : EG_EUNAVAIL;
 }
 
-void eg_store_wake_waiters(eg_store *s) { eg_store__lsn_notify(s); }
+void eg_store_wake_waiters(eg_store *s) {
+  pthread_mutex_lock(&s->lsn_mu);
+  s->lsn_wakes++;
+  pthread_cond_broadcast(&s->lsn_cv);
+  pthread_mutex_unlock(&s->lsn_mu);
+}

@@ -188,8 +188,8 @@ uint64_t eg_store_erase_floor(const eg_store *s);
 /* Waits up to timeout_ms until the store has committed (or, on a replica,
  * applied) lsn: EG_OK, or EG_EUNAVAIL on timeout. Thread safety: any thread. */
 eg_err eg_store_wait_lsn(eg_store *s, uint64_t lsn, int64_t timeout_ms);
-/* Wakes every eg_store_wait_lsn early (they re-check and sleep again):
- * for threads that must notice a stop. */
+/* Makes every eg_store_wait_lsn return now (EG_EUNAVAIL unless the LSN
+ * is in): for threads that must notice a stop or a departed peer. */
 void eg_store_wake_waiters(eg_store *s);
 
 /* ---- whole-store operations ----------------------------------------------- */
