@@ -482,12 +482,12 @@ class MemoryTest(ServerTestCase):
     def test_expired_memories_are_never_returned(self):
         user = uid("u")
         soon = mp.Memory().create_time.__class__()
-        soon.FromMicroseconds(time.time_ns() // 1000 + 1_500_000)
+        soon.FromMicroseconds(time.time_ns() // 1000 + 3_000_000)
         m = self.mem.create(user, "Mia is visiting Paris this week", expire_time=soon,
                             embedding=[1, 0]).memory
         self.assertEqual(self.mem.get(m.memory_id).expire_time, soon)
         self.assertEqual(len(self.mem.search(user, "paris").results), 1)
-        time.sleep(1.7)
+        time.sleep(max(0.0, soon.ToNanoseconds() / 1e9 - time.time()) + 0.3)
         self.assertStatus(NOT_FOUND, self.mem.get, m.memory_id)
         self.assertEqual(list(self.mem.search(user, "paris").results), [])
         self.assertEqual(list(self.mem.search(user, embedding=[1, 0]).results), [])
@@ -639,10 +639,11 @@ class QuotaTest(E2ETestCase):
             mem = Mem(srv.client())
             user = uid("u")
             soon = mp.Memory().create_time.__class__()
-            soon.FromNanoseconds(time.time_ns() + 800_000_000)
+            mem.c.health()  # connect first, so the expiry below is not eaten by it
+            soon.FromNanoseconds(time.time_ns() + 1_500_000_000)
             a = mem.create(user, "short lived", importance=1.0, expire_time=soon).memory
             b = mem.create(user, "long lived", importance=0.9).memory
-            time.sleep(1.0)
+            time.sleep(max(0.0, soon.ToNanoseconds() / 1e9 - time.time()) + 0.3)
             # the expired one is purged to make room: nothing is evicted
             r = mem.create(user, "newcomer", importance=0.1)
             self.assertEqual(r.evicted_memory_id, "")

@@ -397,6 +397,7 @@ class ClusterTest(ReplicationCase):
         self.assertGreaterEqual(took, MAX_LSN_WAIT_MS / 1000.0 * 0.9)
         self.assertLess(took, RPC_TIMEOUT - 2)
         # the deadline bounds it too, when shorter
+        agent(self.r2).health()  # connect first: time only the wait
         t0 = time.monotonic()
         try:
             agent(self.r2).stub.ListSessions(pb.ListSessionsRequest(user_id="nobody"),
@@ -405,7 +406,7 @@ class ClusterTest(ReplicationCase):
         except grpc.RpcError as e:
             self.assertIn(e.code(), (grpc.StatusCode.UNAVAILABLE,
                                      grpc.StatusCode.DEADLINE_EXCEEDED))
-        self.assertLess(time.monotonic() - t0, 1.2)
+        self.assertLess(time.monotonic() - t0, 2.0)
         # an LSN already applied: no wait
         st = status(self.r1)
         agent(self.r1).stub.ListSessions(pb.ListSessionsRequest(user_id="nobody"),
@@ -746,7 +747,7 @@ class ClusterTest(ReplicationCase):
 # ---- --sync-replicas ---------------------------------------------------------------------
 
 class SyncReplicasTest(ReplicationCase):
-    SYNC_TIMEOUT_MS = 800
+    SYNC_TIMEOUT_MS = 2000  # long enough for a loaded machine to ack every normal write
 
     def setUp(self):
         self.cluster = Cluster()

@@ -899,7 +899,8 @@ enum { GROW_BATCH = 64, GROW_BATCHES = 32, GROW_CONTENT = 4000 }; /* 8 MB, one p
 typedef struct {
   eg_store *s;
   atomic_int stop;
-  int scans, errors, torn;
+  atomic_int scans;
+  int errors, torn;
 } grow_reader;
 
 static int count_visit(void *arg, eg_message_rec *rec) {
@@ -987,6 +988,9 @@ static void test_map_growth(void) {
   grow_reader g = {.s = s};
   pthread_t th;
   CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, grow_reader_main, &g), 0);
+  /* The reader must be reading while the map grows, however the threads
+   * are scheduled (bounded: 10 s). */
+  for (int i = 0; i < 10000 && atomic_load(&g.scans) == 0; i++) usleep(1000);
   int grows = write_big(s, "big");
   atomic_store(&g.stop, 1);
   pthread_join(th, NULL);
