@@ -64,7 +64,6 @@ static int eg_acked(const eg_repl *r, uint64_t lsn) {
   return n;
 }
 
-int eg_repl_sync_needed(const eg_repl *r) { return r->sync_replicas > 0; }
 
 int eg_repl_sync_hold(eg_repl *r, uint64_t lsn, void (*done)(void *arg, int acked), void *arg) {
   if (r->sync_replicas <= 0) return -1;

@@ -62,10 +62,10 @@ void eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *
 uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t);
 
 /* With --sync-replicas N > 0: calls done(arg, acked) once N replicas have
- * applied lsn (acked >= N) or the timeout passed (acked < N), from another
- * thread. Returns 0 if it will call, -1 if no hold is needed (N == 0). */
+ * applied lsn (acked >= N) or the timeout passed (acked < N), from the
+ * syncer thread; while the module stops, at once with the acks so far.
+ * Returns 0 if it will call (or has called), -1 if no hold is needed (N == 0). */
 int eg_repl_sync_hold(eg_repl *r, uint64_t lsn, void (*done)(void *arg, int acked), void *arg);
-int eg_repl_sync_needed(const eg_repl *r);
 
 /* ---- replica side ------------------------------------------------------- */
 
