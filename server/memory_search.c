@@ -1,0 +1,594 @@
+/*
+ * engram.v1.MemoryService reads over many memories: ListMemories and
+ * SearchMemories, with the filters they share and the position map that
+ * joins postings (also used by CreateMemory's de-duplication). See
+ * svc_memory.c for the service as a whole.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engram/v1/memory.pb-c.h"
+#include "server/memory_score.h"
+#include "server/memory_svc.h"
+#include "server/memory_text.h"
+#include "server/page_token.h"
+#include "server/service.h"
+#include "server/validate.h"
+
+static uint32_t eg_get_be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int64_t eg_get_be64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+  return (int64_t)v;
+}
+
+/* ==== position map (postings joins) ============================================ */
+
+/* A position's hash, 8 bytes per step (every candidate of a search is
+ * looked up, so this is on the hot path). */
+static uint64_t eg_pos_hash(const uint8_t *p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ULL ^ n, w;
+  for (; n >= 8; p += 8, n -= 8) {
+    memcpy(&w, p, 8);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 32;
+  }
+  w = 0;
+  memcpy(&w, p, n);
+  h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+  return h ^ (h >> 29);
+}
+
+eg_err eg_pmap_init(eg_pmap *m, eg_arena *a, size_t cap) {
+  *m = (eg_pmap){.a = a, .cap = 64, .ents_cap = 32};
+  while (m->cap < 2 * cap) m->cap *= 2;
+  m->slots = EG_ARENA_ARRAY(a, uint32_t, m->cap);
+  m->ents = EG_ARENA_ARRAY(a, eg_pmap_ent, m->ents_cap);
+  return m->slots && m->ents ? EG_OK : EG_ENOMEM;
+}
+
+/* The slot of p: holding its index + 1, or 0 (where it would go). */
+static uint32_t *eg_pmap_slot(const eg_pmap *m, const uint8_t *p, size_t n) {
+  for (size_t i = eg_pos_hash(p, n) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    uint32_t x = m->slots[i];
+    if (!x || (m->ents[x - 1].len == n && memcmp(m->ents[x - 1].pos, p, n) == 0)) return &m->slots[i];
+  }
+}
+
+const eg_pmap_ent *eg_pmap_find(const eg_pmap *m, const uint8_t *p, size_t n) {
+  uint32_t x = *eg_pmap_slot(m, p, n);
+  return x ? &m->ents[x - 1] : NULL;
+}
+
+/* The index of p's entry, added (zeroed) if new. */
+static eg_err eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n, uint32_t *idx) {
+  uint32_t *slot = eg_pmap_slot(m, p, n);
+  if (*slot) return *idx = *slot - 1, EG_OK;
+  if (2 * (m->n + 1) > m->cap) {
+    size_t cap = m->cap * 2;
+    uint32_t *slots = EG_ARENA_ARRAY(m->a, uint32_t, cap);
+    if (!slots) return EG_ENOMEM;
+    m->slots = slots;
+    m->cap = cap;
+    for (size_t i = 0; i < m->n; i++) *eg_pmap_slot(m, m->ents[i].pos, m->ents[i].len) = (uint32_t)i + 1;
+    slot = eg_pmap_slot(m, p, n);
+  }
+  if (m->n == m->ents_cap) {
+    eg_pmap_ent *e = EG_ARENA_ARRAY(m->a, eg_pmap_ent, 2 * m->ents_cap);
+    if (!e) return EG_ENOMEM;
+    memcpy(e, m->ents, m->n * sizeof *e);
+    m->ents = e;
+    m->ents_cap *= 2;
+  }
+  uint8_t *copy = eg_arena_alloc(m->a, n);
+  if (!copy) return EG_ENOMEM;
+  memcpy(copy, p, n);
+  m->ents[m->n] = (eg_pmap_ent){.pos = copy, .len = n};
+  *slot = (uint32_t)(m->n + 1);
+  *idx = (uint32_t)m->n++;
+  return EG_OK;
+}
+
+/* One term's postings go straight into the map; the entries it touched are
+ * remembered so its idf (known once its df is) can be added to them. */
+struct eg_join {
+  eg_pmap *m;
+  uint32_t *touched;
+  size_t n, cap;
+  eg_err err;
+};
+
+static int eg_join_visit(void *arg, const eg_memory_pos *pos) {
+  struct eg_join *j = arg;
+  uint32_t idx;
+  if ((j->err = eg_pmap_add(j->m, pos->buf, pos->len, &idx))) return 1;
+  if (j->n == j->cap) {
+    size_t cap = j->cap ? 2 * j->cap : 256;
+    uint32_t *t = EG_ARENA_ARRAY(j->m->a, uint32_t, cap);
+    if (!t) return j->err = EG_ENOMEM, 1;
+    if (j->n) memcpy(t, j->touched, j->n * sizeof *t);
+    j->touched = t;
+    j->cap = cap;
+  }
+  j->touched[j->n++] = idx;
+  j->m->ents[idx].count++;
+  return 0;
+}
+
+/* Adds every posting of terms[0..n) to m (count = matched terms, idf =
+ * their idf sum over n_docs memories); *query_idf gets the idf sum of all
+ * the terms. */
+eg_err eg_postings_join(eg_req *r, eg_txn *t, const char *user_id, const uint64_t *terms,
+                               size_t n, size_t n_docs, eg_pmap *m, double *query_idf) {
+  struct eg_join j = {.m = m};
+  *query_idf = 0;
+  for (size_t i = 0; i < n; i++) {
+    j.n = 0;
+    eg_err e = eg_store_memory_postings(t, r->tenant, user_id, terms[i], eg_join_visit, &j);
+    if (e == EG_OK) e = j.err;
+    if (e != EG_OK) return e;
+    double idf = eg_idf(j.n, n_docs);
+    *query_idf += idf;
+    for (size_t k = 0; k < j.n; k++) m->ents[j.touched[k]].idf += idf;
+  }
+  return EG_OK;
+}
+
+int eg_pos_cmp(const void *a, const void *b) {
+  const eg_memory_pos *x = a, *y = b;
+  int c = memcmp(x->buf, y->buf, x->len < y->len ? x->len : y->len);
+  return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+eg_err eg_pos_to_id(eg_req *r, const uint8_t *pos, size_t len, char **id) {
+  if (len < 9) return EG_ECORRUPT;
+  *id = eg_arena_strndup(r->arena, (const char *)pos + 8, len - 8);
+  return *id ? EG_OK : EG_ENOMEM;
+}
+
+/* ==== filters ==================================================================== */
+
+typedef struct {
+  unsigned type_mask, state_mask;
+  int has_category;
+  uint64_t category_hash;
+  uint64_t *tags;
+  size_t n_tags;
+  float min_importance;
+  int64_t from_us, to_us; /* to_us 0: no upper bound */
+} eg_mfilter;
+
+/* Compiles f (may be NULL). search: only ACTIVE may be asked for. */
+static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram__V1__MemoryFilter *f,
+                                int search, eg_mfilter *out) {
+  char field[64];
+  eg_err e;
+  memset(out, 0, sizeof *out);
+  out->state_mask = 1u << EG_MSTATE_ACTIVE;
+  if (!f) return EG_OK;
+  for (size_t i = 0; i < f->n_types; i++) {
+    snprintf(field, sizeof field, "filter.types[%zu]", i);
+    if ((e = eg_check_type(r, field, f->types[i]))) return e;
+    out->type_mask |= 1u << f->types[i];
+  }
+  if (f->n_states) out->state_mask = 0;
+  for (size_t i = 0; i < f->n_states; i++) {
+    int s = f->states[i];
+    snprintf(field, sizeof field, "filter.states[%zu]", i);
+    if (s < EG_MSTATE_ACTIVE || s > EG_MSTATE_DELETED)
+      return eg_invalid(r->msg, sizeof r->msg, field, "must be ACTIVE, DUPLICATE or DELETED (got %d)", s);
+    if (search && s != EG_MSTATE_ACTIVE)
+      return eg_mem_invalid(r, field, "search returns only ACTIVE memories");
+    out->state_mask |= 1u << s;
+  }
+  if ((e = eg_category_check(r, "filter.category", f->category))) return e;
+  out->has_category = f->category[0] != 0;
+  out->category_hash = eg_category_hash(ctx, f->category);
+  char **tags;
+  if ((e = eg_tags_check(r, "filter.tags", f->tags, f->n_tags, EG_MEMORY_TAGS_MAX, &tags, &out->n_tags)))
+    return e;
+  out->tags = EG_ARENA_ARRAY(r->arena, uint64_t, out->n_tags ? out->n_tags : 1);
+  if (!out->tags) return EG_ENOMEM;
+  for (size_t i = 0; i < out->n_tags; i++) out->tags[i] = eg_tag_hash(ctx, tags[i]);
+  if ((e = eg_check_unit(r, "filter.min_importance", f->min_importance))) return e;
+  out->min_importance = f->min_importance;
+  if ((e = eg_time_us(r, "filter.create_time_from", f->create_time_from, &out->from_us)) ||
+      (e = eg_time_us(r, "filter.create_time_to", f->create_time_to, &out->to_us)))
+    return e;
+  if (out->to_us && out->to_us <= out->from_us)
+    return eg_mem_invalid(r, "filter.create_time_to", "must be after create_time_from");
+  return EG_OK;
+}
+
+static int eg_filter_match(const eg_mfilter *f, const eg_memory_meta *m, int64_t now_us) {
+  if (eg_memory_expired(m->expire_us, now_us)) return 0;
+  if (m->state < 1 || m->state > 3 || !(f->state_mask & (1u << m->state))) return 0;
+  if (f->type_mask && (m->type < 1 || m->type > 6 || !(f->type_mask & (1u << m->type)))) return 0;
+  if (m->importance < f->min_importance) return 0;
+  if (m->create_us < f->from_us || (f->to_us && m->create_us >= f->to_us)) return 0;
+  if (f->has_category && m->category_hash != f->category_hash) return 0;
+  for (size_t i = 0; i < f->n_tags; i++) {
+    int found = 0;
+    for (unsigned j = 0; j < m->n_tags && !found; j++) found = eg_memory_meta_tag(m, j) == f->tags[i];
+    if (!found) return 0;
+  }
+  return 1;
+}
+
+/* ==== ListMemories ======================================================================== */
+
+/* A list page token: kind byte ('n' newest first / 'i' importance), then
+ * for 'i' the importance (f32 bits BE), then the last position shown. */
+static eg_err eg_list_token_parse(eg_req *r, const char *tok, uint8_t kind, float *imp,
+                                  eg_memory_pos *pos) {
+  uint8_t b[1 + 4 + EG_MEMORY_POS_MAX];
+  size_t n, head = kind == 'i' ? 5 : 1;
+  if (eg_page_token_parse(tok, b, sizeof b, &n) != 0) goto bad;
+  if (n < head + 9 || b[0] != kind) goto bad;
+  if (kind == 'i') {
+    uint32_t bits = eg_get_be32(b + 1);
+    memcpy(imp, &bits, 4);
+  }
+  pos->len = n - head;
+  memcpy(pos->buf, b + head, pos->len);
+  return EG_OK;
+bad:
+  return eg_mem_invalid(r, "page_token", "not a token this server issued for this order");
+}
+
+static const char *eg_list_token(eg_req *r, uint8_t kind, float imp, const uint8_t *pos, size_t len) {
+  uint8_t b[1 + 4 + EG_MEMORY_POS_MAX];
+  size_t n = 0;
+  b[n++] = kind;
+  if (kind == 'i') {
+    uint32_t bits;
+    memcpy(&bits, &imp, 4);
+    for (int i = 0; i < 4; i++) b[n++] = (uint8_t)(bits >> (24 - 8 * i));
+  }
+  memcpy(b + n, pos, len);
+  return eg_page_token(r->arena, b, n + len);
+}
+
+struct eg_list {
+  eg_req *r;
+  const eg_mfilter *f;
+  eg_topk top;       /* importance order */
+  eg_scored after;   /* importance order: the last item shown */
+  int has_after;
+  eg_memory_pos *items; /* newest first: positions collected */
+  size_t n, want;
+};
+
+static int eg_list_newest_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                                const uint8_t *vec) {
+  struct eg_list *l = arg;
+  if (!eg_filter_match(l->f, m, l->r->now_us)) return 0;
+  l->items[l->n++] = *pos;
+  return l->n == l->want + 1;
+}
+
+static int eg_list_importance_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                                    const uint8_t *vec) {
+  struct eg_list *l = arg;
+  if (!eg_filter_match(l->f, m, l->r->now_us)) return 0;
+  eg_scored c = {.score = m->importance, .importance = m->importance, .create_us = m->create_us,
+                 .pos_len = pos->len};
+  memcpy(c.pos, pos->buf, pos->len);
+  if (l->has_after && eg_scored_cmp(&c, &l->after) <= 0) return 0;
+  eg_topk_offer(&l->top, &c);
+  return 0;
+}
+
+eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__ListMemoriesRequest *in = (const void *)msg;
+  const eg_config *cfg = r->srv->cfg;
+  eg_blind_ctx *ctx;
+  eg_mfilter f;
+  struct eg_list l = {.r = r, .f = &f};
+  eg_memory_pos after;
+  int importance = in->order_by == ENGRAM__V1__MEMORY_ORDER__MEMORY_ORDER_IMPORTANCE;
+  float after_imp = 0;
+  eg_err e;
+  if ((e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg))) return e;
+  if (in->order_by < 0 || in->order_by > ENGRAM__V1__MEMORY_ORDER__MEMORY_ORDER_IMPORTANCE)
+    return eg_invalid(r->msg, sizeof r->msg, "order_by", "unknown value %d", (int)in->order_by);
+  if (in->page_size < 0) return eg_mem_invalid(r, "page_size", "must not be negative");
+  l.want = in->page_size == 0 ? (size_t)cfg->default_page_size
+                              : (size_t)(in->page_size > cfg->max_page_size ? cfg->max_page_size : in->page_size);
+  if ((e = eg_blind_ctx_of(r, &ctx)) || (e = eg_filter_compile(r, ctx, in->filter, 0, &f))) return e;
+  if (in->page_token[0] &&
+      (e = eg_list_token_parse(r, in->page_token, importance ? 'i' : 'n', &after_imp, &after)))
+    return e;
+  eg_scored *top = NULL;
+  if (importance) {
+    top = EG_ARENA_ARRAY(r->arena, eg_scored, l.want + 1);
+    if (!top) return EG_ENOMEM;
+    eg_topk_init(&l.top, top, l.want + 1);
+    if (in->page_token[0]) {
+      l.has_after = 1;
+      l.after = (eg_scored){.score = after_imp, .importance = after_imp, .pos_len = after.len};
+      l.after.create_us = eg_get_be64(after.buf);
+      memcpy(l.after.pos, after.buf, after.len);
+    }
+    e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 0, eg_list_importance_visit, &l);
+    eg_topk_sort(&l.top);
+  } else {
+    if (!(l.items = EG_ARENA_ARRAY(r->arena, eg_memory_pos, l.want + 1))) return EG_ENOMEM;
+    e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, in->page_token[0] ? &after : NULL, 1,
+                               0, eg_list_newest_visit, &l);
+  }
+  if (e == EG_EINVAL) return eg_mem_invalid(r, "page_token", "not a token this server issued");
+  if (e) return e;
+  size_t found = importance ? l.top.n : l.n;
+  size_t shown = found > l.want ? l.want : found;
+  Engram__V1__ListMemoriesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__ListMemoriesResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__list_memories_response__init(out);
+  out->memories = EG_ARENA_ARRAY(r->arena, Engram__V1__Memory *, shown ? shown : 1);
+  if (!out->memories) return EG_ENOMEM;
+  for (size_t i = 0; i < shown; i++) {
+    const uint8_t *pos = importance ? top[i].pos : l.items[i].buf;
+    size_t len = importance ? top[i].pos_len : l.items[i].len;
+    char *id;
+    eg_memory_rec *rec;
+    if ((e = eg_pos_to_id(r, pos, len, &id)) || (e = eg_memory_load(r, r->rtxn, id, 1, &rec)) ||
+        (e = eg_memory_to_api(r, r->rtxn, rec, in->include_embeddings, &out->memories[i])))
+      return e == EG_ENOTFOUND ? EG_ECORRUPT : e;
+    out->n_memories++;
+  }
+  if (found > l.want && shown > 0) {
+    const uint8_t *pos = importance ? top[shown - 1].pos : l.items[shown - 1].buf;
+    size_t len = importance ? top[shown - 1].pos_len : l.items[shown - 1].len;
+    float imp = importance ? top[shown - 1].importance : 0;
+    if (!(out->next_page_token = (char *)eg_list_token(r, importance ? 'i' : 'n', imp, pos, len)))
+      return EG_ENOMEM;
+  }
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* ==== SearchMemories ========================================================================== */
+
+struct eg_search {
+  eg_req *r;
+  const eg_mfilter *f;
+  const eg_pmap *kw;
+  double query_idf;
+  const float *q;   /* query embedding or NULL */
+  size_t dim;
+  float qnorm, ql1; /* its Euclidean and L1 norms */
+  int16_t *q16;     /* the query quantized for the first pass, and its scale */
+  float q16scale;
+  eg_weights w;
+  double half_life_s;
+  float min_score;
+  /* First pass: vector scores from the int8 copies in the meta, each with
+   * its error bound; the best candidates are rescored exactly after. */
+  int approx;
+  int dropped;       /* a candidate was left out of `top` */
+  float max_dropped; /* the highest score + err of those */
+  eg_topk top;
+};
+
+static void eg_search_offer(struct eg_search *s, const eg_scored *c) {
+  eg_topk *h = &s->top;
+  if (h->n == h->k) {
+    /* Full: either c or the current worst is left out. */
+    const eg_scored *out = eg_scored_cmp(c, &h->items[0]) < 0 ? &h->items[0] : c;
+    if (!s->dropped || out->score + out->err > s->max_dropped) s->max_dropped = out->score + out->err;
+    s->dropped = 1;
+  }
+  eg_topk_offer(h, c);
+}
+
+/* Scores one memory. vec: its exact embedding (raw float32), or NULL to
+ * use the int8 copy in the meta (approx pass) or no vector score. */
+static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t pos_len,
+                               const eg_memory_meta *m, const uint8_t *vec) {
+  if (m->state != EG_MSTATE_ACTIVE || !eg_filter_match(s->f, m, s->r->now_us)) return;
+  const eg_pmap_ent *ent = s->kw && s->kw->n ? eg_pmap_find(s->kw, pos, pos_len) : NULL;
+  int has_vec = s->q && (vec || (s->approx && m->dim));
+  if (!ent && !has_vec) return; /* matches neither the words nor the vector */
+  eg_scored c = {.create_us = m->create_us, .pos_len = pos_len, .importance = m->importance};
+  if (ent) c.keyword = eg_keyword_score(ent->idf, s->query_idf, ent->count, m->n_terms);
+  if (has_vec && vec) {
+    float cos = eg_cosine(eg_vec_dot(s->q, vec, s->dim), s->qnorm, m->norm);
+    c.vector = cos > 0 ? cos : 0;
+  } else if (has_vec && !m->qvec) {
+    /* A meta written before it carried an int8 copy: anything in [0, 1]. */
+    c.vector = 0.5f;
+    c.err = s->w.vector * 0.5f + 1e-6f;
+  } else if (has_vec) {
+    /* With q = q^ + dq and v = v^ + dv (each component of dq within
+     * q16scale/2, of dv within qscale/2):
+     * |q.v - q^.v^| <= |q.dv| + |dq.v^| <= ql1 qscale/2 + q16scale/2 qscale qsum.
+     * max(0, .) does not widen it; the factor covers float rounding. */
+    float dot = s->q16scale * m->qscale * (float)eg_vec_dot_i16_i8(s->q16, m->qvec, s->dim);
+    float cos = eg_cosine(dot, s->qnorm, m->norm);
+    c.vector = cos > 0 ? cos : 0;
+    float bound = 0.5f * m->qscale * (s->ql1 + s->q16scale * (float)m->qsum);
+    c.err = s->w.vector * (bound / (s->qnorm * m->norm)) * 1.001f + 1e-6f;
+  }
+  c.recency = eg_recency((double)(s->r->now_us - m->update_us) / 1e6, s->half_life_s);
+  c.score = s->w.keyword * c.keyword + s->w.vector * c.vector + s->w.importance * c.importance +
+            s->w.recency * c.recency;
+  if (c.score + c.err < s->min_score) return;
+  memcpy(c.pos, pos, pos_len);
+  eg_search_offer(s, &c);
+}
+
+static int eg_search_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                           const uint8_t *vec) {
+  eg_search_consider(arg, pos->buf, pos->len, m, vec);
+  return 0;
+}
+
+static eg_err eg_search_weights(eg_req *r, const Engram__V1__SearchWeights *w, eg_weights *out) {
+  if (!w) {
+    *out = (eg_weights){EG_W_KEYWORD_DEFAULT, EG_W_VECTOR_DEFAULT, EG_W_IMPORTANCE_DEFAULT,
+                        EG_W_RECENCY_DEFAULT};
+    return EG_OK;
+  }
+  const float v[4] = {w->keyword, w->vector, w->importance, w->recency};
+  static const char *const names[4] = {"weights.keyword", "weights.vector", "weights.importance",
+                                       "weights.recency"};
+  for (int i = 0; i < 4; i++)
+    if (!isfinite(v[i]) || v[i] < 0) return eg_mem_invalid(r, names[i], "must be finite and >= 0");
+  if (v[0] + v[1] + v[2] + v[3] <= 0) return eg_mem_invalid(r, "weights", "must not all be 0");
+  *out = (eg_weights){v[0], v[1], v[2], v[3]};
+  return EG_OK;
+}
+
+static eg_err eg_search_check(eg_req *r, const Engram__V1__SearchMemoriesRequest *in, struct eg_search *s,
+                              size_t *k) {
+  eg_err e;
+  float *q;
+  if ((e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg))) return e;
+  if (in->top_k < 0 || in->top_k > EG_TOP_K_MAX)
+    return eg_invalid(r->msg, sizeof r->msg, "top_k", "must be 1..%d, or 0 for %d (got %d)",
+                      EG_TOP_K_MAX, EG_TOP_K_DEFAULT, in->top_k);
+  *k = in->top_k ? (size_t)in->top_k : EG_TOP_K_DEFAULT;
+  if ((int64_t)strlen(in->query) > r->srv->cfg->max_content_bytes)
+    return eg_invalid(r->msg, sizeof r->msg, "query", "%zu bytes, limit %lld", strlen(in->query),
+                      (long long)r->srv->cfg->max_content_bytes);
+  if (!in->query[0] && !in->n_embedding)
+    return eg_mem_invalid(r, "query", "a query or an embedding (or both) is required");
+  if ((e = eg_embedding_check(r, "embedding", in->embedding, in->n_embedding, &q, &s->qnorm)) ||
+      (e = eg_dim_check(r, r->rtxn, in->user_id, "embedding", in->n_embedding)) ||
+      (e = eg_search_weights(r, in->weights, &s->w)) ||
+      (e = eg_check_unit(r, "min_score", in->min_score)))
+    return e;
+  if (!isfinite(in->recency_half_life_seconds) || in->recency_half_life_seconds < 0)
+    return eg_mem_invalid(r, "recency_half_life_seconds", "must be finite and >= 0");
+  s->q = q;
+  s->dim = in->n_embedding;
+  for (size_t i = 0; i < s->dim; i++) s->ql1 += fabsf(q[i]);
+  s->half_life_s = in->recency_half_life_seconds > 0 ? in->recency_half_life_seconds
+                                                     : EG_RECENCY_HALF_LIFE_DEFAULT_S;
+  s->min_score = in->min_score;
+  return EG_OK;
+}
+
+/* Keyword-only search: the candidates are the memories sharing a word. */
+static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_search *s, const eg_pmap *kw) {
+  for (size_t i = 0; i < kw->n; i++) {
+    const eg_pmap_ent *ent = &kw->ents[i];
+    eg_memory_pos pos;
+    eg_memory_meta m;
+    memcpy(pos.buf, ent->pos, ent->len);
+    pos.len = ent->len;
+    eg_err e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 0, &m, NULL);
+    if (e == EG_ENOTFOUND) continue;
+    if (e) return e;
+    eg_search_consider(s, pos.buf, pos.len, &m, NULL);
+  }
+  return EG_OK;
+}
+
+/* Vector search, exact but fast: a first pass over the meta values ranks
+ * every memory with its int8 vector (a quarter of the bytes of float32),
+ * keeping the 4k + 16 best with their error bounds; those are rescored
+ * with their float32 vectors into the final top k. If any memory the first
+ * pass left out could still (by its bound) reach the final k-th score, the
+ * search runs again exactly over every vector: the results are always what
+ * the exact scan gives. */
+static eg_err eg_search_vector(eg_req *r, const char *user_id, struct eg_search *s, eg_scored *items,
+                               size_t k) {
+  size_t k1 = 4 * k + 16;
+  eg_scored *pre = EG_ARENA_ARRAY(r->arena, eg_scored, k1);
+  if (!pre || !(s->q16 = EG_ARENA_ARRAY(r->arena, int16_t, s->dim))) return EG_ENOMEM;
+  s->q16scale = eg_vec_quantize16(s->q, s->dim, s->q16);
+  eg_topk_init(&s->top, pre, k1);
+  s->approx = 1;
+  eg_err e = eg_store_memories_scan(r->rtxn, r->tenant, user_id, NULL, 0, 0, eg_search_visit, s);
+  if (e) return e;
+  int dropped = s->dropped;
+  float max_dropped = s->max_dropped;
+  eg_topk first = s->top;
+  s->approx = 0;
+  s->dropped = 0;
+  eg_topk_init(&s->top, items, k);
+  for (size_t i = 0; i < first.n; i++) {
+    const eg_scored *c = &pre[i];
+    if (c->err == 0) {
+      if (c->score >= s->min_score) eg_topk_offer(&s->top, c);
+      continue;
+    }
+    eg_memory_pos pos;
+    eg_memory_meta m;
+    const uint8_t *vec;
+    memcpy(pos.buf, c->pos, c->pos_len);
+    pos.len = c->pos_len;
+    if ((e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 1, &m, &vec))) return e;
+    eg_search_consider(s, pos.buf, pos.len, &m, vec);
+  }
+  /* The k-th exact score (the heap's root is its worst). */
+  if (!dropped || (s->top.n == k && max_dropped < s->top.items[0].score)) return EG_OK;
+  eg_topk_init(&s->top, items, k);
+  return eg_store_memories_scan(r->rtxn, r->tenant, user_id, NULL, 0, 1, eg_search_visit, s);
+}
+
+eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__SearchMemoriesRequest *in = (const void *)msg;
+  struct eg_search s = {.r = r};
+  eg_blind_ctx *ctx;
+  eg_mfilter f;
+  eg_pmap kw;
+  eg_memory_counters cnt;
+  uint64_t terms[EG_TEXT_TERMS_MAX];
+  size_t k = 0;
+  eg_err e;
+  if ((e = eg_search_check(r, in, &s, &k)) || (e = eg_blind_ctx_of(r, &ctx)) ||
+      (e = eg_filter_compile(r, ctx, in->filter, 1, &f)) ||
+      (e = eg_store_memory_counters(r->rtxn, r->tenant, in->user_id, &cnt)) ||
+      (e = eg_pmap_init(&kw, r->arena, 64)))
+    return e;
+  s.f = &f;
+  size_t nt = eg_text_terms(ctx, in->query, strlen(in->query), terms, EG_TEXT_TERMS_MAX, NULL);
+  size_t n_docs = cnt.count[1] + cnt.count[2] + cnt.count[3];
+  if ((e = eg_postings_join(r, r->rtxn, in->user_id, terms, nt, n_docs, &kw, &s.query_idf))) return e;
+  s.kw = nt ? &kw : NULL;
+  eg_scored *items = EG_ARENA_ARRAY(r->arena, eg_scored, k);
+  if (!items) return EG_ENOMEM;
+  eg_topk_init(&s.top, items, k);
+  /* With a query vector every memory is a candidate: see eg_search_vector.
+   * Words alone: look up the memories sharing a word, unless they are a
+   * large share of the user's (common words), where one sequential scan of
+   * the meta values beats that many point lookups. */
+  if (s.q)
+    e = eg_search_vector(r, in->user_id, &s, items, k);
+  else if (s.kw && kw.n * EG_SCAN_SHARE > n_docs)
+    e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 0, eg_search_visit, &s);
+  else if (s.kw)
+    e = eg_search_postings(r, in->user_id, &s, &kw);
+  if (e) return e;
+  eg_topk_sort(&s.top);
+  Engram__V1__SearchMemoriesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__SearchMemoriesResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__search_memories_response__init(out);
+  out->results = EG_ARENA_ARRAY(r->arena, Engram__V1__SearchResult *, s.top.n ? s.top.n : 1);
+  if (!out->results) return EG_ENOMEM;
+  for (size_t i = 0; i < s.top.n; i++) {
+    const eg_scored *c = &items[i];
+    Engram__V1__SearchResult *res = EG_ARENA_NEW(r->arena, Engram__V1__SearchResult);
+    char *id;
+    eg_memory_rec *rec;
+    if (!res) return EG_ENOMEM;
+    engram__v1__search_result__init(res);
+    if ((e = eg_pos_to_id(r, c->pos, c->pos_len, &id)) || (e = eg_memory_load(r, r->rtxn, id, 1, &rec)) ||
+        (e = eg_memory_to_api(r, r->rtxn, rec, in->include_embeddings, &res->memory)))
+      return e == EG_ENOTFOUND ? EG_ECORRUPT : e;
+    res->score = c->score;
+    res->keyword_score = c->keyword;
+    res->vector_score = c->vector;
+    res->importance_score = c->importance;
+    res->recency_score = c->recency;
+    out->results[out->n_results++] = res;
+  }
+  r->resp = &out->base;
+  return EG_OK;
+}

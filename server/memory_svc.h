@@ -1,0 +1,144 @@
+/*
+ * Private to the engram.v1.MemoryService files (svc_memory.c: Create, Get,
+ * Update, Delete and the method table; memory_search.c: the position map,
+ * filters, List and Search): the helpers both sides use. Every function
+ * takes the call's eg_req; what it returns lives in r->arena (or is
+ * deferred on it) and is valid until the call ends. On an error the
+ * message is in r->msg.
+ * Thread safety: one eg_req, one thread.
+ */
+#ifndef EG_SERVER_MEMORY_SVC_H
+#define EG_SERVER_MEMORY_SVC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engram/v1/memory.pb-c.h"
+#include "server/service.h"
+
+/* When more than 1/EG_SCAN_SHARE of a user's memories are candidates, a
+ * sequential scan of the meta values replaces per-candidate lookups. */
+#define EG_SCAN_SHARE 8
+
+/* ---- svc_memory.c ---- */
+
+/* Sets r->msg to "<field>: <what>"; returns EG_EINVAL. */
+eg_err eg_mem_invalid(eg_req *r, const char *field, const char *what);
+
+/* 1 if a memory expiring at expire_us (0: never) has expired at now_us,
+ * else 0. */
+int eg_memory_expired(int64_t expire_us, int64_t now_us);
+
+/* The record of memory_id into *out (set only on success; freed when the
+ * call ends). Returns EG_ENOTFOUND (r->msg naming it) if there is none, or
+ * if it has expired and allow_expired is 0; EG_ECORRUPT if it does not
+ * decode; EG_ENOMEM. */
+eg_err eg_memory_load(eg_req *r, eg_txn *t, const char *memory_id, int allow_expired,
+                      eg_memory_rec **out);
+
+/* Returns EG_OK if v is in [0, 1], else EG_EINVAL naming field. */
+eg_err eg_check_unit(eg_req *r, const char *field, float v);
+
+/* Returns EG_OK if type is a MemoryType other than UNSPECIFIED, else
+ * EG_EINVAL naming field. */
+eg_err eg_check_type(eg_req *r, const char *field, int type);
+
+/* Checks v[0..n) (at most EG_MEMORY_DIM_MAX finite values, not all zero)
+ * and copies it, aligned, into the arena: *out (NULL when n is 0) and its
+ * Euclidean norm *norm (0 when n is 0). Returns EG_OK, EG_EINVAL naming
+ * field, or EG_ENOMEM. */
+eg_err eg_embedding_check(eg_req *r, const char *field, const float *v, size_t n, float **out,
+                          float *norm);
+
+/* Returns EG_OK if dim is 0 or the user has no embeddings yet or theirs
+ * have dim dimensions; EG_EINVAL naming field if not; a storage error. */
+eg_err eg_dim_check(eg_req *r, eg_txn *t, const char *user_id, const char *field, size_t dim);
+
+/* ts (may be NULL: 0) in microseconds since 1970 into *us. Returns EG_OK,
+ * or EG_EINVAL naming field if ts is not in 1970..9999. */
+eg_err eg_time_us(eg_req *r, const char *field, const Google__Protobuf__Timestamp *ts, int64_t *us);
+
+/* The blind token of category under ctx; 0 for "" (no category). */
+uint64_t eg_category_hash(const eg_blind_ctx *ctx, const char *category);
+
+/* The blind token of tag under ctx. */
+uint64_t eg_tag_hash(const eg_blind_ctx *ctx, const char *tag);
+
+/* Returns EG_OK if category fits (at most 256 bytes), else EG_EINVAL naming
+ * field. */
+eg_err eg_category_check(eg_req *r, const char *field, const char *category);
+
+/* Checks tags[0..n) (each 1..128 bytes, at most max once repeats are
+ * dropped) into *out (an arena array of the caller's strings, the first of
+ * each repeat kept) and *nout. Returns EG_OK, EG_EINVAL naming field, or
+ * EG_ENOMEM. */
+eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t max,
+                     char ***out, size_t *nout);
+
+/* rec as the API shows it, its text and labels opened, into *out (set only
+ * on success; the arena's, and it may point into rec). The embedding is
+ * read from t only when with_embedding. Returns EG_OK, EG_ECORRUPT (r->msg
+ * naming the memory) if a field does not open, EG_ENOMEM, or a storage
+ * error. */
+eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with_embedding,
+                        Engram__V1__Memory **out);
+
+/* A blind-index context for r's tenant into *out, wiped when the call
+ * ends. Returns EG_OK, EG_ENOMEM, or the error of eg_blind_begin. */
+eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out);
+
+/* ---- memory_search.c: the position map (postings joins) ---- */
+
+typedef struct {
+  const uint8_t *pos;
+  size_t len;
+  uint32_t count; /* query (or new memory) terms this memory has */
+  double idf;     /* their idf sum */
+} eg_pmap_ent;
+
+/* Positions to entries: entries in a dense array (iterated in insertion
+ * order), an open-addressing table of their indexes + 1 (0: empty). */
+typedef struct {
+  eg_arena *a;
+  uint32_t *slots;
+  size_t cap;
+  eg_pmap_ent *ents;
+  size_t n, ents_cap;
+} eg_pmap;
+
+/* Sets up m, empty, in arena a, sized for about cap entries (it grows).
+ * Returns EG_OK or EG_ENOMEM. */
+eg_err eg_pmap_init(eg_pmap *m, eg_arena *a, size_t cap);
+
+/* The entry of position p[0..n), or NULL; valid until the next add to m. */
+const eg_pmap_ent *eg_pmap_find(const eg_pmap *m, const uint8_t *p, size_t n);
+
+/* Adds every posting of terms[0..n) (user_id's) to m: an entry's count is
+ * how many of the terms its memory has, its idf their idf sum over n_docs
+ * memories. *query_idf gets the idf sum of all the terms. Returns EG_OK,
+ * EG_ENOMEM or a storage error. */
+eg_err eg_postings_join(eg_req *r, eg_txn *t, const char *user_id, const uint64_t *terms,
+                        size_t n, size_t n_docs, eg_pmap *m, double *query_idf);
+
+/* qsort comparator of eg_memory_pos: bytewise, a prefix first. */
+int eg_pos_cmp(const void *a, const void *b);
+
+/* The memory_id at the end of position pos[0..len) into *id (an arena
+ * string). Returns EG_OK, EG_ECORRUPT if pos is too short, or EG_ENOMEM. */
+eg_err eg_pos_to_id(eg_req *r, const uint8_t *pos, size_t len, char **id);
+
+/* ---- memory_search.c: the read methods of the table ---- */
+
+/* ListMemories (an eg_method .read): the user's memories matching the
+ * filter, newest first or by importance, one page into r->resp (the
+ * arena's). Returns EG_OK, EG_EINVAL (r->msg naming the field),
+ * EG_ECORRUPT, EG_ENOMEM or a storage error. */
+eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg);
+
+/* SearchMemories (an eg_method .read): the user's top_k ACTIVE memories
+ * matching the filter by the hybrid keyword, vector, importance and
+ * recency score into r->resp (the arena's). Returns EG_OK, EG_EINVAL
+ * (r->msg naming the field), EG_ECORRUPT, EG_ENOMEM or a storage error. */
+eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg);
+
+#endif
