@@ -40,13 +40,20 @@ static eg_err eg_follow_apply(eg_repl *r, const Engram__V1__StreamResponse *m) {
   }
 }
 
-/* The hello: where this replica stands. */
-static void eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h) {
-  eg_txn *t;
+/* An ack: where this replica stands now. */
+static void eg_follow_ack(eg_repl *r, Engram__V1__StreamRequest *h) {
   engram__v1__stream_request__init(h);
   h->replica_id = r->replica_id;
   h->epoch = eg_store_epoch(r->store);
   h->applied_lsn = eg_store_last_lsn(r->store);
+}
+
+/* The first message of a stream also carries the epoch of the record at
+ * applied_lsn (the primary checks the shared history with it); acks need
+ * only the LSN, so only the hello reads the log. */
+static void eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h) {
+  eg_txn *t;
+  eg_follow_ack(r, h);
   if (h->applied_lsn && eg_store_reader_new(r->store, &t) == EG_OK) {
     if (eg_store_reader_begin(t) == EG_OK) eg_store_wal_epoch_at(t, h->applied_lsn, &h->applied_epoch);
     eg_store_reader_end(t);
@@ -110,7 +117,7 @@ static int eg_follow_once(eg_repl *r) {
       protobuf_c_message_free_unpacked(&m->base, NULL);
       if (e || streamed < 0) break;
       Engram__V1__StreamRequest ack;
-      eg_follow_hello(r, &ack);
+      eg_follow_ack(r, &ack);
       if (!eg_rpc_send(u.call, u.cq, &ack.base)) break;
     }
   }

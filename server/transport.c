@@ -282,22 +282,10 @@ static eg_err eg_decode(eg_call *c, const eg_method *m, ProtobufCMessage **out) 
   return EG_OK;
 }
 
-/* A metadata value as a u64: 0 on success, -1 if it is not a number. */
-static int eg_md_u64(const grpc_slice *v, uint64_t *out) {
-  char buf[24], *end;
-  size_t n = GRPC_SLICE_LENGTH(*v);
-  if (n == 0 || n >= sizeof buf) return -1;
-  memcpy(buf, GRPC_SLICE_START_PTR(*v), n);
-  buf[n] = '\0';
-  *out = strtoull(buf, &end, 10);
-  return *end || buf[0] == '-' ? -1 : 0;
-}
-
 /* engram-min-lsn, or 0 when absent. */
 static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
-  const grpc_slice *v = eg_md_find(&c->md, "engram-min-lsn");
   *want = 0;
-  if (v && eg_md_u64(v, want) != 0)
+  if (eg_client_metadata_u64(&c->md, "engram-min-lsn", want) < 0)
     return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
   return EG_OK;
 }

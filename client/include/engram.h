@@ -121,6 +121,11 @@ typedef struct {
 int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_completion_queue *cq,
                              const char *path, gpr_timespec deadline, grpc_byte_buffer *req,
                              const char *authorization, uint64_t min_lsn, void *tag);
+/* The value of metadata `key` in md as a u64 (the engram-lsn and
+ * engram-min-lsn headers): 1 and *out set, 0 if absent, -1 if it is not
+ * a decimal u64. */
+int eg_client_metadata_u64(const grpc_metadata_array *md, const char *key, uint64_t *out);
+
 /* The engram-lsn the answer carried, or 0. */
 uint64_t eg_client_exchange_lsn(const eg_client_exchange *x);
 /* Releases x (and x->recv unless the caller took it and set it to NULL). */

@@ -114,23 +114,28 @@ ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_
   return m;
 }
 
-/* The `engram-lsn` value in md, or 0 if absent or not a number. */
-static uint64_t find_lsn(const grpc_metadata_array *md) {
+int eg_client_metadata_u64(const grpc_metadata_array *md, const char *key, uint64_t *out) {
   for (size_t i = 0; i < md->count; i++) {
     const grpc_metadata *m = &md->metadata[i];
-    if (!grpc_slice_str_cmp(m->key, "engram-lsn")) {
-      char buf[24];
-      size_t n = GRPC_SLICE_LENGTH(m->value);
-      if (n == 0 || n >= sizeof buf) return 0;
-      memcpy(buf, GRPC_SLICE_START_PTR(m->value), n);
-      buf[n] = '\0';
-      char *end;
-      errno = 0;
-      unsigned long long v = strtoull(buf, &end, 10);
-      return (*end || errno || buf[0] == '-') ? 0 : (uint64_t)v;
-    }
+    if (grpc_slice_str_cmp(m->key, key)) continue;
+    char buf[24], *end;
+    size_t n = GRPC_SLICE_LENGTH(m->value);
+    if (n == 0 || n >= sizeof buf) return -1;
+    memcpy(buf, GRPC_SLICE_START_PTR(m->value), n);
+    buf[n] = '\0';
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (*end || errno || buf[0] == '-') return -1;
+    *out = (uint64_t)v;
+    return 1;
   }
   return 0;
+}
+
+/* The `engram-lsn` value in md, or 0 if absent or not a number. */
+static uint64_t find_lsn(const grpc_metadata_array *md) {
+  uint64_t lsn = 0;
+  return eg_client_metadata_u64(md, "engram-lsn", &lsn) == 1 ? lsn : 0;
 }
 
 /* Copies the status details slice into st->message, cut to fit. */
