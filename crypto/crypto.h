@@ -74,7 +74,8 @@ eg_err eg_token_seal(const eg_keyring *kr, const eg_field_ctx *ctx,
 
 /* Opens a token into out (at least toklen - EG_TOKEN_OVERHEAD bytes) and
  * sets *plen. EG_ECORRUPT if the token is malformed, names an unknown key,
- * was tampered with, or was sealed for another context; out is then zeroed.
+ * was tampered with, or was sealed for another context; EG_ENOMEM if it
+ * could not be checked for want of memory. On failure out is zeroed.
  * Thread safety: safe on a shared keyring. */
 eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx,
                      const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen)

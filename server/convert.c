@@ -43,8 +43,10 @@ eg_err eg_field_open(eg_req *r, const char *kind, const char *record_id, const c
   if (!pt) return EG_ENOMEM;
   eg_field_ctx ctx = eg_ctx(r, kind, record_id, field);
   size_t plen;
-  if (eg_token_open(r->srv->keys, &ctx, tok->data, tok->len, (uint8_t *)pt, &plen) != EG_OK)
-    goto corrupt;
+  eg_err e = eg_token_open(r->srv->keys, &ctx, tok->data, tok->len, (uint8_t *)pt, &plen);
+  /* Out of memory is retryable: it must not read as tampered data. */
+  if (e == EG_ENOMEM) return e;
+  if (e != EG_OK) goto corrupt;
   pt[plen] = '\0';
   *out = pt;
   *len = plen;

@@ -19,7 +19,8 @@ typedef struct {
 eg_err eg_field_seal(eg_req *r, const char *kind, const char *record_id, const char *field,
                      const void *pt, size_t len, ProtobufCBinaryData *out);
 /* Opens a token into a NUL-terminated arena string. EG_ECORRUPT (with
- * r->msg naming the record) if it does not open. An empty token opens to "". */
+ * r->msg naming the record) if it does not open; EG_ENOMEM. An empty token
+ * opens to "". */
 eg_err eg_field_open(eg_req *r, const char *kind, const char *record_id, const char *field,
                      const ProtobufCBinaryData *tok, char **out, size_t *len);
 

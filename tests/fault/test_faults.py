@@ -1,0 +1,72 @@
+"""Fault injection through engramd-fault (driver.py): the short loop ctest
+runs, and regression tests for what the loop found."""
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import grpc  # noqa: E402
+
+from driver import SHORT, Api, FaultServer, Loop, Run, code_of  # noqa: E402
+from harness import E2ETestCase  # noqa: E402
+from engram.v1 import memory_pb2 as mp  # noqa: E402
+
+
+class FaultLoopTest(E2ETestCase):
+
+    def test_short_loop(self):
+        """Each point with its likeliest errors, N sampled: every failed call
+        answers a clear status, leaves nothing behind, and its retry works."""
+        loop = Loop(full=False, log=lambda s: None)
+        elapsed = loop.run(SHORT)
+        report = loop.report(elapsed)
+        print("\n" + report, file=sys.stderr)
+        self.assertGreater(loop.injections, 0, report)
+        self.assertEqual(loop.findings, [], report)
+
+
+class OutOfMemoryTest(E2ETestCase):
+
+    def setUp(self):
+        self.srv = FaultServer()
+        self.addCleanup(self.srv.close)
+        self.srv.start()
+        self.api = Api(self.srv.client())
+        self.run_ = Run(self.api)
+        steps = self.run_.steps()
+        for _, call, _, done in steps[:5]:  # session, 3 messages, a memory
+            done(call())
+
+    def each_malloc(self, call):
+        """Fails each of call's mallocs in turn; yields the answers."""
+        self.srv.arm("point=malloc,nth=0")
+        call()
+        total = self.srv.arm("")
+        self.assertGreater(total, 0)
+        for n in range(1, total + 1):
+            self.srv.arm("point=malloc,nth=%d" % n)
+            code, details, _ = code_of(call)
+            self.srv.arm("")
+            yield n, code, details
+
+    def test_oom_opening_a_record_is_not_data_loss(self):
+        """An allocation that fails while a field is decrypted is out of
+        memory (retryable), not DATA_LOSS "tampered, or key missing"."""
+        reads = [("ListMessages", self.run_.messages),
+                 ("GetMemory", self.run_.get_memory),
+                 ("SearchMemories", lambda: self.api.memory("SearchMemories",
+                                                            mp.SearchMemoriesRequest(
+                                                                user_id=self.run_.user,
+                                                                query="tea", top_k=5)))]
+        for name, call in reads:
+            for n, code, details in self.each_malloc(call):
+                with self.subTest(call=name, n=n):
+                    self.assertIn(code, (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED),
+                                  details)
+                    if code != grpc.StatusCode.OK:
+                        self.assertIn("out of memory", details)
+
+
+if __name__ == "__main__":
+    unittest.main()
