@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 
 import grpc  # noqa: E402
 
-from harness import REPO, Client, M, Server, uid  # noqa: E402
+from harness import REPO, M, Server, uid  # noqa: E402
 from engram.v1 import memory_pb2 as mp  # noqa: E402
 from engram.v1 import memory_pb2_grpc as mpg  # noqa: E402
 from engram.v1 import user_pb2 as up  # noqa: E402
@@ -386,7 +386,7 @@ class Loop:
             none()
         except (Finding, grpc.RpcError) as e:
             self.finding(key, n, name, "half-written after the failure: %s" % _msg(e))
-        health = code_of(lambda: self.srv.client().health(timeout=RPC_TIMEOUT))
+        health = code_of(lambda: self.api.c.health(timeout=RPC_TIMEOUT))
         if health[0] != C.OK:
             raise Finding("Health after the failure of %s: %s %r" % (name, health[0].name,
                                                                      health[1]))
