@@ -18,7 +18,7 @@ import grpc
 from harness import ENGRAMD, E2ETestCase, M, Server, clean_env, uid
 
 RUN_TIMEOUT = 20.0
-P_BRANCH, P_META = 0x01, 0x08
+P_BRANCH, P_OVERFLOW, P_META = 0x01, 0x04, 0x08
 
 
 def run_engramd(data_dir, *extra):
@@ -58,12 +58,24 @@ def break_branch_pages(path):
     n = 0
     with open(path, "r+b") as f:
         data = bytearray(f.read())
-        for off in range(2 * psize, len(data) - psize + 1, psize):
-            flags, lower = struct.unpack_from("<HH", data, off + 10)
-            if not flags & P_BRANCH or flags & P_META:
+        pgno = 2
+        while (pgno + 1) * psize <= len(data):
+            off = pgno * psize
+            # Header: mp_pgno (8), pad (2), mp_flags (2), mp_lower (2); an
+            # overflow page's header is followed by raw value pages.
+            own, flags, lower = struct.unpack_from("<QxxHH", data, off)
+            pgno += 1
+            if own != pgno - 1:
+                continue
+            if flags & P_OVERFLOW:
+                pgno += struct.unpack_from("<I", data, off + 12)[0] - 1
+                continue
+            if not flags & P_BRANCH or flags & P_META or not 16 <= lower <= psize:
                 continue
             for i in range((lower - 16) // 2):
                 node = off + struct.unpack_from("<H", data, off + 16 + 2 * i)[0]
+                if node + 6 > off + psize:
+                    continue
                 # mn_lo, mn_hi, mn_flags: the child's page number.
                 struct.pack_into("<HHH", data, node, 0xFFF0, 0xFFFF, 0x00FF)
             n += 1
