@@ -229,3 +229,8 @@ void eg_config_usage(FILE *f) {
     fputc('\n', f);
   }
 }
+
+unsigned eg_config_store_readers(int workers) {
+  /* 64: replica/internal.h's EG_REPL_MAX_PEERS, the replicas one primary serves. */
+  return (unsigned)(workers > 0 ? workers : 0) + 2 + 2 * 64 + EG_READERS_HEADROOM;
+}

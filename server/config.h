@@ -64,4 +64,13 @@ eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_
 /* Prints the flags with their defaults. */
 void eg_config_usage(FILE *f);
 
+/* LMDB reader slots engramd needs with `workers` worker threads: every
+ * reader the process can hold at once. Each worker keeps one; parking and
+ * the follower one each; each replica (the primary serves at most 64) one
+ * for its stream and one while a snapshot of the store is copied for it;
+ * plus EG_READERS_HEADROOM for short ones (meta reads, a stream refused
+ * after it opened its reader). workers + 2 + 2 * 64 + 32. */
+#define EG_READERS_HEADROOM 32
+unsigned eg_config_store_readers(int workers);
+
 #endif

@@ -42,6 +42,49 @@ static eg_err eg_load_keys(const eg_config *cfg, eg_keyring **out, char *err, si
   return eg_keyring_load(path, out, err, errlen);
 }
 
+/* Refuses a missing or empty data.mdb beside a keyring engramd created in
+ * the data dir: a store lived there (one older than engram.id, which the
+ * store checks itself), and LMDB would start an empty one in its place. */
+static int eg_check_data_evidence(const eg_config *cfg, char *err, size_t errlen) {
+  char keyring[EG_CONFIG_PATH_MAX + 16], data[EG_CONFIG_PATH_MAX + 16];
+  struct stat st;
+  snprintf(keyring, sizeof keyring, "%s/keyring", cfg->data_dir);
+  snprintf(data, sizeof data, "%s/data.mdb", cfg->data_dir);
+  if (cfg->keyring[0] || access(keyring, F_OK) != 0) return 0;
+  int missing = stat(data, &st) != 0;
+  if (!missing && st.st_size > 0) return 0;
+  snprintf(err, errlen, "%.200s is %s but %.200s exists: a store lived here; restore data.mdb "
+           "from a backup or a replica", data, missing ? "missing" : "empty", keyring);
+  return -1;
+}
+
+/* What a SIGBUS says: set once before the handler is installed, since the
+ * handler may only write() it. */
+static char eg_sigbus_msg[EG_CONFIG_PATH_MAX + 256];
+static size_t eg_sigbus_len;
+
+/* LMDB maps data.mdb: a page past the end of a file cut short under the
+ * process, or a bad page pointer, faults with SIGBUS. Say so, instead of
+ * dying with an empty log (and crash-looping under a supervisor). */
+static void eg_on_sigbus(int sig) {
+  (void)sig;
+  ssize_t w = write(STDERR_FILENO, eg_sigbus_msg, eg_sigbus_len);
+  (void)w;
+  _exit(1);
+}
+
+static void eg_sigbus_install(const char *data_dir) {
+  int n = snprintf(eg_sigbus_msg, sizeof eg_sigbus_msg,
+                   "engramd: SIGBUS reading %s/data.mdb: the data file is corrupt or was "
+                   "truncated; stopping. Restore it from a backup or a replica\n", data_dir);
+  eg_sigbus_len = n < (int)sizeof eg_sigbus_msg ? (size_t)n : sizeof eg_sigbus_msg - 1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = eg_on_sigbus;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, NULL);
+}
+
 /* "HOST:0" with the bound port: the line tests and scripts wait for. */
 static void eg_announce(const char *listen, int port) {
   const char *colon = strrchr(listen, ':');
@@ -142,6 +185,7 @@ int main(int argc, char **argv) {
   eg_keyring *keys = NULL;
   eg_auth *auth = NULL;
   eg_store *store = NULL;
+  int lock_fd = -1;
 
   if (eg_config_parse(&cfg, argc, argv, (eg_getenv_fn)getenv, &help, err, sizeof err) != EG_OK) {
     fprintf(stderr, "engramd: %s (see engramd --help)\n", err);
@@ -162,8 +206,21 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
   if (eg_crypto_init() != EG_OK) return eg_fail("libsodium", "cannot initialise");
-  if (eg_repl_install_pending(cfg.data_dir) != EG_OK) return eg_fail(cfg.data_dir, "cannot install the snapshot");
-  eg_store_opts so = {.map_size = (size_t)cfg.map_size};
+  /* First: nothing below (a snapshot install included) may touch a data
+   * dir another engramd serves. */
+  if (eg_store_lock_dir(cfg.data_dir, &lock_fd, err, sizeof err) != EG_OK)
+    return eg_fail("data dir", err);
+  if (eg_repl_install_pending(cfg.data_dir) != EG_OK) {
+    eg_fail(cfg.data_dir, "cannot install the snapshot");
+    goto out;
+  }
+  if (eg_check_data_evidence(&cfg, err, sizeof err) != 0) {
+    eg_fail("data dir", err);
+    goto out;
+  }
+  eg_store_opts so = {.map_size = (size_t)cfg.map_size,
+                      .max_readers = eg_config_store_readers(eg_workers(&cfg))};
+  eg_sigbus_install(cfg.data_dir);
   if (eg_store_open(cfg.data_dir, &so, &store, err, sizeof err) != EG_OK) {
     eg_fail(cfg.data_dir, err);
     goto out;
@@ -186,6 +243,7 @@ out:
   eg_store_close(store);
   eg_auth_free(auth);
   eg_keyring_free(keys);
+  eg_store_unlock_dir(lock_fd); /* also dropped by exec (close-on-exec) */
   if (rc == 3) {
     /* The follower fetched a snapshot: start over on it, same arguments. */
     fprintf(stderr, "engramd: restarting to install the snapshot\n");

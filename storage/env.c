@@ -99,16 +99,6 @@ uint64_t eg_store_last_lsn(const eg_store *s) {
 
 /* ---- open / close --------------------------------------------------------- */
 
-/* Creates dir (mode 0700) unless it exists; it must be a directory. */
-static eg_err eg_store_make_dir(const char *dir, char *err, size_t errlen) {
-  struct stat st;
-  if (mkdir(dir, 0700) == 0) return EG_OK;
-  if (errno == EEXIST && stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return EG_OK;
-  snprintf(err, errlen, "data dir %s: %s", dir, errno == EEXIST ? "not a directory"
-                                                                : strerror(errno));
-  return EG_EIO;
-}
-
 static eg_err eg_store_init_lock(eg_store *s) {
   pthread_rwlockattr_t attr;
   if (pthread_rwlockattr_init(&attr) != 0) return EG_ENOMEM;
@@ -133,8 +123,9 @@ static eg_err eg_store_open_env(eg_store *s, const char *dir, const eg_store_opt
   if (!rc) rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
   /* Slots left by readers of a process that died would pin old pages. */
   if (!rc) rc = mdb_reader_check(s->env, &dead);
-  if (rc) snprintf(err, errlen, "lmdb env %s: %s", dir, mdb_strerror(rc));
-  return eg_store__err(rc);
+  if (rc) snprintf(err, errlen, "%s/data.mdb: %s", dir, mdb_strerror(rc));
+  /* MDB_INVALID, MDB_VERSION_MISMATCH: not an LMDB file this build reads. */
+  return rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ? EG_ECORRUPT : eg_store__err(rc);
 }
 
 /* The larger of the requested size and the size the file already has, so
@@ -199,10 +190,12 @@ eg_err eg_store__db_by_name(const eg_store *s, const char *name, MDB_dbi *dbi) {
   return EG_ECORRUPT;
 }
 
-/* In one write txn: checks the schema version, migrates, opens every DB,
- * loads last_lsn. Handles opened in a txn become usable by all once it
+/* In one write txn: checks the store id and the schema version, migrates,
+ * opens every DB, loads last_lsn; marker gets a store id to write beside
+ * the data once it commits ("" for none). Handles opened in a txn become usable by all once it
  * commits. */
-static eg_err eg_store_open_dbs(eg_store *s, char *err, size_t errlen) {
+static eg_err eg_store_open_dbs(eg_store *s, char *marker, size_t cap, char *err,
+                                size_t errlen) {
   MDB_txn *txn = NULL;
   uint32_t version = 0;
   uint64_t lsn = 0, epoch = 0, floor = 0;
@@ -210,7 +203,9 @@ static eg_err eg_store_open_dbs(eg_store *s, char *err, size_t errlen) {
   if (e) goto fail;
   e = eg_store_open_dbi(txn, EG_DB_META, MDB_CREATE, &s->meta, err, errlen);
   if (e) goto fail;
-  e = eg_meta_get_version(txn, s->meta, &version);
+  /* Before any migration writes: a replaced data file is refused as is. */
+  e = eg_store__check_store_id(s, txn, marker, cap, err, errlen);
+  if (!e) e = eg_meta_get_version(txn, s->meta, &version);
   if (e) goto fail;
   if (version > EG_STORE_SCHEMA_VERSION) {
     snprintf(err, errlen, "schema version %u is newer than this build's %u", version,
@@ -240,7 +235,7 @@ fail:
 
 eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out, char *err,
                      size_t errlen) {
-  char scratch[256];
+  char scratch[256], marker[64] = "";
   eg_err e;
   if (!err || !errlen) {
     err = scratch;
@@ -252,13 +247,17 @@ eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
     snprintf(err, errlen, "out of memory");
     return EG_ENOMEM;
   }
-  e = eg_store_make_dir(dir, err, errlen);
+  e = eg_store__make_dir(dir, err, errlen);
+  if (!e) e = eg_store__check_data_file(dir, err, errlen);
   if (!e && !(s->dir = strdup(dir))) e = EG_ENOMEM;
   if (!e) e = eg_store__lsn_init(s);
   if (!e) e = eg_store_init_lock(s);
   if (!e) e = eg_store_open_env(s, dir, opts, err, errlen);
+  /* Before the first txn reads a page of the file. */
+  if (!e) e = eg_store__check_data_size(s, err, errlen);
   if (!e) e = eg_store_init_map_size(s, opts, err, errlen);
-  if (!e) e = eg_store_open_dbs(s, err, errlen);
+  if (!e) e = eg_store_open_dbs(s, marker, sizeof marker, err, errlen);
+  if (!e && marker[0]) e = eg_store__write_store_id(dir, marker, err, errlen);
   if (e) goto fail;
   *out = s;
   return EG_OK;

@@ -66,6 +66,9 @@ struct eg_store {
   uint64_t lsn_wakes;    /* guarded by lsn_mu: bumped by eg_store_wake_waiters */
   int lsn_cv_ok;
   char *dir; /* the data dir, for snapshots */
+  /* Set by the commit that met a full disk, cleared by the next one that
+   * got through: one log line per episode (eg_store__disk_episode). */
+  atomic_int disk_full;
 };
 
 /* The ops of a write txn, already encoded as WalRecord field 4 entries, so
@@ -119,6 +122,12 @@ eg_err eg_store__db_by_name(const eg_store *s, const char *name, MDB_dbi *dbi);
 
 /* Converts an LMDB or errno code to eg_err (see storage.h's rules). */
 eg_err eg_store__err(int rc);
+/* datadir.c: eg_store__err for the result of mdb_txn_commit, which also
+ * tells a short write on a full disk (EIO) from an I/O error. */
+eg_err eg_store__commit_err(const eg_store *s, int rc);
+/* txn.c: after every durable commit with its result: logs the start
+ * (EG_ENOSPC) and the end (EG_OK) of a full-disk episode, once each. */
+void eg_store__disk_episode(eg_store *s, eg_err commit);
 
 /* Nonzero if reads may use t now. */
 static inline int eg_txn_readable(const eg_txn *t) {
@@ -135,6 +144,39 @@ eg_err eg_store__adopt_map_size(eg_store *s);
 /* env.c: meta u64 value; 0 if absent. EG_ECORRUPT if not 8 bytes. */
 eg_err eg_store__meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t *out);
 eg_err eg_store__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t v);
+
+/* meta_kv.c: eg_store_meta_get/put inside the caller's txn (at open,
+ * before the store is usable). */
+eg_err eg_store__named_get(MDB_txn *txn, MDB_dbi meta, const char *name, void *buf, size_t cap,
+                          size_t *len);
+eg_err eg_store__named_put(MDB_txn *txn, MDB_dbi meta, const char *name, const void *val,
+                          size_t n);
+
+/* datadir.c: the data dir and the files beside data.mdb. Each writes a
+ * reason naming the file into err when it refuses. */
+/* Creates dir mode 0700, or tightens an existing one this user owns to
+ * 0700 (saying so on stderr); refuses a dir someone else owns that others
+ * may read. */
+eg_err eg_store__make_dir(const char *dir, char *err, size_t errlen);
+/* Before LMDB opens dir: EG_ECORRUPT if data.mdb is missing or empty while
+ * the store-id marker says a store lived here (LMDB would start an empty
+ * one in its place). */
+eg_err eg_store__check_data_file(const char *dir, char *err, size_t errlen);
+/* After LMDB opened s: EG_ECORRUPT if data.mdb is shorter than the pages
+ * its meta page says it holds (reading them would SIGBUS). */
+eg_err eg_store__check_data_size(eg_store *s, char *err, size_t errlen);
+/* Inside the open txn: compares the store id in meta with the marker
+ * file. Same: fine. Meta only (a snapshot was installed, or the marker was
+ * lost): *marker gets the id to write. Neither (a new store, or one from
+ * before markers): a new id is put in meta and into *marker. Marker only,
+ * or two different ids: EG_ECORRUPT, data.mdb was replaced. *marker is ""
+ * when nothing is to be written. */
+eg_err eg_store__check_store_id(eg_store *s, MDB_txn *txn, char *marker, size_t cap, char *err,
+                                size_t errlen);
+/* After the open txn committed: writes the marker file (atomically). */
+eg_err eg_store__write_store_id(const char *dir, const char *id, char *err, size_t errlen);
+/* Removes the marker (before a snapshot replaces data.mdb). */
+eg_err eg_store__drop_store_id(const char *dir);
 
 /* migrate.c: brings the layout in txn from *version up to
  * EG_STORE_SCHEMA_VERSION, one numbered migration at a time, and records

@@ -10,7 +10,16 @@ eg_err eg_store__err(int rc) {
     case MDB_SUCCESS: return EG_OK;
     case MDB_NOTFOUND: return EG_ENOTFOUND;
     case MDB_MAP_FULL: return EG_EMAPFULL;
+    case MDB_READERS_FULL: return EG_EREADERS;
+    case MDB_TXN_FULL: return EG_ETXNFULL;
+    /* A bad page pointer or page header: the file, not the call, is bad. */
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND: return EG_ECORRUPT;
     case ENOMEM: return EG_ENOMEM;
+    /* Out of space or over a disk quota: the same for the client, who
+     * can do nothing but wait. */
+    case ENOSPC:
+    case EDQUOT: return EG_ENOSPC;
     default: return EG_EIO;
   }
 }

@@ -50,6 +50,11 @@ eg_err eg_store_install_snapshot(const char *dir, const char *snapshot_path) {
   char data[4096], lock[4096];
   snprintf(data, sizeof data, "%s/data.mdb", dir);
   snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+  /* The copy carries its source's store id: drop the marker first, so the
+   * next open writes the new one instead of refusing a replaced file. A
+   * crash in between leaves the old data without a marker, which the next
+   * open also writes back. */
+  if (eg_store__drop_store_id(dir) != EG_OK) return EG_EIO;
   if (rename(snapshot_path, data) != 0) return EG_EIO;
   /* The old lock file describes readers of the old file; nobody has the
    * store open now, and LMDB makes a fresh one. */

@@ -23,6 +23,13 @@
  *   - Any write may return EG_EMAPFULL: abort the whole write txn, call
  *     eg_store_grow() and run the batch again.
  *
+ * Errors from LMDB and the file system: EG_EMAPFULL (map full, grow),
+ * EG_EREADERS (no reader slot left, see max_readers), EG_ETXNFULL (one txn
+ * dirtied more pages than LMDB allows), EG_ENOSPC (ENOSPC or EDQUOT: the
+ * disk is full; a commit that meets it logs one line on stderr, and the
+ * next commit that gets through logs another), EG_ECORRUPT (a bad page:
+ * the file is damaged), EG_ENOMEM, else EG_EIO.
+ *
  * Records returned by *_get and handed to visitors are heap copies owned by
  * the caller; free them with the protobuf-c __free_unpacked(rec, NULL).
  */
@@ -49,7 +56,11 @@ typedef struct eg_txn eg_txn;
 
 typedef struct {
   size_t map_size;       /* initial LMDB map size in bytes; 0: 1 GiB */
-  unsigned max_readers;  /* 0: 126 */
+  /* LMDB reader slots: one per eg_txn reader that has begun at least once
+   * (it keeps its slot until freed), plus one per eg_store_copy and
+   * eg_store_meta_get running. 0: LMDB's default of 126. Past it a begin
+   * fails EG_EREADERS. engramd sizes it from --workers (server/main.c). */
+  unsigned max_readers;
 } eg_store_opts;
 
 typedef struct {
@@ -59,11 +70,29 @@ typedef struct {
 
 /* ---- env ---------------------------------------------------------------- */
 
-/* Opens (creating if needed) the env in dir (created mode 0700 if absent),
- * its named DBs, and checks or writes the schema version (running numbered
- * migrations). On failure writes a reason into err. Thread safety: once. */
+/* Opens (creating if needed) the env in dir, its named DBs, and checks or
+ * writes the schema version (running numbered migrations). On failure
+ * writes a reason naming the file into err.
+ *   - dir is created mode 0700; an existing dir this user owns is
+ *     tightened to 0700 (a line on stderr says so); one another user owns
+ *     that others may read is refused (EG_EPERM).
+ *   - dir/engram.id holds the store's id, also kept in its meta; it is
+ *     written at the first open. A data.mdb that is missing or empty while
+ *     engram.id exists, or whose id differs from it or is absent, is
+ *     refused (EG_ECORRUPT): LMDB would otherwise start an empty store in
+ *     place of the lost one.
+ *   - A data.mdb shorter than the pages its meta page counts (truncated)
+ *     is refused (EG_ECORRUPT) before any page is read.
+ * Thread safety: once. */
 eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
                      char *err, size_t errlen);
+/* Takes an exclusive lock on dir (flock on dir/LOCK, which then holds this
+ * pid), creating dir as eg_store_open does, so two processes never serve
+ * one store. *fd holds the lock until eg_store_unlock_dir or exit; it is
+ * close-on-exec, so an exec of the same program can take it again.
+ * EG_EPRECOND if another process holds it: err names its pid. */
+eg_err eg_store_lock_dir(const char *dir, int *fd, char *err, size_t errlen);
+void eg_store_unlock_dir(int fd);
 /* Closes the env. No txn may be open. NULL is fine. */
 void eg_store_close(eg_store *s);
 /* LSN of the last committed write txn (0 for a fresh store).
@@ -199,7 +228,8 @@ const char *eg_store_dir(const eg_store *s);
 /* Writes a consistent, compacted copy of the store to path (new file, mode
  * 0600) while writes go on, and reports the LSN and epoch it holds. */
 eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epoch);
-/* Makes the copy at snapshot_path the store of dir. Call before
+/* Makes the copy at snapshot_path the store of dir (and drops dir's
+ * engram.id, which the next open writes from the copy's id). Call before
  * eg_store_open, with no process holding dir open. */
 eg_err eg_store_install_snapshot(const char *dir, const char *snapshot_path);
 
@@ -210,6 +240,29 @@ typedef void (*eg_kv_visit_fn)(void *arg, const char *db, const void *k, size_t 
 eg_err eg_store_txn_lsn(eg_txn *t, uint64_t *lsn);
 /* Visits every data DB in a fixed order, keys ascending. */
 eg_err eg_store_visit_data(eg_txn *t, eg_kv_visit_fn fn, void *arg);
+
+/* ---- named meta values ----------------------------------------------------
+ *
+ * Small values outside the record schema (the store id, a key fingerprint).
+ * Kept in the meta DB apart from the store's own keys, never logged in the
+ * WAL (so not replicated; a snapshot copy carries its source's values), and
+ * usable right after eg_store_open, before any writer thread exists.
+ */
+
+/* Longest name (printable ASCII, no spaces) and value a meta value may have. */
+#define EG_STORE_META_NAME_MAX 64
+#define EG_STORE_META_VALUE_MAX 4096
+
+/* Copies the value called name into buf[0..cap) and sets *len to its size.
+ * EG_ENOTFOUND if there is none; EG_ELIMIT if cap is too small (*len then
+ * holds the size needed, buf is untouched); EG_EINVAL for a bad name.
+ * Thread safety: any thread (it opens its own read txn). */
+eg_err eg_store_meta_get(eg_store *s, const char *name, void *buf, size_t cap, size_t *len);
+/* Stores val[0..n) under name (replacing any value) and commits durably in
+ * its own write txn. EG_EINVAL for a bad name or n > EG_STORE_META_VALUE_MAX.
+ * Thread safety: it takes LMDB's write lock, so it waits for a running
+ * write txn; never call it from a thread that holds one (self-deadlock). */
+eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t n);
 
 /* ---- memories: storage/memories.h --------------------------------------- */
 #include "storage/memories.h"

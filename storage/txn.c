@@ -1,5 +1,6 @@
 /* Reader, writer and nested txns. */
 #include <assert.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "storage/internal.h"
@@ -111,6 +112,17 @@ static void eg_txn_free(eg_txn *t) {
   free(t);
 }
 
+void eg_store__disk_episode(eg_store *s, eg_err commit) {
+  /* One line when the disk fills and one when a commit gets through again,
+   * not one per failed write: a full disk fails every write until freed. */
+  if (commit == EG_ENOSPC && !atomic_exchange(&s->disk_full, 1))
+    fprintf(stderr, "engramd: %s: disk full: writes fail RESOURCE_EXHAUSTED until space is "
+                    "freed; reads go on\n", s->dir);
+  else if (commit == EG_OK && atomic_load_explicit(&s->disk_full, memory_order_relaxed) &&
+           atomic_exchange(&s->disk_full, 0))
+    fprintf(stderr, "engramd: %s: disk has space again: writes resumed\n", s->dir);
+}
+
 /* Stamps the commit: a local write gets the next LSN and a WAL record; a
  * replica's txn takes the LSN and epoch of the records it applied. */
 static eg_err eg_txn_stamp(eg_txn *w, uint64_t *lsn, uint64_t *epoch) {
@@ -140,10 +152,9 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   if (e) goto fail;
   int rc = mdb_txn_commit(w->txn);
   w->txn = NULL; /* gone, committed or not */
-  if (rc) {
-    e = rc == MDB_MAP_FULL ? EG_EMAPFULL : EG_EIO;
-    goto fail;
-  }
+  e = eg_store__commit_err(s, rc);
+  eg_store__disk_episode(s, e);
+  if (e) goto fail;
   atomic_store_explicit(&s->epoch, epoch, memory_order_release);
   if (w->erasure) atomic_store_explicit(&s->erase_floor, next, memory_order_release);
   atomic_store_explicit(&s->last_lsn, next, memory_order_release);

@@ -1,0 +1,255 @@
+/* The data dir: its mode, the lock that keeps a second engramd out, and
+ * the checks that keep a damaged or replaced data.mdb from being served. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "storage/internal.h"
+
+#define EG_DATA_FILE "data.mdb"
+/* The store id beside the data, written at first open: its presence says
+ * a store lived here, so an empty or foreign data.mdb is refused. */
+#define EG_STORE_ID_FILE "engram.id"
+#define EG_STORE_ID_META "store_id"
+#define EG_LOCK_FILE "LOCK"
+/* 16 random bytes in hex. */
+#define EG_STORE_ID_LEN 32
+
+static void eg_path(char *out, size_t n, const char *dir, const char *file) {
+  snprintf(out, n, "%s/%s", dir, file);
+}
+
+/* ---- mode ------------------------------------------------------------------ */
+
+eg_err eg_store__make_dir(const char *dir, char *err, size_t errlen) {
+  struct stat st;
+  if (mkdir(dir, 0700) == 0) return EG_OK;
+  if (errno != EEXIST || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    snprintf(err, errlen, "data dir %s: %s", dir, errno == EEXIST ? "not a directory"
+                                                                  : strerror(errno));
+    return EG_EIO;
+  }
+  if (!(st.st_mode & 077)) return EG_OK;
+  /* It holds the keyring and the data: no one else may read it. */
+  if (st.st_uid != geteuid()) {
+    snprintf(err, errlen, "data dir %s has mode %04o and belongs to uid %d, not this user "
+             "(uid %d): its owner must run chmod 0700 %s", dir, (unsigned)(st.st_mode & 07777),
+             (int)st.st_uid, (int)geteuid(), dir);
+    return EG_EPERM;
+  }
+  if (chmod(dir, 0700) != 0) {
+    snprintf(err, errlen, "data dir %s: chmod 0700: %s", dir, strerror(errno));
+    return EG_EIO;
+  }
+  fprintf(stderr, "engramd: data dir %s had mode %04o; set it to 0700\n", dir,
+          (unsigned)(st.st_mode & 07777));
+  return EG_OK;
+}
+
+/* ---- lock ------------------------------------------------------------------- */
+
+eg_err eg_store_lock_dir(const char *dir, int *fd_out, char *err, size_t errlen) {
+  char path[4096], holder[32] = "";
+  eg_err e = eg_store__make_dir(dir, err, errlen);
+  if (e) return e;
+  eg_path(path, sizeof path, dir, EG_LOCK_FILE);
+  /* O_CLOEXEC: an exec of engramd (installing a snapshot) drops the lock
+   * with the fd, and the new image takes it again. */
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    return EG_EIO;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int busy = errno == EWOULDBLOCK;
+    ssize_t n = busy ? pread(fd, holder, sizeof holder - 1, 0) : -1;
+    holder[n > 0 ? n : 0] = '\0';
+    holder[strcspn(holder, "\n")] = '\0';
+    if (busy)
+      snprintf(err, errlen, "data dir %s is in use by another engramd (pid %s, holding %s)", dir,
+               holder[0] ? holder : "unknown", path);
+    else
+      snprintf(err, errlen, "%s: flock: %s", path, strerror(errno));
+    close(fd);
+    return busy ? EG_EPRECOND : EG_EIO;
+  }
+  int len = snprintf(holder, sizeof holder, "%d\n", (int)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, holder, (size_t)len, 0) != len) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    close(fd);
+    return EG_EIO;
+  }
+  *fd_out = fd;
+  return EG_OK;
+}
+
+void eg_store_unlock_dir(int fd) {
+  /* The file stays: unlinking it would let a waiting opener lock an inode
+   * no later process will see. */
+  if (fd >= 0) close(fd);
+}
+
+/* ---- data file ------------------------------------------------------------- */
+
+/* Reads the marker: EG_ENOTFOUND if absent, EG_ECORRUPT if it does not
+ * hold an id. */
+static eg_err eg_read_store_id(const char *dir, char id[EG_STORE_ID_LEN + 1], char *err,
+                               size_t errlen) {
+  char path[4096], buf[EG_STORE_ID_LEN + 2];
+  eg_path(path, sizeof path, dir, EG_STORE_ID_FILE);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return EG_ENOTFOUND;
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf);
+  if (fd >= 0) close(fd);
+  if (n != EG_STORE_ID_LEN + 1 || buf[EG_STORE_ID_LEN] != '\n' ||
+      strspn(buf, "0123456789abcdef") != EG_STORE_ID_LEN) {
+    snprintf(err, errlen, "%s: %s", path, n < 0 ? strerror(errno) : "not a store id");
+    return EG_ECORRUPT;
+  }
+  memcpy(id, buf, EG_STORE_ID_LEN);
+  id[EG_STORE_ID_LEN] = '\0';
+  return EG_OK;
+}
+
+eg_err eg_store__check_data_file(const char *dir, char *err, size_t errlen) {
+  char path[4096], id[EG_STORE_ID_LEN + 1];
+  struct stat st;
+  eg_path(path, sizeof path, dir, EG_DATA_FILE);
+  int missing = stat(path, &st) != 0;
+  if (!missing && st.st_size > 0) return EG_OK;
+  eg_err e = eg_read_store_id(dir, id, err, errlen);
+  if (e == EG_ENOTFOUND) return EG_OK; /* a new store */
+  if (e) return e;
+  snprintf(err, errlen, "%s is %s, but %s/%s says store %s lived here: restore data.mdb from "
+           "a backup or a replica (remove %s only to start an empty store on purpose)", path,
+           missing ? "missing" : "empty", dir, EG_STORE_ID_FILE, id, EG_STORE_ID_FILE);
+  return EG_ECORRUPT;
+}
+
+eg_err eg_store__check_data_size(eg_store *s, char *err, size_t errlen) {
+  char path[4096];
+  MDB_envinfo info;
+  MDB_stat ms;
+  struct stat st;
+  eg_path(path, sizeof path, s->dir, EG_DATA_FILE);
+  int rc = mdb_env_info(s->env, &info);
+  if (!rc) rc = mdb_env_stat(s->env, &ms);
+  if (!rc && stat(path, &st) != 0) rc = errno;
+  if (rc) {
+    snprintf(err, errlen, "%s: %s", path, mdb_strerror(rc));
+    return eg_store__err(rc);
+  }
+  /* Pages 0..me_last_pgno are in use; mapped pages past the end of the
+   * file fault with SIGBUS when read. */
+  unsigned long long need = ((unsigned long long)info.me_last_pgno + 1) * ms.ms_psize;
+  if ((unsigned long long)st.st_size >= need) return EG_OK;
+  snprintf(err, errlen, "%s is %lld bytes but its meta page says it holds %llu (%zu pages of "
+           "%u bytes): the file is truncated or corrupt; restore it from a backup or a replica",
+           path, (long long)st.st_size, need, info.me_last_pgno + 1, ms.ms_psize);
+  return EG_ECORRUPT;
+}
+
+/* ---- store id ---------------------------------------------------------------- */
+
+static eg_err eg_new_store_id(char id[EG_STORE_ID_LEN + 1]) {
+  unsigned char raw[EG_STORE_ID_LEN / 2];
+  if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return EG_EIO;
+  for (size_t i = 0; i < sizeof raw; i++) snprintf(id + 2 * i, 3, "%02x", raw[i]);
+  return EG_OK;
+}
+
+eg_err eg_store__check_store_id(eg_store *s, MDB_txn *txn, char *marker, size_t cap, char *err,
+                                size_t errlen) {
+  char file_id[EG_STORE_ID_LEN + 1] = "", meta_id[EG_STORE_ID_LEN + 1] = "";
+  size_t n = 0;
+  marker[0] = '\0';
+  eg_err fe = eg_read_store_id(s->dir, file_id, err, errlen);
+  if (fe && fe != EG_ENOTFOUND) return fe;
+  eg_err me = eg_store__named_get(txn, s->meta, EG_STORE_ID_META, meta_id, EG_STORE_ID_LEN, &n);
+  if (me == EG_OK && n != EG_STORE_ID_LEN) me = EG_ELIMIT;
+  if (me == EG_ELIMIT) {
+    snprintf(err, errlen, "%s/%s: the store id in its meta is malformed", s->dir, EG_DATA_FILE);
+    return EG_ECORRUPT;
+  }
+  if (me && me != EG_ENOTFOUND) return me;
+  if (!fe && !me) {
+    if (strcmp(file_id, meta_id) == 0) return EG_OK;
+    snprintf(err, errlen, "%s/%s holds store %s but %s/%s says store %s lived here: the data "
+             "file was replaced; put the right data.mdb back (or remove %s to adopt this one)",
+             s->dir, EG_DATA_FILE, meta_id, s->dir, EG_STORE_ID_FILE, file_id, EG_STORE_ID_FILE);
+    return EG_ECORRUPT;
+  }
+  if (!fe) {
+    snprintf(err, errlen, "%s/%s has no store id but %s/%s says store %s lived here: the data "
+             "file was replaced; put the right data.mdb back (or remove %s to adopt this one)",
+             s->dir, EG_DATA_FILE, s->dir, EG_STORE_ID_FILE, file_id, EG_STORE_ID_FILE);
+    return EG_ECORRUPT;
+  }
+  if (cap < EG_STORE_ID_LEN + 1) return EG_EINVAL;
+  if (!me) { /* meta only: write the marker back */
+    memcpy(marker, meta_id, EG_STORE_ID_LEN + 1);
+    return EG_OK;
+  }
+  eg_err e = eg_new_store_id(marker);
+  if (!e) e = eg_store__named_put(txn, s->meta, EG_STORE_ID_META, marker, EG_STORE_ID_LEN);
+  if (e) marker[0] = '\0';
+  return e;
+}
+
+eg_err eg_store__write_store_id(const char *dir, const char *id, char *err, size_t errlen) {
+  char path[4096], tmp[4100], line[EG_STORE_ID_LEN + 2];
+  eg_path(path, sizeof path, dir, EG_STORE_ID_FILE);
+  snprintf(tmp, sizeof tmp, "%s.new", path);
+  int len = snprintf(line, sizeof line, "%s\n", id);
+  /* Written aside and renamed: a crash never leaves half an id. */
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int ok = fd >= 0 && write(fd, line, (size_t)len) == len && fsync(fd) == 0;
+  if (fd >= 0 && close(fd) != 0) ok = 0;
+  if (ok) ok = rename(tmp, path) == 0;
+  if (!ok) {
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    unlink(tmp);
+    return errno == ENOSPC || errno == EDQUOT ? EG_ENOSPC : EG_EIO;
+  }
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return EG_OK;
+}
+
+eg_err eg_store__drop_store_id(const char *dir) {
+  char path[4096];
+  eg_path(path, sizeof path, dir, EG_STORE_ID_FILE);
+  if (unlink(path) != 0 && errno != ENOENT) return EG_EIO;
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return EG_OK;
+}
+
+/* ---- full disk ---------------------------------------------------------------- */
+
+/* Below this much free space an EIO from a commit is taken for a full
+ * disk: LMDB reports a short write (the file system filled in the middle
+ * of it) as EIO, not ENOSPC, and the partly written pages stay in the
+ * file, so the space is still gone when we look. */
+#define EG_DISK_FULL_SLACK ((unsigned long long)1 << 20)
+
+eg_err eg_store__commit_err(const eg_store *s, int rc) {
+  struct statvfs fs;
+  if (rc != EIO || statvfs(s->dir, &fs) != 0) return eg_store__err(rc);
+  unsigned long long avail = (unsigned long long)fs.f_bavail * fs.f_frsize;
+  return avail < EG_DISK_FULL_SLACK ? EG_ENOSPC : EG_EIO;
+}
