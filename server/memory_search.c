@@ -414,8 +414,7 @@ static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t p
     c.err = s->w.vector * (bound / (s->qnorm * m->norm)) * 1.001f + 1e-6f;
   }
   c.recency = eg_recency((double)(s->r->now_us - m->update_us) / 1e6, s->half_life_s);
-  c.score = s->w.keyword * c.keyword + s->w.vector * c.vector + s->w.importance * c.importance +
-            s->w.recency * c.recency;
+  c.score = eg_hybrid_score(&s->w, c.keyword, c.vector, c.importance, c.recency);
   if (c.score + c.err < s->min_score) return;
   memcpy(c.pos, pos, pos_len);
   eg_search_offer(s, &c);
@@ -427,19 +426,17 @@ static int eg_search_visit(void *arg, const eg_memory_pos *pos, const eg_memory_
   return 0;
 }
 
+/* The request's weights (defaults when unset), scaled to sum to 1. */
 static eg_err eg_search_weights(eg_req *r, const Engram__V1__SearchWeights *w, eg_weights *out) {
-  if (!w) {
-    *out = (eg_weights){EG_W_KEYWORD_DEFAULT, EG_W_VECTOR_DEFAULT, EG_W_IMPORTANCE_DEFAULT,
-                        EG_W_RECENCY_DEFAULT};
-    return EG_OK;
-  }
-  const float v[4] = {w->keyword, w->vector, w->importance, w->recency};
+  static const float def[4] = {EG_W_KEYWORD_DEFAULT, EG_W_VECTOR_DEFAULT, EG_W_IMPORTANCE_DEFAULT,
+                               EG_W_RECENCY_DEFAULT};
   static const char *const names[4] = {"weights.keyword", "weights.vector", "weights.importance",
                                        "weights.recency"};
+  if (!w) return eg_weights_normalize(def, out) == 0 ? EG_OK : EG_EINVAL;
+  const float v[4] = {w->keyword, w->vector, w->importance, w->recency};
   for (int i = 0; i < 4; i++)
     if (!isfinite(v[i]) || v[i] < 0) return eg_mem_invalid(r, names[i], "must be finite and >= 0");
-  if (v[0] + v[1] + v[2] + v[3] <= 0) return eg_mem_invalid(r, "weights", "must not all be 0");
-  *out = (eg_weights){v[0], v[1], v[2], v[3]};
+  if (eg_weights_normalize(v, out) != 0) return eg_mem_invalid(r, "weights", "must not all be 0");
   return EG_OK;
 }
 
