@@ -45,9 +45,10 @@ void eg_arena_free(eg_arena *a) {
 }
 
 void *eg_arena_alloc(eg_arena *a, size_t n) {
-  /* Rounding up, and the chunk header on top, must not wrap to a small
-   * size that would then be handed out as n bytes. */
-  if (n > SIZE_MAX - sizeof(struct eg_chunk) - EG_ARENA_ALIGN) return NULL;
+  /* No call needs a block this large, and refusing it keeps rounding up
+   * and the chunk header on top far from wrapping to a small size that
+   * would then be handed out as n bytes. */
+  if (n > EG_ARENA_BLOCK_MAX) return NULL;
   size_t need = (n + EG_ARENA_ALIGN - 1) & ~(size_t)(EG_ARENA_ALIGN - 1);
   struct eg_chunk *c = a->chunks;
   if (!c || c->cap - c->used < need) {

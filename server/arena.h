@@ -14,12 +14,16 @@
 
 typedef struct eg_arena eg_arena;
 
+/* The largest block one allocation may ask for (4 GiB): far above what a
+ * call needs (requests and replies are a few MiB), far below SIZE_MAX. */
+#define EG_ARENA_BLOCK_MAX ((size_t)1 << 32)
+
 eg_arena *eg_arena_new(void);
 /* Runs the deferred cleanups (last registered first), wipes and frees
  * everything. a may be NULL. */
 void eg_arena_free(eg_arena *a);
 /* Zeroed memory, aligned for any type; NULL when out of memory or when n
- * is too large to round up to the alignment. */
+ * is above EG_ARENA_BLOCK_MAX. */
 void *eg_arena_alloc(eg_arena *a, size_t n);
 /* Zeroed memory for n elements of size bytes each; NULL when out of memory
  * or when n * size does not fit in a size_t. Use EG_ARENA_ARRAY. */

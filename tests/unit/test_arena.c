@@ -28,6 +28,8 @@ static void test_rounding_near_size_max(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(a);
   for (size_t d = 0; d < 64; d++) CU_ASSERT_PTR_NULL(eg_arena_alloc(a, SIZE_MAX - d));
   CU_ASSERT_PTR_NULL(eg_arena_strndup(a, "x", SIZE_MAX));
+  CU_ASSERT_PTR_NULL(eg_arena_alloc(a, EG_ARENA_BLOCK_MAX + 1));
+  CU_ASSERT_PTR_NULL(EG_ARENA_ARRAY(a, uint32_t, EG_ARENA_BLOCK_MAX / 4 + 1));
   eg_arena_free(a);
 }
 
