@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #define EG_ARENA_CHUNK 8192
 #define EG_ARENA_ALIGN 16
 
@@ -35,6 +37,7 @@ void eg_arena_free(eg_arena *a) {
   }
   for (struct eg_chunk *c = a->chunks; c;) {
     struct eg_chunk *next = c->next;
+    sodium_memzero(c->data, c->used); /* only used bytes were ever written */
     free(c);
     c = next;
   }
@@ -42,6 +45,10 @@ void eg_arena_free(eg_arena *a) {
 }
 
 void *eg_arena_alloc(eg_arena *a, size_t n) {
+  /* No call needs a block this large, and refusing it keeps rounding up
+   * and the chunk header on top far from wrapping to a small size that
+   * would then be handed out as n bytes. */
+  if (n > EG_ARENA_BLOCK_MAX) return NULL;
   size_t need = (n + EG_ARENA_ALIGN - 1) & ~(size_t)(EG_ARENA_ALIGN - 1);
   struct eg_chunk *c = a->chunks;
   if (!c || c->cap - c->used < need) {
@@ -59,7 +66,13 @@ void *eg_arena_alloc(eg_arena *a, size_t n) {
   return p;
 }
 
+void *eg_arena_array(eg_arena *a, size_t size, size_t n) {
+  if (size && n > SIZE_MAX / size) return NULL;
+  return eg_arena_alloc(a, size * n);
+}
+
 char *eg_arena_strndup(eg_arena *a, const char *s, size_t n) {
+  if (n == SIZE_MAX) return NULL; /* no room for the NUL */
   char *d = eg_arena_alloc(a, n + 1);
   if (d) memcpy(d, s, n);
   return d;

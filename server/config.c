@@ -55,7 +55,7 @@ static const eg_opt eg_opts[] = {
            "largest message content or summary"),
     EG_NUM("max-metadata-bytes", max_metadata_bytes, 0, 1048576, "16384",
            "largest metadata map (keys + values)"),
-    EG_NUM("max-append-messages", max_append_messages, 1, 10000, "100",
+    EG_NUM("max-append-messages", max_append_messages, 1, EG_APPEND_MESSAGES_MAX, "100",
            "most messages in one AppendMessages"),
     EG_NUM("memory-quota", memory_quota, 1, 100000000, "10000",
            "most ACTIVE memories per user"),
@@ -86,6 +86,8 @@ static const eg_opt eg_opts[] = {
            "log records older than this are dropped (unless a replica needs them)"),
     EG_NUM("wal-retain-cap", wal_retain_cap, 1000, INT64_MAX, "10000000",
            "most records kept for a lagging replica"),
+    EG_NUM("max-reply-bytes", max_reply_bytes, 1048576, 1073741824, "3145728",
+           "largest page reply (List*, GetContext, SearchMemories); shorter pages past it"),
 };
 
 #define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])
@@ -197,6 +199,14 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
   if (c->default_page_size > c->max_page_size)
     return eg_invalid(err, errlen, "--default-page-size", "must not exceed --max-page-size (%d)",
                       c->max_page_size);
+  int64_t item = c->max_content_bytes + EG_METADATA_WIRE_FACTOR * c->max_metadata_bytes +
+                 EG_REPLY_ITEM_SLACK + EG_REPLY_RESERVE;
+  if (c->max_reply_bytes < item)
+    return eg_invalid(err, errlen, "--max-reply-bytes",
+                      "must be at least %lld to hold one largest item (--max-content-bytes + %d x "
+                      "--max-metadata-bytes + %d)",
+                      (long long)item, EG_METADATA_WIRE_FACTOR,
+                      EG_REPLY_ITEM_SLACK + EG_REPLY_RESERVE);
   if (strcmp(c->role, "replica") == 0 && c->primary[0] == '\0')
     return eg_invalid(err, errlen, "--primary", "required when --role is replica");
   return EG_OK;

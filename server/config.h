@@ -44,7 +44,27 @@ typedef struct {
   int64_t wal_retain_records;         /* --wal-retain-records 1000000 */
   int64_t wal_retain_s;               /* --wal-retain-s 86400 */
   int64_t wal_retain_cap;             /* --wal-retain-cap 10000000 (held for replicas at most) */
+  int64_t max_reply_bytes;            /* --max-reply-bytes 3145728 (largest page reply) */
 } eg_config;
+
+/* Ceiling of --max-append-messages; also the most messages one
+ * AppendMessages may carry on the wire. */
+#define EG_APPEND_MESSAGES_MAX 10000
+/* The most entries one metadata map may have: bounded on the wire, before
+ * unpacking allocates each entry (--max-metadata-bytes bounds their bytes). */
+#define EG_METADATA_ENTRIES_MAX 4096
+
+/* Bytes of a page reply kept back from its items for the rest of it
+ * (next_page_token, counters). */
+#define EG_REPLY_RESERVE 1024
+/* What one reply item (a session, message or memory) may take beyond its
+ * text (--max-content-bytes) and its metadata map: ids, 64 tags, category,
+ * a 4096-dim embedding, times. A metadata map encodes in at most 5 bytes
+ * per byte of keys and values (1-byte keys, empty values). --max-reply-bytes
+ * must hold EG_REPLY_RESERVE and one largest item, so every page makes
+ * progress. */
+#define EG_REPLY_ITEM_SLACK 32768
+#define EG_METADATA_WIRE_FACTOR 5
 
 /* Looks up an environment variable; NULL when unset. getenv fits. */
 typedef const char *(*eg_getenv_fn)(const char *name);

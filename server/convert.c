@@ -62,24 +62,27 @@ eg_err eg_metadata_pack(eg_req *r, const char *field, eg_kv_entry **entries, siz
   packed->data = NULL;
   packed->len = 0;
   if (n == 0) return EG_OK;
+  /* The limit first, in one pass, before anything is built per entry. */
   int64_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!entries[i]->key[0])
+      return eg_invalid(r->msg, sizeof r->msg, field, "keys must not be empty");
+    total += (int64_t)strlen(entries[i]->key) + (int64_t)strlen(entries[i]->value);
+  }
+  if (total > r->srv->cfg->max_metadata_bytes)
+    return eg_invalid(r->msg, sizeof r->msg, field, "%lld bytes of keys and values, limit %lld",
+                      (long long)total, (long long)r->srv->cfg->max_metadata_bytes);
   Engram__Storage__V1__StringMap map = ENGRAM__STORAGE__V1__STRING_MAP__INIT;
   map.entries = EG_ARENA_ARRAY(r->arena, Engram__Storage__V1__StringMap__Entry *, n);
   Engram__Storage__V1__StringMap__Entry *ents =
       EG_ARENA_ARRAY(r->arena, Engram__Storage__V1__StringMap__Entry, n);
   if (!map.entries || !ents) return EG_ENOMEM;
   for (size_t i = 0; i < n; i++) {
-    if (!entries[i]->key[0])
-      return eg_invalid(r->msg, sizeof r->msg, field, "keys must not be empty");
-    total += (int64_t)strlen(entries[i]->key) + (int64_t)strlen(entries[i]->value);
     engram__storage__v1__string_map__entry__init(&ents[i]);
     ents[i].key = entries[i]->key;
     ents[i].value = entries[i]->value;
     map.entries[i] = &ents[i];
   }
-  if (total > r->srv->cfg->max_metadata_bytes)
-    return eg_invalid(r->msg, sizeof r->msg, field, "%lld bytes of keys and values, limit %lld",
-                      (long long)total, (long long)r->srv->cfg->max_metadata_bytes);
   map.n_entries = n;
   packed->len = engram__storage__v1__string_map__get_packed_size(&map);
   packed->data = eg_arena_alloc(r->arena, packed->len);
@@ -198,4 +201,36 @@ eg_err eg_message_to_api(eg_req *r, const char *session_id, const eg_message_rec
   if (e != EG_OK) return e;
   *out = m;
   return EG_OK;
+}
+
+/* ==== the reply byte budget ================================================ */
+
+void eg_reply_budget_init(eg_reply_budget *b, const eg_req *r) {
+  b->left = (size_t)(r->srv->cfg->max_reply_bytes - EG_REPLY_RESERVE);
+  b->taken = 0;
+}
+
+/* Bytes of a varint holding v. */
+static size_t eg_varint_len(size_t v) {
+  size_t n = 1;
+  while (v >= 0x80) v >>= 7, n++;
+  return n;
+}
+
+void eg_reply_budget_charge(eg_reply_budget *b, size_t len) {
+  size_t n = 1 + eg_varint_len(len) + len;
+  b->left -= n < b->left ? n : b->left;
+  b->taken++;
+}
+
+int eg_reply_budget_take(eg_reply_budget *b, const ProtobufCMessage *item) {
+  size_t len = protobuf_c_message_get_packed_size(item);
+  size_t n = 1 + eg_varint_len(len) + len; /* every page field number is below 16 */
+  if (n > b->left) {
+    if (b->taken) return 0;
+    n = b->left; /* the first item goes regardless */
+  }
+  b->left -= n;
+  b->taken++;
+  return 1;
 }

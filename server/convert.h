@@ -42,4 +42,29 @@ int eg_session_state_at(const eg_session_rec *rec, int64_t now_us);
 
 Google__Protobuf__Timestamp *eg_timestamp(eg_req *r, int64_t us);
 
+/* ---- the reply byte budget ------------------------------------------------ */
+
+/* Bounds a reply by --max-reply-bytes while it is built: a page stops
+ * before the item that would exceed it (and says where the next page
+ * starts), so a small request never builds a reply a client cannot
+ * receive. One item always goes, so paging always moves forward
+ * (--max-reply-bytes holds one largest item). */
+typedef struct {
+  size_t left;  /* bytes still free for items */
+  size_t taken; /* items charged so far */
+} eg_reply_budget;
+
+/* A budget of --max-reply-bytes less EG_REPLY_RESERVE for the rest of the
+ * reply. */
+void eg_reply_budget_init(eg_reply_budget *b, const eg_req *r);
+
+/* Charges the bytes of a string field of the reply outside its items
+ * (GetContext's summary; at most all that is left). */
+void eg_reply_budget_charge(eg_reply_budget *b, size_t len);
+
+/* Charges item as a value of a repeated message field (its packed size plus
+ * tag and length). Returns 1 if it fits, or if nothing was charged before
+ * it; else 0, nothing charged, and the reply should stop there. */
+int eg_reply_budget_take(eg_reply_budget *b, const ProtobufCMessage *item);
+
 #endif

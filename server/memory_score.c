@@ -97,6 +97,25 @@ float eg_recency(double age_s, double half_life_s) {
   return (float)exp2(-age_s / half_life_s);
 }
 
+int eg_weights_normalize(const float w[4], eg_weights *out) {
+  double sum = 0;
+  for (int i = 0; i < 4; i++) {
+    if (!isfinite(w[i]) || w[i] < 0) return -1;
+    sum += w[i];
+  }
+  if (!(sum > 0)) return -1;
+  *out = (eg_weights){(float)(w[0] / sum), (float)(w[1] / sum), (float)(w[2] / sum),
+                      (float)(w[3] / sum)};
+  return 0;
+}
+
+float eg_hybrid_score(const eg_weights *w, float keyword, float vector, float importance,
+                      float recency) {
+  double s = (double)w->keyword * keyword + (double)w->vector * vector +
+             (double)w->importance * importance + (double)w->recency * recency;
+  return (float)(s > 1 ? 1 : s < 0 ? 0 : s);
+}
+
 double eg_idf(size_t df, size_t n) { return log(1.0 + ((double)n + 1.0) / ((double)df + 0.5)); }
 
 float eg_keyword_score(double matched_idf, double query_idf, size_t matched, size_t memory_terms) {

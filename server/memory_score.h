@@ -43,6 +43,18 @@ typedef struct {
   float keyword, vector, importance, recency;
 } eg_weights;
 
+/* w[0..4) (keyword, vector, importance, recency), each finite and >= 0, not
+ * all 0, scaled to sum to 1 into *out, so that every score eg_hybrid_score
+ * gives stays in [0, 1] and min_score compares like with like: weights that
+ * are each finite may still sum to inf in float (FLT_MAX four times), so
+ * the sum is taken in double. Returns 0, or -1 (out untouched) if a weight
+ * is negative or not finite, or all are 0. */
+int eg_weights_normalize(const float w[4], eg_weights *out);
+/* The weighted sum of the four component scores (each in [0, 1]) under
+ * normalized weights w, clamped to [0, 1] against float rounding. */
+float eg_hybrid_score(const eg_weights *w, float keyword, float vector, float importance,
+                      float recency);
+
 /* Keyword score: 0.8 * (idf of the query words the memory has / idf of all
  * query words) + 0.2 * (matched words / the memory's words). */
 float eg_keyword_score(double matched_idf, double query_idf, size_t matched, size_t memory_terms);

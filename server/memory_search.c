@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engram/v1/memory.pb-c.h"
+#include "server/convert.h"
 #include "server/memory_score.h"
 #include "server/memory_svc.h"
 #include "server/memory_text.h"
@@ -330,6 +331,8 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
   engram__v1__list_memories_response__init(out);
   out->memories = EG_ARENA_ARRAY(r->arena, Engram__V1__Memory *, shown ? shown : 1);
   if (!out->memories) return EG_ENOMEM;
+  eg_reply_budget budget;
+  eg_reply_budget_init(&budget, r);
   for (size_t i = 0; i < shown; i++) {
     const uint8_t *pos = importance ? top[i].pos : l.items[i].buf;
     size_t len = importance ? top[i].pos_len : l.items[i].len;
@@ -338,12 +341,15 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
     if ((e = eg_pos_to_id(r, pos, len, &id)) || (e = eg_memory_load(r, r->rtxn, id, 1, &rec)) ||
         (e = eg_memory_to_api(r, r->rtxn, rec, in->include_embeddings, &out->memories[i])))
       return e == EG_ENOTFOUND ? EG_ECORRUPT : e;
+    /* Past the reply budget the page ends early; the token resumes here. */
+    if (!eg_reply_budget_take(&budget, &out->memories[i]->base)) break;
     out->n_memories++;
   }
-  if (found > l.want && shown > 0) {
-    const uint8_t *pos = importance ? top[shown - 1].pos : l.items[shown - 1].buf;
-    size_t len = importance ? top[shown - 1].pos_len : l.items[shown - 1].len;
-    float imp = importance ? top[shown - 1].importance : 0;
+  if ((found > l.want || out->n_memories < shown) && out->n_memories > 0) {
+    size_t last = out->n_memories - 1;
+    const uint8_t *pos = importance ? top[last].pos : l.items[last].buf;
+    size_t len = importance ? top[last].pos_len : l.items[last].len;
+    float imp = importance ? top[last].importance : 0;
     if (!(out->next_page_token = (char *)eg_list_token(r, importance ? 'i' : 'n', imp, pos, len)))
       return EG_ENOMEM;
   }
@@ -414,8 +420,7 @@ static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t p
     c.err = s->w.vector * (bound / (s->qnorm * m->norm)) * 1.001f + 1e-6f;
   }
   c.recency = eg_recency((double)(s->r->now_us - m->update_us) / 1e6, s->half_life_s);
-  c.score = s->w.keyword * c.keyword + s->w.vector * c.vector + s->w.importance * c.importance +
-            s->w.recency * c.recency;
+  c.score = eg_hybrid_score(&s->w, c.keyword, c.vector, c.importance, c.recency);
   if (c.score + c.err < s->min_score) return;
   memcpy(c.pos, pos, pos_len);
   eg_search_offer(s, &c);
@@ -427,19 +432,17 @@ static int eg_search_visit(void *arg, const eg_memory_pos *pos, const eg_memory_
   return 0;
 }
 
+/* The request's weights (defaults when unset), scaled to sum to 1. */
 static eg_err eg_search_weights(eg_req *r, const Engram__V1__SearchWeights *w, eg_weights *out) {
-  if (!w) {
-    *out = (eg_weights){EG_W_KEYWORD_DEFAULT, EG_W_VECTOR_DEFAULT, EG_W_IMPORTANCE_DEFAULT,
-                        EG_W_RECENCY_DEFAULT};
-    return EG_OK;
-  }
-  const float v[4] = {w->keyword, w->vector, w->importance, w->recency};
+  static const float def[4] = {EG_W_KEYWORD_DEFAULT, EG_W_VECTOR_DEFAULT, EG_W_IMPORTANCE_DEFAULT,
+                               EG_W_RECENCY_DEFAULT};
   static const char *const names[4] = {"weights.keyword", "weights.vector", "weights.importance",
                                        "weights.recency"};
+  if (!w) return eg_weights_normalize(def, out) == 0 ? EG_OK : EG_EINVAL;
+  const float v[4] = {w->keyword, w->vector, w->importance, w->recency};
   for (int i = 0; i < 4; i++)
     if (!isfinite(v[i]) || v[i] < 0) return eg_mem_invalid(r, names[i], "must be finite and >= 0");
-  if (v[0] + v[1] + v[2] + v[3] <= 0) return eg_mem_invalid(r, "weights", "must not all be 0");
-  *out = (eg_weights){v[0], v[1], v[2], v[3]};
+  if (eg_weights_normalize(v, out) != 0) return eg_mem_invalid(r, "weights", "must not all be 0");
   return EG_OK;
 }
 
@@ -572,6 +575,10 @@ eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
   engram__v1__search_memories_response__init(out);
   out->results = EG_ARENA_ARRAY(r->arena, Engram__V1__SearchResult *, s.top.n ? s.top.n : 1);
   if (!out->results) return EG_ENOMEM;
+  /* The best results that fit the reply budget: fewer than top_k when
+   * they would not (large texts, include_embeddings). */
+  eg_reply_budget budget;
+  eg_reply_budget_init(&budget, r);
   for (size_t i = 0; i < s.top.n; i++) {
     const eg_scored *c = &items[i];
     Engram__V1__SearchResult *res = EG_ARENA_NEW(r->arena, Engram__V1__SearchResult);
@@ -587,6 +594,7 @@ eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
     res->vector_score = c->vector;
     res->importance_score = c->importance;
     res->recency_score = c->recency;
+    if (!eg_reply_budget_take(&budget, &res->base)) break;
     out->results[out->n_results++] = res;
   }
   r->resp = &out->base;

@@ -68,8 +68,8 @@ uint64_t eg_tag_hash(const eg_blind_ctx *ctx, const char *tag);
  * field. */
 eg_err eg_category_check(eg_req *r, const char *field, const char *category);
 
-/* Checks tags[0..n) (each 1..128 bytes, at most max once repeats are
- * dropped) into *out (an arena array of the caller's strings, the first of
+/* Checks tags[0..n) (at most EG_MEMORY_TAGS_MAX given, each 1..128 bytes,
+ * at most max once repeats are dropped) into *out (an arena array of the caller's strings, the first of
  * each repeat kept) and *nout. Returns EG_OK, EG_EINVAL naming field, or
  * EG_ENOMEM. */
 eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t max,

@@ -132,6 +132,10 @@ eg_err eg_category_check(eg_req *r, const char *field, const char *category) {
  * the first of each. */
 eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t max,
                      char ***out, size_t *nout) {
+  /* Dropping repeats is quadratic: bound n first (the wire walk already
+   * does, this keeps the function safe on its own). */
+  if (n > EG_MEMORY_TAGS_MAX)
+    return eg_invalid(r->msg, sizeof r->msg, field, "%zu tags given, limit %d", n, EG_MEMORY_TAGS_MAX);
   char **keep = EG_ARENA_ARRAY(r->arena, char *, n ? n : 1);
   size_t k = 0;
   if (!keep) return EG_ENOMEM;

@@ -182,21 +182,26 @@ struct eg_list_sessions {
   eg_req *r;
   Engram__V1__ListSessionsResponse *out;
   size_t want;
+  eg_reply_budget budget;
   eg_session_cursor last; /* position of the last session included */
   eg_err err;
 };
 
+/* A session exists past the page or the budget: the next page starts
+ * after the last one shown. */
+static int eg_list_sessions_more(struct eg_list_sessions *ls) {
+  ls->out->next_page_token = (char *)eg_page_token(ls->r->arena, ls->last.buf, ls->last.len);
+  if (!ls->out->next_page_token) ls->err = EG_ENOMEM;
+  return 1;
+}
+
 static int eg_list_sessions_visit(void *arg, eg_session_rec *rec, const eg_session_cursor *cur) {
   struct eg_list_sessions *ls = arg;
   if (eg_arena_defer(ls->r->arena, eg_session_rec_free, rec) != 0) return ls->err = EG_ENOMEM, 1;
-  if (ls->out->n_sessions == ls->want) {
-    /* One more exists: the next page starts after the last one shown. */
-    ls->out->next_page_token = (char *)eg_page_token(ls->r->arena, ls->last.buf, ls->last.len);
-    if (!ls->out->next_page_token) ls->err = EG_ENOMEM;
-    return 1;
-  }
-  ls->err = eg_session_to_api(ls->r, rec, &ls->out->sessions[ls->out->n_sessions]);
-  if (ls->err != EG_OK) return 1;
+  if (ls->out->n_sessions == ls->want) return eg_list_sessions_more(ls);
+  Engram__V1__Session **slot = &ls->out->sessions[ls->out->n_sessions];
+  if ((ls->err = eg_session_to_api(ls->r, rec, slot)) != EG_OK) return 1;
+  if (!eg_reply_budget_take(&ls->budget, &(*slot)->base)) return eg_list_sessions_more(ls);
   ls->out->n_sessions++;
   ls->last = *cur;
   return 0;
@@ -214,6 +219,7 @@ static eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg) {
     if ((e = eg_hex_decode(r, in->page_token, after.buf, sizeof after.buf, &after.len))) return e;
     afterp = &after;
   }
+  eg_reply_budget_init(&ls.budget, r);
   ls.out = EG_ARENA_NEW(r->arena, Engram__V1__ListSessionsResponse);
   if (!ls.out) return EG_ENOMEM;
   engram__v1__list_sessions_response__init(ls.out);
@@ -237,12 +243,20 @@ struct eg_msg_collect {
   uint64_t next_seq;  /* ListMessages: where the next page starts */
   int64_t stop_at_or_below; /* GetContext: summary_through_seq */
   int64_t max_tokens, tokens;
+  eg_reply_budget budget;
   eg_err err;
 };
 
+/* Opens rec into the page if it fits the reply budget, else sets more.
+ * Returns 1 to stop the scan (no room, or an error in mc->err). */
 static int eg_msg_collect_keep(struct eg_msg_collect *mc, eg_message_rec *rec) {
   mc->err = eg_message_to_api(mc->r, mc->sid, rec, &mc->msgs[mc->n]);
   if (mc->err != EG_OK) return 1;
+  if (!eg_reply_budget_take(&mc->budget, &mc->msgs[mc->n]->base)) {
+    mc->more = 1;
+    mc->next_seq = (uint64_t)rec->seq;
+    return 1;
+  }
   mc->n++;
   return 0;
 }
@@ -260,6 +274,7 @@ static int eg_list_messages_visit(void *arg, eg_message_rec *rec) {
 
 static eg_err eg_msg_collect_init(eg_req *r, struct eg_msg_collect *mc, const char *sid, size_t want) {
   *mc = (struct eg_msg_collect){.r = r, .sid = sid, .want = want};
+  eg_reply_budget_init(&mc->budget, r);
   mc->msgs = EG_ARENA_ARRAY(r->arena, Engram__V1__Message *, want ? want : 1);
   return mc->msgs ? EG_OK : EG_ENOMEM;
 }
@@ -296,14 +311,16 @@ static int eg_context_visit(void *arg, eg_message_rec *rec) {
   struct eg_msg_collect *mc = arg;
   if (eg_arena_defer(mc->r->arena, eg_message_rec_free, rec) != 0) return mc->err = EG_ENOMEM, 1;
   if (rec->seq <= mc->stop_at_or_below) return 1;
-  /* The newest contiguous run that fits: the first misfit ends it, so a
-   * large message is never skipped to make room for older ones. */
+  /* The newest contiguous run that fits (max_messages, max_tokens and the
+   * reply budget): the first misfit ends it, so a large message is never
+   * skipped to make room for older ones. */
   if (mc->n == mc->want || (mc->max_tokens && mc->tokens + rec->token_count > mc->max_tokens)) {
     mc->more = 1;
     return 1;
   }
+  if (eg_msg_collect_keep(mc, rec)) return 1;
   mc->tokens += rec->token_count;
-  return eg_msg_collect_keep(mc, rec);
+  return 0;
 }
 
 static eg_err eg_get_context(eg_req *r, const ProtobufCMessage *msg) {
@@ -321,13 +338,14 @@ static eg_err eg_get_context(eg_req *r, const ProtobufCMessage *msg) {
     return e;
   mc.stop_at_or_below = rec->summary_through_seq;
   mc.max_tokens = in->max_tokens;
-  e = eg_store_messages_scan(r->rtxn, r->tenant, rec->session_id, UINT64_MAX, 1, eg_context_visit, &mc);
-  if (e == EG_OK) e = mc.err;
-  if (e != EG_OK) return e;
   Engram__V1__GetContextResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__GetContextResponse);
   if (!out) return EG_ENOMEM;
   engram__v1__get_context_response__init(out);
   e = eg_field_open(r, "session", rec->session_id, "summary", &rec->summary_token, &out->summary, &len);
+  if (e != EG_OK) return e;
+  if (len) eg_reply_budget_charge(&mc.budget, len);
+  e = eg_store_messages_scan(r->rtxn, r->tenant, rec->session_id, UINT64_MAX, 1, eg_context_visit, &mc);
+  if (e == EG_OK) e = mc.err;
   if (e != EG_OK) return e;
   /* Collected newest first; the prompt wants oldest first. */
   for (size_t i = 0; i < mc.n / 2; i++) {

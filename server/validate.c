@@ -10,6 +10,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "engram/v1/memory.pb-c.h"
+#include "engram/v1/session.pb-c.h"
+#include "server/config.h"
+#include "storage/memories.h"
+
 #define EG_PATH_MAX 256
 
 eg_err eg_invalid(char *err, size_t errlen, const char *field, const char *fmt, ...) {
@@ -68,6 +73,34 @@ static size_t path_push(char *path, size_t len, const char *fmt, ...) {
 }
 
 /* ==== the wire walk ======================================================== */
+
+/* The most values of each repeated field of a request. Checked on the
+ * wire, before protobuf-c allocates them and before any service work that
+ * grows with the count (a quadratic de-duplication, say): each is the
+ * ceiling of the configurable limit the service then checks, or the only
+ * limit. A repeated field not listed takes EG_WIRE_REPEATED_MAX. */
+typedef struct {
+  const ProtobufCMessageDescriptor *desc;
+  const char *field;
+  size_t max;
+} eg_wire_limit;
+
+static const eg_wire_limit eg_wire_limits[] = {
+    {&engram__v1__append_messages_request__descriptor, "messages", EG_APPEND_MESSAGES_MAX},
+    {&engram__v1__session__descriptor, "metadata", EG_METADATA_ENTRIES_MAX},
+    {&engram__v1__message__descriptor, "metadata", EG_METADATA_ENTRIES_MAX},
+    {&engram__v1__memory__descriptor, "tags", EG_MEMORY_TAGS_MAX},
+    {&engram__v1__memory__descriptor, "embedding", EG_MEMORY_DIM_MAX},
+    {&engram__v1__memory_filter__descriptor, "tags", EG_MEMORY_TAGS_MAX},
+    {&engram__v1__search_memories_request__descriptor, "embedding", EG_MEMORY_DIM_MAX},
+};
+
+static size_t wire_limit(const ProtobufCMessageDescriptor *desc, const ProtobufCFieldDescriptor *fd) {
+  for (size_t i = 0; i < sizeof eg_wire_limits / sizeof eg_wire_limits[0]; i++)
+    if (eg_wire_limits[i].desc == desc && strcmp(eg_wire_limits[i].field, fd->name) == 0)
+      return eg_wire_limits[i].max;
+  return EG_WIRE_REPEATED_MAX;
+}
 
 #define EG_WIRE_FIELD_MAX 536870911u /* 2^29 - 1, the largest field number */
 
@@ -130,6 +163,26 @@ static int wire_field(const uint8_t **p, const uint8_t *end, eg_wire_field *f) {
   return 1;
 }
 
+/* How many values of field fd one occurrence f carries: a packed run of
+ * scalars holds several, anything else one. 0 for a packed run that is
+ * malformed (a fixed-width run of the wrong length, a varint cut short). */
+static size_t wire_values(const ProtobufCFieldDescriptor *fd, const eg_wire_field *f) {
+  if (f->type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED || fd->type == PROTOBUF_C_TYPE_STRING ||
+      fd->type == PROTOBUF_C_TYPE_BYTES || fd->type == PROTOBUF_C_TYPE_MESSAGE)
+    return 1;
+  switch (fd->type) {
+  case PROTOBUF_C_TYPE_FIXED32: case PROTOBUF_C_TYPE_SFIXED32: case PROTOBUF_C_TYPE_FLOAT:
+    return f->len % 4 ? 0 : f->len / 4;
+  case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_SFIXED64: case PROTOBUF_C_TYPE_DOUBLE:
+    return f->len % 8 ? 0 : f->len / 8;
+  default: { /* varints: one ends at each byte below 0x80 */
+    size_t n = 0;
+    for (size_t i = 0; i < f->len; i++) n += f->data[i] < 0x80;
+    return f->len && f->data[f->len - 1] < 0x80 ? n : 0;
+  }
+  }
+}
+
 /* How many values of field id m holds before the tag at `at`: the index of
  * the value there. Only called on error, so the walk keeps no counters;
  * m's bytes up to `at` were already parsed and are well-formed. */
@@ -179,19 +232,42 @@ static eg_err wire_value(const eg_wire_msg *m, const ProtobufCFieldDescriptor *f
   return wire_message(&sub, err, errlen);
 }
 
-/* Walks the fields of m in wire order and checks the values of its string
- * and message fields; the first bad one ends the walk. */
+/* Counts the values of repeated field fd of m, the occurrence f among
+ * them, into count[]; refuses them past the field's limit. */
+static eg_err wire_count(const eg_wire_msg *m, const ProtobufCFieldDescriptor *fd,
+                         const eg_wire_field *f, size_t *count, char *err, size_t errlen) {
+  size_t n = wire_values(fd, f), max = wire_limit(m->desc, fd);
+  if (n == 0) return eg_invalid(err, errlen, "request", "malformed protobuf");
+  if (n > max - *count) {
+    char path[EG_PATH_MAX] = "";
+    size_t len = m->up ? wire_path(m->up, m->field, m->tag, path) : 0;
+    path_push(path, len, len ? ".%s" : "%s", fd->name);
+    return eg_invalid(err, errlen, path, "more than %zu values", max);
+  }
+  *count += n;
+  return EG_OK;
+}
+
+/* Walks the fields of m in wire order: counts the values of its repeated
+ * fields against their limits and checks the values of its string and
+ * message fields; the first bad one ends the walk. */
 static eg_err wire_message(const eg_wire_msg *m, char *err, size_t errlen) {
+  size_t count[EG_WIRE_FIELDS_MAX] = {0}; /* values so far, by field index */
   const uint8_t *p = m->start;
+  assert(m->desc->n_fields <= EG_WIRE_FIELDS_MAX);
   while (p < m->end) {
     const uint8_t *at = p;
     eg_wire_field f;
     if (!wire_field(&p, m->end, &f))
       return eg_invalid(err, errlen, "request", "malformed protobuf");
     const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(m->desc, f.id);
-    /* Unknown fields and the other types have no text to check. */
-    if (!fd || (fd->type != PROTOBUF_C_TYPE_STRING && fd->type != PROTOBUF_C_TYPE_MESSAGE))
-      continue;
+    if (!fd) continue; /* unknown fields are skipped */
+    if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+      eg_err rc = wire_count(m, fd, &f, &count[fd - m->desc->fields], err, errlen);
+      if (rc) return rc;
+    }
+    /* The other types have no text to check. */
+    if (fd->type != PROTOBUF_C_TYPE_STRING && fd->type != PROTOBUF_C_TYPE_MESSAGE) continue;
     eg_err rc = wire_value(m, fd, at, &f, err, errlen);
     if (rc) return rc;
   }

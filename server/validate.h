@@ -19,6 +19,15 @@
  * near it; it bounds the walk's recursion. */
 #define EG_WIRE_DEPTH_MAX 32
 
+/* The most fields a message eg_validate_wire walks may declare (engram's
+ * have at most 17): the walk counts each repeated field's values. */
+#define EG_WIRE_FIELDS_MAX 64
+
+/* The most values of a repeated request field with no limit of its own
+ * (filter types and states, update_mask paths): the wire walk refuses
+ * more before anything is unpacked. */
+#define EG_WIRE_REPEATED_MAX 64
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
 int eg_utf8_valid(const char *s, size_t len);
@@ -28,10 +37,17 @@ int eg_utf8_valid(const char *s, size_t len);
  * repeated fields and map entries too, must be well-formed UTF-8 (protobuf-c
  * does not check) and must not contain a NUL byte: unpacking hands strings
  * over NUL-terminated, so "a\0b" would silently become "a" and be stored
- * cut short. Unknown fields are skipped. buf is only read; it may be NULL
- * when len is 0.
+ * cut short. Every repeated field holds at most its limit of values (the
+ * ceilings in validate.c: messages of AppendMessages EG_APPEND_MESSAGES_MAX,
+ * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
+ * embedding values EG_MEMORY_DIM_MAX, any other EG_WIRE_REPEATED_MAX), so
+ * a small request cannot make the server unpack, or loop over, a huge
+ * count. Unknown fields are skipped. buf is only read; it may be NULL when
+ * len is 0.
  *
  * Returns EG_OK, or EG_EINVAL with err set to one of:
+ *   "<path>: more than <max> values", the path naming the repeated field
+ *     ("memory.tags", "filter.types");
  *   "<path>: contains a NUL byte", "<path>: not valid UTF-8", where the path
  *     names the first bad value: "messages[2].content",
  *     "session.metadata[0].value" (the index counts the values of that field

@@ -11,7 +11,8 @@
   X(memory)                  \
   X(memory_store)            \
   X(wal)                     \
-  X(store_env)
+  X(store_env)               \
+  X(arena)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)

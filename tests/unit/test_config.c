@@ -162,6 +162,7 @@ static void test_ranges(void) {
       OPT("max-page-size", max_page_size, 1, 100000),
       OPT("map-size", map_size, 1048576, 17592186044416LL),
       OPT("shutdown-grace-ms", shutdown_grace_ms, 0, 600000),
+      OPT("max-reply-bytes", max_reply_bytes, 1048576, 1073741824),
 #undef OPT
   };
   eg_config c;
@@ -173,7 +174,8 @@ static void test_ranges(void) {
       snprintf(value, sizeof value, "%lld", tries[t]);
       /* Page sizes first, so the default <= max rule never interferes. */
       eg_err rc = parse(&c, NULL,
-                        ARGS("--default-page-size", "1", "--max-page-size", "100000", flag, value));
+                        ARGS("--default-page-size", "1", "--max-page-size", "100000",
+                             "--max-reply-bytes", "1073741824", flag, value));
       const char *field = (const char *)&c + opts[i].offset;
       long long got = opts[i].size == sizeof(int) ? *(const int *)field : *(const int64_t *)field;
       if (t < 2) {
@@ -191,6 +193,26 @@ static void test_ranges(void) {
   const char *const env[] = {"ENGRAM_WORKERS=257", NULL};
   CU_ASSERT_EQUAL(parse(&c, env, NULL), EG_EINVAL);
   CU_ASSERT_STRING_EQUAL(err, "ENGRAM_WORKERS: out of range 0..256");
+}
+
+/* --max-reply-bytes must hold one largest item, so a page always advances. */
+static void test_reply_bytes(void) {
+  eg_config c;
+  CU_ASSERT_EQUAL(parse(&c, NULL, NULL), EG_OK);
+  CU_ASSERT_EQUAL(c.max_reply_bytes, 3145728);
+  /* 4 MiB of content cannot fit a 3 MiB reply. */
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--max-content-bytes", "4194304")), EG_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "--max-reply-bytes: must be at least 4310016"));
+  /* The edge: exactly one largest item plus the reserve. */
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--max-content-bytes", "1000000", "--max-metadata-bytes",
+                                       "0", "--max-reply-bytes", "1048576")),
+                  EG_OK);
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--max-content-bytes", "1014785", "--max-metadata-bytes",
+                                       "0", "--max-reply-bytes", "1048576")),
+                  EG_EINVAL);
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--max-content-bytes", "1014784", "--max-metadata-bytes",
+                                       "0", "--max-reply-bytes", "1048576")),
+                  EG_OK);
 }
 
 static void test_page_sizes(void) {
@@ -273,6 +295,7 @@ static void test_usage(void) {
 void eg_test_register_config(void) {
   CU_pSuite s = CU_add_suite("config", NULL, NULL);
   CU_add_test(s, "defaults", test_defaults);
+  CU_add_test(s, "reply bytes hold one item", test_reply_bytes);
   CU_add_test(s, "env", test_env);
   CU_add_test(s, "flag overrides env", test_flag_overrides_env);
   CU_add_test(s, "flag forms", test_flag_forms);

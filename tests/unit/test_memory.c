@@ -2,6 +2,7 @@
  * the top-k heap and the de-duplication rules (server/memory_text.h,
  * crypto/blind.c, server/memory_score.h). */
 #include <CUnit/CUnit.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,6 +260,42 @@ static eg_scored cand(float score, float imp, int64_t create, const char *id) {
   return c;
 }
 
+/* Weights that are each finite but sum past FLT_MAX once gave inf scores,
+ * so no min_score could filter them. Normalized, every score is in [0, 1]. */
+static void test_weights_normalized(void) {
+  eg_weights w;
+  const float huge[4] = {FLT_MAX, FLT_MAX, FLT_MAX, FLT_MAX};
+  CU_ASSERT_EQUAL_FATAL(eg_weights_normalize(huge, &w), 0);
+  CU_ASSERT_DOUBLE_EQUAL(w.keyword, 0.25, 1e-6);
+  CU_ASSERT_DOUBLE_EQUAL(w.recency, 0.25, 1e-6);
+  float top = eg_hybrid_score(&w, 1, 1, 1, 1);
+  CU_ASSERT_TRUE(isfinite(top) && top <= 1.0f && top >= 0.999f);
+  CU_ASSERT_DOUBLE_EQUAL(eg_hybrid_score(&w, 1, 0, 0, 0), 0.25, 1e-6);
+  CU_ASSERT_EQUAL(eg_hybrid_score(&w, 0, 0, 0, 0), 0.0f);
+  /* One huge weight, the rest tiny: the huge one carries the score. */
+  const float skew[4] = {FLT_MAX, FLT_MIN, 0, 1e-30f};
+  CU_ASSERT_EQUAL_FATAL(eg_weights_normalize(skew, &w), 0);
+  CU_ASSERT_DOUBLE_EQUAL(eg_hybrid_score(&w, 0.5f, 1, 1, 1), 0.5, 1e-6);
+  /* Denormal weights still normalize (the sum is not 0). */
+  const float tiny[4] = {1e-45f, 0, 0, 0};
+  CU_ASSERT_EQUAL_FATAL(eg_weights_normalize(tiny, &w), 0);
+  CU_ASSERT_DOUBLE_EQUAL(w.keyword, 1.0, 1e-6);
+  /* Every combination of component scores stays in [0, 1]. */
+  const float mixed[4] = {3.0e38f, 1.0f, 2.5e38f, 7.0f};
+  CU_ASSERT_EQUAL_FATAL(eg_weights_normalize(mixed, &w), 0);
+  for (int i = 0; i < 16; i++) {
+    float sc = eg_hybrid_score(&w, i & 1, (i >> 1) & 1, (i >> 2) & 1, (i >> 3) & 1);
+    CU_ASSERT_TRUE(sc >= 0 && sc <= 1);
+  }
+  /* Refused: negative, not finite, all zero. */
+  const float neg[4] = {1, -1, 0, 0}, inf[4] = {INFINITY, 0, 0, 0}, nan_[4] = {NAN, 1, 1, 1},
+              zero[4] = {0, 0, 0, 0};
+  CU_ASSERT_EQUAL(eg_weights_normalize(neg, &w), -1);
+  CU_ASSERT_EQUAL(eg_weights_normalize(inf, &w), -1);
+  CU_ASSERT_EQUAL(eg_weights_normalize(nan_, &w), -1);
+  CU_ASSERT_EQUAL(eg_weights_normalize(zero, &w), -1);
+}
+
 static void test_topk_order_and_ties(void) {
   eg_scored items[4];
   eg_topk h;
@@ -373,6 +410,7 @@ void eg_test_register_memory(void) {
   CU_add_test(s, "blind index: text terms", test_text_terms);
   CU_add_test(s, "scoring: vector math", test_vector_math);
   CU_add_test(s, "scoring: keyword score", test_keyword_score);
+  CU_add_test(s, "scoring: weights normalized", test_weights_normalized);
   CU_add_test(s, "scoring: top-k order and ties", test_topk_order_and_ties);
   CU_add_test(s, "dedup: duplicate, distinct, contradiction", test_dedup_rules);
   CU_add_test(s, "dedup: decision and ranking", test_dedup_decide_and_rank);

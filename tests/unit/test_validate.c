@@ -1,9 +1,13 @@
 /* server/validate.c: UTF-8, the wire walk of eg_validate_wire, ids. */
 #include <CUnit/CUnit.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "engram/v1/memory.pb-c.h"
 #include "engram/v1/session.pb-c.h"
+#include "server/config.h"
+#include "storage/memories.h"
 #include "server/validate.h"
 #include "suites.h"
 
@@ -401,6 +405,123 @@ static void test_invalid_formats(void) {
   CU_ASSERT_STRING_EQUAL(tiny, "page_si");
 }
 
+/* Packs m into a malloc'd buffer (*len bytes). */
+static uint8_t *pack_alloc(const ProtobufCMessage *m, size_t *len) {
+  *len = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = malloc(*len ? *len : 1);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+  protobuf_c_message_pack(m, buf);
+  return buf;
+}
+
+/* A CreateMemoryRequest with n tags and dim embedding values, checked on
+ * the wire; want NULL: accepted. */
+static void check_memory(size_t n, size_t dim, const char *want) {
+  Engram__V1__Memory m = ENGRAM__V1__MEMORY__INIT;
+  Engram__V1__CreateMemoryRequest req = ENGRAM__V1__CREATE_MEMORY_REQUEST__INIT;
+  char **tags = calloc(n ? n : 1, sizeof *tags);
+  float *vec = calloc(dim ? dim : 1, sizeof *vec);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(tags);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(vec);
+  for (size_t i = 0; i < n; i++) tags[i] = "same"; /* repeats count: they cost work too */
+  m.tags = tags;
+  m.n_tags = n;
+  m.embedding = vec;
+  m.n_embedding = dim;
+  req.memory = &m;
+  size_t len;
+  uint8_t *buf = pack_alloc(&req.base, &len);
+  if (want)
+    assert_wire_bad(&engram__v1__create_memory_request__descriptor, buf, len, want);
+  else
+    assert_wire_ok(&engram__v1__create_memory_request__descriptor, buf, len);
+  free(buf);
+  free(tags);
+  free(vec);
+}
+
+/* Repeated fields are counted on the wire, before anything unpacks them;
+ * each limit holds at its edge. */
+static void test_wire_repeated_limits(void) {
+  char want[128];
+  check_memory(EG_MEMORY_TAGS_MAX, EG_MEMORY_DIM_MAX, NULL);
+  snprintf(want, sizeof want, "memory.tags: more than %d values", EG_MEMORY_TAGS_MAX);
+  check_memory(EG_MEMORY_TAGS_MAX + 1, 0, want);
+  check_memory(100000, 0, want);
+  /* A packed run of floats counts each value. */
+  snprintf(want, sizeof want, "memory.embedding: more than %d values", EG_MEMORY_DIM_MAX);
+  check_memory(0, EG_MEMORY_DIM_MAX + 1, want);
+
+  /* A field with no limit of its own: the filter's types (packed enums). */
+  Engram__V1__MemoryFilter f = ENGRAM__V1__MEMORY_FILTER__INIT;
+  Engram__V1__ListMemoriesRequest lr = ENGRAM__V1__LIST_MEMORIES_REQUEST__INIT;
+  Engram__V1__MemoryType types[EG_WIRE_REPEATED_MAX + 1];
+  for (size_t i = 0; i <= EG_WIRE_REPEATED_MAX; i++) types[i] = ENGRAM__V1__MEMORY_TYPE__MEMORY_TYPE_FACT;
+  f.types = types;
+  f.n_types = EG_WIRE_REPEATED_MAX;
+  lr.filter = &f;
+  size_t len;
+  uint8_t *buf = pack_alloc(&lr.base, &len);
+  assert_wire_ok(&engram__v1__list_memories_request__descriptor, buf, len);
+  free(buf);
+  f.n_types = EG_WIRE_REPEATED_MAX + 1;
+  buf = pack_alloc(&lr.base, &len);
+  snprintf(want, sizeof want, "filter.types: more than %d values", EG_WIRE_REPEATED_MAX);
+  assert_wire_bad(&engram__v1__list_memories_request__descriptor, buf, len, want);
+  free(buf);
+
+  /* AppendMessages: the messages, and the entries of one message's map. */
+  Engram__V1__AppendMessagesRequest ar = ENGRAM__V1__APPEND_MESSAGES_REQUEST__INIT;
+  Engram__V1__Message msg = ENGRAM__V1__MESSAGE__INIT;
+  Engram__V1__Message **msgs = calloc(EG_APPEND_MESSAGES_MAX + 1, sizeof *msgs);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(msgs);
+  for (size_t i = 0; i <= EG_APPEND_MESSAGES_MAX; i++) msgs[i] = &msg;
+  ar.messages = msgs;
+  ar.n_messages = EG_APPEND_MESSAGES_MAX;
+  buf = pack_alloc(&ar.base, &len);
+  assert_wire_ok(&engram__v1__append_messages_request__descriptor, buf, len);
+  free(buf);
+  ar.n_messages = EG_APPEND_MESSAGES_MAX + 1;
+  buf = pack_alloc(&ar.base, &len);
+  snprintf(want, sizeof want, "messages: more than %d values", EG_APPEND_MESSAGES_MAX);
+  assert_wire_bad(&engram__v1__append_messages_request__descriptor, buf, len, want);
+  free(buf);
+
+  Engram__V1__Message__MetadataEntry ent = ENGRAM__V1__MESSAGE__METADATA_ENTRY__INIT;
+  Engram__V1__Message__MetadataEntry **ents = calloc(EG_METADATA_ENTRIES_MAX + 1, sizeof *ents);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ents);
+  ent.key = "k";
+  ent.value = "";
+  for (size_t i = 0; i <= EG_METADATA_ENTRIES_MAX; i++) ents[i] = &ent;
+  msg.metadata = ents;
+  msg.n_metadata = EG_METADATA_ENTRIES_MAX + 1;
+  ar.n_messages = 2;
+  buf = pack_alloc(&ar.base, &len);
+  /* The limit is per map: the second message's map is named. */
+  snprintf(want, sizeof want, "messages[0].metadata: more than %d values", EG_METADATA_ENTRIES_MAX);
+  assert_wire_bad(&engram__v1__append_messages_request__descriptor, buf, len, want);
+  free(buf);
+  msg.n_metadata = EG_METADATA_ENTRIES_MAX;
+  buf = pack_alloc(&ar.base, &len);
+  assert_wire_ok(&engram__v1__append_messages_request__descriptor, buf, len);
+  free(buf);
+  free(ents);
+  free(msgs);
+}
+
+/* A packed run whose length is not a whole number of values is not
+ * protobuf. */
+static void test_wire_packed_malformed(void) {
+  /* SearchMemoriesRequest.embedding (field 3, packed floats) of 5 bytes. */
+  static const uint8_t bad[] = {0x1A, 0x05, 0, 0, 0x80, 0x3F, 0};
+  assert_wire_bad(&engram__v1__search_memories_request__descriptor, bad, sizeof bad,
+                  "request: malformed protobuf");
+  /* MemoryFilter.types (field 1) as a packed run ending mid-varint. */
+  static const uint8_t cut[] = {0x12, 0x03, 0x0A, 0x01, 0x85};
+  assert_wire_bad(&engram__v1__list_memories_request__descriptor, cut, sizeof cut,
+                  "request: malformed protobuf");
+}
+
 void eg_test_register_validate(void) {
   CU_pSuite s = CU_add_suite("validate", NULL, NULL);
   CU_add_test(s, "utf8 valid", test_utf8_valid);
@@ -413,6 +534,8 @@ void eg_test_register_validate(void) {
   CU_add_test(s, "wire unknown fields and index", test_wire_unknown_and_index);
   CU_add_test(s, "wire malformed", test_wire_malformed);
   CU_add_test(s, "wire depth", test_wire_depth);
+  CU_add_test(s, "wire repeated limits", test_wire_repeated_limits);
+  CU_add_test(s, "wire packed malformed", test_wire_packed_malformed);
   CU_add_test(s, "validate id", test_validate_id);
   CU_add_test(s, "invalid formats", test_invalid_formats);
 }
