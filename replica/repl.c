@@ -142,11 +142,11 @@ int eg_repl_claim_restart(eg_repl *r) {
   return ok;
 }
 
-/* 1 if the primary this node follows is alive: it streams to us now, or
- * answers a health check within EG_PROMOTE_PROBE_MS. Any answer counts
- * (even an error): only a node that cannot be reached is taken for gone. */
+/* 1 if the primary this node follows answers a health check within
+ * EG_PROMOTE_PROBE_MS. Any answer counts (even an error): only a node that
+ * cannot be reached is taken for gone. Asked afresh rather than read from
+ * the stream's state, which lags a primary that just died. */
 static int eg_repl_primary_alive(eg_repl *r) {
-  if (atomic_load(&r->connected)) return 1;
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
   eg_client_opts opts = {.timeout_ms = EG_PROMOTE_PROBE_MS};
   eg_client_status st;
@@ -170,8 +170,8 @@ eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn, char *msg, si
    * probe runs before the claim, so a refusal leaves the follower alone. */
   if (!eg_repl_is_primary(r) && !atomic_load(&r->stopping) && eg_repl_primary_alive(r)) {
     snprintf(msg, msglen,
-             "the primary %s is still alive (it streams to this replica or answers); stop it "
-             "before promoting this node, so only one node holds epoch %llu",
+             "the primary %s still answers; stop it before promoting this node, so that only "
+             "one node holds epoch %llu",
              r->primary, (unsigned long long)eg_store_epoch(r->store) + 1);
     return EG_EPRECOND;
   }
