@@ -1,7 +1,8 @@
 /*
  * Replica side: follow the primary's log. Connect, say where we stand,
- * apply each batch in one write txn (which also records the applied LSN,
- * so a crash resumes exactly there), ack, repeat; reconnect with backoff.
+ * apply each batch in one write txn on the writer thread (which also
+ * records the applied LSN, so a crash resumes exactly there), ack, repeat;
+ * reconnect with backoff.
  * On resync: fetch a snapshot, then ask main to restart into it.
  */
 #include <signal.h>
@@ -20,24 +21,20 @@ static int eg_follow_done(eg_repl *r) {
   return atomic_load(&r->stopping) || atomic_load(&r->promoting);
 }
 
-/* Applies the batch in one txn; grows the map and retries when full. */
+/* The batch's records, applied on the writer thread in a txn of their
+ * own, which commits at the last record's LSN (and also trims the log:
+ * the replica keeps a bounded log too, it may be promoted one day). */
+static eg_err eg_follow_apply_in(void *arg, eg_txn *w) {
+  const Engram__V1__StreamResponse *m = arg;
+  eg_err e = EG_OK;
+  for (size_t i = 0; i < m->n_records && !e; i++)
+    e = eg_store_wal_apply(w, m->records[i].data, m->records[i].len);
+  return e;
+}
+
+/* Applies the batch through the writer and waits for its commit. */
 static eg_err eg_follow_apply(eg_repl *r, const Engram__V1__StreamResponse *m) {
-  for (;;) {
-    eg_txn *w;
-    eg_err e = eg_store_write_begin(r->store, &w);
-    if (e) return e;
-    for (size_t i = 0; i < m->n_records && !e; i++)
-      e = eg_store_wal_apply(w, m->records[i].data, m->records[i].len);
-    /* The replica keeps a bounded log too: it may be promoted one day. */
-    size_t trimmed;
-    if (!e) e = eg_store_wal_trim(w, eg_repl_trim_below(r, w), 1024, &trimmed);
-    if (!e)
-      e = eg_store_write_commit(w, NULL); /* the txn is gone either way */
-    else
-      eg_store_write_abort(w);
-    if (e != EG_EMAPFULL) return e;
-    if ((e = eg_store_grow(r->store))) return e;
-  }
+  return r->write(r->writer, eg_follow_apply_in, (void *)m, NULL);
 }
 
 /* An ack: where this replica stands now. */
@@ -139,14 +136,14 @@ void *eg_repl_follower_main(void *arg) {
     int rc = eg_follow_once(r);
     if (rc < 0) {
       if (eg_repl_fetch_snapshot(r) == EG_OK) {
-        if (eg_follow_done(r)) {
+        if (!eg_repl_claim_restart(r)) {
           /* Promoted (or stopping) meanwhile: this node's own history now
            * wins; the old primary's copy must not replace it. */
           eg_repl_discard_snapshot(r);
           break;
         }
-        /* main sees the flag after the stop and starts over on the copy. */
-        atomic_store(&r->restart, 1);
+        /* main sees the flag after the stop and starts over on the copy;
+         * a Promote from now on is refused. */
         kill(getpid(), SIGTERM);
         break;
       }

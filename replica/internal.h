@@ -48,8 +48,14 @@ struct eg_repl {
 
   atomic_int is_primary;
   atomic_int stopping;
+  /* Promotion and a snapshot restart exclude each other: each is claimed
+   * under mu (eg_repl_claim_promotion, eg_repl_claim_restart), so once one
+   * is decided the other is refused. */
   atomic_int promoting; /* the follower must stop: this node takes over */
   atomic_int restart;
+
+  eg_repl_write_fn write; /* set by eg_repl_start */
+  void *writer;
 
   eg_client *upstream; /* replica: the primary (thread-safe) */
 
@@ -86,8 +92,6 @@ ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,
 /* rpc.c: the same, giving up (and cancelling the call) after timeout_ms. */
 ProtobufCMessage *eg_rpc_recv_within(grpc_call *call, grpc_completion_queue *cq,
                                      const ProtobufCMessageDescriptor *desc, int64_t timeout_ms);
-/* rpc.c: server side: ends the call with code and message. */
-void eg_rpc_finish(grpc_call *call, grpc_completion_queue *cq, int code, const char *msg);
 /* rpc.c: a call to the primary on a pluck queue of its own, registered as
  * r->follow_call so a stop cancels it. open sends the replica token and
  * the first message (then closes the sending side if close_send) and
@@ -113,11 +117,67 @@ int eg_peer_owned(eg_repl *r, const struct eg_peer *p, uint64_t gen);
 void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t gen, uint64_t applied);
 void eg_peer_detach(eg_repl *r, struct eg_peer *p, uint64_t gen);
 void *eg_repl_syncer_main(void *arg);
+/* peers.c: what log retention decides from. */
+typedef struct {
+  uint64_t last;            /* the last LSN committed */
+  uint64_t first;           /* the oldest record kept; 0: the log is empty */
+  uint64_t young;           /* the oldest record not older than --wal-retain-s
+                               (last + 1: none) */
+  int64_t retain_records;   /* --wal-retain-records */
+  int64_t retain_cap;       /* --wal-retain-cap */
+  const uint64_t *held;     /* applied LSNs of the connected replicas */
+  size_t n_held;
+  uint64_t erase_floor;     /* eg_store_erase_floor */
+} eg_trim_view;
+/* peers.c: the LSN below which log records may go. Pure. Records go when
+ * they are past the newest retain_records or older than young (never the
+ * newest record for age alone); a connected replica holds what it has not
+ * applied, but nothing past retain_cap; the erase floor overrides all. */
+uint64_t eg_repl_trim_floor(const eg_trim_view *v);
+/* How many records eg_repl_trim_below walks to find the first young one:
+ * what one batch of the writer trims at most. */
+#define EG_REPL_TRIM_SCAN 1024
+
+/* repl.c: under mu, decides that this node is promoted (returns EG_OK
+ * and sets promoting) unless it stops (EG_EUNAVAIL), restarts into a
+ * snapshot (EG_EUNAVAIL), is the primary or already being promoted
+ * (EG_EPRECOND); *why says which. */
+eg_err eg_repl_claim_promotion(eg_repl *r, const char **why);
+/* repl.c: under mu, decides that the process restarts to install a fetched
+ * snapshot (returns 1 and sets restart) unless it stops or is being
+ * promoted (0: the snapshot must be discarded). */
+int eg_repl_claim_restart(eg_repl *r);
+
+/* stream.c: what the primary knows when a replica says hello. */
+typedef struct {
+  uint64_t last;          /* the primary's last LSN */
+  uint64_t first;         /* its oldest record kept (0: the log is empty) */
+  uint64_t epoch;         /* its epoch */
+  eg_err at_err;          /* reading its record at `applied` (when 0 < applied <= last) */
+  uint64_t epoch_at;      /* that record's epoch, when at_err is EG_OK */
+  uint64_t hello_epoch;   /* the replica's epoch */
+  uint64_t applied;       /* its last applied LSN */
+  uint64_t applied_epoch; /* the epoch of its record at `applied` */
+} eg_stream_view;
+/* stream.c: decides where a replica's stream starts. Pure. Returns
+ *   EG_OK, *next > 0   stream from *next (shared history up to next - 1)
+ *   EG_OK, *next == 0  the replica must resync from a snapshot; *why says why
+ *   EG_EPRECOND        refuse the stream (*why): the replica is from a newer
+ *                      epoch (this primary was deposed), or it holds records
+ *                      of this primary's epoch that this primary never wrote
+ *   other              the primary's log could not be read (at_err) */
+eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char **why);
 
 /* follower.c */
 void *eg_repl_follower_main(void *arg);
 /* snapshot.c: replica side: downloads a snapshot into the data dir. */
 eg_err eg_repl_fetch_snapshot(eg_repl *r);
+/* snapshot.c: before a downloaded snapshot may be installed: the file at
+ * path must open as a store (read-only) holding exactly the lsn and epoch
+ * the primary announced, at a schema version this build reads. Else
+ * EG_ECORRUPT, with the reason in why. */
+eg_err eg_repl_snapshot_check(const char *path, uint64_t lsn, uint64_t epoch, char *why,
+                              size_t whylen);
 /* snapshot.c: drops a downloaded snapshot that must not be installed. */
 void eg_repl_discard_snapshot(eg_repl *r);
 

@@ -143,24 +143,41 @@ void *eg_repl_syncer_main(void *arg) {
   return NULL;
 }
 
-uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t) {
-  uint64_t last = eg_store_last_lsn(r->store), first;
-  int64_t first_us;
-  if (eg_store_wal_first(t, &first, &first_us) != EG_OK) return 0;
-  uint64_t below = last > (uint64_t)r->retain_records ? last - (uint64_t)r->retain_records + 1 : 0;
-  /* Age: the oldest record may go once it is older than retain_s. */
-  if (eg_rpc_now_us() - first_us > r->retain_s * 1000000 && first + 1 > below) below = first + 1;
+uint64_t eg_repl_trim_floor(const eg_trim_view *v) {
+  if (!v->first) return 0; /* an empty log */
+  uint64_t last = v->last;
+  uint64_t below = last > (uint64_t)v->retain_records ? last - (uint64_t)v->retain_records + 1 : 0;
+  /* Age: every record older than --wal-retain-s, but never the newest: a
+   * replica that reconnects checks its history against it. */
+  uint64_t young = v->young < last ? v->young : last;
+  if (young > below) below = young;
   /* Hold what a connected replica still needs, up to the cap. */
-  pthread_mutex_lock(&r->mu);
-  for (size_t i = 0; i < r->n_peers; i++)
-    if (r->peers[i].connected && r->peers[i].applied + 1 < below) below = r->peers[i].applied + 1;
-  pthread_mutex_unlock(&r->mu);
-  uint64_t cap_floor = last > (uint64_t)r->retain_cap ? last - (uint64_t)r->retain_cap + 1 : 0;
+  for (size_t i = 0; i < v->n_held; i++)
+    if (v->held[i] + 1 < below) below = v->held[i] + 1;
+  uint64_t cap_floor = last > (uint64_t)v->retain_cap ? last - (uint64_t)v->retain_cap + 1 : 0;
   if (below < cap_floor) below = cap_floor;
   /* Erasure wins over everything: a lagging replica resyncs from a
    * snapshot rather than read erased data from the log. */
-  uint64_t erased = eg_store_erase_floor(r->store);
-  return below > erased ? below : erased;
+  return below > v->erase_floor ? below : v->erase_floor;
+}
+
+uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t) {
+  uint64_t held[EG_REPL_MAX_PEERS];
+  eg_trim_view v = {.last = eg_store_last_lsn(r->store),
+                    .retain_records = r->retain_records,
+                    .retain_cap = r->retain_cap,
+                    .held = held,
+                    .erase_floor = eg_store_erase_floor(r->store)};
+  if (eg_store_wal_first(t, &v.first, NULL) != EG_OK) return 0;
+  /* A log that cannot be read for times is not trimmed by age. */
+  if (eg_store_wal_first_after(t, eg_rpc_now_us() - r->retain_s * 1000000, EG_REPL_TRIM_SCAN,
+                               &v.young) != EG_OK)
+    v.young = v.first;
+  pthread_mutex_lock(&r->mu);
+  for (size_t i = 0; i < r->n_peers; i++)
+    if (r->peers[i].connected) held[v.n_held++] = r->peers[i].applied;
+  pthread_mutex_unlock(&r->mu);
+  return eg_repl_trim_floor(&v);
 }
 
 eg_err eg_repl_status(eg_repl *r, Engram__V1__GetStatusResponse *out,

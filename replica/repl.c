@@ -1,9 +1,14 @@
 /* The module's life cycle, roles, promotion and write forwarding. */
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "grpc/health/v1/health.pb-c.h"
 #include "replica/internal.h"
+
+/* How long Promote waits for the primary it follows to answer a probe. */
+#define EG_PROMOTE_PROBE_MS 1000
 
 static char *eg_strdup_or_empty(const char *s) { return strdup(s ? s : ""); }
 
@@ -42,7 +47,9 @@ eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out) {
 
 static eg_err eg_repl_start_follower(eg_repl *r);
 
-eg_err eg_repl_start(eg_repl *r) {
+eg_err eg_repl_start(eg_repl *r, eg_repl_write_fn write, void *writer) {
+  r->write = write;
+  r->writer = writer;
   if (pthread_create(&r->syncer, NULL, eg_repl_syncer_main, r) != 0) return EG_ENOMEM;
   r->syncer_started = 1;
   return eg_repl_is_primary(r) ? EG_OK : eg_repl_start_follower(r);
@@ -100,6 +107,9 @@ void eg_repl_free(eg_repl *r) {
   pthread_mutex_destroy(&r->life_mu);
   pthread_cond_destroy(&r->cv);
   free(r->primary);
+  /* The replica token is a credential: no copy of it outlives the module. */
+  if (r->token) sodium_memzero(r->token, strlen(r->token));
+  if (r->authz) sodium_memzero(r->authz, strlen(r->authz));
   free(r->token);
   free(r->authz);
   free(r->replica_id);
@@ -109,37 +119,81 @@ void eg_repl_free(eg_repl *r) {
 int eg_repl_is_primary(const eg_repl *r) { return atomic_load(&r->is_primary); }
 int eg_repl_restart_requested(const eg_repl *r) { return atomic_load(&r->restart); }
 
-/* Commits a record that starts epoch `epoch`; grows the map when full. */
-static eg_err eg_repl_commit_epoch(eg_repl *r, uint64_t epoch, uint64_t *lsn) {
-  for (;;) {
-    eg_txn *w;
-    eg_err e = eg_store_write_begin(r->store, &w);
-    if (e) return e;
-    if ((e = eg_store_set_epoch(w, epoch))) {
-      eg_store_write_abort(w);
-      return e;
-    }
-    if ((e = eg_store_write_commit(w, lsn)) != EG_EMAPFULL) return e;
-    if ((e = eg_store_grow(r->store))) return e;
-  }
+eg_err eg_repl_claim_promotion(eg_repl *r, const char **why) {
+  eg_err e = EG_OK;
+  pthread_mutex_lock(&r->mu);
+  if (atomic_load(&r->stopping))
+    e = EG_EUNAVAIL, *why = "this node is stopping";
+  else if (atomic_load(&r->restart))
+    e = EG_EUNAVAIL, *why = "this node is restarting to install a snapshot of the primary";
+  else if (eg_repl_is_primary(r) || atomic_load(&r->promoting))
+    e = EG_EPRECOND, *why = "this node is already the primary (or being promoted)";
+  else
+    atomic_store(&r->promoting, 1);
+  pthread_mutex_unlock(&r->mu);
+  return e;
 }
 
-eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn) {
-  if (atomic_load(&r->stopping)) return EG_EUNAVAIL;
-  if (eg_repl_is_primary(r) || atomic_exchange(&r->promoting, 1)) return EG_EPRECOND;
+int eg_repl_claim_restart(eg_repl *r) {
+  pthread_mutex_lock(&r->mu);
+  int ok = !atomic_load(&r->stopping) && !atomic_load(&r->promoting);
+  if (ok) atomic_store(&r->restart, 1);
+  pthread_mutex_unlock(&r->mu);
+  return ok;
+}
+
+/* 1 if the primary this node follows answers a health check within
+ * EG_PROMOTE_PROBE_MS. Any answer counts (even an error): only a node that
+ * cannot be reached is taken for gone. Asked afresh rather than read from
+ * the stream's state, which lags a primary that just died. */
+static int eg_repl_primary_alive(eg_repl *r) {
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  eg_client_opts opts = {.timeout_ms = EG_PROMOTE_PROBE_MS};
+  eg_client_status st;
+  ProtobufCMessage *resp = NULL;
+  int code = eg_client_call(r->upstream, "/grpc.health.v1.Health/Check", &req.base,
+                            &grpc__health__v1__health_check_response__descriptor, &opts, &st, &resp);
+  if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+  return code != GRPC_STATUS_UNAVAILABLE && code != GRPC_STATUS_DEADLINE_EXCEEDED;
+}
+
+/* The epoch record's body: runs on the writer thread, alone in its txn. */
+static eg_err eg_repl_set_epoch(void *arg, eg_txn *t) {
+  return eg_store_set_epoch(t, *(const uint64_t *)arg);
+}
+
+eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn, char *msg, size_t msglen) {
+  const char *why = NULL;
+  /* Two primaries of one epoch would each write their own records under
+   * the same LSNs. Without a coordinator the one node this replica knows
+   * of at its epoch is its primary: refuse while that one is alive. The
+   * probe runs before the claim, so a refusal leaves the follower alone. */
+  if (!eg_repl_is_primary(r) && !atomic_load(&r->stopping) && eg_repl_primary_alive(r)) {
+    snprintf(msg, msglen,
+             "the primary %s still answers; stop it before promoting this node, so that only "
+             "one node holds epoch %llu",
+             r->primary, (unsigned long long)eg_store_epoch(r->store) + 1);
+    return EG_EPRECOND;
+  }
+  eg_err e = eg_repl_claim_promotion(r, &why);
+  if (e) {
+    snprintf(msg, msglen, "%s", why);
+    return e;
+  }
   /* Stop applying first. Until the new epoch's record commits, writes are
    * still forwarded (to the old primary), so no local write can land in
    * the old epoch's history. */
   eg_repl_stop_follower(r);
   uint64_t next = eg_store_epoch(r->store) + 1;
-  eg_err e = eg_repl_commit_epoch(r, next, lsn);
+  e = r->write(r->writer, eg_repl_set_epoch, &next, lsn);
   if (e) {
     /* Still a replica: follow again (unless stopping), and let a later
      * Promote try anew. */
     fprintf(stderr, "engramd: promotion failed: %s; following again\n", eg_err_msg(e));
+    snprintf(msg, msglen, "promotion failed: %s", eg_err_msg(e));
     atomic_store(&r->promoting, 0);
     eg_repl_start_follower(r);
-    return e == EG_EPRECOND ? EG_EIO : e;
+    return e == EG_EPRECOND || e == EG_EINVAL ? EG_EIO : e;
   }
   atomic_store(&r->is_primary, 1);
   *epoch = next;

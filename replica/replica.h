@@ -34,8 +34,18 @@ typedef struct eg_repl eg_repl;
 /* Creates the module; a replica's follower starts at eg_repl_start. The
  * strings in cfg are copied. */
 eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out);
-/* Starts the follower (replica) and the sync-ack thread (primary). */
-eg_err eg_repl_start(eg_repl *r);
+/* How the module writes: runs fn(arg, t) on the writer thread, alone in a
+ * write txn of its own, and waits for the commit; *lsn (may be NULL) gets
+ * the LSN committed. engramd passes eg_writer_run_alone (server/writer.h):
+ * replica/ never opens a write txn itself. */
+typedef eg_err (*eg_repl_write_fn)(void *writer, eg_err (*fn)(void *arg, eg_txn *t), void *arg,
+                                   uint64_t *lsn);
+
+/* Starts the follower (replica) and the sync-ack thread (primary). Every
+ * write of the module (applying the primary's log, Promote's epoch record)
+ * goes through write(writer, ...), which must work until eg_repl_stop
+ * returns. */
+eg_err eg_repl_start(eg_repl *r, eg_repl_write_fn write, void *writer);
 /* Ends every stream and thread of the module; streams served on other
  * threads see it and finish. Then frees nothing yet: see eg_repl_free. */
 void eg_repl_stop(eg_repl *r);
@@ -52,10 +62,14 @@ eg_err eg_repl_install_pending(const char *dir);
 
 /* ---- primary side ------------------------------------------------------- */
 
-/* Serves one ReplicationService/Stream or /Snapshot call to its end, on the
- * calling thread. cq is the call's own pluck queue. */
-void eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq);
-void eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq);
+/* Serves one ReplicationService/Stream or /Snapshot call on the calling
+ * thread, until it must end; cq is the call's own pluck queue. The caller
+ * has sent the initial metadata and sends the status: these return how the
+ * call ends (an eg_err, with a message in msg). */
+eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
+                            size_t msglen);
+eg_err eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
+                              size_t msglen);
 
 /* Log records below this LSN may go (retention by count and age, held for
  * connected replicas up to the cap). t is a txn to read the log with. */
@@ -73,9 +87,14 @@ int eg_repl_sync_hold(eg_repl *r, uint64_t lsn, void (*done)(void *arg, int acke
  * started as primary). Thread-safe; valid until eg_repl_free. */
 grpc_channel *eg_repl_upstream(eg_repl *r);
 
-/* AdminService.Promote: EG_EPRECOND on a primary. Stops following, starts
- * epoch + 1 with a log record of its own. */
-eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn);
+/* AdminService.Promote: stops following, starts epoch + 1 with a log
+ * record of its own. Refuses, with a reason in msg:
+ *   EG_EPRECOND  this node is the primary or being promoted; or the
+ *                primary it follows still streams to it or answers a probe
+ *                (two primaries of one epoch would diverge)
+ *   EG_EUNAVAIL  the node stops, or restarts to install a snapshot
+ * Thread safety: any thread but the writer's. */
+eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn, char *msg, size_t msglen);
 
 /* Fills role, primary, primary_lsn and replicas of a status answer; the
  * strings and replica entries are allocated with alloc(arena, n). */

@@ -60,20 +60,6 @@ ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,
   return eg_rpc_recv_within(call, cq, desc, -1);
 }
 
-void eg_rpc_finish(grpc_call *call, grpc_completion_queue *cq, int code, const char *msg) {
-  int cancelled = 0;
-  grpc_slice details = grpc_slice_from_copied_string(msg);
-  grpc_op ops[2];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-  ops[0].data.send_status_from_server.status = (grpc_status_code)code;
-  ops[0].data.send_status_from_server.status_details = &details;
-  ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-  ops[1].data.recv_close_on_server.cancelled = &cancelled;
-  eg_rpc_run(call, cq, ops, 2);
-  grpc_slice_unref(details);
-}
-
 void eg_rpc_cq_destroy(grpc_completion_queue *cq) {
   grpc_completion_queue_shutdown(cq);
   while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=

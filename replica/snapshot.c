@@ -4,6 +4,7 @@
  * marks it ready; main installs it before opening the store.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,22 +24,33 @@ static void eg_snap_path(char *out, size_t n, const char *dir, const char *name)
 
 /* ==== primary ============================================================== */
 
-/* Streams the file at fd in chunks; the last one carries the totals. */
-static int eg_snap_send_file(grpc_call *call, grpc_completion_queue *cq, int fd, uint64_t lsn,
-                             uint64_t epoch) {
+/* Streams the file at fd in chunks; the last one carries the totals.
+ * A read error ends the stream without them (EG_EIO): totals of the data
+ * read so far would vouch for a truncated copy. */
+static eg_err eg_snap_send_file(grpc_call *call, grpc_completion_queue *cq, int fd, uint64_t lsn,
+                                uint64_t epoch, char *msg, size_t msglen) {
   uint8_t *buf = malloc(EG_SNAPSHOT_CHUNK);
   eg_sha256 h;
   uint64_t total = 0;
-  ssize_t n;
-  int ok = buf != NULL;
+  ssize_t n = 0;
+  if (!buf) return EG_ENOMEM;
   eg_sha256_init(&h);
-  while (ok && (n = read(fd, buf, EG_SNAPSHOT_CHUNK)) > 0) {
+  eg_err e = EG_OK;
+  while (!e && (n = read(fd, buf, EG_SNAPSHOT_CHUNK)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      snprintf(msg, msglen, "cannot read the snapshot copy: %s", strerror(errno));
+      e = EG_EIO;
+      break;
+    }
     Engram__V1__SnapshotChunk c = ENGRAM__V1__SNAPSHOT_CHUNK__INIT;
     c.data = (ProtobufCBinaryData){(size_t)n, buf};
     eg_sha256_update(&h, buf, (size_t)n);
     total += (uint64_t)n;
-    ok = eg_rpc_send(call, cq, &c.base);
+    if (!eg_rpc_send(call, cq, &c.base)) e = EG_EUNAVAIL;
   }
+  free(buf);
+  if (e) return e;
   uint8_t digest[32];
   eg_sha256_final(&h, digest);
   Engram__V1__SnapshotChunk last = ENGRAM__V1__SNAPSHOT_CHUNK__INIT;
@@ -47,44 +59,46 @@ static int eg_snap_send_file(grpc_call *call, grpc_completion_queue *cq, int fd,
   last.epoch = epoch;
   last.total_bytes = total;
   last.sha256 = (ProtobufCBinaryData){sizeof digest, digest};
-  ok = ok && eg_rpc_send(call, cq, &last.base);
-  free(buf);
-  return ok;
+  return eg_rpc_send(call, cq, &last.base) ? EG_OK : EG_EUNAVAIL;
 }
 
-void eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq) {
+eg_err eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
+                              size_t msglen) {
   static atomic_uint seq;
   char path[4096];
   uint64_t lsn = 0, epoch = 0;
-  grpc_op op;
-  memset(&op, 0, sizeof op);
-  op.op = GRPC_OP_SEND_INITIAL_METADATA;
-  ProtobufCMessage *req = NULL;
-  if (!eg_rpc_run(call, cq, &op, 1) ||
-      !(req = eg_rpc_recv(call, cq, &engram__v1__snapshot_request__descriptor))) {
-    eg_rpc_finish(call, cq, GRPC_STATUS_INVALID_ARGUMENT, "expected a SnapshotRequest");
-    return;
+  ProtobufCMessage *req = eg_rpc_recv(call, cq, &engram__v1__snapshot_request__descriptor);
+  if (!req) {
+    snprintf(msg, msglen, "expected a SnapshotRequest");
+    return EG_EINVAL;
   }
   protobuf_c_message_free_unpacked(req, NULL);
   snprintf(path, sizeof path, "%s/snapshot-out-%d-%u.mdb", eg_store_dir(r->store), (int)getpid(),
            atomic_fetch_add(&seq, 1));
-  if (eg_store_copy(r->store, path, &lsn, &epoch) != EG_OK) {
-    eg_rpc_finish(call, cq, GRPC_STATUS_UNAVAILABLE, "cannot copy the store");
-    return;
+  eg_err e = eg_store_copy(r->store, path, &lsn, &epoch);
+  if (e) {
+    snprintf(msg, msglen, "cannot copy the store: %s", eg_err_msg(e));
+    return e == EG_EIO ? EG_EUNAVAIL : e;
   }
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   /* Unlinked at once: the open fd keeps it until the stream ends. */
   unlink(path);
-  int ok = fd >= 0 && eg_snap_send_file(call, cq, fd, lsn, epoch);
-  if (fd >= 0) close(fd);
-  eg_rpc_finish(call, cq, ok ? GRPC_STATUS_OK : GRPC_STATUS_UNAVAILABLE,
-                ok ? "" : "snapshot stream failed");
+  if (fd < 0) {
+    snprintf(msg, msglen, "cannot open the snapshot copy: %s", strerror(errno));
+    return EG_EUNAVAIL;
+  }
+  e = eg_snap_send_file(call, cq, fd, lsn, epoch, msg, msglen);
+  close(fd);
+  if (e == EG_EUNAVAIL) snprintf(msg, msglen, "snapshot stream failed");
+  return e;
 }
 
 /* ==== replica ============================================================== */
 
-/* Receives chunks into fd; checks size and digest of the last one. */
-static eg_err eg_snap_receive(grpc_call *call, grpc_completion_queue *cq, int fd) {
+/* Receives chunks into fd; checks size and digest of the last one, and
+ * gives the LSN and epoch it announces. */
+static eg_err eg_snap_receive(grpc_call *call, grpc_completion_queue *cq, int fd, uint64_t *lsn,
+                              uint64_t *epoch) {
   eg_sha256 h;
   uint64_t total = 0;
   Engram__V1__SnapshotChunk *c;
@@ -96,6 +110,8 @@ static eg_err eg_snap_receive(grpc_call *call, grpc_completion_queue *cq, int fd
       eg_sha256_final(&h, digest);
       int good = c->total_bytes == total && c->sha256.len == 32 &&
                  memcmp(c->sha256.data, digest, 32) == 0;
+      *lsn = c->lsn;
+      *epoch = c->epoch;
       protobuf_c_message_free_unpacked(&c->base, NULL);
       return good ? EG_OK : EG_ECORRUPT;
     }
@@ -108,8 +124,31 @@ static eg_err eg_snap_receive(grpc_call *call, grpc_completion_queue *cq, int fd
   return EG_EUNAVAIL; /* the stream ended before the last chunk */
 }
 
+eg_err eg_repl_snapshot_check(const char *path, uint64_t lsn, uint64_t epoch, char *why,
+                              size_t whylen) {
+  eg_store_file_info info;
+  eg_err e = eg_store_file_info_read(path, &info);
+  if (e) {
+    snprintf(why, whylen, "not a readable store file (%s)", eg_err_msg(e));
+    return EG_ECORRUPT;
+  }
+  if (info.lsn != lsn || info.epoch != epoch) {
+    snprintf(why, whylen, "holds lsn %llu epoch %llu, the primary announced lsn %llu epoch %llu",
+             (unsigned long long)info.lsn, (unsigned long long)info.epoch,
+             (unsigned long long)lsn, (unsigned long long)epoch);
+    return EG_ECORRUPT;
+  }
+  /* An older schema is migrated when the store opens; a newer one cannot be. */
+  if (info.schema_version == 0 || info.schema_version > EG_STORE_SCHEMA_VERSION) {
+    snprintf(why, whylen, "schema version %u, this build reads 1 to %u", info.schema_version,
+             EG_STORE_SCHEMA_VERSION);
+    return EG_ECORRUPT;
+  }
+  return EG_OK;
+}
+
 eg_err eg_repl_fetch_snapshot(eg_repl *r) {
-  char partial[4096], ready[4096];
+  char partial[4096], ready[4096], why[256] = "";
   const char *dir = eg_store_dir(r->store);
   eg_snap_path(partial, sizeof partial, dir, EG_REPL_SNAPSHOT_PARTIAL);
   eg_snap_path(ready, sizeof ready, dir, EG_REPL_SNAPSHOT_READY);
@@ -119,14 +158,20 @@ eg_err eg_repl_fetch_snapshot(eg_repl *r) {
   Engram__V1__SnapshotRequest req = ENGRAM__V1__SNAPSHOT_REQUEST__INIT;
   req.replica_id = r->replica_id;
   eg_upstream u;
+  uint64_t lsn = 0, epoch = 0;
   eg_err e = EG_EUNAVAIL;
-  if (eg_upstream_open(r, EG_REPL_SERVICE "Snapshot", &req.base, 1, &u)) e = eg_snap_receive(u.call, u.cq, fd);
+  if (eg_upstream_open(r, EG_REPL_SERVICE "Snapshot", &req.base, 1, &u))
+    e = eg_snap_receive(u.call, u.cq, fd, &lsn, &epoch);
   eg_upstream_close(r, &u);
   if (!e && fsync(fd) != 0) e = EG_EIO;
   close(fd);
+  /* The digest proves the bytes came as sent; this proves they are the
+   * store the primary announced, before anything may install them. */
+  if (!e) e = eg_repl_snapshot_check(partial, lsn, epoch, why, sizeof why);
   if (!e && rename(partial, ready) != 0) e = EG_EIO;
   if (e) unlink(partial);
-  fprintf(stderr, "engramd: replica: snapshot %s\n", e ? eg_err_msg(e) : "received and checked");
+  fprintf(stderr, "engramd: replica: snapshot %s%s%s\n",
+          e ? eg_err_msg(e) : "received and checked", why[0] ? ": " : "", why);
   return e;
 }
 

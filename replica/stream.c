@@ -20,26 +20,55 @@ struct eg_stream_ctx {
   atomic_int gone; /* the replica went away */
 };
 
-/* Where a replica with this hello can continue from, or 0 with *why set
- * when it must resync from a snapshot. */
-static uint64_t eg_stream_start(eg_repl *r, eg_txn *t, const Engram__V1__StreamRequest *hello,
-                                const char **why) {
-  uint64_t last = eg_store_last_lsn(r->store), first = 0, epoch = 0;
-  eg_err e = eg_store_wal_first(t, &first, NULL);
-  uint64_t a = hello->applied_lsn;
-  if (a > last) return *why = "replica is ahead of the primary: diverged", 0;
+eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char **why) {
+  uint64_t a = v->applied;
+  *next = 0;
+  if (v->hello_epoch > v->epoch)
+    return *why = "replica is at a newer epoch than this primary (deposed primary)", EG_EPRECOND;
+  /* A replica at this primary's own epoch got that epoch's records from
+   * the node that held it; if they are not ours, two nodes were promoted
+   * to one epoch. Resyncing would silently drop what the other one
+   * acknowledged: refuse, for an operator to decide. */
+  int same_epoch = v->hello_epoch == v->epoch && a > 0;
+  if (a > v->last) {
+    if (same_epoch) return *why = "replica is ahead of the primary at the same epoch: two primaries of one epoch (split brain)", EG_EPRECOND;
+    return *why = "replica is ahead of the primary: diverged", EG_OK;
+  }
   if (a > 0) {
-    e = eg_store_wal_epoch_at(t, a, &epoch);
-    if (e == EG_ENOTFOUND && a == last) return *why = "log trimmed past the replica", 0;
-    if (e == EG_ENOTFOUND) return *why = "replica is behind the trimmed log", 0;
-    if (e) return *why = "cannot read the log", 0;
-    if (epoch != hello->applied_epoch) return *why = "replica's history diverged (epoch mismatch)", 0;
-    return a + 1;
+    if (v->at_err == EG_ENOTFOUND && a == v->last) return *why = "log trimmed past the replica", EG_OK;
+    if (v->at_err == EG_ENOTFOUND) return *why = "replica is behind the trimmed log", EG_OK;
+    if (v->at_err) return *why = "cannot read the log", v->at_err;
+    if (v->epoch_at != v->applied_epoch) {
+      if (same_epoch) return *why = "replica's history diverged at the same epoch: two primaries of one epoch (split brain)", EG_EPRECOND;
+      return *why = "replica's history diverged (epoch mismatch)", EG_OK;
+    }
+    *next = a + 1;
+    return EG_OK;
   }
   /* An empty replica can replay the whole log only if it is all there. */
-  if (last == 0) return 1;
-  if (e == EG_OK && first == 1) return 1;
-  return *why = "replica is empty and the log no longer starts at 1", 0;
+  if (v->last == 0 || v->first == 1) {
+    *next = 1;
+    return EG_OK;
+  }
+  return *why = "replica is empty and the log no longer starts at 1", EG_OK;
+}
+
+/* The primary's side of the hello, read through t. */
+static eg_err eg_stream_view_read(eg_repl *r, eg_txn *t, const Engram__V1__StreamRequest *hello,
+                                  eg_stream_view *v) {
+  *v = (eg_stream_view){.last = eg_store_last_lsn(r->store),
+                        .epoch = eg_store_epoch(r->store),
+                        .hello_epoch = hello->epoch,
+                        .applied = hello->applied_lsn,
+                        .applied_epoch = hello->applied_epoch};
+  eg_err e = eg_store_reader_begin(t);
+  if (e) return e;
+  e = eg_store_wal_first(t, &v->first, NULL);
+  if (e == EG_ENOTFOUND) e = EG_OK, v->first = 0;
+  if (!e && v->applied > 0 && v->applied <= v->last)
+    v->at_err = eg_store_wal_epoch_at(t, v->applied, &v->epoch_at);
+  eg_store_reader_end(t);
+  return e;
 }
 
 static void *eg_stream_acks(void *arg) {
@@ -102,19 +131,23 @@ static int eg_stream_send(struct eg_stream_ctx *s, eg_txn *t, uint64_t *next) {
   return rc;
 }
 
-static void eg_stream_resync(struct eg_stream_ctx *s, const char *why) {
+/* Tells the replica to resync from a snapshot; the call then ends OK with
+ * the reason. */
+static eg_err eg_stream_resync(struct eg_stream_ctx *s, const char *why, char *msg, size_t msglen) {
   Engram__V1__StreamResponse resp = ENGRAM__V1__STREAM_RESPONSE__INIT;
   resp.resync = 1;
   resp.reason = (char *)why;
   resp.primary_lsn = eg_store_last_lsn(s->r->store);
   resp.epoch = eg_store_epoch(s->r->store);
   eg_rpc_send(s->call, s->cq, &resp.base);
-  eg_rpc_finish(s->call, s->cq, GRPC_STATUS_OK, why);
+  snprintf(msg, msglen, "%s", why);
+  return EG_OK;
 }
 
 /* Streams until the replica goes, the node stops, or it stops being the
  * primary. */
-static void eg_stream_loop(struct eg_stream_ctx *s, eg_txn *t, uint64_t next) {
+static eg_err eg_stream_loop(struct eg_stream_ctx *s, eg_txn *t, uint64_t next, char *msg,
+                             size_t msglen) {
   eg_repl *r = s->r;
   int64_t last_send = 0;
   while (!atomic_load(&s->gone) && !atomic_load(&r->stopping) && eg_repl_is_primary(r) &&
@@ -122,63 +155,67 @@ static void eg_stream_loop(struct eg_stream_ctx *s, eg_txn *t, uint64_t next) {
     int have = eg_store_last_lsn(r->store) >= next;
     if (have || eg_rpc_now_us() - last_send >= EG_REPL_HEARTBEAT_MS * 1000) {
       int rc = eg_stream_send(s, t, &next);
-      if (rc < 0) {
-        eg_stream_resync(s, "log trimmed past the replica");
-        return;
-      }
+      if (rc < 0) return eg_stream_resync(s, "log trimmed past the replica", msg, msglen);
       if (rc == 0) break;
       last_send = eg_rpc_now_us();
       continue;
     }
     eg_store_wait_lsn(r->store, next, EG_REPL_HEARTBEAT_MS);
   }
-  eg_rpc_finish(s->call, s->cq, atomic_load(&r->stopping) ? GRPC_STATUS_UNAVAILABLE : GRPC_STATUS_OK,
-                atomic_load(&r->stopping) ? "primary is stopping" : "stream ended");
+  if (atomic_load(&r->stopping)) {
+    snprintf(msg, msglen, "primary is stopping");
+    return EG_EUNAVAIL;
+  }
+  snprintf(msg, msglen, "stream ended");
+  return EG_OK;
 }
 
-void eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq) {
+eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
+                            size_t msglen) {
   struct eg_stream_ctx s = {.r = r, .call = call, .cq = cq};
   const char *why = NULL;
   eg_txn *t = NULL;
-  grpc_op op;
-  memset(&op, 0, sizeof op);
-  op.op = GRPC_OP_SEND_INITIAL_METADATA;
-  Engram__V1__StreamRequest *hello = NULL;
-  if (!eg_rpc_run(call, cq, &op, 1) ||
-      !(hello = (void *)eg_rpc_recv(call, cq, &engram__v1__stream_request__descriptor))) {
-    eg_rpc_finish(call, cq, GRPC_STATUS_INVALID_ARGUMENT, "expected a StreamRequest");
-    return;
+  eg_stream_view v;
+  uint64_t next = 0;
+  eg_err e;
+  Engram__V1__StreamRequest *hello =
+      (void *)eg_rpc_recv(call, cq, &engram__v1__stream_request__descriptor);
+  if (!hello) {
+    snprintf(msg, msglen, "expected a StreamRequest");
+    return EG_EINVAL;
   }
   if (!eg_repl_is_primary(r)) {
-    eg_rpc_finish(call, cq, GRPC_STATUS_FAILED_PRECONDITION, "this node is not the primary");
+    snprintf(msg, msglen, "this node is not the primary");
+    e = EG_EPRECOND;
     goto out;
   }
-  if (hello->epoch > eg_store_epoch(r->store)) {
-    /* A replica from a newer epoch: this primary was deposed. */
-    eg_rpc_finish(call, cq, GRPC_STATUS_FAILED_PRECONDITION,
-                  "replica is at a newer epoch than this primary (deposed primary)");
+  if ((e = eg_store_reader_new(r->store, &t)) || (e = eg_stream_view_read(r, t, hello, &v)) ||
+      (e = eg_repl_stream_start(&v, &next, &why))) {
+    snprintf(msg, msglen, "%s", why ? why : "cannot read the log");
     goto out;
   }
-  if (eg_store_reader_new(r->store, &t) != EG_OK) goto out;
-  uint64_t next = EG_OK == eg_store_reader_begin(t) ? eg_stream_start(r, t, hello, &why) : 0;
-  eg_store_reader_end(t);
   if (!next) {
-    eg_stream_resync(&s, why ? why : "cannot read the log");
+    e = eg_stream_resync(&s, why, msg, msglen);
     goto out;
   }
   if (!(s.peer = eg_peer_attach(r, hello->replica_id[0] ? hello->replica_id : "unnamed", next - 1,
                                 &s.gen))) {
-    eg_rpc_finish(call, cq, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many replicas");
+    snprintf(msg, msglen, "too many replicas (at most %d)", EG_REPL_MAX_PEERS);
+    e = EG_ELIMIT;
     goto out;
   }
   pthread_t acks;
   if (pthread_create(&acks, NULL, eg_stream_acks, &s) == 0) {
-    eg_stream_loop(&s, t, next);
+    e = eg_stream_loop(&s, t, next, msg, msglen);
     grpc_call_cancel(call, NULL); /* ends the ack receiver's pending read */
     pthread_join(acks, NULL);
+  } else {
+    snprintf(msg, msglen, "cannot start the stream's ack thread");
+    e = EG_ENOMEM;
   }
   eg_peer_detach(r, s.peer, s.gen);
 out:
   eg_store_reader_free(t);
-  if (hello) protobuf_c_message_free_unpacked(&hello->base, NULL);
+  protobuf_c_message_free_unpacked(&hello->base, NULL);
+  return e;
 }

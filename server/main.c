@@ -131,6 +131,10 @@ static eg_err eg_repl_open(const eg_config *cfg, eg_store *store, eg_repl **out)
 }
 
 static uint64_t eg_trim(void *arg, eg_txn *t) { return eg_repl_trim_below(arg, t); }
+static eg_err eg_write_alone(void *writer, eg_err (*fn)(void *arg, eg_txn *t), void *arg,
+                             uint64_t *lsn) {
+  return eg_writer_run_alone(writer, fn, arg, lsn);
+}
 
 static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   char err[512] = "";
@@ -151,7 +155,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   if (e == EG_OK && cfg->metrics_listen[0])
     e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
                               &http, err, sizeof err);
-  if (e == EG_OK) e = eg_repl_start(srv->repl);
+  if (e == EG_OK) e = eg_repl_start(srv->repl, eg_write_alone, writer);
   if (e != EG_OK) {
     eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);

@@ -28,9 +28,7 @@ static eg_err eg_promote(eg_req *r, const ProtobufCMessage *msg) {
   Engram__V1__PromoteResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__PromoteResponse);
   if (!out) return EG_ENOMEM;
   engram__v1__promote_response__init(out);
-  eg_err e = eg_repl_promote(r->srv->repl, &out->epoch, &out->lsn);
-  if (e == EG_EPRECOND)
-    snprintf(r->msg, sizeof r->msg, "this node is already the primary (or being promoted)");
+  eg_err e = eg_repl_promote(r->srv->repl, &out->epoch, &out->lsn, r->msg, sizeof r->msg);
   if (e) return e;
   r->resp = &out->base;
   return EG_OK;
@@ -74,8 +72,8 @@ const eg_method eg_admin_methods[] = {
      .in = &engram__v1__get_status_request__descriptor,
      .role = EG_ROLE_ADMIN,
      .read = eg_get_status},
-    /* A read in the table's terms: it runs on the worker and makes its own
-     * write txn (the writer has nothing to do on a replica). */
+    /* A read in the table's terms: it runs on the worker, which hands the
+     * epoch record to the writer and waits for its commit. */
     {.path = EG_ADMIN_PATH(Promote),
      .in = &engram__v1__promote_request__descriptor,
      .role = EG_ROLE_ADMIN,

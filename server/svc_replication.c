@@ -4,13 +4,14 @@
 #include "replica/replica.h"
 #include "server/service.h"
 
-static void eg_stream(const eg_srv *srv, struct grpc_call *call, struct grpc_completion_queue *cq) {
-  eg_repl_serve_stream(srv->repl, call, cq);
+static eg_err eg_stream(const eg_srv *srv, struct grpc_call *call, struct grpc_completion_queue *cq,
+                        char *msg, size_t msglen) {
+  return eg_repl_serve_stream(srv->repl, call, cq, msg, msglen);
 }
 
-static void eg_snapshot(const eg_srv *srv, struct grpc_call *call,
-                        struct grpc_completion_queue *cq) {
-  eg_repl_serve_snapshot(srv->repl, call, cq);
+static eg_err eg_snapshot(const eg_srv *srv, struct grpc_call *call,
+                          struct grpc_completion_queue *cq, char *msg, size_t msglen) {
+  return eg_repl_serve_snapshot(srv->repl, call, cq, msg, msglen);
 }
 
 const eg_method eg_replication_methods[] = {

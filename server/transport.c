@@ -322,28 +322,39 @@ static void eg_forward_done(eg_call *c, int ok) {
   eg_reply_raw(c, f->code, msg, resp, eg_client_exchange_lsn(f));
 }
 
+/* Runs n ops on a streaming call and waits for them. Returns 1 if the
+ * batch started (it then completed, well or not). */
+static int eg_stream_batch(eg_call *c, grpc_op *ops, size_t n) {
+  if (grpc_call_start_batch(c->call, ops, n, ops, NULL) != GRPC_CALL_OK) return 0;
+  grpc_completion_queue_pluck(c->stream_cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  return 1;
+}
+
+/* A streaming call's thread: initial metadata, the handler, then the
+ * status from the handler's eg_err (the handler picks no gRPC code). */
 static void *eg_stream_main(void *arg) {
   eg_call *c = arg;
   eg_transport *tp = c->w->tp;
   const eg_method *m = tp->methods[c->mi];
+  int cancelled;
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  size_t first = 0; /* set past ops[0] once the metadata went */
   eg_err e = eg_authorize(c, m);
+  if (e == EG_OK && !eg_stream_batch(c, ops, 1)) e = EG_EUNAVAIL;
   if (e == EG_OK) {
-    m->stream(tp->srv, c->call, c->stream_cq);
-  } else {
-    grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
-    int cancelled;
-    grpc_op ops[3];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
-    ops[1].data.send_status_from_server.status_details = &details;
-    ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[2].data.recv_close_on_server.cancelled = &cancelled;
-    if (grpc_call_start_batch(c->call, ops, 3, ops, NULL) == GRPC_CALL_OK)
-      grpc_completion_queue_pluck(c->stream_cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    grpc_slice_unref(details);
+    first = 1;
+    e = m->stream(tp->srv, c->call, c->stream_cq, c->req.msg, sizeof c->req.msg);
   }
+  grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
+  ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
+  ops[1].data.send_status_from_server.status_details = &details;
+  ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[2].data.recv_close_on_server.cancelled = &cancelled;
+  eg_stream_batch(c, ops + first, 3 - first);
+  grpc_slice_unref(details);
   eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
   eg_call_free(c);
   atomic_fetch_sub(&tp->streams, 1);

@@ -46,7 +46,10 @@ static eg_write_item *eg_writer_take(eg_writer *w) {
   pthread_mutex_lock(&w->mu);
   while (!w->head && !w->stopping) pthread_cond_wait(&w->cv, &w->mu);
   eg_write_item *batch = w->head, *last = w->head;
-  for (int n = 1; last && last->next && n < EG_WRITER_BATCH_MAX; n++) last = last->next;
+  /* An `alone` item is a batch by itself; other batches stop before one. */
+  if (last && !last->alone)
+    for (int n = 1; last->next && !last->next->alone && n < EG_WRITER_BATCH_MAX; n++)
+      last = last->next;
   if (last) {
     w->head = last->next;
     if (!w->head) w->tail = NULL;
@@ -56,29 +59,45 @@ static eg_write_item *eg_writer_take(eg_writer *w) {
   return batch;
 }
 
+/* Applies each item of the batch in a nested txn of t; item results go to
+ * errs[], *applied counts the items kept. Returns EG_EMAPFULL (the batch
+ * must be replayed) or another failure of t itself. */
+static eg_err eg_writer_apply_nested(eg_txn *t, eg_write_item *batch, eg_err *errs, int *applied) {
+  eg_txn *sub;
+  eg_err e;
+  int i = 0;
+  for (eg_write_item *it = batch; it; it = it->next, i++) {
+    if ((e = eg_store_sub_begin(t, &sub)) != EG_OK) return e;
+    errs[i] = it->apply(it, sub);
+    if (errs[i] != EG_OK) {
+      eg_store_sub_abort(sub);
+      if (errs[i] == EG_EMAPFULL) return EG_EMAPFULL;
+      continue;
+    }
+    if ((e = eg_store_sub_commit(sub)) != EG_OK) return e;
+    (*applied)++;
+  }
+  return EG_OK;
+}
+
+/* Applies an `alone` item in t itself: its failure is the txn's. */
+static eg_err eg_writer_apply_alone(eg_txn *t, eg_write_item *item, eg_err *errs, int *applied) {
+  errs[0] = item->apply(item, t);
+  if (errs[0] == EG_EMAPFULL) return EG_EMAPFULL;
+  *applied = errs[0] == EG_OK;
+  return EG_OK;
+}
+
 /* Applies the batch in one txn. Item results go to errs[]; returns the
  * commit's result (EG_EMAPFULL: grow and run again). */
 static eg_err eg_writer_apply(eg_writer *w, eg_write_item *batch, eg_err *errs, uint64_t *lsn) {
-  eg_txn *t, *sub;
+  eg_txn *t;
   int applied = 0;
   eg_err e = eg_store_write_begin(w->store, &t);
   if (e != EG_OK) return e;
-  int i = 0;
-  for (eg_write_item *it = batch; it; it = it->next, i++) {
-    if ((e = eg_store_sub_begin(t, &sub)) != EG_OK) goto fail;
-    errs[i] = it->apply(it, sub);
-    if (errs[i] == EG_EMAPFULL) {
-      eg_store_sub_abort(sub);
-      e = EG_EMAPFULL;
-      goto fail;
-    }
-    if (errs[i] != EG_OK) {
-      eg_store_sub_abort(sub);
-      continue;
-    }
-    if ((e = eg_store_sub_commit(sub)) != EG_OK) goto fail;
-    applied++;
-  }
+  e = batch->alone ? eg_writer_apply_alone(t, batch, errs, &applied)
+                   : eg_writer_apply_nested(t, batch, errs, &applied);
+  if (e != EG_OK) goto fail;
   if (!applied) {
     /* Nothing to make durable: every item failed its own checks. */
     eg_store_write_abort(t);
@@ -114,6 +133,51 @@ static void eg_writer_run_batch(eg_writer *w, eg_write_item *batch) {
     next = it->next; /* done() may free the item */
     it->done(it, e != EG_OK ? e : errs[i], lsn, busy || next);
   }
+}
+
+/* A caller waiting for its `alone` item (eg_writer_run_alone). */
+struct eg_alone {
+  eg_write_item item; /* first: the writer hands back &item */
+  eg_err (*fn)(void *arg, eg_txn *t);
+  void *arg;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int finished; /* guarded by mu */
+  eg_err err;
+  uint64_t lsn;
+};
+
+static eg_err eg_alone_apply(eg_write_item *item, eg_txn *t) {
+  struct eg_alone *a = (struct eg_alone *)item;
+  return a->fn(a->arg, t);
+}
+
+static void eg_alone_done(eg_write_item *item, eg_err err, uint64_t lsn, int busy) {
+  struct eg_alone *a = (struct eg_alone *)item;
+  (void)busy;
+  pthread_mutex_lock(&a->mu);
+  a->err = err;
+  a->lsn = err == EG_OK ? lsn : 0;
+  a->finished = 1;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+}
+
+eg_err eg_writer_run_alone(eg_writer *w, eg_err (*fn)(void *arg, eg_txn *t), void *arg,
+                           uint64_t *lsn) {
+  struct eg_alone a = {.item = {.apply = eg_alone_apply, .done = eg_alone_done, .alone = 1},
+                       .fn = fn,
+                       .arg = arg};
+  pthread_mutex_init(&a.mu, NULL);
+  pthread_cond_init(&a.cv, NULL);
+  eg_writer_submit(w, &a.item);
+  pthread_mutex_lock(&a.mu);
+  while (!a.finished) pthread_cond_wait(&a.cv, &a.mu);
+  pthread_mutex_unlock(&a.mu);
+  pthread_mutex_destroy(&a.mu);
+  pthread_cond_destroy(&a.cv);
+  if (lsn) *lsn = a.lsn;
+  return a.err;
 }
 
 static void *eg_writer_main(void *arg) {

@@ -6,6 +6,12 @@
  * LMDB write txn, commits once (one fsync for the whole batch), and only
  * then calls every item's done callback. With an empty queue it commits at
  * once, so a lone client pays no batching delay.
+ *
+ * This thread is the only one that opens write txns and grows the map
+ * (storage.h). Work that cannot run in a nested txn (applying a primary's
+ * log record, which commits at that record's LSN; a promotion's epoch
+ * record) comes as an item marked `alone`: the writer cuts the batch before
+ * and after it and runs it by itself in its own write txn.
  */
 #ifndef EG_SERVER_WRITER_H
 #define EG_SERVER_WRITER_H
@@ -18,13 +24,15 @@
 typedef struct eg_write_item eg_write_item;
 struct eg_write_item {
   eg_write_item *next; /* the writer's queue link */
-  /* Runs in a nested txn; may run again if the batch is replayed after the
-   * map grew. A non-OK result rolls back this item only. */
+  /* Runs in a nested txn (with `alone`: in the batch's write txn itself,
+   * the only item of that batch); may run again if the batch is replayed
+   * after the map grew. A non-OK result rolls back this item only. */
   eg_err (*apply)(eg_write_item *item, eg_txn *t);
   /* Called once, on the writer thread, after the batch's commit: err is the
    * item's apply result or the commit's failure; lsn the batch's LSN; busy
    * says more writes are already queued (so work done here delays them). */
   void (*done)(eg_write_item *item, eg_err err, uint64_t lsn, int busy);
+  int alone; /* run in a write txn of its own, not nested in a batch */
 };
 
 typedef struct eg_writer eg_writer;
@@ -38,6 +46,14 @@ typedef uint64_t (*eg_trim_fn)(void *arg, eg_txn *t);
 eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer **out);
 /* Queues an item. Thread safety: any thread. */
 void eg_writer_submit(eg_writer *w, eg_write_item *item);
+/* Runs fn(arg, t) as an `alone` item: on the writer thread, in a write txn
+ * of its own (no nested txn, so eg_store_wal_apply and eg_store_set_epoch
+ * may be used), replayed after the map grows, then committed; waits for
+ * that. Returns fn's error or the commit's; *lsn (may be NULL) gets the
+ * LSN committed (0 if nothing was). Thread safety: any thread but the
+ * writer's own (it would wait for itself). */
+eg_err eg_writer_run_alone(eg_writer *w, eg_err (*fn)(void *arg, eg_txn *t), void *arg,
+                           uint64_t *lsn);
 /* Write txns committed and items applied so far. Thread safety: any thread. */
 void eg_writer_stats(const eg_writer *w, uint64_t *batches, uint64_t *items);
 

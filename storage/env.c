@@ -38,8 +38,7 @@ eg_err eg_store__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint
   return eg_store__err(mdb_put(txn, meta, &k, &v, 0));
 }
 
-/* Schema version of the file: 0 when fresh. */
-static eg_err eg_meta_get_version(MDB_txn *txn, MDB_dbi meta, uint32_t *out) {
+eg_err eg_store__meta_get_version(MDB_txn *txn, MDB_dbi meta, uint32_t *out) {
   MDB_val k = eg_meta_key(EG_META_SCHEMA_VERSION), v;
   int rc = mdb_get(txn, meta, &k, &v);
   if (rc == MDB_NOTFOUND) {
@@ -205,7 +204,7 @@ static eg_err eg_store_open_dbs(eg_store *s, char *marker, size_t cap, char *err
   if (e) goto fail;
   /* Before any migration writes: a replaced data file is refused as is. */
   e = eg_store__check_store_id(s, txn, marker, cap, err, errlen);
-  if (!e) e = eg_meta_get_version(txn, s->meta, &version);
+  if (!e) e = eg_store__meta_get_version(txn, s->meta, &version);
   if (e) goto fail;
   if (version > EG_STORE_SCHEMA_VERSION) {
     snprintf(err, errlen, "schema version %u is newer than this build's %u", version,

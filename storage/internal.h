@@ -143,6 +143,8 @@ static inline int eg_txn_writable(const eg_txn *t) {
 eg_err eg_store__adopt_map_size(eg_store *s);
 /* env.c: meta u64 value; 0 if absent. EG_ECORRUPT if not 8 bytes. */
 eg_err eg_store__meta_get_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t *out);
+/* Schema version of the file: 0 when fresh. */
+eg_err eg_store__meta_get_version(MDB_txn *txn, MDB_dbi meta, uint32_t *out);
 eg_err eg_store__meta_put_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t v);
 
 /* meta_kv.c: eg_store_meta_get/put inside the caller's txn (at open,

@@ -5,25 +5,42 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "storage/internal.h"
 
-/* Reads last_lsn and epoch from the copy at path (no lock file: nothing
- * else has it open). */
-static eg_err eg_copy_meta(const char *path, uint64_t *lsn, uint64_t *epoch) {
+eg_err eg_store_file_info_read(const char *path, eg_store_file_info *out) {
   MDB_env *env = NULL;
   MDB_txn *txn = NULL;
   MDB_dbi meta;
+  MDB_envinfo info;
+  MDB_stat st;
+  struct stat fst;
   int rc = mdb_env_create(&env);
   if (!rc) rc = mdb_env_set_maxdbs(env, EG_STORE_MAX_DBS);
+  /* No lock file: nothing else has the file open. */
   if (!rc) rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600);
+  if (!rc) rc = mdb_env_info(env, &info);
+  if (!rc) rc = mdb_env_stat(env, &st);
+  if (!rc && stat(path, &fst) != 0) rc = errno;
+  /* A file cut short: its meta pages name pages past its end, and reading
+   * one through the map would be a SIGBUS. Checked before any read. */
+  if (!rc && (uint64_t)fst.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize)
+    rc = MDB_CORRUPTED;
   if (!rc) rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
   if (!rc) rc = mdb_dbi_open(txn, EG_DB_META, 0, &meta);
-  eg_err e = eg_store__err(rc);
-  if (!e) e = eg_store__meta_get_u64(txn, meta, EG_META_LAST_LSN, lsn);
-  if (!e) e = eg_store__meta_get_u64(txn, meta, EG_META_EPOCH, epoch);
-  if (!e && !*epoch) *epoch = 1;
+  /* Not an LMDB file, or one without our meta DB: not a store. */
+  eg_err e = rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH || rc == MDB_NOTFOUND ||
+                     rc == MDB_CORRUPTED
+                 ? EG_ECORRUPT
+                 : eg_store__err(rc);
+  *out = (eg_store_file_info){0};
+  if (!e) e = eg_store__meta_get_version(txn, meta, &out->schema_version);
+  if (!e) e = eg_store__meta_get_u64(txn, meta, EG_META_LAST_LSN, &out->lsn);
+  if (!e) e = eg_store__meta_get_u64(txn, meta, EG_META_EPOCH, &out->epoch);
+  if (!e && !out->epoch) out->epoch = 1;
+  if (e == EG_ENOTFOUND) e = EG_ECORRUPT;
   if (txn) mdb_txn_abort(txn);
   if (env) mdb_env_close(env);
   return e;
@@ -41,8 +58,14 @@ eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epo
   pthread_rwlock_unlock(&s->map_lock);
   if (!rc && fsync(fd) != 0) rc = EIO;
   close(fd);
-  eg_err e = rc ? eg_store__err(rc) : eg_copy_meta(path, lsn, epoch);
-  if (e) unlink(path);
+  eg_store_file_info info;
+  eg_err e = rc ? eg_store__err(rc) : eg_store_file_info_read(path, &info);
+  if (e) {
+    unlink(path);
+    return e;
+  }
+  *lsn = info.lsn;
+  *epoch = info.epoch;
   return e;
 }
 

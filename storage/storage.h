@@ -15,7 +15,8 @@
  *   - Readers: each worker owns one eg_txn from eg_store_reader_new() and
  *     brackets every request with eg_store_reader_begin/end (an LMDB read
  *     txn reset and renewed, MDB_NOTLS). Never hold one across requests.
- *   - Writer: exactly one thread opens write txns. eg_store_write_begin,
+ *   - Writer: exactly one thread opens write txns (engramd's writer, which
+ *     also runs a replica's log apply and a promotion). eg_store_write_begin,
  *     then any number of nested eg_store_sub_begin/commit/abort (one per
  *     request, so a failing request leaves the batch intact), then
  *     eg_store_write_commit, which assigns the next LSN and makes the whole
@@ -200,6 +201,11 @@ eg_err eg_store_wal_scan(eg_txn *t, uint64_t from_lsn, eg_wal_visit_fn fn, void 
 /* The oldest record kept: its LSN and time (time_us may be NULL).
  * EG_ENOTFOUND when the log is empty. */
 eg_err eg_store_wal_first(eg_txn *t, uint64_t *lsn, int64_t *time_us);
+/* Walks from the oldest record, at most max of them, to the first one
+ * written at or after time_us (records carry the time their primary wrote
+ * them). *lsn gets its LSN; when every record walked is older, the LSN after
+ * the last one walked. EG_ENOTFOUND when the log is empty. Cost: O(max). */
+eg_err eg_store_wal_first_after(eg_txn *t, int64_t time_us, size_t max, uint64_t *lsn);
 /* The epoch of record lsn; EG_ENOTFOUND if it is not (or no longer) kept. */
 eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch);
 /* Deletes up to max of the oldest records with LSN < below_lsn; *n (may be
@@ -228,6 +234,17 @@ const char *eg_store_dir(const eg_store *s);
 /* Writes a consistent, compacted copy of the store to path (new file, mode
  * 0600) while writes go on, and reports the LSN and epoch it holds. */
 eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epoch);
+/* What a store file holds, read from its meta DB. */
+typedef struct {
+  uint64_t lsn, epoch;
+  uint32_t schema_version; /* 0: a file never opened as a store */
+} eg_store_file_info;
+/* Opens the single-file store at path (a copy: no lock file, nothing else
+ * has it open) read-only and fills out. EG_ECORRUPT if it is not an LMDB
+ * file, is shorter than its meta pages say (checked before anything is
+ * read through the map), or lacks the meta DB or its keys; EG_EIO if it
+ * cannot be read. */
+eg_err eg_store_file_info_read(const char *path, eg_store_file_info *out);
 /* Makes the copy at snapshot_path the store of dir (and drops dir's
  * engram.id, which the next open writes from the copy's id). Call before
  * eg_store_open, with no process holding dir open. */

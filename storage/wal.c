@@ -221,6 +221,59 @@ eg_err eg_store_wal_first(eg_txn *t, uint64_t *lsn, int64_t *time_us) {
   return EG_OK;
 }
 
+/* Reads a varint at *p (< end) and moves past it; 0 if it runs off. */
+static int eg_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  *v = 0;
+  for (int sh = 0; *p < end && sh < 64; sh += 7) {
+    uint8_t b = *(*p)++;
+    *v |= (uint64_t)(b & 0x7f) << sh;
+    if (!(b & 0x80)) return 1;
+  }
+  return 0;
+}
+
+/* The time_us of an encoded WalRecord, read from its header without
+ * decoding the ops (the walk below may look at a batch of records). */
+static eg_err eg_wal_time(const uint8_t *p, size_t n, int64_t *time_us) {
+  const uint8_t *end = p + n;
+  uint64_t tag, v;
+  while (p < end) {
+    if (!eg_varint_get(&p, end, &tag) || !eg_varint_get(&p, end, &v)) return EG_ECORRUPT;
+    if ((tag & 7) == 2) { /* length-delimited (the ops): skip */
+      if (v > (uint64_t)(end - p)) return EG_ECORRUPT;
+      p += v;
+    } else if ((tag & 7) != 0) {
+      return EG_ECORRUPT;
+    } else if (tag >> 3 == 3) {
+      *time_us = (int64_t)v;
+      return EG_OK;
+    }
+  }
+  return EG_ECORRUPT;
+}
+
+eg_err eg_store_wal_first_after(eg_txn *t, int64_t time_us, size_t max, uint64_t *lsn) {
+  MDB_cursor *c = NULL;
+  MDB_val key, val;
+  eg_err e = EG_OK;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  int rc = mdb_cursor_open(t->txn, t->s->wal, &c);
+  if (!rc) rc = mdb_cursor_get(c, &key, &val, MDB_FIRST);
+  if (rc == MDB_NOTFOUND) e = EG_ENOTFOUND;
+  for (size_t seen = 0; !rc && !e && seen < max; seen++) {
+    int64_t at;
+    if (key.mv_size != 8) e = EG_ECORRUPT;
+    if (!e) e = eg_wal_time(val.mv_data, val.mv_size, &at);
+    if (e) break;
+    *lsn = eg_be64_get(key.mv_data);
+    if (at >= time_us) break;
+    ++*lsn; /* this one is older: the answer lies past it */
+    rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+  }
+  if (c) mdb_cursor_close(c);
+  return e ? e : eg_store__err(rc == MDB_NOTFOUND ? MDB_SUCCESS : rc);
+}
+
 eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch) {
   if (!eg_txn_readable(t)) return EG_EINVAL;
   eg_key k = eg_wal_key(lsn);

@@ -839,6 +839,25 @@ class FailoverTest(ReplicationCase):
                           apb.PromoteRequest(), timeout=RPC_TIMEOUT, metadata=ADMIN_MD)
         return r
 
+    def test_promote_refused_while_primary_alive(self):
+        p, r1 = self.p, self.r1
+        last = self.wait_converged(p, [r1, self.r2])
+        # r1 streams from a live primary: a second node at epoch 2 would
+        # diverge from it, so Promote names the primary and does nothing
+        with self.assertRaises(grpc.RpcError) as cm:
+            admin(r1).Promote(apb.PromoteRequest(), timeout=RPC_TIMEOUT, metadata=ADMIN_MD)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn(p.addr, cm.exception.details())
+        st = status(r1)
+        self.assertEqual((st.role, st.epoch, st.last_lsn), ("replica", 1, last))
+        # still following: a new write reaches it
+        sid, _ = self.seed(p, 1, "after")
+        self.wait_converged(p, [r1])
+        self.assertEqual(newest(r1, sid).content, "after-0")
+        # once the primary is gone, the same call promotes
+        p.kill9()
+        self.promote(r1)
+
     def test_failover_without_divergence(self):
         p, r1, r2 = self.p, self.r1, self.r2
         sid, acked = self.seed(p, 100, "before")
@@ -929,7 +948,9 @@ class FailoverTest(ReplicationCase):
         r2.stop()
         follow(r2, p.addr)
         r2.start()
-        time.sleep(1.0)
+        # the event: r2's stream to the zombie is refused as deposed
+        self.wait_until(lambda: "deposed primary" in r2.log_text(), CONVERGE_TIMEOUT,
+                        "r2 refused by the deposed primary", [r2, p])
         self.assertStatus(grpc.StatusCode.NOT_FOUND, agent(r2).get, zsid)
         st = status(r2)
         self.assertEqual((st.epoch, st.last_lsn), (2, r2_lsn), "nothing taken from epoch 1")

@@ -12,7 +12,8 @@
   X(memory_store)            \
   X(wal)                     \
   X(store_env)               \
-  X(arena)
+  X(arena)                   \
+  X(replica)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
