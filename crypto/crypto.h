@@ -44,9 +44,12 @@ eg_err eg_crypto_init(void);
 /* Parses a keyring file:
  *   primary <id>
  *   key <id> <base64 of 32 bytes>      (any number, ids 1..2^32-1, unique)
- * Blank lines and lines starting with '#' are ignored. Keys are kept in
- * sodium_malloc'd memory and never logged. On error returns EG_EINVAL and
- * writes a reason naming the line into err (never the key material).
+ * Blank lines and lines starting with '#' are ignored. Only printable
+ * ASCII, tab and CR/LF may appear. The file must be readable by its owner
+ * alone (no bit of mode 077): the message then says the chmod to run. Keys
+ * are kept in sodium_malloc'd memory and never logged. On error returns
+ * EG_EINVAL and writes a reason naming the line into err (never the key
+ * material).
  * *out is set only on success. */
 eg_err eg_keyring_load(const char *path, eg_keyring **out, char *err, size_t errlen);
 

@@ -113,8 +113,9 @@ void eg_keyring_free(eg_keyring *kr) {
 }
 
 /* Reads the whole file into sodium_malloc'd memory (it holds key material),
- * NUL-terminated. On success the caller sodium_free()s *out. */
-static eg_err read_secret_file(const eg_kparse *p, char **out) {
+ * NUL-terminated, its length in *outlen. Refuses a file other users can
+ * read. On success the caller sodium_free()s *out. */
+static eg_err read_secret_file(const eg_kparse *p, char **out, size_t *outlen) {
   char *buf = NULL;
   struct stat st;
   size_t len = 0;
@@ -123,6 +124,12 @@ static eg_err read_secret_file(const eg_kparse *p, char **out) {
   eg_err rc = EG_EINVAL;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > EG_KEYRING_FILE_MAX) {
     kparse_fail(p, 0, "not a regular file of at most %d bytes", EG_KEYRING_FILE_MAX);
+    goto fail;
+  }
+  /* Whoever can read the file can read every record: only its owner may. */
+  if (st.st_mode & 077) {
+    kparse_fail(p, 0, "mode %04o lets other users read or change the keys; run: chmod 600 %s",
+                (unsigned)(st.st_mode & 07777), p->path);
     goto fail;
   }
   buf = sodium_malloc((size_t)st.st_size + 1);
@@ -144,6 +151,7 @@ static eg_err read_secret_file(const eg_kparse *p, char **out) {
   buf[len] = '\0';
   close(fd);
   *out = buf;
+  *outlen = len;
   return EG_OK;
 fail:
   sodium_free(buf);
@@ -224,6 +232,20 @@ static eg_err parse_text(eg_keyring *kr, eg_kparse *p, char *text) {
   return EG_OK;
 }
 
+/* Refuses any byte but printable ASCII, tab, CR and LF, naming its line:
+ * a NUL would otherwise end the parse early and hide the rest, and the
+ * format has no use for anything else (base64, digits, words). */
+static eg_err check_bytes(const eg_kparse *p, const char *text, size_t len) {
+  unsigned line = 1;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)text[i];
+    if (c == '\n') line++;
+    else if (c != '\t' && c != '\r' && (c < 0x20 || c > 0x7e))
+      return kparse_fail(p, line, "byte 0x%02x is not printable text", c);
+  }
+  return EG_OK;
+}
+
 static size_t count_lines(const char *text) {
   size_t n = 1;
   for (const char *s = text; (s = strchr(s, '\n')) != NULL; s++) n++;
@@ -233,9 +255,14 @@ static size_t count_lines(const char *text) {
 eg_err eg_keyring_load(const char *path, eg_keyring **out, char *err, size_t errlen) {
   eg_kparse p = {.path = path, .err = err, .errlen = errlen, .line = 1};
   char *text = NULL;
+  size_t len = 0;
   eg_keyring *kr = NULL;
-  eg_err rc = read_secret_file(&p, &text);
+  eg_err rc = read_secret_file(&p, &text, &len);
   if (rc) return rc;
+  if ((rc = check_bytes(&p, text, len)) != EG_OK) {
+    sodium_free(text);
+    return rc;
+  }
   rc = EG_ENOMEM;
   kr = calloc(1, sizeof *kr);
   if (!kr) goto fail;
