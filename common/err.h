@@ -26,7 +26,11 @@
   X(EG_EMAPFULL,  "storage map full",                14 /* UNAVAILABLE */)        \
   X(EG_EUNAVAIL,  "unavailable",                     14 /* UNAVAILABLE */)        \
   X(EG_ECORRUPT,  "stored data failed to open",      15 /* DATA_LOSS */)          \
-  X(EG_EUNAUTH,   "unauthenticated",                 16 /* UNAUTHENTICATED */)
+  X(EG_EUNAUTH,   "unauthenticated",                 16 /* UNAUTHENTICATED */)    \
+  X(EG_EREADERS,  "too many concurrent readers",     14 /* UNAVAILABLE */)        \
+  X(EG_ETXNFULL,  "transaction too large",           8  /* RESOURCE_EXHAUSTED */) \
+  X(EG_ENOSPC,    "disk full",                       8  /* RESOURCE_EXHAUSTED */) \
+  X(EG_EQUOTA,    "quota exceeded",                  8  /* RESOURCE_EXHAUSTED */)
 
 typedef enum {
 #define EG_ERR_ENUM(name, msg, code) name,

@@ -211,6 +211,29 @@ eg_err eg_store_txn_lsn(eg_txn *t, uint64_t *lsn);
 /* Visits every data DB in a fixed order, keys ascending. */
 eg_err eg_store_visit_data(eg_txn *t, eg_kv_visit_fn fn, void *arg);
 
+/* ---- named meta values ----------------------------------------------------
+ *
+ * Small values outside the record schema (the store id, a key fingerprint).
+ * Kept in the meta DB apart from the store's own keys, never logged in the
+ * WAL (so not replicated; a snapshot copy carries its source's values), and
+ * usable right after eg_store_open, before any writer thread exists.
+ */
+
+/* Longest name (printable ASCII, no spaces) and value a meta value may have. */
+#define EG_STORE_META_NAME_MAX 64
+#define EG_STORE_META_VALUE_MAX 4096
+
+/* Copies the value called name into buf[0..cap) and sets *len to its size.
+ * EG_ENOTFOUND if there is none; EG_ELIMIT if cap is too small (*len then
+ * holds the size needed, buf is untouched); EG_EINVAL for a bad name.
+ * Thread safety: any thread (it opens its own read txn). */
+eg_err eg_store_meta_get(eg_store *s, const char *name, void *buf, size_t cap, size_t *len);
+/* Stores val[0..n) under name (replacing any value) and commits durably in
+ * its own write txn. EG_EINVAL for a bad name or n > EG_STORE_META_VALUE_MAX.
+ * Thread safety: it takes LMDB's write lock, so it waits for a running
+ * write txn; never call it from a thread that holds one (self-deadlock). */
+eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t n);
+
 /* ---- memories: storage/memories.h --------------------------------------- */
 #include "storage/memories.h"
 
