@@ -29,16 +29,27 @@
  * lowest key id only (see eg__keyring_blind_key). */
 #define EG_KDF_BLIND_CONTEXT "egblind_"
 #define EG_KDF_BLIND_ID 2
+/* The check-value subkey: used only to make a key's check value, which
+ * identifies the key without revealing it (see eg_keyring_fingerprint). */
+#define EG_KDF_CHECK_CONTEXT "egcheck_"
+#define EG_KDF_CHECK_ID 3
+#define EG_CHECK_LABEL "engram keyring check value v1"
+#define EG_FINGERPRINT_VERSION 0x01
+#define EG_FINGERPRINT_ENTRY (4 + EG_KEY_CHECK_LEN)
 
 _Static_assert(EG_KEY_LEN == crypto_kdf_KEYBYTES, "master keys are crypto_kdf keys");
 _Static_assert(sizeof EG_KDF_FIELD_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 _Static_assert(sizeof EG_KDF_BLIND_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
+_Static_assert(sizeof EG_KDF_CHECK_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
+_Static_assert(EG_KEYRING_FINGERPRINT_MAX == 1 + EG_KEYRING_KEYS_MAX * EG_FINGERPRINT_ENTRY,
+               "fingerprint layout");
 
 /* One master key, represented by the subkeys derived from it. */
 typedef struct {
   uint32_t id;
   uint8_t field_key[EG_KEY_LEN];
   uint8_t blind_key[EG_KEY_LEN];
+  uint8_t check[EG_KEY_CHECK_LEN]; /* not secret: see eg_keyring_fingerprint */
 } eg_key;
 
 struct eg_keyring {
@@ -177,6 +188,17 @@ static eg_err parse_primary(eg_keyring *kr, eg_kparse *p, const char *id_s) {
   return EG_OK;
 }
 
+/* k->check = BLAKE2b of a fixed label keyed with the check subkey: equal
+ * for equal master keys, and, being a MAC under a subkey of its own, it
+ * tells nothing about the master key or the other subkeys. */
+static void key_check_value(eg_key *k, const uint8_t master[EG_KEY_LEN]) {
+  uint8_t sub[EG_KEY_LEN];
+  crypto_kdf_derive_from_key(sub, sizeof sub, EG_KDF_CHECK_ID, EG_KDF_CHECK_CONTEXT, master);
+  crypto_generichash(k->check, sizeof k->check, (const uint8_t *)EG_CHECK_LABEL,
+                     sizeof EG_CHECK_LABEL - 1, sub, sizeof sub);
+  sodium_memzero(sub, sizeof sub);
+}
+
 static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const char *b64) {
   uint8_t master[EG_KEY_LEN];
   size_t binlen = 0;
@@ -184,6 +206,8 @@ static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const ch
   uint32_t id = parse_id(id_s);
   if (!id) return kparse_fail(p, p->line, "key id must be a number in 1..4294967295");
   if (keyring_find(kr, id)) return kparse_fail(p, p->line, "duplicate key id %u", id);
+  if (kr->n == EG_KEYRING_KEYS_MAX)
+    return kparse_fail(p, p->line, "more than %d keys", EG_KEYRING_KEYS_MAX);
   size_t b64len = strlen(b64);
   if (sodium_base642bin(master, sizeof master, b64, b64len, NULL, &binlen, &end,
                         sodium_base64_VARIANT_ORIGINAL) != 0 ||
@@ -198,6 +222,7 @@ static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const ch
                              EG_KDF_FIELD_CONTEXT, master);
   crypto_kdf_derive_from_key(k->blind_key, sizeof k->blind_key, EG_KDF_BLIND_ID,
                              EG_KDF_BLIND_CONTEXT, master);
+  key_check_value(k, master);
   sodium_memzero(master, sizeof master);
   return EG_OK;
 }
@@ -280,6 +305,57 @@ fail:
   eg_keyring_free(kr);
   sodium_free(text);
   return rc;
+}
+
+static void put_u32be(uint8_t *b, uint32_t v) {
+  b[0] = (uint8_t)(v >> 24), b[1] = (uint8_t)(v >> 16), b[2] = (uint8_t)(v >> 8), b[3] = (uint8_t)v;
+}
+
+static uint32_t get_u32be(const uint8_t *b) {
+  return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+size_t eg_keyring_fingerprint(const eg_keyring *kr, uint8_t *out) {
+  uint8_t *p = out;
+  *p++ = EG_FINGERPRINT_VERSION;
+  for (size_t i = 0; i < kr->n; i++, p += EG_FINGERPRINT_ENTRY) {
+    put_u32be(p, kr->keys[i].id);
+    memcpy(p + 4, kr->keys[i].check, EG_KEY_CHECK_LEN);
+  }
+  return (size_t)(p - out);
+}
+
+/* 1 if fp's entries name id. */
+static int fingerprint_has(const uint8_t *fp, size_t n, uint32_t id) {
+  for (size_t i = 0; i < n; i++)
+    if (get_u32be(fp + 1 + i * EG_FINGERPRINT_ENTRY) == id) return 1;
+  return 0;
+}
+
+eg_err eg_keyring_fingerprint_check(const eg_keyring *kr, const uint8_t *fp, size_t len,
+                                    int *has_new, char *err, size_t errlen) {
+  if (len < 1 || fp[0] != EG_FINGERPRINT_VERSION || (len - 1) % EG_FINGERPRINT_ENTRY != 0 ||
+      len > EG_KEYRING_FINGERPRINT_MAX) {
+    snprintf(err, errlen, "the recorded key fingerprint is malformed (%zu bytes)", len);
+    return EG_ECORRUPT;
+  }
+  size_t n = (len - 1) / EG_FINGERPRINT_ENTRY;
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t *e = fp + 1 + i * EG_FINGERPRINT_ENTRY;
+    uint32_t id = get_u32be(e);
+    const eg_key *k = keyring_find(kr, id);
+    if (!k) {
+      snprintf(err, errlen, "key %u, which data here may be sealed with, is not in the keyring", id);
+      return EG_EPRECOND;
+    }
+    if (!eg_crypto_equal(k->check, e + 4, EG_KEY_CHECK_LEN)) {
+      snprintf(err, errlen, "key %u in the keyring differs from the key %u the data here was sealed with", id, id);
+      return EG_EPRECOND;
+    }
+  }
+  *has_new = 0;
+  for (size_t i = 0; i < kr->n && !*has_new; i++) *has_new = !fingerprint_has(fp, n, kr->keys[i].id);
+  return EG_OK;
 }
 
 eg_err eg_keyring_keygen_line(uint32_t id, char *line, size_t linelen) {

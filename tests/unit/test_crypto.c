@@ -313,6 +313,74 @@ static void test_keyring_stray_bytes(void) {
   eg_test_rmdir(dir);
 }
 
+/* The fingerprint names each key by id and check value: the same keys
+ * pass, added keys pass and are reported, a missing or different key is
+ * refused naming its id. */
+static void test_keyring_fingerprint(void) {
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX], fp2[EG_KEYRING_FINGERPRINT_MAX];
+  char err[256] = "", other1[EG_KEYGEN_LINE_MAX];
+  int has_new = -1;
+  CU_ASSERT_EQUAL_FATAL(eg_keyring_keygen_line(1, other1, sizeof other1), EG_OK);
+  eg_keyring *r1 = ring_with(1, key1, "");
+  eg_keyring *r1again = ring_with(1, key1, "");
+  eg_keyring *r12 = ring_with(2, key1, key2);
+  eg_keyring *r2 = ring_with(2, key2, "");
+  eg_keyring *wrong1 = ring_with(1, other1, "");
+  size_t len = eg_keyring_fingerprint(r1, fp);
+  CU_ASSERT_EQUAL(len, 1 + 4 + EG_KEY_CHECK_LEN);
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint(r1again, fp2), len);
+  CU_ASSERT_EQUAL(memcmp(fp, fp2, len), 0); /* stable across loads */
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1again, fp, len, &has_new, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(has_new, 0);
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r12, fp, len, &has_new, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(has_new, 1);
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(wrong1, fp, len, &has_new, err, sizeof err),
+                  EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "key 1 "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "differs"));
+  err[0] = '\0';
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r2, fp, len, &has_new, err, sizeof err), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "key 1,"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "not in the keyring"));
+  /* Two keys recorded: dropping either is refused. */
+  size_t len12 = eg_keyring_fingerprint(r12, fp2);
+  CU_ASSERT_EQUAL(len12, 1 + 2 * (4 + EG_KEY_CHECK_LEN));
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1, fp2, len12, &has_new, err, sizeof err), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "key 2,"));
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r2, fp2, len12, &has_new, err, sizeof err), EG_EPRECOND);
+  /* Malformed: empty, wrong version, a partial entry. */
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1, fp, 0, &has_new, err, sizeof err), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1, fp, len - 1, &has_new, err, sizeof err), EG_ECORRUPT);
+  fp2[0] = 0x02;
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1, fp2, len12, &has_new, err, sizeof err), EG_ECORRUPT);
+  eg_keyring_free(r1);
+  eg_keyring_free(r1again);
+  eg_keyring_free(r12);
+  eg_keyring_free(r2);
+  eg_keyring_free(wrong1);
+}
+
+/* EG_KEYRING_KEYS_MAX keys load; one more is refused naming its line. */
+static void test_keyring_keys_max(void) {
+  size_t cap = 16 + (EG_KEYRING_KEYS_MAX + 1) * EG_KEYGEN_LINE_MAX;
+  char *text = malloc(cap), err[256] = "";
+  CU_ASSERT_FATAL(text != NULL);
+  size_t n = (size_t)snprintf(text, cap, "primary 1\n");
+  for (unsigned id = 1; id <= EG_KEYRING_KEYS_MAX; id++) {
+    CU_ASSERT_EQUAL_FATAL(eg_keyring_keygen_line(id, text + n, cap - n), EG_OK);
+    n += strlen(text + n);
+  }
+  eg_keyring *kr = ring_ok(text);
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint(kr, fp), (size_t)EG_KEYRING_FINGERPRINT_MAX);
+  eg_keyring_free(kr);
+  kr = NULL;
+  CU_ASSERT_EQUAL_FATAL(eg_keyring_keygen_line(EG_KEYRING_KEYS_MAX + 1, text + n, cap - n), EG_OK);
+  CU_ASSERT_EQUAL(ring_from_text(text, &kr, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "line 202: more than 200 keys"));
+  free(text);
+}
+
 static void test_keyring_tolerates_layout(void) {
   char text[512];
   snprintf(text, sizeof text, "# comment\r\n\r\n   \n\tprimary\t1 \r\n%.*s\r\n  # end",
@@ -453,6 +521,8 @@ void eg_test_register_crypto(void) {
   CU_add_test(s, "keyring tolerates layout", test_keyring_tolerates_layout);
   CU_add_test(s, "keyring mode", test_keyring_mode);
   CU_add_test(s, "keyring stray bytes", test_keyring_stray_bytes);
+  CU_add_test(s, "keyring fingerprint", test_keyring_fingerprint);
+  CU_add_test(s, "keyring keys max", test_keyring_keys_max);
   CU_add_test(s, "keyring create", test_keyring_create);
   CU_add_test(s, "keygen line", test_keygen_line);
   CU_add_test(s, "sha256 hex", test_sha256_hex);
