@@ -43,10 +43,13 @@ eg_err eg_crypto_init(void);
 
 /* Parses a keyring file:
  *   primary <id>
- *   key <id> <base64 of 32 bytes>      (any number, ids 1..2^32-1, unique)
- * Blank lines and lines starting with '#' are ignored. Keys are kept in
- * sodium_malloc'd memory and never logged. On error returns EG_EINVAL and
- * writes a reason naming the line into err (never the key material).
+ *   key <id> <base64 of 32 bytes>      (up to EG_KEYRING_KEYS_MAX, ids 1..2^32-1, unique)
+ * Blank lines and lines starting with '#' are ignored. Only printable
+ * ASCII, tab and CR/LF may appear. The file must be readable by its owner
+ * alone (no bit of mode 077): the message then says the chmod to run. Keys
+ * are kept in sodium_malloc'd memory and never logged. On error returns
+ * EG_EINVAL and writes a reason naming the line into err (never the key
+ * material).
  * *out is set only on success. */
 eg_err eg_keyring_load(const char *path, eg_keyring **out, char *err, size_t errlen);
 
@@ -56,6 +59,30 @@ eg_err eg_keyring_create(const char *path);
 
 /* Zeroes and frees the keys. NULL is fine. */
 void eg_keyring_free(eg_keyring *kr);
+
+/* ---- key fingerprint --------------------------------------------------------
+ * What a data dir records of the keys its data is sealed with, so a missing
+ * or wrong keyring is refused at start instead of reading DATA_LOSS. Per
+ * key: its id and a check value, the keyed BLAKE2b (16 bytes) of a fixed
+ * label under a crypto_kdf subkey of its own; never the key, and nothing a
+ * reader of the data could use to find it. Layout: 0x01 | per key
+ * (id u32 BE | check value). */
+#define EG_KEYRING_KEYS_MAX 200 /* keys one keyring may hold */
+#define EG_KEY_CHECK_LEN 16
+#define EG_KEYRING_FINGERPRINT_MAX (1 + EG_KEYRING_KEYS_MAX * (4 + EG_KEY_CHECK_LEN))
+
+/* Writes the fingerprint of every key in kr into out (at least
+ * EG_KEYRING_FINGERPRINT_MAX bytes); returns its length. */
+size_t eg_keyring_fingerprint(const eg_keyring *kr, uint8_t *out);
+
+/* Checks kr against a fingerprint recorded earlier: EG_OK when every key id
+ * it names is in kr with the same check value; *has_new is then 1 if kr
+ * holds ids it does not name (record eg_keyring_fingerprint(kr) again).
+ * EG_EPRECOND naming the first key that is absent or differs, EG_ECORRUPT
+ * for a malformed fingerprint, with the reason in err. */
+eg_err eg_keyring_fingerprint_check(const eg_keyring *kr, const uint8_t *fp, size_t len,
+                                    int *has_new, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* The key id new tokens are sealed with. */
 uint32_t eg_keyring_primary_id(const eg_keyring *kr);

@@ -29,16 +29,27 @@
  * lowest key id only (see eg__keyring_blind_key). */
 #define EG_KDF_BLIND_CONTEXT "egblind_"
 #define EG_KDF_BLIND_ID 2
+/* The check-value subkey: used only to make a key's check value, which
+ * identifies the key without revealing it (see eg_keyring_fingerprint). */
+#define EG_KDF_CHECK_CONTEXT "egcheck_"
+#define EG_KDF_CHECK_ID 3
+#define EG_CHECK_LABEL "engram keyring check value v1"
+#define EG_FINGERPRINT_VERSION 0x01
+#define EG_FINGERPRINT_ENTRY (4 + EG_KEY_CHECK_LEN)
 
 _Static_assert(EG_KEY_LEN == crypto_kdf_KEYBYTES, "master keys are crypto_kdf keys");
 _Static_assert(sizeof EG_KDF_FIELD_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 _Static_assert(sizeof EG_KDF_BLIND_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
+_Static_assert(sizeof EG_KDF_CHECK_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
+_Static_assert(EG_KEYRING_FINGERPRINT_MAX == 1 + EG_KEYRING_KEYS_MAX * EG_FINGERPRINT_ENTRY,
+               "fingerprint layout");
 
 /* One master key, represented by the subkeys derived from it. */
 typedef struct {
   uint32_t id;
   uint8_t field_key[EG_KEY_LEN];
   uint8_t blind_key[EG_KEY_LEN];
+  uint8_t check[EG_KEY_CHECK_LEN]; /* not secret: see eg_keyring_fingerprint */
 } eg_key;
 
 struct eg_keyring {
@@ -113,8 +124,9 @@ void eg_keyring_free(eg_keyring *kr) {
 }
 
 /* Reads the whole file into sodium_malloc'd memory (it holds key material),
- * NUL-terminated. On success the caller sodium_free()s *out. */
-static eg_err read_secret_file(const eg_kparse *p, char **out) {
+ * NUL-terminated, its length in *outlen. Refuses a file other users can
+ * read. On success the caller sodium_free()s *out. */
+static eg_err read_secret_file(const eg_kparse *p, char **out, size_t *outlen) {
   char *buf = NULL;
   struct stat st;
   size_t len = 0;
@@ -123,6 +135,12 @@ static eg_err read_secret_file(const eg_kparse *p, char **out) {
   eg_err rc = EG_EINVAL;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > EG_KEYRING_FILE_MAX) {
     kparse_fail(p, 0, "not a regular file of at most %d bytes", EG_KEYRING_FILE_MAX);
+    goto fail;
+  }
+  /* Whoever can read the file can read every record: only its owner may. */
+  if (st.st_mode & 077) {
+    kparse_fail(p, 0, "mode %04o lets other users read or change the keys; run: chmod 600 %s",
+                (unsigned)(st.st_mode & 07777), p->path);
     goto fail;
   }
   buf = sodium_malloc((size_t)st.st_size + 1);
@@ -144,6 +162,7 @@ static eg_err read_secret_file(const eg_kparse *p, char **out) {
   buf[len] = '\0';
   close(fd);
   *out = buf;
+  *outlen = len;
   return EG_OK;
 fail:
   sodium_free(buf);
@@ -169,6 +188,17 @@ static eg_err parse_primary(eg_keyring *kr, eg_kparse *p, const char *id_s) {
   return EG_OK;
 }
 
+/* k->check = BLAKE2b of a fixed label keyed with the check subkey: equal
+ * for equal master keys, and, being a MAC under a subkey of its own, it
+ * tells nothing about the master key or the other subkeys. */
+static void key_check_value(eg_key *k, const uint8_t master[EG_KEY_LEN]) {
+  uint8_t sub[EG_KEY_LEN];
+  crypto_kdf_derive_from_key(sub, sizeof sub, EG_KDF_CHECK_ID, EG_KDF_CHECK_CONTEXT, master);
+  crypto_generichash(k->check, sizeof k->check, (const uint8_t *)EG_CHECK_LABEL,
+                     sizeof EG_CHECK_LABEL - 1, sub, sizeof sub);
+  sodium_memzero(sub, sizeof sub);
+}
+
 static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const char *b64) {
   uint8_t master[EG_KEY_LEN];
   size_t binlen = 0;
@@ -176,6 +206,8 @@ static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const ch
   uint32_t id = parse_id(id_s);
   if (!id) return kparse_fail(p, p->line, "key id must be a number in 1..4294967295");
   if (keyring_find(kr, id)) return kparse_fail(p, p->line, "duplicate key id %u", id);
+  if (kr->n == EG_KEYRING_KEYS_MAX)
+    return kparse_fail(p, p->line, "more than %d keys", EG_KEYRING_KEYS_MAX);
   size_t b64len = strlen(b64);
   if (sodium_base642bin(master, sizeof master, b64, b64len, NULL, &binlen, &end,
                         sodium_base64_VARIANT_ORIGINAL) != 0 ||
@@ -190,6 +222,7 @@ static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const ch
                              EG_KDF_FIELD_CONTEXT, master);
   crypto_kdf_derive_from_key(k->blind_key, sizeof k->blind_key, EG_KDF_BLIND_ID,
                              EG_KDF_BLIND_CONTEXT, master);
+  key_check_value(k, master);
   sodium_memzero(master, sizeof master);
   return EG_OK;
 }
@@ -224,6 +257,20 @@ static eg_err parse_text(eg_keyring *kr, eg_kparse *p, char *text) {
   return EG_OK;
 }
 
+/* Refuses any byte but printable ASCII, tab, CR and LF, naming its line:
+ * a NUL would otherwise end the parse early and hide the rest, and the
+ * format has no use for anything else (base64, digits, words). */
+static eg_err check_bytes(const eg_kparse *p, const char *text, size_t len) {
+  unsigned line = 1;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)text[i];
+    if (c == '\n') line++;
+    else if (c != '\t' && c != '\r' && (c < 0x20 || c > 0x7e))
+      return kparse_fail(p, line, "byte 0x%02x is not printable text", c);
+  }
+  return EG_OK;
+}
+
 static size_t count_lines(const char *text) {
   size_t n = 1;
   for (const char *s = text; (s = strchr(s, '\n')) != NULL; s++) n++;
@@ -233,9 +280,14 @@ static size_t count_lines(const char *text) {
 eg_err eg_keyring_load(const char *path, eg_keyring **out, char *err, size_t errlen) {
   eg_kparse p = {.path = path, .err = err, .errlen = errlen, .line = 1};
   char *text = NULL;
+  size_t len = 0;
   eg_keyring *kr = NULL;
-  eg_err rc = read_secret_file(&p, &text);
+  eg_err rc = read_secret_file(&p, &text, &len);
   if (rc) return rc;
+  if ((rc = check_bytes(&p, text, len)) != EG_OK) {
+    sodium_free(text);
+    return rc;
+  }
   rc = EG_ENOMEM;
   kr = calloc(1, sizeof *kr);
   if (!kr) goto fail;
@@ -253,6 +305,57 @@ fail:
   eg_keyring_free(kr);
   sodium_free(text);
   return rc;
+}
+
+static void put_u32be(uint8_t *b, uint32_t v) {
+  b[0] = (uint8_t)(v >> 24), b[1] = (uint8_t)(v >> 16), b[2] = (uint8_t)(v >> 8), b[3] = (uint8_t)v;
+}
+
+static uint32_t get_u32be(const uint8_t *b) {
+  return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+size_t eg_keyring_fingerprint(const eg_keyring *kr, uint8_t *out) {
+  uint8_t *p = out;
+  *p++ = EG_FINGERPRINT_VERSION;
+  for (size_t i = 0; i < kr->n; i++, p += EG_FINGERPRINT_ENTRY) {
+    put_u32be(p, kr->keys[i].id);
+    memcpy(p + 4, kr->keys[i].check, EG_KEY_CHECK_LEN);
+  }
+  return (size_t)(p - out);
+}
+
+/* 1 if fp's entries name id. */
+static int fingerprint_has(const uint8_t *fp, size_t n, uint32_t id) {
+  for (size_t i = 0; i < n; i++)
+    if (get_u32be(fp + 1 + i * EG_FINGERPRINT_ENTRY) == id) return 1;
+  return 0;
+}
+
+eg_err eg_keyring_fingerprint_check(const eg_keyring *kr, const uint8_t *fp, size_t len,
+                                    int *has_new, char *err, size_t errlen) {
+  if (len < 1 || fp[0] != EG_FINGERPRINT_VERSION || (len - 1) % EG_FINGERPRINT_ENTRY != 0 ||
+      len > EG_KEYRING_FINGERPRINT_MAX) {
+    snprintf(err, errlen, "the recorded key fingerprint is malformed (%zu bytes)", len);
+    return EG_ECORRUPT;
+  }
+  size_t n = (len - 1) / EG_FINGERPRINT_ENTRY;
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t *e = fp + 1 + i * EG_FINGERPRINT_ENTRY;
+    uint32_t id = get_u32be(e);
+    const eg_key *k = keyring_find(kr, id);
+    if (!k) {
+      snprintf(err, errlen, "key %u, which data here may be sealed with, is not in the keyring", id);
+      return EG_EPRECOND;
+    }
+    if (!eg_crypto_equal(k->check, e + 4, EG_KEY_CHECK_LEN)) {
+      snprintf(err, errlen, "key %u in the keyring differs from the key %u the data here was sealed with", id, id);
+      return EG_EPRECOND;
+    }
+  }
+  *has_new = 0;
+  for (size_t i = 0; i < kr->n && !*has_new; i++) *has_new = !fingerprint_has(fp, n, kr->keys[i].id);
+  return EG_OK;
 }
 
 eg_err eg_keyring_keygen_line(uint32_t id, char *line, size_t linelen) {

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
-            libprotobuf-c-dev libprotobuf-dev liblmdb-dev lmdb-utils libsodium-dev libcunit1-dev)
+            libprotobuf-c-dev libprotobuf-dev liblmdb-dev lmdb-utils libsodium-dev libcunit1-dev
+            libmicrohttpd-dev)
 test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
            protobuf-compiler-grpc binutils)
 bench_pkgs=(nghttp2-client etcd-server etcd-client)

@@ -181,12 +181,12 @@ static eg_err apply_env(eg_config *c, eg_getenv_fn getenv_fn, char *err, size_t 
 static eg_err apply_flag(eg_config *c, int argc, char **argv, int *i, char *err, size_t errlen) {
   const char *arg = argv[*i];
   char label[64];
-  if (strncmp(arg, "--", 2) != 0) return eg_invalid(err, errlen, arg, "not a flag (see --help)");
+  if (strncmp(arg, "--", 2) != 0) return eg_invalid(err, errlen, arg, "not a flag");
   const char *eq = strchr(arg + 2, '=');
   size_t len = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
   snprintf(label, sizeof label, "--%.*s", (int)len, arg + 2);
   const eg_opt *o = opt_find(arg + 2, len);
-  if (!o) return eg_invalid(err, errlen, label, "unknown flag (see --help)");
+  if (!o) return eg_invalid(err, errlen, label, "unknown flag");
   if (eq) return set_value(c, o, label, eq + 1, err, errlen);
   /* "--listen --data-dir x" forgot the value; it is not "--data-dir". */
   if (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0)

@@ -1,5 +1,6 @@
 /* engramd: configuration, keys, storage, the writer, the gRPC transport,
- * and an orderly stop on SIGTERM/SIGINT. */
+ * and an orderly stop on SIGTERM/SIGINT (a second one forces exit; SIGHUP
+ * is logged and ignored). */
 #include <errno.h>
 #include <grpc/grpc.h>
 #include <limits.h>
@@ -22,23 +23,42 @@ static int eg_fail(const char *what, const char *why) {
   return 1;
 }
 
-/* Loads the keyring, creating DATA_DIR/keyring with a fresh key on first
- * start when no --keyring was given. */
-static eg_err eg_load_keys(const eg_config *cfg, eg_keyring **out, char *err, size_t errlen) {
-  char path[EG_CONFIG_PATH_MAX + 16];
-  snprintf(path, sizeof path, "%s", cfg->keyring);
-  if (!path[0]) {
-    snprintf(path, sizeof path, "%s/keyring", cfg->data_dir);
-    if (access(path, F_OK) != 0) {
-      eg_err e = eg_keyring_create(path);
-      if (e != EG_OK) {
-        snprintf(err, errlen, "%.400s: cannot create (%s)", path, eg_err_msg(e));
-        return e;
-      }
-      fprintf(stderr, "engramd: created keyring %s with a fresh key; back it up: without it "
-                      "the data cannot be read\n", path);
-    }
+#define EG_KEYRING_PATH_MAX (EG_CONFIG_PATH_MAX + 16)
+/* The meta value holding the keyring's fingerprint (crypto.h). */
+#define EG_META_KEY_FINGERPRINT "key_fingerprint"
+_Static_assert(EG_KEYRING_FINGERPRINT_MAX <= EG_STORE_META_VALUE_MAX, "fingerprint fits meta");
+
+/* --keyring, or DATA_DIR/keyring when none was given. */
+static void eg_keyring_path(const eg_config *cfg, char path[EG_KEYRING_PATH_MAX]) {
+  if (cfg->keyring[0])
+    snprintf(path, EG_KEYRING_PATH_MAX, "%s", cfg->keyring);
+  else
+    snprintf(path, EG_KEYRING_PATH_MAX, "%s/keyring", cfg->data_dir);
+}
+
+/* Creates DATA_DIR/keyring with a fresh key and loads it: only for a store
+ * that holds nothing, since data sealed under a lost keyring would
+ * otherwise silently read DATA_LOSS while new writes use the new key. */
+static eg_err eg_create_keys(const char *path, eg_store *store, eg_keyring **out, char *err,
+                             size_t errlen) {
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  size_t fplen = 0;
+  uint64_t lsn = eg_store_last_lsn(store);
+  eg_err e = eg_store_meta_get(store, EG_META_KEY_FINGERPRINT, fp, sizeof fp, &fplen);
+  if (lsn > 0 || e != EG_ENOTFOUND) {
+    snprintf(err, errlen,
+             "%.300s is missing, but this data dir holds data (last lsn %llu) sealed with a "
+             "keyring: restore it from backup (or pass --keyring); refusing to make a fresh key",
+             path, (unsigned long long)lsn);
+    return EG_EPRECOND;
   }
+  e = eg_keyring_create(path);
+  if (e != EG_OK) {
+    snprintf(err, errlen, "%.400s: cannot create (%s)", path, eg_err_msg(e));
+    return e;
+  }
+  fprintf(stderr, "engramd: created keyring %s with a fresh key; back it up: without it "
+                  "the data cannot be read\n", path);
   return eg_keyring_load(path, out, err, errlen);
 }
 
@@ -85,11 +105,78 @@ static void eg_sigbus_install(const char *data_dir) {
   sigaction(SIGBUS, &sa, NULL);
 }
 
+/* Checks the keyring against the fingerprint the store recorded, records it
+ * on first start, and records key ids added since (rotation). Runs before
+ * the writer thread exists. */
+static eg_err eg_check_fingerprint(eg_store *store, const eg_keyring *keys, const char *path,
+                                   char *err, size_t errlen) {
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  char why[256];
+  size_t len = 0;
+  int has_new = 1;
+  eg_err e = eg_store_meta_get(store, EG_META_KEY_FINGERPRINT, fp, sizeof fp, &len);
+  if (e == EG_OK) {
+    e = eg_keyring_fingerprint_check(keys, fp, len, &has_new, why, sizeof why);
+    if (e != EG_OK) {
+      snprintf(err, errlen, "%.200s does not fit this data dir: %.200s (restore the keyring the data "
+               "was written with)", path, why);
+      return e;
+    }
+  } else if (e == EG_ENOTFOUND && eg_store_last_lsn(store) > 0) {
+    fprintf(stderr, "engramd: this data dir predates key fingerprints: recording the keys of %s "
+                    "without checking them against the data\n", path);
+  } else if (e != EG_ENOTFOUND) {
+    snprintf(err, errlen, "cannot read the key fingerprint (%s)", eg_err_msg(e));
+    return e;
+  }
+  if (!has_new) return EG_OK;
+  len = eg_keyring_fingerprint(keys, fp);
+  e = eg_store_meta_put(store, EG_META_KEY_FINGERPRINT, fp, len);
+  if (e != EG_OK) snprintf(err, errlen, "cannot record the key fingerprint (%s)", eg_err_msg(e));
+  return e;
+}
+
 /* "HOST:0" with the bound port: the line tests and scripts wait for. */
 static void eg_announce(const char *listen, int port) {
   const char *colon = strrchr(listen, ':');
   int hostlen = colon ? (int)(colon - listen) : (int)strlen(listen);
   fprintf(stderr, "engramd: listening on %.*s:%d\n", hostlen, listen, port);
+}
+
+/* The metrics endpoint's line, in the same form. */
+static void eg_announce_metrics(const char *listen, int port) {
+  const char *colon = strrchr(listen, ':');
+  int hostlen = colon ? (int)(colon - listen) : (int)strlen(listen);
+  fprintf(stderr, "engramd: metrics on %.*s:%d\n", hostlen, listen, port);
+}
+
+/* The signals main waits for; blocked in every thread. */
+static void eg_stop_signals(sigset_t *s) {
+  sigemptyset(s);
+  sigaddset(s, SIGTERM);
+  sigaddset(s, SIGINT);
+  sigaddset(s, SIGHUP);
+}
+
+/* Waits for a stop signal; SIGHUP is logged and ignored, since reloading
+ * the tokens under calls in flight is not safe. */
+static int eg_wait_stop(const sigset_t *sigs) {
+  int sig = 0;
+  while (sigwait(sigs, &sig) == 0 && sig == SIGHUP)
+    fprintf(stderr, "engramd: SIGHUP ignored: tokens and keyring are read at start only; "
+                    "restart to reload them\n");
+  return sig;
+}
+
+/* Runs while main drains: a second SIGTERM/SIGINT ends the process at once
+ * with status 1 (every acknowledged write is already durable; calls still
+ * in flight get no answer). */
+static void *eg_force_exit_main(void *arg) {
+  sigset_t sigs;
+  eg_stop_signals(&sigs);
+  int sig = eg_wait_stop(&sigs);
+  fprintf(stderr, "engramd: %s again: exiting without draining\n", strsignal(sig));
+  _exit(1);
 }
 
 static int eg_workers(const eg_config *cfg) {
@@ -143,9 +230,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_metrics_http *http = NULL;
   int port = 0;
   sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
+  eg_stop_signals(&sigs);
 
   grpc_init();
   eg_err e = eg_repl_open(cfg, srv->store, &srv->repl);
@@ -165,12 +250,18 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
     return eg_fail("start", err[0] ? err : eg_err_msg(e));
   }
   eg_announce(cfg->listen, port);
+  if (http) eg_announce_metrics(cfg->metrics_listen, eg_metrics_http_port(http));
   if (!eg_repl_is_primary(srv->repl))
     fprintf(stderr, "engramd: replica of %s from lsn %llu\n", cfg->primary,
             (unsigned long long)eg_store_last_lsn(srv->store));
-  int sig = 0;
-  sigwait(&sigs, &sig);
-  fprintf(stderr, "engramd: %s: draining calls and stopping\n", strsignal(sig));
+  int sig = eg_wait_stop(&sigs);
+  fprintf(stderr, "engramd: %s: draining calls and stopping (send it again to exit at once)\n",
+          strsignal(sig));
+  pthread_t forcer;
+  if (pthread_create(&forcer, NULL, eg_force_exit_main, NULL) == 0)
+    pthread_detach(forcer);
+  else
+    fprintf(stderr, "engramd: cannot watch for a second signal while draining\n");
   eg_metrics_http_stop(http);
   /* Replication first: its streams are calls the transport waits for. */
   eg_repl_stop(srv->repl);
@@ -201,19 +292,33 @@ int main(int argc, char **argv) {
   }
 
   /* Before any thread exists, so every thread inherits the mask and only
-   * main's sigwait sees these. */
+   * main's sigwait (and, while draining, the force-exit thread's) sees
+   * these. */
   sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
+  eg_stop_signals(&sigs);
   sigaddset(&sigs, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
   if (eg_crypto_init() != EG_OK) return eg_fail("libsodium", "cannot initialise");
-  /* First: nothing below (a snapshot install included) may touch a data
-   * dir another engramd serves. */
-  if (eg_store_lock_dir(cfg.data_dir, &lock_fd, err, sizeof err) != EG_OK)
-    return eg_fail("data dir", err);
+  /* Everything that can be checked without the store is, before anything
+   * is created: a bad --tokens or keyring leaves no data dir or keyring. */
+  if (eg_auth_load(cfg.tokens, &auth, err, sizeof err) != EG_OK) {
+    eg_fail("--tokens", err);
+    goto out;
+  }
+  char keyring[EG_KEYRING_PATH_MAX];
+  eg_keyring_path(&cfg, keyring);
+  if ((cfg.keyring[0] || access(keyring, F_OK) == 0) &&
+      eg_keyring_load(keyring, &keys, err, sizeof err) != EG_OK) {
+    eg_fail("keyring", err);
+    goto out;
+  }
+  /* Before the data dir is touched: nothing below (a snapshot install
+   * included) may change a data dir another engramd serves. */
+  if (eg_store_lock_dir(cfg.data_dir, &lock_fd, err, sizeof err) != EG_OK) {
+    eg_fail("data dir", err);
+    goto out;
+  }
   if (eg_repl_install_pending(cfg.data_dir) != EG_OK) {
     eg_fail(cfg.data_dir, "cannot install the snapshot");
     goto out;
@@ -229,12 +334,9 @@ int main(int argc, char **argv) {
     eg_fail(cfg.data_dir, err);
     goto out;
   }
-  if (eg_load_keys(&cfg, &keys, err, sizeof err) != EG_OK) {
+  if ((!keys && eg_create_keys(keyring, store, &keys, err, sizeof err) != EG_OK) ||
+      eg_check_fingerprint(store, keys, keyring, err, sizeof err) != EG_OK) {
     eg_fail("keyring", err);
-    goto out;
-  }
-  if (eg_auth_load(cfg.tokens, &auth, err, sizeof err) != EG_OK) {
-    eg_fail("--tokens", err);
     goto out;
   }
   if (eg_auth_dev_mode(auth))

@@ -1,16 +1,14 @@
 #include "server/metrics.h"
 
 #include <arpa/inet.h>
+#include <microhttpd.h>
 #include <netinet/in.h>
-#include <poll.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 /* grpc_status_code runs 0..16. */
 #define EG_GRPC_CODES 17
@@ -102,104 +100,106 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
 
 /* ==== the HTTP endpoint ===================================================== */
 
+/* The exposition text is a few KiB (one line per method and status seen);
+ * the cap bounds what one scrape allocates. */
 #define EG_METRICS_BUF (256 * 1024)
+/* A scraper opens one connection at a time; the cap bounds the sockets and
+ * memory that idle or stalled clients can hold. Beyond it libmicrohttpd
+ * refuses new connections at once instead of queueing them. */
+#define EG_METRICS_MAX_CONNECTIONS 32
+/* Seconds a connection may sit without progress (an idle client, or one
+ * that stopped reading its reply) before it is closed. */
+#define EG_METRICS_CONN_TIMEOUT_S 10
 
 struct eg_metrics_http {
   const eg_metrics *m;
   const eg_store *store;
   const eg_writer *writer;
-  int fd;
-  int stop_pipe[2];
-  pthread_t thread;
+  struct MHD_Daemon *daemon;
+  int port;
 };
 
-static void eg_metrics_answer(eg_metrics_http *h, int cfd, char *body) {
-  char req[1024];
-  /* One read is enough for a scrape's request line; anything else gets 404. */
-  ssize_t n = read(cfd, req, sizeof req - 1);
-  if (n <= 0) return;
-  req[n] = '\0';
-  char head[256];
-  size_t len = 0;
-  int ok = strncmp(req, "GET /metrics", 12) == 0;
-  if (ok) len = eg_metrics_render(h->m, h->store, h->writer, body, EG_METRICS_BUF);
-  int hl = snprintf(head, sizeof head,
-                    "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                    "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                    ok ? "200 OK" : "404 Not Found", len);
-  if (write(cfd, head, (size_t)hl) == hl && len) {
-    for (size_t off = 0; off < len;) {
-      ssize_t w = write(cfd, body + off, len - off);
-      if (w <= 0) break;
-      off += (size_t)w;
-    }
+static enum MHD_Result eg_metrics_reply(struct MHD_Connection *conn, unsigned status,
+                                        char *body, size_t len) {
+  struct MHD_Response *resp =
+      MHD_create_response_from_buffer(len, body, body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+  if (!resp) {
+    free(body);
+    return MHD_NO;
   }
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4");
+  if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET");
+  enum MHD_Result r = MHD_queue_response(conn, status, resp);
+  MHD_destroy_response(resp);
+  return r;
 }
 
-static void *eg_metrics_main(void *arg) {
-  eg_metrics_http *h = arg;
+/* libmicrohttpd's request handler: runs on its polling thread, never
+ * blocks (sockets are non-blocking; a slow reader is the daemon's to time
+ * out). Only GET /metrics answers 200. */
+static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn, const char *url,
+                                         const char *method, const char *version,
+                                         const char *upload_data, size_t *upload_size,
+                                         void **req_cls) {
+  eg_metrics_http *h = cls;
+  if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+    return eg_metrics_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL, 0);
+  if (strcmp(url, "/metrics") != 0) return eg_metrics_reply(conn, MHD_HTTP_NOT_FOUND, NULL, 0);
   char *body = malloc(EG_METRICS_BUF);
-  struct pollfd p[2] = {{.fd = h->fd, .events = POLLIN}, {.fd = h->stop_pipe[0], .events = POLLIN}};
-  while (body && poll(p, 2, -1) >= 0 && !(p[1].revents & POLLIN)) {
-    if (!(p[0].revents & POLLIN)) continue;
-    int cfd = accept(h->fd, NULL, NULL);
-    if (cfd < 0) continue;
-    struct timeval tv = {.tv_sec = 2};
-    setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    eg_metrics_answer(h, cfd, body);
-    close(cfd);
-  }
-  free(body);
-  return NULL;
+  if (!body) return eg_metrics_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, 0);
+  size_t len = eg_metrics_render(h->m, h->store, h->writer, body, EG_METRICS_BUF);
+  return eg_metrics_reply(conn, MHD_HTTP_OK, body, len);
 }
 
-static int eg_metrics_bind(const char *addr, char *err, size_t errlen) {
+/* Parses IPv4-HOST:PORT ("" host: every address) into sa. */
+static int eg_metrics_addr(const char *addr, struct sockaddr_in *sa) {
   char host[128];
   const char *colon = strrchr(addr, ':');
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  if (!colon || (size_t)(colon - addr) >= sizeof host) goto bad;
+  char *end = NULL;
+  if (!colon || (size_t)(colon - addr) >= sizeof host) return -1;
   snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
-  sa.sin_port = htons((uint16_t)atoi(colon + 1));
-  if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sa.sin_addr) != 1) goto bad;
-  int one = 1;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 16) != 0) {
-    snprintf(err, errlen, "--metrics-listen %s: cannot bind", addr);
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  return fd;
-bad:
-  snprintf(err, errlen, "--metrics-listen %s: want IPv4-HOST:PORT", addr);
-  return -1;
+  long port = strtol(colon + 1, &end, 10);
+  if (end == colon + 1 || *end || port < 0 || port > 65535) return -1;
+  *sa = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  return inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sa->sin_addr) == 1 ? 0 : -1;
 }
 
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, eg_metrics_http **out, char *err,
                              size_t errlen) {
+  struct sockaddr_in sa;
+  if (eg_metrics_addr(addr, &sa) != 0) {
+    snprintf(err, errlen, "--metrics-listen %s: want IPv4-HOST:PORT", addr);
+    return EG_EINVAL;
+  }
   eg_metrics_http *h = calloc(1, sizeof *h);
   if (!h) return EG_ENOMEM;
   *h = (eg_metrics_http){.m = m, .store = store, .writer = writer};
-  if ((h->fd = eg_metrics_bind(addr, err, errlen)) < 0) {
+  /* One internal polling thread: every socket is non-blocking, so no client
+   * can hold up another's scrape or MHD_stop_daemon. */
+  h->daemon = MHD_start_daemon(
+      MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, eg_metrics_handle, h,
+      MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+      MHD_OPTION_CONNECTION_LIMIT, (unsigned)EG_METRICS_MAX_CONNECTIONS,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EG_METRICS_CONN_TIMEOUT_S,
+      MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+  const union MHD_DaemonInfo *info =
+      h->daemon ? MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
+  if (!info) {
+    snprintf(err, errlen, "--metrics-listen %s: cannot bind", addr);
+    if (h->daemon) MHD_stop_daemon(h->daemon);
     free(h);
     return EG_EINVAL;
   }
-  if (pipe(h->stop_pipe) != 0 || pthread_create(&h->thread, NULL, eg_metrics_main, h) != 0) {
-    close(h->fd);
-    free(h);
-    return EG_ENOMEM;
-  }
+  h->port = info->port;
   *out = h;
   return EG_OK;
 }
 
+int eg_metrics_http_port(const eg_metrics_http *h) { return h->port; }
+
 void eg_metrics_http_stop(eg_metrics_http *h) {
   if (!h) return;
-  if (write(h->stop_pipe[1], "x", 1) != 1) fprintf(stderr, "engramd: metrics: cannot signal stop\n");
-  pthread_join(h->thread, NULL);
-  close(h->fd);
-  close(h->stop_pipe[0]);
-  close(h->stop_pipe[1]);
+  MHD_stop_daemon(h->daemon);
   free(h);
 }

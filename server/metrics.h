@@ -30,11 +30,18 @@ void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code);
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
                          char *buf, size_t cap);
 
-/* Serves GET /metrics on addr (HOST:PORT) from a thread of its own. */
+/* Serves GET /metrics on addr (IPv4-HOST:PORT; port 0 picks a free one)
+ * with libmicrohttpd on one polling thread of its own: at most 32
+ * connections, each closed after 10 s without progress, so idle or
+ * stalled clients delay neither a scrape nor stop. EG_EINVAL with err set
+ * for a malformed or unbindable address. */
 typedef struct eg_metrics_http eg_metrics_http;
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, eg_metrics_http **out, char *err,
                              size_t errlen);
+/* The port the endpoint listens on (the one picked for port 0). */
+int eg_metrics_http_port(const eg_metrics_http *h);
+/* Closes every connection and joins the thread. NULL is fine. */
 void eg_metrics_http_stop(eg_metrics_http *h);
 
 #endif

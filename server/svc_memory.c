@@ -513,7 +513,7 @@ static eg_err eg_quota_make_room(eg_req *r, eg_txn *t, const struct eg_cm_state 
              "memory quota: user '%s' has %" PRIu64 " ACTIVE memories, the limit (--memory-quota) "
              "is %lld",
              user, c.count[EG_MSTATE_ACTIVE], (long long)quota);
-    return EG_ELIMIT;
+    return EG_EQUOTA;
   }
   return eg_purge_at(r, t, &q.victim, evicted);
 }

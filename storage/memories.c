@@ -363,7 +363,15 @@ static int eg_vector_follow(MDB_cursor *vc, int *positioned, MDB_cursor_op step,
   return rc;
 }
 
-/* Where a scan starts: its first key, or rc MDB_NOTFOUND. */
+/* An rc next to LMDB's own for "this position or key cannot be ours": below
+ * MDB_KEYEXIST, the lowest code LMDB uses (new ones are added above
+ * MDB_LAST_ERRCODE), and negative, unlike the errno values LMDB returns,
+ * so an LMDB EINVAL is never mistaken for it. */
+#define EG_RC_BAD_POS (MDB_KEYEXIST - 1)
+_Static_assert(EG_RC_BAD_POS < 0 && EG_RC_BAD_POS < MDB_KEYEXIST, "outside LMDB's codes");
+
+/* Where a scan starts: its first key, or rc MDB_NOTFOUND, or
+ * EG_RC_BAD_POS for an `after` that is no position of ours. */
 static int eg_scan_start(MDB_cursor *c, const eg_key *prefix, const eg_memory_pos *after,
                          int descending, MDB_val *k, MDB_val *v) {
   eg_key seek = *prefix;
@@ -372,11 +380,11 @@ static int eg_scan_start(MDB_cursor *c, const eg_key *prefix, const eg_memory_po
     return mdb_cursor_get(c, k, v, MDB_SET_RANGE);
   }
   if (after) {
-    if (eg_key_raw(&seek, after->buf, after->len)) return EINVAL;
+    if (eg_key_raw(&seek, after->buf, after->len)) return EG_RC_BAD_POS;
   } else {
     uint8_t ff[EG_MEMORY_POS_MAX + 1];
     memset(ff, 0xff, sizeof ff);
-    if (eg_key_raw(&seek, ff, sizeof ff)) return EINVAL;
+    if (eg_key_raw(&seek, ff, sizeof ff)) return EG_RC_BAD_POS;
   }
   if (descending) return eg_store__seek_below(c, &seek, 0, k, v);
   *k = (MDB_val){seek.len, seek.buf};
@@ -421,7 +429,7 @@ eg_err eg_store_memories_scan(eg_txn *t, const char *tenant, const char *user_id
   if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
   if (vc) mdb_cursor_close(vc);
   if (c) mdb_cursor_close(c);
-  return e ? e : rc == EINVAL ? EG_EINVAL : eg_store__err(rc);
+  return e ? e : rc == EG_RC_BAD_POS ? EG_EINVAL : eg_store__err(rc);
 }
 
 eg_err eg_store_memory_meta_at(eg_txn *t, const char *tenant, const char *user_id,
@@ -507,11 +515,11 @@ static eg_err eg_first_key(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, eg_key 
   rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
   if (rc == MDB_SUCCESS && !eg_key_has_prefix(k.mv_data, k.mv_size, prefix)) rc = MDB_NOTFOUND;
   if (rc == MDB_SUCCESS) {
-    if (k.mv_size > EG_KEY_MAX) rc = EINVAL;
+    if (k.mv_size > EG_KEY_MAX) rc = EG_RC_BAD_POS;
     else memcpy(out->buf, k.mv_data, out->len = k.mv_size);
   }
   mdb_cursor_close(c);
-  return rc == EINVAL ? EG_ECORRUPT : eg_store__err(rc);
+  return rc == EG_RC_BAD_POS ? EG_ECORRUPT : eg_store__err(rc);
 }
 
 /* Deletes keys under prefix one by one until none is left (*left = 0) or

@@ -12,4 +12,10 @@ if [ "${ENGRAM_ROLE:-auto}" = "auto" ]; then
   fi
 fi
 export ENGRAM_REPLICA_ID="${ENGRAM_REPLICA_ID:-$HOSTNAME}"
+# engramd reads only a keyring no other user can read; a mounted secret may
+# be group-readable (Kubernetes fsGroup), so copy it, owner-only, to
+# ENGRAM_KEYRING (a memory-backed volume in the manifest).
+if [ -n "${KEYRING_SECRET:-}" ]; then
+  (umask 077 && cp "$KEYRING_SECRET" "$ENGRAM_KEYRING")
+fi
 exec /usr/local/bin/engramd "$@"

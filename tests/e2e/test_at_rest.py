@@ -209,29 +209,24 @@ class AtRestTest(E2ETestCase):
 
     # -- keys ------------------------------------------------------------------------
 
-    def test_wrong_key_is_data_loss(self):
+    def test_wrong_key_is_refused_at_start(self):
+        # The data dir records a check value per key: a different key under
+        # the same id is refused before anything reads DATA_LOSS.
         sid = self.c.create(uid("u"), metadata={"k": "v"}).session_id
         self.c.append(sid, "written under the first key")
-        self.c.update_summary(sid, "summary under the first key", 1)
         self.srv.stop()
         keys, _ = read_keyring(self.srv.keyring_path)
         (kid,) = keys
         write_keyring(self.srv.keyring_path, {kid: os.urandom(32)}, kid)
-        self.restart()
-        self.assertStatus(DATA_LOSS, self.c.get, sid)
-        self.assertStatus(DATA_LOSS, self.c.list_messages, sid)
-        self.assertStatus(DATA_LOSS, self.c.context, sid)
-        # new data under the new key works
-        s2 = self.c.create(uid("u"), metadata={"new": "key"}).session_id
-        self.c.append(s2, "fresh")
-        self.assertEqual([m.content for m in self.c.all_messages(s2)], ["fresh"])
-        self.assertEqual(dict(self.c.get(s2).metadata), {"new": "key"})
+        p = subprocess.run(self.srv.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(b"key %d in the keyring differs" % kid, p.stdout)
 
     def test_rotation_keeps_old_data_and_encrypts_with_primary(self):
         old_sid = self.c.create(uid("u"), metadata={"era": "old"}).session_id
         self.c.append(old_sid, "old message")
         self.c.update_summary(old_sid, "old summary", 1)
-        untouched = self.c.create(uid("u"), metadata={"era": "old too"}).session_id
         self.srv.stop()
         keys, _ = read_keyring(self.srv.keyring_path)
         (old_id,) = keys
@@ -248,13 +243,18 @@ class AtRestTest(E2ETestCase):
         self.assertEqual([m.content for m in self.c.all_messages(old_sid)],
                          ["old message", "appended after rotation"])
         self.srv.stop()
-        # only the new key left: new data opens (so it was sealed with the
-        # primary), old data does not
+        # new data is sealed with the primary: its field tokens name key
+        # new_id (token header 0x01 | key id u32 BE), the old ones old_id
+        _, new_recs = self.records_of("messages", new_sid)
+        _, old_recs = self.records_of("messages", old_sid)
+        self.assertEqual((len(new_recs), len(old_recs)), (1, 2))
+        self.assertIn(b"\x01" + new_id.to_bytes(4, "big"), new_recs[0][1])
+        self.assertNotIn(b"\x01" + old_id.to_bytes(4, "big"), new_recs[0][1])
+        self.assertIn(b"\x01" + old_id.to_bytes(4, "big"), old_recs[0][1])
+        self.assertIn(b"\x01" + new_id.to_bytes(4, "big"), old_recs[1][1])
+        # dropping the old key is refused: data here is sealed with it
         write_keyring(self.srv.keyring_path, {new_id: new_key}, new_id)
-        self.restart()
-        self.assertEqual(dict(self.c.get(new_sid).metadata), {"era": "new"})
-        self.assertEqual([m.content for m in self.c.all_messages(new_sid)], ["new message"])
-        newest = self.c.list_messages(old_sid, page_size=1, newest_first=True).messages
-        self.assertEqual([m.content for m in newest], ["appended after rotation"])
-        self.assertStatus(DATA_LOSS, self.c.get, untouched)
-        self.assertStatus(DATA_LOSS, self.c.list_messages, old_sid)
+        p = subprocess.run(self.srv.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(b"key %d, which data here may be sealed with" % old_id, p.stdout)

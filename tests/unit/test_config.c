@@ -114,9 +114,9 @@ static void test_flag_forms(void) {
 static void test_unknown_and_missing(void) {
   eg_config c;
   CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--bogus")), EG_EINVAL);
-  CU_ASSERT_STRING_EQUAL(err, "--bogus: unknown flag (see --help)");
+  CU_ASSERT_STRING_EQUAL(err, "--bogus: unknown flag");
   CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--bogus=1")), EG_EINVAL);
-  CU_ASSERT_STRING_EQUAL(err, "--bogus: unknown flag (see --help)");
+  CU_ASSERT_STRING_EQUAL(err, "--bogus: unknown flag");
   CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--list", "x")), EG_EINVAL); /* no prefixes */
   CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("stray")), EG_EINVAL);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "stray"));

@@ -14,14 +14,23 @@
 
 static const eg_field_ctx ctx_a = {"acme", "message", "s1/7", "content"};
 
-/* Writes text to dir/name; path receives the file's path. */
-static void write_file(const char *dir, const char *name, const char *text, char *path,
-                       size_t pathlen) {
+/* Writes len bytes of text to dir/name with the given mode; path receives
+ * the file's path. */
+static void write_bytes(const char *dir, const char *name, const char *text, size_t len,
+                        mode_t mode, char *path, size_t pathlen) {
   snprintf(path, pathlen, "%s/%s", dir, name);
   FILE *f = fopen(path, "w");
   CU_ASSERT_FATAL(f != NULL);
-  fputs(text, f);
+  CU_ASSERT_EQUAL(fwrite(text, 1, len, f), len);
   fclose(f);
+  CU_ASSERT_EQUAL(chmod(path, mode), 0);
+}
+
+/* Writes text to dir/name, readable by its owner only (as a keyring must
+ * be); path receives the file's path. */
+static void write_file(const char *dir, const char *name, const char *text, char *path,
+                       size_t pathlen) {
+  write_bytes(dir, name, text, strlen(text), 0600, path, pathlen);
 }
 
 /* Loads a keyring from text through a temporary file. */
@@ -233,6 +242,145 @@ static void test_keyring_missing_file(void) {
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent/keyring"));
 }
 
+/* A keyring any other user can read is refused, and the message says the
+ * chmod that fixes it. */
+static void test_keyring_mode(void) {
+  static const mode_t bad[] = {0644, 0640, 0604, 0660, 0602, 0610};
+  char text[256], path[4200], err[512], want[4300];
+  snprintf(text, sizeof text, "primary 1\n%s", key1);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const char *dir = eg_test_tmpdir();
+    eg_keyring *kr = NULL;
+    err[0] = '\0';
+    write_bytes(dir, "keyring", text, strlen(text), bad[i], path, sizeof path);
+    CU_ASSERT_EQUAL(eg_keyring_load(path, &kr, err, sizeof err), EG_EINVAL);
+    CU_ASSERT_PTR_NULL(kr);
+    snprintf(want, sizeof want, "chmod 600 %s", path);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+    eg_keyring_free(kr);
+    eg_test_rmdir(dir);
+  }
+  /* Owner-only modes load. */
+  static const mode_t good[] = {0600, 0400};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    const char *dir = eg_test_tmpdir();
+    eg_keyring *kr = NULL;
+    write_bytes(dir, "keyring", text, strlen(text), good[i], path, sizeof path);
+    CU_ASSERT_EQUAL(eg_keyring_load(path, &kr, err, sizeof err), EG_OK);
+    eg_keyring_free(kr);
+    eg_test_rmdir(dir);
+  }
+}
+
+/* A NUL or another control byte is refused with its line named, wherever
+ * it sits (a NUL must not end the parse early and hide what follows). */
+static void test_keyring_stray_bytes(void) {
+  char text[512], path[4200], err[512];
+  struct {
+    const char *insert; /* replaces the '#' of the comment line */
+    size_t len;
+    const char *want;
+  } cases[] = {
+      {"\0", 1, "line 3: byte 0x00"},
+      {"\x01", 1, "line 3: byte 0x01"},
+      {"\x7f", 1, "line 3: byte 0x7f"},
+      {"\xc3", 1, "line 3: byte 0xc3"},
+      {"\x0b", 1, "line 3: byte 0x0b"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const char *dir = eg_test_tmpdir();
+    eg_keyring *kr = NULL;
+    int n = snprintf(text, sizeof text, "primary 1\n%s#", key1);
+    memcpy(text + n - 1, cases[i].insert, cases[i].len);
+    n += snprintf(text + n, sizeof text - (size_t)n, " trailing comment\n");
+    err[0] = '\0';
+    write_bytes(dir, "keyring", text, (size_t)n, 0600, path, sizeof path);
+    CU_ASSERT_EQUAL(eg_keyring_load(path, &kr, err, sizeof err), EG_EINVAL);
+    CU_ASSERT_PTR_NULL(kr);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, cases[i].want));
+    eg_keyring_free(kr);
+    eg_test_rmdir(dir);
+  }
+  /* A NUL after the last newline too. */
+  const char *dir = eg_test_tmpdir();
+  eg_keyring *kr = NULL;
+  int n = snprintf(text, sizeof text, "primary 1\n%s", key1);
+  text[n++] = '\0';
+  write_bytes(dir, "keyring", text, (size_t)n, 0600, path, sizeof path);
+  CU_ASSERT_EQUAL(eg_keyring_load(path, &kr, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "line 3: byte 0x00"));
+  eg_keyring_free(kr);
+  eg_test_rmdir(dir);
+}
+
+/* The fingerprint names each key by id and check value: the same keys
+ * pass, added keys pass and are reported, a missing or different key is
+ * refused naming its id. */
+static void test_keyring_fingerprint(void) {
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX], fp2[EG_KEYRING_FINGERPRINT_MAX];
+  char err[256] = "", other1[EG_KEYGEN_LINE_MAX];
+  int has_new = -1;
+  CU_ASSERT_EQUAL_FATAL(eg_keyring_keygen_line(1, other1, sizeof other1), EG_OK);
+  eg_keyring *r1 = ring_with(1, key1, "");
+  eg_keyring *r1again = ring_with(1, key1, "");
+  eg_keyring *r12 = ring_with(2, key1, key2);
+  eg_keyring *r2 = ring_with(2, key2, "");
+  eg_keyring *wrong1 = ring_with(1, other1, "");
+  size_t len = eg_keyring_fingerprint(r1, fp);
+  CU_ASSERT_EQUAL(len, 1 + 4 + EG_KEY_CHECK_LEN);
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint(r1again, fp2), len);
+  CU_ASSERT_EQUAL(memcmp(fp, fp2, len), 0); /* stable across loads */
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1again, fp, len, &has_new, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(has_new, 0);
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r12, fp, len, &has_new, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(has_new, 1);
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(wrong1, fp, len, &has_new, err, sizeof err),
+                  EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "key 1 "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "differs"));
+  err[0] = '\0';
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r2, fp, len, &has_new, err, sizeof err), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "key 1,"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "not in the keyring"));
+  /* Two keys recorded: dropping either is refused. */
+  size_t len12 = eg_keyring_fingerprint(r12, fp2);
+  CU_ASSERT_EQUAL(len12, 1 + 2 * (4 + EG_KEY_CHECK_LEN));
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1, fp2, len12, &has_new, err, sizeof err), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "key 2,"));
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r2, fp2, len12, &has_new, err, sizeof err), EG_EPRECOND);
+  /* Malformed: empty, wrong version, a partial entry. */
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1, fp, 0, &has_new, err, sizeof err), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1, fp, len - 1, &has_new, err, sizeof err), EG_ECORRUPT);
+  fp2[0] = 0x02;
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint_check(r1, fp2, len12, &has_new, err, sizeof err), EG_ECORRUPT);
+  eg_keyring_free(r1);
+  eg_keyring_free(r1again);
+  eg_keyring_free(r12);
+  eg_keyring_free(r2);
+  eg_keyring_free(wrong1);
+}
+
+/* EG_KEYRING_KEYS_MAX keys load; one more is refused naming its line. */
+static void test_keyring_keys_max(void) {
+  size_t cap = 16 + (EG_KEYRING_KEYS_MAX + 1) * EG_KEYGEN_LINE_MAX;
+  char *text = malloc(cap), err[256] = "";
+  CU_ASSERT_FATAL(text != NULL);
+  size_t n = (size_t)snprintf(text, cap, "primary 1\n");
+  for (unsigned id = 1; id <= EG_KEYRING_KEYS_MAX; id++) {
+    CU_ASSERT_EQUAL_FATAL(eg_keyring_keygen_line(id, text + n, cap - n), EG_OK);
+    n += strlen(text + n);
+  }
+  eg_keyring *kr = ring_ok(text);
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  CU_ASSERT_EQUAL(eg_keyring_fingerprint(kr, fp), (size_t)EG_KEYRING_FINGERPRINT_MAX);
+  eg_keyring_free(kr);
+  kr = NULL;
+  CU_ASSERT_EQUAL_FATAL(eg_keyring_keygen_line(EG_KEYRING_KEYS_MAX + 1, text + n, cap - n), EG_OK);
+  CU_ASSERT_EQUAL(ring_from_text(text, &kr, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "line 202: more than 200 keys"));
+  free(text);
+}
+
 static void test_keyring_tolerates_layout(void) {
   char text[512];
   snprintf(text, sizeof text, "# comment\r\n\r\n   \n\tprimary\t1 \r\n%.*s\r\n  # end",
@@ -371,6 +519,10 @@ void eg_test_register_crypto(void) {
   CU_add_test(s, "keyring parse errors", test_keyring_parse_errors);
   CU_add_test(s, "keyring missing file", test_keyring_missing_file);
   CU_add_test(s, "keyring tolerates layout", test_keyring_tolerates_layout);
+  CU_add_test(s, "keyring mode", test_keyring_mode);
+  CU_add_test(s, "keyring stray bytes", test_keyring_stray_bytes);
+  CU_add_test(s, "keyring fingerprint", test_keyring_fingerprint);
+  CU_add_test(s, "keyring keys max", test_keyring_keys_max);
   CU_add_test(s, "keyring create", test_keyring_create);
   CU_add_test(s, "keygen line", test_keygen_line);
   CU_add_test(s, "sha256 hex", test_sha256_hex);

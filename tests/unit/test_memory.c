@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "crypto/crypto.h"
 #include "server/memory_score.h"
@@ -26,6 +27,7 @@ static eg_keyring *ring(const char *text) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(f);
   fputs(text, f);
   fclose(f);
+  CU_ASSERT_EQUAL_FATAL(chmod(path, 0600), 0); /* a keyring is owner-only */
   eg_keyring *kr = NULL;
   char err[256];
   CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &kr, err, sizeof err), EG_OK);
