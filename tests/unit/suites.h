@@ -10,7 +10,8 @@
   X(config)                  \
   X(memory)                  \
   X(memory_store)            \
-  X(wal)
+  X(wal)                     \
+  X(writer)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
