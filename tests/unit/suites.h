@@ -11,7 +11,8 @@
   X(memory)                  \
   X(memory_store)            \
   X(wal)                     \
-  X(writer)
+  X(writer)                  \
+  X(parking)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)

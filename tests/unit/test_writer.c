@@ -28,6 +28,8 @@ static eg_writer *writer;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 
+/* Tests keep these static: after a failed assertion returns early, the
+ * writer thread may still hold them. */
 typedef struct test_item {
   eg_write_item item;
   const char *sid;       /* the session this item creates (NULL: none) */
@@ -238,7 +240,7 @@ static void make_counter(const char *sid) {
 /* A lone item commits at once, in a batch of its own, and done gets its LSN. */
 static void test_lone_item(void) {
   start(0);
-  test_item a;
+  static test_item a;
   item_init(&a, "a");
   uint64_t before = eg_store_last_lsn(store);
   eg_writer_submit(writer, &a.item);
@@ -256,8 +258,8 @@ static void test_lone_item(void) {
 /* Items queued while the writer is busy share the next commit. */
 static void test_group_commit(void) {
   start(0);
-  test_item items[GROUP_N];
-  char sids[GROUP_N][16];
+  static test_item items[GROUP_N];
+  static char sids[GROUP_N][16];
   gate_close();
   for (int i = 0; i < GROUP_N; i++) {
     snprintf(sids[i], sizeof sids[i], "g%d", i);
@@ -288,8 +290,8 @@ static void test_replay_after_map_growth(void) {
   start(MIB);
   make_counter("ctr");
   uint64_t b0 = batches();
-  test_item items[GROW_N];
-  char sids[GROW_N][16];
+  static test_item items[GROW_N];
+  static char sids[GROW_N][16];
   gate_close();
   for (int i = 0; i < GROW_N; i++) {
     snprintf(sids[i], sizeof sids[i], "big%d", i);
@@ -322,7 +324,7 @@ static void test_replay_after_map_growth(void) {
 static void test_item_failure_in_batch(void) {
   start(0);
   make_counter("ctr");
-  test_item a, bad, c;
+  static test_item a, bad, c;
   item_init(&a, "a");
   item_init(&bad, "bad");
   item_init(&c, "c");
@@ -352,7 +354,7 @@ static void test_item_failure_in_batch(void) {
 /* A batch in which every item fails commits nothing: no LSN, no batch. */
 static void test_all_fail_commits_nothing(void) {
   start(0);
-  test_item bad;
+  static test_item bad;
   item_init(&bad, "bad");
   bad.fail = EG_EINVAL;
   uint64_t lsn = eg_store_last_lsn(store), b0 = batches();
@@ -371,7 +373,7 @@ static void test_all_fail_commits_nothing(void) {
  * queued meanwhile are not held back behind the whole job. */
 static void test_more_continuations(void) {
   start(0);
-  test_item job, other;
+  static test_item job, other;
   item_init(&job, "job");
   item_init(&other, "other");
   job.steps = 3;
@@ -397,8 +399,8 @@ static void test_more_continuations(void) {
 /* Stop finishes what is queued before the thread goes. */
 static void test_stop_drains_queue(void) {
   start(0);
-  test_item items[4];
-  char sids[4][8];
+  static test_item items[4];
+  static char sids[4][8];
   gate_close();
   for (int i = 0; i < 4; i++) {
     snprintf(sids[i], sizeof sids[i], "s%d", i);
