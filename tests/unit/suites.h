@@ -12,7 +12,8 @@
   X(memory_store)            \
   X(wal)                     \
   X(writer)                  \
-  X(parking)
+  X(parking)                 \
+  X(auth)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
