@@ -13,7 +13,8 @@
   X(wal)                     \
   X(writer)                  \
   X(parking)                 \
-  X(auth)
+  X(auth)                    \
+  X(page_token)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
