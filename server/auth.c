@@ -14,6 +14,7 @@ struct eg_auth_entry {
   char tenant[EG_ID_MAX + 1];
   eg_role role;
   char hash[65];
+  int lineno; /* for messages about the file */
 };
 
 struct eg_auth {
@@ -65,7 +66,35 @@ static int eg_auth_parse_line(char *line, int lineno, struct eg_auth_entry *e, c
   }
   snprintf(e->tenant, sizeof e->tenant, "%.128s", tenant);
   memcpy(e->hash, hash, sizeof e->hash);
+  e->lineno = lineno;
   return 0;
+}
+
+static int eg_auth_entry_cmp(const void *a, const void *b) {
+  const struct eg_auth_entry *x = a, *y = b;
+  int c = strcmp(x->hash, y->hash);
+  return c ? c : x->lineno - y->lineno;
+}
+
+/* One line per token: a token on two lines would leave one of them
+ * silently unused (the check takes the first match). Sorts the entries
+ * by hash (their order does not matter: the check visits every one). */
+static int eg_auth_check_unique(eg_auth *a, char *err, size_t errlen) {
+  if (a->n > 1) qsort(a->entries, a->n, sizeof a->entries[0], eg_auth_entry_cmp);
+  for (size_t i = 1; i < a->n; i++)
+    if (strcmp(a->entries[i - 1].hash, a->entries[i].hash) == 0) {
+      snprintf(err, errlen, "line %d: the same token is already on line %d (one line per token)",
+               a->entries[i].lineno, a->entries[i - 1].lineno);
+      return -1;
+    }
+  return 0;
+}
+
+/* Skips the rest of a line longer than the buffer. */
+static void eg_skip_line(FILE *f) {
+  int c;
+  while ((c = getc(f)) != EOF && c != '\n') {
+  }
 }
 
 eg_err eg_auth_load(const char *path, eg_auth **out, char *err, size_t errlen) {
@@ -82,13 +111,26 @@ eg_err eg_auth_load(const char *path, eg_auth **out, char *err, size_t errlen) {
     free(a);
     return EG_EINVAL;
   }
+  /* Longer than any entry can be (tenant, role and hash with room for
+   * whitespace); only a comment may be longer. */
   char line[1024];
   int lineno = 0;
   eg_err rc = EG_OK;
   while (fgets(line, sizeof line, f)) {
     lineno++;
+    size_t len = strlen(line);
+    int whole = (len > 0 && line[len - 1] == '\n') || feof(f);
     char *p = line + strspn(line, " \t");
-    if (*p == '#' || *p == '\n' || *p == '\0') continue;
+    if (*p == '#') {
+      if (!whole) eg_skip_line(f);
+      continue;
+    }
+    if (!whole) {
+      snprintf(err, errlen, "line %d: longer than %zu bytes", lineno, sizeof line - 2);
+      rc = EG_EINVAL;
+      goto fail;
+    }
+    if (*p == '\n' || *p == '\0') continue;
     struct eg_auth_entry *grown = realloc(a->entries, (a->n + 1) * sizeof *grown);
     if (!grown) {
       rc = EG_ENOMEM;
@@ -100,6 +142,10 @@ eg_err eg_auth_load(const char *path, eg_auth **out, char *err, size_t errlen) {
       goto fail;
     }
     a->n++;
+  }
+  if (eg_auth_check_unique(a, err, errlen) != 0) {
+    rc = EG_EINVAL;
+    goto fail;
   }
   fclose(f);
   *out = a;

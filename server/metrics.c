@@ -23,6 +23,7 @@ struct eg_metrics {
   const char *const *paths;
   size_t n; /* rows: n methods + 1 for unknown methods */
   atomic_uint_fast64_t (*calls)[EG_GRPC_CODES];
+  atomic_int_fast64_t parked;
 };
 
 eg_metrics *eg_metrics_new(const char *const *paths, size_t n_methods) {
@@ -48,6 +49,10 @@ void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code) {
   size_t row = method < m->n - 1 ? method : m->n - 1;
   if (grpc_code < 0 || grpc_code >= EG_GRPC_CODES) grpc_code = 2;
   atomic_fetch_add_explicit(&m->calls[row][grpc_code], 1, memory_order_relaxed);
+}
+
+void eg_metrics_parked(eg_metrics *m, int delta) {
+  atomic_fetch_add_explicit(&m->parked, delta, memory_order_relaxed);
 }
 
 struct eg_out {
@@ -78,6 +83,10 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
                       r < m->n - 1 ? m->paths[r] : "unknown", eg_code_names[c],
                       (unsigned long long)v);
     }
+  eg_out_printf(&o,
+                "# HELP engram_parked_reads Reads waiting for their engram-min-lsn.\n"
+                "# TYPE engram_parked_reads gauge\nengram_parked_reads %lld\n",
+                (long long)atomic_load_explicit(&m->parked, memory_order_relaxed));
   if (writer) {
     uint64_t batches, items;
     eg_writer_stats(writer, &batches, &items);

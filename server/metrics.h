@@ -25,6 +25,10 @@ void eg_metrics_free(eg_metrics *m);
  * Thread safety: any thread. */
 void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code);
 
+/* A read parked to wait for its engram-min-lsn (+1) or answered from
+ * parking (-1): the engram_parked_reads gauge. Thread safety: any thread. */
+void eg_metrics_parked(eg_metrics *m, int delta);
+
 /* Writes the exposition text into buf; returns its length (truncated at
  * cap - 1). store and writer may be NULL. */
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,

@@ -207,6 +207,21 @@ static int eg_list_sessions_visit(void *arg, eg_session_rec *rec, const eg_sessi
   return 0;
 }
 
+/* A session listing token: create time (8 bytes), then the id of the last
+ * session shown. Storage checks only the length, so a token of another
+ * listing would pass as a position: the id must be one this server takes. */
+static eg_err eg_session_cursor_parse(eg_req *r, const char *tok, eg_session_cursor *c) {
+  char sid[EG_STORE_ID_MAX + 1], ignored[256];
+  eg_err e = eg_hex_decode(r, tok, c->buf, sizeof c->buf, &c->len);
+  if (e != EG_OK) return e;
+  if (c->len > 8 && !memchr(c->buf + 8, 0, c->len - 8)) {
+    memcpy(sid, c->buf + 8, c->len - 8);
+    sid[c->len - 8] = '\0';
+    if (eg_validate_id("session_id", sid, 1, ignored, sizeof ignored) == EG_OK) return EG_OK;
+  }
+  return eg_invalid_r(r, "page_token", "not a token this server issued");
+}
+
 static eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__ListSessionsRequest *in = (const void *)msg;
   struct eg_list_sessions ls = {.r = r};
@@ -216,7 +231,7 @@ static eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg) {
       (e = eg_page_size(r, "page_size", in->page_size, &ls.want)))
     return e;
   if (in->page_token[0]) {
-    if ((e = eg_hex_decode(r, in->page_token, after.buf, sizeof after.buf, &after.len))) return e;
+    if ((e = eg_session_cursor_parse(r, in->page_token, &after))) return e;
     afterp = &after;
   }
   eg_reply_budget_init(&ls.budget, r);

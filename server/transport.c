@@ -393,6 +393,7 @@ static eg_err eg_read_with(eg_call *c, const eg_method *m, const ProtobufCMessag
 static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
   eg_call *c = (eg_call *)((char *)p - offsetof(eg_call, park));
   eg_err e = EG_EUNAVAIL;
+  eg_metrics_parked(c->w->tp->metrics, -1);
   if (ready)
     e = eg_read_with(c, c->w->tp->methods[c->mi], c->in, reader);
   else
@@ -412,7 +413,11 @@ static int eg_park(eg_call *c, const ProtobufCMessage *in, uint64_t want) {
   c->in = in;
   c->park = (eg_parked){.lsn = want, .until_us = deadline < until ? deadline : until,
                         .run = eg_parked_run};
-  return eg_parking_add(tp->parking, &c->park);
+  /* Counted before it is added: once added, it may run (and uncount) at once. */
+  eg_metrics_parked(tp->metrics, 1);
+  if (eg_parking_add(tp->parking, &c->park) == 0) return 0;
+  eg_metrics_parked(tp->metrics, -1);
+  return -1;
 }
 
 /* Runs a read now, or parks it (*parked = 1) until its engram-min-lsn. */

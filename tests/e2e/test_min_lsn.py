@@ -3,16 +3,21 @@ worker) until the LSN is in, fail UNAVAILABLE past --max-lsn-wait-ms, and
 a SIGTERM while reads are parked answers them and exits cleanly."""
 import threading
 import time
+import urllib.request
 
 import grpc
 
-from harness import E2ETestCase, M, Server, pb, uid
+from harness import Client, E2ETestCase, M, Server, free_port, pb, uid
+
+WAIT_S = 10  # bound on waiting for reads to reach parking
 
 
 class MinLsnTest(E2ETestCase):
     def setUp(self):
         # One worker: a parked read that held it would block every other call.
-        self.server = Server("--workers", "1", "--max-lsn-wait-ms", "3000")
+        self.metrics_port = free_port()
+        self.server = Server("--workers", "1", "--max-lsn-wait-ms", "3000",
+                             "--metrics-listen", "127.0.0.1:%d" % self.metrics_port)
         self.server.start()
         self.addCleanup(self.server.close)
         self.client = self.server.client()
@@ -21,6 +26,22 @@ class MinLsnTest(E2ETestCase):
     def get_at(self, lsn, timeout=10):
         return self.client.call("GetSession", pb.GetSessionRequest(session_id=self.sid),
                                 timeout=timeout, metadata=(("engram-min-lsn", str(lsn)),))
+
+    def parked_reads(self):
+        url = "http://127.0.0.1:%d/metrics" % self.metrics_port
+        with urllib.request.urlopen(url, timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("engram_parked_reads "):
+                    return int(line.split()[1])
+        self.fail("no engram_parked_reads in /metrics")
+
+    def wait_parked(self, n):
+        """Waits (bounded) until the server holds n parked reads."""
+        deadline = time.monotonic() + WAIT_S
+        while (got := self.parked_reads()) != n:
+            if time.monotonic() > deadline:
+                self.fail("%d reads parked after %ss, want %d" % (got, WAIT_S, n))
+            time.sleep(0.02)
 
     def test_parked_read_runs_when_the_write_lands_and_frees_the_worker(self):
         _, lsn = self.client.call_lsn("AppendMessages", pb.AppendMessagesRequest(
@@ -33,13 +54,15 @@ class MinLsnTest(E2ETestCase):
 
         t = threading.Thread(target=reader)
         t.start()
-        time.sleep(0.3)
+        self.wait_parked(1)
         # The lone worker is free while the read waits: other calls go through.
         self.assertEqual(self.client.get(self.sid).message_count, 1)
+        self.assertTrue(t.is_alive())  # parked until LSN `want`, which nothing wrote
         self.client.append(self.sid, M("two"))  # commits LSN `want`
         t.join(timeout=10)
         self.assertFalse(t.is_alive())
         self.assertEqual(got["session"].message_count, 2)
+        self.assertEqual(self.parked_reads(), 0)
 
     def test_unavailable_past_the_wait_bound(self):
         start = time.monotonic()
@@ -47,24 +70,32 @@ class MinLsnTest(E2ETestCase):
         self.assertLess(time.monotonic() - start, 8)
 
     def test_sigterm_answers_parked_reads_and_exits_cleanly(self):
-        codes = []
+        answers = []
         lock = threading.Lock()
+        # A channel of its own: stop() closes the server's clients first,
+        # which would cancel the reads on our side before engramd answers.
+        own = Client(self.server.addr)
+        self.addCleanup(own.close)
 
         def reader():
             try:
-                self.get_at(10**12, timeout=20)
-                code = grpc.StatusCode.OK
+                own.call("GetSession", pb.GetSessionRequest(session_id=self.sid), timeout=20,
+                         metadata=(("engram-min-lsn", str(10**12)),))
+                answer = (grpc.StatusCode.OK, "")
             except grpc.RpcError as e:
-                code = e.code()
+                answer = (e.code(), e.details())
             with lock:
-                codes.append(code)
+                answers.append(answer)
 
         threads = [threading.Thread(target=reader) for _ in range(6)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        self.wait_parked(6)
         self.server.stop()  # fails the test unless engramd exits 0 with a clean log
         for t in threads:
             t.join(timeout=20)
-        self.assertEqual(len(codes), 6)
-        self.assertNotIn(grpc.StatusCode.OK, codes)
+        self.assertEqual(len(answers), 6)
+        # Each was answered by the server from parking, not cut off.
+        for code, details in answers:
+            self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, details)
+            self.assertIn("engram-min-lsn", details)

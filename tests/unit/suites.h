@@ -13,7 +13,11 @@
   X(wal)                     \
   X(store_env)               \
   X(arena)                   \
-  X(replica)
+  X(replica)                 \
+  X(writer)                  \
+  X(parking)                 \
+  X(auth)                    \
+  X(page_token)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)

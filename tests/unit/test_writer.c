@@ -1,0 +1,434 @@
+/* writer: group commit over a real store in a temp dir. A "gate" item
+ * holds the writer inside its apply while the test queues more items, so
+ * which items share a batch is decided by the test, not by timing. Every
+ * wait is bounded (WAIT_S) and fails the test when the bound passes. */
+#define _GNU_SOURCE
+#include <CUnit/CUnit.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "server/writer.h"
+#include "storage/storage.h"
+#include "suites.h"
+
+#define MIB ((size_t)1 << 20)
+/* Bound on any one wait for the writer thread: far above what a loaded
+ * machine needs, only there so a broken writer fails instead of hanging. */
+#define WAIT_S 60
+#define TENANT "t"
+
+static char tdir[4096];
+static eg_store *store;
+static eg_writer *writer;
+
+/* Guards every field below and the items' counters; signalled on change. */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+
+/* Tests keep these static: after a failed assertion returns early, the
+ * writer thread may still hold them. */
+typedef struct test_item {
+  eg_write_item item;
+  const char *sid;       /* the session this item creates (NULL: none) */
+  const char *counter;   /* a session whose message_count it increments */
+  size_t blob;           /* bytes of message content it writes under sid */
+  eg_err fail;           /* returned by apply after its writes (EG_OK: none) */
+  int steps;             /* continuations: done resubmits until step == steps */
+  /* written by the writer thread, read under mu */
+  int applies, dones, step;
+  eg_err err;
+  uint64_t lsn[8]; /* lsn of each done (steps + 1 at most) */
+} test_item;
+
+static void setup(void) { snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir()); }
+static void teardown(void) { eg_test_rmdir(tdir); }
+
+static void start(size_t map_size) {
+  eg_store_opts o = {.map_size = map_size};
+  char err[256] = "";
+  eg_err e = eg_store_open(tdir, &o, &store, err, sizeof err);
+  if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
+  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_writer_start(store, NULL, NULL, &writer), EG_OK);
+}
+
+static void stop(void) {
+  eg_writer_stop(writer);
+  eg_store_close(store);
+  writer = NULL;
+  store = NULL;
+}
+
+static uint64_t batches(void) {
+  uint64_t b, i;
+  eg_writer_stats(writer, &b, &i);
+  return b;
+}
+
+/* Waits (bounded) until *v >= want; returns 0, or -1 at the bound. */
+static int wait_for(const int *v, int want) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += WAIT_S;
+  int rc = 0;
+  pthread_mutex_lock(&mu);
+  while (*v < want && rc == 0) rc = pthread_cond_timedwait(&cv, &mu, &until);
+  int ok = *v >= want;
+  pthread_mutex_unlock(&mu);
+  return ok ? 0 : -1;
+}
+
+static eg_session_rec session_rec(const char *sid) {
+  eg_session_rec r = ENGRAM__STORAGE__V1__SESSION_RECORD__INIT;
+  r.session_id = (char *)sid;
+  r.user_id = (char *)"u";
+  r.agent_id = (char *)"a";
+  return r;
+}
+
+/* ---- items ----------------------------------------------------------------- */
+
+static eg_err item_apply(eg_write_item *wi, eg_txn *t) {
+  test_item *it = (test_item *)wi;
+  pthread_mutex_lock(&mu);
+  it->applies++;
+  int step = it->step;
+  pthread_mutex_unlock(&mu);
+  eg_err e = EG_OK;
+  if (it->sid) {
+    /* One session per continuation step: a second put of one id in one
+     * txn would be EG_EEXIST, so an effect applied twice shows. */
+    char sid[64];
+    snprintf(sid, sizeof sid, "%s.%d", it->sid, step);
+    eg_session_rec r = session_rec(sid);
+    if ((e = eg_store_session_put(t, TENANT, &r, 1)) != EG_OK) return e;
+    if (it->blob) {
+      eg_message_rec m = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
+      uint8_t *content = calloc(1, it->blob);
+      if (!content) return EG_ENOMEM;
+      m.seq = 1;
+      m.role = 1;
+      m.content_token.data = content;
+      m.content_token.len = it->blob;
+      m.client_message_id = (char *)"";
+      e = eg_store_message_put(t, TENANT, sid, &m);
+      free(content);
+      if (e != EG_OK) return e;
+    }
+  }
+  if (it->counter) {
+    /* Read-modify-write: a count off by one means an effect of an
+     * aborted attempt survived, or an attempt was lost. */
+    eg_session_rec *c;
+    if ((e = eg_store_session_get(t, TENANT, it->counter, &c)) != EG_OK) return e;
+    c->message_count++;
+    e = eg_store_session_put(t, TENANT, c, 0);
+    engram__storage__v1__session_record__free_unpacked(c, NULL);
+    if (e != EG_OK) return e;
+  }
+  return it->fail;
+}
+
+static void item_done(eg_write_item *wi, eg_err err, uint64_t lsn, int busy) {
+  test_item *it = (test_item *)wi;
+  pthread_mutex_lock(&mu);
+  it->err = err;
+  if (it->dones < 8) it->lsn[it->dones] = lsn;
+  it->dones++;
+  int again = err == EG_OK && it->step < it->steps;
+  if (again) it->step++;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+  /* As the transport does for a call whose apply set `more`. */
+  if (again) eg_writer_submit(writer, wi);
+}
+
+static void item_init(test_item *it, const char *sid) {
+  memset(it, 0, sizeof *it);
+  it->item.apply = item_apply;
+  it->item.done = item_done;
+  it->sid = sid;
+}
+
+/* The gate: its apply holds the writer (the first time) until opened. */
+static struct {
+  eg_write_item item;
+  int entered, open, dones;
+} gate;
+
+static eg_err gate_apply(eg_write_item *wi, eg_txn *t) {
+  pthread_mutex_lock(&mu);
+  if (!gate.entered) {
+    gate.entered = 1;
+    pthread_cond_broadcast(&cv);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += WAIT_S;
+    while (!gate.open && pthread_cond_timedwait(&cv, &mu, &until) == 0) {
+    }
+  }
+  pthread_mutex_unlock(&mu);
+  eg_session_rec r = session_rec("gate");
+  return eg_store_session_put(t, TENANT, &r, 1);
+}
+
+static void gate_done(eg_write_item *wi, eg_err err, uint64_t lsn, int busy) {
+  pthread_mutex_lock(&mu);
+  gate.dones++;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+}
+
+/* Holds the writer busy in a batch of its own; returns once it is. */
+static void gate_close(void) {
+  memset(&gate, 0, sizeof gate);
+  gate.item.apply = gate_apply;
+  gate.item.done = gate_done;
+  eg_writer_submit(writer, &gate.item);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&gate.entered, 1), 0);
+}
+
+/* Lets the writer go on with what was queued meanwhile. */
+static void gate_open(void) {
+  pthread_mutex_lock(&mu);
+  gate.open = 1;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&gate.dones, 1), 0);
+}
+
+/* ---- what the store holds -------------------------------------------------- */
+
+static eg_err session_get(const char *sid, eg_session_rec **out) {
+  eg_txn *r;
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(store, &r), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
+  eg_err e = eg_store_session_get(r, TENANT, sid, out);
+  eg_store_reader_free(r);
+  return e;
+}
+
+static int has_session(const char *sid) {
+  eg_session_rec *rec;
+  eg_err e = session_get(sid, &rec);
+  if (e == EG_OK) engram__storage__v1__session_record__free_unpacked(rec, NULL);
+  CU_ASSERT(e == EG_OK || e == EG_ENOTFOUND);
+  return e == EG_OK;
+}
+
+static int64_t counter_value(const char *sid) {
+  eg_session_rec *rec;
+  CU_ASSERT_EQUAL_FATAL(session_get(sid, &rec), EG_OK);
+  int64_t v = rec->message_count;
+  engram__storage__v1__session_record__free_unpacked(rec, NULL);
+  return v;
+}
+
+static void make_counter(const char *sid) {
+  eg_txn *w;
+  eg_session_rec r = session_rec(sid);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, 1), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+/* A lone item commits at once, in a batch of its own, and done gets its LSN. */
+static void test_lone_item(void) {
+  start(0);
+  static test_item a;
+  item_init(&a, "a");
+  uint64_t before = eg_store_last_lsn(store);
+  eg_writer_submit(writer, &a.item);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&a.dones, 1), 0);
+  CU_ASSERT_EQUAL(a.err, EG_OK);
+  CU_ASSERT_EQUAL(a.lsn[0], before + 1);
+  CU_ASSERT_EQUAL(a.applies, 1);
+  CU_ASSERT_EQUAL(batches(), 1);
+  CU_ASSERT(has_session("a.0"));
+  stop();
+}
+
+#define GROUP_N 20
+
+/* Items queued while the writer is busy share the next commit. */
+static void test_group_commit(void) {
+  start(0);
+  static test_item items[GROUP_N];
+  static char sids[GROUP_N][16];
+  gate_close();
+  for (int i = 0; i < GROUP_N; i++) {
+    snprintf(sids[i], sizeof sids[i], "g%d", i);
+    item_init(&items[i], sids[i]);
+    eg_writer_submit(writer, &items[i].item);
+  }
+  gate_open();
+  for (int i = 0; i < GROUP_N; i++) CU_ASSERT_EQUAL_FATAL(wait_for(&items[i].dones, 1), 0);
+  uint64_t b, n;
+  eg_writer_stats(writer, &b, &n);
+  CU_ASSERT_EQUAL(b, 2); /* the gate's batch, then one for all twenty */
+  CU_ASSERT_EQUAL(n, GROUP_N + 1);
+  for (int i = 0; i < GROUP_N; i++) {
+    CU_ASSERT_EQUAL(items[i].err, EG_OK);
+    CU_ASSERT_EQUAL(items[i].lsn[0], items[0].lsn[0]);
+    CU_ASSERT_EQUAL(items[i].applies, 1);
+  }
+  CU_ASSERT_EQUAL(eg_store_last_lsn(store), items[0].lsn[0]);
+  CU_ASSERT(has_session("g0.0") && has_session("g19.0"));
+  stop();
+}
+
+#define GROW_N 8
+
+/* A batch that fills the map is aborted, the map grows, and the whole
+ * batch runs again: each item's effect is there exactly once, one commit. */
+static void test_replay_after_map_growth(void) {
+  start(MIB);
+  make_counter("ctr");
+  uint64_t b0 = batches();
+  static test_item items[GROW_N];
+  static char sids[GROW_N][16];
+  gate_close();
+  for (int i = 0; i < GROW_N; i++) {
+    snprintf(sids[i], sizeof sids[i], "big%d", i);
+    item_init(&items[i], sids[i]);
+    items[i].blob = 256 * 1024; /* eight of them: twice the 1 MiB map */
+    items[i].counter = "ctr";
+    eg_writer_submit(writer, &items[i].item);
+  }
+  gate_open();
+  for (int i = 0; i < GROW_N; i++) CU_ASSERT_EQUAL_FATAL(wait_for(&items[i].dones, 1), 0);
+  CU_ASSERT(eg_store_map_size(store) > MIB);
+  CU_ASSERT(items[0].applies >= 2); /* the replay ran apply again */
+  CU_ASSERT_EQUAL(batches(), b0 + 2);
+  for (int i = 0; i < GROW_N; i++) {
+    CU_ASSERT_EQUAL(items[i].err, EG_OK);
+    CU_ASSERT_EQUAL(items[i].dones, 1);
+    CU_ASSERT_EQUAL(items[i].lsn[0], items[0].lsn[0]);
+  }
+  char sid[32];
+  for (int i = 0; i < GROW_N; i++) {
+    snprintf(sid, sizeof sid, "big%d.0", i);
+    CU_ASSERT(has_session(sid));
+  }
+  CU_ASSERT_EQUAL(counter_value("ctr"), GROW_N);
+  stop();
+}
+
+/* One failing item in a batch: its writes roll back, the others commit,
+ * and each done gets its own item's result. */
+static void test_item_failure_in_batch(void) {
+  start(0);
+  make_counter("ctr");
+  static test_item a, bad, c;
+  item_init(&a, "a");
+  item_init(&bad, "bad");
+  item_init(&c, "c");
+  a.counter = bad.counter = c.counter = "ctr";
+  bad.fail = EG_EPRECOND; /* after writing its session and the counter */
+  uint64_t b0 = batches();
+  gate_close();
+  eg_writer_submit(writer, &a.item);
+  eg_writer_submit(writer, &bad.item);
+  eg_writer_submit(writer, &c.item);
+  gate_open();
+  CU_ASSERT_EQUAL_FATAL(wait_for(&a.dones, 1), 0);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&bad.dones, 1), 0);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&c.dones, 1), 0);
+  CU_ASSERT_EQUAL(a.err, EG_OK);
+  CU_ASSERT_EQUAL(bad.err, EG_EPRECOND);
+  CU_ASSERT_EQUAL(c.err, EG_OK);
+  CU_ASSERT_EQUAL(a.lsn[0], c.lsn[0]);
+  CU_ASSERT_EQUAL(batches(), b0 + 2);
+  CU_ASSERT(has_session("a.0"));
+  CU_ASSERT(!has_session("bad.0"));
+  CU_ASSERT(has_session("c.0"));
+  CU_ASSERT_EQUAL(counter_value("ctr"), 2);
+  stop();
+}
+
+/* A batch in which every item fails commits nothing: no LSN, no batch. */
+static void test_all_fail_commits_nothing(void) {
+  start(0);
+  static test_item bad;
+  item_init(&bad, "bad");
+  bad.fail = EG_EINVAL;
+  uint64_t lsn = eg_store_last_lsn(store), b0 = batches();
+  eg_writer_submit(writer, &bad.item);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&bad.dones, 1), 0);
+  CU_ASSERT_EQUAL(bad.err, EG_EINVAL);
+  CU_ASSERT_EQUAL(bad.lsn[0], 0);
+  CU_ASSERT_EQUAL(eg_store_last_lsn(store), lsn);
+  CU_ASSERT_EQUAL(batches(), b0);
+  CU_ASSERT(!has_session("bad.0"));
+  stop();
+}
+
+/* An item whose done resubmits it (a bounded share of a large job, as
+ * erasure does) commits each share in a batch of its own, and items
+ * queued meanwhile are not held back behind the whole job. */
+static void test_more_continuations(void) {
+  start(0);
+  static test_item job, other;
+  item_init(&job, "job");
+  item_init(&other, "other");
+  job.steps = 3;
+  gate_close();
+  eg_writer_submit(writer, &job.item);
+  eg_writer_submit(writer, &other.item);
+  gate_open();
+  CU_ASSERT_EQUAL_FATAL(wait_for(&job.dones, 4), 0);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&other.dones, 1), 0);
+  CU_ASSERT_EQUAL(job.err, EG_OK);
+  CU_ASSERT_EQUAL(job.applies, 4);
+  CU_ASSERT_EQUAL(other.lsn[0], job.lsn[0]); /* the first share's batch */
+  for (int i = 1; i < 4; i++) CU_ASSERT_EQUAL(job.lsn[i], job.lsn[i - 1] + 1);
+  CU_ASSERT_EQUAL(batches(), 1 + 4);
+  char sid[16];
+  for (int i = 0; i < 4; i++) {
+    snprintf(sid, sizeof sid, "job.%d", i);
+    CU_ASSERT(has_session(sid));
+  }
+  stop();
+}
+
+/* Stop finishes what is queued before the thread goes. */
+static void test_stop_drains_queue(void) {
+  start(0);
+  static test_item items[4];
+  static char sids[4][8];
+  gate_close();
+  for (int i = 0; i < 4; i++) {
+    snprintf(sids[i], sizeof sids[i], "s%d", i);
+    item_init(&items[i], sids[i]);
+    eg_writer_submit(writer, &items[i].item);
+  }
+  pthread_mutex_lock(&mu);
+  gate.open = 1;
+  pthread_cond_broadcast(&cv);
+  pthread_mutex_unlock(&mu);
+  eg_writer_stop(writer); /* returns after every done ran */
+  writer = NULL;
+  for (int i = 0; i < 4; i++) {
+    CU_ASSERT_EQUAL(items[i].dones, 1);
+    CU_ASSERT_EQUAL(items[i].err, EG_OK);
+  }
+  CU_ASSERT(has_session("s3.0"));
+  eg_store_close(store);
+  store = NULL;
+}
+
+void eg_test_register_writer(void) {
+  CU_pSuite s = CU_add_suite_with_setup_and_teardown("writer", NULL, NULL, setup, teardown);
+  CU_add_test(s, "lone item", test_lone_item);
+  CU_add_test(s, "group commit", test_group_commit);
+  CU_add_test(s, "replay after map growth", test_replay_after_map_growth);
+  CU_add_test(s, "item failure inside a batch", test_item_failure_in_batch);
+  CU_add_test(s, "batch of failures commits nothing", test_all_fail_commits_nothing);
+  CU_add_test(s, "more continuations", test_more_continuations);
+  CU_add_test(s, "stop drains the queue", test_stop_drains_queue);
+}
