@@ -30,7 +30,9 @@
   X(EG_EREADERS,  "too many concurrent readers",     14 /* UNAVAILABLE */)        \
   X(EG_ETXNFULL,  "transaction too large",           8  /* RESOURCE_EXHAUSTED */) \
   X(EG_ENOSPC,    "disk full",                       8  /* RESOURCE_EXHAUSTED */) \
-  X(EG_EQUOTA,    "quota exceeded",                  8  /* RESOURCE_EXHAUSTED */)
+  X(EG_EQUOTA,    "quota exceeded",                  8  /* RESOURCE_EXHAUSTED */) \
+  X(EG_EBROKEN,   "storage unusable after a failed write; the server is restarting", \
+                                                     14 /* UNAVAILABLE */)
 
 typedef enum {
 #define EG_ERR_ENUM(name, msg, code) name,

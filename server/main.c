@@ -159,13 +159,21 @@ static void eg_stop_signals(sigset_t *s) {
 }
 
 /* Waits for a stop signal; SIGHUP is logged and ignored, since reloading
- * the tokens under calls in flight is not safe. */
-static int eg_wait_stop(const sigset_t *sigs) {
-  int sig = 0;
-  while (sigwait(sigs, &sig) == 0 && sig == SIGHUP)
-    fprintf(stderr, "engramd: SIGHUP ignored: tokens and keyring are read at start only; "
-                    "restart to reload them\n");
-  return sig;
+ * the tokens under calls in flight is not safe. With a store, also returns
+ * 0 within a second of LMDB giving up on it (eg_store_broken): the process
+ * stops so its supervisor starts a fresh one. */
+static int eg_wait_stop(const sigset_t *sigs, const eg_store *store) {
+  const struct timespec tick = {.tv_sec = 1};
+  for (;;) {
+    int sig = sigtimedwait(sigs, NULL, &tick);
+    if (sig == SIGHUP)
+      fprintf(stderr, "engramd: SIGHUP ignored: tokens and keyring are read at start only; "
+                      "restart to reload them\n");
+    else if (sig > 0)
+      return sig;
+    else if (store && eg_store_broken(store))
+      return 0;
+  }
 }
 
 /* Runs while main drains: a second SIGTERM/SIGINT ends the process at once
@@ -174,7 +182,7 @@ static int eg_wait_stop(const sigset_t *sigs) {
 static void *eg_force_exit_main(void *arg) {
   sigset_t sigs;
   eg_stop_signals(&sigs);
-  int sig = eg_wait_stop(&sigs);
+  int sig = eg_wait_stop(&sigs, NULL);
   fprintf(stderr, "engramd: %s again: exiting without draining\n", strsignal(sig));
   _exit(1);
 }
@@ -254,9 +262,9 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   if (!eg_repl_is_primary(srv->repl))
     fprintf(stderr, "engramd: replica of %s from lsn %llu\n", cfg->primary,
             (unsigned long long)eg_store_last_lsn(srv->store));
-  int sig = eg_wait_stop(&sigs);
+  int sig = eg_wait_stop(&sigs, srv->store);
   fprintf(stderr, "engramd: %s: draining calls and stopping (send it again to exit at once)\n",
-          strsignal(sig));
+          sig ? strsignal(sig) : "storage broken");
   pthread_t forcer;
   if (pthread_create(&forcer, NULL, eg_force_exit_main, NULL) == 0)
     pthread_detach(forcer);
@@ -270,7 +278,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   int restart = eg_repl_restart_requested(srv->repl);
   eg_repl_free(srv->repl);
   grpc_shutdown_blocking();
-  return restart ? 3 : 0;
+  return restart ? 3 : sig ? 0 : 1;
 }
 
 int main(int argc, char **argv) {

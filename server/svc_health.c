@@ -18,7 +18,10 @@ static eg_err eg_health_check(eg_req *r, const ProtobufCMessage *msg) {
         EG_ARENA_NEW(r->arena, Grpc__Health__V1__HealthCheckResponse);
     if (!out) return EG_ENOMEM;
     grpc__health__v1__health_check_response__init(out);
-    out->status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    /* A store LMDB gave up on serves nothing: probes take the node out. */
+    out->status = eg_store_broken(r->srv->store)
+                      ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                      : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
     r->resp = &out->base;
     return EG_OK;
   }

@@ -69,6 +69,7 @@ struct eg_store {
   /* Set by the commit that met a full disk, cleared by the next one that
    * got through: one log line per episode (eg_store__disk_episode). */
   atomic_int disk_full;
+  atomic_int broken; /* LMDB panicked: see eg_store_broken */
 };
 
 /* The ops of a write txn, already encoded as WalRecord field 4 entries, so
@@ -128,6 +129,8 @@ eg_err eg_store__commit_err(const eg_store *s, int rc);
 /* txn.c: after every durable commit with its result: logs the start
  * (EG_ENOSPC) and the end (EG_OK) of a full-disk episode, once each. */
 void eg_store__disk_episode(eg_store *s, eg_err commit);
+/* Marks s broken (and says so once) when e is EG_EBROKEN; returns e. */
+eg_err eg_store__broken(eg_store *s, eg_err e);
 
 /* Nonzero if reads may use t now. */
 static inline int eg_txn_readable(const eg_txn *t) {

@@ -12,6 +12,9 @@ eg_err eg_store__err(int rc) {
     case MDB_MAP_FULL: return EG_EMAPFULL;
     case MDB_READERS_FULL: return EG_EREADERS;
     case MDB_TXN_FULL: return EG_ETXNFULL;
+    /* LMDB gave up on the env (a failed write of a meta page): no txn of
+     * this process can work again; the file itself is consistent. */
+    case MDB_PANIC: return EG_EBROKEN;
     /* A bad page pointer or page header: the file, not the call, is bad. */
     case MDB_CORRUPTED:
     case MDB_PAGE_NOTFOUND: return EG_ECORRUPT;

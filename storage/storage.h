@@ -219,6 +219,11 @@ void eg_store_mark_erasure(eg_txn *t);
 /* LSN of the last erasure committed or applied (0: none). Log records
  * below it should be trimmed. Thread safety: any thread. */
 uint64_t eg_store_erase_floor(const eg_store *s);
+/* 1 once LMDB refused to go on (MDB_PANIC after a failed write of its
+ * meta page): every txn of this process fails EG_EBROKEN from then on,
+ * and only a new process can open the (consistent) file again. Health
+ * says NOT_SERVING and engramd stops. Thread safety: any thread. */
+int eg_store_broken(const eg_store *s);
 
 /* Waits up to timeout_ms until the store has committed (or, on a replica,
  * applied) lsn: EG_OK, or EG_EUNAVAIL on timeout. Thread safety: any thread. */

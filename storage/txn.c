@@ -49,7 +49,7 @@ eg_err eg_store_reader_begin(eg_txn *r) {
       return EG_OK;
     }
     pthread_rwlock_unlock(&r->s->map_lock);
-    if (rc != MDB_MAP_RESIZED || tries == EG_RESIZE_TRIES) return eg_store__err(rc);
+    if (rc != MDB_MAP_RESIZED || tries == EG_RESIZE_TRIES) return eg_store__broken(r->s, eg_store__err(rc));
     eg_err e = eg_store__adopt_map_size(r->s);
     if (e) return e;
   }
@@ -86,7 +86,7 @@ eg_err eg_store_write_begin(eg_store *s, eg_txn **out) {
     if (rc == MDB_MAP_RESIZED && tries < EG_RESIZE_TRIES) e = eg_store__adopt_map_size(s);
     if (e) {
       free(w);
-      return e;
+      return eg_store__broken(s, e);
     }
   }
   *out = w;
@@ -111,6 +111,15 @@ static void eg_txn_free(eg_txn *t) {
   eg_wal__buf_free(&t->ops);
   free(t);
 }
+
+eg_err eg_store__broken(eg_store *s, eg_err e) {
+  if (e == EG_EBROKEN && !atomic_exchange(&s->broken, 1))
+    fprintf(stderr, "engramd: %s: LMDB cannot go on after a failed write (MDB_PANIC); the file is "
+                    "consistent, the process must restart\n", s->dir);
+  return e;
+}
+
+int eg_store_broken(const eg_store *s) { return atomic_load(&s->broken); }
 
 void eg_store__disk_episode(eg_store *s, eg_err commit) {
   /* One line when the disk fills and one when a commit gets through again,
