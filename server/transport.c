@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
-#include "engram.h"
+#include "common/rpc.h"
 #include "replica/replica.h"
 #include "server/parking.h"
 #include "server/validate.h"
