@@ -44,6 +44,8 @@ typedef struct {
   int64_t wal_retain_records;         /* --wal-retain-records 1000000 */
   int64_t wal_retain_s;               /* --wal-retain-s 86400 */
   int64_t wal_retain_cap;             /* --wal-retain-cap 10000000 (held for replicas at most) */
+  int max_streams_per_conn;           /* --max-streams-per-conn 100 (concurrent calls) */
+  int64_t call_timeout_ms;            /* --call-timeout-ms 60000 (unary call, arrival to reply sent) */
 } eg_config;
 
 /* Looks up an environment variable; NULL when unset. getenv fits. */
