@@ -5,7 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "engram.h"
+#include "common/rpc.h"
 #include "replica/replica.h"
 
 #define EG_REPL_MAX_PEERS 64

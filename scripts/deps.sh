@@ -7,7 +7,7 @@ build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
             libprotobuf-c-dev libprotobuf-dev liblmdb-dev lmdb-utils libsodium-dev libcunit1-dev
             libmicrohttpd-dev)
 test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
-           protobuf-compiler-grpc binutils)
+           protobuf-compiler-grpc binutils python3-h2)
 bench_pkgs=(nghttp2-client etcd-server etcd-client)
 
 want=("${build_pkgs[@]}")

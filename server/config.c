@@ -88,6 +88,10 @@ static const eg_opt eg_opts[] = {
            "most records kept for a lagging replica"),
     EG_NUM("max-reply-bytes", max_reply_bytes, 1048576, 1073741824, "3145728",
            "largest page reply (List*, GetContext, SearchMemories); shorter pages past it"),
+    EG_NUM("max-streams-per-conn", max_streams_per_conn, 1, 100000, "100",
+           "calls one connection may have open at once (more wait at the client)"),
+    EG_NUM("call-timeout-ms", call_timeout_ms, 100, 3600000, "60000",
+           "a unary call not answered and sent by then is cancelled (DEADLINE_EXCEEDED)"),
 };
 
 #define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])

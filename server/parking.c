@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/clock.h"
+
 /* Longest sleep between checks when nothing is due sooner. */
 #define EG_PARKING_TICK_MS 100
 
@@ -16,12 +18,6 @@ struct eg_parking {
   eg_parked *list; /* guarded by mu */
   atomic_int stopping;
 };
-
-int64_t eg_parking_now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 int eg_parking_add(eg_parking *pk, eg_parked *p) {
   pthread_mutex_lock(&pk->mu);
@@ -60,7 +56,7 @@ static void *eg_parking_main(void *arg) {
   eg_parking *pk = arg;
   for (;;) {
     uint64_t applied = eg_store_last_lsn(pk->store);
-    int64_t now = eg_parking_now_us(), next_us;
+    int64_t now = eg_mono_us(), next_us;
     eg_parked *due = eg_parking_due(pk, applied, now, &next_us);
     while (due) {
       eg_parked *p = due;
@@ -76,7 +72,7 @@ static void *eg_parking_main(void *arg) {
     }
     /* Any commit may satisfy someone: wake on the next one. A call parked
      * meanwhile is seen then, or at the tick. */
-    int64_t wait_ms = (next_us - eg_parking_now_us() + 999) / 1000;
+    int64_t wait_ms = (next_us - eg_mono_us() + 999) / 1000;
     eg_store_wait_lsn(pk->store, applied + 1, wait_ms > 0 ? wait_ms : 0);
   }
   return NULL;
@@ -88,7 +84,7 @@ eg_err eg_parking_start(eg_store *s, eg_parking **out) {
   pk->store = s;
   pthread_mutex_init(&pk->mu, NULL);
   eg_err e = eg_store_reader_new(s, &pk->reader);
-  if (e == EG_OK && pthread_create(&pk->thread, NULL, eg_parking_main, pk) != 0) e = EG_ENOMEM;
+  if (e == EG_OK && pthread_create(&pk->thread, NULL, eg_parking_main, pk) != 0) e = EG_EUNAVAIL;
   if (e != EG_OK) {
     eg_store_reader_free(pk->reader);
     pthread_mutex_destroy(&pk->mu);

@@ -17,7 +17,7 @@ typedef struct eg_parked eg_parked;
 struct eg_parked {
   eg_parked *next;
   uint64_t lsn;      /* run once the store has applied this */
-  int64_t until_us;  /* or at this time (CLOCK_MONOTONIC), with ready = 0 */
+  int64_t until_us;  /* or at this time (eg_mono_us), with ready = 0 */
   /* Runs on the parking thread; reader is a read txn object it may use
    * (begin/end it itself). ready is 0 at the deadline or at stop. */
   void (*run)(eg_parked *p, int ready, eg_txn *reader);
@@ -25,6 +25,8 @@ struct eg_parked {
 
 typedef struct eg_parking eg_parking;
 
+/* Starts the parking thread. EG_ENOMEM, a storage error opening its read
+ * txn object, or EG_EUNAVAIL when the thread cannot start. */
 eg_err eg_parking_start(eg_store *s, eg_parking **out);
 /* Parks p. Returns -1 (and does not take p) once stopping: the caller
  * answers it itself. Thread safety: any thread. */
@@ -34,8 +36,5 @@ int eg_parking_add(eg_parking *pk, eg_parked *p);
 void eg_parking_stop(eg_parking *pk);
 /* Frees pk once nothing can call add any more (the workers are joined). */
 void eg_parking_free(eg_parking *pk);
-
-/* Monotonic microseconds, the clock until_us is on. */
-int64_t eg_parking_now_us(void);
 
 #endif

@@ -22,7 +22,7 @@
 
 #include <stdint.h>
 
-#include <grpc/grpc.h>
+#include <grpc/status.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "engram/v1/admin.pb-c.h"
@@ -90,55 +90,6 @@ void eg_client_free(eg_client *c);
 int eg_client_call(eg_client *c, const char *path, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *resp_desc, const eg_client_opts *opts,
                    eg_client_status *st, ProtobufCMessage **resp);
-
-/* The same on serialized bytes, for proxies (a replica forwarding a write
- * to its primary): req stays the caller's; authorization (NULL: the
- * client's own token) is the whole metadata value, "Bearer ...". On OK
- * *resp is the response payload, which the caller destroys with
- * grpc_byte_buffer_destroy; st->lsn carries engram-lsn. Returns st->code. */
-int eg_client_call_raw(eg_client *c, const char *path, grpc_byte_buffer *req,
-                       const char *authorization, const eg_client_opts *opts,
-                       eg_client_status *st, grpc_byte_buffer **resp);
-
-/* One unary call in flight, for callers that drive their own completion
- * queue (engramd forwarding a replica's write to its primary). */
-typedef struct {
-  grpc_call *call;
-  grpc_metadata md[2]; /* authorization, engram-min-lsn */
-  size_t nmd;
-  grpc_byte_buffer *send;  /* the request: the caller's, not destroyed here */
-  grpc_byte_buffer *recv;  /* the response; NULL unless one came */
-  grpc_metadata_array initial, trailing;
-  grpc_status_code code;
-  grpc_slice details;
-} eg_client_exchange;
-
-/* Starts `path` on ch: sends req (with authorization, the whole metadata
- * value, and engram-min-lsn when min_lsn != 0; either may be absent) and
- * receives the answer into x; the batch completes with tag on cq. Returns
- * 0, or -1 if it could not start (then nothing completes). Whatever it
- * returns, end with eg_client_exchange_end once nothing is pending. */
-int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_completion_queue *cq,
-                             const char *path, gpr_timespec deadline, grpc_byte_buffer *req,
-                             const char *authorization, uint64_t min_lsn, void *tag);
-/* The value of metadata `key` in md as a u64 (the engram-lsn and
- * engram-min-lsn headers): 1 and *out set, 0 if absent, -1 if it is not
- * a decimal u64. */
-int eg_client_metadata_u64(const grpc_metadata_array *md, const char *key, uint64_t *out);
-
-/* The engram-lsn the answer carried, or 0. */
-uint64_t eg_client_exchange_lsn(const eg_client_exchange *x);
-/* Releases x (and x->recv unless the caller took it and set it to NULL). */
-void eg_client_exchange_end(eg_client_exchange *x);
-
-/* A message as a byte buffer (the caller destroys it), and back: NULL if
- * bb is NULL or does not decode as desc. For streaming calls, which the
- * unary API above does not cover. */
-grpc_byte_buffer *eg_client_pack(const ProtobufCMessage *m);
-ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
-
-/* The client's channel, for streaming calls (valid until eg_client_free). */
-grpc_channel *eg_client_channel(eg_client *c);
 
 /* The name of a gRPC status code ("NOT_FOUND"), or "UNKNOWN" for a number
  * outside the table. Thread safety: pure. */

@@ -18,7 +18,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
-#include "engram.h"
+#include "common/rpc.h"
 
 struct eg_client {
   grpc_channel *channel; /* thread-safe; immutable after new */
@@ -83,6 +83,7 @@ void eg_client_free(eg_client *c) {
   if (!c) return;
   grpc_channel_destroy(c->channel);
   grpc_shutdown();
+  if (c->authorization) explicit_bzero(c->authorization, strlen(c->authorization));
   free(c->authorization);
   free(c);
 }
@@ -93,114 +94,12 @@ static void fail_status(eg_client_status *st, int code, const char *msg) {
   snprintf(st->message, sizeof st->message, "%s", msg);
 }
 
-/* The request, serialised into a byte buffer the caller destroys (gRPC
- * aborts rather than return NULL when memory runs out). */
-grpc_byte_buffer *eg_client_pack(const ProtobufCMessage *req) {
-  grpc_slice s = grpc_slice_malloc(protobuf_c_message_get_packed_size(req));
-  protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(s));
-  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-  grpc_slice_unref(s);
-  return bb;
-}
-
-ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb) {
-  grpc_byte_buffer_reader r;
-  if (!bb || !grpc_byte_buffer_reader_init(&r, bb)) return NULL;
-  grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-  grpc_byte_buffer_reader_destroy(&r);
-  ProtobufCMessage *m =
-      protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-  grpc_slice_unref(s);
-  return m;
-}
-
-int eg_client_metadata_u64(const grpc_metadata_array *md, const char *key, uint64_t *out) {
-  for (size_t i = 0; i < md->count; i++) {
-    const grpc_metadata *m = &md->metadata[i];
-    if (grpc_slice_str_cmp(m->key, key)) continue;
-    char buf[24], *end;
-    size_t n = GRPC_SLICE_LENGTH(m->value);
-    if (n == 0 || n >= sizeof buf) return -1;
-    memcpy(buf, GRPC_SLICE_START_PTR(m->value), n);
-    buf[n] = '\0';
-    errno = 0;
-    unsigned long long v = strtoull(buf, &end, 10);
-    if (*end || errno || buf[0] == '-') return -1;
-    *out = (uint64_t)v;
-    return 1;
-  }
-  return 0;
-}
-
-/* The `engram-lsn` value in md, or 0 if absent or not a number. */
-static uint64_t find_lsn(const grpc_metadata_array *md) {
-  uint64_t lsn = 0;
-  return eg_client_metadata_u64(md, "engram-lsn", &lsn) == 1 ? lsn : 0;
-}
-
 /* Copies the status details slice into st->message, cut to fit. */
 static void copy_details(eg_client_status *st, grpc_slice details) {
   size_t n = GRPC_SLICE_LENGTH(details);
   if (n >= sizeof st->message) n = sizeof st->message - 1;
   memcpy(st->message, GRPC_SLICE_START_PTR(details), n);
   st->message[n] = '\0';
-}
-
-static void add_metadata(eg_client_exchange *x, const char *key, const char *value) {
-  /* A copied value: gRPC may hold it after the call returns. */
-  x->md[x->nmd++] = (grpc_metadata){.key = grpc_slice_from_static_string(key),
-                                    .value = grpc_slice_from_copied_string(value)};
-}
-
-int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_completion_queue *cq,
-                             const char *path, gpr_timespec deadline, grpc_byte_buffer *req,
-                             const char *authorization, uint64_t min_lsn, void *tag) {
-  memset(x, 0, sizeof *x);
-  if (authorization && *authorization) add_metadata(x, "authorization", authorization);
-  if (min_lsn) {
-    char lsn[24];
-    snprintf(lsn, sizeof lsn, "%" PRIu64, min_lsn);
-    add_metadata(x, "engram-min-lsn", lsn);
-  }
-  x->send = req;
-  grpc_metadata_array_init(&x->initial);
-  grpc_metadata_array_init(&x->trailing);
-  x->code = GRPC_STATUS_UNKNOWN;
-  x->details = grpc_empty_slice();
-  grpc_slice method = grpc_slice_from_copied_string(path);
-  x->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, deadline,
-                                     NULL);
-  grpc_slice_unref(method);
-
-  grpc_op ops[6];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = x->nmd;
-  ops[0].data.send_initial_metadata.metadata = x->md;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = x->send;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &x->initial;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &x->recv;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.trailing_metadata = &x->trailing;
-  ops[5].data.recv_status_on_client.status = &x->code;
-  ops[5].data.recv_status_on_client.status_details = &x->details;
-  return grpc_call_start_batch(x->call, ops, 6, tag, NULL) == GRPC_CALL_OK ? 0 : -1;
-}
-
-uint64_t eg_client_exchange_lsn(const eg_client_exchange *x) { return find_lsn(&x->initial); }
-
-void eg_client_exchange_end(eg_client_exchange *x) {
-  for (size_t i = 0; i < x->nmd; i++) grpc_slice_unref(x->md[i].value);
-  if (x->recv) grpc_byte_buffer_destroy(x->recv);
-  grpc_metadata_array_destroy(&x->initial);
-  grpc_metadata_array_destroy(&x->trailing);
-  grpc_slice_unref(x->details);
-  if (x->call) grpc_call_unref(x->call);
-  memset(x, 0, sizeof *x);
 }
 
 /* Runs the call on a queue of its own and waits for it; the deadline
@@ -218,36 +117,23 @@ static void run_call(eg_client *c, const char *path, int64_t timeout_ms, eg_clie
   } else {
     fail_status(st, GRPC_STATUS_INTERNAL, "engram client: cannot start the call");
   }
-  grpc_call_unref(x->call);
+  if (x->call) grpc_call_unref(x->call);
   x->call = NULL;
   grpc_completion_queue_shutdown(cq);
   grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   grpc_completion_queue_destroy(cq);
 }
 
-int eg_client_call(eg_client *c, const char *path, const ProtobufCMessage *req,
-                   const ProtobufCMessageDescriptor *resp_desc, const eg_client_opts *opts,
-                   eg_client_status *st, ProtobufCMessage **resp) {
-  assert(c && path && req && resp_desc && st && resp);
-  assert(resp_desc->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC);
-  grpc_byte_buffer *in = eg_client_pack(req), *out = NULL;
-  eg_client_call_raw(c, path, in, NULL, opts, st, &out);
-  grpc_byte_buffer_destroy(in);
-  if (st->code == GRPC_STATUS_OK && !(*resp = eg_client_unpack(resp_desc, out)))
-    fail_status(st, GRPC_STATUS_INTERNAL, "engram client: the response does not decode");
-  if (out) grpc_byte_buffer_destroy(out);
-  return st->code;
-}
-
-int eg_client_call_raw(eg_client *c, const char *path, grpc_byte_buffer *req,
-                       const char *authorization, const eg_client_opts *opts,
-                       eg_client_status *st, grpc_byte_buffer **resp) {
+/* The call on serialized bytes: on OK *resp is the response payload, which
+ * the caller destroys; st->lsn carries engram-lsn. Returns st->code. */
+static int call_raw(eg_client *c, const char *path, grpc_byte_buffer *req,
+                    const eg_client_opts *opts, eg_client_status *st, grpc_byte_buffer **resp) {
   assert(c && path && req && st && resp);
   memset(st, 0, sizeof *st);
   *resp = NULL;
   eg_client_exchange x;
   run_call(c, path, opts && opts->timeout_ms > 0 ? opts->timeout_ms : EG_CLIENT_DEFAULT_TIMEOUT_MS,
-           &x, req, authorization ? authorization : c->authorization, opts ? opts->min_lsn : 0, st);
+           &x, req, c->authorization, opts ? opts->min_lsn : 0, st);
   if (st->code == GRPC_STATUS_OK) {
     st->lsn = eg_client_exchange_lsn(&x);
     if (!x.recv)
@@ -256,6 +142,20 @@ int eg_client_call_raw(eg_client *c, const char *path, grpc_byte_buffer *req,
     x.recv = NULL;
   }
   eg_client_exchange_end(&x);
+  return st->code;
+}
+
+int eg_client_call(eg_client *c, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *resp_desc, const eg_client_opts *opts,
+                   eg_client_status *st, ProtobufCMessage **resp) {
+  assert(c && path && req && resp_desc && st && resp);
+  assert(resp_desc->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC);
+  grpc_byte_buffer *in = eg_client_pack(req), *out = NULL;
+  call_raw(c, path, in, opts, st, &out);
+  grpc_byte_buffer_destroy(in);
+  if (st->code == GRPC_STATUS_OK && !(*resp = eg_client_unpack(resp_desc, out)))
+    fail_status(st, GRPC_STATUS_INTERNAL, "engram client: the response does not decode");
+  if (out) grpc_byte_buffer_destroy(out);
   return st->code;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "server/parking.h"
 #include "storage/storage.h"
 #include "suites.h"
@@ -31,7 +32,7 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 typedef struct {
   eg_parked p;
   int runs, ready;
-  int64_t ran_at_us;  /* eg_parking_now_us() when it ran */
+  int64_t ran_at_us;  /* eg_mono_us() when it ran */
   uint64_t seen_lsn;  /* the LSN its read txn saw (ready only) */
   int found;          /* its read found session "s<lsn>" */
 } test_parked;
@@ -76,7 +77,7 @@ static void parked_run(eg_parked *p, int ready, eg_txn *reader) {
   pthread_mutex_lock(&mu);
   tp->runs++;
   tp->ready = ready;
-  tp->ran_at_us = eg_parking_now_us();
+  tp->ran_at_us = eg_mono_us();
   tp->seen_lsn = lsn;
   tp->found = found;
   pthread_cond_broadcast(&cv);
@@ -86,7 +87,7 @@ static void parked_run(eg_parked *p, int ready, eg_txn *reader) {
 static void park(test_parked *tp, uint64_t lsn, int64_t in_us) {
   memset(tp, 0, sizeof *tp);
   tp->p.lsn = lsn;
-  tp->p.until_us = eg_parking_now_us() + in_us;
+  tp->p.until_us = eg_mono_us() + in_us;
   tp->p.run = parked_run;
   CU_ASSERT_EQUAL_FATAL(eg_parking_add(parking, &tp->p), 0);
 }

@@ -1,0 +1,58 @@
+/*
+ * Internal RPC helpers shared by engramd's transport, replica/ and
+ * libengram itself: the pieces of the gRPC C core the public client API
+ * (engram.h) hides. Not installed and not for applications; implemented
+ * in client/lib/rpc.c (the eg_client_channel accessor in client.c).
+ */
+#ifndef EG_COMMON_RPC_H
+#define EG_COMMON_RPC_H
+
+#include <stdint.h>
+
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "engram.h"
+
+/* One unary call in flight, for callers that drive their own completion
+ * queue (engramd forwarding a replica's write to its primary; the client's
+ * own blocking call). */
+typedef struct {
+  grpc_call *call;
+  grpc_metadata md[2]; /* authorization, engram-min-lsn */
+  size_t nmd;
+  grpc_byte_buffer *send;  /* the request: the caller's, not destroyed here */
+  grpc_byte_buffer *recv;  /* the response; NULL unless one came */
+  grpc_metadata_array initial, trailing;
+  grpc_status_code code;
+  grpc_slice details;
+} eg_client_exchange;
+
+/* Starts `path` on ch: sends req (with authorization, the whole metadata
+ * value, and engram-min-lsn when min_lsn != 0; either may be absent) and
+ * receives the answer into x; the batch completes with tag on cq. Returns
+ * 0, or -1 if it could not start (then nothing completes). Whatever it
+ * returns, end with eg_client_exchange_end once nothing is pending.
+ * The authorization value is copied into x and wiped at the end. */
+int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_completion_queue *cq,
+                             const char *path, gpr_timespec deadline, grpc_byte_buffer *req,
+                             const char *authorization, uint64_t min_lsn, void *tag);
+/* The engram-lsn the answer carried, or 0. */
+uint64_t eg_client_exchange_lsn(const eg_client_exchange *x);
+/* Releases x (and x->recv unless the caller took it and set it to NULL). */
+void eg_client_exchange_end(eg_client_exchange *x);
+
+/* The value of metadata `key` in md as a u64 (the engram-lsn and
+ * engram-min-lsn headers): 1 and *out set, 0 if absent, -1 if it is not
+ * a decimal u64. */
+int eg_client_metadata_u64(const grpc_metadata_array *md, const char *key, uint64_t *out);
+
+/* A message as a byte buffer (the caller destroys it), and back: NULL if
+ * bb is NULL or does not decode as desc. */
+grpc_byte_buffer *eg_client_pack(const ProtobufCMessage *m);
+ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+
+/* The client's channel, for streaming calls (valid until eg_client_free). */
+grpc_channel *eg_client_channel(eg_client *c);
+
+#endif

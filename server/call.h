@@ -1,0 +1,134 @@
+/*
+ * Private to the transport (transport.c: gRPC plumbing; dispatch.c: what
+ * a call does). One eg_call per call, from its armed request to its reply.
+ *
+ * The eg_call state machine. A call is owned by exactly one thread at a
+ * time; the owner alone may move it on:
+ *
+ *   WAITING     armed on a worker's queue. Its arrival completes there, and
+ *               that worker (eg_on_call) takes it:
+ *                 a stream        -> a thread of its own, which ends it;
+ *                 a replica write -> FORWARDING;
+ *                 a read          -> REPLYING, or PARKED;
+ *                 a write         -> WRITING.
+ *   FORWARDING  a replica's write at the primary; the answer completes on
+ *               the worker's queue and that worker passes it on -> REPLYING.
+ *   PARKED      a read waiting for engram-min-lsn; the parking thread runs
+ *               it at its LSN or its deadline -> REPLYING.
+ *   WRITING     queued on or applied by the writer thread, which on commit
+ *               replies itself (-> REPLYING) or, when busy, hands it back
+ *               through an empty batch on the worker's queue -> COMMITTED.
+ *   COMMITTED   on the worker: it replies -> REPLYING, or holds the reply
+ *               for --sync-replicas acks (the replication module's thread
+ *               replies -> REPLYING).
+ *   REPLYING    the reply batch is in flight; its completion on the
+ *               worker's queue frees the call.
+ *
+ * Besides its owner, only the reaper touches a unary call: it may cancel it
+ * (grpc_call_cancel_with_status is thread safe) while it is registered;
+ * eg_call_free unregisters it first.
+ */
+#ifndef EG_SERVER_CALL_H
+#define EG_SERVER_CALL_H
+
+#include <grpc/grpc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "common/rpc.h"
+#include "server/metrics.h"
+#include "server/parking.h"
+#include "server/reaper.h"
+#include "server/service.h"
+#include "server/transport.h"
+#include "server/writer.h"
+
+typedef struct eg_worker eg_worker;
+
+typedef enum {
+  EG_CALL_WAITING,
+  EG_CALL_FORWARDING,
+  EG_CALL_PARKED,
+  EG_CALL_WRITING,
+  EG_CALL_COMMITTED,
+  EG_CALL_REPLYING,
+} eg_call_state;
+
+/* One call, from the armed request to the reply's completion. It is the
+ * completion-queue tag, and its first member makes it a writer item. */
+typedef struct eg_call {
+  eg_write_item item;
+  eg_call_state state;
+  eg_worker *w;
+  size_t mi; /* index into the method table; SIZE_MAX: unregistered */
+  grpc_call *call;
+  gpr_timespec deadline; /* the client's; infinite if it sent none */
+  grpc_metadata_array md;
+  grpc_byte_buffer *payload;
+  grpc_call_details details; /* unregistered calls only */
+  grpc_completion_queue *stream_cq; /* streaming methods: the call's own queue */
+  eg_reaped reap;                   /* unary calls: the --call-timeout-ms cap */
+  eg_req req;
+  uint64_t lsn;    /* a write's commit, while it waits for replica acks */
+  eg_err written; /* EG_CALL_COMMITTED: the write's outcome */
+  eg_client_exchange fwd; /* EG_CALL_FORWARDING: the call to the primary */
+  eg_parked park;             /* a read waiting for engram-min-lsn */
+  const ProtobufCMessage *in; /* its decoded request, meanwhile */
+  grpc_metadata lsn_md;
+  grpc_byte_buffer *out;
+  grpc_slice status_details;
+  int cancelled;
+} eg_call;
+
+struct eg_worker {
+  eg_transport *tp;
+  grpc_completion_queue *cq;
+  pthread_t thread;
+  int started;
+  eg_txn *reader;
+};
+
+struct eg_transport {
+  const eg_srv *srv;
+  eg_writer *writer;
+  grpc_server *server;
+  grpc_completion_queue *shutdown_cq;
+  const eg_method **methods;
+  const char **paths;
+  void **handles;
+  eg_metrics *metrics;
+  eg_parking *parking;
+  eg_reaper *reaper;
+  size_t n_methods;
+  eg_worker *workers;
+  int n_workers;
+  atomic_int stopping;
+  atomic_int streams; /* stream threads still running */
+};
+
+/* ---- plumbing (transport.c) ---- */
+
+/* Frees c and whatever it holds; unregisters it from the reaper first. */
+void eg_call_free(eg_call *c);
+/* Arms one more request for method mi (SIZE_MAX: any unregistered one) on
+ * w's queue. */
+void eg_arm(eg_worker *w, size_t mi);
+/* Sends grpc status code with msg and, when not NULL, the payload (which
+ * the call now owns). lsn != 0 goes out as `engram-lsn`. -> REPLYING.
+ * Thread safety: the call's owner, any thread. */
+void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload, uint64_t lsn);
+/* Sends status e (with the handler's message, or the table's) and, when
+ * OK, the handler's response. The only place eg_err becomes a gRPC code,
+ * with eg_reply_raw's callers that pass a code through. */
+void eg_reply(eg_call *c, eg_err e, uint64_t lsn);
+
+/* ---- dispatch (dispatch.c) ---- */
+
+/* A call arrived (WAITING, on its worker): authorize, decode and route it. */
+void eg_on_call(eg_call *c);
+/* The primary answered a forwarded write (FORWARDING, on the worker). */
+void eg_forward_done(eg_call *c, int ok);
+/* A write the writer handed back (COMMITTED, on the worker). */
+void eg_write_reply(eg_call *c);
+
+#endif

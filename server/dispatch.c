@@ -1,0 +1,320 @@
+/*
+ * The dispatcher: what a call does once it arrived. Authorize, decode, and
+ * route it: a read runs on the worker (or parks until its engram-min-lsn),
+ * a write goes to the writer (and may wait for replica acks), a write on a
+ * replica is forwarded to the primary, a stream gets a thread of its own.
+ * The call's states and who moves them: server/call.h.
+ */
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/support/time.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "replica/replica.h"
+#include "server/call.h"
+#include "server/validate.h"
+
+static eg_err eg_reply_msg(eg_call *c, eg_err e, const char *fmt, const char *arg) {
+  snprintf(c->req.msg, sizeof c->req.msg, fmt, arg);
+  return e;
+}
+
+/* The call's deadline: the client's, or the server's --call-timeout-ms cap
+ * if that comes first (a client may send none). */
+static gpr_timespec eg_call_deadline(const eg_call *c) {
+  gpr_timespec cap = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                  gpr_time_from_micros(c->reap.until_us - eg_mono_us(), GPR_TIMESPAN));
+  gpr_timespec mine = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
+  return gpr_time_cmp(mine, cap) < 0 ? mine : cap;
+}
+
+static eg_err eg_write_apply(eg_write_item *item, eg_txn *t) {
+  eg_call *c = (eg_call *)item;
+  c->req.msg[0] = '\0';
+  c->req.resp = NULL;
+  c->req.more = 0;
+  return c->w->tp->methods[c->mi]->apply(&c->req, t);
+}
+
+/* --sync-replicas: the write is durable here; answer once enough
+ * replicas applied it, or say how many did. */
+static void eg_sync_done(void *arg, int acked) {
+  eg_call *c = arg;
+  const eg_config *cfg = c->w->tp->srv->cfg;
+  if (acked >= cfg->sync_replicas) {
+    eg_reply(c, EG_OK, c->lsn);
+    return;
+  }
+  snprintf(c->req.msg, sizeof c->req.msg,
+           "committed on the primary at lsn %" PRIu64 " but only %d of %d replicas applied it "
+           "within %lld ms",
+           c->lsn, acked, cfg->sync_replicas, (long long)cfg->sync_timeout_ms);
+  eg_reply(c, EG_EUNAVAIL, 0);
+}
+
+/* On the worker: answer a finished write (or hold it for replica acks). */
+void eg_write_reply(eg_call *c) {
+  eg_repl *repl = c->w->tp->srv->repl;
+  if (c->written == EG_OK && c->lsn && repl && eg_repl_sync_hold(repl, c->lsn, eg_sync_done, c) == 0)
+    return;
+  eg_reply(c, c->written, c->lsn);
+}
+
+/* On the writer, after the commit. Packing and sending a reply costs as
+ * much as applying a write: when other writes wait (busy), the writer only
+ * hands the call back to its worker (an empty batch completes at once on
+ * the worker's queue); alone, it replies itself, saving the hop. */
+static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn, int busy) {
+  eg_call *c = (eg_call *)item;
+  if (err == EG_OK && c->req.more) {
+    c->req.more = 0;
+    eg_writer_submit(c->w->tp->writer, item);
+    return;
+  }
+  c->lsn = lsn;
+  c->written = err;
+  c->state = EG_CALL_COMMITTED;
+  if (!busy || grpc_call_start_batch(c->call, NULL, 0, c, NULL) != GRPC_CALL_OK) eg_write_reply(c);
+}
+
+static const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key) {
+  for (size_t i = 0; i < md->count; i++)
+    if (grpc_slice_str_cmp(md->metadata[i].key, key) == 0) return &md->metadata[i].value;
+  return NULL;
+}
+
+static eg_err eg_authorize(eg_call *c, const eg_method *m) {
+  const grpc_slice *v = eg_md_find(&c->md, "authorization");
+  eg_err e = eg_auth_check(c->w->tp->srv->auth, v ? (const char *)GRPC_SLICE_START_PTR(*v) : NULL,
+                           v ? GRPC_SLICE_LENGTH(*v) : 0, m->role, &c->req.tenant);
+  if (e == EG_EUNAUTH)
+    return eg_reply_msg(c, e, "authorization: missing or unknown bearer token%s", "");
+  if (e == EG_EPERM) return eg_reply_msg(c, e, "authorization: this token's role may not call %s", m->path);
+  return e;
+}
+
+static void eg_in_free(void *p) { protobuf_c_message_free_unpacked(p, NULL); }
+
+/* Decodes the payload; the request lives as long as the call. Its strings
+ * are checked on the wire bytes, as unpacking cuts them at a NUL. */
+static eg_err eg_decode(eg_call *c, const eg_method *m, ProtobufCMessage **out) {
+  if (!c->payload) return eg_reply_msg(c, EG_EINVAL, "request: no message was sent%s", "");
+  grpc_byte_buffer_reader rd;
+  if (!grpc_byte_buffer_reader_init(&rd, c->payload)) return EG_ENOMEM;
+  grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+  grpc_byte_buffer_reader_destroy(&rd);
+  eg_err e = eg_validate_wire(m->in, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), c->req.msg,
+                              sizeof c->req.msg);
+  if (e == EG_OK)
+    *out = protobuf_c_message_unpack(m->in, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_slice_unref(s);
+  if (e != EG_OK) return e;
+  if (!*out) return eg_reply_msg(c, EG_EINVAL, "request: not a valid %s message", m->in->name);
+  if (eg_arena_defer(c->req.arena, eg_in_free, *out) != 0) return EG_ENOMEM;
+  return EG_OK;
+}
+
+/* engram-min-lsn, or 0 when absent. */
+static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
+  *want = 0;
+  if (eg_client_metadata_u64(&c->md, "engram-min-lsn", want) < 0)
+    return eg_reply_msg(c, EG_EINVAL, "engram-min-lsn: not a number%s", "");
+  return EG_OK;
+}
+
+/* A write that reached a replica: the primary answers it, and the client
+ * gets that answer as it is (status, message, payload, engram-lsn). The
+ * call to the primary completes on this worker's queue, so the worker
+ * serves other calls meanwhile. The caller's own authorization goes along:
+ * the primary authenticates the caller, not this replica. */
+static void eg_forward(eg_call *c, const eg_method *m) {
+  char authz[4096] = "";
+  const grpc_slice *v = eg_md_find(&c->md, "authorization");
+  if (v) snprintf(authz, sizeof authz, "%.*s", (int)GRPC_SLICE_LENGTH(*v), (const char *)GRPC_SLICE_START_PTR(*v));
+  c->state = EG_CALL_FORWARDING;
+  int rc = eg_client_exchange_start(&c->fwd, eg_repl_upstream(c->w->tp->srv->repl), c->w->cq,
+                                    m->path, eg_call_deadline(c), c->payload, authz, 0, c);
+  sodium_memzero(authz, sizeof authz); /* the exchange holds its own copy */
+  if (rc != 0) {
+    snprintf(c->req.msg, sizeof c->req.msg, "cannot reach the primary");
+    eg_reply(c, EG_EUNAVAIL, 0);
+  }
+}
+
+/* The primary answered a forwarded write: pass its answer on. */
+void eg_forward_done(eg_call *c, int ok) {
+  eg_client_exchange *f = &c->fwd;
+  char msg[512];
+  if (!ok) {
+    eg_reply_raw(c, GRPC_STATUS_UNAVAILABLE, "forwarding to the primary failed", NULL, 0);
+    return;
+  }
+  snprintf(msg, sizeof msg, "%.*s", (int)GRPC_SLICE_LENGTH(f->details),
+           (const char *)GRPC_SLICE_START_PTR(f->details));
+  grpc_byte_buffer *resp = f->code == GRPC_STATUS_OK ? f->recv : NULL;
+  if (resp) f->recv = NULL; /* the reply owns it now */
+  eg_reply_raw(c, f->code, msg, resp, eg_client_exchange_lsn(f));
+}
+
+/* Runs n ops on a streaming call and waits for them. Returns 1 if the
+ * batch started (it then completed, well or not). */
+static int eg_stream_batch(eg_call *c, grpc_op *ops, size_t n) {
+  if (grpc_call_start_batch(c->call, ops, n, ops, NULL) != GRPC_CALL_OK) return 0;
+  grpc_completion_queue_pluck(c->stream_cq, ops, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  return 1;
+}
+
+/* A streaming call's thread: initial metadata, the handler, then the
+ * status from the handler's eg_err (the handler picks no gRPC code). */
+static void *eg_stream_main(void *arg) {
+  eg_call *c = arg;
+  eg_transport *tp = c->w->tp;
+  const eg_method *m = tp->methods[c->mi];
+  int cancelled;
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  size_t first = 0; /* set past ops[0] once the metadata went */
+  eg_err e = eg_authorize(c, m);
+  if (e == EG_OK && !eg_stream_batch(c, ops, 1)) e = EG_EUNAVAIL;
+  if (e == EG_OK) {
+    first = 1;
+    e = m->stream(tp->srv, c->call, c->stream_cq, c->req.msg, sizeof c->req.msg);
+  }
+  grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
+  ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
+  ops[1].data.send_status_from_server.status_details = &details;
+  ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[2].data.recv_close_on_server.cancelled = &cancelled;
+  eg_stream_batch(c, ops + first, 3 - first);
+  grpc_slice_unref(details);
+  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
+  eg_call_free(c);
+  atomic_fetch_sub(&tp->streams, 1);
+  return NULL;
+}
+
+/* Hands a streaming call to a thread of its own. */
+static void eg_start_stream(eg_call *c) {
+  pthread_t t;
+  pthread_attr_t a;
+  eg_transport *tp = c->w->tp;
+  atomic_fetch_add(&tp->streams, 1);
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(&t, &a, eg_stream_main, c);
+  if (rc != 0) {
+    fprintf(stderr, "engramd: cannot start a thread for a %s stream: %s\n", tp->methods[c->mi]->path,
+            strerror(rc));
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                 "engramd: cannot start a thread for this stream", NULL);
+    eg_call_free(c);
+    atomic_fetch_sub(&tp->streams, 1);
+  }
+  pthread_attr_destroy(&a);
+}
+
+static eg_err eg_read_with(eg_call *c, const eg_method *m, const ProtobufCMessage *in,
+                           eg_txn *reader) {
+  if (m->no_store) return m->read(&c->req, in);
+  eg_err e = eg_store_reader_begin(reader);
+  if (e != EG_OK) return e;
+  c->req.rtxn = reader;
+  e = m->read(&c->req, in);
+  eg_store_reader_end(reader);
+  c->req.rtxn = NULL;
+  return e;
+}
+
+/* A parked read's turn: its LSN arrived (ready), or its time ran out. */
+static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
+  eg_call *c = (eg_call *)((char *)p - offsetof(eg_call, park));
+  eg_err e = EG_EUNAVAIL;
+  eg_metrics_parked(c->w->tp->metrics, -1);
+  if (ready)
+    e = eg_read_with(c, c->w->tp->methods[c->mi], c->in, reader);
+  else
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "engram-min-lsn %" PRIu64 " not applied on this node yet (at %" PRIu64 "); retry",
+             p->lsn, eg_store_last_lsn(c->w->tp->srv->store));
+  eg_reply(c, e, 0);
+}
+
+/* Parks the read until this node applied want, bounded by the call's
+ * deadline and --max-lsn-wait-ms. Returns 0 if parked. */
+static int eg_park(eg_call *c, const ProtobufCMessage *in, uint64_t want) {
+  eg_transport *tp = c->w->tp;
+  gpr_timespec d = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
+  int64_t until = eg_mono_us() + tp->srv->cfg->max_lsn_wait_ms * 1000;
+  int64_t deadline = d.tv_sec > INT64_MAX / 2000000 ? INT64_MAX : d.tv_sec * 1000000 + d.tv_nsec / 1000;
+  c->in = in;
+  c->state = EG_CALL_PARKED;
+  c->park = (eg_parked){.lsn = want, .until_us = deadline < until ? deadline : until,
+                        .run = eg_parked_run};
+  eg_metrics_parked(tp->metrics, 1);
+  if (eg_parking_add(tp->parking, &c->park) == 0) return 0;
+  eg_metrics_parked(tp->metrics, -1);
+  return -1;
+}
+
+/* Runs a read now, or parks it (*parked = 1) until its engram-min-lsn. */
+static eg_err eg_run_read(eg_call *c, const eg_method *m, const ProtobufCMessage *in, int *parked) {
+  uint64_t want;
+  eg_err e = eg_min_lsn(c, &want);
+  if (e != EG_OK) return e;
+  if (want > eg_store_last_lsn(c->w->tp->srv->store)) {
+    if (eg_park(c, in, want) == 0) {
+      *parked = 1;
+      return EG_OK;
+    }
+    snprintf(c->req.msg, sizeof c->req.msg, "engram-min-lsn: node is stopping; retry elsewhere");
+    return EG_EUNAVAIL;
+  }
+  return eg_read_with(c, m, in, c->w->reader);
+}
+
+void eg_on_call(eg_call *c) {
+  eg_transport *tp = c->w->tp;
+  if (c->mi == SIZE_MAX) {
+    char path[200];
+    snprintf(path, sizeof path, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
+             (const char *)GRPC_SLICE_START_PTR(c->details.method));
+    eg_reply_msg(c, EG_EUNIMPL, "unknown method %s", path);
+    eg_reply(c, EG_EUNIMPL, 0);
+    return;
+  }
+  const eg_method *m = tp->methods[c->mi];
+  ProtobufCMessage *in = NULL;
+  eg_err e;
+  if (m->stream) {
+    eg_start_stream(c);
+    return;
+  }
+  if (!m->read && tp->srv->repl && !eg_repl_is_primary(tp->srv->repl)) {
+    eg_forward(c, m);
+    return;
+  }
+  c->req.srv = tp->srv;
+  c->req.now_us = eg_now_us();
+  if (!(c->req.arena = eg_arena_new())) e = EG_ENOMEM;
+  else if ((e = eg_authorize(c, m)) == EG_OK && (e = eg_decode(c, m, &in)) == EG_OK) {
+    if (m->read) {
+      int parked = 0;
+      e = eg_run_read(c, m, in, &parked);
+      if (parked) return;
+    } else if ((e = m->prepare(&c->req, in)) == EG_OK) {
+      c->state = EG_CALL_WRITING;
+      c->item.apply = eg_write_apply;
+      c->item.done = eg_write_done;
+      eg_writer_submit(tp->writer, &c->item);
+      return;
+    }
+  }
+  eg_reply(c, e, 0);
+}
+
