@@ -245,6 +245,16 @@ static void test_role(void) {
   }
 }
 
+/* A write held for replica acks answers before the reaper's cut. */
+static void test_sync_below_call_timeout(void) {
+  eg_config c;
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-timeout-ms", "59999")), EG_OK);
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-timeout-ms", "60000")), EG_EINVAL);
+  CU_ASSERT_STRING_EQUAL(err, "--sync-timeout-ms: must be below --call-timeout-ms (60000)");
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-timeout-ms", "600000", "--call-timeout-ms", "600001")),
+                  EG_OK);
+}
+
 static void test_string_too_long(void) {
   eg_config c;
   char arg[300];
@@ -304,6 +314,7 @@ void eg_test_register_config(void) {
   CU_add_test(s, "ranges", test_ranges);
   CU_add_test(s, "page sizes", test_page_sizes);
   CU_add_test(s, "role", test_role);
+  CU_add_test(s, "sync timeout below call timeout", test_sync_below_call_timeout);
   CU_add_test(s, "string too long", test_string_too_long);
   CU_add_test(s, "help", test_help);
   CU_add_test(s, "usage", test_usage);
