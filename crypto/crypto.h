@@ -3,7 +3,7 @@
  *
  * Knows nothing of LMDB or gRPC. Every function returns eg_err.
  *
- * A field token (DESIGN.md section 6):
+ * A field token (this header is its reference; docs/architecture.md section 4):
  *   0x01 | key_id u32 BE | issued_at u64 BE (unix s) | nonce 24 B | ciphertext | tag 16 B
  * AEAD = XChaCha20-Poly1305-IETF with a per-purpose subkey derived from the
  * master key by crypto_kdf; associated data = the 37-byte header || context,

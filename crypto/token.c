@@ -1,5 +1,6 @@
 /*
- * Field tokens: seal and open (format in crypto.h and DESIGN.md section 6).
+ * Field tokens: seal and open (format in crypto.h; docs/architecture.md
+ * section 4 places it among the on-disk formats).
  */
 #include <assert.h>
 #include <sodium.h>

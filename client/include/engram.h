@@ -1,5 +1,5 @@
 /*
- * libengram: the C client of Engram (DESIGN.md section 4).
+ * libengram: the C client of Engram (docs/architecture.md section 1).
  *
  * A thin layer over the gRPC C core: one client holds one channel; every
  * call is unary, blocking, and runs on its own completion queue, so one
