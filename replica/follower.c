@@ -45,14 +45,18 @@ static void eg_follow_ack(eg_repl *r, Engram__V1__StreamRequest *h) {
   h->applied_lsn = eg_store_last_lsn(r->store);
 }
 
-/* The first message of a stream also carries the epoch of the record at
- * applied_lsn (the primary checks the shared history with it); acks need
- * only the LSN, so only the hello reads the log. */
-static void eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h) {
+/* The first message of a stream also carries the epoch and digest of the
+ * record at applied_lsn (the primary checks the shared history with them;
+ * digest is their buffer); acks need only the LSN, so only the hello reads
+ * the log. */
+static void eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h,
+                            uint8_t digest[EG_REPL_DIGEST_BYTES]) {
   eg_txn *t;
   eg_follow_ack(r, h);
   if (h->applied_lsn && eg_store_reader_new(r->store, &t) == EG_OK) {
-    if (eg_store_reader_begin(t) == EG_OK) eg_store_wal_epoch_at(t, h->applied_lsn, &h->applied_epoch);
+    if (eg_store_reader_begin(t) == EG_OK &&
+        eg_repl_record_at(t, h->applied_lsn, &h->applied_epoch, digest) == EG_OK)
+      h->applied_digest = (ProtobufCBinaryData){.len = EG_REPL_DIGEST_BYTES, .data = digest};
     eg_store_reader_end(t);
     eg_store_reader_free(t);
   }
@@ -93,8 +97,9 @@ static void eg_follow_log_end(eg_repl *r, grpc_call *call, grpc_completion_queue
 static int eg_follow_once(eg_repl *r) {
   eg_upstream u;
   Engram__V1__StreamRequest hello;
+  uint8_t digest[EG_REPL_DIGEST_BYTES];
   int streamed = 0;
-  eg_follow_hello(r, &hello);
+  eg_follow_hello(r, &hello, digest);
   if (eg_upstream_open(r, EG_REPL_SERVICE "Stream", &hello.base, 0, &u)) {
     Engram__V1__StreamResponse *m;
     while (!eg_follow_done(r) &&

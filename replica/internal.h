@@ -158,13 +158,24 @@ typedef struct {
   uint64_t hello_epoch;   /* the replica's epoch */
   uint64_t applied;       /* its last applied LSN */
   uint64_t applied_epoch; /* the epoch of its record at `applied` */
+  /* The replica sent the digest of its record at `applied` (older ones do
+   * not), and it equals that of ours (when at_err is EG_OK). */
+  int digest_sent, digest_equal;
 } eg_stream_view;
+/* stream.c: the epoch and SHA-256 of record lsn, read through t (open):
+ * what a hello says of the replica's last record, and what the primary
+ * compares it with. */
+#define EG_REPL_DIGEST_BYTES 32
+eg_err eg_repl_record_at(eg_txn *t, uint64_t lsn, uint64_t *epoch,
+                         uint8_t digest[EG_REPL_DIGEST_BYTES]);
 /* stream.c: decides where a replica's stream starts. Pure. Returns
  *   EG_OK, *next > 0   stream from *next (shared history up to next - 1)
  *   EG_OK, *next == 0  the replica must resync from a snapshot; *why says why
  *   EG_EPRECOND        refuse the stream (*why): the replica is from a newer
  *                      epoch (this primary was deposed), or it holds records
  *                      of this primary's epoch that this primary never wrote
+ *                      (another LSN range, another epoch at `applied`, or a
+ *                      record of equal LSN and epoch but other bytes)
  *   other              the primary's log could not be read (at_err) */
 eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char **why);
 

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
 
 #include "engram/v1/replication.pb-c.h"
@@ -42,6 +43,10 @@ eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char 
       if (same_epoch) return *why = "replica's history diverged at the same epoch: two primaries of one epoch (split brain)", EG_EPRECOND;
       return *why = "replica's history diverged (epoch mismatch)", EG_OK;
     }
+    if (v->digest_sent && !v->digest_equal) {
+      if (same_epoch) return *why = "replica's record at its applied LSN differs at the same epoch: two nodes promoted from one LSN (split brain)", EG_EPRECOND;
+      return *why = "replica's history diverged (its record at the applied LSN differs)", EG_OK;
+    }
     *next = a + 1;
     return EG_OK;
   }
@@ -51,6 +56,15 @@ eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char 
     return EG_OK;
   }
   return *why = "replica is empty and the log no longer starts at 1", EG_OK;
+}
+
+eg_err eg_repl_record_at(eg_txn *t, uint64_t lsn, uint64_t *epoch,
+                         uint8_t digest[EG_REPL_DIGEST_BYTES]) {
+  const uint8_t *rec;
+  size_t len;
+  eg_err e = eg_store_wal_epoch_at(t, lsn, epoch, &rec, &len);
+  if (!e) crypto_hash_sha256(digest, rec, len);
+  return e;
 }
 
 /* The primary's side of the hello, read through t. */
@@ -65,8 +79,13 @@ static eg_err eg_stream_view_read(eg_repl *r, eg_txn *t, const Engram__V1__Strea
   if (e) return e;
   e = eg_store_wal_first(t, &v->first, NULL);
   if (e == EG_ENOTFOUND) e = EG_OK, v->first = 0;
-  if (!e && v->applied > 0 && v->applied <= v->last)
-    v->at_err = eg_store_wal_epoch_at(t, v->applied, &v->epoch_at);
+  if (!e && v->applied > 0 && v->applied <= v->last) {
+    uint8_t ours[EG_REPL_DIGEST_BYTES];
+    v->at_err = eg_repl_record_at(t, v->applied, &v->epoch_at, ours);
+    v->digest_sent = hello->applied_digest.len > 0;
+    v->digest_equal = hello->applied_digest.len == sizeof ours &&
+                      memcmp(hello->applied_digest.data, ours, sizeof ours) == 0;
+  }
   eg_store_reader_end(t);
   return e;
 }

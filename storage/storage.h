@@ -206,8 +206,10 @@ eg_err eg_store_wal_first(eg_txn *t, uint64_t *lsn, int64_t *time_us);
  * them). *lsn gets its LSN; when every record walked is older, the LSN after
  * the last one walked. EG_ENOTFOUND when the log is empty. Cost: O(max). */
 eg_err eg_store_wal_first_after(eg_txn *t, int64_t time_us, size_t max, uint64_t *lsn);
-/* The epoch of record lsn; EG_ENOTFOUND if it is not (or no longer) kept. */
-eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch);
+/* The epoch of record lsn; EG_ENOTFOUND if it is not (or no longer) kept.
+ * With rec (may be NULL), also the record as stored, valid until t ends. */
+eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch, const uint8_t **rec,
+                             size_t *len);
 /* Deletes up to max of the oldest records with LSN < below_lsn; *n (may be
  * NULL) gets how many. */
 eg_err eg_store_wal_trim(eg_txn *w, uint64_t below_lsn, size_t max, size_t *n);

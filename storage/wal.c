@@ -274,7 +274,8 @@ eg_err eg_store_wal_first_after(eg_txn *t, int64_t time_us, size_t max, uint64_t
   return e ? e : eg_store__err(rc == MDB_NOTFOUND ? MDB_SUCCESS : rc);
 }
 
-eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch) {
+eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch, const uint8_t **rec,
+                             size_t *len) {
   if (!eg_txn_readable(t)) return EG_EINVAL;
   eg_key k = eg_wal_key(lsn);
   MDB_val key = {k.len, k.buf}, val;
@@ -285,6 +286,10 @@ eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch) {
   if (!r) return EG_ECORRUPT;
   *epoch = r->epoch;
   engram__storage__v1__wal_record__free_unpacked(r, NULL);
+  if (rec) {
+    *rec = val.mv_data;
+    *len = val.mv_size;
+  }
   return EG_OK;
 }
 

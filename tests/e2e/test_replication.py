@@ -990,3 +990,28 @@ class FailoverTest(ReplicationCase):
             self.assertStatus(grpc.StatusCode.NOT_FOUND, agent(n).get, zsid)
         self.assert_holds([r1, r2, p], sid, acked)
         self.assert_holds([r1, r2, p], w.sid, w.acked)
+
+    def test_two_promoted_from_one_lsn_are_refused(self):
+        # Both replicas at one LSN, the primary gone, each promoted (what
+        # the docs forbid): each writes its own record at last + 1, epoch 2,
+        # and only the bytes differ. r2 re-pointed at r1 (which wrote on)
+        # must be refused, not stream on as if their histories were one.
+        p, r1, r2 = self.p, self.r1, self.r2
+        sid, acked = self.seed(p, 10, "common")
+        last = self.wait_converged(p, [r1, r2])
+        p.kill9()
+        self.promote(r1)
+        self.promote(r2)
+        r1sid = agent(r1).create(uid("u"), uid("r1-only")).session_id
+        r2.stop()
+        follow(r2, r1.addr)
+        r2.start()
+        self.wait_until(lambda: "split brain" in r2.log_text(), CONVERGE_TIMEOUT,
+                        "r2 refused by r1 as a second epoch-2 primary", [r1, r2])
+        self.assertIn("differs", r2.log_text())
+        # nothing of r1's epoch 2 reached r2
+        st = status(r2)
+        self.assertEqual((st.epoch, st.last_lsn), (2, last + 1))
+        self.assertStatus(grpc.StatusCode.NOT_FOUND, agent(r2).get, r1sid)
+        self.assertNotIn("r2", {x.replica_id for x in status(r1).replicas if x.connected})
+        self.assert_holds([r1, r2], sid, acked)

@@ -163,6 +163,23 @@ static void test_stream_start(void) {
   v.hello_epoch = 2, v.applied_epoch = 2, v.epoch_at = 1;
   CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "split brain"));
+  /* equal LSN and epoch, other bytes (two nodes promoted from one LSN):
+   * refused at our epoch, resynced from an older one; no digest (an older
+   * replica): the epoch check alone */
+  v.epoch_at = 2, v.digest_sent = 1, v.digest_equal = 0;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "split brain"));
+  v.digest_equal = 1;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
+  CU_ASSERT_EQUAL(next, 51);
+  v.hello_epoch = 1, v.applied_epoch = 1, v.epoch_at = 1, v.digest_equal = 0;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
+  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "differs"));
+  v.digest_sent = 0;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
+  CU_ASSERT_EQUAL(next, 51);
+  v.hello_epoch = 2, v.applied_epoch = 2, v.epoch_at = 1;
   /* ahead of us: resync if older, refused at our epoch */
   v.applied = 120;
   CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_EPRECOND);

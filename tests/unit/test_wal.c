@@ -601,11 +601,11 @@ static void test_trim(void) {
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
   CU_ASSERT_EQUAL(eg_store_wal_first(r, &first, NULL), EG_OK);
   CU_ASSERT_EQUAL(first, 6);
-  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 5, &epoch), EG_ENOTFOUND);
-  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 1, &epoch), EG_ENOTFOUND);
-  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 6, &epoch), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 5, &epoch, NULL, NULL), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 1, &epoch, NULL, NULL), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 6, &epoch, NULL, NULL), EG_OK);
   CU_ASSERT_EQUAL(epoch, 1);
-  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 22, &epoch), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 22, &epoch, NULL, NULL), EG_ENOTFOUND);
   eg_store_reader_end(r);
   wal_copy log = read_log(a, 1); /* a scan from a trimmed LSN starts at the first kept */
   CU_ASSERT_EQUAL(log.first, 6);
@@ -620,7 +620,7 @@ static void test_trim(void) {
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
   CU_ASSERT_EQUAL(eg_store_wal_first(r, &first, NULL), EG_OK);
   CU_ASSERT_EQUAL(first, 9);
-  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 8, &epoch), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 8, &epoch, NULL, NULL), EG_ENOTFOUND);
   eg_store_reader_end(r);
 
   /* An aborted trim keeps everything. */
@@ -751,7 +751,7 @@ static void test_set_epoch(void) {
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
   const uint64_t want[] = {0, 1, 1, 2, 2};
   for (uint64_t l = 1; l <= 4; l++) {
-    CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, l, &epoch), EG_OK);
+    CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, l, &epoch, NULL, NULL), EG_OK);
     CU_ASSERT_EQUAL(epoch, want[l]);
   }
   eg_store_reader_free(r);
@@ -770,7 +770,7 @@ static void test_set_epoch(void) {
   put_session_with(a, "s4", 4, 1); /* 5 */
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(a, &r), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 5, &epoch), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_wal_epoch_at(r, 5, &epoch, NULL, NULL), EG_OK);
   CU_ASSERT_EQUAL(epoch, 2);
   eg_store_reader_free(r);
 
