@@ -90,8 +90,8 @@ grpc_channel *eg_repl_upstream(eg_repl *r);
 /* AdminService.Promote: stops following, starts epoch + 1 with a log
  * record of its own. Refuses, with a reason in msg:
  *   EG_EPRECOND  this node is the primary or being promoted; or the
- *                primary it follows still streams to it or answers a probe
- *                (two primaries of one epoch would diverge)
+ *                primary it follows answers a health probe (two primaries
+ *                of one epoch would diverge)
  *   EG_EUNAVAIL  the node stops, or restarts to install a snapshot
  * Thread safety: any thread but the writer's. */
 eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn, char *msg, size_t msglen);

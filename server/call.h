@@ -118,8 +118,9 @@ void eg_arm(eg_worker *w, size_t mi);
  * Thread safety: the call's owner, any thread. */
 void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload, uint64_t lsn);
 /* Sends status e (with the handler's message, or the table's) and, when
- * OK, the handler's response. The only place eg_err becomes a gRPC code,
- * with eg_reply_raw's callers that pass a code through. */
+ * OK, the handler's response. Where a unary call's eg_err becomes a gRPC
+ * code (eg_stream_main in dispatch.c does it for streams); eg_reply_raw's
+ * other callers pass a code through. */
 void eg_reply(eg_call *c, eg_err e, uint64_t lsn);
 
 /* ---- dispatch (dispatch.c) ---- */

@@ -38,7 +38,7 @@ int eg_utf8_valid(const char *s, size_t len);
  * does not check) and must not contain a NUL byte: unpacking hands strings
  * over NUL-terminated, so "a\0b" would silently become "a" and be stored
  * cut short. Every repeated field holds at most its limit of values (the
- * ceilings in validate.c: messages of AppendMessages EG_APPEND_MESSAGES_MAX,
+ * ceilings, from config.h and storage/memories.h: messages of AppendMessages EG_APPEND_MESSAGES_MAX,
  * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
  * embedding values EG_MEMORY_DIM_MAX, any other EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge

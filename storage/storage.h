@@ -5,18 +5,25 @@
  * stores encrypted arrive already sealed.
  *
  * Key layout (u8len = one length byte; BE = big-endian):
- *   meta              "schema_version" -> u32 BE, "last_lsn" -> u64 BE
+ *   meta              "schema_version" -> u32 BE, "last_lsn", "epoch",
+ *                     "erase_floor" -> u64 BE, "named:NAME" -> bytes
+ *                     (eg_store_meta_get/put: store id, key fingerprint)
  *   sessions          u8len tenant | session_id                    -> SessionRecord
  *   sessions_by_user  u8len tenant | u8len user_id | create_us u64 BE | session_id -> ""
  *   messages          u8len tenant | u8len session_id | seq u64 BE -> MessageRecord
  *   idempotency       u8len tenant | u8len session_id | client_message_id -> seq u64 BE
+ *   wal               lsn u64 BE -> WalRecord (below)
+ * and the memory DBs (storage/memories.h). All of it, with the files of
+ * the data dir: docs/architecture.md, "On disk".
  *
  * Transactions:
  *   - Readers: each worker owns one eg_txn from eg_store_reader_new() and
  *     brackets every request with eg_store_reader_begin/end (an LMDB read
  *     txn reset and renewed, MDB_NOTLS). Never hold one across requests.
  *   - Writer: exactly one thread opens write txns (engramd's writer, which
- *     also runs a replica's log apply and a promotion). eg_store_write_begin,
+ *     also runs a replica's log apply and a promotion). The exception is
+ *     start-up, before that thread exists: migrations and
+ *     eg_store_meta_put commit their own. eg_store_write_begin,
  *     then any number of nested eg_store_sub_begin/commit/abort (one per
  *     request, so a failing request leaves the batch intact), then
  *     eg_store_write_commit, which assigns the next LSN and makes the whole
