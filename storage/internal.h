@@ -131,6 +131,10 @@ eg_err eg_store__commit_err(const eg_store *s, int rc);
 void eg_store__disk_episode(eg_store *s, eg_err commit);
 /* Marks s broken (and says so once) when e is EG_EBROKEN; returns e. */
 eg_err eg_store__broken(eg_store *s, eg_err e);
+/* The eg_err of a top-level commit LMDB refused with rc (nonzero):
+ * EG_EBROKEN if the failure broke the env (s is then marked broken), else
+ * eg_store__commit_err. Call with no txn of this thread open. */
+eg_err eg_store__commit_failed(eg_store *s, int rc);
 
 /* Nonzero if reads may use t now. */
 static inline int eg_txn_readable(const eg_txn *t) {

@@ -63,7 +63,8 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
   for (int tries = 0;; tries++) {
     int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc == MDB_SUCCESS) break;
-    if (rc != MDB_MAP_RESIZED || tries == EG_META_RESIZE_TRIES) return eg_store__err(rc);
+    if (rc != MDB_MAP_RESIZED || tries == EG_META_RESIZE_TRIES)
+      return eg_store__broken(s, eg_store__err(rc));
     eg_err e = eg_store__adopt_map_size(s);
     if (e) return e;
   }
@@ -73,7 +74,8 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
     return e;
   }
   /* Durable when it returns: the env syncs every commit. */
-  e = eg_store__commit_err(s, mdb_txn_commit(txn));
+  int rc = mdb_txn_commit(txn);
+  e = rc ? eg_store__commit_failed(s, rc) : EG_OK;
   eg_store__disk_episode(s, e);
   return e;
 }

@@ -153,6 +153,19 @@ static eg_err eg_txn_stamp(eg_txn *w, uint64_t *lsn, uint64_t *epoch) {
   return e;
 }
 
+eg_err eg_store__commit_failed(eg_store *s, int rc) {
+  /* A failed write of a meta page leaves the env unusable (MDB_PANIC at
+   * every later begin), yet the commit returns only the write's errno: a
+   * probe begin tells, so the call answers EG_EBROKEN and Health turns
+   * NOT_SERVING now, not at the next call. The caller has no txn open, so
+   * the probe waits at most for another writer's commit. */
+  eg_txn *probe;
+  eg_err e = eg_store_write_begin(s, &probe);
+  if (e == EG_EBROKEN) return e;
+  if (e == EG_OK) eg_store_write_abort(probe);
+  return eg_store__commit_err(s, rc);
+}
+
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   assert(w && w->kind == EG_TXN_WRITE && !w->child);
   eg_store *s = w->s;
@@ -161,7 +174,7 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   if (e) goto fail;
   int rc = mdb_txn_commit(w->txn);
   w->txn = NULL; /* gone, committed or not */
-  e = eg_store__commit_err(s, rc);
+  e = rc ? eg_store__commit_failed(s, rc) : EG_OK;
   eg_store__disk_episode(s, e);
   if (e) goto fail;
   atomic_store_explicit(&s->epoch, epoch, memory_order_release);
