@@ -26,6 +26,28 @@ class FaultLoopTest(E2ETestCase):
         self.assertEqual(loop.findings, [], report)
 
 
+class BrokenEnvTest(E2ETestCase):
+
+    def test_failed_meta_page_write_restarts(self):
+        """A failed write of LMDB's meta page (a commit's last write) breaks
+        the env. The call answers UNAVAILABLE "restarting" and Health
+        NOT_SERVING at once (not at the next call), engramd-fault exits 1
+        with one log line, and on a restart the call is absent and its
+        retry works: Loop.after_broken checks each. N = 1, 2, ... reaches
+        the first commit's meta page within a handful of runs."""
+        loop = Loop(full=True, log=lambda s: None)
+        loop.start()
+        try:
+            for n in range(1, 20):
+                loop.one(("write", "ENOSPC"), n)
+                if loop.restarts:
+                    break
+        finally:
+            loop.stop()
+        self.assertEqual(loop.findings, [], loop.report(0))
+        self.assertEqual(loop.restarts, 1, loop.report(0))
+
+
 class OutOfMemoryTest(E2ETestCase):
 
     def setUp(self):
@@ -35,8 +57,8 @@ class OutOfMemoryTest(E2ETestCase):
         self.api = Api(self.srv.client())
         self.run_ = Run(self.api)
         steps = self.run_.steps()
-        for _, call, _, done in steps[:5]:  # session, 3 messages, a memory
-            done(call())
+        for step in steps[:5]:  # session, 3 messages, a memory
+            step.done(step.call())
 
     def each_malloc(self, call):
         """Fails each of call's mallocs in turn; yields the answers."""
