@@ -214,7 +214,7 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
   /* The reaper cancels any unary call still open at --call-timeout-ms. A
    * write held for replica acks is committed here: it must get its own
    * answer (how many replicas acked) before that, not a bare deadline. */
-  if (c->sync_timeout_ms >= c->call_timeout_ms)
+  if (c->sync_replicas > 0 && c->sync_timeout_ms >= c->call_timeout_ms)
     return eg_invalid(err, errlen, "--sync-timeout-ms", "must be below --call-timeout-ms (%lld)",
                       (long long)c->call_timeout_ms);
   if (strcmp(c->role, "replica") == 0 && c->primary[0] == '\0')

@@ -248,11 +248,15 @@ static void test_role(void) {
 /* A write held for replica acks answers before the reaper's cut. */
 static void test_sync_below_call_timeout(void) {
   eg_config c;
-  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-timeout-ms", "59999")), EG_OK);
-  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-timeout-ms", "60000")), EG_EINVAL);
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-replicas", "1", "--sync-timeout-ms", "59999")), EG_OK);
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-replicas", "1", "--sync-timeout-ms", "60000")),
+                  EG_EINVAL);
   CU_ASSERT_STRING_EQUAL(err, "--sync-timeout-ms: must be below --call-timeout-ms (60000)");
-  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-timeout-ms", "600000", "--call-timeout-ms", "600001")),
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--sync-replicas", "1", "--sync-timeout-ms", "600000",
+                                       "--call-timeout-ms", "600001")),
                   EG_OK);
+  /* Without --sync-replicas nothing is held: any call timeout goes. */
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--call-timeout-ms", "1000")), EG_OK);
 }
 
 static void test_string_too_long(void) {
