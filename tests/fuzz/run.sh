@@ -16,6 +16,7 @@ targets=("$@")
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+TIMEFORMAT='%U %S' # bash's `time`: user and system CPU seconds
 mkdir -p "$build/artifacts"
 failed=()
 for t in "${targets[@]}"; do
@@ -24,9 +25,10 @@ for t in "${targets[@]}"; do
   log="$build/artifacts/$t.log"
   start=$(date +%s)
   # -rss_limit_mb: a target that grows without bound is a finding too.
-  if "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
-       -artifact_prefix="$build/artifacts/$t-" "$build/corpus/$t" "$here/corpus/$t" \
-       >"$log" 2>&1; then
+  # -max_total_time counts wall time, so the CPU time it got is reported.
+  if { time "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=1024 \
+         -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
+         "$build/corpus/$t" "$here/corpus/$t" >"$log" 2>&1; } 2>"$log.cpu"; then
     status=ok
   else
     status=FAILED
@@ -34,7 +36,8 @@ for t in "${targets[@]}"; do
   fi
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
   cov=$(grep -Eo 'cov: [0-9]+' "$log" | tail -1)
-  echo "fuzz_$t: $status, ${runs:-?} runs in $(($(date +%s) - start)) s, $cov (log: $log)"
+  cpu=$(awk '{printf "%.0f", $1 + $2}' "$log.cpu")
+  echo "fuzz_$t: $status, ${runs:-?} runs in $(($(date +%s) - start)) s, ${cpu} s CPU, $cov (log: $log)"
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz: failed: ${failed[*]}; inputs in $build/artifacts/" >&2
