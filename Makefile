@@ -7,6 +7,7 @@ LISTEN     ?= 127.0.0.1:50051
 DATA_DIR   ?= ./data
 
 .PHONY: all deps build run test test-fast test-asan fault bench bench-memory bench-replication clean
+.PHONY: fuzz fuzz-build test-fuzz
 
 all: build
 
@@ -22,8 +23,9 @@ build: deps $(BUILD)/CMakeCache.txt
 run: build
 	$(BUILD)/engramd --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-# Every test, then every test again under ASan + UBSan.
-test: test-fast test-asan
+# Every test, then every test again under ASan + UBSan, then each fuzz
+# target for FUZZ_SHORT_SECONDS.
+test: test-fast test-asan test-fuzz
 
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure
@@ -48,6 +50,25 @@ fault: build $(ASAN_BUILD)/CMakeCache.txt
 	  ENGRAMD_FAULT=$(ASAN_BUILD)/engramd-fault ENGRAMD=$(ASAN_BUILD)/engramd \
 	  ENGRAM_PY_GEN=$(ASAN_BUILD)/py $(FAULT_RUN)
 
+# libFuzzer targets (tests/fuzz/README.md): a clang build of their own under
+# ASan + UBSan. `make fuzz` runs each for FUZZ_SECONDS; `make test` runs each
+# for FUZZ_SHORT_SECONDS (six targets: about 4 minutes with the build).
+FUZZ_BUILD         ?= build-fuzz
+FUZZ_SECONDS       ?= 300
+FUZZ_SHORT_SECONDS ?= 30
+
+$(FUZZ_BUILD)/CMakeCache.txt:
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DENGRAM_FUZZ=ON
+
+fuzz-build: deps $(FUZZ_BUILD)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_targets
+
+fuzz: fuzz-build
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+test-fuzz: fuzz-build
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SHORT_SECONDS)
+
 # Engram vs etcd side by side (bench/README.md): a Release build of its own,
 # results in bench/results/. Under 10 minutes with the build.
 REL_BUILD ?= build-release
@@ -67,7 +88,7 @@ bench-memory:
 	$(REL_BUILD)/eg_bench_memory $(BENCH_MEMORY_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
 
 # Replication lag at 5,000 writes/s and catch-up after 100,000 missed records
 # (bench/repl.sh, results in bench/results/replication.md).

@@ -9,11 +9,14 @@ build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
 test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
            protobuf-compiler-grpc binutils python3-h2)
 bench_pkgs=(nghttp2-client etcd-server etcd-client)
+# libFuzzer: clang 14, whose runtime (libclang_rt.fuzzer) Debian 12 ships in
+# libclang-rt-14-dev, a recommendation only, so named here.
+fuzz_pkgs=(clang libclang-rt-14-dev)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in
   build) ;;
-  test)  want+=("${test_pkgs[@]}") ;;
+  test)  want+=("${test_pkgs[@]}" "${fuzz_pkgs[@]}") ;;
   bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
   *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac

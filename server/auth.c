@@ -9,6 +9,10 @@
 #include "server/validate.h"
 
 #define EG_AUTH_MAX_TOKEN 4096
+/* A tokens line is "tenant role hash": at most 128 + 7 + 64 bytes and two
+ * blanks. The cap leaves room for comments and padding; a longer line is
+ * refused rather than read in pieces, each taken for a line of its own. */
+#define EG_AUTH_LINE_MAX 1023
 
 struct eg_auth_entry {
   char tenant[EG_ID_MAX + 1];
@@ -90,11 +94,23 @@ static int eg_auth_check_unique(eg_auth *a, char *err, size_t errlen) {
   return 0;
 }
 
-/* Skips the rest of a line longer than the buffer. */
-static void eg_skip_line(FILE *f) {
-  int c;
+enum { EG_AUTH_LINE_OK = 1, EG_AUTH_LINE_LONG, EG_AUTH_LINE_NUL };
+
+/* Reads the next line of f into line (EG_AUTH_LINE_MAX + 1 bytes), without
+ * its newline, NUL-terminated. Returns 0 at end of file, EG_AUTH_LINE_OK,
+ * or, having skipped to the next line, EG_AUTH_LINE_LONG for a line over
+ * EG_AUTH_LINE_MAX bytes or EG_AUTH_LINE_NUL for one holding a NUL byte
+ * (which would hide the words after it from the parser). */
+static int eg_auth_read_line(FILE *f, char *line) {
+  size_t len = 0;
+  int c, got = EG_AUTH_LINE_OK;
   while ((c = getc(f)) != EOF && c != '\n') {
+    if (c == '\0') got = EG_AUTH_LINE_NUL;
+    else if (len == EG_AUTH_LINE_MAX) got = EG_AUTH_LINE_LONG;
+    else line[len++] = (char)c;
   }
+  line[len] = '\0';
+  return c == EOF && len == 0 && got == EG_AUTH_LINE_OK ? 0 : got;
 }
 
 eg_err eg_auth_load(const char *path, eg_auth **out, char *err, size_t errlen) {
@@ -111,26 +127,24 @@ eg_err eg_auth_load(const char *path, eg_auth **out, char *err, size_t errlen) {
     free(a);
     return EG_EINVAL;
   }
-  /* Longer than any entry can be (tenant, role and hash with room for
-   * whitespace); only a comment may be longer. */
-  char line[1024];
-  int lineno = 0;
+  char line[EG_AUTH_LINE_MAX + 1];
+  int lineno = 0, got;
   eg_err rc = EG_OK;
-  while (fgets(line, sizeof line, f)) {
+  while ((got = eg_auth_read_line(f, line)) > 0) {
     lineno++;
-    size_t len = strlen(line);
-    int whole = (len > 0 && line[len - 1] == '\n') || feof(f);
     char *p = line + strspn(line, " \t");
-    if (*p == '#') {
-      if (!whole) eg_skip_line(f);
-      continue;
-    }
-    if (!whole) {
-      snprintf(err, errlen, "line %d: longer than %zu bytes", lineno, sizeof line - 2);
+    if (got == EG_AUTH_LINE_NUL) {
+      snprintf(err, errlen, "line %d: contains a NUL byte", lineno);
       rc = EG_EINVAL;
       goto fail;
     }
-    if (*p == '\n' || *p == '\0') continue;
+    if (*p == '#') continue; /* a comment may be any length */
+    if (got == EG_AUTH_LINE_LONG) {
+      snprintf(err, errlen, "line %d: longer than %d bytes", lineno, EG_AUTH_LINE_MAX);
+      rc = EG_EINVAL;
+      goto fail;
+    }
+    if (*p == '\0') continue;
     struct eg_auth_entry *grown = realloc(a->entries, (a->n + 1) * sizeof *grown);
     if (!grown) {
       rc = EG_ENOMEM;

@@ -25,7 +25,8 @@ typedef enum {
 typedef struct eg_auth eg_auth;
 
 /* Loads the tokens file; path NULL or "" gives dev mode. EG_EINVAL with the
- * line named in err on a malformed file. */
+ * line named in err on a malformed file (a line over 1023 bytes, or holding
+ * a NUL byte, is malformed too). */
 eg_err eg_auth_load(const char *path, eg_auth **out, char *err, size_t errlen);
 void eg_auth_free(eg_auth *a);
 /* 1 when no tokens file was given. */

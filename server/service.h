@@ -80,5 +80,7 @@ extern const eg_method eg_memory_methods[];
 extern const eg_method eg_user_methods[];
 extern const eg_method eg_admin_methods[];
 extern const eg_method eg_replication_methods[];
+/* All of the above, NULL-terminated (server/methods.c). */
+extern const eg_method *const eg_service_tables[];
 
 #endif

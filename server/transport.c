@@ -24,10 +24,6 @@
  * are matched without waiting for a re-arm. */
 #define EG_ARMED_PER_METHOD 4
 
-static const eg_method *const eg_tables[] = {eg_session_methods, eg_health_methods,
-                                             eg_admin_methods, eg_replication_methods,
-                                             eg_memory_methods, eg_user_methods};
-
 /* ==== arming ================================================================ */
 
 static eg_call *eg_call_new(eg_worker *w, size_t mi) {
@@ -167,14 +163,14 @@ static void *eg_worker_main(void *arg) {
 
 static eg_err eg_register_methods(eg_transport *tp) {
   size_t n = 0;
-  for (size_t t = 0; t < sizeof eg_tables / sizeof eg_tables[0]; t++)
-    for (const eg_method *m = eg_tables[t]; m->path; m++) n++;
+  for (size_t t = 0; eg_service_tables[t]; t++)
+    for (const eg_method *m = eg_service_tables[t]; m->path; m++) n++;
   tp->methods = calloc(n, sizeof *tp->methods);
   tp->paths = calloc(n, sizeof *tp->paths);
   tp->handles = calloc(n, sizeof *tp->handles);
   if (!tp->methods || !tp->paths || !tp->handles) return EG_ENOMEM;
-  for (size_t t = 0; t < sizeof eg_tables / sizeof eg_tables[0]; t++)
-    for (const eg_method *m = eg_tables[t]; m->path; m++) {
+  for (size_t t = 0; eg_service_tables[t]; t++)
+    for (const eg_method *m = eg_service_tables[t]; m->path; m++) {
       tp->methods[tp->n_methods] = m;
       tp->paths[tp->n_methods] = m->path;
       tp->handles[tp->n_methods++] = grpc_server_register_method(

@@ -195,7 +195,7 @@ static void test_bad_lines(void) {
   big[sizeof big - 2] = '\n';
   write_file(big);
   CU_ASSERT_EQUAL(eg_auth_load(path, &a, err, sizeof err), EG_EINVAL);
-  CU_ASSERT_PTR_NOT_NULL(strstr(err, "line 1: longer than 1022 bytes"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "line 1: longer than 1023 bytes"));
 }
 
 static void test_missing_file(void) {
