@@ -82,7 +82,8 @@ static const eg_opt eg_opts[] = {
            "how long a write waits for --sync-replicas"),
     EG_NUM("wal-retain-records", wal_retain_records, 1000, INT64_MAX, "1000000",
            "log records kept for replicas to catch up"),
-    EG_NUM("wal-retain-s", wal_retain_s, 1, INT64_MAX, "86400",
+    /* At most 100 years: the age cutoff is taken in microseconds. */
+    EG_NUM("wal-retain-s", wal_retain_s, 1, 3153600000, "86400",
            "log records older than this are dropped (unless a replica needs them)"),
     EG_NUM("wal-retain-cap", wal_retain_cap, 1000, INT64_MAX, "10000000",
            "most records kept for a lagging replica"),

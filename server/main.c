@@ -250,6 +250,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
                               &http, err, sizeof err);
   if (e == EG_OK) e = eg_repl_start(srv->repl, eg_write_alone, writer);
   if (e != EG_OK) {
+    eg_metrics_http_stop(http); /* it reads the transport's counters */
     eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);
     eg_writer_stop(writer);

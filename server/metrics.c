@@ -190,8 +190,7 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
       MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, eg_metrics_handle, h,
       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)EG_METRICS_MAX_CONNECTIONS,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EG_METRICS_CONN_TIMEOUT_S,
-      MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EG_METRICS_CONN_TIMEOUT_S, MHD_OPTION_END);
   const union MHD_DaemonInfo *info =
       h->daemon ? MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
   if (!info) {

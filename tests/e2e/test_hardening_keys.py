@@ -3,6 +3,8 @@ the key fingerprint a data dir records, keyring file checks, what a bad
 flag or --tokens path leaves behind, SIGHUP and a second SIGTERM, and a
 /metrics endpoint that idle or stalled clients cannot hold up."""
 import base64
+import shutil
+import tempfile
 import os
 import re
 import signal
@@ -176,6 +178,18 @@ class MetricsEndpointTest(E2ETestCase):
                       'code="OK"} 1\n', body)
         self.assertIn("# TYPE engram_writer_batches_total counter\n", body)
         self.assertIn("engram_last_lsn ", body)
+
+    def test_metrics_port_is_not_shared_with_a_second_engramd(self):
+        # Like the gRPC port: a second server must not silently take half
+        # of the scrapes (SO_REUSEPORT) of the first one's port.
+        d = tempfile.mkdtemp(prefix="engram-e2e-metrics2-")
+        self.addCleanup(shutil.rmtree, d, True)
+        rc, out = run_engramd(["--listen", "127.0.0.1:0", "--data-dir", os.path.join(d, "data"),
+                               "--metrics-listen", "127.0.0.1:%d" % self.port])
+        self.assertEqual(rc, 1, out)
+        self.assertIn("--metrics-listen 127.0.0.1:%d: cannot bind" % self.port, out)
+        status, _ = scrape(self.port, 5)
+        self.assertEqual(status, 200)
 
     def test_idle_connections_do_not_delay_a_scrape(self):
         # Before: one connection at a time, each read timing out after 2 s,

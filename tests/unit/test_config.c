@@ -163,6 +163,9 @@ static void test_ranges(void) {
       OPT("map-size", map_size, 1048576, 17592186044416LL),
       OPT("shutdown-grace-ms", shutdown_grace_ms, 0, 600000),
       OPT("max-reply-bytes", max_reply_bytes, 1048576, 1073741824),
+      OPT("wal-retain-s", wal_retain_s, 1, 3153600000LL),
+      OPT("call-timeout-ms", call_timeout_ms, 100, 3600000),
+      OPT("max-streams-per-conn", max_streams_per_conn, 1, 100000),
 #undef OPT
   };
   eg_config c;
