@@ -106,7 +106,7 @@ static int eg_auth_read_line(FILE *f, char *line) {
   int c, got = EG_AUTH_LINE_OK;
   while ((c = getc(f)) != EOF && c != '\n') {
     if (c == '\0') got = EG_AUTH_LINE_NUL;
-    else if (len == EG_AUTH_LINE_MAX) got = EG_AUTH_LINE_LONG;
+    else if (len == EG_AUTH_LINE_MAX) got = got == EG_AUTH_LINE_NUL ? got : EG_AUTH_LINE_LONG;
     else line[len++] = (char)c;
   }
   line[len] = '\0';

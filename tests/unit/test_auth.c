@@ -227,6 +227,24 @@ static void test_long_comment_line(void) {
   eg_auth_free(a);
 }
 
+/* A NUL anywhere refuses the file, past the line bound of a long comment
+ * too (a NUL hides what follows it from the parser). */
+static void test_nul_in_long_comment(void) {
+  static char text[4096];
+  memset(text, 'c', 3000);
+  text[0] = '#';
+  text[2000] = '\0';
+  text[3000] = '\n';
+  FILE *f = fopen(path, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fwrite(text, 1, 3001, f);
+  fclose(f);
+  eg_auth *a = NULL;
+  char err[256] = "";
+  CU_ASSERT_EQUAL(eg_auth_load(path, &a, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "line 1: contains a NUL byte"));
+}
+
 /* One line per token: a token listed twice (say as agent of one tenant and
  * admin of another) would leave one of its lines silently unused. */
 static void test_duplicate_token(void) {
@@ -253,5 +271,6 @@ void eg_test_register_auth(void) {
   CU_add_test(s, "bad lines", test_bad_lines);
   CU_add_test(s, "missing file", test_missing_file);
   CU_add_test(s, "long comment line", test_long_comment_line);
+  CU_add_test(s, "NUL in a long comment", test_nul_in_long_comment);
   CU_add_test(s, "duplicate token", test_duplicate_token);
 }
