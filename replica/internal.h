@@ -131,9 +131,14 @@ typedef struct {
 } eg_trim_view;
 /* peers.c: the LSN below which log records may go. Pure. Records go when
  * they are past the newest retain_records or older than young (never the
- * newest record for age alone); a connected replica holds what it has not
- * applied, but nothing past retain_cap; the erase floor overrides all. */
+ * newest record for age alone); a connected replica holds its applied
+ * record and all after it, but nothing past retain_cap; the erase floor
+ * overrides all. */
 uint64_t eg_repl_trim_floor(const eg_trim_view *v);
+/* peers.c: 1 if young can change eg_repl_trim_floor(v) (v->young is not
+ * read), 0 when the connected replicas hold the log at its first record or
+ * it is empty: then the walk that finds young is skipped. Pure. */
+int eg_repl_trim_age_matters(const eg_trim_view *v);
 /* How many records eg_repl_trim_below walks to find the first young one:
  * what one batch of the writer trims at most. */
 #define EG_REPL_TRIM_SCAN 1024

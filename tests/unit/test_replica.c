@@ -103,13 +103,35 @@ static void test_trim_floor(void) {
   CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 100); /* all old: the newest stays */
   v.held = held;
   v.n_held = 2;
-  CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 41); /* a replica at 40 needs 41 on */
+  /* A replica at 40 needs 40 on: its next hello checks its history
+   * against the record at its applied LSN. */
+  CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 40);
   v.retain_cap = 50;
   CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 51); /* but no more than the cap */
   v.erase_floor = 99;
   CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 99); /* erasure overrides */
   v.first = 0;
   CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 0); /* empty log */
+}
+
+/* Whether the age bound can move the floor: not while a connected replica
+ * holds the log at its first record (the walk to the first young record
+ * would be wasted on every batch). */
+static void test_trim_age_matters(void) {
+  uint64_t held[2] = {40, 95};
+  eg_trim_view v = {.last = 100, .first = 30, .retain_records = 10, .retain_cap = 1000};
+  CU_ASSERT_TRUE(eg_repl_trim_age_matters(&v)); /* no replica */
+  v.held = held;
+  v.n_held = 2;
+  CU_ASSERT_TRUE(eg_repl_trim_age_matters(&v)); /* 30..39 may go by age */
+  v.first = 40;
+  CU_ASSERT_FALSE(eg_repl_trim_age_matters(&v)); /* the replica at 40 holds all */
+  v.first = 41;
+  CU_ASSERT_FALSE(eg_repl_trim_age_matters(&v)); /* trimmed past it already */
+  v.retain_cap = 50; /* the cap lets 40..50 go: the replica holds nothing past it */
+  CU_ASSERT_TRUE(eg_repl_trim_age_matters(&v));
+  v.first = 0;
+  CU_ASSERT_FALSE(eg_repl_trim_age_matters(&v)); /* empty log */
 }
 
 /* The walk to the first young record: bounded, and past the end when
@@ -369,6 +391,7 @@ void eg_test_register_replica(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("replica", NULL, NULL, setup, teardown);
   CU_add_test(s, "age retention trims every old record", test_trim_below_by_age);
   CU_add_test(s, "trim floor: count, age, held, cap, erasure", test_trim_floor);
+  CU_add_test(s, "trim: the age walk is skipped while a replica holds the log", test_trim_age_matters);
   CU_add_test(s, "wal_first_after: bounded walk to the first young record", test_wal_first_after);
   CU_add_test(s, "stream start: shared history, resync, refusals", test_stream_start);
   CU_add_test(s, "snapshot install check refuses truncated, garbage, unannounced", test_snapshot_check);
