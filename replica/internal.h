@@ -42,6 +42,7 @@ struct eg_hold {
 
 struct eg_repl {
   eg_store *store;
+  const eg_keyring *keys; /* borrowed (eg_repl_config) */
   char *primary, *token, *authz, *replica_id;
   int sync_replicas;
   int64_t sync_timeout_ms, retain_records, retain_s, retain_cap;

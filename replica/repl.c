@@ -16,6 +16,7 @@ eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out) {
   eg_repl *r = calloc(1, sizeof *r);
   if (!r) return EG_ENOMEM;
   r->store = store;
+  r->keys = cfg->keys;
   r->primary = eg_strdup_or_empty(cfg->primary);
   r->token = eg_strdup_or_empty(cfg->token);
   r->replica_id = eg_strdup_or_empty(cfg->replica_id);
