@@ -18,6 +18,10 @@
 /* A follower that hears nothing for this long (several missed heartbeats)
  * drops the stream and reconnects. */
 #define EG_REPL_SILENCE_MS 5000
+/* Snapshot calls served at once: each holds a reader slot and writes a
+ * whole compacted copy of the store into the data dir while it streams.
+ * Past it a call is refused UNAVAILABLE (the replica retries with backoff). */
+#define EG_REPL_MAX_SNAPSHOTS 2
 /* A snapshot waiting to be installed, and one being received. */
 #define EG_REPL_SNAPSHOT_READY "snapshot.mdb"
 #define EG_REPL_SNAPSHOT_PARTIAL "snapshot.partial"
@@ -73,6 +77,7 @@ struct eg_repl {
   pthread_mutex_t life_mu;
   int follower_started; /* guarded by life_mu */
   int syncer_started;
+  atomic_int snapshots;             /* primary: Snapshot calls being served */
   atomic_uint_fast64_t primary_lsn; /* replica: last heard from the primary */
   atomic_int connected;             /* replica: streaming now */
 };
@@ -195,6 +200,11 @@ eg_err eg_repl_fetch_snapshot(eg_repl *r);
  * EG_ECORRUPT, with the reason in why. */
 eg_err eg_repl_snapshot_check(const char *path, uint64_t lsn, uint64_t epoch, char *why,
                               size_t whylen);
+/* snapshot.c: primary side: takes one of the EG_REPL_MAX_SNAPSHOTS places
+ * for a Snapshot call (EG_OK; give it back with eg_repl_snapshot_leave),
+ * or EG_EUNAVAIL when all are taken. Thread safety: any thread. */
+eg_err eg_repl_snapshot_enter(eg_repl *r);
+void eg_repl_snapshot_leave(eg_repl *r);
 /* snapshot.c: drops a downloaded snapshot that must not be installed. */
 void eg_repl_discard_snapshot(eg_repl *r);
 

@@ -222,26 +222,29 @@ eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *
     e = EG_EPRECOND;
     goto out;
   }
+  /* The replica's entry first, before any reader slot is taken: the table
+   * bounds the streams, and so the readers they hold (server/config.h).
+   * It also holds the log at `applied` while the hello is checked. */
+  if (!(s.peer = eg_peer_attach(r, hello->replica_id[0] ? hello->replica_id : "unnamed",
+                                hello->applied_lsn, &s.gen))) {
+    snprintf(msg, msglen, "too many replicas (at most %d)", EG_REPL_MAX_PEERS);
+    e = EG_ELIMIT;
+    goto out;
+  }
   e = eg_store_meta_get(r->store, EG_META_KEY_FINGERPRINT, s.fp, sizeof s.fp, &s.fp_len);
   if (e == EG_ENOTFOUND) e = EG_OK, s.fp_len = 0;
   if (e) {
     snprintf(msg, msglen, "cannot read the key fingerprint");
-    goto out;
+    goto detach;
   }
   if ((e = eg_store_reader_new(r->store, &t)) || (e = eg_stream_view_read(r, t, hello, &v)) ||
       (e = eg_repl_stream_start(&v, &next, &why))) {
     snprintf(msg, msglen, "%s", why ? why : "cannot read the log");
-    goto out;
+    goto detach;
   }
   if (!next) {
     e = eg_stream_resync(&s, why, msg, msglen);
-    goto out;
-  }
-  if (!(s.peer = eg_peer_attach(r, hello->replica_id[0] ? hello->replica_id : "unnamed", next - 1,
-                                &s.gen))) {
-    snprintf(msg, msglen, "too many replicas (at most %d)", EG_REPL_MAX_PEERS);
-    e = EG_ELIMIT;
-    goto out;
+    goto detach;
   }
   pthread_t acks;
   if (pthread_create(&acks, NULL, eg_stream_acks, &s) == 0) {
@@ -252,6 +255,7 @@ eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *
     snprintf(msg, msglen, "cannot start the stream's ack thread");
     e = EG_ENOMEM;
   }
+detach:
   eg_peer_detach(r, s.peer, s.gen);
 out:
   eg_store_reader_free(t);
