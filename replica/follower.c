@@ -48,18 +48,22 @@ static void eg_follow_ack(eg_repl *r, Engram__V1__StreamRequest *h) {
 /* The first message of a stream also carries the epoch and digest of the
  * record at applied_lsn (the primary checks the shared history with them;
  * digest is their buffer); acks need only the LSN, so only the hello reads
- * the log. */
-static void eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h,
-                            uint8_t digest[EG_REPL_DIGEST_BYTES]) {
+ * the log. Returns the error reading them: a hello without them would be
+ * taken for another history (split brain at the same epoch), so none is
+ * sent then. */
+static eg_err eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h,
+                              uint8_t digest[EG_REPL_DIGEST_BYTES]) {
   eg_txn *t;
   eg_follow_ack(r, h);
-  if (h->applied_lsn && eg_store_reader_new(r->store, &t) == EG_OK) {
-    if (eg_store_reader_begin(t) == EG_OK &&
-        eg_repl_record_at(t, h->applied_lsn, &h->applied_epoch, digest) == EG_OK)
-      h->applied_digest = (ProtobufCBinaryData){.len = EG_REPL_DIGEST_BYTES, .data = digest};
-    eg_store_reader_end(t);
-    eg_store_reader_free(t);
-  }
+  if (!h->applied_lsn) return EG_OK;
+  eg_err e = eg_store_reader_new(r->store, &t);
+  if (e) return e;
+  e = eg_store_reader_begin(t);
+  if (!e) e = eg_repl_record_at(t, h->applied_lsn, &h->applied_epoch, digest);
+  if (!e) h->applied_digest = (ProtobufCBinaryData){.len = EG_REPL_DIGEST_BYTES, .data = digest};
+  eg_store_reader_end(t);
+  eg_store_reader_free(t);
+  return e;
 }
 
 /* Logs line unless it is the one logged last: a replica that retries
@@ -123,7 +127,14 @@ static int eg_follow_once(eg_repl *r) {
   Engram__V1__StreamRequest hello;
   uint8_t digest[EG_REPL_DIGEST_BYTES];
   int streamed = 0, first = 1, refused = 0;
-  eg_follow_hello(r, &hello, digest);
+  eg_err he = eg_follow_hello(r, &hello, digest);
+  if (he) {
+    char line[256];
+    snprintf(line, sizeof line, "cannot read this node's record at lsn %llu for the hello (%s); "
+             "retrying", (unsigned long long)hello.applied_lsn, eg_err_msg(he));
+    eg_follow_log(line);
+    return 0; /* a failed attempt: backoff, then again */
+  }
   if (eg_upstream_open(r, EG_REPL_SERVICE "Stream", &hello.base, 0, &u)) {
     Engram__V1__StreamResponse *m;
     while (!eg_follow_done(r) &&
