@@ -42,6 +42,11 @@ uint64_t eg_client_exchange_lsn(const eg_client_exchange *x);
 /* Releases x (and x->recv unless the caller took it and set it to NULL). */
 void eg_client_exchange_end(eg_client_exchange *x);
 
+/* A copy of value as a slice that is wiped (then freed) once its last
+ * reference goes: gRPC may hold metadata after a call returns, and a value
+ * may be a bearer token. 0 and *out set, or -1 when memory runs out. */
+int eg_client_secret_slice(const char *value, grpc_slice *out);
+
 /* The value of metadata `key` in md as a u64 (the engram-lsn and
  * engram-min-lsn headers): 1 and *out set, 0 if absent, -1 if it is not
  * a decimal u64. */

@@ -68,6 +68,9 @@ void eg_keyring_free(eg_keyring *kr);
  * reader of the data could use to find it. Layout: 0x01 | per key
  * (id u32 BE | check value). */
 #define EG_KEYRING_KEYS_MAX 200 /* keys one keyring may hold */
+/* The store's named meta value (eg_store_meta_get/put) that records it;
+ * a primary also sends it to its replicas at the start of each stream. */
+#define EG_META_KEY_FINGERPRINT "key_fingerprint"
 #define EG_KEY_CHECK_LEN 16
 #define EG_KEYRING_FINGERPRINT_MAX (1 + EG_KEYRING_KEYS_MAX * (4 + EG_KEY_CHECK_LEN))
 

@@ -48,25 +48,55 @@ static void eg_follow_ack(eg_repl *r, Engram__V1__StreamRequest *h) {
 /* The first message of a stream also carries the epoch and digest of the
  * record at applied_lsn (the primary checks the shared history with them;
  * digest is their buffer); acks need only the LSN, so only the hello reads
- * the log. */
-static void eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h,
-                            uint8_t digest[EG_REPL_DIGEST_BYTES]) {
+ * the log. Returns the error reading them: a hello without them would be
+ * taken for another history (split brain at the same epoch), so none is
+ * sent then. */
+static eg_err eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h,
+                              uint8_t digest[EG_REPL_DIGEST_BYTES]) {
   eg_txn *t;
   eg_follow_ack(r, h);
-  if (h->applied_lsn && eg_store_reader_new(r->store, &t) == EG_OK) {
-    if (eg_store_reader_begin(t) == EG_OK &&
-        eg_repl_record_at(t, h->applied_lsn, &h->applied_epoch, digest) == EG_OK)
-      h->applied_digest = (ProtobufCBinaryData){.len = EG_REPL_DIGEST_BYTES, .data = digest};
-    eg_store_reader_end(t);
-    eg_store_reader_free(t);
-  }
+  if (!h->applied_lsn) return EG_OK;
+  eg_err e = eg_store_reader_new(r->store, &t);
+  if (e) return e;
+  e = eg_store_reader_begin(t);
+  if (!e) e = eg_repl_record_at(t, h->applied_lsn, &h->applied_epoch, digest);
+  if (!e) h->applied_digest = (ProtobufCBinaryData){.len = EG_REPL_DIGEST_BYTES, .data = digest};
+  eg_store_reader_end(t);
+  eg_store_reader_free(t);
+  return e;
+}
+
+/* Logs line unless it is the one logged last: a replica that retries
+ * every few seconds for the same reason says it once. */
+static void eg_follow_log(const char *line) {
+  static char last[512]; /* the follower is one thread */
+  if (strcmp(line, last) == 0) return;
+  fprintf(stderr, "engramd: replica: %s\n", line);
+  snprintf(last, sizeof last, "%s", line);
+}
+
+/* 1 if this node's keys fit the key fingerprint the primary recorded (m is
+ * the stream's first response): its data, which the replica would store,
+ * is sealed with those keys. Else logs which key is absent or differs. A
+ * primary that sends none predates the check. */
+static int eg_follow_keys_fit(eg_repl *r, const Engram__V1__StreamResponse *m) {
+  char why[256], line[512];
+  int has_new;
+  if (!m->key_fingerprint.len || !r->keys) return 1;
+  if (eg_keyring_fingerprint_check(r->keys, m->key_fingerprint.data, m->key_fingerprint.len,
+                                   &has_new, why, sizeof why) == EG_OK)
+    return 1;
+  snprintf(line, sizeof line,
+           "refusing the log of %s: its data does not fit this node's keyring: %s; applying "
+           "nothing (install the primary's keyring and restart)", r->primary, why);
+  eg_follow_log(line);
+  return 0;
 }
 
 /* Says why the stream ended (a refused token, a deposed primary, a
  * network failure), once per distinct reason, so an operator sees why the
  * replica is not moving. Waits at most a second for the status. */
 static void eg_follow_log_end(eg_repl *r, grpc_call *call, grpc_completion_queue *cq) {
-  static char last[256]; /* the follower is one thread */
   grpc_status_code code = GRPC_STATUS_UNKNOWN;
   grpc_slice details = grpc_empty_slice();
   grpc_metadata_array trailing;
@@ -77,17 +107,15 @@ static void eg_follow_log_end(eg_repl *r, grpc_call *call, grpc_completion_queue
   op.data.recv_status_on_client.trailing_metadata = &trailing;
   op.data.recv_status_on_client.status = &code;
   op.data.recv_status_on_client.status_details = &details;
-  char now[256];
+  char now[512];
   if (eg_rpc_run_within(call, cq, &op, 1, 1000))
-    snprintf(now, sizeof now, "%s: status %d: %.*s", r->primary, (int)code,
-             (int)GRPC_SLICE_LENGTH(details), (const char *)GRPC_SLICE_START_PTR(details));
+    snprintf(now, sizeof now, "stream to the primary ended: %s: status %d: %.*s", r->primary,
+             (int)code, (int)GRPC_SLICE_LENGTH(details), (const char *)GRPC_SLICE_START_PTR(details));
   else
-    snprintf(now, sizeof now, "%s: no answer (stream silent for %d ms or broken)", r->primary,
-             EG_REPL_SILENCE_MS);
-  if (strcmp(now, last) != 0) {
-    fprintf(stderr, "engramd: replica: stream to the primary ended: %s\n", now);
-    snprintf(last, sizeof last, "%s", now);
-  }
+    snprintf(now, sizeof now,
+             "stream to the primary ended: %s: no answer (stream silent for %d ms or broken)",
+             r->primary, EG_REPL_SILENCE_MS);
+  eg_follow_log(now);
   grpc_slice_unref(details);
   grpc_metadata_array_destroy(&trailing);
 }
@@ -98,13 +126,27 @@ static int eg_follow_once(eg_repl *r) {
   eg_upstream u;
   Engram__V1__StreamRequest hello;
   uint8_t digest[EG_REPL_DIGEST_BYTES];
-  int streamed = 0;
-  eg_follow_hello(r, &hello, digest);
+  int streamed = 0, first = 1, refused = 0;
+  eg_err he = eg_follow_hello(r, &hello, digest);
+  if (he) {
+    char line[256];
+    snprintf(line, sizeof line, "cannot read this node's record at lsn %llu for the hello (%s); "
+             "retrying", (unsigned long long)hello.applied_lsn, eg_err_msg(he));
+    eg_follow_log(line);
+    return 0; /* a failed attempt: backoff, then again */
+  }
   if (eg_upstream_open(r, EG_REPL_SERVICE "Stream", &hello.base, 0, &u)) {
     Engram__V1__StreamResponse *m;
     while (!eg_follow_done(r) &&
            (m = (void *)eg_rpc_recv_within(u.call, u.cq, &engram__v1__stream_response__descriptor,
                                            EG_REPL_SILENCE_MS))) {
+      /* Before anything of the primary's is applied (a resync included). */
+      if (first && !eg_follow_keys_fit(r, m)) {
+        protobuf_c_message_free_unpacked(&m->base, NULL);
+        refused = 1;
+        break;
+      }
+      first = 0;
       atomic_store(&r->primary_lsn, m->primary_lsn);
       atomic_store(&r->connected, 1);
       eg_err e = EG_OK;
@@ -124,7 +166,8 @@ static int eg_follow_once(eg_repl *r) {
     }
   }
   atomic_store(&r->connected, 0);
-  if (!atomic_load(&r->stopping)) eg_follow_log_end(r, u.call, u.cq);
+  /* A refusal was logged already; the primary would not end the stream. */
+  if (!atomic_load(&r->stopping) && !refused) eg_follow_log_end(r, u.call, u.cq);
   eg_upstream_close(r, &u);
   return streamed;
 }

@@ -18,6 +18,10 @@
 /* A follower that hears nothing for this long (several missed heartbeats)
  * drops the stream and reconnects. */
 #define EG_REPL_SILENCE_MS 5000
+/* Snapshot calls served at once: each holds a reader slot and writes a
+ * whole compacted copy of the store into the data dir while it streams.
+ * Past it a call is refused UNAVAILABLE (the replica retries with backoff). */
+#define EG_REPL_MAX_SNAPSHOTS 2
 /* A snapshot waiting to be installed, and one being received. */
 #define EG_REPL_SNAPSHOT_READY "snapshot.mdb"
 #define EG_REPL_SNAPSHOT_PARTIAL "snapshot.partial"
@@ -42,6 +46,7 @@ struct eg_hold {
 
 struct eg_repl {
   eg_store *store;
+  const eg_keyring *keys; /* borrowed (eg_repl_config) */
   char *primary, *token, *authz, *replica_id;
   int sync_replicas;
   int64_t sync_timeout_ms, retain_records, retain_s, retain_cap;
@@ -72,6 +77,7 @@ struct eg_repl {
   pthread_mutex_t life_mu;
   int follower_started; /* guarded by life_mu */
   int syncer_started;
+  atomic_int snapshots;             /* primary: Snapshot calls being served */
   atomic_uint_fast64_t primary_lsn; /* replica: last heard from the primary */
   atomic_int connected;             /* replica: streaming now */
 };
@@ -131,9 +137,14 @@ typedef struct {
 } eg_trim_view;
 /* peers.c: the LSN below which log records may go. Pure. Records go when
  * they are past the newest retain_records or older than young (never the
- * newest record for age alone); a connected replica holds what it has not
- * applied, but nothing past retain_cap; the erase floor overrides all. */
+ * newest record for age alone); a connected replica holds its applied
+ * record and all after it, but nothing past retain_cap; the erase floor
+ * overrides all. */
 uint64_t eg_repl_trim_floor(const eg_trim_view *v);
+/* peers.c: 1 if young can change eg_repl_trim_floor(v) (v->young is not
+ * read), 0 when the connected replicas hold the log at its first record or
+ * it is empty: then the walk that finds young is skipped. Pure. */
+int eg_repl_trim_age_matters(const eg_trim_view *v);
 /* How many records eg_repl_trim_below walks to find the first young one:
  * what one batch of the writer trims at most. */
 #define EG_REPL_TRIM_SCAN 1024
@@ -189,6 +200,11 @@ eg_err eg_repl_fetch_snapshot(eg_repl *r);
  * EG_ECORRUPT, with the reason in why. */
 eg_err eg_repl_snapshot_check(const char *path, uint64_t lsn, uint64_t epoch, char *why,
                               size_t whylen);
+/* snapshot.c: primary side: takes one of the EG_REPL_MAX_SNAPSHOTS places
+ * for a Snapshot call (EG_OK; give it back with eg_repl_snapshot_leave),
+ * or EG_EUNAVAIL when all are taken. Thread safety: any thread. */
+eg_err eg_repl_snapshot_enter(eg_repl *r);
+void eg_repl_snapshot_leave(eg_repl *r);
 /* snapshot.c: drops a downloaded snapshot that must not be installed. */
 void eg_repl_discard_snapshot(eg_repl *r);
 

@@ -143,6 +143,19 @@ void *eg_repl_syncer_main(void *arg) {
   return NULL;
 }
 
+/* The LSN below which the cap lets records go whatever replicas hold. */
+static uint64_t eg_trim_cap_floor(const eg_trim_view *v) {
+  return v->last > (uint64_t)v->retain_cap ? v->last - (uint64_t)v->retain_cap + 1 : 0;
+}
+
+/* The lowest LSN a connected replica holds (UINT64_MAX: none). */
+static uint64_t eg_trim_held(const eg_trim_view *v) {
+  uint64_t held = UINT64_MAX;
+  for (size_t i = 0; i < v->n_held; i++)
+    if (v->held[i] < held) held = v->held[i];
+  return held;
+}
+
 uint64_t eg_repl_trim_floor(const eg_trim_view *v) {
   if (!v->first) return 0; /* an empty log */
   uint64_t last = v->last;
@@ -151,14 +164,20 @@ uint64_t eg_repl_trim_floor(const eg_trim_view *v) {
    * replica that reconnects checks its history against it. */
   uint64_t young = v->young < last ? v->young : last;
   if (young > below) below = young;
-  /* Hold what a connected replica still needs, up to the cap. */
-  for (size_t i = 0; i < v->n_held; i++)
-    if (v->held[i] + 1 < below) below = v->held[i] + 1;
-  uint64_t cap_floor = last > (uint64_t)v->retain_cap ? last - (uint64_t)v->retain_cap + 1 : 0;
+  /* Hold what a connected replica still needs, up to the cap: the records
+   * after its applied LSN, and the one at it, which its next hello is
+   * checked against (epoch and digest). */
+  uint64_t held = eg_trim_held(v), cap_floor = eg_trim_cap_floor(v);
+  if (held < below) below = held;
   if (below < cap_floor) below = cap_floor;
   /* Erasure wins over everything: a lagging replica resyncs from a
    * snapshot rather than read erased data from the log. */
   return below > v->erase_floor ? below : v->erase_floor;
+}
+
+int eg_repl_trim_age_matters(const eg_trim_view *v) {
+  uint64_t held = eg_trim_held(v), cap_floor = eg_trim_cap_floor(v);
+  return v->first && (held > cap_floor ? held : cap_floor) > v->first;
 }
 
 uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t) {
@@ -169,14 +188,17 @@ uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t) {
                     .held = held,
                     .erase_floor = eg_store_erase_floor(r->store)};
   if (eg_store_wal_first(t, &v.first, NULL) != EG_OK) return 0;
-  /* A log that cannot be read for times is not trimmed by age. */
-  if (eg_store_wal_first_after(t, eg_rpc_now_us() - r->retain_s * 1000000, EG_REPL_TRIM_SCAN,
-                               &v.young) != EG_OK)
-    v.young = v.first;
   pthread_mutex_lock(&r->mu);
   for (size_t i = 0; i < r->n_peers; i++)
     if (r->peers[i].connected) held[v.n_held++] = r->peers[i].applied;
   pthread_mutex_unlock(&r->mu);
+  /* young = first: age trims nothing. So when a replica holds the log (no
+   * walk needed), and when a log cannot be read for times. */
+  v.young = v.first;
+  if (eg_repl_trim_age_matters(&v) &&
+      eg_store_wal_first_after(t, eg_rpc_now_us() - r->retain_s * 1000000, EG_REPL_TRIM_SCAN,
+                               &v.young) != EG_OK)
+    v.young = v.first;
   return eg_repl_trim_floor(&v);
 }
 

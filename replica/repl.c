@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/grpc_security.h>
+
 #include "grpc/health/v1/health.pb-c.h"
 #include "replica/internal.h"
 
@@ -16,6 +18,7 @@ eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out) {
   eg_repl *r = calloc(1, sizeof *r);
   if (!r) return EG_ENOMEM;
   r->store = store;
+  r->keys = cfg->keys;
   r->primary = eg_strdup_or_empty(cfg->primary);
   r->token = eg_strdup_or_empty(cfg->token);
   r->replica_id = eg_strdup_or_empty(cfg->replica_id);
@@ -145,15 +148,57 @@ int eg_repl_claim_restart(eg_repl *r) {
 /* 1 if the primary this node follows answers a health check within
  * EG_PROMOTE_PROBE_MS. Any answer counts (even an error): only a node that
  * cannot be reached is taken for gone. Asked afresh rather than read from
- * the stream's state, which lags a primary that just died. */
+ * the stream's state, which lags a primary that just died, and on a channel
+ * of its own (with its own subchannel): the follower's channel may be in
+ * reconnect backoff, failing at once though the primary is back.
+ * Wait-for-ready: "gone" means no answer within the bound. */
 static int eg_repl_primary_alive(eg_repl *r) {
+  grpc_arg arg = {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+                  .value.integer = 1};
+  grpc_channel_args args = {.num_args = 1, .args = &arg};
+  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+  grpc_channel *ch = grpc_channel_create(r->primary, creds, &args);
+  grpc_channel_credentials_release(creds);
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  grpc_call *call = grpc_channel_create_call(
+      ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+      grpc_slice_from_static_string("/grpc.health.v1.Health/Check"), NULL,
+      gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                   gpr_time_from_millis(EG_PROMOTE_PROBE_MS, GPR_TIMESPAN)),
+      NULL);
   Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-  eg_client_opts opts = {.timeout_ms = EG_PROMOTE_PROBE_MS};
-  eg_client_status st;
-  ProtobufCMessage *resp = NULL;
-  int code = eg_client_call(r->upstream, "/grpc.health.v1.Health/Check", &req.base,
-                            &grpc__health__v1__health_check_response__descriptor, &opts, &st, &resp);
-  if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+  grpc_byte_buffer *send = eg_client_pack(&req.base), *recv = NULL;
+  grpc_metadata_array initial, trailing;
+  grpc_metadata_array_init(&initial);
+  grpc_metadata_array_init(&trailing);
+  grpc_status_code code = GRPC_STATUS_UNAVAILABLE;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[6];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY |
+                 GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = send;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+  ops[4].op = GRPC_OP_RECV_MESSAGE;
+  ops[4].data.recv_message.recv_message = &recv;
+  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
+  ops[5].data.recv_status_on_client.status = &code;
+  ops[5].data.recv_status_on_client.status_details = &details;
+  /* The deadline ends the batch: no wait of our own. */
+  if (!eg_rpc_run(call, cq, ops, 6)) code = GRPC_STATUS_UNAVAILABLE;
+  grpc_byte_buffer_destroy(send);
+  if (recv) grpc_byte_buffer_destroy(recv);
+  grpc_metadata_array_destroy(&initial);
+  grpc_metadata_array_destroy(&trailing);
+  grpc_slice_unref(details);
+  grpc_call_unref(call);
+  eg_rpc_cq_destroy(cq);
+  grpc_channel_destroy(ch);
   return code != GRPC_STATUS_UNAVAILABLE && code != GRPC_STATUS_DEADLINE_EXCEEDED;
 }
 

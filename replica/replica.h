@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "crypto/crypto.h"
 #include "engram/v1/admin.pb-c.h"
 #include "storage/storage.h"
 
@@ -27,6 +28,10 @@ typedef struct {
   int sync_replicas;           /* acks a write waits for (primary) */
   int64_t sync_timeout_ms;
   int64_t retain_records, retain_s, retain_cap; /* log retention */
+  /* The node's keys (borrowed: valid until eg_repl_free). A replica
+   * applies nothing from a primary whose recorded key fingerprint they do
+   * not fit. */
+  const eg_keyring *keys;
 } eg_repl_config;
 
 typedef struct eg_repl eg_repl;

@@ -79,20 +79,22 @@ int eg_upstream_open(eg_repl *r, const char *method, const ProtobufCMessage *fir
   pthread_mutex_unlock(&r->mu);
 
   grpc_metadata md = {.key = grpc_slice_from_static_string("authorization"),
-                      .value = grpc_slice_from_copied_string(r->authz)};
+                      .value = grpc_empty_slice()};
+  int have_md = r->authz[0] && eg_client_secret_slice(r->authz, &md.value) == 0;
   grpc_metadata_array initial;
   grpc_metadata_array_init(&initial);
   grpc_op ops[3];
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = r->authz[0] ? 1 : 0;
+  ops[0].data.send_initial_metadata.count = have_md ? 1 : 0;
   ops[0].data.send_initial_metadata.metadata = &md;
   ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
   ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial;
   ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
   /* Bounded: a primary host that vanished must not hold the follower (or
-   * a Promote waiting for it) for the TCP timeout. */
-  int ok = !atomic_load(&r->stopping) && !atomic_load(&r->promoting) &&
+   * a Promote waiting for it) for the TCP timeout. A token that could not
+   * be copied (out of memory) fails the attempt rather than call without. */
+  int ok = (have_md || !r->authz[0]) && !atomic_load(&r->stopping) && !atomic_load(&r->promoting) &&
            eg_rpc_run_within(u->call, u->cq, ops, 1, EG_REPL_SILENCE_MS) &&
            eg_rpc_send(u->call, u->cq, first) &&
            (!close_send || eg_rpc_run(u->call, u->cq, ops + 2, 1)) &&

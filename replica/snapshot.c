@@ -62,17 +62,20 @@ static eg_err eg_snap_send_file(grpc_call *call, grpc_completion_queue *cq, int 
   return eg_rpc_send(call, cq, &last.base) ? EG_OK : EG_EUNAVAIL;
 }
 
-eg_err eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
-                              size_t msglen) {
+eg_err eg_repl_snapshot_enter(eg_repl *r) {
+  if (atomic_fetch_add(&r->snapshots, 1) < EG_REPL_MAX_SNAPSHOTS) return EG_OK;
+  atomic_fetch_sub(&r->snapshots, 1);
+  return EG_EUNAVAIL;
+}
+
+void eg_repl_snapshot_leave(eg_repl *r) { atomic_fetch_sub(&r->snapshots, 1); }
+
+/* A Snapshot call with its place taken: copies the store, streams the copy. */
+static eg_err eg_snap_serve(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
+                            size_t msglen) {
   static atomic_uint seq;
   char path[4096];
   uint64_t lsn = 0, epoch = 0;
-  ProtobufCMessage *req = eg_rpc_recv(call, cq, &engram__v1__snapshot_request__descriptor);
-  if (!req) {
-    snprintf(msg, msglen, "expected a SnapshotRequest");
-    return EG_EINVAL;
-  }
-  protobuf_c_message_free_unpacked(req, NULL);
   snprintf(path, sizeof path, "%s/snapshot-out-%d-%u.mdb", eg_store_dir(r->store), (int)getpid(),
            atomic_fetch_add(&seq, 1));
   eg_err e = eg_store_copy(r->store, path, &lsn, &epoch);
@@ -90,6 +93,25 @@ eg_err eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue
   e = eg_snap_send_file(call, cq, fd, lsn, epoch, msg, msglen);
   close(fd);
   if (e == EG_EUNAVAIL) snprintf(msg, msglen, "snapshot stream failed");
+  return e;
+}
+
+eg_err eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
+                              size_t msglen) {
+  ProtobufCMessage *req = eg_rpc_recv(call, cq, &engram__v1__snapshot_request__descriptor);
+  if (!req) {
+    snprintf(msg, msglen, "expected a SnapshotRequest");
+    return EG_EINVAL;
+  }
+  protobuf_c_message_free_unpacked(req, NULL);
+  /* Before the copy: a refused call costs no reader and no disk. */
+  if (eg_repl_snapshot_enter(r) != EG_OK) {
+    snprintf(msg, msglen, "too many snapshots in progress (at most %d); retry",
+             EG_REPL_MAX_SNAPSHOTS);
+    return EG_EUNAVAIL;
+  }
+  eg_err e = eg_snap_serve(r, call, cq, msg, msglen);
+  eg_repl_snapshot_leave(r);
   return e;
 }
 

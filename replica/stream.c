@@ -19,7 +19,19 @@ struct eg_stream_ctx {
   struct eg_peer *peer;
   uint64_t gen;    /* our claim on peer */
   atomic_int gone; /* the replica went away */
+  /* The recorded key fingerprint, sent with the first response (fp_len 0:
+   * none recorded). */
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  size_t fp_len;
+  int fp_sent;
 };
+
+/* Adds the key fingerprint to resp if it is the stream's first response. */
+static void eg_stream_add_fingerprint(struct eg_stream_ctx *s, Engram__V1__StreamResponse *resp) {
+  if (s->fp_sent) return;
+  resp->key_fingerprint = (ProtobufCBinaryData){s->fp_len, s->fp};
+  s->fp_sent = 1;
+}
 
 eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char **why) {
   uint64_t a = v->applied;
@@ -142,6 +154,7 @@ static int eg_stream_send(struct eg_stream_ctx *s, eg_txn *t, uint64_t *next) {
   if (rc == 1) {
     resp.records = b.recs;
     resp.n_records = b.n;
+    eg_stream_add_fingerprint(s, &resp);
     rc = eg_rpc_send(s->call, s->cq, &resp.base);
     *next = b.next;
   }
@@ -158,6 +171,7 @@ static eg_err eg_stream_resync(struct eg_stream_ctx *s, const char *why, char *m
   resp.reason = (char *)why;
   resp.primary_lsn = eg_store_last_lsn(s->r->store);
   resp.epoch = eg_store_epoch(s->r->store);
+  eg_stream_add_fingerprint(s, &resp);
   eg_rpc_send(s->call, s->cq, &resp.base);
   snprintf(msg, msglen, "%s", why);
   return EG_OK;
@@ -208,20 +222,29 @@ eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *
     e = EG_EPRECOND;
     goto out;
   }
-  if ((e = eg_store_reader_new(r->store, &t)) || (e = eg_stream_view_read(r, t, hello, &v)) ||
-      (e = eg_repl_stream_start(&v, &next, &why))) {
-    snprintf(msg, msglen, "%s", why ? why : "cannot read the log");
-    goto out;
-  }
-  if (!next) {
-    e = eg_stream_resync(&s, why, msg, msglen);
-    goto out;
-  }
-  if (!(s.peer = eg_peer_attach(r, hello->replica_id[0] ? hello->replica_id : "unnamed", next - 1,
-                                &s.gen))) {
+  /* The replica's entry first, before any reader slot is taken: the table
+   * bounds the streams, and so the readers they hold (server/config.h).
+   * It also holds the log at `applied` while the hello is checked. */
+  if (!(s.peer = eg_peer_attach(r, hello->replica_id[0] ? hello->replica_id : "unnamed",
+                                hello->applied_lsn, &s.gen))) {
     snprintf(msg, msglen, "too many replicas (at most %d)", EG_REPL_MAX_PEERS);
     e = EG_ELIMIT;
     goto out;
+  }
+  e = eg_store_meta_get(r->store, EG_META_KEY_FINGERPRINT, s.fp, sizeof s.fp, &s.fp_len);
+  if (e == EG_ENOTFOUND) e = EG_OK, s.fp_len = 0;
+  if (e) {
+    snprintf(msg, msglen, "cannot read the key fingerprint");
+    goto detach;
+  }
+  if ((e = eg_store_reader_new(r->store, &t)) || (e = eg_stream_view_read(r, t, hello, &v)) ||
+      (e = eg_repl_stream_start(&v, &next, &why))) {
+    snprintf(msg, msglen, "%s", why ? why : "cannot read the log");
+    goto detach;
+  }
+  if (!next) {
+    e = eg_stream_resync(&s, why, msg, msglen);
+    goto detach;
   }
   pthread_t acks;
   if (pthread_create(&acks, NULL, eg_stream_acks, &s) == 0) {
@@ -232,6 +255,7 @@ eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *
     snprintf(msg, msglen, "cannot start the stream's ack thread");
     e = EG_ENOMEM;
   }
+detach:
   eg_peer_detach(r, s.peer, s.gen);
 out:
   eg_store_reader_free(t);

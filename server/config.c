@@ -252,6 +252,7 @@ void eg_config_usage(FILE *f) {
 }
 
 unsigned eg_config_store_readers(int workers) {
-  /* 64: replica/internal.h's EG_REPL_MAX_PEERS, the replicas one primary serves. */
-  return (unsigned)(workers > 0 ? workers : 0) + 2 + 2 * 64 + EG_READERS_HEADROOM;
+  /* 64 and 2: replica/internal.h's EG_REPL_MAX_PEERS (the replicas one
+   * primary serves) and EG_REPL_MAX_SNAPSHOTS (snapshots copied at once). */
+  return (unsigned)(workers > 0 ? workers : 0) + 2 + 64 + 2 + EG_READERS_HEADROOM;
 }

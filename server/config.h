@@ -88,10 +88,11 @@ void eg_config_usage(FILE *f);
 
 /* LMDB reader slots engramd needs with `workers` worker threads: every
  * reader the process can hold at once. Each worker keeps one; parking and
- * the follower one each; each replica (the primary serves at most 64) one
- * for its stream and one while a snapshot of the store is copied for it;
- * plus EG_READERS_HEADROOM for short ones (meta reads, a stream refused
- * after it opened its reader). workers + 2 + 2 * 64 + 32. */
+ * the follower one each; each replica stream one (a stream takes its entry
+ * in the replica table, at most 64, before its reader, so a refused one
+ * holds none); each snapshot being copied one (at most 2 at once); plus
+ * EG_READERS_HEADROOM for short ones (meta reads, a stream that replaced
+ * its replica's older one still ending). workers + 2 + 64 + 2 + 32. */
 #define EG_READERS_HEADROOM 32
 unsigned eg_config_store_readers(int workers);
 

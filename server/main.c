@@ -24,8 +24,6 @@ static int eg_fail(const char *what, const char *why) {
 }
 
 #define EG_KEYRING_PATH_MAX (EG_CONFIG_PATH_MAX + 16)
-/* The meta value holding the keyring's fingerprint (crypto.h). */
-#define EG_META_KEY_FINGERPRINT "key_fingerprint"
 _Static_assert(EG_KEYRING_FINGERPRINT_MAX <= EG_STORE_META_VALUE_MAX, "fingerprint fits meta");
 
 /* --keyring, or DATA_DIR/keyring when none was given. */
@@ -208,7 +206,8 @@ static void eg_replica_id(const eg_config *cfg, char *out, size_t n) {
     snprintf(out, n, "%s-pid%d", host, (int)getpid());
 }
 
-static eg_err eg_repl_open(const eg_config *cfg, eg_store *store, eg_repl **out) {
+static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_store *store,
+                          eg_repl **out) {
   char id[128];
   eg_replica_id(cfg, id, sizeof id);
   eg_repl_config rc = {
@@ -221,6 +220,7 @@ static eg_err eg_repl_open(const eg_config *cfg, eg_store *store, eg_repl **out)
       .retain_records = cfg->wal_retain_records,
       .retain_s = cfg->wal_retain_s,
       .retain_cap = cfg->wal_retain_cap,
+      .keys = keys,
   };
   return eg_repl_new(&rc, store, out);
 }
@@ -241,7 +241,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_stop_signals(&sigs);
 
   grpc_init();
-  eg_err e = eg_repl_open(cfg, srv->store, &srv->repl);
+  eg_err e = eg_repl_open(cfg, srv->keys, srv->store, &srv->repl);
   if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv->repl, &writer);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);

@@ -65,15 +65,21 @@ static void wipe_free(void *p, size_t n) {
   free(p);
 }
 
-/* Adds key: value to x; 0, or -1 when memory runs out. The value is a copy
- * gRPC may hold after the call returns (hence its own destructor). */
-static int add_metadata(eg_client_exchange *x, const char *key, const char *value) {
+int eg_client_secret_slice(const char *value, grpc_slice *out) {
   size_t n = strlen(value);
   char *copy = malloc(n ? n : 1);
   if (!copy) return -1;
   memcpy(copy, value, n);
-  x->md[x->nmd++] = (grpc_metadata){.key = grpc_slice_from_static_string(key),
-                                    .value = grpc_slice_new_with_len(copy, n, wipe_free)};
+  *out = grpc_slice_new_with_len(copy, n, wipe_free);
+  return 0;
+}
+
+/* Adds key: value to x; 0, or -1 when memory runs out. The value is a copy
+ * gRPC may hold after the call returns, wiped when it lets go. */
+static int add_metadata(eg_client_exchange *x, const char *key, const char *value) {
+  grpc_slice v;
+  if (eg_client_secret_slice(value, &v) != 0) return -1;
+  x->md[x->nmd++] = (grpc_metadata){.key = grpc_slice_from_static_string(key), .value = v};
   return 0;
 }
 

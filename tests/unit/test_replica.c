@@ -103,13 +103,52 @@ static void test_trim_floor(void) {
   CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 100); /* all old: the newest stays */
   v.held = held;
   v.n_held = 2;
-  CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 41); /* a replica at 40 needs 41 on */
+  /* A replica at 40 needs 40 on: its next hello checks its history
+   * against the record at its applied LSN. */
+  CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 40);
   v.retain_cap = 50;
   CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 51); /* but no more than the cap */
   v.erase_floor = 99;
   CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 99); /* erasure overrides */
   v.first = 0;
   CU_ASSERT_EQUAL(eg_repl_trim_floor(&v), 0); /* empty log */
+}
+
+/* Whether the age bound can move the floor: not while a connected replica
+ * holds the log at its first record (the walk to the first young record
+ * would be wasted on every batch). */
+static void test_trim_age_matters(void) {
+  uint64_t held[2] = {40, 95};
+  eg_trim_view v = {.last = 100, .first = 30, .retain_records = 10, .retain_cap = 1000};
+  CU_ASSERT_TRUE(eg_repl_trim_age_matters(&v)); /* no replica */
+  v.held = held;
+  v.n_held = 2;
+  CU_ASSERT_TRUE(eg_repl_trim_age_matters(&v)); /* 30..39 may go by age */
+  v.first = 40;
+  CU_ASSERT_FALSE(eg_repl_trim_age_matters(&v)); /* the replica at 40 holds all */
+  v.first = 41;
+  CU_ASSERT_FALSE(eg_repl_trim_age_matters(&v)); /* trimmed past it already */
+  v.retain_cap = 50; /* the cap lets 40..50 go: the replica holds nothing past it */
+  CU_ASSERT_TRUE(eg_repl_trim_age_matters(&v));
+  v.first = 0;
+  CU_ASSERT_FALSE(eg_repl_trim_age_matters(&v)); /* empty log */
+}
+
+/* Snapshot calls served at once are capped: past EG_REPL_MAX_SNAPSHOTS a
+ * call is refused (retryable) until one of them ends. */
+static void test_snapshot_cap(void) {
+  eg_store *s = open_store();
+  eg_repl *r = primary_repl(s, 1000, 0, 10000);
+  for (int i = 0; i < EG_REPL_MAX_SNAPSHOTS; i++)
+    CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_OK);
+  CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_EUNAVAIL);
+  CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_EUNAVAIL); /* a refusal takes no place */
+  eg_repl_snapshot_leave(r);
+  CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_OK);
+  CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_EUNAVAIL);
+  for (int i = 0; i < EG_REPL_MAX_SNAPSHOTS; i++) eg_repl_snapshot_leave(r);
+  eg_repl_free(r);
+  eg_store_close(s);
 }
 
 /* The walk to the first young record: bounded, and past the end when
@@ -369,9 +408,11 @@ void eg_test_register_replica(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("replica", NULL, NULL, setup, teardown);
   CU_add_test(s, "age retention trims every old record", test_trim_below_by_age);
   CU_add_test(s, "trim floor: count, age, held, cap, erasure", test_trim_floor);
+  CU_add_test(s, "trim: the age walk is skipped while a replica holds the log", test_trim_age_matters);
   CU_add_test(s, "wal_first_after: bounded walk to the first young record", test_wal_first_after);
   CU_add_test(s, "stream start: shared history, resync, refusals", test_stream_start);
   CU_add_test(s, "snapshot install check refuses truncated, garbage, unannounced", test_snapshot_check);
   CU_add_test(s, "promotion and snapshot restart exclude each other", test_promote_vs_restart);
+  CU_add_test(s, "snapshot calls served at once are capped", test_snapshot_cap);
   CU_add_test(s, "writer: alone items run in a txn of their own", test_writer_alone);
 }
