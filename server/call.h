@@ -104,6 +104,7 @@ struct eg_transport {
   int n_workers;
   atomic_int stopping;
   atomic_int streams; /* stream threads still running */
+  atomic_int calls;   /* eg_calls allocated and not yet freed */
 };
 
 /* ---- plumbing (transport.c) ---- */

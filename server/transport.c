@@ -29,6 +29,7 @@
 static eg_call *eg_call_new(eg_worker *w, size_t mi) {
   eg_call *c = calloc(1, sizeof *c);
   if (!c) return NULL;
+  atomic_fetch_add(&w->tp->calls, 1);
   c->w = w;
   c->mi = mi;
   c->state = EG_CALL_WAITING;
@@ -55,6 +56,7 @@ void eg_call_free(eg_call *c) {
     grpc_completion_queue_destroy(c->stream_cq);
   }
   eg_arena_free(c->req.arena);
+  atomic_fetch_sub(&c->w->tp->calls, 1);
   free(c);
 }
 
@@ -296,6 +298,28 @@ fail:
   return e;
 }
 
+/* The server's shutdown completes while a worker may still be in a handler
+ * and the writer may still hold queued writes: each will start a batch
+ * (its reply, or the hand-back) on its worker's queue, which must not be
+ * shut down before that. So wait until every call is freed: the armed
+ * requests failed, every handler returned and its reply completed. A
+ * handler still running --call-timeout-ms after its call was cancelled is
+ * stuck; exit without the rest of the drain rather than let gRPC abort
+ * (every acknowledged write is already durable). */
+static void eg_calls_drain(eg_transport *tp) {
+  int64_t until = eg_mono_us() + tp->srv->cfg->call_timeout_ms * 1000;
+  while (atomic_load(&tp->calls) > 0) {
+    if (eg_mono_us() > until) {
+      fprintf(stderr,
+              "engramd: a handler is still running %lld ms after the calls were cancelled "
+              "(--call-timeout-ms); exiting without draining\n",
+              (long long)tp->srv->cfg->call_timeout_ms);
+      _exit(1);
+    }
+    usleep(1000);
+  }
+}
+
 void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
   atomic_store(&tp->stopping, 1);
   grpc_server_shutdown_and_notify(tp->server, tp->shutdown_cq, tp);
@@ -313,6 +337,7 @@ void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
   }
   /* Stream threads free their calls after the server let go of them. */
   while (atomic_load(&tp->streams) > 0) usleep(1000);
+  eg_calls_drain(tp);
   grpc_server_destroy(tp->server);
   for (int i = 0; i < tp->n_workers; i++) grpc_completion_queue_shutdown(tp->workers[i].cq);
   for (int i = 0; i < tp->n_workers; i++) pthread_join(tp->workers[i].thread, NULL);
