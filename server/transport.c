@@ -45,6 +45,7 @@ void eg_call_free(eg_call *c) {
   grpc_call_details_destroy(&c->details);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
   if (c->out) grpc_byte_buffer_destroy(c->out);
+  atomic_fetch_sub(&c->w->tp->pending_reply, (int_fast64_t)c->out_pending);
   grpc_slice_unref(c->status_details);
   grpc_slice_unref(c->lsn_md.value);
   if (c->call) grpc_call_unref(c->call);
@@ -79,8 +80,29 @@ void eg_arm(eg_worker *w, size_t mi) {
 
 /* ==== replying ============================================================== */
 
+/* Counts len reply bytes as pending until the call's reply completes
+ * (eg_call_free), or refuses them (0, with *code and *msg set, busy holding
+ * the message) when that would pass --max-pending-reply-bytes: clients that
+ * do not read must not make the server hold replies without bound. */
+static int eg_pending_take(eg_call *c, size_t len, int *code, const char **msg, char *busy) {
+  eg_transport *tp = c->w->tp;
+  int64_t cap = tp->srv->cfg->max_pending_reply_bytes;
+  int_fast64_t was = atomic_fetch_add(&tp->pending_reply, (int_fast64_t)len);
+  if (was + (int64_t)len > cap) {
+    atomic_fetch_sub(&tp->pending_reply, (int_fast64_t)len);
+    snprintf(busy, 160, "server busy: %lld bytes of replies not yet read by clients "
+             "(--max-pending-reply-bytes %lld); retry", (long long)was, (long long)cap);
+    *code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    *msg = busy;
+    return 0;
+  }
+  c->out_pending = len;
+  return 1;
+}
+
 void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload,
                          uint64_t lsn) {
+  char busy[160];
   grpc_op ops[4];
   size_t n = 0;
   memset(ops, 0, sizeof ops);
@@ -94,6 +116,10 @@ void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *paylo
     ops[n].data.send_initial_metadata.metadata = &c->lsn_md;
   }
   n++;
+  if (payload && !eg_pending_take(c, grpc_byte_buffer_length(payload), &code, &msg, busy)) {
+    grpc_byte_buffer_destroy(payload);
+    payload = NULL;
+  }
   if (payload) {
     eg_reaper_sent(c->w->tp->reaper, grpc_byte_buffer_length(payload));
     c->out = payload;
@@ -122,6 +148,15 @@ void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
     protobuf_c_message_pack(resp, GRPC_SLICE_START_PTR(s));
     payload = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
+  }
+  /* The message is the one part of the request eg_reply_raw still reads:
+   * it lives in the call, not in the arena. */
+  eg_arena_free(c->req.arena);
+  c->req.arena = NULL;
+  c->req.resp = NULL;
+  if (c->payload && !c->fwd.call) {
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
   }
   eg_reply_raw(c, eg_err_grpc_code(e), e == EG_OK ? "" : c->req.msg[0] ? c->req.msg : eg_err_msg(e),
                payload, lsn);
