@@ -93,7 +93,7 @@ static const eg_opt eg_opts[] = {
            "calls one connection may have open at once (more wait at the client)"),
     EG_NUM("call-timeout-ms", call_timeout_ms, 100, 3600000, "60000",
            "a unary call not answered and sent by then is cancelled (DEADLINE_EXCEEDED)"),
-    EG_NUM("max-pending-reply-bytes", max_pending_reply_bytes, 1048576, INT64_MAX, "268435456",
+    EG_NUM("max-pending-reply-bytes", max_pending_reply_bytes, 1048576, 1099511627776, "268435456",
            "reply bytes sent but not yet read by clients, server-wide; past it RESOURCE_EXHAUSTED"),
 };
 
@@ -214,10 +214,6 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
                       "--max-metadata-bytes + %d)",
                       (long long)item, EG_METADATA_WIRE_FACTOR,
                       EG_REPLY_ITEM_SLACK + EG_REPLY_RESERVE);
-  /* Else one largest page could never be sent, even to an idle server. */
-  if (c->max_pending_reply_bytes < c->max_reply_bytes)
-    return eg_invalid(err, errlen, "--max-pending-reply-bytes",
-                      "must be at least --max-reply-bytes (%lld)", (long long)c->max_reply_bytes);
   /* The reaper cancels any unary call still open at --call-timeout-ms. A
    * write held for replica acks is committed here: it must get its own
    * answer (how many replicas acked) before that, not a bare deadline. */

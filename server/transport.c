@@ -83,12 +83,14 @@ void eg_arm(eg_worker *w, size_t mi) {
 /* Counts len reply bytes as pending until the call's reply completes
  * (eg_call_free), or refuses them (0, with *code and *msg set, busy holding
  * the message) when that would pass --max-pending-reply-bytes: clients that
- * do not read must not make the server hold replies without bound. */
+ * do not read must not make the server hold replies without bound. A reply
+ * alone always goes (even one larger than the cap), so every call can
+ * succeed once the others were read. */
 static int eg_pending_take(eg_call *c, size_t len, int *code, const char **msg, char *busy) {
   eg_transport *tp = c->w->tp;
   int64_t cap = tp->srv->cfg->max_pending_reply_bytes;
   int_fast64_t was = atomic_fetch_add(&tp->pending_reply, (int_fast64_t)len);
-  if (was + (int64_t)len > cap) {
+  if (was > 0 && was + (int64_t)len > cap) {
     atomic_fetch_sub(&tp->pending_reply, (int_fast64_t)len);
     snprintf(busy, 160, "server busy: %lld bytes of replies not yet read by clients "
              "(--max-pending-reply-bytes %lld); retry", (long long)was, (long long)cap);
