@@ -76,6 +76,7 @@ typedef struct eg_call {
   const ProtobufCMessage *in; /* its decoded request, meanwhile */
   grpc_metadata lsn_md;
   grpc_byte_buffer *out;
+  size_t out_pending; /* out's bytes counted in the transport's pending_reply */
   grpc_slice status_details;
   int cancelled;
 } eg_call;
@@ -104,6 +105,10 @@ struct eg_transport {
   int n_workers;
   atomic_int stopping;
   atomic_int streams; /* stream threads still running */
+  atomic_int calls;   /* eg_calls allocated and not yet freed */
+  /* Reply bytes in batches started and not yet completed: held for clients
+   * that do not read (--max-pending-reply-bytes). */
+  atomic_int_fast64_t pending_reply;
 };
 
 /* ---- plumbing (transport.c) ---- */
@@ -115,10 +120,16 @@ void eg_call_free(eg_call *c);
 void eg_arm(eg_worker *w, size_t mi);
 /* Sends grpc status code with msg and, when not NULL, the payload (which
  * the call now owns). lsn != 0 goes out as `engram-lsn`. -> REPLYING.
+ * A payload that would take the server's unsent reply bytes past
+ * --max-pending-reply-bytes is dropped: RESOURCE_EXHAUSTED instead.
  * Thread safety: the call's owner, any thread. */
 void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload, uint64_t lsn);
 /* Sends status e (with the handler's message, or the table's) and, when
- * OK, the handler's response. Where a unary call's eg_err becomes a gRPC
+ * OK, the handler's response. Once the response is packed, frees the
+ * request's arena (decoded request, response tree, decrypted text) and,
+ * unless a forwarded exchange still sends it, the request payload: a
+ * client slow to read its reply holds only the packed bytes. Nothing may
+ * read c->req's arena or c->payload after this. Where a unary call's eg_err becomes a gRPC
  * code (eg_stream_main in dispatch.c does it for streams); eg_reply_raw's
  * other callers pass a code through. */
 void eg_reply(eg_call *c, eg_err e, uint64_t lsn);

@@ -93,6 +93,8 @@ static const eg_opt eg_opts[] = {
            "calls one connection may have open at once (more wait at the client)"),
     EG_NUM("call-timeout-ms", call_timeout_ms, 100, 3600000, "60000",
            "a unary call not answered and sent by then is cancelled (DEADLINE_EXCEEDED)"),
+    EG_NUM("max-pending-reply-bytes", max_pending_reply_bytes, 1048576, 1099511627776, "268435456",
+           "reply bytes sent but not yet read by clients, server-wide; past it RESOURCE_EXHAUSTED"),
 };
 
 #define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])

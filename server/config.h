@@ -47,6 +47,7 @@ typedef struct {
   int64_t max_reply_bytes;            /* --max-reply-bytes 3145728 (largest page reply) */
   int max_streams_per_conn;           /* --max-streams-per-conn 100 (concurrent calls) */
   int64_t call_timeout_ms;            /* --call-timeout-ms 60000 (unary call, arrival to reply sent) */
+  int64_t max_pending_reply_bytes;    /* --max-pending-reply-bytes 268435456 (replies not yet read) */
 } eg_config;
 
 /* Ceiling of --max-append-messages; also the most messages one

@@ -3,12 +3,17 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
 
 /* grpc_status_code runs 0..16. */
 #define EG_GRPC_CODES 17
@@ -116,9 +121,26 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
  * memory that idle or stalled clients can hold. Beyond it libmicrohttpd
  * refuses new connections at once instead of queueing them. */
 #define EG_METRICS_MAX_CONNECTIONS 32
+/* Connections one address may hold: another address (the scraper on
+ * another host) always finds room. Half the cap, so a loopback scraper
+ * still gets in beside a few idle loopback connections. */
+#define EG_METRICS_MAX_PER_IP 16
+/* Seconds a connection may live at all. The idle timeout below restarts on
+ * every byte, so a client sending one header byte every few seconds
+ * (slowloris) would hold its slot forever; a scrape takes milliseconds, and
+ * a scraper reconnects for each scrape (the idle timeout closes its
+ * connection between scrapes anyway). */
+#define EG_METRICS_MAX_AGE_S 5
 /* Seconds a connection may sit without progress (an idle client, or one
  * that stopped reading its reply) before it is closed. */
 #define EG_METRICS_CONN_TIMEOUT_S 10
+
+/* An open connection, for the age limit. */
+struct eg_metrics_conn {
+  int fd;            /* -1: free slot */
+  int64_t opened_us; /* eg_mono_us() at accept */
+  int cut;           /* shut down already */
+};
 
 struct eg_metrics_http {
   const eg_metrics *m;
@@ -126,7 +148,73 @@ struct eg_metrics_http {
   const eg_writer *writer;
   struct MHD_Daemon *daemon;
   int port;
+  /* The age limit: MHD's thread adds and removes connections, the
+   * watchdog cuts old ones. mu also keeps a slot's fd open (MHD closes it
+   * only after its CLOSED notification) while the watchdog shuts it down. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int stopping; /* guarded by mu */
+  pthread_t watchdog;
+  int watchdog_started;
+  struct eg_metrics_conn conns[EG_METRICS_MAX_CONNECTIONS];
 };
+
+static void eg_metrics_notify(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                              enum MHD_ConnectionNotificationCode toe) {
+  eg_metrics_http *h = cls;
+  pthread_mutex_lock(&h->mu);
+  if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    for (size_t i = 0; ci && i < EG_METRICS_MAX_CONNECTIONS; i++)
+      if (h->conns[i].fd < 0) {
+        h->conns[i] = (struct eg_metrics_conn){.fd = ci->connect_fd, .opened_us = eg_mono_us()};
+        *socket_ctx = &h->conns[i];
+        break;
+      }
+  } else if (*socket_ctx) {
+    ((struct eg_metrics_conn *)*socket_ctx)->fd = -1;
+    *socket_ctx = NULL;
+  }
+  pthread_mutex_unlock(&h->mu);
+}
+
+/* Every half second, shuts down connections older than EG_METRICS_MAX_AGE_S:
+ * MHD then sees the socket end and closes the connection itself. */
+static void *eg_metrics_watchdog(void *arg) {
+  eg_metrics_http *h = arg;
+  pthread_mutex_lock(&h->mu);
+  while (!h->stopping) {
+    int64_t cutoff = eg_mono_us() - (int64_t)EG_METRICS_MAX_AGE_S * 1000000;
+    for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) {
+      struct eg_metrics_conn *c = &h->conns[i];
+      if (c->fd >= 0 && !c->cut && c->opened_us < cutoff) {
+        shutdown(c->fd, SHUT_RDWR);
+        c->cut = 1;
+      }
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 500000000;
+    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+    pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+  }
+  pthread_mutex_unlock(&h->mu);
+  return NULL;
+}
+
+/* Stops the watchdog and frees h (the daemon is stopped already). */
+static void eg_metrics_http_free(eg_metrics_http *h) {
+  if (h->watchdog_started) {
+    pthread_mutex_lock(&h->mu);
+    h->stopping = 1;
+    pthread_cond_signal(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(h->watchdog, NULL);
+  }
+  pthread_mutex_destroy(&h->mu);
+  pthread_cond_destroy(&h->cv);
+  free(h);
+}
 
 static enum MHD_Result eg_metrics_reply(struct MHD_Connection *conn, unsigned status,
                                         char *body, size_t len) {
@@ -184,19 +272,30 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
   eg_metrics_http *h = calloc(1, sizeof *h);
   if (!h) return EG_ENOMEM;
   *h = (eg_metrics_http){.m = m, .store = store, .writer = writer};
+  for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) h->conns[i].fd = -1;
+  pthread_mutex_init(&h->mu, NULL);
+  pthread_cond_init(&h->cv, NULL);
+  if (pthread_create(&h->watchdog, NULL, eg_metrics_watchdog, h) != 0) {
+    snprintf(err, errlen, "--metrics-listen %s: cannot start the connection watchdog thread", addr);
+    eg_metrics_http_free(h);
+    return EG_EUNAVAIL;
+  }
+  h->watchdog_started = 1;
   /* One internal polling thread: every socket is non-blocking, so no client
    * can hold up another's scrape or MHD_stop_daemon. */
   h->daemon = MHD_start_daemon(
       MHD_USE_AUTO_INTERNAL_THREAD, 0, NULL, NULL, eg_metrics_handle, h,
       MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)EG_METRICS_MAX_CONNECTIONS,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)EG_METRICS_MAX_PER_IP,
+      MHD_OPTION_NOTIFY_CONNECTION, eg_metrics_notify, h,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EG_METRICS_CONN_TIMEOUT_S, MHD_OPTION_END);
   const union MHD_DaemonInfo *info =
       h->daemon ? MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
   if (!info) {
     snprintf(err, errlen, "--metrics-listen %s: cannot bind", addr);
     if (h->daemon) MHD_stop_daemon(h->daemon);
-    free(h);
+    eg_metrics_http_free(h);
     return EG_EINVAL;
   }
   h->port = info->port;
@@ -209,5 +308,5 @@ int eg_metrics_http_port(const eg_metrics_http *h) { return h->port; }
 void eg_metrics_http_stop(eg_metrics_http *h) {
   if (!h) return;
   MHD_stop_daemon(h->daemon);
-  free(h);
+  eg_metrics_http_free(h);
 }

@@ -29,6 +29,7 @@
 static eg_call *eg_call_new(eg_worker *w, size_t mi) {
   eg_call *c = calloc(1, sizeof *c);
   if (!c) return NULL;
+  atomic_fetch_add(&w->tp->calls, 1);
   c->w = w;
   c->mi = mi;
   c->state = EG_CALL_WAITING;
@@ -44,6 +45,7 @@ void eg_call_free(eg_call *c) {
   grpc_call_details_destroy(&c->details);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
   if (c->out) grpc_byte_buffer_destroy(c->out);
+  atomic_fetch_sub(&c->w->tp->pending_reply, (int_fast64_t)c->out_pending);
   grpc_slice_unref(c->status_details);
   grpc_slice_unref(c->lsn_md.value);
   if (c->call) grpc_call_unref(c->call);
@@ -55,6 +57,7 @@ void eg_call_free(eg_call *c) {
     grpc_completion_queue_destroy(c->stream_cq);
   }
   eg_arena_free(c->req.arena);
+  atomic_fetch_sub(&c->w->tp->calls, 1);
   free(c);
 }
 
@@ -77,8 +80,31 @@ void eg_arm(eg_worker *w, size_t mi) {
 
 /* ==== replying ============================================================== */
 
+/* Counts len reply bytes as pending until the call's reply completes
+ * (eg_call_free), or refuses them (0, with *code and *msg set, busy holding
+ * the message) when that would pass --max-pending-reply-bytes: clients that
+ * do not read must not make the server hold replies without bound. A reply
+ * alone always goes (even one larger than the cap), so every call can
+ * succeed once the others were read. */
+static int eg_pending_take(eg_call *c, size_t len, int *code, const char **msg, char *busy) {
+  eg_transport *tp = c->w->tp;
+  int64_t cap = tp->srv->cfg->max_pending_reply_bytes;
+  int_fast64_t was = atomic_fetch_add(&tp->pending_reply, (int_fast64_t)len);
+  if (was > 0 && was + (int64_t)len > cap) {
+    atomic_fetch_sub(&tp->pending_reply, (int_fast64_t)len);
+    snprintf(busy, 160, "server busy: %lld bytes of replies not yet read by clients "
+             "(--max-pending-reply-bytes %lld); retry", (long long)was, (long long)cap);
+    *code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    *msg = busy;
+    return 0;
+  }
+  c->out_pending = len;
+  return 1;
+}
+
 void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload,
                          uint64_t lsn) {
+  char busy[160];
   grpc_op ops[4];
   size_t n = 0;
   memset(ops, 0, sizeof ops);
@@ -92,6 +118,10 @@ void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *paylo
     ops[n].data.send_initial_metadata.metadata = &c->lsn_md;
   }
   n++;
+  if (payload && !eg_pending_take(c, grpc_byte_buffer_length(payload), &code, &msg, busy)) {
+    grpc_byte_buffer_destroy(payload);
+    payload = NULL;
+  }
   if (payload) {
     eg_reaper_sent(c->w->tp->reaper, grpc_byte_buffer_length(payload));
     c->out = payload;
@@ -120,6 +150,15 @@ void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
     protobuf_c_message_pack(resp, GRPC_SLICE_START_PTR(s));
     payload = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
+  }
+  /* The message is the one part of the request eg_reply_raw still reads:
+   * it lives in the call, not in the arena. */
+  eg_arena_free(c->req.arena);
+  c->req.arena = NULL;
+  c->req.resp = NULL;
+  if (c->payload && !c->fwd.call) {
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
   }
   eg_reply_raw(c, eg_err_grpc_code(e), e == EG_OK ? "" : c->req.msg[0] ? c->req.msg : eg_err_msg(e),
                payload, lsn);
@@ -296,6 +335,28 @@ fail:
   return e;
 }
 
+/* The server's shutdown completes while a worker may still be in a handler
+ * and the writer may still hold queued writes: each will start a batch
+ * (its reply, or the hand-back) on its worker's queue, which must not be
+ * shut down before that. So wait until every call is freed: the armed
+ * requests failed, every handler returned and its reply completed. A
+ * handler still running --call-timeout-ms after its call was cancelled is
+ * stuck; exit without the rest of the drain rather than let gRPC abort
+ * (every acknowledged write is already durable). */
+static void eg_calls_drain(eg_transport *tp) {
+  int64_t until = eg_mono_us() + tp->srv->cfg->call_timeout_ms * 1000;
+  while (atomic_load(&tp->calls) > 0) {
+    if (eg_mono_us() > until) {
+      fprintf(stderr,
+              "engramd: a handler is still running %lld ms after the calls were cancelled "
+              "(--call-timeout-ms); exiting without draining\n",
+              (long long)tp->srv->cfg->call_timeout_ms);
+      _exit(1);
+    }
+    usleep(1000);
+  }
+}
+
 void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
   atomic_store(&tp->stopping, 1);
   grpc_server_shutdown_and_notify(tp->server, tp->shutdown_cq, tp);
@@ -313,6 +374,7 @@ void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
   }
   /* Stream threads free their calls after the server let go of them. */
   while (atomic_load(&tp->streams) > 0) usleep(1000);
+  eg_calls_drain(tp);
   grpc_server_destroy(tp->server);
   for (int i = 0; i < tp->n_workers; i++) grpc_completion_queue_shutdown(tp->workers[i].cq);
   for (int i = 0; i < tp->n_workers; i++) pthread_join(tp->workers[i].thread, NULL);

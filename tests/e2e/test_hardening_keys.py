@@ -201,6 +201,34 @@ class MetricsEndpointTest(E2ETestCase):
         self.assertEqual(status, 200)
         self.assertLess(time.monotonic() - t0, 5)
 
+    def test_slowloris_does_not_starve_a_scrape(self):
+        # Before: 40 connections each sending one header byte now and then
+        # held every slot forever (the idle timeout restarts on each byte),
+        # so every scrape failed. Now one address holds at most 16 and no
+        # connection lives past 5 s: a scrape gets in while they go on.
+        for _ in range(40):
+            try:
+                k = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                k.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                self.socks.append(k)
+            except OSError:
+                pass  # refused: past the per-address limit
+        deadline = time.monotonic() + 20
+        while True:
+            for k in self.socks:
+                try:
+                    k.sendall(b"X")
+                except OSError:
+                    pass  # cut by the server
+            try:
+                status, _ = scrape(self.port, 1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # refused at once: retry, as a scraper does
+        self.assertEqual(status, 200)
+
     def test_client_that_never_reads_does_not_block_stop(self):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)

@@ -23,7 +23,8 @@
  *
  * Control: the spec "point=commit,nth=7,err=ENOSPC,count=1,gen=3" (count:
  * consecutive failures from the nth call on, 0 = every call from nth on;
- * default 1; nth=0 only counts calls) is read from $ENGRAM_FAULT at start, and again from the file
+ * default 1; nth=0 only counts calls; delay_ms=N: a hit sleeps N ms and then
+ * succeeds instead of failing, to make a handler slow on purpose) is read from $ENGRAM_FAULT at start, and again from the file
  * named by $ENGRAM_FAULT_CTL on each SIGUSR1, which also resets the call
  * count. An empty spec disarms. Each arm is acknowledged on stderr with
  *   engram-fault: armed gen=G seen=K
@@ -44,6 +45,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 enum fault_point { FP_NONE, FP_MALLOC, FP_COMMIT, FP_PUT, FP_DEL, FP_SYNC, FP_WRITE, FP_READER };
@@ -62,7 +64,7 @@ static const struct {
 /* The armed spec. Written by the SIGUSR1 handler (point last, after the
  * rest), read by any thread: all atomics. */
 static _Atomic int fault_point = FP_NONE;
-static _Atomic long fault_nth, fault_count, fault_seen;
+static _Atomic long fault_nth, fault_count, fault_seen, fault_delay_ms;
 static _Atomic int fault_err;
 
 /* Top-level write txns (begin with no parent), to tell a commit that reaches
@@ -108,7 +110,7 @@ static void fault_say(const char *s, size_t n) {
 /* Applies spec (not NUL-terminated, len bytes) and acknowledges it. */
 static void fault_arm(const char *spec, size_t len) {
   int point = FP_NONE, err = 0;
-  long nth = 1, count = 1, gen = 0;
+  long nth = 1, count = 1, gen = 0, delay_ms = 0;
   size_t i = 0;
   while (i < len) {
     size_t j = i;
@@ -127,6 +129,8 @@ static void fault_arm(const char *spec, size_t len) {
         nth = fault_num(v, vn);
       } else if (fault_match(k, kn, "count")) {
         count = fault_num(v, vn);
+      } else if (fault_match(k, kn, "delay_ms")) {
+        delay_ms = fault_num(v, vn);
       } else if (fault_match(k, kn, "gen")) {
         gen = fault_num(v, vn);
       }
@@ -137,6 +141,7 @@ static void fault_arm(const char *spec, size_t len) {
   long seen = atomic_exchange(&fault_seen, 0);
   atomic_store(&fault_nth, nth);
   atomic_store(&fault_count, count);
+  atomic_store(&fault_delay_ms, delay_ms);
   atomic_store(&fault_err, err ? err : (point == FP_MALLOC ? ENOMEM : EIO));
   atomic_store(&fault_point, point);
   char msg[96] = "engram-fault: armed gen=";
@@ -188,8 +193,19 @@ static int fault_hit(int p) {
   long nth = atomic_load(&fault_nth), count = atomic_load(&fault_count);
   if (nth == 0 || k < nth || (count > 0 && k >= nth + count)) return 0;
   int err = atomic_load(&fault_err);
+  long delay_ms = atomic_load(&fault_delay_ms);
   char msg[128];
-  int n = snprintf(msg, sizeof msg, "engram-fault: hit point=%s n=%ld err=%s\n",
+  int n;
+  if (delay_ms > 0) {
+    n = snprintf(msg, sizeof msg, "engram-fault: hit point=%s n=%ld delay_ms=%ld\n",
+                 fault_point_names[p], k, delay_ms);
+    if (n > 0) fault_say(msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+    struct timespec ts = {.tv_sec = delay_ms / 1000, .tv_nsec = delay_ms % 1000 * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    return 0;
+  }
+  n = snprintf(msg, sizeof msg, "engram-fault: hit point=%s n=%ld err=%s\n",
                    fault_point_names[p], k, fault_err_name(err));
   if (n > 0) fault_say(msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
   return err;

@@ -166,6 +166,7 @@ static void test_ranges(void) {
       OPT("wal-retain-s", wal_retain_s, 1, 3153600000LL),
       OPT("call-timeout-ms", call_timeout_ms, 100, 3600000),
       OPT("max-streams-per-conn", max_streams_per_conn, 1, 100000),
+      OPT("max-pending-reply-bytes", max_pending_reply_bytes, 1048576, 1099511627776LL),
 #undef OPT
   };
   eg_config c;
