@@ -32,6 +32,7 @@ typedef struct {
   char memory_quota_policy[16];       /* --memory-quota-policy reject|evict */
   int memory_max_tags;                /* --memory-max-tags 32 (per memory) */
   int erase_batch;                    /* --erase-batch 1000 (keys per DeleteUser txn) */
+  int dedup_batch;                    /* --dedup-batch 100000 (comparisons per DeduplicateMemories txn) */
   int default_page_size;              /* --default-page-size 50 */
   int max_page_size;                  /* --max-page-size 1000 */
   int64_t map_size;                   /* --map-size 1073741824 (initial LMDB map, bytes) */

@@ -180,8 +180,9 @@ static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram
   for (size_t i = 0; i < f->n_states; i++) {
     int s = f->states[i];
     snprintf(field, sizeof field, "filter.states[%zu]", i);
-    if (s < EG_MSTATE_ACTIVE || s > EG_MSTATE_DELETED)
-      return eg_invalid(r->msg, sizeof r->msg, field, "must be ACTIVE, DUPLICATE or DELETED (got %d)", s);
+    if (s < EG_MSTATE_ACTIVE || s > EG_MSTATE_SUPERSEDED)
+      return eg_invalid(r->msg, sizeof r->msg, field,
+                        "must be ACTIVE, DUPLICATE, DELETED or SUPERSEDED (got %d)", s);
     if (search && s != EG_MSTATE_ACTIVE)
       return eg_mem_invalid(r, field, "search returns only ACTIVE memories");
     out->state_mask |= 1u << s;
@@ -207,7 +208,7 @@ static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram
 
 static int eg_filter_match(const eg_mfilter *f, const eg_memory_meta *m, int64_t now_us) {
   if (eg_memory_expired(m->expire_us, now_us)) return 0;
-  if (m->state < 1 || m->state > 3 || !(f->state_mask & (1u << m->state))) return 0;
+  if (m->state < 1 || m->state > EG_MSTATE_SUPERSEDED || !(f->state_mask & (1u << m->state))) return 0;
   if (f->type_mask && (m->type < 1 || m->type > 6 || !(f->type_mask & (1u << m->type)))) return 0;
   if (m->importance < f->min_importance) return 0;
   if (m->create_us < f->from_us || (f->to_us && m->create_us >= f->to_us)) return 0;

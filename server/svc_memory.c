@@ -236,7 +236,9 @@ eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with
   m->confidence = rec->confidence;
   m->source_session_id = rec->source_session_id;
   m->state = rec->state;
-  m->duplicate_of = rec->duplicate_of;
+  /* The record keeps a SUPERSEDED memory's successor in duplicate_of. */
+  if (rec->state == EG_MSTATE_SUPERSEDED) m->superseded_by = rec->duplicate_of;
+  else m->duplicate_of = rec->duplicate_of;
   m->version = rec->version;
   if (!(m->create_time = eg_timestamp(r, rec->create_time_us)) ||
       !(m->update_time = eg_timestamp(r, rec->update_time_us)))
@@ -280,6 +282,7 @@ struct eg_cm_state {
   float jt, ct;
   eg_dedup_policy policy;
   int evict;
+  int newer_wins; /* conflict_policy NEWER_WINS */
 };
 
 static eg_err eg_cm_check(eg_req *r, struct eg_cm_state *st) {
@@ -308,6 +311,8 @@ static eg_err eg_cm_check(eg_req *r, struct eg_cm_state *st) {
     return eg_invalid(r->msg, sizeof r->msg, "dedup_policy", "unknown value %d", (int)in->dedup_policy);
   if (in->quota_policy < 0 || in->quota_policy > ENGRAM__V1__QUOTA_POLICY__QUOTA_POLICY_EVICT_LOWEST)
     return eg_invalid(r->msg, sizeof r->msg, "quota_policy", "unknown value %d", (int)in->quota_policy);
+  if (in->conflict_policy < 0 || in->conflict_policy > ENGRAM__V1__CONFLICT_POLICY__CONFLICT_POLICY_NEWER_WINS)
+    return eg_invalid(r->msg, sizeof r->msg, "conflict_policy", "unknown value %d", (int)in->conflict_policy);
   return EG_OK;
 }
 
@@ -328,6 +333,7 @@ static eg_err eg_cm_prepare(eg_req *r, const ProtobufCMessage *msg) {
   st->policy = in->dedup_policy ? (eg_dedup_policy)in->dedup_policy : EG_POLICY_MARK;
   st->evict = in->quota_policy == ENGRAM__V1__QUOTA_POLICY__QUOTA_POLICY_EVICT_LOWEST ||
               (in->quota_policy == 0 && strcmp(r->srv->cfg->memory_quota_policy, "evict") == 0);
+  st->newer_wins = in->conflict_policy == ENGRAM__V1__CONFLICT_POLICY__CONFLICT_POLICY_NEWER_WINS;
   eg_memory_rec *rec = &st->rec;
   rec->memory_id = st->m->memory_id;
   if (!rec->memory_id[0]) {
@@ -349,35 +355,58 @@ static eg_err eg_cm_prepare(eg_req *r, const ProtobufCMessage *msg) {
   return EG_OK;
 }
 
+/* What de-duplication compares: a memory (new, edited, or one the pass
+ * examines) against the user's ACTIVE memories of its type. */
+struct eg_probe {
+  const eg_memory_rec *rec; /* user_id, type, flags, terms, dim, norm */
+  const float *vec;         /* rec->dim floats, or NULL */
+  float jt, ct;
+  const eg_memory_pos *self; /* NULL, or rec's own position: never a match */
+  int older_only;            /* with self: only memories positioned before it */
+};
+
 /* The best duplicate and the conflicts among the user's ACTIVE memories of
- * the new one's type. */
+ * the probe's type. */
 struct eg_dedup {
   eg_req *r;
-  const struct eg_cm_state *st;
+  const struct eg_probe *p;
   const eg_pmap *shared; /* term overlaps by position */
   int found;
   eg_similarity best;
   eg_memory_pos best_pos;
   char **conflicts;
   size_t n_conflicts, cap_conflicts;
+  uint64_t visited; /* memories looked at (the pass's work budget) */
+  int past_self;    /* older_only: the scan reached self; stop */
   eg_err err;
 };
 
 static void eg_dedup_consider(struct eg_dedup *d, const uint8_t *pos, size_t pos_len,
                               const eg_memory_meta *m, const uint8_t *vec) {
-  const eg_memory_rec *rec = &d->st->rec;
+  const struct eg_probe *p = d->p;
+  const eg_memory_rec *rec = p->rec;
+  d->visited++;
+  if (p->self) {
+    eg_memory_pos here = {.len = pos_len};
+    memcpy(here.buf, pos, pos_len);
+    int c = eg_pos_cmp(&here, p->self);
+    if (c == 0 || (p->older_only && c > 0)) {
+      d->past_self = p->older_only;
+      return;
+    }
+  }
   if (m->state != EG_MSTATE_ACTIVE || m->type != rec->type ||
       eg_memory_expired(m->expire_us, d->r->now_us))
     return;
   const eg_pmap_ent *ent = eg_pmap_find(d->shared, pos, pos_len);
-  eg_similarity s = {.same_polarity = (m->flags & EG_MEMORY_F_NEGATED) == rec->flags};
+  eg_similarity s = {.same_polarity = (m->flags & EG_MEMORY_F_NEGATED) == (rec->flags & EG_MEMORY_F_NEGATED)};
   s.jaccard = eg_jaccard(ent ? ent->count : 0, rec->n_term_hashes, m->n_terms);
-  if (vec && d->st->vec) {
+  if (vec && p->vec) {
     s.both_vectors = 1;
-    s.cosine = eg_cosine(eg_vec_dot(d->st->vec, vec, (size_t)rec->dim), rec->norm, m->norm);
+    s.cosine = eg_cosine(eg_vec_dot(p->vec, vec, (size_t)rec->dim), rec->norm, m->norm);
   }
   int have_terms = rec->n_term_hashes > 0 && m->n_terms > 0;
-  if (eg_is_conflict(&s, d->st->jt, d->st->ct, have_terms)) {
+  if (eg_is_conflict(&s, p->jt, p->ct, have_terms)) {
     if (d->n_conflicts == d->cap_conflicts) {
       size_t cap = d->cap_conflicts ? 2 * d->cap_conflicts : 8;
       char **c = EG_ARENA_ARRAY(d->r->arena, char *, cap);
@@ -390,7 +419,7 @@ static void eg_dedup_consider(struct eg_dedup *d, const uint8_t *pos, size_t pos
     if (d->err == EG_OK) d->n_conflicts++;
     return;
   }
-  if (!eg_is_duplicate(&s, d->st->jt, d->st->ct, have_terms)) return;
+  if (!eg_is_duplicate(&s, p->jt, p->ct, have_terms)) return;
   if (d->found && !eg_dedup_better(&s, &d->best)) return;
   d->found = 1;
   d->best = s;
@@ -402,18 +431,18 @@ static int eg_dedup_visit(void *arg, const eg_memory_pos *pos, const eg_memory_m
                           const uint8_t *vec) {
   struct eg_dedup *d = arg;
   eg_dedup_consider(d, pos->buf, pos->len, m, vec);
-  return d->err != EG_OK;
+  return d->err != EG_OK || d->past_self;
 }
 
-static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_cm_state *st, struct eg_dedup *d) {
+static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struct eg_dedup *d) {
   eg_pmap shared;
   double qidf;
-  const eg_memory_rec *rec = &st->rec;
-  *d = (struct eg_dedup){.r = r, .st = st, .shared = &shared};
+  const eg_memory_rec *rec = p->rec;
+  *d = (struct eg_dedup){.r = r, .p = p, .shared = &shared};
   eg_err e = eg_pmap_init(&shared, r->arena, 64);
   if (!e) e = eg_postings_join(r, t, rec->user_id, rec->term_hashes, rec->n_term_hashes, 1, &shared, &qidf);
   if (e) return e;
-  if (st->vec) {
+  if (p->vec) {
     /* Cosine needs every ACTIVE memory with a vector: one scan of the meta
      * and vectors, the term overlaps looked up as it goes. */
     e = eg_store_memories_scan(t, r->tenant, rec->user_id, NULL, 0, 1, eg_dedup_visit, d);
@@ -437,7 +466,7 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_cm_state *st, s
     cands[n++].len = shared.ents[i].len;
   }
   qsort(cands, n, sizeof *cands, eg_pos_cmp);
-  for (size_t i = 0; i < n && !d->err; i++) {
+  for (size_t i = 0; i < n && !d->err && !d->past_self; i++) {
     eg_memory_meta m;
     e = eg_store_memory_meta_at(t, r->tenant, rec->user_id, &cands[i], 0, &m, NULL);
     if (e == EG_ENOTFOUND) continue; /* a posting whose memory is gone: skip */
@@ -445,6 +474,33 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_cm_state *st, s
     eg_dedup_consider(d, cands[i].buf, cands[i].len, &m, NULL);
   }
   return d->err;
+}
+
+/* The record of the best match of a finished eg_dedup_run into *out. */
+static eg_err eg_dedup_match(eg_req *r, eg_txn *t, const struct eg_dedup *d, eg_memory_rec **out) {
+  char *id;
+  eg_err e = eg_pos_to_id(r, d->best_pos.buf, d->best_pos.len, &id);
+  return e ? e : eg_memory_load(r, t, id, 0, out);
+}
+
+/* Marks old (stored, ACTIVE) as `state` pointing at winner_id (duplicate_of
+ * holds both a DUPLICATE's original and a SUPERSEDED memory's successor). */
+static eg_err eg_mark(eg_req *r, eg_txn *t, const eg_memory_rec *old, int state, char *winner_id) {
+  eg_memory_rec upd = *old;
+  upd.state = state;
+  upd.duplicate_of = winner_id;
+  upd.version++;
+  upd.update_time_us = r->now_us;
+  return eg_store_memory_put(t, r->tenant, &upd, old, NULL);
+}
+
+/* The position of rec in its user's range (see storage/memories.h). */
+static void eg_pos_of(const eg_memory_rec *rec, eg_memory_pos *pos) {
+  size_t n = strlen(rec->memory_id);
+  uint64_t us = (uint64_t)rec->create_time_us;
+  for (int i = 0; i < 8; i++) pos->buf[i] = (uint8_t)(us >> (56 - 8 * i));
+  memcpy(pos->buf + 8, rec->memory_id, n);
+  pos->len = 8 + n;
 }
 
 /* The lowest-importance unexpired ACTIVE memory (oldest on ties), for
@@ -548,6 +604,22 @@ static eg_err eg_cm_merge(eg_req *r, eg_txn *t, const struct eg_cm_state *st, eg
   return EG_OK;
 }
 
+/* conflict_policy NEWER_WINS: each of d's conflicts (ACTIVE when found)
+ * becomes SUPERSEDED by winner_id, listed in out->superseded_ids. */
+static eg_err eg_supersede(eg_req *r, eg_txn *t, const struct eg_cm_state *st, const struct eg_dedup *d,
+                           char *winner_id, Engram__V1__CreateMemoryResponse *out) {
+  if (!st->newer_wins || !d->n_conflicts) return EG_OK;
+  out->superseded_ids = d->conflicts;
+  out->n_superseded_ids = d->n_conflicts;
+  for (size_t i = 0; i < d->n_conflicts; i++) {
+    eg_memory_rec *c;
+    eg_err e = eg_memory_load(r, t, d->conflicts[i], 0, &c);
+    if (!e) e = eg_mark(r, t, c, EG_MSTATE_SUPERSEDED, winner_id);
+    if (e) return e;
+  }
+  return EG_OK;
+}
+
 static eg_err eg_cm_apply(eg_req *r, eg_txn *t) {
   const struct eg_cm_state *st = r->state;
   eg_memory_rec rec = st->rec, *old = NULL, *stored = &rec;
@@ -577,12 +649,10 @@ static eg_err eg_cm_apply(eg_req *r, eg_txn *t) {
   old = NULL;
   eg_dedup_action act = EG_DEDUP_NONE;
   if (st->policy != EG_POLICY_OFF) {
-    if ((e = eg_dedup_run(r, t, st, &d))) return e;
+    struct eg_probe p = {.rec = &st->rec, .vec = st->vec, .jt = st->jt, .ct = st->ct};
+    if ((e = eg_dedup_run(r, t, &p, &d))) return e;
     if (d.found) {
-      char *id;
-      if ((e = eg_pos_to_id(r, d.best_pos.buf, d.best_pos.len, &id)) ||
-          (e = eg_memory_load(r, t, id, 0, &old)))
-        return e;
+      if ((e = eg_dedup_match(r, t, &d, &old))) return e;
       act = eg_dedup_decide(st->policy, rec.importance, old->importance);
       out->matched_memory_id = old->memory_id;
       out->jaccard = d.best.jaccard;
@@ -604,22 +674,24 @@ static eg_err eg_cm_apply(eg_req *r, eg_txn *t) {
       rec.state = EG_MSTATE_DUPLICATE;
       rec.duplicate_of = old->memory_id;
       break;
-    case EG_DEDUP_OLD_IS_DUP: {
+    case EG_DEDUP_OLD_IS_DUP:
       out->outcome = ENGRAM__V1__DEDUP_OUTCOME__DEDUP_OUTCOME_SUPERSEDED;
-      eg_memory_rec upd = *old;
-      upd.state = EG_MSTATE_DUPLICATE;
-      upd.duplicate_of = rec.memory_id;
-      upd.version++;
-      upd.update_time_us = r->now_us;
-      if ((e = eg_store_memory_put(t, r->tenant, &upd, old, NULL))) return e;
+      if ((e = eg_mark(r, t, old, EG_MSTATE_DUPLICATE, rec.memory_id))) return e;
       break;
-    }
     case EG_DEDUP_NONE:
       out->outcome = ENGRAM__V1__DEDUP_OUTCOME__DEDUP_OUTCOME_CREATED;
-      if ((e = eg_quota_make_room(r, t, st, &evicted))) return e;
+      /* Superseded memories leave the ACTIVE count first: a contradiction
+       * at the quota replaces instead of evicting or being refused. */
+      if ((e = eg_supersede(r, t, st, &d, rec.memory_id, out)) ||
+          (e = eg_quota_make_room(r, t, st, &evicted)))
+        return e;
       out->evicted_memory_id = evicted;
       break;
   }
+  /* NEWER_WINS: the memory now holding the fact replaces the conflicts. */
+  if (act != EG_DEDUP_NONE &&
+      (e = eg_supersede(r, t, st, &d, act == EG_DEDUP_OLD_IS_DUP ? rec.memory_id : old->memory_id, out)))
+    return e;
   if (act != EG_DEDUP_MERGE && (e = eg_store_memory_put(t, r->tenant, &rec, NULL, st->vec))) {
     if (e == EG_EEXIST)
       snprintf(r->msg, sizeof r->msg, "memory.memory_id: '%s' already exists", rec.memory_id);
@@ -694,6 +766,8 @@ struct eg_um_state {
   float *vec;
   float norm;
   int64_t expire_us;
+  int dedup;    /* the edit may duplicate another memory: compare */
+  float jt, ct; /* dedup thresholds */
 };
 
 static eg_err eg_um_mask(eg_req *r, struct eg_um_state *st) {
@@ -745,6 +819,18 @@ static eg_err eg_um_prepare(eg_req *r, const ProtobufCMessage *msg) {
     return e;
   if ((k & EG_UP_EXPIRE) && st->expire_us && st->expire_us <= r->now_us)
     return eg_mem_invalid(r, "memory.expire_time", "must be in the future (or unset: never)");
+  if (in->dedup_policy < 0 || in->dedup_policy > ENGRAM__V1__DEDUP_POLICY__DEDUP_POLICY_MERGE)
+    return eg_invalid(r->msg, sizeof r->msg, "dedup_policy", "unknown value %d", (int)in->dedup_policy);
+  if (in->dedup_policy == ENGRAM__V1__DEDUP_POLICY__DEDUP_POLICY_MERGE)
+    return eg_mem_invalid(r, "dedup_policy", "MERGE would drop the edit: use MARK or OFF");
+  if ((e = eg_check_unit(r, "jaccard_threshold", in->jaccard_threshold)) ||
+      (e = eg_check_unit(r, "cosine_threshold", in->cosine_threshold)))
+    return e;
+  st->jt = in->jaccard_threshold > 0 ? in->jaccard_threshold : EG_DEDUP_JACCARD_DEFAULT;
+  st->ct = in->cosine_threshold > 0 ? in->cosine_threshold : EG_DEDUP_COSINE_DEFAULT;
+  /* Only what the comparison reads can make a new duplicate. */
+  st->dedup = in->dedup_policy != ENGRAM__V1__DEDUP_POLICY__DEDUP_POLICY_OFF &&
+              (k & (EG_UP_TEXT | EG_UP_EMBEDDING | EG_UP_TYPE));
   engram__storage__v1__memory_record__init(&st->text);
   if ((k & EG_UP_TEXT) && (e = eg_text_seal(r, ctx, m->memory_id, m->text, &st->text))) return e;
   r->state = st;
@@ -757,6 +843,33 @@ static eg_err eg_version_check(eg_req *r, int64_t expected, const eg_memory_rec 
              expected, rec->memory_id, rec->version);
     return EG_EABORTED;
   }
+  return EG_OK;
+}
+
+/* The edited memory upd (ACTIVE, not yet stored) against the user's other
+ * ACTIVE memories, as CreateMemory's MARK would: the more important stays
+ * ACTIVE, on a tie the other one. */
+static eg_err eg_um_dedup(eg_req *r, eg_txn *t, const struct eg_um_state *st, eg_memory_rec *upd) {
+  struct eg_probe p = {.rec = upd, .jt = st->jt, .ct = st->ct};
+  struct eg_dedup d;
+  eg_memory_pos self;
+  eg_memory_rec *match;
+  eg_err e;
+  eg_pos_of(upd, &self);
+  p.self = &self;
+  if (st->mask & EG_UP_EMBEDDING) {
+    p.vec = st->vec;
+  } else if (upd->dim > 0) {
+    float *v = EG_ARENA_ARRAY(r->arena, float, (size_t)upd->dim);
+    if (!v) return EG_ENOMEM;
+    if ((e = eg_store_memory_vector(t, r->tenant, upd, v))) return e;
+    p.vec = v;
+  }
+  if ((e = eg_dedup_run(r, t, &p, &d)) || !d.found || (e = eg_dedup_match(r, t, &d, &match))) return e;
+  if (eg_dedup_decide(EG_POLICY_MARK, upd->importance, match->importance) == EG_DEDUP_OLD_IS_DUP)
+    return eg_mark(r, t, match, EG_MSTATE_DUPLICATE, upd->memory_id);
+  upd->state = EG_MSTATE_DUPLICATE;
+  upd->duplicate_of = match->memory_id;
   return EG_OK;
 }
 
@@ -798,6 +911,7 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
   }
   upd.version++;
   upd.update_time_us = r->now_us;
+  if (st->dedup && upd.state == EG_MSTATE_ACTIVE && (e = eg_um_dedup(r, t, st, &upd))) return e;
   if ((e = eg_store_memory_put(t, r->tenant, &upd, old, (k & EG_UP_EMBEDDING) ? st->vec : NULL)))
     return e;
   return eg_memory_to_api(r, t, &upd, 1, (Engram__V1__Memory **)&r->resp);
@@ -836,6 +950,142 @@ static eg_err eg_dm_apply(eg_req *r, eg_txn *t) {
   return eg_memory_to_api(r, t, &upd, 0, &out->memory);
 }
 
+/* ==== DeduplicateMemories ============================================================ */
+
+/* How far the pass got: the last memory examined and the counts. */
+struct eg_dd_progress {
+  eg_memory_pos cursor;
+  int started; /* cursor is set */
+  int64_t examined, duplicates, superseded, batches;
+};
+
+/* One call is many applies (r->more); each resumes from the progress its
+ * predecessor committed. An apply may also be replayed (its batch rolled
+ * back after the map grew), so it never overwrites the committed progress:
+ * it leaves its own as `pending`, tagged with the last LSN before its txn.
+ * The next apply adopts it only if an LSN was committed since, i.e. that
+ * txn committed (the writer is the only one committing, one txn at a time,
+ * and a txn with an applied item always commits or fails the call). */
+struct eg_dd_state {
+  const char *user_id;
+  float jt, ct;
+  float *vec; /* EG_MEMORY_DIM_MAX floats: the examined memory's embedding */
+  struct eg_dd_progress done, pending;
+  uint64_t pending_lsn;
+  int has_pending;
+};
+
+static eg_err eg_dd_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__DeduplicateMemoriesRequest *in = (const void *)msg;
+  struct eg_dd_state *st = EG_ARENA_NEW(r->arena, struct eg_dd_state);
+  eg_err e;
+  if (!st) return EG_ENOMEM;
+  if ((e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg)) ||
+      (e = eg_check_unit(r, "jaccard_threshold", in->jaccard_threshold)) ||
+      (e = eg_check_unit(r, "cosine_threshold", in->cosine_threshold)))
+    return e;
+  if (!(st->vec = EG_ARENA_ARRAY(r->arena, float, EG_MEMORY_DIM_MAX))) return EG_ENOMEM;
+  st->user_id = in->user_id;
+  st->jt = in->jaccard_threshold > 0 ? in->jaccard_threshold : EG_DEDUP_JACCARD_DEFAULT;
+  st->ct = in->cosine_threshold > 0 ? in->cosine_threshold : EG_DEDUP_COSINE_DEFAULT;
+  r->state = st;
+  return EG_OK;
+}
+
+/* The next unexpired ACTIVE memory after the cursor. */
+struct eg_dd_next {
+  int64_t now_us;
+  int found;
+  eg_memory_pos pos;
+  uint64_t visited;
+};
+
+static int eg_dd_next_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                            const uint8_t *vec) {
+  struct eg_dd_next *n = arg;
+  n->visited++;
+  if (m->state != EG_MSTATE_ACTIVE || eg_memory_expired(m->expire_us, n->now_us)) return 0;
+  n->found = 1;
+  n->pos = *pos;
+  return 1;
+}
+
+/* Examines the memory at pos (ACTIVE): compared with the older ACTIVE
+ * memories of its type, as CreateMemory's MARK would. r is the step's own
+ * request (a scratch arena freed after each memory). */
+static eg_err eg_dd_examine(eg_req *r, eg_txn *t, struct eg_dd_state *st, const eg_memory_pos *pos,
+                            struct eg_dd_progress *p, uint64_t *visited) {
+  char *id;
+  eg_memory_rec *rec, *match;
+  struct eg_dedup d;
+  eg_err e = eg_pos_to_id(r, pos->buf, pos->len, &id);
+  if (e || (e = eg_memory_load(r, t, id, 0, &rec))) return e;
+  struct eg_probe probe = {.rec = rec, .jt = st->jt, .ct = st->ct, .self = pos, .older_only = 1};
+  if (rec->dim > 0) {
+    if ((e = eg_store_memory_vector(t, r->tenant, rec, st->vec))) return e;
+    probe.vec = st->vec;
+  }
+  e = eg_dedup_run(r, t, &probe, &d);
+  *visited += d.visited;
+  p->examined++;
+  if (e || !d.found || (e = eg_dedup_match(r, t, &d, &match))) return e;
+  if (eg_dedup_decide(EG_POLICY_MARK, rec->importance, match->importance) == EG_DEDUP_OLD_IS_DUP) {
+    p->superseded++;
+    return eg_mark(r, t, match, EG_MSTATE_DUPLICATE, rec->memory_id);
+  }
+  p->duplicates++;
+  return eg_mark(r, t, rec, EG_MSTATE_DUPLICATE, match->memory_id);
+}
+
+static eg_err eg_dd_apply(eg_req *r, eg_txn *t) {
+  /* The one state an apply changes: see struct eg_dd_state. */
+  struct eg_dd_state *st = r->state;
+  uint64_t lsn = eg_store_last_lsn(r->srv->store);
+  if (st->has_pending && lsn > st->pending_lsn) st->done = st->pending;
+  st->has_pending = 0;
+  struct eg_dd_progress p = st->done;
+  uint64_t visited = 0, budget = (uint64_t)r->srv->cfg->dedup_batch;
+  int finished = 0;
+  eg_err e = EG_OK;
+  p.batches++;
+  while (!e && !finished && visited < budget) {
+    /* Per memory, a scratch arena: one call may examine every memory of
+     * the user, and the call's own arena lives until the call ends. */
+    eg_req sub = *r;
+    if (!(sub.arena = eg_arena_new())) return EG_ENOMEM;
+    struct eg_dd_next next = {.now_us = r->now_us};
+    e = eg_store_memories_scan(t, r->tenant, st->user_id, p.started ? &p.cursor : NULL, 0, 0,
+                               eg_dd_next_visit, &next);
+    visited += next.visited;
+    if (!e && !next.found) finished = 1;
+    if (!e && next.found) {
+      e = eg_dd_examine(&sub, t, st, &next.pos, &p, &visited);
+      p.cursor = next.pos;
+      p.started = 1;
+    }
+    if (e) memcpy(r->msg, sub.msg, sizeof r->msg);
+    eg_arena_free(sub.arena);
+  }
+  if (e) return e;
+  if (!finished) {
+    st->pending = p;
+    st->pending_lsn = lsn;
+    st->has_pending = 1;
+    r->more = 1;
+    return EG_OK;
+  }
+  Engram__V1__DeduplicateMemoriesResponse *out =
+      EG_ARENA_NEW(r->arena, Engram__V1__DeduplicateMemoriesResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__deduplicate_memories_response__init(out);
+  out->examined = p.examined;
+  out->duplicates = p.duplicates;
+  out->superseded = p.superseded;
+  out->batches = p.batches;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
 /* ==== the table ================================================================================ */
 
 #define EG_MEMORY_PATH(name) "/engram.v1.MemoryService/" #name
@@ -851,5 +1101,7 @@ const eg_method eg_memory_methods[] = {
     EG_WRITE(DeleteMemory, engram__v1__delete_memory_request__descriptor, eg_dm_prepare, eg_dm_apply),
     EG_READ(ListMemories, engram__v1__list_memories_request__descriptor, eg_list_memories),
     EG_READ(SearchMemories, engram__v1__search_memories_request__descriptor, eg_search_memories),
+    EG_WRITE(DeduplicateMemories, engram__v1__deduplicate_memories_request__descriptor, eg_dd_prepare,
+             eg_dd_apply),
     {.path = NULL},
 };

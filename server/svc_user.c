@@ -49,8 +49,8 @@ static eg_err eg_du_apply(eg_req *r, eg_txn *t) {
 
 struct eg_stats_scan {
   int64_t now_us;
-  uint64_t by_type[7][4]; /* [type][state], unexpired */
-  uint64_t by_state[4];
+  uint64_t by_type[7][5]; /* [type][state], unexpired */
+  uint64_t by_state[5];
   uint64_t expired;
 };
 
@@ -61,7 +61,7 @@ static int eg_stats_visit(void *arg, const eg_memory_pos *pos, const eg_memory_m
     s->expired++;
     return 0;
   }
-  if (m->state >= 1 && m->state <= 3) {
+  if (m->state >= 1 && m->state <= EG_MSTATE_SUPERSEDED) {
     s->by_state[m->state]++;
     if (m->type >= 1 && m->type <= 6) s->by_type[m->type][m->state]++;
   }
@@ -90,19 +90,21 @@ static eg_err eg_user_stats(eg_req *r, const ProtobufCMessage *msg) {
   out->active_memories = (int64_t)s.by_state[1];
   out->duplicate_memories = (int64_t)s.by_state[2];
   out->deleted_memories = (int64_t)s.by_state[3];
+  out->superseded_memories = (int64_t)s.by_state[4];
   out->expired_memories = (int64_t)s.expired;
   out->embedding_dimension = (int32_t)c.dim;
   out->memory_quota = r->srv->cfg->memory_quota;
   out->by_type = ptrs;
   for (int t = 1; t <= 6; t++) {
     const uint64_t *n = s.by_type[t];
-    if (!n[1] && !n[2] && !n[3]) continue;
+    if (!n[1] && !n[2] && !n[3] && !n[4]) continue;
     Engram__V1__MemoryTypeCount *row = &rows[out->n_by_type];
     engram__v1__memory_type_count__init(row);
     row->type = t;
     row->active = (int64_t)n[1];
     row->duplicate = (int64_t)n[2];
     row->deleted = (int64_t)n[3];
+    row->superseded = (int64_t)n[4];
     ptrs[out->n_by_type++] = row;
   }
   r->resp = &out->base;

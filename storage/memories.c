@@ -221,7 +221,7 @@ static int eg_terms_sorted(const uint64_t *a, size_t n) {
 
 static eg_err eg_rec_check(const eg_memory_rec *rec) {
   if (!rec || rec->create_time_us < 0 || rec->dim < 0 || rec->dim > EG_MEMORY_DIM_MAX ||
-      rec->n_tag_hashes > EG_MEMORY_TAGS_MAX || rec->state < 1 || rec->state > 3 ||
+      rec->n_tag_hashes > EG_MEMORY_TAGS_MAX || rec->state < 1 || rec->state > EG_MSTATE_SUPERSEDED ||
       !eg_terms_sorted(rec->term_hashes, rec->n_term_hashes))
     return EG_EINVAL;
   assert(rec->base.descriptor == EG_MEMORY_DESC);

@@ -23,7 +23,8 @@
  * max |v[i]| / 127, qsum = sum |q[i]|): search ranks by it first and
  * rescores exactly.
  * counters: u8 layout (1) | u8 0 | u16 0 | u32 dim | u64 count[4] (by
- * state, index 0 unused).
+ * state, index 0 unused; SUPERSEDED, state 4, is not counted: only the
+ * ACTIVE count limits anything).
  *
  * The record is the truth; meta, vector and postings are derived from it by
  * eg_store_memory_put, which also keeps the counters.
@@ -45,7 +46,7 @@ typedef struct eg_txn eg_txn;
 /* MemoryRecord.flags */
 #define EG_MEMORY_F_NEGATED 1u
 /* engram.v1.MemoryState values, as stored. */
-enum { EG_MSTATE_ACTIVE = 1, EG_MSTATE_DUPLICATE = 2, EG_MSTATE_DELETED = 3 };
+enum { EG_MSTATE_ACTIVE = 1, EG_MSTATE_DUPLICATE = 2, EG_MSTATE_DELETED = 3, EG_MSTATE_SUPERSEDED = 4 };
 /* Position of a memory in its user's range: create_us u64 BE | memory_id. */
 #define EG_MEMORY_POS_MAX (8 + 128)
 

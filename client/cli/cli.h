@@ -177,6 +177,7 @@ int cmd_memory_update(cli *g, int argc, char **argv);
 int cmd_memory_delete(cli *g, int argc, char **argv);
 int cmd_memory_list(cli *g, int argc, char **argv);
 int cmd_memory_search(cli *g, int argc, char **argv);
+int cmd_memory_dedup(cli *g, int argc, char **argv);
 int cmd_user_delete(cli *g, int argc, char **argv);
 int cmd_user_stats(cli *g, int argc, char **argv);
 

@@ -145,13 +145,14 @@ int cmd_memory_add(cli *g, int argc, char **argv) {
   Engram__V1__Memory m = ENGRAM__V1__MEMORY__INIT;
   Engram__V1__CreateMemoryRequest req = ENGRAM__V1__CREATE_MEMORY_REQUEST__INIT;
   mem_fields f = {0};
-  const char *dedup = NULL, *quota = NULL, *jt = NULL, *ct = NULL;
+  const char *dedup = NULL, *quota = NULL, *jt = NULL, *ct = NULL, *conflict = NULL;
   const cli_flag flags[] = {
       {"--user", FLAG_STR, &m.user_id, 1},
       {"--id", FLAG_STR, &m.memory_id},
       {"--source-session", FLAG_STR, &m.source_session_id},
       {"--dedup", FLAG_STR, &dedup},
       {"--quota-policy", FLAG_STR, &quota},
+      {"--conflict-policy", FLAG_STR, &conflict},
       {"--jaccard", FLAG_STR, &jt},
       {"--cosine", FLAG_STR, &ct},
       MEM_FIELD_FLAGS(f),
@@ -169,6 +170,11 @@ int cmd_memory_add(cli *g, int argc, char **argv) {
   if (quota) {
     if ((rc = parse_enum(g, "--quota-policy", &engram__v1__quota_policy__descriptor, quota, &v))) return rc;
     req.quota_policy = v;
+  }
+  if (conflict) {
+    if ((rc = parse_enum(g, "--conflict-policy", &engram__v1__conflict_policy__descriptor, conflict, &v)))
+      return rc;
+    req.conflict_policy = v;
   }
   if (jt && (rc = parse_float(g, "--jaccard", jt, &req.jaccard_threshold))) return rc;
   if (ct && (rc = parse_float(g, "--cosine", ct, &req.cosine_threshold))) return rc;
@@ -192,17 +198,22 @@ int cmd_memory_update(cli *g, int argc, char **argv) {
   Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
   mem_fields f = {0};
   int64_t expected = 0;
-  const char *id;
+  const char *id, *dedup = NULL;
   const cli_flag flags[] = {
       {"--expected-version", FLAG_INT, &expected, 0, 1, INT64_MAX},
+      {"--dedup", FLAG_STR, &dedup},
       {"--clear-tags", FLAG_BOOL, &f.clear_tags},
       {"--clear-embedding", FLAG_BOOL, &f.clear_embedding},
       MEM_FIELD_FLAGS(f),
       {NULL},
   };
-  int rc = cli_parse(g, argc, argv, flags, names, &id);
+  int rc = cli_parse(g, argc, argv, flags, names, &id), v;
   if (rc != CLI_OK) return rc;
   if ((rc = apply_fields(g, &f, &m, &mask))) return rc;
+  if (dedup) {
+    if ((rc = parse_enum(g, "--dedup", &engram__v1__dedup_policy__descriptor, dedup, &v))) return rc;
+    req.dedup_policy = v;
+  }
   if (!mask.n_paths) return cli_usage_error(g, "nothing to update: give at least one field flag");
   m.memory_id = (char *)id;
   req.memory = &m;
@@ -326,6 +337,22 @@ int cmd_memory_search(cli *g, int argc, char **argv) {
   req.top_k = (int32_t)top_k;
   req.include_embeddings = with_emb;
   return cli_rpc(g, &eg_client_method_search_memories, &req.base, NULL);
+}
+
+int cmd_memory_dedup(cli *g, int argc, char **argv) {
+  Engram__V1__DeduplicateMemoriesRequest req = ENGRAM__V1__DEDUPLICATE_MEMORIES_REQUEST__INIT;
+  const char *jt = NULL, *ct = NULL;
+  const cli_flag flags[] = {
+      {"--user", FLAG_STR, &req.user_id, 1},
+      {"--jaccard", FLAG_STR, &jt},
+      {"--cosine", FLAG_STR, &ct},
+      {NULL},
+  };
+  int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
+  if (rc != CLI_OK) return rc;
+  if (jt && (rc = parse_float(g, "--jaccard", jt, &req.jaccard_threshold))) return rc;
+  if (ct && (rc = parse_float(g, "--cosine", ct, &req.cosine_threshold))) return rc;
+  return cli_rpc(g, &eg_client_method_deduplicate_memories, &req.base, NULL);
 }
 
 /* ---- user delete / stats ------------------------------------------------------------------ */

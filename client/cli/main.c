@@ -32,14 +32,15 @@ static const cli_cmd commands[] = {
      "--user U --type T --text TEXT [--category C] [--importance F] [--confidence F] "
      "[--tags a,b] [--embedding x,y,..] [--agent A] [--id ID] [--source-session S] "
      "[--expire-in SECONDS] [--dedup off|mark|merge] [--quota-policy reject|evict_lowest] "
-     "[--jaccard F] [--cosine F]",
+     "[--conflict-policy keep_both|newer_wins] [--jaccard F] [--cosine F]",
      "store a memory (de-duplicated against the user's memories)", cmd_memory_add},
     {"memory", "get", "ID", "show a memory", cmd_memory_get},
     {"memory", "update",
      "ID [--text T] [--type T] [--category C] [--importance F] [--confidence F] [--tags a,b | "
      "--clear-tags] [--embedding x,y,.. | --clear-embedding] [--agent A] [--expire-in S] "
-     "[--expected-version N]",
-     "change the given fields of a memory", cmd_memory_update},
+     "[--expected-version N] [--dedup off|mark]",
+     "change the given fields of a memory (an edit of text, embedding or type is "
+     "de-duplicated unless --dedup off)", cmd_memory_update},
     {"memory", "delete", "ID [--purge] [--expected-version N]",
      "mark a memory DELETED (--purge: remove it and its index entries)", cmd_memory_delete},
     {"memory", "list",
@@ -50,6 +51,8 @@ static const cli_cmd commands[] = {
      "--user U [--query Q] [--embedding x,y,..] [--top-k N] [--weights kw,vec,imp,rec] "
      "[--min-score F] [--types ..] [--tags ..] [--category C] [--min-importance F] [--embeddings]",
      "hybrid search of a user's ACTIVE memories", cmd_memory_search},
+    {"memory", "dedup", "--user U [--jaccard F] [--cosine F]",
+     "re-run de-duplication over a user's ACTIVE memories", cmd_memory_dedup},
     {"user", "delete", "USER", "erase every session, message and memory of a user", cmd_user_delete},
     {"user", "stats", "USER", "a user's memory counts by state and type", cmd_user_stats},
     {"health", NULL, "", "check the server (exit 0 if SERVING)", cmd_health},

@@ -172,6 +172,11 @@ const char *eg_client_code_name(int code);
   X(search_memories, EG_CLIENT_MEMORY_SVC "SearchMemories",                              \
     Engram__V1__SearchMemoriesRequest, engram__v1__search_memories_request__descriptor,  \
     Engram__V1__SearchMemoriesResponse, engram__v1__search_memories_response__descriptor)\
+  X(deduplicate_memories, EG_CLIENT_MEMORY_SVC "DeduplicateMemories",                    \
+    Engram__V1__DeduplicateMemoriesRequest,                                              \
+    engram__v1__deduplicate_memories_request__descriptor,                                \
+    Engram__V1__DeduplicateMemoriesResponse,                                             \
+    engram__v1__deduplicate_memories_response__descriptor)                               \
   X(delete_user, EG_CLIENT_USER_SVC "DeleteUser",                                        \
     Engram__V1__DeleteUserRequest, engram__v1__delete_user_request__descriptor,          \
     Engram__V1__DeleteUserResponse, engram__v1__delete_user_response__descriptor)        \
