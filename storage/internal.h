@@ -205,6 +205,27 @@ eg_err eg_store__migrate(MDB_txn *txn, MDB_dbi meta, uint32_t *version, char *er
  * exactly what the primary wrote. Never call mdb_put/mdb_del on a data DB
  * directly. t must be writable.
  */
+/* lifecycle.c: the lifecycle index entries (storage.h, "lifecycle") of a
+ * record before (old) and after (neu) a write; NULL for none. Entries that
+ * stay the same are not rewritten. */
+eg_err eg_store__session_index(eg_txn *t, const char *tenant, const eg_session_rec *old,
+                               const eg_session_rec *neu);
+eg_err eg_store__memory_index(eg_txn *t, const char *tenant, const eg_memory_rec *old,
+                              const eg_memory_rec *neu);
+/* lifecycle.c: before message rec is put: moves the session's
+ * EG_SWEEP_SESSION_MESSAGES entry when rec becomes its oldest message. */
+eg_err eg_store__message_index(eg_txn *t, const char *tenant, const char *session_id,
+                               const eg_message_rec *rec);
+/* lifecycle.c: removes every lifecycle entry of stored session rec,
+ * including its messages' (call before the messages go). */
+eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session_rec *rec);
+/* lifecycle.c: what sessions_by_activity sorts rec by:
+ * max(update_time_us, last_activity_us). */
+int64_t eg_store__session_activity(const eg_session_rec *rec);
+/* lifecycle.c: EG_EINVAL if rec's lifecycle fields do not fit the layout
+ * (metadata_hashes unsorted or too many, negative times). */
+eg_err eg_store__session_check(const eg_session_rec *rec);
+
 /* records.c: packs m straight into LMDB's buffer (MDB_RESERVE) under k.
  * flags: 0 or MDB_NOOVERWRITE (then EG_EEXIST if k is taken). */
 eg_err eg_store__put_msg(eg_txn *t, MDB_dbi dbi, const eg_key *k, const ProtobufCMessage *m,
