@@ -104,6 +104,9 @@ struct eg_txn {
   uint64_t applied_lsn, applied_epoch;
   uint64_t new_epoch; /* WRITE: epoch set by eg_store_set_epoch, or 0 */
   int erasure;        /* WRITE/SUB: eg_store_mark_erasure was called */
+  /* WRITE: a migration's back-fill, which every copy of the store runs
+   * itself at open: its writes are not logged. */
+  int unlogged;
 };
 
 /* wal.c: records one change in t's op buffer. */
@@ -219,6 +222,9 @@ eg_err eg_store__message_index(eg_txn *t, const char *tenant, const char *sessio
 /* lifecycle.c: removes every lifecycle entry of stored session rec,
  * including its messages' (call before the messages go). */
 eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session_rec *rec);
+/* lifecycle.c: migration 4's back-fill: the lifecycle entries of every
+ * session, message range and memory in txn (the v4 DBs exist already). */
+eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen);
 /* lifecycle.c: what sessions_by_activity sorts rec by:
  * max(update_time_us, last_activity_us). */
 int64_t eg_store__session_activity(const eg_session_rec *rec);

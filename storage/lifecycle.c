@@ -3,6 +3,8 @@
  * writers in sessions.c, messages.c and memories.c call the *_index
  * helpers here with the stored record before and after each write. */
 #include <assert.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "storage/internal.h"
@@ -255,6 +257,90 @@ eg_err eg_store__memory_index(eg_txn *t, const char *tenant, const eg_memory_rec
     e = eg_sweep_move(t, kinds[i], tenant, any->memory_id, has_o ? &od : NULL,
                       has_n ? &nd : NULL);
   }
+  return e;
+}
+
+/* ==== migration 4's back-fill ================================================= */
+
+/* The tenant of a sessions or memories key (u8len tenant | id) into buf. */
+static eg_err eg_key_tenant_of(const MDB_val *k, char *buf) {
+  const uint8_t *p = k->mv_data;
+  if (k->mv_size < 2 || p[0] == 0 || p[0] > EG_STORE_ID_MAX || k->mv_size < 2u + p[0])
+    return EG_ECORRUPT;
+  memcpy(buf, p + 1, p[0]);
+  buf[p[0]] = '\0';
+  return EG_OK;
+}
+
+/* Calls fn for every record of dbi (decoded as desc) with its tenant. */
+static eg_err eg_backfill_each(eg_txn *t, MDB_dbi dbi, const ProtobufCMessageDescriptor *desc,
+                               eg_err (*fn)(eg_txn *, const char *, ProtobufCMessage *)) {
+  char tenant[EG_STORE_ID_MAX + 1];
+  MDB_cursor *c = NULL;
+  MDB_val k, v;
+  eg_err e = EG_OK;
+  int rc = mdb_cursor_open(t->txn, dbi, &c);
+  if (rc) return eg_store__err(rc);
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc && !e;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    ProtobufCMessage *m;
+    if ((e = eg_key_tenant_of(&k, tenant)) || (e = eg_store__decode(desc, &v, &m))) break;
+    e = fn(t, tenant, m);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  mdb_cursor_close(c);
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  return e ? e : eg_store__err(rc);
+}
+
+static eg_err eg_backfill_session(eg_txn *t, const char *tenant, ProtobufCMessage *m) {
+  const eg_session_rec *rec = (const eg_session_rec *)m;
+  eg_message_rec *first;
+  eg_err e = eg_store__session_index(t, tenant, NULL, rec);
+  if (!e) e = eg_first_message(t, tenant, rec->session_id, &first);
+  if (e || !first) return e;
+  e = eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, rec->session_id, NULL,
+                    &first->create_time_us);
+  protobuf_c_message_free_unpacked(&first->base, NULL);
+  return e;
+}
+
+static eg_err eg_backfill_memory(eg_txn *t, const char *tenant, ProtobufCMessage *m) {
+  return eg_store__memory_index(t, tenant, NULL, (const eg_memory_rec *)m);
+}
+
+eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen) {
+  /* The index helpers work on an eg_txn of a store: a shell that holds
+   * only the handles they use, in an unlogged txn (every copy of the store,
+   * replicas included, runs this migration on its own data). */
+  static const struct {
+    const char *name;
+    size_t off;
+  } dbs[] = {
+      {EG_DB_SESSIONS, offsetof(eg_store, sessions)},
+      {EG_DB_MESSAGES, offsetof(eg_store, messages)},
+      {EG_DB_MEMORIES, offsetof(eg_store, memories)},
+      {EG_DB_SESSIONS_BY_ACTIVITY, offsetof(eg_store, sessions_by_activity)},
+      {EG_DB_SWEEP_DUE, offsetof(eg_store, sweep_due)},
+      {EG_DB_SESSION_TERMS, offsetof(eg_store, session_terms)},
+  };
+  eg_store shell;
+  memset(&shell, 0, sizeof shell);
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    int rc = mdb_dbi_open(txn, dbs[i].name, 0, (MDB_dbi *)((char *)&shell + dbs[i].off));
+    if (rc) {
+      snprintf(err, errlen, "back-fill: open db %s: %s", dbs[i].name, mdb_strerror(rc));
+      return rc == MDB_NOTFOUND ? EG_ECORRUPT : eg_store__err(rc);
+    }
+  }
+  eg_txn t = {.s = &shell, .kind = EG_TXN_WRITE, .txn = txn, .unlogged = 1};
+  eg_err e = eg_backfill_each(&t, shell.sessions, EG_SESSION_DESC, eg_backfill_session);
+  if (e) {
+    snprintf(err, errlen, "back-fill of sessions: %s", eg_err_msg(e));
+    return e;
+  }
+  e = eg_backfill_each(&t, shell.memories, EG_MEMORY_DESC, eg_backfill_memory);
+  if (e) snprintf(err, errlen, "back-fill of memories: %s", eg_err_msg(e));
   return e;
 }
 

@@ -47,7 +47,8 @@ static eg_err eg_migrate_v3(MDB_txn *txn, char *err, size_t errlen) {
 }
 
 /* Version 4: the lifecycle indexes (sessions_by_activity, sweep_due,
- * session_terms) and the per-tenant retention policy (storage.h). */
+ * session_terms) and the per-tenant retention policy (storage.h), with the
+ * index entries of the data already there. */
 static eg_err eg_migrate_v4(MDB_txn *txn, char *err, size_t errlen) {
   static const char *const dbs[] = {EG_DB_SESSIONS_BY_ACTIVITY, EG_DB_SWEEP_DUE, EG_DB_RETENTION,
                                     EG_DB_SESSION_TERMS};
@@ -55,7 +56,7 @@ static eg_err eg_migrate_v4(MDB_txn *txn, char *err, size_t errlen) {
     eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
     if (e) return e;
   }
-  return EG_OK;
+  return eg_store__backfill_v4(txn, err, errlen);
 }
 
 static const struct eg_migration {
