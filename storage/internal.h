@@ -25,8 +25,13 @@
 #define EG_DB_MEMORY_VECTORS "memory_vectors"
 #define EG_DB_MEMORY_TERMS "memory_terms"
 #define EG_DB_MEMORY_USERS "memory_users"
-/* Room for the DBs later versions add (memories, wal, ...). */
-#define EG_STORE_MAX_DBS 16
+/* Lifecycle indexes and policy (migration 4, see storage.h). */
+#define EG_DB_SESSIONS_BY_ACTIVITY "sessions_by_activity"
+#define EG_DB_SWEEP_DUE "sweep_due"
+#define EG_DB_RETENTION "retention"
+#define EG_DB_SESSION_TERMS "session_terms"
+/* Room for the DBs later versions add (15 are in use at version 4). */
+#define EG_STORE_MAX_DBS 24
 
 /* meta keys */
 #define EG_META_SCHEMA_VERSION "schema_version"
@@ -44,6 +49,7 @@ struct eg_store {
   MDB_env *env;
   MDB_dbi meta, wal, sessions, sessions_by_user, messages, idempotency;
   MDB_dbi memories, memories_by_user, memory_vectors, memory_terms, memory_users;
+  MDB_dbi sessions_by_activity, sweep_due, retention, session_terms;
   /* Every data DB by name (filled at open from eg_store__data_dbs). */
   struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
   size_t n_data_dbs;
@@ -98,6 +104,9 @@ struct eg_txn {
   uint64_t applied_lsn, applied_epoch;
   uint64_t new_epoch; /* WRITE: epoch set by eg_store_set_epoch, or 0 */
   int erasure;        /* WRITE/SUB: eg_store_mark_erasure was called */
+  /* WRITE: a migration's back-fill, which every copy of the store runs
+   * itself at open: its writes are not logged. */
+  int unlogged;
 };
 
 /* wal.c: records one change in t's op buffer. */
@@ -199,6 +208,30 @@ eg_err eg_store__migrate(MDB_txn *txn, MDB_dbi meta, uint32_t *version, char *er
  * exactly what the primary wrote. Never call mdb_put/mdb_del on a data DB
  * directly. t must be writable.
  */
+/* lifecycle.c: the lifecycle index entries (storage.h, "lifecycle") of a
+ * record before (old) and after (neu) a write; NULL for none. Entries that
+ * stay the same are not rewritten. */
+eg_err eg_store__session_index(eg_txn *t, const char *tenant, const eg_session_rec *old,
+                               const eg_session_rec *neu);
+eg_err eg_store__memory_index(eg_txn *t, const char *tenant, const eg_memory_rec *old,
+                              const eg_memory_rec *neu);
+/* lifecycle.c: before message rec is put: moves the session's
+ * EG_SWEEP_SESSION_MESSAGES entry when rec becomes its oldest message. */
+eg_err eg_store__message_index(eg_txn *t, const char *tenant, const char *session_id,
+                               const eg_message_rec *rec);
+/* lifecycle.c: removes every lifecycle entry of stored session rec,
+ * including its messages' (call before the messages go). */
+eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session_rec *rec);
+/* lifecycle.c: migration 4's back-fill: the lifecycle entries of every
+ * session, message range and memory in txn (the v4 DBs exist already). */
+eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen);
+/* lifecycle.c: what sessions_by_activity sorts rec by:
+ * max(update_time_us, last_activity_us). */
+int64_t eg_store__session_activity(const eg_session_rec *rec);
+/* lifecycle.c: EG_EINVAL if rec's lifecycle fields do not fit the layout
+ * (metadata_hashes unsorted or too many, negative times). */
+eg_err eg_store__session_check(const eg_session_rec *rec);
+
 /* records.c: packs m straight into LMDB's buffer (MDB_RESERVE) under k.
  * flags: 0 or MDB_NOOVERWRITE (then EG_EEXIST if k is taken). */
 eg_err eg_store__put_msg(eg_txn *t, MDB_dbi dbi, const eg_key *k, const ProtobufCMessage *m,

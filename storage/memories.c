@@ -292,10 +292,16 @@ eg_err eg_store_memory_put(eg_txn *t, const char *tenant, const eg_memory_rec *r
   if (prev && (strcmp(prev->user_id, rec->user_id) != 0 ||
                prev->create_time_us != rec->create_time_us))
     return EG_EINVAL;
+  /* A shallow copy: only state_time_us may differ from rec. */
+  eg_memory_rec stored = *rec;
+  if (!prev || prev->state != rec->state) stored.state_time_us = rec->update_time_us;
+  else stored.state_time_us = prev->state_time_us;
+  if (stored.state_time_us < 0 || rec->expire_time_us < 0) return EG_EINVAL;
   eg_err e = eg_key_memory(&k, tenant, rec->memory_id);
   if (!e) e = eg_key_mpos(&pk, tenant, rec->user_id, rec->create_time_us, rec->memory_id);
   if (!e) e = eg_meta_vector(t, &pk, rec, prev, vec, buf, &mvec);
-  if (!e) e = eg_store__put_msg(t, t->s->memories, &k, &rec->base, prev ? 0 : MDB_NOOVERWRITE);
+  if (!e) e = eg_store__put_msg(t, t->s->memories, &k, &stored.base, prev ? 0 : MDB_NOOVERWRITE);
+  if (!e) e = eg_store__memory_index(t, tenant, prev, &stored);
   if (!e) e = eg_store__put(t, t->s->memories_by_user, &pk, meta, eg_meta_encode(rec, mvec, meta));
   if (e) return e;
   if (vec && rec->dim)
@@ -321,6 +327,7 @@ eg_err eg_store_memory_purge(eg_txn *t, const char *tenant, const eg_memory_rec 
   for (size_t i = 0; !e && i < rec->n_term_hashes; i++)
     e = eg_posting_del(t, tenant, rec, rec->term_hashes[i]);
   if (!e) e = eg_counters_move(t, tenant, rec->user_id, rec->state, 0, 0);
+  if (!e) e = eg_store__memory_index(t, tenant, rec, NULL);
   return e;
 }
 
@@ -554,12 +561,21 @@ static eg_err eg_erase_sessions(eg_txn *t, const char *tenant, const eg_key *use
     memcpy(sid, ik.buf + user->len + 8, n - 8);
     sid[n - 8] = '\0';
     if ((e = eg_key_session_range(&range, tenant, sid))) return e;
+    /* The lifecycle entries first, while the record and the oldest
+     * message still name them (a later step finds them gone). */
+    if ((e = eg_key_session(&sk, tenant, sid))) return e;
+    eg_session_rec *rec = NULL;
+    e = eg_store__get_msg(t->txn, t->s->sessions, &sk, &engram__storage__v1__session_record__descriptor,
+                          (ProtobufCMessage **)&rec);
+    if (!e) e = eg_store__session_unindex(t, tenant, rec);
+    if (rec) protobuf_c_message_free_unpacked(&rec->base, NULL);
+    if (e && e != EG_ENOTFOUND) return e;
     if ((e = eg_erase_range(t, t->s->messages, &range, budget, spent, &c->messages, left)) || *left)
       return e;
     if ((e = eg_erase_range(t, t->s->idempotency, &range, budget, spent, NULL, left)) || *left)
       return e;
     if (*spent >= budget) return *left = 1, EG_OK;
-    if ((e = eg_key_session(&sk, tenant, sid)) || (e = eg_del_quiet(t, t->s->sessions, &sk)) ||
+    if ((e = eg_del_quiet(t, t->s->sessions, &sk)) ||
         (e = eg_store__del(t, t->s->sessions_by_user, &ik)))
       return e;
     *spent += 2;
@@ -581,7 +597,13 @@ static eg_err eg_erase_memories(eg_txn *t, const char *tenant, const eg_key *use
     if (n < 9 || n - 8 > EG_STORE_ID_MAX) return EG_ECORRUPT;
     memcpy(mid, pk.buf + user->len + 8, n - 8);
     mid[n - 8] = '\0';
-    if ((e = eg_key_memory(&mk, tenant, mid)) || (e = eg_del_quiet(t, t->s->memories, &mk)) ||
+    if ((e = eg_key_memory(&mk, tenant, mid))) return e;
+    eg_memory_rec *rec = NULL;
+    e = eg_store__get_msg(t->txn, t->s->memories, &mk, EG_MEMORY_DESC, (ProtobufCMessage **)&rec);
+    if (!e) e = eg_store__memory_index(t, tenant, rec, NULL);
+    if (rec) protobuf_c_message_free_unpacked(&rec->base, NULL);
+    if (e && e != EG_ENOTFOUND) return e;
+    if ((e = eg_del_quiet(t, t->s->memories, &mk)) ||
         (e = eg_del_quiet(t, t->s->memory_vectors, &pk)) ||
         (e = eg_store__del(t, t->s->memories_by_user, &pk)))
       return e;

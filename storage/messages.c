@@ -13,6 +13,8 @@ eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_i
   assert(rec->base.descriptor == EG_MESSAGE_DESC);
   eg_err e = eg_key_message(&k, tenant, session_id, (uint64_t)rec->seq);
   if (!e && idem) e = eg_key_idem(&ik, tenant, session_id, rec->client_message_id);
+  /* Before the put: it compares rec with the session's oldest message. */
+  if (!e) e = eg_store__message_index(t, tenant, session_id, rec);
   if (!e) e = eg_store__put_msg(t, t->s->messages, &k, &rec->base, 0);
   if (e || !idem) return e;
   uint8_t seq[8];

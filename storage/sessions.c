@@ -27,12 +27,24 @@ static eg_err eg_session_index_key(eg_key *k, const char *tenant, const eg_sessi
 eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec *rec,
                             int is_new) {
   eg_key k, ik;
+  eg_session_rec *old = NULL;
   if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
   assert(rec->base.descriptor == EG_SESSION_DESC);
   eg_err e = eg_key_session(&k, tenant, rec->session_id);
   if (!e && is_new) e = eg_session_index_key(&ik, tenant, rec);
+  if (!e) e = eg_store__session_check(rec);
   if (e) return e;
-  e = eg_store__put_msg(t, t->s->sessions, &k, &rec->base, is_new ? MDB_NOOVERWRITE : 0);
+  /* The lifecycle entries move from the stored record's keys to rec's. */
+  if (!is_new) {
+    e = eg_store__get_msg(t->txn, t->s->sessions, &k, EG_SESSION_DESC, (ProtobufCMessage **)&old);
+    if (e && e != EG_ENOTFOUND) return e;
+  }
+  /* A shallow copy: only last_activity_us differs from rec. */
+  eg_session_rec stored = *rec;
+  stored.last_activity_us = eg_store__session_activity(rec);
+  e = eg_store__put_msg(t, t->s->sessions, &k, &stored.base, is_new ? MDB_NOOVERWRITE : 0);
+  if (!e) e = eg_store__session_index(t, tenant, old, &stored);
+  if (old) protobuf_c_message_free_unpacked(&old->base, NULL);
   if (e || !is_new) return e;
   /* The index entry carries everything in its key. */
   return eg_store__put(t, t->s->sessions_by_user, &ik, "", 0);
@@ -41,13 +53,19 @@ eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec 
 eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
                                uint64_t *deleted_messages) {
   eg_key k, ik, range;
+  eg_session_rec *stored = NULL;
   uint64_t n = 0;
   if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
   eg_err e = eg_key_session(&k, tenant, rec->session_id);
   if (!e) e = eg_session_index_key(&ik, tenant, rec);
   if (!e) e = eg_key_session_range(&range, tenant, rec->session_id);
   if (e) return e;
-  e = eg_store__del(t, t->s->sessions, &k);
+  /* The stored record, not the caller's copy, names the index entries. */
+  e = eg_store__get_msg(t->txn, t->s->sessions, &k, EG_SESSION_DESC,
+                        (ProtobufCMessage **)&stored);
+  if (!e) e = eg_store__session_unindex(t, tenant, stored);
+  if (stored) protobuf_c_message_free_unpacked(&stored->base, NULL);
+  if (!e) e = eg_store__del(t, t->s->sessions, &k);
   if (e) return e;
   e = eg_store__del(t, t->s->sessions_by_user, &ik);
   /* A missing index entry is no reason to keep the rest. */
@@ -95,24 +113,24 @@ static eg_err eg_sessions_seek_key(eg_key *seek, const eg_key *prefix,
   return eg_key_raw(seek, ff, sizeof ff);
 }
 
-eg_err eg_store_sessions_scan(eg_txn *t, const char *tenant, const char *user_id,
-                              const eg_session_cursor *after, eg_session_visit_fn fn,
-                              void *arg) {
-  eg_key prefix, seek;
+/* Walks an index whose keys are prefix | u64 BE | session_id newest first
+ * (the sessions_by_user and sessions_by_activity layouts). */
+static eg_err eg_sessions_walk(eg_txn *t, const char *tenant, MDB_dbi dbi, const eg_key *prefix,
+                               const eg_session_cursor *after, eg_session_visit_fn fn,
+                               void *arg) {
+  eg_key seek;
   MDB_cursor *c = NULL;
   MDB_val k, v;
   int stop = 0;
-  if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
   if (after && (after->len < 9 || after->len > EG_SESSION_CURSOR_MAX)) return EG_EINVAL;
-  eg_err e = eg_key_user(&prefix, tenant, user_id);
-  if (!e) e = eg_sessions_seek_key(&seek, &prefix, after);
+  eg_err e = eg_sessions_seek_key(&seek, prefix, after);
   if (e) return e;
-  int rc = mdb_cursor_open(t->txn, t->s->sessions_by_user, &c);
+  int rc = mdb_cursor_open(t->txn, dbi, &c);
   if (rc) goto fail;
   rc = eg_store__seek_below(c, &seek, 0, &k, &v);
-  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
-    e = eg_session_visit(t, tenant, (const uint8_t *)k.mv_data + prefix.len,
-                         k.mv_size - prefix.len, fn, arg, &stop);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, prefix)) {
+    e = eg_session_visit(t, tenant, (const uint8_t *)k.mv_data + prefix->len,
+                         k.mv_size - prefix->len, fn, arg, &stop);
     if (e || stop) break;
     rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
   }
@@ -120,4 +138,23 @@ eg_err eg_store_sessions_scan(eg_txn *t, const char *tenant, const char *user_id
 fail:
   if (c) mdb_cursor_close(c);
   return e ? e : eg_store__err(rc);
+}
+
+eg_err eg_store_sessions_scan(eg_txn *t, const char *tenant, const char *user_id,
+                              const eg_session_cursor *after, eg_session_visit_fn fn,
+                              void *arg) {
+  eg_key prefix;
+  if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
+  eg_err e = eg_key_user(&prefix, tenant, user_id);
+  return e ? e : eg_sessions_walk(t, tenant, t->s->sessions_by_user, &prefix, after, fn, arg);
+}
+
+eg_err eg_store_sessions_by_activity_scan(eg_txn *t, const char *tenant,
+                                          const eg_session_cursor *after,
+                                          eg_session_visit_fn fn, void *arg) {
+  eg_key prefix;
+  if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
+  eg_err e = eg_key_tenant(&prefix, tenant);
+  return e ? e
+           : eg_sessions_walk(t, tenant, t->s->sessions_by_activity, &prefix, after, fn, arg);
 }

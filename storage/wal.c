@@ -60,6 +60,7 @@ void eg_wal__buf_free(eg_wal_buf *b) {
 
 eg_err eg_wal__log(eg_txn *t, MDB_dbi dbi, enum eg_wal_kind kind, const eg_key *k,
                    const void *v, size_t n) {
+  if (t->unlogged) return EG_OK;
   const char *name = eg_store__db_name(t->s, dbi);
   assert(name); /* only data DBs are logged */
   if (!name) return EG_EIO;

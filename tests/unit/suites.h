@@ -17,7 +17,8 @@
   X(writer)                  \
   X(parking)                 \
   X(auth)                    \
-  X(page_token)
+  X(page_token)             \
+  X(lifecycle)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)

@@ -419,10 +419,12 @@ static void test_sub_abort(void) {
   CU_ASSERT_EQUAL_FATAL(log.n, 2);
   wal_rec *r = decode(&log.recs[0]);
   CU_ASSERT_EQUAL(r->lsn, 2);
-  /* Just kept's session and index entry. */
-  CU_ASSERT_EQUAL(r->n_ops, 2);
+  /* Just kept's session and its two index entries (it has no expiry, so
+   * no sweep entry). */
+  CU_ASSERT_EQUAL(r->n_ops, 3);
   CU_ASSERT_EQUAL(count_ops(r, "sessions", ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT), 1);
   CU_ASSERT_EQUAL(count_ops(r, "sessions_by_user", ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT), 1);
+  CU_ASSERT_EQUAL(count_ops(r, "sessions_by_activity", ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT), 1);
   CU_ASSERT_EQUAL(count_ops(r, "messages", -1), 0);
   CU_ASSERT_EQUAL(count_ops(r, "idempotency", -1), 0);
   for (size_t i = 0; i < r->n_ops; i++)

@@ -1,0 +1,477 @@
+/* Lifecycle indexes (sessions_by_activity, session_terms, sweep_due), their
+ * scans, the warm tier's message deletion and the retention policy. The
+ * writers in sessions.c, messages.c and memories.c call the *_index
+ * helpers here with the stored record before and after each write. */
+#include <assert.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "storage/internal.h"
+
+#define EG_SESSION_DESC (&engram__storage__v1__session_record__descriptor)
+#define EG_MESSAGE_DESC (&engram__storage__v1__message_record__descriptor)
+#define EG_MEMORY_DESC (&engram__storage__v1__memory_record__descriptor)
+#define EG_RETENTION_DESC (&engram__storage__v1__retention_policy_record__descriptor)
+
+/* ==== index entries =========================================================== */
+
+static eg_err eg_del_quiet(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
+  eg_err e = eg_store__del(t, dbi, k);
+  return e == EG_ENOTFOUND ? EG_OK : e;
+}
+
+static int eg_key_eq(const eg_key *a, const eg_key *b) {
+  return a->len == b->len && memcmp(a->buf, b->buf, a->len) == 0;
+}
+
+/* Moves an index entry (value "") from old to new; either may be NULL
+ * (none). Nothing is written when the two are the same key. */
+static eg_err eg_entry_move(eg_txn *t, MDB_dbi dbi, const eg_key *old, const eg_key *neu) {
+  if (old && neu && eg_key_eq(old, neu)) return EG_OK;
+  eg_err e = old ? eg_del_quiet(t, dbi, old) : EG_OK;
+  return e || !neu ? e : eg_store__put(t, dbi, neu, "", 0);
+}
+
+/* The sweep_due key of (kind, id) due at *due, or NULL when due is NULL. */
+static eg_err eg_sweep_key(eg_key *k, unsigned kind, const char *tenant, const int64_t *due,
+                           const char *id, const eg_key **out) {
+  *out = NULL;
+  if (!due) return EG_OK;
+  if (*due < 0) return EG_EINVAL;
+  eg_err e = eg_key_sweep(k, kind, tenant, (uint64_t)*due, id);
+  if (!e) *out = k;
+  return e;
+}
+
+static eg_err eg_sweep_move(eg_txn *t, unsigned kind, const char *tenant, const char *id,
+                            const int64_t *old_due, const int64_t *new_due) {
+  eg_key ok, nk;
+  const eg_key *o, *n;
+  eg_err e = eg_sweep_key(&ok, kind, tenant, old_due, id, &o);
+  if (!e) e = eg_sweep_key(&nk, kind, tenant, new_due, id, &n);
+  return e ? e : eg_entry_move(t, t->s->sweep_due, o, n);
+}
+
+/* ---- sessions ---------------------------------------------------------------- */
+
+int64_t eg_store__session_activity(const eg_session_rec *rec) {
+  return rec->update_time_us > rec->last_activity_us ? rec->update_time_us
+                                                      : rec->last_activity_us;
+}
+
+/* When rec stopped being live (EG_SWEEP_SESSION_GONE); 0 if it has no such
+ * time (an ACTIVE session without expiry). */
+static int eg_session_gone_due(const eg_session_rec *rec, int64_t *due) {
+  if (rec->state == EG_SSTATE_ENDED) {
+    *due = rec->end_time_us ? rec->end_time_us : rec->update_time_us;
+    return 1;
+  }
+  *due = rec->expire_time_us;
+  return rec->expire_time_us != 0;
+}
+
+static int eg_hashes_sorted(const uint64_t *a, size_t n) {
+  for (size_t i = 1; i < n; i++)
+    if (a[i - 1] >= a[i]) return 0;
+  return 1;
+}
+
+eg_err eg_store__session_check(const eg_session_rec *rec) {
+  int64_t due;
+  if (rec->n_metadata_hashes > EG_SESSION_TERMS_MAX ||
+      !eg_hashes_sorted(rec->metadata_hashes, rec->n_metadata_hashes) ||
+      eg_store__session_activity(rec) < 0 || (eg_session_gone_due(rec, &due) && due < 0))
+    return EG_EINVAL;
+  return EG_OK;
+}
+
+static eg_err eg_term_entry(eg_txn *t, const char *tenant, uint64_t term, const char *sid,
+                            int put) {
+  eg_key k;
+  eg_err e = eg_key_session_term(&k, tenant, term, sid);
+  if (e) return e;
+  return put ? eg_store__put(t, t->s->session_terms, &k, "", 0)
+             : eg_del_quiet(t, t->s->session_terms, &k);
+}
+
+/* Deletes old's terms neu lacks and adds neu's old lacks (both sorted). */
+static eg_err eg_terms_move(eg_txn *t, const char *tenant, const eg_session_rec *old,
+                            const eg_session_rec *neu) {
+  size_t i = 0, j = 0, n = neu ? neu->n_metadata_hashes : 0, m = old ? old->n_metadata_hashes : 0;
+  eg_err e = EG_OK;
+  while (!e && (i < n || j < m)) {
+    if (j == m || (i < n && neu->metadata_hashes[i] < old->metadata_hashes[j]))
+      e = eg_term_entry(t, tenant, neu->metadata_hashes[i++], neu->session_id, 1);
+    else if (i == n || old->metadata_hashes[j] < neu->metadata_hashes[i])
+      e = eg_term_entry(t, tenant, old->metadata_hashes[j++], old->session_id, 0);
+    else
+      i++, j++;
+  }
+  return e;
+}
+
+static eg_err eg_activity_key(eg_key *k, const char *tenant, const eg_session_rec *rec,
+                              const eg_key **out) {
+  *out = NULL;
+  if (!rec) return EG_OK;
+  eg_err e = eg_key_activity(k, tenant, (uint64_t)eg_store__session_activity(rec), rec->session_id);
+  if (!e) *out = k;
+  return e;
+}
+
+eg_err eg_store__session_index(eg_txn *t, const char *tenant, const eg_session_rec *old,
+                               const eg_session_rec *neu) {
+  eg_key ok, nk;
+  const eg_key *o, *n;
+  int64_t od, nd;
+  const eg_session_rec *any = neu ? neu : old;
+  if (!any) return EG_OK;
+  eg_err e = eg_activity_key(&ok, tenant, old, &o);
+  if (!e) e = eg_activity_key(&nk, tenant, neu, &n);
+  if (!e) e = eg_entry_move(t, t->s->sessions_by_activity, o, n);
+  if (!e) e = eg_terms_move(t, tenant, old, neu);
+  if (e) return e;
+  int has_o = old && eg_session_gone_due(old, &od), has_n = neu && eg_session_gone_due(neu, &nd);
+  return eg_sweep_move(t, EG_SWEEP_SESSION_GONE, tenant, any->session_id, has_o ? &od : NULL,
+                       has_n ? &nd : NULL);
+}
+
+/* ---- messages ---------------------------------------------------------------- */
+
+/* The session's lowest-seq message, decoded (*out NULL when it has none). */
+static eg_err eg_first_message(eg_txn *t, const char *tenant, const char *sid,
+                               eg_message_rec **out) {
+  eg_key prefix;
+  MDB_cursor *c = NULL;
+  *out = NULL;
+  eg_err e = eg_key_session_range(&prefix, tenant, sid);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->messages, &c);
+  if (rc) return eg_store__err(rc);
+  MDB_val k = {prefix.len, prefix.buf}, v;
+  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  if (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix))
+    e = eg_store__decode(EG_MESSAGE_DESC, &v, (ProtobufCMessage **)out);
+  else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS)
+    e = eg_store__err(rc);
+  mdb_cursor_close(c);
+  return e;
+}
+
+eg_err eg_store__message_index(eg_txn *t, const char *tenant, const char *sid,
+                               const eg_message_rec *rec) {
+  eg_message_rec *first;
+  if (rec->create_time_us < 0) return EG_EINVAL;
+  eg_err e = eg_first_message(t, tenant, sid, &first);
+  if (e) return e;
+  /* The common case, an append behind older messages: nothing moves. */
+  if (first && first->seq < rec->seq) {
+    protobuf_c_message_free_unpacked(&first->base, NULL);
+    return EG_OK;
+  }
+  int64_t old_due = first ? first->create_time_us : 0;
+  if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
+  return eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, sid, first ? &old_due : NULL,
+                       &rec->create_time_us);
+}
+
+/* Drops the session's EG_SWEEP_SESSION_MESSAGES entry (before its messages go). */
+static eg_err eg_messages_unindex(eg_txn *t, const char *tenant, const char *sid) {
+  eg_message_rec *first;
+  eg_err e = eg_first_message(t, tenant, sid, &first);
+  if (e || !first) return e;
+  int64_t due = first->create_time_us;
+  protobuf_c_message_free_unpacked(&first->base, NULL);
+  return eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, sid, &due, NULL);
+}
+
+eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session_rec *rec) {
+  eg_err e = eg_store__session_index(t, tenant, rec, NULL);
+  return e ? e : eg_messages_unindex(t, tenant, rec->session_id);
+}
+
+eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char *session_id,
+                                       int64_t before_us, size_t max, uint64_t *n, int *more) {
+  eg_message_rec *first = NULL;
+  eg_key mk, ik;
+  uint64_t count = 0;
+  int left = 0;
+  if (!eg_txn_writable(t)) return EG_EINVAL;
+  eg_err e = eg_first_message(t, tenant, session_id, &first);
+  if (e || !first) goto done;
+  int64_t old_due = first->create_time_us;
+  /* Oldest first: each round takes the session's current first message. */
+  while (first && first->create_time_us < before_us) {
+    if (count == max) {
+      left = 1;
+      break;
+    }
+    e = eg_key_message(&mk, tenant, session_id, (uint64_t)first->seq);
+    if (!e) e = eg_store__del(t, t->s->messages, &mk);
+    if (!e && first->client_message_id && first->client_message_id[0]) {
+      e = eg_key_idem(&ik, tenant, session_id, first->client_message_id);
+      if (!e) e = eg_del_quiet(t, t->s->idempotency, &ik);
+    }
+    if (e) goto done;
+    count++;
+    protobuf_c_message_free_unpacked(&first->base, NULL);
+    if ((e = eg_first_message(t, tenant, session_id, &first))) goto done;
+  }
+  if (count) {
+    int64_t new_due = first ? first->create_time_us : 0;
+    e = eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, session_id, &old_due,
+                      first ? &new_due : NULL);
+  }
+done:
+  if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
+  if (!e && n) *n = count;
+  if (!e && more) *more = left;
+  return e;
+}
+
+/* ---- memories ---------------------------------------------------------------- */
+
+static int eg_memory_tomb_due(const eg_memory_rec *rec, int64_t *due) {
+  if (rec->state != EG_MSTATE_DELETED && rec->state != EG_MSTATE_DUPLICATE) return 0;
+  /* Records from before state_time_us existed: their last update. */
+  *due = rec->state_time_us ? rec->state_time_us : rec->update_time_us;
+  return 1;
+}
+
+static int eg_memory_expire_due(const eg_memory_rec *rec, int64_t *due) {
+  *due = rec->expire_time_us;
+  return rec->expire_time_us != 0;
+}
+
+eg_err eg_store__memory_index(eg_txn *t, const char *tenant, const eg_memory_rec *old,
+                              const eg_memory_rec *neu) {
+  static int (*const due_fn[])(const eg_memory_rec *, int64_t *) = {eg_memory_tomb_due,
+                                                                    eg_memory_expire_due};
+  static const unsigned kinds[] = {EG_SWEEP_MEMORY_TOMBSTONE, EG_SWEEP_MEMORY_EXPIRE};
+  const eg_memory_rec *any = neu ? neu : old;
+  eg_err e = EG_OK;
+  for (size_t i = 0; !e && any && i < 2; i++) {
+    int64_t od, nd;
+    int has_o = old && due_fn[i](old, &od), has_n = neu && due_fn[i](neu, &nd);
+    e = eg_sweep_move(t, kinds[i], tenant, any->memory_id, has_o ? &od : NULL,
+                      has_n ? &nd : NULL);
+  }
+  return e;
+}
+
+/* ==== migration 4's back-fill ================================================= */
+
+/* The tenant of a sessions or memories key (u8len tenant | id) into buf. */
+static eg_err eg_key_tenant_of(const MDB_val *k, char *buf) {
+  const uint8_t *p = k->mv_data;
+  if (k->mv_size < 2 || p[0] == 0 || p[0] > EG_STORE_ID_MAX || k->mv_size < 2u + p[0])
+    return EG_ECORRUPT;
+  memcpy(buf, p + 1, p[0]);
+  buf[p[0]] = '\0';
+  return EG_OK;
+}
+
+/* Calls fn for every record of dbi (decoded as desc) with its tenant. */
+static eg_err eg_backfill_each(eg_txn *t, MDB_dbi dbi, const ProtobufCMessageDescriptor *desc,
+                               eg_err (*fn)(eg_txn *, const char *, ProtobufCMessage *)) {
+  char tenant[EG_STORE_ID_MAX + 1];
+  MDB_cursor *c = NULL;
+  MDB_val k, v;
+  eg_err e = EG_OK;
+  int rc = mdb_cursor_open(t->txn, dbi, &c);
+  if (rc) return eg_store__err(rc);
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc && !e;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    ProtobufCMessage *m;
+    if ((e = eg_key_tenant_of(&k, tenant)) || (e = eg_store__decode(desc, &v, &m))) break;
+    e = fn(t, tenant, m);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  mdb_cursor_close(c);
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  return e ? e : eg_store__err(rc);
+}
+
+static eg_err eg_backfill_session(eg_txn *t, const char *tenant, ProtobufCMessage *m) {
+  const eg_session_rec *rec = (const eg_session_rec *)m;
+  eg_message_rec *first;
+  eg_err e = eg_store__session_index(t, tenant, NULL, rec);
+  if (!e) e = eg_first_message(t, tenant, rec->session_id, &first);
+  if (e || !first) return e;
+  e = eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, rec->session_id, NULL,
+                    &first->create_time_us);
+  protobuf_c_message_free_unpacked(&first->base, NULL);
+  return e;
+}
+
+static eg_err eg_backfill_memory(eg_txn *t, const char *tenant, ProtobufCMessage *m) {
+  return eg_store__memory_index(t, tenant, NULL, (const eg_memory_rec *)m);
+}
+
+eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen) {
+  /* The index helpers work on an eg_txn of a store: a shell that holds
+   * only the handles they use, in an unlogged txn (every copy of the store,
+   * replicas included, runs this migration on its own data). */
+  static const struct {
+    const char *name;
+    size_t off;
+  } dbs[] = {
+      {EG_DB_SESSIONS, offsetof(eg_store, sessions)},
+      {EG_DB_MESSAGES, offsetof(eg_store, messages)},
+      {EG_DB_MEMORIES, offsetof(eg_store, memories)},
+      {EG_DB_SESSIONS_BY_ACTIVITY, offsetof(eg_store, sessions_by_activity)},
+      {EG_DB_SWEEP_DUE, offsetof(eg_store, sweep_due)},
+      {EG_DB_SESSION_TERMS, offsetof(eg_store, session_terms)},
+  };
+  eg_store shell;
+  memset(&shell, 0, sizeof shell);
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    int rc = mdb_dbi_open(txn, dbs[i].name, 0, (MDB_dbi *)((char *)&shell + dbs[i].off));
+    if (rc) {
+      snprintf(err, errlen, "back-fill: open db %s: %s", dbs[i].name, mdb_strerror(rc));
+      return rc == MDB_NOTFOUND ? EG_ECORRUPT : eg_store__err(rc);
+    }
+  }
+  eg_txn t = {.s = &shell, .kind = EG_TXN_WRITE, .txn = txn, .unlogged = 1};
+  eg_err e = eg_backfill_each(&t, shell.sessions, EG_SESSION_DESC, eg_backfill_session);
+  if (e) {
+    snprintf(err, errlen, "back-fill of sessions: %s", eg_err_msg(e));
+    return e;
+  }
+  e = eg_backfill_each(&t, shell.memories, EG_MEMORY_DESC, eg_backfill_memory);
+  if (e) snprintf(err, errlen, "back-fill of memories: %s", eg_err_msg(e));
+  return e;
+}
+
+/* ==== scans ==================================================================== */
+
+eg_err eg_store_session_terms_scan(eg_txn *t, const char *tenant, uint64_t term,
+                                   const char *after_id, eg_session_id_visit_fn fn, void *arg) {
+  eg_key prefix, seek;
+  MDB_cursor *c = NULL;
+  char id[EG_STORE_ID_MAX + 1];
+  if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
+  eg_err e = eg_key_term_range(&prefix, tenant, term);
+  seek = prefix;
+  if (!e && after_id) e = eg_key_tail(&seek, after_id);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->session_terms, &c);
+  if (rc) return eg_store__err(rc);
+  MDB_val k = {seek.len, seek.buf}, v;
+  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  /* Strictly after: skip the cursor's own entry. */
+  if (rc == MDB_SUCCESS && after_id && k.mv_size == seek.len &&
+      memcmp(k.mv_data, seek.buf, seek.len) == 0)
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
+    size_t n = k.mv_size - prefix.len;
+    if (n == 0 || n > EG_STORE_ID_MAX) {
+      e = EG_ECORRUPT;
+      break;
+    }
+    memcpy(id, (const uint8_t *)k.mv_data + prefix.len, n);
+    id[n] = '\0';
+    if (fn(arg, id)) break;
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  mdb_cursor_close(c);
+  return e ? e : eg_store__err(rc);
+}
+
+eg_err eg_store_sweep_scan(eg_txn *t, unsigned kind, const char *tenant, int64_t cutoff_us,
+                           size_t max, eg_sweep_visit_fn fn, void *arg) {
+  eg_key prefix;
+  MDB_cursor *c = NULL;
+  char id[EG_STORE_ID_MAX + 1];
+  size_t seen = 0;
+  if (!eg_txn_readable(t) || !fn || kind > EG_SWEEP_KIND_MAX) return EG_EINVAL;
+  eg_err e = eg_key_sweep_tenant(&prefix, kind, tenant);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->sweep_due, &c);
+  if (rc) return eg_store__err(rc);
+  MDB_val k = {prefix.len, prefix.buf}, v;
+  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS && seen < max && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
+    const uint8_t *p = (const uint8_t *)k.mv_data + prefix.len;
+    size_t n = k.mv_size - prefix.len;
+    if (n < 9 || n - 8 > EG_STORE_ID_MAX) {
+      e = EG_ECORRUPT;
+      break;
+    }
+    uint64_t due = eg_be64_get(p);
+    /* Keys sort by due time: the first one not due ends the walk. */
+    if (cutoff_us < 0 || due >= (uint64_t)cutoff_us) break;
+    memcpy(id, p + 8, n - 8);
+    id[n - 8] = '\0';
+    seen++;
+    if (fn(arg, (int64_t)due, id)) break;
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  mdb_cursor_close(c);
+  return e ? e : eg_store__err(rc);
+}
+
+eg_err eg_store_sweep_tenants(eg_txn *t, unsigned kind, const char *after_tenant,
+                              eg_tenant_visit_fn fn, void *arg) {
+  eg_key prefix, seek;
+  MDB_cursor *c = NULL;
+  char tenant[EG_STORE_ID_MAX + 1];
+  /* After every key of one tenant: more 0xff bytes than due_us | id holds. */
+  uint8_t past[8 + EG_STORE_ID_MAX + 1];
+  memset(past, 0xff, sizeof past);
+  if (!eg_txn_readable(t) || !fn || kind > EG_SWEEP_KIND_MAX) return EG_EINVAL;
+  eg_err e = eg_key_sweep_kind(&prefix, kind);
+  if (!e && after_tenant) e = eg_key_sweep_tenant(&seek, kind, after_tenant);
+  else seek = prefix;
+  if (!e && after_tenant) e = eg_key_raw(&seek, past, sizeof past);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->sweep_due, &c);
+  if (rc) return eg_store__err(rc);
+  for (;;) {
+    MDB_val k = {seek.len, seek.buf}, v;
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    if (rc || !eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) break;
+    const uint8_t *p = k.mv_data;
+    size_t n = p[1];
+    if (k.mv_size < 2 + n + 9 || n == 0 || n > EG_STORE_ID_MAX) {
+      e = EG_ECORRUPT;
+      break;
+    }
+    memcpy(tenant, p + 2, n);
+    tenant[n] = '\0';
+    if (fn(arg, tenant)) break;
+    /* Jump over the rest of this tenant's entries in one seek. */
+    eg_key_init(&seek);
+    if ((e = eg_key_raw(&seek, p, 2 + n)) || (e = eg_key_raw(&seek, past, sizeof past))) break;
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  mdb_cursor_close(c);
+  return e ? e : eg_store__err(rc);
+}
+
+/* ==== retention =============================================================== */
+
+eg_err eg_store_retention_get(eg_txn *t, const char *tenant, eg_retention_rec **out) {
+  eg_key k;
+  if (!eg_txn_readable(t) || !out) return EG_EINVAL;
+  eg_err e = eg_key_tenant(&k, tenant);
+  if (e) return e;
+  return eg_store__get_msg(t->txn, t->s->retention, &k, EG_RETENTION_DESC,
+                           (ProtobufCMessage **)out);
+}
+
+eg_err eg_store_retention_put(eg_txn *t, const char *tenant, const eg_retention_rec *rec) {
+  eg_key k;
+  if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
+  assert(rec->base.descriptor == EG_RETENTION_DESC);
+  const Engram__Storage__V1__RetentionSeconds *v[] = {rec->expired_session_retention_s,
+                                                        rec->raw_message_retention_s,
+                                                        rec->memory_tombstone_retention_s};
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+    if (v[i] && v[i]->seconds < 0) return EG_EINVAL;
+  eg_err e = eg_key_tenant(&k, tenant);
+  return e ? e : eg_store__put_msg(t, t->s->retention, &k, &rec->base, 0);
+}
