@@ -233,7 +233,11 @@ done:
 /* ---- memories ---------------------------------------------------------------- */
 
 static int eg_memory_tomb_due(const eg_memory_rec *rec, int64_t *due) {
-  if (rec->state != EG_MSTATE_DELETED && rec->state != EG_MSTATE_DUPLICATE) return 0;
+  /* Every state that left search for good: deleted, a duplicate, or
+   * superseded by a newer contradicting memory. */
+  if (rec->state != EG_MSTATE_DELETED && rec->state != EG_MSTATE_DUPLICATE &&
+      rec->state != EG_MSTATE_SUPERSEDED)
+    return 0;
   /* Records from before state_time_us existed: their last update. */
   *due = rec->state_time_us ? rec->state_time_us : rec->update_time_us;
   return 1;
