@@ -233,21 +233,26 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
 
   grpc_init();
   eg_err e = eg_repl_open(cfg, srv->store, &srv->repl);
-  if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv->repl, &writer);
+  if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv->repl, &writer, err, sizeof err);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
   if (e == EG_OK && cfg->metrics_listen[0])
     e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
                               &http, err, sizeof err);
-  if (e == EG_OK) e = eg_repl_start(srv->repl, eg_write_alone, writer);
+  if (e == EG_OK && (e = eg_repl_start(srv->repl, eg_write_alone, writer)) != EG_OK)
+    /* eg_repl_start gives no reason of its own: name what it starts. */
+    snprintf(err, sizeof err, "cannot start the replication threads (the syncer%s): %s",
+             eg_repl_is_primary(srv->repl) ? "" : ", the follower", eg_err_msg(e));
   if (e != EG_OK) {
+    /* Said first: the stop below waits on gRPC, which may need a thread. */
+    eg_fail("start", err[0] ? err : eg_err_msg(e));
     eg_metrics_http_stop(http); /* it reads the transport's counters */
     eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);
     eg_writer_stop(writer);
     eg_repl_free(srv->repl);
     grpc_shutdown_blocking();
-    return eg_fail("start", err[0] ? err : eg_err_msg(e));
+    return 1;
   }
   eg_announce(cfg->listen, port);
   if (http) eg_announce_metrics(cfg->metrics_listen, eg_metrics_http_port(http));
