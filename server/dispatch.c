@@ -247,6 +247,14 @@ static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
   eg_call *c = (eg_call *)((char *)p - offsetof(eg_call, park));
   eg_err e = EG_EUNAVAIL;
   eg_metrics_parked(c->w->tp->metrics, -1);
+  if (!ready && c->park_capped) {
+    /* The answer the reaper would give at the same moment, whichever of
+     * the two comes first. */
+    snprintf(c->req.msg, sizeof c->req.msg, "the call was not completed within --call-timeout-ms "
+             "(%lld ms)", (long long)c->w->tp->srv->cfg->call_timeout_ms);
+    eg_reply_raw(c, GRPC_STATUS_DEADLINE_EXCEEDED, c->req.msg, NULL, 0);
+    return;
+  }
   if (ready)
     e = eg_read_with(c, c->w->tp->methods[c->mi], c->in, reader);
   else
@@ -263,6 +271,7 @@ static int eg_park(eg_call *c, const ProtobufCMessage *in, uint64_t want) {
   int64_t until = eg_mono_us() + tp->srv->cfg->max_lsn_wait_ms * 1000;
   int64_t deadline = eg_call_until_us(c);
   c->in = in;
+  c->park_capped = deadline < until && deadline == c->reap.until_us;
   c->state = EG_CALL_PARKED;
   c->park = (eg_parked){.lsn = want, .until_us = deadline < until ? deadline : until,
                         .run = eg_parked_run};
