@@ -73,6 +73,7 @@ typedef struct eg_call {
   eg_err written; /* EG_CALL_COMMITTED: the write's outcome */
   eg_client_exchange fwd; /* EG_CALL_FORWARDING: the call to the primary */
   eg_parked park;             /* a read waiting for engram-min-lsn */
+  int park_capped;            /* park.until_us is the --call-timeout-ms cap */
   const ProtobufCMessage *in; /* its decoded request, meanwhile */
   grpc_metadata lsn_md;
   grpc_byte_buffer *out;

@@ -23,13 +23,24 @@ static eg_err eg_reply_msg(eg_call *c, eg_err e, const char *fmt, const char *ar
   return e;
 }
 
-/* The call's deadline: the client's, or the server's --call-timeout-ms cap
- * if that comes first (a client may send none). */
+/* The call's deadline on eg_mono_us's clock: the client's, or the
+ * server's --call-timeout-ms cap if that comes first (a client may send
+ * none). gRPC's monotonic clock is offset from CLOCK_MONOTONIC, so the
+ * client's deadline is carried over as the time left. */
+static int64_t eg_call_until_us(const eg_call *c) {
+  int64_t now = eg_mono_us(), cap = c->reap.until_us;
+  gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC),
+                                   gpr_now(GPR_CLOCK_MONOTONIC));
+  /* Seconds first: an infinite deadline's would overflow in microseconds. */
+  if (left.tv_sec > (cap - now) / 1000000) return cap;
+  int64_t mine = now + left.tv_sec * 1000000 + left.tv_nsec / 1000;
+  return mine < cap ? mine : cap;
+}
+
+/* The same deadline as gRPC wants it (a forwarded call's). */
 static gpr_timespec eg_call_deadline(const eg_call *c) {
-  gpr_timespec cap = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                  gpr_time_from_micros(c->reap.until_us - eg_mono_us(), GPR_TIMESPAN));
-  gpr_timespec mine = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
-  return gpr_time_cmp(mine, cap) < 0 ? mine : cap;
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                      gpr_time_from_micros(eg_call_until_us(c) - eg_mono_us(), GPR_TIMESPAN));
 }
 
 static eg_err eg_write_apply(eg_write_item *item, eg_txn *t) {
@@ -236,6 +247,14 @@ static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
   eg_call *c = (eg_call *)((char *)p - offsetof(eg_call, park));
   eg_err e = EG_EUNAVAIL;
   eg_metrics_parked(c->w->tp->metrics, -1);
+  if (!ready && c->park_capped) {
+    /* The answer the reaper would give at the same moment, whichever of
+     * the two comes first. */
+    snprintf(c->req.msg, sizeof c->req.msg, "the call was not completed within --call-timeout-ms "
+             "(%lld ms)", (long long)c->w->tp->srv->cfg->call_timeout_ms);
+    eg_reply_raw(c, GRPC_STATUS_DEADLINE_EXCEEDED, c->req.msg, NULL, 0);
+    return;
+  }
   if (ready)
     e = eg_read_with(c, c->w->tp->methods[c->mi], c->in, reader);
   else
@@ -246,13 +265,13 @@ static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
 }
 
 /* Parks the read until this node applied want, bounded by the call's
- * deadline and --max-lsn-wait-ms. Returns 0 if parked. */
+ * deadline (eg_call_until_us) and --max-lsn-wait-ms. Returns 0 if parked. */
 static int eg_park(eg_call *c, const ProtobufCMessage *in, uint64_t want) {
   eg_transport *tp = c->w->tp;
-  gpr_timespec d = gpr_convert_clock_type(c->deadline, GPR_CLOCK_MONOTONIC);
   int64_t until = eg_mono_us() + tp->srv->cfg->max_lsn_wait_ms * 1000;
-  int64_t deadline = d.tv_sec > INT64_MAX / 2000000 ? INT64_MAX : d.tv_sec * 1000000 + d.tv_nsec / 1000;
+  int64_t deadline = eg_call_until_us(c);
   c->in = in;
+  c->park_capped = deadline < until && deadline == c->reap.until_us;
   c->state = EG_CALL_PARKED;
   c->park = (eg_parked){.lsn = want, .until_us = deadline < until ? deadline : until,
                         .run = eg_parked_run};
@@ -262,9 +281,12 @@ static int eg_park(eg_call *c, const ProtobufCMessage *in, uint64_t want) {
   return -1;
 }
 
-/* Runs a read now, or parks it (*parked = 1) until its engram-min-lsn. */
+/* Runs a read now, or parks it (*parked = 1) until its engram-min-lsn.
+ * A no_store method (Health, Promote) reads no data, so the LSN means
+ * nothing to it: it runs at once, never on the parking thread. */
 static eg_err eg_run_read(eg_call *c, const eg_method *m, const ProtobufCMessage *in, int *parked) {
   uint64_t want;
+  if (m->no_store) return eg_read_with(c, m, in, c->w->reader);
   eg_err e = eg_min_lsn(c, &want);
   if (e != EG_OK) return e;
   if (want > eg_store_last_lsn(c->w->tp->srv->store)) {

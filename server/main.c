@@ -41,13 +41,20 @@ static eg_err eg_create_keys(const char *path, eg_store *store, eg_keyring **out
                              size_t errlen) {
   uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
   size_t fplen = 0;
+  char what[64];
   uint64_t lsn = eg_store_last_lsn(store);
   eg_err e = eg_store_meta_get(store, EG_META_KEY_FINGERPRINT, fp, sizeof fp, &fplen);
-  if (lsn > 0 || e != EG_ENOTFOUND) {
-    snprintf(err, errlen,
-             "%.300s is missing, but this data dir holds data (last lsn %llu) sealed with a "
-             "keyring: restore it from backup (or pass --keyring); refusing to make a fresh key",
-             path, (unsigned long long)lsn);
+  if (e != EG_OK && e != EG_ENOTFOUND) {
+    snprintf(err, errlen, "cannot read the key fingerprint (%s)", eg_err_msg(e));
+    return e;
+  }
+  if (lsn > 0 || e == EG_OK) {
+    if (lsn > 0)
+      snprintf(what, sizeof what, "holds data (last lsn %llu)", (unsigned long long)lsn);
+    else
+      snprintf(what, sizeof what, "recorded the fingerprint of its keyring");
+    snprintf(err, errlen, "%.300s is missing, but this data dir %s: restore it from "
+             "backup (or pass --keyring); refusing to make a fresh key", path, what);
     return EG_EPRECOND;
   }
   e = eg_keyring_create(path);
@@ -58,22 +65,6 @@ static eg_err eg_create_keys(const char *path, eg_store *store, eg_keyring **out
   fprintf(stderr, "engramd: created keyring %s with a fresh key; back it up: without it "
                   "the data cannot be read\n", path);
   return eg_keyring_load(path, out, err, errlen);
-}
-
-/* Refuses a missing or empty data.mdb beside a keyring engramd created in
- * the data dir: a store lived there (one older than engram.id, which the
- * store checks itself), and LMDB would start an empty one in its place. */
-static int eg_check_data_evidence(const eg_config *cfg, char *err, size_t errlen) {
-  char keyring[EG_CONFIG_PATH_MAX + 16], data[EG_CONFIG_PATH_MAX + 16];
-  struct stat st;
-  snprintf(keyring, sizeof keyring, "%s/keyring", cfg->data_dir);
-  snprintf(data, sizeof data, "%s/data.mdb", cfg->data_dir);
-  if (cfg->keyring[0] || access(keyring, F_OK) != 0) return 0;
-  int missing = stat(data, &st) != 0;
-  if (!missing && st.st_size > 0) return 0;
-  snprintf(err, errlen, "%.200s is %s but %.200s exists: a store lived here; restore data.mdb "
-           "from a backup or a replica", data, missing ? "missing" : "empty", keyring);
-  return -1;
 }
 
 /* What a SIGBUS says: set once before the handler is installed, since the
@@ -242,21 +233,26 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
 
   grpc_init();
   eg_err e = eg_repl_open(cfg, srv->keys, srv->store, &srv->repl);
-  if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv->repl, &writer);
+  if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv->repl, &writer, err, sizeof err);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
   if (e == EG_OK && cfg->metrics_listen[0])
     e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
                               &http, err, sizeof err);
-  if (e == EG_OK) e = eg_repl_start(srv->repl, eg_write_alone, writer);
+  if (e == EG_OK && (e = eg_repl_start(srv->repl, eg_write_alone, writer)) != EG_OK)
+    /* eg_repl_start gives no reason of its own: name what it starts. */
+    snprintf(err, sizeof err, "cannot start the replication threads (the syncer%s): %s",
+             eg_repl_is_primary(srv->repl) ? "" : ", the follower", eg_err_msg(e));
   if (e != EG_OK) {
+    /* Said first: the stop below waits on gRPC, which may need a thread. */
+    eg_fail("start", err[0] ? err : eg_err_msg(e));
     eg_metrics_http_stop(http); /* it reads the transport's counters */
     eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);
     eg_writer_stop(writer);
     eg_repl_free(srv->repl);
     grpc_shutdown_blocking();
-    return eg_fail("start", err[0] ? err : eg_err_msg(e));
+    return 1;
   }
   eg_announce(cfg->listen, port);
   if (http) eg_announce_metrics(cfg->metrics_listen, eg_metrics_http_port(http));
@@ -322,6 +318,15 @@ int main(int argc, char **argv) {
     eg_fail("keyring", err);
     goto out;
   }
+  /* A replica stores what the primary sealed: a key of its own could read
+   * none of it. */
+  if (!keys && strcmp(cfg.role, "replica") == 0) {
+    snprintf(err, sizeof err, "%.300s does not exist: a replica needs the primary's keyring "
+             "(pass --keyring FILE, or copy it to DATA_DIR/keyring); refusing to make a fresh key",
+             keyring);
+    eg_fail("keyring", err);
+    goto out;
+  }
   /* Before the data dir is touched: nothing below (a snapshot install
    * included) may change a data dir another engramd serves. */
   if (eg_store_lock_dir(cfg.data_dir, &lock_fd, err, sizeof err) != EG_OK) {
@@ -332,12 +337,9 @@ int main(int argc, char **argv) {
     eg_fail(cfg.data_dir, "cannot install the snapshot");
     goto out;
   }
-  if (eg_check_data_evidence(&cfg, err, sizeof err) != 0) {
-    eg_fail("data dir", err);
-    goto out;
-  }
   eg_store_opts so = {.map_size = (size_t)cfg.map_size,
-                      .max_readers = eg_config_store_readers(eg_workers(&cfg))};
+                      .max_readers = eg_config_store_readers(eg_workers(&cfg)),
+                      .keyring = keyring};
   eg_sigbus_install(cfg.data_dir);
   if (eg_store_open(cfg.data_dir, &so, &store, err, sizeof err) != EG_OK) {
     eg_fail(cfg.data_dir, err);

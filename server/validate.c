@@ -252,7 +252,9 @@ static eg_err wire_count(const eg_wire_msg *m, const ProtobufCFieldDescriptor *f
  * fields against their limits and checks the values of its string and
  * message fields; the first bad one ends the walk. */
 static eg_err wire_message(const eg_wire_msg *m, char *err, size_t errlen) {
-  size_t count[EG_WIRE_FIELDS_MAX] = {0}; /* values so far, by field index */
+  /* By field index: values so far of a repeated field, occurrences of a
+   * singular message. */
+  size_t count[EG_WIRE_FIELDS_MAX] = {0};
   const uint8_t *p = m->start;
   assert(m->desc->n_fields <= EG_WIRE_FIELDS_MAX);
   while (p < m->end) {
@@ -265,6 +267,10 @@ static eg_err wire_message(const eg_wire_msg *m, char *err, size_t errlen) {
     if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
       eg_err rc = wire_count(m, fd, &f, &count[fd - m->desc->fields], err, errlen);
       if (rc) return rc;
+    } else if (fd->type == PROTOBUF_C_TYPE_MESSAGE && count[fd - m->desc->fields]++) {
+      /* protobuf-c merges the occurrences of a singular message, repeated
+       * fields appended: each walked alone would pass at the ceiling. */
+      return wire_bad(m, fd, at, "given more than once", err, errlen);
     }
     /* The other types have no text to check. */
     if (fd->type != PROTOBUF_C_TYPE_STRING && fd->type != PROTOBUF_C_TYPE_MESSAGE) continue;

@@ -42,12 +42,16 @@ int eg_utf8_valid(const char *s, size_t len);
  * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
  * embedding values EG_MEMORY_DIM_MAX, any other EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge
- * count. Unknown fields are skipped. buf is only read; it may be NULL when
- * len is 0.
+ * count. A singular (non-repeated) message field may occur once: protobuf-c
+ * would merge a second occurrence into the first, appending its repeated
+ * fields past their ceiling. Unknown fields are skipped. buf is only read;
+ * it may be NULL when len is 0.
  *
  * Returns EG_OK, or EG_EINVAL with err set to one of:
  *   "<path>: more than <max> values", the path naming the repeated field
  *     ("memory.tags", "filter.types");
+ *   "<path>: given more than once" for a singular message field sent twice
+ *     ("memory", "filter");
  *   "<path>: contains a NUL byte", "<path>: not valid UTF-8", where the path
  *     names the first bad value: "messages[2].content",
  *     "session.metadata[0].value" (the index counts the values of that field

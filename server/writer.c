@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Most items one txn takes: bounds the time the first caller in a batch
  * waits behind the others. */
@@ -187,17 +188,25 @@ static void *eg_writer_main(void *arg) {
   return NULL;
 }
 
-eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer **out) {
+eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer **out, char *err,
+                       size_t errlen) {
   eg_writer *w = calloc(1, sizeof *w);
-  if (!w) return EG_ENOMEM;
+  if (!w) {
+    snprintf(err, errlen, "cannot start the writer thread: out of memory");
+    return EG_ENOMEM;
+  }
   w->store = s;
   w->trim = trim;
   w->trim_arg = trim_arg;
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
-  if (pthread_create(&w->thread, NULL, eg_writer_main, w) != 0) {
+  int rc = pthread_create(&w->thread, NULL, eg_writer_main, w);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot start the writer thread: %s", strerror(rc));
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
     free(w);
-    return EG_ENOMEM;
+    return EG_EUNAVAIL;
   }
   *out = w;
   return EG_OK;

@@ -42,8 +42,11 @@ typedef struct eg_writer eg_writer;
 typedef uint64_t (*eg_trim_fn)(void *arg, eg_txn *t);
 
 /* Starts the writer thread over s. With trim (may be NULL), each batch
- * also drops a bounded number of log records below trim's answer. */
-eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer **out);
+ * also drops a bounded number of log records below trim's answer. On
+ * failure (EG_ENOMEM, or EG_EUNAVAIL when the thread cannot start) err
+ * says "cannot start the writer thread: <why>" and nothing is left over. */
+eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer **out, char *err,
+                       size_t errlen);
 /* Queues an item. Thread safety: any thread. */
 void eg_writer_submit(eg_writer *w, eg_write_item *item);
 /* Runs fn(arg, t) as an `alone` item: on the writer thread, in a write txn

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@
 #define EG_STORE_ID_FILE "engram.id"
 #define EG_STORE_ID_META "store_id"
 #define EG_LOCK_FILE "LOCK"
+/* Where engramd keeps the keyring when --keyring names none. */
+#define EG_KEYRING_FILE "keyring"
 /* 16 random bytes in hex. */
 #define EG_STORE_ID_LEN 32
 
@@ -119,18 +122,39 @@ static eg_err eg_read_store_id(const char *dir, char id[EG_STORE_ID_LEN + 1], ch
   return EG_OK;
 }
 
-eg_err eg_store__check_data_file(const char *dir, char *err, size_t errlen) {
-  char path[4096], id[EG_STORE_ID_LEN + 1];
+/* 1 if path names a file whose directory is dir (the same inode, however
+ * either was spelled: "./data", a symlink, "data/../data"). */
+static int eg_in_dir(const char *path, const struct stat *dir) {
+  char real[PATH_MAX];
   struct stat st;
+  if (!realpath(path, real)) return 0;
+  *strrchr(real, '/') = '\0'; /* realpath is absolute: there is a '/' */
+  if (stat(real[0] ? real : "/", &st) != 0) return 0;
+  return st.st_dev == dir->st_dev && st.st_ino == dir->st_ino;
+}
+
+eg_err eg_store__check_data_file(const char *dir, const char *keyring, char *err, size_t errlen) {
+  char path[4096], kpath[4096], id[EG_STORE_ID_LEN + 1], why[4200];
+  struct stat st, dst;
   eg_path(path, sizeof path, dir, EG_DATA_FILE);
   int missing = stat(path, &st) != 0;
   if (!missing && st.st_size > 0) return EG_OK;
   eg_err e = eg_read_store_id(dir, id, err, errlen);
-  if (e == EG_ENOTFOUND) return EG_OK; /* a new store */
-  if (e) return e;
-  snprintf(err, errlen, "%s is %s, but %s/%s says store %s lived here: restore data.mdb from "
-           "a backup or a replica (remove %s only to start an empty store on purpose)", path,
-           missing ? "missing" : "empty", dir, EG_STORE_ID_FILE, id, EG_STORE_ID_FILE);
+  if (e && e != EG_ENOTFOUND) return e;
+  eg_path(kpath, sizeof kpath, dir, EG_KEYRING_FILE);
+  if (!e)
+    snprintf(why, sizeof why, "%s/%s says store %s lived here", dir, EG_STORE_ID_FILE, id);
+  else if (access(kpath, F_OK) == 0)
+    snprintf(why, sizeof why, "%s exists: a store lived here", kpath);
+  else if (keyring && stat(dir, &dst) == 0 && eg_in_dir(keyring, &dst))
+    snprintf(why, sizeof why, "the keyring %s is in the data dir: a store lived here", keyring);
+  else
+    return EG_OK; /* a new store */
+  snprintf(err, errlen, "%s is %s, but %s. Restore data.mdb from a backup or a replica (a "
+           "replica's copy may carry its own store id: then remove %s to adopt it). To start an "
+           "empty store here on purpose, remove %s and move the keyring out of the data dir "
+           "(pass it with --keyring to keep its keys)", path, missing ? "missing" : "empty", why,
+           EG_STORE_ID_FILE, EG_STORE_ID_FILE);
   return EG_ECORRUPT;
 }
 

@@ -251,7 +251,7 @@ eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
     return EG_ENOMEM;
   }
   e = eg_store__make_dir(dir, err, errlen);
-  if (!e) e = eg_store__check_data_file(dir, err, errlen);
+  if (!e) e = eg_store__check_data_file(dir, opts ? opts->keyring : NULL, err, errlen);
   if (!e && !(s->dir = strdup(dir))) e = EG_ENOMEM;
   if (!e) e = eg_store__lsn_init(s);
   if (!e) e = eg_store_init_lock(s);

@@ -177,9 +177,10 @@ eg_err eg_store__named_put(MDB_txn *txn, MDB_dbi meta, const char *name, const v
  * may read. */
 eg_err eg_store__make_dir(const char *dir, char *err, size_t errlen);
 /* Before LMDB opens dir: EG_ECORRUPT if data.mdb is missing or empty while
- * the store-id marker says a store lived here (LMDB would start an empty
- * one in its place). */
-eg_err eg_store__check_data_file(const char *dir, char *err, size_t errlen);
+ * something says a store lived here (LMDB would start an empty one in its
+ * place): the store-id marker, dir/keyring, or the keyring file in use
+ * (may be NULL) lying in dir under any name. */
+eg_err eg_store__check_data_file(const char *dir, const char *keyring, char *err, size_t errlen);
 /* After LMDB opened s: EG_ECORRUPT if data.mdb is shorter than the pages
  * its meta page says it holds (reading them would SIGBUS). */
 eg_err eg_store__check_data_size(eg_store *s, char *err, size_t errlen);

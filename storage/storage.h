@@ -83,6 +83,9 @@ typedef struct {
    * eg_store_meta_get running. 0: LMDB's default of 126. Past it a begin
    * fails EG_EREADERS. engramd sizes it from --workers (server/main.c). */
   unsigned max_readers;
+  /* The keyring file the process uses (may be NULL): lying in the data
+   * dir, it says a store lived there (eg_store_open). */
+  const char *keyring;
 } eg_store_opts;
 
 typedef struct {
@@ -100,9 +103,11 @@ typedef struct {
  *     that others may read is refused (EG_EPERM).
  *   - dir/engram.id holds the store's id, also kept in its meta; it is
  *     written at the first open. A data.mdb that is missing or empty while
- *     engram.id exists, or whose id differs from it or is absent, is
- *     refused (EG_ECORRUPT): LMDB would otherwise start an empty store in
- *     place of the lost one.
+ *     engram.id, dir/keyring or opts->keyring (when it lies in dir) exists,
+ *     or whose id differs from engram.id or is absent, is refused
+ *     (EG_ECORRUPT): LMDB would otherwise start an empty store in place of
+ *     the lost one. Starting empty on purpose takes removing engram.id and
+ *     moving the keyring out of dir.
  *   - A data.mdb shorter than the pages its meta page counts (truncated)
  *     is refused (EG_ECORRUPT) before any page is read.
  * Thread safety: once. */

@@ -138,6 +138,15 @@ class StartupOrderTest(E2ETestCase):
         self.assertIn("chmod 600 %s" % path, out)
         self.assertFalse(os.path.exists(self.data), "data dir created: " + out)
 
+    def test_replica_without_keyring_is_refused_and_makes_none(self):
+        # A fresh key on a replica could read nothing the primary sealed.
+        rc, out = run_engramd(["--listen", "127.0.0.1:0", "--data-dir", self.data,
+                               "--role", "replica", "--primary", "127.0.0.1:%d" % free_port()])
+        self.assertEqual(rc, 1, out)
+        self.assertIn("a replica needs the primary's keyring", out)
+        self.assertIn(os.path.join(self.data, "keyring"), out)
+        self.assertFalse(os.path.exists(self.data), "data dir (and keyring) created: " + out)
+
     def test_keyring_with_nul_is_refused_naming_the_line(self):
         path = make_keyring(os.path.join(self.tmp, "keyring"))
         with open(path, "ab") as f:

@@ -231,6 +231,52 @@ class DataDirTest(E2ETestCase):
             srv.close()
 
 
+class DataEvidenceTest(E2ETestCase):
+    """A keyring in the data dir says a store lived there however --keyring
+    names it, and the refusal names the one way to start empty on purpose."""
+
+    def setUp(self):
+        self.srv = Server()
+        self.addCleanup(self.srv.close)
+        self.srv.start()
+        fill(self.srv, sessions=1, per_session=20)
+        self.srv.stop()
+        self.dir = self.srv.data_dir
+        self.data = os.path.join(self.dir, "data.mdb")
+        self.keyring = os.path.join(self.dir, "keyring")
+        os.unlink(self.data)
+
+    def test_keyring_named_explicitly_is_evidence(self):
+        os.unlink(os.path.join(self.dir, "engram.id"))
+        for name in (self.keyring, os.path.join(self.dir, ".", "keyring")):
+            rc, out = run_engramd(self.dir, "--keyring", name)
+            self.assertEqual(rc, 1, out)
+            self.assertIn(self.data + " is missing", out)
+        # Under another name, found by its directory's inode.
+        other = os.path.join(self.dir, "keys")
+        os.rename(self.keyring, other)
+        rc, out = run_engramd(self.dir, "--keyring", os.path.join(self.dir, "..",
+                                                                   os.path.basename(self.dir), "keys"))
+        self.assertEqual(rc, 1, out)
+        self.assertIn("is in the data dir: a store lived here", out)
+        self.assertFalse(os.path.exists(self.data))
+
+    def test_documented_way_to_start_empty_works(self):
+        rc, out = run_engramd(self.dir)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("To start an empty store here on purpose, remove engram.id and move the "
+                      "keyring out of the data dir (pass it with --keyring", out)
+        self.assertIn("remove engram.id to adopt it", out)
+        # Do what it says: the old keys go along and serve the empty store.
+        kept = os.path.join(self.srv.tmp, "keyring.kept")
+        os.unlink(os.path.join(self.dir, "engram.id"))
+        os.rename(self.keyring, kept)
+        srv = Server(data_dir=self.dir, keyring=kept)
+        self.addCleanup(srv.close)
+        srv.start()
+        self.assertEqual(len(srv.client().list_sessions(uid("u")).sessions), 0)
+
+
 class DiskFullTest(E2ETestCase):
     FS_BYTES = 8 << 20
     BALLAST = 1 << 20

@@ -359,7 +359,7 @@ static eg_err fail_item(void *arg, eg_txn *t) {
 static void test_writer_alone(void) {
   eg_store *s = open_store();
   eg_writer *w;
-  CU_ASSERT_EQUAL_FATAL(eg_writer_start(s, NULL, NULL, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_writer_start(s, NULL, NULL, &w, NULL, 0), EG_OK);
   struct gate g = {.item = {.apply = gate_apply, .done = gate_done}};
   pthread_mutex_init(&g.mu, NULL);
   pthread_cond_init(&g.cv, NULL);

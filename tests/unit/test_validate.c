@@ -509,6 +509,53 @@ static void test_wire_repeated_limits(void) {
   free(msgs);
 }
 
+/* protobuf-c merges the occurrences of a singular message field, so two
+ * `memory` fields each at the tag ceiling would unpack to twice it: a
+ * second occurrence is refused. */
+static void test_wire_singular_message_twice(void) {
+  Engram__V1__Memory m = ENGRAM__V1__MEMORY__INIT;
+  Engram__V1__CreateMemoryRequest req = ENGRAM__V1__CREATE_MEMORY_REQUEST__INIT;
+  char **tags = calloc(EG_MEMORY_TAGS_MAX, sizeof *tags);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(tags);
+  for (size_t i = 0; i < EG_MEMORY_TAGS_MAX; i++) tags[i] = "t";
+  m.tags = tags;
+  m.n_tags = EG_MEMORY_TAGS_MAX;
+  req.memory = &m;
+  size_t len;
+  uint8_t *one = pack_alloc(&req.base, &len);
+  uint8_t *two = malloc(2 * len);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(two);
+  memcpy(two, one, len);
+  memcpy(two + len, one, len);
+  Engram__V1__CreateMemoryRequest *merged =
+      engram__v1__create_memory_request__unpack(NULL, 2 * len, two);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(merged);
+  CU_ASSERT_EQUAL(merged->memory->n_tags, 2 * EG_MEMORY_TAGS_MAX); /* what unpack would hand on */
+  engram__v1__create_memory_request__free_unpacked(merged, NULL);
+  assert_wire_ok(&engram__v1__create_memory_request__descriptor, one, len);
+  assert_wire_bad(&engram__v1__create_memory_request__descriptor, two, 2 * len,
+                  "memory: given more than once");
+  free(two);
+  free(one);
+
+  /* Nested: ListMemoriesRequest.filter twice. */
+  Engram__V1__MemoryFilter f = ENGRAM__V1__MEMORY_FILTER__INIT;
+  Engram__V1__ListMemoriesRequest lr = ENGRAM__V1__LIST_MEMORIES_REQUEST__INIT;
+  f.tags = tags;
+  f.n_tags = 1;
+  lr.filter = &f;
+  one = pack_alloc(&lr.base, &len);
+  two = malloc(2 * len);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(two);
+  memcpy(two, one, len);
+  memcpy(two + len, one, len);
+  assert_wire_bad(&engram__v1__list_memories_request__descriptor, two, 2 * len,
+                  "filter: given more than once");
+  free(two);
+  free(one);
+  free(tags);
+}
+
 /* A packed run whose length is not a whole number of values is not
  * protobuf. */
 static void test_wire_packed_malformed(void) {
@@ -536,6 +583,7 @@ void eg_test_register_validate(void) {
   CU_add_test(s, "wire depth", test_wire_depth);
   CU_add_test(s, "wire repeated limits", test_wire_repeated_limits);
   CU_add_test(s, "wire packed malformed", test_wire_packed_malformed);
+  CU_add_test(s, "wire singular message twice", test_wire_singular_message_twice);
   CU_add_test(s, "validate id", test_validate_id);
   CU_add_test(s, "invalid formats", test_invalid_formats);
 }

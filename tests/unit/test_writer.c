@@ -52,7 +52,7 @@ static void start(size_t map_size) {
   eg_err e = eg_store_open(tdir, &o, &store, err, sizeof err);
   if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
   CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_writer_start(store, NULL, NULL, &writer), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_writer_start(store, NULL, NULL, &writer, NULL, 0), EG_OK);
 }
 
 static void stop(void) {
