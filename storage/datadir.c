@@ -21,6 +21,8 @@
 #define EG_STORE_ID_FILE "engram.id"
 #define EG_STORE_ID_META "store_id"
 #define EG_LOCK_FILE "LOCK"
+/* LMDB's own lock file: created when an env is opened, and left behind. */
+#define EG_LMDB_LOCK_FILE "lock.mdb"
 /* Where engramd keeps the keyring when --keyring names none. */
 #define EG_KEYRING_FILE "keyring"
 /* 16 random bytes in hex. */
@@ -134,7 +136,7 @@ static int eg_in_dir(const char *path, const struct stat *dir) {
 }
 
 eg_err eg_store__check_data_file(const char *dir, const char *keyring, char *err, size_t errlen) {
-  char path[4096], kpath[4096], id[EG_STORE_ID_LEN + 1], why[4200];
+  char path[4096], kpath[4096], lpath[4096], id[EG_STORE_ID_LEN + 1], why[8400];
   struct stat st, dst;
   eg_path(path, sizeof path, dir, EG_DATA_FILE);
   int missing = stat(path, &st) != 0;
@@ -142,12 +144,18 @@ eg_err eg_store__check_data_file(const char *dir, const char *keyring, char *err
   eg_err e = eg_read_store_id(dir, id, err, errlen);
   if (e && e != EG_ENOTFOUND) return e;
   eg_path(kpath, sizeof kpath, dir, EG_KEYRING_FILE);
+  eg_path(lpath, sizeof lpath, dir, EG_LMDB_LOCK_FILE);
+  /* A keyring beside LMDB's lock file: an env was opened here with that
+   * keyring (a store from before engram.id). A keyring alone may have been
+   * copied in for a first start (a replica's). */
+  int opened = access(lpath, F_OK) == 0;
   if (!e)
     snprintf(why, sizeof why, "%s/%s says store %s lived here", dir, EG_STORE_ID_FILE, id);
-  else if (access(kpath, F_OK) == 0)
-    snprintf(why, sizeof why, "%s exists: a store lived here", kpath);
-  else if (keyring && stat(dir, &dst) == 0 && eg_in_dir(keyring, &dst))
-    snprintf(why, sizeof why, "the keyring %s is in the data dir: a store lived here", keyring);
+  else if (opened && access(kpath, F_OK) == 0)
+    snprintf(why, sizeof why, "%s and %s exist: a store lived here", kpath, lpath);
+  else if (opened && keyring && stat(dir, &dst) == 0 && eg_in_dir(keyring, &dst))
+    snprintf(why, sizeof why, "the keyring %s is in the data dir beside %s: a store lived here",
+             keyring, lpath);
   else
     return EG_OK; /* a new store */
   snprintf(err, errlen, "%s is %s, but %s. Restore data.mdb from a backup or a replica (a "

@@ -226,7 +226,7 @@ class DataDirTest(E2ETestCase):
             rc, out = run_engramd(srv.data_dir)
             self.assertEqual(rc, 1, out)
             self.assertIn("data.mdb is empty", out)
-            self.assertIn("keyring exists", out)
+            self.assertIn("lock.mdb exist: a store lived here", out)
         finally:
             srv.close()
 
@@ -258,7 +258,7 @@ class DataEvidenceTest(E2ETestCase):
         rc, out = run_engramd(self.dir, "--keyring", os.path.join(self.dir, "..",
                                                                    os.path.basename(self.dir), "keys"))
         self.assertEqual(rc, 1, out)
-        self.assertIn("is in the data dir: a store lived here", out)
+        self.assertIn("is in the data dir beside", out)
         self.assertFalse(os.path.exists(self.data))
 
     def test_documented_way_to_start_empty_works(self):
@@ -275,6 +275,27 @@ class DataEvidenceTest(E2ETestCase):
         self.addCleanup(srv.close)
         srv.start()
         self.assertEqual(len(srv.client().list_sessions(uid("u")).sessions), 0)
+
+
+class FirstStartWithKeyringTest(E2ETestCase):
+    def test_keyring_copied_into_a_new_data_dir_starts(self):
+        # A replica's (or any node's) first start with the keyring copied
+        # into an empty data dir: no store was ever opened there.
+        src = Server()
+        self.addCleanup(src.close)
+        src.start()
+        src.stop()
+        d = tempfile.mkdtemp(prefix="engram-e2e-copied-")
+        self.addCleanup(shutil.rmtree, d, True)
+        data = os.path.join(d, "data")
+        os.makedirs(data, mode=0o700)
+        shutil.copy(os.path.join(src.data_dir, "keyring"), os.path.join(data, "keyring"))
+        os.chmod(os.path.join(data, "keyring"), 0o600)
+        srv = Server(data_dir=data)
+        self.addCleanup(srv.close)
+        srv.start()
+        sid = srv.client().create(uid("u")).session_id
+        self.assertEqual(srv.client().get(sid).session_id, sid)
 
 
 class DiskFullTest(E2ETestCase):
