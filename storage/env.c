@@ -162,6 +162,10 @@ static const struct {
     {EG_DB_MEMORY_VECTORS, offsetof(eg_store, memory_vectors)},
     {EG_DB_MEMORY_TERMS, offsetof(eg_store, memory_terms)},
     {EG_DB_MEMORY_USERS, offsetof(eg_store, memory_users)},
+    {EG_DB_SESSIONS_BY_ACTIVITY, offsetof(eg_store, sessions_by_activity)},
+    {EG_DB_SWEEP_DUE, offsetof(eg_store, sweep_due)},
+    {EG_DB_RETENTION, offsetof(eg_store, retention)},
+    {EG_DB_SESSION_TERMS, offsetof(eg_store, session_terms)},
 };
 
 static eg_err eg_store_open_data_dbs(eg_store *s, MDB_txn *txn, char *err, size_t errlen) {

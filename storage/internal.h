@@ -25,8 +25,13 @@
 #define EG_DB_MEMORY_VECTORS "memory_vectors"
 #define EG_DB_MEMORY_TERMS "memory_terms"
 #define EG_DB_MEMORY_USERS "memory_users"
-/* Room for the DBs later versions add (memories, wal, ...). */
-#define EG_STORE_MAX_DBS 16
+/* Lifecycle indexes and policy (migration 4, see storage.h). */
+#define EG_DB_SESSIONS_BY_ACTIVITY "sessions_by_activity"
+#define EG_DB_SWEEP_DUE "sweep_due"
+#define EG_DB_RETENTION "retention"
+#define EG_DB_SESSION_TERMS "session_terms"
+/* Room for the DBs later versions add (15 are in use at version 4). */
+#define EG_STORE_MAX_DBS 24
 
 /* meta keys */
 #define EG_META_SCHEMA_VERSION "schema_version"
@@ -44,6 +49,7 @@ struct eg_store {
   MDB_env *env;
   MDB_dbi meta, wal, sessions, sessions_by_user, messages, idempotency;
   MDB_dbi memories, memories_by_user, memory_vectors, memory_terms, memory_users;
+  MDB_dbi sessions_by_activity, sweep_due, retention, session_terms;
   /* Every data DB by name (filled at open from eg_store__data_dbs). */
   struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
   size_t n_data_dbs;

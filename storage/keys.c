@@ -96,3 +96,45 @@ eg_err eg_key_idem(eg_key *k, const char *tenant, const char *session_id,
   eg_err e = eg_key_session_range(k, tenant, session_id);
   return e ? e : eg_key_tail(k, client_message_id);
 }
+
+eg_err eg_key_tenant(eg_key *k, const char *tenant) {
+  eg_key_init(k);
+  return eg_key_id(k, tenant);
+}
+
+eg_err eg_key_activity(eg_key *k, const char *tenant, uint64_t last_activity_us,
+                       const char *session_id) {
+  eg_err e = eg_key_tenant(k, tenant);
+  if (!e) e = eg_key_u64(k, last_activity_us);
+  return e ? e : eg_key_tail(k, session_id);
+}
+
+eg_err eg_key_term_range(eg_key *k, const char *tenant, uint64_t term) {
+  eg_err e = eg_key_tenant(k, tenant);
+  return e ? e : eg_key_u64(k, term);
+}
+
+eg_err eg_key_session_term(eg_key *k, const char *tenant, uint64_t term, const char *session_id) {
+  eg_err e = eg_key_term_range(k, tenant, term);
+  return e ? e : eg_key_tail(k, session_id);
+}
+
+eg_err eg_key_sweep_kind(eg_key *k, unsigned kind) {
+  uint8_t b = (uint8_t)kind;
+  /* Kinds are 1..255: a zero byte would be no kind at all. */
+  if (kind == 0 || kind > 255) return EG_EINVAL;
+  eg_key_init(k);
+  return eg_key_raw(k, &b, 1);
+}
+
+eg_err eg_key_sweep_tenant(eg_key *k, unsigned kind, const char *tenant) {
+  eg_err e = eg_key_sweep_kind(k, kind);
+  return e ? e : eg_key_id(k, tenant);
+}
+
+eg_err eg_key_sweep(eg_key *k, unsigned kind, const char *tenant, uint64_t due_us,
+                    const char *id) {
+  eg_err e = eg_key_sweep_tenant(k, kind, tenant);
+  if (!e) e = eg_key_u64(k, due_us);
+  return e ? e : eg_key_tail(k, id);
+}

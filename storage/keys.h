@@ -59,5 +59,22 @@ eg_err eg_key_message(eg_key *k, const char *tenant, const char *session_id, uin
 /* idempotency: session range | client_message_id */
 eg_err eg_key_idem(eg_key *k, const char *tenant, const char *session_id,
                    const char *client_message_id);
+/* A tenant's range (sessions_by_activity, session_terms) and its retention
+ * key: u8len tenant */
+eg_err eg_key_tenant(eg_key *k, const char *tenant);
+/* sessions_by_activity: u8len tenant | last_activity_us BE | session_id */
+eg_err eg_key_activity(eg_key *k, const char *tenant, uint64_t last_activity_us,
+                       const char *session_id);
+/* session_terms prefix of one term: u8len tenant | term BE */
+eg_err eg_key_term_range(eg_key *k, const char *tenant, uint64_t term);
+/* session_terms: term prefix | session_id */
+eg_err eg_key_session_term(eg_key *k, const char *tenant, uint64_t term, const char *session_id);
+/* sweep_due prefix of one kind: u8 kind */
+eg_err eg_key_sweep_kind(eg_key *k, unsigned kind);
+/* sweep_due prefix of one kind and tenant: u8 kind | u8len tenant */
+eg_err eg_key_sweep_tenant(eg_key *k, unsigned kind, const char *tenant);
+/* sweep_due: kind and tenant prefix | due_us BE | id */
+eg_err eg_key_sweep(eg_key *k, unsigned kind, const char *tenant, uint64_t due_us,
+                    const char *id);
 
 #endif

@@ -46,6 +46,18 @@ static eg_err eg_migrate_v3(MDB_txn *txn, char *err, size_t errlen) {
   return EG_OK;
 }
 
+/* Version 4: the lifecycle indexes (sessions_by_activity, sweep_due,
+ * session_terms) and the per-tenant retention policy (storage.h). */
+static eg_err eg_migrate_v4(MDB_txn *txn, char *err, size_t errlen) {
+  static const char *const dbs[] = {EG_DB_SESSIONS_BY_ACTIVITY, EG_DB_SWEEP_DUE, EG_DB_RETENTION,
+                                    EG_DB_SESSION_TERMS};
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
+    if (e) return e;
+  }
+  return EG_OK;
+}
+
 static const struct eg_migration {
   uint32_t version;
   const char *what;
@@ -56,6 +68,7 @@ static const struct eg_migration {
     {2, "write-ahead log: wal", eg_migrate_v2},
     {3, "memories: memories, memories_by_user, memory_vectors, memory_terms, memory_users",
      eg_migrate_v3},
+    {4, "lifecycle: sessions_by_activity, sweep_due, retention, session_terms", eg_migrate_v4},
 };
 
 /* Rows are versions 1..N in order, and N is the version this build writes. */

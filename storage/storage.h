@@ -12,6 +12,14 @@
  *   sessions_by_user  u8len tenant | u8len user_id | create_us u64 BE | session_id -> ""
  *   messages          u8len tenant | u8len session_id | seq u64 BE -> MessageRecord
  *   idempotency       u8len tenant | u8len session_id | client_message_id -> seq u64 BE
+ *   sessions_by_activity  u8len tenant | last_activity_us u64 BE | session_id -> ""
+ *                     (the tenant's sessions by newest activity: read backwards)
+ *   session_terms     u8len tenant | term u64 BE | session_id -> ""
+ *                     (blind index: one entry per SessionRecord.metadata_hashes)
+ *   sweep_due         u8 kind | u8len tenant | due_us u64 BE | id -> ""
+ *                     (due work by time, kinds EG_SWEEP_*; id is a session
+ *                     or memory id)
+ *   retention         u8len tenant -> RetentionPolicyRecord
  *   wal               lsn u64 BE -> WalRecord (below)
  * and the memory DBs (storage/memories.h). All of it, with the files of
  * the data dir: docs/architecture.md, "On disk".
@@ -52,12 +60,16 @@
 
 typedef Engram__Storage__V1__SessionRecord eg_session_rec;
 typedef Engram__Storage__V1__MessageRecord eg_message_rec;
+typedef Engram__Storage__V1__RetentionPolicyRecord eg_retention_rec;
 
-#define EG_STORE_SCHEMA_VERSION 3
+#define EG_STORE_SCHEMA_VERSION 4
 /* Longest tenant, user id or session id the key layout accepts. */
 #define EG_STORE_ID_MAX 128
-/* Position in a user's session list: create_us u64 BE | session_id. */
+/* Position in a user's session list: create_us u64 BE | session_id; in a
+ * tenant's activity list: last_activity_us u64 BE | session_id. */
 #define EG_SESSION_CURSOR_MAX (8 + EG_STORE_ID_MAX)
+/* Most metadata_hashes one session may carry (a term index entry each). */
+#define EG_SESSION_TERMS_MAX 64
 
 typedef struct eg_store eg_store;
 typedef struct eg_txn eg_txn;
@@ -176,6 +188,92 @@ typedef int (*eg_message_visit_fn)(void *arg, eg_message_rec *rec);
 eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session_id,
                               uint64_t start_seq, int descending,
                               eg_message_visit_fn fn, void *arg);
+
+/* ---- lifecycle: activity, metadata terms, due work, retention --------------
+ *
+ * The indexes below are kept by the writers above in the same txn, from
+ * the stored record before and after the write, so callers do nothing
+ * extra:
+ *   - eg_store_session_put/delete: sessions_by_activity (key
+ *     last_activity_us, stored as max(rec->update_time_us,
+ *     rec->last_activity_us): an append, which puts its session with a new
+ *     update_time_us, moves it), session_terms (rec->metadata_hashes:
+ *     sorted, unique, at most EG_SESSION_TERMS_MAX, else EG_EINVAL) and
+ *     sweep_due kind EG_SWEEP_SESSION_GONE; a delete also drops the
+ *     session's EG_SWEEP_SESSION_MESSAGES entry.
+ *   - eg_store_message_put and eg_store_messages_delete_before: kind
+ *     EG_SWEEP_SESSION_MESSAGES, due at the create time of the session's
+ *     oldest remaining message (the lowest seq).
+ *   - eg_store_memory_put/purge: kinds EG_SWEEP_MEMORY_TOMBSTONE and
+ *     EG_SWEEP_MEMORY_EXPIRE; put stores MemoryRecord.state_time_us (the
+ *     record's update_time_us when the state changes or the memory is new,
+ *     else the previous value).
+ *   - eg_store_user_erase_step removes them with the user's data.
+ * Times must not be negative (EG_EINVAL): they are u64 in keys.
+ */
+
+/* sweep_due kinds: when the item stopped being live (a sweeper adds the
+ * tenant's retention to it). */
+enum {
+  /* An ENDED session at end_time_us (update_time_us if 0), or an ACTIVE
+   * one at expire_time_us (none when it is 0). */
+  EG_SWEEP_SESSION_GONE = 1,
+  /* A session's oldest remaining message, at its create_time_us. */
+  EG_SWEEP_SESSION_MESSAGES = 2,
+  /* A DELETED or DUPLICATE memory, at state_time_us. */
+  EG_SWEEP_MEMORY_TOMBSTONE = 3,
+  /* A memory with an expiry (any state), at expire_time_us. */
+  EG_SWEEP_MEMORY_EXPIRE = 4,
+};
+#define EG_SWEEP_KIND_MAX 4
+
+/* Visits the tenant's sessions by last activity, newest first (ties: the
+ * greater id first), starting strictly after `after` (NULL: from the
+ * newest). cur is the position in this list. EG_EINVAL if `after` is not
+ * a cursor this function could have produced. Cost: O(log n + visited). */
+eg_err eg_store_sessions_by_activity_scan(eg_txn *t, const char *tenant,
+                                          const eg_session_cursor *after,
+                                          eg_session_visit_fn fn, void *arg);
+
+/* Called per session id holding a term; id is valid during the call.
+ * Return nonzero to stop. */
+typedef int (*eg_session_id_visit_fn)(void *arg, const char *session_id);
+/* Visits the ids of the tenant's sessions whose metadata_hashes hold
+ * term, ascending by id, starting strictly after after_id (NULL: from the
+ * first). Cost: O(log n + visited). */
+eg_err eg_store_session_terms_scan(eg_txn *t, const char *tenant, uint64_t term,
+                                   const char *after_id, eg_session_id_visit_fn fn, void *arg);
+
+/* Called per due entry: its due time and id (valid during the call).
+ * Return nonzero to stop. */
+typedef int (*eg_sweep_visit_fn)(void *arg, int64_t due_us, const char *id);
+/* Visits the tenant's entries of kind with due_us < cutoff_us, oldest
+ * first, at most max of them. Cost: O(log n + visited). */
+eg_err eg_store_sweep_scan(eg_txn *t, unsigned kind, const char *tenant, int64_t cutoff_us,
+                           size_t max, eg_sweep_visit_fn fn, void *arg);
+/* Called per tenant (valid during the call). Return nonzero to stop. */
+typedef int (*eg_tenant_visit_fn)(void *arg, const char *tenant);
+/* Visits, ascending, the tenants that have entries of kind, strictly after
+ * after_tenant (NULL: from the first). Jumps from tenant to tenant: cost
+ * O(tenants visited * log n), whatever their entries. */
+eg_err eg_store_sweep_tenants(eg_txn *t, unsigned kind, const char *after_tenant,
+                              eg_tenant_visit_fn fn, void *arg);
+
+/* The warm tier: deletes the session's oldest messages (lowest seq first)
+ * created before before_us, with their idempotency keys, at most max of
+ * them; the session record stays. *n (may be NULL) gets how many went;
+ * *more (may be NULL) is set when the limit stopped it with such a
+ * message left. Moves the session's EG_SWEEP_SESSION_MESSAGES entry to
+ * its new oldest message (or drops it). Cost: O(log n + max). */
+eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char *session_id,
+                                       int64_t before_us, size_t max, uint64_t *n, int *more);
+
+/* The tenant's policy (a data DB: logged and replicated). EG_ENOTFOUND
+ * when the tenant has none. */
+eg_err eg_store_retention_get(eg_txn *t, const char *tenant, eg_retention_rec **out);
+/* Stores rec as the tenant's policy (replacing any). Negative values are
+ * EG_EINVAL. */
+eg_err eg_store_retention_put(eg_txn *t, const char *tenant, const eg_retention_rec *rec);
 
 /* ---- write-ahead log (replication) -------------------------------------
  *

@@ -284,7 +284,8 @@ static void test_open_reopen(void) {
   mdb_cursor_close(c);
   raw_close(&m, 0);
   CU_ASSERT_STRING_EQUAL(names, "idempotency,memories,memories_by_user,memory_terms,memory_users,"
-                                "memory_vectors,messages,meta,sessions,sessions_by_user,wal");
+                                "memory_vectors,messages,meta,retention,session_terms,sessions,"
+                                "sessions_by_activity,sessions_by_user,sweep_due,wal");
   eg_test_rmdir(root);
 }
 
