@@ -152,6 +152,31 @@ int eg_session_state_at(const eg_session_rec *rec, int64_t now_us) {
   return rec->state;
 }
 
+/* The API view of a session's stats (all zero for a session stored
+ * without them). */
+static Engram__V1__SessionStats *eg_stats_to_api(eg_req *r, const eg_session_rec *rec) {
+  static const Engram__Storage__V1__SessionStatsRecord none =
+      ENGRAM__STORAGE__V1__SESSION_STATS_RECORD__INIT;
+  const Engram__Storage__V1__SessionStatsRecord *st = rec->stats ? rec->stats : &none;
+  Engram__V1__SessionStats *out = EG_ARENA_NEW(r->arena, Engram__V1__SessionStats);
+  if (!out) return NULL;
+  engram__v1__session_stats__init(out);
+  out->user_messages = st->user_messages;
+  out->assistant_messages = st->assistant_messages;
+  out->system_messages = st->system_messages;
+  out->tool_messages = st->tool_messages;
+  out->total_tokens = st->total_tokens;
+  if (st->first_message_time_us) {
+    out->first_message_time = eg_timestamp(r, st->first_message_time_us);
+    out->last_message_time = eg_timestamp(r, st->last_message_time_us);
+    if (!out->first_message_time || !out->last_message_time) return NULL;
+    out->duration_seconds = (double)(st->last_message_time_us - st->first_message_time_us) / 1e6;
+  }
+  if (rec->message_count > 0)
+    out->summary_coverage = (double)rec->summary_through_seq / (double)rec->message_count;
+  return out;
+}
+
 eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Session **out) {
   Engram__V1__Session *s = EG_ARENA_NEW(r->arena, Engram__V1__Session);
   if (!s) return EG_ENOMEM;
@@ -167,9 +192,15 @@ eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Sessi
   s->message_count = rec->message_count;
   s->summary_through_seq = rec->summary_through_seq;
   s->summary_due = rec->message_count - rec->summary_through_seq >= r->srv->cfg->summary_every;
+  s->ttl_seconds = rec->ttl_us / 1000000;
+  if (rec->end_time_us && !(s->end_time = eg_timestamp(r, rec->end_time_us))) return EG_ENOMEM;
+  if (!(s->stats = eg_stats_to_api(r, rec))) return EG_ENOMEM;
   size_t len;
   eg_err e = eg_field_open(r, "session", rec->session_id, "summary", &rec->summary_token,
                            &s->summary, &len);
+  if (e == EG_OK)
+    e = eg_field_open(r, "session", rec->session_id, "end_reason", &rec->end_reason_token,
+                      &s->end_reason, &len);
   if (e != EG_OK) return e;
   e = eg_metadata_open(r, "session", rec->session_id, &rec->metadata_token,
                        eg_session_entry_init, sizeof(Engram__V1__Session__MetadataEntry),

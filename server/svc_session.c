@@ -14,6 +14,14 @@
 #include "server/service.h"
 #include "server/validate.h"
 
+/* A per-session idle TTL: the same bounds as --session-ttl (a year at
+ * most, so now + ttl never nears the int64 microsecond range). */
+#define EG_SESSION_TTL_MAX_S 31536000
+/* EndSession's reason: a short note, not a transcript. */
+#define EG_END_REASON_MAX 1024
+
+typedef Engram__Storage__V1__SessionStatsRecord eg_stats_rec;
+
 /* ==== shared helpers ======================================================= */
 
 static int eg_invalid_r(eg_req *r, const char *field, const char *what) {
@@ -73,12 +81,23 @@ static eg_err eg_msg_token_parse(eg_req *r, const char *tok, int descending, uin
 
 static int64_t eg_estimate_tokens(size_t bytes) { return (int64_t)((bytes + 3) / 4); }
 
+/* A requested ttl_seconds (0: the server's --session-ttl) in microseconds. */
+static eg_err eg_ttl_us(eg_req *r, int64_t ttl_s, int64_t *out) {
+  if (ttl_s < 0 || ttl_s > EG_SESSION_TTL_MAX_S)
+    return eg_invalid(r->msg, sizeof r->msg, "session.ttl_seconds",
+                      "%lld is outside 1 .. %d (0: the server's default)", (long long)ttl_s,
+                      EG_SESSION_TTL_MAX_S);
+  *out = (ttl_s ? ttl_s : r->srv->cfg->session_ttl_s) * 1000000;
+  return EG_OK;
+}
+
 /* ==== CreateSession ========================================================= */
 
 struct eg_create_state {
   const Engram__V1__Session *in;
   const char *session_id;
   ProtobufCBinaryData metadata_token;
+  int64_t ttl_us;
 };
 
 static eg_err eg_create_prepare(eg_req *r, const ProtobufCMessage *msg) {
@@ -94,6 +113,7 @@ static eg_err eg_create_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if (!st) return EG_ENOMEM;
   st->in = s;
   st->session_id = s->session_id;
+  if ((e = eg_ttl_us(r, s->ttl_seconds, &st->ttl_us))) return e;
   if (!s->session_id[0]) {
     char *id = eg_arena_alloc(r->arena, EG_ULID_LEN + 1);
     if (!id) return EG_ENOMEM;
@@ -111,7 +131,22 @@ static eg_err eg_create_prepare(eg_req *r, const ProtobufCMessage *msg) {
 
 static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
   const struct eg_create_state *st = r->state;
-  int64_t ttl_us = r->srv->cfg->session_ttl_s * 1000000;
+  const int64_t ttl_us = st->ttl_us;
+  eg_session_rec *old;
+  /* A retry of a create that succeeded (same id, same user) gets the
+   * session as it is now, and writes nothing. */
+  eg_err e = eg_store_session_get(t, r->tenant, st->session_id, &old);
+  if (e == EG_OK) {
+    if (eg_arena_defer(r->arena, eg_session_rec_free, old) != 0) return EG_ENOMEM;
+    if (strcmp(old->user_id, st->in->user_id) == 0)
+      return eg_session_to_api(r, old, (Engram__V1__Session **)&r->resp);
+    e = EG_EEXIST;
+  }
+  if (e == EG_EEXIST) {
+    snprintf(r->msg, sizeof r->msg, "session.session_id: '%s' already exists", st->session_id);
+    return e;
+  }
+  if (e != EG_ENOTFOUND) return e;
   eg_session_rec rec = ENGRAM__STORAGE__V1__SESSION_RECORD__INIT;
   rec.session_id = (char *)st->session_id;
   rec.user_id = st->in->user_id;
@@ -121,12 +156,7 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + ttl_us;
   rec.ttl_us = ttl_us;
-  eg_err e = eg_store_session_put(t, r->tenant, &rec, 1);
-  if (e == EG_EEXIST) {
-    snprintf(r->msg, sizeof r->msg, "session.session_id: '%s' already exists", st->session_id);
-    return e;
-  }
-  if (e != EG_OK) return e;
+  if ((e = eg_store_session_put(t, r->tenant, &rec, 1))) return e;
   return eg_session_to_api(r, &rec, (Engram__V1__Session **)&r->resp);
 }
 
@@ -141,25 +171,151 @@ static eg_err eg_get_session(eg_req *r, const ProtobufCMessage *msg) {
   return e;
 }
 
-/* Prepare for the writes that name only a session: EndSession, DeleteSession. */
-static eg_err eg_by_id_prepare(eg_req *r, const ProtobufCMessage *msg) {
-  /* Both requests carry session_id as field 1, a string. */
-  const char *sid = msg->descriptor == &engram__v1__end_session_request__descriptor
-                        ? ((const Engram__V1__EndSessionRequest *)msg)->session_id
-                        : ((const Engram__V1__DeleteSessionRequest *)msg)->session_id;
+static eg_err eg_delete_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const char *sid = ((const Engram__V1__DeleteSessionRequest *)msg)->session_id;
   r->state = (void *)sid;
   return eg_validate_id("session_id", sid, 1, r->msg, sizeof r->msg);
 }
 
+struct eg_end_state {
+  const char *session_id;
+  ProtobufCBinaryData reason_token; /* empty: no reason */
+};
+
+static eg_err eg_end_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__EndSessionRequest *in = (const void *)msg;
+  eg_err e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg);
+  if (e != EG_OK) return e;
+  size_t len = strlen(in->reason);
+  if (len > EG_END_REASON_MAX)
+    return eg_invalid(r->msg, sizeof r->msg, "reason", "%zu bytes, limit %d", len, EG_END_REASON_MAX);
+  struct eg_end_state *st = EG_ARENA_NEW(r->arena, struct eg_end_state);
+  if (!st) return EG_ENOMEM;
+  st->session_id = in->session_id;
+  r->state = st;
+  if (len == 0) return EG_OK;
+  return eg_field_seal(r, "session", in->session_id, "end_reason", in->reason, len, &st->reason_token);
+}
+
+/* Ends s as of now, with reason (may be empty). s is a shallow copy of a
+ * loaded record: the reason token is arena memory, and the loaded record's
+ * own buffers must stay where free_unpacked expects them. */
+static void eg_session_end(const eg_req *r, eg_session_rec *s, ProtobufCBinaryData reason) {
+  s->state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED;
+  s->end_time_us = r->now_us;
+  s->end_reason_token = reason;
+  s->update_time_us = r->now_us;
+}
+
 static eg_err eg_end_apply(eg_req *r, eg_txn *t) {
-  eg_session_rec *rec;
-  eg_err e = eg_session_load(r, t, r->state, &rec);
+  const struct eg_end_state *st = r->state;
+  eg_session_rec *rec, upd;
+  eg_err e = eg_session_load(r, t, st->session_id, &rec);
   if (e != EG_OK) return e;
-  rec->state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED;
-  rec->update_time_us = r->now_us;
-  e = eg_store_session_put(t, r->tenant, rec, 0);
+  /* Ending an ENDED session again is a retry: it keeps its first end time
+   * and reason, and nothing is written. */
+  if (rec->state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED)
+    return eg_session_to_api(r, rec, (Engram__V1__Session **)&r->resp);
+  upd = *rec;
+  eg_session_end(r, &upd, st->reason_token);
+  if ((e = eg_store_session_put(t, r->tenant, &upd, 0))) return e;
+  return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
+}
+
+/* ==== UpdateSession ========================================================= */
+
+enum { EG_SU_METADATA = 1, EG_SU_AGENT = 2, EG_SU_TTL = 4, EG_SU_STATE = 8 };
+
+static const struct {
+  const char *path;
+  unsigned bit;
+} eg_su_paths[] = {{"metadata", EG_SU_METADATA},
+                   {"agent_id", EG_SU_AGENT},
+                   {"ttl_seconds", EG_SU_TTL},
+                   {"state", EG_SU_STATE}};
+
+struct eg_update_state {
+  const Engram__V1__UpdateSessionRequest *in;
+  unsigned mask;
+  ProtobufCBinaryData metadata_token;
+  int64_t ttl_us;
+};
+
+static eg_err eg_update_mask(eg_req *r, struct eg_update_state *st) {
+  const Google__Protobuf__FieldMask *fm = st->in->update_mask;
+  if (!fm || fm->n_paths == 0) return eg_invalid_r(r, "update_mask", "required: name the fields to change");
+  for (size_t i = 0; i < fm->n_paths; i++) {
+    unsigned bit = 0;
+    for (size_t j = 0; j < sizeof eg_su_paths / sizeof eg_su_paths[0] && !bit; j++)
+      if (strcmp(fm->paths[i], eg_su_paths[j].path) == 0) bit = eg_su_paths[j].bit;
+    if (!bit)
+      return eg_invalid(r->msg, sizeof r->msg, "update_mask",
+                        "'%s' is not an updatable field (metadata, agent_id, ttl_seconds, state)",
+                        fm->paths[i]);
+    st->mask |= bit;
+  }
+  return EG_OK;
+}
+
+static eg_err eg_update_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__UpdateSessionRequest *in = (const void *)msg;
+  const Engram__V1__Session *s = in->session;
+  eg_err e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg);
   if (e != EG_OK) return e;
-  return eg_session_to_api(r, rec, (Engram__V1__Session **)&r->resp);
+  if (!s) return eg_invalid_r(r, "session", "required");
+  struct eg_update_state *st = EG_ARENA_NEW(r->arena, struct eg_update_state);
+  if (!st) return EG_ENOMEM;
+  st->in = in;
+  r->state = st;
+  if ((e = eg_update_mask(r, st))) return e;
+  if ((st->mask & EG_SU_AGENT) &&
+      (e = eg_validate_id("session.agent_id", s->agent_id, 0, r->msg, sizeof r->msg)))
+    return e;
+  if ((st->mask & EG_SU_TTL) && (e = eg_ttl_us(r, s->ttl_seconds, &st->ttl_us))) return e;
+  if ((st->mask & EG_SU_STATE) && s->state != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE &&
+      s->state != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED)
+    return eg_invalid(r->msg, sizeof r->msg, "session.state",
+                      "must be ACTIVE (reopen) or ENDED (got %d)", (int)s->state);
+  if (!(st->mask & EG_SU_METADATA)) return EG_OK;
+  ProtobufCBinaryData packed;
+  e = eg_metadata_pack(r, "session.metadata", (eg_kv_entry **)s->metadata, s->n_metadata, &packed);
+  if (e == EG_OK && packed.len)
+    e = eg_field_seal(r, "session", in->session_id, "metadata", packed.data, packed.len,
+                      &st->metadata_token);
+  return e;
+}
+
+static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
+  const struct eg_update_state *st = r->state;
+  const Engram__V1__Session *in = st->in->session;
+  eg_session_rec *rec, upd;
+  eg_err e = eg_session_load(r, t, st->in->session_id, &rec);
+  if (e != EG_OK) return e;
+  /* A shallow copy: new tokens are arena memory (see eg_session_end). */
+  upd = *rec;
+  int state = eg_session_state_at(rec, r->now_us);
+  if (st->mask & EG_SU_METADATA) upd.metadata_token = st->metadata_token;
+  if (st->mask & EG_SU_AGENT) upd.agent_id = in->agent_id;
+  if (st->mask & EG_SU_TTL) upd.ttl_us = st->ttl_us;
+  if ((st->mask & EG_SU_STATE) && in->state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED &&
+      state != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED) {
+    eg_session_end(r, &upd, (ProtobufCBinaryData){0});
+  } else if ((st->mask & EG_SU_STATE) && in->state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE &&
+             state != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE) {
+    /* Reopen: live again from now, the end forgotten. The session exists,
+     * so it is still within retention (the sweeper removes it after). */
+    upd.state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE;
+    upd.end_time_us = 0;
+    upd.end_reason_token = (ProtobufCBinaryData){0};
+    upd.expire_time_us = r->now_us + upd.ttl_us;
+  } else if ((st->mask & EG_SU_TTL) && state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE) {
+    /* A new TTL counts from now; it does not revive an expired session
+     * (that takes state ACTIVE). */
+    upd.expire_time_us = r->now_us + upd.ttl_us;
+  }
+  upd.update_time_us = r->now_us;
+  if ((e = eg_store_session_put(t, r->tenant, &upd, 0))) return e;
+  return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
 }
 
 static eg_err eg_delete_apply(eg_req *r, eg_txn *t) {
@@ -416,6 +572,7 @@ static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__AppendMessagesRequest *in = (const void *)msg;
   eg_err e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg);
   if (e != EG_OK) return e;
+  if (in->expected_last_seq < 0) return eg_invalid_r(r, "expected_last_seq", "must not be negative");
   if (in->n_messages == 0) return eg_invalid_r(r, "messages", "at least one message is required");
   if (in->n_messages > (size_t)r->srv->cfg->max_append_messages)
     return eg_invalid(r->msg, sizeof r->msg, "messages", "%zu messages, limit %d per call",
@@ -449,7 +606,21 @@ static eg_err eg_append_find_retry(eg_req *r, eg_txn *t, const char *sid, const 
   return eg_message_to_api(r, sid, rec, out);
 }
 
-static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, size_t i, Engram__V1__Message **out) {
+/* Counts one appended message into stats. */
+static void eg_stats_add(eg_stats_rec *stats, int role, int64_t tokens, int64_t time_us) {
+  switch (role) {
+  case ENGRAM__V1__ROLE__ROLE_USER: stats->user_messages++; break;
+  case ENGRAM__V1__ROLE__ROLE_ASSISTANT: stats->assistant_messages++; break;
+  case ENGRAM__V1__ROLE__ROLE_SYSTEM: stats->system_messages++; break;
+  default: stats->tool_messages++; break; /* prepare admits only the four roles */
+  }
+  stats->total_tokens += tokens;
+  if (!stats->first_message_time_us) stats->first_message_time_us = time_us;
+  stats->last_message_time_us = time_us;
+}
+
+static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_rec *stats, size_t i,
+                            Engram__V1__Message **out) {
   const struct eg_append_state *st = r->state;
   const Engram__V1__Message *m = st->in->messages[i];
   eg_message_rec rec = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
@@ -467,6 +638,7 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, size_t i, E
   if (e == EG_OK) e = eg_store_message_put(t, r->tenant, s->session_id, &rec);
   if (e != EG_OK) return e;
   s->message_count = rec.seq;
+  eg_stats_add(stats, rec.role, rec.token_count, rec.create_time_us);
   /* The reply echoes the request's plaintext: nothing to decrypt. */
   Engram__V1__Message *am = EG_ARENA_NEW(r->arena, Engram__V1__Message);
   if (!am) return EG_ENOMEM;
@@ -494,7 +666,10 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
   Engram__V1__Message **msgs = EG_ARENA_ARRAY(r->arena, Engram__V1__Message *, n);
   if (!out || !msgs) return EG_ENOMEM;
   engram__v1__append_messages_response__init(out);
-  int64_t before = s->message_count;
+  const int64_t before = s->message_count;
+  /* Counted on a copy: s's own stats (if any) belong to free_unpacked. */
+  eg_stats_rec stats = ENGRAM__STORAGE__V1__SESSION_STATS_RECORD__INIT;
+  if (s->stats) stats = *s->stats;
   for (size_t i = 0; i < n; i++) {
     int found;
     e = eg_append_find_retry(r, t, s->session_id, st->in->messages[i], &msgs[i], &found);
@@ -508,16 +683,27 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
                state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED ? "ended" : "expired");
       return EG_EPRECOND;
     }
-    if ((e = eg_append_one(r, t, s, i, &msgs[i]))) return e;
+    /* Checked before the first new message is written, after retries:
+     * a retried append that succeeded still succeeds. */
+    if (st->in->expected_last_seq && s->message_count == before &&
+        before != st->in->expected_last_seq) {
+      snprintf(r->msg, sizeof r->msg,
+               "expected_last_seq: %" PRId64 " expected, the session's last seq is %" PRId64,
+               st->in->expected_last_seq, before);
+      return EG_EPRECOND;
+    }
+    if ((e = eg_append_one(r, t, s, &stats, i, &msgs[i]))) return e;
   }
+  eg_session_rec upd = *s;
+  upd.stats = &stats;
   if (s->message_count != before) {
-    s->update_time_us = r->now_us;
-    s->expire_time_us = r->now_us + s->ttl_us;
-    if ((e = eg_store_session_put(t, r->tenant, s, 0))) return e;
+    upd.update_time_us = r->now_us;
+    upd.expire_time_us = r->now_us + s->ttl_us;
+    if ((e = eg_store_session_put(t, r->tenant, &upd, 0))) return e;
   }
   out->messages = msgs;
   out->n_messages = n;
-  if ((e = eg_session_to_api(r, s, &out->session))) return e;
+  if ((e = eg_session_to_api(r, &upd, &out->session))) return e;
   r->resp = &out->base;
   return EG_OK;
 }
@@ -538,6 +724,8 @@ static eg_err eg_summary_prepare(eg_req *r, const ProtobufCMessage *msg) {
     return eg_invalid(r->msg, sizeof r->msg, "summary", "%zu bytes, limit %lld", len,
                       (long long)r->srv->cfg->max_content_bytes);
   if (in->through_seq < 0) return eg_invalid_r(r, "through_seq", "must not be negative");
+  if (in->expected_through_seq < 0)
+    return eg_invalid_r(r, "expected_through_seq", "must not be negative");
   struct eg_summary_state *st = EG_ARENA_NEW(r->arena, struct eg_summary_state);
   if (!st) return EG_ENOMEM;
   st->in = in;
@@ -551,6 +739,12 @@ static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
   eg_session_rec *s;
   eg_err e = eg_session_load(r, t, st->in->session_id, &s);
   if (e != EG_OK) return e;
+  if (st->in->expected_through_seq && st->in->expected_through_seq != s->summary_through_seq) {
+    snprintf(r->msg, sizeof r->msg,
+             "expected_through_seq: %" PRId64 " expected, the summary covers through %" PRId64,
+             st->in->expected_through_seq, s->summary_through_seq);
+    return EG_EPRECOND;
+  }
   if (st->in->through_seq > s->message_count)
     return eg_invalid(r->msg, sizeof r->msg, "through_seq", "%" PRId64 " is beyond the last message (%" PRId64 ")",
                       st->in->through_seq, s->message_count);
@@ -582,8 +776,9 @@ const eg_method eg_session_methods[] = {
     EG_WRITE(CreateSession, engram__v1__create_session_request__descriptor, eg_create_prepare, eg_create_apply),
     EG_READ(GetSession, engram__v1__get_session_request__descriptor, eg_get_session),
     EG_READ(ListSessions, engram__v1__list_sessions_request__descriptor, eg_list_sessions),
-    EG_WRITE(EndSession, engram__v1__end_session_request__descriptor, eg_by_id_prepare, eg_end_apply),
-    EG_WRITE(DeleteSession, engram__v1__delete_session_request__descriptor, eg_by_id_prepare, eg_delete_apply),
+    EG_WRITE(EndSession, engram__v1__end_session_request__descriptor, eg_end_prepare, eg_end_apply),
+    EG_WRITE(UpdateSession, engram__v1__update_session_request__descriptor, eg_update_prepare, eg_update_apply),
+    EG_WRITE(DeleteSession, engram__v1__delete_session_request__descriptor, eg_delete_prepare, eg_delete_apply),
     EG_WRITE(AppendMessages, engram__v1__append_messages_request__descriptor, eg_append_prepare, eg_append_apply),
     EG_READ(ListMessages, engram__v1__list_messages_request__descriptor, eg_list_messages),
     EG_READ(GetContext, engram__v1__get_context_request__descriptor, eg_get_context),

@@ -159,6 +159,7 @@ int cmd_session_create(cli *g, int argc, char **argv);
 int cmd_session_get(cli *g, int argc, char **argv);
 int cmd_session_list(cli *g, int argc, char **argv);
 int cmd_session_end(cli *g, int argc, char **argv);
+int cmd_session_update(cli *g, int argc, char **argv);
 int cmd_session_delete(cli *g, int argc, char **argv);
 int cmd_message_append(cli *g, int argc, char **argv);
 int cmd_message_list(cli *g, int argc, char **argv);

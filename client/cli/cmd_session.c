@@ -1,7 +1,8 @@
 /*
- * engram session create|get|list|end|delete
+ * engram session create|get|list|update|end|delete
  */
 #include "cli.h"
+#include "google/protobuf/field_mask.pb-c.h"
 
 int cmd_session_create(cli *g, int argc, char **argv) {
   Engram__V1__Session s = ENGRAM__V1__SESSION__INIT;
@@ -11,6 +12,8 @@ int cmd_session_create(cli *g, int argc, char **argv) {
       {"--agent", FLAG_STR, &s.agent_id},
       {"--id", FLAG_STR, &s.session_id},
       {"--meta", FLAG_MAP, &meta},
+      /* the server checks the range and names the field */
+      {"--ttl", FLAG_INT, &s.ttl_seconds, 0, 0, INT64_MAX},
       {NULL},
   };
   int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
@@ -22,8 +25,8 @@ int cmd_session_create(cli *g, int argc, char **argv) {
   return cli_rpc(g, &eg_client_method_create_session, &req.base, NULL);
 }
 
-/* `session get|end|delete ID`: calls method with a request whose one
- * field is session_id. */
+/* `session get|delete ID`: calls method with a request whose one field
+ * is session_id. */
 static int call_by_id(cli *g, int argc, char **argv, const eg_client_method *method) {
   const char *const names[] = {"ID", NULL};
   const char *id;
@@ -40,7 +43,51 @@ int cmd_session_get(cli *g, int argc, char **argv) {
 }
 
 int cmd_session_end(cli *g, int argc, char **argv) {
-  return call_by_id(g, argc, argv, &eg_client_method_end_session);
+  const char *const names[] = {"ID", NULL};
+  Engram__V1__EndSessionRequest req = ENGRAM__V1__END_SESSION_REQUEST__INIT;
+  const char *id, *reason = NULL;
+  const cli_flag flags[] = {{"--reason", FLAG_STR, &reason}, {NULL}};
+  int rc = cli_parse(g, argc, argv, flags, names, &id);
+  if (rc != CLI_OK) return rc;
+  req.session_id = (char *)id;
+  if (reason) req.reason = (char *)reason;
+  return cli_rpc(g, &eg_client_method_end_session, &req.base, NULL);
+}
+
+int cmd_session_update(cli *g, int argc, char **argv) {
+  const char *const names[] = {"ID", NULL};
+  Engram__V1__Session s = ENGRAM__V1__SESSION__INIT;
+  Engram__V1__UpdateSessionRequest req = ENGRAM__V1__UPDATE_SESSION_REQUEST__INIT;
+  Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+  cli_map meta = {.entry = &engram__v1__session__metadata_entry__descriptor};
+  char *paths[4];
+  const char *id, *agent = NULL;
+  int64_t ttl = -1; /* -1: not given */
+  int clear_meta = 0, reopen = 0;
+  const cli_flag flags[] = {
+      {"--agent", FLAG_STR, &agent},
+      {"--ttl", FLAG_INT, &ttl, 0, 0, INT64_MAX},
+      {"--metadata", FLAG_MAP, &meta},
+      {"--clear-metadata", FLAG_BOOL, &clear_meta},
+      {"--reopen", FLAG_BOOL, &reopen},
+      {NULL},
+  };
+  int rc = cli_parse(g, argc, argv, flags, names, &id);
+  if (rc != CLI_OK) return rc;
+  if (meta.n && clear_meta) return cli_usage_error(g, "--metadata and --clear-metadata exclude each other");
+  if (agent) s.agent_id = (char *)agent, paths[mask.n_paths++] = "agent_id";
+  if (ttl >= 0) s.ttl_seconds = ttl, paths[mask.n_paths++] = "ttl_seconds";
+  /* metadata is replaced whole: the flags give the complete new map */
+  if (meta.n || clear_meta) paths[mask.n_paths++] = "metadata";
+  if (reopen) s.state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE, paths[mask.n_paths++] = "state";
+  if (!mask.n_paths) return cli_usage_error(g, "nothing to update: give at least one flag");
+  s.n_metadata = meta.n;
+  s.metadata = (Engram__V1__Session__MetadataEntry **)meta.items;
+  mask.paths = paths;
+  req.session_id = (char *)id;
+  req.session = &s;
+  req.update_mask = &mask;
+  return cli_rpc(g, &eg_client_method_update_session, &req.base, NULL);
 }
 
 int cmd_session_delete(cli *g, int argc, char **argv) {

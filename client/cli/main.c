@@ -11,12 +11,15 @@
 #define DEFAULT_TARGET "127.0.0.1:50051"
 
 static const cli_cmd commands[] = {
-    {"session", "create", "--user U [--agent A] [--id ID] [--meta k=v]...", "create a session",
+    {"session", "create", "--user U [--agent A] [--id ID] [--meta k=v]... [--ttl S]", "create a session",
      cmd_session_create},
     {"session", "get", "ID", "show a session", cmd_session_get},
     {"session", "list", "--user U [--page-size N] [--page-token T]", "list a user's sessions",
      cmd_session_list},
-    {"session", "end", "ID", "end a session (appends are refused after)", cmd_session_end},
+    {"session", "update", "ID [--agent A] [--ttl S] [--metadata k=v]... [--clear-metadata] [--reopen]",
+     "change a session's agent, idle TTL or metadata (replaced whole); --reopen an ended or expired one",
+     cmd_session_update},
+    {"session", "end", "ID [--reason R]", "end a session (appends are refused after)", cmd_session_end},
     {"session", "delete", "ID", "delete a session and its messages", cmd_session_delete},
     {"message", "append",
      "SESSION_ID --role user|assistant|system|tool --content TEXT [--token-count N] "

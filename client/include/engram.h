@@ -127,6 +127,9 @@ const char *eg_client_code_name(int code);
   X(end_session, EG_CLIENT_SESSION_SVC "EndSession",                                     \
     Engram__V1__EndSessionRequest, engram__v1__end_session_request__descriptor,          \
     Engram__V1__Session, engram__v1__session__descriptor)                                \
+  X(update_session, EG_CLIENT_SESSION_SVC "UpdateSession",                               \
+    Engram__V1__UpdateSessionRequest, engram__v1__update_session_request__descriptor,    \
+    Engram__V1__Session, engram__v1__session__descriptor)                                \
   X(delete_session, EG_CLIENT_SESSION_SVC "DeleteSession",                               \
     Engram__V1__DeleteSessionRequest, engram__v1__delete_session_request__descriptor,    \
     Engram__V1__DeleteSessionResponse, engram__v1__delete_session_response__descriptor)  \

@@ -447,8 +447,9 @@ class ClusterTest(ReplicationCase):
             ("CreateSession", pb.CreateSessionRequest(
                 session=pb.Session(user_id=user, session_id="bad id!"))),
             ("CreateSession", pb.CreateSessionRequest(session=pb.Session(user_id=""))),
+            # another user's id (the same user's would be a safe retry)
             ("CreateSession", pb.CreateSessionRequest(
-                session=pb.Session(user_id=user, session_id=sid))),
+                session=pb.Session(user_id=uid("other"), session_id=sid))),
             ("AppendMessages", pb.AppendMessagesRequest(session_id=uid("nope"),
                                                         messages=[M("x")])),
             ("AppendMessages", pb.AppendMessagesRequest(session_id=sid, messages=[])),
