@@ -254,7 +254,7 @@ static eg_err wire_count(const eg_wire_msg *m, const ProtobufCFieldDescriptor *f
 static eg_err wire_message(const eg_wire_msg *m, char *err, size_t errlen) {
   /* By field index: values so far of a repeated field, occurrences of a
    * singular message. */
-  size_t count[EG_WIRE_FIELDS_MAX] = {0};
+  size_t count[EG_WIRE_FIELDS_MAX] = {0}, unknown = 0;
   const uint8_t *p = m->start;
   assert(m->desc->n_fields <= EG_WIRE_FIELDS_MAX);
   while (p < m->end) {
@@ -263,7 +263,12 @@ static eg_err wire_message(const eg_wire_msg *m, char *err, size_t errlen) {
     if (!wire_field(&p, m->end, &f))
       return eg_invalid(err, errlen, "request", "malformed protobuf");
     const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(m->desc, f.id);
-    if (!fd) continue; /* unknown fields are skipped */
+    if (!fd) {
+      if (++unknown <= EG_WIRE_UNKNOWN_MAX) continue; /* skipped */
+      char path[EG_PATH_MAX] = "request";
+      if (m->up) wire_path(m->up, m->field, m->tag, path);
+      return eg_invalid(err, errlen, path, "more than %d unknown fields", EG_WIRE_UNKNOWN_MAX);
+    }
     if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
       eg_err rc = wire_count(m, fd, &f, &count[fd - m->desc->fields], err, errlen);
       if (rc) return rc;

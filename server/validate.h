@@ -28,6 +28,12 @@
  * more before anything is unpacked. */
 #define EG_WIRE_REPEATED_MAX 64
 
+/* The most unknown fields one message may carry. A newer client's fields
+ * are skipped, but protobuf-c keeps each one (an allocation apiece), so a
+ * request padded with thousands of them would cost the server far more
+ * memory than its size. */
+#define EG_WIRE_UNKNOWN_MAX 64
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
 int eg_utf8_valid(const char *s, size_t len);
@@ -44,7 +50,8 @@ int eg_utf8_valid(const char *s, size_t len);
  * a small request cannot make the server unpack, or loop over, a huge
  * count. A singular (non-repeated) message field may occur once: protobuf-c
  * would merge a second occurrence into the first, appending its repeated
- * fields past their ceiling. Unknown fields are skipped. buf is only read;
+ * fields past their ceiling. Unknown fields are skipped, at most
+ * EG_WIRE_UNKNOWN_MAX per message. buf is only read;
  * it may be NULL when len is 0.
  *
  * Returns EG_OK, or EG_EINVAL with err set to one of:
@@ -52,6 +59,7 @@ int eg_utf8_valid(const char *s, size_t len);
  *     ("memory.tags", "filter.types");
  *   "<path>: given more than once" for a singular message field sent twice
  *     ("memory", "filter");
+ *   "<path>: more than <max> unknown fields" (path "request" at the top);
  *   "<path>: contains a NUL byte", "<path>: not valid UTF-8", where the path
  *     names the first bad value: "messages[2].content",
  *     "session.metadata[0].value" (the index counts the values of that field

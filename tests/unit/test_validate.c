@@ -509,6 +509,29 @@ static void test_wire_repeated_limits(void) {
   free(msgs);
 }
 
+/* Unknown fields are skipped, up to EG_WIRE_UNKNOWN_MAX per message: each
+ * one costs protobuf-c an allocation, so thousands of them in a small
+ * request are refused, at the top and in a nested message. */
+static void test_wire_unknown_fields(void) {
+  /* GetSessionRequest {session_id = "s"}, then field 100 (varint 0), a
+   * number no engram message uses, n times. */
+  uint8_t buf[3 + 3 * (EG_WIRE_UNKNOWN_MAX + 1)] = {0x0A, 0x01, 's'};
+  for (size_t i = 0; i <= EG_WIRE_UNKNOWN_MAX; i++) {
+    buf[3 + 3 * i] = 0xA0;
+    buf[4 + 3 * i] = 0x06;
+    buf[5 + 3 * i] = 0x00;
+  }
+  assert_wire_ok(&engram__v1__get_session_request__descriptor, buf, sizeof buf - 3);
+  assert_wire_bad(&engram__v1__get_session_request__descriptor, buf, sizeof buf,
+                  "request: more than 64 unknown fields");
+  /* Nested: CreateMemoryRequest.memory holding them. */
+  uint8_t nested[3 + sizeof buf - 3] = {0x0A, 0x80 | ((sizeof buf - 3) & 0x7F),
+                                        (uint8_t)((sizeof buf - 3) >> 7)};
+  memcpy(nested + 3, buf + 3, sizeof buf - 3);
+  assert_wire_bad(&engram__v1__create_memory_request__descriptor, nested, sizeof nested,
+                  "memory: more than 64 unknown fields");
+}
+
 /* protobuf-c merges the occurrences of a singular message field, so two
  * `memory` fields each at the tag ceiling would unpack to twice it: a
  * second occurrence is refused. */
@@ -584,6 +607,7 @@ void eg_test_register_validate(void) {
   CU_add_test(s, "wire repeated limits", test_wire_repeated_limits);
   CU_add_test(s, "wire packed malformed", test_wire_packed_malformed);
   CU_add_test(s, "wire singular message twice", test_wire_singular_message_twice);
+  CU_add_test(s, "wire unknown fields", test_wire_unknown_fields);
   CU_add_test(s, "validate id", test_validate_id);
   CU_add_test(s, "invalid formats", test_invalid_formats);
 }
