@@ -28,6 +28,11 @@
  * more before anything is unpacked. */
 #define EG_WIRE_REPEATED_MAX 64
 
+/* ListSessions filters: states (three exist, so more is a mistake) and
+ * metadata equalities (each hashed, then checked per session examined). */
+#define EG_LIST_SESSIONS_STATES_MAX 8
+#define EG_LIST_SESSIONS_METADATA_MAX 16
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
 int eg_utf8_valid(const char *s, size_t len);
