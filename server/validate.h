@@ -45,7 +45,9 @@ int eg_utf8_valid(const char *s, size_t len);
  * cut short. Every repeated field holds at most its limit of values (the
  * ceilings, from config.h and storage/memories.h: messages of AppendMessages EG_APPEND_MESSAGES_MAX,
  * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
- * embedding values EG_MEMORY_DIM_MAX, any other EG_WIRE_REPEATED_MAX), so
+ * embedding values EG_MEMORY_DIM_MAX, ListSessions states and metadata_equals
+ * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, any other
+ * EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge
  * count. A singular (non-repeated) message field may occur once: protobuf-c
  * would merge a second occurrence into the first, appending its repeated

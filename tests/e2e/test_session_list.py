@@ -3,13 +3,14 @@ metadata equality on the blind index), the team view (user_id empty: the
 tenant's sessions, newest activity first), pagination exactly once under
 the per-call examine bound, bounds on the repeated filters, and no
 plaintext metadata in the session_terms index."""
+import json
 import subprocess
 import time
 
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from harness import M, ServerTestCase, pb
+from harness import ENGRAM_CLI, M, ServerTestCase, clean_env, pb
 
 ACTIVE, ENDED, EXPIRED = pb.SESSION_STATE_ACTIVE, pb.SESSION_STATE_ENDED, pb.SESSION_STATE_EXPIRED
 TENANTS = ["team%d" % i for i in range(16)]
@@ -234,6 +235,30 @@ class SessionListTest(ServerTestCase):
             self.assertNotIn(s, raw)
         got = self.ids(c, metadata_equals=[Eq(key="secretkeyname", value="secretvaluetext")])[0]
         self.assertEqual(len(got), 1)
+
+    # ---- CLI ---------------------------------------------------------------------
+
+    def test_cli_filters(self):
+        c = self.tenant()
+        tok = "tok-" + TENANTS[type(self).next_tenant - 1]
+        a = self.create(c, "alice", agent_id="bot", metadata={"proj": "x"}).session_id
+        b = self.create(c, "bob", agent_id="bot").session_id
+        c.call("EndSession", pb.EndSessionRequest(session_id=b))
+
+        def cli(*args):
+            p = subprocess.run([ENGRAM_CLI, "--target", self.server.addr, "--token", tok, "--json",
+                                "session", "list"] + list(args), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=20, stdin=subprocess.DEVNULL,
+                               env=clean_env())
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            return [s["sessionId"] for s in json.loads(p.stdout).get("sessions", [])]
+
+        self.assertEqual(cli(), [b, a])
+        self.assertEqual(cli("--states", "ended"), [b])
+        self.assertEqual(cli("--agent", "bot", "--meta", "proj=x"), [a])
+        self.assertEqual(cli("--user", "alice"), [a])
+        self.assertEqual(cli("--created-to", "1"), [])
+        self.assertEqual(cli("--updated-from", "1"), [b, a])
 
 
 if __name__ == "__main__":
