@@ -11,6 +11,8 @@
 #include "server/convert.h"
 #include "server/ids.h"
 #include "server/page_token.h"
+#include "server/session_svc.h"
+#include "server/session_terms.h"
 #include "server/service.h"
 #include "server/validate.h"
 
@@ -28,9 +30,7 @@ static int eg_invalid_r(eg_req *r, const char *field, const char *what) {
   return eg_invalid(r->msg, sizeof r->msg, field, "%s", what);
 }
 
-/* page_size / max_messages: negative is an error, 0 the default, above the
- * maximum the maximum. */
-static eg_err eg_page_size(eg_req *r, const char *field, int32_t v, size_t *out) {
+eg_err eg_page_size(eg_req *r, const char *field, int32_t v, size_t *out) {
   const eg_config *c = r->srv->cfg;
   if (v < 0) return eg_invalid_r(r, field, "must not be negative");
   *out = v == 0 ? (size_t)c->default_page_size
@@ -38,7 +38,7 @@ static eg_err eg_page_size(eg_req *r, const char *field, int32_t v, size_t *out)
   return EG_OK;
 }
 
-static void eg_session_rec_free(void *p) { engram__storage__v1__session_record__free_unpacked(p, NULL); }
+void eg_session_rec_free(void *p) { engram__storage__v1__session_record__free_unpacked(p, NULL); }
 static void eg_message_rec_free(void *p) { engram__storage__v1__message_record__free_unpacked(p, NULL); }
 
 /* Loads the caller's session; NOT_FOUND names it. The record lives as long
@@ -97,6 +97,8 @@ struct eg_create_state {
   const Engram__V1__Session *in;
   const char *session_id;
   ProtobufCBinaryData metadata_token;
+  uint64_t *metadata_hashes; /* the blind index terms of the metadata */
+  size_t n_metadata_hashes;
   int64_t ttl_us;
 };
 
@@ -125,6 +127,9 @@ static eg_err eg_create_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if (e == EG_OK && packed.len)
     e = eg_field_seal(r, "session", st->session_id, "metadata", packed.data, packed.len,
                       &st->metadata_token);
+  if (e == EG_OK)
+    e = eg_session_terms(r, (eg_kv_entry **)s->metadata, s->n_metadata, &st->metadata_hashes,
+                         &st->n_metadata_hashes);
   r->state = st;
   return e;
 }
@@ -153,6 +158,8 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
   rec.agent_id = st->in->agent_id;
   rec.state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE;
   rec.metadata_token = st->metadata_token;
+  rec.metadata_hashes = st->metadata_hashes;
+  rec.n_metadata_hashes = st->n_metadata_hashes;
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + ttl_us;
   rec.ttl_us = ttl_us;
@@ -238,6 +245,8 @@ struct eg_update_state {
   const Engram__V1__UpdateSessionRequest *in;
   unsigned mask;
   ProtobufCBinaryData metadata_token;
+  uint64_t *metadata_hashes; /* the blind index terms of the new metadata */
+  size_t n_metadata_hashes;
   int64_t ttl_us;
 };
 
@@ -282,6 +291,9 @@ static eg_err eg_update_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if (e == EG_OK && packed.len)
     e = eg_field_seal(r, "session", in->session_id, "metadata", packed.data, packed.len,
                       &st->metadata_token);
+  if (e == EG_OK)
+    e = eg_session_terms(r, (eg_kv_entry **)s->metadata, s->n_metadata, &st->metadata_hashes,
+                         &st->n_metadata_hashes);
   return e;
 }
 
@@ -294,7 +306,11 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
   /* A shallow copy: new tokens are arena memory (see eg_session_end). */
   upd = *rec;
   int state = eg_session_state_at(rec, r->now_us);
-  if (st->mask & EG_SU_METADATA) upd.metadata_token = st->metadata_token;
+  if (st->mask & EG_SU_METADATA) {
+    upd.metadata_token = st->metadata_token;
+    upd.metadata_hashes = st->metadata_hashes;
+    upd.n_metadata_hashes = st->n_metadata_hashes;
+  }
   if (st->mask & EG_SU_AGENT) upd.agent_id = in->agent_id;
   if (st->mask & EG_SU_TTL) upd.ttl_us = st->ttl_us;
   if ((st->mask & EG_SU_STATE) && in->state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED &&
@@ -330,77 +346,6 @@ static eg_err eg_delete_apply(eg_req *r, eg_txn *t) {
   out->deleted_messages = (int64_t)n;
   r->resp = &out->base;
   return EG_OK;
-}
-
-/* ==== ListSessions ========================================================= */
-
-struct eg_list_sessions {
-  eg_req *r;
-  Engram__V1__ListSessionsResponse *out;
-  size_t want;
-  eg_reply_budget budget;
-  eg_session_cursor last; /* position of the last session included */
-  eg_err err;
-};
-
-/* A session exists past the page or the budget: the next page starts
- * after the last one shown. */
-static int eg_list_sessions_more(struct eg_list_sessions *ls) {
-  ls->out->next_page_token = (char *)eg_page_token(ls->r->arena, ls->last.buf, ls->last.len);
-  if (!ls->out->next_page_token) ls->err = EG_ENOMEM;
-  return 1;
-}
-
-static int eg_list_sessions_visit(void *arg, eg_session_rec *rec, const eg_session_cursor *cur) {
-  struct eg_list_sessions *ls = arg;
-  if (eg_arena_defer(ls->r->arena, eg_session_rec_free, rec) != 0) return ls->err = EG_ENOMEM, 1;
-  if (ls->out->n_sessions == ls->want) return eg_list_sessions_more(ls);
-  Engram__V1__Session **slot = &ls->out->sessions[ls->out->n_sessions];
-  if ((ls->err = eg_session_to_api(ls->r, rec, slot)) != EG_OK) return 1;
-  if (!eg_reply_budget_take(&ls->budget, &(*slot)->base)) return eg_list_sessions_more(ls);
-  ls->out->n_sessions++;
-  ls->last = *cur;
-  return 0;
-}
-
-/* A session listing token: create time (8 bytes), then the id of the last
- * session shown. Storage checks only the length, so a token of another
- * listing would pass as a position: the id must be one this server takes. */
-static eg_err eg_session_cursor_parse(eg_req *r, const char *tok, eg_session_cursor *c) {
-  char sid[EG_STORE_ID_MAX + 1], ignored[256];
-  eg_err e = eg_hex_decode(r, tok, c->buf, sizeof c->buf, &c->len);
-  if (e != EG_OK) return e;
-  if (c->len > 8 && !memchr(c->buf + 8, 0, c->len - 8)) {
-    memcpy(sid, c->buf + 8, c->len - 8);
-    sid[c->len - 8] = '\0';
-    if (eg_validate_id("session_id", sid, 1, ignored, sizeof ignored) == EG_OK) return EG_OK;
-  }
-  return eg_invalid_r(r, "page_token", "not a token this server issued");
-}
-
-static eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg) {
-  const Engram__V1__ListSessionsRequest *in = (const void *)msg;
-  struct eg_list_sessions ls = {.r = r};
-  eg_session_cursor after, *afterp = NULL;
-  eg_err e;
-  if ((e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg)) ||
-      (e = eg_page_size(r, "page_size", in->page_size, &ls.want)))
-    return e;
-  if (in->page_token[0]) {
-    if ((e = eg_session_cursor_parse(r, in->page_token, &after))) return e;
-    afterp = &after;
-  }
-  eg_reply_budget_init(&ls.budget, r);
-  ls.out = EG_ARENA_NEW(r->arena, Engram__V1__ListSessionsResponse);
-  if (!ls.out) return EG_ENOMEM;
-  engram__v1__list_sessions_response__init(ls.out);
-  ls.out->sessions = EG_ARENA_ARRAY(r->arena, Engram__V1__Session *, ls.want);
-  if (!ls.out->sessions) return EG_ENOMEM;
-  e = eg_store_sessions_scan(r->rtxn, r->tenant, in->user_id, afterp, eg_list_sessions_visit, &ls);
-  if (e == EG_EINVAL) return eg_invalid_r(r, "page_token", "not a token this server issued");
-  if (e == EG_OK) e = ls.err;
-  r->resp = &ls.out->base;
-  return e;
 }
 
 /* ==== ListMessages / GetContext ============================================= */

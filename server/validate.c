@@ -93,6 +93,8 @@ static const eg_wire_limit eg_wire_limits[] = {
     {&engram__v1__memory__descriptor, "embedding", EG_MEMORY_DIM_MAX},
     {&engram__v1__memory_filter__descriptor, "tags", EG_MEMORY_TAGS_MAX},
     {&engram__v1__search_memories_request__descriptor, "embedding", EG_MEMORY_DIM_MAX},
+    {&engram__v1__list_sessions_request__descriptor, "states", EG_LIST_SESSIONS_STATES_MAX},
+    {&engram__v1__list_sessions_request__descriptor, "metadata_equals", EG_LIST_SESSIONS_METADATA_MAX},
 };
 
 static size_t wire_limit(const ProtobufCMessageDescriptor *desc, const ProtobufCFieldDescriptor *fd) {

@@ -34,6 +34,11 @@
  * memory than its size. */
 #define EG_WIRE_UNKNOWN_MAX 64
 
+/* ListSessions filters: states (three exist, so more is a mistake) and
+ * metadata equalities (each hashed, then checked per session examined). */
+#define EG_LIST_SESSIONS_STATES_MAX 8
+#define EG_LIST_SESSIONS_METADATA_MAX 16
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
 int eg_utf8_valid(const char *s, size_t len);
@@ -46,7 +51,9 @@ int eg_utf8_valid(const char *s, size_t len);
  * cut short. Every repeated field holds at most its limit of values (the
  * ceilings, from config.h and storage/memories.h: messages of AppendMessages EG_APPEND_MESSAGES_MAX,
  * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
- * embedding values EG_MEMORY_DIM_MAX, any other EG_WIRE_REPEATED_MAX), so
+ * embedding values EG_MEMORY_DIM_MAX, ListSessions states and metadata_equals
+ * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, any other
+ * EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge
  * count. A singular (non-repeated) message field may occur once: protobuf-c
  * would merge a second occurrence into the first, appending its repeated

@@ -82,6 +82,12 @@ typedef struct {
 
 #define CLI_I32 INT32_MIN, INT32_MAX
 
+/* Parses a comma-separated list of enum values of d (short or full names)
+ * into *out (arena), *n of them; an unknown value is a usage error naming
+ * flag. */
+int cli_parse_enums(cli *g, const char *flag, const ProtobufCEnumDescriptor *d, const char *s,
+                    int **out, size_t *n);
+
 /* The flags of a command that takes none. */
 extern const cli_flag cli_no_flags[];
 

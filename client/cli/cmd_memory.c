@@ -61,7 +61,7 @@ static int parse_enum(cli *g, const char *flag, const ProtobufCEnumDescriptor *d
   return CLI_OK;
 }
 
-static int parse_enums(cli *g, const char *flag, const ProtobufCEnumDescriptor *d, const char *s,
+int cli_parse_enums(cli *g, const char *flag, const ProtobufCEnumDescriptor *d, const char *s,
                        int **out, size_t *n) {
   char **items;
   int rc = split_list(g, flag, s, &items, n);
@@ -259,10 +259,10 @@ static int make_filter(cli *g, const filter_flags *ff, Engram__V1__MemoryFilter 
   if (!ff->types && !ff->states && !ff->tags && !ff->category && !ff->min_importance) return CLI_OK;
   Engram__V1__MemoryFilter *f = cli_alloc(g, sizeof *f);
   engram__v1__memory_filter__init(f);
-  if (ff->types && (rc = parse_enums(g, "--types", &engram__v1__memory_type__descriptor, ff->types,
+  if (ff->types && (rc = cli_parse_enums(g, "--types", &engram__v1__memory_type__descriptor, ff->types,
                                      (int **)&f->types, &f->n_types)))
     return rc;
-  if (ff->states && (rc = parse_enums(g, "--states", &engram__v1__memory_state__descriptor, ff->states,
+  if (ff->states && (rc = cli_parse_enums(g, "--states", &engram__v1__memory_state__descriptor, ff->states,
                                       (int **)&f->states, &f->n_states)))
     return rc;
   if (ff->tags && (rc = split_list(g, "--tags", ff->tags, &f->tags, &f->n_tags))) return rc;

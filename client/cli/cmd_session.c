@@ -94,17 +94,44 @@ int cmd_session_delete(cli *g, int argc, char **argv) {
   return call_by_id(g, argc, argv, &eg_client_method_delete_session);
 }
 
+/* A Timestamp of unix seconds s, or NULL when the flag was not given. */
+static Google__Protobuf__Timestamp *unix_ts(cli *g, int64_t s) {
+  if (s < 0) return NULL;
+  Google__Protobuf__Timestamp *t = cli_alloc(g, sizeof *t);
+  google__protobuf__timestamp__init(t);
+  t->seconds = s;
+  return t;
+}
+
 int cmd_session_list(cli *g, int argc, char **argv) {
   Engram__V1__ListSessionsRequest req = ENGRAM__V1__LIST_SESSIONS_REQUEST__INIT;
-  int64_t page_size = 0;
+  cli_map meta = {.entry = &engram__v1__list_sessions_request__metadata_equals__descriptor};
+  int64_t page_size = 0, times[4] = {-1, -1, -1, -1}; /* -1: not given */
+  const char *states = NULL;
   const cli_flag flags[] = {
-      {"--user", FLAG_STR, &req.user_id, 1},
+      {"--user", FLAG_STR, &req.user_id},
       {"--page-size", FLAG_INT, &page_size, 0, CLI_I32},
       {"--page-token", FLAG_STR, &req.page_token},
+      {"--states", FLAG_STR, &states},
+      {"--agent", FLAG_STR, &req.agent_id},
+      {"--meta", FLAG_MAP, &meta},
+      {"--created-from", FLAG_INT, &times[0], 0, 0, INT64_MAX},
+      {"--created-to", FLAG_INT, &times[1], 0, 0, INT64_MAX},
+      {"--updated-from", FLAG_INT, &times[2], 0, 0, INT64_MAX},
+      {"--updated-to", FLAG_INT, &times[3], 0, 0, INT64_MAX},
       {NULL},
   };
   int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
   if (rc != CLI_OK) return rc;
+  if (states && (rc = cli_parse_enums(g, "--states", &engram__v1__session_state__descriptor, states,
+                                      (int **)&req.states, &req.n_states)) != CLI_OK)
+    return rc;
   req.page_size = (int32_t)page_size;
+  req.n_metadata_equals = meta.n;
+  req.metadata_equals = (Engram__V1__ListSessionsRequest__MetadataEquals **)meta.items;
+  req.create_time_from = unix_ts(g, times[0]);
+  req.create_time_to = unix_ts(g, times[1]);
+  req.update_time_from = unix_ts(g, times[2]);
+  req.update_time_to = unix_ts(g, times[3]);
   return cli_rpc(g, &eg_client_method_list_sessions, &req.base, NULL);
 }

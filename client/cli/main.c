@@ -14,7 +14,10 @@ static const cli_cmd commands[] = {
     {"session", "create", "--user U [--agent A] [--id ID] [--meta k=v]... [--ttl S]", "create a session",
      cmd_session_create},
     {"session", "get", "ID", "show a session", cmd_session_get},
-    {"session", "list", "--user U [--page-size N] [--page-token T]", "list a user's sessions",
+    {"session", "list",
+     "[--user U] [--states s,..] [--agent A] [--meta K=V].. [--created-from S] [--created-to S] "
+     "[--updated-from S] [--updated-to S] [--page-size N] [--page-token T]",
+     "list a user's sessions (newest first), or without --user the team's (newest activity first); times in unix seconds",
      cmd_session_list},
     {"session", "update", "ID [--agent A] [--ttl S] [--metadata k=v]... [--clear-metadata] [--reopen]",
      "change a session's agent, idle TTL or metadata (replaced whole); --reopen an ended or expired one",
