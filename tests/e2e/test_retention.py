@@ -18,7 +18,8 @@ import urllib.request
 import grpc
 
 from harness import (RPC_TIMEOUT, E2ETestCase, M, Server, free_port, make_keyring, pb, uid)
-from test_memories import Mem, dump_data_dbs, mp
+from test_cli import cli
+from test_memories import Mem, dump_data_dbs
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 
@@ -146,6 +147,28 @@ class PolicyTest(RetentionCase):
         self.assertStatus(grpc.StatusCode.PERMISSION_DENIED, get_policy, agent)
         self.assertStatus(grpc.StatusCode.PERMISSION_DENIED, set_policy, agent,
                           raw_message_retention=1)
+        set_policy(self.a)
+
+    def test_cli_get_set(self):
+        rc, out, err = cli("admin", "retention", "set", "--raw-message-retention-s", "42",
+                           target=self.srv.addr, token="adm-a", json_out=True)
+        self.assertEqual(rc, 0, err)
+        rc, out, err = cli("admin", "retention", "set", "--memory-tombstone-retention-s", "9",
+                           target=self.srv.addr, token="adm-a")
+        self.assertEqual(rc, 0, err)
+        # Only the tier named changed: the earlier one stays.
+        self.assertEqual(self.tiers(get_policy(self.a)), [(111, True), (42, False), (9, False)])
+        rc, out, err = cli("admin", "retention", "set", "--raw-message-retention-s", "default",
+                           target=self.srv.addr, token="adm-a")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = cli("admin", "retention", "get", target=self.srv.addr, token="adm-a",
+                           json_out=True)
+        self.assertEqual(rc, 0, err)
+        self.assertIn('"memoryTombstoneRetention":{"seconds":"9","isDefault":false}', out)
+        rc, out, err = cli("admin", "retention", "set", "--raw-message-retention-s", "-3",
+                           target=self.srv.addr, token="adm-a")
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn("--raw-message-retention-s", err)
         set_policy(self.a)
 
     def test_flags_checked(self):
