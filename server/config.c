@@ -97,6 +97,18 @@ static const eg_opt eg_opts[] = {
            "a unary call not answered and sent by then is cancelled (DEADLINE_EXCEEDED)"),
     EG_NUM("max-pending-reply-bytes", max_pending_reply_bytes, 1048576, 1099511627776, "268435456",
            "reply bytes sent but not yet read by clients, server-wide; past it RESOURCE_EXHAUSTED"),
+    EG_NUM("expired-session-retention-s", expired_session_retention_s, 0, EG_RETENTION_MAX_S,
+           "2592000", "an ended or expired session is deleted this long after (0: keep forever)"),
+    EG_NUM("raw-message-retention-s", raw_message_retention_s, 0, EG_RETENTION_MAX_S, "0",
+           "messages older than this are deleted; sessions and summaries stay (0: keep forever)"),
+    EG_NUM("memory-tombstone-retention-s", memory_tombstone_retention_s, 0, EG_RETENTION_MAX_S,
+           "7776000", "deleted, duplicate and superseded memories are purged this long after (0: keep forever)"),
+    EG_NUM("memory-expired-grace-s", memory_expired_grace_s, 0, 86400, "60",
+           "expired memories are purged this long after their expire_time"),
+    EG_NUM("sweep-interval-ms", sweep_interval_ms, 10, 3600000, "1000",
+           "pause between sweeper transactions (each at most --sweep-batch records)"),
+    EG_NUM("sweep-batch", sweep_batch, 10, 1000000, "500",
+           "records (sessions, messages, memories, tenants visited) one sweeper transaction handles at most"),
 };
 
 #define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])

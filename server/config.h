@@ -49,6 +49,12 @@ typedef struct {
   int max_streams_per_conn;           /* --max-streams-per-conn 100 (concurrent calls) */
   int64_t call_timeout_ms;            /* --call-timeout-ms 60000 (unary call, arrival to reply sent) */
   int64_t max_pending_reply_bytes;    /* --max-pending-reply-bytes 268435456 (replies not yet read) */
+  int64_t expired_session_retention_s; /* --expired-session-retention-s 2592000 (0: keep forever) */
+  int64_t raw_message_retention_s;     /* --raw-message-retention-s 0 (0: keep forever) */
+  int64_t memory_tombstone_retention_s; /* --memory-tombstone-retention-s 7776000 (0: keep forever) */
+  int64_t memory_expired_grace_s;      /* --memory-expired-grace-s 60 */
+  int64_t sweep_interval_ms;           /* --sweep-interval-ms 1000 (between sweeper steps) */
+  int sweep_batch;                     /* --sweep-batch 500 (records per sweeper transaction) */
 } eg_config;
 
 /* Ceiling of --max-append-messages; also the most messages one
@@ -69,6 +75,10 @@ typedef struct {
  * progress. */
 #define EG_REPLY_ITEM_SLACK 32768
 #define EG_METADATA_WIRE_FACTOR 5
+
+/* Longest retention (flags and SetRetentionPolicy), 100 years: cutoffs
+ * are taken in microseconds, far inside int64. */
+#define EG_RETENTION_MAX_S INT64_C(3153600000)
 
 /* Looks up an environment variable; NULL when unset. getenv fits. */
 typedef const char *(*eg_getenv_fn)(const char *name);

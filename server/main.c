@@ -15,6 +15,7 @@
 #include "replica/replica.h"
 #include "server/config.h"
 #include "server/service.h"
+#include "server/sweeper.h"
 #include "server/transport.h"
 #include "server/writer.h"
 
@@ -234,11 +235,12 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   grpc_init();
   eg_err e = eg_repl_open(cfg, srv->keys, srv->store, &srv->repl);
   if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv->repl, &writer, err, sizeof err);
+  if (e == EG_OK) e = eg_sweeper_start(cfg, writer, srv->repl, &srv->sweeper, err, sizeof err);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
   if (e == EG_OK && cfg->metrics_listen[0])
     e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
-                              &http, err, sizeof err);
+                              srv->sweeper, &http, err, sizeof err);
   if (e == EG_OK && (e = eg_repl_start(srv->repl, eg_write_alone, writer)) != EG_OK)
     /* eg_repl_start gives no reason of its own: name what it starts. */
     snprintf(err, sizeof err, "cannot start the replication threads (the syncer%s): %s",
@@ -249,6 +251,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
     eg_metrics_http_stop(http); /* it reads the transport's counters */
     eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);
+    eg_sweeper_stop(srv->sweeper); /* its items need the writer */
     eg_writer_stop(writer);
     eg_repl_free(srv->repl);
     grpc_shutdown_blocking();
@@ -271,6 +274,9 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   /* Replication first: its streams are calls the transport waits for. */
   eg_repl_stop(srv->repl);
   eg_transport_stop(tp, cfg->shutdown_grace_ms);
+  /* After the transport (GetStatus reads it), before the writer (its
+   * item in flight needs the writer to finish). */
+  eg_sweeper_stop(srv->sweeper);
   eg_writer_stop(writer);
   int restart = eg_repl_restart_requested(srv->repl);
   eg_repl_free(srv->repl);

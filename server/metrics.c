@@ -75,7 +75,7 @@ __attribute__((format(printf, 2, 3))) static void eg_out_printf(struct eg_out *o
 }
 
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
-                         char *buf, size_t cap) {
+                         const eg_sweeper *sweeper, char *buf, size_t cap) {
   struct eg_out o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
   eg_out_printf(&o, "# HELP engram_rpc_total Finished calls by method and gRPC status.\n"
@@ -109,6 +109,26 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
                   "# HELP engram_map_size_bytes Current LMDB map size.\n"
                   "# TYPE engram_map_size_bytes gauge\nengram_map_size_bytes %zu\n",
                   (unsigned long long)eg_store_last_lsn(store), eg_store_map_size(store));
+  if (sweeper) {
+    eg_sweeper_stats st;
+    eg_sweeper_get_stats(sweeper, &st);
+    eg_out_printf(&o, "# HELP engram_swept_total Records the sweeper deleted, by kind of due work.\n"
+                      "# TYPE engram_swept_total counter\n");
+    for (unsigned k = 1; k <= EG_SWEEP_KIND_MAX; k++)
+      eg_out_printf(&o, "engram_swept_total{kind=\"%s\"} %llu\n", eg_sweep_kind_name(k),
+                    (unsigned long long)st.swept[k]);
+    eg_out_printf(&o, "# HELP engram_sweep_backlog Due entries the sweeper found and left for a "
+                      "later step (counted up to --sweep-batch per tenant).\n"
+                      "# TYPE engram_sweep_backlog gauge\n");
+    for (unsigned k = 1; k <= EG_SWEEP_KIND_MAX; k++)
+      eg_out_printf(&o, "engram_sweep_backlog{kind=\"%s\"} %llu\n", eg_sweep_kind_name(k),
+                    (unsigned long long)st.backlog[k]);
+    eg_out_printf(&o, "# HELP engram_last_sweep_timestamp_seconds End of the sweeper's last full "
+                      "pass (0: none yet).\n"
+                      "# TYPE engram_last_sweep_timestamp_seconds gauge\n"
+                      "engram_last_sweep_timestamp_seconds %.3f\n",
+                  (double)st.last_sweep_us / 1e6);
+  }
   return o.len;
 }
 
@@ -146,6 +166,7 @@ struct eg_metrics_http {
   const eg_metrics *m;
   const eg_store *store;
   const eg_writer *writer;
+  const eg_sweeper *sweeper;
   struct MHD_Daemon *daemon;
   int port;
   /* The age limit: MHD's thread adds and removes connections, the
@@ -244,7 +265,7 @@ static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn,
   if (strcmp(url, "/metrics") != 0) return eg_metrics_reply(conn, MHD_HTTP_NOT_FOUND, NULL, 0);
   char *body = malloc(EG_METRICS_BUF);
   if (!body) return eg_metrics_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, 0);
-  size_t len = eg_metrics_render(h->m, h->store, h->writer, body, EG_METRICS_BUF);
+  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, body, EG_METRICS_BUF);
   return eg_metrics_reply(conn, MHD_HTTP_OK, body, len);
 }
 
@@ -262,7 +283,8 @@ static int eg_metrics_addr(const char *addr, struct sockaddr_in *sa) {
 }
 
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
-                             const eg_writer *writer, eg_metrics_http **out, char *err,
+                             const eg_writer *writer, const eg_sweeper *sweeper,
+                             eg_metrics_http **out, char *err,
                              size_t errlen) {
   struct sockaddr_in sa;
   if (eg_metrics_addr(addr, &sa) != 0) {
@@ -271,7 +293,7 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
   }
   eg_metrics_http *h = calloc(1, sizeof *h);
   if (!h) return EG_ENOMEM;
-  *h = (eg_metrics_http){.m = m, .store = store, .writer = writer};
+  *h = (eg_metrics_http){.m = m, .store = store, .writer = writer, .sweeper = sweeper};
   for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) h->conns[i].fd = -1;
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->cv, NULL);

@@ -33,6 +33,7 @@ typedef struct eg_srv {
   const eg_keyring *keys;
   const eg_auth *auth;
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */
+  struct eg_sweeper *sweeper; /* retention (server/sweeper.h); NULL until started */
 } eg_srv;
 
 typedef struct eg_req {

@@ -1,11 +1,13 @@
 /* engram.v1.AdminService: status, promotion and data checksums of this
- * node, for the admin role. */
+ * node, and the tenant's retention policy, for the admin role. */
 #include <stdio.h>
 #include <string.h>
 
 #include "engram/v1/admin.pb-c.h"
 #include "replica/replica.h"
+#include "server/convert.h"
 #include "server/service.h"
+#include "server/sweeper.h"
 
 static void *eg_admin_alloc(void *arena, size_t n) { return eg_arena_alloc(arena, n); }
 
@@ -20,6 +22,10 @@ static eg_err eg_get_status(eg_req *r, const ProtobufCMessage *msg) {
   if (e != EG_OK && e != EG_ENOTFOUND) return e;
   out->wal_first_lsn = first;
   if ((e = eg_repl_status(r->srv->repl, out, eg_admin_alloc, r->arena))) return e;
+  eg_sweeper_stats st;
+  eg_sweeper_get_stats(r->srv->sweeper, &st);
+  if (st.last_sweep_us && !(out->last_sweep_time = eg_timestamp(r, st.last_sweep_us)))
+    return EG_ENOMEM;
   r->resp = &out->base;
   return EG_OK;
 }
@@ -65,6 +71,92 @@ static eg_err eg_checksum(eg_req *r, const ProtobufCMessage *msg) {
   return EG_OK;
 }
 
+/* ==== retention policy ======================================================== */
+
+/* The policy in its wire form: effective values, which are defaults. */
+static Engram__V1__RetentionPolicy *eg_policy_out(eg_req *r, const eg_retention *eff) {
+  Engram__V1__RetentionPolicy *p = EG_ARENA_NEW(r->arena, Engram__V1__RetentionPolicy);
+  Engram__V1__RetentionValue *v = eg_arena_alloc(r->arena, EG_TIERS * sizeof *v);
+  if (!p || !v) return NULL;
+  engram__v1__retention_policy__init(p);
+  for (int i = 0; i < EG_TIERS; i++) {
+    engram__v1__retention_value__init(&v[i]);
+    v[i].seconds = eff->seconds[i];
+    v[i].is_default = eff->is_default[i];
+  }
+  p->expired_session_retention = &v[EG_TIER_SESSION];
+  p->raw_message_retention = &v[EG_TIER_MESSAGES];
+  p->memory_tombstone_retention = &v[EG_TIER_TOMBSTONE];
+  return p;
+}
+
+static eg_err eg_get_retention(eg_req *r, const ProtobufCMessage *msg) {
+  Engram__V1__GetRetentionPolicyResponse *out =
+      EG_ARENA_NEW(r->arena, Engram__V1__GetRetentionPolicyResponse);
+  eg_retention eff;
+  if (!out) return EG_ENOMEM;
+  engram__v1__get_retention_policy_response__init(out);
+  eg_err e = eg_retention_effective(r->rtxn, r->srv->cfg, r->tenant, &eff);
+  if (e) return e;
+  if (!(out->policy = eg_policy_out(r, &eff))) return EG_ENOMEM;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* The record to store: a value per tier the caller set (not is_default). */
+typedef struct {
+  eg_retention_rec rec;
+  Engram__Storage__V1__RetentionSeconds v[EG_TIERS];
+} eg_retention_put;
+
+static eg_err eg_set_retention_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__SetRetentionPolicyRequest *in = (const void *)msg;
+  eg_retention_put *st = EG_ARENA_NEW(r->arena, eg_retention_put);
+  if (!st) return EG_ENOMEM;
+  engram__storage__v1__retention_policy_record__init(&st->rec);
+  if (!in->policy) {
+    snprintf(r->msg, sizeof r->msg, "policy: required (an empty one restores every default)");
+    return EG_EINVAL;
+  }
+  const Engram__V1__RetentionValue *v[EG_TIERS] = {in->policy->expired_session_retention,
+                                                  in->policy->raw_message_retention,
+                                                  in->policy->memory_tombstone_retention};
+  static const char *const names[EG_TIERS] = {"policy.expired_session_retention",
+                                              "policy.raw_message_retention",
+                                              "policy.memory_tombstone_retention"};
+  Engram__Storage__V1__RetentionSeconds **dst[EG_TIERS] = {
+      &st->rec.expired_session_retention_s, &st->rec.raw_message_retention_s,
+      &st->rec.memory_tombstone_retention_s};
+  for (int i = 0; i < EG_TIERS; i++) {
+    if (!v[i] || v[i]->is_default) continue;
+    if (v[i]->seconds < 0 || v[i]->seconds > EG_RETENTION_MAX_S) {
+      snprintf(r->msg, sizeof r->msg, "%s.seconds: %lld is out of range [0, %lld] (0 keeps forever)",
+               names[i], (long long)v[i]->seconds, (long long)EG_RETENTION_MAX_S);
+      return EG_EINVAL;
+    }
+    engram__storage__v1__retention_seconds__init(&st->v[i]);
+    st->v[i].seconds = v[i]->seconds;
+    *dst[i] = &st->v[i];
+  }
+  r->state = st;
+  return EG_OK;
+}
+
+static eg_err eg_set_retention_apply(eg_req *r, eg_txn *t) {
+  const eg_retention_put *st = r->state;
+  Engram__V1__SetRetentionPolicyResponse *out =
+      EG_ARENA_NEW(r->arena, Engram__V1__SetRetentionPolicyResponse);
+  eg_retention eff;
+  if (!out) return EG_ENOMEM;
+  engram__v1__set_retention_policy_response__init(out);
+  eg_err e = eg_store_retention_put(t, r->tenant, &st->rec);
+  if (!e) e = eg_retention_effective(t, r->srv->cfg, r->tenant, &eff);
+  if (e) return e;
+  if (!(out->policy = eg_policy_out(r, &eff))) return EG_ENOMEM;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
 #define EG_ADMIN_PATH(name) "/engram.v1.AdminService/" #name
 
 const eg_method eg_admin_methods[] = {
@@ -83,5 +175,14 @@ const eg_method eg_admin_methods[] = {
      .in = &engram__v1__checksum_request__descriptor,
      .role = EG_ROLE_ADMIN,
      .read = eg_checksum},
+    {.path = EG_ADMIN_PATH(GetRetentionPolicy),
+     .in = &engram__v1__get_retention_policy_request__descriptor,
+     .role = EG_ROLE_ADMIN,
+     .read = eg_get_retention},
+    {.path = EG_ADMIN_PATH(SetRetentionPolicy),
+     .in = &engram__v1__set_retention_policy_request__descriptor,
+     .role = EG_ROLE_ADMIN,
+     .prepare = eg_set_retention_prepare,
+     .apply = eg_set_retention_apply},
     {.path = NULL},
 };

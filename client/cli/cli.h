@@ -158,9 +158,14 @@ void cli_print_readable(FILE *out, const ProtobufCMessage *m);
  * Returns CLI_OK, CLI_ERR (RPC error) or CLI_USAGE (bad --target/--token). */
 int cli_rpc(cli *g, const eg_client_method *method, const ProtobufCMessage *req,
             ProtobufCMessage **keep);
+/* cli_rpc without printing the response: *resp is the caller's to free
+ * (protobuf_c_message_free_unpacked) on CLI_OK. Errors are printed. */
+int cli_rpc_quiet(cli *g, const eg_client_method *method, const ProtobufCMessage *req,
+                  ProtobufCMessage **resp);
 
 /* ---- commands ---- */
 
+int cmd_admin_retention(cli *g, int argc, char **argv);
 int cmd_session_create(cli *g, int argc, char **argv);
 int cmd_session_get(cli *g, int argc, char **argv);
 int cmd_session_list(cli *g, int argc, char **argv);

@@ -1,12 +1,17 @@
 /*
- * engram admin status|promote|checksum: AdminService on the node --target
- * names (a token with the admin role).
+ * engram admin status|promote|checksum|retention: AdminService on the node
+ * --target names (a token with the admin role).
  *
  *   status    role, epoch, LSNs, and on a primary one line per replica
  *   promote   makes a replica the primary (epoch + 1)
  *   checksum  digest of every data DB and the LSN it was taken at: nodes
  *             at equal LSNs must print equal digests
+ *   retention get|set  the token's tenant's retention policy; set changes
+ *             only the tiers named (a number of seconds, or `default`)
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
 
 /* Calls a method whose request has no fields. */
@@ -28,4 +33,60 @@ int cmd_admin_promote(cli *g, int argc, char **argv) {
 
 int cmd_admin_checksum(cli *g, int argc, char **argv) {
   return call_empty(g, argc, argv, &eg_client_method_checksum);
+}
+
+/* Sets v from a --*-retention-s value: seconds, or "default". */
+static int retention_value(cli *g, const char *flag, const char *s, Engram__V1__RetentionValue *v) {
+  char *end;
+  if (strcmp(s, "default") == 0) {
+    v->is_default = 1;
+    return CLI_OK;
+  }
+  long long n = strtoll(s, &end, 10);
+  if (!*s || *end || n < 0) return cli_usage_error(g, "%s: want seconds (>= 0) or `default`", flag);
+  v->is_default = 0;
+  v->seconds = n;
+  return CLI_OK;
+}
+
+int cmd_admin_retention(cli *g, int argc, char **argv) {
+  if (argc < 1 || (strcmp(argv[0], "get") != 0 && strcmp(argv[0], "set") != 0))
+    return cli_usage_error(g, "want `retention get` or `retention set`");
+  if (strcmp(argv[0], "get") == 0)
+    return call_empty(g, argc - 1, argv + 1, &eg_client_method_get_retention_policy);
+  const char *val[3] = {NULL, NULL, NULL};
+  static const char *const names[3] = {"--expired-session-retention-s", "--raw-message-retention-s",
+                                       "--memory-tombstone-retention-s"};
+  const cli_flag flags[] = {{names[0], FLAG_STR, &val[0]},
+                            {names[1], FLAG_STR, &val[1]},
+                            {names[2], FLAG_STR, &val[2]},
+                            {NULL}};
+  int rc = cli_parse(g, argc - 1, argv + 1, flags, NULL, NULL);
+  if (rc != CLI_OK) return rc;
+  /* Set replaces the whole policy: start from the current one, so the
+   * tiers not named stay as they are. */
+  Engram__V1__GetRetentionPolicyRequest get = ENGRAM__V1__GET_RETENTION_POLICY_REQUEST__INIT;
+  ProtobufCMessage *cur = NULL;
+  if ((rc = cli_rpc_quiet(g, &eg_client_method_get_retention_policy, &get.base, &cur)) != CLI_OK)
+    return rc;
+  Engram__V1__GetRetentionPolicyResponse *got = (Engram__V1__GetRetentionPolicyResponse *)cur;
+  Engram__V1__RetentionPolicy *p = got->policy;
+  Engram__V1__RetentionValue *v[3] = {p ? p->expired_session_retention : NULL,
+                                      p ? p->raw_message_retention : NULL,
+                                      p ? p->memory_tombstone_retention : NULL};
+  Engram__V1__RetentionPolicy pol = ENGRAM__V1__RETENTION_POLICY__INIT;
+  Engram__V1__RetentionValue out[3];
+  for (int i = 0; i < 3; i++) {
+    engram__v1__retention_value__init(&out[i]);
+    if (v[i]) out[i] = *v[i];
+    if (val[i] && (rc = retention_value(g, names[i], val[i], &out[i])) != CLI_OK) break;
+  }
+  protobuf_c_message_free_unpacked(cur, NULL);
+  if (rc != CLI_OK) return rc;
+  pol.expired_session_retention = &out[0];
+  pol.raw_message_retention = &out[1];
+  pol.memory_tombstone_retention = &out[2];
+  Engram__V1__SetRetentionPolicyRequest req = ENGRAM__V1__SET_RETENTION_POLICY_REQUEST__INIT;
+  req.policy = &pol;
+  return cli_rpc(g, &eg_client_method_set_retention_policy, &req.base, NULL);
 }

@@ -67,6 +67,11 @@ static const cli_cmd commands[] = {
     {"admin", "promote", "", "make this replica the primary (epoch + 1)", cmd_admin_promote},
     {"admin", "checksum", "", "digest of all data and its LSN (equal LSNs: equal digests)",
      cmd_admin_checksum},
+    {"admin", "retention",
+     "get | set [--expired-session-retention-s S] [--raw-message-retention-s S] "
+     "[--memory-tombstone-retention-s S]",
+     "this tenant's retention (seconds, 0 keeps forever, `default` for the server's)",
+     cmd_admin_retention},
     {"keygen", NULL, "[--id N]", "print a new keyring line (no server)", cmd_keygen},
     {"token", "hash", "TOKEN", "print the sha256 hex of a token (no server)", cmd_token_hash},
 };

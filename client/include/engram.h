@@ -107,7 +107,7 @@ const char *eg_client_code_name(int code);
  * same returns, same ownership (free *resp with
  * protobuf_c_message_free_unpacked(&(*resp)->base, NULL)), same thread
  * safety. req must be of the method's request type (asserted).
- * The AdminService rows (get_status, promote, checksum) act on the node
+ * The AdminService rows (get_status, promote, checksum, *_retention_policy) act on the node
  * the client targets and need a token with the `admin` role.
  */
 #define EG_CLIENT_SESSION_SVC "/engram.v1.SessionService/"
@@ -157,6 +157,12 @@ const char *eg_client_code_name(int code);
   X(checksum, EG_CLIENT_ADMIN_SVC "Checksum",                                            \
     Engram__V1__ChecksumRequest, engram__v1__checksum_request__descriptor,               \
     Engram__V1__ChecksumResponse, engram__v1__checksum_response__descriptor)             \
+  X(get_retention_policy, EG_CLIENT_ADMIN_SVC "GetRetentionPolicy",                      \
+    Engram__V1__GetRetentionPolicyRequest, engram__v1__get_retention_policy_request__descriptor, \
+    Engram__V1__GetRetentionPolicyResponse, engram__v1__get_retention_policy_response__descriptor) \
+  X(set_retention_policy, EG_CLIENT_ADMIN_SVC "SetRetentionPolicy",                      \
+    Engram__V1__SetRetentionPolicyRequest, engram__v1__set_retention_policy_request__descriptor, \
+    Engram__V1__SetRetentionPolicyResponse, engram__v1__set_retention_policy_response__descriptor) \
   X(create_memory, EG_CLIENT_MEMORY_SVC "CreateMemory",                                  \
     Engram__V1__CreateMemoryRequest, engram__v1__create_memory_request__descriptor,      \
     Engram__V1__CreateMemoryResponse, engram__v1__create_memory_response__descriptor)    \

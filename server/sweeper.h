@@ -1,0 +1,64 @@
+/*
+ * The sweeper: retention tiers, applied on the primary.
+ *
+ * A thread that, every --sweep-interval-ms, hands the writer one write
+ * item (group-committed and replicated like any write) that works through
+ * the due work of the sweep_due index (storage.h), kind by kind and tenant
+ * by tenant, and deletes what is past the tenant's retention:
+ *   EG_SWEEP_SESSION_GONE      the session with its messages and retry
+ *                              records (expired_session_retention)
+ *   EG_SWEEP_SESSION_MESSAGES  messages older than raw_message_retention
+ *   EG_SWEEP_MEMORY_TOMBSTONE  DELETED/DUPLICATE/SUPERSEDED memories
+ *                              (memory_tombstone_retention)
+ *   EG_SWEEP_MEMORY_EXPIRE     expired memories (--memory-expired-grace-s)
+ * A tier of 0 keeps forever. Each item handles at most --sweep-batch
+ * records (a message, a session, a memory, or a tenant looked at) and
+ * remembers where it stopped, so a large backlog is worked off one bounded
+ * transaction per interval and never holds the write txn for long. Its
+ * cost is what is due (plus one seek per tenant with due entries), never a
+ * scan of all data. A replica sweeps nothing: it applies the primary's
+ * sweeps from the log (a promoted replica starts sweeping).
+ */
+#ifndef EG_SERVER_SWEEPER_H
+#define EG_SERVER_SWEEPER_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "server/config.h"
+#include "server/writer.h"
+#include "storage/storage.h"
+
+struct eg_repl;
+typedef struct eg_sweeper eg_sweeper;
+
+/* The tenant's effective policy: its stored one over cfg's defaults, in
+ * seconds (0 keeps forever). is_default[i] is set where the tenant has no
+ * value of its own. Tiers in the order of RetentionPolicyRecord. */
+enum { EG_TIER_SESSION = 0, EG_TIER_MESSAGES = 1, EG_TIER_TOMBSTONE = 2, EG_TIERS = 3 };
+typedef struct {
+  int64_t seconds[EG_TIERS];
+  int is_default[EG_TIERS];
+} eg_retention;
+eg_err eg_retention_effective(eg_txn *t, const eg_config *cfg, const char *tenant,
+                              eg_retention *out);
+
+/* Starts the thread; it submits to writer, and sweeps only while repl says
+ * this node is the primary. EG_ENOMEM or EG_EUNAVAIL with err set. */
+eg_err eg_sweeper_start(const eg_config *cfg, eg_writer *writer, const struct eg_repl *repl,
+                        eg_sweeper **out, char *err, size_t errlen);
+/* Stops the thread after its item in flight (the writer must still run),
+ * and frees s. NULL is fine. */
+void eg_sweeper_stop(eg_sweeper *s);
+
+typedef struct {
+  uint64_t swept[EG_SWEEP_KIND_MAX + 1];  /* records deleted, by kind */
+  uint64_t backlog[EG_SWEEP_KIND_MAX + 1]; /* due, left for a later step */
+  int64_t last_sweep_us; /* end of the last full pass; 0: none yet */
+} eg_sweeper_stats;
+/* Thread safety: any thread. s may be NULL (all zeros). */
+/* The metric label of a sweep_due kind (1..EG_SWEEP_KIND_MAX). */
+const char *eg_sweep_kind_name(unsigned kind);
+void eg_sweeper_get_stats(const eg_sweeper *s, eg_sweeper_stats *out);
+
+#endif
