@@ -14,6 +14,7 @@
 #include "server/session_svc.h"
 #include "server/session_terms.h"
 #include "server/service.h"
+#include "server/sweeper.h"
 #include "server/validate.h"
 
 /* A per-session idle TTL: the same bounds as --session-ttl (a year at
@@ -318,8 +319,22 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
     eg_session_end(r, &upd, (ProtobufCBinaryData){0});
   } else if ((st->mask & EG_SU_STATE) && in->state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE &&
              state != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE) {
-    /* Reopen: live again from now, the end forgotten. The session exists,
-     * so it is still within retention (the sweeper removes it after). */
+    /* Reopen: live again from now, the end forgotten, if still within
+     * the tenant's expired-session retention (the sweeper may not have
+     * removed it yet: a session past it is as good as gone). */
+    int64_t gone_us = state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED ? rec->end_time_us
+                                                                              : rec->expire_time_us;
+    eg_retention ret;
+    if ((e = eg_retention_effective(t, r->srv->cfg, r->tenant, &ret))) return e;
+    int64_t keep_s = ret.seconds[EG_TIER_SESSION];
+    if (keep_s > 0 && gone_us > 0 && r->now_us - gone_us > keep_s * 1000000) {
+      snprintf(r->msg, sizeof r->msg,
+               "session.state: the session is past its retention (%lld s after it %s) and is "
+               "being deleted; it cannot be reopened",
+               (long long)keep_s,
+               state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED ? "ended" : "expired");
+      return EG_EPRECOND;
+    }
     upd.state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE;
     upd.end_time_us = 0;
     upd.end_reason_token = (ProtobufCBinaryData){0};

@@ -367,6 +367,29 @@ class SessionsCompleteTest(ServerTestCase):
         self.assertInvalid(self.summary, sid, "s", 4, expected=-1, field="expected_through_seq")
 
 
+class ReopenPastRetentionTest(ServerTestCase):
+    # Retention 1 s, and a sweeper that never runs during the test, so a
+    # session past its retention still exists when the reopen comes.
+    server_args = ("--expired-session-retention-s", "1", "--sweep-interval-ms", "3600000")
+
+    def test_reopen_past_retention_is_refused(self):
+        s = self.client.call("CreateSession", pb.CreateSessionRequest(
+            session=pb.Session(user_id=uid("u"))))
+        e = self.client.call("EndSession", pb.EndSessionRequest(session_id=s.session_id))
+        reopen = pb.UpdateSessionRequest(session_id=s.session_id,
+                                         session=pb.Session(state=ACTIVE),
+                                         update_mask=field_mask_pb2.FieldMask(paths=["state"]))
+        # Within retention: reopened, then ended again.
+        self.assertEqual(self.client.call("UpdateSession", reopen).state, ACTIVE)
+        e = self.client.call("EndSession", pb.EndSessionRequest(session_id=s.session_id))
+        # Past it (the end time is the server's, a second ago and more).
+        while time.time_ns() - ts_ns(e.end_time) <= 1.5 * SEC:
+            time.sleep(0.1)
+        err = self.assertStatus(PRECOND, self.client.call, "UpdateSession", reopen)
+        self.assertIn("past its retention", err.details())
+        self.assertEqual(self.client.get(s.session_id).state, ENDED, "nothing written")
+
+
 class SessionsCompleteCliTest(ServerTestCase):
 
     def cli(self, *args, ok=True):
