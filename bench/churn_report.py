@@ -130,7 +130,8 @@ def report(args):
              f"disk {m['disk']}. Written by `make bench-churn` (bench/churn.sh).\n")
     L.append(f"Two phases of {st['seconds']} s, one after the other, each on a fresh engramd "
              f"(Release, durable commits, encryption and auth on, `--session-ttl {st['ttl_s']}`, "
-             f"`--sweep-interval-ms {st['sweep_interval_ms']}`, `--sweep-batch {st['sweep_batch']}`) "
+             f"`--sweep-interval-ms {st['sweep_interval_ms']}`, `--sweep-batch {st['sweep_batch']}`, `--wal-retain-s {st.get('wal_retain_s', 30)}`: the replication "
+             "log is in data.mdb too and would otherwise keep a day of records) "
              f"and the same load: eg_loadgen `run churn` with {st['threads']} threads"
              + (f" at {st['rate']} sessions/s" if st['rate'] else " as fast as they go (closed loop)")
              + f"; each session is created, gets {st['messages']} messages of {st['bytes']} bytes in "
@@ -152,7 +153,7 @@ def report(args):
     L.append(f"| data.mdb growth, first half | {mib(k1):+.1f} MiB | {mib(s1):+.1f} MiB | |")
     L.append(f"| data.mdb growth, last half | {mib(k2):+.1f} MiB | {mib(s2):+.1f} MiB "
              f"| sweep: plateau (last half <= 5% of first): **{'yes' if res['plateau'] else 'NO'}** |")
-    L.append(f"| records swept | 0 | {last['swept_total']:,} ({', '.join(f'{k} {v:,}' for k, v in last['swept'].items() if v)}) | |")
+    L.append(f"| sessions swept (engram_swept_total) | 0 | {last['swept_total']:,} ({', '.join(f'{k} {v:,}' for k, v in last['swept'].items() if v)}) | |")
     L.append(f"| sweep backlog at the end | | {last['sweep_backlog']} | small, not growing |")
     L.append("")
     L.append("The data file only grows (LMDB never shrinks it); with the sweeper, pages freed by "
