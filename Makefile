@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:50051
 DATA_DIR   ?= ./data
 
-.PHONY: all deps build run test test-fast test-asan fault bench bench-memory bench-replication clean
+.PHONY: all deps build run test test-fast test-asan fault bench bench-memory bench-replication bench-churn clean
 .PHONY: fuzz fuzz-build test-fuzz
 
 all: build
@@ -97,3 +97,12 @@ bench-replication:
 	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
 	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_repl_bench && \
 	bench/repl.sh $(REL_BUILD)
+
+# Session churn with retention (issue 9): the data file's size plateaus, and
+# client writes while sweeping vs the same run with nothing due
+# (bench/churn.sh; CHURN_SECONDS per phase, results in bench/results/churn.md).
+bench-churn:
+	@scripts/deps.sh bench && \
+	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
+	bench/churn.sh $(REL_BUILD)

@@ -5,6 +5,11 @@
  *   eg_loadgen [CONN] fill OPTIONS           create sessions and append messages
  *   eg_loadgen [CONN] run WORKLOAD OPTIONS   timed load; one JSON line of results
  *
+ * The churn workload (bench/churn.sh) is the life of short sessions: each
+ * session is created, gets --messages messages in calls of --per-call, and
+ * is never touched again, so it expires after the server's --session-ttl and
+ * becomes due for the sweeper; --rate paces the session starts.
+ *
  * CONN is --target HOST:PORT and --token TOKEN. Every loop is bounded by a
  * count and by a deadline; every call has a deadline of its own. The exit
  * status is 0 only when every call came back OK (and, for reads, with the
@@ -148,10 +153,11 @@ typedef struct {
   const char *prefix, *user;
   long sessions, messages, per_call, bytes, users;
   /* run */
-  const char *workload; /* mixed | get-context | list-sessions | get-session */
+  const char *workload; /* mixed | get-context | list-sessions | get-session | churn */
   const char *session;  /* get-context, get-session */
   long read_pct, max_messages, page_size, expect;
   long threads, seconds, count;
+  long rate; /* churn: session starts per second over all threads, 0 = unpaced */
 } lg_opts;
 
 typedef struct {
@@ -434,6 +440,31 @@ static int lg_list_call(lg_thread *t) {
   return 0;
 }
 
+/* One churn session: session i is created, then gets its messages, and is
+ * left to expire. Session i starts no earlier than i / rate seconds after
+ * t0, so the offered load is steady whatever the latency does (as long as
+ * the threads keep up; the report's qps shows whether they did). */
+static int lg_churn_session(lg_thread *t, long i, uint64_t t0) {
+  const lg_opts *o = t->o;
+  if (o->rate > 0) {
+    uint64_t due = t0 + (uint64_t)i * 1000000u / (uint64_t)o->rate, now;
+    while ((now = lg_now_us()) < due) {
+      if (atomic_load_explicit(&lg_stop, memory_order_relaxed)) return 1;
+      uint64_t us = due - now < 10000 ? due - now : 10000; /* wake for the stop flag */
+      struct timespec ts = {0, (long)us * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  if (lg_create(t, i) != 0) return -1;
+  for (long done = 0; done < o->messages; done += o->per_call) {
+    long n = o->messages - done < o->per_call ? o->messages - done : o->per_call;
+    if (lg_append(t, i, n, (uint64_t)(i + done)) != 0) return -1;
+  }
+  return 0;
+}
+
+static uint64_t lg_t0; /* run: start time, for churn pacing */
+
 static void *lg_run_main(void *arg) {
   lg_thread *t = arg;
   const lg_opts *o = t->o;
@@ -452,6 +483,8 @@ static void *lg_run_main(void *arg) {
       rc = lg_read_call(t, o->session, 1);
     } else if (!strcmp(o->workload, "get-session")) {
       rc = lg_read_call(t, o->session, 0);
+    } else if (!strcmp(o->workload, "churn")) {
+      rc = lg_churn_session(t, atomic_fetch_add(&lg_next, 1), lg_t0);
     } else {
       rc = lg_list_call(t);
     }
@@ -477,13 +510,17 @@ static int lg_run(lg_opts *o) {
   if ((!strcmp(o->workload, "get-context") || !strcmp(o->workload, "get-session")) && !o->session)
     lg_die("%s", "run: want --session ID");
   if (!strcmp(o->workload, "list-sessions") && !o->user) lg_die("%s", "run list-sessions: want --user U");
-  if (!mixed && strcmp(o->workload, "get-context") && strcmp(o->workload, "get-session") &&
+  int churn = !strcmp(o->workload, "churn");
+  if (churn && (!o->prefix || o->per_call < 1 || o->per_call > LG_PER_CALL_MAX))
+    lg_die("%s", "run churn: want --prefix P and --per-call 1..1000");
+  if (!mixed && !churn && strcmp(o->workload, "get-context") && strcmp(o->workload, "get-session") &&
       strcmp(o->workload, "list-sessions"))
     lg_die("run: unknown workload %s", o->workload);
   static lg_thread ts[LG_MAX_THREADS];
   pthread_t timer;
   atomic_store(&lg_stop, 0);
-  uint64_t t0 = lg_now_us();
+  atomic_store(&lg_next, 0);
+  uint64_t t0 = lg_t0 = lg_now_us();
   pthread_create(&timer, NULL, lg_timer_main, &o->seconds);
   lg_run_threads(o, ts, lg_run_main);
   uint64_t elapsed = lg_now_us() - t0;
@@ -504,7 +541,8 @@ static void lg_usage(void) {
         "  WORKLOAD: mixed --prefix P --sessions N [--read-pct 90 --max-messages 20 --bytes 256]\n"
         "            get-context --session ID --max-messages M [--expect N]\n"
         "            get-session --session ID\n"
-        "            list-sessions --user U --page-size N [--expect N]\n",
+        "            list-sessions --user U --page-size N [--expect N]\n"
+        "            churn --prefix P [--messages M --per-call K --bytes 256 --rate SESSIONS_PER_S]\n",
         stderr);
   exit(2);
 }
@@ -524,7 +562,7 @@ int main(int argc, char **argv) {
     LG_NUM("--users", users) LG_NUM("--sessions", sessions) LG_NUM("--messages", messages)
     LG_NUM("--per-call", per_call) LG_NUM("--bytes", bytes) LG_NUM("--threads", threads)
     LG_NUM("--seconds", seconds) LG_NUM("--count", count) LG_NUM("--read-pct", read_pct)
-    LG_NUM("--max-messages", max_messages) LG_NUM("--page-size", page_size)
+    LG_NUM("--max-messages", max_messages) LG_NUM("--page-size", page_size) LG_NUM("--rate", rate)
     if (!strcmp(a, "--expect")) { if (!v) lg_usage(); o.expect = lg_num(v, a); i++; continue; }
 #undef LG_STR
 #undef LG_NUM
