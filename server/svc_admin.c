@@ -103,19 +103,22 @@ static eg_err eg_get_retention(eg_req *r, const ProtobufCMessage *msg) {
   return EG_OK;
 }
 
-/* The record to store: a value per tier the caller set (not is_default). */
+/* What a Set changes, tier by tier: a tier absent from the request keeps
+ * its stored value, is_default resets it, a value replaces it. The merge
+ * happens in apply, on the stored record, so two admins setting different
+ * tiers do not undo each other. */
+enum { EG_TIER_KEEP = 0, EG_TIER_RESET, EG_TIER_SET };
 typedef struct {
-  eg_retention_rec rec;
-  Engram__Storage__V1__RetentionSeconds v[EG_TIERS];
+  int action[EG_TIERS];
+  int64_t seconds[EG_TIERS];
 } eg_retention_put;
 
 static eg_err eg_set_retention_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__SetRetentionPolicyRequest *in = (const void *)msg;
   eg_retention_put *st = EG_ARENA_NEW(r->arena, eg_retention_put);
   if (!st) return EG_ENOMEM;
-  engram__storage__v1__retention_policy_record__init(&st->rec);
   if (!in->policy) {
-    snprintf(r->msg, sizeof r->msg, "policy: required (an empty one restores every default)");
+    snprintf(r->msg, sizeof r->msg, "policy: required (name the tiers to change; is_default resets one)");
     return EG_EINVAL;
   }
   const Engram__V1__RetentionValue *v[EG_TIERS] = {in->policy->expired_session_retention,
@@ -124,19 +127,19 @@ static eg_err eg_set_retention_prepare(eg_req *r, const ProtobufCMessage *msg) {
   static const char *const names[EG_TIERS] = {"policy.expired_session_retention",
                                               "policy.raw_message_retention",
                                               "policy.memory_tombstone_retention"};
-  Engram__Storage__V1__RetentionSeconds **dst[EG_TIERS] = {
-      &st->rec.expired_session_retention_s, &st->rec.raw_message_retention_s,
-      &st->rec.memory_tombstone_retention_s};
   for (int i = 0; i < EG_TIERS; i++) {
-    if (!v[i] || v[i]->is_default) continue;
+    if (!v[i]) continue; /* EG_TIER_KEEP */
+    if (v[i]->is_default) {
+      st->action[i] = EG_TIER_RESET;
+      continue;
+    }
     if (v[i]->seconds < 0 || v[i]->seconds > EG_RETENTION_MAX_S) {
       snprintf(r->msg, sizeof r->msg, "%s.seconds: %lld is out of range [0, %lld] (0 keeps forever)",
                names[i], (long long)v[i]->seconds, (long long)EG_RETENTION_MAX_S);
       return EG_EINVAL;
     }
-    engram__storage__v1__retention_seconds__init(&st->v[i]);
-    st->v[i].seconds = v[i]->seconds;
-    *dst[i] = &st->v[i];
+    st->action[i] = EG_TIER_SET;
+    st->seconds[i] = v[i]->seconds;
   }
   r->state = st;
   return EG_OK;
@@ -149,7 +152,27 @@ static eg_err eg_set_retention_apply(eg_req *r, eg_txn *t) {
   eg_retention eff;
   if (!out) return EG_ENOMEM;
   engram__v1__set_retention_policy_response__init(out);
-  eg_err e = eg_store_retention_put(t, r->tenant, &st->rec);
+  eg_retention_rec *stored = NULL, rec;
+  Engram__Storage__V1__RetentionSeconds v[EG_TIERS];
+  eg_err e = eg_store_retention_get(t, r->tenant, &stored);
+  if (e == EG_ENOTFOUND) e = EG_OK;
+  if (e) return e;
+  engram__storage__v1__retention_policy_record__init(&rec);
+  Engram__Storage__V1__RetentionSeconds **dst[EG_TIERS] = {
+      &rec.expired_session_retention_s, &rec.raw_message_retention_s,
+      &rec.memory_tombstone_retention_s};
+  Engram__Storage__V1__RetentionSeconds *const old[EG_TIERS] = {
+      stored ? stored->expired_session_retention_s : NULL,
+      stored ? stored->raw_message_retention_s : NULL,
+      stored ? stored->memory_tombstone_retention_s : NULL};
+  for (int i = 0; i < EG_TIERS; i++) {
+    engram__storage__v1__retention_seconds__init(&v[i]);
+    if (st->action[i] == EG_TIER_RESET || (st->action[i] == EG_TIER_KEEP && !old[i])) continue;
+    v[i].seconds = st->action[i] == EG_TIER_SET ? st->seconds[i] : old[i]->seconds;
+    *dst[i] = &v[i];
+  }
+  e = eg_store_retention_put(t, r->tenant, &rec);
+  if (stored) protobuf_c_message_free_unpacked(&stored->base, NULL);
   if (!e) e = eg_retention_effective(t, r->srv->cfg, r->tenant, &eff);
   if (e) return e;
   if (!(out->policy = eg_policy_out(r, &eff))) return EG_ENOMEM;

@@ -63,29 +63,17 @@ int cmd_admin_retention(cli *g, int argc, char **argv) {
                             {NULL}};
   int rc = cli_parse(g, argc - 1, argv + 1, flags, NULL, NULL);
   if (rc != CLI_OK) return rc;
-  /* Set replaces the whole policy: start from the current one, so the
-   * tiers not named stay as they are. */
-  Engram__V1__GetRetentionPolicyRequest get = ENGRAM__V1__GET_RETENTION_POLICY_REQUEST__INIT;
-  ProtobufCMessage *cur = NULL;
-  if ((rc = cli_rpc_quiet(g, &eg_client_method_get_retention_policy, &get.base, &cur)) != CLI_OK)
-    return rc;
-  Engram__V1__GetRetentionPolicyResponse *got = (Engram__V1__GetRetentionPolicyResponse *)cur;
-  Engram__V1__RetentionPolicy *p = got->policy;
-  Engram__V1__RetentionValue *v[3] = {p ? p->expired_session_retention : NULL,
-                                      p ? p->raw_message_retention : NULL,
-                                      p ? p->memory_tombstone_retention : NULL};
+  /* Only the tiers named go: the server keeps the others as stored. */
   Engram__V1__RetentionPolicy pol = ENGRAM__V1__RETENTION_POLICY__INIT;
   Engram__V1__RetentionValue out[3];
+  Engram__V1__RetentionValue **dst[3] = {&pol.expired_session_retention, &pol.raw_message_retention,
+                                         &pol.memory_tombstone_retention};
   for (int i = 0; i < 3; i++) {
+    if (!val[i]) continue;
     engram__v1__retention_value__init(&out[i]);
-    if (v[i]) out[i] = *v[i];
-    if (val[i] && (rc = retention_value(g, names[i], val[i], &out[i])) != CLI_OK) break;
+    if ((rc = retention_value(g, names[i], val[i], &out[i])) != CLI_OK) return rc;
+    *dst[i] = &out[i];
   }
-  protobuf_c_message_free_unpacked(cur, NULL);
-  if (rc != CLI_OK) return rc;
-  pol.expired_session_retention = &out[0];
-  pol.raw_message_retention = &out[1];
-  pol.memory_tombstone_retention = &out[2];
   Engram__V1__SetRetentionPolicyRequest req = ENGRAM__V1__SET_RETENTION_POLICY_REQUEST__INIT;
   req.policy = &pol;
   return cli_rpc(g, &eg_client_method_set_retention_policy, &req.base, NULL);

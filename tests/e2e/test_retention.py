@@ -120,6 +120,9 @@ class PolicyTest(RetentionCase):
             p.expired_session_retention, p.raw_message_retention, p.memory_tombstone_retention)]
 
     def test_defaults_set_reset_per_tenant(self):
+        # From the defaults (another test of the class may have set tiers).
+        set_policy(self.a, expired_session_retention=None, raw_message_retention=None,
+                   memory_tombstone_retention=None)
         self.assertEqual(self.tiers(get_policy(self.o)), [(111, True), (0, True), (333, True)])
         got = set_policy(self.a, expired_session_retention=5, raw_message_retention=0)
         self.assertEqual(self.tiers(got), [(5, False), (0, False), (333, True)])
@@ -127,10 +130,18 @@ class PolicyTest(RetentionCase):
         # Another tenant's policy is its own.
         self.assertEqual(self.tiers(get_policy(self.o)), [(111, True), (0, True), (333, True)])
         # is_default (what Get answers) round-trips: back to the default.
+        # A tier left out keeps its stored value (raw_message_retention here).
         got = set_policy(self.a, expired_session_retention=None, memory_tombstone_retention=7)
-        self.assertEqual(self.tiers(got), [(111, True), (0, True), (7, False)])
-        # An empty policy restores every default.
-        self.assertEqual(self.tiers(set_policy(self.a)), [(111, True), (0, True), (333, True)])
+        self.assertEqual(self.tiers(got), [(111, True), (0, False), (7, False)])
+        # Two admins setting different tiers do not undo each other.
+        set_policy(self.a, raw_message_retention=60)
+        set_policy(self.a, expired_session_retention=9)
+        self.assertEqual(self.tiers(get_policy(self.a)), [(9, False), (60, False), (7, False)])
+        # An empty policy changes nothing; resetting every tier restores the defaults.
+        self.assertEqual(self.tiers(set_policy(self.a)), [(9, False), (60, False), (7, False)])
+        got = set_policy(self.a, expired_session_retention=None, raw_message_retention=None,
+                         memory_tombstone_retention=None)
+        self.assertEqual(self.tiers(got), [(111, True), (0, True), (333, True)])
 
     def test_bad_values_and_roles(self):
         self.assertInvalid(set_policy, self.a, raw_message_retention=-1,
