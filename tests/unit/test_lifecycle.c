@@ -663,11 +663,26 @@ static void test_backfill_v3_sessions(void) {
   protobuf_c_message_free_unpacked(&ra->base, NULL);
   protobuf_c_message_free_unpacked(&rb->base, NULL);
   eg_store_close(s);
-  /* Recorded once: a reopen keeps it. */
+  /* Recorded once: a reopen keeps it, and a snapshot carries it to a
+   * replica created at v4 (0 before the install). */
+  s = open_store();
+  CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), lsn);
+  char src[4096], snap[4200];
+  uint64_t snap_lsn, epoch;
+  snprintf(src, sizeof src, "%s", tdir);
+  snprintf(snap, sizeof snap, "%s/copy.mdb", src);
+  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, snap, &snap_lsn, &epoch), EG_OK);
+  eg_store_close(s);
+  setup();
+  s = open_store();
+  CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), 0);
+  eg_store_close(s);
+  CU_ASSERT_EQUAL_FATAL(eg_store_install_snapshot(tdir, snap), EG_OK);
   s = open_store();
   CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), lsn);
   eg_store_close(s);
   teardown();
+  eg_test_rmdir(src);
 }
 
 /* A v3 store filled to its map: the back-fill (one txn) needs more room,
