@@ -43,6 +43,7 @@ static void eg_follow_ack(eg_repl *r, Engram__V1__StreamRequest *h) {
   h->replica_id = r->replica_id;
   h->epoch = eg_store_epoch(r->store);
   h->applied_lsn = eg_store_last_lsn(r->store);
+  h->index_base_lsn = eg_store_index_base_lsn(r->store);
 }
 
 /* The first message of a stream also carries the epoch and digest of the

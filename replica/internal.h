@@ -172,6 +172,9 @@ typedef struct {
   /* The replica sent the digest of its record at `applied` (older ones do
    * not), and it equals that of ours (when at_err is EG_OK). */
   int digest_sent, digest_equal;
+  /* Where the primary's and the replica's stores built their lifecycle
+   * indexes (eg_store_index_base_lsn). */
+  uint64_t index_base, hello_index_base;
 } eg_stream_view;
 /* stream.c: the epoch and SHA-256 of record lsn, read through t (open):
  * what a hello says of the replica's last record, and what the primary
@@ -182,6 +185,8 @@ eg_err eg_repl_record_at(eg_txn *t, uint64_t lsn, uint64_t *epoch,
 /* stream.c: decides where a replica's stream starts. Pure. Returns
  *   EG_OK, *next > 0   stream from *next (shared history up to next - 1)
  *   EG_OK, *next == 0  the replica must resync from a snapshot; *why says why
+ *                      (this includes a replica whose lifecycle indexes were
+ *                      built at another LSN than the primary's)
  *   EG_EPRECOND        refuse the stream (*why): the replica is from a newer
  *                      epoch (this primary was deposed), or it holds records
  *                      of this primary's epoch that this primary never wrote

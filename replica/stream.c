@@ -33,6 +33,14 @@ static void eg_stream_add_fingerprint(struct eg_stream_ctx *s, Engram__V1__Strea
   s->fp_sent = 1;
 }
 
+/* The lifecycle indexes are built from the data, unlogged, when a store
+ * upgrades to schema 4, at the LSN it is at then; the records below that
+ * LSN were logged without index entries. Streaming on from a shared
+ * history then leaves the replica without the entries of what the gap
+ * wrote: only a snapshot (which carries the primary's indexes and its
+ * index_base_lsn) makes the two agree. */
+#define EG_INDEX_BASE_WHY "indexes built at another LSN (schema upgrade)"
+
 eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char **why) {
   uint64_t a = v->applied;
   *next = 0;
@@ -59,10 +67,12 @@ eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char 
       if (same_epoch) return *why = "replica's record at its applied LSN differs at the same epoch: two nodes promoted from one LSN (split brain)", EG_EPRECOND;
       return *why = "replica's history diverged (its record at the applied LSN differs)", EG_OK;
     }
+    if (v->hello_index_base != v->index_base) return *why = EG_INDEX_BASE_WHY, EG_OK;
     *next = a + 1;
     return EG_OK;
   }
   /* An empty replica can replay the whole log only if it is all there. */
+  if (v->hello_index_base != v->index_base) return *why = EG_INDEX_BASE_WHY, EG_OK;
   if (v->last == 0 || v->first == 1) {
     *next = 1;
     return EG_OK;
@@ -86,7 +96,9 @@ static eg_err eg_stream_view_read(eg_repl *r, eg_txn *t, const Engram__V1__Strea
                         .epoch = eg_store_epoch(r->store),
                         .hello_epoch = hello->epoch,
                         .applied = hello->applied_lsn,
-                        .applied_epoch = hello->applied_epoch};
+                        .applied_epoch = hello->applied_epoch,
+                        .index_base = eg_store_index_base_lsn(r->store),
+                        .hello_index_base = hello->index_base_lsn};
   eg_err e = eg_store_reader_begin(t);
   if (e) return e;
   e = eg_store_wal_first(t, &v->first, NULL);

@@ -92,6 +92,8 @@ size_t eg_store_map_size(const eg_store *s) {
   return atomic_load_explicit(&s->map_size, memory_order_acquire);
 }
 
+uint64_t eg_store_index_base_lsn(const eg_store *s) { return s->index_base_lsn; }
+
 uint64_t eg_store_last_lsn(const eg_store *s) {
   return atomic_load_explicit(&s->last_lsn, memory_order_acquire);
 }
@@ -221,6 +223,7 @@ static eg_err eg_store_open_dbs(eg_store *s, char *marker, size_t cap, char *err
   if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_LAST_LSN, &lsn);
   if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_EPOCH, &epoch);
   if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_ERASE_FLOOR, &floor);
+  if (!e) e = eg_store__meta_get_u64(txn, s->meta, EG_META_INDEX_BASE_LSN, &s->index_base_lsn);
   if (e) goto fail;
   e = eg_store__err(mdb_txn_commit(txn));
   txn = NULL;
@@ -234,6 +237,32 @@ fail:
   if (txn) mdb_txn_abort(txn);
   if (!err[0]) snprintf(err, errlen, "open dbs: %s", eg_err_msg(e));
   return e;
+}
+
+/* How often an open doubles the map for a migration that filled it: 8
+ * doublings take the default 1 GiB map to 256 GiB. */
+#define EG_STORE_OPEN_GROWS_MAX 8
+
+/* eg_store_open_dbs, growing the map when a migration fills it: the
+ * migrations run in the open txn, which cannot grow the map itself (and a
+ * store near its map size may need room for what migration 4 adds). No
+ * txn is open between tries. */
+static eg_err eg_store_open_dbs_growing(eg_store *s, char *marker, size_t cap, char *err,
+                                        size_t errlen) {
+  for (int grows = 0;; grows++) {
+    eg_err e = eg_store_open_dbs(s, marker, cap, err, errlen);
+    size_t cur = eg_store_map_size(s);
+    if (e != EG_EMAPFULL || grows == EG_STORE_OPEN_GROWS_MAX || cur > SIZE_MAX / 2) return e;
+    fprintf(stderr, "engramd: %s: opening needs more than the %zu-byte map (%s): doubling it\n",
+            s->dir, cur, err);
+    int rc = mdb_env_set_mapsize(s->env, cur * 2);
+    if (rc) {
+      snprintf(err, errlen, "map size: %s", mdb_strerror(rc));
+      return eg_store__err(rc);
+    }
+    eg_store_cache_map_size(s);
+    err[0] = '\0';
+  }
 }
 
 eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out, char *err,
@@ -259,7 +288,7 @@ eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
   /* Before the first txn reads a page of the file. */
   if (!e) e = eg_store__check_data_size(s, err, errlen);
   if (!e) e = eg_store_init_map_size(s, opts, err, errlen);
-  if (!e) e = eg_store_open_dbs(s, marker, sizeof marker, err, errlen);
+  if (!e) e = eg_store_open_dbs_growing(s, marker, sizeof marker, err, errlen);
   if (!e && marker[0]) e = eg_store__write_store_id(dir, marker, err, errlen);
   if (e) goto fail;
   *out = s;

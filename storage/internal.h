@@ -38,6 +38,7 @@
 #define EG_META_LAST_LSN "last_lsn"
 #define EG_META_EPOCH "epoch"
 #define EG_META_ERASE_FLOOR "erase_floor"
+#define EG_META_INDEX_BASE_LSN "index_base_lsn"
 
 /* A data DB: replicated through the WAL, named in its ops. */
 struct eg_data_db {
@@ -66,6 +67,7 @@ struct eg_store {
   _Atomic size_t map_size;
   _Atomic uint64_t epoch; /* cached like last_lsn */
   _Atomic uint64_t erase_floor; /* LSN of the last erasure: the log drops what is below */
+  uint64_t index_base_lsn;      /* set at open, then read-only (eg_store_index_base_lsn) */
   /* Broadcast after every commit, for eg_store_wait_lsn. */
   pthread_mutex_t lsn_mu;
   pthread_cond_t lsn_cv; /* CLOCK_MONOTONIC */

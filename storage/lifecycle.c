@@ -60,15 +60,17 @@ int64_t eg_store__session_activity(const eg_session_rec *rec) {
                                                       : rec->last_activity_us;
 }
 
-/* When rec stopped being live (EG_SWEEP_SESSION_GONE); 0 if it has no such
- * time (an ACTIVE session without expiry). */
+int64_t eg_store_session_gone_us(const eg_session_rec *rec) {
+  if (rec->state == EG_SSTATE_ENDED)
+    return rec->end_time_us ? rec->end_time_us : rec->update_time_us;
+  return rec->expire_time_us;
+}
+
+/* rec's EG_SWEEP_SESSION_GONE due time; 0 if it has none (an ACTIVE
+ * session without expiry). */
 static int eg_session_gone_due(const eg_session_rec *rec, int64_t *due) {
-  if (rec->state == EG_SSTATE_ENDED) {
-    *due = rec->end_time_us ? rec->end_time_us : rec->update_time_us;
-    return 1;
-  }
-  *due = rec->expire_time_us;
-  return rec->expire_time_us != 0;
+  *due = eg_store_session_gone_us(rec);
+  return rec->state == EG_SSTATE_ENDED || *due != 0;
 }
 
 static int eg_hashes_sorted(const uint64_t *a, size_t n) {
@@ -297,16 +299,53 @@ static eg_err eg_backfill_each(eg_txn *t, MDB_dbi dbi, const ProtobufCMessageDes
   return e ? e : eg_store__err(rc);
 }
 
+/* engram.v1.Role values as stored in MessageRecord.role. */
+enum { EG_ROLE_USER = 1, EG_ROLE_ASSISTANT = 2, EG_ROLE_SYSTEM = 3 };
+
+/* A v3 session's stats, counted from its messages the way an append counts
+ * them (v3 kept none, and deleted no message but with its session). */
+struct eg_backfill_count {
+  Engram__Storage__V1__SessionStatsRecord stats;
+  int64_t n;        /* messages seen */
+  int64_t first_us; /* the oldest's create time (the lowest seq: seen first) */
+};
+
+static int eg_backfill_count_one(void *arg, eg_message_rec *m) {
+  struct eg_backfill_count *c = arg;
+  Engram__Storage__V1__SessionStatsRecord *st = &c->stats;
+  switch (m->role) {
+  case EG_ROLE_USER: st->user_messages++; break;
+  case EG_ROLE_ASSISTANT: st->assistant_messages++; break;
+  case EG_ROLE_SYSTEM: st->system_messages++; break;
+  default: st->tool_messages++; break;
+  }
+  st->total_tokens += m->token_count;
+  if (!st->first_message_time_us) st->first_message_time_us = m->create_time_us;
+  st->last_message_time_us = m->create_time_us;
+  if (c->n++ == 0) c->first_us = m->create_time_us;
+  protobuf_c_message_free_unpacked(&m->base, NULL);
+  return 0;
+}
+
+/* Rewrites a v3 session as v4 code would have stored it, from its own data
+ * only (so every copy of the store writes the same bytes): the stats of
+ * its messages, end_time_us of an ENDED one (v3 kept none: its last update
+ * is when it ended) and last_activity_us; then adds its index entries. */
 static eg_err eg_backfill_session(eg_txn *t, const char *tenant, ProtobufCMessage *m) {
   const eg_session_rec *rec = (const eg_session_rec *)m;
-  eg_message_rec *first;
-  eg_err e = eg_store__session_index(t, tenant, NULL, rec);
-  if (!e) e = eg_first_message(t, tenant, rec->session_id, &first);
-  if (e || !first) return e;
-  e = eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, rec->session_id, NULL,
-                    &first->create_time_us);
-  protobuf_c_message_free_unpacked(&first->base, NULL);
-  return e;
+  struct eg_backfill_count c = {.stats = ENGRAM__STORAGE__V1__SESSION_STATS_RECORD__INIT};
+  eg_session_rec upd = *rec;
+  eg_key k;
+  eg_err e = eg_store_messages_scan(t, tenant, rec->session_id, 0, 0, eg_backfill_count_one, &c);
+  if (e) return e;
+  if (!rec->stats && c.n) upd.stats = &c.stats;
+  if (upd.state == EG_SSTATE_ENDED && !upd.end_time_us) upd.end_time_us = upd.update_time_us;
+  upd.last_activity_us = eg_store__session_activity(rec);
+  if ((e = eg_store__session_check(&upd)) || (e = eg_key_session(&k, tenant, rec->session_id)) ||
+      (e = eg_store__put_msg(t, t->s->sessions, &k, &upd.base, 0)) ||
+      (e = eg_store__session_index(t, tenant, NULL, &upd)) || !c.n)
+    return e;
+  return eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, rec->session_id, NULL, &c.first_us);
 }
 
 static eg_err eg_backfill_memory(eg_txn *t, const char *tenant, ProtobufCMessage *m) {

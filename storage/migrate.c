@@ -8,7 +8,8 @@
 
 #include "storage/internal.h"
 
-typedef eg_err (*eg_migrate_fn)(MDB_txn *txn, char *err, size_t errlen);
+/* meta: the meta DB, for a migration that records something there. */
+typedef eg_err (*eg_migrate_fn)(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen);
 
 static eg_err eg_migrate_create_db(MDB_txn *txn, const char *name, char *err, size_t errlen) {
   MDB_dbi dbi;
@@ -19,7 +20,8 @@ static eg_err eg_migrate_create_db(MDB_txn *txn, const char *name, char *err, si
 
 /* Version 1, the initial layout (storage.h): meta exists already (it holds
  * the version); add the four data DBs. */
-static eg_err eg_migrate_v1(MDB_txn *txn, char *err, size_t errlen) {
+static eg_err eg_migrate_v1(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
+  (void)meta;
   static const char *const dbs[] = {EG_DB_SESSIONS, EG_DB_SESSIONS_BY_USER, EG_DB_MESSAGES,
                                     EG_DB_IDEMPOTENCY};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
@@ -30,13 +32,15 @@ static eg_err eg_migrate_v1(MDB_txn *txn, char *err, size_t errlen) {
 }
 
 /* Version 2: the write-ahead log (wal.c), one record per write txn. */
-static eg_err eg_migrate_v2(MDB_txn *txn, char *err, size_t errlen) {
+static eg_err eg_migrate_v2(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
+  (void)meta;
   return eg_migrate_create_db(txn, EG_DB_WAL, err, errlen);
 }
 
 /* Version 3: memories, their per-user meta, vectors, blind-index postings
  * and per-user counters (storage/memories.h). */
-static eg_err eg_migrate_v3(MDB_txn *txn, char *err, size_t errlen) {
+static eg_err eg_migrate_v3(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
+  (void)meta;
   static const char *const dbs[] = {EG_DB_MEMORIES, EG_DB_MEMORIES_BY_USER, EG_DB_MEMORY_VECTORS,
                                     EG_DB_MEMORY_TERMS, EG_DB_MEMORY_USERS};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
@@ -48,15 +52,20 @@ static eg_err eg_migrate_v3(MDB_txn *txn, char *err, size_t errlen) {
 
 /* Version 4: the lifecycle indexes (sessions_by_activity, sweep_due,
  * session_terms) and the per-tenant retention policy (storage.h), with the
- * index entries of the data already there. */
-static eg_err eg_migrate_v4(MDB_txn *txn, char *err, size_t errlen) {
+ * index entries of the data already there, built at the store's last LSN
+ * (recorded as index_base_lsn: 0 for a new store). The back-fill is not
+ * logged, so replication compares that LSN (eg_store_index_base_lsn). */
+static eg_err eg_migrate_v4(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
   static const char *const dbs[] = {EG_DB_SESSIONS_BY_ACTIVITY, EG_DB_SWEEP_DUE, EG_DB_RETENTION,
                                     EG_DB_SESSION_TERMS};
+  uint64_t lsn;
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
     if (e) return e;
   }
-  return eg_store__backfill_v4(txn, err, errlen);
+  eg_err e = eg_store__backfill_v4(txn, err, errlen);
+  if (!e) e = eg_store__meta_get_u64(txn, meta, EG_META_LAST_LSN, &lsn);
+  return e ? e : eg_store__meta_put_u64(txn, meta, EG_META_INDEX_BASE_LSN, lsn);
 }
 
 static const struct eg_migration {
@@ -89,7 +98,7 @@ eg_err eg_store__migrate(MDB_txn *txn, MDB_dbi meta, uint32_t *version, char *er
   for (size_t i = 0; i < sizeof eg_migrations / sizeof eg_migrations[0]; i++) {
     const struct eg_migration *m = &eg_migrations[i];
     if (m->version <= *version) continue;
-    eg_err e = m->fn(txn, err, errlen);
+    eg_err e = m->fn(txn, meta, err, errlen);
     if (!e) e = eg_migrate_put_version(txn, meta, m->version);
     if (e) {
       if (err && errlen && !err[0])

@@ -6,7 +6,8 @@
  *
  * Key layout (u8len = one length byte; BE = big-endian):
  *   meta              "schema_version" -> u32 BE, "last_lsn", "epoch",
- *                     "erase_floor" -> u64 BE, "named:NAME" -> bytes
+ *                     "erase_floor", "index_base_lsn" -> u64 BE,
+ *                     "named:NAME" -> bytes
  *                     (eg_store_meta_get/put: store id, key fingerprint)
  *   sessions          u8len tenant | session_id                    -> SessionRecord
  *   sessions_by_user  u8len tenant | u8len user_id | create_us u64 BE | session_id -> ""
@@ -125,6 +126,13 @@ void eg_store_close(eg_store *s);
 /* LSN of the last committed write txn (0 for a fresh store).
  * Thread safety: any thread. */
 uint64_t eg_store_last_lsn(const eg_store *s);
+/* The LSN at which migration 4 built the lifecycle indexes from the data
+ * (0: the store was created at version 4 or later, so every write logged
+ * its index entries). Records up to it were logged without index entries:
+ * two copies of one history hold the same indexes only if their values are
+ * equal (a replica with another value is resynced from a snapshot, which
+ * carries the primary's). Thread safety: any thread. */
+uint64_t eg_store_index_base_lsn(const eg_store *s);
 /* Current map size in bytes. Thread safety: any thread. */
 size_t eg_store_map_size(const eg_store *s);
 /* Doubles the map size. Waits until no reader is inside a txn. Call only
@@ -233,6 +241,13 @@ enum {
   EG_SWEEP_MEMORY_EXPIRE = 4,
 };
 #define EG_SWEEP_KIND_MAX 4
+
+/* When rec stopped being live: an ENDED session's end_time_us
+ * (update_time_us when 0, as stored by older schemas), else its
+ * expire_time_us (0: an ACTIVE session that never expires). The sweep's
+ * EG_SWEEP_SESSION_GONE due time and every "gone since" check use this
+ * one definition so they agree. */
+int64_t eg_store_session_gone_us(const eg_session_rec *rec);
 
 /* Visits the tenant's sessions by last activity, newest first (ties: the
  * greater id first), starting strictly after `after` (NULL: from the

@@ -304,6 +304,19 @@ static void test_session_gone(void) {
   teardown();
 }
 
+/* The one "gone since" definition the sweep and the reopen check share. */
+static void test_session_gone_us(void) {
+  eg_session_rec r = session_rec("a", "u", 100); /* expires at 1100 */
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(&r), 1100);
+  r.expire_time_us = 0;
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(&r), 0);
+  r.state = EG_SSTATE_ENDED;
+  r.update_time_us = 400;
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(&r), 400); /* ended under v3: no end time */
+  r.end_time_us = 300;
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(&r), 300);
+}
+
 /* The tenants with due work of a kind, one seek each. */
 static void test_sweep_tenants(void) {
   setup();
@@ -564,6 +577,9 @@ static void make_v3(void) {
   MDB_val k = {14, "schema_version"}, v = {4, v3};
   CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
   CU_ASSERT_EQUAL_FATAL(mdb_put(txn, dbi, &k, &v, 0), 0);
+  MDB_val base = {14, "index_base_lsn"};
+  int rc = mdb_del(txn, dbi, &base, NULL);
+  CU_ASSERT_FATAL(rc == 0 || rc == MDB_NOTFOUND);
   CU_ASSERT_EQUAL_FATAL(mdb_txn_commit(txn), 0);
   mdb_env_close(env);
 }
@@ -598,11 +614,126 @@ static void test_backfill(void) {
   teardown();
 }
 
+/* A v3 session is rewritten as v4 code would have kept it: stats from its
+ * messages, an ENDED one's end time from its last update; the back-fill's
+ * LSN is recorded (0 for a store created at v4). */
+static void test_backfill_v3_sessions(void) {
+  setup();
+  eg_store *s = open_store();
+  CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), 0);
+  eg_session_rec a = session_rec("a", "u", 100), b = session_rec("b", "u", 100);
+  b.state = EG_SSTATE_ENDED; /* ended under v3: no end time */
+  b.update_time_us = 700;
+  put_session(s, T, &a, 1);
+  put_session(s, T, &b, 1);
+  eg_txn *w;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  for (int q = 1; q <= 5; q++) {
+    eg_message_rec m = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
+    m.seq = q;
+    m.role = q == 5 ? 4 : q; /* user, assistant, system, tool, tool */
+    m.token_count = 10 * q;
+    m.create_time_us = 100 + q;
+    CU_ASSERT_EQUAL_FATAL(eg_store_message_put(w, T, "a", &m), EG_OK);
+  }
+  uint64_t lsn;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
+  eg_store_close(s);
+
+  make_v3();
+  s = open_store();
+  CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), lsn);
+  eg_session_rec *ra = get_session(s, T, "a"), *rb = get_session(s, T, "b");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ra);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ra->stats);
+  CU_ASSERT_EQUAL(ra->stats->user_messages, 1);
+  CU_ASSERT_EQUAL(ra->stats->assistant_messages, 1);
+  CU_ASSERT_EQUAL(ra->stats->system_messages, 1);
+  CU_ASSERT_EQUAL(ra->stats->tool_messages, 2);
+  CU_ASSERT_EQUAL(ra->stats->total_tokens, 150);
+  CU_ASSERT_EQUAL(ra->stats->first_message_time_us, 101);
+  CU_ASSERT_EQUAL(ra->stats->last_message_time_us, 105);
+  CU_ASSERT_EQUAL(ra->end_time_us, 0);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rb);
+  CU_ASSERT_PTR_NULL(rb->stats); /* no messages: none, as v4 stores it */
+  CU_ASSERT_EQUAL(rb->end_time_us, 700);
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(rb), 700);
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_GONE, T, INT64_MAX, 10), "b@700,a@1100");
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_MESSAGES, T, INT64_MAX, 10), "a@101");
+  protobuf_c_message_free_unpacked(&ra->base, NULL);
+  protobuf_c_message_free_unpacked(&rb->base, NULL);
+  eg_store_close(s);
+  /* Recorded once: a reopen keeps it, and a snapshot carries it to a
+   * replica created at v4 (0 before the install). */
+  s = open_store();
+  CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), lsn);
+  char src[4096], snap[4200];
+  uint64_t snap_lsn, epoch;
+  snprintf(src, sizeof src, "%s", tdir);
+  snprintf(snap, sizeof snap, "%s/copy.mdb", src);
+  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, snap, &snap_lsn, &epoch), EG_OK);
+  eg_store_close(s);
+  setup();
+  s = open_store();
+  CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), 0);
+  eg_store_close(s);
+  CU_ASSERT_EQUAL_FATAL(eg_store_install_snapshot(tdir, snap), EG_OK);
+  s = open_store();
+  CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), lsn);
+  eg_store_close(s);
+  teardown();
+  eg_test_rmdir(src);
+}
+
+/* A v3 store filled to its map: the back-fill (one txn) needs more room,
+ * and the open grows the map instead of failing "map full". */
+static void test_backfill_grows_map(void) {
+  setup();
+  eg_store_opts o = {.map_size = 1 << 20};
+  eg_store *s = NULL;
+  char err[256];
+  CU_ASSERT_EQUAL_FATAL(eg_store_open(tdir, &o, &s, err, sizeof err), EG_OK);
+  size_t small = eg_store_map_size(s);
+  int n = 0;
+  for (eg_err e = EG_OK; !e && n < 100000;) {
+    eg_txn *w;
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+    for (int i = 0; i < 50 && !e; i++, n++) {
+      char sid[32];
+      snprintf(sid, sizeof sid, "s%06d", n);
+      eg_session_rec r = session_rec(sid, "u", 100 + n);
+      eg_message_rec m = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
+      m.seq = 1, m.role = 1, m.create_time_us = 100 + n;
+      e = eg_store_session_put(w, T, &r, 1);
+      if (!e) e = eg_store_message_put(w, T, sid, &m);
+    }
+    if (e)
+      eg_store_write_abort(w);
+    else
+      e = eg_store_write_commit(w, NULL); /* the log record may not fit either */
+    CU_ASSERT_FATAL(e == EG_OK || e == EG_EMAPFULL);
+  }
+  char want[64];
+  snprintf(want, sizeof want, "%s", sweep(s, EG_SWEEP_SESSION_GONE, T, INT64_MAX, 1));
+  eg_store_close(s);
+
+  make_v3();
+  s = NULL;
+  eg_err e = eg_store_open(tdir, &o, &s, err, sizeof err);
+  if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
+  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  CU_ASSERT(eg_store_map_size(s) > small);
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_GONE, T, INT64_MAX, 1), want);
+  eg_store_close(s);
+  teardown();
+}
+
 void eg_test_register_lifecycle(void) {
   CU_pSuite s = CU_add_suite("lifecycle", NULL, NULL);
   CU_add_test(s, "activity index and team scan", test_activity);
   CU_add_test(s, "metadata terms", test_terms);
   CU_add_test(s, "session gone entries", test_session_gone);
+  CU_add_test(s, "session gone time", test_session_gone_us);
   CU_add_test(s, "sweep tenants", test_sweep_tenants);
   CU_add_test(s, "warm tier", test_warm_tier);
   CU_add_test(s, "delete leaves no index key", test_delete_leaves_nothing);
@@ -610,4 +741,6 @@ void eg_test_register_lifecycle(void) {
   CU_add_test(s, "erasure leaves no index key", test_erase_leaves_nothing);
   CU_add_test(s, "retention policy", test_retention);
   CU_add_test(s, "migration 4 back-fill", test_backfill);
+  CU_add_test(s, "migration 4 rewrites v3 sessions, records its LSN", test_backfill_v3_sessions);
+  CU_add_test(s, "migration 4 grows a full map", test_backfill_grows_map);
 }

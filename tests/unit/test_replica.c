@@ -245,6 +245,38 @@ static void test_stream_start(void) {
   CU_ASSERT_EQUAL(next, 0);
 }
 
+/* Lifecycle indexes built at another LSN than the primary's (a schema
+ * upgrade back-fills them unlogged): resync, even from a shared history;
+ * the refusals still come first. */
+static void test_stream_start_index_base(void) {
+  uint64_t next = 99;
+  const char *why = NULL;
+  eg_stream_view v = {.last = 200, .first = 1, .epoch = 2, .epoch_at = 2, .hello_epoch = 2,
+                      .applied = 150, .applied_epoch = 2, .index_base = 200,
+                      .hello_index_base = 150};
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(next, 0);
+  CU_ASSERT_STRING_EQUAL(why, "indexes built at another LSN (schema upgrade)");
+  /* A replica created at v4 (0) replaying an upgraded primary's log. */
+  v.hello_index_base = 0;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
+  CU_ASSERT_EQUAL(next, 0);
+  v.applied = 0, v.applied_epoch = 0, v.hello_epoch = 1;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
+  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "schema upgrade"));
+  /* Equal: streams on. */
+  v.hello_index_base = 200;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
+  CU_ASSERT_EQUAL(next, 1);
+  v.applied = 150, v.applied_epoch = 2, v.hello_epoch = 2;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
+  CU_ASSERT_EQUAL(next, 151);
+  /* Split brain is refused whatever the bases. */
+  v.hello_index_base = 7, v.epoch_at = 1;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_EPRECOND);
+}
+
 /* ---- bug 3: a snapshot is checked before it may be installed ------------ */
 
 static void test_snapshot_check(void) {
@@ -411,6 +443,7 @@ void eg_test_register_replica(void) {
   CU_add_test(s, "trim: the age walk is skipped while a replica holds the log", test_trim_age_matters);
   CU_add_test(s, "wal_first_after: bounded walk to the first young record", test_wal_first_after);
   CU_add_test(s, "stream start: shared history, resync, refusals", test_stream_start);
+  CU_add_test(s, "stream start: index base mismatch resyncs", test_stream_start_index_base);
   CU_add_test(s, "snapshot install check refuses truncated, garbage, unannounced", test_snapshot_check);
   CU_add_test(s, "promotion and snapshot restart exclude each other", test_promote_vs_restart);
   CU_add_test(s, "snapshot calls served at once are capped", test_snapshot_cap);
