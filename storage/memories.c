@@ -295,7 +295,9 @@ eg_err eg_store_memory_put(eg_txn *t, const char *tenant, const eg_memory_rec *r
   /* A shallow copy: only state_time_us may differ from rec. */
   eg_memory_rec stored = *rec;
   if (!prev || prev->state != rec->state) stored.state_time_us = rec->update_time_us;
-  else stored.state_time_us = prev->state_time_us;
+  /* Records from before state_time_us existed have 0: their last update
+   * is the state's time, not this write's (or retention restarts). */
+  else stored.state_time_us = prev->state_time_us ? prev->state_time_us : prev->update_time_us;
   if (stored.state_time_us < 0 || rec->expire_time_us < 0) return EG_EINVAL;
   eg_err e = eg_key_memory(&k, tenant, rec->memory_id);
   if (!e) e = eg_key_mpos(&pk, tenant, rec->user_id, rec->create_time_us, rec->memory_id);
