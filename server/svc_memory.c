@@ -313,6 +313,12 @@ static eg_err eg_cm_check(eg_req *r, struct eg_cm_state *st) {
     return eg_invalid(r->msg, sizeof r->msg, "quota_policy", "unknown value %d", (int)in->quota_policy);
   if (in->conflict_policy < 0 || in->conflict_policy > ENGRAM__V1__CONFLICT_POLICY__CONFLICT_POLICY_NEWER_WINS)
     return eg_invalid(r->msg, sizeof r->msg, "conflict_policy", "unknown value %d", (int)in->conflict_policy);
+  /* Conflicts are found by the dedup probe, which OFF skips: NEWER_WINS
+   * would silently do nothing. */
+  if (in->conflict_policy == ENGRAM__V1__CONFLICT_POLICY__CONFLICT_POLICY_NEWER_WINS &&
+      in->dedup_policy == ENGRAM__V1__DEDUP_POLICY__DEDUP_POLICY_OFF)
+    return eg_invalid(r->msg, sizeof r->msg, "conflict_policy",
+                      "NEWER_WINS needs the dedup probe, which dedup_policy OFF skips");
   return EG_OK;
 }
 
