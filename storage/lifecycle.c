@@ -60,15 +60,17 @@ int64_t eg_store__session_activity(const eg_session_rec *rec) {
                                                       : rec->last_activity_us;
 }
 
-/* When rec stopped being live (EG_SWEEP_SESSION_GONE); 0 if it has no such
- * time (an ACTIVE session without expiry). */
+int64_t eg_store_session_gone_us(const eg_session_rec *rec) {
+  if (rec->state == EG_SSTATE_ENDED)
+    return rec->end_time_us ? rec->end_time_us : rec->update_time_us;
+  return rec->expire_time_us;
+}
+
+/* rec's EG_SWEEP_SESSION_GONE due time; 0 if it has none (an ACTIVE
+ * session without expiry). */
 static int eg_session_gone_due(const eg_session_rec *rec, int64_t *due) {
-  if (rec->state == EG_SSTATE_ENDED) {
-    *due = rec->end_time_us ? rec->end_time_us : rec->update_time_us;
-    return 1;
-  }
-  *due = rec->expire_time_us;
-  return rec->expire_time_us != 0;
+  *due = eg_store_session_gone_us(rec);
+  return rec->state == EG_SSTATE_ENDED || *due != 0;
 }
 
 static int eg_hashes_sorted(const uint64_t *a, size_t n) {

@@ -234,6 +234,13 @@ enum {
 };
 #define EG_SWEEP_KIND_MAX 4
 
+/* When rec stopped being live: an ENDED session's end_time_us
+ * (update_time_us when 0, as stored by older schemas), else its
+ * expire_time_us (0: an ACTIVE session that never expires). The sweep's
+ * EG_SWEEP_SESSION_GONE due time and every "gone since" check use this
+ * one definition so they agree. */
+int64_t eg_store_session_gone_us(const eg_session_rec *rec);
+
 /* Visits the tenant's sessions by last activity, newest first (ties: the
  * greater id first), starting strictly after `after` (NULL: from the
  * newest). cur is the position in this list. EG_EINVAL if `after` is not

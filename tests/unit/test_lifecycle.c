@@ -304,6 +304,19 @@ static void test_session_gone(void) {
   teardown();
 }
 
+/* The one "gone since" definition the sweep and the reopen check share. */
+static void test_session_gone_us(void) {
+  eg_session_rec r = session_rec("a", "u", 100); /* expires at 1100 */
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(&r), 1100);
+  r.expire_time_us = 0;
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(&r), 0);
+  r.state = EG_SSTATE_ENDED;
+  r.update_time_us = 400;
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(&r), 400); /* ended under v3: no end time */
+  r.end_time_us = 300;
+  CU_ASSERT_EQUAL(eg_store_session_gone_us(&r), 300);
+}
+
 /* The tenants with due work of a kind, one seek each. */
 static void test_sweep_tenants(void) {
   setup();
@@ -630,6 +643,7 @@ void eg_test_register_lifecycle(void) {
   CU_add_test(s, "activity index and team scan", test_activity);
   CU_add_test(s, "metadata terms", test_terms);
   CU_add_test(s, "session gone entries", test_session_gone);
+  CU_add_test(s, "session gone time", test_session_gone_us);
   CU_add_test(s, "sweep tenants", test_sweep_tenants);
   CU_add_test(s, "warm tier", test_warm_tier);
   CU_add_test(s, "delete leaves no index key", test_delete_leaves_nothing);
