@@ -448,6 +448,9 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struc
   eg_err e = eg_pmap_init(&shared, r->arena, 64);
   if (!e) e = eg_postings_join(r, t, rec->user_id, rec->term_hashes, rec->n_term_hashes, 1, &shared, &qidf);
   if (e) return e;
+  /* The join's work counts too: each entry's count is the postings read
+   * for it (a common term costs one read per memory that has it). */
+  for (size_t i = 0; i < shared.n; i++) d->visited += shared.ents[i].count;
   if (p->vec) {
     /* Cosine needs every ACTIVE memory with a vector: one scan of the meta
      * and vectors, the term overlaps looked up as it goes. */
@@ -1078,6 +1081,11 @@ static eg_err eg_dd_apply(eg_req *r, eg_txn *t) {
     st->pending_lsn = lsn;
     st->has_pending = 1;
     r->more = 1;
+    snprintf(r->msg, sizeof r->msg,
+             "the pass stopped at the call's deadline after %lld batches: %lld memories examined, "
+             "%lld duplicates and %lld superseded marked (kept); call again to finish it",
+             (long long)p.batches, (long long)p.examined, (long long)p.duplicates,
+             (long long)p.superseded);
     return EG_OK;
   }
   Engram__V1__DeduplicateMemoriesResponse *out =
@@ -1107,7 +1115,11 @@ const eg_method eg_memory_methods[] = {
     EG_WRITE(DeleteMemory, engram__v1__delete_memory_request__descriptor, eg_dm_prepare, eg_dm_apply),
     EG_READ(ListMemories, engram__v1__list_memories_request__descriptor, eg_list_memories),
     EG_READ(SearchMemories, engram__v1__search_memories_request__descriptor, eg_search_memories),
-    EG_WRITE(DeduplicateMemories, engram__v1__deduplicate_memories_request__descriptor, eg_dd_prepare,
-             eg_dd_apply),
+    {.path = EG_MEMORY_PATH(DeduplicateMemories),
+     .in = &engram__v1__deduplicate_memories_request__descriptor,
+     .role = EG_ROLE_AGENT,
+     .prepare = eg_dd_prepare,
+     .apply = eg_dd_apply,
+     .more_stops_at_deadline = 1},
     {.path = NULL},
 };
