@@ -8,8 +8,10 @@
 
 #include "server/memory_svc.h"
 
-/* The hashed bytes: a domain byte no memory term starts with, the key, a
- * NUL (keys hold none: the wire walk refuses them), the value. */
+/* The hashed bytes: a domain byte, the key, a NUL, the value. Strings hold
+ * no NUL (the wire walk refuses them), so a memory term (one word of a
+ * text) never hashes the same bytes as a session term, and key "a",
+ * value "bc" differs from key "ab", value "c". */
 #define EG_SESSION_TERM_DOMAIN 's'
 
 eg_err eg_session_term(eg_req *r, const eg_blind_ctx *ctx, const char *key, const char *value,
