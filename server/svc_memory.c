@@ -504,14 +504,6 @@ static eg_err eg_mark(eg_req *r, eg_txn *t, const eg_memory_rec *old, int state,
 }
 
 /* The position of rec in its user's range (see storage/memories.h). */
-static void eg_pos_of(const eg_memory_rec *rec, eg_memory_pos *pos) {
-  size_t n = strlen(rec->memory_id);
-  uint64_t us = (uint64_t)rec->create_time_us;
-  for (int i = 0; i < 8; i++) pos->buf[i] = (uint8_t)(us >> (56 - 8 * i));
-  memcpy(pos->buf + 8, rec->memory_id, n);
-  pos->len = 8 + n;
-}
-
 /* The lowest-importance unexpired ACTIVE memory (oldest on ties), for
  * eviction; and expired memories, to purge before counting. */
 struct eg_quota_scan {
@@ -864,7 +856,7 @@ static eg_err eg_um_dedup(eg_req *r, eg_txn *t, const struct eg_um_state *st, eg
   eg_memory_pos self;
   eg_memory_rec *match;
   eg_err e;
-  eg_pos_of(upd, &self);
+  eg_memory_pos_of(upd, &self);
   p.self = &self;
   if (st->mask & EG_UP_EMBEDDING) {
     p.vec = st->vec;

@@ -167,6 +167,10 @@ eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_r
  * to stop. */
 typedef int (*eg_session_visit_fn)(void *arg, eg_session_rec *rec,
                                    const eg_session_cursor *cur);
+/* The time a cursor of either scan below is at: the session's create time
+ * (eg_store_sessions_scan) or last activity (..._by_activity_scan). */
+int64_t eg_session_cursor_time_us(const eg_session_cursor *cur);
+
 /* Visits user_id's sessions newest first (by create time, then id),
  * starting strictly after `after` (NULL: from the newest). EG_EINVAL if
  * `after` has a length no cursor has; its bytes are not checked (other
