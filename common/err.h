@@ -31,6 +31,7 @@
   X(EG_ETXNFULL,  "transaction too large",           8  /* RESOURCE_EXHAUSTED */) \
   X(EG_ENOSPC,    "disk full",                       8  /* RESOURCE_EXHAUSTED */) \
   X(EG_EQUOTA,    "quota exceeded",                  8  /* RESOURCE_EXHAUSTED */) \
+  X(EG_EDEADLINE, "deadline exceeded",               4  /* DEADLINE_EXCEEDED */)  \
   X(EG_EBROKEN,   "storage unusable after a failed write; the server is restarting", \
                                                      14 /* UNAVAILABLE */)
 

@@ -83,8 +83,14 @@ static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn, int bus
   eg_call *c = (eg_call *)item;
   if (err == EG_OK && c->req.more) {
     c->req.more = 0;
-    eg_writer_submit(c->w->tp->writer, item);
-    return;
+    /* Nobody waits for the rest of a pass past its deadline: stop feeding
+     * the writer (what committed stays; msg says how far it got). */
+    if (!c->w->tp->methods[c->mi]->more_stops_at_deadline || eg_mono_us() < eg_call_until_us(c)) {
+      eg_writer_submit(c->w->tp->writer, item);
+      return;
+    }
+    err = EG_EDEADLINE;
+    lsn = 0;
   }
   c->lsn = lsn;
   c->written = err;

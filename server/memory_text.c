@@ -161,7 +161,7 @@ static void eg_terms_add(void *arg, const char *w, size_t n) {
   if (a->n < a->cap) a->out[a->n++] = h;
 }
 
-static int eg_u64_cmp(const void *a, const void *b) {
+int eg_u64_cmp(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
 }

@@ -48,6 +48,9 @@ typedef void (*eg_word_fn)(void *arg, const char *w, size_t n);
  * for each one kept. Returns 1 if the text is negated, else 0. */
 int eg_text_words(const char *text, size_t len, eg_word_fn fn, void *arg);
 
+/* qsort's comparator for uint64_t, ascending. */
+int eg_u64_cmp(const void *a, const void *b);
+
 /* The blind tokens of text's words, sorted and unique, into out (at most
  * cap, the first distinct words kept); returns how many. *negated (may be
  * NULL) gets the polarity. */

@@ -45,7 +45,8 @@ typedef struct eg_req {
   int64_t now_us;    /* taken once when the call arrived */
   /* Set by an apply that did a bounded share of a large job (erasing a
    * user): the call goes back to the writer for another batch instead of
-   * being answered, so one call never holds the write txn for long. */
+   * being answered, so one call never holds the write txn for long. Its
+   * msg then says what was done so far (see more_stops_at_deadline). */
   int more;
   /* the reply */
   char msg[256];
@@ -71,6 +72,10 @@ typedef struct eg_method {
   eg_prepare_fn prepare;
   eg_apply_fn apply;
   int no_store; /* a read that never touches storage: no read txn */
+  /* A write whose continuations (eg_req.more) stop once the call's
+   * deadline passed: DEADLINE_EXCEEDED, with what the apply said it did so
+   * far (its msg). Not for a job that must finish once begun (an erasure). */
+  int more_stops_at_deadline;
   eg_stream_fn stream; /* set for streaming methods (instead of read/write) */
 } eg_method;
 

@@ -7,9 +7,12 @@
 #include <string.h>
 
 #include "server/memory_svc.h"
+#include "server/memory_text.h"
 
-/* The hashed bytes: a domain byte no memory term starts with, the key, a
- * NUL (keys hold none: the wire walk refuses them), the value. */
+/* The hashed bytes: a domain byte, the key, a NUL, the value. Strings hold
+ * no NUL (the wire walk refuses them), so a memory term (one word of a
+ * text) never hashes the same bytes as a session term, and key "a",
+ * value "bc" differs from key "ab", value "c". */
 #define EG_SESSION_TERM_DOMAIN 's'
 
 eg_err eg_session_term(eg_req *r, const eg_blind_ctx *ctx, const char *key, const char *value,
@@ -29,11 +32,6 @@ static int eg_entry_cmp(const void *a, const void *b) {
   const eg_kv_entry *x = *(eg_kv_entry *const *)a, *y = *(eg_kv_entry *const *)b;
   int c = strcmp(x->key, y->key);
   return c ? c : strcmp(x->value, y->value);
-}
-
-static int eg_u64_cmp(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
 }
 
 eg_err eg_session_terms(eg_req *r, eg_kv_entry **entries, size_t n, uint64_t **out, size_t *nout) {

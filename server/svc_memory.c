@@ -313,6 +313,12 @@ static eg_err eg_cm_check(eg_req *r, struct eg_cm_state *st) {
     return eg_invalid(r->msg, sizeof r->msg, "quota_policy", "unknown value %d", (int)in->quota_policy);
   if (in->conflict_policy < 0 || in->conflict_policy > ENGRAM__V1__CONFLICT_POLICY__CONFLICT_POLICY_NEWER_WINS)
     return eg_invalid(r->msg, sizeof r->msg, "conflict_policy", "unknown value %d", (int)in->conflict_policy);
+  /* Conflicts are found by the dedup probe, which OFF skips: NEWER_WINS
+   * would silently do nothing. */
+  if (in->conflict_policy == ENGRAM__V1__CONFLICT_POLICY__CONFLICT_POLICY_NEWER_WINS &&
+      in->dedup_policy == ENGRAM__V1__DEDUP_POLICY__DEDUP_POLICY_OFF)
+    return eg_invalid(r->msg, sizeof r->msg, "conflict_policy",
+                      "NEWER_WINS needs the dedup probe, which dedup_policy OFF skips");
   return EG_OK;
 }
 
@@ -442,6 +448,9 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struc
   eg_err e = eg_pmap_init(&shared, r->arena, 64);
   if (!e) e = eg_postings_join(r, t, rec->user_id, rec->term_hashes, rec->n_term_hashes, 1, &shared, &qidf);
   if (e) return e;
+  /* The join's work counts too: each entry's count is the postings read
+   * for it (a common term costs one read per memory that has it). */
+  for (size_t i = 0; i < shared.n; i++) d->visited += shared.ents[i].count;
   if (p->vec) {
     /* Cosine needs every ACTIVE memory with a vector: one scan of the meta
      * and vectors, the term overlaps looked up as it goes. */
@@ -495,14 +504,6 @@ static eg_err eg_mark(eg_req *r, eg_txn *t, const eg_memory_rec *old, int state,
 }
 
 /* The position of rec in its user's range (see storage/memories.h). */
-static void eg_pos_of(const eg_memory_rec *rec, eg_memory_pos *pos) {
-  size_t n = strlen(rec->memory_id);
-  uint64_t us = (uint64_t)rec->create_time_us;
-  for (int i = 0; i < 8; i++) pos->buf[i] = (uint8_t)(us >> (56 - 8 * i));
-  memcpy(pos->buf + 8, rec->memory_id, n);
-  pos->len = 8 + n;
-}
-
 /* The lowest-importance unexpired ACTIVE memory (oldest on ties), for
  * eviction; and expired memories, to purge before counting. */
 struct eg_quota_scan {
@@ -855,7 +856,7 @@ static eg_err eg_um_dedup(eg_req *r, eg_txn *t, const struct eg_um_state *st, eg
   eg_memory_pos self;
   eg_memory_rec *match;
   eg_err e;
-  eg_pos_of(upd, &self);
+  eg_memory_pos_of(upd, &self);
   p.self = &self;
   if (st->mask & EG_UP_EMBEDDING) {
     p.vec = st->vec;
@@ -1072,6 +1073,11 @@ static eg_err eg_dd_apply(eg_req *r, eg_txn *t) {
     st->pending_lsn = lsn;
     st->has_pending = 1;
     r->more = 1;
+    snprintf(r->msg, sizeof r->msg,
+             "the pass stopped at the call's deadline after %lld batches: %lld memories examined, "
+             "%lld duplicates and %lld superseded marked (kept); call again to finish it",
+             (long long)p.batches, (long long)p.examined, (long long)p.duplicates,
+             (long long)p.superseded);
     return EG_OK;
   }
   Engram__V1__DeduplicateMemoriesResponse *out =
@@ -1101,7 +1107,11 @@ const eg_method eg_memory_methods[] = {
     EG_WRITE(DeleteMemory, engram__v1__delete_memory_request__descriptor, eg_dm_prepare, eg_dm_apply),
     EG_READ(ListMemories, engram__v1__list_memories_request__descriptor, eg_list_memories),
     EG_READ(SearchMemories, engram__v1__search_memories_request__descriptor, eg_search_memories),
-    EG_WRITE(DeduplicateMemories, engram__v1__deduplicate_memories_request__descriptor, eg_dd_prepare,
-             eg_dd_apply),
+    {.path = EG_MEMORY_PATH(DeduplicateMemories),
+     .in = &engram__v1__deduplicate_memories_request__descriptor,
+     .role = EG_ROLE_AGENT,
+     .prepare = eg_dd_prepare,
+     .apply = eg_dd_apply,
+     .more_stops_at_deadline = 1},
     {.path = NULL},
 };

@@ -205,12 +205,16 @@ static eg_err eg_end_prepare(eg_req *r, const ProtobufCMessage *msg) {
   return eg_field_seal(r, "session", in->session_id, "end_reason", in->reason, len, &st->reason_token);
 }
 
-/* Ends s as of now, with reason (may be empty). s is a shallow copy of a
- * loaded record: the reason token is arena memory, and the loaded record's
- * own buffers must stay where free_unpacked expects them. */
+/* Ends s as of now, with reason (may be empty); a session that already
+ * expired ended when it expired: its gone time, and so its retention,
+ * stay (else ending it would restart retention and allow a late reopen).
+ * s is a shallow copy of a loaded record: the reason token is arena
+ * memory, and the loaded record's own buffers must stay where
+ * free_unpacked expects them. */
 static void eg_session_end(const eg_req *r, eg_session_rec *s, ProtobufCBinaryData reason) {
+  int expired = eg_session_state_at(s, r->now_us) == ENGRAM__V1__SESSION_STATE__SESSION_STATE_EXPIRED;
+  s->end_time_us = expired ? eg_store_session_gone_us(s) : r->now_us;
   s->state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED;
-  s->end_time_us = r->now_us;
   s->end_reason_token = reason;
   s->update_time_us = r->now_us;
 }
@@ -322,8 +326,7 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
     /* Reopen: live again from now, the end forgotten, if still within
      * the tenant's expired-session retention (the sweeper may not have
      * removed it yet: a session past it is as good as gone). */
-    int64_t gone_us = state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED ? rec->end_time_us
-                                                                              : rec->expire_time_us;
+    int64_t gone_us = eg_store_session_gone_us(rec);
     eg_retention ret;
     if ((e = eg_retention_effective(t, r->srv->cfg, r->tenant, &ret))) return e;
     int64_t keep_s = ret.seconds[EG_TIER_SESSION];

@@ -105,12 +105,6 @@ static int eg_ls_consider(struct eg_list_sessions *ls, eg_session_rec *rec, cons
   return 0;
 }
 
-static int64_t eg_cursor_time(const eg_session_cursor *cur) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = v << 8 | cur->buf[i];
-  return (int64_t)v;
-}
-
 static int eg_ls_visit_user(void *arg, eg_session_rec *rec, const eg_session_cursor *cur) {
   struct eg_list_sessions *ls = arg;
   /* Newest created first: nothing further is recent enough. */
@@ -125,7 +119,7 @@ static int eg_ls_visit_activity(void *arg, eg_session_rec *rec, const eg_session
   struct eg_list_sessions *ls = arg;
   /* Newest activity first, and update_time <= activity: nothing further
    * was updated recently enough. */
-  if (eg_cursor_time(cur) < ls->u_from) {
+  if (eg_session_cursor_time_us(cur) < ls->u_from) {
     eg_session_rec_free(rec);
     return 1;
   }

@@ -243,6 +243,12 @@ eg_err eg_store__put_msg(eg_txn *t, MDB_dbi dbi, const eg_key *k, const Protobuf
 eg_err eg_store__put(eg_txn *t, MDB_dbi dbi, const eg_key *k, const void *v, size_t n);
 /* records.c: deletes k; EG_ENOTFOUND if absent. */
 eg_err eg_store__del(eg_txn *t, MDB_dbi dbi, const eg_key *k);
+/* records.c: eg_store__del, but an absent k is EG_OK (an index entry
+ * that may not be there). */
+eg_err eg_store__del_quiet(eg_txn *t, MDB_dbi dbi, const eg_key *k);
+/* records.c: 1 if a[0..n) is strictly ascending (sorted hashes, no
+ * repeats), else 0. */
+int eg_store__u64_ascending(const uint64_t *a, size_t n);
 /* records.c: decodes v as desc; EG_ECORRUPT if it does not decode.
  * OUT: *out, a heap copy the caller frees with protobuf_c_message_free_unpacked. */
 eg_err eg_store__decode(const ProtobufCMessageDescriptor *desc, const MDB_val *v,

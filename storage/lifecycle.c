@@ -16,11 +16,6 @@
 
 /* ==== index entries =========================================================== */
 
-static eg_err eg_del_quiet(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
-  eg_err e = eg_store__del(t, dbi, k);
-  return e == EG_ENOTFOUND ? EG_OK : e;
-}
-
 static int eg_key_eq(const eg_key *a, const eg_key *b) {
   return a->len == b->len && memcmp(a->buf, b->buf, a->len) == 0;
 }
@@ -29,7 +24,7 @@ static int eg_key_eq(const eg_key *a, const eg_key *b) {
  * (none). Nothing is written when the two are the same key. */
 static eg_err eg_entry_move(eg_txn *t, MDB_dbi dbi, const eg_key *old, const eg_key *neu) {
   if (old && neu && eg_key_eq(old, neu)) return EG_OK;
-  eg_err e = old ? eg_del_quiet(t, dbi, old) : EG_OK;
+  eg_err e = old ? eg_store__del_quiet(t, dbi, old) : EG_OK;
   return e || !neu ? e : eg_store__put(t, dbi, neu, "", 0);
 }
 
@@ -73,16 +68,10 @@ static int eg_session_gone_due(const eg_session_rec *rec, int64_t *due) {
   return rec->state == EG_SSTATE_ENDED || *due != 0;
 }
 
-static int eg_hashes_sorted(const uint64_t *a, size_t n) {
-  for (size_t i = 1; i < n; i++)
-    if (a[i - 1] >= a[i]) return 0;
-  return 1;
-}
-
 eg_err eg_store__session_check(const eg_session_rec *rec) {
   int64_t due;
   if (rec->n_metadata_hashes > EG_SESSION_TERMS_MAX ||
-      !eg_hashes_sorted(rec->metadata_hashes, rec->n_metadata_hashes) ||
+      !eg_store__u64_ascending(rec->metadata_hashes, rec->n_metadata_hashes) ||
       eg_store__session_activity(rec) < 0 || (eg_session_gone_due(rec, &due) && due < 0))
     return EG_EINVAL;
   return EG_OK;
@@ -94,7 +83,7 @@ static eg_err eg_term_entry(eg_txn *t, const char *tenant, uint64_t term, const 
   eg_err e = eg_key_session_term(&k, tenant, term, sid);
   if (e) return e;
   return put ? eg_store__put(t, t->s->session_terms, &k, "", 0)
-             : eg_del_quiet(t, t->s->session_terms, &k);
+             : eg_store__del_quiet(t, t->s->session_terms, &k);
 }
 
 /* Deletes old's terms neu lacks and adds neu's old lacks (both sorted). */
@@ -213,7 +202,7 @@ eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char
     if (!e) e = eg_store__del(t, t->s->messages, &mk);
     if (!e && first->client_message_id && first->client_message_id[0]) {
       e = eg_key_idem(&ik, tenant, session_id, first->client_message_id);
-      if (!e) e = eg_del_quiet(t, t->s->idempotency, &ik);
+      if (!e) e = eg_store__del_quiet(t, t->s->idempotency, &ik);
     }
     if (e) goto done;
     count++;

@@ -38,6 +38,13 @@ uint64_t eg_memory_meta_tag(const eg_memory_meta *m, unsigned i) {
   return eg_le64_get(m->tag_hashes + 8 * (size_t)i);
 }
 
+void eg_memory_pos_of(const eg_memory_rec *rec, eg_memory_pos *pos) {
+  size_t n = strlen(rec->memory_id);
+  eg_be64_put(pos->buf, (uint64_t)rec->create_time_us);
+  memcpy(pos->buf + 8, rec->memory_id, n);
+  pos->len = 8 + n;
+}
+
 void eg_memory_pos_split(const eg_memory_pos *p, int64_t *create_us, const char **id,
                          size_t *id_len) {
   *create_us = (int64_t)eg_be64_get(p->buf);
@@ -213,24 +220,13 @@ eg_err eg_store_memory_get(eg_txn *t, const char *tenant, const char *memory_id,
   return eg_store__get_msg(t->txn, t->s->memories, &k, EG_MEMORY_DESC, (ProtobufCMessage **)out);
 }
 
-static int eg_terms_sorted(const uint64_t *a, size_t n) {
-  for (size_t i = 1; i < n; i++)
-    if (a[i - 1] >= a[i]) return 0;
-  return 1;
-}
-
 static eg_err eg_rec_check(const eg_memory_rec *rec) {
   if (!rec || rec->create_time_us < 0 || rec->dim < 0 || rec->dim > EG_MEMORY_DIM_MAX ||
       rec->n_tag_hashes > EG_MEMORY_TAGS_MAX || rec->state < 1 || rec->state > EG_MSTATE_SUPERSEDED ||
-      !eg_terms_sorted(rec->term_hashes, rec->n_term_hashes))
+      !eg_store__u64_ascending(rec->term_hashes, rec->n_term_hashes))
     return EG_EINVAL;
   assert(rec->base.descriptor == EG_MEMORY_DESC);
   return EG_OK;
-}
-
-static eg_err eg_del_quiet(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
-  eg_err e = eg_store__del(t, dbi, k);
-  return e == EG_ENOTFOUND ? EG_OK : e;
 }
 
 static eg_err eg_posting_put(eg_txn *t, const char *tenant, const eg_memory_rec *rec, uint64_t term) {
@@ -245,7 +241,7 @@ static eg_err eg_posting_put(eg_txn *t, const char *tenant, const eg_memory_rec 
 static eg_err eg_posting_del(eg_txn *t, const char *tenant, const eg_memory_rec *rec, uint64_t term) {
   eg_key k;
   eg_err e = eg_key_term(&k, tenant, rec->user_id, term, rec->memory_id);
-  return e ? e : eg_del_quiet(t, t->s->memory_terms, &k);
+  return e ? e : eg_store__del_quiet(t, t->s->memory_terms, &k);
 }
 
 /* Deletes prev's postings rec lacks and adds rec's prev lacks (both sorted). */
@@ -295,7 +291,9 @@ eg_err eg_store_memory_put(eg_txn *t, const char *tenant, const eg_memory_rec *r
   /* A shallow copy: only state_time_us may differ from rec. */
   eg_memory_rec stored = *rec;
   if (!prev || prev->state != rec->state) stored.state_time_us = rec->update_time_us;
-  else stored.state_time_us = prev->state_time_us;
+  /* Records from before state_time_us existed have 0: their last update
+   * is the state's time, not this write's (or retention restarts). */
+  else stored.state_time_us = prev->state_time_us ? prev->state_time_us : prev->update_time_us;
   if (stored.state_time_us < 0 || rec->expire_time_us < 0) return EG_EINVAL;
   eg_err e = eg_key_memory(&k, tenant, rec->memory_id);
   if (!e) e = eg_key_mpos(&pk, tenant, rec->user_id, rec->create_time_us, rec->memory_id);
@@ -307,7 +305,7 @@ eg_err eg_store_memory_put(eg_txn *t, const char *tenant, const eg_memory_rec *r
   if (vec && rec->dim)
     e = eg_store__put(t, t->s->memory_vectors, &pk, vec, sizeof(float) * (size_t)rec->dim);
   else if (!rec->dim && prev && prev->dim)
-    e = eg_del_quiet(t, t->s->memory_vectors, &pk);
+    e = eg_store__del_quiet(t, t->s->memory_vectors, &pk);
   if (!e) e = eg_postings_move(t, tenant, rec, prev);
   if (!e && (!prev || prev->state != rec->state || (rec->dim && !prev->dim)))
     e = eg_counters_move(t, tenant, rec->user_id, prev ? prev->state : 0, rec->state,
@@ -322,8 +320,8 @@ eg_err eg_store_memory_purge(eg_txn *t, const char *tenant, const eg_memory_rec 
   if (!e) e = eg_key_mpos(&pk, tenant, rec->user_id, rec->create_time_us, rec->memory_id);
   if (!e) e = eg_store__del(t, t->s->memories, &k);
   /* Index entries missing: the rest still goes. */
-  if (!e) e = eg_del_quiet(t, t->s->memories_by_user, &pk);
-  if (!e && rec->dim) e = eg_del_quiet(t, t->s->memory_vectors, &pk);
+  if (!e) e = eg_store__del_quiet(t, t->s->memories_by_user, &pk);
+  if (!e && rec->dim) e = eg_store__del_quiet(t, t->s->memory_vectors, &pk);
   for (size_t i = 0; !e && i < rec->n_term_hashes; i++)
     e = eg_posting_del(t, tenant, rec, rec->term_hashes[i]);
   if (!e) e = eg_counters_move(t, tenant, rec->user_id, rec->state, 0, 0);
@@ -575,7 +573,7 @@ static eg_err eg_erase_sessions(eg_txn *t, const char *tenant, const eg_key *use
     if ((e = eg_erase_range(t, t->s->idempotency, &range, budget, spent, NULL, left)) || *left)
       return e;
     if (*spent >= budget) return *left = 1, EG_OK;
-    if ((e = eg_del_quiet(t, t->s->sessions, &sk)) ||
+    if ((e = eg_store__del_quiet(t, t->s->sessions, &sk)) ||
         (e = eg_store__del(t, t->s->sessions_by_user, &ik)))
       return e;
     *spent += 2;
@@ -603,8 +601,8 @@ static eg_err eg_erase_memories(eg_txn *t, const char *tenant, const eg_key *use
     if (!e) e = eg_store__memory_index(t, tenant, rec, NULL);
     if (rec) protobuf_c_message_free_unpacked(&rec->base, NULL);
     if (e && e != EG_ENOTFOUND) return e;
-    if ((e = eg_del_quiet(t, t->s->memories, &mk)) ||
-        (e = eg_del_quiet(t, t->s->memory_vectors, &pk)) ||
+    if ((e = eg_store__del_quiet(t, t->s->memories, &mk)) ||
+        (e = eg_store__del_quiet(t, t->s->memory_vectors, &pk)) ||
         (e = eg_store__del(t, t->s->memories_by_user, &pk)))
       return e;
     *spent += 3;

@@ -84,6 +84,8 @@ typedef struct {
 
 /* Tag hash i of m. */
 uint64_t eg_memory_meta_tag(const eg_memory_meta *m, unsigned i);
+/* rec's position (create time, then id): the order of the user's memories. */
+void eg_memory_pos_of(const eg_memory_rec *rec, eg_memory_pos *pos);
 /* The memory_id and create_us of a position. */
 void eg_memory_pos_split(const eg_memory_pos *p, int64_t *create_us, const char **id,
                          size_t *id_len);

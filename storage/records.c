@@ -53,6 +53,17 @@ eg_err eg_store__del(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
   return eg_wal__log(t, dbi, EG_WAL_DEL, k, NULL, 0);
 }
 
+eg_err eg_store__del_quiet(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
+  eg_err e = eg_store__del(t, dbi, k);
+  return e == EG_ENOTFOUND ? EG_OK : e;
+}
+
+int eg_store__u64_ascending(const uint64_t *a, size_t n) {
+  for (size_t i = 1; i < n; i++)
+    if (a[i - 1] >= a[i]) return 0;
+  return 1;
+}
+
 eg_err eg_store__decode(const ProtobufCMessageDescriptor *desc, const MDB_val *v,
                         ProtobufCMessage **out) {
   /* protobuf-c cannot tell a bad encoding from a failed malloc; a bad

@@ -115,6 +115,10 @@ static eg_err eg_sessions_seek_key(eg_key *seek, const eg_key *prefix,
 
 /* Walks an index whose keys are prefix | u64 BE | session_id newest first
  * (the sessions_by_user and sessions_by_activity layouts). */
+int64_t eg_session_cursor_time_us(const eg_session_cursor *cur) {
+  return (int64_t)eg_be64_get(cur->buf);
+}
+
 static eg_err eg_sessions_walk(eg_txn *t, const char *tenant, MDB_dbi dbi, const eg_key *prefix,
                                const eg_session_cursor *after, eg_session_visit_fn fn,
                                void *arg) {

@@ -175,10 +175,14 @@ eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_r
  * to stop. */
 typedef int (*eg_session_visit_fn)(void *arg, eg_session_rec *rec,
                                    const eg_session_cursor *cur);
+/* The time a cursor of either scan below is at: the session's create time
+ * (eg_store_sessions_scan) or last activity (..._by_activity_scan). */
+int64_t eg_session_cursor_time_us(const eg_session_cursor *cur);
+
 /* Visits user_id's sessions newest first (by create time, then id),
  * starting strictly after `after` (NULL: from the newest). EG_EINVAL if
- * `after` is not a cursor this function could have produced. Cost:
- * O(log n + visited). */
+ * `after` has a length no cursor has; its bytes are not checked (other
+ * bytes only move where the walk starts). Cost: O(log n + visited). */
 eg_err eg_store_sessions_scan(eg_txn *t, const char *tenant, const char *user_id,
                               const eg_session_cursor *after, eg_session_visit_fn fn,
                               void *arg);
@@ -222,7 +226,8 @@ eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session
  *   - eg_store_memory_put/purge: kinds EG_SWEEP_MEMORY_TOMBSTONE and
  *     EG_SWEEP_MEMORY_EXPIRE; put stores MemoryRecord.state_time_us (the
  *     record's update_time_us when the state changes or the memory is new,
- *     else the previous value).
+ *     else the previous value, or the previous update_time_us for a record
+ *     stored before state_time_us existed).
  *   - eg_store_user_erase_step removes them with the user's data.
  * Times must not be negative (EG_EINVAL): they are u64 in keys.
  */
@@ -235,7 +240,7 @@ enum {
   EG_SWEEP_SESSION_GONE = 1,
   /* A session's oldest remaining message, at its create_time_us. */
   EG_SWEEP_SESSION_MESSAGES = 2,
-  /* A DELETED or DUPLICATE memory, at state_time_us. */
+  /* A DELETED, DUPLICATE or SUPERSEDED memory, at state_time_us. */
   EG_SWEEP_MEMORY_TOMBSTONE = 3,
   /* A memory with an expiry (any state), at expire_time_us. */
   EG_SWEEP_MEMORY_EXPIRE = 4,
@@ -251,8 +256,9 @@ int64_t eg_store_session_gone_us(const eg_session_rec *rec);
 
 /* Visits the tenant's sessions by last activity, newest first (ties: the
  * greater id first), starting strictly after `after` (NULL: from the
- * newest). cur is the position in this list. EG_EINVAL if `after` is not
- * a cursor this function could have produced. Cost: O(log n + visited). */
+ * newest). cur is the position in this list. EG_EINVAL if `after` has a
+ * length no cursor has; its bytes are not checked (other bytes only move
+ * where the walk starts). Cost: O(log n + visited). */
 eg_err eg_store_sessions_by_activity_scan(eg_txn *t, const char *tenant,
                                           const eg_session_cursor *after,
                                           eg_session_visit_fn fn, void *arg);

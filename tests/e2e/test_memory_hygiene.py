@@ -215,6 +215,14 @@ class HygieneTest(ServerTestCase):
         self.assertInvalid(self.mem.create, user, "Ida likes rain", conflict=-1, field="conflict_policy")
         self.assertEqual(self.mem.ids(user), [])
 
+    def test_newer_wins_without_dedup_is_refused(self):
+        # Conflicts come from the dedup probe, which OFF skips: NEWER_WINS
+        # would silently keep both.
+        user = uid("u")
+        self.assertInvalid(self.mem.create, user, "Ida likes rain", policy=OFF, conflict=NEWER_WINS,
+                           field="conflict_policy")
+        self.assertEqual(self.mem.ids(user), [])
+
     # ---- the CLI ------------------------------------------------------------------------
 
     def cli(self, *args):

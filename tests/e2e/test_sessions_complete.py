@@ -389,6 +389,26 @@ class ReopenPastRetentionTest(ServerTestCase):
         self.assertIn("past its retention", err.details())
         self.assertEqual(self.client.get(s.session_id).state, ENDED, "nothing written")
 
+    def test_ending_an_expired_session_keeps_its_gone_time(self):
+        # Ending a session that already expired must not restart its
+        # retention: its end time is when it expired, so a reopen past
+        # retention stays refused (EndSession and UpdateSession alike).
+        mask = field_mask_pb2.FieldMask(paths=["state"])
+        a, b = (self.client.call("CreateSession", pb.CreateSessionRequest(
+            session=pb.Session(user_id=uid("u"), ttl_seconds=1))) for _ in range(2))
+        while time.time_ns() - max(ts_ns(a.expire_time), ts_ns(b.expire_time)) <= 1.5 * SEC:
+            time.sleep(0.1)
+        self.assertEqual(self.client.get(a.session_id).state, EXPIRED)
+        ea = self.client.call("EndSession", pb.EndSessionRequest(session_id=a.session_id))
+        eb = self.client.call("UpdateSession", pb.UpdateSessionRequest(
+            session_id=b.session_id, session=pb.Session(state=ENDED), update_mask=mask))
+        for s, e in ((a, ea), (b, eb)):
+            self.assertEqual(e.state, ENDED)
+            self.assertEqual(ts_ns(e.end_time), ts_ns(s.expire_time), "ended when it expired")
+            err = self.assertStatus(PRECOND, self.client.call, "UpdateSession", pb.UpdateSessionRequest(
+                session_id=s.session_id, session=pb.Session(state=ACTIVE), update_mask=mask))
+            self.assertIn("past its retention", err.details())
+
 
 class SessionsCompleteCliTest(ServerTestCase):
 

@@ -494,6 +494,33 @@ static void test_memory_entries(void) {
   teardown();
 }
 
+/* A record from before state_time_us (0, as a v3 record reads) keeps its
+ * last update as the state's time through a write that keeps the state:
+ * its tombstone stays due then, and retention does not restart. */
+static void test_memory_v3_state_time(void) {
+  setup();
+  eg_store *s = open_store();
+  eg_txn *w;
+  eg_memory_rec m = memory_rec("m1", EG_MSTATE_DELETED, 300, 0);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_memory_put(w, T, &m, NULL, NULL), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  eg_memory_rec *old = get_memory(s, "m1");
+  old->state_time_us = 0; /* as stored by v3 */
+  eg_memory_rec upd = *old;
+  upd.update_time_us = 900;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_memory_put(w, T, &upd, old, NULL), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  engram__storage__v1__memory_record__free_unpacked(old, NULL);
+  old = get_memory(s, "m1");
+  CU_ASSERT_EQUAL(old->state_time_us, 300);
+  engram__storage__v1__memory_record__free_unpacked(old, NULL);
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_MEMORY_TOMBSTONE, T, INT64_MAX, 10), "m1@300");
+  eg_store_close(s);
+  teardown();
+}
+
 /* A user's erasure takes their lifecycle entries with the data. */
 static void test_erase_leaves_nothing(void) {
   setup();
@@ -738,6 +765,7 @@ void eg_test_register_lifecycle(void) {
   CU_add_test(s, "warm tier", test_warm_tier);
   CU_add_test(s, "delete leaves no index key", test_delete_leaves_nothing);
   CU_add_test(s, "memory tombstone and expiry entries", test_memory_entries);
+  CU_add_test(s, "memory v3 state time kept", test_memory_v3_state_time);
   CU_add_test(s, "erasure leaves no index key", test_erase_leaves_nothing);
   CU_add_test(s, "retention policy", test_retention);
   CU_add_test(s, "migration 4 back-fill", test_backfill);
