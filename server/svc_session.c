@@ -153,6 +153,18 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
     return e;
   }
   if (e != EG_ENOTFOUND) return e;
+  /* The sweeper retired a session of this id and is still deleting its
+   * messages: a new one now would find them. Free again once they are
+   * gone, so: retry later. */
+  int purging;
+  if ((e = eg_store_session_purging(t, r->tenant, st->session_id, &purging))) return e;
+  if (purging) {
+    snprintf(r->msg, sizeof r->msg,
+             "session.session_id: '%s' belonged to a session past retention whose messages "
+             "are still being deleted; retry later",
+             st->session_id);
+    return EG_EUNAVAIL;
+  }
   eg_session_rec rec = ENGRAM__STORAGE__V1__SESSION_RECORD__INIT;
   rec.session_id = (char *)st->session_id;
   rec.user_id = st->in->user_id;

@@ -17,11 +17,18 @@
  * see its own deletions): bounds the item's memory whatever --sweep-batch. */
 #define EG_SWEEP_CHUNK 256
 
-/* Where the work stands: the kind being swept, and the tenant to start
+/* The order of a pass: a retired session's purge first (it is due
+ * whatever the policy, and finishing it frees its id), then the rest. */
+static const unsigned eg_sweep_order[EG_SWEEP_KIND_MAX] = {
+    EG_SWEEP_SESSION_PURGE, EG_SWEEP_SESSION_GONE, EG_SWEEP_SESSION_MESSAGES,
+    EG_SWEEP_MEMORY_TOMBSTONE, EG_SWEEP_MEMORY_EXPIRE};
+
+/* Where the work stands: the kind being swept (its stage in
+ * eg_sweep_order), and the tenant to start
  * from (redo: that tenant itself, which still had due work when the last
  * step ran out of budget; else strictly after it; "" from the first). */
 typedef struct {
-  unsigned kind;
+  unsigned stage;
   char tenant[EG_STORE_ID_MAX + 1];
   int redo;
 } eg_sweep_pos;
@@ -86,12 +93,13 @@ eg_err eg_retention_effective(eg_txn *t, const eg_config *cfg, const char *tenan
 
 typedef struct {
   char ids[EG_SWEEP_CHUNK][EG_STORE_ID_MAX + 1];
+  int64_t due_us[EG_SWEEP_CHUNK];
   size_t n;
 } eg_due_ids;
 
 static int eg_due_collect(void *arg, int64_t due_us, const char *id) {
   eg_due_ids *d = arg;
-  (void)due_us;
+  d->due_us[d->n] = due_us;
   snprintf(d->ids[d->n++], EG_STORE_ID_MAX + 1, "%s", id);
   return 0;
 }
@@ -103,30 +111,18 @@ static int eg_due_count(void *arg, int64_t due_us, const char *id) {
   return 0;
 }
 
-/* Deletes a session gone past retention: its messages first, at most
- * *budget of them, then (when none is left) the record with its index
- * entries. *more: budget ran out with messages left. */
-static eg_err eg_sweep_session(eg_txn *t, const char *tenant, const char *id, uint64_t *budget,
-                               uint64_t *deleted, uint64_t *swept, int *more) {
-  eg_session_rec *rec = NULL;
-  uint64_t n = 0;
-  eg_err e = eg_store_session_get(t, tenant, id, &rec);
+/* Retires a session gone past retention: one txn takes its record and
+ * every index entry, so no read finds it from then on and no later policy
+ * change can leave it half deleted; its messages follow as
+ * EG_SWEEP_SESSION_PURGE work. */
+static eg_err eg_sweep_session(eg_txn *t, const char *tenant, const char *id, int64_t now_us,
+                               uint64_t *deleted, uint64_t *swept) {
+  eg_err e = eg_store_session_retire(t, tenant, id, now_us);
   if (e == EG_ENOTFOUND) return EG_OK;
-  if (e) return e;
-  e = eg_store_messages_delete_before(t, tenant, id, INT64_MAX, *budget, &n, more);
-  *budget -= n < *budget ? n : *budget;
-  *deleted += n;
-  if (!e && !*more && *budget > 0) {
-    e = eg_store_session_delete(t, tenant, rec, NULL);
-    if (!e) {
-      (*budget)--;
-      (*deleted)++;
-      (*swept)++;
-    }
-  } else if (!e && !*more) {
-    *more = 1; /* the record itself waits for the next step */
+  if (!e) {
+    (*deleted)++;
+    (*swept)++;
   }
-  engram__storage__v1__session_record__free_unpacked(rec, NULL);
   return e;
 }
 
@@ -155,6 +151,10 @@ static eg_err eg_sweep_cutoff(eg_txn *t, const eg_config *cfg, unsigned kind, co
                               int64_t now_us, int64_t *cutoff_us) {
   eg_retention r;
   int64_t s;
+  if (kind == EG_SWEEP_SESSION_PURGE) {
+    *cutoff_us = INT64_MAX; /* committed to when the session was retired */
+    return EG_OK;
+  }
   if (kind == EG_SWEEP_MEMORY_EXPIRE) {
     s = cfg->memory_expired_grace_s;
   } else {
@@ -189,9 +189,17 @@ static eg_err eg_sweep_tenant(eg_sweep_item *it, eg_txn *t, unsigned kind, const
     if ((e = eg_store_sweep_scan(t, kind, tenant, cutoff, max, eg_due_collect, due))) break;
     uint64_t before = it->deleted;
     for (size_t i = 0; !e && i < due->n && !*more; i++) {
-      if (kind == EG_SWEEP_SESSION_GONE) {
-        e = eg_sweep_session(t, tenant, due->ids[i], budget, &it->deleted, &it->swept[kind],
-                             more);
+      if (kind == EG_SWEEP_SESSION_PURGE) {
+        uint64_t n = 0;
+        e = eg_store_session_purge_step(t, tenant, due->ids[i], due->due_us[i], *budget, &n,
+                                        more);
+        it->swept[kind] += n;
+        it->deleted += n;
+        *budget -= n < *budget ? n : *budget;
+      } else if (kind == EG_SWEEP_SESSION_GONE) {
+        e = eg_sweep_session(t, tenant, due->ids[i], it->now_us, &it->deleted,
+                             &it->swept[kind]);
+        (*budget)--;
       } else if (kind == EG_SWEEP_SESSION_MESSAGES) {
         uint64_t n = 0;
         e = eg_store_messages_delete_before(t, tenant, due->ids[i], cutoff, *budget, &n, more);
@@ -238,31 +246,32 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
   memset(it->backlog, 0, sizeof it->backlog);
   memset(it->backlog_seen, 0, sizeof it->backlog_seen);
   eg_sweep_pos *p = &it->to;
-  while (budget > 0 && p->kind <= EG_SWEEP_KIND_MAX) {
+  while (budget > 0 && p->stage < EG_SWEEP_KIND_MAX) {
+    const unsigned kind = eg_sweep_order[p->stage];
     char tenant[EG_STORE_ID_MAX + 1] = "";
     if (p->redo) {
       snprintf(tenant, sizeof tenant, "%s", p->tenant);
-    } else if ((e = eg_store_sweep_tenants(t, p->kind, p->tenant[0] ? p->tenant : NULL,
+    } else if ((e = eg_store_sweep_tenants(t, kind, p->tenant[0] ? p->tenant : NULL,
                                            eg_first_tenant, tenant))) {
       return e;
     }
     if (!tenant[0]) {
       /* This kind is done for this pass: nothing of it is left waiting. */
-      if (!it->backlog_seen[p->kind]) it->backlog_seen[p->kind] = 1;
-      p->kind++;
+      if (!it->backlog_seen[kind]) it->backlog_seen[kind] = 1;
+      p->stage++;
       p->tenant[0] = '\0';
       p->redo = 0;
       continue;
     }
     budget--; /* looking at a tenant costs a seek or two */
     int more = 0;
-    if ((e = eg_sweep_tenant(it, t, p->kind, tenant, &budget, &more))) return e;
+    if ((e = eg_sweep_tenant(it, t, kind, tenant, &budget, &more))) return e;
     snprintf(p->tenant, sizeof p->tenant, "%s", tenant);
     p->redo = more;
   }
-  if (p->kind > EG_SWEEP_KIND_MAX) {
+  if (p->stage == EG_SWEEP_KIND_MAX) {
     it->pass_done = 1;
-    *p = (eg_sweep_pos){.kind = 1};
+    *p = (eg_sweep_pos){.stage = 0};
   }
   /* Nothing deleted: say so with an error, so the writer rolls the nested
    * txn back and, alone in its batch, commits nothing (no empty log
@@ -285,7 +294,8 @@ static void eg_sweep_done(eg_write_item *item, eg_err err, uint64_t lsn, int bus
 
 const char *eg_sweep_kind_name(unsigned kind) {
   static const char *const names[EG_SWEEP_KIND_MAX + 1] = {
-      "", "session_gone", "session_messages", "memory_tombstone", "memory_expire"};
+      "",          "session_gone",  "session_messages", "memory_tombstone",
+      "memory_expire", "session_purge"};
   return kind <= EG_SWEEP_KIND_MAX ? names[kind] : "";
 }
 
@@ -302,7 +312,8 @@ static void eg_sweeper_step(eg_sweeper *s) {
   if (it.err != EG_OK && it.err != EG_ENOTFOUND) {
     /* Left where it was: the next step tries the same work again. */
     fprintf(stderr, "engramd: sweeper: %s (kind %s): %s; retrying next interval\n",
-            it.from.tenant[0] ? it.from.tenant : "-", eg_sweep_kind_name(it.from.kind),
+            it.from.tenant[0] ? it.from.tenant : "-",
+            eg_sweep_kind_name(eg_sweep_order[it.from.stage]),
             eg_err_msg(it.err));
     return;
   }
@@ -341,7 +352,7 @@ eg_err eg_sweeper_start(const eg_config *cfg, eg_writer *writer, const struct eg
     snprintf(err, errlen, "cannot start the sweeper thread: out of memory");
     return EG_ENOMEM;
   }
-  *s = (eg_sweeper){.cfg = cfg, .writer = writer, .repl = repl, .pos = {.kind = 1}};
+  *s = (eg_sweeper){.cfg = cfg, .writer = writer, .repl = repl, .pos = {.stage = 0}};
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -5,8 +5,12 @@
  * item (group-committed and replicated like any write) that works through
  * the due work of the sweep_due index (storage.h), kind by kind and tenant
  * by tenant, and deletes what is past the tenant's retention:
- *   EG_SWEEP_SESSION_GONE      the session with its messages and retry
- *                              records (expired_session_retention)
+ *   EG_SWEEP_SESSION_GONE      the session (expired_session_retention):
+ *                              retired in one step, record and index
+ *                              entries, so no read finds it any more
+ *   EG_SWEEP_SESSION_PURGE     then a retired session's messages and retry
+ *                              records, whatever the policy has become
+ *                              (swept first in a pass)
  *   EG_SWEEP_SESSION_MESSAGES  messages older than raw_message_retention
  *   EG_SWEEP_MEMORY_TOMBSTONE  DELETED/DUPLICATE/SUPERSEDED memories
  *                              (memory_tombstone_retention)

@@ -225,6 +225,10 @@ eg_err eg_store__message_index(eg_txn *t, const char *tenant, const char *sessio
 /* lifecycle.c: removes every lifecycle entry of stored session rec,
  * including its messages' (call before the messages go). */
 eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session_rec *rec);
+/* lifecycle.c: after a retired session's record went: its
+ * EG_SWEEP_SESSION_PURGE entry due at now_us when messages are left, else
+ * its stray idempotency keys go at once. */
+eg_err eg_store__purge_mark(eg_txn *t, const char *tenant, const char *sid, int64_t now_us);
 /* lifecycle.c: migration 4's back-fill: the lifecycle entries of every
  * session, message range and memory in txn (the v4 DBs exist already). */
 eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen);

@@ -182,43 +182,126 @@ eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session
   return e ? e : eg_messages_unindex(t, tenant, rec->session_id);
 }
 
+/* Deletes the session's oldest messages created before before_us, with
+ * their idempotency keys, at most max of them. *old_due: the create time
+ * of the oldest message before (*had_first: there was one); *first: the
+ * oldest one left (NULL: none), the caller's to free. */
+static eg_err eg_messages_drop(eg_txn *t, const char *tenant, const char *session_id,
+                               int64_t before_us, size_t max, uint64_t *n, int *more,
+                               int *had_first, int64_t *old_due, eg_message_rec **first) {
+  eg_key mk, ik;
+  *n = 0;
+  *more = 0;
+  eg_err e = eg_first_message(t, tenant, session_id, first);
+  *had_first = !e && *first;
+  if (!*had_first) return e;
+  *old_due = (*first)->create_time_us;
+  /* Oldest first: each round takes the session's current first message. */
+  while (*first && (*first)->create_time_us < before_us) {
+    if (*n == max) {
+      *more = 1;
+      break;
+    }
+    e = eg_key_message(&mk, tenant, session_id, (uint64_t)(*first)->seq);
+    if (!e) e = eg_store__del(t, t->s->messages, &mk);
+    if (!e && (*first)->client_message_id && (*first)->client_message_id[0]) {
+      e = eg_key_idem(&ik, tenant, session_id, (*first)->client_message_id);
+      if (!e) e = eg_store__del_quiet(t, t->s->idempotency, &ik);
+    }
+    if (e) return e;
+    ++*n;
+    protobuf_c_message_free_unpacked(&(*first)->base, NULL);
+    if ((e = eg_first_message(t, tenant, session_id, first))) return e;
+  }
+  return EG_OK;
+}
+
 eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char *session_id,
                                        int64_t before_us, size_t max, uint64_t *n, int *more) {
   eg_message_rec *first = NULL;
-  eg_key mk, ik;
   uint64_t count = 0;
-  int left = 0;
+  int left = 0, had_first = 0;
+  int64_t old_due = 0;
   if (!eg_txn_writable(t)) return EG_EINVAL;
-  eg_err e = eg_first_message(t, tenant, session_id, &first);
-  if (e || !first) goto done;
-  int64_t old_due = first->create_time_us;
-  /* Oldest first: each round takes the session's current first message. */
-  while (first && first->create_time_us < before_us) {
-    if (count == max) {
-      left = 1;
-      break;
-    }
-    e = eg_key_message(&mk, tenant, session_id, (uint64_t)first->seq);
-    if (!e) e = eg_store__del(t, t->s->messages, &mk);
-    if (!e && first->client_message_id && first->client_message_id[0]) {
-      e = eg_key_idem(&ik, tenant, session_id, first->client_message_id);
-      if (!e) e = eg_store__del_quiet(t, t->s->idempotency, &ik);
-    }
-    if (e) goto done;
-    count++;
-    protobuf_c_message_free_unpacked(&first->base, NULL);
-    if ((e = eg_first_message(t, tenant, session_id, &first))) goto done;
-  }
-  if (count) {
+  eg_err e = eg_messages_drop(t, tenant, session_id, before_us, max, &count, &left, &had_first,
+                              &old_due, &first);
+  if (!e && count) {
     int64_t new_due = first ? first->create_time_us : 0;
     e = eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, session_id, &old_due,
                       first ? &new_due : NULL);
   }
-done:
   if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
   if (!e && n) *n = count;
   if (!e && more) *more = left;
   return e;
+}
+
+/* ---- retired sessions --------------------------------------------------------- */
+
+/* Idempotency keys live and die with their messages, so none should be
+ * left once the messages are gone; a stray one would make a new session
+ * of the same id answer a retry with an old seq, so they go too. */
+static eg_err eg_idem_clear(eg_txn *t, const char *tenant, const char *sid) {
+  eg_key range;
+  eg_err e = eg_key_session_range(&range, tenant, sid);
+  return e ? e : eg_store__del_prefix(t, t->s->idempotency, &range, NULL);
+}
+
+eg_err eg_store__purge_mark(eg_txn *t, const char *tenant, const char *sid, int64_t now_us) {
+  eg_message_rec *first;
+  eg_err e = eg_first_message(t, tenant, sid, &first);
+  if (e) return e;
+  if (!first) return eg_idem_clear(t, tenant, sid);
+  protobuf_c_message_free_unpacked(&first->base, NULL);
+  return eg_sweep_move(t, EG_SWEEP_SESSION_PURGE, tenant, sid, NULL, &now_us);
+}
+
+eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *session_id,
+                                   int64_t due_us, size_t max, uint64_t *n, int *more) {
+  eg_message_rec *first = NULL;
+  uint64_t count = 0;
+  int left = 0, had_first = 0;
+  int64_t old_due = 0;
+  eg_session_rec *rec = NULL;
+  if (!eg_txn_writable(t)) return EG_EINVAL;
+  /* A live record of this id (CreateSession refuses the id while it is
+   * being purged, so only damage makes one) owns the messages: the entry
+   * goes, they stay. */
+  eg_err e = eg_store_session_get(t, tenant, session_id, &rec);
+  if (e == EG_OK) protobuf_c_message_free_unpacked(&rec->base, NULL);
+  if (e == EG_OK) {
+    if (n) *n = 0;
+    if (more) *more = 0;
+    return eg_sweep_move(t, EG_SWEEP_SESSION_PURGE, tenant, session_id, &due_us, NULL);
+  }
+  if (e != EG_ENOTFOUND) return e;
+  e = eg_messages_drop(t, tenant, session_id, INT64_MAX, max, &count, &left, &had_first, &old_due,
+                       &first);
+  if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
+  /* The last message and the entry go in one txn: while the entry is
+   * there, messages are, and eg_store_session_purging says so. */
+  if (!e && !left) e = eg_idem_clear(t, tenant, session_id);
+  if (!e && !left) e = eg_sweep_move(t, EG_SWEEP_SESSION_PURGE, tenant, session_id, &due_us, NULL);
+  if (!e && n) *n = count;
+  if (!e && more) *more = left;
+  return e;
+}
+
+eg_err eg_store_session_purging(eg_txn *t, const char *tenant, const char *session_id,
+                                int *purging) {
+  eg_message_rec *first;
+  eg_session_rec *rec;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_store_session_get(t, tenant, session_id, &rec);
+  if (e == EG_OK) protobuf_c_message_free_unpacked(&rec->base, NULL);
+  if (e != EG_ENOTFOUND) {
+    *purging = 0;
+    return e;
+  }
+  if ((e = eg_first_message(t, tenant, session_id, &first))) return e;
+  *purging = first != NULL;
+  if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
+  return EG_OK;
 }
 
 /* ---- memories ---------------------------------------------------------------- */

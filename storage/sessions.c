@@ -50,30 +50,45 @@ eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec 
   return eg_store__put(t, t->s->sessions_by_user, &ik, "", 0);
 }
 
-eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
-                               uint64_t *deleted_messages) {
-  eg_key k, ik, range;
+/* Drops session sid's record, its sessions_by_user entry and every
+ * lifecycle entry (its messages' included); the messages stay.
+ * EG_ENOTFOUND if there is no record. */
+static eg_err eg_session_drop(eg_txn *t, const char *tenant, const char *sid) {
+  eg_key k, ik;
   eg_session_rec *stored = NULL;
-  uint64_t n = 0;
-  if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
-  eg_err e = eg_key_session(&k, tenant, rec->session_id);
-  if (!e) e = eg_session_index_key(&ik, tenant, rec);
-  if (!e) e = eg_key_session_range(&range, tenant, rec->session_id);
-  if (e) return e;
-  /* The stored record, not the caller's copy, names the index entries. */
-  e = eg_store__get_msg(t->txn, t->s->sessions, &k, EG_SESSION_DESC,
-                        (ProtobufCMessage **)&stored);
+  eg_err e = eg_key_session(&k, tenant, sid);
+  /* The stored record, not a caller's copy, names the index entries. */
+  if (!e) e = eg_store__get_msg(t->txn, t->s->sessions, &k, EG_SESSION_DESC,
+                                (ProtobufCMessage **)&stored);
+  if (!e) e = eg_session_index_key(&ik, tenant, stored);
   if (!e) e = eg_store__session_unindex(t, tenant, stored);
   if (stored) protobuf_c_message_free_unpacked(&stored->base, NULL);
   if (!e) e = eg_store__del(t, t->s->sessions, &k);
   if (e) return e;
   e = eg_store__del(t, t->s->sessions_by_user, &ik);
   /* A missing index entry is no reason to keep the rest. */
-  if (e && e != EG_ENOTFOUND) return e;
-  e = eg_store__del_prefix(t, t->s->messages, &range, &n);
+  return e == EG_ENOTFOUND ? EG_OK : e;
+}
+
+eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
+                               uint64_t *deleted_messages) {
+  eg_key range;
+  uint64_t n = 0;
+  if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
+  eg_err e = eg_key_session_range(&range, tenant, rec->session_id);
+  if (!e) e = eg_session_drop(t, tenant, rec->session_id);
+  if (!e) e = eg_store__del_prefix(t, t->s->messages, &range, &n);
   if (!e) e = eg_store__del_prefix(t, t->s->idempotency, &range, NULL);
   if (!e && deleted_messages) *deleted_messages = n;
   return e;
+}
+
+eg_err eg_store_session_retire(eg_txn *t, const char *tenant, const char *session_id,
+                               int64_t now_us) {
+  if (!eg_txn_writable(t) || !session_id) return EG_EINVAL;
+  if (now_us < 0) return EG_EINVAL;
+  eg_err e = eg_session_drop(t, tenant, session_id);
+  return e ? e : eg_store__purge_mark(t, tenant, session_id, now_us);
 }
 
 /* ---- scan --------------------------------------------------------------- */

@@ -170,6 +170,29 @@ eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec 
 eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
                                uint64_t *deleted_messages);
 
+/* The sweeper's first step on a session past retention: in one txn the
+ * record goes with its sessions_by_user, sessions_by_activity,
+ * session_terms and sweep_due entries, so every read finds no session from
+ * then on, whatever the retention policy becomes. Its messages and
+ * idempotency keys stay, under a kind EG_SWEEP_SESSION_PURGE entry due at
+ * now_us, for eg_store_session_purge_step (a session without messages goes
+ * whole). EG_ENOTFOUND if there is no record. Cost: O(log n + terms). */
+eg_err eg_store_session_retire(eg_txn *t, const char *tenant, const char *session_id,
+                               int64_t now_us);
+/* Deletes at most max messages (lowest seq first, with their idempotency
+ * keys) of a retired session whose EG_SWEEP_SESSION_PURGE entry is due at
+ * due_us; the step that deletes the last one drops the entry. *n and *more
+ * (either may be NULL) as for eg_store_messages_delete_before. Should a
+ * session record of that id exist, the entry goes and its messages stay.
+ * Cost: O(log n + max). */
+eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *session_id,
+                                   int64_t due_us, size_t max, uint64_t *n, int *more);
+/* *purging: the id has no session record but messages left, i.e. a
+ * retired session is still being purged (a new session of that id would
+ * see them). Cost: O(log n). */
+eg_err eg_store_session_purging(eg_txn *t, const char *tenant, const char *session_id,
+                                int *purging);
+
 /* Called per session, newest first. rec is the callee's to free or keep.
  * cur is this record's position (valid during the call). Return nonzero
  * to stop. */
@@ -220,6 +243,8 @@ eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session
  *     sorted, unique, at most EG_SESSION_TERMS_MAX, else EG_EINVAL) and
  *     sweep_due kind EG_SWEEP_SESSION_GONE; a delete also drops the
  *     session's EG_SWEEP_SESSION_MESSAGES entry.
+ *   - eg_store_session_retire / eg_store_session_purge_step: kind
+ *     EG_SWEEP_SESSION_PURGE.
  *   - eg_store_message_put and eg_store_messages_delete_before: kind
  *     EG_SWEEP_SESSION_MESSAGES, due at the create time of the session's
  *     oldest remaining message (the lowest seq).
@@ -244,8 +269,11 @@ enum {
   EG_SWEEP_MEMORY_TOMBSTONE = 3,
   /* A memory with an expiry (any state), at expire_time_us. */
   EG_SWEEP_MEMORY_EXPIRE = 4,
+  /* A retired session's messages (eg_store_session_retire), at the retire
+   * time: due whatever the policy, the session being gone already. */
+  EG_SWEEP_SESSION_PURGE = 5,
 };
-#define EG_SWEEP_KIND_MAX 4
+#define EG_SWEEP_KIND_MAX 5
 
 /* When rec stopped being live: an ENDED session's end_time_us
  * (update_time_us when 0, as stored by older schemas), else its

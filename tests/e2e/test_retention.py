@@ -231,7 +231,9 @@ class TiersTest(RetentionCase):
         self.assertEqual(self.c.get(new).session_id, new)
         self.assertEqual([m.content for m in self.c.all_messages(new)], ["c"])
         self.assertEqual(self.c.get(live).session_id, live)
-        self.assertEqual(keys_naming(self.srv.data_dir, old), [])
+        # Retired first (NOT_FOUND everywhere), its messages a step later.
+        self.wait_until(lambda: keys_naming(self.srv.data_dir, old) == [],
+                        "the swept session's messages to be purged", srv=self.srv)
         self.assertNotIn(old, [s.session_id for s in self.c.list_sessions(user).sessions])
         self.assertGreaterEqual(metric(metrics(self.srv), "engram_swept_total", "session_gone"), 1)
 
@@ -282,7 +284,8 @@ class TiersTest(RetentionCase):
         self.wait_until(swept_since, "GetStatus.last_sweep_time to move", srv=self.srv)
         t = metrics(self.srv)
         self.assertGreaterEqual(metric(t, "engram_last_sweep_timestamp_seconds"), int(before))
-        for kind in ("session_gone", "session_messages", "memory_tombstone", "memory_expire"):
+        for kind in ("session_gone", "session_messages", "memory_tombstone", "memory_expire",
+                     "session_purge"):
             self.assertIsNotNone(metric(t, "engram_sweep_backlog", kind), kind)
 
 
@@ -310,6 +313,8 @@ class ReplicatedSweepTest(RetentionCase):
                 pa.append(s, M("x"), M("y"))
             self.wait_until(lambda: all(self.gone(pa.get, s) for s in sids),
                             "the expired sessions to be swept on the primary", srv=p)
+            self.wait_until(lambda: not any(keys_naming(p.data_dir, s) for s in sids),
+                            "their messages to be purged on the primary", srv=p)
             def same():
                 a = admin(pc).Checksum(apb.ChecksumRequest(), timeout=RPC_TIMEOUT,
                                        metadata=pc.md)
@@ -346,19 +351,115 @@ class KillDuringSweepTest(RetentionCase):
                                 for i in range(500)])
             c.end(big)
             set_policy(c, expired_session_retention=1)
-            # Mid-sweep: some messages of big swept (10 a step), big not yet gone.
-            self.wait_until(lambda: self._swept_some(big, c),
-                            "the sweep of the big session to start", srv=srv)
+            # Mid-sweep: big retired (NOT_FOUND), its messages going 10 a step.
+            self.wait_until(lambda: self.gone(c.get, big) and self._swept_some(srv, big),
+                            "the purge of the big session to start", srv=srv)
             srv.kill9()
             c = start(srv)
-            self.wait_until(lambda: self.gone(c.get, big), "the sweep to finish after restart",
-                            srv=srv)
-            self.assertEqual(keys_naming(srv.data_dir, big), [])
+            self.assertTrue(self.gone(c.get, big))
+            self.wait_until(lambda: keys_naming(srv.data_dir, big) == [],
+                            "the purge to finish after restart", srv=srv)
             self.assertEqual([m.content for m in c.all_messages(keep)],
                              ["keep %d" % i for i in range(50)])
         finally:
             srv.close()
 
-    def _swept_some(self, sid, c):
-        r = c.list_messages(sid, page_size=1)
-        return bool(r.messages) and r.messages[0].seq > 1
+    def _swept_some(self, srv, sid):
+        """Some of sid's 3000 messages purged, some left."""
+        n = sum(1 for db, _ in keys_naming(srv.data_dir, sid) if db == "messages")
+        return 0 < n < 3000
+
+
+class HalfSweptTest(RetentionCase):
+    """A session being swept is whole or gone for every RPC: retired (record
+    and index entries) in one step, then its messages purged whatever the
+    policy becomes. A large session, small steps, so the tests see the
+    middle of its sweep."""
+
+    N = 2000
+
+    def setUp(self):
+        self.srv = Server("--metrics-listen", "127.0.0.1:0", "--sweep-batch", "20",
+                          "--sweep-interval-ms", "50", "--max-append-messages", "500")
+        self.c = start(self.srv)
+
+    def tearDown(self):
+        self.srv.close()
+
+    def big_session(self, user):
+        sid = self.c.create(user).session_id
+        for b in range(self.N // 500):
+            self.c.append(sid, *[M("m %d %d" % (b, i), client_message_id="k%d-%d" % (b, i))
+                                 for i in range(500)])
+        return sid
+
+    def messages_left(self, sid):
+        return sum(1 for db, _ in keys_naming(self.srv.data_dir, sid) if db == "messages")
+
+    def test_policy_raised_mid_sweep_still_removes_it_whole(self):
+        sid = self.big_session(uid("u"))
+        self.c.end(sid)
+        set_policy(self.c, expired_session_retention=1)
+        self.wait_until(lambda: self.messages_left(sid) < self.N, "the sweep to start",
+                        srv=self.srv)
+        set_policy(self.c, expired_session_retention=3600)  # raised mid-sweep
+        for call in (self.c.get, self.c.all_messages, self.c.context):
+            with self.assertRaises(grpc.RpcError) as cm:
+                call(sid)
+            self.assertEqual(cm.exception.code(), NOT_FOUND, call)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.c.call("UpdateSession", pb.UpdateSessionRequest(
+                session_id=sid, session=pb.Session(state=pb.SESSION_STATE_ACTIVE),
+                update_mask={"paths": ["state"]}))
+        self.assertEqual(cm.exception.code(), NOT_FOUND)
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.c.append(sid, M("after"))
+        self.assertEqual(cm.exception.code(), NOT_FOUND)
+        # The purge is not the policy's to stop.
+        self.wait_until(lambda: keys_naming(self.srv.data_dir, sid) == [],
+                        "the purge to finish under the raised policy", srv=self.srv)
+        self.assertGreaterEqual(
+            metric(metrics(self.srv), "engram_swept_total", "session_purge"), self.N)
+
+    def test_reader_sees_whole_or_not_found(self):
+        sid = self.big_session(uid("u"))
+        self.c.end(sid)
+        set_policy(self.c, expired_session_retention=1)
+        wholes = 0
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                s = self.c.get(sid)
+                listed = self.c.all_messages(sid)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), NOT_FOUND)
+                break
+            self.assertEqual(len(listed), s.message_count)
+            self.assertEqual(len(listed), self.N)
+            wholes += 1
+        else:
+            self.fail("the session was never swept")
+        self.assertGreater(self.messages_left(sid), 0, "not caught mid-sweep")
+        self.assertTrue(self.gone(self.c.all_messages, sid))
+        self.assertTrue(self.gone(self.c.get, sid))
+
+    def test_same_id_refused_until_purged_then_clean(self):
+        user = uid("u")
+        sid = self.big_session(user)
+        self.c.end(sid)
+        set_policy(self.c, expired_session_retention=1)
+        self.wait_until(lambda: self.gone(self.c.get, sid), "the session to be retired",
+                        srv=self.srv)
+        self.assertGreater(self.messages_left(sid), 0, "not caught mid-sweep")
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.c.create(user, session_id=sid)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("still being deleted", cm.exception.details())
+        self.wait_until(lambda: keys_naming(self.srv.data_dir, sid) == [],
+                        "the purge to finish", srv=self.srv)
+        set_policy(self.c)
+        self.assertEqual(self.c.create(user, session_id=sid).session_id, sid)
+        self.assertEqual(self.c.all_messages(sid), [])
+        # An old retry key names nothing now: a new message, seq 1.
+        self.c.append(sid, M("fresh", client_message_id="k0-0"))
+        self.assertEqual([(m.seq, m.content) for m in self.c.all_messages(sid)], [(1, "fresh")])

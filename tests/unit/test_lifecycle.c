@@ -403,6 +403,102 @@ static void test_warm_tier(void) {
   teardown();
 }
 
+static int purging(eg_store *s, const char *sid) {
+  int yes = -1;
+  eg_txn *r = reader(s);
+  CU_ASSERT_EQUAL(eg_store_session_purging(r, T, sid, &yes), EG_OK);
+  reader_done(r);
+  return yes;
+}
+
+static eg_err purge_step(eg_store *s, const char *sid, int64_t due, size_t max, uint64_t *n,
+                         int *more) {
+  eg_txn *w;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  eg_err e = eg_store_session_purge_step(w, T, sid, due, max, n, more);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  return e;
+}
+
+static eg_err retire(eg_store *s, const char *sid, int64_t now_us) {
+  eg_txn *w;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  eg_err e = eg_store_session_retire(w, T, sid, now_us);
+  if (e) eg_store_write_abort(w);
+  else CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  return e;
+}
+
+/* Kind 5: retiring takes the record and every index entry in one txn and
+ * leaves one purge entry; purge steps take the messages a bounded number
+ * at a time, the last one with the entry. */
+static void test_retire_and_purge(void) {
+  setup();
+  eg_store *s = open_store();
+  uint64_t h[] = {7};
+  eg_session_rec a = session_rec("a", "u", 100);
+  a.metadata_hashes = h;
+  a.n_metadata_hashes = 1;
+  a.state = EG_SSTATE_ENDED;
+  a.end_time_us = 600;
+  put_session(s, T, &a, 1);
+  put_messages(s, T, "a", 1, 5);
+  CU_ASSERT_EQUAL(purging(s, "a"), 0); /* a live session is not being purged */
+  CU_ASSERT_EQUAL(retire(s, "a", 900), EG_OK);
+  eg_txn *r = reader(s);
+  eg_session_rec *gone = NULL;
+  CU_ASSERT_EQUAL(eg_store_session_get(r, T, "a", &gone), EG_ENOTFOUND);
+  reader_done(r);
+  /* Nothing names the session but the purge entry, its messages and keys. */
+  CU_ASSERT_STRING_EQUAL(dump_index(s, NULL),
+                         "sweep_due:\\05\\04acme\\00\\00\\00\\00\\00\\00\\03\\84a");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "sessions"), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "sessions_by_user"), "");
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_PURGE, T, INT64_MAX, 10), "a@900");
+  CU_ASSERT_EQUAL(purging(s, "a"), 1);
+  CU_ASSERT_EQUAL(retire(s, "a", 950), EG_ENOTFOUND);
+
+  uint64_t n = 99;
+  int more = -1;
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 3, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(n, 3);
+  CU_ASSERT_EQUAL(more, 1);
+  CU_ASSERT_EQUAL(purging(s, "a"), 1);
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_PURGE, T, INT64_MAX, 10), "a@900");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "idempotency"),
+                         "idempotency:\\04acme\\01ac4 idempotency:\\04acme\\01ac5");
+  /* Exactly the last two: the step that takes the last drops the entry. */
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 2, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_EQUAL(more, 0);
+  CU_ASSERT_EQUAL(purging(s, "a"), 0);
+  CU_ASSERT_STRING_EQUAL(dump_index(s, NULL), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "messages"), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "idempotency"), "");
+
+  /* A session without messages goes whole: no entry. */
+  eg_session_rec b = session_rec("b", "u", 100);
+  put_session(s, T, &b, 1);
+  CU_ASSERT_EQUAL(retire(s, "b", 900), EG_OK);
+  CU_ASSERT_STRING_EQUAL(dump_index(s, NULL), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "sessions"), "");
+
+  /* A record of the id (only damage makes one: CreateSession refuses the
+   * id while purging) owns the messages: the entry goes, they stay. */
+  eg_session_rec c = session_rec("c", "u", 100);
+  put_session(s, T, &c, 1);
+  put_messages(s, T, "c", 1, 2);
+  CU_ASSERT_EQUAL(retire(s, "c", 900), EG_OK);
+  put_session(s, T, &c, 1);
+  CU_ASSERT_EQUAL(purging(s, "c"), 0);
+  CU_ASSERT_EQUAL(purge_step(s, "c", 900, 10, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_PURGE, T, INT64_MAX, 10), "");
+  CU_ASSERT_STRING_NOT_EQUAL(dump_index(s, "messages"), "");
+  eg_store_close(s);
+  teardown();
+}
+
 /* Deleting a session leaves no index key of it anywhere. */
 static void test_delete_leaves_nothing(void) {
   setup();
@@ -764,6 +860,7 @@ void eg_test_register_lifecycle(void) {
   CU_add_test(s, "sweep tenants", test_sweep_tenants);
   CU_add_test(s, "warm tier", test_warm_tier);
   CU_add_test(s, "delete leaves no index key", test_delete_leaves_nothing);
+  CU_add_test(s, "retire and purge", test_retire_and_purge);
   CU_add_test(s, "memory tombstone and expiry entries", test_memory_entries);
   CU_add_test(s, "memory v3 state time kept", test_memory_v3_state_time);
   CU_add_test(s, "erasure leaves no index key", test_erase_leaves_nothing);
