@@ -228,7 +228,18 @@ eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session
 /* lifecycle.c: after a retired session's record went: its
  * EG_SWEEP_SESSION_PURGE entry due at now_us when messages are left, else
  * its stray idempotency keys go at once. */
-eg_err eg_store__purge_mark(eg_txn *t, const char *tenant, const char *sid, int64_t now_us);
+eg_err eg_store__purge_mark(eg_txn *t, const char *tenant, const char *sid, const char *user_id,
+                            int64_t now_us);
+/* DeleteUser's share of retired sessions (removed by the sweeper, their
+ * messages not yet purged): erases the messages and retry records of
+ * user_id's ones, and their purge entries, within budget (*left when it
+ * ran out; *messages counts what went). */
+eg_err eg_store__erase_purging(eg_txn *t, const char *tenant, const char *user_id,
+                               uint64_t budget, uint64_t *spent, uint64_t *messages, int *left);
+/* Deletes the keys of dbi under prefix while *spent < budget (*left when
+ * it ran out); *n (may be NULL) counts them. */
+eg_err eg_store__erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t budget,
+                             uint64_t *spent, uint64_t *n, int *left);
 /* lifecycle.c: migration 4's back-fill: the lifecycle entries of every
  * session, message range and memory in txn (the v4 DBs exist already). */
 eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen);

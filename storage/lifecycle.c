@@ -247,13 +247,66 @@ static eg_err eg_idem_clear(eg_txn *t, const char *tenant, const char *sid) {
   return e ? e : eg_store__del_prefix(t, t->s->idempotency, &range, NULL);
 }
 
-eg_err eg_store__purge_mark(eg_txn *t, const char *tenant, const char *sid, int64_t now_us) {
+eg_err eg_store__purge_mark(eg_txn *t, const char *tenant, const char *sid, const char *user_id,
+                            int64_t now_us) {
   eg_message_rec *first;
+  eg_key k;
+  const eg_key *pk;
   eg_err e = eg_first_message(t, tenant, sid, &first);
   if (e) return e;
   if (!first) return eg_idem_clear(t, tenant, sid);
   protobuf_c_message_free_unpacked(&first->base, NULL);
-  return eg_sweep_move(t, EG_SWEEP_SESSION_PURGE, tenant, sid, NULL, &now_us);
+  /* The entry's value names the owner: the session record and its
+   * sessions_by_user entry are gone, and DeleteUser must still find the
+   * messages (eg_store__erase_purging). */
+  if ((e = eg_sweep_key(&k, EG_SWEEP_SESSION_PURGE, tenant, &now_us, sid, &pk))) return e;
+  return eg_store__put(t, t->s->sweep_due, pk, user_id, strlen(user_id));
+}
+
+eg_err eg_store__erase_purging(eg_txn *t, const char *tenant, const char *user_id,
+                               uint64_t budget, uint64_t *spent, uint64_t *messages, int *left) {
+  eg_key prefix, range;
+  MDB_cursor *c = NULL;
+  MDB_val key, val;
+  size_t ulen = strlen(user_id);
+  char sid[EG_STORE_ID_MAX + 1];
+  *left = 0;
+  eg_err e = eg_key_sweep_tenant(&prefix, EG_SWEEP_SESSION_PURGE, tenant);
+  if (e) return e;
+  /* One retired session of the user at a time: its messages go, then its
+   * entry; the cursor starts over after each (deletes move it). */
+  for (;;) {
+    int rc = mdb_cursor_open(t->txn, t->s->sweep_due, &c);
+    key = (MDB_val){prefix.len, prefix.buf};
+    if (!rc) rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+    while (!rc && key.mv_size > prefix.len + 8 && memcmp(key.mv_data, prefix.buf, prefix.len) == 0 &&
+           !(val.mv_size == ulen && memcmp(val.mv_data, user_id, ulen) == 0))
+      rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+    int found = !rc && key.mv_size > prefix.len + 8 &&
+                memcmp(key.mv_data, prefix.buf, prefix.len) == 0;
+    eg_key entry;
+    size_t n = found ? key.mv_size - prefix.len - 8 : 0;
+    if (found && (n == 0 || n > EG_STORE_ID_MAX)) rc = MDB_CORRUPTED;
+    if (found && !rc) {
+      memcpy(sid, (const uint8_t *)key.mv_data + prefix.len + 8, n);
+      sid[n] = '\0';
+      eg_key_init(&entry);
+      e = eg_key_raw(&entry, key.mv_data, key.mv_size);
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND) return eg_store__err(rc);
+    if (e) return e;
+    if (!found) return EG_OK;
+    if ((e = eg_key_session_range(&range, tenant, sid))) return e;
+    if ((e = eg_store__erase_range(t, t->s->messages, &range, budget, spent, messages, left)) ||
+        *left)
+      return e;
+    if ((e = eg_store__erase_range(t, t->s->idempotency, &range, budget, spent, NULL, left)) ||
+        *left)
+      return e;
+    if ((e = eg_store__del(t, t->s->sweep_due, &entry))) return e;
+    ++*spent;
+  }
 }
 
 eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *session_id,

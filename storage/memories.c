@@ -529,7 +529,7 @@ static eg_err eg_first_key(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, eg_key 
 
 /* Deletes keys under prefix one by one until none is left (*left = 0) or
  * *spent reaches budget (*left = 1). Counts them into *n. */
-static eg_err eg_erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t budget,
+eg_err eg_store__erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t budget,
                              uint64_t *spent, uint64_t *n, int *left) {
   eg_key k;
   eg_err e;
@@ -568,9 +568,9 @@ static eg_err eg_erase_sessions(eg_txn *t, const char *tenant, const eg_key *use
     if (!e) e = eg_store__session_unindex(t, tenant, rec);
     if (rec) protobuf_c_message_free_unpacked(&rec->base, NULL);
     if (e && e != EG_ENOTFOUND) return e;
-    if ((e = eg_erase_range(t, t->s->messages, &range, budget, spent, &c->messages, left)) || *left)
+    if ((e = eg_store__erase_range(t, t->s->messages, &range, budget, spent, &c->messages, left)) || *left)
       return e;
-    if ((e = eg_erase_range(t, t->s->idempotency, &range, budget, spent, NULL, left)) || *left)
+    if ((e = eg_store__erase_range(t, t->s->idempotency, &range, budget, spent, NULL, left)) || *left)
       return e;
     if (*spent >= budget) return *left = 1, EG_OK;
     if ((e = eg_store__del_quiet(t, t->s->sessions, &sk)) ||
@@ -645,8 +645,9 @@ eg_err eg_store_user_erase_step(eg_txn *t, const char *tenant, const char *user_
   if (!e) e = eg_key_erase(&pk, tenant, user_id);
   if (!e) e = eg_erase_progress_get(t, &pk, &c);
   if (!e) e = eg_erase_sessions(t, tenant, &user, budget, &spent, &c, &left);
+  if (!e && !left) e = eg_store__erase_purging(t, tenant, user_id, budget, &spent, &c.messages, &left);
   if (!e && !left) e = eg_erase_memories(t, tenant, &user, budget, &spent, &c, &left);
-  if (!e && !left) e = eg_erase_range(t, t->s->memory_terms, &user, budget, &spent, NULL, &left);
+  if (!e && !left) e = eg_store__erase_range(t, t->s->memory_terms, &user, budget, &spent, NULL, &left);
   if (e) return e;
   c.steps++;
   if (left) return eg_erase_progress_put(t, &pk, &c);

@@ -1,5 +1,6 @@
 /* Session records, their per-user index and the newest-first scan. */
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "storage/internal.h"
@@ -53,7 +54,9 @@ eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec 
 /* Drops session sid's record, its sessions_by_user entry and every
  * lifecycle entry (its messages' included); the messages stay.
  * EG_ENOTFOUND if there is no record. */
-static eg_err eg_session_drop(eg_txn *t, const char *tenant, const char *sid) {
+/* Deletes the record of sid and its index entries; user (may be NULL,
+ * EG_STORE_ID_MAX + 1 bytes) gets its owner. */
+static eg_err eg_session_drop(eg_txn *t, const char *tenant, const char *sid, char *user) {
   eg_key k, ik;
   eg_session_rec *stored = NULL;
   eg_err e = eg_key_session(&k, tenant, sid);
@@ -62,6 +65,7 @@ static eg_err eg_session_drop(eg_txn *t, const char *tenant, const char *sid) {
                                 (ProtobufCMessage **)&stored);
   if (!e) e = eg_session_index_key(&ik, tenant, stored);
   if (!e) e = eg_store__session_unindex(t, tenant, stored);
+  if (!e && user) snprintf(user, EG_STORE_ID_MAX + 1, "%s", stored->user_id);
   if (stored) protobuf_c_message_free_unpacked(&stored->base, NULL);
   if (!e) e = eg_store__del(t, t->s->sessions, &k);
   if (e) return e;
@@ -76,7 +80,7 @@ eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_r
   uint64_t n = 0;
   if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
   eg_err e = eg_key_session_range(&range, tenant, rec->session_id);
-  if (!e) e = eg_session_drop(t, tenant, rec->session_id);
+  if (!e) e = eg_session_drop(t, tenant, rec->session_id, NULL);
   if (!e) e = eg_store__del_prefix(t, t->s->messages, &range, &n);
   if (!e) e = eg_store__del_prefix(t, t->s->idempotency, &range, NULL);
   if (!e && deleted_messages) *deleted_messages = n;
@@ -87,8 +91,9 @@ eg_err eg_store_session_retire(eg_txn *t, const char *tenant, const char *sessio
                                int64_t now_us) {
   if (!eg_txn_writable(t) || !session_id) return EG_EINVAL;
   if (now_us < 0) return EG_EINVAL;
-  eg_err e = eg_session_drop(t, tenant, session_id);
-  return e ? e : eg_store__purge_mark(t, tenant, session_id, now_us);
+  char user[EG_STORE_ID_MAX + 1];
+  eg_err e = eg_session_drop(t, tenant, session_id, user);
+  return e ? e : eg_store__purge_mark(t, tenant, session_id, user, now_us);
 }
 
 /* ---- scan --------------------------------------------------------------- */

@@ -646,6 +646,36 @@ static void test_erase_leaves_nothing(void) {
   teardown();
 }
 
+/* A session the sweeper retired (record and user index gone, messages
+ * still being purged) is the user's still: DeleteUser erases its messages
+ * and retry records and the purge entry, and leaves other users' alone. */
+static void test_erase_finds_retired_sessions(void) {
+  setup();
+  eg_store *s = open_store();
+  eg_session_rec a = session_rec("a", "u", 100), b = session_rec("b", "v", 100);
+  put_session(s, T, &a, 1);
+  put_messages(s, T, "a", 1, 5);
+  put_session(s, T, &b, 1);
+  put_messages(s, T, "b", 1, 2);
+  CU_ASSERT_EQUAL(retire(s, "a", 900), EG_OK);
+  CU_ASSERT_EQUAL(retire(s, "b", 900), EG_OK);
+  int done = 0, steps = 0;
+  eg_erase_counts c;
+  eg_txn *w;
+  while (!done && steps++ < 50) {
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_user_erase_step(w, T, "u", 2, &c, &done), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  }
+  CU_ASSERT(done);
+  CU_ASSERT_EQUAL(c.messages, 5);
+  CU_ASSERT_EQUAL(purging(s, "a"), 0);
+  CU_ASSERT_EQUAL(purging(s, "b"), 1);
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_PURGE, T, INT64_MAX, 10), "b@900");
+  eg_store_close(s);
+  teardown();
+}
+
 /* The policy: stored per tenant, unset fields absent, negatives refused,
  * in the data DBs (so in the WAL and checksums). */
 static void test_retention(void) {
@@ -864,6 +894,7 @@ void eg_test_register_lifecycle(void) {
   CU_add_test(s, "memory tombstone and expiry entries", test_memory_entries);
   CU_add_test(s, "memory v3 state time kept", test_memory_v3_state_time);
   CU_add_test(s, "erasure leaves no index key", test_erase_leaves_nothing);
+  CU_add_test(s, "erasure finds retired sessions", test_erase_finds_retired_sessions);
   CU_add_test(s, "retention policy", test_retention);
   CU_add_test(s, "migration 4 back-fill", test_backfill);
   CU_add_test(s, "migration 4 rewrites v3 sessions, records its LSN", test_backfill_v3_sessions);
