@@ -176,7 +176,7 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + ttl_us;
   rec.ttl_us = ttl_us;
-  if ((e = eg_store_session_put(t, r->tenant, &rec, 1))) return e;
+  if ((e = eg_store_session_put(t, r->tenant, &rec, NULL))) return e;
   return eg_session_to_api(r, &rec, (Engram__V1__Session **)&r->resp);
 }
 
@@ -242,7 +242,7 @@ static eg_err eg_end_apply(eg_req *r, eg_txn *t) {
     return eg_session_to_api(r, rec, (Engram__V1__Session **)&r->resp);
   upd = *rec;
   eg_session_end(r, &upd, st->reason_token);
-  if ((e = eg_store_session_put(t, r->tenant, &upd, 0))) return e;
+  if ((e = eg_store_session_put(t, r->tenant, &upd, rec))) return e;
   return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
 }
 
@@ -360,7 +360,7 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
     upd.expire_time_us = r->now_us + upd.ttl_us;
   }
   upd.update_time_us = r->now_us;
-  if ((e = eg_store_session_put(t, r->tenant, &upd, 0))) return e;
+  if ((e = eg_store_session_put(t, r->tenant, &upd, rec))) return e;
   return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
 }
 
@@ -674,7 +674,7 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
   if (s->message_count != before) {
     upd.update_time_us = r->now_us;
     upd.expire_time_us = r->now_us + s->ttl_us;
-    if ((e = eg_store_session_put(t, r->tenant, &upd, 0))) return e;
+    if ((e = eg_store_session_put(t, r->tenant, &upd, s))) return e;
   }
   out->messages = msgs;
   out->n_messages = n;
@@ -735,7 +735,7 @@ static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
   upd.summary_token = st->token;
   upd.summary_through_seq = st->in->through_seq;
   upd.update_time_us = r->now_us;
-  if ((e = eg_store_session_put(t, r->tenant, &upd, 0))) return e;
+  if ((e = eg_store_session_put(t, r->tenant, &upd, s))) return e;
   return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
 }
 

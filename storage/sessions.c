@@ -26,27 +26,23 @@ static eg_err eg_session_index_key(eg_key *k, const char *tenant, const eg_sessi
 }
 
 eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec *rec,
-                            int is_new) {
+                            const eg_session_rec *prev) {
   eg_key k, ik;
-  eg_session_rec *old = NULL;
   if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
   assert(rec->base.descriptor == EG_SESSION_DESC);
+  assert(!prev || strcmp(prev->session_id, rec->session_id) == 0);
   eg_err e = eg_key_session(&k, tenant, rec->session_id);
-  if (!e && is_new) e = eg_session_index_key(&ik, tenant, rec);
+  if (!e && !prev) e = eg_session_index_key(&ik, tenant, rec);
   if (!e) e = eg_store__session_check(rec);
   if (e) return e;
-  /* The lifecycle entries move from the stored record's keys to rec's. */
-  if (!is_new) {
-    e = eg_store__get_msg(t->txn, t->s->sessions, &k, EG_SESSION_DESC, (ProtobufCMessage **)&old);
-    if (e && e != EG_ENOTFOUND) return e;
-  }
   /* A shallow copy: only last_activity_us differs from rec. */
   eg_session_rec stored = *rec;
   stored.last_activity_us = eg_store__session_activity(rec);
-  e = eg_store__put_msg(t, t->s->sessions, &k, &stored.base, is_new ? MDB_NOOVERWRITE : 0);
-  if (!e) e = eg_store__session_index(t, tenant, old, &stored);
-  if (old) protobuf_c_message_free_unpacked(&old->base, NULL);
-  if (e || !is_new) return e;
+  e = eg_store__put_msg(t, t->s->sessions, &k, &stored.base, prev ? 0 : MDB_NOOVERWRITE);
+  /* The lifecycle entries move from prev's keys to rec's: the caller read
+   * prev in this txn, so it names the entries there now. */
+  if (!e) e = eg_store__session_index(t, tenant, prev, &stored);
+  if (e || prev) return e;
   /* The index entry carries everything in its key. */
   return eg_store__put(t, t->s->sessions_by_user, &ik, "", 0);
 }

@@ -160,11 +160,14 @@ void eg_store_write_abort(eg_txn *w);
 /* EG_ENOTFOUND if absent; EG_ECORRUPT if the value does not decode. */
 eg_err eg_store_session_get(eg_txn *t, const char *tenant, const char *session_id,
                             eg_session_rec **out);
-/* Writes rec. With is_new, EG_EEXIST if the id is taken, and the
+/* Writes rec. prev is the session as stored, read in this txn (its
+ * update_time_us, last_activity_us, metadata_hashes, state, end_time_us
+ * and expire_time_us as read: they name the index entries to move), or
+ * NULL for a new session: then EG_EEXIST if the id is taken, and the
  * sessions_by_user entry is added. user_id and create_time_us must not
  * change between puts of one session. */
 eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec *rec,
-                            int is_new);
+                            const eg_session_rec *prev);
 /* Removes the session, its index entry, its messages and idempotency keys.
  * *deleted_messages (may be NULL) gets the number of messages removed. */
 eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
@@ -234,8 +237,8 @@ eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session
 /* ---- lifecycle: activity, metadata terms, due work, retention --------------
  *
  * The indexes below are kept by the writers above in the same txn, from
- * the stored record before and after the write, so callers do nothing
- * extra:
+ * the stored record before (for eg_store_session_put, the caller's prev)
+ * and after the write, so callers do nothing more:
  *   - eg_store_session_put/delete: sessions_by_activity (key
  *     last_activity_us, stored as max(rec->update_time_us,
  *     rec->last_activity_us): an append, which puts its session with a new

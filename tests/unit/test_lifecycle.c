@@ -41,10 +41,15 @@ static eg_session_rec session_rec(const char *sid, const char *user, int64_t t_u
   return r;
 }
 
+/* Puts r; an update passes the stored record, read in the same txn, as
+ * the put's prev. */
 static void put_session(eg_store *s, const char *tenant, const eg_session_rec *r, int is_new) {
   eg_txn *w;
+  eg_session_rec *prev = NULL;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, tenant, r, is_new), EG_OK);
+  if (!is_new) CU_ASSERT_EQUAL_FATAL(eg_store_session_get(w, tenant, r->session_id, &prev), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, tenant, r, prev), EG_OK);
+  if (prev) engram__storage__v1__session_record__free_unpacked(prev, NULL);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
 }
 
@@ -260,14 +265,17 @@ static void test_terms(void) {
   eg_txn *w;
   uint64_t many[EG_SESSION_TERMS_MAX + 1];
   for (size_t i = 0; i <= EG_SESSION_TERMS_MAX; i++) many[i] = i + 1;
+  eg_session_rec *prev = NULL;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_get(w, T, "a", &prev), EG_OK);
   a.metadata_hashes = bad;
-  CU_ASSERT_EQUAL(eg_store_session_put(w, T, &a, 0), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, T, &a, prev), EG_EINVAL);
   a.metadata_hashes = many;
   a.n_metadata_hashes = EG_SESSION_TERMS_MAX + 1;
-  CU_ASSERT_EQUAL(eg_store_session_put(w, T, &a, 0), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, T, &a, prev), EG_EINVAL);
   a.n_metadata_hashes = EG_SESSION_TERMS_MAX;
-  CU_ASSERT_EQUAL(eg_store_session_put(w, T, &a, 0), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, T, &a, prev), EG_OK);
+  engram__storage__v1__session_record__free_unpacked(prev, NULL);
   eg_store_write_abort(w);
   eg_store_close(s);
   teardown();
@@ -857,7 +865,7 @@ static void test_backfill_grows_map(void) {
       eg_session_rec r = session_rec(sid, "u", 100 + n);
       eg_message_rec m = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
       m.seq = 1, m.role = 1, m.create_time_us = 100 + n;
-      e = eg_store_session_put(w, T, &r, 1);
+      e = eg_store_session_put(w, T, &r, NULL);
       if (!e) e = eg_store_message_put(w, T, sid, &m);
     }
     if (e)

@@ -337,7 +337,7 @@ static void fill_user(eg_store *s, const char *tenant, const char *user, int ses
     sr.user_id = (char *)user;
     sr.agent_id = "";
     sr.create_time_us = 10 + i;
-    CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, tenant, &sr, 1), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, tenant, &sr, NULL), EG_OK);
     for (int q = 1; q <= messages; q++) {
       eg_message_rec m = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
       m.seq = q;

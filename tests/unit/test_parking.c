@@ -123,7 +123,7 @@ static uint64_t commit_one(void) {
   r.user_id = (char *)"u";
   r.agent_id = (char *)"a";
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, 1), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, NULL), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
   return lsn;
 }

@@ -52,7 +52,7 @@ static void put_session(eg_store *s, const char *tenant, const char *sid, const 
   eg_txn *w;
   eg_session_rec r = session_rec(sid, user, create_us);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, tenant, &r, 1), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, tenant, &r, NULL), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
 }
 
@@ -359,21 +359,23 @@ static void test_session_put_get(void) {
   rec.ttl_us = 7200000000;
 
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, NULL), EG_OK);
   /* A taken id fails in its sub txn; the batch goes on. */
   CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &sub), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(sub, "t", &rec, 1), EG_EEXIST);
+  CU_ASSERT_EQUAL(eg_store_session_put(sub, "t", &rec, NULL), EG_EEXIST);
   eg_store_sub_abort(sub);
   CU_ASSERT_EQUAL(eg_store_write_commit(w, NULL), EG_OK);
 
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, 1), EG_EEXIST);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, NULL), EG_EEXIST);
   eg_store_write_abort(w);
 
   /* An update (not new) overwrites and adds no index entry. */
   rec.message_count = 5;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, 0), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_get(w, "t", "s1", &got), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, got), EG_OK);
+  engram__storage__v1__session_record__free_unpacked(got, NULL);
   CU_ASSERT_EQUAL(eg_store_write_commit(w, NULL), EG_OK);
 
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &r), EG_OK);
@@ -392,7 +394,7 @@ static void test_session_put_get(void) {
   CU_ASSERT_EQUAL(eg_store_session_get(r, "t", "s2", &got), EG_ENOTFOUND);
   CU_ASSERT_EQUAL(eg_store_session_get(r, "t2", "s1", &got), EG_ENOTFOUND);
   /* Writes through a reader are refused. */
-  CU_ASSERT_EQUAL(eg_store_session_put(r, "t", &rec, 0), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(r, "t", &rec, NULL), EG_EINVAL);
   eg_store_reader_end(r);
   /* A reader outside begin/end reads nothing. */
   CU_ASSERT_EQUAL(eg_store_session_get(r, "t", "s1", &got), EG_EINVAL);
@@ -418,17 +420,17 @@ static void test_id_limits(void) {
   uint64_t seq;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
   eg_session_rec rec = session_rec(max_id, max_id, 1);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, max_id, &rec, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, max_id, &rec, NULL), EG_OK);
   CU_ASSERT_EQUAL(put_message(w, max_id, max_id, 1, max_id), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, "", &rec, 1), EG_EINVAL);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, NULL, &rec, 1), EG_EINVAL);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, long_id, &rec, 1), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, "", &rec, NULL), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, NULL, &rec, NULL), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, long_id, &rec, NULL), EG_EINVAL);
   rec = session_rec(long_id, "u", 1);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, 1), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, NULL), EG_EINVAL);
   rec = session_rec("s", long_id, 1);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, 1), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, NULL), EG_EINVAL);
   rec = session_rec("s", "u", -1);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, 1), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &rec, NULL), EG_EINVAL);
   CU_ASSERT_EQUAL(put_message(w, "t", long_id, 1, NULL), EG_EINVAL);
   CU_ASSERT_EQUAL(put_message(w, "t", "s", 1, long_id), EG_EINVAL);
   CU_ASSERT_EQUAL(eg_store_session_get(w, "t", long_id, &got), EG_EINVAL);
@@ -577,10 +579,10 @@ static void test_tenant_isolation(void) {
   for (int i = 0; i < 3; i++) {
     eg_session_rec rec = session_rec("s1", "x", 100 + i);
     rec.agent_id = (char *)tenants[i];
-    CU_ASSERT_EQUAL(eg_store_session_put(w, tenants[i], &rec, 1), EG_OK);
+    CU_ASSERT_EQUAL(eg_store_session_put(w, tenants[i], &rec, NULL), EG_OK);
     rec = session_rec("s2", "x", 200 + i);
     rec.agent_id = (char *)tenants[i];
-    CU_ASSERT_EQUAL(eg_store_session_put(w, tenants[i], &rec, 1), EG_OK);
+    CU_ASSERT_EQUAL(eg_store_session_put(w, tenants[i], &rec, NULL), EG_OK);
     for (uint64_t q = 1; q <= 3; q++) CU_ASSERT_EQUAL(put_message(w, tenants[i], "s1", q, "c"), EG_OK);
   }
   CU_ASSERT_EQUAL(eg_store_write_commit(w, NULL), EG_OK);
@@ -721,11 +723,11 @@ static void test_nested_sub_abort(void) {
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &sub), EG_OK);
   /* The parent is not usable while a sub is open. */
-  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &b, 1), EG_EINVAL);
-  CU_ASSERT_EQUAL(eg_store_session_put(sub, "t", &a, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, "t", &b, NULL), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_session_put(sub, "t", &a, NULL), EG_OK);
   CU_ASSERT_EQUAL(eg_store_sub_commit(sub), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &sub), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(sub, "t", &b, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(sub, "t", &b, NULL), EG_OK);
   CU_ASSERT_EQUAL(put_message(sub, "t", "A", 2, "lost"), EG_OK);
   CU_ASSERT_EQUAL(eg_store_session_get(sub, "t", "B", &got), EG_OK);
   engram__storage__v1__session_record__free_unpacked(got, NULL);
@@ -755,7 +757,7 @@ static void test_nested_sub_abort(void) {
   /* Aborting a batch with a sub still open discards both. */
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &sub), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(sub, "t", &b, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(sub, "t", &b, NULL), EG_OK);
   eg_store_write_abort(w);
   CU_ASSERT_EQUAL(eg_store_last_lsn(s), 1);
   session_list l2 = {0};

@@ -194,7 +194,7 @@ static void put_sessions(eg_store *s, int n) {
     r.user_id = (char *)"u";
     r.agent_id = (char *)"a";
     CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-    CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, "t", &r, 1), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, "t", &r, NULL), EG_OK);
     CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
   }
 }

@@ -74,7 +74,7 @@ static uint64_t put_session_with(eg_store *s, const char *sid, int64_t create_us
   eg_session_rec r = session_rec(sid, "u1", create_us);
   r.message_count = n;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, 1), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, NULL), EG_OK);
   for (int q = 1; q <= n; q++) {
     char cid[32];
     snprintf(cid, sizeof cid, "c%d", q);
@@ -281,8 +281,11 @@ static void test_round_trip(void) {
   eg_session_rec r1 = session_rec("s1", "u1", 1000);
   r1.message_count = 7;
   r1.update_time_us = 5000;
+  eg_session_rec *prev = NULL;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(a, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, TENANT, &r1, 0), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_get(w, TENANT, "s1", &prev), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, TENANT, &r1, prev), EG_OK);
+  engram__storage__v1__session_record__free_unpacked(prev, NULL);
   CU_ASSERT_EQUAL(put_message(w, "s1", 6, "c6"), EG_OK);
   CU_ASSERT_EQUAL(put_message(w, "s1", 7, NULL), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
@@ -310,7 +313,7 @@ static void test_round_trip(void) {
   eg_session_rec r3 = session_rec("s3", "u2", 7000);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(a, &w), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &sub), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(sub, TENANT, &r3, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(sub, TENANT, &r3, NULL), EG_OK);
   CU_ASSERT_EQUAL(put_message(sub, "s3", 1, "x"), EG_OK);
   CU_ASSERT_EQUAL(eg_store_sub_commit(sub), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
@@ -394,14 +397,14 @@ static void test_sub_abort(void) {
   eg_session_rec gone3 = session_rec("gone3", "u1", 4000);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(a, &w), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &s1), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(s1, TENANT, &kept, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(s1, TENANT, &kept, NULL), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(s1, &s2), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(s2, TENANT, &gone2, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(s2, TENANT, &gone2, NULL), EG_OK);
   CU_ASSERT_EQUAL(put_message(s2, "s1", 2, "g2"), EG_OK);
   eg_store_sub_abort(s2);
   CU_ASSERT_EQUAL(eg_store_sub_commit(s1), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_sub_begin(w, &s1), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(s1, TENANT, &gone3, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(s1, TENANT, &gone3, NULL), EG_OK);
   CU_ASSERT_EQUAL(put_message(s1, "s1", 3, "g3"), EG_OK);
   eg_store_sub_abort(s1);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
@@ -557,7 +560,7 @@ static void test_apply_refusals(void) {
   ProtobufCBinaryData next = make_rec(8, 4, "next");
   eg_session_rec loc = session_rec("local", "u1", 1);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(b, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_session_put(w, TENANT, &loc, 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_session_put(w, TENANT, &loc, NULL), EG_OK);
   CU_ASSERT_NOT_EQUAL(eg_store_wal_apply(w, next.data, next.len), EG_OK);
   CU_ASSERT_FALSE(has_session(w, "next"));
   eg_store_write_abort(w);

@@ -104,7 +104,7 @@ static eg_err item_apply(eg_write_item *wi, eg_txn *t) {
     char sid[64];
     snprintf(sid, sizeof sid, "%s.%d", it->sid, step);
     eg_session_rec r = session_rec(sid);
-    if ((e = eg_store_session_put(t, TENANT, &r, 1)) != EG_OK) return e;
+    if ((e = eg_store_session_put(t, TENANT, &r, NULL)) != EG_OK) return e;
     if (it->blob) {
       eg_message_rec m = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
       uint8_t *content = calloc(1, it->blob);
@@ -124,8 +124,9 @@ static eg_err item_apply(eg_write_item *wi, eg_txn *t) {
      * aborted attempt survived, or an attempt was lost. */
     eg_session_rec *c;
     if ((e = eg_store_session_get(t, TENANT, it->counter, &c)) != EG_OK) return e;
-    c->message_count++;
-    e = eg_store_session_put(t, TENANT, c, 0);
+    eg_session_rec upd = *c;
+    upd.message_count++;
+    e = eg_store_session_put(t, TENANT, &upd, c);
     engram__storage__v1__session_record__free_unpacked(c, NULL);
     if (e != EG_OK) return e;
   }
@@ -172,7 +173,7 @@ static eg_err gate_apply(eg_write_item *wi, eg_txn *t) {
   }
   pthread_mutex_unlock(&mu);
   eg_session_rec r = session_rec("gate");
-  return eg_store_session_put(t, TENANT, &r, 1);
+  return eg_store_session_put(t, TENANT, &r, NULL);
 }
 
 static void gate_done(eg_write_item *wi, eg_err err, uint64_t lsn, int busy) {
@@ -231,7 +232,7 @@ static void make_counter(const char *sid) {
   eg_txn *w;
   eg_session_rec r = session_rec(sid);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, 1), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, NULL), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
 }
 
