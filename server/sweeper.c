@@ -42,6 +42,9 @@ typedef struct {
    * may replay it after the map grows), taken by done only on success. */
   eg_sweep_pos to;
   int pass_done;
+  /* apply ran to its end and deleted nothing: its EG_ENOTFOUND is that
+   * word, not a storage error (see the end of eg_sweep_apply). */
+  int nothing;
   uint64_t deleted; /* records deleted, a gone session's messages included */
   uint64_t swept[EG_SWEEP_KIND_MAX + 1];
   uint64_t backlog[EG_SWEEP_KIND_MAX + 1];
@@ -241,6 +244,7 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
   eg_err e = EG_OK;
   it->to = it->from;
   it->pass_done = 0;
+  it->nothing = 0;
   it->deleted = 0;
   memset(it->swept, 0, sizeof it->swept);
   memset(it->backlog, 0, sizeof it->backlog);
@@ -275,7 +279,9 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
   }
   /* Nothing deleted: say so with an error, so the writer rolls the nested
    * txn back and, alone in its batch, commits nothing (no empty log
-   * record every interval). done reads it as success. */
+   * record every interval). it->nothing tells the step it is no failure,
+   * apart from an EG_ENOTFOUND a storage call returned above. */
+  it->nothing = !it->deleted;
   return it->deleted ? EG_OK : EG_ENOTFOUND;
 }
 
@@ -309,7 +315,7 @@ static void eg_sweeper_step(eg_sweeper *s) {
   pthread_mutex_lock(&s->mu);
   while (!it.finished) pthread_cond_wait(&s->cv, &s->mu);
   pthread_mutex_unlock(&s->mu);
-  if (it.err != EG_OK && it.err != EG_ENOTFOUND) {
+  if (it.err != EG_OK && !(it.err == EG_ENOTFOUND && it.nothing)) {
     /* Left where it was: the next step tries the same work again. */
     fprintf(stderr, "engramd: sweeper: %s (kind %s): %s; retrying next interval\n",
             it.from.tenant[0] ? it.from.tenant : "-",
