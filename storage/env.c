@@ -143,18 +143,25 @@ static eg_err eg_store_init_map_size(eg_store *s, const eg_store_opts *opts, cha
 }
 
 static eg_err eg_store_open_dbi(MDB_txn *txn, const char *name, unsigned flags, MDB_dbi *dbi,
-                                char *err, size_t errlen) {
+                                const char *what, char *err, size_t errlen) {
   int rc = mdb_dbi_open(txn, name, flags, dbi);
-  if (rc) snprintf(err, errlen, "open db %s: %s", name, mdb_strerror(rc));
+  if (rc) snprintf(err, errlen, "%sopen db %s: %s", what, name, mdb_strerror(rc));
   return rc == MDB_NOTFOUND ? EG_ECORRUPT : eg_store__err(rc);
+}
+
+eg_err eg_store__open_dbs(MDB_txn *txn, eg_store *s, const struct eg_db_slot *slots, size_t n,
+                          const char *what, char *err, size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    eg_err e = eg_store_open_dbi(txn, slots[i].name, 0, (MDB_dbi *)((char *)s + slots[i].off),
+                                 what, err, errlen);
+    if (e) return e;
+  }
+  return EG_OK;
 }
 
 /* Every data DB: opened at start into its eg_store field, and replicated
  * through the WAL under its name. A DB a migration adds gets a row here. */
-static const struct {
-  const char *name;
-  size_t off;
-} eg_data_db_table[] = {
+static const struct eg_db_slot eg_data_db_table[] = {
     {EG_DB_SESSIONS, offsetof(eg_store, sessions)},
     {EG_DB_SESSIONS_BY_USER, offsetof(eg_store, sessions_by_user)},
     {EG_DB_MESSAGES, offsetof(eg_store, messages)},
@@ -173,14 +180,14 @@ static const struct {
 static eg_err eg_store_open_data_dbs(eg_store *s, MDB_txn *txn, char *err, size_t errlen) {
   _Static_assert(sizeof eg_data_db_table / sizeof eg_data_db_table[0] <= EG_STORE_MAX_DBS - 2,
                  "room for meta and wal");
-  for (size_t i = 0; i < sizeof eg_data_db_table / sizeof eg_data_db_table[0]; i++) {
-    MDB_dbi *field = (MDB_dbi *)((char *)s + eg_data_db_table[i].off);
-    eg_err e = eg_store_open_dbi(txn, eg_data_db_table[i].name, 0, field, err, errlen);
-    if (e) return e;
-    s->data_dbs[i] = (struct eg_data_db){eg_data_db_table[i].name, *field};
-    s->n_data_dbs = i + 1;
-  }
-  return eg_store_open_dbi(txn, EG_DB_WAL, 0, &s->wal, err, errlen);
+  const size_t n = sizeof eg_data_db_table / sizeof eg_data_db_table[0];
+  eg_err e = eg_store__open_dbs(txn, s, eg_data_db_table, n, "", err, errlen);
+  if (e) return e;
+  for (size_t i = 0; i < n; i++)
+    s->data_dbs[i] = (struct eg_data_db){eg_data_db_table[i].name,
+                                         *(MDB_dbi *)((char *)s + eg_data_db_table[i].off)};
+  s->n_data_dbs = n;
+  return eg_store_open_dbi(txn, EG_DB_WAL, 0, &s->wal, "", err, errlen);
 }
 
 const char *eg_store__db_name(const eg_store *s, MDB_dbi dbi) {
@@ -206,7 +213,7 @@ static eg_err eg_store_open_dbs(eg_store *s, char *marker, size_t cap, char *err
   uint64_t lsn = 0, epoch = 0, floor = 0;
   eg_err e = eg_store__err(mdb_txn_begin(s->env, NULL, 0, &txn));
   if (e) goto fail;
-  e = eg_store_open_dbi(txn, EG_DB_META, MDB_CREATE, &s->meta, err, errlen);
+  e = eg_store_open_dbi(txn, EG_DB_META, MDB_CREATE, &s->meta, "", err, errlen);
   if (e) goto fail;
   /* Before any migration writes: a replaced data file is refused as is. */
   e = eg_store__check_store_id(s, txn, marker, cap, err, errlen);

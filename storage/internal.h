@@ -40,6 +40,12 @@
 #define EG_META_ERASE_FLOOR "erase_floor"
 #define EG_META_INDEX_BASE_LSN "index_base_lsn"
 
+/* A DB by name and the eg_store field its handle goes in. */
+struct eg_db_slot {
+  const char *name;
+  size_t off;
+};
+
 /* A data DB: replicated through the WAL, named in its ops. */
 struct eg_data_db {
   const char *name;
@@ -243,6 +249,10 @@ eg_err eg_store__erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint6
 /* lifecycle.c: migration 4's back-fill: the lifecycle entries of every
  * session, message range and memory in txn (the v4 DBs exist already). */
 eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen);
+/* env.c: opens each existing DB of slots[0..n) into its field of s;
+ * EG_ECORRUPT if one is missing. err gets what (may be "") and the DB. */
+eg_err eg_store__open_dbs(MDB_txn *txn, eg_store *s, const struct eg_db_slot *slots, size_t n,
+                          const char *what, char *err, size_t errlen);
 /* lifecycle.c: what sessions_by_activity sorts rec by:
  * max(update_time_us, last_activity_us). */
 int64_t eg_store__session_activity(const eg_session_rec *rec);
@@ -271,6 +281,9 @@ eg_err eg_store__decode(const ProtobufCMessageDescriptor *desc, const MDB_val *v
 /* records.c: mdb_get of k decoded as desc (EG_ENOTFOUND if absent). */
 eg_err eg_store__get_msg(MDB_txn *txn, MDB_dbi dbi, const eg_key *k,
                          const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out);
+/* records.c: positions c on the first key at or after seek. Returns an
+ * LMDB code: MDB_NOTFOUND if there is none. */
+int eg_store__seek_at(MDB_cursor *c, const eg_key *seek, MDB_val *k, MDB_val *v);
 /* records.c: positions c on the greatest key below seek (inclusive: or
  * equal to it). Returns an LMDB code: MDB_NOTFOUND if there is none. */
 int eg_store__seek_below(MDB_cursor *c, const eg_key *seek, int inclusive, MDB_val *k,

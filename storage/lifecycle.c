@@ -140,8 +140,8 @@ static eg_err eg_first_message(eg_txn *t, const char *tenant, const char *sid,
   if (e) return e;
   int rc = mdb_cursor_open(t->txn, t->s->messages, &c);
   if (rc) return eg_store__err(rc);
-  MDB_val k = {prefix.len, prefix.buf}, v;
-  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  MDB_val k, v;
+  rc = eg_store__seek_at(c, &prefix, &k, &v);
   if (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix))
     e = eg_store__decode(EG_MESSAGE_DESC, &v, (ProtobufCMessage **)out);
   else if (rc != MDB_NOTFOUND && rc != MDB_SUCCESS)
@@ -277,8 +277,7 @@ eg_err eg_store__erase_purging(eg_txn *t, const char *tenant, const char *user_i
    * entry; the cursor starts over after each (deletes move it). */
   for (;;) {
     int rc = mdb_cursor_open(t->txn, t->s->sweep_due, &c);
-    key = (MDB_val){prefix.len, prefix.buf};
-    if (!rc) rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
+    if (!rc) rc = eg_store__seek_at(c, &prefix, &key, &val);
     while (!rc && key.mv_size > prefix.len + 8 && memcmp(key.mv_data, prefix.buf, prefix.len) == 0 &&
            !(val.mv_size == ulen && memcmp(val.mv_data, user_id, ulen) == 0))
       rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
@@ -481,10 +480,7 @@ eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen) {
   /* The index helpers work on an eg_txn of a store: a shell that holds
    * only the handles they use, in an unlogged txn (every copy of the store,
    * replicas included, runs this migration on its own data). */
-  static const struct {
-    const char *name;
-    size_t off;
-  } dbs[] = {
+  static const struct eg_db_slot dbs[] = {
       {EG_DB_SESSIONS, offsetof(eg_store, sessions)},
       {EG_DB_MESSAGES, offsetof(eg_store, messages)},
       {EG_DB_MEMORIES, offsetof(eg_store, memories)},
@@ -494,15 +490,11 @@ eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen) {
   };
   eg_store shell;
   memset(&shell, 0, sizeof shell);
-  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
-    int rc = mdb_dbi_open(txn, dbs[i].name, 0, (MDB_dbi *)((char *)&shell + dbs[i].off));
-    if (rc) {
-      snprintf(err, errlen, "back-fill: open db %s: %s", dbs[i].name, mdb_strerror(rc));
-      return rc == MDB_NOTFOUND ? EG_ECORRUPT : eg_store__err(rc);
-    }
-  }
+  eg_err e = eg_store__open_dbs(txn, &shell, dbs, sizeof dbs / sizeof dbs[0], "back-fill: ", err,
+                                errlen);
+  if (e) return e;
   eg_txn t = {.s = &shell, .kind = EG_TXN_WRITE, .txn = txn, .unlogged = 1};
-  eg_err e = eg_backfill_each(&t, shell.sessions, EG_SESSION_DESC, eg_backfill_session);
+  e = eg_backfill_each(&t, shell.sessions, EG_SESSION_DESC, eg_backfill_session);
   if (e) {
     snprintf(err, errlen, "back-fill of sessions: %s", eg_err_msg(e));
     return e;
@@ -526,8 +518,8 @@ eg_err eg_store_session_terms_scan(eg_txn *t, const char *tenant, uint64_t term,
   if (e) return e;
   int rc = mdb_cursor_open(t->txn, t->s->session_terms, &c);
   if (rc) return eg_store__err(rc);
-  MDB_val k = {seek.len, seek.buf}, v;
-  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  MDB_val k, v;
+  rc = eg_store__seek_at(c, &seek, &k, &v);
   /* Strictly after: skip the cursor's own entry. */
   if (rc == MDB_SUCCESS && after_id && k.mv_size == seek.len &&
       memcmp(k.mv_data, seek.buf, seek.len) == 0)
@@ -559,8 +551,8 @@ eg_err eg_store_sweep_scan(eg_txn *t, unsigned kind, const char *tenant, int64_t
   if (e) return e;
   int rc = mdb_cursor_open(t->txn, t->s->sweep_due, &c);
   if (rc) return eg_store__err(rc);
-  MDB_val k = {prefix.len, prefix.buf}, v;
-  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  MDB_val k, v;
+  rc = eg_store__seek_at(c, &prefix, &k, &v);
   while (rc == MDB_SUCCESS && seen < max && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
     const uint8_t *p = (const uint8_t *)k.mv_data + prefix.len;
     size_t n = k.mv_size - prefix.len;
@@ -599,8 +591,8 @@ eg_err eg_store_sweep_tenants(eg_txn *t, unsigned kind, const char *after_tenant
   int rc = mdb_cursor_open(t->txn, t->s->sweep_due, &c);
   if (rc) return eg_store__err(rc);
   for (;;) {
-    MDB_val k = {seek.len, seek.buf}, v;
-    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    MDB_val k, v;
+    rc = eg_store__seek_at(c, &seek, &k, &v);
     if (rc || !eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) break;
     const uint8_t *p = k.mv_data;
     size_t n = p[1];

@@ -83,10 +83,14 @@ eg_err eg_store__get_msg(MDB_txn *txn, MDB_dbi dbi, const eg_key *k,
   return eg_store__decode(desc, &val, out);
 }
 
+int eg_store__seek_at(MDB_cursor *c, const eg_key *seek, MDB_val *k, MDB_val *v) {
+  *k = (MDB_val){seek->len, (void *)seek->buf};
+  return mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+}
+
 int eg_store__seek_below(MDB_cursor *c, const eg_key *seek, int inclusive, MDB_val *k,
                          MDB_val *v) {
-  *k = (MDB_val){seek->len, (void *)seek->buf};
-  int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+  int rc = eg_store__seek_at(c, seek, k, v);
   /* Nothing at or after seek: the answer is the last key of the DB. */
   if (rc == MDB_NOTFOUND) return mdb_cursor_get(c, k, v, MDB_LAST);
   if (rc) return rc;
@@ -110,8 +114,8 @@ eg_err eg_store__del_prefix_raw(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix,
   uint64_t count = 0;
   int rc = mdb_cursor_open(txn, dbi, &c);
   if (rc) goto fail;
-  MDB_val k = {prefix->len, (void *)prefix->buf}, v;
-  rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  MDB_val k, v;
+  rc = eg_store__seek_at(c, prefix, &k, &v);
   while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, prefix)) {
     rc = mdb_cursor_del(c, 0);
     if (rc) goto fail;
