@@ -256,9 +256,7 @@ static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
   if (!ready && c->park_capped) {
     /* The answer the reaper would give at the same moment, whichever of
      * the two comes first. */
-    snprintf(c->req.msg, sizeof c->req.msg, "the call was not completed within --call-timeout-ms "
-             "(%lld ms)", (long long)c->w->tp->srv->cfg->call_timeout_ms);
-    eg_reply_raw(c, GRPC_STATUS_DEADLINE_EXCEEDED, c->req.msg, NULL, 0);
+    eg_reply_raw(c, GRPC_STATUS_DEADLINE_EXCEEDED, eg_reaper_message(c->w->tp->reaper), NULL, 0);
     return;
   }
   if (ready)

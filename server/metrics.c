@@ -10,10 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "server/bgthread.h"
 
 /* grpc_status_code runs 0..16. */
 #define EG_GRPC_CODES 17
@@ -74,6 +74,16 @@ __attribute__((format(printf, 2, 3))) static void eg_out_printf(struct eg_out *o
   if (n > 0) o->len = o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
 }
 
+/* A metric family with one sample per sweep_due kind (v[1..EG_SWEEP_KIND_MAX]),
+ * labelled kind="<eg_sweep_kind_name>". */
+static void eg_out_by_kind(struct eg_out *o, const char *name, const char *type, const char *help,
+                           const uint64_t v[EG_SWEEP_KIND_MAX + 1]) {
+  eg_out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+  for (unsigned k = 1; k <= EG_SWEEP_KIND_MAX; k++)
+    eg_out_printf(o, "%s{kind=\"%s\"} %llu\n", name, eg_sweep_kind_name(k),
+                  (unsigned long long)v[k]);
+}
+
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
                          const eg_sweeper *sweeper, char *buf, size_t cap) {
   struct eg_out o = {buf, cap, 0};
@@ -112,17 +122,12 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
   if (sweeper) {
     eg_sweeper_stats st;
     eg_sweeper_get_stats(sweeper, &st);
-    eg_out_printf(&o, "# HELP engram_swept_total Records the sweeper deleted, by kind of due work.\n"
-                      "# TYPE engram_swept_total counter\n");
-    for (unsigned k = 1; k <= EG_SWEEP_KIND_MAX; k++)
-      eg_out_printf(&o, "engram_swept_total{kind=\"%s\"} %llu\n", eg_sweep_kind_name(k),
-                    (unsigned long long)st.swept[k]);
-    eg_out_printf(&o, "# HELP engram_sweep_backlog Due entries the sweeper found and left for a "
-                      "later step (counted up to --sweep-batch per tenant).\n"
-                      "# TYPE engram_sweep_backlog gauge\n");
-    for (unsigned k = 1; k <= EG_SWEEP_KIND_MAX; k++)
-      eg_out_printf(&o, "engram_sweep_backlog{kind=\"%s\"} %llu\n", eg_sweep_kind_name(k),
-                    (unsigned long long)st.backlog[k]);
+    eg_out_by_kind(&o, "engram_swept_total", "counter",
+                   "Records the sweeper deleted, by kind of due work.", st.swept);
+    eg_out_by_kind(&o, "engram_sweep_backlog", "gauge",
+                   "Due entries the sweeper found and left for a later step (counted up to "
+                   "--sweep-batch per tenant).",
+                   st.backlog);
     eg_out_printf(&o, "# HELP engram_last_sweep_timestamp_seconds End of the sweeper's last full "
                       "pass (0: none yet).\n"
                       "# TYPE engram_last_sweep_timestamp_seconds gauge\n"
@@ -151,6 +156,8 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
  * a scraper reconnects for each scrape (the idle timeout closes its
  * connection between scrapes anyway). */
 #define EG_METRICS_MAX_AGE_S 5
+/* How often the watchdog looks: a connection is cut at most this late. */
+#define EG_METRICS_WATCHDOG_MS 500
 /* Seconds a connection may sit without progress (an idle client, or one
  * that stopped reading its reply) before it is closed. */
 #define EG_METRICS_CONN_TIMEOUT_S 10
@@ -170,20 +177,17 @@ struct eg_metrics_http {
   struct MHD_Daemon *daemon;
   int port;
   /* The age limit: MHD's thread adds and removes connections, the
-   * watchdog cuts old ones. mu also keeps a slot's fd open (MHD closes it
-   * only after its CLOSED notification) while the watchdog shuts it down. */
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int stopping; /* guarded by mu */
-  pthread_t watchdog;
-  int watchdog_started;
+   * watchdog cuts old ones. watchdog.mu also keeps a slot's fd open (MHD
+   * closes it only after its CLOSED notification) while the watchdog shuts
+   * it down. */
+  eg_bgthread watchdog;
   struct eg_metrics_conn conns[EG_METRICS_MAX_CONNECTIONS];
 };
 
 static void eg_metrics_notify(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                               enum MHD_ConnectionNotificationCode toe) {
   eg_metrics_http *h = cls;
-  pthread_mutex_lock(&h->mu);
+  pthread_mutex_lock(&h->watchdog.mu);
   if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     for (size_t i = 0; ci && i < EG_METRICS_MAX_CONNECTIONS; i++)
@@ -196,15 +200,16 @@ static void eg_metrics_notify(void *cls, struct MHD_Connection *conn, void **soc
     ((struct eg_metrics_conn *)*socket_ctx)->fd = -1;
     *socket_ctx = NULL;
   }
-  pthread_mutex_unlock(&h->mu);
+  pthread_mutex_unlock(&h->watchdog.mu);
 }
 
-/* Every half second, shuts down connections older than EG_METRICS_MAX_AGE_S:
- * MHD then sees the socket end and closes the connection itself. */
+/* Every EG_METRICS_WATCHDOG_MS, shuts down connections older than
+ * EG_METRICS_MAX_AGE_S: MHD then sees the socket end and closes the
+ * connection itself. */
 static void *eg_metrics_watchdog(void *arg) {
   eg_metrics_http *h = arg;
-  pthread_mutex_lock(&h->mu);
-  while (!h->stopping) {
+  pthread_mutex_lock(&h->watchdog.mu);
+  while (!h->watchdog.stopping) {
     int64_t cutoff = eg_mono_us() - (int64_t)EG_METRICS_MAX_AGE_S * 1000000;
     for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) {
       struct eg_metrics_conn *c = &h->conns[i];
@@ -213,27 +218,15 @@ static void *eg_metrics_watchdog(void *arg) {
         c->cut = 1;
       }
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += 500000000;
-    if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
-    pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    eg_bgthread_sleep(&h->watchdog, EG_METRICS_WATCHDOG_MS);
   }
-  pthread_mutex_unlock(&h->mu);
+  pthread_mutex_unlock(&h->watchdog.mu);
   return NULL;
 }
 
 /* Stops the watchdog and frees h (the daemon is stopped already). */
 static void eg_metrics_http_free(eg_metrics_http *h) {
-  if (h->watchdog_started) {
-    pthread_mutex_lock(&h->mu);
-    h->stopping = 1;
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    pthread_join(h->watchdog, NULL);
-  }
-  pthread_mutex_destroy(&h->mu);
-  pthread_cond_destroy(&h->cv);
+  eg_bgthread_stop(&h->watchdog);
   free(h);
 }
 
@@ -295,14 +288,14 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
   if (!h) return EG_ENOMEM;
   *h = (eg_metrics_http){.m = m, .store = store, .writer = writer, .sweeper = sweeper};
   for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) h->conns[i].fd = -1;
-  pthread_mutex_init(&h->mu, NULL);
-  pthread_cond_init(&h->cv, NULL);
-  if (pthread_create(&h->watchdog, NULL, eg_metrics_watchdog, h) != 0) {
-    snprintf(err, errlen, "--metrics-listen %s: cannot start the connection watchdog thread", addr);
-    eg_metrics_http_free(h);
-    return EG_EUNAVAIL;
+  char why[128];
+  eg_err e = eg_bgthread_start(&h->watchdog, eg_metrics_watchdog, h, "connection watchdog", why,
+                               sizeof why);
+  if (e != EG_OK) {
+    snprintf(err, errlen, "--metrics-listen %s: %s", addr, why);
+    free(h);
+    return e;
   }
-  h->watchdog_started = 1;
   /* One internal polling thread: every socket is non-blocking, so no client
    * can hold up another's scrape or MHD_stop_daemon. */
   h->daemon = MHD_start_daemon(

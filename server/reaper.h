@@ -41,6 +41,11 @@ typedef struct eg_reaper eg_reaper;
  * message. EG_EUNAVAIL (and a reason in err) if the thread cannot start. */
 eg_err eg_reaper_start(int64_t timeout_ms, eg_reaper **out, char *err, size_t errlen);
 
+/* The status message of a call cancelled at --call-timeout-ms, for anyone
+ * else who ends a call at that cap (a parked read): the same words either
+ * way. Valid until eg_reaper_stop. Thread safety: any thread. */
+const char *eg_reaper_message(const eg_reaper *r);
+
 /* Registers call until until_us. Thread safety: any thread. */
 void eg_reaper_add(eg_reaper *r, eg_reaped *e, grpc_call *call, int64_t until_us);
 

@@ -1,16 +1,15 @@
 /* The sweeper thread and its write item (server/sweeper.h). */
 #include "server/sweeper.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/clock.h"
 #include "replica/replica.h"
+#include "server/bgthread.h"
 #include "storage/memories.h"
 
 /* Due ids gathered per scan before deleting any (the scan's cursor must not
@@ -49,7 +48,7 @@ typedef struct {
   uint64_t swept[EG_SWEEP_KIND_MAX + 1];
   uint64_t backlog[EG_SWEEP_KIND_MAX + 1];
   int backlog_seen[EG_SWEEP_KIND_MAX + 1]; /* backlog[k] is this step's word */
-  /* done's report to the thread; guarded by sw->mu */
+  /* done's report to the thread; guarded by sw->bg.mu */
   int finished;
   eg_err err;
 } eg_sweep_item;
@@ -58,10 +57,7 @@ struct eg_sweeper {
   const eg_config *cfg;
   eg_writer *writer;
   const struct eg_repl *repl;
-  pthread_t thread;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int stopping;   /* guarded by mu */
+  eg_bgthread bg; /* bg.cv also carries an item's done (eg_sweep_done) */
   eg_sweep_pos pos; /* the sweeper thread's own */
   _Atomic uint64_t swept[EG_SWEEP_KIND_MAX + 1];
   _Atomic uint64_t backlog[EG_SWEEP_KIND_MAX + 1];
@@ -289,11 +285,11 @@ static void eg_sweep_done(eg_write_item *item, eg_err err, uint64_t lsn, int bus
   eg_sweep_item *it = (eg_sweep_item *)item;
   (void)lsn;
   (void)busy;
-  pthread_mutex_lock(&it->sw->mu);
+  pthread_mutex_lock(&it->sw->bg.mu);
   it->err = err;
   it->finished = 1;
-  pthread_cond_broadcast(&it->sw->cv);
-  pthread_mutex_unlock(&it->sw->mu);
+  pthread_cond_broadcast(&it->sw->bg.cv);
+  pthread_mutex_unlock(&it->sw->bg.mu);
 }
 
 /* ---- the thread --------------------------------------------------------------- */
@@ -312,9 +308,9 @@ static void eg_sweeper_step(eg_sweeper *s) {
                       .now_us = eg_now_us(),
                       .from = s->pos};
   eg_writer_submit(s->writer, &it.item);
-  pthread_mutex_lock(&s->mu);
-  while (!it.finished) pthread_cond_wait(&s->cv, &s->mu);
-  pthread_mutex_unlock(&s->mu);
+  pthread_mutex_lock(&s->bg.mu);
+  while (!it.finished) pthread_cond_wait(&s->bg.cv, &s->bg.mu);
+  pthread_mutex_unlock(&s->bg.mu);
   if (it.err != EG_OK && !(it.err == EG_ENOTFOUND && it.nothing)) {
     /* Left where it was: the next step tries the same work again. */
     fprintf(stderr, "engramd: sweeper: %s (kind %s): %s; retrying next interval\n",
@@ -334,20 +330,14 @@ static void eg_sweeper_step(eg_sweeper *s) {
 
 static void *eg_sweeper_main(void *arg) {
   eg_sweeper *s = arg;
-  pthread_mutex_lock(&s->mu);
-  while (!s->stopping) {
-    pthread_mutex_unlock(&s->mu);
+  pthread_mutex_lock(&s->bg.mu);
+  while (!s->bg.stopping) {
+    pthread_mutex_unlock(&s->bg.mu);
     if (eg_repl_is_primary(s->repl)) eg_sweeper_step(s);
-    pthread_mutex_lock(&s->mu);
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    int64_t ns = until.tv_nsec + (s->cfg->sweep_interval_ms % 1000) * 1000000;
-    until.tv_sec += s->cfg->sweep_interval_ms / 1000 + ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
-    while (!s->stopping && pthread_cond_timedwait(&s->cv, &s->mu, &until) != ETIMEDOUT) {
-    }
+    pthread_mutex_lock(&s->bg.mu);
+    eg_bgthread_sleep(&s->bg, s->cfg->sweep_interval_ms);
   }
-  pthread_mutex_unlock(&s->mu);
+  pthread_mutex_unlock(&s->bg.mu);
   return NULL;
 }
 
@@ -359,19 +349,10 @@ eg_err eg_sweeper_start(const eg_config *cfg, eg_writer *writer, const struct eg
     return EG_ENOMEM;
   }
   *s = (eg_sweeper){.cfg = cfg, .writer = writer, .repl = repl, .pos = {.stage = 0}};
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_mutex_init(&s->mu, NULL);
-  pthread_cond_init(&s->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  int rc = pthread_create(&s->thread, NULL, eg_sweeper_main, s);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot start the sweeper thread: %s", strerror(rc));
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
+  eg_err e = eg_bgthread_start(&s->bg, eg_sweeper_main, s, "sweeper", err, errlen);
+  if (e != EG_OK) {
     free(s);
-    return EG_EUNAVAIL;
+    return e;
   }
   *out = s;
   return EG_OK;
@@ -379,13 +360,7 @@ eg_err eg_sweeper_start(const eg_config *cfg, eg_writer *writer, const struct eg
 
 void eg_sweeper_stop(eg_sweeper *s) {
   if (!s) return;
-  pthread_mutex_lock(&s->mu);
-  s->stopping = 1;
-  pthread_cond_broadcast(&s->cv);
-  pthread_mutex_unlock(&s->mu);
-  pthread_join(s->thread, NULL);
-  pthread_mutex_destroy(&s->mu);
-  pthread_cond_destroy(&s->cv);
+  eg_bgthread_stop(&s->bg);
   free(s);
 }
 

@@ -4,7 +4,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
+
+#include "server/bgthread.h"
 
 /* Most items one txn takes: bounds the time the first caller in a batch
  * waits behind the others. */
@@ -17,11 +18,8 @@ struct eg_writer {
   eg_store *store;
   eg_trim_fn trim;
   void *trim_arg;
-  pthread_t thread;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  eg_write_item *head, *tail; /* guarded by mu */
-  int stopping;               /* guarded by mu */
+  eg_bgthread bg;
+  eg_write_item *head, *tail; /* guarded by bg.mu */
   atomic_uint_fast64_t batches, items;
 };
 
@@ -32,20 +30,20 @@ void eg_writer_stats(const eg_writer *w, uint64_t *batches, uint64_t *items) {
 
 void eg_writer_submit(eg_writer *w, eg_write_item *item) {
   item->next = NULL;
-  pthread_mutex_lock(&w->mu);
+  pthread_mutex_lock(&w->bg.mu);
   if (w->tail)
     w->tail->next = item;
   else
     w->head = item;
   w->tail = item;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->mu);
+  pthread_cond_signal(&w->bg.cv);
+  pthread_mutex_unlock(&w->bg.mu);
 }
 
 /* Takes up to EG_WRITER_BATCH_MAX items; NULL once stopping and drained. */
 static eg_write_item *eg_writer_take(eg_writer *w) {
-  pthread_mutex_lock(&w->mu);
-  while (!w->head && !w->stopping) pthread_cond_wait(&w->cv, &w->mu);
+  pthread_mutex_lock(&w->bg.mu);
+  while (!w->head && !w->bg.stopping) pthread_cond_wait(&w->bg.cv, &w->bg.mu);
   eg_write_item *batch = w->head, *last = w->head;
   /* An `alone` item is a batch by itself; other batches stop before one. */
   if (last && !last->alone)
@@ -56,7 +54,7 @@ static eg_write_item *eg_writer_take(eg_writer *w) {
     if (!w->head) w->tail = NULL;
     last->next = NULL;
   }
-  pthread_mutex_unlock(&w->mu);
+  pthread_mutex_unlock(&w->bg.mu);
   return batch;
 }
 
@@ -126,9 +124,9 @@ static void eg_writer_run_batch(eg_writer *w, eg_write_item *batch) {
       break;
     }
   }
-  pthread_mutex_lock(&w->mu);
+  pthread_mutex_lock(&w->bg.mu);
   int busy = w->head != NULL;
-  pthread_mutex_unlock(&w->mu);
+  pthread_mutex_unlock(&w->bg.mu);
   int i = 0;
   for (eg_write_item *it = batch, *next; it; it = next, i++) {
     next = it->next; /* done() may free the item */
@@ -198,15 +196,10 @@ eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer *
   w->store = s;
   w->trim = trim;
   w->trim_arg = trim_arg;
-  pthread_mutex_init(&w->mu, NULL);
-  pthread_cond_init(&w->cv, NULL);
-  int rc = pthread_create(&w->thread, NULL, eg_writer_main, w);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot start the writer thread: %s", strerror(rc));
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
+  eg_err e = eg_bgthread_start(&w->bg, eg_writer_main, w, "writer", err, errlen);
+  if (e != EG_OK) {
     free(w);
-    return EG_EUNAVAIL;
+    return e;
   }
   *out = w;
   return EG_OK;
@@ -214,12 +207,6 @@ eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer *
 
 void eg_writer_stop(eg_writer *w) {
   if (!w) return;
-  pthread_mutex_lock(&w->mu);
-  w->stopping = 1;
-  pthread_cond_signal(&w->cv);
-  pthread_mutex_unlock(&w->mu);
-  pthread_join(w->thread, NULL);
-  pthread_mutex_destroy(&w->mu);
-  pthread_cond_destroy(&w->cv);
+  eg_bgthread_stop(&w->bg);
   free(w);
 }
