@@ -17,14 +17,7 @@
 
 static char tdir[4096];
 
-static eg_store *open_store(void) {
-  eg_store *s = NULL;
-  char err[256];
-  eg_err e = eg_store_open(tdir, NULL, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  return s;
-}
+static eg_store *open_store(void) { return eg_test_store_open(tdir, NULL); }
 
 static void setup(void) { snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir()); }
 static void teardown(void) { eg_test_rmdir(tdir); }
@@ -843,9 +836,7 @@ static void test_backfill_v3_sessions(void) {
 static void test_backfill_grows_map(void) {
   setup();
   eg_store_opts o = {.map_size = 1 << 20};
-  eg_store *s = NULL;
-  char err[256];
-  CU_ASSERT_EQUAL_FATAL(eg_store_open(tdir, &o, &s, err, sizeof err), EG_OK);
+  eg_store *s = eg_test_store_open(tdir, &o);
   size_t small = eg_store_map_size(s);
   int n = 0;
   for (eg_err e = EG_OK; !e && n < 100000;) {
@@ -871,10 +862,7 @@ static void test_backfill_grows_map(void) {
   eg_store_close(s);
 
   make_v3();
-  s = NULL;
-  eg_err e = eg_store_open(tdir, &o, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  s = eg_test_store_open(tdir, &o);
   CU_ASSERT(eg_store_map_size(s) > small);
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_GONE, T, INT64_MAX, 1), want);
   eg_store_close(s);

@@ -30,12 +30,7 @@ static void teardown(void) { eg_test_rmdir(dir); }
 
 static eg_store *open_store(void) {
   eg_store_opts o = {.map_size = 16 * MIB};
-  eg_store *s = NULL;
-  char err[256] = "";
-  eg_err e = eg_store_open(dir, &o, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open(%s): %s: %s\n", dir, eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  return s;
+  return eg_test_store_open(dir, &o);
 }
 
 /* n commits, each one log record (with no data ops). */
