@@ -480,6 +480,13 @@ class E2ETestCase(unittest.TestCase):
     def assertSeqs(self, msgs, seqs):
         self.assertEqual([m.seq for m in msgs], list(seqs))
 
+    def start_server(self, *args, **kw):
+        """A Server(*args, **kw) started for this test, closed at cleanup."""
+        server = Server(*args, **kw)
+        self.addCleanup(server.close)
+        server.start()
+        return server
+
 
 class ServerTestCase(E2ETestCase):
     """One server shared by the tests of a class. A test during which the

@@ -7,7 +7,7 @@ import urllib.request
 
 import grpc
 
-from harness import Client, E2ETestCase, M, Server, free_port, pb, uid
+from harness import Client, E2ETestCase, M, free_port, pb, uid
 
 WAIT_S = 10  # bound on waiting for the parked gauge to reach a value
 
@@ -19,10 +19,8 @@ class ParkingTestCase(E2ETestCase):
 
     def setUp(self):
         self.metrics_port = free_port()
-        self.server = Server(*self.SERVER_ARGS,
-                             "--metrics-listen", "127.0.0.1:%d" % self.metrics_port)
-        self.server.start()
-        self.addCleanup(self.server.close)
+        self.server = self.start_server(*self.SERVER_ARGS,
+                                        "--metrics-listen", "127.0.0.1:%d" % self.metrics_port)
         self.client = self.server.client()
         self.sid = self.client.create(uid("u")).session_id
 
