@@ -141,6 +141,15 @@ def ts_ns(ts):
     return ts.seconds * 1_000_000_000 + ts.nanos
 
 
+def wait_past(ts, seconds):
+    """Returns once `seconds` have passed since ts, a Timestamp the server
+    gave: a time measured from the server's answer (engramd runs on this
+    host, so one clock), not a guessed sleep."""
+    until = ts_ns(ts) + int(seconds * 1e9)
+    while (left := until - time.time_ns()) >= 0:
+        time.sleep(min(left / 1e9, 0.1))
+
+
 def scan_sanitizer(text):
     """Returns an excerpt around the first sanitizer report, or None."""
     for marker in SANITIZER_MARKERS:
@@ -479,6 +488,13 @@ class E2ETestCase(unittest.TestCase):
 
     def assertSeqs(self, msgs, seqs):
         self.assertEqual([m.seq for m in msgs], list(seqs))
+
+    def start_server(self, *args, **kw):
+        """A Server(*args, **kw) started for this test, closed at cleanup."""
+        server = Server(*args, **kw)
+        self.addCleanup(server.close)
+        server.start()
+        return server
 
 
 class ServerTestCase(E2ETestCase):

@@ -13,7 +13,7 @@ import unittest
 
 import grpc
 
-from harness import ENGRAMD, E2ETestCase, M, Server, clean_env, pb, pbg, uid
+from harness import ENGRAMD, E2ETestCase, M, clean_env, pb, pbg, uid
 
 try:
     import h2.config
@@ -33,9 +33,7 @@ def far_read(client, sid, timeout):
 class CallTimeoutTest(E2ETestCase):
     def test_parked_call_without_deadline_is_cancelled_by_the_server(self):
         # The park bound (60 s) is far beyond the cap: only the cap answers.
-        server = Server("--call-timeout-ms", "1000", "--max-lsn-wait-ms", "60000")
-        server.start()
-        self.addCleanup(server.close)
+        server = self.start_server("--call-timeout-ms", "1000", "--max-lsn-wait-ms", "60000")
         client = server.client()
         sid = client.create(uid("u")).session_id
         start = time.monotonic()
@@ -47,9 +45,7 @@ class CallTimeoutTest(E2ETestCase):
 
     @unittest.skipIf(h2 is None, "python3-h2 not installed")
     def test_reply_the_client_never_reads_is_cancelled(self):
-        server = Server("--call-timeout-ms", "1000")
-        server.start()
-        self.addCleanup(server.close)
+        server = self.start_server("--call-timeout-ms", "1000")
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
         self.addCleanup(sock.close)
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -86,9 +82,7 @@ class CallTimeoutTest(E2ETestCase):
 
 class StreamsPerConnectionTest(E2ETestCase):
     def test_calls_beyond_the_cap_wait_for_a_free_stream(self):
-        server = Server("--max-streams-per-conn", "2", "--max-lsn-wait-ms", "60000")
-        server.start()
-        self.addCleanup(server.close)
+        server = self.start_server("--max-streams-per-conn", "2", "--max-lsn-wait-ms", "60000")
         other = server.client()
         sid = other.create(uid("u")).session_id
         lsn = int(other.call_lsn("AppendMessages", pb.AppendMessagesRequest(

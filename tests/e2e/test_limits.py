@@ -23,16 +23,20 @@ def content(i, n=CONTENT):
     return head + "x" * (n - len(head))
 
 
-class ReplyBudgetTest(ServerTestCase):
-    """The default budget: about 50 messages of 60 KB per page."""
+class MemoryServerTestCase(ServerTestCase):
+    """A shared server with a MemoryService stub beside the session client."""
 
     @classmethod
     def connect(cls):
         super().connect()
         cls.mem = mpg.MemoryServiceStub(cls.client.channel)
 
-    def mcall(self, method, req):
-        return getattr(self.mem, method)(req, timeout=RPC_TIMEOUT, metadata=self.client.md)
+    def mcall(self, method, req, timeout=RPC_TIMEOUT):
+        return getattr(self.mem, method)(req, timeout=timeout, metadata=self.client.md)
+
+
+class ReplyBudgetTest(MemoryServerTestCase):
+    """The default budget: about 50 messages of 60 KB per page."""
 
     def fill_session(self, n, size=CONTENT):
         sid = self.client.create(uid("u")).session_id
@@ -165,16 +169,8 @@ class SmallReplyBudgetTest(ServerTestCase):
         self.assertEqual(([m.seq for m in r.messages], r.truncated), ([3], True))
 
 
-class RepeatedFieldLimitsTest(ServerTestCase):
+class RepeatedFieldLimitsTest(MemoryServerTestCase):
     server_args = ("--workers", "2")
-
-    @classmethod
-    def connect(cls):
-        super().connect()
-        cls.mem = mpg.MemoryServiceStub(cls.client.channel)
-
-    def mcall(self, method, req, timeout=RPC_TIMEOUT):
-        return getattr(self.mem, method)(req, timeout=timeout, metadata=self.client.md)
 
     def tag_bomb(self, n=100000):
         # ~789 KB: distinct tags, so de-duplicating them is quadratic.
@@ -225,16 +221,7 @@ class RepeatedFieldLimitsTest(ServerTestCase):
         self.assertEqual(errors, [INVALID] * 4)
 
 
-class ScoreRangeTest(ServerTestCase):
-
-    @classmethod
-    def connect(cls):
-        super().connect()
-        cls.mem = mpg.MemoryServiceStub(cls.client.channel)
-
-    def mcall(self, method, req):
-        return getattr(self.mem, method)(req, timeout=RPC_TIMEOUT, metadata=self.client.md)
-
+class ScoreRangeTest(MemoryServerTestCase):
     def test_huge_weights_keep_scores_in_unit_range(self):
         user = uid("u")
         for i, text in enumerate(["tea in the garden", "green tea at noon", "coffee at dawn"]):

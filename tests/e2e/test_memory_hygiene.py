@@ -39,15 +39,19 @@ class Hygiene(Mem):
         return [m.memory_id for m in self.list_all(user, f, page_size=50)]
 
 
-class HygieneTest(ServerTestCase):
-    # The smallest batch, so a pass of a few dozen memories takes several
-    # write transactions.
-    server_args = ("--dedup-batch", "100")
+class HygieneServerTestCase(ServerTestCase):
+    """A shared server driven through Hygiene (self.mem)."""
 
     @classmethod
     def connect(cls):
         super().connect()
         cls.mem = Hygiene(cls.client)
+
+
+class HygieneTest(HygieneServerTestCase):
+    # The smallest batch, so a pass of a few dozen memories takes several
+    # write transactions.
+    server_args = ("--dedup-batch", "100")
 
     # ---- UpdateMemory de-duplication ----------------------------------------------
 
@@ -253,13 +257,8 @@ class HygieneTest(ServerTestCase):
         self.assertEqual(self.cli("user", "stats", user)["supersededMemories"], "1")
 
 
-class QuotaConflictTest(ServerTestCase):
+class QuotaConflictTest(HygieneServerTestCase):
     server_args = ("--memory-quota", "2")
-
-    @classmethod
-    def connect(cls):
-        super().connect()
-        cls.mem = Hygiene(cls.client)
 
     def test_newer_wins_at_the_quota_replaces(self):
         user = uid("u")

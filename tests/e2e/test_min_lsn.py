@@ -7,25 +7,22 @@ import urllib.request
 
 import grpc
 
-from harness import Client, E2ETestCase, M, Server, free_port, pb, uid
+from harness import Client, E2ETestCase, M, free_port, pb, uid
 
-WAIT_S = 10  # bound on waiting for reads to reach parking
+WAIT_S = 10  # bound on waiting for the parked gauge to reach a value
 
 
-class MinLsnTest(E2ETestCase):
+class ParkingTestCase(E2ETestCase):
+    """A server with /metrics on and one session; SERVER_ARGS says how it
+    parks. Holds no tests itself (test_min_lsn_bounds builds on it)."""
+    SERVER_ARGS = ()
+
     def setUp(self):
-        # One worker: a parked read that held it would block every other call.
         self.metrics_port = free_port()
-        self.server = Server("--workers", "1", "--max-lsn-wait-ms", "3000",
-                             "--metrics-listen", "127.0.0.1:%d" % self.metrics_port)
-        self.server.start()
-        self.addCleanup(self.server.close)
+        self.server = self.start_server(*self.SERVER_ARGS,
+                                        "--metrics-listen", "127.0.0.1:%d" % self.metrics_port)
         self.client = self.server.client()
         self.sid = self.client.create(uid("u")).session_id
-
-    def get_at(self, lsn, timeout=10):
-        return self.client.call("GetSession", pb.GetSessionRequest(session_id=self.sid),
-                                timeout=timeout, metadata=(("engram-min-lsn", str(lsn)),))
 
     def parked_reads(self):
         url = "http://127.0.0.1:%d/metrics" % self.metrics_port
@@ -42,6 +39,15 @@ class MinLsnTest(E2ETestCase):
             if time.monotonic() > deadline:
                 self.fail("%d reads parked after %ss, want %d" % (got, WAIT_S, n))
             time.sleep(0.02)
+
+
+class MinLsnTest(ParkingTestCase):
+    # One worker: a parked read that held it would block every other call.
+    SERVER_ARGS = ("--workers", "1", "--max-lsn-wait-ms", "3000")
+
+    def get_at(self, lsn, timeout=10):
+        return self.client.call("GetSession", pb.GetSessionRequest(session_id=self.sid),
+                                timeout=timeout, metadata=(("engram-min-lsn", str(lsn)),))
 
     def test_parked_read_runs_when_the_write_lands_and_frees_the_worker(self):
         _, lsn = self.client.call_lsn("AppendMessages", pb.AppendMessagesRequest(

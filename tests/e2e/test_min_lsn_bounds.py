@@ -3,41 +3,16 @@ deadline, --call-timeout-ms included (not by --max-lsn-wait-ms alone), and
 a method that reads no data (Health) ignores the header instead of
 parking."""
 import threading
-import time
-import urllib.request
 
 import grpc
 
-from harness import SERVING, E2ETestCase, Server, free_port, health_pb2, pb, uid
+from harness import SERVING, health_pb2, pb
+from test_min_lsn import WAIT_S, ParkingTestCase
 
-WAIT_S = 10  # bound on waiting for the parked gauge
 
-
-class MinLsnBoundsTest(E2ETestCase):
-    def setUp(self):
-        # Parking would last a minute by --max-lsn-wait-ms; the call cap is 1 s.
-        self.metrics_port = free_port()
-        self.server = Server("--max-lsn-wait-ms", "60000", "--call-timeout-ms", "1000",
-                             "--metrics-listen", "127.0.0.1:%d" % self.metrics_port)
-        self.server.start()
-        self.addCleanup(self.server.close)
-        self.client = self.server.client()
-        self.sid = self.client.create(uid("u")).session_id
-
-    def parked_reads(self):
-        url = "http://127.0.0.1:%d/metrics" % self.metrics_port
-        with urllib.request.urlopen(url, timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith("engram_parked_reads "):
-                    return int(line.split()[1])
-        self.fail("no engram_parked_reads in /metrics")
-
-    def wait_parked(self, n):
-        deadline = time.monotonic() + WAIT_S
-        while (got := self.parked_reads()) != n:
-            if time.monotonic() > deadline:
-                self.fail("%d reads parked after %ss, want %d" % (got, WAIT_S, n))
-            time.sleep(0.02)
+class MinLsnBoundsTest(ParkingTestCase):
+    # Parking would last a minute by --max-lsn-wait-ms; the call cap is 1 s.
+    SERVER_ARGS = ("--max-lsn-wait-ms", "60000", "--call-timeout-ms", "1000")
 
     def test_parked_read_leaves_by_the_call_timeout(self):
         got = {}

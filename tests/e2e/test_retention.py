@@ -17,7 +17,8 @@ import urllib.request
 
 import grpc
 
-from harness import (RPC_TIMEOUT, E2ETestCase, M, Server, free_port, make_keyring, pb, uid)
+from harness import (RPC_TIMEOUT, E2ETestCase, M, Server, free_port, make_keyring, pb, uid,
+                     wait_past)
 from test_cli import cli
 from test_memories import Mem, dump_data_dbs
 from engram.v1 import admin_pb2 as apb  # noqa: E402
@@ -218,9 +219,10 @@ class TiersTest(RetentionCase):
         old = self.c.create(user).session_id
         self.c.append(old, M("a", client_message_id="c1"), M("b", client_message_id="c2"))
         self.c.update_summary(old, "sum", 1)
-        self.c.end(old)
+        ended = self.c.end(old)
         self.assertTrue(keys_naming(self.srv.data_dir, old))
-        time.sleep(2.5)  # so the second session ends 2.5 s later: inside retention below
+        # So the second session ends 2.5 s later: inside retention below.
+        wait_past(ended.end_time, 2.5)
         new = self.c.create(user).session_id
         self.c.append(new, M("c"))
         self.c.end(new)
@@ -240,9 +242,9 @@ class TiersTest(RetentionCase):
     def test_raw_messages_deleted_session_and_summary_stay(self):
         user = uid("u")
         sid = self.c.create(user).session_id
-        self.c.append(sid, M("old1"), M("old2"))
+        old = self.c.append(sid, M("old1"), M("old2")).messages
         self.c.update_summary(sid, "the summary", 2)
-        time.sleep(2.0)
+        wait_past(old[-1].create_time, 2.0)
         self.c.append(sid, M("fresh"))
         # Set now: the old messages are 2 s old, the fresh one is not.
         set_policy(self.c, raw_message_retention=1)

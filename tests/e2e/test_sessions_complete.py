@@ -10,7 +10,7 @@ import time
 import grpc
 from google.protobuf import field_mask_pb2
 
-from harness import ENGRAM_CLI, M, ServerTestCase, clean_env, pb, ts_ns, uid
+from harness import ENGRAM_CLI, M, ServerTestCase, clean_env, pb, ts_ns, uid, wait_past
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 PRECOND = grpc.StatusCode.FAILED_PRECONDITION
@@ -282,7 +282,7 @@ class SessionsCompleteTest(ServerTestCase):
         self.assertEqual((st.user_messages, st.assistant_messages, st.total_tokens), (1, 1, 8))
         self.assertEqual(ts_ns(st.first_message_time), ts_ns(a1.messages[0].create_time))
         self.assertEqual(st.duration_seconds, 0.0)
-        time.sleep(0.05)  # so that the second batch has a later time
+        wait_past(a1.messages[-1].create_time, 0.05)  # so that the second batch has a later time
         a2 = self.append(sid, M("sys", role=pb.ROLE_SYSTEM, token_count=1),
                          M("tool out", role=pb.ROLE_TOOL, token_count=2),
                          M("x" * 40))  # estimated: 10 tokens
@@ -383,8 +383,7 @@ class ReopenPastRetentionTest(ServerTestCase):
         self.assertEqual(self.client.call("UpdateSession", reopen).state, ACTIVE)
         e = self.client.call("EndSession", pb.EndSessionRequest(session_id=s.session_id))
         # Past it (the end time is the server's, a second ago and more).
-        while time.time_ns() - ts_ns(e.end_time) <= 1.5 * SEC:
-            time.sleep(0.1)
+        wait_past(e.end_time, 1.5)
         err = self.assertStatus(PRECOND, self.client.call, "UpdateSession", reopen)
         self.assertIn("past its retention", err.details())
         self.assertEqual(self.client.get(s.session_id).state, ENDED, "nothing written")
@@ -396,8 +395,7 @@ class ReopenPastRetentionTest(ServerTestCase):
         mask = field_mask_pb2.FieldMask(paths=["state"])
         a, b = (self.client.call("CreateSession", pb.CreateSessionRequest(
             session=pb.Session(user_id=uid("u"), ttl_seconds=1))) for _ in range(2))
-        while time.time_ns() - max(ts_ns(a.expire_time), ts_ns(b.expire_time)) <= 1.5 * SEC:
-            time.sleep(0.1)
+        wait_past(max(a.expire_time, b.expire_time, key=ts_ns), 1.5)
         self.assertEqual(self.client.get(a.session_id).state, EXPIRED)
         ea = self.client.call("EndSession", pb.EndSessionRequest(session_id=a.session_id))
         eb = self.client.call("UpdateSession", pb.UpdateSessionRequest(

@@ -26,6 +26,15 @@ static int eg_test_rm_one(const char *p, const struct stat *sb, int flag, struct
 
 void eg_test_rmdir(const char *dir) { nftw(dir, eg_test_rm_one, 16, FTW_DEPTH | FTW_PHYS); }
 
+eg_store *eg_test_store_open(const char *dir, const eg_store_opts *opts) {
+  eg_store *s = NULL;
+  char err[256] = "";
+  eg_err e = eg_store_open(dir, opts, &s, err, sizeof err);
+  if (e) fprintf(stderr, "eg_store_open(%s): %s: %s\n", dir, eg_err_name(e), err);
+  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  return s;
+}
+
 struct eg_suite_entry {
   const char *name;
   void (*reg)(void);

@@ -3,6 +3,8 @@
 #ifndef EG_TEST_SUITES_H
 #define EG_TEST_SUITES_H
 
+#include "storage/storage.h"
+
 #define EG_TEST_SUITE_MAP(X) \
   X(crypto)                  \
   X(storage)                 \
@@ -28,5 +30,10 @@ EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
  * caller removes it with eg_test_rmdir. Returns a static buffer. */
 const char *eg_test_tmpdir(void);
 void eg_test_rmdir(const char *dir);
+
+/* eg_store_open on dir with opts (NULL: the defaults), failing the test
+ * (CUnit FATAL) with the error on stderr if the open fails. The caller
+ * closes the store. */
+eg_store *eg_test_store_open(const char *dir, const eg_store_opts *opts);
 
 #endif

@@ -17,14 +17,7 @@
 
 static char tdir[4096];
 
-static eg_store *open_store(void) {
-  eg_store *s = NULL;
-  char err[256];
-  eg_err e = eg_store_open(tdir, NULL, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  return s;
-}
+static eg_store *open_store(void) { return eg_test_store_open(tdir, NULL); }
 
 static void setup(void) { snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir()); }
 static void teardown(void) { eg_test_rmdir(tdir); }
@@ -550,6 +543,27 @@ static eg_memory_rec *get_memory(eg_store *s, const char *id) {
   return m;
 }
 
+/* Puts rec (over old, NULL for a new one) in a txn of its own. */
+static void put_memory(eg_store *s, const eg_memory_rec *rec, const eg_memory_rec *old) {
+  eg_txn *w;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_memory_put(w, T, rec, old, NULL), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+}
+
+/* Erases user u from tenant T two entries a txn, so the erasure spans
+ * several txns; *c holds the last step's counts. Returns done. */
+static int erase_user(eg_store *s, const char *u, eg_erase_counts *c) {
+  int done = 0, steps = 0;
+  eg_txn *w;
+  while (!done && steps++ < 50) {
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_user_erase_step(w, T, u, 2, c, &done), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  }
+  return done;
+}
+
 /* Kinds 3 and 4: tombstones at the state change, expiries at expire_us;
  * purge drops both. */
 static void test_memory_entries(void) {
@@ -570,9 +584,7 @@ static void test_memory_entries(void) {
   CU_ASSERT_EQUAL(old->state_time_us, 100);
   eg_memory_rec upd = *old;
   upd.update_time_us = 300;
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_memory_put(w, T, &upd, old, NULL), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  put_memory(s, &upd, old);
   engram__storage__v1__memory_record__free_unpacked(old, NULL);
   old = get_memory(s, "m1");
   CU_ASSERT_EQUAL(old->state_time_us, 100);
@@ -580,9 +592,7 @@ static void test_memory_entries(void) {
   upd.state = EG_MSTATE_DELETED;
   upd.update_time_us = 700;
   upd.expire_time_us = 6000;
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_memory_put(w, T, &upd, old, NULL), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  put_memory(s, &upd, old);
   engram__storage__v1__memory_record__free_unpacked(old, NULL);
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_MEMORY_TOMBSTONE, T, INT64_MAX, 10), "m1@700");
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_MEMORY_EXPIRE, T, INT64_MAX, 10), "m1@6000");
@@ -604,18 +614,13 @@ static void test_memory_entries(void) {
 static void test_memory_v3_state_time(void) {
   setup();
   eg_store *s = open_store();
-  eg_txn *w;
   eg_memory_rec m = memory_rec("m1", EG_MSTATE_DELETED, 300, 0);
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_memory_put(w, T, &m, NULL, NULL), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  put_memory(s, &m, NULL);
   eg_memory_rec *old = get_memory(s, "m1");
   old->state_time_us = 0; /* as stored by v3 */
   eg_memory_rec upd = *old;
   upd.update_time_us = 900;
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_memory_put(w, T, &upd, old, NULL), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  put_memory(s, &upd, old);
   engram__storage__v1__memory_record__free_unpacked(old, NULL);
   old = get_memory(s, "m1");
   CU_ASSERT_EQUAL(old->state_time_us, 300);
@@ -636,19 +641,9 @@ static void test_erase_leaves_nothing(void) {
   put_session(s, T, &a, 1);
   put_messages(s, T, "a", 1, 3);
   eg_memory_rec m = memory_rec("m1", EG_MSTATE_DELETED, 100, 900);
-  eg_txn *w;
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_memory_put(w, T, &m, NULL, NULL), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
-  int done = 0, steps = 0;
+  put_memory(s, &m, NULL);
   eg_erase_counts c;
-  /* A small budget: the erasure spans several txns. */
-  while (!done && steps++ < 50) {
-    CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-    CU_ASSERT_EQUAL_FATAL(eg_store_user_erase_step(w, T, "u", 2, &c, &done), EG_OK);
-    CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
-  }
-  CU_ASSERT(done);
+  CU_ASSERT(erase_user(s, "u", &c));
   CU_ASSERT_STRING_EQUAL(dump_index(s, NULL), "");
   eg_store_close(s);
   teardown();
@@ -667,15 +662,8 @@ static void test_erase_finds_retired_sessions(void) {
   put_messages(s, T, "b", 1, 2);
   CU_ASSERT_EQUAL(retire(s, "a", 900), EG_OK);
   CU_ASSERT_EQUAL(retire(s, "b", 900), EG_OK);
-  int done = 0, steps = 0;
   eg_erase_counts c;
-  eg_txn *w;
-  while (!done && steps++ < 50) {
-    CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-    CU_ASSERT_EQUAL_FATAL(eg_store_user_erase_step(w, T, "u", 2, &c, &done), EG_OK);
-    CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
-  }
-  CU_ASSERT(done);
+  CU_ASSERT(erase_user(s, "u", &c));
   CU_ASSERT_EQUAL(c.messages, 5);
   CU_ASSERT_EQUAL(purging(s, "a"), 0);
   CU_ASSERT_EQUAL(purging(s, "b"), 1);
@@ -851,9 +839,7 @@ static void test_backfill_v3_sessions(void) {
 static void test_backfill_grows_map(void) {
   setup();
   eg_store_opts o = {.map_size = 1 << 20};
-  eg_store *s = NULL;
-  char err[256];
-  CU_ASSERT_EQUAL_FATAL(eg_store_open(tdir, &o, &s, err, sizeof err), EG_OK);
+  eg_store *s = eg_test_store_open(tdir, &o);
   size_t small = eg_store_map_size(s);
   int n = 0;
   for (eg_err e = EG_OK; !e && n < 100000;) {
@@ -879,10 +865,7 @@ static void test_backfill_grows_map(void) {
   eg_store_close(s);
 
   make_v3();
-  s = NULL;
-  eg_err e = eg_store_open(tdir, &o, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  s = eg_test_store_open(tdir, &o);
   CU_ASSERT(eg_store_map_size(s) > small);
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_GONE, T, INT64_MAX, 1), want);
   eg_store_close(s);

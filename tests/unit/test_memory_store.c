@@ -16,12 +16,7 @@ static char tdir[4096];
 
 static eg_store *open_store(void) {
   eg_store_opts o = {.map_size = (size_t)64 << 20};
-  eg_store *s = NULL;
-  char err[256];
-  eg_err e = eg_store_open(tdir, &o, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open: %s\n", err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  return s;
+  return eg_test_store_open(tdir, &o);
 }
 
 static void setup(void) { snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir()); }

@@ -30,12 +30,7 @@ static void teardown(void) { eg_test_rmdir(dir); }
 
 static eg_store *open_store(void) {
   eg_store_opts o = {.map_size = 16 * MIB};
-  eg_store *s = NULL;
-  char err[256] = "";
-  eg_err e = eg_store_open(dir, &o, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open(%s): %s: %s\n", dir, eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  return s;
+  return eg_test_store_open(dir, &o);
 }
 
 /* n commits, each one log record (with no data ops). */
@@ -181,22 +176,27 @@ static void test_wal_first_after(void) {
 
 /* ---- where a stream starts ------------------------------------------------ */
 
+/* eg_repl_stream_start on v, checked to say EG_OK; returns where the
+ * stream starts (0: resync). */
+static uint64_t start_next(const eg_stream_view *v, const char **why) {
+  uint64_t next = 99;
+  CU_ASSERT_EQUAL(eg_repl_stream_start(v, &next, why), EG_OK);
+  return next;
+}
+
 static void test_stream_start(void) {
   uint64_t next = 99;
   const char *why = NULL;
   /* caught up at the same epoch: continue */
   eg_stream_view v = {.last = 100, .first = 1, .epoch = 2, .epoch_at = 2, .hello_epoch = 2,
                       .applied = 100, .applied_epoch = 2};
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 101);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 101);
   /* an older replica whose record matches: continue */
   v.hello_epoch = 1, v.applied = 50, v.applied_epoch = 1, v.epoch_at = 1;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 51);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 51);
   /* an older replica that diverged (a deposed primary): resync */
   v.epoch_at = 2;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 0);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "epoch mismatch"));
   /* the same epoch as ours, but records of it we never wrote: refused */
   v.hello_epoch = 2, v.applied_epoch = 2, v.epoch_at = 1;
@@ -209,22 +209,18 @@ static void test_stream_start(void) {
   CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "split brain"));
   v.digest_equal = 1;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 51);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 51);
   v.hello_epoch = 1, v.applied_epoch = 1, v.epoch_at = 1, v.digest_equal = 0;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 0);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "differs"));
   v.digest_sent = 0;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 51);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 51);
   v.hello_epoch = 2, v.applied_epoch = 2, v.epoch_at = 1;
   /* ahead of us: resync if older, refused at our epoch */
   v.applied = 120;
   CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_EPRECOND);
   v.hello_epoch = 1;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 0);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "ahead"));
   /* from a newer epoch: this primary was deposed */
   v.hello_epoch = 3, v.applied = 100;
@@ -232,17 +228,14 @@ static void test_stream_start(void) {
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "deposed"));
   /* behind the trimmed log, or unreadable */
   v.hello_epoch = 2, v.applied = 10, v.at_err = EG_ENOTFOUND;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 0);
   v.at_err = EG_EIO;
   CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_EIO);
   /* an empty replica: from 1 if the whole log is there */
   v = (eg_stream_view){.last = 100, .first = 1, .epoch = 1, .hello_epoch = 1};
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 1);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 1);
   v.first = 7;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 0);
 }
 
 /* Lifecycle indexes built at another LSN than the primary's (a schema
@@ -259,19 +252,15 @@ static void test_stream_start_index_base(void) {
   CU_ASSERT_STRING_EQUAL(why, "indexes built at another LSN (schema upgrade)");
   /* A replica created at v4 (0) replaying an upgraded primary's log. */
   v.hello_index_base = 0;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 0);
   v.applied = 0, v.applied_epoch = 0, v.hello_epoch = 1;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 0);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 0);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "schema upgrade"));
   /* Equal: streams on. */
   v.hello_index_base = 200;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 1);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 1);
   v.applied = 150, v.applied_epoch = 2, v.hello_epoch = 2;
-  CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_OK);
-  CU_ASSERT_EQUAL(next, 151);
+  CU_ASSERT_EQUAL(start_next(&v, &why), 151);
   /* Split brain is refused whatever the bases. */
   v.hello_index_base = 7, v.epoch_at = 1;
   CU_ASSERT_EQUAL(eg_repl_stream_start(&v, &next, &why), EG_EPRECOND);

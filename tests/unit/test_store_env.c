@@ -16,14 +16,7 @@
 
 static char tdir[4096];
 
-static eg_store *open_store(const eg_store_opts *o) {
-  eg_store *s = NULL;
-  char err[256];
-  eg_err e = eg_store_open(tdir, o, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  return s;
-}
+static eg_store *open_store(const eg_store_opts *o) { return eg_test_store_open(tdir, o); }
 
 /* ---- named meta values ------------------------------------------------------ */
 

@@ -414,6 +414,28 @@ static uint8_t *pack_alloc(const ProtobufCMessage *m, size_t *len) {
   return buf;
 }
 
+/* Packs m and checks it on the wire; want NULL: accepted, else refused
+ * with the message want. */
+static void check_packed(const ProtobufCMessage *m, const char *want) {
+  size_t len;
+  uint8_t *buf = pack_alloc(m, &len);
+  if (want)
+    assert_wire_bad(m->descriptor, buf, len, want);
+  else
+    assert_wire_ok(m->descriptor, buf, len);
+  free(buf);
+}
+
+/* The len bytes at one twice over, in a malloc'd buffer: every field
+ * given a second time. */
+static uint8_t *doubled(const uint8_t *one, size_t len) {
+  uint8_t *two = malloc(2 * len);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(two);
+  memcpy(two, one, len);
+  memcpy(two + len, one, len);
+  return two;
+}
+
 /* A CreateMemoryRequest with n tags and dim embedding values, checked on
  * the wire; want NULL: accepted. */
 static void check_memory(size_t n, size_t dim, const char *want) {
@@ -429,13 +451,7 @@ static void check_memory(size_t n, size_t dim, const char *want) {
   m.embedding = vec;
   m.n_embedding = dim;
   req.memory = &m;
-  size_t len;
-  uint8_t *buf = pack_alloc(&req.base, &len);
-  if (want)
-    assert_wire_bad(&engram__v1__create_memory_request__descriptor, buf, len, want);
-  else
-    assert_wire_ok(&engram__v1__create_memory_request__descriptor, buf, len);
-  free(buf);
+  check_packed(&req.base, want);
   free(tags);
   free(vec);
 }
@@ -460,15 +476,10 @@ static void test_wire_repeated_limits(void) {
   f.types = types;
   f.n_types = EG_WIRE_REPEATED_MAX;
   lr.filter = &f;
-  size_t len;
-  uint8_t *buf = pack_alloc(&lr.base, &len);
-  assert_wire_ok(&engram__v1__list_memories_request__descriptor, buf, len);
-  free(buf);
+  check_packed(&lr.base, NULL);
   f.n_types = EG_WIRE_REPEATED_MAX + 1;
-  buf = pack_alloc(&lr.base, &len);
   snprintf(want, sizeof want, "filter.types: more than %d values", EG_WIRE_REPEATED_MAX);
-  assert_wire_bad(&engram__v1__list_memories_request__descriptor, buf, len, want);
-  free(buf);
+  check_packed(&lr.base, want);
 
   /* AppendMessages: the messages, and the entries of one message's map. */
   Engram__V1__AppendMessagesRequest ar = ENGRAM__V1__APPEND_MESSAGES_REQUEST__INIT;
@@ -478,14 +489,10 @@ static void test_wire_repeated_limits(void) {
   for (size_t i = 0; i <= EG_APPEND_MESSAGES_MAX; i++) msgs[i] = &msg;
   ar.messages = msgs;
   ar.n_messages = EG_APPEND_MESSAGES_MAX;
-  buf = pack_alloc(&ar.base, &len);
-  assert_wire_ok(&engram__v1__append_messages_request__descriptor, buf, len);
-  free(buf);
+  check_packed(&ar.base, NULL);
   ar.n_messages = EG_APPEND_MESSAGES_MAX + 1;
-  buf = pack_alloc(&ar.base, &len);
   snprintf(want, sizeof want, "messages: more than %d values", EG_APPEND_MESSAGES_MAX);
-  assert_wire_bad(&engram__v1__append_messages_request__descriptor, buf, len, want);
-  free(buf);
+  check_packed(&ar.base, want);
 
   Engram__V1__Message__MetadataEntry ent = ENGRAM__V1__MESSAGE__METADATA_ENTRY__INIT;
   Engram__V1__Message__MetadataEntry **ents = calloc(EG_METADATA_ENTRIES_MAX + 1, sizeof *ents);
@@ -496,15 +503,11 @@ static void test_wire_repeated_limits(void) {
   msg.metadata = ents;
   msg.n_metadata = EG_METADATA_ENTRIES_MAX + 1;
   ar.n_messages = 2;
-  buf = pack_alloc(&ar.base, &len);
   /* The limit is per map: the second message's map is named. */
   snprintf(want, sizeof want, "messages[0].metadata: more than %d values", EG_METADATA_ENTRIES_MAX);
-  assert_wire_bad(&engram__v1__append_messages_request__descriptor, buf, len, want);
-  free(buf);
+  check_packed(&ar.base, want);
   msg.n_metadata = EG_METADATA_ENTRIES_MAX;
-  buf = pack_alloc(&ar.base, &len);
-  assert_wire_ok(&engram__v1__append_messages_request__descriptor, buf, len);
-  free(buf);
+  check_packed(&ar.base, NULL);
   free(ents);
   free(msgs);
 }
@@ -546,10 +549,7 @@ static void test_wire_singular_message_twice(void) {
   req.memory = &m;
   size_t len;
   uint8_t *one = pack_alloc(&req.base, &len);
-  uint8_t *two = malloc(2 * len);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(two);
-  memcpy(two, one, len);
-  memcpy(two + len, one, len);
+  uint8_t *two = doubled(one, len);
   Engram__V1__CreateMemoryRequest *merged =
       engram__v1__create_memory_request__unpack(NULL, 2 * len, two);
   CU_ASSERT_PTR_NOT_NULL_FATAL(merged);
@@ -568,10 +568,7 @@ static void test_wire_singular_message_twice(void) {
   f.n_tags = 1;
   lr.filter = &f;
   one = pack_alloc(&lr.base, &len);
-  two = malloc(2 * len);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(two);
-  memcpy(two, one, len);
-  memcpy(two + len, one, len);
+  two = doubled(one, len);
   assert_wire_bad(&engram__v1__list_memories_request__descriptor, two, 2 * len,
                   "filter: given more than once");
   free(two);

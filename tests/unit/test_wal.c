@@ -36,12 +36,7 @@ static void teardown(void) {
 
 static eg_store *open_at(const char *dir) {
   eg_store_opts o = {.map_size = 16 * MIB};
-  eg_store *s = NULL;
-  char err[256] = "";
-  eg_err e = eg_store_open(dir, &o, &s, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open(%s): %s: %s\n", dir, eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  return s;
+  return eg_test_store_open(dir, &o);
 }
 
 static eg_session_rec session_rec(const char *sid, const char *user, int64_t create_us) {

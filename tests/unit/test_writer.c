@@ -48,10 +48,7 @@ static void teardown(void) { eg_test_rmdir(tdir); }
 
 static void start(size_t map_size) {
   eg_store_opts o = {.map_size = map_size};
-  char err[256] = "";
-  eg_err e = eg_store_open(tdir, &o, &store, err, sizeof err);
-  if (e) fprintf(stderr, "eg_store_open: %s: %s\n", eg_err_name(e), err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  store = eg_test_store_open(tdir, &o);
   CU_ASSERT_EQUAL_FATAL(eg_writer_start(store, NULL, NULL, &writer, NULL, 0), EG_OK);
 }
 
