@@ -2,7 +2,7 @@
  * Internal RPC helpers shared by engramd's transport, replica/ and
  * libengram itself: the pieces of the gRPC C core the public client API
  * (engram.h) hides. Not installed and not for applications; implemented
- * in client/lib/rpc.c (the eg_client_channel accessor in client.c).
+ * in client/lib/rpc.c (the accessors of eg_client in client.c).
  */
 #ifndef EG_COMMON_RPC_H
 #define EG_COMMON_RPC_H
@@ -42,6 +42,13 @@ uint64_t eg_client_exchange_lsn(const eg_client_exchange *x);
 /* Releases x (and x->recv unless the caller took it and set it to NULL). */
 void eg_client_exchange_end(eg_client_exchange *x);
 
+/* The call metadata of every Engram client call: authorization (the whole
+ * value) when not NULL or empty, engram-min-lsn when min_lsn != 0, as
+ * secret slices (below) in md[0..*n). 0, or -1 when memory runs out (the
+ * first *n entries are still set: unref their values). */
+int eg_client_call_metadata(grpc_metadata md[2], size_t *n, const char *authorization,
+                            uint64_t min_lsn);
+
 /* A copy of value as a slice that is wiped (then freed) once its last
  * reference goes: gRPC may hold metadata after a call returns, and a value
  * may be a bearer token. 0 and *out set, or -1 when memory runs out. */
@@ -59,5 +66,7 @@ ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_
 
 /* The client's channel, for streaming calls (valid until eg_client_free). */
 grpc_channel *eg_client_channel(eg_client *c);
+/* The client's `authorization` value ("Bearer <token>"), or NULL. */
+const char *eg_client_authorization(const eg_client *c);
 
 #endif

@@ -200,7 +200,7 @@ static void *eg_stream_main(void *arg) {
   if (e == EG_OK && !eg_stream_batch(c, ops, 1)) e = EG_EUNAVAIL;
   if (e == EG_OK) {
     first = 1;
-    e = m->stream(tp->srv, c->call, c->stream_cq, c->req.msg, sizeof c->req.msg);
+    e = m->stream(tp->srv, c->req.tenant, c->call, c->stream_cq, c->req.msg, sizeof c->req.msg);
   }
   grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
   ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;

@@ -57,11 +57,12 @@ typedef eg_err (*eg_read_fn)(eg_req *r, const ProtobufCMessage *in);
 typedef eg_err (*eg_prepare_fn)(eg_req *r, const ProtobufCMessage *in);
 typedef eg_err (*eg_apply_fn)(eg_req *r, eg_txn *t);
 /* A streaming call, run on a thread of its own; cq is the call's own pluck
- * queue. The transport sends the initial metadata before and the status
- * after: the handler only receives and sends messages, and returns how the
- * call ends (an eg_err, which the transport maps to a gRPC code, with a
+ * queue; tenant is the authorized caller's (EG_DEV_TENANT in dev mode).
+ * The transport sends the initial metadata before and the status after:
+ * the handler only receives and sends messages, and returns how the call
+ * ends (an eg_err, which the transport maps to a gRPC code, with a
  * message in msg, msglen bytes). */
-typedef eg_err (*eg_stream_fn)(const eg_srv *srv, struct grpc_call *call,
+typedef eg_err (*eg_stream_fn)(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                                struct grpc_completion_queue *cq, char *msg, size_t msglen);
 
 typedef struct eg_method {

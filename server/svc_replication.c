@@ -4,12 +4,12 @@
 #include "replica/replica.h"
 #include "server/service.h"
 
-static eg_err eg_stream(const eg_srv *srv, struct grpc_call *call, struct grpc_completion_queue *cq,
-                        char *msg, size_t msglen) {
+static eg_err eg_stream(const eg_srv *srv, const char *tenant, struct grpc_call *call,
+                        struct grpc_completion_queue *cq, char *msg, size_t msglen) {
   return eg_repl_serve_stream(srv->repl, call, cq, msg, msglen);
 }
 
-static eg_err eg_snapshot(const eg_srv *srv, struct grpc_call *call,
+static eg_err eg_snapshot(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                           struct grpc_completion_queue *cq, char *msg, size_t msglen) {
   return eg_repl_serve_snapshot(srv->repl, call, cq, msg, msglen);
 }

@@ -2,8 +2,9 @@
  * libengram: the C client of Engram (docs/architecture.md section 1).
  *
  * A thin layer over the gRPC C core: one client holds one channel; every
- * call is unary, blocking, and runs on its own completion queue, so one
- * client may be shared by any number of threads.
+ * call is blocking (unary, or server-streaming read one message at a
+ * time) and runs on its own completion queue, so one client may be shared
+ * by any number of threads.
  *
  * Messages are the protobuf-c types generated from proto/ (engram.v1 and
  * grpc.health.v1). Requests are the caller's (build them on the stack,
@@ -90,6 +91,41 @@ void eg_client_free(eg_client *c);
 int eg_client_call(eg_client *c, const char *path, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *resp_desc, const eg_client_opts *opts,
                    eg_client_status *st, ProtobufCMessage **resp);
+
+/*
+ * Server-streaming calls (AdminService/Backup, UserService/ExportUser).
+ *
+ *   eg_client_stream *s = eg_client_stream_open(c, path, req, opts, &st);
+ *   ProtobufCMessage *m;
+ *   while (s && eg_client_stream_next(s, resp_desc, &m, &st) == 1) {
+ *     ... use m ...; protobuf_c_message_free_unpacked(m, NULL);
+ *   }
+ *   eg_client_stream_free(s);   (st.code: how the stream ended)
+ */
+typedef struct eg_client_stream eg_client_stream;
+
+/* Starts a server-streaming call of `path` with req (sent at once; still
+ * the caller's) and waits for the server's initial metadata.
+ * opts->timeout_ms bounds the whole stream (<= 0:
+ * EG_CLIENT_DEFAULT_TIMEOUT_MS); opts->min_lsn is sent as for unary calls.
+ * Returns the stream, or NULL with st filled (the call failed before any
+ * message: its status, e.g. UNAUTHENTICATED or UNAVAILABLE).
+ * Thread safety: safe on a shared client; a stream is used by one thread. */
+eg_client_stream *eg_client_stream_open(eg_client *c, const char *path,
+                                        const ProtobufCMessage *req, const eg_client_opts *opts,
+                                        eg_client_status *st);
+
+/* Waits for the next response (bounded by the stream's deadline).
+ * Returns 1 and *msg (the caller's: protobuf_c_message_free_unpacked), or 0
+ * when the stream ended, with st filled: OK after the last message, else
+ * the server's status, or INTERNAL for a response that does not decode
+ * (the call is then cancelled). After 0, only eg_client_stream_free. */
+int eg_client_stream_next(eg_client_stream *s, const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage **msg, eg_client_status *st);
+
+/* Cancels the call if it is still running and frees the stream. NULL is
+ * fine. */
+void eg_client_stream_free(eg_client_stream *s);
 
 /* The name of a gRPC status code ("NOT_FOUND"), or "UNKNOWN" for a number
  * outside the table. Thread safety: pure. */

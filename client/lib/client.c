@@ -160,3 +160,5 @@ int eg_client_call(eg_client *c, const char *path, const ProtobufCMessage *req,
 }
 
 grpc_channel *eg_client_channel(eg_client *c) { return c->channel; }
+
+const char *eg_client_authorization(const eg_client *c) { return c->authorization; }

@@ -74,12 +74,25 @@ int eg_client_secret_slice(const char *value, grpc_slice *out) {
   return 0;
 }
 
-/* Adds key: value to x; 0, or -1 when memory runs out. The value is a copy
- * gRPC may hold after the call returns, wiped when it lets go. */
-static int add_metadata(eg_client_exchange *x, const char *key, const char *value) {
+/* Adds key: value to md[*n]; 0, or -1 when memory runs out. The value is a
+ * copy gRPC may hold after the call returns, wiped when it lets go. */
+static int add_metadata(grpc_metadata *md, size_t *n, const char *key, const char *value) {
   grpc_slice v;
   if (eg_client_secret_slice(value, &v) != 0) return -1;
-  x->md[x->nmd++] = (grpc_metadata){.key = grpc_slice_from_static_string(key), .value = v};
+  md[(*n)++] = (grpc_metadata){.key = grpc_slice_from_static_string(key), .value = v};
+  return 0;
+}
+
+int eg_client_call_metadata(grpc_metadata md[2], size_t *n, const char *authorization,
+                            uint64_t min_lsn) {
+  *n = 0;
+  if (authorization && *authorization && add_metadata(md, n, "authorization", authorization) != 0)
+    return -1;
+  if (min_lsn) {
+    char lsn[24];
+    snprintf(lsn, sizeof lsn, "%" PRIu64, min_lsn);
+    if (add_metadata(md, n, "engram-min-lsn", lsn) != 0) return -1;
+  }
   return 0;
 }
 
@@ -92,13 +105,7 @@ int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_compl
   x->code = GRPC_STATUS_UNKNOWN;
   x->details = grpc_empty_slice();
   x->send = req;
-  if (authorization && *authorization && add_metadata(x, "authorization", authorization) != 0)
-    return -1;
-  if (min_lsn) {
-    char lsn[24];
-    snprintf(lsn, sizeof lsn, "%" PRIu64, min_lsn);
-    if (add_metadata(x, "engram-min-lsn", lsn) != 0) return -1;
-  }
+  if (eg_client_call_metadata(x->md, &x->nmd, authorization, min_lsn) != 0) return -1;
   grpc_slice method = grpc_slice_from_copied_string(path);
   x->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, deadline,
                                      NULL);
