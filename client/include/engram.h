@@ -108,8 +108,10 @@ typedef struct eg_client_stream eg_client_stream;
  * the caller's) and waits for the server's initial metadata.
  * opts->timeout_ms bounds the whole stream (<= 0:
  * EG_CLIENT_DEFAULT_TIMEOUT_MS); opts->min_lsn is sent as for unary calls.
- * Returns the stream, or NULL with st filled (the call failed before any
- * message: its status, e.g. UNAUTHENTICATED or UNAVAILABLE).
+ * Returns the stream, or NULL with st filled when the call failed before
+ * the server answered at all (e.g. UNAVAILABLE, DEADLINE_EXCEEDED). A
+ * refusal by the server (UNAUTHENTICATED, INVALID_ARGUMENT, ...) comes as
+ * the end of the stream from the first eg_client_stream_next.
  * Thread safety: safe on a shared client; a stream is used by one thread. */
 eg_client_stream *eg_client_stream_open(eg_client *c, const char *path,
                                         const ProtobufCMessage *req, const eg_client_opts *opts,

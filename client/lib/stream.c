@@ -42,11 +42,14 @@ static grpc_event pluck(eg_client_stream *s, void *tag) {
 
 /* Waits for the status batch (the deadline ends it) and fills st. */
 static void finish(eg_client_stream *s, eg_client_status *st) {
+  static const char nostart[] = "engram client: cannot start the call";
   if (!s->ended && s->status_armed) pluck(s, &s->status_tag);
   s->ended = 1;
-  set_status(st, s->status_armed ? (int)s->code : GRPC_STATUS_INTERNAL,
-             (const char *)GRPC_SLICE_START_PTR(s->details), GRPC_SLICE_LENGTH(s->details),
-             s->lsn);
+  if (!s->status_armed)
+    set_status(st, GRPC_STATUS_INTERNAL, nostart, sizeof nostart - 1, s->lsn);
+  else
+    set_status(st, (int)s->code, (const char *)GRPC_SLICE_START_PTR(s->details),
+               GRPC_SLICE_LENGTH(s->details), s->lsn);
 }
 
 eg_client_stream *eg_client_stream_open(eg_client *c, const char *path,
