@@ -109,6 +109,10 @@ static const eg_opt eg_opts[] = {
            "pause between sweeper transactions (each at most --sweep-batch records)"),
     EG_NUM("sweep-batch", sweep_batch, 10, 1000000, "500",
            "records (sessions, messages, memories, tenants visited) one sweeper transaction handles at most"),
+    EG_NUM("max-exports", max_exports, 1, EG_EXPORTS_MAX, "4",
+           "ExportUser calls running at once (each holds a read snapshot); more are UNAVAILABLE"),
+    EG_NUM("export-send-timeout-ms", export_send_timeout_ms, 100, 3600000, "10000",
+           "an ExportUser client that takes no response for this long is cut off (DEADLINE_EXCEEDED)"),
 };
 
 #define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])
@@ -270,5 +274,5 @@ void eg_config_usage(FILE *f) {
 unsigned eg_config_store_readers(int workers) {
   /* 64 and 2: replica/internal.h's EG_REPL_MAX_PEERS (the replicas one
    * primary serves) and EG_REPL_MAX_SNAPSHOTS (snapshots copied at once). */
-  return (unsigned)(workers > 0 ? workers : 0) + 2 + 64 + 2 + EG_READERS_HEADROOM;
+  return (unsigned)(workers > 0 ? workers : 0) + 2 + 64 + 2 + EG_EXPORTS_MAX + EG_READERS_HEADROOM;
 }

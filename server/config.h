@@ -55,6 +55,8 @@ typedef struct {
   int64_t memory_expired_grace_s;      /* --memory-expired-grace-s 60 */
   int64_t sweep_interval_ms;           /* --sweep-interval-ms 1000 (between sweeper steps) */
   int sweep_batch;                     /* --sweep-batch 500 (records per sweeper transaction) */
+  int max_exports;                     /* --max-exports 4 (ExportUser calls at once) */
+  int64_t export_send_timeout_ms;      /* --export-send-timeout-ms 10000 (one export response sent) */
 } eg_config;
 
 /* Ceiling of --max-append-messages; also the most messages one
@@ -98,13 +100,19 @@ eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_
 /* Prints the flags with their defaults. */
 void eg_config_usage(FILE *f);
 
+/* Ceiling of --max-exports: each running ExportUser holds a reader of its
+ * own (counted in eg_config_store_readers). */
+#define EG_EXPORTS_MAX 16
+
 /* LMDB reader slots engramd needs with `workers` worker threads: every
  * reader the process can hold at once. Each worker keeps one; parking and
  * the follower one each; each replica stream one (a stream takes its entry
  * in the replica table, at most 64, before its reader, so a refused one
- * holds none); each snapshot being copied one (at most 2 at once); plus
- * EG_READERS_HEADROOM for short ones (meta reads, a stream that replaced
- * its replica's older one still ending). workers + 2 + 64 + 2 + 32. */
+ * holds none); each snapshot being copied one (at most 2 at once); each
+ * ExportUser one (at most EG_EXPORTS_MAX, taken after its place among
+ * --max-exports); plus EG_READERS_HEADROOM for short ones (meta reads, a
+ * stream that replaced its replica's older one still ending).
+ * workers + 2 + 64 + 2 + 16 + 32. */
 #define EG_READERS_HEADROOM 32
 unsigned eg_config_store_readers(int workers);
 

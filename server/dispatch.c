@@ -116,21 +116,31 @@ static eg_err eg_authorize(eg_call *c, const eg_method *m) {
 
 static void eg_in_free(void *p) { protobuf_c_message_free_unpacked(p, NULL); }
 
-/* Decodes the payload; the request lives as long as the call. Its strings
+/* Unpacks a request's bytes as desc into *out (the caller's). Its strings
  * are checked on the wire bytes, as unpacking cuts them at a NUL. */
-static eg_err eg_decode(eg_call *c, const eg_method *m, ProtobufCMessage **out) {
-  if (!c->payload) return eg_reply_msg(c, EG_EINVAL, "request: no message was sent%s", "");
+static eg_err eg_unpack_request(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+                                ProtobufCMessage **out, char *msg, size_t msglen) {
   grpc_byte_buffer_reader rd;
-  if (!grpc_byte_buffer_reader_init(&rd, c->payload)) return EG_ENOMEM;
+  if (!grpc_byte_buffer_reader_init(&rd, bb)) return EG_ENOMEM;
   grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
   grpc_byte_buffer_reader_destroy(&rd);
-  eg_err e = eg_validate_wire(m->in, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), c->req.msg,
-                              sizeof c->req.msg);
+  eg_err e = eg_validate_wire(desc, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), msg, msglen);
   if (e == EG_OK)
-    *out = protobuf_c_message_unpack(m->in, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    *out = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
   grpc_slice_unref(s);
   if (e != EG_OK) return e;
-  if (!*out) return eg_reply_msg(c, EG_EINVAL, "request: not a valid %s message", m->in->name);
+  if (!*out) {
+    snprintf(msg, msglen, "request: not a valid %s message", desc->name);
+    return EG_EINVAL;
+  }
+  return EG_OK;
+}
+
+/* Decodes the payload; the request lives as long as the call. */
+static eg_err eg_decode(eg_call *c, const eg_method *m, ProtobufCMessage **out) {
+  if (!c->payload) return eg_reply_msg(c, EG_EINVAL, "request: no message was sent%s", "");
+  eg_err e = eg_unpack_request(m->in, c->payload, out, c->req.msg, sizeof c->req.msg);
+  if (e != EG_OK) return e;
   if (eg_arena_defer(c->req.arena, eg_in_free, *out) != 0) return EG_ENOMEM;
   return EG_OK;
 }
@@ -177,6 +187,74 @@ void eg_forward_done(eg_call *c, int ok) {
   eg_reply_raw(c, f->code, msg, resp, eg_client_exchange_lsn(f));
 }
 
+/* The answer to a read whose engram-min-lsn want did not arrive in time. */
+static eg_err eg_min_lsn_unavailable(eg_call *c, uint64_t want) {
+  snprintf(c->req.msg, sizeof c->req.msg,
+           "engram-min-lsn %" PRIu64 " not applied on this node yet (at %" PRIu64 "); retry", want,
+           eg_store_last_lsn(c->w->tp->srv->store));
+  return EG_EUNAVAIL;
+}
+
+/* A stream's engram-min-lsn (an export or a backup read from a replica):
+ * waited for here, as a parked read waits, at most --max-lsn-wait-ms. The
+ * stream has a thread of its own, so it holds no worker meanwhile. */
+static eg_err eg_stream_min_lsn(eg_call *c) {
+  uint64_t want;
+  eg_err e = eg_min_lsn(c, &want);
+  if (e != EG_OK || want == 0) return e;
+  const eg_srv *srv = c->w->tp->srv;
+  if (eg_store_wait_lsn(srv->store, want, srv->cfg->max_lsn_wait_ms) == EG_OK) return EG_OK;
+  return eg_min_lsn_unavailable(c, want);
+}
+
+eg_err eg_stream_recv_request(grpc_call *call, grpc_completion_queue *cq,
+                              const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
+                              char *msg, size_t msglen) {
+  grpc_byte_buffer *bb = NULL;
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_RECV_MESSAGE;
+  op.data.recv_message.recv_message = &bb;
+  if (grpc_call_start_batch(call, &op, 1, &op, NULL) == GRPC_CALL_OK)
+    grpc_completion_queue_pluck(cq, &op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+  if (!bb) {
+    snprintf(msg, msglen, "request: no message was sent");
+    return EG_EINVAL;
+  }
+  eg_err e = eg_unpack_request(desc, bb, out, msg, msglen);
+  grpc_byte_buffer_destroy(bb);
+  return e;
+}
+
+eg_err eg_stream_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m,
+                      int64_t timeout_ms, const char *limit, char *msg, size_t msglen) {
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_SEND_MESSAGE;
+  if (!(op.data.send_message.send_message = eg_client_pack(m))) return EG_ENOMEM;
+  gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                    gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+  eg_err e = EG_EUNAVAIL;
+  if (grpc_call_start_batch(call, &op, 1, &op, NULL) == GRPC_CALL_OK) {
+    grpc_event ev = grpc_completion_queue_pluck(cq, &op, until, NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+      snprintf(msg, msglen, "the client read no response for %lld ms (%s); the call is ended",
+               (long long)timeout_ms, limit);
+      e = EG_EDEADLINE;
+      /* The status goes with the cancel: the one sent after the handler
+       * returns would find the call closed. The cancel completes the
+       * send (failed); wait for it, so op is no longer in use. */
+      grpc_call_cancel_with_status(call, (grpc_status_code)eg_err_grpc_code(e), msg, NULL);
+      grpc_completion_queue_pluck(cq, &op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    } else if (ev.type == GRPC_OP_COMPLETE && ev.success) {
+      e = EG_OK;
+    }
+  }
+  if (e == EG_EUNAVAIL) snprintf(msg, msglen, "the client went away (cancelled, deadline passed or disconnected)");
+  grpc_byte_buffer_destroy(op.data.send_message.send_message);
+  return e;
+}
+
 /* Runs n ops on a streaming call and waits for them. Returns 1 if the
  * batch started (it then completed, well or not). */
 static int eg_stream_batch(eg_call *c, grpc_op *ops, size_t n) {
@@ -197,6 +275,7 @@ static void *eg_stream_main(void *arg) {
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
   size_t first = 0; /* set past ops[0] once the metadata went */
   eg_err e = eg_authorize(c, m);
+  if (e == EG_OK) e = eg_stream_min_lsn(c);
   if (e == EG_OK && !eg_stream_batch(c, ops, 1)) e = EG_EUNAVAIL;
   if (e == EG_OK) {
     first = 1;
@@ -262,9 +341,7 @@ static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
   if (ready)
     e = eg_read_with(c, c->w->tp->methods[c->mi], c->in, reader);
   else
-    snprintf(c->req.msg, sizeof c->req.msg,
-             "engram-min-lsn %" PRIu64 " not applied on this node yet (at %" PRIu64 "); retry",
-             p->lsn, eg_store_last_lsn(c->w->tp->srv->store));
+    e = eg_min_lsn_unavailable(c, p->lsn);
   eg_reply(c, e, 0);
 }
 

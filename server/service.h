@@ -65,6 +65,29 @@ typedef eg_err (*eg_apply_fn)(eg_req *r, eg_txn *t);
 typedef eg_err (*eg_stream_fn)(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                                struct grpc_completion_queue *cq, char *msg, size_t msglen);
 
+/* ---- for stream handlers (implemented in dispatch.c) ----
+ * A stream's engram-min-lsn is waited for before its handler runs (as a
+ * read parks, at most --max-lsn-wait-ms; UNAVAILABLE past it). */
+
+/* Receives the request of a server-streaming call as desc into *out (the
+ * caller's: protobuf_c_message_free_unpacked), its strings checked on the
+ * wire bytes as a unary request's are. EG_EINVAL with msg saying why (no
+ * message, a bad string, does not decode), or EG_ENOMEM. */
+eg_err eg_stream_recv_request(struct grpc_call *call, struct grpc_completion_queue *cq,
+                              const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
+                              char *msg, size_t msglen);
+
+/* Sends m on call and waits at most timeout_ms for it to go out: a client
+ * that stops reading holds sends back (flow control), and a handler must
+ * not hold what it holds (a read snapshot) for it forever. Returns EG_OK;
+ * EG_EUNAVAIL (msg says so) if the call is gone (cancelled by the client,
+ * past its deadline, the connection lost); or EG_EDEADLINE after
+ * cancelling the call with DEADLINE_EXCEEDED and msg, which names `limit`
+ * (the flag that set timeout_ms), so the client sees why. */
+eg_err eg_stream_send(struct grpc_call *call, struct grpc_completion_queue *cq,
+                      const ProtobufCMessage *m, int64_t timeout_ms, const char *limit, char *msg,
+                      size_t msglen);
+
 typedef struct eg_method {
   const char *path; /* "/engram.v1.SessionService/GetSession" */
   const ProtobufCMessageDescriptor *in;

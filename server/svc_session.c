@@ -425,9 +425,21 @@ static eg_err eg_msg_collect_init(eg_req *r, struct eg_msg_collect *mc, const ch
   return mc->msgs ? EG_OK : EG_ENOMEM;
 }
 
+eg_err eg_messages_page(eg_req *r, eg_txn *t, const char *sid, uint64_t start, int descending,
+                        size_t want, eg_message_page *out) {
+  struct eg_msg_collect mc;
+  eg_err e = eg_msg_collect_init(r, &mc, sid, want);
+  if (e == EG_OK)
+    e = eg_store_messages_scan(t, r->tenant, sid, start, descending, eg_list_messages_visit, &mc);
+  if (e == EG_OK) e = mc.err;
+  if (e != EG_OK) return e;
+  *out = (eg_message_page){.msgs = mc.msgs, .n = mc.n, .more = mc.more, .next_seq = mc.next_seq};
+  return EG_OK;
+}
+
 static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__ListMessagesRequest *in = (const void *)msg;
-  struct eg_msg_collect mc;
+  eg_message_page page;
   eg_session_rec *rec;
   size_t want = 0;
   uint64_t start = in->newest_first ? UINT64_MAX : 1;
@@ -436,18 +448,14 @@ static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
       (e = eg_page_size(r, "page_size", in->page_size, &want)) ||
       (in->page_token[0] && (e = eg_msg_token_parse(r, in->page_token, in->newest_first, &start))) ||
       (e = eg_session_load(r, r->rtxn, in->session_id, &rec)) ||
-      (e = eg_msg_collect_init(r, &mc, rec->session_id, want)))
+      (e = eg_messages_page(r, r->rtxn, rec->session_id, start, in->newest_first, want, &page)))
     return e;
-  e = eg_store_messages_scan(r->rtxn, r->tenant, rec->session_id, start, in->newest_first,
-                             eg_list_messages_visit, &mc);
-  if (e == EG_OK) e = mc.err;
-  if (e != EG_OK) return e;
   Engram__V1__ListMessagesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__ListMessagesResponse);
   if (!out) return EG_ENOMEM;
   engram__v1__list_messages_response__init(out);
-  out->messages = mc.msgs;
-  out->n_messages = mc.n;
-  if (mc.more && !(out->next_page_token = (char *)eg_msg_token(r, in->newest_first, mc.next_seq)))
+  out->messages = page.msgs;
+  out->n_messages = page.n;
+  if (page.more && !(out->next_page_token = (char *)eg_msg_token(r, in->newest_first, page.next_seq)))
     return EG_ENOMEM;
   r->resp = &out->base;
   return EG_OK;

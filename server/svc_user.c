@@ -7,12 +7,22 @@
  * back to the writer (behind whatever else is queued) until the user is
  * gone. The progress (and the counts) live in the store, so an apply that
  * is rolled back and replayed never counts twice.
+ *
+ * ExportUser is a stream on a thread of its own: one read txn (a reader
+ * of its own) for the whole export, so it is consistent at one LSN; each
+ * send is bounded by --export-send-timeout-ms, so a client that stops
+ * reading cannot hold that snapshot (and the pages LMDB keeps for it).
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "engram/v1/user.pb-c.h"
+#include "server/convert.h"
+#include "server/memory_svc.h"
 #include "server/service.h"
+#include "server/session_svc.h"
 #include "server/validate.h"
 
 /* ==== DeleteUser ============================================================== */
@@ -111,6 +121,151 @@ static eg_err eg_user_stats(eg_req *r, const ProtobufCMessage *msg) {
   return EG_OK;
 }
 
+/* ==== ExportUser ============================================================== */
+
+/* ExportUser calls running now, at most --max-exports: each holds a reader
+ * (its slot is counted in eg_config_store_readers) and a read snapshot.
+ * One server per process, so the count is the process's. */
+static atomic_int eg_exports;
+
+struct eg_export {
+  const eg_srv *srv;
+  const char *tenant, *user_id;
+  struct grpc_call *call;
+  struct grpc_completion_queue *cq;
+  eg_txn *t;
+  uint64_t lsn;   /* the snapshot's: every response carries it */
+  int64_t now_us; /* taken once: a session's EXPIRED state is as of then */
+  eg_err err;     /* what stopped a scan's visitor */
+  char *msg;
+  size_t msglen;
+};
+
+/* A request context for one response: what a conversion builds (and
+ * decrypts) lives in its arena, wiped and freed once the response went. */
+static eg_err eg_export_req(struct eg_export *x, eg_req *r) {
+  *r = (eg_req){.srv = x->srv, .tenant = x->tenant, .now_us = x->now_us};
+  return (r->arena = eg_arena_new()) ? EG_OK : EG_ENOMEM;
+}
+
+/* Sends resp (when e is EG_OK) stamped with the export's LSN, then frees
+ * r's arena. Returns how it went; a conversion's message moves to x->msg. */
+static eg_err eg_export_send(struct eg_export *x, eg_req *r, eg_err e,
+                             Engram__V1__ExportUserResponse *resp) {
+  if (e == EG_OK) {
+    resp->lsn = x->lsn;
+    e = eg_stream_send(x->call, x->cq, &resp->base, x->srv->cfg->export_send_timeout_ms,
+                       "--export-send-timeout-ms", x->msg, x->msglen);
+  } else if (r->msg[0]) {
+    snprintf(x->msg, x->msglen, "%s", r->msg);
+  }
+  eg_arena_free(r->arena);
+  return e;
+}
+
+/* The session, then its messages in seq order, in batches of at most
+ * --max-page-size messages and --max-reply-bytes. */
+static eg_err eg_export_session(struct eg_export *x, const eg_session_rec *rec) {
+  Engram__V1__ExportUserResponse resp = ENGRAM__V1__EXPORT_USER_RESPONSE__INIT;
+  eg_req r;
+  eg_err e = eg_export_req(x, &r);
+  if (e != EG_OK) return e;
+  resp.item_case = ENGRAM__V1__EXPORT_USER_RESPONSE__ITEM_SESSION;
+  e = eg_export_send(x, &r, eg_session_to_api(&r, rec, &resp.session), &resp);
+  for (uint64_t start = 1; e == EG_OK;) {
+    Engram__V1__ExportedMessages batch = ENGRAM__V1__EXPORTED_MESSAGES__INIT;
+    eg_message_page page = {0};
+    if ((e = eg_export_req(x, &r)) != EG_OK) return e;
+    e = eg_messages_page(&r, x->t, rec->session_id, start, 0, (size_t)x->srv->cfg->max_page_size,
+                         &page);
+    if (e == EG_OK && page.n == 0) {
+      eg_arena_free(r.arena);
+      break;
+    }
+    batch.session_id = rec->session_id;
+    batch.messages = page.msgs;
+    batch.n_messages = page.n;
+    resp.item_case = ENGRAM__V1__EXPORT_USER_RESPONSE__ITEM_MESSAGES;
+    resp.messages = &batch;
+    e = eg_export_send(x, &r, e, &resp);
+    if (!page.more) break;
+    start = page.next_seq;
+  }
+  return e;
+}
+
+static int eg_export_session_visit(void *arg, eg_session_rec *rec, const eg_session_cursor *cur) {
+  struct eg_export *x = arg;
+  x->err = eg_export_session(x, rec);
+  eg_session_rec_free(rec);
+  return x->err != EG_OK;
+}
+
+/* A memory in any state, expired or not (everything stored of the user),
+ * as GetMemory shows it, embedding included. */
+static int eg_export_memory_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
+                                  const uint8_t *vec) {
+  struct eg_export *x = arg;
+  Engram__V1__ExportUserResponse resp = ENGRAM__V1__EXPORT_USER_RESPONSE__INIT;
+  eg_memory_rec *rec;
+  const char *id;
+  size_t id_len;
+  int64_t create_us;
+  eg_req r;
+  if ((x->err = eg_export_req(x, &r)) != EG_OK) return 1;
+  eg_memory_pos_split(pos, &create_us, &id, &id_len);
+  char *mid = eg_arena_strndup(r.arena, id, id_len);
+  eg_err e = mid ? eg_memory_load(&r, x->t, mid, 1, &rec) : EG_ENOMEM;
+  if (e == EG_OK) e = eg_memory_to_api(&r, x->t, rec, 1, &resp.memory);
+  resp.item_case = ENGRAM__V1__EXPORT_USER_RESPONSE__ITEM_MEMORY;
+  x->err = eg_export_send(x, &r, e, &resp);
+  return x->err != EG_OK;
+}
+
+/* The export itself, with its place among --max-exports taken. */
+static eg_err eg_export_run(struct eg_export *x) {
+  eg_err e = eg_store_reader_new(x->srv->store, &x->t);
+  if (e == EG_OK && (e = eg_store_reader_begin(x->t)) == EG_OK) {
+    e = eg_store_txn_lsn(x->t, &x->lsn);
+    if (e == EG_OK)
+      e = eg_store_sessions_scan(x->t, x->tenant, x->user_id, NULL, eg_export_session_visit, x);
+    if (e == EG_OK && (e = x->err) == EG_OK)
+      e = eg_store_memories_scan(x->t, x->tenant, x->user_id, NULL, 0, 0, eg_export_memory_visit,
+                                 x);
+    if (e == EG_OK) e = x->err;
+    eg_store_reader_end(x->t);
+  } else if (e != EG_OK) {
+    snprintf(x->msg, x->msglen, "cannot open the export's read snapshot: %s", eg_err_msg(e));
+  }
+  eg_store_reader_free(x->t);
+  return e;
+}
+
+static eg_err eg_export_user(const eg_srv *srv, const char *tenant, struct grpc_call *call,
+                             struct grpc_completion_queue *cq, char *msg, size_t msglen) {
+  ProtobufCMessage *in = NULL;
+  eg_err e = eg_stream_recv_request(call, cq, &engram__v1__export_user_request__descriptor, &in,
+                                    msg, msglen);
+  if (e != EG_OK) return e;
+  struct eg_export x = {.srv = srv, .tenant = tenant, .call = call, .cq = cq,
+                        .user_id = ((Engram__V1__ExportUserRequest *)in)->user_id,
+                        .now_us = eg_now_us(), .msg = msg, .msglen = msglen};
+  e = eg_validate_id("user_id", x.user_id, 1, msg, msglen);
+  if (e == EG_OK) {
+    /* The place first: a refused call costs no reader. */
+    if (atomic_fetch_add(&eg_exports, 1) < srv->cfg->max_exports) {
+      e = eg_export_run(&x);
+    } else {
+      snprintf(msg, msglen, "too many exports running (at most %d, --max-exports); retry",
+               srv->cfg->max_exports);
+      e = EG_EUNAVAIL;
+    }
+    atomic_fetch_sub(&eg_exports, 1);
+  }
+  protobuf_c_message_free_unpacked(in, NULL);
+  return e;
+}
+
 /* ==== the table ================================================================ */
 
 const eg_method eg_user_methods[] = {
@@ -123,5 +278,9 @@ const eg_method eg_user_methods[] = {
      .in = &engram__v1__get_user_stats_request__descriptor,
      .role = EG_ROLE_AGENT,
      .read = eg_user_stats},
+    {.path = "/engram.v1.UserService/ExportUser",
+     .in = &engram__v1__export_user_request__descriptor,
+     .role = EG_ROLE_AGENT,
+     .stream = eg_export_user},
     {.path = NULL},
 };

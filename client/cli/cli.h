@@ -151,6 +151,12 @@ void cli_print_readable(FILE *out, const ProtobufCMessage *m);
 
 /* ---- rpc.c ---- */
 
+/* The run's client, made on first use from --target and --token; NULL
+ * after a usage error saying why. */
+eg_client *cli_client(cli *g);
+/* Prints a failed call's status ("engram: NOT_FOUND: ...") to stderr. */
+void cli_print_status(const eg_client_status *st);
+
 /* Calls method with req and prints the response (JSON or readable, then
  * "lsn: N" in readable mode after a write), or the error to stderr.
  * When keep is not NULL the response is handed over there on success (the
@@ -192,5 +198,6 @@ int cmd_memory_search(cli *g, int argc, char **argv);
 int cmd_memory_dedup(cli *g, int argc, char **argv);
 int cmd_user_delete(cli *g, int argc, char **argv);
 int cmd_user_stats(cli *g, int argc, char **argv);
+int cmd_user_export(cli *g, int argc, char **argv);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * engram memory add|get|update|delete|list|search, engram user delete|stats
+ * engram memory add|get|update|delete|list|search, engram user delete|stats|export
  *
  * Lists of values are comma-separated: --tags a,b  --types fact,person
  * --embedding 0.1,0.2,0.3. Enum values take their short names (fact,
@@ -375,4 +375,62 @@ int cmd_user_stats(cli *g, int argc, char **argv) {
   if (rc != CLI_OK) return rc;
   req.user_id = (char *)user;
   return cli_rpc(g, &eg_client_method_get_user_stats, &req.base, NULL);
+}
+
+/* ---- user export ---------------------------------------------------------------------------- */
+
+/* The deadline of a whole export when --timeout is not given: streaming a
+ * user's data takes far longer than a unary call's answer. */
+#define CLI_EXPORT_TIMEOUT_MS 3600000
+
+/* Prints resp as JSON lines of one record each: a batch of messages
+ * becomes one line per message (an ExportedMessages holding one). */
+static void cli_export_print(const Engram__V1__ExportUserResponse *resp) {
+  if (resp->item_case != ENGRAM__V1__EXPORT_USER_RESPONSE__ITEM_MESSAGES) {
+    cli_print_json(stdout, &resp->base);
+    return;
+  }
+  for (size_t i = 0; i < resp->messages->n_messages; i++) {
+    Engram__V1__ExportedMessages one = ENGRAM__V1__EXPORTED_MESSAGES__INIT;
+    Engram__V1__ExportUserResponse line = ENGRAM__V1__EXPORT_USER_RESPONSE__INIT;
+    one.session_id = resp->messages->session_id;
+    one.messages = &resp->messages->messages[i];
+    one.n_messages = 1;
+    line.item_case = ENGRAM__V1__EXPORT_USER_RESPONSE__ITEM_MESSAGES;
+    line.messages = &one;
+    line.lsn = resp->lsn;
+    cli_print_json(stdout, &line.base);
+  }
+}
+
+int cmd_user_export(cli *g, int argc, char **argv) {
+  const char *const names[] = {"USER", NULL};
+  Engram__V1__ExportUserRequest req = ENGRAM__V1__EXPORT_USER_REQUEST__INIT;
+  const char *user;
+  int rc = cli_parse(g, argc, argv, cli_no_flags, names, &user);
+  if (rc != CLI_OK) return rc;
+  if (!cli_client(g)) return CLI_USAGE;
+  req.user_id = (char *)user;
+  eg_client_opts opts = {.timeout_ms = g->timeout_ms ? g->timeout_ms : CLI_EXPORT_TIMEOUT_MS,
+                         .min_lsn = (uint64_t)g->min_lsn};
+  eg_client_status st;
+  ProtobufCMessage *m;
+  eg_client_stream *s =
+      eg_client_stream_open(g->client, EG_CLIENT_USER_SVC "ExportUser", &req.base, &opts, &st);
+  while (s && eg_client_stream_next(s, &engram__v1__export_user_response__descriptor, &m, &st) == 1) {
+    cli_export_print((const Engram__V1__ExportUserResponse *)m);
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  eg_client_stream_free(s);
+  /* Each line went out whole before the next: what was printed stays
+   * valid JSON lines whichever way the stream ended. */
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "engram: cannot write the export to stdout\n");
+    return CLI_ERR;
+  }
+  if (st.code != 0) {
+    cli_print_status(&st);
+    return CLI_ERR;
+  }
+  return CLI_OK;
 }

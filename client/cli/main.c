@@ -61,6 +61,9 @@ static const cli_cmd commands[] = {
      "re-run de-duplication over a user's ACTIVE memories", cmd_memory_dedup},
     {"user", "delete", "USER", "erase every session, message and memory of a user", cmd_user_delete},
     {"user", "stats", "USER", "a user's memory counts by state and type", cmd_user_stats},
+    {"user", "export", "USER",
+     "everything of a user, decrypted, as JSON lines on stdout (one session, message or memory "
+     "a line)", cmd_user_export},
     {"health", NULL, "", "check the server (exit 0 if SERVING)", cmd_health},
     {"admin", "status", "", "role, epoch, LSNs and (primary) each replica's lag",
      cmd_admin_status},
@@ -101,7 +104,7 @@ static void usage(FILE *out) {
         "  --target HOST:PORT  server (env ENGRAM_TARGET, default " DEFAULT_TARGET ")\n"
         "  --token T           bearer token (env ENGRAM_TOKEN)\n"
         "  --json              print each response as proto3 JSON\n"
-        "  --timeout MS        deadline of each call (default 10000)\n"
+        "  --timeout MS        deadline of each call (default 10000; of a whole user export 3600000)\n"
         "  --min-lsn N         read-your-writes: wait until the server applied LSN N\n"
         "\nexit status: 0 ok, 1 the call failed, 2 usage error\n",
         out);
