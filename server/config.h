@@ -45,6 +45,9 @@ typedef struct {
   int64_t wal_retain_records;         /* --wal-retain-records 1000000 */
   int64_t wal_retain_s;               /* --wal-retain-s 86400 */
   int64_t wal_retain_cap;             /* --wal-retain-cap 10000000 (held for replicas at most) */
+  char wal_archive_dir[EG_CONFIG_PATH_MAX]; /* --wal-archive-dir; "" means off */
+  int64_t wal_archive_segment_records; /* --wal-archive-segment-records 10000 */
+  int64_t wal_archive_segment_s;       /* --wal-archive-segment-s 60 */
   int64_t max_reply_bytes;            /* --max-reply-bytes 3145728 (largest page reply) */
   int max_streams_per_conn;           /* --max-streams-per-conn 100 (concurrent calls) */
   int64_t call_timeout_ms;            /* --call-timeout-ms 60000 (unary call, arrival to reply sent) */
