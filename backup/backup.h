@@ -23,12 +23,13 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "crypto/crypto.h"
 
 #define EG_BACKUP_MAGIC "EGBACKUP"
 #define EG_BACKUP_FORMAT 1
 #define EG_BACKUP_HEADER_BYTES 4096
 /* Key ids a header can name (a keyring holds at most this many keys). */
-#define EG_BACKUP_KEY_IDS_MAX 64
+#define EG_BACKUP_KEY_IDS_MAX EG_KEYRING_KEYS_MAX
 
 typedef struct {
   uint32_t format;         /* EG_BACKUP_FORMAT */
@@ -54,5 +55,32 @@ eg_err eg_backup_header_read(const char *path, eg_backup_header *h, char *why, s
  * then removed). */
 eg_err eg_backup_extract(const char *path, const char *out_path, eg_backup_header *h, char *why,
                          size_t whylen);
+
+/* ---- writing a backup file (backup/file.c) ----------------------------------
+ *
+ * The file appears whole or not at all: the data goes to a temp file beside
+ * the target (mode 0600) at EG_BACKUP_HEADER_BYTES, hashed as it goes; the
+ * header is written last, then the file is fsync'd, renamed into place and
+ * the directory fsync'd. Thread safety: one writer, one thread. */
+typedef struct eg_backup_writer eg_backup_writer;
+
+/* Creates the temp file for a backup to be named path (its directory must
+ * exist; path itself is replaced at commit if it exists). EG_EIO with why
+ * filled if it cannot; *out set only on success. */
+eg_err eg_backup_writer_open(const char *path, eg_backup_writer **out, char *why, size_t whylen);
+/* Appends p[0..n) to the data. EG_EIO with why filled (the writer stays
+ * open: abort it). */
+eg_err eg_backup_writer_write(eg_backup_writer *w, const void *p, size_t n, char *why,
+                              size_t whylen);
+/* Bytes of data written so far. */
+uint64_t eg_backup_writer_bytes(const eg_backup_writer *w);
+/* Finishes the file with header h, whose data_bytes and sha256 must be
+ * those of the data written (EG_ECORRUPT otherwise: what the server
+ * announced is not what arrived), and puts it in place. Frees w whatever it
+ * returns; on failure the temp file is removed and path untouched. */
+eg_err eg_backup_writer_commit(eg_backup_writer *w, const eg_backup_header *h, char *why,
+                               size_t whylen);
+/* Removes the temp file and frees w. NULL is fine. */
+void eg_backup_writer_abort(eg_backup_writer *w);
 
 #endif

@@ -18,9 +18,10 @@
 /* A follower that hears nothing for this long (several missed heartbeats)
  * drops the stream and reconnects. */
 #define EG_REPL_SILENCE_MS 5000
-/* Snapshot calls served at once: each holds a reader slot and writes a
- * whole compacted copy of the store into the data dir while it streams.
- * Past it a call is refused UNAVAILABLE (the replica retries with backoff). */
+/* Snapshot and Backup calls served at once: each holds a reader slot and
+ * writes a whole compacted copy of the store into the data dir while it
+ * streams. Past it a call is refused UNAVAILABLE (a replica retries with
+ * backoff). */
 #define EG_REPL_MAX_SNAPSHOTS 2
 /* A snapshot waiting to be installed, and one being received. */
 #define EG_REPL_SNAPSHOT_READY "snapshot.mdb"
@@ -77,7 +78,7 @@ struct eg_repl {
   pthread_mutex_t life_mu;
   int follower_started; /* guarded by life_mu */
   int syncer_started;
-  atomic_int snapshots;             /* primary: Snapshot calls being served */
+  atomic_int snapshots;             /* Snapshot and Backup calls being served */
   atomic_uint_fast64_t primary_lsn; /* replica: last heard from the primary */
   atomic_int connected;             /* replica: streaming now */
 };
@@ -91,6 +92,10 @@ int eg_rpc_run_within(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, 
                       int64_t timeout_ms);
 /* rpc.c: sends m as one message. */
 int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m);
+/* rpc.c: the same, giving up (and cancelling the call) after timeout_ms
+ * (< 0: never). */
+int eg_rpc_send_within(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m,
+                       int64_t timeout_ms);
 /* rpc.c: receives one message as desc; NULL at the end of the stream or
  * on failure. */
 ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,

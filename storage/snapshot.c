@@ -46,7 +46,7 @@ eg_err eg_store_file_info_read(const char *path, eg_store_file_info *out) {
   return e;
 }
 
-eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epoch) {
+eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *out) {
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return EG_EIO;
   /* The copy runs its own read txn: keep the map from moving under it. */
@@ -58,14 +58,8 @@ eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epo
   pthread_rwlock_unlock(&s->map_lock);
   if (!rc && fsync(fd) != 0) rc = EIO;
   close(fd);
-  eg_store_file_info info;
-  eg_err e = rc ? eg_store__err(rc) : eg_store_file_info_read(path, &info);
-  if (e) {
-    unlink(path);
-    return e;
-  }
-  *lsn = info.lsn;
-  *epoch = info.epoch;
+  eg_err e = rc ? eg_store__err(rc) : eg_store_file_info_read(path, out);
+  if (e) unlink(path);
   return e;
 }
 

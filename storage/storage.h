@@ -412,14 +412,15 @@ void eg_store_wake_waiters(eg_store *s);
 
 /* The data dir the store was opened on. */
 const char *eg_store_dir(const eg_store *s);
-/* Writes a consistent, compacted copy of the store to path (new file, mode
- * 0600) while writes go on, and reports the LSN and epoch it holds. */
-eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epoch);
 /* What a store file holds, read from its meta DB. */
 typedef struct {
   uint64_t lsn, epoch;
   uint32_t schema_version; /* 0: a file never opened as a store */
 } eg_store_file_info;
+/* Writes a consistent, compacted copy of the store to path (new file, mode
+ * 0600) while writes go on, and reports what it holds (its LSN, epoch and
+ * schema version) in *info. */
+eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *info);
 /* Opens the single-file store at path (a copy: no lock file, nothing else
  * has it open) read-only and fills out. EG_ECORRUPT if it is not an LMDB
  * file, is shorter than its meta pages say (checked before anything is

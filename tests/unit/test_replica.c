@@ -272,9 +272,11 @@ static void test_snapshot_check(void) {
   char path[4200], why[256];
   eg_store *s = open_store();
   commit_n(s, 200);
-  uint64_t lsn = 0, epoch = 0;
+  eg_store_file_info info;
   snprintf(path, sizeof path, "%s/copy.mdb", dir);
-  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, path, &lsn, &epoch), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, path, &info), EG_OK);
+  uint64_t lsn = info.lsn, epoch = info.epoch;
+  CU_ASSERT_EQUAL(info.schema_version, EG_STORE_SCHEMA_VERSION);
   eg_store_close(s);
   CU_ASSERT_EQUAL(lsn, 200);
   CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_OK);
