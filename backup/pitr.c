@@ -141,61 +141,92 @@ static eg_err eg_replay_all(eg_store *s, const eg_archive *a, uint64_t to, uint6
   }
 }
 
-eg_err eg_pitr_replay(const char *data_dir, const char *archive_dir, const eg_pitr_target *target,
-                      eg_pitr_result *res, char *why, size_t whylen) {
+/* The archive in dir, listed and put in history order. */
+static eg_err eg_archive_open(const char *dir, eg_archive *a, char *why, size_t whylen) {
   eg_walseg_info *segs = NULL;
-  eg_walseg_piece *pieces = NULL;
-  eg_store *s = NULL;
   size_t n = 0;
-  char err[512];
-  eg_err e = eg_walseg_list(archive_dir, &segs, &n, why, whylen);
+  *a = (eg_archive){.dir = dir};
+  eg_err e = eg_walseg_list(dir, &segs, &n, why, whylen);
   if (e) return e;
-  if (n && !(pieces = malloc(n * sizeof *pieces))) {
+  eg_walseg_piece *pieces = n ? malloc(n * sizeof *pieces) : NULL;
+  if (n && !pieces) {
     free(segs);
     snprintf(why, whylen, "out of memory");
     return EG_ENOMEM;
   }
-  eg_archive a = {.dir = archive_dir, .segs = segs, .pieces = pieces,
-                  .np = n ? eg_walseg_chain(segs, n, pieces) : 0};
-  uint64_t tip = a.np ? pieces[a.np - 1].to : 0;
+  *a = (eg_archive){.dir = dir, .segs = segs, .pieces = pieces,
+                    .np = n ? eg_walseg_chain(segs, n, pieces) : 0};
+  return EG_OK;
+}
+
+static void eg_archive_close(eg_archive *a) {
+  free((void *)a->pieces);
+  free((void *)a->segs);
+}
+
+/* The check pass: every record from base + 1 to the target read and
+ * checked, nothing written; *end is where the replay will stop. */
+static eg_err eg_pitr_plan(const eg_archive *a, uint64_t base, uint64_t epoch,
+                           const eg_pitr_target *target, eg_walk_end *end, char *why,
+                           size_t whylen) {
+  uint64_t tip = a->np ? a->pieces[a->np - 1].to : 0;
+  if (target->to_lsn && target->to_lsn < base) {
+    snprintf(why, whylen, "target lsn %llu is before the base (lsn %llu)",
+             (unsigned long long)target->to_lsn, (unsigned long long)base);
+    return EG_EPRECOND;
+  }
+  if (target->to_lsn > tip) {
+    snprintf(why, whylen, "target lsn %llu is past the archive's end (lsn %llu)",
+             (unsigned long long)target->to_lsn, (unsigned long long)tip);
+    return EG_EPRECOND;
+  }
+  uint64_t to = target->to_lsn ? target->to_lsn : UINT64_MAX;
+  eg_err e = eg_walk(a, base + 1, to, target->to_time_us, epoch, NULL, NULL, end, why, whylen);
+  if (e) return e;
+  if (target->to_time_us && !end->time_reached) {
+    snprintf(why, whylen, "target time is past the archive's end (its last record, lsn %llu, "
+             "was written before it): more records may exist that it does not hold",
+             (unsigned long long)end->last);
+    return EG_EPRECOND;
+  }
+  return EG_OK;
+}
+
+eg_err eg_pitr_check(const char *archive_dir, uint64_t base_lsn, uint64_t base_epoch,
+                     const eg_pitr_target *target, eg_pitr_result *res, char *why, size_t whylen) {
+  eg_archive a;
+  eg_walk_end end;
+  eg_err e = eg_archive_open(archive_dir, &a, why, whylen);
+  if (e) return e;
+  e = eg_pitr_plan(&a, base_lsn, base_epoch, target, &end, why, whylen);
+  eg_archive_close(&a);
+  if (e) return e;
+  *res = (eg_pitr_result){.base_lsn = base_lsn, .lsn = end.last, .epoch = end.epoch,
+                          .time_us = end.last > base_lsn ? end.time_us : 0,
+                          .records = end.last - base_lsn};
+  return EG_OK;
+}
+
+eg_err eg_pitr_replay(const char *data_dir, const char *archive_dir, const eg_pitr_target *target,
+                      eg_pitr_result *res, char *why, size_t whylen) {
+  eg_archive a;
+  eg_store *s = NULL;
+  eg_walk_end end;
+  char err[512];
+  eg_err e = eg_archive_open(archive_dir, &a, why, whylen);
+  if (e) return e;
   if ((e = eg_store_open(data_dir, &(eg_store_opts){0}, &s, err, sizeof err)) != EG_OK) {
     snprintf(why, whylen, "%s", err);
     goto out;
   }
   uint64_t base = eg_store_last_lsn(s), epoch = eg_store_epoch(s);
-  *res = (eg_pitr_result){.base_lsn = base, .lsn = base, .epoch = epoch};
-  uint64_t to = target->to_lsn ? target->to_lsn : UINT64_MAX;
-  if (target->to_lsn && target->to_lsn < base) {
-    snprintf(why, whylen, "target lsn %llu is before the base (lsn %llu)",
-             (unsigned long long)target->to_lsn, (unsigned long long)base);
-    e = EG_EPRECOND;
-    goto out;
-  }
-  if (target->to_lsn > tip) {
-    snprintf(why, whylen, "target lsn %llu is past the archive's end (lsn %llu)",
-             (unsigned long long)target->to_lsn, (unsigned long long)tip);
-    e = EG_EPRECOND;
-    goto out;
-  }
-  /* The check pass: reads and checks every record, writes nothing. */
-  eg_walk_end end;
-  if ((e = eg_walk(&a, base + 1, to, target->to_time_us, epoch, NULL, NULL, &end, why, whylen)))
-    goto out;
-  if (target->to_time_us && !end.time_reached) {
-    snprintf(why, whylen, "target time is past the archive's end (its last record, lsn %llu, "
-             "was written before it): more records may exist that it does not hold",
-             (unsigned long long)end.last);
-    e = EG_EPRECOND;
-    goto out;
-  }
+  if ((e = eg_pitr_plan(&a, base, epoch, target, &end, why, whylen))) goto out;
   if (end.last > base && (e = eg_replay_all(s, &a, end.last, epoch, why, whylen)) != EG_OK) goto out;
-  res->lsn = eg_store_last_lsn(s);
-  res->epoch = eg_store_epoch(s);
-  res->time_us = end.last > base ? end.time_us : 0;
+  *res = (eg_pitr_result){.base_lsn = base, .lsn = eg_store_last_lsn(s), .epoch = eg_store_epoch(s),
+                          .time_us = end.last > base ? end.time_us : 0};
   res->records = res->lsn - base;
 out:
   eg_store_close(s);
-  free(pieces);
-  free(segs);
+  eg_archive_close(&a);
   return e;
 }

@@ -141,6 +141,14 @@ typedef struct {
  * map it dirties. */
 #define EG_PITR_BATCH 512
 
+/* The check pass of eg_pitr_replay alone, for a base at base_lsn and
+ * base_epoch (a backup's header): reads and checks every record the
+ * replay would need, writes nothing; *res says where the replay would end.
+ * Same refusals as eg_pitr_replay. Lets a restore refuse before it
+ * touches the data dir. */
+eg_err eg_pitr_check(const char *archive_dir, uint64_t base_lsn, uint64_t base_epoch,
+                     const eg_pitr_target *target, eg_pitr_result *res, char *why, size_t whylen);
+
 /* Replays the archive in archive_dir onto the store in data_dir (a
  * restored base at LSN L, or a new empty dir: L = 0): records L + 1 on,
  * up to the target (neither set: all archived), in write txns of at most

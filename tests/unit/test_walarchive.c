@@ -260,8 +260,12 @@ static void test_pitr(void) {
   CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, &past, &res, why, sizeof why), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "target lsn 6 is past the archive's end (lsn 5)"));
   CU_ASSERT_EQUAL(lsn_of(dst), 0);
-  /* To LSN 3, then on to the end from there (the base is now at 3). */
+  /* To LSN 3 (checked first without writing), then on to the end from
+   * there (the base is now at 3). */
   eg_pitr_target to3 = {.to_lsn = 3}, all = {0};
+  CU_ASSERT_EQUAL_FATAL(eg_pitr_check(dir, 0, 1, &to3, &res, why, sizeof why), EG_OK);
+  CU_ASSERT(res.lsn == 3 && res.records == 3 && res.epoch == 1);
+  CU_ASSERT_EQUAL(lsn_of(dst), 0);
   CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, &to3, &res, why, sizeof why), EG_OK);
   CU_ASSERT(res.base_lsn == 0 && res.lsn == 3 && res.records == 3 && res.epoch == 1);
   CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, &all, &res, why, sizeof why), EG_OK);
