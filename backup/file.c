@@ -139,6 +139,20 @@ eg_err eg_backup_header_read(const char *path, eg_backup_header *h, char *why, s
   return e;
 }
 
+int eg_backup_has_magic(const char *path) {
+  char magic[EG_BACKUP_MAGIC_LEN];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  int ok = read_at(fd, magic, sizeof magic, 0);
+  int err = errno;
+  close(fd);
+  if (!ok && err) {
+    errno = err;
+    return -1;
+  }
+  return ok && memcmp(magic, EG_BACKUP_MAGIC, EG_BACKUP_MAGIC_LEN) == 0;
+}
+
 /* ---- extract -------------------------------------------------------------- */
 
 /* Copies n bytes from in (at its offset) to out, hashing them into digest. */

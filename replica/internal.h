@@ -207,12 +207,6 @@ eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char 
 void *eg_repl_follower_main(void *arg);
 /* snapshot.c: replica side: downloads a snapshot into the data dir. */
 eg_err eg_repl_fetch_snapshot(eg_repl *r);
-/* snapshot.c: before a downloaded snapshot may be installed: the file at
- * path must open as a store (read-only) holding exactly the lsn and epoch
- * the primary announced, at a schema version this build reads. Else
- * EG_ECORRUPT, with the reason in why. */
-eg_err eg_repl_snapshot_check(const char *path, uint64_t lsn, uint64_t epoch, char *why,
-                              size_t whylen);
 /* snapshot.c: primary side: takes one of the EG_REPL_MAX_SNAPSHOTS places
  * for a Snapshot call (EG_OK; give it back with eg_repl_snapshot_leave),
  * or EG_EUNAVAIL when all are taken. Thread safety: any thread. */

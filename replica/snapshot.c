@@ -174,29 +174,6 @@ static eg_err eg_snap_receive(grpc_call *call, grpc_completion_queue *cq, int fd
   return EG_EUNAVAIL; /* the stream ended before the last chunk */
 }
 
-eg_err eg_repl_snapshot_check(const char *path, uint64_t lsn, uint64_t epoch, char *why,
-                              size_t whylen) {
-  eg_store_file_info info;
-  eg_err e = eg_store_file_info_read(path, &info);
-  if (e) {
-    snprintf(why, whylen, "not a readable store file (%s)", eg_err_msg(e));
-    return EG_ECORRUPT;
-  }
-  if (info.lsn != lsn || info.epoch != epoch) {
-    snprintf(why, whylen, "holds lsn %llu epoch %llu, the primary announced lsn %llu epoch %llu",
-             (unsigned long long)info.lsn, (unsigned long long)info.epoch,
-             (unsigned long long)lsn, (unsigned long long)epoch);
-    return EG_ECORRUPT;
-  }
-  /* An older schema is migrated when the store opens; a newer one cannot be. */
-  if (info.schema_version == 0 || info.schema_version > EG_STORE_SCHEMA_VERSION) {
-    snprintf(why, whylen, "schema version %u, this build reads 1 to %u", info.schema_version,
-             EG_STORE_SCHEMA_VERSION);
-    return EG_ECORRUPT;
-  }
-  return EG_OK;
-}
-
 eg_err eg_repl_fetch_snapshot(eg_repl *r) {
   char partial[4096], ready[4096], why[256] = "";
   const char *dir = eg_store_dir(r->store);
@@ -217,7 +194,8 @@ eg_err eg_repl_fetch_snapshot(eg_repl *r) {
   close(fd);
   /* The digest proves the bytes came as sent; this proves they are the
    * store the primary announced, before anything may install them. */
-  if (!e) e = eg_repl_snapshot_check(partial, lsn, epoch, why, sizeof why);
+  eg_store_file_info info;
+  if (!e) e = eg_store_file_check(partial, lsn, epoch, &info, why, sizeof why);
   if (!e && rename(partial, ready) != 0) e = EG_EIO;
   if (e) unlink(partial);
   fprintf(stderr, "engramd: replica: snapshot %s%s%s\n",

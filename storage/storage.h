@@ -114,6 +114,8 @@ typedef struct {
  * Thread safety: once. */
 eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
                      char *err, size_t errlen);
+/* The lock file of a data dir (eg_store_lock_dir). */
+#define EG_STORE_LOCK_FILE "LOCK"
 /* Takes an exclusive lock on dir (flock on dir/LOCK, which then holds this
  * pid), creating dir as eg_store_open does, so two processes never serve
  * one store. *fd holds the lock until eg_store_unlock_dir or exit; it is
@@ -427,6 +429,12 @@ eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *info);
  * read through the map), or lacks the meta DB or its keys; EG_EIO if it
  * cannot be read. */
 eg_err eg_store_file_info_read(const char *path, eg_store_file_info *out);
+/* Checks the store file at path before it may be installed or trusted:
+ * readable as a store (eg_store_file_info_read, filling *info), holding
+ * lsn and epoch (what its sender announced), of a schema version this
+ * build opens. EG_ECORRUPT with why filled otherwise. */
+eg_err eg_store_file_check(const char *path, uint64_t lsn, uint64_t epoch,
+                           eg_store_file_info *info, char *why, size_t whylen);
 /* Makes the copy at snapshot_path the store of dir (and drops dir's
  * engram.id, which the next open writes from the copy's id). Call before
  * eg_store_open, with no process holding dir open. */
@@ -439,6 +447,12 @@ typedef void (*eg_kv_visit_fn)(void *arg, const char *db, const void *k, size_t 
 eg_err eg_store_txn_lsn(eg_txn *t, uint64_t *lsn);
 /* Visits every data DB in a fixed order, keys ascending. */
 eg_err eg_store_visit_data(eg_txn *t, eg_kv_visit_fn fn, void *arg);
+/* The same over the single-file store at path, opened as
+ * eg_store_file_info_read does (read-only, no lock file; *info filled):
+ * EG_ECORRUPT for a file that is not a store, is cut short, or lacks a data
+ * DB of its schema version (a DB that a later schema added may be absent). */
+eg_err eg_store_file_visit(const char *path, eg_store_file_info *info, eg_kv_visit_fn fn,
+                           void *arg);
 
 /* ---- named meta values ----------------------------------------------------
  *

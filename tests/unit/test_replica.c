@@ -279,18 +279,18 @@ static void test_snapshot_check(void) {
   CU_ASSERT_EQUAL(info.schema_version, EG_STORE_SCHEMA_VERSION);
   eg_store_close(s);
   CU_ASSERT_EQUAL(lsn, 200);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch, &info, why, sizeof why), EG_OK);
   /* not what the primary announced */
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn + 1, epoch, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn + 1, epoch, &info, why, sizeof why), EG_ECORRUPT);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "announced"));
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch + 1, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch + 1, &info, why, sizeof why), EG_ECORRUPT);
   /* cut short (as a read error on the primary used to send it): refused,
    * and without touching the missing pages */
   struct stat st;
   CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
   CU_ASSERT_FATAL(st.st_size > 4 * 4096);
   CU_ASSERT_EQUAL_FATAL(truncate(path, st.st_size - 4096), 0);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch, &info, why, sizeof why), EG_ECORRUPT);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "not a readable store"));
   /* garbage */
   int fd = open(path, O_WRONLY | O_TRUNC);
@@ -299,10 +299,10 @@ static void test_snapshot_check(void) {
   memset(junk, 0x5a, sizeof junk);
   CU_ASSERT_EQUAL(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
   close(fd);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch, &info, why, sizeof why), EG_ECORRUPT);
   /* empty */
   CU_ASSERT_EQUAL_FATAL(truncate(path, 0), 0);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch, &info, why, sizeof why), EG_ECORRUPT);
 }
 
 /* ---- bug 4: promotion and a snapshot restart exclude each other --------- */
