@@ -20,7 +20,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "backup/walarchive.h"
 #include "engram.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
@@ -216,15 +215,5 @@ int cmd_backup_prune(cli *g, int argc, char **argv);
 /* --to-time's value: RFC 3339 ("2026-01-02T03:04:05.5Z", "...+02:00") or
  * unix seconds ("1767323045.5"). Returns 0 and *us, or -1. */
 int cli_parse_time_us(const char *s, int64_t *us);
-/* Before the base is put in place: CLI_OK if the archive can take a base
- * at base_lsn/base_epoch to t, else CLI_ERR after saying why (the LSN). */
-int cli_pitr_check(const char *archive, uint64_t base_lsn, uint64_t base_epoch,
-                   const eg_pitr_target *t);
-/* Replays archive onto the base in dir (eg_pitr_replay): CLI_OK with
- * *res, or CLI_ERR after saying why. */
-int cli_pitr_replay(const char *dir, const char *archive, const eg_pitr_target *t,
-                    eg_pitr_result *res);
-/* RFC 3339 text of a time in unix us. */
-void cli_pitr_time_text(int64_t us, char buf[48]);
 
 #endif

@@ -1,7 +1,5 @@
-/* Point-in-time restore in `engram backup restore` (--wal-archive,
- * --to-lsn, --to-time): the target's parsing, the check before the base
- * is put in place, the replay after, and the line that says where the
- * restore stopped. */
+/* The target of a point-in-time restore (`engram backup restore
+ * --to-time T`): RFC 3339 or unix seconds. */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <stdio.h>
@@ -71,33 +69,4 @@ int cli_parse_time_us(const char *s, int64_t *us) {
     return 0;
   }
   return parse_rfc3339(s, us);
-}
-
-/* "refused: why" for a restore the archive cannot serve. */
-static int pitr_refused(const char *archive, eg_err e, const char *why) {
-  fprintf(stderr, "engram: point-in-time restore from %s %s: %s\n", archive,
-          e == EG_EPRECOND || e == EG_ECORRUPT ? "refused" : "failed", why);
-  return CLI_ERR;
-}
-
-int cli_pitr_check(const char *archive, uint64_t base_lsn, uint64_t base_epoch,
-                   const eg_pitr_target *t) {
-  char why[512];
-  eg_pitr_result res;
-  eg_err e = eg_pitr_check(archive, base_lsn, base_epoch, t, &res, why, sizeof why);
-  return e ? pitr_refused(archive, e, why) : CLI_OK;
-}
-
-int cli_pitr_replay(const char *dir, const char *archive, const eg_pitr_target *t,
-                    eg_pitr_result *res) {
-  char why[512];
-  eg_err e = eg_pitr_replay(dir, archive, t, res, why, sizeof why);
-  return e ? pitr_refused(archive, e, why) : CLI_OK;
-}
-
-void cli_pitr_time_text(int64_t us, char buf[48]) {
-  Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
-  ts.seconds = us / 1000000;
-  ts.nanos = (int32_t)(us % 1000000) * 1000;
-  pb_timestamp_text(&ts, buf);
 }
