@@ -274,7 +274,8 @@ void eg_config_usage(FILE *f) {
 }
 
 unsigned eg_config_store_readers(int workers) {
-  /* 64 and 2: replica/internal.h's EG_REPL_MAX_PEERS (the replicas one
-   * primary serves) and EG_REPL_MAX_SNAPSHOTS (snapshots copied at once). */
-  return (unsigned)(workers > 0 ? workers : 0) + 2 + 64 + 2 + EG_READERS_HEADROOM;
+  /* 3: parking, the follower, the WAL archiver. 64 and 2: replica/internal.h's
+   * EG_REPL_MAX_PEERS (the replicas one primary serves) and
+   * EG_REPL_MAX_SNAPSHOTS (snapshots copied at once). */
+  return (unsigned)(workers > 0 ? workers : 0) + 3 + 64 + 2 + EG_READERS_HEADROOM;
 }

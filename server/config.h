@@ -102,12 +102,12 @@ eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_
 void eg_config_usage(FILE *f);
 
 /* LMDB reader slots engramd needs with `workers` worker threads: every
- * reader the process can hold at once. Each worker keeps one; parking and
- * the follower one each; each replica stream one (a stream takes its entry
+ * reader the process can hold at once. Each worker keeps one; parking,
+ * the follower and the WAL archiver one each; each replica stream one (a stream takes its entry
  * in the replica table, at most 64, before its reader, so a refused one
  * holds none); each snapshot being copied one (at most 2 at once); plus
  * EG_READERS_HEADROOM for short ones (meta reads, a stream that replaced
- * its replica's older one still ending). workers + 2 + 64 + 2 + 32. */
+ * its replica's older one still ending). workers + 3 + 64 + 2 + 32. */
 #define EG_READERS_HEADROOM 32
 unsigned eg_config_store_readers(int workers);
 
