@@ -86,12 +86,13 @@ eg_err eg_walseg_recover(const char *dir, uint64_t *cut, char *why, size_t whyle
 typedef struct {
   char name[EG_WALSEG_NAME_MAX];
   uint64_t first_lsn, last_lsn, epoch;
-  int partial; /* still .partial: last_lsn not known (0) */
+  int partial; /* still .partial: last_lsn is its last whole record */
 } eg_walseg_info;
 
 /* The segments of dir, sorted by (first_lsn, epoch); files whose names are
  * not segments' are left out. A closed segment's last_lsn comes from its
- * end (checked); its records are not read. *out is malloc'd (free it);
+ * end (checked); its records are not read. A .partial is read to its last
+ * whole record (first_lsn - 1: none yet). *out is malloc'd (free it);
  * EG_ECORRUPT (why names the file) for a segment whose header or end is
  * bad; EG_EIO if dir cannot be read. */
 eg_err eg_walseg_list(const char *dir, eg_walseg_info **out, size_t *n, char *why, size_t whylen);

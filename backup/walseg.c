@@ -391,8 +391,16 @@ eg_err eg_walseg_list(const char *dir, eg_walseg_info **out, size_t *n, char *wh
     if (!v[i].partial) {
       e = eg_seg_read_end(dir, &v[i], &v[i].last_lsn, why, whylen);
     } else {
+      /* One being created this instant (or left by a crash before its
+       * header was durable) holds nothing yet. */
       off_t good;
-      e = eg_seg_scan_partial(dir, v[i].name, &v[i].last_lsn, &good, why, whylen);
+      char path[EG_PATH_MAX + EG_WALSEG_NAME_MAX];
+      struct stat st;
+      snprintf(path, sizeof path, "%s/%s", dir, v[i].name);
+      if (stat(path, &st) == 0 && st.st_size < EG_WALSEG_HEADER_BYTES)
+        v[i].last_lsn = v[i].first_lsn - 1;
+      else
+        e = eg_seg_scan_partial(dir, v[i].name, &v[i].last_lsn, &good, why, whylen);
     }
   }
   if (e) {

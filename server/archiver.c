@@ -302,6 +302,12 @@ eg_err eg_archiver_start(const eg_config *cfg, eg_store *store, eg_archiver **ou
 
 void eg_archiver_stop(eg_archiver *a) {
   if (!a) return;
+  /* Stopping first, then the wake: a thread waiting for a commit sees it
+   * now rather than at the end of its wait. */
+  pthread_mutex_lock(&a->bg.mu);
+  a->bg.stopping = 1;
+  pthread_mutex_unlock(&a->bg.mu);
+  eg_store_wake_waiters(a->store);
   eg_bgthread_stop(&a->bg);
   eg_store_reader_free(a->reader);
   free(a);
