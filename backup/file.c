@@ -84,12 +84,12 @@ static eg_err header_read_fd(int fd, const char *path, eg_backup_header *h, char
     snprintf(why, whylen, "%s: %s", path, strerror(errno));
     return EG_EIO;
   }
-  if (!read_at(fd, block, EG_BACKUP_PREFIX_LEN, 0) ||
-      memcmp(block, EG_BACKUP_MAGIC, EG_BACKUP_MAGIC_LEN) != 0) {
-    if (errno) {
-      snprintf(why, whylen, "%s: %s", path, strerror(errno));
-      return EG_EIO;
-    }
+  int got = read_at(fd, block, EG_BACKUP_PREFIX_LEN, 0);
+  if (!got && errno) {
+    snprintf(why, whylen, "%s: %s", path, strerror(errno));
+    return EG_EIO;
+  }
+  if (!got || memcmp(block, EG_BACKUP_MAGIC, EG_BACKUP_MAGIC_LEN) != 0) {
     snprintf(why, whylen, "%s is not a backup file (no %s header)", path, EG_BACKUP_MAGIC);
     return EG_ECORRUPT;
   }

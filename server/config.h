@@ -105,7 +105,7 @@ void eg_config_usage(FILE *f);
  * reader the process can hold at once. Each worker keeps one; parking,
  * the follower and the WAL archiver one each; each replica stream one (a stream takes its entry
  * in the replica table, at most 64, before its reader, so a refused one
- * holds none); each snapshot being copied one (at most 2 at once); plus
+ * holds none); each snapshot or backup being copied one (at most 2 at once); plus
  * EG_READERS_HEADROOM for short ones (meta reads, a stream that replaced
  * its replica's older one still ending). workers + 3 + 64 + 2 + 32. */
 #define EG_READERS_HEADROOM 32
