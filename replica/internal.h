@@ -139,12 +139,15 @@ typedef struct {
   const uint64_t *held;     /* applied LSNs of the connected replicas */
   size_t n_held;
   uint64_t erase_floor;     /* eg_store_erase_floor */
+  uint64_t archive_next;    /* the first LSN the WAL archiver has not made
+                               durable (0: no archiver) */
 } eg_trim_view;
 /* peers.c: the LSN below which log records may go. Pure. Records go when
  * they are past the newest retain_records or older than young (never the
  * newest record for age alone); a connected replica holds its applied
  * record and all after it, but nothing past retain_cap; the erase floor
- * overrides all. */
+ * overrides that; the archiver holds archive_next and all after it, over
+ * the erase floor too, but nothing past retain_cap. */
 uint64_t eg_repl_trim_floor(const eg_trim_view *v);
 /* peers.c: 1 if young can change eg_repl_trim_floor(v) (v->young is not
  * read), 0 when the connected replicas hold the log at its first record or

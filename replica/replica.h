@@ -110,8 +110,10 @@ eg_err eg_repl_serve_copy(eg_repl *r, const ProtobufCMessageDescriptor *request,
                           grpc_call *call, grpc_completion_queue *cq, char *msg, size_t msglen);
 
 /* Log records below this LSN may go (retention by count and age, held for
- * connected replicas up to the cap). t is a txn to read the log with. */
-uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t);
+ * connected replicas up to the cap; erasure; then held from archive_next
+ * on for the WAL archiver, up to the cap; 0: no archiver). t is a txn to
+ * read the log with. */
+uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t, uint64_t archive_next);
 
 /* With --sync-replicas N > 0: calls done(arg, acked) once N replicas have
  * applied lsn (acked >= N) or the timeout passed (acked < N), from the

@@ -6,6 +6,7 @@
 #include "common/clock.h"
 #include "engram/v1/admin.pb-c.h"
 #include "replica/replica.h"
+#include "server/archiver.h"
 #include "server/convert.h"
 #include "server/service.h"
 #include "server/sweeper.h"
@@ -27,6 +28,13 @@ static eg_err eg_get_status(eg_req *r, const ProtobufCMessage *msg) {
   eg_sweeper_get_stats(r->srv->sweeper, &st);
   if (st.last_sweep_us && !(out->last_sweep_time = eg_timestamp(r, st.last_sweep_us)))
     return EG_ENOMEM;
+  if (r->srv->archiver) {
+    eg_archiver_stats as;
+    eg_archiver_get_stats(r->srv->archiver, &as);
+    out->archived_lsn = as.archived_lsn;
+    if (!(out->archive_problem = eg_arena_alloc(r->arena, strlen(as.problem) + 1))) return EG_ENOMEM;
+    strcpy(out->archive_problem, as.problem);
+  }
   r->resp = &out->base;
   return EG_OK;
 }

@@ -376,6 +376,16 @@ eg_err eg_store_wal_first_after(eg_txn *t, int64_t time_us, size_t max, uint64_t
  * With rec (may be NULL), also the record as stored, valid until t ends. */
 eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch, const uint8_t **rec,
                              size_t *len);
+/* The head of an encoded WalRecord, read without decoding its ops (the
+ * WAL archiver reads every record). */
+typedef struct {
+  uint64_t lsn, epoch;
+  int64_t time_us;
+  int erasure;
+} eg_wal_head;
+/* Fills *out from rec (len bytes); EG_ECORRUPT if it does not parse or
+ * lacks its LSN, epoch or time. Cost: O(fields). Thread safety: any. */
+eg_err eg_store_wal_head(const uint8_t *rec, size_t len, eg_wal_head *out);
 /* Deletes up to max of the oldest records with LSN < below_lsn; *n (may be
  * NULL) gets how many. */
 eg_err eg_store_wal_trim(eg_txn *w, uint64_t below_lsn, size_t max, size_t *n);

@@ -213,4 +213,10 @@ int cmd_backup_restore(cli *g, int argc, char **argv);
 int cmd_backup_list(cli *g, int argc, char **argv);
 int cmd_backup_prune(cli *g, int argc, char **argv);
 
+/* ---- pitr.c (point-in-time restore) ---- */
+
+/* --to-time's value: RFC 3339 ("2026-01-02T03:04:05.5Z", "...+02:00") or
+ * unix seconds ("1767323045.5"). Returns 0 and *us, or -1. */
+int cli_parse_time_us(const char *s, int64_t *us);
+
 #endif

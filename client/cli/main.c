@@ -83,9 +83,11 @@ static const cli_cmd commands[] = {
      "check a backup: digest, the data as a store, records per DB; with --keyring every sealed "
      "field (no server)",
      cmd_backup_verify},
-    {"backup", "restore", "FILE --data-dir DIR [--force]",
+    {"backup", "restore",
+     "FILE --data-dir DIR [--force] [--wal-archive ARCH [--to-lsn N | --to-time T]]",
      "make DIR the data dir of a node at the backup's LSN and epoch (DIR empty unless --force; "
-     "not a running node's; no server)",
+     "not a running node's; no server); with --wal-archive, then replay the archived log up to "
+     "the target (RFC 3339 or unix seconds; none: all of it)",
      cmd_backup_restore},
     {"backup", "list", "DIR", "the backup files in DIR, oldest first (no server)", cmd_backup_list},
     {"backup", "prune", "DIR --keep-daily N --keep-weekly N --keep-monthly N [--dry-run]",

@@ -21,6 +21,7 @@
   X(auth)                    \
   X(page_token)             \
   X(lifecycle)               \
+  X(walarchive)              \
   X(backup)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);

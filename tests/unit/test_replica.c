@@ -69,7 +69,7 @@ static void test_trim_below_by_age(void) {
   eg_txn *t;
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &t), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(t), EG_OK);
-  CU_ASSERT_EQUAL(eg_repl_trim_below(r, t), 10);
+  CU_ASSERT_EQUAL(eg_repl_trim_below(r, t, 0), 10);
   eg_store_reader_end(t);
   eg_store_reader_free(t);
   eg_repl_free(r);
@@ -77,7 +77,7 @@ static void test_trim_below_by_age(void) {
   r = primary_repl(s, 1000000, 86400, 10000000);
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &t), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(t), EG_OK);
-  CU_ASSERT_EQUAL(eg_repl_trim_below(r, t), 1);
+  CU_ASSERT_EQUAL(eg_repl_trim_below(r, t, 0), 1);
   eg_store_reader_end(t);
   eg_store_reader_free(t);
   eg_repl_free(r);
