@@ -52,10 +52,8 @@ def _py_gen_dir():
         return d
     d = os.path.join(tempfile.gettempdir(), "engram-e2e-pygen-%d" % os.getuid())
     proto = os.path.join(REPO, "proto")
-    files = [os.path.join(proto, "engram/v1/session.proto"),
-             os.path.join(proto, "engram/v1/admin.proto"),
-             os.path.join(proto, "engram/v1/replication.proto"),
-             os.path.join(proto, "grpc/health/v1/health.proto")]
+    files = sorted(os.path.join(root, f) for root, _, names in os.walk(proto)
+                   for f in names if f.endswith(".proto"))
     os.makedirs(d, exist_ok=True)
     subprocess.run(["protoc", "-I", proto, "-I", "/usr/include", "--python_out=" + d,
                     "--grpc_out=" + d,
@@ -116,14 +114,22 @@ def free_port():
         return s.getsockname()[1]
 
 
+def keyring_with(path, *ids):
+    """A valid keyring (0600) holding fresh random keys under ids, the
+    first of them primary."""
+    import base64
+    with open(path, "w") as f:
+        f.write("primary %d\n" % ids[0])
+        for i in ids:
+            f.write("key %d %s\n" % (i, base64.b64encode(os.urandom(32)).decode()))
+    os.chmod(path, 0o600)
+    return path
+
+
 def make_keyring(path):
     """Writes a keyring with one fresh random key (nodes that replicate
     one another must share it)."""
-    import base64
-    with open(path, "w") as f:
-        f.write("primary 1\nkey 1 %s\n" % base64.b64encode(os.urandom(32)).decode())
-    os.chmod(path, 0o600)
-    return path
+    return keyring_with(path, 1)
 
 
 def clean_env():

@@ -15,7 +15,6 @@ through `engram backup create`, then restore, verify, list and prune.
                      dir; Backup refused without a token and for a non-admin
                      token; list and prune over files with crafted headers
 """
-import base64
 import calendar
 import hashlib
 import json
@@ -29,7 +28,7 @@ import time
 
 import grpc
 
-from harness import ENGRAM_CLI, E2ETestCase, M, Server, clean_env, pb, uid
+from harness import ENGRAM_CLI, E2ETestCase, M, Server, clean_env, keyring_with, pb, uid
 from test_replication import (ADMIN, ADMIN_MD, AGENT_MD, TOKENS, Cluster,
                               ReplicationCase, agent, checksum, status)
 from engram.storage.v1 import backup_pb2 as bpb  # noqa: E402
@@ -158,15 +157,6 @@ class BackupRestoreTest(ReplicationCase):
 
 def pb_append(sid, content):
     return pb.AppendMessagesRequest(session_id=sid, messages=[M(content)])
-
-
-def keyring_with(path, *ids):
-    with open(path, "w") as f:
-        f.write("primary %d\n" % ids[0])
-        for i in ids:
-            f.write("key %d %s\n" % (i, base64.b64encode(os.urandom(32)).decode()))
-    os.chmod(path, 0o600)
-    return path
 
 
 def crafted(path, time_us, lsn=1):

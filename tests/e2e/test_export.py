@@ -14,19 +14,10 @@ import time
 import grpc
 from google.protobuf import json_format
 
-from harness import (ENGRAM_CLI, KEEP, PY_GEN, E2ETestCase, M, Server, clean_env, free_port,
+from harness import (ENGRAM_CLI, KEEP, E2ETestCase, M, Server, clean_env, free_port,
                      make_keyring, pb, uid)
 
-try:
-    from engram.v1 import memory_pb2 as mp  # noqa: E402
-except ImportError:  # a local run whose stubs were made for sessions only
-    _proto = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))), "proto")
-    subprocess.run(["protoc", "-I", _proto, "--python_out=" + PY_GEN, "--grpc_out=" + PY_GEN,
-                    "--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin",
-                    os.path.join(_proto, "engram/v1/memory.proto"),
-                    os.path.join(_proto, "engram/v1/user.proto")], check=True, timeout=60)
-    from engram.v1 import memory_pb2 as mp  # noqa: E402
+from engram.v1 import memory_pb2 as mp  # noqa: E402
 from engram.v1 import memory_pb2_grpc as mpg  # noqa: E402
 from engram.v1 import user_pb2 as up  # noqa: E402
 from engram.v1 import user_pb2_grpc as upg  # noqa: E402

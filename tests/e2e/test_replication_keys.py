@@ -4,21 +4,10 @@ primary's recorded key fingerprint (sent at the start of every stream)
 applies nothing, says which key is wrong, and retries; one with the
 primary's keyring follows.
 """
-import base64
 import os
 
-from harness import Server, uid
+from harness import Server, keyring_with, uid
 from test_replication import TOKENS, Cluster, ReplicationCase, agent, follow, status, tail
-
-
-def keyring_with(path, *ids):
-    """A valid keyring (0600) holding fresh random keys under ids."""
-    with open(path, "w") as f:
-        f.write("primary %d\n" % ids[0])
-        for i in ids:
-            f.write("key %d %s\n" % (i, base64.b64encode(os.urandom(32)).decode()))
-    os.chmod(path, 0o600)
-    return path
 
 
 class ReplicaKeysTest(ReplicationCase):
