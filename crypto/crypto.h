@@ -87,6 +87,16 @@ eg_err eg_keyring_fingerprint_check(const eg_keyring *kr, const uint8_t *fp, siz
                                     int *has_new, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* The key ids a recorded fingerprint names, in its order, into ids[0..cap)
+ * (*n of them). EG_ECORRUPT for a malformed fingerprint; EG_ELIMIT if it
+ * names more than cap. */
+eg_err eg_keyring_fingerprint_ids(const uint8_t *fp, size_t len, uint32_t *ids, size_t cap,
+                                  size_t *n);
+
+/* 1 if kr holds the key with this id. Thread safety: safe on a shared
+ * keyring. */
+int eg_keyring_has(const eg_keyring *kr, uint32_t id);
+
 /* The key id new tokens are sealed with. */
 uint32_t eg_keyring_primary_id(const eg_keyring *kr);
 

@@ -332,10 +332,27 @@ static int fingerprint_has(const uint8_t *fp, size_t n, uint32_t id) {
   return 0;
 }
 
+/* 1 if fp[0..len) has the fingerprint layout. */
+static int fingerprint_valid(const uint8_t *fp, size_t len) {
+  return len >= 1 && fp[0] == EG_FINGERPRINT_VERSION && (len - 1) % EG_FINGERPRINT_ENTRY == 0 &&
+         len <= EG_KEYRING_FINGERPRINT_MAX;
+}
+
+eg_err eg_keyring_fingerprint_ids(const uint8_t *fp, size_t len, uint32_t *ids, size_t cap,
+                                  size_t *n) {
+  if (!fingerprint_valid(fp, len)) return EG_ECORRUPT;
+  size_t count = (len - 1) / EG_FINGERPRINT_ENTRY;
+  if (count > cap) return EG_ELIMIT;
+  for (size_t i = 0; i < count; i++) ids[i] = get_u32be(fp + 1 + i * EG_FINGERPRINT_ENTRY);
+  *n = count;
+  return EG_OK;
+}
+
+int eg_keyring_has(const eg_keyring *kr, uint32_t id) { return keyring_find(kr, id) != NULL; }
+
 eg_err eg_keyring_fingerprint_check(const eg_keyring *kr, const uint8_t *fp, size_t len,
                                     int *has_new, char *err, size_t errlen) {
-  if (len < 1 || fp[0] != EG_FINGERPRINT_VERSION || (len - 1) % EG_FINGERPRINT_ENTRY != 0 ||
-      len > EG_KEYRING_FINGERPRINT_MAX) {
+  if (!fingerprint_valid(fp, len)) {
     snprintf(err, errlen, "the recorded key fingerprint is malformed (%zu bytes)", len);
     return EG_ECORRUPT;
   }

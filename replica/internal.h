@@ -18,9 +18,10 @@
 /* A follower that hears nothing for this long (several missed heartbeats)
  * drops the stream and reconnects. */
 #define EG_REPL_SILENCE_MS 5000
-/* Snapshot calls served at once: each holds a reader slot and writes a
- * whole compacted copy of the store into the data dir while it streams.
- * Past it a call is refused UNAVAILABLE (the replica retries with backoff). */
+/* Snapshot and Backup calls served at once: each holds a reader slot and
+ * writes a whole compacted copy of the store into the data dir while it
+ * streams. Past it a call is refused UNAVAILABLE (a replica retries with
+ * backoff). */
 #define EG_REPL_MAX_SNAPSHOTS 2
 /* A snapshot waiting to be installed, and one being received. */
 #define EG_REPL_SNAPSHOT_READY "snapshot.mdb"
@@ -77,7 +78,7 @@ struct eg_repl {
   pthread_mutex_t life_mu;
   int follower_started; /* guarded by life_mu */
   int syncer_started;
-  atomic_int snapshots;             /* primary: Snapshot calls being served */
+  atomic_int snapshots;             /* Snapshot and Backup calls being served */
   atomic_uint_fast64_t primary_lsn; /* replica: last heard from the primary */
   atomic_int connected;             /* replica: streaming now */
 };
@@ -91,6 +92,10 @@ int eg_rpc_run_within(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, 
                       int64_t timeout_ms);
 /* rpc.c: sends m as one message. */
 int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m);
+/* rpc.c: the same, giving up (and cancelling the call) after timeout_ms
+ * (< 0: never). */
+int eg_rpc_send_within(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m,
+                       int64_t timeout_ms);
 /* rpc.c: receives one message as desc; NULL at the end of the stream or
  * on failure. */
 ProtobufCMessage *eg_rpc_recv(grpc_call *call, grpc_completion_queue *cq,
@@ -134,12 +139,15 @@ typedef struct {
   const uint64_t *held;     /* applied LSNs of the connected replicas */
   size_t n_held;
   uint64_t erase_floor;     /* eg_store_erase_floor */
+  uint64_t archive_next;    /* the first LSN the WAL archiver has not made
+                               durable (0: no archiver) */
 } eg_trim_view;
 /* peers.c: the LSN below which log records may go. Pure. Records go when
  * they are past the newest retain_records or older than young (never the
  * newest record for age alone); a connected replica holds its applied
  * record and all after it, but nothing past retain_cap; the erase floor
- * overrides all. */
+ * overrides that; the archiver holds archive_next and all after it, over
+ * the erase floor too, but nothing past retain_cap. */
 uint64_t eg_repl_trim_floor(const eg_trim_view *v);
 /* peers.c: 1 if young can change eg_repl_trim_floor(v) (v->young is not
  * read), 0 when the connected replicas hold the log at its first record or
@@ -199,12 +207,6 @@ eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char 
 void *eg_repl_follower_main(void *arg);
 /* snapshot.c: replica side: downloads a snapshot into the data dir. */
 eg_err eg_repl_fetch_snapshot(eg_repl *r);
-/* snapshot.c: before a downloaded snapshot may be installed: the file at
- * path must open as a store (read-only) holding exactly the lsn and epoch
- * the primary announced, at a schema version this build reads. Else
- * EG_ECORRUPT, with the reason in why. */
-eg_err eg_repl_snapshot_check(const char *path, uint64_t lsn, uint64_t epoch, char *why,
-                              size_t whylen);
 /* snapshot.c: primary side: takes one of the EG_REPL_MAX_SNAPSHOTS places
  * for a Snapshot call (EG_OK; give it back with eg_repl_snapshot_leave),
  * or EG_EUNAVAIL when all are taken. Thread safety: any thread. */

@@ -170,9 +170,16 @@ uint64_t eg_repl_trim_floor(const eg_trim_view *v) {
   uint64_t held = eg_trim_held(v), cap_floor = eg_trim_cap_floor(v);
   if (held < below) below = held;
   if (below < cap_floor) below = cap_floor;
-  /* Erasure wins over everything: a lagging replica resyncs from a
+  /* Erasure wins over the replicas: a lagging replica resyncs from a
    * snapshot rather than read erased data from the log. */
-  return below > v->erase_floor ? below : v->erase_floor;
+  if (below < v->erase_floor) below = v->erase_floor;
+  /* The archiver's hold wins over erasure, up to the cap: an archive with
+   * a gap is no archive, and the records it waits for are archived
+   * (erased data included) moments later anyway; the log keeps them no
+   * longer than the archive's lag. */
+  if (v->archive_next && below > v->archive_next)
+    below = v->archive_next > cap_floor ? v->archive_next : cap_floor;
+  return below;
 }
 
 int eg_repl_trim_age_matters(const eg_trim_view *v) {
@@ -180,9 +187,10 @@ int eg_repl_trim_age_matters(const eg_trim_view *v) {
   return v->first && (held > cap_floor ? held : cap_floor) > v->first;
 }
 
-uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t) {
+uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t, uint64_t archive_next) {
   uint64_t held[EG_REPL_MAX_PEERS];
-  eg_trim_view v = {.last = eg_store_last_lsn(r->store),
+  eg_trim_view v = {.archive_next = archive_next,
+                    .last = eg_store_last_lsn(r->store),
                     .retain_records = r->retain_records,
                     .retain_cap = r->retain_cap,
                     .held = held,

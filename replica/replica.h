@@ -73,12 +73,47 @@ eg_err eg_repl_install_pending(const char *dir);
  * call ends (an eg_err, with a message in msg). */
 eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
                             size_t msglen);
-eg_err eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
-                              size_t msglen);
+/* Snapshot: each send of a chunk waits at most send_timeout_ms for the
+ * replica to take it (eg_repl_serve_copy). */
+eg_err eg_repl_serve_snapshot(eg_repl *r, int64_t send_timeout_ms, grpc_call *call,
+                              grpc_completion_queue *cq, char *msg, size_t msglen);
+
+/* ---- copies of the store (Snapshot, AdminService.Backup) ------------------ */
+
+/* One message of a copy being streamed. */
+typedef struct {
+  const uint8_t *data; /* the next bytes of the copy (none on the last) */
+  size_t len;
+  uint64_t size; /* the first chunk's only: bytes of the whole copy */
+  int last;      /* the last message: the fields below are set */
+  const eg_store_file_info *info; /* LSN, epoch, schema version of the copy */
+  uint64_t total;                 /* bytes sent */
+  const uint8_t *sha256;          /* of them, 32 bytes */
+} eg_repl_copy_piece;
+/* Builds the message that carries p (borrowing p's pointers) in memory arg
+ * owns, valid until the next call. */
+typedef const ProtobufCMessage *(*eg_repl_copy_msg_fn)(void *arg, const eg_repl_copy_piece *p);
+
+/* Serves one copy of the store on the calling thread (a stream handler's):
+ * receives the call's request (a `request`, whose fields are not used;
+ * EG_EINVAL if none comes), takes one of the places shared by Snapshot and Backup calls (at most
+ * EG_REPL_MAX_SNAPSHOTS at once; past it EG_EUNAVAIL naming the cap,
+ * before any copy is made), copies the store beside it (eg_store_copy, the
+ * file unlinked once open) and streams the copy in 1 MiB chunks, then a
+ * last message with the totals and SHA-256, each built by build(arg).
+ * A send the client does not take within send_timeout_ms cancels the call
+ * (EG_EUNAVAIL), so a client that stops reading frees the thread. Returns
+ * how the call ends, with a message in msg. Works on a primary and on a
+ * replica. */
+eg_err eg_repl_serve_copy(eg_repl *r, const ProtobufCMessageDescriptor *request,
+                          eg_repl_copy_msg_fn build, void *arg, int64_t send_timeout_ms,
+                          grpc_call *call, grpc_completion_queue *cq, char *msg, size_t msglen);
 
 /* Log records below this LSN may go (retention by count and age, held for
- * connected replicas up to the cap). t is a txn to read the log with. */
-uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t);
+ * connected replicas up to the cap; erasure; then held from archive_next
+ * on for the WAL archiver, up to the cap; 0: no archiver). t is a txn to
+ * read the log with. */
+uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t, uint64_t archive_next);
 
 /* With --sync-replicas N > 0: calls done(arg, acked) once N replicas have
  * applied lsn (acked >= N) or the timeout passed (acked < N), from the

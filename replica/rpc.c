@@ -29,14 +29,19 @@ int eg_rpc_run(grpc_call *call, grpc_completion_queue *cq, grpc_op *ops, size_t 
   return eg_rpc_run_within(call, cq, ops, n, -1);
 }
 
-int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m) {
+int eg_rpc_send_within(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m,
+                       int64_t timeout_ms) {
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_SEND_MESSAGE;
   op.data.send_message.send_message = eg_client_pack(m);
-  int ok = eg_rpc_run(call, cq, &op, 1);
+  int ok = eg_rpc_run_within(call, cq, &op, 1, timeout_ms);
   grpc_byte_buffer_destroy(op.data.send_message.send_message);
   return ok;
+}
+
+int eg_rpc_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m) {
+  return eg_rpc_send_within(call, cq, m, -1);
 }
 
 ProtobufCMessage *eg_rpc_recv_within(grpc_call *call, grpc_completion_queue *cq,

@@ -22,13 +22,16 @@ static void eg_snap_path(char *out, size_t n, const char *dir, const char *name)
   snprintf(out, n, "%s/%s", dir, name);
 }
 
-/* ==== primary ============================================================== */
+/* ==== primary (and any node: backups) ====================================== */
 
-/* Streams the file at fd in chunks; the last one carries the totals.
- * A read error ends the stream without them (EG_EIO): totals of the data
- * read so far would vouch for a truncated copy. */
-static eg_err eg_snap_send_file(grpc_call *call, grpc_completion_queue *cq, int fd, uint64_t lsn,
-                                uint64_t epoch, char *msg, size_t msglen) {
+/* Streams the copy at fd (size bytes) in chunks built by build; the last
+ * message carries the totals. A read error ends the stream without them
+ * (EG_EIO): totals of the data read so far would vouch for a truncated
+ * copy. */
+static eg_err eg_copy_send_file(int fd, uint64_t size, const eg_store_file_info *info,
+                                eg_repl_copy_msg_fn build, void *arg, int64_t send_timeout_ms,
+                                grpc_call *call, grpc_completion_queue *cq, char *msg,
+                                size_t msglen) {
   uint8_t *buf = malloc(EG_SNAPSHOT_CHUNK);
   eg_sha256 h;
   uint64_t total = 0;
@@ -39,27 +42,21 @@ static eg_err eg_snap_send_file(grpc_call *call, grpc_completion_queue *cq, int 
   while (!e && (n = read(fd, buf, EG_SNAPSHOT_CHUNK)) != 0) {
     if (n < 0) {
       if (errno == EINTR) continue;
-      snprintf(msg, msglen, "cannot read the snapshot copy: %s", strerror(errno));
+      snprintf(msg, msglen, "cannot read the copy: %s", strerror(errno));
       e = EG_EIO;
       break;
     }
-    Engram__V1__SnapshotChunk c = ENGRAM__V1__SNAPSHOT_CHUNK__INIT;
-    c.data = (ProtobufCBinaryData){(size_t)n, buf};
+    eg_repl_copy_piece p = {.data = buf, .len = (size_t)n, .size = total ? 0 : size};
     eg_sha256_update(&h, buf, (size_t)n);
     total += (uint64_t)n;
-    if (!eg_rpc_send(call, cq, &c.base)) e = EG_EUNAVAIL;
+    if (!eg_rpc_send_within(call, cq, build(arg, &p), send_timeout_ms)) e = EG_EUNAVAIL;
   }
   free(buf);
   if (e) return e;
   uint8_t digest[32];
   eg_sha256_final(&h, digest);
-  Engram__V1__SnapshotChunk last = ENGRAM__V1__SNAPSHOT_CHUNK__INIT;
-  last.last = 1;
-  last.lsn = lsn;
-  last.epoch = epoch;
-  last.total_bytes = total;
-  last.sha256 = (ProtobufCBinaryData){sizeof digest, digest};
-  return eg_rpc_send(call, cq, &last.base) ? EG_OK : EG_EUNAVAIL;
+  eg_repl_copy_piece last = {.last = 1, .info = info, .total = total, .sha256 = digest};
+  return eg_rpc_send_within(call, cq, build(arg, &last), send_timeout_ms) ? EG_OK : EG_EUNAVAIL;
 }
 
 eg_err eg_repl_snapshot_enter(eg_repl *r) {
@@ -70,15 +67,17 @@ eg_err eg_repl_snapshot_enter(eg_repl *r) {
 
 void eg_repl_snapshot_leave(eg_repl *r) { atomic_fetch_sub(&r->snapshots, 1); }
 
-/* A Snapshot call with its place taken: copies the store, streams the copy. */
-static eg_err eg_snap_serve(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
-                            size_t msglen) {
+/* A copy with its place taken: copies the store, streams the copy. */
+static eg_err eg_copy_serve(eg_repl *r, eg_repl_copy_msg_fn build, void *arg,
+                            int64_t send_timeout_ms, grpc_call *call, grpc_completion_queue *cq,
+                            char *msg, size_t msglen) {
   static atomic_uint seq;
   char path[4096];
-  uint64_t lsn = 0, epoch = 0;
+  eg_store_file_info info;
+  struct stat st;
   snprintf(path, sizeof path, "%s/snapshot-out-%d-%u.mdb", eg_store_dir(r->store), (int)getpid(),
            atomic_fetch_add(&seq, 1));
-  eg_err e = eg_store_copy(r->store, path, &lsn, &epoch);
+  eg_err e = eg_store_copy(r->store, path, &info);
   if (e) {
     snprintf(msg, msglen, "cannot copy the store: %s", eg_err_msg(e));
     return e == EG_EIO ? EG_EUNAVAIL : e;
@@ -86,33 +85,62 @@ static eg_err eg_snap_serve(eg_repl *r, grpc_call *call, grpc_completion_queue *
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   /* Unlinked at once: the open fd keeps it until the stream ends. */
   unlink(path);
-  if (fd < 0) {
-    snprintf(msg, msglen, "cannot open the snapshot copy: %s", strerror(errno));
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    snprintf(msg, msglen, "cannot open the copy: %s", strerror(errno));
+    if (fd >= 0) close(fd);
     return EG_EUNAVAIL;
   }
-  e = eg_snap_send_file(call, cq, fd, lsn, epoch, msg, msglen);
+  e = eg_copy_send_file(fd, (uint64_t)st.st_size, &info, build, arg, send_timeout_ms, call, cq,
+                        msg, msglen);
   close(fd);
-  if (e == EG_EUNAVAIL) snprintf(msg, msglen, "snapshot stream failed");
+  if (e == EG_EUNAVAIL)
+    snprintf(msg, msglen,
+             "the stream failed: the client went away or did not take a chunk within %lld ms "
+             "(--call-timeout-ms)",
+             (long long)send_timeout_ms);
   return e;
 }
 
-eg_err eg_repl_serve_snapshot(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
-                              size_t msglen) {
-  ProtobufCMessage *req = eg_rpc_recv(call, cq, &engram__v1__snapshot_request__descriptor);
+eg_err eg_repl_serve_copy(eg_repl *r, const ProtobufCMessageDescriptor *request,
+                          eg_repl_copy_msg_fn build, void *arg, int64_t send_timeout_ms,
+                          grpc_call *call, grpc_completion_queue *cq, char *msg, size_t msglen) {
+  ProtobufCMessage *req = eg_rpc_recv(call, cq, request);
   if (!req) {
-    snprintf(msg, msglen, "expected a SnapshotRequest");
+    snprintf(msg, msglen, "expected a %s", request->short_name);
     return EG_EINVAL;
   }
   protobuf_c_message_free_unpacked(req, NULL);
   /* Before the copy: a refused call costs no reader and no disk. */
   if (eg_repl_snapshot_enter(r) != EG_OK) {
-    snprintf(msg, msglen, "too many snapshots in progress (at most %d); retry",
+    snprintf(msg, msglen, "too many snapshots and backups in progress (at most %d); retry",
              EG_REPL_MAX_SNAPSHOTS);
     return EG_EUNAVAIL;
   }
-  eg_err e = eg_snap_serve(r, call, cq, msg, msglen);
+  eg_err e = eg_copy_serve(r, build, arg, send_timeout_ms, call, cq, msg, msglen);
   eg_repl_snapshot_leave(r);
   return e;
+}
+
+/* A SnapshotChunk for piece p (arg: the message to fill). */
+static const ProtobufCMessage *eg_snap_msg(void *arg, const eg_repl_copy_piece *p) {
+  Engram__V1__SnapshotChunk *c = arg;
+  engram__v1__snapshot_chunk__init(c);
+  c->data = (ProtobufCBinaryData){p->len, (uint8_t *)p->data};
+  if (p->last) {
+    c->last = 1;
+    c->lsn = p->info->lsn;
+    c->epoch = p->info->epoch;
+    c->total_bytes = p->total;
+    c->sha256 = (ProtobufCBinaryData){32, (uint8_t *)p->sha256};
+  }
+  return &c->base;
+}
+
+eg_err eg_repl_serve_snapshot(eg_repl *r, int64_t send_timeout_ms, grpc_call *call,
+                              grpc_completion_queue *cq, char *msg, size_t msglen) {
+  Engram__V1__SnapshotChunk c;
+  return eg_repl_serve_copy(r, &engram__v1__snapshot_request__descriptor, eg_snap_msg, &c,
+                            send_timeout_ms, call, cq, msg, msglen);
 }
 
 /* ==== replica ============================================================== */
@@ -146,29 +174,6 @@ static eg_err eg_snap_receive(grpc_call *call, grpc_completion_queue *cq, int fd
   return EG_EUNAVAIL; /* the stream ended before the last chunk */
 }
 
-eg_err eg_repl_snapshot_check(const char *path, uint64_t lsn, uint64_t epoch, char *why,
-                              size_t whylen) {
-  eg_store_file_info info;
-  eg_err e = eg_store_file_info_read(path, &info);
-  if (e) {
-    snprintf(why, whylen, "not a readable store file (%s)", eg_err_msg(e));
-    return EG_ECORRUPT;
-  }
-  if (info.lsn != lsn || info.epoch != epoch) {
-    snprintf(why, whylen, "holds lsn %llu epoch %llu, the primary announced lsn %llu epoch %llu",
-             (unsigned long long)info.lsn, (unsigned long long)info.epoch,
-             (unsigned long long)lsn, (unsigned long long)epoch);
-    return EG_ECORRUPT;
-  }
-  /* An older schema is migrated when the store opens; a newer one cannot be. */
-  if (info.schema_version == 0 || info.schema_version > EG_STORE_SCHEMA_VERSION) {
-    snprintf(why, whylen, "schema version %u, this build reads 1 to %u", info.schema_version,
-             EG_STORE_SCHEMA_VERSION);
-    return EG_ECORRUPT;
-  }
-  return EG_OK;
-}
-
 eg_err eg_repl_fetch_snapshot(eg_repl *r) {
   char partial[4096], ready[4096], why[256] = "";
   const char *dir = eg_store_dir(r->store);
@@ -189,7 +194,8 @@ eg_err eg_repl_fetch_snapshot(eg_repl *r) {
   close(fd);
   /* The digest proves the bytes came as sent; this proves they are the
    * store the primary announced, before anything may install them. */
-  if (!e) e = eg_repl_snapshot_check(partial, lsn, epoch, why, sizeof why);
+  eg_store_file_info info;
+  if (!e) e = eg_store_file_check(partial, lsn, epoch, &info, why, sizeof why);
   if (!e && rename(partial, ready) != 0) e = EG_EIO;
   if (e) unlink(partial);
   fprintf(stderr, "engramd: replica: snapshot %s%s%s\n",

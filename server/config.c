@@ -89,6 +89,12 @@ static const eg_opt eg_opts[] = {
            "log records older than this are dropped (unless a replica needs them)"),
     EG_NUM("wal-retain-cap", wal_retain_cap, 1000, INT64_MAX, "10000000",
            "most records kept for a lagging replica"),
+    EG_STR("wal-archive-dir", wal_archive_dir, NULL, "",
+           "copy every committed log record into segment files here (default off)"),
+    EG_NUM("wal-archive-segment-records", wal_archive_segment_records, 1, 100000000, "10000",
+           "an archive segment closes after this many records"),
+    EG_NUM("wal-archive-segment-s", wal_archive_segment_s, 1, 86400, "60",
+           "an archive segment closes this long after its first record"),
     EG_NUM("max-reply-bytes", max_reply_bytes, 1048576, 1073741824, "3145728",
            "largest page reply (List*, GetContext, SearchMemories); shorter pages past it"),
     EG_NUM("max-streams-per-conn", max_streams_per_conn, 1, 100000, "100",
@@ -268,7 +274,8 @@ void eg_config_usage(FILE *f) {
 }
 
 unsigned eg_config_store_readers(int workers) {
-  /* 64 and 2: replica/internal.h's EG_REPL_MAX_PEERS (the replicas one
-   * primary serves) and EG_REPL_MAX_SNAPSHOTS (snapshots copied at once). */
-  return (unsigned)(workers > 0 ? workers : 0) + 2 + 64 + 2 + EG_READERS_HEADROOM;
+  /* 3: parking, the follower, the WAL archiver. 64 and 2: replica/internal.h's
+   * EG_REPL_MAX_PEERS (the replicas one primary serves) and
+   * EG_REPL_MAX_SNAPSHOTS (snapshots copied at once). */
+  return (unsigned)(workers > 0 ? workers : 0) + 3 + 64 + 2 + EG_READERS_HEADROOM;
 }

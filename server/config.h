@@ -45,6 +45,9 @@ typedef struct {
   int64_t wal_retain_records;         /* --wal-retain-records 1000000 */
   int64_t wal_retain_s;               /* --wal-retain-s 86400 */
   int64_t wal_retain_cap;             /* --wal-retain-cap 10000000 (held for replicas at most) */
+  char wal_archive_dir[EG_CONFIG_PATH_MAX]; /* --wal-archive-dir; "" means off */
+  int64_t wal_archive_segment_records; /* --wal-archive-segment-records 10000 */
+  int64_t wal_archive_segment_s;       /* --wal-archive-segment-s 60 */
   int64_t max_reply_bytes;            /* --max-reply-bytes 3145728 (largest page reply) */
   int max_streams_per_conn;           /* --max-streams-per-conn 100 (concurrent calls) */
   int64_t call_timeout_ms;            /* --call-timeout-ms 60000 (unary call, arrival to reply sent) */
@@ -99,12 +102,12 @@ eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_
 void eg_config_usage(FILE *f);
 
 /* LMDB reader slots engramd needs with `workers` worker threads: every
- * reader the process can hold at once. Each worker keeps one; parking and
- * the follower one each; each replica stream one (a stream takes its entry
+ * reader the process can hold at once. Each worker keeps one; parking,
+ * the follower and the WAL archiver one each; each replica stream one (a stream takes its entry
  * in the replica table, at most 64, before its reader, so a refused one
- * holds none); each snapshot being copied one (at most 2 at once); plus
+ * holds none); each snapshot or backup being copied one (at most 2 at once); plus
  * EG_READERS_HEADROOM for short ones (meta reads, a stream that replaced
- * its replica's older one still ending). workers + 2 + 64 + 2 + 32. */
+ * its replica's older one still ending). workers + 3 + 64 + 2 + 32. */
 #define EG_READERS_HEADROOM 32
 unsigned eg_config_store_readers(int workers);
 

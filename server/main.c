@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "replica/replica.h"
+#include "server/archiver.h"
 #include "server/config.h"
 #include "server/service.h"
 #include "server/sweeper.h"
@@ -217,7 +218,10 @@ static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_stor
   return eg_repl_new(&rc, store, out);
 }
 
-static uint64_t eg_trim(void *arg, eg_txn *t) { return eg_repl_trim_below(arg, t); }
+static uint64_t eg_trim(void *arg, eg_txn *t) {
+  const eg_srv *srv = arg;
+  return eg_repl_trim_below(srv->repl, t, eg_archiver_hold(srv->archiver));
+}
 static eg_err eg_write_alone(void *writer, eg_err (*fn)(void *arg, eg_txn *t), void *arg,
                              uint64_t *lsn) {
   return eg_writer_run_alone(writer, fn, arg, lsn);
@@ -234,13 +238,15 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
 
   grpc_init();
   eg_err e = eg_repl_open(cfg, srv->keys, srv->store, &srv->repl);
-  if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv->repl, &writer, err, sizeof err);
+  /* Before the writer: its first batch may trim the log. */
+  if (e == EG_OK) e = eg_archiver_start(cfg, srv->store, &srv->archiver, err, sizeof err);
+  if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv, &writer, err, sizeof err);
   if (e == EG_OK) e = eg_sweeper_start(cfg, writer, srv->repl, &srv->sweeper, err, sizeof err);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
   if (e == EG_OK && cfg->metrics_listen[0])
     e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
-                              srv->sweeper, &http, err, sizeof err);
+                              srv->sweeper, srv->archiver, &http, err, sizeof err);
   if (e == EG_OK && (e = eg_repl_start(srv->repl, eg_write_alone, writer)) != EG_OK)
     /* eg_repl_start gives no reason of its own: name what it starts. */
     snprintf(err, sizeof err, "cannot start the replication threads (the syncer%s): %s",
@@ -253,6 +259,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
     if (tp) eg_transport_stop(tp, 0);
     eg_sweeper_stop(srv->sweeper); /* its items need the writer */
     eg_writer_stop(writer);
+    eg_archiver_stop(srv->archiver);
     eg_repl_free(srv->repl);
     grpc_shutdown_blocking();
     return 1;
@@ -278,6 +285,8 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
    * item in flight needs the writer to finish). */
   eg_sweeper_stop(srv->sweeper);
   eg_writer_stop(writer);
+  /* After the writer: it archives the last commits and closes its segment. */
+  eg_archiver_stop(srv->archiver);
   int restart = eg_repl_restart_requested(srv->repl);
   eg_repl_free(srv->repl);
   grpc_shutdown_blocking();

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "server/archiver.h"
 #include "server/bgthread.h"
 
 /* grpc_status_code runs 0..16. */
@@ -85,7 +86,8 @@ static void eg_out_by_kind(struct eg_out *o, const char *name, const char *type,
 }
 
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
-                         const eg_sweeper *sweeper, char *buf, size_t cap) {
+                         const eg_sweeper *sweeper, eg_archiver *archiver, char *buf,
+                         size_t cap) {
   struct eg_out o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
   eg_out_printf(&o, "# HELP engram_rpc_total Finished calls by method and gRPC status.\n"
@@ -134,6 +136,24 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
                       "engram_last_sweep_timestamp_seconds %.3f\n",
                   (double)st.last_sweep_us / 1e6);
   }
+  if (archiver) {
+    eg_archiver_stats st;
+    eg_archiver_get_stats(archiver, &st);
+    eg_out_printf(&o,
+                  "# HELP engram_wal_archived_lsn Last LSN the WAL archiver wrote and fsync'd.\n"
+                  "# TYPE engram_wal_archived_lsn gauge\nengram_wal_archived_lsn %llu\n"
+                  "# HELP engram_wal_archive_segments_total Archive segments closed.\n"
+                  "# TYPE engram_wal_archive_segments_total counter\n"
+                  "engram_wal_archive_segments_total %llu\n"
+                  "# HELP engram_wal_archive_errors_total Failed archive attempts (I/O errors).\n"
+                  "# TYPE engram_wal_archive_errors_total counter\n"
+                  "engram_wal_archive_errors_total %llu\n"
+                  "# HELP engram_wal_archive_gaps_total Times the archive could not go on from its "
+                  "tip (records no longer in the log, or another history).\n"
+                  "# TYPE engram_wal_archive_gaps_total counter\nengram_wal_archive_gaps_total %llu\n",
+                  (unsigned long long)st.archived_lsn, (unsigned long long)st.segments,
+                  (unsigned long long)st.errors, (unsigned long long)st.gaps);
+  }
   return o.len;
 }
 
@@ -174,6 +194,7 @@ struct eg_metrics_http {
   const eg_store *store;
   const eg_writer *writer;
   const eg_sweeper *sweeper;
+  eg_archiver *archiver;
   struct MHD_Daemon *daemon;
   int port;
   /* The age limit: MHD's thread adds and removes connections, the
@@ -258,7 +279,8 @@ static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn,
   if (strcmp(url, "/metrics") != 0) return eg_metrics_reply(conn, MHD_HTTP_NOT_FOUND, NULL, 0);
   char *body = malloc(EG_METRICS_BUF);
   if (!body) return eg_metrics_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, 0);
-  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, body, EG_METRICS_BUF);
+  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->archiver, body,
+                                 EG_METRICS_BUF);
   return eg_metrics_reply(conn, MHD_HTTP_OK, body, len);
 }
 
@@ -277,7 +299,7 @@ static int eg_metrics_addr(const char *addr, struct sockaddr_in *sa) {
 
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             eg_metrics_http **out, char *err,
+                             eg_archiver *archiver, eg_metrics_http **out, char *err,
                              size_t errlen) {
   struct sockaddr_in sa;
   if (eg_metrics_addr(addr, &sa) != 0) {
@@ -286,7 +308,8 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
   }
   eg_metrics_http *h = calloc(1, sizeof *h);
   if (!h) return EG_ENOMEM;
-  *h = (eg_metrics_http){.m = m, .store = store, .writer = writer, .sweeper = sweeper};
+  *h = (eg_metrics_http){
+      .m = m, .store = store, .writer = writer, .sweeper = sweeper, .archiver = archiver};
   for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) h->conns[i].fd = -1;
   char why[128];
   eg_err e = eg_bgthread_start(&h->watchdog, eg_metrics_watchdog, h, "connection watchdog", why,

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "server/archiver.h"
 #include "server/sweeper.h"
 #include "server/writer.h"
 #include "storage/storage.h"
@@ -31,9 +32,10 @@ void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code);
 void eg_metrics_parked(eg_metrics *m, int delta);
 
 /* Writes the exposition text into buf; returns its length (truncated at
- * cap - 1). store, writer and sweeper may be NULL. */
+ * cap - 1). store, writer, sweeper and archiver may be NULL. */
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
-                         const eg_sweeper *sweeper, char *buf, size_t cap);
+                         const eg_sweeper *sweeper, eg_archiver *archiver, char *buf,
+                         size_t cap);
 
 /* Serves GET /metrics on addr (IPv4-HOST:PORT; port 0 picks a free one)
  * with libmicrohttpd on one polling thread of its own: at most 32
@@ -43,7 +45,7 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
 typedef struct eg_metrics_http eg_metrics_http;
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             eg_metrics_http **out, char *err,
+                             eg_archiver *archiver, eg_metrics_http **out, char *err,
                              size_t errlen);
 /* The port the endpoint listens on (the one picked for port 0). */
 int eg_metrics_http_port(const eg_metrics_http *h);

@@ -34,6 +34,7 @@ typedef struct eg_srv {
   const eg_auth *auth;
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */
   struct eg_sweeper *sweeper; /* retention (server/sweeper.h); NULL until started */
+  struct eg_archiver *archiver; /* --wal-archive-dir (server/archiver.h); NULL: off */
 } eg_srv;
 
 typedef struct eg_req {

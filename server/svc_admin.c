@@ -1,10 +1,12 @@
-/* engram.v1.AdminService: status, promotion and data checksums of this
- * node, and the tenant's retention policy, for the admin role. */
+/* engram.v1.AdminService: status, promotion, data checksums and backups
+ * of this node, and the tenant's retention policy, for the admin role. */
 #include <stdio.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "engram/v1/admin.pb-c.h"
 #include "replica/replica.h"
+#include "server/archiver.h"
 #include "server/convert.h"
 #include "server/service.h"
 #include "server/sweeper.h"
@@ -26,6 +28,13 @@ static eg_err eg_get_status(eg_req *r, const ProtobufCMessage *msg) {
   eg_sweeper_get_stats(r->srv->sweeper, &st);
   if (st.last_sweep_us && !(out->last_sweep_time = eg_timestamp(r, st.last_sweep_us)))
     return EG_ENOMEM;
+  if (r->srv->archiver) {
+    eg_archiver_stats as;
+    eg_archiver_get_stats(r->srv->archiver, &as);
+    out->archived_lsn = as.archived_lsn;
+    if (!(out->archive_problem = eg_arena_alloc(r->arena, strlen(as.problem) + 1))) return EG_ENOMEM;
+    strcpy(out->archive_problem, as.problem);
+  }
   r->resp = &out->base;
   return EG_OK;
 }
@@ -180,6 +189,63 @@ static eg_err eg_set_retention_apply(eg_req *r, eg_txn *t) {
   return EG_OK;
 }
 
+/* What Backup's chunks are built in (eg_repl_serve_copy). */
+typedef struct {
+  Engram__V1__BackupChunk chunk;
+  Google__Protobuf__Timestamp time;
+  uint32_t key_ids[EG_KEYRING_KEYS_MAX];
+  size_t n_key_ids;
+} eg_backup_msg;
+
+static const ProtobufCMessage *eg_backup_chunk(void *arg, const eg_repl_copy_piece *p) {
+  eg_backup_msg *b = arg;
+  Engram__V1__BackupChunk *c = &b->chunk;
+  engram__v1__backup_chunk__init(c);
+  c->data = (ProtobufCBinaryData){p->len, (uint8_t *)p->data};
+  c->size = p->size;
+  if (p->last) {
+    c->last = 1;
+    c->lsn = p->info->lsn;
+    c->epoch = p->info->epoch;
+    c->schema_version = p->info->schema_version;
+    c->total_bytes = p->total;
+    c->sha256 = (ProtobufCBinaryData){32, (uint8_t *)p->sha256};
+    c->n_key_ids = b->n_key_ids;
+    c->key_ids = b->key_ids;
+    c->time = &b->time;
+  }
+  return &c->base;
+}
+
+/* The ids of the keys the store's data is sealed under, from its recorded
+ * key fingerprint (none recorded: none). */
+static eg_err eg_backup_key_ids(eg_store *s, eg_backup_msg *b, char *msg, size_t msglen) {
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  size_t len = 0;
+  eg_err e = eg_store_meta_get(s, EG_META_KEY_FINGERPRINT, fp, sizeof fp, &len);
+  if (e == EG_ENOTFOUND) return EG_OK;
+  if (!e) e = eg_keyring_fingerprint_ids(fp, len, b->key_ids, EG_KEYRING_KEYS_MAX, &b->n_key_ids);
+  if (e) snprintf(msg, msglen, "cannot read the store's key fingerprint: %s", eg_err_msg(e));
+  return e;
+}
+
+/* A consistent copy of the store, streamed (eg_repl_serve_copy: the cap
+ * it shares with replica snapshots, the per-chunk send bound). */
+static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc_call *call,
+                        struct grpc_completion_queue *cq, char *msg, size_t msglen) {
+  eg_backup_msg b = {.n_key_ids = 0};
+  eg_err e = eg_backup_key_ids(srv->store, &b, msg, msglen);
+  if (e) return e;
+  /* Taken before the copy's read txn starts: the copy holds every write
+   * acknowledged before this time (and possibly some after). */
+  int64_t now = eg_now_us();
+  google__protobuf__timestamp__init(&b.time);
+  b.time.seconds = now / 1000000;
+  b.time.nanos = (int32_t)(now % 1000000) * 1000;
+  return eg_repl_serve_copy(srv->repl, &engram__v1__backup_request__descriptor, eg_backup_chunk,
+                            &b, srv->cfg->call_timeout_ms, call, cq, msg, msglen);
+}
+
 #define EG_ADMIN_PATH(name) "/engram.v1.AdminService/" #name
 
 const eg_method eg_admin_methods[] = {
@@ -207,5 +273,6 @@ const eg_method eg_admin_methods[] = {
      .role = EG_ROLE_ADMIN,
      .prepare = eg_set_retention_prepare,
      .apply = eg_set_retention_apply},
+    {.path = EG_ADMIN_PATH(Backup), .role = EG_ROLE_ADMIN, .stream = eg_admin_backup},
     {.path = NULL},
 };

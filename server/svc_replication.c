@@ -11,7 +11,7 @@ static eg_err eg_stream(const eg_srv *srv, const char *tenant, struct grpc_call 
 
 static eg_err eg_snapshot(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                           struct grpc_completion_queue *cq, char *msg, size_t msglen) {
-  return eg_repl_serve_snapshot(srv->repl, call, cq, msg, msglen);
+  return eg_repl_serve_snapshot(srv->repl, srv->cfg->call_timeout_ms, call, cq, msg, msglen);
 }
 
 const eg_method eg_replication_methods[] = {

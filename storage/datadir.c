@@ -20,7 +20,6 @@
  * a store lived here, so an empty or foreign data.mdb is refused. */
 #define EG_STORE_ID_FILE "engram.id"
 #define EG_STORE_ID_META "store_id"
-#define EG_LOCK_FILE "LOCK"
 /* LMDB's own lock file: created when an env is opened, and left behind. */
 #define EG_LMDB_LOCK_FILE "lock.mdb"
 /* Where engramd keeps the keyring when --keyring names none. */
@@ -65,7 +64,7 @@ eg_err eg_store_lock_dir(const char *dir, int *fd_out, char *err, size_t errlen)
   char path[4096], holder[32] = "";
   eg_err e = eg_store__make_dir(dir, err, errlen);
   if (e) return e;
-  eg_path(path, sizeof path, dir, EG_LOCK_FILE);
+  eg_path(path, sizeof path, dir, EG_STORE_LOCK_FILE);
   /* O_CLOEXEC: an exec of engramd (installing a snapshot) drops the lock
    * with the fd, and the new image takes it again. */
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);

@@ -161,7 +161,7 @@ eg_err eg_store__open_dbs(MDB_txn *txn, eg_store *s, const struct eg_db_slot *sl
 
 /* Every data DB: opened at start into its eg_store field, and replicated
  * through the WAL under its name. A DB a migration adds gets a row here. */
-static const struct eg_db_slot eg_data_db_table[] = {
+const struct eg_db_slot eg_store__data_db_table[] = {
     {EG_DB_SESSIONS, offsetof(eg_store, sessions)},
     {EG_DB_SESSIONS_BY_USER, offsetof(eg_store, sessions_by_user)},
     {EG_DB_MESSAGES, offsetof(eg_store, messages)},
@@ -177,15 +177,19 @@ static const struct eg_db_slot eg_data_db_table[] = {
     {EG_DB_SESSION_TERMS, offsetof(eg_store, session_terms)},
 };
 
+const size_t eg_store__n_data_dbs =
+    sizeof eg_store__data_db_table / sizeof eg_store__data_db_table[0];
+
 static eg_err eg_store_open_data_dbs(eg_store *s, MDB_txn *txn, char *err, size_t errlen) {
-  _Static_assert(sizeof eg_data_db_table / sizeof eg_data_db_table[0] <= EG_STORE_MAX_DBS - 2,
+  _Static_assert(sizeof eg_store__data_db_table / sizeof eg_store__data_db_table[0] <=
+                     EG_STORE_MAX_DBS - 2,
                  "room for meta and wal");
-  const size_t n = sizeof eg_data_db_table / sizeof eg_data_db_table[0];
-  eg_err e = eg_store__open_dbs(txn, s, eg_data_db_table, n, "", err, errlen);
+  const size_t n = eg_store__n_data_dbs;
+  eg_err e = eg_store__open_dbs(txn, s, eg_store__data_db_table, n, "", err, errlen);
   if (e) return e;
   for (size_t i = 0; i < n; i++)
-    s->data_dbs[i] = (struct eg_data_db){eg_data_db_table[i].name,
-                                         *(MDB_dbi *)((char *)s + eg_data_db_table[i].off)};
+    s->data_dbs[i] = (struct eg_data_db){eg_store__data_db_table[i].name,
+                                         *(MDB_dbi *)((char *)s + eg_store__data_db_table[i].off)};
   s->n_data_dbs = n;
   return eg_store_open_dbi(txn, EG_DB_WAL, 0, &s->wal, "", err, errlen);
 }

@@ -57,7 +57,7 @@ struct eg_store {
   MDB_dbi meta, wal, sessions, sessions_by_user, messages, idempotency;
   MDB_dbi memories, memories_by_user, memory_vectors, memory_terms, memory_users;
   MDB_dbi sessions_by_activity, sweep_due, retention, session_terms;
-  /* Every data DB by name (filled at open from eg_store__data_dbs). */
+  /* Every data DB by name (filled at open from eg_store__data_db_table). */
   struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
   size_t n_data_dbs;
   /* Read side: held by each reader from reader_begin to reader_end.
@@ -249,6 +249,10 @@ eg_err eg_store__erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint6
 /* lifecycle.c: migration 4's back-fill: the lifecycle entries of every
  * session, message range and memory in txn (the v4 DBs exist already). */
 eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen);
+/* env.c: every data DB (replicated through the WAL under its name), in
+ * the order eg_store_visit_data visits them. */
+extern const struct eg_db_slot eg_store__data_db_table[];
+extern const size_t eg_store__n_data_dbs;
 /* env.c: opens each existing DB of slots[0..n) into its field of s;
  * EG_ECORRUPT if one is missing. err gets what (may be "") and the DB. */
 eg_err eg_store__open_dbs(MDB_txn *txn, eg_store *s, const struct eg_db_slot *slots, size_t n,

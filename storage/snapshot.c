@@ -1,5 +1,6 @@
-/* Whole-store operations for replication: a consistent compacted copy, its
- * installation on a replica, and a walk over every data DB (checksums). */
+/* Whole-store operations: a consistent compacted copy (replica snapshots,
+ * backups), its installation, reading and checking a copy's file, and a
+ * walk over every data DB (checksums, verifying a backup). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -10,43 +11,114 @@
 
 #include "storage/internal.h"
 
-eg_err eg_store_file_info_read(const char *path, eg_store_file_info *out) {
-  MDB_env *env = NULL;
-  MDB_txn *txn = NULL;
+/* A single-file store opened read-only, with its meta read. */
+typedef struct {
+  MDB_env *env;
+  MDB_txn *txn;
+} eg_store_file;
+
+static void eg_store_file_close(eg_store_file *f) {
+  if (f->txn) mdb_txn_abort(f->txn);
+  if (f->env) mdb_env_close(f->env);
+}
+
+/* Opens the store file at path read-only in f and reads what it holds
+ * into out (eg_store_file_info_read's contract). Close f whatever it
+ * returns. */
+static eg_err eg_store_file_open(const char *path, eg_store_file *f, eg_store_file_info *out) {
   MDB_dbi meta;
   MDB_envinfo info;
   MDB_stat st;
   struct stat fst;
-  int rc = mdb_env_create(&env);
-  if (!rc) rc = mdb_env_set_maxdbs(env, EG_STORE_MAX_DBS);
+  *f = (eg_store_file){NULL, NULL};
+  *out = (eg_store_file_info){0};
+  int rc = mdb_env_create(&f->env);
+  if (!rc) rc = mdb_env_set_maxdbs(f->env, EG_STORE_MAX_DBS);
   /* No lock file: nothing else has the file open. */
-  if (!rc) rc = mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600);
-  if (!rc) rc = mdb_env_info(env, &info);
-  if (!rc) rc = mdb_env_stat(env, &st);
+  if (!rc) rc = mdb_env_open(f->env, path, MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK, 0600);
+  if (!rc) rc = mdb_env_info(f->env, &info);
+  if (!rc) rc = mdb_env_stat(f->env, &st);
   if (!rc && stat(path, &fst) != 0) rc = errno;
   /* A file cut short: its meta pages name pages past its end, and reading
    * one through the map would be a SIGBUS. Checked before any read. */
   if (!rc && (uint64_t)fst.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize)
     rc = MDB_CORRUPTED;
-  if (!rc) rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
-  if (!rc) rc = mdb_dbi_open(txn, EG_DB_META, 0, &meta);
+  if (!rc) rc = mdb_txn_begin(f->env, NULL, MDB_RDONLY, &f->txn);
+  if (!rc) rc = mdb_dbi_open(f->txn, EG_DB_META, 0, &meta);
   /* Not an LMDB file, or one without our meta DB: not a store. */
   eg_err e = rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH || rc == MDB_NOTFOUND ||
                      rc == MDB_CORRUPTED
                  ? EG_ECORRUPT
                  : eg_store__err(rc);
-  *out = (eg_store_file_info){0};
-  if (!e) e = eg_store__meta_get_version(txn, meta, &out->schema_version);
-  if (!e) e = eg_store__meta_get_u64(txn, meta, EG_META_LAST_LSN, &out->lsn);
-  if (!e) e = eg_store__meta_get_u64(txn, meta, EG_META_EPOCH, &out->epoch);
+  if (!e) e = eg_store__meta_get_version(f->txn, meta, &out->schema_version);
+  if (!e) e = eg_store__meta_get_u64(f->txn, meta, EG_META_LAST_LSN, &out->lsn);
+  if (!e) e = eg_store__meta_get_u64(f->txn, meta, EG_META_EPOCH, &out->epoch);
   if (!e && !out->epoch) out->epoch = 1;
-  if (e == EG_ENOTFOUND) e = EG_ECORRUPT;
-  if (txn) mdb_txn_abort(txn);
-  if (env) mdb_env_close(env);
+  return e == EG_ENOTFOUND ? EG_ECORRUPT : e;
+}
+
+eg_err eg_store_file_info_read(const char *path, eg_store_file_info *out) {
+  eg_store_file f;
+  eg_err e = eg_store_file_open(path, &f, out);
+  eg_store_file_close(&f);
   return e;
 }
 
-eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epoch) {
+eg_err eg_store_file_check(const char *path, uint64_t lsn, uint64_t epoch,
+                           eg_store_file_info *info, char *why, size_t whylen) {
+  eg_err e = eg_store_file_info_read(path, info);
+  if (e) {
+    snprintf(why, whylen, "not a readable store file (%s)", eg_err_msg(e));
+    return EG_ECORRUPT;
+  }
+  if (info->lsn != lsn || info->epoch != epoch) {
+    snprintf(why, whylen, "holds lsn %llu epoch %llu, announced as lsn %llu epoch %llu",
+             (unsigned long long)info->lsn, (unsigned long long)info->epoch,
+             (unsigned long long)lsn, (unsigned long long)epoch);
+    return EG_ECORRUPT;
+  }
+  /* An older schema is migrated when the store opens; a newer one cannot be. */
+  if (info->schema_version == 0 || info->schema_version > EG_STORE_SCHEMA_VERSION) {
+    snprintf(why, whylen, "schema version %u, this build reads 1 to %u", info->schema_version,
+             EG_STORE_SCHEMA_VERSION);
+    return EG_ECORRUPT;
+  }
+  return EG_OK;
+}
+
+/* Visits every key of dbi (named name) in txn, ascending. */
+static eg_err eg_store_visit_db(MDB_txn *txn, MDB_dbi dbi, const char *name, eg_kv_visit_fn fn,
+                                void *arg) {
+  MDB_cursor *c = NULL;
+  MDB_val k, v;
+  int rc = mdb_cursor_open(txn, dbi, &c);
+  if (!rc) rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+  while (!rc) {
+    fn(arg, name, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  if (c) mdb_cursor_close(c);
+  return rc == MDB_NOTFOUND ? EG_OK : eg_store__err(rc);
+}
+
+eg_err eg_store_file_visit(const char *path, eg_store_file_info *info, eg_kv_visit_fn fn,
+                           void *arg) {
+  eg_store_file f;
+  eg_err e = eg_store_file_open(path, &f, info);
+  for (size_t i = 0; !e && i < eg_store__n_data_dbs; i++) {
+    const char *name = eg_store__data_db_table[i].name;
+    MDB_dbi dbi;
+    int rc = mdb_dbi_open(f.txn, name, 0, &dbi);
+    /* A DB a later migration adds: absent from an older schema's file. */
+    if (rc == MDB_NOTFOUND && info->schema_version < EG_STORE_SCHEMA_VERSION) continue;
+    e = rc == MDB_NOTFOUND ? EG_ECORRUPT : eg_store__err(rc);
+    if (!e) e = eg_store_visit_db(f.txn, dbi, name, fn, arg);
+  }
+  eg_store_file_close(&f);
+  return e;
+}
+
+eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *out) {
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return EG_EIO;
   /* The copy runs its own read txn: keep the map from moving under it. */
@@ -58,14 +130,8 @@ eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epo
   pthread_rwlock_unlock(&s->map_lock);
   if (!rc && fsync(fd) != 0) rc = EIO;
   close(fd);
-  eg_store_file_info info;
-  eg_err e = rc ? eg_store__err(rc) : eg_store_file_info_read(path, &info);
-  if (e) {
-    unlink(path);
-    return e;
-  }
-  *lsn = info.lsn;
-  *epoch = info.epoch;
+  eg_err e = rc ? eg_store__err(rc) : eg_store_file_info_read(path, out);
+  if (e) unlink(path);
   return e;
 }
 
@@ -94,19 +160,10 @@ const char *eg_store_dir(const eg_store *s) { return s->dir; }
 
 eg_err eg_store_visit_data(eg_txn *t, eg_kv_visit_fn fn, void *arg) {
   if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
-  for (size_t i = 0; i < t->s->n_data_dbs; i++) {
-    MDB_cursor *c = NULL;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(t->txn, t->s->data_dbs[i].dbi, &c);
-    if (!rc) rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    while (!rc) {
-      fn(arg, t->s->data_dbs[i].name, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
-      rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-    }
-    if (c) mdb_cursor_close(c);
-    if (rc != MDB_NOTFOUND) return eg_store__err(rc);
-  }
-  return EG_OK;
+  eg_err e = EG_OK;
+  for (size_t i = 0; !e && i < t->s->n_data_dbs; i++)
+    e = eg_store_visit_db(t->txn, t->s->data_dbs[i].dbi, t->s->data_dbs[i].name, fn, arg);
+  return e;
 }
 
 eg_err eg_store_txn_lsn(eg_txn *t, uint64_t *lsn) {

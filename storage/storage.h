@@ -114,6 +114,8 @@ typedef struct {
  * Thread safety: once. */
 eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
                      char *err, size_t errlen);
+/* The lock file of a data dir (eg_store_lock_dir). */
+#define EG_STORE_LOCK_FILE "LOCK"
 /* Takes an exclusive lock on dir (flock on dir/LOCK, which then holds this
  * pid), creating dir as eg_store_open does, so two processes never serve
  * one store. *fd holds the lock until eg_store_unlock_dir or exit; it is
@@ -374,6 +376,16 @@ eg_err eg_store_wal_first_after(eg_txn *t, int64_t time_us, size_t max, uint64_t
  * With rec (may be NULL), also the record as stored, valid until t ends. */
 eg_err eg_store_wal_epoch_at(eg_txn *t, uint64_t lsn, uint64_t *epoch, const uint8_t **rec,
                              size_t *len);
+/* The head of an encoded WalRecord, read without decoding its ops (the
+ * WAL archiver reads every record). */
+typedef struct {
+  uint64_t lsn, epoch;
+  int64_t time_us;
+  int erasure;
+} eg_wal_head;
+/* Fills *out from rec (len bytes); EG_ECORRUPT if it does not parse or
+ * lacks its LSN, epoch or time. Cost: O(fields). Thread safety: any. */
+eg_err eg_store_wal_head(const uint8_t *rec, size_t len, eg_wal_head *out);
 /* Deletes up to max of the oldest records with LSN < below_lsn; *n (may be
  * NULL) gets how many. */
 eg_err eg_store_wal_trim(eg_txn *w, uint64_t below_lsn, size_t max, size_t *n);
@@ -402,20 +414,27 @@ void eg_store_wake_waiters(eg_store *s);
 
 /* The data dir the store was opened on. */
 const char *eg_store_dir(const eg_store *s);
-/* Writes a consistent, compacted copy of the store to path (new file, mode
- * 0600) while writes go on, and reports the LSN and epoch it holds. */
-eg_err eg_store_copy(eg_store *s, const char *path, uint64_t *lsn, uint64_t *epoch);
 /* What a store file holds, read from its meta DB. */
 typedef struct {
   uint64_t lsn, epoch;
   uint32_t schema_version; /* 0: a file never opened as a store */
 } eg_store_file_info;
+/* Writes a consistent, compacted copy of the store to path (new file, mode
+ * 0600) while writes go on, and reports what it holds (its LSN, epoch and
+ * schema version) in *info. */
+eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *info);
 /* Opens the single-file store at path (a copy: no lock file, nothing else
  * has it open) read-only and fills out. EG_ECORRUPT if it is not an LMDB
  * file, is shorter than its meta pages say (checked before anything is
  * read through the map), or lacks the meta DB or its keys; EG_EIO if it
  * cannot be read. */
 eg_err eg_store_file_info_read(const char *path, eg_store_file_info *out);
+/* Checks the store file at path before it may be installed or trusted:
+ * readable as a store (eg_store_file_info_read, filling *info), holding
+ * lsn and epoch (what its sender announced), of a schema version this
+ * build opens. EG_ECORRUPT with why filled otherwise. */
+eg_err eg_store_file_check(const char *path, uint64_t lsn, uint64_t epoch,
+                           eg_store_file_info *info, char *why, size_t whylen);
 /* Makes the copy at snapshot_path the store of dir (and drops dir's
  * engram.id, which the next open writes from the copy's id). Call before
  * eg_store_open, with no process holding dir open. */
@@ -428,6 +447,12 @@ typedef void (*eg_kv_visit_fn)(void *arg, const char *db, const void *k, size_t 
 eg_err eg_store_txn_lsn(eg_txn *t, uint64_t *lsn);
 /* Visits every data DB in a fixed order, keys ascending. */
 eg_err eg_store_visit_data(eg_txn *t, eg_kv_visit_fn fn, void *arg);
+/* The same over the single-file store at path, opened as
+ * eg_store_file_info_read does (read-only, no lock file; *info filled):
+ * EG_ECORRUPT for a file that is not a store, is cut short, or lacks a data
+ * DB of its schema version (a DB that a later schema added may be absent). */
+eg_err eg_store_file_visit(const char *path, eg_store_file_info *info, eg_kv_visit_fn fn,
+                           void *arg);
 
 /* ---- named meta values ----------------------------------------------------
  *

@@ -233,24 +233,32 @@ static int eg_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
   return 0;
 }
 
-/* The time_us of an encoded WalRecord, read from its header without
- * decoding the ops (the walk below may look at a batch of records). */
-static eg_err eg_wal_time(const uint8_t *p, size_t n, int64_t *time_us) {
-  const uint8_t *end = p + n;
+eg_err eg_store_wal_head(const uint8_t *rec, size_t len, eg_wal_head *out) {
+  const uint8_t *p = rec, *end = rec + len;
   uint64_t tag, v;
+  eg_wal_head h = {0};
+  int seen = 0; /* bit per field read: lsn, epoch, time */
   while (p < end) {
     if (!eg_varint_get(&p, end, &tag) || !eg_varint_get(&p, end, &v)) return EG_ECORRUPT;
     if ((tag & 7) == 2) { /* length-delimited (the ops): skip */
       if (v > (uint64_t)(end - p)) return EG_ECORRUPT;
       p += v;
-    } else if ((tag & 7) != 0) {
-      return EG_ECORRUPT;
-    } else if (tag >> 3 == 3) {
-      *time_us = (int64_t)v;
-      return EG_OK;
+      continue;
+    }
+    if ((tag & 7) != 0) return EG_ECORRUPT;
+    switch (tag >> 3) {
+      case 1: h.lsn = v, seen |= 1; break;
+      case 2: h.epoch = v, seen |= 2; break;
+      case 3: h.time_us = (int64_t)v, seen |= 4; break;
+      case 5: h.erasure = v != 0; break;
+      default: break;
     }
   }
-  return EG_ECORRUPT;
+  /* The writer always encodes lsn, epoch and time (proto3 would omit a 0,
+   * but an LSN and an epoch start at 1 and a time is never 0). */
+  if (seen != 7) return EG_ECORRUPT;
+  *out = h;
+  return EG_OK;
 }
 
 eg_err eg_store_wal_first_after(eg_txn *t, int64_t time_us, size_t max, uint64_t *lsn) {
@@ -262,12 +270,12 @@ eg_err eg_store_wal_first_after(eg_txn *t, int64_t time_us, size_t max, uint64_t
   if (!rc) rc = mdb_cursor_get(c, &key, &val, MDB_FIRST);
   if (rc == MDB_NOTFOUND) e = EG_ENOTFOUND;
   for (size_t seen = 0; !rc && !e && seen < max; seen++) {
-    int64_t at;
+    eg_wal_head h;
     if (key.mv_size != 8) e = EG_ECORRUPT;
-    if (!e) e = eg_wal_time(val.mv_data, val.mv_size, &at);
+    if (!e) e = eg_store_wal_head(val.mv_data, val.mv_size, &h);
     if (e) break;
     *lsn = eg_be64_get(key.mv_data);
-    if (at >= time_us) break;
+    if (h.time_us >= time_us) break;
     ++*lsn; /* this one is older: the answer lies past it */
     rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
   }

@@ -7,7 +7,8 @@
  *   json.c         proto3 JSON output (--json)
  *   print.c        readable output
  *   rpc.c          one RPC: call, print the response or the error
- *   cmd_*.c        the commands (cmd_admin.c: AdminService)
+ *   cmd_*.c        the commands (cmd_admin.c: AdminService; cmd_backup.c:
+ *                  backup files)
  *
  * Exit codes: 0 success, 1 the RPC (or a local operation) failed,
  * 2 usage error.
@@ -143,6 +144,8 @@ int pb_enum_parse(const ProtobufCEnumDescriptor *d, const char *text, int *value
 /* Writes m as one proto3 JSON object and a newline. Fields with default
  * values are included; unset message fields are left out. */
 void cli_print_json(FILE *out, const ProtobufCMessage *m);
+/* Writes str as a JSON string (quoted, escaped). */
+void cli_json_string(FILE *out, const char *str);
 
 /* ---- print.c ---- */
 
@@ -150,6 +153,10 @@ void cli_print_json(FILE *out, const ProtobufCMessage *m);
 void cli_print_readable(FILE *out, const ProtobufCMessage *m);
 
 /* ---- rpc.c ---- */
+
+/* Makes g->client on first use: CLI_OK, or CLI_USAGE (bad --target or
+ * --token, said). */
+int cli_client(cli *g);
 
 /* Calls method with req and prints the response (JSON or readable, then
  * "lsn: N" in readable mode after a write), or the error to stderr.
@@ -164,6 +171,10 @@ int cli_rpc_quiet(cli *g, const eg_client_method *method, const ProtobufCMessage
                   ProtobufCMessage **resp);
 
 /* ---- commands ---- */
+
+/* cmd_misc.c: initialises crypto for a local command: 1, or 0 after
+ * printing why. */
+int cli_crypto_ready(void);
 
 int cmd_admin_retention(cli *g, int argc, char **argv);
 int cmd_session_create(cli *g, int argc, char **argv);
@@ -192,5 +203,17 @@ int cmd_memory_search(cli *g, int argc, char **argv);
 int cmd_memory_dedup(cli *g, int argc, char **argv);
 int cmd_user_delete(cli *g, int argc, char **argv);
 int cmd_user_stats(cli *g, int argc, char **argv);
+/* cmd_backup.c: backup files (AdminService.Backup, then local work) */
+int cmd_backup_create(cli *g, int argc, char **argv);
+int cmd_backup_verify(cli *g, int argc, char **argv);
+int cmd_backup_restore(cli *g, int argc, char **argv);
+int cmd_backup_list(cli *g, int argc, char **argv);
+int cmd_backup_prune(cli *g, int argc, char **argv);
+
+/* ---- pitr.c (point-in-time restore) ---- */
+
+/* --to-time's value: RFC 3339 ("2026-01-02T03:04:05.5Z", "...+02:00") or
+ * unix seconds ("1767323045.5"). Returns 0 and *us, or -1. */
+int cli_parse_time_us(const char *s, int64_t *us);
 
 #endif

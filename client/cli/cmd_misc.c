@@ -20,8 +20,7 @@ int cmd_health(cli *g, int argc, char **argv) {
   return serving ? CLI_OK : CLI_ERR;
 }
 
-/* Initialises crypto for a local command; prints why on failure. */
-static int crypto_ready(void) {
+int cli_crypto_ready(void) {
   eg_err e = eg_crypto_init();
   if (e != EG_OK) fprintf(stderr, "engram: crypto: %s\n", eg_err_msg(e));
   return e == EG_OK;
@@ -35,7 +34,7 @@ int cmd_keygen(cli *g, int argc, char **argv) {
   };
   int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
   if (rc != CLI_OK) return rc;
-  if (!crypto_ready()) return CLI_ERR;
+  if (!cli_crypto_ready()) return CLI_ERR;
   char line[EG_KEYGEN_LINE_MAX];
   eg_err e = eg_keyring_keygen_line((uint32_t)id, line, sizeof line);
   if (e != EG_OK) {
@@ -51,7 +50,7 @@ int cmd_token_hash(cli *g, int argc, char **argv) {
   const char *token;
   int rc = cli_parse(g, argc, argv, cli_no_flags, names, &token);
   if (rc != CLI_OK) return rc;
-  if (!crypto_ready()) return CLI_ERR;
+  if (!cli_crypto_ready()) return CLI_ERR;
   char hex[65];
   eg_sha256_hex(token, strlen(token), hex);
   puts(hex);

@@ -40,7 +40,7 @@ static uint32_t codepoint(const unsigned char *s, size_t len) {
   return cp;
 }
 
-static void json_string(FILE *out, const char *str) {
+void cli_json_string(FILE *out, const char *str) {
   const unsigned char *s = (const unsigned char *)(str ? str : "");
   size_t n = strlen((const char *)s);
   fputc('"', out);
@@ -123,7 +123,7 @@ static void json_scalar(FILE *out, const ProtobufCFieldDescriptor *f, const void
 static void json_value(FILE *out, const ProtobufCFieldDescriptor *f, const void *v) {
   switch (f->type) {
   case PROTOBUF_C_TYPE_STRING:
-    json_string(out, *(const char *const *)v);
+    cli_json_string(out, *(const char *const *)v);
     break;
   case PROTOBUF_C_TYPE_BYTES:
     json_base64(out, v);
@@ -131,7 +131,7 @@ static void json_value(FILE *out, const ProtobufCFieldDescriptor *f, const void 
   case PROTOBUF_C_TYPE_ENUM: {
     const char *name = pb_enum_name(f->descriptor, *(const int *)v);
     if (name)
-      json_string(out, name);
+      cli_json_string(out, name);
     else
       fprintf(out, "%d", *(const int *)v);
     break;
@@ -141,7 +141,7 @@ static void json_value(FILE *out, const ProtobufCFieldDescriptor *f, const void 
     if (pb_is_timestamp(f)) {
       char ts[48];
       pb_timestamp_text((const Google__Protobuf__Timestamp *)sub, ts);
-      json_string(out, ts);
+      cli_json_string(out, ts);
     } else {
       json_message(out, sub);
     }
@@ -162,11 +162,11 @@ static void json_map(FILE *out, const ProtobufCMessage *m, const ProtobufCFieldD
     const ProtobufCMessage *e = *(const ProtobufCMessage *const *)pb_value(m, f, i);
     if (i) fputc(',', out);
     if (kf->type == PROTOBUF_C_TYPE_STRING) {
-      json_string(out, *(const char *const *)pb_value(e, kf, 0));
+      cli_json_string(out, *(const char *const *)pb_value(e, kf, 0));
     } else {
       char key[64];
       pb_scalar_text(kf, pb_value(e, kf, 0), key, sizeof key);
-      json_string(out, key);
+      cli_json_string(out, key);
     }
     fputc(':', out);
     json_value(out, vf, pb_value(e, vf, 0));

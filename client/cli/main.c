@@ -72,6 +72,25 @@ static const cli_cmd commands[] = {
      "[--memory-tombstone-retention-s S]",
      "this tenant's retention (seconds, 0 keeps forever, `default` for the server's)",
      cmd_admin_retention},
+    {"backup", "create", "--out FILE",
+     "write a backup of the node's data to FILE (admin token; mode 0600; --timeout bounds the "
+     "whole backup, default 1 hour)",
+     cmd_backup_create},
+    {"backup", "verify", "FILE [--keyring K]",
+     "check a backup: digest, the data as a store, records per DB; with --keyring every sealed "
+     "field (no server)",
+     cmd_backup_verify},
+    {"backup", "restore",
+     "FILE --data-dir DIR [--force] [--wal-archive ARCH [--to-lsn N | --to-time T]]",
+     "make DIR the data dir of a node at the backup's LSN and epoch (DIR empty unless --force; "
+     "not a running node's; no server); with --wal-archive, then replay the archived log up to "
+     "the target (RFC 3339 or unix seconds; none: all of it)",
+     cmd_backup_restore},
+    {"backup", "list", "DIR", "the backup files in DIR, oldest first (no server)", cmd_backup_list},
+    {"backup", "prune", "DIR --keep-daily N --keep-weekly N --keep-monthly N [--dry-run]",
+     "delete the backups in DIR that are not the newest of one of the last N days, ISO weeks or "
+     "months (UTC) that have one; never the newest (no server)",
+     cmd_backup_prune},
     {"keygen", NULL, "[--id N]", "print a new keyring line (no server)", cmd_keygen},
     {"token", "hash", "TOKEN", "print the sha256 hex of a token (no server)", cmd_token_hash},
 };

@@ -20,7 +20,9 @@
   X(parking)                 \
   X(auth)                    \
   X(page_token)             \
-  X(lifecycle)
+  X(lifecycle)               \
+  X(walarchive)              \
+  X(backup)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)

@@ -817,10 +817,10 @@ static void test_backfill_v3_sessions(void) {
   s = open_store();
   CU_ASSERT_EQUAL(eg_store_index_base_lsn(s), lsn);
   char src[4096], snap[4200];
-  uint64_t snap_lsn, epoch;
+  eg_store_file_info info;
   snprintf(src, sizeof src, "%s", tdir);
   snprintf(snap, sizeof snap, "%s/copy.mdb", src);
-  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, snap, &snap_lsn, &epoch), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, snap, &info), EG_OK);
   eg_store_close(s);
   setup();
   s = open_store();

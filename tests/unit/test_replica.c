@@ -69,7 +69,7 @@ static void test_trim_below_by_age(void) {
   eg_txn *t;
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &t), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(t), EG_OK);
-  CU_ASSERT_EQUAL(eg_repl_trim_below(r, t), 10);
+  CU_ASSERT_EQUAL(eg_repl_trim_below(r, t, 0), 10);
   eg_store_reader_end(t);
   eg_store_reader_free(t);
   eg_repl_free(r);
@@ -77,7 +77,7 @@ static void test_trim_below_by_age(void) {
   r = primary_repl(s, 1000000, 86400, 10000000);
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &t), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(t), EG_OK);
-  CU_ASSERT_EQUAL(eg_repl_trim_below(r, t), 1);
+  CU_ASSERT_EQUAL(eg_repl_trim_below(r, t, 0), 1);
   eg_store_reader_end(t);
   eg_store_reader_free(t);
   eg_repl_free(r);
@@ -272,23 +272,25 @@ static void test_snapshot_check(void) {
   char path[4200], why[256];
   eg_store *s = open_store();
   commit_n(s, 200);
-  uint64_t lsn = 0, epoch = 0;
+  eg_store_file_info info;
   snprintf(path, sizeof path, "%s/copy.mdb", dir);
-  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, path, &lsn, &epoch), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, path, &info), EG_OK);
+  uint64_t lsn = info.lsn, epoch = info.epoch;
+  CU_ASSERT_EQUAL(info.schema_version, EG_STORE_SCHEMA_VERSION);
   eg_store_close(s);
   CU_ASSERT_EQUAL(lsn, 200);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch, &info, why, sizeof why), EG_OK);
   /* not what the primary announced */
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn + 1, epoch, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn + 1, epoch, &info, why, sizeof why), EG_ECORRUPT);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "announced"));
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch + 1, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch + 1, &info, why, sizeof why), EG_ECORRUPT);
   /* cut short (as a read error on the primary used to send it): refused,
    * and without touching the missing pages */
   struct stat st;
   CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
   CU_ASSERT_FATAL(st.st_size > 4 * 4096);
   CU_ASSERT_EQUAL_FATAL(truncate(path, st.st_size - 4096), 0);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch, &info, why, sizeof why), EG_ECORRUPT);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "not a readable store"));
   /* garbage */
   int fd = open(path, O_WRONLY | O_TRUNC);
@@ -297,10 +299,10 @@ static void test_snapshot_check(void) {
   memset(junk, 0x5a, sizeof junk);
   CU_ASSERT_EQUAL(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
   close(fd);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch, &info, why, sizeof why), EG_ECORRUPT);
   /* empty */
   CU_ASSERT_EQUAL_FATAL(truncate(path, 0), 0);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_check(path, lsn, epoch, why, sizeof why), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_file_check(path, lsn, epoch, &info, why, sizeof why), EG_ECORRUPT);
 }
 
 /* ---- bug 4: promotion and a snapshot restart exclude each other --------- */

@@ -257,9 +257,9 @@ static void test_snapshot_adopts_id(void) {
   snprintf(tdir, sizeof tdir, "%s", src);
   eg_store *s = open_store(NULL);
   put_sessions(s, 2);
-  uint64_t lsn, epoch;
+  eg_store_file_info info;
   snprintf(snap, sizeof snap, "%s/copy.mdb", src);
-  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, snap, &lsn, &epoch), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_copy(s, snap, &info), EG_OK);
   eg_store_close(s);
   snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir());
   s = open_store(NULL); /* a replica with an id of its own */

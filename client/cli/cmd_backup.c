@@ -1,0 +1,510 @@
+/*
+ * engram backup create|verify|restore|list|prune: backup files.
+ *
+ *   create   AdminService.Backup from the node --target names (admin
+ *            token), written to --out atomically (mode 0600), a progress
+ *            bar on stderr when it is a terminal
+ *   verify   digest and length, the data as a store (schema, LSN, epoch,
+ *            records per DB), with --keyring every sealed field
+ *   restore  the data of a backup as a node's data dir (the node starts at
+ *            the backup's LSN and epoch)
+ *   list     the backup files in a dir, by their headers
+ *   prune    deletes the backups of a dir that a grandfather-father-son
+ *            policy does not keep
+ * The file's layout and the work are in backup/ (backup/backup.h); this
+ * file parses and prints.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backup/backup.h"
+#include "backup/walarchive.h"
+#include "cli.h"
+#include "engram/v1/admin.pb-c.h"
+
+#define BACKUP_PATH "/engram.v1.AdminService/Backup"
+/* Whole-stream deadline of `backup create` without --timeout: a copy of a
+ * large store takes longer than a unary call's 10 s. */
+#define BACKUP_TIMEOUT_MS (3600 * 1000)
+/* Backup files `list` and `prune` read in one dir. */
+#define BACKUP_DIR_MAX 100000
+
+/* ---- printing a header ------------------------------------------------------ */
+
+static void time_text(int64_t us, char buf[48]) {
+  Google__Protobuf__Timestamp t = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+  t.seconds = us / 1000000;
+  t.nanos = (int32_t)(us % 1000000) * 1000;
+  pb_timestamp_text(&t, buf);
+}
+
+static void hex(const uint8_t *p, size_t n, char *out) {
+  for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", p[i]);
+}
+
+/* The header's fields as JSON members (after a '{' and other members). */
+static void header_json(FILE *out, const eg_backup_header *h) {
+  char t[48], sha[65];
+  time_text(h->time_us, t);
+  hex(h->sha256, sizeof h->sha256, sha);
+  fprintf(out,
+          "\"lsn\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"schema_version\":%u,\"bytes\":%" PRIu64
+          ",\"sha256\":\"%s\",\"time\":\"%s\",\"key_ids\":[",
+          h->lsn, h->epoch, h->schema_version, h->data_bytes, sha, t);
+  for (size_t i = 0; i < h->n_key_ids; i++) fprintf(out, "%s%u", i ? "," : "", h->key_ids[i]);
+  fputc(']', out);
+}
+
+static void header_readable(FILE *out, const eg_backup_header *h) {
+  char t[48], sha[65];
+  time_text(h->time_us, t);
+  hex(h->sha256, sizeof h->sha256, sha);
+  fprintf(out,
+          "lsn: %" PRIu64 "\nepoch: %" PRIu64 "\nschema: %u\nbytes: %" PRIu64
+          "\nsha256: %s\ntime: %s\nkey ids:",
+          h->lsn, h->epoch, h->schema_version, h->data_bytes, sha, t);
+  for (size_t i = 0; i < h->n_key_ids; i++) fprintf(out, "%s%u", i ? "," : " ", h->key_ids[i]);
+  fputs(h->n_key_ids ? "\n" : " none\n", out);
+}
+
+/* Prints "engram: backup CMD: why" and returns CLI_ERR; with --json also
+ * {"ok":false,"error":why} on stdout. */
+static int fail(cli *g, const char *cmd, const char *why) {
+  fprintf(stderr, "engram: backup %s: %s\n", cmd, why);
+  if (g->json) {
+    fputs("{\"ok\":false,\"error\":", stdout);
+    cli_json_string(stdout, why);
+    fputs("}\n", stdout);
+  }
+  return CLI_ERR;
+}
+
+/* ---- create ----------------------------------------------------------------- */
+
+/* A progress bar on stderr, drawn only when stderr is a terminal. */
+typedef struct {
+  int tty;
+  uint64_t size; /* of the whole copy (the first chunk says) */
+  struct timespec start;
+} progress;
+
+static double since(const struct timespec *t0) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void progress_draw(const progress *p, uint64_t done) {
+  if (!p->tty || !p->size) return;
+  const double mib = 1024.0 * 1024.0;
+  double secs = since(&p->start), rate = secs > 0 ? (double)done / secs : 0;
+  int width = 30, fill = (int)((double)width * (double)done / (double)p->size);
+  char bar[32];
+  for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+  bar[width] = '\0';
+  fprintf(stderr, "\r[%s] %.1f / %.1f MiB  %.1f MiB/s  ETA %.0fs ", bar, (double)done / mib,
+          (double)p->size / mib, rate / mib,
+          rate > 0 ? (double)(p->size - (done < p->size ? done : p->size)) / rate : 0.0);
+}
+
+/* The header the last chunk describes. */
+static void header_from_chunk(const Engram__V1__BackupChunk *c, eg_backup_header *h) {
+  *h = (eg_backup_header){.format = EG_BACKUP_FORMAT,
+                          .lsn = c->lsn,
+                          .epoch = c->epoch,
+                          .schema_version = c->schema_version,
+                          .data_bytes = c->total_bytes};
+  if (c->time) h->time_us = c->time->seconds * 1000000 + c->time->nanos / 1000;
+  if (c->sha256.len == sizeof h->sha256) memcpy(h->sha256, c->sha256.data, sizeof h->sha256);
+  h->n_key_ids = c->n_key_ids < EG_BACKUP_KEY_IDS_MAX ? c->n_key_ids : EG_BACKUP_KEY_IDS_MAX;
+  memcpy(h->key_ids, c->key_ids, h->n_key_ids * sizeof *h->key_ids);
+}
+
+/* Streams the backup into w; on CLI_OK *h describes it. */
+static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char *why,
+                         size_t whylen) {
+  Engram__V1__BackupRequest req = ENGRAM__V1__BACKUP_REQUEST__INIT;
+  eg_client_opts opts = {.timeout_ms = g->timeout_ms ? g->timeout_ms : BACKUP_TIMEOUT_MS};
+  eg_client_status st;
+  progress p = {.tty = isatty(STDERR_FILENO)};
+  clock_gettime(CLOCK_MONOTONIC, &p.start);
+  eg_client_stream *s = eg_client_stream_open(g->client, BACKUP_PATH, &req.base, &opts, &st);
+  ProtobufCMessage *m;
+  int last = 0;
+  eg_err e = EG_OK;
+  while (s && !e && eg_client_stream_next(s, &engram__v1__backup_chunk__descriptor, &m, &st) == 1) {
+    Engram__V1__BackupChunk *c = (Engram__V1__BackupChunk *)m;
+    if (c->size) p.size = c->size;
+    if (c->data.len) e = eg_backup_writer_write(w, c->data.data, c->data.len, why, whylen);
+    if (c->last) {
+      header_from_chunk(c, h);
+      last = 1;
+    }
+    progress_draw(&p, eg_backup_writer_bytes(w));
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  eg_client_stream_free(s);
+  if (p.tty && p.size) fputc('\n', stderr);
+  if (e) return CLI_ERR;
+  if (st.code != 0 || !last) {
+    snprintf(why, whylen, "%s%s%.400s", eg_client_code_name(st.code), *st.message ? ": " : "",
+             st.code ? st.message : "the stream ended before its last chunk");
+    return CLI_ERR;
+  }
+  return CLI_OK;
+}
+
+int cmd_backup_create(cli *g, int argc, char **argv) {
+  const char *out = NULL;
+  const cli_flag flags[] = {{"--out", FLAG_STR, &out, 1}, {NULL}};
+  int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
+  if (rc != CLI_OK) return rc;
+  if ((rc = cli_client(g)) != CLI_OK) return rc;
+  if (!cli_crypto_ready()) return CLI_ERR;
+  char why[512] = "";
+  eg_backup_writer *w;
+  eg_backup_header h;
+  if (eg_backup_writer_open(out, &w, why, sizeof why) != EG_OK) return fail(g, "create", why);
+  if (create_stream(g, w, &h, why, sizeof why) != CLI_OK) {
+    eg_backup_writer_abort(w);
+    return fail(g, "create", why);
+  }
+  if (eg_backup_writer_commit(w, &h, why, sizeof why) != EG_OK) return fail(g, "create", why);
+  if (g->json) {
+    fputs("{\"ok\":true,\"path\":", stdout);
+    cli_json_string(stdout, out);
+    fputc(',', stdout);
+    header_json(stdout, &h);
+    fputs("}\n", stdout);
+  } else {
+    printf("path: %s\n", out);
+    header_readable(stdout, &h);
+  }
+  return CLI_OK;
+}
+
+/* ---- restore ---------------------------------------------------------------- */
+
+/* Replays the WAL archive onto the base restored in dir (its lock held).
+ * On failure the dir must not look like a node's data: its data.mdb is
+ * removed (the base half replayed would start as if whole). */
+static int restore_replay(cli *g, const char *dir, const char *archive, const eg_pitr_target *t,
+                          eg_pitr_result *res) {
+  char why[512], msg[700], path[4200];
+  eg_err e = eg_pitr_replay(dir, archive, t, res, why, sizeof why);
+  if (e == EG_OK) return CLI_OK;
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  int gone = unlink(path) == 0;
+  snprintf(msg, sizeof msg, "replaying %s failed: %s%s", archive, why,
+           gone ? " (the half-replayed data.mdb was removed)" : "");
+  return fail(g, "restore", msg);
+}
+
+int cmd_backup_restore(cli *g, int argc, char **argv) {
+  const char *dir = NULL, *file, *archive = NULL, *to_time = NULL;
+  int force = 0;
+  int64_t to_lsn = 0;
+  const cli_flag flags[] = {{"--data-dir", FLAG_STR, &dir, 1},
+                            {"--force", FLAG_BOOL, &force},
+                            {"--wal-archive", FLAG_STR, &archive},
+                            {"--to-lsn", FLAG_INT, &to_lsn, 0, 1, INT64_MAX},
+                            {"--to-time", FLAG_STR, &to_time},
+                            {NULL}};
+  const char *const names[] = {"FILE", NULL};
+  int rc = cli_parse(g, argc, argv, flags, names, &file);
+  if (rc != CLI_OK) return rc;
+  eg_pitr_target target = {.to_lsn = (uint64_t)to_lsn};
+  if ((to_lsn || to_time) && !archive)
+    return cli_usage_error(g, "--to-lsn and --to-time need --wal-archive");
+  if (to_lsn && to_time) return cli_usage_error(g, "give --to-lsn or --to-time, not both");
+  if (to_time && cli_parse_time_us(to_time, &target.to_time_us) != 0)
+    return cli_usage_error(g, "--to-time %s: want RFC 3339 (2026-01-02T03:04:05Z) or unix seconds",
+                           to_time);
+  if (!cli_crypto_ready()) return CLI_ERR;
+  char why[512] = "", msg[700];
+  eg_backup_header h;
+  eg_pitr_result res = {0};
+  int lock = -1;
+  /* The archive is checked against the backup's LSN and epoch first: a
+   * restore it cannot serve (a gap, a corrupt segment, a target out of
+   * reach) is refused with DIR untouched. */
+  if (archive && (eg_backup_header_read(file, &h, why, sizeof why) != EG_OK ||
+                  eg_pitr_check(archive, h.lsn, h.epoch, &target, &res, why, sizeof why) != EG_OK)) {
+    snprintf(msg, sizeof msg, "point-in-time restore from %s refused: %s", archive, why);
+    return fail(g, "restore", msg);
+  }
+  if (eg_backup_restore_base(file, dir, force, &h, &lock, why, sizeof why) != EG_OK)
+    return fail(g, "restore", why);
+  /* The base is in place and dir still locked: no node starts on it
+   * before the replay is done. */
+  rc = archive ? restore_replay(g, dir, archive, &target, &res) : CLI_OK;
+  eg_store_unlock_dir(lock);
+  if (rc != CLI_OK) return rc;
+  char t[48] = "";
+  if (res.time_us) time_text(res.time_us, t);
+  if (g->json) {
+    fputs("{\"ok\":true,\"data_dir\":", stdout);
+    cli_json_string(stdout, dir);
+    fputc(',', stdout);
+    header_json(stdout, &h);
+    if (archive)
+      fprintf(stdout, ",\"replayed\":{\"records\":%" PRIu64 ",\"lsn\":%" PRIu64
+              ",\"epoch\":%" PRIu64 ",\"time\":\"%s\"}", res.records, res.lsn, res.epoch, t);
+    fputs("}\n", stdout);
+  } else {
+    printf("restored %s into %s\n", file, dir);
+    header_readable(stdout, &h);
+    if (archive)
+      printf("replayed %" PRIu64 " archived records from %s: now at lsn %" PRIu64
+             ", epoch %" PRIu64 "%s%s\n", res.records, archive, res.lsn, res.epoch,
+             t[0] ? ", last record written " : "", t);
+  }
+  return CLI_OK;
+}
+
+/* ---- verify ----------------------------------------------------------------- */
+
+static void verify_json(const eg_backup_verify_result *v, const eg_keyring *kr, const char *why) {
+  fprintf(stdout, "{\"ok\":%s,", *why ? "false" : "true");
+  if (*why) {
+    fputs("\"error\":", stdout);
+    cli_json_string(stdout, why);
+    fputc(',', stdout);
+  }
+  header_json(stdout, &v->h);
+  fputs(",\"records\":{", stdout);
+  for (size_t i = 0; i < v->n_dbs; i++)
+    fprintf(stdout, "%s\"%s\":%" PRIu64, i ? "," : "", v->dbs[i].name, v->dbs[i].records);
+  fputc('}', stdout);
+  if (kr) {
+    fprintf(stdout,
+            ",\"sealed_opened\":%" PRIu64 ",\"sealed_failed\":%" PRIu64
+            ",\"sealed_missing_key\":%" PRIu64 ",\"missing_key_ids\":[",
+            v->sealed_opened, v->sealed_failed, v->sealed_missing_key);
+    for (size_t i = 0; i < v->n_missing; i++)
+      fprintf(stdout, "%s%u", i ? "," : "", v->missing_key_ids[i]);
+    fputc(']', stdout);
+  }
+  fputs("}\n", stdout);
+}
+
+static void verify_readable(const eg_backup_verify_result *v, const eg_keyring *kr) {
+  header_readable(stdout, &v->h);
+  for (size_t i = 0; i < v->n_dbs; i++)
+    printf("records %s: %" PRIu64 "\n", v->dbs[i].name, v->dbs[i].records);
+  if (!kr) return;
+  printf("sealed fields opened: %" PRIu64 "\nsealed fields failed: %" PRIu64
+         "\nsealed fields under a missing key: %" PRIu64 "\nmissing key ids:",
+         v->sealed_opened, v->sealed_failed, v->sealed_missing_key);
+  for (size_t i = 0; i < v->n_missing; i++)
+    printf("%s%u", i ? "," : " ", v->missing_key_ids[i]);
+  puts(v->n_missing ? "" : " none");
+}
+
+int cmd_backup_verify(cli *g, int argc, char **argv) {
+  const char *keyring = NULL, *file;
+  const cli_flag flags[] = {{"--keyring", FLAG_STR, &keyring}, {NULL}};
+  const char *const names[] = {"FILE", NULL};
+  int rc = cli_parse(g, argc, argv, flags, names, &file);
+  if (rc != CLI_OK) return rc;
+  if (!cli_crypto_ready()) return CLI_ERR;
+  char why[512] = "";
+  eg_keyring *kr = NULL;
+  if (keyring && eg_keyring_load(keyring, &kr, why, sizeof why) != EG_OK)
+    return fail(g, "verify", why);
+  eg_backup_verify_result *v = cli_alloc(g, sizeof *v);
+  eg_err e = eg_backup_verify(file, kr, v, why, sizeof why);
+  if (e) {
+    eg_keyring_free(kr);
+    return fail(g, "verify", why);
+  }
+  if (v->sealed_failed)
+    snprintf(why, sizeof why, "%s: %" PRIu64 " sealed field(s) do not open; the first: %s", file,
+             v->sealed_failed, v->first_failure);
+  else if (v->n_missing)
+    snprintf(why, sizeof why, "%s: the keyring %s lacks key id %u, which the data is sealed with",
+             file, keyring, v->missing_key_ids[0]);
+  if (*why) fprintf(stderr, "engram: backup verify: %s\n", why);
+  if (g->json)
+    verify_json(v, kr, why);
+  else
+    verify_readable(v, kr);
+  eg_keyring_free(kr);
+  return *why ? CLI_ERR : CLI_OK;
+}
+
+/* ---- list and prune --------------------------------------------------------- */
+
+typedef struct {
+  char *name;
+  eg_backup_header h;
+} listed;
+
+typedef struct {
+  listed *ok; /* sound headers, oldest first */
+  size_t n_ok;
+  char **bad; /* "name: why" of backup files whose header does not read */
+  size_t n_bad;
+} listing;
+
+static int by_time(const void *a, const void *b) {
+  const listed *x = a, *y = b;
+  if (x->h.time_us != y->h.time_us) return x->h.time_us < y->h.time_us ? -1 : 1;
+  return strcmp(x->name, y->name);
+}
+
+static int skip_entry(const struct dirent *de) { return de->d_name[0] != '.'; }
+
+/* Reads the header of every backup file in dir (files without the backup
+ * magic are skipped). CLI_ERR after printing why if dir cannot be read. */
+static int list_dir(cli *g, const char *cmd, const char *dir, listing *out) {
+  struct dirent **ents;
+  char why[512];
+  int n = scandir(dir, &ents, skip_entry, alphasort);
+  if (n < 0) {
+    snprintf(why, sizeof why, "%s: %s", dir, strerror(errno));
+    return fail(g, cmd, why);
+  }
+  if (n > BACKUP_DIR_MAX) {
+    for (int i = 0; i < n; i++) free(ents[i]);
+    free(ents);
+    snprintf(why, sizeof why, "%s holds %d entries, more than the %d read at once", dir, n,
+             BACKUP_DIR_MAX);
+    return fail(g, cmd, why);
+  }
+  *out = (listing){cli_alloc(g, (size_t)(n ? n : 1) * sizeof(listed)), 0,
+                   cli_alloc(g, (size_t)(n ? n : 1) * sizeof(char *)), 0};
+  for (int i = 0; i < n; i++) {
+    char path[8192];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
+    int magic = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? eg_backup_has_magic(path) : 0;
+    listed *l = &out->ok[out->n_ok];
+    if (magic < 0) {
+      snprintf(why, sizeof why, "%s: %s", ents[i]->d_name, strerror(errno));
+    } else if (magic && eg_backup_header_read(path, &l->h, why, sizeof why) == EG_OK) {
+      l->name = cli_alloc(g, strlen(ents[i]->d_name) + 1);
+      strcpy(l->name, ents[i]->d_name);
+      out->n_ok++;
+      magic = 0;
+    }
+    if (magic) {
+      out->bad[out->n_bad] = cli_alloc(g, strlen(why) + 1);
+      strcpy(out->bad[out->n_bad++], why);
+      fprintf(stderr, "engram: backup %s: unreadable: %s\n", cmd, why);
+    }
+    free(ents[i]);
+  }
+  free(ents);
+  qsort(out->ok, out->n_ok, sizeof *out->ok, by_time);
+  return CLI_OK;
+}
+
+static void bad_json(const listing *l) {
+  fputs(",\"unreadable\":[", stdout);
+  for (size_t i = 0; i < l->n_bad; i++) {
+    if (i) fputc(',', stdout);
+    cli_json_string(stdout, l->bad[i]);
+  }
+  fputc(']', stdout);
+}
+
+int cmd_backup_list(cli *g, int argc, char **argv) {
+  const char *dir;
+  const char *const names[] = {"DIR", NULL};
+  int rc = cli_parse(g, argc, argv, cli_no_flags, names, &dir);
+  if (rc != CLI_OK) return rc;
+  listing l;
+  if ((rc = list_dir(g, "list", dir, &l)) != CLI_OK) return rc;
+  if (g->json) fputs("{\"ok\":true,\"backups\":[", stdout);
+  for (size_t i = 0; i < l.n_ok; i++) {
+    char t[48];
+    if (g->json) {
+      fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+      cli_json_string(stdout, l.ok[i].name);
+      fputc(',', stdout);
+      header_json(stdout, &l.ok[i].h);
+      fputc('}', stdout);
+      continue;
+    }
+    time_text(l.ok[i].h.time_us, t);
+    printf("%s  lsn %" PRIu64 "  epoch %" PRIu64 "  %" PRIu64 " bytes  %s\n", t, l.ok[i].h.lsn,
+           l.ok[i].h.epoch, l.ok[i].h.data_bytes, l.ok[i].name);
+  }
+  if (g->json) {
+    fputc(']', stdout);
+    bad_json(&l);
+    fputs("}\n", stdout);
+  }
+  return CLI_OK;
+}
+
+/* Deletes dir/name; 0 or -1 with why. */
+static int remove_backup(const char *dir, const char *name, char *why, size_t whylen) {
+  char path[8192];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  if (unlink(path) == 0) return 0;
+  snprintf(why, whylen, "%.400s: %s", path, strerror(errno));
+  return -1;
+}
+
+int cmd_backup_prune(cli *g, int argc, char **argv) {
+  const char *dir;
+  int64_t keep_n[3] = {0, 0, 0};
+  int dry = 0;
+  const cli_flag flags[] = {{"--keep-daily", FLAG_INT, &keep_n[0], 1, 0, INT32_MAX},
+                            {"--keep-weekly", FLAG_INT, &keep_n[1], 1, 0, INT32_MAX},
+                            {"--keep-monthly", FLAG_INT, &keep_n[2], 1, 0, INT32_MAX},
+                            {"--dry-run", FLAG_BOOL, &dry},
+                            {NULL}};
+  const char *const names[] = {"DIR", NULL};
+  int rc = cli_parse(g, argc, argv, flags, names, &dir);
+  if (rc != CLI_OK) return rc;
+  listing l;
+  if ((rc = list_dir(g, "prune", dir, &l)) != CLI_OK) return rc;
+  int64_t *times = cli_alloc(g, (l.n_ok ? l.n_ok : 1) * sizeof *times);
+  int *keep = cli_alloc(g, (l.n_ok ? l.n_ok : 1) * sizeof *keep);
+  const int policy[3] = {(int)keep_n[0], (int)keep_n[1], (int)keep_n[2]};
+  for (size_t i = 0; i < l.n_ok; i++) times[i] = l.ok[i].h.time_us;
+  if (eg_backup_retain(times, l.n_ok, policy, keep) != EG_OK) return fail(g, "prune", "out of memory");
+  char why[512] = "";
+  int failed = 0;
+  for (size_t i = 0; i < l.n_ok; i++)
+    if (!keep[i] && !dry && remove_backup(dir, l.ok[i].name, why, sizeof why) != 0) {
+      fprintf(stderr, "engram: backup prune: %s\n", why);
+      keep[i] = 1; /* still there: reported as kept */
+      failed = 1;
+    }
+  if (g->json) fprintf(stdout, "{\"ok\":%s,\"dry_run\":%s", failed ? "false" : "true", dry ? "true" : "false");
+  for (int pass = 1; pass >= 0; pass--) {
+    int first = 1;
+    if (g->json) fputs(pass ? ",\"kept\":[" : ",\"deleted\":[", stdout);
+    for (size_t i = 0; i < l.n_ok; i++) {
+      if (keep[i] != pass) continue;
+      if (g->json) {
+        if (!first) fputc(',', stdout);
+        cli_json_string(stdout, l.ok[i].name);
+      } else {
+        char t[48];
+        time_text(l.ok[i].h.time_us, t);
+        printf("%s %s  %s\n", pass ? "kept   " : dry ? "would delete" : "deleted", t,
+               l.ok[i].name);
+      }
+      first = 0;
+    }
+    if (g->json) fputc(']', stdout);
+  }
+  if (g->json) {
+    bad_json(&l);
+    fputs("}\n", stdout);
+  }
+  return failed ? CLI_ERR : CLI_OK;
+}

@@ -1,0 +1,442 @@
+"""WAL archive (--wal-archive-dir) and point-in-time restore (engram backup
+restore --wal-archive ARCH --to-lsn N | --to-time T), with real processes.
+
+  ArchiveClusterTest  a primary and a replica both archiving: every LSN once,
+                      in order, the same bytes on both; a promotion starts a
+                      segment named with the new epoch
+  ArchiveCrashTest    kill -9 mid-load, a torn record at the end of the open
+                      segment: the restart cuts it, no gap, no duplicate
+  ArchiveRetentionTest  with --wal-retain-s 1 the log is not trimmed past the
+                      archiver while the archive dir is unusable; it catches
+                      up when the dir is back
+  PitrTest            a base backup plus the archive: to an LSN between two
+                      writes, to a time, past a DeleteUser; Checksum equal to
+                      the source's at that LSN; a gap, a corrupt segment and a
+                      target past the end refused with exit 1
+"""
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import grpc
+
+from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
+                     free_port, make_keyring, pb, uid)
+from engram.v1 import admin_pb2 as apb  # noqa: E402
+from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
+from engram.v1 import user_pb2 as up  # noqa: E402
+from engram.v1 import user_pb2_grpc as upg  # noqa: E402
+
+AGENT, ADMIN, REPL = "agent-token-1", "admin-token-1", "replica-token-1"
+TOKENS = [("acme", "agent", AGENT), ("acme", "admin", ADMIN), ("acme", "replica", REPL)]
+WAIT = 30.0  # bound on catching up (ASan is slow)
+
+
+# ---- the segment format (backup/walarchive.h), read independently ------------
+
+HEADER, FRAME_HEAD, DIGEST = 64, 12, 32
+
+
+def read_segment(path):
+    """[(lsn, record bytes)] of a segment, checking every digest; a .partial
+    is read up to its last whole record."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"EGWALSEG", path
+    assert hashlib.sha256(data[:32]).digest() == data[32:64], path
+    epoch, first = struct.unpack(">QQ", data[16:32])
+    out, off = [], HEADER
+    while off + FRAME_HEAD <= len(data):
+        n, lsn = struct.unpack(">IQ", data[off:off + FRAME_HEAD])
+        if n == 0:
+            assert hashlib.sha256(data[off:off + FRAME_HEAD]).digest() == \
+                data[off + FRAME_HEAD:off + FRAME_HEAD + DIGEST], path
+            assert lsn == (out[-1][0] if out else None), path
+            return epoch, first, out, True
+        end = off + FRAME_HEAD + n + DIGEST
+        if end > len(data):
+            break
+        rec = data[off + FRAME_HEAD:off + FRAME_HEAD + n]
+        if hashlib.sha256(data[off:off + FRAME_HEAD + n]).digest() != data[end - DIGEST:end]:
+            break
+        assert lsn == first + len(out), (path, lsn)
+        out.append((lsn, rec))
+        off = end
+    return epoch, first, out, False
+
+
+def wal_lsn(rec):
+    """Field 1 (lsn) of an encoded WalRecord: its first varint after the tag."""
+    assert rec[0] == 0x08
+    v, shift = 0, 0
+    for b in rec[1:]:
+        v |= (b & 0x7f) << shift
+        shift += 7
+        if not b & 0x80:
+            return v
+    raise AssertionError("bad varint")
+
+
+def archive_records(d):
+    """Every record of the archive in d, in name order: [(lsn, epoch, bytes)]."""
+    recs = []
+    for name in sorted(os.listdir(d)):
+        if ".seg" not in name:
+            continue
+        epoch, first, out, closed = read_segment(os.path.join(d, name))
+        assert closed or name.endswith(".partial"), name
+        recs += [(lsn, epoch, rec) for lsn, rec in out]
+    return recs
+
+
+# ---- nodes ------------------------------------------------------------------------
+
+def admin(srv, token=ADMIN):
+    ch = grpc.insecure_channel(srv.addr)
+    stub = apbg.AdminServiceStub(ch)
+    md = (("authorization", "Bearer " + token),) if token else ()
+    return ch, stub, md
+
+
+def status(srv, token=ADMIN):
+    ch, stub, md = admin(srv, token)
+    try:
+        return stub.GetStatus(apb.GetStatusRequest(), timeout=RPC_TIMEOUT, metadata=md)
+    finally:
+        ch.close()
+
+
+def checksum(srv, token=ADMIN):
+    ch, stub, md = admin(srv, token)
+    try:
+        r = stub.Checksum(apb.ChecksumRequest(), timeout=RPC_TIMEOUT, metadata=md)
+        return r.lsn, r.sha256
+    finally:
+        ch.close()
+
+
+def wait_for(what, fn, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.02)
+
+
+def wait_archived(srv, token=ADMIN):
+    """Waits until the archiver wrote everything the node committed."""
+    def done():
+        st = status(srv, token)
+        return st.archived_lsn == st.last_lsn and st
+    return wait_for("the archive to reach the last lsn", done)
+
+
+def cli(*args, token=None, target=None, json_out=False):
+    argv = [ENGRAM_CLI] + (["--json"] if json_out else [])
+    if target:
+        argv += ["--target", target]
+    if token:
+        argv += ["--token", token]
+    p = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=120,
+                       env=clean_env())
+    return p.returncode, p.stdout, p.stderr
+
+
+class ArchiveCase(E2ETestCase):
+    def tmpdir(self):
+        d = tempfile.mkdtemp(prefix="engram-e2e-arch-")
+        if not KEEP:
+            self.addCleanup(shutil.rmtree, d, True)
+        return d
+
+
+# ---- primary + replica ------------------------------------------------------------
+
+class ArchiveClusterTest(ArchiveCase):
+    def test_primary_and_replica_archive_the_same_log_and_promotion_starts_an_epoch(self):
+        tmp = self.tmpdir()
+        keyring = make_keyring(os.path.join(tmp, "keyring"))
+        a1, a2 = os.path.join(tmp, "arch-primary"), os.path.join(tmp, "arch-replica")
+        primary = self.start_server("--wal-archive-dir", a1, "--wal-archive-segment-records", 7,
+                                    tokens=TOKENS, keyring=keyring)
+        replica = Server("--role", "replica", "--primary", primary.addr, "--replica-token", REPL,
+                         "--wal-archive-dir", a2, "--wal-archive-segment-records", 5,
+                         tokens=TOKENS, keyring=keyring, port=free_port())
+        self.addCleanup(replica.close)
+        replica.start()
+        c = primary.client(AGENT)
+        sid = c.create(uid("u")).session_id
+        for i in range(30):
+            c.append(sid, M("m%d" % i))
+        last = status(primary).last_lsn
+        wait_for("the replica", lambda: status(replica).last_lsn == last)
+        self.assertEqual(wait_archived(primary).archived_lsn, last)
+        self.assertEqual(wait_archived(replica).archived_lsn, last)
+        self.assertEqual(os.stat(a1).st_mode & 0o777, 0o700)
+        r1, r2 = archive_records(a1), archive_records(a2)
+        # Every LSN once, in order, the record's own LSN inside; the same
+        # bytes on both nodes (a replica stores the primary's records).
+        self.assertEqual([l for l, _, _ in r1], list(range(1, last + 1)))
+        self.assertEqual([wal_lsn(r) for _, _, r in r1], list(range(1, last + 1)))
+        self.assertEqual(r1, r2)
+        for name in os.listdir(a1):
+            self.assertEqual(os.stat(os.path.join(a1, name)).st_mode & 0o777, 0o600)
+
+        # Promotion: the old primary stops, the replica takes epoch 2; its
+        # archive goes on in a segment named with the new epoch, from the
+        # promotion's own record.
+        primary.stop()
+        ch, stub, md = admin(replica)
+        promoted = stub.Promote(apb.PromoteRequest(), timeout=RPC_TIMEOUT, metadata=md)
+        ch.close()
+        self.assertEqual(promoted.epoch, 2)
+        replica.client(AGENT).append(sid, M("after promotion"))
+        st = wait_archived(replica)
+        name = "%020d-%020d.seg" % (promoted.lsn, 2)
+        names = sorted(os.listdir(a2))
+        self.assertTrue(name in names or name + ".partial" in names, names)
+        r2 = archive_records(a2)
+        self.assertEqual([l for l, _, _ in r2], list(range(1, st.last_lsn + 1)))
+        self.assertEqual([e for l, e, _ in r2 if l >= promoted.lsn], [2] * (st.last_lsn - promoted.lsn + 1))
+
+
+# ---- kill -9 -------------------------------------------------------------------------
+
+class ArchiveCrashTest(ArchiveCase):
+    def test_kill9_mid_load_then_torn_tail_is_cut_without_gap_or_duplicate(self):
+        tmp = self.tmpdir()
+        arch = os.path.join(tmp, "arch")
+        srv = self.start_server("--wal-archive-dir", arch, "--wal-archive-segment-records", 40)
+        c = srv.client()
+        sid = c.create(uid("u")).session_id
+        stop = threading.Event()
+        errors = []
+
+        def load():
+            # Bounded: at most 2000 writes, until the kill.
+            for i in range(2000):
+                if stop.is_set():
+                    return
+                try:
+                    c.append(sid, M("load %d" % i))
+                except grpc.RpcError:
+                    return  # the kill
+                except Exception as e:  # pragma: no cover
+                    errors.append(e)
+                    return
+
+        t = threading.Thread(target=load)
+        t.start()
+        wait_for("some archived records", lambda: status(srv, None).archived_lsn >= 100)
+        srv.kill9()
+        stop.set()
+        t.join(timeout=WAIT)
+        self.assertEqual(errors, [])
+        # The crash may have cut a record in half: make sure one is (a frame
+        # head promising 1000 bytes, then 10 of them), at the end of the
+        # segment that was open.
+        partial = [n for n in os.listdir(arch) if n.endswith(".partial")]
+        self.assertEqual(len(partial), 1, os.listdir(arch))
+        with open(os.path.join(arch, partial[0]), "ab") as f:
+            f.write(struct.pack(">IQ", 1000, 999999) + b"x" * 10)
+        srv.start()
+        c = srv.client()
+        c.append(sid, M("after the crash"))
+        st = wait_archived(srv, None)
+        self.assertIn("cut 22 bytes of a torn record", srv.log_text())
+        recs = archive_records(arch)
+        self.assertEqual([l for l, _, _ in recs], list(range(1, st.last_lsn + 1)))
+        self.assertEqual(st.archive_problem, "")
+
+
+# ---- retention held for the archiver -----------------------------------------------
+
+class ArchiveRetentionTest(ArchiveCase):
+    def test_log_is_not_trimmed_past_the_archiver(self):
+        tmp = self.tmpdir()
+        arch = os.path.join(tmp, "arch")
+        # Age retention of 1 s: without the archiver's hold every record but
+        # the newest goes at the first write a second later.
+        srv = self.start_server("--wal-archive-dir", arch, "--wal-archive-segment-records", 3,
+                                "--wal-retain-s", 1)
+        c = srv.client()
+        sid = c.create(uid("u")).session_id
+        for i in range(4):
+            c.append(sid, M("before %d" % i))
+        held_from = wait_archived(srv, None).archived_lsn + 1
+        # The dir goes away (a file in its place: chmod does not stop root):
+        # the open segment's close fails, and so does every retry.
+        away = arch + ".away"
+        os.rename(arch, away)
+        with open(arch, "w") as f:
+            f.write("not a dir")
+        for i in range(6):
+            c.append(sid, M("while broken %d" % i))
+        st = wait_for("the archiver to report its problem",
+                      lambda: (s := status(srv, None)).archive_problem and s)
+        self.assertIn("retrying", st.archive_problem)
+        stuck = st.archived_lsn
+        # Records older than --wal-retain-s, and a write to trim them.
+        first_write = c.get(sid).create_time
+        from harness import wait_past
+        wait_past(first_write, 1.2)
+        for i in range(3):
+            c.append(sid, M("old enough %d" % i))
+        st = status(srv, None)
+        self.assertEqual(st.archived_lsn, stuck)  # still stuck
+        self.assertLessEqual(st.wal_first_lsn, stuck + 1,
+                             "the log was trimmed past the archiver (archived %d)" % stuck)
+        self.assertIn("WAL archive", srv.log_text())
+        # Back: it catches up, with no gap, and the log may go.
+        os.remove(arch)
+        os.rename(away, arch)
+        st = wait_archived(srv, None)
+        wait_for("the problem to clear", lambda: status(srv, None).archive_problem == "")
+        recs = archive_records(arch)
+        self.assertEqual([l for l, _, _ in recs], list(range(1, st.last_lsn + 1)))
+        self.assertGreaterEqual(stuck + 1, held_from)
+        self.assertIn("archiving again", srv.log_text())
+
+
+# ---- point-in-time restore -------------------------------------------------------------
+
+class PitrTest(ArchiveCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="engram-e2e-pitr-")
+        cls.arch = os.path.join(cls.tmp, "arch")
+        cls.src = Server("--wal-archive-dir", cls.arch, "--wal-archive-segment-records", 2)
+        try:
+            cls.src.start()
+            cls.build()
+        except BaseException:
+            cls.src.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.src.close()
+        if not KEEP:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def build(cls):
+        """A base backup, then: write X, write Y, more, DeleteUser(gone)."""
+        src = cls.src
+        c = src.client()
+        cls.gone = uid("gone")
+        cls.gone_sid = c.create(cls.gone).session_id
+        c.append(cls.gone_sid, M("to be erased"))
+        cls.base = os.path.join(cls.tmp, "base.egb")
+        rc, out, err = cli("backup", "create", "--out", cls.base, target=src.addr)
+        assert rc == 0, err
+        cls.x = c.create(uid("x")).session_id
+        cls.lsn_x, cls.sum_x = checksum(src, None)
+        # A time between X and Y: Y is written once the clock is past it.
+        cls.t_between = time.time()
+        while time.time() < cls.t_between + 0.002:
+            time.sleep(0.001)
+        cls.y = c.create(uid("y")).session_id
+        for i in range(6):
+            c.append(cls.y, M("y %d" % i))
+        ch = grpc.insecure_channel(src.addr)
+        upg.UserServiceStub(ch).DeleteUser(up.DeleteUserRequest(user_id=cls.gone),
+                                           timeout=RPC_TIMEOUT)
+        ch.close()
+        cls.z = c.create(uid("z")).session_id
+        cls.last_lsn, cls.sum_last = checksum(src, None)
+        wait_archived(src, None)
+
+    def restore(self, *args):
+        d = os.path.join(self.tmpdir(), "data")
+        rc, out, err = cli("backup", "restore", self.base, "--data-dir", d,
+                           "--wal-archive", self.arch, *args, json_out=True)
+        return d, rc, out, err
+
+    def serve(self, d):
+        return self.start_server(data_dir=d, keyring=self.src.keyring_path, create_data_dir=False)
+
+    def has(self, c, sid):
+        try:
+            c.get(sid)
+            return True
+        except grpc.RpcError as e:
+            self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+            return False
+
+    def test_to_lsn_between_two_writes(self):
+        d, rc, out, err = self.restore("--to-lsn", str(self.lsn_x))
+        self.assertEqual(rc, 0, err)
+        res = json.loads(out)
+        self.assertEqual(res["replayed"]["lsn"], self.lsn_x)
+        srv = self.serve(d)
+        c = srv.client()
+        self.assertTrue(self.has(c, self.x))
+        self.assertFalse(self.has(c, self.y))
+        self.assertEqual(checksum(srv, None), (self.lsn_x, self.sum_x))
+
+    def test_to_time(self):
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.t_between)) + \
+            ".%06dZ" % int((self.t_between % 1) * 1e6)
+        d, rc, out, err = self.restore("--to-time", t)
+        self.assertEqual(rc, 0, err)
+        srv = self.serve(d)
+        self.assertEqual(checksum(srv, None), (self.lsn_x, self.sum_x))
+
+    def test_past_delete_user_has_the_user_erased(self):
+        d, rc, out, err = self.restore()
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["replayed"]["lsn"], self.last_lsn)
+        srv = self.serve(d)
+        c = srv.client()
+        self.assertFalse(self.has(c, self.gone_sid))
+        self.assertTrue(self.has(c, self.z))
+        self.assertEqual(checksum(srv, None), (self.last_lsn, self.sum_last))
+
+    def test_target_past_the_end_is_refused(self):
+        d, rc, out, err = self.restore("--to-lsn", str(self.last_lsn + 100))
+        self.assertEqual(rc, 1, err)
+        self.assertIn("target lsn %d is past the archive's end" % (self.last_lsn + 100), err)
+        self.assertFalse(os.path.exists(os.path.join(d, "data.mdb")))
+
+    def copy_archive(self):
+        d = os.path.join(self.tmpdir(), "arch")
+        shutil.copytree(self.arch, d)
+        return d, sorted(n for n in os.listdir(d) if n.endswith(".seg"))
+
+    def restore_from(self, arch):
+        d = os.path.join(self.tmpdir(), "data")
+        rc, out, err = cli("backup", "restore", self.base, "--data-dir", d, "--wal-archive", arch)
+        return d, rc, err
+
+    def test_gap_is_refused(self):
+        arch, names = self.copy_archive()
+        self.assertGreater(len(names), 3, names)
+        gone = names[len(names) // 2]
+        os.remove(os.path.join(arch, gone))
+        d, rc, err = self.restore_from(arch)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("the archive has a gap: lsn %d.." % int(gone[:20]), err)
+        self.assertFalse(os.path.exists(os.path.join(d, "data.mdb")))
+
+    def test_corrupt_segment_is_refused(self):
+        arch, names = self.copy_archive()
+        victim = os.path.join(arch, names[-1])
+        with open(victim, "r+b") as f:
+            f.seek(HEADER + FRAME_HEAD + 2)
+            b = f.read(1)
+            f.seek(HEADER + FRAME_HEAD + 2)
+            f.write(bytes([b[0] ^ 0x40]))
+        d, rc, err = self.restore_from(arch)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("lsn %d fails its checksum" % int(names[-1][:20]), err)
+        self.assertFalse(os.path.exists(os.path.join(d, "data.mdb")))
