@@ -9,12 +9,14 @@
 # under BUILD_DIR:
 #   1. fill: sessions of 100 messages of 1 KiB through AppendMessages until
 #      LMDB's pages in use reach BACKUP_BENCH_MB;
-#   2. `engram backup create` of it: MB/s = file bytes / wall time; then
-#      `engram backup verify` of the file;
+#   2. `engram backup create` of it: MB/s = file bytes / wall time, and the
+#      CPU seconds it took in engramd and in the CLI; then `engram backup
+#      verify` of the file;
 #   3. client writes: eg_loadgen AppendMessages (one 256-byte message a call)
 #      from BACKUP_BENCH_THREADS threads for BACKUP_BENCH_LOAD_S seconds,
 #      alone and then while backups run back to back over the whole window,
-#      BACKUP_BENCH_ROUNDS times in turn;
+#      as fast as they go (closed loop) and paced at BACKUP_BENCH_RATE
+#      calls/s, BACKUP_BENCH_ROUNDS times in turn;
 #   4. with the source stopped: `engram backup restore` of the first backup
 #      into a new directory, then engramd on it, timed from its launch to
 #      the first Health SERVING; its LSN must be the backup's;
@@ -25,7 +27,7 @@
 # this one run.
 #
 # Environment: BACKUP_BENCH_MB (1000; MB = 10^6 bytes), BACKUP_BENCH_THREADS (16),
-# BACKUP_BENCH_LOAD_S (5), BACKUP_BENCH_ROUNDS (2), BACKUP_BENCH_OUT
+# BACKUP_BENCH_LOAD_S (5), BACKUP_BENCH_ROUNDS (2), BACKUP_BENCH_RATE (1000), BACKUP_BENCH_OUT
 # (bench/results), BACKUP_BENCH_KEEP=1 keeps the work directory. Every
 # process it starts is stopped by PID on any exit; every wait is bounded.
 set -euo pipefail
@@ -36,6 +38,7 @@ MB=${BACKUP_BENCH_MB:-1000}
 THREADS=${BACKUP_BENCH_THREADS:-16}
 LOAD_S=${BACKUP_BENCH_LOAD_S:-5}
 ROUNDS=${BACKUP_BENCH_ROUNDS:-2}
+RATE=${BACKUP_BENCH_RATE:-1000}
 OUT=${BACKUP_BENCH_OUT:-$ROOT/bench/results}
 PY=/usr/bin/python3
 REPORT="$PY $ROOT/bench/backup_report.py"
@@ -50,7 +53,7 @@ log() { printf '[backup-bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 for f in engramd engram eg_loadgen; do [ -x "$BUILD/$f" ] || die "missing $BUILD/$f (run make bench-backup)"; done
 command -v mdb_stat >/dev/null || die "missing mdb_stat (apt-get install lmdb-utils)"
-"$BUILD/engram" help | grep -q 'backup create' || die "$BUILD/engram has no 'backup create'"
+grep -q "backup create" <<<"$("$BUILD/engram" help)" || die "$BUILD/engram has no 'backup create'"
 
 WORK=$(mktemp -d "$BUILD/backup-bench.XXXXXX")
 PIDS=()
@@ -138,18 +141,18 @@ record "{\"fill\":{\"sessions\":$sessions,\"messages\":$((sessions * FILL_MESSAG
 log "fill: $sessions sessions, $((used / 1000000)) MB in use, $(secs "$t0" "$t1") s"
 
 # ---- 2. backup create + verify --------------------------------------------------------------
+# timed OUT CMD...: CMD's stdout in OUT; prints its wall and CPU seconds (JSON).
+timed() { $REPORT timed "$@" || die "${*:2}: $(cat "$1.err")"; }
 log "backup create of the idle store"
-t0=$(now)
-cli "$src_ADDR" --json backup create --out base.backup >create.json 2>create.err || die "backup create: $(cat create.err)"
-t1=$(now)
-record "{\"create\":{\"seconds\":$(secs "$t0" "$t1"),\"file_bytes\":$(stat -c %s base.backup),\"result\":$(cat create.json)}}"
-log "backup create: $(stat -c %s base.backup) bytes in $(secs "$t0" "$t1") s"
-t0=$(now)
-timeout 900 "$BUILD/engram" --json backup verify base.backup --keyring keyring >verify.json 2>verify.err ||
-  die "backup verify: $(cat verify.err)"
-t1=$(now)
-record "{\"verify\":{\"seconds\":$(secs "$t0" "$t1"),\"result\":$(cat verify.json)}}"
-log "backup verify: $(secs "$t0" "$t1") s"
+c0=$($REPORT cpu "$src_PID")
+t=$(timed create.json "$BUILD/engram" --target "$src_ADDR" --token "$ADMIN" --timeout 600000 --json \
+  backup create --out base.backup)
+c1=$($REPORT cpu "$src_PID")
+record "{\"create\":{\"run\":$t,\"server_cpu_s\":$(secs "$c0" "$c1"),\"file_bytes\":$(stat -c %s base.backup),\"result\":$(cat create.json)}}"
+log "backup create: $(stat -c %s base.backup) bytes: $t, engramd $(secs "$c0" "$c1") CPU s"
+t=$(timed verify.json "$BUILD/engram" --json backup verify base.backup --keyring keyring)
+record "{\"verify\":{\"run\":$t,\"result\":$(cat verify.json)}}"
+log "backup verify: $t"
 
 # ---- 3. client writes alone and during backups ----------------------------------------------
 # backup_loop TAG: backups back to back until the file 'stop' appears (at
@@ -170,32 +173,39 @@ backup_loop() {
     echo "$a $b" >>"$tag.loop"
   done
 }
-load() { # TAG: the write load; one JSON line in TAG.json
+load() { # TAG [--rate N]: the write load; one JSON line in TAG.json
+  local tag=$1
+  shift
   lg "$src_ADDR" run mixed --prefix f0- --sessions 50 --read-pct 0 --bytes "$LOAD_BYTES" \
-    --threads "$THREADS" --seconds "$LOAD_S" >"$1.json" 2>"$1.err" || die "load $1: $(cat "$1.err")"
+    --threads "$THREADS" --seconds "$LOAD_S" "$@" >"$tag.json" 2>"$tag.err" || die "load $tag: $(cat "$tag.err")"
 }
-# The load writes to the first fill batch's 50 sessions (one 256-byte message
-# a call); a short warm-up first.
+# The load appends one 256-byte message a call to the first fill batch's 50
+# sessions; a short warm-up first. Closed loop: as fast as the threads go
+# (the server's ceiling, shared with the backup on the same cores); paced:
+# RATE calls/s offered, whatever the latency.
 lg "$src_ADDR" run mixed --prefix f0- --sessions 50 --read-pct 0 --bytes "$LOAD_BYTES" \
   --threads "$THREADS" --seconds 1 >/dev/null 2>&1 || die "load warm-up"
 for ((r = 1; r <= ROUNDS; r++)); do
-  load "alone$r"
-  log "round $r: writes alone: $($REPORT field "alone$r.json" qps) calls/s"
-  rm -f stop
-  backup_loop "during$r" &
-  loop=$!
-  PIDS+=("$loop")
-  # The load starts once the first backup is under way (its temp file or
-  # the server's copy exists): wait until the CLI has been running 0.5 s.
-  sleep 0.5
-  l0=$(now)
-  load "during$r"
-  l1=$(now)
-  touch stop
-  wait "$loop" || die "backups during round $r: $(cat "during$r.failed" 2>/dev/null)"
-  echo "$l0 $l1" >"during$r.window"
-  record "$($REPORT round --round "$r" --alone "alone$r.json" --during "during$r.json" --window "during$r.window" --loop "during$r.loop")"
-  log "round $r: writes during backups: $($REPORT field "during$r.json" qps) calls/s ($(wc -l <"during$r.loop") backups)"
+  for mode in closed paced; do
+    pace=()
+    [ "$mode" = paced ] && pace=(--rate "$RATE")
+    load "$mode-alone$r" "${pace[@]}"
+    rm -f stop
+    backup_loop "$mode-during$r" &
+    loop=$!
+    PIDS+=("$loop")
+    # The load starts once the first backup is under way: 0.5 s after it.
+    sleep 0.5
+    l0=$(now)
+    load "$mode-during$r" "${pace[@]}"
+    l1=$(now)
+    touch stop
+    wait "$loop" || die "backups during round $r ($mode): $(cat "$mode-during$r.failed" 2>/dev/null)"
+    echo "$l0 $l1" >"$mode-during$r.window"
+    record "$($REPORT round --round "$r" --mode "$mode" --alone "$mode-alone$r.json" --during "$mode-during$r.json" \
+      --window "$mode-during$r.window" --loop "$mode-during$r.loop")"
+    log "round $r, $mode: writes alone $($REPORT field "$mode-alone$r.json" qps) calls/s, during backups $($REPORT field "$mode-during$r.json" qps) ($(wc -l <"$mode-during$r.loop") backups)"
+  done
 done
 rm -f loop.backup
 
@@ -203,10 +213,7 @@ rm -f loop.backup
 SRC_LSN=$(lsn_of "$src_ADDR")
 stop_server src
 log "restore of base.backup into a new directory"
-t0=$(now)
-timeout 900 "$BUILD/engram" --json backup restore base.backup --data-dir restored >restore.json 2>restore.err ||
-  die "backup restore: $(cat restore.err)"
-t1=$(now)
+t=$(timed restore.json "$BUILD/engram" --json backup restore base.backup --data-dir restored)
 RADDR=127.0.0.1:$(port)
 s0=$(now)
 "$BUILD/engramd" --listen "$RADDR" --data-dir restored --keyring keyring --tokens tokens >restored.log 2>&1 &
@@ -216,23 +223,29 @@ wait_serving "$RADDR" 300 || die "restored engramd did not serve: $(tail -5 rest
 s1=$(now)
 RLSN=$(lsn_of "$RADDR")
 stop_pid "$RPID"
-record "{\"restore\":{\"seconds\":$(secs "$t0" "$t1"),\"serving_seconds\":$(secs "$s0" "$s1"),\"lsn\":$RLSN,\"source_lsn_at_end\":$SRC_LSN,\"data_mdb_bytes\":$(stat -c %s restored/data.mdb),\"result\":$(cat restore.json)}}"
+record "{\"restore\":{\"run\":$t,\"serving_seconds\":$(secs "$s0" "$s1"),\"lsn\":$RLSN,\"source_lsn_at_end\":$SRC_LSN,\"data_mdb_bytes\":$(stat -c %s restored/data.mdb),\"result\":$(cat restore.json)}}"
 $REPORT check-restore results.jsonl || die "the restored node is not at the backup's LSN"
-log "restore: $(secs "$t0" "$t1") s; engramd SERVING $(secs "$s0" "$s1") s after launch, at lsn $RLSN"
+log "restore: $t; engramd SERVING $(secs "$s0" "$s1") s after launch, at lsn $RLSN"
 rm -rf restored src
 
 # ---- 5. WAL archive: write overhead, replay rate ---------------------------------------------
-if "$BUILD/engramd" --help 2>&1 | grep -q -- '--wal-archive-dir'; then
+if grep -q -- --wal-archive-dir <<<"$("$BUILD/engramd" --help 2>&1)"; then
   log "WAL archive: writes/s with and without --wal-archive-dir, then a restore replaying it"
   for ((r = 1; r <= ROUNDS; r++)); do
-    for mode in plain archive; do
+    # Alternate which goes first, so a noisy moment does not always land on one.
+    order=(plain archive)
+    [ $((r % 2)) = 0 ] && order=(archive plain)
+    for mode in "${order[@]}"; do
       args=()
       [ "$mode" = archive ] && args=(--wal-archive-dir "arch$r")
       start "$mode" "$mode$r" "${args[@]}"
       addr_var=${mode}_ADDR
       lg "${!addr_var}" fill --prefix a- --sessions 50 --users 10 --messages 0 --threads 4 --seconds 60 >/dev/null 2>&1 ||
         die "archive fill ($mode)"
-      [ "$mode" = archive ] && { cli "${!addr_var}" --json backup create --out "arch$r.base" >"arch$r.base.json" 2>"arch$r.base.err" || die "base backup: $(cat "arch$r.base.err")"; }
+      if [ "$mode" = archive ]; then
+        timed "arch$r.base.json" "$BUILD/engram" --target "${!addr_var}" --token "$ADMIN" --json \
+          backup create --out "arch$r.base" >/dev/null
+      fi
       lg "${!addr_var}" run mixed --prefix a- --sessions 50 --read-pct 0 --bytes "$LOAD_BYTES" \
         --threads "$THREADS" --seconds "$LOAD_S" >"$mode$r.json" 2>"$mode$r.err" || die "load $mode: $(cat "$mode$r.err")"
       if [ "$mode" = archive ]; then
@@ -247,14 +260,14 @@ if "$BUILD/engramd" --help 2>&1 | grep -q -- '--wal-archive-dir'; then
       fi
       stop_server "$mode"
     done
-    t0=$(now)
-    timeout 900 "$BUILD/engram" --json backup restore "arch$r.base" --data-dir "pitr$r" --wal-archive "arch$r" \
-      >"pitr$r.json" 2>"pitr$r.err" || die "restore with the archive: $(cat "pitr$r.err")"
-    t1=$(now)
+    # The base alone, then the base and the archive: the difference is the replay.
+    tb=$(timed "base$r.json" "$BUILD/engram" --json backup restore "arch$r.base" --data-dir "base$r")
+    tp=$(timed "pitr$r.json" "$BUILD/engram" --json backup restore "arch$r.base" --data-dir "pitr$r" \
+      --wal-archive "arch$r")
     record "$($REPORT archive-round --round "$r" --plain "plain$r.json" --archive "archive$r.json" \
-      --base "arch$r.base.json" --pitr "pitr$r.json" --end-lsn "$end" --pitr-seconds "$(secs "$t0" "$t1")")"
-    log "archive round $r: plain $($REPORT field "plain$r.json" qps), archive $($REPORT field "archive$r.json" qps) calls/s; replay $(secs "$t0" "$t1") s"
-    rm -rf "plain$r" "archive$r" "arch$r" "pitr$r" "arch$r.base"
+      --pitr "pitr$r.json" --end-lsn "$end" --base-run "$tb" --pitr-run "$tp" --archive-bytes "$(du -sb "arch$r" | cut -f1)")"
+    log "archive round $r: plain $($REPORT field "plain$r.json" qps), archive $($REPORT field "archive$r.json" qps) calls/s; restore of the base $tb, base + archive $tp"
+    rm -rf "plain$r" "archive$r" "arch$r" "pitr$r" "base$r" "arch$r.base"
   done
 else
   log "engramd has no --wal-archive-dir: the archive part is skipped"
@@ -262,8 +275,8 @@ fi
 
 # ---- report -----------------------------------------------------------------------------------
 mkdir -p "$OUT"
-SETTINGS=$($PY -c 'import json,sys; k="mb threads load_s rounds fill_messages fill_bytes load_bytes".split(); print(json.dumps(dict(zip(k, map(int, sys.argv[1:])))))' \
-  "$MB" "$THREADS" "$LOAD_S" "$ROUNDS" "$FILL_MESSAGES" "$FILL_BYTES" "$LOAD_BYTES")
+SETTINGS=$($PY -c 'import json,sys; k="mb threads load_s rounds rate fill_messages fill_bytes load_bytes".split(); print(json.dumps(dict(zip(k, map(int, sys.argv[1:])))))' \
+  "$MB" "$THREADS" "$LOAD_S" "$ROUNDS" "$RATE" "$FILL_MESSAGES" "$FILL_BYTES" "$LOAD_BYTES")
 rc=0
 $REPORT report --results results.jsonl --meta meta.json --settings "$SETTINGS" --out "$OUT" \
   --date "$(date -u +%Y-%m-%dT%H:%MZ)" --elapsed "$(($(date +%s) - ${BENCH_ELAPSED_FROM:-$T_START}))" || rc=$?
