@@ -151,7 +151,7 @@ def report(args):
         return f"{us / 1000:.1f}"
 
     L = ["# Backup benchmark: backup throughput, writes during a backup, restore\n"]
-    L.append(f"Run {args.date} ({int(args.elapsed)} s with the build). Machine: {m['nproc']} cores, "
+    L.append(f"Run {args.date} ({int(args.elapsed)} s in all). Machine: {m['nproc']} cores, "
              f"{m['cpu']}, Linux {m['kernel']}, disk {m['disk']}. Written by `make bench-backup` "
              f"(bench/backup.sh, `BACKUP_BENCH_MB={st['mb']}`); every figure below is from this one "
              "run. MB = 10^6 bytes.\n")
