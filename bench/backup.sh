@@ -57,14 +57,7 @@ grep -q "backup create" <<<"$("$BUILD/engram" help)" || die "$BUILD/engram has n
 
 WORK=$(mktemp -d "$BUILD/backup-bench.XXXXXX")
 PIDS=()
-stop_pid() {
-  local pid=$1
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && { log "pid $pid did not stop; killing it"; kill -KILL "$pid" 2>/dev/null || true; }
-  wait "$pid" 2>/dev/null || true
-}
+. "$ROOT/bench/lib.sh" # stop_pid, free_port
 cleanup() {
   local rc=$? pid
   set +e
@@ -75,7 +68,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 cli() { timeout 900 "$BUILD/engram" --target "$1" --token "$ADMIN" --timeout 600000 "${@:2}"; }
@@ -86,7 +78,7 @@ lg() { timeout $((LOAD_S + 600)) "$BUILD/eg_loadgen" --target "$1" --token "$TOK
 start() {
   local name=$1 dir=$2 addr
   shift 2
-  addr=127.0.0.1:$(port)
+  addr=127.0.0.1:$(free_port)
   "$BUILD/engramd" --listen "$addr" --data-dir "$dir" --keyring keyring --tokens tokens "$@" \
     >"$name.log" 2>&1 &
   PIDS+=($!)
@@ -214,7 +206,7 @@ SRC_LSN=$(lsn_of "$src_ADDR")
 stop_server src
 log "restore of base.backup into a new directory"
 t=$(timed restore.json "$BUILD/engram" --json backup restore base.backup --data-dir restored)
-RADDR=127.0.0.1:$(port)
+RADDR=127.0.0.1:$(free_port)
 s0=$(now)
 "$BUILD/engramd" --listen "$RADDR" --data-dir restored --keyring keyring --tokens tokens >restored.log 2>&1 &
 PIDS+=($!)
