@@ -71,7 +71,8 @@ static eg_err header_from_pb(const Engram__Storage__V1__BackupHeader *m, eg_back
                           .data_bytes = m->data_bytes,
                           .n_key_ids = m->n_key_ids};
   memcpy(h->sha256, m->sha256.data, sizeof h->sha256);
-  memcpy(h->key_ids, m->key_ids, m->n_key_ids * sizeof *h->key_ids);
+  /* (key_ids is NULL when there are none: no memcpy from NULL) */
+  if (m->n_key_ids) memcpy(h->key_ids, m->key_ids, m->n_key_ids * sizeof *h->key_ids);
   return EG_OK;
 }
 

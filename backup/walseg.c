@@ -374,7 +374,7 @@ eg_err eg_walseg_list(const char *dir, eg_walseg_info **out, size_t *n, char *wh
     if (strlen(de->d_name) >= sizeof s.name ||
         !eg_seg_parse(de->d_name, &s.first_lsn, &s.epoch, &s.partial))
       continue;
-    snprintf(s.name, sizeof s.name, "%s", de->d_name);
+    memcpy(s.name, de->d_name, strlen(de->d_name) + 1); /* fits: checked above */
     if (cnt == cap) {
       eg_walseg_info *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof *v);
       if (!nv) {
@@ -407,7 +407,7 @@ eg_err eg_walseg_list(const char *dir, eg_walseg_info **out, size_t *n, char *wh
     free(v);
     return e;
   }
-  qsort(v, cnt, sizeof *v, eg_seg_cmp);
+  if (cnt) qsort(v, cnt, sizeof *v, eg_seg_cmp);
   *out = v;
   *n = cnt;
   return EG_OK;

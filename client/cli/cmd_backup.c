@@ -125,7 +125,7 @@ static void header_from_chunk(const Engram__V1__BackupChunk *c, eg_backup_header
   if (c->time) h->time_us = c->time->seconds * 1000000 + c->time->nanos / 1000;
   if (c->sha256.len == sizeof h->sha256) memcpy(h->sha256, c->sha256.data, sizeof h->sha256);
   h->n_key_ids = c->n_key_ids < EG_BACKUP_KEY_IDS_MAX ? c->n_key_ids : EG_BACKUP_KEY_IDS_MAX;
-  memcpy(h->key_ids, c->key_ids, h->n_key_ids * sizeof *h->key_ids);
+  if (h->n_key_ids) memcpy(h->key_ids, c->key_ids, h->n_key_ids * sizeof *h->key_ids);
 }
 
 /* Streams the backup into w; on CLI_OK *h describes it. */

@@ -27,7 +27,7 @@ import time
 import grpc
 
 from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
-                     free_port, make_keyring, pb, uid)
+                     free_port, make_keyring, scan_sanitizer, uid, wait_past)
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from engram.v1 import user_pb2 as up  # noqa: E402
@@ -148,6 +148,8 @@ def cli(*args, token=None, target=None, json_out=False):
         argv += ["--token", token]
     p = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=120,
                        env=clean_env())
+    rep = scan_sanitizer(p.stderr)
+    assert not rep, "sanitizer report from %s:\n%s" % (args, rep)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -287,7 +289,6 @@ class ArchiveRetentionTest(ArchiveCase):
         stuck = st.archived_lsn
         # Records older than --wal-retain-s, and a write to trim them.
         first_write = c.get(sid).create_time
-        from harness import wait_past
         wait_past(first_write, 1.2)
         for i in range(3):
             c.append(sid, M("old enough %d" % i))
