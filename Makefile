@@ -106,3 +106,14 @@ bench-churn:
 	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
 	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
 	bench/churn.sh $(REL_BUILD)
+
+# Backups (issue 10): `engram backup create` MB/s of a 1 GB store, client
+# writes during a backup vs alone, restore time and time to SERVING, and
+# (when built in) the WAL archive's cost and replay rate (bench/backup.sh;
+# BACKUP_BENCH_MB=50 for a short run; results in bench/results/backup.md).
+.PHONY: bench-backup
+bench-backup:
+	@start=$$(date +%s); scripts/deps.sh bench && \
+	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
+	BENCH_ELAPSED_FROM=$$start bench/backup.sh $(REL_BUILD)

@@ -8,7 +8,9 @@
  * The churn workload (bench/churn.sh) is the life of short sessions: each
  * session is created, gets --messages messages in calls of --per-call, and
  * is never touched again, so it expires after the server's --session-ttl and
- * becomes due for the sweeper; --rate paces the session starts.
+ * becomes due for the sweeper; --rate paces the session starts. The mixed
+ * workload takes --rate too (calls per second over all threads; the backup
+ * benchmark offers a steady write rate with it).
  *
  * CONN is --target HOST:PORT and --token TOKEN. Every loop is bounded by a
  * count and by a deadline; every call has a deadline of its own. The exit
@@ -157,7 +159,7 @@ typedef struct {
   const char *session;  /* get-context, get-session */
   long read_pct, max_messages, page_size, expect;
   long threads, seconds, count;
-  long rate; /* churn: session starts per second over all threads, 0 = unpaced */
+  long rate; /* churn: session starts, mixed: calls, per second over all threads; 0 = unpaced */
 } lg_opts;
 
 typedef struct {
@@ -440,21 +442,26 @@ static int lg_list_call(lg_thread *t) {
   return 0;
 }
 
+/* Waits until item i of a run paced at rate per second is due: no earlier
+ * than i / rate seconds after t0, so the offered load is steady whatever
+ * the latency does (as long as the threads keep up; the report's qps shows
+ * whether they did). Returns 1 when the run's time is up first. */
+static int lg_pace(long i, uint64_t t0, long rate) {
+  uint64_t due = t0 + (uint64_t)i * 1000000u / (uint64_t)rate, now;
+  while ((now = lg_now_us()) < due) {
+    if (atomic_load_explicit(&lg_stop, memory_order_relaxed)) return 1;
+    uint64_t us = due - now < 10000 ? due - now : 10000; /* wake for the stop flag */
+    struct timespec ts = {0, (long)us * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
 /* One churn session: session i is created, then gets its messages, and is
- * left to expire. Session i starts no earlier than i / rate seconds after
- * t0, so the offered load is steady whatever the latency does (as long as
- * the threads keep up; the report's qps shows whether they did). */
+ * left to expire; session starts are paced by --rate. */
 static int lg_churn_session(lg_thread *t, long i, uint64_t t0) {
   const lg_opts *o = t->o;
-  if (o->rate > 0) {
-    uint64_t due = t0 + (uint64_t)i * 1000000u / (uint64_t)o->rate, now;
-    while ((now = lg_now_us()) < due) {
-      if (atomic_load_explicit(&lg_stop, memory_order_relaxed)) return 1;
-      uint64_t us = due - now < 10000 ? due - now : 10000; /* wake for the stop flag */
-      struct timespec ts = {0, (long)us * 1000};
-      nanosleep(&ts, NULL);
-    }
-  }
+  if (o->rate > 0 && lg_pace(i, t0, o->rate)) return 1;
   if (lg_create(t, i) != 0) return -1;
   for (long done = 0; done < o->messages; done += o->per_call) {
     long n = o->messages - done < o->per_call ? o->messages - done : o->per_call;
@@ -463,7 +470,7 @@ static int lg_churn_session(lg_thread *t, long i, uint64_t t0) {
   return 0;
 }
 
-static uint64_t lg_t0; /* run: start time, for churn pacing */
+static uint64_t lg_t0; /* run: start time, for pacing */
 
 static void *lg_run_main(void *arg) {
   lg_thread *t = arg;
@@ -474,6 +481,7 @@ static void *lg_run_main(void *arg) {
   for (long n = 0; n < per_thread && !atomic_load_explicit(&lg_stop, memory_order_relaxed); n++) {
     int rc;
     if (!strcmp(o->workload, "mixed")) {
+      if (o->rate > 0 && lg_pace(atomic_fetch_add(&lg_next, 1), lg_t0, o->rate)) break;
       long s = (long)(lg_rand(&seed) % (uint64_t)o->sessions);
       long dice = (long)(lg_rand(&seed) % 100);
       lg_session_id(sid, sizeof sid, o, s);
@@ -539,6 +547,7 @@ static void lg_usage(void) {
         "       eg_loadgen --target HOST:PORT [--token T] run WORKLOAD [--threads T]\n"
         "                  [--seconds S] [--count N] ...\n"
         "  WORKLOAD: mixed --prefix P --sessions N [--read-pct 90 --max-messages 20 --bytes 256]\n"
+        "                  [--rate CALLS_PER_S]\n"
         "            get-context --session ID --max-messages M [--expect N]\n"
         "            get-session --session ID\n"
         "            list-sessions --user U --page-size N [--expect N]\n"

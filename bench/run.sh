@@ -46,18 +46,7 @@ RUNS=$WORK/runs.jsonl
 : >"$RUNS"
 PIDS=()
 
-# Stops one process we started: TERM, up to 15 s, then KILL.
-stop_pid() {
-  local pid=$1 i
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$pid" 2>/dev/null && { log "pid $pid did not stop; killing it"; kill -KILL "$pid" 2>/dev/null || true; }
-  wait "$pid" 2>/dev/null || true
-}
+. "$ROOT/bench/lib.sh" # stop_pid, free_port
 
 cleanup() {
   local rc=$?
@@ -68,10 +57,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 # wait_for WHAT SECONDS COMMAND...: runs COMMAND every 0.1 s until it succeeds.
 wait_for() {

@@ -8,6 +8,8 @@ build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
             libmicrohttpd-dev)
 test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
            protobuf-compiler-grpc binutils python3-h2)
+# tests/e2e/test_k8s_manifests.py checks deploy/k8s against the API's types.
+test_pkgs+=(python3-kubernetes)
 bench_pkgs=(nghttp2-client etcd-server etcd-client)
 # libFuzzer: clang 14, whose runtime (libclang_rt.fuzzer) Debian 12 ships in
 # libclang-rt-14-dev, a recommendation only, so named here.
