@@ -128,7 +128,9 @@ eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *out) {
   }
   int rc = mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT);
   pthread_rwlock_unlock(&s->map_lock);
-  if (!rc && fsync(fd) != 0) rc = EIO;
+  /* No fsync: the copy is read back from the page cache and dropped (a
+   * crash loses nothing worth keeping), and flushing a whole store's copy
+   * would compete with the writer's commit flushes on the same disk. */
   close(fd);
   eg_err e = rc ? eg_store__err(rc) : eg_store_file_info_read(path, out);
   if (e) unlink(path);

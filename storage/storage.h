@@ -421,7 +421,8 @@ typedef struct {
 } eg_store_file_info;
 /* Writes a consistent, compacted copy of the store to path (new file, mode
  * 0600) while writes go on, and reports what it holds (its LSN, epoch and
- * schema version) in *info. */
+ * schema version) in *info. The copy is not fsync'd: it is meant to be
+ * streamed and removed; a caller that keeps it must sync it. */
 eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *info);
 /* Opens the single-file store at path (a copy: no lock file, nothing else
  * has it open) read-only and fills out. EG_ECORRUPT if it is not an LMDB
