@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -124,6 +125,20 @@ static void test_retain_suspect_times(void) {
 }
 
 /* ---- the file ---------------------------------------------------------------- */
+
+/* Set: fsync of a directory fails with EIO (eg_unit links with
+ * --wrap=fsync). */
+static int fail_dir_fsync;
+
+int __real_fsync(int fd);
+int __wrap_fsync(int fd) {
+  struct stat st;
+  if (fail_dir_fsync && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    errno = EIO;
+    return -1;
+  }
+  return __real_fsync(fd);
+}
 
 static char dir[4096];
 
@@ -276,6 +291,27 @@ static void test_file_targets(void) {
   CU_ASSERT_FALSE(temp_in(dir, tmp, sizeof tmp));
 }
 
+static void test_file_dir_fsync_fails(void) {
+  char path[4200], tmp[4400], why[256] = "";
+  eg_backup_writer *w;
+  eg_backup_header h = {.data_bytes = 3}, got;
+  snprintf(path, sizeof path, "%s/b.egb", dir);
+  eg_sha256 hs;
+  eg_sha256_init(&hs);
+  eg_sha256_update(&hs, "abc", 3);
+  eg_sha256_final(&hs, h.sha256);
+  CU_ASSERT_EQUAL_FATAL(eg_backup_writer_open(path, 0, &w, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL(eg_backup_writer_write(w, "abc", 3, why, sizeof why), EG_OK);
+  fail_dir_fsync = 1;
+  eg_err e = eg_backup_writer_commit(w, &h, why, sizeof why);
+  fail_dir_fsync = 0;
+  /* an error, but one that says the whole file is there */
+  CU_ASSERT_EQUAL(e, EG_EIO);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "is in place, but the fsync of its directory failed"));
+  CU_ASSERT_EQUAL(eg_backup_header_read(path, &got, why, sizeof why), EG_OK);
+  CU_ASSERT_FALSE(temp_in(dir, tmp, sizeof tmp));
+}
+
 static void test_file_incomplete(void) {
   char path[4200], tmp[4400], why[256] = "";
   eg_backup_writer *w;
@@ -316,6 +352,8 @@ void eg_test_register_backup(void) {
   CU_add_test(s, "file: existing target, directory, missing dir, replace, appeared meanwhile",
               test_file_targets);
   CU_add_test(s, "file: the temp file of a running and of a dead create", test_file_incomplete);
+  CU_add_test(s, "file: a failed fsync of the dir after the rename: in place, not durable",
+              test_file_dir_fsync_fails);
   CU_add_test(s, "file: flipped byte, truncated, not a backup, mismatched commit",
               test_file_refused);
 }
