@@ -201,16 +201,19 @@ static void create_on_signal(int sig) {
   raise(sig);
 }
 
-/* Arms the handler for w's temp file. SIGXFSZ is ignored so that a file
- * size limit fails the write (EFBIG) and the normal abort path runs. */
+/* Arms the handler for w's temp file. A signal the caller ignores stays
+ * ignored (nohup, a background job's SIGINT). SIGXFSZ is ignored so that a
+ * file size limit fails the write (EFBIG) and the normal abort path runs. */
 static void create_signals(const eg_backup_writer *w) {
   static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-  struct sigaction sa = {.sa_handler = create_on_signal};
+  struct sigaction sa = {.sa_handler = create_on_signal}, old;
   sigemptyset(&sa.sa_mask);
   for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(&sa.sa_mask, sigs[i]);
   snprintf(create_temp, sizeof create_temp, "%s", eg_backup_writer_temp(w));
   create_armed = 1;
-  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
+    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+      sigaction(sigs[i], &sa, NULL);
   signal(SIGXFSZ, SIG_IGN);
 }
 
