@@ -14,7 +14,9 @@
  *
  * The header sits in a fixed 4 KiB block so the file can be written in one
  * pass (data first, header last, then renamed into place) and read by
- * anything that knows the layout.
+ * anything that knows the layout. Until its header is written, the temp
+ * file of a create starts with EG_BACKUP_MAGIC_INCOMPLETE instead, so a
+ * create that never finished (killed, crashed) is recognised as such.
  */
 #ifndef EG_BACKUP_H
 #define EG_BACKUP_H
@@ -27,6 +29,7 @@
 #include "storage/storage.h"
 
 #define EG_BACKUP_MAGIC "EGBACKUP"
+#define EG_BACKUP_MAGIC_INCOMPLETE "EGBKPART"
 #define EG_BACKUP_FORMAT 1
 #define EG_BACKUP_HEADER_BYTES 4096
 /* Key ids a header can name (a keyring holds at most this many keys). */
@@ -75,9 +78,15 @@ eg_err eg_backup_extract(const char *path, const char *out_path, eg_backup_heade
 eg_err eg_backup_restore_base(const char *path, const char *dir, int force, eg_backup_header *h,
                               int *lock_fd, char *why, size_t whylen);
 
-/* 1 if the file at path starts with EG_BACKUP_MAGIC (a backup file, sound
- * or not), 0 if not, -1 if it cannot be read (errno set). */
-int eg_backup_has_magic(const char *path);
+/* What the file at path is, by its first bytes (and, for a temp file,
+ * its lock): -1 if it cannot be read (errno set). */
+typedef enum {
+  EG_BACKUP_FILE_OTHER = 0,  /* not a backup */
+  EG_BACKUP_FILE_BACKUP,     /* EG_BACKUP_MAGIC: a backup file, sound or not */
+  EG_BACKUP_FILE_INCOMPLETE, /* the temp file of a create that did not finish */
+  EG_BACKUP_FILE_WRITING,    /* the temp file of a create still running */
+} eg_backup_file_kind;
+int eg_backup_file_kind_of(const char *path);
 
 /* ---- verify (backup/verify.c) ---------------------------------------------- */
 
@@ -116,25 +125,49 @@ eg_err eg_backup_verify(const char *path, const eg_keyring *kr, eg_backup_verify
 
 /* ---- retention (backup/retention.c) --------------------------------------- */
 
+/* 1 if a header time is not to be believed at now_us: zero or before 1970
+ * (no writer makes one), or more than skew_us after now (a node whose
+ * clock was wrong, a damaged or forged header). Pure. */
+int eg_backup_time_suspect(int64_t time_us, int64_t now_us, int64_t skew_us);
+
+/* What eg_backup_retain decides for one backup. */
+typedef enum {
+  EG_RETAIN_DELETE = 0,
+  EG_RETAIN_KEEP = 1,
+  EG_RETAIN_SUSPECT = 2, /* its time is suspect (eg_backup_time_suspect): never
+                          * deleted, takes no slot, never the newest */
+} eg_retain;
+
 /* Grandfather-father-son: of n backups taken at time_us[i] (unix us),
- * keep[i] = 1 for the newest backup of each of the keep_n[0] most recent
- * UTC days, keep_n[1] ISO weeks (Monday to Sunday, UTC) and keep_n[2]
- * months that have one; the newest backup is always kept. Everything else
- * gets keep[i] = 0. Pure (no clock, no files). EG_ENOMEM only. */
-eg_err eg_backup_retain(const int64_t *time_us, size_t n, const int keep_n[3], int *keep);
+ * keep[i] = EG_RETAIN_KEEP for the newest backup of each of the keep_n[0]
+ * most recent UTC days, keep_n[1] ISO weeks (Monday to Sunday, UTC) and
+ * keep_n[2] months that have one, counted among the backups whose time is
+ * believable at now_us (skew_us as in eg_backup_time_suspect); the newest
+ * of those is always kept. The others get EG_RETAIN_SUSPECT, everything
+ * else EG_RETAIN_DELETE. Pure (the clock is an argument, no files).
+ * EG_ENOMEM only. */
+eg_err eg_backup_retain(const int64_t *time_us, size_t n, const int keep_n[3], int64_t now_us,
+                        int64_t skew_us, eg_retain *keep);
 
 /* ---- writing a backup file (backup/file.c) ----------------------------------
  *
  * The file appears whole or not at all: the data goes to a temp file beside
- * the target (mode 0600) at EG_BACKUP_HEADER_BYTES, hashed as it goes; the
- * header is written last, then the file is fsync'd, renamed into place and
- * the directory fsync'd. Thread safety: one writer, one thread. */
+ * the target, PATH.tmp-XXXXXX (mode 0600, starting with
+ * EG_BACKUP_MAGIC_INCOMPLETE, flock'd while the writer has it open), at
+ * EG_BACKUP_HEADER_BYTES, hashed as it goes; the header is written last,
+ * then the file is fsync'd, renamed into place and the directory fsync'd.
+ * Thread safety: one writer, one thread. */
 typedef struct eg_backup_writer eg_backup_writer;
 
-/* Creates the temp file for a backup to be named path (its directory must
- * exist; path itself is replaced at commit if it exists). EG_EIO with why
- * filled if it cannot; *out set only on success. */
-eg_err eg_backup_writer_open(const char *path, eg_backup_writer **out, char *why, size_t whylen);
+/* Checks the target and creates the temp file for a backup to be named
+ * path, before any data is fetched: path must not be a directory
+ * (EG_EINVAL) nor exist unless replace (EG_EEXIST; also checked again,
+ * atomically, at commit), and its directory must exist and take a new file
+ * (EG_EIO). why filled on failure; *out set only on success. */
+eg_err eg_backup_writer_open(const char *path, int replace, eg_backup_writer **out, char *why,
+                             size_t whylen);
+/* The temp file's path (for a signal handler that must remove it). */
+const char *eg_backup_writer_temp(const eg_backup_writer *w);
 /* Appends p[0..n) to the data. EG_EIO with why filled (the writer stays
  * open: abort it). */
 eg_err eg_backup_writer_write(eg_backup_writer *w, const void *p, size_t n, char *why,
@@ -144,7 +177,9 @@ uint64_t eg_backup_writer_bytes(const eg_backup_writer *w);
 /* Finishes the file with header h, whose data_bytes and sha256 must be
  * those of the data written (EG_ECORRUPT otherwise: what the server
  * announced is not what arrived), and puts it in place. Frees w whatever it
- * returns; on failure the temp file is removed and path untouched. */
+ * returns. On failure the temp file is removed and path untouched, except
+ * when only the fsync of the directory after the rename failed: the file is
+ * then whole at path but may not survive a crash (EG_EIO, why says so). */
 eg_err eg_backup_writer_commit(eg_backup_writer *w, const eg_backup_header *h, char *why,
                                size_t whylen);
 /* Removes the temp file and frees w. NULL is fine. */

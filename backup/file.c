@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@
 #define EG_BACKUP_COPY_CHUNK (1u << 20)
 
 _Static_assert(sizeof EG_BACKUP_MAGIC - 1 == EG_BACKUP_MAGIC_LEN, "magic is 8 bytes");
+_Static_assert(sizeof EG_BACKUP_MAGIC_INCOMPLETE - 1 == EG_BACKUP_MAGIC_LEN, "magic is 8 bytes");
 
 /* ---- header --------------------------------------------------------------- */
 
@@ -90,6 +92,10 @@ static eg_err header_read_fd(int fd, const char *path, eg_backup_header *h, char
     snprintf(why, whylen, "%s: %s", path, strerror(errno));
     return EG_EIO;
   }
+  if (got && memcmp(block, EG_BACKUP_MAGIC_INCOMPLETE, EG_BACKUP_MAGIC_LEN) == 0) {
+    snprintf(why, whylen, "%s is the temp file of a backup create that did not finish", path);
+    return EG_ECORRUPT;
+  }
   if (!got || memcmp(block, EG_BACKUP_MAGIC, EG_BACKUP_MAGIC_LEN) != 0) {
     snprintf(why, whylen, "%s is not a backup file (no %s header)", path, EG_BACKUP_MAGIC);
     return EG_ECORRUPT;
@@ -140,18 +146,26 @@ eg_err eg_backup_header_read(const char *path, eg_backup_header *h, char *why, s
   return e;
 }
 
-int eg_backup_has_magic(const char *path) {
+int eg_backup_file_kind_of(const char *path) {
   char magic[EG_BACKUP_MAGIC_LEN];
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
+  int kind = EG_BACKUP_FILE_OTHER;
   int ok = read_at(fd, magic, sizeof magic, 0);
   int err = errno;
+  if (ok && memcmp(magic, EG_BACKUP_MAGIC, EG_BACKUP_MAGIC_LEN) == 0) {
+    kind = EG_BACKUP_FILE_BACKUP;
+  } else if (ok && memcmp(magic, EG_BACKUP_MAGIC_INCOMPLETE, EG_BACKUP_MAGIC_LEN) == 0) {
+    /* A running writer holds the file's lock; the lock dies with it. */
+    kind = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK ? EG_BACKUP_FILE_WRITING
+                                                                      : EG_BACKUP_FILE_INCOMPLETE;
+  }
   close(fd);
   if (!ok && err) {
     errno = err;
     return -1;
   }
-  return ok && memcmp(magic, EG_BACKUP_MAGIC, EG_BACKUP_MAGIC_LEN) == 0;
+  return kind;
 }
 
 /* ---- extract -------------------------------------------------------------- */
@@ -227,13 +241,36 @@ eg_err eg_backup_extract(const char *path, const char *out_path, eg_backup_heade
 
 struct eg_backup_writer {
   int fd;
+  int replace; /* path may be replaced at commit */
   uint64_t bytes;
   eg_sha256 hash;
   char path[4096];
   char tmp[4096 + 16];
 };
 
-eg_err eg_backup_writer_open(const char *path, eg_backup_writer **out, char *why, size_t whylen) {
+/* Whether a backup may be written to path (see eg_backup_writer_open). */
+static eg_err target_check(const char *path, int replace, char *why, size_t whylen) {
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT) return EG_OK; /* the directory is checked by creating the temp */
+    snprintf(why, whylen, "%s: %s", path, strerror(errno));
+    return EG_EIO;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    snprintf(why, whylen, "%s is a directory, not the name of the file to write", path);
+    return EG_EINVAL;
+  }
+  if (!replace) {
+    snprintf(why, whylen, "%s already exists", path);
+    return EG_EEXIST;
+  }
+  return EG_OK;
+}
+
+eg_err eg_backup_writer_open(const char *path, int replace, eg_backup_writer **out, char *why,
+                             size_t whylen) {
+  eg_err e = target_check(path, replace, why, whylen);
+  if (e) return e;
   eg_backup_writer *w = calloc(1, sizeof *w);
   if (!w) return EG_ENOMEM;
   if (snprintf(w->path, sizeof w->path, "%s", path) >= (int)sizeof w->path) {
@@ -241,10 +278,14 @@ eg_err eg_backup_writer_open(const char *path, eg_backup_writer **out, char *why
     free(w);
     return EG_EINVAL;
   }
+  w->replace = replace;
   snprintf(w->tmp, sizeof w->tmp, "%s.tmp-XXXXXX", path);
-  /* mkstemp makes it 0600: the data holds every tenant's records. */
+  /* mkstemp makes it 0600: the data holds every tenant's records. The
+   * marker and the lock tell list and prune what the file is while it
+   * has no header (a create killed before its end leaves it behind). */
   w->fd = mkostemp(w->tmp, O_CLOEXEC);
-  if (w->fd < 0 || lseek(w->fd, EG_BACKUP_HEADER_BYTES, SEEK_SET) < 0) {
+  if (w->fd < 0 || !write_all(w->fd, EG_BACKUP_MAGIC_INCOMPLETE, EG_BACKUP_MAGIC_LEN) ||
+      flock(w->fd, LOCK_EX | LOCK_NB) != 0 || lseek(w->fd, EG_BACKUP_HEADER_BYTES, SEEK_SET) < 0) {
     snprintf(why, whylen, "cannot create %s: %s", w->tmp, strerror(errno));
     if (w->fd >= 0) {
       close(w->fd);
@@ -270,6 +311,8 @@ eg_err eg_backup_writer_write(eg_backup_writer *w, const void *p, size_t n, char
 }
 
 uint64_t eg_backup_writer_bytes(const eg_backup_writer *w) { return w->bytes; }
+
+const char *eg_backup_writer_temp(const eg_backup_writer *w) { return w->tmp; }
 
 void eg_backup_writer_abort(eg_backup_writer *w) {
   if (!w) return;
@@ -300,6 +343,19 @@ static int header_write(int fd, const eg_backup_header *h) {
   return lseek(fd, 0, SEEK_SET) == 0 && write_all(fd, block, sizeof block);
 }
 
+/* Renames the finished temp file to path; without replace an existing path
+ * is kept (EEXIST), atomically. 1 or 0 with errno. */
+static int put_in_place(const eg_backup_writer *w) {
+  if (w->replace) return rename(w->tmp, w->path) == 0;
+  if (renameat2(AT_FDCWD, w->tmp, AT_FDCWD, w->path, RENAME_NOREPLACE) == 0) return 1;
+  if (errno != EINVAL) return 0;
+  /* A filesystem without RENAME_NOREPLACE (NFS): a link is just as
+   * exclusive. */
+  if (link(w->tmp, w->path) != 0) return 0;
+  unlink(w->tmp);
+  return 1;
+}
+
 /* fsyncs the directory holding path, so a renamed file's name survives a
  * crash. */
 static int fsync_dir_of(const char *path) {
@@ -307,8 +363,9 @@ static int fsync_dir_of(const char *path) {
   snprintf(copy, sizeof copy, "%s", path);
   int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return 0;
-  int ok = fsync(dfd) == 0;
+  int ok = fsync(dfd) == 0, err = errno;
   close(dfd);
+  errno = err;
   return ok;
 }
 
@@ -328,9 +385,20 @@ eg_err eg_backup_writer_commit(eg_backup_writer *w, const eg_backup_header *h, c
     snprintf(why, whylen, "writing %s: %s", w->tmp,
              h->n_key_ids > EG_BACKUP_KEY_IDS_MAX ? "too many key ids" : strerror(errno));
     e = EG_EIO;
-  } else if (rename(w->tmp, w->path) != 0 || !fsync_dir_of(w->path)) {
-    snprintf(why, whylen, "putting %s in place: %s", w->path, strerror(errno));
-    e = EG_EIO;
+  } else if (!put_in_place(w)) {
+    int err = errno;
+    snprintf(why, whylen, "putting %s in place: %s", w->path,
+             err == EEXIST ? "it appeared while the backup was taken; it was not replaced"
+                           : strerror(err));
+    e = err == EEXIST ? EG_EEXIST : EG_EIO;
+  } else if (!fsync_dir_of(w->path)) {
+    snprintf(why, whylen,
+             "%s is in place, but the fsync of its directory failed (%s): the file may not "
+             "survive a crash of this machine",
+             w->path, strerror(errno));
+    close(w->fd);
+    free(w);
+    return EG_EIO; /* the temp file is the backup now: nothing to remove */
   }
   close(w->fd);
   if (e) unlink(w->tmp);

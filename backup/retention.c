@@ -37,23 +37,33 @@ static int newest_first(const void *a, const void *b, void *arg) {
   return i < j ? -1 : i > j;
 }
 
-eg_err eg_backup_retain(const int64_t *time_us, size_t n, const int keep_n[3], int *keep) {
-  size_t *order = malloc((n ? n : 1) * sizeof *order);
+int eg_backup_time_suspect(int64_t time_us, int64_t now_us, int64_t skew_us) {
+  /* (unsigned: the difference of two int64 cannot overflow there) */
+  return time_us <= 0 ||
+         (time_us > now_us && (uint64_t)time_us - (uint64_t)now_us > (uint64_t)skew_us);
+}
+
+eg_err eg_backup_retain(const int64_t *time_us, size_t n, const int keep_n[3], int64_t now_us,
+                        int64_t skew_us, eg_retain *keep) {
+  size_t *order = malloc((n ? n : 1) * sizeof *order), m = 0;
   if (!order) return EG_ENOMEM;
+  /* Only believable times count: a suspect one would be "the newest" for
+   * good, or take the slot of a real backup. */
   for (size_t i = 0; i < n; i++) {
-    order[i] = i;
-    keep[i] = 0;
+    keep[i] = eg_backup_time_suspect(time_us[i], now_us, skew_us) ? EG_RETAIN_SUSPECT
+                                                                  : EG_RETAIN_DELETE;
+    if (keep[i] == EG_RETAIN_DELETE) order[m++] = i;
   }
-  qsort_r(order, n, sizeof *order, newest_first, (void *)time_us);
-  if (n) keep[order[0]] = 1; /* never the newest */
+  qsort_r(order, m, sizeof *order, newest_first, (void *)time_us);
+  if (m) keep[order[0]] = EG_RETAIN_KEEP; /* never the newest */
   for (int kind = 0; kind < 3; kind++) {
     int64_t last = 0;
     int seen = 0;
     /* Newest first: the first backup of each period is its newest. */
-    for (size_t i = 0; i < n && seen < keep_n[kind]; i++) {
+    for (size_t i = 0; i < m && seen < keep_n[kind]; i++) {
       int64_t p = period_of(time_us[order[i]], kind);
       if (seen && p == last) continue;
-      keep[order[i]] = 1;
+      keep[order[i]] = EG_RETAIN_KEEP;
       last = p;
       seen++;
     }

@@ -3,14 +3,16 @@
  *
  *   create   AdminService.Backup from the node --target names (admin
  *            token), written to --out atomically (mode 0600), a progress
- *            bar on stderr when it is a terminal
+ *            bar on stderr when it is a terminal; a signal that ends it
+ *            removes the temp file
  *   verify   digest and length, the data as a store (schema, LSN, epoch,
  *            records per DB), with --keyring every sealed field
  *   restore  the data of a backup as a node's data dir (the node starts at
  *            the backup's LSN and epoch)
- *   list     the backup files in a dir, by their headers
+ *   list     the backup files in a dir, by their headers; temp files of
+ *            creates that did not finish and suspect times are reported
  *   prune    deletes the backups of a dir that a grandfather-father-son
- *            policy does not keep
+ *            policy does not keep (never a suspect or incomplete one)
  * The file's layout and the work are in backup/ (backup/backup.h); this
  * file parses and prints.
  */
@@ -19,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -36,6 +39,11 @@
 #define BACKUP_TIMEOUT_MS (3600 * 1000)
 /* Backup files `list` and `prune` read in one dir. */
 #define BACKUP_DIR_MAX 100000
+/* How far past this machine's clock a header time may be and still be
+ * believed (--max-clock-skew-s): nodes' clocks differ a little; a time
+ * further ahead is a wrong clock or a damaged header. */
+#define BACKUP_SKEW_S 86400
+#define BACKUP_SKEW_S_MAX (100LL * 366 * 86400)
 
 /* ---- printing a header ------------------------------------------------------ */
 
@@ -115,17 +123,34 @@ static void progress_draw(const progress *p, uint64_t done) {
           rate > 0 ? (double)(p->size - (done < p->size ? done : p->size)) / rate : 0.0);
 }
 
-/* The header the last chunk describes. */
-static void header_from_chunk(const Engram__V1__BackupChunk *c, eg_backup_header *h) {
+/* The header the last chunk describes; -1 with why for one a header
+ * cannot hold faithfully (a file stored as 1970 would be pruned first; a
+ * key id cut off would be missing at restore). */
+static int header_from_chunk(const Engram__V1__BackupChunk *c, eg_backup_header *h, char *why,
+                             size_t whylen) {
+  if (!c->time) {
+    snprintf(why, whylen, "the server's last chunk has no time");
+    return -1;
+  }
+  if (c->n_key_ids > EG_BACKUP_KEY_IDS_MAX) {
+    snprintf(why, whylen, "the server's last chunk names %zu key ids, more than the %d a backup "
+             "header holds", c->n_key_ids, EG_BACKUP_KEY_IDS_MAX);
+    return -1;
+  }
+  if (c->sha256.len != sizeof h->sha256) {
+    snprintf(why, whylen, "the server's last chunk has a SHA-256 of %zu bytes", c->sha256.len);
+    return -1;
+  }
   *h = (eg_backup_header){.format = EG_BACKUP_FORMAT,
                           .lsn = c->lsn,
                           .epoch = c->epoch,
                           .schema_version = c->schema_version,
-                          .data_bytes = c->total_bytes};
-  if (c->time) h->time_us = c->time->seconds * 1000000 + c->time->nanos / 1000;
-  if (c->sha256.len == sizeof h->sha256) memcpy(h->sha256, c->sha256.data, sizeof h->sha256);
-  h->n_key_ids = c->n_key_ids < EG_BACKUP_KEY_IDS_MAX ? c->n_key_ids : EG_BACKUP_KEY_IDS_MAX;
+                          .time_us = c->time->seconds * 1000000 + c->time->nanos / 1000,
+                          .data_bytes = c->total_bytes,
+                          .n_key_ids = c->n_key_ids};
+  memcpy(h->sha256, c->sha256.data, sizeof h->sha256);
   if (h->n_key_ids) memcpy(h->key_ids, c->key_ids, h->n_key_ids * sizeof *h->key_ids);
+  return 0;
 }
 
 /* Streams the backup into w; on CLI_OK *h describes it. */
@@ -144,8 +169,8 @@ static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char 
     Engram__V1__BackupChunk *c = (Engram__V1__BackupChunk *)m;
     if (c->size) p.size = c->size;
     if (c->data.len) e = eg_backup_writer_write(w, c->data.data, c->data.len, why, whylen);
-    if (c->last) {
-      header_from_chunk(c, h);
+    if (!e && c->last) {
+      if (header_from_chunk(c, h, why, whylen) != 0) e = EG_ECORRUPT;
       last = 1;
     }
     progress_draw(&p, eg_backup_writer_bytes(w));
@@ -154,30 +179,71 @@ static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char 
   eg_client_stream_free(s);
   if (p.tty && p.size) fputc('\n', stderr);
   if (e) return CLI_ERR;
-  if (st.code != 0 || !last) {
+  if (st.code != 0)
     snprintf(why, whylen, "%s%s%.400s", eg_client_code_name(st.code), *st.message ? ": " : "",
-             st.code ? st.message : "the stream ended before its last chunk");
-    return CLI_ERR;
-  }
-  return CLI_OK;
+             st.message);
+  else if (!last)
+    snprintf(why, whylen, "the stream ended before its last chunk");
+  return st.code || !last ? CLI_ERR : CLI_OK;
+}
+
+/* The temp file a signal handler removes (set while a create writes it). */
+static char create_temp[4200];
+static volatile sig_atomic_t create_armed;
+
+/* SIGINT, SIGTERM or SIGHUP during a create: the temp file (every
+ * tenant's sealed data) goes, then the signal's default action ends the
+ * CLI, so the caller sees it died of the signal. Async-signal-safe calls
+ * only. */
+static void create_on_signal(int sig) {
+  if (create_armed) unlink(create_temp);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+/* Arms the handler for w's temp file. A signal the caller ignores stays
+ * ignored (nohup, a background job's SIGINT). SIGXFSZ is ignored so that a
+ * file size limit fails the write (EFBIG) and the normal abort path runs. */
+static void create_signals(const eg_backup_writer *w) {
+  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+  struct sigaction sa = {.sa_handler = create_on_signal}, old;
+  sigemptyset(&sa.sa_mask);
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(&sa.sa_mask, sigs[i]);
+  snprintf(create_temp, sizeof create_temp, "%s", eg_backup_writer_temp(w));
+  create_armed = 1;
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
+    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+      sigaction(sigs[i], &sa, NULL);
+  signal(SIGXFSZ, SIG_IGN);
 }
 
 int cmd_backup_create(cli *g, int argc, char **argv) {
   const char *out = NULL;
-  const cli_flag flags[] = {{"--out", FLAG_STR, &out, 1}, {NULL}};
+  int force = 0;
+  const cli_flag flags[] = {{"--out", FLAG_STR, &out, 1}, {"--force", FLAG_BOOL, &force}, {NULL}};
   int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
   if (rc != CLI_OK) return rc;
   if (!cli_client(g)) return CLI_USAGE;
   if (!cli_crypto_ready()) return CLI_ERR;
-  char why[512] = "";
+  char why[512] = "", msg[600];
   eg_backup_writer *w;
   eg_backup_header h;
-  if (eg_backup_writer_open(out, &w, why, sizeof why) != EG_OK) return fail(g, "create", why);
+  /* The target is checked (and the temp file made) before the call: a
+   * wrong --out fails at once, not after the whole copy streamed. */
+  eg_err e = eg_backup_writer_open(out, force, &w, why, sizeof why);
+  if (e != EG_OK) {
+    snprintf(msg, sizeof msg, "%s%s", why, e == EG_EEXIST ? " (--force replaces it)" : "");
+    return fail(g, "create", msg);
+  }
+  create_signals(w);
   if (create_stream(g, w, &h, why, sizeof why) != CLI_OK) {
     eg_backup_writer_abort(w);
+    create_armed = 0;
     return fail(g, "create", why);
   }
-  if (eg_backup_writer_commit(w, &h, why, sizeof why) != EG_OK) return fail(g, "create", why);
+  e = eg_backup_writer_commit(w, &h, why, sizeof why);
+  create_armed = 0;
+  if (e != EG_OK) return fail(g, "create", why);
   if (g->json) {
     fputs("{\"ok\":true,\"path\":", stdout);
     cli_json_string(stdout, out);
@@ -346,13 +412,21 @@ int cmd_backup_verify(cli *g, int argc, char **argv) {
 typedef struct {
   char *name;
   eg_backup_header h;
+  int suspect; /* its time is not believable (eg_backup_time_suspect) */
 } listed;
+
+typedef struct {
+  char *name;
+  int running; /* a create is still writing it */
+} incomplete;
 
 typedef struct {
   listed *ok; /* sound headers, oldest first */
   size_t n_ok;
   char **bad; /* "name: why" of backup files whose header does not read */
   size_t n_bad;
+  incomplete *part; /* temp files of creates */
+  size_t n_part;
 } listing;
 
 static int by_time(const void *a, const void *b) {
@@ -363,9 +437,45 @@ static int by_time(const void *a, const void *b) {
 
 static int skip_entry(const struct dirent *de) { return de->d_name[0] != '.'; }
 
-/* Reads the header of every backup file in dir (files without the backup
- * magic are skipped). CLI_ERR after printing why if dir cannot be read. */
-static int list_dir(cli *g, const char *cmd, const char *dir, listing *out) {
+static char *copy_str(cli *g, const char *s) {
+  char *c = cli_alloc(g, strlen(s) + 1);
+  strcpy(c, s);
+  return c;
+}
+
+/* Now (unix us) and the skew of --max-clock-skew-s, for suspect times. */
+typedef struct {
+  int64_t now_us, skew_us;
+} clock_check;
+
+static clock_check clock_now(int64_t skew_s) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (clock_check){(int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, skew_s * 1000000};
+}
+
+/* Says on stderr why the time of l is not believed. */
+static void warn_suspect(const char *cmd, const listed *l, const clock_check *c) {
+  char t[48], reason[160];
+  time_text(l->h.time_us, t);
+  if (l->h.time_us <= 0)
+    snprintf(reason, sizeof reason, "not after 1970: no writer makes that");
+  else
+    snprintf(reason, sizeof reason,
+             "more than %" PRId64 " s (--max-clock-skew-s) past this machine's clock: a wrong "
+             "clock or a damaged header", c->skew_us / 1000000);
+  fprintf(stderr,
+          "engram: backup %s: %s: its header time %s is suspect (%s); prune gives it no slot, "
+          "never counts it as the newest and never deletes it\n",
+          cmd, l->name, t, reason);
+}
+
+/* Reads the header of every backup file in dir; files without the backup
+ * magic are skipped, temp files of creates are collected apart. Prints on
+ * stderr what it cannot read, incomplete temp files and suspect times.
+ * CLI_ERR after printing why if dir cannot be read. */
+static int list_dir(cli *g, const char *cmd, const char *dir, const clock_check *clk,
+                    listing *out) {
   struct dirent **ents;
   char why[512];
   int n = scandir(dir, &ents, skip_entry, alphasort);
@@ -380,25 +490,40 @@ static int list_dir(cli *g, const char *cmd, const char *dir, listing *out) {
              BACKUP_DIR_MAX);
     return fail(g, cmd, why);
   }
-  *out = (listing){cli_alloc(g, (size_t)(n ? n : 1) * sizeof(listed)), 0,
-                   cli_alloc(g, (size_t)(n ? n : 1) * sizeof(char *)), 0};
+  size_t cap = (size_t)(n ? n : 1);
+  *out = (listing){cli_alloc(g, cap * sizeof(listed)), 0, cli_alloc(g, cap * sizeof(char *)), 0,
+                   cli_alloc(g, cap * sizeof(incomplete)), 0};
   for (int i = 0; i < n; i++) {
     char path[8192];
     struct stat st;
-    snprintf(path, sizeof path, "%s/%s", dir, ents[i]->d_name);
-    int magic = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? eg_backup_has_magic(path) : 0;
+    const char *name = ents[i]->d_name;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int kind = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? eg_backup_file_kind_of(path)
+                                                             : EG_BACKUP_FILE_OTHER;
     listed *l = &out->ok[out->n_ok];
-    if (magic < 0) {
-      snprintf(why, sizeof why, "%s: %s", ents[i]->d_name, strerror(errno));
-    } else if (magic && eg_backup_header_read(path, &l->h, why, sizeof why) == EG_OK) {
-      l->name = cli_alloc(g, strlen(ents[i]->d_name) + 1);
-      strcpy(l->name, ents[i]->d_name);
+    int unreadable = kind < 0;
+    if (kind < 0) {
+      snprintf(why, sizeof why, "%s: %s", name, strerror(errno));
+    } else if (kind == EG_BACKUP_FILE_INCOMPLETE || kind == EG_BACKUP_FILE_WRITING) {
+      /* Never deleted here: only the operator knows no create still runs
+       * on another host sharing the dir. */
+      out->part[out->n_part++] = (incomplete){copy_str(g, name), kind == EG_BACKUP_FILE_WRITING};
+      if (kind == EG_BACKUP_FILE_INCOMPLETE)
+        fprintf(stderr,
+                "engram: backup %s: %s: the temp file of a backup create that did not finish "
+                "(not deleted; remove it with rm)\n",
+                cmd, name);
+    } else if (kind == EG_BACKUP_FILE_BACKUP &&
+               eg_backup_header_read(path, &l->h, why, sizeof why) != EG_OK) {
+      unreadable = 1;
+    } else if (kind == EG_BACKUP_FILE_BACKUP) {
+      l->name = copy_str(g, name);
+      l->suspect = eg_backup_time_suspect(l->h.time_us, clk->now_us, clk->skew_us);
+      if (l->suspect) warn_suspect(cmd, l, clk);
       out->n_ok++;
-      magic = 0;
     }
-    if (magic) {
-      out->bad[out->n_bad] = cli_alloc(g, strlen(why) + 1);
-      strcpy(out->bad[out->n_bad++], why);
+    if (unreadable) {
+      out->bad[out->n_bad++] = copy_str(g, why);
       fprintf(stderr, "engram: backup %s: unreadable: %s\n", cmd, why);
     }
     free(ents[i]);
@@ -408,22 +533,42 @@ static int list_dir(cli *g, const char *cmd, const char *dir, listing *out) {
   return CLI_OK;
 }
 
-static void bad_json(const listing *l) {
+/* The members list and prune both print: unreadable and incomplete. */
+static void problems_json(const listing *l) {
   fputs(",\"unreadable\":[", stdout);
   for (size_t i = 0; i < l->n_bad; i++) {
     if (i) fputc(',', stdout);
     cli_json_string(stdout, l->bad[i]);
   }
+  fputs("],\"incomplete\":[", stdout);
+  for (size_t i = 0; i < l->n_part; i++) {
+    fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
+    cli_json_string(stdout, l->part[i].name);
+    fprintf(stdout, ",\"running\":%s}", l->part[i].running ? "true" : "false");
+  }
   fputc(']', stdout);
 }
 
+static void incomplete_readable(const listing *l) {
+  for (size_t i = 0; i < l->n_part; i++)
+    printf("incomplete  %s  (%s)\n", l->part[i].name,
+           l->part[i].running ? "a backup create is writing it"
+                              : "a backup create that did not finish; remove it with rm");
+}
+
+/* --max-clock-skew-s, as list and prune take it. */
+#define SKEW_FLAG(dst) {"--max-clock-skew-s", FLAG_INT, (dst), 0, 0, BACKUP_SKEW_S_MAX}
+
 int cmd_backup_list(cli *g, int argc, char **argv) {
   const char *dir;
+  int64_t skew_s = BACKUP_SKEW_S;
+  const cli_flag flags[] = {SKEW_FLAG(&skew_s), {NULL}};
   const char *const names[] = {"DIR", NULL};
-  int rc = cli_parse(g, argc, argv, cli_no_flags, names, &dir);
+  int rc = cli_parse(g, argc, argv, flags, names, &dir);
   if (rc != CLI_OK) return rc;
   listing l;
-  if ((rc = list_dir(g, "list", dir, &l)) != CLI_OK) return rc;
+  clock_check clk = clock_now(skew_s);
+  if ((rc = list_dir(g, "list", dir, &clk, &l)) != CLI_OK) return rc;
   if (g->json) fputs("{\"ok\":true,\"backups\":[", stdout);
   for (size_t i = 0; i < l.n_ok; i++) {
     char t[48];
@@ -432,17 +577,20 @@ int cmd_backup_list(cli *g, int argc, char **argv) {
       cli_json_string(stdout, l.ok[i].name);
       fputc(',', stdout);
       header_json(stdout, &l.ok[i].h);
-      fputc('}', stdout);
+      fprintf(stdout, ",\"suspect\":%s}", l.ok[i].suspect ? "true" : "false");
       continue;
     }
     time_text(l.ok[i].h.time_us, t);
-    printf("%s  lsn %" PRIu64 "  epoch %" PRIu64 "  %" PRIu64 " bytes  %s\n", t, l.ok[i].h.lsn,
-           l.ok[i].h.epoch, l.ok[i].h.data_bytes, l.ok[i].name);
+    printf("%s  lsn %" PRIu64 "  epoch %" PRIu64 "  %" PRIu64 " bytes  %s%s\n", t, l.ok[i].h.lsn,
+           l.ok[i].h.epoch, l.ok[i].h.data_bytes, l.ok[i].name,
+           l.ok[i].suspect ? "  (suspect time)" : "");
   }
   if (g->json) {
     fputc(']', stdout);
-    bad_json(&l);
+    problems_json(&l);
     fputs("}\n", stdout);
+  } else {
+    incomplete_readable(&l);
   }
   return CLI_OK;
 }
@@ -458,44 +606,55 @@ static int remove_backup(const char *dir, const char *name, char *why, size_t wh
 
 int cmd_backup_prune(cli *g, int argc, char **argv) {
   const char *dir;
-  int64_t keep_n[3] = {0, 0, 0};
+  int64_t keep_n[3] = {0, 0, 0}, skew_s = BACKUP_SKEW_S;
   int dry = 0;
   const cli_flag flags[] = {{"--keep-daily", FLAG_INT, &keep_n[0], 1, 0, INT32_MAX},
                             {"--keep-weekly", FLAG_INT, &keep_n[1], 1, 0, INT32_MAX},
                             {"--keep-monthly", FLAG_INT, &keep_n[2], 1, 0, INT32_MAX},
                             {"--dry-run", FLAG_BOOL, &dry},
+                            SKEW_FLAG(&skew_s),
                             {NULL}};
   const char *const names[] = {"DIR", NULL};
   int rc = cli_parse(g, argc, argv, flags, names, &dir);
   if (rc != CLI_OK) return rc;
   listing l;
-  if ((rc = list_dir(g, "prune", dir, &l)) != CLI_OK) return rc;
+  clock_check clk = clock_now(skew_s);
+  if ((rc = list_dir(g, "prune", dir, &clk, &l)) != CLI_OK) return rc;
   int64_t *times = cli_alloc(g, (l.n_ok ? l.n_ok : 1) * sizeof *times);
-  int *keep = cli_alloc(g, (l.n_ok ? l.n_ok : 1) * sizeof *keep);
+  eg_retain *keep = cli_alloc(g, (l.n_ok ? l.n_ok : 1) * sizeof *keep);
   const int policy[3] = {(int)keep_n[0], (int)keep_n[1], (int)keep_n[2]};
   for (size_t i = 0; i < l.n_ok; i++) times[i] = l.ok[i].h.time_us;
-  if (eg_backup_retain(times, l.n_ok, policy, keep) != EG_OK) return fail(g, "prune", "out of memory");
+  if (eg_backup_retain(times, l.n_ok, policy, clk.now_us, clk.skew_us, keep) != EG_OK)
+    return fail(g, "prune", "out of memory");
   char why[512] = "";
   int failed = 0;
   for (size_t i = 0; i < l.n_ok; i++)
-    if (!keep[i] && !dry && remove_backup(dir, l.ok[i].name, why, sizeof why) != 0) {
+    if (keep[i] == EG_RETAIN_DELETE && !dry &&
+        remove_backup(dir, l.ok[i].name, why, sizeof why) != 0) {
       fprintf(stderr, "engram: backup prune: %s\n", why);
-      keep[i] = 1; /* still there: reported as kept */
+      keep[i] = EG_RETAIN_KEEP; /* still there: reported as kept */
       failed = 1;
     }
   if (g->json) fprintf(stdout, "{\"ok\":%s,\"dry_run\":%s", failed ? "false" : "true", dry ? "true" : "false");
-  for (int pass = 1; pass >= 0; pass--) {
+  static const struct {
+    eg_retain what;
+    const char *json, *word;
+  } passes[] = {{EG_RETAIN_KEEP, "kept", "kept   "},
+                {EG_RETAIN_DELETE, "deleted", NULL},
+                {EG_RETAIN_SUSPECT, "suspect", "suspect"}};
+  for (size_t pass = 0; pass < sizeof passes / sizeof *passes; pass++) {
     int first = 1;
-    if (g->json) fputs(pass ? ",\"kept\":[" : ",\"deleted\":[", stdout);
+    if (g->json) fprintf(stdout, ",\"%s\":[", passes[pass].json);
     for (size_t i = 0; i < l.n_ok; i++) {
-      if (keep[i] != pass) continue;
+      if (keep[i] != passes[pass].what) continue;
       if (g->json) {
         if (!first) fputc(',', stdout);
         cli_json_string(stdout, l.ok[i].name);
       } else {
         char t[48];
         time_text(l.ok[i].h.time_us, t);
-        printf("%s %s  %s\n", pass ? "kept   " : dry ? "would delete" : "deleted", t,
+        printf("%s %s  %s\n",
+               passes[pass].word ? passes[pass].word : dry ? "would delete" : "deleted", t,
                l.ok[i].name);
       }
       first = 0;
@@ -503,8 +662,10 @@ int cmd_backup_prune(cli *g, int argc, char **argv) {
     if (g->json) fputc(']', stdout);
   }
   if (g->json) {
-    bad_json(&l);
+    problems_json(&l);
     fputs("}\n", stdout);
+  } else {
+    incomplete_readable(&l);
   }
   return failed ? CLI_ERR : CLI_OK;
 }

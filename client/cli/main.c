@@ -75,9 +75,9 @@ static const cli_cmd commands[] = {
      "[--memory-tombstone-retention-s S]",
      "this tenant's retention (seconds, 0 keeps forever, `default` for the server's)",
      cmd_admin_retention},
-    {"backup", "create", "--out FILE",
-     "write a backup of the node's data to FILE (admin token; mode 0600; --timeout bounds the "
-     "whole backup, default 1 hour)",
+    {"backup", "create", "--out FILE [--force]",
+     "write a backup of the node's data to FILE (admin token; mode 0600; an existing FILE only "
+     "with --force; --timeout bounds the whole backup, default 1 hour)",
      cmd_backup_create},
     {"backup", "verify", "FILE [--keyring K]",
      "check a backup: digest, the data as a store, records per DB; with --keyring every sealed "
@@ -89,10 +89,15 @@ static const cli_cmd commands[] = {
      "not a running node's; no server); with --wal-archive, then replay the archived log up to "
      "the target (RFC 3339 or unix seconds; none: all of it)",
      cmd_backup_restore},
-    {"backup", "list", "DIR", "the backup files in DIR, oldest first (no server)", cmd_backup_list},
-    {"backup", "prune", "DIR --keep-daily N --keep-weekly N --keep-monthly N [--dry-run]",
+    {"backup", "list", "DIR [--max-clock-skew-s S]",
+     "the backup files in DIR, oldest first; flags times more than S (default 86400) seconds "
+     "ahead of this clock, or not after 1970, and temp files of unfinished creates (no server)",
+     cmd_backup_list},
+    {"backup", "prune",
+     "DIR --keep-daily N --keep-weekly N --keep-monthly N [--dry-run] [--max-clock-skew-s S]",
      "delete the backups in DIR that are not the newest of one of the last N days, ISO weeks or "
-     "months (UTC) that have one; never the newest (no server)",
+     "months (UTC) that have one; never the newest, never one with a suspect time (as list "
+     "flags), never a temp file (no server)",
      cmd_backup_prune},
     {"keygen", NULL, "[--id N]", "print a new keyring line (no server)", cmd_keygen},
     {"token", "hash", "TOKEN", "print the sha256 hex of a token (no server)", cmd_token_hash},
