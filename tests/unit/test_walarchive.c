@@ -257,7 +257,7 @@ static void test_pitr(void) {
   make_archive();
   /* Past the end, and a gap: refused, the target dir untouched. */
   eg_pitr_target past = {.to_lsn = 6};
-  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, &past, &res, why, sizeof why), EG_EPRECOND);
+  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, 0, &past, &res, why, sizeof why), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "target lsn 6 is past the archive's end (lsn 5)"));
   CU_ASSERT_EQUAL(lsn_of(dst), 0);
   /* To LSN 3 (checked first without writing), then on to the end from
@@ -266,9 +266,9 @@ static void test_pitr(void) {
   CU_ASSERT_EQUAL_FATAL(eg_pitr_check(dir, 0, 1, &to3, &res, why, sizeof why), EG_OK);
   CU_ASSERT(res.lsn == 3 && res.records == 3 && res.epoch == 1);
   CU_ASSERT_EQUAL(lsn_of(dst), 0);
-  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, &to3, &res, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, 0, &to3, &res, why, sizeof why), EG_OK);
   CU_ASSERT(res.base_lsn == 0 && res.lsn == 3 && res.records == 3 && res.epoch == 1);
-  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, &all, &res, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, 0, &all, &res, why, sizeof why), EG_OK);
   CU_ASSERT(res.base_lsn == 3 && res.lsn == 5 && res.records == 2);
   eg_store *s = eg_test_store_open(dst, NULL);
   eg_txn *t;
@@ -286,7 +286,7 @@ static void test_pitr(void) {
   CU_ASSERT_EQUAL(unlink(p), 0);
   eg_test_rmdir(dst);
   snprintf(dst, sizeof dst, "%s", eg_test_tmpdir());
-  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, &all, &res, why, sizeof why), EG_EPRECOND);
+  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, 0, &all, &res, why, sizeof why), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "lsn 1..3 are missing"));
   CU_ASSERT_EQUAL(lsn_of(dst), 0);
   eg_test_rmdir(src);
