@@ -123,7 +123,8 @@ typedef struct {
   /* With a keyring: sealed fields (non-empty *_token fields of sessions,
    * messages and memories) that opened, that did not, and that are sealed
    * under a key the keyring lacks; the ids missing (from the fields and
-   * the header), and the first failure in words. */
+   * the header), and the first failure in words. With or without one, a
+   * record of those DBs that does not decode counts as failed. */
   uint64_t sealed_opened, sealed_failed, sealed_missing_key;
   uint32_t missing_key_ids[EG_BACKUP_KEY_IDS_MAX];
   size_t n_missing;

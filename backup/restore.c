@@ -100,6 +100,10 @@ eg_err eg_backup_restore_begin(const char *path, const char *dir, int force, eg_
     /* The same full walk verify runs: damaged pages behind a matching
      * digest would otherwise reach a node, which dies on them. */
     if (!e) e = eg_backup_check_data(data, NULL, v, why, whylen);
+    if (!e && v->sealed_failed) { /* without a keyring: records that do not decode */
+      snprintf(why, whylen, "the data is corrupt: %s", v->first_failure);
+      e = EG_ECORRUPT;
+    }
     if (!e) r->h = v->h;
     free(v);
   }

@@ -140,7 +140,7 @@ static void visit_sealed(eg_verify_walk *w, const char *db, const uint8_t *k, si
   int ok = key_id(k, klen, &off, tenant, sizeof tenant);
   ProtobufCMessage *m = ok ? protobuf_c_message_unpack(eg_sealed_dbs[i].desc, NULL, vlen, v) : NULL;
   if (m && record_id(m, k, klen, off, id, sizeof id)) {
-    open_fields(w, m, tenant, eg_sealed_dbs[i].kind, id);
+    if (w->kr) open_fields(w, m, tenant, eg_sealed_dbs[i].kind, id);
   } else if (!w->out->sealed_failed++) {
     snprintf(w->out->first_failure, sizeof w->out->first_failure,
              "a record of %s does not decode", db);
@@ -152,7 +152,9 @@ static void verify_kv(void *arg, const char *db, const void *k, size_t klen, con
                       size_t vlen) {
   eg_verify_walk *w = arg;
   count_db(w->out, db);
-  if (w->kr) visit_sealed(w, db, k, klen, v, vlen);
+  /* Decoded with or without a keyring: a record that does not decode is
+   * damage a restore must not put in place either. */
+  visit_sealed(w, db, k, klen, v, vlen);
 }
 
 /* What the walk's child hands back through shared memory. */
