@@ -60,23 +60,51 @@ eg_err eg_backup_header_read(const char *path, eg_backup_header *h, char *why, s
 eg_err eg_backup_extract(const char *path, const char *out_path, eg_backup_header *h, char *why,
                          size_t whylen);
 
+/* The staging dir of a restore inside the data dir: the base is extracted,
+ * checked and replayed there, and only a finished store is moved to
+ * dir/data.mdb, so an interrupted restore never leaves a data dir that
+ * looks whole. */
+#define EG_RESTORE_STAGING "restore.partial"
+
+/* A restore under way (eg_backup_restore_begin .. _finish or _abort). */
+typedef struct {
+  eg_backup_header h;    /* the backup's */
+  int lock_fd;           /* dir's lock (eg_store_lock_dir), held throughout */
+  int removed_leftover;  /* a staging dir of an interrupted restore was removed */
+  unsigned old_mode;     /* dir's mode bits when begin set them to 0700 (0: it did not) */
+  char stage[4096 + 32]; /* dir/EG_RESTORE_STAGING: a data dir holding the base */
+} eg_restore;
+
 /* Restores the backup at path as the data of the data dir dir, the base a
- * node starts from (at the backup's LSN and epoch):
- *   - dir must be empty or absent (it is then created 0700), unless force;
- *     EG_EEXIST otherwise, why naming an entry;
- *   - dir's lock (eg_store_lock_dir) is taken, so a dir a running engramd
+ * node starts from (at the backup's LSN and epoch), first into the staging
+ * dir:
+ *   - dir must be empty or absent (it is then created 0700; one of this
+ *     user's with wider mode bits is set to 0700, r->old_mode), unless
+ *     force; EG_EEXIST otherwise, why naming an entry (the lock file and a
+ *     staging dir do not count);
+ *   - dir's lock is taken (eg_store_lock_dir), so a dir a running engramd
  *     holds is refused (EG_EPRECOND, why naming its pid);
- *   - the data is extracted to a temp file in dir (length and SHA-256
- *     checked: EG_ECORRUPT), checked as a store holding the header's LSN
- *     and epoch, and put in place as dir/data.mdb the way a replica's
- *     snapshot is (eg_store_install_snapshot: engram.id and lock.mdb are
- *     written afresh by the node's first open).
- * On EG_OK *h is the backup's header and *lock_fd holds dir's lock: the
- * caller may go on with the data in place (e.g. replay archived WAL into
- * it) and then releases the lock (eg_store_unlock_dir). On failure nothing
- * is held and dir/data.mdb is untouched. why is filled on failure. */
-eg_err eg_backup_restore_base(const char *path, const char *dir, int force, eg_backup_header *h,
-                              int *lock_fd, char *why, size_t whylen);
+ *   - a staging dir left by an interrupted restore is removed
+ *     (r->removed_leftover);
+ *   - the data is extracted into the staging dir (length and SHA-256
+ *     checked: EG_ECORRUPT) and checked as eg_backup_check_data does (a
+ *     store of the header's LSN, epoch and schema version whose every
+ *     record reads: EG_ECORRUPT).
+ * On EG_OK r is filled and the caller may go on in r->stage (e.g. replay
+ * archived WAL into it, eg_pitr_replay), then calls _finish or _abort. On
+ * failure nothing is held, no staging dir is left and dir/data.mdb is
+ * untouched; why is filled. */
+eg_err eg_backup_restore_begin(const char *path, const char *dir, int force, eg_restore *r,
+                               char *why, size_t whylen);
+/* Puts the staging dir's data.mdb in place as dir/data.mdb the way a
+ * replica's snapshot is (eg_store_install_snapshot: engram.id and lock.mdb
+ * are written afresh by the node's first open), removes the staging dir
+ * and releases the lock. Call with no store open on r->stage. EG_EIO with
+ * why filled if the data cannot be moved (the staging dir is then left,
+ * for the next restore to remove). */
+eg_err eg_backup_restore_finish(eg_restore *r, const char *dir, char *why, size_t whylen);
+/* Removes the staging dir and releases the lock; dir/data.mdb untouched. */
+void eg_backup_restore_abort(eg_restore *r);
 
 /* What the file at path is, by its first bytes (and, for a temp file,
  * its lock): -1 if it cannot be read (errno set). */
@@ -104,24 +132,35 @@ typedef struct {
   /* With a keyring: sealed fields (non-empty *_token fields of sessions,
    * messages and memories) that opened, that did not, and that are sealed
    * under a key the keyring lacks; the ids missing (from the fields and
-   * the header), and the first failure in words. */
+   * the header), and the first failure in words. With or without one, a
+   * record of those DBs that does not decode counts as failed. */
   uint64_t sealed_opened, sealed_failed, sealed_missing_key;
   uint32_t missing_key_ids[EG_BACKUP_KEY_IDS_MAX];
   size_t n_missing;
   char first_failure[256];
 } eg_backup_verify_result;
 
+/* Checks the data of a backup extracted to data_path against out->h (its
+ * header, filled by the caller): a store of the header's LSN, epoch and
+ * schema version, every record of every data DB read and counted, with kr
+ * (may be NULL) every sealed field opened in the context the server sealed
+ * it in. LMDB trusts its pages, so the walk runs in a child process: a
+ * damaged page that makes it fault or assert is reported as EG_ECORRUPT
+ * (why names the signal), never a crash of the caller. Fills out. */
+eg_err eg_backup_check_data(const char *data_path, const eg_keyring *kr,
+                            eg_backup_verify_result *out, char *why, size_t whylen);
+
 /* Checks the backup at path: its header, the length and SHA-256 of its data
- * (extracted to a temp dir under $TMPDIR or /tmp, removed after), that the
- * data opens read-only as a store of the header's schema version, LSN and
- * epoch, and counts the records of every data DB. With kr (may be NULL) it
- * also opens every sealed field in the context the server sealed it in.
- * Returns EG_ECORRUPT (why says what is wrong: cut short, digest, not a
- * store, ...), EG_EIO / EG_ENOMEM for trouble of the machine; on EG_OK the
- * file is sound, and out says what it holds (sealed_failed and n_missing
- * are for the caller to judge). */
-eg_err eg_backup_verify(const char *path, const eg_keyring *kr, eg_backup_verify_result *out,
-                        char *why, size_t whylen);
+ * (extracted into a temp dir made under tmp_dir, or $TMPDIR, or /tmp, and
+ * removed after on every path; the free space there is checked against
+ * the data's length first: EG_ENOSPC), then the data as
+ * eg_backup_check_data does. Returns EG_ECORRUPT (why says what is wrong:
+ * cut short, digest, not a store, damaged pages, ...), EG_EIO / EG_ENOMEM /
+ * EG_ENOSPC for trouble of the machine; on EG_OK the file is sound, and out
+ * says what it holds (sealed_failed and n_missing are for the caller to
+ * judge). */
+eg_err eg_backup_verify(const char *path, const char *tmp_dir, const eg_keyring *kr,
+                        eg_backup_verify_result *out, char *why, size_t whylen);
 
 /* ---- retention (backup/retention.c) --------------------------------------- */
 

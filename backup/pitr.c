@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backup/walarchive.h"
+#include "crypto/crypto.h"
 #include "storage/storage.h"
 
 typedef struct {
@@ -45,7 +47,7 @@ static eg_err eg_walk(const eg_archive *a, uint64_t start, uint64_t to_lsn, int6
                (unsigned long long)(p->from - 1), a->segs[p->seg].name, (unsigned long long)p->from);
       return EG_EPRECOND;
     }
-    eg_walseg_r *r;
+    eg_walseg_r *r = NULL;
     eg_err e = eg_walseg_open(a->dir, a->segs[p->seg].name, &r, why, whylen);
     while (!e && next <= p->to && next <= to_lsn) {
       uint64_t lsn;
@@ -164,12 +166,109 @@ static void eg_archive_close(eg_archive *a) {
   free((void *)a->segs);
 }
 
-/* The check pass: every record from base + 1 to the target read and
- * checked, nothing written; *end is where the replay will stop. */
-static eg_err eg_pitr_plan(const eg_archive *a, uint64_t base, uint64_t epoch,
-                           const eg_pitr_target *target, eg_walk_end *end, char *why,
+/* What a replay knows of its base: its LSN and epoch, and of its own
+ * record at that LSN the time (0: not known) and, with have_rec, the
+ * SHA-256. */
+typedef struct {
+  uint64_t lsn, epoch;
+  int64_t time_us;
+  int have_rec;
+  uint8_t digest[32];
+} eg_pitr_base;
+
+static void eg_time_text(int64_t us, char out[40]) {
+  time_t t = (time_t)(us / 1000000);
+  struct tm tm;
+  char day[24];
+  gmtime_r(&t, &tm);
+  strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out, 40, "%s.%06dZ", day, (int)(us % 1000000));
+}
+
+static void eg_rec_digest(const uint8_t *rec, size_t len, uint8_t out[32]) {
+  eg_sha256 h;
+  eg_sha256_init(&h);
+  eg_sha256_update(&h, rec, len);
+  eg_sha256_final(&h, out);
+}
+
+/* The record a walk of one LSN saw. */
+typedef struct {
+  eg_wal_head h;
+  uint8_t digest[32];
+} eg_rec_seen;
+
+static eg_err eg_see(void *arg, const uint8_t *rec, size_t len, const eg_wal_head *h) {
+  eg_rec_seen *seen = arg;
+  seen->h = *h;
+  eg_rec_digest(rec, len, seen->digest);
+  return EG_OK;
+}
+
+/* Checks that the base lies on the archive's history: the archive holds
+ * the base's LSN in the base's epoch with the base's record bytes (a base
+ * from the side a promotion left, or from a fork of the same epoch, has
+ * other ones there, and replaying the archive onto it would splice two
+ * histories). An archive that starts right after the base cannot show the
+ * link: it is taken when its epoch is not older (*unchecked = 1). Fills a
+ * missing b->time_us from the archive's copy of the base's record. */
+static eg_err eg_pitr_link(const eg_archive *a, eg_pitr_base *b, int *unchecked, char *why,
                            size_t whylen) {
-  uint64_t tip = a->np ? a->pieces[a->np - 1].to : 0;
+  const eg_walseg_piece *at = NULL, *next = NULL;
+  *unchecked = 0;
+  if (b->lsn == 0) return EG_OK; /* an empty base: every history starts from it */
+  for (size_t i = 0; i < a->np && !next; i++) {
+    if (a->pieces[i].from <= b->lsn && a->pieces[i].to >= b->lsn) at = &a->pieces[i];
+    if (a->pieces[i].to > b->lsn) next = &a->pieces[i];
+  }
+  if (at) {
+    eg_rec_seen seen;
+    eg_walk_end end;
+    eg_err e = eg_walk(a, b->lsn, b->lsn, 0, 0, eg_see, &seen, &end, why, whylen);
+    if (e) return e;
+    if (seen.h.epoch != b->epoch) {
+      snprintf(why, whylen, "the base is not on the archive's history: the archive's record at "
+               "the base's lsn %llu (segment %s) is of epoch %llu, the base's of epoch %llu (a "
+               "base from the side a promotion left, or an archive of another history): take "
+               "a base from the archive's history", (unsigned long long)b->lsn,
+               a->segs[at->seg].name, (unsigned long long)seen.h.epoch,
+               (unsigned long long)b->epoch);
+      return EG_EPRECOND;
+    }
+    if (b->have_rec && memcmp(seen.digest, b->digest, sizeof seen.digest) != 0) {
+      snprintf(why, whylen, "the base is not on the archive's history: the archive's record at "
+               "the base's lsn %llu (segment %s, epoch %llu) differs from the base's own (two "
+               "histories that forked in one epoch): take a base from the archive's history",
+               (unsigned long long)b->lsn, a->segs[at->seg].name, (unsigned long long)b->epoch);
+      return EG_EPRECOND;
+    }
+    if (!b->time_us) b->time_us = seen.h.time_us;
+    return EG_OK;
+  }
+  if (next && next->from == b->lsn + 1 && a->segs[next->seg].epoch >= b->epoch) {
+    *unchecked = 1;
+    return EG_OK;
+  }
+  if (!a->np)
+    snprintf(why, whylen, "the archive holds no records");
+  else if (next && next->from == b->lsn + 1)
+    snprintf(why, whylen, "the archive starts right after the base (lsn %llu) with epoch %llu, "
+             "older than the base's %llu", (unsigned long long)b->lsn,
+             (unsigned long long)a->segs[next->seg].epoch, (unsigned long long)b->epoch);
+  else
+    snprintf(why, whylen, "the archive does not hold the base's lsn %llu (it holds lsn "
+             "%llu..%llu): whether the base is on its history cannot be checked",
+             (unsigned long long)b->lsn, (unsigned long long)a->pieces[0].from,
+             (unsigned long long)a->pieces[a->np - 1].to);
+  return EG_EPRECOND;
+}
+
+/* The check pass: the base's link to the archive, then every record from
+ * base + 1 to the target read and checked, nothing written; *end is where
+ * the replay will stop. */
+static eg_err eg_pitr_plan(const eg_archive *a, eg_pitr_base *b, const eg_pitr_target *target,
+                           eg_walk_end *end, int *unchecked, char *why, size_t whylen) {
+  uint64_t tip = a->np ? a->pieces[a->np - 1].to : 0, base = b->lsn;
   if (target->to_lsn && target->to_lsn < base) {
     snprintf(why, whylen, "target lsn %llu is before the base (lsn %llu)",
              (unsigned long long)target->to_lsn, (unsigned long long)base);
@@ -180,8 +279,22 @@ static eg_err eg_pitr_plan(const eg_archive *a, uint64_t base, uint64_t epoch,
              (unsigned long long)target->to_lsn, (unsigned long long)tip);
     return EG_EPRECOND;
   }
+  eg_err e = eg_pitr_link(a, b, unchecked, why, whylen);
+  if (e) return e;
+  /* The base already holds everything up to its own last record: a time
+   * before that cannot be reached from it (the walk would stop at once and
+   * hand back the base, later writes included). */
+  if (target->to_time_us && b->time_us && target->to_time_us < b->time_us) {
+    char want[40], have[40];
+    eg_time_text(target->to_time_us, want);
+    eg_time_text(b->time_us, have);
+    snprintf(why, whylen, "target time %s is before the base's time %s (its last record, lsn "
+             "%llu, was written then): a point before it needs an older base", want, have,
+             (unsigned long long)base);
+    return EG_EPRECOND;
+  }
   uint64_t to = target->to_lsn ? target->to_lsn : UINT64_MAX;
-  eg_err e = eg_walk(a, base + 1, to, target->to_time_us, epoch, NULL, NULL, end, why, whylen);
+  e = eg_walk(a, base + 1, to, target->to_time_us, b->epoch, NULL, NULL, end, why, whylen);
   if (e) return e;
   if (target->to_time_us && !end->time_reached) {
     snprintf(why, whylen, "target time is past the archive's end (its last record, lsn %llu, "
@@ -196,22 +309,55 @@ eg_err eg_pitr_check(const char *archive_dir, uint64_t base_lsn, uint64_t base_e
                      const eg_pitr_target *target, eg_pitr_result *res, char *why, size_t whylen) {
   eg_archive a;
   eg_walk_end end;
+  eg_pitr_base b = {.lsn = base_lsn, .epoch = base_epoch};
+  int unchecked;
   eg_err e = eg_archive_open(archive_dir, &a, why, whylen);
   if (e) return e;
-  e = eg_pitr_plan(&a, base_lsn, base_epoch, target, &end, why, whylen);
+  e = eg_pitr_plan(&a, &b, target, &end, &unchecked, why, whylen);
   eg_archive_close(&a);
   if (e) return e;
   *res = (eg_pitr_result){.base_lsn = base_lsn, .lsn = end.last, .epoch = end.epoch,
                           .time_us = end.last > base_lsn ? end.time_us : 0,
-                          .records = end.last - base_lsn};
+                          .records = end.last - base_lsn, .link_unchecked = unchecked};
   return EG_OK;
 }
 
-eg_err eg_pitr_replay(const char *data_dir, const char *archive_dir, const eg_pitr_target *target,
-                      eg_pitr_result *res, char *why, size_t whylen) {
+/* The base as the store s holds it: its last record's epoch, time and
+ * digest when the log still has it; else the store's epoch and
+ * fallback_time_us. */
+static eg_err eg_pitr_base_of(eg_store *s, int64_t fallback_time_us, eg_pitr_base *b, char *why,
+                              size_t whylen) {
+  eg_txn *t = NULL;
+  const uint8_t *rec;
+  size_t len;
+  uint64_t epoch;
+  eg_wal_head h;
+  *b = (eg_pitr_base){.lsn = eg_store_last_lsn(s), .epoch = eg_store_epoch(s),
+                      .time_us = fallback_time_us};
+  if (b->lsn == 0) return EG_OK;
+  eg_err e = eg_store_reader_new(s, &t);
+  if (!e && (e = eg_store_reader_begin(t)) == EG_OK) {
+    e = eg_store_wal_epoch_at(t, b->lsn, &epoch, &rec, &len);
+    if (!e && eg_store_wal_head(rec, len, &h) == EG_OK) {
+      *b = (eg_pitr_base){.lsn = b->lsn, .epoch = h.epoch, .time_us = h.time_us, .have_rec = 1};
+      eg_rec_digest(rec, len, b->digest);
+    }
+    if (e == EG_ENOTFOUND) e = EG_OK; /* trimmed: the fallback time bounds it */
+    eg_store_reader_end(t);
+  }
+  if (t) eg_store_reader_free(t);
+  if (e) snprintf(why, whylen, "reading the base's last record: %s", eg_err_msg(e));
+  return e;
+}
+
+eg_err eg_pitr_replay(const char *data_dir, const char *archive_dir, int64_t base_time_us,
+                      const eg_pitr_target *target, eg_pitr_result *res, char *why,
+                      size_t whylen) {
   eg_archive a;
   eg_store *s = NULL;
   eg_walk_end end;
+  eg_pitr_base b;
+  int unchecked = 0;
   char err[512];
   eg_err e = eg_archive_open(archive_dir, &a, why, whylen);
   if (e) return e;
@@ -219,12 +365,15 @@ eg_err eg_pitr_replay(const char *data_dir, const char *archive_dir, const eg_pi
     snprintf(why, whylen, "%s", err);
     goto out;
   }
-  uint64_t base = eg_store_last_lsn(s), epoch = eg_store_epoch(s);
-  if ((e = eg_pitr_plan(&a, base, epoch, target, &end, why, whylen))) goto out;
-  if (end.last > base && (e = eg_replay_all(s, &a, end.last, epoch, why, whylen)) != EG_OK) goto out;
-  *res = (eg_pitr_result){.base_lsn = base, .lsn = eg_store_last_lsn(s), .epoch = eg_store_epoch(s),
-                          .time_us = end.last > base ? end.time_us : 0};
-  res->records = res->lsn - base;
+  if ((e = eg_pitr_base_of(s, base_time_us, &b, why, whylen))) goto out;
+  if ((e = eg_pitr_plan(&a, &b, target, &end, &unchecked, why, whylen))) goto out;
+  if (end.last > b.lsn && (e = eg_replay_all(s, &a, end.last, b.epoch, why, whylen)) != EG_OK)
+    goto out;
+  *res = (eg_pitr_result){.base_lsn = b.lsn, .lsn = eg_store_last_lsn(s),
+                          .epoch = eg_store_epoch(s),
+                          .time_us = end.last > b.lsn ? end.time_us : 0,
+                          .link_unchecked = unchecked};
+  res->records = res->lsn - b.lsn;
 out:
   eg_store_close(s);
   eg_archive_close(&a);

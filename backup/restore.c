@@ -1,20 +1,22 @@
-/* Restoring a backup file as the data of a node's data dir. */
+/* Restoring a backup file as the data of a node's data dir, through a
+ * staging dir inside it (EG_RESTORE_STAGING). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup/backup.h"
 #include "storage/storage.h"
 
-/* Name of the extracted data before it replaces dir/data.mdb. */
-#define EG_RESTORE_TMP "data.mdb.restore"
-
 /* The first entry of dir other than the lock file (which a refused or
- * failed restore leaves behind) into first: 1 if there is one, 0 if none
- * (or dir does not exist), -1 on error. */
+ * failed restore leaves behind) and the staging dir (which an interrupted
+ * one leaves, and the restore removes) into first: 1 if there is one, 0 if
+ * none (or dir does not exist), -1 on error. */
 static int dir_first_entry(const char *dir, char *first, size_t n) {
   DIR *d = opendir(dir);
   if (!d) return errno == ENOENT ? 0 : -1;
@@ -22,7 +24,7 @@ static int dir_first_entry(const char *dir, char *first, size_t n) {
   int found = 0;
   while (!found && (de = readdir(d))) {
     if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-        !strcmp(de->d_name, EG_STORE_LOCK_FILE))
+        !strcmp(de->d_name, EG_STORE_LOCK_FILE) || !strcmp(de->d_name, EG_RESTORE_STAGING))
       continue;
     snprintf(first, n, "%s", de->d_name);
     found = 1;
@@ -31,12 +33,40 @@ static int dir_first_entry(const char *dir, char *first, size_t n) {
   return found;
 }
 
-eg_err eg_backup_restore_base(const char *path, const char *dir, int force, eg_backup_header *h,
-                              int *lock_fd, char *why, size_t whylen) {
-  char first[256], tmp[4096 + 32];
+/* Removes the staging dir stage (flat: a store's files) or whatever else
+ * holds its name. 1 if there was one, 0 if not, -1 on error (errno). */
+static int remove_stage(const char *stage) {
+  struct stat st;
+  if (lstat(stage, &st) != 0) return errno == ENOENT ? 0 : -1;
+  if (!S_ISDIR(st.st_mode)) return unlink(stage) == 0 ? 1 : -1;
+  DIR *d = opendir(stage);
+  if (!d) return -1;
+  struct dirent *de;
+  while ((de = readdir(d)))
+    if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) unlinkat(dirfd(d), de->d_name, 0);
+  closedir(d);
+  return rmdir(stage) == 0 ? 1 : -1;
+}
+
+/* Sets dir (this user's, if it exists) to mode 0700 before the lock does
+ * it with a line of engramd's on stderr; *old gets the mode bits it had
+ * (0: none changed). A dir of another user is left to eg_store_lock_dir,
+ * which refuses it. */
+static void tighten_dir(const char *dir, unsigned *old) {
+  struct stat st;
+  *old = 0;
+  if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 077) &&
+      st.st_uid == geteuid() && chmod(dir, 0700) == 0)
+    *old = (unsigned)(st.st_mode & 07777);
+}
+
+eg_err eg_backup_restore_begin(const char *path, const char *dir, int force, eg_restore *r,
+                               char *why, size_t whylen) {
+  char first[256], data[sizeof r->stage + 16];
+  *r = (eg_restore){.lock_fd = -1};
   /* Read before anything in dir changes: a file that is no backup costs
    * nothing. */
-  eg_err e = eg_backup_header_read(path, h, why, whylen);
+  eg_err e = eg_backup_header_read(path, &r->h, why, whylen);
   if (e) return e;
   int full = dir_first_entry(dir, first, sizeof first);
   if (full < 0) {
@@ -47,27 +77,57 @@ eg_err eg_backup_restore_base(const char *path, const char *dir, int force, eg_b
     snprintf(why, whylen, "%s is not empty (it holds %s): --force replaces its data", dir, first);
     return EG_EEXIST;
   }
+  tighten_dir(dir, &r->old_mode);
   /* Held until the caller is done: no engramd may start on dir meanwhile,
    * and a running one's dir is refused (its message names the pid). */
-  int fd = -1;
-  e = eg_store_lock_dir(dir, &fd, why, whylen);
-  if (e) return e;
-  snprintf(tmp, sizeof tmp, "%s/%s", dir, EG_RESTORE_TMP);
-  unlink(tmp); /* left by a restore that was interrupted */
-  eg_backup_header got;
-  eg_store_file_info info;
-  e = eg_backup_extract(path, tmp, &got, why, whylen);
-  if (!e) e = eg_store_file_check(tmp, got.lsn, got.epoch, &info, why, whylen);
-  /* Drops the copy's engram.id and the old lock.mdb as for a replica's
-   * snapshot: the node's first open writes them afresh. */
-  if (!e && (e = eg_store_install_snapshot(dir, tmp)) != EG_OK)
-    snprintf(why, whylen, "cannot put %s in place as %s/data.mdb: %s", tmp, dir, strerror(errno));
-  if (e) {
-    unlink(tmp);
-    eg_store_unlock_dir(fd);
-    return e;
+  if ((e = eg_store_lock_dir(dir, &r->lock_fd, why, whylen)) != EG_OK) return e;
+  snprintf(r->stage, sizeof r->stage, "%s/%s", dir, EG_RESTORE_STAGING);
+  int left = remove_stage(r->stage);
+  r->removed_leftover = left == 1;
+  if (left < 0 || mkdir(r->stage, 0700) != 0) {
+    snprintf(why, whylen, "cannot make the staging dir %s: %s", r->stage, strerror(errno));
+    eg_store_unlock_dir(r->lock_fd);
+    return EG_EIO;
   }
-  *h = got;
-  *lock_fd = fd;
-  return EG_OK;
+  snprintf(data, sizeof data, "%s/data.mdb", r->stage);
+  eg_backup_verify_result *v = malloc(sizeof *v);
+  if (!v) {
+    snprintf(why, whylen, "out of memory");
+    e = EG_ENOMEM;
+  } else {
+    *v = (eg_backup_verify_result){.n_dbs = 0};
+    e = eg_backup_extract(path, data, &v->h, why, whylen);
+    /* The same full walk verify runs: damaged pages behind a matching
+     * digest would otherwise reach a node, which dies on them. */
+    if (!e) e = eg_backup_check_data(data, NULL, v, why, whylen);
+    if (!e && v->sealed_failed) { /* without a keyring: records that do not decode */
+      snprintf(why, whylen, "the data is corrupt: %s", v->first_failure);
+      e = EG_ECORRUPT;
+    }
+    if (!e) r->h = v->h;
+    free(v);
+  }
+  if (e) eg_backup_restore_abort(r);
+  return e;
+}
+
+eg_err eg_backup_restore_finish(eg_restore *r, const char *dir, char *why, size_t whylen) {
+  char data[sizeof r->stage + 16];
+  snprintf(data, sizeof data, "%s/data.mdb", r->stage);
+  /* Drops dir's engram.id and the old lock.mdb as for a replica's
+   * snapshot: the node's first open writes them afresh. */
+  eg_err e = eg_store_install_snapshot(dir, data);
+  if (e)
+    snprintf(why, whylen, "cannot put %s in place as %s/data.mdb: %s", data, dir, strerror(errno));
+  else
+    remove_stage(r->stage); /* what is left is the staging store's small files */
+  eg_store_unlock_dir(r->lock_fd);
+  r->lock_fd = -1;
+  return e;
+}
+
+void eg_backup_restore_abort(eg_restore *r) {
+  remove_stage(r->stage);
+  eg_store_unlock_dir(r->lock_fd);
+  r->lock_fd = -1;
 }

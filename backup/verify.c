@@ -1,9 +1,15 @@
 /* Verifying a backup file: digest and length, the data as a store, record
  * counts, and (with a keyring) every sealed field. */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "backup/backup.h"
@@ -42,18 +48,18 @@ static void count_db(eg_backup_verify_result *out, const char *db) {
 static void open_field(eg_verify_walk *w, const eg_field_ctx *ctx, const ProtobufCBinaryData *tok) {
   eg_backup_verify_result *out = w->out;
   if (tok->len == 0) return; /* no value */
-  if (tok->len >= EG_TOKEN_HEADER_LEN) {
-    uint32_t id = (uint32_t)tok->data[1] << 24 | (uint32_t)tok->data[2] << 16 |
-                  (uint32_t)tok->data[3] << 8 | tok->data[4];
-    if (!eg_keyring_has(w->kr, id)) {
-      note_missing(out, id);
-      out->sealed_missing_key++;
-      return;
-    }
+  uint32_t id;
+  if (eg_token_key_id(tok->data, tok->len, &id) == EG_OK && !eg_keyring_has(w->kr, id)) {
+    note_missing(out, id);
+    out->sealed_missing_key++;
+    return;
   }
-  uint8_t *pt = tok->len > EG_TOKEN_OVERHEAD ? malloc(tok->len - EG_TOKEN_OVERHEAD) : NULL;
+  /* An empty value seals to exactly EG_TOKEN_OVERHEAD bytes (the server
+   * seals an empty message content): a sound token with no plaintext. One
+   * byte more keeps the buffer from being a NULL malloc(0). */
+  uint8_t *pt = tok->len >= EG_TOKEN_OVERHEAD ? malloc(tok->len - EG_TOKEN_OVERHEAD + 1) : NULL;
   size_t plen;
-  eg_err e = tok->len <= EG_TOKEN_OVERHEAD ? EG_ECORRUPT
+  eg_err e = tok->len < EG_TOKEN_OVERHEAD ? EG_ECORRUPT
              : pt ? eg_token_open(w->kr, ctx, tok->data, tok->len, pt, &plen)
                   : EG_ENOMEM;
   free(pt);
@@ -135,7 +141,7 @@ static void visit_sealed(eg_verify_walk *w, const char *db, const uint8_t *k, si
   int ok = key_id(k, klen, &off, tenant, sizeof tenant);
   ProtobufCMessage *m = ok ? protobuf_c_message_unpack(eg_sealed_dbs[i].desc, NULL, vlen, v) : NULL;
   if (m && record_id(m, k, klen, off, id, sizeof id)) {
-    open_fields(w, m, tenant, eg_sealed_dbs[i].kind, id);
+    if (w->kr) open_fields(w, m, tenant, eg_sealed_dbs[i].kind, id);
   } else if (!w->out->sealed_failed++) {
     snprintf(w->out->first_failure, sizeof w->out->first_failure,
              "a record of %s does not decode", db);
@@ -147,39 +153,147 @@ static void verify_kv(void *arg, const char *db, const void *k, size_t klen, con
                       size_t vlen) {
   eg_verify_walk *w = arg;
   count_db(w->out, db);
-  if (w->kr) visit_sealed(w, db, k, klen, v, vlen);
+  /* Decoded with or without a keyring: a record that does not decode is
+   * damage a restore must not put in place either. */
+  visit_sealed(w, db, k, klen, v, vlen);
 }
 
-eg_err eg_backup_verify(const char *path, const eg_keyring *kr, eg_backup_verify_result *out,
-                        char *why, size_t whylen) {
-  char dir[4096], data[4096 + 16];
-  const char *tmp = getenv("TMPDIR");
-  *out = (eg_backup_verify_result){.n_dbs = 0};
-  snprintf(dir, sizeof dir, "%s/engram-verify-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-  if (!mkdtemp(dir)) {
-    snprintf(why, whylen, "cannot make a temp dir under %s", tmp && *tmp ? tmp : "/tmp");
-    return EG_EIO;
-  }
-  snprintf(data, sizeof data, "%s/data.mdb", dir);
-  eg_err e = eg_backup_extract(path, data, &out->h, why, whylen);
-  if (!e) e = eg_store_file_check(data, out->h.lsn, out->h.epoch, &out->info, why, whylen);
+/* What the walk's child hands back through shared memory. */
+typedef struct {
+  eg_err e;
+  char why[512];
+  eg_backup_verify_result out;
+} eg_walk_shared;
+
+/* The child's part: the file as a store holding the header's LSN, epoch
+ * and schema version, then every data DB visited, counting records and
+ * (with kr) opening sealed fields. */
+static void walk_child(const char *data_path, const eg_keyring *kr, eg_walk_shared *sh) {
+  eg_backup_verify_result *out = &sh->out;
+  eg_verify_walk w = {.out = out, .kr = kr};
+  eg_err e = eg_store_file_check(data_path, out->h.lsn, out->h.epoch, &out->info, sh->why,
+                                 sizeof sh->why);
   if (!e && out->info.schema_version != out->h.schema_version) {
-    snprintf(why, whylen, "the data is at schema version %u, its header says %u",
+    snprintf(sh->why, sizeof sh->why, "the data is at schema version %u, its header says %u",
              out->info.schema_version, out->h.schema_version);
     e = EG_ECORRUPT;
   }
-  eg_verify_walk w = {.out = out, .kr = kr};
-  if (!e && (e = eg_store_file_visit(data, &out->info, verify_kv, &w)) != EG_OK)
-    snprintf(why, whylen, "the data does not read as a store: %s", eg_err_msg(e));
+  if (!e && (e = eg_store_file_visit(data_path, &out->info, verify_kv, &w)) != EG_OK)
+    snprintf(sh->why, sizeof sh->why, "the data does not read as a store: %s", eg_err_msg(e));
   if (!e && w.err) {
-    snprintf(why, whylen, "out of memory while opening sealed fields");
+    snprintf(sh->why, sizeof sh->why, "out of memory while opening sealed fields");
     e = w.err;
   }
+  sh->e = e;
+}
+
+/* Runs walk_child in a child process: LMDB trusts its pages, and a damaged
+ * one (behind a digest that matches, e.g. damaged before the digest was
+ * taken) can make it fault or fail an assert; that kills the child, not
+ * the caller, and is reported as corrupt, with what the child wrote on
+ * stderr (LMDB's assert line). */
+static eg_err walk_isolated(const char *data_path, const eg_keyring *kr,
+                            eg_backup_verify_result *out, char *why, size_t whylen) {
+  eg_walk_shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                            -1, 0);
+  int pfd[2] = {-1, -1};
+  if (sh == MAP_FAILED || pipe2(pfd, O_CLOEXEC) != 0) {
+    snprintf(why, whylen, "cannot start the check of the data: %s", strerror(errno));
+    if (sh != MAP_FAILED) munmap(sh, sizeof *sh);
+    return EG_ENOMEM;
+  }
+  *sh = (eg_walk_shared){.e = EG_EIO, .out = *out};
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    /* Die of the fault itself: a sanitizer's handler would turn it into a
+     * report and an exit status. */
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    dup2(pfd[1], STDERR_FILENO);
+    walk_child(data_path, kr, sh);
+    _exit(0);
+  }
+  close(pfd[1]);
+  char err[256] = "";
+  size_t got = 0;
+  ssize_t n;
+  /* Read to EOF (the child's end closes when it exits), keeping the first
+   * bytes: the pipe never fills, so the child never blocks on it. */
+  char sink[512];
+  while (pid > 0 && (n = read(pfd[0], sink, sizeof sink)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    size_t take = (size_t)n < sizeof err - 1 - got ? (size_t)n : sizeof err - 1 - got;
+    memcpy(err + got, sink, take);
+    got += take;
+  }
+  close(pfd[0]);
+  err[got] = '\0';
+  err[strcspn(err, "\n")] = '\0';
+  int st = 0;
+  eg_err e;
+  if (pid < 0) {
+    snprintf(why, whylen, "cannot start the check of the data: fork: %s", strerror(errno));
+    e = EG_ENOMEM;
+  } else if (waitpid(pid, &st, 0) != pid) {
+    snprintf(why, whylen, "waiting for the check of the data: %s", strerror(errno));
+    e = EG_EIO;
+  } else if (WIFSIGNALED(st) || WEXITSTATUS(st) != 0) {
+    snprintf(why, whylen, "the data is corrupt: reading its pages %s %d (%s)%s%s",
+             WIFSIGNALED(st) ? "killed the check with signal" : "ended the check with status",
+             WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st),
+             WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "failed", *err ? ": " : "", err);
+    e = EG_ECORRUPT;
+  } else {
+    e = sh->e;
+    if (e) snprintf(why, whylen, "%s", sh->why);
+    else *out = sh->out;
+  }
+  munmap(sh, sizeof *sh);
+  return e;
+}
+
+eg_err eg_backup_check_data(const char *data_path, const eg_keyring *kr,
+                            eg_backup_verify_result *out, char *why, size_t whylen) {
+  eg_err e = walk_isolated(data_path, kr, out, why, whylen);
   if (!e && kr)
     for (size_t i = 0; i < out->h.n_key_ids; i++)
       if (!eg_keyring_has(kr, out->h.key_ids[i])) note_missing(out, out->h.key_ids[i]);
+  if (e && e != EG_ENOMEM && e != EG_EIO) e = EG_ECORRUPT;
+  return e;
+}
+
+eg_err eg_backup_verify(const char *path, const char *tmp_dir, const eg_keyring *kr,
+                        eg_backup_verify_result *out, char *why, size_t whylen) {
+  char dir[4096], data[4096 + 16];
+  const char *env = getenv("TMPDIR");
+  const char *tmp = tmp_dir ? tmp_dir : env && *env ? env : "/tmp";
+  struct statvfs vfs;
+  *out = (eg_backup_verify_result){.n_dbs = 0};
+  eg_err e = eg_backup_header_read(path, &out->h, why, whylen);
+  if (e) return e;
+  /* The whole data is copied there: refuse before copying what cannot
+   * fit (a tmpfs /tmp is often smaller than a store). */
+  if (statvfs(tmp, &vfs) == 0 &&
+      (uint64_t)vfs.f_bavail * vfs.f_frsize < out->h.data_bytes) {
+    snprintf(why, whylen, "%s has %llu bytes free, the backup's data needs %llu: give --tmp-dir "
+             "a dir with room", tmp, (unsigned long long)vfs.f_bavail * vfs.f_frsize,
+             (unsigned long long)out->h.data_bytes);
+    return EG_ENOSPC;
+  }
+  snprintf(dir, sizeof dir, "%s/engram-verify-XXXXXX", tmp);
+  if (!mkdtemp(dir)) {
+    snprintf(why, whylen, "cannot make a temp dir under %s: %s", tmp, strerror(errno));
+    return EG_EIO;
+  }
+  snprintf(data, sizeof data, "%s/data.mdb", dir);
+  e = eg_backup_extract(path, data, &out->h, why, whylen);
+  if (!e) e = eg_backup_check_data(data, kr, out, why, whylen);
   unlink(data);
   rmdir(dir);
-  if (e && e != EG_ENOMEM && e != EG_EIO) e = EG_ECORRUPT;
+  if (e && e != EG_ENOMEM && e != EG_EIO && e != EG_ENOSPC) e = EG_ECORRUPT;
   return e;
 }

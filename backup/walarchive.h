@@ -113,7 +113,8 @@ size_t eg_walseg_chain(const eg_walseg_info *segs, size_t n, eg_walseg_piece *pi
 
 typedef struct eg_walseg_r eg_walseg_r;
 
-/* Opens dir/name and checks its header (EG_ECORRUPT, why filled). */
+/* Opens dir/name and checks its header (EG_ECORRUPT, why filled). *out is
+ * NULL on failure. */
 eg_err eg_walseg_open(const char *dir, const char *name, eg_walseg_r **out, char *why,
                       size_t whylen);
 /* The next record: EG_OK with *lsn, *rec and *len (rec valid until the
@@ -136,6 +137,8 @@ typedef struct {
   uint64_t lsn, epoch; /* where it stands now */
   int64_t time_us;     /* time of the last record replayed (0: none) */
   uint64_t records;    /* replayed */
+  int link_unchecked;  /* the archive starts right after the base: whether the
+                        * base is on its history could not be checked */
 } eg_pitr_result;
 
 /* Records per write txn of the replay: bounds one txn's memory and the
@@ -145,21 +148,31 @@ typedef struct {
 /* The check pass of eg_pitr_replay alone, for a base at base_lsn and
  * base_epoch (a backup's header): reads and checks every record the
  * replay would need, writes nothing; *res says where the replay would end.
- * Same refusals as eg_pitr_replay. Lets a restore refuse before it
- * touches the data dir. */
+ * Same refusals as eg_pitr_replay, except those that need the base's own
+ * record (its bytes; its time when the archive lacks it). Lets a restore
+ * refuse before it touches the data dir. */
 eg_err eg_pitr_check(const char *archive_dir, uint64_t base_lsn, uint64_t base_epoch,
                      const eg_pitr_target *target, eg_pitr_result *res, char *why, size_t whylen);
 
 /* Replays the archive in archive_dir onto the store in data_dir (a
  * restored base at LSN L, or a new empty dir: L = 0): records L + 1 on,
  * up to the target (neither set: all archived), in write txns of at most
- * EG_PITR_BATCH records. Every record the replay needs is read and checked
- * first (frame digests, LSN continuity, epoch order, the target within
- * the archive); only then is the store written. Refused with EG_EPRECOND
- * and why naming the LSN: a gap, a target past the archive's end or before
- * the base; EG_ECORRUPT: a corrupt segment. A replayed erasure record
- * also drops the older log records, as engramd does. */
-eg_err eg_pitr_replay(const char *data_dir, const char *archive_dir, const eg_pitr_target *target,
-                      eg_pitr_result *res, char *why, size_t whylen);
+ * EG_PITR_BATCH records. First, nothing written yet:
+ *   - the base must lie on the archive's history: the archive holds LSN L
+ *     in the base's epoch with the same record bytes as the base's log
+ *     (SHA-256 compared), or starts at L + 1 in an epoch not older than
+ *     the base's (res->link_unchecked: the link cannot be shown);
+ *   - a time target must not be before the base's time: that of its own
+ *     record at L, or base_time_us (a backup header's time) when its log
+ *     no longer has that record;
+ *   - every record the replay needs is read and checked (frame digests,
+ *     LSN continuity, epoch order, the target within the archive).
+ * Refused with EG_EPRECOND and why naming the LSN or times: a base off the
+ * archive's history, a gap, a target before the base or past the
+ * archive's end; EG_ECORRUPT: a corrupt segment. A replayed erasure
+ * record also drops the older log records, as engramd does. */
+eg_err eg_pitr_replay(const char *data_dir, const char *archive_dir, int64_t base_time_us,
+                      const eg_pitr_target *target, eg_pitr_result *res, char *why,
+                      size_t whylen);
 
 #endif

@@ -223,6 +223,7 @@ eg_err eg_walseg_open(const char *dir, const char *name, eg_walseg_r **out, char
   uint64_t nfirst = 0, nepoch = 0;
   int partial;
   snprintf(path, sizeof path, "%s/%s", dir, name);
+  *out = NULL; /* a caller may close what it got back, whatever the result */
   eg_walseg_r *r = calloc(1, sizeof *r);
   if (!r) {
     snprintf(why, whylen, "out of memory");

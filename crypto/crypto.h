@@ -112,6 +112,11 @@ static inline size_t eg_token_len(size_t plen) { return plen + EG_TOKEN_OVERHEAD
 eg_err eg_token_seal(const eg_keyring *kr, const eg_field_ctx *ctx,
                      const uint8_t *pt, size_t plen, uint8_t *out);
 
+/* The id of the key a token of toklen bytes names, into *key_id: EG_OK,
+ * or EG_ECORRUPT if it is too short to hold a header or is of another
+ * version. Reads the layout only; nothing is checked cryptographically. */
+eg_err eg_token_key_id(const uint8_t *tok, size_t toklen, uint32_t *key_id);
+
 /* Opens a token into out (at least toklen - EG_TOKEN_OVERHEAD bytes) and
  * sets *plen. EG_ECORRUPT if the token is malformed, names an unknown key,
  * was tampered with, or was sealed for another context; EG_ENOMEM if it

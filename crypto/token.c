@@ -74,6 +74,12 @@ eg_err eg_token_seal(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_
   return EG_OK;
 }
 
+eg_err eg_token_key_id(const uint8_t *tok, size_t toklen, uint32_t *key_id) {
+  if (toklen < EG_TOKEN_HEADER_LEN || tok[0] != EG_TOKEN_VERSION) return EG_ECORRUPT;
+  *key_id = load_u32_be(tok + EG_TOKEN_KEY_ID_AT);
+  return EG_OK;
+}
+
 eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *tok,
                      size_t toklen, uint8_t *out, size_t *plen) {
   uint8_t *ad = NULL;
@@ -83,9 +89,9 @@ eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_
   /* Too short to hold a header and a tag: out has no bytes to zero. */
   if (toklen < EG_TOKEN_OVERHEAD) return EG_ECORRUPT;
   /* The key id names the key, so rotation needs no trial decryption. */
-  const uint8_t *key = tok[0] == EG_TOKEN_VERSION
-                           ? eg__keyring_field_key(kr, load_u32_be(tok + EG_TOKEN_KEY_ID_AT))
-                           : NULL;
+  uint32_t key_id;
+  const uint8_t *key =
+      eg_token_key_id(tok, toklen, &key_id) == EG_OK ? eg__keyring_field_key(kr, key_id) : NULL;
   if (!key) goto fail;
   ad = ad_new(tok, ctx, &adlen);
   if (!ad) {

@@ -6,9 +6,11 @@
  *            bar on stderr when it is a terminal; a signal that ends it
  *            removes the temp file
  *   verify   digest and length, the data as a store (schema, LSN, epoch,
- *            records per DB), with --keyring every sealed field
+ *            records per DB, read in a child process), with --keyring
+ *            every sealed field; a copy of the data goes to --tmp-dir
  *   restore  the data of a backup as a node's data dir (the node starts at
- *            the backup's LSN and epoch)
+ *            the backup's LSN and epoch), through a staging dir in it;
+ *            with --wal-archive replayed to a point in time
  *   list     the backup files in a dir, by their headers; temp files of
  *            creates that did not finish and suspect times are reported
  *   prune    deletes the backups of a dir that a grandfather-father-son
@@ -259,20 +261,8 @@ int cmd_backup_create(cli *g, int argc, char **argv) {
 
 /* ---- restore ---------------------------------------------------------------- */
 
-/* Replays the WAL archive onto the base restored in dir (its lock held).
- * On failure the dir must not look like a node's data: its data.mdb is
- * removed (the base half replayed would start as if whole). */
-static int restore_replay(cli *g, const char *dir, const char *archive, const eg_pitr_target *t,
-                          eg_pitr_result *res) {
-  char why[512], msg[700], path[4200];
-  eg_err e = eg_pitr_replay(dir, archive, t, res, why, sizeof why);
-  if (e == EG_OK) return CLI_OK;
-  snprintf(path, sizeof path, "%s/data.mdb", dir);
-  int gone = unlink(path) == 0;
-  snprintf(msg, sizeof msg, "replaying %s failed: %s%s", archive, why,
-           gone ? " (the half-replayed data.mdb was removed)" : "");
-  return fail(g, "restore", msg);
-}
+/* Warnings of a restore that succeeded, for stderr and --json. */
+#define RESTORE_WARNINGS_MAX 2
 
 int cmd_backup_restore(cli *g, int argc, char **argv) {
   const char *dir = NULL, *file, *archive = NULL, *to_time = NULL;
@@ -292,28 +282,48 @@ int cmd_backup_restore(cli *g, int argc, char **argv) {
     return cli_usage_error(g, "--to-lsn and --to-time need --wal-archive");
   if (to_lsn && to_time) return cli_usage_error(g, "give --to-lsn or --to-time, not both");
   if (to_time && cli_parse_time_us(to_time, &target.to_time_us) != 0)
-    return cli_usage_error(g, "--to-time %s: want RFC 3339 (2026-01-02T03:04:05Z) or unix seconds",
-                           to_time);
+    return cli_usage_error(g, "--to-time %s: want RFC 3339 (2026-01-02T03:04:05Z, a real date) "
+                           "or unix seconds", to_time);
   if (!cli_crypto_ready()) return CLI_ERR;
   char why[512] = "", msg[700];
   eg_backup_header h;
   eg_pitr_result res = {0};
-  int lock = -1;
   /* The archive is checked against the backup's LSN and epoch first: a
    * restore it cannot serve (a gap, a corrupt segment, a target out of
-   * reach) is refused with DIR untouched. */
+   * reach, another history) is refused before the data is copied. */
   if (archive && (eg_backup_header_read(file, &h, why, sizeof why) != EG_OK ||
                   eg_pitr_check(archive, h.lsn, h.epoch, &target, &res, why, sizeof why) != EG_OK)) {
     snprintf(msg, sizeof msg, "point-in-time restore from %s refused: %s", archive, why);
     return fail(g, "restore", msg);
   }
-  if (eg_backup_restore_base(file, dir, force, &h, &lock, why, sizeof why) != EG_OK)
+  eg_restore r;
+  if (eg_backup_restore_begin(file, dir, force, &r, why, sizeof why) != EG_OK)
     return fail(g, "restore", why);
-  /* The base is in place and dir still locked: no node starts on it
-   * before the replay is done. */
-  rc = archive ? restore_replay(g, dir, archive, &target, &res) : CLI_OK;
-  eg_store_unlock_dir(lock);
-  if (rc != CLI_OK) return rc;
+  if (r.old_mode)
+    fprintf(stderr, "engram: backup restore: data dir %s had mode %04o; set it to 0700\n", dir,
+            r.old_mode);
+  if (r.removed_leftover)
+    fprintf(stderr, "engram: backup restore: removed %s, left by an interrupted restore\n",
+            r.stage);
+  /* The base is in the staging dir and dir locked: the replay runs there,
+   * and dir gets a data.mdb only once it reached its target. */
+  if (archive && eg_pitr_replay(r.stage, archive, r.h.time_us, &target, &res, why,
+                                sizeof why) != EG_OK) {
+    eg_backup_restore_abort(&r);
+    snprintf(msg, sizeof msg, "replaying %s failed: %s (%s was left as it was)", archive, why, dir);
+    return fail(g, "restore", msg);
+  }
+  if (eg_backup_restore_finish(&r, dir, why, sizeof why) != EG_OK) return fail(g, "restore", why);
+  h = r.h;
+  char warn[RESTORE_WARNINGS_MAX][300];
+  int nwarn = 0;
+  if (archive && res.link_unchecked)
+    snprintf(warn[nwarn++], sizeof warn[0], "the archive starts right after the base (lsn %" PRIu64
+             "): that the base is on its history could not be checked", res.base_lsn);
+  if (archive && !res.records && !target.to_lsn && !target.to_time_us)
+    snprintf(warn[nwarn++], sizeof warn[0], "the archive %s holds no record after the base (lsn %"
+             PRIu64 "): nothing was replayed", archive, res.base_lsn);
+  for (int i = 0; i < nwarn; i++) fprintf(stderr, "engram: backup restore: warning: %s\n", warn[i]);
   char t[48] = "";
   if (res.time_us) time_text(res.time_us, t);
   if (g->json) {
@@ -324,7 +334,12 @@ int cmd_backup_restore(cli *g, int argc, char **argv) {
     if (archive)
       fprintf(stdout, ",\"replayed\":{\"records\":%" PRIu64 ",\"lsn\":%" PRIu64
               ",\"epoch\":%" PRIu64 ",\"time\":\"%s\"}", res.records, res.lsn, res.epoch, t);
-    fputs("}\n", stdout);
+    fputs(",\"warnings\":[", stdout);
+    for (int i = 0; i < nwarn; i++) {
+      if (i) fputc(',', stdout);
+      cli_json_string(stdout, warn[i]);
+    }
+    fputs("]}\n", stdout);
   } else {
     printf("restored %s into %s\n", file, dir);
     header_readable(stdout, &h);
@@ -376,8 +391,9 @@ static void verify_readable(const eg_backup_verify_result *v, const eg_keyring *
 }
 
 int cmd_backup_verify(cli *g, int argc, char **argv) {
-  const char *keyring = NULL, *file;
-  const cli_flag flags[] = {{"--keyring", FLAG_STR, &keyring}, {NULL}};
+  const char *keyring = NULL, *file, *tmp_dir = NULL;
+  const cli_flag flags[] = {{"--keyring", FLAG_STR, &keyring}, {"--tmp-dir", FLAG_STR, &tmp_dir},
+                            {NULL}};
   const char *const names[] = {"FILE", NULL};
   int rc = cli_parse(g, argc, argv, flags, names, &file);
   if (rc != CLI_OK) return rc;
@@ -387,7 +403,7 @@ int cmd_backup_verify(cli *g, int argc, char **argv) {
   if (keyring && eg_keyring_load(keyring, &kr, why, sizeof why) != EG_OK)
     return fail(g, "verify", why);
   eg_backup_verify_result *v = cli_alloc(g, sizeof *v);
-  eg_err e = eg_backup_verify(file, kr, v, why, sizeof why);
+  eg_err e = eg_backup_verify(file, tmp_dir, kr, v, why, sizeof why);
   if (e) {
     eg_keyring_free(kr);
     return fail(g, "verify", why);

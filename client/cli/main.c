@@ -79,9 +79,9 @@ static const cli_cmd commands[] = {
      "write a backup of the node's data to FILE (admin token; mode 0600; an existing FILE only "
      "with --force; --timeout bounds the whole backup, default 1 hour)",
      cmd_backup_create},
-    {"backup", "verify", "FILE [--keyring K]",
+    {"backup", "verify", "FILE [--keyring K] [--tmp-dir D]",
      "check a backup: digest, the data as a store, records per DB; with --keyring every sealed "
-     "field (no server)",
+     "field; the data is copied into D (default $TMPDIR or /tmp) (no server)",
      cmd_backup_verify},
     {"backup", "restore",
      "FILE --data-dir DIR [--force] [--wal-archive ARCH [--to-lsn N | --to-time T]]",

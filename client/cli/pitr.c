@@ -48,6 +48,13 @@ static int parse_rfc3339(const char *s, int64_t *us) {
   }
   if (*p || M < 1 || M > 12 || D < 1 || D > 31 || h > 23 || m > 59 || sec > 60 || oh > 23 || om > 59)
     return -1;
+  /* timegm makes 2026-02-31 into 3 March: a date that does not come back
+   * the same is not a date (a typo in a restore's target). */
+  struct tm day = {.tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D}, back;
+  time_t midnight = timegm(&day);
+  if (!gmtime_r(&midnight, &back) || back.tm_year != Y - 1900 || back.tm_mon != M - 1 ||
+      back.tm_mday != D)
+    return -1;
   tm.tm_year = Y - 1900;
   tm.tm_mon = M - 1;
   tm.tm_mday = D;

@@ -257,7 +257,7 @@ static void test_pitr(void) {
   make_archive();
   /* Past the end, and a gap: refused, the target dir untouched. */
   eg_pitr_target past = {.to_lsn = 6};
-  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, &past, &res, why, sizeof why), EG_EPRECOND);
+  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, 0, &past, &res, why, sizeof why), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "target lsn 6 is past the archive's end (lsn 5)"));
   CU_ASSERT_EQUAL(lsn_of(dst), 0);
   /* To LSN 3 (checked first without writing), then on to the end from
@@ -266,9 +266,9 @@ static void test_pitr(void) {
   CU_ASSERT_EQUAL_FATAL(eg_pitr_check(dir, 0, 1, &to3, &res, why, sizeof why), EG_OK);
   CU_ASSERT(res.lsn == 3 && res.records == 3 && res.epoch == 1);
   CU_ASSERT_EQUAL(lsn_of(dst), 0);
-  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, &to3, &res, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, 0, &to3, &res, why, sizeof why), EG_OK);
   CU_ASSERT(res.base_lsn == 0 && res.lsn == 3 && res.records == 3 && res.epoch == 1);
-  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, &all, &res, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, 0, &all, &res, why, sizeof why), EG_OK);
   CU_ASSERT(res.base_lsn == 3 && res.lsn == 5 && res.records == 2);
   eg_store *s = eg_test_store_open(dst, NULL);
   eg_txn *t;
@@ -286,9 +286,51 @@ static void test_pitr(void) {
   CU_ASSERT_EQUAL(unlink(p), 0);
   eg_test_rmdir(dst);
   snprintf(dst, sizeof dst, "%s", eg_test_tmpdir());
-  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, &all, &res, why, sizeof why), EG_EPRECOND);
+  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, 0, &all, &res, why, sizeof why), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "lsn 1..3 are missing"));
   CU_ASSERT_EQUAL(lsn_of(dst), 0);
+  eg_test_rmdir(src);
+  eg_test_rmdir(dst);
+}
+
+/* The base must be on the archive's history: a store whose record at its
+ * own LSN differs from the archive's (a fork in one epoch) is refused; an
+ * archive that starts right after the base is taken, flagged unchecked;
+ * a time target before the base's last record is refused. */
+static void test_pitr_link(void) {
+  eg_pitr_result res;
+  eg_pitr_target all = {0}, to3 = {.to_lsn = 3};
+  make_archive();
+  /* Another history of three writes: same LSNs and epoch, other bytes. */
+  eg_store *s = eg_test_store_open(dst, NULL);
+  put_session(s, "x1");
+  put_session(s, "x2");
+  put_session(s, "x3");
+  eg_store_close(s);
+  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, 0, &all, &res, why, sizeof why), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "differs from the base's own"));
+  CU_ASSERT_EQUAL(lsn_of(dst), 3);
+  /* The same history to 3: linked; then a time before lsn 3's own. */
+  eg_test_rmdir(dst);
+  snprintf(dst, sizeof dst, "%s", eg_test_tmpdir());
+  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, 0, &to3, &res, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL(res.link_unchecked, 0);
+  eg_pitr_target early = {.to_time_us = 1};
+  CU_ASSERT_EQUAL(eg_pitr_replay(dst, dir, 0, &early, &res, why, sizeof why), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "target time 1970-01-01T00:00:00.000001Z is before the "
+                                     "base's time"));
+  /* Without segment 1..3 the archive starts at 4, right after the base. */
+  char p[4200];
+  seg_path(p, sizeof p, 1, 1, ".seg");
+  CU_ASSERT_EQUAL(unlink(p), 0);
+  CU_ASSERT_EQUAL(eg_pitr_check(dir, 3, 1, &all, &res, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL(res.link_unchecked, 1);
+  CU_ASSERT_EQUAL(eg_pitr_check(dir, 3, 2, &all, &res, why, sizeof why), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "older than the base's 2"));
+  CU_ASSERT_EQUAL(eg_pitr_check(dir, 2, 1, &all, &res, why, sizeof why), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "does not hold the base's lsn 2"));
+  CU_ASSERT_EQUAL_FATAL(eg_pitr_replay(dst, dir, 0, &all, &res, why, sizeof why), EG_OK);
+  CU_ASSERT(res.link_unchecked == 1 && res.lsn == 5 && res.records == 2);
   eg_test_rmdir(src);
   eg_test_rmdir(dst);
 }
@@ -317,5 +359,6 @@ void eg_test_register_walarchive(void) {
   CU_add_test(s, "corruption", test_corruption);
   CU_add_test(s, "chain", test_chain);
   CU_add_test(s, "pitr", test_pitr);
+  CU_add_test(s, "pitr_link", test_pitr_link);
   CU_add_test(s, "trim_hold", test_trim_hold);
 }
