@@ -18,6 +18,7 @@
 #include "common/err.h"
 #include "crypto/crypto.h"
 #include "engram/v1/admin.pb-c.h"
+#include "engram/v1/replication.pb-c.h"
 #include "storage/storage.h"
 
 typedef struct {
@@ -75,10 +76,11 @@ void eg_repl_remove_stale_copies(const char *dir);
 
 /* Serves one ReplicationService/Stream or /Snapshot call on the calling
  * thread, until it must end; cq is the call's own pluck queue. The caller
- * has sent the initial metadata and sends the status: these return how the
+ * has sent the initial metadata, took the call's request (a Stream's
+ * hello, still the caller's) and sends the status: these return how the
  * call ends (an eg_err, with a message in msg). */
-eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
-                            size_t msglen);
+eg_err eg_repl_serve_stream(eg_repl *r, const Engram__V1__StreamRequest *hello, grpc_call *call,
+                            grpc_completion_queue *cq, char *msg, size_t msglen);
 /* How a copy's messages go out: sends m (arg: the caller's) and returns
  * EG_OK, or how the stream ends, with a message in msg. engramd passes its
  * eg_stream_send (server/service.h), which bounds each send and the whole

@@ -7,7 +7,14 @@
 
 static eg_err eg_stream(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                         struct grpc_completion_queue *cq, char *msg, size_t msglen) {
-  return eg_repl_serve_stream(srv->repl, call, cq, msg, msglen);
+  ProtobufCMessage *hello = NULL;
+  eg_err e = eg_stream_recv_request(srv, call, cq, &engram__v1__stream_request__descriptor, &hello,
+                                    msg, msglen);
+  if (e != EG_OK) return e;
+  e = eg_repl_serve_stream(srv->repl, (const Engram__V1__StreamRequest *)hello, call, cq, msg,
+                           msglen);
+  protobuf_c_message_free_unpacked(hello, NULL);
+  return e;
 }
 
 static int eg_snapshots_max(const eg_srv *srv) { return EG_SNAPSHOTS_MAX; }
