@@ -295,10 +295,11 @@ static int eg_stream_batch(eg_call *c, grpc_op *ops, size_t n) {
   return 1;
 }
 
-/* Gives back what eg_stream_admit took: the place, the thread's. */
-static void eg_stream_leave(eg_transport *tp, eg_stream_places *p) {
+/* Gives back what eg_stream_admit took: the place (p may be NULL), the
+ * thread's (thread). */
+static void eg_stream_leave(eg_transport *tp, eg_stream_places *p, int thread) {
   if (p) atomic_fetch_sub(&p->taken, 1);
-  atomic_fetch_sub(&tp->streams, 1);
+  if (thread) atomic_fetch_sub(&tp->streams, 1);
 }
 
 /* A streaming call's thread: initial metadata, the handler, then the
@@ -318,6 +319,9 @@ static void *eg_stream_main(void *arg) {
     first = 1;
     e = m->stream(tp->srv, c->req.tenant, c->call, c->stream_cq, c->req.msg, sizeof c->req.msg);
   }
+  /* The handler let go of what its place stands for: a client told the
+   * status may start the next call at once. */
+  eg_stream_leave(tp, m->places, 0);
   grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
   ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
@@ -328,7 +332,7 @@ static void *eg_stream_main(void *arg) {
   grpc_slice_unref(details);
   eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
   eg_call_free(c);
-  eg_stream_leave(tp, m->places);
+  eg_stream_leave(tp, NULL, 1);
   return NULL;
 }
 
@@ -348,7 +352,7 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   }
   int cap = (int)eg_config_stream_threads(srv->cfg);
   if (atomic_fetch_add(&tp->streams, 1) >= cap) {
-    eg_stream_leave(tp, p);
+    eg_stream_leave(tp, p, 1);
     snprintf(c->req.msg, sizeof c->req.msg,
              "too many streams open on this server (at most %d: replica streams, snapshots, "
              "backups, exports); retry", cap);
@@ -372,7 +376,7 @@ static void eg_start_stream(eg_call *c) {
     pthread_attr_destroy(&a);
     if (rc == 0) return;
     fprintf(stderr, "engramd: cannot start a thread for a %s stream: %s\n", m->path, strerror(rc));
-    eg_stream_leave(tp, m->places);
+    eg_stream_leave(tp, m->places, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "engramd: cannot start a thread for this stream");
     e = EG_ENOMEM;
   }
@@ -382,6 +386,7 @@ static void eg_start_stream(eg_call *c) {
                                c->req.msg[0] ? c->req.msg : eg_err_msg(e), NULL);
   eg_call_free(c);
 }
+
 static eg_err eg_read_with(eg_call *c, const eg_method *m, const ProtobufCMessage *in,
                            eg_txn *reader) {
   if (m->no_store) return m->read(&c->req, in);
