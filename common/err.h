@@ -33,7 +33,9 @@
   X(EG_EQUOTA,    "quota exceeded",                  8  /* RESOURCE_EXHAUSTED */) \
   X(EG_EDEADLINE, "deadline exceeded",               4  /* DEADLINE_EXCEEDED */)  \
   X(EG_EBROKEN,   "storage unusable after a failed write; the server is restarting", \
-                                                     14 /* UNAVAILABLE */)
+                                                     14 /* UNAVAILABLE */)        \
+  X(EG_EMAPBUSY,  "the storage map is full and cannot grow while a long read (an export, " \
+                  "a backup copy) holds it; retry",  14 /* UNAVAILABLE */)
 
 typedef enum {
 #define EG_ERR_ENUM(name, msg, code) name,

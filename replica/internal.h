@@ -18,11 +18,6 @@
 /* A follower that hears nothing for this long (several missed heartbeats)
  * drops the stream and reconnects. */
 #define EG_REPL_SILENCE_MS 5000
-/* Snapshot and Backup calls served at once: each holds a reader slot and
- * writes a whole compacted copy of the store into the data dir while it
- * streams. Past it a call is refused UNAVAILABLE (a replica retries with
- * backoff). */
-#define EG_REPL_MAX_SNAPSHOTS 2
 /* A snapshot waiting to be installed, and one being received. */
 #define EG_REPL_SNAPSHOT_READY "snapshot.mdb"
 #define EG_REPL_SNAPSHOT_PARTIAL "snapshot.partial"
@@ -78,7 +73,6 @@ struct eg_repl {
   pthread_mutex_t life_mu;
   int follower_started; /* guarded by life_mu */
   int syncer_started;
-  atomic_int snapshots;             /* Snapshot and Backup calls being served */
   atomic_uint_fast64_t primary_lsn; /* replica: last heard from the primary */
   atomic_int connected;             /* replica: streaming now */
 };
@@ -207,11 +201,6 @@ eg_err eg_repl_stream_start(const eg_stream_view *v, uint64_t *next, const char 
 void *eg_repl_follower_main(void *arg);
 /* snapshot.c: replica side: downloads a snapshot into the data dir. */
 eg_err eg_repl_fetch_snapshot(eg_repl *r);
-/* snapshot.c: primary side: takes one of the EG_REPL_MAX_SNAPSHOTS places
- * for a Snapshot call (EG_OK; give it back with eg_repl_snapshot_leave),
- * or EG_EUNAVAIL when all are taken. Thread safety: any thread. */
-eg_err eg_repl_snapshot_enter(eg_repl *r);
-void eg_repl_snapshot_leave(eg_repl *r);
 /* snapshot.c: drops a downloaded snapshot that must not be installed. */
 void eg_repl_discard_snapshot(eg_repl *r);
 

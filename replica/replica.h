@@ -18,6 +18,7 @@
 #include "common/err.h"
 #include "crypto/crypto.h"
 #include "engram/v1/admin.pb-c.h"
+#include "engram/v1/replication.pb-c.h"
 #include "storage/storage.h"
 
 typedef struct {
@@ -64,19 +65,31 @@ int eg_repl_restart_requested(const eg_repl *r);
 /* Before eg_store_open on a replica: installs a downloaded snapshot that
  * is waiting in dir, if any. */
 eg_err eg_repl_install_pending(const char *dir);
+/* At start, with the data dir locked: removes the copies of the store that
+ * Snapshot and Backup calls of an engramd that died (or re-executed itself)
+ * left in dir (a copy is unlinked once it is open, so a live one is never
+ * there for long), saying so on stderr. A copy that cannot be removed is
+ * reported and left. */
+void eg_repl_remove_stale_copies(const char *dir);
 
 /* ---- primary side ------------------------------------------------------- */
 
 /* Serves one ReplicationService/Stream or /Snapshot call on the calling
  * thread, until it must end; cq is the call's own pluck queue. The caller
- * has sent the initial metadata and sends the status: these return how the
+ * has sent the initial metadata, took the call's request (a Stream's
+ * hello, still the caller's) and sends the status: these return how the
  * call ends (an eg_err, with a message in msg). */
-eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
-                            size_t msglen);
-/* Snapshot: each send of a chunk waits at most send_timeout_ms for the
- * replica to take it (eg_repl_serve_copy). */
-eg_err eg_repl_serve_snapshot(eg_repl *r, int64_t send_timeout_ms, grpc_call *call,
-                              grpc_completion_queue *cq, char *msg, size_t msglen);
+eg_err eg_repl_serve_stream(eg_repl *r, const Engram__V1__StreamRequest *hello, grpc_call *call,
+                            grpc_completion_queue *cq, char *msg, size_t msglen);
+/* How a copy's messages go out: sends m (arg: the caller's) and returns
+ * EG_OK, or how the stream ends, with a message in msg. engramd passes its
+ * eg_stream_send (server/service.h), which bounds each send and the whole
+ * stream. */
+typedef eg_err (*eg_repl_send_fn)(void *arg, const ProtobufCMessage *m, char *msg, size_t msglen);
+/* Snapshot: its request already taken and its place held by the caller
+ * (eg_repl_serve_copy). */
+eg_err eg_repl_serve_snapshot(eg_repl *r, eg_repl_send_fn send, void *send_arg, char *msg,
+                              size_t msglen);
 
 /* ---- copies of the store (Snapshot, AdminService.Backup) ------------------ */
 
@@ -94,20 +107,16 @@ typedef struct {
  * owns, valid until the next call. */
 typedef const ProtobufCMessage *(*eg_repl_copy_msg_fn)(void *arg, const eg_repl_copy_piece *p);
 
-/* Serves one copy of the store on the calling thread (a stream handler's):
- * receives the call's request (a `request`, whose fields are not used;
- * EG_EINVAL if none comes), takes one of the places shared by Snapshot and Backup calls (at most
- * EG_REPL_MAX_SNAPSHOTS at once; past it EG_EUNAVAIL naming the cap,
- * before any copy is made), copies the store beside it (eg_store_copy, the
- * file unlinked once open) and streams the copy in 1 MiB chunks, then a
- * last message with the totals and SHA-256, each built by build(arg).
- * A send the client does not take within send_timeout_ms cancels the call
- * (EG_EUNAVAIL), so a client that stops reading frees the thread. Returns
- * how the call ends, with a message in msg. Works on a primary and on a
- * replica. */
-eg_err eg_repl_serve_copy(eg_repl *r, const ProtobufCMessageDescriptor *request,
-                          eg_repl_copy_msg_fn build, void *arg, int64_t send_timeout_ms,
-                          grpc_call *call, grpc_completion_queue *cq, char *msg, size_t msglen);
+/* Serves one copy of the store on the calling thread (a stream handler's,
+ * which took the call's request and holds its place among the copies
+ * served at once): copies the store beside it (eg_store_copy, the file
+ * unlinked once open) and streams the copy in 1 MiB chunks, then a last
+ * message with the totals and SHA-256, each built by build(arg) and sent
+ * by send(send_arg). A send that fails ends the stream with its eg_err and
+ * message. Returns how the call ends, with a message in msg. Works on a
+ * primary and on a replica. */
+eg_err eg_repl_serve_copy(eg_repl *r, eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
+                          void *send_arg, char *msg, size_t msglen);
 
 /* Log records below this LSN may go (retention by count and age, held for
  * connected replicas up to the cap; erasure; then held from archive_next

@@ -4,6 +4,7 @@
  * marks it ready; main installs it before opening the store.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -24,14 +25,13 @@ static void eg_snap_path(char *out, size_t n, const char *dir, const char *name)
 
 /* ==== primary (and any node: backups) ====================================== */
 
-/* Streams the copy at fd (size bytes) in chunks built by build; the last
- * message carries the totals. A read error ends the stream without them
- * (EG_EIO): totals of the data read so far would vouch for a truncated
- * copy. */
+/* Streams the copy at fd (size bytes) in chunks built by build and sent
+ * by send; the last message carries the totals. A read error ends the
+ * stream without them (EG_EIO): totals of the data read so far would vouch
+ * for a truncated copy. */
 static eg_err eg_copy_send_file(int fd, uint64_t size, const eg_store_file_info *info,
-                                eg_repl_copy_msg_fn build, void *arg, int64_t send_timeout_ms,
-                                grpc_call *call, grpc_completion_queue *cq, char *msg,
-                                size_t msglen) {
+                                eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
+                                void *send_arg, char *msg, size_t msglen) {
   uint8_t *buf = malloc(EG_SNAPSHOT_CHUNK);
   eg_sha256 h;
   uint64_t total = 0;
@@ -49,34 +49,28 @@ static eg_err eg_copy_send_file(int fd, uint64_t size, const eg_store_file_info 
     eg_repl_copy_piece p = {.data = buf, .len = (size_t)n, .size = total ? 0 : size};
     eg_sha256_update(&h, buf, (size_t)n);
     total += (uint64_t)n;
-    if (!eg_rpc_send_within(call, cq, build(arg, &p), send_timeout_ms)) e = EG_EUNAVAIL;
+    e = send(send_arg, build(arg, &p), msg, msglen);
   }
   free(buf);
   if (e) return e;
   uint8_t digest[32];
   eg_sha256_final(&h, digest);
   eg_repl_copy_piece last = {.last = 1, .info = info, .total = total, .sha256 = digest};
-  return eg_rpc_send_within(call, cq, build(arg, &last), send_timeout_ms) ? EG_OK : EG_EUNAVAIL;
+  return send(send_arg, build(arg, &last), msg, msglen);
 }
 
-eg_err eg_repl_snapshot_enter(eg_repl *r) {
-  if (atomic_fetch_add(&r->snapshots, 1) < EG_REPL_MAX_SNAPSHOTS) return EG_OK;
-  atomic_fetch_sub(&r->snapshots, 1);
-  return EG_EUNAVAIL;
-}
+/* The copies' names: EG_COPY_PREFIX PID-N EG_COPY_SUFFIX in the data dir. */
+#define EG_COPY_PREFIX "snapshot-out-"
+#define EG_COPY_SUFFIX ".mdb"
 
-void eg_repl_snapshot_leave(eg_repl *r) { atomic_fetch_sub(&r->snapshots, 1); }
-
-/* A copy with its place taken: copies the store, streams the copy. */
-static eg_err eg_copy_serve(eg_repl *r, eg_repl_copy_msg_fn build, void *arg,
-                            int64_t send_timeout_ms, grpc_call *call, grpc_completion_queue *cq,
-                            char *msg, size_t msglen) {
+eg_err eg_repl_serve_copy(eg_repl *r, eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
+                          void *send_arg, char *msg, size_t msglen) {
   static atomic_uint seq;
   char path[4096];
   eg_store_file_info info;
   struct stat st;
-  snprintf(path, sizeof path, "%s/snapshot-out-%d-%u.mdb", eg_store_dir(r->store), (int)getpid(),
-           atomic_fetch_add(&seq, 1));
+  snprintf(path, sizeof path, "%s/" EG_COPY_PREFIX "%d-%u" EG_COPY_SUFFIX, eg_store_dir(r->store),
+           (int)getpid(), atomic_fetch_add(&seq, 1));
   eg_err e = eg_store_copy(r->store, path, &info);
   if (e) {
     snprintf(msg, msglen, "cannot copy the store: %s", eg_err_msg(e));
@@ -90,35 +84,31 @@ static eg_err eg_copy_serve(eg_repl *r, eg_repl_copy_msg_fn build, void *arg,
     if (fd >= 0) close(fd);
     return EG_EUNAVAIL;
   }
-  e = eg_copy_send_file(fd, (uint64_t)st.st_size, &info, build, arg, send_timeout_ms, call, cq,
-                        msg, msglen);
+  e = eg_copy_send_file(fd, (uint64_t)st.st_size, &info, build, arg, send, send_arg, msg, msglen);
   close(fd);
-  if (e == EG_EUNAVAIL)
-    snprintf(msg, msglen,
-             "the stream failed: the client went away or did not take a chunk within %lld ms "
-             "(--call-timeout-ms)",
-             (long long)send_timeout_ms);
   return e;
 }
 
-eg_err eg_repl_serve_copy(eg_repl *r, const ProtobufCMessageDescriptor *request,
-                          eg_repl_copy_msg_fn build, void *arg, int64_t send_timeout_ms,
-                          grpc_call *call, grpc_completion_queue *cq, char *msg, size_t msglen) {
-  ProtobufCMessage *req = eg_rpc_recv(call, cq, request);
-  if (!req) {
-    snprintf(msg, msglen, "expected a %s", request->short_name);
-    return EG_EINVAL;
+void eg_repl_remove_stale_copies(const char *dir) {
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  char path[4096];
+  size_t np = strlen(EG_COPY_PREFIX), ns = strlen(EG_COPY_SUFFIX);
+  if (!d) return; /* the store's own open reports a dir it cannot read */
+  while ((de = readdir(d))) {
+    size_t n = strlen(de->d_name);
+    if (n <= np + ns || strncmp(de->d_name, EG_COPY_PREFIX, np) != 0 ||
+        strcmp(de->d_name + n - ns, EG_COPY_SUFFIX) != 0)
+      continue;
+    eg_snap_path(path, sizeof path, dir, de->d_name);
+    if (unlink(path) == 0)
+      fprintf(stderr, "engramd: removed %s, a copy of the store that an engramd which stopped "
+              "while serving a snapshot or backup left behind\n", path);
+    else
+      fprintf(stderr, "engramd: cannot remove %s, a stale copy of the store: %s\n", path,
+              strerror(errno));
   }
-  protobuf_c_message_free_unpacked(req, NULL);
-  /* Before the copy: a refused call costs no reader and no disk. */
-  if (eg_repl_snapshot_enter(r) != EG_OK) {
-    snprintf(msg, msglen, "too many snapshots and backups in progress (at most %d); retry",
-             EG_REPL_MAX_SNAPSHOTS);
-    return EG_EUNAVAIL;
-  }
-  eg_err e = eg_copy_serve(r, build, arg, send_timeout_ms, call, cq, msg, msglen);
-  eg_repl_snapshot_leave(r);
-  return e;
+  closedir(d);
 }
 
 /* A SnapshotChunk for piece p (arg: the message to fill). */
@@ -136,11 +126,10 @@ static const ProtobufCMessage *eg_snap_msg(void *arg, const eg_repl_copy_piece *
   return &c->base;
 }
 
-eg_err eg_repl_serve_snapshot(eg_repl *r, int64_t send_timeout_ms, grpc_call *call,
-                              grpc_completion_queue *cq, char *msg, size_t msglen) {
+eg_err eg_repl_serve_snapshot(eg_repl *r, eg_repl_send_fn send, void *send_arg, char *msg,
+                              size_t msglen) {
   Engram__V1__SnapshotChunk c;
-  return eg_repl_serve_copy(r, &engram__v1__snapshot_request__descriptor, eg_snap_msg, &c,
-                            send_timeout_ms, call, cq, msg, msglen);
+  return eg_repl_serve_copy(r, eg_snap_msg, &c, send, send_arg, msg, msglen);
 }
 
 /* ==== replica ============================================================== */

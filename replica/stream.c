@@ -215,20 +215,14 @@ static eg_err eg_stream_loop(struct eg_stream_ctx *s, eg_txn *t, uint64_t next, 
   return EG_OK;
 }
 
-eg_err eg_repl_serve_stream(eg_repl *r, grpc_call *call, grpc_completion_queue *cq, char *msg,
-                            size_t msglen) {
+eg_err eg_repl_serve_stream(eg_repl *r, const Engram__V1__StreamRequest *hello, grpc_call *call,
+                            grpc_completion_queue *cq, char *msg, size_t msglen) {
   struct eg_stream_ctx s = {.r = r, .call = call, .cq = cq};
   const char *why = NULL;
   eg_txn *t = NULL;
   eg_stream_view v;
   uint64_t next = 0;
   eg_err e;
-  Engram__V1__StreamRequest *hello =
-      (void *)eg_rpc_recv(call, cq, &engram__v1__stream_request__descriptor);
-  if (!hello) {
-    snprintf(msg, msglen, "expected a StreamRequest");
-    return EG_EINVAL;
-  }
   if (!eg_repl_is_primary(r)) {
     snprintf(msg, msglen, "this node is not the primary");
     e = EG_EPRECOND;
@@ -271,6 +265,5 @@ detach:
   eg_peer_detach(r, s.peer, s.gen);
 out:
   eg_store_reader_free(t);
-  protobuf_c_message_free_unpacked(&hello->base, NULL);
   return e;
 }

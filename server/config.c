@@ -119,6 +119,15 @@ static const eg_opt eg_opts[] = {
            "ExportUser calls running at once (each holds a read snapshot); more are UNAVAILABLE"),
     EG_NUM("export-send-timeout-ms", export_send_timeout_ms, 100, 3600000, "10000",
            "an ExportUser client that takes no response for this long is cut off (DEADLINE_EXCEEDED)"),
+    /* An export reads from one snapshot, which blocks the map's growth and
+     * LMDB's reuse of pages freed after it: a slow reader must not keep it
+     * for hours. */
+    EG_NUM("export-max-ms", export_max_ms, 100, 86400000, "300000",
+           "an ExportUser call still running after this is ended (DEADLINE_EXCEEDED)"),
+    /* A Backup holds its place and a whole copy of the store in the data
+     * dir while it streams: a stuck or crawling client must give them up. */
+    EG_NUM("backup-max-ms", backup_max_ms, 100, 604800000, "3600000",
+           "a Backup stream still sending after this is ended (DEADLINE_EXCEEDED)"),
 };
 
 #define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])
@@ -277,9 +286,16 @@ void eg_config_usage(FILE *f) {
   }
 }
 
+/* replica/internal.h's EG_REPL_MAX_PEERS: the replicas one primary serves. */
+#define EG_REPLICA_STREAMS 64
+
 unsigned eg_config_store_readers(int workers) {
-  /* 3: parking, the follower, the WAL archiver. 64 and 2: replica/internal.h's
-   * EG_REPL_MAX_PEERS (the replicas one primary serves) and
-   * EG_REPL_MAX_SNAPSHOTS (snapshots copied at once). */
-  return (unsigned)(workers > 0 ? workers : 0) + 3 + 64 + 2 + EG_EXPORTS_MAX + EG_READERS_HEADROOM;
+  /* 3: parking, the follower, the WAL archiver. */
+  return (unsigned)(workers > 0 ? workers : 0) + 3 + EG_REPLICA_STREAMS + EG_SNAPSHOTS_MAX +
+         EG_BACKUPS_MAX + EG_EXPORTS_MAX + EG_READERS_HEADROOM;
+}
+
+unsigned eg_config_stream_threads(const eg_config *c) {
+  return (unsigned)(EG_REPLICA_STREAMS + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports +
+                    EG_STREAMS_HEADROOM);
 }

@@ -60,6 +60,8 @@ typedef struct {
   int sweep_batch;                     /* --sweep-batch 500 (records per sweeper transaction) */
   int max_exports;                     /* --max-exports 4 (ExportUser calls at once) */
   int64_t export_send_timeout_ms;      /* --export-send-timeout-ms 10000 (one export response sent) */
+  int64_t export_max_ms;               /* --export-max-ms 300000 (one export, request to end) */
+  int64_t backup_max_ms;               /* --backup-max-ms 3600000 (one Backup stream, request to end) */
 } eg_config;
 
 /* Ceiling of --max-append-messages; also the most messages one
@@ -107,16 +109,34 @@ void eg_config_usage(FILE *f);
  * own (counted in eg_config_store_readers). */
 #define EG_EXPORTS_MAX 16
 
+/* Snapshot calls (a replica's resync) copied and streamed at once, and
+ * Backup calls: each holds a reader while it copies the store, and a whole
+ * compacted copy of it in the data dir while it streams. Places apart, so
+ * that backups (slow clients, stuck jobs) never keep a replica from its
+ * snapshot; past either the call is refused UNAVAILABLE (a replica retries
+ * with backoff). */
+#define EG_SNAPSHOTS_MAX 2
+#define EG_BACKUPS_MAX 1
+
 /* LMDB reader slots engramd needs with `workers` worker threads: every
  * reader the process can hold at once. Each worker keeps one; parking,
  * the follower and the WAL archiver one each; each replica stream one (a stream takes its entry
  * in the replica table, at most 64, before its reader, so a refused one
- * holds none); each snapshot or backup being copied one (at most 2 at once); each
+ * holds none); each snapshot and each backup being copied one (at most
+ * EG_SNAPSHOTS_MAX and EG_BACKUPS_MAX); each
  * ExportUser one (at most EG_EXPORTS_MAX, taken after its place among
  * --max-exports); plus EG_READERS_HEADROOM for short ones (meta reads, a
  * stream that replaced its replica's older one still ending).
- * workers + 3 + 64 + 2 + 16 + 32. */
+ * workers + 3 + 64 + 2 + 1 + 16 + 32. */
 #define EG_READERS_HEADROOM 32
 unsigned eg_config_store_readers(int workers);
+
+/* Stream threads engramd runs at once (each stream has a thread of its
+ * own): the replica streams one primary serves (64), the snapshots and
+ * backups, c->max_exports exports, and EG_STREAMS_HEADROOM (a replica
+ * stream that replaced its replica's older one still ending). A stream
+ * past it is refused RESOURCE_EXHAUSTED before it has a thread. */
+#define EG_STREAMS_HEADROOM 16
+unsigned eg_config_stream_threads(const eg_config *c);
 
 #endif

@@ -207,49 +207,81 @@ static eg_err eg_stream_min_lsn(eg_call *c) {
   return eg_min_lsn_unavailable(c, want);
 }
 
-eg_err eg_stream_recv_request(grpc_call *call, grpc_completion_queue *cq,
+/* Waits for the batch tagged op on a stream's queue until `until`. Past it
+ * cancels the call with DEADLINE_EXCEEDED and why (the status goes with the
+ * cancel: the one sent after the handler returns would find the call
+ * closed), copies why to msg, waits for the cancelled batch so its ops are
+ * no longer in use, and returns EG_EDEADLINE. Else EG_OK if the batch
+ * succeeded, EG_EUNAVAIL if not. */
+static eg_err eg_stream_wait(grpc_call *call, grpc_completion_queue *cq, void *op,
+                             gpr_timespec until, const char *why, char *msg, size_t msglen) {
+  grpc_event ev = grpc_completion_queue_pluck(cq, op, until, NULL);
+  if (ev.type == GRPC_QUEUE_TIMEOUT) {
+    snprintf(msg, msglen, "%s", why);
+    grpc_call_cancel_with_status(call, GRPC_STATUS_DEADLINE_EXCEEDED, msg, NULL);
+    grpc_completion_queue_pluck(cq, op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    return EG_EDEADLINE;
+  }
+  return ev.type == GRPC_OP_COMPLETE && ev.success ? EG_OK : EG_EUNAVAIL;
+}
+
+static gpr_timespec eg_in_ms(int64_t ms) {
+  return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+eg_err eg_stream_recv_request(const eg_srv *srv, grpc_call *call, grpc_completion_queue *cq,
                               const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
                               char *msg, size_t msglen) {
+  int64_t ms = srv->cfg->call_timeout_ms;
+  char why[160];
   grpc_byte_buffer *bb = NULL;
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_RECV_MESSAGE;
   op.data.recv_message.recv_message = &bb;
+  snprintf(why, sizeof why, "no request message came within %lld ms (--call-timeout-ms); the call is ended",
+           (long long)ms);
+  eg_err e = EG_EUNAVAIL;
   if (grpc_call_start_batch(call, &op, 1, &op, NULL) == GRPC_CALL_OK)
-    grpc_completion_queue_pluck(cq, &op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    e = eg_stream_wait(call, cq, &op, eg_in_ms(ms), why, msg, msglen);
+  if (e == EG_EDEADLINE) {
+    if (bb) grpc_byte_buffer_destroy(bb); /* came as the cancel went */
+    return e;
+  }
   if (!bb) {
     snprintf(msg, msglen, "request: no message was sent");
     return EG_EINVAL;
   }
-  eg_err e = eg_unpack_request(desc, bb, out, msg, msglen);
+  e = eg_unpack_request(desc, bb, out, msg, msglen);
   grpc_byte_buffer_destroy(bb);
   return e;
 }
 
-eg_err eg_stream_send(grpc_call *call, grpc_completion_queue *cq, const ProtobufCMessage *m,
-                      int64_t timeout_ms, const char *limit, char *msg, size_t msglen) {
+void eg_stream_out_start(eg_stream_out *o) { o->until_us = eg_mono_us() + o->max_ms * 1000; }
+
+eg_err eg_stream_send(void *arg, const ProtobufCMessage *m, char *msg, size_t msglen) {
+  const eg_stream_out *o = arg;
+  int64_t left_ms = o->max_ms ? (o->until_us - eg_mono_us()) / 1000 : INT64_MAX;
+  int whole = left_ms < o->send_ms; /* the stream's bound comes first */
+  char why[200];
+  if (whole)
+    snprintf(why, sizeof why, "the stream ran past %s (%lld ms); the call is ended", o->max_limit,
+             (long long)o->max_ms);
+  else
+    snprintf(why, sizeof why, "the client read no response for %lld ms (%s); the call is ended",
+             (long long)o->send_ms, o->send_limit);
+  if (left_ms <= 0) {
+    snprintf(msg, msglen, "%s", why);
+    return EG_EDEADLINE;
+  }
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_SEND_MESSAGE;
   if (!(op.data.send_message.send_message = eg_client_pack(m))) return EG_ENOMEM;
-  gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                    gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
   eg_err e = EG_EUNAVAIL;
-  if (grpc_call_start_batch(call, &op, 1, &op, NULL) == GRPC_CALL_OK) {
-    grpc_event ev = grpc_completion_queue_pluck(cq, &op, until, NULL);
-    if (ev.type == GRPC_QUEUE_TIMEOUT) {
-      snprintf(msg, msglen, "the client read no response for %lld ms (%s); the call is ended",
-               (long long)timeout_ms, limit);
-      e = EG_EDEADLINE;
-      /* The status goes with the cancel: the one sent after the handler
-       * returns would find the call closed. The cancel completes the
-       * send (failed); wait for it, so op is no longer in use. */
-      grpc_call_cancel_with_status(call, (grpc_status_code)eg_err_grpc_code(e), msg, NULL);
-      grpc_completion_queue_pluck(cq, &op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    } else if (ev.type == GRPC_OP_COMPLETE && ev.success) {
-      e = EG_OK;
-    }
-  }
+  if (grpc_call_start_batch(o->call, &op, 1, &op, NULL) == GRPC_CALL_OK)
+    e = eg_stream_wait(o->call, o->cq, &op, eg_in_ms(whole ? left_ms : o->send_ms), why, msg,
+                       msglen);
   if (e == EG_EUNAVAIL) snprintf(msg, msglen, "the client went away (cancelled, deadline passed or disconnected)");
   grpc_byte_buffer_destroy(op.data.send_message.send_message);
   return e;
@@ -263,6 +295,13 @@ static int eg_stream_batch(eg_call *c, grpc_op *ops, size_t n) {
   return 1;
 }
 
+/* Gives back what eg_stream_admit took: the place (p may be NULL), the
+ * thread's (thread). */
+static void eg_stream_leave(eg_transport *tp, eg_stream_places *p, int thread) {
+  if (p) atomic_fetch_sub(&p->taken, 1);
+  if (thread) atomic_fetch_sub(&tp->streams, 1);
+}
+
 /* A streaming call's thread: initial metadata, the handler, then the
  * status from the handler's eg_err (the handler picks no gRPC code). */
 static void *eg_stream_main(void *arg) {
@@ -274,13 +313,15 @@ static void *eg_stream_main(void *arg) {
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
   size_t first = 0; /* set past ops[0] once the metadata went */
-  eg_err e = eg_authorize(c, m);
-  if (e == EG_OK) e = eg_stream_min_lsn(c);
+  eg_err e = eg_stream_min_lsn(c);
   if (e == EG_OK && !eg_stream_batch(c, ops, 1)) e = EG_EUNAVAIL;
   if (e == EG_OK) {
     first = 1;
     e = m->stream(tp->srv, c->req.tenant, c->call, c->stream_cq, c->req.msg, sizeof c->req.msg);
   }
+  /* The handler let go of what its place stands for: a client told the
+   * status may start the next call at once. */
+  eg_stream_leave(tp, m->places, 0);
   grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
   ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
@@ -291,28 +332,59 @@ static void *eg_stream_main(void *arg) {
   grpc_slice_unref(details);
   eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
   eg_call_free(c);
-  atomic_fetch_sub(&tp->streams, 1);
+  eg_stream_leave(tp, NULL, 1);
   return NULL;
 }
 
-/* Hands a streaming call to a thread of its own. */
+/* Takes a stream's place among its kind's (eg_stream_places) and among
+ * the server's stream threads, before the thread exists: a client that
+ * opens streams by the thousand (and sends nothing on them) gets refusals,
+ * not threads. EG_EUNAVAIL or EG_ELIMIT with c->req.msg naming the cap. */
+static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
+  eg_transport *tp = c->w->tp;
+  const eg_srv *srv = tp->srv;
+  eg_stream_places *p = m->places;
+  if (p && atomic_fetch_add(&p->taken, 1) >= p->max(srv)) {
+    atomic_fetch_sub(&p->taken, 1);
+    snprintf(c->req.msg, sizeof c->req.msg, "too many %s (at most %d%s%s); retry", p->what,
+             p->max(srv), p->limit ? ", " : "", p->limit ? p->limit : "");
+    return EG_EUNAVAIL;
+  }
+  int cap = (int)eg_config_stream_threads(srv->cfg);
+  if (atomic_fetch_add(&tp->streams, 1) >= cap) {
+    eg_stream_leave(tp, p, 1);
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "too many streams open on this server (at most %d: replica streams, snapshots, "
+             "backups, exports); retry", cap);
+    return EG_ELIMIT;
+  }
+  return EG_OK;
+}
+
+/* Hands a streaming call to a thread of its own, once authorized and
+ * admitted (both cheap, on the worker), or refuses it at once. */
 static void eg_start_stream(eg_call *c) {
   pthread_t t;
   pthread_attr_t a;
   eg_transport *tp = c->w->tp;
-  atomic_fetch_add(&tp->streams, 1);
-  pthread_attr_init(&a);
-  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-  int rc = pthread_create(&t, &a, eg_stream_main, c);
-  if (rc != 0) {
-    fprintf(stderr, "engramd: cannot start a thread for a %s stream: %s\n", tp->methods[c->mi]->path,
-            strerror(rc));
-    grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-                                 "engramd: cannot start a thread for this stream", NULL);
-    eg_call_free(c);
-    atomic_fetch_sub(&tp->streams, 1);
+  const eg_method *m = tp->methods[c->mi];
+  eg_err e = eg_authorize(c, m);
+  if (e == EG_OK && (e = eg_stream_admit(c, m)) == EG_OK) {
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &a, eg_stream_main, c);
+    pthread_attr_destroy(&a);
+    if (rc == 0) return;
+    fprintf(stderr, "engramd: cannot start a thread for a %s stream: %s\n", m->path, strerror(rc));
+    eg_stream_leave(tp, m->places, 1);
+    snprintf(c->req.msg, sizeof c->req.msg, "engramd: cannot start a thread for this stream");
+    e = EG_ENOMEM;
   }
-  pthread_attr_destroy(&a);
+  /* No batch of the call ran yet: the status goes with the cancel. */
+  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
+  grpc_call_cancel_with_status(c->call, (grpc_status_code)eg_err_grpc_code(e),
+                               c->req.msg[0] ? c->req.msg : eg_err_msg(e), NULL);
+  eg_call_free(c);
 }
 
 static eg_err eg_read_with(eg_call *c, const eg_method *m, const ProtobufCMessage *in,

@@ -348,6 +348,7 @@ int main(int argc, char **argv) {
     eg_fail("data dir", err);
     goto out;
   }
+  eg_repl_remove_stale_copies(cfg.data_dir);
   if (eg_repl_install_pending(cfg.data_dir) != EG_OK) {
     eg_fail(cfg.data_dir, "cannot install the snapshot");
     goto out;

@@ -14,6 +14,7 @@
 #define EG_SERVER_SERVICE_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -72,22 +73,58 @@ typedef eg_err (*eg_stream_fn)(const eg_srv *srv, const char *tenant, struct grp
 
 /* Receives the request of a server-streaming call as desc into *out (the
  * caller's: protobuf_c_message_free_unpacked), its strings checked on the
- * wire bytes as a unary request's are. EG_EINVAL with msg saying why (no
- * message, a bad string, does not decode), or EG_ENOMEM. */
-eg_err eg_stream_recv_request(struct grpc_call *call, struct grpc_completion_queue *cq,
+ * wire bytes as a unary request's are. The wait is bounded by
+ * --call-timeout-ms: a client that opens a stream and sends nothing must
+ * not hold its thread (and its place) for long. EG_EINVAL with msg saying
+ * why (no message, a bad string, does not decode); EG_EDEADLINE after
+ * cancelling the call with DEADLINE_EXCEEDED and msg, naming the flag; or
+ * EG_ENOMEM. Every stream handler takes its request this way. */
+eg_err eg_stream_recv_request(const eg_srv *srv, struct grpc_call *call,
+                              struct grpc_completion_queue *cq,
                               const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
                               char *msg, size_t msglen);
 
-/* Sends m on call and waits at most timeout_ms for it to go out: a client
- * that stops reading holds sends back (flow control), and a handler must
- * not hold what it holds (a read snapshot) for it forever. Returns EG_OK;
- * EG_EUNAVAIL (msg says so) if the call is gone (cancelled by the client,
- * past its deadline, the connection lost); or EG_EDEADLINE after
- * cancelling the call with DEADLINE_EXCEEDED and msg, which names `limit`
- * (the flag that set timeout_ms), so the client sees why. */
-eg_err eg_stream_send(struct grpc_call *call, struct grpc_completion_queue *cq,
-                      const ProtobufCMessage *m, int64_t timeout_ms, const char *limit, char *msg,
-                      size_t msglen);
+/* Where a stream's responses go, and how long each and all may take. A
+ * client that stops reading holds sends back (flow control), and a slow
+ * one can keep a stream going for as long as it likes; a handler must not
+ * hold what it holds (a read snapshot, a copy of the store, a place) for
+ * either. Fill the first six fields, then eg_stream_out_start. */
+typedef struct eg_stream_out {
+  struct grpc_call *call;
+  struct grpc_completion_queue *cq;
+  int64_t send_ms;        /* each response goes out within this */
+  const char *send_limit; /* the flag that sets it, for the status */
+  int64_t max_ms;         /* the whole stream ends within this; 0: no bound */
+  const char *max_limit;  /* the flag that sets it */
+  int64_t until_us;       /* eg_mono_us; set by eg_stream_out_start */
+} eg_stream_out;
+
+/* Starts o's max_ms clock (now). */
+void eg_stream_out_start(eg_stream_out *o);
+
+/* Sends m on o's call (o is an eg_stream_out: void, so that it also serves
+ * as replica/'s eg_repl_send_fn) and waits for it to go out, at most
+ * send_ms or until the stream's max_ms is up, whichever comes first.
+ * Returns EG_OK; EG_EUNAVAIL (msg says so) if the call is gone (cancelled
+ * by the client, past its deadline, the connection lost); or EG_EDEADLINE
+ * with msg naming the bound that ran out (its flag): the call is then
+ * cancelled with DEADLINE_EXCEEDED and msg, or, when max_ms was already
+ * up before the send, ends with them once the handler returns. */
+eg_err eg_stream_send(void *o, const ProtobufCMessage *m, char *msg, size_t msglen);
+
+/* A kind of stream with places of its own: at most max(srv) of its calls
+ * at once. The transport takes a call's place on the worker, after the
+ * authorization and before the stream gets a thread (a refused call costs
+ * none), and gives it back when the stream ends; past the cap the call is
+ * refused UNAVAILABLE: "too many <what> (at most N[, <limit>]); retry".
+ * Every stream also counts against the server-wide cap on stream threads
+ * (eg_config_stream_threads; RESOURCE_EXHAUSTED past it). */
+typedef struct eg_stream_places {
+  atomic_int taken;
+  int (*max)(const eg_srv *srv);
+  const char *what;  /* "exports running" */
+  const char *limit; /* the flag that sets max, or NULL for a fixed cap */
+} eg_stream_places;
 
 typedef struct eg_method {
   const char *path; /* "/engram.v1.SessionService/GetSession" */
@@ -102,6 +139,7 @@ typedef struct eg_method {
    * far (its msg). Not for a job that must finish once begun (an erasure). */
   int more_stops_at_deadline;
   eg_stream_fn stream; /* set for streaming methods (instead of read/write) */
+  eg_stream_places *places; /* streams with a cap of their own; NULL: none */
 } eg_method;
 
 /* Every method the server answers, NULL-path terminated. */

@@ -229,21 +229,34 @@ static eg_err eg_backup_key_ids(eg_store *s, eg_backup_msg *b, char *msg, size_t
   return e;
 }
 
-/* A consistent copy of the store, streamed (eg_repl_serve_copy: the cap
- * it shares with replica snapshots, the per-chunk send bound). */
+static int eg_backups_max(const eg_srv *srv) { return EG_BACKUPS_MAX; }
+
+/* Apart from the replicas' snapshot places (server/config.h). */
+static eg_stream_places eg_backup_places = {.max = eg_backups_max, .what = "backups running"};
+
+/* A consistent copy of the store, streamed (eg_repl_serve_copy): each chunk
+ * taken within --call-timeout-ms, the whole stream within --backup-max-ms,
+ * as it holds its place and a whole copy of the store in the data dir. */
 static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                         struct grpc_completion_queue *cq, char *msg, size_t msglen) {
   eg_backup_msg b = {.n_key_ids = 0};
-  eg_err e = eg_backup_key_ids(srv->store, &b, msg, msglen);
+  eg_stream_out out = {.call = call, .cq = cq, .send_ms = srv->cfg->call_timeout_ms,
+                       .send_limit = "--call-timeout-ms", .max_ms = srv->cfg->backup_max_ms,
+                       .max_limit = "--backup-max-ms"};
+  ProtobufCMessage *in = NULL;
+  eg_err e = eg_stream_recv_request(srv, call, cq, &engram__v1__backup_request__descriptor, &in,
+                                    msg, msglen);
   if (e) return e;
+  protobuf_c_message_free_unpacked(in, NULL); /* no fields yet */
+  eg_stream_out_start(&out);
+  if ((e = eg_backup_key_ids(srv->store, &b, msg, msglen))) return e;
   /* Taken before the copy's read txn starts: the copy holds every write
    * acknowledged before this time (and possibly some after). */
   int64_t now = eg_now_us();
   google__protobuf__timestamp__init(&b.time);
   b.time.seconds = now / 1000000;
   b.time.nanos = (int32_t)(now % 1000000) * 1000;
-  return eg_repl_serve_copy(srv->repl, &engram__v1__backup_request__descriptor, eg_backup_chunk,
-                            &b, srv->cfg->call_timeout_ms, call, cq, msg, msglen);
+  return eg_repl_serve_copy(srv->repl, eg_backup_chunk, &b, eg_stream_send, &out, msg, msglen);
 }
 
 #define EG_ADMIN_PATH(name) "/engram.v1.AdminService/" #name
@@ -273,6 +286,9 @@ const eg_method eg_admin_methods[] = {
      .role = EG_ROLE_ADMIN,
      .prepare = eg_set_retention_prepare,
      .apply = eg_set_retention_apply},
-    {.path = EG_ADMIN_PATH(Backup), .role = EG_ROLE_ADMIN, .stream = eg_admin_backup},
+    {.path = EG_ADMIN_PATH(Backup),
+     .role = EG_ROLE_ADMIN,
+     .stream = eg_admin_backup,
+     .places = &eg_backup_places},
     {.path = NULL},
 };

@@ -9,11 +9,12 @@
  * is rolled back and replayed never counts twice.
  *
  * ExportUser is a stream on a thread of its own: one read txn (a reader
- * of its own) for the whole export, so it is consistent at one LSN; each
- * send is bounded by --export-send-timeout-ms, so a client that stops
- * reading cannot hold that snapshot (and the pages LMDB keeps for it).
+ * of its own) for the whole export, so it is consistent at one LSN. That
+ * snapshot blocks the map's growth and LMDB's reuse of the pages freed
+ * after it, so its life is bounded twice: each send by
+ * --export-send-timeout-ms (a client that stops reading), the whole export
+ * by --export-max-ms (a client that reads slowly).
  */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -124,15 +125,16 @@ static eg_err eg_user_stats(eg_req *r, const ProtobufCMessage *msg) {
 /* ==== ExportUser ============================================================== */
 
 /* ExportUser calls running now, at most --max-exports: each holds a reader
- * (its slot is counted in eg_config_store_readers) and a read snapshot.
- * One server per process, so the count is the process's. */
-static atomic_int eg_exports;
+ * (its slot is counted in eg_config_store_readers) and a read snapshot. */
+static int eg_exports_max(const eg_srv *srv) { return srv->cfg->max_exports; }
+
+static eg_stream_places eg_export_places = {
+    .max = eg_exports_max, .what = "exports running", .limit = "--max-exports"};
 
 struct eg_export {
   const eg_srv *srv;
   const char *tenant, *user_id;
-  struct grpc_call *call;
-  struct grpc_completion_queue *cq;
+  eg_stream_out out;
   eg_txn *t;
   uint64_t lsn;   /* the snapshot's: every response carries it */
   int64_t now_us; /* taken once: a session's EXPIRED state is as of then */
@@ -154,8 +156,7 @@ static eg_err eg_export_send(struct eg_export *x, eg_req *r, eg_err e,
                              Engram__V1__ExportUserResponse *resp) {
   if (e == EG_OK) {
     resp->lsn = x->lsn;
-    e = eg_stream_send(x->call, x->cq, &resp->base, x->srv->cfg->export_send_timeout_ms,
-                       "--export-send-timeout-ms", x->msg, x->msglen);
+    e = eg_stream_send(&x->out, &resp->base, x->msg, x->msglen);
   } else if (r->msg[0]) {
     snprintf(x->msg, x->msglen, "%s", r->msg);
   }
@@ -222,7 +223,7 @@ static int eg_export_memory_visit(void *arg, const eg_memory_pos *pos, const eg_
   return x->err != EG_OK;
 }
 
-/* The export itself, with its place among --max-exports taken. */
+/* The export itself (its place among --max-exports is taken). */
 static eg_err eg_export_run(struct eg_export *x) {
   eg_err e = eg_store_reader_new(x->srv->store, &x->t);
   if (e == EG_OK && (e = eg_store_reader_begin(x->t)) == EG_OK) {
@@ -244,24 +245,20 @@ static eg_err eg_export_run(struct eg_export *x) {
 static eg_err eg_export_user(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                              struct grpc_completion_queue *cq, char *msg, size_t msglen) {
   ProtobufCMessage *in = NULL;
-  eg_err e = eg_stream_recv_request(call, cq, &engram__v1__export_user_request__descriptor, &in,
-                                    msg, msglen);
+  eg_err e = eg_stream_recv_request(srv, call, cq, &engram__v1__export_user_request__descriptor,
+                                    &in, msg, msglen);
   if (e != EG_OK) return e;
-  struct eg_export x = {.srv = srv, .tenant = tenant, .call = call, .cq = cq,
+  struct eg_export x = {.srv = srv, .tenant = tenant,
+                        .out = {.call = call, .cq = cq,
+                                .send_ms = srv->cfg->export_send_timeout_ms,
+                                .send_limit = "--export-send-timeout-ms",
+                                .max_ms = srv->cfg->export_max_ms,
+                                .max_limit = "--export-max-ms"},
                         .user_id = ((Engram__V1__ExportUserRequest *)in)->user_id,
                         .now_us = eg_now_us(), .msg = msg, .msglen = msglen};
+  eg_stream_out_start(&x.out);
   e = eg_validate_id("user_id", x.user_id, 1, msg, msglen);
-  if (e == EG_OK) {
-    /* The place first: a refused call costs no reader. */
-    if (atomic_fetch_add(&eg_exports, 1) < srv->cfg->max_exports) {
-      e = eg_export_run(&x);
-    } else {
-      snprintf(msg, msglen, "too many exports running (at most %d, --max-exports); retry",
-               srv->cfg->max_exports);
-      e = EG_EUNAVAIL;
-    }
-    atomic_fetch_sub(&eg_exports, 1);
-  }
+  if (e == EG_OK) e = eg_export_run(&x);
   protobuf_c_message_free_unpacked(in, NULL);
   return e;
 }
@@ -281,6 +278,7 @@ const eg_method eg_user_methods[] = {
     {.path = "/engram.v1.UserService/ExportUser",
      .in = &engram__v1__export_user_request__descriptor,
      .role = EG_ROLE_AGENT,
-     .stream = eg_export_user},
+     .stream = eg_export_user,
+     .places = &eg_export_places},
     {.path = NULL},
 };

@@ -61,8 +61,8 @@ static void eg_store_cache_map_size(eg_store *s) {
 
 /* Longest a map change waits for readers to leave. A long reader (a
  * snapshot copy, a checksum) must not stall every other reader behind a
- * waiting writer: past this the grow gives up (EG_EUNAVAIL) and the caller
- * fails its batch as retryable. */
+ * waiting writer: past this the grow gives up (EG_EMAPBUSY, which says
+ * why) and the caller fails its batch as retryable. */
 #define EG_MAP_LOCK_WAIT_S 2
 
 /* Sets the map size with no read txn of this process live. */
@@ -71,7 +71,7 @@ static eg_err eg_store_set_map_size(eg_store *s, size_t size) {
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += EG_MAP_LOCK_WAIT_S;
   int lrc = pthread_rwlock_timedwrlock(&s->map_lock, &until);
-  if (lrc == ETIMEDOUT) return EG_EUNAVAIL;
+  if (lrc == ETIMEDOUT) return EG_EMAPBUSY;
   if (lrc != 0) return EG_EIO;
   int rc = mdb_env_set_mapsize(s->env, size);
   if (!rc) eg_store_cache_map_size(s);

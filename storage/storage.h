@@ -137,8 +137,10 @@ uint64_t eg_store_last_lsn(const eg_store *s);
 uint64_t eg_store_index_base_lsn(const eg_store *s);
 /* Current map size in bytes. Thread safety: any thread. */
 size_t eg_store_map_size(const eg_store *s);
-/* Doubles the map size. Waits until no reader is inside a txn. Call only
- * from the writer thread with no write txn open. */
+/* Doubles the map size. Waits until no reader is inside a txn, at most
+ * 2 s: then EG_EMAPBUSY (a long read, an export or a backup copy, holds the
+ * map; retry later). Call only from the writer thread with no write txn
+ * open. */
 eg_err eg_store_grow(eg_store *s);
 
 /* ---- transactions ------------------------------------------------------- */

@@ -56,6 +56,11 @@ static void assert_defaults(const eg_config *c) {
   CU_ASSERT_EQUAL(c->max_page_size, 1000);
   CU_ASSERT_EQUAL(c->map_size, 1073741824);
   CU_ASSERT_EQUAL(c->shutdown_grace_ms, 10000);
+  CU_ASSERT_EQUAL(c->export_max_ms, 300000);
+  CU_ASSERT_EQUAL(c->backup_max_ms, 3600000);
+  /* Every stream kind's places, and room for replicas replacing streams. */
+  CU_ASSERT_EQUAL(eg_config_stream_threads(c),
+                  64 + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports + EG_STREAMS_HEADROOM);
 }
 
 static void test_defaults(void) {
@@ -167,6 +172,8 @@ static void test_ranges(void) {
       OPT("call-timeout-ms", call_timeout_ms, 100, 3600000),
       OPT("max-streams-per-conn", max_streams_per_conn, 1, 100000),
       OPT("max-pending-reply-bytes", max_pending_reply_bytes, 1048576, 1099511627776LL),
+      OPT("export-max-ms", export_max_ms, 100, 86400000),
+      OPT("backup-max-ms", backup_max_ms, 100, 604800000),
 #undef OPT
   };
   eg_config c;

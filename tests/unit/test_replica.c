@@ -129,23 +129,6 @@ static void test_trim_age_matters(void) {
   CU_ASSERT_FALSE(eg_repl_trim_age_matters(&v)); /* empty log */
 }
 
-/* Snapshot calls served at once are capped: past EG_REPL_MAX_SNAPSHOTS a
- * call is refused (retryable) until one of them ends. */
-static void test_snapshot_cap(void) {
-  eg_store *s = open_store();
-  eg_repl *r = primary_repl(s, 1000, 0, 10000);
-  for (int i = 0; i < EG_REPL_MAX_SNAPSHOTS; i++)
-    CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_OK);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_EUNAVAIL);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_EUNAVAIL); /* a refusal takes no place */
-  eg_repl_snapshot_leave(r);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_OK);
-  CU_ASSERT_EQUAL(eg_repl_snapshot_enter(r), EG_EUNAVAIL);
-  for (int i = 0; i < EG_REPL_MAX_SNAPSHOTS; i++) eg_repl_snapshot_leave(r);
-  eg_repl_free(r);
-  eg_store_close(s);
-}
-
 /* The walk to the first young record: bounded, and past the end when
  * every record is old. */
 static void test_wal_first_after(void) {
@@ -437,6 +420,5 @@ void eg_test_register_replica(void) {
   CU_add_test(s, "stream start: index base mismatch resyncs", test_stream_start_index_base);
   CU_add_test(s, "snapshot install check refuses truncated, garbage, unannounced", test_snapshot_check);
   CU_add_test(s, "promotion and snapshot restart exclude each other", test_promote_vs_restart);
-  CU_add_test(s, "snapshot calls served at once are capped", test_snapshot_cap);
   CU_add_test(s, "writer: alone items run in a txn of their own", test_writer_alone);
 }
