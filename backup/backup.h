@@ -64,7 +64,7 @@ eg_err eg_backup_extract(const char *path, const char *out_path, eg_backup_heade
  * checked and replayed there, and only a finished store is moved to
  * dir/data.mdb, so an interrupted restore never leaves a data dir that
  * looks whole. */
-#define EG_RESTORE_STAGING "restore.partial"
+#define EG_RESTORE_STAGING EG_STORE_RESTORE_DIR
 
 /* A restore under way (eg_backup_restore_begin .. _finish or _abort). */
 typedef struct {

@@ -137,6 +137,13 @@ static int eg_in_dir(const char *path, const struct stat *dir) {
 eg_err eg_store__check_data_file(const char *dir, const char *keyring, char *err, size_t errlen) {
   char path[4096], kpath[4096], lpath[4096], id[EG_STORE_ID_LEN + 1], why[8400];
   struct stat st, dst;
+  eg_path(path, sizeof path, dir, EG_STORE_RESTORE_DIR);
+  if (lstat(path, &st) == 0) {
+    snprintf(err, errlen, "%s exists: an `engram backup restore` into %s did not finish. Run the "
+             "restore again (it removes the staging dir first), or remove %s to use the data dir "
+             "as it was", path, dir, path);
+    return EG_ECORRUPT;
+  }
   eg_path(path, sizeof path, dir, EG_DATA_FILE);
   int missing = stat(path, &st) != 0;
   if (!missing && st.st_size > 0) return EG_OK;

@@ -116,6 +116,11 @@ eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
                      char *err, size_t errlen);
 /* The lock file of a data dir (eg_store_lock_dir). */
 #define EG_STORE_LOCK_FILE "LOCK"
+/* The staging dir of `engram backup restore` (backup/restore.c) inside a
+ * data dir: while it exists a restore did not finish there, and the store
+ * refuses to open (eg_store_open) rather than serve the old data or start
+ * empty. */
+#define EG_STORE_RESTORE_DIR "restore.partial"
 /* Takes an exclusive lock on dir (flock on dir/LOCK, which then holds this
  * pid), creating dir as eg_store_open does, so two processes never serve
  * one store. *fd holds the lock until eg_store_unlock_dir or exit; it is

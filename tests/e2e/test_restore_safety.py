@@ -35,6 +35,7 @@ import grpc
 
 from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
                      free_port, make_keyring, scan_sanitizer, uid)
+from test_hardening_storage import run_engramd  # noqa: E402
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 
@@ -208,6 +209,11 @@ class RestoreSafetyTest(E2ETestCase):
         p.wait(timeout=WAIT)
         p.stderr.close()
         self.assertEqual(p.returncode, -signal.SIGKILL, "the restore ended before the kill")
+        self.assertFalse(os.path.exists(os.path.join(d, "data.mdb")), os.listdir(d))
+        # engramd refuses the dir (it would start an empty store there).
+        rc, out = run_engramd(d)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("restore.partial exists: an `engram backup restore`", out)
         self.assertFalse(os.path.exists(os.path.join(d, "data.mdb")), os.listdir(d))
         rc, out, err = cli("backup", "restore", self.base1, "--data-dir", d,
                            "--wal-archive", self.arch, json_out=True)
