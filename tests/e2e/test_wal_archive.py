@@ -305,7 +305,8 @@ class ArchiveRetentionTest(ArchiveCase):
         recs = archive_records(arch)
         self.assertEqual([l for l, _, _ in recs], list(range(1, st.last_lsn + 1)))
         self.assertGreaterEqual(stuck + 1, held_from)
-        self.assertIn("archiving again", srv.log_text())
+        # The line names where it resumed, not where its first batch ended.
+        self.assertIn("archiving again from lsn %d" % (stuck + 1), srv.log_text())
 
 
 # ---- point-in-time restore -------------------------------------------------------------
@@ -441,3 +442,77 @@ class PitrTest(ArchiveCase):
         self.assertEqual(rc, 1, err)
         self.assertIn("lsn %d fails its checksum" % int(names[-1][:20]), err)
         self.assertFalse(os.path.exists(os.path.join(d, "data.mdb")))
+
+
+# ---- one archive dir, one history -------------------------------------------------------
+
+def dir_state(d):
+    """Every file of an archive dir but its LOCK: {name: sha256}."""
+    out = {}
+    for name in sorted(os.listdir(d)):
+        if name != "LOCK":
+            with open(os.path.join(d, name), "rb") as f:
+                out[name] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+class ArchiveDirTest(ArchiveCase):
+    def test_second_node_on_the_same_archive_dir_refuses_to_start(self):
+        tmp = self.tmpdir()
+        arch = os.path.join(tmp, "arch")
+        first = self.start_server("--wal-archive-dir", arch)
+        first.client().create(uid("u"))
+        wait_archived(first, None)
+        second = Server("--wal-archive-dir", arch)
+        self.addCleanup(second.close)
+        p = subprocess.run(second.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=20, env=clean_env())
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("--wal-archive-dir %s" % arch, p.stdout)
+        self.assertIn("in use by another engramd (pid %d" % first.pid, p.stdout)
+        self.assertIsNone(first.died())
+        self.assertEqual(status(first, None).archive_problem, "")
+
+    def test_restored_node_refuses_its_old_archive_dir(self):
+        """A restore keeps the epoch, so a restored node's new writes would
+        take LSNs its old archive holds with other bytes: it must not
+        archive into that dir, neither when the archive is ahead of its log
+        nor once its log has passed the archive's tip."""
+        tmp = self.tmpdir()
+        arch = os.path.join(tmp, "arch")
+        src = self.start_server("--wal-archive-dir", arch, "--wal-archive-segment-records", 3)
+        c = src.client()
+        sid = c.create(uid("u")).session_id
+        c.append(sid, M("before the base"))
+        base = os.path.join(tmp, "base.egb")
+        rc, out, err = cli("backup", "create", "--out", base, target=src.addr)
+        self.assertEqual(rc, 0, err)
+        for i in range(4):
+            c.append(sid, M("after the base %d" % i))
+        tip = wait_archived(src, None).archived_lsn
+        src.stop()
+        before = dir_state(arch)
+        for case in ("archive ahead of the log", "log past the archive's tip"):
+            with self.subTest(case):
+                d = os.path.join(self.tmpdir(), "restored")
+                rc, out, err = cli("backup", "restore", base, "--data-dir", d)
+                self.assertEqual(rc, 0, err)
+                if case == "log past the archive's tip":
+                    # The restored node writes elsewhere first, past the old tip.
+                    n = self.start_server(data_dir=d, keyring=src.keyring_path,
+                                          create_data_dir=False)
+                    nc = n.client()
+                    while status(n, None).last_lsn <= tip:
+                        nc.append(sid, M("the restored node's own"))
+                    n.stop()
+                node = self.start_server("--wal-archive-dir", arch, data_dir=d,
+                                         keyring=src.keyring_path, create_data_dir=False)
+                node.client().append(sid, M("a write after the restore"))
+                st = wait_for("the archiver to refuse",
+                              lambda: (s := status(node, None)).archive_problem and s)
+                self.assertIn("another history", st.archive_problem)
+                self.assertIn("a restored node needs a new archive dir", st.archive_problem)
+                self.assertEqual(st.archived_lsn, 0)
+                self.assertIn("another history", node.log_text())
+                node.stop()
+                self.assertEqual(dir_state(arch), before)
