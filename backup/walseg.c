@@ -114,23 +114,22 @@ static eg_err eg_io_fail(char *why, size_t whylen, const char *what, const char 
 
 /* Renames dir/from to dir/to, never over an existing file (which may be
  * another history's segment), and fsyncs dir. Where the file system has no
- * RENAME_NOREPLACE, a link and an unlink do it; a crash between the two
- * leaves both names on one inode, which the next call finds and ends.
- * EEXIST: EG_EEXIST, why naming both files. *placed (may be NULL) is set
- * once the file has its new name, even if the dir's fsync then fails. */
+ * RENAME_NOREPLACE, a check then a rename: the dir's LOCK keeps any other
+ * archiver out meanwhile. EEXIST: EG_EEXIST, why naming both files.
+ * *placed (may be NULL) is set once the file has its new name, even if the
+ * dir's fsync then fails. */
 static eg_err eg_seg_place(const char *dir, const char *from, const char *to, const char *what,
                            int *placed, char *why, size_t whylen) {
   char pf[EG_PATH_MAX + EG_WALSEG_NAME_MAX + 16], pt[EG_PATH_MAX + EG_WALSEG_NAME_MAX + 16];
-  struct stat sf, st;
+  struct stat st;
   snprintf(pf, sizeof pf, "%s/%s", dir, from);
   snprintf(pt, sizeof pt, "%s/%s", dir, to);
   int rc = renameat2(AT_FDCWD, pf, AT_FDCWD, pt, RENAME_NOREPLACE);
   if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
-    rc = link(pf, pt);
-    if (rc != 0 && errno == EEXIST && stat(pf, &sf) == 0 && stat(pt, &st) == 0 &&
-        sf.st_dev == st.st_dev && sf.st_ino == st.st_ino)
-      rc = 0; /* linked before a crash: only the unlink is left */
-    if (rc == 0) rc = unlink(pf);
+    if (lstat(pt, &st) == 0)
+      errno = EEXIST;
+    else
+      rc = rename(pf, pt);
   }
   if (rc != 0 && errno == EEXIST) {
     snprintf(why, whylen, "%s %.300s/%s: %s already exists (another history's segment of "

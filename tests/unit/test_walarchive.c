@@ -1,5 +1,7 @@
 /* backup/walseg.c and backup/pitr.c: WAL archive segments on real files
- * (written, read back, torn, flipped, cut short), the archive's history
+ * (written, read back, torn, flipped, cut short, rolled back after a
+ * failed write, never closed over another, damaged in the middle and set
+ * aside), the archive's history
  * when segments overlap, point-in-time replay from real logs, and the
  * archiver's hold in the log's trim floor. */
 #define _GNU_SOURCE
