@@ -20,12 +20,19 @@
  *
  * LSNs run first_lsn, first_lsn + 1, ... without a gap. A segment being
  * written is named "<first lsn, 20 digits>-<epoch, 20 digits>.seg.partial";
- * closed (end written, fsync'd) it is renamed to "...seg". Names sort by
- * first LSN, then epoch. Two segments may cover the same LSNs (a node whose
- * history diverged and was resynced): from a segment's first LSN on, the
- * one of the higher (or, being the later copy, equal) epoch is the history
- * (as PostgreSQL's timelines), and a lower-epoch segment starting inside a
- * higher epoch's span is stale.
+ * closed (end written, fsync'd) it is renamed to "...seg", never over an
+ * existing file. Names sort by first LSN, then epoch. Two segments may
+ * cover the same LSNs (a node whose history diverged and was resynced):
+ * from a segment's first LSN on, the one of the higher (or, being the
+ * later copy, equal) epoch is the history (as PostgreSQL's timelines), and
+ * a lower-epoch segment starting inside a higher epoch's span is stale.
+ * The archiver never writes a second history of the same epoch into one
+ * dir (it refuses a dir whose tip its log does not hold byte for byte).
+ *
+ * Files set aside keep their name plus a suffix that no segment name has:
+ * ".corrupt" (a .partial damaged in its middle), ".failed" (a .partial
+ * whose length could not be made durable after a failed write or fsync).
+ * The archive dir also holds LOCK (the running archiver's, flock'd).
  *
  * Files are written mode 0600 and fsync'd; a create or rename also
  * fsyncs the directory.
@@ -60,26 +67,44 @@ eg_err eg_walseg_create(const char *dir, uint64_t first_lsn, uint64_t epoch, eg_
                         char *why, size_t whylen);
 /* Appends record lsn (which must be the segment's next LSN: EG_EINVAL
  * otherwise). Not durable before eg_walseg_sync. EG_EIO on a failed write:
- * the segment is then unusable (eg_walseg_abandon it). */
+ * the segment is then unusable (eg_walseg_rollback it). */
 eg_err eg_walseg_append(eg_walseg_w *w, uint64_t lsn, const uint8_t *rec, size_t len, char *why,
                         size_t whylen);
-/* fsyncs what was appended. */
+/* fsyncs what was appended. EG_EIO: eg_walseg_rollback the segment; what
+ * was appended since the last good sync may be lost whatever a read says. */
 eg_err eg_walseg_sync(eg_walseg_w *w, char *why, size_t whylen);
 /* Records in the segment, and its first LSN and epoch. */
 uint64_t eg_walseg_count(const eg_walseg_w *w);
 uint64_t eg_walseg_epoch(const eg_walseg_w *w);
-/* Writes the end, fsyncs, renames to .seg, fsyncs DIR, frees w. A segment
- * without records is removed instead. On failure (EG_EIO) w is freed and
- * the .partial file stays for eg_walseg_recover. */
+/* Writes the end, fsyncs, renames to .seg (EG_EEXIST, why naming both
+ * files, if a .seg of that name exists: it is left as it is), fsyncs DIR,
+ * frees w. A segment without records is removed instead. On failure w is
+ * kept: eg_walseg_rollback it. */
 eg_err eg_walseg_close(eg_walseg_w *w, char *why, size_t whylen);
-/* Frees w, leaving its file as it is (for eg_walseg_recover). NULL ok. */
+/* After a failed append, sync or close: nothing written since the last
+ * good eg_walseg_sync is trusted (a failed fsync may have dropped the
+ * pages a read would still return), so the .partial is cut back to its
+ * length then and fsync'd; if that fails too, it is renamed to
+ * "<name>.failed", out of the archive. (A close that renamed it and then
+ * failed to fsync DIR: DIR's fsync is retried.) Frees w on EG_OK; on
+ * EG_EIO w is kept, to be rolled back again. */
+eg_err eg_walseg_rollback(eg_walseg_w *w, char *why, size_t whylen);
+/* Frees w, leaving its file as it is (as a crash would). NULL ok. */
 void eg_walseg_abandon(eg_walseg_w *w);
 
-/* Finishes every .partial segment in dir: cuts a torn or corrupt tail
- * (a crash mid-append) back to its last whole record, then closes it as
- * eg_walseg_close does (or removes it when no record is left). Sets
- * *cut to the records' bytes cut off (may be NULL). */
-eg_err eg_walseg_recover(const char *dir, uint64_t *cut, char *why, size_t whylen);
+typedef struct {
+  uint64_t cut;        /* bytes of torn frames cut off */
+  uint64_t set_aside;  /* .partial files renamed to "<name>.corrupt" */
+  char corrupt[320];   /* the last of them and why ("" if none) */
+} eg_walseg_recovery;
+
+/* Finishes every .partial segment in dir: cuts a torn tail (a frame
+ * reaching the end of the file: a crash or a failed write mid-append)
+ * back to its last whole record, then closes it as eg_walseg_close does
+ * (or removes it when no record is left). A .partial with a bad frame
+ * followed by more bytes than that frame claims is corruption, not a torn
+ * tail: it is renamed to "<name>.corrupt" and left out. */
+eg_err eg_walseg_recover(const char *dir, eg_walseg_recovery *out, char *why, size_t whylen);
 
 /* ---- reading ------------------------------------------------------------- */
 
@@ -124,6 +149,10 @@ eg_err eg_walseg_open(const char *dir, const char *name, eg_walseg_r **out, char
 eg_err eg_walseg_next(eg_walseg_r *r, uint64_t *lsn, const uint8_t **rec, size_t *len, char *why,
                       size_t whylen);
 void eg_walseg_close_r(eg_walseg_r *r);
+/* The SHA-256 of record lsn's bytes in dir/name: EG_ENOTFOUND if the
+ * segment does not hold it; else as eg_walseg_open and eg_walseg_next. */
+eg_err eg_walseg_record_sha256(const char *dir, const char *name, uint64_t lsn, uint8_t out[32],
+                               char *why, size_t whylen);
 
 /* ---- point-in-time restore ---------------------------------------------- */
 

@@ -1,4 +1,5 @@
 /* WAL archive segments: the file format of backup/walarchive.h. */
+#define _GNU_SOURCE /* renameat2 */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,9 @@ struct eg_walseg_w {
   char dir[EG_PATH_MAX];
   char name[EG_WALSEG_NAME_MAX]; /* the .partial name */
   uint64_t first_lsn, epoch, count;
+  off_t off;        /* bytes written so far */
+  off_t synced_off; /* bytes an fsync has made durable */
+  int closed;       /* renamed to .seg: only the dir's fsync may be missing */
 };
 
 struct eg_walseg_r {
@@ -108,6 +112,36 @@ static eg_err eg_io_fail(char *why, size_t whylen, const char *what, const char 
   return EG_EIO;
 }
 
+/* Renames dir/from to dir/to, never over an existing file (which may be
+ * another history's segment), and fsyncs dir. Where the file system has no
+ * RENAME_NOREPLACE, a check then a rename: the dir's LOCK keeps any other
+ * archiver out meanwhile. EEXIST: EG_EEXIST, why naming both files.
+ * *placed (may be NULL) is set once the file has its new name, even if the
+ * dir's fsync then fails. */
+static eg_err eg_seg_place(const char *dir, const char *from, const char *to, const char *what,
+                           int *placed, char *why, size_t whylen) {
+  char pf[EG_PATH_MAX + EG_WALSEG_NAME_MAX + 16], pt[EG_PATH_MAX + EG_WALSEG_NAME_MAX + 16];
+  struct stat st;
+  snprintf(pf, sizeof pf, "%s/%s", dir, from);
+  snprintf(pt, sizeof pt, "%s/%s", dir, to);
+  int rc = renameat2(AT_FDCWD, pf, AT_FDCWD, pt, RENAME_NOREPLACE);
+  if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
+    if (lstat(pt, &st) == 0)
+      errno = EEXIST;
+    else
+      rc = rename(pf, pt);
+  }
+  if (rc != 0 && errno == EEXIST) {
+    snprintf(why, whylen, "%s %.300s/%s: %s already exists (another history's segment of "
+             "the same name?); both are left as they are", what, dir, from, to);
+    return EG_EEXIST;
+  }
+  if (rc != 0) return eg_io_fail(why, whylen, what, dir, from);
+  if (placed) *placed = 1;
+  if (eg_fsync_dir(dir)) return eg_io_fail(why, whylen, "cannot fsync the dir of", dir, to);
+  return EG_OK;
+}
+
 /* ==== writing ================================================================ */
 
 eg_err eg_walseg_create(const char *dir, uint64_t first_lsn, uint64_t epoch, eg_walseg_w **out,
@@ -135,6 +169,7 @@ eg_err eg_walseg_create(const char *dir, uint64_t first_lsn, uint64_t epoch, eg_
     free(w);
     return e;
   }
+  w->off = w->synced_off = EG_WALSEG_HEADER_BYTES;
   if (eg_write_all(w->fd, head, sizeof head) || fsync(w->fd) || eg_fsync_dir(dir)) {
     eg_err e = eg_io_fail(why, whylen, "cannot write", dir, w->name);
     close(w->fd);
@@ -165,11 +200,13 @@ eg_err eg_walseg_append(eg_walseg_w *w, uint64_t lsn, const uint8_t *rec, size_t
       eg_write_all(w->fd, sum, sizeof sum))
     return eg_io_fail(why, whylen, "cannot write", w->dir, w->name);
   w->count++;
+  w->off += (off_t)(sizeof head + len + sizeof sum);
   return EG_OK;
 }
 
 eg_err eg_walseg_sync(eg_walseg_w *w, char *why, size_t whylen) {
   if (fsync(w->fd)) return eg_io_fail(why, whylen, "cannot fsync", w->dir, w->name);
+  w->synced_off = w->off;
   return EG_OK;
 }
 
@@ -177,19 +214,18 @@ uint64_t eg_walseg_count(const eg_walseg_w *w) { return w->count; }
 uint64_t eg_walseg_epoch(const eg_walseg_w *w) { return w->epoch; }
 
 /* Ends the segment in fd (its records run first_lsn..last), renames dir/name
- * from .partial to .seg and makes both durable. */
-static eg_err eg_seg_finish(int fd, const char *dir, const char *name, uint64_t last, char *why,
-                            size_t whylen) {
+ * from .partial to .seg (never over an existing one) and makes both
+ * durable. *placed (may be NULL) is set once the rename is done. */
+static eg_err eg_seg_finish(int fd, const char *dir, const char *name, uint64_t last, int *placed,
+                            char *why, size_t whylen) {
   uint8_t end[12 + 32] = {0};
-  char from[EG_PATH_MAX + EG_WALSEG_NAME_MAX], to[EG_PATH_MAX + EG_WALSEG_NAME_MAX];
+  char to[EG_WALSEG_NAME_MAX];
   eg_put64(end + 4, last);
   eg_digest(end, 12, NULL, 0, end + 12);
   if (eg_write_all(fd, end, sizeof end) || fsync(fd))
     return eg_io_fail(why, whylen, "cannot write", dir, name);
-  snprintf(from, sizeof from, "%s/%s", dir, name);
-  snprintf(to, sizeof to, "%s/%.*s%s", dir, EG_SEG_STEM, name, EG_SEG_SUFFIX);
-  if (rename(from, to) || eg_fsync_dir(dir)) return eg_io_fail(why, whylen, "cannot close", dir, name);
-  return EG_OK;
+  snprintf(to, sizeof to, "%.*s%s", EG_SEG_STEM, name, EG_SEG_SUFFIX);
+  return eg_seg_place(dir, name, to, "cannot close", placed, why, whylen);
 }
 
 eg_err eg_walseg_close(eg_walseg_w *w, char *why, size_t whylen) {
@@ -199,9 +235,31 @@ eg_err eg_walseg_close(eg_walseg_w *w, char *why, size_t whylen) {
     snprintf(path, sizeof path, "%s/%s", w->dir, w->name);
     if (unlink(path) || eg_fsync_dir(w->dir)) e = eg_io_fail(why, whylen, "cannot remove", w->dir, w->name);
   } else {
-    e = eg_seg_finish(w->fd, w->dir, w->name, w->first_lsn + w->count - 1, why, whylen);
+    e = eg_seg_finish(w->fd, w->dir, w->name, w->first_lsn + w->count - 1, &w->closed, why, whylen);
   }
-  eg_walseg_abandon(w);
+  if (!e) eg_walseg_abandon(w);
+  return e;
+}
+
+eg_err eg_walseg_rollback(eg_walseg_w *w, char *why, size_t whylen) {
+  char aside[EG_WALSEG_NAME_MAX + 16];
+  if (w->closed) {
+    /* Written, fsync'd and renamed: only the dir's fsync is missing. */
+    if (eg_fsync_dir(w->dir)) return eg_io_fail(why, whylen, "cannot fsync", w->dir, "");
+    eg_walseg_abandon(w);
+    return EG_OK;
+  }
+  /* After a failed write or fsync the kernel may have dropped the dirty
+   * pages (and marked them clean), so what a read returns past the last
+   * good fsync is not what the disk holds: cut it off. */
+  if (ftruncate(w->fd, w->synced_off) == 0 && fsync(w->fd) == 0) {
+    eg_walseg_abandon(w);
+    return EG_OK;
+  }
+  /* Its length cannot be made durable: out of the archive with it. */
+  snprintf(aside, sizeof aside, "%s.failed", w->name);
+  eg_err e = eg_seg_place(w->dir, w->name, aside, "cannot set aside", NULL, why, whylen);
+  if (!e) eg_walseg_abandon(w);
   return e;
 }
 
@@ -314,21 +372,59 @@ void eg_walseg_close_r(eg_walseg_r *r) {
   free(r);
 }
 
+eg_err eg_walseg_record_sha256(const char *dir, const char *name, uint64_t lsn, uint8_t out[32],
+                               char *why, size_t whylen) {
+  eg_walseg_r *r;
+  uint64_t l;
+  const uint8_t *rec;
+  size_t len;
+  eg_err e = eg_walseg_open(dir, name, &r, why, whylen);
+  if (e) return e;
+  if (lsn < r->first_lsn) e = EG_ENOTFOUND;
+  while (!e && (e = eg_walseg_next(r, &l, &rec, &len, why, whylen)) == EG_OK && l < lsn) {
+  }
+  if (!e) eg_digest(rec, len, NULL, 0, out);
+  eg_walseg_close_r(r);
+  return e;
+}
+
+/* What follows a .partial's last whole record. */
+enum { EG_TAIL_END, EG_TAIL_TORN, EG_TAIL_CORRUPT };
+
 /* Reads a .partial segment to its last whole record: *last (first_lsn - 1
- * when none) and the offset past it. */
+ * when none) and the offset past it. With tail (may be NULL), also what
+ * follows: an end mark (a close that did not finish), a torn frame (a
+ * crash or a failed write: the bad frame reaches the end of the file), or
+ * corruption (a bad frame with more bytes after it than it claims, which
+ * neither can leave); bad then says what failed. */
 static eg_err eg_seg_scan_partial(const char *dir, const char *name, uint64_t *last, off_t *good,
-                                  char *why, size_t whylen) {
+                                  int *tail, char *bad, size_t badlen, char *why, size_t whylen) {
   eg_walseg_r *r;
   uint64_t lsn;
   const uint8_t *rec;
   size_t len;
   char skip[256];
+  uint8_t head[12];
   eg_err e = eg_walseg_open(dir, name, &r, why, whylen);
   if (e) return e;
   while ((e = eg_walseg_next(r, &lsn, &rec, &len, skip, sizeof skip)) == EG_OK) {
   }
   *last = r->next_lsn - 1;
   *good = r->good_off;
+  if (tail) {
+    /* The frame that stopped the read spans, by its own length, this far:
+     * short of the end of the file means frames were written after it. */
+    off_t rest = r->size - r->good_off, spans = rest;
+    if (e == EG_ECORRUPT && rest >= (off_t)sizeof head &&
+        pread(fileno(r->f), head, sizeof head, r->good_off) == (ssize_t)sizeof head) {
+      uint32_t n = eg_get32(head);
+      spans = (off_t)sizeof head + (off_t)n + 32;
+    }
+    *tail = e == EG_ENOTFOUND ? EG_TAIL_END : spans < rest ? EG_TAIL_CORRUPT : EG_TAIL_TORN;
+    if (*tail == EG_TAIL_CORRUPT)
+      snprintf(bad, badlen, "%.200s, with %lld more bytes after it", skip,
+               (long long)(rest - spans));
+  }
   eg_walseg_close_r(r);
   if (e == EG_ENOMEM) snprintf(why, whylen, "out of memory");
   return e == EG_ENOMEM ? e : EG_OK;
@@ -401,7 +497,7 @@ eg_err eg_walseg_list(const char *dir, eg_walseg_info **out, size_t *n, char *wh
       if (stat(path, &st) == 0 && st.st_size < EG_WALSEG_HEADER_BYTES)
         v[i].last_lsn = v[i].first_lsn - 1;
       else
-        e = eg_seg_scan_partial(dir, v[i].name, &v[i].last_lsn, &good, why, whylen);
+        e = eg_seg_scan_partial(dir, v[i].name, &v[i].last_lsn, &good, NULL, NULL, 0, why, whylen);
     }
   }
   if (e) {
@@ -433,17 +529,17 @@ size_t eg_walseg_chain(const eg_walseg_info *segs, size_t n, eg_walseg_piece *pi
 
 /* ==== recovery =============================================================== */
 
-eg_err eg_walseg_recover(const char *dir, uint64_t *cut, char *why, size_t whylen) {
+eg_err eg_walseg_recover(const char *dir, eg_walseg_recovery *out, char *why, size_t whylen) {
   DIR *d = opendir(dir);
   struct dirent *de;
   eg_err e = EG_OK;
-  if (cut) *cut = 0;
+  *out = (eg_walseg_recovery){0};
   if (!d) return eg_io_fail(why, whylen, "cannot read", dir, "");
   while (!e && (de = readdir(d))) {
     uint64_t first, epoch, last;
-    int partial;
+    int partial, tail = EG_TAIL_TORN;
     off_t good;
-    char path[EG_PATH_MAX + EG_WALSEG_NAME_MAX];
+    char path[EG_PATH_MAX + EG_WALSEG_NAME_MAX], bad[256];
     if (!eg_seg_parse(de->d_name, &first, &epoch, &partial) || !partial) continue;
     struct stat st;
     snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
@@ -451,8 +547,21 @@ eg_err eg_walseg_recover(const char *dir, uint64_t *cut, char *why, size_t whyle
     int headless = stat(path, &st) == 0 && st.st_size < EG_WALSEG_HEADER_BYTES;
     if (headless)
       last = first - 1;
-    else if ((e = eg_seg_scan_partial(dir, de->d_name, &last, &good, why, whylen)))
+    else if ((e = eg_seg_scan_partial(dir, de->d_name, &last, &good, &tail, bad, sizeof bad, why,
+                                      whylen)))
       break;
+    if (tail == EG_TAIL_CORRUPT) {
+      /* Damage of unknown extent (bit rot, a bad disk), not a crash: the
+       * whole file goes out of the archive, kept for a look, and the
+       * archiver takes its records from the log again (or reports the
+       * gap). */
+      char aside[EG_WALSEG_NAME_MAX + 16];
+      snprintf(aside, sizeof aside, "%.*s.corrupt", EG_WALSEG_NAME_MAX, de->d_name);
+      if ((e = eg_seg_place(dir, de->d_name, aside, "cannot set aside", NULL, why, whylen))) break;
+      out->set_aside++;
+      snprintf(out->corrupt, sizeof out->corrupt, "%.70s: %.240s", aside, bad);
+      continue;
+    }
     if (last < first) { /* nothing whole in it */
       if (unlink(path) || eg_fsync_dir(dir)) e = eg_io_fail(why, whylen, "cannot remove", dir, de->d_name);
       continue;
@@ -461,8 +570,8 @@ eg_err eg_walseg_recover(const char *dir, uint64_t *cut, char *why, size_t whyle
     if (fd < 0 || fstat(fd, &st) || ftruncate(fd, good) || lseek(fd, good, SEEK_SET) != good) {
       e = eg_io_fail(why, whylen, "cannot cut the torn tail of", dir, de->d_name);
     } else {
-      if (cut) *cut += (uint64_t)(st.st_size - good);
-      e = eg_seg_finish(fd, dir, de->d_name, last, why, whylen);
+      if (tail == EG_TAIL_TORN) out->cut += (uint64_t)(st.st_size - good);
+      e = eg_seg_finish(fd, dir, de->d_name, last, NULL, why, whylen);
     }
     if (fd >= 0) close(fd);
   }

@@ -9,6 +9,13 @@ restore --wal-archive ARCH --to-lsn N | --to-time T), with real processes.
   ArchiveRetentionTest  with --wal-retain-s 1 the log is not trimmed past the
                       archiver while the archive dir is unusable; it catches
                       up when the dir is back
+  ArchiveDirTest      a second node on a running node's archive dir refuses to
+                      start; a restored node refuses its old archive dir and
+                      leaves it as it was
+  ArchiveFaultTest    (engramd-fault) a failed fsync of the open segment: cut
+                      back to the last good fsync, the record archived again;
+                      an archive disk stuck at shutdown: engramd still stops,
+                      and the next start archives the rest
   PitrTest            a base backup plus the archive: to an LSN between two
                       writes, to a time, past a DeleteUser; Checksum equal to
                       the source's at that LSN; a gap, a corrupt segment and a
@@ -21,12 +28,14 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import signal
 import threading
 import time
+import unittest
 
 import grpc
 
-from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
+from harness import (ENGRAM_CLI, ENGRAMD, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
                      free_port, make_keyring, scan_sanitizer, uid, wait_past)
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
@@ -36,6 +45,8 @@ from engram.v1 import user_pb2_grpc as upg  # noqa: E402
 AGENT, ADMIN, REPL = "agent-token-1", "admin-token-1", "replica-token-1"
 TOKENS = [("acme", "agent", AGENT), ("acme", "admin", ADMIN), ("acme", "replica", REPL)]
 WAIT = 30.0  # bound on catching up (ASan is slow)
+ENGRAMD_FAULT = os.environ.get("ENGRAMD_FAULT") or os.path.join(os.path.dirname(ENGRAMD),
+                                                                 "engramd-fault")
 
 
 # ---- the segment format (backup/walarchive.h), read independently ------------
@@ -305,7 +316,8 @@ class ArchiveRetentionTest(ArchiveCase):
         recs = archive_records(arch)
         self.assertEqual([l for l, _, _ in recs], list(range(1, st.last_lsn + 1)))
         self.assertGreaterEqual(stuck + 1, held_from)
-        self.assertIn("archiving again", srv.log_text())
+        # The line names where it resumed, not where its first batch ended.
+        self.assertIn("archiving again from lsn %d" % (stuck + 1), srv.log_text())
 
 
 # ---- point-in-time restore -------------------------------------------------------------
@@ -441,3 +453,155 @@ class PitrTest(ArchiveCase):
         self.assertEqual(rc, 1, err)
         self.assertIn("lsn %d fails its checksum" % int(names[-1][:20]), err)
         self.assertFalse(os.path.exists(os.path.join(d, "data.mdb")))
+
+
+# ---- one archive dir, one history -------------------------------------------------------
+
+def dir_state(d):
+    """Every file of an archive dir but its LOCK: {name: sha256}."""
+    out = {}
+    for name in sorted(os.listdir(d)):
+        if name != "LOCK":
+            with open(os.path.join(d, name), "rb") as f:
+                out[name] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+class ArchiveDirTest(ArchiveCase):
+    def test_second_node_on_the_same_archive_dir_refuses_to_start(self):
+        tmp = self.tmpdir()
+        arch = os.path.join(tmp, "arch")
+        first = self.start_server("--wal-archive-dir", arch)
+        first.client().create(uid("u"))
+        wait_archived(first, None)
+        second = Server("--wal-archive-dir", arch)
+        self.addCleanup(second.close)
+        p = subprocess.run(second.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=20, env=clean_env())
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn("--wal-archive-dir %s" % arch, p.stdout)
+        self.assertIn("in use by another engramd (pid %d" % first.pid, p.stdout)
+        self.assertIsNone(first.died())
+        self.assertEqual(status(first, None).archive_problem, "")
+
+    def test_restored_node_refuses_its_old_archive_dir(self):
+        """A restore keeps the epoch, so a restored node's new writes would
+        take LSNs its old archive holds with other bytes: it must not
+        archive into that dir, neither when the archive is ahead of its log
+        nor once its log has passed the archive's tip."""
+        tmp = self.tmpdir()
+        arch = os.path.join(tmp, "arch")
+        src = self.start_server("--wal-archive-dir", arch, "--wal-archive-segment-records", 3)
+        c = src.client()
+        sid = c.create(uid("u")).session_id
+        c.append(sid, M("before the base"))
+        base = os.path.join(tmp, "base.egb")
+        rc, out, err = cli("backup", "create", "--out", base, target=src.addr)
+        self.assertEqual(rc, 0, err)
+        for i in range(4):
+            c.append(sid, M("after the base %d" % i))
+        tip = wait_archived(src, None).archived_lsn
+        src.stop()
+        before = dir_state(arch)
+        for case in ("archive ahead of the log", "log past the archive's tip"):
+            with self.subTest(case):
+                d = os.path.join(self.tmpdir(), "restored")
+                rc, out, err = cli("backup", "restore", base, "--data-dir", d)
+                self.assertEqual(rc, 0, err)
+                if case == "log past the archive's tip":
+                    # The restored node writes elsewhere first, past the old tip.
+                    n = self.start_server(data_dir=d, keyring=src.keyring_path,
+                                          create_data_dir=False)
+                    nc = n.client()
+                    while status(n, None).last_lsn <= tip:
+                        nc.append(sid, M("the restored node's own"))
+                    n.stop()
+                node = self.start_server("--wal-archive-dir", arch, data_dir=d,
+                                         keyring=src.keyring_path, create_data_dir=False)
+                node.client().append(sid, M("a write after the restore"))
+                st = wait_for("the archiver to refuse",
+                              lambda: (s := status(node, None)).archive_problem and s)
+                self.assertIn("another history", st.archive_problem)
+                self.assertIn("a restored node needs a new archive dir", st.archive_problem)
+                self.assertEqual(st.archived_lsn, 0)
+                self.assertIn("another history", node.log_text())
+                node.stop()
+                self.assertEqual(dir_state(arch), before)
+
+
+# ---- archive disk faults (engramd-fault) ---------------------------------------------------
+
+class FaultServer(Server):
+    def argv(self):
+        return [ENGRAMD_FAULT] + super().argv()[1:]
+
+
+def wait_log(srv, needle, timeout=WAIT):
+    return wait_for("%r in the log" % needle, lambda: needle in srv.log_text(), timeout)
+
+
+@unittest.skipUnless(os.path.isfile(ENGRAMD_FAULT), "engramd-fault not built")
+class ArchiveFaultTest(ArchiveCase):
+    def fault_server(self, arch):
+        srv = FaultServer("--wal-archive-dir", arch, "--wal-archive-segment-records", 1000)
+        srv.env["ENGRAM_FAULT_CTL"] = os.path.join(srv.tmp, "fault.ctl")
+        self.addCleanup(srv.close)
+        srv.start()
+        return srv
+
+    def arm(self, srv, spec, gen):
+        with open(srv.env["ENGRAM_FAULT_CTL"], "w") as f:
+            f.write("%s,gen=%d" % (spec, gen))
+        os.kill(srv.pid, signal.SIGUSR1)
+        wait_log(srv, "engram-fault: armed gen=%d" % gen)
+
+    def test_failed_fsync_cuts_back_to_the_last_good_one(self):
+        arch = os.path.join(self.tmpdir(), "arch")
+        srv = self.fault_server(arch)
+        c = srv.client()
+        sid = c.create(uid("u")).session_id
+        for i in range(3):
+            c.append(sid, M("synced %d" % i))
+        good = wait_archived(srv, None).archived_lsn
+        # The open segment's next fsync fails: the record written before it
+        # may be gone from the disk whatever the page cache says.
+        self.arm(srv, "point=sync,path=.seg.partial,nth=1,count=1,err=EIO", 1)
+        c.append(sid, M("its fsync fails"))
+        wait_log(srv, "engram-fault: hit point=sync")
+        st = wait_archived(srv, None)
+        self.assertIn("cannot fsync", srv.log_text())
+        # The segment was cut back to lsn `good` and closed there; the record
+        # after it came from the log again, into a new segment.
+        names = sorted(n for n in os.listdir(arch) if ".seg" in n)
+        self.assertEqual([int(n[:20]) for n in names], [1, good + 1], names)
+        recs = archive_records(arch)
+        self.assertEqual([l for l, _, _ in recs], list(range(1, st.last_lsn + 1)))
+        self.assertEqual(st.archive_problem, "")
+
+    def test_archive_disk_stuck_at_shutdown(self):
+        arch = os.path.join(self.tmpdir(), "arch")
+        srv = self.fault_server(arch)
+        c = srv.client()
+        sid = c.create(uid("u")).session_id
+        wait_archived(srv, None)
+        # The archive's fsync hangs (a hung NFS server, say) for 120 s.
+        self.arm(srv, "point=sync,path=.seg.partial,nth=1,count=1,delay_ms=120000", 1)
+        c.append(sid, M("stuck"))
+        wait_log(srv, "engram-fault: hit point=sync")
+        # Writes and reads go on meanwhile.
+        for i in range(3):
+            c.append(sid, M("while stuck %d" % i))
+        self.assertEqual(len(c.all_messages(sid)), 4)
+        p = srv.proc
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=60)
+        srv.proc = None
+        self.assertEqual(rc, 0, srv.log_text()[-3000:])
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertIn("the final pass did not end within", srv.log_text())
+        # The next start archives the rest, with no gap.
+        srv.start()
+        st = wait_archived(srv, None)
+        recs = archive_records(arch)
+        self.assertEqual([l for l, _, _ in recs], list(range(1, st.last_lsn + 1)))

@@ -16,6 +16,7 @@
  *   del     mdb_del, mdb_cursor_del                               -> err
  *   sync    fdatasync, fsync (LMDB's flush in a commit)           -> -1, errno err
  *   write   pwrite, writev to a regular file (LMDB's page writes) -> -1, errno err
+ *           (with path=: also write, which the WAL archiver uses)
  *   reader  mdb_txn_begin(MDB_RDONLY), mdb_txn_renew              -> err
  * A txn whose put or del was failed is poisoned as LMDB poisons it
  * (MDB_TXN_ERROR): later puts, dels and its commit get MDB_BAD_TXN, so code
@@ -24,7 +25,9 @@
  * Control: the spec "point=commit,nth=7,err=ENOSPC,count=1,gen=3" (count:
  * consecutive failures from the nth call on, 0 = every call from nth on;
  * default 1; nth=0 only counts calls; delay_ms=N: a hit sleeps N ms and then
- * succeeds instead of failing, to make a handler slow on purpose) is read from $ENGRAM_FAULT at start, and again from the file
+ * succeeds instead of failing, to make a handler slow on purpose; path=S:
+ * sync and write count only calls on a file whose path holds S, e.g.
+ * path=.seg.partial for the WAL archive's open segment) is read from $ENGRAM_FAULT at start, and again from the file
  * named by $ENGRAM_FAULT_CTL on each SIGUSR1, which also resets the call
  * count. An empty spec disarms. Each arm is acknowledged on stderr with
  *   engram-fault: armed gen=G seen=K
@@ -66,6 +69,10 @@ static const struct {
 static _Atomic int fault_point = FP_NONE;
 static _Atomic long fault_nth, fault_count, fault_seen, fault_delay_ms;
 static _Atomic int fault_err;
+/* path=: a substring of the file's path ("" = any file). */
+#define FAULT_PATH_MAX 128
+static char fault_path[FAULT_PATH_MAX];
+static _Atomic size_t fault_path_len;
 
 /* Top-level write txns (begin with no parent), to tell a commit that reaches
  * the disk from a nested one; and txns poisoned by a failed put or del.
@@ -111,7 +118,8 @@ static void fault_say(const char *s, size_t n) {
 static void fault_arm(const char *spec, size_t len) {
   int point = FP_NONE, err = 0;
   long nth = 1, count = 1, gen = 0, delay_ms = 0;
-  size_t i = 0;
+  const char *path = NULL;
+  size_t i = 0, path_len = 0;
   while (i < len) {
     size_t j = i;
     while (j < len && spec[j] != ',' && spec[j] != '\n') j++;
@@ -133,6 +141,9 @@ static void fault_arm(const char *spec, size_t len) {
         delay_ms = fault_num(v, vn);
       } else if (fault_match(k, kn, "gen")) {
         gen = fault_num(v, vn);
+      } else if (fault_match(k, kn, "path")) {
+        path = v;
+        path_len = vn < FAULT_PATH_MAX ? vn : FAULT_PATH_MAX;
       }
     }
     i = j + 1;
@@ -143,6 +154,8 @@ static void fault_arm(const char *spec, size_t len) {
   atomic_store(&fault_count, count);
   atomic_store(&fault_delay_ms, delay_ms);
   atomic_store(&fault_err, err ? err : (point == FP_MALLOC ? ENOMEM : EIO));
+  if (path_len) memcpy(fault_path, path, path_len);
+  atomic_store(&fault_path_len, path_len);
   atomic_store(&fault_point, point);
   char msg[96] = "engram-fault: armed gen=";
   size_t n = strlen(msg);
@@ -335,19 +348,33 @@ int __wrap_mdb_cursor_del(MDB_cursor *c, unsigned flags) {
 
 /* ---- the disk (every caller in the process, liblmdb.so included) --------- */
 
-static int fault_io(int point) {
+/* Whether fd's file is one path= names (any file without path=). */
+static int fault_path_ok(int fd) {
+  size_t n = atomic_load(&fault_path_len);
+  if (!n) return 1;
+  char link[64], target[4096];
+  int k = snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t t = k > 0 ? readlink(link, target, sizeof target - 1) : -1;
+  if (t < 0) return 0;
+  target[t] = '\0';
+  return memmem(target, (size_t)t, fault_path, n) != NULL;
+}
+
+static int fault_io_fd(int point, int fd) {
+  if (atomic_load_explicit(&fault_point, memory_order_acquire) != point || !fault_path_ok(fd))
+    return 0;
   int err = fault_hit(point);
   if (err) errno = err;
   return err;
 }
 
 int fdatasync(int fd) {
-  if (fault_io(FP_SYNC)) return -1;
+  if (fault_io_fd(FP_SYNC, fd)) return -1;
   return (int)syscall(SYS_fdatasync, fd);
 }
 
 int fsync(int fd) {
-  if (fault_io(FP_SYNC)) return -1;
+  if (fault_io_fd(FP_SYNC, fd)) return -1;
   return (int)syscall(SYS_fsync, fd);
 }
 
@@ -358,11 +385,18 @@ static int fault_regular(int fd) {
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) {
-  if (fault_regular(fd) && fault_io(FP_WRITE)) return -1;
+  if (fault_regular(fd) && fault_io_fd(FP_WRITE, fd)) return -1;
   return syscall(SYS_pwrite64, fd, buf, n, off);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt) {
-  if (fault_regular(fd) && fault_io(FP_WRITE)) return -1;
+  if (fault_regular(fd) && fault_io_fd(FP_WRITE, fd)) return -1;
   return syscall(SYS_writev, fd, iov, cnt);
+}
+
+/* Counted only with path=: without it, write stays out of the point, as
+ * LMDB never calls it. */
+ssize_t write(int fd, const void *buf, size_t n) {
+  if (atomic_load(&fault_path_len) && fault_regular(fd) && fault_io_fd(FP_WRITE, fd)) return -1;
+  return syscall(SYS_write, fd, buf, n);
 }

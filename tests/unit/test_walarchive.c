@@ -1,13 +1,17 @@
 /* backup/walseg.c and backup/pitr.c: WAL archive segments on real files
- * (written, read back, torn, flipped, cut short), the archive's history
+ * (written, read back, torn, flipped, cut short, rolled back after a
+ * failed write, never closed over another, damaged in the middle and set
+ * aside), the archive's history
  * when segments overlap, point-in-time replay from real logs, and the
  * archiver's hold in the log's trim floor. */
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -107,7 +111,7 @@ static void test_append_order(void) {
  * the segment is closed under its final name. */
 static void test_recover_torn_tail(void) {
   char p[4200];
-  uint64_t cut = 0;
+  eg_walseg_recovery rec;
   eg_walseg_info *segs;
   size_t n;
   write_seg(10, 14, 2, 1);
@@ -121,8 +125,8 @@ static void test_recover_torn_tail(void) {
   CU_ASSERT_EQUAL_FATAL(eg_walseg_list(dir, &segs, &n, why, sizeof why), EG_OK);
   CU_ASSERT(n == 1 && segs[0].partial && segs[0].last_lsn == 14);
   free(segs);
-  CU_ASSERT_EQUAL_FATAL(eg_walseg_recover(dir, &cut, why, sizeof why), EG_OK);
-  CU_ASSERT_EQUAL(cut, sizeof torn);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_recover(dir, &rec, why, sizeof why), EG_OK);
+  CU_ASSERT(rec.cut == sizeof torn && rec.set_aside == 0);
   CU_ASSERT_EQUAL_FATAL(eg_walseg_list(dir, &segs, &n, why, sizeof why), EG_OK);
   CU_ASSERT(n == 1 && !segs[0].partial && segs[0].first_lsn == 10 && segs[0].last_lsn == 14);
   CU_ASSERT_EQUAL(read_all(segs[0].name, 10), 5);
@@ -133,7 +137,7 @@ static void test_recover_torn_tail(void) {
   fd = open(p, O_WRONLY | O_CREAT, 0600);
   CU_ASSERT_EQUAL(write(fd, "EGWAL", 5), 5);
   close(fd);
-  CU_ASSERT_EQUAL_FATAL(eg_walseg_recover(dir, NULL, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_recover(dir, &rec, why, sizeof why), EG_OK);
   CU_ASSERT(access(p, F_OK) != 0);
 }
 
@@ -171,6 +175,98 @@ static void test_corruption(void) {
   eg_walseg_r *r;
   CU_ASSERT_EQUAL(eg_walseg_open(dir, "00000000000000000001-00000000000000000001.seg", &r, why,
                                  sizeof why), EG_ECORRUPT);
+}
+
+/* After a failed write or fsync nothing past the last good fsync is
+ * trusted: the rollback cuts the segment back to it, and the recovery then
+ * closes it with the synced records only. The write fails for real
+ * (RLIMIT_FSIZE, SIGXFSZ ignored: EFBIG mid-frame); a failed fsync is
+ * modelled by rolling back records that were written but not synced. */
+static void test_rollback_after_failure(void) {
+  eg_walseg_w *w;
+  uint8_t buf[128];
+  char p[4200];
+  struct stat st;
+  struct rlimit old, lim;
+  eg_walseg_recovery rec;
+  eg_walseg_info *segs;
+  size_t n;
+  seg_path(p, sizeof p, 1, 1, ".seg.partial");
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_create(dir, 1, 1, &w, why, sizeof why), EG_OK);
+  for (uint64_t l = 1; l <= 3; l++)
+    CU_ASSERT_EQUAL_FATAL(eg_walseg_append(w, l, buf, fake_rec(l, buf, sizeof buf), why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_sync(w, why, sizeof why), EG_OK);
+  off_t synced = (stat(p, &st), st.st_size);
+  /* Written, never synced: as good as lost once an fsync failed. */
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_append(w, 4, buf, fake_rec(4, buf, sizeof buf), why, sizeof why), EG_OK);
+  /* A write that fails half way. */
+  void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+  CU_ASSERT_EQUAL_FATAL(getrlimit(RLIMIT_FSIZE, &old), 0);
+  lim = old;
+  CU_ASSERT_EQUAL(stat(p, &st), 0);
+  lim.rlim_cur = (rlim_t)st.st_size + 20;
+  CU_ASSERT_EQUAL_FATAL(setrlimit(RLIMIT_FSIZE, &lim), 0);
+  eg_err e = eg_walseg_append(w, 5, buf, fake_rec(5, buf, sizeof buf), why, sizeof why);
+  CU_ASSERT_EQUAL(setrlimit(RLIMIT_FSIZE, &old), 0);
+  signal(SIGXFSZ, was);
+  CU_ASSERT_EQUAL(e, EG_EIO);
+  CU_ASSERT(stat(p, &st) == 0 && st.st_size > synced);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_rollback(w, why, sizeof why), EG_OK);
+  CU_ASSERT(stat(p, &st) == 0 && st.st_size == synced);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_recover(dir, &rec, why, sizeof why), EG_OK);
+  CU_ASSERT(rec.cut == 0 && rec.set_aside == 0);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_list(dir, &segs, &n, why, sizeof why), EG_OK);
+  CU_ASSERT(n == 1 && !segs[0].partial && segs[0].last_lsn == 3);
+  free(segs);
+  CU_ASSERT_EQUAL(read_all("00000000000000000001-00000000000000000001.seg", 1), 3);
+}
+
+/* A close never replaces a closed segment of the same name (another
+ * history's): it fails naming both files, and the old one is intact. */
+static void test_close_never_replaces(void) {
+  eg_walseg_w *w;
+  uint8_t buf[8] = "other";
+  write_seg(1, 3, 1, 0);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_create(dir, 1, 1, &w, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_append(w, 1, buf, 5, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_sync(w, why, sizeof why), EG_OK);
+  CU_ASSERT_NOT_EQUAL(eg_walseg_close(w, why, sizeof why), EG_OK);
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "00000000000000000001-00000000000000000001.seg.partial"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "00000000000000000001-00000000000000000001.seg already exists"));
+  CU_ASSERT_EQUAL(read_all("00000000000000000001-00000000000000000001.seg", 1), 3);
+  eg_walseg_abandon(w);
+}
+
+/* A bad frame in the middle of a .partial, with whole frames after it, is
+ * corruption, not a torn tail: the file is set aside, not cut. */
+static void test_recover_sets_corruption_aside(void) {
+  char p[4200], aside[4300];
+  uint8_t buf[128];
+  struct stat st0, st;
+  write_seg(1, 5, 1, 1);
+  seg_path(p, sizeof p, 1, 1, ".seg.partial");
+  CU_ASSERT_EQUAL_FATAL(stat(p, &st0), 0);
+  int fd = open(p, O_RDWR);
+  CU_ASSERT_FATAL(fd >= 0);
+  off_t at = EG_WALSEG_HEADER_BYTES + EG_WALSEG_FRAME_BYTES + (off_t)fake_rec(1, buf, sizeof buf) + 12 + 1;
+  uint8_t b;
+  CU_ASSERT_EQUAL(pread(fd, &b, 1, at), 1);
+  b ^= 0x01;
+  CU_ASSERT_EQUAL(pwrite(fd, &b, 1, at), 1);
+  close(fd);
+  eg_walseg_recovery rec;
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_recover(dir, &rec, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL(rec.set_aside, 1);
+  CU_ASSERT_EQUAL(rec.cut, 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(rec.corrupt, ".seg.partial.corrupt: record at lsn 2 fails its checksum"));
+  snprintf(aside, sizeof aside, "%s.corrupt", p);
+  CU_ASSERT(access(p, F_OK) != 0);
+  CU_ASSERT(stat(aside, &st) == 0 && st.st_size == st0.st_size);
+  eg_walseg_info *segs;
+  size_t n;
+  CU_ASSERT_EQUAL_FATAL(eg_walseg_list(dir, &segs, &n, why, sizeof why), EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
+  free(segs);
 }
 
 /* The history across overlapping segments: a higher epoch takes over from
@@ -357,6 +453,9 @@ void eg_test_register_walarchive(void) {
   CU_add_test(s, "append_order", test_append_order);
   CU_add_test(s, "recover_torn_tail", test_recover_torn_tail);
   CU_add_test(s, "corruption", test_corruption);
+  CU_add_test(s, "rollback_after_failure", test_rollback_after_failure);
+  CU_add_test(s, "close_never_replaces", test_close_never_replaces);
+  CU_add_test(s, "recover_sets_corruption_aside", test_recover_sets_corruption_aside);
   CU_add_test(s, "chain", test_chain);
   CU_add_test(s, "pitr", test_pitr);
   CU_add_test(s, "pitr_link", test_pitr_link);
