@@ -14,7 +14,12 @@
 #      verify` of the file;
 #   3. client writes: eg_loadgen AppendMessages (one 256-byte message a call)
 #      from BACKUP_BENCH_THREADS threads for BACKUP_BENCH_LOAD_S seconds,
-#      alone and then while backups run back to back over the whole window,
+#      alone and then while backups run back to back over the whole window
+#      (their CLI under SCHED_IDLE, `chrt --idle 0`, writing into
+#      BACKUP_BENCH_DEST: the receiving end of a backup runs on another host
+#      or pod, with its own disk, in production; here a tmpfs stands in for
+#      that disk and SCHED_IDLE for those cores; engramd runs a backup's
+#      thread under SCHED_IDLE itself),
 #      as fast as they go (closed loop) and paced at BACKUP_BENCH_RATE
 #      calls/s, BACKUP_BENCH_ROUNDS times in turn;
 #   4. with the source stopped: `engram backup restore` of the first backup
@@ -27,6 +32,9 @@
 # this one run.
 #
 # Environment: BACKUP_BENCH_MB (1000; MB = 10^6 bytes), BACKUP_BENCH_THREADS (16),
+# BACKUP_BENCH_DEST (a new dir under /dev/shm,
+# removed at exit; set it to a dir on the data's disk to measure a CLI that
+# shares it),
 # BACKUP_BENCH_LOAD_S (5), BACKUP_BENCH_ROUNDS (2), BACKUP_BENCH_RATE (1000), BACKUP_BENCH_OUT
 # (bench/results), BACKUP_BENCH_KEEP=1 keeps the work directory. Every
 # process it starts is stopped by PID on any exit; every wait is bounded.
@@ -39,6 +47,7 @@ THREADS=${BACKUP_BENCH_THREADS:-16}
 LOAD_S=${BACKUP_BENCH_LOAD_S:-5}
 ROUNDS=${BACKUP_BENCH_ROUNDS:-2}
 RATE=${BACKUP_BENCH_RATE:-1000}
+DEST=${BACKUP_BENCH_DEST:-}
 OUT=${BACKUP_BENCH_OUT:-$ROOT/bench/results}
 PY=/usr/bin/python3
 REPORT="$PY $ROOT/bench/backup_report.py"
@@ -56,6 +65,8 @@ command -v mdb_stat >/dev/null || die "missing mdb_stat (apt-get install lmdb-ut
 grep -q "backup create" <<<"$("$BUILD/engram" help)" || die "$BUILD/engram has no 'backup create'"
 
 WORK=$(mktemp -d "$BUILD/backup-bench.XXXXXX")
+OWN_DEST=
+[ -n "$DEST" ] || { DEST=$(mktemp -d /dev/shm/engram-backup-bench.XXXXXX) && OWN_DEST=$DEST; }
 PIDS=()
 . "$ROOT/bench/lib.sh" # stop_pid, free_port
 cleanup() {
@@ -63,6 +74,7 @@ cleanup() {
   set +e
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
   if [ -n "${BACKUP_BENCH_KEEP:-}" ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+  [ -z "$OWN_DEST" ] || rm -rf "$OWN_DEST"
   exit $rc
 }
 trap cleanup EXIT
@@ -157,7 +169,8 @@ backup_loop() {
     [ -e stop ] && break
     local a b
     a=$(now)
-    cli "$src_ADDR" --json backup create --out loop.backup >"$tag.$n.json" 2>"$tag.$n.err" &
+    chrt --idle 0 timeout 900 "$BUILD/engram" --target "$src_ADDR" --token "$ADMIN" \
+      --timeout 600000 --json backup create --force --out "$DEST/loop.backup" >"$tag.$n.json" 2>"$tag.$n.err" &
     child=$!
     wait "$child" || { echo "backup $n failed: $(cat "$tag.$n.err")" >"$tag.failed"; exit 1; }
     child=
@@ -267,8 +280,8 @@ fi
 
 # ---- report -----------------------------------------------------------------------------------
 mkdir -p "$OUT"
-SETTINGS=$($PY -c 'import json,sys; k="mb threads load_s rounds rate fill_messages fill_bytes load_bytes".split(); print(json.dumps(dict(zip(k, map(int, sys.argv[1:])))))' \
-  "$MB" "$THREADS" "$LOAD_S" "$ROUNDS" "$RATE" "$FILL_MESSAGES" "$FILL_BYTES" "$LOAD_BYTES")
+SETTINGS=$($PY -c 'import json,sys; k="mb threads load_s rounds rate fill_messages fill_bytes load_bytes".split(); d=dict(zip(k, map(int, sys.argv[2:]))); d["dest"]=sys.argv[1]; print(json.dumps(d))' \
+  "${BACKUP_BENCH_DEST:-tmpfs}" "$MB" "$THREADS" "$LOAD_S" "$ROUNDS" "$RATE" "$FILL_MESSAGES" "$FILL_BYTES" "$LOAD_BYTES")
 rc=0
 $REPORT report --results results.jsonl --meta meta.json --settings "$SETTINGS" --out "$OUT" \
   --date "$(date -u +%Y-%m-%dT%H:%MZ)" --elapsed "$(($(date +%s) - ${BENCH_ELAPSED_FROM:-$T_START}))" || rc=$?

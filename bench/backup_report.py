@@ -157,8 +157,8 @@ def report(args):
              "run. MB = 10^6 bytes.\n")
     L.append("engramd: Release, on 127.0.0.1, durable commits, field encryption and auth on, default "
              "settings otherwise, its data on the same disk as the repository. The CLI and the load "
-             "generator run on the same 2 cores (the CLI receives the stream, hashes it and writes "
-             "the file to the same disk).\n")
+             "generator run on the same 2 cores; the timed create below writes its file to that disk "
+             "too.\n")
     L.append("## Summary\n")
     L.append("| measure | value | goal |\n| --- | --- | --- |")
     L.append(f"| store | {fill['sessions']:,} sessions, {fill['messages']:,} messages of "
@@ -192,7 +192,11 @@ def report(args):
              f"as it has its answer: the ceiling of the machine) and **paced** (`--rate {st['rate']}`: "
              "calls due at a steady rate over all threads); alone, then while `engram backup create` "
              "runs back to back (the loop starts 0.5 s before the load and its last backup ends after "
-             f"it), {st['rounds']} rounds in turn. Latencies in ms.\n")
+             f"it), {st['rounds']} rounds in turn. The backups' CLI runs under SCHED_IDLE (`chrt --idle 0`) "
+             f"and writes to {'a tmpfs' if st['dest'] == 'tmpfs' else st['dest']}: in production the "
+             "receiving end of a backup is another host or pod with its own disk, and these stand in "
+             "for it (engramd runs a backup's own thread under SCHED_IDLE; gRPC's transport threads, "
+             "which carry the stream, run at normal priority). Latencies in ms.\n")
     L.append("| round | load | alone: calls/s | p50 / p99 | during: calls/s | p50 / p99 | ratio "
              "| backups (s each) | window covered |")
     L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -1,7 +1,11 @@
 /* engram.v1.AdminService: status, promotion, data checksums and backups
  * of this node, and the tenant's retention policy, for the admin role. */
+#define _GNU_SOURCE /* SCHED_IDLE */
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "engram/v1/admin.pb-c.h"
@@ -248,6 +252,13 @@ static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc
                                     msg, msglen);
   if (e) return e;
   protobuf_c_message_free_unpacked(in, NULL); /* no fields yet */
+  /* The copy, its digest and the sends compete with the calls a backup
+   * must not slow down: this thread (only; LMDB's copy thread inherits it)
+   * runs under SCHED_IDLE, so it gets a CPU only when no serving thread
+   * wants one; on an idle node that is all of them. Best effort: a
+   * failure leaves it as it was. */
+  struct sched_param idle = {.sched_priority = 0};
+  (void)sched_setscheduler((pid_t)syscall(SYS_gettid), SCHED_IDLE, &idle);
   eg_stream_out_start(&out);
   if ((e = eg_backup_key_ids(srv->store, &b, msg, msglen))) return e;
   /* Taken before the copy's read txn starts: the copy holds every write
