@@ -34,57 +34,15 @@ import time
 import grpc
 
 from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
-                     free_port, make_keyring, scan_sanitizer, uid)
+                     free_port, make_keyring, uid)
 from test_hardening_storage import run_engramd  # noqa: E402
+from test_wal_archive import (ADMIN, AGENT, REPL, TOKENS, WAIT, ArchiveCase, admin,  # noqa: E402
+                              cli, status, wait_archived, wait_for)
 from engram.v1 import admin_pb2 as apb  # noqa: E402
-from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 
-AGENT, ADMIN, REPL = "agent-token-1", "admin-token-1", "replica-token-1"
-TOKENS = [("acme", "agent", AGENT), ("acme", "admin", ADMIN), ("acme", "replica", REPL)]
-WAIT = 30.0
 # Records written after the last base: enough that a replay of them lasts
 # well past the moment the test sees it begin (kill -9 test).
 TAIL = 1500
-
-
-def admin_call(srv, method, req, token=None):
-    ch = grpc.insecure_channel(srv.addr)
-    md = (("authorization", "Bearer " + token),) if token else ()
-    try:
-        return getattr(apbg.AdminServiceStub(ch), method)(req, timeout=RPC_TIMEOUT, metadata=md)
-    finally:
-        ch.close()
-
-
-def wait_for(what, fn, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
-
-
-def wait_archived(srv, token=None):
-    def done():
-        st = admin_call(srv, "GetStatus", apb.GetStatusRequest(), token)
-        return st.archived_lsn == st.last_lsn and st
-    return wait_for("the archive to reach the last lsn", done)
-
-
-def cli(*args, token=None, target=None, json_out=False):
-    argv = [ENGRAM_CLI] + (["--json"] if json_out else [])
-    if target:
-        argv += ["--target", target]
-    if token:
-        argv += ["--token", token]
-    p = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=120,
-                       env=clean_env())
-    rep = scan_sanitizer(p.stderr)
-    assert not rep, "sanitizer report from %s:\n%s" % (args, rep)
-    return p.returncode, p.stdout, p.stderr
 
 
 def rfc3339(t):
@@ -112,7 +70,7 @@ def rewrite_backup(src, dst, data=None, **fields):
     return dst
 
 
-class RestoreSafetyTest(E2ETestCase):
+class RestoreSafetyTest(ArchiveCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="engram-e2e-rsafe-")
@@ -155,13 +113,7 @@ class RestoreSafetyTest(E2ETestCase):
         for i in range(TAIL):
             c.append(tail, M("t%d" % i))
         cls.base_end = cls.backup("base_end.egb")
-        cls.last = wait_archived(cls.src).last_lsn
-
-    def tmpdir(self):
-        d = tempfile.mkdtemp(prefix="engram-e2e-rsafe-t-")
-        if not KEEP:
-            self.addCleanup(shutil.rmtree, d, True)
-        return d
+        cls.last = wait_archived(cls.src, None).last_lsn
 
     def restore(self, base, *args, arch=None):
         d = os.path.join(self.tmpdir(), "data")
@@ -338,9 +290,8 @@ class LosingSideTest(E2ETestCase):
         sid = c.create(uid("u")).session_id
         for i in range(5):
             c.append(sid, M("both %d" % i))
-        last = admin_call(a, "GetStatus", apb.GetStatusRequest(), ADMIN).last_lsn
-        wait_for("the replica", lambda: admin_call(b, "GetStatus", apb.GetStatusRequest(),
-                                                   ADMIN).last_lsn == last)
+        last = status(a).last_lsn
+        wait_for("the replica", lambda: status(b).last_lsn == last)
         # B stops; A writes on (epoch 1) and is backed up there: the losing side.
         b.stop()
         for i in range(3):
@@ -351,11 +302,16 @@ class LosingSideTest(E2ETestCase):
         a.stop()
         # B comes back alone, is promoted (epoch 2) and writes past A's LSN.
         b.start()
-        self.assertEqual(admin_call(b, "Promote", apb.PromoteRequest(), ADMIN).epoch, 2)
+        ch, stub, md = admin(b)
+        try:
+            self.assertEqual(stub.Promote(apb.PromoteRequest(), timeout=RPC_TIMEOUT,
+                                          metadata=md).epoch, 2)
+        finally:
+            ch.close()
         cb = b.client(AGENT)
         for i in range(8):
             cb.append(sid, M("winner %d" % i))
-        wait_archived(b, ADMIN)
+        wait_archived(b)
         d = os.path.join(tmp, "data")
         rc, out, err = cli("backup", "restore", base, "--data-dir", d, "--wal-archive", arch)
         self.assertEqual(rc, 1, err)
