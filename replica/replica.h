@@ -86,10 +86,13 @@ eg_err eg_repl_serve_stream(eg_repl *r, const Engram__V1__StreamRequest *hello, 
  * eg_stream_send (server/service.h), which bounds each send and the whole
  * stream. */
 typedef eg_err (*eg_repl_send_fn)(void *arg, const ProtobufCMessage *m, char *msg, size_t msglen);
+/* Whether a copy's stream may still go on (arg: send's): EG_OK, or how it
+ * ends, with a message in msg. engramd passes its eg_stream_check. */
+typedef eg_err (*eg_repl_check_fn)(void *arg, char *msg, size_t msglen);
 /* Snapshot: its request already taken and its place held by the caller
- * (eg_repl_serve_copy). */
-eg_err eg_repl_serve_snapshot(eg_repl *r, eg_repl_send_fn send, void *send_arg, char *msg,
-                              size_t msglen);
+ * (eg_repl_serve_copy, at normal priority). */
+eg_err eg_repl_serve_snapshot(eg_repl *r, eg_repl_send_fn send, eg_repl_check_fn check,
+                              void *send_arg, char *msg, size_t msglen);
 
 /* ---- copies of the store (Snapshot, AdminService.Backup) ------------------ */
 
@@ -107,16 +110,21 @@ typedef struct {
  * owns, valid until the next call. */
 typedef const ProtobufCMessage *(*eg_repl_copy_msg_fn)(void *arg, const eg_repl_copy_piece *p);
 
-/* Serves one copy of the store on the calling thread (a stream handler's,
+/* Serves one copy of the store for the calling thread (a stream handler's,
  * which took the call's request and holds its place among the copies
- * served at once): copies the store beside it (eg_store_copy, the file
- * unlinked once open) and streams the copy in 1 MiB chunks, then a last
- * message with the totals and SHA-256, each built by build(arg) and sent
- * by send(send_arg). A send that fails ends the stream with its eg_err and
+ * served at once): a thread of the copy's own copies the store beside it
+ * (eg_store_copy, the file unlinked once open) and takes its SHA-256,
+ * under SCHED_IDLE if idle, while the caller waits for it at its own
+ * priority (the copy cannot be stopped midway). Then check(send_arg), if
+ * not NULL, says whether the stream may still go on; if so the copy goes
+ * out in 1 MiB chunks, then a last message with the totals and SHA-256,
+ * each built by build(arg) and sent by send(send_arg), on the calling
+ * thread. A check or send that fails ends the stream with its eg_err and
  * message. Returns how the call ends, with a message in msg. Works on a
  * primary and on a replica. */
-eg_err eg_repl_serve_copy(eg_repl *r, eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
-                          void *send_arg, char *msg, size_t msglen);
+eg_err eg_repl_serve_copy(eg_repl *r, int idle, eg_repl_copy_msg_fn build, void *arg,
+                          eg_repl_send_fn send, eg_repl_check_fn check, void *send_arg, char *msg,
+                          size_t msglen);
 
 /* Log records below this LSN may go (retention by count and age, held for
  * connected replicas up to the cap; erasure; then held from archive_next

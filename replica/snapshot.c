@@ -7,6 +7,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,19 +27,21 @@ static void eg_snap_path(char *out, size_t n, const char *dir, const char *name)
 
 /* ==== primary (and any node: backups) ====================================== */
 
-/* Streams the copy at fd (size bytes) in chunks built by build and sent
- * by send; the last message carries the totals. A read error ends the
- * stream without them (EG_EIO): totals of the data read so far would vouch
- * for a truncated copy. */
-static eg_err eg_copy_send_file(int fd, uint64_t size, const eg_store_file_info *info,
-                                eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
-                                void *send_arg, char *msg, size_t msglen) {
+/* Streams the copy at fd (size bytes, whose SHA-256 is sha256) in chunks
+ * built by build and sent by send; the last message carries the totals. A
+ * read error, or a copy that reads back other than its size, ends the
+ * stream without them (EG_EIO): totals would vouch for a truncated copy.
+ * The digest was taken on the copy's thread (eg_copy_run), off the same
+ * unlinked file, which nothing else can change; the receiver checks it
+ * against the bytes it got. */
+static eg_err eg_copy_send_file(int fd, uint64_t size, const uint8_t *sha256,
+                                const eg_store_file_info *info, eg_repl_copy_msg_fn build,
+                                void *arg, eg_repl_send_fn send, void *send_arg, char *msg,
+                                size_t msglen) {
   uint8_t *buf = malloc(EG_SNAPSHOT_CHUNK);
-  eg_sha256 h;
   uint64_t total = 0;
   ssize_t n = 0;
   if (!buf) return EG_ENOMEM;
-  eg_sha256_init(&h);
   eg_err e = EG_OK;
   while (!e && (n = read(fd, buf, EG_SNAPSHOT_CHUNK)) != 0) {
     if (n < 0) {
@@ -47,15 +51,17 @@ static eg_err eg_copy_send_file(int fd, uint64_t size, const eg_store_file_info 
       break;
     }
     eg_repl_copy_piece p = {.data = buf, .len = (size_t)n, .size = total ? 0 : size};
-    eg_sha256_update(&h, buf, (size_t)n);
     total += (uint64_t)n;
     e = send(send_arg, build(arg, &p), msg, msglen);
   }
   free(buf);
   if (e) return e;
-  uint8_t digest[32];
-  eg_sha256_final(&h, digest);
-  eg_repl_copy_piece last = {.last = 1, .info = info, .total = total, .sha256 = digest};
+  if (total != size) {
+    snprintf(msg, msglen, "the copy read back %llu bytes, not its %llu", (unsigned long long)total,
+             (unsigned long long)size);
+    return EG_EIO;
+  }
+  eg_repl_copy_piece last = {.last = 1, .info = info, .total = total, .sha256 = sha256};
   return send(send_arg, build(arg, &last), msg, msglen);
 }
 
@@ -63,29 +69,111 @@ static eg_err eg_copy_send_file(int fd, uint64_t size, const eg_store_file_info 
 #define EG_COPY_PREFIX "snapshot-out-"
 #define EG_COPY_SUFFIX ".mdb"
 
-eg_err eg_repl_serve_copy(eg_repl *r, eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
-                          void *send_arg, char *msg, size_t msglen) {
-  static atomic_uint seq;
+/* One copy of the store, made on a thread of its own (eg_copy_run). */
+typedef struct {
+  eg_store *store;
   char path[4096];
+  int idle; /* lower the thread's priority (SCHED_IDLE) first */
+  /* out: the copy open (unlinked), its size, digest and LSN; or e and msg */
+  int fd;
+  uint64_t size;
+  uint8_t sha256[32];
   eg_store_file_info info;
-  struct stat st;
-  snprintf(path, sizeof path, "%s/" EG_COPY_PREFIX "%d-%u" EG_COPY_SUFFIX, eg_store_dir(r->store),
-           (int)getpid(), atomic_fetch_add(&seq, 1));
-  eg_err e = eg_store_copy(r->store, path, &info);
-  if (e) {
-    snprintf(msg, msglen, "cannot copy the store: %s", eg_err_msg(e));
-    return e == EG_EIO ? EG_EUNAVAIL : e;
+  eg_err e;
+  char msg[256];
+} eg_copy_job;
+
+/* Reads the copy at fd whole into its size and SHA-256, and back to its
+ * start. */
+static eg_err eg_copy_digest(eg_copy_job *j) {
+  uint8_t *buf = malloc(EG_SNAPSHOT_CHUNK);
+  eg_sha256 h;
+  ssize_t n;
+  if (!buf) return EG_ENOMEM;
+  eg_sha256_init(&h);
+  j->size = 0;
+  while ((n = read(j->fd, buf, EG_SNAPSHOT_CHUNK)) != 0) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    eg_sha256_update(&h, buf, (size_t)n);
+    j->size += (uint64_t)n;
   }
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  /* Unlinked at once: the open fd keeps it until the stream ends. */
-  unlink(path);
-  if (fd < 0 || fstat(fd, &st) != 0) {
-    snprintf(msg, msglen, "cannot open the copy: %s", strerror(errno));
-    if (fd >= 0) close(fd);
+  free(buf);
+  if (n < 0 || lseek(j->fd, 0, SEEK_SET) != 0) {
+    snprintf(j->msg, sizeof j->msg, "cannot read the copy: %s", strerror(errno));
     return EG_EUNAVAIL;
   }
-  e = eg_copy_send_file(fd, (uint64_t)st.st_size, &info, build, arg, send, send_arg, msg, msglen);
-  close(fd);
+  eg_sha256_final(&h, j->sha256);
+  return EG_OK;
+}
+
+/* The costly part of a copy: LMDB's compacting copy and the digest pass.
+ * With idle, this thread (and LMDB's copy thread, which inherits it) runs
+ * under SCHED_IDLE: it gets a CPU only when no serving thread wants one.
+ * It never raises it back (an unprivileged process cannot), so it ends
+ * with the copy. The only thing it holds that serving threads wait for is
+ * the copy's read txn under map_lock (read side), which a map grow (and
+ * the readers queued behind it) waits for at most 2 s before it gives up
+ * (EG_EMAPBUSY): starving this thread can fail a grow, never hang a
+ * serving thread. The stream thread, which sends
+ * and takes the transport's locks, keeps its normal priority. */
+static void *eg_copy_run(void *arg) {
+  eg_copy_job *j = arg;
+  if (j->idle) {
+    struct sched_param idle = {.sched_priority = 0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle); /* best effort */
+  }
+  j->fd = -1;
+  if ((j->e = eg_store_copy(j->store, j->path, &j->info))) {
+    snprintf(j->msg, sizeof j->msg, "cannot copy the store: %s", eg_err_msg(j->e));
+    if (j->e == EG_EIO) j->e = EG_EUNAVAIL;
+    return NULL;
+  }
+  j->fd = open(j->path, O_RDONLY | O_CLOEXEC);
+  /* Unlinked at once: the open fd keeps it until the stream ends. */
+  unlink(j->path);
+  if (j->fd < 0) {
+    snprintf(j->msg, sizeof j->msg, "cannot open the copy: %s", strerror(errno));
+    j->e = EG_EUNAVAIL;
+    return NULL;
+  }
+  if ((j->e = eg_copy_digest(j))) {
+    close(j->fd);
+    j->fd = -1;
+  }
+  return NULL;
+}
+
+eg_err eg_repl_serve_copy(eg_repl *r, int idle, eg_repl_copy_msg_fn build, void *arg,
+                          eg_repl_send_fn send, eg_repl_check_fn check, void *send_arg, char *msg,
+                          size_t msglen) {
+  static atomic_uint seq;
+  eg_copy_job *j = calloc(1, sizeof *j);
+  pthread_t t;
+  if (!j) return EG_ENOMEM;
+  j->store = r->store;
+  j->idle = idle;
+  snprintf(j->path, sizeof j->path, "%s/" EG_COPY_PREFIX "%d-%u" EG_COPY_SUFFIX,
+           eg_store_dir(r->store), (int)getpid(), atomic_fetch_add(&seq, 1));
+  int rc = pthread_create(&t, NULL, eg_copy_run, j);
+  if (rc != 0) {
+    snprintf(msg, msglen, "cannot start a thread for the copy: %s", strerror(rc));
+    free(j);
+    return EG_EUNAVAIL;
+  }
+  /* Not interruptible midway (mdb_env_copyfd2 has no cancel): a stopping
+   * engramd bounds this wait with its drain (--call-timeout-ms). */
+  pthread_join(t, NULL);
+  eg_err e = j->e;
+  if (e) snprintf(msg, msglen, "%s", j->msg);
+  /* The copy alone may have used up the stream's time, or the call may be
+   * gone: say so now, before any of it is sent. */
+  if (!e && check) e = check(send_arg, msg, msglen);
+  if (!e)
+    e = eg_copy_send_file(j->fd, j->size, j->sha256, &j->info, build, arg, send, send_arg, msg,
+                          msglen);
+  if (j->fd >= 0) close(j->fd);
+  free(j);
   return e;
 }
 
@@ -126,10 +214,11 @@ static const ProtobufCMessage *eg_snap_msg(void *arg, const eg_repl_copy_piece *
   return &c->base;
 }
 
-eg_err eg_repl_serve_snapshot(eg_repl *r, eg_repl_send_fn send, void *send_arg, char *msg,
-                              size_t msglen) {
+eg_err eg_repl_serve_snapshot(eg_repl *r, eg_repl_send_fn send, eg_repl_check_fn check,
+                              void *send_arg, char *msg, size_t msglen) {
   Engram__V1__SnapshotChunk c;
-  return eg_repl_serve_copy(r, eg_snap_msg, &c, send, send_arg, msg, msglen);
+  /* A replica's resync: normal priority, it is how a replica catches up. */
+  return eg_repl_serve_copy(r, 0, eg_snap_msg, &c, send, check, send_arg, msg, msglen);
 }
 
 /* ==== replica ============================================================== */

@@ -287,6 +287,15 @@ eg_err eg_stream_send(void *arg, const ProtobufCMessage *m, char *msg, size_t ms
   return e;
 }
 
+eg_err eg_stream_check(void *arg, char *msg, size_t msglen) {
+  const eg_stream_out *o = arg;
+  if (!o->max_ms || eg_mono_us() < o->until_us) return EG_OK;
+  snprintf(msg, msglen,
+           "the stream ran past %s (%lld ms) before its first response; the call is ended",
+           o->max_limit, (long long)o->max_ms);
+  return EG_EDEADLINE;
+}
+
 /* Runs n ops on a streaming call and waits for them. Returns 1 if the
  * batch started (it then completed, well or not). */
 static int eg_stream_batch(eg_call *c, grpc_op *ops, size_t n) {

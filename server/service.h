@@ -112,6 +112,14 @@ void eg_stream_out_start(eg_stream_out *o);
  * up before the send, ends with them once the handler returns. */
 eg_err eg_stream_send(void *o, const ProtobufCMessage *m, char *msg, size_t msglen);
 
+/* Whether o's stream may still go on (o as in eg_stream_send; it also
+ * serves as replica/'s eg_repl_check_fn): EG_OK, or EG_EDEADLINE with msg
+ * naming max_limit once max_ms is up (the call then ends with them when
+ * the handler returns). For work before the first send (a copy of the
+ * store). A call that is gone (cancelled by its client, or by a stopping
+ * engramd past its grace) fails its next send at once instead. */
+eg_err eg_stream_check(void *o, char *msg, size_t msglen);
+
 /* A kind of stream with places of its own: at most max(srv) of its calls
  * at once. The transport takes a call's place on the worker, after the
  * authorization and before the stream gets a thread (a refused call costs

@@ -1,11 +1,7 @@
 /* engram.v1.AdminService: status, promotion, data checksums and backups
  * of this node, and the tenant's retention policy, for the admin role. */
-#define _GNU_SOURCE /* SCHED_IDLE */
-#include <sched.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "common/clock.h"
 #include "engram/v1/admin.pb-c.h"
@@ -240,7 +236,9 @@ static eg_stream_places eg_backup_places = {.max = eg_backups_max, .what = "back
 
 /* A consistent copy of the store, streamed (eg_repl_serve_copy): each chunk
  * taken within --call-timeout-ms, the whole stream within --backup-max-ms,
- * as it holds its place and a whole copy of the store in the data dir. */
+ * as it holds its place and a whole copy of the store in the data dir. The
+ * copy cannot be stopped midway: a backup whose copy alone outlasted the
+ * bound ends there, before it sends anything. */
 static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                         struct grpc_completion_queue *cq, char *msg, size_t msglen) {
   eg_backup_msg b = {.n_key_ids = 0};
@@ -252,13 +250,6 @@ static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc
                                     msg, msglen);
   if (e) return e;
   protobuf_c_message_free_unpacked(in, NULL); /* no fields yet */
-  /* The copy, its digest and the sends compete with the calls a backup
-   * must not slow down: this thread (only; LMDB's copy thread inherits it)
-   * runs under SCHED_IDLE, so it gets a CPU only when no serving thread
-   * wants one; on an idle node that is all of them. Best effort: a
-   * failure leaves it as it was. */
-  struct sched_param idle = {.sched_priority = 0};
-  (void)sched_setscheduler((pid_t)syscall(SYS_gettid), SCHED_IDLE, &idle);
   eg_stream_out_start(&out);
   if ((e = eg_backup_key_ids(srv->store, &b, msg, msglen))) return e;
   /* Taken before the copy's read txn starts: the copy holds every write
@@ -267,7 +258,12 @@ static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc
   google__protobuf__timestamp__init(&b.time);
   b.time.seconds = now / 1000000;
   b.time.nanos = (int32_t)(now % 1000000) * 1000;
-  return eg_repl_serve_copy(srv->repl, eg_backup_chunk, &b, eg_stream_send, &out, msg, msglen);
+  /* The copy and its digest compete with the calls a backup must not slow
+   * down: they run under SCHED_IDLE (on a thread of their own, which holds
+   * nothing the serving threads wait on for long); this thread, which
+   * sends and later takes the transport's locks, keeps its priority. */
+  return eg_repl_serve_copy(srv->repl, 1, eg_backup_chunk, &b, eg_stream_send, eg_stream_check,
+                            &out, msg, msglen);
 }
 
 #define EG_ADMIN_PATH(name) "/engram.v1.AdminService/" #name

@@ -34,7 +34,7 @@ static eg_err eg_snapshot(const eg_srv *srv, const char *tenant, struct grpc_cal
   eg_stream_out out = {.call = call, .cq = cq, .send_ms = srv->cfg->call_timeout_ms,
                        .send_limit = "--call-timeout-ms"};
   eg_stream_out_start(&out);
-  return eg_repl_serve_snapshot(srv->repl, eg_stream_send, &out, msg, msglen);
+  return eg_repl_serve_snapshot(srv->repl, eg_stream_send, eg_stream_check, &out, msg, msglen);
 }
 
 const eg_method eg_replication_methods[] = {

@@ -335,24 +335,28 @@ fail:
   return e;
 }
 
+/* A handler still running --call-timeout-ms after its call was cancelled
+ * is stuck: exit without the rest of the drain rather than let gRPC abort
+ * (every acknowledged write is already durable). */
+static void eg_calls_stuck(eg_transport *tp) {
+  fprintf(stderr,
+          "engramd: a handler is still running %lld ms after the calls were cancelled "
+          "(--call-timeout-ms); exiting without draining\n",
+          (long long)tp->srv->cfg->call_timeout_ms);
+  _exit(1);
+}
+
 /* The server's shutdown completes while a worker may still be in a handler
  * and the writer may still hold queued writes: each will start a batch
  * (its reply, or the hand-back) on its worker's queue, which must not be
- * shut down before that. So wait until every call is freed: the armed
- * requests failed, every handler returned and its reply completed. A
- * handler still running --call-timeout-ms after its call was cancelled is
- * stuck; exit without the rest of the drain rather than let gRPC abort
- * (every acknowledged write is already durable). */
-static void eg_calls_drain(eg_transport *tp) {
-  int64_t until = eg_mono_us() + tp->srv->cfg->call_timeout_ms * 1000;
-  while (atomic_load(&tp->calls) > 0) {
-    if (eg_mono_us() > until) {
-      fprintf(stderr,
-              "engramd: a handler is still running %lld ms after the calls were cancelled "
-              "(--call-timeout-ms); exiting without draining\n",
-              (long long)tp->srv->cfg->call_timeout_ms);
-      _exit(1);
-    }
+ * shut down before that. So wait until every call is freed (the armed
+ * requests failed, every handler returned and its reply completed) and
+ * every stream thread is past freeing its call, until `until` (eg_mono_us):
+ * a stream's copy of the store cannot be stopped midway, so streams get
+ * the same bound as unary handlers. */
+static void eg_calls_drain(eg_transport *tp, int64_t until) {
+  while (atomic_load(&tp->calls) > 0 || atomic_load(&tp->streams) > 0) {
+    if (eg_mono_us() > until) eg_calls_stuck(tp);
     usleep(1000);
   }
 }
@@ -366,15 +370,22 @@ void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
   gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                        gpr_time_from_millis(grace_ms, GPR_TIMESPAN));
   grpc_event ev = grpc_completion_queue_next(tp->shutdown_cq, deadline, NULL);
+  /* One --call-timeout-ms clock from the cancel (or from the shutdown, if
+   * every call ended within the grace) for the shutdown and the drain. */
+  int64_t until = eg_mono_us() + tp->srv->cfg->call_timeout_ms * 1000;
   if (ev.type == GRPC_QUEUE_TIMEOUT) {
     fprintf(stderr, "engramd: calls still running after %lld ms; cancelling them\n",
             (long long)grace_ms);
     grpc_server_cancel_all_calls(tp->server);
-    grpc_completion_queue_next(tp->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    /* The shutdown completes once the handlers let go of their calls. */
+    ev = grpc_completion_queue_next(
+        tp->shutdown_cq,
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                     gpr_time_from_millis(tp->srv->cfg->call_timeout_ms, GPR_TIMESPAN)),
+        NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) eg_calls_stuck(tp);
   }
-  /* Stream threads free their calls after the server let go of them. */
-  while (atomic_load(&tp->streams) > 0) usleep(1000);
-  eg_calls_drain(tp);
+  eg_calls_drain(tp, until);
   grpc_server_destroy(tp->server);
   for (int i = 0; i < tp->n_workers; i++) grpc_completion_queue_shutdown(tp->workers[i].cq);
   for (int i = 0; i < tp->n_workers; i++) pthread_join(tp->workers[i].thread, NULL);

@@ -17,16 +17,25 @@ hostile or slow clients, with real engramd processes on loopback:
                       backups take one backup place and leave the replica
                       snapshots theirs; a slow backup is cut at
                       --backup-max-ms
+  SlowCopyTest        a Backup whose copy of the store is slow (the fault
+                      shim delays its write): SIGTERM mid-copy ends engramd
+                      within --shutdown-grace-ms + --call-timeout-ms, exit
+                      1 naming the stuck handler; a copy that outlasted
+                      --backup-max-ms ends the call DEADLINE_EXCEEDED before
+                      anything is sent, and the next backup gets the place
 """
 import os
 import queue
 import re
+import signal
 import threading
 import time
+import unittest
 
 import grpc
 
 from harness import E2ETestCase, M, Server, pb, uid
+from test_shutdown_busy import ENGRAMD_FAULT, FaultServer, wait_log
 
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import replication_pb2 as rpb  # noqa: E402
@@ -327,3 +336,84 @@ class SlowReaderTest(E2ETestCase):
         self.assertEqual(e.code(), grpc.StatusCode.DEADLINE_EXCEEDED, e.details())
         self.assertIn("--backup-max-ms", e.details())
         self.assertLess(took, BACKUP_MAX_MS / 1000.0 + WAIT_S)
+
+
+# ---- slow copies --------------------------------------------------------------
+
+COPY_GRACE_MS, COPY_CALL_TIMEOUT_MS = 300, 1500
+
+
+@unittest.skipUnless(os.path.isfile(ENGRAMD_FAULT), "engramd-fault not built")
+class SlowCopyTest(E2ETestCase):
+    def slow_copy_server(self, delay_ms, *args):
+        """engramd-fault with a few sessions, the next copy of the store's
+        first write armed to sleep delay_ms."""
+        srv = FaultServer("--shutdown-grace-ms", COPY_GRACE_MS, *args, tokens=TOKENS)
+        srv.env["ENGRAM_FAULT_CTL"] = os.path.join(srv.tmp, "fault.ctl")
+        self.addCleanup(srv.close)
+        srv.start()
+        c = srv.client(AGENT)
+        for i in range(20):
+            c.create(uid("c%d" % i))
+        with open(srv.env["ENGRAM_FAULT_CTL"], "w") as f:
+            f.write("point=write,path=snapshot-out,nth=1,count=1,delay_ms=%d,gen=1" % delay_ms)
+        os.kill(srv.pid, signal.SIGUSR1)
+        wait_log(srv, "engram-fault: armed gen=1")
+        return srv
+
+    def backup(self, srv, out):
+        """Runs a Backup to its end; out gets (chunks, code, details)."""
+        ch = grpc.insecure_channel(srv.addr)
+        self.addCleanup(ch.close)
+        fn = ch.unary_stream(BACKUP, request_serializer=apb.BackupRequest.SerializeToString,
+                             response_deserializer=apb.BackupChunk.FromString)
+        chunks = []
+        try:
+            for c in fn(apb.BackupRequest(), timeout=WAIT_S * 2, metadata=md(ADMIN)):
+                chunks.append(c)
+            out.append((chunks, grpc.StatusCode.OK, ""))
+        except grpc.RpcError as e:
+            out.append((chunks, e.code(), e.details()))
+
+    def test_sigterm_during_a_backup_copy_exits_within_grace_and_call_timeout(self):
+        delay_ms = 25000
+        srv = self.slow_copy_server(delay_ms, "--call-timeout-ms", COPY_CALL_TIMEOUT_MS)
+        out = []
+        t = threading.Thread(target=self.backup, args=(srv, out), daemon=True)
+        t.start()
+        wait_log(srv, "engram-fault: hit point=write")
+        p, t0 = srv.proc, time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=delay_ms / 1000.0 + WAIT_S)
+        took = time.monotonic() - t0
+        srv.proc = None
+        t.join(WAIT_S)
+        log = srv.log_text()
+        self.assertEqual(rc, 1, "exit status %s after %.1f s; log:\n%s" % (rc, took, log[-3000:]))
+        self.assertIn("a handler is still running %d ms after the calls were cancelled"
+                      % COPY_CALL_TIMEOUT_MS, log)
+        # The bound, not the copy: far less than the copy's sleep.
+        self.assertLess(took, delay_ms / 1000.0 / 2, log[-3000:])
+        self.assertEqual(len(out), 1)
+        chunks, code, details = out[0]
+        self.assertEqual(chunks, [])
+        self.assertNotEqual(code, grpc.StatusCode.OK, details)
+
+    def test_a_copy_past_backup_max_ms_ends_before_sending_and_frees_the_place(self):
+        max_ms, delay_ms = 1000, 3000
+        srv = self.slow_copy_server(delay_ms, "--backup-max-ms", max_ms)
+        out = []
+        t0 = time.monotonic()
+        self.backup(srv, out)
+        chunks, code, details = out[0]
+        self.assertEqual(code, grpc.StatusCode.DEADLINE_EXCEEDED, details)
+        self.assertIn("--backup-max-ms (%d ms)" % max_ms, details)
+        self.assertIn("before its first response", details)
+        self.assertEqual(chunks, [])
+        self.assertGreaterEqual(time.monotonic() - t0, delay_ms / 1000.0 - 0.2)
+        # Its place is free: the next backup (a copy not slowed) is whole.
+        self.backup(srv, out)
+        chunks, code, details = out[1]
+        self.assertEqual(code, grpc.StatusCode.OK, details)
+        self.assertTrue(chunks[-1].last)
+        self.assertEqual(chunks[-1].total_bytes, sum(len(c.data) for c in chunks))
