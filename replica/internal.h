@@ -8,7 +8,6 @@
 #include "common/rpc.h"
 #include "replica/replica.h"
 
-#define EG_REPL_MAX_PEERS 64
 #define EG_REPL_SERVICE "/engram.v1.ReplicationService/"
 /* Most records and bytes in one streamed batch. */
 #define EG_REPL_BATCH_RECORDS 2048

@@ -21,6 +21,10 @@
 #include "engram/v1/replication.pb-c.h"
 #include "storage/storage.h"
 
+/* The replicas one primary serves (each holds a stream thread and a
+ * reader slot: server/config.c sizes both with it). */
+#define EG_REPL_MAX_PEERS 64
+
 typedef struct {
   int replica;                 /* start as a replica (else primary) */
   const char *primary;         /* HOST:PORT to follow (replica) */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "replica/replica.h"
 #include "server/validate.h"
 
 typedef enum { EG_OPT_STR, EG_OPT_NUM } eg_opt_kind;
@@ -286,16 +287,13 @@ void eg_config_usage(FILE *f) {
   }
 }
 
-/* replica/internal.h's EG_REPL_MAX_PEERS: the replicas one primary serves. */
-#define EG_REPLICA_STREAMS 64
-
 unsigned eg_config_store_readers(int workers) {
   /* 3: parking, the follower, the WAL archiver. */
-  return (unsigned)(workers > 0 ? workers : 0) + 3 + EG_REPLICA_STREAMS + EG_SNAPSHOTS_MAX +
+  return (unsigned)(workers > 0 ? workers : 0) + 3 + EG_REPL_MAX_PEERS + EG_SNAPSHOTS_MAX +
          EG_BACKUPS_MAX + EG_EXPORTS_MAX + EG_READERS_HEADROOM;
 }
 
 unsigned eg_config_stream_threads(const eg_config *c) {
-  return (unsigned)(EG_REPLICA_STREAMS + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports +
+  return (unsigned)(EG_REPL_MAX_PEERS + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports +
                     EG_STREAMS_HEADROOM);
 }
