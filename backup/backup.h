@@ -116,6 +116,25 @@ typedef enum {
 } eg_backup_file_kind;
 int eg_backup_file_kind_of(const char *path);
 
+/* ---- temp data on a signal (backup/scrub.c) --------------------------------
+ *
+ * A create, verify or restore puts a backup's data (every tenant's sealed
+ * records) in a temp place. When SIGINT, SIGTERM or SIGHUP ends the process
+ * meanwhile, the handler removes it, then the signal's default action ends
+ * the process (its caller sees it died of the signal). One place at a time,
+ * process-wide: for a single-threaded CLI. */
+
+/* Installs the handler for SIGINT, SIGTERM and SIGHUP (a signal the caller
+ * ignores stays ignored: nohup, a background job's SIGINT), and ignores
+ * SIGXFSZ so that a file size limit fails the write (EFBIG) and the normal
+ * error path runs. */
+void eg_backup_scrub_signals(void);
+/* What the handler removes from now on: the file, then the dir (only if it
+ * is empty by then); either may be NULL. NULL, NULL: nothing. The library's
+ * verify and restore set and clear their own; a process without the
+ * handler installed removes nothing. */
+void eg_backup_scrub_set(const char *file, const char *dir);
+
 /* ---- verify (backup/verify.c) ---------------------------------------------- */
 
 /* Data DBs a verify result counts (more than the store has). */
