@@ -83,21 +83,24 @@ typedef struct {
  *     force; EG_EEXIST otherwise, why naming an entry (the lock file and a
  *     staging dir do not count);
  *   - dir's lock is taken (eg_store_lock_dir), so a dir a running engramd
- *     holds is refused (EG_EPRECOND, why naming its pid);
+ *     holds is refused (EG_EPRECOND, why naming its pid; its mode is then
+ *     put back);
  *   - a staging dir left by an interrupted restore is removed
  *     (r->removed_leftover);
  *   - the data is extracted into the staging dir (length and SHA-256
  *     checked: EG_ECORRUPT) and checked as eg_backup_check_data does (a
  *     store of the header's LSN, epoch and schema version whose every
  *     record reads: EG_ECORRUPT).
+ * Until _finish or _abort, the staged data.mdb and the staging dir are
+ * what eg_backup_scrub_set removes on a signal.
  * On EG_OK r is filled and the caller may go on in r->stage (e.g. replay
  * archived WAL into it, eg_pitr_replay), then calls _finish or _abort. On
  * failure nothing is held, no staging dir is left and dir/data.mdb is
  * untouched; why is filled. */
 eg_err eg_backup_restore_begin(const char *path, const char *dir, int force, eg_restore *r,
                                char *why, size_t whylen);
-/* Puts the staging dir's data.mdb in place as dir/data.mdb the way a
- * replica's snapshot is (eg_store_install_snapshot: engram.id and lock.mdb
+/* Marks the staging dir done (EG_STORE_RESTORE_DONE, durable), then puts
+ * its data.mdb in place as dir/data.mdb the way a replica's snapshot is (eg_store_install_snapshot: engram.id and lock.mdb
  * are written afresh by the node's first open), removes the staging dir
  * and releases the lock. Call with no store open on r->stage. EG_EIO with
  * why filled if the data cannot be moved (the staging dir is then left,
@@ -115,6 +118,25 @@ typedef enum {
   EG_BACKUP_FILE_WRITING,    /* the temp file of a create still running */
 } eg_backup_file_kind;
 int eg_backup_file_kind_of(const char *path);
+
+/* ---- temp data on a signal (backup/scrub.c) --------------------------------
+ *
+ * A create, verify or restore puts a backup's data (every tenant's sealed
+ * records) in a temp place. When SIGINT, SIGTERM or SIGHUP ends the process
+ * meanwhile, the handler removes it, then the signal's default action ends
+ * the process (its caller sees it died of the signal). One place at a time,
+ * process-wide: for a single-threaded CLI. */
+
+/* Installs the handler for SIGINT, SIGTERM and SIGHUP (a signal the caller
+ * ignores stays ignored: nohup, a background job's SIGINT), and ignores
+ * SIGXFSZ so that a file size limit fails the write (EFBIG) and the normal
+ * error path runs. */
+void eg_backup_scrub_signals(void);
+/* What the handler removes from now on: the file, then the dir (only if it
+ * is empty by then); either may be NULL. NULL, NULL: nothing. The library's
+ * verify and restore set and clear their own; a process without the
+ * handler installed removes nothing. */
+void eg_backup_scrub_set(const char *file, const char *dir);
 
 /* ---- verify (backup/verify.c) ---------------------------------------------- */
 
@@ -152,7 +174,9 @@ eg_err eg_backup_check_data(const char *data_path, const eg_keyring *kr,
 
 /* Checks the backup at path: its header, the length and SHA-256 of its data
  * (extracted into a temp dir made under tmp_dir, or $TMPDIR, or /tmp, and
- * removed after on every path; the free space there is checked against
+ * removed after on every path, and by the eg_backup_scrub_signals handler
+ * when a signal ends the process meanwhile; the walk's child dies with the
+ * process); the free space there is checked against
  * the data's length first: EG_ENOSPC), then the data as
  * eg_backup_check_data does. Returns EG_ECORRUPT (why says what is wrong:
  * cut short, digest, not a store, damaged pages, ...), EG_EIO / EG_ENOMEM /

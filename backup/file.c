@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "backup/backup.h"
+#include "backup/place.h"
 #include "engram/storage/v1/backup.pb-c.h"
 
 #define EG_BACKUP_MAGIC_LEN 8
@@ -344,16 +345,10 @@ static int header_write(int fd, const eg_backup_header *h) {
 }
 
 /* Renames the finished temp file to path; without replace an existing path
- * is kept (EEXIST), atomically. 1 or 0 with errno. */
+ * is kept (EEXIST; eg_rename_noreplace). 1 or 0 with errno. */
 static int put_in_place(const eg_backup_writer *w) {
   if (w->replace) return rename(w->tmp, w->path) == 0;
-  if (renameat2(AT_FDCWD, w->tmp, AT_FDCWD, w->path, RENAME_NOREPLACE) == 0) return 1;
-  if (errno != EINVAL) return 0;
-  /* A filesystem without RENAME_NOREPLACE (NFS): a link is just as
-   * exclusive. */
-  if (link(w->tmp, w->path) != 0) return 0;
-  unlink(w->tmp);
-  return 1;
+  return eg_rename_noreplace(w->tmp, w->path) == 0;
 }
 
 /* fsyncs the directory holding path, so a renamed file's name survives a

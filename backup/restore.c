@@ -79,8 +79,13 @@ eg_err eg_backup_restore_begin(const char *path, const char *dir, int force, eg_
   }
   tighten_dir(dir, &r->old_mode);
   /* Held until the caller is done: no engramd may start on dir meanwhile,
-   * and a running one's dir is refused (its message names the pid). */
-  if ((e = eg_store_lock_dir(dir, &r->lock_fd, why, whylen)) != EG_OK) return e;
+   * and a running one's dir is refused (its message names the pid). A
+   * refused restore changes nothing, the dir's mode included. */
+  if ((e = eg_store_lock_dir(dir, &r->lock_fd, why, whylen)) != EG_OK) {
+    if (r->old_mode) chmod(dir, r->old_mode);
+    r->old_mode = 0;
+    return e;
+  }
   snprintf(r->stage, sizeof r->stage, "%s/%s", dir, EG_RESTORE_STAGING);
   int left = remove_stage(r->stage);
   r->removed_leftover = left == 1;
@@ -90,6 +95,10 @@ eg_err eg_backup_restore_begin(const char *path, const char *dir, int force, eg_
     return EG_EIO;
   }
   snprintf(data, sizeof data, "%s/data.mdb", r->stage);
+  /* Until _finish or _abort: a signal that ends the caller takes the
+   * copy with it (a stage whose store the replay opened keeps its small
+   * files, and the next restore removes it). */
+  eg_backup_scrub_set(data, r->stage);
   eg_backup_verify_result *v = malloc(sizeof *v);
   if (!v) {
     snprintf(why, whylen, "out of memory");
@@ -111,22 +120,44 @@ eg_err eg_backup_restore_begin(const char *path, const char *dir, int force, eg_
   return e;
 }
 
+/* Makes stage/EG_STORE_RESTORE_DONE durable: 0 or -1 (errno). */
+static int mark_done(const char *stage) {
+  char path[4096 + 64];
+  snprintf(path, sizeof path, "%s/%s", stage, EG_STORE_RESTORE_DONE);
+  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  int ok = fd >= 0 && fsync(fd) == 0, err = errno;
+  if (fd >= 0) close(fd);
+  int dfd = ok ? open(stage, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+  if (ok) ok = dfd >= 0 && fsync(dfd) == 0, err = errno;
+  if (dfd >= 0) close(dfd);
+  errno = err;
+  return ok ? 0 : -1;
+}
+
 eg_err eg_backup_restore_finish(eg_restore *r, const char *dir, char *why, size_t whylen) {
   char data[sizeof r->stage + 16];
   snprintf(data, sizeof data, "%s/data.mdb", r->stage);
-  /* Drops dir's engram.id and the old lock.mdb as for a replica's
-   * snapshot: the node's first open writes them afresh. */
-  eg_err e = eg_store_install_snapshot(dir, data);
+  /* From here the staged data is the restore's result: a signal leaves it
+   * for the marker to describe. */
+  eg_backup_scrub_set(NULL, NULL);
+  /* The marker goes first: a crash after the move and before the staging
+   * dir's removal then leaves a stage engramd knows as finished (marker,
+   * no data.mdb) rather than one it would call unfinished, whose advice
+   * ("remove it to use the data dir as it was") would be false. Drops
+   * dir's engram.id and the old lock.mdb as for a replica's snapshot: the
+   * node's first open writes them afresh. */
+  eg_err e = mark_done(r->stage) != 0 ? EG_EIO : eg_store_install_snapshot(dir, data);
   if (e)
     snprintf(why, whylen, "cannot put %s in place as %s/data.mdb: %s", data, dir, strerror(errno));
   else
-    remove_stage(r->stage); /* what is left is the staging store's small files */
+    remove_stage(r->stage); /* what is left is the marker and the staging store's small files */
   eg_store_unlock_dir(r->lock_fd);
   r->lock_fd = -1;
   return e;
 }
 
 void eg_backup_restore_abort(eg_restore *r) {
+  eg_backup_scrub_set(NULL, NULL);
   remove_stage(r->stage);
   eg_store_unlock_dir(r->lock_fd);
   r->lock_fd = -1;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -204,8 +205,14 @@ static eg_err walk_isolated(const char *data_path, const eg_keyring *kr,
   }
   *sh = (eg_walk_shared){.e = EG_EIO, .out = *out};
   fflush(NULL);
-  pid_t pid = fork();
+  pid_t parent = getpid(), pid = fork();
   if (pid == 0) {
+    /* Die with the caller (a signal, a SIGKILL): an orphan would go on
+     * reading every tenant's data that the caller's handler removed. The
+     * check of the parent closes the race with a death before the prctl.
+     * The child removes nothing itself: the caller owns the temp data. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(1);
+    eg_backup_scrub_set(NULL, NULL);
     /* Die of the fault itself: a sanitizer's handler would turn it into a
      * report and an exit status. */
     signal(SIGSEGV, SIG_DFL);
@@ -290,10 +297,12 @@ eg_err eg_backup_verify(const char *path, const char *tmp_dir, const eg_keyring 
     return EG_EIO;
   }
   snprintf(data, sizeof data, "%s/data.mdb", dir);
+  eg_backup_scrub_set(data, dir);
   e = eg_backup_extract(path, data, &out->h, why, whylen);
   if (!e) e = eg_backup_check_data(data, kr, out, why, whylen);
   unlink(data);
   rmdir(dir);
+  eg_backup_scrub_set(NULL, NULL);
   if (e && e != EG_ENOMEM && e != EG_EIO && e != EG_ENOSPC) e = EG_ECORRUPT;
   return e;
 }

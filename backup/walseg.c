@@ -1,5 +1,5 @@
 /* WAL archive segments: the file format of backup/walarchive.h. */
-#define _GNU_SOURCE /* renameat2 */
+#define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backup/place.h"
 #include "backup/walarchive.h"
 #include "crypto/crypto.h"
 
@@ -114,23 +115,16 @@ static eg_err eg_io_fail(char *why, size_t whylen, const char *what, const char 
 
 /* Renames dir/from to dir/to, never over an existing file (which may be
  * another history's segment), and fsyncs dir. Where the file system has no
- * RENAME_NOREPLACE, a check then a rename: the dir's LOCK keeps any other
- * archiver out meanwhile. EEXIST: EG_EEXIST, why naming both files.
+ * RENAME_NOREPLACE, eg_rename_noreplace checks then renames: the dir's LOCK
+ * keeps any other archiver out meanwhile. EEXIST: EG_EEXIST, why naming both files.
  * *placed (may be NULL) is set once the file has its new name, even if the
  * dir's fsync then fails. */
 static eg_err eg_seg_place(const char *dir, const char *from, const char *to, const char *what,
                            int *placed, char *why, size_t whylen) {
   char pf[EG_PATH_MAX + EG_WALSEG_NAME_MAX + 16], pt[EG_PATH_MAX + EG_WALSEG_NAME_MAX + 16];
-  struct stat st;
   snprintf(pf, sizeof pf, "%s/%s", dir, from);
   snprintf(pt, sizeof pt, "%s/%s", dir, to);
-  int rc = renameat2(AT_FDCWD, pf, AT_FDCWD, pt, RENAME_NOREPLACE);
-  if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
-    if (lstat(pt, &st) == 0)
-      errno = EEXIST;
-    else
-      rc = rename(pf, pt);
-  }
+  int rc = eg_rename_noreplace(pf, pt);
   if (rc != 0 && errno == EEXIST) {
     snprintf(why, whylen, "%s %.300s/%s: %s already exists (another history's segment of "
              "the same name?); both are left as they are", what, dir, from, to);

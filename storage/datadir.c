@@ -139,6 +139,15 @@ eg_err eg_store__check_data_file(const char *dir, const char *keyring, char *err
   struct stat st, dst;
   eg_path(path, sizeof path, dir, EG_STORE_RESTORE_DIR);
   if (lstat(path, &st) == 0) {
+    char done[4200], staged[4200];
+    snprintf(done, sizeof done, "%s/%s", path, EG_STORE_RESTORE_DONE);
+    snprintf(staged, sizeof staged, "%s/%s", path, EG_DATA_FILE);
+    if (access(done, F_OK) == 0 && access(staged, F_OK) != 0) {
+      snprintf(err, errlen, "%s exists, but the `engram backup restore` into %s finished: %s/%s "
+               "is the restored data and only the staging dir was not removed. Remove %s to "
+               "start on the restored data", path, dir, dir, EG_DATA_FILE, path);
+      return EG_ECORRUPT;
+    }
     snprintf(err, errlen, "%s exists: an `engram backup restore` into %s did not finish. Run the "
              "restore again (it removes the staging dir first), or remove %s to use the data dir "
              "as it was", path, dir, path);

@@ -121,6 +121,10 @@ eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
  * refuses to open (eg_store_open) rather than serve the old data or start
  * empty. */
 #define EG_STORE_RESTORE_DIR "restore.partial"
+/* A file in the staging dir, made durable before the restored data.mdb is
+ * moved out of it into the data dir: with it and without a data.mdb, the
+ * restore finished and only the staging dir's removal did not. */
+#define EG_STORE_RESTORE_DONE "done"
 /* Takes an exclusive lock on dir (flock on dir/LOCK, which then holds this
  * pid), creating dir as eg_store_open does, so two processes never serve
  * one store. *fd holds the lock until eg_store_unlock_dir or exit; it is

@@ -8,6 +8,7 @@
  *   verify   digest and length, the data as a store (schema, LSN, epoch,
  *            records per DB, read in a child process), with --keyring
  *            every sealed field; a copy of the data goes to --tmp-dir
+ *            (removed when a signal ends it, as create's temp file)
  *   restore  the data of a backup as a node's data dir (the node starts at
  *            the backup's LSN and epoch), through a staging dir in it;
  *            with --wal-archive replayed to a point in time
@@ -23,7 +24,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -189,36 +189,6 @@ static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char 
   return st.code || !last ? CLI_ERR : CLI_OK;
 }
 
-/* The temp file a signal handler removes (set while a create writes it). */
-static char create_temp[4200];
-static volatile sig_atomic_t create_armed;
-
-/* SIGINT, SIGTERM or SIGHUP during a create: the temp file (every
- * tenant's sealed data) goes, then the signal's default action ends the
- * CLI, so the caller sees it died of the signal. Async-signal-safe calls
- * only. */
-static void create_on_signal(int sig) {
-  if (create_armed) unlink(create_temp);
-  signal(sig, SIG_DFL);
-  raise(sig);
-}
-
-/* Arms the handler for w's temp file. A signal the caller ignores stays
- * ignored (nohup, a background job's SIGINT). SIGXFSZ is ignored so that a
- * file size limit fails the write (EFBIG) and the normal abort path runs. */
-static void create_signals(const eg_backup_writer *w) {
-  static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-  struct sigaction sa = {.sa_handler = create_on_signal}, old;
-  sigemptyset(&sa.sa_mask);
-  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(&sa.sa_mask, sigs[i]);
-  snprintf(create_temp, sizeof create_temp, "%s", eg_backup_writer_temp(w));
-  create_armed = 1;
-  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
-    if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
-      sigaction(sigs[i], &sa, NULL);
-  signal(SIGXFSZ, SIG_IGN);
-}
-
 int cmd_backup_create(cli *g, int argc, char **argv) {
   const char *out = NULL;
   int force = 0;
@@ -237,14 +207,15 @@ int cmd_backup_create(cli *g, int argc, char **argv) {
     snprintf(msg, sizeof msg, "%s%s", why, e == EG_EEXIST ? " (--force replaces it)" : "");
     return fail(g, "create", msg);
   }
-  create_signals(w);
+  eg_backup_scrub_signals();
+  eg_backup_scrub_set(eg_backup_writer_temp(w), NULL);
   if (create_stream(g, w, &h, why, sizeof why) != CLI_OK) {
     eg_backup_writer_abort(w);
-    create_armed = 0;
+    eg_backup_scrub_set(NULL, NULL);
     return fail(g, "create", why);
   }
   e = eg_backup_writer_commit(w, &h, why, sizeof why);
-  create_armed = 0;
+  eg_backup_scrub_set(NULL, NULL);
   if (e != EG_OK) return fail(g, "create", why);
   if (g->json) {
     fputs("{\"ok\":true,\"path\":", stdout);
@@ -297,6 +268,7 @@ int cmd_backup_restore(cli *g, int argc, char **argv) {
     return fail(g, "restore", msg);
   }
   eg_restore r;
+  eg_backup_scrub_signals();
   if (eg_backup_restore_begin(file, dir, force, &r, why, sizeof why) != EG_OK)
     return fail(g, "restore", why);
   if (r.old_mode)
@@ -403,6 +375,7 @@ int cmd_backup_verify(cli *g, int argc, char **argv) {
   if (keyring && eg_keyring_load(keyring, &kr, why, sizeof why) != EG_OK)
     return fail(g, "verify", why);
   eg_backup_verify_result *v = cli_alloc(g, sizeof *v);
+  eg_backup_scrub_signals();
   eg_err e = eg_backup_verify(file, tmp_dir, kr, v, why, sizeof why);
   if (e) {
     eg_keyring_free(kr);

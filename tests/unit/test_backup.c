@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "backup/backup.h"
+#include "backup/place.h"
 #include "suites.h"
 
 /* ---- retention -------------------------------------------------------------- */
@@ -341,6 +342,40 @@ static void test_file_incomplete(void) {
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "did not finish"));
 }
 
+/* Both ways of putting a file in place (RENAME_NOREPLACE and the fallback
+ * of file systems without it) never replace an existing target. */
+static void test_rename_noreplace(void) {
+  int (*const ways[])(const char *, const char *) = {eg_rename_noreplace, eg_rename_checked};
+  const char *dir = eg_test_tmpdir();
+  char a[4096], b[4096], got[8] = "";
+  snprintf(a, sizeof a, "%s/a", dir);
+  snprintf(b, sizeof b, "%s/b", dir);
+  for (size_t i = 0; i < 2; i++) {
+    FILE *f = fopen(a, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("new", f);
+    fclose(f);
+    f = fopen(b, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("old", f);
+    fclose(f);
+    errno = 0;
+    CU_ASSERT_EQUAL(ways[i](a, b), -1);
+    CU_ASSERT_EQUAL(errno, EEXIST);
+    CU_ASSERT_EQUAL(access(a, F_OK), 0);
+    f = fopen(b, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_PTR_NOT_NULL(fgets(got, sizeof got, f));
+    fclose(f);
+    CU_ASSERT_STRING_EQUAL(got, "old");
+    CU_ASSERT_EQUAL(unlink(b), 0);
+    CU_ASSERT_EQUAL(ways[i](a, b), 0);
+    CU_ASSERT_NOT_EQUAL(access(a, F_OK), 0);
+    CU_ASSERT_EQUAL(unlink(b), 0);
+  }
+  eg_test_rmdir(dir);
+}
+
 void eg_test_register_backup(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("backup", NULL, NULL, setup, teardown);
   CU_add_test(s, "grandfather-father-son over synthetic dates", test_retain_gfs);
@@ -356,4 +391,6 @@ void eg_test_register_backup(void) {
               test_file_dir_fsync_fails);
   CU_add_test(s, "file: flipped byte, truncated, not a backup, mismatched commit",
               test_file_refused);
+  CU_add_test(s, "place: RENAME_NOREPLACE and its fallback never replace a file",
+              test_rename_noreplace);
 }
