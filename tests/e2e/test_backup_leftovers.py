@@ -15,12 +15,11 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import time
 
-from harness import ENGRAM_CLI, KEEP, E2ETestCase, M, Server, clean_env, uid
+from harness import ENGRAM_CLI, M, clean_env, uid
 from test_hardening_storage import run_engramd  # noqa: E402
-from test_wal_archive import WAIT, cli, wait_for  # noqa: E402
+from test_wal_archive import WAIT, ArchiveSourceCase, cli, wait_for  # noqa: E402
 
 
 def children(pid):
@@ -59,38 +58,21 @@ def alive(pid):
 ATTEMPTS = 5
 
 
-class BackupLeftoversTest(E2ETestCase):
+class BackupLeftoversTest(ArchiveSourceCase):
+    SEGMENT_RECORDS = 10000
+
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="engram-e2e-left-")
-        cls.src = Server()
-        try:
-            cls.src.start()
-            c = cls.src.client()
-            # Enough records that the walk lasts a while (its child is
-            # caught in it).
+    def build(cls):
+        c = cls.src.client()
+        # Enough records that the walk lasts a while (its child is caught
+        # in it).
+        for _ in range(20):
+            sid = c.create(uid("s")).session_id
             for _ in range(20):
-                sid = c.create(uid("s")).session_id
-                for _ in range(20):
-                    c.append(sid, *[M("x" * 200) for _ in range(50)])
-            cls.base = os.path.join(cls.tmp, "base.egb")
-            rc, out, err = cli("backup", "create", "--out", cls.base, target=cls.src.addr)
-            assert rc == 0, err
-        except BaseException:
-            cls.src.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.src.close()
-        if not KEEP:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-
-    def tmpdir(self):
-        d = tempfile.mkdtemp(prefix="engram-e2e-left-")
-        if not KEEP:
-            self.addCleanup(shutil.rmtree, d, True)
-        return d
+                c.append(sid, *[M("x" * 200) for _ in range(50)])
+        cls.base = os.path.join(cls.tmp, "base.egb")
+        rc, out, err = cli("backup", "create", "--out", cls.base, target=cls.src.addr)
+        assert rc == 0, err
 
     def sigterm_mid_walk(self, make_argv):
         """Runs make_argv(), holds its walk child stopped, SIGTERMs the CLI;

@@ -36,8 +36,8 @@ import grpc
 from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
                      free_port, make_keyring, uid)
 from test_hardening_storage import run_engramd  # noqa: E402
-from test_wal_archive import (ADMIN, AGENT, REPL, TOKENS, WAIT, ArchiveCase, admin,  # noqa: E402
-                              cli, status, wait_archived, wait_for)
+from test_wal_archive import (ADMIN, AGENT, REPL, TOKENS, WAIT, ArchiveSourceCase,  # noqa: E402
+                              admin, cli, status, wait_archived, wait_for)
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 
 # Records written after the last base: enough that a replay of them lasts
@@ -70,24 +70,8 @@ def rewrite_backup(src, dst, data=None, **fields):
     return dst
 
 
-class RestoreSafetyTest(ArchiveCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="engram-e2e-rsafe-")
-        cls.arch = os.path.join(cls.tmp, "arch")
-        cls.src = Server("--wal-archive-dir", cls.arch, "--wal-archive-segment-records", 500)
-        try:
-            cls.src.start()
-            cls.build()
-        except BaseException:
-            cls.src.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.src.close()
-        if not KEEP:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+class RestoreSafetyTest(ArchiveSourceCase):
+    SEGMENT_RECORDS = 500
 
     @classmethod
     def backup(cls, name):

@@ -172,6 +172,33 @@ class ArchiveCase(E2ETestCase):
         return d
 
 
+class ArchiveSourceCase(ArchiveCase):
+    """One archiving engramd for the whole class (cls.src, archive cls.arch,
+    SEGMENT_RECORDS records a segment, files under cls.tmp); build() writes
+    what the tests read."""
+    SEGMENT_RECORDS = 2
+    SERVER_ARGS = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="engram-e2e-archsrc-")
+        cls.arch = os.path.join(cls.tmp, "arch")
+        cls.src = Server("--wal-archive-dir", cls.arch, "--wal-archive-segment-records",
+                         cls.SEGMENT_RECORDS, *cls.SERVER_ARGS)
+        try:
+            cls.src.start()
+            cls.build()
+        except BaseException:
+            cls.src.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.src.close()
+        if not KEEP:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+
 # ---- primary + replica ------------------------------------------------------------
 
 class ArchiveClusterTest(ArchiveCase):
@@ -332,25 +359,7 @@ class ArchiveRetentionTest(ArchiveCase):
 
 # ---- point-in-time restore -------------------------------------------------------------
 
-class PitrTest(ArchiveCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="engram-e2e-pitr-")
-        cls.arch = os.path.join(cls.tmp, "arch")
-        cls.src = Server("--wal-archive-dir", cls.arch, "--wal-archive-segment-records", 2)
-        try:
-            cls.src.start()
-            cls.build()
-        except BaseException:
-            cls.src.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.src.close()
-        if not KEEP:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
-
+class PitrTest(ArchiveSourceCase):
     @classmethod
     def build(cls):
         """A base backup, then: write X, write Y, more, DeleteUser(gone)."""
