@@ -82,7 +82,10 @@ trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-cli() { timeout 900 "$BUILD/engram" --target "$1" --token "$ADMIN" --timeout 600000 "${@:2}"; }
+# cli_as SCHED ADDR ARGS...: the CLI against ADDR as admin, run under SCHED
+# (a command prefix, e.g. "chrt --idle 0"; "" for none); cli ADDR ARGS...
+cli_as() { local sched=$1; shift; $sched timeout 900 "$BUILD/engram" --target "$1" --token "$ADMIN" --timeout 600000 "${@:2}"; }
+cli() { cli_as "" "$@"; }
 lg() { timeout $((LOAD_S + 600)) "$BUILD/eg_loadgen" --target "$1" --token "$TOKEN" "${@:2}"; }
 
 # start NAME DATA_DIR ARGS...: engramd on a new port; sets NAME_PID and
@@ -169,8 +172,8 @@ backup_loop() {
     [ -e stop ] && break
     local a b
     a=$(now)
-    chrt --idle 0 timeout 900 "$BUILD/engram" --target "$src_ADDR" --token "$ADMIN" \
-      --timeout 600000 --json backup create --force --out "$DEST/loop.backup" >"$tag.$n.json" 2>"$tag.$n.err" &
+    cli_as "chrt --idle 0" "$src_ADDR" --json backup create --force --out "$DEST/loop.backup" \
+      >"$tag.$n.json" 2>"$tag.$n.err" &
     child=$!
     wait "$child" || { echo "backup $n failed: $(cat "$tag.$n.err")" >"$tag.failed"; exit 1; }
     child=

@@ -42,6 +42,12 @@ uint64_t eg_client_exchange_lsn(const eg_client_exchange *x);
 /* Releases x (and x->recv unless the caller took it and set it to NULL). */
 void eg_client_exchange_end(eg_client_exchange *x);
 
+/* The first four ops of every Engram client call: send the initial
+ * metadata md[0..nmd) and the request req, close the sending side, and
+ * receive the server's initial metadata into initial. */
+void eg_client_start_ops(grpc_op ops[4], grpc_metadata *md, size_t nmd, grpc_byte_buffer *req,
+                         grpc_metadata_array *initial);
+
 /* The call metadata of every Engram client call: authorization (the whole
  * value) when not NULL or empty, engram-min-lsn when min_lsn != 0, as
  * secret slices (below) in md[0..*n). 0, or -1 when memory runs out (the

@@ -61,7 +61,10 @@ struct eg_archiver {
   size_t cap;
   char why[512];
   /* for any thread */
-  _Atomic uint64_t hold, archived, segments, errors, gaps;
+  /* The first LSN not yet archived: the writer may trim below it, and
+   * everything before it is in the archive. */
+  _Atomic uint64_t hold;
+  _Atomic uint64_t segments, errors, gaps;
   char problem[512]; /* guarded by bg.mu */
   int done;          /* the thread has ended; guarded by bg.mu */
 };
@@ -98,7 +101,6 @@ static void eg_arch_gap(eg_archiver *a, uint64_t from, uint64_t to, const char *
 
 static void eg_arch_set_next(eg_archiver *a, uint64_t next) {
   a->next = next;
-  atomic_store(&a->archived, next - 1);
   atomic_store(&a->hold, next);
 }
 
@@ -546,7 +548,7 @@ uint64_t eg_archiver_hold(const eg_archiver *a) { return a ? atomic_load(&a->hol
 void eg_archiver_get_stats(eg_archiver *a, eg_archiver_stats *out) {
   *out = (eg_archiver_stats){0};
   if (!a) return;
-  out->archived_lsn = atomic_load(&a->archived);
+  out->archived_lsn = atomic_load(&a->hold) - 1;
   out->segments = atomic_load(&a->segments);
   out->errors = atomic_load(&a->errors);
   out->gaps = atomic_load(&a->gaps);

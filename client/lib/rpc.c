@@ -96,6 +96,19 @@ int eg_client_call_metadata(grpc_metadata md[2], size_t *n, const char *authoriz
   return 0;
 }
 
+void eg_client_start_ops(grpc_op ops[4], grpc_metadata *md, size_t nmd, grpc_byte_buffer *req,
+                         grpc_metadata_array *initial) {
+  memset(ops, 0, 4 * sizeof *ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[0].data.send_initial_metadata.count = nmd;
+  ops[0].data.send_initial_metadata.metadata = md;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = req;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = initial;
+}
+
 int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_completion_queue *cq,
                              const char *path, gpr_timespec deadline, grpc_byte_buffer *req,
                              const char *authorization, uint64_t min_lsn, void *tag) {
@@ -113,14 +126,7 @@ int eg_client_exchange_start(eg_client_exchange *x, grpc_channel *ch, grpc_compl
 
   grpc_op ops[6];
   memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = x->nmd;
-  ops[0].data.send_initial_metadata.metadata = x->md;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = x->send;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &x->initial;
+  eg_client_start_ops(ops, x->md, x->nmd, x->send, &x->initial);
   ops[4].op = GRPC_OP_RECV_MESSAGE;
   ops[4].data.recv_message.recv_message = &x->recv;
   ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;

@@ -80,15 +80,7 @@ eg_client_stream *eg_client_stream_open(eg_client *c, const char *path,
   }
   grpc_byte_buffer *bb = eg_client_pack(req);
   grpc_op ops[4];
-  memset(ops, 0, sizeof ops);
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[0].data.send_initial_metadata.count = s->nmd;
-  ops[0].data.send_initial_metadata.metadata = s->md;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = bb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial;
+  eg_client_start_ops(ops, s->md, s->nmd, bb, &s->initial);
   int started = grpc_call_start_batch(s->call, ops, 4, &s->start_tag, NULL) == GRPC_CALL_OK;
   grpc_event ev = {0};
   if (started) ev = pluck(s, &s->start_tag);

@@ -28,17 +28,14 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 import grpc
 
-from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
-                     free_port, make_keyring, uid)
+from harness import ENGRAM_CLI, M, clean_env, uid
 from test_hardening_storage import run_engramd  # noqa: E402
-from test_wal_archive import (ADMIN, AGENT, REPL, TOKENS, WAIT, ArchiveSourceCase,  # noqa: E402
-                              admin, cli, status, wait_archived, wait_for)
-from engram.v1 import admin_pb2 as apb  # noqa: E402
+from test_wal_archive import (ADMIN, AGENT, WAIT, ArchiveCase, ArchiveSourceCase,  # noqa: E402
+                              archiving_pair, cli, promote, status, wait_archived, wait_for)
 
 # Records written after the last base: enough that a replay of them lasts
 # well past the moment the test sees it begin (kill -9 test).
@@ -257,19 +254,12 @@ class RestoreSafetyTest(ArchiveSourceCase):
         self.assertGreater(res["sealed_opened"], 0, res)
 
 
-class LosingSideTest(E2ETestCase):
+class LosingSideTest(ArchiveCase):
     def test_backup_from_the_side_a_promotion_left_is_refused(self):
-        tmp = tempfile.mkdtemp(prefix="engram-e2e-rsafe-ls-")
-        if not KEEP:
-            self.addCleanup(shutil.rmtree, tmp, True)
-        keyring = make_keyring(os.path.join(tmp, "keyring"))
-        arch = os.path.join(tmp, "arch-b")
-        a = self.start_server(tokens=TOKENS, keyring=keyring)
-        b = Server("--role", "replica", "--primary", a.addr, "--replica-token", REPL,
-                   "--wal-archive-dir", arch, "--wal-archive-segment-records", 5,
-                   tokens=TOKENS, keyring=keyring, port=free_port())
-        self.addCleanup(b.close)
-        b.start()
+        arch = os.path.join(self.tmpdir(), "arch-b")
+        cluster, a, b = archiving_pair(self, (), ("--wal-archive-dir", arch,
+                                                 "--wal-archive-segment-records", 5))
+        tmp = cluster.tmp
         c = a.client(AGENT)
         sid = c.create(uid("u")).session_id
         for i in range(5):
@@ -286,12 +276,7 @@ class LosingSideTest(E2ETestCase):
         a.stop()
         # B comes back alone, is promoted (epoch 2) and writes past A's LSN.
         b.start()
-        ch, stub, md = admin(b)
-        try:
-            self.assertEqual(stub.Promote(apb.PromoteRequest(), timeout=RPC_TIMEOUT,
-                                          metadata=md).epoch, 2)
-        finally:
-            ch.close()
+        self.assertEqual(promote(b).epoch, 2)
         cb = b.client(AGENT)
         for i in range(8):
             cb.append(sid, M("winner %d" % i))

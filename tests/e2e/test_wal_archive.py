@@ -36,7 +36,8 @@ import unittest
 import grpc
 
 from harness import (ENGRAM_CLI, ENGRAMD, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
-                     free_port, make_keyring, scan_sanitizer, uid, wait_past)
+                     scan_sanitizer, uid, wait_past)
+from test_replication import Cluster  # noqa: E402
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from engram.v1 import user_pb2 as up  # noqa: E402
@@ -172,6 +173,24 @@ class ArchiveCase(E2ETestCase):
         return d
 
 
+def archiving_pair(case, primary_args, replica_args):
+    """A primary and a replica of it (test_replication's Cluster: one
+    keyring, the tokens above), started; closed at the test's end."""
+    cluster = Cluster()
+    case.addCleanup(cluster.close)
+    primary = cluster.primary(*primary_args).start()
+    return cluster, primary, cluster.replica("r", primary.addr, *replica_args).start()
+
+
+def promote(srv):
+    """AdminService.Promote on srv: its PromoteResponse."""
+    ch, stub, md = admin(srv)
+    try:
+        return stub.Promote(apb.PromoteRequest(), timeout=RPC_TIMEOUT, metadata=md)
+    finally:
+        ch.close()
+
+
 class ArchiveSourceCase(ArchiveCase):
     """One archiving engramd for the whole class (cls.src, archive cls.arch,
     SEGMENT_RECORDS records a segment, files under cls.tmp); build() writes
@@ -204,15 +223,10 @@ class ArchiveSourceCase(ArchiveCase):
 class ArchiveClusterTest(ArchiveCase):
     def test_primary_and_replica_archive_the_same_log_and_promotion_starts_an_epoch(self):
         tmp = self.tmpdir()
-        keyring = make_keyring(os.path.join(tmp, "keyring"))
         a1, a2 = os.path.join(tmp, "arch-primary"), os.path.join(tmp, "arch-replica")
-        primary = self.start_server("--wal-archive-dir", a1, "--wal-archive-segment-records", 7,
-                                    tokens=TOKENS, keyring=keyring)
-        replica = Server("--role", "replica", "--primary", primary.addr, "--replica-token", REPL,
-                         "--wal-archive-dir", a2, "--wal-archive-segment-records", 5,
-                         tokens=TOKENS, keyring=keyring, port=free_port())
-        self.addCleanup(replica.close)
-        replica.start()
+        _, primary, replica = archiving_pair(
+            self, ("--wal-archive-dir", a1, "--wal-archive-segment-records", 7),
+            ("--wal-archive-dir", a2, "--wal-archive-segment-records", 5))
         c = primary.client(AGENT)
         sid = c.create(uid("u")).session_id
         for i in range(30):
@@ -235,9 +249,7 @@ class ArchiveClusterTest(ArchiveCase):
         # archive goes on in a segment named with the new epoch, from the
         # promotion's own record.
         primary.stop()
-        ch, stub, md = admin(replica)
-        promoted = stub.Promote(apb.PromoteRequest(), timeout=RPC_TIMEOUT, metadata=md)
-        ch.close()
+        promoted = promote(replica)
         self.assertEqual(promoted.epoch, 2)
         replica.client(AGENT).append(sid, M("after promotion"))
         st = wait_archived(replica)
