@@ -27,7 +27,9 @@
 
 typedef struct {
   int replica;                 /* start as a replica (else primary) */
-  const char *primary;         /* HOST:PORT to follow (replica) */
+  const char *primary;         /* HOST:PORT to follow (replica); NULL or "":
+                                  follow nobody until eg_repl_follow (a node
+                                  run with --coordinator starts so) */
   const char *token;           /* bearer token with the replica role ("" : none) */
   const char *replica_id;      /* this node's name in the primary's table */
   int sync_replicas;           /* acks a write waits for (primary) */
@@ -144,8 +146,9 @@ int eg_repl_sync_hold(eg_repl *r, uint64_t lsn, void (*done)(void *arg, int acke
 
 /* ---- replica side ------------------------------------------------------- */
 
-/* The channel to the primary, for forwarding writes (NULL on a node that
- * started as primary). Thread-safe; valid until eg_repl_free. */
+/* The channel to the primary followed now, for forwarding writes (NULL on
+ * a primary, and on a replica that follows nobody yet: the caller answers
+ * UNAVAILABLE). Thread-safe; valid until eg_repl_free. */
 grpc_channel *eg_repl_upstream(eg_repl *r);
 
 /* AdminService.Promote: stops following, starts epoch + 1 with a log
@@ -156,6 +159,66 @@ grpc_channel *eg_repl_upstream(eg_repl *r);
  *   EG_EUNAVAIL  the node stops, or restarts to install a snapshot
  * Thread safety: any thread but the writer's. */
 eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn, char *msg, size_t msglen);
+
+/* ---- automatic failover (coord/, --coordinator) ------------------------ */
+
+/* Most distinct primary addresses one process follows in its life (each
+ * keeps its channel until eg_repl_free, so that eg_repl_upstream's answer
+ * stays valid); eg_repl_follow refuses a new one past it (EG_ELIMIT). */
+#define EG_REPL_MAX_UPSTREAMS 16
+
+/* Re-points a replica at primary (HOST:PORT): stops the follower if it
+ * follows another address, then follows this one (a resync from a
+ * snapshot follows, as ever, if the histories diverged). A no-op when it
+ * already follows primary. EG_EPRECOND on a primary or while being
+ * promoted; EG_EUNAVAIL while stopping or restarting; EG_ELIMIT past
+ * EG_REPL_MAX_UPSTREAMS addresses. Thread safety: any thread but the
+ * writer's. */
+eg_err eg_repl_follow(eg_repl *r, const char *primary);
+/* The address followed now, copied into buf ("" : nobody). */
+void eg_repl_primary(eg_repl *r, char *buf, size_t n);
+
+/* Promotes this replica at epoch (> its store's epoch), as the
+ * coordinator decided: no probe of the old primary (etcd already said it
+ * is gone). Otherwise as eg_repl_promote (the same refusals). */
+eg_err eg_repl_promote_at(eg_repl *r, uint64_t epoch, uint64_t *lsn, char *msg, size_t msglen);
+
+/* With a coordinator, a primary acknowledges a write only before
+ * until_us (eg_mono_us clock) — the end of its etcd lease, less a margin —
+ * so that it stops before etcd can hand the lease to another node.
+ * 0: fenced now. Never called: no fencing (static roles). Thread safety:
+ * any thread. */
+void eg_repl_set_lease(eg_repl *r, int64_t until_us);
+/* 1 when eg_repl_set_lease was ever called and its until_us has passed. */
+int eg_repl_fenced(const eg_repl *r);
+/* 1 once eg_repl_set_lease was ever called (the node runs with a
+ * coordinator). */
+int eg_repl_coordinated(const eg_repl *r);
+
+/* Stops the process so main re-executes it (as for a snapshot install),
+ * saying why on stderr: a deposed primary comes back as a replica. A
+ * no-op while stopping or already restarting. */
+void eg_repl_request_restart(eg_repl *r, const char *why);
+
+/* What the coordinator and the health service read. */
+typedef struct {
+  uint64_t applied;     /* last LSN committed or applied */
+  uint64_t last_epoch;  /* the epoch of the record at applied (0: none) */
+  uint64_t epoch;       /* the store's epoch */
+  uint64_t primary_lsn; /* replica: the primary's LSN last heard of */
+  int connected;        /* replica: streaming from a primary now */
+  /* replica: how long since it last held everything the primary had
+   * (applied >= primary_lsn); 0 while it does; -1 before it ever did. */
+  int64_t behind_ms;
+} eg_repl_progress;
+void eg_repl_progress_get(eg_repl *r, eg_repl_progress *out);
+
+/* Whether this node should answer SERVING (grpc.health.v1): a primary that
+ * is not fenced; a replica streaming from a primary that is behind it by
+ * at most max_lag_ms (its behind_ms). Otherwise 0, with the reason in
+ * why. Does not know about starting, draining or a broken store (the
+ * health service checks those). */
+int eg_repl_serving(eg_repl *r, int64_t max_lag_ms, char *why, size_t whylen);
 
 /* Fills role, primary, primary_lsn and replicas of a status answer; the
  * strings and replica entries are allocated with alloc(arena, n). */

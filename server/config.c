@@ -129,6 +129,18 @@ static const eg_opt eg_opts[] = {
      * dir while it streams: a stuck or crawling client must give them up. */
     EG_NUM("backup-max-ms", backup_max_ms, 100, 604800000, "3600000",
            "a Backup stream still sending after this is ended (DEADLINE_EXCEEDED)"),
+    EG_STR("coordinator", coordinator, NULL, "",
+           "etcd://HOST:PORT[,HOST:PORT...]/PREFIX: etcd elects the primary (default off: --role)"),
+    EG_STR("advertise-address", advertise_address, NULL, "",
+           "HOST:PORT other nodes reach this one at (default the --listen address)"),
+    EG_NUM("lease-ttl-s", lease_ttl_s, 2, 60, "3",
+           "TTL of the etcd lease a leader holds; it fences itself before the lease can expire"),
+    EG_NUM("failover-max-lag", failover_max_lag, 0, INT64_MAX, "10000",
+           "a replica behind the last leader by more records never becomes primary"),
+    EG_NUM("max-serving-lag-ms", max_serving_lag_ms, 0, 86400000, "10000",
+           "a replica behind its primary for longer answers health checks NOT_SERVING"),
+    EG_NUM("max-connection-age-ms", max_connection_age_ms, 0, 86400000, "0",
+           "close client connections after this (GOAWAY; calls finish) so clients re-balance (0: off)"),
 };
 
 #define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])
@@ -254,6 +266,9 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
   if (c->sync_replicas > 0 && c->sync_timeout_ms >= c->call_timeout_ms)
     return eg_invalid(err, errlen, "--sync-timeout-ms", "must be below --call-timeout-ms (%lld)",
                       (long long)c->call_timeout_ms);
+  if (c->coordinator[0] && (strcmp(c->role, "replica") == 0 || c->primary[0]))
+    return eg_invalid(err, errlen, c->primary[0] ? "--primary" : "--role",
+                      "must not be set with --coordinator: etcd decides which node is the primary");
   if (strcmp(c->role, "replica") == 0 && c->primary[0] == '\0')
     return eg_invalid(err, errlen, "--primary", "required when --role is replica");
   return EG_OK;

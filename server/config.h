@@ -62,6 +62,12 @@ typedef struct {
   int64_t export_send_timeout_ms;      /* --export-send-timeout-ms 10000 (one export response sent) */
   int64_t export_max_ms;               /* --export-max-ms 300000 (one export, request to end) */
   int64_t backup_max_ms;               /* --backup-max-ms 3600000 (one Backup stream, request to end) */
+  char coordinator[1024];              /* --coordinator etcd://HOST:PORT[,...]/PREFIX; "" means static roles */
+  char advertise_address[256];         /* --advertise-address; "" means the --listen address (port bound) */
+  int64_t lease_ttl_s;                 /* --lease-ttl-s 3 (the etcd lease a leader holds) */
+  int64_t failover_max_lag;            /* --failover-max-lag 10000 (records; a replica further behind never wins) */
+  int64_t max_serving_lag_ms;          /* --max-serving-lag-ms 10000 (a replica further behind is NOT_SERVING) */
+  int64_t max_connection_age_ms;       /* --max-connection-age-ms 0 (0: off; clients reconnect, and re-balance, after it) */
 } eg_config;
 
 /* Ceiling of --max-append-messages; also the most messages one

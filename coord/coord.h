@@ -1,0 +1,135 @@
+/*
+ * coord: automatic failover through etcd (--coordinator).
+ *
+ * One coordinator thread per engramd. It keeps a lease in etcd and the
+ * node's member key under PREFIX/members/ID (proto/engram/coord/v1), and
+ * every EG_COORD_TICK_MS reads the whole prefix and acts (eg_coord_decide):
+ *   - the leader refreshes its lease every third of its TTL and tells
+ *     replica/ how long it may acknowledge writes (eg_repl_set_lease): a
+ *     leader that cannot refresh in time fences itself before etcd can
+ *     expire its lease; one whose key is gone or someone else's restarts
+ *     as a replica (eg_repl_request_restart);
+ *   - a replica follows the address in PREFIX/leader (eg_repl_follow);
+ *   - with no leader key, the most advanced healthy member by (last_epoch,
+ *     applied_lsn) that lags PREFIX/leader_lsn by at most
+ *     --failover-max-lag records takes the key in one etcd transaction
+ *     that also bumps PREFIX/epoch, and promotes itself at that epoch
+ *     (eg_repl_promote_at). When none may, nobody is promoted and the
+ *     reason is logged and shown in GetStatus.failover_problem.
+ * See docs/replication.md, "Automatic failover".
+ */
+#ifndef EG_COORD_H
+#define EG_COORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "coord/etcd.h"
+#include "replica/replica.h"
+#include "storage/storage.h"
+
+/* How often the coordinator reads etcd and acts. */
+#define EG_COORD_TICK_MS 200
+/* How long candidates wait, once the leader key is gone, for every live
+ * member to publish its state again before the most advanced may stand
+ * without the silent ones. */
+#define EG_COORD_SETTLE_MS 2000
+
+/* A parsed --coordinator etcd://HOST:PORT[,HOST:PORT...]/PREFIX. */
+typedef struct {
+  char endpoints[EG_ETCD_MAX_ENDPOINTS][256];
+  size_t n_endpoints;
+  char prefix[256]; /* "/PREFIX", no trailing slash */
+} eg_coord_url;
+/* EG_EINVAL with why in err (naming the part that is wrong). */
+eg_err eg_coord_url_parse(const char *url, eg_coord_url *out, char *err, size_t errlen);
+
+typedef struct {
+  const char *url;        /* --coordinator */
+  const char *id;         /* this node's id (--replica-id or HOSTNAME-PORT) */
+  const char *address;    /* --advertise-address: HOST:PORT peers reach it at */
+  int64_t lease_ttl_s;    /* --lease-ttl-s */
+  int64_t failover_max_lag; /* --failover-max-lag (records) */
+  eg_repl *repl;          /* borrowed; started */
+  eg_store *store;        /* borrowed */
+} eg_coord_config;
+
+typedef struct eg_coord eg_coord;
+
+/* Starts the coordinator thread. Fails (err says why) on a bad URL, or
+ * when the thread cannot start; an unreachable etcd is no failure (the
+ * node serves reads as a replica of nobody and keeps trying). */
+eg_err eg_coord_start(const eg_coord_config *cfg, eg_coord **out, char *err, size_t errlen);
+/* Stops the thread. A leader first fences itself (eg_repl_set_lease(0))
+ * and revokes its lease, so the others elect a new leader at once instead
+ * of after the TTL. NULL is fine. */
+void eg_coord_stop(eg_coord *c);
+
+typedef struct {
+  char leader_id[128], leader_address[256];
+  char problem[256]; /* GetStatus.failover_problem ("" none) */
+  int etcd_ok;       /* the last call to etcd worked */
+  uint64_t elections_won; /* by this node since start */
+} eg_coord_status;
+/* Thread safety: any thread. NULL c: all empty. */
+void eg_coord_status_get(const eg_coord *c, eg_coord_status *out);
+
+/* ---- the decision, pure (coord/decide.c) ------------------------------- */
+
+typedef struct {
+  char id[128];
+  uint64_t applied_lsn, last_epoch, epoch;
+  int healthy;
+  int64_t mod_revision; /* of its member key */
+} eg_coord_member;
+
+typedef struct {
+  /* this node */
+  const char *self_id;
+  int self_primary;      /* eg_repl_is_primary */
+  int self_healthy;      /* its store usable */
+  uint64_t self_applied, self_last_epoch, self_epoch;
+  int64_t self_lease;    /* the lease it holds (0: none yet) */
+  /* what etcd says (one read) */
+  int64_t revision;      /* of that read */
+  int has_leader;
+  char leader_id[128], leader_address[256];
+  int64_t leader_lease;
+  uint64_t etcd_epoch;   /* PREFIX/epoch (0: absent) */
+  int64_t epoch_mod_revision; /* 0: absent */
+  uint64_t leader_lsn;   /* PREFIX/leader_lsn (0: absent) */
+  const eg_coord_member *members; /* every PREFIX/members/ key, self included */
+  size_t n_members;
+  /* the leaderless period, as the coordinator tracked it */
+  int64_t gone_revision; /* the first read that found no leader (0: leader present) */
+  int settled;           /* EG_COORD_SETTLE_MS passed since then */
+  int64_t max_lag;       /* --failover-max-lag */
+} eg_coord_view;
+
+typedef enum {
+  EG_COORD_WAIT,    /* nothing to do now (problem may say why) */
+  EG_COORD_FOLLOW,  /* follow leader_address */
+  EG_COORD_LEAD,    /* this node leads and should: refresh, publish leader_lsn */
+  EG_COORD_STAND,   /* take the leader key at epoch (guarded by epoch_mod_revision) */
+  EG_COORD_REVOKE,  /* the leader key is this node's from before a restart: revoke lease */
+  EG_COORD_DEMOTE,  /* this node is primary but not the leader: restart as a replica */
+} eg_coord_action;
+
+typedef struct {
+  eg_coord_action action;
+  uint64_t epoch;    /* STAND: the epoch to take */
+  int64_t lease;     /* REVOKE: the lease to revoke */
+  char problem[256]; /* WAIT: why no node can be promoted ("" : none) */
+} eg_coord_decision;
+
+/* What this node should do now. Ranking: (last_epoch, applied_lsn)
+ * highest, then the smaller id. A member is a candidate when healthy, its
+ * key was written after gone_revision (or settled is set), and
+ * leader_lsn - applied_lsn <= max_lag. This node stands only if it is the
+ * best candidate and no member ranked above it is still to publish (before
+ * settled). STAND's epoch is max(etcd_epoch, the largest epoch or
+ * last_epoch any member reports, self_epoch) + 1. Pure. */
+void eg_coord_decide(const eg_coord_view *v, eg_coord_decision *out);
+
+#endif
