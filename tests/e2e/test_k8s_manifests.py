@@ -22,6 +22,8 @@ skipped where python3-kubernetes or kubectl is not installed.
 """
 import functools
 import glob
+import importlib.util
+import inspect
 import os
 import re
 import shutil
@@ -497,6 +499,34 @@ class ManifestTest(unittest.TestCase):
             if var.startswith("ENGRAM_"):
                 flag = "--" + var[len("ENGRAM_"):].lower().replace("_", "-")
                 self.assertTrue(f"`{flag}" in readme, f"{var}: no `{flag} in README.md's flag table")
+
+    def test_deploy_local_runs_the_same_topology(self):
+        """deploy/local (the ha topology as local processes, for development
+        and the failover tests) and overlays/ha must not drift apart: 3 etcd
+        members, 3 engramd, the same prefix, --sync-replicas and
+        --lease-ttl-s, and engramd's defaults where the overlay states them
+        (deploy/local passes no --failover-max-lag or --max-serving-lag-ms)."""
+        path = os.path.join(REPO, "deploy", "local", "cluster.py")
+        if not os.path.exists(path):
+            self.skipTest("no deploy/local/cluster.py")
+        spec = importlib.util.spec_from_file_location("local_cluster", path)
+        local = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(local)
+        defaults = inspect.signature(local.LocalCluster).parameters
+        objs = render("overlays/ha")
+        sts = engram_sets(objs)[0]
+        env = env_of(engramd_container(sts))
+        self.assertEqual(defaults["n_engram"].default, sts["spec"]["replicas"])
+        self.assertEqual(defaults["n_etcd"].default, of_kind(objs, "StatefulSet")["etcd"]["spec"]["replicas"])
+        self.assertEqual(defaults["prefix"].default, env["ENGRAM_COORDINATOR"].rsplit("/", 1)[1])
+        self.assertEqual(defaults["sync_replicas"].default, int(env["ENGRAM_SYNC_REPLICAS"]))
+        self.assertEqual(defaults["lease_ttl_s"].default, int(env["ENGRAM_LEASE_TTL_S"]))
+        if not os.access(ENGRAMD, os.X_OK):
+            self.skipTest(f"no engramd at {ENGRAMD}")
+        usage = subprocess.run([ENGRAMD, "--help"], capture_output=True, text=True, timeout=10)
+        for var in ("ENGRAM_FAILOVER_MAX_LAG", "ENGRAM_MAX_SERVING_LAG_MS"):
+            line = re.search(rf"\b{var}\b.*\[(\d+)\]$", usage.stdout + usage.stderr, re.M)
+            self.assertEqual(line.group(1), env[var], f"{var}: deploy/local runs engramd's default")
 
     def test_every_engram_variable_is_a_flag(self):
         """An ENGRAM_ variable engramd does not know is silently ignored:
