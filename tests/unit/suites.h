@@ -23,6 +23,7 @@
   X(lifecycle)               \
   X(walarchive)              \
   X(backup)                  \
+  X(etcd)                    \
   X(coord)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
