@@ -403,9 +403,12 @@ fail:
 void eg_coord_stop(eg_coord *c) {
   if (!c) return;
   /* Fenced before anything else: from here no write is acknowledged. */
+  if (eg_repl_is_primary(c->repl)) eg_repl_set_lease(c->repl, 0);
+  eg_bgthread_stop(&c->bg);
+  /* Again: a refresh (or an election won) the thread finished meanwhile
+   * set a new deadline. */
   int primary = eg_repl_is_primary(c->repl);
   if (primary) eg_repl_set_lease(c->repl, 0);
-  eg_bgthread_stop(&c->bg);
   if (c->lease) {
     char err[256] = "";
     /* The key goes now, instead of after the TTL: the others elect at once. */
