@@ -13,6 +13,7 @@ import time
 import grpc
 
 from harness import ENGRAMD, KEEP, RPC_TIMEOUT, clean_env, free_port, uid
+from test_hardening_keys import metrics_port, scrape
 from test_replication import (ADMIN_MD, REPL, Cluster, ReplicationCase, admin, agent, apb,
                               newest, status)
 
@@ -85,9 +86,17 @@ class CoordinatorTest(ReplicationCase):
 
     def node(self, name):
         s = self.cluster.primary("--coordinator", self.url, "--replica-id", name,
-                                 "--replica-token", REPL, "--lease-ttl-s", "2")
+                                 "--replica-token", REPL, "--lease-ttl-s", "2",
+                                 "--metrics-listen", "127.0.0.1:0")
         s.name = name
         return s
+
+    def metrics(self, node):
+        _, text = scrape(metrics_port(node), 10)
+        names = ("engram_is_primary", "engram_fenced", "engram_coordinator_up",
+                 "engram_elections_won_total")
+        return {n: int(v) for line in text.splitlines() if " " in line
+                for n, v in [line.split(" ", 1)] if n in names}
 
     def wait_role(self, node, role, nodes):
         return self.wait_until(lambda: status(node).role == role and status(node),
@@ -101,6 +110,9 @@ class CoordinatorTest(ReplicationCase):
                          ("node-a", "node-a", a.addr))
         self.assertFalse(st.fenced)
         self.assertEqual(st.failover_problem, "")
+        self.assertEqual(self.metrics(a), {"engram_is_primary": 1, "engram_fenced": 0,
+                                           "engram_coordinator_up": 1,
+                                           "engram_elections_won_total": 1})
 
         b = self.node("node-b").start()
         self.wait_until(lambda: status(b).primary == a.addr, ELECT_TIMEOUT, "node-b follows a",
@@ -113,6 +125,9 @@ class CoordinatorTest(ReplicationCase):
             admin(b).Promote(apb.PromoteRequest(), timeout=RPC_TIMEOUT, metadata=ADMIN_MD)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
         self.assertIn("coordinator", cm.exception.details())
+        self.assertEqual(self.metrics(b), {"engram_is_primary": 0, "engram_fenced": 0,
+                                           "engram_coordinator_up": 1,
+                                           "engram_elections_won_total": 0})
 
         # A write through the replica is forwarded to the primary.
         sid = agent(b).create(uid("u"), uid("s")).session_id
