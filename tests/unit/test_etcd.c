@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -125,6 +126,30 @@ static int suite_cleanup(void) {
   }
   if (etcd.dir[0]) eg_test_rmdir(etcd.dir);
   return 0;
+}
+
+/* 1 once every thread of pid is stopped ('T' in /proc): kill(SIGSTOP)
+ * returns before the signal has reached them all. */
+static int all_stopped(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) return 0;
+  int stopped = 1;
+  struct dirent *de;
+  while (stopped && (de = readdir(d))) {
+    if (de->d_name[0] == '.') continue;
+    char stat[384], buf[512];
+    snprintf(stat, sizeof stat, "%s/%s/stat", path, de->d_name);
+    FILE *f = fopen(stat, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the state follows the name */
+    stopped = paren && paren[1] == ' ' && paren[2] == 'T';
+  }
+  closedir(d);
+  return stopped;
 }
 
 /* A client of the suite's etcd. */
@@ -276,6 +301,7 @@ static void test_range_limit(void) {
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "more than 256 keys"));
   CU_ASSERT_EQUAL(kvs.n, 0);
   CU_ASSERT_PTR_NULL(kvs.kvs);
+  CU_ASSERT_EQUAL(kvs.revision, 0);
   eg_etcd_free(e);
 }
 
@@ -320,6 +346,8 @@ static void test_key_and_value_limits(void) {
   CU_ASSERT_EQUAL(eg_etcd_range_prefix(e, S("big/"), &kvs, err, sizeof err), EG_ELIMIT);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "value of 4097"));
   CU_ASSERT_EQUAL(kvs.n, 0);
+  CU_ASSERT_PTR_NULL(kvs.kvs);
+  CU_ASSERT_EQUAL(kvs.revision, 0);
   eg_etcd_free(e);
 }
 
@@ -478,6 +506,8 @@ static void test_stopped_etcd(void) {
   /* Stopped (the connection stays open, nothing answers): every kind of
    * call ends at its deadline. */
   CU_ASSERT_EQUAL_FATAL(kill(etcd.pid, SIGSTOP), 0);
+  for (int i = 0; i < 1000 && !all_stopped(etcd.pid); i++) usleep(1000);
+  CU_ASSERT_FATAL(all_stopped(etcd.pid));
   eg_etcd_kvs kvs;
   CU_ASSERT_EQUAL(eg_etcd_range_prefix(e, S("stop/"), &kvs, err, sizeof err), EG_EUNAVAIL);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "DEADLINE_EXCEEDED"));
