@@ -24,7 +24,8 @@
   X(walarchive)              \
   X(backup)                  \
   X(etcd)                    \
-  X(coord)
+  X(coord)                   \
+  X(failover)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
