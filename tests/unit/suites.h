@@ -23,7 +23,8 @@
   X(lifecycle)               \
   X(walarchive)              \
   X(backup)                  \
-  X(etcd)                   \
+  X(etcd)                    \
+  X(coord)                   \
   X(failover)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
