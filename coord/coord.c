@@ -10,7 +10,7 @@
 #include "common/clock.h"
 #include "coord/coord.h"
 #include "engram/coord/v1/coord.pb-c.h"
-#include "server/bgthread.h"
+#include "common/bgthread.h"
 
 /* How often a changed PREFIX/leader_lsn is written at most: it only bounds
  * the lag rule, so a write a tick is not worth it. */

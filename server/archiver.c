@@ -11,7 +11,7 @@
 #include "backup/walarchive.h"
 #include "common/clock.h"
 #include "crypto/crypto.h"
-#include "server/bgthread.h"
+#include "common/bgthread.h"
 
 /* One batch: what one read txn copies out, at most this many records and
  * (but for a single larger record) bytes. The archiver writes and fsyncs

@@ -14,7 +14,7 @@
 
 #include "common/clock.h"
 #include "server/archiver.h"
-#include "server/bgthread.h"
+#include "common/bgthread.h"
 
 /* grpc_status_code runs 0..16. */
 #define EG_GRPC_CODES 17

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "common/clock.h"
-#include "server/bgthread.h"
+#include "common/bgthread.h"
 
 struct eg_reaper {
   eg_bgthread bg;

@@ -9,7 +9,7 @@
 
 #include "common/clock.h"
 #include "replica/replica.h"
-#include "server/bgthread.h"
+#include "common/bgthread.h"
 #include "storage/memories.h"
 
 /* Due ids gathered per scan before deleting any (the scan's cursor must not

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "server/bgthread.h"
+#include "common/bgthread.h"
 
 /* Most items one txn takes: bounds the time the first caller in a batch
  * waits behind the others. */

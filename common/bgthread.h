@@ -5,8 +5,8 @@
  * eg_bgthread and guards its own state with mu; the thread's loop runs
  * while !stopping and waits on cv (eg_bgthread_sleep for a period).
  */
-#ifndef EG_SERVER_BGTHREAD_H
-#define EG_SERVER_BGTHREAD_H
+#ifndef EG_COMMON_BGTHREAD_H
+#define EG_COMMON_BGTHREAD_H
 
 #include <pthread.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-#include "server/bgthread.h"
+#include "common/bgthread.h"
 
 #include <errno.h>
 #include <stdio.h>
