@@ -70,6 +70,18 @@ int eg_client_metadata_u64(const grpc_metadata_array *md, const char *key, uint6
 grpc_byte_buffer *eg_client_pack(const ProtobufCMessage *m);
 ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
 
+/* The channel of an eg_client that is not an Engram server's (the etcd
+ * client's). eg_client_new is eg_client_new_opts with
+ * {EG_CLIENT_MAX_RESPONSE_BYTES, 0}. */
+typedef struct {
+  int max_response_bytes;       /* a larger response fails RESOURCE_EXHAUSTED */
+  int max_reconnect_backoff_ms; /* 0: gRPC's own (up to 2 minutes) */
+} eg_client_channel_opts;
+/* eg_client_new (same returns, same thread safety) on a channel with o's
+ * settings. */
+eg_client *eg_client_new_opts(const char *target, const char *token,
+                              const eg_client_channel_opts *o);
+
 /* The client's channel, for streaming calls (valid until eg_client_free). */
 grpc_channel *eg_client_channel(eg_client *c);
 /* The client's `authorization` value ("Bearer <token>"), or NULL. */

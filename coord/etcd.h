@@ -10,6 +10,9 @@
  * Errors: EG_EUNAVAIL when the endpoint cannot be reached or the deadline
  * passed; any other etcd error as EG_EIO; both with what etcd (or gRPC)
  * said in err. A failed compare is no error (eg_etcd_txn_create).
+ * Arguments: an empty key, a bad endpoint or count is EG_EINVAL; a key or
+ * value over the limits below (sent or received) is EG_ELIMIT; memory
+ * running out is EG_ENOMEM.
  *
  * Thread safety: one eg_etcd is used by one thread at a time (the
  * coordinator's). Keys and values are bytes (not NUL-terminated).
@@ -31,6 +34,9 @@
 /* Longest key and value the client sends or accepts. */
 #define EG_ETCD_KEY_MAX 512
 #define EG_ETCD_VALUE_MAX 4096
+/* Most puts in one eg_etcd_txn_create (an election puts the leader and
+ * the epoch). */
+#define EG_ETCD_TXN_PUTS_MAX 8
 
 typedef struct eg_etcd eg_etcd;
 
@@ -78,7 +84,7 @@ typedef struct {
 /* One etcd transaction, the shape an election needs:
  *   if  the key `absent` does not exist (create_revision == 0)
  *   and the key `guard` has mod_revision == guard_rev (0: it does not exist)
- *   then do every put in puts (n_puts >= 1)
+ *   then do every put in puts (1 <= n_puts <= EG_ETCD_TXN_PUTS_MAX)
  * *succeeded says whether the compares held (and the puts were done);
  * a failed compare is EG_OK with *succeeded == 0. */
 eg_err eg_etcd_txn_create(eg_etcd *e, const uint8_t *absent, size_t absent_len,

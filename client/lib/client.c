@@ -46,6 +46,12 @@ static int metadata_value_ok(const char *s) {
 }
 
 eg_client *eg_client_new(const char *target, const char *token) {
+  eg_client_channel_opts o = {.max_response_bytes = EG_CLIENT_MAX_RESPONSE_BYTES};
+  return eg_client_new_opts(target, token, &o);
+}
+
+eg_client *eg_client_new_opts(const char *target, const char *token,
+                              const eg_client_channel_opts *o) {
   if (!target || !*target || (token && !metadata_value_ok(token))) {
     errno = EINVAL;
     return NULL;
@@ -67,12 +73,17 @@ eg_client *eg_client_new(const char *target, const char *token) {
   grpc_arg arg[] = {
       {.type = GRPC_ARG_INTEGER,
        .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-       .value.integer = EG_CLIENT_MAX_RESPONSE_BYTES},
+       .value.integer = o->max_response_bytes},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 10000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 5000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1},
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+       .value.integer = o->max_reconnect_backoff_ms},
   };
-  grpc_channel_args args = {.num_args = sizeof arg / sizeof arg[0], .args = arg};
+  /* The backoff cap is last: left out when o keeps gRPC's own. */
+  size_t nargs = sizeof arg / sizeof arg[0] - (o->max_reconnect_backoff_ms ? 0 : 1);
+  grpc_channel_args args = {.num_args = nargs, .args = arg};
   grpc_channel_credentials *creds = grpc_insecure_credentials_create();
   c->channel = grpc_channel_create(target, creds, &args);
   grpc_channel_credentials_release(creds);
