@@ -63,8 +63,11 @@ typedef struct eg_coord eg_coord;
 eg_err eg_coord_start(const eg_coord_config *cfg, eg_coord **out, char *err, size_t errlen);
 /* Stops the thread. A leader first fences itself (eg_repl_set_lease(0))
  * and revokes its lease, so the others elect a new leader at once instead
- * of after the TTL. NULL is fine. */
+ * of after the TTL. eg_coord_status_get still works after it (GetStatus
+ * runs while the transport drains, after this stop). NULL is fine. */
 void eg_coord_stop(eg_coord *c);
+/* Frees c after eg_coord_stop, once nothing reads its status. NULL is fine. */
+void eg_coord_free(eg_coord *c);
 
 typedef struct {
   char leader_id[128], leader_address[256];

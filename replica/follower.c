@@ -10,16 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "engram/v1/replication.pb-c.h"
 #include "replica/internal.h"
 
 #define EG_BACKOFF_MIN_MS 100
 #define EG_BACKOFF_MAX_MS 5000
-
-/* 1 once the follower must end: the node stops or is being promoted. */
-static int eg_follow_done(eg_repl *r) {
-  return atomic_load(&r->stopping) || atomic_load(&r->promoting);
-}
 
 /* The batch's records, applied on the writer thread in a txn of their
  * own, which commits at the last record's LSN (and also trims the log:
@@ -89,7 +85,7 @@ static int eg_follow_keys_fit(eg_repl *r, const Engram__V1__StreamResponse *m) {
     return 1;
   snprintf(line, sizeof line,
            "refusing the log of %s: its data does not fit this node's keyring: %s; applying "
-           "nothing (install the primary's keyring and restart)", r->primary, why);
+           "nothing (install the primary's keyring and restart)", eg_repl_current(r)->addr, why);
   eg_follow_log(line);
   return 0;
 }
@@ -110,12 +106,12 @@ static void eg_follow_log_end(eg_repl *r, grpc_call *call, grpc_completion_queue
   op.data.recv_status_on_client.status_details = &details;
   char now[512];
   if (eg_rpc_run_within(call, cq, &op, 1, 1000))
-    snprintf(now, sizeof now, "stream to the primary ended: %s: status %d: %.*s", r->primary,
+    snprintf(now, sizeof now, "stream to the primary ended: %s: status %d: %.*s", eg_repl_current(r)->addr,
              (int)code, (int)GRPC_SLICE_LENGTH(details), (const char *)GRPC_SLICE_START_PTR(details));
   else
     snprintf(now, sizeof now,
              "stream to the primary ended: %s: no answer (stream silent for %d ms or broken)",
-             r->primary, EG_REPL_SILENCE_MS);
+             eg_repl_current(r)->addr, EG_REPL_SILENCE_MS);
   eg_follow_log(now);
   grpc_slice_unref(details);
   grpc_metadata_array_destroy(&trailing);
@@ -138,7 +134,7 @@ static int eg_follow_once(eg_repl *r) {
   }
   if (eg_upstream_open(r, EG_REPL_SERVICE "Stream", &hello.base, 0, &u)) {
     Engram__V1__StreamResponse *m;
-    while (!eg_follow_done(r) &&
+    while (!eg_repl_follow_done(r) &&
            (m = (void *)eg_rpc_recv_within(u.call, u.cq, &engram__v1__stream_response__descriptor,
                                            EG_REPL_SILENCE_MS))) {
       /* Before anything of the primary's is applied (a resync included). */
@@ -159,6 +155,9 @@ static int eg_follow_once(eg_repl *r) {
         if (m->n_records) e = eg_follow_apply(r, m);
         if (e) fprintf(stderr, "engramd: replica: cannot apply the primary's log: %s\n", eg_err_msg(e));
       }
+      /* Caught up as of this message: what behind_ms counts from. */
+      if (!e && streamed > 0 && eg_store_last_lsn(r->store) >= m->primary_lsn)
+        atomic_store(&r->caught_up_us, eg_mono_us());
       protobuf_c_message_free_unpacked(&m->base, NULL);
       if (e || streamed < 0) break;
       Engram__V1__StreamRequest ack;
@@ -175,13 +174,13 @@ static int eg_follow_once(eg_repl *r) {
 
 /* Sleeps ms, or less when the follower must end. */
 static void eg_follow_sleep(eg_repl *r, int ms) {
-  for (int slept = 0; slept < ms && !eg_follow_done(r); slept += 50) usleep(50 * 1000);
+  for (int slept = 0; slept < ms && !eg_repl_follow_done(r); slept += 50) usleep(50 * 1000);
 }
 
 void *eg_repl_follower_main(void *arg) {
   eg_repl *r = arg;
   int backoff = EG_BACKOFF_MIN_MS;
-  while (!eg_follow_done(r)) {
+  while (!eg_repl_follow_done(r)) {
     int rc = eg_follow_once(r);
     if (rc < 0) {
       if (eg_repl_fetch_snapshot(r) == EG_OK) {

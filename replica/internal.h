@@ -39,10 +39,18 @@ struct eg_hold {
   void *arg;
 };
 
+/* A primary this node followed at some point: its address and channel,
+ * kept until eg_repl_free (eg_repl_upstream's answer stays valid). Never
+ * changed once published in eg_repl.ups. */
+struct eg_upstream_entry {
+  char *addr;
+  eg_client *client;
+};
+
 struct eg_repl {
   eg_store *store;
   const eg_keyring *keys; /* borrowed (eg_repl_config) */
-  char *primary, *token, *authz, *replica_id;
+  char *token, *authz, *replica_id;
   int sync_replicas;
   int64_t sync_timeout_ms, retain_records, retain_s, retain_cap;
 
@@ -57,7 +65,14 @@ struct eg_repl {
   eg_repl_write_fn write; /* set by eg_repl_start */
   void *writer;
 
-  eg_client *upstream; /* replica: the primary (thread-safe) */
+  /* The primaries followed so far; n_ups and the entries are written
+   * under mu, each entry before cur may point at it, so a reader of cur
+   * (any thread, no lock) sees a complete entry. cur: the one followed
+   * now, -1 for nobody (a primary, or a replica waiting for its
+   * coordinator). */
+  struct eg_upstream_entry ups[EG_REPL_MAX_UPSTREAMS];
+  size_t n_ups;
+  atomic_int cur;
 
   pthread_mutex_t mu;
   pthread_cond_t cv;                      /* acks and holds changed; stop */
@@ -74,7 +89,38 @@ struct eg_repl {
   int syncer_started;
   atomic_uint_fast64_t primary_lsn; /* replica: last heard from the primary */
   atomic_int connected;             /* replica: streaming now */
+  /* replica: eg_mono_us when it last held all the primary had (applied >=
+   * primary_lsn); -1: never. */
+  atomic_int_fast64_t caught_up_us;
+  /* The follower must end, for eg_repl_follow to re-point it (set and
+   * cleared under life_mu around the join). */
+  atomic_int halt;
+  /* Coordinator fencing (eg_repl_set_lease): writes are acknowledged only
+   * before lease_until_us, once coordinated. */
+  atomic_int_fast64_t lease_until_us;
+  atomic_int coordinated;
 };
+
+/* repl.c: the primary followed now, NULL for nobody (an entry of ups). */
+const struct eg_upstream_entry *eg_repl_current(eg_repl *r);
+/* repl.c: 1 once the follower must end: the node stops, is being promoted,
+ * or re-points at another primary. */
+int eg_repl_follow_done(eg_repl *r);
+
+/* repl.c: what eg_repl_serving decides from. */
+typedef struct {
+  int primary;       /* this node is the primary */
+  int fenced;        /* eg_repl_fenced */
+  const char *upstream; /* replica: the address followed (NULL: nobody) */
+  int connected;     /* replica: streaming now */
+  int64_t behind_ms; /* eg_repl_progress.behind_ms */
+} eg_serving_view;
+/* repl.c: eg_repl_serving's decision. Pure. */
+int eg_repl_serving_decide(const eg_serving_view *v, int64_t max_lag_ms, char *why, size_t whylen);
+/* repl.c: behind_ms (eg_repl_progress) from the follower's state at now_us
+ * (eg_mono_us). Pure. */
+int64_t eg_repl_behind_ms(uint64_t applied, uint64_t primary_lsn, int connected,
+                          int64_t caught_up_us, int64_t now_us);
 
 /* rpc.c: runs ops on call as one batch and waits for it on cq (a pluck
  * queue). Returns 1 if the batch succeeded. */
@@ -156,8 +202,9 @@ int eg_repl_trim_age_matters(const eg_trim_view *v);
  * (EG_EPRECOND); *why says which. */
 eg_err eg_repl_claim_promotion(eg_repl *r, const char **why);
 /* repl.c: under mu, decides that the process restarts to install a fetched
- * snapshot (returns 1 and sets restart) unless it stops or is being
- * promoted (0: the snapshot must be discarded). */
+ * snapshot (returns 1 and sets restart) unless it stops, is being
+ * promoted or re-pointed at another primary (0: the snapshot must be
+ * discarded), or already restarts. */
 int eg_repl_claim_restart(eg_repl *r);
 
 /* stream.c: what the primary knows when a replica says hello. */

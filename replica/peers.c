@@ -213,8 +213,9 @@ uint64_t eg_repl_trim_below(eg_repl *r, eg_txn *t, uint64_t archive_next) {
 eg_err eg_repl_status(eg_repl *r, Engram__V1__GetStatusResponse *out,
                       void *(*alloc)(void *arena, size_t n), void *arena) {
   int primary = eg_repl_is_primary(r);
+  const struct eg_upstream_entry *u = eg_repl_current(r);
   out->role = primary ? "primary" : "replica";
-  out->primary = primary ? "" : r->primary;
+  out->primary = primary || !u ? "" : u->addr; /* entries live until eg_repl_free */
   out->primary_lsn = primary ? eg_store_last_lsn(r->store) : atomic_load(&r->primary_lsn);
   uint64_t last = eg_store_last_lsn(r->store);
   pthread_mutex_lock(&r->mu);

@@ -77,7 +77,7 @@ int eg_upstream_open(eg_repl *r, const char *method, const ProtobufCMessage *fir
                      eg_upstream *u) {
   u->cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_slice m = grpc_slice_from_static_string(method);
-  u->call = grpc_channel_create_call(eg_client_channel(r->upstream), NULL, GRPC_PROPAGATE_DEFAULTS,
+  u->call = grpc_channel_create_call(eg_repl_upstream(r), NULL, GRPC_PROPAGATE_DEFAULTS,
                                      u->cq, m, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   pthread_mutex_lock(&r->mu);
   r->follow_call = u->call; /* a stop cancels it */
@@ -99,7 +99,7 @@ int eg_upstream_open(eg_repl *r, const char *method, const ProtobufCMessage *fir
   /* Bounded: a primary host that vanished must not hold the follower (or
    * a Promote waiting for it) for the TCP timeout. A token that could not
    * be copied (out of memory) fails the attempt rather than call without. */
-  int ok = (have_md || !r->authz[0]) && !atomic_load(&r->stopping) && !atomic_load(&r->promoting) &&
+  int ok = (have_md || !r->authz[0]) && !eg_repl_follow_done(r) &&
            eg_rpc_run_within(u->call, u->cq, ops, 1, EG_REPL_SILENCE_MS) &&
            eg_rpc_send(u->call, u->cq, first) &&
            (!close_send || eg_rpc_run(u->call, u->cq, ops + 2, 1)) &&

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coord/coord.h"
 #include "replica/replica.h"
 #include "server/validate.h"
 
@@ -266,6 +267,9 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
   if (c->sync_replicas > 0 && c->sync_timeout_ms >= c->call_timeout_ms)
     return eg_invalid(err, errlen, "--sync-timeout-ms", "must be below --call-timeout-ms (%lld)",
                       (long long)c->call_timeout_ms);
+  eg_coord_url url;
+  if (c->coordinator[0] && eg_coord_url_parse(c->coordinator, &url, err, errlen) != EG_OK)
+    return EG_EINVAL;
   if (c->coordinator[0] && (strcmp(c->role, "replica") == 0 || c->primary[0]))
     return eg_invalid(err, errlen, c->primary[0] ? "--primary" : "--role",
                       "must not be set with --coordinator: etcd decides which node is the primary");

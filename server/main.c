@@ -204,7 +204,9 @@ static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_stor
   char id[128];
   eg_replica_id(cfg, id, sizeof id);
   eg_repl_config rc = {
-      .replica = strcmp(cfg->role, "replica") == 0,
+      /* With a coordinator every node starts as a replica of nobody: etcd
+       * says whom to follow, or that it leads. */
+      .replica = strcmp(cfg->role, "replica") == 0 || cfg->coordinator[0],
       .primary = cfg->primary,
       .token = cfg->replica_token,
       .replica_id = id,
@@ -215,7 +217,11 @@ static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_stor
       .retain_cap = cfg->wal_retain_cap,
       .keys = keys,
   };
-  return eg_repl_new(&rc, store, out);
+  eg_err e = eg_repl_new(&rc, store, out);
+  /* Coordinated from the start: Promote is refused, and a primary is
+   * fenced until its first lease renewal. */
+  if (e == EG_OK && cfg->coordinator[0]) eg_repl_set_lease(*out, 0);
+  return e;
 }
 
 static uint64_t eg_trim(void *arg, eg_txn *t) {
@@ -267,7 +273,8 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_announce(cfg->listen, port);
   if (http) eg_announce_metrics(cfg->metrics_listen, eg_metrics_http_port(http));
   if (!eg_repl_is_primary(srv->repl))
-    fprintf(stderr, "engramd: replica of %s from lsn %llu\n", cfg->primary,
+    fprintf(stderr, "engramd: replica of %s from lsn %llu\n",
+            cfg->primary[0] ? cfg->primary : "nobody yet (the coordinator decides)",
             (unsigned long long)eg_store_last_lsn(srv->store));
   int sig = eg_wait_stop(&sigs, srv->store);
   fprintf(stderr, "engramd: %s: draining calls and stopping (send it again to exit at once)\n",
@@ -378,8 +385,9 @@ out:
   eg_keyring_free(keys);
   eg_store_unlock_dir(lock_fd); /* also dropped by exec (close-on-exec) */
   if (rc == 3) {
-    /* The follower fetched a snapshot: start over on it, same arguments. */
-    fprintf(stderr, "engramd: restarting to install the snapshot\n");
+    /* The follower fetched a snapshot, or the coordinator deposed this
+     * primary (said above): start over, same arguments. */
+    fprintf(stderr, "engramd: restarting\n");
     execv("/proc/self/exe", argv);
     return eg_fail("restart", strerror(errno));
   }

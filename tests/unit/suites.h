@@ -22,7 +22,8 @@
   X(page_token)             \
   X(lifecycle)               \
   X(walarchive)              \
-  X(backup)
+  X(backup)                  \
+  X(coord)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
