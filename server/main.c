@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "coord/coord.h"
 #include "replica/replica.h"
 #include "server/archiver.h"
 #include "server/config.h"
@@ -184,8 +185,10 @@ static int eg_workers(const eg_config *cfg) {
   return n > 0 ? (int)n : 2;
 }
 
-/* This node's name in the primary's replica table. */
-static void eg_replica_id(const eg_config *cfg, char *out, size_t n) {
+/* This node's name in the primary's replica table and, with a
+ * coordinator, in etcd. bound_port: the port the transport bound (0: not
+ * yet, then --listen's own). */
+static void eg_replica_id(const eg_config *cfg, int bound_port, char *out, size_t n) {
   char host[64] = "node";
   const char *port = strrchr(cfg->listen, ':');
   if (cfg->replica_id[0]) {
@@ -193,7 +196,9 @@ static void eg_replica_id(const eg_config *cfg, char *out, size_t n) {
     return;
   }
   gethostname(host, sizeof host - 1);
-  if (port && strcmp(port, ":0") != 0)
+  if (bound_port > 0)
+    snprintf(out, n, "%s-%d", host, bound_port);
+  else if (port && strcmp(port, ":0") != 0)
     snprintf(out, n, "%s-%s", host, port + 1);
   else
     snprintf(out, n, "%s-pid%d", host, (int)getpid());
@@ -202,7 +207,7 @@ static void eg_replica_id(const eg_config *cfg, char *out, size_t n) {
 static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_store *store,
                           eg_repl **out) {
   char id[128];
-  eg_replica_id(cfg, id, sizeof id);
+  eg_replica_id(cfg, 0, id, sizeof id);
   eg_repl_config rc = {
       /* With a coordinator every node starts as a replica of nobody: etcd
        * says whom to follow, or that it leads. */
@@ -221,6 +226,51 @@ static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_stor
   /* Coordinated from the start: Promote is refused, and a primary is
    * fenced until its first lease renewal. */
   if (e == EG_OK && cfg->coordinator[0]) eg_repl_set_lease(*out, 0);
+  return e;
+}
+
+/* HOST:PORT peers reach this node at: --advertise-address, else --listen
+ * with the bound port; a wildcard host (nobody can dial it) gives way to
+ * the hostname. */
+static void eg_advertise_address(const eg_config *cfg, int port, char *out, size_t n) {
+  char host[256] = "";
+  const char *colon = strrchr(cfg->listen, ':');
+  int hostlen = colon ? (int)(colon - cfg->listen) : (int)strlen(cfg->listen);
+  if (cfg->advertise_address[0]) {
+    snprintf(out, n, "%s", cfg->advertise_address);
+    return;
+  }
+  snprintf(host, sizeof host, "%.*s", hostlen, cfg->listen);
+  if (!host[0] || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "[::]") == 0 ||
+      strcmp(host, "::") == 0) {
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+  }
+  snprintf(out, n, "%s:%d", host, port);
+}
+
+/* With --coordinator: the coordinator thread, once replication runs and
+ * the port is bound (the address it publishes). */
+static eg_err eg_coord_open(const eg_config *cfg, eg_srv *srv, int port, char *err,
+                            size_t errlen) {
+  char address[256];
+  if (!cfg->coordinator[0]) return EG_OK;
+  eg_replica_id(cfg, port, srv->node_id, sizeof srv->node_id);
+  eg_advertise_address(cfg, port, address, sizeof address);
+  eg_coord_config cc = {.url = cfg->coordinator,
+                        .id = srv->node_id,
+                        .address = address,
+                        .lease_ttl_s = cfg->lease_ttl_s,
+                        .failover_max_lag = cfg->failover_max_lag,
+                        .repl = srv->repl,
+                        .store = srv->store};
+  eg_coord *c = NULL;
+  eg_err e = eg_coord_start(&cc, &c, err, errlen);
+  /* Workers already serve GetStatus: node_id is written before. */
+  if (e == EG_OK) atomic_store(&srv->coord, c);
+  if (e == EG_OK)
+    fprintf(stderr, "engramd: coordinator %s: node %s at %s\n", cfg->coordinator, srv->node_id,
+            address);
   return e;
 }
 
@@ -250,22 +300,27 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   if (e == EG_OK) e = eg_sweeper_start(cfg, writer, srv->repl, &srv->sweeper, err, sizeof err);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
-  if (e == EG_OK && cfg->metrics_listen[0])
-    e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
-                              srv->sweeper, srv->archiver, &http, err, sizeof err);
   if (e == EG_OK && (e = eg_repl_start(srv->repl, eg_write_alone, writer)) != EG_OK)
     /* eg_repl_start gives no reason of its own: name what it starts. */
     snprintf(err, sizeof err, "cannot start the replication threads (the syncer%s): %s",
              eg_repl_is_primary(srv->repl) ? "" : ", the follower", eg_err_msg(e));
+  if (e == EG_OK) e = eg_coord_open(cfg, srv, port, err, sizeof err);
+  /* After the coordinator: it reports on it. */
+  if (e == EG_OK && cfg->metrics_listen[0])
+    e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
+                              srv->sweeper, srv->archiver, srv->repl, srv->coord, &http, err,
+                              sizeof err);
   if (e != EG_OK) {
     /* Said first: the stop below waits on gRPC, which may need a thread. */
     eg_fail("start", err[0] ? err : eg_err_msg(e));
+    eg_coord_stop(srv->coord);
     eg_metrics_http_stop(http); /* it reads the transport's counters */
     eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);
     eg_sweeper_stop(srv->sweeper); /* its items need the writer */
     eg_writer_stop(writer);
     eg_archiver_stop(srv->archiver);
+    eg_coord_free(srv->coord);
     eg_repl_free(srv->repl);
     grpc_shutdown_blocking();
     return 1;
@@ -284,6 +339,9 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
     pthread_detach(forcer);
   else
     fprintf(stderr, "engramd: cannot watch for a second signal while draining\n");
+  /* First: a leader fences itself and gives up its lease, so that the
+   * others elect a new one while this node drains. */
+  eg_coord_stop(srv->coord);
   eg_metrics_http_stop(http);
   /* Replication first: its streams are calls the transport waits for. */
   eg_repl_stop(srv->repl);
@@ -295,6 +353,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   /* After the writer: it archives the last commits and closes its segment. */
   eg_archiver_stop(srv->archiver);
   int restart = eg_repl_restart_requested(srv->repl);
+  eg_coord_free(srv->coord); /* after the transport: GetStatus reads it */
   eg_repl_free(srv->repl);
   grpc_shutdown_blocking();
   return restart ? 3 : sig ? 0 : 1;
@@ -341,11 +400,12 @@ int main(int argc, char **argv) {
     goto out;
   }
   /* A replica stores what the primary sealed: a key of its own could read
-   * none of it. */
-  if (!keys && strcmp(cfg.role, "replica") == 0) {
-    snprintf(err, sizeof err, "%.300s does not exist: a replica needs the primary's keyring "
+   * none of it. With a coordinator any node may be either, so all share
+   * one keyring made beforehand. */
+  if (!keys && (strcmp(cfg.role, "replica") == 0 || cfg.coordinator[0])) {
+    snprintf(err, sizeof err, "%.300s does not exist: %s needs the primary's keyring "
              "(pass --keyring FILE, or copy it to DATA_DIR/keyring); refusing to make a fresh key",
-             keyring);
+             keyring, cfg.coordinator[0] ? "a node run with --coordinator" : "a replica");
     eg_fail("keyring", err);
     goto out;
   }

@@ -86,8 +86,8 @@ static void eg_out_by_kind(struct eg_out *o, const char *name, const char *type,
 }
 
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
-                         const eg_sweeper *sweeper, eg_archiver *archiver, char *buf,
-                         size_t cap) {
+                         const eg_sweeper *sweeper, eg_archiver *archiver, const eg_repl *repl,
+                         const eg_coord *coord, char *buf, size_t cap) {
   struct eg_out o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
   eg_out_printf(&o, "# HELP engram_rpc_total Finished calls by method and gRPC status.\n"
@@ -154,6 +154,24 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
                   (unsigned long long)st.archived_lsn, (unsigned long long)st.segments,
                   (unsigned long long)st.errors, (unsigned long long)st.gaps);
   }
+  if (repl)
+    eg_out_printf(&o, "# HELP engram_is_primary 1 while this node is the primary.\n"
+                      "# TYPE engram_is_primary gauge\nengram_is_primary %d\n",
+                  eg_repl_is_primary(repl));
+  if (repl && coord) {
+    eg_coord_status cs;
+    eg_coord_status_get(coord, &cs);
+    eg_out_printf(&o,
+                  "# HELP engram_coordinator_up 1 when the coordinator's last call to etcd worked.\n"
+                  "# TYPE engram_coordinator_up gauge\nengram_coordinator_up %d\n"
+                  "# HELP engram_fenced 1 while this primary may not acknowledge writes (its etcd "
+                  "lease may have run out).\n"
+                  "# TYPE engram_fenced gauge\nengram_fenced %d\n"
+                  "# HELP engram_elections_won_total Elections this node won since it started.\n"
+                  "# TYPE engram_elections_won_total counter\nengram_elections_won_total %llu\n",
+                  cs.etcd_ok, eg_repl_is_primary(repl) && eg_repl_fenced(repl),
+                  (unsigned long long)cs.elections_won);
+  }
   return o.len;
 }
 
@@ -195,6 +213,8 @@ struct eg_metrics_http {
   const eg_writer *writer;
   const eg_sweeper *sweeper;
   eg_archiver *archiver;
+  const eg_repl *repl;
+  const eg_coord *coord;
   struct MHD_Daemon *daemon;
   int port;
   /* The age limit: MHD's thread adds and removes connections, the
@@ -279,7 +299,8 @@ static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn,
   if (strcmp(url, "/metrics") != 0) return eg_metrics_reply(conn, MHD_HTTP_NOT_FOUND, NULL, 0);
   char *body = malloc(EG_METRICS_BUF);
   if (!body) return eg_metrics_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, 0);
-  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->archiver, body,
+  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->archiver, h->repl,
+                                 h->coord, body,
                                  EG_METRICS_BUF);
   return eg_metrics_reply(conn, MHD_HTTP_OK, body, len);
 }
@@ -299,8 +320,8 @@ static int eg_metrics_addr(const char *addr, struct sockaddr_in *sa) {
 
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             eg_archiver *archiver, eg_metrics_http **out, char *err,
-                             size_t errlen) {
+                             eg_archiver *archiver, const eg_repl *repl, const eg_coord *coord,
+                             eg_metrics_http **out, char *err, size_t errlen) {
   struct sockaddr_in sa;
   if (eg_metrics_addr(addr, &sa) != 0) {
     snprintf(err, errlen, "--metrics-listen %s: want IPv4-HOST:PORT", addr);
@@ -309,7 +330,8 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
   eg_metrics_http *h = calloc(1, sizeof *h);
   if (!h) return EG_ENOMEM;
   *h = (eg_metrics_http){
-      .m = m, .store = store, .writer = writer, .sweeper = sweeper, .archiver = archiver};
+      .m = m, .store = store, .writer = writer, .sweeper = sweeper, .archiver = archiver,
+      .repl = repl, .coord = coord};
   for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) h->conns[i].fd = -1;
   char why[128];
   eg_err e = eg_bgthread_start(&h->watchdog, eg_metrics_watchdog, h, "connection watchdog", why,

@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "coord/coord.h"
+#include "replica/replica.h"
 #include "server/archiver.h"
 #include "server/sweeper.h"
 #include "server/writer.h"
@@ -32,10 +34,11 @@ void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code);
 void eg_metrics_parked(eg_metrics *m, int delta);
 
 /* Writes the exposition text into buf; returns its length (truncated at
- * cap - 1). store, writer, sweeper and archiver may be NULL. */
+ * cap - 1). store, writer, sweeper, archiver, repl and coord may be NULL
+ * (coord: static roles). */
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
-                         const eg_sweeper *sweeper, eg_archiver *archiver, char *buf,
-                         size_t cap);
+                         const eg_sweeper *sweeper, eg_archiver *archiver, const eg_repl *repl,
+                         const eg_coord *coord, char *buf, size_t cap);
 
 /* Serves GET /metrics on addr (IPv4-HOST:PORT; port 0 picks a free one)
  * with libmicrohttpd on one polling thread of its own: at most 32
@@ -45,8 +48,8 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
 typedef struct eg_metrics_http eg_metrics_http;
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             eg_archiver *archiver, eg_metrics_http **out, char *err,
-                             size_t errlen);
+                             eg_archiver *archiver, const eg_repl *repl, const eg_coord *coord,
+                             eg_metrics_http **out, char *err, size_t errlen);
 /* The port the endpoint listens on (the one picked for port 0). */
 int eg_metrics_http_port(const eg_metrics_http *h);
 /* Closes every connection and joins the thread. NULL is fine. */

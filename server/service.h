@@ -25,6 +25,7 @@
 #include "storage/storage.h"
 
 struct eg_repl;
+struct eg_coord;
 struct grpc_call;
 struct grpc_completion_queue;
 
@@ -36,6 +37,11 @@ typedef struct eg_srv {
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */
   struct eg_sweeper *sweeper; /* retention (server/sweeper.h); NULL until started */
   struct eg_archiver *archiver; /* --wal-archive-dir (server/archiver.h); NULL: off */
+  /* --coordinator (coord/coord.h); NULL: static roles. Set once, after the
+   * transport started (its address needs the bound port), so read it with
+   * atomic_load; node_id is written before it. */
+  _Atomic(struct eg_coord *) coord;
+  char node_id[128];
 } eg_srv;
 
 typedef struct eg_req {

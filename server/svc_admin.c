@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "coord/coord.h"
 #include "engram/v1/admin.pb-c.h"
 #include "replica/replica.h"
 #include "server/archiver.h"
@@ -12,6 +13,37 @@
 #include "server/sweeper.h"
 
 static void *eg_admin_alloc(void *arena, size_t n) { return eg_arena_alloc(arena, n); }
+
+static char *eg_admin_strdup(eg_req *r, const char *s) {
+  char *d = eg_arena_alloc(r->arena, strlen(s) + 1);
+  if (d) strcpy(d, s);
+  return d;
+}
+
+/* GetStatus's coordinator fields (none without --coordinator). The URL is
+ * shown as parsed: endpoints and prefix only, so that nothing else a
+ * future option adds to it (credentials) is shown. */
+static eg_err eg_status_coord(eg_req *r, Engram__V1__GetStatusResponse *out) {
+  eg_coord *c = atomic_load(&r->srv->coord);
+  if (!c) return EG_OK;
+  eg_coord_url u;
+  char url[EG_ETCD_MAX_ENDPOINTS * 257 + 300] = "etcd://";
+  if (eg_coord_url_parse(r->srv->cfg->coordinator, &u, NULL, 0) == EG_OK) {
+    for (size_t i = 0; i < u.n_endpoints; i++)
+      snprintf(url + strlen(url), sizeof url - strlen(url), "%s%s", i ? "," : "", u.endpoints[i]);
+    snprintf(url + strlen(url), sizeof url - strlen(url), "%s", u.prefix);
+  }
+  eg_coord_status st;
+  eg_coord_status_get(c, &st);
+  out->fenced = eg_repl_is_primary(r->srv->repl) && eg_repl_fenced(r->srv->repl);
+  if (!(out->coordinator = eg_admin_strdup(r, url)) ||
+      !(out->node_id = eg_admin_strdup(r, r->srv->node_id)) ||
+      !(out->leader_id = eg_admin_strdup(r, st.leader_id)) ||
+      !(out->leader_address = eg_admin_strdup(r, st.leader_address)) ||
+      !(out->failover_problem = eg_admin_strdup(r, st.problem)))
+    return EG_ENOMEM;
+  return EG_OK;
+}
 
 static eg_err eg_get_status(eg_req *r, const ProtobufCMessage *msg) {
   Engram__V1__GetStatusResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__GetStatusResponse);
@@ -24,6 +56,7 @@ static eg_err eg_get_status(eg_req *r, const ProtobufCMessage *msg) {
   if (e != EG_OK && e != EG_ENOTFOUND) return e;
   out->wal_first_lsn = first;
   if ((e = eg_repl_status(r->srv->repl, out, eg_admin_alloc, r->arena))) return e;
+  if ((e = eg_status_coord(r, out))) return e;
   eg_sweeper_stats st;
   eg_sweeper_get_stats(r->srv->sweeper, &st);
   if (st.last_sweep_us && !(out->last_sweep_time = eg_timestamp(r, st.last_sweep_us)))
