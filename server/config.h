@@ -123,6 +123,9 @@ void eg_config_usage(FILE *f);
  * with backoff). */
 #define EG_SNAPSHOTS_MAX 2
 #define EG_BACKUPS_MAX 1
+/* Most grpc.health.v1 Watch streams at once (each holds a thread while it
+ * waits for a change); past it UNAVAILABLE. */
+#define EG_HEALTH_WATCHES_MAX 16
 
 /* LMDB reader slots engramd needs with `workers` worker threads: every
  * reader the process can hold at once. Each worker keeps one; parking,
@@ -139,7 +142,7 @@ unsigned eg_config_store_readers(int workers);
 
 /* Stream threads engramd runs at once (each stream has a thread of its
  * own): the replica streams one primary serves (64), the snapshots and
- * backups, c->max_exports exports, and EG_STREAMS_HEADROOM (a replica
+ * backups, c->max_exports exports, the health watches, and EG_STREAMS_HEADROOM (a replica
  * stream that replaced its replica's older one still ending). A stream
  * past it is refused RESOURCE_EXHAUSTED before it has a thread. */
 #define EG_STREAMS_HEADROOM 16

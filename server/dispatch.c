@@ -51,13 +51,31 @@ static eg_err eg_write_apply(eg_write_item *item, eg_txn *t) {
   return c->w->tp->methods[c->mi]->apply(&c->req, t);
 }
 
+/* The OK answer to a write committed here, unless this primary got
+ * fenced meanwhile (its coordinator lease may have passed to another
+ * node, whose history may not hold this write): then it is not
+ * acknowledged, so two primaries never both acknowledge writes. Checked
+ * last, after any --sync-replicas hold. */
+static void eg_reply_committed(eg_call *c) {
+  const eg_repl *repl = c->w->tp->srv->repl;
+  if (repl && eg_repl_fenced(repl)) {
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "the write is committed on this node at lsn %" PRIu64 " but this node is fenced (it "
+             "could not renew its coordinator lease in time): it may be discarded by the next "
+             "primary; retry with client_message_id", c->lsn);
+    eg_reply(c, EG_EUNAVAIL, 0);
+    return;
+  }
+  eg_reply(c, EG_OK, c->lsn);
+}
+
 /* --sync-replicas: the write is durable here; answer once enough
  * replicas applied it, or say how many did. */
 static void eg_sync_done(void *arg, int acked) {
   eg_call *c = arg;
   const eg_config *cfg = c->w->tp->srv->cfg;
   if (acked >= cfg->sync_replicas) {
-    eg_reply(c, EG_OK, c->lsn);
+    eg_reply_committed(c);
     return;
   }
   snprintf(c->req.msg, sizeof c->req.msg,
@@ -72,7 +90,10 @@ void eg_write_reply(eg_call *c) {
   eg_repl *repl = c->w->tp->srv->repl;
   if (c->written == EG_OK && c->lsn && repl && eg_repl_sync_hold(repl, c->lsn, eg_sync_done, c) == 0)
     return;
-  eg_reply(c, c->written, c->lsn);
+  if (c->written == EG_OK)
+    eg_reply_committed(c);
+  else
+    eg_reply(c, c->written, c->lsn);
 }
 
 /* On the writer, after the commit. Packing and sending a reply costs as
@@ -160,10 +181,17 @@ static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
  * the primary authenticates the caller, not this replica. */
 static void eg_forward(eg_call *c, const eg_method *m) {
   char authz[4096] = "";
+  grpc_channel *up = eg_repl_upstream(c->w->tp->srv->repl);
+  if (!up) {
+    /* A coordinated replica between primaries: nowhere to send it yet. */
+    snprintf(c->req.msg, sizeof c->req.msg, "no primary: an election is in progress; retry");
+    eg_reply(c, EG_EUNAVAIL, 0);
+    return;
+  }
   const grpc_slice *v = eg_md_find(&c->md, "authorization");
   if (v) snprintf(authz, sizeof authz, "%.*s", (int)GRPC_SLICE_LENGTH(*v), (const char *)GRPC_SLICE_START_PTR(*v));
   c->state = EG_CALL_FORWARDING;
-  int rc = eg_client_exchange_start(&c->fwd, eg_repl_upstream(c->w->tp->srv->repl), c->w->cq,
+  int rc = eg_client_exchange_start(&c->fwd, up, c->w->cq,
                                     m->path, eg_call_deadline(c), c->payload, authz, 0, c);
   sodium_memzero(authz, sizeof authz); /* the exchange holds its own copy */
   if (rc != 0) {
@@ -311,6 +339,29 @@ static void eg_stream_leave(eg_transport *tp, eg_stream_places *p, int thread) {
   if (thread) atomic_fetch_sub(&tp->streams, 1);
 }
 
+/* The early close of a stream whose method watches_close: its
+ * RECV_CLOSE_ON_SERVER is started with the initial metadata, so that it
+ * completes when the client leaves mid-stream; eg_stream_client_gone
+ * waits for it. The handler runs on eg_stream_main's thread, which owns
+ * this (a thread-local pointer to its frame). */
+typedef struct {
+  grpc_call *call;
+  grpc_completion_queue *cq;
+  grpc_op op; /* also the batch's tag */
+  int cancelled;
+  int started, done;
+} eg_stream_close;
+static _Thread_local eg_stream_close *eg_stream_closing;
+
+int eg_stream_client_gone(grpc_call *call, int64_t wait_ms) {
+  eg_stream_close *x = eg_stream_closing;
+  if (!x || x->call != call || !x->started) return 0; /* not a watches_close stream */
+  if (!x->done &&
+      grpc_completion_queue_pluck(x->cq, &x->op, eg_in_ms(wait_ms), NULL).type == GRPC_OP_COMPLETE)
+    x->done = 1;
+  return x->done;
+}
+
 /* A streaming call's thread: initial metadata, the handler, then the
  * status from the handler's eg_err (the handler picks no gRPC code). */
 static void *eg_stream_main(void *arg) {
@@ -319,15 +370,23 @@ static void *eg_stream_main(void *arg) {
   const eg_method *m = tp->methods[c->mi];
   int cancelled;
   grpc_op ops[3];
+  eg_stream_close close = {.call = c->call, .cq = c->stream_cq};
   memset(ops, 0, sizeof ops);
   ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
   size_t first = 0; /* set past ops[0] once the metadata went */
   eg_err e = eg_stream_min_lsn(c);
   if (e == EG_OK && !eg_stream_batch(c, ops, 1)) e = EG_EUNAVAIL;
+  if (e == EG_OK && m->watches_close) {
+    close.op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    close.op.data.recv_close_on_server.cancelled = &close.cancelled;
+    close.started = grpc_call_start_batch(c->call, &close.op, 1, &close.op, NULL) == GRPC_CALL_OK;
+    eg_stream_closing = &close;
+  }
   if (e == EG_OK) {
     first = 1;
     e = m->stream(tp->srv, c->req.tenant, c->call, c->stream_cq, c->req.msg, sizeof c->req.msg);
   }
+  eg_stream_closing = NULL;
   /* The handler let go of what its place stands for: a client told the
    * status may start the next call at once. */
   eg_stream_leave(tp, m->places, 0);
@@ -337,7 +396,11 @@ static void *eg_stream_main(void *arg) {
   ops[1].data.send_status_from_server.status_details = &details;
   ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[2].data.recv_close_on_server.cancelled = &cancelled;
-  eg_stream_batch(c, ops + first, 3 - first);
+  /* An early close is in flight already: the status goes alone, then the
+   * close completes (the queue must hold no event when the call is freed). */
+  eg_stream_batch(c, ops + first, (close.started ? 2 : 3) - first);
+  if (close.started && !close.done)
+    grpc_completion_queue_pluck(c->stream_cq, &close.op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   grpc_slice_unref(details);
   eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
   eg_call_free(c);
@@ -481,6 +544,13 @@ void eg_on_call(eg_call *c) {
   }
   if (!m->read && tp->srv->repl && !eg_repl_is_primary(tp->srv->repl)) {
     eg_forward(c, m);
+    return;
+  }
+  if (!m->read && tp->srv->repl && eg_repl_fenced(tp->srv->repl)) {
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "this node is fenced: it could not renew its coordinator lease in time; no write is "
+             "acknowledged here; retry on the new primary");
+    eg_reply(c, EG_EUNAVAIL, 0);
     return;
   }
   c->req.srv = tp->srv;

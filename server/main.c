@@ -325,6 +325,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
     grpc_shutdown_blocking();
     return 1;
   }
+  atomic_store(&srv->phase, EG_PHASE_SERVING); /* health checks may say SERVING */
   eg_announce(cfg->listen, port);
   if (http) eg_announce_metrics(cfg->metrics_listen, eg_metrics_http_port(http));
   if (!eg_repl_is_primary(srv->repl))
@@ -332,6 +333,8 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
             cfg->primary[0] ? cfg->primary : "nobody yet (the coordinator decides)",
             (unsigned long long)eg_store_last_lsn(srv->store));
   int sig = eg_wait_stop(&sigs, srv->store);
+  /* First: health checks say NOT_SERVING (watches end) while calls drain. */
+  atomic_store(&srv->phase, EG_PHASE_DRAINING);
   fprintf(stderr, "engramd: %s: draining calls and stopping (send it again to exit at once)\n",
           sig ? strsignal(sig) : "storage broken");
   pthread_t forcer;

@@ -29,6 +29,11 @@ struct eg_coord;
 struct grpc_call;
 struct grpc_completion_queue;
 
+/* Where the server is in its life, for health checks: starting until
+ * replication is started, serving, then draining from the stop signal
+ * on (server/main.c sets it). */
+typedef enum { EG_PHASE_STARTING = 0, EG_PHASE_SERVING, EG_PHASE_DRAINING } eg_phase;
+
 typedef struct eg_srv {
   const eg_config *cfg;
   eg_store *store;
@@ -42,7 +47,16 @@ typedef struct eg_srv {
    * atomic_load; node_id is written before it. */
   _Atomic(struct eg_coord *) coord;
   char node_id[128];
+  atomic_int phase;             /* eg_phase */
 } eg_srv;
+
+/* Whether grpc.health.v1 answers SERVING for the server as a whole and
+ * its public services (replication 0), or for ReplicationService
+ * (replication 1: only an unfenced primary serves it); else 0 with the
+ * reason in why. Not serving: starting, draining, a broken store, or as
+ * eg_repl_serving says (--max-serving-lag-ms). GetStatus says the same
+ * (server/svc_health.c). */
+int eg_srv_serving(const eg_srv *srv, int replication, char *why, size_t whylen);
 
 typedef struct eg_req {
   const eg_srv *srv;
@@ -126,6 +140,13 @@ eg_err eg_stream_send(void *o, const ProtobufCMessage *m, char *msg, size_t msgl
  * engramd past its grace) fails its next send at once instead. */
 eg_err eg_stream_check(void *o, char *msg, size_t msglen);
 
+/* For a stream whose method sets watches_close, called on its handler's
+ * thread: waits at most wait_ms for the client to leave (cancelled, past
+ * its deadline, disconnected) and returns 1 once it has. A stream that
+ * sends only now and then (Health/Watch) notices so, between its sends,
+ * that nobody listens any more. 0 for other streams. */
+int eg_stream_client_gone(struct grpc_call *call, int64_t wait_ms);
+
 /* A kind of stream with places of its own: at most max(srv) of its calls
  * at once. The transport takes a call's place on the worker, after the
  * authorization and before the stream gets a thread (a refused call costs
@@ -154,6 +175,7 @@ typedef struct eg_method {
   int more_stops_at_deadline;
   eg_stream_fn stream; /* set for streaming methods (instead of read/write) */
   eg_stream_places *places; /* streams with a cap of their own; NULL: none */
+  int watches_close; /* a stream that calls eg_stream_client_gone */
 } eg_method;
 
 /* Every method the server answers, NULL-path terminated. */

@@ -333,7 +333,9 @@ static void *eg_sweeper_main(void *arg) {
   pthread_mutex_lock(&s->bg.mu);
   while (!s->bg.stopping) {
     pthread_mutex_unlock(&s->bg.mu);
-    if (eg_repl_is_primary(s->repl)) eg_sweeper_step(s);
+    /* A fenced primary may be deposed already: what it wrote now would
+     * only part its log from the next primary's. It sweeps nothing. */
+    if (eg_repl_is_primary(s->repl) && !eg_repl_fenced(s->repl)) eg_sweeper_step(s);
     pthread_mutex_lock(&s->bg.mu);
     eg_bgthread_sleep(&s->bg, s->cfg->sweep_interval_ms);
   }

@@ -239,8 +239,16 @@ static grpc_server *eg_server_create(const eg_config *cfg) {
        .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
        .value.integer = 5000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_PING_STRIKES, .value.integer = 0},
+      /* Last (left out when 0): --max-connection-age-ms sends GOAWAY to a
+       * connection that old, so clients reconnect and re-balance over the
+       * nodes (a scaled-out replica gets reads). Its grace stays gRPC's
+       * (unbounded): calls in flight, long streams too, finish. */
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_MAX_CONNECTION_AGE_MS,
+       .value.integer = (int)cfg->max_connection_age_ms},
   };
-  grpc_channel_args ca = {.num_args = sizeof args / sizeof args[0], .args = args};
+  size_t n = sizeof args / sizeof args[0];
+  grpc_channel_args ca = {.num_args = cfg->max_connection_age_ms > 0 ? n : n - 1, .args = args};
   return grpc_server_create(&ca, NULL);
 }
 

@@ -60,7 +60,8 @@ static void assert_defaults(const eg_config *c) {
   CU_ASSERT_EQUAL(c->backup_max_ms, 3600000);
   /* Every stream kind's places, and room for replicas replacing streams. */
   CU_ASSERT_EQUAL(eg_config_stream_threads(c),
-                  64 + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports + EG_STREAMS_HEADROOM);
+                  64 + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports + EG_HEALTH_WATCHES_MAX +
+                      EG_STREAMS_HEADROOM);
 }
 
 static void test_defaults(void) {
