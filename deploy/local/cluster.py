@@ -259,6 +259,9 @@ class EtcdMember(Proc):
                 "--initial-cluster", self.initial_cluster,
                 "--initial-cluster-state", "new",
                 "--initial-cluster-token", self.cluster_token,
+                # A member back from a pause or partition must not depose
+                # etcd's leader (3.4 defaults to false; 3.5 to true).
+                "--pre-vote",
                 "--logger", "zap", "--log-level", "warn"]
 
 
