@@ -203,6 +203,8 @@ static eg_err eg_coord_stand(eg_coord *c, const eg_coord_view *v, uint64_t epoch
           epoch, lsn);
   pthread_mutex_lock(&c->st_mu);
   c->st.elections_won++;
+  snprintf(c->st.leader_id, sizeof c->st.leader_id, "%s", c->id);
+  snprintf(c->st.leader_address, sizeof c->st.leader_address, "%s", c->address);
   pthread_mutex_unlock(&c->st_mu);
   c->lsn_put_us = 0; /* publish the new leader's LSN at once */
   return EG_OK;
@@ -328,8 +330,8 @@ static void eg_coord_tick(eg_coord *c, int *force_publish) {
     eg_etcd_kvs_free(&kvs);
     eg_coord_track(c, &v, force_publish);
     eg_coord_decide(&v, &d);
+    eg_coord_set_status(c, &v, d.problem, 1); /* before: a won election updates it */
     e = eg_coord_act(c, &v, &d, &p, err, sizeof err);
-    eg_coord_set_status(c, &v, d.problem, 1);
   }
   if (e == EG_OK) {
     if (c->etcd_down_said) fprintf(stderr, "engramd: coordinator: etcd answers again\n");
@@ -401,9 +403,12 @@ fail:
 void eg_coord_stop(eg_coord *c) {
   if (!c) return;
   /* Fenced before anything else: from here no write is acknowledged. */
+  if (eg_repl_is_primary(c->repl)) eg_repl_set_lease(c->repl, 0);
+  eg_bgthread_stop(&c->bg);
+  /* Again: a refresh (or an election won) the thread finished meanwhile
+   * set a new deadline. */
   int primary = eg_repl_is_primary(c->repl);
   if (primary) eg_repl_set_lease(c->repl, 0);
-  eg_bgthread_stop(&c->bg);
   if (c->lease) {
     char err[256] = "";
     /* The key goes now, instead of after the TTL: the others elect at once. */

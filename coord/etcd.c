@@ -119,6 +119,11 @@ static eg_err call(eg_etcd *e, const char *path, const ProtobufCMessage *req,
   size_t i = e->cur;
   *resp = NULL;
   if (!e->client[i]) {
+    /* The channel keeps eg_client's HTTP/2 keepalive (a ping every 10 s,
+     * idle too, 5 s to answer), which finds a member that vanished
+     * without closing the connection. etcd counts pings on a connection
+     * with no call as strikes, but every answer it sends clears them,
+     * and the coordinator calls every few seconds. */
     eg_client_channel_opts o = {.max_response_bytes = REPLY_MAX,
                                 .max_reconnect_backoff_ms = RECONNECT_BACKOFF_MAX_MS};
     /* The endpoint was checked in eg_etcd_new: only memory can fail. */
@@ -203,8 +208,13 @@ static eg_err copy_kvs(const Etcdserverpb__RangeResponse *r, eg_etcd_kvs *out, c
     }
     total += kv->key.len + kv->value.len;
   }
-  uint8_t *block = total ? malloc(total) : NULL;
-  if (total && !block) {
+  int64_t revision = r->header ? r->header->revision : 0;
+  if (r->n_kvs == 0) {
+    out->revision = revision;
+    return EG_OK;
+  }
+  uint8_t *block = malloc(total);
+  if (!block) {
     snprintf(err, errlen, "etcd: out of memory for %zu keys", r->n_kvs);
     return EG_ENOMEM;
   }
@@ -221,9 +231,9 @@ static eg_err copy_kvs(const Etcdserverpb__RangeResponse *r, eg_etcd_kvs *out, c
     if (kv->value.len) memcpy(p, kv->value.data, kv->value.len);
     p += kv->value.len;
   }
-  out->kvs = r->n_kvs ? kvs : NULL;
+  out->kvs = kvs;
   out->n = r->n_kvs;
-  out->revision = r->header ? r->header->revision : 0;
+  out->revision = revision;
   return EG_OK;
 }
 

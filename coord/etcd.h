@@ -96,8 +96,8 @@ eg_err eg_etcd_txn_create(eg_etcd *e, const uint8_t *absent, size_t absent_len,
  * TTL below its minimum). */
 eg_err eg_etcd_lease_grant(eg_etcd *e, int64_t ttl_s, int64_t *id, int64_t *granted_s, char *err,
                            size_t errlen);
-/* Refreshes lease id once (one LeaseKeepAlive exchange on a stream of its
- * own, closed after the answer). *ttl_s gets the TTL etcd now counts down
+/* Refreshes lease id once (a LeaseKeepAlive stream of its own: one
+ * request, closed at once, and one answer within the timeout). *ttl_s gets the TTL etcd now counts down
  * from; <= 0 means the lease no longer exists (EG_OK: the call worked). */
 eg_err eg_etcd_lease_keepalive(eg_etcd *e, int64_t id, int64_t *ttl_s, char *err, size_t errlen);
 /* Revokes lease id, deleting every key bound to it (an unknown lease is

@@ -10,9 +10,10 @@ test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
            protobuf-compiler-grpc binutils python3-h2)
 # tests/e2e/test_k8s_manifests.py checks deploy/k8s against the API's types.
 test_pkgs+=(python3-kubernetes)
-# tests/e2e/test_failover.py runs a real etcd cluster (deploy/local).
+# The etcd unit suite and the failover tests run a real etcd (bench uses
+# test_pkgs too).
 test_pkgs+=(etcd-server etcd-client)
-bench_pkgs=(nghttp2-client etcd-server etcd-client)
+bench_pkgs=(nghttp2-client)
 # libFuzzer: clang 14, whose runtime (libclang_rt.fuzzer) Debian 12 ships in
 # libclang-rt-14-dev, a recommendation only, so named here.
 fuzz_pkgs=(clang libclang-rt-14-dev)

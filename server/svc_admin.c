@@ -59,8 +59,7 @@ static eg_err eg_get_status(eg_req *r, const ProtobufCMessage *msg) {
   if ((e = eg_status_coord(r, out))) return e;
   char why[256];
   out->serving = eg_srv_serving(r->srv, 0, why, sizeof why);
-  if (!(out->not_serving_reason = eg_arena_alloc(r->arena, strlen(why) + 1))) return EG_ENOMEM;
-  strcpy(out->not_serving_reason, why);
+  if (!(out->not_serving_reason = eg_admin_strdup(r, why))) return EG_ENOMEM;
   eg_sweeper_stats st;
   eg_sweeper_get_stats(r->srv->sweeper, &st);
   if (st.last_sweep_us && !(out->last_sweep_time = eg_timestamp(r, st.last_sweep_us)))

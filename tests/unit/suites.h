@@ -23,7 +23,9 @@
   X(lifecycle)               \
   X(walarchive)              \
   X(backup)                  \
-  X(coord)
+  X(etcd)                    \
+  X(coord)                   \
+  X(failover)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
