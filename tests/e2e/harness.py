@@ -82,6 +82,7 @@ def _load_health():
 
 health_pb2 = _load_health()
 SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 # ---- small helpers ---------------------------------------------------------
@@ -320,7 +321,8 @@ class Server:
 
     def wait_serving(self, timeout=START_TIMEOUT, listens=1):
         """Waits until the log has `listens` "listening on" lines and the
-        server answers Health SERVING; follows the port of the last line."""
+        server answers Health SERVING (a replica: SERVING or NOT_SERVING);
+        follows the port of the last line."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ports = LISTEN_RE.findall(self.log_text())
@@ -337,7 +339,11 @@ class Server:
             last = None
             while time.monotonic() < deadline:
                 try:
-                    if c.health(timeout=1.0) == SERVING:
+                    st = c.health(timeout=1.0)
+                    # A replica that is not streaming yet (its primary down,
+                    # or refused) is up but not ready: NOT_SERVING.
+                    if st == SERVING or (st == NOT_SERVING and
+                                         "engramd: replica of" in self.log_text()):
                         return self
                 except grpc.RpcError as e:
                     last = e
@@ -383,7 +389,11 @@ class Server:
             last = None
             while time.monotonic() < deadline:
                 try:
-                    if c.health(timeout=1.0) == SERVING:
+                    st = c.health(timeout=1.0)
+                    # A replica that is not streaming yet (its primary down,
+                    # or refused) is up but not ready: NOT_SERVING.
+                    if st == SERVING or (st == NOT_SERVING and
+                                         "engramd: replica of" in self.log_text()):
                         return self
                 except grpc.RpcError as e:
                     last = e

@@ -21,10 +21,9 @@ import time
 
 import grpc
 
-from harness import RPC_TIMEOUT, SERVING, E2ETestCase, Server, health_pb2
+from harness import NOT_SERVING, RPC_TIMEOUT, SERVING, E2ETestCase, health_pb2
 from test_replication import Cluster, ReplicationCase, status
 
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 PUBLIC = ["", "engram.v1.SessionService", "engram.v1.MemoryService", "engram.v1.UserService",
           "grpc.health.v1.Health"]

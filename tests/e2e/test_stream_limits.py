@@ -174,8 +174,11 @@ class StalledRequestTest(E2ETestCase):
     def test_stream_threads_are_capped_server_wide(self):
         # Replication streams whose hello never comes: no cap of their own
         # below the server-wide one. A server that waits long for requests,
-        # so they all stay; two connections (--max-streams-per-conn).
-        server = self.start_server("--max-exports", MAX_EXPORTS, tokens=TOKENS)
+        # so they all stay; two channels, which grpc may put on one
+        # connection: --max-streams-per-conn lets all of them through, past
+        # the cap (health watches included).
+        server = self.start_server("--max-exports", MAX_EXPORTS, "--max-streams-per-conn", 200,
+                                   tokens=TOKENS)
         base = threads(server)
         n = 60
         calls = self.stalled(self.channel(server), STREAM, REPL, n) + \
