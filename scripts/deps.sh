@@ -8,6 +8,12 @@ build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
             libmicrohttpd-dev)
 test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
            protobuf-compiler-grpc binutils python3-h2)
+# tests/e2e/test_k8s_manifests.py renders deploy/k8s with `kubectl kustomize`:
+# Debian's kubernetes-client (kubectl 1.20) unless some kubectl is on PATH
+# already. A kubectl package, where one is installed, provides the same
+# binary (/usr/bin/kubectl, which the two would clash over), and the
+# manifests render alike with both.
+command -v kubectl >/dev/null || test_pkgs+=(kubernetes-client)
 # tests/e2e/test_k8s_manifests.py checks deploy/k8s against the API's types.
 test_pkgs+=(python3-kubernetes)
 # The etcd unit suite and the failover tests run a real etcd (bench uses

@@ -18,7 +18,14 @@ jobs; and the image: pinned bases, a numeric user, OCI labels, the
 
 `kubectl create --dry-run=client` cannot do this without a cluster: it asks
 the API server for its schema and its resource list. The object checks are
-skipped where python3-kubernetes or kubectl is not installed.
+skipped where python3-kubernetes is not installed, and fail where kubectl
+is not on PATH (`scripts/deps.sh test` installs both).
+
+The kustomizations are written for kustomize 2.0.3, the one in Debian 12's
+kubectl (kubernetes-client 1.20), and render the same with later ones
+(kubectl 1.21+, kustomize 4 and 5). Run this file with each kubectl first
+on PATH; test_kustomize_2_dialect keeps newer fields out even where only a
+newer kubectl is installed.
 """
 import functools
 import glob
@@ -163,7 +170,11 @@ def kustomizations():
 
 @functools.lru_cache(maxsize=None)
 def render(rel):
-    """The objects `kubectl kustomize deploy/k8s/REL` renders."""
+    """The objects `kubectl kustomize deploy/k8s/REL` renders. Its stderr
+    is not looked at: kustomize 4 and later warn there about the 2.0.3
+    fields these kustomizations use."""
+    if KUBECTL is None:
+        raise AssertionError("no kubectl on PATH: scripts/deps.sh test installs kubernetes-client")
     out = subprocess.run([KUBECTL, "kustomize", os.path.join(K8S_DIR, rel)],
                          capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
@@ -226,7 +237,6 @@ DEPLOYABLE = ("overlays/dev", "overlays/ha", "restore")
 
 
 @unittest.skipIf(k8s is None, "python3-kubernetes (and python3-yaml) not installed")
-@unittest.skipIf(KUBECTL is None, "kubectl (which renders kustomize) not installed")
 class ManifestTest(unittest.TestCase):
     def test_every_object_is_valid_for_its_kind(self):
         seen = 0
@@ -249,12 +259,39 @@ class ManifestTest(unittest.TestCase):
         for rel in kustomizations():
             with open(os.path.join(K8S_DIR, rel, "kustomization.yaml")) as f:
                 k = yaml.safe_load(f)
-            listed |= {os.path.normpath(os.path.join(rel, r)) for r in k.get("resources", [])}
+            files = k.get("resources", []) + k.get("patchesStrategicMerge", [])
+            files += [p["path"] for p in k.get("patchesJson6902", [])]
+            listed |= {os.path.normpath(os.path.join(rel, r)) for r in files}
         for path in glob.glob(os.path.join(K8S_DIR, "**", "*.yaml"), recursive=True):
             rel = os.path.relpath(path, K8S_DIR)
             if os.path.basename(rel) in ("kustomization.yaml", "secret.example.yaml"):
                 continue
             self.assertIn(rel, listed, f"{rel} is in no kustomization")
+
+    def test_kustomize_2_dialect(self):
+        """Only what kustomize 2.0.3 (Debian 12's kubectl 1.20) reads: it
+        refuses an unknown field (`labels`), takes an inline `patches:`
+        for a file list, and wants a parent directory under `bases:`
+        (`resources:` are files). Newer kustomize reads all of these too."""
+        known = {"apiVersion", "kind", "resources", "bases", "namespace", "namePrefix",
+                 "nameSuffix", "commonLabels", "commonAnnotations", "images",
+                 "patchesStrategicMerge", "patchesJson6902", "configMapGenerator",
+                 "secretGenerator", "generatorOptions", "vars", "crds", "configurations"}
+        for rel in kustomizations():
+            with open(os.path.join(K8S_DIR, rel, "kustomization.yaml")) as f:
+                k = yaml.safe_load(f)
+            with self.subTest(kustomization=rel):
+                self.assertEqual(set(k) - known, set())
+                # commonLabels would be added to every selector too (a
+                # NetworkPolicy's peers included): labels go in each object.
+                self.assertNotIn("commonLabels", k)
+                for r in k.get("resources", []) + k.get("patchesStrategicMerge", []):
+                    self.assertTrue(os.path.isfile(os.path.join(K8S_DIR, rel, r)), r)
+                for b in k.get("bases", []):
+                    self.assertTrue(os.path.isfile(os.path.join(K8S_DIR, rel, b, "kustomization.yaml")), b)
+                for p in k.get("patchesJson6902", []):
+                    self.assertEqual(set(p), {"target", "path"})
+                    self.assertEqual(set(p["target"]) - {"group", "version", "kind", "name", "namespace"}, set())
 
     def test_the_checker_catches_mistakes(self):
         cron = of_kind(render("backup"), "CronJob")["engram-backup"]
@@ -298,7 +335,8 @@ class ManifestTest(unittest.TestCase):
                 with self.subTest(kustomization=rel, kind=o["kind"], name=o["metadata"]["name"]):
                     labels = o["metadata"].get("labels", {})
                     for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
-                                "app.kubernetes.io/component"):
+                                "app.kubernetes.io/component", "app.kubernetes.io/part-of",
+                                "app.kubernetes.io/managed-by"):
                         self.assertIn(key, labels)
             for obj, tmpl in pod_templates(render(rel)):
                 self.assertIn("app.kubernetes.io/name", tmpl["metadata"]["labels"])
