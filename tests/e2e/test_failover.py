@@ -527,8 +527,11 @@ class TopologyTest(FailoverCase):
         ha = os.path.join(REPO, "deploy", "k8s", "overlays", "ha")
         with open(os.path.join(ha, "kustomization.yaml")) as f:
             kust = yaml.safe_load(f)
-        ops = [op for p in kust["patches"] if p["target"]["kind"] == "StatefulSet"
-               for op in yaml.safe_load(p["patch"])]
+        ops = []
+        for p in kust["patchesJson6902"]:
+            if p["target"]["kind"] == "StatefulSet" and p["target"]["name"] == "engram":
+                with open(os.path.join(ha, p["path"])) as f:
+                    ops += yaml.safe_load(f)
         replicas = next(op["value"] for op in ops if op["path"] == "/spec/replicas")
         env = {op["value"]["name"]: op["value"]["value"] for op in ops
                if op["path"].endswith("/env/-")}
