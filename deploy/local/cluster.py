@@ -129,6 +129,29 @@ MEMBER_FIELDS = {1: ("id", "str"), 2: ("address", "str"), 3: ("role", "str"),
                  7: ("healthy", "bool"), 8: ("updated_us", "int")}
 
 
+# ---- etcd ---------------------------------------------------------------------------
+
+def etcdctl(endpoints, *args, timeout=CTL_TIMEOUT, check=True):
+    """Runs etcdctl against endpoints (HOST:PORT list); RuntimeError if it
+    fails and check."""
+    p = subprocess.run([ETCDCTL, "--endpoints", ",".join(endpoints),
+                        "--command-timeout", "%ds" % max(1, int(timeout) - 1)] +
+                       [str(a) for a in args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout, env=clean_env())
+    if check and p.returncode != 0:
+        raise RuntimeError("etcdctl %s: %s" % (" ".join(map(str, args)),
+                                              p.stderr.decode(errors="replace").strip()))
+    return p
+
+
+def etcd_get(endpoints, key, prefix=False):
+    """[(key, value bytes, mod_revision, lease)] at key (or under it)."""
+    args = ["get", key, "-w", "json"] + (["--prefix"] if prefix else [])
+    kvs = json.loads(etcdctl(endpoints, *args).stdout).get("kvs") or []
+    return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")),
+             int(kv.get("mod_revision", 0)), int(kv.get("lease", 0))) for kv in kvs]
+
+
 # ---- processes -----------------------------------------------------------------
 
 class Proc:
@@ -407,14 +430,7 @@ class LocalCluster:
 
     def etcdctl(self, *args, endpoints=None, timeout=CTL_TIMEOUT, check=True):
         eps = endpoints or [m.endpoint for m in self.etcd if m.running()]
-        p = subprocess.run([ETCDCTL, "--endpoints", ",".join(eps),
-                            "--command-timeout", "%ds" % max(1, int(timeout) - 1)] +
-                           [str(a) for a in args], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=timeout, env=self.env)
-        if check and p.returncode != 0:
-            raise RuntimeError("etcdctl %s: %s" % (" ".join(map(str, args)),
-                                                  p.stderr.decode(errors="replace").strip()))
-        return p
+        return etcdctl(eps, *args, timeout=timeout, check=check)
 
     def wait_etcd(self, members, timeout=START_TIMEOUT):
         """Until each of these etcd members answers `endpoint health`."""
@@ -439,10 +455,8 @@ class LocalCluster:
     def get(self, name, prefix=False, endpoints=None):
         """[(key, value bytes, mod_revision, lease)] under /PREFIX/name (a
         linearizable read, through `endpoints` if given)."""
-        args = ["get", self.key(name), "-w", "json"] + (["--prefix"] if prefix else [])
-        kvs = json.loads(self.etcdctl(*args, endpoints=endpoints).stdout).get("kvs") or []
-        return [(base64.b64decode(kv["key"]).decode(), base64.b64decode(kv.get("value", "")),
-                 int(kv.get("mod_revision", 0)), int(kv.get("lease", 0))) for kv in kvs]
+        eps = endpoints or [m.endpoint for m in self.etcd if m.running()]
+        return etcd_get(eps, self.key(name), prefix)
 
     def leader(self, endpoints=None):
         """PREFIX/leader as {id, address, epoch, lease}, or None."""
@@ -655,19 +669,13 @@ class _Attached(Proc):
 
 def cmd_status(args):
     st = _load(args.dir)
-    eps = [m["endpoint"] for m in st["etcd"]]
     env = clean_env()
-    kvs = []
-    p = subprocess.run([ETCDCTL, "--endpoints", ",".join(eps), "get", "/%s/" % st["prefix"],
-                        "--prefix", "-w", "json"], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=CTL_TIMEOUT, env=env)
-    if p.returncode == 0:
-        kvs = json.loads(p.stdout).get("kvs") or []
-    else:
-        print("etcd: %s" % p.stderr.decode(errors="replace").strip())
-    for kv in kvs:
-        k = base64.b64decode(kv["key"]).decode()
-        v = base64.b64decode(kv.get("value", ""))
+    try:
+        kvs = etcd_get([m["endpoint"] for m in st["etcd"]], "/%s/" % st["prefix"], prefix=True)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        print("etcd: %s" % e)
+        kvs = []
+    for k, v, _, _ in kvs:
         if k.endswith("/leader"):
             print("%s  %s" % (k, decode(v, LEADER_FIELDS)))
         elif "/members/" in k:

@@ -19,6 +19,7 @@ members and engramd nodes with --coordinator, from deploy/local
   LagTest       a replica more than --failover-max-lag behind never wins:
                 nobody is promoted and GetStatus.failover_problem says why;
                 the old primary, restarted, leads again
+  TopologyTest  deploy/local runs what deploy/k8s/overlays/ha describes
 
 Every wait is for an event and bounded; every process is signalled by PID.
 """
