@@ -632,12 +632,12 @@ def cmd_up(args):
         return
     print("Ctrl-C stops all")
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    # SIGINT too: a shell starts a background job with SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.append(1))
     try:
         while not stop:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+            time.sleep(0.2)
     finally:
         c.down()
         print("stopped; data and logs kept in %s" % args.dir)
