@@ -117,3 +117,25 @@ bench-backup:
 	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
 	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
 	BENCH_ELAPSED_FROM=$$start bench/backup.sh $(REL_BUILD)
+
+# Automatic failover (issue 11). `make local-ha`: the ha topology as local
+# processes (deploy/local/cluster.py: 3 etcd + 3 engramd on 127.0.0.1) in
+# the foreground, Ctrl-C stops all. `make chaos`: tests/e2e/test_failover.py's
+# kill -9 rounds, CHAOS_RUNS of them (`make test` runs 3). `make
+# bench-failover`: 50 rounds on a Release build, RTO p50/p90/max and lost
+# writes in bench/results/failover.md (bench/failover.sh).
+CHAOS_RUNS ?= 50
+.PHONY: local-ha chaos bench-failover
+local-ha: build
+	ENGRAMD=$(abspath $(BUILD))/engramd ENGRAM_CLI=$(abspath $(BUILD))/engram deploy/local/cluster.py up
+
+chaos: build
+	cd tests/e2e && ENGRAM_CHAOS_RUNS=$(CHAOS_RUNS) ENGRAMD=$(abspath $(BUILD))/engramd \
+	  ENGRAM_CLI=$(abspath $(BUILD))/engram ENGRAM_PY_GEN=$(abspath $(BUILD))/py \
+	  /usr/bin/python3 -m unittest test_failover.ChaosTest -v
+
+bench-failover:
+	@start=$$(date +%s); scripts/deps.sh bench && \
+	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram py_stubs && \
+	BENCH_ELAPSED_FROM=$$start bench/failover.sh $(REL_BUILD)
