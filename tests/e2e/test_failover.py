@@ -19,7 +19,6 @@ members and engramd nodes with --coordinator, from deploy/local
   LagTest       a replica more than --failover-max-lag behind never wins:
                 nobody is promoted and GetStatus.failover_problem says why;
                 the old primary, restarted, leads again
-  TopologyTest  deploy/local runs what deploy/k8s/overlays/ha describes
 
 Every wait is for an event and bounded; every process is signalled by PID.
 """
@@ -516,48 +515,3 @@ class LagTest(FailoverCase):
         self.wait_streaming(1, 0)
         self.check_converged()
 
-
-class TopologyTest(FailoverCase):
-    """deploy/local runs what deploy/k8s/overlays/ha describes: as many
-    engramd and etcd members, and every engramd setting the overlay makes
-    has the same value on the local nodes (given, or engramd's default)."""
-
-    def test_local_matches_ha_overlay(self):
-        import inspect
-        import yaml
-        ha = os.path.join(REPO, "deploy", "k8s", "overlays", "ha")
-        with open(os.path.join(ha, "kustomization.yaml")) as f:
-            kust = yaml.safe_load(f)
-        ops = []
-        for p in kust["patchesJson6902"]:
-            if p["target"]["kind"] == "StatefulSet" and p["target"]["name"] == "engram":
-                with open(os.path.join(ha, p["path"])) as f:
-                    ops += yaml.safe_load(f)
-        replicas = next(op["value"] for op in ops if op["path"] == "/spec/replicas")
-        env = {op["value"]["name"]: op["value"]["value"] for op in ops
-               if op["path"].endswith("/env/-")}
-        with open(os.path.join(ha, "etcd.yaml")) as f:
-            etcd = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "StatefulSet"]
-        self.assertEqual(len(etcd), 1)
-        defaults = inspect.signature(LocalCluster).parameters
-        self.assertEqual(replicas, defaults["n_engram"].default)
-        self.assertEqual(etcd[0]["spec"]["replicas"], defaults["n_etcd"].default)
-        self.assertIn("ENGRAM_COORDINATOR", env)
-        self.assertTrue(env.pop("ENGRAM_COORDINATOR").endswith("/" + defaults["prefix"].default))
-        self.assertGreaterEqual(set(env), {"ENGRAM_SYNC_REPLICAS", "ENGRAM_LEASE_TTL_S"})
-
-        # engramd's defaults, from its --help ("--flag  ENV  text [default]")
-        helptext = subprocess.run([ENGRAMD, "--help"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=10).stdout.decode()
-        engramd_default = {}
-        for line in helptext.splitlines():
-            parts = line.split()
-            if len(parts) > 2 and parts[0].startswith("--") and line.rstrip().endswith("]"):
-                engramd_default[parts[1]] = line.rstrip()[line.rindex("[") + 1:-1]
-        c = self.make_cluster()
-        argv = c.nodes[0].argv()
-        for name, value in env.items():
-            flag = "--" + name[len("ENGRAM_"):].lower().replace("_", "-")
-            local = argv[argv.index(flag) + 1] if flag in argv else engramd_default.get(name)
-            self.assertEqual(local, str(value), "%s: the ha overlay sets %s, deploy/local %s"
-                             % (flag, value, local))
