@@ -365,7 +365,19 @@ eg_err eg_repl_follow(eg_repl *r, const char *primary) {
   pthread_mutex_unlock(&r->mu);
   const struct eg_upstream_entry *u = eg_repl_current(r);
   eg_err se = EG_OK;
-  if (!e) {
+  if (!e && (!primary || !primary[0])) {
+    /* Nobody leads: stop applying (and acking) the old primary's log, so
+     * that the state this node publishes for the election is final. */
+    if (u) {
+      eg_repl_stop_follower_locked(r);
+      pthread_mutex_lock(&r->mu);
+      atomic_store(&r->connected, 0);
+      atomic_store(&r->cur, -1);
+      pthread_mutex_unlock(&r->mu);
+      fprintf(stderr, "engramd: replica: following nobody (no primary) from lsn %llu\n",
+              (unsigned long long)eg_store_last_lsn(r->store));
+    }
+  } else if (!e) {
     if (!u || strcmp(u->addr, primary) != 0) {
       eg_repl_stop_follower_locked(r);
       e = eg_repl_upstream_pick(r, primary);

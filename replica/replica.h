@@ -170,7 +170,9 @@ eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn, char *msg, si
 /* Re-points a replica at primary (HOST:PORT): stops the follower if it
  * follows another address, then follows this one (a resync from a
  * snapshot follows, as ever, if the histories diverged). A no-op when it
- * already follows primary. EG_EPRECOND on a primary or while being
+ * already follows primary. NULL or "": follow nobody (the follower stops,
+ * so nothing more of the old primary's log is applied or acknowledged;
+ * eg_repl_upstream is NULL until the next follow). EG_EPRECOND on a primary or while being
  * promoted; EG_EUNAVAIL while stopping or restarting; EG_ELIMIT past
  * EG_REPL_MAX_UPSTREAMS addresses. Thread safety: any thread but the
  * writer's. */

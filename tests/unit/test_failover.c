@@ -92,6 +92,15 @@ static void test_upstream_table(void) {
   CU_ASSERT_EQUAL(eg_repl_follow(r, "127.0.0.1:999"), EG_ELIMIT);
   eg_repl_primary(r, buf, sizeof buf);
   CU_ASSERT_STRING_EQUAL(buf, "127.0.0.1:1");
+  /* Nobody leads: no upstream (writes are refused, not forwarded) until
+   * the next follow, which finds its entry again. */
+  CU_ASSERT_EQUAL(eg_repl_follow(r, ""), EG_OK);
+  CU_ASSERT_PTR_NULL(eg_repl_upstream(r));
+  eg_repl_primary(r, buf, sizeof buf);
+  CU_ASSERT_STRING_EQUAL(buf, "");
+  CU_ASSERT_EQUAL(eg_repl_follow(r, NULL), EG_OK); /* a no-op */
+  CU_ASSERT_EQUAL(eg_repl_follow(r, "127.0.0.1:1"), EG_OK);
+  CU_ASSERT_PTR_EQUAL(eg_repl_upstream(r), first);
   eg_repl_stop(r);
   CU_ASSERT_EQUAL(eg_repl_follow(r, "127.0.0.1:2"), EG_EUNAVAIL); /* stopping */
   eg_repl_free(r);
