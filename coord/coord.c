@@ -32,6 +32,7 @@ struct eg_coord {
   size_t members_at; /* strlen(PREFIX "/members/") */
   /* the thread's own */
   int64_t lease, granted_s, refresh_us; /* refresh_us: when the next keepalive is due */
+  int64_t lead_lease; /* the lease this node's leader key is bound to (0: it holds none) */
   uint8_t member[EG_ETCD_VALUE_MAX];    /* the member value last put */
   size_t member_len;
   int64_t member_put_us;
@@ -47,18 +48,18 @@ struct eg_coord {
 
 /* ---- the lease ------------------------------------------------------------ */
 
-/* t_sent: taken before the call that (re)started the lease's countdown.
- * etcd counts granted_s from when it got that call, which is after t_sent:
- * stopping at t_sent + 2/3 of it leaves a third of the TTL for clocks and
- * the next node's start. */
+/* t_sent: taken before the call that (re)started the lease's countdown
+ * (eg_coord_ack_until says how long writes may be acknowledged on it). */
 static void eg_coord_lease_until(eg_coord *c, int64_t t_sent) {
-  eg_repl_set_lease(c->repl, t_sent + c->granted_s * 2000000 / 3);
+  eg_repl_set_lease(c->repl, eg_coord_ack_until(eg_repl_is_primary(c->repl), c->lease,
+                                                c->lead_lease, t_sent, c->granted_s));
   c->refresh_us = t_sent + c->granted_s * 1000000 / 3;
 }
 
 /* Keeps this node's lease: grants one when there is none, refreshes it
  * every third of its TTL. A lease etcd no longer knows is lost: a primary
- * fences itself now (its next decision demotes it). */
+ * fences itself now and stays fenced on the new lease (its next decision
+ * demotes it). */
 static eg_err eg_coord_keep_lease(eg_coord *c, char *err, size_t errlen) {
   int64_t t_sent = eg_mono_us(), ttl = 0;
   eg_err e;
@@ -188,6 +189,7 @@ static eg_err eg_coord_stand(eg_coord *c, const eg_coord_view *v, uint64_t epoch
                                 (const uint8_t *)c->k_epoch, strlen(c->k_epoch),
                                 v->epoch_mod_revision, puts, 2, &won, err, errlen);
   if (e || !won) return e; /* another node was faster: the next read says who */
+  c->lead_lease = c->lease;
   uint64_t lsn = 0;
   e = eg_repl_promote_at(c->repl, epoch, &lsn, msg, sizeof msg);
   if (e) {
@@ -195,6 +197,7 @@ static eg_err eg_coord_stand(eg_coord *c, const eg_coord_view *v, uint64_t epoch
     fprintf(stderr, "engramd: coordinator: won the election at epoch %" PRIu64 " but cannot "
                     "promote (%s: %s); revoking the lease so another node can stand\n",
             epoch, eg_err_msg(e), msg);
+    c->lead_lease = 0;
     e = eg_etcd_lease_revoke(c->etcd, c->lease, err, errlen);
     if (!e) c->lease = 0;
     return e;

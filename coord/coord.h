@@ -135,4 +135,12 @@ typedef struct {
  * last_epoch any member reports, self_epoch) + 1. Pure. */
 void eg_coord_decide(const eg_coord_view *v, eg_coord_decision *out);
 
+/* Until when (eg_mono_us) this node may acknowledge writes, once etcd
+ * answered a grant or keepalive of lease (granted_s seconds) sent at
+ * t_sent: etcd started that countdown after t_sent, and stopping at 2/3
+ * of it leaves a third of the TTL for clocks and the next node's start.
+ * lead_lease: the lease this node's leader key is bound to (0: none). */
+int64_t eg_coord_ack_until(int self_primary, int64_t lease, int64_t lead_lease, int64_t t_sent,
+                           int64_t granted_s);
+
 #endif

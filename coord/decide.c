@@ -107,3 +107,12 @@ void eg_coord_decide(const eg_coord_view *v, eg_coord_decision *out) {
   out->action = EG_COORD_REVOKE;
   out->lease = v->leader_lease;
 }
+
+int64_t eg_coord_ack_until(int self_primary, int64_t lease, int64_t lead_lease, int64_t t_sent,
+                           int64_t granted_s) {
+  /* A primary's leader key is bound to lead_lease: any other lease (a
+   * fresh grant after that one expired) says nothing about how long it may
+   * lead, and etcd may already have handed the key to another node. */
+  if (self_primary && lease != lead_lease) return 0;
+  return t_sent + granted_s * 2000000 / 3;
+}

@@ -225,6 +225,20 @@ static void test_epoch(void) {
   CU_ASSERT_EQUAL(decide(&v).epoch, 1);
 }
 
+/* A fresh lease never unfences a primary: only a refresh of the lease its
+ * leader key is bound to moves its deadline. */
+static void test_ack_until(void) {
+  /* The leader's keepalive of its own lease: 2/3 of the TTL from t_sent. */
+  CU_ASSERT_EQUAL(eg_coord_ack_until(1, 7, 7, 1000000, 3), 3000000);
+  /* A deposed primary's new grant (its old lease expired in etcd, and
+   * with it its leader key): fenced. */
+  CU_ASSERT_EQUAL(eg_coord_ack_until(1, 9, 7, 1000000, 3), 0);
+  CU_ASSERT_EQUAL(eg_coord_ack_until(1, 9, 0, 1000000, 3), 0);
+  /* A replica may stand on any lease it holds: its deadline, should it
+   * win, is that lease's. */
+  CU_ASSERT_EQUAL(eg_coord_ack_until(0, 9, 0, 1000000, 3), 3000000);
+}
+
 /* ---- eg_coord_url_parse ----------------------------------------------------- */
 
 static eg_coord_url url;
@@ -312,6 +326,7 @@ void eg_test_register_coord(void) {
   CU_add_test(s, "wait for members ranked above until settled", test_wait_until_settled);
   CU_add_test(s, "--failover-max-lag", test_lag);
   CU_add_test(s, "the epoch taken", test_epoch);
+  CU_add_test(s, "a fresh lease never unfences a primary", test_ack_until);
   CU_add_test(s, "url: good", test_url_good);
   CU_add_test(s, "url: bad", test_url_bad);
   CU_add_test(s, "url: checked at start", test_url_in_config);
