@@ -27,7 +27,7 @@ static void eg_view_leader(const eg_etcd_kv *kv, eg_coord_view *v) {
   v->leader_mod_revision = kv->mod_revision;
   Engram__Coord__V1__Leader *l = engram__coord__v1__leader__unpack(NULL, kv->value_len, kv->value);
   if (!l) {
-    snprintf(v->leader_unusable, sizeof v->leader_unusable, "not a Leader value");
+    snprintf(v->leader_unusable, sizeof v->leader_unusable, "something that is not a Leader");
     return;
   }
   /* Following "" would stall every replica on an address that never

@@ -242,17 +242,19 @@ class CoordinatorEtcdContentTest(CoordinatorCase):
         for n in (a, b):
             st = self.problem(n, key, "delete it")
             self.assertEqual(st.role, "replica")
-        self.assertIn("cannot read", status(a).failover_problem)
+        self.assertIn("is not a Leader", status(a).failover_problem)
         self.etcd.delete(key)
         leader = self.wait_until(lambda: next((n for n in (a, b) if status(n).role == "primary"),
                                               None), ELECT_TIMEOUT, "a leader again", [a, b])
         other = b if leader is a else a
         self.wait_until(lambda: status(other).primary == leader.addr, ELECT_TIMEOUT,
                         "%s follows %s" % (other.name, leader.name), [a, b])
-        # A Leader naming nobody: nobody follows "".
+        # A Leader naming nobody: nobody follows "", the leader stops.
         self.etcd.put(key, self.leader_value("", ""))
-        st = self.problem(other, key, "no id or address", "delete it")
-        self.assertNotEqual(st.primary, "")
+        for n in (other, leader):
+            st = self.problem(n, key, "no id or address", "delete it")
+            self.assertEqual(st.role, "replica")
+        self.assertEqual(status(other).primary, leader.addr)
 
     def test_one_node_id_on_two_nodes(self):
         a = self.node("node-a").start()
@@ -275,7 +277,7 @@ class CoordinatorEtcdContentTest(CoordinatorCase):
             for i in range(257):  # EG_ETCD_RANGE_MAX + 1 with the node's own keys
                 kv.Put(etcd_rpc.PutRequest(key=("%s/junk/%03d" % (self.PREFIX, i)).encode(),
                                            value=b"x"), timeout=RPC_TIMEOUT)
-        st = self.problem(a, self.PREFIX + "/ holds more than 256 keys")
+        st = self.problem(a, self.PREFIX + "/ in etcd", "more than 256 keys")
         self.assertNotIn("cannot be reached", st.failover_problem)
 
     def test_following_past_the_upstream_limit_restarts(self):

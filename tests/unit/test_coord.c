@@ -346,7 +346,7 @@ static void test_unusable_leader(void) {
     const void *value;
     size_t len;
     const char *says;
-  } bad[] = {{"\xff", 1, "not a Leader value"}, {"", 0, "no id or address"},
+  } bad[] = {{"\xff", 1, "something that is not a Leader"}, {"", 0, "no id or address"},
              {lv, llen, "no id or address"}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     eg_etcd_kv kvs[] = {kv("/p/leader", bad[i].value, bad[i].len, 60, 0)};
