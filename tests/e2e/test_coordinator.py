@@ -186,7 +186,7 @@ class CoordinatorStopTest(CoordinatorCase):
     still elect the one holding every acknowledged write, not one whose
     member key merely looks best (its peers' keys may be a tick old)."""
 
-    ROUNDS = 3
+    ROUNDS = 5
     WRITES = 40  # acknowledged per round before and after the stop
 
     def test_sigterm_under_sync_load_keeps_every_acked_write(self):
