@@ -15,9 +15,6 @@
 /* How often a changed PREFIX/leader_lsn is written at most: it only bounds
  * the lag rule, so a write a tick is not worth it. */
 #define EG_COORD_LSN_EVERY_US 500000
-/* A member key is rewritten at least this often (even unchanged), so that
- * candidates see it written after the leader vanished. */
-#define EG_COORD_MEMBER_EVERY_US 1000000
 
 struct eg_coord {
   eg_bgthread bg;
@@ -28,15 +25,21 @@ struct eg_coord {
   eg_repl *repl;
   eg_store *store;
   eg_etcd *etcd;
-  char k_range[300], k_leader[300], k_epoch[300], k_lsn[300], k_self[450];
-  size_t members_at; /* strlen(PREFIX "/members/") */
+  char k_range[300], k_leader[300], k_epoch[300], k_lsn[300], k_members[300], k_self[450];
+  eg_coord_keys keys; /* the k_ above */
   /* the thread's own */
   int64_t lease, granted_s, refresh_us; /* refresh_us: when the next keepalive is due */
-  uint8_t member[EG_ETCD_VALUE_MAX];    /* the member value last put */
-  size_t member_len;
+  int64_t lead_lease; /* the lease this node's leader key is bound to (0: it holds none) */
+  eg_coord_member put; /* the member value last put on this lease */
+  int have_put;
   int64_t member_put_us;
-  int64_t gone_revision, gone_us; /* the leaderless period (0: a leader is there) */
-  int said_problem;               /* in this leaderless period */
+  /* The leaderless period: the first read of it that found no leader key
+   * (0: a leader key is there), and when. */
+  int64_t gone_revision, gone_us;
+  int twin; /* the last read showed another node using this id: publish nothing */
+  char said[256];          /* the decision's problem last logged */
+  int said_lost;           /* a lost election logged in this leaderless period */
+  int64_t said_bad_member; /* the newest unreadable member value logged (mod_revision) */
   int etcd_down_said;
   uint64_t lsn_put;
   int64_t lsn_put_us;
@@ -47,25 +50,25 @@ struct eg_coord {
 
 /* ---- the lease ------------------------------------------------------------ */
 
-/* t_sent: taken before the call that (re)started the lease's countdown.
- * etcd counts granted_s from when it got that call, which is after t_sent:
- * stopping at t_sent + 2/3 of it leaves a third of the TTL for clocks and
- * the next node's start. */
+/* t_sent: taken before the call that (re)started the lease's countdown
+ * (eg_coord_ack_until says how long writes may be acknowledged on it). */
 static void eg_coord_lease_until(eg_coord *c, int64_t t_sent) {
-  eg_repl_set_lease(c->repl, t_sent + c->granted_s * 2000000 / 3);
+  eg_repl_set_lease(c->repl, eg_coord_ack_until(eg_repl_is_primary(c->repl), c->lease,
+                                                c->lead_lease, t_sent, c->granted_s));
   c->refresh_us = t_sent + c->granted_s * 1000000 / 3;
 }
 
 /* Keeps this node's lease: grants one when there is none, refreshes it
  * every third of its TTL. A lease etcd no longer knows is lost: a primary
- * fences itself now (its next decision demotes it). */
+ * fences itself now and stays fenced on the new lease (its next decision
+ * demotes it). */
 static eg_err eg_coord_keep_lease(eg_coord *c, char *err, size_t errlen) {
   int64_t t_sent = eg_mono_us(), ttl = 0;
   eg_err e;
   if (c->lease == 0) {
     if ((e = eg_etcd_lease_grant(c->etcd, c->ttl_s, &c->lease, &c->granted_s, err, errlen)))
       return e;
-    c->member_len = 0; /* the member key went with the old lease */
+    c->have_put = 0; /* the member key went with the old lease */
     eg_coord_lease_until(c, t_sent);
     return EG_OK;
   }
@@ -84,85 +87,71 @@ static eg_err eg_coord_keep_lease(eg_coord *c, char *err, size_t errlen) {
 
 /* ---- what this node publishes -------------------------------------------- */
 
-static eg_err eg_coord_publish(eg_coord *c, const eg_repl_progress *p, int primary, int force,
+/* Puts this node's member key when eg_coord_member_due says so; its
+ * leaderless_revision is the current period's, so p must have been
+ * sampled after the read that began it. */
+static eg_err eg_coord_publish(eg_coord *c, const eg_repl_progress *p, int primary, int at_once,
                                char *err, size_t errlen) {
+  /* Another node writes this key too: writing it back would only make
+   * both read each other's values by turns. */
+  if (c->twin) return EG_OK;
+  eg_coord_member now = {.primary = primary, .applied_lsn = p->applied,
+                         .last_epoch = p->last_epoch, .epoch = p->epoch,
+                         .healthy = !eg_store_broken(c->store),
+                         .leaderless_revision = c->gone_revision};
+  int64_t t = eg_mono_us();
+  if (!eg_coord_member_due(c->have_put ? &c->put : NULL, &now, at_once, t - c->member_put_us))
+    return EG_OK;
   Engram__Coord__V1__Member m = ENGRAM__COORD__V1__MEMBER__INIT;
   uint8_t buf[EG_ETCD_VALUE_MAX];
   m.id = c->id;
   m.address = c->address;
   m.role = primary ? "primary" : "replica";
-  m.epoch = p->epoch;
-  m.applied_lsn = p->applied;
-  m.last_epoch = p->last_epoch;
+  m.epoch = now.epoch;
+  m.applied_lsn = now.applied_lsn;
+  m.last_epoch = now.last_epoch;
   /* Whether it may lead, not whether it streams now: after the primary
    * dies no replica streams, and one of them must stand. */
-  m.healthy = !eg_store_broken(c->store);
-  size_t len = engram__coord__v1__member__pack(&m, buf); /* < 1 KiB: id, address bounded */
-  int64_t now = eg_mono_us();
-  if (!force && len == c->member_len && memcmp(buf, c->member, len) == 0 &&
-      now - c->member_put_us < EG_COORD_MEMBER_EVERY_US)
-    return EG_OK;
-  /* updated_us is for operators: set only once it is decided to put. */
+  m.healthy = now.healthy;
+  m.leaderless_revision = now.leaderless_revision;
   m.updated_us = eg_now_us();
-  uint8_t out[EG_ETCD_VALUE_MAX];
-  size_t out_len = engram__coord__v1__member__pack(&m, out);
-  eg_err e = eg_etcd_put(c->etcd, (const uint8_t *)c->k_self, strlen(c->k_self), out, out_len,
+  size_t len = engram__coord__v1__member__pack(&m, buf); /* < 1 KiB: id, address bounded */
+  eg_err e = eg_etcd_put(c->etcd, (const uint8_t *)c->k_self, strlen(c->k_self), buf, len,
                          c->lease, err, errlen);
   if (e) return e;
-  memcpy(c->member, buf, len);
-  c->member_len = len;
-  c->member_put_us = now;
+  c->put = now;
+  c->have_put = 1;
+  c->member_put_us = t;
   return EG_OK;
 }
 
-/* ---- reading the prefix -------------------------------------------------- */
-
-static int eg_key_is(const eg_etcd_kv *kv, const char *key) {
-  return kv->key_len == strlen(key) && memcmp(kv->key, key, kv->key_len) == 0;
-}
-
-/* A decimal value (0 when it is not one: etcd holds what engramd wrote). */
-static uint64_t eg_decimal(const eg_etcd_kv *kv) {
-  char s[32];
-  if (kv->value_len == 0 || kv->value_len >= sizeof s) return 0;
-  memcpy(s, kv->value, kv->value_len);
-  s[kv->value_len] = '\0';
-  return strtoull(s, NULL, 10);
-}
-
-/* Fills v (members in c->members) from one read of the prefix. A value
- * that does not decode is skipped. */
-static void eg_coord_view_fill(eg_coord *c, const eg_etcd_kvs *kvs, eg_coord_view *v) {
-  v->revision = kvs->revision;
-  v->members = c->members;
-  for (size_t i = 0; i < kvs->n; i++) {
-    const eg_etcd_kv *kv = &kvs->kvs[i];
-    if (eg_key_is(kv, c->k_leader)) {
-      Engram__Coord__V1__Leader *l = engram__coord__v1__leader__unpack(NULL, kv->value_len, kv->value);
-      if (!l) continue;
-      v->has_leader = 1;
-      snprintf(v->leader_id, sizeof v->leader_id, "%s", l->id);
-      snprintf(v->leader_address, sizeof v->leader_address, "%s", l->address);
-      v->leader_lease = kv->lease;
-      engram__coord__v1__leader__free_unpacked(l, NULL);
-    } else if (eg_key_is(kv, c->k_epoch)) {
-      v->etcd_epoch = eg_decimal(kv);
-      v->epoch_mod_revision = kv->mod_revision;
-    } else if (eg_key_is(kv, c->k_lsn)) {
-      v->leader_lsn = eg_decimal(kv);
-    } else if (kv->key_len > c->members_at && memcmp(kv->key, c->k_self, c->members_at) == 0) {
-      Engram__Coord__V1__Member *m = engram__coord__v1__member__unpack(NULL, kv->value_len, kv->value);
-      if (!m) continue;
-      eg_coord_member *o = &c->members[v->n_members++];
-      snprintf(o->id, sizeof o->id, "%s", m->id);
-      o->applied_lsn = m->applied_lsn;
-      o->last_epoch = m->last_epoch;
-      o->epoch = m->epoch;
-      o->healthy = m->healthy;
-      o->mod_revision = kv->mod_revision;
-      engram__coord__v1__member__free_unpacked(m, NULL);
-    }
+/* The view as it is after this node's own put: its key holds c->put. */
+static void eg_coord_view_self(eg_coord *c, eg_coord_view *v) {
+  eg_coord_member *m = NULL;
+  for (size_t i = 0; i < v->n_members && !m; i++)
+    if (strcmp(v->members[i].id, c->id) == 0) m = &v->members[i];
+  if (!m) {
+    if (v->n_members == EG_ETCD_RANGE_MAX) return;
+    m = &v->members[v->n_members++];
   }
+  *m = c->put;
+  snprintf(m->id, sizeof m->id, "%s", c->id);
+  snprintf(m->address, sizeof m->address, "%s", c->address);
+  m->lease = c->lease;
+  v->self_applied = c->put.applied_lsn;
+  v->self_last_epoch = c->put.last_epoch;
+  v->self_epoch = c->put.epoch;
+}
+
+/* After a read: whether this node's member key is its own, as last put. */
+static void eg_coord_check_self(eg_coord *c, const eg_coord_view *v) {
+  c->twin = eg_coord_twin(v) != NULL;
+  const eg_coord_member *m = NULL;
+  for (size_t i = 0; i < v->n_members && !m; i++)
+    if (strcmp(v->members[i].id, c->id) == 0) m = &v->members[i];
+  /* Gone (a twin's lease ended, an operator deleted it) or a previous
+   * process's: put it again. */
+  if (!m || (m->lease != c->lease && !c->twin)) c->have_put = 0;
 }
 
 /* ---- acting ---------------------------------------------------------------- */
@@ -187,7 +176,19 @@ static eg_err eg_coord_stand(eg_coord *c, const eg_coord_view *v, uint64_t epoch
   eg_err e = eg_etcd_txn_create(c->etcd, (const uint8_t *)c->k_leader, strlen(c->k_leader),
                                 (const uint8_t *)c->k_epoch, strlen(c->k_epoch),
                                 v->epoch_mod_revision, puts, 2, &won, err, errlen);
-  if (e || !won) return e; /* another node was faster: the next read says who */
+  if (e) return e;
+  if (!won) {
+    /* Another node was faster (the next read says who), or the keys moved
+     * since this node read them. Said once a period: a leaderless period
+     * of lost elections is worth a look. */
+    if (!c->said_lost)
+      fprintf(stderr, "engramd: coordinator: lost the election at epoch %" PRIu64 ": %s or %s "
+                      "changed since revision %" PRId64 "\n", epoch, c->k_leader, c->k_epoch,
+              v->revision);
+    c->said_lost = 1;
+    return EG_OK;
+  }
+  c->lead_lease = c->lease;
   uint64_t lsn = 0;
   e = eg_repl_promote_at(c->repl, epoch, &lsn, msg, sizeof msg);
   if (e) {
@@ -195,6 +196,7 @@ static eg_err eg_coord_stand(eg_coord *c, const eg_coord_view *v, uint64_t epoch
     fprintf(stderr, "engramd: coordinator: won the election at epoch %" PRIu64 " but cannot "
                     "promote (%s: %s); revoking the lease so another node can stand\n",
             epoch, eg_err_msg(e), msg);
+    c->lead_lease = 0;
     e = eg_etcd_lease_revoke(c->etcd, c->lease, err, errlen);
     if (!e) c->lease = 0;
     return e;
@@ -227,7 +229,14 @@ static eg_err eg_coord_put_lsn(eg_coord *c, uint64_t lsn, char *err, size_t errl
 
 static void eg_coord_follow(eg_coord *c, const char *address) {
   eg_err e = eg_repl_follow(c->repl, address);
-  if (e == EG_OK) {
+  if (e == EG_ELIMIT) {
+    /* The table of addresses followed is full; a new process starts with
+     * an empty one. */
+    char why[400];
+    snprintf(why, sizeof why, "this replica followed %d primary addresses, its most: it "
+             "restarts to follow %.256s", EG_REPL_MAX_UPSTREAMS, address);
+    eg_repl_request_restart(c->repl, why);
+  } else if (e == EG_OK) {
     c->follow_failed[0] = '\0';
   } else if (strcmp(c->follow_failed, address) != 0) {
     fprintf(stderr, "engramd: coordinator: cannot follow the primary at %s: %s\n", address,
@@ -241,10 +250,6 @@ static eg_err eg_coord_act(eg_coord *c, const eg_coord_view *v, const eg_coord_d
   char why[512];
   switch (d->action) {
     case EG_COORD_WAIT:
-      if (d->problem[0] && !c->said_problem) {
-        fprintf(stderr, "engramd: coordinator: NO PRIMARY: %s\n", d->problem);
-        c->said_problem = 1;
-      }
       return EG_OK;
     case EG_COORD_FOLLOW:
       eg_coord_follow(c, v->leader_address);
@@ -259,7 +264,10 @@ static eg_err eg_coord_act(eg_coord *c, const eg_coord_view *v, const eg_coord_d
       if (d->lease == c->lease) c->lease = 0;
       return eg_etcd_lease_revoke(c->etcd, d->lease, err, errlen);
     case EG_COORD_DEMOTE:
-      if (v->has_leader)
+      if (v->leader_unusable[0])
+        snprintf(why, sizeof why, "this primary's leader key holds %s: it can no longer show "
+                 "it leads, and rejoins as a replica", v->leader_unusable);
+      else if (v->has_leader)
         snprintf(why, sizeof why, "etcd names %.128s (%.256s) the primary: this deposed primary "
                  "rejoins as a replica", v->leader_id, v->leader_address);
       else
@@ -273,22 +281,39 @@ static eg_err eg_coord_act(eg_coord *c, const eg_coord_view *v, const eg_coord_d
 
 /* ---- the loop -------------------------------------------------------------- */
 
-/* Tracks the leaderless period across reads: its first revision (members
- * that wrote after it have re-published) and whether it has settled. */
-static void eg_coord_track(eg_coord *c, eg_coord_view *v, int *force_publish) {
+/* Tracks the leaderless period across reads: its first revision (this
+ * node's Member.leaderless_revision) and whether it has settled. A leader
+ * key that cannot be used still ends the period: nobody may stand. */
+static void eg_coord_track(eg_coord *c, eg_coord_view *v) {
   int64_t now = eg_mono_us();
-  if (v->has_leader) {
+  if (v->has_leader || v->leader_unusable[0]) {
     c->gone_revision = 0;
-    c->said_problem = 0;
+    c->said_lost = 0;
     return;
   }
-  if (c->gone_revision == 0) {
+  /* A period that began before the last leader key was created is over
+   * (that leader came and went between two reads of this node). */
+  if (c->gone_revision == 0 || c->gone_revision <= v->epoch_mod_revision) {
     c->gone_revision = v->revision;
     c->gone_us = now;
-    *force_publish = 1; /* so that this node counts as re-published next read */
+    c->said_lost = 0;
   }
-  v->gone_revision = c->gone_revision;
   v->settled = now - c->gone_us >= (int64_t)EG_COORD_SETTLE_MS * 1000;
+}
+
+/* Logs what the read and the decision found wrong, once each. */
+static void eg_coord_say(eg_coord *c, const eg_coord_view *v, const eg_coord_decision *d) {
+  if (v->n_bad_members && v->bad_member_revision > c->said_bad_member) {
+    fprintf(stderr, "engramd: coordinator: ignoring %zu key(s) under %s that hold no Member "
+                    "value engramd can read (the newest at mod_revision %" PRId64 ")\n",
+            v->n_bad_members, c->k_members, v->bad_member_revision);
+    c->said_bad_member = v->bad_member_revision;
+  }
+  if (strcmp(d->problem, c->said) == 0) return;
+  if (d->problem[0])
+    fprintf(stderr, "engramd: coordinator: %s%s\n",
+            d->action == EG_COORD_WAIT && !v->has_leader ? "NO PRIMARY: " : "", d->problem);
+  snprintf(c->said, sizeof c->said, "%s", d->problem);
 }
 
 static void eg_coord_set_status(eg_coord *c, const eg_coord_view *v, const char *problem, int ok) {
@@ -303,7 +328,20 @@ static void eg_coord_set_status(eg_coord *c, const eg_coord_view *v, const char 
   pthread_mutex_unlock(&c->st_mu);
 }
 
-static void eg_coord_tick(eg_coord *c, int *force_publish) {
+/* Why a tick failed, by what failed: an etcd that cannot be reached is a
+ * network matter, the rest are not. */
+static void eg_coord_tick_problem(eg_coord *c, eg_err e, const char *err, char *out, size_t n) {
+  const char *why = err[0] ? err : eg_err_msg(e);
+  if (strncmp(why, "etcd: ", 6) == 0) why += 6;
+  if (e == EG_EUNAVAIL)
+    snprintf(out, n, "etcd (%.100s) cannot be reached: %.120s", eg_etcd_endpoint(c->etcd), why);
+  else if (e == EG_ELIMIT)
+    snprintf(out, n, "%.80s in etcd holds more than engramd reads: %.120s", c->k_range, why);
+  else
+    snprintf(out, n, "etcd (%.100s) answered: %.120s", eg_etcd_endpoint(c->etcd), why);
+}
+
+static void eg_coord_tick(eg_coord *c) {
   char err[512] = "";
   eg_repl_progress p;
   eg_coord_view v;
@@ -312,13 +350,13 @@ static void eg_coord_tick(eg_coord *c, int *force_publish) {
   eg_repl_progress_get(c->repl, &p);
   int primary = eg_repl_is_primary(c->repl);
   eg_err e = eg_coord_keep_lease(c, err, sizeof err);
-  if (!e) e = eg_coord_publish(c, &p, primary, *force_publish, err, sizeof err);
-  if (!e) *force_publish = 0;
+  if (!e) e = eg_coord_publish(c, &p, primary, 0, err, sizeof err);
   if (!e) e = eg_etcd_range_prefix(c->etcd, (const uint8_t *)c->k_range, strlen(c->k_range), &kvs,
                                    err, sizeof err);
   if (!e) {
     memset(&v, 0, sizeof v);
     v.self_id = c->id;
+    v.self_address = c->address;
     v.self_primary = primary;
     v.self_healthy = !eg_store_broken(c->store);
     v.self_applied = p.applied;
@@ -326,10 +364,22 @@ static void eg_coord_tick(eg_coord *c, int *force_publish) {
     v.self_epoch = p.epoch;
     v.self_lease = c->lease;
     v.max_lag = c->max_lag;
-    eg_coord_view_fill(c, &kvs, &v);
+    eg_coord_view_fill(&c->keys, &kvs, c->members, &v);
     eg_etcd_kvs_free(&kvs);
-    eg_coord_track(c, &v, force_publish);
+    eg_coord_track(c, &v);
+    eg_coord_check_self(c, &v);
+    if (!v.has_leader && !v.leader_unusable[0] && !c->twin) {
+      /* No leader: this node's state, sampled after that read, goes out
+       * now, so that the others rank it by what it holds now (a write
+       * acknowledged just before the leader went included). */
+      eg_repl_progress_get(c->repl, &p);
+      e = eg_coord_publish(c, &p, primary, 1, err, sizeof err);
+      if (!e) eg_coord_view_self(c, &v);
+    }
+  }
+  if (!e) {
     eg_coord_decide(&v, &d);
+    eg_coord_say(c, &v, &d);
     eg_coord_set_status(c, &v, d.problem, 1); /* before: a won election updates it */
     e = eg_coord_act(c, &v, &d, &p, err, sizeof err);
   }
@@ -339,8 +389,7 @@ static void eg_coord_tick(eg_coord *c, int *force_publish) {
     return;
   }
   char problem[256];
-  snprintf(problem, sizeof problem, "etcd (%.100s) cannot be reached: %.120s",
-           eg_etcd_endpoint(c->etcd), err[0] ? err : eg_err_msg(e));
+  eg_coord_tick_problem(c, e, err, problem, sizeof problem);
   if (!c->etcd_down_said) fprintf(stderr, "engramd: coordinator: %s\n", problem);
   c->etcd_down_said = 1;
   eg_coord_set_status(c, NULL, problem, 0);
@@ -348,11 +397,10 @@ static void eg_coord_tick(eg_coord *c, int *force_publish) {
 
 static void *eg_coord_main(void *arg) {
   eg_coord *c = arg;
-  int force_publish = 1;
   pthread_mutex_lock(&c->bg.mu);
   while (!c->bg.stopping) {
     pthread_mutex_unlock(&c->bg.mu);
-    eg_coord_tick(c, &force_publish);
+    eg_coord_tick(c);
     pthread_mutex_lock(&c->bg.mu);
     if (!c->bg.stopping) eg_bgthread_sleep(&c->bg, EG_COORD_TICK_MS);
   }
@@ -378,8 +426,10 @@ eg_err eg_coord_start(const eg_coord_config *cfg, eg_coord **out, char *err, siz
   snprintf(c->k_leader, sizeof c->k_leader, "%s/leader", p);
   snprintf(c->k_epoch, sizeof c->k_epoch, "%s/epoch", p);
   snprintf(c->k_lsn, sizeof c->k_lsn, "%s/leader_lsn", p);
-  snprintf(c->k_self, sizeof c->k_self, "%s/members/%s", p, c->id);
-  c->members_at = strlen(p) + strlen("/members/");
+  snprintf(c->k_members, sizeof c->k_members, "%s/members/", p);
+  snprintf(c->k_self, sizeof c->k_self, "%s%s", c->k_members, c->id);
+  c->keys = (eg_coord_keys){.leader = c->k_leader, .epoch = c->k_epoch, .leader_lsn = c->k_lsn,
+                            .members = c->k_members};
   const char *eps[EG_ETCD_MAX_ENDPOINTS];
   for (size_t i = 0; i < c->url.n_endpoints; i++) eps[i] = c->url.endpoints[i];
   /* A call must end well inside the third of the TTL between refreshes,

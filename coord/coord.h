@@ -80,35 +80,65 @@ void eg_coord_status_get(const eg_coord *c, eg_coord_status *out);
 
 /* ---- the decision, pure (coord/decide.c) ------------------------------- */
 
+/* One PREFIX/members/ key. */
 typedef struct {
-  char id[128];
+  char id[128], address[256];
+  int primary; /* its role */
   uint64_t applied_lsn, last_epoch, epoch;
   int healthy;
-  int64_t mod_revision; /* of its member key */
+  /* Member.leaderless_revision: the revision of a read in which the member
+   * found no leader key, its progress sampled after that read (0: none). */
+  int64_t leaderless_revision;
+  int64_t lease; /* the key's lease */
 } eg_coord_member;
+
+/* The keys of one prefix (NUL-terminated). */
+typedef struct {
+  const char *leader, *epoch, *leader_lsn;
+  const char *members; /* "PREFIX/members/" */
+} eg_coord_keys;
 
 typedef struct {
   /* this node */
-  const char *self_id;
+  const char *self_id, *self_address;
   int self_primary;      /* eg_repl_is_primary */
   int self_healthy;      /* its store usable */
   uint64_t self_applied, self_last_epoch, self_epoch;
   int64_t self_lease;    /* the lease it holds (0: none yet) */
-  /* what etcd says (one read) */
+  /* what etcd says (one read, eg_coord_view_fill) */
+  const char *leader_key; /* PREFIX/leader, for messages */
   int64_t revision;      /* of that read */
-  int has_leader;
+  int has_leader;        /* a usable leader key */
+  /* The leader key is there but names nobody engramd can follow: it does
+   * not decode, or its id or address is empty. Says how ("" : usable or
+   * absent). Nobody may take the key until an operator deletes it. */
+  char leader_unusable[64];
+  int64_t leader_mod_revision; /* 0: no leader key */
   char leader_id[128], leader_address[256];
   int64_t leader_lease;
   uint64_t etcd_epoch;   /* PREFIX/epoch (0: absent) */
   int64_t epoch_mod_revision; /* 0: absent */
   uint64_t leader_lsn;   /* PREFIX/leader_lsn (0: absent) */
-  const eg_coord_member *members; /* every PREFIX/members/ key, self included */
+  eg_coord_member *members; /* every readable PREFIX/members/ key, self included */
   size_t n_members;
+  size_t n_bad_members;          /* member keys that do not decode (skipped) */
+  int64_t bad_member_revision;   /* the largest mod_revision among them */
   /* the leaderless period, as the coordinator tracked it */
-  int64_t gone_revision; /* the first read that found no leader (0: leader present) */
-  int settled;           /* EG_COORD_SETTLE_MS passed since then */
+  int settled;           /* EG_COORD_SETTLE_MS passed since this node saw it start */
   int64_t max_lag;       /* --failover-max-lag */
 } eg_coord_view;
+
+/* Fills v's etcd part from one read of the prefix, members into members
+ * (room for EG_ETCD_RANGE_MAX). Values that do not decode are skipped and
+ * counted, not fatal: a member's is its own problem, the leader key's is
+ * leader_unusable. Pure. */
+void eg_coord_view_fill(const eg_coord_keys *k, const eg_etcd_kvs *kvs, eg_coord_member *members,
+                        eg_coord_view *v);
+
+/* The address of another live node using this node's id, seen in the
+ * leader key (it names self_id, on a lease not self_lease, at another
+ * address) or in self's member key (the same); NULL when none. Pure. */
+const char *eg_coord_twin(const eg_coord_view *v);
 
 typedef enum {
   EG_COORD_WAIT,    /* nothing to do now (problem may say why) */
@@ -123,16 +153,42 @@ typedef struct {
   eg_coord_action action;
   uint64_t epoch;    /* STAND: the epoch to take */
   int64_t lease;     /* REVOKE: the lease to revoke */
-  char problem[256]; /* WAIT: why no node can be promoted ("" : none) */
+  char problem[256]; /* why no node can be promoted, or what is wrong ("" : none) */
 } eg_coord_decision;
 
 /* What this node should do now. Ranking: (last_epoch, applied_lsn)
- * highest, then the smaller id. A member is a candidate when healthy, its
- * key was written after gone_revision (or settled is set), and
- * leader_lsn - applied_lsn <= max_lag. This node stands only if it is the
- * best candidate and no member ranked above it is still to publish (before
- * settled). STAND's epoch is max(etcd_epoch, the largest epoch or
- * last_epoch any member reports, self_epoch) + 1. Pure. */
+ * highest, then the smaller id. A member has published in this leaderless
+ * period when its leaderless_revision > epoch_mod_revision: the epoch key
+ * moves in the same transaction that creates a leader key, so a read after
+ * it that found no leader came after the last leader's key went (a node
+ * that never saw that leader included). A member is a candidate when
+ * healthy, published (or settled is set: then every key present counts),
+ * and leader_lsn - applied_lsn <= max_lag. This node stands only if it is
+ * the best candidate and, before settled, every healthy member has
+ * published. STAND's epoch is max(etcd_epoch, the largest epoch or
+ * last_epoch any member reports, self_epoch) + 1. An unusable leader key:
+ * a primary demotes (it can no longer show it leads), the others wait
+ * naming it. Another node with this id (eg_coord_twin): a leader goes on
+ * leading, any other node waits naming it (never revoking its lease).
+ * Pure. */
 void eg_coord_decide(const eg_coord_view *v, eg_coord_decision *out);
+
+/* Whether a member value (now) should be put, given the one last put
+ * (NULL: none on this lease) since_put_us ago. A change of role, health,
+ * epoch or leaderless_revision is put at once; a change of progress
+ * alone at once when at_once (a leaderless period: candidates rank by it),
+ * else at most every EG_COORD_MEMBER_EVERY_US (a busy node's LSN moves
+ * every tick). An unchanged value is not put again. Pure. */
+#define EG_COORD_MEMBER_EVERY_US 1000000
+int eg_coord_member_due(const eg_coord_member *put, const eg_coord_member *now, int at_once,
+                        int64_t since_put_us);
+
+/* Until when (eg_mono_us) this node may acknowledge writes, once etcd
+ * answered a grant or keepalive of lease (granted_s seconds) sent at
+ * t_sent: etcd started that countdown after t_sent, and stopping at 2/3
+ * of it leaves a third of the TTL for clocks and the next node's start.
+ * lead_lease: the lease this node's leader key is bound to (0: none). */
+int64_t eg_coord_ack_until(int self_primary, int64_t lease, int64_t lead_lease, int64_t t_sent,
+                           int64_t granted_s);
 
 #endif

@@ -38,30 +38,33 @@ struct eg_etcd {
 
 /* ---- endpoints ------------------------------------------------------------ */
 
-/* 1 if host (len bytes) is a DNS name or IPv4 address (letters, digits,
- * '.', '-', '_') or an IPv6 address in brackets. */
-static int host_ok(const char *host, size_t len) {
-  if (len == 0) return 0;
-  int v6 = host[0] == '[';
-  if (v6 && (len < 3 || host[len - 1] != ']')) return 0;
-  for (size_t i = v6; i < len - v6; i++) {
-    unsigned char c = (unsigned char)host[i];
-    if (v6 ? !(isxdigit(c) || c == ':' || c == '.')
-           : !(isalnum(c) || c == '.' || c == '-' || c == '_'))
-      return 0;
-  }
-  return 1;
+static int host_char(unsigned char c) {
+  return isalnum(c) || c == '.' || c == '-' || c == '_';
 }
 
-/* 1 if s is HOST:PORT with a port of 1..65535. */
-static int endpoint_ok(const char *s) {
-  const char *colon = strrchr(s, ':');
-  if (!colon || !host_ok(s, (size_t)(colon - s))) return 0;
-  const char *p = colon + 1;
-  size_t digits = strspn(p, "0123456789");
-  if (digits == 0 || digits > 5 || p[digits]) return 0;
-  long port = strtol(p, NULL, 10);
-  return port >= 1 && port <= 65535;
+const char *eg_etcd_endpoint_check(const char *s, size_t n) {
+  size_t i, host_end;
+  if (s[0] == '[' && n > 0) {
+    for (i = 1; i < n && s[i] != ']'; i++)
+      if (!isxdigit((unsigned char)s[i]) && s[i] != ':' && s[i] != '.') return "bad IPv6 address";
+    if (i >= n || i == 1) return "bad IPv6 address";
+    host_end = i + 1;
+  } else {
+    for (i = 0; i < n && s[i] != ':'; i++)
+      if (!host_char((unsigned char)s[i]))
+        return "bad host (letters, digits, '.', '-', '_' or [IPv6])";
+    if (i == 0) return "no host";
+    host_end = i;
+  }
+  if (host_end >= n || s[host_end] != ':') return "no :PORT";
+  long port = 0;
+  size_t digits = 0;
+  for (i = host_end + 1; i < n; i++, digits++) {
+    if (s[i] < '0' || s[i] > '9' || digits >= 5) return "the port must be 1..65535";
+    port = port * 10 + (s[i] - '0');
+  }
+  if (digits == 0 || port < 1 || port > 65535) return "the port must be 1..65535";
+  return NULL;
 }
 
 eg_err eg_etcd_new(const char *const *endpoints, size_t n, int64_t timeout_ms, eg_etcd **out,
@@ -78,9 +81,11 @@ eg_err eg_etcd_new(const char *const *endpoints, size_t n, int64_t timeout_ms, e
   }
   for (size_t i = 0; i < n; i++) {
     const char *ep = endpoints[i] ? endpoints[i] : "";
-    if (strnlen(ep, ENDPOINT_MAX) >= ENDPOINT_MAX || !endpoint_ok(ep)) {
-      snprintf(err, errlen, "etcd: endpoint %zu \"%.*s\" is not HOST:PORT (port 1-65535, %d "
-               "bytes at most)", i + 1, 64, ep, ENDPOINT_MAX - 1);
+    size_t len = strnlen(ep, ENDPOINT_MAX);
+    const char *why = len >= ENDPOINT_MAX ? "too long" : eg_etcd_endpoint_check(ep, len);
+    if (why) {
+      snprintf(err, errlen, "etcd: endpoint %zu \"%.*s\" is not HOST:PORT (%s; %d bytes at "
+               "most)", i + 1, 64, ep, why, ENDPOINT_MAX - 1);
       return EG_EINVAL;
     }
   }

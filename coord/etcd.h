@@ -40,6 +40,12 @@
 
 typedef struct eg_etcd eg_etcd;
 
+/* Why the n bytes at s are not an endpoint HOST:PORT, or NULL when they
+ * are: HOST a DNS name or IPv4 address (letters, digits, '.', '-', '_') or
+ * an IPv6 address in brackets, PORT 1..65535. The one check of an
+ * endpoint's shape (eg_etcd_new, --coordinator). */
+const char *eg_etcd_endpoint_check(const char *s, size_t n);
+
 /* endpoints: HOST:PORT strings (n of them, 1..EG_ETCD_MAX_ENDPOINTS);
  * plaintext. timeout_ms bounds every call. EG_EINVAL (with why in err)
  * for a bad endpoint. Connects lazily: a cluster that is down is no error

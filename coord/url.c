@@ -12,56 +12,25 @@ static eg_err eg_url_bad(char *err, size_t errlen, const char *fmt, const char *
   return EG_EINVAL;
 }
 
-static int eg_url_host_char(char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-         ch == '.' || ch == '-' || ch == '_';
-}
-
-static int eg_url_v6_char(char ch) {
-  return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F') ||
-         ch == ':' || ch == '.';
-}
-
-/* One endpoint, the n bytes at s: HOST:PORT or [V6]:PORT, port 1..65535. */
+/* One endpoint, the n bytes at s (eg_etcd_endpoint_check). */
 static eg_err eg_url_endpoint(const char *s, size_t n, char out[256], char *err, size_t errlen) {
-  size_t host_end, i = 0;
   if (n == 0) return eg_url_bad(err, errlen, "--coordinator: an empty endpoint%s", "", 0);
   if (n >= 256)
     return eg_url_bad(err, errlen, "--coordinator: endpoint %s... is longer than 255 bytes", s, 40);
-  if (s[0] == '[') {
-    for (i = 1; i < n && s[i] != ']'; i++)
-      if (!eg_url_v6_char(s[i]))
-        return eg_url_bad(err, errlen, "--coordinator: endpoint %s: bad IPv6 address", s, n);
-    if (i >= n || i == 1)
-      return eg_url_bad(err, errlen, "--coordinator: endpoint %s: bad IPv6 address", s, n);
-    host_end = i + 1;
-  } else {
-    for (i = 0; i < n && s[i] != ':'; i++)
-      if (!eg_url_host_char(s[i]))
-        return eg_url_bad(err, errlen,
-                          "--coordinator: endpoint %s: bad host (letters, digits, '.', '-', '_' "
-                          "or [IPv6])", s, n);
-    if (i == 0) return eg_url_bad(err, errlen, "--coordinator: endpoint %s: no host", s, n);
-    host_end = i;
+  const char *why = eg_etcd_endpoint_check(s, n);
+  if (why) {
+    snprintf(err, errlen, "--coordinator: endpoint %.*s: %s", (int)n, s, why);
+    return EG_EINVAL;
   }
-  if (host_end >= n || s[host_end] != ':')
-    return eg_url_bad(err, errlen, "--coordinator: endpoint %s: no :PORT", s, n);
-  long port = 0;
-  size_t digits = 0;
-  for (i = host_end + 1; i < n; i++, digits++) {
-    if (s[i] < '0' || s[i] > '9' || digits >= 5)
-      return eg_url_bad(err, errlen, "--coordinator: endpoint %s: the port must be 1..65535", s, n);
-    port = port * 10 + (s[i] - '0');
-  }
-  if (digits == 0 || port < 1 || port > 65535)
-    return eg_url_bad(err, errlen, "--coordinator: endpoint %s: the port must be 1..65535", s, n);
   memcpy(out, s, n);
   out[n] = '\0';
   return EG_OK;
 }
 
+/* Letters, digits, '.', '-', '_' and '/'. */
 static int eg_url_prefix_char(char ch) {
-  return eg_url_host_char(ch) || ch == '/';
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '.' || ch == '-' || ch == '_' || ch == '/';
 }
 
 eg_err eg_coord_url_parse(const char *url, eg_coord_url *out, char *err, size_t errlen) {

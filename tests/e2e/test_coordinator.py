@@ -1,6 +1,9 @@
-"""--coordinator smoke test with a real single etcd (started here, ended by
-PID): two engramd elect a primary, the other follows it and forwards
-writes to it, and a SIGTERM of the primary hands the lead to the other.
+"""--coordinator with a real single etcd (started here, ended by PID): two
+engramd elect a primary, the other follows it and forwards writes to it, and
+a SIGTERM of the primary hands the lead to the other; SIGTERMs under
+--sync-replicas 1 load lose no acknowledged write; what etcd holds that
+engramd cannot use (an unreadable leader key, one node id on two nodes, too
+many keys, too many primaries followed) is named, and acted on safely.
 The chaos runs (kill -9 under load, fencing, lag) are in test_failover.py.
 """
 import os
@@ -14,8 +17,12 @@ import grpc
 
 from harness import ENGRAMD, KEEP, RPC_TIMEOUT, clean_env, free_port, uid
 from test_hardening_keys import metrics_port, scrape
-from test_replication import (ADMIN_MD, REPL, Cluster, ReplicationCase, admin, agent, apb,
-                              newest, status)
+from test_replication import (ADMIN_MD, REPL, Cluster, ReplicationCase, Writer, admin, agent,
+                              apb, newest, status)
+
+from engram.coord.v1 import coord_pb2  # noqa: E402  (PY_GEN is on sys.path via harness)
+from etcd.etcdserverpb import rpc_pb2 as etcd_rpc  # noqa: E402
+from etcd.etcdserverpb import rpc_pb2_grpc as etcd_rpc_grpc  # noqa: E402
 
 ETCD = "/usr/bin/etcd"
 ETCD_START_TIMEOUT = 20.0
@@ -58,6 +65,16 @@ class Etcd:
         with open(self.log_path, "r", errors="replace") as f:
             return f.read()
 
+    def put(self, key, value):
+        with grpc.insecure_channel("127.0.0.1:%d" % self.port) as ch:
+            etcd_rpc_grpc.KVStub(ch).Put(etcd_rpc.PutRequest(key=key.encode(), value=value),
+                                         timeout=RPC_TIMEOUT)
+
+    def delete(self, key):
+        with grpc.insecure_channel("127.0.0.1:%d" % self.port) as ch:
+            etcd_rpc_grpc.KVStub(ch).DeleteRange(etcd_rpc.DeleteRangeRequest(key=key.encode()),
+                                                 timeout=RPC_TIMEOUT)
+
     def stop(self):
         if self.proc is None:
             return
@@ -70,7 +87,9 @@ class Etcd:
             p.wait(timeout=10)
 
 
-class CoordinatorTest(ReplicationCase):
+class CoordinatorCase(ReplicationCase):
+
+    PREFIX = "/engram-test"
 
     def setUp(self):
         super().setUp()
@@ -80,14 +99,14 @@ class CoordinatorTest(ReplicationCase):
         self.etcd = Etcd(self.tmp)
         self.addCleanup(self.etcd.stop)  # after the nodes (cleanups run last first)
         self.etcd.start()
-        self.url = "etcd://127.0.0.1:%d/engram-test" % self.etcd.port
+        self.url = "etcd://127.0.0.1:%d%s" % (self.etcd.port, self.PREFIX)
         self.cluster = Cluster()
         self.addCleanup(self.cluster.close)
 
-    def node(self, name):
+    def node(self, name, *args):
         s = self.cluster.primary("--coordinator", self.url, "--replica-id", name,
                                  "--replica-token", REPL, "--lease-ttl-s", "2",
-                                 "--metrics-listen", "127.0.0.1:0")
+                                 "--metrics-listen", "127.0.0.1:0", *args)
         s.name = name
         return s
 
@@ -101,6 +120,15 @@ class CoordinatorTest(ReplicationCase):
     def wait_role(self, node, role, nodes):
         return self.wait_until(lambda: status(node).role == role and status(node),
                                ELECT_TIMEOUT, "%s %s" % (node.name, role), nodes)
+
+    def problem(self, node, *parts):
+        """Waits until node's failover_problem says every one of parts."""
+        return self.wait_until(
+            lambda: all(p in status(node).failover_problem for p in parts) and status(node),
+            ELECT_TIMEOUT, "%s: failover_problem saying %r" % (node.name, parts), [node])
+
+
+class CoordinatorTest(CoordinatorCase):
 
     def test_elect_follow_forward_and_hand_over_on_sigterm(self):
         a = self.node("node-a").start()
@@ -151,6 +179,123 @@ class CoordinatorTest(ReplicationCase):
                         [a, b])
         self.assertEqual(status(a).role, "replica")
         self.wait_converged(b, [a])
+
+
+class CoordinatorStopTest(CoordinatorCase):
+    """A clean stop of the leader revokes its lease at once: the others must
+    still elect the one holding every acknowledged write, not one whose
+    member key merely looks best (its peers' keys may be a tick old)."""
+
+    ROUNDS = 5
+    WRITES = 40  # acknowledged per round before and after the stop
+
+    def test_sigterm_under_sync_load_keeps_every_acked_write(self):
+        nodes = [self.node("node-%s" % n, "--sync-replicas", "1") for n in "abc"]
+        for n in nodes:
+            n.start()
+        live = lambda: [n for n in nodes if n.proc is not None]
+        leader = self.wait_until(
+            lambda: next((n for n in live() if status(n).role == "primary"), None),
+            ELECT_TIMEOUT, "a leader", nodes)
+        for n in nodes:
+            if n is not leader:
+                self.wait_until(lambda: status(n).primary == leader.addr, ELECT_TIMEOUT,
+                                "%s follows %s" % (n.name, leader.name), nodes)
+        current = [leader]
+        w = Writer(lambda: current[0], max_writes=100000, max_s=120.0).start()
+        self.addCleanup(lambda: w.thread.is_alive() and w.stop())
+        for r in range(self.ROUNDS):
+            w.wait_writes(len(w.acked) + self.WRITES)
+            old = current[0]
+            old.stop()  # SIGTERM: fenced, lease revoked, the others elect at once
+            new = self.wait_until(
+                lambda: next((n for n in live() if status(n).role == "primary"), None),
+                ELECT_TIMEOUT, "round %d: a new leader" % r, nodes)
+            current[0] = new
+            w.wait_writes(len(w.acked) + self.WRITES)
+            old.start()
+            self.wait_until(lambda: status(old).primary == new.addr, ELECT_TIMEOUT,
+                            "round %d: %s follows %s" % (r, old.name, new.name), nodes)
+        w.stop()
+        got = {(m.seq, m.content) for m in agent(current[0]).all_messages(w.sid)}
+        lost = [a for a in w.acked if a not in got]
+        self.assertEqual(lost, [], "acknowledged writes lost\n" + self.logs(*nodes))
+
+
+class CoordinatorEtcdContentTest(CoordinatorCase):
+    """What etcd holds that engramd cannot use is named, and is acted on
+    safely."""
+
+    def leader_value(self, id_, address):
+        return coord_pb2.Leader(id=id_, address=address, epoch=1).SerializeToString()
+
+    def test_unreadable_leader_key_is_named_and_nobody_stands(self):
+        a = self.node("node-a").start()
+        self.wait_role(a, "primary", [a])
+        b = self.node("node-b").start()
+        self.wait_until(lambda: status(b).primary == a.addr, ELECT_TIMEOUT, "node-b follows a",
+                        [a, b])
+        key = self.PREFIX + "/leader"
+        # Not a Leader (an operator's put, another version's value): the
+        # primary cannot show it leads, so it stops; nobody may take the key.
+        self.etcd.put(key, b"garbage\xff")
+        for n in (a, b):
+            st = self.problem(n, key, "delete it")
+            self.assertEqual(st.role, "replica")
+        self.assertIn("is not a Leader", status(a).failover_problem)
+        self.etcd.delete(key)
+        leader = self.wait_until(lambda: next((n for n in (a, b) if status(n).role == "primary"),
+                                              None), ELECT_TIMEOUT, "a leader again", [a, b])
+        other = b if leader is a else a
+        self.wait_until(lambda: status(other).primary == leader.addr, ELECT_TIMEOUT,
+                        "%s follows %s" % (other.name, leader.name), [a, b])
+        # A Leader naming nobody: nobody follows "", the leader stops.
+        self.etcd.put(key, self.leader_value("", ""))
+        for n in (other, leader):
+            st = self.problem(n, key, "no id or address", "delete it")
+            self.assertEqual(st.role, "replica")
+        self.assertEqual(status(other).primary, leader.addr)
+
+    def test_one_node_id_on_two_nodes(self):
+        a = self.node("node-a").start()
+        self.wait_role(a, "primary", [a])
+        epoch = status(a).epoch
+        twin = self.node("node-a").start()
+        twin.name = "twin"
+        # The twin must not take node-a's lead for its own (revoking it).
+        st = self.problem(twin, "node id node-a is used by another node at " + a.addr)
+        self.assertEqual(st.role, "replica")
+        st = status(a)
+        self.assertEqual((st.role, st.epoch, st.leader_address), ("primary", epoch, a.addr))
+        self.assertEqual(self.metrics(a)["engram_elections_won_total"], 1)
+
+    def test_too_many_keys_under_the_prefix_is_named(self):
+        a = self.node("node-a").start()
+        self.wait_role(a, "primary", [a])
+        with grpc.insecure_channel("127.0.0.1:%d" % self.etcd.port) as ch:
+            kv = etcd_rpc_grpc.KVStub(ch)
+            for i in range(257):  # EG_ETCD_RANGE_MAX + 1 with the node's own keys
+                kv.Put(etcd_rpc.PutRequest(key=("%s/junk/%03d" % (self.PREFIX, i)).encode(),
+                                           value=b"x"), timeout=RPC_TIMEOUT)
+        st = self.problem(a, self.PREFIX + "/ in etcd", "more than 256 keys")
+        self.assertNotIn("cannot be reached", st.failover_problem)
+
+    def test_following_past_the_upstream_limit_restarts(self):
+        key = self.PREFIX + "/leader"
+        # EG_REPL_MAX_UPSTREAMS + 1 primaries, none of them up: the node
+        # follows each one etcd names in turn.
+        addrs = ["127.0.0.1:%d" % free_port() for _ in range(17)]
+        self.etcd.put(key, self.leader_value("fake-0", addrs[0]))
+        b = self.node("node-b").start()
+        listens = None
+        for i, addr in enumerate(addrs):
+            if i == len(addrs) - 1:
+                listens = b.listen_count()
+            self.etcd.put(key, self.leader_value("fake-%d" % i, addr))
+            self.wait_until(lambda: status(b).primary == addr, ELECT_TIMEOUT,
+                            "node-b follows fake-%d" % i, [b])
+        # Past the table's limit it restarted (with an empty table) to follow.
+        self.assertGreater(b.listen_count(), listens)
 
 
 class CoordinatorFlagsTest(ReplicationCase):

@@ -4,24 +4,30 @@
 #include <string.h>
 
 #include "coord/coord.h"
+#include "engram/coord/v1/coord.pb-c.h"
 #include "server/config.h"
 #include "suites.h"
 
 /* ---- eg_coord_decide ------------------------------------------------------ */
 
+/* Member id at ID-host:1 on lease 7 (the self lease in view), which found
+ * no leader at revision leaderless (0: it has not). */
 static eg_coord_member member(const char *id, uint64_t last_epoch, uint64_t applied,
-                              int64_t mod_revision) {
+                              int64_t leaderless) {
   eg_coord_member m = {.applied_lsn = applied, .last_epoch = last_epoch, .epoch = last_epoch,
-                       .healthy = 1, .mod_revision = mod_revision};
+                       .healthy = 1, .leaderless_revision = leaderless, .lease = 7};
   snprintf(m.id, sizeof m.id, "%s", id);
+  snprintf(m.address, sizeof m.address, "%s-host:1", id);
   return m;
 }
 
-/* A replica "b" with its lease, in a cluster whose view the test fills. */
-static eg_coord_view view(const eg_coord_member *members, size_t n) {
-  eg_coord_view v = {.self_id = "b", .self_healthy = 1, .self_applied = 100, .self_last_epoch = 1,
-                     .self_epoch = 1, .self_lease = 7, .revision = 50, .members = members,
-                     .n_members = n, .max_lag = 1000};
+/* A replica "b" with its lease, in a cluster whose view the test fills;
+ * the last leader key was created at revision 50 (PREFIX/epoch's). */
+static eg_coord_view view(eg_coord_member *members, size_t n) {
+  eg_coord_view v = {.self_id = "b", .self_address = "b-host:1", .self_healthy = 1,
+                     .self_applied = 100, .self_last_epoch = 1, .self_epoch = 1,
+                     .self_lease = 7, .revision = 120, .epoch_mod_revision = 50,
+                     .members = members, .n_members = n, .max_lag = 1000};
   return v;
 }
 
@@ -65,7 +71,6 @@ static void test_demote(void) {
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_DEMOTE);
   /* Nobody does: the lease ran out, another node may take it any moment. */
   v.has_leader = 0;
-  v.gone_revision = 40;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_DEMOTE);
   /* The key is this node's name, but on a lease this process never had. */
   with_leader(&v, "b", 99);
@@ -92,7 +97,6 @@ static void test_stand_best(void) {
   eg_coord_member ms[] = {member("a", 1, 90, 60), member("b", 1, 100, 61),
                           member("c", 1, 95, 62)};
   eg_coord_view v = view(ms, 3);
-  v.gone_revision = 50;
   v.etcd_epoch = 1;
   eg_coord_decision d = decide(&v);
   CU_ASSERT_EQUAL(d.action, EG_COORD_STAND);
@@ -107,7 +111,6 @@ static void test_stand_ties_by_id(void) {
   eg_coord_member ms[] = {member("c", 1, 100, 60), member("b", 1, 100, 61),
                           member("d", 1, 100, 62)};
   eg_coord_view v = view(ms, 3);
-  v.gone_revision = 50;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
   v.self_id = "c";
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
@@ -118,7 +121,6 @@ static void test_last_epoch_beats_applied(void) {
    * of an older history the new one forked from. */
   eg_coord_member ms[] = {member("a", 3, 80, 60), member("b", 2, 100, 61)};
   eg_coord_view v = view(ms, 2);
-  v.gone_revision = 50;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
   v.self_id = "a";
   eg_coord_decision d = decide(&v);
@@ -129,7 +131,6 @@ static void test_last_epoch_beats_applied(void) {
 static void test_unhealthy_never_stands(void) {
   eg_coord_member ms[] = {member("a", 1, 90, 60), member("b", 1, 100, 61)};
   eg_coord_view v = view(ms, 2);
-  v.gone_revision = 50;
   /* Its store is broken: it says so in its key, and knows it itself. */
   ms[1].healthy = 0;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
@@ -152,20 +153,23 @@ static void test_wait_until_settled(void) {
    * vanished (revision 50): it may be alive and about to. */
   eg_coord_member ms[] = {member("a", 1, 120, 45), member("b", 1, 100, 61)};
   eg_coord_view v = view(ms, 2);
-  v.gone_revision = 50;
   eg_coord_decision d = decide(&v);
   CU_ASSERT_EQUAL(d.action, EG_COORD_WAIT);
   CU_ASSERT_STRING_EQUAL(d.problem, "");
   /* It publishes: "a" is the best, "b" still waits. */
-  ms[0].mod_revision = 62;
+  ms[0].leaderless_revision = 62;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
-  /* A silent member ranked below does not hold "b" back. */
+  /* Nor does a silent member ranked below: its value is from before the
+   * leader went, and it may hold more by now. */
   ms[0] = member("a", 1, 80, 45);
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  /* Unless it says it cannot lead. */
+  ms[0].healthy = 0;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
+  ms[0].healthy = 1;
   /* Nor does its own key not yet being rewritten hold the period once
    * settled: then every key present counts. */
-  ms[0] = member("a", 1, 80, 45);
-  ms[1].mod_revision = 45;
+  ms[1].leaderless_revision = 45;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
   v.settled = 1;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
@@ -174,10 +178,50 @@ static void test_wait_until_settled(void) {
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
 }
 
+/* The leader stopped cleanly (its key went at once): "a" acknowledged the
+ * last write at 97 but its key still holds a value from before, ranked
+ * below "b". "b" must wait for it, whatever its stale rank. */
+static void test_wait_for_every_member(void) {
+  eg_coord_member ms[] = {member("a", 1, 95, 0), member("b", 1, 98, 105)};
+  eg_coord_view v = view(ms, 2);
+  v.epoch_mod_revision = 100;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  /* "a" publishes what it holds now: it is ahead, and stands. */
+  ms[0] = member("a", 1, 99, 106);
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  v.self_id = "a";
+  v.self_address = "a-host:1";
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
+}
+
+/* What counts as published in this leaderless period: a read that found no
+ * leader after the last leader key was created (PREFIX/epoch moves with
+ * it), whatever this node itself saw. */
+static void test_published_in_this_period(void) {
+  eg_coord_member ms[] = {member("a", 1, 90, 0), member("b", 1, 100, 61)};
+  eg_coord_view v = view(ms, 2);
+  /* From a period before the last leader: not published. */
+  ms[0].leaderless_revision = 40;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  ms[0].leaderless_revision = 50;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  ms[0].leaderless_revision = 51;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
+  /* A leader came and went since "b" published: "b" is stale too. */
+  v.epoch_mod_revision = 70;
+  ms[0].leaderless_revision = 75;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  /* A cluster that never had a leader (no epoch key): any mark counts. */
+  v.epoch_mod_revision = 0;
+  ms[0].leaderless_revision = 0;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  ms[0].leaderless_revision = 3;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
+}
+
 static void test_lag(void) {
   eg_coord_member ms[] = {member("a", 1, 100, 60), member("b", 1, 98, 61)};
   eg_coord_view v = view(ms, 2);
-  v.gone_revision = 50;
   v.leader_lsn = 1100;
   v.max_lag = 1000;
   /* "a" is exactly at the limit: it stands; "b" waits for it. */
@@ -204,7 +248,6 @@ static void test_lag(void) {
 static void test_epoch(void) {
   eg_coord_member ms[] = {member("a", 1, 90, 60), member("b", 1, 100, 61)};
   eg_coord_view v = view(ms, 2);
-  v.gone_revision = 50;
   /* The largest of etcd's counter, the members' epochs and last epochs,
    * and this node's own epoch, plus one. */
   v.etcd_epoch = 5;
@@ -223,6 +266,187 @@ static void test_epoch(void) {
   ms[1].last_epoch = 0;
   ms[1].epoch = 0;
   CU_ASSERT_EQUAL(decide(&v).epoch, 1);
+}
+
+/* ---- eg_coord_view_fill ----------------------------------------------------- */
+
+static const eg_coord_keys keys = {.leader = "/p/leader", .epoch = "/p/epoch",
+                                   .leader_lsn = "/p/leader_lsn", .members = "/p/members/"};
+
+static eg_etcd_kv kv(const char *key, const void *value, size_t len, int64_t mod_revision,
+                     int64_t lease) {
+  eg_etcd_kv k = {.key = (uint8_t *)key, .value = (uint8_t *)value, .key_len = strlen(key),
+                  .value_len = len, .create_revision = mod_revision,
+                  .mod_revision = mod_revision, .lease = lease};
+  return k;
+}
+
+static eg_coord_member fill_members[EG_ETCD_RANGE_MAX];
+
+/* The view of kvs, seen by "b" (a replica on lease 7). */
+static eg_coord_view fill(eg_etcd_kv *kvs, size_t n) {
+  eg_etcd_kvs all = {.kvs = kvs, .n = n, .revision = 120};
+  eg_coord_view v = {.self_id = "b", .self_address = "b-host:1", .self_healthy = 1,
+                     .self_lease = 7, .max_lag = 1000};
+  eg_coord_view_fill(&keys, &all, fill_members, &v);
+  return v;
+}
+
+static void test_view_fill(void) {
+  uint8_t lv[256], mv[256];
+  Engram__Coord__V1__Leader l = ENGRAM__COORD__V1__LEADER__INIT;
+  l.id = "a";
+  l.address = "a-host:1";
+  size_t llen = engram__coord__v1__leader__pack(&l, lv);
+  Engram__Coord__V1__Member m = ENGRAM__COORD__V1__MEMBER__INIT;
+  m.id = "a";
+  m.address = "a-host:1";
+  m.role = "primary";
+  m.applied_lsn = 12;
+  m.last_epoch = 3;
+  m.epoch = 3;
+  m.healthy = 1;
+  m.leaderless_revision = 44;
+  size_t mlen = engram__coord__v1__member__pack(&m, mv);
+  eg_etcd_kv kvs[] = {kv("/p/epoch", "3", 1, 40, 0), kv("/p/leader", lv, llen, 40, 9),
+                      kv("/p/leader_lsn", "12", 2, 41, 0), kv("/p/members/a", mv, mlen, 42, 9),
+                      kv("/p/members/x", "\xff", 1, 43, 5), kv("/p/members/y", "", 0, 46, 5),
+                      kv("/p/other", "z", 1, 47, 0)};
+  eg_coord_view v = fill(kvs, 7);
+  CU_ASSERT_EQUAL(v.revision, 120);
+  CU_ASSERT(v.has_leader);
+  CU_ASSERT_STRING_EQUAL(v.leader_unusable, "");
+  CU_ASSERT_STRING_EQUAL(v.leader_id, "a");
+  CU_ASSERT_STRING_EQUAL(v.leader_address, "a-host:1");
+  CU_ASSERT_EQUAL(v.leader_lease, 9);
+  CU_ASSERT_EQUAL(v.leader_mod_revision, 40);
+  CU_ASSERT_EQUAL(v.etcd_epoch, 3);
+  CU_ASSERT_EQUAL(v.epoch_mod_revision, 40);
+  CU_ASSERT_EQUAL(v.leader_lsn, 12);
+  /* "\xff" does not decode; "" decodes to a Member with no id: both are
+   * skipped and counted. */
+  CU_ASSERT_EQUAL(v.n_members, 1);
+  CU_ASSERT_EQUAL(v.n_bad_members, 2);
+  CU_ASSERT_EQUAL(v.bad_member_revision, 46);
+  CU_ASSERT_STRING_EQUAL(v.members[0].id, "a");
+  CU_ASSERT_STRING_EQUAL(v.members[0].address, "a-host:1");
+  CU_ASSERT(v.members[0].primary);
+  CU_ASSERT_EQUAL(v.members[0].applied_lsn, 12);
+  CU_ASSERT_EQUAL(v.members[0].leaderless_revision, 44);
+  CU_ASSERT_EQUAL(v.members[0].lease, 9);
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_FOLLOW);
+}
+
+static void test_unusable_leader(void) {
+  uint8_t lv[256];
+  Engram__Coord__V1__Leader l = ENGRAM__COORD__V1__LEADER__INIT;
+  l.id = "a"; /* no address */
+  size_t llen = engram__coord__v1__leader__pack(&l, lv);
+  struct {
+    const void *value;
+    size_t len;
+    const char *says;
+  } bad[] = {{"\xff", 1, "something that is not a Leader"}, {"", 0, "no id or address"},
+             {lv, llen, "no id or address"}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    eg_etcd_kv kvs[] = {kv("/p/leader", bad[i].value, bad[i].len, 60, 0)};
+    eg_coord_view v = fill(kvs, 1);
+    CU_ASSERT(!v.has_leader);
+    CU_ASSERT_PTR_NOT_NULL(strstr(v.leader_unusable, bad[i].says));
+    CU_ASSERT_EQUAL(v.leader_mod_revision, 60);
+    /* Nobody follows it, nobody stands for a key that cannot be taken, and
+     * the operator is told what to do. */
+    eg_coord_decision d = decide(&v);
+    CU_ASSERT_EQUAL(d.action, EG_COORD_WAIT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "/p/leader holds"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "mod_revision 60"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "delete it"));
+    /* A primary can no longer show it leads. */
+    v.self_primary = 1;
+    CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_DEMOTE);
+  }
+}
+
+static void test_twin(void) {
+  eg_coord_member ms[] = {member("a", 1, 90, 0), member("b", 1, 100, 0)};
+  eg_coord_view v = view(ms, 2);
+  /* The leader key names "b" on another lease, at another address: the
+   * leader is another node with this id. Its lease is not revoked. */
+  with_leader(&v, "b", 42);
+  snprintf(v.leader_address, sizeof v.leader_address, "twin-host:2");
+  CU_ASSERT_STRING_EQUAL(eg_coord_twin(&v), "twin-host:2");
+  eg_coord_decision d = decide(&v);
+  CU_ASSERT_EQUAL(d.action, EG_COORD_WAIT);
+  CU_ASSERT_STRING_EQUAL(d.problem, "node id b is used by another node at twin-host:2: give each "
+                                    "node its own --replica-id");
+  /* At this node's address it is this node's own key from before a
+   * restart: revoked (test_revoke). */
+  snprintf(v.leader_address, sizeof v.leader_address, "b-host:1");
+  CU_ASSERT_PTR_NULL(eg_coord_twin(&v));
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_REVOKE);
+  /* "b"'s member key was written by another node (lease, address). */
+  ms[1].lease = 42;
+  snprintf(ms[1].address, sizeof ms[1].address, "twin-host:2");
+  with_leader(&v, "a", 3);
+  d = decide(&v);
+  CU_ASSERT_EQUAL(d.action, EG_COORD_WAIT);
+  CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "node id b is used by another node at twin-host:2"));
+  v.has_leader = 0;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  /* The leader goes on leading (its key is on its lease), saying so. */
+  with_leader(&v, "b", 7);
+  v.self_primary = 1;
+  d = decide(&v);
+  CU_ASSERT_EQUAL(d.action, EG_COORD_LEAD);
+  CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "is used by another node"));
+  /* Its own key on an older lease at its own address: no twin. */
+  snprintf(ms[1].address, sizeof ms[1].address, "b-host:1");
+  CU_ASSERT_PTR_NULL(eg_coord_twin(&v));
+}
+
+static void test_member_due(void) {
+  eg_coord_member put = member("b", 1, 100, 0), now = put;
+  CU_ASSERT(eg_coord_member_due(NULL, &now, 0, 0));
+  /* Unchanged: never again, however long ago. */
+  CU_ASSERT(!eg_coord_member_due(&put, &now, 0, 0));
+  CU_ASSERT(!eg_coord_member_due(&put, &now, 1, 100 * EG_COORD_MEMBER_EVERY_US));
+  /* Progress alone: at most every EG_COORD_MEMBER_EVERY_US while a leader
+   * is there, at once in a leaderless period. */
+  now.applied_lsn = 101;
+  CU_ASSERT(!eg_coord_member_due(&put, &now, 0, 200000));
+  CU_ASSERT(!eg_coord_member_due(&put, &now, 0, EG_COORD_MEMBER_EVERY_US - 1));
+  CU_ASSERT(eg_coord_member_due(&put, &now, 0, EG_COORD_MEMBER_EVERY_US));
+  CU_ASSERT(eg_coord_member_due(&put, &now, 1, 0));
+  now = put;
+  now.last_epoch = 2;
+  CU_ASSERT(!eg_coord_member_due(&put, &now, 0, 0));
+  /* What candidates must see at once: role, health, epoch, the period. */
+  now = put;
+  now.primary = 1;
+  CU_ASSERT(eg_coord_member_due(&put, &now, 0, 0));
+  now = put;
+  now.healthy = 0;
+  CU_ASSERT(eg_coord_member_due(&put, &now, 0, 0));
+  now = put;
+  now.epoch = 2;
+  CU_ASSERT(eg_coord_member_due(&put, &now, 0, 0));
+  now = put;
+  now.leaderless_revision = 130;
+  CU_ASSERT(eg_coord_member_due(&put, &now, 0, 0));
+}
+
+/* A fresh lease never unfences a primary: only a refresh of the lease its
+ * leader key is bound to moves its deadline. */
+static void test_ack_until(void) {
+  /* The leader's keepalive of its own lease: 2/3 of the TTL from t_sent. */
+  CU_ASSERT_EQUAL(eg_coord_ack_until(1, 7, 7, 1000000, 3), 3000000);
+  /* A deposed primary's new grant (its old lease expired in etcd, and
+   * with it its leader key): fenced. */
+  CU_ASSERT_EQUAL(eg_coord_ack_until(1, 9, 7, 1000000, 3), 0);
+  CU_ASSERT_EQUAL(eg_coord_ack_until(1, 9, 0, 1000000, 3), 0);
+  /* A replica may stand on any lease it holds: its deadline, should it
+   * win, is that lease's. */
+  CU_ASSERT_EQUAL(eg_coord_ack_until(0, 9, 0, 1000000, 3), 3000000);
 }
 
 /* ---- eg_coord_url_parse ----------------------------------------------------- */
@@ -310,8 +534,15 @@ void eg_test_register_coord(void) {
   CU_add_test(s, "last_epoch beats applied_lsn", test_last_epoch_beats_applied);
   CU_add_test(s, "an unhealthy node never stands", test_unhealthy_never_stands);
   CU_add_test(s, "wait for members ranked above until settled", test_wait_until_settled);
+  CU_add_test(s, "wait for every member to publish until settled", test_wait_for_every_member);
+  CU_add_test(s, "published in this leaderless period", test_published_in_this_period);
+  CU_add_test(s, "view: what the prefix holds", test_view_fill);
+  CU_add_test(s, "an unusable leader key: nobody stands, a primary demotes", test_unusable_leader);
+  CU_add_test(s, "another node with this id", test_twin);
+  CU_add_test(s, "member puts: when", test_member_due);
   CU_add_test(s, "--failover-max-lag", test_lag);
   CU_add_test(s, "the epoch taken", test_epoch);
+  CU_add_test(s, "a fresh lease never unfences a primary", test_ack_until);
   CU_add_test(s, "url: good", test_url_good);
   CU_add_test(s, "url: bad", test_url_bad);
   CU_add_test(s, "url: checked at start", test_url_in_config);

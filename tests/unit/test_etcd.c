@@ -203,6 +203,22 @@ static void test_new_refuses_bad_endpoints(void) {
     CU_ASSERT_EQUAL(eg_etcd_new(&bad[i], 1, 1000, &e, err, sizeof err), EG_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "HOST:PORT"));
   }
+  /* The one check of an endpoint's shape says what is wrong (--coordinator
+   * prints it). */
+  struct {
+    const char *ep, *why;
+  } whys[] = {{"host", "no :PORT"}, {":2379", "no host"}, {"a b:2379", "bad host"},
+              {"[::1:2379", "bad IPv6"}, {"[]:2379", "bad IPv6"}, {"[::1]", "no :PORT"},
+              {"host:0", "port must be 1..65535"}, {"host:123456", "port must be 1..65535"},
+              {"user:pw@h:1", "port must be 1..65535"}};
+  for (size_t i = 0; i < sizeof whys / sizeof whys[0]; i++) {
+    const char *why = eg_etcd_endpoint_check(whys[i].ep, strlen(whys[i].ep));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(why);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, whys[i].why));
+  }
+  CU_ASSERT_PTR_NULL(eg_etcd_endpoint_check("[::1]:2379", 10));
+  /* Only the n bytes given are read. */
+  CU_ASSERT_PTR_NULL(eg_etcd_endpoint_check("h:1,h:2", 3));
   char too_long[300];
   memset(too_long, 'a', sizeof too_long);
   snprintf(too_long + sizeof too_long - 6, 6, ":2379");
