@@ -298,7 +298,9 @@ static void eg_coord_track(eg_coord *c, eg_coord_view *v) {
     c->gone_us = now;
     c->said_lost = 0;
   }
-  v->settled = now - c->gone_us >= (int64_t)EG_COORD_SETTLE_MS * 1000;
+  int64_t settle_us = (int64_t)EG_COORD_SETTLE_MS * 1000;
+  if (c->ttl_s * 2000000 / 3 > settle_us) settle_us = c->ttl_s * 2000000 / 3;
+  v->settled = now - c->gone_us >= settle_us;
 }
 
 /* Logs what the read and the decision found wrong, once each. */
@@ -350,7 +352,9 @@ static void eg_coord_tick(eg_coord *c) {
   eg_repl_progress_get(c->repl, &p);
   int primary = eg_repl_is_primary(c->repl);
   eg_err e = eg_coord_keep_lease(c, err, sizeof err);
-  if (!e) e = eg_coord_publish(c, &p, primary, 0, err, sizeof err);
+  /* Read before this node's own put: a leader whose key is gone (revoked
+   * early, or taken over) learns it from this read and fences at once,
+   * even if the put would fail (its lease gone with the key). */
   if (!e) e = eg_etcd_range_prefix(c->etcd, (const uint8_t *)c->k_range, strlen(c->k_range), &kvs,
                                    err, sizeof err);
   if (!e) {
@@ -368,17 +372,39 @@ static void eg_coord_tick(eg_coord *c) {
     eg_etcd_kvs_free(&kvs);
     eg_coord_track(c, &v);
     eg_coord_check_self(c, &v);
+    eg_coord_decide(&v, &d);
+    /* A primary that is not to lead acknowledges nothing from this read
+     * on (it demotes below, or waits for etcd to say more). */
+    if (primary && d.action != EG_COORD_LEAD) {
+      /* For good: every such decision of a primary demotes it, and no
+       * later refresh of its lease may unfence it (eg_coord_ack_until). */
+      c->lead_lease = 0;
+      eg_repl_set_lease(c->repl, 0);
+    }
+    if (!v.has_leader && !primary && !c->twin) {
+      /* Nobody leads: stop applying (and acknowledging) the old leader's
+       * log first, so that what this node publishes stays what it holds.
+       * With --sync-replicas the old leader, if still alive, then gets no
+       * more acks from it: a write it acknowledges is in the state of a
+       * replica that has not yet published, and the election waits for
+       * that (or for the old leader's fence deadline to pass). */
+      eg_coord_follow(c, "");
+    }
     if (!v.has_leader && !v.leader_unusable[0] && !c->twin) {
       /* No leader: this node's state, sampled after that read, goes out
        * now, so that the others rank it by what it holds now (a write
        * acknowledged just before the leader went included). */
       eg_repl_progress_get(c->repl, &p);
       e = eg_coord_publish(c, &p, primary, 1, err, sizeof err);
-      if (!e) eg_coord_view_self(c, &v);
+      if (!e) {
+        eg_coord_view_self(c, &v);
+        eg_coord_decide(&v, &d);
+      }
+    } else {
+      e = eg_coord_publish(c, &p, primary, 0, err, sizeof err);
     }
   }
   if (!e) {
-    eg_coord_decide(&v, &d);
     eg_coord_say(c, &v, &d);
     eg_coord_set_status(c, &v, d.problem, 1); /* before: a won election updates it */
     e = eg_coord_act(c, &v, &d, &p, err, sizeof err);

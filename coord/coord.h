@@ -33,7 +33,10 @@
 #define EG_COORD_TICK_MS 200
 /* How long candidates wait, once the leader key is gone, for every live
  * member to publish its state again before the most advanced may stand
- * without the silent ones. */
+ * without the silent ones; at least 2/3 of --lease-ttl-s, so that by then
+ * the old leader's own fence deadline has passed even if its lease went
+ * early (revoked), and a silent replica can no longer be acknowledging its
+ * writes. */
 #define EG_COORD_SETTLE_MS 2000
 
 /* A parsed --coordinator etcd://HOST:PORT[,HOST:PORT...]/PREFIX. */
@@ -124,7 +127,8 @@ typedef struct {
   size_t n_bad_members;          /* member keys that do not decode (skipped) */
   int64_t bad_member_revision;   /* the largest mod_revision among them */
   /* the leaderless period, as the coordinator tracked it */
-  int settled;           /* EG_COORD_SETTLE_MS passed since this node saw it start */
+  int settled;           /* the settle time (EG_COORD_SETTLE_MS, at least 2/3
+                            of the TTL) passed since this node saw it start */
   int64_t max_lag;       /* --failover-max-lag */
 } eg_coord_view;
 
@@ -162,11 +166,12 @@ typedef struct {
  * moves in the same transaction that creates a leader key, so a read after
  * it that found no leader came after the last leader's key went (a node
  * that never saw that leader included). A member is a candidate when
- * healthy, published (or settled is set: then every key present counts),
- * and leader_lsn - applied_lsn <= max_lag. This node stands only if it is
- * the best candidate and, before settled, every healthy member has
- * published. STAND's epoch is max(etcd_epoch, the largest epoch or
- * last_epoch any member reports, self_epoch) + 1. An unusable leader key:
+ * healthy, published, and leader_lsn - applied_lsn <= max_lag (members
+ * that have not published are not ranked at all). This node stands only
+ * if it is the best candidate and, before settled, every healthy member
+ * has published. STAND's epoch is max(etcd_epoch, the largest epoch or
+ * last_epoch any member reports, self_epoch) + 1; when that overflows,
+ * nobody stands (problem says so). An unusable leader key:
  * a primary demotes (it can no longer show it leads), the others wait
  * naming it. Another node with this id (eg_coord_twin): a leader goes on
  * leading, any other node waits naming it (never revoking its lease).

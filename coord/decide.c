@@ -34,6 +34,10 @@ static void eg_view_leader(const eg_etcd_kv *kv, eg_coord_view *v) {
    * connects. */
   if (!l->id[0] || !l->address[0]) {
     snprintf(v->leader_unusable, sizeof v->leader_unusable, "a Leader with no id or address");
+  } else if (kv->lease == 0) {
+    /* engramd binds the key to its leader's lease; one without could
+     * outlive every node and would never go by itself. */
+    snprintf(v->leader_unusable, sizeof v->leader_unusable, "a Leader bound to no lease");
   } else {
     v->has_leader = 1;
     snprintf(v->leader_id, sizeof v->leader_id, "%s", l->id);
@@ -105,8 +109,11 @@ static uint64_t eg_lag(const eg_coord_view *v, const eg_coord_member *m) {
   return v->leader_lsn > m->applied_lsn ? v->leader_lsn - m->applied_lsn : 0;
 }
 
+/* Whether m sampled its state after it found no leader in this period:
+ * only such a member may be ranked (a key that is never refreshed, or
+ * not by engramd, can then block nothing once the period settles). */
 static int eg_published(const eg_coord_view *v, const eg_coord_member *m) {
-  return v->settled || m->leaderless_revision > v->epoch_mod_revision;
+  return m->leaderless_revision > v->epoch_mod_revision;
 }
 
 static int eg_healthy(const eg_coord_view *v, const eg_coord_member *m) {
@@ -123,7 +130,7 @@ static uint64_t eg_next_epoch(const eg_coord_view *v) {
     if (v->members[i].epoch > e) e = v->members[i].epoch;
     if (v->members[i].last_epoch > e) e = v->members[i].last_epoch;
   }
-  return e + 1;
+  return e + 1; /* 0 when e is the largest epoch: no next one */
 }
 
 /* No leader: stand if this node is the best candidate, else wait (saying
@@ -154,6 +161,13 @@ static void eg_elect(const eg_coord_view *v, eg_coord_decision *out) {
     return;
   }
   if (best != self) return; /* the best one stands */
+  uint64_t epoch = eg_next_epoch(v);
+  if (epoch == 0) {
+    snprintf(out->problem, sizeof out->problem,
+             "no node may become primary: the epoch in etcd or in a member is the largest there "
+             "is; the cluster's epochs must be reset by hand");
+    return;
+  }
   /* Before the period settles, a member that has not published since the
    * leader vanished may yet be alive and ahead, whatever its old value
    * says: after a clean stop the key goes at once, and the replica that
@@ -163,7 +177,7 @@ static void eg_elect(const eg_coord_view *v, eg_coord_decision *out) {
     if (m != self && !eg_published(v, m) && m->healthy) return;
   }
   out->action = EG_COORD_STAND;
-  out->epoch = eg_next_epoch(v);
+  out->epoch = epoch;
 }
 
 const char *eg_coord_twin(const eg_coord_view *v) {

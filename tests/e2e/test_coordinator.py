@@ -65,10 +65,25 @@ class Etcd:
         with open(self.log_path, "r", errors="replace") as f:
             return f.read()
 
-    def put(self, key, value):
+    def put(self, key, value, lease=0):
         with grpc.insecure_channel("127.0.0.1:%d" % self.port) as ch:
-            etcd_rpc_grpc.KVStub(ch).Put(etcd_rpc.PutRequest(key=key.encode(), value=value),
-                                         timeout=RPC_TIMEOUT)
+            etcd_rpc_grpc.KVStub(ch).Put(
+                etcd_rpc.PutRequest(key=key.encode(), value=value, lease=lease),
+                timeout=RPC_TIMEOUT)
+
+    def grant(self, ttl_s):
+        """A new lease of ttl_s seconds; its id."""
+        with grpc.insecure_channel("127.0.0.1:%d" % self.port) as ch:
+            return etcd_rpc_grpc.LeaseStub(ch).LeaseGrant(
+                etcd_rpc.LeaseGrantRequest(TTL=ttl_s), timeout=RPC_TIMEOUT).ID
+
+    def revoke_lease_of(self, key):
+        """Revokes the lease `key` is bound to (and so every key on it)."""
+        with grpc.insecure_channel("127.0.0.1:%d" % self.port) as ch:
+            kv = etcd_rpc_grpc.KVStub(ch).Range(etcd_rpc.RangeRequest(key=key.encode()),
+                                                timeout=RPC_TIMEOUT).kvs[0]
+            etcd_rpc_grpc.LeaseStub(ch).LeaseRevoke(etcd_rpc.LeaseRevokeRequest(ID=kv.lease),
+                                                    timeout=RPC_TIMEOUT)
 
     def delete(self, key):
         with grpc.insecure_channel("127.0.0.1:%d" % self.port) as ch:
@@ -181,6 +196,16 @@ class CoordinatorTest(CoordinatorCase):
         self.wait_converged(b, [a])
 
 
+def primary_past(node, epoch):
+    """The node is a primary at an epoch after `epoch` (a node restarting
+    answers nothing yet)."""
+    try:
+        st = status(node)
+    except grpc.RpcError:
+        return False
+    return st.role == "primary" and st.epoch > epoch
+
+
 class CoordinatorStopTest(CoordinatorCase):
     """A clean stop of the leader revokes its lease at once: the others must
     still elect the one holding every acknowledged write, not one whose
@@ -190,6 +215,16 @@ class CoordinatorStopTest(CoordinatorCase):
     WRITES = 40  # acknowledged per round before and after the stop
 
     def test_sigterm_under_sync_load_keeps_every_acked_write(self):
+        self.rounds(lambda old: old.stop(),  # SIGTERM: fenced, lease revoked
+                    lambda old: old.start())
+
+    def test_lease_revoked_under_sync_load_keeps_every_acked_write(self):
+        # An operator's (or a stale etcd leader's) revoke: the key goes
+        # before the leader can know; the replicas stop acking it first.
+        self.rounds(lambda old: self.etcd.revoke_lease_of(self.PREFIX + "/leader"),
+                    lambda old: None)  # it restarts as a replica by itself
+
+    def rounds(self, depose, bring_back):
         nodes = [self.node("node-%s" % n, "--sync-replicas", "1") for n in "abc"]
         for n in nodes:
             n.start()
@@ -207,15 +242,17 @@ class CoordinatorStopTest(CoordinatorCase):
         for r in range(self.ROUNDS):
             w.wait_writes(len(w.acked) + self.WRITES)
             old = current[0]
-            old.stop()  # SIGTERM: fenced, lease revoked, the others elect at once
+            epoch = status(old).epoch
+            depose(old)
             new = self.wait_until(
-                lambda: next((n for n in live() if status(n).role == "primary"), None),
+                lambda: next((n for n in live() if primary_past(n, epoch)), None),
                 ELECT_TIMEOUT, "round %d: a new leader" % r, nodes)
             current[0] = new
             w.wait_writes(len(w.acked) + self.WRITES)
-            old.start()
-            self.wait_until(lambda: status(old).primary == new.addr, ELECT_TIMEOUT,
-                            "round %d: %s follows %s" % (r, old.name, new.name), nodes)
+            bring_back(old)
+            if old is not new:
+                self.wait_until(lambda: status(old).primary == new.addr, ELECT_TIMEOUT,
+                                "round %d: %s follows %s" % (r, old.name, new.name), nodes)
         w.stop()
         got = {(m.seq, m.content) for m in agent(current[0]).all_messages(w.sid)}
         lost = [a for a in w.acked if a not in got]
@@ -254,7 +291,9 @@ class CoordinatorEtcdContentTest(CoordinatorCase):
         for n in (other, leader):
             st = self.problem(n, key, "no id or address", "delete it")
             self.assertEqual(st.role, "replica")
-        self.assertEqual(status(other).primary, leader.addr)
+        # With no usable leader, replicas follow nobody.
+        self.wait_until(lambda: status(other).primary == "", ELECT_TIMEOUT,
+                        "%s follows nobody" % other.name, [a, b])
 
     def test_one_node_id_on_two_nodes(self):
         a = self.node("node-a").start()
@@ -285,13 +324,15 @@ class CoordinatorEtcdContentTest(CoordinatorCase):
         # EG_REPL_MAX_UPSTREAMS + 1 primaries, none of them up: the node
         # follows each one etcd names in turn.
         addrs = ["127.0.0.1:%d" % free_port() for _ in range(17)]
-        self.etcd.put(key, self.leader_value("fake-0", addrs[0]))
+        # On a lease, as engramd puts it (a leader key on none is refused).
+        lease = self.etcd.grant(120)
+        self.etcd.put(key, self.leader_value("fake-0", addrs[0]), lease)
         b = self.node("node-b").start()
         listens = None
         for i, addr in enumerate(addrs):
             if i == len(addrs) - 1:
                 listens = b.listen_count()
-            self.etcd.put(key, self.leader_value("fake-%d" % i, addr))
+            self.etcd.put(key, self.leader_value("fake-%d" % i, addr), lease)
             self.wait_until(lambda: status(b).primary == addr, ELECT_TIMEOUT,
                             "node-b follows fake-%d" % i, [b])
         # Past the table's limit it restarted (with an empty table) to follow.

@@ -167,11 +167,14 @@ static void test_wait_until_settled(void) {
   ms[0].healthy = 0;
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
   ms[0].healthy = 1;
-  /* Nor does its own key not yet being rewritten hold the period once
-   * settled: then every key present counts. */
+  /* Once settled, a member that has not published is neither waited for
+   * nor ranked, however far ahead its old value says it is (a key nobody
+   * refreshes blocks nothing); this node itself must have published. */
   ms[1].leaderless_revision = 45;
-  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
   v.settled = 1;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  ms[1].leaderless_revision = 63;
+  ms[0] = member("a", 1, 500, 45);
   CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
   /* Not present in etcd at all (its put failed): it cannot stand. */
   v.n_members = 1;
@@ -259,6 +262,12 @@ static void test_epoch(void) {
   ms[1].epoch = 1;
   v.self_epoch = 11;
   CU_ASSERT_EQUAL(decide(&v).epoch, 12);
+  /* No epoch past the largest: nobody stands, and it is said. */
+  v.etcd_epoch = UINT64_MAX;
+  eg_coord_decision d = decide(&v);
+  CU_ASSERT_EQUAL(d.action, EG_COORD_WAIT);
+  CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "the largest there is"));
+  v.etcd_epoch = 5;
   v.self_epoch = 0;
   v.etcd_epoch = 0;
   ms[0].epoch = 0;
@@ -342,14 +351,19 @@ static void test_unusable_leader(void) {
   Engram__Coord__V1__Leader l = ENGRAM__COORD__V1__LEADER__INIT;
   l.id = "a"; /* no address */
   size_t llen = engram__coord__v1__leader__pack(&l, lv);
+  /* A whole Leader, but put by hand with no lease: it would never go. */
+  uint8_t lv_ok[256];
+  l.address = "a-host:1";
+  size_t lv_ok_len = engram__coord__v1__leader__pack(&l, lv_ok);
   struct {
     const void *value;
     size_t len;
     const char *says;
-  } bad[] = {{"\xff", 1, "something that is not a Leader"}, {"", 0, "no id or address"},
-             {lv, llen, "no id or address"}};
+    int64_t lease;
+  } bad[] = {{"\xff", 1, "something that is not a Leader", 7}, {"", 0, "no id or address", 7},
+             {lv, llen, "no id or address", 7}, {lv_ok, lv_ok_len, "bound to no lease", 0}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    eg_etcd_kv kvs[] = {kv("/p/leader", bad[i].value, bad[i].len, 60, 0)};
+    eg_etcd_kv kvs[] = {kv("/p/leader", bad[i].value, bad[i].len, 60, bad[i].lease)};
     eg_coord_view v = fill(kvs, 1);
     CU_ASSERT(!v.has_leader);
     CU_ASSERT_PTR_NOT_NULL(strstr(v.leader_unusable, bad[i].says));
