@@ -460,8 +460,8 @@ class LagTest(FailoverCase):
     WRITE_BYTES = 4096    # each (6 MB in all)
 
     def test_replica_too_far_behind_never_wins(self):
-        c = self.make_cluster(n_etcd=1, n_engram=2, sync_replicas=0,
-                              extra_args=["--failover-max-lag", self.MAX_LAG])
+        c = self.make_cluster(n_etcd=1, n_engram=2,
+                              settings={"--sync-replicas": 0, "--failover-max-lag": self.MAX_LAG})
         c.up()
         self.assertEqual(c.wait_leader()[0], 0)
         self.wait_streaming(1, 0)
