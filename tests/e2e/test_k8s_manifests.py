@@ -17,9 +17,9 @@ jobs; and the image: pinned bases, a numeric user, OCI labels, the
 .dockerignore, an entrypoint with no role logic.
 
 `kubectl create --dry-run=client` cannot do this without a cluster: it asks
-the API server for its schema and its resource list. The object checks are
-skipped where python3-kubernetes is not installed, and fail where kubectl
-is not on PATH (`scripts/deps.sh test` installs both).
+the API server for its schema and its resource list. The checks fail where
+python3-kubernetes (or python3-yaml) is not installed or kubectl is not on
+PATH (`scripts/deps.sh test` installs them), rather than pass unseen.
 
 The kustomizations are written for kustomize 2.0.3, the one in Debian 12's
 kubectl (kubernetes-client 1.20), and render the same with later ones
@@ -35,6 +35,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -43,8 +44,10 @@ from harness import ENGRAM_CLI, ENGRAMD, REPO
 try:
     import yaml
     from kubernetes import client as k8s
-except ImportError:  # pragma: no cover - depends on the machine
+except ImportError as e:  # pragma: no cover - depends on the machine
     k8s = None
+    MISSING = ("%s: install python3-kubernetes and python3-yaml (scripts/deps.sh test does)"
+               % e)
 
 K8S_DIR = os.path.join(REPO, "deploy", "k8s")
 DOCKER_DIR = os.path.join(REPO, "deploy", "docker")
@@ -249,8 +252,12 @@ def selects(selector, labels):
 DEPLOYABLE = ("overlays/dev", "overlays/ha", "restore")
 
 
-@unittest.skipIf(k8s is None, "python3-kubernetes (and python3-yaml) not installed")
 class ManifestTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if k8s is None:
+            raise AssertionError(MISSING)
+
     def test_every_object_is_valid_for_its_kind(self):
         seen = 0
         rendered = [(rel, o) for rel in kustomizations() for o in render(rel)]
@@ -745,6 +752,25 @@ class ManifestTest(unittest.TestCase):
             self.assertIn("/tmp", mounts, c["name"])
         for v in pod.get("volumes", []):
             self.assertNotIn("hostPath", v)
+
+
+class MissingModelsTest(unittest.TestCase):
+    def test_fails_without_python3_kubernetes(self):
+        """Without the models the manifests go unchecked: that must fail,
+        naming the package, not pass as skipped."""
+        with tempfile.TemporaryDirectory() as d:
+            os.mkdir(os.path.join(d, "kubernetes"))
+            with open(os.path.join(d, "kubernetes", "__init__.py"), "w") as f:
+                f.write('raise ImportError("No module named \'kubernetes\' (hidden)")\n')
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [d, env.get("PYTHONPATH")]))
+            run = subprocess.run([sys.executable, "-m", "unittest",
+                                  "test_k8s_manifests.ManifestTest.test_every_pod_is_restricted"],
+                                 cwd=os.path.dirname(os.path.abspath(__file__)), env=env,
+                                 capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(run.returncode, 0, run.stderr)
+        self.assertIn("install python3-kubernetes", run.stderr)
+        self.assertNotIn("skipped", run.stderr)
 
 
 class DockerTest(unittest.TestCase):
