@@ -192,7 +192,7 @@ void *eg_repl_follower_main(void *arg) {
         }
         /* main sees the flag after the stop and starts over on the copy;
          * a Promote from now on is refused. */
-        kill(getpid(), SIGTERM);
+        kill(getpid(), EG_REPL_RESTART_SIGNAL);
         break;
       }
       fprintf(stderr, "engramd: replica: snapshot failed; retrying\n");

@@ -216,7 +216,7 @@ void eg_repl_request_restart(eg_repl *r, const char *why) {
   if (!eg_repl_claim_restart_as(r, 1)) return;
   /* main sees the flag after the stop and executes itself anew. */
   fprintf(stderr, "engramd: restarting: %s\n", why);
-  kill(getpid(), SIGTERM);
+  kill(getpid(), EG_REPL_RESTART_SIGNAL);
 }
 
 /* 1 if primary (the one this node follows) answers a health check within

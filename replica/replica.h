@@ -13,6 +13,7 @@
 #define EG_REPLICA_H
 
 #include <grpc/grpc.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -66,8 +67,14 @@ void eg_repl_free(eg_repl *r);
 /* 1 while this node is the primary. Thread safety: any thread. */
 int eg_repl_is_primary(const eg_repl *r);
 /* 1 when the follower fetched a snapshot and the process must restart to
- * install it (main re-executes itself after a clean stop). */
+ * install it, or a deposed primary restarts as a replica (main
+ * re-executes itself after a clean stop). */
 int eg_repl_restart_requested(const eg_repl *r);
+/* The signal the module sends its own process once
+ * eg_repl_restart_requested is 1: main waits for it with its stop signals.
+ * Not SIGTERM, so that main tells it from an operator's stop, which during
+ * the restart's drain ends the process instead of re-executing it. */
+#define EG_REPL_RESTART_SIGNAL SIGUSR2
 /* Before eg_store_open on a replica: installs a downloaded snapshot that
  * is waiting in dir, if any. */
 eg_err eg_repl_install_pending(const char *dir);

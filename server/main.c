@@ -1,6 +1,7 @@
 /* engramd: configuration, keys, storage, the writer, the gRPC transport,
  * and an orderly stop on SIGTERM/SIGINT (a second one forces exit; SIGHUP
- * is logged and ignored). */
+ * is logged and ignored), or a restart when the replication module asks
+ * (EG_REPL_RESTART_SIGNAL). */
 #include <errno.h>
 #include <grpc/grpc.h>
 #include <limits.h>
@@ -148,12 +149,14 @@ static void eg_stop_signals(sigset_t *s) {
   sigaddset(s, SIGTERM);
   sigaddset(s, SIGINT);
   sigaddset(s, SIGHUP);
+  sigaddset(s, EG_REPL_RESTART_SIGNAL);
 }
 
-/* Waits for a stop signal; SIGHUP is logged and ignored, since reloading
- * the tokens under calls in flight is not safe. With a store, also returns
- * 0 within a second of LMDB giving up on it (eg_store_broken): the process
- * stops so its supervisor starts a fresh one. */
+/* Waits for a stop (or the restart) signal; SIGHUP is logged and ignored,
+ * since reloading the tokens under calls in flight is not safe. With a
+ * store, also returns 0 within a second of LMDB giving up on it
+ * (eg_store_broken): the process stops so its supervisor starts a fresh
+ * one. */
 static int eg_wait_stop(const sigset_t *sigs, const eg_store *store) {
   const struct timespec tick = {.tv_sec = 1};
   for (;;) {
@@ -168,15 +171,33 @@ static int eg_wait_stop(const sigset_t *sigs, const eg_store *store) {
   }
 }
 
-/* Runs while main drains: a second SIGTERM/SIGINT ends the process at once
- * with status 1 (every acknowledged write is already durable; calls still
- * in flight get no answer). */
+/* What main and the thread that watches signals during the drain share.
+ * Static: that thread is detached and outlives eg_serve's frame. */
+static struct {
+  int restarting;          /* the drain is a restart (EG_REPL_RESTART_SIGNAL) */
+  atomic_int stop_instead; /* an operator's SIGTERM/SIGINT came during it */
+} eg_drain;
+
+/* Runs while main drains. An operator's SIGTERM/SIGINT during a restart's
+ * drain turns the restart into a stop: the node is asked to go, and a
+ * re-executed process would not know. Otherwise (or a second time) it ends
+ * the process at once with status 1 (every acknowledged write is already
+ * durable; calls still in flight get no answer). */
 static void *eg_force_exit_main(void *arg) {
+  (void)arg;
   sigset_t sigs;
   eg_stop_signals(&sigs);
-  int sig = eg_wait_stop(&sigs, NULL);
-  fprintf(stderr, "engramd: %s again: exiting without draining\n", strsignal(sig));
-  _exit(1);
+  for (;;) {
+    int sig = eg_wait_stop(&sigs, NULL);
+    if (sig == EG_REPL_RESTART_SIGNAL) continue; /* stopping already */
+    if (eg_drain.restarting && !atomic_exchange(&eg_drain.stop_instead, 1)) {
+      fprintf(stderr, "engramd: %s: stopping after the drain instead of restarting (send it "
+                      "again to exit at once)\n", strsignal(sig));
+      continue;
+    }
+    fprintf(stderr, "engramd: %s again: exiting without draining\n", strsignal(sig));
+    _exit(1);
+  }
 }
 
 static int eg_workers(const eg_config *cfg) {
@@ -332,11 +353,21 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
     fprintf(stderr, "engramd: replica of %s from lsn %llu\n",
             cfg->primary[0] ? cfg->primary : "nobody yet (the coordinator decides)",
             (unsigned long long)eg_store_last_lsn(srv->store));
-  int sig = eg_wait_stop(&sigs, srv->store);
+  int sig;
+  /* Only the module sends it, after asking for the restart: from anyone
+   * else it means nothing. */
+  while ((sig = eg_wait_stop(&sigs, srv->store)) == EG_REPL_RESTART_SIGNAL &&
+         !eg_repl_restart_requested(srv->repl))
+    fprintf(stderr, "engramd: %s ignored: engramd sends it itself to restart\n", strsignal(sig));
+  eg_drain.restarting = sig == EG_REPL_RESTART_SIGNAL;
   /* First: health checks say NOT_SERVING (watches end) while calls drain. */
   atomic_store(&srv->phase, EG_PHASE_DRAINING);
-  fprintf(stderr, "engramd: %s: draining calls and stopping (send it again to exit at once)\n",
-          sig ? strsignal(sig) : "storage broken");
+  if (eg_drain.restarting)
+    fprintf(stderr, "engramd: draining calls to restart (SIGTERM stops instead; twice exits at "
+                    "once)\n");
+  else
+    fprintf(stderr, "engramd: %s: draining calls and stopping (send it again to exit at once)\n",
+            sig ? strsignal(sig) : "storage broken");
   pthread_t forcer;
   if (pthread_create(&forcer, NULL, eg_force_exit_main, NULL) == 0)
     pthread_detach(forcer);
@@ -355,7 +386,11 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_writer_stop(writer);
   /* After the writer: it archives the last commits and closes its segment. */
   eg_archiver_stop(srv->archiver);
-  int restart = eg_repl_restart_requested(srv->repl);
+  /* A restart claimed while an operator's stop drains (a snapshot fetched
+   * meanwhile) is not one: that snapshot is installed at the next start. */
+  int restart = eg_drain.restarting && !atomic_load(&eg_drain.stop_instead);
+  if (eg_drain.restarting && !restart)
+    fprintf(stderr, "engramd: stopped instead of restarting\n");
   eg_coord_free(srv->coord); /* after the transport: GetStatus reads it */
   eg_repl_free(srv->repl);
   grpc_shutdown_blocking();

@@ -10,8 +10,9 @@ etcd-client) and a built engramd + engram.
     deploy/local/cluster.py down [--dir D]            SIGTERM every process, by PID
 
 The engramd flags are those of deploy/k8s/overlays/ha: --coordinator
-etcd://E1,E2,E3/engram, --sync-replicas 1, --lease-ttl-s 3, node ids
-node-1..node-3, each advertising 127.0.0.1:PORT. The nodes share one
+etcd://E1,E2,E3/engram, ENGRAMD_SETTINGS below (--sync-replicas 1,
+--lease-ttl-s 3, ...), node ids node-1..node-3, each advertising
+127.0.0.1:PORT; etcd runs with the overlay's ETCD_SETTINGS. The nodes share one
 keyring (made with `engram keygen`) and one tokens file holding an agent,
 an admin and a replica token; D/cluster.json has the addresses, tokens
 and PIDs (`status` and `down` read it).
@@ -47,13 +48,22 @@ ENGRAM_CLI = os.environ.get("ENGRAM_CLI") or os.path.join(REPO, "build", "engram
 ETCD = os.environ.get("ETCD") or "/usr/bin/etcd"
 ETCDCTL = os.environ.get("ETCDCTL") or "/usr/bin/etcdctl"
 
-# The ha overlay's settings (deploy/k8s/overlays/ha).
+# The ha overlay's settings (deploy/k8s/overlays/ha and its base), which
+# tests/e2e/test_k8s_manifests.py checks are the same: the prefix, every
+# engramd flag that names no address, path or secret, and etcd's flags.
 PREFIX = "engram"
-SYNC_REPLICAS = 1
-LEASE_TTL_S = 3
+ENGRAMD_SETTINGS = {"--sync-replicas": 1, "--lease-ttl-s": 3, "--failover-max-lag": 10000,
+                    "--max-serving-lag-ms": 10000, "--shutdown-grace-ms": 20000,
+                    "--max-connection-age-ms": 300000}
+ETCD_SETTINGS = ["--initial-cluster-state=new",
+                 # A member back from a pause or partition must not depose
+                 # etcd's leader (3.4 defaults to false; 3.5 to true).
+                 "--pre-vote=true",
+                 # Every tick's member key is a new revision: keep an hour.
+                 "--auto-compaction-mode=periodic", "--auto-compaction-retention=1h"]
 
 START_TIMEOUT = 30.0  # a process's first sign of life (etcd healthy, engramd listening)
-STOP_TIMEOUT = 15.0   # SIGTERM -> exit
+STOP_TIMEOUT = 30.0   # SIGTERM -> exit: a drain takes up to --shutdown-grace-ms (20 s)
 READY_TIMEOUT = 60.0  # a leader elected and every running node SERVING
 CTL_TIMEOUT = 10.0    # one etcdctl or engram CLI call
 
@@ -280,12 +290,8 @@ class EtcdMember(Proc):
                 "--listen-peer-urls", self.peer_url,
                 "--initial-advertise-peer-urls", self.peer_url,
                 "--initial-cluster", self.initial_cluster,
-                "--initial-cluster-state", "new",
                 "--initial-cluster-token", self.cluster_token,
-                # A member back from a pause or partition must not depose
-                # etcd's leader (3.4 defaults to false; 3.5 to true).
-                "--pre-vote",
-                "--logger", "zap", "--log-level", "warn"]
+                "--logger", "zap", "--log-level", "warn"] + ETCD_SETTINGS
 
 
 class Node(Proc):
@@ -321,9 +327,8 @@ class Node(Proc):
                 "--tokens", c.tokens_path, "--keyring", c.keyring_path,
                 "--coordinator", self.coordinator_url(),
                 "--advertise-address", self.address, "--replica-id", self.id,
-                "--replica-token", c.tokens["replica"],
-                "--sync-replicas", str(c.sync_replicas),
-                "--lease-ttl-s", str(c.lease_ttl_s)] + list(c.extra_args)
+                "--replica-token", c.tokens["replica"]] + [
+                    str(a) for kv in c.settings.items() for a in kv]
 
     def listen_count(self):
         """"listening on" lines in the log: one more each start or re-exec
@@ -337,12 +342,12 @@ class LocalCluster:
     """n_etcd etcd members and n_engram engramd under base_dir (created if
     missing; a fresh cluster each time: pass an empty or new directory).
 
-    extra_args: more engramd flags for every node. node_etcd: {node index:
-    [etcd indices]} gives a node only those etcd members (default all)."""
+    settings: {flag: value} for every node, over ENGRAMD_SETTINGS (e.g.
+    {"--sync-replicas": 0}). node_etcd: {node index: [etcd indices]} gives
+    a node only those etcd members (default all)."""
 
     def __init__(self, base_dir, n_etcd=3, n_engram=3, engramd=None, cli=None,
-                 prefix=PREFIX, sync_replicas=SYNC_REPLICAS, lease_ttl_s=LEASE_TTL_S,
-                 extra_args=(), node_etcd=None):
+                 prefix=PREFIX, settings=None, node_etcd=None):
         self.base_dir = os.path.abspath(base_dir)
         os.makedirs(self.base_dir, exist_ok=True)
         self.engramd = engramd or ENGRAMD
@@ -353,9 +358,7 @@ class LocalCluster:
                                    "etcd-client; or set ENGRAMD, ENGRAM_CLI, ETCD, ETCDCTL)"
                                    % path)
         self.prefix = prefix
-        self.sync_replicas = sync_replicas
-        self.lease_ttl_s = lease_ttl_s
-        self.extra_args = [str(a) for a in extra_args]
+        self.settings = {**ENGRAMD_SETTINGS, **(settings or {})}
         self.env = clean_env()
         token = "engram-local-" + secrets.token_hex(4)
         self.etcd = [EtcdMember(self.base_dir, j, token, self.env) for j in range(n_etcd)]

@@ -157,6 +157,11 @@ def wait_past(ts, seconds):
         time.sleep(min(left / 1e9, 0.1))
 
 
+def tail(srv, n=2500):
+    """The end of a process's log, headed with its name and log path."""
+    return "--- %s (%s) ---\n%s" % (getattr(srv, "name", "?"), srv.log_path, srv.log_text()[-n:])
+
+
 def scan_sanitizer(text):
     """Returns an excerpt around the first sanitizer report, or None."""
     for marker in SANITIZER_MARKERS:
@@ -504,6 +509,33 @@ class E2ETestCase(unittest.TestCase):
 
     def assertSeqs(self, msgs, seqs):
         self.assertEqual([m.seq for m in msgs], list(seqs))
+
+    # What fn may raise in wait_until while the thing waited for is not
+    # there yet: a call to a node that is starting, stopping or changing.
+    NOT_YET = (grpc.RpcError,)
+
+    def wait_until(self, fn, timeout, what, nodes=()):
+        """Calls fn() until it returns something true, and returns that; an
+        exception in NOT_YET counts as not yet. Fails after timeout seconds
+        with `what`, the last such error and self.logs(*nodes)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                v = fn()
+                if v:
+                    return v
+            except self.NOT_YET as e:
+                last = e
+            time.sleep(0.05)
+        if isinstance(last, grpc.RpcError):
+            last = "%s %s" % (last.code().name, last.details())
+        self.fail("%s not within %ss (last error: %s)\n%s"
+                  % (what, timeout, last, self.logs(*nodes)))
+
+    def logs(self, *nodes):
+        """What a failed wait shows: the end of each node's log."""
+        return "\n".join(tail(n) for n in nodes)
 
     def start_server(self, *args, **kw):
         """A Server(*args, **kw) started for this test, closed at cleanup."""

@@ -199,22 +199,12 @@ class FailoverCase(E2ETestCase):
 
     # -- helpers ------------------------------------------------------------------------
 
-    def wait_for(self, fn, timeout, what):
-        """fn() until it returns something true (RPC errors count as not yet)."""
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                v = fn()
-                if v:
-                    return v
-            except grpc.RpcError as e:
-                last = "%s %s" % (e.code().name, e.details())
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                last = str(e)
-            time.sleep(0.05)
-        self.fail("%s not within %ss (last: %s)\n%s" % (what, timeout, last,
-                                                        self.cluster.tails()))
+    # wait_until: an etcdctl that fails or hangs (etcd electing) is "not yet" too.
+    NOT_YET = (grpc.RpcError, RuntimeError, subprocess.TimeoutExpired)
+
+    def logs(self, *nodes):
+        """What a failed wait shows: every node's log."""
+        return self.cluster.tails()
 
     def start_writers(self, targets, n=WRITER_THREADS):
         for k in range(n):
@@ -237,7 +227,7 @@ class FailoverCase(E2ETestCase):
         def got():
             a = [x for x in self.acks() if since is None or x.t_send >= since]
             return len(a) >= n and min(a, key=lambda x: x.t_ack)
-        return self.wait_for(got, ELECTION_TIMEOUT + RPC_TIMEOUT,
+        return self.wait_until(got, ELECTION_TIMEOUT + RPC_TIMEOUT,
                              "%d acknowledged writes%s (failures: %s)"
                              % (n, "" if since is None else " after the kill",
                                 [w.failures for w in self.writers]))
@@ -260,7 +250,7 @@ class FailoverCase(E2ETestCase):
             return any(r.replica_id == c.nodes[i].id and r.connected
                        for r in self.conns[leader].status().replicas)
         want = leader
-        self.wait_for(ok, REJOIN_TIMEOUT, "%s streaming from %s" % (
+        self.wait_until(ok, REJOIN_TIMEOUT, "%s streaming from %s" % (
             c.nodes[i].id, "the leader" if want is None else c.nodes[want].id))
         return leader
 
@@ -430,10 +420,10 @@ class FencingTest(FailoverCase):
         self.wait_acks(30, ELECTION_TIMEOUT)
         poller = LeaderPoller(c, c.etcd[1].endpoint, old)
         poller.start()
-        self.wait_for(lambda: poller.last_held, 10, "a read of the leader key")
+        self.wait_until(lambda: poller.last_held, 10, "a read of the leader key")
         c.etcd_pause(0)
         try:
-            self.wait_for(lambda: self.conns[0].status().fenced, ELECTION_TIMEOUT,
+            self.wait_until(lambda: self.conns[0].status().fenced, ELECTION_TIMEOUT,
                           "node-1 fenced")
             poller.join(ELECTION_TIMEOUT)
             self.assertIsNone(poller.error)
@@ -470,8 +460,8 @@ class LagTest(FailoverCase):
     WRITE_BYTES = 4096    # each (6 MB in all)
 
     def test_replica_too_far_behind_never_wins(self):
-        c = self.make_cluster(n_etcd=1, n_engram=2, sync_replicas=0,
-                              extra_args=["--failover-max-lag", self.MAX_LAG])
+        c = self.make_cluster(n_etcd=1, n_engram=2,
+                              settings={"--sync-replicas": 0, "--failover-max-lag": self.MAX_LAG})
         c.up()
         self.assertEqual(c.wait_leader()[0], 0)
         self.wait_streaming(1, 0)
@@ -491,13 +481,13 @@ class LagTest(FailoverCase):
                 p.session.AppendMessages(pb.AppendMessagesRequest(
                     session_id=sid, messages=[M("x%d " % k + "y" * self.WRITE_BYTES)]),
                     timeout=RPC_TIMEOUT, metadata=p.agent_md)
-            self.wait_for(lambda: c.leader_lsn() >= behind + self.WRITES, ELECTION_TIMEOUT,
+            self.wait_until(lambda: c.leader_lsn() >= behind + self.WRITES, ELECTION_TIMEOUT,
                           "leader_lsn in etcd showing every write")
             c.kill9(0)
         finally:
             c.resume(1)
         # (an etcd call cut short by the pause may be reported first)
-        st = self.wait_for(
+        st = self.wait_until(
             lambda: (lambda s: "--failover-max-lag" in s.failover_problem and s)(
                 self.conns[1].status()),
             ELECTION_TIMEOUT, "GetStatus.failover_problem on node-2 naming the max lag")

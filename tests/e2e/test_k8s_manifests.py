@@ -17,9 +17,9 @@ jobs; and the image: pinned bases, a numeric user, OCI labels, the
 .dockerignore, an entrypoint with no role logic.
 
 `kubectl create --dry-run=client` cannot do this without a cluster: it asks
-the API server for its schema and its resource list. The object checks are
-skipped where python3-kubernetes is not installed, and fail where kubectl
-is not on PATH (`scripts/deps.sh test` installs both).
+the API server for its schema and its resource list. The checks fail where
+python3-kubernetes (or python3-yaml) is not installed or kubectl is not on
+PATH (`scripts/deps.sh test` installs them), rather than pass unseen.
 
 The kustomizations are written for kustomize 2.0.3, the one in Debian 12's
 kubectl (kubernetes-client 1.20), and render the same with later ones
@@ -30,12 +30,12 @@ newer kubectl is installed.
 import functools
 import glob
 import importlib.util
-import inspect
 import os
 import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -44,8 +44,10 @@ from harness import ENGRAM_CLI, ENGRAMD, REPO
 try:
     import yaml
     from kubernetes import client as k8s
-except ImportError:  # pragma: no cover - depends on the machine
+except ImportError as e:  # pragma: no cover - depends on the machine
     k8s = None
+    MISSING = ("%s: install python3-kubernetes and python3-yaml (scripts/deps.sh test does)"
+               % e)
 
 K8S_DIR = os.path.join(REPO, "deploy", "k8s")
 DOCKER_DIR = os.path.join(REPO, "deploy", "docker")
@@ -226,6 +228,20 @@ def env_of(container):
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
+def flag_map(argv):
+    """{flag: value} of an argv of `--flag=value` and `--flag value` items
+    (a flag without a value: "")."""
+    out, i = {}, 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value = argv[i + 1]
+            i += 1
+        out[flag] = value
+        i += 1
+    return out
+
+
 def selects(selector, labels):
     """Whether a label selector's matchLabels (or a Service's selector) picks labels."""
     want = selector.get("matchLabels", selector) if selector else {}
@@ -236,8 +252,12 @@ def selects(selector, labels):
 DEPLOYABLE = ("overlays/dev", "overlays/ha", "restore")
 
 
-@unittest.skipIf(k8s is None, "python3-kubernetes (and python3-yaml) not installed")
 class ManifestTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if k8s is None:
+            raise AssertionError(MISSING)
+
     def test_every_object_is_valid_for_its_kind(self):
         seen = 0
         rendered = [(rel, o) for rel in kustomizations() for o in render(rel)]
@@ -540,31 +560,82 @@ class ManifestTest(unittest.TestCase):
 
     def test_deploy_local_runs_the_same_topology(self):
         """deploy/local (the ha topology as local processes, for development
-        and the failover tests) and overlays/ha must not drift apart: 3 etcd
-        members, 3 engramd, the same prefix, --sync-replicas and
-        --lease-ttl-s, and engramd's defaults where the overlay states them
-        (deploy/local passes no --failover-max-lag or --max-serving-lag-ms)."""
-        path = os.path.join(REPO, "deploy", "local", "cluster.py")
-        if not os.path.exists(path):
-            self.skipTest("no deploy/local/cluster.py")
-        spec = importlib.util.spec_from_file_location("local_cluster", path)
+        and the failover tests) and overlays/ha must not drift apart: as many
+        etcd members and engramd, the same etcd flags, and the same engramd
+        settings (the base's included), but for those that differ on purpose,
+        each listed below with why."""
+        if not (os.access(ENGRAMD, os.X_OK) and os.access(ENGRAM_CLI, os.X_OK)):
+            # LocalCluster makes its keyring with the CLI.
+            self.skipTest(f"no engramd and engram CLI at {ENGRAMD}, {ENGRAM_CLI}")
+        spec = importlib.util.spec_from_file_location(
+            "local_cluster", os.path.join(REPO, "deploy", "local", "cluster.py"))
         local = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(local)
-        defaults = inspect.signature(local.LocalCluster).parameters
         objs = render("overlays/ha")
         sts = engram_sets(objs)[0]
+        etcd = of_kind(objs, "StatefulSet")["etcd"]
+        with tempfile.TemporaryDirectory() as d:
+            c = local.LocalCluster(d, engramd=ENGRAMD, cli=ENGRAM_CLI)  # made, not started
+            self.assertEqual(len(c.nodes), sts["spec"]["replicas"])
+            self.assertEqual(len(c.etcd), etcd["spec"]["replicas"])
+            here_etcd = flag_map(c.etcd[0].argv()[1:])
+            here = flag_map(c.nodes[0].argv()[1:])
+
+        # etcd: the members' flags.
+        there_etcd = flag_map(etcd["spec"]["template"]["spec"]["containers"][0]["args"])
+        etcd_own = {
+            "--name": "a member's name: its pod's there, etcd-N here",
+            "--data-dir": "a path",
+            "--listen-client-urls": "addresses: pod DNS names there, 127.0.0.1 and free ports here",
+            "--advertise-client-urls": "addresses",
+            "--listen-peer-urls": "addresses",
+            "--initial-advertise-peer-urls": "addresses",
+            "--initial-cluster": "addresses",
+            "--listen-metrics-urls": "an address for the readiness probe and Prometheus there; "
+                                     "cluster.py asks etcdctl whether a member is healthy",
+            "--initial-cluster-token": "new for each local cluster, so that two on one host "
+                                       "(test runs side by side) never take each other's members",
+            "--logger": "local members log to a file that a failed test prints: warnings only",
+            "--log-level": "the same",
+        }
+        self.assert_same_but(there_etcd, here_etcd, etcd_own, "etcd")
+
+        # engramd: ENGRAM_ variables are its flags; the entrypoint turns
+        # REPLICA_TOKEN_FILE into --replica-token and copies KEYRING_SECRET
+        # to --keyring's path; POD_NAME and NAMESPACE are parts of values.
         env = env_of(engramd_container(sts))
-        self.assertEqual(defaults["n_engram"].default, sts["spec"]["replicas"])
-        self.assertEqual(defaults["n_etcd"].default, of_kind(objs, "StatefulSet")["etcd"]["spec"]["replicas"])
-        self.assertEqual(defaults["prefix"].default, env["ENGRAM_COORDINATOR"].rsplit("/", 1)[1])
-        self.assertEqual(defaults["sync_replicas"].default, int(env["ENGRAM_SYNC_REPLICAS"]))
-        self.assertEqual(defaults["lease_ttl_s"].default, int(env["ENGRAM_LEASE_TTL_S"]))
-        if not os.access(ENGRAMD, os.X_OK):
-            self.skipTest(f"no engramd at {ENGRAMD}")
-        usage = subprocess.run([ENGRAMD, "--help"], capture_output=True, text=True, timeout=10)
-        for var in ("ENGRAM_FAILOVER_MAX_LAG", "ENGRAM_MAX_SERVING_LAG_MS"):
-            line = re.search(rf"\b{var}\b.*\[(\d+)\]$", usage.stdout + usage.stderr, re.M)
-            self.assertEqual(line.group(1), env[var], f"{var}: deploy/local runs engramd's default")
+        there = {"--" + k[len("ENGRAM_"):].lower().replace("_", "-"): v
+                 for k, v in env.items() if k.startswith("ENGRAM_")}
+        there["--replica-token"] = env["REPLICA_TOKEN_FILE"]
+        self.assertEqual(set(env) - {k for k in env if k.startswith("ENGRAM_")},
+                         {"POD_NAME", "NAMESPACE", "KEYRING_SECRET", "REPLICA_TOKEN_FILE"})
+        engramd_own = {
+            "--listen": "addresses: pod DNS names there, 127.0.0.1 and free ports here",
+            "--advertise-address": "addresses",
+            "--metrics-listen": "Prometheus scrapes the pods there; nothing scrapes a local cluster",
+            "--data-dir": "a path",
+            "--keyring": "a path",
+            "--tokens": "a path",
+            "--replica-id": "a node's name: its pod's there, node-N here",
+            "--replica-token": "a secret: read from the secret's file there, made for each "
+                               "local cluster here",
+            "--coordinator": "etcd's addresses differ; the prefix and the member count are "
+                             "compared below",
+        }
+        self.assert_same_but(there, here, engramd_own, "engramd")
+        there_url, here_url = there["--coordinator"], here["--coordinator"]
+        self.assertEqual(here_url.rsplit("/", 1)[1], there_url.rsplit("/", 1)[1], "the prefix")
+        self.assertEqual(here_url.count(","), there_url.count(","), "etcd members named")
+
+    def assert_same_but(self, there, here, own, what):
+        """there (overlays/ha) and here (deploy/local) hold the same flags
+        and values, but for the flags in own (each in one of them at least,
+        so that the list cannot go stale)."""
+        for flag in own:
+            self.assertTrue(flag in there or flag in here, f"{what}: {flag} is in neither")
+        self.assertEqual({k: v for k, v in here.items() if k not in own},
+                         {k: v for k, v in there.items() if k not in own},
+                         f"{what}: deploy/local (first) differs from overlays/ha")
 
     def test_every_engram_variable_is_a_flag(self):
         """An ENGRAM_ variable engramd does not know is silently ignored:
@@ -681,6 +752,25 @@ class ManifestTest(unittest.TestCase):
             self.assertIn("/tmp", mounts, c["name"])
         for v in pod.get("volumes", []):
             self.assertNotIn("hostPath", v)
+
+
+class MissingModelsTest(unittest.TestCase):
+    def test_fails_without_python3_kubernetes(self):
+        """Without the models the manifests go unchecked: that must fail,
+        naming the package, not pass as skipped."""
+        with tempfile.TemporaryDirectory() as d:
+            os.mkdir(os.path.join(d, "kubernetes"))
+            with open(os.path.join(d, "kubernetes", "__init__.py"), "w") as f:
+                f.write('raise ImportError("No module named \'kubernetes\' (hidden)")\n')
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [d, env.get("PYTHONPATH")]))
+            run = subprocess.run([sys.executable, "-m", "unittest",
+                                  "test_k8s_manifests.ManifestTest.test_every_pod_is_restricted"],
+                                 cwd=os.path.dirname(os.path.abspath(__file__)), env=env,
+                                 capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(run.returncode, 0, run.stderr)
+        self.assertIn("install python3-kubernetes", run.stderr)
+        self.assertNotIn("skipped", run.stderr)
 
 
 class DockerTest(unittest.TestCase):

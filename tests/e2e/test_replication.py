@@ -31,7 +31,7 @@ import time
 import grpc
 
 from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, Client, E2ETestCase, M, Server,
-                     clean_env, free_port, make_keyring, pb, run_threads, uid)
+                     clean_env, free_port, make_keyring, pb, run_threads, tail, uid)
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from engram.v1 import replication_pb2 as rpb  # noqa: E402
@@ -135,10 +135,6 @@ def newest(srv, sid, lsn=None, timeout=RPC_TIMEOUT):
     return r.messages[0] if r.messages else None
 
 
-def tail(srv, n=2500):
-    return "--- %s (%s) ---\n%s" % (getattr(srv, "name", "?"), srv.log_path, srv.log_text()[-n:])
-
-
 def cli(*args, timeout=30):
     p = subprocess.run([ENGRAM_CLI] + [str(a) for a in args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=timeout, stdin=subprocess.DEVNULL,
@@ -218,23 +214,6 @@ class Writer:
 # ---- test base -----------------------------------------------------------------
 
 class ReplicationCase(E2ETestCase):
-
-    def logs(self, *nodes):
-        return "\n".join(tail(n) for n in nodes)
-
-    def wait_until(self, fn, timeout, what, nodes=()):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            try:
-                v = fn()
-                if v:
-                    return v
-            except grpc.RpcError as e:
-                last = e
-            time.sleep(0.05)
-        self.fail("%s not within %ss (last error: %r)\n%s"
-                  % (what, timeout, last and last.details(), self.logs(*nodes)))
 
     def wait_connected(self, primary, names, timeout=CONVERGE_TIMEOUT):
         """Waits until the primary lists every replica in names as connected."""
