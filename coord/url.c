@@ -73,6 +73,13 @@ eg_err eg_coord_url_parse(const char *url, eg_coord_url *out, char *err, size_t 
     if (prefix[i] == '/' && (i == 0 || prefix[i - 1] == '/'))
       return eg_url_bad(err, errlen, "--coordinator: PREFIX %s: an empty path segment", prefix,
                         plen);
+    /* "." and ".." read as paths to operators (etcdctl get --prefix):
+     * "a/../b" is not "b" to etcd. */
+    size_t seg = i == 0 || prefix[i - 1] == '/' ? strcspn(prefix + i, "/") : 0;
+    if (seg > plen - i) seg = plen - i;
+    if ((seg == 1 && prefix[i] == '.') || (seg == 2 && prefix[i] == '.' && prefix[i + 1] == '.'))
+      return eg_url_bad(err, errlen, "--coordinator: PREFIX %s: a '.' or '..' path segment",
+                        prefix, plen);
   }
   u.prefix[0] = '/';
   memcpy(u.prefix + 1, prefix, plen);

@@ -270,6 +270,18 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
   eg_coord_url url;
   if (c->coordinator[0] && eg_coord_url_parse(c->coordinator, &url, err, errlen) != EG_OK)
     return EG_EINVAL;
+  /* The id names the node's key (PREFIX/members/ID) and the address is
+   * what every other node dials: both are checked before etcd sees them. */
+  if (c->coordinator[0] && c->replica_id[0] &&
+      strspn(c->replica_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+          strlen(c->replica_id))
+    return eg_invalid(err, errlen, "--replica-id",
+                      "with --coordinator only letters, digits, '.', '_' and '-' (it names the "
+                      "node's key in etcd)");
+  const char *why = c->advertise_address[0]
+                        ? eg_etcd_endpoint_check(c->advertise_address, strlen(c->advertise_address))
+                        : NULL;
+  if (why) return eg_invalid(err, errlen, "--advertise-address", "%s", why);
   if (c->coordinator[0] && (strcmp(c->role, "replica") == 0 || c->primary[0]))
     return eg_invalid(err, errlen, c->primary[0] ? "--primary" : "--role",
                       "must not be set with --coordinator: etcd decides which node is the primary");

@@ -522,6 +522,10 @@ static void test_url_bad(void) {
   assert_bad("etcd://a:1/p q", "only letters");
   assert_bad("etcd://a:1//p", "empty path segment");
   assert_bad("etcd://a:1/p//q", "empty path segment");
+  assert_bad("etcd://a:1/../x", "'.' or '..' path segment");
+  assert_bad("etcd://a:1/p/./q", "'.' or '..' path segment");
+  assert_bad("etcd://a:1/p/..", "'.' or '..' path segment");
+  CU_ASSERT_EQUAL(parse("etcd://a:1/p/.q/..r/x."), EG_OK); /* dots inside names are fine */
   char longp[400] = "etcd://a:1/";
   memset(longp + strlen(longp), 'x', 300);
   assert_bad(longp, "longer than 254");
@@ -535,6 +539,19 @@ static void test_url_in_config(void) {
   CU_ASSERT_EQUAL(eg_config_parse(&c, 3, bad, NULL, NULL, url_err, sizeof url_err), EG_EINVAL);
   CU_ASSERT_PTR_NOT_NULL(strstr(url_err, "--coordinator: endpoint a:99999"));
   CU_ASSERT_EQUAL(eg_config_parse(&c, 3, good, NULL, NULL, url_err, sizeof url_err), EG_OK);
+  /* The node's id names its key in etcd; the address is dialled by others. */
+  char *slash_id[] = {"engramd", "--coordinator", "etcd://a:2379/p", "--replica-id", "a/b"};
+  CU_ASSERT_EQUAL(eg_config_parse(&c, 5, slash_id, NULL, NULL, url_err, sizeof url_err), EG_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(url_err, "--replica-id"));
+  char *ok_id[] = {"engramd", "--coordinator", "etcd://a:2379/p", "--replica-id", "node-1.a_b"};
+  CU_ASSERT_EQUAL(eg_config_parse(&c, 5, ok_id, NULL, NULL, url_err, sizeof url_err), EG_OK);
+  char *bad_addr[] = {"engramd", "--coordinator", "etcd://a:2379/p", "--advertise-address",
+                      "garbage"};
+  CU_ASSERT_EQUAL(eg_config_parse(&c, 5, bad_addr, NULL, NULL, url_err, sizeof url_err), EG_EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(url_err, "--advertise-address"));
+  char *ok_addr[] = {"engramd", "--coordinator", "etcd://a:2379/p", "--advertise-address",
+                     "engram-0.engram-peers.ns.svc:50051"};
+  CU_ASSERT_EQUAL(eg_config_parse(&c, 5, ok_addr, NULL, NULL, url_err, sizeof url_err), EG_OK);
 }
 
 void eg_test_register_coord(void) {
