@@ -381,9 +381,10 @@ static void eg_coord_tick(eg_coord *c) {
       c->lead_lease = 0;
       eg_repl_set_lease(c->repl, 0);
     }
-    if (!v.has_leader && !primary && !c->twin) {
-      /* Nobody leads: stop applying (and acknowledging) the old leader's
-       * log first, so that what this node publishes stays what it holds.
+    if (!primary && (c->twin || (!v.has_leader && !v.leader_unusable[0]))) {
+      /* Nobody leads (or this node's id is another's, so its view is not
+       * its own): stop applying (and acknowledging) the old leader's log
+       * first, so that what this node publishes stays what it holds.
        * With --sync-replicas the old leader, if still alive, then gets no
        * more acks from it: a write it acknowledges is in the state of a
        * replica that has not yet published, and the election waits for
@@ -414,6 +415,10 @@ static void eg_coord_tick(eg_coord *c) {
     c->etcd_down_said = 0;
     return;
   }
+  /* A replica that cannot renew its lease may have lost its member key:
+   * an election would not wait for it, so it must not go on applying (and
+   * acknowledging) a leader's log it can no longer check. */
+  if (!eg_repl_is_primary(c->repl) && eg_repl_fenced(c->repl)) eg_coord_follow(c, "");
   char problem[256];
   eg_coord_tick_problem(c, e, err, problem, sizeof problem);
   if (!c->etcd_down_said) fprintf(stderr, "engramd: coordinator: %s\n", problem);

@@ -171,8 +171,8 @@ typedef struct {
  * if it is the best candidate and, before settled, every healthy member
  * has published. STAND's epoch is max(etcd_epoch, the largest epoch or
  * last_epoch any member reports, self_epoch) + 1; when that overflows,
- * nobody stands (problem says so). An unusable leader key:
- * a primary demotes (it can no longer show it leads), the others wait
+ * nobody stands (problem says so). An unusable leader key (nobody can
+ * take it while it is there): a primary goes on leading, the others wait
  * naming it. Another node with this id (eg_coord_twin): a leader goes on
  * leading, any other node waits naming it (never revoking its lease).
  * Pure. */

@@ -160,7 +160,15 @@ static void eg_elect(const eg_coord_view *v, eg_coord_decision *out) {
                "no node may become primary: no healthy node has published its state");
     return;
   }
-  if (best != self) return; /* the best one stands */
+  if (best != self) {
+    /* The best one stands; if it has not by the time the period settles
+     * (another --failover-max-lag, a stuck node), say who is waited for. */
+    if (v->settled)
+      snprintf(out->problem, sizeof out->problem,
+               "no primary yet: waiting for %.60s, the most advanced node, to take the lead",
+               best->id);
+    return;
+  }
   uint64_t epoch = eg_next_epoch(v);
   if (epoch == 0) {
     snprintf(out->problem, sizeof out->problem,
@@ -210,7 +218,11 @@ void eg_coord_decide(const eg_coord_view *v, eg_coord_decision *out) {
              "%.80s holds %.40s (mod_revision %lld): no node may become primary while it "
              "is there; delete it (etcdctl del)",
              key, v->leader_unusable, (long long)v->leader_mod_revision);
-    out->action = v->self_primary ? EG_COORD_DEMOTE : EG_COORD_WAIT;
+    /* Nor can any other node take it: a primary goes on leading (its own
+     * lease still fences it, eg_coord_ack_until), replicas go on
+     * following it, and reads and writes go on until an operator clears
+     * the key (then a leaderless period starts as after a revoke). */
+    out->action = v->self_primary ? EG_COORD_LEAD : EG_COORD_WAIT;
     return;
   }
   if (v->self_primary && v->has_leader && strcmp(v->leader_id, v->self_id) == 0 &&

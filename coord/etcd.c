@@ -44,7 +44,9 @@ static int host_char(unsigned char c) {
 
 const char *eg_etcd_endpoint_check(const char *s, size_t n) {
   size_t i, host_end;
-  if (s[0] == '[' && n > 0) {
+  if (n == 0) return "no host";
+  if (s[0] == '-' || s[0] == '.') return "bad host (it starts with '-' or '.')";
+  if (s[0] == '[') {
     for (i = 1; i < n && s[i] != ']'; i++)
       if (!isxdigit((unsigned char)s[i]) && s[i] != ':' && s[i] != '.') return "bad IPv6 address";
     if (i >= n || i == 1) return "bad IPv6 address";

@@ -273,27 +273,30 @@ class CoordinatorEtcdContentTest(CoordinatorCase):
         self.wait_until(lambda: status(b).primary == a.addr, ELECT_TIMEOUT, "node-b follows a",
                         [a, b])
         key = self.PREFIX + "/leader"
-        # Not a Leader (an operator's put, another version's value): the
-        # primary cannot show it leads, so it stops; nobody may take the key.
+        # Not a Leader (an operator's put, another version's value): nobody
+        # may take the key while it is there, so nobody else can lead
+        # either: the primary goes on leading, the replica on following,
+        # and both say what is wrong.
         self.etcd.put(key, b"garbage\xff")
         for n in (a, b):
-            st = self.problem(n, key, "delete it")
-            self.assertEqual(st.role, "replica")
+            self.problem(n, key, "delete it")
         self.assertIn("is not a Leader", status(a).failover_problem)
+        self.assertEqual(status(a).role, "primary")
+        self.assertEqual(status(b).primary, a.addr)
+        sid = agent(b).create(uid("u"), uid("s")).session_id
+        agent(b).append(sid, "written through the replica while the key is unusable")
         self.etcd.delete(key)
-        leader = self.wait_until(lambda: next((n for n in (a, b) if status(n).role == "primary"),
-                                              None), ELECT_TIMEOUT, "a leader again", [a, b])
+        leader = self.wait_until(lambda: next((n for n in (a, b) if status(n).role == "primary"
+                                               and status(n).leader_id == n.name), None),
+                                 ELECT_TIMEOUT, "a leader again", [a, b])
         other = b if leader is a else a
         self.wait_until(lambda: status(other).primary == leader.addr, ELECT_TIMEOUT,
                         "%s follows %s" % (other.name, leader.name), [a, b])
-        # A Leader naming nobody: nobody follows "", the leader stops.
+        # A Leader naming nobody: nobody follows "".
         self.etcd.put(key, self.leader_value("", ""))
         for n in (other, leader):
-            st = self.problem(n, key, "no id or address", "delete it")
-            self.assertEqual(st.role, "replica")
-        # With no usable leader, replicas follow nobody.
-        self.wait_until(lambda: status(other).primary == "", ELECT_TIMEOUT,
-                        "%s follows nobody" % other.name, [a, b])
+            self.problem(n, key, "no id or address", "delete it")
+        self.assertEqual(status(other).primary, leader.addr)
 
     def test_one_node_id_on_two_nodes(self):
         a = self.node("node-a").start()

@@ -375,9 +375,10 @@ static void test_unusable_leader(void) {
     CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "/p/leader holds"));
     CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "mod_revision 60"));
     CU_ASSERT_PTR_NOT_NULL(strstr(d.problem, "delete it"));
-    /* A primary can no longer show it leads. */
+    /* Nor can anyone take it: a primary goes on leading (its own lease
+     * still fences it). */
     v.self_primary = 1;
-    CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_DEMOTE);
+    CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_LEAD);
   }
 }
 
@@ -522,6 +523,8 @@ static void test_url_bad(void) {
   assert_bad("etcd://a:1/p q", "only letters");
   assert_bad("etcd://a:1//p", "empty path segment");
   assert_bad("etcd://a:1/p//q", "empty path segment");
+  assert_bad("etcd://-a:1/p", "starts with '-' or '.'");
+  assert_bad("etcd://.a:1/p", "starts with '-' or '.'");
   assert_bad("etcd://a:1/../x", "'.' or '..' path segment");
   assert_bad("etcd://a:1/p/./q", "'.' or '..' path segment");
   assert_bad("etcd://a:1/p/..", "'.' or '..' path segment");
