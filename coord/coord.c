@@ -16,6 +16,10 @@
  * the lag rule, so a write a tick is not worth it. */
 #define EG_COORD_LSN_EVERY_US 500000
 
+/* How long a node whose promotion failed says it is unhealthy (so that
+ * another may stand) before it stands again. */
+#define EG_COORD_PROMOTE_BACKOFF_US (10 * 1000000)
+
 struct eg_coord {
   eg_bgthread bg;
   pthread_mutex_t st_mu; /* guards st; outlives bg (read until eg_coord_free) */
@@ -30,6 +34,7 @@ struct eg_coord {
   /* the thread's own */
   int64_t lease, granted_s, refresh_us; /* refresh_us: when the next keepalive is due */
   int64_t lead_lease; /* the lease this node's leader key is bound to (0: it holds none) */
+  int64_t unhealthy_until_us; /* a failed promotion: not healthy until then */
   eg_coord_member put; /* the member value last put on this lease */
   int have_put;
   int64_t member_put_us;
@@ -87,6 +92,13 @@ static eg_err eg_coord_keep_lease(eg_coord *c, char *err, size_t errlen) {
 
 /* ---- what this node publishes -------------------------------------------- */
 
+/* Whether this node may lead: its store usable, and no promotion of its
+ * failed lately (a full disk would otherwise win, fail and revoke again
+ * and again, each time at a new epoch, while a healthy peer waits). */
+static int eg_coord_healthy(const eg_coord *c) {
+  return !eg_store_broken(c->store) && eg_mono_us() >= c->unhealthy_until_us;
+}
+
 /* Puts this node's member key when eg_coord_member_due says so; its
  * leaderless_revision is the current period's, so p must have been
  * sampled after the read that began it. */
@@ -97,7 +109,7 @@ static eg_err eg_coord_publish(eg_coord *c, const eg_repl_progress *p, int prima
   if (c->twin) return EG_OK;
   eg_coord_member now = {.primary = primary, .applied_lsn = p->applied,
                          .last_epoch = p->last_epoch, .epoch = p->epoch,
-                         .healthy = !eg_store_broken(c->store),
+                         .healthy = eg_coord_healthy(c),
                          .leaderless_revision = c->gone_revision};
   int64_t t = eg_mono_us();
   if (!eg_coord_member_due(c->have_put ? &c->put : NULL, &now, at_once, t - c->member_put_us))
@@ -192,6 +204,7 @@ static eg_err eg_coord_stand(eg_coord *c, const eg_coord_view *v, uint64_t epoch
   uint64_t lsn = 0;
   e = eg_repl_promote_at(c->repl, epoch, &lsn, msg, sizeof msg);
   if (e) {
+    c->unhealthy_until_us = eg_mono_us() + EG_COORD_PROMOTE_BACKOFF_US;
     /* Holding the key without leading would stall the cluster for a TTL. */
     fprintf(stderr, "engramd: coordinator: won the election at epoch %" PRIu64 " but cannot "
                     "promote (%s: %s); revoking the lease so another node can stand\n",
@@ -344,7 +357,8 @@ static void eg_coord_tick_problem(eg_coord *c, eg_err e, const char *err, char *
 }
 
 static void eg_coord_tick(eg_coord *c) {
-  char err[512] = "";
+  char err[512] = "", pub_err[512] = "";
+  eg_err pub_e = EG_OK;
   eg_repl_progress p;
   eg_coord_view v;
   eg_coord_decision d = {0};
@@ -362,7 +376,7 @@ static void eg_coord_tick(eg_coord *c) {
     v.self_id = c->id;
     v.self_address = c->address;
     v.self_primary = primary;
-    v.self_healthy = !eg_store_broken(c->store);
+    v.self_healthy = eg_coord_healthy(c);
     v.self_applied = p.applied;
     v.self_last_epoch = p.last_epoch;
     v.self_epoch = p.epoch;
@@ -402,13 +416,19 @@ static void eg_coord_tick(eg_coord *c) {
         eg_coord_decide(&v, &d);
       }
     } else {
-      e = eg_coord_publish(c, &p, primary, 0, err, sizeof err);
+      /* What this read says is acted on even if the put fails (a primary
+       * whose lease was revoked fails it, and must still step down now). */
+      pub_e = eg_coord_publish(c, &p, primary, 0, pub_err, sizeof pub_err);
     }
   }
   if (!e) {
     eg_coord_say(c, &v, &d);
     eg_coord_set_status(c, &v, d.problem, 1); /* before: a won election updates it */
     e = eg_coord_act(c, &v, &d, &p, err, sizeof err);
+    if (!e && pub_e) {
+      e = pub_e;
+      snprintf(err, sizeof err, "%s", pub_err);
+    }
   }
   if (e == EG_OK) {
     if (c->etcd_down_said) fprintf(stderr, "engramd: coordinator: etcd answers again\n");

@@ -92,6 +92,20 @@ void eg_coord_view_fill(const eg_coord_keys *k, const eg_etcd_kvs *kvs, eg_coord
       }
     }
   }
+  /* A leader puts its member key, on the same lease, before it takes the
+   * leader key: a leader key naming no member (or a member at another
+   * address) was not put by an engramd leader, and nobody may follow it. */
+  if (v->has_leader) {
+    const eg_coord_member *m = NULL;
+    for (size_t i = 0; i < v->n_members && !m; i++)
+      if (strcmp(v->members[i].id, v->leader_id) == 0) m = &v->members[i];
+    if (!m || strcmp(m->address, v->leader_address) != 0) {
+      v->has_leader = 0;
+      snprintf(v->leader_unusable, sizeof v->leader_unusable,
+               m ? "a Leader at another address than its member key's"
+                 : "a Leader naming a node with no member key");
+    }
+  }
 }
 
 /* ---- deciding ------------------------------------------------------------- */
@@ -113,7 +127,8 @@ static uint64_t eg_lag(const eg_coord_view *v, const eg_coord_member *m) {
  * only such a member may be ranked (a key that is never refreshed, or
  * not by engramd, can then block nothing once the period settles). */
 static int eg_published(const eg_coord_view *v, const eg_coord_member *m) {
-  return m->leaderless_revision > v->epoch_mod_revision;
+  /* A mark past this very read was not taken by a read: not engramd's. */
+  return m->leaderless_revision > v->epoch_mod_revision && m->leaderless_revision <= v->revision;
 }
 
 static int eg_healthy(const eg_coord_view *v, const eg_coord_member *m) {

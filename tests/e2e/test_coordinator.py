@@ -263,6 +263,13 @@ class CoordinatorEtcdContentTest(CoordinatorCase):
     """What etcd holds that engramd cannot use is named, and is acted on
     safely."""
 
+    def put_fake_leader(self, key, id_, address, lease):
+        """A leader key as an engramd leader puts it: its member key first,
+        both on its lease."""
+        member = coord_pb2.Member(id=id_, address=address, role="primary", healthy=True)
+        self.etcd.put(self.PREFIX + "/members/" + id_, member.SerializeToString(), lease)
+        self.etcd.put(key, self.leader_value(id_, address), lease)
+
     def leader_value(self, id_, address):
         return coord_pb2.Leader(id=id_, address=address, epoch=1).SerializeToString()
 
@@ -329,13 +336,13 @@ class CoordinatorEtcdContentTest(CoordinatorCase):
         addrs = ["127.0.0.1:%d" % free_port() for _ in range(17)]
         # On a lease, as engramd puts it (a leader key on none is refused).
         lease = self.etcd.grant(120)
-        self.etcd.put(key, self.leader_value("fake-0", addrs[0]), lease)
+        self.put_fake_leader(key, "fake-0", addrs[0], lease)
         b = self.node("node-b").start()
         listens = None
         for i, addr in enumerate(addrs):
             if i == len(addrs) - 1:
                 listens = b.listen_count()
-            self.etcd.put(key, self.leader_value("fake-%d" % i, addr), lease)
+            self.put_fake_leader(key, "fake-%d" % i, addr, lease)
             self.wait_until(lambda: status(b).primary == addr, ELECT_TIMEOUT,
                             "node-b follows fake-%d" % i, [b])
         # Past the table's limit it restarted (with an empty table) to follow.

@@ -453,6 +453,29 @@ class FencingTest(FailoverCase):
         self.check_converged()
 
 
+    def test_replica_cut_off_from_etcd_stops_following(self):
+        # node 2 talks to etcd member 0 only; the others to members 1 and 2.
+        # Cut off, its lease (and member key) may expire: an election would
+        # not wait for it, so it must not go on acknowledging the leader's
+        # writes either.
+        c = self.make_cluster(node_etcd={0: [1, 2], 1: [1, 2], 2: [0]})
+        c.up()
+        leader, _ = c.wait_leader()
+        if leader == 2:
+            self.skipTest("the cut-off node leads; the case above covers a leader")
+        self.wait_streaming(2, leader)
+        c.etcd_pause(0)
+        try:
+            self.wait_until(lambda: self.conns[2].status().primary == "", ELECTION_TIMEOUT,
+                            "node-3 follows nobody")
+            st = self.conns[2].status()
+            self.assertFalse(st.serving, st)
+            self.assertEqual(c.leader_index(), leader)  # the others are untouched
+        finally:
+            c.etcd_resume(0)
+        self.wait_streaming(2, leader)
+
+
 class LagTest(FailoverCase):
 
     MAX_LAG = 50

@@ -382,6 +382,48 @@ static void test_unusable_leader(void) {
   }
 }
 
+/* A leader key on a live lease that no engramd leader put: it names a node
+ * with no member key, or one whose member key says another address. */
+static void test_ghost_leader(void) {
+  uint8_t lv[256], mv[256];
+  Engram__Coord__V1__Leader l = ENGRAM__COORD__V1__LEADER__INIT;
+  l.id = "z";
+  l.address = "127.0.0.1:1";
+  size_t llen = engram__coord__v1__leader__pack(&l, lv);
+  Engram__Coord__V1__Member m = ENGRAM__COORD__V1__MEMBER__INIT;
+  m.id = "z";
+  m.address = "z-host:1";
+  m.role = "primary";
+  size_t mlen = engram__coord__v1__member__pack(&m, mv);
+  eg_etcd_kv alone[] = {kv("/p/leader", lv, llen, 60, 9)};
+  eg_coord_view v = fill(alone, 1);
+  CU_ASSERT(!v.has_leader);
+  CU_ASSERT_PTR_NOT_NULL(strstr(v.leader_unusable, "no member key"));
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT);
+  eg_etcd_kv elsewhere[] = {kv("/p/leader", lv, llen, 60, 9), kv("/p/members/z", mv, mlen, 61, 9)};
+  v = fill(elsewhere, 2);
+  CU_ASSERT(!v.has_leader);
+  CU_ASSERT_PTR_NOT_NULL(strstr(v.leader_unusable, "another address"));
+  /* The same member at the leader's address: a leader to follow. */
+  m.address = "127.0.0.1:1";
+  mlen = engram__coord__v1__member__pack(&m, mv);
+  eg_etcd_kv real[] = {kv("/p/leader", lv, llen, 60, 9), kv("/p/members/z", mv, mlen, 61, 9)};
+  v = fill(real, 2);
+  CU_ASSERT(v.has_leader);
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_FOLLOW);
+}
+
+/* A leaderless mark past the read it was decided on was taken by no read:
+ * it never counts as published (it would rank best and never stand). */
+static void test_mark_from_the_future(void) {
+  eg_coord_member ms[] = {member("a", 1, 900, 500), member("b", 1, 100, 61)};
+  eg_coord_view v = view(ms, 2); /* read at revision 120 */
+  v.settled = 1;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_STAND);
+  ms[0].leaderless_revision = 120;
+  CU_ASSERT_EQUAL(decide(&v).action, EG_COORD_WAIT); /* "a" is best, and stands */
+}
+
 static void test_twin(void) {
   eg_coord_member ms[] = {member("a", 1, 90, 0), member("b", 1, 100, 0)};
   eg_coord_view v = view(ms, 2);
@@ -573,6 +615,8 @@ void eg_test_register_coord(void) {
   CU_add_test(s, "view: what the prefix holds", test_view_fill);
   CU_add_test(s, "an unusable leader key: nobody stands, a primary demotes", test_unusable_leader);
   CU_add_test(s, "another node with this id", test_twin);
+  CU_add_test(s, "a leader key no engramd leader put", test_ghost_leader);
+  CU_add_test(s, "a leaderless mark from the future", test_mark_from_the_future);
   CU_add_test(s, "member puts: when", test_member_due);
   CU_add_test(s, "--failover-max-lag", test_lag);
   CU_add_test(s, "the epoch taken", test_epoch);
