@@ -8,14 +8,13 @@ The chaos runs (kill -9 under load, fencing, lag) are in test_failover.py.
 """
 import os
 import shutil
-import signal
 import subprocess
+import sys
 import tempfile
-import time
 
 import grpc
 
-from harness import ENGRAMD, KEEP, RPC_TIMEOUT, clean_env, free_port, uid
+from harness import ENGRAMD, KEEP, REPO, RPC_TIMEOUT, clean_env, free_port, uid
 from test_hardening_keys import metrics_port, scrape
 from test_replication import (ADMIN_MD, REPL, Cluster, ReplicationCase, Writer, admin, agent,
                               apb, newest, status)
@@ -24,7 +23,9 @@ from engram.coord.v1 import coord_pb2  # noqa: E402  (PY_GEN is on sys.path via 
 from etcd.etcdserverpb import rpc_pb2 as etcd_rpc  # noqa: E402
 from etcd.etcdserverpb import rpc_pb2_grpc as etcd_rpc_grpc  # noqa: E402
 
-ETCD = "/usr/bin/etcd"
+sys.path.insert(0, os.path.join(REPO, "deploy", "local"))
+from cluster import LocalCluster  # noqa: E402
+
 ETCD_START_TIMEOUT = 20.0
 # Bound on a failover after a clean stop: the leader revokes its lease, so
 # the other elects within a few ticks (EG_COORD_TICK_MS) plus a restart of
@@ -33,37 +34,18 @@ ELECT_TIMEOUT = 15.0
 
 
 class Etcd:
-    """One etcd member on loopback ports, in a temp data dir."""
+    """One etcd member started as deploy/local starts its members (cluster.py,
+    ended by PID), and the etcd calls the tests make on it."""
 
     def __init__(self, tmp):
-        self.port, peer = free_port(), free_port()
-        self.dir = os.path.join(tmp, "etcd")
-        self.log_path = os.path.join(tmp, "etcd.log")
-        client, peer_url = "http://127.0.0.1:%d" % self.port, "http://127.0.0.1:%d" % peer
-        self.argv = [ETCD, "--name", "e0", "--data-dir", self.dir,
-                     "--listen-client-urls", client, "--advertise-client-urls", client,
-                     "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-                     "--initial-cluster", "e0=" + peer_url]
-        self.proc = None
+        self.cluster = LocalCluster(os.path.join(tmp, "etcd"), n_etcd=1, n_engram=0)
+        self.member = self.cluster.etcd[0]
+        self.port = self.member.client_port
 
     def start(self):
-        if not os.path.isfile(ETCD):
-            raise AssertionError("%s not found: install etcd-server (scripts/deps.sh)" % ETCD)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + ETCD_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError("etcd exited: %s" % self.log()[-2000:])
-            if "ready to serve client requests" in self.log():
-                return self
-            time.sleep(0.05)
-        raise AssertionError("etcd not ready within %ss: %s" % (ETCD_START_TIMEOUT, self.log()[-2000:]))
-
-    def log(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            return f.read()
+        self.member.spawn()
+        self.cluster.wait_etcd([0], ETCD_START_TIMEOUT)
+        return self
 
     def put(self, key, value, lease=0):
         with grpc.insecure_channel("127.0.0.1:%d" % self.port) as ch:
@@ -91,15 +73,7 @@ class Etcd:
                                                  timeout=RPC_TIMEOUT)
 
     def stop(self):
-        if self.proc is None:
-            return
-        p, self.proc = self.proc, None
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+        self.member.term()
 
 
 class CoordinatorCase(ReplicationCase):
