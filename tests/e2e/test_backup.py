@@ -180,23 +180,16 @@ class BackupFileTest(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         cls.cluster = Cluster()
+        cls.addClassCleanup(cls.cluster.close)  # also when the set-up below fails
         cls.p = cls.cluster.primary()
-        try:
-            cls.p.start()
-            c = agent(cls.p)
-            sid = c.create(uid("u"), uid("files"), metadata={"k": "v"}).session_id
-            c.append(sid, "sealed one", "sealed two")
-            cls.dir = os.path.join(cls.cluster.tmp, "backups")
-            os.makedirs(cls.dir)
-            cls.path = os.path.join(cls.dir, "base.egb")
-            cls.info = create(cls.p, cls.path)
-        except BaseException:
-            cls.cluster.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.close()
+        cls.p.start()
+        c = agent(cls.p)
+        sid = c.create(uid("u"), uid("files"), metadata={"k": "v"}).session_id
+        c.append(sid, "sealed one", "sealed two")
+        cls.dir = os.path.join(cls.cluster.tmp, "backups")
+        os.makedirs(cls.dir)
+        cls.path = os.path.join(cls.dir, "base.egb")
+        cls.info = create(cls.p, cls.path)
 
     def copy(self, name):
         dst = os.path.join(tempfile.mkdtemp(dir=self.cluster.tmp), name)

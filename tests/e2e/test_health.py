@@ -93,16 +93,9 @@ class ClusterHealthTest(ReplicationCase):
     @classmethod
     def setUpClass(cls):
         cls.cluster = Cluster()
-        try:
-            cls.p = cls.cluster.primary().start()
-            cls.r1 = cls.cluster.replica("r1", cls.p.addr).start()
-        except BaseException:
-            cls.cluster.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.cluster.close()
+        cls.addClassCleanup(cls.cluster.close)  # also when a start below fails
+        cls.p = cls.cluster.primary().start()
+        cls.r1 = cls.cluster.replica("r1", cls.p.addr).start()
 
     def setUp(self):
         self.wait_connected(self.p, ["r1"])

@@ -113,15 +113,8 @@ class StalledRequestTest(E2ETestCase):
         for p in (cls.stale, cls.other):
             with open(p, "wb") as f:
                 f.write(b"\0" * 4096)
-        try:
-            cls.server.start()
-        except BaseException:
-            cls.server.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
+        cls.addClassCleanup(cls.server.close)  # also when the start fails
+        cls.server.start()
 
     def channel(self, server=None):
         ch = grpc.insecure_channel((server or self.server).addr)
@@ -230,22 +223,15 @@ class SlowReaderTest(E2ETestCase):
         cls.server = Server("--max-page-size", 5, "--default-page-size", 5,
                             "--export-max-ms", EXPORT_MAX_MS, "--backup-max-ms", BACKUP_MAX_MS,
                             "--map-size", 1 << 20, tokens=TOKENS)
-        try:
-            cls.server.start()
-            cls.client = cls.server.client(AGENT)
-            cls.user = uid("big")
-            sid = cls.client.create(cls.user).session_id
-            for _ in range(BIG_CALLS):
-                cls.client.call("AppendMessages", pb.AppendMessagesRequest(
-                    session_id=sid, messages=[M("x" * BIG_BYTES) for _ in range(BIG_PER_CALL)]),
-                    timeout=60)
-        except BaseException:
-            cls.server.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
+        cls.addClassCleanup(cls.server.close)  # also when the set-up below fails
+        cls.server.start()
+        cls.client = cls.server.client(AGENT)
+        cls.user = uid("big")
+        sid = cls.client.create(cls.user).session_id
+        for _ in range(BIG_CALLS):
+            cls.client.call("AppendMessages", pb.AppendMessagesRequest(
+                session_id=sid, messages=[M("x" * BIG_BYTES) for _ in range(BIG_PER_CALL)]),
+                timeout=60)
 
     def stream(self, path, request, token, resp):
         ch = grpc.insecure_channel(self.server.addr)

@@ -204,18 +204,11 @@ class ArchiveSourceCase(ArchiveCase):
         cls.arch = os.path.join(cls.tmp, "arch")
         cls.src = Server("--wal-archive-dir", cls.arch, "--wal-archive-segment-records",
                          cls.SEGMENT_RECORDS, *cls.SERVER_ARGS)
-        try:
-            cls.src.start()
-            cls.build()
-        except BaseException:
-            cls.src.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.src.close()
         if not KEEP:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+            cls.addClassCleanup(shutil.rmtree, cls.tmp, ignore_errors=True)
+        cls.addClassCleanup(cls.src.close)  # first (cleanups run last first)
+        cls.src.start()
+        cls.build()
 
 
 # ---- primary + replica ------------------------------------------------------------
