@@ -36,6 +36,7 @@ import grpc
 
 from harness import E2ETestCase, M, Server, pb, uid
 from test_shutdown_busy import ENGRAMD_FAULT, FaultServer, wait_log
+from test_wal_archive import wait_for
 
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import replication_pb2 as rpb  # noqa: E402
@@ -59,14 +60,6 @@ def md(token):
 
 def threads(server):
     return len(os.listdir("/proc/%d/task" % server.pid))
-
-
-def wait_for(what, cond, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("not within %ss: %s" % (timeout, what))
-        time.sleep(0.02)
 
 
 class Stalled:
@@ -146,7 +139,7 @@ class StalledRequestTest(E2ETestCase):
         calls = self.stalled(self.channel(), EXPORT, AGENT, n)
         # Past --max-exports, refused at once (no thread, no wait).
         wait_for("%d refusals" % (n - MAX_EXPORTS),
-                 lambda: sum(c.done.is_set() for c in calls) >= n - MAX_EXPORTS)
+                 lambda: sum(c.done.is_set() for c in calls) >= n - MAX_EXPORTS, WAIT_S)
         refused = [c for c in calls if c.done.is_set()]
         for c in refused:
             code, details = c.status()
@@ -176,14 +169,14 @@ class StalledRequestTest(E2ETestCase):
         n = 60
         calls = self.stalled(self.channel(server), STREAM, REPL, n) + \
             self.stalled(self.channel(server), STREAM, REPL, n)
-        wait_for("a refusal", lambda: any(c.done.is_set() for c in calls))
+        wait_for("a refusal", lambda: any(c.done.is_set() for c in calls), WAIT_S)
         code, details = next(c for c in calls if c.done.is_set()).status()
         self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
         self.assertIn("streams", details)
         cap = int(re.search(r"at most (\d+)", details).group(1))
         self.assertLess(cap, 2 * n)
         wait_for("%d refusals" % (2 * n - cap),
-                 lambda: sum(c.done.is_set() for c in calls) >= 2 * n - cap)
+                 lambda: sum(c.done.is_set() for c in calls) >= 2 * n - cap, WAIT_S)
         self.assertLessEqual(threads(server), base + cap + SLACK_THREADS)
         # Streams of other kinds are refused too, at once...
         late = self.stalled(self.channel(server), EXPORT, AGENT, 1)[0]
