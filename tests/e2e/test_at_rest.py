@@ -3,6 +3,7 @@ rotation. Edits LMDB with mdb_dump/mdb_load (lmdb-utils) while the server is
 stopped."""
 import base64
 import os
+import pathlib
 import re
 import shutil
 import stat
@@ -125,7 +126,7 @@ class AtRestTest(E2ETestCase):
         self.srv.stop()
         data = os.path.join(self.srv.data_dir, "data.mdb")
         self.assertTrue(os.path.isfile(data))
-        blobs = {p: open(p, "rb").read() for p in files_under(self.srv.data_dir)}
+        blobs = {p: pathlib.Path(p).read_bytes() for p in files_under(self.srv.data_dir)}
         # control: the scan sees what is stored in the clear (ids are not secret)
         self.assertIn(user.encode(), blobs[data], "user_id not found: scan cannot be trusted")
         for name, text in canaries.items():
@@ -143,12 +144,12 @@ class AtRestTest(E2ETestCase):
         keys, _ = read_keyring(path)
         self.assertEqual(len(keys), 1, "want one key")
         self.assertEqual([len(k) for k in keys.values()], [32])
-        before = open(path, "rb").read()
+        before = pathlib.Path(path).read_bytes()
         sid = self.c.create(uid("u"), metadata={"k": "v"}).session_id
         self.c.append(sid, "hello")
         self.srv.stop()
         self.restart()
-        self.assertEqual(open(path, "rb").read(), before, "keyring rewritten on restart")
+        self.assertEqual(pathlib.Path(path).read_bytes(), before, "keyring rewritten on restart")
         self.assertEqual([m.content for m in self.c.all_messages(sid)], ["hello"])
         self.assertEqual(dict(self.c.get(sid).metadata), {"k": "v"})
 

@@ -307,7 +307,12 @@ class CoordinatorEtcdContentTest(CoordinatorCase):
         key = self.PREFIX + "/leader"
         # EG_REPL_MAX_UPSTREAMS + 1 primaries, none of them up: the node
         # follows each one etcd names in turn.
-        addrs = ["127.0.0.1:%d" % free_port() for _ in range(17)]
+        # Distinct: two draws of free_port can give the same port, and a
+        # repeated address is no new entry of the table.
+        ports = set()
+        while len(ports) < 17:
+            ports.add(free_port())
+        addrs = ["127.0.0.1:%d" % p for p in sorted(ports)]
         # On a lease, as engramd puts it (a leader key on none is refused).
         lease = self.etcd.grant(120)
         self.put_fake_leader(key, "fake-0", addrs[0], lease)
