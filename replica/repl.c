@@ -10,7 +10,7 @@
 #include <grpc/grpc_security.h>
 
 #include "common/clock.h"
-#include "grpc/health/v1/health.pb-c.h"
+#include "grpc_health/v1/health.pb-c.h"
 #include "replica/internal.h"
 
 /* How long Promote waits for the primary it follows to answer a probe. */

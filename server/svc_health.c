@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "grpc/health/v1/health.pb-c.h"
+#include "grpc_health/v1/health.pb-c.h"
 #include "replica/replica.h"
 #include "server/service.h"
 #include "server/validate.h"

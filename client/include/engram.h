@@ -30,7 +30,7 @@
 #include "engram/v1/memory.pb-c.h"
 #include "engram/v1/user.pb-c.h"
 #include "engram/v1/session.pb-c.h"
-#include "grpc/health/v1/health.pb-c.h"
+#include "grpc_health/v1/health.pb-c.h"
 
 #ifdef __cplusplus
 extern "C" {

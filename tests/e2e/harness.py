@@ -11,7 +11,6 @@ Environment (set by ctest; defaults for a local run from the repo):
   ENGRAM_E2E_KEEP=1  keep temp dirs (data + logs) for inspection
 """
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -70,17 +69,9 @@ from engram.v1 import session_pb2 as pb  # noqa: E402
 from engram.v1 import session_pb2_grpc as pbg  # noqa: E402
 
 
-def _load_health():
-    # grpc/health/v1 inside PY_GEN would be shadowed by the installed `grpc`
-    # package, so load the module from its file.
-    path = os.path.join(PY_GEN, "grpc", "health", "v1", "health_pb2.py")
-    spec = importlib.util.spec_from_file_location("engram_e2e_health_pb2", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-health_pb2 = _load_health()
+# proto/grpc_health/v1 (package grpc.health.v1), as grpcio-health-checking
+# ships it: a grpc/health/v1 path would be shadowed by the installed `grpc`.
+from grpc_health.v1 import health_pb2  # noqa: E402
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
