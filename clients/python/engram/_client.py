@@ -1,0 +1,86 @@
+"""Engram (blocking, grpc) and AsyncEngram (asyncio, grpc.aio)."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+from engram._api import Admin, Memories, Messages, Session, Sessions, Users
+from engram._core import OnRetry, Tls, _AioCore, _SyncCore
+
+
+class _Base:
+    _core: Any
+
+    def _namespaces(self) -> None:
+        self.sessions = Sessions(self._core)
+        self.messages = Messages(self._core)
+        self.memories = Memories(self._core)
+        self.users = Users(self._core)
+        self.admin = Admin(self._core)
+
+    @property
+    def lsn(self) -> int:
+        """The highest engram-lsn this client has seen (0: none yet)."""
+        return int(self._core.tracker.lsn)
+
+    def session(self, session_id: str) -> Session:
+        """A Session object for session_id (no call is made)."""
+        return Session(self._core, session_id)
+
+
+class Engram(_Base):
+    """A client of one engramd (or a Service in front of several).
+
+    target: "host:port". token: the bearer token (None: dev mode). tls: None
+    (plaintext), True (the system's roots) or grpc.ChannelCredentials.
+    deadline: seconds each call may take, retries included (None: no
+    deadline). retries: extra attempts after UNAVAILABLE, for reads and
+    retry-safe writes. consistency: "client" (reads wait for this client's
+    writes, via engram-min-lsn), "session" (Session objects wait for their
+    own writes only) or "none". backoff: (first, cap) of the jittered
+    exponential backoff in seconds. on_retry(error, attempt, delay) is called
+    before each retry. options: extra gRPC channel options.
+    Thread safety: one client may be used from many threads."""
+
+    def __init__(self, target: str, token: Optional[str] = None, tls: Tls = None,
+                 deadline: Optional[float] = 10.0, retries: int = 3,
+                 consistency: str = "client", *, backoff: Tuple[float, float] = (0.1, 2.0),
+                 on_retry: Optional[OnRetry] = None,
+                 options: Sequence[Tuple[str, Any]] = ()) -> None:
+        self._core = _SyncCore(target, tls, options, token=token, deadline=deadline,
+                               retries=retries, consistency=consistency, backoff=backoff,
+                               on_retry=on_retry)
+        self._namespaces()
+
+    def close(self) -> None:
+        self._core.close()
+
+    def __enter__(self) -> "Engram":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncEngram(_Base):
+    """Engram over grpc.aio: the same arguments and namespaces; every method
+    returns an awaitable and list iterators are async iterators. Create it
+    inside the event loop that uses it."""
+
+    def __init__(self, target: str, token: Optional[str] = None, tls: Tls = None,
+                 deadline: Optional[float] = 10.0, retries: int = 3,
+                 consistency: str = "client", *, backoff: Tuple[float, float] = (0.1, 2.0),
+                 on_retry: Optional[OnRetry] = None,
+                 options: Sequence[Tuple[str, Any]] = ()) -> None:
+        self._core = _AioCore(target, tls, options, token=token, deadline=deadline,
+                              retries=retries, consistency=consistency, backoff=backoff,
+                              on_retry=on_retry)
+        self._namespaces()
+
+    async def close(self) -> None:
+        await self._core.close()
+
+    async def __aenter__(self) -> "AsyncEngram":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

@@ -1,0 +1,327 @@
+"""Call machinery under the namespaces: one channel, deadlines, retries,
+read-your-writes. _SyncCore runs calls on a grpc.Channel, _AioCore on a
+grpc.aio.Channel; both share _Core's policy, so the namespaces (engram/_api.py)
+serve both clients."""
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import (Any, AsyncIterator, Callable, Dict, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple, Union)
+
+import grpc
+from google.protobuf.message import Message as PbMessage
+
+from engram import _errors, _pb
+
+LSN_KEY = "engram-lsn"
+MIN_LSN_KEY = "engram-min-lsn"
+# Pages of memories with embeddings pass gRPC's default 4 MiB receive limit.
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# Bound on the pages one iterator follows: a server that keeps answering a
+# next_page_token would otherwise loop forever.
+MAX_PAGES = 1_000_000
+
+Metadata = Sequence[Tuple[str, Union[str, bytes]]]
+OnRetry = Callable[[_errors.EngramError, int, float], None]
+Tls = Union[None, bool, grpc.ChannelCredentials]
+
+
+class Kind(enum.Enum):
+    """What a call may be retried as: READ always (on UNAVAILABLE), SAFE_WRITE
+    when the contract makes a repeat harmless, WRITE never."""
+    READ = 1
+    SAFE_WRITE = 2
+    WRITE = 3
+
+
+class Consistency(str, enum.Enum):
+    CLIENT = "client"    # one LSN for the client: reads see all its writes
+    SESSION = "session"  # Session objects carry their own LSN as well
+    NONE = "none"        # no engram-min-lsn sent
+
+
+class LsnTracker:
+    """The highest engram-lsn seen; with a parent, the parent sees it too.
+    Thread safety: any thread (and any task)."""
+
+    def __init__(self, parent: Optional["LsnTracker"] = None) -> None:
+        self._mu = threading.Lock()
+        self._lsn = 0
+        self._parent = parent
+
+    @property
+    def lsn(self) -> int:
+        return self._lsn
+
+    def note(self, lsn: int) -> None:
+        with self._mu:
+            if lsn > self._lsn:
+                self._lsn = lsn
+        if self._parent is not None:
+            self._parent.note(lsn)
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """One RPC: its service's stub class, method name, request class and
+    retry kind (a kind function decides per request, after filling it)."""
+    stub: Any
+    method: str
+    request: Any
+    kind: Union[Kind, Callable[[Any], Kind]]
+
+
+def build_request(rpc: Rpc, request: Any, fields: Mapping[str, Any]) -> Any:
+    """request (a message or a dict of its fields) or the keyword fields,
+    never both."""
+    if request is not None and fields:
+        raise TypeError("%s: pass a request or keyword fields, not both" % rpc.method)
+    if request is None:
+        return rpc.request(**fields)
+    if isinstance(request, Mapping):
+        return rpc.request(**request)
+    if not isinstance(request, rpc.request):
+        raise TypeError("%s: request must be %s, not %s" % (
+            rpc.method, rpc.request.DESCRIPTOR.full_name, type(request).__name__))
+    return request
+
+
+def fill_client_message_ids(req: Any) -> Kind:
+    """AppendMessages is retry-safe once every message has a
+    client_message_id (the server does not append an id twice): gives each
+    message without one a random id. Changes req."""
+    for m in req.messages:
+        if not m.client_message_id:
+            m.client_message_id = "sdk-" + uuid.uuid4().hex
+    return Kind.SAFE_WRITE
+
+
+def create_session_kind(req: Any) -> Kind:
+    """A CreateSession with a session_id returns the existing session when
+    repeated; without one each call makes a new session."""
+    return Kind.SAFE_WRITE if req.session.session_id else Kind.WRITE
+
+
+class _Core:
+    def __init__(self, token: Optional[str], deadline: Optional[float], retries: int,
+                 consistency: str, backoff: Tuple[float, float],
+                 on_retry: Optional[OnRetry]) -> None:
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+        if deadline is not None and deadline <= 0:
+            raise ValueError("deadline must be > 0 seconds (or None for none)")
+        self.consistency = Consistency(consistency)
+        self.deadline = deadline
+        self.retries = retries
+        self.backoff = backoff
+        self.on_retry = on_retry
+        self.md: Tuple[Tuple[str, str], ...] = (
+            (("authorization", "Bearer " + token),) if token else ())
+        self.tracker = LsnTracker()
+        self._stubs: Dict[Any, Any] = {}
+
+    def stub(self, cls: Any) -> Any:
+        s = self._stubs.get(cls)
+        if s is None:
+            s = self._stubs[cls] = cls(self.channel)  # type: ignore[attr-defined]
+        return s
+
+    def tracker_for_session(self) -> LsnTracker:
+        """The LSN a new Session object keeps: its own (reporting to the
+        client's) in session consistency, else the client's."""
+        if self.consistency is Consistency.SESSION:
+            return LsnTracker(self.tracker)
+        return self.tracker
+
+    def prepare(self, rpc: Rpc, req: Any, tracker: Optional[LsnTracker],
+                timeout: Optional[float], metadata: Optional[Metadata]
+                ) -> Tuple[Kind, List[Tuple[str, Any]], Optional[float]]:
+        kind = rpc.kind(req) if callable(rpc.kind) else rpc.kind
+        md: List[Tuple[str, Any]] = list(self.md) + list(metadata or ())
+        t = tracker or self.tracker
+        if kind is Kind.READ and self.consistency is not Consistency.NONE and t.lsn:
+            md.append((MIN_LSN_KEY, str(t.lsn)))
+        budget = timeout if timeout is not None else self.deadline
+        end = None if budget is None else time.monotonic() + budget
+        return kind, md, end
+
+    @staticmethod
+    def note_lsn(tracker: LsnTracker, initial: Optional[Metadata]) -> None:
+        for k, v in initial or ():
+            if k == LSN_KEY:
+                tracker.note(int(v))
+
+    def retry_delay(self, kind: Kind, err: _errors.EngramError, attempt: int,
+                    end: Optional[float]) -> Optional[float]:
+        """Seconds to wait before attempt + 1, or None: do not retry."""
+        if kind is Kind.WRITE or err.code != grpc.StatusCode.UNAVAILABLE:
+            return None
+        if attempt >= self.retries:
+            return None
+        base, cap = self.backoff
+        # Full jitter (clients that failed together do not retry together),
+        # never sooner than the server's RetryInfo asks.
+        delay = random.uniform(0, min(cap, base * (2 ** attempt)))
+        if err.retry_delay is not None:
+            delay = max(delay, err.retry_delay)
+        if end is not None and time.monotonic() + delay >= end:
+            return None
+        if self.on_retry is not None:
+            self.on_retry(err, attempt + 1, delay)
+        return delay
+
+    @staticmethod
+    def remaining(end: Optional[float]) -> Optional[float]:
+        return None if end is None else max(0.001, end - time.monotonic())
+
+
+def channel_options(extra: Sequence[Tuple[str, Any]]) -> List[Tuple[str, Any]]:
+    return [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            # Reconnect soon after a restart, so a retry inside the deadline
+            # finds the server instead of the channel's 1 s backoff.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000)] + list(extra)
+
+
+def credentials(tls: Tls) -> Optional[grpc.ChannelCredentials]:
+    if tls is None or tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    if isinstance(tls, grpc.ChannelCredentials):
+        return tls
+    raise TypeError("tls must be None, True or grpc.ChannelCredentials")
+
+
+class _SyncCore(_Core):
+    def __init__(self, target: str, tls: Tls, options: Sequence[Tuple[str, Any]],
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        creds = credentials(tls)
+        opts = channel_options(options)
+        self.channel = (grpc.secure_channel(target, creds, opts) if creds
+                        else grpc.insecure_channel(target, opts))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def unary(self, rpc: Rpc, request: Any, fields: Mapping[str, Any], *,
+              tracker: Optional[LsnTracker] = None, timeout: Optional[float] = None,
+              metadata: Optional[Metadata] = None) -> Any:
+        req = build_request(rpc, request, fields)
+        kind, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
+        fn = getattr(self.stub(rpc.stub), rpc.method)
+        attempt = 0
+        while True:
+            try:
+                resp, call = fn.with_call(req, timeout=self.remaining(end), metadata=md)
+            except grpc.RpcError as e:
+                err = _errors.from_rpc_error(e)
+                delay = self.retry_delay(kind, err, attempt, end)
+                if delay is None:
+                    raise err from None
+                time.sleep(delay)
+                attempt += 1
+                continue
+            self.note_lsn(tracker or self.tracker, call.initial_metadata())
+            return resp
+
+    def paged(self, rpc: Rpc, items: str, request: Any, fields: Mapping[str, Any],
+              **kw: Any) -> Iterator[Any]:
+        req = build_request(rpc, request, fields)
+        for _ in range(MAX_PAGES):
+            page = self.unary(rpc, req, {}, **kw)
+            yield from getattr(page, items)
+            if not page.next_page_token:
+                return
+            nxt = rpc.request()
+            nxt.CopyFrom(req)
+            nxt.page_token = page.next_page_token
+            req = nxt
+        raise RuntimeError("%s: more than %d pages" % (rpc.method, MAX_PAGES))
+
+    def stream(self, rpc: Rpc, request: Any, fields: Mapping[str, Any], *,
+               tracker: Optional[LsnTracker] = None, timeout: Optional[float] = None,
+               metadata: Optional[Metadata] = None) -> Iterator[Any]:
+        """A server-streaming call, not retried (a repeat would restart it)."""
+        req = build_request(rpc, request, fields)
+        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
+        it = getattr(self.stub(rpc.stub), rpc.method)(req, timeout=self.remaining(end),
+                                                        metadata=md)
+        try:
+            yield from it
+        except grpc.RpcError as e:
+            raise _errors.from_rpc_error(e) from None
+        finally:
+            it.cancel()
+
+
+class _AioCore(_Core):
+    def __init__(self, target: str, tls: Tls, options: Sequence[Tuple[str, Any]],
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        creds = credentials(tls)
+        opts = channel_options(options)
+        self.channel = (grpc.aio.secure_channel(target, creds, opts) if creds
+                        else grpc.aio.insecure_channel(target, opts))
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def unary(self, rpc: Rpc, request: Any, fields: Mapping[str, Any], *,
+                    tracker: Optional[LsnTracker] = None, timeout: Optional[float] = None,
+                    metadata: Optional[Metadata] = None) -> Any:
+        req = build_request(rpc, request, fields)
+        kind, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
+        fn = getattr(self.stub(rpc.stub), rpc.method)
+        attempt = 0
+        while True:
+            call = fn(req, timeout=self.remaining(end), metadata=md)
+            try:
+                resp = await call
+            except grpc.RpcError as e:
+                err = _errors.from_rpc_error(e)
+                delay = self.retry_delay(kind, err, attempt, end)
+                if delay is None:
+                    raise err from None
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            self.note_lsn(tracker or self.tracker, await call.initial_metadata())
+            return resp
+
+    async def paged(self, rpc: Rpc, items: str, request: Any, fields: Mapping[str, Any],
+                    **kw: Any) -> AsyncIterator[Any]:
+        req = build_request(rpc, request, fields)
+        for _ in range(MAX_PAGES):
+            page = await self.unary(rpc, req, {}, **kw)
+            for item in getattr(page, items):
+                yield item
+            if not page.next_page_token:
+                return
+            nxt = rpc.request()
+            nxt.CopyFrom(req)
+            nxt.page_token = page.next_page_token
+            req = nxt
+        raise RuntimeError("%s: more than %d pages" % (rpc.method, MAX_PAGES))
+
+    async def stream(self, rpc: Rpc, request: Any, fields: Mapping[str, Any], *,
+                     tracker: Optional[LsnTracker] = None, timeout: Optional[float] = None,
+                     metadata: Optional[Metadata] = None) -> AsyncIterator[Any]:
+        req = build_request(rpc, request, fields)
+        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
+        call = getattr(self.stub(rpc.stub), rpc.method)(req, timeout=self.remaining(end),
+                                                          metadata=md)
+        try:
+            async for item in call:
+                yield item
+        except grpc.RpcError as e:
+            raise _errors.from_rpc_error(e) from None
+        finally:
+            call.cancel()
