@@ -172,6 +172,10 @@ class _Core:
             delay = max(delay, err.retry_delay)
         if end is not None and time.monotonic() + delay >= end:
             return None
+        # A retry is sent with wait_for_ready: a channel that lost its
+        # server fails calls at once until it reconnects (measured: seconds
+        # after the server was back), so the retry waits for the connection
+        # instead, within the deadline.
         if self.on_retry is not None:
             self.on_retry(err, attempt + 1, delay)
         return delay
@@ -184,9 +188,16 @@ class _Core:
 def channel_options(extra: Sequence[Tuple[str, Any]]) -> List[Tuple[str, Any]]:
     return [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             # Reconnect soon after a restart, so a retry inside the deadline
-            # finds the server instead of the channel's 1 s backoff.
+            # finds the server: after a failed connect the channel resolves
+            # the target again, at most this often (gRPC's default waits
+            # seconds), then connects with this backoff.
+            ("grpc.dns_min_time_between_resolutions_ms", 500),
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000)] + list(extra)
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            # Subchannels of the process-wide pool are shared with other
+            # channels and keep their reconnect backoff (seconds, measured
+            # here) whatever this channel asks.
+            ("grpc.use_local_subchannel_pool", 1)] + list(extra)
 
 
 def credentials(tls: Tls) -> Optional[grpc.ChannelCredentials]:
@@ -220,7 +231,8 @@ class _SyncCore(_Core):
         attempt = 0
         while True:
             try:
-                resp, call = fn.with_call(req, timeout=self.remaining(end), metadata=md)
+                resp, call = fn.with_call(req, timeout=self.remaining(end), metadata=md,
+                                          wait_for_ready=attempt > 0 or None)
             except grpc.RpcError as e:
                 err = _errors.from_rpc_error(e)
                 delay = self.retry_delay(kind, err, attempt, end)
@@ -282,7 +294,8 @@ class _AioCore(_Core):
         fn = getattr(self.stub(rpc.stub), rpc.method)
         attempt = 0
         while True:
-            call = fn(req, timeout=self.remaining(end), metadata=md)
+            call = fn(req, timeout=self.remaining(end), metadata=md,
+                      wait_for_ready=attempt > 0 or None)
             try:
                 resp = await call
             except grpc.RpcError as e:
