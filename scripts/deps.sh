@@ -16,6 +16,9 @@ test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
 command -v kubectl >/dev/null || test_pkgs+=(kubernetes-client)
 # tests/e2e/test_k8s_manifests.py checks deploy/k8s against the API's types.
 test_pkgs+=(python3-kubernetes)
+# clients/python: the SDK installs offline into a venv (pip, setuptools and
+# wheel from Debian; tests/test_install.py).
+test_pkgs+=(python3-venv python3-pip python3-setuptools python3-wheel)
 # The etcd unit suite and the failover tests run a real etcd (bench uses
 # test_pkgs too).
 test_pkgs+=(etcd-server etcd-client)
