@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "coord/coord.h"
 #include "replica/replica.h"
 #include "server/archiver.h"
@@ -406,6 +407,12 @@ int main(int argc, char **argv) {
   eg_store *store = NULL;
   int lock_fd = -1;
 
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--version") == 0) {
+      printf("engramd %s\n", ENGRAM_VERSION);
+      return 0;
+    }
+  /* Flag errors and --help go out plainly, before the log is set up. */
   if (eg_config_parse(&cfg, argc, argv, (eg_getenv_fn)getenv, &help, err, sizeof err) != EG_OK) {
     fprintf(stderr, "engramd: %s (see engramd --help)\n", err);
     return 2;
@@ -414,6 +421,11 @@ int main(int argc, char **argv) {
     eg_config_usage(stdout);
     return 0;
   }
+  eg_log_setup(cfg.log_format, cfg.log_level); /* both checked by eg_config_parse */
+  char effective[EG_LOG_LINE_MAX];
+  eg_config_describe(&cfg, effective, sizeof effective);
+  eg_log_field version = {"version", ENGRAM_VERSION};
+  eg_log_with(EG_LOG_INFO, &version, 1, "starting engramd %s with %s", ENGRAM_VERSION, effective);
 
   /* Before any thread exists, so every thread inherits the mask and only
    * main's sigwait (and, while draining, the force-exit thread's) sees
