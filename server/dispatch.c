@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "replica/replica.h"
 #include "server/call.h"
 #include "server/validate.h"
@@ -446,7 +447,7 @@ static void eg_start_stream(eg_call *c) {
     int rc = pthread_create(&t, &a, eg_stream_main, c);
     pthread_attr_destroy(&a);
     if (rc == 0) return;
-    fprintf(stderr, "engramd: cannot start a thread for a %s stream: %s\n", m->path, strerror(rc));
+    eg_log(EG_LOG_ERROR, "cannot start a thread for a %s stream: %s", m->path, strerror(rc));
     eg_stream_leave(tp, m->places, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "engramd: cannot start a thread for this stream");
     e = EG_ENOMEM;

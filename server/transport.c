@@ -188,7 +188,7 @@ void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *paylo
   c->state = EG_CALL_REPLYING;
   eg_metrics_count(c->w->tp->metrics, c->mi, code);
   if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
-    fprintf(stderr, "engramd: cannot send a reply\n");
+    eg_log(EG_LOG_WARN, "cannot send a reply");
     eg_call_free(c);
   }
 }
@@ -399,10 +399,10 @@ fail:
  * is stuck: exit without the rest of the drain rather than let gRPC abort
  * (every acknowledged write is already durable). */
 static void eg_calls_stuck(eg_transport *tp) {
-  fprintf(stderr,
-          "engramd: a handler is still running %lld ms after the calls were cancelled "
-          "(--call-timeout-ms); exiting without draining\n",
-          (long long)tp->srv->cfg->call_timeout_ms);
+  eg_log(EG_LOG_ERROR,
+         "a handler is still running %lld ms after the calls were cancelled "
+         "(--call-timeout-ms); exiting without draining",
+         (long long)tp->srv->cfg->call_timeout_ms);
   _exit(1);
 }
 
@@ -434,8 +434,8 @@ void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
    * every call ended within the grace) for the shutdown and the drain. */
   int64_t until = eg_mono_us() + tp->srv->cfg->call_timeout_ms * 1000;
   if (ev.type == GRPC_QUEUE_TIMEOUT) {
-    fprintf(stderr, "engramd: calls still running after %lld ms; cancelling them\n",
-            (long long)grace_ms);
+    eg_log(EG_LOG_WARN, "calls still running after %lld ms; cancelling them",
+           (long long)grace_ms);
     grpc_server_cancel_all_calls(tp->server);
     /* The shutdown completes once the handlers let go of their calls. */
     ev = grpc_completion_queue_next(
