@@ -11,6 +11,7 @@
 #include "coord/coord.h"
 #include "engram/coord/v1/coord.pb-c.h"
 #include "common/bgthread.h"
+#include "common/log.h"
 
 /* How often a changed PREFIX/leader_lsn is written at most: it only bounds
  * the lag rule, so a write a tick is not worth it. */
@@ -83,8 +84,8 @@ static eg_err eg_coord_keep_lease(eg_coord *c, char *err, size_t errlen) {
     eg_coord_lease_until(c, t_sent);
     return EG_OK;
   }
-  fprintf(stderr, "engramd: coordinator: lease %" PRId64 " expired in etcd%s\n", c->lease,
-          eg_repl_is_primary(c->repl) ? ": fenced, no write is acknowledged here any more" : "");
+  eg_log(EG_LOG_WARN, "coordinator: lease %" PRId64 " expired in etcd%s", c->lease,
+         eg_repl_is_primary(c->repl) ? ": fenced, no write is acknowledged here any more" : "");
   eg_repl_set_lease(c->repl, 0);
   c->lease = 0;
   return eg_coord_keep_lease(c, err, errlen);
@@ -194,9 +195,9 @@ static eg_err eg_coord_stand(eg_coord *c, const eg_coord_view *v, uint64_t epoch
      * since this node read them. Said once a period: a leaderless period
      * of lost elections is worth a look. */
     if (!c->said_lost)
-      fprintf(stderr, "engramd: coordinator: lost the election at epoch %" PRIu64 ": %s or %s "
-                      "changed since revision %" PRId64 "\n", epoch, c->k_leader, c->k_epoch,
-              v->revision);
+      eg_log(EG_LOG_INFO, "coordinator: lost the election at epoch %" PRIu64 ": %s or %s "
+                          "changed since revision %" PRId64, epoch, c->k_leader, c->k_epoch,
+             v->revision);
     c->said_lost = 1;
     return EG_OK;
   }
@@ -206,16 +207,16 @@ static eg_err eg_coord_stand(eg_coord *c, const eg_coord_view *v, uint64_t epoch
   if (e) {
     c->unhealthy_until_us = eg_mono_us() + EG_COORD_PROMOTE_BACKOFF_US;
     /* Holding the key without leading would stall the cluster for a TTL. */
-    fprintf(stderr, "engramd: coordinator: won the election at epoch %" PRIu64 " but cannot "
-                    "promote (%s: %s); revoking the lease so another node can stand\n",
-            epoch, eg_err_msg(e), msg);
+    eg_log(EG_LOG_ERROR, "coordinator: won the election at epoch %" PRIu64 " but cannot "
+                         "promote (%s: %s); revoking the lease so another node can stand",
+           epoch, eg_err_msg(e), msg);
     c->lead_lease = 0;
     e = eg_etcd_lease_revoke(c->etcd, c->lease, err, errlen);
     if (!e) c->lease = 0;
     return e;
   }
-  fprintf(stderr, "engramd: coordinator: elected primary at epoch %" PRIu64 " (lsn %" PRIu64 ")\n",
-          epoch, lsn);
+  eg_log(EG_LOG_INFO, "coordinator: elected primary at epoch %" PRIu64 " (lsn %" PRIu64 ")",
+         epoch, lsn);
   pthread_mutex_lock(&c->st_mu);
   c->st.elections_won++;
   snprintf(c->st.leader_id, sizeof c->st.leader_id, "%s", c->id);
@@ -252,8 +253,8 @@ static void eg_coord_follow(eg_coord *c, const char *address) {
   } else if (e == EG_OK) {
     c->follow_failed[0] = '\0';
   } else if (strcmp(c->follow_failed, address) != 0) {
-    fprintf(stderr, "engramd: coordinator: cannot follow the primary at %s: %s\n", address,
-            eg_err_msg(e));
+    eg_log(EG_LOG_WARN, "coordinator: cannot follow the primary at %s: %s", address,
+           eg_err_msg(e));
     snprintf(c->follow_failed, sizeof c->follow_failed, "%s", address);
   }
 }
@@ -272,8 +273,8 @@ static eg_err eg_coord_act(eg_coord *c, const eg_coord_view *v, const eg_coord_d
     case EG_COORD_STAND:
       return eg_coord_stand(c, v, d->epoch, err, errlen);
     case EG_COORD_REVOKE:
-      fprintf(stderr, "engramd: coordinator: the leader key names this node, which does not "
-                      "lead: revoking its lease %" PRId64 "\n", d->lease);
+      eg_log(EG_LOG_WARN, "coordinator: the leader key names this node, which does not "
+                          "lead: revoking its lease %" PRId64, d->lease);
       if (d->lease == c->lease) c->lease = 0;
       return eg_etcd_lease_revoke(c->etcd, d->lease, err, errlen);
     case EG_COORD_DEMOTE:
@@ -319,15 +320,15 @@ static void eg_coord_track(eg_coord *c, eg_coord_view *v) {
 /* Logs what the read and the decision found wrong, once each. */
 static void eg_coord_say(eg_coord *c, const eg_coord_view *v, const eg_coord_decision *d) {
   if (v->n_bad_members && v->bad_member_revision > c->said_bad_member) {
-    fprintf(stderr, "engramd: coordinator: ignoring %zu key(s) under %s that hold no Member "
-                    "value engramd can read (the newest at mod_revision %" PRId64 ")\n",
-            v->n_bad_members, c->k_members, v->bad_member_revision);
+    eg_log(EG_LOG_WARN, "coordinator: ignoring %zu key(s) under %s that hold no Member "
+                        "value engramd can read (the newest at mod_revision %" PRId64 ")",
+           v->n_bad_members, c->k_members, v->bad_member_revision);
     c->said_bad_member = v->bad_member_revision;
   }
   if (strcmp(d->problem, c->said) == 0) return;
   if (d->problem[0])
-    fprintf(stderr, "engramd: coordinator: %s%s\n",
-            d->action == EG_COORD_WAIT && !v->has_leader ? "NO PRIMARY: " : "", d->problem);
+    eg_log(EG_LOG_WARN, "coordinator: %s%s",
+           d->action == EG_COORD_WAIT && !v->has_leader ? "NO PRIMARY: " : "", d->problem);
   snprintf(c->said, sizeof c->said, "%s", d->problem);
 }
 
@@ -431,7 +432,7 @@ static void eg_coord_tick(eg_coord *c) {
     }
   }
   if (e == EG_OK) {
-    if (c->etcd_down_said) fprintf(stderr, "engramd: coordinator: etcd answers again\n");
+    if (c->etcd_down_said) eg_log(EG_LOG_INFO, "coordinator: etcd answers again");
     c->etcd_down_said = 0;
     return;
   }
@@ -441,7 +442,7 @@ static void eg_coord_tick(eg_coord *c) {
   if (!eg_repl_is_primary(c->repl) && eg_repl_fenced(c->repl)) eg_coord_follow(c, "");
   char problem[256];
   eg_coord_tick_problem(c, e, err, problem, sizeof problem);
-  if (!c->etcd_down_said) fprintf(stderr, "engramd: coordinator: %s\n", problem);
+  if (!c->etcd_down_said) eg_log(EG_LOG_WARN, "coordinator: %s", problem);
   c->etcd_down_said = 1;
   eg_coord_set_status(c, NULL, problem, 0);
 }
@@ -515,10 +516,10 @@ void eg_coord_stop(eg_coord *c) {
     /* The key goes now, instead of after the TTL: the others elect at once. */
     eg_err e = eg_etcd_lease_revoke(c->etcd, c->lease, err, sizeof err);
     if (e)
-      fprintf(stderr, "engramd: coordinator: cannot revoke lease %" PRId64 " (%s)%s\n", c->lease,
-              err, primary ? ": the others elect once it expires" : "");
+      eg_log(EG_LOG_WARN, "coordinator: cannot revoke lease %" PRId64 " (%s)%s", c->lease,
+             err, primary ? ": the others elect once it expires" : "");
     else if (primary)
-      fprintf(stderr, "engramd: coordinator: fenced and gave up the lead\n");
+      eg_log(EG_LOG_INFO, "coordinator: fenced and gave up the lead");
     c->lease = 0;
   }
   eg_etcd_free(c->etcd);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "engram/v1/replication.pb-c.h"
 #include "replica/internal.h"
 
@@ -68,7 +69,7 @@ static eg_err eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h,
 static void eg_follow_log(const char *line) {
   static char last[512]; /* the follower is one thread */
   if (strcmp(line, last) == 0) return;
-  fprintf(stderr, "engramd: replica: %s\n", line);
+  eg_log(EG_LOG_WARN, "replica: %s", line);
   snprintf(last, sizeof last, "%s", line);
 }
 
@@ -148,12 +149,12 @@ static int eg_follow_once(eg_repl *r) {
       atomic_store(&r->connected, 1);
       eg_err e = EG_OK;
       if (m->resync) {
-        fprintf(stderr, "engramd: replica: primary asks for a resync: %s\n", m->reason);
+        eg_log(EG_LOG_WARN, "replica: primary asks for a resync: %s", m->reason);
         streamed = -1;
       } else {
         streamed = 1;
         if (m->n_records) e = eg_follow_apply(r, m);
-        if (e) fprintf(stderr, "engramd: replica: cannot apply the primary's log: %s\n", eg_err_msg(e));
+        if (e) eg_log(EG_LOG_ERROR, "replica: cannot apply the primary's log: %s", eg_err_msg(e));
       }
       /* Caught up as of this message: what behind_ms counts from. */
       if (!e && streamed > 0 && eg_store_last_lsn(r->store) >= m->primary_lsn)
@@ -195,7 +196,7 @@ void *eg_repl_follower_main(void *arg) {
         kill(getpid(), EG_REPL_RESTART_SIGNAL);
         break;
       }
-      fprintf(stderr, "engramd: replica: snapshot failed; retrying\n");
+      eg_log(EG_LOG_WARN, "replica: snapshot failed; retrying");
     }
     if (rc > 0) backoff = EG_BACKOFF_MIN_MS;
     eg_follow_sleep(r, backoff);

@@ -10,6 +10,7 @@
 #include <grpc/grpc_security.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "grpc_health/v1/health.pb-c.h"
 #include "replica/internal.h"
 
@@ -215,7 +216,7 @@ int eg_repl_claim_restart(eg_repl *r) { return eg_repl_claim_restart_as(r, 0); }
 void eg_repl_request_restart(eg_repl *r, const char *why) {
   if (!eg_repl_claim_restart_as(r, 1)) return;
   /* main sees the flag after the stop and executes itself anew. */
-  fprintf(stderr, "engramd: restarting: %s\n", why);
+  eg_log(EG_LOG_INFO, "restarting: %s", why);
   kill(getpid(), EG_REPL_RESTART_SIGNAL);
 }
 
@@ -303,7 +304,7 @@ static eg_err eg_repl_take_over(eg_repl *r, uint64_t epoch, uint64_t *out_epoch,
              (unsigned long long)next, (unsigned long long)now);
     e = EG_EPRECOND;
   } else if ((e = r->write(r->writer, eg_repl_set_epoch, &next, lsn)) != EG_OK) {
-    fprintf(stderr, "engramd: promotion failed: %s; following again\n", eg_err_msg(e));
+    eg_log(EG_LOG_ERROR, "promotion failed: %s; following again", eg_err_msg(e));
     snprintf(msg, msglen, "promotion failed: %s", eg_err_msg(e));
     e = e == EG_EPRECOND || e == EG_EINVAL ? EG_EIO : e;
   }
@@ -317,8 +318,8 @@ static eg_err eg_repl_take_over(eg_repl *r, uint64_t epoch, uint64_t *out_epoch,
   atomic_store(&r->is_primary, 1);
   atomic_store(&r->cur, -1); /* follows nobody: eg_repl_upstream says NULL */
   *out_epoch = next;
-  fprintf(stderr, "engramd: promoted to primary: epoch %llu from lsn %llu\n",
-          (unsigned long long)next, (unsigned long long)*lsn);
+  eg_log(EG_LOG_INFO, "promoted to primary: epoch %llu from lsn %llu",
+         (unsigned long long)next, (unsigned long long)*lsn);
   return EG_OK;
 }
 
@@ -374,19 +375,19 @@ eg_err eg_repl_follow(eg_repl *r, const char *primary) {
       atomic_store(&r->connected, 0);
       atomic_store(&r->cur, -1);
       pthread_mutex_unlock(&r->mu);
-      fprintf(stderr, "engramd: replica: following nobody (no primary) from lsn %llu\n",
-              (unsigned long long)eg_store_last_lsn(r->store));
+      eg_log(EG_LOG_INFO, "replica: following nobody (no primary) from lsn %llu",
+             (unsigned long long)eg_store_last_lsn(r->store));
     }
   } else if (!e) {
     if (!u || strcmp(u->addr, primary) != 0) {
       eg_repl_stop_follower_locked(r);
       e = eg_repl_upstream_pick(r, primary);
       if (e)
-        fprintf(stderr, "engramd: replica: cannot follow %s: %s%s\n", primary, eg_err_msg(e),
-                e == EG_ELIMIT ? " (more primaries than EG_REPL_MAX_UPSTREAMS in this process's "
+        eg_log(EG_LOG_WARN, "replica: cannot follow %s: %s%s", primary, eg_err_msg(e),
+               e == EG_ELIMIT ? " (more primaries than EG_REPL_MAX_UPSTREAMS in this process's "
                                  "life: restart it)" : "");
       else
-        fprintf(stderr, "engramd: replica: following %s\n", primary);
+        eg_log(EG_LOG_INFO, "replica: following %s", primary);
     }
     /* Also after a failed pick: the follower goes on with the one before.
      * Unless a snapshot it fetched before the halt claimed a restart: that

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "crypto/crypto.h"
 #include "engram/v1/replication.pb-c.h"
 #include "replica/internal.h"
@@ -190,11 +191,11 @@ void eg_repl_remove_stale_copies(const char *dir) {
       continue;
     eg_snap_path(path, sizeof path, dir, de->d_name);
     if (unlink(path) == 0)
-      fprintf(stderr, "engramd: removed %s, a copy of the store that an engramd which stopped "
-              "while serving a snapshot or backup left behind\n", path);
+      eg_log(EG_LOG_INFO, "removed %s, a copy of the store that an engramd which stopped "
+             "while serving a snapshot or backup left behind", path);
     else
-      fprintf(stderr, "engramd: cannot remove %s, a stale copy of the store: %s\n", path,
-              strerror(errno));
+      eg_log(EG_LOG_WARN, "cannot remove %s, a stale copy of the store: %s", path,
+             strerror(errno));
   }
   closedir(d);
 }
@@ -276,8 +277,8 @@ eg_err eg_repl_fetch_snapshot(eg_repl *r) {
   if (!e) e = eg_store_file_check(partial, lsn, epoch, &info, why, sizeof why);
   if (!e && rename(partial, ready) != 0) e = EG_EIO;
   if (e) unlink(partial);
-  fprintf(stderr, "engramd: replica: snapshot %s%s%s\n",
-          e ? eg_err_msg(e) : "received and checked", why[0] ? ": " : "", why);
+  eg_log(e ? EG_LOG_WARN : EG_LOG_INFO, "replica: snapshot %s%s%s",
+         e ? eg_err_msg(e) : "received and checked", why[0] ? ": " : "", why);
   return e;
 }
 
@@ -286,7 +287,7 @@ eg_err eg_repl_install_pending(const char *dir) {
   struct stat st;
   eg_snap_path(ready, sizeof ready, dir, EG_REPL_SNAPSHOT_READY);
   if (stat(ready, &st) != 0) return EG_OK;
-  fprintf(stderr, "engramd: replica: installing the snapshot fetched from the primary\n");
+  eg_log(EG_LOG_INFO, "replica: installing the snapshot fetched from the primary");
   return eg_store_install_snapshot(dir, ready);
 }
 

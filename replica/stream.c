@@ -225,7 +225,7 @@ eg_err eg_repl_serve_stream(eg_repl *r, const Engram__V1__StreamRequest *hello, 
   eg_err e;
   if (!eg_repl_is_primary(r)) {
     snprintf(msg, msglen, "this node is not the primary");
-    e = EG_EPRECOND;
+    e = EG_ENOTPRIMARY;
     goto out;
   }
   /* The replica's entry first, before any reader slot is taken: the table

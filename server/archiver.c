@@ -12,6 +12,7 @@
 #include "common/clock.h"
 #include "crypto/crypto.h"
 #include "common/bgthread.h"
+#include "common/log.h"
 
 /* One batch: what one read txn copies out, at most this many records and
  * (but for a single larger record) bytes. The archiver writes and fsyncs
@@ -75,7 +76,7 @@ static void eg_arch_problem(eg_archiver *a, const char *line) {
   int fresh = strcmp(a->problem, line) != 0;
   snprintf(a->problem, sizeof a->problem, "%s", line);
   pthread_mutex_unlock(&a->bg.mu);
-  if (fresh) fprintf(stderr, "engramd: WAL archive %s: %s\n", a->dir, line);
+  if (fresh) eg_log(EG_LOG_WARN, "WAL archive %s: %s", a->dir, line);
 }
 
 static void eg_arch_ok(eg_archiver *a) {
@@ -84,8 +85,8 @@ static void eg_arch_ok(eg_archiver *a) {
   a->problem[0] = '\0';
   pthread_mutex_unlock(&a->bg.mu);
   if (was)
-    fprintf(stderr, "engramd: WAL archive %s: archiving again from lsn %llu\n", a->dir,
-            (unsigned long long)a->resumed_from);
+    eg_log(EG_LOG_INFO, "WAL archive %s: archiving again from lsn %llu", a->dir,
+           (unsigned long long)a->resumed_from);
 }
 
 /* The log no longer holds a record the archive needs: say so, loudly. */
@@ -96,7 +97,7 @@ static void eg_arch_gap(eg_archiver *a, uint64_t from, uint64_t to, const char *
            "goes on from lsn %llu, and a restore cannot replay across the gap: take a new base "
            "backup", (unsigned long long)from, (unsigned long long)to, cause,
            (unsigned long long)(to + 1));
-  fprintf(stderr, "engramd: WAL archive %s: %s\n", a->dir, line);
+  eg_log(EG_LOG_WARN, "WAL archive %s: %s", a->dir, line);
 }
 
 static void eg_arch_set_next(eg_archiver *a, uint64_t next) {
@@ -235,22 +236,22 @@ static eg_err eg_arch_resume(eg_archiver *a) {
   if ((rec.cut || rec.set_aside) && (e = eg_arch_tip(a, &tip, &tip_epoch, tip_name))) return e;
   if (rec.set_aside) {
     atomic_fetch_add(&a->errors, 1);
-    fprintf(stderr, "engramd: WAL archive %s: set aside %s: a bad frame in the middle of an open "
-                    "segment is corruption (a bad disk?), not a torn tail; its records are "
-                    "archived again from the log, from lsn %llu\n", a->dir, rec.corrupt,
-            (unsigned long long)(tip + 1));
+    eg_log(EG_LOG_WARN, "WAL archive %s: set aside %s: a bad frame in the middle of an open "
+                        "segment is corruption (a bad disk?), not a torn tail; its records are "
+                        "archived again from the log, from lsn %llu", a->dir, rec.corrupt,
+           (unsigned long long)(tip + 1));
   }
   if (rec.cut)
-    fprintf(stderr, "engramd: WAL archive %s: cut %llu bytes of a torn record at the end of the "
-                    "last segment (a crash or a failed write); archiving goes on from lsn %llu\n",
-            a->dir, (unsigned long long)rec.cut, (unsigned long long)(tip + 1));
+    eg_log(EG_LOG_WARN, "WAL archive %s: cut %llu bytes of a torn record at the end of the "
+                        "last segment (a crash or a failed write); archiving goes on from lsn %llu",
+           a->dir, (unsigned long long)rec.cut, (unsigned long long)(tip + 1));
   uint64_t next = tip + 1;
   if (fork) {
-    fprintf(stderr, "engramd: WAL archive %s: the archive ends at lsn %llu (epoch %llu) but this "
-                    "node's log holds epoch %llu there: archiving its history again from lsn "
-                    "%llu, where that epoch begins (it overrules the archive's from there on)\n",
-            a->dir, (unsigned long long)tip, (unsigned long long)tip_epoch,
-            (unsigned long long)at_epoch, (unsigned long long)fork);
+    eg_log(EG_LOG_WARN, "WAL archive %s: the archive ends at lsn %llu (epoch %llu) but this "
+                        "node's log holds epoch %llu there: archiving its history again from lsn "
+                        "%llu, where that epoch begins (it overrules the archive's from there on)",
+           a->dir, (unsigned long long)tip, (unsigned long long)tip_epoch,
+           (unsigned long long)at_epoch, (unsigned long long)fork);
     next = fork;
   } else if (next < first && (tip || first > 1)) {
     eg_arch_gap(a, next, first - 1, tip ? "trimmed before they were archived"
@@ -441,7 +442,7 @@ static void *eg_arch_main(void *arg) {
     eg_err e = a->need_resume ? eg_walseg_rollback(a->seg, a->why, sizeof a->why)
                               : eg_arch_close_seg(a);
     if (e) {
-      fprintf(stderr, "engramd: WAL archive %s: %s (the next start finishes it)\n", a->dir, a->why);
+      eg_log(EG_LOG_WARN, "WAL archive %s: %s (the next start finishes it)", a->dir, a->why);
       eg_walseg_abandon(a->seg);
     }
     a->seg = NULL;
@@ -529,10 +530,10 @@ void eg_archiver_stop(eg_archiver *a) {
     pthread_mutex_unlock(&a->store_mu);
     eg_store_reader_free(a->reader);
     pthread_detach(a->bg.thread);
-    fprintf(stderr, "engramd: WAL archive %s: the final pass did not end within %d s (a stuck "
-                    "archive disk?); stopping without it: the log keeps what was not archived, "
-                    "from lsn %llu, and the next start archives it\n", a->dir,
-            EG_ARCHIVE_STOP_MS / 1000, (unsigned long long)atomic_load(&a->hold));
+    eg_log(EG_LOG_WARN, "WAL archive %s: the final pass did not end within %d s (a stuck "
+                        "archive disk?); stopping without it: the log keeps what was not archived, "
+                        "from lsn %llu, and the next start archives it", a->dir,
+           EG_ARCHIVE_STOP_MS / 1000, (unsigned long long)atomic_load(&a->hold));
     return; /* a stays: the thread may still use it */
   }
   eg_bgthread_stop(&a->bg);

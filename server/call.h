@@ -79,6 +79,10 @@ typedef struct eg_call {
   grpc_byte_buffer *out;
   size_t out_pending; /* out's bytes counted in the transport's pending_reply */
   grpc_slice status_details;
+  /* A non-OK reply's: the eg_err behind it (EG_OK: none, a code passed
+   * through), and grpc-status-details-bin and engram-request-id. */
+  eg_err reply_err;
+  grpc_metadata error_md[2];
   int cancelled;
 } eg_call;
 
@@ -123,8 +127,19 @@ void eg_arm(eg_worker *w, size_t mi);
  * the call now owns). lsn != 0 goes out as `engram-lsn`. -> REPLYING.
  * A payload that would take the server's unsent reply bytes past
  * --max-pending-reply-bytes is dropped: RESOURCE_EXHAUSTED instead.
+ * A non-OK reply carries eg_error_metadata for c->reply_err (eg_reply
+ * sets it; EG_OK, a code passed through, for the other callers).
  * Thread safety: the call's owner, any thread. */
 void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload, uint64_t lsn);
+/* The value of metadata key in md (valid while md is), or NULL. */
+const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key);
+/* Fills c->error_md for a reply with code (not OK), e (EG_OK: none) and
+ * msg: the primary's grpc-status-details-bin and engram-request-id for a
+ * forwarded write whose answer carried them, else made here (a fresh
+ * request id). An INTERNAL or DATA_LOSS reply is logged at ERROR with its
+ * method and request id. Returns the entries set (2, or 0 when memory ran
+ * out). Thread safety: the call's owner. */
+size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg);
 /* Sends status e (with the handler's message, or the table's) and, when
  * OK, the handler's response. Once the response is packed, frees the
  * request's arena (decoded request, response tree, decrypted text) and,

@@ -28,6 +28,7 @@ typedef struct {
   const char *choices; /* EG_OPT_STR: "a|b" allowed values, or NULL for any */
   const char *def;     /* default, parsed like any other value */
   const char *help;
+  int secret; /* its value never appears in a log (eg_config_describe) */
 } eg_opt;
 
 #define EG_FIELD(f) offsetof(eg_config, f), sizeof(((eg_config *)0)->f)
@@ -35,6 +36,7 @@ typedef struct {
   {name, EG_OPT_STR, EG_FIELD(f), 0, 0, choices, def, help}
 #define EG_NUM(name, f, min, max, def, help) \
   {name, EG_OPT_NUM, EG_FIELD(f), min, max, NULL, def, help}
+#define EG_SECRET(name, f, def, help) {name, EG_OPT_STR, EG_FIELD(f), 0, 0, NULL, def, help, 1}
 
 /* The map is virtual memory: 16 TiB stays well inside a 47-bit address space. */
 #define EG_MAP_SIZE_MAX ((int64_t)1 << 44)
@@ -75,8 +77,8 @@ static const eg_opt eg_opts[] = {
            "initial LMDB map size in bytes (grows when full)"),
     EG_NUM("shutdown-grace-ms", shutdown_grace_ms, 0, 600000, "10000",
            "time to drain calls on SIGTERM"),
-    EG_STR("replica-token", replica_token, NULL, "",
-           "bearer token (role replica) a replica presents to the primary"),
+    EG_SECRET("replica-token", replica_token, "",
+              "bearer token (role replica) a replica presents to the primary"),
     EG_STR("replica-id", replica_id, NULL, "", "this replica's name (default HOSTNAME-PORT)"),
     EG_NUM("max-lsn-wait-ms", max_lsn_wait_ms, 0, 60000, "5000",
            "longest a read waits for engram-min-lsn"),
@@ -142,6 +144,9 @@ static const eg_opt eg_opts[] = {
            "a replica behind its primary for longer answers health checks NOT_SERVING"),
     EG_NUM("max-connection-age-ms", max_connection_age_ms, 0, 86400000, "0",
            "close client connections after this (GOAWAY; calls finish) so clients re-balance (0: off)"),
+    EG_STR("log-format", log_format, "text|json", "text",
+           "log lines as text or as one JSON object each (ts, level, msg)"),
+    EG_STR("log-level", log_level, "debug|info|warn|error", "info", "least level logged"),
 };
 
 #define EG_NOPTS (sizeof eg_opts / sizeof eg_opts[0])
@@ -315,6 +320,28 @@ void eg_config_usage(FILE *f) {
     fprintf(f, "  --%-20s %-28s %s", o->name, env, o->help);
     if (o->def[0]) fprintf(f, " [%s]", o->def);
     fputc('\n', f);
+  }
+  fprintf(f, "  --%-20s %-28s %s\n", "version", "", "print the version (engramd " ENGRAM_VERSION
+             ") and exit");
+}
+
+void eg_config_describe(const eg_config *c, char *buf, size_t buflen) {
+  size_t len = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < EG_NOPTS && len < buflen; i++) {
+    const eg_opt *o = &eg_opts[i];
+    const char *field = (const char *)c + o->offset;
+    const char *sep = i ? " " : "";
+    int n;
+    if (o->kind == EG_OPT_NUM)
+      n = snprintf(buf + len, buflen - len, "%s%s=%lld", sep, o->name,
+                   o->size == sizeof(int) ? (long long)*(const int *)field
+                                          : (long long)*(const int64_t *)field);
+    else if (o->secret)
+      n = snprintf(buf + len, buflen - len, "%s%s=%s", sep, o->name, field[0] ? "(set)" : "(unset)");
+    else
+      n = snprintf(buf + len, buflen - len, "%s%s=%s", sep, o->name, field);
+    len += n > 0 ? (size_t)n : 0;
   }
 }
 

@@ -68,6 +68,8 @@ typedef struct {
   int64_t failover_max_lag;            /* --failover-max-lag 10000 (records; a replica further behind never wins) */
   int64_t max_serving_lag_ms;          /* --max-serving-lag-ms 10000 (a replica further behind is NOT_SERVING) */
   int64_t max_connection_age_ms;       /* --max-connection-age-ms 0 (0: off; clients reconnect, and re-balance, after it) */
+  char log_format[8];                  /* --log-format text|json */
+  char log_level[8];                   /* --log-level debug|info|warn|error */
 } eg_config;
 
 /* Ceiling of --max-append-messages; also the most messages one
@@ -110,6 +112,12 @@ eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_
 
 /* Prints the flags with their defaults. */
 void eg_config_usage(FILE *f);
+
+/* Writes the effective configuration, "name=value" for every flag joined
+ * by spaces, into buf (cut to buflen): what the start banner logs. A
+ * secret's value (--replica-token) is never written: only "(set)" or
+ * "(unset)". */
+void eg_config_describe(const eg_config *c, char *buf, size_t buflen);
 
 /* Ceiling of --max-exports: each running ExportUser holds a reader of its
  * own (counted in eg_config_store_readers). */

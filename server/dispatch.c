@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "replica/replica.h"
 #include "server/call.h"
 #include "server/validate.h"
@@ -63,7 +64,7 @@ static void eg_reply_committed(eg_call *c) {
              "the write is committed on this node at lsn %" PRIu64 " but this node is fenced (it "
              "could not renew its coordinator lease in time): it may be discarded by the next "
              "primary; retry with client_message_id", c->lsn);
-    eg_reply(c, EG_EUNAVAIL, 0);
+    eg_reply(c, EG_EFENCED, 0);
     return;
   }
   eg_reply(c, EG_OK, c->lsn);
@@ -117,12 +118,6 @@ static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn, int bus
   c->written = err;
   c->state = EG_CALL_COMMITTED;
   if (!busy || grpc_call_start_batch(c->call, NULL, 0, c, NULL) != GRPC_CALL_OK) eg_write_reply(c);
-}
-
-static const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key) {
-  for (size_t i = 0; i < md->count; i++)
-    if (grpc_slice_str_cmp(md->metadata[i].key, key) == 0) return &md->metadata[i].value;
-  return NULL;
 }
 
 static eg_err eg_authorize(eg_call *c, const eg_method *m) {
@@ -185,7 +180,7 @@ static void eg_forward(eg_call *c, const eg_method *m) {
   if (!up) {
     /* A coordinated replica between primaries: nowhere to send it yet. */
     snprintf(c->req.msg, sizeof c->req.msg, "no primary: an election is in progress; retry");
-    eg_reply(c, EG_EUNAVAIL, 0);
+    eg_reply(c, EG_ENOPRIMARY, 0);
     return;
   }
   const grpc_slice *v = eg_md_find(&c->md, "authorization");
@@ -394,6 +389,11 @@ static void *eg_stream_main(void *arg) {
   ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
   ops[1].data.send_status_from_server.status_details = &details;
+  if (e != EG_OK) {
+    ops[1].data.send_status_from_server.trailing_metadata_count =
+        eg_error_metadata(c, eg_err_grpc_code(e), e, c->req.msg);
+    ops[1].data.send_status_from_server.trailing_metadata = c->error_md;
+  }
   ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[2].data.recv_close_on_server.cancelled = &cancelled;
   /* An early close is in flight already: the status goes alone, then the
@@ -428,7 +428,7 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
     snprintf(c->req.msg, sizeof c->req.msg,
              "too many streams open on this server (at most %d: replica streams, snapshots, "
              "backups, exports); retry", cap);
-    return EG_ELIMIT;
+    return EG_EBUSY;
   }
   return EG_OK;
 }
@@ -447,15 +447,31 @@ static void eg_start_stream(eg_call *c) {
     int rc = pthread_create(&t, &a, eg_stream_main, c);
     pthread_attr_destroy(&a);
     if (rc == 0) return;
-    fprintf(stderr, "engramd: cannot start a thread for a %s stream: %s\n", m->path, strerror(rc));
+    eg_log(EG_LOG_ERROR, "cannot start a thread for a %s stream: %s", m->path, strerror(rc));
     eg_stream_leave(tp, m->places, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "engramd: cannot start a thread for this stream");
     e = EG_ENOMEM;
   }
-  /* No batch of the call ran yet: the status goes with the cancel. */
-  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
-  grpc_call_cancel_with_status(c->call, (grpc_status_code)eg_err_grpc_code(e),
-                               c->req.msg[0] ? c->req.msg : eg_err_msg(e), NULL);
+  /* Refused before it has a thread: the worker sends the status (with its
+   * details) and waits for it on the call's queue; sending a status waits
+   * for no client. */
+  int code = eg_err_grpc_code(e), cancelled;
+  const char *msg = c->req.msg[0] ? c->req.msg : eg_err_msg(e);
+  grpc_slice details = grpc_slice_from_copied_string(msg);
+  grpc_op ops[3];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  ops[1].data.send_status_from_server.status = (grpc_status_code)code;
+  ops[1].data.send_status_from_server.status_details = &details;
+  ops[1].data.send_status_from_server.trailing_metadata_count = eg_error_metadata(c, code, e, msg);
+  ops[1].data.send_status_from_server.trailing_metadata = c->error_md;
+  ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[2].data.recv_close_on_server.cancelled = &cancelled;
+  eg_metrics_count(tp->metrics, c->mi, code);
+  if (!eg_stream_batch(c, ops, 3))
+    grpc_call_cancel_with_status(c->call, (grpc_status_code)code, msg, NULL);
+  grpc_slice_unref(details);
   eg_call_free(c);
 }
 
@@ -550,7 +566,7 @@ void eg_on_call(eg_call *c) {
     snprintf(c->req.msg, sizeof c->req.msg,
              "this node is fenced: it could not renew its coordinator lease in time; no write is "
              "acknowledged here; retry on the new primary");
-    eg_reply(c, EG_EUNAVAIL, 0);
+    eg_reply(c, EG_EFENCED, 0);
     return;
   }
   c->req.srv = tp->srv;

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "coord/coord.h"
 #include "replica/replica.h"
 #include "server/archiver.h"
@@ -23,7 +24,7 @@
 #include "server/writer.h"
 
 static int eg_fail(const char *what, const char *why) {
-  fprintf(stderr, "engramd: %s: %s\n", what, why);
+  eg_log(EG_LOG_ERROR, "%s: %s", what, why);
   return 1;
 }
 
@@ -66,8 +67,8 @@ static eg_err eg_create_keys(const char *path, eg_store *store, eg_keyring **out
     snprintf(err, errlen, "%.400s: cannot create (%s)", path, eg_err_msg(e));
     return e;
   }
-  fprintf(stderr, "engramd: created keyring %s with a fresh key; back it up: without it "
-                  "the data cannot be read\n", path);
+  eg_log(EG_LOG_WARN, "created keyring %s with a fresh key; back it up: without it "
+                      "the data cannot be read", path);
   return eg_keyring_load(path, out, err, errlen);
 }
 
@@ -116,8 +117,8 @@ static eg_err eg_check_fingerprint(eg_store *store, const eg_keyring *keys, cons
       return e;
     }
   } else if (e == EG_ENOTFOUND && eg_store_last_lsn(store) > 0) {
-    fprintf(stderr, "engramd: this data dir predates key fingerprints: recording the keys of %s "
-                    "without checking them against the data\n", path);
+    eg_log(EG_LOG_WARN, "this data dir predates key fingerprints: recording the keys of %s "
+                        "without checking them against the data", path);
   } else if (e != EG_ENOTFOUND) {
     snprintf(err, errlen, "cannot read the key fingerprint (%s)", eg_err_msg(e));
     return e;
@@ -133,14 +134,14 @@ static eg_err eg_check_fingerprint(eg_store *store, const eg_keyring *keys, cons
 static void eg_announce(const char *listen, int port) {
   const char *colon = strrchr(listen, ':');
   int hostlen = colon ? (int)(colon - listen) : (int)strlen(listen);
-  fprintf(stderr, "engramd: listening on %.*s:%d\n", hostlen, listen, port);
+  eg_log(EG_LOG_INFO, "listening on %.*s:%d", hostlen, listen, port);
 }
 
 /* The metrics endpoint's line, in the same form. */
 static void eg_announce_metrics(const char *listen, int port) {
   const char *colon = strrchr(listen, ':');
   int hostlen = colon ? (int)(colon - listen) : (int)strlen(listen);
-  fprintf(stderr, "engramd: metrics on %.*s:%d\n", hostlen, listen, port);
+  eg_log(EG_LOG_INFO, "metrics on %.*s:%d", hostlen, listen, port);
 }
 
 /* The signals main waits for; blocked in every thread. */
@@ -162,8 +163,8 @@ static int eg_wait_stop(const sigset_t *sigs, const eg_store *store) {
   for (;;) {
     int sig = sigtimedwait(sigs, NULL, &tick);
     if (sig == SIGHUP)
-      fprintf(stderr, "engramd: SIGHUP ignored: tokens and keyring are read at start only; "
-                      "restart to reload them\n");
+      eg_log(EG_LOG_WARN, "SIGHUP ignored: tokens and keyring are read at start only; "
+                          "restart to reload them");
     else if (sig > 0)
       return sig;
     else if (store && eg_store_broken(store))
@@ -191,11 +192,11 @@ static void *eg_force_exit_main(void *arg) {
     int sig = eg_wait_stop(&sigs, NULL);
     if (sig == EG_REPL_RESTART_SIGNAL) continue; /* stopping already */
     if (eg_drain.restarting && !atomic_exchange(&eg_drain.stop_instead, 1)) {
-      fprintf(stderr, "engramd: %s: stopping after the drain instead of restarting (send it "
-                      "again to exit at once)\n", strsignal(sig));
+      eg_log(EG_LOG_WARN, "%s: stopping after the drain instead of restarting (send it "
+                          "again to exit at once)", strsignal(sig));
       continue;
     }
-    fprintf(stderr, "engramd: %s again: exiting without draining\n", strsignal(sig));
+    eg_log(EG_LOG_WARN, "%s again: exiting without draining", strsignal(sig));
     _exit(1);
   }
 }
@@ -290,8 +291,8 @@ static eg_err eg_coord_open(const eg_config *cfg, eg_srv *srv, int port, char *e
   /* Workers already serve GetStatus: node_id is written before. */
   if (e == EG_OK) atomic_store(&srv->coord, c);
   if (e == EG_OK)
-    fprintf(stderr, "engramd: coordinator %s: node %s at %s\n", cfg->coordinator, srv->node_id,
-            address);
+    eg_log(EG_LOG_INFO, "coordinator %s: node %s at %s", cfg->coordinator, srv->node_id,
+           address);
   return e;
 }
 
@@ -350,29 +351,29 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_announce(cfg->listen, port);
   if (http) eg_announce_metrics(cfg->metrics_listen, eg_metrics_http_port(http));
   if (!eg_repl_is_primary(srv->repl))
-    fprintf(stderr, "engramd: replica of %s from lsn %llu\n",
-            cfg->primary[0] ? cfg->primary : "nobody yet (the coordinator decides)",
-            (unsigned long long)eg_store_last_lsn(srv->store));
+    eg_log(EG_LOG_INFO, "replica of %s from lsn %llu",
+           cfg->primary[0] ? cfg->primary : "nobody yet (the coordinator decides)",
+           (unsigned long long)eg_store_last_lsn(srv->store));
   int sig;
   /* Only the module sends it, after asking for the restart: from anyone
    * else it means nothing. */
   while ((sig = eg_wait_stop(&sigs, srv->store)) == EG_REPL_RESTART_SIGNAL &&
          !eg_repl_restart_requested(srv->repl))
-    fprintf(stderr, "engramd: %s ignored: engramd sends it itself to restart\n", strsignal(sig));
+    eg_log(EG_LOG_WARN, "%s ignored: engramd sends it itself to restart", strsignal(sig));
   eg_drain.restarting = sig == EG_REPL_RESTART_SIGNAL;
   /* First: health checks say NOT_SERVING (watches end) while calls drain. */
   atomic_store(&srv->phase, EG_PHASE_DRAINING);
   if (eg_drain.restarting)
-    fprintf(stderr, "engramd: draining calls to restart (SIGTERM stops instead; twice exits at "
-                    "once)\n");
+    eg_log(EG_LOG_INFO, "draining calls to restart (SIGTERM stops instead; twice exits at "
+                        "once)");
   else
-    fprintf(stderr, "engramd: %s: draining calls and stopping (send it again to exit at once)\n",
-            sig ? strsignal(sig) : "storage broken");
+    eg_log(EG_LOG_INFO, "%s: draining calls and stopping (send it again to exit at once)",
+           sig ? strsignal(sig) : "storage broken");
   pthread_t forcer;
   if (pthread_create(&forcer, NULL, eg_force_exit_main, NULL) == 0)
     pthread_detach(forcer);
   else
-    fprintf(stderr, "engramd: cannot watch for a second signal while draining\n");
+    eg_log(EG_LOG_WARN, "cannot watch for a second signal while draining");
   /* First: a leader fences itself and gives up its lease, so that the
    * others elect a new one while this node drains. */
   eg_coord_stop(srv->coord);
@@ -390,7 +391,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
    * meanwhile) is not one: that snapshot is installed at the next start. */
   int restart = eg_drain.restarting && !atomic_load(&eg_drain.stop_instead);
   if (eg_drain.restarting && !restart)
-    fprintf(stderr, "engramd: stopped instead of restarting\n");
+    eg_log(EG_LOG_INFO, "stopped instead of restarting");
   eg_coord_free(srv->coord); /* after the transport: GetStatus reads it */
   eg_repl_free(srv->repl);
   grpc_shutdown_blocking();
@@ -406,6 +407,12 @@ int main(int argc, char **argv) {
   eg_store *store = NULL;
   int lock_fd = -1;
 
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--version") == 0) {
+      printf("engramd %s\n", ENGRAM_VERSION);
+      return 0;
+    }
+  /* Flag errors and --help go out plainly, before the log is set up. */
   if (eg_config_parse(&cfg, argc, argv, (eg_getenv_fn)getenv, &help, err, sizeof err) != EG_OK) {
     fprintf(stderr, "engramd: %s (see engramd --help)\n", err);
     return 2;
@@ -414,6 +421,11 @@ int main(int argc, char **argv) {
     eg_config_usage(stdout);
     return 0;
   }
+  eg_log_setup(cfg.log_format, cfg.log_level); /* both checked by eg_config_parse */
+  char effective[EG_LOG_LINE_MAX];
+  eg_config_describe(&cfg, effective, sizeof effective);
+  eg_log_field version = {"version", ENGRAM_VERSION};
+  eg_log_with(EG_LOG_INFO, &version, 1, "starting engramd %s with %s", ENGRAM_VERSION, effective);
 
   /* Before any thread exists, so every thread inherits the mask and only
    * main's sigwait (and, while draining, the force-exit thread's) sees
@@ -472,9 +484,9 @@ int main(int argc, char **argv) {
     goto out;
   }
   if (eg_auth_dev_mode(auth))
-    fprintf(stderr,
-            "engramd: WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
-            "caller is tenant '%s'. Do not expose this server.\n", EG_DEV_TENANT);
+    eg_log(EG_LOG_WARN,
+           "WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
+           "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
   eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth};
   rc = eg_serve(&cfg, &srv);
 out:
@@ -485,7 +497,7 @@ out:
   if (rc == 3) {
     /* The follower fetched a snapshot, or the coordinator deposed this
      * primary (said above): start over, same arguments. */
-    fprintf(stderr, "engramd: restarting\n");
+    eg_log(EG_LOG_INFO, "restarting");
     execv("/proc/self/exe", argv);
     return eg_fail("restart", strerror(errno));
   }

@@ -10,6 +10,7 @@
 #include "common/clock.h"
 #include "replica/replica.h"
 #include "common/bgthread.h"
+#include "common/log.h"
 #include "storage/memories.h"
 
 /* Due ids gathered per scan before deleting any (the scan's cursor must not
@@ -313,10 +314,10 @@ static void eg_sweeper_step(eg_sweeper *s) {
   pthread_mutex_unlock(&s->bg.mu);
   if (it.err != EG_OK && !(it.err == EG_ENOTFOUND && it.nothing)) {
     /* Left where it was: the next step tries the same work again. */
-    fprintf(stderr, "engramd: sweeper: %s (kind %s): %s; retrying next interval\n",
-            it.from.tenant[0] ? it.from.tenant : "-",
-            eg_sweep_kind_name(eg_sweep_order[it.from.stage]),
-            eg_err_msg(it.err));
+    eg_log(EG_LOG_WARN, "sweeper: %s (kind %s): %s; retrying next interval",
+           it.from.tenant[0] ? it.from.tenant : "-",
+           eg_sweep_kind_name(eg_sweep_order[it.from.stage]),
+           eg_err_msg(it.err));
     return;
   }
   s->pos = it.to;

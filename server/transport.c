@@ -18,7 +18,9 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/log.h"
 #include "server/call.h"
+#include "server/status_details.h"
 
 /* Requests kept armed per method per worker: calls that arrive together
  * are matched without waiting for a re-arm. */
@@ -48,6 +50,10 @@ void eg_call_free(eg_call *c) {
   atomic_fetch_sub(&c->w->tp->pending_reply, (int_fast64_t)c->out_pending);
   grpc_slice_unref(c->status_details);
   grpc_slice_unref(c->lsn_md.value);
+  for (size_t i = 0; i < 2; i++) {
+    grpc_slice_unref(c->error_md[i].key);
+    grpc_slice_unref(c->error_md[i].value);
+  }
   if (c->call) grpc_call_unref(c->call);
   if (c->stream_cq) {
     grpc_completion_queue_shutdown(c->stream_cq);
@@ -96,10 +102,49 @@ static int eg_pending_take(eg_call *c, size_t len, int *code, const char **msg, 
              "(--max-pending-reply-bytes %lld); retry", (long long)was, (long long)cap);
     *code = GRPC_STATUS_RESOURCE_EXHAUSTED;
     *msg = busy;
+    c->reply_err = EG_EBUSY;
     return 0;
   }
   c->out_pending = len;
   return 1;
+}
+
+const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key) {
+  for (size_t i = 0; i < md->count; i++)
+    if (grpc_slice_str_cmp(md->metadata[i].key, key) == 0) return &md->metadata[i].value;
+  return NULL;
+}
+
+size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg) {
+  const grpc_slice *details = NULL, *id = NULL;
+  char rid[EG_REQUEST_ID_MAX + 1], method[200];
+  /* A forwarded write's answer is the primary's, details and id included. */
+  if (c->fwd.call) {
+    details = eg_md_find(&c->fwd.trailing, "grpc-status-details-bin");
+    id = eg_md_find(&c->fwd.trailing, "engram-request-id");
+  }
+  c->error_md[0].key = grpc_slice_from_static_string("grpc-status-details-bin");
+  c->error_md[1].key = grpc_slice_from_static_string("engram-request-id");
+  if (details && id) {
+    c->error_md[0].value = grpc_slice_ref(*details);
+    c->error_md[1].value = grpc_slice_ref(*id);
+    snprintf(rid, sizeof rid, "%.*s", (int)GRPC_SLICE_LENGTH(*id),
+             (const char *)GRPC_SLICE_START_PTR(*id));
+  } else {
+    eg_request_id_new(rid);
+    c->error_md[0].value = eg_status_details(code, e, msg, rid);
+    c->error_md[1].value = grpc_slice_from_copied_string(rid);
+  }
+  if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_DATA_LOSS) {
+    if (c->mi == SIZE_MAX)
+      snprintf(method, sizeof method, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
+               (const char *)GRPC_SLICE_START_PTR(c->details.method));
+    else
+      snprintf(method, sizeof method, "%s", c->w->tp->methods[c->mi]->path);
+    eg_log_field f[] = {{"method", method}, {"request_id", rid}, {"reason", eg_status_reason(code, e)}};
+    eg_log_with(EG_LOG_ERROR, f, 3, "%s failed: %s", method, msg);
+  }
+  return GRPC_SLICE_LENGTH(c->error_md[0].value) ? 2 : 0;
 }
 
 void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload,
@@ -131,13 +176,19 @@ void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *paylo
   c->status_details = grpc_slice_from_copied_string(msg);
   ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[n].data.send_status_from_server.status = (grpc_status_code)code;
-  ops[n++].data.send_status_from_server.status_details = &c->status_details;
+  ops[n].data.send_status_from_server.status_details = &c->status_details;
+  if (code != GRPC_STATUS_OK) {
+    ops[n].data.send_status_from_server.trailing_metadata_count =
+        eg_error_metadata(c, code, c->reply_err, msg);
+    ops[n].data.send_status_from_server.trailing_metadata = c->error_md;
+  }
+  n++;
   ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
   c->state = EG_CALL_REPLYING;
   eg_metrics_count(c->w->tp->metrics, c->mi, code);
   if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
-    fprintf(stderr, "engramd: cannot send a reply\n");
+    eg_log(EG_LOG_WARN, "cannot send a reply");
     eg_call_free(c);
   }
 }
@@ -160,6 +211,7 @@ void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
   }
+  c->reply_err = e;
   eg_reply_raw(c, eg_err_grpc_code(e), e == EG_OK ? "" : c->req.msg[0] ? c->req.msg : eg_err_msg(e),
                payload, lsn);
 }
@@ -347,10 +399,10 @@ fail:
  * is stuck: exit without the rest of the drain rather than let gRPC abort
  * (every acknowledged write is already durable). */
 static void eg_calls_stuck(eg_transport *tp) {
-  fprintf(stderr,
-          "engramd: a handler is still running %lld ms after the calls were cancelled "
-          "(--call-timeout-ms); exiting without draining\n",
-          (long long)tp->srv->cfg->call_timeout_ms);
+  eg_log(EG_LOG_ERROR,
+         "a handler is still running %lld ms after the calls were cancelled "
+         "(--call-timeout-ms); exiting without draining",
+         (long long)tp->srv->cfg->call_timeout_ms);
   _exit(1);
 }
 
@@ -382,8 +434,8 @@ void eg_transport_stop(eg_transport *tp, int64_t grace_ms) {
    * every call ended within the grace) for the shutdown and the drain. */
   int64_t until = eg_mono_us() + tp->srv->cfg->call_timeout_ms * 1000;
   if (ev.type == GRPC_QUEUE_TIMEOUT) {
-    fprintf(stderr, "engramd: calls still running after %lld ms; cancelling them\n",
-            (long long)grace_ms);
+    eg_log(EG_LOG_WARN, "calls still running after %lld ms; cancelling them",
+           (long long)grace_ms);
     grpc_server_cancel_all_calls(tp->server);
     /* The shutdown completes once the handlers let go of their calls. */
     ev = grpc_completion_queue_next(

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "common/bgthread.h"
+#include "common/log.h"
 
 /* Most items one txn takes: bounds the time the first caller in a batch
  * waits behind the others. */
@@ -120,7 +121,7 @@ static void eg_writer_run_batch(eg_writer *w, eg_write_item *batch) {
   eg_err e;
   while ((e = eg_writer_apply(w, batch, errs, &lsn)) == EG_EMAPFULL) {
     if ((e = eg_store_grow(w->store)) != EG_OK) {
-      fprintf(stderr, "engramd: cannot grow the storage map: %s\n", eg_err_msg(e));
+      eg_log(EG_LOG_ERROR, "cannot grow the storage map: %s", eg_err_msg(e));
       break;
     }
   }

@@ -13,6 +13,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "storage/internal.h"
 
 #define EG_DATA_FILE "data.mdb"
@@ -53,8 +54,8 @@ eg_err eg_store__make_dir(const char *dir, char *err, size_t errlen) {
     snprintf(err, errlen, "data dir %s: chmod 0700: %s", dir, strerror(errno));
     return EG_EIO;
   }
-  fprintf(stderr, "engramd: data dir %s had mode %04o; set it to 0700\n", dir,
-          (unsigned)(st.st_mode & 07777));
+  eg_log(EG_LOG_WARN, "data dir %s had mode %04o; set it to 0700", dir,
+         (unsigned)(st.st_mode & 07777));
   return EG_OK;
 }
 

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include "common/log.h"
 #include "storage/internal.h"
 
 #define EG_STORE_DEFAULT_MAP_SIZE ((size_t)1 << 30)
@@ -264,8 +265,8 @@ static eg_err eg_store_open_dbs_growing(eg_store *s, char *marker, size_t cap, c
     eg_err e = eg_store_open_dbs(s, marker, cap, err, errlen);
     size_t cur = eg_store_map_size(s);
     if (e != EG_EMAPFULL || grows == EG_STORE_OPEN_GROWS_MAX || cur > SIZE_MAX / 2) return e;
-    fprintf(stderr, "engramd: %s: opening needs more than the %zu-byte map (%s): doubling it\n",
-            s->dir, cur, err);
+    eg_log(EG_LOG_INFO, "%s: opening needs more than the %zu-byte map (%s): doubling it",
+           s->dir, cur, err);
     int rc = mdb_env_set_mapsize(s->env, cur * 2);
     if (rc) {
       snprintf(err, errlen, "map size: %s", mdb_strerror(rc));

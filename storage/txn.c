@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "common/log.h"
 #include "storage/internal.h"
 
 /* How often a begin adopts a map another process grew before giving up. */
@@ -114,8 +115,8 @@ static void eg_txn_free(eg_txn *t) {
 
 eg_err eg_store__broken(eg_store *s, eg_err e) {
   if (e == EG_EBROKEN && !atomic_exchange(&s->broken, 1))
-    fprintf(stderr, "engramd: %s: LMDB cannot go on after a failed write (MDB_PANIC); the file is "
-                    "consistent, the process must restart\n", s->dir);
+    eg_log(EG_LOG_ERROR, "%s: LMDB cannot go on after a failed write (MDB_PANIC); the file is "
+                         "consistent, the process must restart", s->dir);
   return e;
 }
 
@@ -125,11 +126,11 @@ void eg_store__disk_episode(eg_store *s, eg_err commit) {
   /* One line when the disk fills and one when a commit gets through again,
    * not one per failed write: a full disk fails every write until freed. */
   if (commit == EG_ENOSPC && !atomic_exchange(&s->disk_full, 1))
-    fprintf(stderr, "engramd: %s: disk full: writes fail RESOURCE_EXHAUSTED until space is "
-                    "freed; reads go on\n", s->dir);
+    eg_log(EG_LOG_ERROR, "%s: disk full: writes fail RESOURCE_EXHAUSTED until space is "
+                         "freed; reads go on", s->dir);
   else if (commit == EG_OK && atomic_load_explicit(&s->disk_full, memory_order_relaxed) &&
            atomic_exchange(&s->disk_full, 0))
-    fprintf(stderr, "engramd: %s: disk has space again: writes resumed\n", s->dir);
+    eg_log(EG_LOG_INFO, "%s: disk has space again: writes resumed", s->dir);
 }
 
 /* Stamps the commit: a local write gets the next LSN and a WAL record; a

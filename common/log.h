@@ -1,0 +1,42 @@
+/*
+ * engramd's log: one line per event on stderr, with a UTC timestamp and a
+ * level, as text or as JSON.
+ *
+ *   text: 2026-12-02T06:45:01.123Z INFO engramd: <message> key=value ...
+ *   json: {"ts":"2026-12-02T06:45:01.123Z","level":"info","msg":"<message>","key":"value"}
+ *
+ * Each line goes out in one write(2) of at most EG_LOG_LINE_MAX bytes
+ * (PIPE_BUF: a write that size to a pipe is atomic), so lines from
+ * different threads never interleave. A longer message is cut (and ends
+ * in "...") before it is written.
+ */
+#ifndef EG_COMMON_LOG_H
+#define EG_COMMON_LOG_H
+
+#include <stddef.h>
+
+typedef enum { EG_LOG_DEBUG, EG_LOG_INFO, EG_LOG_WARN, EG_LOG_ERROR } eg_log_level;
+
+#define EG_LOG_LINE_MAX 4096
+
+/* One extra key/value of a line (json: a member; text: key=value). */
+typedef struct {
+  const char *key;
+  const char *value;
+} eg_log_field;
+
+/* Sets the format ("text" or "json") and the least level written
+ * ("debug", "info", "warn", "error"). Returns 0, or -1 for a word it does not know (nothing
+ * changes). Thread safety: call before other threads log (at start);
+ * until then lines are text at INFO. */
+int eg_log_setup(const char *format, const char *level);
+
+/* Logs printf-style fmt at level, if level is not below the set one.
+ * Thread safety: any thread. */
+void eg_log(eg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* eg_log with n extra fields. Thread safety: any thread. */
+void eg_log_with(eg_log_level level, const eg_log_field *fields, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif
