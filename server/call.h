@@ -80,6 +80,7 @@ typedef struct eg_call {
   size_t out_pending; /* out's bytes counted in the transport's pending_reply */
   grpc_slice status_details;
   int cancelled;
+  int64_t arrived_us; /* eg_metrics_arrive's: the latency histogram's start */
 } eg_call;
 
 struct eg_worker {

@@ -402,7 +402,7 @@ static void *eg_stream_main(void *arg) {
   if (close.started && !close.done)
     grpc_completion_queue_pluck(c->stream_cq, &close.op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   grpc_slice_unref(details);
-  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
+  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e), c->arrived_us);
   eg_call_free(c);
   eg_stream_leave(tp, NULL, 1);
   return NULL;
@@ -453,7 +453,7 @@ static void eg_start_stream(eg_call *c) {
     e = EG_ENOMEM;
   }
   /* No batch of the call ran yet: the status goes with the cancel. */
-  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
+  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e), c->arrived_us);
   grpc_call_cancel_with_status(c->call, (grpc_status_code)eg_err_grpc_code(e),
                                c->req.msg[0] ? c->req.msg : eg_err_msg(e), NULL);
   eg_call_free(c);
