@@ -126,6 +126,15 @@ eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx,
                      const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen)
     __attribute__((warn_unused_result));
 
+/* Page tokens (server/page_token.c): the layout of a field token, sealed
+ * under a subkey of their own (a client holds them; stored fields' key
+ * never seals what a client sees). Same contracts as eg_token_seal and
+ * eg_token_open. */
+eg_err eg_page_seal(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *pt, size_t plen,
+                    uint8_t *out);
+eg_err eg_page_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *tok,
+                    size_t toklen, uint8_t *out, size_t *plen) __attribute__((warn_unused_result));
+
 /* Writes the lowercase hex SHA-256 of s (64 chars + NUL) into hex. */
 void eg_sha256_hex(const char *s, size_t len, char hex[65]);
 

@@ -33,6 +33,10 @@
  * identifies the key without revealing it (see eg_keyring_fingerprint). */
 #define EG_KDF_CHECK_CONTEXT "egcheck_"
 #define EG_KDF_CHECK_ID 3
+/* The page-token subkey: page tokens go to clients, so they are sealed
+ * under a key of their own, never the one that seals stored fields. */
+#define EG_KDF_PAGE_CONTEXT "egpage__"
+#define EG_KDF_PAGE_ID 4
 #define EG_CHECK_LABEL "engram keyring check value v1"
 #define EG_FINGERPRINT_VERSION 0x01
 #define EG_FINGERPRINT_ENTRY (4 + EG_KEY_CHECK_LEN)
@@ -41,6 +45,7 @@ _Static_assert(EG_KEY_LEN == crypto_kdf_KEYBYTES, "master keys are crypto_kdf ke
 _Static_assert(sizeof EG_KDF_FIELD_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 _Static_assert(sizeof EG_KDF_BLIND_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 _Static_assert(sizeof EG_KDF_CHECK_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
+_Static_assert(sizeof EG_KDF_PAGE_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 _Static_assert(EG_KEYRING_FINGERPRINT_MAX == 1 + EG_KEYRING_KEYS_MAX * EG_FINGERPRINT_ENTRY,
                "fingerprint layout");
 
@@ -49,6 +54,7 @@ typedef struct {
   uint32_t id;
   uint8_t field_key[EG_KEY_LEN];
   uint8_t blind_key[EG_KEY_LEN];
+  uint8_t page_key[EG_KEY_LEN];
   uint8_t check[EG_KEY_CHECK_LEN]; /* not secret: see eg_keyring_fingerprint */
 } eg_key;
 
@@ -94,6 +100,11 @@ static eg_key *keyring_find(const eg_keyring *kr, uint32_t id) {
 const uint8_t *eg__keyring_field_key(const eg_keyring *kr, uint32_t id) {
   const eg_key *k = keyring_find(kr, id);
   return k ? k->field_key : NULL;
+}
+
+const uint8_t *eg__keyring_page_key(const eg_keyring *kr, uint32_t id) {
+  const eg_key *k = keyring_find(kr, id);
+  return k ? k->page_key : NULL;
 }
 
 uint32_t eg_keyring_primary_id(const eg_keyring *kr) { return kr->primary; }
@@ -222,6 +233,8 @@ static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const ch
                              EG_KDF_FIELD_CONTEXT, master);
   crypto_kdf_derive_from_key(k->blind_key, sizeof k->blind_key, EG_KDF_BLIND_ID,
                              EG_KDF_BLIND_CONTEXT, master);
+  crypto_kdf_derive_from_key(k->page_key, sizeof k->page_key, EG_KDF_PAGE_ID, EG_KDF_PAGE_CONTEXT,
+                             master);
   key_check_value(k, master);
   sodium_memzero(master, sizeof master);
   return EG_OK;

@@ -55,10 +55,13 @@ static uint8_t *ad_new(const uint8_t *header, const eg_field_ctx *ctx, size_t *a
   return ad;
 }
 
-eg_err eg_token_seal(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *pt,
-                     size_t plen, uint8_t *out) {
+/* Which subkey of a master key a token is sealed under. */
+typedef const uint8_t *(*eg_subkey_fn)(const eg_keyring *kr, uint32_t id);
+
+static eg_err token_seal(eg_subkey_fn subkey, const eg_keyring *kr, const eg_field_ctx *ctx,
+                         const uint8_t *pt, size_t plen, uint8_t *out) {
   uint32_t key_id = eg_keyring_primary_id(kr);
-  const uint8_t *key = eg__keyring_field_key(kr, key_id);
+  const uint8_t *key = subkey(kr, key_id);
   size_t adlen;
   assert(key); /* eg_keyring_load checked the primary is among the keys */
   out[0] = EG_TOKEN_VERSION;
@@ -80,8 +83,8 @@ eg_err eg_token_key_id(const uint8_t *tok, size_t toklen, uint32_t *key_id) {
   return EG_OK;
 }
 
-eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *tok,
-                     size_t toklen, uint8_t *out, size_t *plen) {
+static eg_err token_open(eg_subkey_fn subkey, const eg_keyring *kr, const eg_field_ctx *ctx,
+                         const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen) {
   uint8_t *ad = NULL;
   size_t adlen;
   unsigned long long mlen;
@@ -91,7 +94,7 @@ eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_
   /* The key id names the key, so rotation needs no trial decryption. */
   uint32_t key_id;
   const uint8_t *key =
-      eg_token_key_id(tok, toklen, &key_id) == EG_OK ? eg__keyring_field_key(kr, key_id) : NULL;
+      eg_token_key_id(tok, toklen, &key_id) == EG_OK ? subkey(kr, key_id) : NULL;
   if (!key) goto fail;
   ad = ad_new(tok, ctx, &adlen);
   if (!ad) {
@@ -110,4 +113,24 @@ fail:
   /* Never hand back a partly opened plaintext. */
   sodium_memzero(out, toklen - EG_TOKEN_OVERHEAD);
   return rc;
+}
+
+eg_err eg_token_seal(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *pt,
+                     size_t plen, uint8_t *out) {
+  return token_seal(eg__keyring_field_key, kr, ctx, pt, plen, out);
+}
+
+eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *tok,
+                     size_t toklen, uint8_t *out, size_t *plen) {
+  return token_open(eg__keyring_field_key, kr, ctx, tok, toklen, out, plen);
+}
+
+eg_err eg_page_seal(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *pt, size_t plen,
+                    uint8_t *out) {
+  return token_seal(eg__keyring_page_key, kr, ctx, pt, plen, out);
+}
+
+eg_err eg_page_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *tok,
+                    size_t toklen, uint8_t *out, size_t *plen) {
+  return token_open(eg__keyring_page_key, kr, ctx, tok, toklen, out, plen);
 }

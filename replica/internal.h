@@ -26,6 +26,15 @@ struct eg_peer {
   char id[128];
   uint64_t applied;
   int64_t ack_us;
+  /* The lag in seconds counts from caught_up_us (eg_repl_peer_lags): the
+   * last time at which the replica held (as its acks later showed)
+   * everything committed here; the stream's start until then. A send
+   * that reaches the primary's last LSN leaves (sent_lsn, sent_us); the
+   * first ack at or past sent_lsn moves caught_up_us to sent_us. Times
+   * are eg_rpc_now_us(); sent_us 0: none pending. */
+  int64_t caught_up_us;
+  uint64_t sent_lsn;
+  int64_t sent_us;
   int connected;
   uint64_t gen; /* the stream that owns the entry; a newer one takes over */
 };
@@ -165,6 +174,8 @@ int64_t eg_rpc_now_us(void);
 struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied, uint64_t *gen);
 int eg_peer_owned(eg_repl *r, const struct eg_peer *p, uint64_t gen);
 void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t gen, uint64_t applied);
+/* The stream sent p everything up to lsn, all the primary had at at_us. */
+void eg_peer_sent(eg_repl *r, struct eg_peer *p, uint64_t gen, uint64_t lsn, int64_t at_us);
 void eg_peer_detach(eg_repl *r, struct eg_peer *p, uint64_t gen);
 void *eg_repl_syncer_main(void *arg);
 /* peers.c: what log retention decides from. */

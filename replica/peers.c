@@ -24,7 +24,8 @@ struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied, uin
   if (p) {
     snprintf(p->id, sizeof p->id, "%s", id);
     p->applied = applied;
-    p->ack_us = eg_rpc_now_us();
+    p->ack_us = p->caught_up_us = eg_rpc_now_us();
+    p->sent_us = 0;
     p->connected = 1;
     p->gen = *gen = ++next_gen;
   }
@@ -44,7 +45,22 @@ void eg_peer_ack(eg_repl *r, struct eg_peer *p, uint64_t gen, uint64_t applied) 
   if (p->gen == gen) {
     p->applied = applied;
     p->ack_us = eg_rpc_now_us();
+    if (applied >= eg_store_last_lsn(r->store)) p->caught_up_us = p->ack_us;
+    else if (p->sent_us && applied >= p->sent_lsn && p->sent_us > p->caught_up_us)
+      p->caught_up_us = p->sent_us;
+    if (p->sent_us && applied >= p->sent_lsn) p->sent_us = 0;
     pthread_cond_broadcast(&r->cv);
+  }
+  pthread_mutex_unlock(&r->mu);
+}
+
+void eg_peer_sent(eg_repl *r, struct eg_peer *p, uint64_t gen, uint64_t lsn, int64_t at_us) {
+  pthread_mutex_lock(&r->mu);
+  /* One sample in flight: under steady writes a newer one would replace
+   * it before any ack covered it, and the lag would never move. */
+  if (p->gen == gen && !p->sent_us) {
+    p->sent_lsn = lsn;
+    p->sent_us = at_us;
   }
   pthread_mutex_unlock(&r->mu);
 }
@@ -244,4 +260,21 @@ eg_err eg_repl_status(eg_repl *r, Engram__V1__GetStatusResponse *out,
   }
   pthread_mutex_unlock(&r->mu);
   return EG_OK;
+}
+
+size_t eg_repl_peer_lags(eg_repl *r, eg_repl_peer_lag *out) {
+  if (!eg_repl_is_primary(r)) return 0;
+  uint64_t last = eg_store_last_lsn(r->store);
+  int64_t now = eg_rpc_now_us();
+  pthread_mutex_lock(&r->mu);
+  size_t n = r->n_peers;
+  for (size_t i = 0; i < n; i++) {
+    const struct eg_peer *p = &r->peers[i];
+    snprintf(out[i].id, sizeof out[i].id, "%s", p->id);
+    out[i].lag_records = last > p->applied ? last - p->applied : 0;
+    out[i].lag_us = out[i].lag_records && now > p->caught_up_us ? now - p->caught_up_us : 0;
+    out[i].connected = p->connected;
+  }
+  pthread_mutex_unlock(&r->mu);
+  return n;
 }

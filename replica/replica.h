@@ -229,6 +229,21 @@ void eg_repl_progress_get(eg_repl *r, eg_repl_progress *out);
  * health service checks those). */
 int eg_repl_serving(eg_repl *r, int64_t max_lag_ms, char *why, size_t whylen);
 
+/* A replica in the primary's table, for metrics. lag_us: 0 while its
+ * last ack covers the primary's last LSN; else the time since an ack last
+ * covered everything the primary had committed when it came (or since its
+ * stream started, if none did). */
+typedef struct {
+  char id[128];
+  uint64_t lag_records; /* the primary's last LSN - the replica's applied */
+  int64_t lag_us;
+  int connected;
+} eg_repl_peer_lag;
+/* Fills out[0..EG_REPL_MAX_PEERS) with the replicas in the primary's
+ * table (those that left too, until their entry is reused); returns how
+ * many. 0 on a replica. Thread safety: any thread. */
+size_t eg_repl_peer_lags(eg_repl *r, eg_repl_peer_lag *out);
+
 /* Fills role, primary, primary_lsn and replicas of a status answer; the
  * strings and replica entries are allocated with alloc(arena, n). */
 eg_err eg_repl_status(eg_repl *r, Engram__V1__GetStatusResponse *out,

@@ -169,6 +169,8 @@ static int eg_stream_send(struct eg_stream_ctx *s, eg_txn *t, uint64_t *next) {
     eg_stream_add_fingerprint(s, &resp);
     rc = eg_rpc_send(s->call, s->cq, &resp.base);
     *next = b.next;
+    if (rc == 1 && *next > resp.primary_lsn)
+      eg_peer_sent(s->r, s->peer, s->gen, resp.primary_lsn, resp.time_us);
   }
   for (size_t i = 0; i < b.n; i++) free(b.recs[i].data);
   free(buf);

@@ -84,6 +84,7 @@ typedef struct eg_call {
   eg_err reply_err;
   grpc_metadata error_md[2];
   int cancelled;
+  int64_t arrived_us; /* eg_metrics_arrive's: the latency histogram's start */
 } eg_call;
 
 struct eg_worker {

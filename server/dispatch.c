@@ -402,7 +402,7 @@ static void *eg_stream_main(void *arg) {
   if (close.started && !close.done)
     grpc_completion_queue_pluck(c->stream_cq, &close.op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   grpc_slice_unref(details);
-  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e));
+  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e), c->arrived_us);
   eg_call_free(c);
   eg_stream_leave(tp, NULL, 1);
   return NULL;
@@ -468,7 +468,7 @@ static void eg_start_stream(eg_call *c) {
   ops[1].data.send_status_from_server.trailing_metadata = c->error_md;
   ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[2].data.recv_close_on_server.cancelled = &cancelled;
-  eg_metrics_count(tp->metrics, c->mi, code);
+  eg_metrics_count(tp->metrics, c->mi, code, c->arrived_us);
   if (!eg_stream_batch(c, ops, 3))
     grpc_call_cancel_with_status(c->call, (grpc_status_code)code, msg, NULL);
   grpc_slice_unref(details);

@@ -225,11 +225,12 @@ static int eg_filter_match(const eg_mfilter *f, const eg_memory_meta *m, int64_t
 
 /* A list page token: kind byte ('n' newest first / 'i' importance), then
  * for 'i' the importance (f32 bits BE), then the last position shown. */
-static eg_err eg_list_token_parse(eg_req *r, const char *tok, uint8_t kind, float *imp,
+static eg_err eg_list_token_parse(eg_req *r, const ProtobufCMessage *in, uint8_t kind, float *imp,
                                   eg_memory_pos *pos) {
   uint8_t b[1 + 4 + EG_MEMORY_POS_MAX];
   size_t n, head = kind == 'i' ? 5 : 1;
-  if (eg_page_token_parse(tok, b, sizeof b, &n) != 0) goto bad;
+  eg_err e = eg_page_token_open(r, in, b, sizeof b, &n);
+  if (e != EG_OK) return e;
   if (n < head + 9 || b[0] != kind) goto bad;
   if (kind == 'i') {
     uint32_t bits = eg_get_be32(b + 1);
@@ -242,7 +243,8 @@ bad:
   return eg_mem_invalid(r, "page_token", "not a token this server issued for this order");
 }
 
-static const char *eg_list_token(eg_req *r, uint8_t kind, float imp, const uint8_t *pos, size_t len) {
+static const char *eg_list_token(eg_req *r, const ProtobufCMessage *in, uint8_t kind, float imp,
+                                 const uint8_t *pos, size_t len) {
   uint8_t b[1 + 4 + EG_MEMORY_POS_MAX];
   size_t n = 0;
   b[n++] = kind;
@@ -252,7 +254,7 @@ static const char *eg_list_token(eg_req *r, uint8_t kind, float imp, const uint8
     for (int i = 0; i < 4; i++) b[n++] = (uint8_t)(bits >> (24 - 8 * i));
   }
   memcpy(b + n, pos, len);
-  return eg_page_token(r->arena, b, n + len);
+  return eg_page_token_seal(r, in, b, n + len);
 }
 
 struct eg_list {
@@ -303,7 +305,7 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
                               : (size_t)(in->page_size > cfg->max_page_size ? cfg->max_page_size : in->page_size);
   if ((e = eg_blind_ctx_of(r, &ctx)) || (e = eg_filter_compile(r, ctx, in->filter, 0, &f))) return e;
   if (in->page_token[0] &&
-      (e = eg_list_token_parse(r, in->page_token, importance ? 'i' : 'n', &after_imp, &after)))
+      (e = eg_list_token_parse(r, &in->base, importance ? 'i' : 'n', &after_imp, &after)))
     return e;
   eg_scored *top = NULL;
   if (importance) {
@@ -351,7 +353,7 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
     const uint8_t *pos = importance ? top[last].pos : l.items[last].buf;
     size_t len = importance ? top[last].pos_len : l.items[last].len;
     float imp = importance ? top[last].importance : 0;
-    if (!(out->next_page_token = (char *)eg_list_token(r, importance ? 'i' : 'n', imp, pos, len)))
+    if (!(out->next_page_token = (char *)eg_list_token(r, &in->base, importance ? 'i' : 'n', imp, pos, len)))
       return EG_ENOMEM;
   }
   r->resp = &out->base;

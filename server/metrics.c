@@ -1,6 +1,7 @@
 #include "server/metrics.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -9,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,36 +28,118 @@ static const char *const eg_code_names[EG_GRPC_CODES] = {
     "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",      "UNIMPLEMENTED",    "INTERNAL",
     "UNAVAILABLE", "DATA_LOSS",       "UNAUTHENTICATED"};
 
+/* Upper bounds of the latency buckets in microseconds: 50 us to 10 s in
+ * 1-2.5-5 steps, from a cached read to a write held for replica acks. */
+static const int64_t eg_bucket_us[] = {50,     100,     250,     500,     1000,    2500,
+                                       5000,   10000,   25000,   50000,   100000,  250000,
+                                       500000, 1000000, 2500000, 5000000, 10000000};
+#define EG_BUCKETS (sizeof eg_bucket_us / sizeof eg_bucket_us[0])
+
+/* One method's counters: relaxed atomic adds on the call path, read only
+ * when scraped (a scrape may see a call counted in one and not yet in
+ * another; each counter on its own never goes back). */
+struct eg_method_stats {
+  atomic_uint_fast64_t calls[EG_GRPC_CODES];
+  atomic_uint_fast64_t bucket[EG_BUCKETS + 1]; /* last: above 10 s */
+  atomic_uint_fast64_t sum_us;
+  atomic_int_fast64_t in_flight;
+};
+
 struct eg_metrics {
   const char *const *paths;
   size_t n; /* rows: n methods + 1 for unknown methods */
-  atomic_uint_fast64_t (*calls)[EG_GRPC_CODES];
+  struct eg_method_stats *rows;
   atomic_int_fast64_t parked;
+  size_t render_cap; /* the longest exposition text (see eg_metrics_new) */
+  int64_t started_us; /* eg_mono_us() at eg_metrics_new: about the process's start */
 };
+
+/* Bytes of s[0..n) as a label value: \, " and newline escaped. */
+static size_t eg_escaped_len(const char *s, size_t n) {
+  size_t len = n;
+  for (size_t i = 0; i < n; i++) len += s[i] == '\\' || s[i] == '"' || s[i] == '\n';
+  return len;
+}
+
+/* The service and method of row r: "/engram.v1.SessionService/AppendMessages"
+ * gives "engram.v1.SessionService" (svc_len bytes) and "AppendMessages". */
+static void eg_row_names(const eg_metrics *m, size_t r, const char **svc, size_t *svc_len,
+                         const char **meth) {
+  const char *p = r < m->n - 1 ? m->paths[r] : "/unknown/unknown";
+  const char *s = p[0] == '/' ? p + 1 : p;
+  const char *slash = strrchr(s, '/');
+  *svc = s;
+  *svc_len = slash ? (size_t)(slash - s) : strlen(s);
+  *meth = slash ? slash + 1 : s;
+}
+
+/* Longest text of one sample line beside its label values: the name and
+ * the fixed label text (at most 70 bytes), a 20-digit value or a %.6f of
+ * one, and the newline. */
+#define EG_LINE_FIXED 112
+/* The families whose size does not grow with the methods or replicas:
+ * HELP and TYPE lines, one sample each (or one per sweep kind); about
+ * 7 KiB. */
+#define EG_FIXED_TEXT (16 * 1024)
+/* engram_replica_lag_*{replica} and engram_replica_connected for every
+ * peer: three samples each, an id of at most 127 bytes, escaped at most
+ * twice as long. */
+#define EG_PEERS_TEXT (EG_REPL_MAX_PEERS * 3 * (EG_LINE_FIXED + 2 * 127))
 
 eg_metrics *eg_metrics_new(const char *const *paths, size_t n_methods) {
   eg_metrics *m = calloc(1, sizeof *m);
   if (!m) return NULL;
   m->paths = paths;
   m->n = n_methods + 1;
-  m->calls = calloc(m->n, sizeof *m->calls);
-  if (!m->calls) {
+  m->started_us = eg_mono_us();
+  m->rows = calloc(m->n, sizeof *m->rows);
+  if (!m->rows) {
     free(m);
     return NULL;
+  }
+  /* The worst case, so a scrape is never cut short: every method with
+   * every status code counted, its buckets, sum, count and in-flight. */
+  m->render_cap = EG_FIXED_TEXT + EG_PEERS_TEXT;
+  for (size_t r = 0; r < m->n; r++) {
+    const char *svc, *meth;
+    size_t svc_len;
+    eg_row_names(m, r, &svc, &svc_len, &meth);
+    size_t path = r < m->n - 1 ? eg_escaped_len(paths[r], strlen(paths[r])) : 7;
+    size_t labels = eg_escaped_len(svc, svc_len) + eg_escaped_len(meth, strlen(meth));
+    m->render_cap += EG_GRPC_CODES * (EG_LINE_FIXED + path) +
+                     (EG_BUCKETS + 4) * (EG_LINE_FIXED + labels);
   }
   return m;
 }
 
+size_t eg_metrics_render_cap(const eg_metrics *m) { return m->render_cap; }
+
 void eg_metrics_free(eg_metrics *m) {
   if (!m) return;
-  free(m->calls);
+  free(m->rows);
   free(m);
 }
 
-void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code) {
-  size_t row = method < m->n - 1 ? method : m->n - 1;
+static struct eg_method_stats *eg_row(eg_metrics *m, size_t method) {
+  return &m->rows[method < m->n - 1 ? method : m->n - 1];
+}
+
+int64_t eg_metrics_arrive(eg_metrics *m, size_t method) {
+  atomic_fetch_add_explicit(&eg_row(m, method)->in_flight, 1, memory_order_relaxed);
+  return eg_mono_us();
+}
+
+void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code, int64_t arrived_us) {
+  struct eg_method_stats *row = eg_row(m, method);
   if (grpc_code < 0 || grpc_code >= EG_GRPC_CODES) grpc_code = 2;
-  atomic_fetch_add_explicit(&m->calls[row][grpc_code], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&row->calls[grpc_code], 1, memory_order_relaxed);
+  int64_t took = eg_mono_us() - arrived_us;
+  if (took < 0) took = 0;
+  size_t b = 0;
+  while (b < EG_BUCKETS && took > eg_bucket_us[b]) b++;
+  atomic_fetch_add_explicit(&row->bucket[b], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&row->sum_us, (uint64_t)took, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&row->in_flight, 1, memory_order_relaxed);
 }
 
 void eg_metrics_parked(eg_metrics *m, int delta) {
@@ -75,6 +160,174 @@ __attribute__((format(printf, 2, 3))) static void eg_out_printf(struct eg_out *o
   if (n > 0) o->len = o->len + (size_t)n < o->cap ? o->len + (size_t)n : o->cap - 1;
 }
 
+/* Writes s[0..n) as a label value: \, " and newline escaped. */
+static void eg_out_label(struct eg_out *o, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    const char *esc = s[i] == '\\' ? "\\\\" : s[i] == '"' ? "\\\"" : s[i] == '\n' ? "\\n" : NULL;
+    if (esc) eg_out_printf(o, "%s", esc);
+    else eg_out_printf(o, "%c", s[i]);
+  }
+}
+
+/* `name{service="...",method="..."` for row r, without the closing brace
+ * (the caller may add labels). */
+static void eg_out_row(struct eg_out *o, const eg_metrics *m, size_t r, const char *name) {
+  const char *svc, *meth;
+  size_t svc_len;
+  eg_row_names(m, r, &svc, &svc_len, &meth);
+  eg_out_printf(o, "%s{service=\"", name);
+  eg_out_label(o, svc, svc_len);
+  eg_out_printf(o, "\",method=\"");
+  eg_out_label(o, meth, strlen(meth));
+  eg_out_printf(o, "\"");
+}
+
+/* Calls by status, latency histograms and in-flight gauges. Every known
+ * method has its histogram and gauge from the start (a rate needs the
+ * zero before the first call); the unknown-method row only once used. */
+static void eg_out_rpcs(struct eg_out *o, const eg_metrics *m) {
+  eg_out_printf(o, "# HELP engram_rpc_total Finished calls by method and gRPC status.\n"
+                   "# TYPE engram_rpc_total counter\n");
+  for (size_t r = 0; r < m->n; r++)
+    for (int c = 0; c < EG_GRPC_CODES; c++) {
+      uint64_t v = atomic_load_explicit(&m->rows[r].calls[c], memory_order_relaxed);
+      if (!v) continue;
+      const char *path = r < m->n - 1 ? m->paths[r] : "unknown";
+      eg_out_printf(o, "engram_rpc_total{method=\"");
+      eg_out_label(o, path, strlen(path));
+      eg_out_printf(o, "\",code=\"%s\"} %llu\n", eg_code_names[c], (unsigned long long)v);
+    }
+  eg_out_printf(o, "# HELP engram_rpc_duration_seconds Time from a call's arrival to its reply "
+                   "(the status sent), by service and method.\n"
+                   "# TYPE engram_rpc_duration_seconds histogram\n");
+  for (size_t r = 0; r < m->n; r++) {
+    const struct eg_method_stats *row = &m->rows[r];
+    uint64_t b[EG_BUCKETS + 1], total = 0;
+    for (size_t i = 0; i <= EG_BUCKETS; i++)
+      total += b[i] = atomic_load_explicit(&row->bucket[i], memory_order_relaxed);
+    if (r == m->n - 1 && !total) continue;
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= EG_BUCKETS; i++) {
+      cum += b[i];
+      eg_out_row(o, m, r, "engram_rpc_duration_seconds_bucket");
+      if (i < EG_BUCKETS) eg_out_printf(o, ",le=\"%g\"} %llu\n", (double)eg_bucket_us[i] / 1e6,
+                                        (unsigned long long)cum);
+      else eg_out_printf(o, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    eg_out_row(o, m, r, "engram_rpc_duration_seconds_sum");
+    eg_out_printf(o, "} %.6f\n",
+                  (double)atomic_load_explicit(&row->sum_us, memory_order_relaxed) / 1e6);
+    eg_out_row(o, m, r, "engram_rpc_duration_seconds_count");
+    eg_out_printf(o, "} %llu\n", (unsigned long long)total);
+  }
+  eg_out_printf(o, "# HELP engram_rpc_in_flight Calls arrived and not yet replied to (open "
+                   "streams included), by service and method.\n"
+                   "# TYPE engram_rpc_in_flight gauge\n");
+  for (size_t r = 0; r < m->n; r++) {
+    int64_t v = atomic_load_explicit(&m->rows[r].in_flight, memory_order_relaxed);
+    if (r == m->n - 1 && !v) continue;
+    eg_out_row(o, m, r, "engram_rpc_in_flight");
+    eg_out_printf(o, "} %lld\n", (long long)v);
+  }
+}
+
+/* Standard process metrics, from /proc/self (Linux). A file that cannot be
+ * read leaves its samples out rather than report a made-up value. */
+static void eg_out_process(struct eg_out *o) {
+  char buf[1024];
+  FILE *f = fopen("/proc/self/stat", "r");
+  size_t len = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+  if (f) fclose(f);
+  buf[len] = '\0';
+  /* After the command name (which may hold spaces and parentheses):
+   * field 3 on; utime and stime are fields 14-15 (ticks), starttime 22
+   * (ticks after boot), vsize 23 (bytes), rss 24 (pages). */
+  const char *p = strrchr(buf, ')');
+  unsigned long long ut, st, start, vsize;
+  long long rss;
+  long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+  if (p && tick > 0 && page > 0 &&
+      sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+                    "%*d %llu %llu %lld",
+             &ut, &st, &start, &vsize, &rss) == 5) {
+    eg_out_printf(o,
+                  "# HELP process_cpu_seconds_total User and system CPU time spent in seconds.\n"
+                  "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n"
+                  "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                  "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n"
+                  "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+                  "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %llu\n",
+                  (double)(ut + st) / (double)tick, rss * page, vsize);
+    unsigned long long btime = 0;
+    char line[256];
+    if ((f = fopen("/proc/stat", "r"))) {
+      while (fgets(line, sizeof line, f) && sscanf(line, "btime %llu", &btime) != 1) {
+      }
+      fclose(f);
+    }
+    if (btime)
+      eg_out_printf(o, "# HELP process_start_time_seconds Start time of the process since unix "
+                       "epoch in seconds.\n"
+                       "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.2f\n",
+                    (double)btime + (double)start / (double)tick);
+  }
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    long long n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    eg_out_printf(o, "# HELP process_open_fds Number of open file descriptors.\n"
+                     "# TYPE process_open_fds gauge\nprocess_open_fds %lld\n",
+                  n - 1 /* the directory's own */);
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    eg_out_printf(o, "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                     "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
+                  (unsigned long long)rl.rlim_cur);
+}
+
+/* Replication lag: a replica's own, the primary's view of each replica. */
+static void eg_out_lag(struct eg_out *o, const eg_metrics *m, eg_repl *repl) {
+  if (!eg_repl_is_primary(repl)) {
+    eg_repl_progress pr;
+    eg_repl_progress_get(repl, &pr);
+    /* Never caught up since it started: behind for at least that long. */
+    int64_t behind_ms = pr.behind_ms >= 0 ? pr.behind_ms : (eg_mono_us() - m->started_us) / 1000;
+    eg_out_printf(o,
+                  "# HELP engram_replication_lag_records Records the primary had (as last heard) "
+                  "that this replica has not applied.\n"
+                  "# TYPE engram_replication_lag_records gauge\nengram_replication_lag_records %llu\n"
+                  "# HELP engram_replication_lag_seconds Seconds since this replica last held "
+                  "everything its primary had (0 while it does; since start if it never did).\n"
+                  "# TYPE engram_replication_lag_seconds gauge\nengram_replication_lag_seconds %.3f\n"
+                  "# HELP engram_replication_connected 1 while this replica streams from a primary.\n"
+                  "# TYPE engram_replication_connected gauge\nengram_replication_connected %d\n",
+                  (unsigned long long)(pr.primary_lsn > pr.applied ? pr.primary_lsn - pr.applied : 0),
+                  (double)behind_ms / 1e3, pr.connected);
+    return;
+  }
+  eg_repl_peer_lag *peers = calloc(EG_REPL_MAX_PEERS, sizeof *peers);
+  size_t n = peers ? eg_repl_peer_lags(repl, peers) : 0;
+  static const char *const fam[3][3] = {
+      {"engram_replica_lag_records", "gauge",
+       "Records committed here that the replica has not acknowledged."},
+      {"engram_replica_lag_seconds", "gauge",
+       "Seconds since the replica last acknowledged everything committed here (0 while it has)."},
+      {"engram_replica_connected", "gauge", "1 while the replica streams from this primary."}};
+  for (int f = 0; f < 3; f++) {
+    eg_out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", fam[f][0], fam[f][2], fam[f][0], fam[f][1]);
+    for (size_t i = 0; i < n; i++) {
+      eg_out_printf(o, "%s{replica=\"", fam[f][0]);
+      eg_out_label(o, peers[i].id, strlen(peers[i].id));
+      if (f == 0) eg_out_printf(o, "\"} %llu\n", (unsigned long long)peers[i].lag_records);
+      else if (f == 1) eg_out_printf(o, "\"} %.3f\n", (double)peers[i].lag_us / 1e6);
+      else eg_out_printf(o, "\"} %d\n", peers[i].connected);
+    }
+  }
+  free(peers);
+}
+
 /* A metric family with one sample per sweep_due kind (v[1..EG_SWEEP_KIND_MAX]),
  * labelled kind="<eg_sweep_kind_name>". */
 static void eg_out_by_kind(struct eg_out *o, const char *name, const char *type, const char *help,
@@ -86,20 +339,14 @@ static void eg_out_by_kind(struct eg_out *o, const char *name, const char *type,
 }
 
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
-                         const eg_sweeper *sweeper, eg_archiver *archiver, const eg_repl *repl,
+                         const eg_sweeper *sweeper, eg_archiver *archiver, eg_repl *repl,
                          const eg_coord *coord, char *buf, size_t cap) {
   struct eg_out o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
-  eg_out_printf(&o, "# HELP engram_rpc_total Finished calls by method and gRPC status.\n"
-                    "# TYPE engram_rpc_total counter\n");
-  for (size_t r = 0; r < m->n; r++)
-    for (int c = 0; c < EG_GRPC_CODES; c++) {
-      uint64_t v = atomic_load_explicit(&m->calls[r][c], memory_order_relaxed);
-      if (v)
-        eg_out_printf(&o, "engram_rpc_total{method=\"%s\",code=\"%s\"} %llu\n",
-                      r < m->n - 1 ? m->paths[r] : "unknown", eg_code_names[c],
-                      (unsigned long long)v);
-    }
+  eg_out_printf(&o, "# HELP engram_build_info The engramd version; always 1.\n"
+                    "# TYPE engram_build_info gauge\nengram_build_info{version=\"%s\"} 1\n",
+                ENGRAM_VERSION);
+  eg_out_rpcs(&o, m);
   eg_out_printf(&o,
                 "# HELP engram_parked_reads Reads waiting for their engram-min-lsn.\n"
                 "# TYPE engram_parked_reads gauge\nengram_parked_reads %lld\n",
@@ -158,6 +405,7 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
     eg_out_printf(&o, "# HELP engram_is_primary 1 while this node is the primary.\n"
                       "# TYPE engram_is_primary gauge\nengram_is_primary %d\n",
                   eg_repl_is_primary(repl));
+  if (repl) eg_out_lag(&o, m, repl);
   if (repl && coord) {
     eg_coord_status cs;
     eg_coord_status_get(coord, &cs);
@@ -172,14 +420,12 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
                   cs.etcd_ok, eg_repl_is_primary(repl) && eg_repl_fenced(repl),
                   (unsigned long long)cs.elections_won);
   }
+  eg_out_process(&o);
   return o.len;
 }
 
 /* ==== the HTTP endpoint ===================================================== */
 
-/* The exposition text is a few KiB (one line per method and status seen);
- * the cap bounds what one scrape allocates. */
-#define EG_METRICS_BUF (256 * 1024)
 /* A scraper opens one connection at a time; the cap bounds the sockets and
  * memory that idle or stalled clients can hold. Beyond it libmicrohttpd
  * refuses new connections at once instead of queueing them. */
@@ -213,7 +459,7 @@ struct eg_metrics_http {
   const eg_writer *writer;
   const eg_sweeper *sweeper;
   eg_archiver *archiver;
-  const eg_repl *repl;
+  eg_repl *repl;
   const eg_coord *coord;
   struct MHD_Daemon *daemon;
   int port;
@@ -297,11 +543,13 @@ static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn,
   if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
     return eg_metrics_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, NULL, 0);
   if (strcmp(url, "/metrics") != 0) return eg_metrics_reply(conn, MHD_HTTP_NOT_FOUND, NULL, 0);
-  char *body = malloc(EG_METRICS_BUF);
+  /* Sized for the worst case (eg_metrics_render_cap): a scrape is never
+   * cut short, and what it allocates stays bounded. */
+  size_t cap = eg_metrics_render_cap(h->m);
+  char *body = malloc(cap);
   if (!body) return eg_metrics_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, 0);
   size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->archiver, h->repl,
-                                 h->coord, body,
-                                 EG_METRICS_BUF);
+                                 h->coord, body, cap);
   return eg_metrics_reply(conn, MHD_HTTP_OK, body, len);
 }
 
@@ -320,7 +568,7 @@ static int eg_metrics_addr(const char *addr, struct sockaddr_in *sa) {
 
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             eg_archiver *archiver, const eg_repl *repl, const eg_coord *coord,
+                             eg_archiver *archiver, eg_repl *repl, const eg_coord *coord,
                              eg_metrics_http **out, char *err, size_t errlen) {
   struct sockaddr_in sa;
   if (eg_metrics_addr(addr, &sa) != 0) {

@@ -1,8 +1,10 @@
 /*
- * Prometheus metrics: per-method call counts by gRPC status code, the
- * writer's batches, the store's LSN and map size, served as text on
- * --metrics-listen (GET /metrics). Counting is a relaxed atomic add on the
- * call path; rendering happens only when scraped.
+ * Prometheus metrics: per-method call counts by gRPC status code, latency
+ * histograms and in-flight gauges, the writer's batches, the store's LSN
+ * and map size, replication lag, the sweeper's progress, process metrics
+ * and the build, served as text on --metrics-listen (GET /metrics; any
+ * other path 404). Counting is a relaxed atomic add on the call path;
+ * rendering happens only when scraped. docs/operations.md lists them.
  */
 #ifndef EG_SERVER_METRICS_H
 #define EG_SERVER_METRICS_H
@@ -25,19 +27,29 @@ typedef struct eg_metrics eg_metrics;
 eg_metrics *eg_metrics_new(const char *const *paths, size_t n_methods);
 void eg_metrics_free(eg_metrics *m);
 
-/* Counts one finished call. method SIZE_MAX: an unknown method.
- * Thread safety: any thread. */
-void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code);
+/* A call arrived (method SIZE_MAX: an unknown method): one more in flight.
+ * Returns the arrival time to pass to eg_metrics_count. Thread safety:
+ * any thread. */
+int64_t eg_metrics_arrive(eg_metrics *m, size_t method);
+
+/* Counts one finished call: its status, and its time since arrived_us
+ * (eg_metrics_arrive's answer) in the latency histogram; one fewer in
+ * flight. Exactly once per eg_metrics_arrive. Thread safety: any thread. */
+void eg_metrics_count(eg_metrics *m, size_t method, int grpc_code, int64_t arrived_us);
 
 /* A read parked to wait for its engram-min-lsn (+1) or answered from
  * parking (-1): the engram_parked_reads gauge. Thread safety: any thread. */
 void eg_metrics_parked(eg_metrics *m, int delta);
 
+/* The longest text eg_metrics_render can write, with its NUL: every
+ * method with every status code, every replica a primary can hold. */
+size_t eg_metrics_render_cap(const eg_metrics *m);
+
 /* Writes the exposition text into buf; returns its length (truncated at
- * cap - 1). store, writer, sweeper, archiver, repl and coord may be NULL
- * (coord: static roles). */
+ * cap - 1; never with cap >= eg_metrics_render_cap). store, writer,
+ * sweeper, archiver, repl and coord may be NULL (coord: static roles). */
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
-                         const eg_sweeper *sweeper, eg_archiver *archiver, const eg_repl *repl,
+                         const eg_sweeper *sweeper, eg_archiver *archiver, eg_repl *repl,
                          const eg_coord *coord, char *buf, size_t cap);
 
 /* Serves GET /metrics on addr (IPv4-HOST:PORT; port 0 picks a free one)
@@ -48,7 +60,7 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
 typedef struct eg_metrics_http eg_metrics_http;
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             eg_archiver *archiver, const eg_repl *repl, const eg_coord *coord,
+                             eg_archiver *archiver, eg_repl *repl, const eg_coord *coord,
                              eg_metrics_http **out, char *err, size_t errlen);
 /* The port the endpoint listens on (the one picked for port 0). */
 int eg_metrics_http_port(const eg_metrics_http *h);

@@ -1,17 +1,47 @@
-/* Page tokens: the hex of a storage position. Opaque to clients; the
- * services decide what the bytes mean and refuse what does not decode. */
+/* Page tokens: opaque to clients, bound to the request that got them.
+ *
+ * A token is the base64url (no padding) of a page seal (crypto.h: the
+ * field-token layout under the page-token subkey, so every node sharing
+ * the keyring opens the others' tokens, and a rotated-out primary key
+ * still opens while it is in the ring) of
+ *   digest 32 B | position
+ * with the context {tenant, "page_token", the request's type name, ""}.
+ * digest = SHA-256 of the request packed with page_size and page_token
+ * cleared: every other field (filters, order, ids) is bound, so a token
+ * used with another request is refused. The position's bytes are the
+ * listing's own (it checks what they mean after opening).
+ */
 #ifndef EG_SERVER_PAGE_TOKEN_H
 #define EG_SERVER_PAGE_TOKEN_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "server/arena.h"
+#include "crypto/crypto.h"
+#include "server/service.h"
 
-/* The token of b[0..n), in a; NULL when out of memory. */
-const char *eg_page_token(eg_arena *a, const uint8_t *b, size_t n);
-/* Decodes tok into out (at most cap bytes) and sets *n. Returns -1 if tok
- * is not lowercase hex of at most cap bytes. */
-int eg_page_token_parse(const char *tok, uint8_t *out, size_t cap, size_t *n);
+/* The longest position a listing puts in a token (ListSessions: mode byte
+ * + index cursor; ListMemories: kind + importance + memory position). */
+#define EG_PAGE_POS_MAX 256
+#define EG_PAGE_DIGEST_LEN 32
+/* Characters of the longest token (base64 without padding). The reply
+ * budget's reserve holds it (static assert in page_token.c). */
+#define EG_PAGE_TOKEN_MAX ((4 * (EG_TOKEN_OVERHEAD + EG_PAGE_DIGEST_LEN + EG_PAGE_POS_MAX) + 2) / 3)
+
+/* The token for the page after pos[0..n) (n <= EG_PAGE_POS_MAX) of
+ * request in, which must have page_size and page_token fields; allocated
+ * in r->arena. NULL when out of memory. Thread safety: any thread. */
+const char *eg_page_token_seal(eg_req *r, const ProtobufCMessage *in, const uint8_t *pos,
+                               size_t n);
+
+/* Opens in's page_token (non-empty) into pos (cap bytes) and sets *n.
+ * EG_OK; EG_EINVAL with r->msg "page_token: ..." when it is not a token
+ * this cluster issued to this tenant for this listing (garbled,
+ * truncated, sealed under a key no longer in the ring, another tenant's
+ * or another method's) or was issued for a request with other fields;
+ * EG_ENOMEM. */
+eg_err eg_page_token_open(eg_req *r, const ProtobufCMessage *in, uint8_t *pos, size_t cap,
+                          size_t *n) __attribute__((warn_unused_result));
 
 #endif

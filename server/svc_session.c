@@ -54,24 +54,20 @@ static eg_err eg_session_load(eg_req *r, eg_txn *t, const char *sid, eg_session_
   return eg_arena_defer(r->arena, eg_session_rec_free, *out) == 0 ? EG_OK : EG_ENOMEM;
 }
 
-/* Anything that does not decode is an INVALID_ARGUMENT naming page_token. */
-static eg_err eg_hex_decode(eg_req *r, const char *s, uint8_t *out, size_t cap, size_t *n) {
-  if (eg_page_token_parse(s, out, cap, n) != 0)
-    return eg_invalid_r(r, "page_token", "not a token this server issued");
-  return EG_OK;
-}
-
-/* A message page token: direction byte ('a'scending/'d'escending) + seq BE. */
-static const char *eg_msg_token(eg_req *r, int descending, uint64_t seq) {
+/* A message page token's position: direction byte ('a'scending/'d'escending)
+ * + seq BE. The token binds the request (newest_first among it); the
+ * direction byte still keeps the position's meaning in the position. */
+static const char *eg_msg_token(eg_req *r, const ProtobufCMessage *in, int descending, uint64_t seq) {
   uint8_t b[9] = {descending ? 'd' : 'a'};
   for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)(seq >> (56 - 8 * i));
-  return eg_page_token(r->arena, b, sizeof b);
+  return eg_page_token_seal(r, in, b, sizeof b);
 }
 
-static eg_err eg_msg_token_parse(eg_req *r, const char *tok, int descending, uint64_t *seq) {
+static eg_err eg_msg_token_parse(eg_req *r, const ProtobufCMessage *in, int descending,
+                                 uint64_t *seq) {
   uint8_t b[9];
   size_t n;
-  eg_err e = eg_hex_decode(r, tok, b, sizeof b, &n);
+  eg_err e = eg_page_token_open(r, in, b, sizeof b, &n);
   if (e != EG_OK) return e;
   if (n != 9 || b[0] != (descending ? 'd' : 'a'))
     return eg_invalid_r(r, "page_token", "not a token for this listing order");
@@ -446,7 +442,7 @@ static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
   eg_err e;
   if ((e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg)) ||
       (e = eg_page_size(r, "page_size", in->page_size, &want)) ||
-      (in->page_token[0] && (e = eg_msg_token_parse(r, in->page_token, in->newest_first, &start))) ||
+      (in->page_token[0] && (e = eg_msg_token_parse(r, msg, in->newest_first, &start))) ||
       (e = eg_session_load(r, r->rtxn, in->session_id, &rec)) ||
       (e = eg_messages_page(r, r->rtxn, rec->session_id, start, in->newest_first, want, &page)))
     return e;
@@ -455,7 +451,7 @@ static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
   engram__v1__list_messages_response__init(out);
   out->messages = page.msgs;
   out->n_messages = page.n;
-  if (page.more && !(out->next_page_token = (char *)eg_msg_token(r, in->newest_first, page.next_seq)))
+  if (page.more && !(out->next_page_token = (char *)eg_msg_token(r, msg, in->newest_first, page.next_seq)))
     return EG_ENOMEM;
   r->resp = &out->base;
   return EG_OK;

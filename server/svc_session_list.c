@@ -51,7 +51,7 @@ static int eg_ls_invalid(eg_req *r, const char *field, const char *what) {
 
 /* Sessions remain past this page: the next starts after ls->pos. */
 static int eg_ls_more(struct eg_list_sessions *ls) {
-  ls->out->next_page_token = (char *)eg_page_token(ls->r->arena, ls->pos, ls->pos_len);
+  ls->out->next_page_token = (char *)eg_page_token_seal(ls->r, &ls->in->base, ls->pos, ls->pos_len);
   if (!ls->out->next_page_token) ls->err = EG_ENOMEM;
   return 1;
 }
@@ -189,16 +189,17 @@ static eg_err eg_ls_filters(struct eg_list_sessions *ls) {
 
 /* A page token into *pos (the walk's start, mode byte first). USER and
  * ACTIVITY tokens hold an index cursor (8 bytes of time, then the id),
- * TERM tokens an id. Storage checks only a cursor's length, so a token of
- * another listing would pass as a position: the mode byte must match and
- * the id must be one this server takes. */
-static eg_err eg_ls_token_parse(struct eg_list_sessions *ls, const char *tok) {
+ * TERM tokens an id. The token binds the request, so the mode matches
+ * unless the server changed how it picks modes: the checks stay, since
+ * storage checks only a cursor's length. */
+static eg_err eg_ls_token_parse(struct eg_list_sessions *ls) {
   eg_req *r = ls->r;
   char sid[EG_STORE_ID_MAX + 1], ignored[256];
   size_t n, id_at = ls->pos[0] == EG_LS_TERM ? 1 : 9;
   uint8_t mode = ls->pos[0];
-  if (eg_page_token_parse(tok, ls->pos, sizeof ls->pos, &n) == 0 && n > id_at &&
-      ls->pos[0] == mode && !memchr(ls->pos + id_at, 0, n - id_at)) {
+  eg_err e = eg_page_token_open(r, &ls->in->base, ls->pos, sizeof ls->pos, &n);
+  if (e != EG_OK) return e;
+  if (n > id_at && ls->pos[0] == mode && !memchr(ls->pos + id_at, 0, n - id_at)) {
     memcpy(sid, ls->pos + id_at, n - id_at);
     sid[n - id_at] = '\0';
     ls->pos_len = n;
@@ -217,7 +218,7 @@ eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg) {
   ls.examine_max = ls.want * EG_LIST_EXAMINE_FACTOR;
   ls.pos[0] = ls.n_terms ? EG_LS_TERM : in->user_id[0] ? EG_LS_USER : EG_LS_ACTIVITY;
   ls.pos_len = 1;
-  if (in->page_token[0] && (e = eg_ls_token_parse(&ls, in->page_token))) return e;
+  if (in->page_token[0] && (e = eg_ls_token_parse(&ls))) return e;
   eg_reply_budget_init(&ls.budget, r);
   ls.out = EG_ARENA_NEW(r->arena, Engram__V1__ListSessionsResponse);
   if (!ls.out) return EG_ENOMEM;

@@ -186,7 +186,7 @@ void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *paylo
   ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
   c->state = EG_CALL_REPLYING;
-  eg_metrics_count(c->w->tp->metrics, c->mi, code);
+  eg_metrics_count(c->w->tp->metrics, c->mi, code, c->arrived_us);
   if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK) {
     eg_log(EG_LOG_WARN, "cannot send a reply");
     eg_call_free(c);
@@ -223,6 +223,7 @@ void eg_reply(eg_call *c, eg_err e, uint64_t lsn) {
  * it to the dispatcher. */
 static void eg_admit(eg_call *c) {
   eg_transport *tp = c->w->tp;
+  c->arrived_us = eg_metrics_arrive(tp->metrics, c->mi);
   if (!atomic_load(&tp->stopping)) eg_arm(c->w, c->mi);
   if (c->mi == SIZE_MAX || !tp->methods[c->mi]->stream)
     eg_reaper_add(tp->reaper, &c->reap, c->call,

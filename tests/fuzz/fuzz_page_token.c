@@ -1,45 +1,59 @@
 /*
  * Target: page tokens (server/page_token.c). Input: a page_token as a
  * client sends it (a NUL-terminated string; a NUL inside the input ends it,
- * as it would after unpacking), parsed with the capacity the first byte
- * picks.
+ * as it would after unpacking), opened for a ListMessages request under
+ * the fixed test keyring of fuzz_token.h.
  *
- * Checked: a token that parses fits the capacity and is exactly the token
- * the server would issue for those bytes; the input's bytes, issued as a
- * token, parse back to themselves.
+ * Checked: opening answers EG_OK or EG_EINVAL with a message naming
+ * page_token, and a position that fits; the input's bytes (up to the
+ * longest position), sealed as a position, open back to themselves and
+ * not for another request.
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "engram/v1/session.pb-c.h"
 #include "fuzz.h"
-#include "server/arena.h"
+#include "fuzz_token.h"
 #include "server/page_token.h"
 
-/* A message token is 9 bytes, a memory list token up to a few hundred. */
-#define FZ_CAP_MAX 600
+static eg_srv srv;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  char err[256];
+  eg_keyring *keys = NULL;
+  FZ_CHECK(eg_crypto_init() == EG_OK, "eg_crypto_init");
+  const char *path = fz_write_file("keyring", (const uint8_t *)fz_token_keyring,
+                                   strlen(fz_token_keyring));
+  FZ_CHECK(eg_keyring_load(path, &keys, err, sizeof err) == EG_OK, err);
+  srv.keys = keys;
+  return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (size < 1) return 0;
-  size_t cap = (size_t)data[0] * FZ_CAP_MAX / 255;
   /* A heap copy of exactly the string, so reading past its NUL is caught. */
-  char *tok = strndup((const char *)data + 1, size - 1);
-  uint8_t *out = malloc(cap ? cap : 1);
-  eg_arena *a = eg_arena_new();
-  FZ_CHECK(tok && out && a, "out of memory");
+  char *tok = strndup((const char *)data, size);
+  eg_req r = {.srv = &srv, .tenant = "acme", .arena = eg_arena_new()};
+  FZ_CHECK(tok && r.arena, "out of memory");
+  Engram__V1__ListMessagesRequest in = ENGRAM__V1__LIST_MESSAGES_REQUEST__INIT;
+  in.session_id = "s1";
+  in.page_token = tok;
+  uint8_t pos[EG_PAGE_POS_MAX];
   size_t n = 0;
-  if (eg_page_token_parse(tok, out, cap, &n) == 0) {
-    FZ_CHECK(n <= cap, "parsed past the capacity");
-    const char *again = eg_page_token(a, out, n);
-    FZ_CHECK(again && strcmp(again, tok) == 0, "issued token differs from the one parsed");
-  }
-  const char *issued = eg_page_token(a, data + 1, size - 1);
-  uint8_t *back = malloc(size);
-  FZ_CHECK(issued && back, "out of memory");
-  FZ_CHECK(eg_page_token_parse(issued, back, size - 1, &n) == 0, "an issued token does not parse");
-  FZ_CHECK(n == size - 1 && memcmp(back, data + 1, n) == 0, "issued token parsed to other bytes");
-  free(back);
-  eg_arena_free(a);
-  free(out);
+  eg_err e = eg_page_token_open(&r, &in.base, pos, sizeof pos, &n);
+  FZ_CHECK(e == EG_OK || e == EG_EINVAL, "open returned neither OK nor EINVAL");
+  if (e == EG_OK) FZ_CHECK(n <= sizeof pos, "opened past the capacity");
+  else FZ_CHECK(strncmp(r.msg, "page_token: ", 12) == 0, "the refusal does not name page_token");
+
+  size_t plen = size < EG_PAGE_POS_MAX ? size : EG_PAGE_POS_MAX;
+  in.page_token = (char *)eg_page_token_seal(&r, &in.base, data, plen);
+  FZ_CHECK(in.page_token && strlen(in.page_token) <= EG_PAGE_TOKEN_MAX, "seal");
+  FZ_CHECK(eg_page_token_open(&r, &in.base, pos, sizeof pos, &n) == EG_OK, "a sealed token does not open");
+  FZ_CHECK(n == plen && memcmp(pos, data, n) == 0, "round trip changed the position");
+  in.newest_first = 1;
+  FZ_CHECK(eg_page_token_open(&r, &in.base, pos, sizeof pos, &n) == EG_EINVAL,
+           "a token opened for another request");
+  eg_arena_free(r.arena);
   free(tok);
   return 0;
 }

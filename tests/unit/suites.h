@@ -26,7 +26,8 @@
   X(etcd)                    \
   X(coord)                   \
   X(failover)                \
-  X(status_details)
+  X(status_details)          \
+  X(metrics)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)

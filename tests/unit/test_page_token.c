@@ -1,57 +1,47 @@
-/* page tokens: the hex codec, and the listings that read tokens refusing
- * one that is truncated, tampered with or of another kind (run in process
- * over a real store, through the method table as the transport calls it). */
+/* page tokens: sealed under the keyring's page subkey and bound to the
+ * request (method, tenant, every field but page_size and page_token);
+ * refused when garbled, truncated, of another tenant, method or request,
+ * or sealed under a key no longer in the ring; accepted by another node
+ * holding the same keys and after a rotation. The listings that read
+ * tokens are driven in process over a real store, through the method
+ * table as the transport calls it. */
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "engram/v1/memory.pb-c.h"
 #include "engram/v1/session.pb-c.h"
 #include "server/config.h"
 #include "server/page_token.h"
 #include "server/service.h"
 #include "suites.h"
 
-/* ---- the codec ------------------------------------------------------------- */
-
-static void test_round_trip(void) {
-  eg_arena *a = eg_arena_new();
-  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-  uint8_t in[64], out[64];
-  for (size_t i = 0; i < sizeof in; i++) in[i] = (uint8_t)(i * 37 + 255);
-  for (size_t n = 0; n <= sizeof in; n++) {
-    const char *tok = eg_page_token(a, in, n);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
-    CU_ASSERT_EQUAL(strlen(tok), 2 * n);
-    CU_ASSERT_EQUAL(strspn(tok, "0123456789abcdef"), 2 * n);
-    size_t got = 99;
-    CU_ASSERT_EQUAL(eg_page_token_parse(tok, out, n, &got), 0); /* cap exactly n */
-    CU_ASSERT_EQUAL(got, n);
-    CU_ASSERT(memcmp(in, out, n) == 0);
-  }
-  CU_ASSERT_STRING_EQUAL(eg_page_token(a, (const uint8_t *)"\x00\x0f\xf0\xff", 4), "000ff0ff");
-  eg_arena_free(a);
-}
-
-static void test_parse_refuses(void) {
-  uint8_t out[4];
-  size_t n = 99;
-  CU_ASSERT_EQUAL(eg_page_token_parse("0a0b0c0d0e", out, 4, &n), -1); /* over cap */
-  CU_ASSERT_EQUAL(eg_page_token_parse("0a0b0", out, 4, &n), -1);      /* odd: cut mid-byte */
-  CU_ASSERT_EQUAL(eg_page_token_parse("0A0B", out, 4, &n), -1);       /* not what we issue */
-  CU_ASSERT_EQUAL(eg_page_token_parse("0g", out, 4, &n), -1);
-  CU_ASSERT_EQUAL(eg_page_token_parse("0a 0", out, 4, &n), -1);
-  CU_ASSERT_EQUAL(eg_page_token_parse("-1", out, 4, &n), -1);
-  CU_ASSERT_EQUAL(n, 99); /* untouched on failure */
-}
-
-/* ---- the listings ---------------------------------------------------------- */
-
 static char tdir[4096];
 static eg_store *store;
 static eg_config cfg;
 static eg_srv srv;
 static eg_txn *reader;
+static eg_keyring *keys;
+
+/* Test keys, in no deployment. */
+#define KEY1 "key 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+#define KEY2 "key 2 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n"
+
+/* A keyring loaded from text written to a 0600 file in tdir. */
+static eg_keyring *load_keys(const char *name, const char *text) {
+  char path[4200], err[256];
+  snprintf(path, sizeof path, "%s/%s", tdir, name);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  CU_ASSERT_FATAL(fd >= 0);
+  CU_ASSERT_FATAL(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+  close(fd);
+  eg_keyring *kr = NULL;
+  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &kr, err, sizeof err), EG_OK);
+  return kr;
+}
 
 static void setup(void) {
   snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir());
@@ -60,19 +50,157 @@ static void setup(void) {
   store = NULL;
   reader = NULL;
   eg_config_defaults(&cfg);
+  CU_ASSERT_EQUAL_FATAL(eg_crypto_init(), EG_OK);
+  keys = load_keys("keyring", "primary 1\n" KEY1 KEY2);
   if (eg_store_open(tdir, &o, &store, err, sizeof err) != EG_OK) {
     fprintf(stderr, "eg_store_open: %s\n", err);
     return;
   }
-  srv = (eg_srv){.cfg = &cfg, .store = store};
+  srv = (eg_srv){.cfg = &cfg, .store = store, .keys = keys};
   if (eg_store_reader_new(store, &reader) != EG_OK) reader = NULL;
 }
 
 static void teardown(void) {
   eg_store_reader_free(reader);
   eg_store_close(store);
+  eg_keyring_free(keys);
   eg_test_rmdir(tdir);
 }
+
+/* ---- the module ------------------------------------------------------------ */
+
+static eg_req req(const eg_srv *s, const char *tenant) {
+  eg_req r = {.srv = s, .tenant = tenant, .arena = eg_arena_new()};
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r.arena);
+  return r;
+}
+
+static Engram__V1__ListMessagesRequest lm_req(const char *sid, const char *tok) {
+  Engram__V1__ListMessagesRequest in = ENGRAM__V1__LIST_MESSAGES_REQUEST__INIT;
+  in.session_id = (char *)sid;
+  in.page_token = (char *)tok;
+  return in;
+}
+
+static const uint8_t POS[] = {'a', 0, 0, 0, 0, 0, 0, 0, 7};
+
+/* Opens tok for in as tenant under s's keys: the eg_err, r.msg in msg. */
+static eg_err open_as(const eg_srv *s, const char *tenant, const ProtobufCMessage *in, char *msg) {
+  eg_req r = req(s, tenant);
+  uint8_t pos[EG_PAGE_POS_MAX];
+  size_t n = 0;
+  eg_err e = eg_page_token_open(&r, in, pos, sizeof pos, &n);
+  if (e == EG_OK) {
+    CU_ASSERT_EQUAL(n, sizeof POS);
+    CU_ASSERT(memcmp(pos, POS, sizeof POS) == 0);
+  }
+  snprintf(msg, 256, "%s", r.msg);
+  eg_arena_free(r.arena);
+  return e;
+}
+
+#define ASSERT_BAD_TOKEN(e, msg)                                  \
+  do {                                                            \
+    CU_ASSERT_EQUAL(e, EG_EINVAL);                                \
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "page_token: "));          \
+  } while (0)
+
+static void test_seal_open(void) {
+  eg_req r = req(&srv, "t");
+  char msg[256];
+  Engram__V1__ListMessagesRequest in = lm_req("s1", "");
+  in.page_size = 10;
+  const char *tok = eg_page_token_seal(&r, &in.base, POS, sizeof POS);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
+  CU_ASSERT(strlen(tok) <= EG_PAGE_TOKEN_MAX);
+  /* url-safe base64, no padding: a client puts it anywhere as it is */
+  CU_ASSERT_EQUAL(strspn(tok, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+                  strlen(tok));
+  /* the position is not in the clear */
+  CU_ASSERT_PTR_NULL(strstr(tok, "0000000000000007"));
+
+  Engram__V1__ListMessagesRequest again = lm_req("s1", tok);
+  CU_ASSERT_EQUAL(open_as(&srv, "t", &again.base, msg), EG_OK);
+  again.page_size = 999; /* page_size is not bound */
+  CU_ASSERT_EQUAL(open_as(&srv, "t", &again.base, msg), EG_OK);
+
+  /* another filter or order, another tenant, another method */
+  Engram__V1__ListMessagesRequest other = lm_req("s2", tok);
+  ASSERT_BAD_TOKEN(open_as(&srv, "t", &other.base, msg), msg);
+  CU_ASSERT_PTR_NOT_NULL(strstr(msg, "other filters"));
+  other = lm_req("s1", tok);
+  other.newest_first = 1;
+  ASSERT_BAD_TOKEN(open_as(&srv, "t", &other.base, msg), msg);
+  ASSERT_BAD_TOKEN(open_as(&srv, "t2", &again.base, msg), msg);
+  Engram__V1__ListSessionsRequest ls = ENGRAM__V1__LIST_SESSIONS_REQUEST__INIT;
+  ls.page_token = (char *)tok;
+  ASSERT_BAD_TOKEN(open_as(&srv, "t", &ls.base, msg), msg);
+  eg_arena_free(r.arena);
+}
+
+static void test_garbled(void) {
+  eg_req r = req(&srv, "t");
+  char msg[256], bad[EG_PAGE_TOKEN_MAX + 8];
+  Engram__V1__ListMessagesRequest in = lm_req("s1", "");
+  const char *tok = eg_page_token_seal(&r, &in.base, POS, sizeof POS);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
+  size_t len = strlen(tok);
+  Engram__V1__ListMessagesRequest use = lm_req("s1", bad);
+  /* every character changed, one at a time */
+  for (size_t i = 0; i < len; i++) {
+    snprintf(bad, sizeof bad, "%s", tok);
+    bad[i] = bad[i] == 'A' ? 'B' : 'A';
+    ASSERT_BAD_TOKEN(open_as(&srv, "t", &use.base, msg), msg);
+  }
+  /* truncated at every length */
+  for (size_t i = 1; i < len; i++) {
+    snprintf(bad, sizeof bad, "%.*s", (int)i, tok);
+    ASSERT_BAD_TOKEN(open_as(&srv, "t", &use.base, msg), msg);
+  }
+  /* the old hex form, characters base64url does not use, too long */
+  snprintf(bad, sizeof bad, "6100000000000000 07");
+  ASSERT_BAD_TOKEN(open_as(&srv, "t", &use.base, msg), msg);
+  snprintf(bad, sizeof bad, "%s=", tok);
+  ASSERT_BAD_TOKEN(open_as(&srv, "t", &use.base, msg), msg);
+  memset(bad, 'A', EG_PAGE_TOKEN_MAX + 4);
+  bad[EG_PAGE_TOKEN_MAX + 4] = '\0';
+  ASSERT_BAD_TOKEN(open_as(&srv, "t", &use.base, msg), msg);
+  eg_arena_free(r.arena);
+}
+
+/* Another node of the cluster loads the same keyring: it opens the
+ * tokens; after a rotation (new primary key) old tokens open while their
+ * key is in the ring, and not once it left. */
+static void test_other_node_and_rotation(void) {
+  eg_req r = req(&srv, "t");
+  char msg[256];
+  Engram__V1__ListMessagesRequest in = lm_req("s1", "");
+  const char *tok = eg_page_token_seal(&r, &in.base, POS, sizeof POS);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
+  Engram__V1__ListMessagesRequest use = lm_req("s1", tok);
+
+  eg_keyring *same = load_keys("same", "primary 1\n" KEY1 KEY2);
+  eg_keyring *rotated = load_keys("rotated", "primary 2\n" KEY1 KEY2);
+  eg_keyring *retired = load_keys("retired", "primary 2\n" KEY2);
+  eg_keyring *stranger = load_keys("stranger", "primary 1\nkey 1 "
+                                   "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=\n");
+  eg_srv node = srv;
+  node.keys = same;
+  CU_ASSERT_EQUAL(open_as(&node, "t", &use.base, msg), EG_OK);
+  node.keys = rotated;
+  CU_ASSERT_EQUAL(open_as(&node, "t", &use.base, msg), EG_OK);
+  node.keys = retired;
+  ASSERT_BAD_TOKEN(open_as(&node, "t", &use.base, msg), msg);
+  node.keys = stranger; /* the same key id, another key */
+  ASSERT_BAD_TOKEN(open_as(&node, "t", &use.base, msg), msg);
+  eg_keyring_free(same);
+  eg_keyring_free(rotated);
+  eg_keyring_free(retired);
+  eg_keyring_free(stranger);
+  eg_arena_free(r.arena);
+}
+
+/* ---- the listings ---------------------------------------------------------- */
 
 static const eg_method *method(const char *name) {
   char path[128];
@@ -112,59 +240,70 @@ static eg_err list_sessions(const char *tok, char *msg, size_t cap) {
   return run_read("ListSessions", &in.base, msg, cap);
 }
 
-/* A message listing token: direction byte + seq, as ListMessages issues. */
-static const char *msg_token(eg_arena *a, char dir, uint64_t seq) {
-  uint8_t b[9] = {(uint8_t)dir};
+/* A message listing token as ListMessages issues it for session s1 in
+ * tenant t: direction byte + seq. */
+static const char *msg_token(eg_arena *a, int newest_first, uint64_t seq) {
+  eg_req r = {.srv = &srv, .tenant = "t", .arena = a};
+  Engram__V1__ListMessagesRequest in = lm_req("s1", "");
+  in.newest_first = newest_first;
+  uint8_t b[9] = {newest_first ? 'd' : 'a'};
   for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)(seq >> (56 - 8 * i));
-  return eg_page_token(a, b, sizeof b);
+  return eg_page_token_seal(&r, &in.base, b, sizeof b);
 }
-
-#define ASSERT_BAD_TOKEN(e, msg)                                  \
-  do {                                                            \
-    CU_ASSERT_EQUAL(e, EG_EINVAL);                                \
-    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "page_token"));            \
-  } while (0)
 
 static void test_listing_refuses(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(store);
   eg_arena *a = eg_arena_new();
   char msg[256];
-  const char *asc = msg_token(a, 'a', 7), *desc = msg_token(a, 'd', 7);
+  const char *asc = msg_token(a, 0, 7), *desc = msg_token(a, 1, 7);
 
-  /* well formed for its order: the token passes, the session is what is missing */
+  /* for its request: the token passes, the session is what is missing */
   CU_ASSERT_EQUAL(list_messages(asc, 0, msg, sizeof msg), EG_ENOTFOUND);
   CU_ASSERT_EQUAL(list_messages(desc, 1, msg, sizeof msg), EG_ENOTFOUND);
 
-  /* wrong kind: the other order's token, a session listing's token */
+  /* wrong kind: the other order's token, a message token for sessions */
   ASSERT_BAD_TOKEN(list_messages(asc, 1, msg, sizeof msg), msg);
   ASSERT_BAD_TOKEN(list_messages(desc, 0, msg, sizeof msg), msg);
-  uint8_t sess[12] = {0, 0, 0, 0, 0, 0, 0, 1, 's', 'i', 'd', '1'};
-  ASSERT_BAD_TOKEN(list_messages(eg_page_token(a, sess, sizeof sess), 0, msg, sizeof msg), msg);
   ASSERT_BAD_TOKEN(list_sessions(asc, msg, sizeof msg), msg);
 
-  /* truncated: cut mid-byte, or by whole bytes */
-  char cut[32];
-  snprintf(cut, sizeof cut, "%.*s", (int)strlen(asc) - 1, asc);
-  ASSERT_BAD_TOKEN(list_messages(cut, 0, msg, sizeof msg), msg);
-  snprintf(cut, sizeof cut, "%.*s", (int)strlen(asc) - 2, asc);
-  ASSERT_BAD_TOKEN(list_messages(cut, 0, msg, sizeof msg), msg);
+  /* the former hex tokens are refused, not read as positions */
+  ASSERT_BAD_TOKEN(list_messages("610000000000000007", 0, msg, sizeof msg), msg);
   ASSERT_BAD_TOKEN(list_sessions("00", msg, sizeof msg), msg);
-
-  /* tampered: not what the server writes, or longer than any position */
-  snprintf(cut, sizeof cut, "%s", asc);
-  cut[3] = 'G';
-  ASSERT_BAD_TOKEN(list_messages(cut, 0, msg, sizeof msg), msg);
-  char longer[2 * EG_SESSION_CURSOR_MAX + 8];
-  memset(longer, '0', sizeof longer - 1);
-  longer[sizeof longer - 1] = '\0';
-  ASSERT_BAD_TOKEN(list_sessions(longer, msg, sizeof msg), msg);
-  ASSERT_BAD_TOKEN(list_messages(longer, 0, msg, sizeof msg), msg);
   eg_arena_free(a);
+}
+
+/* A memory listing's token is bound to its filter and order. */
+static void test_memory_listing_binds_filter(void) {
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reader);
+  eg_req r = req(&srv, "t");
+  Engram__V1__ListMemoriesRequest in = ENGRAM__V1__LIST_MEMORIES_REQUEST__INIT;
+  Engram__V1__MemoryFilter f = ENGRAM__V1__MEMORY_FILTER__INIT;
+  in.user_id = (char *)"u1";
+  uint8_t pos[10] = {'n', 0, 0, 0, 0, 0, 0, 0, 1, 'm'};
+  in.page_token = (char *)eg_page_token_seal(&r, &in.base, pos, sizeof pos);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(in.page_token);
+  const eg_method *m = NULL;
+  for (const eg_method *x = eg_memory_methods; x->path; x++)
+    if (strstr(x->path, "/ListMemories")) m = x;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+  eg_req call = {.srv = &srv, .tenant = "t", .arena = r.arena, .rtxn = reader};
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(reader), EG_OK);
+  CU_ASSERT_EQUAL(m->read(&call, &in.base), EG_OK);
+  f.category = (char *)"work";
+  in.filter = &f;
+  ASSERT_BAD_TOKEN(m->read(&call, &in.base), call.msg);
+  in.filter = NULL;
+  in.order_by = ENGRAM__V1__MEMORY_ORDER__MEMORY_ORDER_IMPORTANCE;
+  ASSERT_BAD_TOKEN(m->read(&call, &in.base), call.msg);
+  eg_store_reader_end(reader);
+  eg_arena_free(r.arena);
 }
 
 void eg_test_register_page_token(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("page_token", NULL, NULL, setup, teardown);
-  CU_add_test(s, "round trip", test_round_trip);
-  CU_add_test(s, "parse refuses", test_parse_refuses);
-  CU_add_test(s, "listings refuse truncated, tampered, wrong kind", test_listing_refuses);
+  CU_add_test(s, "seal, open, bound to the request", test_seal_open);
+  CU_add_test(s, "garbled, truncated, too long", test_garbled);
+  CU_add_test(s, "another node, key rotation", test_other_node_and_rotation);
+  CU_add_test(s, "listings refuse another kind", test_listing_refuses);
+  CU_add_test(s, "memory listing binds filter and order", test_memory_listing_binds_filter);
 }
