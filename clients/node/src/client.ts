@@ -542,18 +542,20 @@ export class Users {
 
 export class Admin {
   constructor(private readonly e: Engram) {}
+  // status, health and checksum describe the node as it is now: they never
+  // wait for an LSN (engram-min-lsn), unlike the tenant's retention policy.
 
   /** Role, epoch, LSNs, replicas (admin token). */
   status(opts?: CallOpts): Promise<GetStatusResponse> {
-    return this.e.call("GetStatus", this.e.rpc.admin.getStatus, {}, "read", opts);
+    return this.e.call("GetStatus", this.e.rpc.admin.getStatus, {}, "read", opts, this.e.tracker, "none");
   }
   /** grpc.health.v1 Check: true when SERVING. */
   async health(service = "", opts?: CallOpts): Promise<boolean> {
-    const r = await this.e.call("Check", this.e.rpc.health.check, { service }, "read", opts);
+    const r = await this.e.call("Check", this.e.rpc.health.check, { service }, "read", opts, this.e.tracker, "none");
     return r.status === HealthCheckResponse_ServingStatus.SERVING;
   }
   checksum(opts?: CallOpts): Promise<ChecksumResponse> {
-    return this.e.call("Checksum", this.e.rpc.admin.checksum, {}, "read", opts);
+    return this.e.call("Checksum", this.e.rpc.admin.checksum, {}, "read", opts, this.e.tracker, "none");
   }
   promote(opts?: CallOpts): Promise<PromoteResponse> {
     return this.e.call("Promote", this.e.rpc.admin.promote, {}, "write", opts);
