@@ -5,6 +5,7 @@ import { after, before, describe, it } from "node:test";
 import {
   Code,
   DedupOutcome,
+  DedupPolicy,
   EngramError,
   MemoryState,
   MemoryType,
@@ -183,5 +184,40 @@ describe("engram-client against engramd", () => {
       .then(() => assert.fail("appended at a wrong seq"), (x: EngramError) => x);
     assert.equal(e2.code, Code.FailedPrecondition);
     assert.ok(e2.rawMessage.includes(huge.toString()), e2.rawMessage);
+  });
+});
+
+describe("replies past gRPC's usual 4 MiB", () => {
+  let srv: Server;
+  before(async () => {
+    // The server's page budget raised past 4 MiB, so one page can exceed it.
+    srv = await new Server({ args: ["--max-reply-bytes", String(16 * 1024 * 1024)] }).start();
+  });
+  after(async () => {
+    await srv?.close();
+  });
+
+  it("a page of memories with embeddings is received whole (64 MiB limit), refused at 4 MiB", async () => {
+    const e = srv.client();
+    const small = srv.client({ maxReceiveBytes: 4 * 1024 * 1024 });
+    try {
+      const user = uid("u");
+      const n = 300; // x 4096 float32 = 4.7 MiB of embeddings alone
+      for (let i = 0; i < n; i++) {
+        const embedding = Array.from({ length: 4096 }, (_, j) => Math.sin(i * 7.1 + j * 0.37) + (j === i ? 5 : 0));
+        await e.memories.create({ memory: { userId: user, type: MemoryType.FACT, text: `fact ${i} ${uid("w")}`, embedding },
+          dedupPolicy: DedupPolicy.OFF });
+      }
+      const req = { userId: user, pageSize: 1000, includeEmbeddings: true };
+      const page = await e.memories.list(req);
+      assert.equal(page.memories.length, n, "one page held them all");
+      assert.equal(page.nextPageToken, "");
+      assert.equal(page.memories[0].embedding.length, 4096);
+      await assert.rejects(small.memories.list(req), (err: EngramError) => err.code === Code.ResourceExhausted,
+        "a 4 MiB client limit refuses the same page");
+    } finally {
+      e.close();
+      small.close();
+    }
   });
 });
