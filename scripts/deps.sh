@@ -22,6 +22,11 @@ test_pkgs+=(python3-venv python3-pip python3-setuptools python3-wheel)
 # The etcd unit suite and the failover tests run a real etcd (bench uses
 # test_pkgs too).
 test_pkgs+=(etcd-server etcd-client)
+# clients/node (ctest node_sdk): Debian's nodejs and npm, only where no
+# node/npm is on PATH (a NodeSource node bundles its own npm, which Debian's
+# npm package would conflict with).
+command -v node >/dev/null || test_pkgs+=(nodejs)
+command -v npm >/dev/null || test_pkgs+=(npm)
 bench_pkgs=(nghttp2-client)
 # libFuzzer: clang 14, whose runtime (libclang_rt.fuzzer) Debian 12 ships in
 # libclang-rt-14-dev, a recommendation only, so named here.
