@@ -206,8 +206,6 @@ void cli_print_json(FILE *out, const ProtobufCMessage *m, uint64_t lsn);
 void cli_json_print(FILE *out, json_object *j);
 /* A JSON string of str, invalid UTF-8 mended to U+FFFD. */
 json_object *cli_json_new_string(const char *str);
-/* Writes str as a JSON string (quoted, escaped). */
-void cli_json_string(FILE *out, const char *str);
 
 /* ---- jsonin.c ---- */
 

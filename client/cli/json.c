@@ -66,13 +66,6 @@ void cli_json_print(FILE *out, json_object *j) {
   json_object_put(j);
 }
 
-void cli_json_string(FILE *out, const char *str) {
-  json_object *j = cli_json_new_string(str);
-  fputs(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
-        out);
-  json_object_put(j);
-}
-
 static json_object *json_base64(const ProtobufCBinaryData *b) {
   static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   const uint8_t *p = b->data;
