@@ -19,6 +19,8 @@ test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
 command -v kubectl >/dev/null || test_pkgs+=(kubernetes-client)
 # tests/e2e/test_k8s_manifests.py checks deploy/k8s against the API's types.
 test_pkgs+=(python3-kubernetes)
+# tests/e2e/test_cli_habits.py runs the zsh completion script.
+test_pkgs+=(zsh)
 # The etcd unit suite and the failover tests run a real etcd (bench uses
 # test_pkgs too).
 test_pkgs+=(etcd-server etcd-client)

@@ -166,7 +166,8 @@ static int header_from_chunk(const Engram__V1__BackupChunk *c, eg_backup_header 
   return 0;
 }
 
-/* Streams the backup into w; on CLI_OK *h describes it. */
+/* Streams the backup into w; on CLI_OK *h describes it. A failed stream
+ * returns its status's exit code, a local failure CLI_ERR. */
 static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char *why,
                          size_t whylen) {
   Engram__V1__BackupRequest req = ENGRAM__V1__BACKUP_REQUEST__INIT;
@@ -197,7 +198,7 @@ static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char 
              st.message);
   else if (!last)
     snprintf(why, whylen, "the stream ended before its last chunk");
-  return st.code || !last ? CLI_ERR : CLI_OK;
+  return st.code ? cli_exit_code(st.code) : !last ? CLI_ERR : CLI_OK;
 }
 
 int cmd_backup_create(cli *g, int argc, char **argv) {
@@ -220,10 +221,11 @@ int cmd_backup_create(cli *g, int argc, char **argv) {
   }
   eg_backup_scrub_signals();
   eg_backup_scrub_set(eg_backup_writer_temp(w), NULL);
-  if (create_stream(g, w, &h, why, sizeof why) != CLI_OK) {
+  if ((rc = create_stream(g, w, &h, why, sizeof why)) != CLI_OK) {
     eg_backup_writer_abort(w);
     eg_backup_scrub_set(NULL, NULL);
-    return fail(g, "create", why);
+    fail(g, "create", why);
+    return rc;
   }
   e = eg_backup_writer_commit(w, &h, why, sizeof why);
   eg_backup_scrub_set(NULL, NULL);

@@ -48,17 +48,17 @@ static const shell zsh = {
     "CURRENT",
 };
 
-/* Writes the flags named in args ("--user U [--agent A]", "-d JSON"),
- * each once, space-separated. */
-static void flags_of(FILE *out, const char *args) {
-  char seen[2048] = " ";
+/* Writes each word of args that names a flag ("--user" of "--user U
+ * [--agent A]", "-d" of "-d JSON") and is not in seen yet, adding it
+ * there (" --a --b "). */
+static void flags_of(FILE *out, const char *args, char *seen, size_t size) {
   for (size_t i = 0; args[i]; i++) {
     if (args[i] != '-' || (i && !strchr(" [|", args[i - 1]))) continue;
     size_t n = strspn(args + i, "-abcdefghijklmnopqrstuvwxyz0123456789");
-    if (n < 2 || args[i + 1] == '\0') continue;
+    if (n < 2) continue;
     char word[64];
     snprintf(word, sizeof word, " %.*s ", (int)n, args + i);
-    if (strstr(seen, word) || strlen(seen) + n + 2 >= sizeof seen) continue;
+    if (strstr(seen, word) || strlen(seen) + n + 2 >= size) continue;
     strcat(seen, word + 1);
     fprintf(out, "%.*s ", (int)n, args + i);
     i += n - 1;
@@ -100,8 +100,9 @@ static void subs_words(FILE *out, const void *group) {
 }
 
 static void cmd_words(FILE *out, const void *cmd) {
-  flags_of(out, ((const cli_cmd *)cmd)->args);
-  globals_words(out);
+  char seen[2048] = " ";
+  flags_of(out, ((const cli_cmd *)cmd)->args, seen, sizeof seen);
+  for (const cli_flag *f = globals; f->name; f++) flags_of(out, f->name, seen, sizeof seen);
 }
 
 static void script(FILE *out, const shell *sh) {

@@ -137,9 +137,11 @@ static void usage(FILE *out) {
         "  --json              print each response as proto3 JSON; a write's LSN as \"engram-lsn\"\n"
         "  --timeout MS        deadline of each call (default 10000; of a whole user export 3600000)\n"
         "  --min-lsn N         read-your-writes: wait until the server applied LSN N\n"
-        "  --version           print the version\n"
-        "--content - and --text - read the text from stdin (at most 4194304 bytes)\n"
-        "\nexit status: 0 ok, 1 other failure, 2 usage, 3 cannot connect / UNAVAILABLE /\n"
+        "  --version           print the version\n",
+        out);
+  fprintf(out, "--content - and --text - read the text from stdin (at most %d bytes)\n",
+          CLI_INPUT_MAX);
+  fputs("\nexit status: 0 ok, 1 other failure, 2 usage, 3 cannot connect / UNAVAILABLE /\n"
         "DEADLINE_EXCEEDED, 4 NOT_FOUND, 5 invalid input (INVALID_ARGUMENT, OUT_OF_RANGE,\n"
         "FAILED_PRECONDITION), 6 UNAUTHENTICATED / PERMISSION_DENIED, 7 ALREADY_EXISTS / ABORTED\n",
         out);

@@ -260,6 +260,10 @@ class CliTokenFileTest(CliCase, ServerTestCase):
         rc, _, err = run("admin", "status", "--token", ACME, *self.t)  # an agent, not an admin
         self.assertEqual(rc, 6, err)
         self.assertIn("PERMISSION_DENIED", err)
+        out = os.path.join(self.dir, "b.backup")
+        rc, _, err = run("backup", "create", "--out", out, "--token", ACME, *self.t)
+        self.assertEqual(rc, 6, err)  # the stream's status, as a unary call's
+        self.assertFalse(os.path.exists(out))
 
 
 class RichErrorTest(CliCase, E2ETestCase):
@@ -351,9 +355,35 @@ class CompletionTest(CliCase, E2ETestCase):
         p = subprocess.run(["bash", "-n"], input=run("completion", "bash")[1].encode(), timeout=10)
         self.assertEqual(p.returncode, 0)
 
+    def test_zsh_offers_words_and_flags(self):
+        """The zsh script run with compadd stubbed (zsh filters by the typed
+        prefix itself): what it offers at each point."""
+        _, script, _ = run("completion", "zsh")
+        path = os.path.join(tempfile.mkdtemp(), "_engram")
+        self.addCleanup(subprocess.run, ["rm", "-rf", os.path.dirname(path)])
+        with open(path, "w") as f:
+            f.write(script)
+
+        def offers(*words):
+            prog = ('compadd() { shift; print -l -- "$@"; }; words=(%s); CURRENT=%d; source %s'
+                    % (" ".join("'%s'" % w for w in words), len(words), path))
+            p = subprocess.run(["zsh", "-f", "-c", prog], stdout=subprocess.PIPE, timeout=10,
+                               check=True)
+            return p.stdout.decode().split()
+
+        subprocess.run(["zsh", "-n", path], check=True, timeout=10)
+        self.assertIn("session", offers("engram", "se"))
+        self.assertIn("create", offers("engram", "session", "cr"))
+        got = offers("engram", "--target", "h:1", "session", "create", "--us")
+        self.assertIn("--user", got)
+        self.assertIn("--token-file", got)
+        self.assertNotIn("create", got)
+
     def test_bash_completes_words_and_flags(self):
         self.assertEqual(self.complete_bash("engram sess"), ["session"])
         self.assertEqual(self.complete_bash("engram session cr"), ["create"])
         self.assertEqual(self.complete_bash("engram --target h:1 session create --us"), ["--user"])
         self.assertIn("--token-file", self.complete_bash("engram memory search --to"))
         self.assertEqual(self.complete_bash("engram call --li"), ["--list"])
+        flags = self.complete_bash("engram backup create --")
+        self.assertEqual(len(flags), len(set(flags)), flags)  # --timeout is its own and global
