@@ -92,10 +92,11 @@ static int call_stream(cli *g, const char *path, const ProtobufCMethodDescriptor
 int cmd_call(cli *g, int argc, char **argv) {
   const char *const names[] = {"SERVICE/METHOD", NULL};
   const char *method = NULL, *data = "{}";
-  int list = 0;
+  int list = 0, dry = 0;
   const cli_flag flags[] = {
       {"-d", FLAG_STR, &data},
       {"--list", FLAG_BOOL, &list},
+      {"--dry-run", FLAG_BOOL, &dry},
       {NULL},
   };
   /* --list takes no method: look for it before the positional is required */
@@ -110,9 +111,6 @@ int cmd_call(cli *g, int argc, char **argv) {
   const ProtobufCServiceDescriptor *svc;
   const ProtobufCMethodDescriptor *m = find_method(g, method, &svc);
   if (!m) return CLI_USAGE;
-  if (listed(client_streaming, svc->name, m->name))
-    return cli_usage_error(g, "%s/%s streams its requests: not callable from engram call",
-                           svc->name, m->name);
 
   char *text = (char *)data, why[512];
   size_t len = strlen(data);
@@ -122,6 +120,13 @@ int cmd_call(cli *g, int argc, char **argv) {
   ProtobufCMessage *req;
   if (cli_json_to_message(g, text, len, m->input, &req, why, sizeof why) != 0)
     return cli_usage_error(g, "-d: %s", why);
+  if (dry) { /* the request as it would go, and no call */
+    cli_print_json(stdout, req, 0);
+    return CLI_OK;
+  }
+  if (listed(client_streaming, svc->name, m->name))
+    return cli_usage_error(g, "%s/%s streams its requests: not callable from engram call",
+                           svc->name, m->name);
   size_t packed = protobuf_c_message_get_packed_size(req);
   if (packed > CLI_INPUT_MAX)
     return cli_usage_error(g, "-d: the request is %zu bytes, over %d (the largest engramd takes)",

@@ -101,10 +101,10 @@ const cli_cmd cli_commands[] = {
      cmd_backup_prune},
     {"keygen", NULL, "[--id N]", "print a new keyring line (no server)", cmd_keygen},
     {"token", "hash", "TOKEN", "print the sha256 hex of a token (no server)", cmd_token_hash},
-    {"call", NULL, "SERVICE/METHOD [-d JSON|@FILE|-] | --list",
+    {"call", NULL, "SERVICE/METHOD [-d JSON|@FILE|-] [--dry-run] | --list",
      "call any RPC with a request in proto3 JSON (default {}); print each response as a JSON "
-     "line; SERVICE short (SessionService) or full (engram.v1.SessionService); --list: the "
-     "methods", cmd_call},
+     "line; SERVICE short (SessionService) or full (engram.v1.SessionService); --dry-run: "
+     "print the request as parsed, call nothing; --list: the methods", cmd_call},
     {"completion", NULL, "bash|zsh", "print the shell completion script (no server)",
      cmd_completion},
 };

@@ -160,6 +160,42 @@ class CliHabitsTest(CliCase, ServerTestCase):
         self.assertIn("streams its requests", err)
         self.assertEqual(len(self.client.list_sessions("u").sessions), 0)
 
+    def test_call_dry_run_parses_every_kind(self):
+        """--dry-run prints the request as parsed (proto3 JSON out): bytes in
+        any base64, 64-bit integers as numbers or strings, enums by number,
+        a Timestamp, a FieldMask, floats, a oneof's one member."""
+        def dry(method, req):
+            out, _ = self.call("call", method, "-d", json.dumps(req), "--dry-run",
+                               "--target", "127.0.0.1:1")  # nothing is called
+            return json.loads(out)
+
+        got = dry("ReplicationService/Stream",
+                  {"replica_id": "r", "epoch": 7, "appliedLsn": "18446744073709551615",
+                   "appliedDigest": "-_8"})  # URL-safe, unpadded: 0xfb 0xff
+        self.assertEqual((got["epoch"], got["appliedLsn"], got["appliedDigest"]),
+                         ("7", "18446744073709551615", "+/8="))
+        got = dry("SessionService/ListSessions",
+                  {"states": [2, "SESSION_STATE_ACTIVE"], "createTimeFrom": "2026-01-02T03:04:05.25Z"})
+        self.assertEqual(got["states"], ["SESSION_STATE_ENDED", "SESSION_STATE_ACTIVE"])
+        self.assertEqual(got["createTimeFrom"], "2026-01-02T03:04:05.250Z")
+        got = dry("SessionService/UpdateSession", {"updateMask": "agentId,ttlSeconds"})
+        self.assertEqual(got["updateMask"], {"paths": ["agent_id", "ttl_seconds"]})
+        got = dry("MemoryService/SearchMemories", {"embedding": [0.1, 1e-7, "NaN"], "minScore": 0.7,
+                                                   "recencyHalfLifeSeconds": 0.1})
+        raw, _ = self.call("call", "MemoryService/SearchMemories", "--dry-run", "-d",
+                           '{"recencyHalfLifeSeconds": 0.1, "minScore": 0.7}')
+        self.assertIn('"recencyHalfLifeSeconds":0.1,', raw)  # a double, shortest
+        self.assertIn('"minScore":0.7,', raw)  # a float, shortest as a float
+        self.assertEqual(got["embedding"][:2], [0.1, 1e-7])
+        self.assertEqual(got["embedding"][2], "NaN")
+        self.assertEqual(got["minScore"], 0.7)
+        for req, why in (({"epoch": -1}, "epoch: expected an integer in [0,"),
+                         ({"appliedDigest": "a"}, "applied_digest: not base64"),
+                         ({"epoch": 1.5}, "epoch: not an integer")):
+            _, err = self.call("call", "ReplicationService/Stream", "-d", json.dumps(req),
+                               "--dry-run", want=2)
+            self.assertIn(why, err)
+
     def test_call_server_streaming_prints_json_lines(self):
         user = uid("u")
         sid = self.client.create(user).session_id
