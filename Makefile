@@ -7,7 +7,7 @@ LISTEN     ?= 127.0.0.1:50051
 DATA_DIR   ?= ./data
 
 .PHONY: all deps build run test test-fast test-asan fault bench bench-memory bench-replication bench-churn clean
-.PHONY: fuzz fuzz-build test-fuzz
+.PHONY: fuzz fuzz-build test-fuzz install package
 
 all: build
 
@@ -22,6 +22,18 @@ build: deps $(BUILD)/CMakeCache.txt
 
 run: build
 	$(BUILD)/engramd --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+# engramd, engram, libengram (pkg-config engram, find_package(Engram)),
+# completions and docs under PREFIX (CMake's default /usr/local; DESTDIR
+# honoured). `make package`: the server's .deb in $(BUILD) (cpack -G DEB).
+PREFIX ?= /usr/local
+install: build
+	cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+	cmake --install $(BUILD)
+
+package: build
+	cd $(BUILD) && cpack -G DEB
 
 # Every test, then every test again under ASan + UBSan, then each fuzz
 # target for FUZZ_SHORT_SECONDS.

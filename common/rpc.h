@@ -65,6 +65,10 @@ int eg_client_secret_slice(const char *value, grpc_slice *out);
  * a decimal u64. */
 int eg_client_metadata_u64(const grpc_metadata_array *md, const char *key, uint64_t *out);
 
+/* Copies the trailing metadata of a failed call that the status carries
+ * (engram-request-id, grpc-status-details-bin) into st. */
+void eg_client_status_trailers(eg_client_status *st, const grpc_metadata_array *trailing);
+
 /* A message as a byte buffer (the caller destroys it), and back: NULL if
  * bb is NULL or does not decode as desc. */
 grpc_byte_buffer *eg_client_pack(const ProtobufCMessage *m);

@@ -6,6 +6,9 @@ set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
             libprotobuf-c-dev libprotobuf-dev liblmdb-dev lmdb-utils libsodium-dev libcunit1-dev
             libmicrohttpd-dev libjson-c-dev)
+# make package: cpack's Depends come from dpkg-shlibdeps (dpkg-dev), the
+# package is checked with dpkg-deb.
+build_pkgs+=(dpkg-dev)
 test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
            protobuf-compiler-grpc binutils python3-h2)
 # tests/e2e/test_k8s_manifests.py renders deploy/k8s with `kubectl kustomize`:
@@ -19,6 +22,8 @@ test_pkgs+=(python3-kubernetes)
 # clients/python: the SDK installs offline into a venv (pip, setuptools and
 # wheel from Debian; tests/test_install.py).
 test_pkgs+=(python3-venv python3-pip python3-setuptools python3-wheel)
+# tests/e2e/test_cli_habits.py runs the zsh completion script.
+test_pkgs+=(zsh)
 # The etcd unit suite and the failover tests run a real etcd (bench uses
 # test_pkgs too).
 test_pkgs+=(etcd-server etcd-client)

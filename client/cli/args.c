@@ -65,19 +65,48 @@ static int add_map_entry(cli *g, const cli_flag *f, const char *text, int argc) 
   return CLI_OK;
 }
 
+int cli_read_input(cli *g, const char *flag, const char *src, size_t max, char **out,
+                   size_t *len) {
+  FILE *in = stdin;
+  if (strcmp(src, "-") != 0 && !(src[0] == '@' && (in = fopen(src + 1, "rb"))))
+    return cli_usage_error(g, "%s %s: %s", flag, src, strerror(errno));
+  const char *what = in == stdin ? "stdin" : src + 1;
+  /* Read one byte past the bound: a larger input is refused before any call. */
+  char *buf = cli_alloc(g, max + 2);
+  size_t n = fread(buf, 1, max + 1, in);
+  int err = ferror(in);
+  if (in != stdin) fclose(in);
+  if (err) return cli_usage_error(g, "%s: cannot read %s", flag, what);
+  if (n > max)
+    return cli_usage_error(g, "%s: %s holds more than %zu bytes (the largest request engramd takes)",
+                           flag, what, max);
+  if (memchr(buf, '\0', n)) return cli_usage_error(g, "%s: %s holds a NUL byte", flag, what);
+  buf[n] = '\0';
+  *out = buf;
+  *len = n;
+  return CLI_OK;
+}
+
+/* The row of flags named by arg[0..namelen), or NULL. */
+static const cli_flag *find_flag(const cli_flag *flags, const char *arg, size_t namelen) {
+  for (; flags->name; flags++)
+    if (strlen(flags->name) == namelen && !strncmp(flags->name, arg, namelen)) return flags;
+  return NULL;
+}
+
 int cli_flag_take(cli *g, const cli_flag *flags, int argc, char **argv, int *i, uint32_t *seen) {
   const char *arg = argv[*i];
   if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) return CLI_HELP;
   const char *eq = strchr(arg, '=');
   size_t namelen = eq ? (size_t)(eq - arg) : strlen(arg);
-  int k = 0;
-  while (flags[k].name && (strlen(flags[k].name) != namelen || strncmp(flags[k].name, arg, namelen)))
-    k++;
-  const cli_flag *f = &flags[k];
-  assert(k < 32); /* one bit of *seen each */
-  if (!f->name) return cli_usage_error(g, "unknown flag '%.*s'", (int)namelen, arg);
+  const cli_flag *f = find_flag(flags, arg, namelen);
+  if (f) {
+    assert(f - flags < 32); /* one bit of *seen each */
+    *seen |= 1u << (f - flags);
+  } else if (!(f = find_flag(cli_global_flags(g), arg, namelen))) {
+    return cli_usage_error(g, "unknown flag '%.*s'", (int)namelen, arg);
+  }
   (*i)++;
-  *seen |= 1u << k;
   if (f->kind == FLAG_BOOL) {
     if (eq) return cli_usage_error(g, "%s takes no value", f->name);
     *(int *)f->dst = 1;
@@ -92,6 +121,14 @@ int cli_flag_take(cli *g, const cli_flag *flags, int argc, char **argv, int *i, 
   case FLAG_STR:
     *(const char **)f->dst = value;
     return CLI_OK;
+  case FLAG_TEXT: {
+    if (strcmp(value, "-") != 0) {
+      *(const char **)f->dst = value;
+      return CLI_OK;
+    }
+    size_t len;
+    return cli_read_input(g, f->name, "-", CLI_INPUT_MAX, (char **)f->dst, &len);
+  }
   case FLAG_INT:
     return set_int(g, f, value);
   default:
@@ -120,6 +157,8 @@ int cli_parse(cli *g, int argc, char **argv, const cli_flag *flags,
       i++;
     }
   }
+  /* --version anywhere on the line wins over what the command lacks */
+  if (g->version) return CLI_VERSION;
   if (npos < want) return cli_usage_error(g, "missing %s", pos_names[npos]);
   for (int k = 0; flags[k].name; k++)
     if (flags[k].required && !(seen & (1u << k)))

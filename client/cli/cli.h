@@ -4,14 +4,19 @@
  *   main.c         global options, the command table, dispatch, usage
  *   args.c         flag parsing and the arena everything parsed lives in
  *   pb.c           walking protobuf-c messages by their descriptors
- *   json.c         proto3 JSON output (--json)
+ *   json.c         proto3 JSON output (--json), with json-c
+ *   jsonin.c       proto3 JSON input (engram call -d), with json-c
  *   print.c        readable output
- *   rpc.c          one RPC: call, print the response or the error
+ *   rpc.c          one RPC: call, print the response or the error; exit codes
+ *   complete.c     bash and zsh completion, from the command table
  *   cmd_*.c        the commands (cmd_admin.c: AdminService; cmd_backup.c:
- *                  backup files)
+ *                  backup files; cmd_call.c: any RPC from JSON)
  *
- * Exit codes: 0 success, 1 the RPC (or a local operation) failed,
- * 2 usage error.
+ * Exit codes (cli_exit_code maps a failed call's status): 0 success,
+ * 1 other failure, 2 usage, 3 cannot connect / UNAVAILABLE /
+ * DEADLINE_EXCEEDED, 4 NOT_FOUND, 5 invalid input (INVALID_ARGUMENT,
+ * OUT_OF_RANGE, FAILED_PRECONDITION), 6 UNAUTHENTICATED /
+ * PERMISSION_DENIED, 7 ALREADY_EXISTS / ABORTED.
  */
 #ifndef ENGRAM_CLI_H
 #define ENGRAM_CLI_H
@@ -20,10 +25,38 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <json-c/json.h>
+
 #include "engram.h"
+#include "google/protobuf/field_mask.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 
-enum { CLI_OK = 0, CLI_ERR = 1, CLI_USAGE = 2, CLI_HELP = 3 /* --help seen; never an exit code */ };
+enum {
+  CLI_OK = 0,
+  CLI_ERR = 1,
+  CLI_USAGE = 2,
+  CLI_UNAVAILABLE = 3,
+  CLI_NOT_FOUND = 4,
+  CLI_INVALID = 5,
+  CLI_DENIED = 6,
+  CLI_CONFLICT = 7,
+  /* never exit codes: */
+  CLI_HELP = 100,    /* --help seen */
+  CLI_VERSION = 101, /* --version seen */
+};
+
+/* The largest value read from stdin or a file (--content -, --text -):
+ * engramd keeps gRPC's default 4 MiB limit on a request it receives, so a
+ * larger value could never be sent. */
+#define CLI_INPUT_MAX (4 * 1024 * 1024)
+/* The largest JSON of `engram call -d`: base64 and escapes make JSON up
+ * to about twice the request it encodes (whose packed size is then held
+ * to CLI_INPUT_MAX). */
+#define CLI_JSON_INPUT_MAX (2 * CLI_INPUT_MAX)
+/* The largest --token-file (a token is one short line). */
+#define CLI_TOKEN_FILE_MAX 4096
+/* The key under which --json output carries a write's engram-lsn. */
+#define CLI_JSON_LSN_KEY "engram-lsn"
 
 typedef struct cli_block cli_block;
 typedef struct cli_cmd cli_cmd;
@@ -31,8 +64,11 @@ typedef struct cli_cmd cli_cmd;
 /* The state of one run. */
 typedef struct {
   const char *target;
-  const char *token;   /* NULL: no authorization sent */
+  const char *token;      /* --token; NULL if not given */
+  const char *token_env;  /* $ENGRAM_TOKEN; used when neither --token nor --token-file is */
+  const char *token_file; /* --token-file */
   int json;
+  int version;            /* --version */
   int64_t timeout_ms;  /* 0: the library's default */
   int64_t min_lsn;     /* 0: none */
   const cli_cmd *cmd;  /* the command running, for its usage line */
@@ -52,6 +88,10 @@ struct cli_cmd {
 
 /* ---- main.c ---- */
 
+/* The command table, for completion. */
+extern const cli_cmd cli_commands[];
+extern const size_t cli_ncommands;
+
 /* Prints "engram: <why>" and the running command's usage line to stderr.
  * Returns CLI_USAGE. */
 int cli_usage_error(const cli *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -63,6 +103,7 @@ typedef enum {
   FLAG_INT,  /* dst: int64_t *, within [min, max] */
   FLAG_BOOL, /* dst: int *, set to 1; takes no value */
   FLAG_MAP,  /* dst: cli_map *, KEY=VALUE, repeatable */
+  FLAG_TEXT, /* dst: const char **; "-" reads stdin (at most CLI_INPUT_MAX bytes) */
 } cli_flag_kind;
 
 typedef struct {
@@ -92,6 +133,16 @@ int cli_parse_enums(cli *g, const char *flag, const ProtobufCEnumDescriptor *d, 
 /* The flags of a command that takes none. */
 extern const cli_flag cli_no_flags[];
 
+/* The global options (--target, --json, ...), accepted before or after
+ * the command words: cli_flag_take falls back to them. */
+const cli_flag *cli_global_flags(cli *g);
+
+/* Reads all of stdin (src "-") or the file after '@' (src "@FILE") into
+ * the arena, NUL-terminated, at most max bytes; more, a NUL byte or a read
+ * error is a usage error naming flag and the bound. */
+int cli_read_input(cli *g, const char *flag, const char *src, size_t max, char **out,
+                   size_t *len);
+
 /* Parses argv[0..argc): flags (terminated by a {NULL} row) in any order,
  * and exactly as many positionals as pos_names (NULL-terminated; NULL for
  * none) names, stored in pos[]. "--" ends the flags.
@@ -120,6 +171,10 @@ const void *pb_value(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *
 /* Sets the singular string field `name` of m to value (borrowed: it must
  * outlive m). The field must exist. */
 void pb_set_string(ProtobufCMessage *m, const char *name, const char *value);
+/* Bytes one value of f takes in a repeated field's array. */
+size_t pb_value_size(const ProtobufCFieldDescriptor *f);
+/* The proto3 JSON name of a field: session_id -> sessionId. */
+void pb_json_name(const char *name, char *buf, size_t len);
 /* 1 if f is a map<,> field (repeated XEntry{key=1, value=2}). */
 int pb_is_map(const ProtobufCFieldDescriptor *f);
 /* 1 if f holds a google.protobuf.Timestamp. */
@@ -141,11 +196,25 @@ int pb_enum_parse(const ProtobufCEnumDescriptor *d, const char *text, int *value
 
 /* ---- json.c ---- */
 
-/* Writes m as one proto3 JSON object and a newline. Fields with default
+/* m as a proto3 JSON object (the caller puts it). Fields with default
  * values are included; unset message fields are left out. */
-void cli_print_json(FILE *out, const ProtobufCMessage *m);
-/* Writes str as a JSON string (quoted, escaped). */
-void cli_json_string(FILE *out, const char *str);
+json_object *cli_json_message(const ProtobufCMessage *m);
+/* Writes m as one proto3 JSON object and a newline; a write's lsn (not 0)
+ * is added as "engram-lsn": "N" (CLI_JSON_LSN_KEY). */
+void cli_print_json(FILE *out, const ProtobufCMessage *m, uint64_t lsn);
+/* Writes j on one line and puts it. */
+void cli_json_print(FILE *out, json_object *j);
+/* A JSON string of str, invalid UTF-8 mended to U+FFFD. */
+json_object *cli_json_new_string(const char *str);
+
+/* ---- jsonin.c ---- */
+
+/* Parses text (len bytes, NUL-terminated) as the proto3 JSON of one desc
+ * into *out (arena memory). -1 with why ("session.ttl_seconds: expected an
+ * integer ...", "foo: unknown field of engram.v1.X") on bad input. */
+int cli_json_to_message(cli *g, const char *text, size_t len,
+                        const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out, char *why,
+                        size_t whylen);
 
 /* ---- print.c ---- */
 
@@ -154,17 +223,22 @@ void cli_print_readable(FILE *out, const ProtobufCMessage *m);
 
 /* ---- rpc.c ---- */
 
-/* The run's client, made on first use from --target and --token; NULL
- * after a usage error saying why. */
+/* The run's client, made on first use from --target and --token (or
+ * --token-file, or $ENGRAM_TOKEN); NULL after a usage error saying why. */
 eg_client *cli_client(cli *g);
-/* Prints a failed call's status ("engram: NOT_FOUND: ...") to stderr. */
+/* The exit code of a call that ended with grpc_code. */
+int cli_exit_code(int grpc_code);
+/* Prints a failed call's status ("engram: NOT_FOUND: ...") to stderr, then
+ * what its grpc-status-details-bin says (reason, field violations, retry
+ * delay) and its request id, a line each. */
 void cli_print_status(const eg_client_status *st);
 
 /* Calls method with req and prints the response (JSON or readable, then
  * "lsn: N" in readable mode after a write), or the error to stderr.
  * When keep is not NULL the response is handed over there on success (the
  * caller frees it with protobuf_c_message_free_unpacked).
- * Returns CLI_OK, CLI_ERR (RPC error) or CLI_USAGE (bad --target/--token). */
+ * Returns CLI_OK, cli_exit_code of the failed call, or CLI_USAGE (bad
+ * --target/--token). */
 int cli_rpc(cli *g, const eg_client_method *method, const ProtobufCMessage *req,
             ProtobufCMessage **keep);
 /* cli_rpc without printing the response: *resp is the caller's to free
@@ -195,6 +269,8 @@ int cmd_admin_promote(cli *g, int argc, char **argv);
 int cmd_admin_checksum(cli *g, int argc, char **argv);
 int cmd_keygen(cli *g, int argc, char **argv);
 int cmd_token_hash(cli *g, int argc, char **argv);
+int cmd_call(cli *g, int argc, char **argv);
+int cmd_completion(cli *g, int argc, char **argv);
 /* cmd_memory.c: MemoryService and UserService */
 int cmd_memory_add(cli *g, int argc, char **argv);
 int cmd_memory_get(cli *g, int argc, char **argv);

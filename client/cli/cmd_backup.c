@@ -60,17 +60,28 @@ static void hex(const uint8_t *p, size_t n, char *out) {
   for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", p[i]);
 }
 
-/* The header's fields as JSON members (after a '{' and other members). */
-static void header_json(FILE *out, const eg_backup_header *h) {
+/* Adds the header's fields to the JSON object o. */
+static void header_json(json_object *o, const eg_backup_header *h) {
   char t[48], sha[65];
   time_text(h->time_us, t);
   hex(h->sha256, sizeof h->sha256, sha);
-  fprintf(out,
-          "\"lsn\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"schema_version\":%u,\"bytes\":%" PRIu64
-          ",\"sha256\":\"%s\",\"time\":\"%s\",\"key_ids\":[",
-          h->lsn, h->epoch, h->schema_version, h->data_bytes, sha, t);
-  for (size_t i = 0; i < h->n_key_ids; i++) fprintf(out, "%s%u", i ? "," : "", h->key_ids[i]);
-  fputc(']', out);
+  json_object_object_add(o, "lsn", json_object_new_uint64(h->lsn));
+  json_object_object_add(o, "epoch", json_object_new_uint64(h->epoch));
+  json_object_object_add(o, "schema_version", json_object_new_uint64(h->schema_version));
+  json_object_object_add(o, "bytes", json_object_new_uint64(h->data_bytes));
+  json_object_object_add(o, "sha256", json_object_new_string(sha));
+  json_object_object_add(o, "time", json_object_new_string(t));
+  json_object *ids = json_object_new_array();
+  for (size_t i = 0; i < h->n_key_ids; i++)
+    json_object_array_add(ids, json_object_new_uint64(h->key_ids[i]));
+  json_object_object_add(o, "key_ids", ids);
+}
+
+/* {"ok": ok} to add members to. */
+static json_object *ok_json(int ok) {
+  json_object *o = json_object_new_object();
+  json_object_object_add(o, "ok", json_object_new_boolean(ok));
+  return o;
 }
 
 static void header_readable(FILE *out, const eg_backup_header *h) {
@@ -90,9 +101,9 @@ static void header_readable(FILE *out, const eg_backup_header *h) {
 static int fail(cli *g, const char *cmd, const char *why) {
   fprintf(stderr, "engram: backup %s: %s\n", cmd, why);
   if (g->json) {
-    fputs("{\"ok\":false,\"error\":", stdout);
-    cli_json_string(stdout, why);
-    fputs("}\n", stdout);
+    json_object *o = ok_json(0);
+    json_object_object_add(o, "error", cli_json_new_string(why));
+    cli_json_print(stdout, o);
   }
   return CLI_ERR;
 }
@@ -155,7 +166,8 @@ static int header_from_chunk(const Engram__V1__BackupChunk *c, eg_backup_header 
   return 0;
 }
 
-/* Streams the backup into w; on CLI_OK *h describes it. */
+/* Streams the backup into w; on CLI_OK *h describes it. A failed stream
+ * returns its status's exit code, a local failure CLI_ERR. */
 static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char *why,
                          size_t whylen) {
   Engram__V1__BackupRequest req = ENGRAM__V1__BACKUP_REQUEST__INIT;
@@ -186,7 +198,7 @@ static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char 
              st.message);
   else if (!last)
     snprintf(why, whylen, "the stream ended before its last chunk");
-  return st.code || !last ? CLI_ERR : CLI_OK;
+  return st.code ? cli_exit_code(st.code) : !last ? CLI_ERR : CLI_OK;
 }
 
 int cmd_backup_create(cli *g, int argc, char **argv) {
@@ -209,20 +221,20 @@ int cmd_backup_create(cli *g, int argc, char **argv) {
   }
   eg_backup_scrub_signals();
   eg_backup_scrub_set(eg_backup_writer_temp(w), NULL);
-  if (create_stream(g, w, &h, why, sizeof why) != CLI_OK) {
+  if ((rc = create_stream(g, w, &h, why, sizeof why)) != CLI_OK) {
     eg_backup_writer_abort(w);
     eg_backup_scrub_set(NULL, NULL);
-    return fail(g, "create", why);
+    fail(g, "create", why);
+    return rc;
   }
   e = eg_backup_writer_commit(w, &h, why, sizeof why);
   eg_backup_scrub_set(NULL, NULL);
   if (e != EG_OK) return fail(g, "create", why);
   if (g->json) {
-    fputs("{\"ok\":true,\"path\":", stdout);
-    cli_json_string(stdout, out);
-    fputc(',', stdout);
-    header_json(stdout, &h);
-    fputs("}\n", stdout);
+    json_object *o = ok_json(1);
+    json_object_object_add(o, "path", cli_json_new_string(out));
+    header_json(o, &h);
+    cli_json_print(stdout, o);
   } else {
     printf("path: %s\n", out);
     header_readable(stdout, &h);
@@ -299,19 +311,21 @@ int cmd_backup_restore(cli *g, int argc, char **argv) {
   char t[48] = "";
   if (res.time_us) time_text(res.time_us, t);
   if (g->json) {
-    fputs("{\"ok\":true,\"data_dir\":", stdout);
-    cli_json_string(stdout, dir);
-    fputc(',', stdout);
-    header_json(stdout, &h);
-    if (archive)
-      fprintf(stdout, ",\"replayed\":{\"records\":%" PRIu64 ",\"lsn\":%" PRIu64
-              ",\"epoch\":%" PRIu64 ",\"time\":\"%s\"}", res.records, res.lsn, res.epoch, t);
-    fputs(",\"warnings\":[", stdout);
-    for (int i = 0; i < nwarn; i++) {
-      if (i) fputc(',', stdout);
-      cli_json_string(stdout, warn[i]);
+    json_object *o = ok_json(1);
+    json_object_object_add(o, "data_dir", cli_json_new_string(dir));
+    header_json(o, &h);
+    if (archive) {
+      json_object *r = json_object_new_object();
+      json_object_object_add(r, "records", json_object_new_uint64(res.records));
+      json_object_object_add(r, "lsn", json_object_new_uint64(res.lsn));
+      json_object_object_add(r, "epoch", json_object_new_uint64(res.epoch));
+      json_object_object_add(r, "time", json_object_new_string(t));
+      json_object_object_add(o, "replayed", r);
     }
-    fputs("]}\n", stdout);
+    json_object *w = json_object_new_array();
+    for (int i = 0; i < nwarn; i++) json_object_array_add(w, cli_json_new_string(warn[i]));
+    json_object_object_add(o, "warnings", w);
+    cli_json_print(stdout, o);
   } else {
     printf("restored %s into %s\n", file, dir);
     header_readable(stdout, &h);
@@ -326,27 +340,23 @@ int cmd_backup_restore(cli *g, int argc, char **argv) {
 /* ---- verify ----------------------------------------------------------------- */
 
 static void verify_json(const eg_backup_verify_result *v, const eg_keyring *kr, const char *why) {
-  fprintf(stdout, "{\"ok\":%s,", *why ? "false" : "true");
-  if (*why) {
-    fputs("\"error\":", stdout);
-    cli_json_string(stdout, why);
-    fputc(',', stdout);
-  }
-  header_json(stdout, &v->h);
-  fputs(",\"records\":{", stdout);
+  json_object *o = ok_json(!*why);
+  if (*why) json_object_object_add(o, "error", cli_json_new_string(why));
+  header_json(o, &v->h);
+  json_object *recs = json_object_new_object();
   for (size_t i = 0; i < v->n_dbs; i++)
-    fprintf(stdout, "%s\"%s\":%" PRIu64, i ? "," : "", v->dbs[i].name, v->dbs[i].records);
-  fputc('}', stdout);
+    json_object_object_add(recs, v->dbs[i].name, json_object_new_uint64(v->dbs[i].records));
+  json_object_object_add(o, "records", recs);
   if (kr) {
-    fprintf(stdout,
-            ",\"sealed_opened\":%" PRIu64 ",\"sealed_failed\":%" PRIu64
-            ",\"sealed_missing_key\":%" PRIu64 ",\"missing_key_ids\":[",
-            v->sealed_opened, v->sealed_failed, v->sealed_missing_key);
+    json_object_object_add(o, "sealed_opened", json_object_new_uint64(v->sealed_opened));
+    json_object_object_add(o, "sealed_failed", json_object_new_uint64(v->sealed_failed));
+    json_object_object_add(o, "sealed_missing_key", json_object_new_uint64(v->sealed_missing_key));
+    json_object *ids = json_object_new_array();
     for (size_t i = 0; i < v->n_missing; i++)
-      fprintf(stdout, "%s%u", i ? "," : "", v->missing_key_ids[i]);
-    fputc(']', stdout);
+      json_object_array_add(ids, json_object_new_uint64(v->missing_key_ids[i]));
+    json_object_object_add(o, "missing_key_ids", ids);
   }
-  fputs("}\n", stdout);
+  cli_json_print(stdout, o);
 }
 
 static void verify_readable(const eg_backup_verify_result *v, const eg_keyring *kr) {
@@ -522,20 +532,19 @@ static int list_dir(cli *g, const char *cmd, const char *dir, const clock_check 
   return CLI_OK;
 }
 
-/* The members list and prune both print: unreadable and incomplete. */
-static void problems_json(const listing *l) {
-  fputs(",\"unreadable\":[", stdout);
-  for (size_t i = 0; i < l->n_bad; i++) {
-    if (i) fputc(',', stdout);
-    cli_json_string(stdout, l->bad[i]);
-  }
-  fputs("],\"incomplete\":[", stdout);
+/* Adds the members list and prune both print to o: unreadable and
+ * incomplete. */
+static void problems_json(json_object *o, const listing *l) {
+  json_object *bad = json_object_new_array(), *part = json_object_new_array();
+  for (size_t i = 0; i < l->n_bad; i++) json_object_array_add(bad, cli_json_new_string(l->bad[i]));
   for (size_t i = 0; i < l->n_part; i++) {
-    fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
-    cli_json_string(stdout, l->part[i].name);
-    fprintf(stdout, ",\"running\":%s}", l->part[i].running ? "true" : "false");
+    json_object *p = json_object_new_object();
+    json_object_object_add(p, "name", cli_json_new_string(l->part[i].name));
+    json_object_object_add(p, "running", json_object_new_boolean(l->part[i].running));
+    json_object_array_add(part, p);
   }
-  fputc(']', stdout);
+  json_object_object_add(o, "unreadable", bad);
+  json_object_object_add(o, "incomplete", part);
 }
 
 static void incomplete_readable(const listing *l) {
@@ -558,15 +567,15 @@ int cmd_backup_list(cli *g, int argc, char **argv) {
   listing l;
   clock_check clk = clock_now(skew_s);
   if ((rc = list_dir(g, "list", dir, &clk, &l)) != CLI_OK) return rc;
-  if (g->json) fputs("{\"ok\":true,\"backups\":[", stdout);
+  json_object *backups = g->json ? json_object_new_array() : NULL;
   for (size_t i = 0; i < l.n_ok; i++) {
     char t[48];
     if (g->json) {
-      fputs(i ? ",{\"name\":" : "{\"name\":", stdout);
-      cli_json_string(stdout, l.ok[i].name);
-      fputc(',', stdout);
-      header_json(stdout, &l.ok[i].h);
-      fprintf(stdout, ",\"suspect\":%s}", l.ok[i].suspect ? "true" : "false");
+      json_object *b = json_object_new_object();
+      json_object_object_add(b, "name", cli_json_new_string(l.ok[i].name));
+      header_json(b, &l.ok[i].h);
+      json_object_object_add(b, "suspect", json_object_new_boolean(l.ok[i].suspect));
+      json_object_array_add(backups, b);
       continue;
     }
     time_text(l.ok[i].h.time_us, t);
@@ -575,9 +584,10 @@ int cmd_backup_list(cli *g, int argc, char **argv) {
            l.ok[i].suspect ? "  (suspect time)" : "");
   }
   if (g->json) {
-    fputc(']', stdout);
-    problems_json(&l);
-    fputs("}\n", stdout);
+    json_object *o = ok_json(1);
+    json_object_object_add(o, "backups", backups);
+    problems_json(o, &l);
+    cli_json_print(stdout, o);
   } else {
     incomplete_readable(&l);
   }
@@ -624,7 +634,11 @@ int cmd_backup_prune(cli *g, int argc, char **argv) {
       keep[i] = EG_RETAIN_KEEP; /* still there: reported as kept */
       failed = 1;
     }
-  if (g->json) fprintf(stdout, "{\"ok\":%s,\"dry_run\":%s", failed ? "false" : "true", dry ? "true" : "false");
+  json_object *o = NULL;
+  if (g->json) {
+    o = ok_json(!failed);
+    json_object_object_add(o, "dry_run", json_object_new_boolean(dry));
+  }
   static const struct {
     eg_retain what;
     const char *json, *word;
@@ -632,13 +646,11 @@ int cmd_backup_prune(cli *g, int argc, char **argv) {
                 {EG_RETAIN_DELETE, "deleted", NULL},
                 {EG_RETAIN_SUSPECT, "suspect", "suspect"}};
   for (size_t pass = 0; pass < sizeof passes / sizeof *passes; pass++) {
-    int first = 1;
-    if (g->json) fprintf(stdout, ",\"%s\":[", passes[pass].json);
+    json_object *names = g->json ? json_object_new_array() : NULL;
     for (size_t i = 0; i < l.n_ok; i++) {
       if (keep[i] != passes[pass].what) continue;
       if (g->json) {
-        if (!first) fputc(',', stdout);
-        cli_json_string(stdout, l.ok[i].name);
+        json_object_array_add(names, cli_json_new_string(l.ok[i].name));
       } else {
         char t[48];
         time_text(l.ok[i].h.time_us, t);
@@ -646,13 +658,12 @@ int cmd_backup_prune(cli *g, int argc, char **argv) {
                passes[pass].word ? passes[pass].word : dry ? "would delete" : "deleted", t,
                l.ok[i].name);
       }
-      first = 0;
     }
-    if (g->json) fputc(']', stdout);
+    if (g->json) json_object_object_add(o, passes[pass].json, names);
   }
   if (g->json) {
-    problems_json(&l);
-    fputs("}\n", stdout);
+    problems_json(o, &l);
+    cli_json_print(stdout, o);
   } else {
     incomplete_readable(&l);
   }

@@ -88,7 +88,7 @@ typedef struct {
 } mem_fields;
 
 #define MEM_FIELD_FLAGS(f)                                                               \
-  {"--text", FLAG_STR, &(f).text}, {"--type", FLAG_STR, &(f).type},                      \
+  {"--text", FLAG_TEXT, &(f).text}, {"--type", FLAG_STR, &(f).type},                      \
       {"--category", FLAG_STR, &(f).category}, {"--importance", FLAG_STR, &(f).importance}, \
       {"--confidence", FLAG_STR, &(f).confidence}, {"--tags", FLAG_STR, &(f).tags},      \
       {"--embedding", FLAG_STR, &(f).embedding}, {"--agent", FLAG_STR, &(f).agent},      \
@@ -387,7 +387,7 @@ int cmd_user_stats(cli *g, int argc, char **argv) {
  * becomes one line per message (an ExportedMessages holding one). */
 static void cli_export_print(const Engram__V1__ExportUserResponse *resp) {
   if (resp->item_case != ENGRAM__V1__EXPORT_USER_RESPONSE__ITEM_MESSAGES) {
-    cli_print_json(stdout, &resp->base);
+    cli_print_json(stdout, &resp->base, 0);
     return;
   }
   for (size_t i = 0; i < resp->messages->n_messages; i++) {
@@ -399,7 +399,7 @@ static void cli_export_print(const Engram__V1__ExportUserResponse *resp) {
     line.item_case = ENGRAM__V1__EXPORT_USER_RESPONSE__ITEM_MESSAGES;
     line.messages = &one;
     line.lsn = resp->lsn;
-    cli_print_json(stdout, &line.base);
+    cli_print_json(stdout, &line.base, 0);
   }
 }
 
@@ -430,7 +430,7 @@ int cmd_user_export(cli *g, int argc, char **argv) {
   }
   if (st.code != 0) {
     cli_print_status(&st);
-    return CLI_ERR;
+    return cli_exit_code(st.code);
   }
   return CLI_OK;
 }

@@ -12,7 +12,7 @@ int cmd_message_append(cli *g, int argc, char **argv) {
   int64_t token_count = 0;
   const cli_flag flags[] = {
       {"--role", FLAG_STR, &role, 1},
-      {"--content", FLAG_STR, &msg.content, 1},
+      {"--content", FLAG_TEXT, &msg.content, 1},
       {"--token-count", FLAG_INT, &token_count, 0, CLI_I32},
       {"--client-id", FLAG_STR, &msg.client_message_id},
       {"--meta", FLAG_MAP, &meta},
@@ -68,7 +68,7 @@ int cmd_summary_update(cli *g, int argc, char **argv) {
   Engram__V1__UpdateSummaryRequest req = ENGRAM__V1__UPDATE_SUMMARY_REQUEST__INIT;
   const cli_flag flags[] = {
       {"--through-seq", FLAG_INT, &req.through_seq, 1, INT64_MIN, INT64_MAX},
-      {"--text", FLAG_STR, &req.summary, 1},
+      {"--text", FLAG_TEXT, &req.summary, 1},
       {NULL},
   };
   int rc = cli_parse(g, argc, argv, flags, session_id_arg, (const char **)&req.session_id);

@@ -1,11 +1,13 @@
 /*
- * proto3 JSON output driven by descriptors: lowerCamelCase names, enums by
- * name, 64-bit integers as strings, Timestamps in RFC 3339, bytes in
- * base64, maps as objects. Strings are escaped (control characters, DEL
- * and U+2028/U+2029 too, so one object is always one line), and any byte
+ * proto3 JSON output driven by descriptors, built with json-c:
+ * lowerCamelCase names, enums by name, 64-bit integers as strings,
+ * Timestamps in RFC 3339, bytes in base64, maps as objects, floats in the
+ * shortest text that reads back as the same value. Any byte of a string
  * that is not valid UTF-8 becomes U+FFFD, so the output always parses.
  */
 #include <ctype.h>
+#include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -14,6 +16,8 @@
 static size_t utf8_len(const unsigned char *s, size_t n) {
   size_t len;
   unsigned char lo = 0x80, hi = 0xbf; /* bounds of the second byte */
+  if (s[0] < 0x80)
+    return 1;
   if (s[0] >= 0xc2 && s[0] <= 0xdf)
     len = 2;
   else if (s[0] >= 0xe0 && s[0] <= 0xef) {
@@ -32,176 +36,167 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
   return len;
 }
 
-/* The code point of the valid UTF-8 sequence s of len bytes (0 if len is 0). */
-static uint32_t codepoint(const unsigned char *s, size_t len) {
-  if (len <= 1) return len ? s[0] : 0;
-  uint32_t cp = s[0] & (0x7f >> len);
-  for (size_t i = 1; i < len; i++) cp = cp << 6 | (s[i] & 0x3f);
-  return cp;
-}
-
-void cli_json_string(FILE *out, const char *str) {
+json_object *cli_json_new_string(const char *str) {
   const unsigned char *s = (const unsigned char *)(str ? str : "");
-  size_t n = strlen((const char *)s);
-  fputc('"', out);
-  for (size_t i = 0; i < n;) {
-    unsigned char c = s[i];
-    if (c == '"' || c == '\\') {
-      fputc('\\', out);
-      fputc(c, out);
-    } else if (c == '\n') {
-      fputs("\\n", out);
-    } else if (c == '\t') {
-      fputs("\\t", out);
-    } else if (c == '\r') {
-      fputs("\\r", out);
-    } else if (c < 0x20) {
-      fprintf(out, "\\u%04x", c);
-    } else if (c >= 0x7f) {
-      size_t len = c == 0x7f ? 1 : utf8_len(s + i, n - i);
-      uint32_t cp = codepoint(s + i, len);
-      if (!len)
-        fputs("\\ufffd", out);
-      else if (cp <= 0x9f || cp == 0x2028 || cp == 0x2029)
-        fprintf(out, "\\u%04x", (unsigned)cp);
-      else
-        fwrite(s + i, 1, len, out);
-      i += len ? len : 1;
-      continue;
+  size_t n = strlen((const char *)s), bad = 0;
+  for (size_t i = 0, len; i < n; i += len ? len : 1)
+    if (!(len = utf8_len(s + i, n - i))) bad++;
+  if (!bad) return json_object_new_string_len((const char *)s, (int)n);
+  /* json-c copies bytes as they are: mend them first (3 bytes per U+FFFD). */
+  char *fixed = malloc(n + 2 * bad + 1), *o = fixed;
+  if (!fixed) return NULL;
+  for (size_t i = 0, len; i < n; i += len ? len : 1) {
+    if ((len = utf8_len(s + i, n - i))) {
+      memcpy(o, s + i, len);
+      o += len;
     } else {
-      fputc(c, out);
+      memcpy(o, "\xef\xbf\xbd", 3);
+      o += 3;
     }
-    i++;
   }
-  fputc('"', out);
+  json_object *j = json_object_new_string_len(fixed, (int)(o - fixed));
+  free(fixed);
+  return j;
 }
 
-static void json_base64(FILE *out, const ProtobufCBinaryData *b) {
+void cli_json_print(FILE *out, json_object *j) {
+  fputs(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
+        out);
+  fputc('\n', out);
+  json_object_put(j);
+}
+
+static json_object *json_base64(const ProtobufCBinaryData *b) {
   static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   const uint8_t *p = b->data;
-  fputc('"', out);
+  char *text = malloc((b->len + 2) / 3 * 4 + 1), *o = text;
+  if (!text) return NULL;
   for (size_t i = 0; i < b->len; i += 3) {
     size_t left = b->len - i;
     uint32_t w = (uint32_t)p[i] << 16 | (left > 1 ? (uint32_t)p[i + 1] << 8 : 0) |
                  (left > 2 ? p[i + 2] : 0);
-    fputc(tbl[w >> 18 & 63], out);
-    fputc(tbl[w >> 12 & 63], out);
-    fputc(left > 1 ? tbl[w >> 6 & 63] : '=', out);
-    fputc(left > 2 ? tbl[w & 63] : '=', out);
+    *o++ = tbl[w >> 18 & 63];
+    *o++ = tbl[w >> 12 & 63];
+    *o++ = left > 1 ? tbl[w >> 6 & 63] : '=';
+    *o++ = left > 2 ? tbl[w & 63] : '=';
   }
-  fputc('"', out);
+  json_object *j = json_object_new_string_len(text, (int)(o - text));
+  free(text);
+  return j;
 }
 
-/* The JSON name of a field: session_id -> "sessionId". */
-static void json_name(FILE *out, const char *name) {
-  fputc('"', out);
-  for (int up = 0; *name; name++) {
+void pb_json_name(const char *name, char *buf, size_t len) {
+  size_t n = 0;
+  for (int up = 0; *name && n + 1 < len; name++) {
     if (*name == '_') {
       up = 1;
       continue;
     }
-    fputc(up ? toupper((unsigned char)*name) : *name, out);
+    buf[n++] = up ? (char)toupper((unsigned char)*name) : *name;
     up = 0;
   }
-  fputs("\":", out);
+  buf[n] = '\0';
 }
 
-static void json_message(FILE *out, const ProtobufCMessage *m);
-
-/* A number or bool; 64-bit integers and non-finite floats are quoted. */
-static void json_scalar(FILE *out, const ProtobufCFieldDescriptor *f, const void *v) {
+/* A number or bool; 64-bit integers and non-finite floats are strings,
+ * finite floats numbers written as their shortest round-trip text. */
+static json_object *json_scalar(const ProtobufCFieldDescriptor *f, const void *v) {
   char buf[64];
   pb_scalar_text(f, v, buf, sizeof buf);
-  int is_float = f->type == PROTOBUF_C_TYPE_FLOAT || f->type == PROTOBUF_C_TYPE_DOUBLE;
-  int quote = f->type == PROTOBUF_C_TYPE_INT64 || f->type == PROTOBUF_C_TYPE_SINT64 ||
-              f->type == PROTOBUF_C_TYPE_SFIXED64 || f->type == PROTOBUF_C_TYPE_UINT64 ||
-              f->type == PROTOBUF_C_TYPE_FIXED64 ||
-              (is_float && !isdigit((unsigned char)buf[strlen(buf) - 1]));
-  fprintf(out, quote ? "\"%s\"" : "%s", buf);
+  switch (f->type) {
+  case PROTOBUF_C_TYPE_BOOL:
+    return json_object_new_boolean(*(const protobuf_c_boolean *)v);
+  case PROTOBUF_C_TYPE_FLOAT:
+  case PROTOBUF_C_TYPE_DOUBLE: {
+    double d = f->type == PROTOBUF_C_TYPE_FLOAT ? *(const float *)v : *(const double *)v;
+    if (!isdigit((unsigned char)buf[strlen(buf) - 1])) return json_object_new_string(buf);
+    return json_object_new_double_s(d, buf);
+  }
+  case PROTOBUF_C_TYPE_INT32:
+  case PROTOBUF_C_TYPE_SINT32:
+  case PROTOBUF_C_TYPE_SFIXED32:
+    return json_object_new_int(*(const int32_t *)v);
+  case PROTOBUF_C_TYPE_UINT32:
+  case PROTOBUF_C_TYPE_FIXED32:
+    return json_object_new_int64(*(const uint32_t *)v);
+  default: /* 64-bit integers: strings, as proto3 JSON says */
+    return json_object_new_string(buf);
+  }
 }
 
-static void json_value(FILE *out, const ProtobufCFieldDescriptor *f, const void *v) {
+static json_object *json_value(const ProtobufCFieldDescriptor *f, const void *v) {
   switch (f->type) {
   case PROTOBUF_C_TYPE_STRING:
-    cli_json_string(out, *(const char *const *)v);
-    break;
+    return cli_json_new_string(*(const char *const *)v);
   case PROTOBUF_C_TYPE_BYTES:
-    json_base64(out, v);
-    break;
+    return json_base64(v);
   case PROTOBUF_C_TYPE_ENUM: {
     const char *name = pb_enum_name(f->descriptor, *(const int *)v);
-    if (name)
-      cli_json_string(out, name);
-    else
-      fprintf(out, "%d", *(const int *)v);
-    break;
+    return name ? json_object_new_string(name) : json_object_new_int(*(const int *)v);
   }
   case PROTOBUF_C_TYPE_MESSAGE: {
     const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)v;
     if (pb_is_timestamp(f)) {
       char ts[48];
       pb_timestamp_text((const Google__Protobuf__Timestamp *)sub, ts);
-      cli_json_string(out, ts);
-    } else {
-      json_message(out, sub);
+      return json_object_new_string(ts);
     }
-    break;
+    return cli_json_message(sub);
   }
   default:
-    json_scalar(out, f, v);
-    break;
+    return json_scalar(f, v);
   }
 }
 
 /* A map field as an object; keys are always JSON strings. */
-static void json_map(FILE *out, const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
+static json_object *json_map(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
   const ProtobufCMessageDescriptor *d = f->descriptor;
   const ProtobufCFieldDescriptor *kf = &d->fields[0], *vf = &d->fields[1];
-  fputc('{', out);
+  json_object *o = json_object_new_object();
   for (size_t i = 0, n = pb_count(m, f); i < n; i++) {
     const ProtobufCMessage *e = *(const ProtobufCMessage *const *)pb_value(m, f, i);
-    if (i) fputc(',', out);
-    if (kf->type == PROTOBUF_C_TYPE_STRING) {
-      cli_json_string(out, *(const char *const *)pb_value(e, kf, 0));
-    } else {
-      char key[64];
+    char key[64];
+    const char *k = key;
+    if (kf->type == PROTOBUF_C_TYPE_STRING)
+      k = *(const char *const *)pb_value(e, kf, 0);
+    else
       pb_scalar_text(kf, pb_value(e, kf, 0), key, sizeof key);
-      cli_json_string(out, key);
-    }
-    fputc(':', out);
-    json_value(out, vf, pb_value(e, vf, 0));
+    json_object_object_add(o, k, json_value(vf, pb_value(e, vf, 0)));
   }
-  fputc('}', out);
+  return o;
 }
 
-static void json_message(FILE *out, const ProtobufCMessage *m) {
-  fputc('{', out);
-  int first = 1;
+json_object *cli_json_message(const ProtobufCMessage *m) {
+  json_object *o = json_object_new_object();
   for (unsigned k = 0; m && k < m->descriptor->n_fields; k++) {
     const ProtobufCFieldDescriptor *f = &m->descriptor->fields[k];
     size_t n = pb_count(m, f);
     int repeated = f->label == PROTOBUF_C_LABEL_REPEATED;
     if (!repeated && n == 0) continue;
-    if (!first) fputc(',', out);
-    first = 0;
-    json_name(out, f->name);
+    char name[128];
+    pb_json_name(f->name, name, sizeof name);
+    json_object *v;
     if (pb_is_map(f)) {
-      json_map(out, m, f);
+      v = json_map(m, f);
     } else if (repeated) {
-      fputc('[', out);
-      for (size_t i = 0; i < n; i++) {
-        if (i) fputc(',', out);
-        json_value(out, f, pb_value(m, f, i));
-      }
-      fputc(']', out);
+      v = json_object_new_array_ext((int)n);
+      for (size_t i = 0; i < n; i++) json_object_array_add(v, json_value(f, pb_value(m, f, i)));
     } else {
-      json_value(out, f, pb_value(m, f, 0));
+      v = json_value(f, pb_value(m, f, 0));
     }
+    json_object_object_add(o, name, v);
   }
-  fputc('}', out);
+  return o;
 }
 
-void cli_print_json(FILE *out, const ProtobufCMessage *m) {
-  json_message(out, m);
-  fputc('\n', out);
+void cli_print_json(FILE *out, const ProtobufCMessage *m, uint64_t lsn) {
+  json_object *o = cli_json_message(m);
+  /* A write's LSN rides along under a key no proto3 JSON field can have
+   * (JSON names hold no '-'), so the response's own fields stay as they are. */
+  if (lsn) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, lsn);
+    json_object_object_add(o, CLI_JSON_LSN_KEY, json_object_new_string(buf));
+  }
+  cli_json_print(out, o);
 }

@@ -10,7 +10,7 @@
 
 #define DEFAULT_TARGET "127.0.0.1:50051"
 
-static const cli_cmd commands[] = {
+const cli_cmd cli_commands[] = {
     {"session", "create", "--user U [--agent A] [--id ID] [--meta k=v]... [--ttl S]", "create a session",
      cmd_session_create},
     {"session", "get", "ID", "show a session", cmd_session_get},
@@ -101,8 +101,14 @@ static const cli_cmd commands[] = {
      cmd_backup_prune},
     {"keygen", NULL, "[--id N]", "print a new keyring line (no server)", cmd_keygen},
     {"token", "hash", "TOKEN", "print the sha256 hex of a token (no server)", cmd_token_hash},
+    {"call", NULL, "SERVICE/METHOD [-d JSON|@FILE|-] [--dry-run] | --list",
+     "call any RPC with a request in proto3 JSON (default {}); print each response as a JSON "
+     "line; SERVICE short (SessionService) or full (engram.v1.SessionService); --dry-run: "
+     "print the request as parsed, call nothing; --list: the methods", cmd_call},
+    {"completion", NULL, "bash|zsh", "print the shell completion script (no server)",
+     cmd_completion},
 };
-#define NCOMMANDS (sizeof commands / sizeof commands[0])
+const size_t cli_ncommands = sizeof cli_commands / sizeof cli_commands[0];
 
 /* "session create" or "health", then " ARGS" if any. */
 static void command_words(FILE *out, const cli_cmd *c) {
@@ -118,19 +124,26 @@ static void command_usage(FILE *out, const cli_cmd *c) {
 
 static void usage(FILE *out) {
   fputs("usage: engram [GLOBAL OPTIONS] COMMAND [ARGS]\n\ncommands:\n", out);
-  for (size_t i = 0; i < NCOMMANDS; i++) {
+  for (size_t i = 0; i < cli_ncommands; i++) {
     fputs("  ", out);
-    command_words(out, &commands[i]);
-    fprintf(out, "\n      %s\n", commands[i].about);
+    command_words(out, &cli_commands[i]);
+    fprintf(out, "\n      %s\n", cli_commands[i].about);
   }
   fputs("  help\n      this text\n\n"
-        "global options (before the command):\n"
+        "global options (anywhere on the line):\n"
         "  --target HOST:PORT  server (env ENGRAM_TARGET, default " DEFAULT_TARGET ")\n"
         "  --token T           bearer token (env ENGRAM_TOKEN)\n"
-        "  --json              print each response as proto3 JSON\n"
+        "  --token-file F      bearer token: the first line of F (mode 0600 or stricter)\n"
+        "  --json              print each response as proto3 JSON; a write's LSN as \"engram-lsn\"\n"
         "  --timeout MS        deadline of each call (default 10000; of a whole user export 3600000)\n"
         "  --min-lsn N         read-your-writes: wait until the server applied LSN N\n"
-        "\nexit status: 0 ok, 1 the call failed, 2 usage error\n",
+        "  --version           print the version\n",
+        out);
+  fprintf(out, "--content - and --text - read the text from stdin (at most %d bytes)\n",
+          CLI_INPUT_MAX);
+  fputs("\nexit status: 0 ok, 1 other failure, 2 usage, 3 cannot connect / UNAVAILABLE /\n"
+        "DEADLINE_EXCEEDED, 4 NOT_FOUND, 5 invalid input (INVALID_ARGUMENT, OUT_OF_RANGE,\n"
+        "FAILED_PRECONDITION), 6 UNAUTHENTICATED / PERMISSION_DENIED, 7 ALREADY_EXISTS / ABORTED\n",
         out);
 }
 
@@ -153,8 +166,8 @@ int cli_usage_error(const cli *g, const char *fmt, ...) {
 static const cli_cmd *find_command(cli *g, int argc, char **argv, int *nwords) {
   char subs[128] = ""; /* the subcommands of group argv[0], for the error */
   size_t len = 0;
-  for (size_t i = 0; i < NCOMMANDS; i++) {
-    const cli_cmd *c = &commands[i];
+  for (size_t i = 0; i < cli_ncommands; i++) {
+    const cli_cmd *c = &cli_commands[i];
     if (strcmp(argv[0], c->group)) continue;
     if (!c->sub || (argc > 1 && !strcmp(argv[1], c->sub))) {
       *nwords = c->sub ? 2 : 1;
@@ -171,29 +184,47 @@ static const cli_cmd *find_command(cli *g, int argc, char **argv, int *nwords) {
   return NULL;
 }
 
-/* Parses the global options; *i ends at the command. */
+const cli_flag *cli_global_flags(cli *g) {
+  /* g is the one run's state: the table points into it */
+  static cli_flag flags[8];
+  if (!flags[0].name) {
+    const cli_flag rows[] = {
+        {"--target", FLAG_STR, &g->target},
+        {"--token", FLAG_STR, &g->token},
+        {"--token-file", FLAG_STR, &g->token_file},
+        {"--json", FLAG_BOOL, &g->json},
+        {"--timeout", FLAG_INT, &g->timeout_ms, 0, 1, INT32_MAX},
+        {"--min-lsn", FLAG_INT, &g->min_lsn, 0, 0, INT64_MAX},
+        {"--version", FLAG_BOOL, &g->version},
+        {NULL},
+    };
+    _Static_assert(sizeof rows == sizeof flags, "cli_global_flags: one slot per row");
+    memcpy(flags, rows, sizeof rows);
+  }
+  return flags;
+}
+
+/* Parses the global options before the command; *i ends at the command. */
 static int parse_globals(cli *g, int argc, char **argv, int *i) {
-  const cli_flag flags[] = {
-      {"--target", FLAG_STR, &g->target},
-      {"--token", FLAG_STR, &g->token},
-      {"--json", FLAG_BOOL, &g->json},
-      {"--timeout", FLAG_INT, &g->timeout_ms, 0, 1, INT32_MAX},
-      {"--min-lsn", FLAG_INT, &g->min_lsn, 0, 0, INT64_MAX},
-      {NULL},
-  };
   uint32_t seen = 0;
   while (*i < argc && argv[*i][0] == '-') {
-    int rc = cli_flag_take(g, flags, argc, argv, i, &seen);
+    int rc = cli_flag_take(g, cli_global_flags(g), argc, argv, i, &seen);
     if (rc != CLI_OK) return rc;
   }
-  return CLI_OK;
+  return g->version ? CLI_VERSION : CLI_OK;
 }
+
+static void version(void) { puts("engram " ENGRAM_VERSION); }
 
 static int run(cli *g, int argc, char **argv) {
   int i = 1;
   int rc = parse_globals(g, argc, argv, &i);
   if (rc == CLI_HELP || (rc == CLI_OK && i < argc && !strcmp(argv[i], "help"))) {
     usage(stdout);
+    return CLI_OK;
+  }
+  if (rc == CLI_VERSION) {
+    version();
     return CLI_OK;
   }
   if (rc != CLI_OK) return rc;
@@ -207,11 +238,15 @@ static int run(cli *g, int argc, char **argv) {
     command_usage(stdout, g->cmd);
     return CLI_OK;
   }
+  if (rc == CLI_VERSION) {
+    version();
+    return CLI_OK;
+  }
   return rc;
 }
 
 int main(int argc, char **argv) {
-  cli g = {.target = getenv("ENGRAM_TARGET"), .token = getenv("ENGRAM_TOKEN")};
+  cli g = {.target = getenv("ENGRAM_TARGET"), .token_env = getenv("ENGRAM_TOKEN")};
   if (!g.target || !*g.target) g.target = DEFAULT_TARGET;
   int rc = run(&g, argc, argv);
   eg_client_free(g.client);

@@ -7,14 +7,14 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
 #include "cli.h"
 
-/* Bytes one value of f takes in a repeated field's array. */
-static size_t value_size(const ProtobufCFieldDescriptor *f) {
+size_t pb_value_size(const ProtobufCFieldDescriptor *f) {
   switch (f->type) {
   case PROTOBUF_C_TYPE_INT64:
   case PROTOBUF_C_TYPE_SINT64:
@@ -52,7 +52,7 @@ size_t pb_count(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f) {
 
 const void *pb_value(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, size_t i) {
   if (f->label == PROTOBUF_C_LABEL_REPEATED)
-    return *(const char *const *)member(m, f->offset) + i * value_size(f);
+    return *(const char *const *)member(m, f->offset) + i * pb_value_size(f);
   return member(m, f->offset);
 }
 
@@ -97,13 +97,22 @@ void pb_timestamp_text(const Google__Protobuf__Timestamp *t, char buf[48]) {
     snprintf(buf + n, 48 - n, ".%09dZ", (int)ns);
 }
 
-static void float_text(double d, char *buf, size_t len, int digits) {
-  if (isnan(d))
+/* The shortest %g text of d that reads back as the same value: as a float
+ * when is_float (0.7f is "0.7", not "0.699999988"), else as a double (at
+ * most 17 digits, which always round-trip). */
+static void float_text(double d, int is_float, char *buf, size_t len) {
+  if (isnan(d)) {
     snprintf(buf, len, "NaN");
-  else if (isinf(d))
+    return;
+  }
+  if (isinf(d)) {
     snprintf(buf, len, d > 0 ? "Infinity" : "-Infinity");
-  else
+    return;
+  }
+  for (int digits = 1; digits <= 17; digits++) {
     snprintf(buf, len, "%.*g", digits, d);
+    if (is_float ? strtof(buf, NULL) == (float)d : strtod(buf, NULL) == d) return;
+  }
 }
 
 void pb_scalar_text(const ProtobufCFieldDescriptor *f, const void *v, char *buf, size_t len) {
@@ -127,10 +136,10 @@ void pb_scalar_text(const ProtobufCFieldDescriptor *f, const void *v, char *buf,
     snprintf(buf, len, "%" PRIu64, *(const uint64_t *)v);
     break;
   case PROTOBUF_C_TYPE_FLOAT:
-    float_text(*(const float *)v, buf, len, 9);
+    float_text(*(const float *)v, 1, buf, len);
     break;
   case PROTOBUF_C_TYPE_DOUBLE:
-    float_text(*(const double *)v, buf, len, 17);
+    float_text(*(const double *)v, 0, buf, len);
     break;
   default: /* bool */
     snprintf(buf, len, "%s", *(const protobuf_c_boolean *)v ? "true" : "false");

@@ -1,24 +1,134 @@
 /*
  * One RPC from the command line: make the client on first use, call,
- * print the response or the error.
+ * print the response or the error (with the details of
+ * grpc-status-details-bin), and the exit code a status maps to.
  */
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+
+/* The token of --token-file: its first line without surrounding blanks. */
+static int read_token_file(cli *g, const char **token) {
+  int fd = open(g->token_file, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0)
+    return cli_usage_error(g, "--token-file %s: %s", g->token_file, strerror(errno));
+  /* As engramd's secret files: whoever can read it can act as its owner. */
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CLI_TOKEN_FILE_MAX) {
+    close(fd);
+    return cli_usage_error(g, "--token-file %s: not a regular file of at most %d bytes",
+                           g->token_file, CLI_TOKEN_FILE_MAX);
+  }
+  if (st.st_mode & 077) {
+    close(fd);
+    return cli_usage_error(g, "--token-file %s: mode %04o lets other users read it; run: chmod 600 %s",
+                           g->token_file, (unsigned)(st.st_mode & 07777), g->token_file);
+  }
+  char *buf = cli_alloc(g, CLI_TOKEN_FILE_MAX + 1);
+  ssize_t n = read(fd, buf, CLI_TOKEN_FILE_MAX);
+  close(fd);
+  if (n < 0) return cli_usage_error(g, "--token-file %s: %s", g->token_file, strerror(errno));
+  buf[n] = '\0';
+  buf[strcspn(buf, "\r\n")] = '\0';
+  char *s = buf + strspn(buf, " \t");
+  size_t len = strlen(s);
+  while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) s[--len] = '\0';
+  if (!len) return cli_usage_error(g, "--token-file %s: the first line is empty", g->token_file);
+  *token = s;
+  return CLI_OK;
+}
 
 eg_client *cli_client(cli *g) {
   if (!g->client) {
-    g->client = eg_client_new(g->target, g->token && *g->token ? g->token : NULL);
+    /* --token, else --token-file, else $ENGRAM_TOKEN */
+    const char *token = g->token ? g->token : g->token_env;
+    if (g->token_file) {
+      if (g->token)
+        return cli_usage_error(g, "--token and --token-file exclude each other"), NULL;
+      if (read_token_file(g, &token) != CLI_OK) return NULL;
+    }
+    g->client = eg_client_new(g->target, token && *token ? token : NULL);
+    if (g->token_file) explicit_bzero((char *)token, strlen(token));
     if (!g->client)
-      cli_usage_error(g, "cannot use --target '%s' or --token (printable ASCII only)", g->target);
+      cli_usage_error(g, "cannot use --target '%s' or the token (printable ASCII only)", g->target);
   }
   return g->client;
+}
+
+int cli_exit_code(int grpc_code) {
+  switch (grpc_code) {
+  case GRPC_STATUS_OK:
+    return CLI_OK;
+  case GRPC_STATUS_UNAVAILABLE:
+  case GRPC_STATUS_DEADLINE_EXCEEDED:
+    return CLI_UNAVAILABLE;
+  case GRPC_STATUS_NOT_FOUND:
+    return CLI_NOT_FOUND;
+  case GRPC_STATUS_INVALID_ARGUMENT:
+  case GRPC_STATUS_OUT_OF_RANGE:
+  case GRPC_STATUS_FAILED_PRECONDITION:
+    return CLI_INVALID;
+  case GRPC_STATUS_UNAUTHENTICATED:
+  case GRPC_STATUS_PERMISSION_DENIED:
+    return CLI_DENIED;
+  case GRPC_STATUS_ALREADY_EXISTS:
+  case GRPC_STATUS_ABORTED:
+    return CLI_CONFLICT;
+  default:
+    return CLI_ERR;
+  }
+}
+
+/* The detail of type google.rpc.<name> in any, unpacked (free it), or NULL. */
+static ProtobufCMessage *unpack_any(const Google__Protobuf__Any *any, const char *name,
+                                    const ProtobufCMessageDescriptor *desc) {
+  static const char prefix[] = "type.googleapis.com/";
+  if (!any->type_url || strncmp(any->type_url, prefix, sizeof prefix - 1) ||
+      strcmp(any->type_url + sizeof prefix - 1, name))
+    return NULL;
+  return protobuf_c_message_unpack(desc, NULL, any->value.len, any->value.data);
+}
+
+/* The details of grpc-status-details-bin, a line each: the reason, each
+ * field violation, the retry delay. */
+static void print_details(const eg_client_status *st) {
+  Google__Rpc__Status *s =
+      google__rpc__status__unpack(NULL, st->details_len, st->details);
+  for (size_t i = 0; s && i < s->n_details; i++) {
+    const Google__Protobuf__Any *any = s->details[i];
+    ProtobufCMessage *m;
+    if ((m = unpack_any(any, "google.rpc.ErrorInfo", &google__rpc__error_info__descriptor))) {
+      fprintf(stderr, "  reason: %s\n", ((Google__Rpc__ErrorInfo *)m)->reason);
+    } else if ((m = unpack_any(any, "google.rpc.BadRequest", &google__rpc__bad_request__descriptor))) {
+      const Google__Rpc__BadRequest *b = (const Google__Rpc__BadRequest *)m;
+      for (size_t k = 0; k < b->n_field_violations; k++)
+        fprintf(stderr, "  field %s: %s\n", b->field_violations[k]->field,
+                b->field_violations[k]->description);
+    } else if ((m = unpack_any(any, "google.rpc.RetryInfo", &google__rpc__retry_info__descriptor))) {
+      const Google__Protobuf__Duration *d = ((Google__Rpc__RetryInfo *)m)->retry_delay;
+      if (d)
+        fprintf(stderr, "  retry after: %" PRId64 ".%03ds\n", d->seconds, (int)(d->nanos / 1000000));
+    } else {
+      continue;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  if (s) protobuf_c_message_free_unpacked(&s->base, NULL);
 }
 
 void cli_print_status(const eg_client_status *st) {
   fprintf(stderr, "engram: %s%s%s\n", eg_client_code_name(st->code), *st->message ? ": " : "",
           st->message);
+  if (st->details_len) print_details(st);
+  if (*st->request_id) fprintf(stderr, "  request id: %s\n", st->request_id);
 }
 
 /* Makes the call; on success *resp is the caller's and *st its status. */
@@ -29,7 +139,7 @@ static int cli_call(cli *g, const eg_client_method *method, const ProtobufCMessa
   eg_client_opts opts = {.timeout_ms = g->timeout_ms, .min_lsn = (uint64_t)g->min_lsn};
   if (eg_client_call(g->client, method->path, req, method->response, &opts, st, resp) != 0) {
     cli_print_status(st);
-    return CLI_ERR;
+    return cli_exit_code(st->code);
   }
   return CLI_OK;
 }
@@ -47,7 +157,7 @@ int cli_rpc(cli *g, const eg_client_method *method, const ProtobufCMessage *req,
   int rc = cli_call(g, method, req, &st, &resp);
   if (rc != CLI_OK) return rc;
   if (g->json) {
-    cli_print_json(stdout, resp);
+    cli_print_json(stdout, resp, st.lsn);
   } else {
     cli_print_readable(stdout, resp);
     if (st.lsn) printf("lsn: %" PRIu64 "\n", st.lsn);

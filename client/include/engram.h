@@ -43,12 +43,25 @@ typedef struct eg_client eg_client;
 /* Largest response the client accepts. */
 #define EG_CLIENT_MAX_RESPONSE_BYTES (64 * 1024 * 1024)
 #define EG_CLIENT_MESSAGE_MAX 512
+/* Largest grpc-status-details-bin kept (a google.rpc.Status with a few
+ * details is well under 1 KiB; a larger one is dropped, not cut). */
+#define EG_CLIENT_DETAILS_MAX 4096
+/* Request ids are lowercase hex, at most 32 characters. */
+#define EG_CLIENT_REQUEST_ID_MAX 32
 
 /* The outcome of one call. */
 typedef struct {
   int code;                               /* grpc_status_code; 0 is OK */
   char message[EG_CLIENT_MESSAGE_MAX];    /* the server's message, cut to fit; "" if none */
   uint64_t lsn;                           /* `engram-lsn` of a write; 0 if absent */
+  /* Of a failed call, from the trailing metadata: `engram-request-id`
+   * ("" if absent or too long), and `grpc-status-details-bin`, a serialized
+   * google.rpc.Status (code, message, details: ErrorInfo, BadRequest,
+   * RetryInfo, RequestInfo; decode it with the google/rpc/ types generated
+   * from proto/), details_len 0 if absent or over EG_CLIENT_DETAILS_MAX. */
+  char request_id[EG_CLIENT_REQUEST_ID_MAX + 1];
+  size_t details_len;
+  uint8_t details[EG_CLIENT_DETAILS_MAX];
 } eg_client_status;
 
 /* Per-call options. A NULL options pointer means all defaults. */

@@ -125,6 +125,7 @@ static void run_call(eg_client *c, const char *path, int64_t timeout_ms, eg_clie
     grpc_event ev = grpc_completion_queue_pluck(cq, x, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     st->code = ev.type == GRPC_OP_COMPLETE && ev.success ? (int)x->code : GRPC_STATUS_INTERNAL;
     copy_details(st, x->details);
+    if (st->code != GRPC_STATUS_OK) eg_client_status_trailers(st, &x->trailing);
   } else {
     fail_status(st, GRPC_STATUS_INTERNAL, "engram client: cannot start the call");
   }

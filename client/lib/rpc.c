@@ -52,6 +52,20 @@ int eg_client_metadata_u64(const grpc_metadata_array *md, const char *key, uint6
   return 0;
 }
 
+void eg_client_status_trailers(eg_client_status *st, const grpc_metadata_array *trailing) {
+  for (size_t i = 0; i < trailing->count; i++) {
+    const grpc_metadata *m = &trailing->metadata[i];
+    size_t n = GRPC_SLICE_LENGTH(m->value);
+    if (!grpc_slice_str_cmp(m->key, "grpc-status-details-bin") && n <= sizeof st->details) {
+      memcpy(st->details, GRPC_SLICE_START_PTR(m->value), n);
+      st->details_len = n;
+    } else if (!grpc_slice_str_cmp(m->key, "engram-request-id") && n < sizeof st->request_id) {
+      memcpy(st->request_id, GRPC_SLICE_START_PTR(m->value), n);
+      st->request_id[n] = '\0';
+    }
+  }
+}
+
 /* The `engram-lsn` value in md, or 0 if absent or not a number. */
 static uint64_t find_lsn(const grpc_metadata_array *md) {
   uint64_t lsn = 0;

@@ -45,11 +45,13 @@ static void finish(eg_client_stream *s, eg_client_status *st) {
   static const char nostart[] = "engram client: cannot start the call";
   if (!s->ended && s->status_armed) pluck(s, &s->status_tag);
   s->ended = 1;
-  if (!s->status_armed)
+  if (!s->status_armed) {
     set_status(st, GRPC_STATUS_INTERNAL, nostart, sizeof nostart - 1, s->lsn);
-  else
+  } else {
     set_status(st, (int)s->code, (const char *)GRPC_SLICE_START_PTR(s->details),
                GRPC_SLICE_LENGTH(s->details), s->lsn);
+    if (st->code != GRPC_STATUS_OK) eg_client_status_trailers(st, &s->trailing);
+  }
 }
 
 eg_client_stream *eg_client_stream_open(eg_client *c, const char *path,

@@ -108,7 +108,7 @@ class CliTest(CliCase, ServerTestCase):
         d = self.j("session", "delete", sid)
         self.assertEqual(d["deletedMessages"], "2")
         rc, out, err = cli("session", "get", sid, target=self.server.addr)
-        self.assertEqual(rc, 1, (out, err))
+        self.assertEqual(rc, 4, (out, err))
         self.assertIn("NOT_FOUND", err)
 
     def test_generated_id_and_plain_output(self):
@@ -118,19 +118,19 @@ class CliTest(CliCase, ServerTestCase):
         self.assertEqual(len(sessions), 1)
         self.assertIn(sessions[0].session_id, out)
 
-    def test_rpc_errors_exit_1_with_status_name(self):
+    def test_rpc_errors_exit_by_status_with_its_name(self):
         rc, out, err = cli("message", "append", uid("nope"), "--role", "user", "--content", "x",
                            target=self.server.addr)
-        self.assertEqual(rc, 1, (out, err))
+        self.assertEqual(rc, 4, (out, err))
         self.assertIn("NOT_FOUND", err)
         sid = self.client.create(uid("u")).session_id
         rc, out, err = cli("message", "list", sid, "--page-size", "-1", target=self.server.addr)
         self.assertNotEqual(rc, 0, (out, err))
-        if rc == 1:  # reached the server (not refused locally)
+        if rc == 5:  # reached the server (not refused locally)
             self.assertIn("INVALID_ARGUMENT", err)
         rc, out, err = cli("summary", "update", sid, "--through-seq", "9", "--text", "t",
                            target=self.server.addr)
-        self.assertEqual(rc, 1, (out, err))
+        self.assertEqual(rc, 5, (out, err))
         self.assertIn("INVALID_ARGUMENT", err)
         self.assertIn("through_seq", err)
 
@@ -209,11 +209,11 @@ class CliAuthTest(CliCase, ServerTestCase):
         s = self.j("session", "create", "--user", user, token=ACME)
         self.assertEqual(s["userId"], user)
         rc, out, err = cli("session", "get", s["sessionId"], target=self.server.addr)
-        self.assertEqual(rc, 1, (out, err))
+        self.assertEqual(rc, 6, (out, err))
         self.assertIn("UNAUTHENTICATED", err)
         rc, out, err = cli("session", "get", s["sessionId"], target=self.server.addr,
                            token="wrong")
-        self.assertEqual(rc, 1, (out, err))
+        self.assertEqual(rc, 6, (out, err))
         self.assertIn("UNAUTHENTICATED", err)
         out = self.ok("health", target=self.server.addr)
         self.assertIn("serving", out.lower())

@@ -199,7 +199,7 @@ class ExportTest(E2ETestCase):
         self.assertInvalid(self.api.export, "bad id", field="user_id")
         self.assertInvalid(self.api.export, "", field="user_id")
         rc, _, err = cli(self.primary.addr, AGENT, "user", "export", "bad id")
-        self.assertEqual(rc, 1)
+        self.assertEqual(rc, 5)  # invalid input
         self.assertIn("INVALID_ARGUMENT: user_id", err)
 
     def test_tokens(self):
@@ -209,7 +209,7 @@ class ExportTest(E2ETestCase):
             api = Api(self.primary.client(token))
             self.assertStatus(code, api.export, user)
         rc, _, err = cli(self.primary.addr, REPL, "user", "export", user)
-        self.assertEqual(rc, 1)
+        self.assertEqual(rc, 6)  # denied
         self.assertIn("PERMISSION_DENIED", err)
 
     # ---- one LSN; slow readers ------------------------------------------------------

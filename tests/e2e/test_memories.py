@@ -749,8 +749,8 @@ class MemoryCliTest(ServerTestCase):
         self.assertEqual(self.cli("memory", "delete", mid)["memory"]["state"], "MEMORY_STATE_DELETED")
         self.assertEqual(self.cli("user", "stats", user)["deletedMemories"], "1")
         self.assertEqual(self.cli("user", "delete", user)["deletedMemories"], "2")
-        self.assertIn("NOT_FOUND", self.cli("memory", "get", mid, want=1))
+        self.assertIn("NOT_FOUND", self.cli("memory", "get", mid, want=4))
         self.assertIn("--type", self.cli("memory", "add", "--user", user, "--type", "nope",
                                          "--text", "x", want=2))
         self.assertIn("importance", self.cli("memory", "add", "--user", user, "--type", "fact",
-                                             "--text", "x", "--importance", "2", want=1))
+                                             "--text", "x", "--importance", "2", want=5))

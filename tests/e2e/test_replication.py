@@ -704,10 +704,10 @@ class ClusterTest(ReplicationCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(out, "lsn: %d\nsha256: %s\n" % (last, sums["primary"]["sha256"]))
         rc, out, err = cli("--target", self.p.addr, "--token", ADMIN, "admin", "promote")
-        self.assertEqual(rc, 1)
+        self.assertEqual(rc, 5)  # FAILED_PRECONDITION: invalid input
         self.assertIn("FAILED_PRECONDITION", err)
         rc, out, err = cli("--target", self.p.addr, "--token", AGENT, "admin", "status")
-        self.assertEqual(rc, 1)
+        self.assertEqual(rc, 6)  # denied
         self.assertIn("PERMISSION_DENIED", err)
         rc, out, err = cli("--target", self.p.addr, "admin", "status", "extra")
         self.assertEqual(rc, 2)

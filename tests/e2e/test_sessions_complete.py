@@ -446,10 +446,10 @@ class SessionsCompleteCliTest(ServerTestCase):
         p = self.cli("session", "update", sid, ok=False)
         self.assertEqual(p.returncode, 2, "no flag is a usage error")
         p = self.cli("session", "update", sid, "--ttl", str(TTL_MAX + 1), ok=False)
-        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.returncode, 5)  # invalid input
         self.assertIn(b"session.ttl_seconds", p.stderr)
         p = self.cli("session", "end", sid, "--reason", "r" * 1025, ok=False)
-        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.returncode, 5)
         self.assertIn(b"reason", p.stderr)
 
 
