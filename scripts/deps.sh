@@ -6,6 +6,8 @@ set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
             libprotobuf-c-dev libprotobuf-dev liblmdb-dev lmdb-utils libsodium-dev libcunit1-dev
             libmicrohttpd-dev)
+# protoc builds the descriptor set engramd embeds (server reflection).
+build_pkgs+=(protobuf-compiler)
 test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
            protobuf-compiler-grpc binutils python3-h2)
 # tests/e2e/test_k8s_manifests.py renders deploy/k8s with `kubectl kustomize`:
