@@ -90,6 +90,7 @@ static void eg_index_build(void) {
 static void eg_reflection_error(Grpc__Reflection__V1__ServerReflectionResponse *out,
                                 Grpc__Reflection__V1__ErrorResponse *er, int code,
                                 const char *text) {
+  grpc__reflection__v1__error_response__init(er);
   er->error_code = code;
   er->error_message = (char *)text;
   out->message_response_case =
