@@ -21,6 +21,8 @@ test_pkgs+=(python3-kubernetes)
 # The etcd unit suite and the failover tests run a real etcd (bench uses
 # test_pkgs too).
 test_pkgs+=(etcd-server etcd-client)
+# ctest proto_lint installs the pinned buf with npm (tools/buf).
+test_pkgs+=(nodejs npm)
 bench_pkgs=(nghttp2-client)
 # libFuzzer: clang 14, whose runtime (libclang_rt.fuzzer) Debian 12 ships in
 # libclang-rt-14-dev, a recommendation only, so named here.
