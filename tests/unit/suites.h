@@ -25,7 +25,8 @@
   X(backup)                  \
   X(etcd)                    \
   X(coord)                   \
-  X(failover)
+  X(failover)                \
+  X(reflection)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
