@@ -9,6 +9,8 @@ build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
 # make package: cpack's Depends come from dpkg-shlibdeps (dpkg-dev), the
 # package is checked with dpkg-deb.
 build_pkgs+=(dpkg-dev)
+# protoc builds the descriptor set engramd embeds (server reflection).
+build_pkgs+=(protobuf-compiler)
 test_pkgs=(python3 python3-grpcio python3-protobuf protobuf-compiler
            protobuf-compiler-grpc binutils python3-h2)
 # tests/e2e/test_k8s_manifests.py renders deploy/k8s with `kubectl kustomize`:
@@ -27,7 +29,7 @@ test_pkgs+=(zsh)
 # The etcd unit suite and the failover tests run a real etcd (bench uses
 # test_pkgs too).
 test_pkgs+=(etcd-server etcd-client)
-# clients/node (ctest node_sdk): Debian's nodejs and npm, only where no
+# clients/node (ctest node_sdk) and tools/buf (ctest proto_lint): Debian's nodejs and npm, only where no
 # node/npm is on PATH (a NodeSource node bundles its own npm, which Debian's
 # npm package would conflict with).
 command -v node >/dev/null || test_pkgs+=(nodejs)

@@ -132,6 +132,8 @@ static const eg_opt eg_opts[] = {
      * dir while it streams: a stuck or crawling client must give them up. */
     EG_NUM("backup-max-ms", backup_max_ms, 100, 604800000, "3600000",
            "a Backup stream still sending after this is ended (DEADLINE_EXCEEDED)"),
+    EG_STR("reflection", reflection, "true|false", "true",
+           "serve gRPC server reflection (grpc.reflection.v1, v1alpha), without a token"),
     EG_STR("coordinator", coordinator, NULL, "",
            "etcd://HOST:PORT[,HOST:PORT...]/PREFIX: etcd elects the primary (default off: --role)"),
     EG_STR("advertise-address", advertise_address, NULL, "",
@@ -353,5 +355,5 @@ unsigned eg_config_store_readers(int workers) {
 
 unsigned eg_config_stream_threads(const eg_config *c) {
   return (unsigned)(EG_REPL_MAX_PEERS + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports +
-                    EG_HEALTH_WATCHES_MAX + EG_STREAMS_HEADROOM);
+                    EG_HEALTH_WATCHES_MAX + EG_REFLECTION_STREAMS_MAX + EG_STREAMS_HEADROOM);
 }

@@ -67,6 +67,7 @@ typedef struct {
   int64_t lease_ttl_s;                 /* --lease-ttl-s 3 (the etcd lease a leader holds) */
   int64_t failover_max_lag;            /* --failover-max-lag 10000 (records; a replica further behind never wins) */
   int64_t max_serving_lag_ms;          /* --max-serving-lag-ms 10000 (a replica further behind is NOT_SERVING) */
+  char reflection[8];                  /* --reflection true|false (server reflection served) */
   int64_t max_connection_age_ms;       /* --max-connection-age-ms 0 (0: off; clients reconnect, and re-balance, after it) */
   char log_format[8];                  /* --log-format text|json */
   char log_level[8];                   /* --log-level debug|info|warn|error */
@@ -134,6 +135,9 @@ void eg_config_describe(const eg_config *c, char *buf, size_t buflen);
 /* Most grpc.health.v1 Watch streams at once (each holds a thread while it
  * waits for a change); past it UNAVAILABLE. */
 #define EG_HEALTH_WATCHES_MAX 16
+/* Most server reflection streams at once (each holds a thread for at most
+ * --call-timeout-ms); past it UNAVAILABLE. */
+#define EG_REFLECTION_STREAMS_MAX 8
 
 /* LMDB reader slots engramd needs with `workers` worker threads: every
  * reader the process can hold at once. Each worker keeps one; parking,
@@ -150,7 +154,8 @@ unsigned eg_config_store_readers(int workers);
 
 /* Stream threads engramd runs at once (each stream has a thread of its
  * own): the replica streams one primary serves (64), the snapshots and
- * backups, c->max_exports exports, the health watches, and EG_STREAMS_HEADROOM (a replica
+ * backups, c->max_exports exports, the health watches, the reflection
+ * streams, and EG_STREAMS_HEADROOM (a replica
  * stream that replaced its replica's older one still ending). A stream
  * past it is refused RESOURCE_EXHAUSTED before it has a thread. */
 #define EG_STREAMS_HEADROOM 16

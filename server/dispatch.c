@@ -252,31 +252,46 @@ static gpr_timespec eg_in_ms(int64_t ms) {
   return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
-eg_err eg_stream_recv_request(const eg_srv *srv, grpc_call *call, grpc_completion_queue *cq,
-                              const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
-                              char *msg, size_t msglen) {
-  int64_t ms = srv->cfg->call_timeout_ms;
-  char why[160];
+eg_err eg_stream_recv(grpc_call *call, grpc_completion_queue *cq,
+                      const ProtobufCMessageDescriptor *desc, size_t max_bytes, int64_t wait_ms,
+                      const char *why, ProtobufCMessage **out, char *msg, size_t msglen) {
   grpc_byte_buffer *bb = NULL;
   grpc_op op;
   memset(&op, 0, sizeof op);
   op.op = GRPC_OP_RECV_MESSAGE;
   op.data.recv_message.recv_message = &bb;
-  snprintf(why, sizeof why, "no request message came within %lld ms (--call-timeout-ms); the call is ended",
-           (long long)ms);
+  *out = NULL;
   eg_err e = EG_EUNAVAIL;
   if (grpc_call_start_batch(call, &op, 1, &op, NULL) == GRPC_CALL_OK)
-    e = eg_stream_wait(call, cq, &op, eg_in_ms(ms), why, msg, msglen);
+    e = eg_stream_wait(call, cq, &op, eg_in_ms(wait_ms), why, msg, msglen);
   if (e == EG_EDEADLINE) {
     if (bb) grpc_byte_buffer_destroy(bb); /* came as the cancel went */
     return e;
   }
-  if (!bb) {
+  if (!bb) return EG_OK; /* the client is done sending */
+  size_t len = grpc_byte_buffer_length(bb);
+  if (len > max_bytes) {
+    snprintf(msg, msglen, "request: %zu bytes, more than the %zu this stream takes", len, max_bytes);
+    e = EG_ELIMIT;
+  } else {
+    e = eg_unpack_request(desc, bb, out, msg, msglen);
+  }
+  grpc_byte_buffer_destroy(bb);
+  return e;
+}
+
+eg_err eg_stream_recv_request(const eg_srv *srv, grpc_call *call, grpc_completion_queue *cq,
+                              const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
+                              char *msg, size_t msglen) {
+  int64_t ms = srv->cfg->call_timeout_ms;
+  char why[160];
+  snprintf(why, sizeof why, "no request message came within %lld ms (--call-timeout-ms); the call is ended",
+           (long long)ms);
+  eg_err e = eg_stream_recv(call, cq, desc, SIZE_MAX, ms, why, out, msg, msglen);
+  if (e == EG_OK && !*out) {
     snprintf(msg, msglen, "request: no message was sent");
     return EG_EINVAL;
   }
-  e = eg_unpack_request(desc, bb, out, msg, msglen);
-  grpc_byte_buffer_destroy(bb);
   return e;
 }
 

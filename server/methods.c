@@ -5,4 +5,4 @@
 const eg_method *const eg_service_tables[] = {eg_session_methods, eg_health_methods,
                                               eg_admin_methods,   eg_replication_methods,
                                               eg_memory_methods,  eg_user_methods,
-                                              NULL};
+                                              eg_reflection_methods, NULL};

@@ -104,6 +104,17 @@ eg_err eg_stream_recv_request(const eg_srv *srv, struct grpc_call *call,
                               const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
                               char *msg, size_t msglen);
 
+/* Receives the next message of a client-streaming call as desc into *out
+ * (the caller's: protobuf_c_message_free_unpacked; NULL once the client
+ * is done sending, with EG_OK), waiting at most wait_ms. Past it the call
+ * is cancelled with DEADLINE_EXCEEDED and why (EG_EDEADLINE). A message of
+ * more than max_bytes is refused before it is decoded (EG_ELIMIT, msg
+ * says so); else as eg_stream_recv_request (EG_EINVAL, EG_EUNAVAIL,
+ * EG_ENOMEM). */
+eg_err eg_stream_recv(struct grpc_call *call, struct grpc_completion_queue *cq,
+                      const ProtobufCMessageDescriptor *desc, size_t max_bytes, int64_t wait_ms,
+                      const char *why, ProtobufCMessage **out, char *msg, size_t msglen);
+
 /* Where a stream's responses go, and how long each and all may take. A
  * client that stops reading holds sends back (flow control), and a slow
  * one can keep a stream going for as long as it likes; a handler must not
@@ -176,6 +187,10 @@ typedef struct eg_method {
   eg_stream_fn stream; /* set for streaming methods (instead of read/write) */
   eg_stream_places *places; /* streams with a cap of their own; NULL: none */
   int watches_close; /* a stream that calls eg_stream_client_gone */
+  /* Whether the server serves this method (a flag may turn it off: an
+   * unserved method is not registered, so calls get UNIMPLEMENTED); NULL:
+   * always. */
+  int (*enabled)(const eg_srv *srv);
 } eg_method;
 
 /* Every method the server answers, NULL-path terminated. */
@@ -185,6 +200,7 @@ extern const eg_method eg_memory_methods[];
 extern const eg_method eg_user_methods[];
 extern const eg_method eg_admin_methods[];
 extern const eg_method eg_replication_methods[];
+extern const eg_method eg_reflection_methods[];
 /* All of the above, NULL-terminated (server/methods.c). */
 extern const eg_method *const eg_service_tables[];
 

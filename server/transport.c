@@ -256,13 +256,15 @@ static void *eg_worker_main(void *arg) {
 static eg_err eg_register_methods(eg_transport *tp) {
   size_t n = 0;
   for (size_t t = 0; eg_service_tables[t]; t++)
-    for (const eg_method *m = eg_service_tables[t]; m->path; m++) n++;
+    for (const eg_method *m = eg_service_tables[t]; m->path; m++)
+      if (!m->enabled || m->enabled(tp->srv)) n++;
   tp->methods = calloc(n, sizeof *tp->methods);
   tp->paths = calloc(n, sizeof *tp->paths);
   tp->handles = calloc(n, sizeof *tp->handles);
   if (!tp->methods || !tp->paths || !tp->handles) return EG_ENOMEM;
   for (size_t t = 0; eg_service_tables[t]; t++)
     for (const eg_method *m = eg_service_tables[t]; m->path; m++) {
+      if (m->enabled && !m->enabled(tp->srv)) continue;
       tp->methods[tp->n_methods] = m;
       tp->paths[tp->n_methods] = m->path;
       tp->handles[tp->n_methods++] = grpc_server_register_method(

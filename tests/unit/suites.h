@@ -27,7 +27,8 @@
   X(coord)                   \
   X(failover)                \
   X(status_details)          \
-  X(metrics)
+  X(metrics)                 \
+  X(reflection)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)
