@@ -28,6 +28,12 @@ void *cli_alloc(cli *g, size_t n) {
   return b->data;
 }
 
+char *cli_strndup(cli *g, const char *s, size_t n) {
+  char *c = cli_alloc(g, n + 1);
+  memcpy(c, s, n);
+  return c;
+}
+
 void cli_arena_free(cli *g) {
   while (g->arena) {
     cli_block *b = g->arena;
@@ -102,6 +108,10 @@ int cli_flag_take(cli *g, const cli_flag *flags, int argc, char **argv, int *i, 
   const cli_flag *f = find_flag(flags, arg, namelen);
   if (f) {
     assert(f - flags < 32); /* one bit of *seen each */
+    /* a value given twice: which one was meant? (a map's entries add up;
+     * a switch set twice is still set) */
+    if ((*seen & (1u << (f - flags))) && f->kind != FLAG_MAP && f->kind != FLAG_BOOL)
+      return cli_usage_error(g, "%s given twice", f->name);
     *seen |= 1u << (f - flags);
   } else if (!(f = find_flag(cli_global_flags(g), arg, namelen))) {
     return cli_usage_error(g, "unknown flag '%.*s'", (int)namelen, arg);

@@ -53,6 +53,12 @@ enum {
  * to about twice the request it encodes (whose packed size is then held
  * to CLI_INPUT_MAX). */
 #define CLI_JSON_INPUT_MAX (2 * CLI_INPUT_MAX)
+/* The most JSON objects and arrays in the JSON of `engram call -d`,
+ * counted before json-c parses it: json-c spends about 1 KB on each (2 KB
+ * more when --dry-run prints them), so 8 MiB of "{}," would take GBs. An
+ * AppendMessages of engramd's most messages (10000), each with its
+ * metadata map, needs 20002. */
+#define CLI_JSON_CONTAINERS_MAX 50000
 /* The largest --token-file (a token is one short line). */
 #define CLI_TOKEN_FILE_MAX 4096
 /* The key under which --json output carries a write's engram-lsn. */
@@ -151,12 +157,15 @@ int cli_parse(cli *g, int argc, char **argv, const cli_flag *flags,
               const char *const *pos_names, const char **pos);
 
 /* Parses the flag at argv[*i] (with its value, if it takes one) and
- * advances *i past it. seen (one bit per row of flags) records it.
+ * advances *i past it. seen (one bit per row of flags) records it; a
+ * value flag of flags seen already is a usage error ("-d given twice").
  * Returns CLI_OK, CLI_HELP or CLI_USAGE as cli_parse. */
 int cli_flag_take(cli *g, const cli_flag *flags, int argc, char **argv, int *i, uint32_t *seen);
 
 /* n zeroed bytes that live until cli_arena_free; exits on out of memory. */
 void *cli_alloc(cli *g, size_t n);
+/* The n bytes at s and a NUL, in the arena. */
+char *cli_strndup(cli *g, const char *s, size_t n);
 void cli_arena_free(cli *g);
 
 /* ---- pb.c ---- */
@@ -211,7 +220,10 @@ json_object *cli_json_new_string(const char *str);
 
 /* Parses text (len bytes, NUL-terminated) as the proto3 JSON of one desc
  * into *out (arena memory). -1 with why ("session.ttl_seconds: expected an
- * integer ...", "foo: unknown field of engram.v1.X") on bad input. */
+ * integer ...", "foo: unknown field of engram.v1.X") on bad input: also
+ * empty input, more than CLI_JSON_CONTAINERS_MAX objects and arrays, a key
+ * twice in one object or a lone UTF-16 surrogate escape (\ud800), which
+ * json-c would take (the last key winning, U+FFFD for the surrogate). */
 int cli_json_to_message(cli *g, const char *text, size_t len,
                         const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out, char *why,
                         size_t whylen);

@@ -33,12 +33,6 @@ static int fail(decoder *d, const char *fmt, ...) {
   return -1;
 }
 
-static char *arena_strdup(cli *g, const char *s, size_t n) {
-  char *c = cli_alloc(g, n + 1);
-  memcpy(c, s, n);
-  return c;
-}
-
 /* An integer from a JSON number or a decimal string, within [min, max]
  * (unsigned when is_unsigned: max is then a uint64). */
 static int read_int(decoder *d, json_object *j, int is_unsigned, int64_t min, uint64_t max,
@@ -215,7 +209,7 @@ static int read_value(decoder *d, json_object *j, const ProtobufCFieldDescriptor
     const char *s = json_object_get_string(j);
     size_t n = (size_t)json_object_get_string_len(j);
     if (strlen(s) != n) return fail(d, "a string holds a NUL character");
-    *(char **)slot = arena_strdup(d->g, s, n);
+    *(char **)slot = cli_strndup(d->g, s, n);
     return 0;
   }
   case PROTOBUF_C_TYPE_BYTES:
@@ -330,9 +324,149 @@ static int read_message(decoder *d, json_object *j, const ProtobufCMessageDescri
   return 0;
 }
 
+/* A key of an object in the text of -d: its bytes between the quotes at
+ * text + at + 1 (rawlen of them), and key/len the same with its escapes
+ * decoded (key points into the text when it has none). */
+typedef struct {
+  const char *key;
+  size_t at;
+  uint32_t len, rawlen, obj, escaped; /* obj: which object (its '{' counted from 0) */
+} json_key;
+
+/* What one pass over the text of -d finds, before json-c parses it. */
+typedef struct {
+  json_key *keys;
+  size_t nkeys, surrogate; /* surrogate: 1 + the offset of the first lone one; 0 if none */
+} json_scan;
+
+/* The value of the 4 hex digits at s (left bytes there), or -1. */
+static long hex4(const char *s, size_t left) {
+  long v = 0;
+  for (size_t i = 0; i < 4; i++) {
+    char c = i < left ? s[i] : '\0';
+    int h = c >= '0' && c <= '9'   ? c - '0'
+            : c >= 'a' && c <= 'f' ? c - 'a' + 10
+            : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                   : -1;
+    if (h < 0) return -1;
+    v = v << 4 | h;
+  }
+  return v;
+}
+
+/* One pass over text: counts the objects and arrays, refusing more than
+ * CLI_JSON_CONTAINERS_MAX before json-c spends memory on them; collects
+ * every object's keys and notes the first lone UTF-16 surrogate escape
+ * (json-c keeps a repeated key's last value and makes a lone surrogate
+ * U+FFFD, silently). The text need not be valid JSON here: json-c judges
+ * that next, and the keys and surrogates are reported only for text it
+ * took. */
+static int json_prescan(cli *g, const char *text, size_t len, json_scan *sc, char *why,
+                        size_t whylen) {
+  /* json-c refuses deeper nesting: deeper containers are counted, no more */
+  struct {
+    uint32_t obj;
+    int is_obj, want_key;
+  } stack[JSON_TOKENER_DEFAULT_DEPTH + 1];
+  const size_t stack_max = sizeof stack / sizeof stack[0];
+  size_t depth = 0, containers = 0, objects = 0;
+  /* valid JSON spends at least 4 bytes on a key ("":0): more keys than
+   * that are in text json-c refuses, and go unrecorded */
+  size_t keys_max = len / 4 + 1;
+  sc->keys = cli_alloc(g, keys_max * sizeof *sc->keys);
+  for (size_t i = 0; i < len; i++) {
+    char c = text[i];
+    if (c == '{' || c == '[') {
+      if (++containers > CLI_JSON_CONTAINERS_MAX) {
+        snprintf(why, whylen, "more than %d JSON objects and arrays (at byte %zu)",
+                 CLI_JSON_CONTAINERS_MAX, i);
+        return -1;
+      }
+      if (depth < stack_max) {
+        stack[depth].is_obj = stack[depth].want_key = c == '{';
+        stack[depth].obj = c == '{' ? (uint32_t)objects : 0;
+      }
+      objects += c == '{';
+      depth++;
+    } else if (c == '}' || c == ']') {
+      depth -= depth > 0;
+    } else if (c == ',') {
+      if (depth && depth <= stack_max && stack[depth - 1].is_obj) stack[depth - 1].want_key = 1;
+    } else if (c == '"') {
+      size_t at = i;
+      int escaped = 0;
+      for (i++; i < len && text[i] != '"'; i++) {
+        if (text[i] != '\\') continue;
+        escaped = 1;
+        if (i + 1 < len && text[i + 1] == 'u') {
+          long u = hex4(text + i + 2, len - i - 2);
+          if (u >= 0xd800 && u <= 0xdbff && i + 7 < len && text[i + 6] == '\\' &&
+              text[i + 7] == 'u') {
+            long lo = hex4(text + i + 8, len - i - 8);
+            if (lo >= 0xdc00 && lo <= 0xdfff) { /* a pair: past both escapes */
+              i += 11;
+              continue;
+            }
+          }
+          if (u >= 0xd800 && u <= 0xdfff && !sc->surrogate) sc->surrogate = i + 1;
+        }
+        i++; /* the escaped character */
+      }
+      if (depth && depth <= stack_max && stack[depth - 1].want_key && sc->nkeys < keys_max) {
+        stack[depth - 1].want_key = 0;
+        sc->keys[sc->nkeys++] = (json_key){.key = text + at + 1,
+                                           .at = at,
+                                           .len = (uint32_t)(i - at - 1),
+                                           .rawlen = (uint32_t)(i - at - 1),
+                                           .obj = stack[depth - 1].obj,
+                                           .escaped = escaped};
+      }
+    }
+  }
+  return 0;
+}
+
+static int key_cmp(const void *a, const void *b) {
+  const json_key *x = a, *y = b;
+  if (x->obj != y->obj) return x->obj < y->obj ? -1 : 1;
+  if (x->len != y->len) return x->len < y->len ? -1 : 1;
+  int c = memcmp(x->key, y->key, x->len);
+  if (c) return c;
+  return x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* A key given twice in one object (after decoding escapes: "a" and
+ * "\u0061" are one key), in text json-c took. */
+static int check_keys(cli *g, const char *text, json_scan *sc, char *why, size_t whylen) {
+  for (size_t i = 0; i < sc->nkeys; i++) {
+    json_key *k = &sc->keys[i];
+    if (!k->escaped) continue;
+    json_object *j = json_tokener_parse(cli_strndup(g, text + k->at, k->rawlen + 2ul));
+    k->len = (uint32_t)json_object_get_string_len(j);
+    k->key = cli_strndup(g, json_object_get_string(j), k->len);
+    json_object_put(j);
+  }
+  qsort(sc->keys, sc->nkeys, sizeof *sc->keys, key_cmp);
+  for (size_t i = 1; i < sc->nkeys; i++) {
+    const json_key *a = &sc->keys[i - 1], *b = &sc->keys[i];
+    if (a->obj == b->obj && a->len == b->len && !memcmp(a->key, b->key, a->len)) {
+      snprintf(why, whylen, "duplicate key \"%.*s\" in one object (at byte %zu)",
+               (int)(b->rawlen < 64 ? b->rawlen : 64), text + b->at + 1, b->at);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int cli_json_to_message(cli *g, const char *text, size_t len,
                         const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out, char *why,
                         size_t whylen) {
+  if (!text[strspn(text, " \t\r\n")]) {
+    snprintf(why, whylen, "empty input (expected one JSON object)");
+    return -1;
+  }
+  json_scan sc = {0};
+  if (json_prescan(g, text, len, &sc, why, whylen) != 0) return -1;
   json_tokener *tok = json_tokener_new();
   if (!tok) {
     snprintf(why, whylen, "out of memory");
@@ -346,6 +480,16 @@ int cli_json_to_message(cli *g, const char *text, size_t len,
   if (!j || e != json_tokener_success || text[used + strspn(text + used, " \t\r\n")]) {
     snprintf(why, whylen, "not one JSON object (at byte %zu: %s)", used,
              e == json_tokener_success ? "trailing text" : json_tokener_error_desc(e));
+    json_object_put(j);
+    return -1;
+  }
+  if (sc.surrogate) {
+    snprintf(why, whylen, "a lone UTF-16 surrogate escape \\u%.4s (at byte %zu)",
+             text + sc.surrogate + 1, sc.surrogate - 1);
+    json_object_put(j);
+    return -1;
+  }
+  if (check_keys(g, text, &sc, why, whylen) != 0) {
     json_object_put(j);
     return -1;
   }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,31 +18,46 @@
 
 /* The token of --token-file: its first line without surrounding blanks. */
 static int read_token_file(cli *g, const char **token) {
-  int fd = open(g->token_file, O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  if (fd < 0)
-    return cli_usage_error(g, "--token-file %s: %s", g->token_file, strerror(errno));
-  /* As engramd's secret files: whoever can read it can act as its owner. */
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CLI_TOKEN_FILE_MAX) {
-    close(fd);
-    return cli_usage_error(g, "--token-file %s: not a regular file of at most %d bytes",
-                           g->token_file, CLI_TOKEN_FILE_MAX);
+  const char *name = g->token_file;
+  /* Errors name the file that was judged: a symlink's target. */
+  char *real = realpath(name, NULL);
+  if (real) {
+    name = cli_strndup(g, real, strlen(real));
+    free(real);
   }
-  if (st.st_mode & 077) {
-    close(fd);
+  struct stat st;
+  /* As engramd's secret files: whoever can read it can act as its owner.
+   * Judged before opening it: opening a FIFO would wait for a writer. */
+  if (stat(name, &st) != 0) return cli_usage_error(g, "--token-file %s: %s", name, strerror(errno));
+  if (!S_ISREG(st.st_mode) || st.st_size > CLI_TOKEN_FILE_MAX)
+    return cli_usage_error(g, "--token-file %s: not a regular file of at most %d bytes", name,
+                           CLI_TOKEN_FILE_MAX);
+  if (st.st_mode & 077)
     return cli_usage_error(g, "--token-file %s: mode %04o lets other users read it; run: chmod 600 %s",
-                           g->token_file, (unsigned)(st.st_mode & 07777), g->token_file);
+                           name, (unsigned)(st.st_mode & 07777), name);
+  /* O_NONBLOCK: should the file become a FIFO after the stat, the open
+   * does not wait, and the fstat below refuses it */
+  int fd = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return cli_usage_error(g, "--token-file %s: %s", name, strerror(errno));
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CLI_TOKEN_FILE_MAX ||
+      (st.st_mode & 077)) {
+    close(fd);
+    return cli_usage_error(g, "--token-file %s: changed while being read", name);
   }
   char *buf = cli_alloc(g, CLI_TOKEN_FILE_MAX + 1);
   ssize_t n = read(fd, buf, CLI_TOKEN_FILE_MAX);
   close(fd);
-  if (n < 0) return cli_usage_error(g, "--token-file %s: %s", g->token_file, strerror(errno));
+  if (n < 0) return cli_usage_error(g, "--token-file %s: %s", name, strerror(errno));
+  /* a NUL would cut the token short: the call would then fail as
+   * UNAUTHENTICATED with no word on why */
+  if (memchr(buf, '\0', (size_t)n))
+    return cli_usage_error(g, "--token-file %s: holds a NUL byte", name);
   buf[n] = '\0';
   buf[strcspn(buf, "\r\n")] = '\0';
   char *s = buf + strspn(buf, " \t");
   size_t len = strlen(s);
   while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) s[--len] = '\0';
-  if (!len) return cli_usage_error(g, "--token-file %s: the first line is empty", g->token_file);
+  if (!len) return cli_usage_error(g, "--token-file %s: the first line is empty", name);
   *token = s;
   return CLI_OK;
 }
