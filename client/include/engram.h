@@ -36,6 +36,13 @@
 extern "C" {
 #endif
 
+/* What this header declares is libengram.so's API: the library is built
+ * with hidden visibility, and exports these (and the generated code of the
+ * headers above) only. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 typedef struct eg_client eg_client;
 
 /* Deadline of a call whose options give none. */
@@ -250,6 +257,10 @@ const char *eg_client_code_name(int code);
                        eg_client_status *st, Resp **resp);
 EG_CLIENT_METHODS(EG_CLIENT_DECLARE)
 #undef EG_CLIENT_DECLARE
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }
