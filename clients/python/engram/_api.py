@@ -37,7 +37,8 @@ LIST_SESSIONS = Rpc(SG, "ListSessions", S.ListSessionsRequest, Kind.READ)
 END_SESSION = Rpc(SG, "EndSession", S.EndSessionRequest, Kind.WRITE)
 UPDATE_SESSION = Rpc(SG, "UpdateSession", S.UpdateSessionRequest, Kind.WRITE)
 DELETE_SESSION = Rpc(SG, "DeleteSession", S.DeleteSessionRequest, Kind.WRITE)
-APPEND_MESSAGES = Rpc(SG, "AppendMessages", S.AppendMessagesRequest, fill_client_message_ids)
+APPEND_MESSAGES = Rpc(SG, "AppendMessages", S.AppendMessagesRequest, Kind.SAFE_WRITE,
+                      fill_client_message_ids)
 LIST_MESSAGES = Rpc(SG, "ListMessages", S.ListMessagesRequest, Kind.READ)
 GET_CONTEXT = Rpc(SG, "GetContext", S.GetContextRequest, Kind.READ)
 UPDATE_SUMMARY = Rpc(SG, "UpdateSummary", S.UpdateSummaryRequest, Kind.WRITE)
@@ -127,8 +128,9 @@ class Messages(_Namespace):
     def append_messages(self, request: Optional[S.AppendMessagesRequest] = None, /, *,
                         timeout: Optional[float] = None, metadata: Optional[Metadata] = None,
                         **fields: Any) -> S.AppendMessagesResponse:
-        """Gives every message without a client_message_id a random one
-        (in the request passed, too), so the append is retried safely."""
+        """Sends every message without a client_message_id with a random
+        one, so the append is retried safely (the request passed is not
+        changed: it can be reused for the next append)."""
         return self._u(APPEND_MESSAGES, request, fields, timeout, metadata)
 
     def list_messages(self, request: Optional[S.ListMessagesRequest] = None, /, *,

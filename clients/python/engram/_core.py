@@ -70,36 +70,49 @@ class LsnTracker:
 @dataclass(frozen=True)
 class Rpc:
     """One RPC: its service's stub class, method name, request class and
-    retry kind (a kind function decides per request, after filling it)."""
+    retry kind (a kind function decides per request, after filling it);
+    fill, when given, returns the request to send in place of the built one
+    (never changing the one it is given)."""
     stub: Any
     method: str
     request: Any
     kind: Union[Kind, Callable[[Any], Kind]]
+    fill: Optional[Callable[[Any], Any]] = None
 
 
 def build_request(rpc: Rpc, request: Any, fields: Mapping[str, Any]) -> Any:
     """request (a message or a dict of its fields) or the keyword fields,
-    never both."""
+    never both; then rpc.fill's version of it. The caller's message is
+    never changed."""
     if request is not None and fields:
         raise TypeError("%s: pass a request or keyword fields, not both" % rpc.method)
     if request is None:
-        return rpc.request(**fields)
-    if isinstance(request, Mapping):
-        return rpc.request(**request)
-    if not isinstance(request, rpc.request):
+        req = rpc.request(**fields)
+    elif isinstance(request, Mapping):
+        req = rpc.request(**request)
+    elif isinstance(request, rpc.request):
+        req = request
+    else:
         raise TypeError("%s: request must be %s, not %s" % (
             rpc.method, rpc.request.DESCRIPTOR.full_name, type(request).__name__))
-    return request
+    return rpc.fill(req) if rpc.fill is not None else req
 
 
-def fill_client_message_ids(req: Any) -> Kind:
+def fill_client_message_ids(req: Any) -> Any:
     """AppendMessages is retry-safe once every message has a
-    client_message_id (the server does not append an id twice): gives each
-    message without one a random id. Changes req."""
-    for m in req.messages:
+    client_message_id (the server does not append an id twice): a copy of
+    req in which each message without one has a random id. req itself stays
+    as it was: a caller who reuses it for the next append must not send the
+    same ids again (the server would answer with the first append's
+    messages and drop the new ones)."""
+    if all(m.client_message_id for m in req.messages):
+        return req
+    out = type(req)()
+    out.CopyFrom(req)
+    for m in out.messages:
         if not m.client_message_id:
             m.client_message_id = "sdk-" + uuid.uuid4().hex
-    return Kind.SAFE_WRITE
+    return out
 
 
 def create_session_kind(req: Any) -> Kind:

@@ -47,6 +47,21 @@ class NamespacesTest(SdkTestCase):
         with self.assertRaises(engram.NotFoundError):
             c.sessions.get_session(session_id=s.session_id)
 
+    def test_append_leaves_the_callers_request_alone(self):
+        """A request object reused for a second append stores both writes:
+        the SDK fills client_message_id into a copy, never the caller's."""
+        c = self.client()
+        sid = c.sessions.create_session(session={"user_id": uid("u")}).session_id
+        req = session_pb2.AppendMessagesRequest(session_id=sid)
+        req.messages.add(role=session_pb2.ROLE_USER, content="first")
+        r1 = c.messages.append_messages(req)
+        self.assertEqual(req.messages[0].client_message_id, "")
+        self.assertTrue(r1.messages[0].client_message_id.startswith("sdk-"))
+        req.messages[0].content = "second"
+        r2 = c.messages.append_messages(req)
+        self.assertEqual([m.seq for m in r2.messages], [2])
+        self.assertEqual([m.content for m in c.session(sid).messages()], ["first", "second"])
+
     def test_request_message_dict_or_fields(self):
         c = self.client()
         s = c.sessions.create_session(session_pb2.CreateSessionRequest(
