@@ -66,9 +66,13 @@ export const DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024;
 export interface RetryOptions {
   /** Attempts in all, the first included (1 = no retry). Default 4. */
   maxAttempts?: number;
-  /** Backoff before the 2nd attempt; doubled each time, with jitter. Default 100. */
+  /**
+   * Backoff bound before the 2nd attempt, doubled each time; the wait is
+   * uniform in [0, bound] (full jitter), on top of the server's RetryInfo
+   * delay when it sends one. Default 100.
+   */
   initialBackoffMs?: number;
-  /** Cap of one backoff. Default 5000. */
+  /** Cap of the bound. Default 5000. */
   maxBackoffMs?: number;
   /** Called before each retry (for logs and tests). */
   onRetry?: (info: { attempt: number; delayMs: number; error: EngramError; method: string }) => void;
@@ -294,15 +298,25 @@ export class Engram {
 
   // The delay before the next attempt, or undefined to give up: only
   // UNAVAILABLE, only safe calls, within the attempts and the deadline.
-  // The server's RetryInfo delay wins over our backoff.
   #retryDelay(err: EngramError, safety: Safety, attempt: number, deadline: number, signal?: AbortSignal) {
     if (err.code !== Code.Unavailable || safety === "write") return undefined;
     if (attempt >= this.#retry.maxAttempts || signal?.aborted) return undefined;
-    const cap = Math.min(this.#retry.maxBackoffMs, this.#retry.initialBackoffMs * 2 ** (attempt - 1));
-    // Equal jitter: at least half the backoff, so clients spread out but never hammer.
-    const delayMs = err.retryDelayMs ?? Math.round(cap / 2 + Math.random() * (cap / 2));
+    const delayMs = backoffMs(attempt, this.#retry.initialBackoffMs, this.#retry.maxBackoffMs, err.retryDelayMs);
     return Date.now() + delayMs < deadline ? delayMs : undefined;
   }
+}
+
+/**
+ * The wait before retrying after failed attempt number `attempt` (1 = the
+ * first): full jitter over an exponential backoff, uniform in
+ * [0, min(maxMs, initialMs * 2^(attempt-1))], added to the server's
+ * RetryInfo delay as a floor. engramd sends the same delay to every client
+ * (e.g. all of them after a failover): the delay alone would bring them all
+ * back at once.
+ */
+export function backoffMs(attempt: number, initialMs: number, maxMs: number, retryDelayMs = 0): number {
+  const bound = Math.min(maxMs, initialMs * 2 ** (attempt - 1));
+  return Math.round(retryDelayMs + Math.random() * bound);
 }
 
 function targetUrl(target: string, tls: EngramOptions["tls"]): string {

@@ -36,8 +36,9 @@ class Engram(_Base):
     deadline). retries: extra attempts after UNAVAILABLE, for reads and
     retry-safe writes. consistency: "client" (reads wait for this client's
     writes, via engram-min-lsn), "session" (Session objects wait for their
-    own writes only) or "none". backoff: (first, cap) of the jittered
-    exponential backoff in seconds. on_retry(error, attempt, delay) is called
+    own writes only) or "none". backoff: (first, cap) in seconds of the
+    exponential backoff; each retry waits RetryInfo's delay (if any) plus a
+    random part of up to min(cap, first * 2**n) (full jitter). on_retry(error, attempt, delay) is called
     before each retry. options: extra gRPC channel options.
     Thread safety: one client may be used from many threads."""
 

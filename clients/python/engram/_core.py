@@ -178,11 +178,11 @@ class _Core:
         if attempt >= self.retries:
             return None
         base, cap = self.backoff
-        # Full jitter (clients that failed together do not retry together),
-        # never sooner than the server's RetryInfo asks.
-        delay = random.uniform(0, min(cap, base * (2 ** attempt)))
-        if err.retry_delay is not None:
-            delay = max(delay, err.retry_delay)
+        # Full jitter over an exponential backoff (capped), added to the
+        # server's RetryInfo delay as a floor: engramd sends the same delay
+        # to every client of a failover, so the delay alone would have them
+        # all retry together.
+        delay = (err.retry_delay or 0.0) + random.uniform(0, min(cap, base * (2 ** attempt)))
         if end is not None and time.monotonic() + delay >= end:
             return None
         # A retry is sent with wait_for_ready: a channel that lost its
