@@ -58,6 +58,12 @@ import { Health, HealthCheckResponse_ServingStatus } from "./gen/grpc_health/v1/
 /** Default deadline of a call (all its attempts together), milliseconds. */
 export const DEFAULT_DEADLINE_MS = 10_000;
 /**
+ * Default deadline of a server stream (users.export), milliseconds: 1 h.
+ * The unary default would cut a large export; engramd bounds these streams
+ * itself (--export-max-ms, --backup-max-ms: 1 h at most by default).
+ */
+export const DEFAULT_STREAM_DEADLINE_MS = 3_600_000;
+/**
  * Largest reply accepted: gRPC's usual 4 MiB is less than one page of
  * memories with embeddings (up to 1000 x 4096 floats).
  */
@@ -103,8 +109,10 @@ export interface EngramOptions {
   token?: string;
   /** true (system CAs) or TLS settings; default plaintext unless target is https://. */
   tls?: boolean | TlsOptions;
-  /** Deadline of every call unless the call gives one. Default 10000. */
+  /** Deadline of every unary call unless the call gives one. Default 10000. */
   deadlineMs?: number;
+  /** Deadline of a whole server stream (users.export) unless the call gives one. Default 3600000 (1 h). */
+  streamDeadlineMs?: number;
   /** Retry policy, or a number of attempts. 1 turns retries off. */
   retries?: number | RetryOptions;
   consistency?: Consistency;
@@ -147,6 +155,7 @@ export class Engram {
 
   readonly #token: string | undefined;
   readonly #deadlineMs: number;
+  readonly #streamDeadlineMs: number;
   readonly #retry: Required<Omit<RetryOptions, "onRetry">> & Pick<RetryOptions, "onRetry">;
   readonly #sessionManager: Http2SessionManager;
   /** @internal */ readonly rpc: {
@@ -168,6 +177,7 @@ export class Engram {
     };
     this.#token = opts.token;
     this.#deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    this.#streamDeadlineMs = opts.streamDeadlineMs ?? DEFAULT_STREAM_DEADLINE_MS;
     this.consistency = opts.consistency ?? "client";
     const baseUrl = targetUrl(opts.target, opts.tls);
     const nodeOptions: http2.SecureClientSessionOptions = typeof opts.tls === "object" ? { ...opts.tls } : {};
@@ -246,14 +256,17 @@ export class Engram {
     }
   }
 
-  /** @internal A server stream; retried only while nothing was received. */
+  /**
+   * @internal A server stream; retried only while nothing was received.
+   * Bounded by opts.deadlineMs, else streamDeadlineMs (not the unary deadline).
+   */
   async *stream<I, O>(
     method: string,
     fn: (req: I, opts: CallOptions) => AsyncIterable<O>,
     req: I,
     opts: CallOpts = {},
   ): AsyncGenerator<O> {
-    const deadline = Date.now() + (opts.deadlineMs ?? this.#deadlineMs);
+    const deadline = Date.now() + (opts.deadlineMs ?? this.#streamDeadlineMs);
     const headers = this.#headers("read", this.tracker, this.consistency);
     for (let attempt = 1; ; attempt++) {
       let received = false;
@@ -546,7 +559,10 @@ export class Users {
   stats(userId: string, opts?: CallOpts): Promise<GetUserStatsResponse> {
     return this.e.call("GetUserStats", this.e.rpc.user.getUserStats, { userId }, "read", opts);
   }
-  /** Everything of the user, as a stream of sessions, message runs and memories. */
+  /**
+   * Everything of the user, as a stream of sessions, message runs and
+   * memories; bounded by opts.deadlineMs, else the client's streamDeadlineMs (1 h).
+   */
   export(userId: string, opts?: CallOpts): AsyncGenerator<ExportUserResponse> {
     return this.e.stream("ExportUser", this.e.rpc.user.exportUser, { userId }, opts);
   }

@@ -66,6 +66,32 @@ describe("read-your-writes through a replica", () => {
     }
   });
 
+  it("a stream is not cut by the unary deadline (streams default to 1 h)", async () => {
+    // An export on the replica that waits for an LSN no one writes stays
+    // open MAX_LSN_WAIT_MS, then ends UNAVAILABLE: past the unary deadline.
+    const c = replica.client({ token: AGENT, retries: 1, deadlineMs: 50 });
+    const drain = async (it: AsyncIterable<unknown>) => {
+      for await (const _ of it);
+    };
+    try {
+      c.observeLsn(2n ** 60n);
+      await assert.rejects(drain(c.users.export(uid("u"))), (e: EngramError) =>
+        e.code === Code.Unavailable && /not applied/.test(e.rawMessage));
+      await assert.rejects(drain(c.users.export(uid("u"), { deadlineMs: 50 })),
+        (e: EngramError) => e.code === Code.DeadlineExceeded, "a per-call deadline still bounds it");
+    } finally {
+      c.close();
+    }
+    const s = replica.client({ token: AGENT, retries: 1, streamDeadlineMs: 50 });
+    try {
+      s.observeLsn(2n ** 60n);
+      await assert.rejects(drain(s.users.export(uid("u"))), (e: EngramError) => e.code === Code.DeadlineExceeded,
+        "streamDeadlineMs bounds it");
+    } finally {
+      s.close();
+    }
+  });
+
   it("an LSN past 2^53 goes out exact in engram-min-lsn", async () => {
     const big = 2n ** 53n + 7n;
     const c = replica.client({ token: AGENT, retries: 1 });

@@ -217,7 +217,8 @@ class Users(_Namespace):
     def export_user(self, request: Optional[U.ExportUserRequest] = None, /, *,
                     timeout: Optional[float] = None, metadata: Optional[Metadata] = None,
                     **fields: Any) -> Iterator[U.ExportUserResponse]:
-        """A stream (not retried); timeout bounds the whole export."""
+        """A stream (not retried); timeout (default: the client's
+        stream_deadline, 1 h) bounds the whole export."""
         return self._c.stream(EXPORT_USER, request, fields, tracker=self._t,
                               timeout=timeout, metadata=metadata)
 
@@ -257,7 +258,8 @@ class Admin(_Namespace):
 
     def backup(self, *, timeout: Optional[float] = None,
                metadata: Optional[Metadata] = None) -> Iterator[A.BackupChunk]:
-        """A stream of chunks (not retried); timeout bounds the whole copy."""
+        """A stream of chunks (not retried); timeout (default: the client's
+        stream_deadline, 1 h) bounds the whole copy."""
         return self._c.stream(BACKUP, None, {}, tracker=self._t, timeout=timeout,
                               metadata=metadata)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Tuple
 
 from engram._api import Admin, Memories, Messages, Session, Sessions, Users
-from engram._core import OnRetry, Tls, _AioCore, _SyncCore
+from engram._core import STREAM_DEADLINE, OnRetry, Tls, _AioCore, _SyncCore
 
 
 class _Base:
@@ -33,7 +33,9 @@ class Engram(_Base):
     target: "host:port". token: the bearer token (None: dev mode). tls: None
     (plaintext), True (the system's roots) or grpc.ChannelCredentials.
     deadline: seconds each call may take, retries included (None: no
-    deadline). retries: extra attempts after UNAVAILABLE, for reads and
+    deadline). stream_deadline: seconds a server stream (users.export_user,
+    admin.backup) may take, default 3600 (None: none); the unary deadline
+    would cut a large export. retries: extra attempts after UNAVAILABLE, for reads and
     retry-safe writes. consistency: "client" (reads wait for this client's
     writes, via engram-min-lsn), "session" (Session objects wait for their
     own writes only) or "none". backoff: (first, cap) in seconds of the
@@ -46,10 +48,11 @@ class Engram(_Base):
                  deadline: Optional[float] = 10.0, retries: int = 3,
                  consistency: str = "client", *, backoff: Tuple[float, float] = (0.1, 2.0),
                  on_retry: Optional[OnRetry] = None,
+                 stream_deadline: Optional[float] = STREAM_DEADLINE,
                  options: Sequence[Tuple[str, Any]] = ()) -> None:
         self._core = _SyncCore(target, tls, options, token=token, deadline=deadline,
                                retries=retries, consistency=consistency, backoff=backoff,
-                               on_retry=on_retry)
+                               on_retry=on_retry, stream_deadline=stream_deadline)
         self._namespaces()
 
     def close(self) -> None:
@@ -71,10 +74,11 @@ class AsyncEngram(_Base):
                  deadline: Optional[float] = 10.0, retries: int = 3,
                  consistency: str = "client", *, backoff: Tuple[float, float] = (0.1, 2.0),
                  on_retry: Optional[OnRetry] = None,
+                 stream_deadline: Optional[float] = STREAM_DEADLINE,
                  options: Sequence[Tuple[str, Any]] = ()) -> None:
         self._core = _AioCore(target, tls, options, token=token, deadline=deadline,
                               retries=retries, consistency=consistency, backoff=backoff,
-                              on_retry=on_retry)
+                              on_retry=on_retry, stream_deadline=stream_deadline)
         self._namespaces()
 
     async def close(self) -> None:

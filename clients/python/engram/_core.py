@@ -23,6 +23,11 @@ LSN_KEY = "engram-lsn"
 MIN_LSN_KEY = "engram-min-lsn"
 # Pages of memories with embeddings pass gRPC's default 4 MiB receive limit.
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# Default bound of a server-streaming call (ExportUser, Backup), seconds:
+# the unary deadline would cut a large export or a backup; engramd bounds
+# these streams itself (--export-max-ms, --backup-max-ms, 1 h at most by
+# default).
+STREAM_DEADLINE = 3600.0
 # Bound on the pages one iterator follows: a server that keeps answering a
 # next_page_token would otherwise loop forever.
 MAX_PAGES = 1_000_000
@@ -124,13 +129,16 @@ def create_session_kind(req: Any) -> Kind:
 class _Core:
     def __init__(self, token: Optional[str], deadline: Optional[float], retries: int,
                  consistency: str, backoff: Tuple[float, float],
-                 on_retry: Optional[OnRetry]) -> None:
+                 on_retry: Optional[OnRetry],
+                 stream_deadline: Optional[float] = STREAM_DEADLINE) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        if deadline is not None and deadline <= 0:
-            raise ValueError("deadline must be > 0 seconds (or None for none)")
+        for name, v in (("deadline", deadline), ("stream_deadline", stream_deadline)):
+            if v is not None and v <= 0:
+                raise ValueError("%s must be > 0 seconds (or None for none)" % name)
         self.consistency = Consistency(consistency)
         self.deadline = deadline
+        self.stream_deadline = stream_deadline
         self.retries = retries
         self.backoff = backoff
         self.on_retry = on_retry
@@ -153,14 +161,15 @@ class _Core:
         return self.tracker
 
     def prepare(self, rpc: Rpc, req: Any, tracker: Optional[LsnTracker],
-                timeout: Optional[float], metadata: Optional[Metadata]
+                timeout: Optional[float], metadata: Optional[Metadata], stream: bool = False
                 ) -> Tuple[Kind, List[Tuple[str, Any]], Optional[float]]:
         kind = rpc.kind(req) if callable(rpc.kind) else rpc.kind
         md: List[Tuple[str, Any]] = list(self.md) + list(metadata or ())
         t = tracker or self.tracker
         if kind is Kind.READ and self.consistency is not Consistency.NONE and t.lsn:
             md.append((MIN_LSN_KEY, str(t.lsn)))
-        budget = timeout if timeout is not None else self.deadline
+        budget = timeout if timeout is not None else (
+            self.stream_deadline if stream else self.deadline)
         end = None if budget is None else time.monotonic() + budget
         return kind, md, end
 
@@ -274,9 +283,10 @@ class _SyncCore(_Core):
     def stream(self, rpc: Rpc, request: Any, fields: Mapping[str, Any], *,
                tracker: Optional[LsnTracker] = None, timeout: Optional[float] = None,
                metadata: Optional[Metadata] = None) -> Iterator[Any]:
-        """A server-streaming call, not retried (a repeat would restart it)."""
+        """A server-streaming call, not retried (a repeat would restart it),
+        bounded by timeout or else the client's stream_deadline."""
         req = build_request(rpc, request, fields)
-        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
+        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata, stream=True)
         it = getattr(self.stub(rpc.stub), rpc.method)(req, timeout=self.remaining(end),
                                                         metadata=md)
         try:
@@ -341,7 +351,7 @@ class _AioCore(_Core):
                      tracker: Optional[LsnTracker] = None, timeout: Optional[float] = None,
                      metadata: Optional[Metadata] = None) -> AsyncIterator[Any]:
         req = build_request(rpc, request, fields)
-        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
+        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata, stream=True)
         call = getattr(self.stub(rpc.stub), rpc.method)(req, timeout=self.remaining(end),
                                                           metadata=md)
         try:

@@ -231,3 +231,25 @@ class ErrorsTest(SdkTestCase):
                 if name.endswith("Request"):
                     self.assertFalse({"timeout", "metadata", "request"} &
                                      set(desc.fields_by_name), name)
+
+
+class StreamDeadlineTest(SdkTestCase):
+    """Streams (ExportUser, Backup) are not cut by the unary deadline: they
+    get their own default (stream_deadline, 1 h)."""
+    server_args = ("--max-lsn-wait-ms", "1500")
+
+    def test_stream_outlives_the_unary_deadline(self):
+        # An export that waits for an LSN no one writes stays open on the
+        # server for 1.5 s, then ends UNAVAILABLE: three times the client's
+        # 0.5 s unary deadline, which must not cut it.
+        c = self.client(deadline=0.5)
+        far = (("engram-min-lsn", str(10 ** 12)),)
+        with self.assertRaises(engram.UnavailableError) as cm:
+            list(c.users.export_user(user_id=uid("u"), metadata=far))
+        self.assertIn("not applied", cm.exception.message)
+        with self.assertRaises(engram.DeadlineExceededError):  # a stream's own bound holds
+            list(self.client(stream_deadline=0.5).users.export_user(user_id=uid("u"),
+                                                                    metadata=far))
+        with self.assertRaises(engram.DeadlineExceededError):  # and so does timeout=
+            list(c.users.export_user(user_id=uid("u"), metadata=far, timeout=0.5))
+
