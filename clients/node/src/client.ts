@@ -135,6 +135,10 @@ export class LsnTracker {
   observe(lsn: bigint): void {
     if (lsn > this.#lsn) this.#lsn = lsn;
   }
+  /** Forgets the LSN. */
+  reset(): void {
+    this.#lsn = 0n;
+  }
 }
 
 // Which calls may be sent again after UNAVAILABLE: reads always; writes only
@@ -213,6 +217,17 @@ export class Engram {
   }
 
   /**
+   * Forgets the client's LSN (a handle with its own, consistency "session",
+   * keeps it: handle.tracker.reset()). For a client that outlived its node's
+   * data: a node wiped or restored from an older backup, or a failover to a
+   * replica that missed writes, never reaches the old LSN, and every read
+   * would fail UNAVAILABLE "engram-min-lsn ... not applied on this node yet".
+   */
+  resetLsn(): void {
+    this.tracker.reset();
+  }
+
+  /**
    * A handle on one session. With consistency "session" (the client's, or
    * given here) its reads wait only for its own writes.
    */
@@ -238,6 +253,7 @@ export class Engram {
   ): Promise<O> {
     const deadline = Date.now() + (opts.deadlineMs ?? this.#deadlineMs);
     const headers = this.#headers(safety, tracker, consistency);
+    let last: EngramError | undefined;
     for (let attempt = 1; ; attempt++) {
       try {
         return await fn(req, {
@@ -249,7 +265,8 @@ export class Engram {
       } catch (e) {
         const err = EngramError.from(e);
         const delayMs = this.#retryDelay(err, safety, attempt, deadline, opts.signal);
-        if (delayMs === undefined) throw err;
+        if (delayMs === undefined) throw EngramError.givingUp(err, last);
+        last = err;
         this.#retry.onRetry?.({ attempt, delayMs, error: err, method });
         await sleep(delayMs, opts.signal);
       }
@@ -268,6 +285,7 @@ export class Engram {
   ): AsyncGenerator<O> {
     const deadline = Date.now() + (opts.deadlineMs ?? this.#streamDeadlineMs);
     const headers = this.#headers("read", this.tracker, this.consistency);
+    let last: EngramError | undefined;
     for (let attempt = 1; ; attempt++) {
       let received = false;
       try {
@@ -284,7 +302,8 @@ export class Engram {
       } catch (e) {
         const err = EngramError.from(e);
         const delayMs = received ? undefined : this.#retryDelay(err, "read", attempt, deadline, opts.signal);
-        if (delayMs === undefined) throw err;
+        if (delayMs === undefined) throw received ? err : EngramError.givingUp(err, last);
+        last = err;
         this.#retry.onRetry?.({ attempt, delayMs, error: err, method });
         await sleep(delayMs, opts.signal);
       }

@@ -92,6 +92,26 @@ describe("read-your-writes through a replica", () => {
     }
   });
 
+  it("retries cut by the deadline end with the server's last error; resetLsn() forgets the LSN", async () => {
+    // An LSN the replica never reaches (as after a wipe or a restore from an
+    // older backup): attempt 1 waits MAX_LSN_WAIT_MS on the server, RetryInfo
+    // asks 1 s more, attempt 2 is cut by the deadline.
+    const c = replica.client({ token: AGENT, deadlineMs: 1500,
+      retries: { maxAttempts: 10, initialBackoffMs: 10, maxBackoffMs: 10 } });
+    try {
+      c.observeLsn(2n ** 60n);
+      const err = await c.sessions.get("gone").then(() => assert.fail("read did not wait"), (x: EngramError) => x);
+      assert.equal(err.code, Code.Unavailable, `${err.message}`);
+      assert.match(err.rawMessage, /not applied/);
+      assert.equal(err.deadlineError?.code, Code.DeadlineExceeded);
+      c.resetLsn();
+      assert.equal(c.lsn, 0n);
+      await assert.rejects(c.sessions.get("gone"), (e: EngramError) => e.code === Code.NotFound);
+    } finally {
+      c.close();
+    }
+  });
+
   it("an LSN past 2^53 goes out exact in engram-min-lsn", async () => {
     const big = 2n ** 53n + 7n;
     const c = replica.client({ token: AGENT, retries: 1 });

@@ -280,6 +280,11 @@ class Session:
         """The highest engram-lsn this object's reads wait for."""
         return self._tracker.lsn
 
+    def reset_lsn(self) -> None:
+        """Forgets the LSN this object's reads wait for (the client's, unless
+        consistency="session"); see Engram.reset_lsn."""
+        self._tracker.reset()
+
     def get(self, **kw: Any) -> S.Session:
         return self._s.get_session(session_id=self.session_id, **kw)
 

@@ -22,6 +22,15 @@ class _Base:
         """The highest engram-lsn this client has seen (0: none yet)."""
         return int(self._core.tracker.lsn)
 
+    def reset_lsn(self) -> None:
+        """Forgets the LSN this client's reads wait for (Session objects
+        with an LSN of their own keep it: session.reset_lsn()). For a client
+        that outlived its node's data: a node wiped or restored from an older
+        backup, or a failover to a replica that missed writes, never reaches
+        the old LSN, and every read would fail UNAVAILABLE "engram-min-lsn
+        ... not applied on this node yet"."""
+        self._core.tracker.reset()
+
     def session(self, session_id: str) -> Session:
         """A Session object for session_id (no call is made)."""
         return Session(self._core, session_id)

@@ -71,6 +71,11 @@ class LsnTracker:
         if self._parent is not None:
             self._parent.note(lsn)
 
+    def reset(self) -> None:
+        """Forgets the LSN (this tracker's only, not its parent's)."""
+        with self._mu:
+            self._lsn = 0
+
 
 @dataclass(frozen=True)
 class Rpc:
@@ -203,6 +208,21 @@ class _Core:
         return delay
 
     @staticmethod
+    def give_up(err: _errors.EngramError, last: Optional[_errors.EngramError]
+                ) -> _errors.EngramError:
+        """What a call that will not be retried again raises: err, or when
+        err is the deadline cutting an attempt after retries, the server's
+        last error (with err as its __cause__): "engram-min-lsn 21 not
+        applied" says why the retries failed, a bare deadline does not."""
+        if last is not None and err.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            last.__cause__ = err
+            last.__suppress_context__ = True
+            return last
+        err.__cause__ = None
+        err.__suppress_context__ = True
+        return err
+
+    @staticmethod
     def remaining(end: Optional[float]) -> Optional[float]:
         return None if end is None else max(0.001, end - time.monotonic())
 
@@ -251,6 +271,7 @@ class _SyncCore(_Core):
         kind, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
         fn = getattr(self.stub(rpc.stub), rpc.method)
         attempt = 0
+        last = None
         while True:
             try:
                 resp, call = fn.with_call(req, timeout=self.remaining(end), metadata=md,
@@ -259,7 +280,8 @@ class _SyncCore(_Core):
                 err = _errors.from_rpc_error(e)
                 delay = self.retry_delay(kind, err, attempt, end)
                 if delay is None:
-                    raise err from None
+                    raise self.give_up(err, last)
+                last = err
                 time.sleep(delay)
                 attempt += 1
                 continue
@@ -316,6 +338,7 @@ class _AioCore(_Core):
         kind, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
         fn = getattr(self.stub(rpc.stub), rpc.method)
         attempt = 0
+        last = None
         while True:
             call = fn(req, timeout=self.remaining(end), metadata=md,
                       wait_for_ready=attempt > 0 or None)
@@ -325,7 +348,8 @@ class _AioCore(_Core):
                 err = _errors.from_rpc_error(e)
                 delay = self.retry_delay(kind, err, attempt, end)
                 if delay is None:
-                    raise err from None
+                    raise self.give_up(err, last)
+                last = err
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
