@@ -58,6 +58,12 @@ import { Health, HealthCheckResponse_ServingStatus } from "./gen/grpc_health/v1/
 /** Default deadline of a call (all its attempts together), milliseconds. */
 export const DEFAULT_DEADLINE_MS = 10_000;
 /**
+ * Default deadline of a server stream (users.export), milliseconds: 1 h.
+ * The unary default would cut a large export; engramd bounds these streams
+ * itself (--export-max-ms, --backup-max-ms: 1 h at most by default).
+ */
+export const DEFAULT_STREAM_DEADLINE_MS = 3_600_000;
+/**
  * Largest reply accepted: gRPC's usual 4 MiB is less than one page of
  * memories with embeddings (up to 1000 x 4096 floats).
  */
@@ -66,9 +72,13 @@ export const DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024;
 export interface RetryOptions {
   /** Attempts in all, the first included (1 = no retry). Default 4. */
   maxAttempts?: number;
-  /** Backoff before the 2nd attempt; doubled each time, with jitter. Default 100. */
+  /**
+   * Backoff bound before the 2nd attempt, doubled each time; the wait is
+   * uniform in [0, bound] (full jitter), on top of the server's RetryInfo
+   * delay when it sends one. Default 100.
+   */
   initialBackoffMs?: number;
-  /** Cap of one backoff. Default 5000. */
+  /** Cap of the bound. Default 5000. */
   maxBackoffMs?: number;
   /** Called before each retry (for logs and tests). */
   onRetry?: (info: { attempt: number; delayMs: number; error: EngramError; method: string }) => void;
@@ -99,8 +109,10 @@ export interface EngramOptions {
   token?: string;
   /** true (system CAs) or TLS settings; default plaintext unless target is https://. */
   tls?: boolean | TlsOptions;
-  /** Deadline of every call unless the call gives one. Default 10000. */
+  /** Deadline of every unary call unless the call gives one. Default 10000. */
   deadlineMs?: number;
+  /** Deadline of a whole server stream (users.export) unless the call gives one. Default 3600000 (1 h). */
+  streamDeadlineMs?: number;
   /** Retry policy, or a number of attempts. 1 turns retries off. */
   retries?: number | RetryOptions;
   consistency?: Consistency;
@@ -123,6 +135,10 @@ export class LsnTracker {
   observe(lsn: bigint): void {
     if (lsn > this.#lsn) this.#lsn = lsn;
   }
+  /** Forgets the LSN. */
+  reset(): void {
+    this.#lsn = 0n;
+  }
 }
 
 // Which calls may be sent again after UNAVAILABLE: reads always; writes only
@@ -143,6 +159,7 @@ export class Engram {
 
   readonly #token: string | undefined;
   readonly #deadlineMs: number;
+  readonly #streamDeadlineMs: number;
   readonly #retry: Required<Omit<RetryOptions, "onRetry">> & Pick<RetryOptions, "onRetry">;
   readonly #sessionManager: Http2SessionManager;
   /** @internal */ readonly rpc: {
@@ -164,6 +181,7 @@ export class Engram {
     };
     this.#token = opts.token;
     this.#deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    this.#streamDeadlineMs = opts.streamDeadlineMs ?? DEFAULT_STREAM_DEADLINE_MS;
     this.consistency = opts.consistency ?? "client";
     const baseUrl = targetUrl(opts.target, opts.tls);
     const nodeOptions: http2.SecureClientSessionOptions = typeof opts.tls === "object" ? { ...opts.tls } : {};
@@ -199,6 +217,17 @@ export class Engram {
   }
 
   /**
+   * Forgets the client's LSN (a handle with its own, consistency "session",
+   * keeps it: handle.tracker.reset()). For a client that outlived its node's
+   * data: a node wiped or restored from an older backup, or a failover to a
+   * replica that missed writes, never reaches the old LSN, and every read
+   * would fail UNAVAILABLE "engram-min-lsn ... not applied on this node yet".
+   */
+  resetLsn(): void {
+    this.tracker.reset();
+  }
+
+  /**
    * A handle on one session. With consistency "session" (the client's, or
    * given here) its reads wait only for its own writes.
    */
@@ -224,6 +253,7 @@ export class Engram {
   ): Promise<O> {
     const deadline = Date.now() + (opts.deadlineMs ?? this.#deadlineMs);
     const headers = this.#headers(safety, tracker, consistency);
+    let last: EngramError | undefined;
     for (let attempt = 1; ; attempt++) {
       try {
         return await fn(req, {
@@ -235,22 +265,27 @@ export class Engram {
       } catch (e) {
         const err = EngramError.from(e);
         const delayMs = this.#retryDelay(err, safety, attempt, deadline, opts.signal);
-        if (delayMs === undefined) throw err;
+        if (delayMs === undefined) throw EngramError.givingUp(err, last);
+        last = err;
         this.#retry.onRetry?.({ attempt, delayMs, error: err, method });
         await sleep(delayMs, opts.signal);
       }
     }
   }
 
-  /** @internal A server stream; retried only while nothing was received. */
+  /**
+   * @internal A server stream; retried only while nothing was received.
+   * Bounded by opts.deadlineMs, else streamDeadlineMs (not the unary deadline).
+   */
   async *stream<I, O>(
     method: string,
     fn: (req: I, opts: CallOptions) => AsyncIterable<O>,
     req: I,
     opts: CallOpts = {},
   ): AsyncGenerator<O> {
-    const deadline = Date.now() + (opts.deadlineMs ?? this.#deadlineMs);
+    const deadline = Date.now() + (opts.deadlineMs ?? this.#streamDeadlineMs);
     const headers = this.#headers("read", this.tracker, this.consistency);
+    let last: EngramError | undefined;
     for (let attempt = 1; ; attempt++) {
       let received = false;
       try {
@@ -267,7 +302,8 @@ export class Engram {
       } catch (e) {
         const err = EngramError.from(e);
         const delayMs = received ? undefined : this.#retryDelay(err, "read", attempt, deadline, opts.signal);
-        if (delayMs === undefined) throw err;
+        if (delayMs === undefined) throw received ? err : EngramError.givingUp(err, last);
+        last = err;
         this.#retry.onRetry?.({ attempt, delayMs, error: err, method });
         await sleep(delayMs, opts.signal);
       }
@@ -294,15 +330,25 @@ export class Engram {
 
   // The delay before the next attempt, or undefined to give up: only
   // UNAVAILABLE, only safe calls, within the attempts and the deadline.
-  // The server's RetryInfo delay wins over our backoff.
   #retryDelay(err: EngramError, safety: Safety, attempt: number, deadline: number, signal?: AbortSignal) {
     if (err.code !== Code.Unavailable || safety === "write") return undefined;
     if (attempt >= this.#retry.maxAttempts || signal?.aborted) return undefined;
-    const cap = Math.min(this.#retry.maxBackoffMs, this.#retry.initialBackoffMs * 2 ** (attempt - 1));
-    // Equal jitter: at least half the backoff, so clients spread out but never hammer.
-    const delayMs = err.retryDelayMs ?? Math.round(cap / 2 + Math.random() * (cap / 2));
+    const delayMs = backoffMs(attempt, this.#retry.initialBackoffMs, this.#retry.maxBackoffMs, err.retryDelayMs);
     return Date.now() + delayMs < deadline ? delayMs : undefined;
   }
+}
+
+/**
+ * The wait before retrying after failed attempt number `attempt` (1 = the
+ * first): full jitter over an exponential backoff, uniform in
+ * [0, min(maxMs, initialMs * 2^(attempt-1))], added to the server's
+ * RetryInfo delay as a floor. engramd sends the same delay to every client
+ * (e.g. all of them after a failover): the delay alone would bring them all
+ * back at once.
+ */
+export function backoffMs(attempt: number, initialMs: number, maxMs: number, retryDelayMs = 0): number {
+  const bound = Math.min(maxMs, initialMs * 2 ** (attempt - 1));
+  return Math.round(retryDelayMs + Math.random() * bound);
 }
 
 function targetUrl(target: string, tls: EngramOptions["tls"]): string {
@@ -532,7 +578,10 @@ export class Users {
   stats(userId: string, opts?: CallOpts): Promise<GetUserStatsResponse> {
     return this.e.call("GetUserStats", this.e.rpc.user.getUserStats, { userId }, "read", opts);
   }
-  /** Everything of the user, as a stream of sessions, message runs and memories. */
+  /**
+   * Everything of the user, as a stream of sessions, message runs and
+   * memories; bounded by opts.deadlineMs, else the client's streamDeadlineMs (1 h).
+   */
   export(userId: string, opts?: CallOpts): AsyncGenerator<ExportUserResponse> {
     return this.e.stream("ExportUser", this.e.rpc.user.exportUser, { userId }, opts);
   }

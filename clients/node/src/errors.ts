@@ -38,6 +38,12 @@ export class EngramError extends Error {
   readonly requestId: string;
   /** Trailers (and headers of a trailers-only reply). */
   readonly metadata: Headers;
+  /**
+   * Set when this is the server's error of an earlier attempt and the
+   * deadline then cut the retries short: that DEADLINE_EXCEEDED. The call
+   * reports the server's error, which says why the retries failed.
+   */
+  deadlineError: EngramError | undefined;
 
   constructor(cause: ConnectError) {
     super(`${Code[cause.code] ?? cause.code}: ${cause.rawMessage}`, { cause });
@@ -56,6 +62,17 @@ export class EngramError extends Error {
       retry === undefined ? undefined : Number(retry.seconds) * 1000 + Math.floor(retry.nanos / 1e6);
     this.requestId =
       cause.findDetails(RequestInfoSchema)[0]?.requestId || cause.metadata.get("engram-request-id") || "";
+  }
+
+  /**
+   * What a call that will not be retried again throws: err, or when err is
+   * the deadline cutting an attempt after retries, last (the server's error)
+   * with err as its deadlineError.
+   */
+  static givingUp(err: EngramError, last: EngramError | undefined): EngramError {
+    if (last === undefined || err.code !== Code.DeadlineExceeded) return err;
+    last.deadlineError = err;
+    return last;
   }
 
   /** Any thrown value as an EngramError (transport failures become UNKNOWN/UNAVAILABLE as Connect says). */

@@ -3,6 +3,7 @@
 // see failures come back as tool errors while the server keeps serving.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -13,6 +14,7 @@ import { PKG, Server, cleanEnv, uid } from "./harness.js";
 
 const MCP_BIN = join(PKG, "dist", "src", "mcp", "main.js");
 const TOKEN = "agent-token-mcp";
+const HTTP_TOKEN = "mcp-callers-token-0123456789";
 const TOOLS = ["append_message", "forget", "get_context", "list_memories", "recall", "remember"];
 
 type Result = { isError?: boolean; content: { type: string; text: string }[] };
@@ -113,37 +115,134 @@ describe("engram-mcp", () => {
     }
   });
 
+  const procs: ChildProcess[] = [];
+  after(async () => {
+    for (const p of procs) {
+      if (p.exitCode !== null) continue;
+      const exited = new Promise((r) => p.once("exit", r));
+      p.kill("SIGTERM");
+      await exited;
+    }
+  });
+  /** engram-mcp over HTTP on a free loopback port; its /mcp URL. */
+  const startHttp = async (user: string, args: string[] = [], env: Record<string, string> = {}): Promise<URL> => {
+    const p = spawn(process.execPath, [MCP_BIN, "--transport", "http", "--port", "0", ...args],
+      { env: { ...mcpEnv(srv, user), ENGRAM_MCP_HTTP_TOKEN: HTTP_TOKEN, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+    procs.push(p);
+    let err = "";
+    return new Promise<URL>((res, rej) => {
+      p.stderr!.on("data", (d: Buffer) => {
+        err += d.toString();
+        const m = /listening on (http:\/\/127\.0\.0\.1:\d+\/mcp)/.exec(err);
+        if (m) res(new URL(m[1]));
+      });
+      p.once("exit", (code) => rej(new Error(`engram-mcp exited with ${code}: ${err}`)));
+    });
+  };
+  const authed = (url: URL) => new StreamableHTTPClientTransport(url,
+    { requestInit: { headers: { authorization: `Bearer ${HTTP_TOKEN}` } } });
+
   it("over streamable HTTP (127.0.0.1 by default)", async () => {
-    const procs: ChildProcess[] = [];
-    const start = async (user: string): Promise<URL> => {
-      const p = spawn(process.execPath, [MCP_BIN, "--transport", "http", "--port", "0"],
-        { env: mcpEnv(srv, user), stdio: ["ignore", "ignore", "pipe"] });
+    const a = await connect(authed(await startHttp(uid("u"))));
+    const b = await connect(authed(await startHttp(uid("u"))));
+    try {
+      await exercise(a, b);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  /** A raw POST to the HTTP endpoint (node:http: fetch will not send another Host). */
+  function post(url: URL, body: string, headers: Record<string, string> = {}) {
+    return new Promise<{ status: number; type: string; text: string; www: string | undefined }>((resolve, reject) => {
+      const req = httpRequest(url, { method: "POST", headers: { "content-type": "application/json",
+        accept: "application/json, text/event-stream", ...headers } }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => (text += d));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, type: res.headers["content-type"] ?? "", text,
+          www: res.headers["www-authenticate"] }));
+      });
+      // A 413 may close the socket before the whole body is sent.
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+  const LIST = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" });
+  const bearer = { authorization: `Bearer ${HTTP_TOKEN}` };
+
+  it("HTTP: a caller without the right bearer token gets 401", async () => {
+    const url = await startHttp(uid("u"));
+    const hs: Record<string, string>[] = [{}, { authorization: "Bearer wrong" }, { authorization: `Bearer ${HTTP_TOKEN}x` },
+      { authorization: HTTP_TOKEN }, { authorization: `Basic ${HTTP_TOKEN}` }];
+    for (const h of hs) {
+      const r = await post(url, LIST, h);
+      assert.equal(r.status, 401, `${JSON.stringify(h)}: ${r.text}`);
+      assert.equal(r.www, "Bearer");
+      assert.match(r.type, /application\/json/);
+    }
+    const ok = await post(url, LIST, bearer);
+    assert.equal(ok.status, 200, ok.text);
+    assert.match(ok.text, /recall/);
+  });
+
+  it("HTTP: the Host header is checked; errors are short JSON, never a stack", async () => {
+    const url = await startHttp(uid("u"));
+    const evil = await post(url, LIST, { ...bearer, host: "evil.example" });
+    assert.equal(evil.status, 403);
+    const bad = await post(url, "{not json", bearer);
+    assert.equal(bad.status, 400);
+    assert.match(bad.type, /application\/json/);
+    assert.equal(JSON.parse(bad.text).error.code, -32700);
+    const big = await post(url, JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call",
+      params: { name: "append_message", arguments: { role: "user", content: "x".repeat(3_000_000) } } }), bearer);
+    assert.equal(big.status, 413);
+    assert.match(big.type, /application\/json/);
+    for (const r of [evil, bad, big]) {
+      assert.ok(r.text.length < 300 && !/node_modules|\/work\/|\bat [^ ]+ \(/.test(r.text), r.text);
+    }
+    const init = await post(url, JSON.stringify({ jsonrpc: "2.0", id: 3, method: "tools/call",
+      params: { name: "recall", arguments: null } }), bearer);
+    assert.equal(init.status, 200, init.text);
+    const msg = JSON.parse(/^data: (.*)$/m.exec(init.text)?.[1] ?? init.text);
+    assert.equal(msg.error?.code, -32602, init.text);
+    assert.ok(msg.error.message.length < 300, msg.error.message);
+  });
+
+  it("HTTP: --insecure-no-auth serves without a token on loopback only", async () => {
+    const url = await startHttp(uid("u"), ["--insecure-no-auth"], { ENGRAM_MCP_HTTP_TOKEN: "" });
+    const r = await post(url, LIST);
+    assert.equal(r.status, 200, r.text);
+  });
+
+  it("HTTP: refuses to start without a token, or open on a public bind", async () => {
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [[], { ENGRAM_MCP_HTTP_TOKEN: "" }, /ENGRAM_MCP_HTTP_TOKEN/],
+      [["--host", "0.0.0.0", "--insecure-no-auth"], { ENGRAM_MCP_HTTP_TOKEN: "" }, /loopback/],
+      [["--host", "0.0.0.0"], {}, /--allowed-hosts/],
+      [[], { ENGRAM_MCP_HTTP_TOKEN: "short" }, /at least/],
+    ];
+    for (const [args, env, want] of cases) {
+      const p = spawn(process.execPath, [MCP_BIN, "--transport", "http", "--port", "0", ...args],
+        { env: { ...mcpEnv(srv, "u"), ENGRAM_MCP_HTTP_TOKEN: HTTP_TOKEN, ...env }, stdio: ["ignore", "ignore", "pipe"] });
       procs.push(p);
       let err = "";
-      return new Promise<URL>((res, rej) => {
-        p.stderr!.on("data", (d: Buffer) => {
-          err += d.toString();
-          const m = /listening on (http:\/\/127\.0\.0\.1:\d+\/mcp)/.exec(err);
-          if (m) res(new URL(m[1]));
-        });
-        p.once("exit", (code) => rej(new Error(`engram-mcp exited with ${code}: ${err}`)));
-      });
-    };
+      p.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+      const code = await new Promise((r) => p.once("exit", r));
+      assert.equal(code, 2, `${args.join(" ")}: ${err}`);
+      assert.match(err, want);
+    }
+  });
+
+  it("a message past the server's content limit is a tool error, before any call", async () => {
+    const c = await connect(authed(await startHttp(uid("u"))));
     try {
-      const a = await connect(new StreamableHTTPClientTransport(await start(uid("u"))));
-      const b = await connect(new StreamableHTTPClientTransport(await start(uid("u"))));
-      try {
-        await exercise(a, b);
-      } finally {
-        await a.close();
-        await b.close();
-      }
+      const r = await c.callTool({ name: "append_message", arguments: { role: "user", content: "é".repeat(40_000) } });
+      assert.equal((r as Result).isError, true);
+      assert.match(text(r), /at most 65536 bytes of UTF-8/, "refused by the schema, not by engramd");
     } finally {
-      for (const p of procs) {
-        const exited = new Promise((r) => p.once("exit", r));
-        p.kill("SIGTERM");
-        await exited;
-      }
+      await c.close();
     }
   });
 

@@ -37,7 +37,8 @@ LIST_SESSIONS = Rpc(SG, "ListSessions", S.ListSessionsRequest, Kind.READ)
 END_SESSION = Rpc(SG, "EndSession", S.EndSessionRequest, Kind.WRITE)
 UPDATE_SESSION = Rpc(SG, "UpdateSession", S.UpdateSessionRequest, Kind.WRITE)
 DELETE_SESSION = Rpc(SG, "DeleteSession", S.DeleteSessionRequest, Kind.WRITE)
-APPEND_MESSAGES = Rpc(SG, "AppendMessages", S.AppendMessagesRequest, fill_client_message_ids)
+APPEND_MESSAGES = Rpc(SG, "AppendMessages", S.AppendMessagesRequest, Kind.SAFE_WRITE,
+                      fill_client_message_ids)
 LIST_MESSAGES = Rpc(SG, "ListMessages", S.ListMessagesRequest, Kind.READ)
 GET_CONTEXT = Rpc(SG, "GetContext", S.GetContextRequest, Kind.READ)
 UPDATE_SUMMARY = Rpc(SG, "UpdateSummary", S.UpdateSummaryRequest, Kind.WRITE)
@@ -127,8 +128,9 @@ class Messages(_Namespace):
     def append_messages(self, request: Optional[S.AppendMessagesRequest] = None, /, *,
                         timeout: Optional[float] = None, metadata: Optional[Metadata] = None,
                         **fields: Any) -> S.AppendMessagesResponse:
-        """Gives every message without a client_message_id a random one
-        (in the request passed, too), so the append is retried safely."""
+        """Sends every message without a client_message_id with a random
+        one, so the append is retried safely (the request passed is not
+        changed: it can be reused for the next append)."""
         return self._u(APPEND_MESSAGES, request, fields, timeout, metadata)
 
     def list_messages(self, request: Optional[S.ListMessagesRequest] = None, /, *,
@@ -215,7 +217,8 @@ class Users(_Namespace):
     def export_user(self, request: Optional[U.ExportUserRequest] = None, /, *,
                     timeout: Optional[float] = None, metadata: Optional[Metadata] = None,
                     **fields: Any) -> Iterator[U.ExportUserResponse]:
-        """A stream (not retried); timeout bounds the whole export."""
+        """A stream (not retried); timeout (default: the client's
+        stream_deadline, 1 h) bounds the whole export."""
         return self._c.stream(EXPORT_USER, request, fields, tracker=self._t,
                               timeout=timeout, metadata=metadata)
 
@@ -255,7 +258,8 @@ class Admin(_Namespace):
 
     def backup(self, *, timeout: Optional[float] = None,
                metadata: Optional[Metadata] = None) -> Iterator[A.BackupChunk]:
-        """A stream of chunks (not retried); timeout bounds the whole copy."""
+        """A stream of chunks (not retried); timeout (default: the client's
+        stream_deadline, 1 h) bounds the whole copy."""
         return self._c.stream(BACKUP, None, {}, tracker=self._t, timeout=timeout,
                               metadata=metadata)
 
@@ -275,6 +279,11 @@ class Session:
     def lsn(self) -> int:
         """The highest engram-lsn this object's reads wait for."""
         return self._tracker.lsn
+
+    def reset_lsn(self) -> None:
+        """Forgets the LSN this object's reads wait for (the client's, unless
+        consistency="session"); see Engram.reset_lsn."""
+        self._tracker.reset()
 
     def get(self, **kw: Any) -> S.Session:
         return self._s.get_session(session_id=self.session_id, **kw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Tuple
 
 from engram._api import Admin, Memories, Messages, Session, Sessions, Users
-from engram._core import OnRetry, Tls, _AioCore, _SyncCore
+from engram._core import STREAM_DEADLINE, OnRetry, Tls, _AioCore, _SyncCore
 
 
 class _Base:
@@ -22,6 +22,15 @@ class _Base:
         """The highest engram-lsn this client has seen (0: none yet)."""
         return int(self._core.tracker.lsn)
 
+    def reset_lsn(self) -> None:
+        """Forgets the LSN this client's reads wait for (Session objects
+        with an LSN of their own keep it: session.reset_lsn()). For a client
+        that outlived its node's data: a node wiped or restored from an older
+        backup, or a failover to a replica that missed writes, never reaches
+        the old LSN, and every read would fail UNAVAILABLE "engram-min-lsn
+        ... not applied on this node yet"."""
+        self._core.tracker.reset()
+
     def session(self, session_id: str) -> Session:
         """A Session object for session_id (no call is made)."""
         return Session(self._core, session_id)
@@ -33,11 +42,14 @@ class Engram(_Base):
     target: "host:port". token: the bearer token (None: dev mode). tls: None
     (plaintext), True (the system's roots) or grpc.ChannelCredentials.
     deadline: seconds each call may take, retries included (None: no
-    deadline). retries: extra attempts after UNAVAILABLE, for reads and
+    deadline). stream_deadline: seconds a server stream (users.export_user,
+    admin.backup) may take, default 3600 (None: none); the unary deadline
+    would cut a large export. retries: extra attempts after UNAVAILABLE, for reads and
     retry-safe writes. consistency: "client" (reads wait for this client's
     writes, via engram-min-lsn), "session" (Session objects wait for their
-    own writes only) or "none". backoff: (first, cap) of the jittered
-    exponential backoff in seconds. on_retry(error, attempt, delay) is called
+    own writes only) or "none". backoff: (first, cap) in seconds of the
+    exponential backoff; each retry waits RetryInfo's delay (if any) plus a
+    random part of up to min(cap, first * 2**n) (full jitter). on_retry(error, attempt, delay) is called
     before each retry. options: extra gRPC channel options.
     Thread safety: one client may be used from many threads."""
 
@@ -45,10 +57,11 @@ class Engram(_Base):
                  deadline: Optional[float] = 10.0, retries: int = 3,
                  consistency: str = "client", *, backoff: Tuple[float, float] = (0.1, 2.0),
                  on_retry: Optional[OnRetry] = None,
+                 stream_deadline: Optional[float] = STREAM_DEADLINE,
                  options: Sequence[Tuple[str, Any]] = ()) -> None:
         self._core = _SyncCore(target, tls, options, token=token, deadline=deadline,
                                retries=retries, consistency=consistency, backoff=backoff,
-                               on_retry=on_retry)
+                               on_retry=on_retry, stream_deadline=stream_deadline)
         self._namespaces()
 
     def close(self) -> None:
@@ -70,10 +83,11 @@ class AsyncEngram(_Base):
                  deadline: Optional[float] = 10.0, retries: int = 3,
                  consistency: str = "client", *, backoff: Tuple[float, float] = (0.1, 2.0),
                  on_retry: Optional[OnRetry] = None,
+                 stream_deadline: Optional[float] = STREAM_DEADLINE,
                  options: Sequence[Tuple[str, Any]] = ()) -> None:
         self._core = _AioCore(target, tls, options, token=token, deadline=deadline,
                               retries=retries, consistency=consistency, backoff=backoff,
-                              on_retry=on_retry)
+                              on_retry=on_retry, stream_deadline=stream_deadline)
         self._namespaces()
 
     async def close(self) -> None:

@@ -23,6 +23,11 @@ LSN_KEY = "engram-lsn"
 MIN_LSN_KEY = "engram-min-lsn"
 # Pages of memories with embeddings pass gRPC's default 4 MiB receive limit.
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# Default bound of a server-streaming call (ExportUser, Backup), seconds:
+# the unary deadline would cut a large export or a backup; engramd bounds
+# these streams itself (--export-max-ms, --backup-max-ms, 1 h at most by
+# default).
+STREAM_DEADLINE = 3600.0
 # Bound on the pages one iterator follows: a server that keeps answering a
 # next_page_token would otherwise loop forever.
 MAX_PAGES = 1_000_000
@@ -66,40 +71,58 @@ class LsnTracker:
         if self._parent is not None:
             self._parent.note(lsn)
 
+    def reset(self) -> None:
+        """Forgets the LSN (this tracker's only, not its parent's)."""
+        with self._mu:
+            self._lsn = 0
+
 
 @dataclass(frozen=True)
 class Rpc:
     """One RPC: its service's stub class, method name, request class and
-    retry kind (a kind function decides per request, after filling it)."""
+    retry kind (a kind function decides per request, after filling it);
+    fill, when given, returns the request to send in place of the built one
+    (never changing the one it is given)."""
     stub: Any
     method: str
     request: Any
     kind: Union[Kind, Callable[[Any], Kind]]
+    fill: Optional[Callable[[Any], Any]] = None
 
 
 def build_request(rpc: Rpc, request: Any, fields: Mapping[str, Any]) -> Any:
     """request (a message or a dict of its fields) or the keyword fields,
-    never both."""
+    never both; then rpc.fill's version of it. The caller's message is
+    never changed."""
     if request is not None and fields:
         raise TypeError("%s: pass a request or keyword fields, not both" % rpc.method)
     if request is None:
-        return rpc.request(**fields)
-    if isinstance(request, Mapping):
-        return rpc.request(**request)
-    if not isinstance(request, rpc.request):
+        req = rpc.request(**fields)
+    elif isinstance(request, Mapping):
+        req = rpc.request(**request)
+    elif isinstance(request, rpc.request):
+        req = request
+    else:
         raise TypeError("%s: request must be %s, not %s" % (
             rpc.method, rpc.request.DESCRIPTOR.full_name, type(request).__name__))
-    return request
+    return rpc.fill(req) if rpc.fill is not None else req
 
 
-def fill_client_message_ids(req: Any) -> Kind:
+def fill_client_message_ids(req: Any) -> Any:
     """AppendMessages is retry-safe once every message has a
-    client_message_id (the server does not append an id twice): gives each
-    message without one a random id. Changes req."""
-    for m in req.messages:
+    client_message_id (the server does not append an id twice): a copy of
+    req in which each message without one has a random id. req itself stays
+    as it was: a caller who reuses it for the next append must not send the
+    same ids again (the server would answer with the first append's
+    messages and drop the new ones)."""
+    if all(m.client_message_id for m in req.messages):
+        return req
+    out = type(req)()
+    out.CopyFrom(req)
+    for m in out.messages:
         if not m.client_message_id:
             m.client_message_id = "sdk-" + uuid.uuid4().hex
-    return Kind.SAFE_WRITE
+    return out
 
 
 def create_session_kind(req: Any) -> Kind:
@@ -111,13 +134,16 @@ def create_session_kind(req: Any) -> Kind:
 class _Core:
     def __init__(self, token: Optional[str], deadline: Optional[float], retries: int,
                  consistency: str, backoff: Tuple[float, float],
-                 on_retry: Optional[OnRetry]) -> None:
+                 on_retry: Optional[OnRetry],
+                 stream_deadline: Optional[float] = STREAM_DEADLINE) -> None:
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        if deadline is not None and deadline <= 0:
-            raise ValueError("deadline must be > 0 seconds (or None for none)")
+        for name, v in (("deadline", deadline), ("stream_deadline", stream_deadline)):
+            if v is not None and v <= 0:
+                raise ValueError("%s must be > 0 seconds (or None for none)" % name)
         self.consistency = Consistency(consistency)
         self.deadline = deadline
+        self.stream_deadline = stream_deadline
         self.retries = retries
         self.backoff = backoff
         self.on_retry = on_retry
@@ -140,14 +166,15 @@ class _Core:
         return self.tracker
 
     def prepare(self, rpc: Rpc, req: Any, tracker: Optional[LsnTracker],
-                timeout: Optional[float], metadata: Optional[Metadata]
+                timeout: Optional[float], metadata: Optional[Metadata], stream: bool = False
                 ) -> Tuple[Kind, List[Tuple[str, Any]], Optional[float]]:
         kind = rpc.kind(req) if callable(rpc.kind) else rpc.kind
         md: List[Tuple[str, Any]] = list(self.md) + list(metadata or ())
         t = tracker or self.tracker
         if kind is Kind.READ and self.consistency is not Consistency.NONE and t.lsn:
             md.append((MIN_LSN_KEY, str(t.lsn)))
-        budget = timeout if timeout is not None else self.deadline
+        budget = timeout if timeout is not None else (
+            self.stream_deadline if stream else self.deadline)
         end = None if budget is None else time.monotonic() + budget
         return kind, md, end
 
@@ -165,11 +192,11 @@ class _Core:
         if attempt >= self.retries:
             return None
         base, cap = self.backoff
-        # Full jitter (clients that failed together do not retry together),
-        # never sooner than the server's RetryInfo asks.
-        delay = random.uniform(0, min(cap, base * (2 ** attempt)))
-        if err.retry_delay is not None:
-            delay = max(delay, err.retry_delay)
+        # Full jitter over an exponential backoff (capped), added to the
+        # server's RetryInfo delay as a floor: engramd sends the same delay
+        # to every client of a failover, so the delay alone would have them
+        # all retry together.
+        delay = (err.retry_delay or 0.0) + random.uniform(0, min(cap, base * (2 ** attempt)))
         if end is not None and time.monotonic() + delay >= end:
             return None
         # A retry is sent with wait_for_ready: a channel that lost its
@@ -179,6 +206,21 @@ class _Core:
         if self.on_retry is not None:
             self.on_retry(err, attempt + 1, delay)
         return delay
+
+    @staticmethod
+    def give_up(err: _errors.EngramError, last: Optional[_errors.EngramError]
+                ) -> _errors.EngramError:
+        """What a call that will not be retried again raises: err, or when
+        err is the deadline cutting an attempt after retries, the server's
+        last error (with err as its __cause__): "engram-min-lsn 21 not
+        applied" says why the retries failed, a bare deadline does not."""
+        if last is not None and err.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            last.__cause__ = err
+            last.__suppress_context__ = True
+            return last
+        err.__cause__ = None
+        err.__suppress_context__ = True
+        return err
 
     @staticmethod
     def remaining(end: Optional[float]) -> Optional[float]:
@@ -229,6 +271,7 @@ class _SyncCore(_Core):
         kind, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
         fn = getattr(self.stub(rpc.stub), rpc.method)
         attempt = 0
+        last = None
         while True:
             try:
                 resp, call = fn.with_call(req, timeout=self.remaining(end), metadata=md,
@@ -237,7 +280,8 @@ class _SyncCore(_Core):
                 err = _errors.from_rpc_error(e)
                 delay = self.retry_delay(kind, err, attempt, end)
                 if delay is None:
-                    raise err from None
+                    raise self.give_up(err, last)
+                last = err
                 time.sleep(delay)
                 attempt += 1
                 continue
@@ -261,9 +305,10 @@ class _SyncCore(_Core):
     def stream(self, rpc: Rpc, request: Any, fields: Mapping[str, Any], *,
                tracker: Optional[LsnTracker] = None, timeout: Optional[float] = None,
                metadata: Optional[Metadata] = None) -> Iterator[Any]:
-        """A server-streaming call, not retried (a repeat would restart it)."""
+        """A server-streaming call, not retried (a repeat would restart it),
+        bounded by timeout or else the client's stream_deadline."""
         req = build_request(rpc, request, fields)
-        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
+        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata, stream=True)
         it = getattr(self.stub(rpc.stub), rpc.method)(req, timeout=self.remaining(end),
                                                         metadata=md)
         try:
@@ -293,6 +338,7 @@ class _AioCore(_Core):
         kind, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
         fn = getattr(self.stub(rpc.stub), rpc.method)
         attempt = 0
+        last = None
         while True:
             call = fn(req, timeout=self.remaining(end), metadata=md,
                       wait_for_ready=attempt > 0 or None)
@@ -302,7 +348,8 @@ class _AioCore(_Core):
                 err = _errors.from_rpc_error(e)
                 delay = self.retry_delay(kind, err, attempt, end)
                 if delay is None:
-                    raise err from None
+                    raise self.give_up(err, last)
+                last = err
                 await asyncio.sleep(delay)
                 attempt += 1
                 continue
@@ -328,7 +375,7 @@ class _AioCore(_Core):
                      tracker: Optional[LsnTracker] = None, timeout: Optional[float] = None,
                      metadata: Optional[Metadata] = None) -> AsyncIterator[Any]:
         req = build_request(rpc, request, fields)
-        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata)
+        _, md, end = self.prepare(rpc, req, tracker, timeout, metadata, stream=True)
         call = getattr(self.stub(rpc.stub), rpc.method)(req, timeout=self.remaining(end),
                                                           metadata=md)
         try:

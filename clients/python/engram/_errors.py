@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from engram import _pb
 
@@ -113,23 +114,28 @@ def from_status(code: grpc.StatusCode, message: str, trailers: Optional[Metadata
 def _parse_details(st: Any, kw: Dict[str, Any]) -> None:
     ed = _pb.error_details
     for any_ in st.details:
-        if any_.Is(ed.ErrorInfo.DESCRIPTOR):
-            info = ed.ErrorInfo()
-            any_.Unpack(info)
-            kw.update(reason=info.reason, domain=info.domain, metadata=dict(info.metadata))
-        elif any_.Is(ed.BadRequest.DESCRIPTOR):
-            br = ed.BadRequest()
-            any_.Unpack(br)
-            kw["field_violations"] = [FieldViolation(v.field, v.description)
-                                      for v in br.field_violations]
-        elif any_.Is(ed.RetryInfo.DESCRIPTOR):
-            ri = ed.RetryInfo()
-            any_.Unpack(ri)
-            kw["retry_delay"] = ri.retry_delay.seconds + ri.retry_delay.nanos / 1e9
-        elif any_.Is(ed.RequestInfo.DESCRIPTOR):
-            rq = ed.RequestInfo()
-            any_.Unpack(rq)
-            kw["request_id"] = rq.request_id
+        for cls in (ed.ErrorInfo, ed.BadRequest, ed.RetryInfo, ed.RequestInfo):
+            if any_.Is(cls.DESCRIPTOR):
+                d = cls()
+                try:
+                    any_.Unpack(d)
+                except DecodeError:  # a garbled detail is skipped, like a garbled trailer
+                    break
+                _take_detail(d, kw)
+                break
+
+
+def _take_detail(d: Any, kw: Dict[str, Any]) -> None:
+    ed = _pb.error_details
+    if isinstance(d, ed.ErrorInfo):
+        kw.update(reason=d.reason, domain=d.domain, metadata=dict(d.metadata))
+    elif isinstance(d, ed.BadRequest):
+        kw["field_violations"] = [FieldViolation(v.field, v.description)
+                                  for v in d.field_violations]
+    elif isinstance(d, ed.RetryInfo):
+        kw["retry_delay"] = d.retry_delay.seconds + d.retry_delay.nanos / 1e9
+    else:
+        kw["request_id"] = d.request_id
 
 
 def from_rpc_error(e: grpc.RpcError) -> EngramError:

@@ -47,6 +47,21 @@ class NamespacesTest(SdkTestCase):
         with self.assertRaises(engram.NotFoundError):
             c.sessions.get_session(session_id=s.session_id)
 
+    def test_append_leaves_the_callers_request_alone(self):
+        """A request object reused for a second append stores both writes:
+        the SDK fills client_message_id into a copy, never the caller's."""
+        c = self.client()
+        sid = c.sessions.create_session(session={"user_id": uid("u")}).session_id
+        req = session_pb2.AppendMessagesRequest(session_id=sid)
+        req.messages.add(role=session_pb2.ROLE_USER, content="first")
+        r1 = c.messages.append_messages(req)
+        self.assertEqual(req.messages[0].client_message_id, "")
+        self.assertTrue(r1.messages[0].client_message_id.startswith("sdk-"))
+        req.messages[0].content = "second"
+        r2 = c.messages.append_messages(req)
+        self.assertEqual([m.seq for m in r2.messages], [2])
+        self.assertEqual([m.content for m in c.session(sid).messages()], ["first", "second"])
+
     def test_request_message_dict_or_fields(self):
         c = self.client()
         s = c.sessions.create_session(session_pb2.CreateSessionRequest(
@@ -216,3 +231,25 @@ class ErrorsTest(SdkTestCase):
                 if name.endswith("Request"):
                     self.assertFalse({"timeout", "metadata", "request"} &
                                      set(desc.fields_by_name), name)
+
+
+class StreamDeadlineTest(SdkTestCase):
+    """Streams (ExportUser, Backup) are not cut by the unary deadline: they
+    get their own default (stream_deadline, 1 h)."""
+    server_args = ("--max-lsn-wait-ms", "1500")
+
+    def test_stream_outlives_the_unary_deadline(self):
+        # An export that waits for an LSN no one writes stays open on the
+        # server for 1.5 s, then ends UNAVAILABLE: three times the client's
+        # 0.5 s unary deadline, which must not cut it.
+        c = self.client(deadline=0.5)
+        far = (("engram-min-lsn", str(10 ** 12)),)
+        with self.assertRaises(engram.UnavailableError) as cm:
+            list(c.users.export_user(user_id=uid("u"), metadata=far))
+        self.assertIn("not applied", cm.exception.message)
+        with self.assertRaises(engram.DeadlineExceededError):  # a stream's own bound holds
+            list(self.client(stream_deadline=0.5).users.export_user(user_id=uid("u"),
+                                                                    metadata=far))
+        with self.assertRaises(engram.DeadlineExceededError):  # and so does timeout=
+            list(c.users.export_user(user_id=uid("u"), metadata=far, timeout=0.5))
+

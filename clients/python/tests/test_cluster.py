@@ -79,7 +79,7 @@ class RetryTest(ClusterCase):
         with self.assertRaises(engram.UnavailableError):
             c.messages.append_messages(req)
         self.assertEqual(retries, [("UNAVAILABLE", 1), ("UNAVAILABLE", 2)])
-        self.assertTrue(req.messages[0].client_message_id.startswith("sdk-"))
+        self.assertEqual(req.messages[0].client_message_id, "")  # the caller's, untouched
         del retries[:]
         with self.assertRaises(engram.UnavailableError):
             c.memories.create_memory(memory={"user_id": "u", "type": "MEMORY_TYPE_FACT",
@@ -115,3 +115,28 @@ class RetryTest(ClusterCase):
         self.assertGreaterEqual(len(restarts), 1)
         self.assertEqual(r.messages[0].seq, 1)
         self.assertEqual([m.content for m in s.messages()], ["once"])
+
+    def test_retries_cut_by_the_deadline_raise_the_last_server_error(self):
+        """A node wiped (or restored from an older backup) at the same
+        address never reaches the client's LSN: the reads end with the
+        server's UNAVAILABLE "engram-min-lsn ... not applied", not a bare
+        DEADLINE_EXCEEDED, and reset_lsn() lets the client go on."""
+        port = free_port()
+        args = ("--max-lsn-wait-ms", "800")
+        old = self.start(Server(*args, tokens=TOKENS, keyring=self.keyring, port=port))
+        # Attempt 1 waits 0.8 s on the server, RetryInfo asks 1 s more,
+        # attempt 2 is cut by the 2.2 s deadline.
+        c = self.client(old.addr, deadline=2.2, retries=10, backoff=(0.01, 0.02))
+        sid = c.sessions.create_session(session={"user_id": uid("u")}).session_id
+        self.assertGreater(c.lsn, 0)
+        old.stop()
+        self.start(Server(*args, tokens=TOKENS, keyring=self.keyring, port=port))
+        with self.assertRaises(engram.UnavailableError) as cm:
+            c.sessions.get_session(session_id=sid)
+        self.assertIn("not applied", cm.exception.message)
+        self.assertIsInstance(cm.exception.__cause__, engram.DeadlineExceededError)
+        c.reset_lsn()
+        self.assertEqual(c.lsn, 0)
+        with self.assertRaises(engram.NotFoundError):  # the wiped node answers at once
+            c.sessions.get_session(session_id=sid)
+

@@ -57,3 +57,15 @@ class ParseTest(unittest.TestCase):
                                 [("grpc-status-details-bin", b"\xff\xff\xff")])
         self.assertIsInstance(e, engram.NotFoundError)
         self.assertEqual((e.message, e.reason), ("session x: not found", ""))
+
+    def test_garbled_inner_detail_is_skipped(self):
+        """An Any whose value does not parse is left out; the status, and
+        the details that do parse, stay."""
+        ed = _pb.error_details
+        bad = any_pb2.Any(type_url="type.googleapis.com/google.rpc.ErrorInfo", value=b"\xff")
+        raw = _pb.status.Status(code=14, message="x", details=[
+            bad, packed(ed.RequestInfo(request_id="beef"))]).SerializeToString()
+        e = _errors.from_status(grpc.StatusCode.UNAVAILABLE, "x",
+                                [("grpc-status-details-bin", raw)])
+        self.assertIsInstance(e, engram.UnavailableError)
+        self.assertEqual((e.message, e.reason, e.request_id), ("x", "", "beef"))

@@ -12,20 +12,37 @@
 //   --transport stdio|http   or ENGRAM_MCP_TRANSPORT
 //   --host H --port P        HTTP only (ENGRAM_MCP_HOST / ENGRAM_MCP_PORT):
 //                            default 127.0.0.1:8787; the endpoint is /mcp
+//   ENGRAM_MCP_HTTP_TOKEN    HTTP only: the bearer token callers must send
+//   --http-token-file PATH   (or ENGRAM_MCP_HTTP_TOKEN_FILE, first line);
+//                            required unless --insecure-no-auth on loopback
+//   --allowed-hosts A,B      HTTP only (ENGRAM_MCP_ALLOWED_HOSTS): Host header
+//                            names accepted; default: the bound host (and
+//                            localhost names on loopback); required on 0.0.0.0/::
+import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { isIP, type AddressInfo } from "node:net";
 import { parseArgs } from "node:util";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { createMcpExpressApp } from "@modelcontextprotocol/sdk/server/express.js";
 import { Engram } from "../index.js";
-import { buildServer, VERSION, type ToolConfig } from "./tools.js";
+import { buildServer, guardParams, VERSION, type ToolConfig } from "./tools.js";
 
 const USAGE = `usage: engram-mcp [--transport stdio|http] [--host H] [--port P] [--target HOST:PORT]
-                  [--user-id ID] [--token-file PATH] [--version]
+                  [--user-id ID] [--token-file PATH] [--http-token-file PATH]
+                  [--allowed-hosts H1,H2] [--insecure-no-auth] [--version]
 environment: ENGRAM_TARGET ENGRAM_TOKEN ENGRAM_TOKEN_FILE ENGRAM_TLS ENGRAM_USER_ID
-             ENGRAM_MCP_USER_ID_FROM_TOOL ENGRAM_AGENT_ID ENGRAM_MCP_TRANSPORT ENGRAM_MCP_HOST ENGRAM_MCP_PORT`;
+             ENGRAM_MCP_USER_ID_FROM_TOOL ENGRAM_AGENT_ID ENGRAM_MCP_TRANSPORT ENGRAM_MCP_HOST ENGRAM_MCP_PORT
+             ENGRAM_MCP_HTTP_TOKEN ENGRAM_MCP_HTTP_TOKEN_FILE ENGRAM_MCP_ALLOWED_HOSTS`;
+
+/**
+ * Largest HTTP request body: a message's content is at most 65536 bytes
+ * (engramd's --max-content-bytes default), which JSON escapes to at most 6x
+ * that (\u00XX), plus the rest of the request.
+ */
+const MAX_BODY_BYTES = 1024 * 1024;
+/** Shortest token accepted for HTTP callers (a guessable one is no protection). */
+const MIN_HTTP_TOKEN_CHARS = 16;
 
 function fail(msg: string): never {
   process.stderr.write(`engram-mcp: ${msg}\n${USAGE}\n`);
@@ -39,6 +56,8 @@ function config() {
       options: {
         transport: { type: "string" }, host: { type: "string" }, port: { type: "string" },
         target: { type: "string" }, "user-id": { type: "string" }, "token-file": { type: "string" },
+        "http-token-file": { type: "string" }, "allowed-hosts": { type: "string" },
+        "insecure-no-auth": { type: "boolean" },
         version: { type: "boolean" }, help: { type: "boolean" },
       },
     }).values;
@@ -59,15 +78,9 @@ function config() {
   const portText = v.port ?? env.ENGRAM_MCP_PORT ?? "8787";
   const port = Number(portText);
   if (!/^[0-9]{1,5}$/.test(portText) || port > 65535) fail(`--port: not a port number: ${portText}`);
-  const tokenFile = v["token-file"] ?? env.ENGRAM_TOKEN_FILE;
-  let token = env.ENGRAM_TOKEN || undefined;
-  if (tokenFile) {
-    try {
-      token = readFileSync(tokenFile, "utf8").split("\n")[0].trim();
-    } catch (e) {
-      fail(`token file ${tokenFile}: ${(e as Error).message}`);
-    }
-  }
+  const token = secret(env.ENGRAM_TOKEN, v["token-file"] ?? env.ENGRAM_TOKEN_FILE);
+  const host = v.host ?? env.ENGRAM_MCP_HOST ?? "127.0.0.1";
+  const http = transport === "http" ? httpAuth(v, host) : undefined;
   const tools: ToolConfig = {
     userId: v["user-id"] ?? env.ENGRAM_USER_ID ?? "",
     userIdFromTool: env.ENGRAM_MCP_USER_ID_FROM_TOOL === "1",
@@ -77,48 +90,151 @@ function config() {
     fail("no user: set ENGRAM_USER_ID (or ENGRAM_MCP_USER_ID_FROM_TOOL=1 to let tools name the user)");
   }
   return {
-    transport, port, host: v.host ?? env.ENGRAM_MCP_HOST ?? "127.0.0.1",
+    transport, port, host, http,
     target: v.target ?? env.ENGRAM_TARGET ?? "127.0.0.1:50051",
     token, tls: env.ENGRAM_TLS === "1", tools,
   };
+}
+
+/** A token from the environment, or a file's first line (which wins). */
+function secret(value: string | undefined, file: string | undefined): string | undefined {
+  if (!file) return value || undefined;
+  try {
+    return readFileSync(file, "utf8").split("\n")[0].trim() || undefined;
+  } catch (e) {
+    fail(`token file ${file}: ${(e as Error).message}`);
+  }
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || (isIP(host) === 4 && host.startsWith("127."));
+}
+
+/**
+ * Who may call over HTTP: the callers' bearer token (undefined only with
+ * --insecure-no-auth, on loopback) and the Host header names accepted.
+ * engram-mcp acts with its own engramd token for whoever calls it, so an
+ * open endpoint would hand that credential to anyone who can connect.
+ */
+function httpAuth(v: Record<string, string | boolean | undefined>, host: string) {
+  const env = process.env;
+  const token = secret(env.ENGRAM_MCP_HTTP_TOKEN, (v["http-token-file"] as string | undefined) ?? env.ENGRAM_MCP_HTTP_TOKEN_FILE);
+  const insecure = v["insecure-no-auth"] === true;
+  if (insecure && !isLoopback(host)) {
+    fail(`--insecure-no-auth: only on a loopback host (127.0.0.1, ::1, localhost), not ${host}`);
+  }
+  if (!token && !insecure) {
+    fail("--transport http: callers must authenticate: set ENGRAM_MCP_HTTP_TOKEN or --http-token-file " +
+      "(or --insecure-no-auth, on a loopback host only)");
+  }
+  if (token && token.length < MIN_HTTP_TOKEN_CHARS) {
+    fail(`ENGRAM_MCP_HTTP_TOKEN: at least ${MIN_HTTP_TOKEN_CHARS} characters`);
+  }
+  const list = (v["allowed-hosts"] as string | undefined) ?? env.ENGRAM_MCP_ALLOWED_HOSTS;
+  let allowed: string[];
+  if (list) {
+    allowed = list.split(",").map((h) => h.trim().toLowerCase()).filter((h) => h !== "");
+  } else if (host === "0.0.0.0" || host === "::") {
+    fail(`--host ${host}: name the Host header values to accept with --allowed-hosts (e.g. mcp.example.com)`);
+  } else if (isLoopback(host)) {
+    allowed = ["localhost", "127.0.0.1", "[::1]"];
+  } else {
+    allowed = [isIP(host) === 6 ? `[${host}]` : host.toLowerCase()];
+  }
+  return { digest: token ? sha256(token) : undefined, allowed };
+}
+
+function sha256(s: string): Buffer {
+  return createHash("sha256").update(s).digest();
+}
+
+/** Authorization: Bearer <token>, compared in constant time (as digests, so lengths leak nothing). */
+function authorized(req: IncomingMessage, digest: Buffer | undefined): boolean {
+  if (!digest) return true;
+  const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
+  return m !== null && timingSafeEqual(sha256(m[1]), digest);
+}
+
+function hostAllowed(req: IncomingMessage, allowed: string[]): boolean {
+  try {
+    return allowed.includes(new URL(`http://${req.headers.host ?? ""}`).hostname.toLowerCase());
+  } catch {
+    return false;
+  }
+}
+
+/** A short JSON-RPC error reply (never an internal detail). */
+function reply(res: ServerResponse, status: number, code: number, message: string, extra: Record<string, string> = {}) {
+  if (res.headersSent) return void res.end();
+  res.writeHead(status, { "content-type": "application/json", ...extra })
+    .end(JSON.stringify({ jsonrpc: "2.0", error: { code, message }, id: null }));
+}
+
+/** The request body, at most MAX_BODY_BYTES; undefined after replying 413. */
+async function readBody(req: IncomingMessage, res: ServerResponse): Promise<string | undefined> {
+  const tooBig = () => {
+    reply(res, 413, -32600, `request body over ${MAX_BODY_BYTES} bytes`, { connection: "close" });
+    req.destroy();
+    return undefined;
+  };
+  if (Number(req.headers["content-length"] ?? 0) > MAX_BODY_BYTES) return tooBig();
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > MAX_BODY_BYTES) return tooBig();
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }
 
 async function main() {
   const cfg = config();
   const engram = new Engram({ target: cfg.target, token: cfg.token, tls: cfg.tls });
   if (cfg.transport === "stdio") {
-    await buildServer(engram, cfg.tools).connect(new StdioServerTransport());
+    const transport = new StdioServerTransport();
+    await buildServer(engram, cfg.tools).connect(transport);
+    guardParams(transport);
     return;
   }
   // Stateless streamable HTTP: a fresh MCP server per request, all over one
-  // Engram connection. The express app checks the Host header against the
-  // bound host (DNS-rebinding protection for a localhost server).
-  const app = createMcpExpressApp({ host: cfg.host });
-  app.post("/mcp", async (req: IncomingMessage & { body?: unknown }, res: ServerResponse) => {
+  // Engram connection. Every request: Host header checked (DNS rebinding),
+  // then the caller's token, then a bounded body; failures are short JSON.
+  const auth = cfg.http!;
+  const http = createServer((req, res) => {
+    void handle(req, res).catch((e) => {
+      process.stderr.write(`engram-mcp: ${(e as Error).stack ?? e}\n`);
+      reply(res, 500, -32603, "internal error");
+    });
+  });
+  async function handle(req: IncomingMessage, res: ServerResponse) {
+    if (!hostAllowed(req, auth.allowed)) return reply(res, 403, -32000, "Host header not allowed");
+    if (new URL(req.url ?? "/", "http://x").pathname !== "/mcp") return reply(res, 404, -32000, "not found (the endpoint is /mcp)");
+    if (req.method !== "POST") {
+      return reply(res, 405, -32000, "method not allowed (stateless server: POST only)", { allow: "POST" });
+    }
+    if (!authorized(req, auth.digest)) {
+      return reply(res, 401, -32000, "unauthorized: send Authorization: Bearer <token>", { "www-authenticate": "Bearer" });
+    }
+    const text = await readBody(req, res);
+    if (text === undefined) return;
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      return reply(res, 400, -32700, "parse error: the body is not JSON");
+    }
     const server = buildServer(engram, cfg.tools);
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
     res.on("close", () => {
       void transport.close();
       void server.close();
     });
-    try {
-      await server.connect(transport);
-      await transport.handleRequest(req, res, req.body);
-    } catch (e) {
-      process.stderr.write(`engram-mcp: ${(e as Error).stack ?? e}\n`);
-      if (!res.headersSent) {
-        res.writeHead(500, { "content-type": "application/json" }).end(
-          JSON.stringify({ jsonrpc: "2.0", error: { code: -32603, message: "internal error" }, id: null }));
-      }
-    }
-  });
-  const notAllowed = (_req: IncomingMessage, res: ServerResponse) => {
-    res.writeHead(405, { "content-type": "application/json", allow: "POST" }).end(
-      JSON.stringify({ jsonrpc: "2.0", error: { code: -32000, message: "Method not allowed (stateless server: POST only)." }, id: null }));
-  };
-  app.get("/mcp", notAllowed);
-  app.delete("/mcp", notAllowed);
-  const http = app.listen(cfg.port, cfg.host, () => {
+    await server.connect(transport);
+    guardParams(transport);
+    await transport.handleRequest(req, res, body);
+  }
+  http.listen(cfg.port, cfg.host, () => {
     const a = http.address() as AddressInfo;
     // Tests and wrappers read the bound port (--port 0) from this line.
     process.stderr.write(`engram-mcp: listening on http://${cfg.host}:${a.port}/mcp (engramd ${cfg.target})\n`);

@@ -4,7 +4,8 @@
 // as not found. Every failure comes back as a tool result with isError,
 // so the model sees it and the server keeps running.
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { CallToolRequestSchema, ErrorCode, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
 import { Code, EngramError, type Engram } from "../index.js";
 import { DedupOutcome, MemoryOrder, MemoryState, MemoryType, type Memory } from "../gen/engram/v1/memory_pb.js";
@@ -38,6 +39,21 @@ const ROLE: Record<(typeof ROLES)[number], Role> = {
   tool: Role.TOOL,
 };
 
+/**
+ * engramd's defaults, in bytes of UTF-8: --max-content-bytes (a message's
+ * content) and the id limit. The schema refuses more, so an oversize
+ * argument is a tool error here rather than a refusal (or a gRPC size
+ * error) from the server.
+ */
+export const MAX_CONTENT_BYTES = 65536;
+const MAX_ID_BYTES = 128;
+
+/** A string of 1..max bytes of UTF-8 (zod's max counts UTF-16 units). */
+function utf8(max: number) {
+  return z.string().min(1).max(max)
+    .refine((s) => Buffer.byteLength(s, "utf8") <= max, { message: `at most ${max} bytes of UTF-8` });
+}
+
 const typeArg = z.enum(TYPES);
 const typesArg = z.array(typeArg).max(6).optional()
   .describe("Only memories of these kinds (any of them). Omit for every kind.");
@@ -48,8 +64,8 @@ export function buildServer(engram: Engram, cfg: ToolConfig): McpServer {
   // The argument exists only when configured; typed as always there so
   // every tool's shape stays one type (who() never reads it otherwise).
   const userArg = (cfg.userIdFromTool
-    ? { user_id: z.string().min(1).describe("The user whose memories and sessions these are.") }
-    : {}) as { user_id: z.ZodString };
+    ? { user_id: utf8(MAX_ID_BYTES).describe("The user whose memories and sessions these are.") }
+    : {}) as { user_id: ReturnType<typeof utf8> };
   const who = (args: { user_id?: string }) => (cfg.userIdFromTool ? args.user_id ?? "" : cfg.userId);
 
   server.registerTool("remember", {
@@ -179,7 +195,7 @@ export function buildServer(engram: Engram, cfg: ToolConfig): McpServer {
       ...userArg,
       session_id: z.string().min(1).max(128).optional().describe("The session; omit to start a new one."),
       role: z.enum(ROLES).describe("Who said it: user, assistant, system or tool."),
-      content: z.string().min(1).describe("The message text."),
+      content: utf8(MAX_CONTENT_BYTES).describe(`The message text (at most ${MAX_CONTENT_BYTES} bytes of UTF-8).`),
     },
   }, (a) => run(async () => {
     const user = who(a);
@@ -193,6 +209,30 @@ export function buildServer(engram: Engram, cfg: ToolConfig): McpServer {
   // search_messages: SessionService has no message search RPC yet; the tool
   // comes with it.
   return server;
+}
+
+/**
+ * Answers a tools/call whose params do not have the request's shape (e.g.
+ * "arguments": null) with -32602 Invalid params and a short message; the MCP
+ * SDK would answer -32603 Internal error with its validator's dump. Call it
+ * after server.connect(t), which installs t.onmessage.
+ */
+export function guardParams(t: Transport): void {
+  const inner = t.onmessage;
+  if (!inner) throw new Error("guardParams: connect the server first");
+  t.onmessage = (msg, extra) => {
+    if ("method" in msg && msg.method === CallToolRequestSchema.shape.method.value && "id" in msg) {
+      const r = CallToolRequestSchema.safeParse(msg);
+      if (!r.success) {
+        const issue = r.error.issues[0];
+        const where = ["params", ...(issue?.path ?? [])].join(".");
+        void t.send({ jsonrpc: "2.0", id: msg.id,
+          error: { code: ErrorCode.InvalidParams, message: `${where}: ${issue?.message ?? "invalid"}`.slice(0, 200) } });
+        return;
+      }
+    }
+    inner(msg, extra);
+  };
 }
 
 async function ownSession(engram: Engram, sessionId: string, userId: string): Promise<void> {
