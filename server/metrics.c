@@ -11,22 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/grpc_code.h"
 #include "server/archiver.h"
 #include "common/bgthread.h"
-
-/* grpc_status_code runs 0..16. */
-#define EG_GRPC_CODES 17
-
-static const char *const eg_code_names[EG_GRPC_CODES] = {
-    "OK",       "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",      "UNIMPLEMENTED",    "INTERNAL",
-    "UNAVAILABLE", "DATA_LOSS",       "UNAUTHENTICATED"};
 
 /* Upper bounds of the latency buckets in microseconds: 50 us to 10 s in
  * 1-2.5-5 steps, from a cached read to a write held for replica acks. */
@@ -195,7 +186,7 @@ static void eg_out_rpcs(struct eg_out *o, const eg_metrics *m) {
       const char *path = r < m->n - 1 ? m->paths[r] : "unknown";
       eg_out_printf(o, "engram_rpc_total{method=\"");
       eg_out_label(o, path, strlen(path));
-      eg_out_printf(o, "\",code=\"%s\"} %llu\n", eg_code_names[c], (unsigned long long)v);
+      eg_out_printf(o, "\",code=\"%s\"} %llu\n", eg_grpc_code_name(c), (unsigned long long)v);
     }
   eg_out_printf(o, "# HELP engram_rpc_duration_seconds Time from a call's arrival to its reply "
                    "(the status sent), by service and method.\n"
