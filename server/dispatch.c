@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "replica/replica.h"
 #include "server/call.h"
 #include "server/validate.h"
@@ -203,8 +204,11 @@ void eg_forward_done(eg_call *c, int ok) {
     eg_reply_raw(c, GRPC_STATUS_UNAVAILABLE, "forwarding to the primary failed", NULL, 0);
     return;
   }
-  snprintf(msg, sizeof msg, "%.*s", (int)GRPC_SLICE_LENGTH(f->details),
-           (const char *)GRPC_SLICE_START_PTR(f->details));
+  /* Cut to fit on a character boundary: the relayed Status carries the
+   * message as sent, and a protobuf string must be valid UTF-8. */
+  size_t len = eg_utf8_cut((const char *)GRPC_SLICE_START_PTR(f->details),
+                           GRPC_SLICE_LENGTH(f->details), sizeof msg - 1);
+  snprintf(msg, sizeof msg, "%.*s", (int)len, (const char *)GRPC_SLICE_START_PTR(f->details));
   grpc_byte_buffer *resp = f->code == GRPC_STATUS_OK ? f->recv : NULL;
   if (resp) f->recv = NULL; /* the reply owns it now */
   eg_reply_raw(c, f->code, msg, resp, eg_client_exchange_lsn(f));

@@ -151,3 +151,27 @@ grpc_slice eg_status_details(int code, eg_err e, const char *msg, const char *re
   free(field);
   return out;
 }
+
+grpc_slice eg_status_details_relay(const grpc_slice *primary, int code, eg_err e, const char *msg,
+                                   const char *request_id) {
+  Google__Rpc__Status *st =
+      primary ? google__rpc__status__unpack(NULL, GRPC_SLICE_LENGTH(*primary),
+                                            GRPC_SLICE_START_PTR(*primary))
+              : NULL;
+  grpc_slice out;
+  if (!st || st->code != code) {
+    out = eg_status_details(code, e, msg, request_id);
+  } else if (strcmp(st->message, msg) == 0) {
+    out = grpc_slice_ref(*primary);
+  } else {
+    /* Unpacked strings are the unpacker's; the message is swapped back
+     * before the free. */
+    char *theirs = st->message;
+    st->message = (char *)msg;
+    out = grpc_slice_malloc(google__rpc__status__get_packed_size(st));
+    google__rpc__status__pack(st, GRPC_SLICE_START_PTR(out));
+    st->message = theirs;
+  }
+  if (st) google__rpc__status__free_unpacked(st, NULL);
+  return out;
+}
