@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/grpc_code.h"
 #include "common/log.h"
 #include "common/utf8.h"
 #include "replica/replica.h"
@@ -170,6 +171,29 @@ static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
   return EG_OK;
 }
 
+/* A forwarded write that got no answer from the primary itself: gRPC
+ * core's status (the primary is down or unreachable, the connection
+ * broke, the deadline passed), named by code and core's text (why).
+ * Core's text names internal addresses and
+ * is not the house form: it goes to this replica's log, the client gets
+ * the house answer. */
+static void eg_forward_failed(eg_call *c, int code, const char *why) {
+  char path[200];
+  snprintf(path, sizeof path, "%s", c->w->tp->methods[c->mi]->path);
+  eg_log(EG_LOG_WARN, "forwarding a %s write to the primary failed: %s: %s", path,
+         eg_grpc_code_name(code), why);
+  if (code == GRPC_STATUS_DEADLINE_EXCEEDED) {
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "the deadline passed before the primary answered; the write may have been applied "
+             "there");
+    eg_reply(c, EG_EDEADLINE, 0);
+    return;
+  }
+  snprintf(c->req.msg, sizeof c->req.msg,
+           "the primary cannot be reached; the write was not acknowledged; retry");
+  eg_reply(c, EG_EUNAVAIL, 0);
+}
+
 /* A write that reached a replica: the primary answers it, and the client
  * gets that answer as it is (status, message, payload, engram-lsn). The
  * call to the primary completes on this worker's queue, so the worker
@@ -190,18 +214,17 @@ static void eg_forward(eg_call *c, const eg_method *m) {
   int rc = eg_client_exchange_start(&c->fwd, up, c->w->cq,
                                     m->path, eg_call_deadline(c), c->payload, authz, 0, c);
   sodium_memzero(authz, sizeof authz); /* the exchange holds its own copy */
-  if (rc != 0) {
-    snprintf(c->req.msg, sizeof c->req.msg, "cannot reach the primary");
-    eg_reply(c, EG_EUNAVAIL, 0);
-  }
+  if (rc != 0) eg_forward_failed(c, GRPC_STATUS_UNAVAILABLE, "the call could not start");
 }
 
-/* The primary answered a forwarded write: pass its answer on. */
+/* The primary answered a forwarded write: pass its answer on. Every
+ * non-OK answer of the primary's own carries engram-request-id; one
+ * without it is gRPC core's (eg_forward_failed). */
 void eg_forward_done(eg_call *c, int ok) {
   eg_client_exchange *f = &c->fwd;
   char msg[512];
   if (!ok) {
-    eg_reply_raw(c, GRPC_STATUS_UNAVAILABLE, "forwarding to the primary failed", NULL, 0);
+    eg_forward_failed(c, GRPC_STATUS_UNAVAILABLE, "its batch failed");
     return;
   }
   /* Cut to fit on a character boundary: the relayed Status carries the
@@ -209,6 +232,10 @@ void eg_forward_done(eg_call *c, int ok) {
   size_t len = eg_utf8_cut((const char *)GRPC_SLICE_START_PTR(f->details),
                            GRPC_SLICE_LENGTH(f->details), sizeof msg - 1);
   snprintf(msg, sizeof msg, "%.*s", (int)len, (const char *)GRPC_SLICE_START_PTR(f->details));
+  if (f->code != GRPC_STATUS_OK && !eg_md_find(&f->trailing, "engram-request-id")) {
+    eg_forward_failed(c, f->code, msg);
+    return;
+  }
   grpc_byte_buffer *resp = f->code == GRPC_STATUS_OK ? f->recv : NULL;
   if (resp) f->recv = NULL; /* the reply owns it now */
   eg_reply_raw(c, f->code, msg, resp, eg_client_exchange_lsn(f));
