@@ -127,7 +127,7 @@ static int eg_request_id_ok(const grpc_slice *id) {
 
 size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg) {
   const grpc_slice *details = NULL, *id = NULL;
-  char rid[EG_REQUEST_ID_MAX + 1], method[200];
+  char rid[EG_REQUEST_ID_MAX + 1];
   /* A forwarded write's answer is the primary's, its id and (where they
    * are the status sent) its details. */
   if (c->fwd.call) {
@@ -147,12 +147,10 @@ size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg) {
   c->error_md[1].value = c->fwd.call ? eg_status_details_relay(details, code, e, msg, rid)
                                      : eg_status_details(code, e, msg, rid);
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_DATA_LOSS) {
-    if (c->mi == SIZE_MAX)
-      snprintf(method, sizeof method, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
-               (const char *)GRPC_SLICE_START_PTR(c->details.method));
-    else
-      snprintf(method, sizeof method, "%s", c->w->tp->methods[c->mi]->path);
-    eg_log_field f[] = {{"method", method}, {"request_id", rid}, {"reason", eg_status_reason(code, e)}};
+    /* Not the client's raw path: a log line carries no request text. */
+    const char *method = c->mi == SIZE_MAX ? "unknown" : c->w->tp->methods[c->mi]->path;
+    eg_log_field f[] = {
+        {"method", method}, {"request_id", rid}, {"reason", eg_status_reason(code, e)}};
     eg_log_with(EG_LOG_ERROR, f, 3, "%s failed: %s", method, msg);
   }
   return GRPC_SLICE_LENGTH(c->error_md[1].value) ? 2 : 1;
