@@ -457,7 +457,8 @@ static void *eg_stream_main(void *arg) {
 /* Takes a stream's place among its kind's (eg_stream_places) and among
  * the server's stream threads, before the thread exists: a client that
  * opens streams by the thousand (and sends nothing on them) gets refusals,
- * not threads. EG_EUNAVAIL or EG_ELIMIT with c->req.msg naming the cap. */
+ * not threads. EG_EUNAVAIL (the kind's places are taken) or EG_EBUSY (the
+ * server's stream threads are), with c->req.msg naming the cap. */
 static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   eg_transport *tp = c->w->tp;
   const eg_srv *srv = tp->srv;
