@@ -480,6 +480,9 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   return EG_OK;
 }
 
+/* How long a worker waits for a refused stream's status to go out. */
+#define EG_REFUSAL_SEND_MS 1000
+
 /* Hands a streaming call to a thread of its own, once authorized and
  * admitted (both cheap, on the worker), or refuses it at once. */
 static void eg_start_stream(eg_call *c) {
@@ -500,8 +503,10 @@ static void eg_start_stream(eg_call *c) {
     e = EG_ENOMEM;
   }
   /* Refused before it has a thread: the worker sends the status (with its
-   * details) and waits for it on the call's queue; sending a status waits
-   * for no client. */
+   * details) and waits for it on the call's queue, at most
+   * EG_REFUSAL_SEND_MS: the status waits for no client message, but a
+   * peer that reads nothing (its TCP window full) must not hold the
+   * worker; past it the call is cancelled. */
   int code = eg_err_grpc_code(e), cancelled;
   const char *msg = c->req.msg[0] ? c->req.msg : eg_err_msg(e);
   grpc_slice details = grpc_slice_from_copied_string(msg);
@@ -516,7 +521,11 @@ static void eg_start_stream(eg_call *c) {
   ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[2].data.recv_close_on_server.cancelled = &cancelled;
   eg_metrics_count(tp->metrics, c->mi, code, c->arrived_us);
-  if (!eg_stream_batch(c, ops, 3))
+  char why[96];
+  if (grpc_call_start_batch(c->call, ops, 3, ops, NULL) == GRPC_CALL_OK)
+    eg_stream_wait(c->call, c->stream_cq, ops, eg_in_ms(EG_REFUSAL_SEND_MS),
+                   "the refusal could not be sent in time; the call is ended", why, sizeof why);
+  else
     grpc_call_cancel_with_status(c->call, (grpc_status_code)code, msg, NULL);
   grpc_slice_unref(details);
   eg_call_free(c);
