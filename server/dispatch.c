@@ -299,6 +299,13 @@ eg_err eg_stream_recv(grpc_call *call, grpc_completion_queue *cq,
     if (bb) grpc_byte_buffer_destroy(bb); /* came as the cancel went */
     return e;
   }
+  if (e == EG_EUNAVAIL) {
+    /* The receive failed: the call is gone (cancelled by the client, past
+     * its deadline, disconnected), which is not the client being done. */
+    if (bb) grpc_byte_buffer_destroy(bb);
+    snprintf(msg, msglen, "%s", eg_err_msg(EG_ECANCELLED));
+    return EG_ECANCELLED;
+  }
   if (!bb) return EG_OK; /* the client is done sending */
   size_t len = grpc_byte_buffer_length(bb);
   if (len > max_bytes) {
@@ -351,7 +358,10 @@ eg_err eg_stream_send(void *arg, const ProtobufCMessage *m, char *msg, size_t ms
   if (grpc_call_start_batch(o->call, &op, 1, &op, NULL) == GRPC_CALL_OK)
     e = eg_stream_wait(o->call, o->cq, &op, eg_in_ms(whole ? left_ms : o->send_ms), why, msg,
                        msglen);
-  if (e == EG_EUNAVAIL) snprintf(msg, msglen, "the client went away (cancelled, deadline passed or disconnected)");
+  if (e == EG_EUNAVAIL) {
+    snprintf(msg, msglen, "%s", eg_err_msg(EG_ECANCELLED));
+    e = EG_ECANCELLED;
+  }
   grpc_byte_buffer_destroy(op.data.send_message.send_message);
   return e;
 }
@@ -409,7 +419,7 @@ static void *eg_stream_main(void *arg) {
   eg_call *c = arg;
   eg_transport *tp = c->w->tp;
   const eg_method *m = tp->methods[c->mi];
-  int cancelled;
+  int cancelled = 0;
   grpc_op ops[3];
   eg_stream_close close = {.call = c->call, .cq = c->stream_cq};
   memset(ops, 0, sizeof ops);
@@ -448,7 +458,13 @@ static void *eg_stream_main(void *arg) {
   if (close.started && !close.done)
     grpc_completion_queue_pluck(c->stream_cq, &close.op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   grpc_slice_unref(details);
-  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e), c->arrived_us);
+  /* A call the client cancelled (or left) before an OK status went out
+   * ended CANCELLED: a stream that reads its requests sees a cancel as
+   * their end (gRPC core gives no message either way). An error stays
+   * itself (a DEADLINE_EXCEEDED this server cancelled with, too). */
+  int code = eg_err_grpc_code(e);
+  if (e == EG_OK && (close.started ? close.cancelled : cancelled)) code = GRPC_STATUS_CANCELLED;
+  eg_metrics_count(tp->metrics, c->mi, code, c->arrived_us);
   eg_call_free(c);
   eg_stream_leave(tp, NULL, 1);
   return NULL;
