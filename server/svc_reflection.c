@@ -9,7 +9,8 @@
  *
  * One bidirectional stream answers each request with one response, in
  * order. Its bounds: the whole stream ends within --call-timeout-ms
- * (DEADLINE_EXCEEDED), whether the client sends, reads or neither; at most
+ * (DEADLINE_EXCEEDED), whether the client sends, reads or neither, and
+ * sooner once it asks nothing for EG_REFLECTION_IDLE_MS; at most
  * EG_REFLECTION_STREAMS_MAX at once (UNAVAILABLE past it); each request at
  * most EG_REFLECTION_REQUEST_BYTES (checked before it is decoded) and at
  * most EG_REFLECTION_REQUESTS of them on one stream (RESOURCE_EXHAUSTED
@@ -211,9 +212,12 @@ static eg_err eg_reflection_info(const eg_srv *srv, const char *tenant, grpc_cal
   eg_answer *a = malloc(sizeof *a);
   ProtobufCBinaryData *files = malloc(eg_reflection_n_files(eg_index) * sizeof *files + 1);
   eg_err e = a && files ? EG_OK : EG_ENOMEM;
-  char why[160];
+  char why[160], idle_why[160];
   snprintf(why, sizeof why, "the reflection stream ran past --call-timeout-ms (%lld ms); the call is ended",
            (long long)ms);
+  snprintf(idle_why, sizeof idle_why,
+           "the reflection stream asked nothing for %d ms; the call is ended",
+           EG_REFLECTION_IDLE_MS);
   for (int n = 0; e == EG_OK; n++) {
     ProtobufCMessage *in = NULL;
     int64_t left_ms = (o.until_us - eg_mono_us()) / 1000;
@@ -222,8 +226,10 @@ static eg_err eg_reflection_info(const eg_srv *srv, const char *tenant, grpc_cal
       e = EG_EDEADLINE;
       break;
     }
+    int idle = left_ms > EG_REFLECTION_IDLE_MS;
     e = eg_stream_recv(call, cq, &grpc__reflection__v1__server_reflection_request__descriptor,
-                       EG_REFLECTION_REQUEST_BYTES, left_ms, why, &in, msg, msglen);
+                       EG_REFLECTION_REQUEST_BYTES, idle ? EG_REFLECTION_IDLE_MS : left_ms,
+                       idle ? idle_why : why, &in, msg, msglen);
     if (e != EG_OK || !in) break; /* !in: the client is done asking */
     if (n == EG_REFLECTION_REQUESTS) {
       snprintf(msg, msglen, "request: more than %d requests on one reflection stream; open another",
