@@ -206,4 +206,14 @@ extern const eg_method eg_reflection_methods[];
 /* All of the above, NULL-terminated (server/methods.c). */
 extern const eg_method *const eg_service_tables[];
 
+/* The longest service name eg_served_services lists (longer are left
+ * out), and the most services it lists. */
+#define EG_SERVICE_NAME_MAX 127
+#define EG_SERVICES_MAX 32
+/* The services of eg_service_tables, each once, in the tables' order, as
+ * server reflection lists them (svc_reflection.c): names[i] points into
+ * buf[i]. Every method of reflection is listed, served or not. Returns
+ * how many. Thread safety: pure (writes only buf and names). */
+size_t eg_served_services(char (*buf)[EG_SERVICE_NAME_MAX + 1], const char **names);
+
 #endif
