@@ -44,7 +44,9 @@
                                                      14 /* UNAVAILABLE */, "NO_PRIMARY", 1000)   \
   X(EG_EFENCED,   "this node is fenced: retry on the new primary", \
                                                      14 /* UNAVAILABLE */, "FENCED", 1000)       \
-  X(EG_ENOTPRIMARY, "this node is not the primary",  9  /* FAILED_PRECONDITION */, "NOT_PRIMARY", 0)
+  X(EG_ENOTPRIMARY, "this node is not the primary",  9  /* FAILED_PRECONDITION */, "NOT_PRIMARY", 0) \
+  X(EG_ECANCELLED, "the client cancelled the call or went away", \
+                                                     1  /* CANCELLED */, "CANCELLED", 0)
 
 typedef enum {
 #define EG_ERR_ENUM(name, msg, code, reason, retry_ms) name,

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/utf8.h"
+
 _Static_assert(EG_LOG_LINE_MAX <= PIPE_BUF, "a line is written to a pipe atomically");
 
 /* Set once at start (eg_log_setup), read by every thread after. */
@@ -56,8 +58,20 @@ static void eg_log_write(const char *line, size_t len) {
   }
 }
 
-/* Ends a string cut at cap - 1 bytes with "...". */
-static void eg_log_mark_cut(char *s, size_t cap) { memcpy(s + cap - 4, "...", 4); }
+/* Cuts s[0..len) to at most max bytes (max >= 4) into out (max + 1
+ * bytes; out may be s), ending in "..." and never splitting a UTF-8
+ * character. Returns the new length. */
+static size_t eg_log_cut(char *out, const char *s, size_t len, size_t max) {
+  if (len <= max) {
+    memmove(out, s, len);
+    out[len] = '\0';
+    return len;
+  }
+  size_t n = eg_utf8_cut(s, len, max - 3);
+  memmove(out, s, n);
+  memcpy(out + n, "...", 4);
+  return n + 3;
+}
 
 static size_t eg_log_text(char *line, const char *ts, eg_log_level level, const char *msg,
                           const eg_log_field *fields, size_t n) {
@@ -65,10 +79,9 @@ static size_t eg_log_text(char *line, const char *ts, eg_log_level level, const 
   for (size_t i = 0; i < n && len < EG_LOG_LINE_MAX; i++)
     len += snprintf(line + len, EG_LOG_LINE_MAX - (size_t)len, " %s=%s", fields[i].key,
                     fields[i].value);
-  if (len >= EG_LOG_LINE_MAX - 1) {
-    eg_log_mark_cut(line, EG_LOG_LINE_MAX - 1);
-    len = EG_LOG_LINE_MAX - 2;
-  }
+  /* Room for the newline. */
+  if (len >= EG_LOG_LINE_MAX - 1)
+    len = (int)eg_log_cut(line, line, EG_LOG_LINE_MAX - 1, EG_LOG_LINE_MAX - 2);
   /* One event, one line: a message's own newlines would split it. */
   for (char *p = line; *p; p++)
     if (*p == '\n' || *p == '\r') *p = ' ';
@@ -77,18 +90,35 @@ static size_t eg_log_text(char *line, const char *ts, eg_log_level level, const 
   return (size_t)len;
 }
 
-/* The JSON line, or 0 if it cannot be built (memory) or is too long even
- * after the message was cut to half the line. */
-static size_t eg_log_json_line(char *line, const char *ts, eg_log_level level, char *msg,
+/* s as a JSON string, cut to cap bytes (tmp: scratch of cap + 1). */
+static json_object *eg_log_json_str(const char *s, size_t cap, char *tmp) {
+  size_t len = strlen(s);
+  if (len > cap) {
+    len = eg_log_cut(tmp, s, len, cap);
+    s = tmp;
+  }
+  return json_object_new_string_len(s, (int)len);
+}
+
+/* The shortest a cut string gets before the fields are left out. */
+#define EG_LOG_CUT_MIN 16
+
+/* The JSON line, or 0 only when memory runs out. Until it fits, the
+ * message and every field value are cut to half the longest (escapes
+ * grow a string up to six times); at EG_LOG_CUT_MIN the fields go, and
+ * the message alone that short always fits. */
+static size_t eg_log_json_line(char *line, const char *ts, eg_log_level level, const char *msg,
                                const eg_log_field *fields, size_t n) {
-  for (int attempt = 0; attempt < 2; attempt++) {
+  char tmp[EG_LOG_LINE_MAX];
+  size_t cap = EG_LOG_LINE_MAX - 1; /* msg is shorter: no cut */
+  for (;;) {
     json_object *o = json_object_new_object();
     if (!o) return 0;
     json_object_object_add(o, "ts", json_object_new_string(ts));
     json_object_object_add(o, "level", json_object_new_string(eg_log_names[level]));
-    json_object_object_add(o, "msg", json_object_new_string(msg));
+    json_object_object_add(o, "msg", eg_log_json_str(msg, cap, tmp));
     for (size_t i = 0; i < n; i++)
-      json_object_object_add(o, fields[i].key, json_object_new_string(fields[i].value));
+      json_object_object_add(o, fields[i].key, eg_log_json_str(fields[i].value, cap, tmp));
     size_t len = 0;
     const char *s = json_object_to_json_string_length(
         o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
@@ -99,19 +129,22 @@ static size_t eg_log_json_line(char *line, const char *ts, eg_log_level level, c
       return len;
     }
     json_object_put(o);
-    /* Escapes grow a message up to six times: cut it harder, once. */
-    size_t cut = strlen(msg) / 8;
-    if (cut < 4) return 0;
-    eg_log_mark_cut(msg, cut);
+    if (!s) return 0;
+    if (cap > EG_LOG_CUT_MIN)
+      cap = cap / 2 > EG_LOG_CUT_MIN ? cap / 2 : EG_LOG_CUT_MIN;
+    else if (n > 0)
+      n = 0;
+    else
+      return 0; /* cannot happen: ts, level and 16 bytes of msg fit */
   }
-  return 0;
 }
 
 static void eg_log_v(eg_log_level level, const eg_log_field *fields, size_t n, const char *fmt,
                      va_list ap) {
   char msg[EG_LOG_LINE_MAX], line[EG_LOG_LINE_MAX + 1], ts[32];
   if (level < eg_log_min) return;
-  if (vsnprintf(msg, sizeof msg, fmt, ap) >= (int)sizeof msg) eg_log_mark_cut(msg, sizeof msg);
+  if (vsnprintf(msg, sizeof msg, fmt, ap) >= (int)sizeof msg)
+    eg_log_cut(msg, msg, sizeof msg - 1, sizeof msg - 2);
   eg_log_time(ts);
   size_t len = eg_log_json ? eg_log_json_line(line, ts, level, msg, fields, n)
                            : eg_log_text(line, ts, level, msg, fields, n);

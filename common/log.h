@@ -7,8 +7,9 @@
  *
  * Each line goes out in one write(2) of at most EG_LOG_LINE_MAX bytes
  * (PIPE_BUF: a write that size to a pipe is atomic), so lines from
- * different threads never interleave. A longer message is cut (and ends
- * in "...") before it is written.
+ * different threads never interleave. A line that would be longer is
+ * cut, never dropped: the message (and in JSON, the field values too)
+ * ends in "...", on a UTF-8 character boundary.
  */
 #ifndef EG_COMMON_LOG_H
 #define EG_COMMON_LOG_H

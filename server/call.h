@@ -135,11 +135,13 @@ void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *paylo
 /* The value of metadata key in md (valid while md is), or NULL. */
 const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key);
 /* Fills c->error_md for a reply with code (not OK), e (EG_OK: none) and
- * msg: the primary's grpc-status-details-bin and engram-request-id for a
- * forwarded write whose answer carried them, else made here (a fresh
- * request id). An INTERNAL or DATA_LOSS reply is logged at ERROR with its
- * method and request id. Returns the entries set (2, or 0 when memory ran
- * out). Thread safety: the call's owner. */
+ * msg: error_md[0] engram-request-id (the primary's for a forwarded
+ * write whose answer carried one, else a fresh one), error_md[1]
+ * grpc-status-details-bin (eg_status_details_relay for a forwarded write,
+ * so its code and message are always the ones sent). An INTERNAL or
+ * DATA_LOSS reply is logged at ERROR with its method and request id.
+ * Returns the entries to send: 2, or 1 (the id alone) when memory ran out
+ * for the details. Thread safety: the call's owner. */
 size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg);
 /* Sends status e (with the handler's message, or the table's) and, when
  * OK, the handler's response. Once the response is packed, frees the

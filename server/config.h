@@ -138,6 +138,11 @@ void eg_config_describe(const eg_config *c, char *buf, size_t buflen);
 /* Most server reflection streams at once (each holds a thread for at most
  * --call-timeout-ms); past it UNAVAILABLE. */
 #define EG_REFLECTION_STREAMS_MAX 8
+/* A reflection stream that asks nothing for this long is ended
+ * (DEADLINE_EXCEEDED): reflection needs no token, and that many idle
+ * streams must not lock everyone out for --call-timeout-ms. Tools ask
+ * their questions back to back. */
+#define EG_REFLECTION_IDLE_MS 10000
 
 /* LMDB reader slots engramd needs with `workers` worker threads: every
  * reader the process can hold at once. Each worker keeps one; parking,

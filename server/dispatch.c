@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/grpc_code.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "replica/replica.h"
 #include "server/call.h"
 #include "server/validate.h"
@@ -169,6 +171,29 @@ static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
   return EG_OK;
 }
 
+/* A forwarded write that got no answer from the primary itself: gRPC
+ * core's status (the primary is down or unreachable, the connection
+ * broke, the deadline passed), named by code and core's text (why).
+ * Core's text names internal addresses and
+ * is not the house form: it goes to this replica's log, the client gets
+ * the house answer. */
+static void eg_forward_failed(eg_call *c, int code, const char *why) {
+  char path[200];
+  snprintf(path, sizeof path, "%s", c->w->tp->methods[c->mi]->path);
+  eg_log(EG_LOG_WARN, "forwarding a %s write to the primary failed: %s: %s", path,
+         eg_grpc_code_name(code), why);
+  if (code == GRPC_STATUS_DEADLINE_EXCEEDED) {
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "the deadline passed before the primary answered; the write may have been applied "
+             "there");
+    eg_reply(c, EG_EDEADLINE, 0);
+    return;
+  }
+  snprintf(c->req.msg, sizeof c->req.msg,
+           "the primary cannot be reached; the write was not acknowledged; retry");
+  eg_reply(c, EG_EUNAVAIL, 0);
+}
+
 /* A write that reached a replica: the primary answers it, and the client
  * gets that answer as it is (status, message, payload, engram-lsn). The
  * call to the primary completes on this worker's queue, so the worker
@@ -189,22 +214,28 @@ static void eg_forward(eg_call *c, const eg_method *m) {
   int rc = eg_client_exchange_start(&c->fwd, up, c->w->cq,
                                     m->path, eg_call_deadline(c), c->payload, authz, 0, c);
   sodium_memzero(authz, sizeof authz); /* the exchange holds its own copy */
-  if (rc != 0) {
-    snprintf(c->req.msg, sizeof c->req.msg, "cannot reach the primary");
-    eg_reply(c, EG_EUNAVAIL, 0);
-  }
+  if (rc != 0) eg_forward_failed(c, GRPC_STATUS_UNAVAILABLE, "the call could not start");
 }
 
-/* The primary answered a forwarded write: pass its answer on. */
+/* The primary answered a forwarded write: pass its answer on. Every
+ * non-OK answer of the primary's own carries engram-request-id; one
+ * without it is gRPC core's (eg_forward_failed). */
 void eg_forward_done(eg_call *c, int ok) {
   eg_client_exchange *f = &c->fwd;
   char msg[512];
   if (!ok) {
-    eg_reply_raw(c, GRPC_STATUS_UNAVAILABLE, "forwarding to the primary failed", NULL, 0);
+    eg_forward_failed(c, GRPC_STATUS_UNAVAILABLE, "its batch failed");
     return;
   }
-  snprintf(msg, sizeof msg, "%.*s", (int)GRPC_SLICE_LENGTH(f->details),
-           (const char *)GRPC_SLICE_START_PTR(f->details));
+  /* Cut to fit on a character boundary: the relayed Status carries the
+   * message as sent, and a protobuf string must be valid UTF-8. */
+  size_t len = eg_utf8_cut((const char *)GRPC_SLICE_START_PTR(f->details),
+                           GRPC_SLICE_LENGTH(f->details), sizeof msg - 1);
+  snprintf(msg, sizeof msg, "%.*s", (int)len, (const char *)GRPC_SLICE_START_PTR(f->details));
+  if (f->code != GRPC_STATUS_OK && !eg_md_find(&f->trailing, "engram-request-id")) {
+    eg_forward_failed(c, f->code, msg);
+    return;
+  }
   grpc_byte_buffer *resp = f->code == GRPC_STATUS_OK ? f->recv : NULL;
   if (resp) f->recv = NULL; /* the reply owns it now */
   eg_reply_raw(c, f->code, msg, resp, eg_client_exchange_lsn(f));
@@ -268,6 +299,13 @@ eg_err eg_stream_recv(grpc_call *call, grpc_completion_queue *cq,
     if (bb) grpc_byte_buffer_destroy(bb); /* came as the cancel went */
     return e;
   }
+  if (e == EG_EUNAVAIL) {
+    /* The receive failed: the call is gone (cancelled by the client, past
+     * its deadline, disconnected), which is not the client being done. */
+    if (bb) grpc_byte_buffer_destroy(bb);
+    snprintf(msg, msglen, "%s", eg_err_msg(EG_ECANCELLED));
+    return EG_ECANCELLED;
+  }
   if (!bb) return EG_OK; /* the client is done sending */
   size_t len = grpc_byte_buffer_length(bb);
   if (len > max_bytes) {
@@ -320,7 +358,10 @@ eg_err eg_stream_send(void *arg, const ProtobufCMessage *m, char *msg, size_t ms
   if (grpc_call_start_batch(o->call, &op, 1, &op, NULL) == GRPC_CALL_OK)
     e = eg_stream_wait(o->call, o->cq, &op, eg_in_ms(whole ? left_ms : o->send_ms), why, msg,
                        msglen);
-  if (e == EG_EUNAVAIL) snprintf(msg, msglen, "the client went away (cancelled, deadline passed or disconnected)");
+  if (e == EG_EUNAVAIL) {
+    snprintf(msg, msglen, "%s", eg_err_msg(EG_ECANCELLED));
+    e = EG_ECANCELLED;
+  }
   grpc_byte_buffer_destroy(op.data.send_message.send_message);
   return e;
 }
@@ -378,7 +419,7 @@ static void *eg_stream_main(void *arg) {
   eg_call *c = arg;
   eg_transport *tp = c->w->tp;
   const eg_method *m = tp->methods[c->mi];
-  int cancelled;
+  int cancelled = 0;
   grpc_op ops[3];
   eg_stream_close close = {.call = c->call, .cq = c->stream_cq};
   memset(ops, 0, sizeof ops);
@@ -417,7 +458,13 @@ static void *eg_stream_main(void *arg) {
   if (close.started && !close.done)
     grpc_completion_queue_pluck(c->stream_cq, &close.op, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
   grpc_slice_unref(details);
-  eg_metrics_count(tp->metrics, c->mi, eg_err_grpc_code(e), c->arrived_us);
+  /* A call the client cancelled (or left) before an OK status went out
+   * ended CANCELLED: a stream that reads its requests sees a cancel as
+   * their end (gRPC core gives no message either way). An error stays
+   * itself (a DEADLINE_EXCEEDED this server cancelled with, too). */
+  int code = eg_err_grpc_code(e);
+  if (e == EG_OK && (close.started ? close.cancelled : cancelled)) code = GRPC_STATUS_CANCELLED;
+  eg_metrics_count(tp->metrics, c->mi, code, c->arrived_us);
   eg_call_free(c);
   eg_stream_leave(tp, NULL, 1);
   return NULL;
@@ -426,7 +473,8 @@ static void *eg_stream_main(void *arg) {
 /* Takes a stream's place among its kind's (eg_stream_places) and among
  * the server's stream threads, before the thread exists: a client that
  * opens streams by the thousand (and sends nothing on them) gets refusals,
- * not threads. EG_EUNAVAIL or EG_ELIMIT with c->req.msg naming the cap. */
+ * not threads. EG_EUNAVAIL (the kind's places are taken) or EG_EBUSY (the
+ * server's stream threads are), with c->req.msg naming the cap. */
 static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   eg_transport *tp = c->w->tp;
   const eg_srv *srv = tp->srv;
@@ -448,6 +496,9 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   return EG_OK;
 }
 
+/* How long a worker waits for a refused stream's status to go out. */
+#define EG_REFUSAL_SEND_MS 1000
+
 /* Hands a streaming call to a thread of its own, once authorized and
  * admitted (both cheap, on the worker), or refuses it at once. */
 static void eg_start_stream(eg_call *c) {
@@ -468,8 +519,10 @@ static void eg_start_stream(eg_call *c) {
     e = EG_ENOMEM;
   }
   /* Refused before it has a thread: the worker sends the status (with its
-   * details) and waits for it on the call's queue; sending a status waits
-   * for no client. */
+   * details) and waits for it on the call's queue, at most
+   * EG_REFUSAL_SEND_MS: the status waits for no client message, but a
+   * peer that reads nothing (its TCP window full) must not hold the
+   * worker; past it the call is cancelled. */
   int code = eg_err_grpc_code(e), cancelled;
   const char *msg = c->req.msg[0] ? c->req.msg : eg_err_msg(e);
   grpc_slice details = grpc_slice_from_copied_string(msg);
@@ -484,7 +537,11 @@ static void eg_start_stream(eg_call *c) {
   ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
   ops[2].data.recv_close_on_server.cancelled = &cancelled;
   eg_metrics_count(tp->metrics, c->mi, code, c->arrived_us);
-  if (!eg_stream_batch(c, ops, 3))
+  char why[96];
+  if (grpc_call_start_batch(c->call, ops, 3, ops, NULL) == GRPC_CALL_OK)
+    eg_stream_wait(c->call, c->stream_cq, ops, eg_in_ms(EG_REFUSAL_SEND_MS),
+                   "the refusal could not be sent in time; the call is ended", why, sizeof why);
+  else
     grpc_call_cancel_with_status(c->call, (grpc_status_code)code, msg, NULL);
   grpc_slice_unref(details);
   eg_call_free(c);

@@ -243,9 +243,10 @@ bad:
   return eg_mem_invalid(r, "page_token", "not a token this server issued for this order");
 }
 
-static const char *eg_list_token(eg_req *r, const ProtobufCMessage *in, uint8_t kind, float imp,
-                                 const uint8_t *pos, size_t len) {
+static eg_err eg_list_token(eg_req *r, const ProtobufCMessage *in, uint8_t kind, float imp,
+                            const uint8_t *pos, size_t len, char **out) {
   uint8_t b[1 + 4 + EG_MEMORY_POS_MAX];
+  _Static_assert(sizeof b <= EG_PAGE_POS_MAX, "a memory listing's position fits a page token");
   size_t n = 0;
   b[n++] = kind;
   if (kind == 'i') {
@@ -254,7 +255,7 @@ static const char *eg_list_token(eg_req *r, const ProtobufCMessage *in, uint8_t 
     for (int i = 0; i < 4; i++) b[n++] = (uint8_t)(bits >> (24 - 8 * i));
   }
   memcpy(b + n, pos, len);
-  return eg_page_token_seal(r, in, b, n + len);
+  return eg_page_token_seal(r, in, b, n + len, out);
 }
 
 struct eg_list {
@@ -353,8 +354,9 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
     const uint8_t *pos = importance ? top[last].pos : l.items[last].buf;
     size_t len = importance ? top[last].pos_len : l.items[last].len;
     float imp = importance ? top[last].importance : 0;
-    if (!(out->next_page_token = (char *)eg_list_token(r, &in->base, importance ? 'i' : 'n', imp, pos, len)))
-      return EG_ENOMEM;
+    eg_err e = eg_list_token(r, &in->base, importance ? 'i' : 'n', imp, pos, len,
+                             &out->next_page_token);
+    if (e != EG_OK) return e;
   }
   r->resp = &out->base;
   return EG_OK;

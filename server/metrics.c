@@ -11,22 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/grpc_code.h"
 #include "server/archiver.h"
 #include "common/bgthread.h"
-
-/* grpc_status_code runs 0..16. */
-#define EG_GRPC_CODES 17
-
-static const char *const eg_code_names[EG_GRPC_CODES] = {
-    "OK",       "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",      "UNIMPLEMENTED",    "INTERNAL",
-    "UNAVAILABLE", "DATA_LOSS",       "UNAUTHENTICATED"};
 
 /* Upper bounds of the latency buckets in microseconds: 50 us to 10 s in
  * 1-2.5-5 steps, from a cached read to a write held for replica acks. */
@@ -195,7 +186,7 @@ static void eg_out_rpcs(struct eg_out *o, const eg_metrics *m) {
       const char *path = r < m->n - 1 ? m->paths[r] : "unknown";
       eg_out_printf(o, "engram_rpc_total{method=\"");
       eg_out_label(o, path, strlen(path));
-      eg_out_printf(o, "\",code=\"%s\"} %llu\n", eg_code_names[c], (unsigned long long)v);
+      eg_out_printf(o, "\",code=\"%s\"} %llu\n", eg_grpc_code_name(c), (unsigned long long)v);
     }
   eg_out_printf(o, "# HELP engram_rpc_duration_seconds Time from a call's arrival to its reply "
                    "(the status sent), by service and method.\n"
@@ -534,7 +525,7 @@ static enum MHD_Result eg_metrics_reply(struct MHD_Connection *conn, unsigned st
 
 /* libmicrohttpd's request handler: runs on its polling thread, never
  * blocks (sockets are non-blocking; a slow reader is the daemon's to time
- * out). Only GET /metrics answers 200. */
+ * out). Only GET /metrics answers 200 (the raw path: eg_metrics_raw_path). */
 static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn, const char *url,
                                          const char *method, const char *version,
                                          const char *upload_data, size_t *upload_size,
@@ -551,6 +542,15 @@ static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn,
   size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->archiver, h->repl,
                                  h->coord, body, cap);
   return eg_metrics_reply(conn, MHD_HTTP_OK, body, len);
+}
+
+/* libmicrohttpd's unescaper, replaced by one that keeps the path as sent:
+ * the handler compares the raw path, so "/metrics%00" or "/%6detrics" is
+ * not /metrics (404). */
+static size_t eg_metrics_raw_path(void *cls, struct MHD_Connection *conn, char *s) {
+  (void)cls;
+  (void)conn;
+  return strlen(s);
 }
 
 /* Parses IPv4-HOST:PORT ("" host: every address) into sa. */
@@ -597,7 +597,8 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
       MHD_OPTION_CONNECTION_LIMIT, (unsigned)EG_METRICS_MAX_CONNECTIONS,
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)EG_METRICS_MAX_PER_IP,
       MHD_OPTION_NOTIFY_CONNECTION, eg_metrics_notify, h,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EG_METRICS_CONN_TIMEOUT_S, MHD_OPTION_END);
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)EG_METRICS_CONN_TIMEOUT_S,
+      MHD_OPTION_UNESCAPE_CALLBACK, eg_metrics_raw_path, NULL, MHD_OPTION_END);
   const union MHD_DaemonInfo *info =
       h->daemon ? MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
   if (!info) {

@@ -39,17 +39,26 @@ static eg_field_ctx eg_page_ctx(const eg_req *r, const ProtobufCMessage *in) {
                         .record_id = in->descriptor->name, .field = ""};
 }
 
-const char *eg_page_token_seal(eg_req *r, const ProtobufCMessage *in, const uint8_t *pos,
-                               size_t n) {
+eg_err eg_page_token_seal(eg_req *r, const ProtobufCMessage *in, const uint8_t *pos, size_t n,
+                          char **out) {
   uint8_t pt[EG_PAGE_DIGEST_LEN + EG_PAGE_POS_MAX], sealed[EG_PAGE_SEALED_MAX];
-  if (n > EG_PAGE_POS_MAX || eg_page_digest(r, in, pt) != 0) return NULL;
+  *out = NULL;
+  if (n > EG_PAGE_POS_MAX) {
+    snprintf(r->msg, sizeof r->msg, "page_token: a position of %zu bytes, more than the %d a "
+             "token holds", n, EG_PAGE_POS_MAX);
+    return EG_EIO;
+  }
+  if (eg_page_digest(r, in, pt) != 0) return EG_ENOMEM;
   memcpy(pt + EG_PAGE_DIGEST_LEN, pos, n);
   eg_field_ctx ctx = eg_page_ctx(r, in);
   size_t len = eg_token_len(EG_PAGE_DIGEST_LEN + n);
-  if (eg_page_seal(r->srv->keys, &ctx, pt, EG_PAGE_DIGEST_LEN + n, sealed) != EG_OK) return NULL;
+  eg_err e = eg_page_seal(r->srv->keys, &ctx, pt, EG_PAGE_DIGEST_LEN + n, sealed);
+  if (e != EG_OK) return e;
   size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   char *s = eg_arena_alloc(r->arena, cap);
-  return s ? sodium_bin2base64(s, cap, sealed, len, sodium_base64_VARIANT_URLSAFE_NO_PADDING) : NULL;
+  if (!s) return EG_ENOMEM;
+  *out = sodium_bin2base64(s, cap, sealed, len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  return EG_OK;
 }
 
 static eg_err eg_page_bad(eg_req *r, const char *why) {

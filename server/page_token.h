@@ -22,18 +22,21 @@
 #include "server/service.h"
 
 /* The longest position a listing puts in a token (ListSessions: mode byte
- * + index cursor; ListMemories: kind + importance + memory position). */
+ * + index cursor; ListMemories: kind + importance + memory position; each
+ * listing static-asserts that its own fits). */
 #define EG_PAGE_POS_MAX 256
 #define EG_PAGE_DIGEST_LEN 32
 /* Characters of the longest token (base64 without padding). The reply
  * budget's reserve holds it (static assert in page_token.c). */
 #define EG_PAGE_TOKEN_MAX ((4 * (EG_TOKEN_OVERHEAD + EG_PAGE_DIGEST_LEN + EG_PAGE_POS_MAX) + 2) / 3)
 
-/* The token for the page after pos[0..n) (n <= EG_PAGE_POS_MAX) of
- * request in, which must have page_size and page_token fields; allocated
- * in r->arena. NULL when out of memory. Thread safety: any thread. */
-const char *eg_page_token_seal(eg_req *r, const ProtobufCMessage *in, const uint8_t *pos,
-                               size_t n);
+/* Sets *out to the token for the page after pos[0..n) of request in,
+ * which must have page_size and page_token fields; allocated in r->arena.
+ * EG_OK; EG_ENOMEM when out of memory; EG_EIO with r->msg naming it for
+ * n > EG_PAGE_POS_MAX (a listing's bug: the static asserts beside each
+ * listing's position rule it out). Thread safety: any thread. */
+eg_err eg_page_token_seal(eg_req *r, const ProtobufCMessage *in, const uint8_t *pos, size_t n,
+                          char **out) __attribute__((warn_unused_result));
 
 /* Opens in's page_token (non-empty) into pos (cap bytes) and sets *n.
  * EG_OK; EG_EINVAL with r->msg "page_token: ..." when it is not a token

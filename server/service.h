@@ -97,8 +97,9 @@ typedef eg_err (*eg_stream_fn)(const eg_srv *srv, const char *tenant, struct grp
  * --call-timeout-ms: a client that opens a stream and sends nothing must
  * not hold its thread (and its place) for long. EG_EINVAL with msg saying
  * why (no message, a bad string, does not decode); EG_EDEADLINE after
- * cancelling the call with DEADLINE_EXCEEDED and msg, naming the flag; or
- * EG_ENOMEM. Every stream handler takes its request this way. */
+ * cancelling the call with DEADLINE_EXCEEDED and msg, naming the flag;
+ * EG_ECANCELLED if the call is gone; or EG_ENOMEM. Every stream handler
+ * takes its request this way. */
 eg_err eg_stream_recv_request(const eg_srv *srv, struct grpc_call *call,
                               struct grpc_completion_queue *cq,
                               const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
@@ -109,8 +110,9 @@ eg_err eg_stream_recv_request(const eg_srv *srv, struct grpc_call *call,
  * is done sending, with EG_OK), waiting at most wait_ms. Past it the call
  * is cancelled with DEADLINE_EXCEEDED and why (EG_EDEADLINE). A message of
  * more than max_bytes is refused before it is decoded (EG_ELIMIT, msg
- * says so); else as eg_stream_recv_request (EG_EINVAL, EG_EUNAVAIL,
- * EG_ENOMEM). */
+ * says so); EG_ECANCELLED (msg says so) if the call is gone (cancelled by
+ * the client, past its deadline, disconnected: not the client being done);
+ * else as eg_stream_recv_request (EG_EINVAL, EG_ENOMEM). */
 eg_err eg_stream_recv(struct grpc_call *call, struct grpc_completion_queue *cq,
                       const ProtobufCMessageDescriptor *desc, size_t max_bytes, int64_t wait_ms,
                       const char *why, ProtobufCMessage **out, char *msg, size_t msglen);
@@ -136,7 +138,7 @@ void eg_stream_out_start(eg_stream_out *o);
 /* Sends m on o's call (o is an eg_stream_out: void, so that it also serves
  * as replica/'s eg_repl_send_fn) and waits for it to go out, at most
  * send_ms or until the stream's max_ms is up, whichever comes first.
- * Returns EG_OK; EG_EUNAVAIL (msg says so) if the call is gone (cancelled
+ * Returns EG_OK; EG_ECANCELLED (msg says so) if the call is gone (cancelled
  * by the client, past its deadline, the connection lost); or EG_EDEADLINE
  * with msg naming the bound that ran out (its flag): the call is then
  * cancelled with DEADLINE_EXCEEDED and msg, or, when max_ms was already
@@ -203,5 +205,15 @@ extern const eg_method eg_replication_methods[];
 extern const eg_method eg_reflection_methods[];
 /* All of the above, NULL-terminated (server/methods.c). */
 extern const eg_method *const eg_service_tables[];
+
+/* The longest service name eg_served_services lists (longer are left
+ * out), and the most services it lists. */
+#define EG_SERVICE_NAME_MAX 127
+#define EG_SERVICES_MAX 32
+/* The services of eg_service_tables, each once, in the tables' order, as
+ * server reflection lists them (svc_reflection.c): names[i] points into
+ * buf[i]. Every method of reflection is listed, served or not. Returns
+ * how many. Thread safety: pure (writes only buf and names). */
+size_t eg_served_services(char (*buf)[EG_SERVICE_NAME_MAX + 1], const char **names);
 
 #endif

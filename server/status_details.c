@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/grpc_code.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
 #include "google/rpc/error_details.pb-c.h"
@@ -61,19 +62,9 @@ int eg_bad_request_parse(const char *msg, size_t *path_len, const char **problem
 
 /* ==== reasons and delays =================================================== */
 
-/* grpc_status_code names, by number: the reason of a status that did not
- * come from an eg_err. */
-static const char *const eg_code_names[] = {
-    "OK",                 "CANCELLED",         "UNKNOWN",      "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",  "NOT_FOUND",         "ALREADY_EXISTS", "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",      "INTERNAL",          "UNAVAILABLE",  "DATA_LOSS",
-    "UNAUTHENTICATED"};
-
 const char *eg_status_reason(int code, eg_err e) {
   if (e != EG_OK) return eg_err_reason(e);
-  size_t n = sizeof eg_code_names / sizeof eg_code_names[0];
-  return code >= 0 && (size_t)code < n ? eg_code_names[code] : "UNKNOWN";
+  return eg_grpc_code_name(code);
 }
 
 int eg_status_retry_ms(int code, eg_err e) {
@@ -158,5 +149,29 @@ grpc_slice eg_status_details(int code, eg_err e, const char *msg, const char *re
   }
   for (size_t i = 0; i < n; i++) free(any[i].value.data);
   free(field);
+  return out;
+}
+
+grpc_slice eg_status_details_relay(const grpc_slice *primary, int code, eg_err e, const char *msg,
+                                   const char *request_id) {
+  Google__Rpc__Status *st =
+      primary ? google__rpc__status__unpack(NULL, GRPC_SLICE_LENGTH(*primary),
+                                            GRPC_SLICE_START_PTR(*primary))
+              : NULL;
+  grpc_slice out;
+  if (!st || st->code != code) {
+    out = eg_status_details(code, e, msg, request_id);
+  } else if (strcmp(st->message, msg) == 0) {
+    out = grpc_slice_ref(*primary);
+  } else {
+    /* Unpacked strings are the unpacker's; the message is swapped back
+     * before the free. */
+    char *theirs = st->message;
+    st->message = (char *)msg;
+    out = grpc_slice_malloc(google__rpc__status__get_packed_size(st));
+    google__rpc__status__pack(st, GRPC_SLICE_START_PTR(out));
+    st->message = theirs;
+  }
+  if (st) google__rpc__status__free_unpacked(st, NULL);
   return out;
 }

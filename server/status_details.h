@@ -59,4 +59,18 @@ int eg_status_retry_ms(int code, eg_err e);
  * details). The caller unrefs the slice. Thread safety: any thread. */
 grpc_slice eg_status_details(int code, eg_err e, const char *msg, const char *request_id);
 
+/* The google.rpc.Status of a forwarded write's non-OK answer (code, e,
+ * msg: the status the replica actually sends), given the primary's
+ * serialized Status (primary, or NULL when it sent none) and request_id
+ * (the primary's, when it sent one). The primary's Status passes through
+ * unchanged when its code and message are the ones sent; when only the
+ * message differs (the replica cut it to fit), it is repacked with the
+ * message sent, its details (reason, field, retry delay, request id)
+ * kept; when it is absent, garbled or of another code (the replica
+ * answers something else, e.g. server busy), it is built afresh as
+ * eg_status_details does, under request_id. Empty when memory runs out.
+ * The caller unrefs the slice. Thread safety: any thread. */
+grpc_slice eg_status_details_relay(const grpc_slice *primary, int code, eg_err e, const char *msg,
+                                   const char *request_id);
+
 #endif

@@ -115,8 +115,8 @@ static eg_err eg_health_watch(const eg_srv *srv, const char *tenant, grpc_call *
     }
     if (draining) return EG_OK;
     if (eg_stream_client_gone(call, EG_HEALTH_WATCH_POLL_MS)) {
-      snprintf(msg, msglen, "the client went away");
-      return EG_EUNAVAIL;
+      snprintf(msg, msglen, "%s", eg_err_msg(EG_ECANCELLED));
+      return EG_ECANCELLED;
     }
   }
 }

@@ -9,7 +9,8 @@
  *
  * One bidirectional stream answers each request with one response, in
  * order. Its bounds: the whole stream ends within --call-timeout-ms
- * (DEADLINE_EXCEEDED), whether the client sends, reads or neither; at most
+ * (DEADLINE_EXCEEDED), whether the client sends, reads or neither, and
+ * sooner once it asks nothing for EG_REFLECTION_IDLE_MS; at most
  * EG_REFLECTION_STREAMS_MAX at once (UNAVAILABLE past it); each request at
  * most EG_REFLECTION_REQUEST_BYTES (checked before it is decoded) and at
  * most EG_REFLECTION_REQUESTS of them on one stream (RESOURCE_EXHAUSTED
@@ -36,8 +37,6 @@
 /* Most extension numbers one answer lists (the set declares none; a
  * bound all the same, so an answer's size is known). */
 #define EG_REFLECTION_EXTENSIONS_MAX 1024
-/* Most services engramd serves (the method tables' services, each once). */
-#define EG_REFLECTION_SERVICES_MAX 32
 /* gRPC's codes, for error_response (a status inside a response, not the
  * call's: the transport maps eg_err only for the latter). */
 #define EG_GRPC_NOT_FOUND 5
@@ -52,35 +51,31 @@ static int eg_reflection_enabled(const eg_srv *srv) {
 static pthread_once_t eg_index_once = PTHREAD_ONCE_INIT;
 static eg_reflection *eg_index;
 static char eg_index_err[256];
-static char eg_service_names[EG_REFLECTION_SERVICES_MAX][128];
-static const char *eg_service_list[EG_REFLECTION_SERVICES_MAX];
+static char eg_service_names[EG_SERVICES_MAX][EG_SERVICE_NAME_MAX + 1];
+static const char *eg_service_list[EG_SERVICES_MAX];
 
-/* "/engram.v1.SessionService/GetSession" -> "engram.v1.SessionService",
- * each service once, in the tables' order. Every method of reflection is
- * listed, served or not: the index is built once, and a server that does
- * not serve reflection is never asked. */
-static size_t eg_served_services(void) {
+/* "/engram.v1.SessionService/GetSession" -> "engram.v1.SessionService".
+ * Every method of reflection is listed, served or not: the index is built
+ * once, and a server that does not serve reflection is never asked. */
+size_t eg_served_services(char (*buf)[EG_SERVICE_NAME_MAX + 1], const char **names) {
   size_t n = 0;
   for (size_t t = 0; eg_service_tables[t]; t++)
     for (const eg_method *m = eg_service_tables[t]; m->path; m++) {
       const char *slash = strchr(m->path + 1, '/');
       size_t len = slash ? (size_t)(slash - m->path - 1) : 0;
       size_t i = 0;
-      while (i < n && !(strlen(eg_service_names[i]) == len &&
-                        memcmp(eg_service_names[i], m->path + 1, len) == 0))
-        i++;
-      if (i < n || len == 0 || len >= sizeof eg_service_names[0] || n == EG_REFLECTION_SERVICES_MAX)
-        continue;
-      memcpy(eg_service_names[n], m->path + 1, len);
-      eg_service_names[n][len] = '\0';
-      eg_service_list[n] = eg_service_names[n];
+      while (i < n && !(strlen(buf[i]) == len && memcmp(buf[i], m->path + 1, len) == 0)) i++;
+      if (i < n || len == 0 || len > EG_SERVICE_NAME_MAX || n == EG_SERVICES_MAX) continue;
+      memcpy(buf[n], m->path + 1, len);
+      buf[n][len] = '\0';
+      names[n] = buf[n];
       n++;
     }
   return n;
 }
 
 static void eg_index_build(void) {
-  size_t n = eg_served_services();
+  size_t n = eg_served_services(eg_service_names, eg_service_list);
   if (eg_reflection_new(eg_descriptor_set, (size_t)(eg_descriptor_set_end - eg_descriptor_set),
                         eg_service_list, n, &eg_index, eg_index_err, sizeof eg_index_err) != EG_OK)
     eg_index = NULL;
@@ -105,8 +100,8 @@ typedef struct {
   Grpc__Reflection__V1__FileDescriptorResponse fdr;
   Grpc__Reflection__V1__ExtensionNumberResponse ext;
   Grpc__Reflection__V1__ListServiceResponse list;
-  Grpc__Reflection__V1__ServiceResponse svc[EG_REFLECTION_SERVICES_MAX];
-  Grpc__Reflection__V1__ServiceResponse *svcp[EG_REFLECTION_SERVICES_MAX];
+  Grpc__Reflection__V1__ServiceResponse svc[EG_SERVICES_MAX];
+  Grpc__Reflection__V1__ServiceResponse *svcp[EG_SERVICES_MAX];
   int32_t nums[EG_REFLECTION_EXTENSIONS_MAX];
   char text[320];
 } eg_answer;
@@ -211,9 +206,12 @@ static eg_err eg_reflection_info(const eg_srv *srv, const char *tenant, grpc_cal
   eg_answer *a = malloc(sizeof *a);
   ProtobufCBinaryData *files = malloc(eg_reflection_n_files(eg_index) * sizeof *files + 1);
   eg_err e = a && files ? EG_OK : EG_ENOMEM;
-  char why[160];
+  char why[160], idle_why[160];
   snprintf(why, sizeof why, "the reflection stream ran past --call-timeout-ms (%lld ms); the call is ended",
            (long long)ms);
+  snprintf(idle_why, sizeof idle_why,
+           "the reflection stream asked nothing for %d ms; the call is ended",
+           EG_REFLECTION_IDLE_MS);
   for (int n = 0; e == EG_OK; n++) {
     ProtobufCMessage *in = NULL;
     int64_t left_ms = (o.until_us - eg_mono_us()) / 1000;
@@ -222,8 +220,10 @@ static eg_err eg_reflection_info(const eg_srv *srv, const char *tenant, grpc_cal
       e = EG_EDEADLINE;
       break;
     }
+    int idle = left_ms > EG_REFLECTION_IDLE_MS;
     e = eg_stream_recv(call, cq, &grpc__reflection__v1__server_reflection_request__descriptor,
-                       EG_REFLECTION_REQUEST_BYTES, left_ms, why, &in, msg, msglen);
+                       EG_REFLECTION_REQUEST_BYTES, idle ? EG_REFLECTION_IDLE_MS : left_ms,
+                       idle ? idle_why : why, &in, msg, msglen);
     if (e != EG_OK || !in) break; /* !in: the client is done asking */
     if (n == EG_REFLECTION_REQUESTS) {
       snprintf(msg, msglen, "request: more than %d requests on one reflection stream; open another",

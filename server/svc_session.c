@@ -57,10 +57,12 @@ static eg_err eg_session_load(eg_req *r, eg_txn *t, const char *sid, eg_session_
 /* A message page token's position: direction byte ('a'scending/'d'escending)
  * + seq BE. The token binds the request (newest_first among it); the
  * direction byte still keeps the position's meaning in the position. */
-static const char *eg_msg_token(eg_req *r, const ProtobufCMessage *in, int descending, uint64_t seq) {
+static eg_err eg_msg_token(eg_req *r, const ProtobufCMessage *in, int descending, uint64_t seq,
+                           char **out) {
   uint8_t b[9] = {descending ? 'd' : 'a'};
+  _Static_assert(sizeof b <= EG_PAGE_POS_MAX, "a message position fits a page token");
   for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)(seq >> (56 - 8 * i));
-  return eg_page_token_seal(r, in, b, sizeof b);
+  return eg_page_token_seal(r, in, b, sizeof b, out);
 }
 
 static eg_err eg_msg_token_parse(eg_req *r, const ProtobufCMessage *in, int descending,
@@ -451,8 +453,9 @@ static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
   engram__v1__list_messages_response__init(out);
   out->messages = page.msgs;
   out->n_messages = page.n;
-  if (page.more && !(out->next_page_token = (char *)eg_msg_token(r, msg, in->newest_first, page.next_seq)))
-    return EG_ENOMEM;
+  if (page.more &&
+      (e = eg_msg_token(r, msg, in->newest_first, page.next_seq, &out->next_page_token)) != EG_OK)
+    return e;
   r->resp = &out->base;
   return EG_OK;
 }

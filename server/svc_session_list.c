@@ -44,6 +44,8 @@ struct eg_list_sessions {
   size_t pos_len;
   eg_err err;
 };
+_Static_assert(sizeof ((struct eg_list_sessions *)0)->pos <= EG_PAGE_POS_MAX,
+               "a session listing's position fits a page token");
 
 static int eg_ls_invalid(eg_req *r, const char *field, const char *what) {
   return eg_invalid(r->msg, sizeof r->msg, field, "%s", what);
@@ -51,8 +53,9 @@ static int eg_ls_invalid(eg_req *r, const char *field, const char *what) {
 
 /* Sessions remain past this page: the next starts after ls->pos. */
 static int eg_ls_more(struct eg_list_sessions *ls) {
-  ls->out->next_page_token = (char *)eg_page_token_seal(ls->r, &ls->in->base, ls->pos, ls->pos_len);
-  if (!ls->out->next_page_token) ls->err = EG_ENOMEM;
+  eg_err e = eg_page_token_seal(ls->r, &ls->in->base, ls->pos, ls->pos_len,
+                                &ls->out->next_page_token);
+  if (e != EG_OK) ls->err = e;
   return 1;
 }
 

@@ -115,36 +115,45 @@ const grpc_slice *eg_md_find(const grpc_metadata_array *md, const char *key) {
   return NULL;
 }
 
+/* 1 if the slice is a request id as eg_request_id_new makes them. */
+static int eg_request_id_ok(const grpc_slice *id) {
+  size_t n = GRPC_SLICE_LENGTH(*id);
+  const uint8_t *p = GRPC_SLICE_START_PTR(*id);
+  if (n == 0 || n > EG_REQUEST_ID_MAX) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) return 0;
+  return 1;
+}
+
 size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg) {
   const grpc_slice *details = NULL, *id = NULL;
-  char rid[EG_REQUEST_ID_MAX + 1], method[200];
-  /* A forwarded write's answer is the primary's, details and id included. */
+  char rid[EG_REQUEST_ID_MAX + 1];
+  /* A forwarded write's answer is the primary's, its id and (where they
+   * are the status sent) its details. */
   if (c->fwd.call) {
     details = eg_md_find(&c->fwd.trailing, "grpc-status-details-bin");
     id = eg_md_find(&c->fwd.trailing, "engram-request-id");
   }
-  c->error_md[0].key = grpc_slice_from_static_string("grpc-status-details-bin");
-  c->error_md[1].key = grpc_slice_from_static_string("engram-request-id");
-  if (details && id) {
-    c->error_md[0].value = grpc_slice_ref(*details);
-    c->error_md[1].value = grpc_slice_ref(*id);
+  if (id && eg_request_id_ok(id))
     snprintf(rid, sizeof rid, "%.*s", (int)GRPC_SLICE_LENGTH(*id),
              (const char *)GRPC_SLICE_START_PTR(*id));
-  } else {
+  else
     eg_request_id_new(rid);
-    c->error_md[0].value = eg_status_details(code, e, msg, rid);
-    c->error_md[1].value = grpc_slice_from_copied_string(rid);
-  }
+  /* The id first: when the details cannot be built (memory), it still
+   * goes, alone. */
+  c->error_md[0].key = grpc_slice_from_static_string("engram-request-id");
+  c->error_md[0].value = grpc_slice_from_copied_string(rid);
+  c->error_md[1].key = grpc_slice_from_static_string("grpc-status-details-bin");
+  c->error_md[1].value = c->fwd.call ? eg_status_details_relay(details, code, e, msg, rid)
+                                     : eg_status_details(code, e, msg, rid);
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_DATA_LOSS) {
-    if (c->mi == SIZE_MAX)
-      snprintf(method, sizeof method, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
-               (const char *)GRPC_SLICE_START_PTR(c->details.method));
-    else
-      snprintf(method, sizeof method, "%s", c->w->tp->methods[c->mi]->path);
-    eg_log_field f[] = {{"method", method}, {"request_id", rid}, {"reason", eg_status_reason(code, e)}};
+    /* Not the client's raw path: a log line carries no request text. */
+    const char *method = c->mi == SIZE_MAX ? "unknown" : c->w->tp->methods[c->mi]->path;
+    eg_log_field f[] = {
+        {"method", method}, {"request_id", rid}, {"reason", eg_status_reason(code, e)}};
     eg_log_with(EG_LOG_ERROR, f, 3, "%s failed: %s", method, msg);
   }
-  return GRPC_SLICE_LENGTH(c->error_md[0].value) ? 2 : 0;
+  return GRPC_SLICE_LENGTH(c->error_md[1].value) ? 2 : 1;
 }
 
 void eg_reply_raw(eg_call *c, int code, const char *msg, grpc_byte_buffer *payload,

@@ -18,6 +18,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "common/grpc_code.h"
 #include "common/rpc.h"
 
 struct eg_client {
@@ -25,18 +26,7 @@ struct eg_client {
   char *authorization;   /* "Bearer <token>", or NULL */
 };
 
-static const char *const code_names[] = {
-    "OK",                 "CANCELLED",        "UNKNOWN",   "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",  "NOT_FOUND",        "ALREADY_EXISTS", "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED",      "INTERNAL",         "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
-
-const char *eg_client_code_name(int code) {
-  if (code < 0 || (size_t)code >= sizeof code_names / sizeof code_names[0]) return "UNKNOWN";
-  return code_names[code];
-}
+const char *eg_client_code_name(int code) { return eg_grpc_code_name(code); }
 
 /* 1 if s may go in a metadata value: printable ASCII only. */
 static int metadata_value_ok(const char *s) {

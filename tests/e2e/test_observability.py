@@ -195,7 +195,8 @@ class MetricsTest(E2ETestCase):
                         nodes=(self.primary, self.replica))
 
     def test_unknown_paths_404(self):
-        for path in ("/", "/metric", "/metrics/x", "/favicon.ico"):
+        # Percent escapes are not decoded: only the raw path /metrics answers.
+        for path in ("/", "/metric", "/metrics/x", "/favicon.ico", "/metrics%00", "/%6detrics"):
             with self.assertRaises(urllib.error.HTTPError) as e:
                 scrape(self.primary, path)
             self.assertEqual(e.exception.code, 404, path)

@@ -28,7 +28,8 @@
   X(failover)                \
   X(status_details)          \
   X(metrics)                 \
-  X(reflection)
+  X(reflection)              \
+  X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
 EG_TEST_SUITE_MAP(EG_TEST_DECLARE)

@@ -99,6 +99,29 @@ static eg_err open_as(const eg_srv *s, const char *tenant, const ProtobufCMessag
   return e;
 }
 
+/* eg_page_token_seal's token, or NULL (its error checked by the caller's
+ * assert on the token). */
+static char *seal(eg_req *r, const ProtobufCMessage *in, const uint8_t *pos, size_t n) {
+  char *tok = NULL;
+  CU_ASSERT_EQUAL(eg_page_token_seal(r, in, pos, n, &tok), EG_OK);
+  return tok;
+}
+
+/* A position too long for a token is a listing's bug: INTERNAL, not "out
+ * of memory" (which a client would retry). */
+static void test_seal_too_long(void) {
+  eg_req r = req(&srv, "t");
+  Engram__V1__ListMessagesRequest in = lm_req("s1", "");
+  uint8_t pos[EG_PAGE_POS_MAX + 1] = {0};
+  char *tok = (char *)"unset";
+  CU_ASSERT_EQUAL(eg_page_token_seal(&r, &in.base, pos, sizeof pos, &tok), EG_EIO);
+  CU_ASSERT_PTR_NULL(tok);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "more than the 256"));
+  CU_ASSERT_EQUAL(eg_page_token_seal(&r, &in.base, pos, EG_PAGE_POS_MAX, &tok), EG_OK);
+  CU_ASSERT_PTR_NOT_NULL(tok);
+  eg_arena_free(r.arena);
+}
+
 #define ASSERT_BAD_TOKEN(e, msg)                                  \
   do {                                                            \
     CU_ASSERT_EQUAL(e, EG_EINVAL);                                \
@@ -110,7 +133,7 @@ static void test_seal_open(void) {
   char msg[256];
   Engram__V1__ListMessagesRequest in = lm_req("s1", "");
   in.page_size = 10;
-  const char *tok = eg_page_token_seal(&r, &in.base, POS, sizeof POS);
+  const char *tok = seal(&r, &in.base, POS, sizeof POS);
   CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
   CU_ASSERT(strlen(tok) <= EG_PAGE_TOKEN_MAX);
   /* url-safe base64, no padding: a client puts it anywhere as it is */
@@ -142,7 +165,7 @@ static void test_garbled(void) {
   eg_req r = req(&srv, "t");
   char msg[256], bad[EG_PAGE_TOKEN_MAX + 8];
   Engram__V1__ListMessagesRequest in = lm_req("s1", "");
-  const char *tok = eg_page_token_seal(&r, &in.base, POS, sizeof POS);
+  const char *tok = seal(&r, &in.base, POS, sizeof POS);
   CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
   size_t len = strlen(tok);
   Engram__V1__ListMessagesRequest use = lm_req("s1", bad);
@@ -175,7 +198,7 @@ static void test_other_node_and_rotation(void) {
   eg_req r = req(&srv, "t");
   char msg[256];
   Engram__V1__ListMessagesRequest in = lm_req("s1", "");
-  const char *tok = eg_page_token_seal(&r, &in.base, POS, sizeof POS);
+  const char *tok = seal(&r, &in.base, POS, sizeof POS);
   CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
   Engram__V1__ListMessagesRequest use = lm_req("s1", tok);
 
@@ -248,7 +271,7 @@ static const char *msg_token(eg_arena *a, int newest_first, uint64_t seq) {
   in.newest_first = newest_first;
   uint8_t b[9] = {newest_first ? 'd' : 'a'};
   for (int i = 0; i < 8; i++) b[1 + i] = (uint8_t)(seq >> (56 - 8 * i));
-  return eg_page_token_seal(&r, &in.base, b, sizeof b);
+  return seal(&r, &in.base, b, sizeof b);
 }
 
 static void test_listing_refuses(void) {
@@ -280,7 +303,7 @@ static void test_memory_listing_binds_filter(void) {
   Engram__V1__MemoryFilter f = ENGRAM__V1__MEMORY_FILTER__INIT;
   in.user_id = (char *)"u1";
   uint8_t pos[10] = {'n', 0, 0, 0, 0, 0, 0, 0, 1, 'm'};
-  in.page_token = (char *)eg_page_token_seal(&r, &in.base, pos, sizeof pos);
+  in.page_token = seal(&r, &in.base, pos, sizeof pos);
   CU_ASSERT_PTR_NOT_NULL_FATAL(in.page_token);
   const eg_method *m = NULL;
   for (const eg_method *x = eg_memory_methods; x->path; x++)
@@ -302,6 +325,7 @@ static void test_memory_listing_binds_filter(void) {
 void eg_test_register_page_token(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("page_token", NULL, NULL, setup, teardown);
   CU_add_test(s, "seal, open, bound to the request", test_seal_open);
+  CU_add_test(s, "a position too long is INTERNAL, not out of memory", test_seal_too_long);
   CU_add_test(s, "garbled, truncated, too long", test_garbled);
   CU_add_test(s, "another node, key rotation", test_other_node_and_rotation);
   CU_add_test(s, "listings refuse another kind", test_listing_refuses);

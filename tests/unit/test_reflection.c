@@ -16,29 +16,31 @@ static const uint8_t *set_bytes(size_t *len) {
   return eg_descriptor_set;
 }
 
-/* The services of the method tables, as svc_reflection.c lists them. */
-static size_t served(const char **names, char (*buf)[128], size_t cap) {
-  size_t n = 0;
-  for (size_t t = 0; eg_service_tables[t]; t++)
-    for (const eg_method *m = eg_service_tables[t]; m->path; m++) {
-      size_t len = (size_t)(strchr(m->path + 1, '/') - m->path - 1);
-      size_t i = 0;
-      while (i < n && !(strlen(buf[i]) == len && memcmp(buf[i], m->path + 1, len) == 0)) i++;
-      if (i < n || n == cap) continue;
-      memcpy(buf[n], m->path + 1, len);
-      buf[n][len] = '\0';
-      names[n] = buf[n];
-      n++;
-    }
-  return n;
-}
-
 static void test_every_served_service_is_in_the_set(void) {
-  const char *names[32];
-  char buf[32][128];
-  size_t n = served(names, buf, 32), len;
+  const char *names[EG_SERVICES_MAX];
+  char buf[EG_SERVICES_MAX][EG_SERVICE_NAME_MAX + 1];
+  size_t n = eg_served_services(buf, names), len;
   const uint8_t *set = set_bytes(&len);
   CU_ASSERT(n >= 8);
+  /* Each once, and each the service of some method's path. */
+  for (size_t i = 0; i < n; i++) {
+    for (size_t j = 0; j < i; j++) CU_ASSERT_STRING_NOT_EQUAL(names[i], names[j]);
+    int found = 0;
+    for (size_t t = 0; eg_service_tables[t]; t++)
+      for (const eg_method *m = eg_service_tables[t]; m->path; m++)
+        found |= strncmp(m->path + 1, names[i], strlen(names[i])) == 0 &&
+                 m->path[1 + strlen(names[i])] == '/';
+    CU_ASSERT_TRUE(found);
+  }
+  /* Every method's service is listed. */
+  for (size_t t = 0; eg_service_tables[t]; t++)
+    for (const eg_method *m = eg_service_tables[t]; m->path; m++) {
+      size_t k = 0;
+      while (k < n && !(strncmp(m->path + 1, names[k], strlen(names[k])) == 0 &&
+                        m->path[1 + strlen(names[k])] == '/'))
+        k++;
+      CU_ASSERT(k < n);
+    }
   eg_reflection *r = NULL;
   char err[256] = "";
   CU_ASSERT_EQUAL_FATAL(eg_reflection_new(set, len, names, n, &r, err, sizeof err), EG_OK);

@@ -6,6 +6,7 @@
 
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+#include "server/call.h"
 #include "server/status_details.h"
 #include "suites.h"
 
@@ -59,7 +60,7 @@ static void test_parse_edges(void) {
 /* Every row has an UPPER_SNAKE reason; the delays follow the contract:
  * retry where it helps, never for a quota or a size limit. */
 static void test_reason_table(void) {
-  for (int e = EG_OK; e <= EG_ENOTPRIMARY; e++) {
+  for (int e = EG_OK; e <= EG_ECANCELLED; e++) {
     const char *r = eg_err_reason((eg_err)e);
     CU_ASSERT_TRUE(r[0] != '\0' && strspn(r, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") == strlen(r));
     if (eg_err_grpc_code((eg_err)e) == 14) CU_ASSERT_TRUE(eg_err_retry_ms((eg_err)e) > 0);
@@ -158,6 +159,77 @@ static void test_status_retry(void) {
   google__rpc__status__free_unpacked(st, NULL);
 }
 
+
+#define PRIMARY_ID "0123456789abcdef0123456789abcdef"
+
+/* The trailing entry key of c's error metadata (n entries), or NULL. */
+static const grpc_slice *error_entry(const eg_call *c, size_t n, const char *key) {
+  for (size_t i = 0; i < n; i++)
+    if (grpc_slice_str_cmp(c->error_md[i].key, key) == 0) return &c->error_md[i].value;
+  return NULL;
+}
+
+/* The Status and request id a replica sends for a forwarded write whose
+ * primary answered UNAVAILABLE NO_PRIMARY with primary_msg, when the
+ * replica replies code, e, sent. Checks the Status is the one sent
+ * (code, message) and carries the primary's request id; returns its
+ * ErrorInfo reason in reason. */
+static void relay(const char *primary_msg, int code, eg_err e, const char *sent, char *reason) {
+  eg_call c;
+  memset(&c, 0, sizeof c);
+  c.fwd.call = (grpc_call *)&c; /* only compared with NULL: a forwarded write */
+  grpc_metadata md[2] = {
+      {.key = grpc_slice_from_static_string("grpc-status-details-bin"),
+       .value = eg_status_details(14, EG_ENOPRIMARY, primary_msg, PRIMARY_ID)},
+      {.key = grpc_slice_from_static_string("engram-request-id"),
+       .value = grpc_slice_from_static_string(PRIMARY_ID)}};
+  c.fwd.trailing = (grpc_metadata_array){.count = 2, .capacity = 2, .metadata = md};
+  size_t n = eg_error_metadata(&c, code, e, sent);
+  const grpc_slice *bin = error_entry(&c, n, "grpc-status-details-bin");
+  const grpc_slice *id = error_entry(&c, n, "engram-request-id");
+  CU_ASSERT_FATAL(bin && id);
+  CU_ASSERT_EQUAL(grpc_slice_str_cmp(*id, PRIMARY_ID), 0);
+  Google__Rpc__Status *st =
+      google__rpc__status__unpack(NULL, GRPC_SLICE_LENGTH(*bin), GRPC_SLICE_START_PTR(*bin));
+  CU_ASSERT_FATAL(st != NULL);
+  CU_ASSERT_EQUAL(st->code, code);
+  CU_ASSERT_STRING_EQUAL(st->message, sent);
+  size_t at;
+  Google__Rpc__ErrorInfo *info =
+      (Google__Rpc__ErrorInfo *)detail(st, "ErrorInfo", &google__rpc__error_info__descriptor, &at);
+  Google__Rpc__RequestInfo *req = (Google__Rpc__RequestInfo *)detail(
+      st, "RequestInfo", &google__rpc__request_info__descriptor, &at);
+  CU_ASSERT_FATAL(info && req);
+  CU_ASSERT_STRING_EQUAL(req->request_id, PRIMARY_ID);
+  snprintf(reason, 64, "%s", info->reason);
+  protobuf_c_message_free_unpacked(&info->base, NULL);
+  protobuf_c_message_free_unpacked(&req->base, NULL);
+  google__rpc__status__free_unpacked(st, NULL);
+  for (size_t i = 0; i < 2; i++) {
+    grpc_slice_unref(c.error_md[i].key);
+    grpc_slice_unref(c.error_md[i].value);
+  }
+  grpc_slice_unref(md[0].value);
+}
+
+/* A forwarded write's relayed Status is the status the replica sends:
+ * the primary's as it is when the replica sends its code and message;
+ * repacked with the message sent when the replica cut it (the primary's
+ * details kept); built afresh when the replica answers another code. */
+static void test_status_relay(void) {
+  char reason[64], long_msg[600], cut[512];
+  relay("no primary: retry", 14, EG_OK, "no primary: retry", reason);
+  CU_ASSERT_STRING_EQUAL(reason, "NO_PRIMARY");
+  memset(long_msg, 'x', sizeof long_msg - 1);
+  long_msg[sizeof long_msg - 1] = '\0';
+  memcpy(cut, long_msg, sizeof cut - 1); /* as eg_forward_done cuts it */
+  cut[sizeof cut - 1] = '\0';
+  relay(long_msg, 14, EG_OK, cut, reason);
+  CU_ASSERT_STRING_EQUAL(reason, "NO_PRIMARY");
+  relay("no primary: retry", 8, EG_EBUSY, "server busy; retry", reason);
+  CU_ASSERT_STRING_EQUAL(reason, "SERVER_BUSY");
+}
+
 void eg_test_register_status_details(void) {
   CU_pSuite s = CU_add_suite("status_details", NULL, NULL);
   CU_add_test(s, "BadRequest parser: no colon, colon in problem, [i] and dots, long", test_parse_edges);
@@ -165,4 +237,5 @@ void eg_test_register_status_details(void) {
   CU_add_test(s, "request ids: 32 hex, unique, one prefix", test_request_ids);
   CU_add_test(s, "Status of an INVALID_ARGUMENT: ErrorInfo, BadRequest, RequestInfo", test_status_invalid);
   CU_add_test(s, "Status of an UNAVAILABLE: RetryInfo", test_status_retry);
+  CU_add_test(s, "a forwarded write's Status is the one sent, with the primary's id", test_status_relay);
 }
