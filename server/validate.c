@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/utf8.h"
+
 #include "engram/v1/memory.pb-c.h"
 #include "engram/v1/session.pb-c.h"
 #include "server/config.h"
@@ -28,32 +30,10 @@ eg_err eg_invalid(char *err, size_t errlen, const char *field, const char *fmt, 
   return EG_EINVAL;
 }
 
-/* Length of the well-formed UTF-8 sequence at p (end bounds it), or 0.
- * The ranges of the second byte are those of Unicode table 3-7: they rule
- * out overlongs (E0 80..9F, F0 80..8F), surrogates (ED A0..BF) and code
- * points above U+10FFFF (F4 90.., F5..FF). */
-static size_t utf8_seq_len(const unsigned char *p, const unsigned char *end) {
-  unsigned lo = 0x80, hi = 0xBF;
-  size_t n;
-  if (p[0] < 0x80) return 1;
-  if (p[0] >= 0xC2 && p[0] <= 0xDF) n = 2;
-  else if (p[0] == 0xE0) n = 3, lo = 0xA0;
-  else if (p[0] == 0xED) n = 3, hi = 0x9F;
-  else if (p[0] >= 0xE1 && p[0] <= 0xEF) n = 3;
-  else if (p[0] == 0xF0) n = 4, lo = 0x90;
-  else if (p[0] >= 0xF1 && p[0] <= 0xF3) n = 4;
-  else if (p[0] == 0xF4) n = 4, hi = 0x8F;
-  else return 0; /* continuation byte, C0/C1 overlong lead, or F5..FF */
-  if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi) return 0;
-  for (size_t i = 2; i < n; i++)
-    if ((p[i] & 0xC0) != 0x80) return 0;
-  return n;
-}
-
 int eg_utf8_valid(const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
   while (p < end) {
-    size_t n = utf8_seq_len(p, end);
+    size_t n = eg_utf8_seq_len(p, (size_t)(end - p));
     if (n == 0) return 0;
     p += n;
   }

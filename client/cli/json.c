@@ -10,43 +10,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include <sodium.h>
 
-/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xbf; /* bounds of the second byte */
-  if (s[0] < 0x80)
-    return 1;
-  if (s[0] >= 0xc2 && s[0] <= 0xdf)
-    len = 2;
-  else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-    len = 3;
-    if (s[0] == 0xe0) lo = 0xa0;     /* no overlong forms */
-    if (s[0] == 0xed) hi = 0x9f;     /* no surrogates */
-  } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-    len = 4;
-    if (s[0] == 0xf0) lo = 0x90;
-    if (s[0] == 0xf4) hi = 0x8f;     /* nothing past U+10FFFF */
-  } else
-    return 0;
-  if (n < len || s[1] < lo || s[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if ((s[i] & 0xc0) != 0x80) return 0;
-  return len;
-}
+#include "cli.h"
+#include "common/utf8.h"
 
 json_object *cli_json_new_string(const char *str) {
   const unsigned char *s = (const unsigned char *)(str ? str : "");
   size_t n = strlen((const char *)s), bad = 0;
   for (size_t i = 0, len; i < n; i += len ? len : 1)
-    if (!(len = utf8_len(s + i, n - i))) bad++;
+    if (!(len = eg_utf8_seq_len(s + i, n - i))) bad++;
   if (!bad) return json_object_new_string_len((const char *)s, (int)n);
   /* json-c copies bytes as they are: mend them first (3 bytes per U+FFFD). */
   char *fixed = malloc(n + 2 * bad + 1), *o = fixed;
   if (!fixed) return NULL;
   for (size_t i = 0, len; i < n; i += len ? len : 1) {
-    if ((len = utf8_len(s + i, n - i))) {
+    if ((len = eg_utf8_seq_len(s + i, n - i))) {
       memcpy(o, s + i, len);
       o += len;
     } else {
@@ -67,20 +46,11 @@ void cli_json_print(FILE *out, json_object *j) {
 }
 
 static json_object *json_base64(const ProtobufCBinaryData *b) {
-  static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  const uint8_t *p = b->data;
-  char *text = malloc((b->len + 2) / 3 * 4 + 1), *o = text;
+  size_t cap = sodium_base64_ENCODED_LEN(b->len, sodium_base64_VARIANT_ORIGINAL);
+  char *text = malloc(cap);
   if (!text) return NULL;
-  for (size_t i = 0; i < b->len; i += 3) {
-    size_t left = b->len - i;
-    uint32_t w = (uint32_t)p[i] << 16 | (left > 1 ? (uint32_t)p[i + 1] << 8 : 0) |
-                 (left > 2 ? p[i + 2] : 0);
-    *o++ = tbl[w >> 18 & 63];
-    *o++ = tbl[w >> 12 & 63];
-    *o++ = left > 1 ? tbl[w >> 6 & 63] : '=';
-    *o++ = left > 2 ? tbl[w & 63] : '=';
-  }
-  json_object *j = json_object_new_string_len(text, (int)(o - text));
+  sodium_bin2base64(text, cap, b->data, b->len, sodium_base64_VARIANT_ORIGINAL);
+  json_object *j = json_object_new_string(text);
   free(text);
   return j;
 }

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "cli.h"
 
 /* The decoding of one request; path names the value being read. */
@@ -88,37 +90,22 @@ static int read_float(decoder *d, json_object *j, double *out) {
   return 0;
 }
 
-/* base64, standard or URL-safe alphabet, '=' padding optional. */
+/* base64, standard or URL-safe alphabet (proto3 JSON takes either), '='
+ * padding optional: the variant is told from the text. */
 static int read_bytes(decoder *d, json_object *j, ProtobufCBinaryData *out) {
   if (!json_object_is_type(j, json_type_string)) return fail(d, "expected a base64 string");
   const char *s = json_object_get_string(j);
-  size_t n = (size_t)json_object_get_string_len(j);
-  while (n && s[n - 1] == '=') n--;
+  size_t n = (size_t)json_object_get_string_len(j), len = 0;
+  int url = strpbrk(s, "-_") != NULL, padded = n && s[n - 1] == '=';
+  int variant = url ? (padded ? sodium_base64_VARIANT_URLSAFE
+                              : sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+                    : (padded ? sodium_base64_VARIANT_ORIGINAL
+                              : sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
   uint8_t *buf = cli_alloc(d->g, n * 3 / 4 + 1);
-  size_t len = 0;
-  uint32_t acc = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
-            : c >= 'a' && c <= 'z' ? c - 'a' + 26
-            : c >= '0' && c <= '9' ? c - '0' + 52
-            : c == '+' || c == '-' ? 62
-            : c == '/' || c == '_' ? 63
-                                   : -1;
-    if (v < 0) return fail(d, "not base64 (byte %zu)", i);
-    acc = acc << 6 | (uint32_t)v;
-    if (i % 4 == 3) {
-      buf[len++] = (uint8_t)(acc >> 16);
-      buf[len++] = (uint8_t)(acc >> 8);
-      buf[len++] = (uint8_t)acc;
-    }
-  }
-  if (n % 4 == 1) return fail(d, "not base64 (length)");
-  if (n % 4 == 2) buf[len++] = (uint8_t)(acc >> 4);
-  if (n % 4 == 3) {
-    buf[len++] = (uint8_t)(acc >> 10);
-    buf[len++] = (uint8_t)(acc >> 2);
-  }
+  const char *end;
+  if (sodium_base642bin(buf, n * 3 / 4 + 1, s, n, NULL, &len, &end, variant) != 0 ||
+      end != s + n)
+    return fail(d, "not base64 (byte %zu)", (size_t)((end ? end : s) - s));
   out->data = buf;
   out->len = len;
   return 0;
