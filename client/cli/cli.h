@@ -59,6 +59,18 @@ enum {
  * AppendMessages of engramd's most messages (10000), each with its
  * metadata map, needs 20002. */
 #define CLI_JSON_CONTAINERS_MAX 50000
+/* The most JSON values (numbers, strings, bools, nulls, objects, arrays;
+ * not keys) in the JSON of `engram call -d`, counted in the same pass:
+ * json-c and the request spend about 90 to 150 bytes on an array element
+ * (380 on an object member), so 8 MiB of "0," took 0.3 to 0.5 GB before
+ * the packed request (CLI_INPUT_MAX) was weighed. The bound is one value
+ * per 4 bytes of the largest request engramd takes: the long lists a
+ * request may carry pack to 4 bytes a value or more (an embedding's
+ * float; a map entry's tag, length, key tag, key length and key), and
+ * what packs smaller (fields left at their defaults, empty tags, enum
+ * filters) comes a few per message or in lists engramd caps far lower
+ * (64 tags, 64 filter values), so a request it would take has fewer. */
+#define CLI_JSON_VALUES_MAX (CLI_INPUT_MAX / 4)
 /* The largest --token-file (a token is one short line). */
 #define CLI_TOKEN_FILE_MAX 4096
 /* The key under which --json output carries a write's engram-lsn. */
@@ -221,7 +233,8 @@ json_object *cli_json_new_string(const char *str);
 /* Parses text (len bytes, NUL-terminated) as the proto3 JSON of one desc
  * into *out (arena memory). -1 with why ("session.ttl_seconds: expected an
  * integer ...", "foo: unknown field of engram.v1.X") on bad input: also
- * empty input, more than CLI_JSON_CONTAINERS_MAX objects and arrays, a key
+ * empty input, more than CLI_JSON_CONTAINERS_MAX objects and arrays or
+ * CLI_JSON_VALUES_MAX values (both counted before json-c parses), a key
  * twice in one object or a lone UTF-16 surrogate escape (\ud800), which
  * json-c would take (the last key winning, U+FFFD for the surrogate). */
 int cli_json_to_message(cli *g, const char *text, size_t len,

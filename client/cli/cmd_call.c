@@ -120,6 +120,12 @@ int cmd_call(cli *g, int argc, char **argv) {
   ProtobufCMessage *req;
   if (cli_json_to_message(g, text, len, m->input, &req, why, sizeof why) != 0)
     return cli_usage_error(g, "-d: %s", why);
+  /* --dry-run too: a request engramd would refuse is not one to print as
+   * if it could be sent */
+  size_t packed = protobuf_c_message_get_packed_size(req);
+  if (packed > CLI_INPUT_MAX)
+    return cli_usage_error(g, "-d: the request is %zu bytes, over %d (the largest engramd takes)",
+                           packed, CLI_INPUT_MAX);
   if (dry) { /* the request as it would go, and no call */
     cli_print_json(stdout, req, 0);
     return CLI_OK;
@@ -127,10 +133,6 @@ int cmd_call(cli *g, int argc, char **argv) {
   if (listed(client_streaming, svc->name, m->name))
     return cli_usage_error(g, "%s/%s streams its requests: not callable from engram call",
                            svc->name, m->name);
-  size_t packed = protobuf_c_message_get_packed_size(req);
-  if (packed > CLI_INPUT_MAX)
-    return cli_usage_error(g, "-d: the request is %zu bytes, over %d (the largest engramd takes)",
-                           packed, CLI_INPUT_MAX);
 
   char path[256];
   snprintf(path, sizeof path, "/%s/%s", svc->name, m->name);

@@ -341,8 +341,10 @@ static long hex4(const char *s, size_t left) {
   return v;
 }
 
-/* One pass over text: counts the objects and arrays, refusing more than
- * CLI_JSON_CONTAINERS_MAX before json-c spends memory on them; collects
+/* One pass over text: counts the objects and arrays, and all values,
+ * refusing more than CLI_JSON_CONTAINERS_MAX or CLI_JSON_VALUES_MAX before
+ * json-c spends memory on them (a value is the top one, or one after a
+ * comma, or the first in a container: strings are skipped whole); collects
  * every object's keys and notes the first lone UTF-16 surrogate escape
  * (json-c keeps a repeated key's last value and makes a lone surrogate
  * U+FFFD, silently). The text need not be valid JSON here: json-c judges
@@ -356,14 +358,21 @@ static int json_prescan(cli *g, const char *text, size_t len, json_scan *sc, cha
     int is_obj, want_key;
   } stack[JSON_TOKENER_DEFAULT_DEPTH + 1];
   const size_t stack_max = sizeof stack / sizeof stack[0];
-  size_t depth = 0, containers = 0, objects = 0;
+  size_t depth = 0, containers = 0, objects = 0, values = 1;
+  int opened = 0; /* a container just opened: is its next token a value? */
   /* valid JSON spends at least 4 bytes on a key ("":0): more keys than
    * that are in text json-c refuses, and go unrecorded */
   size_t keys_max = len / 4 + 1;
   sc->keys = cli_alloc(g, keys_max * sizeof *sc->keys);
-  for (size_t i = 0; i < len; i++) {
+  size_t i;
+  for (i = 0; i < len; i++) {
     char c = text[i];
+    if (opened && c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+      opened = 0;
+      if (c != '}' && c != ']' && ++values > CLI_JSON_VALUES_MAX) goto too_many_values;
+    }
     if (c == '{' || c == '[') {
+      opened = 1;
       if (++containers > CLI_JSON_CONTAINERS_MAX) {
         snprintf(why, whylen, "more than %d JSON objects and arrays (at byte %zu)",
                  CLI_JSON_CONTAINERS_MAX, i);
@@ -378,6 +387,7 @@ static int json_prescan(cli *g, const char *text, size_t len, json_scan *sc, cha
     } else if (c == '}' || c == ']') {
       depth -= depth > 0;
     } else if (c == ',') {
+      if (++values > CLI_JSON_VALUES_MAX) goto too_many_values;
       if (depth && depth <= stack_max && stack[depth - 1].is_obj) stack[depth - 1].want_key = 1;
     } else if (c == '"') {
       size_t at = i;
@@ -411,6 +421,9 @@ static int json_prescan(cli *g, const char *text, size_t len, json_scan *sc, cha
     }
   }
   return 0;
+too_many_values:
+  snprintf(why, whylen, "more than %d JSON values (at byte %zu)", CLI_JSON_VALUES_MAX, i);
+  return -1;
 }
 
 static int key_cmp(const void *a, const void *b) {

@@ -1,10 +1,12 @@
 """What the engram CLI refuses before any call (review of issue 14): the
-JSON of `engram call -d` (a bound on its objects and arrays, duplicate keys,
-lone UTF-16 surrogates, empty input, -d given twice) and --token-file (a NUL
-in the token, a FIFO or other non-regular file, naming a symlink's target).
-No server: each input is refused (or, with --dry-run, printed) locally."""
+JSON of `engram call -d` (bounds on its objects and arrays and on all its
+values, duplicate keys, lone UTF-16 surrogates, empty input, -d given twice,
+a request over 4 MiB also with --dry-run) and --token-file (a NUL in the token, a FIFO or other non-regular file, naming a
+symlink's target). No server: each input is refused (or, with --dry-run,
+printed) locally."""
 import json
 import os
+import string
 import subprocess
 import tempfile
 import unittest
@@ -13,6 +15,11 @@ from harness import ENGRAM_CLI, clean_env
 
 # CLI_JSON_CONTAINERS_MAX (client/cli/cli.h)
 CONTAINERS_MAX = 50000
+# CLI_JSON_VALUES_MAX and CLI_INPUT_MAX (client/cli/cli.h)
+VALUES_MAX = 1048576
+REQUEST_MAX = 4 * 1024 * 1024
+# The -d @FILE bound (CLI_JSON_INPUT_MAX)
+JSON_MAX = 8 * 1024 * 1024
 # Far above the CLI's own RSS with a refused input (about 30 MB), far below
 # what json-c needed for 2,000,000 objects (GBs).
 RSS_MAX = 200 * 1024 * 1024
@@ -91,6 +98,62 @@ class CallInputTest(unittest.TestCase):
         rc, out, err = self.dry("SessionService/AppendMessages", body)
         self.assertEqual(rc, 0, err)
         self.assertEqual(json.loads(out)["messages"][0]["content"], "{[" * CONTAINERS_MAX)
+
+    def test_many_values_are_refused_before_parsing(self):
+        # Each under the 8 MiB input bound, each far over the values bound:
+        # json-c took 330 to 490 MB for them before (round 2, N3/R3).
+        embedding = '{"memory":{"embedding":[' + ",".join(["0"] * (JSON_MAX // 2 - 16)) + "]}}"
+        tags = '{"memory":{"tags":[' + ",".join(['""'] * (JSON_MAX // 3 - 16)) + "]}}"
+        # 16400 messages with 62 metadata entries each: 1,049,602 values
+        keys = string.ascii_letters + string.digits
+        meta = ('{"messages":['
+                + ",".join(['{"metadata":{' + ",".join('"%s":""' % k for k in keys) + "}}"]
+                           * 16400) + "]}")
+        for name, method, body in (("embedding", "MemoryService/CreateMemory", embedding),
+                                   ("tags", "MemoryService/CreateMemory", tags),
+                                   ("meta", "SessionService/AppendMessages", meta)):
+            self.assertLessEqual(len(body), JSON_MAX, name)
+            path = self.file(name + ".json", body)
+            for dry in ([], ["--dry-run"]):
+                rc, err, rss = peak_rss("call", method, "-d", "@" + path, *dry, *NOWHERE)
+                self.assertEqual(rc, 2, "%s %s: %s" % (name, dry, err))
+                self.assertIn("more than %d JSON values" % VALUES_MAX, err)
+                self.assertLess(rss, RSS_MAX, "%s %s: peak RSS %d MB" % (name, dry, rss >> 20))
+
+    def test_values_bound_edge(self):
+        def tags(n):  # the root, memory, tags and n strings: n + 3 values
+            return '{"memory":{"tags":[' + ",".join(['""'] * n) + "]}}"
+        at = self.file("at.json", tags(VALUES_MAX - 3))
+        rc, out, err = run("call", "MemoryService/CreateMemory", "-d", "@" + at, "--dry-run")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(json.loads(out)["memory"]["tags"]), VALUES_MAX - 3)
+        over = self.file("over.json", tags(VALUES_MAX - 2))
+        rc, _, err = run("call", "MemoryService/CreateMemory", "-d", "@" + over, "--dry-run")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("more than %d JSON values" % VALUES_MAX, err)
+        # Empty containers hold no value; commas in strings are text.
+        body = self.file("text.json", json.dumps({"messages": [{"content": "," * VALUES_MAX},
+                                                               {"metadata": {}}]}))
+        rc, out, err = self.dry("SessionService/AppendMessages", "@" + body)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(json.loads(out)["messages"]), 2)
+
+    def test_dry_run_refuses_a_request_over_4_mib(self):
+        # JSON under 8 MiB whose request is over what engramd takes: refused
+        # with --dry-run as without it, not printed as if it could be sent.
+        path = self.file("big.json", json.dumps({"messages": [{"content": "x" * REQUEST_MAX}]}))
+        for dry in ([], ["--dry-run"]):
+            rc, out, err = run("call", "SessionService/AppendMessages", "-d", "@" + path, *dry,
+                               *NOWHERE)
+            self.assertEqual(rc, 2, "%s: %s" % (dry, err))
+            self.assertIn("over %d (the largest engramd takes)" % REQUEST_MAX, err)
+            self.assertEqual(out, "")
+        # the largest that fits still prints
+        path = self.file("fits.json",
+                         json.dumps({"messages": [{"content": "x" * (REQUEST_MAX - 16)}]}))
+        rc, out, err = run("call", "SessionService/AppendMessages", "-d", "@" + path, "--dry-run")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(len(json.loads(out)["messages"][0]["content"]), REQUEST_MAX - 16)
 
     def test_duplicate_keys(self):
         self.refused("SessionService/GetSession", '{"sessionId": "a", "sessionId": "b"}',
