@@ -106,16 +106,20 @@ int cli_flag_take(cli *g, const cli_flag *flags, int argc, char **argv, int *i, 
   const char *eq = strchr(arg, '=');
   size_t namelen = eq ? (size_t)(eq - arg) : strlen(arg);
   const cli_flag *f = find_flag(flags, arg, namelen);
-  if (f) {
-    assert(f - flags < 32); /* one bit of *seen each */
-    /* a value given twice: which one was meant? (a map's entries add up;
-     * a switch set twice is still set) */
-    if ((*seen & (1u << (f - flags))) && f->kind != FLAG_MAP && f->kind != FLAG_BOOL)
-      return cli_usage_error(g, "%s given twice", f->name);
-    *seen |= 1u << (f - flags);
-  } else if (!(f = find_flag(cli_global_flags(g), arg, namelen))) {
-    return cli_usage_error(g, "unknown flag '%.*s'", (int)namelen, arg);
+  if (!f) {
+    /* a global option, before or after the command words: one record of
+     * it for the whole line */
+    flags = cli_global_flags(g);
+    seen = &g->globals_seen;
+    if (!(f = find_flag(flags, arg, namelen)))
+      return cli_usage_error(g, "unknown flag '%.*s'", (int)namelen, arg);
   }
+  assert(f - flags < 32); /* one bit of *seen each */
+  /* a value given twice: which one was meant? (a map's entries add up;
+   * a switch set twice is still set) */
+  if ((*seen & (1u << (f - flags))) && f->kind != FLAG_MAP && f->kind != FLAG_BOOL)
+    return cli_usage_error(g, "%s given twice", f->name);
+  *seen |= 1u << (f - flags);
   (*i)++;
   if (f->kind == FLAG_BOOL) {
     if (eq) return cli_usage_error(g, "%s takes no value", f->name);

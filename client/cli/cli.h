@@ -89,6 +89,7 @@ typedef struct {
   int version;            /* --version */
   int64_t timeout_ms;  /* 0: the library's default */
   int64_t min_lsn;     /* 0: none */
+  uint32_t globals_seen; /* global options given, before or after the command: a bit per row */
   const cli_cmd *cmd;  /* the command running, for its usage line */
   eg_client *client;   /* made by the first RPC */
   cli_block *arena;    /* all cli_alloc memory; freed at exit */
@@ -169,8 +170,9 @@ int cli_parse(cli *g, int argc, char **argv, const cli_flag *flags,
               const char *const *pos_names, const char **pos);
 
 /* Parses the flag at argv[*i] (with its value, if it takes one) and
- * advances *i past it. seen (one bit per row of flags) records it; a
- * value flag of flags seen already is a usage error ("-d given twice").
+ * advances *i past it. seen (one bit per row of flags) records it, or
+ * g->globals_seen a global option not in flags; a value flag seen
+ * already is a usage error ("-d given twice", "--timeout given twice").
  * Returns CLI_OK, CLI_HELP or CLI_USAGE as cli_parse. */
 int cli_flag_take(cli *g, const cli_flag *flags, int argc, char **argv, int *i, uint32_t *seen);
 

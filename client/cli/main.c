@@ -206,9 +206,8 @@ const cli_flag *cli_global_flags(cli *g) {
 
 /* Parses the global options before the command; *i ends at the command. */
 static int parse_globals(cli *g, int argc, char **argv, int *i) {
-  uint32_t seen = 0;
   while (*i < argc && argv[*i][0] == '-') {
-    int rc = cli_flag_take(g, cli_global_flags(g), argc, argv, i, &seen);
+    int rc = cli_flag_take(g, cli_global_flags(g), argc, argv, i, &g->globals_seen);
     if (rc != CLI_OK) return rc;
   }
   return g->version ? CLI_VERSION : CLI_OK;

@@ -1,7 +1,8 @@
 """What the engram CLI refuses before any call (review of issue 14): the
 JSON of `engram call -d` (bounds on its objects and arrays and on all its
 values, duplicate keys, lone UTF-16 surrogates, empty input, -d given twice,
-a request over 4 MiB also with --dry-run) and --token-file (a NUL in the token, a FIFO or other non-regular file, naming a
+a request over 4 MiB also with --dry-run), a global option given twice, and
+--token-file (a NUL in the token, a FIFO or other non-regular file, naming a
 symlink's target). No server: each input is refused (or, with --dry-run,
 printed) locally."""
 import json
@@ -191,6 +192,24 @@ class CallInputTest(unittest.TestCase):
                            "-d", '{"sessionId": "b"}', "--dry-run")
         self.assertEqual(rc, 2, err)
         self.assertIn("-d given twice", err)
+
+    def test_global_option_twice(self):
+        # before the command words, after them, or once on each side: which
+        # one was meant? (a switch such as --json may repeat)
+        for args in (["--timeout", "5", "--timeout", "6", "call", "Health/Check"],
+                     ["call", "Health/Check", "--dry-run", "--timeout", "5", "--timeout", "6"],
+                     ["--timeout", "5", "call", "Health/Check", "--dry-run", "--timeout=6"],
+                     ["call", "Health/Check", "--dry-run", "--target", "a:1", "--target", "b:1"],
+                     ["session", "get", "x", "--token", "a", "--token", "b"],
+                     ["--min-lsn", "1", "health", "--min-lsn", "1"]):
+            rc, out, err = run(*args)
+            self.assertEqual(rc, 2, "%s: %s" % (args, err))
+            self.assertIn("given twice", err, args)
+            self.assertEqual(out, "", args)
+        rc, out, err = run("--json", "call", "Health/Check", "--dry-run", "--json",
+                           "--timeout", "5")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out), {"service": ""})
 
 
 class TokenFileTest(unittest.TestCase):
