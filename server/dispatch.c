@@ -171,12 +171,16 @@ static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
   return EG_OK;
 }
 
-/* A forwarded write that got no answer from the primary itself: gRPC
- * core's status (the primary is down or unreachable, the connection
- * broke, the deadline passed), named by code and core's text (why).
- * Core's text names internal addresses and
- * is not the house form: it goes to this replica's log, the client gets
- * the house answer. */
+/* A forwarded write that got no answer from the primary itself: the
+ * call could not start or its batch failed, or gRPC core ended it
+ * UNAVAILABLE (the primary is down or unreachable, the connection broke)
+ * or DEADLINE_EXCEEDED (this replica's bound: the client's deadline),
+ * named by code and core's text (why). Core's text names internal
+ * addresses and is not the house form: it goes to this replica's log, the
+ * client gets the house answer. Neither answer says the write was not
+ * applied: the connection may have broken after the primary committed it,
+ * so only a retry that is idempotent (an append with client_message_id)
+ * is safe. */
 static void eg_forward_failed(eg_call *c, int code, const char *why) {
   char path[200];
   snprintf(path, sizeof path, "%s", c->w->tp->methods[c->mi]->path);
@@ -190,7 +194,8 @@ static void eg_forward_failed(eg_call *c, int code, const char *why) {
     return;
   }
   snprintf(c->req.msg, sizeof c->req.msg,
-           "the primary cannot be reached; the write was not acknowledged; retry");
+           "the primary cannot be reached; the write may or may not have been applied there; "
+           "only an idempotent retry is safe (AppendMessages with client_message_id)");
   eg_reply(c, EG_EUNAVAIL, 0);
 }
 
@@ -218,8 +223,13 @@ static void eg_forward(eg_call *c, const eg_method *m) {
 }
 
 /* The primary answered a forwarded write: pass its answer on. Every
- * non-OK answer of the primary's own carries engram-request-id; one
- * without it is gRPC core's (eg_forward_failed). */
+ * non-OK answer of the primary's own carries engram-request-id. One
+ * without it is either gRPC core's failure to reach the primary
+ * (UNAVAILABLE, DEADLINE_EXCEEDED: eg_forward_failed) or a status that is
+ * no transport failure: an older primary's (it predates the id: NOT_FOUND
+ * ...) or its gRPC core's refusal (a message over its size limit). Those
+ * pass through with their code and message (a retry would not help); the
+ * details are this replica's own (eg_error_metadata). */
 void eg_forward_done(eg_call *c, int ok) {
   eg_client_exchange *f = &c->fwd;
   char msg[512];
@@ -232,7 +242,8 @@ void eg_forward_done(eg_call *c, int ok) {
   size_t len = eg_utf8_cut((const char *)GRPC_SLICE_START_PTR(f->details),
                            GRPC_SLICE_LENGTH(f->details), sizeof msg - 1);
   snprintf(msg, sizeof msg, "%.*s", (int)len, (const char *)GRPC_SLICE_START_PTR(f->details));
-  if (f->code != GRPC_STATUS_OK && !eg_md_find(&f->trailing, "engram-request-id")) {
+  if ((f->code == GRPC_STATUS_UNAVAILABLE || f->code == GRPC_STATUS_DEADLINE_EXCEEDED) &&
+      !eg_md_find(&f->trailing, "engram-request-id")) {
     eg_forward_failed(c, f->code, msg);
     return;
   }
