@@ -171,6 +171,9 @@ static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
   return EG_OK;
 }
 
+/* At most one WARN line per this long for failed forwards. */
+#define EG_FORWARD_WARN_EVERY_US 1000000
+
 /* A forwarded write that got no answer from the primary itself: the
  * call could not start or its batch failed, or gRPC core ended it
  * UNAVAILABLE (the primary is down or unreachable, the connection broke)
@@ -182,10 +185,19 @@ static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
  * so only a retry that is idempotent (an append with client_message_id)
  * is safe. */
 static void eg_forward_failed(eg_call *c, int code, const char *why) {
-  char path[200];
-  snprintf(path, sizeof path, "%s", c->w->tp->methods[c->mi]->path);
-  eg_log(EG_LOG_WARN, "forwarding a %s write to the primary failed: %s: %s", path,
-         eg_grpc_code_name(code), why);
+  /* One line per failed forward would flood the log while the primary is
+   * down, when operators read it: at most one a second, each saying how
+   * many were held back since the last. */
+  static eg_log_limit warned = EG_LOG_LIMIT_INIT;
+  uint64_t held;
+  if (eg_log_limit_take(&warned, eg_mono_us(), EG_FORWARD_WARN_EVERY_US, &held)) {
+    char more[80] = "";
+    if (held)
+      snprintf(more, sizeof more, " (%" PRIu64 " more failed forward%s not logged)", held,
+               held == 1 ? "" : "s");
+    eg_log(EG_LOG_WARN, "forwarding a %s write to the primary failed: %s: %s%s",
+           c->w->tp->methods[c->mi]->path, eg_grpc_code_name(code), why, more);
+  }
   if (code == GRPC_STATUS_DEADLINE_EXCEEDED) {
     snprintf(c->req.msg, sizeof c->req.msg,
              "the deadline passed before the primary answered; the write may have been applied "

@@ -7,8 +7,10 @@ A primary that answers, but without engram-request-id (an engramd older
 than the id, or its gRPC core refusing a message), is not "unreachable":
 its code and message pass through, with details of the replica's own."""
 import os
+import re
 import shutil
 import tempfile
+import time
 from concurrent import futures
 
 import grpc
@@ -24,6 +26,7 @@ TOKENS = [("acme", "agent", AGENT), ("acme", "replica", REPL)]
 HOUSE = ("the primary cannot be reached; the write may or may not have been applied there; "
          "only an idempotent retry is safe (AppendMessages with client_message_id)")
 NO_SESSION = "session_id: no session 'x'"
+BURST = 20  # failed forwards at once: far more than one a second
 TOO_LARGE = "Received message larger than max (5000000 vs. 4194304)"
 
 
@@ -71,12 +74,42 @@ class ForwardUnreachableTest(RichTestCase):
                 self.assertEqual(r["info"].reason, "UNAVAILABLE")
                 self.assertIsNotNone(r["retry"], r["order"])
                 self.assertNotIn(str(self.port), r["status"].message)
-                # gRPC core's text, with the address, is in the replica's log.
-                self.wait_until(
-                    lambda: any("forwarding a /engram.v1.SessionService/%s write" % name in l
-                                and "WARN" in l and str(self.port) in l
-                                for l in self.replica.log_text().splitlines()),
-                    5, "the WARN line of the failed forward", nodes=(self.replica,))
+        # gRPC core's text, with the address, is in the replica's log (the
+        # first failure's: the next, within the second, is held back).
+        self.wait_until(
+            lambda: any("forwarding a /engram.v1.SessionService/CreateSession write" in l
+                        and "WARN" in l and str(self.port) in l
+                        for l in self.replica.log_text().splitlines()),
+            5, "the WARN line of the failed forward", nodes=(self.replica,))
+
+    def test_the_warn_lines_of_an_outage_are_rate_limited(self):
+        # At most one WARN line a second, the next one counting those held
+        # back: every failed forward is in the log, once, with no flood.
+        c = self.replica.client(AGENT)
+
+        def lines():
+            return [l for l in self.replica.log_text().splitlines()
+                    if "forwarding a /engram.v1.SessionService/" in l and "WARN" in l]
+
+        def logged():
+            held = [re.search(r"\((\d+) more failed forwards? not logged\)", l) for l in lines()]
+            return sum(1 + (int(h.group(1)) if h else 0) for h in held)
+
+        def fail():
+            self.assertStatus(grpc.StatusCode.UNAVAILABLE, c.append, uid("s"), M("x"))
+        for _ in range(BURST):
+            fail()
+        self.assertLess(len(lines()), BURST)
+        # The line goes before the reply: once a failure's line says how
+        # many were held back, the log accounts for every one.
+        sent, until = BURST, time.monotonic() + 10
+        while logged() < sent:
+            self.assertLess(time.monotonic(), until, "no line counting the held-back ones")
+            time.sleep(0.05)  # paces the failures; asserts nothing
+            fail()
+            sent += 1
+        self.assertEqual(logged(), sent)
+        self.assertLess(len(lines()), sent)
 
 
 class ForwardOldPrimaryTest(RichTestCase):
