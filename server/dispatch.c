@@ -6,6 +6,7 @@
  * The call's states and who moves them: server/call.h.
  */
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <inttypes.h>
 #include <sodium.h>
@@ -406,11 +407,73 @@ static int eg_stream_batch(eg_call *c, grpc_op *ops, size_t n) {
   return 1;
 }
 
-/* Gives back what eg_stream_admit took: the place (p may be NULL), the
- * thread's (thread). */
-static void eg_stream_leave(eg_transport *tp, eg_stream_places *p, int thread) {
-  if (p) atomic_fetch_sub(&p->taken, 1);
+/* Gives back what eg_stream_admit took: c's place and its address's
+ * share of them (c may be NULL; each goes back once), the thread's
+ * (thread). */
+static void eg_stream_leave(eg_transport *tp, eg_call *c, int thread) {
+  eg_stream_places *p = c ? c->place : NULL;
+  if (p) {
+    if (c->peer_slot) {
+      pthread_mutex_lock(&p->mu);
+      eg_peer_places *slot = &p->peers[c->peer_slot - 1];
+      if (--slot->taken == 0) slot->addr[0] = '\0';
+      pthread_mutex_unlock(&p->mu);
+      c->peer_slot = 0;
+    }
+    atomic_fetch_sub(&p->taken, 1);
+    c->place = NULL;
+  }
   if (thread) atomic_fetch_sub(&tp->streams, 1);
+}
+
+/* The caller's address without its port: "ipv4:10.0.0.7:52144" ->
+ * "ipv4:10.0.0.7", "ipv6:[::1]:52144" (or %5B::1%5D) -> "ipv6:[::1]";
+ * other kinds (unix:) whole. Cut to fit buf (EG_PEER_ADDR_MAX). */
+static void eg_peer_address(grpc_call *call, char *buf) {
+  char *peer = grpc_call_get_peer(call);
+  size_t len = strlen(peer);
+  const char *colon = strrchr(peer, ':');
+  if ((strncmp(peer, "ipv4:", 5) == 0 || strncmp(peer, "ipv6:", 5) == 0) && colon > peer + 4)
+    len = (size_t)(colon - peer);
+  snprintf(buf, EG_PEER_ADDR_MAX, "%.*s", (int)len, peer);
+  gpr_free(peer);
+}
+
+/* Takes a share of p's places for c's address (p->per_peer): 0, or -1
+ * when the address holds its share already. */
+static int eg_peer_take(eg_stream_places *p, eg_call *c) {
+  char addr[EG_PEER_ADDR_MAX];
+  eg_peer_address(c->call, addr);
+  int got = -1, free_slot = -1;
+  pthread_mutex_lock(&p->mu);
+  for (int i = 0; i < p->n_peers && got < 0; i++) {
+    if (strcmp(p->peers[i].addr, addr) == 0) got = i;
+    else if (!p->peers[i].addr[0] && free_slot < 0) free_slot = i;
+  }
+  /* Each place holds one slot and n_peers >= the places: a new address
+   * finds a free one. */
+  if (got < 0 && free_slot >= 0) {
+    got = free_slot;
+    snprintf(p->peers[got].addr, sizeof p->peers[got].addr, "%s", addr);
+  }
+  if (got >= 0 && p->peers[got].taken >= p->per_peer) got = -1;
+  if (got >= 0) {
+    p->peers[got].taken++;
+    c->peer_slot = got + 1;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return got >= 0 ? 0 : -1;
+}
+
+/* 1 if c carries a token of the tokens file (any role); 0 without
+ * --tokens, where no token is anyone's. */
+static int eg_has_token(eg_call *c) {
+  const eg_auth *a = c->w->tp->srv->auth;
+  const grpc_slice *v = eg_md_find(&c->md, "authorization");
+  const char *tenant;
+  return !eg_auth_dev_mode(a) && v &&
+         eg_auth_check(a, (const char *)GRPC_SLICE_START_PTR(*v), GRPC_SLICE_LENGTH(*v),
+                       EG_ROLE_AGENT | EG_ROLE_ADMIN | EG_ROLE_REPLICA, &tenant) == EG_OK;
 }
 
 /* The early close of a stream whose method watches_close: its
@@ -463,7 +526,7 @@ static void *eg_stream_main(void *arg) {
   eg_stream_closing = NULL;
   /* The handler let go of what its place stands for: a client told the
    * status may start the next call at once. */
-  eg_stream_leave(tp, m->places, 0);
+  eg_stream_leave(tp, c, 0);
   grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
   ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
@@ -502,15 +565,23 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   eg_transport *tp = c->w->tp;
   const eg_srv *srv = tp->srv;
   eg_stream_places *p = m->places;
+  if (p && p->tokened && eg_has_token(c)) p = p->tokened;
   if (p && atomic_fetch_add(&p->taken, 1) >= p->max(srv)) {
     atomic_fetch_sub(&p->taken, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "too many %s (at most %d%s%s); retry", p->what,
              p->max(srv), p->limit ? ", " : "", p->limit ? p->limit : "");
     return EG_EUNAVAIL;
   }
+  c->place = p;
+  if (p && p->per_peer && eg_peer_take(p, c) != 0) {
+    eg_stream_leave(tp, c, 0);
+    snprintf(c->req.msg, sizeof c->req.msg, "too many %s from one address (at most %d each%s); retry",
+             p->what, p->per_peer, p->tokened ? " without a token" : "");
+    return EG_EUNAVAIL;
+  }
   int cap = (int)eg_config_stream_threads(srv->cfg);
   if (atomic_fetch_add(&tp->streams, 1) >= cap) {
-    eg_stream_leave(tp, p, 1);
+    eg_stream_leave(tp, c, 1);
     snprintf(c->req.msg, sizeof c->req.msg,
              "too many streams open on this server (at most %d: replica streams, snapshots, "
              "backups, exports); retry", cap);
@@ -537,7 +608,7 @@ static void eg_start_stream(eg_call *c) {
     pthread_attr_destroy(&a);
     if (rc == 0) return;
     eg_log(EG_LOG_ERROR, "cannot start a thread for a %s stream: %s", m->path, strerror(rc));
-    eg_stream_leave(tp, m->places, 1);
+    eg_stream_leave(tp, c, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "engramd: cannot start a thread for this stream");
     e = EG_ENOMEM;
   }
