@@ -164,3 +164,17 @@ void eg_log_with(eg_log_level level, const eg_log_field *fields, size_t n, const
   eg_log_v(level, fields, n, fmt, ap);
   va_end(ap);
 }
+
+int eg_log_limit_take(eg_log_limit *l, int64_t now_us, int64_t every_us, uint64_t *held) {
+  pthread_mutex_lock(&l->mu);
+  int go = now_us >= l->next_us;
+  if (go) {
+    *held = l->held;
+    l->held = 0;
+    l->next_us = now_us + every_us;
+  } else {
+    l->held++;
+  }
+  pthread_mutex_unlock(&l->mu);
+  return go;
+}

@@ -14,7 +14,9 @@
 #ifndef EG_COMMON_LOG_H
 #define EG_COMMON_LOG_H
 
+#include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum { EG_LOG_DEBUG, EG_LOG_INFO, EG_LOG_WARN, EG_LOG_ERROR } eg_log_level;
 
@@ -39,5 +41,21 @@ void eg_log(eg_log_level level, const char *fmt, ...) __attribute__((format(prin
 /* eg_log with n extra fields. Thread safety: any thread. */
 void eg_log_with(eg_log_level level, const eg_log_field *fields, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* A bound on a line that can come once per request (a replica's failed
+ * forward while its primary is down): at most one line every `every_us`.
+ * The lines held back meanwhile are counted, and the next line that goes
+ * says how many, so an outage is in the log without flooding it. */
+typedef struct {
+  pthread_mutex_t mu;
+  int64_t next_us; /* the first time the next line may go */
+  uint64_t held;   /* lines held back since the last one went */
+} eg_log_limit;
+#define EG_LOG_LIMIT_INIT {PTHREAD_MUTEX_INITIALIZER, 0, 0}
+
+/* At now_us (a monotonic clock): 1 if a line may go, with *held the lines
+ * held back since the last one went (the count starts again); else 0, and
+ * this line is counted as held back. Thread safety: any thread. */
+int eg_log_limit_take(eg_log_limit *l, int64_t now_us, int64_t every_us, uint64_t *held);
 
 #endif

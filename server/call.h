@@ -85,6 +85,10 @@ typedef struct eg_call {
   grpc_metadata error_md[2];
   int cancelled;
   int64_t arrived_us; /* eg_metrics_arrive's: the latency histogram's start */
+  /* A stream's place, once admitted (its method's, or their tokened
+   * ones), and its peer address's slot in place->peers + 1 (0: none). */
+  struct eg_stream_places *place;
+  int peer_slot;
 } eg_call;
 
 struct eg_worker {

@@ -355,5 +355,6 @@ unsigned eg_config_store_readers(int workers) {
 
 unsigned eg_config_stream_threads(const eg_config *c) {
   return (unsigned)(EG_REPL_MAX_PEERS + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports +
-                    EG_HEALTH_WATCHES_MAX + EG_REFLECTION_STREAMS_MAX + EG_STREAMS_HEADROOM);
+                    EG_HEALTH_WATCHES_MAX + EG_REFLECTION_STREAMS_MAX +
+                    EG_REFLECTION_TOKEN_STREAMS_MAX + EG_STREAMS_HEADROOM);
 }

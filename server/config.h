@@ -138,6 +138,13 @@ void eg_config_describe(const eg_config *c, char *buf, size_t buflen);
 /* Most server reflection streams at once (each holds a thread for at most
  * --call-timeout-ms); past it UNAVAILABLE. */
 #define EG_REFLECTION_STREAMS_MAX 8
+/* Of those, the most one peer address holds at once: a client that keeps
+ * its streams busy (one question every few seconds) cannot take them all. */
+#define EG_REFLECTION_PEER_STREAMS 2
+/* Reflection streams of callers with a valid token (--tokens), apart from
+ * the anonymous ones: token holders are never locked out by anonymous
+ * callers, however many addresses those have. */
+#define EG_REFLECTION_TOKEN_STREAMS_MAX 8
 /* A reflection stream that asks nothing for this long is ended
  * (DEADLINE_EXCEEDED): reflection needs no token, and that many idle
  * streams must not lock everyone out for --call-timeout-ms. Tools ask

@@ -6,6 +6,7 @@
  * The call's states and who moves them: server/call.h.
  */
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <inttypes.h>
 #include <sodium.h>
@@ -171,17 +172,33 @@ static eg_err eg_min_lsn(eg_call *c, uint64_t *want) {
   return EG_OK;
 }
 
-/* A forwarded write that got no answer from the primary itself: gRPC
- * core's status (the primary is down or unreachable, the connection
- * broke, the deadline passed), named by code and core's text (why).
- * Core's text names internal addresses and
- * is not the house form: it goes to this replica's log, the client gets
- * the house answer. */
+/* At most one WARN line per this long for failed forwards. */
+#define EG_FORWARD_WARN_EVERY_US 1000000
+
+/* A forwarded write that got no answer from the primary itself: the
+ * call could not start or its batch failed, or gRPC core ended it
+ * UNAVAILABLE (the primary is down or unreachable, the connection broke)
+ * or DEADLINE_EXCEEDED (this replica's bound: the client's deadline),
+ * named by code and core's text (why). Core's text names internal
+ * addresses and is not the house form: it goes to this replica's log, the
+ * client gets the house answer. Neither answer says the write was not
+ * applied: the connection may have broken after the primary committed it,
+ * so only a retry that is idempotent (an append with client_message_id)
+ * is safe. */
 static void eg_forward_failed(eg_call *c, int code, const char *why) {
-  char path[200];
-  snprintf(path, sizeof path, "%s", c->w->tp->methods[c->mi]->path);
-  eg_log(EG_LOG_WARN, "forwarding a %s write to the primary failed: %s: %s", path,
-         eg_grpc_code_name(code), why);
+  /* One line per failed forward would flood the log while the primary is
+   * down, when operators read it: at most one a second, each saying how
+   * many were held back since the last. */
+  static eg_log_limit warned = EG_LOG_LIMIT_INIT;
+  uint64_t held;
+  if (eg_log_limit_take(&warned, eg_mono_us(), EG_FORWARD_WARN_EVERY_US, &held)) {
+    char more[80] = "";
+    if (held)
+      snprintf(more, sizeof more, " (%" PRIu64 " more failed forward%s not logged)", held,
+               held == 1 ? "" : "s");
+    eg_log(EG_LOG_WARN, "forwarding a %s write to the primary failed: %s: %s%s",
+           c->w->tp->methods[c->mi]->path, eg_grpc_code_name(code), why, more);
+  }
   if (code == GRPC_STATUS_DEADLINE_EXCEEDED) {
     snprintf(c->req.msg, sizeof c->req.msg,
              "the deadline passed before the primary answered; the write may have been applied "
@@ -190,7 +207,8 @@ static void eg_forward_failed(eg_call *c, int code, const char *why) {
     return;
   }
   snprintf(c->req.msg, sizeof c->req.msg,
-           "the primary cannot be reached; the write was not acknowledged; retry");
+           "the primary cannot be reached; the write may or may not have been applied there; "
+           "only an idempotent retry is safe (AppendMessages with client_message_id)");
   eg_reply(c, EG_EUNAVAIL, 0);
 }
 
@@ -218,8 +236,13 @@ static void eg_forward(eg_call *c, const eg_method *m) {
 }
 
 /* The primary answered a forwarded write: pass its answer on. Every
- * non-OK answer of the primary's own carries engram-request-id; one
- * without it is gRPC core's (eg_forward_failed). */
+ * non-OK answer of the primary's own carries engram-request-id. One
+ * without it is either gRPC core's failure to reach the primary
+ * (UNAVAILABLE, DEADLINE_EXCEEDED: eg_forward_failed) or a status that is
+ * no transport failure: an older primary's (it predates the id: NOT_FOUND
+ * ...) or its gRPC core's refusal (a message over its size limit). Those
+ * pass through with their code and message (a retry would not help); the
+ * details are this replica's own (eg_error_metadata). */
 void eg_forward_done(eg_call *c, int ok) {
   eg_client_exchange *f = &c->fwd;
   char msg[512];
@@ -232,7 +255,8 @@ void eg_forward_done(eg_call *c, int ok) {
   size_t len = eg_utf8_cut((const char *)GRPC_SLICE_START_PTR(f->details),
                            GRPC_SLICE_LENGTH(f->details), sizeof msg - 1);
   snprintf(msg, sizeof msg, "%.*s", (int)len, (const char *)GRPC_SLICE_START_PTR(f->details));
-  if (f->code != GRPC_STATUS_OK && !eg_md_find(&f->trailing, "engram-request-id")) {
+  if ((f->code == GRPC_STATUS_UNAVAILABLE || f->code == GRPC_STATUS_DEADLINE_EXCEEDED) &&
+      !eg_md_find(&f->trailing, "engram-request-id")) {
     eg_forward_failed(c, f->code, msg);
     return;
   }
@@ -383,11 +407,73 @@ static int eg_stream_batch(eg_call *c, grpc_op *ops, size_t n) {
   return 1;
 }
 
-/* Gives back what eg_stream_admit took: the place (p may be NULL), the
- * thread's (thread). */
-static void eg_stream_leave(eg_transport *tp, eg_stream_places *p, int thread) {
-  if (p) atomic_fetch_sub(&p->taken, 1);
+/* Gives back what eg_stream_admit took: c's place and its address's
+ * share of them (c may be NULL; each goes back once), the thread's
+ * (thread). */
+static void eg_stream_leave(eg_transport *tp, eg_call *c, int thread) {
+  eg_stream_places *p = c ? c->place : NULL;
+  if (p) {
+    if (c->peer_slot) {
+      pthread_mutex_lock(&p->mu);
+      eg_peer_places *slot = &p->peers[c->peer_slot - 1];
+      if (--slot->taken == 0) slot->addr[0] = '\0';
+      pthread_mutex_unlock(&p->mu);
+      c->peer_slot = 0;
+    }
+    atomic_fetch_sub(&p->taken, 1);
+    c->place = NULL;
+  }
   if (thread) atomic_fetch_sub(&tp->streams, 1);
+}
+
+/* The caller's address without its port: "ipv4:10.0.0.7:52144" ->
+ * "ipv4:10.0.0.7", "ipv6:[::1]:52144" (or %5B::1%5D) -> "ipv6:[::1]";
+ * other kinds (unix:) whole. Cut to fit buf (EG_PEER_ADDR_MAX). */
+static void eg_peer_address(grpc_call *call, char *buf) {
+  char *peer = grpc_call_get_peer(call);
+  size_t len = strlen(peer);
+  const char *colon = strrchr(peer, ':');
+  if ((strncmp(peer, "ipv4:", 5) == 0 || strncmp(peer, "ipv6:", 5) == 0) && colon > peer + 4)
+    len = (size_t)(colon - peer);
+  snprintf(buf, EG_PEER_ADDR_MAX, "%.*s", (int)len, peer);
+  gpr_free(peer);
+}
+
+/* Takes a share of p's places for c's address (p->per_peer): 0, or -1
+ * when the address holds its share already. */
+static int eg_peer_take(eg_stream_places *p, eg_call *c) {
+  char addr[EG_PEER_ADDR_MAX];
+  eg_peer_address(c->call, addr);
+  int got = -1, free_slot = -1;
+  pthread_mutex_lock(&p->mu);
+  for (int i = 0; i < p->n_peers && got < 0; i++) {
+    if (strcmp(p->peers[i].addr, addr) == 0) got = i;
+    else if (!p->peers[i].addr[0] && free_slot < 0) free_slot = i;
+  }
+  /* Each place holds one slot and n_peers >= the places: a new address
+   * finds a free one. */
+  if (got < 0 && free_slot >= 0) {
+    got = free_slot;
+    snprintf(p->peers[got].addr, sizeof p->peers[got].addr, "%s", addr);
+  }
+  if (got >= 0 && p->peers[got].taken >= p->per_peer) got = -1;
+  if (got >= 0) {
+    p->peers[got].taken++;
+    c->peer_slot = got + 1;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return got >= 0 ? 0 : -1;
+}
+
+/* 1 if c carries a token of the tokens file (any role); 0 without
+ * --tokens, where no token is anyone's. */
+static int eg_has_token(eg_call *c) {
+  const eg_auth *a = c->w->tp->srv->auth;
+  const grpc_slice *v = eg_md_find(&c->md, "authorization");
+  const char *tenant;
+  return !eg_auth_dev_mode(a) && v &&
+         eg_auth_check(a, (const char *)GRPC_SLICE_START_PTR(*v), GRPC_SLICE_LENGTH(*v),
+                       EG_ROLE_AGENT | EG_ROLE_ADMIN | EG_ROLE_REPLICA, &tenant) == EG_OK;
 }
 
 /* The early close of a stream whose method watches_close: its
@@ -440,7 +526,7 @@ static void *eg_stream_main(void *arg) {
   eg_stream_closing = NULL;
   /* The handler let go of what its place stands for: a client told the
    * status may start the next call at once. */
-  eg_stream_leave(tp, m->places, 0);
+  eg_stream_leave(tp, c, 0);
   grpc_slice details = grpc_slice_from_copied_string(c->req.msg);
   ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   ops[1].data.send_status_from_server.status = (grpc_status_code)eg_err_grpc_code(e);
@@ -479,15 +565,23 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   eg_transport *tp = c->w->tp;
   const eg_srv *srv = tp->srv;
   eg_stream_places *p = m->places;
+  if (p && p->tokened && eg_has_token(c)) p = p->tokened;
   if (p && atomic_fetch_add(&p->taken, 1) >= p->max(srv)) {
     atomic_fetch_sub(&p->taken, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "too many %s (at most %d%s%s); retry", p->what,
              p->max(srv), p->limit ? ", " : "", p->limit ? p->limit : "");
     return EG_EUNAVAIL;
   }
+  c->place = p;
+  if (p && p->per_peer && eg_peer_take(p, c) != 0) {
+    eg_stream_leave(tp, c, 0);
+    snprintf(c->req.msg, sizeof c->req.msg, "too many %s from one address (at most %d each%s); retry",
+             p->what, p->per_peer, p->tokened ? " without a token" : "");
+    return EG_EUNAVAIL;
+  }
   int cap = (int)eg_config_stream_threads(srv->cfg);
   if (atomic_fetch_add(&tp->streams, 1) >= cap) {
-    eg_stream_leave(tp, p, 1);
+    eg_stream_leave(tp, c, 1);
     snprintf(c->req.msg, sizeof c->req.msg,
              "too many streams open on this server (at most %d: replica streams, snapshots, "
              "backups, exports); retry", cap);
@@ -514,7 +608,7 @@ static void eg_start_stream(eg_call *c) {
     pthread_attr_destroy(&a);
     if (rc == 0) return;
     eg_log(EG_LOG_ERROR, "cannot start a thread for a %s stream: %s", m->path, strerror(rc));
-    eg_stream_leave(tp, m->places, 1);
+    eg_stream_leave(tp, c, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "engramd: cannot start a thread for this stream");
     e = EG_ENOMEM;
   }

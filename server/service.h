@@ -14,6 +14,7 @@
 #define EG_SERVER_SERVICE_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -172,7 +173,27 @@ typedef struct eg_stream_places {
   int (*max)(const eg_srv *srv);
   const char *what;  /* "exports running" */
   const char *limit; /* the flag that sets max, or NULL for a fixed cap */
+  /* Places of their own for calls that carry a valid token (--tokens
+   * set), which callers without one cannot take: a method anyone may call
+   * (reflection) cannot be locked out for token holders. NULL: none. */
+  struct eg_stream_places *tokened;
+  /* At most per_peer of these places per peer address (the port aside),
+   * so that one client cannot take them all; refused UNAVAILABLE "too many
+   * <what> from one address (at most N each); retry". 0: no such bound.
+   * Then peers has room for an address per place (n_peers >= max(srv)),
+   * guarded by mu (initialize it with PTHREAD_MUTEX_INITIALIZER). */
+  int per_peer;
+  struct eg_peer_places *peers;
+  int n_peers;
+  pthread_mutex_t mu;
 } eg_stream_places;
+
+/* One peer address's places among a kind's (eg_stream_places.peers). */
+#define EG_PEER_ADDR_MAX 96
+typedef struct eg_peer_places {
+  char addr[EG_PEER_ADDR_MAX]; /* "ipv4:127.0.0.1"; "" when free */
+  int taken;
+} eg_peer_places;
 
 typedef struct eg_method {
   const char *path; /* "/engram.v1.SessionService/GetSession" */

@@ -11,7 +11,10 @@
  * order. Its bounds: the whole stream ends within --call-timeout-ms
  * (DEADLINE_EXCEEDED), whether the client sends, reads or neither, and
  * sooner once it asks nothing for EG_REFLECTION_IDLE_MS; at most
- * EG_REFLECTION_STREAMS_MAX at once (UNAVAILABLE past it); each request at
+ * EG_REFLECTION_STREAMS_MAX at once for callers without a valid token, at
+ * most EG_REFLECTION_PEER_STREAMS of them from one address, and
+ * EG_REFLECTION_TOKEN_STREAMS_MAX more for callers with one (UNAVAILABLE
+ * past any); each request at
  * most EG_REFLECTION_REQUEST_BYTES (checked before it is decoded) and at
  * most EG_REFLECTION_REQUESTS of them on one stream (RESOURCE_EXHAUSTED
  * past either); a request that does not decode ends the stream
@@ -246,8 +249,25 @@ static int eg_reflection_streams_max(const eg_srv *srv) {
   (void)srv;
   return EG_REFLECTION_STREAMS_MAX;
 }
+static int eg_reflection_token_streams_max(const eg_srv *srv) {
+  (void)srv;
+  return EG_REFLECTION_TOKEN_STREAMS_MAX;
+}
+/* Anyone may open a reflection stream: callers with a valid token have
+ * places of their own, and one address holds at most
+ * EG_REFLECTION_PEER_STREAMS of the others, so neither a client nor a
+ * few lock reflection out. */
+static eg_stream_places eg_reflection_token_places = {
+    .max = eg_reflection_token_streams_max,
+    .what = "server reflection streams open for token holders"};
+static eg_peer_places eg_reflection_peers[EG_REFLECTION_STREAMS_MAX];
 static eg_stream_places eg_reflection_places = {.max = eg_reflection_streams_max,
-                                                .what = "server reflection streams open"};
+                                                .what = "server reflection streams open",
+                                                .tokened = &eg_reflection_token_places,
+                                                .per_peer = EG_REFLECTION_PEER_STREAMS,
+                                                .peers = eg_reflection_peers,
+                                                .n_peers = EG_REFLECTION_STREAMS_MAX,
+                                                .mu = PTHREAD_MUTEX_INITIALIZER};
 
 const eg_method eg_reflection_methods[] = {
     {.path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

@@ -129,12 +129,15 @@ size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg) {
   const grpc_slice *details = NULL, *id = NULL;
   char rid[EG_REQUEST_ID_MAX + 1];
   /* A forwarded write's answer is the primary's, its id and (where they
-   * are the status sent) its details. */
+   * are the status sent) its details. An answer without a valid id is
+   * not an engramd's (an older primary's, gRPC core's): its details, if
+   * any, are not relayed; this replica builds its own, under a new id. */
   if (c->fwd.call) {
-    details = eg_md_find(&c->fwd.trailing, "grpc-status-details-bin");
     id = eg_md_find(&c->fwd.trailing, "engram-request-id");
+    if (id && !eg_request_id_ok(id)) id = NULL;
+    if (id) details = eg_md_find(&c->fwd.trailing, "grpc-status-details-bin");
   }
-  if (id && eg_request_id_ok(id))
+  if (id)
     snprintf(rid, sizeof rid, "%.*s", (int)GRPC_SLICE_LENGTH(*id),
              (const char *)GRPC_SLICE_START_PTR(*id));
   else
@@ -144,8 +147,8 @@ size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg) {
   c->error_md[0].key = grpc_slice_from_static_string("engram-request-id");
   c->error_md[0].value = grpc_slice_from_copied_string(rid);
   c->error_md[1].key = grpc_slice_from_static_string("grpc-status-details-bin");
-  c->error_md[1].value = c->fwd.call ? eg_status_details_relay(details, code, e, msg, rid)
-                                     : eg_status_details(code, e, msg, rid);
+  c->error_md[1].value = id ? eg_status_details_relay(details, code, e, msg, rid)
+                            : eg_status_details(code, e, msg, rid);
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_DATA_LOSS) {
     /* Not the client's raw path: a log line carries no request text. */
     const char *method = c->mi == SIZE_MAX ? "unknown" : c->w->tp->methods[c->mi]->path;

@@ -21,6 +21,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from harness import RPC_TIMEOUT, E2ETestCase, Server, uid
+from relay import Relay
 from grpc_reflection.v1 import reflection_pb2 as v1
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha
 
@@ -32,6 +33,7 @@ SERVICES = ["engram.v1.SessionService", "grpc.health.v1.Health", "engram.v1.Admi
 REQUEST_BYTES = 4096      # EG_REFLECTION_REQUEST_BYTES
 REQUESTS = 1024           # EG_REFLECTION_REQUESTS
 STREAMS = 8               # EG_REFLECTION_STREAMS_MAX
+PEER_STREAMS = 2          # EG_REFLECTION_PEER_STREAMS
 NOT_FOUND = grpc.StatusCode.NOT_FOUND.value[0]
 UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
 
@@ -283,14 +285,25 @@ class ReflectionLimitsTest(E2ETestCase):
         self.assertEqual(code, grpc.StatusCode.DEADLINE_EXCEEDED, details)
         self.assertIn("--call-timeout-ms", details)
 
+    def peer_channels(self):
+        """STREAMS channels, PEER_STREAMS each from other loopback addresses
+        (one address holds at most PEER_STREAMS places): every place."""
+        chans = []
+        for i in range(STREAMS // PEER_STREAMS):
+            r = Relay(self.srv.addr, "127.0.0.%d" % (i + 2))
+            self.addCleanup(r.close)
+            for _ in range(PEER_STREAMS):
+                ch = grpc.insecure_channel(r.addr)
+                self.addCleanup(ch.close)
+                chans.append(ch)
+        return chans
+
     def test_clients_that_never_read_are_ended_at_the_call_timeout(self):
         # Every place taken by a client that asks for whole files over and
         # over and reads nothing: the server's sends block on flow control,
         # and the places come free when --call-timeout-ms is up.
         stuck = []
-        for _ in range(STREAMS):
-            ch = grpc.insecure_channel(self.srv.addr)
-            self.addCleanup(ch.close)
+        for ch in self.peer_channels():
             s = Stream(ch, timeout=30)
             self.addCleanup(s.close)
             for _ in range(200):
@@ -311,8 +324,9 @@ class ReflectionLimitsTest(E2ETestCase):
 
     def test_streams_open_at_once_are_capped(self):
         held = []
-        for _ in range(STREAMS):
-            s = Stream(self.ch, timeout=30)
+        chans = self.peer_channels()
+        for ch in chans:
+            s = Stream(ch, timeout=30)
             self.addCleanup(s.close)
             self.assertTrue(s.ask(list_services=""))  # its place is taken
             held.append(s)
@@ -320,10 +334,10 @@ class ReflectionLimitsTest(E2ETestCase):
         self.addCleanup(late.close)
         code, details = late.status()
         self.assertEqual(code, grpc.StatusCode.UNAVAILABLE, details)
-        self.assertIn("server reflection streams", details)
+        self.assertIn("server reflection streams open (at most %d)" % STREAMS, details)
         held[0].close()
         self.assertEqual(held[0].status(), (grpc.StatusCode.OK, ""))
-        again = Stream(self.ch, timeout=30)
+        again = Stream(chans[0], timeout=30)
         self.addCleanup(again.close)
         self.assertTrue(again.ask(list_services="").list_services_response.service)
 

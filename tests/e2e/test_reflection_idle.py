@@ -7,9 +7,11 @@ import time
 import grpc
 
 from harness import E2ETestCase
+from relay import Relay
 from grpc_reflection.v1 import reflection_pb2, reflection_pb2_grpc
 
 STREAMS_MAX = 8        # EG_REFLECTION_STREAMS_MAX
+PEER_STREAMS = 2       # EG_REFLECTION_PEER_STREAMS
 IDLE_S = 10            # EG_REFLECTION_IDLE_MS
 CALL_TIMEOUT_MS = 40000
 LIST = reflection_pb2.ServerReflectionRequest(list_services="")
@@ -33,8 +35,16 @@ class ReflectionIdleTest(E2ETestCase):
 
     def test_idle_streams_are_ended(self):
         started = time.monotonic()
-        idle = [self.stub.ServerReflectionInfo(self.silent(), timeout=CALL_TIMEOUT_MS / 1000)
-                for _ in range(STREAMS_MAX)]
+        # From STREAMS_MAX / PEER_STREAMS addresses: one holds PEER_STREAMS.
+        idle = []
+        for i in range(STREAMS_MAX // PEER_STREAMS):
+            r = Relay(self.srv.addr, "127.0.0.%d" % (i + 2))
+            self.addCleanup(r.close)
+            ch = grpc.insecure_channel(r.addr)
+            self.addCleanup(ch.close)
+            stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+            idle += [stub.ServerReflectionInfo(self.silent(), timeout=CALL_TIMEOUT_MS / 1000)
+                     for _ in range(PEER_STREAMS)]
         # Every place is taken: the next one is refused.
         self.wait_until(lambda: self.refused(), 10, "the places taken", nodes=(self.srv,))
         for call in idle:

@@ -61,7 +61,8 @@ static void assert_defaults(const eg_config *c) {
   /* Every stream kind's places, and room for replicas replacing streams. */
   CU_ASSERT_EQUAL(eg_config_stream_threads(c),
                   64 + EG_SNAPSHOTS_MAX + EG_BACKUPS_MAX + c->max_exports + EG_HEALTH_WATCHES_MAX +
-                      EG_REFLECTION_STREAMS_MAX + EG_STREAMS_HEADROOM);
+                      EG_REFLECTION_STREAMS_MAX + EG_REFLECTION_TOKEN_STREAMS_MAX +
+                      EG_STREAMS_HEADROOM);
   CU_ASSERT_STRING_EQUAL(c->reflection, "true");
 }
 

@@ -55,6 +55,24 @@ static void log_long_fields(void) {
 
 static void log_long_utf8(void) { eg_log(EG_LOG_ERROR, "%s", utf8_msg); }
 
+/* The clock is the caller's: the test steps it, nothing sleeps. */
+static void test_limit_once_per_period(void) {
+  eg_log_limit l = EG_LOG_LIMIT_INIT;
+  uint64_t held = 99;
+  const int64_t every = 1000000, t0 = 5000000;
+  CU_ASSERT_EQUAL(eg_log_limit_take(&l, t0, every, &held), 1); /* the first goes */
+  CU_ASSERT_EQUAL(held, 0);
+  for (int i = 0; i < 1000; i++) CU_ASSERT_EQUAL(eg_log_limit_take(&l, t0 + i, every, &held), 0);
+  CU_ASSERT_EQUAL(eg_log_limit_take(&l, t0 + every - 1, every, &held), 0); /* the edge */
+  held = 99;
+  CU_ASSERT_EQUAL(eg_log_limit_take(&l, t0 + every, every, &held), 1);
+  CU_ASSERT_EQUAL(held, 1001); /* the next line says how many were held back */
+  CU_ASSERT_EQUAL(eg_log_limit_take(&l, t0 + 5 * every, every, &held), 1); /* a quiet spell */
+  CU_ASSERT_EQUAL(held, 0);
+  CU_ASSERT_EQUAL(eg_log_limit_take(&l, t0 + 5 * every + 1, every, &held), 0);
+  pthread_mutex_destroy(&l.mu);
+}
+
 static void test_json_line_never_dropped(void) {
   memset(big_value, 'v', sizeof big_value - 1);
   /* Control characters: each is six bytes escaped ("\u0001"). */
@@ -95,6 +113,8 @@ static void test_cut_keeps_utf8(void) {
 
 void eg_test_register_log(void) {
   CU_pSuite s = CU_add_suite("log", NULL, NULL);
+  CU_add_test(s, "a rate-limited line goes once per period, counting the held back",
+              test_limit_once_per_period);
   CU_add_test(s, "a JSON line with long fields is cut, not dropped", test_json_line_never_dropped);
   CU_add_test(s, "a cut message stays valid UTF-8 (json and text)", test_cut_keeps_utf8);
 }
