@@ -39,11 +39,11 @@ export class EngramError extends Error {
   /** Trailers (and headers of a trailers-only reply). */
   readonly metadata: Headers;
   /**
-   * Set when this is the server's error of an earlier attempt and the
-   * deadline then cut the retries short: that DEADLINE_EXCEEDED. The call
-   * reports the server's error, which says why the retries failed.
+   * On a DEADLINE_EXCEEDED that ended a retried call: the error of the
+   * attempt before (e.g. UNAVAILABLE "engram-min-lsn 21 not applied"), which
+   * says why the retries failed; also in `message`. Undefined otherwise.
    */
-  deadlineError: EngramError | undefined;
+  lastError: EngramError | undefined;
 
   constructor(cause: ConnectError) {
     super(`${Code[cause.code] ?? cause.code}: ${cause.rawMessage}`, { cause });
@@ -65,14 +65,18 @@ export class EngramError extends Error {
   }
 
   /**
-   * What a call that will not be retried again throws: err, or when err is
-   * the deadline cutting an attempt after retries, last (the server's error)
-   * with err as its deadlineError.
+   * What a call that will not be retried again throws: err. When err is a
+   * DEADLINE_EXCEEDED after retries it carries last as its lastError: the
+   * code stays the one a caller checks for "too slow", and the earlier
+   * error still says why. A DEADLINE_EXCEEDED sent by the server keeps its
+   * own message ("the write may have been applied there" is not the
+   * earlier "not acknowledged; retry").
    */
   static givingUp(err: EngramError, last: EngramError | undefined): EngramError {
     if (last === undefined || err.code !== Code.DeadlineExceeded) return err;
-    last.deadlineError = err;
-    return last;
+    err.lastError = last;
+    err.message += ` (after retries; the attempt before failed with ${last.message})`;
+    return err;
   }
 
   /** Any thrown value as an EngramError (transport failures become UNKNOWN/UNAVAILABLE as Connect says). */

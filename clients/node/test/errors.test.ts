@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { anyPack } from "@bufbuild/protobuf/wkt";
+import { ConnectError } from "@connectrpc/connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
 import { Code, EngramError } from "../src/index.js";
 import {
@@ -65,4 +66,34 @@ it("a status without details still makes an EngramError", () => {
   assert.equal(err.rawMessage, "no session");
   assert.equal(err.reason, "");
   assert.deepEqual(err.fieldViolations, []);
+});
+
+it("the deadline ending a retried call stays DEADLINE_EXCEEDED, carrying the last error", () => {
+  // A caller that checks code === DeadlineExceeded to tell "too slow" from
+  // "down" still matches; lastError says why the retries failed.
+  const last = new EngramError(findTrailerError(trailer({ code: Code.Unavailable,
+    message: "engram-min-lsn 21 not applied on this node yet",
+    details: [anyPack(RetryInfoSchema, create(RetryInfoSchema, { retryDelay: { seconds: 1n } }))] }))!);
+  const deadline = new EngramError(new ConnectError("the operation timed out", Code.DeadlineExceeded));
+  const err = EngramError.givingUp(deadline, last);
+  assert.equal(err, deadline);
+  assert.equal(err.code, Code.DeadlineExceeded);
+  assert.equal(err.lastError, last);
+  assert.match(err.message, /engram-min-lsn 21 not applied/);
+  assert.equal(err.retryDelayMs, undefined, "the last error's RetryInfo is not the call's");
+
+  // engramd's own DEADLINE_EXCEEDED keeps its message (not the earlier "retry").
+  const own = new EngramError(findTrailerError(trailer({ code: Code.DeadlineExceeded,
+    message: "the deadline passed before the primary answered; the write may have been applied there" },
+  { "engram-request-id": "cd34" }))!);
+  const relayed = EngramError.givingUp(own, last);
+  assert.equal(relayed, own);
+  assert.match(relayed.rawMessage, /may have been applied/);
+  assert.equal(relayed.requestId, "cd34");
+
+  const first = new EngramError(new ConnectError("timed out", Code.DeadlineExceeded));
+  assert.equal(EngramError.givingUp(first, undefined).lastError, undefined);
+  const nf = new EngramError(new ConnectError("no session", Code.NotFound));
+  assert.equal(EngramError.givingUp(nf, last), nf);
+  assert.equal(nf.lastError, undefined);
 });

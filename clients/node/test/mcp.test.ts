@@ -3,6 +3,7 @@
 // see failures come back as tool errors while the server keeps serving.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -207,7 +208,43 @@ describe("engram-mcp", () => {
     assert.equal(init.status, 200, init.text);
     const msg = JSON.parse(/^data: (.*)$/m.exec(init.text)?.[1] ?? init.text);
     assert.equal(msg.error?.code, -32602, init.text);
+    assert.match(msg.error.message, /^params\.arguments: /, "the path named once");
     assert.ok(msg.error.message.length < 300, msg.error.message);
+  });
+
+  /** A POST whose body goes out in chunks (Transfer-Encoding: chunked, no Content-Length). */
+  function postChunked(url: URL, chunks: string[], headers: Record<string, string> = {}) {
+    return new Promise<{ status: number; type: string; text: string }>((resolve, reject) => {
+      const req = httpRequest(url, { method: "POST", headers: { "content-type": "application/json",
+        accept: "application/json, text/event-stream", ...headers } }, (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (d: string) => (text += d));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, type: res.headers["content-type"] ?? "", text }));
+      });
+      req.on("error", reject);
+      void (async () => {
+        for (const c of chunks) {
+          if (!req.write(c)) await once(req, "drain");
+        }
+        req.end();
+      })().catch(reject);
+    });
+  }
+
+  it("HTTP: a chunked body over the cap gets the 413, not a reset", async () => {
+    const url = await startHttp(uid("u"));
+    // 2 MB in 20 chunks, as a client streaming its body sends it while the
+    // server has already answered.
+    const chunks = ["[", ...Array.from({ length: 20 }, () => " ".repeat(100_000)), "]"];
+    for (let i = 0; i < 3; i++) {
+      const r = await postChunked(url, chunks, bearer);
+      assert.equal(r.status, 413, r.text);
+      assert.match(r.type, /application\/json/);
+      assert.equal(JSON.parse(r.text).error.code, -32600);
+    }
+    const ok = await postChunked(url, [LIST.slice(0, 10), LIST.slice(10)], bearer);
+    assert.equal(ok.status, 200, "a chunked body under the cap is served");
   });
 
   it("HTTP: --insecure-no-auth serves without a token on loopback only", async () => {
@@ -222,15 +259,24 @@ describe("engram-mcp", () => {
       [["--host", "0.0.0.0", "--insecure-no-auth"], { ENGRAM_MCP_HTTP_TOKEN: "" }, /loopback/],
       [["--host", "0.0.0.0"], {}, /--allowed-hosts/],
       [[], { ENGRAM_MCP_HTTP_TOKEN: "short" }, /at least/],
+      // Authorization: Bearer <token> carries no whitespace: such a token could never match.
+      [[], { ENGRAM_MCP_HTTP_TOKEN: "correct horse battery staple" }, /whitespace or control/],
+      [[], { ENGRAM_MCP_HTTP_TOKEN: "0123456789abcdef\u0007" }, /whitespace or control/],
+      [[], { ENGRAM_MCP_MAX_CONTENT_BYTES: "0" }, /ENGRAM_MCP_MAX_CONTENT_BYTES/],
+      [[], { ENGRAM_MCP_MAX_CONTENT_BYTES: "64k" }, /ENGRAM_MCP_MAX_CONTENT_BYTES/],
+      [[], { ENGRAM_MCP_MAX_CONTENT_BYTES: "16777217" }, /ENGRAM_MCP_MAX_CONTENT_BYTES/],
     ];
     for (const [args, env, want] of cases) {
       const p = spawn(process.execPath, [MCP_BIN, "--transport", "http", "--port", "0", ...args],
         { env: { ...mcpEnv(srv, "u"), ENGRAM_MCP_HTTP_TOKEN: HTTP_TOKEN, ...env }, stdio: ["ignore", "ignore", "pipe"] });
       procs.push(p);
       let err = "";
-      p.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+      p.stderr!.on("data", (d: Buffer) => {
+        err += d.toString();
+        if (/listening on/.test(err)) p.kill("SIGTERM"); // it started: the assertion below fails
+      });
       const code = await new Promise((r) => p.once("exit", r));
-      assert.equal(code, 2, `${args.join(" ")}: ${err}`);
+      assert.equal(code, 2, `${args.join(" ")} ${JSON.stringify(env)}: ${err}`);
       assert.match(err, want);
     }
   });
@@ -243,6 +289,28 @@ describe("engram-mcp", () => {
       assert.match(text(r), /at most 65536 bytes of UTF-8/, "refused by the schema, not by engramd");
     } finally {
       await c.close();
+    }
+  });
+
+  it("ENGRAM_MCP_MAX_CONTENT_BYTES follows an engramd with a raised --max-content-bytes (the body cap with it)", async () => {
+    const max = 262144;
+    const big = await new Server({ tokens: [["acme", "agent", TOKEN]], args: ["--max-content-bytes", String(max)] }).start();
+    const mcp = (await startHttp(uid("u"), [], { ENGRAM_TARGET: big.addr, ENGRAM_MCP_MAX_CONTENT_BYTES: String(max) }));
+    const c = await connect(authed(mcp));
+    try {
+      // Control characters: JSON escapes each to 6 bytes (\u0001), so the
+      // body (1.5 MB) passes the 1 MiB a fixed cap would allow.
+      const content = "\u0001".repeat(max);
+      const ok = json(await c.callTool({ name: "append_message", arguments: { role: "user", content } }));
+      assert.equal(ok.seq, "1");
+      const ctx = json(await c.callTool({ name: "get_context", arguments: { session_id: ok.session_id } }));
+      assert.equal(ctx.messages[0].content, content);
+      const over = await c.callTool({ name: "append_message", arguments: { role: "user", content: `${content}x` } });
+      assert.equal((over as Result).isError, true);
+      assert.match(text(over), new RegExp(`at most ${max} bytes of UTF-8`));
+    } finally {
+      await c.close();
+      await big.close();
     }
   });
 

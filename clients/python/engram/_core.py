@@ -210,15 +210,18 @@ class _Core:
     @staticmethod
     def give_up(err: _errors.EngramError, last: Optional[_errors.EngramError]
                 ) -> _errors.EngramError:
-        """What a call that will not be retried again raises: err, or when
-        err is the deadline cutting an attempt after retries, the server's
-        last error (with err as its __cause__): "engram-min-lsn 21 not
-        applied" says why the retries failed, a bare deadline does not."""
+        """What a call that will not be retried again raises: err. When err
+        is a DEADLINE_EXCEEDED after retries, it carries the error of the
+        attempt before as its last_error (and __cause__): the type stays
+        the one a caller catches for "too slow", and "engram-min-lsn 21 not
+        applied" still says why the retries failed. A DEADLINE_EXCEEDED
+        sent by the server keeps its own message ("the write may have been
+        applied there" is not the earlier "not acknowledged; retry")."""
         if last is not None and err.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            last.__cause__ = err
-            last.__suppress_context__ = True
-            return last
-        err.__cause__ = None
+            err.last_error = last
+            err.__cause__ = last
+        else:
+            err.__cause__ = None
         err.__suppress_context__ = True
         return err
 

@@ -30,7 +30,10 @@ class EngramError(Exception):
     UPPER_SNAKE reason ("" when the server sent none); domain and metadata:
     ErrorInfo's; field_violations: BadRequest's; retry_delay: RetryInfo's
     delay in seconds (None when retrying makes no sense); request_id: the
-    server's id of the call, to find it in its log ("" when absent)."""
+    server's id of the call, to find it in its log ("" when absent);
+    last_error: on a DEADLINE_EXCEEDED that ended a retried call, the error
+    of the attempt before (also its __cause__ and in its str()), which
+    says why the retries did not succeed; else None."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
@@ -47,6 +50,13 @@ class EngramError(Exception):
         self.field_violations: List[FieldViolation] = list(field_violations)
         self.retry_delay = retry_delay
         self.request_id = request_id
+        self.last_error: Optional[EngramError] = None
+
+    def __str__(self) -> str:
+        s = "%s: %s" % (self.code.name, self.message)
+        if self.last_error is not None:
+            s += " (after retries; the attempt before failed with %s)" % self.last_error
+        return s
 
 
 class CancelledError(EngramError): pass

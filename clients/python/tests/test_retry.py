@@ -57,3 +57,47 @@ class BackoffTest(unittest.TestCase):
         self.assertIsNone(c.retry_delay(_core.Kind.WRITE, unavailable(), 0, None))
         nf = _errors.from_status(grpc.StatusCode.NOT_FOUND, "x", ())
         self.assertIsNone(c.retry_delay(_core.Kind.READ, nf, 0, None))
+
+
+def deadline(**kw):
+    return _errors.from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", ()) \
+        if not kw else _errors.DeadlineExceededError(grpc.StatusCode.DEADLINE_EXCEEDED, **kw)
+
+
+class GiveUpTest(unittest.TestCase):
+    """What a call raises when it stops retrying."""
+
+    def test_the_deadline_after_retries_stays_a_deadline_carrying_the_last_error(self):
+        """A caller that catches DeadlineExceededError to tell "too slow"
+        from "down" still catches it; the server's last error says why."""
+        last = _errors.UnavailableError(grpc.StatusCode.UNAVAILABLE,
+                                        "engram-min-lsn 21 not applied on this node yet",
+                                        retry_delay=1.0, request_id="ab12")
+        err = _core._Core.give_up(deadline(), last)
+        self.assertIsInstance(err, _errors.DeadlineExceededError)
+        self.assertIs(err.last_error, last)
+        self.assertIs(err.__cause__, last)
+        self.assertEqual(err.message, "Deadline Exceeded")
+        self.assertIn("engram-min-lsn 21 not applied", str(err))
+        self.assertIsNone(err.retry_delay)  # the last error's RetryInfo is not the call's
+
+    def test_the_servers_own_deadline_keeps_its_message(self):
+        """A DEADLINE_EXCEEDED from engramd (with a request id) is raised as
+        engramd sent it, not replaced by an earlier attempt's error."""
+        last = _errors.UnavailableError(grpc.StatusCode.UNAVAILABLE, "the write was not acknowledged; retry")
+        own = deadline(message="the deadline passed before the primary answered; "
+                               "the write may have been applied there", request_id="cd34")
+        err = _core._Core.give_up(own, last)
+        self.assertIs(err, own)
+        self.assertIn("may have been applied", err.message)
+        self.assertEqual(err.request_id, "cd34")
+        self.assertIs(err.last_error, last)
+
+    def test_a_first_attempt_or_another_code_carries_no_last_error(self):
+        err = _core._Core.give_up(deadline(), None)
+        self.assertIsNone(err.last_error)
+        self.assertIsNone(err.__cause__)
+        self.assertEqual(str(err), "DEADLINE_EXCEEDED: Deadline Exceeded")
+        nf = _errors.from_status(grpc.StatusCode.NOT_FOUND, "x", ())
+        self.assertIs(_core._Core.give_up(nf, unavailable()), nf)
+        self.assertIsNone(nf.last_error)

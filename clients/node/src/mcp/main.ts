@@ -18,6 +18,8 @@
 //   --allowed-hosts A,B      HTTP only (ENGRAM_MCP_ALLOWED_HOSTS): Host header
 //                            names accepted; default: the bound host (and
 //                            localhost names on loopback); required on 0.0.0.0/::
+//   ENGRAM_MCP_MAX_CONTENT_BYTES  largest message content (engramd's
+//                            --max-content-bytes), default 65536
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
@@ -26,21 +28,36 @@ import { parseArgs } from "node:util";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { Engram } from "../index.js";
-import { buildServer, guardParams, VERSION, type ToolConfig } from "./tools.js";
+import {
+  buildServer, DEFAULT_MAX_CONTENT_BYTES, guardParams, MAX_CONTENT_BYTES_LIMIT, VERSION, type ToolConfig,
+} from "./tools.js";
 
 const USAGE = `usage: engram-mcp [--transport stdio|http] [--host H] [--port P] [--target HOST:PORT]
                   [--user-id ID] [--token-file PATH] [--http-token-file PATH]
                   [--allowed-hosts H1,H2] [--insecure-no-auth] [--version]
 environment: ENGRAM_TARGET ENGRAM_TOKEN ENGRAM_TOKEN_FILE ENGRAM_TLS ENGRAM_USER_ID
              ENGRAM_MCP_USER_ID_FROM_TOOL ENGRAM_AGENT_ID ENGRAM_MCP_TRANSPORT ENGRAM_MCP_HOST ENGRAM_MCP_PORT
-             ENGRAM_MCP_HTTP_TOKEN ENGRAM_MCP_HTTP_TOKEN_FILE ENGRAM_MCP_ALLOWED_HOSTS`;
+             ENGRAM_MCP_HTTP_TOKEN ENGRAM_MCP_HTTP_TOKEN_FILE ENGRAM_MCP_ALLOWED_HOSTS
+             ENGRAM_MCP_MAX_CONTENT_BYTES`;
 
 /**
- * Largest HTTP request body: a message's content is at most 65536 bytes
- * (engramd's --max-content-bytes default), which JSON escapes to at most 6x
- * that (\u00XX), plus the rest of the request.
+ * Room in an HTTP request body besides a message's content: the JSON-RPC
+ * envelope and the other arguments (the largest, remember's text of 16384
+ * UTF-16 units, escapes to 98304 bytes).
  */
-const MAX_BODY_BYTES = 1024 * 1024;
+const BODY_SLACK_BYTES = 256 * 1024;
+/**
+ * Largest HTTP request body for a content cap: the content, which JSON
+ * escapes to at most 6x its bytes (\u00XX), plus the rest of the request.
+ */
+function maxBodyBytes(maxContentBytes: number): number {
+  return 6 * maxContentBytes + BODY_SLACK_BYTES;
+}
+/**
+ * How long the rest of a body over the cap is still read (and dropped)
+ * before the 413 goes out, for a client that sends it slowly.
+ */
+const DRAIN_MS = 10_000;
 /** Shortest token accepted for HTTP callers (a guessable one is no protection). */
 const MIN_HTTP_TOKEN_CHARS = 16;
 
@@ -85,6 +102,7 @@ function config() {
     userId: v["user-id"] ?? env.ENGRAM_USER_ID ?? "",
     userIdFromTool: env.ENGRAM_MCP_USER_ID_FROM_TOOL === "1",
     agentId: env.ENGRAM_AGENT_ID ?? "engram-mcp",
+    maxContentBytes: maxContentBytes(env.ENGRAM_MCP_MAX_CONTENT_BYTES),
   };
   if (!tools.userId && !tools.userIdFromTool) {
     fail("no user: set ENGRAM_USER_ID (or ENGRAM_MCP_USER_ID_FROM_TOOL=1 to let tools name the user)");
@@ -94,6 +112,17 @@ function config() {
     target: v.target ?? env.ENGRAM_TARGET ?? "127.0.0.1:50051",
     token, tls: env.ENGRAM_TLS === "1", tools,
   };
+}
+
+/** ENGRAM_MCP_MAX_CONTENT_BYTES: engramd's --max-content-bytes, in its range. */
+function maxContentBytes(text: string | undefined): number {
+  if (text === undefined || text === "") return DEFAULT_MAX_CONTENT_BYTES;
+  const n = Number(text);
+  if (!/^[0-9]{1,8}$/.test(text) || n < 1 || n > MAX_CONTENT_BYTES_LIMIT) {
+    fail(`ENGRAM_MCP_MAX_CONTENT_BYTES: a byte count from 1 to ${MAX_CONTENT_BYTES_LIMIT} ` +
+      `(engramd's --max-content-bytes), not ${JSON.stringify(text)}`);
+  }
+  return n;
 }
 
 /** A token from the environment, or a file's first line (which wins). */
@@ -129,6 +158,12 @@ function httpAuth(v: Record<string, string | boolean | undefined>, host: string)
   }
   if (token && token.length < MIN_HTTP_TOKEN_CHARS) {
     fail(`ENGRAM_MCP_HTTP_TOKEN: at least ${MIN_HTTP_TOKEN_CHARS} characters`);
+  }
+  // Callers send it as one word of a header (Authorization: Bearer <token>):
+  // with whitespace, a control or a non-ASCII character it could never match.
+  if (token && !/^[\x21-\x7e]+$/.test(token)) {
+    fail("ENGRAM_MCP_HTTP_TOKEN: whitespace or control characters (or non-ASCII ones) " +
+      "can never match Authorization: Bearer <token>; use printable ASCII");
   }
   const list = (v["allowed-hosts"] as string | undefined) ?? env.ENGRAM_MCP_ALLOWED_HOSTS;
   let allowed: string[];
@@ -170,22 +205,43 @@ function reply(res: ServerResponse, status: number, code: number, message: strin
     .end(JSON.stringify({ jsonrpc: "2.0", error: { code, message }, id: null }));
 }
 
-/** The request body, at most MAX_BODY_BYTES; undefined after replying 413. */
-async function readBody(req: IncomingMessage, res: ServerResponse): Promise<string | undefined> {
-  const tooBig = () => {
-    reply(res, 413, -32600, `request body over ${MAX_BODY_BYTES} bytes`, { connection: "close" });
-    req.destroy();
-    return undefined;
-  };
-  if (Number(req.headers["content-length"] ?? 0) > MAX_BODY_BYTES) return tooBig();
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
-    n += c.length;
-    if (n > MAX_BODY_BYTES) return tooBig();
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks).toString("utf8");
+/**
+ * The request body, at most max bytes; undefined after replying 413.
+ * A body over the cap is read to its end and dropped (for at most DRAIN_MS)
+ * before the 413, which closes the connection once flushed: a socket closed
+ * with input still unread is reset, and a client still sending (most send
+ * the whole body before they read) would get the reset, not the 413.
+ */
+function readBody(req: IncomingMessage, res: ServerResponse, max: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    let drain: NodeJS.Timeout | undefined;
+    const refuse = () => {
+      chunks.length = 0;
+      drain = setTimeout(answer, DRAIN_MS);
+    };
+    const answer = () => {
+      clearTimeout(drain);
+      reply(res, 413, -32600, `request body over ${max} bytes`, { connection: "close" });
+      resolve(undefined);
+    };
+    if (Number(req.headers["content-length"] ?? 0) > max) refuse();
+    req.on("data", (c: Buffer) => {
+      if (drain !== undefined) return;
+      n += c.length;
+      if (n > max) refuse();
+      else chunks.push(c);
+    });
+    req.on("end", () => (drain !== undefined ? answer() : resolve(Buffer.concat(chunks).toString("utf8"))));
+    // The client went away mid-body ("aborted"): no one to answer.
+    const gone = () => {
+      clearTimeout(drain);
+      resolve(undefined);
+    };
+    req.on("error", gone);
+    req.on("close", gone);
+  });
 }
 
 async function main() {
@@ -201,6 +257,7 @@ async function main() {
   // Engram connection. Every request: Host header checked (DNS rebinding),
   // then the caller's token, then a bounded body; failures are short JSON.
   const auth = cfg.http!;
+  const maxBody = maxBodyBytes(cfg.tools.maxContentBytes);
   const http = createServer((req, res) => {
     void handle(req, res).catch((e) => {
       process.stderr.write(`engram-mcp: ${(e as Error).stack ?? e}\n`);
@@ -216,7 +273,7 @@ async function main() {
     if (!authorized(req, auth.digest)) {
       return reply(res, 401, -32000, "unauthorized: send Authorization: Bearer <token>", { "www-authenticate": "Bearer" });
     }
-    const text = await readBody(req, res);
+    const text = await readBody(req, res, maxBody);
     if (text === undefined) return;
     let body: unknown;
     try {

@@ -20,6 +20,14 @@ export interface ToolConfig {
   userIdFromTool: boolean;
   /** agent_id stamped on memories and sessions created here. */
   agentId: string;
+  /**
+   * Largest message content, in bytes of UTF-8: engramd's
+   * --max-content-bytes (ENGRAM_MCP_MAX_CONTENT_BYTES, default
+   * DEFAULT_MAX_CONTENT_BYTES, engramd's own default). The schema refuses
+   * more, so an oversize argument is a tool error here rather than a
+   * refusal (or a gRPC size error) from the server.
+   */
+  maxContentBytes: number;
 }
 
 const TYPES = ["person", "preference", "event", "topic", "fact", "emotion"] as const;
@@ -39,13 +47,9 @@ const ROLE: Record<(typeof ROLES)[number], Role> = {
   tool: Role.TOOL,
 };
 
-/**
- * engramd's defaults, in bytes of UTF-8: --max-content-bytes (a message's
- * content) and the id limit. The schema refuses more, so an oversize
- * argument is a tool error here rather than a refusal (or a gRPC size
- * error) from the server.
- */
-export const MAX_CONTENT_BYTES = 65536;
+/** engramd's defaults, in bytes of UTF-8: --max-content-bytes and its range, and the id limit. */
+export const DEFAULT_MAX_CONTENT_BYTES = 65536;
+export const MAX_CONTENT_BYTES_LIMIT = 16 * 1024 * 1024;
 const MAX_ID_BYTES = 128;
 
 /** A string of 1..max bytes of UTF-8 (zod's max counts UTF-16 units). */
@@ -195,7 +199,7 @@ export function buildServer(engram: Engram, cfg: ToolConfig): McpServer {
       ...userArg,
       session_id: z.string().min(1).max(128).optional().describe("The session; omit to start a new one."),
       role: z.enum(ROLES).describe("Who said it: user, assistant, system or tool."),
-      content: utf8(MAX_CONTENT_BYTES).describe(`The message text (at most ${MAX_CONTENT_BYTES} bytes of UTF-8).`),
+      content: utf8(cfg.maxContentBytes).describe(`The message text (at most ${cfg.maxContentBytes} bytes of UTF-8).`),
     },
   }, (a) => run(async () => {
     const user = who(a);
@@ -224,8 +228,9 @@ export function guardParams(t: Transport): void {
     if ("method" in msg && msg.method === CallToolRequestSchema.shape.method.value && "id" in msg) {
       const r = CallToolRequestSchema.safeParse(msg);
       if (!r.success) {
+        // The schema is the whole request, so the path already starts at "params".
         const issue = r.error.issues[0];
-        const where = ["params", ...(issue?.path ?? [])].join(".");
+        const where = issue?.path.length ? issue.path.join(".") : "params";
         void t.send({ jsonrpc: "2.0", id: msg.id,
           error: { code: ErrorCode.InvalidParams, message: `${where}: ${issue?.message ?? "invalid"}`.slice(0, 200) } });
         return;
