@@ -45,21 +45,15 @@ class ReflectionIdleTest(E2ETestCase):
             stub = reflection_pb2_grpc.ServerReflectionStub(ch)
             idle += [stub.ServerReflectionInfo(self.silent(), timeout=CALL_TIMEOUT_MS / 1000)
                      for _ in range(PEER_STREAMS)]
-        # Every place is taken: the next one is refused.
-        self.wait_until(lambda: self.refused(), 10, "the places taken", nodes=(self.srv,))
+        # (That these take every place, so the next one is refused, is
+        # test_reflection_peers' case; waiting for it here would race the
+        # very idle bound under test on a slow build.)
         for call in idle:
             e = self.assertStatus(grpc.StatusCode.DEADLINE_EXCEEDED, list, call)
             self.assertIn("asked nothing for %d ms" % (IDLE_S * 1000), e.details())
         self.assertLess(time.monotonic() - started, CALL_TIMEOUT_MS / 1000 / 2)
         # The places are free again.
         self.assertEqual(len(list(self.stub.ServerReflectionInfo(iter([LIST]), timeout=10))), 1)
-
-    def refused(self):
-        try:
-            list(self.stub.ServerReflectionInfo(iter([LIST]), timeout=10))
-        except grpc.RpcError as e:
-            return e.code() == grpc.StatusCode.UNAVAILABLE and "at most 8" in e.details()
-        return False
 
 
 if __name__ == "__main__":
