@@ -242,6 +242,22 @@ class ReflectionLimitsTest(E2ETestCase):
         self.addCleanup(s.close)
         return s
 
+    def held_stream(self, ch):
+        """A stream that holds a place: asked once and answered. The places
+        of the streams earlier tests closed come free as the server sees
+        them end, so a refusal here is retried."""
+        def admitted():
+            s = Stream(ch, timeout=30)
+            try:
+                s.ask(list_services="")
+            except grpc.RpcError:
+                s.close()
+                raise
+            return s
+        s = self.wait_until(admitted, 10, "a reflection place", nodes=(self.srv,))
+        self.addCleanup(s.close)
+        return s
+
     def test_junk_ends_the_stream_invalid_argument(self):
         s = self.stream()
         self.assertTrue(s.ask(list_services=""))
@@ -304,8 +320,7 @@ class ReflectionLimitsTest(E2ETestCase):
         # and the places come free when --call-timeout-ms is up.
         stuck = []
         for ch in self.peer_channels():
-            s = Stream(ch, timeout=30)
-            self.addCleanup(s.close)
+            s = self.held_stream(ch)
             for _ in range(200):
                 s.send(v1.ServerReflectionRequest(file_by_filename="engram/v1/session.proto"))
             stuck.append(s)
@@ -326,10 +341,7 @@ class ReflectionLimitsTest(E2ETestCase):
         held = []
         chans = self.peer_channels()
         for ch in chans:
-            s = Stream(ch, timeout=30)
-            self.addCleanup(s.close)
-            self.assertTrue(s.ask(list_services=""))  # its place is taken
-            held.append(s)
+            held.append(self.held_stream(ch))
         late = Stream(self.ch, timeout=30)
         self.addCleanup(late.close)
         code, details = late.status()
