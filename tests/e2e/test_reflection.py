@@ -65,6 +65,12 @@ class Stream:
     def close(self):
         self.q.put(None)
 
+    def end(self):
+        """Closes it and waits for the server to end it: its place is free
+        then (a class's tests share a server and its per-address places)."""
+        self.close()
+        self.status()
+
     def files(self, **kw):
         r = self.ask(**kw)
         if r.WhichOneof("message_response") != "file_descriptor_response":
@@ -112,7 +118,7 @@ class ReflectionTest(E2ETestCase):
 
     def stream(self, pb=v1):
         s = Stream(self.ch, pb)
-        self.addCleanup(s.close)
+        self.addCleanup(s.end)
         return s
 
     def test_list_services_names_every_served_service(self):
@@ -239,7 +245,7 @@ class ReflectionLimitsTest(E2ETestCase):
 
     def stream(self, pb=v1):
         s = Stream(self.ch, pb)
-        self.addCleanup(s.close)
+        self.addCleanup(s.end)
         return s
 
     def held_stream(self, ch):
@@ -255,7 +261,7 @@ class ReflectionLimitsTest(E2ETestCase):
                 raise
             return s
         s = self.wait_until(admitted, 10, "a reflection place", nodes=(self.srv,))
-        self.addCleanup(s.close)
+        self.addCleanup(s.end)
         return s
 
     def test_junk_ends_the_stream_invalid_argument(self):
