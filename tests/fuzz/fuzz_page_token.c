@@ -46,8 +46,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   else FZ_CHECK(strncmp(r.msg, "page_token: ", 12) == 0, "the refusal does not name page_token");
 
   size_t plen = size < EG_PAGE_POS_MAX ? size : EG_PAGE_POS_MAX;
-  in.page_token = (char *)eg_page_token_seal(&r, &in.base, data, plen);
-  FZ_CHECK(in.page_token && strlen(in.page_token) <= EG_PAGE_TOKEN_MAX, "seal");
+  char *sealed = NULL;
+  FZ_CHECK(eg_page_token_seal(&r, &in.base, data, plen, &sealed) == EG_OK && sealed &&
+               strlen(sealed) <= EG_PAGE_TOKEN_MAX,
+           "seal");
+  in.page_token = sealed;
   FZ_CHECK(eg_page_token_open(&r, &in.base, pos, sizeof pos, &n) == EG_OK, "a sealed token does not open");
   FZ_CHECK(n == plen && memcmp(pos, data, n) == 0, "round trip changed the position");
   in.newest_first = 1;
