@@ -73,7 +73,11 @@ typedef struct eg_call {
   eg_err written; /* EG_CALL_COMMITTED: the write's outcome */
   eg_client_exchange fwd; /* EG_CALL_FORWARDING: the call to the primary */
   eg_parked park;             /* a read waiting for engram-min-lsn */
-  int park_capped;            /* park.until_us is the --call-timeout-ms cap */
+  /* What bounds park.until_us: --max-lsn-wait-ms (UNAVAILABLE, retry),
+   * the client's deadline or the --call-timeout-ms cap (DEADLINE_EXCEEDED:
+   * the caller has given up by then, so "retry" would be a race with its
+   * own deadline). */
+  enum { EG_PARK_ENDS_WAIT, EG_PARK_ENDS_DEADLINE, EG_PARK_ENDS_CAP } park_ends;
   const ProtobufCMessage *in; /* its decoded request, meanwhile */
   grpc_metadata lsn_md;
   grpc_byte_buffer *out;

@@ -658,16 +658,22 @@ static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
   eg_call *c = (eg_call *)((char *)p - offsetof(eg_call, park));
   eg_err e = EG_EUNAVAIL;
   eg_metrics_parked(c->w->tp->metrics, -1);
-  if (!ready && c->park_capped) {
+  if (!ready && c->park_ends == EG_PARK_ENDS_CAP) {
     /* The answer the reaper would give at the same moment, whichever of
      * the two comes first. */
     eg_reply_raw(c, GRPC_STATUS_DEADLINE_EXCEEDED, eg_reaper_message(c->w->tp->reaper), NULL, 0);
     return;
   }
-  if (ready)
+  if (ready) {
     e = eg_read_with(c, c->w->tp->methods[c->mi], c->in, reader);
-  else
+  } else if (c->park_ends == EG_PARK_ENDS_DEADLINE) {
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "engram-min-lsn %" PRIu64 " not applied on this node before the call's deadline (at %" PRIu64 ")",
+             p->lsn, eg_store_last_lsn(c->w->tp->srv->store));
+    e = EG_EDEADLINE;
+  } else {
     e = eg_min_lsn_unavailable(c, p->lsn);
+  }
   eg_reply(c, e, 0);
 }
 
@@ -678,7 +684,9 @@ static int eg_park(eg_call *c, const ProtobufCMessage *in, uint64_t want) {
   int64_t until = eg_mono_us() + tp->srv->cfg->max_lsn_wait_ms * 1000;
   int64_t deadline = eg_call_until_us(c);
   c->in = in;
-  c->park_capped = deadline < until && deadline == c->reap.until_us;
+  c->park_ends = deadline >= until             ? EG_PARK_ENDS_WAIT
+                 : deadline == c->reap.until_us ? EG_PARK_ENDS_CAP
+                                                : EG_PARK_ENDS_DEADLINE;
   c->state = EG_CALL_PARKED;
   c->park = (eg_parked){.lsn = want, .until_us = deadline < until ? deadline : until,
                         .run = eg_parked_run};

@@ -6,6 +6,7 @@ fails start-up with a clear message instead of a crash."""
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -46,27 +47,63 @@ class CallTimeoutTest(E2ETestCase):
     @unittest.skipIf(h2 is None, "python3-h2 not installed")
     def test_reply_the_client_never_reads_is_cancelled(self):
         server = self.start_server("--call-timeout-ms", "1000")
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
-        self.addCleanup(sock.close)
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         # A stream window of 0: the server may send headers but no reply data.
-        conn.initiate_connection()
-        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
-                                (":authority", server.addr),
-                                (":path", "/grpc.health.v1.Health/Check"),
-                                ("content-type", "application/grpc"), ("te", "trailers")])
-        conn.send_data(sid, b"\x00\x00\x00\x00\x00", end_stream=True)  # empty request
-        sock.sendall(conn.data_to_send())
-        status, headers = None, {}
-        deadline = time.monotonic() + 20
-        while status is None and time.monotonic() < deadline:
-            data = sock.recv(65536)
-            if not data:
-                status = "closed"
+        status, _ = raw_call(self, server, "/grpc.health.v1.Health/Check", b"", window=0)
+        # Without the cap the stream stays open (the socket read times out).
+        self.assertIn(status, ("4", "reset"), "the unread reply was not cancelled")
+
+    @unittest.skipIf(h2 is None, "python3-h2 not installed")
+    def test_parked_read_cut_by_the_clients_deadline_is_deadline_exceeded(self):
+        # What the server itself answers when the client's deadline ends a
+        # parked read (a raw HTTP/2 client, which keeps no deadline of its
+        # own): DEADLINE_EXCEEDED, not UNAVAILABLE "retry", which raced the
+        # client's own deadline and made a retrying client give up with it.
+        # gRPC core's own deadline timer answers at the same moment, so
+        # either message may come; the code is the same.
+        server = self.start_server("--max-lsn-wait-ms", "60000")
+        sid = server.client().create(uid("u")).session_id
+        request = pb.GetSessionRequest(session_id=sid).SerializeToString()
+        for _ in range(10):
+            status, headers = raw_call(
+                self, server, "/engram.v1.SessionService/GetSession", request,
+                extra=(("grpc-timeout", "100m"), ("engram-min-lsn", str(10**12))))
+            self.assertEqual(status, "4", headers)
+
+
+def raw_call(test, server, path, request, extra=(), window=None):
+    """One unary gRPC call over a plain HTTP/2 connection (python3-h2):
+    returns the stream's grpc-status ("reset" or "closed" if it has none)
+    and its response headers and trailers. window: the stream window this
+    client announces (0: it reads no reply data)."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    test.addCleanup(sock.close)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    if window is not None:
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"),
+                            (":authority", server.addr), (":path", path),
+                            ("content-type", "application/grpc"), ("te", "trailers"),
+                            *extra])
+    conn.send_data(sid, b"\x00" + struct.pack(">I", len(request)) + request, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status, headers, pending = None, {}, b""
+    deadline = time.monotonic() + 20
+    while status is None and time.monotonic() < deadline:
+        data = sock.recv(65536)
+        if not data:
+            return "closed", headers
+        pending += data
+        # Frame by frame, to stop at the stream's end: gRPC core follows a
+        # deadline's trailers and RST_STREAM with a second pair, which h2
+        # refuses on the closed stream.
+        while status is None and len(pending) >= 9:
+            size = 9 + int.from_bytes(pending[:3], "big")
+            if len(pending) < size:
                 break
-            for ev in conn.receive_data(data):
+            frame, pending = pending[:size], pending[size:]
+            for ev in conn.receive_data(frame):
                 if getattr(ev, "stream_id", None) != sid:
                     continue
                 if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
@@ -75,9 +112,8 @@ class CallTimeoutTest(E2ETestCase):
                     status = headers.get("grpc-status")
                 elif isinstance(ev, h2.events.StreamReset):
                     status = "reset"
-            sock.sendall(conn.data_to_send())
-        # Without the cap the stream stays open (the socket read times out).
-        self.assertIn(status, ("4", "reset"), "the unread reply was not cancelled")
+        sock.sendall(conn.data_to_send())
+    return status, headers
 
 
 class StreamsPerConnectionTest(E2ETestCase):
