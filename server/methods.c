@@ -5,4 +5,5 @@
 const eg_method *const eg_service_tables[] = {eg_session_methods, eg_health_methods,
                                               eg_admin_methods,   eg_replication_methods,
                                               eg_memory_methods,  eg_user_methods,
-                                              eg_reflection_methods, NULL};
+                                              eg_reflection_methods, eg_checkpoint_methods,
+                                              eg_store_methods,   NULL};

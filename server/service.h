@@ -224,6 +224,8 @@ extern const eg_method eg_user_methods[];
 extern const eg_method eg_admin_methods[];
 extern const eg_method eg_replication_methods[];
 extern const eg_method eg_reflection_methods[];
+extern const eg_method eg_checkpoint_methods[];
+extern const eg_method eg_store_methods[];
 /* All of the above, NULL-terminated (server/methods.c). */
 extern const eg_method *const eg_service_tables[];
 

@@ -176,6 +176,11 @@ const struct eg_db_slot eg_store__data_db_table[] = {
     {EG_DB_SWEEP_DUE, offsetof(eg_store, sweep_due)},
     {EG_DB_RETENTION, offsetof(eg_store, retention)},
     {EG_DB_SESSION_TERMS, offsetof(eg_store, session_terms)},
+    {EG_DB_CHECKPOINTS, offsetof(eg_store, checkpoints)},
+    {EG_DB_CHECKPOINTS_BY_USER, offsetof(eg_store, checkpoints_by_user)},
+    {EG_DB_CHECKPOINT_WRITES, offsetof(eg_store, checkpoint_writes)},
+    {EG_DB_STORE_ITEMS, offsetof(eg_store, store_items)},
+    {EG_DB_STORE_NAMESPACES, offsetof(eg_store, store_namespaces)},
 };
 
 const size_t eg_store__n_data_dbs =

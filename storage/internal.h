@@ -30,7 +30,14 @@
 #define EG_DB_SWEEP_DUE "sweep_due"
 #define EG_DB_RETENTION "retention"
 #define EG_DB_SESSION_TERMS "session_terms"
-/* Room for the DBs later versions add (15 are in use at version 4). */
+/* Agent state (migration 5): checkpoints (storage/checkpoints.h) and the
+ * key-value store (storage/store_items.h). */
+#define EG_DB_CHECKPOINTS "checkpoints"
+#define EG_DB_CHECKPOINTS_BY_USER "checkpoints_by_user"
+#define EG_DB_CHECKPOINT_WRITES "checkpoint_writes"
+#define EG_DB_STORE_ITEMS "store_items"
+#define EG_DB_STORE_NAMESPACES "store_namespaces"
+/* Room for the DBs later versions add (20 are in use at version 5). */
 #define EG_STORE_MAX_DBS 24
 
 /* meta keys */
@@ -57,6 +64,7 @@ struct eg_store {
   MDB_dbi meta, wal, sessions, sessions_by_user, messages, idempotency;
   MDB_dbi memories, memories_by_user, memory_vectors, memory_terms, memory_users;
   MDB_dbi sessions_by_activity, sweep_due, retention, session_terms;
+  MDB_dbi checkpoints, checkpoints_by_user, checkpoint_writes, store_items, store_namespaces;
   /* Every data DB by name (filled at open from eg_store__data_db_table). */
   struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
   size_t n_data_dbs;

@@ -68,6 +68,20 @@ static eg_err eg_migrate_v4(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen
   return e ? e : eg_store__meta_put_u64(txn, meta, EG_META_INDEX_BASE_LSN, lsn);
 }
 
+/* Version 5: agent state. New DBs only, empty at creation: nothing to
+ * back-fill. */
+static eg_err eg_migrate_v5(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
+  static const char *const dbs[] = {EG_DB_CHECKPOINTS, EG_DB_CHECKPOINTS_BY_USER,
+                                    EG_DB_CHECKPOINT_WRITES, EG_DB_STORE_ITEMS,
+                                    EG_DB_STORE_NAMESPACES};
+  (void)meta;
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
+    if (e) return e;
+  }
+  return EG_OK;
+}
+
 static const struct eg_migration {
   uint32_t version;
   const char *what;
@@ -79,6 +93,8 @@ static const struct eg_migration {
     {3, "memories: memories, memories_by_user, memory_vectors, memory_terms, memory_users",
      eg_migrate_v3},
     {4, "lifecycle: sessions_by_activity, sweep_due, retention, session_terms", eg_migrate_v4},
+    {5, "agent state: checkpoints, checkpoints_by_user, checkpoint_writes, store_items, "
+        "store_namespaces", eg_migrate_v5},
 };
 
 /* Rows are versions 1..N in order, and N is the version this build writes. */

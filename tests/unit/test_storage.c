@@ -267,7 +267,7 @@ static void test_open_reopen(void) {
   raw_db m;
   MDB_cursor *c;
   MDB_val k, v;
-  char names[256] = "";
+  char names[512] = "";
   raw_open(&m, "meta", 0);
   /* The main DB holds one key per named DB. */
   CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(m.txn, NULL, 0, &m.dbi), 0);
@@ -278,9 +278,11 @@ static void test_open_reopen(void) {
              (int)k.mv_size, (char *)k.mv_data);
   mdb_cursor_close(c);
   raw_close(&m, 0);
-  CU_ASSERT_STRING_EQUAL(names, "idempotency,memories,memories_by_user,memory_terms,memory_users,"
+  CU_ASSERT_STRING_EQUAL(names, "checkpoint_writes,checkpoints,checkpoints_by_user,idempotency,"
+                                "memories,memories_by_user,memory_terms,memory_users,"
                                 "memory_vectors,messages,meta,retention,session_terms,sessions,"
-                                "sessions_by_activity,sessions_by_user,sweep_due,wal");
+                                "sessions_by_activity,sessions_by_user,store_items,"
+                                "store_namespaces,sweep_due,wal");
   eg_test_rmdir(root);
 }
 

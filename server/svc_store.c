@@ -1,0 +1,4 @@
+/* StoreService (proto/engram/v1/agent_state.proto). */
+#include "server/service.h"
+
+const eg_method eg_store_methods[] = {{0}};
