@@ -9,7 +9,9 @@ import type * as http2 from "node:http2";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, createClient, type CallOptions, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { Checkpoints, Store } from "./agent_state.js";
 import { EngramError } from "./errors.js";
+import { CheckpointService, StoreService } from "./gen/engram/v1/agent_state_pb.js";
 import {
   AdminService,
   type ChecksumResponse,
@@ -153,6 +155,8 @@ export class Engram {
   readonly memories: Memories;
   readonly users: Users;
   readonly admin: Admin;
+  readonly checkpoints: Checkpoints;
+  readonly store: Store;
   readonly consistency: Consistency;
   /** The client-wide LSN (see Consistency). */
   readonly tracker = new LsnTracker();
@@ -168,6 +172,8 @@ export class Engram {
     user: Client<typeof UserService>;
     admin: Client<typeof AdminService>;
     health: Client<typeof Health>;
+    checkpoint: Client<typeof CheckpointService>;
+    store: Client<typeof StoreService>;
   };
 
   constructor(opts: EngramOptions) {
@@ -198,12 +204,16 @@ export class Engram {
       user: createClient(UserService, transport),
       admin: createClient(AdminService, transport),
       health: createClient(Health, transport),
+      checkpoint: createClient(CheckpointService, transport),
+      store: createClient(StoreService, transport),
     };
     this.sessions = new Sessions(this);
     this.messages = new Messages(this);
     this.memories = new Memories(this);
     this.users = new Users(this);
     this.admin = new Admin(this);
+    this.checkpoints = new Checkpoints(this);
+    this.store = new Store(this);
   }
 
   /** The highest LSN this client saw on a write reply. */
@@ -419,6 +429,19 @@ export class Sessions {
   }
   delete(sessionId: string, opts?: CallOpts): Promise<DeleteSessionResponse> {
     return this.e.call("DeleteSession", this.e.rpc.session.deleteSession, { sessionId }, "write", opts);
+  }
+  /**
+   * A new session with copies of messages 1..throughSeq (and the summary if
+   * it covers no more). Retried only with a newSessionId (a retry then finds
+   * the fork made).
+   */
+  fork(
+    sessionId: string,
+    throughSeq: bigint,
+    opts: CallOpts & { newSessionId?: string } = {},
+  ): Promise<Session> {
+    return this.e.call("ForkSession", this.e.rpc.session.forkSession,
+      { sessionId, throughSeq, newSessionId: opts.newSessionId ?? "" }, opts.newSessionId ? "idempotent" : "write", opts);
   }
   /** Replaces the rolling summary, which covers messages 1..throughSeq. */
   updateSummary(

@@ -17,9 +17,11 @@ export {
   type RetryOptions,
   type TlsOptions,
 } from "./client.js";
+export { Checkpoints, Store } from "./agent_state.js";
 export { Code, EngramError, type FieldViolation } from "./errors.js";
 // The API's messages and enums (generated at build from proto/engram/v1).
 export * from "./gen/engram/v1/admin_pb.js";
+export * from "./gen/engram/v1/agent_state_pb.js";
 export * from "./gen/engram/v1/memory_pb.js";
 export * from "./gen/engram/v1/session_pb.js";
 export * from "./gen/engram/v1/user_pb.js";
