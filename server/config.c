@@ -61,6 +61,8 @@ static const eg_opt eg_opts[] = {
            "largest metadata map (keys + values)"),
     EG_NUM("max-append-messages", max_append_messages, 1, EG_APPEND_MESSAGES_MAX, "100",
            "most messages in one AppendMessages"),
+    EG_NUM("max-fork-messages", max_fork_messages, 1, EG_FORK_MESSAGES_MAX, "10000",
+           "most messages one ForkSession copies (its through_seq)"),
     EG_NUM("memory-quota", memory_quota, 1, 100000000, "10000",
            "most ACTIVE memories per user"),
     EG_STR("memory-quota-policy", memory_quota_policy, "reject|evict", "reject",

@@ -28,6 +28,7 @@ typedef struct {
   int64_t max_content_bytes;          /* --max-content-bytes 65536 (per message/summary) */
   int64_t max_metadata_bytes;         /* --max-metadata-bytes 16384 (per map, keys+values) */
   int max_append_messages;            /* --max-append-messages 100 (per AppendMessages) */
+  int max_fork_messages;              /* --max-fork-messages 10000 (copied by one ForkSession) */
   int64_t memory_quota;               /* --memory-quota 10000 (ACTIVE memories per user) */
   char memory_quota_policy[16];       /* --memory-quota-policy reject|evict */
   int memory_max_tags;                /* --memory-max-tags 32 (per memory) */
@@ -76,6 +77,9 @@ typedef struct {
 /* Ceiling of --max-append-messages; also the most messages one
  * AppendMessages may carry on the wire. */
 #define EG_APPEND_MESSAGES_MAX 10000
+/* Ceiling of --max-fork-messages: ForkSession holds its whole copy in
+ * memory and writes it in one transaction of the writer's batch. */
+#define EG_FORK_MESSAGES_MAX 100000
 /* The most entries one metadata map may have: bounded on the wire, before
  * unpacking allocates each entry (--max-metadata-bytes bounds their bytes). */
 #define EG_METADATA_ENTRIES_MAX 4096

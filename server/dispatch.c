@@ -653,6 +653,19 @@ static eg_err eg_read_with(eg_call *c, const eg_method *m, const ProtobufCMessag
   return e;
 }
 
+/* A write's prepare, inside the worker's read txn when the method reads
+ * there (prepare_reads). */
+static eg_err eg_prepare_with(eg_call *c, const eg_method *m, const ProtobufCMessage *in) {
+  if (!m->prepare_reads) return m->prepare(&c->req, in);
+  eg_err e = eg_store_reader_begin(c->w->reader);
+  if (e != EG_OK) return e;
+  c->req.rtxn = c->w->reader;
+  e = m->prepare(&c->req, in);
+  eg_store_reader_end(c->w->reader);
+  c->req.rtxn = NULL;
+  return e;
+}
+
 /* A parked read's turn: its LSN arrived (ready), or its time ran out. */
 static void eg_parked_run(eg_parked *p, int ready, eg_txn *reader) {
   eg_call *c = (eg_call *)((char *)p - offsetof(eg_call, park));
@@ -751,7 +764,7 @@ void eg_on_call(eg_call *c) {
       int parked = 0;
       e = eg_run_read(c, m, in, &parked);
       if (parked) return;
-    } else if ((e = m->prepare(&c->req, in)) == EG_OK) {
+    } else if ((e = eg_prepare_with(c, m, in)) == EG_OK) {
       c->state = EG_CALL_WRITING;
       c->item.apply = eg_write_apply;
       c->item.done = eg_write_done;

@@ -63,7 +63,7 @@ typedef struct eg_req {
   const eg_srv *srv;
   const char *tenant;
   eg_arena *arena;
-  eg_txn *rtxn;      /* read handlers: the worker's open read txn */
+  eg_txn *rtxn;      /* read handlers, and a prepare_reads write's prepare: the worker's open read txn */
   void *state;       /* write handlers: what prepare left for apply */
   int64_t now_us;    /* taken once when the call arrived */
   /* Set by an apply that did a bounded share of a large job (erasing a
@@ -202,6 +202,12 @@ typedef struct eg_method {
   eg_read_fn read; /* set for reads; prepare and apply for writes */
   eg_prepare_fn prepare;
   eg_apply_fn apply;
+  /* A write whose prepare reads: it runs inside the worker's read txn
+   * (r->rtxn, a snapshot that ends with prepare), so a write that copies
+   * stored data opens and seals it on the worker and apply only checks
+   * and writes. What prepare read may have changed by apply: apply
+   * re-checks whatever its answer depends on. */
+  int prepare_reads;
   int no_store; /* a read that never touches storage: no read txn */
   /* A write whose continuations (eg_req.more) stop once the call's
    * deadline passed: DEADLINE_EXCEEDED, with what the apply said it did so

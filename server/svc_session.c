@@ -90,6 +90,21 @@ static eg_err eg_ttl_us(eg_req *r, int64_t ttl_s, int64_t *out) {
   return EG_OK;
 }
 
+/* A new session may take id (no record has it, checked by the caller):
+ * EG_OK, or EG_EUNAVAIL naming field when the sweeper retired a session of
+ * this id and is still deleting its messages: a new one now would find
+ * them. Free again once they are gone, so: retry later. */
+static eg_err eg_session_id_reusable(eg_req *r, eg_txn *t, const char *field, const char *id) {
+  int purging;
+  eg_err e = eg_store_session_purging(t, r->tenant, id, &purging);
+  if (e != EG_OK || !purging) return e;
+  snprintf(r->msg, sizeof r->msg,
+           "%s: '%s' belonged to a session past retention whose messages are still being "
+           "deleted; retry later",
+           field, id);
+  return EG_EUNAVAIL;
+}
+
 /* ==== CreateSession ========================================================= */
 
 struct eg_create_state {
@@ -151,18 +166,7 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
     return e;
   }
   if (e != EG_ENOTFOUND) return e;
-  /* The sweeper retired a session of this id and is still deleting its
-   * messages: a new one now would find them. Free again once they are
-   * gone, so: retry later. */
-  int purging;
-  if ((e = eg_store_session_purging(t, r->tenant, st->session_id, &purging))) return e;
-  if (purging) {
-    snprintf(r->msg, sizeof r->msg,
-             "session.session_id: '%s' belonged to a session past retention whose messages "
-             "are still being deleted; retry later",
-             st->session_id);
-    return EG_EUNAVAIL;
-  }
+  if ((e = eg_session_id_reusable(r, t, "session.session_id", st->session_id))) return e;
   eg_session_rec rec = ENGRAM__STORAGE__V1__SESSION_RECORD__INIT;
   rec.session_id = (char *)st->session_id;
   rec.user_id = st->in->user_id;
@@ -746,6 +750,185 @@ static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
   return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
 }
 
+/* ==== ForkSession =========================================================== */
+
+/* prepare reads the source in the worker's snapshot (prepare_reads), opens
+ * every field it copies and seals it again for the fork (each seal binds
+ * its session id, and a message's its seq); apply, on the writer, checks
+ * the source is still the one read and writes. */
+struct eg_fork_state {
+  const Engram__V1__ForkSessionRequest *in;
+  const char *new_id;
+  /* new_id was taken in prepare's snapshot: nothing was copied, apply
+   * answers a retry or ALREADY_EXISTS. */
+  int taken;
+  const eg_session_rec *src; /* the source as prepare read it */
+  ProtobufCBinaryData metadata_token, summary_token; /* sealed for new_id */
+  int64_t summary_through_seq;
+  eg_message_rec *msgs; /* seq ascending, sealed for new_id */
+  size_t n;
+  eg_stats_rec stats; /* of msgs */
+};
+
+/* Opens a sealed field of (kind, from_id) and seals it for (kind, to_id);
+ * an empty token stays empty. */
+static eg_err eg_fork_reseal(eg_req *r, const char *kind, const char *from_id, const char *to_id,
+                             const char *field, const ProtobufCBinaryData *tok,
+                             ProtobufCBinaryData *out) {
+  char *pt;
+  size_t len;
+  *out = (ProtobufCBinaryData){0};
+  if (!tok->len) return EG_OK;
+  eg_err e = eg_field_open(r, kind, from_id, field, tok, &pt, &len);
+  if (e == EG_OK) e = eg_field_seal(r, kind, to_id, field, pt, len, out);
+  return e;
+}
+
+struct eg_fork_copy {
+  eg_req *r;
+  struct eg_fork_state *st;
+  eg_err err;
+};
+
+static int eg_fork_visit(void *arg, eg_message_rec *rec) {
+  struct eg_fork_copy *fc = arg;
+  struct eg_fork_state *st = fc->st;
+  eg_req *r = fc->r;
+  /* Deferred, not freed: the copy shares its strings. */
+  if (eg_arena_defer(r->arena, eg_message_rec_free, rec) != 0) return fc->err = EG_ENOMEM, 1;
+  if (rec->seq > st->in->through_seq) return 1;
+  const char *from = eg_message_record_id(r, st->src->session_id, rec->seq);
+  const char *to = eg_message_record_id(r, st->new_id, rec->seq);
+  if (!from || !to) return fc->err = EG_ENOMEM, 1;
+  eg_message_rec *m = &st->msgs[st->n];
+  *m = *rec;
+  if ((fc->err = eg_fork_reseal(r, "message", from, to, "content", &rec->content_token,
+                                &m->content_token)) ||
+      (fc->err = eg_fork_reseal(r, "message", from, to, "metadata", &rec->metadata_token,
+                                &m->metadata_token)))
+    return 1;
+  eg_stats_add(&st->stats, m->role, m->token_count, m->create_time_us);
+  st->n++;
+  return 0;
+}
+
+static eg_err eg_fork_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__ForkSessionRequest *in = (const void *)msg;
+  const int cap = r->srv->cfg->max_fork_messages;
+  eg_session_rec *src, *taken;
+  eg_err e;
+  if ((e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg)) ||
+      (e = eg_validate_id("new_session_id", in->new_session_id, 0, r->msg, sizeof r->msg)))
+    return e;
+  if (in->through_seq < 1)
+    return eg_invalid(r->msg, sizeof r->msg, "through_seq",
+                      "%" PRId64 ": must be 1 .. the session's message_count", in->through_seq);
+  /* Before anything is read: the copy grows with through_seq. */
+  if (in->through_seq > cap)
+    return eg_invalid(r->msg, sizeof r->msg, "through_seq",
+                      "%" PRId64 " messages to copy, limit %d (--max-fork-messages)",
+                      in->through_seq, cap);
+  struct eg_fork_state *st = EG_ARENA_NEW(r->arena, struct eg_fork_state);
+  if (!st) return EG_ENOMEM;
+  st->in = in;
+  st->new_id = in->new_session_id;
+  if (!in->new_session_id[0]) {
+    char *id = eg_arena_alloc(r->arena, EG_ULID_LEN + 1);
+    if (!id) return EG_ENOMEM;
+    eg_ulid_new(id);
+    st->new_id = id;
+  }
+  st->stats = (eg_stats_rec)ENGRAM__STORAGE__V1__SESSION_STATS_RECORD__INIT;
+  r->state = st;
+  /* A retry finds its fork made: apply answers it without a copy. */
+  e = eg_store_session_get(r->rtxn, r->tenant, st->new_id, &taken);
+  if (e == EG_OK) {
+    eg_session_rec_free(taken);
+    st->taken = 1;
+    return EG_OK;
+  }
+  if (e != EG_ENOTFOUND) return e;
+  if ((e = eg_session_load(r, r->rtxn, in->session_id, &src))) return e;
+  st->src = src;
+  if (in->through_seq > src->message_count)
+    return eg_invalid(r->msg, sizeof r->msg, "through_seq",
+                      "%" PRId64 " is beyond the session's last message (%" PRId64 ")",
+                      in->through_seq, src->message_count);
+  if ((e = eg_fork_reseal(r, "session", src->session_id, st->new_id, "metadata",
+                          &src->metadata_token, &st->metadata_token)))
+    return e;
+  /* A summary of more than the fork holds would speak of messages it
+   * does not have. */
+  if (src->summary_through_seq <= in->through_seq) {
+    st->summary_through_seq = src->summary_through_seq;
+    if ((e = eg_fork_reseal(r, "session", src->session_id, st->new_id, "summary",
+                            &src->summary_token, &st->summary_token)))
+      return e;
+  }
+  if (!(st->msgs = EG_ARENA_ARRAY(r->arena, eg_message_rec, (size_t)in->through_seq)))
+    return EG_ENOMEM;
+  /* From seq 1: the warm tier may have deleted the oldest already, so
+   * the fork, like its source, may start later. */
+  struct eg_fork_copy fc = {.r = r, .st = st};
+  e = eg_store_messages_scan(r->rtxn, r->tenant, src->session_id, 1, 0, eg_fork_visit, &fc);
+  return e != EG_OK ? e : fc.err;
+}
+
+static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {
+  const struct eg_fork_state *st = r->state;
+  const Engram__V1__ForkSessionRequest *in = st->in;
+  eg_session_rec *old, *src;
+  eg_err e = eg_store_session_get(t, r->tenant, st->new_id, &old);
+  if (e == EG_OK) {
+    if (eg_arena_defer(r->arena, eg_session_rec_free, old) != 0) return EG_ENOMEM;
+    /* A retry of a fork that succeeded gets the fork as it is now. */
+    if (strcmp(old->forked_from_session_id, in->session_id) == 0 &&
+        old->forked_through_seq == in->through_seq)
+      return eg_session_to_api(r, old, (Engram__V1__Session **)&r->resp);
+    snprintf(r->msg, sizeof r->msg, "new_session_id: '%s' already exists", st->new_id);
+    return EG_EEXIST;
+  }
+  if (e != EG_ENOTFOUND) return e;
+  if (st->taken) {
+    snprintf(r->msg, sizeof r->msg,
+             "new_session_id: session '%s' was deleted while the fork was prepared; retry",
+             st->new_id);
+    return EG_EABORTED;
+  }
+  if ((e = eg_session_id_reusable(r, t, "new_session_id", st->new_id)) ||
+      (e = eg_session_load(r, t, in->session_id, &src)))
+    return e;
+  /* Messages are never rewritten: the source prepare copied is still this
+   * one unless it was deleted and made again under its id since. */
+  if (src->create_time_us != st->src->create_time_us || strcmp(src->user_id, st->src->user_id)) {
+    snprintf(r->msg, sizeof r->msg,
+             "session_id: session '%s' was replaced while the fork was prepared; retry",
+             in->session_id);
+    return EG_EABORTED;
+  }
+  for (size_t i = 0; i < st->n; i++)
+    if ((e = eg_store_message_put(t, r->tenant, st->new_id, &st->msgs[i]))) return e;
+  eg_session_rec rec = ENGRAM__STORAGE__V1__SESSION_RECORD__INIT;
+  rec.session_id = (char *)st->new_id;
+  rec.user_id = src->user_id;
+  rec.agent_id = src->agent_id;
+  rec.state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE;
+  rec.metadata_token = st->metadata_token;
+  rec.metadata_hashes = src->metadata_hashes;
+  rec.n_metadata_hashes = src->n_metadata_hashes;
+  rec.create_time_us = rec.update_time_us = r->now_us;
+  rec.expire_time_us = r->now_us + src->ttl_us;
+  rec.ttl_us = src->ttl_us;
+  rec.message_count = in->through_seq;
+  rec.summary_token = st->summary_token;
+  rec.summary_through_seq = st->summary_through_seq;
+  rec.stats = (eg_stats_rec *)&st->stats;
+  rec.forked_from_session_id = src->session_id;
+  rec.forked_through_seq = in->through_seq;
+  if ((e = eg_store_session_put(t, r->tenant, &rec, NULL))) return e;
+  return eg_session_to_api(r, &rec, (Engram__V1__Session **)&r->resp);
+}
+
 /* ==== the table ============================================================= */
 
 #define EG_SESSION_PATH(name) "/engram.v1.SessionService/" #name
@@ -765,5 +948,7 @@ const eg_method eg_session_methods[] = {
     EG_READ(ListMessages, engram__v1__list_messages_request__descriptor, eg_list_messages),
     EG_READ(GetContext, engram__v1__get_context_request__descriptor, eg_get_context),
     EG_WRITE(UpdateSummary, engram__v1__update_summary_request__descriptor, eg_summary_prepare, eg_summary_apply),
+    {.path = EG_SESSION_PATH(ForkSession), .in = &engram__v1__fork_session_request__descriptor,
+     .role = EG_ROLE_AGENT, .prepare = eg_fork_prepare, .apply = eg_fork_apply, .prepare_reads = 1},
     {.path = NULL},
 };

@@ -286,6 +286,7 @@ int cmd_session_list(cli *g, int argc, char **argv);
 int cmd_session_end(cli *g, int argc, char **argv);
 int cmd_session_update(cli *g, int argc, char **argv);
 int cmd_session_delete(cli *g, int argc, char **argv);
+int cmd_session_fork(cli *g, int argc, char **argv);
 int cmd_message_append(cli *g, int argc, char **argv);
 int cmd_message_list(cli *g, int argc, char **argv);
 int cmd_context(cli *g, int argc, char **argv);

@@ -1,5 +1,5 @@
 /*
- * engram session create|get|list|update|end|delete
+ * engram session create|get|list|update|end|delete|fork
  */
 #include "cli.h"
 #include "google/protobuf/field_mask.pb-c.h"
@@ -92,6 +92,23 @@ int cmd_session_update(cli *g, int argc, char **argv) {
 
 int cmd_session_delete(cli *g, int argc, char **argv) {
   return call_by_id(g, argc, argv, &eg_client_method_delete_session);
+}
+
+int cmd_session_fork(cli *g, int argc, char **argv) {
+  const char *const names[] = {"ID", NULL};
+  Engram__V1__ForkSessionRequest req = ENGRAM__V1__FORK_SESSION_REQUEST__INIT;
+  const char *id, *new_id = NULL;
+  const cli_flag flags[] = {
+      /* the server checks the range and names the field */
+      {"--through", FLAG_INT, &req.through_seq, 1, 0, INT64_MAX},
+      {"--id", FLAG_STR, &new_id},
+      {NULL},
+  };
+  int rc = cli_parse(g, argc, argv, flags, names, &id);
+  if (rc != CLI_OK) return rc;
+  req.session_id = (char *)id;
+  if (new_id) req.new_session_id = (char *)new_id;
+  return cli_rpc(g, &eg_client_method_fork_session, &req.base, NULL);
 }
 
 /* A Timestamp of unix seconds s, or NULL when the flag was not given. */

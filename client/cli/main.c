@@ -24,6 +24,9 @@ const cli_cmd cli_commands[] = {
      cmd_session_update},
     {"session", "end", "ID [--reason R]", "end a session (appends are refused after)", cmd_session_end},
     {"session", "delete", "ID", "delete a session and its messages", cmd_session_delete},
+    {"session", "fork", "ID --through N [--id NEW]",
+     "a new session holding messages 1..N of ID (and its summary if it covers no more)",
+     cmd_session_fork},
     {"message", "append",
      "SESSION_ID --role user|assistant|system|tool --content TEXT [--token-count N] "
      "[--client-id X] [--meta k=v]...",

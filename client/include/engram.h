@@ -203,6 +203,9 @@ const char *eg_client_code_name(int code);
   X(update_summary, EG_CLIENT_SESSION_SVC "UpdateSummary",                               \
     Engram__V1__UpdateSummaryRequest, engram__v1__update_summary_request__descriptor,    \
     Engram__V1__Session, engram__v1__session__descriptor)                                \
+  X(fork_session, EG_CLIENT_SESSION_SVC "ForkSession",                                   \
+    Engram__V1__ForkSessionRequest, engram__v1__fork_session_request__descriptor,        \
+    Engram__V1__Session, engram__v1__session__descriptor)                                \
   X(health_check, "/grpc.health.v1.Health/Check",                                        \
     Grpc__Health__V1__HealthCheckRequest, grpc__health__v1__health_check_request__descriptor, \
     Grpc__Health__V1__HealthCheckResponse, grpc__health__v1__health_check_response__descriptor) \

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional
 
 from engram import _pb
 from engram._core import (Kind, LsnTracker, Metadata, Rpc, create_session_kind,
-                          fill_client_message_ids)
+                          fill_client_message_ids, fork_session_kind)
 
 S, M, U, A = (_pb.session, _pb.memory, _pb.user, _pb.admin)
 SG, MG, UG, AG = (_pb.session_grpc.SessionServiceStub, _pb.memory_grpc.MemoryServiceStub,
@@ -42,6 +42,7 @@ APPEND_MESSAGES = Rpc(SG, "AppendMessages", S.AppendMessagesRequest, Kind.SAFE_W
 LIST_MESSAGES = Rpc(SG, "ListMessages", S.ListMessagesRequest, Kind.READ)
 GET_CONTEXT = Rpc(SG, "GetContext", S.GetContextRequest, Kind.READ)
 UPDATE_SUMMARY = Rpc(SG, "UpdateSummary", S.UpdateSummaryRequest, Kind.WRITE)
+FORK_SESSION = Rpc(SG, "ForkSession", S.ForkSessionRequest, fork_session_kind)
 
 CREATE_MEMORY = Rpc(MG, "CreateMemory", M.CreateMemoryRequest, Kind.WRITE)
 GET_MEMORY = Rpc(MG, "GetMemory", M.GetMemoryRequest, Kind.READ)
@@ -120,6 +121,14 @@ class Sessions(_Namespace):
                        timeout: Optional[float] = None, metadata: Optional[Metadata] = None,
                        **fields: Any) -> S.DeleteSessionResponse:
         return self._u(DELETE_SESSION, request, fields, timeout, metadata)
+
+    def fork_session(self, request: Optional[S.ForkSessionRequest] = None, /, *,
+                     timeout: Optional[float] = None, metadata: Optional[Metadata] = None,
+                     **fields: Any) -> S.Session:
+        """A new session holding messages 1..through_seq of session_id (and
+        its summary if that covers no more). Retried on UNAVAILABLE only
+        when new_session_id is given."""
+        return self._u(FORK_SESSION, request, fields, timeout, metadata)
 
 
 class Messages(_Namespace):
@@ -316,3 +325,8 @@ class Session:
 
     def delete(self, **fields: Any) -> S.DeleteSessionResponse:
         return self._s.delete_session(session_id=self.session_id, **fields)
+
+    def fork(self, through_seq: int, **fields: Any) -> S.Session:
+        """fields: other request fields (new_session_id), timeout, metadata."""
+        return self._s.fork_session(session_id=self.session_id, through_seq=through_seq,
+                                    **fields)

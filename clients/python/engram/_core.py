@@ -131,6 +131,12 @@ def create_session_kind(req: Any) -> Kind:
     return Kind.SAFE_WRITE if req.session.session_id else Kind.WRITE
 
 
+def fork_session_kind(req: Any) -> Kind:
+    """A ForkSession with a new_session_id returns the fork it made when
+    repeated; without one each call makes a new fork."""
+    return Kind.SAFE_WRITE if req.new_session_id else Kind.WRITE
+
+
 class _Core:
     def __init__(self, token: Optional[str], deadline: Optional[float], retries: int,
                  consistency: str, backoff: Tuple[float, float],
