@@ -80,21 +80,21 @@ static eg_err eg_ck_bytes(eg_req *r, const char *rid, const char *field,
   return EG_OK;
 }
 
+/* A checkpoint's pending writes as storage returns them: the array and
+ * its count, kept together for the deferred free. */
+struct eg_ck_writes {
+  eg_ckpt_write_rec **w;
+  size_t n;
+};
+
 static void eg_ck_writes_free(void *p) {
-  /* The array and its count, kept together for the deferred free. */
-  struct {
-    eg_ckpt_write_rec **w;
-    size_t n;
-  } *h = p;
+  struct eg_ck_writes *h = p;
   eg_ckpt_writes_free(h->w, h->n);
 }
 
 /* The pending writes of checkpoint (thread, ns, id) into c. */
 static eg_err eg_ck_pending(eg_req *r, const char *user, Engram__V1__Checkpoint *c) {
-  struct {
-    eg_ckpt_write_rec **w;
-    size_t n;
-  } *h = eg_arena_alloc(r->arena, sizeof *h);
+  struct eg_ck_writes *h = EG_ARENA_NEW(r->arena, struct eg_ck_writes);
   if (!h) return EG_ENOMEM;
   eg_err e = eg_store_checkpoint_writes_get(r->rtxn, r->tenant, user, c->thread_id, c->checkpoint_ns,
                                             c->checkpoint_id, EG_CKPT_PENDING_MAX, &h->w, &h->n);
