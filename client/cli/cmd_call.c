@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "engram/v1/agent_state.pb-c.h"
 #include "engram/v1/replication.pb-c.h"
 
 /* The services engramd serves to clients. */
@@ -13,6 +14,7 @@ static const ProtobufCServiceDescriptor *const services[] = {
     &engram__v1__session_service__descriptor, &engram__v1__memory_service__descriptor,
     &engram__v1__user_service__descriptor,    &engram__v1__admin_service__descriptor,
     &engram__v1__replication_service__descriptor, &grpc__health__v1__health__descriptor,
+    &engram__v1__checkpoint_service__descriptor, &engram__v1__store_service__descriptor,
 };
 #define NSERVICES (sizeof services / sizeof services[0])
 
