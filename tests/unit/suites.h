@@ -12,6 +12,7 @@
   X(config)                  \
   X(memory)                  \
   X(memory_store)            \
+  X(store_items)             \
   X(wal)                     \
   X(store_env)               \
   X(arena)                   \
