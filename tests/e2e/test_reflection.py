@@ -30,7 +30,7 @@ PATHS = {v1: "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
 SERVICES = ["engram.v1.SessionService", "grpc.health.v1.Health", "engram.v1.AdminService",
             "engram.v1.ReplicationService", "engram.v1.MemoryService", "engram.v1.UserService",
             "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
-            "engram.v1.CheckpointService"]
+            "engram.v1.CheckpointService", "engram.v1.StoreService"]
 REQUEST_BYTES = 4096      # EG_REFLECTION_REQUEST_BYTES
 REQUESTS = 1024           # EG_REFLECTION_REQUESTS
 STREAMS = 8               # EG_REFLECTION_STREAMS_MAX
