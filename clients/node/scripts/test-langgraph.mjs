@@ -1,8 +1,8 @@
 // The LangGraph tests (npm run build first): the compiled
 // dist/test/langgraph/*.test.js under node's test runner (a real StateGraph
-// on EngramSaver), then LangGraph's checkpointer validation suite
-// (validate-checkpointer) and its opt-in getDeltaChannelHistory tests, each
-// on a real engramd. LangGraph 1.x and the suite's vitest 4 need node >= 20:
+// on EngramSaver), then LangGraph's checkpointer validation suite with its
+// opt-in getDeltaChannelHistory tests (test/langgraph/validation.vitest.ts),
+// each on a real engramd. LangGraph 1.x and the suite's vitest 4 need node >= 20:
 // on an older node this exits 77, which ctest reports as a skip.
 import { spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
@@ -21,8 +21,7 @@ if (major < MIN_NODE_MAJOR) {
 
 const pkg = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const dir = join(pkg, "dist", "test", "langgraph");
-const initializer = join(dir, "validation.initializer.js");
-const deltaTests = join(dir, "delta_history.vitest.js");
+const validation = join(dir, "validation.vitest.js");
 const tests = readdirSync(dir)
   .filter((f) => f.endsWith(".test.js"))
   .sort()
@@ -32,31 +31,24 @@ if (tests.length === 0) {
   process.exit(1);
 }
 
-function run(what, args, env = process.env) {
-  console.log(`test-langgraph: ${what}`);
-  const r = spawnSync(process.execPath, args, { stdio: "inherit", cwd: pkg, env });
-  if (r.status !== 0) {
-    console.error(`test-langgraph: ${what} failed (${r.status ?? r.signal})`);
-    process.exit(r.status || 1);
-  }
+console.log("test-langgraph: StateGraph tests");
+const r = spawnSync(process.execPath, ["--test", ...tests], { stdio: "inherit", cwd: pkg });
+if (r.status !== 0) {
+  console.error(`test-langgraph: StateGraph tests failed (${r.status ?? r.signal})`);
+  process.exit(r.status || 1);
 }
 
-run("StateGraph tests", ["--test", ...tests]);
-
-// The suite's own CLI, as its README runs it. CI=1: vitest never watches.
+// The validation suite, in vitest (the suite's own copy) with globals, as its
+// README runs it inside a test suite (its CLI cannot load an initializer).
 const requireFromPkg = createRequire(join(pkg, "package.json"));
-const validationPkg = dirname(requireFromPkg.resolve("@langchain/langgraph-checkpoint-validation/package.json"));
-run("validate-checkpointer", ["--experimental-vm-modules", join(validationPkg, "bin", "cli.js"), initializer],
-  { ...process.env, CI: "1" });
-
-// getDeltaChannelHistory's tests are exported but not in the CLI's run: vitest
-// (the suite's own copy) runs them from a file of ours, as the CLI runs its spec.
-const vitestPkg = dirname(createRequire(join(validationPkg, "package.json")).resolve("vitest/package.json"));
+const validationPkg = requireFromPkg.resolve("@langchain/langgraph-checkpoint-validation/package.json");
+const vitestPkg = dirname(createRequire(validationPkg).resolve("vitest/package.json"));
 const { startVitest } = await import(pathToFileURL(join(vitestPkg, "dist", "node.js")).href);
-const vitest = await startVitest("test", [], { globals: true, watch: false, root: dir, include: [deltaTests] });
+console.log("test-langgraph: checkpointer validation suite");
+const vitest = await startVitest("test", [], { globals: true, watch: false, root: dir, include: [validation] });
 const failed = !vitest || vitest.state.getCountOfFailedTests() > 0 || process.exitCode;
 await vitest?.close();
 if (failed) {
-  console.error("test-langgraph: getDeltaChannelHistory tests failed");
+  console.error("test-langgraph: checkpointer validation suite failed");
   process.exit(1);
 }

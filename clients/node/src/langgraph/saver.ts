@@ -40,8 +40,15 @@ export interface EngramSaverOptions {
 
 // ListCheckpoints' page cap: a larger page_size is cut to it by the server.
 const MAX_PAGE_SIZE = 100;
+// The first page of a checkpoint's ancestors: most channels a step did not
+// write were written a step or two before.
+const FIRST_ANCESTOR_PAGE = 8;
 
 const utf8Decoder = new TextDecoder();
+
+function parseVersions(json: string): ChannelVersions {
+  return json === "" ? {} : (JSON.parse(json) as ChannelVersions);
+}
 
 /**
  * LangGraph checkpointer on Engram:
@@ -105,8 +112,15 @@ export class EngramSaver extends BaseCheckpointSaver {
       throw new Error('EngramSaver.put: config.configurable.thread_id is required');
     }
     const checkpointNs: string = config.configurable?.checkpoint_ns ?? "";
+    // Only the values of the channels this step wrote (newVersions): the
+    // others are the ancestors' (the checkpoint that set each channel's
+    // version holds its value), so a step stores what changed, not the state.
+    const stored = copyCheckpoint(checkpoint);
+    stored.channel_values = Object.fromEntries(
+      Object.keys(newVersions ?? {}).filter((ch) => ch in checkpoint.channel_values).map((ch) => [ch, checkpoint.channel_values[ch]]),
+    );
     const [[type, bytes], metadataJson] = await Promise.all([
-      this.serde.dumpsTyped(copyCheckpoint(checkpoint)),
+      this.serde.dumpsTyped(stored),
       this.#metadataJson(metadata),
     ]);
     await this.client.checkpoints.put({
@@ -164,6 +178,7 @@ export class EngramSaver extends BaseCheckpointSaver {
 
   async #tuple(r: CheckpointRecord): Promise<CheckpointTuple> {
     const checkpoint: Checkpoint = await this.serde.loadsTyped(r.checkpointType || "json", r.checkpoint);
+    await this.#ancestorValues(checkpoint, r);
     if (checkpoint.v < 4 && r.parentCheckpointId !== "") {
       await this.#migratePendingSends(checkpoint, r.threadId, r.checkpointNs, r.parentCheckpointId);
     }
@@ -179,6 +194,58 @@ export class EngramSaver extends BaseCheckpointSaver {
       };
     }
     return tuple;
+  }
+
+  /**
+   * Fills in the values of the channels r's put did not write: each from the
+   * nearest ancestor whose put set the channel to the version r has. A
+   * channel whose version no ancestor set (or set without a value) stays
+   * absent, as in LangGraph's savers that store values per channel version.
+   * Ancestors are read newest first a page at a time (ids order by time, so
+   * they come before r), and one by one where the pages do not have them.
+   */
+  async #ancestorValues(checkpoint: Checkpoint, r: CheckpointRecord): Promise<void> {
+    checkpoint.channel_values ??= {};
+    const values = checkpoint.channel_values as Record<string, unknown>;
+    const written = parseVersions(r.newVersionsJson);
+    const missing = new Map(
+      Object.entries(checkpoint.channel_versions ?? {}).filter(([ch]) => !(ch in values) && !(ch in written)),
+    );
+    let want = r.parentCheckpointId;
+    const listed = new Map<string, CheckpointRecord>();
+    let pageToken: string | undefined = "";
+    let pageSize = FIRST_ANCESTOR_PAGE;
+    while (missing.size > 0 && want !== "") {
+      let ancestor = listed.get(want);
+      if (!ancestor && pageToken !== undefined) {
+        const page = await this.client.checkpoints.list({
+          userId: this.userId,
+          threadId: r.threadId,
+          ns: { case: "checkpointNs", value: r.checkpointNs },
+          beforeCheckpointId: r.checkpointId,
+          pageSize,
+          pageToken,
+        });
+        for (const c of page.checkpoints) listed.set(c.checkpointId, c);
+        pageToken = page.nextPageToken === "" ? undefined : page.nextPageToken;
+        pageSize = MAX_PAGE_SIZE;
+        continue;
+      }
+      ancestor ??= await this.#get(r.threadId, r.checkpointNs, want);
+      if (!ancestor) return; // deleted since
+      const set = parseVersions(ancestor.newVersionsJson);
+      const found = [...missing].filter(([ch]) => ch in set);
+      if (found.length > 0) {
+        const a: Checkpoint = await this.serde.loadsTyped(ancestor.checkpointType || "json", ancestor.checkpoint);
+        for (const [ch, version] of found) {
+          if (String(set[ch]) === String(version) && ch in (a.channel_values ?? {})) {
+            values[ch] = (a.channel_values as Record<string, unknown>)[ch];
+          }
+          missing.delete(ch);
+        }
+      }
+      want = ancestor.parentCheckpointId;
+    }
   }
 
   /** In writesSortKey order (task_path, task_id, idx): the order a run applies them, which replays must keep. */
