@@ -109,15 +109,17 @@ export class EngramSaver extends BaseCheckpointSaver {
   ): Promise<RunnableConfig> {
     const threadId = config.configurable?.thread_id;
     if (threadId === undefined || threadId === "") {
-      throw new Error('EngramSaver.put: config.configurable.thread_id is required');
+      throw new Error("EngramSaver.put: config.configurable.thread_id is required");
     }
     const checkpointNs: string = config.configurable?.checkpoint_ns ?? "";
     // Only the values of the channels this step wrote (newVersions): the
     // others are the ancestors' (the checkpoint that set each channel's
     // version holds its value), so a step stores what changed, not the state.
+    // A caller that gives no newVersions wrote every channel.
+    const written = newVersions ?? checkpoint.channel_versions ?? {};
     const stored = copyCheckpoint(checkpoint);
     stored.channel_values = Object.fromEntries(
-      Object.keys(newVersions ?? {}).filter((ch) => ch in checkpoint.channel_values).map((ch) => [ch, checkpoint.channel_values[ch]]),
+      Object.keys(written).filter((ch) => ch in checkpoint.channel_values).map((ch) => [ch, checkpoint.channel_values[ch]]),
     );
     const [[type, bytes], metadataJson] = await Promise.all([
       this.serde.dumpsTyped(stored),
@@ -133,7 +135,7 @@ export class EngramSaver extends BaseCheckpointSaver {
         checkpointType: type,
         checkpoint: bytes,
         metadataJson,
-        newVersionsJson: JSON.stringify(newVersions ?? {}),
+        newVersionsJson: JSON.stringify(written),
       },
     });
     return { configurable: { thread_id: threadId, checkpoint_ns: checkpointNs, checkpoint_id: checkpoint.id } };
