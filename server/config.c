@@ -61,6 +61,8 @@ static const eg_opt eg_opts[] = {
            "largest metadata map (keys + values)"),
     EG_NUM("max-append-messages", max_append_messages, 1, EG_APPEND_MESSAGES_MAX, "100",
            "most messages in one AppendMessages"),
+    EG_NUM("max-checkpoint-bytes", max_checkpoint_bytes, 1, EG_CHECKPOINT_BYTES_CEIL, "4194304",
+           "largest checkpoint (PutCheckpoint's checkpoint bytes)"),
     EG_NUM("memory-quota", memory_quota, 1, 100000000, "10000",
            "most ACTIVE memories per user"),
     EG_STR("memory-quota-policy", memory_quota_policy, "reject|evict", "reject",
@@ -253,6 +255,15 @@ static eg_err apply_flag(eg_config *c, int argc, char **argv, int *i, char *err,
   if (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0)
     return eg_invalid(err, errlen, label, "missing value");
   return set_value(c, o, label, argv[++*i], err, errlen);
+}
+
+int64_t eg_config_max_request_bytes(const eg_config *c) {
+  /* Beside the payload: ids, channels and framing of up to
+   * EG_CKPT_WRITES_MAX writes, or a checkpoint's two JSON texts. */
+  int64_t slack = 1048576, writes = EG_CKPT_WRITES_BYTES_MAX + slack;
+  int64_t ckpt = c->max_checkpoint_bytes + 2 * EG_CKPT_JSON_MAX + slack;
+  int64_t n = writes > ckpt ? writes : ckpt;
+  return n > 4194304 ? n : 4194304;
 }
 
 /* Rules across options, checked once every source is applied. */

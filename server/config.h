@@ -28,6 +28,7 @@ typedef struct {
   int64_t max_content_bytes;          /* --max-content-bytes 65536 (per message/summary) */
   int64_t max_metadata_bytes;         /* --max-metadata-bytes 16384 (per map, keys+values) */
   int max_append_messages;            /* --max-append-messages 100 (per AppendMessages) */
+  int64_t max_checkpoint_bytes;       /* --max-checkpoint-bytes 4194304 (one checkpoint) */
   int64_t memory_quota;               /* --memory-quota 10000 (ACTIVE memories per user) */
   char memory_quota_policy[16];       /* --memory-quota-policy reject|evict */
   int memory_max_tags;                /* --memory-max-tags 32 (per memory) */
@@ -79,6 +80,25 @@ typedef struct {
 /* The most entries one metadata map may have: bounded on the wire, before
  * unpacking allocates each entry (--max-metadata-bytes bounds their bytes). */
 #define EG_METADATA_ENTRIES_MAX 4096
+
+/* CheckpointService limits (server/svc_checkpoint.c). Ceiling of
+ * --max-checkpoint-bytes; one pending write's value; one PutWrites'
+ * writes and their bytes (values, ids and channels); a metadata or
+ * new-versions JSON text and its top-level keys. */
+#define EG_CHECKPOINT_BYTES_CEIL 67108864
+#define EG_CKPT_VALUE_MAX 4194304
+#define EG_CKPT_WRITES_MAX 1000
+#define EG_CKPT_WRITES_BYTES_MAX 16777216
+#define EG_CKPT_JSON_MAX 1048576
+#define EG_CKPT_JSON_PAIRS_MAX 256
+/* The most pending writes one checkpoint returns with it (GetCheckpoint,
+ * ListCheckpoints read them all into memory). */
+#define EG_CKPT_PENDING_MAX 10000
+
+/* The largest request the server receives (gRPC refuses more with
+ * RESOURCE_EXHAUSTED before it is read): room for the largest PutWrites
+ * and PutCheckpoint, and at least gRPC's default 4 MiB. */
+int64_t eg_config_max_request_bytes(const eg_config *c);
 
 /* Bytes of a page reply kept back from its items for the rest of it
  * (next_page_token, counters). */

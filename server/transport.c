@@ -306,6 +306,11 @@ static grpc_server *eg_server_create(const eg_config *cfg) {
        .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
        .value.integer = 5000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_PING_STRIKES, .value.integer = 0},
+      /* PutCheckpoint and PutWrites carry more than gRPC's default 4 MiB;
+       * their own limits (svc_checkpoint.c) name the field past which. */
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+       .value.integer = (int)eg_config_max_request_bytes(cfg)},
       /* Last (left out when 0): --max-connection-age-ms sends GOAWAY to a
        * connection that old, so clients reconnect and re-balance over the
        * nodes (a scaled-out replica gets reads). Its grace stays gRPC's

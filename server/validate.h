@@ -52,7 +52,8 @@ int eg_utf8_valid(const char *s, size_t len);
  * ceilings, from config.h and storage/memories.h: messages of AppendMessages EG_APPEND_MESSAGES_MAX,
  * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
  * embedding values EG_MEMORY_DIM_MAX, ListSessions states and metadata_equals
- * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, any other
+ * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, PutWrites' writes
+ * EG_CKPT_WRITES_MAX, any other
  * EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge
  * count. A singular (non-repeated) message field may occur once: protobuf-c

@@ -491,5 +491,7 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
 
 /* ---- memories: storage/memories.h --------------------------------------- */
 #include "storage/memories.h"
+/* ---- checkpoints: storage/checkpoints.h ------------------------------------- */
+#include "storage/checkpoints.h"
 
 #endif
