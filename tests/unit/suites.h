@@ -29,6 +29,7 @@
   X(status_details)          \
   X(metrics)                 \
   X(reflection)              \
+  X(checkpoints)             \
   X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);

@@ -1,0 +1,328 @@
+/* storage/checkpoints.c against real LMDB files in a temp dir: the key
+ * layout (lengths, digests), exact and newest gets, the three newest-first
+ * scans with before and resume, pending writes' keep/replace and order,
+ * the bounded thread delete and DeleteUser's erasure, checked afterwards
+ * by counting every key of the three DBs with plain LMDB calls. */
+#define _GNU_SOURCE
+#include <CUnit/CUnit.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "storage/storage.h"
+#include "suites.h"
+
+static char tdir[4096];
+
+static eg_store *open_store(void) {
+  eg_store_opts o = {.map_size = (size_t)64 << 20};
+  snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir());
+  return eg_test_store_open(tdir, &o);
+}
+
+static void close_store(eg_store *s) {
+  eg_store_close(s);
+  eg_test_rmdir(tdir);
+}
+
+static eg_err put(eg_store *s, const char *tenant, const char *user, const char *thread,
+                  const char *ns, const char *id, uint64_t *hashes, size_t n) {
+  eg_txn *w;
+  eg_ckpt_rec r = ENGRAM__STORAGE__V1__CHECKPOINT_RECORD__INIT;
+  r.thread_id = (char *)thread;
+  r.checkpoint_ns = (char *)ns;
+  r.checkpoint_id = (char *)id;
+  r.checkpoint_type = "json";
+  r.metadata_hashes = hashes;
+  r.n_metadata_hashes = n;
+  r.create_time_us = 1;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  eg_err e = eg_store_checkpoint_put(w, tenant, user, &r);
+  if (e == EG_OK) {
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  } else {
+    eg_store_write_abort(w);
+  }
+  return e;
+}
+
+/* Puts a write; returns *written. */
+static int put_write(eg_store *s, const char *user, const char *thread, const char *ns,
+                     const char *id, const char *task, int idx, const char *channel) {
+  eg_txn *w;
+  int written = -1;
+  eg_ckpt_write_rec r = ENGRAM__STORAGE__V1__CHECKPOINT_WRITE_RECORD__INIT;
+  r.task_id = (char *)task;
+  r.idx = idx;
+  r.channel = (char *)channel;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_checkpoint_write_put(w, "acme", user, thread, ns, id, &r, &written),
+                        EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  return written;
+}
+
+static eg_txn *reader(eg_store *s) {
+  eg_txn *r;
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &r), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
+  return r;
+}
+
+/* "thread/ns/id,..." of a scan, up to max (0: all); the last position. */
+struct scan_log {
+  char out[2048];
+  int n, max;
+  eg_ckpt_pos last;
+};
+
+static int log_visit(void *arg, const eg_ckpt_pos *pos, eg_ckpt_rec *rec) {
+  struct scan_log *l = arg;
+  size_t len = strlen(l->out);
+  snprintf(l->out + len, sizeof l->out - len, "%s%s/%s/%s", len ? "," : "", rec->thread_id,
+           rec->checkpoint_ns, rec->checkpoint_id);
+  eg_ckpt_rec_free(rec);
+  l->last = *pos;
+  return ++l->n == l->max;
+}
+
+static const char *scan(eg_store *s, const char *user, const char *thread, const char *ns,
+                        const char *before, const eg_ckpt_pos *after, int max, struct scan_log *l) {
+  eg_txn *r = reader(s);
+  memset(l, 0, sizeof *l);
+  l->max = max;
+  CU_ASSERT_EQUAL(eg_store_checkpoints_scan(r, "acme", user, thread, ns, before, after, log_visit, l),
+                  EG_OK);
+  eg_store_reader_free(r);
+  return l->out;
+}
+
+/* Keys of a DB of the file at tdir (the store must be closed or idle). */
+static size_t db_keys(const char *db) {
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  MDB_stat st;
+  CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 64);
+  CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, tdir, MDB_RDONLY | MDB_NOTLS, 0600), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, db, 0, &dbi), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_stat(txn, dbi, &st), 0);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return st.ms_entries;
+}
+
+static void test_put_get_newest(void) {
+  eg_store *s = open_store();
+  uint64_t h[] = {3, 7};
+  CU_ASSERT_EQUAL(put(s, "acme", "u1", "t1", "", "c1", h, 2), EG_OK);
+  CU_ASSERT_EQUAL(put(s, "acme", "u1", "t1", "", "c3", NULL, 0), EG_OK);
+  CU_ASSERT_EQUAL(put(s, "acme", "u1", "t1", "sub", "c9", NULL, 0), EG_OK);
+  CU_ASSERT_EQUAL(put(s, "acme", "u2", "t1", "", "c5", NULL, 0), EG_OK);
+  /* unsorted hashes, empty or too long ids: refused */
+  uint64_t bad[] = {7, 3};
+  CU_ASSERT_EQUAL(put(s, "acme", "u1", "t1", "", "c4", bad, 2), EG_EINVAL);
+  CU_ASSERT_EQUAL(put(s, "acme", "u1", "", "", "c4", NULL, 0), EG_EINVAL);
+  CU_ASSERT_EQUAL(put(s, "acme", "u1", "t1", "", "", NULL, 0), EG_EINVAL);
+  char id129[130];
+  memset(id129, 'i', 129);
+  id129[129] = 0;
+  CU_ASSERT_EQUAL(put(s, "acme", "u1", "t1", id129, "c4", NULL, 0), EG_EINVAL);
+  /* the longest ids of every part fit a key */
+  char t128[129], u128[129];
+  memset(t128, 't', 128);
+  t128[128] = 0;
+  memset(u128, 'u', 128);
+  u128[128] = 0;
+  id129[128] = 0;
+  CU_ASSERT_EQUAL(put(s, t128, u128, t128, id129, id129, NULL, 0), EG_OK);
+  eg_txn *r = reader(s);
+  eg_ckpt_rec *rec;
+  CU_ASSERT_EQUAL_FATAL(eg_store_checkpoint_get(r, "acme", "u1", "t1", "", "c1", &rec), EG_OK);
+  CU_ASSERT_STRING_EQUAL(rec->checkpoint_id, "c1");
+  CU_ASSERT_EQUAL(rec->n_metadata_hashes, 2);
+  eg_ckpt_rec_free(rec);
+  /* newest of the root namespace: c3 (c9 is in "sub", c5 is u2's) */
+  CU_ASSERT_EQUAL_FATAL(eg_store_checkpoint_get(r, "acme", "u1", "t1", "", NULL, &rec), EG_OK);
+  CU_ASSERT_STRING_EQUAL(rec->checkpoint_id, "c3");
+  eg_ckpt_rec_free(rec);
+  CU_ASSERT_EQUAL_FATAL(eg_store_checkpoint_get(r, "acme", "u1", "t1", "sub", "", &rec), EG_OK);
+  CU_ASSERT_STRING_EQUAL(rec->checkpoint_id, "c9");
+  eg_ckpt_rec_free(rec);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_get(r, "acme", "u1", "t1", "", "c2", &rec), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_get(r, "acme", "u1", "t2", "", NULL, &rec), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_get(r, "beta", "u1", "t1", "", NULL, &rec), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_get(r, "acme", "u1", "t1", "other", NULL, &rec), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL_FATAL(eg_store_checkpoint_get(r, t128, u128, t128, id129, id129, &rec), EG_OK);
+  eg_ckpt_rec_free(rec);
+  eg_store_reader_free(r);
+  /* a put of the same ids replaces: one record, two index entries each */
+  CU_ASSERT_EQUAL(put(s, "acme", "u1", "t1", "", "c1", NULL, 0), EG_OK);
+  eg_store_close(s);
+  CU_ASSERT_EQUAL(db_keys("checkpoints"), 5);
+  CU_ASSERT_EQUAL(db_keys("checkpoints_by_user"), 10);
+  eg_test_rmdir(tdir);
+}
+
+static void test_scan_orders(void) {
+  eg_store *s = open_store();
+  struct scan_log l;
+  /* ids of varying length: "c1" < "c10" < "c2" in byte order */
+  const char *rows[][3] = {{"t1", "", "c1"},  {"t1", "b", "c10"}, {"t1", "", "c2"},
+                           {"t2", "", "c3"},  {"t1", "b", "c4"},  {"t1", "", "c5"}};
+  for (size_t i = 0; i < 6; i++)
+    CU_ASSERT_EQUAL(put(s, "acme", "u", rows[i][0], rows[i][1], rows[i][2], NULL, 0), EG_OK);
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", "t1", "", NULL, NULL, 0, &l), "t1//c5,t1//c2,t1//c1");
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", "t1", NULL, NULL, NULL, 0, &l),
+                         "t1//c5,t1/b/c4,t1//c2,t1/b/c10,t1//c1");
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", NULL, NULL, NULL, NULL, 0, &l),
+                         "t1//c5,t1/b/c4,t2//c3,t1//c2,t1/b/c10,t1//c1");
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", "", "ignored", NULL, NULL, 0, &l),
+                         "t1//c5,t1/b/c4,t2//c3,t1//c2,t1/b/c10,t1//c1");
+  /* before: strictly below, also for an id that is a prefix of others */
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", "t1", "", "c2", NULL, 0, &l), "t1//c1");
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", "t1", NULL, "c2", NULL, 0, &l), "t1/b/c10,t1//c1");
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", NULL, NULL, "c10", NULL, 0, &l), "t1//c1");
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", NULL, NULL, "c", NULL, 0, &l), "");
+  /* resume after the last position, in each mode */
+  const char *threads[] = {"t1", "t1", NULL};
+  const char *nss[] = {"", NULL, NULL};
+  const char *want[] = {"t1//c1", "t1/b/c10,t1//c1", "t1/b/c10,t1//c1"};
+  int firsts[] = {2, 3, 4};
+  for (int m = 0; m < 3; m++) {
+    scan(s, "u", threads[m], nss[m], NULL, NULL, firsts[m], &l);
+    eg_ckpt_pos pos = l.last;
+    CU_ASSERT_STRING_EQUAL(scan(s, "u", threads[m], nss[m], NULL, &pos, 0, &l), want[m]);
+  }
+  /* another user, another tenant: nothing */
+  CU_ASSERT_STRING_EQUAL(scan(s, "v", NULL, NULL, NULL, NULL, 0, &l), "");
+  eg_txn *r = reader(s);
+  eg_ckpt_pos bad = {.len = 0};
+  CU_ASSERT_EQUAL(eg_store_checkpoints_scan(r, "acme", "u", NULL, NULL, NULL, &bad, log_visit, &l),
+                  EG_EINVAL);
+  eg_store_reader_free(r);
+  close_store(s);
+}
+
+static void test_writes(void) {
+  eg_store *s = open_store();
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c1", "tb", 1, "x"), 1);
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c1", "tb", 0, "x"), 1);
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c1", "ta", 2, "x"), 1);
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c1", "ta", -1, "x"), 1);
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c1", "ta", -3, "x"), 1);
+  /* idx >= 0 already stored: kept; idx < 0: replaced */
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c1", "tb", 0, "changed"), 0);
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c1", "ta", -1, "replaced"), 1);
+  /* another checkpoint, namespace, user */
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c2", "ta", 0, "x"), 1);
+  CU_ASSERT_EQUAL(put_write(s, "u", "t", "sub", "c1", "ta", 0, "x"), 1);
+  CU_ASSERT_EQUAL(put_write(s, "v", "t", "", "c1", "ta", 0, "x"), 1);
+  eg_txn *r = reader(s);
+  eg_ckpt_write_rec **w;
+  size_t n;
+  CU_ASSERT_EQUAL_FATAL(eg_store_checkpoint_writes_get(r, "acme", "u", "t", "", "c1", 100, &w, &n), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(n, 5);
+  const char *tasks[] = {"ta", "ta", "ta", "tb", "tb"};
+  int idxs[] = {-3, -1, 2, 0, 1};
+  for (size_t i = 0; i < n; i++) {
+    CU_ASSERT_STRING_EQUAL(w[i]->task_id, tasks[i]);
+    CU_ASSERT_EQUAL(w[i]->idx, idxs[i]);
+  }
+  CU_ASSERT_STRING_EQUAL(w[1]->channel, "replaced");
+  CU_ASSERT_STRING_EQUAL(w[3]->channel, "x");
+  eg_ckpt_writes_free(w, n);
+  /* more than max: EG_ELIMIT, nothing returned */
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_get(r, "acme", "u", "t", "", "c1", 4, &w, &n), EG_ELIMIT);
+  CU_ASSERT_PTR_NULL(w);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_get(r, "acme", "u", "t", "", "c9", 100, &w, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
+  eg_store_reader_free(r);
+  close_store(s);
+}
+
+/* Deletes thread t of user u in steps of budget; returns the steps. */
+static int delete_thread(eg_store *s, const char *u, const char *t, uint64_t budget,
+                         uint64_t *ck, uint64_t *wr) {
+  int done = 0, steps = 0;
+  *ck = *wr = 0;
+  while (!done && steps < 1000) {
+    eg_txn *w;
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_thread_delete_step(w, "acme", u, t, budget, ck, wr, &done), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+    steps++;
+  }
+  CU_ASSERT(done);
+  return steps;
+}
+
+static void fill(eg_store *s, const char *u, const char *t, int n) {
+  char id[32];
+  for (int i = 0; i < n; i++) {
+    snprintf(id, sizeof id, "c%03d", i);
+    CU_ASSERT_EQUAL(put(s, "acme", u, t, i % 2 ? "sub" : "", id, NULL, 0), EG_OK);
+    CU_ASSERT_EQUAL(put_write(s, u, t, i % 2 ? "sub" : "", id, "task", 0, "x"), 1);
+    CU_ASSERT_EQUAL(put_write(s, u, t, i % 2 ? "sub" : "", id, "task", 1, "x"), 1);
+  }
+}
+
+static void test_delete_thread_bounded(void) {
+  eg_store *s = open_store();
+  fill(s, "u", "gone", 20);
+  fill(s, "u", "kept", 3);
+  uint64_t ck, wr;
+  /* 40 writes + 20 x 3 keys of checkpoints at 7 per step */
+  int steps = delete_thread(s, "u", "gone", 7, &ck, &wr);
+  CU_ASSERT_EQUAL(ck, 20);
+  CU_ASSERT_EQUAL(wr, 40);
+  CU_ASSERT(steps >= 100 / 7);
+  CU_ASSERT_EQUAL(delete_thread(s, "u", "gone", 7, &ck, &wr), 1);
+  CU_ASSERT_EQUAL(ck + wr, 0);
+  struct scan_log l;
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", NULL, NULL, NULL, NULL, 0, &l),
+                         "kept//c002,kept/sub/c001,kept//c000");
+  eg_store_close(s);
+  CU_ASSERT_EQUAL(db_keys("checkpoints"), 3);
+  CU_ASSERT_EQUAL(db_keys("checkpoints_by_user"), 6);
+  CU_ASSERT_EQUAL(db_keys("checkpoint_writes"), 6);
+  eg_test_rmdir(tdir);
+}
+
+static void test_delete_user_erases_checkpoints(void) {
+  eg_store *s = open_store();
+  fill(s, "erase-me", "t1", 10);
+  fill(s, "erase-me", "t2", 5);
+  fill(s, "keep-me", "t1", 2);
+  eg_erase_counts c;
+  int done = 0, steps = 0;
+  while (!done && steps < 1000) {
+    eg_txn *w;
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_user_erase_step(w, "acme", "erase-me", 10, &c, &done), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+    steps++;
+  }
+  /* 15 checkpoints x 3 keys + 30 writes, 10 per step */
+  CU_ASSERT(steps >= 75 / 10);
+  struct scan_log l;
+  CU_ASSERT_STRING_EQUAL(scan(s, "erase-me", NULL, NULL, NULL, NULL, 0, &l), "");
+  CU_ASSERT_STRING_EQUAL(scan(s, "keep-me", NULL, NULL, NULL, NULL, 0, &l), "t1/sub/c001,t1//c000");
+  eg_store_close(s);
+  CU_ASSERT_EQUAL(db_keys("checkpoints"), 2);
+  CU_ASSERT_EQUAL(db_keys("checkpoints_by_user"), 4);
+  CU_ASSERT_EQUAL(db_keys("checkpoint_writes"), 4);
+  eg_test_rmdir(tdir);
+}
+
+void eg_test_register_checkpoints(void) {
+  CU_pSuite s = CU_add_suite("checkpoints", NULL, NULL);
+  CU_add_test(s, "put, get exact and newest, longest keys", test_put_get_newest);
+  CU_add_test(s, "scans newest first: before, resume", test_scan_orders);
+  CU_add_test(s, "pending writes: keep, replace, order", test_writes);
+  CU_add_test(s, "delete thread: bounded, complete", test_delete_thread_bounded);
+  CU_add_test(s, "DeleteUser erases checkpoints", test_delete_user_erases_checkpoints);
+}
