@@ -61,7 +61,7 @@ export class EngramSaver extends BaseCheckpointSaver {
 
   constructor(opts: EngramSaverOptions) {
     super(opts.serde);
-    if (!opts?.userId) throw new TypeError("EngramSaver: userId is required");
+    if (!opts.userId) throw new TypeError("EngramSaver: userId is required");
     this.#ownsClient = !(opts.client instanceof Engram);
     this.client = opts.client instanceof Engram ? opts.client : new Engram(opts.client);
     this.userId = opts.userId;
