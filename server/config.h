@@ -91,8 +91,8 @@ typedef struct {
 #define EG_CKPT_WRITES_BYTES_MAX 16777216
 #define EG_CKPT_JSON_MAX 1048576
 #define EG_CKPT_JSON_PAIRS_MAX 256
-/* The most pending writes one checkpoint returns with it (GetCheckpoint,
- * ListCheckpoints read them all into memory). */
+/* The most pending writes one checkpoint holds (PutWrites refuses more,
+ * RESOURCE_EXHAUSTED): GetCheckpoint and ListCheckpoints read them all. */
 #define EG_CKPT_PENDING_MAX 10000
 
 /* The largest request the server receives (gRPC refuses more with

@@ -94,10 +94,11 @@ static eg_err eg_ck_pending(eg_req *r, const char *user, Engram__V1__Checkpoint 
   if (!h) return EG_ENOMEM;
   eg_err e = eg_store_checkpoint_writes_get(r->rtxn, r->tenant, user, c->thread_id, c->checkpoint_ns,
                                             c->checkpoint_id, EG_CKPT_PENDING_MAX, &h->w, &h->n);
+  /* PutWrites keeps a checkpoint within the bound: more is damage. */
   if (e == EG_ELIMIT) {
     snprintf(r->msg, sizeof r->msg, "checkpoint %s has more than %d pending writes",
              c->checkpoint_id, EG_CKPT_PENDING_MAX);
-    return e;
+    return EG_ECORRUPT;
   }
   if (e) return e;
   if (eg_arena_defer(r->arena, eg_ck_writes_free, h) != 0) {
@@ -429,9 +430,22 @@ static eg_err eg_pw_apply(eg_req *r, eg_txn *t) {
   const struct eg_pw_state *st = r->state;
   const Engram__V1__PutWritesRequest *in = st->in;
   int32_t written = 0;
+  size_t held;
+  /* Reads return a checkpoint with all its writes: bound them here, so a
+   * checkpoint never holds more than a read returns. */
+  eg_err e = eg_store_checkpoint_writes_count(t, r->tenant, in->user_id, in->thread_id,
+                                              in->checkpoint_ns, in->checkpoint_id,
+                                              EG_CKPT_PENDING_MAX, &held);
+  if (e) return e;
+  if (held + in->n_writes > EG_CKPT_PENDING_MAX) {
+    snprintf(r->msg, sizeof r->msg,
+             "writes: checkpoint holds %zu pending writes; %zu more would pass the limit of %d",
+             held, in->n_writes, EG_CKPT_PENDING_MAX);
+    return EG_EQUOTA;
+  }
   for (size_t i = 0; i < in->n_writes; i++) {
     int w;
-    eg_err e = eg_store_checkpoint_write_put(t, r->tenant, in->user_id, in->thread_id,
+    e = eg_store_checkpoint_write_put(t, r->tenant, in->user_id, in->thread_id,
                                              in->checkpoint_ns, in->checkpoint_id, &st->recs[i], &w);
     if (e) return e;
     written += w;

@@ -11,6 +11,11 @@
 /* Most items one txn takes: bounds the time the first caller in a batch
  * waits behind the others. */
 #define EG_WRITER_BATCH_MAX 1024
+/* Most request bytes one txn takes (eg_write_item.bytes): its log record
+ * goes to replicas in one message, which must stay well under what they
+ * receive (the C client's 64 MiB), whatever the items (PutWrites carry up
+ * to 16 MiB each). */
+#define EG_WRITER_BATCH_BYTES ((size_t)8 << 20)
 /* Most log records one batch trims: retention never stalls a write (an
  * erasure's backlog goes over the next batches). */
 #define EG_WRITER_TRIM_MAX 1024
@@ -46,10 +51,18 @@ static eg_write_item *eg_writer_take(eg_writer *w) {
   pthread_mutex_lock(&w->bg.mu);
   while (!w->head && !w->bg.stopping) pthread_cond_wait(&w->bg.cv, &w->bg.mu);
   eg_write_item *batch = w->head, *last = w->head;
-  /* An `alone` item is a batch by itself; other batches stop before one. */
-  if (last && !last->alone)
-    for (int n = 1; last->next && !last->next->alone && n < EG_WRITER_BATCH_MAX; n++)
+  /* An `alone` item is a batch by itself; other batches stop before one,
+   * and before their bytes pass the bound. */
+  if (last && !last->alone) {
+    size_t bytes = last->bytes;
+    /* Requests are bounded far below SIZE_MAX: the sum cannot wrap. */
+    for (int n = 1; last->next && !last->next->alone && n < EG_WRITER_BATCH_MAX &&
+                    bytes + last->next->bytes <= EG_WRITER_BATCH_BYTES;
+         n++) {
       last = last->next;
+      bytes += last->bytes;
+    }
+  }
   if (last) {
     w->head = last->next;
     if (!w->head) w->tail = NULL;

@@ -331,6 +331,29 @@ eg_err eg_store_checkpoint_writes_get(eg_txn *t, const char *tenant, const char 
   return EG_OK;
 }
 
+eg_err eg_store_checkpoint_writes_count(eg_txn *t, const char *tenant, const char *user_id,
+                                        const char *thread_id, const char *ns,
+                                        const char *checkpoint_id, size_t max, size_t *n) {
+  eg_key k;
+  MDB_cursor *c = NULL;
+  MDB_val key, val;
+  size_t cnt = 0;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_key_ckpt_writes(&k, tenant, user_id, thread_id, ns, checkpoint_id);
+  if (e) return e;
+  int rc = mdb_cursor_open(t->txn, t->s->checkpoint_writes, &c);
+  if (rc) return eg_store__err(rc);
+  rc = eg_store__seek_at(c, &k, &key, &val);
+  while (!rc && cnt < max && eg_key_has_prefix(key.mv_data, key.mv_size, &k)) {
+    cnt++;
+    rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
+  }
+  mdb_cursor_close(c);
+  if (rc && rc != MDB_NOTFOUND) return eg_store__err(rc);
+  *n = cnt;
+  return EG_OK;
+}
+
 /* ---- deletion -------------------------------------------------------------------- */
 
 eg_err eg_store_thread_delete_step(eg_txn *t, const char *tenant, const char *user_id,

@@ -98,6 +98,13 @@ eg_err eg_store_checkpoint_writes_get(eg_txn *t, const char *tenant, const char 
                                       eg_ckpt_write_rec ***out, size_t *n);
 void eg_ckpt_writes_free(eg_ckpt_write_rec **w, size_t n);
 
+/* How many pending writes checkpoint (thread_id, ns, checkpoint_id) holds
+ * into *n, counting no further than max (then *n is max). Cost: O(log n +
+ * *n), no record decoded. */
+eg_err eg_store_checkpoint_writes_count(eg_txn *t, const char *tenant, const char *user_id,
+                                        const char *thread_id, const char *ns,
+                                        const char *checkpoint_id, size_t max, size_t *n);
+
 /* One bounded step of deleting thread_id of user_id (every namespace):
  * at most about `budget` keys. Adds what went to *checkpoints and
  * *writes; *done is set once nothing of the thread is left. Call again in

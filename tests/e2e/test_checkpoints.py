@@ -280,6 +280,19 @@ class CheckpointTest(ServerTestCase):
         tasks = {w.task_id for w in self.ck.get(u, t).pending_writes}
         self.assertEqual(tasks, {"big", "many", "q0", "q1", "q2", "q3"})
 
+    def test_a_checkpoint_holds_at_most_10000_writes(self):
+        u, t = uid("u"), uid("t")
+        self.ck.put(u, t, cid(1))
+        for k in range(9):
+            self.assertEqual(self.ck.writes(u, t, cid(1), [W("k%d" % k, i) for i in range(1000)]), 1000)
+        self.assertEqual(self.ck.writes(u, t, cid(1), [W("last", i) for i in range(999)]), 999)
+        self.assertEqual(self.ck.writes(u, t, cid(1), [W("edge", 0)]), 1)
+        self.assertStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, self.ck.writes, u, t, cid(1),
+                          [W("over", 0)], field="writes")
+        self.assertEqual(len(self.ck.get(u, t).pending_writes), 10000)
+        # another checkpoint of the thread has room of its own
+        self.assertEqual(self.ck.writes(u, t, cid(2), [W("other", 0)]), 1)
+
     def test_delete_thread(self):
         u, t, keep = uid("u"), uid("t"), uid("keep")
         for n in range(1, 4):

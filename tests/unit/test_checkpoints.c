@@ -240,6 +240,13 @@ static void test_writes(void) {
   CU_ASSERT_PTR_NULL(w);
   CU_ASSERT_EQUAL(eg_store_checkpoint_writes_get(r, "acme", "u", "t", "", "c9", 100, &w, &n), EG_OK);
   CU_ASSERT_EQUAL(n, 0);
+  /* the count stops at max */
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_count(r, "acme", "u", "t", "", "c1", 100, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 5);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_count(r, "acme", "u", "t", "", "c1", 3, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 3);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_count(r, "acme", "u", "t", "sub", "c1", 100, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 1);
   eg_store_reader_free(r);
   close_store(s);
 }

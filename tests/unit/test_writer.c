@@ -280,6 +280,31 @@ static void test_group_commit(void) {
   stop();
 }
 
+#define BIG_N 6
+
+/* Large items (PutWrites of MiBs) share a batch only up to
+ * EG_WRITER_BATCH_BYTES: one commit's log record is what a replica must
+ * receive in one message. */
+static void test_batch_bytes_bound(void) {
+  start(0);
+  static test_item items[BIG_N];
+  static char sids[BIG_N][16];
+  gate_close();
+  for (int i = 0; i < BIG_N; i++) {
+    snprintf(sids[i], sizeof sids[i], "big%d", i);
+    item_init(&items[i], sids[i]);
+    items[i].item.bytes = 3 * MIB;
+    eg_writer_submit(writer, &items[i].item);
+  }
+  gate_open();
+  for (int i = 0; i < BIG_N; i++) CU_ASSERT_EQUAL_FATAL(wait_for(&items[i].dones, 1), 0);
+  /* the gate's batch, then two items (6 MiB) per batch under 8 MiB */
+  CU_ASSERT_EQUAL(batches(), 1 + BIG_N / 2);
+  CU_ASSERT_EQUAL(items[0].lsn[0], items[1].lsn[0]);
+  CU_ASSERT_NOT_EQUAL(items[1].lsn[0], items[2].lsn[0]);
+  stop();
+}
+
 #define GROW_N 8
 
 /* A batch that fills the map is aborted, the map grows, and the whole
@@ -424,6 +449,7 @@ void eg_test_register_writer(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("writer", NULL, NULL, setup, teardown);
   CU_add_test(s, "lone item", test_lone_item);
   CU_add_test(s, "group commit", test_group_commit);
+  CU_add_test(s, "batch bytes bound", test_batch_bytes_bound);
   CU_add_test(s, "replay after map growth", test_replay_after_map_growth);
   CU_add_test(s, "item failure inside a batch", test_item_failure_in_batch);
   CU_add_test(s, "batch of failures commits nothing", test_all_fail_commits_nothing);
