@@ -44,7 +44,33 @@ const MAX_PAGE_SIZE = 100;
 // write were written a step or two before.
 const FIRST_ANCESTOR_PAGE = 8;
 
+// What one list() keeps of the ancestors its checkpoints' walks read, for
+// the walks of the older checkpoints after them: getStateHistory reads a
+// thread's records about once, not once per checkpoint. Dropped (and read
+// again if needed) past this many bytes.
+const MAX_KNOWN_ANCESTOR_BYTES = 64 * 1024 * 1024;
+
 const utf8Decoder = new TextDecoder();
+
+/** Checkpoint records by (thread, namespace, id), at most MAX_KNOWN_ANCESTOR_BYTES of them. */
+class KnownAncestors {
+  readonly #records = new Map<string, CheckpointRecord>();
+  #bytes = 0;
+
+  get(threadId: string, checkpointNs: string, checkpointId: string): CheckpointRecord | undefined {
+    return this.#records.get(JSON.stringify([threadId, checkpointNs, checkpointId]));
+  }
+
+  add(r: CheckpointRecord): void {
+    const bytes = r.checkpoint.length + r.pendingWrites.reduce((n, w) => n + w.value.length, 0);
+    if (this.#bytes + bytes > MAX_KNOWN_ANCESTOR_BYTES) {
+      this.#records.clear();
+      this.#bytes = 0;
+    }
+    this.#records.set(JSON.stringify([r.threadId, r.checkpointNs, r.checkpointId]), r);
+    this.#bytes += bytes;
+  }
+}
 
 function parseVersions(json: string): ChannelVersions {
   return json === "" ? {} : (JSON.parse(json) as ChannelVersions);
@@ -95,8 +121,9 @@ export class EngramSaver extends BaseCheckpointSaver {
       pageSize: Math.min(limit ?? MAX_PAGE_SIZE, MAX_PAGE_SIZE),
     });
     let left = limit ?? Infinity;
+    const known = new KnownAncestors();
     for await (const record of pages) {
-      yield await this.#tuple(record);
+      yield await this.#tuple(record, known);
       if (--left <= 0) return;
     }
   }
@@ -178,9 +205,9 @@ export class EngramSaver extends BaseCheckpointSaver {
     }
   }
 
-  async #tuple(r: CheckpointRecord): Promise<CheckpointTuple> {
+  async #tuple(r: CheckpointRecord, known = new KnownAncestors()): Promise<CheckpointTuple> {
     const checkpoint: Checkpoint = await this.serde.loadsTyped(r.checkpointType || "json", r.checkpoint);
-    await this.#ancestorValues(checkpoint, r);
+    await this.#ancestorValues(checkpoint, r, known);
     if (checkpoint.v < 4 && r.parentCheckpointId !== "") {
       await this.#migratePendingSends(checkpoint, r.threadId, r.checkpointNs, r.parentCheckpointId);
     }
@@ -206,7 +233,7 @@ export class EngramSaver extends BaseCheckpointSaver {
    * Ancestors are read newest first a page at a time (ids order by time, so
    * they come before r), and one by one where the pages do not have them.
    */
-  async #ancestorValues(checkpoint: Checkpoint, r: CheckpointRecord): Promise<void> {
+  async #ancestorValues(checkpoint: Checkpoint, r: CheckpointRecord, known: KnownAncestors): Promise<void> {
     checkpoint.channel_values ??= {};
     const values = checkpoint.channel_values as Record<string, unknown>;
     const written = parseVersions(r.newVersionsJson);
@@ -214,11 +241,12 @@ export class EngramSaver extends BaseCheckpointSaver {
       Object.entries(checkpoint.channel_versions ?? {}).filter(([ch]) => !(ch in values) && !(ch in written)),
     );
     let want = r.parentCheckpointId;
-    const listed = new Map<string, CheckpointRecord>();
+    // Parent ids come from the callers of put: a cycle among them ends the walk.
+    const visited = new Set<string>();
     let pageToken: string | undefined = "";
     let pageSize = FIRST_ANCESTOR_PAGE;
-    while (missing.size > 0 && want !== "") {
-      let ancestor = listed.get(want);
+    while (missing.size > 0 && want !== "" && !visited.has(want)) {
+      let ancestor = known.get(r.threadId, r.checkpointNs, want);
       if (!ancestor && pageToken !== undefined) {
         const page = await this.client.checkpoints.list({
           userId: this.userId,
@@ -228,13 +256,14 @@ export class EngramSaver extends BaseCheckpointSaver {
           pageSize,
           pageToken,
         });
-        for (const c of page.checkpoints) listed.set(c.checkpointId, c);
+        for (const c of page.checkpoints) known.add(c);
         pageToken = page.nextPageToken === "" ? undefined : page.nextPageToken;
         pageSize = MAX_PAGE_SIZE;
         continue;
       }
       ancestor ??= await this.#get(r.threadId, r.checkpointNs, want);
       if (!ancestor) return; // deleted since
+      visited.add(want);
       const set = parseVersions(ancestor.newVersionsJson);
       const found = [...missing].filter(([ch]) => ch in set);
       if (found.length > 0) {

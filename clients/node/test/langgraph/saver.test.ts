@@ -57,8 +57,13 @@ describe("EngramSaver", () => {
     for (let i = 1; i <= CHAIN; i++) {
       config = await put(saver, config, uuid6(-1), { root: "r", n: i }, { root: 1, n: i + 1 }, { n: i + 1 }, i);
     }
-    const latest = await saver.getTuple({ configurable: { thread_id: config.configurable?.thread_id } });
+    const thread = { configurable: { thread_id: config.configurable?.thread_id } };
+    const latest = await saver.getTuple(thread);
     assert.deepEqual(latest?.checkpoint.channel_values, { root: "r", n: CHAIN });
+    // list() shares the ancestors it read between its checkpoints' walks.
+    let n = CHAIN;
+    for await (const t of saver.list(thread)) assert.deepEqual(t.checkpoint.channel_values, { root: "r", n: n-- });
+    assert.equal(n, -1);
   });
 
   it("reads a forked branch's values from its own ancestors, not its sibling's", async () => {
@@ -72,6 +77,16 @@ describe("EngramSaver", () => {
     const leftChild = await put(saver, left, uuid6(-1), { x: "left", y: "left" }, { x: 2, y: 2 }, { y: 2 }, 2);
     assert.deepEqual((await saver.getTuple(leftChild))?.checkpoint.channel_values, { x: "left", y: "left" });
     assert.deepEqual((await saver.getTuple(right))?.checkpoint.channel_values, { x: "right", y: "base" });
+  });
+
+  it("ends the walk at a cycle of parent ids", { timeout: 30_000 }, async () => {
+    const saver = new EngramSaver({ client, userId: uid("u") });
+    const threadId = uid("thread");
+    const [a, b] = [uuid6(-1), uuid6(-1)];
+    // a's parent is b and b's is a; neither wrote v.
+    await put(saver, { configurable: { thread_id: threadId, checkpoint_id: b } }, a, {}, { v: 1 }, {});
+    const bConfig = await put(saver, { configurable: { thread_id: threadId, checkpoint_id: a } }, b, {}, { v: 1 }, {});
+    assert.deepEqual((await saver.getTuple(bConfig))?.checkpoint.channel_values, {});
   });
 
   it("reads an ancestor whose id sorts after its child's", async () => {
