@@ -30,8 +30,12 @@
 #define EG_CKPT_NAME_MAX 256
 /* task_path: LangGraph's path of a task, a few joined parts. */
 #define EG_CKPT_TASK_PATH_MAX 1024
-/* ListCheckpoints: default and cap of page_size. */
+/* ListCheckpoints: default and cap of page_size; and at most this many
+ * times the page size checkpoints examined per call (a filter that
+ * matches few must not make one call decode all of a user's checkpoints:
+ * the page comes back short, or empty, with a token to go on). */
 #define EG_CKPT_PAGE_MAX 100
+#define EG_CKPT_EXAMINE_FACTOR 10
 
 /* ==== checks and sealing ========================================================= */
 
@@ -275,10 +279,10 @@ struct eg_list_ck {
   const Engram__V1__ListCheckpointsRequest *in;
   const char *ns;         /* only this namespace (with no thread: any thread's); NULL: any */
   const uint64_t *filter; /* sorted blind terms every match holds */
-  size_t n_filter, want;
+  size_t n_filter, want, examined;
   Engram__V1__ListCheckpointsResponse *out;
   eg_reply_budget budget;
-  eg_ckpt_pos last; /* of the last checkpoint shown */
+  eg_ckpt_pos last; /* of the last checkpoint shown or passed over */
   int more;
   eg_err err;
 };
@@ -296,15 +300,19 @@ static int eg_has_term(const eg_ckpt_rec *rec, uint64_t term) {
 
 static int eg_list_ck_visit(void *arg, const eg_ckpt_pos *pos, eg_ckpt_rec *rec) {
   struct eg_list_ck *l = arg;
-  int match = !l->ns || strcmp(rec->checkpoint_ns, l->ns) == 0;
-  for (size_t i = 0; match && i < l->n_filter; i++) match = eg_has_term(rec, l->filter[i]);
-  if (!match) {
-    eg_ckpt_rec_free(rec);
-    return 0;
-  }
-  if (l->out->n_checkpoints == l->want) {
+  if (l->examined == EG_CKPT_EXAMINE_FACTOR * l->want) {
     eg_ckpt_rec_free(rec);
     return l->more = 1;
+  }
+  l->examined++;
+  int match = !l->ns || strcmp(rec->checkpoint_ns, l->ns) == 0;
+  for (size_t i = 0; match && i < l->n_filter; i++) match = eg_has_term(rec, l->filter[i]);
+  if (!match || l->out->n_checkpoints == l->want) {
+    eg_ckpt_rec_free(rec);
+    /* A full page stops at the next match, which the next page shows. */
+    if (match) return l->more = 1;
+    l->last = *pos;
+    return 0;
   }
   Engram__V1__Checkpoint *c;
   if ((l->err = eg_ck_to_api(l->r, l->in->user_id, rec, &c))) return 1;
@@ -349,7 +357,7 @@ static eg_err eg_list_checkpoints(eg_req *r, const ProtobufCMessage *msg) {
   if (e == EG_EINVAL && in->page_token[0])
     return eg_mem_invalid(r, "page_token", "not a token this server issued for this listing");
   if (e || (e = l.err)) return e;
-  if (l.more && l.out->n_checkpoints > 0 &&
+  if (l.more && l.last.len > 0 &&
       (e = eg_page_token_seal(r, &in->base, l.last.buf, l.last.len, &l.out->next_page_token)))
     return e;
   r->resp = &l.out->base;

@@ -190,6 +190,16 @@ class CheckpointTest(ServerTestCase):
         self.assertEqual([c.checkpoint_id for c in r.checkpoints], [cid(0)])
         self.assertEqual(r.next_page_token, "")
 
+    def test_a_rare_filter_examines_10x_the_page_per_call(self):
+        u, t = uid("u"), uid("t")
+        for n in range(25):
+            self.ck.put(u, t, cid(n), metadata={"source": "input" if n == 0 else "loop"})
+        r = self.ck.list(u, page_size=2, filter_json='{"source": "input"}')
+        self.assertEqual(list(r.checkpoints), [])
+        self.assertTrue(r.next_page_token)
+        self.assertEqual(self.ck.list_all(u, page_size=2, filter_json='{"source": "input"}'),
+                         [(t, "", cid(0))])
+
     def test_pending_writes_order_and_semantics(self):
         u, t = uid("u"), uid("t")
         self.ck.put(u, t, cid(1))
