@@ -125,6 +125,7 @@ export class EngramChatMessageHistory extends BaseListChatMessageHistory {
       userId: s.userId,
       agentId: s.agentId,
       metadata: s.metadata,
+      ttlSeconds: s.ttlSeconds,
     });
     this.#ready = Promise.resolve();
   }
