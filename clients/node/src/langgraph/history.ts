@@ -114,7 +114,7 @@ export class EngramChatMessageHistory extends BaseListChatMessageHistory {
   /**
    * A session is append-only, so clear deletes it (its messages are erased
    * on the server) and starts a new, empty session with the same id, user,
-   * agent and metadata: the id a caller keys this history by keeps working.
+   * agent, metadata and idle TTL: the id a caller keys this history by keeps working.
    * Without a userId the owner is read from the session before it goes.
    */
   override async clear(): Promise<void> {
