@@ -36,3 +36,4 @@ export * from "./gen/engram/v1/agent_state_pb.js";
 export * from "./gen/engram/v1/memory_pb.js";
 export * from "./gen/engram/v1/session_pb.js";
 export * from "./gen/engram/v1/user_pb.js";
+export { EngramSaver, type EngramSaverOptions } from "./langgraph/saver.js";
