@@ -22,7 +22,8 @@
  *                     or memory id)
  *   retention         u8len tenant -> RetentionPolicyRecord
  *   wal               lsn u64 BE -> WalRecord (below)
- * and the memory DBs (storage/memories.h). All of it, with the files of
+ * and the memory DBs (storage/memories.h), the key-value store's
+ * (storage/store_items.h). All of it, with the files of
  * the data dir: docs/architecture.md, "On disk".
  *
  * Transactions:
@@ -491,5 +492,8 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
 
 /* ---- memories: storage/memories.h --------------------------------------- */
 #include "storage/memories.h"
+
+/* ---- the key-value store: storage/store_items.h --------------------------- */
+#include "storage/store_items.h"
 
 #endif
