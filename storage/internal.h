@@ -254,6 +254,10 @@ eg_err eg_store__erase_purging(eg_txn *t, const char *tenant, const char *user_i
  * it ran out); *n (may be NULL) counts them. */
 eg_err eg_store__erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t budget,
                              uint64_t *spent, uint64_t *n, int *left);
+/* checkpoints.c: DeleteUser's share of the user's checkpoints, their index
+ * entries and pending writes, within budget (*left when it ran out). */
+eg_err eg_store__erase_checkpoints(eg_txn *t, const char *tenant, const char *user_id,
+                                   uint64_t budget, uint64_t *spent, int *left);
 /* lifecycle.c: migration 4's back-fill: the lifecycle entries of every
  * session, message range and memory in txn (the v4 DBs exist already). */
 eg_err eg_store__backfill_v4(MDB_txn *txn, char *err, size_t errlen);

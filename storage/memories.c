@@ -648,6 +648,7 @@ eg_err eg_store_user_erase_step(eg_txn *t, const char *tenant, const char *user_
   if (!e && !left) e = eg_store__erase_purging(t, tenant, user_id, budget, &spent, &c.messages, &left);
   if (!e && !left) e = eg_erase_memories(t, tenant, &user, budget, &spent, &c, &left);
   if (!e && !left) e = eg_store__erase_range(t, t->s->memory_terms, &user, budget, &spent, NULL, &left);
+  if (!e && !left) e = eg_store__erase_checkpoints(t, tenant, user_id, budget, &spent, &left);
   if (e) return e;
   c.steps++;
   if (left) return eg_erase_progress_put(t, &pk, &c);

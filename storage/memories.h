@@ -144,7 +144,8 @@ eg_err eg_store_memory_postings(eg_txn *t, const char *tenant, const char *user_
 
 /* One bounded step of erasing user_id: deletes at most about `budget` keys
  * (sessions with their messages and retry records, memories with every
- * index entry, the counters). *done is set once nothing of the user is
+ * index entry, checkpoints with their index entries and pending writes,
+ * the counters). *done is set once nothing of the user is
  * left; then *counts holds the totals of the whole erasure (the progress of
  * earlier steps is kept in memory_users, so a step rolled back with its txn
  * is simply redone). Call again in a new txn while *done is 0. */

@@ -492,6 +492,8 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
 
 /* ---- memories: storage/memories.h --------------------------------------- */
 #include "storage/memories.h"
+/* ---- checkpoints: storage/checkpoints.h ------------------------------------- */
+#include "storage/checkpoints.h"
 
 /* ---- the key-value store: storage/store_items.h --------------------------- */
 #include "storage/store_items.h"
