@@ -119,6 +119,10 @@ static const eg_opt eg_opts[] = {
            "pause between sweeper transactions (each at most --sweep-batch records)"),
     EG_NUM("sweep-batch", sweep_batch, 10, 1000000, "500",
            "records (sessions, messages, memories, tenants visited) one sweeper transaction handles at most"),
+    /* SearchItems ranks and ListNamespaces pages by reading what lies under
+     * the prefix: this bounds one call's work whatever the store holds. */
+    EG_NUM("max-store-scan", max_store_scan, 100, 100000000, "100000",
+           "store items (SearchItems) or namespaces (ListNamespaces) one call examines; past it RESOURCE_EXHAUSTED"),
     EG_NUM("max-exports", max_exports, 1, EG_EXPORTS_MAX, "4",
            "ExportUser calls running at once (each holds a read snapshot); more are UNAVAILABLE"),
     EG_NUM("export-send-timeout-ms", export_send_timeout_ms, 100, 3600000, "10000",

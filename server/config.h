@@ -71,6 +71,7 @@ typedef struct {
   int64_t max_connection_age_ms;       /* --max-connection-age-ms 0 (0: off; clients reconnect, and re-balance, after it) */
   char log_format[8];                  /* --log-format text|json */
   char log_level[8];                   /* --log-level debug|info|warn|error */
+  int64_t max_store_scan;              /* --max-store-scan 100000 (store items or namespaces one SearchItems/ListNamespaces examines) */
 } eg_config;
 
 /* Ceiling of --max-append-messages; also the most messages one

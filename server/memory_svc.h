@@ -5,6 +5,8 @@
  * takes the call's eg_req; what it returns lives in r->arena (or is
  * deferred on it) and is valid until the call ends. On an error the
  * message is in r->msg.
+ * StoreService (svc_store.c) takes eg_embedding_check and eg_blind_ctx_of
+ * from here too, so an embedding is checked one way everywhere.
  * Thread safety: one eg_req, one thread.
  */
 #ifndef EG_SERVER_MEMORY_SVC_H

@@ -46,6 +46,7 @@ typedef struct {
    * word, not a storage error (see the end of eg_sweep_apply). */
   int nothing;
   uint64_t deleted; /* records deleted, a gone session's messages included */
+  uint64_t store_expired; /* store items past their TTL deleted */
   uint64_t swept[EG_SWEEP_KIND_MAX + 1];
   uint64_t backlog[EG_SWEEP_KIND_MAX + 1];
   int backlog_seen[EG_SWEEP_KIND_MAX + 1]; /* backlog[k] is this step's word */
@@ -63,6 +64,7 @@ struct eg_sweeper {
   _Atomic uint64_t swept[EG_SWEEP_KIND_MAX + 1];
   _Atomic uint64_t backlog[EG_SWEEP_KIND_MAX + 1];
   _Atomic int64_t last_sweep_us;
+  _Atomic uint64_t store_expired;
 };
 
 /* ---- policy ---------------------------------------------------------------- */
@@ -243,10 +245,21 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
   it->pass_done = 0;
   it->nothing = 0;
   it->deleted = 0;
+  it->store_expired = 0;
   memset(it->swept, 0, sizeof it->swept);
   memset(it->backlog, 0, sizeof it->backlog);
   memset(it->backlog_seen, 0, sizeof it->backlog_seen);
   eg_sweep_pos *p = &it->to;
+  /* Store items past their TTL (their own expiry index, not a sweep_due
+   * kind: storage/store_items.h) take at most half of the step, so a
+   * backlog of them never starves the retention tiers. */
+  uint64_t expired = 0;
+  int more_expired = 0;
+  if ((e = eg_store_items_expire(t, it->now_us, (size_t)(budget + 1) / 2, &expired, &more_expired)))
+    return e;
+  it->store_expired = expired;
+  it->deleted += expired;
+  budget -= expired;
   while (budget > 0 && p->stage < EG_SWEEP_KIND_MAX) {
     const unsigned kind = eg_sweep_order[p->stage];
     char tenant[EG_STORE_ID_MAX + 1] = "";
@@ -326,6 +339,8 @@ static void eg_sweeper_step(eg_sweeper *s) {
     if (it.backlog_seen[k])
       atomic_store_explicit(&s->backlog[k], it.backlog[k], memory_order_relaxed);
   }
+  if (it.store_expired)
+    atomic_fetch_add_explicit(&s->store_expired, it.store_expired, memory_order_relaxed);
   if (it.pass_done) atomic_store_explicit(&s->last_sweep_us, eg_now_us(), memory_order_relaxed);
 }
 
@@ -375,4 +390,5 @@ void eg_sweeper_get_stats(const eg_sweeper *s, eg_sweeper_stats *out) {
     out->backlog[k] = atomic_load_explicit(&s->backlog[k], memory_order_relaxed);
   }
   out->last_sweep_us = atomic_load_explicit(&s->last_sweep_us, memory_order_relaxed);
+  out->store_expired = atomic_load_explicit(&s->store_expired, memory_order_relaxed);
 }

@@ -15,6 +15,8 @@
  *   EG_SWEEP_MEMORY_TOMBSTONE  DELETED/DUPLICATE/SUPERSEDED memories
  *                              (memory_tombstone_retention)
  *   EG_SWEEP_MEMORY_EXPIRE     expired memories (--memory-expired-grace-s)
+ * and, first in each step and with at most half of its budget, store
+ * items past their TTL (their own expiry index, storage/store_items.h).
  * A tier of 0 keeps forever. Each item handles at most --sweep-batch
  * records (a message, a session, a memory, or a tenant looked at) and
  * remembers where it stopped, so a large backlog is worked off one bounded
@@ -59,6 +61,7 @@ typedef struct {
   uint64_t swept[EG_SWEEP_KIND_MAX + 1];  /* records deleted, by kind */
   uint64_t backlog[EG_SWEEP_KIND_MAX + 1]; /* due, left for a later step */
   int64_t last_sweep_us; /* end of the last full pass; 0: none yet */
+  uint64_t store_expired; /* store items deleted past their TTL */
 } eg_sweeper_stats;
 /* Thread safety: any thread. s may be NULL (all zeros). */
 /* The metric label of a sweep_due kind (1..EG_SWEEP_KIND_MAX). */

@@ -12,9 +12,11 @@
 
 #include "common/utf8.h"
 
+#include "engram/v1/agent_state.pb-c.h"
 #include "engram/v1/memory.pb-c.h"
 #include "engram/v1/session.pb-c.h"
 #include "server/config.h"
+#include "server/store_svc.h"
 #include "storage/memories.h"
 
 #define EG_PATH_MAX 256
@@ -75,6 +77,9 @@ static const eg_wire_limit eg_wire_limits[] = {
     {&engram__v1__search_memories_request__descriptor, "embedding", EG_MEMORY_DIM_MAX},
     {&engram__v1__list_sessions_request__descriptor, "states", EG_LIST_SESSIONS_STATES_MAX},
     {&engram__v1__list_sessions_request__descriptor, "metadata_equals", EG_LIST_SESSIONS_METADATA_MAX},
+    {&engram__v1__put_item_request__descriptor, "embedding", EG_MEMORY_DIM_MAX},
+    {&engram__v1__search_items_request__descriptor, "query_embedding", EG_MEMORY_DIM_MAX},
+    {&engram__v1__refresh_items_request__descriptor, "items", EG_REFRESH_ITEMS_MAX},
 };
 
 static size_t wire_limit(const ProtobufCMessageDescriptor *desc, const ProtobufCFieldDescriptor *fd) {
