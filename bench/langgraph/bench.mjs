@@ -4,12 +4,13 @@
 // turn of the graph (graph.invoke with a new human message): three nodes, so
 // four checkpoints and their writes, on a thread whose messages list grows by
 // three messages a turn. Measured: steps/s and the p99 of a step's latency,
-// for one thread run turn after turn, and for BENCH_THREADS threads at once
+// for one client running turn after turn (threads of BENCH_THREAD_STEPS
+// turns, one after another), and for BENCH_THREADS threads at once
 // (concurrent invokes in this process on one saver).
 //
 // usage: node bench/langgraph/bench.mjs <engramd> [results.json]
-// env: BENCH_STEPS (one thread, default 200), BENCH_THREADS (default 32),
-//      BENCH_THREAD_STEPS (turns per thread when concurrent, default 20),
+// env: BENCH_STEPS (one client, default 200), BENCH_THREADS (default 32),
+//      BENCH_THREAD_STEPS (turns per thread, default 20),
 //      BENCH_WARMUP (untimed turns first, default 10), TMPDIR (the data dirs).
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -60,13 +61,13 @@ function buildGraph(checkpointer) {
     .compile({ checkpointer });
 }
 
-/** Runs `turns` turns on one thread; the latency of each timed one (ms) goes into lat. */
-async function runThread(graph, threadId, turns, lat, warmup = 0) {
+/** Runs `turns` turns on one thread; the latency of each (ms) goes into lat. */
+async function runThread(graph, threadId, turns, lat) {
   const config = { configurable: { thread_id: threadId } };
-  for (let i = 0; i < warmup + turns; i++) {
+  for (let i = 0; i < turns; i++) {
     const t0 = process.hrtime.bigint();
     await graph.invoke({ messages: [new HumanMessage(`question ${i} ${randomBytes(16).toString("hex")}`)] }, config);
-    if (i >= warmup) lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    lat.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
 }
 
@@ -88,9 +89,14 @@ async function measure(name, checkpointer) {
   const run = randomBytes(4).toString("hex");
   const rows = [];
   {
+    // Turn after turn, on threads of THREAD_STEPS turns one after another,
+    // so the states are as large as in the concurrent run. The time is the
+    // timed turns' (the warm-up left out).
     const lat = [];
-    await runThread(graph, `${name}-${run}-solo`, STEPS, lat, WARMUP);
-    // Turn after turn: the time is the timed turns' (the warm-up left out).
+    await runThread(graph, `${name}-${run}-warm`, WARMUP, []);
+    for (let t = 0; lat.length < STEPS; t++) {
+      await runThread(graph, `${name}-${run}-solo${t}`, Math.min(THREAD_STEPS, STEPS - lat.length), lat);
+    }
     rows.push({ saver: name, threads: 1, ...stats(lat, lat.reduce((a, b) => a + b, 0) / 1000) });
   }
   {
@@ -133,7 +139,7 @@ try {
     what: "LangGraph steps (graph.invoke of a 3-node graph: 4 checkpoints + writes) per second and latency, EngramSaver vs SqliteSaver",
     date: new Date().toISOString(),
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? "", mem_gib: +(totalmem() / 2 ** 30).toFixed(1), node: process.version },
-    settings: { steps_one_thread: STEPS, warmup: WARMUP, threads: THREADS, steps_per_thread: THREAD_STEPS, sqlite_journal_mode: journal, engramd: "durable commits, encryption, auth" },
+    settings: { steps_one_client: STEPS, warmup: WARMUP, threads: THREADS, steps_per_thread: THREAD_STEPS, sqlite_journal_mode: journal, engramd: "durable commits, encryption, auth" },
     rows,
   };
   writeFileSync(out, `${JSON.stringify(result, null, 2)}\n`);
