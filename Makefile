@@ -153,6 +153,21 @@ bench-failover:
 	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram py_stubs && \
 	BENCH_ELAPSED_FROM=$$start bench/failover.sh $(REL_BUILD)
 
+# LangGraph checkpointers side by side in one run: EngramSaver on engramd
+# (Release) and the official SqliteSaver (bench/langgraph/bench.mjs; its own
+# package.json, better-sqlite3 compiled from source against node's headers).
+# Node >= 20 (LangGraph 1.x, better-sqlite3 12). Writes
+# bench/results/langgraph.json. Data under $(REL_BUILD)/bench-langgraph (disk, not tmpfs).
+.PHONY: bench-langgraph
+bench-langgraph:
+	@node -e 'if (+process.versions.node.split(".")[0] < 20) { console.error("bench-langgraph needs node >= 20, found " + process.version); process.exit(1) }' && \
+	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd && \
+	(cd clients/node && npm ci --no-audit --no-fund) && \
+	(cd bench/langgraph && npm_config_build_from_source=true npm ci --no-audit --no-fund) && \
+	mkdir -p $(REL_BUILD)/bench-langgraph && \
+	TMPDIR=$(abspath $(REL_BUILD))/bench-langgraph node bench/langgraph/bench.mjs $(REL_BUILD)/engramd
+
 # buf lint, buf format and buf breaking on proto/ (buf.yaml; tools/buf).
 # PROTO_BASELINE is the previous release's commit, which breaking compares
 # against: move it at each release (now: the last commit of issue 11).

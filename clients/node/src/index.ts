@@ -18,6 +18,17 @@ export {
   type TlsOptions,
 } from "./client.js";
 export { Checkpoints, Store } from "./agent_state.js";
+export {
+  EngramStore,
+  MAX_EMBEDDING_DIMS,
+  type EngramGetOperation,
+  type EngramIndexConfig,
+  type EngramPutOperation,
+  type EngramSearchOperation,
+  type EngramStoreOptions,
+  type EngramTTLConfig,
+} from "./langgraph/store.js";
+export { EngramChatMessageHistory, type EngramChatMessageHistoryOptions } from "./langgraph/history.js";
 export { Code, EngramError, type FieldViolation } from "./errors.js";
 // The API's messages and enums (generated at build from proto/engram/v1).
 export * from "./gen/engram/v1/admin_pb.js";
