@@ -71,7 +71,7 @@ int main(void) {
 PUBLIC_HEADERS = {
     "engram.h",
     "engram/v1/session.pb-c.h", "engram/v1/memory.pb-c.h", "engram/v1/user.pb-c.h",
-    "engram/v1/admin.pb-c.h", "engram/v1/replication.pb-c.h",
+    "engram/v1/admin.pb-c.h", "engram/v1/replication.pb-c.h", "engram/v1/agent_state.pb-c.h",
     "grpc_health/v1/health.pb-c.h",
     "google/rpc/status.pb-c.h", "google/rpc/error_details.pb-c.h",
     "google/protobuf/timestamp.pb-c.h", "google/protobuf/field_mask.pb-c.h",
