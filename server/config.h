@@ -29,6 +29,7 @@ typedef struct {
   int64_t max_metadata_bytes;         /* --max-metadata-bytes 16384 (per map, keys+values) */
   int max_append_messages;            /* --max-append-messages 100 (per AppendMessages) */
   int max_fork_messages;              /* --max-fork-messages 10000 (copied by one ForkSession) */
+  int64_t max_fork_bytes;             /* --max-fork-bytes 16777216 (log bytes one ForkSession writes) */
   int64_t max_checkpoint_bytes;       /* --max-checkpoint-bytes 4194304 (one checkpoint) */
   int64_t memory_quota;               /* --memory-quota 10000 (ACTIVE memories per user) */
   char memory_quota_policy[16];       /* --memory-quota-policy reject|evict */
@@ -82,6 +83,11 @@ typedef struct {
 /* Ceiling of --max-fork-messages: ForkSession holds its whole copy in
  * memory and writes it in one transaction of the writer's batch. */
 #define EG_FORK_MESSAGES_MAX 100000
+/* Ceiling of --max-fork-bytes. A fork is one write txn, so one log record,
+ * which a replica receives in one message of at most 64 MiB (the C
+ * client's limit): half of it leaves room for the rest of that txn (the
+ * new session's record and index entries) and a wide margin. */
+#define EG_FORK_BYTES_CEIL 33554432
 /* The most entries one metadata map may have: bounded on the wire, before
  * unpacking allocates each entry (--max-metadata-bytes bounds their bytes). */
 #define EG_METADATA_ENTRIES_MAX 4096

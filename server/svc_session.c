@@ -755,7 +755,15 @@ static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
 /* prepare reads the source in the worker's snapshot (prepare_reads), opens
  * every field it copies and seals it again for the fork (each seal binds
  * its session id, and a message's its seq); apply, on the writer, checks
- * the source is still the one read and writes. */
+ * the source is still the one read and writes.
+ *
+ * The whole copy is one write txn, so one log record, which a replica
+ * receives in one message: prepare stops as soon as the copy's bytes pass
+ * --max-fork-bytes (at most EG_FORK_BYTES_CEIL, well under what a replica
+ * takes), and tells the writer its size, so that no batch adds more to it.
+ * That bound is also about what prepare holds in memory (twice: the
+ * source's records and their copies) and how long apply holds the
+ * writer. */
 struct eg_fork_state {
   const Engram__V1__ForkSessionRequest *in;
   const char *new_id;
@@ -767,6 +775,7 @@ struct eg_fork_state {
   int64_t summary_through_seq;
   eg_message_rec *msgs; /* seq ascending, sealed for new_id */
   size_t n;
+  size_t bytes; /* what apply logs, so far */
   eg_stats_rec stats; /* of msgs */
 };
 
@@ -802,11 +811,23 @@ static int eg_fork_visit(void *arg, eg_message_rec *rec) {
   if (!from || !to) return fc->err = EG_ENOMEM, 1;
   eg_message_rec *m = &st->msgs[st->n];
   *m = *rec;
+  size_t len;
   if ((fc->err = eg_fork_reseal(r, "message", from, to, "content", &rec->content_token,
                                 &m->content_token)) ||
       (fc->err = eg_fork_reseal(r, "message", from, to, "metadata", &rec->metadata_token,
-                                &m->metadata_token)))
+                                &m->metadata_token)) ||
+      (fc->err = eg_store_message_put_len(r->srv->store, r->tenant, st->new_id, m, &len)))
     return 1;
+  /* At once: the rest of the prefix is not read. Messages before this one
+   * fit, so a fork through rec->seq - 1 does. */
+  if ((st->bytes += len) > (size_t)r->srv->cfg->max_fork_bytes) {
+    fc->err = eg_invalid(r->msg, sizeof r->msg, "through_seq",
+                         "%" PRId64 ": the messages through seq %" PRId64
+                         " already take %zu bytes to copy, more than %" PRId64
+                         " (--max-fork-bytes); fork a smaller prefix",
+                         st->in->through_seq, rec->seq, st->bytes, r->srv->cfg->max_fork_bytes);
+    return 1;
+  }
   eg_stats_add(&st->stats, m->role, m->token_count, m->create_time_us);
   st->n++;
   return 0;
@@ -869,9 +890,12 @@ static eg_err eg_fork_prepare(eg_req *r, const ProtobufCMessage *msg) {
     return EG_ENOMEM;
   /* From seq 1: the warm tier may have deleted the oldest already, so
    * the fork, like its source, may start later. */
+  st->bytes = st->metadata_token.len + st->summary_token.len;
   struct eg_fork_copy fc = {.r = r, .st = st};
   e = eg_store_messages_scan(r->rtxn, r->tenant, src->session_id, 1, 0, eg_fork_visit, &fc);
-  return e != EG_OK ? e : fc.err;
+  if (e == EG_OK) e = fc.err;
+  if (e == EG_OK) r->write_bytes = st->bytes;
+  return e;
 }
 
 static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {

@@ -128,6 +128,9 @@ struct eg_txn {
 /* wal.c: records one change in t's op buffer. */
 eg_err eg_wal__log(eg_txn *t, MDB_dbi dbi, enum eg_wal_kind kind, const eg_key *k,
                    const void *v, size_t n);
+/* wal.c: the bytes one put of a val_len-byte value under a key_len-byte
+ * key in dbi adds to a txn's log record. */
+size_t eg_wal__put_len(const eg_store *s, MDB_dbi dbi, size_t key_len, size_t val_len);
 /* wal.c: appends child's ops to parent's (a nested commit); frees child's. */
 eg_err eg_wal__merge(eg_txn *parent, eg_txn *child);
 void eg_wal__buf_free(eg_wal_buf *b);

@@ -22,6 +22,18 @@ eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_i
   return eg_store__put(t, t->s->idempotency, &ik, seq, sizeof seq);
 }
 
+eg_err eg_store_message_put_len(const eg_store *s, const char *tenant, const char *session_id,
+                                const eg_message_rec *rec, size_t *len) {
+  eg_key k, ik;
+  int idem = rec->client_message_id && rec->client_message_id[0];
+  eg_err e = eg_key_message(&k, tenant, session_id, (uint64_t)rec->seq);
+  if (!e && idem) e = eg_key_idem(&ik, tenant, session_id, rec->client_message_id);
+  if (e) return e;
+  *len = eg_wal__put_len(s, s->messages, k.len, protobuf_c_message_get_packed_size(&rec->base));
+  if (idem) *len += eg_wal__put_len(s, s->idempotency, ik.len, 8); /* the seq */
+  return EG_OK;
+}
+
 eg_err eg_store_message_get(eg_txn *t, const char *tenant, const char *session_id,
                             uint64_t seq, eg_message_rec **out) {
   eg_key k;

@@ -233,6 +233,12 @@ eg_err eg_store_sessions_scan(eg_txn *t, const char *tenant, const char *user_id
  * idempotency key. */
 eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_id,
                             const eg_message_rec *rec);
+/* The bytes eg_store_message_put(t, tenant, session_id, rec) adds to its
+ * txn's log record (which a replica receives whole), into *len; not the
+ * few the session's sweep entry adds when rec is its first message.
+ * EG_EINVAL for an id the keys refuse. Reads nothing. */
+eg_err eg_store_message_put_len(const eg_store *s, const char *tenant, const char *session_id,
+                                const eg_message_rec *rec, size_t *len);
 eg_err eg_store_message_get(eg_txn *t, const char *tenant, const char *session_id,
                             uint64_t seq, eg_message_rec **out);
 /* Seq of the message appended with client_message_id, or EG_ENOTFOUND. */

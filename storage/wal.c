@@ -58,6 +58,18 @@ void eg_wal__buf_free(eg_wal_buf *b) {
   *b = (eg_wal_buf){0};
 }
 
+/* A WalOp's encoded length, without its own tag and length. */
+static size_t eg_op_inner_len(size_t name_len, enum eg_wal_kind kind, size_t key_len,
+                              size_t val_len) {
+  return eg_bytes_len(name_len) + (kind ? 2 : 0) + eg_bytes_len(key_len) +
+         (kind == EG_WAL_PUT ? eg_bytes_len(val_len) : 0);
+}
+
+size_t eg_wal__put_len(const eg_store *s, MDB_dbi dbi, size_t key_len, size_t val_len) {
+  const char *name = eg_store__db_name(s, dbi);
+  return eg_bytes_len(eg_op_inner_len(name ? strlen(name) : 0, EG_WAL_PUT, key_len, val_len));
+}
+
 eg_err eg_wal__log(eg_txn *t, MDB_dbi dbi, enum eg_wal_kind kind, const eg_key *k,
                    const void *v, size_t n) {
   if (t->unlogged) return EG_OK;
@@ -65,8 +77,7 @@ eg_err eg_wal__log(eg_txn *t, MDB_dbi dbi, enum eg_wal_kind kind, const eg_key *
   assert(name); /* only data DBs are logged */
   if (!name) return EG_EIO;
   size_t nl = strlen(name);
-  size_t inner = eg_bytes_len(nl) + (kind ? 2 : 0) + eg_bytes_len(k->len) +
-                 (kind == EG_WAL_PUT ? eg_bytes_len(n) : 0);
+  size_t inner = eg_op_inner_len(nl, kind, k->len, n);
   eg_err e = eg_buf_reserve(&t->ops, eg_bytes_len(inner));
   if (e) return e;
   uint8_t *p = t->ops.buf + t->ops.len;

@@ -3,9 +3,11 @@ messages 1..through_seq of another (content, roles, metadata, token counts,
 seqs, times and client ids exact), its summary only when that covers no
 more, the source unchanged; limits at their edges, a retry with the same
 new id, DeleteUser erasing forks, a fork read on a replica with
-engram-min-lsn, and `engram session fork`."""
+engram-min-lsn (the largest one --max-fork-bytes allows too), and
+`engram session fork`."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -221,7 +223,8 @@ class ForkTest(ServerTestCase):
 
 class ForkReplicaTest(E2ETestCase):
     """A fork written on the primary read on a replica with engram-min-lsn;
-    the default --max-fork-messages."""
+    the default --max-fork-messages and --max-fork-bytes (the largest fork
+    it allows reaches the replica)."""
 
     @classmethod
     def setUpClass(cls):
@@ -261,6 +264,37 @@ class ForkReplicaTest(E2ETestCase):
         self.p.append(sid, "one")
         f = self.r.call("ForkSession", fork_req(sid, 1))
         self.assertEqual(self.p.get(f.session_id).message_count, 1)
+
+    def test_default_byte_cap_at_its_edge_and_the_largest_fork_replicates(self):
+        # 270 messages of 64000 bytes pass the default --max-fork-bytes
+        # (16 MiB); the copy stops at the first message past it.
+        sid = self.p.create(uid("u")).session_id
+        n = 270
+        for b in range(0, n, 50):
+            self.p.append(sid, *[M("%06d" % i + "x" * 63994, client_message_id="c%d" % i)
+                                 for i in range(b + 1, min(b + 50, n) + 1)])
+        new_id = uid("fork")
+        e = self.assertInvalid(self.p.call, "ForkSession", fork_req(sid, n, new_id),
+                               field="--max-fork-bytes")
+        m = re.fullmatch(r"through_seq: 270: the messages through seq (\d+) already take (\d+) "
+                         r"bytes to copy, more than 16777216 \(--max-fork-bytes\); "
+                         r"fork a smaller prefix", e.details())
+        self.assertIsNotNone(m, e.details())
+        last, took = int(m.group(1)), int(m.group(2))
+        self.assertGreater(took, 16777216)
+        self.assertLess(took - 64000, 16777216 + 1000)  # one message past the cap
+        self.assertLess(last, n)  # stopped at once
+        self.assertStatus(grpc.StatusCode.NOT_FOUND, self.p.get, new_id)
+        # The same prefix less its last message fits, and reaches the
+        # replica whole (one log record).
+        f, lsn = self.p.call_lsn("ForkSession", fork_req(sid, last - 1, new_id))
+        self.assertEqual(f.message_count, last - 1)
+        md = self.r.md + (("engram-min-lsn", lsn),)
+        got = self.r.call("GetSession", pb.GetSessionRequest(session_id=new_id), metadata=md)
+        self.assertEqual(got, f)
+        src = self.p.all_messages(sid)[:last - 1]
+        self.assertEqual(messages_as_copied(self.r.all_messages(new_id)),
+                         messages_as_copied(src))
 
     def test_default_cap_is_10000(self):
         self.assertInvalid(self.p.call, "ForkSession", fork_req(uid("nosuch"), 10001),

@@ -789,6 +789,52 @@ static void test_set_epoch(void) {
   teardown();
 }
 
+/* eg_store_message_put_len is what eg_store_message_put adds to the log
+ * record, exactly (ForkSession bounds its one record with it): with and
+ * without a client id, values and keys past one-byte varint lengths. */
+static void test_message_put_len(void) {
+  setup();
+  eg_store *a = open_at(dir_a);
+  char sid[129], cid[129], content[300];
+  memset(sid, 's', 128), sid[128] = '\0';
+  memset(cid, 'c', 128), cid[128] = '\0';
+  memset(content, 'x', sizeof content);
+  put_session_with(a, sid, 1, 1); /* message 1: later ones move no sweep entry */
+  eg_message_rec m[2];
+  size_t want = 0;
+  for (int i = 0; i < 2; i++) {
+    m[i] = (eg_message_rec)ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
+    m[i].seq = 2 + i;
+    m[i].role = 1;
+    m[i].create_time_us = 2;
+    m[i].content_token = (ProtobufCBinaryData){sizeof content, (uint8_t *)content};
+    m[i].client_message_id = i ? cid : (char *)"";
+    size_t len = 0;
+    CU_ASSERT_EQUAL(eg_store_message_put_len(a, TENANT, sid, &m[i], &len), EG_OK);
+    want += len;
+  }
+  eg_txn *w;
+  uint64_t lsn = 0;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(a, &w), EG_OK);
+  for (int i = 0; i < 2; i++) CU_ASSERT_EQUAL(eg_store_message_put(w, TENANT, sid, &m[i]), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
+  wal_copy log = read_log(a, lsn);
+  CU_ASSERT_EQUAL_FATAL(log.n, 1);
+  wal_rec *r = decode(&log.recs[0]);
+  CU_ASSERT_EQUAL(r->n_ops, 3); /* two messages, one idempotency key */
+  r->n_ops = 0;                 /* what the record holds besides its ops */
+  CU_ASSERT_EQUAL(log.recs[0].len - protobuf_c_message_get_packed_size(&r->base), want);
+  r->n_ops = 3;
+  engram__storage__v1__wal_record__free_unpacked(r, NULL);
+  /* An id the keys refuse. */
+  size_t len = 0;
+  sid[0] = '\0';
+  CU_ASSERT_EQUAL(eg_store_message_put_len(a, TENANT, sid, &m[0], &len), EG_EINVAL);
+  wal_copy_free(&log);
+  eg_store_close(a);
+  teardown();
+}
+
 void eg_test_register_wal(void) {
   CU_pSuite s = CU_add_suite("wal", NULL, NULL);
   CU_add_test(s, "encode/apply round trip", test_round_trip);
@@ -797,4 +843,5 @@ void eg_test_register_wal(void) {
   CU_add_test(s, "trim by LSN and count; epoch_at trimmed", test_trim);
   CU_add_test(s, "set_epoch", test_set_epoch);
   CU_add_test(s, "erasure floor", test_erasure);
+  CU_add_test(s, "message_put_len is the log bytes of a message put", test_message_put_len);
 }
