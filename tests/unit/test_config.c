@@ -53,6 +53,7 @@ static void assert_defaults(const eg_config *c) {
   CU_ASSERT_EQUAL(c->max_metadata_bytes, 16384);
   CU_ASSERT_EQUAL(c->max_append_messages, 100);
   CU_ASSERT_EQUAL(c->max_fork_messages, 10000);
+  CU_ASSERT_EQUAL(c->max_fork_bytes, 16777216);
   CU_ASSERT_EQUAL(c->default_page_size, 50);
   CU_ASSERT_EQUAL(c->max_page_size, 1000);
   CU_ASSERT_EQUAL(c->map_size, 1073741824);
@@ -168,6 +169,7 @@ static void test_ranges(void) {
       OPT("max-metadata-bytes", max_metadata_bytes, 0, 1048576),
       OPT("max-append-messages", max_append_messages, 1, 10000),
       OPT("max-fork-messages", max_fork_messages, 1, 100000),
+      OPT("max-fork-bytes", max_fork_bytes, 1, 33554432),
       OPT("default-page-size", default_page_size, 1, 100000),
       OPT("max-page-size", max_page_size, 1, 100000),
       OPT("map-size", map_size, 1048576, 17592186044416LL),
