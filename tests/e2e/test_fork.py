@@ -301,3 +301,47 @@ class ForkReplicaTest(E2ETestCase):
                            field="--max-fork-messages")
         self.assertStatus(grpc.StatusCode.NOT_FOUND, self.p.call, "ForkSession",
                           fork_req(uid("nosuch"), 10000), field="session_id")
+
+
+class ForkCeilingReplicaTest(E2ETestCase):
+    """--max-fork-bytes at its ceiling (32 MiB): the largest fork it allows
+    is one log record that still reaches a replica whole."""
+
+    CEIL = 33554432
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="engram-e2e-forkceil-")
+        cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
+        keyring = make_keyring(os.path.join(cls.tmp, "keyring"))
+        tokens = [("acme", "agent", "agent-1"), ("acme", "replica", "repl-1")]
+        cls.primary = Server("--max-fork-bytes", str(cls.CEIL), "--max-content-bytes", "1000000",
+                             tokens=tokens, keyring=keyring, port=free_port())
+        cls.addClassCleanup(cls.primary.close)
+        cls.primary.start()
+        cls.replica = Server("--role", "replica", "--primary", cls.primary.addr,
+                             "--replica-token", "repl-1", "--replica-id", "r1",
+                             tokens=tokens, keyring=keyring, port=free_port())
+        cls.addClassCleanup(cls.replica.close)
+        cls.replica.start()
+        cls.p = cls.primary.client("agent-1")
+        cls.r = cls.replica.client("agent-1")
+
+    def test_the_largest_fork_at_the_ceiling_replicates(self):
+        # 34 messages of 1000000 bytes pass 32 MiB; 33 do not.
+        sid = self.p.create(uid("u")).session_id
+        for b in range(0, 34, 4):
+            self.p.append(sid, *[M("%06d" % i + "x" * 999994)
+                                 for i in range(b + 1, min(b + 4, 34) + 1)])
+        new_id = uid("fork")
+        e = self.assertInvalid(self.p.call, "ForkSession", fork_req(sid, 34, new_id),
+                               field="--max-fork-bytes")
+        self.assertIn("through seq 34 ", e.details())
+        self.assertStatus(grpc.StatusCode.NOT_FOUND, self.p.get, new_id)
+        f, lsn = self.p.call_lsn("ForkSession", fork_req(sid, 33, new_id))
+        md = self.r.md + (("engram-min-lsn", lsn),)
+        got = self.r.call("GetSession", pb.GetSessionRequest(session_id=new_id), metadata=md)
+        self.assertEqual(got, f)
+        self.assertEqual(got.message_count, 33)
+        self.assertEqual([m.content[:6] for m in self.r.all_messages(new_id, page_size=4)],
+                         ["%06d" % i for i in range(1, 34)])
