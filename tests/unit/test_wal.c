@@ -51,7 +51,7 @@ static eg_session_rec session_rec(const char *sid, const char *user, int64_t cre
 
 /* A message whose content names it; client_id may be NULL. */
 static eg_err put_message(eg_txn *w, const char *sid, uint64_t seq, const char *client_id) {
-  char content[128];
+  char content[160]; /* an id (at most 128 bytes), "#", a seq */
   eg_message_rec m = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
   int n = snprintf(content, sizeof content, "%s#%llu", sid, (unsigned long long)seq);
   m.seq = (int64_t)seq;
