@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/json_terms.h"
 #include "storage/storage.h"
 #include "suites.h"
 
@@ -325,11 +326,130 @@ static void test_delete_user_erases_checkpoints(void) {
   eg_test_rmdir(tdir);
 }
 
+/* ---- server/json_terms.c ---------------------------------------------------------- */
+
+/* eg_json_terms of json under a fresh keyring's blind context: the result,
+ * the tokens into out (16 at most), the message into msg. */
+static eg_keyring *kr;
+static eg_blind_ctx ctx;
+
+static eg_err terms(const char *json, uint64_t *out, size_t *n, char *msg, size_t msglen) {
+  if (!kr) {
+    char path[4200];
+    const char *dir = eg_test_tmpdir();
+    snprintf(path, sizeof path, "%s/keyring", dir);
+    CU_ASSERT_EQUAL_FATAL(eg_keyring_create(path), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &kr, msg, msglen), EG_OK);
+    eg_test_rmdir(dir);
+    CU_ASSERT_EQUAL_FATAL(eg_blind_begin(kr, "acme", &ctx), EG_OK);
+  }
+  msg[0] = 0;
+  return eg_json_terms(&ctx, "meta", json, strlen(json), out, 16, n, msg, msglen);
+}
+
+/* json is refused, the message naming the field and holding want. */
+static void refused(const char *json, const char *want) {
+  uint64_t t[16];
+  size_t n;
+  char msg[256];
+  CU_ASSERT_EQUAL(terms(json, t, &n, msg, sizeof msg), EG_EINVAL);
+  if (!strstr(msg, "meta") || !strstr(msg, want))
+    fprintf(stderr, "\n  %s: got \"%s\", want \"%s\"\n", json, msg, want);
+  CU_ASSERT_PTR_NOT_NULL(strstr(msg, "meta"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(msg, want));
+}
+
+/* json is taken; its one token (or 0 if it has none). */
+static uint64_t taken(const char *json) {
+  uint64_t t[16];
+  size_t n = 99;
+  char msg[256];
+  eg_err e = terms(json, t, &n, msg, sizeof msg);
+  if (e) fprintf(stderr, "\n  %s: refused: %s\n", json, msg);
+  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  CU_ASSERT(n <= 1);
+  return n ? t[0] : 0;
+}
+
+static void test_json_strict(void) {
+  /* what json-c takes but is not JSON: a strict parser (JSON.parse,
+   * json.loads) of the stored text would throw */
+  refused("{\"a\":NaN}", "not valid JSON");
+  refused("{\"a\":-Infinity}", "not valid JSON");
+  refused("{\"a\":1 /* x */}", "not valid JSON");
+  refused("{'a':1}", "not valid JSON");
+  refused("{\"a\":1,}", "not valid JSON");
+  refused("{\"a\":[1,]}", "not valid JSON");
+  refused("{\"a\":01}", "not valid JSON");
+  refused("{\"a\":\"tab\there\"}", "control character");
+  refused("{\"a\":\"\\x\"}", "bad escape");
+  refused("{\"a\":\"\\u12g4\"}", "\\u escape");
+  refused("{\"a\":1} x", "something follows");
+  refused("{\"a\":", "ends too soon");
+  refused("{\"a\":\"abc", "ends too soon");
+  /* finite by the grammar, not as a double */
+  refused("{\"a\":1e999}", "not finite");
+  refused("{\"a\":[{\"b\":-1E400}]}", "not finite");
+  /* JSON, but not an object: said so, not "ends too soon" */
+  refused("1", "must be a JSON object");
+  refused("null", "must be a JSON object");
+  refused(" true ", "must be a JSON object");
+  refused("\"s\"", "must be a JSON object");
+  refused("[{}]", "must be a JSON object");
+  /* JSON's own forms are taken */
+  CU_ASSERT_NOT_EQUAL(taken(" {\"a\" : -0.5e+3 }\r\n"), 0);
+  CU_ASSERT_NOT_EQUAL(taken("{\"a\":[true,false,null,\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\",{}]}"), 0);
+  CU_ASSERT_NOT_EQUAL(taken("{\"a\":1e308}"), 0);
+  CU_ASSERT_EQUAL(taken("{}"), 0);
+  CU_ASSERT_EQUAL(taken(""), 0);
+  /* spacing does not matter; the value's type does */
+  CU_ASSERT_EQUAL(taken("{\"a\":[1,2]}"), taken("{ \"a\" : [ 1 , 2 ] }"));
+  CU_ASSERT_NOT_EQUAL(taken("{\"a\":1}"), taken("{\"a\":\"1\"}"));
+}
+
+static void test_json_nul_keys_and_depth(void) {
+  /* json-c's keys are C strings: "a\u0000b" would hash as "a" */
+  refused("{\"a\\u0000b\":1}", "\\u0000");
+  refused("{\"\\u0000\":1}", "\\u0000");
+  refused("{\"o\":{\"a\\u0000b\":1}}", "\\u0000");
+  refused("{\"o\":[{\"a\\u0000\":1}]}", "\\u0000");
+  /* in a value it is only a character: kept, and not "x" */
+  CU_ASSERT_NOT_EQUAL(taken("{\"a\":\"x\\u0000y\"}"), taken("{\"a\":\"x\"}"));
+  /* "\\u0000" is a backslash and "u0000", no NUL */
+  CU_ASSERT_NOT_EQUAL(taken("{\"a\\\\u0000\":1}"), 0);
+  /* 64 levels taken (the object is the first), 65 refused */
+  char deep[256];
+  for (int levels = 64; levels <= 65; levels++) {
+    int k = snprintf(deep, sizeof deep, "{\"a\":");
+    for (int i = 1; i < levels; i++) deep[k++] = '[';
+    for (int i = 1; i < levels; i++) deep[k++] = ']';
+    deep[k++] = '}';
+    deep[k] = 0;
+    if (levels == 64) {
+      CU_ASSERT_NOT_EQUAL(taken(deep), 0);
+    } else {
+      refused(deep, "deeper than 64 levels");
+    }
+  }
+}
+
+/* The JSON tests seal nothing but derive blind keys: libsodium first. */
+static int suite_init(void) { return eg_crypto_init() == EG_OK ? 0 : -1; }
+
+static int suite_clean(void) {
+  if (kr) eg_blind_end(&ctx);
+  eg_keyring_free(kr);
+  kr = NULL;
+  return 0;
+}
+
 void eg_test_register_checkpoints(void) {
-  CU_pSuite s = CU_add_suite("checkpoints", NULL, NULL);
+  CU_pSuite s = CU_add_suite("checkpoints", suite_init, suite_clean);
   CU_add_test(s, "put, get exact and newest, longest keys", test_put_get_newest);
   CU_add_test(s, "scans newest first: before, resume", test_scan_orders);
   CU_add_test(s, "pending writes: keep, replace, order", test_writes);
   CU_add_test(s, "delete thread: bounded, complete", test_delete_thread_bounded);
   CU_add_test(s, "DeleteUser erases checkpoints", test_delete_user_erases_checkpoints);
+  CU_add_test(s, "json terms: strict JSON, objects only", test_json_strict);
+  CU_add_test(s, "json terms: no NUL in keys, 64 levels", test_json_nul_keys_and_depth);
 }
