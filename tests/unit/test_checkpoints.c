@@ -241,13 +241,22 @@ static void test_writes(void) {
   CU_ASSERT_PTR_NULL(w);
   CU_ASSERT_EQUAL(eg_store_checkpoint_writes_get(r, "acme", "u", "t", "", "c9", 100, &w, &n), EG_OK);
   CU_ASSERT_EQUAL(n, 0);
-  /* the count stops at max */
-  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_count(r, "acme", "u", "t", "", "c1", 100, &n), EG_OK);
+  /* the size: count and stored bytes, each record as packed; more than
+   * max is EG_ELIMIT */
+  uint64_t bytes;
+  eg_ckpt_write_rec one = ENGRAM__STORAGE__V1__CHECKPOINT_WRITE_RECORD__INIT;
+  one.task_id = "ta";
+  one.channel = "x";
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_size(r, "acme", "u", "t", "", "c1", 5, &n, &bytes), EG_OK);
   CU_ASSERT_EQUAL(n, 5);
-  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_count(r, "acme", "u", "t", "", "c1", 3, &n), EG_OK);
-  CU_ASSERT_EQUAL(n, 3);
-  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_count(r, "acme", "u", "t", "sub", "c1", 100, &n), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_size(r, "acme", "u", "t", "", "c1", 4, &n, &bytes),
+                  EG_ELIMIT);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_size(r, "acme", "u", "t", "sub", "c1", 100, &n, &bytes),
+                  EG_OK);
   CU_ASSERT_EQUAL(n, 1);
+  CU_ASSERT_EQUAL(bytes, protobuf_c_message_get_packed_size(&one.base));
+  CU_ASSERT_EQUAL(eg_store_checkpoint_writes_size(r, "acme", "u", "t", "", "c9", 100, &n, &bytes), EG_OK);
+  CU_ASSERT_EQUAL(n + bytes, 0);
   eg_store_reader_free(r);
   close_store(s);
 }
@@ -323,6 +332,124 @@ static void test_delete_user_erases_checkpoints(void) {
   CU_ASSERT_EQUAL(db_keys("checkpoints"), 2);
   CU_ASSERT_EQUAL(db_keys("checkpoints_by_user"), 4);
   CU_ASSERT_EQUAL(db_keys("checkpoint_writes"), 4);
+  eg_test_rmdir(tdir);
+}
+
+/* Rewrites, with the store closed, the value of the checkpoints record
+ * holding both `thread` and `id` (stored in the clear): to `value`, or
+ * (value NULL) to the value of the record of `thread` holding `other`.
+ * Returns how many records it rewrote. */
+static int damage(const char *thread, const char *id, const char *value, const char *other) {
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  MDB_cursor *c;
+  MDB_val k, v, swap = {0, NULL};
+  int n = 0, rc;
+  uint8_t keep[4096];
+#define EG_HOLDS(val, s) memmem((val).mv_data, (val).mv_size, (s), strlen(s))
+  CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 64);
+  CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, tdir, MDB_NOTLS, 0600), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "checkpoints", 0, &dbi), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_cursor_open(txn, dbi, &c), 0);
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc && other; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+    if (EG_HOLDS(v, thread) && EG_HOLDS(v, other) && v.mv_size <= sizeof keep) {
+      memcpy(keep, v.mv_data, v.mv_size);
+      swap = (MDB_val){v.mv_size, keep};
+    }
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
+    if (EG_HOLDS(v, thread) && EG_HOLDS(v, id)) {
+      MDB_val nv = value ? (MDB_val){strlen(value), (void *)value} : swap;
+      CU_ASSERT_EQUAL_FATAL(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
+      n++;
+    }
+#undef EG_HOLDS
+  mdb_cursor_close(c);
+  CU_ASSERT_EQUAL_FATAL(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+  return n;
+}
+
+static void test_delete_thread_interrupted_keeps_newest_whole(void) {
+  eg_store *s = open_store();
+  fill(s, "u", "t", 6);
+  /* one step of 6 keys: the two oldest checkpoints (3 keys each) */
+  eg_txn *w;
+  uint64_t ck = 0, wr = 0;
+  int done = 0;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_thread_delete_step(w, "acme", "u", "t", 6, &ck, &wr, &done), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  CU_ASSERT_EQUAL(done, 0);
+  CU_ASSERT_EQUAL(ck, 2);
+  CU_ASSERT_EQUAL(wr, 0);
+  /* what is left: the four newest, each with both its writes */
+  struct scan_log l;
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", "t", NULL, NULL, NULL, 0, &l), "t/sub/c005,t//c004,t/sub/c003,t//c002");
+  eg_txn *r = reader(s);
+  const char *left[][2] = {{"sub", "c005"}, {"", "c004"}, {"sub", "c003"}, {"", "c002"}};
+  for (size_t i = 0; i < 4; i++) {
+    eg_ckpt_write_rec **wv;
+    size_t n;
+    CU_ASSERT_EQUAL(eg_store_checkpoint_writes_get(r, "acme", "u", "t", left[i][0], left[i][1], 100, &wv, &n),
+                    EG_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    eg_ckpt_writes_free(wv, n);
+  }
+  eg_store_reader_free(r);
+  CU_ASSERT_EQUAL(delete_thread(s, "u", "t", 6, &ck, &wr) > 1, 1);
+  CU_ASSERT_EQUAL(ck, 4);
+  CU_ASSERT_EQUAL(wr, 12);
+  eg_store_close(s);
+  CU_ASSERT_EQUAL(db_keys("checkpoints") + db_keys("checkpoints_by_user") + db_keys("checkpoint_writes"), 0);
+  eg_test_rmdir(tdir);
+}
+
+static void test_damaged_records(void) {
+  eg_store *s = open_store();
+  fill(s, "u", "thr-ok", 3);
+  fill(s, "u", "thr-swap", 3);
+  fill(s, "u", "thr-bad", 2);
+  eg_store_close(s);
+  /* thr-swap's c002 holds its c000's record (same namespace); thr-bad's
+   * c001 does not decode */
+  CU_ASSERT_EQUAL_FATAL(damage("thr-swap", "c002", NULL, "c000"), 1);
+  CU_ASSERT_EQUAL_FATAL(damage("thr-bad", "c001", "\xff\xff\xff", NULL), 1);
+  eg_store_opts o = {.map_size = (size_t)64 << 20};
+  s = eg_test_store_open(tdir, &o);
+  eg_txn *r = reader(s);
+  eg_ckpt_rec *rec;
+  struct scan_log l;
+  /* a record that is not the one its key or index entry names is damage,
+   * on every path: exact get, newest, each scan */
+  CU_ASSERT_EQUAL(eg_store_checkpoint_get(r, "acme", "u", "thr-swap", "", "c002", &rec), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_store_checkpoint_get(r, "acme", "u", "thr-swap", "", NULL, &rec), EG_ECORRUPT);
+  const char *threads[] = {"thr-swap", "thr-swap", NULL};
+  const char *nss[] = {"", NULL, NULL};
+  for (int m = 0; m < 3; m++) {
+    memset(&l, 0, sizeof l);
+    CU_ASSERT_EQUAL(eg_store_checkpoints_scan(r, "acme", "u", threads[m], nss[m], NULL, NULL, log_visit, &l),
+                    EG_ECORRUPT);
+  }
+  memset(&l, 0, sizeof l);
+  CU_ASSERT_EQUAL(eg_store_checkpoints_scan(r, "acme", "u", "thr-bad", NULL, NULL, NULL, log_visit, &l),
+                  EG_ECORRUPT);
+  eg_store_reader_free(r);
+  /* DeleteThread removes damaged threads whole (it decodes nothing) */
+  uint64_t ck, wr;
+  delete_thread(s, "u", "thr-bad", 4, &ck, &wr);
+  CU_ASSERT_EQUAL(ck, 2);
+  CU_ASSERT_EQUAL(wr, 4);
+  delete_thread(s, "u", "thr-swap", 4, &ck, &wr);
+  CU_ASSERT_EQUAL(ck, 3);
+  CU_ASSERT_EQUAL(wr, 6);
+  CU_ASSERT_STRING_EQUAL(scan(s, "u", NULL, NULL, NULL, NULL, 0, &l), "thr-ok//c002,thr-ok/sub/c001,thr-ok//c000");
+  eg_store_close(s);
+  CU_ASSERT_EQUAL(db_keys("checkpoints"), 3);
+  CU_ASSERT_EQUAL(db_keys("checkpoints_by_user"), 6);
+  CU_ASSERT_EQUAL(db_keys("checkpoint_writes"), 6);
   eg_test_rmdir(tdir);
 }
 
@@ -450,6 +577,9 @@ void eg_test_register_checkpoints(void) {
   CU_add_test(s, "pending writes: keep, replace, order", test_writes);
   CU_add_test(s, "delete thread: bounded, complete", test_delete_thread_bounded);
   CU_add_test(s, "DeleteUser erases checkpoints", test_delete_user_erases_checkpoints);
+  CU_add_test(s, "delete thread: a partial delete leaves the newest whole",
+              test_delete_thread_interrupted_keeps_newest_whole);
+  CU_add_test(s, "damaged records: reads refuse, DeleteThread removes", test_damaged_records);
   CU_add_test(s, "json terms: strict JSON, objects only", test_json_strict);
   CU_add_test(s, "json terms: no NUL in keys, 64 levels", test_json_nul_keys_and_depth);
 }
