@@ -93,10 +93,13 @@ typedef struct {
 #define EG_METADATA_ENTRIES_MAX 4096
 
 /* CheckpointService limits (server/svc_checkpoint.c). Ceiling of
- * --max-checkpoint-bytes; one pending write's value; one PutWrites'
- * writes and their bytes (values, ids and channels); a metadata or
- * new-versions JSON text and its top-level keys. */
-#define EG_CHECKPOINT_BYTES_CEIL 67108864
+ * --max-checkpoint-bytes (32 MiB: a read returns one checkpoint with its
+ * JSON texts and EG_CKPT_PENDING_BYTES_MAX of writes, and a PutCheckpoint
+ * is one WAL record; both must stay under the 64 MiB that clients and
+ * replicas receive); one pending write's value; one PutWrites' writes and
+ * their bytes (values, ids and channels); a metadata or new-versions JSON
+ * text and its top-level keys. */
+#define EG_CHECKPOINT_BYTES_CEIL 33554432
 #define EG_CKPT_VALUE_MAX 4194304
 #define EG_CKPT_WRITES_MAX 1000
 #define EG_CKPT_WRITES_BYTES_MAX 16777216
@@ -105,6 +108,10 @@ typedef struct {
 /* The most pending writes one checkpoint holds (PutWrites refuses more,
  * RESOURCE_EXHAUSTED): GetCheckpoint and ListCheckpoints read them all. */
 #define EG_CKPT_PENDING_MAX 10000
+/* The most bytes a checkpoint's pending writes hold as stored (sealed
+ * values with their ids and names, at least what a read returns of them):
+ * one largest PutWrites (EG_CKPT_WRITES_BYTES_MAX with its sealing) fits. */
+#define EG_CKPT_PENDING_BYTES_MAX 20971520
 
 /* The largest request the server receives (gRPC refuses more with
  * RESOURCE_EXHAUSTED before it is read): room for the largest PutWrites

@@ -1,6 +1,7 @@
 #include "server/json_terms.h"
 
 #include <json-c/json.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,28 +12,181 @@ static int eg_u64_cmp(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* Parses json[0..len) as one JSON value with nothing but white space after
- * it; NULL (and *why) if it does not. */
-static json_object *eg_json_parse(const char *json, size_t len, const char **why) {
-  json_tokener *tok = json_tokener_new_ex(EG_JSON_DEPTH_MAX);
-  if (!tok) return *why = NULL, NULL;
-  json_object *o = json_tokener_parse_ex(tok, json, (int)len);
-  enum json_tokener_error je = json_tokener_get_error(tok);
-  size_t used = json_tokener_get_parse_end(tok);
-  json_tokener_free(tok);
-  if (!o || je != json_tokener_success) {
-    json_object_put(o);
-    *why = je == json_tokener_error_depth ? "nested deeper than 64 levels"
-           : je == json_tokener_continue  ? "not valid JSON (it ends too soon)"
-                                          : "not valid JSON";
+/* ---- the strict check ------------------------------------------------------------ */
+
+/* json-c's parser, even with JSON_TOKENER_STRICT, takes what is not JSON
+ * (NaN, Infinity, single quotes, control characters in strings), and its
+ * keys are C strings (a key "a\u0000b" becomes "a"). The server returns
+ * these texts verbatim to clients that parse them strictly, and hashes
+ * keys: so a text is first checked here against RFC 8259's grammar, and
+ * json-c parses only what passed. */
+struct eg_jscan {
+  const char *p, *end;
+  const char *why; /* what is wrong, once something is */
+};
+
+static int eg_js_fail(struct eg_jscan *s, const char *why) {
+  if (!s->why) s->why = s->p >= s->end ? "not valid JSON (it ends too soon)" : why;
+  return -1;
+}
+
+static void eg_js_ws(struct eg_jscan *s) {
+  while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\r' || *s->p == '\n')) s->p++;
+}
+
+static int eg_js_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* A string at s->p ('"'); *nul is set if it holds the escape \u0000. */
+static int eg_js_string(struct eg_jscan *s, int *nul) {
+  *nul = 0;
+  for (s->p++; s->p < s->end; s->p++) {
+    unsigned char c = (unsigned char)*s->p;
+    if (c == '"') {
+      s->p++;
+      return 0;
+    }
+    if (c < 0x20) return eg_js_fail(s, "not valid JSON (a control character in a string)");
+    if (c != '\\') continue;
+    if (++s->p == s->end) break;
+    if (*s->p == 'u') {
+      if (s->end - s->p < 5) break;
+      for (int i = 1; i <= 4; i++)
+        if (!eg_js_hex(s->p[i])) return eg_js_fail(s, "not valid JSON (a bad \\u escape)");
+      if (memcmp(s->p + 1, "0000", 4) == 0) *nul = 1;
+      s->p += 4;
+    } else if (!strchr("\"\\/bfnrt", *s->p)) {
+      return eg_js_fail(s, "not valid JSON (a bad escape)");
+    }
+  }
+  return eg_js_fail(s, "not valid JSON (it ends too soon)");
+}
+
+static int eg_js_digits(struct eg_jscan *s) {
+  const char *from = s->p;
+  while (s->p < s->end && *s->p >= '0' && *s->p <= '9') s->p++;
+  return s->p > from ? 0 : eg_js_fail(s, "not valid JSON");
+}
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? (its range is checked on
+ * the parsed value). */
+static int eg_js_number(struct eg_jscan *s) {
+  if (*s->p == '-') s->p++;
+  if (s->p < s->end && *s->p == '0') s->p++;
+  else if (eg_js_digits(s)) return -1;
+  if (s->p < s->end && *s->p == '.') {
+    s->p++;
+    if (eg_js_digits(s)) return -1;
+  }
+  if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+    s->p++;
+    if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
+    if (eg_js_digits(s)) return -1;
+  }
+  return 0;
+}
+
+static int eg_js_value(struct eg_jscan *s, int depth);
+
+/* An object or array at s->p; its members one level deeper. */
+static int eg_js_container(struct eg_jscan *s, int depth) {
+  char close = *s->p == '{' ? '}' : ']';
+  int nul;
+  if (depth > EG_JSON_DEPTH_MAX) return eg_js_fail(s, "nested deeper than 64 levels");
+  s->p++;
+  eg_js_ws(s);
+  if (s->p < s->end && *s->p == close) return s->p++, 0;
+  for (;;) {
+    if (close == '}') {
+      if (s->p >= s->end || *s->p != '"') return eg_js_fail(s, "not valid JSON (a key must be a string)");
+      if (eg_js_string(s, &nul)) return -1;
+      if (nul) return eg_js_fail(s, "a key holds \\u0000");
+      eg_js_ws(s);
+      if (s->p >= s->end || *s->p != ':') return eg_js_fail(s, "not valid JSON (':' expected)");
+      s->p++;
+    }
+    if (eg_js_value(s, depth)) return -1;
+    eg_js_ws(s);
+    if (s->p < s->end && *s->p == close) return s->p++, 0;
+    if (s->p >= s->end || *s->p != ',') return eg_js_fail(s, "not valid JSON (',' expected)");
+    s->p++;
+    eg_js_ws(s);
+  }
+}
+
+static int eg_js_value(struct eg_jscan *s, int depth) {
+  static const char *const words[] = {"true", "false", "null"};
+  int nul;
+  eg_js_ws(s);
+  if (s->p >= s->end) return eg_js_fail(s, "not valid JSON (it ends too soon)");
+  char c = *s->p;
+  if (c == '{' || c == '[') return eg_js_container(s, depth + 1);
+  if (c == '"') return eg_js_string(s, &nul);
+  if (c == '-' || (c >= '0' && c <= '9')) return eg_js_number(s);
+  for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
+    size_t n = strlen(words[i]);
+    if ((size_t)(s->end - s->p) >= n && memcmp(s->p, words[i], n) == 0) {
+      s->p += n;
+      return 0;
+    }
+  }
+  return eg_js_fail(s, "not valid JSON");
+}
+
+/* NULL if v holds only finite numbers, else what is wrong. json-c reads
+ * 1e999 as infinity, which JSON cannot write back. Recursion is bounded
+ * by the checked depth. */
+static const char *eg_json_finite(json_object *v) {
+  switch (json_object_get_type(v)) {
+  case json_type_double:
+    return isfinite(json_object_get_double(v)) ? NULL : "a number out of range (not finite)";
+  case json_type_array:
+    for (size_t i = 0, n = json_object_array_length(v); i < n; i++) {
+      const char *why = eg_json_finite(json_object_array_get_idx(v, i));
+      if (why) return why;
+    }
+    return NULL;
+  case json_type_object: {
+    json_object_object_foreach(v, key, val) {
+      const char *why = eg_json_finite(val);
+      (void)key;
+      if (why) return why;
+    }
     return NULL;
   }
-  for (; used < len; used++)
-    if (!strchr(" \t\r\n", json[used])) {
-      json_object_put(o);
-      *why = "not valid JSON (something follows the value)";
-      return NULL;
-    }
+  default:
+    return NULL;
+  }
+}
+
+/* Parses json[0..len) as one JSON object with nothing but white space after
+ * it; NULL and *why if it is not (*why NULL: out of memory). */
+static json_object *eg_json_parse(const char *json, size_t len, const char **why) {
+  struct eg_jscan s = {.p = json, .end = json + len};
+  eg_js_ws(&s);
+  int object = s.p < s.end && *s.p == '{';
+  if (eg_js_value(&s, 0) == 0) {
+    eg_js_ws(&s);
+    if (s.p < s.end) s.why = "not valid JSON (something follows the value)";
+  }
+  if (s.why) return *why = s.why, NULL;
+  if (!object) return *why = "must be a JSON object", NULL;
+  json_tokener *tok = json_tokener_new_ex(EG_JSON_DEPTH_MAX);
+  if (!tok) return *why = NULL, NULL;
+  json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+  json_object *o = json_tokener_parse_ex(tok, json, (int)len);
+  enum json_tokener_error je = json_tokener_get_error(tok);
+  json_tokener_free(tok);
+  /* What passed the check parses; a failure here is json-c's memory. */
+  if (!o || je != json_tokener_success) {
+    json_object_put(o);
+    return *why = NULL, NULL;
+  }
+  if ((*why = eg_json_finite(o))) {
+    json_object_put(o);
+    return NULL;
+  }
   return o;
 }
 
@@ -45,10 +199,6 @@ eg_err eg_json_terms(const eg_blind_ctx *b, const char *field, const char *json,
   if (len > (size_t)INT32_MAX) return eg_invalid(msg, msglen, field, "too long");
   json_object *o = eg_json_parse(json, len, &why);
   if (!o) return why ? eg_invalid(msg, msglen, field, "%s", why) : EG_ENOMEM;
-  if (!json_object_is_type(o, json_type_object)) {
-    json_object_put(o);
-    return eg_invalid(msg, msglen, field, "must be a JSON object");
-  }
   size_t pairs = (size_t)json_object_object_length(o);
   if (pairs > max) {
     json_object_put(o);

@@ -439,24 +439,33 @@ static eg_err eg_pw_apply(eg_req *r, eg_txn *t) {
   const Engram__V1__PutWritesRequest *in = st->in;
   int32_t written = 0;
   size_t held;
-  /* Reads return a checkpoint with all its writes: bound them here, so a
-   * checkpoint never holds more than a read returns. */
-  eg_err e = eg_store_checkpoint_writes_count(t, r->tenant, in->user_id, in->thread_id,
-                                              in->checkpoint_ns, in->checkpoint_id,
-                                              EG_CKPT_PENDING_MAX, &held);
+  uint64_t bytes;
+  eg_err e = EG_OK;
+  for (size_t i = 0; i < in->n_writes && !e; i++) {
+    int w;
+    e = eg_store_checkpoint_write_put(t, r->tenant, in->user_id, in->thread_id, in->checkpoint_ns,
+                                      in->checkpoint_id, &st->recs[i], &w);
+    written += w;
+  }
   if (e) return e;
-  if (held + in->n_writes > EG_CKPT_PENDING_MAX) {
+  /* Reads return a checkpoint with all its writes: bound what it holds
+   * once this call's writes are in (so that a retry, which writes nothing
+   * new, is never refused; a refusal aborts this call's txn, writing
+   * nothing). The walk is bounded by the count. */
+  e = eg_store_checkpoint_writes_size(t, r->tenant, in->user_id, in->thread_id, in->checkpoint_ns,
+                                      in->checkpoint_id, EG_CKPT_PENDING_MAX, &held, &bytes);
+  if (e == EG_ELIMIT) {
     snprintf(r->msg, sizeof r->msg,
-             "writes: checkpoint holds %zu pending writes; %zu more would pass the limit of %d",
-             held, in->n_writes, EG_CKPT_PENDING_MAX);
+             "writes: checkpoint %s would hold more than %d pending writes (the limit)",
+             in->checkpoint_id, EG_CKPT_PENDING_MAX);
     return EG_EQUOTA;
   }
-  for (size_t i = 0; i < in->n_writes; i++) {
-    int w;
-    e = eg_store_checkpoint_write_put(t, r->tenant, in->user_id, in->thread_id,
-                                             in->checkpoint_ns, in->checkpoint_id, &st->recs[i], &w);
-    if (e) return e;
-    written += w;
+  if (e) return e;
+  if (bytes > EG_CKPT_PENDING_BYTES_MAX) {
+    snprintf(r->msg, sizeof r->msg,
+             "writes: checkpoint %s would hold %llu bytes of pending writes as stored, limit %d",
+             in->checkpoint_id, (unsigned long long)bytes, EG_CKPT_PENDING_BYTES_MAX);
+    return EG_EQUOTA;
   }
   Engram__V1__PutWritesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__PutWritesResponse);
   if (!out) return EG_ENOMEM;

@@ -27,16 +27,22 @@ static int eg_ckpt_id_len(const char *id, int empty_ok) {
   return n > EG_STORE_ID_MAX || (n == 0 && !empty_ok) ? -1 : (int)n;
 }
 
-/* Appends D(id). */
-static eg_err eg_key_digest(eg_key *k, const char *id, int empty_ok) {
-  uint8_t d[32];
+/* D(id) into d (32 bytes; the first EG_CKPT_DIGEST_LEN are D). */
+static eg_err eg_ckpt_digest(const char *id, int empty_ok, uint8_t d[32]) {
   int n = eg_ckpt_id_len(id, empty_ok);
   if (n < 0) return EG_EINVAL;
   eg_sha256 h;
   eg_sha256_init(&h);
   eg_sha256_update(&h, id, (size_t)n);
   eg_sha256_final(&h, d);
-  return eg_key_raw(k, d, EG_CKPT_DIGEST_LEN);
+  return EG_OK;
+}
+
+/* Appends D(id). */
+static eg_err eg_key_digest(eg_key *k, const char *id, int empty_ok) {
+  uint8_t d[32];
+  eg_err e = eg_ckpt_digest(id, empty_ok, d);
+  return e ? e : eg_key_raw(k, d, EG_CKPT_DIGEST_LEN);
 }
 
 /* UK: u8len T | D(user_id). */
@@ -99,13 +105,19 @@ eg_err eg_store_checkpoint_put(eg_txn *t, const char *tenant, const char *user_i
   return e ? e : eg_store__put(t, t->s->checkpoints_by_user, &it, "", 0);
 }
 
-/* Decodes v as a checkpoint and checks it is the one its key names. */
-static eg_err eg_ckpt_decode(const MDB_val *v, const char *thread, const char *ns, eg_ckpt_rec **out) {
+/* Decodes v, the value of key k in checkpoints (TK | D(ns) | id, whose
+ * id starts at id_at), and checks it is the one k names: its id, and its
+ * thread and ns (NULL: not known here; the index path checks digests). */
+static eg_err eg_ckpt_decode(const MDB_val *k, size_t id_at, const MDB_val *v, const char *thread,
+                             const char *ns, eg_ckpt_rec **out) {
   eg_ckpt_rec *rec;
   eg_err e = eg_store__decode(EG_CKPT_DESC, v, (ProtobufCMessage **)&rec);
   if (e) return e;
+  size_t id_len = k->mv_size - id_at;
   /* A digest collision would show another thread's checkpoint. */
-  if ((thread && strcmp(rec->thread_id, thread) != 0) || (ns && strcmp(rec->checkpoint_ns, ns) != 0)) {
+  if (strlen(rec->checkpoint_id) != id_len ||
+      memcmp(rec->checkpoint_id, (const uint8_t *)k->mv_data + id_at, id_len) != 0 ||
+      (thread && strcmp(rec->thread_id, thread) != 0) || (ns && strcmp(rec->checkpoint_ns, ns) != 0)) {
     eg_ckpt_rec_free(rec);
     return EG_ECORRUPT;
   }
@@ -127,7 +139,7 @@ eg_err eg_store_checkpoint_get(eg_txn *t, const char *tenant, const char *user_i
     key = (MDB_val){k.len, k.buf};
     int rc = mdb_get(t->txn, t->s->checkpoints, &key, &val);
     if (rc) return eg_store__err(rc);
-    return eg_ckpt_decode(&val, thread_id, ns, out);
+    return eg_ckpt_decode(&key, key.mv_size - strlen(checkpoint_id), &val, thread_id, ns, out);
   }
   /* The newest: the last key under the namespace's prefix. */
   eg_key end = k;
@@ -138,7 +150,7 @@ eg_err eg_store_checkpoint_get(eg_txn *t, const char *tenant, const char *user_i
   mdb_cursor_close(c);
   if (rc) return eg_store__err(rc);
   if (!eg_key_has_prefix(key.mv_data, key.mv_size, &k)) return EG_ENOTFOUND;
-  return eg_ckpt_decode(&val, thread_id, ns, out);
+  return eg_ckpt_decode(&key, k.len, &val, thread_id, ns, out);
 }
 
 /* ---- scan ------------------------------------------------------------------------ */
@@ -164,38 +176,73 @@ static eg_err eg_ckpt_range_seek(struct eg_ckpt_range *r, const char *before_id,
   return eg_key_raw(&r->seek, &ff, 1);
 }
 
-/* The record an index entry k (past UK | kind) names, by building its
- * checkpoints key: TK | D(ns) | id. */
+/* An index entry k (past UK | kind, see the layout) split into its parts;
+ * EG_ECORRUPT if it does not have their shape. */
+struct eg_ckpt_entry {
+  const uint8_t *dt, *dn, *id; /* D(thread), D(ns), checkpoint_id */
+  size_t id_len;
+};
+
+static eg_err eg_ckpt_entry_parse(const eg_key *uk, int kind, const MDB_val *k,
+                                  struct eg_ckpt_entry *out) {
+  const uint8_t *p = (const uint8_t *)k->mv_data + uk->len + 1;
+  if (k->mv_size < uk->len + 1 + 2 * EG_CKPT_DIGEST_LEN + 2) return EG_ECORRUPT;
+  size_t n = k->mv_size - uk->len - 1;
+  out->id_len = n - 1 - 2 * EG_CKPT_DIGEST_LEN;
+  if (kind == EG_IDX_USER) {
+    out->id = p;
+    out->dt = p + out->id_len + 1;
+    out->dn = out->dt + EG_CKPT_DIGEST_LEN;
+  } else {
+    out->dt = p;
+    out->id = p + EG_CKPT_DIGEST_LEN;
+    out->dn = out->id + out->id_len + 1;
+  }
+  if (out->id[out->id_len] != 0 || out->id_len > EG_STORE_ID_MAX) return EG_ECORRUPT;
+  return EG_OK;
+}
+
+/* The checkpoints key an index entry names: TK | D(ns) | id. */
+static eg_err eg_ckpt_entry_key(const eg_key *uk, const struct eg_ckpt_entry *en, eg_key *rk) {
+  *rk = *uk;
+  eg_err e = eg_key_raw(rk, en->dt, EG_CKPT_DIGEST_LEN);
+  if (!e) e = eg_key_raw(rk, en->dn, EG_CKPT_DIGEST_LEN);
+  return e ? e : eg_key_raw(rk, en->id, en->id_len);
+}
+
+/* 1 if rec's thread and namespace are those the entry names by digest
+ * (its id is checked where it is decoded). */
+static int eg_ckpt_entry_names(const struct eg_ckpt_entry *en, const eg_ckpt_rec *rec) {
+  uint8_t dt[32], dn[32];
+  return eg_ckpt_digest(rec->thread_id, 0, dt) == EG_OK &&
+         memcmp(dt, en->dt, EG_CKPT_DIGEST_LEN) == 0 &&
+         eg_ckpt_digest(rec->checkpoint_ns, 1, dn) == EG_OK &&
+         memcmp(dn, en->dn, EG_CKPT_DIGEST_LEN) == 0;
+}
+
+/* The record an index entry k (past UK | kind) names, checked to be that
+ * one (as the direct path checks its own: a record that is not the one
+ * named is damage, EG_ECORRUPT). */
 static eg_err eg_ckpt_from_index(eg_txn *t, const eg_key *uk, int kind, const MDB_val *k,
                                  eg_ckpt_rec **out) {
-  const uint8_t *p = (const uint8_t *)k->mv_data + uk->len + 1;
-  size_t n = k->mv_size - uk->len - 1;
-  const uint8_t *dt, *dn, *id;
-  size_t id_len;
-  if (n < 2 * EG_CKPT_DIGEST_LEN + 2) return EG_ECORRUPT;
-  if (kind == EG_IDX_USER) {
-    id = p;
-    id_len = n - 1 - 2 * EG_CKPT_DIGEST_LEN;
-    dt = p + id_len + 1;
-    dn = dt + EG_CKPT_DIGEST_LEN;
-  } else {
-    dt = p;
-    id = p + EG_CKPT_DIGEST_LEN;
-    id_len = n - 1 - 2 * EG_CKPT_DIGEST_LEN;
-    dn = id + id_len + 1;
-  }
-  if (id[id_len] != 0 || id_len > EG_STORE_ID_MAX) return EG_ECORRUPT;
-  eg_key rk = *uk;
-  eg_err e = eg_key_raw(&rk, dt, EG_CKPT_DIGEST_LEN);
-  if (!e) e = eg_key_raw(&rk, dn, EG_CKPT_DIGEST_LEN);
-  if (!e) e = eg_key_raw(&rk, id, id_len);
+  struct eg_ckpt_entry en;
+  eg_key rk;
+  eg_err e = eg_ckpt_entry_parse(uk, kind, k, &en);
+  if (!e) e = eg_ckpt_entry_key(uk, &en, &rk);
   if (e) return e;
   MDB_val key = {rk.len, rk.buf}, val;
   int rc = mdb_get(t->txn, t->s->checkpoints, &key, &val);
   /* An index entry without its record is damage, not absence. */
   if (rc == MDB_NOTFOUND) return EG_ECORRUPT;
   if (rc) return eg_store__err(rc);
-  return eg_ckpt_decode(&val, NULL, NULL, out);
+  eg_ckpt_rec *rec;
+  if ((e = eg_ckpt_decode(&key, rk.len - en.id_len, &val, NULL, NULL, &rec))) return e;
+  if (!eg_ckpt_entry_names(&en, rec)) {
+    eg_ckpt_rec_free(rec);
+    return EG_ECORRUPT;
+  }
+  *out = rec;
+  return EG_OK;
 }
 
 eg_err eg_store_checkpoints_scan(eg_txn *t, const char *tenant, const char *user_id,
@@ -235,7 +282,7 @@ eg_err eg_store_checkpoints_scan(eg_txn *t, const char *tenant, const char *user
     }
     memcpy(pos.buf, (const uint8_t *)key.mv_data + r.prefix.len, pos.len);
     e = r.index ? eg_ckpt_from_index(t, &uk, kind, &key, &rec)
-                : eg_ckpt_decode(&val, thread_id, ns, &rec);
+                : eg_ckpt_decode(&key, r.prefix.len, &val, thread_id, ns, &rec);
     if (e || fn(arg, &pos, rec)) break;
     rc = mdb_cursor_get(c, &key, &val, MDB_PREV);
   }
@@ -282,58 +329,14 @@ static int eg_write_cmp(const void *a, const void *b) {
   return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-eg_err eg_store_checkpoint_writes_get(eg_txn *t, const char *tenant, const char *user_id,
-                                      const char *thread_id, const char *ns,
-                                      const char *checkpoint_id, size_t max,
-                                      eg_ckpt_write_rec ***out, size_t *n) {
-  eg_key k;
-  MDB_cursor *c = NULL;
-  MDB_val key, val;
-  eg_ckpt_write_rec **w = NULL;
-  size_t cnt = 0, cap = 0;
-  *out = NULL;
-  *n = 0;
-  if (!eg_txn_readable(t)) return EG_EINVAL;
-  eg_err e = eg_key_ckpt_writes(&k, tenant, user_id, thread_id, ns, checkpoint_id);
-  if (e) return e;
-  int rc = mdb_cursor_open(t->txn, t->s->checkpoint_writes, &c);
-  if (rc) return eg_store__err(rc);
-  rc = eg_store__seek_at(c, &k, &key, &val);
-  while (!rc && eg_key_has_prefix(key.mv_data, key.mv_size, &k)) {
-    if (cnt == max) {
-      e = EG_ELIMIT;
-      break;
-    }
-    if (cnt == cap) {
-      size_t ncap = cap ? 2 * cap : 16;
-      eg_ckpt_write_rec **nw = realloc(w, ncap * sizeof *nw);
-      if (!nw) {
-        e = EG_ENOMEM;
-        break;
-      }
-      w = nw;
-      cap = ncap;
-    }
-    if ((e = eg_store__decode(EG_CKPT_WRITE_DESC, &val, (ProtobufCMessage **)&w[cnt]))) break;
-    cnt++;
-    rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
-  }
-  mdb_cursor_close(c);
-  if (!e && rc && rc != MDB_NOTFOUND) e = eg_store__err(rc);
-  if (e) {
-    eg_ckpt_writes_free(w, cnt);
-    return e;
-  }
-  /* Keys order by the task's digest: the API's order is by task_id. */
-  if (cnt > 1) qsort(w, cnt, sizeof *w, eg_write_cmp);
-  *out = w;
-  *n = cnt;
-  return EG_OK;
-}
+/* Calls fn(arg, value) on each pending write of checkpoint (thread, ns,
+ * id) in key order, at most max of them (one more is EG_ELIMIT); fn's
+ * failure stops the walk. */
+typedef eg_err (*eg_write_visit_fn)(void *arg, const MDB_val *v);
 
-eg_err eg_store_checkpoint_writes_count(eg_txn *t, const char *tenant, const char *user_id,
-                                        const char *thread_id, const char *ns,
-                                        const char *checkpoint_id, size_t max, size_t *n) {
+static eg_err eg_ckpt_writes_walk(eg_txn *t, const char *tenant, const char *user_id,
+                                  const char *thread_id, const char *ns, const char *checkpoint_id,
+                                  size_t max, eg_write_visit_fn fn, void *arg) {
   eg_key k;
   MDB_cursor *c = NULL;
   MDB_val key, val;
@@ -344,59 +347,163 @@ eg_err eg_store_checkpoint_writes_count(eg_txn *t, const char *tenant, const cha
   int rc = mdb_cursor_open(t->txn, t->s->checkpoint_writes, &c);
   if (rc) return eg_store__err(rc);
   rc = eg_store__seek_at(c, &k, &key, &val);
-  while (!rc && cnt < max && eg_key_has_prefix(key.mv_data, key.mv_size, &k)) {
-    cnt++;
+  while (!rc && eg_key_has_prefix(key.mv_data, key.mv_size, &k)) {
+    if (cnt++ == max) {
+      e = EG_ELIMIT;
+      break;
+    }
+    if ((e = fn(arg, &val))) break;
     rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
   }
   mdb_cursor_close(c);
-  if (rc && rc != MDB_NOTFOUND) return eg_store__err(rc);
-  *n = cnt;
+  if (!e && rc && rc != MDB_NOTFOUND) e = eg_store__err(rc);
+  return e;
+}
+
+struct eg_writes_buf {
+  eg_ckpt_write_rec **w;
+  size_t n, cap;
+};
+
+static eg_err eg_writes_decode(void *arg, const MDB_val *v) {
+  struct eg_writes_buf *b = arg;
+  if (b->n == b->cap) {
+    size_t ncap = b->cap ? 2 * b->cap : 16;
+    eg_ckpt_write_rec **nw = realloc(b->w, ncap * sizeof *nw);
+    if (!nw) return EG_ENOMEM;
+    b->w = nw;
+    b->cap = ncap;
+  }
+  eg_err e = eg_store__decode(EG_CKPT_WRITE_DESC, v, (ProtobufCMessage **)&b->w[b->n]);
+  if (!e) b->n++;
+  return e;
+}
+
+eg_err eg_store_checkpoint_writes_get(eg_txn *t, const char *tenant, const char *user_id,
+                                      const char *thread_id, const char *ns,
+                                      const char *checkpoint_id, size_t max,
+                                      eg_ckpt_write_rec ***out, size_t *n) {
+  struct eg_writes_buf b = {0};
+  *out = NULL;
+  *n = 0;
+  eg_err e = eg_ckpt_writes_walk(t, tenant, user_id, thread_id, ns, checkpoint_id, max,
+                                 eg_writes_decode, &b);
+  if (e) {
+    eg_ckpt_writes_free(b.w, b.n);
+    return e;
+  }
+  /* Keys order by the task's digest: the API's order is by task_id. */
+  if (b.n > 1) qsort(b.w, b.n, sizeof *b.w, eg_write_cmp);
+  *out = b.w;
+  *n = b.n;
+  return EG_OK;
+}
+
+struct eg_writes_size {
+  size_t n;
+  uint64_t bytes;
+};
+
+static eg_err eg_writes_add(void *arg, const MDB_val *v) {
+  struct eg_writes_size *z = arg;
+  z->n++;
+  z->bytes += v->mv_size;
+  return EG_OK;
+}
+
+eg_err eg_store_checkpoint_writes_size(eg_txn *t, const char *tenant, const char *user_id,
+                                       const char *thread_id, const char *ns,
+                                       const char *checkpoint_id, size_t max, size_t *n,
+                                       uint64_t *bytes) {
+  struct eg_writes_size z = {0};
+  eg_err e = eg_ckpt_writes_walk(t, tenant, user_id, thread_id, ns, checkpoint_id, max,
+                                 eg_writes_add, &z);
+  if (e) return e;
+  *n = z.n;
+  *bytes = z.bytes;
   return EG_OK;
 }
 
 /* ---- deletion -------------------------------------------------------------------- */
 
+/* DeleteThread's first part: the thread's checkpoints oldest first (its
+ * index 0x02 in key order), each with its two index entries, all three
+ * keys built from the entry itself: nothing is decoded, so a damaged
+ * record is deleted like any other. */
+static eg_err eg_thread_delete_checkpoints(eg_txn *t, const char *tenant, const char *user_id,
+                                           const char *thread_id, uint64_t budget,
+                                           uint64_t *spent, uint64_t *checkpoints, int *left) {
+  eg_key uk, prefix, rk, iu;
+  uint8_t kind = EG_IDX_THREAD, zero = 0, user_kind = EG_IDX_USER;
+  eg_err e = eg_key_ckpt_user(&uk, tenant, user_id);
+  if (!e) {
+    prefix = uk;
+    e = eg_key_raw(&prefix, &kind, 1);
+  }
+  if (!e) e = eg_key_digest(&prefix, thread_id, 0);
+  while (!e) {
+    MDB_cursor *c = NULL;
+    MDB_val key, val;
+    eg_key entry;
+    int rc = mdb_cursor_open(t->txn, t->s->checkpoints_by_user, &c);
+    if (!rc) rc = eg_store__seek_at(c, &prefix, &key, &val);
+    if (!rc && !eg_key_has_prefix(key.mv_data, key.mv_size, &prefix)) rc = MDB_NOTFOUND;
+    if (!rc) {
+      entry.len = key.mv_size;
+      memcpy(entry.buf, key.mv_data, key.mv_size);
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) return EG_OK;
+    if (rc) return eg_store__err(rc);
+    if (*spent + 3 > budget && *spent > 0) {
+      *left = 1;
+      return EG_OK;
+    }
+    key = (MDB_val){entry.len, entry.buf};
+    struct eg_ckpt_entry en;
+    /* An entry of another shape names no record: it goes alone. */
+    if (eg_ckpt_entry_parse(&uk, EG_IDX_THREAD, &key, &en) == EG_OK) {
+      e = eg_ckpt_entry_key(&uk, &en, &rk);
+      if (!e) {
+        iu = uk;
+        e = eg_key_raw(&iu, &user_kind, 1);
+      }
+      if (!e) e = eg_key_raw(&iu, en.id, en.id_len);
+      if (!e) e = eg_key_raw(&iu, &zero, 1);
+      if (!e) e = eg_key_raw(&iu, en.dt, EG_CKPT_DIGEST_LEN);
+      if (!e) e = eg_key_raw(&iu, en.dn, EG_CKPT_DIGEST_LEN);
+      if (!e) e = eg_store__del_quiet(t, t->s->checkpoints_by_user, &iu);
+      if (!e) {
+        e = eg_store__del(t, t->s->checkpoints, &rk);
+        if (e == EG_OK) ++*checkpoints;
+        if (e == EG_ENOTFOUND) e = EG_OK;
+      }
+    }
+    if (!e) e = eg_store__del(t, t->s->checkpoints_by_user, &entry);
+    *spent += 3;
+  }
+  return e;
+}
+
 eg_err eg_store_thread_delete_step(eg_txn *t, const char *tenant, const char *user_id,
                                    const char *thread_id, uint64_t budget, uint64_t *checkpoints,
                                    uint64_t *writes, int *done) {
-  eg_key tk, iu, it, k;
+  eg_key tk;
   uint64_t spent = 0;
   int left = 0;
   if (!eg_txn_writable(t) || budget == 0) return EG_EINVAL;
   *done = 0;
   eg_err e = eg_key_ckpt_thread(&tk, tenant, user_id, thread_id);
-  if (!e) e = eg_store__erase_range(t, t->s->checkpoint_writes, &tk, budget, &spent, writes, &left);
-  /* Each checkpoint with its two index entries (the user-wide one is not
-   * under the thread's prefix). */
-  while (!e && !left) {
-    MDB_cursor *c = NULL;
-    MDB_val key, val;
-    eg_ckpt_rec *rec = NULL;
-    int rc = mdb_cursor_open(t->txn, t->s->checkpoints, &c);
-    if (!rc) rc = eg_store__seek_at(c, &tk, &key, &val);
-    if (!rc && !eg_key_has_prefix(key.mv_data, key.mv_size, &tk)) rc = MDB_NOTFOUND;
-    if (!rc) {
-      k.len = key.mv_size;
-      memcpy(k.buf, key.mv_data, key.mv_size);
-      e = eg_ckpt_decode(&val, thread_id, NULL, &rec);
-    }
-    mdb_cursor_close(c);
-    if (rc == MDB_NOTFOUND) break;
-    if (rc) return eg_store__err(rc);
-    if (e) return e;
-    if (spent + 3 > budget && spent > 0) {
-      eg_ckpt_rec_free(rec);
-      left = 1;
-      break;
-    }
-    e = eg_key_ckpt_index(&iu, &it, tenant, user_id, thread_id, rec->checkpoint_ns, rec->checkpoint_id);
-    eg_ckpt_rec_free(rec);
-    if (!e) e = eg_store__del_quiet(t, t->s->checkpoints_by_user, &iu);
-    if (!e) e = eg_store__del_quiet(t, t->s->checkpoints_by_user, &it);
-    if (!e) e = eg_store__del(t, t->s->checkpoints, &k);
-    spent += 3;
-    if (!e) ++*checkpoints;
-  }
+  /* Checkpoints before writes, so that a checkpoint left by a step (or a
+   * crash between steps) still has all its writes: a half-deleted thread
+   * is its newest checkpoints, whole. Then records with no index entry
+   * (damage), then the writes, which no checkpoint shows any more. */
+  if (!e) e = eg_thread_delete_checkpoints(t, tenant, user_id, thread_id, budget, &spent,
+                                           checkpoints, &left);
+  if (!e && !left)
+    e = eg_store__erase_range(t, t->s->checkpoints, &tk, budget, &spent, checkpoints, &left);
+  if (!e && !left)
+    e = eg_store__erase_range(t, t->s->checkpoint_writes, &tk, budget, &spent, writes, &left);
   if (!e && !left) *done = 1;
   return e;
 }

@@ -73,8 +73,10 @@ typedef int (*eg_ckpt_visit_fn)(void *arg, const eg_ckpt_pos *pos, eg_ckpt_rec *
  * thread_id in every namespace (ns NULL); or of every thread (thread_id
  * NULL or "": ns is then ignored). Only ids below before_id (NULL or "":
  * no bound), and below `after` (a pos this scan gave with the same
- * arguments; NULL: from the newest). EG_EINVAL for a bad id or `after`.
- * Cost: O(log n + visited). */
+ * arguments; NULL: from the newest). EG_EINVAL for a bad id or `after`;
+ * EG_ECORRUPT for a record that does not decode or is not the one its key
+ * or index entry names (ids, thread and namespace digests). Cost: O(log n
+ * + visited). */
 eg_err eg_store_checkpoints_scan(eg_txn *t, const char *tenant, const char *user_id,
                                  const char *thread_id, const char *ns, const char *before_id,
                                  const eg_ckpt_pos *after, eg_ckpt_visit_fn fn, void *arg);
@@ -99,16 +101,21 @@ eg_err eg_store_checkpoint_writes_get(eg_txn *t, const char *tenant, const char 
 void eg_ckpt_writes_free(eg_ckpt_write_rec **w, size_t n);
 
 /* How many pending writes checkpoint (thread_id, ns, checkpoint_id) holds
- * into *n, counting no further than max (then *n is max). Cost: O(log n +
- * *n), no record decoded. */
-eg_err eg_store_checkpoint_writes_count(eg_txn *t, const char *tenant, const char *user_id,
-                                        const char *thread_id, const char *ns,
-                                        const char *checkpoint_id, size_t max, size_t *n);
+ * into *n, and their bytes as stored (values sealed, with their ids and
+ * names: at least what a read returns of them) into *bytes. More than max
+ * writes is EG_ELIMIT. Cost: O(log n + *n), no record decoded. */
+eg_err eg_store_checkpoint_writes_size(eg_txn *t, const char *tenant, const char *user_id,
+                                       const char *thread_id, const char *ns,
+                                       const char *checkpoint_id, size_t max, size_t *n,
+                                       uint64_t *bytes);
 
 /* One bounded step of deleting thread_id of user_id (every namespace):
  * at most about `budget` keys. Adds what went to *checkpoints and
  * *writes; *done is set once nothing of the thread is left. Call again in
- * a new txn while *done is 0. */
+ * a new txn while *done is 0. Order: the checkpoints oldest first (each
+ * with its index entries), then their pending writes; so what a step (or
+ * a crash between steps) leaves is the thread's newest checkpoints, each
+ * with all its writes. Records are not decoded: a damaged one goes too. */
 eg_err eg_store_thread_delete_step(eg_txn *t, const char *tenant, const char *user_id,
                                    const char *thread_id, uint64_t budget, uint64_t *checkpoints,
                                    uint64_t *writes, int *done);

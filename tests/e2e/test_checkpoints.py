@@ -6,14 +6,15 @@ file), a replica read with engram-min-lsn, and sealing at rest."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import tempfile
 
 import grpc
 
-from harness import (KEEP, RPC_TIMEOUT, E2ETestCase, Server, ServerTestCase, free_port,
-                     make_keyring, uid, write_tokens)
+from harness import (ENGRAMD, KEEP, RPC_TIMEOUT, E2ETestCase, Server, ServerTestCase, clean_env,
+                     free_port, make_keyring, uid, write_tokens)
 from engram.v1 import agent_state_pb2 as apb  # noqa: E402
 from engram.v1 import agent_state_pb2_grpc as apbg  # noqa: E402
 from engram.v1 import user_pb2 as upb  # noqa: E402
@@ -265,6 +266,7 @@ class CheckpointTest(ServerTestCase):
     def test_write_limits_at_their_edge(self):
         u, t = uid("u"), uid("t")
         self.ck.put(u, t, cid(1))
+        self.ck.put(u, t, cid(2))
         # one value: 4 MiB accepted, one more byte refused
         self.assertEqual(self.ck.writes(u, t, cid(1), [W("big", 0, value=b"v" * (4 * MiB))]), 1)
         self.assertInvalid(self.ck.writes, u, t, cid(1), [W("big", 1, value=b"v" * (4 * MiB + 1))],
@@ -273,9 +275,10 @@ class CheckpointTest(ServerTestCase):
         self.assertEqual(self.ck.writes(u, t, cid(1), [W("many", i) for i in range(1000)]), 1000)
         self.assertInvalid(self.ck.writes, u, t, cid(1), [W("more", i) for i in range(1001)],
                            field="writes")
-        # 16 MiB in all accepted, past it refused (values plus ids and channels)
+        # 16 MiB in all accepted, past it refused (values plus ids and
+        # channels); on a checkpoint of its own, within its 20 MiB as stored
         quarter = 4 * MiB - len("q0") - len("ch") - len("json")
-        self.assertEqual(self.ck.writes(u, t, cid(1), [W("q%d" % i, 0, value=b"v" * quarter)
+        self.assertEqual(self.ck.writes(u, t, cid(2), [W("q%d" % i, 0, value=b"v" * quarter)
                                                        for i in range(4)]), 4)
         e = self.assertInvalid(self.ck.writes, u, t, cid(1),
                                [W("r%d" % i, 0, value=b"v" * quarter) for i in range(3)] +
@@ -287,8 +290,10 @@ class CheckpointTest(ServerTestCase):
         self.assertInvalid(self.ck.writes, u, t, cid(1), [W("ok", 0, channel="")],
                            field="writes[0].channel")
         # nothing of the refused calls was written
-        tasks = {w.task_id for w in self.ck.get(u, t).pending_writes}
-        self.assertEqual(tasks, {"big", "many", "q0", "q1", "q2", "q3"})
+        tasks = {w.task_id for w in self.ck.get(u, t, cid=cid(1)).pending_writes}
+        self.assertEqual(tasks, {"big", "many"})
+        tasks = {w.task_id for w in self.ck.get(u, t, cid=cid(2)).pending_writes}
+        self.assertEqual(tasks, {"q0", "q1", "q2", "q3"})
 
     def test_a_checkpoint_holds_at_most_10000_writes(self):
         u, t = uid("u"), uid("t")
@@ -297,11 +302,58 @@ class CheckpointTest(ServerTestCase):
             self.assertEqual(self.ck.writes(u, t, cid(1), [W("k%d" % k, i) for i in range(1000)]), 1000)
         self.assertEqual(self.ck.writes(u, t, cid(1), [W("last", i) for i in range(999)]), 999)
         self.assertEqual(self.ck.writes(u, t, cid(1), [W("edge", 0)]), 1)
+        e = self.assertStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, self.ck.writes, u, t, cid(1),
+                              [W("over", 0)], field="writes")
+        self.assertIn("10000", e.details())
+        # at the cap a retry writes nothing new, so it is not refused; one
+        # new write among retried ones is
+        self.assertEqual(self.ck.writes(u, t, cid(1), [W("edge", 0)]), 0)
+        self.assertEqual(self.ck.writes(u, t, cid(1), [W("last", i) for i in range(999)]), 0)
         self.assertStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, self.ck.writes, u, t, cid(1),
-                          [W("over", 0)], field="writes")
+                          [W("edge", 0), W("over", 0)], field="writes")
         self.assertEqual(len(self.ck.get(u, t).pending_writes), 10000)
         # another checkpoint of the thread has room of its own
         self.assertEqual(self.ck.writes(u, t, cid(2), [W("other", 0)]), 1)
+
+    def test_a_checkpoint_holds_at_most_20_mib_of_writes(self):
+        """Reads return a checkpoint with all its writes: their bytes as
+        stored are bounded, so a reply stays under what clients receive."""
+        u, t = uid("u"), uid("t")
+        cap = 20 * MiB
+        self.ck.put(u, t, cid(1), data=b"c" * (4 * MiB))
+        for k in range(4):
+            self.assertEqual(self.ck.writes(u, t, cid(1), [W("w%d" % k, 0, value=b"v" * (4 * MiB))]), 1)
+        # past the cap: refused, naming the bytes it would hold and the cap
+        e = self.assertStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, self.ck.writes, u, t, cid(1),
+                              [W("w4", 0, value=b"v" * (4 * MiB))], field="writes")
+        self.assertIn(str(cap), e.details())
+        over = int(re.search(r"would hold (\d+) bytes", e.details()).group(1)) - cap
+        self.assertGreater(over, 0)
+        # exactly at the cap: taken; a retry of it too; one byte more is not
+        edge = W("w4", 0, value=b"v" * (4 * MiB - over))
+        self.assertEqual(self.ck.writes(u, t, cid(1), [edge]), 1)
+        self.assertEqual(self.ck.writes(u, t, cid(1), [edge]), 0)
+        self.assertStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, self.ck.writes, u, t, cid(1),
+                          [W("w5", 0, value=b"")], field="writes")
+        c = self.ck.get(u, t)
+        self.assertEqual(len(c.pending_writes), 5)
+        self.assertLess(c.ByteSize(), 64 * MiB)
+        # another checkpoint has room of its own
+        self.assertEqual(self.ck.writes(u, t, cid(2), [W("w0", 0, value=b"v" * (4 * MiB))]), 1)
+
+    def test_json_fields_are_strict_json_objects(self):
+        u, t = uid("u"), uid("t")
+        for bad, why in [('{"a":NaN}', "not valid JSON"), ('{"a":1 /* x */}', "not valid JSON"),
+                         ("{'a':1}", "not valid JSON"), ('{"a":1e999}', "not finite"),
+                         ('{"a\\u0000b":1}', "\\u0000"), ("1", "must be a JSON object"),
+                         ("null", "must be a JSON object")]:
+            e = self.assertInvalid(self.ck.call, "PutCheckpoint", apb.PutCheckpointRequest(
+                user_id=u, checkpoint=apb.Checkpoint(thread_id=t, checkpoint_id=cid(1),
+                                                     metadata_json=bad)),
+                field="checkpoint.metadata_json")
+            self.assertIn(why, e.details(), bad)
+            self.assertInvalid(self.ck.list, u, filter_json=bad, field="filter_json")
+        self.assertStatus(grpc.StatusCode.NOT_FOUND, self.ck.get, u, t, field="thread_id")
 
     def test_delete_thread(self):
         u, t, keep = uid("u"), uid("t"), uid("keep")
@@ -388,6 +440,31 @@ class CheckpointAtRestTest(E2ETestCase):
         self.srv.stop()
         self.assertEqual(self.count(), {"checkpoints": 1, "checkpoints_by_user": 2,
                                         "checkpoint_writes": 0})
+
+
+class CheckpointCeilingTest(E2ETestCase):
+    """--max-checkpoint-bytes stops at 32 MiB: a checkpoint with its JSON
+    and 20 MiB of writes must stay under the 64 MiB clients and replicas
+    receive."""
+
+    def test_max_checkpoint_bytes_ceiling_is_32_mib(self):
+        tmp = tempfile.mkdtemp(prefix="engram-e2e-ckpt-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        p = subprocess.run([ENGRAMD, "--listen", "127.0.0.1:0", "--data-dir", tmp,
+                            "--max-checkpoint-bytes", str(32 * MiB + 1)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, env=clean_env(), timeout=20)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--max-checkpoint-bytes", p.stdout.decode(errors="replace"))
+        srv = self.start_server("--max-checkpoint-bytes", str(32 * MiB))
+        ck = Ckpt(srv.addr)
+        self.addCleanup(ck.close)
+        u, t = uid("u"), uid("t")
+        ck.put(u, t, cid(1), data=b"x" * (32 * MiB))
+        self.assertEqual(len(ck.get(u, t).checkpoint), 32 * MiB)
+        e = self.assertInvalid(ck.put, u, t, cid(2), data=b"x" * (32 * MiB + 1),
+                               field="checkpoint.checkpoint")
+        self.assertIn(str(32 * MiB), e.details())
 
 
 class CheckpointReplicaTest(E2ETestCase):
