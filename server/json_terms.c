@@ -19,7 +19,9 @@ static int eg_u64_cmp(const void *a, const void *b) {
  * keys are C strings (a key "a\u0000b" becomes "a"). The server returns
  * these texts verbatim to clients that parse them strictly, and hashes
  * keys: so a text is first checked here against RFC 8259's grammar, and
- * json-c parses only what passed. */
+ * json-c parses only what passed. (jansson, strict itself, cannot join
+ * json-c in one program: the two export functions of the same names, such
+ * as json_object_iter_next, and engramd logs with json-c.) */
 struct eg_jscan {
   const char *p, *end;
   const char *why; /* what is wrong, once something is */
