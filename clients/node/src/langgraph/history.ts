@@ -106,10 +106,18 @@ export class EngramChatMessageHistory extends BaseListChatMessageHistory {
   /**
    * Appends messages in one atomic call. A message's id (LangChain's) is its
    * client_message_id, so adding the same message again (a caller's retry)
-   * stores it once; messages without an id get a random one per call.
+   * stores it once. A message without an id is given a random one, set on
+   * the message itself (as LangGraph's messages reducer does), so a retry
+   * with the same message objects stores them once too.
    */
   override async addMessages(messages: BaseMessage[]): Promise<void> {
     if (messages.length === 0) return;
+    for (const m of messages) {
+      if (!m.id) {
+        m.id = randomUUID();
+        m.lc_kwargs.id = m.id;
+      }
+    }
     await this.#ensure();
     await this.client.messages.append(this.#sessionId, mapChatMessagesToStoredMessages(messages).map(toEngram));
   }
@@ -183,7 +191,7 @@ function toEngram(m: StoredMessage): MessageInit {
     role,
     content: content as string,
     metadata,
-    clientMessageId: typeof data.id === "string" && data.id !== "" ? data.id : randomUUID(),
+    clientMessageId: data.id as string, // addMessages gave every message one
   };
 }
 
