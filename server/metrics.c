@@ -319,12 +319,12 @@ static void eg_out_lag(struct eg_out *o, const eg_metrics *m, eg_repl *repl) {
   free(peers);
 }
 
-/* A metric family with one sample per sweep_due kind (v[1..EG_SWEEP_KIND_MAX]),
- * labelled kind="<eg_sweep_kind_name>". */
+/* A metric family with one sample per kind of the sweeper's stats
+ * (v[1..EG_SWEEP_STORE_EXPIRE]), labelled kind="<eg_sweep_kind_name>". */
 static void eg_out_by_kind(struct eg_out *o, const char *name, const char *type, const char *help,
-                           const uint64_t v[EG_SWEEP_KIND_MAX + 1]) {
+                           const uint64_t v[EG_SWEEP_STAT_KINDS]) {
   eg_out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-  for (unsigned k = 1; k <= EG_SWEEP_KIND_MAX; k++)
+  for (unsigned k = 1; k < EG_SWEEP_STAT_KINDS; k++)
     eg_out_printf(o, "%s{kind=\"%s\"} %llu\n", name, eg_sweep_kind_name(k),
                   (unsigned long long)v[k]);
 }

@@ -144,6 +144,12 @@ static eg_err eg_put_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if ((e = eg_ns_check(r, "namespace", in->namespace_, in->n_namespace_, 1, &st->ns)) ||
       (e = eg_key_check(r, "key", in->key)))
     return e;
+  /* ListNamespaces reads a "*" label as any label: an item under one could
+   * never be matched as itself, so no item is put there. */
+  for (size_t i = 0; i < in->n_namespace_; i++)
+    if (strcmp(in->namespace_[i], "*") == 0)
+      return eg_invalid(r->msg, sizeof r->msg, "namespace",
+                        "label %zu is \"*\", the wildcard of ListNamespaces", i);
   if (!in->value_json[0]) return eg_invalid(r->msg, sizeof r->msg, "value_json", "must be a JSON object");
   if ((e = eg_json_hashes(r, "value_json", in->value_json, &st->rec.value_hashes,
                           &st->rec.n_value_hashes)) ||
@@ -219,9 +225,10 @@ static eg_err eg_del_apply(eg_req *r, eg_txn *t) {
     r->msg[0] = '\0';
     return EG_OK; /* deleted: false, nothing written */
   }
+  if (e) return e; /* prev is set on EG_OK only */
   /* An expired item's keys go too; it was already absent to readers. */
   out->deleted = !eg_store_item_expired(prev, r->now_us);
-  return e ? e : eg_store_item_delete(t, r->tenant, &st->ns, st->key, prev);
+  return eg_store_item_delete(t, r->tenant, &st->ns, st->key, prev);
 }
 
 /* ==== SearchItems ======================================================================= */
@@ -330,7 +337,7 @@ static int eg_search_visit(void *arg, const eg_item_ref *ref, const eg_item_rec 
 }
 
 /* The page's items, opened, from the ranked candidates, within the reply
- * budget. */
+ * budget: truncated when it ended the page before the candidates did. */
 static eg_err eg_search_reply(eg_req *r, eg_search *s, size_t offset) {
   Engram__V1__SearchItemsResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__SearchItemsResponse);
   if (!out) return EG_ENOMEM;
@@ -360,7 +367,10 @@ static eg_err eg_search_reply(eg_req *r, eg_search *s, size_t offset) {
     if (!e) e = eg_item_to_api(r, &ns, labels, (size_t)n, key, rec, &it);
     if (e) return e;
     it->score = c->ranked ? c->score : 0;
-    if (!eg_reply_budget_take(&budget, &it->base)) break;
+    if (!eg_reply_budget_take(&budget, &it->base)) {
+      out->truncated = 1; /* the caller goes on at offset + n_items */
+      break;
+    }
     out->items[out->n_items++] = it;
   }
   return EG_OK;
@@ -516,6 +526,10 @@ static int eg_ns_visit(void *arg, const uint8_t *enc, size_t len, uint64_t count
       engram__v1__namespace__init(ns);
       ns->labels = labels;
       ns->n_labels = d;
+      /* Never ends a page early in practice: EG_LIST_NS_LIMIT_MAX
+       * namespaces of at most EG_STORE_NS_ENC_MAX bytes are about 0.3 MiB,
+       * below the smallest --max-reply-bytes (1 MiB), so the reply has no
+       * truncated flag. */
       if (!eg_reply_budget_take(&l->budget, &ns->base)) return 1;
       l->out->namespaces[l->out->n_namespaces++] = ns;
       if (l->out->n_namespaces == l->limit) return 1;

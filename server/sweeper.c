@@ -46,10 +46,9 @@ typedef struct {
    * word, not a storage error (see the end of eg_sweep_apply). */
   int nothing;
   uint64_t deleted; /* records deleted, a gone session's messages included */
-  uint64_t store_expired; /* store items past their TTL deleted */
-  uint64_t swept[EG_SWEEP_KIND_MAX + 1];
-  uint64_t backlog[EG_SWEEP_KIND_MAX + 1];
-  int backlog_seen[EG_SWEEP_KIND_MAX + 1]; /* backlog[k] is this step's word */
+  uint64_t swept[EG_SWEEP_STAT_KINDS];
+  uint64_t backlog[EG_SWEEP_STAT_KINDS];
+  int backlog_seen[EG_SWEEP_STAT_KINDS]; /* backlog[k] is this step's word */
   /* done's report to the thread; guarded by sw->bg.mu */
   int finished;
   eg_err err;
@@ -61,10 +60,9 @@ struct eg_sweeper {
   const struct eg_repl *repl;
   eg_bgthread bg; /* bg.cv also carries an item's done (eg_sweep_done) */
   eg_sweep_pos pos; /* the sweeper thread's own */
-  _Atomic uint64_t swept[EG_SWEEP_KIND_MAX + 1];
-  _Atomic uint64_t backlog[EG_SWEEP_KIND_MAX + 1];
+  _Atomic uint64_t swept[EG_SWEEP_STAT_KINDS];
+  _Atomic uint64_t backlog[EG_SWEEP_STAT_KINDS];
   _Atomic int64_t last_sweep_us;
-  _Atomic uint64_t store_expired;
 };
 
 /* ---- policy ---------------------------------------------------------------- */
@@ -232,6 +230,18 @@ static eg_err eg_sweep_tenant(eg_sweep_item *it, eg_txn *t, unsigned kind, const
   return e;
 }
 
+/* Deletes store items past their TTL, at most max of them, out of
+ * *budget; *more: some are left. */
+static eg_err eg_sweep_store(eg_sweep_item *it, eg_txn *t, uint64_t max, uint64_t *budget,
+                             int *more) {
+  uint64_t n = 0;
+  eg_err e = eg_store_items_expire(t, it->now_us, (size_t)max, &n, more);
+  it->swept[EG_SWEEP_STORE_EXPIRE] += n;
+  it->deleted += n;
+  *budget -= n < *budget ? n : *budget;
+  return e;
+}
+
 static int eg_first_tenant(void *arg, const char *tenant) {
   snprintf(arg, EG_STORE_ID_MAX + 1, "%s", tenant);
   return 1;
@@ -245,21 +255,15 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
   it->pass_done = 0;
   it->nothing = 0;
   it->deleted = 0;
-  it->store_expired = 0;
   memset(it->swept, 0, sizeof it->swept);
   memset(it->backlog, 0, sizeof it->backlog);
   memset(it->backlog_seen, 0, sizeof it->backlog_seen);
   eg_sweep_pos *p = &it->to;
   /* Store items past their TTL (their own expiry index, not a sweep_due
-   * kind: storage/store_items.h) take at most half of the step, so a
-   * backlog of them never starves the retention tiers. */
-  uint64_t expired = 0;
+   * kind: storage/store_items.h) take at most half of the step first, so
+   * a backlog of them never starves the retention tiers... */
   int more_expired = 0;
-  if ((e = eg_store_items_expire(t, it->now_us, (size_t)(budget + 1) / 2, &expired, &more_expired)))
-    return e;
-  it->store_expired = expired;
-  it->deleted += expired;
-  budget -= expired;
+  if ((e = eg_sweep_store(it, t, (budget + 1) / 2, &budget, &more_expired))) return e;
   while (budget > 0 && p->stage < EG_SWEEP_KIND_MAX) {
     const unsigned kind = eg_sweep_order[p->stage];
     char tenant[EG_STORE_ID_MAX + 1] = "";
@@ -287,6 +291,17 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
     it->pass_done = 1;
     *p = (eg_sweep_pos){.stage = 0};
   }
+  /* ...and what the tiers left: with nothing else due, a backlog of them
+   * goes at the whole pace of --sweep-batch. Then how many are still due,
+   * counted no further than one more step could take (a bounded look). */
+  if (more_expired && budget > 0 && (e = eg_sweep_store(it, t, budget, &budget, &more_expired)))
+    return e;
+  it->backlog[EG_SWEEP_STORE_EXPIRE] = 0;
+  it->backlog_seen[EG_SWEEP_STORE_EXPIRE] = 1;
+  if (more_expired &&
+      (e = eg_store_items_expiring(t, it->now_us, (size_t)it->sw->cfg->sweep_batch,
+                                   &it->backlog[EG_SWEEP_STORE_EXPIRE])))
+    return e;
   /* Nothing deleted: say so with an error, so the writer rolls the nested
    * txn back and, alone in its batch, commits nothing (no empty log
    * record every interval). it->nothing tells the step it is no failure,
@@ -309,10 +324,10 @@ static void eg_sweep_done(eg_write_item *item, eg_err err, uint64_t lsn, int bus
 /* ---- the thread --------------------------------------------------------------- */
 
 const char *eg_sweep_kind_name(unsigned kind) {
-  static const char *const names[EG_SWEEP_KIND_MAX + 1] = {
+  static const char *const names[EG_SWEEP_STAT_KINDS] = {
       "",          "session_gone",  "session_messages", "memory_tombstone",
-      "memory_expire", "session_purge"};
-  return kind <= EG_SWEEP_KIND_MAX ? names[kind] : "";
+      "memory_expire", "session_purge", "store_expire"};
+  return kind < EG_SWEEP_STAT_KINDS ? names[kind] : "";
 }
 
 /* One step: submits the item, waits for its commit, takes its results. */
@@ -334,13 +349,11 @@ static void eg_sweeper_step(eg_sweeper *s) {
     return;
   }
   s->pos = it.to;
-  for (unsigned k = 1; k <= EG_SWEEP_KIND_MAX; k++) {
+  for (unsigned k = 1; k < EG_SWEEP_STAT_KINDS; k++) {
     if (it.swept[k]) atomic_fetch_add_explicit(&s->swept[k], it.swept[k], memory_order_relaxed);
     if (it.backlog_seen[k])
       atomic_store_explicit(&s->backlog[k], it.backlog[k], memory_order_relaxed);
   }
-  if (it.store_expired)
-    atomic_fetch_add_explicit(&s->store_expired, it.store_expired, memory_order_relaxed);
   if (it.pass_done) atomic_store_explicit(&s->last_sweep_us, eg_now_us(), memory_order_relaxed);
 }
 
@@ -385,10 +398,9 @@ void eg_sweeper_stop(eg_sweeper *s) {
 void eg_sweeper_get_stats(const eg_sweeper *s, eg_sweeper_stats *out) {
   memset(out, 0, sizeof *out);
   if (!s) return;
-  for (unsigned k = 1; k <= EG_SWEEP_KIND_MAX; k++) {
+  for (unsigned k = 1; k < EG_SWEEP_STAT_KINDS; k++) {
     out->swept[k] = atomic_load_explicit(&s->swept[k], memory_order_relaxed);
     out->backlog[k] = atomic_load_explicit(&s->backlog[k], memory_order_relaxed);
   }
   out->last_sweep_us = atomic_load_explicit(&s->last_sweep_us, memory_order_relaxed);
-  out->store_expired = atomic_load_explicit(&s->store_expired, memory_order_relaxed);
 }

@@ -15,8 +15,11 @@
  *   EG_SWEEP_MEMORY_TOMBSTONE  DELETED/DUPLICATE/SUPERSEDED memories
  *                              (memory_tombstone_retention)
  *   EG_SWEEP_MEMORY_EXPIRE     expired memories (--memory-expired-grace-s)
- * and, first in each step and with at most half of its budget, store
- * items past their TTL (their own expiry index, storage/store_items.h).
+ * and store items past their TTL (their own expiry index,
+ * storage/store_items.h): first in each step with at most half of its
+ * budget, so a backlog of them never starves the kinds above, then with
+ * what those left, so when nothing else is due a step's whole budget goes
+ * to them.
  * A tier of 0 keeps forever. Each item handles at most --sweep-batch
  * records (a message, a session, a memory, or a tenant looked at) and
  * remembers where it stopped, so a large backlog is worked off one bounded
@@ -57,14 +60,18 @@ eg_err eg_sweeper_start(const eg_config *cfg, eg_writer *writer, const struct eg
  * and frees s. NULL is fine. */
 void eg_sweeper_stop(eg_sweeper *s);
 
+/* The stats (and metrics) show store expiry beside the sweep_due kinds,
+ * as one more kind: 1..EG_SWEEP_KIND_MAX, then this one. */
+#define EG_SWEEP_STORE_EXPIRE (EG_SWEEP_KIND_MAX + 1)
+#define EG_SWEEP_STAT_KINDS (EG_SWEEP_STORE_EXPIRE + 1)
+
 typedef struct {
-  uint64_t swept[EG_SWEEP_KIND_MAX + 1];  /* records deleted, by kind */
-  uint64_t backlog[EG_SWEEP_KIND_MAX + 1]; /* due, left for a later step */
+  uint64_t swept[EG_SWEEP_STAT_KINDS];  /* records deleted, by kind */
+  uint64_t backlog[EG_SWEEP_STAT_KINDS]; /* due, left for a later step */
   int64_t last_sweep_us; /* end of the last full pass; 0: none yet */
-  uint64_t store_expired; /* store items deleted past their TTL */
 } eg_sweeper_stats;
 /* Thread safety: any thread. s may be NULL (all zeros). */
-/* The metric label of a sweep_due kind (1..EG_SWEEP_KIND_MAX). */
+/* The metric label of a kind of the stats (1..EG_SWEEP_STORE_EXPIRE). */
 const char *eg_sweep_kind_name(unsigned kind);
 void eg_sweeper_get_stats(const eg_sweeper *s, eg_sweeper_stats *out);
 

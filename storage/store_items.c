@@ -255,14 +255,14 @@ typedef struct {
   size_t n;
 } eg_expiry_batch;
 
-/* Gathers up to max expiry entries due before before_us into b; *left when
- * one more is due. */
+/* Gathers up to max expiry entries due before before_us into b (NULL:
+ * only counts them), their number into *n; *left when one more is due. */
 static eg_err eg_expiry_collect(eg_txn *t, int64_t before_us, size_t max, eg_expiry_batch *b,
-                                int *left) {
+                                size_t *n, int *left) {
   MDB_cursor *c = NULL;
   MDB_val k, v;
   eg_key tag = {.buf = {EG_EXPIRY_TAG}, .len = 1};
-  b->n = 0;
+  *n = 0;
   *left = 0;
   int rc = mdb_cursor_open(t->txn, t->s->store_items, &c);
   if (rc) return eg_store__err(rc);
@@ -274,12 +274,15 @@ static eg_err eg_expiry_collect(eg_txn *t, int64_t before_us, size_t max, eg_exp
     }
     /* Entries sort by due time: the first one not due ends the walk. */
     if (eg_be64_get((const uint8_t *)k.mv_data + 1) >= (uint64_t)before_us) break;
-    if (b->n == max) {
+    if (*n == max) {
       *left = 1;
       break;
     }
-    memcpy(b->keys[b->n].buf, k.mv_data, k.mv_size);
-    b->keys[b->n++].len = k.mv_size;
+    if (b) {
+      memcpy(b->keys[*n].buf, k.mv_data, k.mv_size);
+      b->keys[*n].len = k.mv_size;
+    }
+    ++*n;
     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
   }
   if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
@@ -334,12 +337,23 @@ eg_err eg_store_items_expire(eg_txn *t, int64_t before_us, size_t max, uint64_t 
   while (!e && done < max) {
     size_t want = max - done < EG_EXPIRE_CHUNK ? max - done : EG_EXPIRE_CHUNK;
     int left;
-    if ((e = eg_expiry_collect(t, before_us, want, b, &left))) break;
+    if ((e = eg_expiry_collect(t, before_us, want, b, &b->n, &left))) break;
     for (size_t i = 0; !e && i < b->n; i++) e = eg_expire_one(t, &b->keys[i], n);
     done += b->n;
     *more = left;
     if (!left) break;
   }
   free(b);
+  return e;
+}
+
+eg_err eg_store_items_expiring(eg_txn *t, int64_t before_us, size_t max, uint64_t *n) {
+  size_t got = 0;
+  int left;
+  *n = 0;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  if (before_us <= 0) return EG_OK;
+  eg_err e = eg_expiry_collect(t, before_us, max, NULL, &got, &left);
+  *n = got;
   return e;
 }

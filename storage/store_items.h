@@ -139,4 +139,9 @@ eg_err eg_store_namespaces_scan(eg_txn *t, const char *tenant, const eg_store_ns
  * such an item is left. Cost: O(log n + max). */
 eg_err eg_store_items_expire(eg_txn *t, int64_t before_us, size_t max, uint64_t *n, int *more);
 
+/* How many items, of any tenant, have an expiry before before_us, counted
+ * no further than max (the sweeper's backlog) into *n. Cost: O(log n +
+ * max). */
+eg_err eg_store_items_expiring(eg_txn *t, int64_t before_us, size_t max, uint64_t *n);
+
 #endif

@@ -10,11 +10,14 @@ with a deadline, never sleep and then assert."""
 import json
 import math
 import os
+import shutil
 import time
 
 import grpc
 
-from harness import RPC_TIMEOUT, E2ETestCase, ServerTestCase, tail, uid
+from harness import RPC_TIMEOUT, E2ETestCase, Server, ServerTestCase, tail, uid
+import test_at_rest as at_rest
+import test_retention as retention
 from test_memories import dump_data_dbs
 from test_replication import AGENT_MD, Cluster, ReplicationCase, agent, min_lsn_md
 from engram.v1 import agent_state_pb2 as spb  # noqa: E402
@@ -47,10 +50,13 @@ class Store:
     def delete(self, ns, key):
         return self._call("DeleteItem", spb.DeleteItemRequest(namespace=ns, key=key)).deleted
 
-    def search(self, prefix=(), filter=None, query=(), limit=0, offset=0):
+    def search_resp(self, prefix=(), filter=None, query=(), limit=0, offset=0):
         return self._call("SearchItems", spb.SearchItemsRequest(
             namespace_prefix=prefix, filter_json=json.dumps(filter) if filter else "",
-            query_embedding=query, limit=limit, offset=offset)).items[:]
+            query_embedding=query, limit=limit, offset=offset))
+
+    def search(self, *args, **kw):
+        return self.search_resp(*args, **kw).items[:]
 
     def list_ns(self, match=(), max_depth=0, limit=0, offset=0):
         req = spb.ListNamespacesRequest(max_depth=max_depth, limit=limit, offset=offset)
@@ -143,7 +149,34 @@ class StoreTest(ServerTestCase):
         # Items without an embedding of the query's dimensions follow, newest first.
         self.assertEqual([i.key for i in got[4:]], ["other-dims", "plain"])
         self.assertEqual([i.score for i in got[4:]], [0, 0])
+        self.assertLess(got[3].score, 0, "a scored item below 0 still comes before unscored ones")
+        # A query of dimensions no item has scores nothing: all unscored, newest first.
+        self.assertEqual([i.key for i in self.s.search(ns, query=[1, 0, 0, 0], limit=10)],
+                         ["other-dims", "plain", "d", "c", "b", "a"])
         self.assertInvalid(self.s.search, ns, query=[0, 0, 0], field="query_embedding")
+
+    def test_search_cut_by_the_reply_budget_says_truncated(self):
+        # Ten values of 1 MiB do not fit one reply of --max-reply-bytes
+        # (3 MiB): each reply says so, and paging on from offset + items
+        # reaches every item exactly once.
+        ns = [self.t, "big"]
+        value = {"s": "v" * (1024 * 1024 - 9)}
+        for k in range(10):
+            self.s.put(ns, "k%d" % k, value)
+        got, offset = [], 0
+        while True:
+            r = self.s.search_resp(ns, limit=10 - offset, offset=offset)
+            self.assertGreater(len(r.items), 0)
+            got += [i.key for i in r.items]
+            offset += len(r.items)
+            if not r.truncated:
+                break
+            self.assertLess(len(r.items), 10, "a cut reply is short")
+        self.assertEqual(got, ["k%d" % k for k in reversed(range(10))])
+        self.assertGreater(offset, 0)
+        # Not cut: the limit ended it, or the items ran out.
+        self.assertFalse(self.s.search_resp(ns, limit=1).truncated)
+        self.assertFalse(self.s.search_resp([self.t, "none"], limit=10).truncated)
 
     def test_limit_offset_newest_first(self):
         ns = [self.t, "page"]
@@ -235,6 +268,10 @@ class StoreTest(ServerTestCase):
         self.assertInvalid(self.s.put, [t], "", {}, field="key")
         self.assertInvalid(self.s.put, [], "k", {}, field="namespace")
         self.assertInvalid(self.s.put, [t, ""], "k", {}, field="namespace")
+        # "*" is ListNamespaces' wildcard: a label of it could never be matched as itself.
+        e = self.assertInvalid(self.s.put, [t, "*"], "k", {}, field="namespace")
+        self.assertIn('"*"', e.details())
+        self.s.put([t, "a*", "*b"], "k", {})
         # The labels' bytes in all: 228 fit, 229 do not.
         fit = [t] + ["y" * 100, "z" * (228 - 100 - len(t))]
         self.s.put(fit, "k", {})
@@ -260,7 +297,7 @@ class StoreTest(ServerTestCase):
         self.assertInvalid(self.s.refresh, *(refs + [([t], "one-more")]), field="items")
         # Nothing of the refused puts was written.
         for ns, k in (([t, "big"], "k2"), ([t, "pairs"], "k2"), ([t, "emb"], "k2"),
-                      ([t, "bad"], "k"), ([t, "ttl"], "k")):
+                      ([t, "bad"], "k"), ([t, "ttl"], "k"), ([t, "*"], "k")):
             self.assertStatus(NOT_FOUND, self.s.get, ns, k)
         listed = self.s.list_ns([("prefix", [t])], max_depth=2)
         self.assertNotIn((t, "bad"), listed)
@@ -289,6 +326,80 @@ class StoreScanBoundTest(ServerTestCase):
         s.put([t, "n"], "one-more", {})
         e = self.assertStatus(grpc.StatusCode.RESOURCE_EXHAUSTED, s.search, [t], field="--max-store-scan")
         self.assertIn("narrower prefix", e.details())
+
+
+class StoreSweepBacklogTest(E2ETestCase):
+    """Expired store items are swept like the retention kinds: a step gives
+    them what the tiers leave of --sweep-batch, the backlog is a metric
+    (engram_sweep_backlog{kind="store_expire"}), and a backlog larger than
+    one step is worked off step by step until nothing is left."""
+
+    def expiry_entries(self, srv):
+        return [k for k, _ in dump_data_dbs(srv.data_dir).get("store_items", []) if k[:1] == b"\x00"]
+
+    def test_backlog_swept_at_the_whole_pace_and_shown(self):
+        # One step per hour: the only step is the one at start.
+        srv = Server("--metrics-listen", "127.0.0.1:0", "--sweep-batch", "10",
+                     "--sweep-interval-ms", "3600000")
+        self.addCleanup(srv.close)
+        s = Store(retention.start(srv))
+        ns = [uid("t"), "exp"]
+        last = None
+        for k in range(25):
+            last = s.put(ns, "k%02d" % k, {"k": k}, ttl=1)
+        self.wait_until(lambda: time.time_ns() > last.expire_time.ToNanoseconds(), WAIT, "expiry")
+        self.assertEqual(len(self.expiry_entries(srv)), 25)
+        srv.stop()
+        retention.start(srv)
+        def stepped():
+            return retention.metric(retention.metrics(srv), "engram_swept_total", "store_expire")
+        # Nothing else is due: the whole batch of 10 goes to the expired
+        # items (before: half of it), and the backlog shows the rest,
+        # counted up to --sweep-batch.
+        self.assertEqual(self.wait_until(stepped, WAIT, "the start's sweep step", [srv]), 10)
+        t = retention.metrics(srv)
+        self.assertEqual(retention.metric(t, "engram_sweep_backlog", "store_expire"), 10)
+        self.assertEqual(len(self.expiry_entries(srv)), 15)
+        # A step every 50 ms: the rest goes, 10 a step, and the backlog reads 0.
+        srv.stop()
+        srv.extra[srv.extra.index("3600000")] = "50"
+        s = Store(retention.start(srv))
+        def all_swept():
+            t = retention.metrics(srv)
+            return (retention.metric(t, "engram_swept_total", "store_expire") == 15 and
+                    retention.metric(t, "engram_sweep_backlog", "store_expire") == 0)
+        self.wait_until(all_swept, WAIT, "every expired item swept", [srv])
+        self.assertEqual(self.expiry_entries(srv), [])
+        self.assertEqual(s.list_ns([("prefix", ns[:1])]), [])
+
+
+class StoreCorruptRecordTest(E2ETestCase):
+    """A stored item that does not decode (edited with mdb_load while the
+    server is stopped) is DATA_LOSS to every call that reads it, DeleteItem
+    included, and nothing else is touched."""
+
+    def test_undecodable_item_is_data_loss(self):
+        if not shutil.which("mdb_dump") or not shutil.which("mdb_load"):
+            self.fail("mdb_dump/mdb_load (lmdb-utils) not installed")
+        srv = self.start_server()
+        s = Store(srv.client())
+        ns = [uid("t"), "c"]
+        s.put(ns, "victim", {"v": 1})
+        s.put(ns, "other", {"v": 2})
+        srv.stop()
+        header, recs = at_rest.mdb_dump(srv.data_dir, "store_items")
+        mine = [(k, v) for k, v in recs if k.endswith(b"victim")]
+        self.assertEqual(len(mine), 1)
+        # 0xff: a field tag whose varint never ends, so the record cannot decode.
+        at_rest.mdb_put(srv.data_dir, "store_items", header, [(mine[0][0], b"\xff")])
+        srv.start()
+        s = Store(srv.client())
+        for fn, args in ((s.delete, (ns, "victim")), (s.get, (ns, "victim")),
+                         (s.put, (ns, "victim", {"v": 3})), (s.search, (ns,))):
+            self.assertStatus(grpc.StatusCode.DATA_LOSS, fn, *args)
+        self.assertIsNone(srv.died(), "engramd died:\n" + tail(srv))
+        self.assertEqual(json.loads(s.get(ns, "other").value_json), {"v": 2})
+        self.assertTrue(s.delete(ns, "other"))
 
 
 class StoreReplicaTest(ReplicationCase):

@@ -280,6 +280,13 @@ static void test_expiry_index(void) {
   uint64_t n;
   int more;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  /* The backlog, counted no further than asked. */
+  CU_ASSERT_EQUAL(eg_store_items_expiring(w, 1005, 100, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 5);
+  CU_ASSERT_EQUAL(eg_store_items_expiring(w, 1005, 2, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_EQUAL(eg_store_items_expiring(w, 1000, 100, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
   CU_ASSERT_EQUAL(eg_store_items_expire(w, 1005, 3, &n, &more), EG_OK);
   CU_ASSERT_EQUAL(n, 3);
   CU_ASSERT_EQUAL(more, 1);
@@ -288,6 +295,10 @@ static void test_expiry_index(void) {
   CU_ASSERT_EQUAL(eg_store_items_expire(w, 1005, 3, &n, &more), EG_OK);
   CU_ASSERT_EQUAL(n, 2);
   CU_ASSERT_EQUAL(more, 0);
+  CU_ASSERT_EQUAL(eg_store_items_expiring(w, 1005, 100, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
+  CU_ASSERT_EQUAL(eg_store_items_expiring(w, 1 << 30, 100, &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 5);
   CU_ASSERT_EQUAL(eg_store_write_commit(w, NULL), EG_OK);
   CU_ASSERT_EQUAL(count_closed(&s, "store_items", 0x00), 5);
   CU_ASSERT_EQUAL(count_closed(&s, "store_items", -1), 5 + 5 + 1);
@@ -319,5 +330,5 @@ void eg_test_register_store_items(void) {
   CU_pSuite s = CU_add_suite("store_items", NULL, NULL);
   CU_add_test(s, "namespace encoding: prefixes, order, limits", test_ns_encoding);
   CU_add_test(s, "items, namespace counts, prefix scans", test_items_counts_scans);
-  CU_add_test(s, "expiry index: bounded, across tenants, counts", test_expiry_index);
+  CU_add_test(s, "expiry index: bounded, across tenants, counts, backlog", test_expiry_index);
 }
