@@ -204,7 +204,10 @@ export class EngramStore extends BaseStore {
   /**
    * Up to s.limit items: where the server's reply byte budget ended a reply
    * early (truncated), asks again from the offset after its items. Each
-   * reply holds at least one item, so this ends within limit calls.
+   * reply holds at least one item, so this ends within limit calls. As with
+   * any paging by offset, a put or delete between the calls can shift items
+   * across the seam; an offset past the server's limit (10000) is refused
+   * INVALID_ARGUMENT, not cut short.
    */
   async #search(s: EngramSearchOperation, queryEmbedding: number[] | undefined): Promise<StoreItem[]> {
     const limit = s.limit || DEFAULT_SEARCH_LIMIT;
