@@ -4,10 +4,10 @@
 // opt-in getDeltaChannelHistory tests (test/langgraph/validation.vitest.ts),
 // each on a real engramd. LangGraph 1.x and the suite's vitest 4 need node >= 20:
 // on an older node this exits 77, which ctest reports as a skip.
-import { spawnSync } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
+import { pipeline } from "node:stream/promises";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const MIN_NODE_MAJOR = 20;
@@ -31,12 +31,33 @@ if (tests.length === 0) {
   process.exit(1);
 }
 
+// Each file, and the validation suite, must have passed some test: a build
+// or import slip that registers none would otherwise pass green (node's
+// runner reports a file without tests as one passing test, named by the file).
 console.log("test-langgraph: StateGraph tests");
-const r = spawnSync(process.execPath, ["--test", ...tests], { stdio: "inherit", cwd: pkg });
-if (r.status !== 0) {
-  console.error(`test-langgraph: StateGraph tests failed (${r.status ?? r.signal})`);
-  process.exit(r.status || 1);
+const passedIn = new Map(tests.map((f) => [f, 0]));
+// Imported here: node 18 has skipped above.
+const { run } = await import("node:test");
+const { spec } = await import("node:test/reporters");
+let nodeFailed = 0;
+const stream = run({ files: tests });
+stream.on("test:fail", () => nodeFailed++);
+stream.on("test:pass", (t) => {
+  if (t.details?.type !== "suite" && t.name !== t.file && !t.skip && !t.todo && passedIn.has(t.file)) {
+    passedIn.set(t.file, passedIn.get(t.file) + 1);
+  }
+});
+await pipeline(stream.compose(spec), process.stdout, { end: false });
+if (nodeFailed > 0) {
+  console.error(`test-langgraph: ${nodeFailed} StateGraph tests failed`);
+  process.exit(1);
 }
+const idle = [...passedIn].filter(([, n]) => n === 0).map(([f]) => f);
+if (idle.length > 0) {
+  console.error(`test-langgraph: no test passed in ${idle.join(", ")}`);
+  process.exit(1);
+}
+const passed = [...passedIn.values()].reduce((a, b) => a + b, 0);
 
 // The validation suite, in vitest (the suite's own copy) with globals, as its
 // README runs it inside a test suite (its CLI cannot load an initializer).
@@ -47,8 +68,15 @@ const { startVitest } = await import(pathToFileURL(join(vitestPkg, "dist", "node
 console.log("test-langgraph: checkpointer validation suite");
 const vitest = await startVitest("test", [], { globals: true, watch: false, root: dir, include: [validation] });
 const failed = !vitest || vitest.state.getCountOfFailedTests() > 0 || process.exitCode;
+let validated = 0;
+for (const m of vitest?.state.getTestModules() ?? []) for (const _ of m.children.allTests("passed")) validated++;
 await vitest?.close();
 if (failed) {
   console.error("test-langgraph: checkpointer validation suite failed");
   process.exit(1);
 }
+if (validated === 0) {
+  console.error("test-langgraph: the checkpointer validation suite ran no test");
+  process.exit(1);
+}
+console.log(`test-langgraph: ${passed} StateGraph tests and ${validated} validation tests passed`);

@@ -20,7 +20,8 @@ import {
   type StoredMessage,
 } from "@langchain/core/messages";
 import type { Engram, MessageInit } from "../client.js";
-import { Role, type Message } from "../gen/engram/v1/session_pb.js";
+import { Code, EngramError } from "../errors.js";
+import { Role, type Message, type Session } from "../gen/engram/v1/session_pb.js";
 
 export interface EngramChatMessageHistoryOptions {
   client: Engram;
@@ -68,6 +69,8 @@ export class EngramChatMessageHistory extends BaseListChatMessageHistory {
   readonly metadata: Record<string, string>;
   #sessionId: string;
   #ready: Promise<void> | undefined;
+  /** The session a clear deleted (or is deleting), until it is made again. */
+  #recreate: Pick<Session, "userId" | "agentId" | "metadata" | "ttlSeconds"> | undefined;
 
   constructor(opts: EngramChatMessageHistoryOptions) {
     super();
@@ -103,10 +106,18 @@ export class EngramChatMessageHistory extends BaseListChatMessageHistory {
   /**
    * Appends messages in one atomic call. A message's id (LangChain's) is its
    * client_message_id, so adding the same message again (a caller's retry)
-   * stores it once; messages without an id get a random one per call.
+   * stores it once. A message without an id is given a random one, set on
+   * the message itself (as LangGraph's messages reducer does), so a retry
+   * with the same message objects stores them once too.
    */
   override async addMessages(messages: BaseMessage[]): Promise<void> {
     if (messages.length === 0) return;
+    for (const m of messages) {
+      if (!m.id) {
+        m.id = randomUUID();
+        m.lc_kwargs.id = m.id;
+      }
+    }
     await this.#ensure();
     await this.client.messages.append(this.#sessionId, mapChatMessagesToStoredMessages(messages).map(toEngram));
   }
@@ -116,17 +127,30 @@ export class EngramChatMessageHistory extends BaseListChatMessageHistory {
    * on the server) and starts a new, empty session with the same id, user,
    * agent, metadata and idle TTL: the id a caller keys this history by keeps working.
    * Without a userId the owner is read from the session before it goes.
+   * A history with a userId whose session does not exist yet is empty
+   * already. A clear that failed part way is finished by calling it again
+   * (it remembers the session it deleted until it has made the new one).
    */
   override async clear(): Promise<void> {
-    const s = await this.client.sessions.get(this.#sessionId);
-    await this.client.sessions.delete(this.#sessionId);
-    await this.client.sessions.create({
-      sessionId: this.#sessionId,
-      userId: s.userId,
-      agentId: s.agentId,
-      metadata: s.metadata,
-      ttlSeconds: s.ttlSeconds,
-    });
+    if (!this.#recreate) {
+      let s: Session;
+      try {
+        s = await this.client.sessions.get(this.#sessionId);
+      } catch (e) {
+        if (!(e instanceof EngramError && e.code === Code.NotFound && this.userId)) throw e;
+        this.#ready = undefined; // the next add creates it
+        return;
+      }
+      this.#recreate = { userId: s.userId, agentId: s.agentId, metadata: s.metadata, ttlSeconds: s.ttlSeconds };
+    }
+    try {
+      await this.client.sessions.delete(this.#sessionId);
+    } catch (e) {
+      // Deleted by this clear's earlier try (its reply lost) or by another client.
+      if (!(e instanceof EngramError && e.code === Code.NotFound)) throw e;
+    }
+    await this.client.sessions.create({ sessionId: this.#sessionId, ...this.#recreate });
+    this.#recreate = undefined;
     this.#ready = Promise.resolve();
   }
 
@@ -167,7 +191,7 @@ function toEngram(m: StoredMessage): MessageInit {
     role,
     content: content as string,
     metadata,
-    clientMessageId: typeof data.id === "string" && data.id !== "" ? data.id : randomUUID(),
+    clientMessageId: data.id as string, // addMessages gave every message one
   };
 }
 

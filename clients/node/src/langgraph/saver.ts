@@ -72,6 +72,11 @@ class KnownAncestors {
   }
 }
 
+/** Compares ids as the server orders them: by their UTF-8 bytes. */
+function byteOrder(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
 function parseVersions(json: string): ChannelVersions {
   return json === "" ? {} : (JSON.parse(json) as ChannelVersions);
 }
@@ -106,23 +111,46 @@ export class EngramSaver extends BaseCheckpointSaver {
     return record && this.#tuple(record);
   }
 
+  /**
+   * Newest first. A config naming a checkpoint_id lists that checkpoint only
+   * (if before, filter and the rest of config match it), as MemorySaver does.
+   */
   async *list(config: RunnableConfig, options?: CheckpointListOptions): AsyncGenerator<CheckpointTuple> {
     const { limit, before, filter } = options ?? {};
     if (limit !== undefined && limit <= 0) return;
+    const threadId = config.configurable?.thread_id === undefined ? "" : String(config.configurable.thread_id);
     const ns = config.configurable?.checkpoint_ns;
+    const oneNs = ns !== undefined && ns !== null;
+    const only: string = config.configurable?.checkpoint_id ?? "";
+    const beforeId: string = before?.configurable?.checkpoint_id ?? "";
     // An undefined value filters nothing (LangGraph's savers drop those keys).
     const definedFilter = Object.fromEntries(Object.entries(filter ?? {}).filter(([, v]) => v !== undefined));
+    if (only !== "" && threadId !== "" && oneNs && Object.keys(definedFilter).length === 0) {
+      // One checkpoint named in full: read it, not its thread.
+      if (beforeId !== "" && byteOrder(only, beforeId) >= 0) return;
+      const record = await this.#get(threadId, String(ns), only);
+      if (record) yield await this.#tuple(record);
+      return;
+    }
+    // Otherwise the server's list applies thread, namespace, before and the
+    // filter (its JSON matching, not the client's), and a named id is
+    // picked out of it.
     const pages = this.client.checkpoints.iterate({
       userId: this.userId,
-      threadId: config.configurable?.thread_id === undefined ? "" : String(config.configurable.thread_id),
-      ns: ns === undefined || ns === null ? { case: undefined } : { case: "checkpointNs", value: String(ns) },
-      beforeCheckpointId: before?.configurable?.checkpoint_id ?? "",
+      threadId,
+      ns: oneNs ? { case: "checkpointNs", value: String(ns) } : { case: undefined },
+      beforeCheckpointId: beforeId,
       filterJson: JSON.stringify(definedFilter),
-      pageSize: Math.min(limit ?? MAX_PAGE_SIZE, MAX_PAGE_SIZE),
+      pageSize: only !== "" ? MAX_PAGE_SIZE : Math.min(limit ?? MAX_PAGE_SIZE, MAX_PAGE_SIZE),
     });
     let left = limit ?? Infinity;
     const known = new KnownAncestors();
     for await (const record of pages) {
+      if (only !== "" && record.checkpointId !== only) {
+        // One thread's namespace comes newest first: past the id, nothing is left to find.
+        if (threadId !== "" && oneNs && byteOrder(record.checkpointId, only) < 0) return;
+        continue;
+      }
       yield await this.#tuple(record, known);
       if (--left <= 0) return;
     }

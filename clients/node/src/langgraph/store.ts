@@ -33,6 +33,8 @@ import { NamespaceMatch_Type, type StoreItem } from "../gen/engram/v1/agent_stat
 
 /** The server's limit on an item's embedding (and a query's). */
 export const MAX_EMBEDDING_DIMS = 4096;
+/** SearchItems' limit when the search gives none (or 0), as the server's default. */
+const DEFAULT_SEARCH_LIMIT = 10;
 /** The server's limit on the items of one RefreshItems call. */
 const REFRESH_BATCH_MAX = 1000;
 /**
@@ -173,15 +175,9 @@ export class EngramStore extends BaseStore {
     for (const [i, s] of searches) {
       reads.push(async () => {
         const queryEmbedding = s.query ? queries.get(s.query) : undefined;
-        const reply = await this.client.store.search({
-          namespacePrefix: s.namespacePrefix,
-          filterJson: filterJson(s.filter),
-          queryEmbedding: queryEmbedding ?? [],
-          limit: s.limit ?? 10,
-          offset: s.offset ?? 0,
-        });
-        if (this.#refresh(s.refreshTtl)) refs(toRefresh, reply.items);
-        results[i] = reply.items.map((it) => ({ ...toItem(it), score: queryEmbedding ? it.score : undefined }));
+        const items = await this.#search(s, queryEmbedding);
+        if (this.#refresh(s.refreshTtl)) refs(toRefresh, items);
+        results[i] = items.map((it) => ({ ...toItem(it), score: queryEmbedding ? it.score : undefined }));
       });
     }
     await pool(reads);
@@ -202,6 +198,32 @@ export class EngramStore extends BaseStore {
     } catch (e) {
       if (e instanceof EngramError && e.code === Code.NotFound) return null;
       throw e;
+    }
+  }
+
+  /**
+   * Up to s.limit items: where the server's reply byte budget ended a reply
+   * early (truncated), asks again from the offset after its items. Each
+   * reply holds at least one item, so this ends within limit calls. As with
+   * any paging by offset, a put or delete between the calls can shift items
+   * across the seam; an offset past the server's limit (10000) is refused
+   * INVALID_ARGUMENT, not cut short.
+   */
+  async #search(s: EngramSearchOperation, queryEmbedding: number[] | undefined): Promise<StoreItem[]> {
+    const limit = s.limit || DEFAULT_SEARCH_LIMIT;
+    let offset = s.offset ?? 0;
+    const items: StoreItem[] = [];
+    for (;;) {
+      const reply = await this.client.store.search({
+        namespacePrefix: s.namespacePrefix,
+        filterJson: filterJson(s.filter),
+        queryEmbedding: queryEmbedding ?? [],
+        limit: limit - items.length,
+        offset,
+      });
+      items.push(...reply.items);
+      if (!reply.truncated || reply.items.length === 0 || items.length >= limit) return items;
+      offset += reply.items.length;
     }
   }
 

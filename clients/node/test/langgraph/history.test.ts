@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { AIMessage, HumanMessage, SystemMessage, ToolMessage } from "@langchain/core/messages";
-import { EngramChatMessageHistory, Role, type Engram } from "../../src/index.js";
+import { Code, EngramChatMessageHistory, EngramError, Role, type Engram } from "../../src/index.js";
 import { Server, uid } from "../harness.js";
 
 const AGENT = "agent-token-history";
@@ -112,6 +112,19 @@ describe("EngramChatMessageHistory", () => {
     assert.equal(s.agentId, "a2");
     assert.deepEqual({ ...s.metadata }, { app: "x" });
     assert.equal(s.messageCount, 0n);
+  });
+
+  it("clear on a history never written resolves, and the history works after it", async () => {
+    const user = uid("u");
+    const h = new EngramChatMessageHistory({ client: e, userId: user, agentId: "a3" });
+    await h.clear();
+    assert.deepEqual(await h.getMessages(), []);
+    await h.addUserMessage("first");
+    assert.deepEqual((await h.getMessages()).map((m) => m.content), ["first"]);
+    assert.equal((await e.sessions.get(h.sessionId)).userId, user);
+    // Without a user the session must exist: clear says so.
+    const orphan = new EngramChatMessageHistory({ client: e, sessionId: uid("s") });
+    await assert.rejects(orphan.clear(), (err: unknown) => err instanceof EngramError && err.code === Code.NotFound);
   });
 
   it("refuses a history with neither a session id nor a user", () => {

@@ -99,6 +99,33 @@ describe("EngramSaver", () => {
     assert.deepEqual((await saver.getTuple(child))?.checkpoint.channel_values, { v: "parent" });
   });
 
+  it("lists only config's checkpoint_id when the config names one, as MemorySaver does", async () => {
+    const saver = new EngramSaver({ client, userId: uid("u") });
+    const threadId = uid("thread");
+    const c0 = await put(saver, { configurable: { thread_id: threadId } }, uuid6(-1), { v: 0 }, { v: 1 }, { v: 1 });
+    const c1 = await put(saver, c0, uuid6(-1), { v: 1 }, { v: 2 }, { v: 2 }, 1);
+    await put(saver, c1, uuid6(-1), { v: 2 }, { v: 3 }, { v: 3 }, 2);
+    const ids = async (config: RunnableConfig, options?: Parameters<EngramSaver["list"]>[1]) => {
+      const out = [];
+      for await (const t of saver.list(config, options)) out.push([t.config.configurable?.checkpoint_id, t.checkpoint.channel_values]);
+      return out;
+    };
+    const id1 = c1.configurable?.checkpoint_id;
+    // Thread and namespace given (one GetCheckpoint), and either left out (a scan).
+    assert.deepEqual(await ids(c1), [[id1, { v: 1 }]]);
+    assert.deepEqual(await ids({ configurable: { thread_id: threadId, checkpoint_id: id1 } }), [[id1, { v: 1 }]]);
+    assert.deepEqual(await ids({ configurable: { checkpoint_id: id1 } }), [[id1, { v: 1 }]]);
+    // before, filter and limit still apply to it.
+    assert.deepEqual(await ids(c1, { before: c1 }), []);
+    assert.deepEqual(await ids(c1, { filter: { step: 1 } }), [[id1, { v: 1 }]]);
+    assert.deepEqual(await ids(c1, { filter: { step: 2 } }), []);
+    assert.deepEqual(await ids({ configurable: { checkpoint_id: id1 } }, { filter: { step: 2 } }), []);
+    assert.deepEqual(await ids(c1, { limit: 0 }), []);
+    // An id the thread does not have, or another namespace: nothing.
+    assert.deepEqual(await ids({ configurable: { thread_id: threadId, checkpoint_ns: "", checkpoint_id: uuid6(-1) } }), []);
+    assert.deepEqual(await ids({ configurable: { ...c1.configurable, checkpoint_ns: "sub" } }), []);
+  });
+
   it("opens a client from options and closes only that one", async () => {
     const own = new EngramSaver({ client: { target: server.addr, token: TOKEN }, userId: uid("u") });
     assert.notEqual(own.client, client);
