@@ -221,10 +221,11 @@ class ForkTest(ServerTestCase):
         self.assertIn("--through", p.stderr.decode())
 
 
-class ForkReplicaTest(E2ETestCase):
-    """A fork written on the primary read on a replica with engram-min-lsn;
-    the default --max-fork-messages and --max-fork-bytes (the largest fork
-    it allows reaches the replica)."""
+class PrimaryReplicaCase(E2ETestCase):
+    """A primary started with PRIMARY_ARGS and a replica of it, for the
+    class's tests (p, r: their agent clients)."""
+
+    PRIMARY_ARGS = ()
 
     @classmethod
     def setUpClass(cls):
@@ -232,7 +233,7 @@ class ForkReplicaTest(E2ETestCase):
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
         keyring = make_keyring(os.path.join(cls.tmp, "keyring"))
         tokens = [("acme", "agent", "agent-1"), ("acme", "replica", "repl-1")]
-        cls.primary = Server(tokens=tokens, keyring=keyring, port=free_port())
+        cls.primary = Server(*cls.PRIMARY_ARGS, tokens=tokens, keyring=keyring, port=free_port())
         cls.addClassCleanup(cls.primary.close)
         cls.primary.start()
         cls.replica = Server("--role", "replica", "--primary", cls.primary.addr,
@@ -243,6 +244,12 @@ class ForkReplicaTest(E2ETestCase):
         cls.replica.start()
         cls.p = cls.primary.client("agent-1")
         cls.r = cls.replica.client("agent-1")
+
+
+class ForkReplicaTest(PrimaryReplicaCase):
+    """A fork written on the primary read on a replica with engram-min-lsn;
+    the default --max-fork-messages and --max-fork-bytes (the largest fork
+    it allows reaches the replica)."""
 
     def test_fork_read_on_a_replica_with_min_lsn(self):
         sid = self.p.create(uid("u")).session_id
@@ -303,29 +310,12 @@ class ForkReplicaTest(E2ETestCase):
                           fork_req(uid("nosuch"), 10000), field="session_id")
 
 
-class ForkCeilingReplicaTest(E2ETestCase):
+class ForkCeilingReplicaTest(PrimaryReplicaCase):
     """--max-fork-bytes at its ceiling (32 MiB): the largest fork it allows
     is one log record that still reaches a replica whole."""
 
     CEIL = 33554432
-
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="engram-e2e-forkceil-")
-        cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
-        keyring = make_keyring(os.path.join(cls.tmp, "keyring"))
-        tokens = [("acme", "agent", "agent-1"), ("acme", "replica", "repl-1")]
-        cls.primary = Server("--max-fork-bytes", str(cls.CEIL), "--max-content-bytes", "1000000",
-                             tokens=tokens, keyring=keyring, port=free_port())
-        cls.addClassCleanup(cls.primary.close)
-        cls.primary.start()
-        cls.replica = Server("--role", "replica", "--primary", cls.primary.addr,
-                             "--replica-token", "repl-1", "--replica-id", "r1",
-                             tokens=tokens, keyring=keyring, port=free_port())
-        cls.addClassCleanup(cls.replica.close)
-        cls.replica.start()
-        cls.p = cls.primary.client("agent-1")
-        cls.r = cls.replica.client("agent-1")
+    PRIMARY_ARGS = ("--max-fork-bytes", str(CEIL), "--max-content-bytes", "1000000")
 
     def test_the_largest_fork_at_the_ceiling_replicates(self):
         # 34 messages of 1000000 bytes pass 32 MiB; 33 do not.
