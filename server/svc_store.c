@@ -640,9 +640,12 @@ static eg_err eg_refresh_apply(eg_req *r, eg_txn *t) {
     eg_err e = eg_item_load(r, t, &st->ns[i], st->keys[i], 0, &rec);
     if (e == EG_ENOTFOUND) continue; /* absent or expired: skipped */
     if (e) return e;
-    if (!rec->ttl_seconds) continue;
+    /* No TTL, or renewed already by an earlier reference to the same
+     * item in this request: a rewrite would only log the item again. */
+    int64_t expire_us = r->now_us + rec->ttl_seconds * 1000000;
+    if (!rec->ttl_seconds || rec->expire_time_us == expire_us) continue;
     eg_item_rec upd = *rec;
-    upd.expire_time_us = r->now_us + rec->ttl_seconds * 1000000;
+    upd.expire_time_us = expire_us;
     if ((e = eg_store_item_put(t, r->tenant, &st->ns[i], st->keys[i], &upd, rec))) return e;
     out->refreshed++;
   }

@@ -11,10 +11,11 @@
 /* Most items one txn takes: bounds the time the first caller in a batch
  * waits behind the others. */
 #define EG_WRITER_BATCH_MAX 1024
-/* Most request bytes one txn takes (eg_write_item.bytes): its log record
- * goes to replicas in one message, which must stay well under what they
- * receive (the C client's 64 MiB), whatever the items (PutWrites carry up
- * to 16 MiB each). */
+/* Most request bytes one txn takes (eg_write_item.bytes), and the log
+ * bytes after which it takes no more items: its log record goes to
+ * replicas in one message, which must stay well under what they receive
+ * (the C client's 64 MiB), whatever the items (PutWrites carry up to 16
+ * MiB each, a refresh of store items rewrites them whole). */
 #define EG_WRITER_BATCH_BYTES ((size_t)8 << 20)
 /* Most log records one batch trims: retention never stalls a write (an
  * erasure's backlog goes over the next batches). */
@@ -72,16 +73,31 @@ static eg_write_item *eg_writer_take(eg_writer *w) {
   return batch;
 }
 
-/* Applies each item of the batch in a nested txn of t; item results go to
- * errs[], *applied counts the items kept. Returns EG_EMAPFULL (the batch
- * must be replayed) or another failure of t itself. */
-static eg_err eg_writer_apply_nested(eg_txn *t, eg_write_item *batch, eg_err *errs, int *applied) {
+/* Applies the batch's items in order, each in a nested txn of t; item
+ * results go to errs[], *applied counts the items kept, *ran the items
+ * tried: once what the batch logged reaches EG_WRITER_BATCH_BYTES the
+ * rest wait for the next batch (their estimates, eg_write_item.bytes,
+ * missed what they write), and an item that logs more than
+ * EG_WRITER_ITEM_LOG_MAX is rolled back, EG_ELIMIT. Returns EG_EMAPFULL
+ * (the batch must be replayed) or another failure of t itself. */
+static eg_err eg_writer_apply_nested(eg_txn *t, eg_write_item *batch, eg_err *errs, int *applied,
+                                     int *ran) {
   eg_txn *sub;
   eg_err e;
   int i = 0;
   for (eg_write_item *it = batch; it; it = it->next, i++) {
+    if (i > 0 && eg_store_txn_log_bytes(t) >= EG_WRITER_BATCH_BYTES) break;
     if ((e = eg_store_sub_begin(t, &sub)) != EG_OK) return e;
     errs[i] = it->apply(it, sub);
+    size_t logged = eg_store_txn_log_bytes(sub);
+    if (errs[i] == EG_OK && logged > EG_WRITER_ITEM_LOG_MAX) {
+      errs[i] = EG_ELIMIT;
+      if (it->why)
+        snprintf(it->why, it->whylen,
+                 "this write would log %zu bytes in one record, more than %zu (a replica "
+                 "receives each record whole): write less in one call",
+                 logged, EG_WRITER_ITEM_LOG_MAX);
+    }
     if (errs[i] != EG_OK) {
       eg_store_sub_abort(sub);
       if (errs[i] == EG_EMAPFULL) return EG_EMAPFULL;
@@ -90,6 +106,7 @@ static eg_err eg_writer_apply_nested(eg_txn *t, eg_write_item *batch, eg_err *er
     if ((e = eg_store_sub_commit(sub)) != EG_OK) return e;
     (*applied)++;
   }
+  *ran = i;
   return EG_OK;
 }
 
@@ -101,15 +118,18 @@ static eg_err eg_writer_apply_alone(eg_txn *t, eg_write_item *item, eg_err *errs
   return EG_OK;
 }
 
-/* Applies the batch in one txn. Item results go to errs[]; returns the
- * commit's result (EG_EMAPFULL: grow and run again). */
-static eg_err eg_writer_apply(eg_writer *w, eg_write_item *batch, eg_err *errs, uint64_t *lsn) {
+/* Applies the batch (its first *ran items: see eg_writer_apply_nested) in
+ * one txn. Item results go to errs[]; returns the commit's result
+ * (EG_EMAPFULL: grow and run again). */
+static eg_err eg_writer_apply(eg_writer *w, eg_write_item *batch, eg_err *errs, uint64_t *lsn,
+                              int *ran) {
   eg_txn *t;
   int applied = 0;
+  *ran = 1;
   eg_err e = eg_store_write_begin(w->store, &t);
   if (e != EG_OK) return e;
   e = batch->alone ? eg_writer_apply_alone(t, batch, errs, &applied)
-                   : eg_writer_apply_nested(t, batch, errs, &applied);
+                   : eg_writer_apply_nested(t, batch, errs, &applied, ran);
   if (e != EG_OK) goto fail;
   if (!applied) {
     /* Nothing to make durable: every item failed its own checks. */
@@ -128,14 +148,35 @@ fail:
   return e;
 }
 
+/* Puts the items from rest on back at the front of the queue, in order. */
+static void eg_writer_requeue(eg_writer *w, eg_write_item *rest) {
+  eg_write_item *last = rest;
+  while (last->next) last = last->next;
+  pthread_mutex_lock(&w->bg.mu);
+  last->next = w->head;
+  w->head = rest;
+  if (!w->tail) w->tail = last;
+  pthread_mutex_unlock(&w->bg.mu);
+}
+
 static void eg_writer_run_batch(eg_writer *w, eg_write_item *batch) {
   eg_err errs[EG_WRITER_BATCH_MAX];
   uint64_t lsn = 0;
+  int ran = 1;
   eg_err e;
-  while ((e = eg_writer_apply(w, batch, errs, &lsn)) == EG_EMAPFULL) {
+  while ((e = eg_writer_apply(w, batch, errs, &lsn, &ran)) == EG_EMAPFULL) {
     if ((e = eg_store_grow(w->store)) != EG_OK) {
       eg_log(EG_LOG_ERROR, "cannot grow the storage map: %s", eg_err_msg(e));
       break;
+    }
+  }
+  if (e == EG_OK) {
+    /* The items the log bound left out go first in the next batch. */
+    eg_write_item *end = batch;
+    for (int i = 1; i < ran; i++) end = end->next;
+    if (end->next) {
+      eg_writer_requeue(w, end->next);
+      end->next = NULL;
     }
   }
   pthread_mutex_lock(&w->bg.mu);

@@ -37,9 +37,19 @@ struct eg_write_item {
    * prepare built: eg_req.write_bytes): a batch stops before its
    * items' sum passes EG_WRITER_BATCH_BYTES (a larger item is a batch by
    * itself), so one commit's log record stays small enough for a replica
-   * to receive. 0: small. */
+   * to receive. 0: small. An estimate only: what the items really log
+   * bounds the batch too (eg_writer.c), and an item that logs more than
+   * EG_WRITER_ITEM_LOG_MAX fails EG_ELIMIT, rolled back, with why. */
   size_t bytes;
+  char *why; /* where that failure's message goes (whylen bytes); may be NULL */
+  size_t whylen;
 };
+
+/* Most bytes of log ops one item may make: a commit's log record goes to
+ * replicas in one message (they receive at most 64 MiB); a batch stops
+ * taking items once it logged EG_WRITER_BATCH_BYTES, so a record stays
+ * under 8 MiB + this. */
+#define EG_WRITER_ITEM_LOG_MAX ((size_t)48 << 20)
 
 typedef struct eg_writer eg_writer;
 

@@ -164,6 +164,9 @@ eg_err eg_store_write_begin(eg_store *s, eg_txn **out);
 eg_err eg_store_sub_begin(eg_txn *parent, eg_txn **out);
 eg_err eg_store_sub_commit(eg_txn *sub);
 void eg_store_sub_abort(eg_txn *sub);
+/* Bytes of log ops a write or sub txn made so far (a sub's merge into its
+ * parent after its commit): about what its WAL record will hold. */
+size_t eg_store_txn_log_bytes(const eg_txn *t);
 /* Stores last_lsn + 1 in meta, commits durably, sets *lsn (may be NULL).
  * The txn is gone after the call, whatever it returns. */
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn);

@@ -228,6 +228,8 @@ eg_err eg_store_sub_commit(eg_txn *sub) {
   return e ? e : eg_store__err(rc);
 }
 
+size_t eg_store_txn_log_bytes(const eg_txn *t) { return t->ops.len; }
+
 void eg_store_sub_abort(eg_txn *sub) {
   if (!sub) return;
   assert(sub->kind == EG_TXN_SUB);

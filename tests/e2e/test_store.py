@@ -434,3 +434,19 @@ class StoreReplicaTest(ReplicationCase):
                                                timeout=RPC_TIMEOUT, metadata=AGENT_MD)
         lsn = dict(call.initial_metadata())["engram-lsn"]
         self.assertStatus(NOT_FOUND, rs.get, ns, "k", md=min_lsn_md(lsn))
+
+    def test_refresh_rewrites_each_item_once_and_reaches_the_replica(self):
+        # A refresh rewrites an item whole: one 1 MiB item named 100 times
+        # in one RefreshItems logged 100 MiB in one record, which no replica
+        # receives (replication stopped there for good). Each item is now
+        # written once; the record reaches the replica.
+        self.wait_connected(self.p, ["r1"])
+        ps = Store(agent(self.p), AGENT_MD)
+        rs = Store(agent(self.r1), AGENT_MD)
+        ns = [uid("t"), "big"]
+        ps.put(ns, "k", {"v": "x" * (1024 * 1024 - 16)}, ttl=3600)
+        req = spb.RefreshItemsRequest(items=[spb.ItemRef(namespace=ns, key="k")] * 100)
+        resp, call = ps.stub.RefreshItems.with_call(req, timeout=RPC_TIMEOUT, metadata=AGENT_MD)
+        self.assertEqual(resp.refreshed, 1)
+        lsn = dict(call.initial_metadata())["engram-lsn"]
+        self.assertEqual(rs.get(ns, "k", md=min_lsn_md(lsn)).ttl_seconds, 3600)

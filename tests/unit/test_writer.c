@@ -41,6 +41,7 @@ typedef struct test_item {
   int applies, dones, step;
   eg_err err;
   uint64_t lsn[8]; /* lsn of each done (steps + 1 at most) */
+  char why[256];   /* the writer's message for a failure of its own */
 } test_item;
 
 static void setup(void) { snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir()); }
@@ -148,6 +149,8 @@ static void item_init(test_item *it, const char *sid) {
   memset(it, 0, sizeof *it);
   it->item.apply = item_apply;
   it->item.done = item_done;
+  it->item.why = it->why;
+  it->item.whylen = sizeof it->why;
   it->sid = sid;
 }
 
@@ -305,6 +308,39 @@ static void test_batch_bytes_bound(void) {
   stop();
 }
 
+/* What items really log bounds a batch, whatever their estimates (0
+ * here): once a batch logged 8 MiB the rest go to the next batch, in
+ * order; one item that logs more than EG_WRITER_ITEM_LOG_MAX fails
+ * EG_ELIMIT, rolled back, and the others commit. */
+static void test_batch_log_bound(void) {
+  start(0);
+  static test_item items[BIG_N + 1];
+  static char sids[BIG_N + 1][16];
+  gate_close();
+  for (int i = 0; i <= BIG_N; i++) {
+    snprintf(sids[i], sizeof sids[i], "log%d", i);
+    item_init(&items[i], sids[i]);
+    items[i].blob = i == 1 ? EG_WRITER_ITEM_LOG_MAX + 1 : 3 * MIB;
+    eg_writer_submit(writer, &items[i].item);
+  }
+  gate_open();
+  for (int i = 0; i <= BIG_N; i++) CU_ASSERT_EQUAL_FATAL(wait_for(&items[i].dones, 1), 0);
+  CU_ASSERT_EQUAL(items[1].err, EG_ELIMIT);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(strstr(items[1].why, "more than"));
+  CU_ASSERT_FALSE(has_session("log1.0"));
+  /* 0, 2, 3 (9 MiB logged), then 4, 5, 6: the gate's batch and two more */
+  CU_ASSERT_EQUAL(batches(), 3);
+  CU_ASSERT_EQUAL(items[0].lsn[0], items[3].lsn[0]);
+  CU_ASSERT_NOT_EQUAL(items[3].lsn[0], items[4].lsn[0]);
+  CU_ASSERT_EQUAL(items[4].lsn[0], items[6].lsn[0]);
+  char sid[32];
+  for (int i = 0; i <= BIG_N; i++) {
+    snprintf(sid, sizeof sid, "log%d.0", i);
+    if (i != 1) CU_ASSERT_TRUE(has_session(sid));
+  }
+  stop();
+}
+
 #define GROW_N 8
 
 /* A batch that fills the map is aborted, the map grows, and the whole
@@ -450,6 +486,7 @@ void eg_test_register_writer(void) {
   CU_add_test(s, "lone item", test_lone_item);
   CU_add_test(s, "group commit", test_group_commit);
   CU_add_test(s, "batch bytes bound", test_batch_bytes_bound);
+  CU_add_test(s, "batch log bound", test_batch_log_bound);
   CU_add_test(s, "replay after map growth", test_replay_after_map_growth);
   CU_add_test(s, "item failure inside a batch", test_item_failure_in_batch);
   CU_add_test(s, "batch of failures commits nothing", test_all_fail_commits_nothing);

@@ -35,8 +35,12 @@ import { NamespaceMatch_Type, type StoreItem } from "../gen/engram/v1/agent_stat
 export const MAX_EMBEDDING_DIMS = 4096;
 /** SearchItems' limit when the search gives none (or 0), as the server's default. */
 const DEFAULT_SEARCH_LIMIT = 10;
-/** The server's limit on the items of one RefreshItems call. */
-const REFRESH_BATCH_MAX = 1000;
+/**
+ * Items per RefreshItems call: a refresh rewrites each item (values up to
+ * 1 MiB), and engramd refuses one write that logs more than 48 MiB (what a
+ * replica receives in one record); the server itself takes up to 1000.
+ */
+const REFRESH_BATCH_MAX = 32;
 /**
  * Calls of one batch in flight at once: a batch of thousands of gets must not
  * open thousands of HTTP/2 streams (the server caps streams per connection).
