@@ -1,5 +1,6 @@
 #include "server/json_terms.h"
 
+#include <errno.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <stdlib.h>
@@ -56,7 +57,20 @@ static int eg_js_string(struct eg_jscan *s, int *nul) {
       if (s->end - s->p < 5) break;
       for (int i = 1; i <= 4; i++)
         if (!eg_js_hex(s->p[i])) return eg_js_fail(s, "not valid JSON (a bad \\u escape)");
-      if (memcmp(s->p + 1, "0000", 4) == 0) *nul = 1;
+      unsigned long u = strtoul((char[5]){s->p[1], s->p[2], s->p[3], s->p[4], 0}, NULL, 16);
+      if (u == 0) *nul = 1;
+      /* json-c turns a lone surrogate into U+FFFD: two different keys
+       * ("\ud800", "\udc00") would hash alike. A high one must be
+       * followed by a low one, which it then takes. */
+      if (u >= 0xDC00 && u <= 0xDFFF) return eg_js_fail(s, "not valid JSON (a lone surrogate)");
+      if (u >= 0xD800 && u <= 0xDBFF) {
+        unsigned long lo = 0;
+        if (s->end - s->p >= 11 && s->p[5] == '\\' && s->p[6] == 'u' && eg_js_hex(s->p[7]) &&
+            eg_js_hex(s->p[8]) && eg_js_hex(s->p[9]) && eg_js_hex(s->p[10]))
+          lo = strtoul((char[5]){s->p[7], s->p[8], s->p[9], s->p[10], 0}, NULL, 16);
+        if (lo < 0xDC00 || lo > 0xDFFF) return eg_js_fail(s, "not valid JSON (a lone surrogate)");
+        s->p += 6;
+      }
       s->p += 4;
     } else if (!strchr("\"\\/bfnrt", *s->p)) {
       return eg_js_fail(s, "not valid JSON (a bad escape)");
@@ -74,17 +88,34 @@ static int eg_js_digits(struct eg_jscan *s) {
 /* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? (its range is checked on
  * the parsed value). */
 static int eg_js_number(struct eg_jscan *s) {
+  const char *from = s->p;
+  int integer = 1;
   if (*s->p == '-') s->p++;
   if (s->p < s->end && *s->p == '0') s->p++;
   else if (eg_js_digits(s)) return -1;
   if (s->p < s->end && *s->p == '.') {
     s->p++;
+    integer = 0;
     if (eg_js_digits(s)) return -1;
   }
   if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
     s->p++;
+    integer = 0;
     if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
     if (eg_js_digits(s)) return -1;
+  }
+  /* json-c clamps an integer past 64 bits (to INT64_MIN or UINT64_MAX):
+   * two different numbers would hash alike. */
+  if (integer) {
+    char buf[24];
+    size_t n = (size_t)(s->p - from);
+    if (n >= sizeof buf) return eg_js_fail(s, "a number out of range (an integer past 64 bits)");
+    memcpy(buf, from, n);
+    buf[n] = 0;
+    errno = 0;
+    if (*from == '-') (void)strtoll(buf, NULL, 10);
+    else (void)strtoull(buf, NULL, 10);
+    if (errno == ERANGE) return eg_js_fail(s, "a number out of range (an integer past 64 bits)");
   }
   return 0;
 }

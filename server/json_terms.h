@@ -23,8 +23,9 @@
  * and unique, into out (at most max). EG_EINVAL with "<field>: <problem>" in msg if json is
  * not a JSON object (empty string: no pairs) by RFC 8259's grammar (no NaN, Infinity,
  * comments, single quotes or trailing commas), holds a number JSON cannot write back
- * (1e999), a key (at any depth) holding \u0000, is deeper than 64 levels, or has more
- * than max pairs. EG_ENOMEM. Thread safety: b is only read. */
+ * (1e999) or an integer past 64 bits, a lone UTF-16 surrogate escape, a key (at any
+ * depth) holding \u0000, is deeper than 64 levels, or has more than max pairs (what
+ * json-c would clamp, replace or cut, so that two different texts hash alike). EG_ENOMEM. Thread safety: b is only read. */
 eg_err eg_json_terms(const eg_blind_ctx *b, const char *field, const char *json, size_t len,
                      uint64_t *out, size_t max, size_t *n, char *msg, size_t msglen);
 

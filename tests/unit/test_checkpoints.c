@@ -517,6 +517,17 @@ static void test_json_strict(void) {
   /* finite by the grammar, not as a double */
   refused("{\"a\":1e999}", "not finite");
   refused("{\"a\":[{\"b\":-1E400}]}", "not finite");
+  /* json-c would clamp these (or make them U+FFFD): two different values
+   * would hash alike */
+  refused("{\"a\":99999999999999999999999999}", "past 64 bits");
+  refused("{\"a\":18446744073709551616}", "past 64 bits");
+  refused("{\"a\":-9223372036854775809}", "past 64 bits");
+  CU_ASSERT_NOT_EQUAL(taken("{\"a\":18446744073709551615}"), taken("{\"a\":9223372036854775807}"));
+  CU_ASSERT_NOT_EQUAL(taken("{\"a\":-9223372036854775808}"), 0);
+  refused("{\"\\ud800\":1}", "lone surrogate");
+  refused("{\"\\udc00\":1}", "lone surrogate");
+  refused("{\"a\":\"\\ud800\\u0041\"}", "lone surrogate");
+  CU_ASSERT_NOT_EQUAL(taken("{\"\\ud83d\\ude00\":1}"), 0);
   /* JSON, but not an object: said so, not "ends too soon" */
   refused("1", "must be a JSON object");
   refused("null", "must be a JSON object");
