@@ -9,6 +9,7 @@ import json
 import os
 import string
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -35,15 +36,26 @@ def run(*args, timeout=60):
     return p.returncode, p.stdout.decode(), p.stderr.decode()
 
 
+# Runs argv[1:] and prints its exit code and peak RSS (KiB). From a small
+# process of its own: a child's ru_maxrss survives exec, so measured straight
+# from this test process it starts at this process's RSS (which earlier tests
+# with large requests grow), not at the CLI's.
+MEASURE = """import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+_, status, usage = os.wait4(p.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def peak_rss(*args):
     """(exit code, stderr, peak RSS in bytes) of engram ARGS."""
     with tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([ENGRAM_CLI] + list(args), stdout=subprocess.DEVNULL, stderr=err,
-                             stdin=subprocess.DEVNULL, env=clean_env())
-        _, status, usage = os.wait4(p.pid, 0)  # this child's own rusage (ru_maxrss in KiB)
-        p.returncode = os.waitstatus_to_exitcode(status)
+        p = subprocess.run([sys.executable, "-c", MEASURE, ENGRAM_CLI] + list(args),
+                           stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                           env=clean_env(), timeout=120)
+        rc, kib = map(int, p.stdout.split())
         err.seek(0)
-        return p.returncode, err.read().decode(), usage.ru_maxrss * 1024
+        return rc, err.read().decode(), kib * 1024
 
 
 class CallInputTest(unittest.TestCase):
