@@ -15,6 +15,7 @@ import grpc
 
 from harness import (ENGRAMD, KEEP, RPC_TIMEOUT, E2ETestCase, Server, ServerTestCase, clean_env,
                      free_port, make_keyring, uid, write_tokens)
+from test_at_rest import mdb_dump  # noqa: E402
 from engram.v1 import agent_state_pb2 as apb  # noqa: E402
 from engram.v1 import agent_state_pb2_grpc as apbg  # noqa: E402
 from engram.v1 import user_pb2 as upb  # noqa: E402
@@ -374,13 +375,7 @@ class CheckpointTest(ServerTestCase):
 
 
 def mdb_keys(data_dir, db):
-    p = subprocess.run(["mdb_dump", "-s", db, data_dir], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=60)
-    if p.returncode != 0:
-        raise AssertionError("mdb_dump -s %s: %s" % (db, p.stderr.decode(errors="replace")))
-    lines = p.stdout.decode().splitlines()
-    body = lines[lines.index("HEADER=END") + 1:lines.index("DATA=END")]
-    return [bytes.fromhex(k.strip()) for k in body[0::2]]
+    return [k for k, _ in mdb_dump(data_dir, db)[1]]
 
 
 class CheckpointAtRestTest(E2ETestCase):
