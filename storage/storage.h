@@ -1,8 +1,10 @@
 /*
  * storage: the LMDB engine. One env with named DBs, tenant-first keys that
  * sort the way they are read, protobuf-c records from
- * proto/engram/storage/v1. Knows nothing of gRPC or libsodium: the fields it
- * stores encrypted arrive already sealed.
+ * proto/engram/storage/v1. Knows nothing of gRPC and holds no key: the
+ * fields it stores encrypted arrive already sealed. Of crypto/ it uses only
+ * SHA-256 (eg_sha256), to digest the ids of checkpoint keys
+ * (storage/checkpoints.h), which would not fit LMDB's keys whole.
  *
  * Key layout (u8len = one length byte; BE = big-endian):
  *   meta              "schema_version" -> u32 BE, "last_lsn", "epoch",
