@@ -768,8 +768,7 @@ void eg_on_call(eg_call *c) {
       c->state = EG_CALL_WRITING;
       c->item.apply = eg_write_apply;
       c->item.done = eg_write_done;
-      c->item.bytes = c->req.write_bytes ? c->req.write_bytes
-                                         : grpc_byte_buffer_length(c->payload);
+      c->item.bytes = grpc_byte_buffer_length(c->payload);
       c->item.why = c->req.msg;
       c->item.whylen = sizeof c->req.msg;
       eg_writer_submit(tp->writer, &c->item);

@@ -65,10 +65,6 @@ typedef struct eg_req {
   eg_arena *arena;
   eg_txn *rtxn;      /* read handlers, and a prepare_reads write's prepare: the worker's open read txn */
   void *state;       /* write handlers: what prepare left for apply */
-  /* A write's prepare that builds more than its request (a copy): about
-   * the bytes apply will write, for the writer's batch bound; 0: the
-   * request's size stands for them. */
-  size_t write_bytes;
   int64_t now_us;    /* taken once when the call arrived */
   /* Set by an apply that did a bounded share of a large job (erasing a
    * user): the call goes back to the writer for another batch instead of

@@ -894,7 +894,6 @@ static eg_err eg_fork_prepare(eg_req *r, const ProtobufCMessage *msg) {
   struct eg_fork_copy fc = {.r = r, .st = st};
   e = eg_store_messages_scan(r->rtxn, r->tenant, src->session_id, 1, 0, eg_fork_visit, &fc);
   if (e == EG_OK) e = fc.err;
-  if (e == EG_OK) r->write_bytes = st->bytes;
   return e;
 }
 

@@ -33,8 +33,7 @@ struct eg_write_item {
    * says more writes are already queued (so work done here delays them). */
   void (*done)(eg_write_item *item, eg_err err, uint64_t lsn, int busy);
   int alone; /* run in a write txn of its own, not nested in a batch */
-  /* About what apply writes (the request's size, or what a copying
-   * prepare built: eg_req.write_bytes): a batch stops before its
+  /* About what apply writes (the request's size): a batch stops before its
    * items' sum passes EG_WRITER_BATCH_BYTES (a larger item is a batch by
    * itself), so one commit's log record stays small enough for a replica
    * to receive. 0: small. An estimate only: what the items really log
