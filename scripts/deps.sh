@@ -5,7 +5,7 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libgrpc-dev protobuf-c-compiler
             libprotobuf-c-dev libprotobuf-dev liblmdb-dev lmdb-utils libsodium-dev libcunit1-dev
-            libmicrohttpd-dev libjson-c-dev)
+            libmicrohttpd-dev libjson-c-dev libicu-dev libstemmer-dev)
 # make package: cpack's Depends come from dpkg-shlibdeps (dpkg-dev), the
 # package is checked with dpkg-deb.
 build_pkgs+=(dpkg-dev)

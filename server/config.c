@@ -129,6 +129,16 @@ static const eg_opt eg_opts[] = {
      * the prefix: this bounds one call's work whatever the store holds. */
     EG_NUM("max-store-scan", max_store_scan, 100, 100000000, "100000",
            "store items (SearchItems) or namespaces (ListNamespaces) one call examines; past it RESOURCE_EXHAUSTED"),
+    EG_STR("index-messages", index_messages, "true|false", "true",
+           "index appended messages for SearchMessages (false: not indexed until turned on again)"),
+    /* SearchMessages reads each query word's postings newest first: this
+     * bounds one call's work over a tenant of any size (truncated: set). */
+    EG_NUM("max-search-postings", max_search_postings, 1000, 100000000, "1000000",
+           "postings (messages holding a query word) one SearchMessages reads at most"),
+    EG_NUM("reindex-batch", reindex_batch, 1, 100000, "200",
+           "records one background reindex transaction rewrites at most"),
+    EG_NUM("reindex-rate", reindex_rate, 1, 1000000, "2000",
+           "records per second the background reindex rewrites at most"),
     EG_NUM("max-exports", max_exports, 1, EG_EXPORTS_MAX, "4",
            "ExportUser calls running at once (each holds a read snapshot); more are UNAVAILABLE"),
     EG_NUM("export-send-timeout-ms", export_send_timeout_ms, 100, 3600000, "10000",

@@ -12,7 +12,8 @@
 #include "server/convert.h"
 #include "server/memory_score.h"
 #include "server/memory_svc.h"
-#include "server/memory_text.h"
+#include "server/text_terms.h"
+#include "server/tokenizer.h"
 #include "server/page_token.h"
 #include "server/service.h"
 #include "server/validate.h"
@@ -556,7 +557,10 @@ eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
       (e = eg_pmap_init(&kw, r->arena, 64)))
     return e;
   s.f = &f;
-  size_t nt = eg_text_terms(ctx, in->query, strlen(in->query), terms, EG_TEXT_TERMS_MAX, NULL);
+  size_t nt;
+  if ((e = eg_text_terms(ctx, EG_TOKENIZER_VERSION, in->language, in->query, strlen(in->query),
+                         terms, NULL, EG_TEXT_TERMS_MAX, &nt, NULL, NULL)))
+    return e;
   size_t n_docs = cnt.count[1] + cnt.count[2] + cnt.count[3];
   if ((e = eg_postings_join(r, r->rtxn, in->user_id, terms, nt, n_docs, &kw, &s.query_idf))) return e;
   s.kw = nt ? &kw : NULL;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "server/memory_svc.h"
-#include "server/memory_text.h"
+#include "server/text_terms.h"
 
 /* The hashed bytes: a domain byte, the key, a NUL, the value. Strings hold
  * no NUL (the wire walk refuses them), so a memory term (one word of a

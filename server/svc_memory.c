@@ -21,7 +21,8 @@
 #include "server/ids.h"
 #include "server/memory_score.h"
 #include "server/memory_svc.h"
-#include "server/memory_text.h"
+#include "server/text_terms.h"
+#include "server/tokenizer.h"
 #include "server/service.h"
 #include "server/validate.h"
 
@@ -207,8 +208,11 @@ static eg_err eg_text_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memor
   uint64_t *terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_TEXT_TERMS_MAX);
   int negated;
   if (!terms) return EG_ENOMEM;
-  rec->n_term_hashes = eg_text_terms(ctx, text, len, terms, EG_TEXT_TERMS_MAX, &negated);
+  eg_err e = eg_text_terms(ctx, EG_TOKENIZER_VERSION, rec->language, text, len, terms, NULL,
+                           EG_TEXT_TERMS_MAX, &rec->n_term_hashes, NULL, &negated);
+  if (e != EG_OK) return e;
   rec->term_hashes = terms;
+  rec->index_version = EG_TOKENIZER_VERSION;
   rec->flags = negated ? EG_MEMORY_F_NEGATED : 0;
   return eg_field_seal(r, "memory", memory_id, "text", text, len, &rec->text_token);
 }

@@ -181,6 +181,9 @@ const struct eg_db_slot eg_store__data_db_table[] = {
     {EG_DB_CHECKPOINT_WRITES, offsetof(eg_store, checkpoint_writes)},
     {EG_DB_STORE_ITEMS, offsetof(eg_store, store_items)},
     {EG_DB_STORE_NAMESPACES, offsetof(eg_store, store_namespaces)},
+    {EG_DB_MESSAGE_TERMS, offsetof(eg_store, message_terms)},
+    {EG_DB_MESSAGE_INDEX_STATS, offsetof(eg_store, message_index_stats)},
+    {EG_DB_INDEX_STATE, offsetof(eg_store, index_state)},
 };
 
 const size_t eg_store__n_data_dbs =

@@ -37,8 +37,13 @@
 #define EG_DB_CHECKPOINT_WRITES "checkpoint_writes"
 #define EG_DB_STORE_ITEMS "store_items"
 #define EG_DB_STORE_NAMESPACES "store_namespaces"
-/* Room for the DBs later versions add (20 are in use at version 5). */
-#define EG_STORE_MAX_DBS 24
+/* Keyword search (migration 6): the message index and the indexes' state
+ * (storage/message_index.h). */
+#define EG_DB_MESSAGE_TERMS "message_terms"
+#define EG_DB_MESSAGE_INDEX_STATS "message_index_stats"
+#define EG_DB_INDEX_STATE "index_state"
+/* Room for the DBs later versions add (23 are in use at version 6). */
+#define EG_STORE_MAX_DBS 32
 
 /* meta keys */
 #define EG_META_SCHEMA_VERSION "schema_version"
@@ -65,6 +70,7 @@ struct eg_store {
   MDB_dbi memories, memories_by_user, memory_vectors, memory_terms, memory_users;
   MDB_dbi sessions_by_activity, sweep_due, retention, session_terms;
   MDB_dbi checkpoints, checkpoints_by_user, checkpoint_writes, store_items, store_namespaces;
+  MDB_dbi message_terms, message_index_stats, index_state;
   /* Every data DB by name (filled at open from eg_store__data_db_table). */
   struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
   size_t n_data_dbs;

@@ -22,6 +22,12 @@
  * where q is the embedding quantized (q[i] = round(v[i] / qscale), qscale =
  * max |v[i]| / 127, qsum = sum |q[i]|): search ranks by it first and
  * rescores exactly.
+ * Layout 3 (every put from schema 6 on) adds what the filters and the
+ * reindex read, so that they too need no record: the record's
+ * index_version, agent_hash, source_hash, namespace_hashes and
+ * metadata_hashes (the placement is memories.c's; eg_memory_meta below is
+ * the contract). Layouts 1 and 2 stay readable: their index_version is 1
+ * and has_filters 0 (a filter on them reads the record).
  * counters: u8 layout (1) | u8 0 | u16 0 | u32 dim | u64 count[4] (by
  * state, index 0 unused; SUPERSEDED, state 4, is not counted: only the
  * ACTIVE count limits anything).
@@ -70,6 +76,16 @@ typedef struct {
   const int8_t *qvec;
   float qscale;
   uint32_t qsum; /* sum of |qvec[i]| */
+  /* Tokenizer version of the memory's postings (MemoryRecord.index_version;
+   * 1 for layouts 1 and 2). */
+  unsigned index_version;
+  /* Layout 3: the record's filter hashes (ns_hashes, md_hashes: unaligned
+   * u64 LE in the LMDB value, read with eg_memory_meta_hash). 0 for
+   * layouts 1 and 2, whose filters the caller checks on the record. */
+  int has_filters;
+  uint64_t agent_hash, source_hash;
+  unsigned n_ns, n_md;
+  const uint8_t *ns_hashes, *md_hashes;
 } eg_memory_meta;
 
 typedef struct {
@@ -84,6 +100,8 @@ typedef struct {
 
 /* Tag hash i of m. */
 uint64_t eg_memory_meta_tag(const eg_memory_meta *m, unsigned i);
+/* Hash i of an unaligned u64 LE array (ns_hashes, md_hashes). */
+uint64_t eg_memory_meta_hash(const uint8_t *hashes, unsigned i);
 /* rec's position (create time, then id): the order of the user's memories. */
 void eg_memory_pos_of(const eg_memory_rec *rec, eg_memory_pos *pos);
 /* The memory_id and create_us of a position. */
@@ -130,6 +148,18 @@ eg_err eg_store_memories_scan(eg_txn *t, const char *tenant, const char *user_id
 eg_err eg_store_memory_meta_at(eg_txn *t, const char *tenant, const char *user_id,
                                const eg_memory_pos *pos, int want_vector, eg_memory_meta *meta,
                                const uint8_t **vec);
+
+/* Called per memory in key order (tenant, memory_id): its key (the cursor
+ * to resume after), tenant (a NUL-terminated copy, valid during the call)
+ * and record (the callee's to free or keep). Return nonzero to stop. */
+typedef int (*eg_memory_walk_fn)(void *arg, const uint8_t *key, size_t key_len,
+                                 const char *tenant, eg_memory_rec *rec);
+/* Visits at most max memories of every tenant in key order, strictly after
+ * the key after[0..after_len) (after_len 0: from the first); *more is set
+ * when memories remain past the last visited. For the background reindex.
+ * Cost: O(log n + max). */
+eg_err eg_store_memories_walk(eg_txn *t, const uint8_t *after, size_t after_len, size_t max,
+                              eg_memory_walk_fn fn, void *arg, int *more);
 
 /* Number of sessions user_id has. Cost: O(log n + sessions). */
 eg_err eg_store_user_sessions_count(eg_txn *t, const char *tenant, const char *user_id,

@@ -5,6 +5,7 @@
  * layout is a new row. Adding a record field needs no migration (protobuf).
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "storage/internal.h"
 
@@ -82,6 +83,49 @@ static eg_err eg_migrate_v5(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen
   return EG_OK;
 }
 
+/* The state row of index `name` at `version`, written when db holds a
+ * record (an empty DB needs no row: see eg_store_index_state_get). */
+static eg_err eg_migrate_index_state(MDB_txn *txn, MDB_dbi db, MDB_dbi state, const char *name,
+                                     uint32_t version, char *err, size_t errlen) {
+  MDB_stat st;
+  int rc = mdb_stat(txn, db, &st);
+  if (rc || st.ms_entries == 0) return eg_store__err(rc);
+  Engram__Storage__V1__IndexStateRecord rec = ENGRAM__STORAGE__V1__INDEX_STATE_RECORD__INIT;
+  rec.version = version;
+  uint8_t buf[16];
+  size_t n = engram__storage__v1__index_state_record__pack(&rec, buf);
+  MDB_val k = {strlen(name), (void *)name}, v = {n, buf};
+  rc = mdb_put(txn, state, &k, &v, 0);
+  if (rc) snprintf(err, errlen, "index_state %s: %s", name, mdb_strerror(rc));
+  return eg_store__err(rc);
+}
+
+/* Version 6: keyword search. The message index and the indexes' state. A
+ * store that holds memories gets a "memories" row at tokenizer version 1
+ * (the ASCII rules their postings were made with) and one that holds
+ * messages a "messages" row at 0 (none indexed): engramd reindexes them in
+ * the background. Written alike on every copy of one history, so not
+ * logged (as migration 4's back-fill). */
+static eg_err eg_migrate_v6(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
+  static const char *const dbs[] = {EG_DB_MESSAGE_TERMS, EG_DB_MESSAGE_INDEX_STATS,
+                                    EG_DB_INDEX_STATE};
+  MDB_dbi memories, messages, state;
+  (void)meta;
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
+    if (e) return e;
+  }
+  int rc = mdb_dbi_open(txn, EG_DB_MEMORIES, 0, &memories);
+  if (!rc) rc = mdb_dbi_open(txn, EG_DB_MESSAGES, 0, &messages);
+  if (!rc) rc = mdb_dbi_open(txn, EG_DB_INDEX_STATE, 0, &state);
+  if (rc) {
+    snprintf(err, errlen, "migration 6: open: %s", mdb_strerror(rc));
+    return eg_store__err(rc);
+  }
+  eg_err e = eg_migrate_index_state(txn, memories, state, EG_INDEX_MEMORIES, 1, err, errlen);
+  return e ? e : eg_migrate_index_state(txn, messages, state, EG_INDEX_MESSAGES, 0, err, errlen);
+}
+
 static const struct eg_migration {
   uint32_t version;
   const char *what;
@@ -95,6 +139,7 @@ static const struct eg_migration {
     {4, "lifecycle: sessions_by_activity, sweep_due, retention, session_terms", eg_migrate_v4},
     {5, "agent state: checkpoints, checkpoints_by_user, checkpoint_writes, store_items, "
         "store_namespaces", eg_migrate_v5},
+    {6, "keyword search: message_terms, message_index_stats, index_state", eg_migrate_v6},
 };
 
 /* Rows are versions 1..N in order, and N is the version this build writes. */

@@ -25,7 +25,8 @@
  *   retention         u8len tenant -> RetentionPolicyRecord
  *   wal               lsn u64 BE -> WalRecord (below)
  * and the memory DBs (storage/memories.h), the key-value store's
- * (storage/store_items.h). All of it, with the files of
+ * (storage/store_items.h), the message keyword index's
+ * (storage/message_index.h). All of it, with the files of
  * the data dir: docs/architecture.md, "On disk".
  *
  * Transactions:
@@ -66,7 +67,7 @@ typedef Engram__Storage__V1__SessionRecord eg_session_rec;
 typedef Engram__Storage__V1__MessageRecord eg_message_rec;
 typedef Engram__Storage__V1__RetentionPolicyRecord eg_retention_rec;
 
-#define EG_STORE_SCHEMA_VERSION 5
+#define EG_STORE_SCHEMA_VERSION 6
 /* engram.v1.SessionState values, as stored (EXPIRED is derived, never stored). */
 enum { EG_SSTATE_ACTIVE = 1, EG_SSTATE_ENDED = 2 };
 /* Longest tenant, user id or session id the key layout accepts. */
@@ -235,12 +236,16 @@ eg_err eg_store_sessions_scan(eg_txn *t, const char *tenant, const char *user_id
 /* ---- messages ----------------------------------------------------------- */
 
 /* Writes rec under rec->seq; with a client_message_id, also its
- * idempotency key. */
+ * idempotency key; when rec->index_version is not 0, its keyword postings
+ * and index stats (storage/message_index.h: index_terms at most
+ * EG_MESSAGE_TERMS_MAX, index_tf one byte per term, index_user_id set,
+ * else EG_EINVAL). */
 eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_id,
                             const eg_message_rec *rec);
 /* The bytes eg_store_message_put(t, tenant, session_id, rec) adds to its
- * txn's log record (which a replica receives whole), into *len; not the
- * few the session's sweep entry adds when rec is its first message.
+ * txn's log record (which a replica receives whole), postings included,
+ * into *len; not the few the session's sweep entry and the index stats
+ * add.
  * EG_EINVAL for an id the keys refuse. Reads nothing. */
 eg_err eg_store_message_put_len(const eg_store *s, const char *tenant, const char *session_id,
                                 const eg_message_rec *rec, size_t *len);
@@ -508,5 +513,8 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
 
 /* ---- the key-value store: storage/store_items.h --------------------------- */
 #include "storage/store_items.h"
+
+/* ---- the message keyword index, index state: storage/message_index.h ------ */
+#include "storage/message_index.h"
 
 #endif

@@ -206,6 +206,9 @@ const char *eg_client_code_name(int code);
   X(fork_session, EG_CLIENT_SESSION_SVC "ForkSession",                                   \
     Engram__V1__ForkSessionRequest, engram__v1__fork_session_request__descriptor,        \
     Engram__V1__Session, engram__v1__session__descriptor)                                \
+  X(search_messages, EG_CLIENT_SESSION_SVC "SearchMessages",                             \
+    Engram__V1__SearchMessagesRequest, engram__v1__search_messages_request__descriptor,  \
+    Engram__V1__SearchMessagesResponse, engram__v1__search_messages_response__descriptor)\
   X(health_check, "/grpc.health.v1.Health/Check",                                        \
     Grpc__Health__V1__HealthCheckRequest, grpc__health__v1__health_check_request__descriptor, \
     Grpc__Health__V1__HealthCheckResponse, grpc__health__v1__health_check_response__descriptor) \
@@ -247,6 +250,16 @@ const char *eg_client_code_name(int code);
     engram__v1__deduplicate_memories_request__descriptor,                                \
     Engram__V1__DeduplicateMemoriesResponse,                                             \
     engram__v1__deduplicate_memories_response__descriptor)                               \
+  X(batch_create_memories, EG_CLIENT_MEMORY_SVC "BatchCreateMemories",                  \
+    Engram__V1__BatchCreateMemoriesRequest,                                              \
+    engram__v1__batch_create_memories_request__descriptor,                               \
+    Engram__V1__BatchCreateMemoriesResponse,                                             \
+    engram__v1__batch_create_memories_response__descriptor)                              \
+  X(batch_delete_memories, EG_CLIENT_MEMORY_SVC "BatchDeleteMemories",                  \
+    Engram__V1__BatchDeleteMemoriesRequest,                                              \
+    engram__v1__batch_delete_memories_request__descriptor,                               \
+    Engram__V1__BatchDeleteMemoriesResponse,                                             \
+    engram__v1__batch_delete_memories_response__descriptor)                              \
   X(delete_user, EG_CLIENT_USER_SVC "DeleteUser",                                        \
     Engram__V1__DeleteUserRequest, engram__v1__delete_user_request__descriptor,          \
     Engram__V1__DeleteUserResponse, engram__v1__delete_user_response__descriptor)        \

@@ -1,5 +1,5 @@
 /* Memories without storage: the tokenizer, blind-index tokens, scoring,
- * the top-k heap and the de-duplication rules (server/memory_text.h,
+ * the top-k heap and the de-duplication rules (server/tokenizer.h, text_terms.h,
  * crypto/blind.c, server/memory_score.h). */
 #include <CUnit/CUnit.h>
 #include <float.h>
@@ -11,7 +11,8 @@
 
 #include "crypto/crypto.h"
 #include "server/memory_score.h"
-#include "server/memory_text.h"
+#include "server/text_terms.h"
+#include "server/tokenizer.h"
 #include "suites.h"
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -57,7 +58,7 @@ static void add_word(void *arg, const char *w, size_t n) {
 
 static int words_of(const char *text, struct words *ws) {
   memset(ws, 0, sizeof *ws);
-  return eg_text_words(text, strlen(text), add_word, ws);
+  return eg_text_words(EG_TOKENIZER_V1, "", text, strlen(text), add_word, ws);
 }
 
 #define ASSERT_WORDS(text, want, want_neg)                                       \
@@ -181,17 +182,28 @@ static void test_text_terms(void) {
   eg_keyring *kr = ring1();
   eg_blind_ctx c;
   uint64_t a[16], b[16];
+  uint8_t tf[16];
+  size_t na, nb, n3;
+  uint32_t words;
   int neg;
   CU_ASSERT_EQUAL_FATAL(eg_blind_begin(kr, "acme", &c), EG_OK);
-  size_t na = eg_text_terms(&c, "Tea, tea and TEA: green tea.", 28, a, 16, &neg);
+  CU_ASSERT_EQUAL(eg_text_terms(&c, EG_TOKENIZER_VERSION, "", "Tea, tea and TEA: green tea.", 28,
+                                a, tf, 16, &na, &words, &neg), EG_OK);
   CU_ASSERT_EQUAL(na, 2); /* {tea, green}, unique */
+  CU_ASSERT_EQUAL(words, 5); /* "and" is a stop word */
+  CU_ASSERT_EQUAL(tf[0] + tf[1], 5);
+  CU_ASSERT(tf[0] == 4 || tf[1] == 4);
   CU_ASSERT_EQUAL(neg, 0);
   CU_ASSERT(a[0] < a[1]); /* sorted */
-  size_t nb = eg_text_terms(&c, "green TEA", 9, b, 16, &neg);
+  CU_ASSERT_EQUAL(eg_text_terms(&c, EG_TOKENIZER_VERSION, "", "green TEA", 9, b, NULL, 16, &nb,
+                                NULL, &neg), EG_OK);
   CU_ASSERT_EQUAL(nb, 2);
   CU_ASSERT_EQUAL(memcmp(a, b, sizeof a[0] * 2), 0);
-  /* the cap keeps the first distinct words */
-  CU_ASSERT_EQUAL(eg_text_terms(&c, "one two three four", 18, a, 3, NULL), 3);
+  /* the cap keeps the first distinct words, and counts every word */
+  CU_ASSERT_EQUAL(eg_text_terms(&c, EG_TOKENIZER_VERSION, "", "one two three four", 18, a, NULL,
+                                3, &n3, &words, NULL), EG_OK);
+  CU_ASSERT_EQUAL(n3, 3);
+  CU_ASSERT_EQUAL(words, 4);
   eg_keyring_free(kr);
 }
 
@@ -334,8 +346,11 @@ static void test_topk_order_and_ties(void) {
 static eg_similarity sim_of(const eg_blind_ctx *c, const char *x, const char *y) {
   uint64_t a[64], b[64];
   int na_neg, nb_neg;
-  size_t na = eg_text_terms(c, x, strlen(x), a, 64, &na_neg);
-  size_t nb = eg_text_terms(c, y, strlen(y), b, 64, &nb_neg);
+  size_t na = 0, nb = 0;
+  CU_ASSERT_EQUAL(eg_text_terms(c, EG_TOKENIZER_VERSION, "", x, strlen(x), a, NULL, 64, &na, NULL,
+                                &na_neg), EG_OK);
+  CU_ASSERT_EQUAL(eg_text_terms(c, EG_TOKENIZER_VERSION, "", y, strlen(y), b, NULL, 64, &nb, NULL,
+                                &nb_neg), EG_OK);
   size_t inter = 0;
   for (size_t i = 0; i < na; i++)
     for (size_t j = 0; j < nb; j++) inter += a[i] == b[j];

@@ -1,7 +1,8 @@
-/* The memory tokenizer: words, stop words, stems, negation (memory_text.h). */
-#include "server/memory_text.h"
+/* Tokenizer version 1, the ASCII/Latin-1 rules of Engram up to 0.14
+ * (tokenizer.h): kept to read stores indexed by it. Never edited: a change
+ * would break the match with what it indexed. */
+#include "server/tokenizer.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 static const char *const eg_stop_words[] = {
@@ -115,7 +116,7 @@ static void eg_word_end(char *w, size_t n, eg_word_fn fn, void *arg, int *flips)
   if (fn) fn(arg, w, n);
 }
 
-int eg_text_words(const char *text, size_t len, eg_word_fn fn, void *arg) {
+int eg_text_words_v1(const char *text, size_t len, eg_word_fn fn, void *arg) {
   const unsigned char *p = (const unsigned char *)text;
   char w[EG_WORD_MAX];
   size_t wl = 0;
@@ -143,34 +144,4 @@ int eg_text_words(const char *text, size_t len, eg_word_fn fn, void *arg) {
   }
   eg_word_end(w, wl, fn, arg, &flips);
   return flips & 1;
-}
-
-struct eg_terms_acc {
-  const eg_blind_ctx *ctx;
-  uint64_t *out;
-  size_t n, cap;
-};
-
-static void eg_terms_add(void *arg, const char *w, size_t n) {
-  struct eg_terms_acc *a = arg;
-  uint64_t h = eg_blind_word(a->ctx, w, n);
-  /* Linear dedup keeps "the first distinct words" when over cap; texts are
-   * short, and past the cap nothing is added anyway. */
-  for (size_t i = 0; i < a->n; i++)
-    if (a->out[i] == h) return;
-  if (a->n < a->cap) a->out[a->n++] = h;
-}
-
-int eg_u64_cmp(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
-size_t eg_text_terms(const eg_blind_ctx *ctx, const char *text, size_t len, uint64_t *out,
-                     size_t cap, int *negated) {
-  struct eg_terms_acc a = {.ctx = ctx, .out = out, .cap = cap};
-  int neg = eg_text_words(text, len, eg_terms_add, &a);
-  qsort(out, a.n, sizeof *out, eg_u64_cmp);
-  if (negated) *negated = neg;
-  return a.n;
 }
