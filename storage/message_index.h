@@ -106,5 +106,8 @@ eg_err eg_store_messages_walk(eg_txn *t, const uint8_t *after, size_t after_len,
 eg_err eg_store_index_state_get(eg_txn *t, const char *name, eg_index_state_rec **out);
 /* Stores rec as the state of index `name` (logged and replicated). */
 eg_err eg_store_index_state_put(eg_txn *t, const char *name, const eg_index_state_rec *rec);
+/* The records index `name` covers (the entries of the memories or the
+ * messages DB) as t sees them: a reindex's total. Cost: O(1). */
+eg_err eg_store_index_records(eg_txn *t, const char *name, uint64_t *n);
 
 #endif

@@ -172,3 +172,19 @@ eg_err eg_store_txn_lsn(eg_txn *t, uint64_t *lsn) {
   if (!eg_txn_readable(t)) return EG_EINVAL;
   return eg_store__meta_get_u64(t->txn, t->s->meta, EG_META_LAST_LSN, lsn);
 }
+
+eg_err eg_store_index_records(eg_txn *t, const char *name, uint64_t *n) {
+  MDB_stat st;
+  MDB_dbi dbi;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  if (strcmp(name, EG_INDEX_MEMORIES) == 0)
+    dbi = t->s->memories;
+  else if (strcmp(name, EG_INDEX_MESSAGES) == 0)
+    dbi = t->s->messages;
+  else
+    return EG_EINVAL;
+  int rc = mdb_stat(t->txn, dbi, &st);
+  if (rc) return eg_store__err(rc);
+  *n = st.ms_entries;
+  return EG_OK;
+}
