@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "engram.h"
+#include "lg_text.h"
 
 #define LG_MAX_THREADS 256
 #define LG_MAX_SAMPLES (4u << 20) /* latencies kept per thread */
@@ -61,12 +62,8 @@ static long lg_num(const char *s, const char *what) {
   return v;
 }
 
-/* n bytes of printable text, different for each (session, message). */
-static void lg_content(char *buf, size_t n, uint64_t salt) {
-  static const char words[] = "the agent asked the user about memory and context windows ";
-  for (size_t i = 0; i < n; i++) buf[i] = words[(i + salt) % (sizeof words - 1)];
-  buf[n] = '\0';
-}
+/* n bytes of text, different for each (session, message): lg_text.h. */
+static void lg_content(char *buf, size_t n, uint64_t salt) { lg_text(buf, n, salt); }
 
 /* ==== bodies ================================================================ */
 
@@ -155,7 +152,7 @@ typedef struct {
   const char *prefix, *user;
   long sessions, messages, per_call, bytes, users;
   /* run */
-  const char *workload; /* mixed | get-context | list-sessions | get-session | churn */
+  const char *workload; /* mixed | get-context | list-sessions | get-session | churn | search-messages */
   const char *session;  /* get-context, get-session */
   long read_pct, max_messages, page_size, expect;
   long threads, seconds, count;
@@ -442,6 +439,35 @@ static int lg_list_call(lg_thread *t) {
   return 0;
 }
 
+/* One SearchMessages of a query drawn like the messages' text (lg_query),
+ * over --user's messages or, without --user, the whole tenant's. */
+static int lg_search_call(lg_thread *t, uint64_t *seed) {
+  const lg_opts *o = t->o;
+  char q[4 * LG_WORD_MAX];
+  lg_query(q, sizeof q, seed);
+  Engram__V1__SearchMessagesRequest r = ENGRAM__V1__SEARCH_MESSAGES_REQUEST__INIT;
+  r.user_id = (char *)(o->user ? o->user : "");
+  r.query = q;
+  r.top_k = 10;
+  eg_client_opts co = {.timeout_ms = LG_CALL_TIMEOUT_MS};
+  eg_client_status st;
+  Engram__V1__SearchMessagesResponse *out = NULL;
+  uint64_t t0 = lg_now_us();
+  int code = eg_client_search_messages(o->client, &r, &co, &st, &out);
+  lg_record(t, lg_now_us() - t0);
+  if (out) {
+    t->items += out->n_results;
+    protobuf_c_message_free_unpacked(&out->base, NULL);
+  }
+  if (code != 0) {
+    lg_error(t, "SearchMessages", &st);
+    return -1;
+  }
+  t->ok++;
+  t->reads++;
+  return 0;
+}
+
 /* Waits until item i of a run paced at rate per second is due: no earlier
  * than i / rate seconds after t0, so the offered load is steady whatever
  * the latency does (as long as the threads keep up; the report's qps shows
@@ -493,6 +519,8 @@ static void *lg_run_main(void *arg) {
       rc = lg_read_call(t, o->session, 0);
     } else if (!strcmp(o->workload, "churn")) {
       rc = lg_churn_session(t, atomic_fetch_add(&lg_next, 1), lg_t0);
+    } else if (!strcmp(o->workload, "search-messages")) {
+      rc = lg_search_call(t, &seed);
     } else {
       rc = lg_list_call(t);
     }
@@ -522,7 +550,7 @@ static int lg_run(lg_opts *o) {
   if (churn && (!o->prefix || o->per_call < 1 || o->per_call > LG_PER_CALL_MAX))
     lg_die("%s", "run churn: want --prefix P and --per-call 1..1000");
   if (!mixed && !churn && strcmp(o->workload, "get-context") && strcmp(o->workload, "get-session") &&
-      strcmp(o->workload, "list-sessions"))
+      strcmp(o->workload, "list-sessions") && strcmp(o->workload, "search-messages"))
     lg_die("run: unknown workload %s", o->workload);
   static lg_thread ts[LG_MAX_THREADS];
   pthread_t timer;
@@ -551,7 +579,8 @@ static void lg_usage(void) {
         "            get-context --session ID --max-messages M [--expect N]\n"
         "            get-session --session ID\n"
         "            list-sessions --user U --page-size N [--expect N]\n"
-        "            churn --prefix P [--messages M --per-call K --bytes 256 --rate SESSIONS_PER_S]\n",
+        "            churn --prefix P [--messages M --per-call K --bytes 256 --rate SESSIONS_PER_S]\n"
+        "            search-messages [--user U] (a query of 1..3 words like the text; no --user: the tenant)\n",
         stderr);
   exit(2);
 }

@@ -390,6 +390,39 @@ def goals(by, rss, scaling):
     return out
 
 
+def search_runs(runs):
+    """Issue 13's runs by workload: {workload: [rounds]}."""
+    out = {}
+    for r in runs:
+        if r.get("kind") == "loadgen" and (r["workload"].startswith("append_index_")
+                                           or r["workload"].startswith("search_")
+                                           or r["workload"] == "fill_search"):
+            out.setdefault(r["workload"], []).append(r)
+    return out
+
+
+def median_qps(rs):
+    return sorted(r["qps"] for r in rs)[len(rs) // 2] if rs else 0
+
+
+def search_goals(sr):
+    out = []
+    on, off = sr.get("append_index_on"), sr.get("append_index_off")
+    if on and off:
+        q_on, q_off = median_qps(on), median_qps(off)
+        ratio = q_on / q_off if q_off else 0
+        out.append(("AppendMessages with message indexing on ≥ 85% of off (c=64, one 256 B message per call)",
+                    "%.0f%% (%s vs %s/s, medians of %d rounds)" % (100 * ratio, fmt_qps(q_on), fmt_qps(q_off), len(on)),
+                    ratio >= 0.85))
+    u = sr.get("search_user")
+    if u:
+        m = median_round(u)
+        out.append(("SearchMessages p99 ≤ 20 ms over a user with 100,000 messages (c=1)",
+                    "p99 %s, p50 %s (median round of %d)" % (fmt_us(m["p99_us"]), fmt_us(m["p50_us"]), len(u)),
+                    m["p99_us"] <= 20000))
+    return out
+
+
 def nice_ceiling(v):
     """The smallest 1, 2, 2.5, 4 or 5 x 10^k at or above v, so ticks at
     quarters are round numbers."""
@@ -484,7 +517,8 @@ def cmd_report(a):
                 sc.get("scale_ctx_small"), sc.get("scale_ctx_big")),
                ("ListSessions (page of 10), 10 vs 100,000 sessions of the user",
                 sc.get("scale_ls_small"), sc.get("scale_ls_big"))]
-    gl = goals(by, rss, scaling)
+    sr = search_runs(runs)
+    gl = goals(by, rss, scaling) + search_goals(sr)
     os.makedirs(a.out, exist_ok=True)
     md = ["# Engram vs etcd: benchmark results", "",
           "Produced by `make bench` (bench/run.sh) on %s; every figure below comes from this one run."
@@ -542,6 +576,34 @@ def cmd_report(a):
                              fmt_us(r["p50_us"]), fmt_us(r["p99_us"]), fmt_us(r["mean_us"]),
                              ", ".join(fmt_us(x) for x in r["rounds_p50_us"]),
                              "{:,}".format(r["calls_all_rounds"])))
+    if sr:
+        md += ["", "## Message search", "",
+               "Messages are Zipf-distributed text (bench/lg_text.h: English function words, which the "
+               "tokenizer drops, then pseudo-words), so terms are shared as in prose. Append: one 256 B "
+               "message per call, 64 threads, against this engramd (indexing on, the default) and a "
+               "second one of the same build with `--index-messages=false`, rounds in turn. Search: "
+               "eg_loadgen, queries of 1 to 3 words drawn like the text, top_k 10.", "",
+               "| what | c | rounds | calls/s (median) | p50 | p99 | results per call |",
+               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        labels = [("append_index_on", "AppendMessages, indexing on"),
+                  ("append_index_off", "AppendMessages, `--index-messages=false`"),
+                  ("search_user", "SearchMessages, one user (100,000 messages)"),
+                  ("search_user_c16", "SearchMessages, one user (100,000 messages)"),
+                  ("search_tenant", "SearchMessages, the whole tenant (every message of this run: over 1.2 million, 1,101 users)")]
+        for w, label in labels:
+            rs = sr.get(w)
+            if not rs:
+                continue
+            m = median_round(rs)
+            per = "%.1f" % (m["items"] / m["ok"]) if w.startswith("search") and m["ok"] else "—"
+            md.append("| %s | %d | %d | %s | %s | %s | %s |"
+                      % (label, m["concurrency"], len(rs), fmt_qps(median_qps(rs)), fmt_us(m["p50_us"]),
+                         fmt_us(m["p99_us"]), per))
+        for r in sr.get("fill_search", []):
+            for ph in r["phases"]:
+                if ph["what"] == "append":
+                    md += ["", "Fill of the search user: %s messages in %.1f s (%s messages/s, 8 threads, 100 "
+                           "per call)." % ("{:,}".format(ph["items"]), ph["seconds"], fmt_qps(ph["items_per_s"]))]
     md += ["", "## Memory and fill", "", "| when | messages | VmRSS | RssAnon | RssFile (LMDB map pages) |",
            "| --- | ---: | ---: | ---: | ---: |"]
     for x in rss:

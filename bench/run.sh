@@ -192,12 +192,14 @@ PIDS=("$EG_PID")
 # ---- eg_loadgen: fill, memory, mixed, scaling ---------------------------------------------
 SVC=/engram.v1.SessionService
 # lgrun NAME WORKLOAD CONCURRENCY METHODS ARGS...: eg_loadgen checked against the counters.
+# LG_AT=HOST:PORT LG_METRICS=URL point it at another engramd (default the main one).
 lgrun() {
-  local name=$1 w=$2 c=$3 methods=$4
+  local name=$1 w=$2 c=$3 methods=$4 at=${LG_AT:-$EG} metrics=${LG_METRICS:-$EG_METRICS}
   shift 4
-  scrape "$EG_METRICS" "$RAW/$name.before"
-  lg "$@" >"$RAW/$name.out" 2>"$RAW/$name.err" || die "eg_loadgen $name: $(cat "$RAW/$name.err")"
-  scrape "$EG_METRICS" "$RAW/$name.after"
+  scrape "$metrics" "$RAW/$name.before"
+  timeout 600 "$LOADGEN" --target "$at" --token "$TOKEN" "$@" >"$RAW/$name.out" 2>"$RAW/$name.err" ||
+    die "eg_loadgen $name: $(cat "$RAW/$name.err")"
+  scrape "$metrics" "$RAW/$name.after"
   $REPORT check-loadgen --name "$name" --workload "$w" --conc "$c" --methods "$methods" \
     --out "$RAW/$name.out" --before "$RAW/$name.before" --after "$RAW/$name.after" >>"$RUNS" ||
     die "counting check of $name"
@@ -244,6 +246,45 @@ for round in 1 2 3; do
 done
 $REPORT rss "$EG_PID" end_of_run \
   --messages $((FILL_SESSIONS * FILL_MESSAGES + SCALE_MESSAGES + 100)) >>"$RUNS"
+
+# ---- message search (issue 13) -------------------------------------------------------------
+# Indexing's cost on appends: the same build with --index-messages=false beside the main
+# engramd, one message of Zipf text (bench/lg_text.h) per call at c=64, rounds in turn.
+NOIDX_METRICS_PORT=$(free_port)
+"$BUILD/engramd" --listen 127.0.0.1:0 --data-dir "$WORK/engram-noidx" --tokens "$WORK/tokens" \
+  --index-messages=false --metrics-listen "127.0.0.1:$NOIDX_METRICS_PORT" >"$WORK/engramd-noidx.log" 2>&1 &
+NOIDX_PID=$!
+PIDS+=("$NOIDX_PID")
+wait_for "engramd --index-messages=false" 15 grep -q 'listening on' "$WORK/engramd-noidx.log"
+NOIDX=127.0.0.1:$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/engramd-noidx.log" | head -1)
+NOIDX_METRICS=http://127.0.0.1:$NOIDX_METRICS_PORT/metrics
+wait_for "engramd --index-messages=false metrics" 10 $REPORT http-ok "$NOIDX_METRICS"
+for at in "$EG" "$NOIDX"; do
+  timeout 600 "$LOADGEN" --target "$at" --token "$TOKEN" fill --prefix ix- --sessions 1000 --users 100 \
+    --threads 16 --seconds 120 >/dev/null || die "seed ix- sessions on $at"
+done
+for ((round = 1; round <= ROUNDS; round++)); do
+  for idx in on off; do
+    if [ $idx = on ]; then at=$EG m=$EG_METRICS; else at=$NOIDX m=$NOIDX_METRICS; fi
+    LG_AT=$at LG_METRICS=$m lgrun "append_index_${idx}_r$round" "append_index_$idx" 64 "$SVC/AppendMessages" \
+      run mixed --prefix ix- --sessions 1000 --read-pct 0 --bytes 256 --threads 64 --seconds "$SECS"
+  done
+done
+stop_pid "$NOIDX_PID"
+PIDS=("$EG_PID")
+
+# SearchMessages over one user's 100,000 messages, then over the whole tenant (the fill's
+# 1,000,000 messages of 1,000 users, the scaling session's 100,000 and these 100,000).
+lgrun search_fill fill_search 8 "$SVC/CreateSession,$SVC/AppendMessages" \
+  fill --prefix sx- --user search-user --sessions 1000 --messages 100 --per-call 100 --threads 8 --seconds 300
+for ((round = 1; round <= ROUNDS; round++)); do
+  lgrun "search_user_r$round" search_user 1 "$SVC/SearchMessages" \
+    run search-messages --user search-user --threads 1 --seconds "$SECS"
+  lgrun "search_tenant_r$round" search_tenant 1 "$SVC/SearchMessages" \
+    run search-messages --threads 1 --seconds "$SECS"
+done
+lgrun search_user_c16 search_user_c16 16 "$SVC/SearchMessages" \
+  run search-messages --user search-user --threads 16 --seconds "$SECS"
 
 # ---- stop, then report -----------------------------------------------------------------------
 log "stopping engramd and etcd"
