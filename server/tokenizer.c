@@ -197,14 +197,20 @@ static void eg_word_emit(struct eg_words_out *o, const char *w, size_t n) {
 static int eg_is_apostrophe(UChar32 c) { return c == 0x27 || c == 0x2018 || c == 0x2019; }
 
 /* The segment t[0..n) as UTF-8, apostrophes dropped, cut at EG_WORD_MAX
- * bytes, to eg_word_emit. */
+ * bytes, to eg_word_emit; in a language with elision, an elided prefix
+ * and its apostrophe go first ("l'eau" -> "eau"). */
 static void eg_segment_emit(struct eg_words_out *o, const UChar *t, int32_t n) {
   char w[EG_WORD_MAX];
   size_t len = 0;
   for (int32_t i = 0; i < n;) {
     UChar32 c;
     U16_NEXT(t, i, n, c);
-    if (eg_is_apostrophe(c)) continue;
+    if (eg_is_apostrophe(c)) {
+      /* What came before is the whole word so far: an elision when it is
+       * listed and something follows. */
+      if (i < n && o->lang->words && eg_lang_elided(o->lang->words, w, len)) len = 0;
+      continue;
+    }
     if (len + (size_t)U8_LENGTH(c) > EG_WORD_MAX) break;
     U8_APPEND_UNSAFE(w, len, c);
   }

@@ -84,12 +84,20 @@ static const char *const eg_ru_stop[] = {
     "же",  "бы",  "ли",  "уже", "очень", "тоже", "также"};
 static const char *const eg_ru_neg[] = {"не", "нет", "ни", "никогда", "ничего", "никто", "без"};
 
+/* The elisions of French and Italian, before a vowel or a mute h. */
+static const char *const eg_fr_elide[] = {"l", "d", "j", "m", "n", "s", "t", "c", "qu",
+                                          "jusqu", "lorsqu", "puisqu", "quoiqu"};
+static const char *const eg_it_elide[] = {"l", "d", "c", "s", "m", "t", "v", "un", "dell", "all",
+                                          "dall", "nell", "sull", "coll", "quell", "quest", "bell"};
+
 const eg_lang_words eg_lang_table[] = {
     {{"en", "eng"}, eg_en_stop, EG_N(eg_en_stop), eg_en_neg, EG_N(eg_en_neg), 0, 1},
     {{"de", "deu", "ger"}, eg_de_stop, EG_N(eg_de_stop), eg_de_neg, EG_N(eg_de_neg), 0, 0},
-    {{"fr", "fra", "fre"}, eg_fr_stop, EG_N(eg_fr_stop), eg_fr_neg, EG_N(eg_fr_neg), 1, 0},
+    {{"fr", "fra", "fre"}, eg_fr_stop, EG_N(eg_fr_stop), eg_fr_neg, EG_N(eg_fr_neg), 1, 0,
+     eg_fr_elide, EG_N(eg_fr_elide)},
     {{"es", "spa"}, eg_es_stop, EG_N(eg_es_stop), eg_es_neg, EG_N(eg_es_neg), 1, 0},
-    {{"it", "ita"}, eg_it_stop, EG_N(eg_it_stop), eg_it_neg, EG_N(eg_it_neg), 1, 0},
+    {{"it", "ita"}, eg_it_stop, EG_N(eg_it_stop), eg_it_neg, EG_N(eg_it_neg), 1, 0,
+     eg_it_elide, EG_N(eg_it_elide)},
     {{"pt", "por"}, eg_pt_stop, EG_N(eg_pt_stop), eg_pt_neg, EG_N(eg_pt_neg), 1, 0},
     {{"nl", "nld", "dut"}, eg_nl_stop, EG_N(eg_nl_stop), eg_nl_neg, EG_N(eg_nl_neg), 0, 0},
     {{"ru", "rus"}, eg_ru_stop, EG_N(eg_ru_stop), eg_ru_neg, EG_N(eg_ru_neg), 1, 0},
@@ -184,4 +192,10 @@ const eg_lang_entry *eg_lang_lookup(const eg_lang_words *lw, const char *w, size
     if (!e->w) return NULL;
     if (e->n == n && memcmp(e->w, w, n) == 0) return e;
   }
+}
+
+int eg_lang_elided(const eg_lang_words *lw, const char *w, size_t n) {
+  for (size_t i = 0; lw && i < lw->n_elide; i++)
+    if (strlen(lw->elide[i]) == n && memcmp(lw->elide[i], w, n) == 0) return 1;
+  return 0;
 }

@@ -24,7 +24,15 @@ typedef struct eg_lang_words {
   int concord;
   /* English: the "like" verbs and the irregular plurals apply. */
   int english;
+  /* Elided articles and pronouns ("l'", "qu'"): a word that begins with one
+   * and an apostrophe loses them ("l'eau" -> "eau"), so the noun matches
+   * on its own. NULL for languages without elision. */
+  const char *const *elide;
+  size_t n_elide;
 } eg_lang_words;
+
+/* 1 if w[0..n) is one of lw's elided prefixes (without the apostrophe). */
+int eg_lang_elided(const eg_lang_words *lw, const char *w, size_t n);
 
 /* Every language with lists, and how many. */
 extern const eg_lang_words eg_lang_table[];

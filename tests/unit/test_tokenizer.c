@@ -204,6 +204,13 @@ static void test_languages(void) {
   ASSERT_WORDS_LANG("english", "the running children", "the running children", 0);
   /* a stemmer without lists: Swedish stems, keeps its function words */
   ASSERT_WORDS_LANG("sv", "och flickorna", "och flick", 0);
+  /* French and Italian elision: the noun matches alone; other apostrophes join */
+  CU_ASSERT(query_finds("fr", "j'aime l'eau qu'il boit", "eau"));
+  CU_ASSERT(query_finds("fr", "l’hôtel est loin", "hôtel"));
+  CU_ASSERT(query_finds("it", "dell'acqua e l'uomo", "acqua"));
+  CU_ASSERT(query_finds("fr", "aujourd'hui", "aujourd'hui"));
+  CU_ASSERT(!query_finds("fr", "aujourd'hui", "hui"));
+  CU_ASSERT(!query_finds("en", "l'eau", "eau")); /* no elision in English */
   /* NULL is English */
   struct words ws;
   memset(&ws, 0, sizeof ws);
