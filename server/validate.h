@@ -39,6 +39,12 @@
 #define EG_LIST_SESSIONS_STATES_MAX 8
 #define EG_LIST_SESSIONS_METADATA_MAX 16
 
+/* MemoryService: a MemoryFilter's metadata equalities, the requests of one
+ * BatchCreateMemories, the ids of one BatchDeleteMemories. */
+#define EG_MEMORY_FILTER_METADATA_MAX 16
+#define EG_BATCH_CREATE_MAX 100
+#define EG_BATCH_DELETE_MAX 1000
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
 int eg_utf8_valid(const char *s, size_t len);
@@ -53,7 +59,9 @@ int eg_utf8_valid(const char *s, size_t len);
  * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
  * embedding values EG_MEMORY_DIM_MAX, ListSessions states and metadata_equals
  * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, PutWrites' writes
- * EG_CKPT_WRITES_MAX, any other
+ * EG_CKPT_WRITES_MAX, MemoryFilter.metadata_equals EG_MEMORY_FILTER_METADATA_MAX,
+ * BatchCreateMemories' requests EG_BATCH_CREATE_MAX, BatchDeleteMemories'
+ * memory_ids EG_BATCH_DELETE_MAX, any other
  * EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge
  * count. A singular (non-repeated) message field may occur once: protobuf-c
