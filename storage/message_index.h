@@ -79,7 +79,9 @@ eg_err eg_store_message_index_stats(eg_txn *t, const char *tenant, const char *u
 
 /* Replaces the stored message prev (read in this txn) with rec (same seq):
  * prev's postings and stats go, rec's come (either may be unindexed). For
- * the reindex, which sets a message's index fields after the fact. */
+ * the reindex, which sets a message's index fields after the fact.
+ * EG_EINVAL when rec is not prev's message (another seq or create time)
+ * or its index fields are refused as by eg_store_message_put. */
 eg_err eg_store_message_reindex(eg_txn *t, const char *tenant, const char *session_id,
                                 const eg_message_rec *prev, const eg_message_rec *rec);
 
@@ -104,7 +106,8 @@ eg_err eg_store_messages_walk(eg_txn *t, const uint8_t *after, size_t after_len,
  * store created at schema 6 or later whose index nothing changed since
  * (its entries are at tokenizer version 2). */
 eg_err eg_store_index_state_get(eg_txn *t, const char *name, eg_index_state_rec **out);
-/* Stores rec as the state of index `name` (logged and replicated). */
+/* Stores rec as the state of index `name` (logged and replicated);
+ * EG_EINVAL for a cursor longer than a key (511 bytes). */
 eg_err eg_store_index_state_put(eg_txn *t, const char *name, const eg_index_state_rec *rec);
 /* The records index `name` covers (the entries of the memories or the
  * messages DB) as t sees them: a reindex's total. Cost: O(1). */
