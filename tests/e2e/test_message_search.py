@@ -261,38 +261,39 @@ class RawKeysTest(E2ETestCase):
         self.srv = self.start_server("--sweep-interval-ms", "50", "--erase-batch", "10")
         self.c = self.srv.client()
 
-    def indexed(self, user, sid, w):
+    def indexed(self, user, sid):
+        w = word()
         self.c.append(sid, *[M("%s number %d" % (w, i)) for i in range(5)])
         self.assertEqual(len(search(self.c, user_id=user, query=w).results), 5)
         keys = terms_naming(self.srv.data_dir, sid)
         self.assertEqual(len([k for k in keys if k[0] == "message_terms"]), 15)  # 3 words x 5
         self.assertTrue(terms_naming(self.srv.data_dir, user))
+        return w
 
     def test_delete_session(self):
-        user, w = uid("u"), word()
+        user = uid("u")
         keep = create(self.c, user)
         self.c.append(keep, M("kept"))
         sid = create(self.c, user)
-        self.indexed(user, sid, w)
+        w = self.indexed(user, sid)
         self.c.delete(sid)
         self.assertEqual(terms_naming(self.srv.data_dir, sid), [])
         self.assertEqual(hits(search(self.c, user_id=user, query=w)), [])
         self.assertEqual(hits(search(self.c, user_id=user, query="kept")), [(keep, 1)])
 
     def test_delete_user(self):
-        user, w = uid("u"), word()
+        user = uid("u")
         sids = [create(self.c, user) for _ in range(3)]
-        for sid in sids:
-            self.indexed(user, sid, w)
+        ws = [self.indexed(user, sid) for sid in sids]
         users = upbg.UserServiceStub(self.c.channel)
         users.DeleteUser(upb.DeleteUserRequest(user_id=user), timeout=WAIT)
         self.assertEqual(terms_naming(self.srv.data_dir, user, *sids), [])
-        self.assertEqual(hits(search(self.c, query=w)), [])
+        self.assertEqual(hits(search(self.c, query=" ".join(ws))), [])
 
     def test_raw_message_retention_sweep(self):
-        user, w = uid("u"), word()
+        user = uid("u")
         sid = create(self.c, user)
-        self.indexed(user, sid, w)
+        w = self.indexed(user, sid)
         last = self.c.append(sid, M("fresh")).messages[0]
         wait_past(last.create_time, 2.0)
         set_policy(self.c, raw_message_retention=1)
