@@ -44,6 +44,10 @@
 #define EG_MEMORY_FILTER_METADATA_MAX 16
 #define EG_BATCH_CREATE_MAX 100
 #define EG_BATCH_DELETE_MAX 1000
+/* SearchMessages filters (session.proto): session ids (each looked up once
+ * per search) and session states (three exist). */
+#define EG_SEARCH_SESSION_IDS_MAX 100
+#define EG_SEARCH_STATES_MAX 8
 
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
@@ -57,11 +61,13 @@ int eg_utf8_valid(const char *s, size_t len);
  * cut short. Every repeated field holds at most its limit of values (the
  * ceilings, from config.h and storage/memories.h: messages of AppendMessages EG_APPEND_MESSAGES_MAX,
  * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
- * embedding values EG_MEMORY_DIM_MAX, ListSessions states and metadata_equals
- * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, PutWrites' writes
- * EG_CKPT_WRITES_MAX, MemoryFilter.metadata_equals EG_MEMORY_FILTER_METADATA_MAX,
+ * embedding values (memories', messages', a search's) EG_MEMORY_DIM_MAX,
+ * ListSessions states and metadata_equals EG_LIST_SESSIONS_STATES_MAX and
+ * EG_LIST_SESSIONS_METADATA_MAX, PutWrites' writes EG_CKPT_WRITES_MAX,
+ * MemoryFilter.metadata_equals EG_MEMORY_FILTER_METADATA_MAX,
  * BatchCreateMemories' requests EG_BATCH_CREATE_MAX, BatchDeleteMemories'
- * memory_ids EG_BATCH_DELETE_MAX, any other
+ * memory_ids EG_BATCH_DELETE_MAX, SearchMessages' session_ids and
+ * session_states EG_SEARCH_SESSION_IDS_MAX and EG_SEARCH_STATES_MAX, any other
  * EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge
  * count. A singular (non-repeated) message field may occur once: protobuf-c
