@@ -4,18 +4,19 @@ engramd and SearchMemories finds it by a query written differently (case,
 normalisation form, width, script segmentation, inflection); a word the
 text does not hold finds nothing.
 
-MULTILINGUAL_CASES is the table, [(label, language, stored_text, query)],
-for other tests to reuse (messages search). Every language is "" (English,
-the default) for now: CreateMemory does not yet store Memory.language, so
-the cases are the ones whose match does not depend on a language's
-stemmer or lists (the per-language rules are unit-tested in
-tests/unit/test_tokenizer.c)."""
+MULTILINGUAL_CASES is the table, [(label, language, stored_text, query)]:
+"" is English, the default; the cases with a language need its stemmer or
+lists (Memory.language, Session.language and the searches' language
+field). The same table is searched as memories (SearchMemories) and as
+messages (SearchMessages, the session's language). The per-language rules
+in detail are unit-tested in tests/unit/test_tokenizer.c."""
 import unittest
 
-from harness import ServerTestCase, uid
+from harness import M, ServerTestCase, uid
 from test_memories import Mem
 
 from engram.v1 import memory_pb2 as mp  # noqa: E402
+from engram.v1 import session_pb2 as pb  # noqa: E402
 
 MULTILINGUAL_CASES = [
     ("cyrillic capitals", "", "ЧАЙ с лимоном", "чай"),
@@ -31,6 +32,10 @@ MULTILINGUAL_CASES = [
     ("japanese kana and kanji", "", "私は東京に住んでいます", "東京"),
     ("emoji", "", "tea time 🍵 with friends", "🍵"),
     ("mixed scripts", "", "Meeting 会议 on Пятница with Zoë", "пятница"),
+    ("german stems", "de", "Die alten Häuser am Fluss", "Haus"),
+    ("russian stems", "ru", "Он читает книгами", "книга"),
+    ("french elision", "fr", "J'aime l'eau minérale", "eau"),
+    ("spanish stems", "es", "Los niños estaban corriendo", "correr"),
 ]
 
 # (label, language, stored_text, query): a word the text does not hold.
@@ -75,6 +80,40 @@ class MultilingualSearchTest(ServerTestCase):
                 user = uid("u")
                 self.store(user, language, stored)
                 self.store(user, language, DISTRACTOR)
+                self.assertEqual(self.found(user, language, query), [])
+
+
+class MultilingualMessageSearchTest(ServerTestCase):
+    """The same table through SearchMessages: each text a message of a
+    session in the case's language, beside a distractor message."""
+
+    def session(self, user, language):
+        s = pb.Session(user_id=user, language=language)
+        return self.client.call("CreateSession", pb.CreateSessionRequest(session=s))
+
+    def found(self, user, language, query):
+        r = self.client.call("SearchMessages", pb.SearchMessagesRequest(
+            user_id=user, query=query, top_k=10, language=language))
+        return [(x.session_id, x.seq) for x in r.results]
+
+    def stored(self, user, language, text):
+        s = self.session(user, language)
+        self.client.append(s.session_id, M(text), M(DISTRACTOR, role=pb.ROLE_ASSISTANT))
+        return s.session_id
+
+    def test_cases_found(self):
+        for label, language, stored, query in MULTILINGUAL_CASES:
+            with self.subTest(label):
+                user = uid("u")
+                sid = self.stored(user, language, stored)
+                self.assertEqual(self.found(user, language, query), [(sid, 1)])
+                self.assertEqual(self.found(user, language, stored), [(sid, 1)])
+
+    def test_other_words_not_found(self):
+        for label, language, stored, query in MULTILINGUAL_MISSES:
+            with self.subTest(label):
+                user = uid("u")
+                self.stored(user, language, stored)
                 self.assertEqual(self.found(user, language, query), [])
 
 
