@@ -10,9 +10,14 @@
 
 #define EG_MEMORY_DESC (&engram__storage__v1__memory_record__descriptor)
 /* 1: no quantized vector; 2: f32 qscale | u32 qsum | int8 q[dim] after the
- * tag hashes when dim > 0. Both decode. */
-#define EG_META_LAYOUT 2
+ * tag hashes when dim > 0; 3: layout 2, then the filter block:
+ *   u32 index_version | u16 n_ns | u16 n_md | u64 agent_hash |
+ *   u64 source_hash | u64 ns_hashes[n_ns] | u64 md_hashes[n_md]
+ * (at the end, so the fields search reads first stay where 2 had them).
+ * All three decode; only 3 is written. */
+#define EG_META_LAYOUT 3
 #define EG_META_FIXED 56 /* bytes before the tag hashes */
+#define EG_META_FILTERS_FIXED 24 /* the filter block before its hash arrays */
 #define EG_COUNTERS_LAYOUT 1
 #define EG_COUNTERS_LEN (8 + 4 * 8)
 #define EG_ERASE_SUFFIX "\0erase"
@@ -36,6 +41,10 @@ static float eg_f32_get(const uint8_t *p) { float v; memcpy(&v, p, 4); return v;
 
 uint64_t eg_memory_meta_tag(const eg_memory_meta *m, unsigned i) {
   return eg_le64_get(m->tag_hashes + 8 * (size_t)i);
+}
+
+uint64_t eg_memory_meta_hash(const uint8_t *hashes, unsigned i) {
+  return eg_le64_get(hashes + 8 * (size_t)i);
 }
 
 void eg_memory_pos_of(const eg_memory_rec *rec, eg_memory_pos *pos) {
@@ -71,7 +80,9 @@ static void eg_quantize(const float *vec, size_t dim, float *scale, uint32_t *su
 }
 
 /* Bytes eg_meta_encode needs at most. */
-#define EG_META_MAX (EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX + 8 + EG_MEMORY_DIM_MAX)
+#define EG_META_MAX                                                            \
+  (EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX + 8 + EG_MEMORY_DIM_MAX + EG_META_FILTERS_FIXED + \
+   8 * (EG_MEMORY_NS_HASHES_MAX + EG_MEMORY_MD_HASHES_MAX))
 
 /* Encodes rec's meta into b (EG_META_MAX bytes), with the quantized copy
  * of vec (rec->dim floats; NULL only when rec->dim is 0); returns its
@@ -102,12 +113,39 @@ static size_t eg_meta_encode(const eg_memory_rec *rec, const float *vec, uint8_t
     eg_le32_put(b + n + 4, sum);
     n += 8 + (size_t)rec->dim;
   }
+  eg_le32_put(b + n, rec->index_version ? rec->index_version : 1);
+  eg_le16_put(b + n + 4, (uint16_t)rec->n_namespace_hashes);
+  eg_le16_put(b + n + 6, (uint16_t)rec->n_metadata_hashes);
+  eg_le64_put(b + n + 8, rec->agent_hash);
+  eg_le64_put(b + n + 16, rec->source_hash);
+  n += EG_META_FILTERS_FIXED;
+  for (size_t i = 0; i < rec->n_namespace_hashes; i++, n += 8)
+    eg_le64_put(b + n, rec->namespace_hashes[i]);
+  for (size_t i = 0; i < rec->n_metadata_hashes; i++, n += 8)
+    eg_le64_put(b + n, rec->metadata_hashes[i]);
   return n;
+}
+
+/* Decodes layout 3's filter block at b[0..len) (all of the value left). */
+static eg_err eg_meta_filters_decode(const uint8_t *b, size_t len, eg_memory_meta *m) {
+  if (len < EG_META_FILTERS_FIXED) return EG_ECORRUPT;
+  m->index_version = eg_le32_get(b);
+  m->n_ns = eg_le16_get(b + 4);
+  m->n_md = eg_le16_get(b + 6);
+  m->agent_hash = eg_le64_get(b + 8);
+  m->source_hash = eg_le64_get(b + 16);
+  if (m->n_ns > EG_MEMORY_NS_HASHES_MAX || m->n_md > EG_MEMORY_MD_HASHES_MAX ||
+      len != EG_META_FILTERS_FIXED + 8 * ((size_t)m->n_ns + m->n_md))
+    return EG_ECORRUPT;
+  m->ns_hashes = b + EG_META_FILTERS_FIXED;
+  m->md_hashes = m->ns_hashes + 8 * (size_t)m->n_ns;
+  m->has_filters = 1;
+  return EG_OK;
 }
 
 static eg_err eg_meta_decode(const MDB_val *v, eg_memory_meta *m) {
   const uint8_t *b = v->mv_data;
-  if (v->mv_size < EG_META_FIXED || (b[0] != 1 && b[0] != EG_META_LAYOUT)) return EG_ECORRUPT;
+  if (v->mv_size < EG_META_FIXED || b[0] < 1 || b[0] > EG_META_LAYOUT) return EG_ECORRUPT;
   m->state = b[1];
   m->type = b[2];
   m->flags = b[3];
@@ -126,15 +164,22 @@ static eg_err eg_meta_decode(const MDB_val *v, eg_memory_meta *m) {
   m->qvec = NULL;
   m->qscale = 0;
   m->qsum = 0;
+  /* Layouts 1 and 2: postings of tokenizer 1, filters on the record. */
+  m->index_version = 1;
+  m->has_filters = 0;
+  m->agent_hash = m->source_hash = 0;
+  m->n_ns = m->n_md = 0;
+  m->ns_hashes = m->md_hashes = NULL;
+  if (v->mv_size < n) return EG_ECORRUPT;
   if (b[0] >= 2 && m->dim) {
-    if (v->mv_size != n + 8 + m->dim) return EG_ECORRUPT;
+    if (v->mv_size < n + 8 + m->dim) return EG_ECORRUPT;
     m->qscale = eg_f32_get(b + n);
     m->qsum = eg_le32_get(b + n + 4);
     m->qvec = (const int8_t *)(b + n + 8);
-    return EG_OK;
+    n += 8 + m->dim;
   }
-  if (v->mv_size != n) return EG_ECORRUPT;
-  return EG_OK;
+  if (b[0] == 3) return eg_meta_filters_decode(b + n, v->mv_size - n, m);
+  return v->mv_size == n ? EG_OK : EG_ECORRUPT;
 }
 
 /* ==== keys =================================================================== */
@@ -223,6 +268,8 @@ eg_err eg_store_memory_get(eg_txn *t, const char *tenant, const char *memory_id,
 static eg_err eg_rec_check(const eg_memory_rec *rec) {
   if (!rec || rec->create_time_us < 0 || rec->dim < 0 || rec->dim > EG_MEMORY_DIM_MAX ||
       rec->n_tag_hashes > EG_MEMORY_TAGS_MAX || rec->state < 1 || rec->state > EG_MSTATE_SUPERSEDED ||
+      rec->n_namespace_hashes > EG_MEMORY_NS_HASHES_MAX ||
+      rec->n_metadata_hashes > EG_MEMORY_MD_HASHES_MAX ||
       !eg_store__u64_ascending(rec->term_hashes, rec->n_term_hashes))
     return EG_EINVAL;
   assert(rec->base.descriptor == EG_MEMORY_DESC);
@@ -484,6 +531,49 @@ eg_err eg_store_memory_postings(eg_txn *t, const char *tenant, const char *user_
   }
   if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
   if (c) mdb_cursor_close(c);
+  return e ? e : eg_store__err(rc);
+}
+
+eg_err eg_store_memories_walk(eg_txn *t, const uint8_t *after, size_t after_len, size_t max,
+                              eg_memory_walk_fn fn, void *arg, int *more) {
+  MDB_cursor *c = NULL;
+  MDB_val k, v;
+  char tenant[EG_STORE_ID_MAX + 1];
+  size_t seen = 0;
+  eg_err e = EG_OK;
+  *more = 0;
+  if (!eg_txn_readable(t) || !fn || after_len > EG_KEY_MAX || (after_len && !after)) return EG_EINVAL;
+  int rc = mdb_cursor_open(t->txn, t->s->memories, &c);
+  if (rc) return eg_store__err(rc);
+  k = (MDB_val){after_len, (void *)after};
+  rc = after_len ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+  if (rc == MDB_SUCCESS && after_len && k.mv_size == after_len && memcmp(k.mv_data, after, after_len) == 0)
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (seen == max) {
+      *more = 1;
+      break;
+    }
+    /* u8len tenant | memory_id */
+    const uint8_t *kb = k.mv_data;
+    if (k.mv_size < 2 || kb[0] == 0 || kb[0] > EG_STORE_ID_MAX || (size_t)kb[0] + 1 >= k.mv_size) {
+      e = EG_ECORRUPT;
+      break;
+    }
+    memcpy(tenant, kb + 1, kb[0]);
+    tenant[kb[0]] = '\0';
+    eg_memory_rec *rec;
+    if ((e = eg_store__decode(EG_MEMORY_DESC, &v, (ProtobufCMessage **)&rec))) break;
+    seen++;
+    if (fn(arg, kb, k.mv_size, tenant, rec)) {
+      /* Stopped by the callee: say whether anything lies past its memory. */
+      rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+      *more = rc == MDB_SUCCESS;
+      break;
+    }
+  }
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  mdb_cursor_close(c);
   return e ? e : eg_store__err(rc);
 }
 

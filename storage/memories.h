@@ -49,6 +49,10 @@ typedef struct eg_txn eg_txn;
 
 #define EG_MEMORY_DIM_MAX 4096
 #define EG_MEMORY_TAGS_MAX 64
+/* Most namespace_hashes (a namespace's labels) and metadata_hashes (its
+ * pairs) one record may have: eg_store_memory_put refuses more (EG_EINVAL). */
+#define EG_MEMORY_NS_HASHES_MAX 8
+#define EG_MEMORY_MD_HASHES_MAX 64
 /* MemoryRecord.flags */
 #define EG_MEMORY_F_NEGATED 1u
 /* engram.v1.MemoryState values, as stored. */

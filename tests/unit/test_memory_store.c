@@ -420,6 +420,223 @@ static void test_erase_bounded_and_complete(void) {
   teardown();
 }
 
+
+/* ---- meta layout 3 and the older layouts --------------------------------------- */
+
+struct meta_copy {
+  eg_memory_meta m;
+  uint64_t ns[EG_MEMORY_NS_HASHES_MAX], md[EG_MEMORY_MD_HASHES_MAX];
+  int8_t q0;
+  int n;
+};
+
+static int copy_meta(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m, const uint8_t *vec) {
+  struct meta_copy *c = arg;
+  c->m = *m;
+  for (unsigned i = 0; i < m->n_ns; i++) c->ns[i] = eg_memory_meta_hash(m->ns_hashes, i);
+  for (unsigned i = 0; i < m->n_md; i++) c->md[i] = eg_memory_meta_hash(m->md_hashes, i);
+  c->q0 = m->qvec ? m->qvec[0] : 0;
+  c->n++;
+  return 0;
+}
+
+static struct meta_copy scan_one(eg_store *s, const char *user) {
+  struct meta_copy c = {0};
+  eg_txn *r = reader(s);
+  CU_ASSERT_EQUAL(eg_store_memories_scan(r, "acme", user, NULL, 0, 0, copy_meta, &c), EG_OK);
+  CU_ASSERT_EQUAL(c.n, 1);
+  eg_store_reader_free(r);
+  return c;
+}
+
+static uint64_t ns_h[EG_MEMORY_NS_HASHES_MAX + 1], md_h[EG_MEMORY_MD_HASHES_MAX + 1];
+
+/* A record with every filter hash set: n_ns namespace and n_md metadata. */
+static eg_memory_rec filtered(const char *id, const char *user, int dim, size_t n_ns, size_t n_md) {
+  static uint64_t tags[] = {0x7777};
+  eg_memory_rec r = mrec(id, user, 500, NULL, 0, dim);
+  for (size_t i = 0; i <= EG_MEMORY_NS_HASHES_MAX; i++) ns_h[i] = 0x1000 + i;
+  for (size_t i = 0; i <= EG_MEMORY_MD_HASHES_MAX; i++) md_h[i] = 0xABCD0000u + i;
+  r.tag_hashes = tags;
+  r.n_tag_hashes = 1;
+  r.index_version = 2;
+  r.agent_hash = 0xA1;
+  r.source_hash = 0x5E;
+  r.namespace_hashes = ns_h;
+  r.n_namespace_hashes = n_ns;
+  r.metadata_hashes = md_h;
+  r.n_metadata_hashes = n_md;
+  return r;
+}
+
+static void test_meta_layout3(void) {
+  setup();
+  eg_store *s = open_store();
+  float v[3] = {0.5f, -1.0f, 0.25f};
+  eg_memory_rec a = filtered("m-a", "u1", 3, EG_MEMORY_NS_HASHES_MAX, EG_MEMORY_MD_HASHES_MAX);
+  put(s, "acme", &a, NULL, v);
+  struct meta_copy c = scan_one(s, "u1");
+  CU_ASSERT_EQUAL(c.m.has_filters, 1);
+  CU_ASSERT_EQUAL(c.m.index_version, 2);
+  CU_ASSERT_EQUAL(c.m.agent_hash, 0xA1);
+  CU_ASSERT_EQUAL(c.m.source_hash, 0x5E);
+  CU_ASSERT_EQUAL(c.m.n_ns, EG_MEMORY_NS_HASHES_MAX);
+  CU_ASSERT_EQUAL(c.m.n_md, EG_MEMORY_MD_HASHES_MAX);
+  CU_ASSERT_EQUAL(c.ns[0], 0x1000);
+  CU_ASSERT_EQUAL(c.ns[EG_MEMORY_NS_HASHES_MAX - 1], 0x1000 + EG_MEMORY_NS_HASHES_MAX - 1);
+  CU_ASSERT_EQUAL(c.md[EG_MEMORY_MD_HASHES_MAX - 1], 0xABCD0000u + EG_MEMORY_MD_HASHES_MAX - 1);
+  /* the fields before the filter block are where layout 2 had them */
+  CU_ASSERT_EQUAL(c.m.dim, 3);
+  CU_ASSERT_EQUAL(c.m.n_tags, 1);
+  CU_ASSERT_EQUAL(eg_memory_meta_tag(&c.m, 0), 0x7777);
+  CU_ASSERT_EQUAL(c.q0, 64); /* 0.5 / (1/127) rounded */
+  /* index_version 0 (a writer that did not set it) reads as 1 */
+  eg_memory_rec b = filtered("m-b", "u2", 0, 0, 0);
+  b.index_version = 0;
+  put(s, "acme", &b, NULL, NULL);
+  c = scan_one(s, "u2");
+  CU_ASSERT_EQUAL(c.m.index_version, 1);
+  CU_ASSERT_EQUAL(c.m.has_filters, 1);
+  CU_ASSERT_EQUAL(c.m.n_ns, 0);
+  CU_ASSERT_EQUAL(c.m.n_md, 0);
+  /* one hash past either bound: refused, nothing written */
+  eg_txn *w;
+  eg_memory_rec over_ns = filtered("m-c", "u3", 0, EG_MEMORY_NS_HASHES_MAX + 1, 0);
+  eg_memory_rec over_md = filtered("m-d", "u3", 0, 0, EG_MEMORY_MD_HASHES_MAX + 1);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_memory_put(w, "acme", &over_ns, NULL, NULL), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_memory_put(w, "acme", &over_md, NULL, NULL), EG_EINVAL);
+  eg_store_write_abort(w);
+  eg_store_close(s);
+  teardown();
+}
+
+/* Rewrites the meta value of every memory of the file to layout `layout`
+ * (a store from before schema 6): layout 3 minus its filter block, minus
+ * the quantized vector too for layout 1. Raw LMDB, the store closed. */
+static void downgrade_metas(int layout) {
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  MDB_cursor *c;
+  MDB_val k, v;
+  CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 64);
+  CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, tdir, MDB_NOTLS, 0600), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "memories_by_user", 0, &dbi), 0);
+  CU_ASSERT_EQUAL_FATAL(mdb_cursor_open(txn, dbi, &c), 0);
+  while (mdb_cursor_get(c, &k, &v, MDB_NEXT) == 0) {
+    uint8_t b[1024];
+    const uint8_t *old = v.mv_data;
+    CU_ASSERT_EQUAL_FATAL(old[0], 3);
+    unsigned dim = (unsigned)old[4] | (unsigned)old[5] << 8, n_tags = (unsigned)old[6] | (unsigned)old[7] << 8;
+    size_t n = 56 + 8 * (size_t)n_tags;
+    if (layout == 2 && dim) n += 8 + dim;
+    CU_ASSERT_FATAL(n <= sizeof b && n < v.mv_size);
+    memcpy(b, old, n);
+    b[0] = (uint8_t)layout;
+    MDB_val nv = {n, b};
+    CU_ASSERT_EQUAL_FATAL(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
+  }
+  mdb_cursor_close(c);
+  CU_ASSERT_EQUAL_FATAL(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+static void test_meta_old_layouts(void) {
+  for (int layout = 1; layout <= 2; layout++) {
+    setup();
+    eg_store *s = open_store();
+    float v[3] = {0.5f, -1.0f, 0.25f};
+    eg_memory_rec a = filtered("m-a", "u1", 3, 2, 2);
+    put(s, "acme", &a, NULL, v);
+    eg_store_close(s);
+    downgrade_metas(layout);
+    s = open_store();
+    struct meta_copy c = scan_one(s, "u1");
+    CU_ASSERT_EQUAL(c.m.has_filters, 0);
+    CU_ASSERT_EQUAL(c.m.index_version, 1);
+    CU_ASSERT_EQUAL(c.m.n_ns, 0);
+    CU_ASSERT_EQUAL(c.m.n_md, 0);
+    CU_ASSERT_EQUAL(c.m.agent_hash, 0);
+    CU_ASSERT_EQUAL(c.m.dim, 3);
+    CU_ASSERT_EQUAL(eg_memory_meta_tag(&c.m, 0), 0x7777);
+    CU_ASSERT_EQUAL(c.q0, layout == 2 ? 64 : 0);
+    CU_ASSERT_EQUAL(c.m.qvec == NULL, layout == 1);
+    /* the next put of the memory writes layout 3 again */
+    eg_memory_rec upd = a;
+    upd.version = 2;
+    put(s, "acme", &upd, &a, NULL);
+    c = scan_one(s, "u1");
+    CU_ASSERT_EQUAL(c.m.has_filters, 1);
+    CU_ASSERT_EQUAL(c.m.n_ns, 2);
+    CU_ASSERT_EQUAL(c.md[1], 0xABCD0001u);
+    CU_ASSERT_EQUAL(c.q0, 64);
+    eg_store_close(s);
+    teardown();
+  }
+}
+
+/* ---- the walk across tenants ------------------------------------------------------ */
+
+struct walk_log {
+  char ids[512];
+  uint8_t last[512];
+  size_t last_len;
+  int stop_after; /* 0: never */
+  int n;
+};
+
+static int log_walk(void *arg, const uint8_t *key, size_t key_len, const char *tenant,
+                    eg_memory_rec *rec) {
+  struct walk_log *l = arg;
+  size_t len = strlen(l->ids);
+  snprintf(l->ids + len, sizeof l->ids - len, "%s%s/%s", len ? "," : "", tenant, rec->memory_id);
+  memcpy(l->last, key, key_len);
+  l->last_len = key_len;
+  protobuf_c_message_free_unpacked(&rec->base, NULL);
+  return ++l->n == l->stop_after;
+}
+
+static void test_memories_walk(void) {
+  setup();
+  eg_store *s = open_store();
+  const char *tenants[] = {"beta", "acme", "acme", "beta", "acme"};
+  const char *ids[] = {"m2", "m1", "m3", "m1", "m2"};
+  for (int i = 0; i < 5; i++) {
+    eg_memory_rec a = mrec(ids[i], "u1", 100 + i, NULL, 0, 0);
+    put(s, tenants[i], &a, NULL, NULL);
+  }
+  eg_txn *r = reader(s);
+  struct walk_log l = {0};
+  int more = -1;
+  /* key order: u8len tenant | memory_id, so acme's, then beta's */
+  CU_ASSERT_EQUAL(eg_store_memories_walk(r, NULL, 0, 2, log_walk, &l, &more), EG_OK);
+  CU_ASSERT_STRING_EQUAL(l.ids, "acme/m1,acme/m2");
+  CU_ASSERT_EQUAL(more, 1);
+  struct walk_log l2 = {0};
+  CU_ASSERT_EQUAL(eg_store_memories_walk(r, l.last, l.last_len, 2, log_walk, &l2, &more), EG_OK);
+  CU_ASSERT_STRING_EQUAL(l2.ids, "acme/m3,beta/m1");
+  CU_ASSERT_EQUAL(more, 1);
+  struct walk_log l3 = {0};
+  CU_ASSERT_EQUAL(eg_store_memories_walk(r, l2.last, l2.last_len, 2, log_walk, &l3, &more), EG_OK);
+  CU_ASSERT_STRING_EQUAL(l3.ids, "beta/m2");
+  CU_ASSERT_EQUAL(more, 0);
+  /* exactly the rest: none remain */
+  struct walk_log l4 = {0};
+  CU_ASSERT_EQUAL(eg_store_memories_walk(r, l2.last, l2.last_len, 1, log_walk, &l4, &more), EG_OK);
+  CU_ASSERT_EQUAL(more, 0);
+  /* stopped by the callee: more says whether any lie past */
+  struct walk_log l5 = {.stop_after = 1};
+  CU_ASSERT_EQUAL(eg_store_memories_walk(r, NULL, 0, 10, log_walk, &l5, &more), EG_OK);
+  CU_ASSERT_STRING_EQUAL(l5.ids, "acme/m1");
+  CU_ASSERT_EQUAL(more, 1);
+  eg_store_reader_free(r);
+  eg_store_close(s);
+  teardown();
+}
+
 void eg_test_register_memory_store(void) {
   CU_pSuite s = CU_add_suite("memory_store", NULL, NULL);
   CU_add_test(s, "put, get, scan, postings, counters", test_put_get_scan);
@@ -427,4 +644,7 @@ void eg_test_register_memory_store(void) {
   CU_add_test(s, "scan pagination", test_scan_pagination);
   CU_add_test(s, "purge leaves nothing", test_purge_leaves_nothing);
   CU_add_test(s, "erase: bounded steps, complete, replay-safe", test_erase_bounded_and_complete);
+  CU_add_test(s, "meta layout 3: filter hashes, index version, bounds", test_meta_layout3);
+  CU_add_test(s, "meta layouts 1 and 2 still decode", test_meta_old_layouts);
+  CU_add_test(s, "walk across tenants: key order, cursor, more", test_memories_walk);
 }
