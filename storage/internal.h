@@ -259,6 +259,20 @@ eg_err eg_store__purge_mark(eg_txn *t, const char *tenant, const char *sid, cons
  * ran out; *messages counts what went). */
 eg_err eg_store__erase_purging(eg_txn *t, const char *tenant, const char *user_id,
                                uint64_t budget, uint64_t *spent, uint64_t *messages, int *left);
+/* messages.c: DeleteUser's share of one session's messages: deletes them,
+ * lowest seq first, each with its postings (which count as keys spent),
+ * while the budget lasts (*left when it ran out; the step's first message
+ * goes even when it alone exceeds the budget); *n (may be NULL) counts the
+ * messages. */
+eg_err eg_store__erase_messages(eg_txn *t, const char *tenant, const char *session_id,
+                                uint64_t budget, uint64_t *spent, uint64_t *n, int *left);
+/* lifecycle.c: the session's lowest-seq message, decoded (*out NULL when
+ * it has none; else the caller's to free). */
+eg_err eg_store__first_message(eg_txn *t, const char *tenant, const char *sid,
+                               eg_message_rec **out);
+/* message_index.c: deletes the postings of every message of the session
+ * (the messages stay) and settles their stats. */
+eg_err eg_store__session_postings_del(eg_txn *t, const char *tenant, const char *sid);
 /* Deletes the keys of dbi under prefix while *spent < budget (*left when
  * it ran out); *n (may be NULL) counts them. */
 eg_err eg_store__erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t budget,
@@ -284,6 +298,34 @@ int64_t eg_store__session_activity(const eg_session_rec *rec);
 /* lifecycle.c: EG_EINVAL if rec's lifecycle fields do not fit the layout
  * (metadata_hashes unsorted or too many, negative times). */
 eg_err eg_store__session_check(const eg_session_rec *rec);
+
+/* message_index.c: the keyword index entries of one message
+ * (storage/message_index.h). Each does nothing for an unindexed message
+ * (index_version 0). */
+/* EG_EINVAL if rec's index fields do not fit the layout: more than
+ * EG_MESSAGE_TERMS_MAX terms, index_tf not one byte per term, no valid
+ * index_user_id, a role beyond a byte; or terms without a version. */
+eg_err eg_store__message_terms_check(const eg_message_rec *rec);
+/* Puts rec's postings and adds it to its user's and its tenant's stats. */
+eg_err eg_store__message_terms_put(eg_txn *t, const char *tenant, const char *sid,
+                                   const eg_message_rec *rec);
+/* The bytes eg_store__message_terms_put adds to the log, into *len;
+ * EG_EINVAL as eg_store__message_terms_check, or for ids the keys refuse. */
+eg_err eg_store__message_terms_len(const eg_store *s, const char *tenant, const char *sid,
+                                   const eg_message_rec *rec, size_t *len);
+/* The stats a delete path owes for the messages it removed, of one user:
+ * written once (eg_store__message_debt_settle), not once per message. */
+typedef struct {
+  char user[EG_STORE_ID_MAX + 1];
+  uint64_t messages, words;
+} eg_message_debt;
+/* Deletes the postings of stored message rec (*n, may be NULL, counts
+ * them) and adds rec to d (settling d first when it is another user's). */
+eg_err eg_store__message_terms_del(eg_txn *t, const char *tenant, const char *sid,
+                                   const eg_message_rec *rec, eg_message_debt *d, uint64_t *n);
+/* Subtracts d from the stats (a row left with no message goes); d is then
+ * empty. Call before the txn commits. */
+eg_err eg_store__message_debt_settle(eg_txn *t, const char *tenant, eg_message_debt *d);
 
 /* records.c: packs m straight into LMDB's buffer (MDB_RESERVE) under k.
  * flags: 0 or MDB_NOOVERWRITE (then EG_EEXIST if k is taken). */

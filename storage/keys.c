@@ -119,6 +119,20 @@ eg_err eg_key_session_term(eg_key *k, const char *tenant, uint64_t term, const c
   return e ? e : eg_key_tail(k, session_id);
 }
 
+eg_err eg_key_message_term_user(eg_key *k, const char *tenant, uint64_t term,
+                                const char *user_id) {
+  eg_err e = eg_key_term_range(k, tenant, term);
+  return e ? e : eg_key_id(k, user_id);
+}
+
+eg_err eg_key_message_term(eg_key *k, const char *tenant, uint64_t term, const char *user_id,
+                           uint64_t create_us, const char *session_id, uint64_t seq) {
+  eg_err e = eg_key_message_term_user(k, tenant, term, user_id);
+  if (!e) e = eg_key_u64(k, create_us);
+  if (!e) e = eg_key_id(k, session_id);
+  return e ? e : eg_key_u64(k, seq);
+}
+
 eg_err eg_key_sweep_kind(eg_key *k, unsigned kind) {
   uint8_t b = (uint8_t)kind;
   /* Kinds are 1..255: a zero byte would be no kind at all. */

@@ -47,7 +47,8 @@ int eg_key_has_prefix(const void *p, size_t n, const eg_key *prefix);
 
 /* sessions: u8len tenant | session_id */
 eg_err eg_key_session(eg_key *k, const char *tenant, const char *session_id);
-/* sessions_by_user prefix of one user: u8len tenant | u8len user_id */
+/* sessions_by_user prefix of one user, and a user's message_index_stats
+ * key: u8len tenant | u8len user_id */
 eg_err eg_key_user(eg_key *k, const char *tenant, const char *user_id);
 /* sessions_by_user entry: user prefix | create_us BE | session_id */
 eg_err eg_key_user_session(eg_key *k, const char *tenant, const char *user_id,
@@ -59,16 +60,23 @@ eg_err eg_key_message(eg_key *k, const char *tenant, const char *session_id, uin
 /* idempotency: session range | client_message_id */
 eg_err eg_key_idem(eg_key *k, const char *tenant, const char *session_id,
                    const char *client_message_id);
-/* A tenant's range (sessions_by_activity, session_terms) and its retention
- * key: u8len tenant */
+/* A tenant's range (sessions_by_activity, session_terms, message_terms)
+ * and its retention and message_index_stats key: u8len tenant */
 eg_err eg_key_tenant(eg_key *k, const char *tenant);
 /* sessions_by_activity: u8len tenant | last_activity_us BE | session_id */
 eg_err eg_key_activity(eg_key *k, const char *tenant, uint64_t last_activity_us,
                        const char *session_id);
-/* session_terms prefix of one term: u8len tenant | term BE */
+/* session_terms and message_terms prefix of one term: u8len tenant | term BE */
 eg_err eg_key_term_range(eg_key *k, const char *tenant, uint64_t term);
 /* session_terms: term prefix | session_id */
 eg_err eg_key_session_term(eg_key *k, const char *tenant, uint64_t term, const char *session_id);
+/* message_terms prefix of one term's postings of one user (the term's
+ * prefix is eg_key_term_range): u8len tenant | term BE | u8len user_id */
+eg_err eg_key_message_term_user(eg_key *k, const char *tenant, uint64_t term,
+                                const char *user_id);
+/* message_terms posting: user prefix | create_us BE | u8len session_id | seq BE */
+eg_err eg_key_message_term(eg_key *k, const char *tenant, uint64_t term, const char *user_id,
+                           uint64_t create_us, const char *session_id, uint64_t seq);
 /* sweep_due prefix of one kind: u8 kind */
 eg_err eg_key_sweep_kind(eg_key *k, unsigned kind);
 /* sweep_due prefix of one kind and tenant: u8 kind | u8len tenant */

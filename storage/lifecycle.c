@@ -130,8 +130,7 @@ eg_err eg_store__session_index(eg_txn *t, const char *tenant, const eg_session_r
 
 /* ---- messages ---------------------------------------------------------------- */
 
-/* The session's lowest-seq message, decoded (*out NULL when it has none). */
-static eg_err eg_first_message(eg_txn *t, const char *tenant, const char *sid,
+eg_err eg_store__first_message(eg_txn *t, const char *tenant, const char *sid,
                                eg_message_rec **out) {
   eg_key prefix;
   MDB_cursor *c = NULL;
@@ -154,7 +153,7 @@ eg_err eg_store__message_index(eg_txn *t, const char *tenant, const char *sid,
                                const eg_message_rec *rec) {
   eg_message_rec *first;
   if (rec->create_time_us < 0) return EG_EINVAL;
-  eg_err e = eg_first_message(t, tenant, sid, &first);
+  eg_err e = eg_store__first_message(t, tenant, sid, &first);
   if (e) return e;
   /* The common case, an append behind older messages: nothing moves. */
   if (first && first->seq < rec->seq) {
@@ -170,7 +169,7 @@ eg_err eg_store__message_index(eg_txn *t, const char *tenant, const char *sid,
 /* Drops the session's EG_SWEEP_SESSION_MESSAGES entry (before its messages go). */
 static eg_err eg_messages_unindex(eg_txn *t, const char *tenant, const char *sid) {
   eg_message_rec *first;
-  eg_err e = eg_first_message(t, tenant, sid, &first);
+  eg_err e = eg_store__first_message(t, tenant, sid, &first);
   if (e || !first) return e;
   int64_t due = first->create_time_us;
   protobuf_c_message_free_unpacked(&first->base, NULL);
@@ -183,16 +182,18 @@ eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session
 }
 
 /* Deletes the session's oldest messages created before before_us, with
- * their idempotency keys, at most max of them. *old_due: the create time
- * of the oldest message before (*had_first: there was one); *first: the
- * oldest one left (NULL: none), the caller's to free. */
-static eg_err eg_messages_drop(eg_txn *t, const char *tenant, const char *session_id,
-                               int64_t before_us, size_t max, uint64_t *n, int *more,
-                               int *had_first, int64_t *old_due, eg_message_rec **first) {
+ * their idempotency keys and postings, at most max of them; their stats
+ * go into d. *old_due: the create time of the oldest message before
+ * (*had_first: there was one); *first: the oldest one left (NULL: none),
+ * the caller's to free. */
+static eg_err eg_messages_drop_some(eg_txn *t, const char *tenant, const char *session_id,
+                                    int64_t before_us, size_t max, uint64_t *n, int *more,
+                                    int *had_first, int64_t *old_due, eg_message_rec **first,
+                                    eg_message_debt *d) {
   eg_key mk, ik;
   *n = 0;
   *more = 0;
-  eg_err e = eg_first_message(t, tenant, session_id, first);
+  eg_err e = eg_store__first_message(t, tenant, session_id, first);
   *had_first = !e && *first;
   if (!*had_first) return e;
   *old_due = (*first)->create_time_us;
@@ -202,7 +203,8 @@ static eg_err eg_messages_drop(eg_txn *t, const char *tenant, const char *sessio
       *more = 1;
       break;
     }
-    e = eg_key_message(&mk, tenant, session_id, (uint64_t)(*first)->seq);
+    e = eg_store__message_terms_del(t, tenant, session_id, *first, d, NULL);
+    if (!e) e = eg_key_message(&mk, tenant, session_id, (uint64_t)(*first)->seq);
     if (!e) e = eg_store__del(t, t->s->messages, &mk);
     if (!e && (*first)->client_message_id && (*first)->client_message_id[0]) {
       e = eg_key_idem(&ik, tenant, session_id, (*first)->client_message_id);
@@ -211,9 +213,20 @@ static eg_err eg_messages_drop(eg_txn *t, const char *tenant, const char *sessio
     if (e) return e;
     ++*n;
     protobuf_c_message_free_unpacked(&(*first)->base, NULL);
-    if ((e = eg_first_message(t, tenant, session_id, first))) return e;
+    if ((e = eg_store__first_message(t, tenant, session_id, first))) return e;
   }
   return EG_OK;
+}
+
+/* eg_messages_drop_some, with the stats of what went subtracted. */
+static eg_err eg_messages_drop(eg_txn *t, const char *tenant, const char *session_id,
+                               int64_t before_us, size_t max, uint64_t *n, int *more,
+                               int *had_first, int64_t *old_due, eg_message_rec **first) {
+  eg_message_debt d = {.messages = 0};
+  eg_err e = eg_messages_drop_some(t, tenant, session_id, before_us, max, n, more, had_first,
+                                   old_due, first, &d);
+  eg_err se = eg_store__message_debt_settle(t, tenant, &d);
+  return e ? e : se;
 }
 
 eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char *session_id,
@@ -252,7 +265,7 @@ eg_err eg_store__purge_mark(eg_txn *t, const char *tenant, const char *sid, cons
   eg_message_rec *first;
   eg_key k;
   const eg_key *pk;
-  eg_err e = eg_first_message(t, tenant, sid, &first);
+  eg_err e = eg_store__first_message(t, tenant, sid, &first);
   if (e) return e;
   if (!first) return eg_idem_clear(t, tenant, sid);
   protobuf_c_message_free_unpacked(&first->base, NULL);
@@ -297,8 +310,7 @@ eg_err eg_store__erase_purging(eg_txn *t, const char *tenant, const char *user_i
     if (e) return e;
     if (!found) return EG_OK;
     if ((e = eg_key_session_range(&range, tenant, sid))) return e;
-    if ((e = eg_store__erase_range(t, t->s->messages, &range, budget, spent, messages, left)) ||
-        *left)
+    if ((e = eg_store__erase_messages(t, tenant, sid, budget, spent, messages, left)) || *left)
       return e;
     if ((e = eg_store__erase_range(t, t->s->idempotency, &range, budget, spent, NULL, left)) ||
         *left)
@@ -350,7 +362,7 @@ eg_err eg_store_session_purging(eg_txn *t, const char *tenant, const char *sessi
     *purging = 0;
     return e;
   }
-  if ((e = eg_first_message(t, tenant, session_id, &first))) return e;
+  if ((e = eg_store__first_message(t, tenant, session_id, &first))) return e;
   *purging = first != NULL;
   if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
   return EG_OK;

@@ -658,7 +658,7 @@ static eg_err eg_erase_sessions(eg_txn *t, const char *tenant, const eg_key *use
     if (!e) e = eg_store__session_unindex(t, tenant, rec);
     if (rec) protobuf_c_message_free_unpacked(&rec->base, NULL);
     if (e && e != EG_ENOTFOUND) return e;
-    if ((e = eg_store__erase_range(t, t->s->messages, &range, budget, spent, &c->messages, left)) || *left)
+    if ((e = eg_store__erase_messages(t, tenant, sid, budget, spent, &c->messages, left)) || *left)
       return e;
     if ((e = eg_store__erase_range(t, t->s->idempotency, &range, budget, spent, NULL, left)) || *left)
       return e;

@@ -104,7 +104,8 @@ eg_err eg_store_messages_walk(eg_txn *t, const uint8_t *after, size_t after_len,
  * store created at schema 6 or later whose index nothing changed since
  * (its entries are at tokenizer version 2). */
 eg_err eg_store_index_state_get(eg_txn *t, const char *name, eg_index_state_rec **out);
-/* Stores rec as the state of index `name` (logged and replicated). */
+/* Stores rec as the state of index `name` (logged and replicated);
+ * EG_EINVAL for a cursor longer than a key (511 bytes). */
 eg_err eg_store_index_state_put(eg_txn *t, const char *name, const eg_index_state_rec *rec);
 /* The records index `name` covers (the entries of the memories or the
  * messages DB) as t sees them: a reindex's total. Cost: O(1). */

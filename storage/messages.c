@@ -1,4 +1,5 @@
-/* Message records, idempotency keys and the per-session range scan. */
+/* Message records, idempotency keys, the per-session range scan and the
+ * erasure of a session's messages. */
 #include <assert.h>
 
 #include "storage/internal.h"
@@ -13,9 +14,11 @@ eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_i
   assert(rec->base.descriptor == EG_MESSAGE_DESC);
   eg_err e = eg_key_message(&k, tenant, session_id, (uint64_t)rec->seq);
   if (!e && idem) e = eg_key_idem(&ik, tenant, session_id, rec->client_message_id);
+  if (!e) e = eg_store__message_terms_check(rec);
   /* Before the put: it compares rec with the session's oldest message. */
   if (!e) e = eg_store__message_index(t, tenant, session_id, rec);
   if (!e) e = eg_store__put_msg(t, t->s->messages, &k, &rec->base, 0);
+  if (!e) e = eg_store__message_terms_put(t, tenant, session_id, rec);
   if (e || !idem) return e;
   uint8_t seq[8];
   eg_be64_put(seq, (uint64_t)rec->seq);
@@ -25,12 +28,15 @@ eg_err eg_store_message_put(eg_txn *t, const char *tenant, const char *session_i
 eg_err eg_store_message_put_len(const eg_store *s, const char *tenant, const char *session_id,
                                 const eg_message_rec *rec, size_t *len) {
   eg_key k, ik;
+  size_t postings;
   int idem = rec->client_message_id && rec->client_message_id[0];
   eg_err e = eg_key_message(&k, tenant, session_id, (uint64_t)rec->seq);
   if (!e && idem) e = eg_key_idem(&ik, tenant, session_id, rec->client_message_id);
+  if (!e) e = eg_store__message_terms_len(s, tenant, session_id, rec, &postings);
   if (e) return e;
   *len = eg_wal__put_len(s, s->messages, k.len, protobuf_c_message_get_packed_size(&rec->base));
   if (idem) *len += eg_wal__put_len(s, s->idempotency, ik.len, 8); /* the seq */
+  *len += postings;
   return EG_OK;
 }
 
@@ -104,4 +110,33 @@ eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session
 fail:
   if (c) mdb_cursor_close(c);
   return e ? e : eg_store__err(rc);
+}
+
+eg_err eg_store__erase_messages(eg_txn *t, const char *tenant, const char *session_id,
+                                uint64_t budget, uint64_t *spent, uint64_t *n, int *left) {
+  eg_message_debt d = {.messages = 0};
+  eg_message_rec *first;
+  eg_key k;
+  eg_err e;
+  *left = 0;
+  /* Lowest seq first, the postings with their message, so a step cut
+   * short leaves every remaining message with its postings. */
+  while (!(e = eg_store__first_message(t, tenant, session_id, &first)) && first) {
+    uint64_t cost = 1 + (first->index_version ? first->n_index_terms : 0);
+    /* Over budget only with the step's first key: a step always moves on. */
+    if (*spent >= budget || (*spent && cost > budget - *spent)) {
+      protobuf_c_message_free_unpacked(&first->base, NULL);
+      *left = 1;
+      break;
+    }
+    e = eg_store__message_terms_del(t, tenant, session_id, first, &d, NULL);
+    if (!e) e = eg_key_message(&k, tenant, session_id, (uint64_t)first->seq);
+    if (!e) e = eg_store__del(t, t->s->messages, &k);
+    protobuf_c_message_free_unpacked(&first->base, NULL);
+    if (e) break;
+    *spent += cost;
+    if (n) ++*n;
+  }
+  eg_err se = eg_store__message_debt_settle(t, tenant, &d);
+  return e ? e : se;
 }

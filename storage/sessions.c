@@ -77,6 +77,9 @@ eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_r
   if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
   eg_err e = eg_key_session_range(&range, tenant, rec->session_id);
   if (!e) e = eg_session_drop(t, tenant, rec->session_id, NULL);
+  /* The postings first, from the records the range delete then drops in
+   * one op. */
+  if (!e) e = eg_store__session_postings_del(t, tenant, rec->session_id);
   if (!e) e = eg_store__del_prefix(t, t->s->messages, &range, &n);
   if (!e) e = eg_store__del_prefix(t, t->s->idempotency, &range, NULL);
   if (!e && deleted_messages) *deleted_messages = n;

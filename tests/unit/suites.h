@@ -31,6 +31,7 @@
   X(metrics)                 \
   X(reflection)              \
   X(checkpoints)             \
+  X(message_index)           \
   X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);

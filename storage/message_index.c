@@ -1,0 +1,426 @@
+/* The message keyword index (storage/message_index.h): postings and stats
+ * as message writers and deleters keep them, the postings scan, reindex,
+ * the message walk and the index state. */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "storage/internal.h"
+
+#define EG_MESSAGE_DESC (&engram__storage__v1__message_record__descriptor)
+#define EG_INDEX_STATE_DESC (&engram__storage__v1__index_state_record__descriptor)
+
+enum { EG_POSTING_LAYOUT = 1, EG_POSTING_LEN = 8, EG_STATS_LEN = 16 };
+
+static void eg_le32_put(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++, v >>= 8) p[i] = (uint8_t)v;
+}
+static uint32_t eg_le32_get(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static void eg_le64_put(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++, v >>= 8) p[i] = (uint8_t)v;
+}
+static uint64_t eg_le64_get(const uint8_t *p) {
+  return (uint64_t)eg_le32_get(p) | (uint64_t)eg_le32_get(p + 4) << 32;
+}
+
+static int eg_indexed(const eg_message_rec *rec) { return rec->index_version != 0; }
+
+eg_err eg_store__message_terms_check(const eg_message_rec *rec) {
+  eg_key k;
+  eg_key_init(&k);
+  /* Terms without a version would be postings no delete path looks for. */
+  if (!eg_indexed(rec)) return rec->n_index_terms || rec->index_tf.len ? EG_EINVAL : EG_OK;
+  if (rec->n_index_terms > EG_MESSAGE_TERMS_MAX || rec->index_tf.len != rec->n_index_terms ||
+      rec->role < 0 || rec->role > 255 || rec->create_time_us < 0)
+    return EG_EINVAL;
+  return eg_key_id(&k, rec->index_user_id);
+}
+
+/* ---- stats ------------------------------------------------------------------ */
+
+/* Adds (dm, dw) to the stats row k, saturating at 0 (a row that disagrees
+ * with the postings must not stop a delete); a row left with no message
+ * goes. */
+static eg_err eg_stats_row_add(eg_txn *t, const eg_key *k, int64_t dm, int64_t dw) {
+  MDB_val key = {k->len, (void *)k->buf}, v;
+  uint64_t m = 0, w = 0;
+  int rc = mdb_get(t->txn, t->s->message_index_stats, &key, &v);
+  if (rc && rc != MDB_NOTFOUND) return eg_store__err(rc);
+  if (!rc) {
+    if (v.mv_size != EG_STATS_LEN) return EG_ECORRUPT;
+    m = eg_le64_get(v.mv_data);
+    w = eg_le64_get((const uint8_t *)v.mv_data + 8);
+  }
+  m = dm < 0 && (uint64_t)-dm > m ? 0 : m + (uint64_t)dm;
+  w = dw < 0 && (uint64_t)-dw > w ? 0 : w + (uint64_t)dw;
+  if (m == 0) return rc ? EG_OK : eg_store__del(t, t->s->message_index_stats, k);
+  uint8_t b[EG_STATS_LEN];
+  eg_le64_put(b, m);
+  eg_le64_put(b + 8, w);
+  return eg_store__put(t, t->s->message_index_stats, k, b, sizeof b);
+}
+
+/* Adds (dm, dw) to the stats of user_id and of the tenant. */
+static eg_err eg_stats_add(eg_txn *t, const char *tenant, const char *user_id, int64_t dm,
+                           int64_t dw) {
+  eg_key uk, tk;
+  if (!dm && !dw) return EG_OK;
+  eg_err e = eg_key_user(&uk, tenant, user_id);
+  if (!e) e = eg_key_tenant(&tk, tenant);
+  if (!e) e = eg_stats_row_add(t, &uk, dm, dw);
+  return e ? e : eg_stats_row_add(t, &tk, dm, dw);
+}
+
+eg_err eg_store_message_index_stats(eg_txn *t, const char *tenant, const char *user_id,
+                                    uint64_t *messages, uint64_t *words) {
+  eg_key k;
+  MDB_val key, v;
+  if (!eg_txn_readable(t) || !messages || !words) return EG_EINVAL;
+  eg_err e = user_id ? eg_key_user(&k, tenant, user_id) : eg_key_tenant(&k, tenant);
+  if (e) return e;
+  key = (MDB_val){k.len, k.buf};
+  int rc = mdb_get(t->txn, t->s->message_index_stats, &key, &v);
+  *messages = *words = 0;
+  if (rc == MDB_NOTFOUND) return EG_OK;
+  if (rc) return eg_store__err(rc);
+  if (v.mv_size != EG_STATS_LEN) return EG_ECORRUPT;
+  *messages = eg_le64_get(v.mv_data);
+  *words = eg_le64_get((const uint8_t *)v.mv_data + 8);
+  return EG_OK;
+}
+
+/* ---- postings in and out ---------------------------------------------------- */
+
+static eg_err eg_posting_key(eg_key *k, const char *tenant, const char *sid,
+                             const eg_message_rec *rec, uint64_t term) {
+  return eg_key_message_term(k, tenant, term, rec->index_user_id, (uint64_t)rec->create_time_us,
+                             sid, (uint64_t)rec->seq);
+}
+
+static eg_err eg_postings_put(eg_txn *t, const char *tenant, const char *sid,
+                              const eg_message_rec *rec) {
+  eg_key k;
+  uint8_t b[EG_POSTING_LEN] = {EG_POSTING_LAYOUT, (uint8_t)rec->role, 0, 0};
+  eg_le32_put(b + 4, rec->index_words);
+  for (size_t i = 0; i < rec->n_index_terms; i++) {
+    b[2] = rec->index_tf.data[i];
+    eg_err e = eg_posting_key(&k, tenant, sid, rec, rec->index_terms[i]);
+    if (!e) e = eg_store__put(t, t->s->message_terms, &k, b, sizeof b);
+    if (e) return e;
+  }
+  return EG_OK;
+}
+
+eg_err eg_store__message_terms_put(eg_txn *t, const char *tenant, const char *sid,
+                                   const eg_message_rec *rec) {
+  if (!eg_indexed(rec)) return EG_OK;
+  eg_err e = eg_postings_put(t, tenant, sid, rec);
+  return e ? e : eg_stats_add(t, tenant, rec->index_user_id, 1, rec->index_words);
+}
+
+eg_err eg_store__message_terms_len(const eg_store *s, const char *tenant, const char *sid,
+                                   const eg_message_rec *rec, size_t *len) {
+  eg_key k;
+  *len = 0;
+  eg_err e = eg_store__message_terms_check(rec);
+  if (e || !eg_indexed(rec)) return e;
+  /* Every posting key of one message has the same length. */
+  if ((e = eg_posting_key(&k, tenant, sid, rec, 0))) return e;
+  *len = rec->n_index_terms * eg_wal__put_len(s, s->message_terms, k.len, EG_POSTING_LEN);
+  return EG_OK;
+}
+
+eg_err eg_store__message_debt_settle(eg_txn *t, const char *tenant, eg_message_debt *d) {
+  if (!d->messages) return EG_OK;
+  eg_err e = eg_stats_add(t, tenant, d->user, -(int64_t)d->messages, -(int64_t)d->words);
+  d->messages = d->words = 0;
+  return e;
+}
+
+eg_err eg_store__message_terms_del(eg_txn *t, const char *tenant, const char *sid,
+                                   const eg_message_rec *rec, eg_message_debt *d, uint64_t *n) {
+  eg_key k;
+  if (!eg_indexed(rec)) return EG_OK;
+  for (size_t i = 0; i < rec->n_index_terms; i++) {
+    eg_err e = eg_posting_key(&k, tenant, sid, rec, rec->index_terms[i]);
+    /* A posting already gone is what the delete wants anyway. */
+    if (!e) e = eg_store__del_quiet(t, t->s->message_terms, &k);
+    if (e) return e;
+  }
+  if (n) *n += rec->n_index_terms;
+  if (d->messages && strcmp(d->user, rec->index_user_id) != 0) {
+    eg_err e = eg_store__message_debt_settle(t, tenant, d);
+    if (e) return e;
+  }
+  /* eg_posting_key accepted the id: it fits. */
+  snprintf(d->user, sizeof d->user, "%s", rec->index_user_id);
+  d->messages++;
+  d->words += rec->index_words;
+  return EG_OK;
+}
+
+struct eg_unindex {
+  eg_txn *t;
+  const char *tenant, *sid;
+  eg_message_debt d;
+  eg_err e;
+};
+
+static int eg_unindex_one(void *arg, eg_message_rec *rec) {
+  struct eg_unindex *u = arg;
+  u->e = eg_store__message_terms_del(u->t, u->tenant, u->sid, rec, &u->d, NULL);
+  protobuf_c_message_free_unpacked(&rec->base, NULL);
+  return u->e != EG_OK;
+}
+
+eg_err eg_store__session_postings_del(eg_txn *t, const char *tenant, const char *sid) {
+  struct eg_unindex u = {.t = t, .tenant = tenant, .sid = sid};
+  eg_err e = eg_store_messages_scan(t, tenant, sid, 0, 0, eg_unindex_one, &u);
+  if (!e) e = u.e;
+  eg_err se = eg_store__message_debt_settle(t, tenant, &u.d);
+  return e ? e : se;
+}
+
+/* ---- reindex ---------------------------------------------------------------- */
+
+static int eg_u64_cmp(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+eg_err eg_store_message_reindex(eg_txn *t, const char *tenant, const char *session_id,
+                                const eg_message_rec *prev, const eg_message_rec *rec) {
+  eg_key mk, pk;
+  uint64_t terms[EG_MESSAGE_TERMS_MAX];
+  if (!eg_txn_writable(t) || !prev || !rec || rec->seq < 0) return EG_EINVAL;
+  assert(rec->base.descriptor == EG_MESSAGE_DESC);
+  /* Same message: its keys (message, sweep entry, postings) stay put. */
+  if (prev->seq != rec->seq || prev->create_time_us != rec->create_time_us) return EG_EINVAL;
+  eg_err e = eg_store__message_terms_check(rec);
+  if (!e) e = eg_key_message(&mk, tenant, session_id, (uint64_t)rec->seq);
+  if (e) return e;
+  /* Keys rec puts again are overwritten, not deleted first: one op each in
+   * the log, not two. */
+  int same_user = eg_indexed(prev) && eg_indexed(rec) &&
+                  strcmp(prev->index_user_id, rec->index_user_id) == 0;
+  size_t n = same_user ? rec->n_index_terms : 0;
+  memcpy(terms, rec->index_terms, n * sizeof *terms);
+  qsort(terms, n, sizeof *terms, eg_u64_cmp);
+  for (size_t i = 0; eg_indexed(prev) && i < prev->n_index_terms; i++) {
+    if (bsearch(&prev->index_terms[i], terms, n, sizeof *terms, eg_u64_cmp)) continue;
+    if ((e = eg_posting_key(&pk, tenant, session_id, prev, prev->index_terms[i])) ||
+        (e = eg_store__del_quiet(t, t->s->message_terms, &pk)))
+      return e;
+  }
+  if (eg_indexed(rec) && (e = eg_postings_put(t, tenant, session_id, rec))) return e;
+  if (same_user) {
+    e = eg_stats_add(t, tenant, rec->index_user_id, 0,
+                     (int64_t)rec->index_words - (int64_t)prev->index_words);
+  } else {
+    if (eg_indexed(prev))
+      e = eg_stats_add(t, tenant, prev->index_user_id, -1, -(int64_t)prev->index_words);
+    if (!e && eg_indexed(rec))
+      e = eg_stats_add(t, tenant, rec->index_user_id, 1, rec->index_words);
+  }
+  return e ? e : eg_store__put_msg(t, t->s->messages, &mk, &rec->base, 0);
+}
+
+/* ---- postings scan ------------------------------------------------------------ */
+
+/* Decodes the posting k -> v of the term whose prefix is tlen bytes. */
+static eg_err eg_posting_parse(const MDB_val *k, const MDB_val *v, size_t tlen,
+                               eg_message_posting *p) {
+  const uint8_t *b = (const uint8_t *)k->mv_data + tlen, *val = v->mv_data;
+  size_t left = k->mv_size - tlen;
+  if (left < 1 || b[0] == 0 || b[0] > EG_STORE_ID_MAX || left < 1u + b[0] + 8 + 1)
+    return EG_ECORRUPT;
+  p->user_len = b[0];
+  p->user_id = (const char *)b + 1;
+  b += 1 + p->user_len;
+  left -= 1 + p->user_len;
+  uint64_t create = eg_be64_get(b);
+  b += 8;
+  left -= 8;
+  if (create > INT64_MAX || b[0] == 0 || b[0] > EG_STORE_ID_MAX || left != 1u + b[0] + 8)
+    return EG_ECORRUPT;
+  p->create_us = (int64_t)create;
+  p->session_len = b[0];
+  p->session_id = (const char *)b + 1;
+  p->seq = eg_be64_get(b + 1 + p->session_len);
+  if (v->mv_size != EG_POSTING_LEN || val[0] != EG_POSTING_LAYOUT || val[3] != 0)
+    return EG_ECORRUPT;
+  p->role = val[1];
+  p->tf = val[2];
+  p->words = eg_le32_get(val + 4);
+  return EG_OK;
+}
+
+struct eg_posting_walk {
+  MDB_cursor *c;
+  size_t tlen;      /* the term prefix's length */
+  uint64_t from, to; /* [from, to) */
+  eg_message_posting_fn fn;
+  void *arg;
+  int stop;
+};
+
+/* Visits the postings under uprefix (one user's of the term), newest first,
+ * created in [w->from, w->to). */
+static eg_err eg_user_postings(struct eg_posting_walk *w, const eg_key *uprefix) {
+  eg_key seek = *uprefix;
+  MDB_val k, v;
+  eg_message_posting p;
+  eg_err e = eg_key_u64(&seek, w->to);
+  if (e) return e;
+  /* Below uprefix | to: exactly the postings created before to. */
+  int rc = eg_store__seek_below(w->c, &seek, 0, &k, &v);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, uprefix)) {
+    if ((e = eg_posting_parse(&k, &v, w->tlen, &p))) return e;
+    if ((uint64_t)p.create_us < w->from) break;
+    if (w->fn(w->arg, &p)) {
+      w->stop = 1;
+      break;
+    }
+    rc = mdb_cursor_get(w->c, &k, &v, MDB_PREV);
+  }
+  return rc == MDB_NOTFOUND ? EG_OK : eg_store__err(rc);
+}
+
+/* Visits every user's postings of the term, user by user. */
+static eg_err eg_tenant_postings(struct eg_posting_walk *w, const eg_key *tprefix) {
+  /* Past every posting of one user: create times are below 2^63, so their
+   * first byte is below 0xff. */
+  static const uint8_t past = 0xff;
+  eg_key seek = *tprefix, uprefix;
+  MDB_val k, v;
+  eg_err e = EG_OK;
+  int rc = eg_store__seek_at(w->c, &seek, &k, &v);
+  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, tprefix)) {
+    const uint8_t *b = k.mv_data;
+    size_t ulen = k.mv_size > w->tlen ? b[w->tlen] : 0;
+    if (ulen == 0 || k.mv_size < w->tlen + 1 + ulen) return EG_ECORRUPT;
+    eg_key_init(&uprefix);
+    if ((e = eg_key_raw(&uprefix, b, w->tlen + 1 + ulen)) || (e = eg_user_postings(w, &uprefix)) ||
+        w->stop)
+      return e;
+    seek = uprefix;
+    if ((e = eg_key_raw(&seek, &past, 1))) return e;
+    rc = eg_store__seek_at(w->c, &seek, &k, &v);
+    /* A key of this user past the seek holds no valid create time. */
+    if (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &uprefix))
+      return EG_ECORRUPT;
+  }
+  return rc == MDB_NOTFOUND ? EG_OK : eg_store__err(rc);
+}
+
+eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *user_id,
+                                 uint64_t term, int64_t from_us, int64_t to_us,
+                                 eg_message_posting_fn fn, void *arg) {
+  eg_key prefix;
+  if (!eg_txn_readable(t) || !fn || from_us < 0 || to_us < 0) return EG_EINVAL;
+  eg_err e = user_id ? eg_key_message_term_user(&prefix, tenant, term, user_id)
+                     : eg_key_term_range(&prefix, tenant, term);
+  if (e) return e;
+  struct eg_posting_walk w = {.from = (uint64_t)from_us,
+                              .to = to_us ? (uint64_t)to_us : UINT64_MAX,
+                              .fn = fn,
+                              .arg = arg};
+  /* The term prefix's length: the tenant's, plus the term. */
+  w.tlen = 1 + prefix.buf[0] + 8;
+  if (w.from >= w.to) return EG_OK;
+  int rc = mdb_cursor_open(t->txn, t->s->message_terms, &w.c);
+  if (rc) return eg_store__err(rc);
+  e = user_id ? eg_user_postings(&w, &prefix) : eg_tenant_postings(&w, &prefix);
+  mdb_cursor_close(w.c);
+  return e;
+}
+
+/* ---- the message walk ------------------------------------------------------- */
+
+/* The tenant and session id of a messages key, NUL-terminated, into the
+ * two buffers (EG_STORE_ID_MAX + 1 bytes each). */
+static eg_err eg_message_key_parse(const MDB_val *k, char *tenant, char *sid) {
+  const uint8_t *b = k->mv_data;
+  size_t tl = k->mv_size ? b[0] : 0;
+  if (tl == 0 || tl > EG_STORE_ID_MAX || k->mv_size < 2 + tl) return EG_ECORRUPT;
+  size_t sl = b[1 + tl];
+  if (sl == 0 || sl > EG_STORE_ID_MAX || k->mv_size != 2 + tl + sl + 8) return EG_ECORRUPT;
+  memcpy(tenant, b + 1, tl);
+  tenant[tl] = '\0';
+  memcpy(sid, b + 2 + tl, sl);
+  sid[sl] = '\0';
+  return EG_OK;
+}
+
+eg_err eg_store_messages_walk(eg_txn *t, const uint8_t *after, size_t after_len, size_t max,
+                              eg_message_walk_fn fn, void *arg, int *more) {
+  char tenant[EG_STORE_ID_MAX + 1], sid[EG_STORE_ID_MAX + 1];
+  MDB_cursor *c;
+  MDB_val k, v;
+  eg_err e = EG_OK;
+  size_t n = 0;
+  if (!eg_txn_readable(t) || !fn || !more || after_len > EG_KEY_MAX || (after_len && !after))
+    return EG_EINVAL;
+  *more = 0;
+  int rc = mdb_cursor_open(t->txn, t->s->messages, &c);
+  if (rc) return eg_store__err(rc);
+  if (after_len) {
+    k = (MDB_val){after_len, (void *)after};
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    /* Strictly after: the cursor's own message was visited. */
+    if (rc == MDB_SUCCESS && k.mv_size == after_len && memcmp(k.mv_data, after, after_len) == 0)
+      rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  } else {
+    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+  }
+  while (rc == MDB_SUCCESS) {
+    ProtobufCMessage *m;
+    if (n == max) {
+      *more = 1;
+      break;
+    }
+    if ((e = eg_message_key_parse(&k, tenant, sid)) || (e = eg_store__decode(EG_MESSAGE_DESC, &v, &m)))
+      break;
+    n++;
+    int stop = fn(arg, k.mv_data, k.mv_size, tenant, sid, (eg_message_rec *)m);
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    if (stop) {
+      *more = rc == MDB_SUCCESS;
+      break;
+    }
+  }
+  mdb_cursor_close(c);
+  if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
+  return e ? e : eg_store__err(rc);
+}
+
+/* ---- index state -------------------------------------------------------------- */
+
+static eg_err eg_index_state_key(eg_key *k, const char *name) {
+  if (!name || (strcmp(name, EG_INDEX_MEMORIES) != 0 && strcmp(name, EG_INDEX_MESSAGES) != 0))
+    return EG_EINVAL;
+  eg_key_init(k);
+  return eg_key_raw(k, name, strlen(name));
+}
+
+eg_err eg_store_index_state_get(eg_txn *t, const char *name, eg_index_state_rec **out) {
+  eg_key k;
+  if (!eg_txn_readable(t) || !out) return EG_EINVAL;
+  eg_err e = eg_index_state_key(&k, name);
+  return e ? e
+           : eg_store__get_msg(t->txn, t->s->index_state, &k, EG_INDEX_STATE_DESC,
+                               (ProtobufCMessage **)out);
+}
+
+eg_err eg_store_index_state_put(eg_txn *t, const char *name, const eg_index_state_rec *rec) {
+  eg_key k;
+  if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
+  assert(rec->base.descriptor == EG_INDEX_STATE_DESC);
+  /* The cursor is a record key. */
+  if (rec->cursor.len > EG_KEY_MAX) return EG_EINVAL;
+  eg_err e = eg_index_state_key(&k, name);
+  return e ? e : eg_store__put_msg(t, t->s->index_state, &k, &rec->base, 0);
+}
