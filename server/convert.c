@@ -195,6 +195,8 @@ eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Sessi
   s->ttl_seconds = rec->ttl_us / 1000000;
   s->forked_from_session_id = rec->forked_from_session_id;
   s->forked_through_seq = rec->forked_through_seq;
+  s->exclude_from_search = rec->exclude_from_search;
+  s->language = rec->language;
   if (rec->end_time_us && !(s->end_time = eg_timestamp(r, rec->end_time_us))) return EG_ENOMEM;
   if (!(s->stats = eg_stats_to_api(r, rec))) return EG_ENOMEM;
   size_t len;

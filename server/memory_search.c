@@ -67,8 +67,7 @@ const eg_pmap_ent *eg_pmap_find(const eg_pmap *m, const uint8_t *p, size_t n) {
   return x ? &m->ents[x - 1] : NULL;
 }
 
-/* The index of p's entry, added (zeroed) if new. */
-static eg_err eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n, uint32_t *idx) {
+eg_err eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n, uint32_t *idx) {
   uint32_t *slot = eg_pmap_slot(m, p, n);
   if (*slot) return *idx = *slot - 1, EG_OK;
   if (2 * (m->n + 1) > m->cap) {

@@ -5,8 +5,10 @@
  * takes the call's eg_req; what it returns lives in r->arena (or is
  * deferred on it) and is valid until the call ends. On an error the
  * message is in r->msg.
- * StoreService (svc_store.c) takes eg_embedding_check and eg_blind_ctx_of
- * from here too, so an embedding is checked one way everywhere.
+ * StoreService (svc_store.c) and SessionService (svc_session.c,
+ * svc_message_search.c) take eg_embedding_check and eg_blind_ctx_of from
+ * here too, so an embedding is checked one way everywhere; SearchMessages
+ * also eg_time_us, eg_check_unit and the position map.
  * Thread safety: one eg_req, one thread.
  */
 #ifndef EG_SERVER_MEMORY_SVC_H
@@ -111,6 +113,10 @@ typedef struct {
 /* Sets up m, empty, in arena a, sized for about cap entries (it grows).
  * Returns EG_OK or EG_ENOMEM. */
 eg_err eg_pmap_init(eg_pmap *m, eg_arena *a, size_t cap);
+
+/* The index in m->ents of position p[0..n)'s entry into *idx, the entry
+ * added (zeroed, p copied) if new. Returns EG_OK or EG_ENOMEM. */
+eg_err eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n, uint32_t *idx);
 
 /* The entry of position p[0..n), or NULL; valid until the next add to m. */
 const eg_pmap_ent *eg_pmap_find(const eg_pmap *m, const uint8_t *p, size_t n);

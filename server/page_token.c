@@ -12,16 +12,17 @@ _Static_assert(1 + 2 + EG_PAGE_TOKEN_MAX <= EG_REPLY_RESERVE, "a page token fits
 
 #define EG_PAGE_SEALED_MAX (EG_TOKEN_OVERHEAD + EG_PAGE_DIGEST_LEN + EG_PAGE_POS_MAX)
 
-/* The digest of in without its page_size and page_token: a shallow copy
- * with those two cleared, packed. NULL-free: -1 when out of memory. */
+/* The digest of in without its page_size (if it has one) and page_token: a
+ * shallow copy with those two cleared, packed. NULL-free: -1 when out of
+ * memory. */
 static int eg_page_digest(eg_req *r, const ProtobufCMessage *in, uint8_t out[EG_PAGE_DIGEST_LEN]) {
   const ProtobufCMessageDescriptor *d = in->descriptor;
   const ProtobufCFieldDescriptor *size = protobuf_c_message_descriptor_get_field_by_name(d, "page_size");
   const ProtobufCFieldDescriptor *tok = protobuf_c_message_descriptor_get_field_by_name(d, "page_token");
   char *copy = eg_arena_alloc(r->arena, d->sizeof_message);
-  if (!copy || !size || !tok) return -1;
+  if (!copy || !tok) return -1;
   memcpy(copy, in, d->sizeof_message);
-  *(int32_t *)(copy + size->offset) = 0;
+  if (size) *(int32_t *)(copy + size->offset) = 0;
   *(const char **)(copy + tok->offset) = ""; /* proto3: an empty string is not packed */
   size_t len = protobuf_c_message_get_packed_size((const ProtobufCMessage *)copy);
   uint8_t *packed = eg_arena_alloc(r->arena, len ? len : 1);

@@ -8,7 +8,8 @@
  * with the context {tenant, "page_token", the request's type name, ""}.
  * digest = SHA-256 of the request packed with page_size and page_token
  * cleared: every other field (filters, order, ids) is bound, so a token
- * used with another request is refused. The position's bytes are the
+ * used with another request is refused. A request without page_size
+ * (SearchMessages pages by top_k) binds every field but page_token. The position's bytes are the
  * listing's own (it checks what they mean after opening).
  */
 #ifndef EG_SERVER_PAGE_TOKEN_H
@@ -31,7 +32,7 @@
 #define EG_PAGE_TOKEN_MAX ((4 * (EG_TOKEN_OVERHEAD + EG_PAGE_DIGEST_LEN + EG_PAGE_POS_MAX) + 2) / 3)
 
 /* Sets *out to the token for the page after pos[0..n) of request in,
- * which must have page_size and page_token fields; allocated in r->arena.
+ * which must have a page_token field; allocated in r->arena.
  * EG_OK; EG_ENOMEM when out of memory; EG_EIO with r->msg naming it for
  * n > EG_PAGE_POS_MAX (a listing's bug: the static asserts beside each
  * listing's position rule it out). Thread safety: any thread. */

@@ -1,6 +1,7 @@
 /*
  * Private to the engram.v1.SessionService files (svc_session.c: the method
- * table and every call but one; svc_session_list.c: ListSessions): the
+ * table and every call but two; svc_session_list.c: ListSessions;
+ * svc_message_search.c: SearchMessages): the
  * helpers both use (and UserService/ExportUser, which pages messages as
  * ListMessages does). What they return lives in r->arena (or is deferred on
  * it) until the call ends; on an error the message is in r->msg.
@@ -21,6 +22,8 @@ eg_err eg_page_size(eg_req *r, const char *field, int32_t v, size_t *out);
 
 /* Frees a SessionRecord (for eg_arena_defer). */
 void eg_session_rec_free(void *p);
+/* Frees a MessageRecord (for eg_arena_defer). */
+void eg_message_rec_free(void *p);
 
 /* One page of sid's messages, as ListMessages pages them. */
 typedef struct {
@@ -41,5 +44,8 @@ eg_err eg_messages_page(eg_req *r, eg_txn *t, const char *sid, uint64_t start, i
 
 /* The ListSessions read handler. */
 eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg);
+
+/* The SearchMessages read handler (svc_message_search.c). */
+eg_err eg_search_messages(eg_req *r, const ProtobufCMessage *msg);
 
 #endif

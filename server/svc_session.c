@@ -10,11 +10,14 @@
 #include "engram/v1/session.pb-c.h"
 #include "server/convert.h"
 #include "server/ids.h"
+#include "server/memory_svc.h"
 #include "server/page_token.h"
 #include "server/session_svc.h"
 #include "server/session_terms.h"
 #include "server/service.h"
 #include "server/sweeper.h"
+#include "server/text_terms.h"
+#include "server/tokenizer.h"
 #include "server/validate.h"
 
 /* A per-session idle TTL: the same bounds as --session-ttl (a year at
@@ -40,7 +43,7 @@ eg_err eg_page_size(eg_req *r, const char *field, int32_t v, size_t *out) {
 }
 
 void eg_session_rec_free(void *p) { engram__storage__v1__session_record__free_unpacked(p, NULL); }
-static void eg_message_rec_free(void *p) { engram__storage__v1__message_record__free_unpacked(p, NULL); }
+void eg_message_rec_free(void *p) { engram__storage__v1__message_record__free_unpacked(p, NULL); }
 
 /* Loads the caller's session; NOT_FOUND names it. The record lives as long
  * as the call. */
@@ -130,6 +133,10 @@ static eg_err eg_create_prepare(eg_req *r, const ProtobufCMessage *msg) {
   st->in = s;
   st->session_id = s->session_id;
   if ((e = eg_ttl_us(r, s->ttl_seconds, &st->ttl_us))) return e;
+  if (eg_lang_check(s->language) != 0)
+    return eg_invalid(r->msg, sizeof r->msg, "session.language",
+                      "'%s' is not a BCP 47 tag (2..8 letters, then -subtags; at most %d bytes)",
+                      s->language, EG_LANG_MAX);
   if (!s->session_id[0]) {
     char *id = eg_arena_alloc(r->arena, EG_ULID_LEN + 1);
     if (!id) return EG_ENOMEM;
@@ -178,6 +185,8 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + ttl_us;
   rec.ttl_us = ttl_us;
+  rec.exclude_from_search = st->in->exclude_from_search;
+  rec.language = st->in->language;
   if ((e = eg_store_session_put(t, r->tenant, &rec, NULL))) return e;
   return eg_session_to_api(r, &rec, (Engram__V1__Session **)&r->resp);
 }
@@ -521,10 +530,28 @@ static eg_err eg_get_context(eg_req *r, const ProtobufCMessage *msg) {
 
 /* ==== AppendMessages ======================================================== */
 
+/* A message's keyword index fields (MessageRecord.index_*); version 0:
+ * not indexed. */
+typedef struct {
+  unsigned version;
+  uint64_t *terms;
+  uint8_t *tf;
+  size_t n;
+  uint32_t words;
+  const char *user_id;
+} eg_msg_index;
+
+/* AppendMessages is a prepare_reads write: prepare reads the session (its
+ * user, language and exclude_from_search never change after create) and
+ * tokenizes and hashes every message on the worker, so the writer only
+ * stores the result. */
 struct eg_append_state {
   const Engram__V1__AppendMessagesRequest *in;
-  ProtobufCBinaryData *metadata; /* packed, per message; sealed in apply */
-  int32_t *token_count;          /* given, or estimated */
+  ProtobufCBinaryData *metadata;  /* packed, per message; sealed in apply */
+  int32_t *token_count;           /* given, or estimated */
+  ProtobufCBinaryData *embedding; /* float32 LE, per message; empty: none */
+  const eg_msg_index *index;      /* per message, for the session prepare saw */
+  int64_t seen_create_us;         /* that session's create time; 0: none was */
 };
 
 static eg_err eg_append_check_message(eg_req *r, struct eg_append_state *st, size_t i) {
@@ -548,10 +575,42 @@ static eg_err eg_append_check_message(eg_req *r, struct eg_append_state *st, siz
   }
   snprintf(field, sizeof field, "messages[%zu].client_message_id", i);
   if ((e = eg_validate_id(field, m->client_message_id, 0, r->msg, sizeof r->msg))) return e;
+  snprintf(field, sizeof field, "messages[%zu].embedding", i);
+  float *vec, norm;
+  if ((e = eg_embedding_check(r, field, m->embedding, m->n_embedding, &vec, &norm))) return e;
+  st->embedding[i] = (ProtobufCBinaryData){.len = m->n_embedding * sizeof(float), .data = (uint8_t *)vec};
   snprintf(field, sizeof field, "messages[%zu].metadata", i);
   e = eg_metadata_pack(r, field, (eg_kv_entry **)m->metadata, m->n_metadata, &st->metadata[i]);
   st->token_count[i] = m->token_count ? m->token_count : (int32_t)eg_estimate_tokens(len);
   return e;
+}
+
+/* The index fields of in's messages for session s into *out (an arena
+ * array): every version 0 when --index-messages is false or s excludes
+ * itself from search. Runs on the worker (prepare), or on the writer when
+ * the session was replaced after prepare read it. */
+static eg_err eg_append_index(eg_req *r, const Engram__V1__AppendMessagesRequest *in,
+                              const eg_session_rec *s, const eg_msg_index **out) {
+  eg_msg_index *idx = EG_ARENA_ARRAY(r->arena, eg_msg_index, in->n_messages);
+  eg_blind_ctx *ctx;
+  eg_err e;
+  if (!idx) return EG_ENOMEM;
+  *out = idx;
+  if (strcmp(r->srv->cfg->index_messages, "true") != 0 || s->exclude_from_search) return EG_OK;
+  if ((e = eg_blind_ctx_of(r, &ctx))) return e;
+  for (size_t i = 0; i < in->n_messages; i++) {
+    const char *text = in->messages[i]->content;
+    eg_msg_index *x = &idx[i];
+    x->terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_MESSAGE_TERMS_MAX);
+    x->tf = EG_ARENA_ARRAY(r->arena, uint8_t, EG_MESSAGE_TERMS_MAX);
+    if (!x->terms || !x->tf) return EG_ENOMEM;
+    if ((e = eg_text_terms(ctx, EG_TOKENIZER_VERSION, s->language, text, strlen(text), x->terms,
+                           x->tf, EG_MESSAGE_TERMS_MAX, &x->n, &x->words, NULL)))
+      return e;
+    x->version = EG_TOKENIZER_VERSION;
+    x->user_id = s->user_id;
+  }
+  return EG_OK;
 }
 
 static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
@@ -568,11 +627,20 @@ static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
   st->in = in;
   st->metadata = EG_ARENA_ARRAY(r->arena, ProtobufCBinaryData, in->n_messages);
   st->token_count = EG_ARENA_ARRAY(r->arena, int32_t, in->n_messages);
-  if (!st->metadata || !st->token_count) return EG_ENOMEM;
+  st->embedding = EG_ARENA_ARRAY(r->arena, ProtobufCBinaryData, in->n_messages);
+  if (!st->metadata || !st->token_count || !st->embedding) return EG_ENOMEM;
   for (size_t i = 0; i < in->n_messages; i++)
     if ((e = eg_append_check_message(r, st, i))) return e;
   r->state = st;
-  return EG_OK;
+  /* No session yet: apply answers NOT_FOUND, or indexes for the one
+   * created since. */
+  eg_session_rec *s;
+  e = eg_store_session_get(r->rtxn, r->tenant, in->session_id, &s);
+  if (e == EG_ENOTFOUND) return EG_OK;
+  if (e != EG_OK) return e;
+  if (eg_arena_defer(r->arena, eg_session_rec_free, s) != 0) return EG_ENOMEM;
+  st->seen_create_us = s->create_time_us;
+  return eg_append_index(r, in, s, &st->index);
 }
 
 /* A message whose client_message_id this session already has: answer with
@@ -605,8 +673,8 @@ static void eg_stats_add(eg_stats_rec *stats, int role, int64_t tokens, int64_t 
   stats->last_message_time_us = time_us;
 }
 
-static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_rec *stats, size_t i,
-                            Engram__V1__Message **out) {
+static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_rec *stats,
+                            const eg_msg_index *x, size_t i, Engram__V1__Message **out) {
   const struct eg_append_state *st = r->state;
   const Engram__V1__Message *m = st->in->messages[i];
   eg_message_rec rec = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
@@ -615,6 +683,15 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
   rec.token_count = st->token_count[i];
   rec.client_message_id = m->client_message_id;
   rec.create_time_us = r->now_us;
+  rec.embedding = st->embedding[i];
+  if (x->version) {
+    rec.index_version = x->version;
+    rec.index_terms = x->terms;
+    rec.n_index_terms = x->n;
+    rec.index_tf = (ProtobufCBinaryData){.len = x->n, .data = x->tf};
+    rec.index_words = x->words;
+    rec.index_user_id = (char *)x->user_id;
+  }
   const char *rid = eg_message_record_id(r, s->session_id, rec.seq);
   if (!rid) return EG_ENOMEM;
   eg_err e = eg_field_seal(r, "message", rid, "content", m->content, strlen(m->content), &rec.content_token);
@@ -648,6 +725,11 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
   eg_session_rec *s;
   eg_err e = eg_session_load(r, t, st->in->session_id, &s);
   if (e != EG_OK) return e;
+  /* Deleted and made again since prepare (or made since): its user or
+   * language may differ, so index again, here. */
+  const eg_msg_index *index = st->index;
+  if (s->create_time_us != st->seen_create_us && (e = eg_append_index(r, st->in, s, &index)))
+    return e;
   Engram__V1__AppendMessagesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__AppendMessagesResponse);
   Engram__V1__Message **msgs = EG_ARENA_ARRAY(r->arena, Engram__V1__Message *, n);
   if (!out || !msgs) return EG_ENOMEM;
@@ -678,7 +760,7 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
                st->in->expected_last_seq, before);
       return EG_EPRECOND;
     }
-    if ((e = eg_append_one(r, t, s, &stats, i, &msgs[i]))) return e;
+    if ((e = eg_append_one(r, t, s, &stats, &index[i], i, &msgs[i]))) return e;
   }
   eg_session_rec upd = *s;
   upd.stats = &stats;
@@ -948,6 +1030,10 @@ static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {
   rec.stats = (eg_stats_rec *)&st->stats;
   rec.forked_from_session_id = src->session_id;
   rec.forked_through_seq = in->through_seq;
+  /* The copies keep their index fields (same user, same language): the
+   * fork indexes what it appends as its source did. */
+  rec.exclude_from_search = src->exclude_from_search;
+  rec.language = src->language;
   if ((e = eg_store_session_put(t, r->tenant, &rec, NULL))) return e;
   return eg_session_to_api(r, &rec, (Engram__V1__Session **)&r->resp);
 }
@@ -967,11 +1053,13 @@ const eg_method eg_session_methods[] = {
     EG_WRITE(EndSession, engram__v1__end_session_request__descriptor, eg_end_prepare, eg_end_apply),
     EG_WRITE(UpdateSession, engram__v1__update_session_request__descriptor, eg_update_prepare, eg_update_apply),
     EG_WRITE(DeleteSession, engram__v1__delete_session_request__descriptor, eg_delete_prepare, eg_delete_apply),
-    EG_WRITE(AppendMessages, engram__v1__append_messages_request__descriptor, eg_append_prepare, eg_append_apply),
+    {.path = EG_SESSION_PATH(AppendMessages), .in = &engram__v1__append_messages_request__descriptor,
+     .role = EG_ROLE_AGENT, .prepare = eg_append_prepare, .apply = eg_append_apply, .prepare_reads = 1},
     EG_READ(ListMessages, engram__v1__list_messages_request__descriptor, eg_list_messages),
     EG_READ(GetContext, engram__v1__get_context_request__descriptor, eg_get_context),
     EG_WRITE(UpdateSummary, engram__v1__update_summary_request__descriptor, eg_summary_prepare, eg_summary_apply),
     {.path = EG_SESSION_PATH(ForkSession), .in = &engram__v1__fork_session_request__descriptor,
      .role = EG_ROLE_AGENT, .prepare = eg_fork_prepare, .apply = eg_fork_apply, .prepare_reads = 1},
+    EG_READ(SearchMessages, engram__v1__search_messages_request__descriptor, eg_search_messages),
     {.path = NULL},
 };

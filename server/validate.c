@@ -81,6 +81,10 @@ static const eg_wire_limit eg_wire_limits[] = {
     {&engram__v1__put_item_request__descriptor, "embedding", EG_MEMORY_DIM_MAX},
     {&engram__v1__search_items_request__descriptor, "query_embedding", EG_MEMORY_DIM_MAX},
     {&engram__v1__refresh_items_request__descriptor, "items", EG_REFRESH_ITEMS_MAX},
+    {&engram__v1__message__descriptor, "embedding", EG_MEMORY_DIM_MAX},
+    {&engram__v1__search_messages_request__descriptor, "embedding", EG_MEMORY_DIM_MAX},
+    {&engram__v1__search_messages_request__descriptor, "session_ids", EG_SEARCH_SESSION_IDS_MAX},
+    {&engram__v1__search_messages_request__descriptor, "session_states", EG_SEARCH_STATES_MAX},
 };
 
 static size_t wire_limit(const ProtobufCMessageDescriptor *desc, const ProtobufCFieldDescriptor *fd) {

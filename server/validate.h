@@ -39,6 +39,11 @@
 #define EG_LIST_SESSIONS_STATES_MAX 8
 #define EG_LIST_SESSIONS_METADATA_MAX 16
 
+/* SearchMessages filters (session.proto): session ids (each looked up once
+ * per search) and session states (three exist). */
+#define EG_SEARCH_SESSION_IDS_MAX 100
+#define EG_SEARCH_STATES_MAX 8
+
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
 int eg_utf8_valid(const char *s, size_t len);
@@ -52,7 +57,9 @@ int eg_utf8_valid(const char *s, size_t len);
  * ceilings, from config.h and storage/memories.h: messages of AppendMessages EG_APPEND_MESSAGES_MAX,
  * metadata entries EG_METADATA_ENTRIES_MAX, tags EG_MEMORY_TAGS_MAX,
  * embedding values EG_MEMORY_DIM_MAX, ListSessions states and metadata_equals
- * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, PutWrites' writes
+ * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, SearchMessages'
+ * session_ids and session_states EG_SEARCH_SESSION_IDS_MAX and
+ * EG_SEARCH_STATES_MAX, PutWrites' writes
  * EG_CKPT_WRITES_MAX, any other
  * EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge

@@ -289,6 +289,7 @@ int cmd_session_delete(cli *g, int argc, char **argv);
 int cmd_session_fork(cli *g, int argc, char **argv);
 int cmd_message_append(cli *g, int argc, char **argv);
 int cmd_message_list(cli *g, int argc, char **argv);
+int cmd_message_search(cli *g, int argc, char **argv);
 int cmd_context(cli *g, int argc, char **argv);
 int cmd_summary_update(cli *g, int argc, char **argv);
 int cmd_health(cli *g, int argc, char **argv);
@@ -310,6 +311,12 @@ int cmd_memory_dedup(cli *g, int argc, char **argv);
 int cmd_user_delete(cli *g, int argc, char **argv);
 int cmd_user_stats(cli *g, int argc, char **argv);
 int cmd_user_export(cli *g, int argc, char **argv);
+/* cmd_memory.c's value parsing, shared with cmd_message.c (each a usage
+ * error naming flag): s split at commas into *out (arena; an empty item is
+ * an error), a float, a comma-separated list of floats. */
+int split_list(cli *g, const char *flag, const char *s, char ***out, size_t *n);
+int parse_float(cli *g, const char *flag, const char *s, float *out);
+int parse_floats(cli *g, const char *flag, const char *s, float **out, size_t *n);
 /* cmd_backup.c: backup files (AdminService.Backup, then local work) */
 int cmd_backup_create(cli *g, int argc, char **argv);
 int cmd_backup_verify(cli *g, int argc, char **argv);

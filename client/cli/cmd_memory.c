@@ -16,8 +16,8 @@
 
 /* ---- value parsing ----------------------------------------------------------- */
 
-/* Splits s at commas into *out (arena); empty items are an error. */
-static int split_list(cli *g, const char *flag, const char *s, char ***out, size_t *n) {
+/* Splits s at commas into *out (arena); empty items are an error (cli.h). */
+int split_list(cli *g, const char *flag, const char *s, char ***out, size_t *n) {
   size_t cap = 1;
   for (const char *p = s; *p; p++) cap += *p == ',';
   char **items = cli_alloc(g, cap * sizeof *items);
@@ -36,7 +36,7 @@ static int split_list(cli *g, const char *flag, const char *s, char ***out, size
   return CLI_OK;
 }
 
-static int parse_float(cli *g, const char *flag, const char *s, float *out) {
+int parse_float(cli *g, const char *flag, const char *s, float *out) {
   char *end;
   errno = 0;
   float v = strtof(s, &end);
@@ -45,7 +45,7 @@ static int parse_float(cli *g, const char *flag, const char *s, float *out) {
   return CLI_OK;
 }
 
-static int parse_floats(cli *g, const char *flag, const char *s, float **out, size_t *n) {
+int parse_floats(cli *g, const char *flag, const char *s, float **out, size_t *n) {
   char **items;
   int rc = split_list(g, flag, s, &items, n);
   if (rc != CLI_OK) return rc;

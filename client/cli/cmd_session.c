@@ -7,6 +7,7 @@
 int cmd_session_create(cli *g, int argc, char **argv) {
   Engram__V1__Session s = ENGRAM__V1__SESSION__INIT;
   cli_map meta = {.entry = &engram__v1__session__metadata_entry__descriptor};
+  int exclude = 0;
   const cli_flag flags[] = {
       {"--user", FLAG_STR, &s.user_id, 1},
       {"--agent", FLAG_STR, &s.agent_id},
@@ -14,10 +15,13 @@ int cmd_session_create(cli *g, int argc, char **argv) {
       {"--meta", FLAG_MAP, &meta},
       /* the server checks the range and names the field */
       {"--ttl", FLAG_INT, &s.ttl_seconds, 0, 0, INT64_MAX},
+      {"--language", FLAG_STR, &s.language},
+      {"--exclude-from-search", FLAG_BOOL, &exclude},
       {NULL},
   };
   int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
   if (rc != CLI_OK) return rc;
+  s.exclude_from_search = exclude;
   s.n_metadata = meta.n;
   s.metadata = (Engram__V1__Session__MetadataEntry **)meta.items;
   Engram__V1__CreateSessionRequest req = ENGRAM__V1__CREATE_SESSION_REQUEST__INIT;

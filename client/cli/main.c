@@ -11,7 +11,9 @@
 #define DEFAULT_TARGET "127.0.0.1:50051"
 
 const cli_cmd cli_commands[] = {
-    {"session", "create", "--user U [--agent A] [--id ID] [--meta k=v]... [--ttl S]", "create a session",
+    {"session", "create",
+     "--user U [--agent A] [--id ID] [--meta k=v]... [--ttl S] [--language L] [--exclude-from-search]",
+     "create a session (--exclude-from-search: its messages are never indexed for search)",
      cmd_session_create},
     {"session", "get", "ID", "show a session", cmd_session_get},
     {"session", "list",
@@ -29,10 +31,16 @@ const cli_cmd cli_commands[] = {
      cmd_session_fork},
     {"message", "append",
      "SESSION_ID --role user|assistant|system|tool --content TEXT [--token-count N] "
-     "[--client-id X] [--meta k=v]...",
+     "[--client-id X] [--meta k=v]... [--embedding x,y,..]",
      "append a message", cmd_message_append},
     {"message", "list", "SESSION_ID [--page-size N] [--page-token T] [--newest]",
      "list messages, oldest first (--newest: newest first)", cmd_message_list},
+    {"message", "search",
+     "[--user U] --query Q [--session S,..] [--agent A] [--roles user,assistant,..] [--from T] "
+     "[--to T] [--states active,ended,expired] [--top-k N] [--weights kw,vec,rec] [--half-life S] "
+     "[--min-score F] [--language L] [--page-token T] [--embedding x,y,..]",
+     "search a user's messages (without --user: the team's) by keyword (BM25) and recency; "
+     "times RFC 3339 or unix seconds", cmd_message_search},
     {"context", NULL, "SESSION_ID [--max-messages N] [--max-tokens N]",
      "the summary and the newest messages that fit", cmd_context},
     {"summary", "update", "SESSION_ID --through-seq N --text TEXT",

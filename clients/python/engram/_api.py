@@ -43,6 +43,7 @@ LIST_MESSAGES = Rpc(SG, "ListMessages", S.ListMessagesRequest, Kind.READ)
 GET_CONTEXT = Rpc(SG, "GetContext", S.GetContextRequest, Kind.READ)
 UPDATE_SUMMARY = Rpc(SG, "UpdateSummary", S.UpdateSummaryRequest, Kind.WRITE)
 FORK_SESSION = Rpc(SG, "ForkSession", S.ForkSessionRequest, fork_session_kind)
+SEARCH_MESSAGES = Rpc(SG, "SearchMessages", S.SearchMessagesRequest, Kind.READ)
 
 CREATE_MEMORY = Rpc(MG, "CreateMemory", M.CreateMemoryRequest, Kind.WRITE)
 GET_MEMORY = Rpc(MG, "GetMemory", M.GetMemoryRequest, Kind.READ)
@@ -152,6 +153,14 @@ class Messages(_Namespace):
                            metadata: Optional[Metadata] = None,
                            **fields: Any) -> S.ListMessagesResponse:
         return self._u(LIST_MESSAGES, request, fields, timeout, metadata)
+
+    def search_messages(self, request: Optional[S.SearchMessagesRequest] = None, /, *,
+                        timeout: Optional[float] = None, metadata: Optional[Metadata] = None,
+                        **fields: Any) -> S.SearchMessagesResponse:
+        """Keyword (BM25) and recency search over one user's messages, or
+        the tenant's when user_id is empty; one page of results (pass its
+        next_page_token as page_token for the next)."""
+        return self._u(SEARCH_MESSAGES, request, fields, timeout, metadata)
 
     def get_context(self, request: Optional[S.GetContextRequest] = None, /, *,
                     timeout: Optional[float] = None, metadata: Optional[Metadata] = None,
