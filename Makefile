@@ -89,8 +89,9 @@ REL_BUILD ?= build-release
 bench:
 	@start=$$(date +%s); scripts/deps.sh bench && \
 	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release && \
-	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
-	BENCH_ELAPSED_FROM=$$start bench/run.sh $(REL_BUILD)
+	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen eg_bench_tokenizer && \
+	BENCH_ELAPSED_FROM=$$start bench/run.sh $(REL_BUILD) && \
+	$(REL_BUILD)/eg_bench_tokenizer > bench/results/tokenizer.md
 
 # Memories (issue 3): server-side latency of SearchMemories over 10,000
 # memories x 384 dims and of CreateMemory with dedup against 1,000; in

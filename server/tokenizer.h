@@ -23,17 +23,24 @@
  *      counted (see below), English irregular plurals mapped to their
  *      singular ("children" -> "child"), and the Snowball stemmer.
  *
- * Language: a BCP 47 tag; its primary subtag picks the stemmer, the stop
- * words and the negation words. "" means English. A language Snowball has
- * no stemmer for gets no stemming, no stop words and no negation: its
- * words are matched as normalised.
+ * Language: a BCP 47 tag; its primary subtag (any case; an ISO 639 code of
+ * 2 or 3 letters, else no language) picks the stemmer, the stop words and
+ * the negation words. "" means English. A language Snowball has no stemmer
+ * for gets no stemming, no stop words and no negation: its words are
+ * matched as normalised. Stop and negation lists exist for English,
+ * German, French, Spanish, Italian, Portuguese, Dutch and Russian; another
+ * Snowball language is stemmed only. Each thread keeps the stemmers of at
+ * most 8 languages (the least recently used is dropped).
  *
  * Negation: negation words (English "not", "never", "don't", ...; per
- * language where lists exist) are dropped from the words and each flips
- * the text's polarity; English "dislike", "hate", "detest", "loathe" (any
- * form) become "like" and flip it, "love", "adore", "enjoy" become
- * "like". So "likes tea", "dislikes tea" and "does not like tea" have the
- * same words; the first is positive, the other two negated.
+ * language where lists exist) are dropped from the words. In English,
+ * German and Dutch each flips the text's polarity (two cancel); in French,
+ * Spanish, Italian, Portuguese and Russian (negative concord: "никогда не",
+ * "ne ... jamais") any number of them negate once. English "dislike",
+ * "hate", "detest", "loathe" (any form) become "like" and flip it, "love",
+ * "adore", "enjoy" become "like". So "likes tea", "dislikes tea" and "does
+ * not like tea" have the same words; the first is positive, the other two
+ * negated.
  * De-duplication never merges texts of opposite polarity.
  */
 #ifndef EG_SERVER_TOKENIZER_H

@@ -32,6 +32,7 @@
   X(reflection)              \
   X(checkpoints)             \
   X(message_index)           \
+  X(tokenizer)               \
   X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
