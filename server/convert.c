@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "engram/storage/v1/records.pb-c.h"
+#include "engram/v1/memory.pb-c.h"
 #include "server/validate.h"
 
 _Static_assert(offsetof(eg_kv_entry, key) == offsetof(Engram__V1__Session__MetadataEntry, key) &&
@@ -11,7 +12,10 @@ _Static_assert(offsetof(eg_kv_entry, key) == offsetof(Engram__V1__Session__Metad
                        offsetof(Engram__V1__Session__MetadataEntry, value) &&
                    offsetof(eg_kv_entry, key) == offsetof(Engram__V1__Message__MetadataEntry, key) &&
                    offsetof(eg_kv_entry, value) ==
-                       offsetof(Engram__V1__Message__MetadataEntry, value),
+                       offsetof(Engram__V1__Message__MetadataEntry, value) &&
+                   offsetof(eg_kv_entry, key) == offsetof(Engram__V1__Memory__MetadataEntry, key) &&
+                   offsetof(eg_kv_entry, value) ==
+                       offsetof(Engram__V1__Memory__MetadataEntry, value),
                "map entries share one layout");
 
 static eg_field_ctx eg_ctx(const eg_req *r, const char *kind, const char *record_id,
@@ -95,8 +99,7 @@ static void eg_string_map_free(void *p) {
   engram__storage__v1__string_map__free_unpacked(p, NULL);
 }
 
-/* Opens a sealed StringMap into n API map entries (arena-owned). */
-static eg_err eg_metadata_open(eg_req *r, const char *kind, const char *record_id,
+eg_err eg_metadata_open(eg_req *r, const char *kind, const char *record_id,
                                const ProtobufCBinaryData *tok,
                                void (*init)(void *entry), size_t entry_size,
                                eg_kv_entry ***out, size_t *n) {

@@ -29,6 +29,15 @@ eg_err eg_field_open(eg_req *r, const char *kind, const char *record_id, const c
 eg_err eg_metadata_pack(eg_req *r, const char *field, eg_kv_entry **entries, size_t n,
                         ProtobufCBinaryData *packed);
 
+/* Opens the sealed StringMap tok of (kind, record_id, "metadata") into *n
+ * API map entries (*out; each entry_size bytes, set up by init, then its
+ * key and value), all arena-owned. An empty token is no entries.
+ * EG_ECORRUPT (r->msg naming the record) if it does not open or decode;
+ * EG_ENOMEM. */
+eg_err eg_metadata_open(eg_req *r, const char *kind, const char *record_id,
+                        const ProtobufCBinaryData *tok, void (*init)(void *entry),
+                        size_t entry_size, eg_kv_entry ***out, size_t *n);
+
 /* "<session_id>/<seq>": a message's record id in token contexts. */
 const char *eg_message_record_id(eg_req *r, const char *session_id, int64_t seq);
 

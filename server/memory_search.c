@@ -16,6 +16,7 @@
 #include "server/text_terms.h"
 #include "server/tokenizer.h"
 #include "server/page_token.h"
+#include "server/session_terms.h"
 #include "server/service.h"
 #include "server/validate.h"
 
@@ -162,7 +163,21 @@ typedef struct {
   size_t n_tags;
   float min_importance;
   int64_t from_us, to_us; /* to_us 0: no upper bound */
+  /* agent_id and source_session_id ("": any) with their tokens, the
+   * namespace_prefix's token, metadata_equals' pair tokens. A meta of
+   * layout 3 holds the record's tokens; older ones hold none, and their
+   * ids are read from the record (they had no namespace or metadata). */
+  const char *agent_id, *source_id;
+  uint64_t agent_hash, source_hash;
+  int has_ns;
+  uint64_t ns_hash;
+  uint64_t md[EG_MEMORY_FILTER_METADATA_MAX];
+  size_t n_md;
 } eg_mfilter;
+
+/* eg_filter_match's answer for an older meta that passes but for the ids
+ * a filter asks for: the record decides (eg_filter_pass). */
+#define EG_MATCH_RECORD 2
 
 /* Compiles f (may be NULL). search: only ACTIVE may be asked for. */
 static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram__V1__MemoryFilter *f,
@@ -171,6 +186,7 @@ static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram
   eg_err e;
   memset(out, 0, sizeof *out);
   out->state_mask = 1u << EG_MSTATE_ACTIVE;
+  out->agent_id = out->source_id = "";
   if (!f) return EG_OK;
   for (size_t i = 0; i < f->n_types; i++) {
     snprintf(field, sizeof field, "filter.types[%zu]", i);
@@ -204,7 +220,48 @@ static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram
     return e;
   if (out->to_us && out->to_us <= out->from_us)
     return eg_mem_invalid(r, "filter.create_time_to", "must be after create_time_from");
+  if ((e = eg_validate_id("filter.agent_id", f->agent_id, 0, r->msg, sizeof r->msg)) ||
+      (e = eg_validate_id("filter.source_session_id", f->source_session_id, 0, r->msg, sizeof r->msg)) ||
+      (e = eg_namespace_check(r, "filter.namespace_prefix", f->namespace_prefix)))
+    return e;
+  out->agent_id = f->agent_id;
+  out->agent_hash = eg_agent_hash(ctx, f->agent_id);
+  out->source_id = f->source_session_id;
+  out->source_hash = eg_source_hash(ctx, f->source_session_id);
+  out->has_ns = f->namespace_prefix[0] != 0;
+  if (out->has_ns) out->ns_hash = eg_namespace_hash(ctx, f->namespace_prefix, strlen(f->namespace_prefix));
+  if (f->n_metadata_equals > EG_MEMORY_FILTER_METADATA_MAX)
+    return eg_invalid(r->msg, sizeof r->msg, "filter.metadata_equals", "%zu pairs, limit %d",
+                      f->n_metadata_equals, EG_MEMORY_FILTER_METADATA_MAX);
+  for (size_t i = 0; i < f->n_metadata_equals; i++) {
+    const Engram__V1__MemoryFilter__MetadataEquals *p = f->metadata_equals[i];
+    snprintf(field, sizeof field, "filter.metadata_equals[%zu].key", i);
+    if (!p->key[0]) return eg_mem_invalid(r, field, "required");
+    if ((e = eg_session_term(r, ctx, p->key, p->value, &out->md[i]))) return e;
+  }
+  out->n_md = f->n_metadata_equals;
   return EG_OK;
+}
+
+/* 1 if hashes[0..n) (unaligned u64 LE, a meta's) holds h, else 0. */
+static int eg_meta_has(const uint8_t *hashes, unsigned n, uint64_t h) {
+  for (unsigned i = 0; i < n; i++)
+    if (eg_memory_meta_hash(hashes, i) == h) return 1;
+  return 0;
+}
+
+/* The filters on the fields layout 3 added: 1, 0, or EG_MATCH_RECORD. */
+static int eg_filter_match_ids(const eg_mfilter *f, const eg_memory_meta *m) {
+  if (!m->has_filters) {
+    if (f->has_ns || f->n_md) return 0; /* none then */
+    return f->agent_id[0] || f->source_id[0] ? EG_MATCH_RECORD : 1;
+  }
+  if (f->agent_id[0] && m->agent_hash != f->agent_hash) return 0;
+  if (f->source_id[0] && m->source_hash != f->source_hash) return 0;
+  if (f->has_ns && !eg_meta_has(m->ns_hashes, m->n_ns, f->ns_hash)) return 0;
+  for (size_t i = 0; i < f->n_md; i++)
+    if (!eg_meta_has(m->md_hashes, m->n_md, f->md[i])) return 0;
+  return 1;
 }
 
 static int eg_filter_match(const eg_mfilter *f, const eg_memory_meta *m, int64_t now_us) {
@@ -219,7 +276,28 @@ static int eg_filter_match(const eg_mfilter *f, const eg_memory_meta *m, int64_t
     for (unsigned j = 0; j < m->n_tags && !found; j++) found = eg_memory_meta_tag(m, j) == f->tags[i];
     if (!found) return 0;
   }
-  return 1;
+  return eg_filter_match_ids(f, m);
+}
+
+/* Whether the memory at pos[0..len) with meta m passes f: 1 or 0; -1 with
+ * *err set when its record, which an older meta leaves the ids to, does
+ * not load. */
+static int eg_filter_pass(eg_req *r, const eg_mfilter *f, const uint8_t *pos, size_t len,
+                          const eg_memory_meta *m, eg_err *err) {
+  int v = eg_filter_match(f, m, r->now_us);
+  if (v != EG_MATCH_RECORD) return v;
+  char id[EG_MEMORY_POS_MAX];
+  eg_memory_rec *rec;
+  if (len < 9) return *err = EG_ECORRUPT, -1;
+  memcpy(id, pos + 8, len - 8);
+  id[len - 8] = '\0';
+  /* Freed here, not with the call: a listing may read many. */
+  eg_err e = eg_store_memory_get(r->rtxn, r->tenant, id, &rec);
+  if (e) return *err = e == EG_ENOTFOUND ? EG_ECORRUPT : e, -1;
+  v = (!f->agent_id[0] || strcmp(rec->agent_id, f->agent_id) == 0) &&
+      (!f->source_id[0] || strcmp(rec->source_session_id, f->source_id) == 0);
+  engram__storage__v1__memory_record__free_unpacked(rec, NULL);
+  return v;
 }
 
 /* ==== ListMemories ======================================================================== */
@@ -267,12 +345,14 @@ struct eg_list {
   int has_after;
   eg_memory_pos *items; /* newest first: positions collected */
   size_t n, want;
+  eg_err err;
 };
 
 static int eg_list_newest_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
                                 const uint8_t *vec) {
   struct eg_list *l = arg;
-  if (!eg_filter_match(l->f, m, l->r->now_us)) return 0;
+  int pass = eg_filter_pass(l->r, l->f, pos->buf, pos->len, m, &l->err);
+  if (pass <= 0) return pass < 0;
   l->items[l->n++] = *pos;
   return l->n == l->want + 1;
 }
@@ -280,7 +360,8 @@ static int eg_list_newest_visit(void *arg, const eg_memory_pos *pos, const eg_me
 static int eg_list_importance_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
                                     const uint8_t *vec) {
   struct eg_list *l = arg;
-  if (!eg_filter_match(l->f, m, l->r->now_us)) return 0;
+  int pass = eg_filter_pass(l->r, l->f, pos->buf, pos->len, m, &l->err);
+  if (pass <= 0) return pass < 0;
   eg_scored c = {.score = m->importance, .importance = m->importance, .create_us = m->create_us,
                  .pos_len = pos->len};
   memcpy(c.pos, pos->buf, pos->len);
@@ -328,7 +409,7 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
                                0, eg_list_newest_visit, &l);
   }
   if (e == EG_EINVAL) return eg_mem_invalid(r, "page_token", "not a token this server issued");
-  if (e) return e;
+  if (e || (e = l.err)) return e;
   size_t found = importance ? l.top.n : l.n;
   size_t shown = found > l.want ? l.want : found;
   Engram__V1__ListMemoriesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__ListMemoriesResponse);
@@ -383,6 +464,7 @@ struct eg_search {
   int dropped;       /* a candidate was left out of `top` */
   float max_dropped; /* the highest score + err of those */
   eg_topk top;
+  eg_err err; /* a record a filter read did not load */
 };
 
 static void eg_search_offer(struct eg_search *s, const eg_scored *c) {
@@ -400,7 +482,9 @@ static void eg_search_offer(struct eg_search *s, const eg_scored *c) {
  * use the int8 copy in the meta (approx pass) or no vector score. */
 static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t pos_len,
                                const eg_memory_meta *m, const uint8_t *vec) {
-  if (m->state != EG_MSTATE_ACTIVE || !eg_filter_match(s->f, m, s->r->now_us)) return;
+  if (m->state != EG_MSTATE_ACTIVE || s->err ||
+      eg_filter_pass(s->r, s->f, pos, pos_len, m, &s->err) <= 0)
+    return;
   double query_idf = 0;
   const eg_pmap_ent *ent = eg_pmaps_find(s->kw, eg_meta_version(m), pos, pos_len, &query_idf, NULL);
   int has_vec = s->q && (vec || (s->approx && m->dim));
@@ -434,8 +518,9 @@ static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t p
 
 static int eg_search_visit(void *arg, const eg_memory_pos *pos, const eg_memory_meta *m,
                            const uint8_t *vec) {
-  eg_search_consider(arg, pos->buf, pos->len, m, vec);
-  return 0;
+  struct eg_search *s = arg;
+  eg_search_consider(s, pos->buf, pos->len, m, vec);
+  return s->err != EG_OK;
 }
 
 /* The request's weights (defaults when unset), scaled to sum to 1. */
@@ -499,7 +584,7 @@ static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_searc
       if (eg_meta_version(&m) == v) eg_search_consider(s, pos.buf, pos.len, &m, NULL);
     }
   }
-  return EG_OK;
+  return s->err;
 }
 
 /* Vector search, exact but fast: a first pass over the meta values ranks
@@ -539,6 +624,7 @@ static eg_err eg_search_vector(eg_req *r, const char *user_id, struct eg_search 
     if ((e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 1, &m, &vec))) return e;
     eg_search_consider(s, pos.buf, pos.len, &m, vec);
   }
+  if (s->err) return s->err;
   /* The k-th exact score (the heap's root is its worst). */
   if (!dropped || (s->top.n == k && max_dropped < s->top.items[0].score)) return EG_OK;
   eg_topk_init(&s->top, items, k);
@@ -579,7 +665,7 @@ eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
     e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 0, eg_search_visit, &s);
   else
     e = eg_search_postings(r, in->user_id, &s, &kw);
-  if (e) return e;
+  if (e || (e = s.err)) return e;
   eg_topk_sort(&s.top);
   Engram__V1__SearchMemoriesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__SearchMemoriesResponse);
   if (!out) return EG_ENOMEM;

@@ -1,7 +1,9 @@
 /*
  * Private to the engram.v1.MemoryService files (svc_memory.c: Create, Get,
  * Update, Delete and the method table; memory_search.c: the position map,
- * filters, List and Search): the helpers both sides use. Every function
+ * filters, List and Search; memory_fields.c: metadata, namespace, language
+ * and the filters' blind tokens; svc_memory_batch.c: BatchCreateMemories,
+ * BatchDeleteMemories): the helpers they share. Every function
  * takes the call's eg_req; what it returns lives in r->arena (or is
  * deferred on it) and is valid until the call ends. On an error the
  * message is in r->msg.
@@ -25,6 +27,19 @@
 #define EG_SCAN_SHARE 8
 
 /* ---- svc_memory.c ---- */
+
+/* CreateMemory's two halves (an eg_method's prepare and apply), which
+ * BatchCreateMemories runs per request. */
+eg_err eg_create_memory_prepare(eg_req *r, const ProtobufCMessage *msg);
+eg_err eg_create_memory_apply(eg_req *r, eg_txn *t);
+
+/* Deletes memory_id (soft: state DELETED, or purge: gone with every index
+ * entry), as DeleteMemory does, after checking expected_version (0: any).
+ * *purged is set when purged; *after (may be NULL) gets the record as it
+ * now is (NULL when purged). Returns EG_OK, EG_ENOTFOUND (r->msg naming
+ * it), EG_EABORTED (version), or a storage error. */
+eg_err eg_memory_delete(eg_req *r, eg_txn *t, const char *memory_id, int purge,
+                        int64_t expected_version, eg_memory_rec **after, int *purged);
 
 /* Sets r->msg to "<field>: <what>"; returns EG_EINVAL. */
 eg_err eg_mem_invalid(eg_req *r, const char *field, const char *what);
@@ -87,9 +102,74 @@ eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t
 eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with_embedding,
                         Engram__V1__Memory **out);
 
+/* rec's term_hashes (arena), flags (the polarity) and index_version: text's
+ * under EG_TOKENIZER_VERSION in rec->language. Also what the background
+ * reindex (server/reindex.h) rewrites an older memory with. Returns EG_OK
+ * or EG_ENOMEM. */
+eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_t len,
+                     eg_memory_rec *rec);
+
 /* A blind-index context for r's tenant into *out, wiped when the call
  * ends. Returns EG_OK, EG_ENOMEM, or the error of eg_blind_begin. */
 eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out);
+
+/* ---- svc_memory_batch.c: the write methods of the table ---- */
+
+/* BatchCreateMemories and BatchDeleteMemories (eg_method prepare and
+ * apply). */
+eg_err eg_batch_create_prepare(eg_req *r, const ProtobufCMessage *msg);
+eg_err eg_batch_create_apply(eg_req *r, eg_txn *t);
+eg_err eg_batch_delete_prepare(eg_req *r, const ProtobufCMessage *msg);
+eg_err eg_batch_delete_apply(eg_req *r, eg_txn *t);
+
+/* ---- memory_fields.c ---- */
+
+/* Longest string eg_label_hash takes; longest namespace and label. */
+#define EG_LABEL_HASH_MAX 256
+#define EG_NAMESPACE_MAX 128
+#define EG_NAMESPACE_LABEL_MAX 64
+
+/* The blind token of s[0..n) (at most EG_LABEL_HASH_MAX bytes) in its
+ * domain: a byte no word starts with, one per kind of label. */
+uint64_t eg_label_hash(const eg_blind_ctx *ctx, char domain, const char *s, size_t n);
+
+/* The blind tokens of an agent_id and a source_session_id; 0 for "". */
+uint64_t eg_agent_hash(const eg_blind_ctx *ctx, const char *agent_id);
+uint64_t eg_source_hash(const eg_blind_ctx *ctx, const char *session_id);
+
+/* The blind token of the namespace path ns[0..len) (a whole namespace or a
+ * prefix of one that ends at a label). */
+uint64_t eg_namespace_hash(const eg_blind_ctx *ctx, const char *ns, size_t len);
+
+/* Returns EG_OK if ns is "" or 1 .. EG_MEMORY_NS_HASHES_MAX labels of
+ * [A-Za-z0-9_.-], each 1 .. EG_NAMESPACE_LABEL_MAX bytes, joined by '/',
+ * EG_NAMESPACE_MAX bytes in all; else EG_EINVAL naming field. */
+eg_err eg_namespace_check(eg_req *r, const char *field, const char *ns);
+
+/* Returns EG_OK if lang is "" or a BCP 47 tag (eg_lang_check), else
+ * EG_EINVAL naming field. */
+eg_err eg_language_check(eg_req *r, const char *field, const char *lang);
+
+/* rec->namespace_ = ns (checked) and rec->namespace_hashes: the token of
+ * each prefix ending at a label. Returns EG_OK or EG_ENOMEM. */
+eg_err eg_memory_namespace_set(eg_req *r, const eg_blind_ctx *ctx, const char *ns,
+                               eg_memory_rec *rec);
+
+/* rec->agent_hash and rec->source_hash from its ids. */
+void eg_memory_ids_hash(const eg_blind_ctx *ctx, eg_memory_rec *rec);
+
+/* Checks md[0..n) (at most EG_MEMORY_MD_HASHES_MAX entries, then
+ * eg_metadata_pack's rules) and seals it for memory_id into
+ * rec->metadata_token (empty for none), its pair tokens (eg_session_term)
+ * into rec->metadata_hashes. Returns EG_OK, EG_EINVAL naming field, or
+ * EG_ENOMEM. */
+eg_err eg_memory_metadata_seal(eg_req *r, const char *field, const char *memory_id,
+                               Engram__V1__Memory__MetadataEntry **md, size_t n,
+                               eg_memory_rec *rec);
+
+/* Opens rec's metadata into m->metadata. EG_ECORRUPT (r->msg naming the
+ * memory) if it does not open; EG_ENOMEM. */
+eg_err eg_memory_metadata_open(eg_req *r, const eg_memory_rec *rec, Engram__V1__Memory *m);
 
 /* ---- memory_search.c: the position map (postings joins) ---- */
 

@@ -14,7 +14,6 @@
 #include "server/convert.h"
 #include "server/memory_svc.h"
 #include "server/message_terms.h"
-#include "server/text_terms.h"
 #include "server/tokenizer.h"
 #include "storage/memories.h"
 
@@ -327,26 +326,19 @@ static void eg_memory_free(void *p) { engram__storage__v1__memory_record__free_u
 static void eg_message_free(void *p) { engram__storage__v1__message_record__free_unpacked(p, NULL); }
 static void eg_session_free(void *p) { engram__storage__v1__session_record__free_unpacked(p, NULL); }
 
-/* A memory below the target: its text opened and its terms at the target,
- * in its language (the negation flag too). */
+/* A memory below the target: its text opened and its terms at the target
+ * (EG_TOKENIZER_VERSION, what eg_text_index makes), in its language, the
+ * negation flag too. */
 static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_rec *rec) {
   eg_req r = eg_rx_req(s, tenant);
   char *text;
   size_t len;
-  int negated;
   eg_err e = eg_field_open(&r, "memory", rec->memory_id, "text", &rec->text_token, &text, &len);
   if (eg_rx_unreadable(e, &r)) return EG_OK;
   if (e) return e;
   eg_rx_rec *x = &s->recs[s->n];
-  uint64_t *terms = EG_ARENA_ARRAY(s->arena, uint64_t, EG_TEXT_TERMS_MAX);
-  if (!terms) return EG_ENOMEM;
   *x = (eg_rx_rec){.tenant = tenant, .mem = rec, .mem_new = *rec};
-  if ((e = eg_text_terms(s->ctx, s->from.target, rec->language, text, len, terms, NULL,
-                         EG_TEXT_TERMS_MAX, &x->mem_new.n_term_hashes, NULL, &negated)))
-    return e;
-  x->mem_new.term_hashes = terms;
-  x->mem_new.index_version = s->from.target;
-  x->mem_new.flags = (rec->flags & ~EG_MEMORY_F_NEGATED) | (negated ? EG_MEMORY_F_NEGATED : 0);
+  if ((e = eg_text_index(&r, s->ctx, text, len, &x->mem_new))) return e;
   s->rx.item.bytes += engram__storage__v1__memory_record__get_packed_size(&x->mem_new);
   s->n++;
   return EG_OK;

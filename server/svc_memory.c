@@ -109,20 +109,16 @@ eg_err eg_time_us(eg_req *r, const char *field, const Google__Protobuf__Timestam
   return EG_OK;
 }
 
-/* Blind token of a label: a domain byte (never part of a word) + text. */
-static uint64_t eg_label_hash(const eg_blind_ctx *ctx, char domain, const char *s) {
-  char buf[1 + EG_CATEGORY_MAX];
-  size_t n = strlen(s);
-  buf[0] = domain;
-  memcpy(buf + 1, s, n);
-  return eg_blind_word(ctx, buf, n + 1);
-}
+_Static_assert(EG_CATEGORY_MAX <= EG_LABEL_HASH_MAX && EG_TAG_MAX <= EG_LABEL_HASH_MAX,
+               "eg_label_hash takes a category and a tag");
 
 uint64_t eg_category_hash(const eg_blind_ctx *ctx, const char *category) {
-  return category[0] ? eg_label_hash(ctx, 'c', category) : 0;
+  return category[0] ? eg_label_hash(ctx, 'c', category, strlen(category)) : 0;
 }
 
-uint64_t eg_tag_hash(const eg_blind_ctx *ctx, const char *tag) { return eg_label_hash(ctx, 't', tag); }
+uint64_t eg_tag_hash(const eg_blind_ctx *ctx, const char *tag) {
+  return eg_label_hash(ctx, 't', tag, strlen(tag));
+}
 
 eg_err eg_category_check(eg_req *r, const char *field, const char *category) {
   if (strlen(category) > EG_CATEGORY_MAX)
@@ -202,10 +198,8 @@ static eg_err eg_labels_open(eg_req *r, const eg_memory_rec *rec, char **categor
   return EG_OK;
 }
 
-/* Seals the text for memory_id and computes its blind terms. */
-static eg_err eg_text_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memory_id,
-                           const char *text, eg_memory_rec *rec) {
-  size_t len = strlen(text);
+eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_t len,
+                            eg_memory_rec *rec) {
   uint64_t *terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_TEXT_TERMS_MAX);
   int negated;
   if (!terms) return EG_ENOMEM;
@@ -215,7 +209,16 @@ static eg_err eg_text_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memor
   rec->term_hashes = terms;
   rec->index_version = EG_TOKENIZER_VERSION;
   rec->flags = negated ? EG_MEMORY_F_NEGATED : 0;
-  return eg_field_seal(r, "memory", memory_id, "text", text, len, &rec->text_token);
+  return EG_OK;
+}
+
+/* Seals the text for memory_id and computes its blind terms (in
+ * rec->language: set it first). */
+static eg_err eg_text_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memory_id,
+                           const char *text, eg_memory_rec *rec) {
+  size_t len = strlen(text);
+  eg_err e = eg_text_index(r, ctx, text, len, rec);
+  return e ? e : eg_field_seal(r, "memory", memory_id, "text", text, len, &rec->text_token);
 }
 
 static eg_err eg_text_check(eg_req *r, const char *field, const char *text) {
@@ -245,12 +248,15 @@ eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with
   if (rec->state == EG_MSTATE_SUPERSEDED) m->superseded_by = rec->duplicate_of;
   else m->duplicate_of = rec->duplicate_of;
   m->version = rec->version;
+  m->namespace_ = rec->namespace_;
+  m->language = rec->language;
   if (!(m->create_time = eg_timestamp(r, rec->create_time_us)) ||
       !(m->update_time = eg_timestamp(r, rec->update_time_us)))
     return EG_ENOMEM;
   if (rec->expire_time_us && !(m->expire_time = eg_timestamp(r, rec->expire_time_us))) return EG_ENOMEM;
   eg_err e = eg_field_open(r, "memory", rec->memory_id, "text", &rec->text_token, &m->text, &len);
   if (e == EG_OK) e = eg_labels_open(r, rec, &m->category, &m->tags, &m->n_tags);
+  if (e == EG_OK) e = eg_memory_metadata_open(r, rec, m);
   if (e != EG_OK) return e;
   if (with_embedding && rec->dim > 0) {
     m->embedding = EG_ARENA_ARRAY(r->arena, float, (size_t)rec->dim);
@@ -304,6 +310,8 @@ static eg_err eg_cm_check(eg_req *r, struct eg_cm_state *st) {
       (e = eg_category_check(r, "memory.category", m->category)) ||
       (e = eg_tags_check(r, "memory.tags", m->tags, m->n_tags, (size_t)r->srv->cfg->memory_max_tags,
                          &st->tags, &st->n_tags)) ||
+      (e = eg_namespace_check(r, "memory.namespace", m->namespace_)) ||
+      (e = eg_language_check(r, "memory.language", m->language)) ||
       (e = eg_embedding_check(r, "memory.embedding", m->embedding, m->n_embedding, &st->vec,
                               &st->rec.norm)) ||
       (e = eg_check_unit(r, "jaccard_threshold", in->jaccard_threshold)) ||
@@ -327,7 +335,7 @@ static eg_err eg_cm_check(eg_req *r, struct eg_cm_state *st) {
   return EG_OK;
 }
 
-static eg_err eg_cm_prepare(eg_req *r, const ProtobufCMessage *msg) {
+eg_err eg_create_memory_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__CreateMemoryRequest *in = (const void *)msg;
   struct eg_cm_state *st = EG_ARENA_NEW(r->arena, struct eg_cm_state);
   eg_blind_ctx *ctx;
@@ -359,8 +367,14 @@ static eg_err eg_cm_prepare(eg_req *r, const ProtobufCMessage *msg) {
   rec->source_session_id = st->m->source_session_id;
   rec->duplicate_of = "";
   rec->dim = (int32_t)st->m->n_embedding;
+  /* The language before the text: its words are read in it. */
+  rec->language = st->m->language;
+  eg_memory_ids_hash(ctx, rec);
   if ((e = eg_text_seal(r, ctx, rec->memory_id, st->m->text, rec)) ||
-      (e = eg_labels_seal(r, ctx, rec->memory_id, st->m->category, st->tags, st->n_tags, rec)))
+      (e = eg_labels_seal(r, ctx, rec->memory_id, st->m->category, st->tags, st->n_tags, rec)) ||
+      (e = eg_memory_namespace_set(r, ctx, st->m->namespace_, rec)) ||
+      (e = eg_memory_metadata_seal(r, "memory.metadata", rec->memory_id, st->m->metadata,
+                                   st->m->n_metadata, rec)))
     return e;
   r->state = st;
   return EG_OK;
@@ -504,6 +518,21 @@ static eg_err eg_dedup_match(eg_req *r, eg_txn *t, const struct eg_dedup *d, eg_
   return e ? e : eg_memory_load(r, t, id, 0, out);
 }
 
+/* eg_store_memory_put, with rec's agent_hash and source_hash filled in
+ * where they are missing: a record written before they existed has ids
+ * but no tokens, and its next put writes the meta layout whose filters
+ * read only the tokens (a real token is 0 with odds of 2^-64). */
+static eg_err eg_memory_put(eg_req *r, eg_txn *t, eg_memory_rec *rec, const eg_memory_rec *prev,
+                            const float *vec) {
+  if ((rec->agent_id[0] && !rec->agent_hash) || (rec->source_session_id[0] && !rec->source_hash)) {
+    eg_blind_ctx *ctx;
+    eg_err e = eg_blind_ctx_of(r, &ctx);
+    if (e) return e;
+    eg_memory_ids_hash(ctx, rec);
+  }
+  return eg_store_memory_put(t, r->tenant, rec, prev, vec);
+}
+
 /* Marks old (stored, ACTIVE) as `state` pointing at winner_id (duplicate_of
  * holds both a DUPLICATE's original and a SUPERSEDED memory's successor). */
 static eg_err eg_mark(eg_req *r, eg_txn *t, const eg_memory_rec *old, int state, char *winner_id) {
@@ -512,7 +541,7 @@ static eg_err eg_mark(eg_req *r, eg_txn *t, const eg_memory_rec *old, int state,
   upd.duplicate_of = winner_id;
   upd.version++;
   upd.update_time_us = r->now_us;
-  return eg_store_memory_put(t, r->tenant, &upd, old, NULL);
+  return eg_memory_put(r, t, &upd, old, NULL);
 }
 
 /* The position of rec in its user's range (see storage/memories.h). */
@@ -612,7 +641,7 @@ static eg_err eg_cm_merge(eg_req *r, eg_txn *t, const struct eg_cm_state *st, eg
   if (st->rec.confidence > upd->confidence) upd->confidence = st->rec.confidence;
   upd->version++;
   upd->update_time_us = r->now_us;
-  if ((e = eg_store_memory_put(t, r->tenant, upd, old, NULL))) return e;
+  if ((e = eg_memory_put(r, t, upd, old, NULL))) return e;
   *out = upd;
   return EG_OK;
 }
@@ -633,7 +662,7 @@ static eg_err eg_supersede(eg_req *r, eg_txn *t, const struct eg_cm_state *st, c
   return EG_OK;
 }
 
-static eg_err eg_cm_apply(eg_req *r, eg_txn *t) {
+eg_err eg_create_memory_apply(eg_req *r, eg_txn *t) {
   const struct eg_cm_state *st = r->state;
   eg_memory_rec rec = st->rec, *old = NULL, *stored = &rec;
   struct eg_dedup d = {0};
@@ -706,7 +735,7 @@ static eg_err eg_cm_apply(eg_req *r, eg_txn *t) {
   if (act != EG_DEDUP_NONE &&
       (e = eg_supersede(r, t, st, &d, act == EG_DEDUP_OLD_IS_DUP ? rec.memory_id : old->memory_id, out)))
     return e;
-  if (act != EG_DEDUP_MERGE && (e = eg_store_memory_put(t, r->tenant, &rec, NULL, st->vec))) {
+  if (act != EG_DEDUP_MERGE && (e = eg_memory_put(r, t, &rec, NULL, st->vec))) {
     if (e == EG_EEXIST)
       snprintf(r->msg, sizeof r->msg, "memory.memory_id: '%s' already exists", rec.memory_id);
     return e;
@@ -758,6 +787,9 @@ enum {
   EG_UP_EXPIRE = 1 << 6,
   EG_UP_AGENT = 1 << 7,
   EG_UP_TYPE = 1 << 8,
+  EG_UP_METADATA = 1 << 9,
+  EG_UP_NAMESPACE = 1 << 10,
+  EG_UP_LANGUAGE = 1 << 11,
 };
 
 static const struct {
@@ -767,14 +799,19 @@ static const struct {
                    {"importance", EG_UP_IMPORTANCE}, {"confidence", EG_UP_CONFIDENCE},
                    {"tags", EG_UP_TAGS},         {"embedding", EG_UP_EMBEDDING},
                    {"expire_time", EG_UP_EXPIRE}, {"agent_id", EG_UP_AGENT},
-                   {"type", EG_UP_TYPE}};
+                   {"type", EG_UP_TYPE},         {"metadata", EG_UP_METADATA},
+                   {"namespace", EG_UP_NAMESPACE}, {"language", EG_UP_LANGUAGE}};
 
 struct eg_um_state {
   const Engram__V1__UpdateMemoryRequest *in;
   const Engram__V1__Memory *m;
   unsigned mask;
   const eg_blind_ctx *ctx;
-  eg_memory_rec text; /* text_token, term_hashes, flags when EG_UP_TEXT */
+  /* What prepare sealed and hashed of the mask's fields: text_token
+   * (EG_UP_TEXT: its terms are made in apply, in the language the record
+   * may hold), metadata_token and metadata_hashes, namespace_ and
+   * namespace_hashes. */
+  eg_memory_rec sealed;
   char **tags;
   size_t n_tags;
   float *vec;
@@ -797,7 +834,7 @@ static eg_err eg_um_mask(eg_req *r, struct eg_um_state *st) {
     if (!bit)
       return eg_invalid(r->msg, sizeof r->msg, "update_mask", "'%s' is not an updatable field "
                         "(text, category, importance, confidence, tags, embedding, expire_time, "
-                        "agent_id, type)", fm->paths[i]);
+                        "agent_id, type, metadata, namespace, language)", fm->paths[i]);
     st->mask |= bit;
   }
   return EG_OK;
@@ -829,7 +866,9 @@ static eg_err eg_um_prepare(eg_req *r, const ProtobufCMessage *msg) {
        (e = eg_embedding_check(r, "memory.embedding", m->embedding, m->n_embedding, &st->vec, &st->norm))) ||
       ((k & EG_UP_EXPIRE) && (e = eg_time_us(r, "memory.expire_time", m->expire_time, &st->expire_us))) ||
       ((k & EG_UP_AGENT) && (e = eg_validate_id("memory.agent_id", m->agent_id, 0, r->msg, sizeof r->msg))) ||
-      ((k & EG_UP_TYPE) && (e = eg_check_type(r, "memory.type", m->type))))
+      ((k & EG_UP_TYPE) && (e = eg_check_type(r, "memory.type", m->type))) ||
+      ((k & EG_UP_NAMESPACE) && (e = eg_namespace_check(r, "memory.namespace", m->namespace_))) ||
+      ((k & EG_UP_LANGUAGE) && (e = eg_language_check(r, "memory.language", m->language))))
     return e;
   if ((k & EG_UP_EXPIRE) && st->expire_us && st->expire_us <= r->now_us)
     return eg_mem_invalid(r, "memory.expire_time", "must be in the future (or unset: never)");
@@ -844,9 +883,15 @@ static eg_err eg_um_prepare(eg_req *r, const ProtobufCMessage *msg) {
   st->ct = in->cosine_threshold > 0 ? in->cosine_threshold : EG_DEDUP_COSINE_DEFAULT;
   /* Only what the comparison reads can make a new duplicate. */
   st->dedup = in->dedup_policy != ENGRAM__V1__DEDUP_POLICY__DEDUP_POLICY_OFF &&
-              (k & (EG_UP_TEXT | EG_UP_EMBEDDING | EG_UP_TYPE));
-  engram__storage__v1__memory_record__init(&st->text);
-  if ((k & EG_UP_TEXT) && (e = eg_text_seal(r, ctx, m->memory_id, m->text, &st->text))) return e;
+              (k & (EG_UP_TEXT | EG_UP_EMBEDDING | EG_UP_TYPE | EG_UP_LANGUAGE));
+  eg_memory_rec *sl = &st->sealed;
+  engram__storage__v1__memory_record__init(sl);
+  if (((k & EG_UP_TEXT) && (e = eg_field_seal(r, "memory", m->memory_id, "text", m->text,
+                                              strlen(m->text), &sl->text_token))) ||
+      ((k & EG_UP_METADATA) && (e = eg_memory_metadata_seal(r, "memory.metadata", m->memory_id,
+                                                            m->metadata, m->n_metadata, sl))) ||
+      ((k & EG_UP_NAMESPACE) && (e = eg_memory_namespace_set(r, ctx, m->namespace_, sl))))
+    return e;
   r->state = st;
   return EG_OK;
 }
@@ -900,12 +945,25 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
     return EG_EPRECOND;
   }
   upd = *old;
-  if (k & EG_UP_TEXT) {
-    upd.text_token = st->text.text_token;
-    upd.term_hashes = st->text.term_hashes;
-    upd.n_term_hashes = st->text.n_term_hashes;
-    upd.index_version = st->text.index_version;
-    upd.flags = st->text.flags;
+  if (k & (EG_UP_TEXT | EG_UP_LANGUAGE)) {
+    /* New words or a new language: the text is indexed again. */
+    char *text = m->text;
+    size_t len = strlen(text);
+    if (k & EG_UP_TEXT) upd.text_token = st->sealed.text_token;
+    else if ((e = eg_field_open(r, "memory", old->memory_id, "text", &old->text_token, &text, &len)))
+      return e;
+    if (k & EG_UP_LANGUAGE) upd.language = m->language;
+    if ((e = eg_text_index(r, st->ctx, text, len, &upd))) return e;
+  }
+  if (k & EG_UP_METADATA) {
+    upd.metadata_token = st->sealed.metadata_token;
+    upd.metadata_hashes = st->sealed.metadata_hashes;
+    upd.n_metadata_hashes = st->sealed.n_metadata_hashes;
+  }
+  if (k & EG_UP_NAMESPACE) {
+    upd.namespace_ = st->sealed.namespace_;
+    upd.namespace_hashes = st->sealed.namespace_hashes;
+    upd.n_namespace_hashes = st->sealed.n_namespace_hashes;
   }
   if (k & (EG_UP_CATEGORY | EG_UP_TAGS)) {
     char *category, **tags;
@@ -918,7 +976,7 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
   if (k & EG_UP_IMPORTANCE) upd.importance = m->importance;
   if (k & EG_UP_CONFIDENCE) upd.confidence = m->confidence;
   if (k & EG_UP_EXPIRE) upd.expire_time_us = st->expire_us;
-  if (k & EG_UP_AGENT) upd.agent_id = m->agent_id;
+  if (k & EG_UP_AGENT) upd.agent_id = m->agent_id, upd.agent_hash = eg_agent_hash(st->ctx, m->agent_id);
   if (k & EG_UP_TYPE) upd.type = m->type;
   if (k & EG_UP_EMBEDDING) {
     if ((e = eg_dim_check(r, t, old->user_id, "memory.embedding", m->n_embedding))) return e;
@@ -928,8 +986,7 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
   upd.version++;
   upd.update_time_us = r->now_us;
   if (st->dedup && upd.state == EG_MSTATE_ACTIVE && (e = eg_um_dedup(r, t, st, &upd))) return e;
-  if ((e = eg_store_memory_put(t, r->tenant, &upd, old, (k & EG_UP_EMBEDDING) ? st->vec : NULL)))
-    return e;
+  if ((e = eg_memory_put(r, t, &upd, old, (k & EG_UP_EMBEDDING) ? st->vec : NULL))) return e;
   return eg_memory_to_api(r, t, &upd, 1, (Engram__V1__Memory **)&r->resp);
 }
 
@@ -942,28 +999,43 @@ static eg_err eg_dm_prepare(eg_req *r, const ProtobufCMessage *msg) {
   return eg_validate_id("memory_id", in->memory_id, 1, r->msg, sizeof r->msg);
 }
 
+eg_err eg_memory_delete(eg_req *r, eg_txn *t, const char *memory_id, int purge,
+                        int64_t expected_version, eg_memory_rec **after, int *purged) {
+  eg_memory_rec *old;
+  *purged = 0;
+  if (after) *after = NULL;
+  /* A purge may remove an expired memory; nothing of it is returned. */
+  eg_err e = eg_memory_load(r, t, memory_id, purge, &old);
+  if (e || (e = eg_version_check(r, expected_version, old))) return e;
+  if (purge) {
+    *purged = 1;
+    return eg_store_memory_purge(t, r->tenant, old);
+  }
+  eg_memory_rec *upd = EG_ARENA_NEW(r->arena, eg_memory_rec);
+  if (!upd) return EG_ENOMEM;
+  *upd = *old;
+  if (old->state != EG_MSTATE_DELETED) {
+    upd->state = EG_MSTATE_DELETED;
+    upd->version++;
+    upd->update_time_us = r->now_us;
+    if ((e = eg_memory_put(r, t, upd, old, NULL))) return e;
+  }
+  if (after) *after = upd;
+  return EG_OK;
+}
+
 static eg_err eg_dm_apply(eg_req *r, eg_txn *t) {
   const Engram__V1__DeleteMemoryRequest *in = r->state;
-  eg_memory_rec *old;
-  /* A purge may remove an expired memory; nothing of it is returned. */
-  eg_err e = eg_memory_load(r, t, in->memory_id, in->purge, &old);
-  if (e || (e = eg_version_check(r, in->expected_version, old))) return e;
+  eg_memory_rec *after;
+  int purged;
+  eg_err e = eg_memory_delete(r, t, in->memory_id, in->purge, in->expected_version, &after, &purged);
+  if (e) return e;
   Engram__V1__DeleteMemoryResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__DeleteMemoryResponse);
   if (!out) return EG_ENOMEM;
   engram__v1__delete_memory_response__init(out);
   r->resp = &out->base;
-  if (in->purge) {
-    out->purged = 1;
-    return eg_store_memory_purge(t, r->tenant, old);
-  }
-  eg_memory_rec upd = *old;
-  if (old->state != EG_MSTATE_DELETED) {
-    upd.state = EG_MSTATE_DELETED;
-    upd.version++;
-    upd.update_time_us = r->now_us;
-    if ((e = eg_store_memory_put(t, r->tenant, &upd, old, NULL))) return e;
-  }
-  return eg_memory_to_api(r, t, &upd, 0, &out->memory);
+  out->purged = purged;
+  return purged ? EG_OK : eg_memory_to_api(r, t, after, 0, &out->memory);
 }
 
 /* ==== DeduplicateMemories ============================================================ */
@@ -1116,7 +1188,8 @@ static eg_err eg_dd_apply(eg_req *r, eg_txn *t) {
   {.path = EG_MEMORY_PATH(name), .in = &req, .role = EG_ROLE_AGENT, .prepare = prep, .apply = app}
 
 const eg_method eg_memory_methods[] = {
-    EG_WRITE(CreateMemory, engram__v1__create_memory_request__descriptor, eg_cm_prepare, eg_cm_apply),
+    EG_WRITE(CreateMemory, engram__v1__create_memory_request__descriptor, eg_create_memory_prepare,
+             eg_create_memory_apply),
     EG_READ(GetMemory, engram__v1__get_memory_request__descriptor, eg_get_memory),
     EG_WRITE(UpdateMemory, engram__v1__update_memory_request__descriptor, eg_um_prepare, eg_um_apply),
     EG_WRITE(DeleteMemory, engram__v1__delete_memory_request__descriptor, eg_dm_prepare, eg_dm_apply),
@@ -1128,5 +1201,9 @@ const eg_method eg_memory_methods[] = {
      .prepare = eg_dd_prepare,
      .apply = eg_dd_apply,
      .more_stops_at_deadline = 1},
+    EG_WRITE(BatchCreateMemories, engram__v1__batch_create_memories_request__descriptor,
+             eg_batch_create_prepare, eg_batch_create_apply),
+    EG_WRITE(BatchDeleteMemories, engram__v1__batch_delete_memories_request__descriptor,
+             eg_batch_delete_prepare, eg_batch_delete_apply),
     {.path = NULL},
 };

@@ -85,6 +85,9 @@ static const eg_wire_limit eg_wire_limits[] = {
     {&engram__v1__search_messages_request__descriptor, "embedding", EG_MEMORY_DIM_MAX},
     {&engram__v1__search_messages_request__descriptor, "session_ids", EG_SEARCH_SESSION_IDS_MAX},
     {&engram__v1__search_messages_request__descriptor, "session_states", EG_SEARCH_STATES_MAX},
+    {&engram__v1__memory_filter__descriptor, "metadata_equals", EG_MEMORY_FILTER_METADATA_MAX},
+    {&engram__v1__batch_create_memories_request__descriptor, "requests", EG_BATCH_CREATE_MAX},
+    {&engram__v1__batch_delete_memories_request__descriptor, "memory_ids", EG_BATCH_DELETE_MAX},
 };
 
 static size_t wire_limit(const ProtobufCMessageDescriptor *desc, const ProtobufCFieldDescriptor *fd) {

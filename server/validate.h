@@ -43,6 +43,11 @@
  * per search) and session states (three exist). */
 #define EG_SEARCH_SESSION_IDS_MAX 100
 #define EG_SEARCH_STATES_MAX 8
+/* MemoryService: a MemoryFilter's metadata equalities, the requests of one
+ * BatchCreateMemories, the ids of one BatchDeleteMemories. */
+#define EG_MEMORY_FILTER_METADATA_MAX 16
+#define EG_BATCH_CREATE_MAX 100
+#define EG_BATCH_DELETE_MAX 1000
 
 /* 1 if s[0..len) is well-formed UTF-8 (no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
@@ -60,7 +65,9 @@ int eg_utf8_valid(const char *s, size_t len);
  * EG_LIST_SESSIONS_STATES_MAX and EG_LIST_SESSIONS_METADATA_MAX, SearchMessages'
  * session_ids and session_states EG_SEARCH_SESSION_IDS_MAX and
  * EG_SEARCH_STATES_MAX, PutWrites' writes
- * EG_CKPT_WRITES_MAX, any other
+ * EG_CKPT_WRITES_MAX, MemoryFilter.metadata_equals EG_MEMORY_FILTER_METADATA_MAX,
+ * BatchCreateMemories' requests EG_BATCH_CREATE_MAX, BatchDeleteMemories'
+ * memory_ids EG_BATCH_DELETE_MAX, any other
  * EG_WIRE_REPEATED_MAX), so
  * a small request cannot make the server unpack, or loop over, a huge
  * count. A singular (non-repeated) message field may occur once: protobuf-c

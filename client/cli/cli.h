@@ -308,6 +308,8 @@ int cmd_memory_delete(cli *g, int argc, char **argv);
 int cmd_memory_list(cli *g, int argc, char **argv);
 int cmd_memory_search(cli *g, int argc, char **argv);
 int cmd_memory_dedup(cli *g, int argc, char **argv);
+int cmd_memory_batch_add(cli *g, int argc, char **argv);
+int cmd_memory_batch_delete(cli *g, int argc, char **argv);
 int cmd_user_delete(cli *g, int argc, char **argv);
 int cmd_user_stats(cli *g, int argc, char **argv);
 int cmd_user_export(cli *g, int argc, char **argv);

@@ -1,5 +1,6 @@
 /*
- * engram memory add|get|update|delete|list|search, engram user delete|stats|export
+ * engram memory add|get|update|delete|list|search|dedup|batch-add|batch-delete,
+ * engram user delete|stats|export
  *
  * Lists of values are comma-separated: --tags a,b  --types fact,person
  * --embedding 0.1,0.2,0.3. Enum values take their short names (fact,
@@ -83,15 +84,24 @@ static Google__Protobuf__Timestamp *from_now(cli *g, int64_t seconds) {
 /* The flags shared by add and update that set Memory fields. */
 typedef struct {
   const char *type, *importance, *confidence, *tags, *embedding, *category, *text, *agent;
+  const char *ns, *language;
+  cli_map meta; /* set .entry before parsing (mem_fields_init) */
   int64_t expire_in;
-  int clear_tags, clear_embedding;
+  int clear_tags, clear_embedding, clear_meta;
 } mem_fields;
+
+static void mem_fields_init(mem_fields *f) {
+  memset(f, 0, sizeof *f);
+  f->meta.entry = &engram__v1__memory__metadata_entry__descriptor;
+}
 
 #define MEM_FIELD_FLAGS(f)                                                               \
   {"--text", FLAG_TEXT, &(f).text}, {"--type", FLAG_STR, &(f).type},                      \
       {"--category", FLAG_STR, &(f).category}, {"--importance", FLAG_STR, &(f).importance}, \
       {"--confidence", FLAG_STR, &(f).confidence}, {"--tags", FLAG_STR, &(f).tags},      \
       {"--embedding", FLAG_STR, &(f).embedding}, {"--agent", FLAG_STR, &(f).agent},      \
+      {"--meta", FLAG_MAP, &(f).meta}, {"--namespace", FLAG_STR, &(f).ns},               \
+      {"--language", FLAG_STR, &(f).language},                                          \
       {"--expire-in", FLAG_INT, &(f).expire_in, 0, 1, INT32_MAX}
 
 /* Copies the given fields into m; adds their paths to mask (may be NULL). */
@@ -104,6 +114,13 @@ static int apply_fields(cli *g, const mem_fields *f, Engram__V1__Memory *m,
   if (f->text) m->text = (char *)f->text, MARK("text");
   if (f->category) m->category = (char *)f->category, MARK("category");
   if (f->agent) m->agent_id = (char *)f->agent, MARK("agent_id");
+  if (f->ns) m->namespace_ = (char *)f->ns, MARK("namespace");
+  if (f->language) m->language = (char *)f->language, MARK("language");
+  if (f->meta.n || f->clear_meta) {
+    m->metadata = (Engram__V1__Memory__MetadataEntry **)f->meta.items;
+    m->n_metadata = f->meta.n;
+    MARK("metadata");
+  }
   if (f->type) {
     int v;
     if ((rc = parse_enum(g, "--type", &engram__v1__memory_type__descriptor, f->type, &v))) return rc;
@@ -144,7 +161,8 @@ static int apply_fields(cli *g, const mem_fields *f, Engram__V1__Memory *m,
 int cmd_memory_add(cli *g, int argc, char **argv) {
   Engram__V1__Memory m = ENGRAM__V1__MEMORY__INIT;
   Engram__V1__CreateMemoryRequest req = ENGRAM__V1__CREATE_MEMORY_REQUEST__INIT;
-  mem_fields f = {0};
+  mem_fields f;
+  mem_fields_init(&f);
   const char *dedup = NULL, *quota = NULL, *jt = NULL, *ct = NULL, *conflict = NULL;
   const cli_flag flags[] = {
       {"--user", FLAG_STR, &m.user_id, 1},
@@ -196,7 +214,8 @@ int cmd_memory_update(cli *g, int argc, char **argv) {
   Engram__V1__Memory m = ENGRAM__V1__MEMORY__INIT;
   Engram__V1__UpdateMemoryRequest req = ENGRAM__V1__UPDATE_MEMORY_REQUEST__INIT;
   Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
-  mem_fields f = {0};
+  mem_fields f;
+  mem_fields_init(&f);
   int64_t expected = 0;
   const char *id, *dedup = NULL;
   const cli_flag flags[] = {
@@ -204,6 +223,7 @@ int cmd_memory_update(cli *g, int argc, char **argv) {
       {"--dedup", FLAG_STR, &dedup},
       {"--clear-tags", FLAG_BOOL, &f.clear_tags},
       {"--clear-embedding", FLAG_BOOL, &f.clear_embedding},
+      {"--clear-meta", FLAG_BOOL, &f.clear_meta},
       MEM_FIELD_FLAGS(f),
       {NULL},
   };
@@ -214,6 +234,7 @@ int cmd_memory_update(cli *g, int argc, char **argv) {
     if ((rc = parse_enum(g, "--dedup", &engram__v1__dedup_policy__descriptor, dedup, &v))) return rc;
     req.dedup_policy = v;
   }
+  if (f.clear_meta && f.meta.n) return cli_usage_error(g, "--meta and --clear-meta together");
   if (!mask.n_paths) return cli_usage_error(g, "nothing to update: give at least one field flag");
   m.memory_id = (char *)id;
   req.memory = &m;
@@ -244,19 +265,29 @@ int cmd_memory_delete(cli *g, int argc, char **argv) {
 /* ---- memory list / search ------------------------------------------------------------- */
 
 typedef struct {
-  const char *types, *states, *tags, *category, *min_importance;
+  const char *types, *states, *tags, *category, *min_importance, *agent, *source, *ns;
+  cli_map meta; /* MetadataEquals entries: set .entry first (filter_flags_init) */
 } filter_flags;
+
+static void filter_flags_init(filter_flags *f) {
+  memset(f, 0, sizeof *f);
+  f->meta.entry = &engram__v1__memory_filter__metadata_equals__descriptor;
+}
 
 #define FILTER_FLAGS(f)                                                                 \
   {"--types", FLAG_STR, &(f).types}, {"--states", FLAG_STR, &(f).states},               \
       {"--tags", FLAG_STR, &(f).tags}, {"--category", FLAG_STR, &(f).category},         \
-      {"--min-importance", FLAG_STR, &(f).min_importance}
+      {"--min-importance", FLAG_STR, &(f).min_importance},                              \
+      {"--agent", FLAG_STR, &(f).agent}, {"--source-session", FLAG_STR, &(f).source},   \
+      {"--namespace", FLAG_STR, &(f).ns}, {"--meta", FLAG_MAP, &(f).meta}
 
 /* The filter the flags describe, or NULL when none was given. */
 static int make_filter(cli *g, const filter_flags *ff, Engram__V1__MemoryFilter **out) {
   int rc = CLI_OK;
   *out = NULL;
-  if (!ff->types && !ff->states && !ff->tags && !ff->category && !ff->min_importance) return CLI_OK;
+  if (!ff->types && !ff->states && !ff->tags && !ff->category && !ff->min_importance && !ff->agent &&
+      !ff->source && !ff->ns && !ff->meta.n)
+    return CLI_OK;
   Engram__V1__MemoryFilter *f = cli_alloc(g, sizeof *f);
   engram__v1__memory_filter__init(f);
   if (ff->types && (rc = cli_parse_enums(g, "--types", &engram__v1__memory_type__descriptor, ff->types,
@@ -267,6 +298,11 @@ static int make_filter(cli *g, const filter_flags *ff, Engram__V1__MemoryFilter 
     return rc;
   if (ff->tags && (rc = split_list(g, "--tags", ff->tags, &f->tags, &f->n_tags))) return rc;
   if (ff->category) f->category = (char *)ff->category;
+  if (ff->agent) f->agent_id = (char *)ff->agent;
+  if (ff->source) f->source_session_id = (char *)ff->source;
+  if (ff->ns) f->namespace_prefix = (char *)ff->ns;
+  f->metadata_equals = (Engram__V1__MemoryFilter__MetadataEquals **)ff->meta.items;
+  f->n_metadata_equals = ff->meta.n;
   if (ff->min_importance &&
       (rc = parse_float(g, "--min-importance", ff->min_importance, &f->min_importance)))
     return rc;
@@ -276,7 +312,8 @@ static int make_filter(cli *g, const filter_flags *ff, Engram__V1__MemoryFilter 
 
 int cmd_memory_list(cli *g, int argc, char **argv) {
   Engram__V1__ListMemoriesRequest req = ENGRAM__V1__LIST_MEMORIES_REQUEST__INIT;
-  filter_flags ff = {0};
+  filter_flags ff;
+  filter_flags_init(&ff);
   const char *order = NULL;
   int64_t page_size = 0;
   int emb = 0;
@@ -304,7 +341,8 @@ int cmd_memory_list(cli *g, int argc, char **argv) {
 int cmd_memory_search(cli *g, int argc, char **argv) {
   Engram__V1__SearchMemoriesRequest req = ENGRAM__V1__SEARCH_MEMORIES_REQUEST__INIT;
   Engram__V1__SearchWeights w = ENGRAM__V1__SEARCH_WEIGHTS__INIT;
-  filter_flags ff = {0};
+  filter_flags ff;
+  filter_flags_init(&ff);
   const char *emb = NULL, *weights = NULL, *min_score = NULL;
   int64_t top_k = 0;
   int with_emb = 0;
@@ -316,6 +354,7 @@ int cmd_memory_search(cli *g, int argc, char **argv) {
       {"--weights", FLAG_STR, &weights},
       {"--min-score", FLAG_STR, &min_score},
       {"--embeddings", FLAG_BOOL, &with_emb},
+      {"--language", FLAG_STR, &req.language},
       FILTER_FLAGS(ff),
       {NULL},
   };
@@ -353,6 +392,138 @@ int cmd_memory_dedup(cli *g, int argc, char **argv) {
   if (jt && (rc = parse_float(g, "--jaccard", jt, &req.jaccard_threshold))) return rc;
   if (ct && (rc = parse_float(g, "--cosine", ct, &req.cosine_threshold))) return rc;
   return cli_rpc(g, &eg_client_method_deduplicate_memories, &req.base, NULL);
+}
+
+/* ---- memory batch-add / batch-delete ------------------------------------------------------- */
+
+/* The BatchCreateMemoriesRequest of text: one JSON array of
+ * CreateMemoryRequests, or one a line (blank lines skipped), made into
+ * {"requests": [...]} for the proto3 JSON reader, so an error names the
+ * request by its index ("requests[2].memory.text: ..."). */
+static int batch_request(cli *g, const char *text, size_t len, ProtobufCMessage **out) {
+  const char *p = text + strspn(text, " \t\r\n");
+  char why[512];
+  /* the wrapping, and a comma a line at most */
+  char *doc = cli_alloc(g, 2 * len + 32), *w = doc;
+  w += sprintf(w, "{\"requests\": ");
+  if (*p == '[') {
+    memcpy(w, text, len);
+    w += len;
+  } else {
+    *w++ = '[';
+    int first = 1;
+    for (const char *line = text; line < text + len;) {
+      const char *nl = memchr(line, '\n', (size_t)(text + len - line));
+      size_t n = nl ? (size_t)(nl - line) : (size_t)(text + len - line);
+      if (line[strspn(line, " \t\r")] != '\n' && strspn(line, " \t\r") < n) {
+        if (!first) *w++ = ',';
+        memcpy(w, line, n);
+        w += n;
+        first = 0;
+      }
+      line += n + 1;
+    }
+    *w++ = ']';
+  }
+  w += sprintf(w, "}");
+  if (cli_json_to_message(g, doc, (size_t)(w - doc), &engram__v1__batch_create_memories_request__descriptor,
+                          out, why, sizeof why) != 0)
+    return cli_usage_error(g, "--file: %s", why);
+  return CLI_OK;
+}
+
+/* Counts the failed results of a BatchCreateMemories response, printing a
+ * line per result when print: "N OK ID OUTCOME [of MATCH]" or
+ * "N CODE message". */
+static size_t batch_create_failures(const ProtobufCMessage *m, int print) {
+  const Engram__V1__BatchCreateMemoriesResponse *r = (const void *)m;
+  size_t failed = 0;
+  for (size_t i = 0; i < r->n_results; i++) {
+    const Engram__V1__BatchCreateMemoriesResult *x = r->results[i];
+    int code = x->status ? x->status->code : 0;
+    failed += code != 0;
+    if (!print) continue;
+    if (code) {
+      printf("%zu %s %s\n", i, eg_client_code_name(code), x->status->message);
+      continue;
+    }
+    const Engram__V1__CreateMemoryResponse *c = x->response;
+    const ProtobufCEnumValue *o =
+        protobuf_c_enum_descriptor_get_value(&engram__v1__dedup_outcome__descriptor, c ? c->outcome : 0);
+    printf("%zu OK %s %s%s%s\n", i, c && c->memory ? c->memory->memory_id : "-", o ? o->name : "?",
+           c && c->matched_memory_id[0] ? " of " : "", c ? c->matched_memory_id : "");
+  }
+  return failed;
+}
+
+/* The same for BatchDeleteMemories: "ID OK [purged]" or "ID CODE message". */
+static size_t batch_delete_failures(const ProtobufCMessage *m, int print) {
+  const Engram__V1__BatchDeleteMemoriesResponse *r = (const void *)m;
+  size_t failed = 0;
+  for (size_t i = 0; i < r->n_results; i++) {
+    const Engram__V1__BatchDeleteMemoriesResult *x = r->results[i];
+    int code = x->status ? x->status->code : 0;
+    failed += code != 0;
+    if (!print) continue;
+    if (code) printf("%s %s %s\n", x->memory_id, eg_client_code_name(code), x->status->message);
+    else printf("%s OK%s\n", x->memory_id, x->purged ? " purged" : "");
+  }
+  return failed;
+}
+
+/* Calls a batch method and prints each outcome (--json: the response);
+ * exits 1 when any failed, the others being applied. */
+static int batch_call(cli *g, const eg_client_method *method, const ProtobufCMessage *req,
+                      size_t (*failures)(const ProtobufCMessage *, int print)) {
+  ProtobufCMessage *resp;
+  int rc = g->json ? cli_rpc(g, method, req, &resp) : cli_rpc_quiet(g, method, req, &resp);
+  if (rc != CLI_OK) return rc;
+  size_t failed = failures(resp, !g->json);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  if (failed) fprintf(stderr, "engram: %zu of the batch failed (the others were applied)\n", failed);
+  return failed ? CLI_ERR : CLI_OK;
+}
+
+int cmd_memory_batch_add(cli *g, int argc, char **argv) {
+  const char *file = NULL;
+  const cli_flag flags[] = {{"--file", FLAG_STR, &file, 1}, {NULL}};
+  int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
+  if (rc != CLI_OK) return rc;
+  char *src = (char *)file, *text;
+  size_t len;
+  if (strcmp(file, "-") != 0) {
+    src = cli_alloc(g, strlen(file) + 2);
+    sprintf(src, "@%s", file);
+  }
+  ProtobufCMessage *req;
+  if ((rc = cli_read_input(g, "--file", src, CLI_JSON_INPUT_MAX, &text, &len)) ||
+      (rc = batch_request(g, text, len, &req)))
+    return rc;
+  return batch_call(g, &eg_client_method_batch_create_memories, req, batch_create_failures);
+}
+
+int cmd_memory_batch_delete(cli *g, int argc, char **argv) {
+  Engram__V1__BatchDeleteMemoriesRequest req = ENGRAM__V1__BATCH_DELETE_MEMORIES_REQUEST__INIT;
+  int purge = 0, flags_done = 0;
+  uint32_t seen = 0;
+  const cli_flag flags[] = {{"--purge", FLAG_BOOL, &purge}, {NULL}};
+  /* ID...: every word that is neither a flag nor a flag's value */
+  req.memory_ids = cli_alloc(g, (size_t)(argc ? argc : 1) * sizeof *req.memory_ids);
+  for (int i = 0; i < argc;) {
+    if (!flags_done && strcmp(argv[i], "--") == 0) {
+      flags_done = 1;
+      i++;
+    } else if (!flags_done && argv[i][0] == '-' && argv[i][1]) {
+      int rc = cli_flag_take(g, flags, argc, argv, &i, &seen);
+      if (rc != CLI_OK) return rc;
+    } else {
+      req.memory_ids[req.n_memory_ids++] = argv[i++];
+    }
+  }
+  if (g->version) return CLI_VERSION;
+  if (!req.n_memory_ids) return cli_usage_error(g, "missing ID");
+  req.purge = purge;
+  return batch_call(g, &eg_client_method_batch_delete_memories, &req.base, batch_delete_failures);
 }
 
 /* ---- user delete / stats ------------------------------------------------------------------ */

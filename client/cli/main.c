@@ -49,12 +49,14 @@ const cli_cmd cli_commands[] = {
      "--user U --type T --text TEXT [--category C] [--importance F] [--confidence F] "
      "[--tags a,b] [--embedding x,y,..] [--agent A] [--id ID] [--source-session S] "
      "[--expire-in SECONDS] [--dedup off|mark|merge] [--quota-policy reject|evict_lowest] "
-     "[--conflict-policy keep_both|newer_wins] [--jaccard F] [--cosine F]",
+     "[--conflict-policy keep_both|newer_wins] [--jaccard F] [--cosine F] [--meta K=V ...] "
+     "[--namespace a/b] [--language TAG]",
      "store a memory (de-duplicated against the user's memories)", cmd_memory_add},
     {"memory", "get", "ID", "show a memory", cmd_memory_get},
     {"memory", "update",
      "ID [--text T] [--type T] [--category C] [--importance F] [--confidence F] [--tags a,b | "
      "--clear-tags] [--embedding x,y,.. | --clear-embedding] [--agent A] [--expire-in S] "
+     "[--meta K=V ... | --clear-meta] [--namespace a/b] [--language TAG] "
      "[--expected-version N] [--dedup off|mark]",
      "change the given fields of a memory (an edit of text, embedding or type is "
      "de-duplicated unless --dedup off)", cmd_memory_update},
@@ -62,14 +64,22 @@ const cli_cmd cli_commands[] = {
      "mark a memory DELETED (--purge: remove it and its index entries)", cmd_memory_delete},
     {"memory", "list",
      "--user U [--types t,..] [--states s,..] [--tags a,..] [--category C] [--min-importance F] "
+     "[--agent A] [--source-session S] [--namespace PREFIX] [--meta K=V ...] "
      "[--order newest_first|importance] [--page-size N] [--page-token T] [--embeddings]",
      "list a user's memories", cmd_memory_list},
     {"memory", "search",
      "--user U [--query Q] [--embedding x,y,..] [--top-k N] [--weights kw,vec,imp,rec] "
-     "[--min-score F] [--types ..] [--tags ..] [--category C] [--min-importance F] [--embeddings]",
+     "[--min-score F] [--types ..] [--tags ..] [--category C] [--min-importance F] [--agent A] "
+     "[--source-session S] [--namespace PREFIX] [--meta K=V ...] [--language TAG] [--embeddings]",
      "hybrid search of a user's ACTIVE memories", cmd_memory_search},
     {"memory", "dedup", "--user U [--jaccard F] [--cosine F]",
      "re-run de-duplication over a user's ACTIVE memories", cmd_memory_dedup},
+    {"memory", "batch-add", "--file F|-",
+     "create up to 100 memories in one write: JSON lines of CreateMemoryRequest (proto3 JSON) or "
+     "one JSON array; prints each outcome (exit 1 if any failed)", cmd_memory_batch_add},
+    {"memory", "batch-delete", "ID... [--purge]",
+     "delete up to 1000 memories in one write; prints each outcome (exit 1 if any failed)",
+     cmd_memory_batch_delete},
     {"user", "delete", "USER", "erase every session, message and memory of a user", cmd_user_delete},
     {"user", "stats", "USER", "a user's memory counts by state and type", cmd_user_stats},
     {"user", "export", "USER",

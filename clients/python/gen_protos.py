@@ -15,6 +15,7 @@ they import (engram/_pb.py).
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def generate(proto_dir, out):
         os.makedirs(dst_v1, exist_ok=True)
         for f in os.listdir(os.path.join(tmp, "engram", "v1")):
             shutil.copy(os.path.join(tmp, "engram", "v1", f), os.path.join(dst_v1, f))
+            if f.endswith("_pb2.py"):
+                _ext_fallback(os.path.join(dst_v1, f))
         _touch(os.path.join(dst_v1, "__init__.py"))
         dst_ext = os.path.join(pkg, "_ext")
         os.makedirs(dst_ext, exist_ok=True)
@@ -63,6 +66,25 @@ def generate(proto_dir, out):
             shutil.copy(base + ".py", os.path.join(dst_ext, mod + ".py"))
             shutil.copy(base + ".pyi", os.path.join(dst_ext, mod + ".pyi"))
         _touch(os.path.join(dst_ext, "__init__.py"))
+
+
+def _ext_fallback(path):
+    """An engram.v1 module importing google.rpc (memory.proto's
+    google.rpc.Status) takes it from googleapis-common-protos when that is
+    installed, else from engram._ext, as engram/_pb.py does."""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    out = []
+    for line in lines:
+        m = re.match(r"^from google\.rpc import (\w+)_pb2 as (\w+)$", line)
+        proto = m and "google/rpc/%s.proto" % m.group(1)
+        if proto in EXT:
+            out += ["try:", "    " + line, "except ImportError:",
+                    "    from engram._ext import %s as %s" % (EXT[proto], m.group(2))]
+        else:
+            out.append(line)
+    with open(path, "w") as f:
+        f.write("\n".join(out))
 
 
 def _touch(path):

@@ -52,6 +52,8 @@ DELETE_MEMORY = Rpc(MG, "DeleteMemory", M.DeleteMemoryRequest, Kind.WRITE)
 LIST_MEMORIES = Rpc(MG, "ListMemories", M.ListMemoriesRequest, Kind.READ)
 SEARCH_MEMORIES = Rpc(MG, "SearchMemories", M.SearchMemoriesRequest, Kind.READ)
 DEDUPLICATE_MEMORIES = Rpc(MG, "DeduplicateMemories", M.DeduplicateMemoriesRequest, Kind.WRITE)
+BATCH_CREATE_MEMORIES = Rpc(MG, "BatchCreateMemories", M.BatchCreateMemoriesRequest, Kind.WRITE)
+BATCH_DELETE_MEMORIES = Rpc(MG, "BatchDeleteMemories", M.BatchDeleteMemoriesRequest, Kind.WRITE)
 
 DELETE_USER = Rpc(UG, "DeleteUser", U.DeleteUserRequest, Kind.WRITE)
 GET_USER_STATS = Rpc(UG, "GetUserStats", U.GetUserStatsRequest, Kind.READ)
@@ -217,6 +219,23 @@ class Memories(_Namespace):
                              metadata: Optional[Metadata] = None,
                              **fields: Any) -> M.DeduplicateMemoriesResponse:
         return self._u(DEDUPLICATE_MEMORIES, request, fields, timeout, metadata)
+
+    def batch_create_memories(self, request: Optional[M.BatchCreateMemoriesRequest] = None, /,
+                              *, timeout: Optional[float] = None,
+                              metadata: Optional[Metadata] = None,
+                              **fields: Any) -> M.BatchCreateMemoriesResponse:
+        """1 .. 100 CreateMemoryRequests in one write: results[i].status
+        (code 0: OK) and .response per request; a failed one wrote nothing
+        (no exception: check each status). Not retried, as CreateMemory."""
+        return self._u(BATCH_CREATE_MEMORIES, request, fields, timeout, metadata)
+
+    def batch_delete_memories(self, request: Optional[M.BatchDeleteMemoriesRequest] = None, /,
+                              *, timeout: Optional[float] = None,
+                              metadata: Optional[Metadata] = None,
+                              **fields: Any) -> M.BatchDeleteMemoriesResponse:
+        """1 .. 1000 memory_ids (each once; purge for all) in one write:
+        results[i].status per id (NOT_FOUND for a missing one)."""
+        return self._u(BATCH_DELETE_MEMORIES, request, fields, timeout, metadata)
 
 
 class Users(_Namespace):

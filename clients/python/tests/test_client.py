@@ -110,6 +110,28 @@ class NamespacesTest(SdkTestCase):
         self.assertTrue(c.memories.delete_memory(memory_id=mid, purge=True).purged)
         self.assertEqual(c.users.delete_user(user_id=user).deleted_memories, 0)
 
+    def test_memory_batches(self):
+        c = self.client()
+        user = uid("u")
+        mem = lambda text: {"memory": {"user_id": user, "type": "MEMORY_TYPE_FACT",  # noqa: E731
+                                       "text": text, "metadata": {"k": "v"}}}
+        r = c.memories.batch_create_memories(requests=[mem("owns a canoe"), mem(""),
+                                                       mem("owns a canoe")])
+        self.assertEqual([x.status.code for x in r.results],
+                         [0, grpc.StatusCode.INVALID_ARGUMENT.value[0], 0])
+        first = r.results[0].response.memory
+        self.assertEqual(dict(first.metadata), {"k": "v"})
+        self.assertEqual(r.results[2].response.matched_memory_id, first.memory_id)
+        found = list(c.memories.list_memories(
+            user_id=user, filter={"metadata_equals": [{"key": "k", "value": "v"}]}))
+        self.assertEqual([m.memory_id for m in found], [first.memory_id])
+        d = c.memories.batch_delete_memories(memory_ids=[first.memory_id, "nope"], purge=True)
+        self.assertEqual([(x.memory_id, x.status.code, x.purged) for x in d.results],
+                         [(first.memory_id, 0, True),
+                          ("nope", grpc.StatusCode.NOT_FOUND.value[0], False)])
+        with self.assertRaises(engram.InvalidArgumentError):
+            c.memories.batch_delete_memories(memory_ids=["a", "a"])
+
     def test_admin(self):
         a = self.client(token=ADMIN)
         st = a.admin.status()
