@@ -486,7 +486,8 @@ static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t p
       eg_filter_pass(s->r, s->f, pos, pos_len, m, &s->err) <= 0)
     return;
   double query_idf = 0;
-  const eg_pmap_ent *ent = eg_pmaps_find(s->kw, eg_meta_version(m), pos, pos_len, &query_idf, NULL);
+  const eg_pmap_ent *ent =
+      eg_pmaps_find(s->kw, eg_pmaps_version(s->kw, m), pos, pos_len, &query_idf, NULL);
   int has_vec = s->q && (vec || (s->approx && m->dim));
   if (!ent && !has_vec) return; /* matches neither the words nor the vector */
   eg_scored c = {.create_us = m->create_us, .pos_len = pos_len, .importance = m->importance};
@@ -581,7 +582,7 @@ static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_searc
       eg_err e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 0, &m, NULL);
       if (e == EG_ENOTFOUND) continue;
       if (e) return e;
-      if (eg_meta_version(&m) == v) eg_search_consider(s, pos.buf, pos.len, &m, NULL);
+      if (eg_pmaps_version(kw, &m) == v) eg_search_consider(s, pos.buf, pos.len, &m, NULL);
     }
   }
   return s->err;

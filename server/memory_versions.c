@@ -73,14 +73,14 @@ eg_err eg_pmaps_join(eg_req *r, eg_txn *t, const char *user_id, const eg_terms_v
   return EG_OK;
 }
 
-unsigned eg_meta_version(const eg_memory_meta *m) {
-  return m->index_version ? m->index_version : EG_TOKENIZER_V1;
+unsigned eg_pmaps_version(const eg_pmaps *p, const eg_memory_meta *m) {
+  unsigned v = m->index_version;
+  return v < p->tv->from ? p->tv->from : v > EG_TOKENIZER_VERSION ? EG_TOKENIZER_VERSION : v;
 }
 
 const eg_pmap_ent *eg_pmaps_find(const eg_pmaps *p, unsigned v, const uint8_t *pos, size_t len,
                                  double *query_idf, size_t *n_terms) {
-  int read = v >= p->tv->from && v <= EG_TOKENIZER_VERSION;
-  if (query_idf) *query_idf = read ? p->query_idf[v] : 0;
-  if (n_terms) *n_terms = read ? p->tv->n[v] : 0;
-  return read && p->m[v].n ? eg_pmap_find(&p->m[v], pos, len) : NULL;
+  if (query_idf) *query_idf = p->query_idf[v];
+  if (n_terms) *n_terms = p->tv->n[v];
+  return p->m[v].n ? eg_pmap_find(&p->m[v], pos, len) : NULL;
 }

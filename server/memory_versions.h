@@ -48,12 +48,15 @@ typedef struct {
 eg_err eg_pmaps_join(eg_req *r, eg_txn *t, const char *user_id, const eg_terms_versions *tv,
                      size_t n_docs, eg_pmaps *out);
 
-/* The version a memory's meta says its terms are at (1 for old layouts). */
-unsigned eg_meta_version(const eg_memory_meta *m);
+/* The version whose terms a memory with meta m is matched by: its meta's
+ * index_version (1 for old layouts), within the versions p reads (the
+ * index state says none is below them; a meta of layout 1 or 2 says 1
+ * only because it does not know). */
+unsigned eg_pmaps_version(const eg_pmaps *p, const eg_memory_meta *m);
 
-/* What a memory at version v shares with the terms: its entry in v's map
- * (NULL: none), and (each may be NULL) that version's query idf and term
- * count. A version the maps do not read matches nothing (0 terms). */
+/* What a memory matched by version v (eg_pmaps_version) shares with the
+ * terms: its entry in v's map (NULL: none), and (each may be NULL) that
+ * version's query idf and term count. */
 const eg_pmap_ent *eg_pmaps_find(const eg_pmaps *p, unsigned v, const uint8_t *pos, size_t len,
                                  double *query_idf, size_t *n_terms);
 

@@ -99,7 +99,9 @@ eg_err eg_index_status(eg_req *r, eg_txn *t, Engram__V1__GetStatusResponse *out)
 
 /* ---- what a job needs ---------------------------------------------------- */
 
-static int eg_messages_off(const eg_config *cfg) { return strcmp(cfg->index_messages, "true") != 0; }
+static int eg_messages_off(const eg_config *cfg) {
+  return strcmp(cfg->index_messages, "true") != 0;
+}
 
 /* What index i's state st (NULL: no row) calls for. */
 enum { EG_RX_NOTHING, EG_RX_OFF, EG_RX_BEGIN, EG_RX_STEP };
@@ -217,7 +219,6 @@ typedef struct {
   const char *s_tenant, *s_id;
   const eg_session_rec *session; /* NULL: none (gone) */
   eg_err err;
-  uint64_t rewritten; /* rewritten by every run of apply */
 } eg_rx_step;
 
 static eg_err eg_rx_same_state(const eg_index_state_rec *cur, const eg_index_state_rec *from) {
@@ -230,7 +231,7 @@ static eg_err eg_rx_same_state(const eg_index_state_rec *cur, const eg_index_sta
   return EG_OK;
 }
 
-static eg_err eg_rx_rewrite_memory(eg_txn *t, const eg_rx_rec *r, uint64_t *n) {
+static eg_err eg_rx_rewrite_memory(eg_txn *t, const eg_rx_rec *r) {
   eg_memory_rec *cur;
   eg_err e = eg_store_memory_get(t, r->tenant, r->mem->memory_id, &cur);
   if (e == EG_ENOTFOUND) return EG_OK; /* purged since: nothing to index */
@@ -238,22 +239,40 @@ static eg_err eg_rx_rewrite_memory(eg_txn *t, const eg_rx_rec *r, uint64_t *n) {
   if (cur->version == r->mem->version && cur->update_time_us == r->mem->update_time_us &&
       cur->index_version == r->mem->index_version) {
     e = eg_store_memory_put(t, r->tenant, &r->mem_new, cur, NULL);
-    if (!e) ++*n;
   }
   engram__storage__v1__memory_record__free_unpacked(cur, NULL);
   return e;
 }
 
-static eg_err eg_rx_rewrite_message(eg_txn *t, const eg_rx_rec *r, uint64_t *n) {
+/* *live: whether session_id (of tenant) is still there and searchable;
+ * *checked names the session it says it for (a step's messages come
+ * session by session). */
+static eg_err eg_rx_session_live(eg_txn *t, const eg_rx_rec *r, const eg_rx_rec **checked,
+                                 int *live) {
+  if (*checked && (*checked)->session_id == r->session_id) return EG_OK;
+  eg_session_rec *s;
+  eg_err e = eg_store_session_get(t, r->tenant, r->session_id, &s);
+  if (e && e != EG_ENOTFOUND) return e;
+  *live = e == EG_OK && !s->exclude_from_search;
+  if (e == EG_OK) engram__storage__v1__session_record__free_unpacked(s, NULL);
+  *checked = r;
+  return EG_OK;
+}
+
+static eg_err eg_rx_rewrite_message(eg_txn *t, const eg_rx_rec *r, const eg_rx_rec **checked,
+                                    int *live) {
   eg_message_rec *cur;
-  eg_err e = eg_store_message_get(t, r->tenant, r->session_id, (uint64_t)r->msg->seq, &cur);
+  /* A session retired since keeps its messages until the sweeper purges
+   * them: they get no new index entries. */
+  eg_err e = eg_rx_session_live(t, r, checked, live);
+  if (e || !*live) return e;
+  e = eg_store_message_get(t, r->tenant, r->session_id, (uint64_t)r->msg->seq, &cur);
   if (e == EG_ENOTFOUND) return EG_OK; /* deleted since */
   if (e) return e;
   if (cur->index_version == r->msg->index_version &&
       cur->content_token.len == r->msg->content_token.len &&
       memcmp(cur->content_token.data, r->msg->content_token.data, cur->content_token.len) == 0) {
     e = eg_store_message_reindex(t, r->tenant, r->session_id, cur, &r->msg_new);
-    if (!e) ++*n;
   }
   engram__storage__v1__message_record__free_unpacked(cur, NULL);
   return e;
@@ -263,14 +282,15 @@ static eg_err eg_rx_step_apply(eg_write_item *item, eg_txn *t) {
   eg_rx_step *s = (eg_rx_step *)item;
   const char *name = eg_reindex_name(s->index);
   eg_index_state_rec *cur;
-  s->rewritten = 0;
+  const eg_rx_rec *checked = NULL;
+  int live = 0;
   eg_err e = eg_store_index_state_get(t, name, &cur);
   if (e == EG_ENOTFOUND) cur = NULL;
   else if (e) return e;
   if ((e = eg_rx_same_state(cur, &s->from))) goto out;
   for (size_t i = 0; i < s->n && !e; i++)
-    e = s->index == EG_REINDEX_MEMORIES ? eg_rx_rewrite_memory(t, &s->recs[i], &s->rewritten)
-                                        : eg_rx_rewrite_message(t, &s->recs[i], &s->rewritten);
+    e = s->index == EG_REINDEX_MEMORIES ? eg_rx_rewrite_memory(t, &s->recs[i])
+                                        : eg_rx_rewrite_message(t, &s->recs[i], &checked, &live);
   if (e) goto out;
   eg_index_state_rec next = *cur;
   if (s->more) {
@@ -323,8 +343,12 @@ static int eg_rx_unreadable(eg_err e, const eg_req *r) {
 }
 
 static void eg_memory_free(void *p) { engram__storage__v1__memory_record__free_unpacked(p, NULL); }
-static void eg_message_free(void *p) { engram__storage__v1__message_record__free_unpacked(p, NULL); }
-static void eg_session_free(void *p) { engram__storage__v1__session_record__free_unpacked(p, NULL); }
+static void eg_message_free(void *p) {
+  engram__storage__v1__message_record__free_unpacked(p, NULL);
+}
+static void eg_session_free(void *p) {
+  engram__storage__v1__session_record__free_unpacked(p, NULL);
+}
 
 /* A memory below the target: its text opened and its terms at the target
  * (EG_TOKENIZER_VERSION, what eg_text_index makes), in its language, the

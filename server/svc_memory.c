@@ -426,7 +426,8 @@ static void eg_dedup_consider(struct eg_dedup *d, const uint8_t *pos, size_t pos
     return;
   /* The probe's terms at the version of this memory's (versioned reads). */
   size_t n_terms;
-  const eg_pmap_ent *ent = eg_pmaps_find(d->shared, eg_meta_version(m), pos, pos_len, NULL, &n_terms);
+  const eg_pmap_ent *ent =
+      eg_pmaps_find(d->shared, eg_pmaps_version(d->shared, m), pos, pos_len, NULL, &n_terms);
   eg_similarity s = {.same_polarity = (m->flags & EG_MEMORY_F_NEGATED) == (rec->flags & EG_MEMORY_F_NEGATED)};
   s.jaccard = eg_jaccard(ent ? ent->count : 0, n_terms, m->n_terms);
   if (vec && p->vec) {
