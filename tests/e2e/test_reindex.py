@@ -7,12 +7,14 @@ it stopped; messages appended with --index-messages=false are found once
 it is on again; a replica shows the primary's index state."""
 import gzip
 import os
+import re
 import shutil
 import tempfile
 
 from harness import KEEP, M, E2ETestCase, Server, free_port
 from test_memories import DUPLICATE, FACT, Mem
 from test_message_search import create, hits, search
+from test_observability import parse, scrape, value
 from test_replication import TOKENS, ReplicationCase, follow, status
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
@@ -104,8 +106,12 @@ class UpgradeTest(ReindexCase):
         self.assertNotIn("reindex of", srv.log_text())
 
     def test_old_index_answers_while_the_reindex_runs(self):
-        srv = self.fixture_server(*SLOW)
+        srv = self.fixture_server(*SLOW, "--metrics-listen", "127.0.0.1:0")
+        srv.metrics_addr = re.search(r"metrics on ([0-9.]+:\d+)", srv.log_text()).group(1)
         mem = Mem(srv.client())
+
+        def metric(family, index):
+            return value(parse(scrape(srv)), family, index=index)
 
         def memories():
             return indexes(self.status(srv))["memories"]
@@ -126,7 +132,15 @@ class UpgradeTest(ReindexCase):
         v, target, done, total, _ = memories()
         self.assertEqual((v, target), (1, 2))
         self.assertLess(done, 3, "m-run should have been at version 1 during the searches")
+        # The gauge: total - done as the thread last read it (at most 4).
+        self.wait_until(lambda: 0 < metric("engram_reindex_pending", "memories") <= 4,
+                        DONE_TIMEOUT, "engram_reindex_pending of the memories job", [srv])
         self.wait_finished(srv)
+        self.wait_until(lambda: metric("engram_reindex_pending", "memories") == 0 and
+                        metric("engram_reindex_pending", "messages") == 0,
+                        DONE_TIMEOUT, "engram_reindex_pending back to 0", [srv])
+        self.assertEqual(metric("engram_reindex_records_total", "memories"), 4)
+        self.assertEqual(metric("engram_reindex_records_total", "messages"), 3)
         self.assertEqual(self.found(mem, "alice", "running"), ["m-run"])
         self.assertEqual(self.found(mem, "alice", "green tea"), ["m-tea"])
         self.assertEqual(self.found(mem, "alice", "kayak"), [new.memory_id])
