@@ -32,6 +32,7 @@
   X(reflection)              \
   X(checkpoints)             \
   X(message_index)           \
+  X(message_terms)           \
   X(tokenizer)               \
   X(log)
 
