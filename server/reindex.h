@@ -27,9 +27,10 @@
  *     skipped). Then one write item, through the writer, rewrites each of
  *     them only if the stored record is still the one walked (memory: same
  *     version, update time and index_version; message: same content and
- *     index_version, its session still there and not excluded), and stores the state (cursor = the last key walked,
- *     done += records walked) in the same txn. When the walk finds no
- *     more, the same item sets version = target and ends the job.
+ *     index_version, its session still there and not excluded), and
+ *     stores the state (cursor = the last key walked, done += records
+ *     walked) in the same txn. When the walk finds no more, the same item
+ *     sets version = target and ends the job.
  * A restart resumes from the stored cursor; a step that fails (logged)
  * is retried the next time round. At most --reindex-rate records a second
  * (the thread sleeps between steps; a stop wakes it at once).
