@@ -144,6 +144,8 @@ eg_err eg_store__message_terms_del(eg_txn *t, const char *tenant, const char *si
                                    const eg_message_rec *rec, eg_message_debt *d, uint64_t *n) {
   eg_key k;
   if (!eg_indexed(rec)) return EG_OK;
+  /* A stored record put checked: one that fails now was damaged. */
+  if (eg_store__message_terms_check(rec)) return EG_ECORRUPT;
   for (size_t i = 0; i < rec->n_index_terms; i++) {
     eg_err e = eg_posting_key(&k, tenant, sid, rec, rec->index_terms[i]);
     /* A posting already gone is what the delete wants anyway. */
@@ -202,13 +204,16 @@ eg_err eg_store_message_reindex(eg_txn *t, const char *tenant, const char *sessi
   eg_err e = eg_store__message_terms_check(rec);
   if (!e) e = eg_key_message(&mk, tenant, session_id, (uint64_t)rec->seq);
   if (e) return e;
+  if (eg_store__message_terms_check(prev)) return EG_ECORRUPT;
   /* Keys rec puts again are overwritten, not deleted first: one op each in
    * the log, not two. */
   int same_user = eg_indexed(prev) && eg_indexed(rec) &&
                   strcmp(prev->index_user_id, rec->index_user_id) == 0;
   size_t n = same_user ? rec->n_index_terms : 0;
-  memcpy(terms, rec->index_terms, n * sizeof *terms);
-  qsort(terms, n, sizeof *terms, eg_u64_cmp);
+  if (n) {
+    memcpy(terms, rec->index_terms, n * sizeof *terms);
+    qsort(terms, n, sizeof *terms, eg_u64_cmp);
+  }
   for (size_t i = 0; eg_indexed(prev) && i < prev->n_index_terms; i++) {
     if (bsearch(&prev->index_terms[i], terms, n, sizeof *terms, eg_u64_cmp)) continue;
     if ((e = eg_posting_key(&pk, tenant, session_id, prev, prev->index_terms[i])) ||

@@ -79,7 +79,9 @@ eg_err eg_store_message_index_stats(eg_txn *t, const char *tenant, const char *u
 
 /* Replaces the stored message prev (read in this txn) with rec (same seq):
  * prev's postings and stats go, rec's come (either may be unindexed). For
- * the reindex, which sets a message's index fields after the fact. */
+ * the reindex, which sets a message's index fields after the fact.
+ * EG_EINVAL when rec is not prev's message (another seq or create time)
+ * or its index fields are refused as by eg_store_message_put. */
 eg_err eg_store_message_reindex(eg_txn *t, const char *tenant, const char *session_id,
                                 const eg_message_rec *prev, const eg_message_rec *rec);
 
