@@ -85,8 +85,10 @@ static void test_terms_cap(void) {
   eg_keyring_free(kr);
 }
 
+static int suite_init(void) { return eg_crypto_init() == EG_OK ? 0 : -1; }
+
 void eg_test_register_message_terms(void) {
-  CU_pSuite s = CU_add_suite("message_terms", NULL, NULL);
+  CU_pSuite s = CU_add_suite("message_terms", suite_init, NULL);
   CU_add_test(s, "index fields of a message", test_fields);
   CU_add_test(s, "EG_MESSAGE_TERMS_MAX at its edge", test_terms_cap);
 }
