@@ -199,7 +199,7 @@ static eg_err eg_labels_open(eg_req *r, const eg_memory_rec *rec, char **categor
 }
 
 eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_t len,
-                            eg_memory_rec *rec) {
+                     eg_memory_rec *rec) {
   uint64_t *terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_TEXT_TERMS_MAX);
   int negated;
   if (!terms) return EG_ENOMEM;
