@@ -305,6 +305,40 @@ class RawKeysTest(E2ETestCase):
         self.assertEqual(hits(search(self.c, user_id=user, query=w)), [])
 
 
+class BoundsTest(E2ETestCase):
+    """--max-search-postings and --max-reply-bytes at their edges."""
+
+    def test_max_search_postings(self):
+        srv = self.start_server("--max-search-postings", "1000", "--max-append-messages", "1000")
+        c = srv.client()
+        user, w, v = uid("u"), word(), word()
+        sid = create(c, user)
+        c.append(sid, *[M("%s %s" % (w, v)) for _ in range(1000)])
+        r = search(c, user_id=user, query=w, top_k=1)
+        self.assertFalse(r.truncated)
+        # two words: 500 postings each
+        self.assertTrue(search(c, user_id=user, query="%s %s" % (w, v), top_k=1).truncated)
+        c.append(sid, M("%s newest" % w))
+        r = search(c, user_id=user, query=w, top_k=1, **kw_only())
+        self.assertTrue(r.truncated)
+        # read newest first: the newest is in, the oldest is not
+        self.assertEqual(r.results[0].seq, 1001)
+        self.assertNotIn((sid, 1), hits(search(c, user_id=user, query=w, session_ids=[sid], top_k=100,
+                                               page_token="")))
+
+    def test_reply_bytes(self):
+        srv = self.start_server("--max-reply-bytes", "1048576")
+        c = srv.client()
+        user, w = uid("u"), word()
+        sid = create(c, user)
+        c.append(sid, *[M("%s %d %s" % (w, i, "y" * 60000)) for i in range(20)])
+        first = search(c, user_id=user, query=w, top_k=20)
+        self.assertLess(len(first.results), 20)
+        self.assertTrue(first.next_page_token)
+        rest = search(c, user_id=user, query=w, top_k=20, page_token=first.next_page_token)
+        self.assertEqual(sorted(hits(first) + hits(rest)), [(sid, i) for i in range(1, 21)])
+
+
 class IndexOffTest(E2ETestCase):
     def test_index_messages_false(self):
         srv = self.start_server("--index-messages=false")
