@@ -19,6 +19,7 @@
 #include "server/archiver.h"
 #include "server/config.h"
 #include "server/service.h"
+#include "server/reindex.h"
 #include "server/sweeper.h"
 #include "server/transport.h"
 #include "server/writer.h"
@@ -310,6 +311,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_writer *writer = NULL;
   eg_transport *tp = NULL;
   eg_metrics_http *http = NULL;
+  eg_reindex *reindex = NULL;
   int port = 0;
   sigset_t sigs;
   eg_stop_signals(&sigs);
@@ -320,6 +322,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   if (e == EG_OK) e = eg_archiver_start(cfg, srv->store, &srv->archiver, err, sizeof err);
   if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv, &writer, err, sizeof err);
   if (e == EG_OK) e = eg_sweeper_start(cfg, writer, srv->repl, &srv->sweeper, err, sizeof err);
+  if (e == EG_OK) e = eg_reindex_start(srv, writer, &reindex, err, sizeof err);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
   if (e == EG_OK && (e = eg_repl_start(srv->repl, eg_write_alone, writer)) != EG_OK)
@@ -330,8 +333,8 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   /* After the coordinator: it reports on it. */
   if (e == EG_OK && cfg->metrics_listen[0])
     e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
-                              srv->sweeper, srv->archiver, srv->repl, srv->coord, &http, err,
-                              sizeof err);
+                              srv->sweeper, reindex, srv->archiver, srv->repl, srv->coord, &http,
+                              err, sizeof err);
   if (e != EG_OK) {
     /* Said first: the stop below waits on gRPC, which may need a thread. */
     eg_fail("start", err[0] ? err : eg_err_msg(e));
@@ -339,7 +342,8 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
     eg_metrics_http_stop(http); /* it reads the transport's counters */
     eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);
-    eg_sweeper_stop(srv->sweeper); /* its items need the writer */
+    eg_reindex_stop(reindex); /* its items need the writer, as the sweeper's */
+    eg_sweeper_stop(srv->sweeper);
     eg_writer_stop(writer);
     eg_archiver_stop(srv->archiver);
     eg_coord_free(srv->coord);
@@ -384,6 +388,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   /* After the transport (GetStatus reads it), before the writer (its
    * item in flight needs the writer to finish). */
   eg_sweeper_stop(srv->sweeper);
+  eg_reindex_stop(reindex);
   eg_writer_stop(writer);
   /* After the writer: it archives the last commits and closes its segment. */
   eg_archiver_stop(srv->archiver);

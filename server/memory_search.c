@@ -12,6 +12,7 @@
 #include "server/convert.h"
 #include "server/memory_score.h"
 #include "server/memory_svc.h"
+#include "server/memory_versions.h"
 #include "server/text_terms.h"
 #include "server/tokenizer.h"
 #include "server/page_token.h"
@@ -448,8 +449,7 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
 struct eg_search {
   eg_req *r;
   const eg_mfilter *f;
-  const eg_pmap *kw;
-  double query_idf;
+  const eg_pmaps *kw; /* the query's words by version (memory_versions.h) */
   const float *q;   /* query embedding or NULL */
   size_t dim;
   float qnorm, ql1; /* its Euclidean and L1 norms */
@@ -485,11 +485,13 @@ static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t p
   if (m->state != EG_MSTATE_ACTIVE || s->err ||
       eg_filter_pass(s->r, s->f, pos, pos_len, m, &s->err) <= 0)
     return;
-  const eg_pmap_ent *ent = s->kw && s->kw->n ? eg_pmap_find(s->kw, pos, pos_len) : NULL;
+  double query_idf = 0;
+  const eg_pmap_ent *ent =
+      eg_pmaps_find(s->kw, eg_pmaps_version(s->kw, m), pos, pos_len, &query_idf, NULL);
   int has_vec = s->q && (vec || (s->approx && m->dim));
   if (!ent && !has_vec) return; /* matches neither the words nor the vector */
   eg_scored c = {.create_us = m->create_us, .pos_len = pos_len, .importance = m->importance};
-  if (ent) c.keyword = eg_keyword_score(ent->idf, s->query_idf, ent->count, m->n_terms);
+  if (ent) c.keyword = eg_keyword_score(ent->idf, query_idf, ent->count, m->n_terms);
   if (has_vec && vec) {
     float cos = eg_cosine(eg_vec_dot(s->q, vec, s->dim), s->qnorm, m->norm);
     c.vector = cos > 0 ? cos : 0;
@@ -566,18 +568,22 @@ static eg_err eg_search_check(eg_req *r, const Engram__V1__SearchMemoriesRequest
   return EG_OK;
 }
 
-/* Keyword-only search: the candidates are the memories sharing a word. */
-static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_search *s, const eg_pmap *kw) {
-  for (size_t i = 0; i < kw->n; i++) {
-    const eg_pmap_ent *ent = &kw->ents[i];
-    eg_memory_pos pos;
-    eg_memory_meta m;
-    memcpy(pos.buf, ent->pos, ent->len);
-    pos.len = ent->len;
-    eg_err e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 0, &m, NULL);
-    if (e == EG_ENOTFOUND) continue;
-    if (e) return e;
-    eg_search_consider(s, pos.buf, pos.len, &m, NULL);
+/* Keyword-only search: the candidates are the memories sharing a word
+ * (of the query read by their own version: each is considered once). */
+static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_search *s,
+                                 const eg_pmaps *kw) {
+  for (unsigned v = kw->tv->from; v <= EG_TOKENIZER_VERSION; v++) {
+    for (size_t i = 0; i < kw->m[v].n; i++) {
+      const eg_pmap_ent *ent = &kw->m[v].ents[i];
+      eg_memory_pos pos;
+      eg_memory_meta m;
+      memcpy(pos.buf, ent->pos, ent->len);
+      pos.len = ent->len;
+      eg_err e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 0, &m, NULL);
+      if (e == EG_ENOTFOUND) continue;
+      if (e) return e;
+      if (eg_pmaps_version(kw, &m) == v) eg_search_consider(s, pos.buf, pos.len, &m, NULL);
+    }
   }
   return s->err;
 }
@@ -631,24 +637,22 @@ eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
   struct eg_search s = {.r = r};
   eg_blind_ctx *ctx;
   eg_mfilter f;
-  eg_pmap kw;
+  eg_terms_versions tv;
+  eg_pmaps kw;
   eg_memory_counters cnt;
-  uint64_t terms[EG_TEXT_TERMS_MAX];
   size_t k = 0;
   eg_err e;
   if ((e = eg_search_check(r, in, &s, &k)) || (e = eg_blind_ctx_of(r, &ctx)) ||
       (e = eg_filter_compile(r, ctx, in->filter, 1, &f)) ||
-      (e = eg_store_memory_counters(r->rtxn, r->tenant, in->user_id, &cnt)) ||
-      (e = eg_pmap_init(&kw, r->arena, 64)))
+      (e = eg_store_memory_counters(r->rtxn, r->tenant, in->user_id, &cnt)))
     return e;
   s.f = &f;
-  size_t nt;
-  if ((e = eg_text_terms(ctx, EG_TOKENIZER_VERSION, in->language, in->query, strlen(in->query),
-                         terms, NULL, EG_TEXT_TERMS_MAX, &nt, NULL, NULL)))
-    return e;
+  /* The query read by each version the memories' entries may be at. */
   size_t n_docs = cnt.count[1] + cnt.count[2] + cnt.count[3];
-  if ((e = eg_postings_join(r, r->rtxn, in->user_id, terms, nt, n_docs, &kw, &s.query_idf))) return e;
-  s.kw = nt ? &kw : NULL;
+  if ((e = eg_query_versions(r, r->rtxn, ctx, in->language, in->query, strlen(in->query), &tv)) ||
+      (e = eg_pmaps_join(r, r->rtxn, in->user_id, &tv, n_docs, &kw)))
+    return e;
+  s.kw = &kw;
   eg_scored *items = EG_ARENA_ARRAY(r->arena, eg_scored, k);
   if (!items) return EG_ENOMEM;
   eg_topk_init(&s.top, items, k);
@@ -658,9 +662,9 @@ eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
    * the meta values beats that many point lookups. */
   if (s.q)
     e = eg_search_vector(r, in->user_id, &s, items, k);
-  else if (s.kw && kw.n * EG_SCAN_SHARE > n_docs)
+  else if (kw.n * EG_SCAN_SHARE > n_docs)
     e = eg_store_memories_scan(r->rtxn, r->tenant, in->user_id, NULL, 0, 0, eg_search_visit, &s);
-  else if (s.kw)
+  else
     e = eg_search_postings(r, in->user_id, &s, &kw);
   if (e || (e = s.err)) return e;
   eg_topk_sort(&s.top);

@@ -102,6 +102,13 @@ eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t
 eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with_embedding,
                         Engram__V1__Memory **out);
 
+/* rec's term_hashes (arena), flags (the polarity) and index_version: text's
+ * under EG_TOKENIZER_VERSION in rec->language. Also what the background
+ * reindex (server/reindex.h) rewrites an older memory with. Returns EG_OK
+ * or EG_ENOMEM. */
+eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_t len,
+                     eg_memory_rec *rec);
+
 /* A blind-index context for r's tenant into *out, wiped when the call
  * ends. Returns EG_OK, EG_ENOMEM, or the error of eg_blind_begin. */
 eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out);

@@ -69,8 +69,8 @@ static void eg_row_names(const eg_metrics *m, size_t r, const char **svc, size_t
  * one, and the newline. */
 #define EG_LINE_FIXED 112
 /* The families whose size does not grow with the methods or replicas:
- * HELP and TYPE lines, one sample each (or one per sweep kind); about
- * 7 KiB. */
+ * HELP and TYPE lines, one sample each (or one per sweep kind or
+ * keyword index); about 8 KiB. */
 #define EG_FIXED_TEXT (16 * 1024)
 /* engram_replica_lag_*{replica} and engram_replica_connected for every
  * peer: three samples each, an id of at most 127 bytes, escaped at most
@@ -329,8 +329,19 @@ static void eg_out_by_kind(struct eg_out *o, const char *name, const char *type,
                   (unsigned long long)v[k]);
 }
 
+/* A metric family with one sample per keyword index (server/reindex.h),
+ * labelled index="<eg_reindex_name>". */
+static void eg_out_by_index(struct eg_out *o, const char *name, const char *type, const char *help,
+                            const uint64_t v[EG_REINDEX_INDEXES]) {
+  eg_out_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+  for (unsigned i = 0; i < EG_REINDEX_INDEXES; i++)
+    eg_out_printf(o, "%s{index=\"%s\"} %llu\n", name, eg_reindex_name(i),
+                  (unsigned long long)v[i]);
+}
+
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
-                         const eg_sweeper *sweeper, eg_archiver *archiver, eg_repl *repl,
+                         const eg_sweeper *sweeper, const eg_reindex *reindex,
+                         eg_archiver *archiver, eg_repl *repl,
                          const eg_coord *coord, char *buf, size_t cap) {
   struct eg_out o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
@@ -373,6 +384,17 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
                       "# TYPE engram_last_sweep_timestamp_seconds gauge\n"
                       "engram_last_sweep_timestamp_seconds %.3f\n",
                   (double)st.last_sweep_us / 1e6);
+  }
+  if (reindex) {
+    eg_reindex_stats st;
+    eg_reindex_get_stats(reindex, &st);
+    eg_out_by_index(&o, "engram_reindex_records_total", "counter",
+                    "Records this node's background reindex walked, by keyword index.",
+                    st.records);
+    eg_out_by_index(&o, "engram_reindex_pending", "gauge",
+                    "Records a running background reindex has still to walk (total - done; 0 "
+                    "when none runs), by keyword index.",
+                    st.pending);
   }
   if (archiver) {
     eg_archiver_stats st;
@@ -449,6 +471,7 @@ struct eg_metrics_http {
   const eg_store *store;
   const eg_writer *writer;
   const eg_sweeper *sweeper;
+  const eg_reindex *reindex;
   eg_archiver *archiver;
   eg_repl *repl;
   const eg_coord *coord;
@@ -539,8 +562,8 @@ static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn,
   size_t cap = eg_metrics_render_cap(h->m);
   char *body = malloc(cap);
   if (!body) return eg_metrics_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, 0);
-  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->archiver, h->repl,
-                                 h->coord, body, cap);
+  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->reindex, h->archiver,
+                                 h->repl, h->coord, body, cap);
   return eg_metrics_reply(conn, MHD_HTTP_OK, body, len);
 }
 
@@ -568,7 +591,8 @@ static int eg_metrics_addr(const char *addr, struct sockaddr_in *sa) {
 
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             eg_archiver *archiver, eg_repl *repl, const eg_coord *coord,
+                             const eg_reindex *reindex, eg_archiver *archiver, eg_repl *repl,
+                             const eg_coord *coord,
                              eg_metrics_http **out, char *err, size_t errlen) {
   struct sockaddr_in sa;
   if (eg_metrics_addr(addr, &sa) != 0) {
@@ -578,7 +602,8 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
   eg_metrics_http *h = calloc(1, sizeof *h);
   if (!h) return EG_ENOMEM;
   *h = (eg_metrics_http){
-      .m = m, .store = store, .writer = writer, .sweeper = sweeper, .archiver = archiver,
+      .m = m, .store = store, .writer = writer, .sweeper = sweeper, .reindex = reindex,
+      .archiver = archiver,
       .repl = repl, .coord = coord};
   for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) h->conns[i].fd = -1;
   char why[128];

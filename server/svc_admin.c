@@ -9,6 +9,7 @@
 #include "replica/replica.h"
 #include "server/archiver.h"
 #include "server/convert.h"
+#include "server/reindex.h"
 #include "server/service.h"
 #include "server/sweeper.h"
 
@@ -56,7 +57,7 @@ static eg_err eg_get_status(eg_req *r, const ProtobufCMessage *msg) {
   if (e != EG_OK && e != EG_ENOTFOUND) return e;
   out->wal_first_lsn = first;
   if ((e = eg_repl_status(r->srv->repl, out, eg_admin_alloc, r->arena))) return e;
-  if ((e = eg_status_coord(r, out))) return e;
+  if ((e = eg_status_coord(r, out)) || (e = eg_index_status(r, r->rtxn, out))) return e;
   char why[256];
   out->serving = eg_srv_serving(r->srv, 0, why, sizeof why);
   if (!(out->not_serving_reason = eg_admin_strdup(r, why))) return EG_ENOMEM;

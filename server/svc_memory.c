@@ -21,6 +21,7 @@
 #include "server/ids.h"
 #include "server/memory_score.h"
 #include "server/memory_svc.h"
+#include "server/memory_versions.h"
 #include "server/text_terms.h"
 #include "server/tokenizer.h"
 #include "server/service.h"
@@ -197,9 +198,8 @@ static eg_err eg_labels_open(eg_req *r, const eg_memory_rec *rec, char **categor
   return EG_OK;
 }
 
-/* The blind terms, polarity and index version of text in rec->language. */
-static eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_t len,
-                            eg_memory_rec *rec) {
+eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_t len,
+                     eg_memory_rec *rec) {
   uint64_t *terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_TEXT_TERMS_MAX);
   int negated;
   if (!terms) return EG_ENOMEM;
@@ -384,6 +384,7 @@ eg_err eg_create_memory_prepare(eg_req *r, const ProtobufCMessage *msg) {
  * examines) against the user's ACTIVE memories of its type. */
 struct eg_probe {
   const eg_memory_rec *rec; /* user_id, type, flags, terms, dim, norm */
+  const char *text;         /* rec's plain text, or NULL (opened if needed) */
   const float *vec;         /* rec->dim floats, or NULL */
   float jt, ct;
   const eg_memory_pos *self; /* NULL, or rec's own position: never a match */
@@ -395,7 +396,7 @@ struct eg_probe {
 struct eg_dedup {
   eg_req *r;
   const struct eg_probe *p;
-  const eg_pmap *shared; /* term overlaps by position */
+  const eg_pmaps *shared; /* term overlaps by position, per version */
   int found;
   eg_similarity best;
   eg_memory_pos best_pos;
@@ -423,14 +424,17 @@ static void eg_dedup_consider(struct eg_dedup *d, const uint8_t *pos, size_t pos
   if (m->state != EG_MSTATE_ACTIVE || m->type != rec->type ||
       eg_memory_expired(m->expire_us, d->r->now_us))
     return;
-  const eg_pmap_ent *ent = eg_pmap_find(d->shared, pos, pos_len);
+  /* The probe's terms at the version of this memory's (versioned reads). */
+  size_t n_terms;
+  const eg_pmap_ent *ent =
+      eg_pmaps_find(d->shared, eg_pmaps_version(d->shared, m), pos, pos_len, NULL, &n_terms);
   eg_similarity s = {.same_polarity = (m->flags & EG_MEMORY_F_NEGATED) == (rec->flags & EG_MEMORY_F_NEGATED)};
-  s.jaccard = eg_jaccard(ent ? ent->count : 0, rec->n_term_hashes, m->n_terms);
+  s.jaccard = eg_jaccard(ent ? ent->count : 0, n_terms, m->n_terms);
   if (vec && p->vec) {
     s.both_vectors = 1;
     s.cosine = eg_cosine(eg_vec_dot(p->vec, vec, (size_t)rec->dim), rec->norm, m->norm);
   }
-  int have_terms = rec->n_term_hashes > 0 && m->n_terms > 0;
+  int have_terms = n_terms > 0 && m->n_terms > 0;
   if (eg_is_conflict(&s, p->jt, p->ct, have_terms)) {
     if (d->n_conflicts == d->cap_conflicts) {
       size_t cap = d->cap_conflicts ? 2 * d->cap_conflicts : 8;
@@ -460,16 +464,17 @@ static int eg_dedup_visit(void *arg, const eg_memory_pos *pos, const eg_memory_m
 }
 
 static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struct eg_dedup *d) {
-  eg_pmap shared;
-  double qidf;
+  eg_terms_versions tv;
+  eg_pmaps *shared = EG_ARENA_NEW(r->arena, eg_pmaps);
   const eg_memory_rec *rec = p->rec;
-  *d = (struct eg_dedup){.r = r, .p = p, .shared = &shared};
-  eg_err e = eg_pmap_init(&shared, r->arena, 64);
-  if (!e) e = eg_postings_join(r, t, rec->user_id, rec->term_hashes, rec->n_term_hashes, 1, &shared, &qidf);
+  if (!shared) return EG_ENOMEM;
+  *d = (struct eg_dedup){.r = r, .p = p, .shared = shared};
+  eg_err e = eg_memory_versions(r, t, rec, p->text, &tv);
+  if (!e) e = eg_pmaps_join(r, t, rec->user_id, &tv, 1, shared);
   if (e) return e;
   /* The join's work counts too: each entry's count is the postings read
    * for it (a common term costs one read per memory that has it). */
-  for (size_t i = 0; i < shared.n; i++) d->visited += shared.ents[i].count;
+  d->visited += shared->reads;
   if (p->vec) {
     /* Cosine needs every ACTIVE memory with a vector: one scan of the meta
      * and vectors, the term overlaps looked up as it goes. */
@@ -480,21 +485,24 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struc
    * (common words): scan the meta values in order instead of looking each up. */
   eg_memory_counters cnt;
   if ((e = eg_store_memory_counters(t, r->tenant, rec->user_id, &cnt))) return e;
-  if (shared.n * EG_SCAN_SHARE > cnt.count[1] + cnt.count[2] + cnt.count[3]) {
+  if (shared->n * EG_SCAN_SHARE > cnt.count[1] + cnt.count[2] + cnt.count[3]) {
     e = eg_store_memories_scan(t, r->tenant, rec->user_id, NULL, 0, 0, eg_dedup_visit, d);
     return e ? e : d->err;
   }
   /* Few: visit them in position order (oldest first), as the scan does, so
    * that among equal matches the same one wins either way. */
-  eg_memory_pos *cands = EG_ARENA_ARRAY(r->arena, eg_memory_pos, shared.n ? shared.n : 1);
+  eg_memory_pos *cands = EG_ARENA_ARRAY(r->arena, eg_memory_pos, shared->n ? shared->n : 1);
   size_t n = 0;
   if (!cands) return EG_ENOMEM;
-  for (size_t i = 0; i < shared.n; i++) {
-    memcpy(cands[n].buf, shared.ents[i].pos, shared.ents[i].len);
-    cands[n++].len = shared.ents[i].len;
-  }
+  for (unsigned v = tv.from; v <= EG_TOKENIZER_VERSION; v++)
+    for (size_t i = 0; i < shared->m[v].n; i++) {
+      memcpy(cands[n].buf, shared->m[v].ents[i].pos, shared->m[v].ents[i].len);
+      cands[n++].len = shared->m[v].ents[i].len;
+    }
   qsort(cands, n, sizeof *cands, eg_pos_cmp);
   for (size_t i = 0; i < n && !d->err && !d->past_self; i++) {
+    /* In the maps of two versions: considered once. */
+    if (i && eg_pos_cmp(&cands[i], &cands[i - 1]) == 0) continue;
     eg_memory_meta m;
     e = eg_store_memory_meta_at(t, r->tenant, rec->user_id, &cands[i], 0, &m, NULL);
     if (e == EG_ENOTFOUND) continue; /* a posting whose memory is gone: skip */
@@ -684,7 +692,8 @@ eg_err eg_create_memory_apply(eg_req *r, eg_txn *t) {
   old = NULL;
   eg_dedup_action act = EG_DEDUP_NONE;
   if (st->policy != EG_POLICY_OFF) {
-    struct eg_probe p = {.rec = &st->rec, .vec = st->vec, .jt = st->jt, .ct = st->ct};
+    struct eg_probe p = {.rec = &st->rec, .text = st->m->text, .vec = st->vec, .jt = st->jt,
+                         .ct = st->ct};
     if ((e = eg_dedup_run(r, t, &p, &d))) return e;
     if (d.found) {
       if ((e = eg_dedup_match(r, t, &d, &old))) return e;
@@ -901,7 +910,8 @@ static eg_err eg_version_check(eg_req *r, int64_t expected, const eg_memory_rec 
  * ACTIVE memories, as CreateMemory's MARK would: the more important stays
  * ACTIVE, on a tie the other one. */
 static eg_err eg_um_dedup(eg_req *r, eg_txn *t, const struct eg_um_state *st, eg_memory_rec *upd) {
-  struct eg_probe p = {.rec = upd, .jt = st->jt, .ct = st->ct};
+  struct eg_probe p = {.rec = upd, .text = (st->mask & EG_UP_TEXT) ? st->m->text : NULL,
+                       .jt = st->jt, .ct = st->ct};
   struct eg_dedup d;
   eg_memory_pos self;
   eg_memory_rec *match;

@@ -31,8 +31,9 @@
   X(metrics)                 \
   X(reflection)              \
   X(checkpoints)             \
-  X(tokenizer)               \
   X(message_index)           \
+  X(message_terms)           \
+  X(tokenizer)               \
   X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);

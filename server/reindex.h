@@ -1,0 +1,94 @@
+/*
+ * The background reindex of the keyword indexes, and the versioned reads
+ * that keep search whole while it runs.
+ *
+ * State. Each keyword index (EG_INDEX_MEMORIES, EG_INDEX_MESSAGES) has a
+ * row in index_state (storage/message_index.h; replicated like data): the
+ * tokenizer version every entry is at, and while a job runs its target,
+ * cursor, done, total and start time. No row: version
+ * EG_TOKENIZER_VERSION, nothing to do.
+ *
+ * Jobs. A thread like the sweeper's (server/sweeper.h): it works only
+ * while this node is an unfenced primary (a promoted replica takes over
+ * where the old primary's replicated state stopped). Each time round:
+ *   - --index-messages=false: "messages" is set to version 0 unless it is
+ *     (a job on it ends), so that messages appended meanwhile, which are
+ *     not indexed, are reindexed once indexing is on again;
+ *   - an index below EG_TOKENIZER_VERSION with no job gets one (target
+ *     EG_TOKENIZER_VERSION, total eg_store_index_records, the start time);
+ *     with --index-messages=false "messages" gets none;
+ *   - a job takes one step: in a read txn it walks at most --reindex-batch
+ *     records after the cursor (eg_store_memories_walk,
+ *     eg_store_messages_walk) and, for each whose index_version is below
+ *     the target, opens its text (memory text, message content) and
+ *     computes its terms with the tokenizer at the target (memory: in its
+ *     language, its negation flag too; message: in its session's
+ *     language; a message whose session is gone or excluded from search is
+ *     skipped). Then one write item, through the writer, rewrites each of
+ *     them only if the stored record is still the one walked (memory: same
+ *     version, update time and index_version; message: same content and
+ *     index_version, its session still there and not excluded), and
+ *     stores the state (cursor = the last key walked, done += records
+ *     walked) in the same txn. When the walk finds no more, the same item
+ *     sets version = target and ends the job.
+ * A restart resumes from the stored cursor; a step that fails (logged)
+ * is retried the next time round. At most --reindex-rate records a second
+ * (the thread sleeps between steps; a stop wakes it at once).
+ *
+ * Versioned reads. While "memories" is below EG_TOKENIZER_VERSION,
+ * SearchMemories and de-duplication read the query (or the new text) with
+ * every version from the row's up to EG_TOKENIZER_VERSION, and match each
+ * stored memory with the terms of its own index_version: the old entries
+ * answer for the memories not converted yet, so nothing is missed mid-job.
+ * Afterwards only the current version is read. (Messages need none: their
+ * index starts at version 2; an unindexed message, version 0, has no
+ * entries to match.)
+ *
+ * Key rotation: the same path serves a new blind-index key. The job only
+ * needs "version" to name how an entry set was made (a tokenizer version
+ * today; a (tokenizer, blind key) generation would bump it and pick the
+ * key by it in the step's term computation); nothing here rotates keys.
+ */
+#ifndef EG_SERVER_REINDEX_H
+#define EG_SERVER_REINDEX_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engram/v1/admin.pb-c.h"
+#include "server/service.h"
+#include "server/writer.h"
+
+typedef struct eg_reindex eg_reindex;
+
+/* The indexes, in GetStatus's and the metrics' order. */
+enum { EG_REINDEX_MEMORIES = 0, EG_REINDEX_MESSAGES = 1, EG_REINDEX_INDEXES = 2 };
+/* The index_state name of index i (EG_INDEX_MEMORIES, EG_INDEX_MESSAGES). */
+const char *eg_reindex_name(unsigned i);
+
+/* Starts the thread over srv's store, keys, config and replication role;
+ * it submits to writer. EG_ENOMEM or EG_EUNAVAIL with err set. */
+eg_err eg_reindex_start(eg_srv *srv, eg_writer *writer, eg_reindex **out, char *err,
+                        size_t errlen);
+/* Stops the thread after its item in flight (the writer must still run),
+ * and frees x. NULL is fine. */
+void eg_reindex_stop(eg_reindex *x);
+
+typedef struct {
+  uint64_t records[EG_REINDEX_INDEXES]; /* records this node's jobs walked */
+  uint64_t pending[EG_REINDEX_INDEXES]; /* total - done of a running job, else 0 */
+} eg_reindex_stats;
+/* As of the thread's last look at index_state (every node looks, so a
+ * replica shows the primary's progress). x may be NULL (all zeros).
+ * Thread safety: any thread. */
+void eg_reindex_get_stats(const eg_reindex *x, eg_reindex_stats *out);
+
+/* The lowest tokenizer version whose entries index `name` may still hold
+ * (1 at least): versioned reads read EG_TOKENIZER_VERSION down to it. */
+eg_err eg_index_read_from(eg_txn *t, const char *name, unsigned *version);
+
+/* GetStatusResponse.indexes: both indexes' state as t sees it, in the
+ * arena of r. */
+eg_err eg_index_status(eg_req *r, eg_txn *t, Engram__V1__GetStatusResponse *out);
+
+#endif

@@ -1,0 +1,221 @@
+"""The upgrade of a store written by 0.14 (fixtures/store-0.14: schema 5,
+tokenizer version 1) and the background reindex of the keyword indexes:
+GetStatus.indexes shows the job and its end; search finds the old data by
+the new tokenizer's words afterwards and by the old index while the job
+runs (a memory created meanwhile at once); a kill -9 mid-job resumes where
+it stopped; messages appended with --index-messages=false are found once
+it is on again; a replica shows the primary's index state."""
+import gzip
+import os
+import re
+import shutil
+import tempfile
+
+from harness import KEEP, M, E2ETestCase, Server, free_port
+from test_memories import DUPLICATE, FACT, Mem
+from test_message_search import create, hits, search
+from test_observability import parse, scrape, value
+from test_replication import TOKENS, ReplicationCase, follow, status
+from engram.v1 import admin_pb2 as apb  # noqa: E402
+from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "store-0.14")
+DONE_TIMEOUT = 60.0  # bound on a reindex of the fixture finishing (ASan is slow)
+SLOW = ("--reindex-rate", "1", "--reindex-batch", "1")  # one record a second
+BEGINS = "reindex of %s to tokenizer version 2 begins"
+
+
+def fixture_store(tmp):
+    """A data dir holding the 0.14 store, its keyring and id (0700/0600)."""
+    d = os.path.join(tmp, "data")
+    os.mkdir(d, 0o700)
+    with gzip.open(os.path.join(FIXTURE, "data.mdb.gz"), "rb") as src, \
+            open(os.path.join(d, "data.mdb"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    for name in ("keyring", "engram.id"):
+        shutil.copy(os.path.join(FIXTURE, name), os.path.join(d, name))
+    for name in os.listdir(d):
+        os.chmod(os.path.join(d, name), 0o600)
+    return d
+
+
+def indexes(stat):
+    """{index: (version, target_version, done, total, start_time seconds)}"""
+    return {i.index: (i.version, i.target_version, i.done, i.total, i.start_time.seconds)
+            for i in stat.indexes}
+
+
+def finished(ix):
+    return ix == {"memories": (2, 0, 0, 0, 0), "messages": (2, 0, 0, 0, 0)}
+
+
+class ReindexCase(E2ETestCase):
+    def fixture_server(self, *args):
+        tmp = tempfile.mkdtemp(prefix="engram-e2e-reindex-")
+        if not KEEP:
+            self.addCleanup(shutil.rmtree, tmp, True)
+        return self.start_server(*args, data_dir=fixture_store(tmp), create_data_dir=False)
+
+    def status(self, srv):
+        """GetStatus over one client per process of srv (polled often)."""
+        key = (srv.starts, srv.port)
+        if getattr(srv, "_rx_key", None) != key or srv._rx_client not in srv.clients:
+            srv._rx_client, srv._rx_key = srv.client(), key
+        return apbg.AdminServiceStub(srv._rx_client.channel).GetStatus(
+            apb.GetStatusRequest(), timeout=10.0)
+
+    def wait_finished(self, srv):
+        return self.wait_until(lambda: finished(indexes(self.status(srv))), DONE_TIMEOUT,
+                               "both keyword indexes at version 2", [srv])
+
+    def found(self, mem, user, query):
+        return [r.memory.memory_id for r in mem.search(user, query).results]
+
+
+class UpgradeTest(ReindexCase):
+    def test_upgrade_reindexes_and_search_finds_the_old_data(self):
+        srv = self.fixture_server()
+        ix = indexes(self.status(srv))
+        self.assertEqual(sorted(ix), ["memories", "messages"])
+        for name, (version, target, done, total, start) in ix.items():
+            # A job (toward 2, over the records the 0.14 store holds), or
+            # already finished.
+            if target:
+                self.assertEqual((version, target), (1 if name == "memories" else 0, 2), name)
+                self.assertEqual(total, 4 if name == "memories" else 3, name)
+                self.assertLessEqual(done, total, name)
+                self.assertGreater(start, 0, name)
+            else:
+                self.assertEqual((version, done, total), (2, 0, 0), name)
+        self.assertIn(BEGINS % "memories", srv.log_text())
+        self.assertIn(BEGINS % "messages", srv.log_text())
+        self.wait_finished(srv)
+        mem, c = Mem(srv.client()), srv.client()
+        self.assertEqual(self.found(mem, "alice", "green tea"), ["m-tea"])
+        # Version 2's words (Snowball stems, irregular plurals): "running"
+        # is "run", "children" is "child".
+        self.assertEqual(self.found(mem, "alice", "run"), ["m-run"])
+        self.assertEqual(self.found(mem, "alice", "child"), ["m-run"])
+        self.assertEqual(sorted(hits(search(c, user_id="alice", query="router"))),
+                         [("s-old1", 1), ("s-old1", 2)])
+        self.assertEqual(hits(search(c, user_id="bob", query="printer")), [("s-old2", 1)])
+        self.assertEqual(hits(search(c, query="printer")), [("s-old2", 1)])
+        # The next start finds nothing to do.
+        srv.restart()
+        self.assertTrue(finished(indexes(self.status(srv))))
+        self.assertNotIn("reindex of", srv.log_text())
+
+    def test_old_index_answers_while_the_reindex_runs(self):
+        srv = self.fixture_server(*SLOW, "--metrics-listen", "127.0.0.1:0")
+        srv.metrics_addr = re.search(r"metrics on ([0-9.]+:\d+)", srv.log_text()).group(1)
+        mem = Mem(srv.client())
+
+        def metric(family, index):
+            return value(parse(scrape(srv)), family, index=index)
+
+        def memories():
+            return indexes(self.status(srv))["memories"]
+
+        # One memory a second, in key order: m-bob, m-cafe, m-run, m-tea.
+        self.wait_until(lambda: memories()[1] == 2, DONE_TIMEOUT, "the memories job under way",
+                        [srv])
+        # "running" is "running" to version 1 and "run" to version 2: m-run,
+        # still at version 1, is found by the query read the old way.
+        self.assertEqual(self.found(mem, "alice", "running"), ["m-run"])
+        self.assertEqual(self.found(mem, "alice", "green tea"), ["m-tea"])
+        # De-duplication compares a new text with m-tea's version 1 terms
+        # by the text read the old way.
+        dup = mem.create("alice", "Alice likes green tea in the morning")
+        self.assertEqual((dup.outcome, dup.matched_memory_id), (DUPLICATE, "m-tea"))
+        new = mem.create("alice", "Alice keeps a blue kayak by the lake", type=FACT).memory
+        self.assertEqual(self.found(mem, "alice", "kayak"), [new.memory_id])
+        v, target, done, total, _ = memories()
+        self.assertEqual((v, target), (1, 2))
+        self.assertLess(done, 3, "m-run should have been at version 1 during the searches")
+        # The gauge: total - done as the thread last read it (at most 4).
+        self.wait_until(lambda: 0 < metric("engram_reindex_pending", "memories") <= 4,
+                        DONE_TIMEOUT, "engram_reindex_pending of the memories job", [srv])
+        self.wait_finished(srv)
+        self.wait_until(lambda: metric("engram_reindex_pending", "memories") == 0 and
+                        metric("engram_reindex_pending", "messages") == 0,
+                        DONE_TIMEOUT, "engram_reindex_pending back to 0", [srv])
+        self.assertEqual(metric("engram_reindex_records_total", "memories"), 4)
+        self.assertEqual(metric("engram_reindex_records_total", "messages"), 3)
+        self.assertEqual(self.found(mem, "alice", "running"), ["m-run"])
+        self.assertEqual(self.found(mem, "alice", "green tea"), ["m-tea"])
+        self.assertEqual(self.found(mem, "alice", "kayak"), [new.memory_id])
+
+    def test_kill9_mid_job_resumes_from_the_cursor(self):
+        srv = self.fixture_server(*SLOW)
+
+        def progressed():
+            v, target, done, total, start = indexes(self.status(srv))["memories"]
+            return (done, start) if target == 2 and done >= 1 else None
+
+        done, start = self.wait_until(progressed, DONE_TIMEOUT, "the memories job under way",
+                                      [srv])
+        srv.kill9()
+        srv.start()
+        v, target, done2, total, start2 = indexes(self.status(srv))["memories"]
+        if target:
+            # The same job, not back to 0.
+            self.assertGreaterEqual(done2, done)
+            self.assertEqual(start2, start)
+            self.assertNotIn(BEGINS % "memories", srv.log_text())
+        else:
+            self.assertEqual(v, 2)  # it finished just before the kill
+        self.wait_finished(srv)
+        self.assertEqual(self.found(Mem(srv.client()), "alice", "green tea"), ["m-tea"])
+
+
+class IndexMessagesOffTest(ReindexCase):
+    def test_messages_appended_while_off_are_found_after_the_restart(self):
+        srv = self.start_server("--index-messages=false")
+        self.wait_until(lambda: indexes(self.status(srv))["messages"][0] == 0, DONE_TIMEOUT,
+                        "messages at version 0", [srv])
+        c = srv.client()
+        sid = create(c, "carol")
+        c.append(sid, M("the zeppelin hovers over the harbour"))
+        self.assertEqual(hits(search(c, user_id="carol", query="zeppelin")), [])
+        srv.extra = []
+        srv.restart()
+        self.assertIn(BEGINS % "messages", srv.log_text())
+        self.wait_finished(srv)
+        c = srv.client()
+        self.assertEqual(hits(search(c, user_id="carol", query="zeppelin")), [(sid, 1)])
+        # Appended now: indexed at once.
+        c.append(sid, M("a second zeppelin"))
+        self.assertEqual(sorted(hits(search(c, user_id="carol", query="zeppelin"))),
+                         [(sid, 1), (sid, 2)])
+
+
+class ReplicaTest(ReplicationCase):
+    def test_replica_shows_the_primarys_index_state(self):
+        tmp = tempfile.mkdtemp(prefix="engram-e2e-reindex-")
+        if not KEEP:
+            self.addCleanup(shutil.rmtree, tmp, True)
+        data = fixture_store(tmp)
+        keyring = os.path.join(tmp, "keyring")
+        shutil.copy(os.path.join(data, "keyring"), keyring)
+        os.chmod(keyring, 0o600)
+        p = Server(*SLOW, tokens=TOKENS, keyring=keyring, data_dir=data, create_data_dir=False,
+                   port=free_port())
+        p.name = "primary"
+        self.addCleanup(p.close)
+        r = Server(tokens=TOKENS, keyring=keyring, port=free_port())
+        r.name = "r1"
+        follow(r, "127.0.0.1:%d" % p.fixed_port)
+        self.addCleanup(r.close)
+        p.start()
+        r.start()
+        self.wait_connected(p, ["r1"])
+
+        def same():
+            pi = indexes(status(p))
+            ri = indexes(status(r))
+            return pi == ri and any(v[1] == 2 and v[2] > 0 for v in pi.values())
+
+        self.wait_until(same, DONE_TIMEOUT, "the replica showing a job under way as the primary",
+                        [p, r])
+        self.wait_until(lambda: finished(indexes(status(p))) and finished(indexes(status(r))),
+                        DONE_TIMEOUT, "both nodes at version 2", [p, r])
