@@ -11,12 +11,12 @@
 #include "server/convert.h"
 #include "server/ids.h"
 #include "server/memory_svc.h"
+#include "server/message_terms.h"
 #include "server/page_token.h"
 #include "server/session_svc.h"
 #include "server/session_terms.h"
 #include "server/service.h"
 #include "server/sweeper.h"
-#include "server/text_terms.h"
 #include "server/tokenizer.h"
 #include "server/validate.h"
 
@@ -530,16 +530,10 @@ static eg_err eg_get_context(eg_req *r, const ProtobufCMessage *msg) {
 
 /* ==== AppendMessages ======================================================== */
 
-/* A message's keyword index fields (MessageRecord.index_*); version 0:
+/* A message's keyword index fields (MessageRecord.index_*, from
+ * eg_message_index_fields) in an otherwise empty record; index_version 0:
  * not indexed. */
-typedef struct {
-  unsigned version;
-  uint64_t *terms;
-  uint8_t *tf;
-  size_t n;
-  uint32_t words;
-  const char *user_id;
-} eg_msg_index;
+typedef eg_message_rec eg_msg_index;
 
 /* AppendMessages is a prepare_reads write: prepare reads the session (its
  * user, language and exclude_from_search never change after create) and
@@ -595,20 +589,16 @@ static eg_err eg_append_index(eg_req *r, const Engram__V1__AppendMessagesRequest
   eg_blind_ctx *ctx;
   eg_err e;
   if (!idx) return EG_ENOMEM;
+  for (size_t i = 0; i < in->n_messages; i++)
+    idx[i] = (eg_msg_index)ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
   *out = idx;
   if (strcmp(r->srv->cfg->index_messages, "true") != 0 || s->exclude_from_search) return EG_OK;
   if ((e = eg_blind_ctx_of(r, &ctx))) return e;
   for (size_t i = 0; i < in->n_messages; i++) {
     const char *text = in->messages[i]->content;
-    eg_msg_index *x = &idx[i];
-    x->terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_MESSAGE_TERMS_MAX);
-    x->tf = EG_ARENA_ARRAY(r->arena, uint8_t, EG_MESSAGE_TERMS_MAX);
-    if (!x->terms || !x->tf) return EG_ENOMEM;
-    if ((e = eg_text_terms(ctx, EG_TOKENIZER_VERSION, s->language, text, strlen(text), x->terms,
-                           x->tf, EG_MESSAGE_TERMS_MAX, &x->n, &x->words, NULL)))
+    if ((e = eg_message_index_fields(r->arena, ctx, EG_TOKENIZER_VERSION, s->language, s->user_id,
+                                     text, strlen(text), &idx[i])))
       return e;
-    x->version = EG_TOKENIZER_VERSION;
-    x->user_id = s->user_id;
   }
   return EG_OK;
 }
@@ -684,13 +674,13 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
   rec.client_message_id = m->client_message_id;
   rec.create_time_us = r->now_us;
   rec.embedding = st->embedding[i];
-  if (x->version) {
-    rec.index_version = x->version;
-    rec.index_terms = x->terms;
-    rec.n_index_terms = x->n;
-    rec.index_tf = (ProtobufCBinaryData){.len = x->n, .data = x->tf};
-    rec.index_words = x->words;
-    rec.index_user_id = (char *)x->user_id;
+  if (x->index_version) {
+    rec.index_version = x->index_version;
+    rec.index_terms = x->index_terms;
+    rec.n_index_terms = x->n_index_terms;
+    rec.index_tf = x->index_tf;
+    rec.index_words = x->index_words;
+    rec.index_user_id = x->index_user_id;
   }
   const char *rid = eg_message_record_id(r, s->session_id, rec.seq);
   if (!rid) return EG_ENOMEM;
