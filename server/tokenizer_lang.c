@@ -10,7 +10,9 @@
 
 #define EG_N(a) (sizeof(a) / sizeof((a)[0]))
 
-/* English: version 1's lists, unchanged. */
+/* English: version 1's lists, copied rather than shared: tokenizer_v1.c is
+ * frozen (it must keep reading what it indexed), while these may change
+ * with a new tokenizer version. */
 static const char *const eg_en_stop[] = {
     "a",    "an",   "the",  "and",   "or",    "but",  "of",   "to",    "in",   "on",
     "at",   "by",   "for",  "with",  "from",  "as",   "is",   "are",   "was",  "were",

@@ -35,6 +35,18 @@ eg_store *eg_test_store_open(const char *dir, const eg_store_opts *opts) {
   return s;
 }
 
+eg_txn *eg_test_reader(eg_store *s) {
+  eg_txn *r;
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &r), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
+  return r;
+}
+
+void eg_test_reader_done(eg_txn *r) {
+  eg_store_reader_end(r);
+  eg_store_reader_free(r);
+}
+
 struct eg_suite_entry {
   const char *name;
   void (*reg)(void);

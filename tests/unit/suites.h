@@ -50,4 +50,9 @@ void eg_test_rmdir(const char *dir);
  * closes the store. */
 eg_store *eg_test_store_open(const char *dir, const eg_store_opts *opts);
 
+/* A reader of s, begun (failing the test FATAL if it cannot be); end and
+ * free it with eg_test_reader_done. */
+eg_txn *eg_test_reader(eg_store *s);
+void eg_test_reader_done(eg_txn *r);
+
 #endif

@@ -64,13 +64,6 @@ static int put_write(eg_store *s, const char *user, const char *thread, const ch
   return written;
 }
 
-static eg_txn *reader(eg_store *s) {
-  eg_txn *r;
-  CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &r), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
-  return r;
-}
-
 /* "thread/ns/id,..." of a scan, up to max (0: all); the last position. */
 struct scan_log {
   char out[2048];
@@ -90,7 +83,7 @@ static int log_visit(void *arg, const eg_ckpt_pos *pos, eg_ckpt_rec *rec) {
 
 static const char *scan(eg_store *s, const char *user, const char *thread, const char *ns,
                         const char *before, const eg_ckpt_pos *after, int max, struct scan_log *l) {
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   memset(l, 0, sizeof *l);
   l->max = max;
   CU_ASSERT_EQUAL(eg_store_checkpoints_scan(r, "acme", user, thread, ns, before, after, log_visit, l),
@@ -140,7 +133,7 @@ static void test_put_get_newest(void) {
   u128[128] = 0;
   id129[128] = 0;
   CU_ASSERT_EQUAL(put(s, t128, u128, t128, id129, id129, NULL, 0), EG_OK);
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_ckpt_rec *rec;
   CU_ASSERT_EQUAL_FATAL(eg_store_checkpoint_get(r, "acme", "u1", "t1", "", "c1", &rec), EG_OK);
   CU_ASSERT_STRING_EQUAL(rec->checkpoint_id, "c1");
@@ -200,7 +193,7 @@ static void test_scan_orders(void) {
   }
   /* another user, another tenant: nothing */
   CU_ASSERT_STRING_EQUAL(scan(s, "v", NULL, NULL, NULL, NULL, 0, &l), "");
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_ckpt_pos bad = {.len = 0};
   CU_ASSERT_EQUAL(eg_store_checkpoints_scan(r, "acme", "u", NULL, NULL, NULL, &bad, log_visit, &l),
                   EG_EINVAL);
@@ -222,7 +215,7 @@ static void test_writes(void) {
   CU_ASSERT_EQUAL(put_write(s, "u", "t", "", "c2", "ta", 0, "x"), 1);
   CU_ASSERT_EQUAL(put_write(s, "u", "t", "sub", "c1", "ta", 0, "x"), 1);
   CU_ASSERT_EQUAL(put_write(s, "v", "t", "", "c1", "ta", 0, "x"), 1);
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_ckpt_write_rec **w;
   size_t n;
   CU_ASSERT_EQUAL_FATAL(eg_store_checkpoint_writes_get(r, "acme", "u", "t", "", "c1", 100, &w, &n), EG_OK);
@@ -388,7 +381,7 @@ static void test_delete_thread_interrupted_keeps_newest_whole(void) {
   /* what is left: the four newest, each with both its writes */
   struct scan_log l;
   CU_ASSERT_STRING_EQUAL(scan(s, "u", "t", NULL, NULL, NULL, 0, &l), "t/sub/c005,t//c004,t/sub/c003,t//c002");
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   const char *left[][2] = {{"sub", "c005"}, {"", "c004"}, {"sub", "c003"}, {"", "c002"}};
   for (size_t i = 0; i < 4; i++) {
     eg_ckpt_write_rec **wv;
@@ -419,7 +412,7 @@ static void test_damaged_records(void) {
   CU_ASSERT_EQUAL_FATAL(damage("thr-bad", "c001", "\xff\xff\xff", NULL), 1);
   eg_store_opts o = {.map_size = (size_t)64 << 20};
   s = eg_test_store_open(tdir, &o);
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_ckpt_rec *rec;
   struct scan_log l;
   /* a record that is not the one its key or index entry names is damage,

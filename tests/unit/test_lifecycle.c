@@ -157,25 +157,14 @@ static int collect_tenant(void *arg, const char *tenant) {
   return 0;
 }
 
-static eg_txn *reader(eg_store *s) {
-  eg_txn *r;
-  CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &r), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
-  return r;
-}
-
-static void reader_done(eg_txn *r) {
-  eg_store_reader_end(r);
-  eg_store_reader_free(r);
-}
 
 static const char *sweep(eg_store *s, unsigned kind, const char *tenant, int64_t cutoff,
                          size_t max) {
   static id_list l;
   memset(&l, 0, sizeof l);
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_sweep_scan(r, kind, tenant, cutoff, max, collect_due, &l), EG_OK);
-  reader_done(r);
+  eg_test_reader_done(r);
   return l.ids;
 }
 
@@ -202,7 +191,7 @@ static void test_activity(void) {
   engram__storage__v1__session_record__free_unpacked(got, NULL);
 
   id_list l = {.limit = 2};
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_sessions_by_activity_scan(r, T, NULL, collect_session, &l), EG_OK);
   CU_ASSERT_STRING_EQUAL(l.ids, "a,c");
   eg_session_cursor after = l.last;
@@ -211,7 +200,7 @@ static void test_activity(void) {
   CU_ASSERT_STRING_EQUAL(l.ids, "b");
   eg_session_cursor bad = {.len = 3};
   CU_ASSERT_EQUAL(eg_store_sessions_by_activity_scan(r, T, &bad, collect_session, &l), EG_EINVAL);
-  reader_done(r);
+  eg_test_reader_done(r);
   /* One activity entry per session, at its newest activity. */
   CU_ASSERT_STRING_EQUAL(dump_index(s, "sessions_by_activity"),
                          "sessions_by_activity:\\04acme\\00\\00\\00\\00\\00\\00\\00\\c8b "
@@ -238,7 +227,7 @@ static void test_terms(void) {
   put_session(s, T, &a, 0);
 
   id_list l = {0};
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_session_terms_scan(r, T, 5, NULL, collect_id, &l), EG_OK);
   CU_ASSERT_STRING_EQUAL(l.ids, "a,b");
   memset(&l, 0, sizeof l);
@@ -247,7 +236,7 @@ static void test_terms(void) {
   memset(&l, 0, sizeof l);
   CU_ASSERT_EQUAL(eg_store_session_terms_scan(r, T, 1, NULL, collect_id, &l), EG_OK);
   CU_ASSERT_STRING_EQUAL(l.ids, "");
-  reader_done(r);
+  eg_test_reader_done(r);
   CU_ASSERT_STRING_EQUAL(dump_index(s, "session_terms"),
                          "session_terms:\\04acme\\00\\00\\00\\00\\00\\00\\00\\05a "
                          "session_terms:\\04acme\\00\\00\\00\\00\\00\\00\\00\\05b "
@@ -330,7 +319,7 @@ static void test_sweep_tenants(void) {
   }
   put_messages(s, "t2", "a", 1, 1);
   id_list l = {0};
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_sweep_tenants(r, EG_SWEEP_SESSION_GONE, NULL, collect_tenant, &l),
                   EG_OK);
   /* Length-prefixed: shorter names first. */
@@ -350,7 +339,7 @@ static void test_sweep_tenants(void) {
   CU_ASSERT_EQUAL(eg_store_sweep_tenants(r, 0, NULL, collect_tenant, &l), EG_EINVAL);
   CU_ASSERT_EQUAL(eg_store_sweep_tenants(r, EG_SWEEP_KIND_MAX + 1, NULL, collect_tenant, &l),
                   EG_EINVAL);
-  reader_done(r);
+  eg_test_reader_done(r);
   eg_store_close(s);
   teardown();
 }
@@ -406,9 +395,9 @@ static void test_warm_tier(void) {
 
 static int purging(eg_store *s, const char *sid) {
   int yes = -1;
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_session_purging(r, T, sid, &yes), EG_OK);
-  reader_done(r);
+  eg_test_reader_done(r);
   return yes;
 }
 
@@ -446,10 +435,10 @@ static void test_retire_and_purge(void) {
   put_messages(s, T, "a", 1, 5);
   CU_ASSERT_EQUAL(purging(s, "a"), 0); /* a live session is not being purged */
   CU_ASSERT_EQUAL(retire(s, "a", 900), EG_OK);
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_session_rec *gone = NULL;
   CU_ASSERT_EQUAL(eg_store_session_get(r, T, "a", &gone), EG_ENOTFOUND);
-  reader_done(r);
+  eg_test_reader_done(r);
   /* Nothing names the session but the purge entry, its messages and keys. */
   CU_ASSERT_STRING_EQUAL(dump_index(s, NULL),
                          "sweep_due:\\05\\04acme\\00\\00\\00\\00\\00\\00\\03\\84a");
@@ -537,9 +526,9 @@ static eg_memory_rec memory_rec(const char *id, int state, int64_t t_us, int64_t
 
 static eg_memory_rec *get_memory(eg_store *s, const char *id) {
   eg_memory_rec *m = NULL;
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_memory_get(r, T, id, &m), EG_OK);
-  reader_done(r);
+  eg_test_reader_done(r);
   return m;
 }
 
@@ -680,10 +669,10 @@ static void test_retention(void) {
   eg_txn *w;
   eg_retention_rec p = ENGRAM__STORAGE__V1__RETENTION_POLICY_RECORD__INIT;
   Engram__Storage__V1__RetentionSeconds sec = ENGRAM__STORAGE__V1__RETENTION_SECONDS__INIT;
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_retention_rec *got = NULL;
   CU_ASSERT_EQUAL(eg_store_retention_get(r, T, &got), EG_ENOTFOUND);
-  reader_done(r);
+  eg_test_reader_done(r);
   sec.seconds = -1;
   p.raw_message_retention_s = &sec;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
@@ -691,7 +680,7 @@ static void test_retention(void) {
   sec.seconds = 0; /* 0 is set (keep forever), not absent */
   CU_ASSERT_EQUAL(eg_store_retention_put(w, T, &p), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
-  r = reader(s);
+  r = eg_test_reader(s);
   CU_ASSERT_EQUAL_FATAL(eg_store_retention_get(r, T, &got), EG_OK);
   CU_ASSERT_PTR_NULL(got->expired_session_retention_s);
   CU_ASSERT_PTR_NOT_NULL_FATAL(got->raw_message_retention_s);
@@ -699,7 +688,7 @@ static void test_retention(void) {
   CU_ASSERT_PTR_NULL(got->memory_tombstone_retention_s);
   engram__storage__v1__retention_policy_record__free_unpacked(got, NULL);
   CU_ASSERT_EQUAL(eg_store_retention_get(r, "other", &got), EG_ENOTFOUND);
-  reader_done(r);
+  eg_test_reader_done(r);
   CU_ASSERT_STRING_EQUAL(dump_index(s, "retention"), "retention:\\04acme");
   eg_store_close(s);
   teardown();

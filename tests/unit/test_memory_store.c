@@ -51,13 +51,6 @@ static void put(eg_store *s, const char *tenant, const eg_memory_rec *rec, const
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
 }
 
-static eg_txn *reader(eg_store *s) {
-  eg_txn *r;
-  CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &r), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
-  return r;
-}
-
 struct visit_log {
   char ids[4096];
   int n, with_vec;
@@ -94,7 +87,7 @@ static int log_posting(void *arg, const eg_memory_pos *pos) {
 
 static void postings(eg_store *s, const char *tenant, const char *user, uint64_t term, char *out) {
   struct visit_log l = {0};
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_memory_postings(r, tenant, user, term, log_posting, &l), EG_OK);
   eg_store_reader_free(r);
   strcpy(out, l.ids);
@@ -117,7 +110,7 @@ static void test_put_get_scan(void) {
   CU_ASSERT_EQUAL(eg_store_memory_put(w, "acme", &a, NULL, v), EG_EEXIST);
   eg_store_write_abort(w);
 
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_memory_rec *got;
   CU_ASSERT_EQUAL_FATAL(eg_store_memory_get(r, "acme", "m-a", &got), EG_OK);
   CU_ASSERT_STRING_EQUAL(got->user_id, "u1");
@@ -179,7 +172,7 @@ static void test_update_moves_indexes(void) {
   CU_ASSERT_STRING_EQUAL(ids, "m-a");
   postings(s, "acme", "u1", 2, ids);
   CU_ASSERT_STRING_EQUAL(ids, "m-a");
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   struct visit_log l = {0};
   CU_ASSERT_EQUAL(eg_store_memories_scan(r, "acme", "u1", NULL, 0, 1, log_visit, &l), EG_OK);
   CU_ASSERT_EQUAL(l.n, 1);
@@ -219,7 +212,7 @@ static void test_scan_pagination(void) {
   eg_memory_pos pos = {.len = 8 + 2};
   for (int i = 0; i < 8; i++) pos.buf[i] = (uint8_t)((uint64_t)1003 >> (56 - 8 * i));
   memcpy(pos.buf + 8, "m3", 2);
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   struct visit_log up = {0}, down = {0};
   CU_ASSERT_EQUAL(eg_store_memories_scan(r, "acme", "u1", &pos, 0, 0, log_visit, &up), EG_OK);
   CU_ASSERT_STRING_EQUAL(up.ids, "m4,m5,m6");
@@ -307,7 +300,7 @@ static void test_purge_leaves_nothing(void) {
   char ids[256];
   postings(s, "acme", "u1", 11, ids);
   CU_ASSERT_STRING_EQUAL(ids, "keep-me-43");
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_memory_counters cnt;
   CU_ASSERT_EQUAL(eg_store_memory_counters(r, "acme", "u1", &cnt), EG_OK);
   CU_ASSERT_EQUAL(cnt.count[EG_MSTATE_ACTIVE], 1);
@@ -393,7 +386,7 @@ static void test_erase_bounded_and_complete(void) {
   CU_ASSERT_EQUAL(erase_user(s, "acme", "erase-me-user", 50, &again, 0), 1);
   CU_ASSERT_EQUAL(again.sessions + again.messages + again.memories, 0);
   /* the other user and the other tenant are intact */
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   struct visit_log l = {0};
   CU_ASSERT_EQUAL(eg_store_memories_scan(r, "acme", "keep-me-user", NULL, 0, 1, log_visit, &l), EG_OK);
   CU_ASSERT_EQUAL(l.n, 5);
@@ -442,7 +435,7 @@ static int copy_meta(void *arg, const eg_memory_pos *pos, const eg_memory_meta *
 
 static struct meta_copy scan_one(eg_store *s, const char *user) {
   struct meta_copy c = {0};
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_memories_scan(r, "acme", user, NULL, 0, 0, copy_meta, &c), EG_OK);
   CU_ASSERT_EQUAL(c.n, 1);
   eg_store_reader_free(r);
@@ -608,7 +601,7 @@ static void test_memories_walk(void) {
     eg_memory_rec a = mrec(ids[i], "u1", 100 + i, NULL, 0, 0);
     put(s, tenants[i], &a, NULL, NULL);
   }
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   struct walk_log l = {0};
   int more = -1;
   /* key order: u8len tenant | memory_id, so acme's, then beta's */

@@ -27,17 +27,6 @@ static eg_store *open_store(void) { return eg_test_store_open(tdir, NULL); }
 static void setup(void) { snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir()); }
 static void teardown(void) { eg_test_rmdir(tdir); }
 
-static eg_txn *reader(eg_store *s) {
-  eg_txn *r;
-  CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(s, &r), EG_OK);
-  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
-  return r;
-}
-
-static void reader_done(eg_txn *r) {
-  eg_store_reader_end(r);
-  eg_store_reader_free(r);
-}
 
 /* tf i + 1 for term i. */
 static uint8_t tfs[EG_MESSAGE_TERMS_MAX + 1];
@@ -112,16 +101,16 @@ static void count_kv(void *arg, const char *db, const void *k, size_t klen, cons
 /* Keys in message_terms and message_index_stats, whoever they belong to. */
 static index_count index_keys(eg_store *s) {
   index_count c = {0, 0};
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_visit_data(r, count_kv, &c), EG_OK);
-  reader_done(r);
+  eg_test_reader_done(r);
   return c;
 }
 
 static void stats(eg_store *s, const char *tenant, const char *user, uint64_t *m, uint64_t *w) {
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_message_index_stats(r, tenant, user, m, w), EG_OK);
-  reader_done(r);
+  eg_test_reader_done(r);
 }
 
 #define ASSERT_STATS(s, tenant, user, wm, ww)            \
@@ -154,9 +143,9 @@ static const char *postings(eg_store *s, const char *tenant, const char *user, u
   static plist l;
   memset(&l, 0, sizeof l);
   l.limit = limit;
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_err e = eg_store_message_postings(r, tenant, user, term, from, to, collect_posting, &l);
-  reader_done(r);
+  eg_test_reader_done(r);
   if (e) snprintf(l.out, sizeof l.out, "ERR%d", (int)e);
   return l.out;
 }
@@ -260,13 +249,13 @@ static void test_put_refused(void) {
   size_t want = one_len + (EG_MESSAGE_TERMS_MAX - 1) * per_term;
   CU_ASSERT(full_len >= want && full_len <= want + 8);
   uint64_t lsn0, lsn1;
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_txn_lsn(r, &lsn0), EG_OK);
-  reader_done(r);
+  eg_test_reader_done(r);
   put_msg(s, T, "s1", &full);
-  r = reader(s);
+  r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_txn_lsn(r, &lsn1), EG_OK);
-  reader_done(r);
+  eg_test_reader_done(r);
   CU_ASSERT_EQUAL(lsn1, lsn0 + 1);
   c = index_keys(s);
   CU_ASSERT_EQUAL(c.terms, EG_MESSAGE_TERMS_MAX);
@@ -427,7 +416,7 @@ static void test_reindex(void) {
   CU_ASSERT_STRING_EQUAL(postings(s, T, "u1", TC, 0, 0, 0), "u1/s1#5@500:r2,tf2,w7");
   ASSERT_STATS(s, T, "u1", 1, 7);
   ASSERT_STATS(s, T, NULL, 1, 7);
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   eg_message_rec *got = NULL;
   CU_ASSERT_EQUAL(eg_store_message_get(r, T, "s1", 5, &got), EG_OK);
   if (got) {
@@ -435,7 +424,7 @@ static void test_reindex(void) {
     CU_ASSERT_EQUAL(got->n_index_terms, 2);
     engram__storage__v1__message_record__free_unpacked(got, NULL);
   }
-  reader_done(r);
+  eg_test_reader_done(r);
 
   /* Not the same message: refused. */
   eg_txn *w;
@@ -477,10 +466,10 @@ static int collect_walk(void *arg, const uint8_t *key, size_t key_len, const cha
 static const char *walk(eg_store *s, wlist *l, size_t max, int *more) {
   l->out[0] = '\0';
   l->n = 0;
-  eg_txn *r = reader(s);
+  eg_txn *r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_messages_walk(r, l->key, l->key_len, max, collect_walk, l, more),
                   EG_OK);
-  reader_done(r);
+  eg_test_reader_done(r);
   return l->out;
 }
 
@@ -518,13 +507,13 @@ static void test_walk(void) {
 static void test_index_state(void) {
   setup();
   eg_store *s = open_store();
-  eg_txn *r = reader(s), *w;
+  eg_txn *r = eg_test_reader(s), *w;
   eg_index_state_rec *got = NULL;
   /* A new store has no rows. */
   CU_ASSERT_EQUAL(eg_store_index_state_get(r, EG_INDEX_MESSAGES, &got), EG_ENOTFOUND);
   CU_ASSERT_EQUAL(eg_store_index_state_get(r, EG_INDEX_MEMORIES, &got), EG_ENOTFOUND);
   CU_ASSERT_EQUAL(eg_store_index_state_get(r, "sessions", &got), EG_EINVAL);
-  reader_done(r);
+  eg_test_reader_done(r);
 
   eg_index_state_rec st = ENGRAM__STORAGE__V1__INDEX_STATE_RECORD__INIT;
   uint8_t cur[] = {4, 'a', 'c', 'm', 'e', 2, 's', '1', 0, 0, 0, 0, 0, 0, 0, 9};
@@ -544,7 +533,7 @@ static void test_index_state(void) {
 
   eg_store_close(s);
   s = open_store(); /* it is on disk */
-  r = reader(s);
+  r = eg_test_reader(s);
   CU_ASSERT_EQUAL(eg_store_index_state_get(r, EG_INDEX_MEMORIES, &got), EG_ENOTFOUND);
   CU_ASSERT_EQUAL_FATAL(eg_store_index_state_get(r, EG_INDEX_MESSAGES, &got), EG_OK);
   CU_ASSERT_EQUAL(got->version, 1);
@@ -555,7 +544,7 @@ static void test_index_state(void) {
   CU_ASSERT_EQUAL(got->total, 40);
   CU_ASSERT_EQUAL(got->start_time_us, 123);
   engram__storage__v1__index_state_record__free_unpacked(got, NULL);
-  reader_done(r);
+  eg_test_reader_done(r);
   eg_store_close(s);
   teardown();
 }
