@@ -33,7 +33,7 @@ int main(void) {
 
 CMAKE_PROJECT = """cmake_minimum_required(VERSION 3.18)
 project(hello C)
-find_package(Engram 0.14 REQUIRED)
+find_package(Engram 0.15 REQUIRED)
 add_executable(hello hello.c)
 target_link_libraries(hello PRIVATE Engram::engram)
 """
@@ -189,7 +189,7 @@ class InstallTest(unittest.TestCase):
     def test_pkg_config(self):
         env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(self.find("engram.pc")),
                    PKG_CONFIG_SYSROOT_DIR=self.root)
-        self.assertEqual(sh("pkg-config", "--modversion", "engram", env=env).strip(), "0.14.0")
+        self.assertEqual(sh("pkg-config", "--modversion", "engram", env=env).strip(), "0.15.0")
         flags = sh("pkg-config", "--cflags", "--libs", "engram", env=env).split()
         src = os.path.join(self.tmp, "hello.c")
         with open(src, "w") as f:
