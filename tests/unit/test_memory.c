@@ -204,6 +204,30 @@ static void test_text_terms(void) {
                                 3, &n3, &words, NULL), EG_OK);
   CU_ASSERT_EQUAL(n3, 3);
   CU_ASSERT_EQUAL(words, 4);
+  /* A long text: 6,000 words cycling over 700 distinct ones, cap 512. The
+   * first 512 distinct are kept, each counted 8 or 9 times (700 * 8 =
+   * 5,600; the first 400 come a ninth time), every word in `words`. */
+  enum { DISTINCT = 700, TOTAL = 6000, CAP = 512 };
+  char *text = malloc(TOTAL * 8);
+  uint64_t *big = malloc(CAP * sizeof *big);
+  uint8_t *btf = malloc(CAP);
+  size_t at = 0, nb2;
+  CU_ASSERT_FATAL(text && big && btf);
+  for (int i = 0; i < TOTAL; i++) at += (size_t)sprintf(text + at, "w%dx ", i % DISTINCT);
+  CU_ASSERT_EQUAL(eg_text_terms(&c, EG_TOKENIZER_VERSION, "", text, at, big, btf, CAP, &nb2,
+                                &words, NULL), EG_OK);
+  CU_ASSERT_EQUAL(nb2, CAP);
+  CU_ASSERT_EQUAL(words, TOTAL);
+  unsigned sum = 0;
+  for (size_t i = 0; i < nb2; i++) {
+    CU_ASSERT(btf[i] == 8 || btf[i] == 9);
+    sum += btf[i];
+    if (i) CU_ASSERT(big[i - 1] < big[i]);
+  }
+  CU_ASSERT_EQUAL(sum, 400 * 9 + 112 * 8);
+  free(text);
+  free(big);
+  free(btf);
   eg_keyring_free(kr);
 }
 
