@@ -190,6 +190,7 @@ stop_pid "$ETCD_PID"
 PIDS=("$EG_PID")
 
 # ---- eg_loadgen: fill, memory, mixed, scaling ---------------------------------------------
+
 SVC=/engram.v1.SessionService
 # lgrun NAME WORKLOAD CONCURRENCY METHODS ARGS...: eg_loadgen checked against the counters.
 # LG_AT=HOST:PORT LG_METRICS=URL point it at another engramd (default the main one).
@@ -206,12 +207,59 @@ lgrun() {
   log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-16s %9.0f calls/s  p50 %6d us  p99 %6d us  (%d calls)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["ok"]))')"
 }
 
+# ---- indexing's cost on appends (issue 13) ----------------------------------------------------
+# The same build with --index-messages=false beside the main engramd (indexing on, the
+# default); one message of Zipf text (bench/lg_text.h) per call at c=64, rounds in turn:
+# first on small stores (now), again once both hold the same 1,000,000 messages (below).
+NOIDX_METRICS_PORT=$(free_port)
+"$BUILD/engramd" --listen 127.0.0.1:0 --data-dir "$WORK/engram-noidx" --tokens "$WORK/tokens" \
+  --index-messages=false --metrics-listen "127.0.0.1:$NOIDX_METRICS_PORT" >"$WORK/engramd-noidx.log" 2>&1 &
+NOIDX_PID=$!
+PIDS+=("$NOIDX_PID")
+wait_for "engramd --index-messages=false" 15 grep -q 'listening on' "$WORK/engramd-noidx.log"
+NOIDX=127.0.0.1:$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/engramd-noidx.log" | head -1)
+NOIDX_METRICS=http://127.0.0.1:$NOIDX_METRICS_PORT/metrics
+wait_for "engramd --index-messages=false metrics" 10 $REPORT http-ok "$NOIDX_METRICS"
+for at in "$EG" "$NOIDX"; do
+  timeout 600 "$LOADGEN" --target "$at" --token "$TOKEN" fill --prefix ix- --sessions 1000 --users 100 \
+    --threads 16 --seconds 120 >/dev/null || die "seed ix- sessions on $at"
+done
+# index_rounds STAGE: ROUNDS rounds of on and off in turn.
+index_rounds() {
+  local stage=$1 round idx at m
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for idx in on off; do
+      if [ $idx = on ]; then at=$EG m=$EG_METRICS; else at=$NOIDX m=$NOIDX_METRICS; fi
+      LG_AT=$at LG_METRICS=$m lgrun "append_index_${idx}_${stage}_r$round" "append_index_${idx}_$stage" 64 \
+        "$SVC/AppendMessages" run mixed --prefix ix- --sessions 1000 --read-pct 0 --bytes 256 --threads 64 \
+        --seconds "$SECS"
+    done
+  done
+}
+# disk LABEL DIR MESSAGES: the store file's size, for bytes per message.
+disk() {
+  printf '{"kind": "disk", "name": "%s", "bytes": %s, "messages": %s}\n' "$1" \
+    "$(stat -c %s "$2/data.mdb")" "$3" >>"$RUNS"
+}
+
+log "indexing on vs off, small stores"
+index_rounds small
+
 log "fill: $FILL_SESSIONS sessions x $FILL_MESSAGES messages (AppendMessages of 100, 64 threads)"
 lgrun fill fill 64 "$SVC/CreateSession,$SVC/AppendMessages" \
   fill --prefix m- --sessions "$FILL_SESSIONS" --users 1000 --messages "$FILL_MESSAGES" \
   --per-call 100 --bytes 256 --threads 64 --seconds 300
 sleep 1
 $REPORT rss "$EG_PID" after_fill --messages $((FILL_SESSIONS * FILL_MESSAGES)) >>"$RUNS"
+log "the same fill on the --index-messages=false engramd, then indexing on vs off again"
+LG_AT=$NOIDX LG_METRICS=$NOIDX_METRICS lgrun fill_noidx fill_noidx 64 "$SVC/CreateSession,$SVC/AppendMessages" \
+  fill --prefix m- --sessions "$FILL_SESSIONS" --users 1000 --messages "$FILL_MESSAGES" \
+  --per-call 100 --bytes 256 --threads 64 --seconds 300
+index_rounds filled
+disk indexed "$WORK/engram" $((FILL_SESSIONS * FILL_MESSAGES))
+disk unindexed "$WORK/engram-noidx" $((FILL_SESSIONS * FILL_MESSAGES))
+stop_pid "$NOIDX_PID"
+PIDS=("$EG_PID")
 log "engramd memory: $(tail -1 "$RUNS")"
 
 for c in "${CONCS[@]}"; do
@@ -248,31 +296,6 @@ $REPORT rss "$EG_PID" end_of_run \
   --messages $((FILL_SESSIONS * FILL_MESSAGES + SCALE_MESSAGES + 100)) >>"$RUNS"
 
 # ---- message search (issue 13) -------------------------------------------------------------
-# Indexing's cost on appends: the same build with --index-messages=false beside the main
-# engramd, one message of Zipf text (bench/lg_text.h) per call at c=64, rounds in turn.
-NOIDX_METRICS_PORT=$(free_port)
-"$BUILD/engramd" --listen 127.0.0.1:0 --data-dir "$WORK/engram-noidx" --tokens "$WORK/tokens" \
-  --index-messages=false --metrics-listen "127.0.0.1:$NOIDX_METRICS_PORT" >"$WORK/engramd-noidx.log" 2>&1 &
-NOIDX_PID=$!
-PIDS+=("$NOIDX_PID")
-wait_for "engramd --index-messages=false" 15 grep -q 'listening on' "$WORK/engramd-noidx.log"
-NOIDX=127.0.0.1:$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/engramd-noidx.log" | head -1)
-NOIDX_METRICS=http://127.0.0.1:$NOIDX_METRICS_PORT/metrics
-wait_for "engramd --index-messages=false metrics" 10 $REPORT http-ok "$NOIDX_METRICS"
-for at in "$EG" "$NOIDX"; do
-  timeout 600 "$LOADGEN" --target "$at" --token "$TOKEN" fill --prefix ix- --sessions 1000 --users 100 \
-    --threads 16 --seconds 120 >/dev/null || die "seed ix- sessions on $at"
-done
-for ((round = 1; round <= ROUNDS; round++)); do
-  for idx in on off; do
-    if [ $idx = on ]; then at=$EG m=$EG_METRICS; else at=$NOIDX m=$NOIDX_METRICS; fi
-    LG_AT=$at LG_METRICS=$m lgrun "append_index_${idx}_r$round" "append_index_$idx" 64 "$SVC/AppendMessages" \
-      run mixed --prefix ix- --sessions 1000 --read-pct 0 --bytes 256 --threads 64 --seconds "$SECS"
-  done
-done
-stop_pid "$NOIDX_PID"
-PIDS=("$EG_PID")
-
 # SearchMessages over one user's 100,000 messages, then over the whole tenant (the fill's
 # 1,000,000 messages of 1,000 users, the scaling session's 100,000 and these 100,000).
 lgrun search_fill fill_search 8 "$SVC/CreateSession,$SVC/AppendMessages" \
