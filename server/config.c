@@ -132,9 +132,12 @@ static const eg_opt eg_opts[] = {
     EG_STR("index-messages", index_messages, "true|false", "true",
            "index appended messages for SearchMessages (false: not indexed until turned on again)"),
     /* SearchMessages reads each query word's postings newest first: this
-     * bounds one call's work over a tenant of any size (truncated: set). */
-    EG_NUM("max-search-postings", max_search_postings, 1000, 100000000, "1000000",
-           "postings (messages holding a query word) one SearchMessages reads at most"),
+     * bounds one call's work over a tenant of any size (truncated: set),
+     * and its memory: ~200 bytes (at most ~300) of arena per posting read,
+     * ~40 MB per call at the default. */
+    EG_NUM("max-search-postings", max_search_postings, 1000, 100000000, "200000",
+           "postings (messages holding a query word) one SearchMessages reads at most, "
+           "filtered out or not; a call holds ~200 bytes per posting read (~40 MB at 200000)"),
     EG_NUM("reindex-batch", reindex_batch, 1, 100000, "200",
            "records one background reindex transaction rewrites at most"),
     EG_NUM("reindex-rate", reindex_rate, 1, 1000000, "2000",

@@ -76,7 +76,7 @@ typedef struct {
   char log_level[8];                   /* --log-level debug|info|warn|error */
   int64_t max_store_scan;              /* --max-store-scan 100000 (store items or namespaces one SearchItems/ListNamespaces examines) */
   char index_messages[8];              /* --index-messages true|false (keyword index of appended messages) */
-  int64_t max_search_postings;         /* --max-search-postings 1000000 (postings one SearchMessages reads) */
+  int64_t max_search_postings;         /* --max-search-postings 200000 (postings one SearchMessages reads) */
   int reindex_batch;                   /* --reindex-batch 200 (records per background reindex transaction) */
   int reindex_rate;                    /* --reindex-rate 2000 (records per second the background reindex rewrites at most) */
 } eg_config;

@@ -8,15 +8,26 @@
  *   1. The query is tokenized as the index was (EG_TOKENIZER_VERSION, the
  *      request's language) into at most EG_MSEARCH_TERMS_MAX distinct
  *      blind terms (more: INVALID_ARGUMENT).
- *   2. Each term's postings in scope are read newest first, the time range
- *      narrowing the read; --max-search-postings bounds the postings read
- *      in all, split evenly across the terms (past it: `truncated`). Role
- *      and session id filters apply per posting; a candidate is a message
- *      holding a query word, its bm25 summed over the terms:
+ *      None (only stop words, say) and no embedding: INVALID_ARGUMENT.
+ *   2. Each term's postings are read newest first across the users read
+ *      (eg_store_message_postings merges their ranges): the users of the
+ *      given session_ids that are in the search (those sessions looked up
+ *      first), else user_id's, else every user of the tenant holding the
+ *      word (at most EG_MESSAGE_MERGE_USERS_MAX; past it `truncated`). The
+ *      time range narrows the read. --max-search-postings, split evenly
+ *      across the terms, bounds the postings read per term: every posting
+ *      read counts, whether or not the role and session id filters then
+ *      keep it (past it: `truncated`; the newest were read). Each posting
+ *      read costs the call at most ~300 bytes of arena (~200 with 26-byte
+ *      session ids): its candidate entry and position, the map's slots,
+ *      create time, bm25 part and rank entry, growth's copies included.
+ *      A candidate is a
+ *      message holding a query word, its bm25 summed over the terms:
  *        idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
  *        bm25 += idf * tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)),
  *      k1 1.2, b 0.75, N and avgdl (words / N) from the scope's index stats
- *      (the user's, or the tenant's), df the term's postings read.
+ *      (the user's, or the tenant's), df the term's postings read (those
+ *      of the users read, in the time range, up to the cap).
  *   3. Each distinct session of the candidates is looked up once (a map in
  *      the arena): one that is gone (retired, being purged), excluded from
  *      search, another user's, or failing agent_id or session_states drops
@@ -28,7 +39,9 @@
  *      With an embedding, candidates are loaded best keyword+recency first
  *      and loading stops once none left can reach the kept ones.
  *   5. The kept page is loaded and decrypted into the reply, which stops
- *      at --max-reply-bytes (then next_page_token resumes there).
+ *      at --max-reply-bytes (then next_page_token resumes there). A
+ *      posting whose message is gone (the index should never hold one) is
+ *      skipped, here and in step 4, and logged once per call.
  * Without query words, an embedding ranks the newest messages of the
  * sessions in scope (the given session_ids; else the user's sessions,
  * newest first; else the tenant's, most recently active first): at most
@@ -44,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "engram/v1/session.pb-c.h"
 #include "server/convert.h"
 #include "server/memory_score.h"
@@ -86,6 +100,12 @@ typedef struct {
   size_t want;    /* offset + top_k (+ 1 to know a next page exists) */
   size_t budget;  /* postings per term, or examined in all (no words) */
   int truncated;
+  /* The users whose postings are read (sorted, distinct); all_users: the
+   * tenant's (users unused). */
+  const char **users;
+  size_t n_users;
+  int all_users;
+  size_t orphans; /* postings whose message is gone: skipped */
   /* Candidates: position -> entry (count: terms matched; idf: bm25). */
   eg_pmap cands;
   int64_t *cand_us; /* create time, parallel to cands.ents */
@@ -154,12 +174,13 @@ static eg_err eg_msearch_token_parse(eg_req *r, const ProtobufCMessage *in, uint
   size_t n;
   eg_err e = eg_page_token_open(r, in, b, sizeof b, &n);
   if (e != EG_OK) return e;
+  if (n != sizeof b) return eg_invalid(r->msg, sizeof r->msg, "page_token", "not a token of this search");
   uint64_t t = 0;
   *offset = 0;
   for (int i = 0; i < 4; i++) *offset = *offset << 8 | b[i];
   for (int i = 0; i < 8; i++) t = t << 8 | b[4 + i];
   *first_us = (int64_t)t;
-  if (n != sizeof b || *offset >= EG_MSEARCH_RESULTS_MAX)
+  if (*offset >= EG_MSEARCH_RESULTS_MAX)
     return eg_invalid(r->msg, sizeof r->msg, "page_token", "not a token of this search");
   return EG_OK;
 }
@@ -329,23 +350,55 @@ static int eg_msearch_posting(void *arg, const eg_message_posting *p) {
   return 0;
 }
 
+/* The users whose postings the search reads into s: with session_ids, the
+ * users of those of them in the search (each looked up once, at most
+ * EG_SEARCH_SESSION_IDS_MAX); else the user of user_id; else all. */
+static eg_err eg_msearch_users(eg_msearch *s) {
+  const Engram__V1__SearchMessagesRequest *in = s->in;
+  if (!in->n_session_ids) {
+    s->all_users = !s->user_id;
+    s->users = &s->user_id;
+    s->n_users = s->user_id ? 1 : 0;
+    return EG_OK;
+  }
+  const char **users = EG_ARENA_ARRAY(s->r->arena, const char *, in->n_session_ids);
+  if (!users) return EG_ENOMEM;
+  size_t n = 0;
+  for (size_t i = 0; i < in->n_session_ids; i++) {
+    int ok;
+    uint32_t si;
+    eg_err e = eg_msearch_session(s, in->session_ids[i], strlen(in->session_ids[i]), NULL, &ok, &si);
+    if (e) return e;
+    if (ok) users[n++] = s->sess_user[si];
+  }
+  qsort(users, n, sizeof *users, eg_sid_cmp);
+  s->n_users = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!s->n_users || strcmp(users[i], users[s->n_users - 1]) != 0) users[s->n_users++] = users[i];
+  s->users = users;
+  return EG_OK;
+}
+
 /* Reads every term's postings into s->cands, each candidate's bm25 in its
  * entry's idf field. */
 static eg_err eg_msearch_keywords(eg_msearch *s, const uint64_t *terms, size_t nt) {
   eg_req *r = s->r;
   uint64_t n_docs, words;
   eg_err e = eg_store_message_index_stats(r->rtxn, r->tenant, s->user_id, &n_docs, &words);
+  if (!e) e = eg_msearch_users(s);
   if (e) return e;
   s->avgdl = n_docs ? (double)words / (double)n_docs : 1;
   if (!(s->avgdl > 0)) s->avgdl = 1;
   s->budget = (size_t)r->srv->cfg->max_search_postings / nt;
   if (!s->budget) s->budget = 1;
   for (size_t i = 0; i < nt; i++) {
+    int cut;
     s->df = s->n_touched = 0;
-    e = eg_store_message_postings(r->rtxn, r->tenant, s->user_id, terms[i], s->from_us, s->to_us,
-                                  eg_msearch_posting, s);
+    e = eg_store_message_postings(r->rtxn, r->tenant, s->all_users ? NULL : s->users, s->n_users,
+                                  terms[i], s->from_us, s->to_us, eg_msearch_posting, s, &cut);
     if (e == EG_OK) e = s->err;
     if (e) return e;
+    if (cut) s->truncated = 1;
     double n = (double)n_docs > (double)s->df ? (double)n_docs : (double)s->df;
     double idf = log(1 + (n - (double)s->df + 0.5) / ((double)s->df + 0.5));
     for (size_t j = 0; j < s->n_touched; j++) s->cands.ents[s->touched[j]].idf += idf * s->part[j];
@@ -428,7 +481,10 @@ static eg_err eg_msearch_rank(eg_msearch *s) {
       eg_message_rec *rec;
       if ((e = eg_msearch_unpos(r, ent->pos, ent->len, &sid, &seq))) return e;
       e = eg_store_message_get(r->rtxn, r->tenant, sid, seq, &rec);
-      if (e == EG_ENOTFOUND) continue;
+      if (e == EG_ENOTFOUND) {
+        s->orphans++;
+        continue;
+      }
       if (e) return e;
       sc.vector = eg_msearch_cosine(s, rec);
       engram__storage__v1__message_record__free_unpacked(rec, NULL);
@@ -515,15 +571,18 @@ static eg_err eg_msearch_embedding_only(eg_msearch *s) {
 
 /* ==== the reply ============================================================= */
 
+/* The result of candidate c; *out NULL when its message is gone (a posting
+ * that outlived its message: skipped, counted in s->orphans). */
 static eg_err eg_msearch_result(eg_msearch *s, const eg_scored *c, double best_bm25,
                                 Engram__V1__MessageSearchResult **out) {
   eg_req *r = s->r;
   char *sid;
   uint64_t seq;
   eg_message_rec *rec;
+  *out = NULL;
   eg_err e = eg_msearch_unpos(r, c->pos, c->pos_len, &sid, &seq);
   if (e == EG_OK) e = eg_store_message_get(r->rtxn, r->tenant, sid, seq, &rec);
-  if (e == EG_ENOTFOUND) return EG_ECORRUPT; /* the same snapshot found it */
+  if (e == EG_ENOTFOUND) return s->orphans++, EG_OK;
   if (e) return e;
   if (eg_arena_defer(r->arena, eg_message_rec_free, rec)) return EG_ENOMEM;
   Engram__V1__MessageSearchResult *res = EG_ARENA_NEW(r->arena, Engram__V1__MessageSearchResult);
@@ -565,6 +624,10 @@ eg_err eg_search_messages(eg_req *r, const ProtobufCMessage *msg) {
     return e;
   if (nt > EG_MSEARCH_TERMS_MAX)
     return eg_invalid(r->msg, sizeof r->msg, "query", "more than %d distinct words", EG_MSEARCH_TERMS_MAX);
+  if (!nt && !in->n_embedding)
+    return eg_invalid(r->msg, sizeof r->msg, "query",
+                      "no searchable words: only stop words, negation words or no letters and "
+                      "digits (give other words or an embedding)");
   if (in->n_session_ids) {
     char **ids = EG_ARENA_ARRAY(r->arena, char *, in->n_session_ids);
     if (!ids) return EG_ENOMEM;
@@ -599,13 +662,18 @@ eg_err eg_search_messages(eg_req *r, const ProtobufCMessage *msg) {
   if (!out->results) return EG_ENOMEM;
   eg_reply_budget budget;
   eg_reply_budget_init(&budget, r);
-  for (size_t i = 0; i < n; i++) {
+  /* The page is ranks [offset, end): an orphan in it leaves it short. */
+  size_t next = offset;
+  for (; next < end; next++) {
     Engram__V1__MessageSearchResult *res;
-    if ((e = eg_msearch_result(&s, &items[offset + i], s.best, &res))) return e;
+    if ((e = eg_msearch_result(&s, &items[next], s.best, &res))) return e;
+    if (!res) continue;
     if (!eg_reply_budget_take(&budget, &res->base)) break;
     out->results[out->n_results++] = res;
   }
-  size_t next = offset + out->n_results;
+  if (s.orphans)
+    eg_log(EG_LOG_WARN, "SearchMessages (tenant %s): skipped %zu index postings whose message is gone",
+           r->tenant, s.orphans);
   if (next < s.top.n && next < EG_MSEARCH_RESULTS_MAX &&
       (e = eg_msearch_token(r, msg, (uint32_t)next, s.now_us, &out->next_page_token)))
     return e;

@@ -263,83 +263,215 @@ static eg_err eg_posting_parse(const MDB_val *k, const MDB_val *v, size_t tlen,
   return EG_OK;
 }
 
-struct eg_posting_walk {
+/* One user's postings in a read: its cursor on the user's newest posting
+ * not visited yet, that posting (decoded), and the user's id. */
+typedef struct {
   MDB_cursor *c;
-  size_t tlen;      /* the term prefix's length */
-  uint64_t from, to; /* [from, to) */
+  eg_message_posting p;
+  size_t ulen;
+  char user[EG_STORE_ID_MAX];
+} eg_posting_src;
+
+/* The users of a read that have a posting left: src[0..n); src[n] may
+ * hold a spare cursor (a user found with none in range gives its cursor to
+ * the next). One user's read needs no allocation (inline). */
+typedef struct {
+  eg_posting_src *src;
+  size_t n, cap;
+  eg_posting_src inline_src[2];
+} eg_src_set;
+
+struct eg_posting_walk {
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  const eg_key *tprefix; /* tenant | term */
+  size_t tlen;           /* its length */
+  uint64_t from, to;     /* [from, to) */
   eg_message_posting_fn fn;
   void *arg;
-  int stop;
 };
 
-/* Visits the postings under uprefix (one user's of the term), newest first,
- * created in [w->from, w->to). */
-static eg_err eg_user_postings(struct eg_posting_walk *w, const eg_key *uprefix) {
-  eg_key seek = *uprefix;
-  MDB_val k, v;
-  eg_message_posting p;
-  eg_err e = eg_key_u64(&seek, w->to);
+/* Takes the posting the cursor of src moved to (rc: the move's LMDB code)
+ * when it is src's user's and created at or after from: *has 1 if so. */
+static eg_err eg_src_take(const struct eg_posting_walk *w, eg_posting_src *src, int rc,
+                          const MDB_val *k, const MDB_val *v, int *has) {
+  *has = 0;
+  if (rc == MDB_NOTFOUND) return EG_OK;
+  if (rc) return eg_store__err(rc);
+  if (!eg_key_has_prefix(k->mv_data, k->mv_size, w->tprefix)) return EG_OK;
+  eg_err e = eg_posting_parse(k, v, w->tlen, &src->p);
   if (e) return e;
-  /* Below uprefix | to: exactly the postings created before to. */
-  int rc = eg_store__seek_below(w->c, &seek, 0, &k, &v);
-  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, uprefix)) {
-    if ((e = eg_posting_parse(&k, &v, w->tlen, &p))) return e;
-    if ((uint64_t)p.create_us < w->from) break;
-    if (w->fn(w->arg, &p)) {
-      w->stop = 1;
-      break;
-    }
-    rc = mdb_cursor_get(w->c, &k, &v, MDB_PREV);
-  }
-  return rc == MDB_NOTFOUND ? EG_OK : eg_store__err(rc);
+  if (src->p.user_len != src->ulen || memcmp(src->p.user_id, src->user, src->ulen) != 0 ||
+      (uint64_t)src->p.create_us < w->from)
+    return EG_OK;
+  *has = 1;
+  return EG_OK;
 }
 
-/* Visits every user's postings of the term, user by user. */
-static eg_err eg_tenant_postings(struct eg_posting_walk *w, const eg_key *tprefix) {
+/* Positions src on the newest posting under uprefix (tenant | term | user)
+ * created in [from, to). */
+static eg_err eg_src_seek(const struct eg_posting_walk *w, eg_posting_src *src,
+                          const eg_key *uprefix, int *has) {
+  eg_key seek = *uprefix;
+  MDB_val k, v;
+  src->ulen = uprefix->len - w->tlen - 1;
+  if (src->ulen == 0 || src->ulen > EG_STORE_ID_MAX) return EG_ECORRUPT;
+  memcpy(src->user, uprefix->buf + w->tlen + 1, src->ulen);
+  eg_err e = eg_key_u64(&seek, w->to);
+  if (e) return e;
+  /* Below uprefix | to: exactly the user's postings created before to. */
+  int rc = eg_store__seek_below(src->c, &seek, 0, &k, &v);
+  return eg_src_take(w, src, rc, &k, &v, has);
+}
+
+static eg_err eg_src_step(const struct eg_posting_walk *w, eg_posting_src *src, int *has) {
+  MDB_val k, v;
+  int rc = mdb_cursor_get(src->c, &k, &v, MDB_PREV);
+  return eg_src_take(w, src, rc, &k, &v, has);
+}
+
+/* 1 if a's posting is read before b's (a and b are two users): newer, or
+ * as new and of the greater user id in key order (length, then bytes). */
+static int eg_src_before(const eg_posting_src *a, const eg_posting_src *b) {
+  if (a->p.create_us != b->p.create_us) return a->p.create_us > b->p.create_us;
+  if (a->ulen != b->ulen) return a->ulen > b->ulen;
+  return memcmp(a->user, b->user, a->ulen) > 0;
+}
+
+static void eg_src_set_init(eg_src_set *set) {
+  memset(set, 0, sizeof *set);
+  set->src = set->inline_src;
+  set->cap = sizeof set->inline_src / sizeof set->inline_src[0];
+}
+
+static void eg_src_set_free(eg_src_set *set) {
+  for (size_t i = 0; i < set->cap; i++)
+    if (set->src[i].c) mdb_cursor_close(set->src[i].c);
+  if (set->src != set->inline_src) free(set->src);
+}
+
+/* Adds the user under uprefix to the read when it has a posting in range. */
+static eg_err eg_src_set_add(const struct eg_posting_walk *w, eg_src_set *set,
+                             const eg_key *uprefix) {
+  if (set->n + 1 == set->cap) {
+    size_t cap = set->cap * 2;
+    eg_posting_src *p = set->src == set->inline_src ? malloc(cap * sizeof *p)
+                                                    : realloc(set->src, cap * sizeof *p);
+    if (!p) return EG_ENOMEM;
+    if (set->src == set->inline_src) memcpy(p, set->inline_src, sizeof set->inline_src);
+    memset(p + set->cap, 0, (cap - set->cap) * sizeof *p);
+    set->src = p;
+    set->cap = cap;
+  }
+  eg_posting_src *src = &set->src[set->n];
+  int has, rc = src->c ? 0 : mdb_cursor_open(w->txn, w->dbi, &src->c);
+  if (rc) return eg_store__err(rc);
+  eg_err e = eg_src_seek(w, src, uprefix, &has);
+  if (!e && has) set->n++;
+  return e;
+}
+
+/* Adds every user holding the term (the first EG_MESSAGE_MERGE_USERS_MAX
+ * in key order; *cut set when there are more), one seek each. */
+static eg_err eg_src_set_tenant(const struct eg_posting_walk *w, eg_src_set *set, int *cut) {
   /* Past every posting of one user: create times are below 2^63, so their
    * first byte is below 0xff. */
   static const uint8_t past = 0xff;
-  eg_key seek = *tprefix, uprefix;
+  eg_key seek = *w->tprefix, uprefix;
+  MDB_cursor *c;
   MDB_val k, v;
   eg_err e = EG_OK;
-  int rc = eg_store__seek_at(w->c, &seek, &k, &v);
-  while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, tprefix)) {
+  size_t users = 0;
+  int rc = mdb_cursor_open(w->txn, w->dbi, &c);
+  if (rc) return eg_store__err(rc);
+  rc = eg_store__seek_at(c, &seek, &k, &v);
+  while (!e && rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, w->tprefix)) {
     const uint8_t *b = k.mv_data;
     size_t ulen = k.mv_size > w->tlen ? b[w->tlen] : 0;
-    if (ulen == 0 || k.mv_size < w->tlen + 1 + ulen) return EG_ECORRUPT;
+    if (ulen == 0 || k.mv_size < w->tlen + 1 + ulen) {
+      e = EG_ECORRUPT;
+      break;
+    }
+    if (users++ == EG_MESSAGE_MERGE_USERS_MAX) {
+      *cut = 1;
+      break;
+    }
     eg_key_init(&uprefix);
-    if ((e = eg_key_raw(&uprefix, b, w->tlen + 1 + ulen)) || (e = eg_user_postings(w, &uprefix)) ||
-        w->stop)
-      return e;
+    if ((e = eg_key_raw(&uprefix, b, w->tlen + 1 + ulen)) || (e = eg_src_set_add(w, set, &uprefix)))
+      break;
     seek = uprefix;
-    if ((e = eg_key_raw(&seek, &past, 1))) return e;
-    rc = eg_store__seek_at(w->c, &seek, &k, &v);
+    if ((e = eg_key_raw(&seek, &past, 1))) break;
+    rc = eg_store__seek_at(c, &seek, &k, &v);
     /* A key of this user past the seek holds no valid create time. */
-    if (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &uprefix))
-      return EG_ECORRUPT;
+    if (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &uprefix)) e = EG_ECORRUPT;
   }
-  return rc == MDB_NOTFOUND ? EG_OK : eg_store__err(rc);
+  mdb_cursor_close(c);
+  if (e) return e;
+  return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? EG_OK : eg_store__err(rc);
 }
 
-eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *user_id,
-                                 uint64_t term, int64_t from_us, int64_t to_us,
-                                 eg_message_posting_fn fn, void *arg) {
-  eg_key prefix;
-  if (!eg_txn_readable(t) || !fn || from_us < 0 || to_us < 0) return EG_EINVAL;
-  eg_err e = user_id ? eg_key_message_term_user(&prefix, tenant, term, user_id)
-                     : eg_key_term_range(&prefix, tenant, term);
+static void eg_heap_down(const eg_posting_src *src, uint32_t *h, size_t n, size_t i) {
+  for (;;) {
+    size_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < n && eg_src_before(&src[h[l]], &src[h[m]])) m = l;
+    if (r < n && eg_src_before(&src[h[r]], &src[h[m]])) m = r;
+    if (m == i) return;
+    uint32_t x = h[i];
+    h[i] = h[m];
+    h[m] = x;
+    i = m;
+  }
+}
+
+/* Visits the set's postings newest first: a heap of its users by their
+ * next posting; the top one is visited, its cursor steps back. */
+static eg_err eg_src_set_merge(const struct eg_posting_walk *w, eg_src_set *set) {
+  uint32_t few[2], *h = few;
+  size_t n = set->n;
+  eg_err e = EG_OK;
+  if (n > sizeof few / sizeof few[0] && !(h = malloc(n * sizeof *h))) return EG_ENOMEM;
+  for (size_t i = 0; i < n; i++) h[i] = (uint32_t)i;
+  for (size_t i = n / 2; i-- > 0;) eg_heap_down(set->src, h, n, i);
+  while (n) {
+    eg_posting_src *top = &set->src[h[0]];
+    int has;
+    if (w->fn(w->arg, &top->p) || (e = eg_src_step(w, top, &has))) break;
+    if (!has) h[0] = h[--n];
+    eg_heap_down(set->src, h, n, 0);
+  }
+  if (h != few) free(h);
+  return e;
+}
+
+eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *const *users,
+                                 size_t n_users, uint64_t term, int64_t from_us, int64_t to_us,
+                                 eg_message_posting_fn fn, void *arg, int *users_cut) {
+  eg_key prefix, uprefix;
+  if (!eg_txn_readable(t) || !fn || !users_cut || from_us < 0 || to_us < 0 ||
+      (users && n_users > EG_MESSAGE_MERGE_USERS_MAX))
+    return EG_EINVAL;
+  *users_cut = 0;
+  for (size_t i = 1; users && i < n_users; i++)
+    if (!users[i - 1] || !users[i] || strcmp(users[i - 1], users[i]) >= 0) return EG_EINVAL;
+  eg_err e = eg_key_term_range(&prefix, tenant, term);
   if (e) return e;
-  struct eg_posting_walk w = {.from = (uint64_t)from_us,
+  struct eg_posting_walk w = {.txn = t->txn,
+                              .dbi = t->s->message_terms,
+                              .tprefix = &prefix,
+                              .tlen = prefix.len,
+                              .from = (uint64_t)from_us,
                               .to = to_us ? (uint64_t)to_us : UINT64_MAX,
                               .fn = fn,
                               .arg = arg};
-  /* The term prefix's length: the tenant's, plus the term. */
-  w.tlen = 1 + prefix.buf[0] + 8;
-  if (w.from >= w.to) return EG_OK;
-  int rc = mdb_cursor_open(t->txn, t->s->message_terms, &w.c);
-  if (rc) return eg_store__err(rc);
-  e = user_id ? eg_user_postings(&w, &prefix) : eg_tenant_postings(&w, &prefix);
-  mdb_cursor_close(w.c);
+  if (w.from >= w.to || (users && !n_users)) return EG_OK;
+  eg_src_set set;
+  eg_src_set_init(&set);
+  if (!users) e = eg_src_set_tenant(&w, &set, users_cut);
+  for (size_t i = 0; users && !e && i < n_users; i++)
+    if (!(e = eg_key_message_term_user(&uprefix, tenant, term, users[i])))
+      e = eg_src_set_add(&w, &set, &uprefix);
+  if (!e) e = eg_src_set_merge(&w, &set);
+  eg_src_set_free(&set);
   return e;
 }
 

@@ -19,7 +19,8 @@
  *
  * A term's postings lie together, user by user, each user's by create
  * time: a user's search reads one contiguous range per word (narrowed by a
- * time range), the tenant's reads the term's whole range.
+ * time range) backwards; a search of several users (or of the tenant)
+ * merges those users' ranges newest first, one cursor per user.
  *
  * The message record is the truth: eg_store_message_put writes a posting
  * per MessageRecord.index_terms entry (when index_version is not 0) and
@@ -63,14 +64,26 @@ typedef struct {
 /* Return nonzero to stop. */
 typedef int (*eg_message_posting_fn)(void *arg, const eg_message_posting *p);
 
-/* Visits the postings of term in tenant: with user_id, that user's, newest
- * first, create time in [from_us, to_us) (to_us 0: no upper bound);
- * without (NULL), every user's, user by user (ascending id), each newest
- * first, only those in the same range. Cost: O(log n + visited) for a
- * user; for the tenant, O(log n + the term's postings in the tenant). */
-eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *user_id,
-                                 uint64_t term, int64_t from_us, int64_t to_us,
-                                 eg_message_posting_fn fn, void *arg);
+/* Most users one read of a term merges: with more, the read is cut. */
+#define EG_MESSAGE_MERGE_USERS_MAX 10000
+
+/* Visits the postings of term in tenant created in [from_us, to_us)
+ * (to_us 0: no upper bound), newest first across the users read: by create
+ * time descending, ties by user id, then session id, then seq, all
+ * descending (ids in key order: length, then bytes). The users read:
+ * users[0..n_users), strictly ascending by strcmp and at most
+ * EG_MESSAGE_MERGE_USERS_MAX (else EG_EINVAL; n_users 0: none); or, with
+ * users NULL, every user holding the term in the tenant, at most the
+ * first EG_MESSAGE_MERGE_USERS_MAX of them in key order: *users_cut is
+ * set when more hold it (those are not read), else cleared. fn returning
+ * nonzero stops the read.
+ * Cost: one seek per user named, or two per user holding the term (in
+ * the time range or not) with users NULL; then O(log users) per posting
+ * visited. Memory: one LMDB cursor and ~200 bytes per user with a posting
+ * in range (a single user's read allocates nothing). */
+eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *const *users,
+                                 size_t n_users, uint64_t term, int64_t from_us, int64_t to_us,
+                                 eg_message_posting_fn fn, void *arg, int *users_cut);
 
 /* The messages indexed and their words in all: of user_id, or of the whole
  * tenant when user_id is NULL. Zeros when none. */

@@ -11,6 +11,7 @@ sharing one server never see each other's messages, in the team view too."""
 import random
 import shutil
 import string
+import subprocess
 import time
 
 import grpc
@@ -194,6 +195,20 @@ class SearchTest(ServerTestCase):
         self.assertInvalid(search, self.client, query=w, weights=pb.MessageSearchWeights(keyword=-1),
                            field="weights.keyword")
 
+    def test_only_stop_words(self):
+        user, w = uid("u"), word()
+        sid = create(self.client, user)
+        self.client.append(sid, M("the %s" % w, embedding=[1, 0]))
+        with self.assertRaises(grpc.RpcError) as cm:
+            search(self.client, user_id=user, query="the and of it")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("query", cm.exception.details())
+        self.assertIn("no searchable words", cm.exception.details())
+        self.assertInvalid(search, self.client, query="the , .", field="query")
+        # with an embedding the search goes on, by the embedding alone
+        self.assertEqual(hits(search(self.client, user_id=user, query="the", embedding=[1, 0])),
+                         [(sid, 1)])
+
     def test_min_score(self):
         user, w = uid("u"), word()
         sid = create(self.client, user)
@@ -326,6 +341,33 @@ class BoundsTest(E2ETestCase):
         self.assertNotIn((sid, 1), hits(search(c, user_id=user, query=w, session_ids=[sid], top_k=100,
                                                page_token="")))
 
+    def test_team_view_newest_first_across_users_under_the_cap(self):
+        # the reviewer's case: user "a..." holds 1100 old postings of w, user
+        # "z..." (after it in id order) one newer; the cap is 1000
+        srv = self.start_server("--max-search-postings", "1000", "--max-append-messages", "1000")
+        c = srv.client()
+        old_user, new_user, w = "a" + uid("u"), "z" + uid("u"), word()
+        old = create(c, old_user)
+        c.append(old, *[M("%s filler" % w) for _ in range(1000)])
+        last = c.append(old, *[M("%s filler" % w) for _ in range(100)]).messages[-1]
+        wait_past(last.create_time, 0.01)
+        new = create(c, new_user)
+        c.append(new, M("%s filler" % w))
+        r = search(c, query=w, top_k=100)
+        self.assertTrue(r.truncated)
+        self.assertEqual(hits(r)[0], (new, 1))
+        self.assertEqual(r.results[0].user_id, new_user)
+        # session_ids: only that session's user is read, so nothing is cut
+        r = search(c, query=w, session_ids=[new])
+        self.assertEqual((hits(r), r.truncated), ([(new, 1)], False))
+        r = search(c, query=w, session_ids=[old], top_k=100)
+        self.assertTrue(r.truncated)
+        self.assertEqual({h[0] for h in hits(r)}, {old})
+        self.assertEqual(len(r.results), 100)
+        # a user filter on the team view's words: that user only
+        r = search(c, query=w, user_id=new_user)
+        self.assertEqual((hits(r), r.truncated), ([(new, 1)], False))
+
     def test_reply_bytes(self):
         srv = self.start_server("--max-reply-bytes", "1048576")
         c = srv.client()
@@ -337,6 +379,36 @@ class BoundsTest(E2ETestCase):
         self.assertTrue(first.next_page_token)
         rest = search(c, user_id=user, query=w, top_k=20, page_token=first.next_page_token)
         self.assertEqual(sorted(hits(first) + hits(rest)), [(sid, i) for i in range(1, 21)])
+
+
+class OrphanTest(E2ETestCase):
+    def test_posting_without_its_message_is_skipped(self):
+        """A posting whose message is gone (written here by mdb_load with the
+        server stopped) is skipped by both paths and logged, never
+        DATA_LOSS for the whole search."""
+        if not shutil.which("mdb_load"):
+            self.fail("mdb_load (lmdb-utils) not installed")
+        srv = self.start_server()
+        c = srv.client()
+        user, w = uid("u"), word()
+        sid = create(c, user)
+        c.append(sid, M("%s here" % w, embedding=[1, 0]))
+        keys = [k for db, k in terms_naming(srv.data_dir, sid) if db == "message_terms"]
+        self.assertEqual(len(keys), 2)  # w, "here"
+        postings = dict(dump_data_dbs(srv.data_dir)["message_terms"])
+        srv.stop()
+        # each posting of message 1 again, for a message 99 that never was
+        rows = "".join(" %s\n %s\n" % ((k[:-8] + (99).to_bytes(8, "big")).hex(), postings[k].hex())
+                       for k in keys)
+        dump = "VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n%sDATA=END\n" % rows
+        subprocess.run(["mdb_load", "-s", "message_terms", srv.data_dir], input=dump.encode(),
+                       check=True, timeout=60)
+        srv.start()
+        c = srv.client()
+        self.assertEqual(hits(search(c, user_id=user, query=w)), [(sid, 1)])
+        self.assertEqual(hits(search(c, query=w)), [(sid, 1)])
+        self.assertEqual(hits(search(c, user_id=user, query=w, embedding=[1, 0])), [(sid, 1)])
+        self.assertIn("skipped 1 index postings whose message is gone", srv.log_text())
 
 
 class IndexOffTest(E2ETestCase):

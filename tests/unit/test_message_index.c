@@ -137,17 +137,27 @@ static int collect_posting(void *arg, const eg_message_posting *p) {
   return l->limit && ++l->n == l->limit;
 }
 
-/* The postings of term as a string ("" none; "ERR<n>" on error). */
-static const char *postings(eg_store *s, const char *tenant, const char *user, uint64_t term,
-                            int64_t from, int64_t to, size_t limit) {
+/* The postings of term read for users[0..n) (users NULL: every user) as a
+ * string ("" none; "ERR<n>" on error); *cut as the read set it. */
+static const char *postings_of(eg_store *s, const char *tenant, const char *const *users, size_t n,
+                               uint64_t term, int64_t from, int64_t to, size_t limit, int *cut) {
   static plist l;
   memset(&l, 0, sizeof l);
   l.limit = limit;
   eg_txn *r = eg_test_reader(s);
-  eg_err e = eg_store_message_postings(r, tenant, user, term, from, to, collect_posting, &l);
+  eg_err e = eg_store_message_postings(r, tenant, users, n, term, from, to, collect_posting, &l, cut);
   eg_test_reader_done(r);
   if (e) snprintf(l.out, sizeof l.out, "ERR%d", (int)e);
   return l.out;
+}
+
+/* The same for one user (NULL: every user), never cut. */
+static const char *postings(eg_store *s, const char *tenant, const char *user, uint64_t term,
+                            int64_t from, int64_t to, size_t limit) {
+  int cut = 7;
+  const char *out = postings_of(s, tenant, user ? &user : NULL, user ? 1 : 0, term, from, to, limit, &cut);
+  if (strncmp(out, "ERR", 3) != 0) CU_ASSERT_EQUAL(cut, 0);
+  return out;
 }
 
 /* ---- tests --------------------------------------------------------------------- */
@@ -174,12 +184,12 @@ static void test_postings_and_stats(void) {
   CU_ASSERT_STRING_EQUAL(postings(s, T, "u1", TA, 0, 0, 1), "u1/s1#2@200:r2,tf1,w20");
   CU_ASSERT_STRING_EQUAL(postings(s, T, "u2", TB, 0, 0, 0), "");
   CU_ASSERT_STRING_EQUAL(postings(s, T, "nobody", TA, 0, 0, 0), "");
-  /* The tenant: user by user, each newest first; other tenants apart. */
+  /* The tenant: newest first across users; other tenants apart. */
   CU_ASSERT_STRING_EQUAL(postings(s, T, NULL, TA, 0, 0, 0),
-                         "u1/s1#2@200:r2,tf1,w20 u1/s1#1@100:r2,tf1,w10 u2/s2#1@150:r2,tf1,w10");
+                         "u1/s1#2@200:r2,tf1,w20 u2/s2#1@150:r2,tf1,w10 u1/s1#1@100:r2,tf1,w10");
   CU_ASSERT_STRING_EQUAL(postings(s, T, NULL, TA, 120, 180, 0), "u2/s2#1@150:r2,tf1,w10");
   CU_ASSERT_STRING_EQUAL(postings(s, T, NULL, TA, 0, 0, 2),
-                         "u1/s1#2@200:r2,tf1,w20 u1/s1#1@100:r2,tf1,w10");
+                         "u1/s1#2@200:r2,tf1,w20 u2/s2#1@150:r2,tf1,w10");
   CU_ASSERT_STRING_EQUAL(postings(s, T, NULL, TC, 0, 0, 0), "u1/s1#3@300:r2,tf1,w30");
   CU_ASSERT_STRING_EQUAL(postings(s, "none", NULL, TA, 0, 0, 0), "");
   char einval[16];
@@ -549,6 +559,117 @@ static void test_index_state(void) {
   teardown();
 }
 
+/* Several users: one stream newest first (ties: user, session, seq
+ * descending, ids by length then bytes), for the tenant or a user set. */
+static void test_postings_merge(void) {
+  setup();
+  eg_store *s = open_store();
+  static uint64_t a[] = {TA};
+  eg_txn *w;
+  const struct {
+    const char *user, *sid;
+    int64_t seq, t;
+  } ps[] = {{"a", "s1", 1, 100}, {"a", "s1", 2, 400}, {"bb", "s2", 1, 300},
+            {"c", "s3", 1, 200}, {"c", "s3", 2, 400}, {"c", "s4", 1, 400}};
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
+    eg_message_rec m = msg(ps[i].seq, ps[i].t, ps[i].user, a, 1);
+    CU_ASSERT_EQUAL_FATAL(eg_store_message_put(w, T, ps[i].sid, &m), EG_OK);
+  }
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  CU_ASSERT_STRING_EQUAL(postings(s, T, NULL, TA, 0, 0, 0),
+                         "c/s4#1@400:r2,tf1,w10 c/s3#2@400:r2,tf1,w20 a/s1#2@400:r2,tf1,w20 "
+                         "bb/s2#1@300:r2,tf1,w10 c/s3#1@200:r2,tf1,w10 a/s1#1@100:r2,tf1,w10");
+  CU_ASSERT_STRING_EQUAL(postings(s, T, NULL, TA, 0, 0, 3),
+                         "c/s4#1@400:r2,tf1,w10 c/s3#2@400:r2,tf1,w20 a/s1#2@400:r2,tf1,w20");
+  CU_ASSERT_STRING_EQUAL(postings(s, T, NULL, TA, 150, 400, 0),
+                         "bb/s2#1@300:r2,tf1,w10 c/s3#1@200:r2,tf1,w10");
+  CU_ASSERT_STRING_EQUAL(postings(s, T, NULL, TB, 0, 0, 0), "");
+
+  /* A user set: only theirs, merged the same way; unknown users hold none. */
+  int cut = 7;
+  const char *ac[] = {"a", "c"}, *az[] = {"a", "zz"}, *ca[] = {"c", "a"}, *aa[] = {"a", "a"},
+             *bad[] = {"", "a"};
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, ac, 2, TA, 0, 0, 0, &cut),
+                         "c/s4#1@400:r2,tf1,w10 c/s3#2@400:r2,tf1,w20 a/s1#2@400:r2,tf1,w20 "
+                         "c/s3#1@200:r2,tf1,w10 a/s1#1@100:r2,tf1,w10");
+  CU_ASSERT_EQUAL(cut, 0);
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, ac, 2, TA, 0, 400, 0, &cut),
+                         "c/s3#1@200:r2,tf1,w10 a/s1#1@100:r2,tf1,w10");
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, az, 2, TA, 0, 0, 0, &cut),
+                         "a/s1#2@400:r2,tf1,w20 a/s1#1@100:r2,tf1,w10");
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, ac, 0, TA, 0, 0, 0, &cut), "");
+  CU_ASSERT_STRING_EQUAL(postings(s, T, "bb", TA, 0, 0, 0), "bb/s2#1@300:r2,tf1,w10");
+  /* Refused: not strictly ascending, an empty id, more than the most. */
+  char einval[16];
+  snprintf(einval, sizeof einval, "ERR%d", (int)EG_EINVAL);
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, ca, 2, TA, 0, 0, 0, &cut), einval);
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, aa, 2, TA, 0, 0, 0, &cut), einval);
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, bad, 2, TA, 0, 0, 0, &cut), einval);
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, ac, EG_MESSAGE_MERGE_USERS_MAX + 1, TA, 0, 0, 0, &cut),
+                         einval);
+  eg_txn *r = eg_test_reader(s);
+  plist l = {{0}, 0, 0};
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, TA, 0, 0, collect_posting, &l, NULL),
+                  EG_EINVAL);
+  eg_test_reader_done(r);
+  eg_store_close(s);
+  teardown();
+}
+
+static int count_posting(void *arg, const eg_message_posting *p) {
+  (void)p;
+  ++*(size_t *)arg;
+  return 0;
+}
+
+/* Puts users first..last-1 ("u00000" ...), one message each holding TA,
+ * created at 1000 + the user's number, in one transaction. */
+static void put_users(eg_store *s, int first, int last) {
+  static uint64_t a[] = {TA};
+  char user[16];
+  eg_txn *w;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  for (int i = first; i < last; i++) {
+    snprintf(user, sizeof user, "u%05d", i);
+    eg_message_rec m = msg(1, 1000 + i, user, a, 1);
+    CU_ASSERT_EQUAL_FATAL(eg_store_message_put(w, T, user, &m), EG_OK);
+  }
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+}
+
+/* The tenant's read merges at most EG_MESSAGE_MERGE_USERS_MAX users (the
+ * first in id order) and says when it left some out. */
+static void test_postings_users_cap(void) {
+  setup();
+  eg_store *s = open_store();
+  const int max = EG_MESSAGE_MERGE_USERS_MAX;
+  size_t n = 0;
+  int cut = 7;
+  put_users(s, 0, max);
+  eg_txn *r = eg_test_reader(s);
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, TA, 0, 0, count_posting, &n, &cut), EG_OK);
+  eg_test_reader_done(r);
+  CU_ASSERT_EQUAL(n, (size_t)max);
+  CU_ASSERT_EQUAL(cut, 0);
+  /* One more (the newest, the last in id order): left out, and said. */
+  put_users(s, max, max + 1);
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, NULL, 0, TA, 0, 0, 1, &cut), "u09999/u09999#1@10999:r2,tf1,w10");
+  CU_ASSERT_EQUAL(cut, 1);
+  n = 0;
+  r = eg_test_reader(s);
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, TA, 0, 0, count_posting, &n, &cut), EG_OK);
+  eg_test_reader_done(r);
+  CU_ASSERT_EQUAL(n, (size_t)max);
+  CU_ASSERT_EQUAL(cut, 1);
+  /* Named, it is read. */
+  const char *last[] = {"u10000"};
+  CU_ASSERT_STRING_EQUAL(postings_of(s, T, last, 1, TA, 0, 0, 0, &cut), "u10000/u10000#1@11000:r2,tf1,w10");
+  CU_ASSERT_EQUAL(cut, 0);
+  eg_store_close(s);
+  teardown();
+}
+
 /* A posting that does not decode fails the scan, not the server. */
 static void test_corrupt_posting(void) {
   setup();
@@ -597,5 +718,7 @@ void eg_test_register_message_index(void) {
   CU_add_test(s, "reindex", test_reindex);
   CU_add_test(s, "walk with cursor", test_walk);
   CU_add_test(s, "index state", test_index_state);
+  CU_add_test(s, "postings merged newest first across users, a user set", test_postings_merge);
+  CU_add_test(s, "postings: the users merged at their most", test_postings_users_cap);
   CU_add_test(s, "corrupt posting", test_corrupt_posting);
 }
