@@ -64,7 +64,8 @@ static const eg_opt eg_opts[] = {
     EG_NUM("max-fork-messages", max_fork_messages, 1, EG_FORK_MESSAGES_MAX, "10000",
            "most messages one ForkSession copies (its through_seq)"),
     EG_NUM("max-fork-bytes", max_fork_bytes, 1, EG_FORK_BYTES_CEIL, "16777216",
-           "most bytes one ForkSession writes (its messages as logged for replicas)"),
+           "most bytes one ForkSession writes (its messages as logged for replicas, "
+           "keyword index postings included)"),
     EG_NUM("max-checkpoint-bytes", max_checkpoint_bytes, 1, EG_CHECKPOINT_BYTES_CEIL, "4194304",
            "largest checkpoint (PutCheckpoint's checkpoint bytes)"),
     EG_NUM("memory-quota", memory_quota, 1, 100000000, "10000",

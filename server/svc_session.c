@@ -375,11 +375,23 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
   return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
 }
 
+/* A session of at most EG_SESSION_DELETE_INLINE_MAX messages goes whole
+ * in this txn; a bigger one is retired (record and index entries at once,
+ * so no read or search finds it, and its id is refused to a new session
+ * until its messages are gone) and the sweeper purges its messages,
+ * postings and retry records in bounded steps: deleting them here would
+ * hold the writer and could log more than one record may. */
 static eg_err eg_delete_apply(eg_req *r, eg_txn *t) {
   eg_session_rec *rec;
   uint64_t n = 0;
   eg_err e = eg_session_load(r, t, r->state, &rec);
-  if (e == EG_OK) e = eg_store_session_delete(t, r->tenant, rec, &n);
+  if (e != EG_OK) return e;
+  if (rec->message_count <= EG_SESSION_DELETE_INLINE_MAX) {
+    e = eg_store_session_delete(t, r->tenant, rec, &n);
+  } else {
+    e = eg_store_session_retire(t, r->tenant, rec->session_id, r->now_us);
+    n = (uint64_t)rec->message_count;
+  }
   if (e != EG_OK) return e;
   Engram__V1__DeleteSessionResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__DeleteSessionResponse);
   if (!out) return EG_ENOMEM;
@@ -826,7 +838,8 @@ static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
 
 /* prepare reads the source in the worker's snapshot (prepare_reads), opens
  * every field it copies and seals it again for the fork (each seal binds
- * its session id, and a message's its seq); apply, on the writer, checks
+ * its session id, and a message's its seq), indexes each copy's content
+ * as an append would (eg_fork_message); apply, on the writer, checks
  * the source is still the one read and writes.
  *
  * The whole copy is one write txn, so one log record, which a replica
@@ -868,8 +881,43 @@ static eg_err eg_fork_reseal(eg_req *r, const char *kind, const char *from_id, c
 struct eg_fork_copy {
   eg_req *r;
   struct eg_fork_state *st;
+  /* Indexes the copies; NULL: they go unindexed (--index-messages false,
+   * or the source excludes itself from search), as an append would. */
+  eg_blind_ctx *ctx;
   eg_err err;
 };
+
+/* Seals the copy m of message rec (from record id `from` to `to`) and
+ * sets m's index fields from its content, as AppendMessages would now:
+ * the source's may be version 0 (appended under --index-messages=false,
+ * or awaiting the reindex, whose cursor may be past the fork's id). */
+static eg_err eg_fork_message(struct eg_fork_copy *fc, const eg_message_rec *rec,
+                              const char *from, const char *to, eg_message_rec *m) {
+  eg_req *r = fc->r;
+  const eg_session_rec *src = fc->st->src;
+  char *text = NULL;
+  size_t len = 0;
+  eg_err e = EG_OK;
+  *m = *rec;
+  m->content_token = m->metadata_token = (ProtobufCBinaryData){0};
+  if (rec->content_token.len &&
+      ((e = eg_field_open(r, "message", from, "content", &rec->content_token, &text, &len)) ||
+       (e = eg_field_seal(r, "message", to, "content", text, len, &m->content_token))))
+    return e;
+  if ((e = eg_fork_reseal(r, "message", from, to, "metadata", &rec->metadata_token,
+                          &m->metadata_token)))
+    return e;
+  eg_message_rec plain = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
+  m->index_version = plain.index_version;
+  m->n_index_terms = plain.n_index_terms;
+  m->index_terms = plain.index_terms;
+  m->index_tf = plain.index_tf;
+  m->index_words = plain.index_words;
+  m->index_user_id = plain.index_user_id;
+  if (!fc->ctx) return EG_OK;
+  return eg_message_index_fields(r->arena, fc->ctx, EG_TOKENIZER_VERSION, src->language,
+                                 src->user_id, text ? text : "", len, m);
+}
 
 static int eg_fork_visit(void *arg, eg_message_rec *rec) {
   struct eg_fork_copy *fc = arg;
@@ -882,16 +930,13 @@ static int eg_fork_visit(void *arg, eg_message_rec *rec) {
   const char *to = eg_message_record_id(r, st->new_id, rec->seq);
   if (!from || !to) return fc->err = EG_ENOMEM, 1;
   eg_message_rec *m = &st->msgs[st->n];
-  *m = *rec;
   size_t len;
-  if ((fc->err = eg_fork_reseal(r, "message", from, to, "content", &rec->content_token,
-                                &m->content_token)) ||
-      (fc->err = eg_fork_reseal(r, "message", from, to, "metadata", &rec->metadata_token,
-                                &m->metadata_token)) ||
+  if ((fc->err = eg_fork_message(fc, rec, from, to, m)) ||
       (fc->err = eg_store_message_put_len(r->srv->store, r->tenant, st->new_id, m, &len)))
     return 1;
   /* At once: the rest of the prefix is not read. Messages before this one
-   * fit, so a fork through rec->seq - 1 does. */
+   * fit, so a fork through rec->seq - 1 does. The length counts the
+   * copy's postings: an indexed message logs one key per distinct word. */
   if ((st->bytes += len) > (size_t)r->srv->cfg->max_fork_bytes) {
     fc->err = eg_invalid(r->msg, sizeof r->msg, "through_seq",
                          "%" PRId64 ": the messages through seq %" PRId64
@@ -964,6 +1009,9 @@ static eg_err eg_fork_prepare(eg_req *r, const ProtobufCMessage *msg) {
    * the fork, like its source, may start later. */
   st->bytes = st->metadata_token.len + st->summary_token.len;
   struct eg_fork_copy fc = {.r = r, .st = st};
+  if (strcmp(r->srv->cfg->index_messages, "true") == 0 && !src->exclude_from_search &&
+      (e = eg_blind_ctx_of(r, &fc.ctx)))
+    return e;
   e = eg_store_messages_scan(r->rtxn, r->tenant, src->session_id, 1, 0, eg_fork_visit, &fc);
   if (e == EG_OK) e = fc.err;
   return e;
@@ -1020,8 +1068,8 @@ static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {
   rec.stats = (eg_stats_rec *)&st->stats;
   rec.forked_from_session_id = src->session_id;
   rec.forked_through_seq = in->through_seq;
-  /* The copies keep their index fields (same user, same language): the
-   * fork indexes what it appends as its source did. */
+  /* Same user, same language: prepare indexed the copies as the fork
+   * indexes what it appends. */
   rec.exclude_from_search = src->exclude_from_search;
   rec.language = src->language;
   if ((e = eg_store_session_put(t, r->tenant, &rec, NULL))) return e;

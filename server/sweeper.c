@@ -190,12 +190,14 @@ static eg_err eg_sweep_tenant(eg_sweep_item *it, eg_txn *t, unsigned kind, const
     uint64_t before = it->deleted;
     for (size_t i = 0; !e && i < due->n && !*more; i++) {
       if (kind == EG_SWEEP_SESSION_PURGE) {
-        uint64_t n = 0;
+        uint64_t n = 0, keys = 0;
+        /* The budget counts keys, postings included: a message may carry
+         * hundreds. */
         e = eg_store_session_purge_step(t, tenant, due->ids[i], due->due_us[i], *budget, &n,
-                                        more);
+                                        &keys, more);
         it->swept[kind] += n;
         it->deleted += n;
-        *budget -= n < *budget ? n : *budget;
+        *budget -= keys < *budget ? keys : *budget;
       } else if (kind == EG_SWEEP_SESSION_GONE) {
         e = eg_sweep_session(t, tenant, due->ids[i], it->now_us, &it->deleted,
                              &it->swept[kind]);

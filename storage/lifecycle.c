@@ -181,17 +181,26 @@ eg_err eg_store__session_unindex(eg_txn *t, const char *tenant, const eg_session
   return e ? e : eg_messages_unindex(t, tenant, rec->session_id);
 }
 
+/* The keys deleting message rec removes: the message, its postings and
+ * its idempotency key. */
+static uint64_t eg_message_keys(const eg_message_rec *rec) {
+  return 1 + (rec->index_version ? rec->n_index_terms : 0) +
+         (rec->client_message_id && rec->client_message_id[0] ? 1 : 0);
+}
+
 /* Deletes the session's oldest messages created before before_us, with
- * their idempotency keys and postings, at most max of them; their stats
- * go into d. *old_due: the create time of the oldest message before
- * (*had_first: there was one); *first: the oldest one left (NULL: none),
- * the caller's to free. */
+ * their idempotency keys and postings, at most max of them and, past the
+ * first, no more than max_keys keys (eg_message_keys) in all; their stats
+ * go into d. *keys: the keys deleted. *old_due: the create time of the
+ * oldest message before (*had_first: there was one); *first: the oldest
+ * one left (NULL: none), the caller's to free. */
 static eg_err eg_messages_drop_some(eg_txn *t, const char *tenant, const char *session_id,
-                                    int64_t before_us, size_t max, uint64_t *n, int *more,
-                                    int *had_first, int64_t *old_due, eg_message_rec **first,
+                                    int64_t before_us, size_t max, uint64_t max_keys,
+                                    uint64_t *n, uint64_t *keys, int *more, int *had_first,
+                                    int64_t *old_due, eg_message_rec **first,
                                     eg_message_debt *d) {
   eg_key mk, ik;
-  *n = 0;
+  *n = *keys = 0;
   *more = 0;
   eg_err e = eg_store__first_message(t, tenant, session_id, first);
   *had_first = !e && *first;
@@ -199,7 +208,9 @@ static eg_err eg_messages_drop_some(eg_txn *t, const char *tenant, const char *s
   *old_due = (*first)->create_time_us;
   /* Oldest first: each round takes the session's current first message. */
   while (*first && (*first)->create_time_us < before_us) {
-    if (*n == max) {
+    uint64_t cost = eg_message_keys(*first);
+    /* Over max_keys only with the first message: a step always moves on. */
+    if (*n == max || (*n && (*keys >= max_keys || cost > max_keys - *keys))) {
       *more = 1;
       break;
     }
@@ -212,6 +223,7 @@ static eg_err eg_messages_drop_some(eg_txn *t, const char *tenant, const char *s
     }
     if (e) return e;
     ++*n;
+    *keys += cost;
     protobuf_c_message_free_unpacked(&(*first)->base, NULL);
     if ((e = eg_store__first_message(t, tenant, session_id, first))) return e;
   }
@@ -220,11 +232,12 @@ static eg_err eg_messages_drop_some(eg_txn *t, const char *tenant, const char *s
 
 /* eg_messages_drop_some, with the stats of what went subtracted. */
 static eg_err eg_messages_drop(eg_txn *t, const char *tenant, const char *session_id,
-                               int64_t before_us, size_t max, uint64_t *n, int *more,
-                               int *had_first, int64_t *old_due, eg_message_rec **first) {
+                               int64_t before_us, size_t max, uint64_t max_keys, uint64_t *n,
+                               uint64_t *keys, int *more, int *had_first, int64_t *old_due,
+                               eg_message_rec **first) {
   eg_message_debt d = {.messages = 0};
-  eg_err e = eg_messages_drop_some(t, tenant, session_id, before_us, max, n, more, had_first,
-                                   old_due, first, &d);
+  eg_err e = eg_messages_drop_some(t, tenant, session_id, before_us, max, max_keys, n, keys,
+                                   more, had_first, old_due, first, &d);
   eg_err se = eg_store__message_debt_settle(t, tenant, &d);
   return e ? e : se;
 }
@@ -232,12 +245,12 @@ static eg_err eg_messages_drop(eg_txn *t, const char *tenant, const char *sessio
 eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char *session_id,
                                        int64_t before_us, size_t max, uint64_t *n, int *more) {
   eg_message_rec *first = NULL;
-  uint64_t count = 0;
+  uint64_t count = 0, keys;
   int left = 0, had_first = 0;
   int64_t old_due = 0;
   if (!eg_txn_writable(t)) return EG_EINVAL;
-  eg_err e = eg_messages_drop(t, tenant, session_id, before_us, max, &count, &left, &had_first,
-                              &old_due, &first);
+  eg_err e = eg_messages_drop(t, tenant, session_id, before_us, max, UINT64_MAX, &count, &keys,
+                              &left, &had_first, &old_due, &first);
   if (!e && count) {
     int64_t new_due = first ? first->create_time_us : 0;
     e = eg_sweep_move(t, EG_SWEEP_SESSION_MESSAGES, tenant, session_id, &old_due,
@@ -321,9 +334,10 @@ eg_err eg_store__erase_purging(eg_txn *t, const char *tenant, const char *user_i
 }
 
 eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *session_id,
-                                   int64_t due_us, size_t max, uint64_t *n, int *more) {
+                                   int64_t due_us, size_t max, uint64_t *n, uint64_t *keys,
+                                   int *more) {
   eg_message_rec *first = NULL;
-  uint64_t count = 0;
+  uint64_t count = 0, spent = 0;
   int left = 0, had_first = 0;
   int64_t old_due = 0;
   eg_session_rec *rec = NULL;
@@ -335,18 +349,20 @@ eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *se
   if (e == EG_OK) protobuf_c_message_free_unpacked(&rec->base, NULL);
   if (e == EG_OK) {
     if (n) *n = 0;
+    if (keys) *keys = 0;
     if (more) *more = 0;
     return eg_sweep_move(t, EG_SWEEP_SESSION_PURGE, tenant, session_id, &due_us, NULL);
   }
   if (e != EG_ENOTFOUND) return e;
-  e = eg_messages_drop(t, tenant, session_id, INT64_MAX, max, &count, &left, &had_first, &old_due,
-                       &first);
+  e = eg_messages_drop(t, tenant, session_id, INT64_MAX, SIZE_MAX, max, &count, &spent, &left,
+                       &had_first, &old_due, &first);
   if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
   /* The last message and the entry go in one txn: while the entry is
    * there, messages are, and eg_store_session_purging says so. */
   if (!e && !left) e = eg_idem_clear(t, tenant, session_id);
   if (!e && !left) e = eg_sweep_move(t, EG_SWEEP_SESSION_PURGE, tenant, session_id, &due_us, NULL);
   if (!e && n) *n = count;
+  if (!e && keys) *keys = spent;
   if (!e && more) *more = left;
   return e;
 }

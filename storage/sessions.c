@@ -75,6 +75,9 @@ eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_r
   eg_key range;
   uint64_t n = 0;
   if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
+  /* Every message is decoded and its postings deleted one key each, in
+   * this txn: only a small session may. */
+  if (rec->message_count > EG_SESSION_DELETE_INLINE_MAX) return EG_EINVAL;
   eg_err e = eg_key_session_range(&range, tenant, rec->session_id);
   if (!e) e = eg_session_drop(t, tenant, rec->session_id, NULL);
   /* The postings first, from the records the range delete then drops in

@@ -188,12 +188,22 @@ eg_err eg_store_session_get(eg_txn *t, const char *tenant, const char *session_i
  * change between puts of one session. */
 eg_err eg_store_session_put(eg_txn *t, const char *tenant, const eg_session_rec *rec,
                             const eg_session_rec *prev);
-/* Removes the session, its index entry, its messages and idempotency keys.
- * *deleted_messages (may be NULL) gets the number of messages removed. */
+/* The most messages (by rec->message_count, which counts every message
+ * the session ever had) eg_store_session_delete takes in its one txn:
+ * each message may carry EG_MESSAGE_TERMS_MAX postings, so the txn's log
+ * record stays at a few MB, whatever the content. A bigger session is
+ * retired instead (eg_store_session_retire), its messages purged by the
+ * sweeper in bounded steps (eg_store_session_purge_step). */
+#define EG_SESSION_DELETE_INLINE_MAX 64
+/* Removes the session, its index entry, its messages with their postings,
+ * and idempotency keys, in t. EG_EINVAL when rec->message_count is above
+ * EG_SESSION_DELETE_INLINE_MAX. *deleted_messages (may be NULL) gets the
+ * number of messages removed. */
 eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_rec *rec,
                                uint64_t *deleted_messages);
 
-/* The sweeper's first step on a session past retention: in one txn the
+/* The sweeper's first step on a session past retention, and DeleteSession
+ * of one above EG_SESSION_DELETE_INLINE_MAX messages: in one txn the
  * record goes with its sessions_by_user, sessions_by_activity,
  * session_terms and sweep_due entries, so every read finds no session from
  * then on, whatever the retention policy becomes. Its messages and
@@ -202,14 +212,19 @@ eg_err eg_store_session_delete(eg_txn *t, const char *tenant, const eg_session_r
  * whole). EG_ENOTFOUND if there is no record. Cost: O(log n + terms). */
 eg_err eg_store_session_retire(eg_txn *t, const char *tenant, const char *session_id,
                                int64_t now_us);
-/* Deletes at most max messages (lowest seq first, with their idempotency
- * keys) of a retired session whose EG_SWEEP_SESSION_PURGE entry is due at
- * due_us; the step that deletes the last one drops the entry. *n and *more
- * (either may be NULL) as for eg_store_messages_delete_before. Should a
- * session record of that id exist, the entry goes and its messages stay.
- * Cost: O(log n + max). */
+/* Deletes messages (lowest seq first, with their postings and
+ * idempotency keys) of a retired session whose EG_SWEEP_SESSION_PURGE
+ * entry is due at due_us, while their keys fit max: a message, each of its
+ * postings and its idempotency key count one (the step's first message
+ * goes even when it alone exceeds max, so a step always moves on); the
+ * step that deletes the last one drops the entry. *n (messages), *keys
+ * (keys deleted) and *more (any may be NULL) as for
+ * eg_store_messages_delete_before. Should a session record of that id
+ * exist, the entry goes and its messages stay. Cost: O(log n + max +
+ * EG_MESSAGE_TERMS_MAX). */
 eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *session_id,
-                                   int64_t due_us, size_t max, uint64_t *n, int *more);
+                                   int64_t due_us, size_t max, uint64_t *n, uint64_t *keys,
+                                   int *more);
 /* *purging: the id has no session record but messages left, i.e. a
  * retired session is still being purged (a new session of that id would
  * see them). Cost: O(log n). */

@@ -2,8 +2,10 @@
 messages 1..through_seq of another (content, roles, metadata, token counts,
 seqs, times and client ids exact), its summary only when that covers no
 more, the source unchanged; limits at their edges, a retry with the same
-new id, DeleteUser erasing forks, a fork read on a replica with
-engram-min-lsn (the largest one --max-fork-bytes allows too), and
+new id, DeleteUser erasing forks, the copies indexed by the fork itself
+(found though the source's were appended under --index-messages=false), a
+fork read on a replica with engram-min-lsn (the largest one
+--max-fork-bytes allows too), and
 `engram session fork`."""
 import json
 import os
@@ -16,6 +18,7 @@ import grpc
 
 from harness import (ENGRAM_CLI, E2ETestCase, M, Server, ServerTestCase, clean_env, free_port,
                      make_keyring, pb, uid)
+from test_message_search import hits, search, word
 from engram.v1 import user_pb2 as up  # noqa: E402
 from engram.v1 import user_pb2_grpc as upg  # noqa: E402
 
@@ -219,6 +222,33 @@ class ForkTest(ServerTestCase):
         p = engram("session", "fork", src.session_id)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("--through", p.stderr.decode())
+
+
+class ForkIndexTest(E2ETestCase):
+    """The fork indexes its copies itself: messages its source holds
+    unindexed (appended under --index-messages=false) are found in the fork
+    at once, whatever the background reindex has reached."""
+
+    def test_fork_of_messages_appended_unindexed_is_found(self):
+        srv = self.start_server("--index-messages=false")
+        c = srv.client()
+        user, w = uid("u"), word()
+        # Ids of one length (keys are length-prefixed) sort filler < fork <
+        # source: the reindex (1 record a second below) walks the filler's
+        # 100 messages first, so it reaches neither within this test.
+        filler, fork_id, src = ("%s-%s" % (p, uid("s")) for p in "abc")
+        c.create(user, session_id=filler)
+        c.append(filler, *[M("filler %d" % i) for i in range(100)])
+        c.create(user, session_id=src)
+        c.append(src, M("one %s" % w), M("two"))
+        srv.extra = ["--index-messages=true", "--reindex-rate", "1", "--reindex-batch", "1"]
+        srv.restart()
+        c = srv.client()
+        self.assertEqual(hits(search(c, user_id=user, query=w)), [])  # not reindexed yet
+        f = c.call("ForkSession", fork_req(src, 2, fork_id))
+        self.assertEqual(f.session_id, fork_id)
+        self.assertEqual(hits(search(c, user_id=user, query=w)), [(fork_id, 1)])
+        self.assertEqual(hits(search(c, query="two", session_ids=[fork_id])), [(fork_id, 2)])
 
 
 class PrimaryReplicaCase(E2ETestCase):

@@ -402,10 +402,10 @@ static int purging(eg_store *s, const char *sid) {
 }
 
 static eg_err purge_step(eg_store *s, const char *sid, int64_t due, size_t max, uint64_t *n,
-                         int *more) {
+                         uint64_t *keys, int *more) {
   eg_txn *w;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  eg_err e = eg_store_session_purge_step(w, T, sid, due, max, n, more);
+  eg_err e = eg_store_session_purge_step(w, T, sid, due, max, n, keys, more);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
   return e;
 }
@@ -421,7 +421,8 @@ static eg_err retire(eg_store *s, const char *sid, int64_t now_us) {
 
 /* Kind 5: retiring takes the record and every index entry in one txn and
  * leaves one purge entry; purge steps take the messages a bounded number
- * at a time, the last one with the entry. */
+ * of keys at a time (here 2 a message: it and its retry record), the last
+ * one with the entry. */
 static void test_retire_and_purge(void) {
   setup();
   eg_store *s = open_store();
@@ -448,18 +449,26 @@ static void test_retire_and_purge(void) {
   CU_ASSERT_EQUAL(purging(s, "a"), 1);
   CU_ASSERT_EQUAL(retire(s, "a", 950), EG_ENOTFOUND);
 
-  uint64_t n = 99;
+  uint64_t n = 99, keys = 99;
   int more = -1;
-  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 3, &n, &more), EG_OK);
-  CU_ASSERT_EQUAL(n, 3);
+  /* 5 keys: a third message would make 6. */
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 5, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_EQUAL(keys, 4);
+  CU_ASSERT_EQUAL(more, 1);
+  /* Below one message's keys: the step's first goes all the same. */
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 1, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(n, 1);
+  CU_ASSERT_EQUAL(keys, 2);
   CU_ASSERT_EQUAL(more, 1);
   CU_ASSERT_EQUAL(purging(s, "a"), 1);
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_PURGE, T, INT64_MAX, 10), "a@900");
   CU_ASSERT_STRING_EQUAL(dump_index(s, "idempotency"),
                          "idempotency:\\04acme\\01ac4 idempotency:\\04acme\\01ac5");
   /* Exactly the last two: the step that takes the last drops the entry. */
-  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 2, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 4, &n, &keys, &more), EG_OK);
   CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_EQUAL(keys, 4);
   CU_ASSERT_EQUAL(more, 0);
   CU_ASSERT_EQUAL(purging(s, "a"), 0);
   CU_ASSERT_STRING_EQUAL(dump_index(s, NULL), "");
@@ -481,7 +490,7 @@ static void test_retire_and_purge(void) {
   CU_ASSERT_EQUAL(retire(s, "c", 900), EG_OK);
   put_session(s, T, &c, 1);
   CU_ASSERT_EQUAL(purging(s, "c"), 0);
-  CU_ASSERT_EQUAL(purge_step(s, "c", 900, 10, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(purge_step(s, "c", 900, 10, &n, &keys, &more), EG_OK);
   CU_ASSERT_EQUAL(n, 0);
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_PURGE, T, INT64_MAX, 10), "");
   CU_ASSERT_STRING_NOT_EQUAL(dump_index(s, "messages"), "");

@@ -319,7 +319,7 @@ static void test_delete_paths(void) {
   int steps = 0;
   do {
     CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-    CU_ASSERT_EQUAL_FATAL(eg_store_session_purge_step(w, T, "s1", 1000, 1, &n, &more), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_store_session_purge_step(w, T, "s1", 1000, 1, &n, NULL, &more), EG_OK);
     CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
     CU_ASSERT_EQUAL(n, 1);
     if (steps++ == 0) ASSERT_STATS(s, T, "u1", 0, 0); /* 3 went first, 4 was not indexed */
