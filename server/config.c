@@ -354,6 +354,7 @@ void eg_config_usage(FILE *f) {
     env_name(o, env);
     fprintf(f, "  --%-20s %-28s %s", o->name, env, o->help);
     if (o->def[0]) fprintf(f, " [%s]", o->def);
+    if (o->kind == EG_OPT_NUM) fprintf(f, " (%lld..%lld)", (long long)o->min, (long long)o->max);
     fputc('\n', f);
   }
   fprintf(f, "  --%-20s %-28s %s\n", "version", "", "print the version (engramd " ENGRAM_VERSION

@@ -54,7 +54,7 @@ static int eg_ns_char(char c) {
 }
 
 eg_err eg_namespace_check(eg_req *r, const char *field, const char *ns) {
-  size_t len = strlen(ns), labels = 0, label = 0;
+  size_t len = strlen(ns), labels = 0, label = 0, dots = 0;
   if (len == 0) return EG_OK;
   if (len > EG_NAMESPACE_MAX)
     return eg_invalid(r->msg, sizeof r->msg, field, "%zu bytes, limit %d", len, EG_NAMESPACE_MAX);
@@ -63,6 +63,7 @@ eg_err eg_namespace_check(eg_req *r, const char *field, const char *ns) {
       if (!eg_ns_char(ns[i]))
         return eg_invalid(r->msg, sizeof r->msg, field,
                           "byte %zu: labels hold only [A-Za-z0-9_.-], joined by '/'", i);
+      dots += ns[i] == '.';
       if (++label > EG_NAMESPACE_LABEL_MAX)
         return eg_invalid(r->msg, sizeof r->msg, field, "label %zu: longer than %d bytes",
                           labels + 1, EG_NAMESPACE_LABEL_MAX);
@@ -71,9 +72,14 @@ eg_err eg_namespace_check(eg_req *r, const char *field, const char *ns) {
     if (label == 0)
       return eg_invalid(r->msg, sizeof r->msg, field, "label %zu is empty (no leading, trailing "
                         "or doubled '/')", labels + 1);
+    /* "." and "..": clients that map namespaces onto paths must not meet
+     * them. */
+    if (dots == label)
+      return eg_invalid(r->msg, sizeof r->msg, field, "label %zu is only dots", labels + 1);
     if (++labels > EG_MEMORY_NS_HASHES_MAX)
       return eg_invalid(r->msg, sizeof r->msg, field, "more than %d labels", EG_MEMORY_NS_HASHES_MAX);
     label = 0;
+    dots = 0;
   }
   return EG_OK;
 }

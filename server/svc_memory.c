@@ -81,7 +81,10 @@ eg_err eg_embedding_check(eg_req *r, const char *field, const float *v, size_t n
     if (!isfinite(v[i]))
       return eg_invalid(r->msg, sizeof r->msg, field, "value %zu is not finite", i);
   *norm = eg_vec_norm(v, n);
-  if (!(*norm > 0) || !isfinite(*norm))
+  /* The norm is summed in double; it is kept as a float. */
+  if (!isfinite(*norm))
+    return eg_mem_invalid(r, field, "values too large: the norm overflows a float32");
+  if (!(*norm > 0))
     return eg_mem_invalid(r, field, "must not be all zeros (cosine needs a direction)");
   float *copy = EG_ARENA_ARRAY(r->arena, float, n);
   if (!copy) return EG_ENOMEM;

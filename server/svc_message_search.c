@@ -93,7 +93,6 @@ typedef struct {
   unsigned role_mask, state_mask; /* 0: any */
   const float *q;
   size_t dim;
-  float qnorm;
   eg_weights w;
   double half_life_s;
   int64_t now_us; /* the first page's: recency */
@@ -232,7 +231,8 @@ static eg_err eg_msearch_check(eg_req *r, const Engram__V1__SearchMessagesReques
     return e;
   if (s->to_us && s->to_us <= s->from_us)
     return eg_invalid(r->msg, sizeof r->msg, "create_time_to", "must be after create_time_from");
-  if ((e = eg_embedding_check(r, "embedding", in->embedding, in->n_embedding, &q, &s->qnorm)) ||
+  float qnorm; /* eg_msearch_cosine recomputes it in double */
+  if ((e = eg_embedding_check(r, "embedding", in->embedding, in->n_embedding, &q, &qnorm)) ||
       (e = eg_msearch_weights(r, in->weights, in->n_embedding > 0, &s->w)) ||
       (e = eg_check_unit(r, "min_score", in->min_score)))
     return e;
@@ -419,16 +419,23 @@ static int eg_mcand_cmp(const void *a, const void *b) {
 
 /* The cosine of the query with a message's embedding, clamped to [0, 1];
  * 0 when it has none of the query's dimension. */
+/* In double: any embedding the append accepted (finite, float norm > 0)
+ * gets its cosine, however large or small its values (float sums of
+ * squares overflow past ~1e19 and underflow below ~1e-19). */
 static float eg_msearch_cosine(const eg_msearch *s, const eg_message_rec *rec) {
   if (!s->q || rec->embedding.len != s->dim * sizeof(float)) return 0;
-  float norm = 0, dot = eg_vec_dot(s->q, rec->embedding.data, s->dim), x;
-  /* Bytes of any alignment, as eg_vec_dot reads them. */
+  double dot = 0, nq = 0, nm = 0;
+  float x;
   for (size_t i = 0; i < s->dim; i++) {
+    /* Bytes of any alignment. */
     memcpy(&x, rec->embedding.data + i * sizeof x, sizeof x);
-    norm += x * x;
+    dot += (double)s->q[i] * x;
+    nq += (double)s->q[i] * s->q[i];
+    nm += (double)x * x;
   }
-  float c = eg_cosine(dot, s->qnorm, sqrtf(norm));
-  return c > 0 ? c : 0;
+  if (!(nq > 0) || !(nm > 0)) return 0;
+  double c = dot / (sqrt(nq) * sqrt(nm));
+  return c > 0 ? (float)(c < 1 ? c : 1) : 0;
 }
 
 /* Splits a candidate position into session id (an arena string) and seq. */

@@ -21,8 +21,9 @@
  * what those left, so when nothing else is due a step's whole budget goes
  * to them.
  * A tier of 0 keeps forever. Each item handles at most --sweep-batch
- * records (a message, a session, a memory, or a tenant looked at) and
- * remembers where it stopped, so a large backlog is worked off one bounded
+ * records (a message, a session, a memory, or a tenant looked at; a
+ * retired session's purge counts keys, a message's keyword postings and
+ * retry record included) and remembers where it stopped, so a large backlog is worked off one bounded
  * transaction per interval and never holds the write txn for long. Its
  * cost is what is due (plus one seek per tenant with due entries), never a
  * scan of all data. A replica sweeps nothing: it applies the primary's

@@ -133,7 +133,7 @@ class MemoryFiltersTest(ServerTestCase):
         self.create(u, "namespace of 128 bytes", namespace=n128)
         self.assertInvalid(self.create, u, "129 bytes", namespace=n128 + "b", field="memory.namespace")
         self.assertInvalid(self.create, u, "label 65", namespace="c" * 65, field="memory.namespace")
-        for bad in ("a//b", "/a", "a/", "a b", "ü"):
+        for bad in ("a//b", "/a", "a/", "a b", "ü", ".", "..", "a/../b", "a/./b"):
             self.assertInvalid(self.create, u, "bad namespace", namespace=bad, field="memory.namespace")
             self.assertInvalid(self.ids, u, namespace_prefix=bad, field="filter.namespace_prefix")
         self.assertInvalid(self.create, u, "bad language", language="not a tag",

@@ -235,6 +235,27 @@ class SearchTest(ServerTestCase):
         self.assertInvalid(search, self.client, user_id=user, embedding=[float("nan")],
                            field="embedding")
 
+    def test_embedding_magnitudes(self):
+        """Any embedding an append accepts gets its cosine: values whose
+        squares overflow or underflow float32 too (found by a hostile client:
+        float sums scored them 0)."""
+        user, w = uid("u"), word()
+        sid = create(self.client, user)
+        self.client.append(sid, M(w + " big", embedding=[1e20, 1e20]), M(w + " unit", embedding=[1, 0]),
+                           M(w + " tiny", embedding=[1e-25, 1e-25]))
+        r = search(self.client, user_id=user, embedding=[1e20, 1e20])
+        scores = {x.seq: x.vector_score for x in r.results}
+        self.assertAlmostEqual(scores[1], 1.0, places=5)
+        self.assertAlmostEqual(scores[3], 1.0, places=5)
+        self.assertAlmostEqual(scores[2], 0.7071, places=3)
+        self.assertEqual(sorted(x.seq for x in r.results[:2]), [1, 3])
+        # A norm past float32 is refused as such, not as "all zeros".
+        big = pb.AppendMessagesRequest(session_id=sid, messages=[M("x", embedding=[3e38, 3e38])])
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.client.call("AppendMessages", big)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("overflows", cm.exception.details())
+
     def test_excluded_session_never_found(self):
         user, w = uid("u"), word()
         hidden = create(self.client, user, exclude_from_search=True, language="de")
