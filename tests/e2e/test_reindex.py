@@ -3,21 +3,24 @@ tokenizer version 1) and the background reindex of the keyword indexes:
 GetStatus.indexes shows the job and its end; search finds the old data by
 the new tokenizer's words afterwards and by the old index while the job
 runs (a memory created meanwhile at once); a kill -9 mid-job resumes where
-it stopped; messages appended with --index-messages=false are found once
-it is on again; a replica shows the primary's index state."""
+it stopped; updates racing the job's steps leave no memory behind;
+messages appended with --index-messages=false are found once it is on
+again; a replica shows the primary's index state."""
 import gzip
 import os
 import re
 import shutil
 import tempfile
+import threading
 
-from harness import KEEP, M, E2ETestCase, Server, free_port
+from harness import KEEP, M, E2ETestCase, Server, free_port, run_threads
 from test_memories import DUPLICATE, FACT, Mem
 from test_message_search import create, hits, search
 from test_observability import parse, scrape, value
 from test_replication import TOKENS, ReplicationCase, follow, status
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
+from engram.v1 import memory_pb2 as mp  # noqa: E402
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "store-0.14")
 DONE_TIMEOUT = 60.0  # bound on a reindex of the fixture finishing (ASan is slow)
@@ -166,6 +169,51 @@ class UpgradeTest(ReindexCase):
             self.assertEqual(v, 2)  # it finished just before the kill
         self.wait_finished(srv)
         self.assertEqual(self.found(Mem(srv.client()), "alice", "green tea"), ["m-tea"])
+
+
+class UpdatesDuringReindexTest(ReindexCase):
+    # Each memory of the fixture and a query only its version 2 terms match
+    # (version 1 has no Snowball stems nor irregular plurals).
+    V2_ONLY = {"m-run": ("alice", ("run", "child")), "m-tea": ("alice", ("morn",)),
+               "m-cafe": ("alice", ("working",)), "m-bob": ("bob", ("repairing",))}
+
+    def test_updates_racing_the_steps_leave_no_memory_behind(self):
+        # Why this catches a step that skips a memory changed since its walk:
+        # UpdateMemory (importance) copies the old record, version 1 terms
+        # included, and bumps its version. One thread per memory keeps an
+        # update of it queued at the writer all the time, so the step's
+        # write, queued behind them, nearly always finds the memory changed
+        # since its walk read it. A step that then left it alone would move
+        # its cursor past it all the same, and the job would end with the
+        # memory at version 1 while queries read version 2 only: the
+        # searches below would miss it.
+        srv = self.fixture_server(*SLOW)
+        stop = threading.Event()
+        updates = {m: 0 for m in self.V2_ONLY}
+
+        def hammer(memory_id):
+            def run():
+                mem, i = Mem(srv.client()), 0
+                while not stop.is_set():
+                    i += 1
+                    mem.update(mp.Memory(memory_id=memory_id, importance=0.1 + (i % 9) / 10),
+                               ["importance"])
+                    updates[memory_id] += 1
+            return run
+
+        def until_finished():
+            try:
+                self.wait_finished(srv)
+            finally:
+                stop.set()
+
+        run_threads([hammer(m) for m in self.V2_ONLY] + [until_finished], DONE_TIMEOUT + 20)
+        for memory_id, n in updates.items():
+            self.assertGreater(n, 0, memory_id)
+        mem = Mem(srv.client())
+        for memory_id, (user, queries) in self.V2_ONLY.items():
+            for q in queries:
+                self.assertEqual(self.found(mem, user, q), [memory_id], q)
 
 
 class IndexMessagesOffTest(ReindexCase):
