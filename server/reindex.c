@@ -234,6 +234,7 @@ typedef struct {
   size_t before_len;
   uint64_t visited_before;
   const char *tenant;
+  const eg_blind_ctx *ctx;  /* memories: the tenant's, for the filter tokens */
   const char *session_id;   /* messages */
   const eg_memory_rec *mem; /* memories: the walked record and the new one */
   eg_memory_rec mem_new;
@@ -307,6 +308,11 @@ static eg_err eg_rx_rewrite_memory(eg_txn *t, unsigned target, const eg_rx_rec *
     next.n_term_hashes = r->mem_new.n_term_hashes;
     next.index_version = r->mem_new.index_version;
     next.flags = r->mem_new.flags;
+    /* As the services' puts do (eg_memory_put): a record from before the
+     * filter tokens (0.14's) gets them, or the layout 3 meta this put
+     * writes would hide it from agent and source filters. The same ids
+     * hash the same, so a record that has them keeps them. */
+    eg_memory_ids_hash(r->ctx, &next);
     e = eg_store_memory_put(t, r->tenant, &next, cur, NULL);
   } else {
     *stop = 1;
@@ -471,6 +477,7 @@ static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_re
                    .before_len = s->prev_len,
                    .visited_before = s->visited - 1,
                    .tenant = tenant,
+                   .ctx = s->ctx,
                    .mem = rec,
                    .mem_new = *rec};
   if ((e = eg_text_index(&r, s->ctx, text, len, &x->mem_new))) return e;
