@@ -30,6 +30,11 @@ struct eg_reindex {
   /* The records one step walks at most: --reindex-batch, halved while a
    * step's write is too large for one txn (EG_ELIMIT). The thread's own. */
   size_t batch;
+  /* Per index, the thread's own: whether it saw the job's current walk
+   * from its first record (a restart or a promotion did not cut in), and
+   * whether that walk found nothing below the target so far. Only a walk
+   * seen whole and clean ends the job (eg_rx_step_apply). */
+  int walk_seen[EG_REINDEX_INDEXES], walk_clean[EG_REINDEX_INDEXES];
   _Atomic uint64_t records[EG_REINDEX_INDEXES];
   _Atomic uint64_t pending[EG_REINDEX_INDEXES];
 };
@@ -42,19 +47,44 @@ static void eg_state_free(void *p) {
   engram__storage__v1__index_state_record__free_unpacked(p, NULL);
 }
 
-/* The state of index i into *out (NULL when it has no row), its cleanup
- * deferred to arena a. */
+/* The version index `name` is at when it has no row: the current one when
+ * it covers no record, else the oldest its records may be at (memories 1;
+ * messages 0, none indexed). A node whose store was empty when it migrated
+ * to schema 6 got no row (storage/migrate.c) yet may have replayed an
+ * older primary's records since: it must not take them for current. On a
+ * primary this begins a job (one walk that converts nothing when the
+ * records were new, then the row says version 2); a replica reads the old
+ * way too until the primary's row arrives. Cost: O(1). */
+static eg_err eg_state_missing(eg_txn *t, const char *name, unsigned *version) {
+  uint64_t n;
+  eg_err e = eg_store_index_records(t, name, &n);
+  if (e) return e;
+  *version = n == 0                                ? EG_TOKENIZER_VERSION
+             : strcmp(name, EG_INDEX_MEMORIES) == 0 ? EG_TOKENIZER_V1
+                                                    : 0;
+  return EG_OK;
+}
+
+/* The state of index i into *out, its cleanup deferred to arena a. No
+ * row: NULL when the index is current (eg_state_missing), else a state at
+ * the version it is at, no job. */
 static eg_err eg_state_get(eg_txn *t, eg_arena *a, unsigned i, eg_index_state_rec **out) {
+  unsigned version;
   eg_err e = eg_store_index_state_get(t, eg_reindex_name(i), out);
   if (e == EG_ENOTFOUND) {
     *out = NULL;
+    if ((e = eg_state_missing(t, eg_reindex_name(i), &version)) || version == EG_TOKENIZER_VERSION)
+      return e;
+    if (!(*out = EG_ARENA_NEW(a, eg_index_state_rec))) return EG_ENOMEM;
+    engram__storage__v1__index_state_record__init(*out);
+    (*out)->version = version;
     return EG_OK;
   }
   if (e == EG_OK && eg_arena_defer(a, eg_state_free, *out) != 0) return EG_ENOMEM;
   return e;
 }
 
-/* The version a state says its entries are at (no row: the current). */
+/* The version a state says its entries are at (NULL: the current). */
 static unsigned eg_state_version(const eg_index_state_rec *st) {
   return st ? st->version : EG_TOKENIZER_VERSION;
 }
@@ -63,13 +93,17 @@ static unsigned eg_state_version(const eg_index_state_rec *st) {
 
 eg_err eg_index_read_from(eg_txn *t, const char *name, unsigned *version) {
   eg_index_state_rec *st;
+  unsigned v = EG_TOKENIZER_VERSION;
   eg_err e = eg_store_index_state_get(t, name, &st);
   *version = EG_TOKENIZER_VERSION;
-  if (e == EG_ENOTFOUND) return EG_OK;
+  if (e == EG_ENOTFOUND) {
+    e = eg_state_missing(t, name, &v);
+  } else if (e == EG_OK) {
+    v = st->version;
+    eg_state_free(st);
+  }
   if (e) return e;
-  if (st->version < EG_TOKENIZER_VERSION)
-    *version = st->version < EG_TOKENIZER_V1 ? EG_TOKENIZER_V1 : st->version;
-  eg_state_free(st);
+  if (v < EG_TOKENIZER_VERSION) *version = v < EG_TOKENIZER_V1 ? EG_TOKENIZER_V1 : v;
   return EG_OK;
 }
 
@@ -193,7 +227,14 @@ static eg_err eg_rx_control_apply(eg_write_item *item, eg_txn *t) {
 
 /* One record of a step, walked and converted. */
 typedef struct {
+  /* The cursor before it and the records the step walked before it: where
+   * the state stops when the write cannot use its terms (the next step
+   * reads it again). */
+  const uint8_t *before;
+  size_t before_len;
+  uint64_t visited_before;
   const char *tenant;
+  const eg_blind_ctx *ctx;  /* memories: the tenant's, for the filter tokens */
   const char *session_id;   /* messages */
   const eg_memory_rec *mem; /* memories: the walked record and the new one */
   eg_memory_rec mem_new;
@@ -207,10 +248,15 @@ typedef struct {
   unsigned index;
   eg_arena *arena;
   eg_index_state_rec from; /* the state the walk began at (cursor, done) */
-  uint8_t *last;           /* the last key walked */
+  const uint8_t *last; /* the last key walked (before the first: from.cursor) */
   size_t last_len;
+  const uint8_t *prev; /* the one before it */
+  size_t prev_len;
   uint64_t visited;
   int more;
+  /* Set by the thread: a walk through ends the job (else another walk
+   * begins). Set by apply: the write stopped at a record. */
+  int finish, stopped;
   eg_rx_rec *recs;
   size_t n;
   /* The walk's caches: the tenant's blind context, the session's record. */
@@ -231,14 +277,45 @@ static eg_err eg_rx_same_state(const eg_index_state_rec *cur, const eg_index_sta
   return EG_OK;
 }
 
-static eg_err eg_rx_rewrite_memory(eg_txn *t, const eg_rx_rec *r) {
+static int eg_bytes_eq(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b) {
+  return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+static unsigned eg_memory_version(const eg_memory_rec *m) {
+  return m->index_version ? m->index_version : EG_TOKENIZER_V1;
+}
+
+/* Puts the terms r's walk computed onto the memory as it is now. An update
+ * since the walk (importance, metadata, namespace, tags, a duplicate
+ * mark, a merge) copies the old record, its index_version and entries
+ * included, and moves its version: skipping it would leave it below the
+ * target when the job ends, found by no query. So: already at the target
+ * (a text edit indexes at the current version): nothing to do; the same
+ * text (sealed token bytes) and language the walk tokenized: its terms,
+ * every other field as it is now; else *stop (not expected: the next step
+ * reads it again). */
+static eg_err eg_rx_rewrite_memory(eg_txn *t, unsigned target, const eg_rx_rec *r, int *stop) {
   eg_memory_rec *cur;
   eg_err e = eg_store_memory_get(t, r->tenant, r->mem->memory_id, &cur);
   if (e == EG_ENOTFOUND) return EG_OK; /* purged since: nothing to index */
   if (e) return e;
-  if (cur->version == r->mem->version && cur->update_time_us == r->mem->update_time_us &&
-      cur->index_version == r->mem->index_version) {
-    e = eg_store_memory_put(t, r->tenant, &r->mem_new, cur, NULL);
+  if (eg_memory_version(cur) >= target) {
+    /* converted since */
+  } else if (eg_bytes_eq(&cur->text_token, &r->mem->text_token) &&
+             strcmp(cur->language, r->mem->language) == 0) {
+    eg_memory_rec next = *cur;
+    next.term_hashes = r->mem_new.term_hashes;
+    next.n_term_hashes = r->mem_new.n_term_hashes;
+    next.index_version = r->mem_new.index_version;
+    next.flags = r->mem_new.flags;
+    /* As the services' puts do (eg_memory_put): a record from before the
+     * filter tokens (0.14's) gets them, or the layout 3 meta this put
+     * writes would hide it from agent and source filters. The same ids
+     * hash the same, so a record that has them keeps them. */
+    eg_memory_ids_hash(r->ctx, &next);
+    e = eg_store_memory_put(t, r->tenant, &next, cur, NULL);
+  } else {
+    *stop = 1;
   }
   engram__storage__v1__memory_record__free_unpacked(cur, NULL);
   return e;
@@ -259,8 +336,11 @@ static eg_err eg_rx_session_live(eg_txn *t, const eg_rx_rec *r, const eg_rx_rec 
   return EG_OK;
 }
 
-static eg_err eg_rx_rewrite_message(eg_txn *t, const eg_rx_rec *r, const eg_rx_rec **checked,
-                                    int *live) {
+/* As eg_rx_rewrite_memory. Only this job changes a stored message (its
+ * session's language and opt-out never change), so the stored one is the
+ * walked one; the same checks all the same, as cheap as they are. */
+static eg_err eg_rx_rewrite_message(eg_txn *t, unsigned target, const eg_rx_rec *r,
+                                    const eg_rx_rec **checked, int *live, int *stop) {
   eg_message_rec *cur;
   /* A session retired since keeps its messages until the sweeper purges
    * them: they get no new index entries. */
@@ -269,10 +349,19 @@ static eg_err eg_rx_rewrite_message(eg_txn *t, const eg_rx_rec *r, const eg_rx_r
   e = eg_store_message_get(t, r->tenant, r->session_id, (uint64_t)r->msg->seq, &cur);
   if (e == EG_ENOTFOUND) return EG_OK; /* deleted since */
   if (e) return e;
-  if (cur->index_version == r->msg->index_version &&
-      cur->content_token.len == r->msg->content_token.len &&
-      memcmp(cur->content_token.data, r->msg->content_token.data, cur->content_token.len) == 0) {
-    e = eg_store_message_reindex(t, r->tenant, r->session_id, cur, &r->msg_new);
+  if (cur->index_version >= target) {
+    /* converted since */
+  } else if (eg_bytes_eq(&cur->content_token, &r->msg->content_token)) {
+    eg_message_rec next = *cur;
+    next.index_version = r->msg_new.index_version;
+    next.index_terms = r->msg_new.index_terms;
+    next.n_index_terms = r->msg_new.n_index_terms;
+    next.index_tf = r->msg_new.index_tf;
+    next.index_words = r->msg_new.index_words;
+    next.index_user_id = r->msg_new.index_user_id;
+    e = eg_store_message_reindex(t, r->tenant, r->session_id, cur, &next);
+  } else {
+    *stop = 1;
   }
   engram__storage__v1__message_record__free_unpacked(cur, NULL);
   return e;
@@ -283,25 +372,44 @@ static eg_err eg_rx_step_apply(eg_write_item *item, eg_txn *t) {
   const char *name = eg_reindex_name(s->index);
   eg_index_state_rec *cur;
   const eg_rx_rec *checked = NULL;
-  int live = 0;
+  int live = 0, stop = 0;
+  size_t i = 0;
   eg_err e = eg_store_index_state_get(t, name, &cur);
   if (e == EG_ENOTFOUND) cur = NULL;
   else if (e) return e;
+  s->stopped = 0; /* apply may run again */
   if ((e = eg_rx_same_state(cur, &s->from))) goto out;
-  for (size_t i = 0; i < s->n && !e; i++)
-    e = s->index == EG_REINDEX_MEMORIES ? eg_rx_rewrite_memory(t, &s->recs[i])
-                                        : eg_rx_rewrite_message(t, &s->recs[i], &checked, &live);
-  if (e) goto out;
+  for (; i < s->n; i++) {
+    e = s->index == EG_REINDEX_MEMORIES
+            ? eg_rx_rewrite_memory(t, s->from.target, &s->recs[i], &stop)
+            : eg_rx_rewrite_message(t, s->from.target, &s->recs[i], &checked, &live, &stop);
+    if (e) goto out;
+    if (stop) break;
+  }
   eg_index_state_rec next = *cur;
-  if (s->more) {
-    next.cursor = (ProtobufCBinaryData){.len = s->last_len, .data = s->last};
+  if (stop) {
+    /* recs[i] and those after it wait for the next step. */
+    next.cursor = (ProtobufCBinaryData){.len = s->recs[i].before_len,
+                                        .data = (uint8_t *)s->recs[i].before};
+    next.done = cur->done + s->recs[i].visited_before;
+    s->stopped = 1;
+  } else if (s->more) {
+    next.cursor = (ProtobufCBinaryData){.len = s->last_len, .data = (uint8_t *)s->last};
     next.done = cur->done + s->visited;
-  } else {
-    /* The walk is through: every entry is at the target now. */
+  } else if (s->finish) {
+    /* A whole walk found every record at the target: done. */
     next = (eg_index_state_rec)ENGRAM__STORAGE__V1__INDEX_STATE_RECORD__INIT;
     next.version = cur->target;
+  } else {
+    /* The walk converted records, or this thread did not see all of it: a
+     * record written below the target behind the cursor meanwhile (a fork
+     * copies its source's unindexed messages) would be missed. Walk
+     * again, over the records there are now. */
+    next.cursor = (ProtobufCBinaryData){0};
+    next.done = 0;
+    e = eg_store_index_records(t, name, &next.total);
   }
-  e = eg_store_index_state_put(t, name, &next);
+  if (!e) e = eg_store_index_state_put(t, name, &next);
 out:
   if (cur) eg_state_free(cur);
   return e;
@@ -314,12 +422,16 @@ static eg_req eg_rx_req(eg_rx_step *s, const char *tenant) {
   return (eg_req){.srv = s->rx.x->srv, .tenant = tenant, .arena = s->arena, .now_us = eg_now_us()};
 }
 
-/* Remembers a walked record's key (the cursor after it) and tenant; the
- * tenant's blind context into *ctx. */
+/* Remembers a walked record's key (the cursor after it; the one before
+ * it moves to prev) and tenant; the tenant's blind context into s->ctx. */
 static eg_err eg_rx_visit(eg_rx_step *s, const uint8_t *key, size_t key_len, const char *tenant,
                           const char **tenant_copy) {
-  if (!(s->last = eg_arena_alloc(s->arena, key_len ? key_len : 1))) return EG_ENOMEM;
-  memcpy(s->last, key, key_len);
+  uint8_t *copy = eg_arena_alloc(s->arena, key_len ? key_len : 1);
+  if (!copy) return EG_ENOMEM;
+  memcpy(copy, key, key_len);
+  s->prev = s->last;
+  s->prev_len = s->last_len;
+  s->last = copy;
   s->last_len = key_len;
   s->visited++;
   if (s->ctx_tenant && strcmp(s->ctx_tenant, tenant) == 0) {
@@ -361,7 +473,13 @@ static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_re
   if (eg_rx_unreadable(e, &r)) return EG_OK;
   if (e) return e;
   eg_rx_rec *x = &s->recs[s->n];
-  *x = (eg_rx_rec){.tenant = tenant, .mem = rec, .mem_new = *rec};
+  *x = (eg_rx_rec){.before = s->prev,
+                   .before_len = s->prev_len,
+                   .visited_before = s->visited - 1,
+                   .tenant = tenant,
+                   .ctx = s->ctx,
+                   .mem = rec,
+                   .mem_new = *rec};
   if ((e = eg_text_index(&r, s->ctx, text, len, &x->mem_new))) return e;
   s->rx.item.bytes += engram__storage__v1__memory_record__get_packed_size(&x->mem_new);
   s->n++;
@@ -412,7 +530,13 @@ static eg_err eg_rx_message(eg_rx_step *s, const char *tenant, const eg_session_
   if (eg_rx_unreadable(e, &r)) return EG_OK;
   if (e) return e;
   eg_rx_rec *x = &s->recs[s->n];
-  *x = (eg_rx_rec){.tenant = tenant, .session_id = s->s_id, .msg = rec, .msg_new = *rec};
+  *x = (eg_rx_rec){.before = s->prev,
+                   .before_len = s->prev_len,
+                   .visited_before = s->visited - 1,
+                   .tenant = tenant,
+                   .session_id = s->s_id,
+                   .msg = rec,
+                   .msg_new = *rec};
   if ((e = eg_message_index_fields(s->arena, s->ctx, s->from.target, session->language,
                                    session->user_id, text, len, &x->msg_new)))
     return e;
@@ -451,9 +575,12 @@ static eg_err eg_rx_step_run(eg_reindex *x, unsigned i, const eg_index_state_rec
                              uint64_t *walked) {
   eg_rx_step s = {.rx = {.item = {.apply = eg_rx_step_apply}, .x = x},
                   .index = i,
-                  .from = *st};
+                  .from = *st,
+                  .last = st->cursor.data,
+                  .last_len = st->cursor.len};
   eg_err e = EG_OK;
   *walked = 0;
+  if (st->cursor.len == 0 && st->done == 0) x->walk_seen[i] = x->walk_clean[i] = 1;
   if (!(s.arena = eg_arena_new()) || !(s.recs = EG_ARENA_ARRAY(s.arena, eg_rx_rec, x->batch))) {
     eg_arena_free(s.arena);
     return EG_ENOMEM;
@@ -471,6 +598,7 @@ static eg_err eg_rx_step_run(eg_reindex *x, unsigned i, const eg_index_state_rec
                                  &s.more);
     }
     if (e == EG_OK) e = s.err;
+    s.finish = x->walk_seen[i] && x->walk_clean[i] && s.n == 0;
     /* Ended before the write: a read txn held across it would keep the
      * writer from growing the map. */
     eg_store_reader_end(x->reader);
@@ -479,9 +607,16 @@ static eg_err eg_rx_step_run(eg_reindex *x, unsigned i, const eg_index_state_rec
   if (e == EG_OK) {
     *walked = s.visited;
     atomic_fetch_add_explicit(&x->records[i], s.visited, memory_order_relaxed);
-    if (!s.more)
+    if (s.n || s.stopped) x->walk_clean[i] = 0;
+    if (s.stopped)
+      eg_log(EG_LOG_WARN, "reindex of %s: a record changed below tokenizer version %u since "
+             "the walk read it; read again next step", eg_reindex_name(i), st->target);
+    else if (!s.more && s.finish)
       eg_log(EG_LOG_INFO, "reindex of %s done: every entry at tokenizer version %u",
              eg_reindex_name(i), st->target);
+    else if (!s.more)
+      eg_log(EG_LOG_INFO, "reindex of %s walked through; walking again to find any record "
+             "left below tokenizer version %u", eg_reindex_name(i), st->target);
   } else if (e == EG_ELIMIT && x->batch > 1) {
     /* Too much for one txn: smaller steps from now on. */
     x->batch /= 2;

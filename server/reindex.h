@@ -6,7 +6,10 @@
  * row in index_state (storage/message_index.h; replicated like data): the
  * tokenizer version every entry is at, and while a job runs its target,
  * cursor, done, total and start time. No row: version
- * EG_TOKENIZER_VERSION, nothing to do.
+ * EG_TOKENIZER_VERSION, nothing to do, while the index covers no record;
+ * over records, the oldest version they may be at (memories 1, messages
+ * 0), since a store empty when it migrated got no row yet may have
+ * replayed an older primary's records since (storage/migrate.c).
  *
  * Jobs. A thread like the sweeper's (server/sweeper.h): it works only
  * while this node is an unfenced primary (a promoted replica takes over
@@ -24,13 +27,21 @@
  *     computes its terms with the tokenizer at the target (memory: in its
  *     language, its negation flag too; message: in its session's
  *     language; a message whose session is gone or excluded from search is
- *     skipped). Then one write item, through the writer, rewrites each of
- *     them only if the stored record is still the one walked (memory: same
- *     version, update time and index_version; message: same content and
- *     index_version, its session still there and not excluded), and
- *     stores the state (cursor = the last key walked, done += records
- *     walked) in the same txn. When the walk finds no more, the same item
- *     sets version = target and ends the job.
+ *     skipped). Then one write item, through the writer, reads each of
+ *     them again: at the target already, nothing to do; the same text
+ *     (sealed token bytes) and language (message: its session still there
+ *     and not excluded) as walked, the new terms go onto the record as it
+ *     is now (an update in between copies the old record, old entries and
+ *     all: skipped, it would stay below the target for good); else the
+ *     step stops before it (cursor = the key before it) and the next step
+ *     reads it again. The item stores the state (cursor = the last key
+ *     walked, done += records walked) in the same txn. When the walk finds
+ *     no more, the same item sets version = target and ends the job if
+ *     this thread saw that whole walk and it found nothing below the
+ *     target (unreadable records aside); else another walk begins (cursor
+ *     empty, done 0, total the records now), to find any record written
+ *     below the target behind the cursor meanwhile (a fork copies its
+ *     source's unindexed messages).
  * A restart resumes from the stored cursor; a step that fails (logged)
  * is retried the next time round. At most --reindex-rate records a second
  * (the thread sleeps between steps; a stop wakes it at once).

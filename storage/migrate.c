@@ -104,8 +104,14 @@ static eg_err eg_migrate_index_state(MDB_txn *txn, MDB_dbi db, MDB_dbi state, co
  * store that holds memories gets a "memories" row at tokenizer version 1
  * (the ASCII rules their postings were made with) and one that holds
  * messages a "messages" row at 0 (none indexed): engramd reindexes them in
- * the background. Written alike on every copy of one history, so not
- * logged (as migration 4's back-fill). */
+ * the background. Not logged (as migration 4's back-fill), and not alike
+ * on every copy of one history: each copy migrates at its own position,
+ * and one whose DB was empty then (a replica upgraded before it replayed
+ * anything) gets no row. Safe all the same: the primary's job state is
+ * logged, so its rows replace a replica's as they stream; and a missing
+ * row over a non-empty DB reads as the oldest version its records may be
+ * at (server/reindex.c, eg_state_missing), so no node takes version 1
+ * records it replayed later for current. */
 static eg_err eg_migrate_v6(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
   static const char *const dbs[] = {EG_DB_MESSAGE_TERMS, EG_DB_MESSAGE_INDEX_STATS,
                                     EG_DB_INDEX_STATE};

@@ -3,26 +3,40 @@ tokenizer version 1) and the background reindex of the keyword indexes:
 GetStatus.indexes shows the job and its end; search finds the old data by
 the new tokenizer's words afterwards and by the old index while the job
 runs (a memory created meanwhile at once); a kill -9 mid-job resumes where
-it stopped; messages appended with --index-messages=false are found once
-it is on again; a replica shows the primary's index state."""
+it stopped; updates racing the job's steps leave no memory behind;
+messages appended with --index-messages=false are found once it is on
+again; a replica shows the primary's index state."""
 import gzip
 import os
 import re
 import shutil
 import tempfile
+import threading
+import unittest
 
-from harness import KEEP, M, E2ETestCase, Server, free_port
+from harness import ENGRAMD, KEEP, M, E2ETestCase, Server, free_port, run_threads
 from test_memories import DUPLICATE, FACT, Mem
 from test_message_search import create, hits, search
 from test_observability import parse, scrape, value
 from test_replication import TOKENS, ReplicationCase, follow, status
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
+from engram.v1 import memory_pb2 as mp  # noqa: E402
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "store-0.14")
 DONE_TIMEOUT = 60.0  # bound on a reindex of the fixture finishing (ASan is slow)
 SLOW = ("--reindex-rate", "1", "--reindex-batch", "1")  # one record a second
 BEGINS = "reindex of %s to tokenizer version 2 begins"
+ENGRAMD_FAULT = os.environ.get("ENGRAMD_FAULT") or os.path.join(os.path.dirname(ENGRAMD),
+                                                                 "engramd-fault")
+# Every commit's flush sleeps (the fault shim's delay_ms): the writer is
+# slow, so writes queue behind one another.
+SLOW_COMMITS = "point=sync,nth=1,count=0,delay_ms=20"
+
+
+class FaultServer(Server):
+    def argv(self):
+        return [ENGRAMD_FAULT] + super().argv()[1:]
 
 
 def fixture_store(tmp):
@@ -50,11 +64,14 @@ def finished(ix):
 
 
 class ReindexCase(E2ETestCase):
-    def fixture_server(self, *args):
+    def fixture_server(self, *args, server=Server, **kw):
         tmp = tempfile.mkdtemp(prefix="engram-e2e-reindex-")
         if not KEEP:
             self.addCleanup(shutil.rmtree, tmp, True)
-        return self.start_server(*args, data_dir=fixture_store(tmp), create_data_dir=False)
+        srv = server(*args, data_dir=fixture_store(tmp), create_data_dir=False, **kw)
+        self.addCleanup(srv.close)
+        srv.start()
+        return srv
 
     def status(self, srv):
         """GetStatus over one client per process of srv (polled often)."""
@@ -132,15 +149,19 @@ class UpgradeTest(ReindexCase):
         v, target, done, total, _ = memories()
         self.assertEqual((v, target), (1, 2))
         self.assertLess(done, 3, "m-run should have been at version 1 during the searches")
-        # The gauge: total - done as the thread last read it (at most 4).
-        self.wait_until(lambda: 0 < metric("engram_reindex_pending", "memories") <= 4,
+        # The gauge: total - done as the thread last read it (at most 5: the
+        # second walk's total counts the new memory).
+        self.wait_until(lambda: 0 < metric("engram_reindex_pending", "memories") <= 5,
                         DONE_TIMEOUT, "engram_reindex_pending of the memories job", [srv])
         self.wait_finished(srv)
         self.wait_until(lambda: metric("engram_reindex_pending", "memories") == 0 and
                         metric("engram_reindex_pending", "messages") == 0,
                         DONE_TIMEOUT, "engram_reindex_pending back to 0", [srv])
-        self.assertEqual(metric("engram_reindex_records_total", "memories"), 4)
-        self.assertEqual(metric("engram_reindex_records_total", "messages"), 3)
+        # Two walks each, since the first converted records: the second
+        # finds none left. Memories: the 4 old ones twice, the new one in
+        # the second walk (in the first too if its key followed the cursor).
+        self.assertIn(metric("engram_reindex_records_total", "memories"), (9, 10))
+        self.assertEqual(metric("engram_reindex_records_total", "messages"), 6)
         self.assertEqual(self.found(mem, "alice", "running"), ["m-run"])
         self.assertEqual(self.found(mem, "alice", "green tea"), ["m-tea"])
         self.assertEqual(self.found(mem, "alice", "kayak"), [new.memory_id])
@@ -166,6 +187,53 @@ class UpgradeTest(ReindexCase):
             self.assertEqual(v, 2)  # it finished just before the kill
         self.wait_finished(srv)
         self.assertEqual(self.found(Mem(srv.client()), "alice", "green tea"), ["m-tea"])
+
+
+@unittest.skipUnless(os.path.isfile(ENGRAMD_FAULT), "engramd-fault not built")
+class UpdatesDuringReindexTest(ReindexCase):
+    # Each memory of the fixture and a query only its version 2 terms match
+    # (version 1 has no Snowball stems nor irregular plurals).
+    V2_ONLY = {"m-run": ("alice", ("run", "child")), "m-tea": ("alice", ("morn",)),
+               "m-cafe": ("alice", ("working",)), "m-bob": ("bob", ("repairing",))}
+
+    def test_updates_racing_the_steps_leave_no_memory_behind(self):
+        # Why this catches a step that skips a memory changed since its walk:
+        # UpdateMemory (importance) copies the old record, version 1 terms
+        # included, and bumps its version. One thread per memory keeps an
+        # update of it in flight all the time, and every commit is slow
+        # (SLOW_COMMITS): the update of the memory a step walks is being
+        # committed or queued when the step reads it, so the step's write,
+        # queued behind it, finds the memory changed since its walk. A step that then left it alone would move
+        # its cursor past it all the same, and the job would end with the
+        # memory at version 1 while queries read version 2 only: the
+        # searches below would miss it.
+        srv = self.fixture_server(*SLOW, server=FaultServer, env={"ENGRAM_FAULT": SLOW_COMMITS})
+        stop = threading.Event()
+        updates = {m: 0 for m in self.V2_ONLY}
+
+        def hammer(memory_id):
+            def run():
+                mem, i = Mem(srv.client()), 0
+                while not stop.is_set():
+                    i += 1
+                    mem.update(mp.Memory(memory_id=memory_id, importance=0.1 + (i % 9) / 10),
+                               ["importance"])
+                    updates[memory_id] += 1
+            return run
+
+        def until_finished():
+            try:
+                self.wait_finished(srv)
+            finally:
+                stop.set()
+
+        run_threads([hammer(m) for m in self.V2_ONLY] + [until_finished], DONE_TIMEOUT + 20)
+        for memory_id, n in updates.items():
+            self.assertGreater(n, 0, memory_id)
+        mem = Mem(srv.client())
+        for memory_id, (user, queries) in self.V2_ONLY.items():
+            for q in queries:
+                self.assertEqual(self.found(mem, user, q), [memory_id], q)
 
 
 class IndexMessagesOffTest(ReindexCase):
