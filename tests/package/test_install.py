@@ -220,7 +220,7 @@ class InstallTest(unittest.TestCase):
         deb = os.path.join(out, debs[0])
         info = sh("dpkg-deb", "-I", deb)
         self.assertRegex(info, r"(?m)^ Package: engram$")
-        self.assertRegex(info, r"(?m)^ Version: 0\.14\.0$")
+        self.assertRegex(info, r"(?m)^ Version: 0\.15\.0$")
         depends = re.search(r"(?m)^ Depends: (.*)$", info).group(1)
         for lib in ("libgrpc", "libprotobuf-c", "libsodium", "liblmdb", "libmicrohttpd", "libjson-c"):
             self.assertIn(lib, depends)
