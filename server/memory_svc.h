@@ -62,7 +62,16 @@ eg_err eg_check_unit(eg_req *r, const char *field, float v);
  * EG_EINVAL naming field. */
 eg_err eg_check_type(eg_req *r, const char *field, int type);
 
-/* Checks v[0..n) (at most EG_MEMORY_DIM_MAX finite values, not all zero)
+/* Bounds of an embedding's values, far outside any model's output, that
+ * keep every float32 sum of squares and dot product the scores take (up
+ * to EG_MEMORY_DIM_MAX terms) finite and clear of underflow: values within
+ * +-1e15 (squares <= 1e30, sums <= 4.1e33 < FLT_MAX) and a norm of at least
+ * 1e-15 (then some value is >= 1.5e-17, whose square is a normal float). */
+#define EG_EMBEDDING_VALUE_MAX 1e15f
+#define EG_EMBEDDING_NORM_MIN 1e-15f
+
+/* Checks v[0..n) (at most EG_MEMORY_DIM_MAX finite values within
+ * +-EG_EMBEDDING_VALUE_MAX, norm at least EG_EMBEDDING_NORM_MIN)
  * and copies it, aligned, into the arena: *out (NULL when n is 0) and its
  * Euclidean norm *norm (0 when n is 0). Returns EG_OK, EG_EINVAL naming
  * field, or EG_ENOMEM. */

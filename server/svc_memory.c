@@ -77,15 +77,19 @@ eg_err eg_embedding_check(eg_req *r, const char *field, const float *v, size_t n
   if (n == 0) return EG_OK;
   if (n > EG_MEMORY_DIM_MAX)
     return eg_invalid(r->msg, sizeof r->msg, field, "%zu dimensions, limit %d", n, EG_MEMORY_DIM_MAX);
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     if (!isfinite(v[i]))
       return eg_invalid(r->msg, sizeof r->msg, field, "value %zu is not finite", i);
+    if (fabsf(v[i]) > EG_EMBEDDING_VALUE_MAX)
+      return eg_invalid(r->msg, sizeof r->msg, field, "value %zu: magnitude above %g", i,
+                        EG_EMBEDDING_VALUE_MAX);
+  }
   *norm = eg_vec_norm(v, n);
-  /* The norm is summed in double; it is kept as a float. */
-  if (!isfinite(*norm))
-    return eg_mem_invalid(r, field, "values too large: the norm overflows a float32");
   if (!(*norm > 0))
     return eg_mem_invalid(r, field, "must not be all zeros (cosine needs a direction)");
+  if (*norm < EG_EMBEDDING_NORM_MIN)
+    return eg_invalid(r->msg, sizeof r->msg, field, "norm below %g (cosine needs a direction)",
+                      EG_EMBEDDING_NORM_MIN);
   float *copy = EG_ARENA_ARRAY(r->arena, float, n);
   if (!copy) return EG_ENOMEM;
   memcpy(copy, v, n * sizeof *copy);

@@ -280,13 +280,17 @@ static int eg_msearch_sid_wanted(const eg_msearch *s, const char *id, size_t len
  * *idx gets its entry in s->sess. rec, when the caller has it, saves the
  * lookup. */
 static eg_err eg_msearch_session(eg_msearch *s, const char *id, size_t len, const eg_session_rec *rec,
-                                 int *in_search, uint32_t *idx) {
+                                 int *in_search, uint32_t *idx, int64_t span[2]) {
   eg_req *r = s->r;
   size_t before = s->sess.n;
   eg_err e = eg_pmap_add(&s->sess, (const uint8_t *)id, len, idx);
   if (e) return e;
   eg_pmap_ent *ent = &s->sess.ents[*idx];
-  if (s->sess.n == before) return *in_search = ent->count == EG_SESS_IN, EG_OK;
+  if (s->sess.n == before) {
+    /* Looked up already: only eg_msearch_users asks for spans, once each. */
+    if (span) span[0] = span[1] = 0;
+    return *in_search = ent->count == EG_SESS_IN, EG_OK;
+  }
   if ((e = eg_grow(r->arena, (void **)&s->sess_user, &s->sess_cap, s->sess.n, sizeof *s->sess_user)))
     return e;
   eg_session_rec *got = NULL;
@@ -295,13 +299,23 @@ static eg_err eg_msearch_session(eg_msearch *s, const char *id, size_t len, cons
     char *sid = eg_arena_strndup(r->arena, id, len);
     if (!sid) return EG_ENOMEM;
     e = eg_store_session_get(r->rtxn, r->tenant, sid, &got);
-    if (e == EG_ENOTFOUND) return *in_search = 0, EG_OK;
+    if (e == EG_ENOTFOUND) {
+      if (span) span[0] = span[1] = 0;
+      return *in_search = 0, EG_OK;
+    }
     if (e) return e;
     rec = got;
   }
   int ok = !rec->exclude_from_search && (!s->user_id || strcmp(rec->user_id, s->user_id) == 0) &&
            (!s->in->agent_id[0] || strcmp(rec->agent_id, s->in->agent_id) == 0) &&
            (!s->state_mask || (s->state_mask & (1u << eg_session_state_at(rec, r->now_us))));
+  if (span) {
+    /* Its messages' create times (first and last; 0: not known): a message
+     * is stamped at append, and a fork's copies keep theirs, as do the
+     * fork's stats. */
+    span[0] = ok && rec->stats ? rec->stats->first_message_time_us : 0;
+    span[1] = ok && rec->stats ? rec->stats->last_message_time_us : 0;
+  }
   const char *user = ok ? eg_arena_strndup(r->arena, rec->user_id, strlen(rec->user_id)) : "";
   if (got) eg_session_rec_free(got);
   if (!user) return EG_ENOMEM;
@@ -352,7 +366,9 @@ static int eg_msearch_posting(void *arg, const eg_message_posting *p) {
 
 /* The users whose postings the search reads into s: with session_ids, the
  * users of those of them in the search (each looked up once, at most
- * EG_SEARCH_SESSION_IDS_MAX); else the user of user_id; else all. */
+ * EG_SEARCH_SESSION_IDS_MAX), and the time range narrowed to their
+ * messages' (so an old session of a busy user is reached: its user's newer
+ * postings are not read); else the user of user_id; else all. */
 static eg_err eg_msearch_users(eg_msearch *s) {
   const Engram__V1__SearchMessagesRequest *in = s->in;
   if (!in->n_session_ids) {
@@ -364,12 +380,26 @@ static eg_err eg_msearch_users(eg_msearch *s) {
   const char **users = EG_ARENA_ARRAY(s->r->arena, const char *, in->n_session_ids);
   if (!users) return EG_ENOMEM;
   size_t n = 0;
+  int64_t lo = INT64_MAX, hi = 0;
+  int spans = 1; /* every session in the search has a known span */
   for (size_t i = 0; i < in->n_session_ids; i++) {
     int ok;
     uint32_t si;
-    eg_err e = eg_msearch_session(s, in->session_ids[i], strlen(in->session_ids[i]), NULL, &ok, &si);
+    int64_t span[2];
+    eg_err e = eg_msearch_session(s, in->session_ids[i], strlen(in->session_ids[i]), NULL, &ok, &si,
+                                  span);
     if (e) return e;
-    if (ok) users[n++] = s->sess_user[si];
+    if (!ok) continue;
+    users[n++] = s->sess_user[si];
+    if (span[0] <= 0 || span[1] < span[0]) spans = 0;
+    if (span[0] < lo) lo = span[0];
+    if (span[1] > hi) hi = span[1];
+  }
+  if (n && spans) {
+    if (lo > s->from_us) s->from_us = lo;
+    if (!s->to_us || hi + 1 < s->to_us) s->to_us = hi + 1;
+    /* An empty range: nothing of those sessions in the request's. */
+    if (s->to_us <= s->from_us) n = 0;
   }
   qsort(users, n, sizeof *users, eg_sid_cmp);
   s->n_users = 0;
@@ -394,8 +424,12 @@ static eg_err eg_msearch_keywords(eg_msearch *s, const uint64_t *terms, size_t n
   for (size_t i = 0; i < nt; i++) {
     int cut;
     s->df = s->n_touched = 0;
+    /* In the team view each user holding the word is a seek before any of
+     * its postings: they count against the word's budget too. */
+    size_t max_users = s->budget < EG_MESSAGE_MERGE_USERS_MAX ? s->budget : EG_MESSAGE_MERGE_USERS_MAX;
     e = eg_store_message_postings(r->rtxn, r->tenant, s->all_users ? NULL : s->users, s->n_users,
-                                  terms[i], s->from_us, s->to_us, eg_msearch_posting, s, &cut);
+                                  max_users, terms[i], s->from_us, s->to_us, eg_msearch_posting, s,
+                                  &cut);
     if (e == EG_OK) e = s->err;
     if (e) return e;
     if (cut) s->truncated = 1;
@@ -462,7 +496,8 @@ static eg_err eg_msearch_rank(eg_msearch *s) {
     const eg_pmap_ent *ent = &s->cands.ents[i];
     int in;
     uint32_t si;
-    if ((e = eg_msearch_session(s, (const char *)ent->pos, ent->len - 8, NULL, &in, &si))) return e;
+    if ((e = eg_msearch_session(s, (const char *)ent->pos, ent->len - 8, NULL, &in, &si, NULL)))
+      return e;
     if (!in) continue;
     c[n++].idx = (uint32_t)i;
     if (ent->idf > s->best) s->best = ent->idf;
@@ -539,7 +574,7 @@ static eg_err eg_mscan_session(eg_mscan *m, const char *sid, const eg_session_re
   int in;
   uint32_t si;
   if (m->examined++ == s->budget) return s->truncated = m->stop = 1, EG_OK;
-  eg_err e = eg_msearch_session(s, sid, strlen(sid), rec, &in, &si);
+  eg_err e = eg_msearch_session(s, sid, strlen(sid), rec, &in, &si, NULL);
   if (e || !in) return e;
   m->sid = sid;
   return eg_store_messages_scan(s->r->rtxn, s->r->tenant, sid, UINT64_MAX, 1, eg_mscan_message, m);

@@ -287,6 +287,7 @@ struct eg_posting_walk {
   const eg_key *tprefix; /* tenant | term */
   size_t tlen;           /* its length */
   uint64_t from, to;     /* [from, to) */
+  size_t max_users;      /* users NULL: most users enumerated */
   eg_message_posting_fn fn;
   void *arg;
 };
@@ -371,7 +372,7 @@ static eg_err eg_src_set_add(const struct eg_posting_walk *w, eg_src_set *set,
   return e;
 }
 
-/* Adds every user holding the term (the first EG_MESSAGE_MERGE_USERS_MAX
+/* Adds every user holding the term (the first w->max_users
  * in key order; *cut set when there are more), one seek each. */
 static eg_err eg_src_set_tenant(const struct eg_posting_walk *w, eg_src_set *set, int *cut) {
   /* Past every posting of one user: create times are below 2^63, so their
@@ -392,7 +393,7 @@ static eg_err eg_src_set_tenant(const struct eg_posting_walk *w, eg_src_set *set
       e = EG_ECORRUPT;
       break;
     }
-    if (users++ == EG_MESSAGE_MERGE_USERS_MAX) {
+    if (users++ == w->max_users) {
       *cut = 1;
       break;
     }
@@ -444,11 +445,12 @@ static eg_err eg_src_set_merge(const struct eg_posting_walk *w, eg_src_set *set)
 }
 
 eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *const *users,
-                                 size_t n_users, uint64_t term, int64_t from_us, int64_t to_us,
-                                 eg_message_posting_fn fn, void *arg, int *users_cut) {
+                                 size_t n_users, size_t max_users, uint64_t term, int64_t from_us,
+                                 int64_t to_us, eg_message_posting_fn fn, void *arg,
+                                 int *users_cut) {
   eg_key prefix, uprefix;
   if (!eg_txn_readable(t) || !fn || !users_cut || from_us < 0 || to_us < 0 ||
-      (users && n_users > EG_MESSAGE_MERGE_USERS_MAX))
+      (users && n_users > EG_MESSAGE_MERGE_USERS_MAX) || max_users > EG_MESSAGE_MERGE_USERS_MAX)
     return EG_EINVAL;
   *users_cut = 0;
   for (size_t i = 1; users && i < n_users; i++)
@@ -461,6 +463,7 @@ eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *cons
                               .tlen = prefix.len,
                               .from = (uint64_t)from_us,
                               .to = to_us ? (uint64_t)to_us : UINT64_MAX,
+                              .max_users = max_users,
                               .fn = fn,
                               .arg = arg};
   if (w.from >= w.to || (users && !n_users)) return EG_OK;

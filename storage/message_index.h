@@ -74,16 +74,17 @@ typedef int (*eg_message_posting_fn)(void *arg, const eg_message_posting *p);
  * users[0..n_users), strictly ascending by strcmp and at most
  * EG_MESSAGE_MERGE_USERS_MAX (else EG_EINVAL; n_users 0: none); or, with
  * users NULL, every user holding the term in the tenant, at most the
- * first EG_MESSAGE_MERGE_USERS_MAX of them in key order: *users_cut is
- * set when more hold it (those are not read), else cleared. fn returning
- * nonzero stops the read.
+ * first max_users (<= EG_MESSAGE_MERGE_USERS_MAX, else EG_EINVAL) of them
+ * in key order: *users_cut is set when more hold it (those are not read),
+ * else cleared. fn returning nonzero stops the read.
  * Cost: one seek per user named, or two per user holding the term (in
- * the time range or not) with users NULL; then O(log users) per posting
+ * the time range or not, at most max_users + 1) with users NULL; then O(log users) per posting
  * visited. Memory: one LMDB cursor and ~200 bytes per user with a posting
  * in range (a single user's read allocates nothing). */
 eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *const *users,
-                                 size_t n_users, uint64_t term, int64_t from_us, int64_t to_us,
-                                 eg_message_posting_fn fn, void *arg, int *users_cut);
+                                 size_t n_users, size_t max_users, uint64_t term, int64_t from_us,
+                                 int64_t to_us, eg_message_posting_fn fn, void *arg,
+                                 int *users_cut);
 
 /* The messages indexed and their words in all: of user_id, or of the whole
  * tenant when user_id is NULL. Zeros when none. */

@@ -236,25 +236,28 @@ class SearchTest(ServerTestCase):
                            field="embedding")
 
     def test_embedding_magnitudes(self):
-        """Any embedding an append accepts gets its cosine: values whose
-        squares overflow or underflow float32 too (found by a hostile client:
-        float sums scored them 0)."""
+        """Embeddings at the edges of what is accepted get their exact cosine;
+        past the edges (values above 1e15, a norm below 1e-15, where float32
+        sums of squares overflow or underflow and scores went NaN or 0, as a
+        hostile client found) they are refused, naming why."""
         user, w = uid("u"), word()
         sid = create(self.client, user)
-        self.client.append(sid, M(w + " big", embedding=[1e20, 1e20]), M(w + " unit", embedding=[1, 0]),
-                           M(w + " tiny", embedding=[1e-25, 1e-25]))
-        r = search(self.client, user_id=user, embedding=[1e20, 1e20])
+        self.client.append(sid, M(w + " big", embedding=[1e15, 1e15]), M(w + " unit", embedding=[1, 0]),
+                           M(w + " tiny", embedding=[1e-15, 1e-15]))
+        r = search(self.client, user_id=user, embedding=[1e15, 1e15])
         scores = {x.seq: x.vector_score for x in r.results}
         self.assertAlmostEqual(scores[1], 1.0, places=5)
         self.assertAlmostEqual(scores[3], 1.0, places=5)
         self.assertAlmostEqual(scores[2], 0.7071, places=3)
         self.assertEqual(sorted(x.seq for x in r.results[:2]), [1, 3])
-        # A norm past float32 is refused as such, not as "all zeros".
-        big = pb.AppendMessagesRequest(session_id=sid, messages=[M("x", embedding=[3e38, 3e38])])
-        with self.assertRaises(grpc.RpcError) as cm:
-            self.client.call("AppendMessages", big)
-        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-        self.assertIn("overflows", cm.exception.details())
+        for emb, why in (([1.01e15, 0], "magnitude above"), ([3e38, 3e38], "magnitude above"),
+                         ([1e-16, 1e-16], "norm below"), ([0, 0], "all zeros")):
+            bad = pb.AppendMessagesRequest(session_id=sid, messages=[M("x", embedding=emb)])
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.client.call("AppendMessages", bad)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(why, cm.exception.details())
+            self.assertIn("messages[0].embedding", cm.exception.details())
 
     def test_excluded_session_never_found(self):
         user, w = uid("u"), word()
@@ -388,6 +391,26 @@ class BoundsTest(E2ETestCase):
         # a user filter on the team view's words: that user only
         r = search(c, query=w, user_id=new_user)
         self.assertEqual((hits(r), r.truncated), ([(new, 1)], False))
+
+    def test_old_session_of_a_busy_user_under_the_cap(self):
+        # session_ids narrow the read to those sessions' message times: an
+        # old session's one message is found although its user has 1100
+        # newer postings of the word (round-2 review: the user's newest
+        # postings used the budget up and the reply came back empty)
+        srv = self.start_server("--max-search-postings", "1000", "--max-append-messages", "1000")
+        c = srv.client()
+        user, w = uid("u"), word()
+        old = create(c, user)
+        first = c.append(old, M("%s in the old one" % w)).messages[0]
+        wait_past(first.create_time, 0.01)
+        busy = create(c, user)
+        c.append(busy, *[M("%s filler" % w) for _ in range(1000)])
+        c.append(busy, *[M("%s filler" % w) for _ in range(100)])
+        self.assertTrue(search(c, query=w, user_id=user, top_k=100).truncated)
+        r = search(c, query=w, session_ids=[old])
+        self.assertEqual((hits(r), r.truncated), ([(old, 1)], False))
+        r = search(c, query=w, session_ids=[old, busy], top_k=5)
+        self.assertTrue(r.truncated)  # both spans: the busy one's newest come first
 
     def test_reply_bytes(self):
         srv = self.start_server("--max-reply-bytes", "1048576")

@@ -145,7 +145,8 @@ static const char *postings_of(eg_store *s, const char *tenant, const char *cons
   memset(&l, 0, sizeof l);
   l.limit = limit;
   eg_txn *r = eg_test_reader(s);
-  eg_err e = eg_store_message_postings(r, tenant, users, n, term, from, to, collect_posting, &l, cut);
+  eg_err e = eg_store_message_postings(r, tenant, users, n, EG_MESSAGE_MERGE_USERS_MAX, term, from, to,
+                                       collect_posting, &l, cut);
   eg_test_reader_done(r);
   if (e) snprintf(l.out, sizeof l.out, "ERR%d", (int)e);
   return l.out;
@@ -610,7 +611,12 @@ static void test_postings_merge(void) {
                          einval);
   eg_txn *r = eg_test_reader(s);
   plist l = {{0}, 0, 0};
-  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, TA, 0, 0, collect_posting, &l, NULL),
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, EG_MESSAGE_MERGE_USERS_MAX, TA, 0, 0,
+                                            collect_posting, &l, NULL),
+                  EG_EINVAL);
+  int c2;
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, EG_MESSAGE_MERGE_USERS_MAX + 1, TA, 0, 0,
+                                            collect_posting, &l, &c2),
                   EG_EINVAL);
   eg_test_reader_done(r);
   eg_store_close(s);
@@ -648,7 +654,8 @@ static void test_postings_users_cap(void) {
   int cut = 7;
   put_users(s, 0, max);
   eg_txn *r = eg_test_reader(s);
-  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, TA, 0, 0, count_posting, &n, &cut), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, max, TA, 0, 0, count_posting, &n, &cut),
+                  EG_OK);
   eg_test_reader_done(r);
   CU_ASSERT_EQUAL(n, (size_t)max);
   CU_ASSERT_EQUAL(cut, 0);
@@ -658,9 +665,19 @@ static void test_postings_users_cap(void) {
   CU_ASSERT_EQUAL(cut, 1);
   n = 0;
   r = eg_test_reader(s);
-  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, TA, 0, 0, count_posting, &n, &cut), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, max, TA, 0, 0, count_posting, &n, &cut),
+                  EG_OK);
   eg_test_reader_done(r);
   CU_ASSERT_EQUAL(n, (size_t)max);
+  CU_ASSERT_EQUAL(cut, 1);
+  /* A smaller max_users (a search's budget per word): the first 10 users
+   * in id order, and the cut said. */
+  n = 0;
+  r = eg_test_reader(s);
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, 10, TA, 0, 0, count_posting, &n, &cut),
+                  EG_OK);
+  eg_test_reader_done(r);
+  CU_ASSERT_EQUAL(n, 10);
   CU_ASSERT_EQUAL(cut, 1);
   /* Named, it is read. */
   const char *last[] = {"u10000"};
