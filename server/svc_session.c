@@ -94,16 +94,16 @@ static eg_err eg_ttl_us(eg_req *r, int64_t ttl_s, int64_t *out) {
 }
 
 /* A new session may take id (no record has it, checked by the caller):
- * EG_OK, or EG_EUNAVAIL naming field when the sweeper retired a session of
- * this id and is still deleting its messages: a new one now would find
- * them. Free again once they are gone, so: retry later. */
+ * EG_OK, or EG_EUNAVAIL naming field when a session of this id was retired
+ * (past retention or by DeleteSession) and the sweeper is still deleting
+ * its messages: a new one now would find them. Free again once they are gone, so: retry later. */
 static eg_err eg_session_id_reusable(eg_req *r, eg_txn *t, const char *field, const char *id) {
   int purging;
   eg_err e = eg_store_session_purging(t, r->tenant, id, &purging);
   if (e != EG_OK || !purging) return e;
   snprintf(r->msg, sizeof r->msg,
-           "%s: '%s' belonged to a session past retention whose messages are still being "
-           "deleted; retry later",
+           "%s: '%s' belonged to a session (past retention or deleted by DeleteSession) "
+           "whose messages are still being deleted; retry later",
            field, id);
   return EG_EUNAVAIL;
 }
@@ -375,6 +375,13 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
   return eg_session_to_api(r, &upd, (Engram__V1__Session **)&r->resp);
 }
 
+/* Stops at the first message visited, noting its seq. */
+static int eg_first_seq_visit(void *arg, eg_message_rec *rec) {
+  *(uint64_t *)arg = (uint64_t)rec->seq;
+  eg_message_rec_free(rec);
+  return 1;
+}
+
 /* A session of at most EG_SESSION_DELETE_INLINE_MAX messages goes whole
  * in this txn; a bigger one is retired (record and index entries at once,
  * so no read or search finds it, and its id is refused to a new session
@@ -389,8 +396,14 @@ static eg_err eg_delete_apply(eg_req *r, eg_txn *t) {
   if (rec->message_count <= EG_SESSION_DELETE_INLINE_MAX) {
     e = eg_store_session_delete(t, r->tenant, rec, &n);
   } else {
-    e = eg_store_session_retire(t, r->tenant, rec->session_id, r->now_us);
-    n = (uint64_t)rec->message_count;
+    /* The messages present, as the inline path counts them, in one seek:
+     * seqs run 1..message_count and only the warm tier deletes messages
+     * of a live session, lowest seq first, so those left are first..count. */
+    uint64_t first = 0;
+    e = eg_store_messages_scan(t, r->tenant, rec->session_id, 1, 0, eg_first_seq_visit, &first);
+    if (e == EG_OK && first && first <= (uint64_t)rec->message_count)
+      n = (uint64_t)rec->message_count - first + 1;
+    if (e == EG_OK) e = eg_store_session_retire(t, r->tenant, rec->session_id, r->now_us);
   }
   if (e != EG_OK) return e;
   Engram__V1__DeleteSessionResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__DeleteSessionResponse);

@@ -46,6 +46,8 @@ typedef struct {
    * word, not a storage error (see the end of eg_sweep_apply). */
   int nothing;
   uint64_t deleted; /* records deleted, a gone session's messages included */
+  uint64_t keys;    /* keys the item's message deletes removed (EG_SWEEP_STEP_KEYS_MAX) */
+  int keys_full;    /* a message did not fit EG_SWEEP_STEP_KEYS_MAX: the item ends */
   uint64_t swept[EG_SWEEP_STAT_KINDS];
   uint64_t backlog[EG_SWEEP_STAT_KINDS];
   int backlog_seen[EG_SWEEP_STAT_KINDS]; /* backlog[k] is this step's word */
@@ -172,8 +174,8 @@ static eg_err eg_sweep_cutoff(eg_txn *t, const eg_config *cfg, unsigned kind, co
   return EG_OK;
 }
 
-/* Sweeps the tenant's due entries of kind within *budget. *more: work is
- * left (budget ran out). */
+/* Sweeps the tenant's due entries of kind within *budget records and the
+ * item's key cap. *more: work is left (a limit stopped it). */
 static eg_err eg_sweep_tenant(eg_sweep_item *it, eg_txn *t, unsigned kind, const char *tenant,
                               uint64_t *budget, int *more) {
   const eg_config *cfg = it->sw->cfg;
@@ -188,33 +190,33 @@ static eg_err eg_sweep_tenant(eg_sweep_item *it, eg_txn *t, unsigned kind, const
     size_t max = *budget < EG_SWEEP_CHUNK ? (size_t)*budget : EG_SWEEP_CHUNK;
     if ((e = eg_store_sweep_scan(t, kind, tenant, cutoff, max, eg_due_collect, due))) break;
     uint64_t before = it->deleted;
-    for (size_t i = 0; !e && i < due->n && !*more; i++) {
-      if (kind == EG_SWEEP_SESSION_PURGE) {
-        uint64_t n = 0, keys = 0;
-        /* The budget counts keys, postings included: a message may carry
-         * hundreds. */
-        e = eg_store_session_purge_step(t, tenant, due->ids[i], due->due_us[i], *budget, &n,
-                                        &keys, more);
+    /* Out of records, the loop ends: the next session gets no message. */
+    for (size_t i = 0; !e && i < due->n && !*more && *budget > 0; i++) {
+      if (kind == EG_SWEEP_SESSION_PURGE || kind == EG_SWEEP_SESSION_MESSAGES) {
+        uint64_t n = 0;
+        const size_t room = (size_t)*budget;
+        e = kind == EG_SWEEP_SESSION_PURGE
+                ? eg_store_session_purge_step(t, tenant, due->ids[i], due->due_us[i], room,
+                                              EG_SWEEP_STEP_KEYS_MAX, &it->keys, &n, more)
+                : eg_store_messages_delete_before(t, tenant, due->ids[i], cutoff, room,
+                                                  EG_SWEEP_STEP_KEYS_MAX, &it->keys, &n, more);
         it->swept[kind] += n;
         it->deleted += n;
-        *budget -= keys < *budget ? keys : *budget;
+        *budget -= n < *budget ? n : *budget;
+        /* Stopped with records to spare and a message left: the key cap
+         * stopped it, and so the whole item. */
+        if (!e && *more && n < room) it->keys_full = 1;
       } else if (kind == EG_SWEEP_SESSION_GONE) {
         e = eg_sweep_session(t, tenant, due->ids[i], it->now_us, &it->deleted,
                              &it->swept[kind]);
         (*budget)--;
-      } else if (kind == EG_SWEEP_SESSION_MESSAGES) {
-        uint64_t n = 0;
-        e = eg_store_messages_delete_before(t, tenant, due->ids[i], cutoff, *budget, &n, more);
-        it->swept[kind] += n;
-        it->deleted += n;
-        *budget -= n < *budget ? n : *budget;
       } else {
         e = eg_sweep_memory(t, kind, tenant, due->ids[i], cutoff, &it->deleted,
                             &it->swept[kind]);
         (*budget)--;
       }
     }
-    /* A scan that freed nothing (it cannot, while storage keeps the index
+  /* A scan that freed nothing (it cannot, while storage keeps the index
      * with the records) must not spin: leave the rest to the next pass. */
     if (due->n < max || it->deleted == before) break;
   }
@@ -257,6 +259,8 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
   it->pass_done = 0;
   it->nothing = 0;
   it->deleted = 0;
+  it->keys = 0;
+  it->keys_full = 0;
   memset(it->swept, 0, sizeof it->swept);
   memset(it->backlog, 0, sizeof it->backlog);
   memset(it->backlog_seen, 0, sizeof it->backlog_seen);
@@ -266,7 +270,7 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
    * a backlog of them never starves the retention tiers... */
   int more_expired = 0;
   if ((e = eg_sweep_store(it, t, (budget + 1) / 2, &budget, &more_expired))) return e;
-  while (budget > 0 && p->stage < EG_SWEEP_KIND_MAX) {
+  while (budget > 0 && !it->keys_full && p->stage < EG_SWEEP_KIND_MAX) {
     const unsigned kind = eg_sweep_order[p->stage];
     char tenant[EG_STORE_ID_MAX + 1] = "";
     if (p->redo) {
@@ -296,7 +300,8 @@ static eg_err eg_sweep_apply(eg_write_item *item, eg_txn *t) {
   /* ...and what the tiers left: with nothing else due, a backlog of them
    * goes at the whole pace of --sweep-batch. Then how many are still due,
    * counted no further than one more step could take (a bounded look). */
-  if (more_expired && budget > 0 && (e = eg_sweep_store(it, t, budget, &budget, &more_expired)))
+  if (more_expired && budget > 0 && !it->keys_full &&
+      (e = eg_sweep_store(it, t, budget, &budget, &more_expired)))
     return e;
   it->backlog[EG_SWEEP_STORE_EXPIRE] = 0;
   it->backlog_seen[EG_SWEEP_STORE_EXPIRE] = 1;

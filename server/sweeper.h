@@ -21,10 +21,11 @@
  * what those left, so when nothing else is due a step's whole budget goes
  * to them.
  * A tier of 0 keeps forever. Each item handles at most --sweep-batch
- * records (a message, a session, a memory, or a tenant looked at; a
- * retired session's purge counts keys, a message's keyword postings and
- * retry record included) and remembers where it stopped, so a large backlog is worked off one bounded
- * transaction per interval and never holds the write txn for long. Its
+ * records (a message, a session, a memory, or a tenant looked at), and
+ * its message deletes (both kinds) at most EG_SWEEP_STEP_KEYS_MAX keys in
+ * all, and remembers where it stopped, so a large backlog is worked off
+ * one bounded transaction per interval and never holds the write txn for
+ * long. Its
  * cost is what is due (plus one seek per tenant with due entries), never a
  * scan of all data. A replica sweeps nothing: it applies the primary's
  * sweeps from the log (a promoted replica starts sweeping).
@@ -41,6 +42,24 @@
 
 struct eg_repl;
 typedef struct eg_sweeper eg_sweeper;
+
+/* The most keys one item's message deletes remove: a message, each of its
+ * keyword postings (up to EG_MESSAGE_TERMS_MAX) and its retry record count
+ * one each; the item's first message goes whatever its count (a step
+ * always moves on), no other pushes the total past the cap, and once a
+ * message does not fit the item ends. Why: the writer rolls back an item
+ * that logs more than EG_WRITER_ITEM_LOG_MAX, and a step retried forever
+ * stalls every kind after it. A deleted key logs one WalOp (eg_wal__log:
+ * DB name, kind, key, each tag and length framed); the longest is a
+ * posting with 128-byte tenant, user and session ids, a 411-byte key
+ * (3 * (1 + 128) + 3 * 8) logged in 434 bytes ("message_terms" 15, kind 2,
+ * key 1 + 2 + 411, the op's own tag and length 3). So 100000 keys log at
+ * most 43.4 MB, under the 48 MiB (50.3 MB) bound, leaving about 6.9 MB
+ * for the rest of the step (at --sweep-batch 500, sessions retired and
+ * memories purged log far less). */
+#define EG_SWEEP_STEP_KEYS_MAX 100000
+_Static_assert((size_t)EG_SWEEP_STEP_KEYS_MAX * 434 < EG_WRITER_ITEM_LOG_MAX,
+               "a sweeper step's message deletes must fit the writer's item log bound");
 
 /* The tenant's effective policy: its stored one over cfg's defaults, in
  * seconds (0 keeps forever). is_default[i] is set where the tenant has no

@@ -189,18 +189,20 @@ static uint64_t eg_message_keys(const eg_message_rec *rec) {
 }
 
 /* Deletes the session's oldest messages created before before_us, with
- * their idempotency keys and postings, at most max of them and, past the
- * first, no more than max_keys keys (eg_message_keys) in all; their stats
- * go into d. *keys: the keys deleted. *old_due: the create time of the
- * oldest message before (*had_first: there was one); *first: the oldest
- * one left (NULL: none), the caller's to free. */
+ * their idempotency keys and postings, at most max of them, while *keys
+ * (in: what the caller's step deleted so far; out: plus these) plus theirs
+ * (eg_message_keys) stays within max_keys; with *keys 0 the first goes
+ * whatever its keys. Their stats go into d. *n: the messages deleted;
+ * *more: a limit stopped it with one left. *old_due: the create time of
+ * the oldest message before (*had_first: there was one); *first: the
+ * oldest one left (NULL: none), the caller's to free. */
 static eg_err eg_messages_drop_some(eg_txn *t, const char *tenant, const char *session_id,
                                     int64_t before_us, size_t max, uint64_t max_keys,
                                     uint64_t *n, uint64_t *keys, int *more, int *had_first,
                                     int64_t *old_due, eg_message_rec **first,
                                     eg_message_debt *d) {
   eg_key mk, ik;
-  *n = *keys = 0;
+  *n = 0;
   *more = 0;
   eg_err e = eg_store__first_message(t, tenant, session_id, first);
   *had_first = !e && *first;
@@ -209,8 +211,9 @@ static eg_err eg_messages_drop_some(eg_txn *t, const char *tenant, const char *s
   /* Oldest first: each round takes the session's current first message. */
   while (*first && (*first)->create_time_us < before_us) {
     uint64_t cost = eg_message_keys(*first);
-    /* Over max_keys only with the first message: a step always moves on. */
-    if (*n == max || (*n && (*keys >= max_keys || cost > max_keys - *keys))) {
+    /* Over max_keys only as the step's first message: a step always
+     * moves on, whatever one message carries. */
+    if (*n == max || (*keys && (*keys >= max_keys || cost > max_keys - *keys))) {
       *more = 1;
       break;
     }
@@ -243,13 +246,15 @@ static eg_err eg_messages_drop(eg_txn *t, const char *tenant, const char *sessio
 }
 
 eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char *session_id,
-                                       int64_t before_us, size_t max, uint64_t *n, int *more) {
+                                       int64_t before_us, size_t max, uint64_t max_keys,
+                                       uint64_t *keys, uint64_t *n, int *more) {
   eg_message_rec *first = NULL;
-  uint64_t count = 0, keys;
+  uint64_t count = 0, spent;
   int left = 0, had_first = 0;
   int64_t old_due = 0;
-  if (!eg_txn_writable(t)) return EG_EINVAL;
-  eg_err e = eg_messages_drop(t, tenant, session_id, before_us, max, UINT64_MAX, &count, &keys,
+  if (!eg_txn_writable(t) || !keys) return EG_EINVAL;
+  spent = *keys;
+  eg_err e = eg_messages_drop(t, tenant, session_id, before_us, max, max_keys, &count, &spent,
                               &left, &had_first, &old_due, &first);
   if (!e && count) {
     int64_t new_due = first ? first->create_time_us : 0;
@@ -257,6 +262,7 @@ eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char
                       first ? &new_due : NULL);
   }
   if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
+  if (!e) *keys = spent;
   if (!e && n) *n = count;
   if (!e && more) *more = left;
   return e;
@@ -334,14 +340,14 @@ eg_err eg_store__erase_purging(eg_txn *t, const char *tenant, const char *user_i
 }
 
 eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *session_id,
-                                   int64_t due_us, size_t max, uint64_t *n, uint64_t *keys,
-                                   int *more) {
+                                   int64_t due_us, size_t max, uint64_t max_keys,
+                                   uint64_t *keys, uint64_t *n, int *more) {
   eg_message_rec *first = NULL;
-  uint64_t count = 0, spent = 0;
+  uint64_t count = 0, spent;
   int left = 0, had_first = 0;
   int64_t old_due = 0;
   eg_session_rec *rec = NULL;
-  if (!eg_txn_writable(t)) return EG_EINVAL;
+  if (!eg_txn_writable(t) || !keys) return EG_EINVAL;
   /* A live record of this id (CreateSession refuses the id while it is
    * being purged, so only damage makes one) owns the messages: the entry
    * goes, they stay. */
@@ -349,20 +355,20 @@ eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *se
   if (e == EG_OK) protobuf_c_message_free_unpacked(&rec->base, NULL);
   if (e == EG_OK) {
     if (n) *n = 0;
-    if (keys) *keys = 0;
     if (more) *more = 0;
     return eg_sweep_move(t, EG_SWEEP_SESSION_PURGE, tenant, session_id, &due_us, NULL);
   }
   if (e != EG_ENOTFOUND) return e;
-  e = eg_messages_drop(t, tenant, session_id, INT64_MAX, SIZE_MAX, max, &count, &spent, &left,
+  spent = *keys;
+  e = eg_messages_drop(t, tenant, session_id, INT64_MAX, max, max_keys, &count, &spent, &left,
                        &had_first, &old_due, &first);
   if (first) protobuf_c_message_free_unpacked(&first->base, NULL);
   /* The last message and the entry go in one txn: while the entry is
    * there, messages are, and eg_store_session_purging says so. */
   if (!e && !left) e = eg_idem_clear(t, tenant, session_id);
   if (!e && !left) e = eg_sweep_move(t, EG_SWEEP_SESSION_PURGE, tenant, session_id, &due_us, NULL);
+  if (!e) *keys = spent;
   if (!e && n) *n = count;
-  if (!e && keys) *keys = spent;
   if (!e && more) *more = left;
   return e;
 }

@@ -214,17 +214,14 @@ eg_err eg_store_session_retire(eg_txn *t, const char *tenant, const char *sessio
                                int64_t now_us);
 /* Deletes messages (lowest seq first, with their postings and
  * idempotency keys) of a retired session whose EG_SWEEP_SESSION_PURGE
- * entry is due at due_us, while their keys fit max: a message, each of its
- * postings and its idempotency key count one (the step's first message
- * goes even when it alone exceeds max, so a step always moves on); the
- * step that deletes the last one drops the entry. *n (messages), *keys
- * (keys deleted) and *more (any may be NULL) as for
- * eg_store_messages_delete_before. Should a session record of that id
- * exist, the entry goes and its messages stay. Cost: O(log n + max +
- * EG_MESSAGE_TERMS_MAX). */
+ * entry is due at due_us, at most max messages and max_keys keys, as
+ * eg_store_messages_delete_before counts them (*keys, not NULL, in and
+ * out; *n and *more may be NULL); the step that deletes the last one drops
+ * the entry. Should a session record of that id exist, the entry goes and
+ * its messages stay. Cost: O(log n + max * EG_MESSAGE_TERMS_MAX). */
 eg_err eg_store_session_purge_step(eg_txn *t, const char *tenant, const char *session_id,
-                                   int64_t due_us, size_t max, uint64_t *n, uint64_t *keys,
-                                   int *more);
+                                   int64_t due_us, size_t max, uint64_t max_keys,
+                                   uint64_t *keys, uint64_t *n, int *more);
 /* *purging: the id has no session record but messages left, i.e. a
  * retired session is still being purged (a new session of that id would
  * see them). Cost: O(log n). */
@@ -364,13 +361,19 @@ eg_err eg_store_sweep_tenants(eg_txn *t, unsigned kind, const char *after_tenant
                               eg_tenant_visit_fn fn, void *arg);
 
 /* The warm tier: deletes the session's oldest messages (lowest seq first)
- * created before before_us, with their idempotency keys, at most max of
- * them; the session record stays. *n (may be NULL) gets how many went;
- * *more (may be NULL) is set when the limit stopped it with such a
- * message left. Moves the session's EG_SWEEP_SESSION_MESSAGES entry to
- * its new oldest message (or drops it). Cost: O(log n + max). */
+ * created before before_us, with their keyword postings and idempotency
+ * keys, at most max messages; the session record stays. Also at most
+ * max_keys keys: a message, each of its postings and its idempotency key
+ * count one each. *keys (not NULL) is in and out: the keys the caller's
+ * step (one write txn) has deleted so far, this call's added; when it is
+ * 0 the first message goes whatever its keys, so a step always moves on.
+ * *n (may be NULL) gets how many messages went; *more (may be NULL) is set
+ * when a limit stopped it with such a message left. Moves the session's
+ * EG_SWEEP_SESSION_MESSAGES entry to its new oldest message (or drops it).
+ * Cost: O(log n + max * EG_MESSAGE_TERMS_MAX). */
 eg_err eg_store_messages_delete_before(eg_txn *t, const char *tenant, const char *session_id,
-                                       int64_t before_us, size_t max, uint64_t *n, int *more);
+                                       int64_t before_us, size_t max, uint64_t max_keys,
+                                       uint64_t *keys, uint64_t *n, int *more);
 
 /* The tenant's policy (a data DB: logged and replicated). EG_ENOTFOUND
  * when the tenant has none. */

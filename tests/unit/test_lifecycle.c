@@ -357,11 +357,11 @@ static void test_warm_tier(void) {
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_MESSAGES, T, INT64_MAX, 10), "a@100");
 
   eg_txn *w;
-  uint64_t n = 99;
+  uint64_t n = 99, keys = 0;
   int more = -1;
   /* Messages 1..4 are before 450; at most 3 go. */
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", 450, 3, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", 450, 3, UINT64_MAX, &keys, &n, &more), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
   CU_ASSERT_EQUAL(n, 3);
   CU_ASSERT_EQUAL(more, 1);
@@ -369,19 +369,19 @@ static void test_warm_tier(void) {
   CU_ASSERT_STRING_EQUAL(dump_index(s, "idempotency"),
                          "idempotency:\\04acme\\01ac4 idempotency:\\04acme\\01ac5");
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", 450, 3, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", 450, 3, UINT64_MAX, &keys, &n, &more), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
   CU_ASSERT_EQUAL(n, 1);
   CU_ASSERT_EQUAL(more, 0);
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_MESSAGES, T, INT64_MAX, 10), "a@500");
   /* Nothing before the cutoff: nothing written. */
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", 500, 3, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", 500, 3, UINT64_MAX, &keys, &n, &more), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
   CU_ASSERT_EQUAL(n, 0);
   /* The last one: the entry goes, the session stays. */
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", INT64_MAX, 3, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", INT64_MAX, 3, UINT64_MAX, &keys, &n, &more), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
   CU_ASSERT_EQUAL(n, 1);
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_MESSAGES, T, INT64_MAX, 10), "");
@@ -401,11 +401,14 @@ static int purging(eg_store *s, const char *sid) {
   return yes;
 }
 
-static eg_err purge_step(eg_store *s, const char *sid, int64_t due, size_t max, uint64_t *n,
-                         uint64_t *keys, int *more) {
+/* One purge step (one txn, *keys 0 at its start) of at most max messages
+ * and max_keys keys. */
+static eg_err purge_step(eg_store *s, const char *sid, int64_t due, size_t max,
+                         uint64_t max_keys, uint64_t *n, uint64_t *keys, int *more) {
   eg_txn *w;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  eg_err e = eg_store_session_purge_step(w, T, sid, due, max, n, keys, more);
+  *keys = 0;
+  eg_err e = eg_store_session_purge_step(w, T, sid, due, max, max_keys, keys, n, more);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
   return e;
 }
@@ -452,12 +455,12 @@ static void test_retire_and_purge(void) {
   uint64_t n = 99, keys = 99;
   int more = -1;
   /* 5 keys: a third message would make 6. */
-  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 5, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 10, 5, &n, &keys, &more), EG_OK);
   CU_ASSERT_EQUAL(n, 2);
   CU_ASSERT_EQUAL(keys, 4);
   CU_ASSERT_EQUAL(more, 1);
   /* Below one message's keys: the step's first goes all the same. */
-  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 1, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 10, 1, &n, &keys, &more), EG_OK);
   CU_ASSERT_EQUAL(n, 1);
   CU_ASSERT_EQUAL(keys, 2);
   CU_ASSERT_EQUAL(more, 1);
@@ -466,7 +469,7 @@ static void test_retire_and_purge(void) {
   CU_ASSERT_STRING_EQUAL(dump_index(s, "idempotency"),
                          "idempotency:\\04acme\\01ac4 idempotency:\\04acme\\01ac5");
   /* Exactly the last two: the step that takes the last drops the entry. */
-  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 4, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 10, 4, &n, &keys, &more), EG_OK);
   CU_ASSERT_EQUAL(n, 2);
   CU_ASSERT_EQUAL(keys, 4);
   CU_ASSERT_EQUAL(more, 0);
@@ -490,7 +493,7 @@ static void test_retire_and_purge(void) {
   CU_ASSERT_EQUAL(retire(s, "c", 900), EG_OK);
   put_session(s, T, &c, 1);
   CU_ASSERT_EQUAL(purging(s, "c"), 0);
-  CU_ASSERT_EQUAL(purge_step(s, "c", 900, 10, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(purge_step(s, "c", 900, 10, 10, &n, &keys, &more), EG_OK);
   CU_ASSERT_EQUAL(n, 0);
   CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_PURGE, T, INT64_MAX, 10), "");
   CU_ASSERT_STRING_NOT_EQUAL(dump_index(s, "messages"), "");
@@ -643,6 +646,139 @@ static void test_erase_leaves_nothing(void) {
   eg_erase_counts c;
   CU_ASSERT(erase_user(s, "u", &c));
   CU_ASSERT_STRING_EQUAL(dump_index(s, NULL), "");
+  eg_store_close(s);
+  teardown();
+}
+
+/* Message seq of session sid with n keyword postings and a retry key:
+ * 2 + n keys to delete. */
+static void put_indexed(eg_store *s, const char *sid, int seq, size_t n) {
+  static uint64_t terms[] = {11, 12, 13, 14, 15, 16};
+  static uint8_t tf[] = {1, 1, 1, 1, 1, 1};
+  char cid[16];
+  eg_txn *w;
+  snprintf(cid, sizeof cid, "c%d", seq);
+  eg_message_rec m = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
+  m.seq = seq;
+  m.role = 1;
+  m.client_message_id = cid;
+  m.create_time_us = seq * 100;
+  m.index_version = 2;
+  m.index_terms = terms;
+  m.n_index_terms = n;
+  m.index_tf.data = tf;
+  m.index_tf.len = n;
+  m.index_words = 1;
+  m.index_user_id = "u";
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_message_put(w, T, sid, &m), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+}
+
+/* Messages 1 and 2 of 5 keys each (4 postings), 3 of 2 (none). */
+static void put_key_cap_session(eg_store *s, const char *sid) {
+  eg_session_rec a = session_rec(sid, "u", 100);
+  put_session(s, T, &a, 1);
+  put_indexed(s, sid, 1, 3);
+  put_indexed(s, sid, 2, 3);
+  put_indexed(s, sid, 3, 0);
+}
+
+/* The warm tier's key cap, at its edge: a message over the cap alone
+ * goes as a step's first; one that would pass the cap does not, within
+ * the same step (*keys carried); the cap met exactly is within it. */
+static void test_warm_tier_key_cap(void) {
+  setup();
+  eg_store *s = open_store();
+  put_key_cap_session(s, "a");
+  eg_txn *w;
+  uint64_t n = 99, keys = 0;
+  int more = -1;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", INT64_MAX, 10, 4, &keys, &n, &more),
+                  EG_OK);
+  CU_ASSERT_EQUAL(n, 1);
+  CU_ASSERT_EQUAL(keys, 5);
+  CU_ASSERT_EQUAL(more, 1);
+  /* Same step: 5 + 5 > 9, so message 2 waits, whatever the record room. */
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", INT64_MAX, 10, 9, &keys, &n, &more),
+                  EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
+  CU_ASSERT_EQUAL(keys, 5);
+  CU_ASSERT_EQUAL(more, 1);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_MESSAGES, T, INT64_MAX, 10), "a@200");
+  /* A new step: 5 + 2 keys meet a cap of 7 exactly, both go. */
+  keys = 0;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "a", INT64_MAX, 10, 7, &keys, &n, &more),
+                  EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_EQUAL(keys, 7);
+  CU_ASSERT_EQUAL(more, 0);
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "messages"), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "message_terms"), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "idempotency"), "");
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_MESSAGES, T, INT64_MAX, 10), "");
+  /* The record count still bounds a step under the cap. */
+  put_key_cap_session(s, "b");
+  keys = 0;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "b", INT64_MAX, 1, 100, &keys, &n, &more),
+                  EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "b", INT64_MAX, 0, 100, &keys, &n, &more),
+                  EG_OK);
+  CU_ASSERT_EQUAL(n, 0); /* no record room: not even a first message */
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "b", INT64_MAX, 10, 100, NULL, &n, &more),
+                  EG_EINVAL);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  CU_ASSERT_EQUAL(keys, 5);
+  CU_ASSERT_EQUAL(more, 1);
+  eg_store_close(s);
+  teardown();
+}
+
+/* The purge's key cap, at its edge, as the warm tier's; the step that
+ * takes the last message drops the entry. */
+static void test_purge_key_cap(void) {
+  setup();
+  eg_store *s = open_store();
+  put_key_cap_session(s, "a");
+  CU_ASSERT_EQUAL(retire(s, "a", 900), EG_OK);
+  uint64_t n = 99, keys = 99;
+  int more = -1;
+  /* 5 keys over a cap of 4: the step's first goes alone. */
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 10, 4, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(n, 1);
+  CU_ASSERT_EQUAL(keys, 5);
+  CU_ASSERT_EQUAL(more, 1);
+  /* One key short of both: message 3 waits. */
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 10, 6, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(n, 1);
+  CU_ASSERT_EQUAL(keys, 5);
+  CU_ASSERT_EQUAL(more, 1);
+  CU_ASSERT_EQUAL(purging(s, "a"), 1);
+  /* Within one txn a second call carries the step's keys: none goes. */
+  eg_txn *w;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
+  keys = 2;
+  CU_ASSERT_EQUAL(eg_store_session_purge_step(w, T, "a", 900, 10, 3, &keys, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
+  CU_ASSERT_EQUAL(keys, 2);
+  CU_ASSERT_EQUAL(more, 1);
+  CU_ASSERT_STRING_EQUAL(sweep(s, EG_SWEEP_SESSION_PURGE, T, INT64_MAX, 10), "a@900");
+  /* Exactly the cap: the last goes with the entry. */
+  CU_ASSERT_EQUAL(purge_step(s, "a", 900, 10, 2, &n, &keys, &more), EG_OK);
+  CU_ASSERT_EQUAL(n, 1);
+  CU_ASSERT_EQUAL(keys, 2);
+  CU_ASSERT_EQUAL(more, 0);
+  CU_ASSERT_EQUAL(purging(s, "a"), 0);
+  CU_ASSERT_STRING_EQUAL(dump_index(s, NULL), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "messages"), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "message_terms"), "");
+  CU_ASSERT_STRING_EQUAL(dump_index(s, "idempotency"), "");
   eg_store_close(s);
   teardown();
 }
@@ -880,6 +1016,8 @@ void eg_test_register_lifecycle(void) {
   CU_add_test(s, "warm tier", test_warm_tier);
   CU_add_test(s, "delete leaves no index key", test_delete_leaves_nothing);
   CU_add_test(s, "retire and purge", test_retire_and_purge);
+  CU_add_test(s, "warm tier key cap", test_warm_tier_key_cap);
+  CU_add_test(s, "purge key cap", test_purge_key_cap);
   CU_add_test(s, "memory tombstone and expiry entries", test_memory_entries);
   CU_add_test(s, "memory v3 state time kept", test_memory_v3_state_time);
   CU_add_test(s, "erasure leaves no index key", test_erase_leaves_nothing);

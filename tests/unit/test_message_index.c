@@ -281,7 +281,7 @@ static void test_delete_paths(void) {
   setup();
   eg_store *s = open_store();
   eg_txn *w;
-  uint64_t n;
+  uint64_t n, keys = 0; /* keys: a step's, 0 at each txn's start */
   int more;
   put_convo(s, T, "keep", "u9"); /* another user's: untouched throughout */
   index_count keep = index_keys(s);
@@ -303,7 +303,7 @@ static void test_delete_paths(void) {
   /* The warm tier: messages before 250 go (1 and 2), 3 stays. */
   put_convo(s, T, "s1", "u1");
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "s1", 250, 10, &n, &more), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_messages_delete_before(w, T, "s1", 250, 10, UINT64_MAX, &keys, &n, &more), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
   CU_ASSERT_EQUAL(n, 2);
   CU_ASSERT_STRING_EQUAL(postings(s, T, "u1", TA, 0, 0, 0), "");
@@ -319,8 +319,10 @@ static void test_delete_paths(void) {
   CU_ASSERT_STRING_EQUAL(postings(s, T, "u1", TC, 0, 0, 0), "u1/s1#3@300:r2,tf1,w30");
   int steps = 0;
   do {
+    keys = 0;
     CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(s, &w), EG_OK);
-    CU_ASSERT_EQUAL_FATAL(eg_store_session_purge_step(w, T, "s1", 1000, 1, &n, NULL, &more), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        eg_store_session_purge_step(w, T, "s1", 1000, 1, UINT64_MAX, &keys, &n, &more), EG_OK);
     CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
     CU_ASSERT_EQUAL(n, 1);
     if (steps++ == 0) ASSERT_STATS(s, T, "u1", 0, 0); /* 3 went first, 4 was not indexed */
