@@ -391,6 +391,10 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
     eg_out_by_index(&o, "engram_reindex_records_total", "counter",
                     "Records this node's background reindex walked, by keyword index.",
                     st.records);
+    eg_out_by_index(&o, "engram_reindex_skipped_total", "counter",
+                    "Records this node's background reindex left below its target version: "
+                    "unreadable, or refused by the write (each logged), by keyword index.",
+                    st.skipped);
     eg_out_by_index(&o, "engram_reindex_pending", "gauge",
                     "Records a running background reindex has still to walk (total - done; 0 "
                     "when none runs), by keyword index.",

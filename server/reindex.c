@@ -30,12 +30,8 @@ struct eg_reindex {
   /* The records one step walks at most: --reindex-batch, halved while a
    * step's write is too large for one txn (EG_ELIMIT). The thread's own. */
   size_t batch;
-  /* Per index, the thread's own: whether it saw the job's current walk
-   * from its first record (a restart or a promotion did not cut in), and
-   * whether that walk found nothing below the target so far. Only a walk
-   * seen whole and clean ends the job (eg_rx_step_apply). */
-  int walk_seen[EG_REINDEX_INDEXES], walk_clean[EG_REINDEX_INDEXES];
   _Atomic uint64_t records[EG_REINDEX_INDEXES];
+  _Atomic uint64_t skipped[EG_REINDEX_INDEXES];
   _Atomic uint64_t pending[EG_REINDEX_INDEXES];
 };
 
@@ -225,7 +221,8 @@ static eg_err eg_rx_control_apply(eg_write_item *item, eg_txn *t) {
   return e ? e : any ? EG_OK : EG_ENOTFOUND;
 }
 
-/* One record of a step, walked and converted. */
+/* One record of a step, walked and converted, or one it leaves as it is
+ * (unreadable, or refused by the write). */
 typedef struct {
   /* The cursor before it and the records the step walked before it: where
    * the state stops when the write cannot use its terms (the next step
@@ -233,6 +230,10 @@ typedef struct {
   const uint8_t *before;
   size_t before_len;
   uint64_t visited_before;
+  /* Set by the walk: why its text cannot be read (nothing to write). */
+  const char *unreadable;
+  /* Set by apply: the write's refusal of it (EG_OK: written or not due). */
+  eg_err refused;
   const char *tenant;
   const eg_blind_ctx *ctx;  /* memories: the tenant's, for the filter tokens */
   const char *session_id;   /* messages */
@@ -254,9 +255,10 @@ typedef struct {
   size_t prev_len;
   uint64_t visited;
   int more;
-  /* Set by the thread: a walk through ends the job (else another walk
-   * begins). Set by apply: the write stopped at a record. */
-  int finish, stopped;
+  /* Set by apply: the write stopped at recs[through] (else through is
+   * n): recs[0..through) are behind the new cursor. */
+  int stopped;
+  size_t through;
   eg_rx_rec *recs;
   size_t n;
   /* The walk's caches: the tenant's blind context, the session's record. */
@@ -367,6 +369,33 @@ static eg_err eg_rx_rewrite_message(eg_txn *t, unsigned target, const eg_rx_rec 
   return e;
 }
 
+/* Errors by which a write refuses the record itself (EG_EINVAL: the new
+ * record fails eg_rec_check or a limit of the store; EG_ECORRUPT: the
+ * stored one, its old index fields malformed, say). Every retry would
+ * meet them again and stop the job there for good. */
+static int eg_rx_refusal(eg_err e) { return e == EG_EINVAL || e == EG_ECORRUPT; }
+
+/* Rewrites r in a sub txn of t. A record the write refuses is rolled back
+ * alone (a failed put may have half-written its postings) and left as it
+ * is, r->refused saying why; the others of the step are written. Other
+ * errors are the step's. */
+static eg_err eg_rx_rewrite(eg_rx_step *s, eg_txn *t, eg_rx_rec *r, const eg_rx_rec **checked,
+                            int *live, int *stop) {
+  eg_txn *sub;
+  r->refused = EG_OK;
+  if (r->unreadable) return EG_OK;
+  eg_err e = eg_store_sub_begin(t, &sub);
+  if (e) return e;
+  e = s->index == EG_REINDEX_MEMORIES
+          ? eg_rx_rewrite_memory(sub, s->from.target, r, stop)
+          : eg_rx_rewrite_message(sub, s->from.target, r, checked, live, stop);
+  if (e == EG_OK) return eg_store_sub_commit(sub);
+  eg_store_sub_abort(sub);
+  if (!eg_rx_refusal(e)) return e;
+  r->refused = e;
+  return EG_OK;
+}
+
 static eg_err eg_rx_step_apply(eg_write_item *item, eg_txn *t) {
   eg_rx_step *s = (eg_rx_step *)item;
   const char *name = eg_reindex_name(s->index);
@@ -378,14 +407,13 @@ static eg_err eg_rx_step_apply(eg_write_item *item, eg_txn *t) {
   if (e == EG_ENOTFOUND) cur = NULL;
   else if (e) return e;
   s->stopped = 0; /* apply may run again */
+  s->through = 0;
   if ((e = eg_rx_same_state(cur, &s->from))) goto out;
   for (; i < s->n; i++) {
-    e = s->index == EG_REINDEX_MEMORIES
-            ? eg_rx_rewrite_memory(t, s->from.target, &s->recs[i], &stop)
-            : eg_rx_rewrite_message(t, s->from.target, &s->recs[i], &checked, &live, &stop);
-    if (e) goto out;
+    if ((e = eg_rx_rewrite(s, t, &s->recs[i], &checked, &live, &stop))) goto out;
     if (stop) break;
   }
+  s->through = i;
   eg_index_state_rec next = *cur;
   if (stop) {
     /* recs[i] and those after it wait for the next step. */
@@ -396,18 +424,14 @@ static eg_err eg_rx_step_apply(eg_write_item *item, eg_txn *t) {
   } else if (s->more) {
     next.cursor = (ProtobufCBinaryData){.len = s->last_len, .data = (uint8_t *)s->last};
     next.done = cur->done + s->visited;
-  } else if (s->finish) {
-    /* A whole walk found every record at the target: done. */
+  } else {
+    /* The walk's end: every record is at the target now, or left as it is
+     * (unreadable, refused, or a message not to index). No writer puts a
+     * record below the target behind the cursor (appends, forks, memory
+     * writes index at the current version, or copy a record's own), so
+     * one walk is enough. */
     next = (eg_index_state_rec)ENGRAM__STORAGE__V1__INDEX_STATE_RECORD__INIT;
     next.version = cur->target;
-  } else {
-    /* The walk converted records, or this thread did not see all of it: a
-     * record written below the target behind the cursor meanwhile (a fork
-     * copies its source's unindexed messages) would be missed. Walk
-     * again, over the records there are now. */
-    next.cursor = (ProtobufCBinaryData){0};
-    next.done = 0;
-    e = eg_store_index_records(t, name, &next.total);
   }
   if (!e) e = eg_store_index_state_put(t, name, &next);
 out:
@@ -446,12 +470,13 @@ static eg_err eg_rx_visit(eg_rx_step *s, const uint8_t *key, size_t key_len, con
 }
 
 /* A field that does not open (tampered, or its key gone) cannot be
- * indexed: the record keeps its old entries and the job goes on (a
- * retry would stop it for good); every read of it fails alike. */
-static int eg_rx_unreadable(eg_err e, const eg_req *r) {
-  if (e != EG_ECORRUPT) return 0;
-  eg_log(EG_LOG_WARN, "reindex: %s; left as it is", r->msg);
-  return 1;
+ * indexed: x, the record's entry, says why (r's message) and the write
+ * leaves the record with its old entries, the job going on (a retry would
+ * stop it for good); every read of it fails alike. */
+static eg_err eg_rx_unreadable(eg_rx_step *s, eg_rx_rec *x, const eg_req *r) {
+  if (!(x->unreadable = eg_arena_strndup(s->arena, r->msg, strlen(r->msg)))) return EG_ENOMEM;
+  s->n++;
+  return EG_OK;
 }
 
 static void eg_memory_free(void *p) { engram__storage__v1__memory_record__free_unpacked(p, NULL); }
@@ -469,9 +494,6 @@ static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_re
   eg_req r = eg_rx_req(s, tenant);
   char *text;
   size_t len;
-  eg_err e = eg_field_open(&r, "memory", rec->memory_id, "text", &rec->text_token, &text, &len);
-  if (eg_rx_unreadable(e, &r)) return EG_OK;
-  if (e) return e;
   eg_rx_rec *x = &s->recs[s->n];
   *x = (eg_rx_rec){.before = s->prev,
                    .before_len = s->prev_len,
@@ -480,6 +502,9 @@ static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_re
                    .ctx = s->ctx,
                    .mem = rec,
                    .mem_new = *rec};
+  eg_err e = eg_field_open(&r, "memory", rec->memory_id, "text", &rec->text_token, &text, &len);
+  if (e == EG_ECORRUPT) return eg_rx_unreadable(s, x, &r);
+  if (e) return e;
   if ((e = eg_text_index(&r, s->ctx, text, len, &x->mem_new))) return e;
   s->rx.item.bytes += engram__storage__v1__memory_record__get_packed_size(&x->mem_new);
   s->n++;
@@ -526,9 +551,6 @@ static eg_err eg_rx_message(eg_rx_step *s, const char *tenant, const eg_session_
   size_t len;
   const char *rid = eg_message_record_id(&r, s->s_id, rec->seq);
   if (!rid) return EG_ENOMEM;
-  eg_err e = eg_field_open(&r, "message", rid, "content", &rec->content_token, &text, &len);
-  if (eg_rx_unreadable(e, &r)) return EG_OK;
-  if (e) return e;
   eg_rx_rec *x = &s->recs[s->n];
   *x = (eg_rx_rec){.before = s->prev,
                    .before_len = s->prev_len,
@@ -537,6 +559,9 @@ static eg_err eg_rx_message(eg_rx_step *s, const char *tenant, const eg_session_
                    .session_id = s->s_id,
                    .msg = rec,
                    .msg_new = *rec};
+  eg_err e = eg_field_open(&r, "message", rid, "content", &rec->content_token, &text, &len);
+  if (e == EG_ECORRUPT) return eg_rx_unreadable(s, x, &r);
+  if (e) return e;
   if ((e = eg_message_index_fields(s->arena, s->ctx, s->from.target, session->language,
                                    session->user_id, text, len, &x->msg_new)))
     return e;
@@ -568,6 +593,28 @@ static int eg_rx_message_visit(void *arg, const uint8_t *key, size_t key_len, co
 
 /* ---- the thread ------------------------------------------------------------- */
 
+/* Logs, once each, the records a committed step s left below its target
+ * (those behind its new cursor), and counts them. */
+static void eg_rx_log_skipped(eg_reindex *x, const eg_rx_step *s) {
+  for (size_t k = 0; k < s->through; k++) {
+    const eg_rx_rec *r = &s->recs[k];
+    char why[160];
+    if (!r->unreadable && !r->refused) continue;
+    atomic_fetch_add_explicit(&x->skipped[s->index], 1, memory_order_relaxed);
+    if (!r->unreadable)
+      snprintf(why, sizeof why, "its record cannot be rewritten: %s", eg_err_msg(r->refused));
+    const char *reason = r->unreadable ? r->unreadable : why;
+    if (s->index == EG_REINDEX_MEMORIES)
+      eg_log(EG_LOG_WARN, "reindex of %s: memory %s of tenant %s left below tokenizer version "
+             "%u (%s)", eg_reindex_name(s->index), r->mem->memory_id, r->tenant,
+             s->from.target, reason);
+    else
+      eg_log(EG_LOG_WARN, "reindex of %s: message %lld of session %s of tenant %s left below "
+             "tokenizer version %u (%s)", eg_reindex_name(s->index), (long long)r->msg->seq,
+             r->session_id, r->tenant, s->from.target, reason);
+  }
+}
+
 /* One step of index i's job from state st (read by the thread): walks,
  * then writes through the writer. *walked: the records it walked (0 when
  * it failed). */
@@ -580,7 +627,6 @@ static eg_err eg_rx_step_run(eg_reindex *x, unsigned i, const eg_index_state_rec
                   .last_len = st->cursor.len};
   eg_err e = EG_OK;
   *walked = 0;
-  if (st->cursor.len == 0 && st->done == 0) x->walk_seen[i] = x->walk_clean[i] = 1;
   if (!(s.arena = eg_arena_new()) || !(s.recs = EG_ARENA_ARRAY(s.arena, eg_rx_rec, x->batch))) {
     eg_arena_free(s.arena);
     return EG_ENOMEM;
@@ -598,7 +644,6 @@ static eg_err eg_rx_step_run(eg_reindex *x, unsigned i, const eg_index_state_rec
                                  &s.more);
     }
     if (e == EG_OK) e = s.err;
-    s.finish = x->walk_seen[i] && x->walk_clean[i] && s.n == 0;
     /* Ended before the write: a read txn held across it would keep the
      * writer from growing the map. */
     eg_store_reader_end(x->reader);
@@ -607,16 +652,13 @@ static eg_err eg_rx_step_run(eg_reindex *x, unsigned i, const eg_index_state_rec
   if (e == EG_OK) {
     *walked = s.visited;
     atomic_fetch_add_explicit(&x->records[i], s.visited, memory_order_relaxed);
-    if (s.n || s.stopped) x->walk_clean[i] = 0;
+    eg_rx_log_skipped(x, &s);
     if (s.stopped)
       eg_log(EG_LOG_WARN, "reindex of %s: a record changed below tokenizer version %u since "
              "the walk read it; read again next step", eg_reindex_name(i), st->target);
-    else if (!s.more && s.finish)
+    else if (!s.more)
       eg_log(EG_LOG_INFO, "reindex of %s done: every entry at tokenizer version %u",
              eg_reindex_name(i), st->target);
-    else if (!s.more)
-      eg_log(EG_LOG_INFO, "reindex of %s walked through; walking again to find any record "
-             "left below tokenizer version %u", eg_reindex_name(i), st->target);
   } else if (e == EG_ELIMIT && x->batch > 1) {
     /* Too much for one txn: smaller steps from now on. */
     x->batch /= 2;
@@ -741,6 +783,7 @@ void eg_reindex_get_stats(const eg_reindex *x, eg_reindex_stats *out) {
   if (!x) return;
   for (unsigned i = 0; i < EG_REINDEX_INDEXES; i++) {
     out->records[i] = atomic_load_explicit(&x->records[i], memory_order_relaxed);
+    out->skipped[i] = atomic_load_explicit(&x->skipped[i], memory_order_relaxed);
     out->pending[i] = atomic_load_explicit(&x->pending[i], memory_order_relaxed);
   }
 }

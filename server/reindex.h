@@ -34,14 +34,18 @@
  *     is now (an update in between copies the old record, old entries and
  *     all: skipped, it would stay below the target for good); else the
  *     step stops before it (cursor = the key before it) and the next step
- *     reads it again. The item stores the state (cursor = the last key
- *     walked, done += records walked) in the same txn. When the walk finds
- *     no more, the same item sets version = target and ends the job if
- *     this thread saw that whole walk and it found nothing below the
- *     target (unreadable records aside); else another walk begins (cursor
- *     empty, done 0, total the records now), to find any record written
- *     below the target behind the cursor meanwhile (a fork copies its
- *     source's unindexed messages).
+ *     reads it again. Each record is written in a sub txn of the item's: a
+ *     record whose text does not open, or whose write refuses it
+ *     (EG_EINVAL, EG_ECORRUPT: eg_rec_check, malformed old index fields),
+ *     is left as it is, logged once with its key and counted
+ *     (eg_reindex_stats.skipped), and the others are written: a retry
+ *     would only meet it again. The item stores the state (cursor = the
+ *     last key walked, done += records walked) in the same txn. When the
+ *     walk finds no more, the same item sets version = target and ends
+ *     the job: one walk is enough, since no writer puts a record below the
+ *     target behind the cursor (appends and forks index their messages at
+ *     the current version; a memory write does too, or keeps the record's
+ *     own; --index-messages=false ends the job first).
  * A restart resumes from the stored cursor; a step that fails (logged)
  * is retried the next time round. At most --reindex-rate records a second
  * (the thread sleeps between steps; a stop wakes it at once).
@@ -87,6 +91,7 @@ void eg_reindex_stop(eg_reindex *x);
 
 typedef struct {
   uint64_t records[EG_REINDEX_INDEXES]; /* records this node's jobs walked */
+  uint64_t skipped[EG_REINDEX_INDEXES]; /* of them, left below the target (logged) */
   uint64_t pending[EG_REINDEX_INDEXES]; /* total - done of a running job, else 0 */
 } eg_reindex_stats;
 /* As of the thread's last look at index_state (every node looks, so a

@@ -5,17 +5,19 @@ the new tokenizer's words afterwards and by the old index while the job
 runs (a memory created meanwhile at once); a kill -9 mid-job resumes where
 it stopped; updates racing the job's steps leave no memory behind;
 messages appended with --index-messages=false are found once it is on
-again; a replica shows the primary's index state."""
+again; a record the write refuses is skipped, the job ending all the same;
+a replica shows the primary's index state."""
 import gzip
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import unittest
 
 from harness import ENGRAMD, KEEP, M, E2ETestCase, Server, free_port, run_threads
-from test_memories import DUPLICATE, FACT, Mem
+from test_memories import DUPLICATE, FACT, Mem, dump_data_dbs
 from test_message_search import create, hits, search
 from test_observability import parse, scrape, value
 from test_replication import TOKENS, ReplicationCase, follow, status
@@ -149,19 +151,20 @@ class UpgradeTest(ReindexCase):
         v, target, done, total, _ = memories()
         self.assertEqual((v, target), (1, 2))
         self.assertLess(done, 3, "m-run should have been at version 1 during the searches")
-        # The gauge: total - done as the thread last read it (at most 5: the
-        # second walk's total counts the new memory).
-        self.wait_until(lambda: 0 < metric("engram_reindex_pending", "memories") <= 5,
+        # The gauge: total - done as the thread last read it (the total, 4,
+        # counts the memories there were when the job began).
+        self.wait_until(lambda: 0 < metric("engram_reindex_pending", "memories") <= 4,
                         DONE_TIMEOUT, "engram_reindex_pending of the memories job", [srv])
         self.wait_finished(srv)
         self.wait_until(lambda: metric("engram_reindex_pending", "memories") == 0 and
                         metric("engram_reindex_pending", "messages") == 0,
                         DONE_TIMEOUT, "engram_reindex_pending back to 0", [srv])
-        # Two walks each, since the first converted records: the second
-        # finds none left. Memories: the 4 old ones twice, the new one in
-        # the second walk (in the first too if its key followed the cursor).
-        self.assertIn(metric("engram_reindex_records_total", "memories"), (9, 10))
-        self.assertEqual(metric("engram_reindex_records_total", "messages"), 6)
+        # One walk each: the 4 old memories, and the new one if its key
+        # followed the cursor; the 3 old messages. Nothing skipped.
+        self.assertIn(metric("engram_reindex_records_total", "memories"), (4, 5))
+        self.assertEqual(metric("engram_reindex_records_total", "messages"), 3)
+        self.assertEqual(metric("engram_reindex_skipped_total", "memories"), 0)
+        self.assertEqual(metric("engram_reindex_skipped_total", "messages"), 0)
         self.assertEqual(self.found(mem, "alice", "running"), ["m-run"])
         self.assertEqual(self.found(mem, "alice", "green tea"), ["m-tea"])
         self.assertEqual(self.found(mem, "alice", "kayak"), [new.memory_id])
@@ -172,7 +175,7 @@ class UpgradeTest(ReindexCase):
         def progressed():
             v, target, done, total, start = indexes(self.status(srv))["memories"]
             # Mid-walk, and not near its end: a kill then is not raced by the
-            # second walk (which starts over at 0) beginning.
+            # job ending.
             return (done, start) if target == 2 and 1 <= done < total - 1 else None
 
         done, start = self.wait_until(progressed, DONE_TIMEOUT, "the memories job under way",
@@ -257,6 +260,49 @@ class IndexMessagesOffTest(ReindexCase):
         c.append(sid, M("a second zeppelin"))
         self.assertEqual(sorted(hits(search(c, user_id="carol", query="zeppelin"))),
                          [(sid, 1), (sid, 2)])
+
+
+class RefusedRecordTest(ReindexCase):
+    def test_a_record_the_write_refuses_is_skipped_and_the_job_ends(self):
+        """Message 1's stored record gets index terms without a version
+        (mdb_load, the server stopped): eg_store_message_reindex refuses it
+        (its old index fields are malformed) on every try. The job leaves it
+        as it is, logs it once by its key, counts it, writes message 2 in
+        the same step (one step: --reindex-batch 200) and ends."""
+        for tool in ("mdb_dump", "mdb_load"):
+            if not shutil.which(tool):
+                self.fail("%s (lmdb-utils) not installed" % tool)
+        srv = self.start_server("--index-messages=false")
+        self.wait_until(lambda: indexes(self.status(srv))["messages"][0] == 0, DONE_TIMEOUT,
+                        "messages at version 0", [srv])
+        c = srv.client()
+        sid = create(c, "dave")
+        c.append(sid, M("the zeppelin hovers over the harbour"))
+        c.append(sid, M("a second zeppelin"))
+        srv.stop()
+        seq1 = sid.encode() + (1).to_bytes(8, "big")
+        [(key, val)] = [(k, v) for k, v in dump_data_dbs(srv.data_dir)["messages"]
+                        if k.endswith(seq1)]
+        # index_terms (field 9, packed fixed64): one term, index_version 0.
+        val += b"\x4a\x08" + (7).to_bytes(8, "little")
+        dump = "VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n %s\n %s\nDATA=END\n" % (
+            key.hex(), val.hex())
+        subprocess.run(["mdb_load", "-s", "messages", srv.data_dir], input=dump.encode(),
+                       check=True, timeout=60)
+        srv.extra = ["--metrics-listen", "127.0.0.1:0"]
+        srv.start()
+        srv.metrics_addr = re.search(r"metrics on ([0-9.]+:\d+)", srv.log_text()).group(1)
+        self.wait_finished(srv)
+        c = srv.client()
+        self.assertEqual(hits(search(c, user_id="dave", query="zeppelin")), [(sid, 2)])
+        log = srv.log_text()
+        self.assertEqual(log.count("message 1 of session %s" % sid), 1, log)
+        self.assertIn("message 1 of session %s of tenant default left below tokenizer version 2 "
+                      "(its record cannot be rewritten: stored data failed to open)" % sid, log)
+        self.assertNotIn("retrying", log)
+        fams = parse(scrape(srv))
+        self.assertEqual(value(fams, "engram_reindex_skipped_total", index="messages"), 1)
+        self.assertEqual(value(fams, "engram_reindex_records_total", index="messages"), 2)
 
 
 class ReplicaTest(ReplicationCase):
