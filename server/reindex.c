@@ -43,14 +43,11 @@ static void eg_state_free(void *p) {
   engram__storage__v1__index_state_record__free_unpacked(p, NULL);
 }
 
-/* The version index `name` is at when it has no row: the current one when
- * it covers no record, else the oldest its records may be at (memories 1;
- * messages 0, none indexed). A node whose store was empty when it migrated
- * to schema 6 got no row (storage/migrate.c) yet may have replayed an
- * older primary's records since: it must not take them for current. On a
- * primary this begins a job (one walk that converts nothing when the
- * records were new, then the row says version 2); a replica reads the old
- * way too until the primary's row arrives. Cost: O(1). */
+/* The version index `name` is at when it has no row (migration 6 writes
+ * both, so only a row removed by hand gets here): the current one when it
+ * covers no record, else the oldest its records may be at (memories 1;
+ * messages 0, none indexed), so that no record is taken for current by
+ * mistake; on a primary that begins a job. Cost: O(1). */
 static eg_err eg_state_missing(eg_txn *t, const char *name, unsigned *version) {
   uint64_t n;
   eg_err e = eg_store_index_records(t, name, &n);

@@ -5,11 +5,11 @@
  * State. Each keyword index (EG_INDEX_MEMORIES, EG_INDEX_MESSAGES) has a
  * row in index_state (storage/message_index.h; replicated like data): the
  * tokenizer version every entry is at, and while a job runs its target,
- * cursor, done, total and start time. No row: version
- * EG_TOKENIZER_VERSION, nothing to do, while the index covers no record;
- * over records, the oldest version they may be at (memories 1, messages
- * 0), since a store empty when it migrated got no row yet may have
- * replayed an older primary's records since (storage/migrate.c).
+ * cursor, done, total and start time. Migration 6 writes both rows
+ * (storage/migrate.c: version 2 on a new store, so it never reindexes).
+ * A row missing all the same reads as EG_TOKENIZER_VERSION while the index
+ * covers no record, else as the oldest version its records may be at
+ * (memories 1, messages 0).
  *
  * Jobs. A thread like the sweeper's (server/sweeper.h): it works only
  * while this node is an unfenced primary (a promoted replica takes over

@@ -116,10 +116,9 @@ eg_err eg_store_messages_walk(eg_txn *t, const uint8_t *after, size_t after_len,
 
 /* ---- index state -------------------------------------------------------- */
 
-/* The state of index `name` (EG_INDEX_*). EG_ENOTFOUND when it has none:
- * a store created at schema 6 or later before its first job, or a copy
- * that migrated while the DB was empty (server/reindex.h says how a
- * missing row over records is read). */
+/* The state of index `name` (EG_INDEX_*). EG_ENOTFOUND when it has none
+ * (migration 6 writes both rows; server/reindex.c says how a missing one
+ * is read). */
 eg_err eg_store_index_state_get(eg_txn *t, const char *name, eg_index_state_rec **out);
 /* Stores rec as the state of index `name` (logged and replicated);
  * EG_EINVAL for a cursor longer than a key (511 bytes). */

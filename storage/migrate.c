@@ -83,15 +83,21 @@ static eg_err eg_migrate_v5(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen
   return EG_OK;
 }
 
-/* The state row of index `name` at `version`, written when db holds a
- * record (an empty DB needs no row: see eg_store_index_state_get). */
+/* The tokenizer version every index entry of schema 6 is made with (a
+ * literal: this migration is frozen; server/tokenizer.h's
+ * EG_TOKENIZER_VERSION may grow past it). */
+#define EG_MIGRATE_V6_TOKENIZER 2
+
+/* The state row of index `name`: at `old_version` when db holds a record,
+ * else at EG_MIGRATE_V6_TOKENIZER (a new store: every entry will be made by
+ * this build's tokenizer, so no reindex, no background write). */
 static eg_err eg_migrate_index_state(MDB_txn *txn, MDB_dbi db, MDB_dbi state, const char *name,
-                                     uint32_t version, char *err, size_t errlen) {
+                                     uint32_t old_version, char *err, size_t errlen) {
   MDB_stat st;
   int rc = mdb_stat(txn, db, &st);
-  if (rc || st.ms_entries == 0) return eg_store__err(rc);
+  if (rc) return eg_store__err(rc);
   Engram__Storage__V1__IndexStateRecord rec = ENGRAM__STORAGE__V1__INDEX_STATE_RECORD__INIT;
-  rec.version = version;
+  rec.version = st.ms_entries ? old_version : EG_MIGRATE_V6_TOKENIZER;
   uint8_t buf[16];
   size_t n = engram__storage__v1__index_state_record__pack(&rec, buf);
   MDB_val k = {strlen(name), (void *)name}, v = {n, buf};
@@ -104,14 +110,17 @@ static eg_err eg_migrate_index_state(MDB_txn *txn, MDB_dbi db, MDB_dbi state, co
  * store that holds memories gets a "memories" row at tokenizer version 1
  * (the ASCII rules their postings were made with) and one that holds
  * messages a "messages" row at 0 (none indexed): engramd reindexes them in
- * the background. Not logged (as migration 4's back-fill), and not alike
- * on every copy of one history: each copy migrates at its own position,
- * and one whose DB was empty then (a replica upgraded before it replayed
- * anything) gets no row. Safe all the same: the primary's job state is
- * logged, so its rows replace a replica's as they stream; and a missing
- * row over a non-empty DB reads as the oldest version its records may be
- * at (server/reindex.c, eg_state_missing), so no node takes version 1
- * records it replayed later for current. */
+ * the background. An empty DB gets its row at version 2: a new store never
+ * runs a reindex. Not logged (as migration 4's back-fill), and so not alike
+ * on every copy of one history: each copy migrates at its own position.
+ * The primary's job state is logged, so its rows replace a replica's as
+ * they stream. One case stays open until then: a new, empty replica that
+ * replays a 0.14 primary's log from its start gets version 2 rows over
+ * version 1 records; when that primary is upgraded, its own migration
+ * finds them, its job's rows stream to the replica and the job rewrites
+ * them (docs/operations.md: upgrade replicas that hold data, or bootstrap
+ * new ones from a snapshot). A row missing all the same reads as
+ * server/reindex.c's eg_state_missing says. */
 static eg_err eg_migrate_v6(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
   static const char *const dbs[] = {EG_DB_MESSAGE_TERMS, EG_DB_MESSAGE_INDEX_STATS,
                                     EG_DB_INDEX_STATE};

@@ -228,7 +228,7 @@ class CliHabitsTest(CliCase, ServerTestCase):
             self.assertIn(kind, listed[name], name)
 
     def test_floats_shortest_round_trip(self):
-        emb = [0.1, 0.7, 1e-7, 3.4028234663852886e38, 123456.789]
+        emb = [0.1, 0.7, 1e-7, 999999986991104.0, 123456.789]  # the largest: the server's bound, float32(1e15)
         out, _ = self.call("memory", "add", "--user", uid("u"), "--type", "fact", "--text", "t",
                            "--importance", "0.7", "--embedding", ",".join(map(repr, emb)),
                            "--json", *self.t)
