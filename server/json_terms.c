@@ -6,12 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cmp.h"
 #include "server/validate.h"
-
-static int eg_u64_cmp(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return (x > y) - (x < y);
-}
 
 /* ---- the strict check ------------------------------------------------------------ */
 

@@ -45,11 +45,6 @@ static void eg_terms_add(void *arg, const char *w, size_t n) {
   }
 }
 
-int eg_u64_cmp(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
 static int eg_term_count_cmp(const void *a, const void *b) {
   return eg_u64_cmp(&((const struct eg_term_count *)a)->h, &((const struct eg_term_count *)b)->h);
 }

@@ -9,15 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cmp.h"
 #include "common/err.h"
 #include "crypto/crypto.h"
 
 /* Most distinct terms indexed per memory: the rest of a long text is not
  * searchable by keyword (it is still stored and returned). */
 #define EG_TEXT_TERMS_MAX 1024
-
-/* qsort's comparator for uint64_t, ascending. */
-int eg_u64_cmp(const void *a, const void *b);
 
 /* The blind tokens of text's words under `version`'s rules for language
  * lang, sorted and unique, into out[0..*n) (at most cap: the first

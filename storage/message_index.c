@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cmp.h"
 #include "storage/internal.h"
 
 #define EG_MESSAGE_DESC (&engram__storage__v1__message_record__descriptor)
@@ -187,11 +188,6 @@ eg_err eg_store__session_postings_del(eg_txn *t, const char *tenant, const char 
 }
 
 /* ---- reindex ---------------------------------------------------------------- */
-
-static int eg_u64_cmp(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
 
 eg_err eg_store_message_reindex(eg_txn *t, const char *tenant, const char *session_id,
                                 const eg_message_rec *prev, const eg_message_rec *rec) {
