@@ -51,9 +51,11 @@ static long lg_rank(uint64_t *s) {
   return lo;
 }
 
-/* The word of rank r into w (LG_WORD_MAX bytes). Pseudo-words are rank -
- * 100 + 90 written in base 90, one consonant-vowel syllable per digit:
- * at least two syllables, and distinct ranks give distinct words. */
+/* The word of rank r into w (LG_WORD_MAX bytes). Pseudo-words are 'q'
+ * and then rank - 100 + 90 written in base 90, one consonant-vowel
+ * syllable per digit: at least two syllables, and distinct ranks give
+ * distinct words. The 'q' keeps them clear of real words ("have", "none"
+ * are syllable pairs too), so no pseudo-word is a stop or negation word. */
 static size_t lg_word(char *w, long r) {
   static const char cons[] = "bcdfghjklmnprstvwz", vow[] = "aeiou";
   if (r < LG_FUNCTION_WORDS) return (size_t)snprintf(w, LG_WORD_MAX, "%s", lg_function[r]);
@@ -61,6 +63,7 @@ static size_t lg_word(char *w, long r) {
   int nd = 0;
   for (long v = r - LG_FUNCTION_WORDS + 90; v > 0 && nd < 7; v /= 90) digits[nd++] = (char)(v % 90);
   size_t n = 0;
+  w[n++] = 'q';
   while (nd > 0) {
     int d = digits[--nd];
     w[n++] = cons[d / 5];

@@ -3,8 +3,8 @@
  * conversation, reproducibly. Words are drawn by Zipf's law (s = 1) from a
  * vocabulary of LG_VOCAB words: the LG_FUNCTION_WORDS most frequent are
  * English function words ("the", "of", ...), which the tokenizer drops as
- * stop words, as in English text; the rest are distinct pronounceable
- * pseudo-words. So a message's indexed terms, and how many messages share
+ * stop words, as in English text; the rest are distinct pseudo-words
+ * ('q' and consonant-vowel syllables: never a stop word). So a message's indexed terms, and how many messages share
  * a term, look like those of English prose, not like one sentence
  * repeated. Deterministic: the same salt gives the same text.
  * Thread safety: any thread (the table is built once).

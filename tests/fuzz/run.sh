@@ -12,7 +12,7 @@ seconds=${2:?usage: run.sh BUILD SECONDS [TARGET...]}
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(wire token wal keyring tokens_file page_token)
+[ ${#targets[@]} -gt 0 ] || targets=(wire token wal keyring tokens_file page_token tokenizer)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

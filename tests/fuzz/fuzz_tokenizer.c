@@ -1,0 +1,101 @@
+/*
+ * Target: the tokenizer (server/tokenizer.c: ICU normalisation and word
+ * breaks, Snowball stemmers, the word lists) and the blind terms of a text
+ * (server/text_terms.c). Input: one byte choosing the language, then the
+ * text as a client sends it (any bytes: the server checks UTF-8 first, but
+ * the tokenizer must not rely on it).
+ *
+ * Checked: version 2 and version 1 both answer 0 or 1 (negated), never
+ * fail; every word is 1..EG_WORD_MAX bytes, without NUL, and (version 2)
+ * valid UTF-8; the same input
+ * gives the same words twice (search and index must meet); the terms are
+ * sorted, unique, within the cap, their counts at least 1 and adding up to
+ * at most the words kept.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/crypto.h"
+#include "fuzz.h"
+#include "fuzz_token.h"
+#include "server/text_terms.h"
+#include "server/tokenizer.h"
+#include "server/validate.h"
+
+static const char *const fz_langs[] = {"",   "en", "de", "fr", "it", "es", "pt", "nl",
+                                       "ru", "zh", "ja", "ar", "hi", "sv", "xx", "en-GB"};
+
+static eg_blind_ctx fz_ctx;
+
+/* The words of one run, NUL-separated, and how many. */
+typedef struct {
+  char buf[1 << 16];
+  size_t len, n;
+  int truncated;
+  int utf8; /* check each word is valid UTF-8 (version 2; version 1 keeps
+             * bytes as they came, and the server hands it valid UTF-8) */
+} fz_words;
+
+static void fz_add(void *arg, const char *w, size_t n) {
+  fz_words *ws = arg;
+  FZ_CHECK(n >= 1 && n <= EG_WORD_MAX, "a word of 1..EG_WORD_MAX bytes");
+  FZ_CHECK(!ws->utf8 || eg_utf8_valid(w, n), "a word of valid UTF-8");
+  FZ_CHECK(memchr(w, '\0', n) == NULL, "no NUL in a word");
+  ws->n++;
+  if (ws->len + n + 1 > sizeof ws->buf) {
+    ws->truncated = 1;
+    return;
+  }
+  memcpy(ws->buf + ws->len, w, n);
+  ws->len += n;
+  ws->buf[ws->len++] = '\0';
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  char err[256];
+  eg_keyring *keys = NULL;
+  (void)argc;
+  (void)argv;
+  FZ_CHECK(eg_crypto_init() == EG_OK, "eg_crypto_init");
+  const char *path = fz_write_file("keyring", (const uint8_t *)fz_token_keyring,
+                                   strlen(fz_token_keyring));
+  FZ_CHECK(eg_keyring_load(path, &keys, err, sizeof err) == EG_OK, err);
+  FZ_CHECK(eg_blind_begin(keys, "acme", &fz_ctx) == EG_OK, "eg_blind_begin");
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 1) return 0;
+  const char *lang = fz_langs[data[0] % (sizeof fz_langs / sizeof fz_langs[0])];
+  const char *text = (const char *)data + 1;
+  size_t len = size - 1;
+  static fz_words a, b;
+  for (unsigned v = EG_TOKENIZER_V1; v <= EG_TOKENIZER_VERSION; v++) {
+    a.len = a.n = b.len = b.n = 0;
+    a.truncated = b.truncated = 0;
+    a.utf8 = b.utf8 = v == EG_TOKENIZER_VERSION;
+    int na = eg_text_words(v, lang, text, len, fz_add, &a);
+    int nb = eg_text_words(v, lang, text, len, fz_add, &b);
+    FZ_CHECK(na == 0 || na == 1, "eg_text_words answers 0 or 1");
+    FZ_CHECK(na == nb && a.n == b.n && a.len == b.len && !memcmp(a.buf, b.buf, a.len),
+             "the same words twice");
+  }
+  enum { CAP = 64 };
+  uint64_t terms[CAP];
+  uint8_t tf[CAP];
+  size_t n;
+  uint32_t words;
+  int neg;
+  FZ_CHECK(eg_text_terms(&fz_ctx, EG_TOKENIZER_VERSION, lang, text, len, terms, tf, CAP, &n, &words,
+                         &neg) == EG_OK,
+           "eg_text_terms");
+  FZ_CHECK(n <= CAP && n <= words, "terms within the cap and the words");
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n; i++) {
+    FZ_CHECK(tf[i] >= 1, "a term counted at least once");
+    FZ_CHECK(i == 0 || terms[i - 1] < terms[i], "terms sorted and unique");
+    sum += tf[i];
+  }
+  FZ_CHECK(sum <= words, "counts add up to at most the words");
+  return 0;
+}
