@@ -26,6 +26,8 @@
 static const char *const fz_langs[] = {"",   "en", "de", "fr", "it", "es", "pt", "nl",
                                        "ru", "zh", "ja", "ar", "hi", "sv", "xx", "en-GB"};
 
+/* Kept for the process's life (the blind context derives from it). */
+static eg_keyring *fz_keys;
 static eg_blind_ctx fz_ctx;
 
 /* The words of one run, NUL-separated, and how many. */
@@ -54,14 +56,13 @@ static void fz_add(void *arg, const char *w, size_t n) {
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   char err[256];
-  eg_keyring *keys = NULL;
   (void)argc;
   (void)argv;
   FZ_CHECK(eg_crypto_init() == EG_OK, "eg_crypto_init");
   const char *path = fz_write_file("keyring", (const uint8_t *)fz_token_keyring,
                                    strlen(fz_token_keyring));
-  FZ_CHECK(eg_keyring_load(path, &keys, err, sizeof err) == EG_OK, err);
-  FZ_CHECK(eg_blind_begin(keys, "acme", &fz_ctx) == EG_OK, "eg_blind_begin");
+  FZ_CHECK(eg_keyring_load(path, &fz_keys, err, sizeof err) == EG_OK, err);
+  FZ_CHECK(eg_blind_begin(fz_keys, "acme", &fz_ctx) == EG_OK, "eg_blind_begin");
   /* The main thread's tokenizer state has no thread exit to free it: free
    * it before LeakSanitizer's check (registered earlier, so run later). */
   atexit(eg_tokenizer_thread_end);
