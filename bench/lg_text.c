@@ -32,7 +32,7 @@ static void lg_build(void) {
   lg_cdf[LG_VOCAB - 1] = 1.0;
 }
 
-static uint64_t lg_next(uint64_t *s) { /* xorshift64 */
+uint64_t lg_xorshift(uint64_t *s) {
   *s ^= *s << 13;
   *s ^= *s >> 7;
   *s ^= *s << 17;
@@ -41,7 +41,7 @@ static uint64_t lg_next(uint64_t *s) { /* xorshift64 */
 
 /* A rank drawn by Zipf's law. */
 static long lg_rank(uint64_t *s) {
-  double u = (double)(lg_next(s) >> 11) * 0x1.0p-53;
+  double u = (double)(lg_xorshift(s) >> 11) * 0x1.0p-53;
   long lo = 0, hi = LG_VOCAB - 1;
   while (lo < hi) {
     long mid = (lo + hi) / 2;
@@ -89,7 +89,7 @@ void lg_text(char *buf, size_t n, uint64_t salt) {
 
 void lg_query(char *buf, size_t cap, uint64_t *seed) {
   pthread_once(&lg_once, lg_build);
-  int words = 1 + (int)(lg_next(seed) % 3);
+  int words = 1 + (int)(lg_xorshift(seed) % 3);
   size_t at = 0;
   char w[LG_WORD_MAX];
   buf[0] = '\0';

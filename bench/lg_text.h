@@ -20,6 +20,9 @@
 /* Longest word lg_word writes (NUL included). */
 #define LG_WORD_MAX 16
 
+/* xorshift64: the next of *s (not 0), which moves on. */
+uint64_t lg_xorshift(uint64_t *s);
+
 /* Exactly n bytes of words and spaces into buf, NUL-terminated (buf holds
  * n + 1), different for each salt. */
 void lg_text(char *buf, size_t n, uint64_t salt);

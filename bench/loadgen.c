@@ -191,13 +191,6 @@ static void lg_error(lg_thread *t, const char *what, const eg_client_status *st)
              eg_client_code_name(st->code), st->message);
 }
 
-static uint64_t lg_rand(uint64_t *s) { /* xorshift64 */
-  *s ^= *s << 13;
-  *s ^= *s >> 7;
-  *s ^= *s << 17;
-  return *s;
-}
-
 static void lg_session_id(char *buf, size_t n, const lg_opts *o, long i) {
   if (o->sessions == 1 && o->session) snprintf(buf, n, "%s", o->session);
   else snprintf(buf, n, "%s%06ld", o->prefix, i);
@@ -508,8 +501,8 @@ static void *lg_run_main(void *arg) {
     int rc;
     if (!strcmp(o->workload, "mixed")) {
       if (o->rate > 0 && lg_pace(atomic_fetch_add(&lg_next, 1), lg_t0, o->rate)) break;
-      long s = (long)(lg_rand(&seed) % (uint64_t)o->sessions);
-      long dice = (long)(lg_rand(&seed) % 100);
+      long s = (long)(lg_xorshift(&seed) % (uint64_t)o->sessions);
+      long dice = (long)(lg_xorshift(&seed) % 100);
       lg_session_id(sid, sizeof sid, o, s);
       if (dice >= o->read_pct) rc = lg_append(t, s, 1, (uint64_t)n);
       else rc = lg_read_call(t, sid, dice % 2 == 0);

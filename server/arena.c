@@ -71,6 +71,18 @@ void *eg_arena_array(eg_arena *a, size_t size, size_t n) {
   return eg_arena_alloc(a, size * n);
 }
 
+int eg_arena_grow(eg_arena *a, void **arr, size_t *cap, size_t need, size_t size) {
+  if (need <= *cap) return 0;
+  size_t cap2 = *cap ? *cap : 64;
+  while (cap2 < need) cap2 *= 2;
+  void *p = eg_arena_array(a, size, cap2);
+  if (!p) return -1;
+  if (*cap) memcpy(p, *arr, *cap * size);
+  *arr = p;
+  *cap = cap2;
+  return 0;
+}
+
 char *eg_arena_strndup(eg_arena *a, const char *s, size_t n) {
   if (n == SIZE_MAX) return NULL; /* no room for the NUL */
   char *d = eg_arena_alloc(a, n + 1);

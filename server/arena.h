@@ -28,6 +28,11 @@ void *eg_arena_alloc(eg_arena *a, size_t n);
 /* Zeroed memory for n elements of size bytes each; NULL when out of memory
  * or when n * size does not fit in a size_t. Use EG_ARENA_ARRAY. */
 void *eg_arena_array(eg_arena *a, size_t size, size_t n);
+/* Grows the arena array *arr (*cap elements of size bytes, the first
+ * *cap kept) to hold at least need, doubling from 64: a new array, the old
+ * one left to the arena. Returns 0, or -1 when out of memory (*arr and
+ * *cap unchanged). */
+int eg_arena_grow(eg_arena *a, void **arr, size_t *cap, size_t need, size_t size);
 /* A NUL-terminated copy of s[0..n); NULL when out of memory. */
 char *eg_arena_strndup(eg_arena *a, const char *s, size_t n);
 /* Calls fn(p) when the arena is freed. Returns 0, or -1 when out of memory

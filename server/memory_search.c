@@ -80,13 +80,8 @@ eg_err eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n, uint32_t *idx) {
     for (size_t i = 0; i < m->n; i++) *eg_pmap_slot(m, m->ents[i].pos, m->ents[i].len) = (uint32_t)i + 1;
     slot = eg_pmap_slot(m, p, n);
   }
-  if (m->n == m->ents_cap) {
-    eg_pmap_ent *e = EG_ARENA_ARRAY(m->a, eg_pmap_ent, 2 * m->ents_cap);
-    if (!e) return EG_ENOMEM;
-    memcpy(e, m->ents, m->n * sizeof *e);
-    m->ents = e;
-    m->ents_cap *= 2;
-  }
+  if (eg_arena_grow(m->a, (void **)&m->ents, &m->ents_cap, m->n + 1, sizeof *m->ents))
+    return EG_ENOMEM;
   uint8_t *copy = eg_arena_alloc(m->a, n);
   if (!copy) return EG_ENOMEM;
   memcpy(copy, p, n);

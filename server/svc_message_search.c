@@ -124,17 +124,9 @@ typedef struct {
   eg_err err;
 } eg_msearch;
 
-/* Grows *arr (elem bytes each, *cap of them) to hold at least need. */
+/* eg_arena_grow as an eg_err. */
 static eg_err eg_grow(eg_arena *a, void **arr, size_t *cap, size_t need, size_t elem) {
-  if (need <= *cap) return EG_OK;
-  size_t cap2 = *cap ? *cap : 64;
-  while (cap2 < need) cap2 *= 2;
-  void *p = eg_arena_array(a, elem, cap2);
-  if (!p) return EG_ENOMEM;
-  if (*cap) memcpy(p, *arr, *cap * elem);
-  *arr = p;
-  *cap = cap2;
-  return EG_OK;
+  return eg_arena_grow(a, arr, cap, need, elem) ? EG_ENOMEM : EG_OK;
 }
 
 /* ==== the request =========================================================== */

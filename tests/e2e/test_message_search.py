@@ -12,7 +12,6 @@ import random
 import shutil
 import string
 import subprocess
-import time
 
 import grpc
 
@@ -336,10 +335,7 @@ class RawKeysTest(E2ETestCase):
         last = self.c.append(sid, M("fresh")).messages[0]
         wait_past(last.create_time, 2.0)
         set_policy(self.c, raw_message_retention=1)
-        deadline = time.monotonic() + WAIT
-        while self.c.all_messages(sid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertEqual(self.c.all_messages(sid), [])
+        self.wait_until(lambda: self.c.all_messages(sid) == [], WAIT, "the messages swept")
         self.assertEqual(terms_naming(self.srv.data_dir, sid, user), [])
         self.assertEqual(hits(search(self.c, user_id=user, query=w)), [])
 
