@@ -46,7 +46,11 @@
                                                      14 /* UNAVAILABLE */, "FENCED", 1000)       \
   X(EG_ENOTPRIMARY, "this node is not the primary",  9  /* FAILED_PRECONDITION */, "NOT_PRIMARY", 0) \
   X(EG_ECANCELLED, "the client cancelled the call or went away", \
-                                                     1  /* CANCELLED */, "CANCELLED", 0)
+                                                     1  /* CANCELLED */, "CANCELLED", 0)         \
+  X(EG_EERASED,   "the data was erased (its data key is destroyed)",  \
+                                                     15 /* DATA_LOSS */, "ERASED", 0)            \
+  X(EG_ERATE,     "tenant rate limit exceeded; retry after the RetryInfo delay", \
+                                                     8  /* RESOURCE_EXHAUSTED */, "RATE_LIMITED", 1000)
 
 typedef enum {
 #define EG_ERR_ENUM(name, msg, code, reason, retry_ms) name,

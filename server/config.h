@@ -79,6 +79,27 @@ typedef struct {
   int64_t max_search_postings;         /* --max-search-postings 200000 (postings one SearchMessages reads) */
   int reindex_batch;                   /* --reindex-batch 200 (records per background reindex transaction) */
   int reindex_rate;                    /* --reindex-rate 2000 (records per second the background reindex rewrites at most) */
+  /* TLS (docs/security.md, "Transport"): all "" means plaintext. */
+  char tls_cert[EG_CONFIG_PATH_MAX];       /* --tls-cert: PEM chain this node serves (and presents to peers) */
+  char tls_key[EG_CONFIG_PATH_MAX];        /* --tls-key: PEM private key of --tls-cert */
+  char tls_client_ca[EG_CONFIG_PATH_MAX];  /* --tls-client-ca: CA bundle; set: client certificates required */
+  char tls_identities[EG_CONFIG_PATH_MAX]; /* --tls-identities: certificate SAN -> "tenant role" file */
+  char tls_peer_ca[EG_CONFIG_PATH_MAX];    /* --tls-peer-ca: CA that verifies the primary/peers this node dials */
+  char tls_peer_server_name[256];          /* --tls-peer-server-name: name expected in peers' certificates */
+  char etcd_tls_ca[EG_CONFIG_PATH_MAX];    /* --etcd-tls-ca: CA of etcd's certificate ("" plaintext) */
+  char etcd_tls_cert[EG_CONFIG_PATH_MAX];  /* --etcd-tls-cert: client certificate for etcd */
+  char etcd_tls_key[EG_CONFIG_PATH_MAX];   /* --etcd-tls-key */
+  /* Envelope keys (server/keystore.h). */
+  char key_store[EG_CONFIG_PATH_MAX];      /* --key-store; "" means DATA_DIR/keystore */
+  int64_t data_key_cache;                  /* --data-key-cache 10000 (opened data keys kept in memory) */
+  int key_rotation_rate;                   /* --key-rotation-rate 1000 (records/s a data-key rotation re-seals) */
+  int key_rotation_batch;                  /* --key-rotation-batch 200 (records per rotation transaction) */
+  /* Per-tenant limits (server/limits.h); 0 means unlimited. */
+  int64_t tenant_calls_per_s;              /* --tenant-calls-per-s 0 */
+  int64_t tenant_writes_per_s;             /* --tenant-writes-per-s 0 */
+  int64_t tenant_concurrent_calls;         /* --tenant-concurrent-calls 0 */
+  int64_t tenant_storage_bytes;            /* --tenant-storage-bytes 0 */
+  int64_t tenant_burst_ms;                 /* --tenant-burst-ms 1000 (a bucket holds this much of its rate) */
 } eg_config;
 
 /* Ceiling of --max-append-messages; also the most messages one

@@ -18,6 +18,7 @@
 #include "replica/replica.h"
 #include "server/archiver.h"
 #include "server/config.h"
+#include "server/reload.h"
 #include "server/service.h"
 #include "server/reindex.h"
 #include "server/sweeper.h"
@@ -154,8 +155,9 @@ static void eg_stop_signals(sigset_t *s) {
   sigaddset(s, EG_REPL_RESTART_SIGNAL);
 }
 
-/* Waits for a stop (or the restart) signal; SIGHUP is logged and ignored,
- * since reloading the tokens under calls in flight is not safe. With a
+/* Waits for a stop (or the restart) signal; SIGHUP runs the reload hooks
+ * (server/reload.h) while serving (store set: main's own wait) and is
+ * ignored during a drain, and the wait goes on. With a
  * store, also returns 0 within a second of LMDB giving up on it
  * (eg_store_broken): the process stops so its supervisor starts a fresh
  * one. */
@@ -163,10 +165,10 @@ static int eg_wait_stop(const sigset_t *sigs, const eg_store *store) {
   const struct timespec tick = {.tv_sec = 1};
   for (;;) {
     int sig = sigtimedwait(sigs, NULL, &tick);
-    if (sig == SIGHUP)
-      eg_log(EG_LOG_WARN, "SIGHUP ignored: tokens and keyring are read at start only; "
-                          "restart to reload them");
-    else if (sig > 0)
+    if (sig == SIGHUP) {
+      eg_log(EG_LOG_INFO, store ? "SIGHUP: reloading" : "SIGHUP ignored while draining");
+      if (store) eg_reload_run();
+    } else if (sig > 0)
       return sig;
     else if (store && eg_store_broken(store))
       return 0;

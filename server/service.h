@@ -232,6 +232,12 @@ extern const eg_method eg_replication_methods[];
 extern const eg_method eg_reflection_methods[];
 extern const eg_method eg_checkpoint_methods[];
 extern const eg_method eg_store_methods[];
+/* AdminService's security calls, one table per concern (svc_keys.c,
+ * svc_tenant.c, svc_key_rotation.c, svc_limits.c). */
+extern const eg_method eg_keys_methods[];
+extern const eg_method eg_tenant_methods[];
+extern const eg_method eg_key_rotation_methods[];
+extern const eg_method eg_limits_methods[];
 /* All of the above, NULL-terminated (server/methods.c). */
 extern const eg_method *const eg_service_tables[];
 

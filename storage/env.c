@@ -184,6 +184,9 @@ const struct eg_db_slot eg_store__data_db_table[] = {
     {EG_DB_MESSAGE_TERMS, offsetof(eg_store, message_terms)},
     {EG_DB_MESSAGE_INDEX_STATS, offsetof(eg_store, message_index_stats)},
     {EG_DB_INDEX_STATE, offsetof(eg_store, index_state)},
+    {EG_DB_TENANT_LIMITS, offsetof(eg_store, tenant_limits)},
+    {EG_DB_TENANT_USAGE, offsetof(eg_store, tenant_usage)},
+    {EG_DB_KEY_JOBS, offsetof(eg_store, key_jobs)},
 };
 
 const size_t eg_store__n_data_dbs =

@@ -42,7 +42,13 @@
 #define EG_DB_MESSAGE_TERMS "message_terms"
 #define EG_DB_MESSAGE_INDEX_STATS "message_index_stats"
 #define EG_DB_INDEX_STATE "index_state"
-/* Room for the DBs later versions add (23 are in use at version 6). */
+/* Security (migration 7): per-tenant limit overrides and storage usage
+ * (server/limits.h), and the key jobs' state (data-key and blind-index
+ * rotation, server/key_rotation.h). */
+#define EG_DB_TENANT_LIMITS "tenant_limits"
+#define EG_DB_TENANT_USAGE "tenant_usage"
+#define EG_DB_KEY_JOBS "key_jobs"
+/* Room for the DBs later versions add (26 are in use at version 7). */
 #define EG_STORE_MAX_DBS 32
 
 /* meta keys */
@@ -71,6 +77,7 @@ struct eg_store {
   MDB_dbi sessions_by_activity, sweep_due, retention, session_terms;
   MDB_dbi checkpoints, checkpoints_by_user, checkpoint_writes, store_items, store_namespaces;
   MDB_dbi message_terms, message_index_stats, index_state;
+  MDB_dbi tenant_limits, tenant_usage, key_jobs;
   /* Every data DB by name (filled at open from eg_store__data_db_table). */
   struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
   size_t n_data_dbs;

@@ -141,6 +141,17 @@ static eg_err eg_migrate_v6(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen
   return e ? e : eg_migrate_index_state(txn, messages, state, EG_INDEX_MESSAGES, 0, err, errlen);
 }
 
+/* Security: per-tenant limits and usage, key jobs. */
+static eg_err eg_migrate_v7(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
+  static const char *const dbs[] = {EG_DB_TENANT_LIMITS, EG_DB_TENANT_USAGE, EG_DB_KEY_JOBS};
+  (void)meta;
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
+    if (e) return e;
+  }
+  return EG_OK;
+}
+
 static const struct eg_migration {
   uint32_t version;
   const char *what;
@@ -155,6 +166,7 @@ static const struct eg_migration {
     {5, "agent state: checkpoints, checkpoints_by_user, checkpoint_writes, store_items, "
         "store_namespaces", eg_migrate_v5},
     {6, "keyword search: message_terms, message_index_stats, index_state", eg_migrate_v6},
+    {7, "security: tenant_limits, tenant_usage, key_jobs", eg_migrate_v7},
 };
 
 /* Rows are versions 1..N in order, and N is the version this build writes. */

@@ -67,7 +67,7 @@ typedef Engram__Storage__V1__SessionRecord eg_session_rec;
 typedef Engram__Storage__V1__MessageRecord eg_message_rec;
 typedef Engram__Storage__V1__RetentionPolicyRecord eg_retention_rec;
 
-#define EG_STORE_SCHEMA_VERSION 6
+#define EG_STORE_SCHEMA_VERSION 7
 /* engram.v1.SessionState values, as stored (EXPIRED is derived, never stored). */
 enum { EG_SSTATE_ACTIVE = 1, EG_SSTATE_ENDED = 2 };
 /* Longest tenant, user id or session id the key layout accepts. */

@@ -227,6 +227,27 @@ const char *eg_client_code_name(int code);
   X(set_retention_policy, EG_CLIENT_ADMIN_SVC "SetRetentionPolicy",                      \
     Engram__V1__SetRetentionPolicyRequest, engram__v1__set_retention_policy_request__descriptor, \
     Engram__V1__SetRetentionPolicyResponse, engram__v1__set_retention_policy_response__descriptor) \
+  X(delete_tenant, EG_CLIENT_ADMIN_SVC "DeleteTenant",                                  \
+    Engram__V1__DeleteTenantRequest, engram__v1__delete_tenant_request__descriptor,      \
+    Engram__V1__DeleteTenantResponse, engram__v1__delete_tenant_response__descriptor)    \
+  X(get_key_status, EG_CLIENT_ADMIN_SVC "GetKeyStatus",                                  \
+    Engram__V1__GetKeyStatusRequest, engram__v1__get_key_status_request__descriptor,     \
+    Engram__V1__GetKeyStatusResponse, engram__v1__get_key_status_response__descriptor)   \
+  X(rewrap_keys, EG_CLIENT_ADMIN_SVC "RewrapKeys",                                       \
+    Engram__V1__RewrapKeysRequest, engram__v1__rewrap_keys_request__descriptor,          \
+    Engram__V1__RewrapKeysResponse, engram__v1__rewrap_keys_response__descriptor)        \
+  X(rotate_data_keys, EG_CLIENT_ADMIN_SVC "RotateDataKeys",                              \
+    Engram__V1__RotateDataKeysRequest, engram__v1__rotate_data_keys_request__descriptor, \
+    Engram__V1__RotateDataKeysResponse, engram__v1__rotate_data_keys_response__descriptor) \
+  X(rotate_blind_index_key, EG_CLIENT_ADMIN_SVC "RotateBlindIndexKey",                   \
+    Engram__V1__RotateBlindIndexKeyRequest, engram__v1__rotate_blind_index_key_request__descriptor, \
+    Engram__V1__RotateBlindIndexKeyResponse, engram__v1__rotate_blind_index_key_response__descriptor) \
+  X(get_tenant_limits, EG_CLIENT_ADMIN_SVC "GetTenantLimits",                            \
+    Engram__V1__GetTenantLimitsRequest, engram__v1__get_tenant_limits_request__descriptor, \
+    Engram__V1__GetTenantLimitsResponse, engram__v1__get_tenant_limits_response__descriptor) \
+  X(set_tenant_limits, EG_CLIENT_ADMIN_SVC "SetTenantLimits",                            \
+    Engram__V1__SetTenantLimitsRequest, engram__v1__set_tenant_limits_request__descriptor, \
+    Engram__V1__GetTenantLimitsResponse, engram__v1__get_tenant_limits_response__descriptor) \
   X(create_memory, EG_CLIENT_MEMORY_SVC "CreateMemory",                                  \
     Engram__V1__CreateMemoryRequest, engram__v1__create_memory_request__descriptor,      \
     Engram__V1__CreateMemoryResponse, engram__v1__create_memory_response__descriptor)    \

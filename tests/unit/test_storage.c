@@ -279,11 +279,11 @@ static void test_open_reopen(void) {
   mdb_cursor_close(c);
   raw_close(&m, 0);
   CU_ASSERT_STRING_EQUAL(names, "checkpoint_writes,checkpoints,checkpoints_by_user,idempotency,"
-                                "index_state,memories,memories_by_user,memory_terms,memory_users,"
+                                "index_state,key_jobs,memories,memories_by_user,memory_terms,memory_users,"
                                 "memory_vectors,message_index_stats,message_terms,messages,meta,"
                                 "retention,session_terms,sessions,"
                                 "sessions_by_activity,sessions_by_user,store_items,"
-                                "store_namespaces,sweep_due,wal");
+                                "store_namespaces,sweep_due,tenant_limits,tenant_usage,wal");
   eg_test_rmdir(root);
 }
 
