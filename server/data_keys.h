@@ -1,0 +1,120 @@
+/*
+ * Envelope keys: every user of a tenant has its own data key (DEK), made on
+ * the first write that seals a field of theirs, kept wrapped (sealed) by
+ * the keyring's master key in a key store apart from the data (its own
+ * LMDB env, --key-store, default DATA_DIR/keystore). Fields are sealed with
+ * the user's data key (field token format 2, crypto/crypto.h). Records
+ * without a user (store items) use the tenant's own data key, user "".
+ *
+ * Erasing a user (DeleteUser) or a tenant (DeleteTenant) destroys their
+ * data keys: what remains is a tombstone per generation, and the key
+ * store's file is compacted before the erase returns, so no copy of the
+ * wrapped key stays in its free pages. Ciphertext sealed under a destroyed
+ * key, wherever it lives (free pages of data.mdb, a backup, an archived WAL
+ * segment, a replica's old disk), can then never be opened: EG_EERASED.
+ *
+ * Generations: a data-key rotation adds generation current+1, re-seals the
+ * user's fields under it in the background (server/key_rotation.h), then
+ * retires the old generation. A field token names its generation.
+ *
+ * Replication: the key store is not in the WAL (an archived segment must
+ * never hold a wrapped key). Each change bumps the store's version; a
+ * primary sends its replicas every record changed since the version they
+ * hold, before the log records that follow (a key is committed before any
+ * data sealed with it), so a replica holds a key whenever it holds data
+ * sealed with it.
+ *
+ * Thread safety: every function may be called from any thread.
+ */
+#ifndef EG_SERVER_DATA_KEYS_H
+#define EG_SERVER_DATA_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "crypto/crypto.h"
+
+/* The user of records that have none: the tenant's own data key. */
+#define EG_DATA_KEY_TENANT_USER ""
+
+typedef struct eg_data_keys eg_data_keys;
+
+/* Opens (creating) the key store in dir; cache_max opened keys are kept in
+ * sodium_malloc'd memory. */
+eg_err eg_data_keys_open(const char *dir, int64_t cache_max, eg_data_keys **out, char *err,
+                         size_t errlen);
+void eg_data_keys_close(eg_data_keys *dk);
+
+/* The data key new tokens of (tenant, user) are sealed with: its
+ * generation, and its bytes copied into key (the caller wipes them).
+ * Creates it, wrapped under kr's primary and durable, when the user has
+ * none (or only erased ones: a new generation after the tombstones). */
+eg_err eg_data_key_current(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                           const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]);
+
+/* The data key of one generation: EG_EERASED when it was destroyed,
+ * EG_ECORRUPT when the store does not hold it or its master key is not in
+ * kr (with why in err). */
+eg_err eg_data_key_get(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                       const char *user, uint32_t gen, uint8_t key[EG_KEY_LEN], char *err,
+                       size_t errlen);
+
+/* Destroys every data key of (tenant, user), or of every user of tenant
+ * (the tenant's own key too), leaving tombstones; durable and compacted
+ * out of the file before it returns. *destroyed: keys destroyed now. */
+eg_err eg_data_keys_erase_user(eg_data_keys *dk, const char *tenant, const char *user,
+                               uint64_t *destroyed);
+eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t *destroyed);
+
+/* Rotation: makes generation current+1 (wrapped under kr's primary) the
+ * current one of (tenant, user); *gen is it. Older generations stay until
+ * retired. */
+eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                           const char *user, uint32_t *gen);
+/* Destroys generation gen of (tenant, user) (its tokens are all re-sealed);
+ * EG_EPRECOND for the current generation. */
+eg_err eg_data_keys_retire(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen);
+
+/* Calls fn for each (tenant, user) holding a live data key, in key order,
+ * with its current generation and its oldest live one; fn returns nonzero
+ * to stop (that value is returned). */
+typedef int (*eg_data_key_user_fn)(void *arg, const char *tenant, const char *user,
+                                   uint32_t current_gen, uint32_t oldest_gen);
+int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg);
+
+/* Re-wraps up to max (0: all) data keys not under kr's primary master key
+ * under it, in transactions of bounded size. *remaining: keys still under
+ * another master key. */
+eg_err eg_data_keys_rewrap(eg_data_keys *dk, const eg_keyring *kr, uint64_t max, uint64_t *done,
+                           uint64_t *remaining);
+
+/* Counts per master key id (ids ascending, at most cap of them). */
+typedef struct {
+  uint32_t master_key_id;
+  uint64_t data_keys;
+} eg_master_key_use;
+typedef struct {
+  uint64_t data_keys;    /* live */
+  uint64_t erased_users; /* tombstoned users */
+  size_t n_masters;
+} eg_data_keys_stats;
+eg_err eg_data_keys_status(eg_data_keys *dk, eg_data_keys_stats *st, eg_master_key_use *uses,
+                           size_t cap);
+
+/* ---- replication and backup ---- */
+/* The version of the last change this store holds (0: none). */
+uint64_t eg_data_keys_version(eg_data_keys *dk);
+/* Calls fn with each record changed after `since`, in version order, at
+ * most max of them; *last is the version of the last one given. A record
+ * is opaque bytes (a storage KeyRecord: a wrapped key or a tombstone). */
+typedef eg_err (*eg_data_key_rec_fn)(void *arg, uint64_t version, const uint8_t *rec,
+                                     size_t len);
+eg_err eg_data_keys_changes(eg_data_keys *dk, uint64_t since, size_t max, eg_data_key_rec_fn fn,
+                            void *arg, uint64_t *last);
+/* A replica stores a record its primary sent (durably), at its version. */
+eg_err eg_data_keys_apply(eg_data_keys *dk, uint64_t version, const uint8_t *rec, size_t len);
+/* A compacted copy of the whole key store, written to fd from its start. */
+eg_err eg_data_keys_copy(eg_data_keys *dk, int fd);
+
+#endif
