@@ -9,6 +9,7 @@
  *   retention get|set  the token's tenant's retention policy; set changes
  *             only the tiers named (a number of seconds, or `default`)
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,4 +78,35 @@ int cmd_admin_retention(cli *g, int argc, char **argv) {
   Engram__V1__SetRetentionPolicyRequest req = ENGRAM__V1__SET_RETENTION_POLICY_REQUEST__INIT;
   req.policy = &pol;
   return cli_rpc(g, &eg_client_method_set_retention_policy, &req.base, NULL);
+}
+
+/* A third word after `admin keys` / `admin tenant`. */
+typedef struct {
+  const char *name;
+  int (*fn)(cli *g, int argc, char **argv);
+} sub_cmd;
+
+static int dispatch(cli *g, int argc, char **argv, const char *what, const sub_cmd *subs,
+                    size_t n) {
+  for (size_t i = 0; argc >= 1 && i < n; i++)
+    if (strcmp(argv[0], subs[i].name) == 0) return subs[i].fn(g, argc - 1, argv + 1);
+  char names[128] = "";
+  for (size_t i = 0; i < n; i++)
+    snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+             subs[i].name);
+  return cli_usage_error(g, "want `%s` and one of: %s", what, names);
+}
+
+int cmd_admin_keys(cli *g, int argc, char **argv) {
+  static const sub_cmd subs[] = {{"status", cmd_keys_status},
+                                 {"rewrap", cmd_keys_rewrap},
+                                 {"rotate", cmd_keys_rotate},
+                                 {"rotate-blind-index", cmd_keys_rotate_blind_index},
+                                 {"backup", cmd_keys_backup}};
+  return dispatch(g, argc, argv, "admin keys", subs, sizeof subs / sizeof subs[0]);
+}
+
+int cmd_admin_tenant(cli *g, int argc, char **argv) {
+  static const sub_cmd subs[] = {{"delete", cmd_tenant_delete}, {"limits", cmd_tenant_limits}};
+  return dispatch(g, argc, argv, "admin tenant", subs, sizeof subs / sizeof subs[0]);
 }

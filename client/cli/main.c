@@ -96,6 +96,16 @@ const cli_cmd cli_commands[] = {
      "[--memory-tombstone-retention-s S]",
      "this tenant's retention (seconds, 0 keeps forever, `default` for the server's)",
      cmd_admin_retention},
+    {"admin", "keys",
+     "status | rewrap [--max N] | rotate [--tenant T [--user U]] | rotate-blind-index | "
+     "backup --out FILE",
+     "the key store: data keys per master key, re-wrapping, rotations, its backup",
+     cmd_admin_keys},
+    {"admin", "tenant",
+     "delete TENANT --confirm TENANT | limits get [TENANT] | limits set TENANT "
+     "[--calls-per-s N] [--writes-per-s N] [--concurrent-calls N] [--storage-bytes N]",
+     "erase a whole tenant (data keys destroyed); a tenant's limits (`default` for the server's)",
+     cmd_admin_tenant},
     {"backup", "create", "--out FILE [--force]",
      "write a backup of the node's data to FILE (admin token; mode 0600; an existing FILE only "
      "with --force; --timeout bounds the whole backup, default 1 hour)",

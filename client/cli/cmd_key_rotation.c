@@ -1,0 +1,14 @@
+/* PLACEHOLDER until issue 12 fills it in (its helper replaces this file). */
+#include "cli.h"
+
+int cmd_keys_rotate(cli *g, int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  return cli_usage_error(g, "not built yet");
+}
+
+int cmd_keys_rotate_blind_index(cli *g, int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  return cli_usage_error(g, "not built yet");
+}
