@@ -126,6 +126,36 @@ eg_err eg_token_open(const eg_keyring *kr, const eg_field_ctx *ctx,
                      const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen)
     __attribute__((warn_unused_result));
 
+/* ---- format 2: tokens under a user's data key (server/data_keys.h) --------
+ *   0x02 | generation u32 BE | issued_at u64 BE | nonce 24 B | ciphertext | tag 16 B
+ * Same length as format 1 (eg_token_len); the AEAD key is the data key of
+ * that generation, used for nothing else; associated data as format 1
+ * (header || context). Format 1 tokens (a master key's field subkey) stay
+ * readable: a store written before envelope keys opens as it is. */
+#define EG_TOKEN_VERSION_DEK 0x02
+eg_err eg_token_seal_dek(const uint8_t key[EG_KEY_LEN], uint32_t gen, const eg_field_ctx *ctx,
+                         const uint8_t *pt, size_t plen, uint8_t *out);
+eg_err eg_token_open_dek(const uint8_t key[EG_KEY_LEN], const eg_field_ctx *ctx,
+                         const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen)
+    __attribute__((warn_unused_result));
+/* The format byte of a token (EG_TOKEN_VERSION or EG_TOKEN_VERSION_DEK):
+ * EG_ECORRUPT if it is too short for a header or of an unknown format. */
+eg_err eg_token_version(const uint8_t *tok, size_t toklen, uint8_t *version);
+
+/* ---- key wrapping (crypto/wrap.c) --------------------------------------------
+ * A data key sealed under a master key's key-wrapping subkey (crypto_kdf,
+ * a purpose of its own), bound to (tenant, user, generation):
+ *   0x01 | master key id u32 BE | nonce 24 B | ciphertext 32 B | tag 16 B */
+#define EG_WRAPPED_KEY_LEN (1 + 4 + 24 + EG_KEY_LEN + 16)
+eg_err eg_key_wrap(const eg_keyring *kr, const char *tenant, const char *user, uint32_t gen,
+                   const uint8_t key[EG_KEY_LEN], uint8_t out[EG_WRAPPED_KEY_LEN]);
+/* EG_ECORRUPT: malformed, its master key not in kr, or tampered. */
+eg_err eg_key_unwrap(const eg_keyring *kr, const char *tenant, const char *user, uint32_t gen,
+                     const uint8_t in[EG_WRAPPED_KEY_LEN], uint8_t key[EG_KEY_LEN])
+    __attribute__((warn_unused_result));
+/* The id of the master key a wrapped key is sealed under. */
+uint32_t eg_wrapped_key_master_id(const uint8_t in[EG_WRAPPED_KEY_LEN]);
+
 /* Page tokens (server/page_token.c): the layout of a field token, sealed
  * under a subkey of their own (a client holds them; stored fields' key
  * never seals what a client sees). Same contracts as eg_token_seal and
