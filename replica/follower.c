@@ -80,8 +80,9 @@ static void eg_follow_log(const char *line) {
 static int eg_follow_keys_fit(eg_repl *r, const Engram__V1__StreamResponse *m) {
   char why[256], line[512];
   int has_new;
-  if (!m->key_fingerprint.len || !r->keys) return 1;
-  if (eg_keyring_fingerprint_check(r->keys, m->key_fingerprint.data, m->key_fingerprint.len,
+  const eg_keyring *keys = r->keys ? atomic_load(r->keys) : NULL;
+  if (!m->key_fingerprint.len || !keys) return 1;
+  if (eg_keyring_fingerprint_check(keys, m->key_fingerprint.data, m->key_fingerprint.len,
                                    &has_new, why, sizeof why) == EG_OK)
     return 1;
   snprintf(line, sizeof line,

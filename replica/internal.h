@@ -58,7 +58,7 @@ struct eg_upstream_entry {
 
 struct eg_repl {
   eg_store *store;
-  const eg_keyring *keys; /* borrowed (eg_repl_config) */
+  _Atomic(const eg_keyring *) const *keys; /* borrowed (eg_repl_config) */
   char *token, *authz, *replica_id;
   int sync_replicas;
   int64_t sync_timeout_ms, retain_records, retain_s, retain_cap;

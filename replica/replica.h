@@ -14,6 +14,7 @@
 
 #include <grpc/grpc.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -36,10 +37,11 @@ typedef struct {
   int sync_replicas;           /* acks a write waits for (primary) */
   int64_t sync_timeout_ms;
   int64_t retain_records, retain_s, retain_cap; /* log retention */
-  /* The node's keys (borrowed: valid until eg_repl_free). A replica
-   * applies nothing from a primary whose recorded key fingerprint they do
-   * not fit. */
-  const eg_keyring *keys;
+  /* Where the node's keyring is (borrowed: valid until eg_repl_free; a
+   * SIGHUP reload swaps the keyring it points at, so the module loads it
+   * at each use). A replica applies nothing from a primary whose recorded
+   * key fingerprint it does not fit. NULL: no check. */
+  _Atomic(const eg_keyring *) const *keys;
 } eg_repl_config;
 
 typedef struct eg_repl eg_repl;

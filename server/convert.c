@@ -28,7 +28,7 @@ eg_err eg_field_seal(eg_req *r, const char *kind, const char *record_id, const c
   eg_field_ctx ctx = eg_ctx(r, kind, record_id, field);
   uint8_t *tok = eg_arena_alloc(r->arena, eg_token_len(len));
   if (!tok) return EG_ENOMEM;
-  eg_err e = eg_token_seal(r->srv->keys, &ctx, pt, len, tok);
+  eg_err e = eg_token_seal(eg_srv_keys(r->srv), &ctx, pt, len, tok);
   if (e != EG_OK) return e;
   out->data = tok;
   out->len = eg_token_len(len);
@@ -47,7 +47,7 @@ eg_err eg_field_open(eg_req *r, const char *kind, const char *record_id, const c
   if (!pt) return EG_ENOMEM;
   eg_field_ctx ctx = eg_ctx(r, kind, record_id, field);
   size_t plen;
-  eg_err e = eg_token_open(r->srv->keys, &ctx, tok->data, tok->len, (uint8_t *)pt, &plen);
+  eg_err e = eg_token_open(eg_srv_keys(r->srv), &ctx, tok->data, tok->len, (uint8_t *)pt, &plen);
   /* Out of memory is retryable: it must not read as tampered data. */
   if (e == EG_ENOMEM) return e;
   if (e != EG_OK) goto corrupt;

@@ -1,6 +1,6 @@
 /* engramd: configuration, keys, storage, the writer, the gRPC transport,
  * and an orderly stop on SIGTERM/SIGINT (a second one forces exit; SIGHUP
- * is logged and ignored), or a restart when the replication module asks
+ * runs the reload hooks, server/reload.h), or a restart when the replication module asks
  * (EG_REPL_RESTART_SIGNAL). */
 #include <errno.h>
 #include <grpc/grpc.h>
@@ -18,6 +18,7 @@
 #include "replica/replica.h"
 #include "server/archiver.h"
 #include "server/config.h"
+#include "server/keyring_reload.h"
 #include "server/reload.h"
 #include "server/service.h"
 #include "server/reindex.h"
@@ -99,37 +100,6 @@ static void eg_sigbus_install(const char *data_dir) {
   sa.sa_handler = eg_on_sigbus;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGBUS, &sa, NULL);
-}
-
-/* Checks the keyring against the fingerprint the store recorded, records it
- * on first start, and records key ids added since (rotation). Runs before
- * the writer thread exists. */
-static eg_err eg_check_fingerprint(eg_store *store, const eg_keyring *keys, const char *path,
-                                   char *err, size_t errlen) {
-  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
-  char why[256];
-  size_t len = 0;
-  int has_new = 1;
-  eg_err e = eg_store_meta_get(store, EG_META_KEY_FINGERPRINT, fp, sizeof fp, &len);
-  if (e == EG_OK) {
-    e = eg_keyring_fingerprint_check(keys, fp, len, &has_new, why, sizeof why);
-    if (e != EG_OK) {
-      snprintf(err, errlen, "%.200s does not fit this data dir: %.200s (restore the keyring the data "
-               "was written with)", path, why);
-      return e;
-    }
-  } else if (e == EG_ENOTFOUND && eg_store_last_lsn(store) > 0) {
-    eg_log(EG_LOG_WARN, "this data dir predates key fingerprints: recording the keys of %s "
-                        "without checking them against the data", path);
-  } else if (e != EG_ENOTFOUND) {
-    snprintf(err, errlen, "cannot read the key fingerprint (%s)", eg_err_msg(e));
-    return e;
-  }
-  if (!has_new) return EG_OK;
-  len = eg_keyring_fingerprint(keys, fp);
-  e = eg_store_meta_put(store, EG_META_KEY_FINGERPRINT, fp, len);
-  if (e != EG_OK) snprintf(err, errlen, "cannot record the key fingerprint (%s)", eg_err_msg(e));
-  return e;
 }
 
 /* "HOST:0" with the bound port: the line tests and scripts wait for. */
@@ -229,8 +199,7 @@ static void eg_replica_id(const eg_config *cfg, int bound_port, char *out, size_
     snprintf(out, n, "%s-pid%d", host, (int)getpid());
 }
 
-static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_store *store,
-                          eg_repl **out) {
+static eg_err eg_repl_open(const eg_config *cfg, eg_srv *srv, eg_repl **out) {
   char id[128];
   eg_replica_id(cfg, 0, id, sizeof id);
   eg_repl_config rc = {
@@ -245,9 +214,9 @@ static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_stor
       .retain_records = cfg->wal_retain_records,
       .retain_s = cfg->wal_retain_s,
       .retain_cap = cfg->wal_retain_cap,
-      .keys = keys,
+      .keys = &srv->keys,
   };
-  eg_err e = eg_repl_new(&rc, store, out);
+  eg_err e = eg_repl_new(&rc, srv->store, out);
   /* Coordinated from the start: Promote is refused, and a primary is
    * fenced until its first lease renewal. */
   if (e == EG_OK && cfg->coordinator[0]) eg_repl_set_lease(*out, 0);
@@ -319,7 +288,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_stop_signals(&sigs);
 
   grpc_init();
-  eg_err e = eg_repl_open(cfg, srv->keys, srv->store, &srv->repl);
+  eg_err e = eg_repl_open(cfg, srv, &srv->repl);
   /* Before the writer: its first batch may trim the log. */
   if (e == EG_OK) e = eg_archiver_start(cfg, srv->store, &srv->archiver, err, sizeof err);
   if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv, &writer, err, sizeof err);
@@ -486,7 +455,7 @@ int main(int argc, char **argv) {
     goto out;
   }
   if ((!keys && eg_create_keys(keyring, store, &keys, err, sizeof err) != EG_OK) ||
-      eg_check_fingerprint(store, keys, keyring, err, sizeof err) != EG_OK) {
+      eg_keyring_check_fingerprint(store, keys, keyring, err, sizeof err) != EG_OK) {
     eg_fail("keyring", err);
     goto out;
   }
@@ -495,7 +464,12 @@ int main(int argc, char **argv) {
            "WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
            "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
   eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth};
-  rc = eg_serve(&cfg, &srv);
+  keys = NULL; /* srv's now: a reload may replace it (eg_keyring_reload_free) */
+  if (eg_keyring_reload_register(&srv, keyring) != EG_OK)
+    eg_fail("keyring", "cannot register its SIGHUP reload (too many reload hooks)");
+  else
+    rc = eg_serve(&cfg, &srv);
+  eg_keyring_reload_free(&srv);
 out:
   eg_store_close(store);
   eg_auth_free(auth);

@@ -53,7 +53,7 @@ eg_err eg_page_token_seal(eg_req *r, const ProtobufCMessage *in, const uint8_t *
   memcpy(pt + EG_PAGE_DIGEST_LEN, pos, n);
   eg_field_ctx ctx = eg_page_ctx(r, in);
   size_t len = eg_token_len(EG_PAGE_DIGEST_LEN + n);
-  eg_err e = eg_page_seal(r->srv->keys, &ctx, pt, EG_PAGE_DIGEST_LEN + n, sealed);
+  eg_err e = eg_page_seal(eg_srv_keys(r->srv), &ctx, pt, EG_PAGE_DIGEST_LEN + n, sealed);
   if (e != EG_OK) return e;
   size_t cap = sodium_base64_ENCODED_LEN(len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   char *s = eg_arena_alloc(r->arena, cap);
@@ -78,7 +78,7 @@ eg_err eg_page_token_open(eg_req *r, const ProtobufCMessage *in, uint8_t *pos, s
                         sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
     return eg_page_bad(r, "not a token this server issued (garbled or truncated)");
   eg_field_ctx ctx = eg_page_ctx(r, in);
-  eg_err e = eg_page_open(r->srv->keys, &ctx, sealed, len, pt, &plen);
+  eg_err e = eg_page_open(eg_srv_keys(r->srv), &ctx, sealed, len, pt, &plen);
   if (e == EG_ENOMEM) return e;
   if (e != EG_OK || plen < EG_PAGE_DIGEST_LEN)
     return eg_page_bad(r, "not a token issued to this caller for this listing (garbled, "

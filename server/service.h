@@ -38,7 +38,10 @@ typedef enum { EG_PHASE_STARTING = 0, EG_PHASE_SERVING, EG_PHASE_DRAINING } eg_p
 typedef struct eg_srv {
   const eg_config *cfg;
   eg_store *store;
-  const eg_keyring *keys;
+  /* The keyring: a SIGHUP reload swaps it whole (server/keyring_reload.h),
+   * so read it with eg_srv_keys, and use one load for what belongs
+   * together (a seal and the key id it names). */
+  _Atomic(const eg_keyring *) keys;
   struct eg_data_keys *data_keys; /* server/data_keys.h */
   const eg_auth *auth;
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */
@@ -51,6 +54,12 @@ typedef struct eg_srv {
   char node_id[128];
   atomic_int phase;             /* eg_phase */
 } eg_srv;
+
+/* The keyring in use. Thread safety: any thread; a keyring it returns
+ * stays valid until exit, though a reload may replace it meanwhile. */
+static inline const eg_keyring *eg_srv_keys(const eg_srv *srv) {
+  return atomic_load_explicit(&srv->keys, memory_order_acquire);
+}
 
 /* Whether grpc.health.v1 answers SERVING for the server as a whole and
  * its public services (replication 0), or for ReplicationService

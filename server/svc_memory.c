@@ -281,7 +281,7 @@ static void eg_blind_ctx_wipe(void *p) { eg_blind_end(p); }
 eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
   eg_blind_ctx *ctx = EG_ARENA_NEW(r->arena, eg_blind_ctx);
   if (!ctx) return EG_ENOMEM;
-  eg_err e = eg_blind_begin(r->srv->keys, r->tenant, ctx);
+  eg_err e = eg_blind_begin(eg_srv_keys(r->srv), r->tenant, ctx);
   if (e == EG_OK) e = eg_arena_defer(r->arena, eg_blind_ctx_wipe, ctx) == 0 ? EG_OK : EG_ENOMEM;
   *out = ctx;
   return e;

@@ -1,0 +1,88 @@
+/* The keyring's fingerprint check and its reload on SIGHUP
+ * (server/keyring_reload.h). */
+#include "server/keyring_reload.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "server/reload.h"
+
+eg_err eg_keyring_check_fingerprint(eg_store *store, const eg_keyring *keys, const char *path,
+                                    char *err, size_t errlen) {
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  char why[256];
+  size_t len = 0;
+  int has_new = 1;
+  eg_err e = eg_store_meta_get(store, EG_META_KEY_FINGERPRINT, fp, sizeof fp, &len);
+  if (e == EG_OK) {
+    e = eg_keyring_fingerprint_check(keys, fp, len, &has_new, why, sizeof why);
+    if (e != EG_OK) {
+      snprintf(err, errlen, "%.200s does not fit this data dir: %.200s (restore the keyring the data "
+               "was written with)", path, why);
+      return e;
+    }
+  } else if (e == EG_ENOTFOUND && eg_store_last_lsn(store) > 0) {
+    eg_log(EG_LOG_WARN, "this data dir predates key fingerprints: recording the keys of %s "
+                        "without checking them against the data", path);
+  } else if (e != EG_ENOTFOUND) {
+    snprintf(err, errlen, "cannot read the key fingerprint (%s)", eg_err_msg(e));
+    return e;
+  }
+  if (!has_new) return EG_OK;
+  len = eg_keyring_fingerprint(keys, fp);
+  e = eg_store_meta_put(store, EG_META_KEY_FINGERPRINT, fp, len);
+  if (e != EG_OK) snprintf(err, errlen, "cannot record the key fingerprint (%s)", eg_err_msg(e));
+  return e;
+}
+
+/* The hook's state: main's alone (hooks run on main's thread). */
+static struct {
+  eg_srv *srv;
+  char path[EG_CONFIG_PATH_MAX + 16];
+  /* The keyrings reloads replaced, kept until exit (see the header). */
+  const eg_keyring *retired[EG_KEYRING_RELOADS_MAX];
+  size_t n_retired;
+} eg_kr;
+
+static void eg_keyring_reload(void *arg) {
+  (void)arg;
+  char err[512];
+  eg_keyring *next = NULL;
+  if (eg_kr.n_retired == EG_KEYRING_RELOADS_MAX) {
+    eg_log(EG_LOG_WARN, "keyring reload refused: this process reloaded it %d times already "
+           "(each keeps the old keyring for calls in flight); restart engramd to reload it",
+           EG_KEYRING_RELOADS_MAX);
+    return;
+  }
+  if (eg_keyring_load(eg_kr.path, &next, err, sizeof err) != EG_OK) {
+    eg_log(EG_LOG_WARN, "keyring reload refused, keeping the keyring in use: %s", err);
+    return;
+  }
+  /* The fingerprint is recorded before the swap: no token under a new key
+   * exists before the store names that key. */
+  if (eg_keyring_check_fingerprint(eg_kr.srv->store, next, eg_kr.path, err, sizeof err) !=
+      EG_OK) {
+    eg_log(EG_LOG_WARN, "keyring reload refused, keeping the keyring in use: %s", err);
+    eg_keyring_free(next);
+    return;
+  }
+  eg_kr.retired[eg_kr.n_retired++] =
+      atomic_exchange_explicit(&eg_kr.srv->keys, next, memory_order_acq_rel);
+  eg_log(EG_LOG_INFO, "keyring reloaded from %s: primary key id %u, blind-index key id %u",
+         eg_kr.path, (unsigned)eg_keyring_primary_id(next),
+         (unsigned)eg_keyring_blind_key_id(next));
+}
+
+eg_err eg_keyring_reload_register(eg_srv *srv, const char *path) {
+  eg_kr.srv = srv;
+  snprintf(eg_kr.path, sizeof eg_kr.path, "%s", path);
+  return eg_reload_register(eg_keyring_reload, NULL) == 0 ? EG_OK : EG_ELIMIT;
+}
+
+void eg_keyring_reload_free(eg_srv *srv) {
+  for (size_t i = 0; i < eg_kr.n_retired; i++) eg_keyring_free((eg_keyring *)eg_kr.retired[i]);
+  eg_kr.n_retired = 0;
+  if (srv) eg_keyring_free((eg_keyring *)atomic_exchange(&srv->keys, NULL));
+}
