@@ -11,7 +11,12 @@ _Static_assert(EG_KEY_LEN >= crypto_generichash_KEYBYTES_MIN &&
                "blind subkey fits generichash");
 
 eg_err eg_blind_begin(const eg_keyring *kr, const char *tenant, eg_blind_ctx *ctx) {
-  const uint8_t *key = kr ? eg__keyring_blind_key(kr) : NULL;
+  return eg_blind_begin_id(kr, kr ? eg_keyring_blind_key_id(kr) : 0, tenant, ctx);
+}
+
+eg_err eg_blind_begin_id(const eg_keyring *kr, uint32_t key_id, const char *tenant,
+                         eg_blind_ctx *ctx) {
+  const uint8_t *key = kr ? eg__keyring_blind_key(kr, key_id) : NULL;
   size_t tlen = tenant ? strlen(tenant) : 0;
   if (!key || !tenant || tlen > 255) return EG_EINVAL;
   crypto_generichash_state st;

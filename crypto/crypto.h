@@ -185,24 +185,31 @@ void eg_random_bytes(void *buf, size_t n);
 
 /* ---- blind index (crypto/blind.c) ------------------------------------------
  * A blind-index token is the keyed BLAKE2b of u8len tenant | word under the
- * blind subkey, truncated to 64 bits: equal words of one tenant give equal
- * tokens (that is the leakage, docs/security.md), nothing else is learnt
- * without the key. The subkey comes from the keyring's lowest key id, which
- * rotation does not change. */
+ * blind subkey of one master key, truncated to 64 bits: equal words of one
+ * tenant give equal tokens (that is the leakage, docs/security.md), nothing
+ * else is learnt without the key. Which master key: the store's blind-index
+ * key id (server/blind_key.h), the keyring's lowest id until a blind-index
+ * rotation moves it; adding a key or moving `primary` does not. */
 typedef struct {
   /* A hash state after key and tenant, copied to an aligned state per use,
    * so the context itself needs no particular alignment. */
   unsigned char opaque[512];
 } eg_blind_ctx;
 
-/* Prepares ctx for tenant's tokens. EG_EINVAL for an empty keyring or a
- * tenant longer than 255 bytes. Thread safety: safe on a shared keyring. */
+/* Prepares ctx for tenant's tokens under the blind subkey of key key_id.
+ * EG_EINVAL when kr holds no key key_id, or for a tenant longer than 255
+ * bytes. Thread safety: safe on a shared keyring. */
+eg_err eg_blind_begin_id(const eg_keyring *kr, uint32_t key_id, const char *tenant,
+                         eg_blind_ctx *ctx);
+/* eg_blind_begin_id under eg_keyring_blind_key_id(kr) (EG_EINVAL for an
+ * empty keyring): for a store whose blind-index key id was never moved. */
 eg_err eg_blind_begin(const eg_keyring *kr, const char *tenant, eg_blind_ctx *ctx);
 /* The token of word[0..len). Thread safety: ctx is only read. */
 uint64_t eg_blind_word(const eg_blind_ctx *ctx, const void *word, size_t len);
 /* Wipes ctx (it is derived from the key). */
 void eg_blind_end(eg_blind_ctx *ctx);
-/* The key id the blind subkey is derived from. */
+/* The keyring's lowest key id: the blind-index key id of a store that
+ * never rotated it (0: empty keyring). */
 uint32_t eg_keyring_blind_key_id(const eg_keyring *kr);
 
 #endif

@@ -26,7 +26,7 @@
 #define EG_KDF_FIELD_CONTEXT "egfield_"
 #define EG_KDF_FIELD_ID 1
 /* The blind-index subkey: derived from every master key, used from the
- * lowest key id only (see eg__keyring_blind_key). */
+ * store's blind-index key id only (eg_blind_begin_id). */
 #define EG_KDF_BLIND_CONTEXT "egblind_"
 #define EG_KDF_BLIND_ID 2
 /* The check-value subkey: used only to make a key's check value, which
@@ -109,8 +109,9 @@ const uint8_t *eg__keyring_page_key(const eg_keyring *kr, uint32_t id) {
 
 uint32_t eg_keyring_primary_id(const eg_keyring *kr) { return kr->primary; }
 
-/* The key with the lowest id: rotation adds keys with higher ids and moves
- * `primary`, so blind-index tokens stay stable across rotations. */
+/* The key with the lowest id: adding a key (higher ids) and moving
+ * `primary` leaves it, so blind-index tokens stay stable until a
+ * blind-index rotation moves the store's id. */
 static const eg_key *keyring_lowest(const eg_keyring *kr) {
   const eg_key *low = NULL;
   for (size_t i = 0; i < kr->n; i++)
@@ -118,8 +119,8 @@ static const eg_key *keyring_lowest(const eg_keyring *kr) {
   return low;
 }
 
-const uint8_t *eg__keyring_blind_key(const eg_keyring *kr) {
-  const eg_key *k = keyring_lowest(kr);
+const uint8_t *eg__keyring_blind_key(const eg_keyring *kr, uint32_t id) {
+  const eg_key *k = keyring_find(kr, id);
   return k ? k->blind_key : NULL;
 }
 

@@ -17,6 +17,7 @@
 #include "coord/coord.h"
 #include "replica/replica.h"
 #include "server/archiver.h"
+#include "server/blind_key.h"
 #include "server/config.h"
 #include "server/keyring_reload.h"
 #include "server/reload.h"
@@ -465,7 +466,10 @@ int main(int argc, char **argv) {
            "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
   eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth};
   keys = NULL; /* srv's now: a reload may replace it (eg_keyring_reload_free) */
-  if (eg_keyring_reload_register(&srv, keyring) != EG_OK)
+  eg_err e = eg_blind_key_load(&srv);
+  if (e != EG_OK)
+    eg_fail("blind-index key id", eg_err_msg(e));
+  else if (eg_keyring_reload_register(&srv, keyring) != EG_OK)
     eg_fail("keyring", "cannot register its SIGHUP reload (too many reload hooks)");
   else
     rc = eg_serve(&cfg, &srv);

@@ -43,6 +43,10 @@ typedef struct eg_srv {
    * together (a seal and the key id it names). */
   _Atomic(const eg_keyring *) keys;
   struct eg_data_keys *data_keys; /* server/data_keys.h */
+  /* The store's blind-index key id (server/blind_key.h) for writes whose
+   * prepare reads no snapshot: loaded at start (eg_blind_key_load); 0: the
+   * store has none, the keyring's lowest id. */
+  _Atomic uint32_t blind_key_id;
   const eg_auth *auth;
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */
   struct eg_sweeper *sweeper; /* retention (server/sweeper.h); NULL until started */

@@ -535,4 +535,7 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
 /* ---- the message keyword index, index state: storage/message_index.h ------ */
 #include "storage/message_index.h"
 
+/* ---- the key jobs' state: storage/key_jobs.h ------------------------------ */
+#include "storage/key_jobs.h"
+
 #endif

@@ -174,6 +174,15 @@ static void test_blind_survives_rotation(void) {
   CU_ASSERT_EQUAL(eg_blind_begin(before, "acme", &x), EG_OK);
   CU_ASSERT_EQUAL(eg_blind_begin(after, "acme", &y), EG_OK);
   CU_ASSERT_EQUAL(eg_blind_word(&x, "tea", 3), eg_blind_word(&y, "tea", 3));
+  /* A blind-index rotation to key 2: other tokens, the same under key 2 of
+   * any keyring holding it; key 1's stay as they were. */
+  eg_blind_ctx z, one, absent;
+  CU_ASSERT_EQUAL(eg_blind_begin_id(after, 2, "acme", &z), EG_OK);
+  CU_ASSERT_NOT_EQUAL(eg_blind_word(&z, "tea", 3), eg_blind_word(&x, "tea", 3));
+  CU_ASSERT_EQUAL(eg_blind_begin_id(after, 1, "acme", &one), EG_OK);
+  CU_ASSERT_EQUAL(eg_blind_word(&one, "tea", 3), eg_blind_word(&x, "tea", 3));
+  CU_ASSERT_EQUAL(eg_blind_begin_id(before, 2, "acme", &absent), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_blind_begin_id(after, 0, "acme", &absent), EG_EINVAL);
   eg_keyring_free(before);
   eg_keyring_free(after);
 }

@@ -1,0 +1,47 @@
+/* The store's blind-index key id (server/blind_key.h). */
+#include "server/blind_key.h"
+
+#include <stdatomic.h>
+
+eg_err eg_blind_key_ids(eg_txn *t, const eg_keyring *kr, uint32_t *current, uint32_t *target) {
+  eg_blind_key_rec *rec;
+  eg_err e = eg_store_blind_key_get(t, &rec);
+  *current = eg_keyring_blind_key_id(kr);
+  *target = 0;
+  if (e == EG_ENOTFOUND) return EG_OK;
+  if (e) return e;
+  *current = rec->key_id;
+  *target = rec->target_key_id;
+  engram__storage__v1__blind_index_key_record__free_unpacked(rec, NULL);
+  return EG_OK;
+}
+
+eg_err eg_blind_key_load(eg_srv *srv) {
+  eg_txn *t;
+  eg_blind_key_rec *rec = NULL;
+  eg_err e = eg_store_reader_new(srv->store, &t);
+  if (e) return e;
+  if ((e = eg_store_reader_begin(t)) == EG_OK) {
+    e = eg_store_blind_key_get(t, &rec);
+    eg_store_reader_end(t);
+  }
+  eg_store_reader_free(t);
+  if (e == EG_OK) {
+    atomic_store(&srv->blind_key_id, rec->key_id);
+    engram__storage__v1__blind_index_key_record__free_unpacked(rec, NULL);
+  }
+  return e == EG_ENOTFOUND ? EG_OK : e;
+}
+
+eg_err eg_blind_key_of(eg_req *r, uint32_t *id) {
+  uint32_t target;
+  if (r->rtxn) return eg_blind_key_ids(r->rtxn, eg_srv_keys(r->srv), id, &target);
+  *id = atomic_load(&r->srv->blind_key_id);
+  if (!*id) *id = eg_keyring_blind_key_id(eg_srv_keys(r->srv));
+  return EG_OK;
+}
+
+eg_err eg_blind_key_status(eg_req *r, eg_txn *t, Engram__V1__GetKeyStatusResponse *out) {
+  return eg_blind_key_ids(t, eg_srv_keys(r->srv), &out->blind_index_key_id,
+                          &out->blind_index_target_key_id);
+}

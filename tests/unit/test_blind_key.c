@@ -1,0 +1,128 @@
+/* The store's blind-index key id (server/blind_key.h): no row reads as the
+ * keyring's lowest key id (adding a key and moving the primary leaves it);
+ * a stored row moves every blind context (eg_blind_ctx_of), both through a
+ * read's snapshot and through the id loaded at start for writes. Over a
+ * real store. */
+#define _GNU_SOURCE
+#include <CUnit/CUnit.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/blind_key.h"
+#include "server/config.h"
+#include "server/memory_svc.h"
+#include "server/service.h"
+#include "suites.h"
+
+static char tdir[4096];
+static eg_store *store;
+static eg_config cfg;
+static eg_srv srv;
+static eg_keyring *keys;
+
+/* Test keys, in no deployment. Key 2 is the primary: the blind index
+ * stays under key 1 (the lowest) until a row moves it. */
+#define RING                                                \
+  "primary 2\n"                                             \
+  "key 2 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n"    \
+  "key 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+
+static void setup(void) {
+  char path[4200], err[256] = "";
+  snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir());
+  snprintf(path, sizeof path, "%s/keyring", tdir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  CU_ASSERT_FATAL(fd >= 0);
+  CU_ASSERT_FATAL(write(fd, RING, strlen(RING)) == (ssize_t)strlen(RING));
+  close(fd);
+  CU_ASSERT_EQUAL_FATAL(eg_crypto_init(), EG_OK);
+  keys = NULL;
+  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &keys, err, sizeof err), EG_OK);
+  eg_config_defaults(&cfg);
+  store = eg_test_store_open(tdir, NULL);
+  srv = (eg_srv){.cfg = &cfg, .store = store, .keys = keys};
+}
+
+static void teardown(void) {
+  eg_store_close(store);
+  eg_keyring_free(keys);
+  eg_test_rmdir(tdir);
+}
+
+/* The token of "tea" under r's blind context (eg_blind_ctx_of). */
+static uint64_t tea_of(eg_txn *rtxn) {
+  eg_req r = {.srv = &srv, .tenant = "acme", .arena = eg_arena_new(), .rtxn = rtxn};
+  eg_blind_ctx *ctx = NULL;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r.arena);
+  CU_ASSERT_EQUAL_FATAL(eg_blind_ctx_of(&r, &ctx), EG_OK);
+  uint64_t v = eg_blind_word(ctx, "tea", 3);
+  eg_arena_free(r.arena);
+  return v;
+}
+
+/* The token of "tea" under key id's blind subkey. */
+static uint64_t tea_under(uint32_t id) {
+  eg_blind_ctx c;
+  CU_ASSERT_EQUAL_FATAL(eg_blind_begin_id(keys, id, "acme", &c), EG_OK);
+  uint64_t v = eg_blind_word(&c, "tea", 3);
+  eg_blind_end(&c);
+  return v;
+}
+
+static void put_row(uint32_t key_id, uint32_t target, eg_err want) {
+  eg_txn *w;
+  eg_blind_key_rec rec = ENGRAM__STORAGE__V1__BLIND_INDEX_KEY_RECORD__INIT;
+  rec.key_id = key_id;
+  rec.target_key_id = target;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_blind_key_put(w, &rec), want);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+}
+
+static void test_no_row_is_the_lowest_key(void) {
+  uint32_t cur = 9, target = 9;
+  eg_txn *t = eg_test_reader(store);
+  eg_blind_key_rec *rec;
+  CU_ASSERT_EQUAL(eg_store_blind_key_get(t, &rec), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_blind_key_ids(t, keys, &cur, &target), EG_OK);
+  CU_ASSERT_EQUAL(cur, 1);
+  CU_ASSERT_EQUAL(target, 0);
+  /* Reads (a snapshot) and writes (the id loaded at start) alike. */
+  CU_ASSERT_EQUAL(tea_of(t), tea_under(1));
+  eg_test_reader_done(t);
+  CU_ASSERT_EQUAL(eg_blind_key_load(&srv), EG_OK);
+  CU_ASSERT_EQUAL(atomic_load(&srv.blind_key_id), 0);
+  CU_ASSERT_EQUAL(tea_of(NULL), tea_under(1));
+  CU_ASSERT_NOT_EQUAL(tea_under(1), tea_under(2));
+}
+
+static void test_a_stored_id_moves_every_context(void) {
+  uint32_t cur = 0, target = 0;
+  put_row(0, 0, EG_EINVAL); /* no key has id 0 */
+  put_row(1, 2, EG_OK);
+  eg_txn *t = eg_test_reader(store);
+  CU_ASSERT_EQUAL(eg_blind_key_ids(t, keys, &cur, &target), EG_OK);
+  CU_ASSERT_EQUAL(cur, 1);
+  CU_ASSERT_EQUAL(target, 2);
+  eg_test_reader_done(t);
+  put_row(2, 0, EG_OK);
+  t = eg_test_reader(store);
+  CU_ASSERT_EQUAL(eg_blind_key_ids(t, keys, &cur, &target), EG_OK);
+  CU_ASSERT_EQUAL(cur, 2);
+  CU_ASSERT_EQUAL(target, 0);
+  CU_ASSERT_EQUAL(tea_of(t), tea_under(2));
+  eg_test_reader_done(t);
+  /* Before the load, a write's prepare still has the id of start. */
+  CU_ASSERT_EQUAL(tea_of(NULL), tea_under(1));
+  CU_ASSERT_EQUAL(eg_blind_key_load(&srv), EG_OK);
+  CU_ASSERT_EQUAL(atomic_load(&srv.blind_key_id), 2);
+  CU_ASSERT_EQUAL(tea_of(NULL), tea_under(2));
+}
+
+void eg_test_register_blind_key(void) {
+  CU_pSuite s = CU_add_suite_with_setup_and_teardown("blind_key", NULL, NULL, setup, teardown);
+  CU_add_test(s, "no row: the keyring's lowest key id", test_no_row_is_the_lowest_key);
+  CU_add_test(s, "a stored id moves every blind context", test_a_stored_id_moves_every_context);
+}
