@@ -140,6 +140,15 @@ typedef const ProtobufCMessage *(*eg_repl_copy_msg_fn)(void *arg, const eg_repl_
 eg_err eg_repl_serve_copy(eg_repl *r, int idle, eg_repl_copy_msg_fn build, void *arg,
                           eg_repl_send_fn send, eg_repl_check_fn check, void *send_arg, char *msg,
                           size_t msglen);
+/* Writes a copy of something into a new file at path (mode 0600), and
+ * what it holds into *info (zeroed when that means nothing). */
+typedef eg_err (*eg_repl_copy_fn)(void *arg, const char *path, eg_store_file_info *info);
+/* The same for another copy than the store's (BackupKeys: the key
+ * store's), made by copy(copy_arg, ...) at a path in the data dir, where a
+ * copy left by a crash is removed at the next start. */
+eg_err eg_repl_serve_copy_of(eg_repl *r, int idle, eg_repl_copy_fn copy, void *copy_arg,
+                             eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
+                             eg_repl_check_fn check, void *send_arg, char *msg, size_t msglen);
 
 /* Log records below this LSN may go (retention by count and age, held for
  * connected replicas up to the cap; erasure; then held from archive_next

@@ -2,11 +2,12 @@
 #include "server/blind_key.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 
 eg_err eg_blind_key_ids(eg_txn *t, const eg_keyring *kr, uint32_t *current, uint32_t *target) {
   eg_blind_key_rec *rec;
   eg_err e = eg_store_blind_key_get(t, &rec);
-  *current = eg_keyring_blind_key_id(kr);
+  *current = kr ? eg_keyring_blind_key_id(kr) : 0;
   *target = 0;
   if (e == EG_ENOTFOUND) return EG_OK;
   if (e) return e;
@@ -16,21 +17,26 @@ eg_err eg_blind_key_ids(eg_txn *t, const eg_keyring *kr, uint32_t *current, uint
   return EG_OK;
 }
 
-eg_err eg_blind_key_load(eg_srv *srv) {
+/* eg_blind_key_ids in a read txn of its own. */
+static eg_err eg_blind_key_read(eg_store *store, const eg_keyring *kr, uint32_t *current,
+                                uint32_t *target) {
   eg_txn *t;
-  eg_blind_key_rec *rec = NULL;
-  eg_err e = eg_store_reader_new(srv->store, &t);
+  eg_err e = eg_store_reader_new(store, &t);
   if (e) return e;
   if ((e = eg_store_reader_begin(t)) == EG_OK) {
-    e = eg_store_blind_key_get(t, &rec);
+    e = eg_blind_key_ids(t, kr, current, target);
     eg_store_reader_end(t);
   }
   eg_store_reader_free(t);
-  if (e == EG_OK) {
-    atomic_store(&srv->blind_key_id, rec->key_id);
-    engram__storage__v1__blind_index_key_record__free_unpacked(rec, NULL);
-  }
-  return e == EG_ENOTFOUND ? EG_OK : e;
+  return e;
+}
+
+eg_err eg_blind_key_load(eg_srv *srv) {
+  uint32_t current, target;
+  /* No keyring: 0 stands for "no row" (eg_blind_key_of). */
+  eg_err e = eg_blind_key_read(srv->store, NULL, &current, &target);
+  if (e == EG_OK) atomic_store(&srv->blind_key_id, current);
+  return e;
 }
 
 eg_err eg_blind_key_of(eg_req *r, uint32_t *id) {
@@ -41,7 +47,9 @@ eg_err eg_blind_key_of(eg_req *r, uint32_t *id) {
   return EG_OK;
 }
 
-eg_err eg_blind_key_status(eg_req *r, eg_txn *t, Engram__V1__GetKeyStatusResponse *out) {
-  return eg_blind_key_ids(t, eg_srv_keys(r->srv), &out->blind_index_key_id,
-                          &out->blind_index_target_key_id);
+eg_err eg_blind_key_status(eg_req *r, Engram__V1__GetKeyStatusResponse *out) {
+  eg_err e = eg_blind_key_read(r->srv->store, eg_srv_keys(r->srv), &out->blind_index_key_id,
+                               &out->blind_index_target_key_id);
+  if (e) snprintf(r->msg, sizeof r->msg, "the blind-index key id: %s", eg_err_msg(e));
+  return e;
 }

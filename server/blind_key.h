@@ -18,9 +18,9 @@
 #include "server/service.h"
 
 /* The store's blind-index key id as t sees it into *current (the row's,
- * else eg_keyring_blind_key_id(kr)) and the id a rotation moves it to
- * into *target (0: none runs). EG_ECORRUPT for a row that does not decode,
- * or a storage error. */
+ * else eg_keyring_blind_key_id(kr); 0 for a NULL kr) and the id a rotation
+ * moves it to into *target (0: none runs). EG_ECORRUPT for a row that
+ * does not decode, or a storage error. */
 eg_err eg_blind_key_ids(eg_txn *t, const eg_keyring *kr, uint32_t *current, uint32_t *target);
 
 /* Loads srv->blind_key_id from the store's row (a read txn of its own;
@@ -33,7 +33,9 @@ eg_err eg_blind_key_load(eg_srv *srv);
 eg_err eg_blind_key_of(eg_req *r, uint32_t *id);
 
 /* GetKeyStatusResponse's blind-index fields (blind_index_key_id,
- * blind_index_target_key_id) as t sees them. */
-eg_err eg_blind_key_status(eg_req *r, eg_txn *t, Engram__V1__GetKeyStatusResponse *out);
+ * blind_index_target_key_id) as the store holds them now, in a read txn
+ * of its own (GetKeyStatus reads no snapshot); on failure r->msg says
+ * why. */
+eg_err eg_blind_key_status(eg_req *r, Engram__V1__GetKeyStatusResponse *out);
 
 #endif
