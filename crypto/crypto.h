@@ -184,6 +184,9 @@ void eg_sha256_final(eg_sha256 *h, uint8_t out[32]);
 /* Constant-time equality of two equal-length buffers: 1 if equal. */
 int eg_crypto_equal(const void *a, const void *b, size_t len);
 
+/* Zeroes n bytes at p in a way the compiler keeps (key material). */
+void eg_memzero(void *p, size_t n);
+
 /* Fills buf with n random bytes. */
 void eg_random_bytes(void *buf, size_t n);
 

@@ -37,6 +37,10 @@
  * under a key of their own, never the one that seals stored fields. */
 #define EG_KDF_PAGE_CONTEXT "egpage__"
 #define EG_KDF_PAGE_ID 4
+/* The key-wrapping subkey: seals users' data keys in the key store
+ * (crypto/wrap.c), never a field or a page token. */
+#define EG_KDF_WRAP_CONTEXT "egwrap__"
+#define EG_KDF_WRAP_ID 5
 #define EG_CHECK_LABEL "engram keyring check value v1"
 #define EG_FINGERPRINT_VERSION 0x01
 #define EG_FINGERPRINT_ENTRY (4 + EG_KEY_CHECK_LEN)
@@ -46,6 +50,7 @@ _Static_assert(sizeof EG_KDF_FIELD_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf 
 _Static_assert(sizeof EG_KDF_BLIND_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 _Static_assert(sizeof EG_KDF_CHECK_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 _Static_assert(sizeof EG_KDF_PAGE_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
+_Static_assert(sizeof EG_KDF_WRAP_CONTEXT - 1 == crypto_kdf_CONTEXTBYTES, "kdf context");
 _Static_assert(EG_KEYRING_FINGERPRINT_MAX == 1 + EG_KEYRING_KEYS_MAX * EG_FINGERPRINT_ENTRY,
                "fingerprint layout");
 
@@ -55,6 +60,7 @@ typedef struct {
   uint8_t field_key[EG_KEY_LEN];
   uint8_t blind_key[EG_KEY_LEN];
   uint8_t page_key[EG_KEY_LEN];
+  uint8_t wrap_key[EG_KEY_LEN];
   uint8_t check[EG_KEY_CHECK_LEN]; /* not secret: see eg_keyring_fingerprint */
 } eg_key;
 
@@ -105,6 +111,11 @@ const uint8_t *eg__keyring_field_key(const eg_keyring *kr, uint32_t id) {
 const uint8_t *eg__keyring_page_key(const eg_keyring *kr, uint32_t id) {
   const eg_key *k = keyring_find(kr, id);
   return k ? k->page_key : NULL;
+}
+
+const uint8_t *eg__keyring_wrap_key(const eg_keyring *kr, uint32_t id) {
+  const eg_key *k = keyring_find(kr, id);
+  return k ? k->wrap_key : NULL;
 }
 
 uint32_t eg_keyring_primary_id(const eg_keyring *kr) { return kr->primary; }
@@ -234,6 +245,8 @@ static eg_err parse_key(eg_keyring *kr, eg_kparse *p, const char *id_s, const ch
   crypto_kdf_derive_from_key(k->blind_key, sizeof k->blind_key, EG_KDF_BLIND_ID,
                              EG_KDF_BLIND_CONTEXT, master);
   crypto_kdf_derive_from_key(k->page_key, sizeof k->page_key, EG_KDF_PAGE_ID, EG_KDF_PAGE_CONTEXT,
+                             master);
+  crypto_kdf_derive_from_key(k->wrap_key, sizeof k->wrap_key, EG_KDF_WRAP_ID, EG_KDF_WRAP_CONTEXT,
                              master);
   key_check_value(k, master);
   sodium_memzero(master, sizeof master);

@@ -27,3 +27,5 @@ void eg_sha256_update(eg_sha256 *h, const void *p, size_t n) {
 void eg_sha256_final(eg_sha256 *h, uint8_t out[32]) {
   crypto_hash_sha256_final((crypto_hash_sha256_state *)h->opaque, out);
 }
+
+void eg_memzero(void *p, size_t n) { sodium_memzero(p, n); }

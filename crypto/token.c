@@ -176,3 +176,7 @@ eg_err eg_page_open(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t
                     size_t toklen, uint8_t *out, size_t *plen) {
   return token_open(eg__keyring_page_key, kr, ctx, tok, toklen, out, plen);
 }
+
+/* The associated data's encoding, shared with key wrapping (wrap.c). */
+void eg__store_be(uint8_t *p, uint64_t v, int bytes) { store_be(p, v, bytes); }
+uint8_t *eg__put_part(uint8_t *p, const char *s, size_t len) { return put_part(p, s, len); }

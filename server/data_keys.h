@@ -34,6 +34,7 @@
 
 #include "common/err.h"
 #include "crypto/crypto.h"
+#include "storage/keystore.h"
 
 /* The user of records that have none: the tenant's own data key. */
 #define EG_DATA_KEY_TENANT_USER ""
@@ -112,8 +113,14 @@ typedef eg_err (*eg_data_key_rec_fn)(void *arg, uint64_t version, const uint8_t 
                                      size_t len);
 eg_err eg_data_keys_changes(eg_data_keys *dk, uint64_t since, size_t max, eg_data_key_rec_fn fn,
                             void *arg, uint64_t *last);
-/* A replica stores a record its primary sent (durably), at its version. */
+/* A replica stores a record its primary sent (durably), at its version.
+ * A tombstone never turns live again (a replay from 0 after a failover
+ * keeps erasures); a record that destroyed a live key compacts the file
+ * before this returns, as an erasure on the primary does. */
 eg_err eg_data_keys_apply(eg_data_keys *dk, uint64_t version, const uint8_t *rec, size_t len);
+/* The same for the changes of one StreamResponse (in version order), in
+ * one commit and at most one compaction. */
+eg_err eg_data_keys_apply_batch(eg_data_keys *dk, const eg_key_change *ch, size_t n);
 /* A compacted copy of the whole key store, written to fd from its start. */
 eg_err eg_data_keys_copy(eg_data_keys *dk, int fd);
 

@@ -18,6 +18,7 @@
 #include "replica/replica.h"
 #include "server/archiver.h"
 #include "server/config.h"
+#include "server/data_keys.h"
 #include "server/reload.h"
 #include "server/service.h"
 #include "server/reindex.h"
@@ -39,6 +40,14 @@ static void eg_keyring_path(const eg_config *cfg, char path[EG_KEYRING_PATH_MAX]
     snprintf(path, EG_KEYRING_PATH_MAX, "%s", cfg->keyring);
   else
     snprintf(path, EG_KEYRING_PATH_MAX, "%s/keyring", cfg->data_dir);
+}
+
+/* --key-store, or DATA_DIR/keystore when none was given. */
+static void eg_key_store_path(const eg_config *cfg, char path[EG_KEYRING_PATH_MAX]) {
+  if (cfg->key_store[0])
+    snprintf(path, EG_KEYRING_PATH_MAX, "%s", cfg->key_store);
+  else
+    snprintf(path, EG_KEYRING_PATH_MAX, "%s/keystore", cfg->data_dir);
 }
 
 /* Creates DATA_DIR/keyring with a fresh key and loads it: only for a store
@@ -412,6 +421,7 @@ int main(int argc, char **argv) {
   eg_keyring *keys = NULL;
   eg_auth *auth = NULL;
   eg_store *store = NULL;
+  eg_data_keys *data_keys = NULL;
   int lock_fd = -1;
 
   for (int i = 1; i < argc; i++)
@@ -490,13 +500,23 @@ int main(int argc, char **argv) {
     eg_fail("keyring", err);
     goto out;
   }
+  /* Every node opens it: a replica stores the keys its primary sends, and
+   * opens with them the data it serves. */
+  char key_store[EG_KEYRING_PATH_MAX];
+  eg_key_store_path(&cfg, key_store);
+  if (eg_data_keys_open(key_store, cfg.data_key_cache, &data_keys, err, sizeof err) != EG_OK) {
+    eg_fail("--key-store", err);
+    goto out;
+  }
   if (eg_auth_dev_mode(auth))
     eg_log(EG_LOG_WARN,
            "WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
            "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
-  eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth};
+  eg_srv srv = {
+      .cfg = &cfg, .store = store, .keys = keys, .auth = auth, .data_keys = data_keys};
   rc = eg_serve(&cfg, &srv);
 out:
+  eg_data_keys_close(data_keys);
   eg_store_close(store);
   eg_auth_free(auth);
   eg_keyring_free(keys);

@@ -7,6 +7,7 @@
 
 #define EG_TEST_SUITE_MAP(X) \
   X(crypto)                  \
+  X(data_keys)               \
   X(storage)                 \
   X(validate)                \
   X(config)                  \

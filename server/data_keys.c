@@ -1,0 +1,303 @@
+/* Envelope keys: the policy over the key store (storage/keystore.h), the
+ * wrapping (crypto/wrap.c) and the cache of opened keys
+ * (server/data_key_cache.h). Contract in server/data_keys.h. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "common/log.h"
+#include "server/data_key_cache.h"
+#include "server/data_keys.h"
+#include "storage/keystore.h"
+
+/* Records one erasure, rewrap or batch of a scan handles per txn. */
+#define EG_DK_BATCH 1000
+
+struct eg_data_keys {
+  eg_keystore *ks;
+  eg_dk_cache *cache;
+  /* Every write: a write reads the store then writes what it read says
+   * (a new generation after the highest one), so two of them never
+   * interleave; and an erasure's drop of the cache comes after its
+   * commit, with no fill of a key it destroys in between (the epoch). */
+  pthread_mutex_t write_mu;
+};
+
+static int64_t dk_now_us(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+/* Ids are validated by callers; checked again here, where a longer one
+ * would not fit the store's keys. */
+static eg_err dk_check_ids(const char *tenant, const char *user) {
+  if (!tenant || strlen(tenant) > EG_KEYSTORE_ID_MAX) return EG_EINVAL;
+  if (user && strlen(user) > EG_KEYSTORE_ID_MAX) return EG_EINVAL;
+  return EG_OK;
+}
+
+eg_err eg_data_keys_open(const char *dir, int64_t cache_max, eg_data_keys **out, char *err,
+                         size_t errlen) {
+  eg_data_keys *dk = calloc(1, sizeof *dk);
+  if (!dk) return EG_ENOMEM;
+  eg_err e = eg_keystore_open(dir, &dk->ks, err, errlen);
+  if (!e && (e = eg_dk_cache_new(cache_max > 0 ? (size_t)cache_max : 1, &dk->cache)) != EG_OK)
+    snprintf(err, errlen, "data key cache of %lld keys: out of memory", (long long)cache_max);
+  if (!e && pthread_mutex_init(&dk->write_mu, NULL) != 0) e = EG_ENOMEM;
+  if (e) {
+    eg_dk_cache_free(dk->cache);
+    eg_keystore_close(dk->ks);
+    free(dk);
+    return e;
+  }
+  *out = dk;
+  return EG_OK;
+}
+
+void eg_data_keys_close(eg_data_keys *dk) {
+  if (!dk) return;
+  eg_dk_cache_free(dk->cache);
+  eg_keystore_close(dk->ks);
+  pthread_mutex_destroy(&dk->write_mu);
+  free(dk);
+}
+
+/* Unwraps rec's key: EG_EERASED for a tombstone, EG_ECORRUPT (why in err)
+ * for a record that is malformed, under a master key kr lacks, or does
+ * not open. */
+static eg_err dk_unwrap(const eg_keyring *kr, const eg_key_rec *rec, uint8_t key[EG_KEY_LEN],
+                        char *err, size_t errlen) {
+  if (rec->wrapped_len == 0) return EG_EERASED;
+  if (rec->wrapped_len != EG_WRAPPED_KEY_LEN) {
+    snprintf(err, errlen, "data key %u of user '%s' of tenant '%s': malformed (%zu bytes)",
+             rec->gen, rec->user, rec->tenant, rec->wrapped_len);
+    return EG_ECORRUPT;
+  }
+  uint32_t id = eg_wrapped_key_master_id(rec->wrapped);
+  if (!eg_keyring_has(kr, id)) {
+    snprintf(err, errlen, "data key %u of user '%s' of tenant '%s' is wrapped under master key "
+             "%u, which is not in the keyring", rec->gen, rec->user, rec->tenant, id);
+    return EG_ECORRUPT;
+  }
+  if (eg_key_unwrap(kr, rec->tenant, rec->user, rec->gen, rec->wrapped, key) != EG_OK) {
+    snprintf(err, errlen, "data key %u of user '%s' of tenant '%s' does not open under master "
+             "key %u", rec->gen, rec->user, rec->tenant, id);
+    return EG_ECORRUPT;
+  }
+  return EG_OK;
+}
+
+/* A new data key for (tenant, user) at gen, wrapped under kr's primary,
+ * into rec; its bytes into key. */
+static eg_err dk_new_key(const eg_keyring *kr, const char *tenant, const char *user,
+                         uint32_t gen, eg_key_rec *rec, uint8_t key[EG_KEY_LEN]) {
+  memset(rec, 0, sizeof *rec);
+  strcpy(rec->tenant, tenant);
+  strcpy(rec->user, user);
+  rec->gen = gen;
+  eg_random_bytes(key, EG_KEY_LEN);
+  eg_err e = eg_key_wrap(kr, tenant, user, gen, key, rec->wrapped);
+  rec->wrapped_len = EG_WRAPPED_KEY_LEN;
+  rec->master_key_id = eg_keyring_primary_id(kr);
+  rec->create_time_us = dk_now_us();
+  return e;
+}
+
+/* Under write_mu: the current key of (tenant, user), made (generation
+ * after the highest, durable) when the highest is absent or erased, or
+ * always with force (a rotation). */
+static eg_err dk_current_locked(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                                const char *user, int force, uint32_t *gen,
+                                uint8_t key[EG_KEY_LEN]) {
+  eg_key_rec rec;
+  char why[256];
+  uint64_t epoch = eg_dk_cache_epoch(dk->cache);
+  eg_err e = eg_keystore_latest(dk->ks, tenant, user, &rec);
+  if (e != EG_OK && e != EG_ENOTFOUND) return e;
+  uint32_t next = e == EG_OK ? rec.gen + 1 : 1;
+  if (e == EG_OK && rec.wrapped_len && !force) {
+    e = dk_unwrap(kr, &rec, key, why, sizeof why);
+    if (e) eg_log(EG_LOG_ERROR, "%s", why);
+  } else if (next == 0) {
+    e = EG_ELIMIT; /* 2^32 - 1 generations */
+  } else {
+    e = dk_new_key(kr, tenant, user, next, &rec, key);
+    if (!e) e = eg_keystore_put(dk->ks, &rec, 1);
+  }
+  if (e) {
+    eg_memzero(key, EG_KEY_LEN);
+    return e;
+  }
+  *gen = rec.gen;
+  eg_dk_cache_put(dk->cache, epoch, tenant, user, rec.gen, 1, key);
+  return EG_OK;
+}
+
+eg_err eg_data_key_current(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                           const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]) {
+  eg_key_rec rec;
+  char why[256];
+  eg_err e = dk_check_ids(tenant, user);
+  if (e || !user) return EG_EINVAL;
+  if (eg_dk_cache_current(dk->cache, tenant, user, gen, key)) return EG_OK;
+  /* Most misses find a live key: opened without the write lock. */
+  uint64_t epoch = eg_dk_cache_epoch(dk->cache);
+  e = eg_keystore_latest(dk->ks, tenant, user, &rec);
+  if (e == EG_OK && rec.wrapped_len) {
+    if ((e = dk_unwrap(kr, &rec, key, why, sizeof why)) != EG_OK) {
+      eg_log(EG_LOG_ERROR, "%s", why);
+      return e;
+    }
+    *gen = rec.gen;
+    eg_dk_cache_put(dk->cache, epoch, tenant, user, rec.gen, 1, key);
+    return EG_OK;
+  }
+  if (e != EG_OK && e != EG_ENOTFOUND) return e;
+  pthread_mutex_lock(&dk->write_mu);
+  e = dk_current_locked(dk, kr, tenant, user, 0, gen, key);
+  pthread_mutex_unlock(&dk->write_mu);
+  return e;
+}
+
+eg_err eg_data_key_get(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                       const char *user, uint32_t gen, uint8_t key[EG_KEY_LEN], char *err,
+                       size_t errlen) {
+  eg_key_rec rec;
+  if (dk_check_ids(tenant, user) || !user) {
+    snprintf(err, errlen, "tenant or user id longer than %d bytes", EG_KEYSTORE_ID_MAX);
+    return EG_EINVAL;
+  }
+  if (eg_dk_cache_get(dk->cache, tenant, user, gen, key)) return EG_OK;
+  uint64_t epoch = eg_dk_cache_epoch(dk->cache);
+  eg_err e = eg_keystore_get(dk->ks, tenant, user, gen, &rec);
+  if (e == EG_ENOTFOUND) {
+    snprintf(err, errlen, "the key store holds no data key %u of user '%s' of tenant '%s'", gen,
+             user, tenant);
+    return EG_ECORRUPT;
+  }
+  if (e) {
+    snprintf(err, errlen, "key store: %s", eg_err_msg(e));
+    return e;
+  }
+  if ((e = dk_unwrap(kr, &rec, key, err, errlen)) != EG_OK) return e;
+  eg_dk_cache_put(dk->cache, epoch, tenant, user, gen, 0, key);
+  return EG_OK;
+}
+
+/* ---- erasure ------------------------------------------------------------------ */
+
+/* A batch of records a scan collects (live ones, or the ones a filter
+ * picks), and where the scan resumes. */
+typedef struct {
+  eg_key_rec recs[EG_DK_BATCH];
+  size_t n;
+  uint32_t skip_master; /* rewrap: records already under it are not taken */
+} eg_dk_batch;
+
+static int dk_collect_live(void *arg, const eg_key_rec *rec) {
+  eg_dk_batch *b = arg;
+  if (!rec->wrapped_len || (b->skip_master && rec->master_key_id == b->skip_master)) return 0;
+  b->recs[b->n++] = *rec;
+  return b->n == EG_DK_BATCH;
+}
+
+/* Replaces every live key of the scan's range by a tombstone, batch by
+ * batch; *destroyed counts them. Under write_mu. */
+static eg_err dk_erase_locked(eg_data_keys *dk, const char *tenant, const char *user,
+                              uint64_t *destroyed) {
+  eg_dk_batch *b = malloc(sizeof *b);
+  if (!b) return EG_ENOMEM;
+  eg_err e = EG_OK;
+  eg_key_rec after;
+  int resumed = 0;
+  *destroyed = 0;
+  for (;;) {
+    b->n = 0;
+    b->skip_master = 0;
+    int rc = eg_keystore_scan(dk->ks, tenant, user, resumed ? &after : NULL, dk_collect_live, b);
+    if (rc < 0) {
+      e = (eg_err)-rc;
+      break;
+    }
+    if (!b->n) break;
+    after = b->recs[b->n - 1];
+    resumed = 1;
+    int64_t now = dk_now_us();
+    for (size_t i = 0; i < b->n; i++) {
+      eg_key_rec *r = &b->recs[i];
+      memset(r->wrapped, 0, sizeof r->wrapped);
+      r->wrapped_len = 0;
+      r->master_key_id = 0;
+      r->erase_time_us = now;
+    }
+    if ((e = eg_keystore_put(dk->ks, b->recs, b->n)) != EG_OK) break;
+    *destroyed += b->n;
+  }
+  free(b);
+  return e;
+}
+
+/* Compacts the store after keys were destroyed, saying why it failed. */
+static eg_err dk_compact(eg_data_keys *dk) {
+  char why[512];
+  eg_err e = eg_keystore_compact(dk->ks, why, sizeof why);
+  if (e) eg_log(EG_LOG_ERROR, "%s", why);
+  return e;
+}
+
+static eg_err dk_erase(eg_data_keys *dk, const char *tenant, const char *user,
+                       uint64_t *destroyed) {
+  pthread_mutex_lock(&dk->write_mu);
+  eg_err e = dk_erase_locked(dk, tenant, user, destroyed);
+  /* Dropped even after a failure midway: some keys may be tombstones. */
+  eg_dk_cache_drop(dk->cache, tenant, user);
+  if (!e && *destroyed) e = dk_compact(dk);
+  pthread_mutex_unlock(&dk->write_mu);
+  return e;
+}
+
+eg_err eg_data_keys_erase_user(eg_data_keys *dk, const char *tenant, const char *user,
+                               uint64_t *destroyed) {
+  *destroyed = 0;
+  if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  return dk_erase(dk, tenant, user, destroyed);
+}
+
+eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t *destroyed) {
+  *destroyed = 0;
+  if (dk_check_ids(tenant, NULL)) return EG_EINVAL;
+  return dk_erase(dk, tenant, NULL, destroyed);
+}
+
+/* ---- replication and backup ---------------------------------------------------- */
+
+uint64_t eg_data_keys_version(eg_data_keys *dk) { return eg_keystore_version(dk->ks); }
+
+eg_err eg_data_keys_changes(eg_data_keys *dk, uint64_t since, size_t max, eg_data_key_rec_fn fn,
+                            void *arg, uint64_t *last) {
+  return eg_keystore_changes(dk->ks, since, max, fn, arg, last);
+}
+
+static void dk_applied(void *arg, const eg_key_rec *rec) {
+  eg_data_keys *dk = arg;
+  eg_dk_cache_drop(dk->cache, rec->tenant, rec->user);
+}
+
+eg_err eg_data_keys_apply_batch(eg_data_keys *dk, const eg_key_change *ch, size_t n) {
+  uint64_t destroyed = 0;
+  pthread_mutex_lock(&dk->write_mu);
+  eg_err e = eg_keystore_apply(dk->ks, ch, n, dk_applied, dk, &destroyed);
+  if (!e && destroyed) e = dk_compact(dk);
+  pthread_mutex_unlock(&dk->write_mu);
+  return e;
+}
+
+eg_err eg_data_keys_apply(eg_data_keys *dk, uint64_t version, const uint8_t *rec, size_t len) {
+  eg_key_change ch = {.version = version, .rec = rec, .len = len};
+  return eg_data_keys_apply_batch(dk, &ch, 1);
+}
+
+eg_err eg_data_keys_copy(eg_data_keys *dk, int fd) { return eg_keystore_copy(dk->ks, fd); }

@@ -1,0 +1,561 @@
+/* Envelope keys: key wrapping (crypto/wrap.c), the key store
+ * (storage/keystore.c), the cache and the policy (server/data_keys.c),
+ * on real LMDB files. */
+#define _GNU_SOURCE /* memmem */
+#include <CUnit/CUnit.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engram/storage/v1/keys.pb-c.h"
+#include "server/data_key_cache.h"
+#include "server/data_keys.h"
+#include "suites.h"
+
+static char key1[EG_KEYGEN_LINE_MAX], key2[EG_KEYGEN_LINE_MAX];
+
+static int suite_init(void) {
+  if (eg_crypto_init() != EG_OK) return -1;
+  if (eg_keyring_keygen_line(1, key1, sizeof key1) != EG_OK) return -1;
+  return eg_keyring_keygen_line(2, key2, sizeof key2) == EG_OK ? 0 : -1;
+}
+
+/* A keyring of the given key lines with `primary`, loaded from a file. */
+static eg_keyring *ring(unsigned primary, const char *k1, const char *k2) {
+  char path[4200], text[512], err[256] = "";
+  const char *dir = eg_test_tmpdir();
+  snprintf(path, sizeof path, "%s/keyring", dir);
+  snprintf(text, sizeof text, "primary %u\n%s%s", primary, k1, k2);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  CU_ASSERT_FATAL(fd >= 0);
+  CU_ASSERT_EQUAL(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+  close(fd);
+  eg_keyring *kr = NULL;
+  eg_err e = eg_keyring_load(path, &kr, err, sizeof err);
+  if (e) fprintf(stderr, "keyring: %s\n", err);
+  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  eg_test_rmdir(dir);
+  return kr;
+}
+
+static eg_data_keys *dk_open(const char *dir, int64_t cache) {
+  char err[512] = "";
+  eg_data_keys *dk = NULL;
+  eg_err e = eg_data_keys_open(dir, cache, &dk, err, sizeof err);
+  if (e) fprintf(stderr, "eg_data_keys_open(%s): %s\n", dir, err);
+  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  return dk;
+}
+
+/* dir/keystore, a path in a fresh test dir. */
+static const char *ks_dir(char *buf, size_t n) {
+  snprintf(buf, n, "%s/keystore", eg_test_tmpdir());
+  return buf;
+}
+
+static void rm_parent(const char *ksdir) {
+  char parent[4200];
+  snprintf(parent, sizeof parent, "%s", ksdir);
+  *strrchr(parent, '/') = '\0';
+  eg_test_rmdir(parent);
+}
+
+/* ---- wrapping ---------------------------------------------------------------- */
+
+static void test_wrap_round_trip_and_binding(void) {
+  eg_keyring *kr = ring(1, key1, key2), *other = ring(2, key2, "");
+  uint8_t key[EG_KEY_LEN], out[EG_KEY_LEN], w[EG_WRAPPED_KEY_LEN];
+  eg_random_bytes(key, sizeof key);
+  CU_ASSERT_EQUAL(eg_key_wrap(kr, "t", "u", 3, key, w), EG_OK);
+  CU_ASSERT_EQUAL(eg_wrapped_key_master_id(w), 1);
+  CU_ASSERT_EQUAL(eg_key_unwrap(kr, "t", "u", 3, w, out), EG_OK);
+  CU_ASSERT_EQUAL(memcmp(key, out, sizeof key), 0);
+  CU_ASSERT(memmem(w, sizeof w, key, sizeof key) == NULL);
+  /* Bound to tenant, user and generation; ("t","u") and ("tu","") differ. */
+  CU_ASSERT_EQUAL(eg_key_unwrap(kr, "t", "v", 3, w, out), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_key_unwrap(kr, "x", "u", 3, w, out), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_key_unwrap(kr, "tu", "", 3, w, out), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_key_unwrap(kr, "t", "u", 4, w, out), EG_ECORRUPT);
+  /* Its master key missing: refused, and out wiped. */
+  memset(out, 0xaa, sizeof out);
+  CU_ASSERT_EQUAL(eg_key_unwrap(other, "t", "u", 3, w, out), EG_ECORRUPT);
+  static const uint8_t zero[EG_KEY_LEN];
+  CU_ASSERT_EQUAL(memcmp(out, zero, sizeof out), 0);
+  /* Any flipped bit fails. */
+  for (size_t i = 0; i < sizeof w * 8; i++) {
+    w[i / 8] ^= (uint8_t)(1u << (i % 8));
+    CU_ASSERT_EQUAL(eg_key_unwrap(kr, "t", "u", 3, w, out), EG_ECORRUPT);
+    w[i / 8] ^= (uint8_t)(1u << (i % 8));
+  }
+  /* A key 2 primary wraps under 2; the key-1 ring cannot open it. */
+  eg_keyring *only1 = ring(1, key1, "");
+  CU_ASSERT_EQUAL(eg_key_wrap(other, "t", "u", 1, key, w), EG_OK);
+  CU_ASSERT_EQUAL(eg_wrapped_key_master_id(w), 2);
+  CU_ASSERT_EQUAL(eg_key_unwrap(kr, "t", "u", 1, w, out), EG_OK);
+  CU_ASSERT_EQUAL(eg_key_unwrap(only1, "t", "u", 1, w, out), EG_ECORRUPT);
+  eg_keyring_free(only1);
+  eg_keyring_free(other);
+  eg_keyring_free(kr);
+}
+
+/* ---- create, get, current ----------------------------------------------------- */
+
+static void test_create_get_current(void) {
+  char dir[4200], err[512];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t k1[EG_KEY_LEN], k2[EG_KEY_LEN], k3[EG_KEY_LEN];
+  uint32_t g1 = 0, g2 = 0;
+  CU_ASSERT_EQUAL(eg_data_keys_version(dk), 0);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "alice", &g1, k1), EG_OK);
+  CU_ASSERT_EQUAL(g1, 1);
+  CU_ASSERT_EQUAL(eg_data_keys_version(dk), 1);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "alice", &g2, k2), EG_OK);
+  CU_ASSERT_EQUAL(g2, 1);
+  CU_ASSERT_EQUAL(memcmp(k1, k2, sizeof k1), 0);
+  CU_ASSERT_EQUAL(eg_data_keys_version(dk), 1); /* nothing new */
+  /* Another user, and the tenant's own key, differ. */
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "bob", &g2, k2), EG_OK);
+  CU_ASSERT_NOT_EQUAL(memcmp(k1, k2, sizeof k1), 0);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", EG_DATA_KEY_TENANT_USER, &g2, k3), EG_OK);
+  CU_ASSERT_NOT_EQUAL(memcmp(k3, k2, sizeof k1), 0);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "alice", 1, k2, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(memcmp(k1, k2, sizeof k1), 0);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "alice", 2, k2, err, sizeof err),
+                  EG_ECORRUPT);
+  CU_ASSERT(strstr(err, "no data key 2") != NULL);
+  /* Reopened: the key comes from the file, not the cache. */
+  eg_data_keys_close(dk);
+  dk = dk_open(dir, 100);
+  CU_ASSERT_EQUAL(eg_data_keys_version(dk), 3);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "alice", 1, k2, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(memcmp(k1, k2, sizeof k1), 0);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "alice", &g2, k2), EG_OK);
+  CU_ASSERT_EQUAL(g2, 1);
+  CU_ASSERT_EQUAL(memcmp(k1, k2, sizeof k1), 0);
+  /* A keyring without the master key: refused, naming it. */
+  eg_keyring *other = ring(2, key2, "");
+  eg_data_keys_close(dk);
+  dk = dk_open(dir, 100);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, other, "acme", "alice", 1, k2, err, sizeof err),
+                  EG_ECORRUPT);
+  CU_ASSERT(strstr(err, "master key 1") != NULL);
+  eg_keyring_free(other);
+  /* Mode of the dir and the file. */
+  struct stat st;
+  char path[4300];
+  CU_ASSERT_EQUAL(stat(dir, &st), 0);
+  CU_ASSERT_EQUAL(st.st_mode & 0777, 0700);
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  CU_ASSERT_EQUAL(stat(path, &st), 0);
+  CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+static void test_id_limits(void) {
+  char dir[4200], err[512], id[200];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t k[EG_KEY_LEN];
+  uint32_t g;
+  uint64_t n;
+  memset(id, 'a', 128);
+  id[128] = '\0';
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, id, id, &g, k), EG_OK); /* at the edge */
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, id, id, g, k, err, sizeof err), EG_OK);
+  id[128] = 'a';
+  id[129] = '\0';
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, id, "u", &g, k), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "t", id, &g, k), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "t", id, 1, k, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_data_keys_erase_user(dk, "t", id, &n), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_data_keys_erase_tenant(dk, id, &n), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_data_keys_version(dk), 1); /* nothing written */
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+/* ---- concurrency ---------------------------------------------------------------- */
+
+#define RACERS 8
+struct racer {
+  eg_data_keys *dk;
+  const eg_keyring *kr;
+  pthread_barrier_t *go;
+  uint32_t gen;
+  uint8_t key[EG_KEY_LEN];
+  eg_err e;
+};
+
+static void *race_current(void *arg) {
+  struct racer *r = arg;
+  pthread_barrier_wait(r->go);
+  r->e = eg_data_key_current(r->dk, r->kr, "acme", "carol", &r->gen, r->key);
+  return NULL;
+}
+
+static void test_concurrent_create(void) {
+  char dir[4200];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  pthread_t th[RACERS];
+  struct racer r[RACERS];
+  pthread_barrier_t go;
+  pthread_barrier_init(&go, NULL, RACERS);
+  for (int i = 0; i < RACERS; i++) {
+    r[i] = (struct racer){.dk = dk, .kr = kr, .go = &go};
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, race_current, &r[i]), 0);
+  }
+  for (int i = 0; i < RACERS; i++) pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&go);
+  for (int i = 0; i < RACERS; i++) {
+    CU_ASSERT_EQUAL(r[i].e, EG_OK);
+    CU_ASSERT_EQUAL(r[i].gen, 1);
+    CU_ASSERT_EQUAL(memcmp(r[i].key, r[0].key, EG_KEY_LEN), 0);
+  }
+  CU_ASSERT_EQUAL(eg_data_keys_version(dk), 1); /* made once */
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+/* ---- cache ---------------------------------------------------------------------- */
+
+static void test_cache_eviction(void) {
+  eg_dk_cache *c = NULL;
+  uint8_t k[EG_KEY_LEN], out[EG_KEY_LEN];
+  uint32_t gen;
+  char user[16];
+  CU_ASSERT_EQUAL_FATAL(eg_dk_cache_new(16, &c), EG_OK);
+  for (int i = 0; i < 20; i++) {
+    snprintf(user, sizeof user, "u%d", i);
+    memset(k, i, sizeof k);
+    eg_dk_cache_put(c, eg_dk_cache_epoch(c), "t", user, 1, 1, k);
+    CU_ASSERT_EQUAL(eg_dk_cache_len(c), i < 16 ? (size_t)i + 1 : 16);
+    if (i == 10) CU_ASSERT(eg_dk_cache_get(c, "t", "u0", 1, out)); /* u0 now recent */
+  }
+  /* The least recently used went first: u1..u4, not u0. */
+  CU_ASSERT(eg_dk_cache_get(c, "t", "u0", 1, out));
+  CU_ASSERT_EQUAL(out[0], 0);
+  for (int i = 1; i <= 4; i++) {
+    snprintf(user, sizeof user, "u%d", i);
+    CU_ASSERT_FALSE(eg_dk_cache_get(c, "t", user, 1, out));
+  }
+  CU_ASSERT(eg_dk_cache_current(c, "t", "u19", &gen, out));
+  CU_ASSERT_EQUAL(gen, 1);
+  CU_ASSERT_EQUAL(out[0], 19);
+  /* A newer current generation replaces the mark; both stay readable. */
+  memset(k, 0x77, sizeof k);
+  eg_dk_cache_put(c, eg_dk_cache_epoch(c), "t", "u19", 2, 1, k);
+  CU_ASSERT(eg_dk_cache_current(c, "t", "u19", &gen, out));
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT(eg_dk_cache_get(c, "t", "u19", 1, out));
+  CU_ASSERT_EQUAL(out[0], 19);
+  /* A put with a stale epoch (a drop came between) stores nothing. */
+  uint64_t before = eg_dk_cache_epoch(c);
+  eg_dk_cache_drop(c, "t", "u19");
+  CU_ASSERT_FALSE(eg_dk_cache_get(c, "t", "u19", 2, out));
+  eg_dk_cache_put(c, before, "t", "u19", 2, 1, k);
+  CU_ASSERT_FALSE(eg_dk_cache_current(c, "t", "u19", &gen, out));
+  CU_ASSERT_EQUAL(eg_dk_cache_len(c), 14);
+  eg_dk_cache_drop(c, "t", NULL);
+  CU_ASSERT_EQUAL(eg_dk_cache_len(c), 0);
+  eg_dk_cache_free(c);
+
+  /* Through the store: more users than the cache holds all still open. */
+  char dir[4200], err[256];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 16);
+  uint8_t keys[40][EG_KEY_LEN];
+  for (int i = 0; i < 40; i++) {
+    snprintf(user, sizeof user, "u%d", i);
+    CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "t", user, &gen, keys[i]), EG_OK);
+  }
+  for (int i = 0; i < 40; i++) {
+    snprintf(user, sizeof user, "u%d", i);
+    CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "t", user, 1, out, err, sizeof err), EG_OK);
+    CU_ASSERT_EQUAL(memcmp(out, keys[i], EG_KEY_LEN), 0);
+  }
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+/* ---- erasure ---------------------------------------------------------------------- */
+
+/* The whole of dir/data.mdb, malloc'd. */
+static uint8_t *read_data_file(const char *dir, size_t *len) {
+  char path[4300];
+  snprintf(path, sizeof path, "%s/data.mdb", dir);
+  FILE *f = fopen(path, "rb");
+  CU_ASSERT_FATAL(f != NULL);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  uint8_t *buf = malloc((size_t)n + 1);
+  CU_ASSERT_FATAL(buf != NULL);
+  CU_ASSERT_EQUAL(fread(buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+static int file_holds(const char *dir, const void *needle, size_t n) {
+  size_t len;
+  uint8_t *buf = read_data_file(dir, &len);
+  int found = memmem(buf, len, needle, n) != NULL;
+  free(buf);
+  return found;
+}
+
+/* Collects every changed record's wrapped key by (user, gen). */
+struct wrapped_of {
+  const char *user;
+  uint32_t gen;
+  uint8_t wrapped[EG_WRAPPED_KEY_LEN];
+  int found;
+};
+
+static eg_err find_wrapped(void *arg, uint64_t version, const uint8_t *rec, size_t len) {
+  struct wrapped_of *w = arg;
+  Engram__Storage__V1__KeyRecord *m = engram__storage__v1__key_record__unpack(NULL, len, rec);
+  CU_ASSERT_FATAL(m != NULL);
+  CU_ASSERT_EQUAL(m->version, version);
+  if (strcmp(m->user, w->user) == 0 && m->generation == w->gen &&
+      m->wrapped_key.len == EG_WRAPPED_KEY_LEN) {
+    memcpy(w->wrapped, m->wrapped_key.data, EG_WRAPPED_KEY_LEN);
+    w->found = 1;
+  }
+  engram__storage__v1__key_record__free_unpacked(m, NULL);
+  return EG_OK;
+}
+
+static void wrapped_of(eg_data_keys *dk, const char *user, uint32_t gen, uint8_t *out) {
+  struct wrapped_of w = {.user = user, .gen = gen};
+  uint64_t last;
+  CU_ASSERT_EQUAL(eg_data_keys_changes(dk, 0, 100000, find_wrapped, &w, &last), EG_OK);
+  CU_ASSERT_FATAL(w.found);
+  memcpy(out, w.wrapped, EG_WRAPPED_KEY_LEN);
+}
+
+static void test_erase_user_compacts(void) {
+  char dir[4200], err[512], user[16];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t key[EG_KEY_LEN], out[EG_KEY_LEN], wrapped[EG_WRAPPED_KEY_LEN];
+  uint32_t gen;
+  uint64_t n = 0;
+  /* Neighbours on both sides in key order, so the victim's row shares
+   * pages with live rows. */
+  for (int i = 0; i < 50; i++) {
+    snprintf(user, sizeof user, "u%02d", i);
+    CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", user, &gen, out), EG_OK);
+  }
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "u25", &gen, key), EG_OK);
+  wrapped_of(dk, "u25", 1, wrapped);
+  CU_ASSERT(file_holds(dir, wrapped, sizeof wrapped));  /* the proof can see it */
+  CU_ASSERT_FALSE(file_holds(dir, key, sizeof key));    /* never the raw key */
+
+  CU_ASSERT_EQUAL(eg_data_keys_erase_user(dk, "acme", "u25", &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 1);
+  CU_ASSERT_FALSE(file_holds(dir, wrapped, sizeof wrapped));
+  CU_ASSERT_FALSE(file_holds(dir, key, sizeof key));
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "u25", 1, out, err, sizeof err), EG_EERASED);
+  /* The neighbours are untouched. */
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "u24", 1, out, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "u26", 1, out, err, sizeof err), EG_OK);
+  /* Erasing again destroys nothing more. */
+  CU_ASSERT_EQUAL(eg_data_keys_erase_user(dk, "acme", "u25", &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
+  /* A new write gets a new generation; the old one stays erased, also
+   * after a reopen. */
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "u25", &gen, out), EG_OK);
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_NOT_EQUAL(memcmp(out, key, sizeof key), 0);
+  eg_data_keys_close(dk);
+  dk = dk_open(dir, 100);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "u25", 1, out, err, sizeof err), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "u25", 2, out, err, sizeof err), EG_OK);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+static void test_erase_tenant(void) {
+  char dir[4200], err[512], user[16];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t out[EG_KEY_LEN], w[3][EG_WRAPPED_KEY_LEN];
+  uint32_t gen;
+  uint64_t n = 0;
+  for (int i = 0; i < 3; i++) {
+    snprintf(user, sizeof user, "u%d", i);
+    CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", user, &gen, out), EG_OK);
+    wrapped_of(dk, user, 1, w[i]);
+  }
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "", &gen, out), EG_OK);
+  /* A tenant whose id extends acme's is another tenant. */
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acmex", "u0", &gen, out), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "other", "u0", &gen, out), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_erase_tenant(dk, "acme", &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 4); /* three users and the tenant's own key */
+  for (int i = 0; i < 3; i++) {
+    snprintf(user, sizeof user, "u%d", i);
+    CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", user, 1, out, err, sizeof err), EG_EERASED);
+    CU_ASSERT_FALSE(file_holds(dir, w[i], EG_WRAPPED_KEY_LEN));
+  }
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "", 1, out, err, sizeof err), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acmex", "u0", 1, out, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "other", "u0", 1, out, err, sizeof err), EG_OK);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+/* ---- replication and copies ------------------------------------------------------- */
+
+/* Applies each change to another store, one by one. */
+static eg_err apply_to(void *arg, uint64_t version, const uint8_t *rec, size_t len) {
+  return eg_data_keys_apply(arg, version, rec, len);
+}
+
+/* Copies every change of `from` after `since` into `to`. */
+static void ship(eg_data_keys *from, eg_data_keys *to, uint64_t since) {
+  uint64_t last;
+  CU_ASSERT_EQUAL(eg_data_keys_changes(from, since, 100000, apply_to, to, &last), EG_OK);
+  CU_ASSERT_EQUAL(last, eg_data_keys_version(from));
+}
+
+static void test_changes_apply_round_trip(void) {
+  char d1[4200], d2[4200], err[512];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *p = dk_open(ks_dir(d1, sizeof d1), 100);
+  eg_data_keys *r = dk_open(ks_dir(d2, sizeof d2), 100);
+  uint8_t ka[EG_KEY_LEN], kb[EG_KEY_LEN], out[EG_KEY_LEN], wa[EG_WRAPPED_KEY_LEN];
+  uint32_t gen;
+  uint64_t n, last;
+  CU_ASSERT_EQUAL(eg_data_key_current(p, kr, "acme", "a", &gen, ka), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_current(p, kr, "acme", "b", &gen, kb), EG_OK);
+  ship(p, r, 0);
+  CU_ASSERT_EQUAL(eg_data_keys_version(r), 2);
+  CU_ASSERT_EQUAL(eg_data_key_get(r, kr, "acme", "a", 1, out, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(memcmp(out, ka, sizeof ka), 0);
+  CU_ASSERT_EQUAL(eg_data_key_get(r, kr, "acme", "b", 1, out, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(memcmp(out, kb, sizeof kb), 0);
+  /* Bounded: max 1 gives the first change only. */
+  CU_ASSERT_EQUAL(eg_data_keys_changes(p, 0, 1, apply_to, r, &last), EG_OK);
+  CU_ASSERT_EQUAL(last, 1);
+  CU_ASSERT_EQUAL(eg_data_keys_changes(p, 2, 10, apply_to, r, &last), EG_OK);
+  CU_ASSERT_EQUAL(last, 2); /* nothing after 2 */
+
+  /* The erasure travels as a tombstone; the replica compacts too. */
+  wrapped_of(r, "a", 1, wa);
+  CU_ASSERT(file_holds(d2, wa, sizeof wa));
+  CU_ASSERT_EQUAL(eg_data_keys_erase_user(p, "acme", "a", &n), EG_OK);
+  ship(p, r, 2);
+  CU_ASSERT_EQUAL(eg_data_keys_version(r), 3);
+  CU_ASSERT_EQUAL(eg_data_key_get(r, kr, "acme", "a", 1, out, err, sizeof err), EG_EERASED);
+  CU_ASSERT_FALSE(file_holds(d2, wa, sizeof wa));
+  /* A replay from 0 (a replica that was ahead of a new primary) leaves
+   * the tombstone a tombstone. */
+  ship(p, r, 0);
+  CU_ASSERT_EQUAL(eg_data_key_get(r, kr, "acme", "a", 1, out, err, sizeof err), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_key_get(r, kr, "acme", "b", 1, out, err, sizeof err), EG_OK);
+  eg_data_keys_close(p);
+  eg_data_keys_close(r);
+  rm_parent(d1);
+  rm_parent(d2);
+  eg_keyring_free(kr);
+}
+
+/* Keeps the encoded record of the first change. */
+struct first_rec {
+  uint8_t buf[512];
+  size_t len;
+  uint64_t version;
+};
+
+static eg_err keep_first(void *arg, uint64_t version, const uint8_t *rec, size_t len) {
+  struct first_rec *f = arg;
+  CU_ASSERT_FATAL(len <= sizeof f->buf);
+  memcpy(f->buf, rec, len);
+  f->len = len;
+  f->version = version;
+  return EG_OK;
+}
+
+static void test_tombstone_never_resurrected(void) {
+  char d1[4200], d2[4200], err[512];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *p = dk_open(ks_dir(d1, sizeof d1), 100);
+  eg_data_keys *r = dk_open(ks_dir(d2, sizeof d2), 100);
+  uint8_t k[EG_KEY_LEN];
+  uint32_t gen;
+  uint64_t n, last;
+  struct first_rec live, tomb;
+  CU_ASSERT_EQUAL(eg_data_key_current(p, kr, "acme", "a", &gen, k), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_changes(p, 0, 1, keep_first, &live, &last), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_erase_user(p, "acme", "a", &n), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_changes(p, 1, 1, keep_first, &tomb, &last), EG_OK);
+  CU_ASSERT_EQUAL(tomb.version, 2);
+  /* The tombstone first, then the live record it replaced. */
+  CU_ASSERT_EQUAL(eg_data_keys_apply(r, tomb.version, tomb.buf, tomb.len), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_apply(r, live.version, live.buf, live.len), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_get(r, kr, "acme", "a", 1, k, err, sizeof err), EG_EERASED);
+  /* A record that does not decode, or whose version lies, stores nothing. */
+  uint8_t junk[3] = {0xff, 0xff, 0xff};
+  CU_ASSERT_EQUAL(eg_data_keys_apply(r, 9, junk, sizeof junk), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_data_keys_apply(r, 9, live.buf, live.len), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_data_keys_version(r), 1);
+  eg_data_keys_close(p);
+  eg_data_keys_close(r);
+  rm_parent(d1);
+  rm_parent(d2);
+  eg_keyring_free(kr);
+}
+
+static void test_copy(void) {
+  char d1[4200], d2[4200], path[4300], err[512];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(d1, sizeof d1), 100);
+  uint8_t k[EG_KEY_LEN], out[EG_KEY_LEN];
+  uint32_t gen;
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "a", &gen, k), EG_OK);
+  ks_dir(d2, sizeof d2);
+  CU_ASSERT_EQUAL_FATAL(mkdir(d2, 0700), 0);
+  snprintf(path, sizeof path, "%s/data.mdb", d2);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  CU_ASSERT_FATAL(fd >= 0);
+  CU_ASSERT_EQUAL(eg_data_keys_copy(dk, fd), EG_OK);
+  close(fd);
+  eg_data_keys *copy = dk_open(d2, 100);
+  CU_ASSERT_EQUAL(eg_data_keys_version(copy), 1);
+  CU_ASSERT_EQUAL(eg_data_key_get(copy, kr, "acme", "a", 1, out, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(memcmp(out, k, sizeof k), 0);
+  eg_data_keys_close(copy);
+  eg_data_keys_close(dk);
+  rm_parent(d1);
+  rm_parent(d2);
+  eg_keyring_free(kr);
+}
+
+void eg_test_register_data_keys(void) {
+  CU_pSuite s = CU_add_suite("data_keys", suite_init, NULL);
+  CU_add_test(s, "wrap round trip and binding", test_wrap_round_trip_and_binding);
+  CU_add_test(s, "create get current", test_create_get_current);
+  CU_add_test(s, "id limits", test_id_limits);
+  CU_add_test(s, "concurrent create", test_concurrent_create);
+  CU_add_test(s, "cache eviction", test_cache_eviction);
+  CU_add_test(s, "erase user compacts", test_erase_user_compacts);
+  CU_add_test(s, "erase tenant", test_erase_tenant);
+  CU_add_test(s, "changes apply round trip", test_changes_apply_round_trip);
+  CU_add_test(s, "tombstone never resurrected", test_tombstone_never_resurrected);
+  CU_add_test(s, "copy", test_copy);
+}
