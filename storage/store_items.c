@@ -390,7 +390,9 @@ eg_err eg_store__erase_tenant_items(eg_txn *t, const char *tenant, uint64_t budg
      * index is not under the tenant's range. */
     int64_t due = rec->expire_time_us;
     engram__storage__v1__store_item_record__free_unpacked(rec, NULL);
-    if (due && !(e = eg_key_expiry(&xk, due, &ik))) e = eg_store__del_quiet(t, t->s->store_items, &xk);
+    if (due && !(e = eg_key_expiry(&xk, due, &ik)) &&
+        !(e = eg_store__del(t, t->s->store_items, &xk)) && n)
+      ++*n;
     if (!e) e = eg_store__del(t, t->s->store_items, &ik);
     ++*spent;
     if (n) ++*n;

@@ -36,6 +36,7 @@
   X(message_terms)           \
   X(tokenizer)               \
   X(tenant_erase)            \
+  X(envelope)                \
   X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
