@@ -272,6 +272,225 @@ eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t 
   return dk_erase(dk, tenant, NULL, destroyed);
 }
 
+/* ---- rotation ------------------------------------------------------------------ */
+
+eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                           const char *user, uint32_t *gen) {
+  uint8_t key[EG_KEY_LEN];
+  if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  pthread_mutex_lock(&dk->write_mu);
+  eg_err e = dk_current_locked(dk, kr, tenant, user, 1, gen, key);
+  pthread_mutex_unlock(&dk->write_mu);
+  eg_memzero(key, sizeof key);
+  return e;
+}
+
+eg_err eg_data_keys_retire(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen) {
+  eg_key_rec latest, rec;
+  if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  pthread_mutex_lock(&dk->write_mu);
+  eg_err e = eg_keystore_latest(dk->ks, tenant, user, &latest);
+  if (!e && latest.gen == gen && latest.wrapped_len) e = EG_EPRECOND; /* the current one */
+  if (!e) e = eg_keystore_get(dk->ks, tenant, user, gen, &rec);
+  if (!e && rec.wrapped_len) {
+    memset(rec.wrapped, 0, sizeof rec.wrapped);
+    rec.wrapped_len = 0;
+    rec.master_key_id = 0;
+    rec.erase_time_us = dk_now_us();
+    e = eg_keystore_put(dk->ks, &rec, 1);
+    eg_dk_cache_drop(dk->cache, tenant, user);
+    if (!e) e = dk_compact(dk);
+  }
+  pthread_mutex_unlock(&dk->write_mu);
+  return e;
+}
+
+/* Users a scan of each_user collects per batch, and the one it is in. */
+#define EG_DK_USERS_BATCH 256
+typedef struct {
+  char tenant[EG_KEYSTORE_ID_MAX + 1];
+  char user[EG_KEYSTORE_ID_MAX + 1];
+  uint32_t latest, oldest_live; /* oldest_live 0: none */
+  int latest_live;
+} eg_dk_user;
+typedef struct {
+  eg_dk_user users[EG_DK_USERS_BATCH];
+  size_t n;  /* complete users */
+  int open;  /* users[n] holds the user being read */
+} eg_dk_users;
+
+static int dk_collect_user(void *arg, const eg_key_rec *rec) {
+  eg_dk_users *b = arg;
+  eg_dk_user *u = &b->users[b->n];
+  if (b->open && (strcmp(u->tenant, rec->tenant) != 0 || strcmp(u->user, rec->user) != 0)) {
+    b->open = 0;
+    if (++b->n == EG_DK_USERS_BATCH) return 1; /* this record's user starts the next batch */
+    u = &b->users[b->n];
+  }
+  if (!b->open) {
+    memset(u, 0, sizeof *u);
+    strcpy(u->tenant, rec->tenant);
+    strcpy(u->user, rec->user);
+    b->open = 1;
+  }
+  u->latest = rec->gen;
+  u->latest_live = rec->wrapped_len > 0;
+  if (rec->wrapped_len && !u->oldest_live) u->oldest_live = rec->gen;
+  return 0;
+}
+
+int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg) {
+  eg_dk_users *b = malloc(sizeof *b);
+  if (!b) return -(int)EG_ENOMEM;
+  eg_key_rec after;
+  int resumed = 0, stop = 0;
+  /* In batches, fn called with no txn open: it may write (rotate, retire). */
+  do {
+    b->n = 0;
+    b->open = 0;
+    int rc = eg_keystore_scan(dk->ks, NULL, NULL, resumed ? &after : NULL, dk_collect_user, b);
+    if (rc < 0) {
+      stop = rc;
+      break;
+    }
+    int more = rc == 1;
+    if (b->open) b->n++; /* the scan ended inside the last user */
+    for (size_t i = 0; i < b->n && !stop; i++) {
+      const eg_dk_user *u = &b->users[i];
+      if (u->latest_live) stop = fn(arg, u->tenant, u->user, u->latest, u->oldest_live);
+    }
+    if (!more || !b->n) break;
+    memset(&after, 0, sizeof after);
+    strcpy(after.tenant, b->users[b->n - 1].tenant);
+    strcpy(after.user, b->users[b->n - 1].user);
+    after.gen = UINT32_MAX; /* past every generation of that user */
+    resumed = 1;
+  } while (!stop);
+  free(b);
+  return stop;
+}
+
+/* ---- master keys: rewrap and status ----------------------------------------------- */
+
+eg_err eg_data_keys_rewrap(eg_data_keys *dk, const eg_keyring *kr, uint64_t max, uint64_t *done,
+                           uint64_t *remaining) {
+  char why[256];
+  uint8_t key[EG_KEY_LEN];
+  eg_dk_batch *b = malloc(sizeof *b);
+  if (!b) return EG_ENOMEM;
+  uint32_t primary = eg_keyring_primary_id(kr);
+  eg_key_rec after;
+  int resumed = 0;
+  eg_err e = EG_OK;
+  *done = 0;
+  pthread_mutex_lock(&dk->write_mu);
+  while (!max || *done < max) {
+    b->n = 0;
+    b->skip_master = primary;
+    int rc = eg_keystore_scan(dk->ks, NULL, NULL, resumed ? &after : NULL, dk_collect_live, b);
+    if (rc < 0) {
+      e = (eg_err)-rc;
+      break;
+    }
+    if (max && b->n > max - *done) b->n = (size_t)(max - *done);
+    if (!b->n) break;
+    after = b->recs[b->n - 1];
+    resumed = 1;
+    for (size_t i = 0; i < b->n && !e; i++) {
+      eg_key_rec *r = &b->recs[i];
+      if (!eg_keyring_has(kr, r->master_key_id)) {
+        /* The operator's to fix (the old key back in the keyring), not the
+         * store's: FAILED_PRECONDITION. */
+        eg_log(EG_LOG_ERROR, "rewrap: data key %u of user '%s' of tenant '%s' is under master "
+               "key %u, which is not in the keyring", r->gen, r->user, r->tenant,
+               r->master_key_id);
+        e = EG_EPRECOND;
+        break;
+      }
+      if ((e = dk_unwrap(kr, r, key, why, sizeof why)) != EG_OK) {
+        eg_log(EG_LOG_ERROR, "rewrap: %s", why);
+        break;
+      }
+      e = eg_key_wrap(kr, r->tenant, r->user, r->gen, key, r->wrapped);
+      r->master_key_id = primary;
+    }
+    eg_memzero(key, sizeof key);
+    if (e || (e = eg_keystore_put(dk->ks, b->recs, b->n)) != EG_OK) break;
+    *done += b->n;
+  }
+  /* The keys wrapped under the old master key are gone from the file too:
+   * that key's leak later opens nothing the store still holds. */
+  if (*done && !e) e = dk_compact(dk);
+  pthread_mutex_unlock(&dk->write_mu);
+  free(b);
+  eg_data_keys_stats st;
+  eg_master_key_use uses[EG_KEYRING_KEYS_MAX];
+  eg_err se = eg_data_keys_status(dk, &st, uses, EG_KEYRING_KEYS_MAX);
+  *remaining = 0;
+  for (size_t i = 0; !se && i < st.n_masters && i < EG_KEYRING_KEYS_MAX; i++)
+    if (uses[i].master_key_id != primary) *remaining += uses[i].data_keys;
+  return e ? e : se;
+}
+
+/* What a status scan counts. */
+typedef struct {
+  eg_data_keys_stats *st;
+  eg_master_key_use *uses;
+  size_t cap;
+  char tenant[EG_KEYSTORE_ID_MAX + 1], user[EG_KEYSTORE_ID_MAX + 1];
+  int latest_live, any; /* of the user being read */
+} eg_dk_count;
+
+static void dk_count_user_end(eg_dk_count *c) {
+  if (c->any && !c->latest_live) c->st->erased_users++;
+}
+
+static void dk_count_master(eg_dk_count *c, uint32_t id) {
+  size_t n = c->st->n_masters, i = 0;
+  size_t have = n < c->cap ? n : c->cap;
+  while (i < have && c->uses[i].master_key_id < id) i++;
+  if (i < have && c->uses[i].master_key_id == id) {
+    c->uses[i].data_keys++;
+    return;
+  }
+  /* A new id, kept in order; past cap only counted in n_masters. */
+  c->st->n_masters++;
+  if (i >= c->cap) return;
+  size_t move = (have < c->cap ? have : c->cap - 1) - i;
+  memmove(&c->uses[i + 1], &c->uses[i], move * sizeof *c->uses);
+  c->uses[i] = (eg_master_key_use){.master_key_id = id, .data_keys = 1};
+}
+
+static int dk_count(void *arg, const eg_key_rec *rec) {
+  eg_dk_count *c = arg;
+  if (!c->any || strcmp(c->tenant, rec->tenant) != 0 || strcmp(c->user, rec->user) != 0) {
+    dk_count_user_end(c);
+    strcpy(c->tenant, rec->tenant);
+    strcpy(c->user, rec->user);
+    c->any = 1;
+  }
+  c->latest_live = rec->wrapped_len > 0;
+  if (rec->wrapped_len) {
+    c->st->data_keys++;
+    dk_count_master(c, rec->master_key_id);
+  }
+  return 0;
+}
+
+eg_err eg_data_keys_status(eg_data_keys *dk, eg_data_keys_stats *st, eg_master_key_use *uses,
+                           size_t cap) {
+  eg_dk_count *c = calloc(1, sizeof *c);
+  if (!c) return EG_ENOMEM;
+  memset(st, 0, sizeof *st);
+  c->st = st;
+  c->uses = uses;
+  c->cap = cap;
+  int rc = eg_keystore_scan(dk->ks, NULL, NULL, NULL, dk_count, c);
+  dk_count_user_end(c);
+  free(c);
+  return rc < 0 ? (eg_err)-rc : EG_OK;
+}
+
 /* ---- replication and backup ---------------------------------------------------- */
 
 uint64_t eg_data_keys_version(eg_data_keys *dk) { return eg_keystore_version(dk->ks); }

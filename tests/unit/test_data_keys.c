@@ -546,6 +546,152 @@ static void test_copy(void) {
   eg_keyring_free(kr);
 }
 
+
+/* ---- rotation ------------------------------------------------------------------- */
+
+struct users_seen {
+  int n;
+  char last[64];
+  uint32_t cur, oldest;
+};
+
+static int count_user(void *arg, const char *tenant, const char *user, uint32_t cur,
+                      uint32_t oldest) {
+  struct users_seen *u = arg;
+  u->n++;
+  snprintf(u->last, sizeof u->last, "%s/%s", tenant, user);
+  u->cur = cur;
+  u->oldest = oldest;
+  return 0;
+}
+
+static int stop_at_two(void *arg, const char *tenant, const char *user, uint32_t cur,
+                       uint32_t oldest) {
+  int *n = arg;
+  return ++*n == 2 ? 42 : 0;
+}
+
+static void test_rotate_retire_each_user(void) {
+  char dir[4200], err[512];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t k1[EG_KEY_LEN], k2[EG_KEY_LEN], out[EG_KEY_LEN];
+  uint32_t gen;
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "a", &gen, k1), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_rotate(dk, kr, "acme", "a", &gen), EG_OK);
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "a", &gen, k2), EG_OK);
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_NOT_EQUAL(memcmp(k1, k2, sizeof k1), 0);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "a", 1, out, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(memcmp(out, k1, sizeof k1), 0);
+  struct users_seen u = {0};
+  CU_ASSERT_EQUAL(eg_data_keys_each_user(dk, count_user, &u), 0);
+  CU_ASSERT_EQUAL(u.n, 1);
+  CU_ASSERT_STRING_EQUAL(u.last, "acme/a");
+  CU_ASSERT_EQUAL(u.cur, 2);
+  CU_ASSERT_EQUAL(u.oldest, 1);
+  CU_ASSERT_EQUAL(eg_data_keys_retire(dk, "acme", "a", 2), EG_EPRECOND);
+  CU_ASSERT_EQUAL(eg_data_keys_retire(dk, "acme", "a", 7), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_data_keys_retire(dk, "acme", "a", 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "a", 1, out, err, sizeof err), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_keys_retire(dk, "acme", "a", 1), EG_OK); /* again: nothing */
+  memset(&u, 0, sizeof u);
+  eg_data_keys_each_user(dk, count_user, &u);
+  CU_ASSERT_EQUAL(u.cur, 2);
+  CU_ASSERT_EQUAL(u.oldest, 2);
+  /* Batches of users: more than one scan's worth, each listed once; an
+   * erased user is not listed; fn's value stops the walk. */
+  char user[16];
+  for (int i = 0; i < 300; i++) {
+    snprintf(user, sizeof user, "b%03d", i);
+    CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "bulk", user, &gen, out), EG_OK);
+  }
+  uint64_t n;
+  CU_ASSERT_EQUAL(eg_data_keys_erase_user(dk, "bulk", "b100", &n), EG_OK);
+  memset(&u, 0, sizeof u);
+  CU_ASSERT_EQUAL(eg_data_keys_each_user(dk, count_user, &u), 0);
+  CU_ASSERT_EQUAL(u.n, 1 + 299);
+  int seen = 0;
+  CU_ASSERT_EQUAL(eg_data_keys_each_user(dk, stop_at_two, &seen), 42);
+  CU_ASSERT_EQUAL(seen, 2);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+/* ---- master keys ------------------------------------------------------------------ */
+
+static void test_rewrap_and_status(void) {
+  char dir[4200], err[512], user[16];
+  eg_keyring *kr1 = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t keys[5][EG_KEY_LEN], out[EG_KEY_LEN], w0[EG_WRAPPED_KEY_LEN];
+  uint32_t gen;
+  uint64_t n, done, remaining;
+  for (int i = 0; i < 5; i++) {
+    snprintf(user, sizeof user, "u%d", i);
+    CU_ASSERT_EQUAL(eg_data_key_current(dk, kr1, "acme", user, &gen, keys[i]), EG_OK);
+  }
+  CU_ASSERT_EQUAL(eg_data_keys_erase_user(dk, "acme", "u4", &n), EG_OK);
+  eg_data_keys_stats st;
+  eg_master_key_use uses[4];
+  CU_ASSERT_EQUAL(eg_data_keys_status(dk, &st, uses, 4), EG_OK);
+  CU_ASSERT_EQUAL(st.data_keys, 4);
+  CU_ASSERT_EQUAL(st.erased_users, 1);
+  CU_ASSERT_EQUAL_FATAL(st.n_masters, 1);
+  CU_ASSERT_EQUAL(uses[0].master_key_id, 1);
+  CU_ASSERT_EQUAL(uses[0].data_keys, 4);
+
+  /* Key 2 added and made primary: rewrap moves keys 1 -> 2, bounded. */
+  wrapped_of(dk, "u0", 1, w0);
+  eg_keyring *kr12 = ring(2, key1, key2);
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(dk, kr12, 3, &done, &remaining), EG_OK);
+  CU_ASSERT_EQUAL(done, 3);
+  CU_ASSERT_EQUAL(remaining, 1);
+  CU_ASSERT_EQUAL(eg_data_keys_status(dk, &st, uses, 4), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(st.n_masters, 2);
+  CU_ASSERT_EQUAL(uses[0].master_key_id, 1);
+  CU_ASSERT_EQUAL(uses[0].data_keys, 1);
+  CU_ASSERT_EQUAL(uses[1].master_key_id, 2);
+  CU_ASSERT_EQUAL(uses[1].data_keys, 3);
+  /* With cap 1 only the lowest id is listed; n_masters counts both. */
+  CU_ASSERT_EQUAL(eg_data_keys_status(dk, &st, uses, 1), EG_OK);
+  CU_ASSERT_EQUAL(st.n_masters, 2);
+  CU_ASSERT_EQUAL(uses[0].master_key_id, 1);
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(dk, kr12, 0, &done, &remaining), EG_OK);
+  CU_ASSERT_EQUAL(done, 1);
+  CU_ASSERT_EQUAL(remaining, 0);
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(dk, kr12, 0, &done, &remaining), EG_OK);
+  CU_ASSERT_EQUAL(done, 0);
+  CU_ASSERT_EQUAL(eg_data_keys_status(dk, &st, uses, 4), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(st.n_masters, 1);
+  CU_ASSERT_EQUAL(uses[0].master_key_id, 2);
+  CU_ASSERT_EQUAL(uses[0].data_keys, 4);
+  /* The old wrapping is gone from the file (compacted). */
+  CU_ASSERT_FALSE(file_holds(dir, w0, sizeof w0));
+
+  /* Key 1 can go: a keyring of key 2 alone opens every key. */
+  eg_keyring *kr2 = ring(2, key2, "");
+  eg_data_keys_close(dk);
+  dk = dk_open(dir, 100);
+  for (int i = 0; i < 4; i++) {
+    snprintf(user, sizeof user, "u%d", i);
+    CU_ASSERT_EQUAL(eg_data_key_get(dk, kr2, "acme", user, 1, out, err, sizeof err), EG_OK);
+    CU_ASSERT_EQUAL(memcmp(out, keys[i], EG_KEY_LEN), 0);
+  }
+  /* A rewrap whose keyring lacks a key's master key is refused. */
+  eg_keyring *only1 = ring(1, key1, "");
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr2, "acme", "new", &gen, out), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(dk, only1, 0, &done, &remaining), EG_EPRECOND);
+  eg_keyring_free(only1);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr1);
+  eg_keyring_free(kr12);
+  eg_keyring_free(kr2);
+  rm_parent(dir);
+}
+
 void eg_test_register_data_keys(void) {
   CU_pSuite s = CU_add_suite("data_keys", suite_init, NULL);
   CU_add_test(s, "wrap round trip and binding", test_wrap_round_trip_and_binding);
@@ -558,4 +704,6 @@ void eg_test_register_data_keys(void) {
   CU_add_test(s, "changes apply round trip", test_changes_apply_round_trip);
   CU_add_test(s, "tombstone never resurrected", test_tombstone_never_resurrected);
   CU_add_test(s, "copy", test_copy);
+  CU_add_test(s, "rotate retire each user", test_rotate_retire_each_user);
+  CU_add_test(s, "rewrap and status", test_rewrap_and_status);
 }
