@@ -157,6 +157,10 @@ typedef struct {
    * the header), and the first failure in words. With or without one, a
    * record of those DBs that does not decode counts as failed. */
   uint64_t sealed_opened, sealed_failed, sealed_missing_key;
+  /* With a keyring: sealed fields of format 2 (under a user's data key,
+   * crypto/crypto.h), whose layout was checked but which were not opened:
+   * their keys are in the key store, not the keyring. */
+  uint64_t sealed_data_key;
   uint32_t missing_key_ids[EG_BACKUP_KEY_IDS_MAX];
   size_t n_missing;
   char first_failure[256];

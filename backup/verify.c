@@ -49,6 +49,15 @@ static void count_db(eg_backup_verify_result *out, const char *db) {
 static void open_field(eg_verify_walk *w, const eg_field_ctx *ctx, const ProtobufCBinaryData *tok) {
   eg_backup_verify_result *out = w->out;
   if (tok->len == 0) return; /* no value */
+  /* Format 2: sealed under a user's data key, which only the key store
+   * holds (wrapped): the keyring alone cannot open it, so its layout is
+   * what is checked here. */
+  uint8_t version;
+  if (tok->len >= EG_TOKEN_OVERHEAD && eg_token_version(tok->data, tok->len, &version) == EG_OK &&
+      version == EG_TOKEN_VERSION_DEK) {
+    out->sealed_data_key++;
+    return;
+  }
   uint32_t id;
   if (eg_token_key_id(tok->data, tok->len, &id) == EG_OK && !eg_keyring_has(w->kr, id)) {
     note_missing(out, id);

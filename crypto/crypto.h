@@ -141,6 +141,10 @@ eg_err eg_token_open_dek(const uint8_t key[EG_KEY_LEN], const eg_field_ctx *ctx,
 /* The format byte of a token (EG_TOKEN_VERSION or EG_TOKEN_VERSION_DEK):
  * EG_ECORRUPT if it is too short for a header or of an unknown format. */
 eg_err eg_token_version(const uint8_t *tok, size_t toklen, uint8_t *version);
+/* The data key generation a format 2 token names, into *gen: EG_OK, or
+ * EG_ECORRUPT if it is too short for a header or of another format.
+ * Reads the layout only (as eg_token_key_id does for format 1). */
+eg_err eg_token_generation(const uint8_t *tok, size_t toklen, uint32_t *gen);
 
 /* ---- key wrapping (crypto/wrap.c) --------------------------------------------
  * A data key sealed under a master key's key-wrapping subkey (crypto_kdf,

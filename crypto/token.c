@@ -58,14 +58,14 @@ static uint8_t *ad_new(const uint8_t *header, const eg_field_ctx *ctx, size_t *a
 /* Which subkey of a master key a token is sealed under. */
 typedef const uint8_t *(*eg_subkey_fn)(const eg_keyring *kr, uint32_t id);
 
-static eg_err token_seal(eg_subkey_fn subkey, const eg_keyring *kr, const eg_field_ctx *ctx,
-                         const uint8_t *pt, size_t plen, uint8_t *out) {
-  uint32_t key_id = eg_keyring_primary_id(kr);
-  const uint8_t *key = subkey(kr, key_id);
+/* The AEAD path every format shares: writes the header (version, id: a
+ * master key id or a data key generation, issued_at, a fresh nonce) and
+ * seals pt under key with that header and ctx as associated data. */
+static eg_err seal_with(uint8_t version, uint32_t id, const uint8_t *key, const eg_field_ctx *ctx,
+                        const uint8_t *pt, size_t plen, uint8_t *out) {
   size_t adlen;
-  assert(key); /* eg_keyring_load checked the primary is among the keys */
-  out[0] = EG_TOKEN_VERSION;
-  store_be(out + EG_TOKEN_KEY_ID_AT, key_id, 4);
+  out[0] = version;
+  store_be(out + EG_TOKEN_KEY_ID_AT, id, 4);
   store_be(out + EG_TOKEN_ISSUED_AT, (uint64_t)time(NULL), 8);
   /* 192-bit random nonces: no counter to keep, no collision to fear. */
   randombytes_buf(out + EG_TOKEN_NONCE_AT, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
@@ -77,24 +77,14 @@ static eg_err token_seal(eg_subkey_fn subkey, const eg_keyring *kr, const eg_fie
   return EG_OK;
 }
 
-eg_err eg_token_key_id(const uint8_t *tok, size_t toklen, uint32_t *key_id) {
-  if (toklen < EG_TOKEN_HEADER_LEN || tok[0] != EG_TOKEN_VERSION) return EG_ECORRUPT;
-  *key_id = load_u32_be(tok + EG_TOKEN_KEY_ID_AT);
-  return EG_OK;
-}
-
-static eg_err token_open(eg_subkey_fn subkey, const eg_keyring *kr, const eg_field_ctx *ctx,
-                         const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen) {
+/* Opens tok under key (NULL: no key for it, fails), the counterpart of
+ * seal_with; the caller checked toklen >= EG_TOKEN_OVERHEAD. */
+static eg_err open_with(const uint8_t *key, const eg_field_ctx *ctx, const uint8_t *tok,
+                        size_t toklen, uint8_t *out, size_t *plen) {
   uint8_t *ad = NULL;
   size_t adlen;
   unsigned long long mlen;
   eg_err rc = EG_ECORRUPT;
-  /* Too short to hold a header and a tag: out has no bytes to zero. */
-  if (toklen < EG_TOKEN_OVERHEAD) return EG_ECORRUPT;
-  /* The key id names the key, so rotation needs no trial decryption. */
-  uint32_t key_id;
-  const uint8_t *key =
-      eg_token_key_id(tok, toklen, &key_id) == EG_OK ? subkey(kr, key_id) : NULL;
   if (!key) goto fail;
   ad = ad_new(tok, ctx, &adlen);
   if (!ad) {
@@ -113,6 +103,58 @@ fail:
   /* Never hand back a partly opened plaintext. */
   sodium_memzero(out, toklen - EG_TOKEN_OVERHEAD);
   return rc;
+}
+
+static eg_err token_seal(eg_subkey_fn subkey, const eg_keyring *kr, const eg_field_ctx *ctx,
+                         const uint8_t *pt, size_t plen, uint8_t *out) {
+  uint32_t key_id = eg_keyring_primary_id(kr);
+  const uint8_t *key = subkey(kr, key_id);
+  assert(key); /* eg_keyring_load checked the primary is among the keys */
+  return seal_with(EG_TOKEN_VERSION, key_id, key, ctx, pt, plen, out);
+}
+
+eg_err eg_token_key_id(const uint8_t *tok, size_t toklen, uint32_t *key_id) {
+  if (toklen < EG_TOKEN_HEADER_LEN || tok[0] != EG_TOKEN_VERSION) return EG_ECORRUPT;
+  *key_id = load_u32_be(tok + EG_TOKEN_KEY_ID_AT);
+  return EG_OK;
+}
+
+eg_err eg_token_version(const uint8_t *tok, size_t toklen, uint8_t *version) {
+  if (toklen < EG_TOKEN_HEADER_LEN ||
+      (tok[0] != EG_TOKEN_VERSION && tok[0] != EG_TOKEN_VERSION_DEK))
+    return EG_ECORRUPT;
+  *version = tok[0];
+  return EG_OK;
+}
+
+static eg_err token_open(eg_subkey_fn subkey, const eg_keyring *kr, const eg_field_ctx *ctx,
+                         const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen) {
+  /* Too short to hold a header and a tag: out has no bytes to zero. */
+  if (toklen < EG_TOKEN_OVERHEAD) return EG_ECORRUPT;
+  /* The key id names the key, so rotation needs no trial decryption. */
+  uint32_t key_id;
+  const uint8_t *key =
+      eg_token_key_id(tok, toklen, &key_id) == EG_OK ? subkey(kr, key_id) : NULL;
+  return open_with(key, ctx, tok, toklen, out, plen);
+}
+
+eg_err eg_token_seal_dek(const uint8_t key[EG_KEY_LEN], uint32_t gen, const eg_field_ctx *ctx,
+                         const uint8_t *pt, size_t plen, uint8_t *out) {
+  return seal_with(EG_TOKEN_VERSION_DEK, gen, key, ctx, pt, plen, out);
+}
+
+eg_err eg_token_open_dek(const uint8_t key[EG_KEY_LEN], const eg_field_ctx *ctx,
+                         const uint8_t *tok, size_t toklen, uint8_t *out, size_t *plen) {
+  if (toklen < EG_TOKEN_OVERHEAD) return EG_ECORRUPT;
+  /* A format 1 token under a data key would be a master key's subkey
+   * mistaken for a data key: refused before any decryption. */
+  return open_with(tok[0] == EG_TOKEN_VERSION_DEK ? key : NULL, ctx, tok, toklen, out, plen);
+}
+
+eg_err eg_token_generation(const uint8_t *tok, size_t toklen, uint32_t *gen) {
+  if (toklen < EG_TOKEN_HEADER_LEN || tok[0] != EG_TOKEN_VERSION_DEK) return EG_ECORRUPT;
+  *gen = load_u32_be(tok + EG_TOKEN_KEY_ID_AT);
+  return EG_OK;
 }
 
 eg_err eg_token_seal(const eg_keyring *kr, const eg_field_ctx *ctx, const uint8_t *pt,

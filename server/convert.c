@@ -1,10 +1,12 @@
 #include "server/convert.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "engram/storage/v1/records.pb-c.h"
 #include "engram/v1/memory.pb-c.h"
+#include "server/data_keys.h"
 #include "server/validate.h"
 
 _Static_assert(offsetof(eg_kv_entry, key) == offsetof(Engram__V1__Session__MetadataEntry, key) &&
@@ -23,41 +25,85 @@ static eg_field_ctx eg_ctx(const eg_req *r, const char *kind, const char *record
   return (eg_field_ctx){.tenant = r->tenant, .kind = kind, .record_id = record_id, .field = field};
 }
 
-eg_err eg_field_seal(eg_req *r, const char *kind, const char *record_id, const char *field,
-                     const void *pt, size_t len, ProtobufCBinaryData *out) {
+eg_err eg_field_seal(eg_req *r, const char *user, const char *kind, const char *record_id,
+                     const char *field, const void *pt, size_t len, ProtobufCBinaryData *out) {
   eg_field_ctx ctx = eg_ctx(r, kind, record_id, field);
   uint8_t *tok = eg_arena_alloc(r->arena, eg_token_len(len));
   if (!tok) return EG_ENOMEM;
-  eg_err e = eg_token_seal(eg_srv_keys(r->srv), &ctx, pt, len, tok);
-  if (e != EG_OK) return e;
+  uint8_t key[EG_KEY_LEN];
+  uint32_t gen;
+  eg_err e = eg_data_key_current(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user, &gen, key);
+  if (e == EG_OK) e = eg_token_seal_dek(key, gen, &ctx, pt, len, tok);
+  sodium_memzero(key, sizeof key);
+  if (e != EG_OK) {
+    snprintf(r->msg, sizeof r->msg, "%s %s: %s could not be sealed (%s)", kind, record_id, field,
+             eg_err_msg(e));
+    return e;
+  }
   out->data = tok;
   out->len = eg_token_len(len);
   return EG_OK;
 }
 
-eg_err eg_field_open(eg_req *r, const char *kind, const char *record_id, const char *field,
-                     const ProtobufCBinaryData *tok, char **out, size_t *len) {
+eg_err eg_field_key_ready(eg_req *r, const char *user) {
+  uint8_t key[EG_KEY_LEN];
+  uint32_t gen;
+  eg_err e = eg_data_key_current(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user, &gen, key);
+  sodium_memzero(key, sizeof key);
+  return e;
+}
+
+/* Opens a format 2 token under user's data key of the generation it
+ * names; why says what went wrong. */
+static eg_err open_under_data_key(eg_req *r, const char *user, const eg_field_ctx *ctx,
+                                  const ProtobufCBinaryData *tok, uint8_t *pt, size_t *plen,
+                                  char *why, size_t whylen) {
+  uint32_t gen;
+  uint8_t key[EG_KEY_LEN];
+  if (eg_token_generation(tok->data, tok->len, &gen) != EG_OK) return EG_ECORRUPT;
+  eg_err e = eg_data_key_get(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user, gen, key, why,
+                             whylen);
+  if (e == EG_OK) e = eg_token_open_dek(key, ctx, tok->data, tok->len, pt, plen);
+  sodium_memzero(key, sizeof key);
+  return e;
+}
+
+eg_err eg_field_open(eg_req *r, const char *user, const char *kind, const char *record_id,
+                     const char *field, const ProtobufCBinaryData *tok, char **out, size_t *len) {
+  char why[160] = "tampered, or key missing";
   if (tok->len == 0) {
     *out = "";
     *len = 0;
     return EG_OK;
   }
-  if (tok->len < EG_TOKEN_OVERHEAD) goto corrupt;
+  uint8_t version;
+  if (tok->len < EG_TOKEN_OVERHEAD || eg_token_version(tok->data, tok->len, &version) != EG_OK)
+    goto corrupt;
   char *pt = eg_arena_alloc(r->arena, tok->len - EG_TOKEN_OVERHEAD + 1);
   if (!pt) return EG_ENOMEM;
   eg_field_ctx ctx = eg_ctx(r, kind, record_id, field);
   size_t plen;
-  eg_err e = eg_token_open(eg_srv_keys(r->srv), &ctx, tok->data, tok->len, (uint8_t *)pt, &plen);
+  /* Format 1: sealed under a master key before envelope keys (a store of
+   * an older release), opened as it always was. */
+  eg_err e = version == EG_TOKEN_VERSION
+                 ? eg_token_open(eg_srv_keys(r->srv), &ctx, tok->data, tok->len, (uint8_t *)pt, &plen)
+                 : open_under_data_key(r, user, &ctx, tok, (uint8_t *)pt, &plen, why, sizeof why);
   /* Out of memory is retryable: it must not read as tampered data. */
   if (e == EG_ENOMEM) return e;
+  if (e == EG_EERASED) {
+    snprintf(r->msg, sizeof r->msg,
+             "%s %s: %s cannot be read: the data of user \"%s\" was erased (its data key is "
+             "destroyed)",
+             kind, record_id, field, user);
+    return e;
+  }
   if (e != EG_OK) goto corrupt;
   pt[plen] = '\0';
   *out = pt;
   *len = plen;
   return EG_OK;
 corrupt:
-  snprintf(r->msg, sizeof r->msg, "%s %s: %s does not open (tampered, or key missing)", kind,
-           record_id, field);
+  snprintf(r->msg, sizeof r->msg, "%s %s: %s does not open (%s)", kind, record_id, field, why);
   return EG_ECORRUPT;
 }
 
@@ -99,15 +145,14 @@ static void eg_string_map_free(void *p) {
   engram__storage__v1__string_map__free_unpacked(p, NULL);
 }
 
-eg_err eg_metadata_open(eg_req *r, const char *kind, const char *record_id,
-                               const ProtobufCBinaryData *tok,
-                               void (*init)(void *entry), size_t entry_size,
-                               eg_kv_entry ***out, size_t *n) {
+eg_err eg_metadata_open(eg_req *r, const char *user, const char *kind, const char *record_id,
+                        const ProtobufCBinaryData *tok, void (*init)(void *entry),
+                        size_t entry_size, eg_kv_entry ***out, size_t *n) {
   char *pt;
   size_t len;
   *out = NULL;
   *n = 0;
-  eg_err e = eg_field_open(r, kind, record_id, "metadata", tok, &pt, &len);
+  eg_err e = eg_field_open(r, user, kind, record_id, "metadata", tok, &pt, &len);
   if (e != EG_OK || len == 0) return e;
   Engram__Storage__V1__StringMap *map =
       engram__storage__v1__string_map__unpack(NULL, len, (const uint8_t *)pt);
@@ -203,13 +248,13 @@ eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Sessi
   if (rec->end_time_us && !(s->end_time = eg_timestamp(r, rec->end_time_us))) return EG_ENOMEM;
   if (!(s->stats = eg_stats_to_api(r, rec))) return EG_ENOMEM;
   size_t len;
-  eg_err e = eg_field_open(r, "session", rec->session_id, "summary", &rec->summary_token,
-                           &s->summary, &len);
+  eg_err e = eg_field_open(r, rec->user_id, "session", rec->session_id, "summary",
+                           &rec->summary_token, &s->summary, &len);
   if (e == EG_OK)
-    e = eg_field_open(r, "session", rec->session_id, "end_reason", &rec->end_reason_token,
-                      &s->end_reason, &len);
+    e = eg_field_open(r, rec->user_id, "session", rec->session_id, "end_reason",
+                      &rec->end_reason_token, &s->end_reason, &len);
   if (e != EG_OK) return e;
-  e = eg_metadata_open(r, "session", rec->session_id, &rec->metadata_token,
+  e = eg_metadata_open(r, rec->user_id, "session", rec->session_id, &rec->metadata_token,
                        eg_session_entry_init, sizeof(Engram__V1__Session__MetadataEntry),
                        (eg_kv_entry ***)&s->metadata, &s->n_metadata);
   if (e != EG_OK) return e;
@@ -217,8 +262,8 @@ eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Sessi
   return EG_OK;
 }
 
-eg_err eg_message_to_api(eg_req *r, const char *session_id, const eg_message_rec *rec,
-                         Engram__V1__Message **out) {
+eg_err eg_message_to_api(eg_req *r, const char *user, const char *session_id,
+                         const eg_message_rec *rec, Engram__V1__Message **out) {
   Engram__V1__Message *m = EG_ARENA_NEW(r->arena, Engram__V1__Message);
   const char *rid = eg_message_record_id(r, session_id, rec->seq);
   if (!m || !rid) return EG_ENOMEM;
@@ -231,9 +276,10 @@ eg_err eg_message_to_api(eg_req *r, const char *session_id, const eg_message_rec
   m->create_time = eg_timestamp(r, rec->create_time_us);
   if (!m->create_time) return EG_ENOMEM;
   size_t len;
-  eg_err e = eg_field_open(r, "message", rid, "content", &rec->content_token, &m->content, &len);
+  eg_err e =
+      eg_field_open(r, user, "message", rid, "content", &rec->content_token, &m->content, &len);
   if (e != EG_OK) return e;
-  e = eg_metadata_open(r, "message", rid, &rec->metadata_token, eg_message_entry_init,
+  e = eg_metadata_open(r, user, "message", rid, &rec->metadata_token, eg_message_entry_init,
                        sizeof(Engram__V1__Message__MetadataEntry), (eg_kv_entry ***)&m->metadata,
                        &m->n_metadata);
   if (e != EG_OK) return e;

@@ -15,26 +15,38 @@ typedef struct {
   char *value;
 } eg_kv_entry;
 
-/* Seals pt[0..len) for (kind, record_id, field) of r's tenant into out. */
-eg_err eg_field_seal(eg_req *r, const char *kind, const char *record_id, const char *field,
-                     const void *pt, size_t len, ProtobufCBinaryData *out);
-/* Opens a token into a NUL-terminated arena string. EG_ECORRUPT (with
- * r->msg naming the record) if it does not open; EG_ENOMEM. An empty token
- * opens to "". */
-eg_err eg_field_open(eg_req *r, const char *kind, const char *record_id, const char *field,
-                     const ProtobufCBinaryData *tok, char **out, size_t *len);
+/* Seals pt[0..len) for (kind, record_id, field) of r's tenant into out,
+ * as a format 2 token under the current data key of (r's tenant, user)
+ * (server/data_keys.h; user EG_DATA_KEY_TENANT_USER for records without
+ * one). The first seal for a user creates its key, a durable key-store
+ * commit: seal in prepare, on the worker, not on the writer. On failure
+ * r->msg names the record. */
+eg_err eg_field_seal(eg_req *r, const char *user, const char *kind, const char *record_id,
+                     const char *field, const void *pt, size_t len, ProtobufCBinaryData *out);
+/* Makes sure user's current data key exists (creating it now, durably):
+ * a prepare whose apply seals calls it, so that the writer finds the key
+ * cached instead of committing a new one. */
+eg_err eg_field_key_ready(eg_req *r, const char *user);
+/* Opens a token of a record of user into a NUL-terminated arena string:
+ * format 1 under the keyring's master key it names, format 2 under user's
+ * data key of the generation it names. EG_EERASED (r->msg naming the
+ * record and the user) if that key was destroyed (DeleteUser,
+ * DeleteTenant); EG_ECORRUPT (r->msg naming the record) if it does not
+ * open or its key is missing; EG_ENOMEM. An empty token opens to "". */
+eg_err eg_field_open(eg_req *r, const char *user, const char *kind, const char *record_id,
+                     const char *field, const ProtobufCBinaryData *tok, char **out, size_t *len);
 
 /* Checks a metadata map (keys non-empty, total key+value bytes within the
  * limit) and packs it as a StringMap into *packed (empty for no entries). */
 eg_err eg_metadata_pack(eg_req *r, const char *field, eg_kv_entry **entries, size_t n,
                         ProtobufCBinaryData *packed);
 
-/* Opens the sealed StringMap tok of (kind, record_id, "metadata") into *n
- * API map entries (*out; each entry_size bytes, set up by init, then its
- * key and value), all arena-owned. An empty token is no entries.
- * EG_ECORRUPT (r->msg naming the record) if it does not open or decode;
- * EG_ENOMEM. */
-eg_err eg_metadata_open(eg_req *r, const char *kind, const char *record_id,
+/* Opens the sealed StringMap tok of (kind, record_id, "metadata") of a
+ * record of user into *n API map entries (*out; each entry_size bytes, set
+ * up by init, then its key and value), all arena-owned. An empty token is
+ * no entries. As eg_field_open (EG_EERASED, EG_ECORRUPT, EG_ENOMEM), and
+ * EG_ECORRUPT if it does not decode. */
+eg_err eg_metadata_open(eg_req *r, const char *user, const char *kind, const char *record_id,
                         const ProtobufCBinaryData *tok, void (*init)(void *entry),
                         size_t entry_size, eg_kv_entry ***out, size_t *n);
 
@@ -43,8 +55,10 @@ const char *eg_message_record_id(eg_req *r, const char *session_id, int64_t seq)
 
 /* Session as the API shows it (state EXPIRED derived from expire_time). */
 eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Session **out);
-eg_err eg_message_to_api(eg_req *r, const char *session_id, const eg_message_rec *rec,
-                         Engram__V1__Message **out);
+/* A message of user's session session_id (user: the session's user_id,
+ * whose data key seals its fields). */
+eg_err eg_message_to_api(eg_req *r, const char *user, const char *session_id,
+                         const eg_message_rec *rec, Engram__V1__Message **out);
 
 /* The state a stored session is in at time now. */
 int eg_session_state_at(const eg_session_rec *rec, int64_t now_us);

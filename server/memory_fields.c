@@ -111,9 +111,9 @@ void eg_memory_ids_hash(const eg_blind_ctx *ctx, eg_memory_rec *rec) {
   rec->source_hash = eg_source_hash(ctx, rec->source_session_id);
 }
 
-eg_err eg_memory_metadata_seal(eg_req *r, const char *field, const char *memory_id,
-                               Engram__V1__Memory__MetadataEntry **md, size_t n,
-                               eg_memory_rec *rec) {
+eg_err eg_memory_metadata_seal(eg_req *r, const char *field, const char *user,
+                               const char *memory_id, Engram__V1__Memory__MetadataEntry **md,
+                               size_t n, eg_memory_rec *rec) {
   ProtobufCBinaryData packed;
   eg_kv_entry **ents = (eg_kv_entry **)md;
   eg_err e;
@@ -124,7 +124,7 @@ eg_err eg_memory_metadata_seal(eg_req *r, const char *field, const char *memory_
     return eg_invalid(r->msg, sizeof r->msg, field, "%zu entries, limit %d", n, EG_MEMORY_MD_HASHES_MAX);
   if ((e = eg_metadata_pack(r, field, ents, n, &packed))) return e;
   if (packed.len &&
-      (e = eg_field_seal(r, "memory", memory_id, "metadata", packed.data, packed.len,
+      (e = eg_field_seal(r, user, "memory", memory_id, "metadata", packed.data, packed.len,
                          &rec->metadata_token)))
     return e;
   return eg_session_terms(r, ents, n, &rec->metadata_hashes, &rec->n_metadata_hashes);
@@ -133,7 +133,8 @@ eg_err eg_memory_metadata_seal(eg_req *r, const char *field, const char *memory_
 static void eg_memory_md_entry_init(void *e) { engram__v1__memory__metadata_entry__init(e); }
 
 eg_err eg_memory_metadata_open(eg_req *r, const eg_memory_rec *rec, Engram__V1__Memory *m) {
-  return eg_metadata_open(r, "memory", rec->memory_id, &rec->metadata_token, eg_memory_md_entry_init,
+  return eg_metadata_open(r, rec->user_id, "memory", rec->memory_id, &rec->metadata_token,
+                          eg_memory_md_entry_init,
                           sizeof(Engram__V1__Memory__MetadataEntry), (eg_kv_entry ***)&m->metadata,
                           &m->n_metadata);
 }

@@ -170,16 +170,18 @@ eg_err eg_memory_namespace_set(eg_req *r, const eg_blind_ctx *ctx, const char *n
 void eg_memory_ids_hash(const eg_blind_ctx *ctx, eg_memory_rec *rec);
 
 /* Checks md[0..n) (at most EG_MEMORY_MD_HASHES_MAX entries, then
- * eg_metadata_pack's rules) and seals it for memory_id into
+ * eg_metadata_pack's rules) and seals it for memory_id (of user, under
+ * its data key) into
  * rec->metadata_token (empty for none), its pair tokens (eg_session_term)
  * into rec->metadata_hashes. Returns EG_OK, EG_EINVAL naming field, or
  * EG_ENOMEM. */
-eg_err eg_memory_metadata_seal(eg_req *r, const char *field, const char *memory_id,
-                               Engram__V1__Memory__MetadataEntry **md, size_t n,
-                               eg_memory_rec *rec);
+eg_err eg_memory_metadata_seal(eg_req *r, const char *field, const char *user,
+                               const char *memory_id, Engram__V1__Memory__MetadataEntry **md,
+                               size_t n, eg_memory_rec *rec);
 
-/* Opens rec's metadata into m->metadata. EG_ECORRUPT (r->msg naming the
- * memory) if it does not open; EG_ENOMEM. */
+/* Opens rec's metadata (under rec->user_id's data key) into m->metadata.
+ * EG_ECORRUPT or EG_EERASED (r->msg naming the memory) if it does not
+ * open; EG_ENOMEM. */
 eg_err eg_memory_metadata_open(eg_req *r, const eg_memory_rec *rec, Engram__V1__Memory *m);
 
 /* ---- memory_search.c: the position map (postings joins) ---- */

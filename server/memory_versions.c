@@ -47,7 +47,8 @@ eg_err eg_memory_versions(eg_req *r, eg_txn *t, const eg_memory_rec *rec, const 
   char *opened;
   eg_blind_ctx *ctx;
   if (!text) {
-    if ((e = eg_field_open(r, "memory", rec->memory_id, "text", &rec->text_token, &opened, &len)))
+    if ((e = eg_field_open(r, rec->user_id, "memory", rec->memory_id, "text", &rec->text_token,
+                           &opened, &len)))
       return e;
     text = opened;
   } else {

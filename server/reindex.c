@@ -466,7 +466,8 @@ static eg_err eg_rx_visit(eg_rx_step *s, const uint8_t *key, size_t key_len, con
   return e;
 }
 
-/* A field that does not open (tampered, or its key gone) cannot be
+/* A field that does not open (tampered, its key gone, or erased: its
+ * user's data key destroyed) cannot be
  * indexed: x, the record's entry, says why (r's message) and the write
  * leaves the record with its old entries, the job going on (a retry would
  * stop it for good); every read of it fails alike. */
@@ -499,8 +500,9 @@ static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_re
                    .ctx = s->ctx,
                    .mem = rec,
                    .mem_new = *rec};
-  eg_err e = eg_field_open(&r, "memory", rec->memory_id, "text", &rec->text_token, &text, &len);
-  if (e == EG_ECORRUPT) return eg_rx_unreadable(s, x, &r);
+  eg_err e = eg_field_open(&r, rec->user_id, "memory", rec->memory_id, "text", &rec->text_token,
+                           &text, &len);
+  if (e == EG_ECORRUPT || e == EG_EERASED) return eg_rx_unreadable(s, x, &r);
   if (e) return e;
   if ((e = eg_text_index(&r, s->ctx, text, len, &x->mem_new))) return e;
   s->rx.item.bytes += engram__storage__v1__memory_record__get_packed_size(&x->mem_new);
@@ -556,8 +558,9 @@ static eg_err eg_rx_message(eg_rx_step *s, const char *tenant, const eg_session_
                    .session_id = s->s_id,
                    .msg = rec,
                    .msg_new = *rec};
-  eg_err e = eg_field_open(&r, "message", rid, "content", &rec->content_token, &text, &len);
-  if (e == EG_ECORRUPT) return eg_rx_unreadable(s, x, &r);
+  eg_err e = eg_field_open(&r, session->user_id, "message", rid, "content", &rec->content_token,
+                           &text, &len);
+  if (e == EG_ECORRUPT || e == EG_EERASED) return eg_rx_unreadable(s, x, &r);
   if (e) return e;
   if ((e = eg_message_index_fields(s->arena, s->ctx, s->from.target, session->language,
                                    session->user_id, text, len, &x->msg_new)))

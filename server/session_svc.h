@@ -33,14 +33,14 @@ typedef struct {
   uint64_t next_seq; /* with more: where the next page starts */
 } eg_message_page;
 
-/* Reads through t the messages of sid (a stored session of r's tenant)
+/* Reads through t the messages of session s (stored, of r's tenant)
  * from seq start, ascending (descending: from start down), at most want
  * (> 0) and within the --max-reply-bytes budget (one message always goes),
- * opened as the API shows them, into *out. Returns EG_OK, EG_ECORRUPT
- * (r->msg naming the message) if one does not open, EG_ENOMEM, or a
- * storage error. */
-eg_err eg_messages_page(eg_req *r, eg_txn *t, const char *sid, uint64_t start, int descending,
-                        size_t want, eg_message_page *out);
+ * opened (under s's user's data key) as the API shows them, into *out.
+ * Returns EG_OK, EG_ECORRUPT or EG_EERASED (r->msg naming the message) if
+ * one does not open, EG_ENOMEM, or a storage error. */
+eg_err eg_messages_page(eg_req *r, eg_txn *t, const eg_session_rec *s, uint64_t start,
+                        int descending, size_t want, eg_message_page *out);
 
 /* The ListSessions read handler. */
 eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg);

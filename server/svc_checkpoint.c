@@ -69,11 +69,12 @@ static const char *eg_ck_record_id(eg_req *r, const char *user, const char *thre
 
 /* ==== a checkpoint as the API shows it ============================================ */
 
-static eg_err eg_ck_bytes(eg_req *r, const char *rid, const char *field,
+/* Opens a field of a checkpoint of user (under its data key). */
+static eg_err eg_ck_bytes(eg_req *r, const char *user, const char *rid, const char *field,
                           const ProtobufCBinaryData *tok, ProtobufCBinaryData *out) {
   char *pt;
   size_t len;
-  eg_err e = eg_field_open(r, "checkpoint", rid, field, tok, &pt, &len);
+  eg_err e = eg_field_open(r, user, "checkpoint", rid, field, tok, &pt, &len);
   if (e) return e;
   out->data = (uint8_t *)pt;
   out->len = len;
@@ -124,7 +125,7 @@ static eg_err eg_ck_pending(eg_req *r, const char *user, Engram__V1__Checkpoint 
     pw->channel = w->channel;
     pw->value_type = w->value_type;
     pw->task_path = w->task_path;
-    if ((e = eg_ck_bytes(r, rid, "value", &w->value_token, &pw->value))) return e;
+    if ((e = eg_ck_bytes(r, user, rid, "value", &w->value_token, &pw->value))) return e;
     c->pending_writes[c->n_pending_writes++] = pw;
   }
   return EG_OK;
@@ -152,10 +153,13 @@ static eg_err eg_ck_to_api(eg_req *r, const char *user, eg_ckpt_rec *rec, Engram
   c->checkpoint_type = rec->checkpoint_type;
   c->user_id = (char *)user;
   if (!(c->create_time = eg_timestamp(r, rec->create_time_us))) return EG_ENOMEM;
-  eg_err e = eg_ck_bytes(r, rid, "checkpoint", &rec->checkpoint_token, &c->checkpoint);
-  if (!e) e = eg_field_open(r, "checkpoint", rid, "metadata", &rec->metadata_token, &c->metadata_json, &len);
-  if (!e) e = eg_field_open(r, "checkpoint", rid, "new_versions", &rec->new_versions_token,
-                            &c->new_versions_json, &len);
+  eg_err e = eg_ck_bytes(r, user, rid, "checkpoint", &rec->checkpoint_token, &c->checkpoint);
+  if (!e)
+    e = eg_field_open(r, user, "checkpoint", rid, "metadata", &rec->metadata_token,
+                      &c->metadata_json, &len);
+  if (!e)
+    e = eg_field_open(r, user, "checkpoint", rid, "new_versions", &rec->new_versions_token,
+                      &c->new_versions_json, &len);
   if (!e) e = eg_ck_pending(r, user, c);
   if (!e) *out = c;
   return e;
@@ -219,11 +223,11 @@ static eg_err eg_pc_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const char *rid = eg_ck_record_id(r, in->user_id, c->thread_id, c->checkpoint_ns, c->checkpoint_id,
                                     NULL, 0, 0);
   if (!rid) return EG_ENOMEM;
-  if ((e = eg_field_seal(r, "checkpoint", rid, "checkpoint", c->checkpoint.data, c->checkpoint.len,
-                         &rec->checkpoint_token)) ||
-      (e = eg_field_seal(r, "checkpoint", rid, "metadata", c->metadata_json,
+  if ((e = eg_field_seal(r, in->user_id, "checkpoint", rid, "checkpoint", c->checkpoint.data,
+                         c->checkpoint.len, &rec->checkpoint_token)) ||
+      (e = eg_field_seal(r, in->user_id, "checkpoint", rid, "metadata", c->metadata_json,
                          strlen(c->metadata_json), &rec->metadata_token)) ||
-      (e = eg_field_seal(r, "checkpoint", rid, "new_versions", c->new_versions_json,
+      (e = eg_field_seal(r, in->user_id, "checkpoint", rid, "new_versions", c->new_versions_json,
                          strlen(c->new_versions_json), &rec->new_versions_token)))
     return e;
   r->state = st;
@@ -426,8 +430,8 @@ static eg_err eg_pw_prepare(eg_req *r, const ProtobufCMessage *msg) {
     const char *rid = eg_ck_record_id(r, in->user_id, in->thread_id, in->checkpoint_ns,
                                       in->checkpoint_id, w->task_id, w->idx, 1);
     if (!rid) return EG_ENOMEM;
-    if ((e = eg_field_seal(r, "checkpoint", rid, "value", w->value.data, w->value.len,
-                           &rec->value_token)))
+    if ((e = eg_field_seal(r, in->user_id, "checkpoint", rid, "value", w->value.data,
+                           w->value.len, &rec->value_token)))
       return e;
   }
   r->state = st;

@@ -159,7 +159,8 @@ eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t
   return EG_OK;
 }
 
-/* Seals {category, tags} for memory_id and hashes them for filtering. */
+/* Seals {category, tags} for memory_id (under rec->user_id's data key) and
+ * hashes them for filtering. */
 static eg_err eg_labels_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memory_id,
                              const char *category, char **tags, size_t n, eg_memory_rec *rec) {
   rec->category_hash = eg_category_hash(ctx, category);
@@ -178,7 +179,8 @@ static eg_err eg_labels_seal(eg_req *r, const eg_blind_ctx *ctx, const char *mem
   uint8_t *buf = eg_arena_alloc(r->arena, len ? len : 1);
   if (!buf) return EG_ENOMEM;
   engram__storage__v1__memory_labels__pack(&l, buf);
-  return eg_field_seal(r, "memory", memory_id, "labels", buf, len, &rec->labels_token);
+  return eg_field_seal(r, rec->user_id, "memory", memory_id, "labels", buf, len,
+                       &rec->labels_token);
 }
 
 static void eg_labels_free(void *p) { engram__storage__v1__memory_labels__free_unpacked(p, NULL); }
@@ -191,7 +193,8 @@ static eg_err eg_labels_open(eg_req *r, const eg_memory_rec *rec, char **categor
   *category = "";
   *tags = NULL;
   *n = 0;
-  eg_err e = eg_field_open(r, "memory", rec->memory_id, "labels", &rec->labels_token, &pt, &len);
+  eg_err e = eg_field_open(r, rec->user_id, "memory", rec->memory_id, "labels", &rec->labels_token,
+                           &pt, &len);
   if (e != EG_OK || len == 0) return e;
   Engram__Storage__V1__MemoryLabels *l =
       engram__storage__v1__memory_labels__unpack(NULL, len, (const uint8_t *)pt);
@@ -220,13 +223,15 @@ eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_
   return EG_OK;
 }
 
-/* Seals the text for memory_id and computes its blind terms (in
- * rec->language: set it first). */
+/* Seals the text for memory_id (under rec->user_id's data key) and
+ * computes its blind terms (in rec->language: set it first). */
 static eg_err eg_text_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memory_id,
                            const char *text, eg_memory_rec *rec) {
   size_t len = strlen(text);
   eg_err e = eg_text_index(r, ctx, text, len, rec);
-  return e ? e : eg_field_seal(r, "memory", memory_id, "text", text, len, &rec->text_token);
+  return e ? e
+           : eg_field_seal(r, rec->user_id, "memory", memory_id, "text", text, len,
+                           &rec->text_token);
 }
 
 static eg_err eg_text_check(eg_req *r, const char *field, const char *text) {
@@ -262,7 +267,8 @@ eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with
       !(m->update_time = eg_timestamp(r, rec->update_time_us)))
     return EG_ENOMEM;
   if (rec->expire_time_us && !(m->expire_time = eg_timestamp(r, rec->expire_time_us))) return EG_ENOMEM;
-  eg_err e = eg_field_open(r, "memory", rec->memory_id, "text", &rec->text_token, &m->text, &len);
+  eg_err e = eg_field_open(r, rec->user_id, "memory", rec->memory_id, "text", &rec->text_token,
+                           &m->text, &len);
   if (e == EG_OK) e = eg_labels_open(r, rec, &m->category, &m->tags, &m->n_tags);
   if (e == EG_OK) e = eg_memory_metadata_open(r, rec, m);
   if (e != EG_OK) return e;
@@ -384,8 +390,8 @@ eg_err eg_create_memory_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if ((e = eg_text_seal(r, ctx, rec->memory_id, st->m->text, rec)) ||
       (e = eg_labels_seal(r, ctx, rec->memory_id, st->m->category, st->tags, st->n_tags, rec)) ||
       (e = eg_memory_namespace_set(r, ctx, st->m->namespace_, rec)) ||
-      (e = eg_memory_metadata_seal(r, "memory.metadata", rec->memory_id, st->m->metadata,
-                                   st->m->n_metadata, rec)))
+      (e = eg_memory_metadata_seal(r, "memory.metadata", rec->user_id, rec->memory_id,
+                                   st->m->metadata, st->m->n_metadata, rec)))
     return e;
   r->state = st;
   return EG_OK;
@@ -831,6 +837,9 @@ struct eg_um_state {
   int64_t expire_us;
   int dedup;    /* the edit may duplicate another memory: compare */
   float jt, ct; /* dedup thresholds */
+  /* The memory's user in prepare's snapshot, whose data key sealed what
+   * prepare sealed; NULL: nothing sealed. */
+  const char *user;
 };
 
 static eg_err eg_um_mask(eg_req *r, struct eg_um_state *st) {
@@ -898,10 +907,21 @@ static eg_err eg_um_prepare(eg_req *r, const ProtobufCMessage *msg) {
               (k & (EG_UP_TEXT | EG_UP_EMBEDDING | EG_UP_TYPE | EG_UP_LANGUAGE));
   eg_memory_rec *sl = &st->sealed;
   engram__storage__v1__memory_record__init(sl);
-  if (((k & EG_UP_TEXT) && (e = eg_field_seal(r, "memory", m->memory_id, "text", m->text,
+  /* What is sealed, here or in apply (labels), is sealed under the
+   * memory's user's data key: the user from this snapshot (apply checks
+   * it is still the memory's), its key made here, not on the writer. */
+  if (k & (EG_UP_TEXT | EG_UP_METADATA | EG_UP_CATEGORY | EG_UP_TAGS)) {
+    eg_memory_rec *cur;
+    if ((e = eg_memory_load(r, r->rtxn, m->memory_id, 0, &cur)) ||
+        (e = eg_field_key_ready(r, cur->user_id)))
+      return e;
+    st->user = cur->user_id;
+  }
+  if (((k & EG_UP_TEXT) && (e = eg_field_seal(r, st->user, "memory", m->memory_id, "text", m->text,
                                               strlen(m->text), &sl->text_token))) ||
-      ((k & EG_UP_METADATA) && (e = eg_memory_metadata_seal(r, "memory.metadata", m->memory_id,
-                                                            m->metadata, m->n_metadata, sl))) ||
+      ((k & EG_UP_METADATA) &&
+       (e = eg_memory_metadata_seal(r, "memory.metadata", st->user, m->memory_id, m->metadata,
+                                    m->n_metadata, sl))) ||
       ((k & EG_UP_NAMESPACE) && (e = eg_memory_namespace_set(r, ctx, m->namespace_, sl))))
     return e;
   r->state = st;
@@ -952,6 +972,12 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
   eg_memory_rec *old, upd;
   eg_err e = eg_memory_load(r, t, m->memory_id, 0, &old);
   if (e || (e = eg_version_check(r, st->in->expected_version, old))) return e;
+  if (st->user && strcmp(st->user, old->user_id) != 0) {
+    snprintf(r->msg, sizeof r->msg,
+             "memory_id: memory '%s' was replaced while the call was prepared; retry",
+             old->memory_id);
+    return EG_EABORTED;
+  }
   if (old->state == EG_MSTATE_DELETED) {
     snprintf(r->msg, sizeof r->msg, "memory_id: memory '%s' is deleted", old->memory_id);
     return EG_EPRECOND;
@@ -962,7 +988,8 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
     char *text = m->text;
     size_t len = strlen(text);
     if (k & EG_UP_TEXT) upd.text_token = st->sealed.text_token;
-    else if ((e = eg_field_open(r, "memory", old->memory_id, "text", &old->text_token, &text, &len)))
+    else if ((e = eg_field_open(r, old->user_id, "memory", old->memory_id, "text",
+                                &old->text_token, &text, &len)))
       return e;
     if (k & EG_UP_LANGUAGE) upd.language = m->language;
     if ((e = eg_text_index(r, st->ctx, text, len, &upd))) return e;
@@ -1203,7 +1230,8 @@ const eg_method eg_memory_methods[] = {
     EG_WRITE(CreateMemory, engram__v1__create_memory_request__descriptor, eg_create_memory_prepare,
              eg_create_memory_apply),
     EG_READ(GetMemory, engram__v1__get_memory_request__descriptor, eg_get_memory),
-    EG_WRITE(UpdateMemory, engram__v1__update_memory_request__descriptor, eg_um_prepare, eg_um_apply),
+    {.path = EG_MEMORY_PATH(UpdateMemory), .in = &engram__v1__update_memory_request__descriptor,
+     .role = EG_ROLE_AGENT, .prepare = eg_um_prepare, .apply = eg_um_apply, .prepare_reads = 1},
     EG_WRITE(DeleteMemory, engram__v1__delete_memory_request__descriptor, eg_dm_prepare, eg_dm_apply),
     EG_READ(ListMemories, engram__v1__list_memories_request__descriptor, eg_list_memories),
     EG_READ(SearchMemories, engram__v1__search_memories_request__descriptor, eg_search_memories),

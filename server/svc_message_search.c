@@ -622,7 +622,18 @@ static eg_err eg_msearch_result(eg_msearch *s, const eg_scored *c, double best_b
   Engram__V1__MessageSearchResult *res = EG_ARENA_NEW(r->arena, Engram__V1__MessageSearchResult);
   if (!res) return EG_ENOMEM;
   engram__v1__message_search_result__init(res);
-  if ((e = eg_message_to_api(r, sid, rec, &res->message))) return e;
+  /* The session's user, whose data key seals the message: an indexed
+   * message names it, else its session does. */
+  const char *user = rec->index_user_id;
+  if (!user[0]) {
+    eg_session_rec *srec;
+    if ((e = eg_store_session_get(r->rtxn, r->tenant, sid, &srec)) == EG_ENOTFOUND)
+      return s->orphans++, EG_OK;
+    if (e) return e;
+    if (eg_arena_defer(r->arena, eg_session_rec_free, srec)) return EG_ENOMEM;
+    user = srec->user_id;
+  }
+  if ((e = eg_message_to_api(r, user, sid, rec, &res->message))) return e;
   if (rec->embedding.len) {
     size_t dim = rec->embedding.len / sizeof(float);
     if (!(res->message->embedding = EG_ARENA_ARRAY(r->arena, float, dim))) return EG_ENOMEM;

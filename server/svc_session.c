@@ -93,6 +93,28 @@ static eg_err eg_ttl_us(eg_req *r, int64_t ttl_s, int64_t *out) {
   return EG_OK;
 }
 
+/* The user of session sid in prepare's snapshot, whose data key seals the
+ * fields prepare seals: EndSession, UpdateSession and UpdateSummary are
+ * prepare_reads writes for it. NOT_FOUND as apply would answer. */
+static eg_err eg_session_user(eg_req *r, const char *sid, const char **user) {
+  eg_session_rec *rec;
+  eg_err e = eg_session_load(r, r->rtxn, sid, &rec);
+  if (e == EG_OK) *user = rec->user_id;
+  return e;
+}
+
+/* apply's check that the session it writes is of the user prepare sealed
+ * for (user; NULL: nothing was sealed): one deleted and made again under
+ * its id by another user since would hold fields under a key not its
+ * user's, which DeleteUser of its user would not destroy. */
+static eg_err eg_session_same_user(eg_req *r, const eg_session_rec *s, const char *user) {
+  if (!user || strcmp(s->user_id, user) == 0) return EG_OK;
+  snprintf(r->msg, sizeof r->msg,
+           "session_id: session '%s' was replaced while the call was prepared; retry",
+           s->session_id);
+  return EG_EABORTED;
+}
+
 /* A new session may take id (no record has it, checked by the caller):
  * EG_OK, or EG_EUNAVAIL naming field when a session of this id was retired
  * (past retention or by DeleteSession) and the sweeper is still deleting
@@ -146,8 +168,8 @@ static eg_err eg_create_prepare(eg_req *r, const ProtobufCMessage *msg) {
   ProtobufCBinaryData packed;
   e = eg_metadata_pack(r, "session.metadata", (eg_kv_entry **)s->metadata, s->n_metadata, &packed);
   if (e == EG_OK && packed.len)
-    e = eg_field_seal(r, "session", st->session_id, "metadata", packed.data, packed.len,
-                      &st->metadata_token);
+    e = eg_field_seal(r, s->user_id, "session", st->session_id, "metadata", packed.data,
+                      packed.len, &st->metadata_token);
   if (e == EG_OK)
     e = eg_session_terms(r, (eg_kv_entry **)s->metadata, s->n_metadata, &st->metadata_hashes,
                          &st->n_metadata_hashes);
@@ -210,6 +232,7 @@ static eg_err eg_delete_prepare(eg_req *r, const ProtobufCMessage *msg) {
 
 struct eg_end_state {
   const char *session_id;
+  const char *user;                 /* whose key sealed the reason; NULL: none */
   ProtobufCBinaryData reason_token; /* empty: no reason */
 };
 
@@ -225,7 +248,9 @@ static eg_err eg_end_prepare(eg_req *r, const ProtobufCMessage *msg) {
   st->session_id = in->session_id;
   r->state = st;
   if (len == 0) return EG_OK;
-  return eg_field_seal(r, "session", in->session_id, "end_reason", in->reason, len, &st->reason_token);
+  if ((e = eg_session_user(r, in->session_id, &st->user))) return e;
+  return eg_field_seal(r, st->user, "session", in->session_id, "end_reason", in->reason, len,
+                       &st->reason_token);
 }
 
 /* Ends s as of now, with reason (may be empty); a session that already
@@ -246,6 +271,7 @@ static eg_err eg_end_apply(eg_req *r, eg_txn *t) {
   const struct eg_end_state *st = r->state;
   eg_session_rec *rec, upd;
   eg_err e = eg_session_load(r, t, st->session_id, &rec);
+  if (e == EG_OK) e = eg_session_same_user(r, rec, st->user);
   if (e != EG_OK) return e;
   /* Ending an ENDED session again is a retry: it keeps its first end time
    * and reason, and nothing is written. */
@@ -272,6 +298,7 @@ static const struct {
 struct eg_update_state {
   const Engram__V1__UpdateSessionRequest *in;
   unsigned mask;
+  const char *user; /* whose key sealed metadata_token; NULL: none */
   ProtobufCBinaryData metadata_token;
   uint64_t *metadata_hashes; /* the blind index terms of the new metadata */
   size_t n_metadata_hashes;
@@ -316,8 +343,8 @@ static eg_err eg_update_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if (!(st->mask & EG_SU_METADATA)) return EG_OK;
   ProtobufCBinaryData packed;
   e = eg_metadata_pack(r, "session.metadata", (eg_kv_entry **)s->metadata, s->n_metadata, &packed);
-  if (e == EG_OK && packed.len)
-    e = eg_field_seal(r, "session", in->session_id, "metadata", packed.data, packed.len,
+  if (e == EG_OK && packed.len && (e = eg_session_user(r, in->session_id, &st->user)) == EG_OK)
+    e = eg_field_seal(r, st->user, "session", in->session_id, "metadata", packed.data, packed.len,
                       &st->metadata_token);
   if (e == EG_OK)
     e = eg_session_terms(r, (eg_kv_entry **)s->metadata, s->n_metadata, &st->metadata_hashes,
@@ -330,6 +357,7 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
   const Engram__V1__Session *in = st->in->session;
   eg_session_rec *rec, upd;
   eg_err e = eg_session_load(r, t, st->in->session_id, &rec);
+  if (e == EG_OK) e = eg_session_same_user(r, rec, st->user);
   if (e != EG_OK) return e;
   /* A shallow copy: new tokens are arena memory (see eg_session_end). */
   upd = *rec;
@@ -419,6 +447,7 @@ static eg_err eg_delete_apply(eg_req *r, eg_txn *t) {
 struct eg_msg_collect {
   eg_req *r;
   const char *sid;
+  const char *user; /* the session's, whose data key seals its messages */
   Engram__V1__Message **msgs;
   size_t n, want;
   int more;           /* a message past the page or budget exists */
@@ -432,7 +461,7 @@ struct eg_msg_collect {
 /* Opens rec into the page if it fits the reply budget, else sets more.
  * Returns 1 to stop the scan (no room, or an error in mc->err). */
 static int eg_msg_collect_keep(struct eg_msg_collect *mc, eg_message_rec *rec) {
-  mc->err = eg_message_to_api(mc->r, mc->sid, rec, &mc->msgs[mc->n]);
+  mc->err = eg_message_to_api(mc->r, mc->user, mc->sid, rec, &mc->msgs[mc->n]);
   if (mc->err != EG_OK) return 1;
   if (!eg_reply_budget_take(&mc->budget, &mc->msgs[mc->n]->base)) {
     mc->more = 1;
@@ -454,19 +483,20 @@ static int eg_list_messages_visit(void *arg, eg_message_rec *rec) {
   return eg_msg_collect_keep(mc, rec);
 }
 
-static eg_err eg_msg_collect_init(eg_req *r, struct eg_msg_collect *mc, const char *sid, size_t want) {
-  *mc = (struct eg_msg_collect){.r = r, .sid = sid, .want = want};
+static eg_err eg_msg_collect_init(eg_req *r, struct eg_msg_collect *mc, const eg_session_rec *s,
+                                  size_t want) {
+  *mc = (struct eg_msg_collect){.r = r, .sid = s->session_id, .user = s->user_id, .want = want};
   eg_reply_budget_init(&mc->budget, r);
   mc->msgs = EG_ARENA_ARRAY(r->arena, Engram__V1__Message *, want ? want : 1);
   return mc->msgs ? EG_OK : EG_ENOMEM;
 }
 
-eg_err eg_messages_page(eg_req *r, eg_txn *t, const char *sid, uint64_t start, int descending,
-                        size_t want, eg_message_page *out) {
+eg_err eg_messages_page(eg_req *r, eg_txn *t, const eg_session_rec *s, uint64_t start,
+                        int descending, size_t want, eg_message_page *out) {
   struct eg_msg_collect mc;
-  eg_err e = eg_msg_collect_init(r, &mc, sid, want);
+  eg_err e = eg_msg_collect_init(r, &mc, s, want);
   if (e == EG_OK)
-    e = eg_store_messages_scan(t, r->tenant, sid, start, descending, eg_list_messages_visit, &mc);
+    e = eg_store_messages_scan(t, r->tenant, s->session_id, start, descending, eg_list_messages_visit, &mc);
   if (e == EG_OK) e = mc.err;
   if (e != EG_OK) return e;
   *out = (eg_message_page){.msgs = mc.msgs, .n = mc.n, .more = mc.more, .next_seq = mc.next_seq};
@@ -484,7 +514,7 @@ static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
       (e = eg_page_size(r, "page_size", in->page_size, &want)) ||
       (in->page_token[0] && (e = eg_msg_token_parse(r, msg, in->newest_first, &start))) ||
       (e = eg_session_load(r, r->rtxn, in->session_id, &rec)) ||
-      (e = eg_messages_page(r, r->rtxn, rec->session_id, start, in->newest_first, want, &page)))
+      (e = eg_messages_page(r, r->rtxn, rec, start, in->newest_first, want, &page)))
     return e;
   Engram__V1__ListMessagesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__ListMessagesResponse);
   if (!out) return EG_ENOMEM;
@@ -525,14 +555,15 @@ static eg_err eg_get_context(eg_req *r, const ProtobufCMessage *msg) {
     return e;
   if (in->max_tokens < 0) return eg_invalid_r(r, "max_tokens", "must not be negative");
   if ((e = eg_session_load(r, r->rtxn, in->session_id, &rec)) ||
-      (e = eg_msg_collect_init(r, &mc, rec->session_id, want)))
+      (e = eg_msg_collect_init(r, &mc, rec, want)))
     return e;
   mc.stop_at_or_below = rec->summary_through_seq;
   mc.max_tokens = in->max_tokens;
   Engram__V1__GetContextResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__GetContextResponse);
   if (!out) return EG_ENOMEM;
   engram__v1__get_context_response__init(out);
-  e = eg_field_open(r, "session", rec->session_id, "summary", &rec->summary_token, &out->summary, &len);
+  e = eg_field_open(r, rec->user_id, "session", rec->session_id, "summary", &rec->summary_token,
+                    &out->summary, &len);
   if (e != EG_OK) return e;
   if (len) eg_reply_budget_charge(&mc.budget, len);
   e = eg_store_messages_scan(r->rtxn, r->tenant, rec->session_id, UINT64_MAX, 1, eg_context_visit, &mc);
@@ -655,13 +686,20 @@ static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if (e != EG_OK) return e;
   if (eg_arena_defer(r->arena, eg_session_rec_free, s) != 0) return EG_ENOMEM;
   st->seen_create_us = s->create_time_us;
+  /* apply seals (a message's record id needs its seq) with the user's
+   * data key: made here, on the worker, so that apply finds it cached
+   * instead of committing a new key on the writer (which it still does
+   * for a session replaced since, or a key destroyed since). */
+  if ((e = eg_field_key_ready(r, s->user_id))) return e;
   return eg_append_index(r, in, s, &st->index);
 }
 
 /* A message whose client_message_id this session already has: answer with
  * the stored one (its seq and time), write nothing. Sets *found. */
-static eg_err eg_append_find_retry(eg_req *r, eg_txn *t, const char *sid, const Engram__V1__Message *m,
-                                   Engram__V1__Message **out, int *found) {
+static eg_err eg_append_find_retry(eg_req *r, eg_txn *t, const eg_session_rec *s,
+                                   const Engram__V1__Message *m, Engram__V1__Message **out,
+                                   int *found) {
+  const char *sid = s->session_id;
   uint64_t seq;
   eg_message_rec *rec;
   *found = 0;
@@ -672,7 +710,7 @@ static eg_err eg_append_find_retry(eg_req *r, eg_txn *t, const char *sid, const 
   if (e != EG_OK) return e;
   if (eg_arena_defer(r->arena, eg_message_rec_free, rec) != 0) return EG_ENOMEM;
   *found = 1;
-  return eg_message_to_api(r, sid, rec, out);
+  return eg_message_to_api(r, s->user_id, sid, rec, out);
 }
 
 /* Counts one appended message into stats. */
@@ -709,10 +747,11 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
   }
   const char *rid = eg_message_record_id(r, s->session_id, rec.seq);
   if (!rid) return EG_ENOMEM;
-  eg_err e = eg_field_seal(r, "message", rid, "content", m->content, strlen(m->content), &rec.content_token);
+  eg_err e = eg_field_seal(r, s->user_id, "message", rid, "content", m->content,
+                           strlen(m->content), &rec.content_token);
   if (e == EG_OK && st->metadata[i].len)
-    e = eg_field_seal(r, "message", rid, "metadata", st->metadata[i].data, st->metadata[i].len,
-                      &rec.metadata_token);
+    e = eg_field_seal(r, s->user_id, "message", rid, "metadata", st->metadata[i].data,
+                      st->metadata[i].len, &rec.metadata_token);
   if (e == EG_OK) e = eg_store_message_put(t, r->tenant, s->session_id, &rec);
   if (e != EG_OK) return e;
   s->message_count = rec.seq;
@@ -755,7 +794,7 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
   if (s->stats) stats = *s->stats;
   for (size_t i = 0; i < n; i++) {
     int found;
-    e = eg_append_find_retry(r, t, s->session_id, st->in->messages[i], &msgs[i], &found);
+    e = eg_append_find_retry(r, t, s, st->in->messages[i], &msgs[i], &found);
     if (e != EG_OK) return e;
     if (found) continue;
     /* Checked here, after retries were answered, so that a retry of an
@@ -795,6 +834,7 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
 
 struct eg_summary_state {
   const Engram__V1__UpdateSummaryRequest *in;
+  const char *user; /* whose key sealed token; NULL: none */
   ProtobufCBinaryData token;
 };
 
@@ -814,13 +854,16 @@ static eg_err eg_summary_prepare(eg_req *r, const ProtobufCMessage *msg) {
   st->in = in;
   r->state = st;
   if (len == 0) return EG_OK; /* an empty token means no summary */
-  return eg_field_seal(r, "session", in->session_id, "summary", in->summary, len, &st->token);
+  if ((e = eg_session_user(r, in->session_id, &st->user))) return e;
+  return eg_field_seal(r, st->user, "session", in->session_id, "summary", in->summary, len,
+                       &st->token);
 }
 
 static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
   const struct eg_summary_state *st = r->state;
   eg_session_rec *s;
   eg_err e = eg_session_load(r, t, st->in->session_id, &s);
+  if (e == EG_OK) e = eg_session_same_user(r, s, st->user);
   if (e != EG_OK) return e;
   if (st->in->expected_through_seq && st->in->expected_through_seq != s->summary_through_seq) {
     snprintf(r->msg, sizeof r->msg,
@@ -879,15 +922,15 @@ struct eg_fork_state {
 
 /* Opens a sealed field of (kind, from_id) and seals it for (kind, to_id);
  * an empty token stays empty. */
-static eg_err eg_fork_reseal(eg_req *r, const char *kind, const char *from_id, const char *to_id,
-                             const char *field, const ProtobufCBinaryData *tok,
+static eg_err eg_fork_reseal(eg_req *r, const char *user, const char *kind, const char *from_id,
+                             const char *to_id, const char *field, const ProtobufCBinaryData *tok,
                              ProtobufCBinaryData *out) {
   char *pt;
   size_t len;
   *out = (ProtobufCBinaryData){0};
   if (!tok->len) return EG_OK;
-  eg_err e = eg_field_open(r, kind, from_id, field, tok, &pt, &len);
-  if (e == EG_OK) e = eg_field_seal(r, kind, to_id, field, pt, len, out);
+  eg_err e = eg_field_open(r, user, kind, from_id, field, tok, &pt, &len);
+  if (e == EG_OK) e = eg_field_seal(r, user, kind, to_id, field, pt, len, out);
   return e;
 }
 
@@ -914,10 +957,12 @@ static eg_err eg_fork_message(struct eg_fork_copy *fc, const eg_message_rec *rec
   *m = *rec;
   m->content_token = m->metadata_token = (ProtobufCBinaryData){0};
   if (rec->content_token.len &&
-      ((e = eg_field_open(r, "message", from, "content", &rec->content_token, &text, &len)) ||
-       (e = eg_field_seal(r, "message", to, "content", text, len, &m->content_token))))
+      ((e = eg_field_open(r, src->user_id, "message", from, "content", &rec->content_token,
+                          &text, &len)) ||
+       (e = eg_field_seal(r, src->user_id, "message", to, "content", text, len,
+                          &m->content_token))))
     return e;
-  if ((e = eg_fork_reseal(r, "message", from, to, "metadata", &rec->metadata_token,
+  if ((e = eg_fork_reseal(r, src->user_id, "message", from, to, "metadata", &rec->metadata_token,
                           &m->metadata_token)))
     return e;
   eg_message_rec plain = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
@@ -1005,14 +1050,14 @@ static eg_err eg_fork_prepare(eg_req *r, const ProtobufCMessage *msg) {
     return eg_invalid(r->msg, sizeof r->msg, "through_seq",
                       "%" PRId64 " is beyond the session's last message (%" PRId64 ")",
                       in->through_seq, src->message_count);
-  if ((e = eg_fork_reseal(r, "session", src->session_id, st->new_id, "metadata",
+  if ((e = eg_fork_reseal(r, src->user_id, "session", src->session_id, st->new_id, "metadata",
                           &src->metadata_token, &st->metadata_token)))
     return e;
   /* A summary of more than the fork holds would speak of messages it
    * does not have. */
   if (src->summary_through_seq <= in->through_seq) {
     st->summary_through_seq = src->summary_through_seq;
-    if ((e = eg_fork_reseal(r, "session", src->session_id, st->new_id, "summary",
+    if ((e = eg_fork_reseal(r, src->user_id, "session", src->session_id, st->new_id, "summary",
                             &src->summary_token, &st->summary_token)))
       return e;
   }
@@ -1101,14 +1146,17 @@ const eg_method eg_session_methods[] = {
     EG_WRITE(CreateSession, engram__v1__create_session_request__descriptor, eg_create_prepare, eg_create_apply),
     EG_READ(GetSession, engram__v1__get_session_request__descriptor, eg_get_session),
     EG_READ(ListSessions, engram__v1__list_sessions_request__descriptor, eg_list_sessions),
-    EG_WRITE(EndSession, engram__v1__end_session_request__descriptor, eg_end_prepare, eg_end_apply),
-    EG_WRITE(UpdateSession, engram__v1__update_session_request__descriptor, eg_update_prepare, eg_update_apply),
+    {.path = EG_SESSION_PATH(EndSession), .in = &engram__v1__end_session_request__descriptor,
+     .role = EG_ROLE_AGENT, .prepare = eg_end_prepare, .apply = eg_end_apply, .prepare_reads = 1},
+    {.path = EG_SESSION_PATH(UpdateSession), .in = &engram__v1__update_session_request__descriptor,
+     .role = EG_ROLE_AGENT, .prepare = eg_update_prepare, .apply = eg_update_apply, .prepare_reads = 1},
     EG_WRITE(DeleteSession, engram__v1__delete_session_request__descriptor, eg_delete_prepare, eg_delete_apply),
     {.path = EG_SESSION_PATH(AppendMessages), .in = &engram__v1__append_messages_request__descriptor,
      .role = EG_ROLE_AGENT, .prepare = eg_append_prepare, .apply = eg_append_apply, .prepare_reads = 1},
     EG_READ(ListMessages, engram__v1__list_messages_request__descriptor, eg_list_messages),
     EG_READ(GetContext, engram__v1__get_context_request__descriptor, eg_get_context),
-    EG_WRITE(UpdateSummary, engram__v1__update_summary_request__descriptor, eg_summary_prepare, eg_summary_apply),
+    {.path = EG_SESSION_PATH(UpdateSummary), .in = &engram__v1__update_summary_request__descriptor,
+     .role = EG_ROLE_AGENT, .prepare = eg_summary_prepare, .apply = eg_summary_apply, .prepare_reads = 1},
     {.path = EG_SESSION_PATH(ForkSession), .in = &engram__v1__fork_session_request__descriptor,
      .role = EG_ROLE_AGENT, .prepare = eg_fork_prepare, .apply = eg_fork_apply, .prepare_reads = 1},
     EG_READ(SearchMessages, engram__v1__search_messages_request__descriptor, eg_search_messages),

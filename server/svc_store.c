@@ -11,6 +11,7 @@
 
 #include "engram/v1/agent_state.pb-c.h"
 #include "server/convert.h"
+#include "server/data_keys.h"
 #include "server/json_terms.h"
 #include "server/memory_score.h"
 #include "server/memory_svc.h"
@@ -109,7 +110,9 @@ static eg_err eg_item_to_api(eg_req *r, const eg_store_ns *ns, char **labels, si
   if (!it || !rid) return EG_ENOMEM;
   engram__v1__store_item__init(it);
   size_t len;
-  eg_err e = eg_field_open(r, "store_item", rid, "value", &rec->value_token, &it->value_json, &len);
+  /* Store items have no user: the tenant's own data key seals them. */
+  eg_err e = eg_field_open(r, EG_DATA_KEY_TENANT_USER, "store_item", rid, "value",
+                           &rec->value_token, &it->value_json, &len);
   if (e) return e;
   it->namespace_ = labels;
   it->n_namespace_ = n;
@@ -162,8 +165,8 @@ static eg_err eg_put_prepare(eg_req *r, const ProtobufCMessage *msg) {
   st->rec.embedding = (ProtobufCBinaryData){in->n_embedding * sizeof(float), (uint8_t *)vec};
   const char *rid = eg_item_record_id(r, st->ns.buf, st->ns.len, in->key);
   if (!rid) return EG_ENOMEM;
-  return eg_field_seal(r, "store_item", rid, "value", in->value_json, strlen(in->value_json),
-                       &st->rec.value_token);
+  return eg_field_seal(r, EG_DATA_KEY_TENANT_USER, "store_item", rid, "value", in->value_json,
+                       strlen(in->value_json), &st->rec.value_token);
 }
 
 static eg_err eg_put_apply(eg_req *r, eg_txn *t) {

@@ -2,7 +2,8 @@
  * engram.v1.UserService: erasure of everything a user has in the caller's
  * tenant, and per-user statistics.
  *
- * DeleteUser is one call but many write transactions: each apply erases at
+ * DeleteUser destroys the user's data keys first (crypto-shredding: see
+ * eg_du_prepare), then is one call but many write transactions: each apply erases at
  * most --erase-batch keys and sets r->more, so the transport hands the call
  * back to the writer (behind whatever else is queued) until the user is
  * gone. The progress (and the counts) live in the store, so an apply that
@@ -21,6 +22,7 @@
 #include "common/clock.h"
 #include "engram/v1/user.pb-c.h"
 #include "server/convert.h"
+#include "server/data_keys.h"
 #include "server/memory_svc.h"
 #include "server/service.h"
 #include "server/session_svc.h"
@@ -28,10 +30,26 @@
 
 /* ==== DeleteUser ============================================================== */
 
+/* The user's data keys are destroyed here, in prepare, before the first
+ * erase step commits: a durable key-store commit of its own (not in the
+ * WAL: server/data_keys.h), done on the worker, not the writer. From then
+ * on every copy of the user's ciphertext (the records still to be erased,
+ * free pages, backups, archived segments, replicas' old disks) reads as
+ * ERASED. A crash between this and the last erase step leaves records
+ * that no longer open (ERASED, never plaintext); the client's retry finds
+ * no key left to destroy and finishes erasing them. The other order would
+ * leave, after a crash, records erased but their key alive in every older
+ * copy. */
 static eg_err eg_du_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__DeleteUserRequest *in = (const void *)msg;
+  uint64_t destroyed = 0;
   r->state = (void *)in->user_id;
-  return eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg);
+  eg_err e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg);
+  if (e == EG_OK &&
+      (e = eg_data_keys_erase_user(r->srv->data_keys, r->tenant, in->user_id, &destroyed)))
+    snprintf(r->msg, sizeof r->msg, "user_id: the data keys of '%s' could not be destroyed: %s",
+             in->user_id, eg_err_msg(e));
+  return e;
 }
 
 static eg_err eg_du_apply(eg_req *r, eg_txn *t) {
@@ -177,7 +195,7 @@ static eg_err eg_export_session(struct eg_export *x, const eg_session_rec *rec) 
     Engram__V1__ExportedMessages batch = ENGRAM__V1__EXPORTED_MESSAGES__INIT;
     eg_message_page page = {0};
     if ((e = eg_export_req(x, &r)) != EG_OK) return e;
-    e = eg_messages_page(&r, x->t, rec->session_id, start, 0, (size_t)x->srv->cfg->max_page_size,
+    e = eg_messages_page(&r, x->t, rec, start, 0, (size_t)x->srv->cfg->max_page_size,
                          &page);
     if (e == EG_OK && page.n == 0) {
       eg_arena_free(r.arena);

@@ -284,6 +284,11 @@ eg_err eg_store__session_postings_del(eg_txn *t, const char *tenant, const char 
  * it ran out); *n (may be NULL) counts them. */
 eg_err eg_store__erase_range(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t budget,
                              uint64_t *spent, uint64_t *n, int *left);
+/* store_items.c: DeleteTenant's share of the key-value store: the
+ * tenant's items (each with its expiry index entry) within budget,
+ * their keys counted into *n (may be NULL); *left when it ran out. */
+eg_err eg_store__erase_tenant_items(eg_txn *t, const char *tenant, uint64_t budget,
+                                    uint64_t *spent, uint64_t *n, int *left);
 /* checkpoints.c: DeleteUser's share of the user's checkpoints, their index
  * entries and pending writes, within budget (*left when it ran out). */
 eg_err eg_store__erase_checkpoints(eg_txn *t, const char *tenant, const char *user_id,

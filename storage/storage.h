@@ -440,6 +440,18 @@ eg_err eg_store_wal_trim(eg_txn *w, uint64_t below_lsn, size_t max, size_t *n);
  * once it commits, every older record is to be dropped (on replicas too,
  * when they apply it) so erased data does not live on in the log. */
 void eg_store_mark_erasure(eg_txn *t);
+/* One bounded step of erasing a whole tenant (DeleteTenant): deletes
+ * about `budget` keys at most of every data DB whose keys belong to it
+ * (sessions, messages, memories, checkpoints, store items, and every
+ * index, counter, stat, retention, limit and usage row of the tenant,
+ * storage/tenant_erase.c lists them; its store_items expiry and sweep_due
+ * entries too). *done is set once nothing of it is left; *deleted is then
+ * the keys deleted by the whole erasure (the progress of earlier steps is
+ * kept in memory_users, so a step rolled back with its txn is simply
+ * redone). Call again in a new txn while *done is 0; mark each
+ * eg_store_mark_erasure. */
+eg_err eg_store_tenant_erase_step(eg_txn *t, const char *tenant, uint64_t budget,
+                                  uint64_t *deleted, int *done);
 /* LSN of the last erasure committed or applied (0: none). Log records
  * below it should be trimmed. Thread safety: any thread. */
 uint64_t eg_store_erase_floor(const eg_store *s);

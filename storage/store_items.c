@@ -357,3 +357,45 @@ eg_err eg_store_items_expiring(eg_txn *t, int64_t before_us, size_t max, uint64_
   *n = got;
   return e;
 }
+
+/* ==== a tenant's erasure ================================================================= */
+
+eg_err eg_store__erase_tenant_items(eg_txn *t, const char *tenant, uint64_t budget,
+                                    uint64_t *spent, uint64_t *n, int *left) {
+  eg_key prefix, ik, xk;
+  eg_err e = eg_key_ns(&prefix, tenant, NULL);
+  *left = 0;
+  while (!e) {
+    MDB_cursor *c;
+    MDB_val k = {prefix.len, prefix.buf}, v;
+    eg_item_rec *rec = NULL;
+    int rc = mdb_cursor_open(t->txn, t->s->store_items, &c);
+    if (rc) return eg_store__err(rc);
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_SUCCESS && !eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) rc = MDB_NOTFOUND;
+    if (rc == MDB_SUCCESS && k.mv_size > EG_KEY_MAX) e = EG_ECORRUPT;
+    if (rc == MDB_SUCCESS && !e) {
+      memcpy(ik.buf, k.mv_data, ik.len = k.mv_size);
+      e = eg_store__decode(EG_ITEM_DESC, &v, (ProtobufCMessage **)&rec);
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND) return EG_OK;
+    if (rc) return eg_store__err(rc);
+    if (e) return e;
+    if (*spent >= budget) {
+      engram__storage__v1__store_item_record__free_unpacked(rec, NULL);
+      return *left = 1, EG_OK;
+    }
+    /* The item's entry in the cross-tenant expiry index goes with it: the
+     * index is not under the tenant's range. */
+    int64_t due = rec->expire_time_us;
+    engram__storage__v1__store_item_record__free_unpacked(rec, NULL);
+    if (due && !(e = eg_key_expiry(&xk, due, &ik)) &&
+        !(e = eg_store__del(t, t->s->store_items, &xk)) && n)
+      ++*n;
+    if (!e) e = eg_store__del(t, t->s->store_items, &ik);
+    ++*spent;
+    if (n) ++*n;
+  }
+  return e;
+}

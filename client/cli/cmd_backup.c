@@ -349,6 +349,8 @@ static void verify_json(const eg_backup_verify_result *v, const eg_keyring *kr, 
     json_object_object_add(o, "sealed_opened", json_object_new_uint64(v->sealed_opened));
     json_object_object_add(o, "sealed_failed", json_object_new_uint64(v->sealed_failed));
     json_object_object_add(o, "sealed_missing_key", json_object_new_uint64(v->sealed_missing_key));
+    json_object_object_add(o, "sealed_data_key_not_opened",
+                           json_object_new_uint64(v->sealed_data_key));
     json_object *ids = json_object_new_array();
     for (size_t i = 0; i < v->n_missing; i++)
       json_object_array_add(ids, json_object_new_uint64(v->missing_key_ids[i]));
@@ -368,6 +370,9 @@ static void verify_readable(const eg_backup_verify_result *v, const eg_keyring *
   for (size_t i = 0; i < v->n_missing; i++)
     printf("%s%u", i ? "," : " ", v->missing_key_ids[i]);
   puts(v->n_missing ? "" : " none");
+  printf("sealed fields under users' data keys: %" PRIu64
+         " (layout checked, not opened: their keys are in the key store)\n",
+         v->sealed_data_key);
 }
 
 int cmd_backup_verify(cli *g, int argc, char **argv) {

@@ -36,6 +36,8 @@
   X(message_terms)           \
   X(tokenizer)               \
   X(blind_key)               \
+  X(tenant_erase)            \
+  X(envelope)                \
   X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);

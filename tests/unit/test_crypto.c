@@ -457,12 +457,12 @@ static void test_equal_and_random(void) {
   CU_ASSERT_FALSE(eg_crypto_equal(a, b, sizeof a));
 }
 
-/* tests/vectors/token_v1.txt, found from this file's own path. */
-static FILE *open_vector(void) {
+/* tests/vectors/<name>, found from this file's own path. */
+static FILE *open_vector(const char *name) {
   char path[4200];
   const char *self = __FILE__, *unit = strstr(self, "tests/unit/");
   CU_ASSERT_FATAL(unit != NULL);
-  snprintf(path, sizeof path, "%.*stests/vectors/token_v1.txt", (int)(unit - self), self);
+  snprintf(path, sizeof path, "%.*stests/vectors/%s", (int)(unit - self), self, name);
   return fopen(path, "r");
 }
 
@@ -486,7 +486,7 @@ static void test_known_answer(void) {
       hex[1024];
   uint8_t tok[512], out[512];
   size_t toklen = 0, plen = 0;
-  FILE *f = open_vector();
+  FILE *f = open_vector("token_v1.txt");
   CU_ASSERT_FATAL(f != NULL);
   vector_field(f, "key", keyline, sizeof keyline);
   vector_field(f, "tenant", tenant, sizeof tenant);
@@ -505,6 +505,118 @@ static void test_known_answer(void) {
   CU_ASSERT_EQUAL(plen, strlen(plain));
   CU_ASSERT_EQUAL(memcmp(out, plain, strlen(plain)), 0);
   eg_keyring_free(kr);
+}
+
+/* ---- format 2: tokens under a data key ---- */
+
+static void test_dek_round_trip(void) {
+  uint8_t key[EG_KEY_LEN], tok[128], out[128];
+  const char *msg = "under a data key";
+  size_t len = strlen(msg), plen = 0;
+  uint8_t version = 0;
+  uint32_t gen = 0, key_id = 0;
+  eg_random_bytes(key, sizeof key);
+  CU_ASSERT_EQUAL_FATAL(eg_token_seal_dek(key, 7, &ctx_a, (const uint8_t *)msg, len, tok), EG_OK);
+  CU_ASSERT_EQUAL(tok[0], EG_TOKEN_VERSION_DEK);
+  CU_ASSERT_EQUAL(eg_token_version(tok, eg_token_len(len), &version), EG_OK);
+  CU_ASSERT_EQUAL(version, EG_TOKEN_VERSION_DEK);
+  CU_ASSERT_EQUAL(eg_token_generation(tok, eg_token_len(len), &gen), EG_OK);
+  CU_ASSERT_EQUAL(gen, 7);
+  /* Format 1's reader does not take it for a master key id. */
+  CU_ASSERT_EQUAL(eg_token_key_id(tok, eg_token_len(len), &key_id), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_token_open_dek(key, &ctx_a, tok, eg_token_len(len), out, &plen), EG_OK);
+  CU_ASSERT(plen == len && memcmp(out, msg, len) == 0);
+  CU_ASSERT_EQUAL(eg_token_seal_dek(key, 1, &ctx_a, (const uint8_t *)"", 0, tok), EG_OK);
+  plen = 99;
+  CU_ASSERT_EQUAL(eg_token_open_dek(key, &ctx_a, tok, eg_token_len(0), out, &plen), EG_OK);
+  CU_ASSERT_EQUAL(plen, 0);
+}
+
+/* A data key opens its own tokens only, and the two formats never open
+ * as each other: a master key's field subkey and a data key are apart. */
+static void test_dek_formats_apart(void) {
+  eg_keyring *kr = ring_with(1, key1, "");
+  uint8_t key[EG_KEY_LEN], other[EG_KEY_LEN], tok[128], out[128];
+  size_t plen = 0, toklen = eg_token_len(6);
+  uint8_t version = 0;
+  eg_random_bytes(key, sizeof key);
+  eg_random_bytes(other, sizeof other);
+  CU_ASSERT_EQUAL_FATAL(eg_token_seal_dek(key, 1, &ctx_a, (const uint8_t *)"secret", 6, tok),
+                        EG_OK);
+  memset(out, 0xAA, sizeof out);
+  CU_ASSERT_EQUAL(eg_token_open_dek(other, &ctx_a, tok, toklen, out, &plen), EG_ECORRUPT);
+  CU_ASSERT(all_zero(out, 6));
+  CU_ASSERT_EQUAL(eg_token_open(kr, &ctx_a, tok, toklen, out, &plen), EG_ECORRUPT);
+  CU_ASSERT_EQUAL_FATAL(eg_token_seal(kr, &ctx_a, (const uint8_t *)"secret", 6, tok), EG_OK);
+  CU_ASSERT_EQUAL(eg_token_version(tok, toklen, &version), EG_OK);
+  CU_ASSERT_EQUAL(version, EG_TOKEN_VERSION);
+  CU_ASSERT_EQUAL(eg_token_open_dek(key, &ctx_a, tok, toklen, out, &plen), EG_ECORRUPT);
+  /* An unknown format, or too short for a header. */
+  tok[0] = 0x03;
+  CU_ASSERT_EQUAL(eg_token_version(tok, toklen, &version), EG_ECORRUPT);
+  tok[0] = EG_TOKEN_VERSION_DEK;
+  CU_ASSERT_EQUAL(eg_token_version(tok, EG_TOKEN_HEADER_LEN - 1, &version), EG_ECORRUPT);
+  eg_keyring_free(kr);
+}
+
+static void test_dek_tampering_fails(void) {
+  static const eg_field_ctx others[] = {
+      {"other", "message", "s1/7", "content"},
+      {"acme", "session", "s1/7", "content"},
+      {"acme", "message", "s1/8", "content"},
+      {"acme", "message", "s1/7", "metadata"},
+  };
+  uint8_t key[EG_KEY_LEN], tok[128], out[128];
+  const char *msg = "flip me";
+  size_t len = strlen(msg), toklen = eg_token_len(len), plen = 0, failures = 0;
+  eg_random_bytes(key, sizeof key);
+  CU_ASSERT_EQUAL_FATAL(eg_token_seal_dek(key, 2, &ctx_a, (const uint8_t *)msg, len, tok), EG_OK);
+  /* Every bit, the generation's too: the header is associated data. */
+  for (size_t bit = 0; bit < toklen * 8; bit++) {
+    tok[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    memset(out, 0xAA, sizeof out);
+    if (eg_token_open_dek(key, &ctx_a, tok, toklen, out, &plen) != EG_ECORRUPT ||
+        !all_zero(out, len))
+      failures++;
+    tok[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+  }
+  for (size_t n = 0; n < toklen; n++)
+    if (eg_token_open_dek(key, &ctx_a, tok, n, out, &plen) != EG_ECORRUPT) failures++;
+  for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+    if (eg_token_open_dek(key, &others[i], tok, toklen, out, &plen) != EG_ECORRUPT) failures++;
+  CU_ASSERT_EQUAL(failures, 0);
+  CU_ASSERT_EQUAL(eg_token_open_dek(key, &ctx_a, tok, toklen, out, &plen), EG_OK);
+}
+
+/* tests/vectors/token_v2.txt: as token_v1.txt, the data key given raw. */
+static void test_dek_known_answer(void) {
+  char keyhex[128], genstr[16], tenant[64], kind[64], record_id[64], field[64], plain[256],
+      hex[1024];
+  uint8_t key[EG_KEY_LEN], tok[512], out[512];
+  size_t keylen = 0, toklen = 0, plen = 0;
+  uint32_t gen = 0;
+  FILE *f = open_vector("token_v2.txt");
+  CU_ASSERT_FATAL(f != NULL);
+  vector_field(f, "data_key", keyhex, sizeof keyhex);
+  vector_field(f, "generation", genstr, sizeof genstr);
+  vector_field(f, "tenant", tenant, sizeof tenant);
+  vector_field(f, "kind", kind, sizeof kind);
+  vector_field(f, "record_id", record_id, sizeof record_id);
+  vector_field(f, "field", field, sizeof field);
+  vector_field(f, "plaintext", plain, sizeof plain);
+  vector_field(f, "token", hex, sizeof hex);
+  fclose(f);
+  CU_ASSERT_EQUAL_FATAL(
+      sodium_hex2bin(key, sizeof key, keyhex, strlen(keyhex), NULL, &keylen, NULL), 0);
+  CU_ASSERT_EQUAL_FATAL(keylen, EG_KEY_LEN);
+  CU_ASSERT_EQUAL_FATAL(
+      sodium_hex2bin(tok, sizeof tok, hex, strlen(hex), NULL, &toklen, NULL), 0);
+  const eg_field_ctx ctx = {tenant, kind, record_id, field};
+  CU_ASSERT_EQUAL(eg_token_generation(tok, toklen, &gen), EG_OK);
+  CU_ASSERT_EQUAL(gen, (uint32_t)strtoul(genstr, NULL, 10));
+  CU_ASSERT_EQUAL(eg_token_open_dek(key, &ctx, tok, toklen, out, &plen), EG_OK);
+  CU_ASSERT_EQUAL(plen, strlen(plain));
+  CU_ASSERT_EQUAL(memcmp(out, plain, strlen(plain)), 0);
 }
 
 void eg_test_register_crypto(void) {
@@ -528,4 +640,8 @@ void eg_test_register_crypto(void) {
   CU_add_test(s, "sha256 hex", test_sha256_hex);
   CU_add_test(s, "equal and random", test_equal_and_random);
   CU_add_test(s, "known answer", test_known_answer);
+  CU_add_test(s, "format 2 round trip", test_dek_round_trip);
+  CU_add_test(s, "format 2 apart from format 1", test_dek_formats_apart);
+  CU_add_test(s, "format 2 tampering fails", test_dek_tampering_fails);
+  CU_add_test(s, "format 2 known answer", test_dek_known_answer);
 }

@@ -1,0 +1,159 @@
+/* server/convert.c over real data keys (server/data_keys.h, a key store in
+ * a temp dir): fields seal as format 2 under their user's data key and
+ * open under it; format 1 tokens (a store of an older release) still
+ * open under the keyring; a user's or a tenant's erased keys make their
+ * fields EG_EERASED, naming the record and the user, while other users'
+ * and tenants' fields open and the user's new fields open again. */
+#define _GNU_SOURCE
+#include <CUnit/CUnit.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server/config.h"
+#include "server/convert.h"
+#include "server/data_keys.h"
+#include "suites.h"
+
+static char tdir[4096];
+static eg_config cfg;
+static eg_srv srv;
+static eg_keyring *keys;
+static eg_data_keys *dks;
+
+/* A test key, in no deployment. */
+#define RING "primary 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+
+static void setup(void) {
+  char path[4200], err[256] = "";
+  snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir());
+  CU_ASSERT_EQUAL_FATAL(eg_crypto_init(), EG_OK);
+  snprintf(path, sizeof path, "%s/keyring", tdir);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  CU_ASSERT_FATAL(fd >= 0);
+  CU_ASSERT_FATAL(write(fd, RING, strlen(RING)) == (ssize_t)strlen(RING));
+  close(fd);
+  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &keys, err, sizeof err), EG_OK);
+  snprintf(path, sizeof path, "%s/keystore", tdir);
+  CU_ASSERT_EQUAL_FATAL(eg_data_keys_open(path, 16, &dks, err, sizeof err), EG_OK);
+  eg_config_defaults(&cfg);
+  srv = (eg_srv){.cfg = &cfg, .keys = keys, .data_keys = dks};
+}
+
+static void teardown(void) {
+  eg_data_keys_close(dks);
+  eg_keyring_free(keys);
+  eg_test_rmdir(tdir);
+}
+
+static eg_req req(const char *tenant) {
+  eg_req r = {.srv = &srv, .tenant = tenant, .arena = eg_arena_new()};
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r.arena);
+  return r;
+}
+
+/* Seals text for user's memory id's "text" field. */
+static ProtobufCBinaryData seal(eg_req *r, const char *user, const char *id, const char *text) {
+  ProtobufCBinaryData tok = {0};
+  CU_ASSERT_EQUAL_FATAL(eg_field_seal(r, user, "memory", id, "text", text, strlen(text), &tok),
+                        EG_OK);
+  return tok;
+}
+
+/* Opens user's memory id's "text" token: its eg_err; *out the text. */
+static eg_err open_text(eg_req *r, const char *user, const char *id,
+                        const ProtobufCBinaryData *tok, char **out) {
+  size_t len;
+  *out = NULL;
+  r->msg[0] = '\0';
+  return eg_field_open(r, user, "memory", id, "text", tok, out, &len);
+}
+
+static void test_seal_is_format_2_under_the_users_key(void) {
+  setup();
+  eg_req r = req("acme");
+  char *text;
+  uint8_t version = 0;
+  ProtobufCBinaryData a = seal(&r, "alice", "m1", "alice's secret");
+  CU_ASSERT_EQUAL(eg_token_version(a.data, a.len, &version), EG_OK);
+  CU_ASSERT_EQUAL(version, EG_TOKEN_VERSION_DEK);
+  CU_ASSERT_EQUAL(open_text(&r, "alice", "m1", &a, &text), EG_OK);
+  CU_ASSERT_STRING_EQUAL(text, "alice's secret");
+  /* Another user's key, or another tenant's, does not open it. */
+  ProtobufCBinaryData b = seal(&r, "bob", "m2", "bob's");
+  CU_ASSERT_EQUAL(open_text(&r, "bob", "m1", &a, &text), EG_ECORRUPT);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "memory m1: text does not open"));
+  eg_req o = req("other");
+  CU_ASSERT_EQUAL(open_text(&o, "alice", "m1", &a, &text), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(open_text(&r, "bob", "m2", &b, &text), EG_OK);
+  eg_arena_free(o.arena);
+  eg_arena_free(r.arena);
+  teardown();
+}
+
+/* A store written before envelope keys: format 1 under the master key. */
+static void test_format_1_still_opens(void) {
+  setup();
+  eg_req r = req("acme");
+  const eg_field_ctx ctx = {"acme", "memory", "m1", "text"};
+  uint8_t tok[64];
+  char *text;
+  CU_ASSERT_EQUAL_FATAL(eg_token_seal(keys, &ctx, (const uint8_t *)"old", 3, tok), EG_OK);
+  ProtobufCBinaryData t = {eg_token_len(3), tok};
+  CU_ASSERT_EQUAL(open_text(&r, "alice", "m1", &t, &text), EG_OK);
+  CU_ASSERT_STRING_EQUAL(text, "old");
+  eg_arena_free(r.arena);
+  teardown();
+}
+
+static void test_erased_user_reads_erased(void) {
+  setup();
+  eg_req r = req("acme");
+  char *text;
+  uint64_t destroyed = 0;
+  ProtobufCBinaryData a = seal(&r, "alice", "m1", "forget me");
+  ProtobufCBinaryData b = seal(&r, "bob", "m2", "keep me");
+  CU_ASSERT_EQUAL_FATAL(eg_data_keys_erase_user(dks, "acme", "alice", &destroyed), EG_OK);
+  CU_ASSERT_EQUAL(destroyed, 1);
+  CU_ASSERT_EQUAL(open_text(&r, "alice", "m1", &a, &text), EG_EERASED);
+  CU_ASSERT_PTR_NULL(text);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "memory m1"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "\"alice\" was erased"));
+  CU_ASSERT_EQUAL(open_text(&r, "bob", "m2", &b, &text), EG_OK);
+  CU_ASSERT_STRING_EQUAL(text, "keep me");
+  /* What the user writes after the erasure is sealed under a new key. */
+  ProtobufCBinaryData again = seal(&r, "alice", "m3", "new");
+  CU_ASSERT_EQUAL(open_text(&r, "alice", "m3", &again, &text), EG_OK);
+  CU_ASSERT_STRING_EQUAL(text, "new");
+  CU_ASSERT_EQUAL(open_text(&r, "alice", "m1", &a, &text), EG_EERASED);
+  eg_arena_free(r.arena);
+  teardown();
+}
+
+static void test_erased_tenant_reads_erased(void) {
+  setup();
+  eg_req r = req("acme"), o = req("zeta");
+  char *text;
+  uint64_t destroyed = 0;
+  ProtobufCBinaryData item = seal(&r, EG_DATA_KEY_TENANT_USER, "i1", "{\"a\":1}");
+  ProtobufCBinaryData a = seal(&r, "alice", "m1", "alice");
+  ProtobufCBinaryData z = seal(&o, "alice", "m1", "zeta's alice");
+  CU_ASSERT_EQUAL_FATAL(eg_data_keys_erase_tenant(dks, "acme", &destroyed), EG_OK);
+  CU_ASSERT_EQUAL(destroyed, 2);
+  CU_ASSERT_EQUAL(open_text(&r, EG_DATA_KEY_TENANT_USER, "i1", &item, &text), EG_EERASED);
+  CU_ASSERT_EQUAL(open_text(&r, "alice", "m1", &a, &text), EG_EERASED);
+  CU_ASSERT_EQUAL(open_text(&o, "alice", "m1", &z, &text), EG_OK);
+  CU_ASSERT_STRING_EQUAL(text, "zeta's alice");
+  eg_arena_free(o.arena);
+  eg_arena_free(r.arena);
+  teardown();
+}
+
+void eg_test_register_envelope(void) {
+  CU_pSuite s = CU_add_suite("envelope", NULL, NULL);
+  CU_add_test(s, "seal is format 2 under the user's key", test_seal_is_format_2_under_the_users_key);
+  CU_add_test(s, "format 1 still opens", test_format_1_still_opens);
+  CU_add_test(s, "erased user reads erased", test_erased_user_reads_erased);
+  CU_add_test(s, "erased tenant reads erased", test_erased_tenant_reads_erased);
+}
