@@ -1,40 +1,39 @@
-"""Key rotation without downtime: the keyring reloads on SIGHUP (new writes
-seal under the new primary, old data reads, a keyring that does not fit the
-data is refused and the old one kept). Reads field tokens' key ids from
-data.mdb with mdb_dump (lmdb-utils)."""
+"""Key rotation without downtime: the keyring reloads on SIGHUP (new data
+keys are wrapped under the new primary, old data reads, a keyring that does
+not fit the data is refused and the old one kept). GetKeyStatus shows the
+master keys, the data keys under each and the blind-index key id."""
 import os
-import shutil
 import signal
 import subprocess
 
 from harness import E2ETestCase, uid
 import test_at_rest as at_rest
+from engram.v1 import admin_pb2 as apb  # noqa: E402
+from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 
 RELOAD_TIMEOUT = 10
 
 
-def token_key_ids(data_dir, db, sid):
-    """{key id: how many} of the format-1 field tokens (0x01 | key id u32 BE)
-    in the values of `db` whose key holds session id sid, found by each key
-    id the keyring may hold (1..3)."""
-    _, recs = at_rest.mdb_dump(data_dir, db)
-    out = {}
-    for k, v in recs:
-        if sid.encode() in k:
-            for kid in (1, 2, 3):
-                n = v.count(b"\x01" + kid.to_bytes(4, "big"))
-                if n:
-                    out[kid] = out.get(kid, 0) + n
-    return out
+def key_status(client):
+    return apbg.AdminServiceStub(client.channel).GetKeyStatus(apb.GetKeyStatusRequest(),
+                                                              timeout=10.0)
+
+
+def masters(st):
+    """{master key id: (data keys under it, primary, in keyring)}."""
+    return {m.master_key_id: (m.data_keys, m.primary, m.in_keyring) for m in st.master_keys}
 
 
 class KeyringReloadTest(E2ETestCase):
 
     def setUp(self):
-        if not shutil.which("mdb_dump"):
-            self.fail("mdb_dump (lmdb-utils) not installed")
         self.srv = self.start_server()
         self.c = self.srv.client()
+
+    def write(self, user, text):
+        sid = self.c.create(user).session_id
+        self.c.append(sid, text)
+        return sid
 
     def reload(self, want):
         """SIGHUP, then waits for the log line `want` to appear once more."""
@@ -43,24 +42,28 @@ class KeyringReloadTest(E2ETestCase):
         self.wait_until(lambda: self.srv.log_text().count(want) > before, RELOAD_TIMEOUT,
                         "log line %r" % want, [self.srv])
 
-    def test_added_primary_seals_new_writes_and_old_data_reads(self):
-        old_sid = self.c.create(uid("u")).session_id
-        self.c.append(old_sid, "sealed under key one")
-        self.assertEqual(token_key_ids(self.srv.data_dir, "messages", old_sid), {1: 1})
+    def test_added_primary_wraps_new_keys_and_old_data_reads(self):
+        old_sid = self.write(uid("alice"), "under key one")
+        st = key_status(self.c)
+        self.assertEqual(masters(st), {1: (1, True, True)})
+        self.assertEqual((st.blind_index_key_id, st.blind_index_target_key_id), (1, 0))
         keys, _ = at_rest.read_keyring(self.srv.keyring_path)
         keys[2] = os.urandom(32)
         at_rest.write_keyring(self.srv.keyring_path, keys, 2)
-        self.reload("keyring reloaded from %s: primary key id 2" % self.srv.keyring_path)
-        new_sid = self.c.create(uid("u")).session_id
-        self.c.append(new_sid, "sealed under key two")
+        self.reload("keyring reloaded from %s: primary key id 2, blind-index key id 1"
+                    % self.srv.keyring_path)
+        self.assertEqual(masters(key_status(self.c)), {1: (1, False, True), 2: (0, True, True)})
+        new_sid = self.write(uid("bob"), "under key two")
         self.c.append(old_sid, "appended after the reload")
-        self.assertEqual(token_key_ids(self.srv.data_dir, "messages", new_sid), {2: 1})
-        self.assertEqual(token_key_ids(self.srv.data_dir, "messages", old_sid), {1: 1, 2: 1})
+        st = key_status(self.c)
+        self.assertEqual(masters(st), {1: (1, False, True), 2: (1, True, True)})
+        # Adding a key (and moving the primary) leaves the blind index.
+        self.assertEqual((st.blind_index_key_id, st.blind_index_target_key_id), (1, 0))
         self.assertEqual([m.content for m in self.c.all_messages(old_sid)],
-                         ["sealed under key one", "appended after the reload"])
-        self.assertEqual([m.content for m in self.c.all_messages(new_sid)],
-                         ["sealed under key two"])
-        # The fingerprint now names key 2: a restart without it is refused.
+                         ["under key one", "appended after the reload"])
+        self.assertEqual([m.content for m in self.c.all_messages(new_sid)], ["under key two"])
+        # The reload recorded key 2 in the fingerprint: a start without it
+        # is refused.
         self.srv.stop()
         at_rest.write_keyring(self.srv.keyring_path, {1: keys[1]}, 1)
         p = subprocess.run(self.srv.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -70,12 +73,10 @@ class KeyringReloadTest(E2ETestCase):
         at_rest.write_keyring(self.srv.keyring_path, keys, 2)
         self.srv.start()
         self.c = self.srv.client()
-        self.assertEqual([m.content for m in self.c.all_messages(new_sid)],
-                         ["sealed under key two"])
+        self.assertEqual([m.content for m in self.c.all_messages(new_sid)], ["under key two"])
 
     def test_a_keyring_that_does_not_fit_is_refused_and_the_old_one_kept(self):
-        sid = self.c.create(uid("u")).session_id
-        self.c.append(sid, "first")
+        sid = self.write(uid("alice"), "first")
         keys, _ = at_rest.read_keyring(self.srv.keyring_path)
         refused = "keyring reload refused, keeping the keyring in use"
         # Key 1, which the data is sealed with, missing.
@@ -91,10 +92,12 @@ class KeyringReloadTest(E2ETestCase):
         with open(self.srv.keyring_path, "w") as f:
             f.write("this is not a keyring\n")
         self.reload(refused)
-        # Still serving, under key 1: new writes seal with it, old data reads.
+        # Still serving under key 1 alone: old data reads, a new user's
+        # data key is wrapped under it.
         self.c.append(sid, "second")
+        self.write(uid("bob"), "a new user")
         self.assertEqual([m.content for m in self.c.all_messages(sid)], ["first", "second"])
-        self.assertEqual(token_key_ids(self.srv.data_dir, "messages", sid), {1: 2})
+        self.assertEqual(masters(key_status(self.c)), {1: (2, True, True)})
         self.assertNotIn("keyring reloaded", self.srv.log_text())
         # Put right, it reloads.
         at_rest.write_keyring(self.srv.keyring_path, keys, 1)
