@@ -185,6 +185,34 @@ const char *eg_message_record_id(eg_req *r, const char *session_id, int64_t seq)
   return id;
 }
 
+const char *eg_ck_record_id(eg_req *r, const char *user, const char *thread, const char *ns,
+                            const char *id, const char *task, int32_t idx, int with_task) {
+  /* Five lengths of at most 20 digits and ':' each, idx's 11 characters. */
+  size_t cap = strlen(user) + strlen(thread) + strlen(ns) + strlen(id) +
+               (with_task ? strlen(task) : 0) + 5 * 21 + 11 + 1;
+  char *s = eg_arena_alloc(r->arena, cap);
+  if (!s) return NULL;
+  int n = snprintf(s, cap, "%zu:%s%zu:%s%zu:%s%zu:%s", strlen(user), user, strlen(thread), thread,
+                   strlen(ns), ns, strlen(id), id);
+  if (with_task && n > 0 && (size_t)n < cap)
+    snprintf(s + n, cap - (size_t)n, "%zu:%s%d", strlen(task), task, (int)idx);
+  return s;
+}
+
+const char *eg_item_record_id(eg_req *r, const uint8_t *ns, size_t ns_len, const char *key) {
+  static const char hex[] = "0123456789abcdef";
+  size_t kl = strlen(key);
+  char *id = eg_arena_alloc(r->arena, 2 * ns_len + 1 + kl + 1);
+  if (!id) return NULL;
+  for (size_t i = 0; i < ns_len; i++) {
+    id[2 * i] = hex[ns[i] >> 4];
+    id[2 * i + 1] = hex[ns[i] & 15];
+  }
+  id[2 * ns_len] = ':';
+  memcpy(id + 2 * ns_len + 1, key, kl + 1);
+  return id;
+}
+
 Google__Protobuf__Timestamp *eg_timestamp(eg_req *r, int64_t us) {
   Google__Protobuf__Timestamp *t = EG_ARENA_NEW(r->arena, Google__Protobuf__Timestamp);
   if (!t) return NULL;

@@ -53,6 +53,15 @@ eg_err eg_metadata_open(eg_req *r, const char *user, const char *kind, const cha
 /* "<session_id>/<seq>": a message's record id in token contexts. */
 const char *eg_message_record_id(eg_req *r, const char *session_id, int64_t seq);
 
+/* A checkpoint's record id in token contexts (with_task: one of its
+ * pending writes', task and idx): each part length-prefixed, so no two
+ * places encode alike. */
+const char *eg_ck_record_id(eg_req *r, const char *user, const char *thread, const char *ns,
+                            const char *id, const char *task, int32_t idx, int with_task);
+/* A store item's record id in token contexts: its namespace encoding
+ * (ns-enc, storage/store_items.h) in hex, ':', its key (hex has no ':',
+ * so no two items share one). */
+const char *eg_item_record_id(eg_req *r, const uint8_t *ns, size_t ns_len, const char *key);
 /* Session as the API shows it (state EXPIRED derived from expire_time). */
 eg_err eg_session_to_api(eg_req *r, const eg_session_rec *rec, Engram__V1__Session **out);
 /* A message of user's session session_id (user: the session's user_id,

@@ -53,20 +53,6 @@ static eg_err eg_ck_len(eg_req *r, const char *field, size_t n, size_t max) {
   return EG_OK;
 }
 
-/* The record id of a sealing context: each part length-prefixed, so no
- * two places encode alike. */
-static const char *eg_ck_record_id(eg_req *r, const char *user, const char *thread, const char *ns,
-                                   const char *id, const char *task, int32_t idx, int with_task) {
-  size_t cap = 5 * (EG_CKPT_ID_MAX + 8) + 16;
-  char *s = eg_arena_alloc(r->arena, cap);
-  if (!s) return NULL;
-  int n = snprintf(s, cap, "%zu:%s%zu:%s%zu:%s%zu:%s", strlen(user), user, strlen(thread), thread,
-                   strlen(ns), ns, strlen(id), id);
-  if (with_task && n > 0 && (size_t)n < cap)
-    snprintf(s + n, cap - (size_t)n, "%zu:%s%d", strlen(task), task, (int)idx);
-  return s;
-}
-
 /* ==== a checkpoint as the API shows it ============================================ */
 
 /* Opens a field of a checkpoint of user (under its data key). */

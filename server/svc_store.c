@@ -72,22 +72,6 @@ static eg_err eg_json_hashes(eg_req *r, const char *field, const char *json, uin
   return e;
 }
 
-/* The token context's record id of an item: its namespace encoding in hex,
- * ':', its key (hex has no ':', so no two items share one). */
-static const char *eg_item_record_id(eg_req *r, const uint8_t *ns, size_t ns_len, const char *key) {
-  static const char hex[] = "0123456789abcdef";
-  size_t kl = strlen(key);
-  char *id = eg_arena_alloc(r->arena, 2 * ns_len + 1 + kl + 1);
-  if (!id) return NULL;
-  for (size_t i = 0; i < ns_len; i++) {
-    id[2 * i] = hex[ns[i] >> 4];
-    id[2 * i + 1] = hex[ns[i] & 15];
-  }
-  id[2 * ns_len] = ':';
-  memcpy(id + 2 * ns_len + 1, key, kl + 1);
-  return id;
-}
-
 /* The stored item under (ns, key) into *out (the arena's), or EG_ENOTFOUND
  * naming it when there is none or it has expired (allow_expired 0). */
 static eg_err eg_item_load(eg_req *r, eg_txn *t, const eg_store_ns *ns, const char *key,

@@ -318,6 +318,23 @@ eg_err eg_store_checkpoint_write_put(eg_txn *t, const char *tenant, const char *
   return e == EG_EEXIST ? EG_OK : e;
 }
 
+eg_err eg_store_checkpoint_write_replace(eg_txn *t, const char *tenant, const char *user_id,
+                                         const char *thread_id, const char *ns,
+                                         const char *checkpoint_id, const eg_ckpt_write_rec *rec) {
+  eg_key k;
+  uint8_t idx[4];
+  MDB_val key, val;
+  if (!eg_txn_writable(t) || !rec) return EG_EINVAL;
+  eg_be32_put(idx, (uint32_t)rec->idx ^ 0x80000000u);
+  eg_err e = eg_key_ckpt_writes(&k, tenant, user_id, thread_id, ns, checkpoint_id);
+  if (!e) e = eg_key_digest(&k, rec->task_id, 0);
+  if (!e) e = eg_key_raw(&k, idx, sizeof idx);
+  if (e) return e;
+  key = (MDB_val){k.len, k.buf};
+  if ((e = eg_store__err(mdb_get(t->txn, t->s->checkpoint_writes, &key, &val)))) return e;
+  return eg_store__put_msg(t, t->s->checkpoint_writes, &k, &rec->base, 0);
+}
+
 void eg_ckpt_writes_free(eg_ckpt_write_rec **w, size_t n) {
   for (size_t i = 0; w && i < n; i++) eg_ckpt_write_rec_free(w[i]);
   free(w);

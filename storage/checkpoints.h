@@ -90,6 +90,13 @@ eg_err eg_store_checkpoint_write_put(eg_txn *t, const char *tenant, const char *
                                      const char *checkpoint_id, const eg_ckpt_write_rec *rec,
                                      int *written);
 
+/* Replaces the stored pending write rec->task_id, rec->idx of checkpoint
+ * (thread_id, ns, checkpoint_id) with rec (the same write, its value
+ * re-sealed: a data-key rotation). EG_ENOTFOUND if it is not stored. */
+eg_err eg_store_checkpoint_write_replace(eg_txn *t, const char *tenant, const char *user_id,
+                                         const char *thread_id, const char *ns,
+                                         const char *checkpoint_id, const eg_ckpt_write_rec *rec);
+
 /* The pending writes of checkpoint (thread_id, ns, checkpoint_id) in
  * (task_id, idx) order into *out, an array of *n records (free with
  * eg_ckpt_writes_free; NULL and 0 when there are none). At most max: more

@@ -6,6 +6,8 @@
  * Key layout:
  *   key_jobs  "blind_index" -> BlindIndexKeyRecord (the blind-index key id
  *             and its rotation, server/blind_key.h)
+ *             "data_keys"   -> DataKeyRotationRecord (the data-key
+ *             rotation, server/key_rotation.h)
  */
 #ifndef EG_STORAGE_KEY_JOBS_H
 #define EG_STORAGE_KEY_JOBS_H
@@ -14,6 +16,7 @@
 #include "engram/storage/v1/records.pb-c.h"
 
 typedef Engram__Storage__V1__BlindIndexKeyRecord eg_blind_key_rec;
+typedef Engram__Storage__V1__DataKeyRotationRecord eg_dk_rotation_rec;
 typedef struct eg_txn eg_txn;
 
 /* The blind-index key row into *out (the caller's:
@@ -23,5 +26,13 @@ typedef struct eg_txn eg_txn;
 eg_err eg_store_blind_key_get(eg_txn *t, eg_blind_key_rec **out);
 /* Writes the row (logged). EG_EINVAL for a key_id of 0 (no key has it). */
 eg_err eg_store_blind_key_put(eg_txn *t, const eg_blind_key_rec *rec);
+
+/* The data-key rotation row into *out (the caller's:
+ * engram__storage__v1__data_key_rotation_record__free_unpacked).
+ * EG_ENOTFOUND when no rotation ever ran, EG_ECORRUPT if it does not
+ * decode. */
+eg_err eg_store_dk_rotation_get(eg_txn *t, eg_dk_rotation_rec **out);
+/* Writes the row (logged). EG_EINVAL for a cursor longer than a key. */
+eg_err eg_store_dk_rotation_put(eg_txn *t, const eg_dk_rotation_rec *rec);
 
 #endif
