@@ -2,7 +2,6 @@
 #include "server/blind_key.h"
 
 #include <stdatomic.h>
-#include <stdio.h>
 
 eg_err eg_blind_key_ids(eg_txn *t, const eg_keyring *kr, uint32_t *current, uint32_t *target) {
   eg_blind_key_rec *rec;
@@ -45,11 +44,4 @@ eg_err eg_blind_key_of(eg_req *r, uint32_t *id) {
   *id = atomic_load(&r->srv->blind_key_id);
   if (!*id) *id = eg_keyring_blind_key_id(eg_srv_keys(r->srv));
   return EG_OK;
-}
-
-eg_err eg_blind_key_status(eg_req *r, Engram__V1__GetKeyStatusResponse *out) {
-  eg_err e = eg_blind_key_read(r->srv->store, eg_srv_keys(r->srv), &out->blind_index_key_id,
-                               &out->blind_index_target_key_id);
-  if (e) snprintf(r->msg, sizeof r->msg, "the blind-index key id: %s", eg_err_msg(e));
-  return e;
 }

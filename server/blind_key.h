@@ -14,7 +14,6 @@
 
 #include "common/err.h"
 #include "crypto/crypto.h"
-#include "engram/v1/admin.pb-c.h"
 #include "server/service.h"
 
 /* The store's blind-index key id as t sees it into *current (the row's,
@@ -31,11 +30,5 @@ eg_err eg_blind_key_load(eg_srv *srv);
 /* The blind-index key id r's blind contexts take: as r->rtxn sees it (a
  * read, or a write whose prepare reads), else srv->blind_key_id. */
 eg_err eg_blind_key_of(eg_req *r, uint32_t *id);
-
-/* GetKeyStatusResponse's blind-index fields (blind_index_key_id,
- * blind_index_target_key_id) as the store holds them now, in a read txn
- * of its own (GetKeyStatus reads no snapshot); on failure r->msg says
- * why. */
-eg_err eg_blind_key_status(eg_req *r, Engram__V1__GetKeyStatusResponse *out);
 
 #endif

@@ -20,6 +20,7 @@
 #include "server/blind_key.h"
 #include "server/config.h"
 #include "server/data_keys.h"
+#include "server/key_rotation.h"
 #include "server/keyring_reload.h"
 #include "server/reload.h"
 #include "server/service.h"
@@ -293,6 +294,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_transport *tp = NULL;
   eg_metrics_http *http = NULL;
   eg_reindex *reindex = NULL;
+  eg_key_rotation *rotation = NULL;
   int port = 0;
   sigset_t sigs;
   eg_stop_signals(&sigs);
@@ -304,6 +306,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv, &writer, err, sizeof err);
   if (e == EG_OK) e = eg_sweeper_start(cfg, writer, srv->repl, &srv->sweeper, err, sizeof err);
   if (e == EG_OK) e = eg_reindex_start(srv, writer, &reindex, err, sizeof err);
+  if (e == EG_OK) e = eg_key_rotation_start(srv, writer, &rotation, err, sizeof err);
   if (e == EG_OK)
     e = eg_transport_start(srv, writer, eg_workers(cfg), cfg->listen, &port, &tp, err, sizeof err);
   if (e == EG_OK && (e = eg_repl_start(srv->repl, eg_write_alone, writer)) != EG_OK)
@@ -314,7 +317,8 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   /* After the coordinator: it reports on it. */
   if (e == EG_OK && cfg->metrics_listen[0])
     e = eg_metrics_http_start(cfg->metrics_listen, eg_transport_metrics(tp), srv->store, writer,
-                              srv->sweeper, reindex, srv->archiver, srv->repl, srv->coord, &http,
+                              srv->sweeper, reindex, rotation, srv->archiver, srv->repl, srv->coord,
+                              &http,
                               err, sizeof err);
   if (e != EG_OK) {
     /* Said first: the stop below waits on gRPC, which may need a thread. */
@@ -324,6 +328,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
     eg_repl_stop(srv->repl);
     if (tp) eg_transport_stop(tp, 0);
     eg_reindex_stop(reindex); /* its items need the writer, as the sweeper's */
+    eg_key_rotation_stop(rotation);
     eg_sweeper_stop(srv->sweeper);
     eg_writer_stop(writer);
     eg_archiver_stop(srv->archiver);
@@ -370,6 +375,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
    * item in flight needs the writer to finish). */
   eg_sweeper_stop(srv->sweeper);
   eg_reindex_stop(reindex);
+  eg_key_rotation_stop(rotation); /* after the metrics: they read its counts */
   eg_writer_stop(writer);
   /* After the writer: it archives the last commits and closes its segment. */
   eg_archiver_stop(srv->archiver);

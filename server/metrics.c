@@ -76,6 +76,8 @@ static void eg_row_names(const eg_metrics *m, size_t r, const char **svc, size_t
  * peer: three samples each, an id of at most 127 bytes, escaped at most
  * twice as long. */
 #define EG_PEERS_TEXT (EG_REPL_MAX_PEERS * 3 * (EG_LINE_FIXED + 2 * 127))
+/* engram_field_tokens{key}: a sample per key a rotation counts under. */
+#define EG_TOKENS_TEXT (EG_TOKEN_COUNT_KEYS_MAX * (EG_LINE_FIXED + EG_TOKEN_COUNT_KEY_MAX))
 
 eg_metrics *eg_metrics_new(const char *const *paths, size_t n_methods) {
   eg_metrics *m = calloc(1, sizeof *m);
@@ -90,7 +92,7 @@ eg_metrics *eg_metrics_new(const char *const *paths, size_t n_methods) {
   }
   /* The worst case, so a scrape is never cut short: every method with
    * every status code counted, its buckets, sum, count and in-flight. */
-  m->render_cap = EG_FIXED_TEXT + EG_PEERS_TEXT;
+  m->render_cap = EG_FIXED_TEXT + EG_PEERS_TEXT + EG_TOKENS_TEXT;
   for (size_t r = 0; r < m->n; r++) {
     const char *svc, *meth;
     size_t svc_len;
@@ -341,7 +343,7 @@ static void eg_out_by_index(struct eg_out *o, const char *name, const char *type
 
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
                          const eg_sweeper *sweeper, const eg_reindex *reindex,
-                         eg_archiver *archiver, eg_repl *repl,
+                         eg_key_rotation *rotation, eg_archiver *archiver, eg_repl *repl,
                          const eg_coord *coord, char *buf, size_t cap) {
   struct eg_out o = {buf, cap, 0};
   if (cap) buf[0] = '\0';
@@ -399,6 +401,16 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
                     "Records a running background reindex has still to walk (total - done; 0 "
                     "when none runs), by keyword index.",
                     st.pending);
+  }
+  if (rotation) {
+    eg_token_count c[EG_TOKEN_COUNT_KEYS_MAX];
+    size_t n = eg_key_rotation_token_counts(rotation, c, EG_TOKEN_COUNT_KEYS_MAX);
+    eg_out_printf(&o, "# HELP engram_field_tokens Stored field tokens under each key (\"master:<id>\": "
+                      "a master key, \"data:<generation>\": users' data keys), as the last "
+                      "data-key rotation counted them.\n# TYPE engram_field_tokens gauge\n");
+    for (size_t i = 0; i < n; i++)
+      eg_out_printf(&o, "engram_field_tokens{key=\"%s\"} %llu\n", c[i].key,
+                    (unsigned long long)c[i].tokens);
   }
   if (archiver) {
     eg_archiver_stats st;
@@ -476,6 +488,7 @@ struct eg_metrics_http {
   const eg_writer *writer;
   const eg_sweeper *sweeper;
   const eg_reindex *reindex;
+  eg_key_rotation *rotation;
   eg_archiver *archiver;
   eg_repl *repl;
   const eg_coord *coord;
@@ -566,7 +579,8 @@ static enum MHD_Result eg_metrics_handle(void *cls, struct MHD_Connection *conn,
   size_t cap = eg_metrics_render_cap(h->m);
   char *body = malloc(cap);
   if (!body) return eg_metrics_reply(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, 0);
-  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->reindex, h->archiver,
+  size_t len = eg_metrics_render(h->m, h->store, h->writer, h->sweeper, h->reindex, h->rotation,
+                                 h->archiver,
                                  h->repl, h->coord, body, cap);
   return eg_metrics_reply(conn, MHD_HTTP_OK, body, len);
 }
@@ -595,7 +609,8 @@ static int eg_metrics_addr(const char *addr, struct sockaddr_in *sa) {
 
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             const eg_reindex *reindex, eg_archiver *archiver, eg_repl *repl,
+                             const eg_reindex *reindex, eg_key_rotation *rotation,
+                             eg_archiver *archiver, eg_repl *repl,
                              const eg_coord *coord,
                              eg_metrics_http **out, char *err, size_t errlen) {
   struct sockaddr_in sa;
@@ -607,6 +622,7 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
   if (!h) return EG_ENOMEM;
   *h = (eg_metrics_http){
       .m = m, .store = store, .writer = writer, .sweeper = sweeper, .reindex = reindex,
+      .rotation = rotation,
       .archiver = archiver,
       .repl = repl, .coord = coord};
   for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) h->conns[i].fd = -1;

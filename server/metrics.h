@@ -2,9 +2,9 @@
  * Prometheus metrics: per-method call counts by gRPC status code, latency
  * histograms and in-flight gauges, the writer's batches, the store's LSN
  * and map size, replication lag, the sweeper's and the background
- * reindex's progress, process metrics
- * and the build, served as text on --metrics-listen (GET /metrics; any
- * other path 404). Counting is a relaxed atomic add on the call path;
+ * reindex's progress, field tokens per key (data-key rotation), process
+ * metrics and the build, served as text on --metrics-listen (GET /metrics;
+ * any other path 404). Counting is a relaxed atomic add on the call path;
  * rendering happens only when scraped. docs/operations.md lists them.
  */
 #ifndef EG_SERVER_METRICS_H
@@ -17,6 +17,7 @@
 #include "coord/coord.h"
 #include "replica/replica.h"
 #include "server/archiver.h"
+#include "server/key_rotation.h"
 #include "server/reindex.h"
 #include "server/sweeper.h"
 #include "server/writer.h"
@@ -49,11 +50,11 @@ size_t eg_metrics_render_cap(const eg_metrics *m);
 
 /* Writes the exposition text into buf; returns its length (truncated at
  * cap - 1; never with cap >= eg_metrics_render_cap). store, writer,
- * sweeper, reindex, archiver, repl and coord may be NULL (coord: static
- * roles). */
+ * sweeper, reindex, rotation, archiver, repl and coord may be NULL
+ * (coord: static roles). */
 size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_writer *writer,
                          const eg_sweeper *sweeper, const eg_reindex *reindex,
-                         eg_archiver *archiver, eg_repl *repl,
+                         eg_key_rotation *rotation, eg_archiver *archiver, eg_repl *repl,
                          const eg_coord *coord, char *buf, size_t cap);
 
 /* Serves GET /metrics on addr (IPv4-HOST:PORT; port 0 picks a free one)
@@ -64,7 +65,8 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
 typedef struct eg_metrics_http eg_metrics_http;
 eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_store *store,
                              const eg_writer *writer, const eg_sweeper *sweeper,
-                             const eg_reindex *reindex, eg_archiver *archiver, eg_repl *repl, const eg_coord *coord,
+                             const eg_reindex *reindex, eg_key_rotation *rotation,
+                             eg_archiver *archiver, eg_repl *repl, const eg_coord *coord,
                              eg_metrics_http **out, char *err, size_t errlen);
 /* The port the endpoint listens on (the one picked for port 0). */
 int eg_metrics_http_port(const eg_metrics_http *h);

@@ -8,9 +8,9 @@
 #include "common/clock.h"
 #include "engram/v1/admin.pb-c.h"
 #include "replica/replica.h"
-#include "server/blind_key.h"
 #include "server/convert.h"
 #include "server/data_keys.h"
+#include "server/key_rotation.h"
 #include "server/service.h"
 
 /* Master key ids GetKeyStatus lists: the keyring's and those wrapping data
@@ -75,7 +75,7 @@ static eg_err eg_get_key_status(eg_req *r, const ProtobufCMessage *msg) {
              "keys; status lists at most %d", st.n_masters, EG_KEYS_STATUS_IDS);
     return EG_ELIMIT;
   }
-  if ((e = eg_status_masters(r, uses, st.n_masters, out)) || (e = eg_blind_key_status(r, out)))
+  if ((e = eg_status_masters(r, uses, st.n_masters, out)) || (e = eg_key_rotation_status(r, out)))
     return e;
   out->data_keys = st.data_keys;
   out->erased_users = st.erased_users;

@@ -1,10 +1,26 @@
-/* PLACEHOLDER until issue 12 fills it in (its helper replaces this file). */
+/*
+ * engram admin keys rotate [--tenant T [--user U]]: a data-key rotation
+ * (RotateDataKeys) on the node --target names (writes go to the primary),
+ * with a token with the admin role. Without flags every user's data key;
+ * --tenant: every user of T; --user: one user of T. Prints the rotation's
+ * status; `engram admin keys status` shows its progress.
+ *
+ * engram admin keys rotate-blind-index: not built yet (the server answers
+ * RotateBlindIndexKey UNIMPLEMENTED).
+ */
 #include "cli.h"
+#include "engram/v1/admin.pb-c.h"
 
 int cmd_keys_rotate(cli *g, int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  return cli_usage_error(g, "not built yet");
+  const char *tenant = "", *user = "";
+  const cli_flag flags[] = {{"--tenant", FLAG_STR, &tenant}, {"--user", FLAG_STR, &user}, {NULL}};
+  int rc = cli_parse(g, argc, argv, flags, NULL, NULL);
+  if (rc != CLI_OK) return rc;
+  if (user[0] && !tenant[0]) return cli_usage_error(g, "--user needs --tenant (the user's tenant)");
+  Engram__V1__RotateDataKeysRequest req = ENGRAM__V1__ROTATE_DATA_KEYS_REQUEST__INIT;
+  req.tenant = (char *)tenant;
+  req.user_id = (char *)user;
+  return cli_rpc(g, &eg_client_method_rotate_data_keys, &req.base, NULL);
 }
 
 int cmd_keys_rotate_blind_index(cli *g, int argc, char **argv) {

@@ -49,7 +49,7 @@ static void test_worst_case_fits(void) {
   size_t cap = eg_metrics_render_cap(m);
   char *buf = malloc(cap);
   CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
-  size_t len = eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, cap);
+  size_t len = eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, cap);
   CU_ASSERT(len < cap - 1); /* not cut */
   CU_ASSERT_EQUAL(strlen(buf), len);
   CU_ASSERT_EQUAL(buf[len - 1], '\n');
@@ -83,7 +83,7 @@ static void test_worst_case_fits(void) {
 
   /* a buffer too small: cut, NUL-terminated, within it */
   memset(buf, 'x', cap);
-  len = eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, 100);
+  len = eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, 100);
   CU_ASSERT_EQUAL(len, 99);
   CU_ASSERT_EQUAL(buf[99], '\0');
   CU_ASSERT_EQUAL(buf[100], 'x');
@@ -100,13 +100,13 @@ static void test_in_flight(void) {
   const char *gauge = "engram_rpc_in_flight{service=\"engram.v1.MemoryService\","
                       "method=\"ListMemories\"} ";
   int64_t a = eg_metrics_arrive(m, 1), b = eg_metrics_arrive(m, 1);
-  eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, cap);
+  eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, cap);
   CU_ASSERT_EQUAL(sample(buf, gauge), 2);
   eg_metrics_count(m, 1, 0, a);
-  eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, cap);
+  eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, cap);
   CU_ASSERT_EQUAL(sample(buf, gauge), 1);
   eg_metrics_count(m, 1, 5, b);
-  eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, cap);
+  eg_metrics_render(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, buf, cap);
   CU_ASSERT_EQUAL(sample(buf, gauge), 0);
   /* no unknown-method samples until one came */
   CU_ASSERT_PTR_NULL(strstr(buf, "method=\"unknown\""));
