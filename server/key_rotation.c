@@ -161,7 +161,7 @@ static eg_kr_rec *eg_kr_push(eg_kr_step *s, int kind) {
     s->recs = next;
     s->cap = cap;
   }
-  eg_kr_rec *rec = &s->recs[s->n];
+  eg_kr_rec *rec = &s->recs[s->n++];
   memset(rec, 0, sizeof *rec);
   rec->kind = kind;
   return rec;
@@ -407,7 +407,7 @@ out:
 
 /* 1 if a[0..an) sorts after b[0..bn) (bytes, then length). */
 static int eg_kr_after(const uint8_t *a, size_t an, const uint8_t *b, size_t bn) {
-  int c = memcmp(a, b, an < bn ? an : bn);
+  int c = an && bn ? memcmp(a, b, an < bn ? an : bn) : 0;
   return c > 0 || (c == 0 && an > bn);
 }
 
@@ -451,7 +451,7 @@ static eg_err eg_kr_walk(eg_kr_step *s) {
     case EG_KR_SESSIONS: {
       eg_session_cursor after = {.len = c->len};
       if (c->len > sizeof after.buf) e = EG_ECORRUPT;
-      if (!e) memcpy(after.buf, c->data, c->len);
+      if (!e && c->len) memcpy(after.buf, c->data, c->len);
       if (!e)
         e = eg_store_sessions_scan(t, s->tenant, s->user, c->len ? &after : NULL,
                                    eg_kr_session_visit, s);
@@ -460,7 +460,7 @@ static eg_err eg_kr_walk(eg_kr_step *s) {
     case EG_KR_MEMORIES: {
       eg_memory_pos after = {.len = c->len};
       if (c->len > sizeof after.buf) e = EG_ECORRUPT;
-      if (!e) memcpy(after.buf, c->data, c->len);
+      if (!e && c->len) memcpy(after.buf, c->data, c->len);
       if (!e)
         e = eg_store_memories_scan(t, s->tenant, s->user, c->len ? &after : NULL, 0, 0,
                                    eg_kr_memory_visit, s);
@@ -469,7 +469,7 @@ static eg_err eg_kr_walk(eg_kr_step *s) {
     case EG_KR_CHECKPOINTS: {
       eg_ckpt_pos after = {.len = c->len};
       if (c->len > sizeof after.buf) e = EG_ECORRUPT;
-      if (!e) memcpy(after.buf, c->data, c->len);
+      if (!e && c->len) memcpy(after.buf, c->data, c->len);
       if (!e)
         e = eg_store_checkpoints_scan(t, s->tenant, s->user, NULL, NULL, NULL,
                                       c->len ? &after : NULL, eg_kr_ckpt_visit, s);

@@ -1,13 +1,25 @@
 """Key rotation without downtime: the keyring reloads on SIGHUP (new data
 keys are wrapped under the new primary, old data reads, a keyring that does
-not fit the data is refused and the old one kept). GetKeyStatus shows the
-master keys, the data keys under each and the blind-index key id."""
+not fit the data is refused and the old one kept); a data-key rotation of
+one user or of every user re-seals their fields in the background
+(progress, a restart mid-way, the old generation a tombstone, other users'
+records untouched, token counts). GetKeyStatus shows the master keys, the
+data keys under each, the blind-index key id, the rotation and the token
+counts; raw checks read the LMDB files with mdb_dump (lmdb-utils)."""
+import json
 import os
+import re
 import signal
 import subprocess
 
+import grpc
+
 from harness import E2ETestCase, uid
 import test_at_rest as at_rest
+from test_checkpoints import Ckpt, W, cid
+from test_memories import Mem
+from test_observability import parse, scrape, value
+from test_store import Store
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 
@@ -102,3 +114,142 @@ class KeyringReloadTest(E2ETestCase):
         # Put right, it reloads.
         at_rest.write_keyring(self.srv.keyring_path, keys, 1)
         self.reload("keyring reloaded from %s: primary key id 1" % self.srv.keyring_path)
+
+
+# ---- data-key rotation ----------------------------------------------------------
+
+SLOW = ("--key-rotation-rate", "4", "--key-rotation-batch", "1")  # four records a second
+DONE_TIMEOUT = 120.0  # bound on a rotation finishing (ASan is slow)
+TENANT = "default"  # dev mode's
+
+
+def rotate(client, tenant="", user=""):
+    return apbg.AdminServiceStub(client.channel).RotateDataKeys(
+        apb.RotateDataKeysRequest(tenant=tenant, user_id=user), timeout=30.0)
+
+
+def data_rotation(st):
+    (r,) = [r for r in st.rotations if r.kind == "data_keys"]
+    return r
+
+
+def generations(data_dir, tenant, user):
+    """{generation: live} of the user's data keys, from the key store's LMDB
+    file (keys: u8 len | tenant | u8 len | user | generation u32 BE ->
+    KeyRecord, whose wrapped_key, field 4 of 77 bytes, a tombstone lacks)."""
+    _, recs = at_rest.mdb_dump(os.path.join(data_dir, "keystore"), "keys")
+    prefix = bytes([len(tenant)]) + tenant.encode() + bytes([len(user)]) + user.encode()
+    return {int.from_bytes(k[-4:], "big"): b"\x22\x4d" in v
+            for k, v in recs if k[:-4] == prefix and len(k) == len(prefix) + 4}
+
+
+def message_values(data_dir, sid):
+    _, recs = at_rest.mdb_dump(data_dir, "messages")
+    return sorted(v for k, v in recs if sid.encode() in k)
+
+
+def under(values, gen):
+    """Format 2 field tokens (0x02 | generation u32 BE) of generation gen in
+    the values."""
+    return sum(v.count(b"\x02" + gen.to_bytes(4, "big")) for v in values)
+
+
+class DataKeyRotationTest(E2ETestCase):
+
+    def populate(self, srv, user):
+        """A session (metadata, summary, three messages), a memory, a
+        checkpoint with a pending write, all of user: every kind of record
+        the rotation walks for a user."""
+        c = srv.client()
+        sid = c.create(user, metadata={"team": user}).session_id
+        c.append(sid, "first of " + user, "second of " + user, "third of " + user)
+        c.update_summary(sid, "summary of " + user, 1)
+        mid = Mem(c).create(user, "memory of " + user).memory.memory_id
+        ck = Ckpt(srv.addr)
+        self.addCleanup(ck.close)
+        ck.put(user, "t1", cid(1), data=b'{"a": 1}', metadata={"step": 1})
+        ck.writes(user, "t1", cid(1), [W("task", 0, value=b'"w"')])
+        return sid, mid
+
+    def check(self, srv, user, sid, mid):
+        """Everything populate wrote reads back."""
+        c = srv.client()
+        g = c.get(sid)
+        self.assertEqual((dict(g.metadata), g.summary), ({"team": user}, "summary of " + user))
+        self.assertEqual([m.content for m in c.all_messages(sid)],
+                         ["first of " + user, "second of " + user, "third of " + user])
+        self.assertEqual(Mem(c).get(mid).text, "memory of " + user)
+        ck = Ckpt(srv.addr)
+        self.addCleanup(ck.close)
+        got = ck.get(user, "t1")
+        self.assertEqual((got.checkpoint, json.loads(got.metadata_json)), (b'{"a": 1}', {"step": 1}))
+        self.assertEqual([w.value for w in got.pending_writes], [b'"w"'])
+
+    def wait_done(self, srv, c):
+        return self.wait_until(lambda: (lambda r: not r.running and r)(
+            data_rotation(key_status(c))), DONE_TIMEOUT, "the data-key rotation done", [srv])
+
+    def test_one_user_rotates_resumes_after_a_restart_and_retires_the_old_key(self):
+        srv = self.start_server(*SLOW)
+        c = srv.client()
+        a_sid, a_mid = self.populate(srv, "alice")
+        b_sid, b_mid = self.populate(srv, "bob")
+        bob_before = message_values(srv.data_dir, b_sid)
+        self.assertEqual(under(message_values(srv.data_dir, a_sid), 1), 3)
+        self.assertInvalid(rotate, c, "", "alice", field="user_id")
+        st = rotate(c, TENANT, "alice").status
+        self.assertEqual((st.kind, st.scope, st.running, st.done, st.total),
+                         ("data_keys", "default/alice", True, 0, 1))
+        self.assertStatus(grpc.StatusCode.FAILED_PRECONDITION, rotate, c, TENANT, "bob")
+        r = data_rotation(key_status(c))
+        self.assertTrue(r.running, r)
+        self.assertEqual(generations(srv.data_dir, TENANT, "alice"), {1: True, 2: True})
+        # Reads go on under either generation while it runs.
+        self.check(srv, "alice", a_sid, a_mid)
+        # Stopped mid-rotation, it goes on from its stored state.
+        srv.stop()
+        srv.start()
+        c = srv.client()
+        self.assertTrue(data_rotation(key_status(c)).running)
+        r = self.wait_done(srv, c)
+        self.assertEqual((r.done, r.total, r.scope), (1, 1, "default/alice"))
+        self.assertTrue(r.HasField("finish_time"))
+        self.check(srv, "alice", a_sid, a_mid)
+        self.check(srv, "bob", b_sid, b_mid)
+        # alice's tokens are all under generation 2, generation 1 a tombstone;
+        # bob's records and key are as they were.
+        alice = message_values(srv.data_dir, a_sid)
+        self.assertEqual((under(alice, 1), under(alice, 2)), (0, 3))
+        self.assertEqual(generations(srv.data_dir, TENANT, "alice"), {1: False, 2: True})
+        self.assertEqual(generations(srv.data_dir, TENANT, "bob"), {1: True})
+        self.assertEqual(message_values(srv.data_dir, b_sid), bob_before)
+        st = key_status(c)
+        counts = {t.key: t.tokens for t in st.token_counts}
+        # session metadata and summary, 3 messages, memory text, the
+        # checkpoint's 3 fields and its pending write
+        self.assertEqual(counts, {"data:2": 10})
+        self.assertTrue(st.HasField("token_count_time"))
+        self.assertIn('user "alice" of tenant default: every field token under generation 2; '
+                      "generations 1..1 retired", srv.log_text())
+
+    def test_every_user_rotates_with_the_tenants_own_key(self):
+        srv = self.start_server("--metrics-listen", "127.0.0.1:0")
+        srv.metrics_addr = re.search(r"metrics on ([0-9.]+:\d+)", srv.log_text()).group(1)
+        c = srv.client()
+        a_sid, a_mid = self.populate(srv, "alice")
+        b_sid, b_mid = self.populate(srv, "bob")
+        Store(c).put(["prefs"], "theme", {"dark": True})
+        st = rotate(c).status
+        self.assertEqual((st.scope, st.total), ("", 3))  # alice, bob, the tenant's own key
+        r = self.wait_done(srv, c)
+        self.assertEqual(r.done, 3)
+        self.check(srv, "alice", a_sid, a_mid)
+        self.check(srv, "bob", b_sid, b_mid)
+        self.assertEqual(json.loads(Store(c).get(["prefs"], "theme").item.value_json),
+                         {"dark": True})
+        for user in ("alice", "bob", ""):
+            self.assertEqual(generations(srv.data_dir, TENANT, user), {1: False, 2: True}, user)
+        counts = {t.key: t.tokens for t in key_status(c).token_counts}
+        self.assertEqual(counts, {"data:2": 21})  # 10 each, and the store item
+        fams = parse(scrape(srv))
+        self.assertEqual(value(fams, "engram_field_tokens", key="data:2"), 21)
