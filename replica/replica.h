@@ -21,11 +21,22 @@
 #include "crypto/crypto.h"
 #include "engram/v1/admin.pb-c.h"
 #include "engram/v1/replication.pb-c.h"
+#include "server/data_keys.h"
 #include "storage/storage.h"
 
 /* The replicas one primary serves (each holds a stream thread and a
  * reader slot: server/config.c sizes both with it). */
 #define EG_REPL_MAX_PEERS 64
+
+/* The key store's replication side: server/data_keys.h's functions, as
+ * pointers (replica/ links below server/). dk NULL: no key store. */
+typedef struct {
+  eg_data_keys *dk;
+  uint64_t (*version)(eg_data_keys *dk);
+  eg_err (*changes)(eg_data_keys *dk, uint64_t since, size_t max, eg_data_key_rec_fn fn,
+                    void *arg, uint64_t *last);
+  eg_err (*apply)(eg_data_keys *dk, const eg_key_change *ch, size_t n);
+} eg_repl_key_store;
 
 typedef struct {
   int replica;                 /* start as a replica (else primary) */
@@ -42,6 +53,8 @@ typedef struct {
    * at each use). A replica applies nothing from a primary whose recorded
    * key fingerprint it does not fit. NULL: no check. */
   _Atomic(const eg_keyring *) const *keys;
+  /* The key store, replicated beside the log (borrowed like keys). */
+  eg_repl_key_store key_store;
 } eg_repl_config;
 
 typedef struct eg_repl eg_repl;

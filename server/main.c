@@ -226,6 +226,10 @@ static eg_err eg_repl_open(const eg_config *cfg, eg_srv *srv, eg_repl **out) {
       .retain_s = cfg->wal_retain_s,
       .retain_cap = cfg->wal_retain_cap,
       .keys = &srv->keys,
+      .key_store = {.dk = srv->data_keys,
+                    .version = eg_data_keys_version,
+                    .changes = eg_data_keys_changes,
+                    .apply = eg_data_keys_apply_batch},
   };
   eg_err e = eg_repl_new(&rc, srv->store, out);
   /* Coordinated from the start: Promote is refused, and a primary is
