@@ -233,6 +233,11 @@ typedef struct eg_backup_writer eg_backup_writer;
  * (EG_EIO). why filled on failure; *out set only on success. */
 eg_err eg_backup_writer_open(const char *path, int replace, eg_backup_writer **out, char *why,
                              size_t whylen);
+/* The same for a file of the data alone (no marker, no header: a key
+ * store backup, an LMDB file as it is); commit then checks h's data_bytes
+ * and sha256 and writes no header. */
+eg_err eg_backup_writer_open_raw(const char *path, int replace, eg_backup_writer **out,
+                                 char *why, size_t whylen);
 /* The temp file's path (for a signal handler that must remove it). */
 const char *eg_backup_writer_temp(const eg_backup_writer *w);
 /* Appends p[0..n) to the data. EG_EIO with why filled (the writer stays

@@ -243,6 +243,7 @@ eg_err eg_backup_extract(const char *path, const char *out_path, eg_backup_heade
 struct eg_backup_writer {
   int fd;
   int replace; /* path may be replaced at commit */
+  int raw;     /* the data alone, no header (eg_backup_writer_open_raw) */
   uint64_t bytes;
   eg_sha256 hash;
   char path[4096];
@@ -268,8 +269,8 @@ static eg_err target_check(const char *path, int replace, char *why, size_t whyl
   return EG_OK;
 }
 
-eg_err eg_backup_writer_open(const char *path, int replace, eg_backup_writer **out, char *why,
-                             size_t whylen) {
+static eg_err writer_open(const char *path, int replace, int raw, eg_backup_writer **out,
+                          char *why, size_t whylen) {
   eg_err e = target_check(path, replace, why, whylen);
   if (e) return e;
   eg_backup_writer *w = calloc(1, sizeof *w);
@@ -280,13 +281,16 @@ eg_err eg_backup_writer_open(const char *path, int replace, eg_backup_writer **o
     return EG_EINVAL;
   }
   w->replace = replace;
+  w->raw = raw;
   snprintf(w->tmp, sizeof w->tmp, "%s.tmp-XXXXXX", path);
   /* mkstemp makes it 0600: the data holds every tenant's records. The
    * marker and the lock tell list and prune what the file is while it
    * has no header (a create killed before its end leaves it behind). */
   w->fd = mkostemp(w->tmp, O_CLOEXEC);
-  if (w->fd < 0 || !write_all(w->fd, EG_BACKUP_MAGIC_INCOMPLETE, EG_BACKUP_MAGIC_LEN) ||
-      flock(w->fd, LOCK_EX | LOCK_NB) != 0 || lseek(w->fd, EG_BACKUP_HEADER_BYTES, SEEK_SET) < 0) {
+  if (w->fd < 0 ||
+      (!raw && (!write_all(w->fd, EG_BACKUP_MAGIC_INCOMPLETE, EG_BACKUP_MAGIC_LEN) ||
+                flock(w->fd, LOCK_EX | LOCK_NB) != 0 ||
+                lseek(w->fd, EG_BACKUP_HEADER_BYTES, SEEK_SET) < 0))) {
     snprintf(why, whylen, "cannot create %s: %s", w->tmp, strerror(errno));
     if (w->fd >= 0) {
       close(w->fd);
@@ -298,6 +302,16 @@ eg_err eg_backup_writer_open(const char *path, int replace, eg_backup_writer **o
   eg_sha256_init(&w->hash);
   *out = w;
   return EG_OK;
+}
+
+eg_err eg_backup_writer_open(const char *path, int replace, eg_backup_writer **out, char *why,
+                             size_t whylen) {
+  return writer_open(path, replace, 0, out, why, whylen);
+}
+
+eg_err eg_backup_writer_open_raw(const char *path, int replace, eg_backup_writer **out,
+                                 char *why, size_t whylen) {
+  return writer_open(path, replace, 1, out, why, whylen);
 }
 
 eg_err eg_backup_writer_write(eg_backup_writer *w, const void *p, size_t n, char *why,
@@ -375,7 +389,7 @@ eg_err eg_backup_writer_commit(eg_backup_writer *w, const eg_backup_header *h, c
              "sent (%llu bytes)",
              (unsigned long long)w->bytes, (unsigned long long)h->data_bytes);
     e = EG_ECORRUPT;
-  } else if (h->n_key_ids > EG_BACKUP_KEY_IDS_MAX || !header_write(w->fd, h) ||
+  } else if (h->n_key_ids > EG_BACKUP_KEY_IDS_MAX || (!w->raw && !header_write(w->fd, h)) ||
              fsync(w->fd) != 0) {
     snprintf(why, whylen, "writing %s: %s", w->tmp,
              h->n_key_ids > EG_BACKUP_KEY_IDS_MAX ? "too many key ids" : strerror(errno));

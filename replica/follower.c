@@ -6,6 +6,7 @@
  * On resync: fetch a snapshot, then ask main to restart into it.
  */
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,6 +35,22 @@ static eg_err eg_follow_apply(eg_repl *r, const Engram__V1__StreamResponse *m) {
   return r->write(r->writer, eg_follow_apply_in, (void *)m, NULL);
 }
 
+/* Stores the response's key-store changes (durably) before its records
+ * are applied: the records may be sealed with those keys. */
+static eg_err eg_follow_apply_keys(eg_repl *r, const Engram__V1__StreamResponse *m) {
+  const eg_repl_key_store *ks = &r->key_store;
+  if (!m->n_key_changes || !ks->dk) return EG_OK;
+  eg_key_change *ch = malloc(m->n_key_changes * sizeof *ch);
+  if (!ch) return EG_ENOMEM;
+  for (size_t i = 0; i < m->n_key_changes; i++)
+    ch[i] = (eg_key_change){.version = m->key_changes[i]->version,
+                            .rec = m->key_changes[i]->record.data,
+                            .len = m->key_changes[i]->record.len};
+  eg_err e = ks->apply(ks->dk, ch, m->n_key_changes);
+  free(ch);
+  return e;
+}
+
 /* An ack: where this replica stands now. */
 static void eg_follow_ack(eg_repl *r, Engram__V1__StreamRequest *h) {
   engram__v1__stream_request__init(h);
@@ -41,6 +58,7 @@ static void eg_follow_ack(eg_repl *r, Engram__V1__StreamRequest *h) {
   h->epoch = eg_store_epoch(r->store);
   h->applied_lsn = eg_store_last_lsn(r->store);
   h->index_base_lsn = eg_store_index_base_lsn(r->store);
+  if (r->key_store.dk) h->key_store_version = r->key_store.version(r->key_store.dk);
 }
 
 /* The first message of a stream also carries the epoch and digest of the
@@ -153,7 +171,10 @@ static int eg_follow_once(eg_repl *r) {
         streamed = -1;
       } else {
         streamed = 1;
-        if (m->n_records) e = eg_follow_apply(r, m);
+        if ((e = eg_follow_apply_keys(r, m)) != EG_OK)
+          eg_log(EG_LOG_ERROR, "replica: cannot store the primary's key-store changes: %s",
+                 eg_err_msg(e));
+        if (!e && m->n_records) e = eg_follow_apply(r, m);
         if (e) eg_log(EG_LOG_ERROR, "replica: cannot apply the primary's log: %s", eg_err_msg(e));
       }
       /* Caught up as of this message: what behind_ms counts from. */

@@ -14,6 +14,9 @@
 #define EG_REPL_BATCH_BYTES (4u << 20)
 /* An idle stream sends a heartbeat this often. */
 #define EG_REPL_HEARTBEAT_MS 1000
+/* Key-store changes one StreamResponse carries at most (a few hundred
+ * bytes each). */
+#define EG_REPL_KEY_CHANGES 256
 /* A follower that hears nothing for this long (several missed heartbeats)
  * drops the stream and reconnects. */
 #define EG_REPL_SILENCE_MS 5000
@@ -59,6 +62,7 @@ struct eg_upstream_entry {
 struct eg_repl {
   eg_store *store;
   const eg_keyring *keys; /* borrowed (eg_repl_config) */
+  eg_repl_key_store key_store; /* borrowed (eg_repl_config) */
   char *token, *authz, *replica_id;
   int sync_replicas;
   int64_t sync_timeout_ms, retain_records, retain_s, retain_cap;

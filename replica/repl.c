@@ -66,6 +66,7 @@ eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out) {
   if (!r) return EG_ENOMEM;
   r->store = store;
   r->keys = cfg->keys;
+  r->key_store = cfg->key_store;
   atomic_store(&r->cur, -1);
   atomic_store(&r->caught_up_us, -1);
   pthread_mutex_init(&r->mu, NULL);

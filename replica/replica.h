@@ -20,11 +20,22 @@
 #include "crypto/crypto.h"
 #include "engram/v1/admin.pb-c.h"
 #include "engram/v1/replication.pb-c.h"
+#include "server/data_keys.h"
 #include "storage/storage.h"
 
 /* The replicas one primary serves (each holds a stream thread and a
  * reader slot: server/config.c sizes both with it). */
 #define EG_REPL_MAX_PEERS 64
+
+/* The key store's replication side: server/data_keys.h's functions, as
+ * pointers (replica/ links below server/). dk NULL: no key store. */
+typedef struct {
+  eg_data_keys *dk;
+  uint64_t (*version)(eg_data_keys *dk);
+  eg_err (*changes)(eg_data_keys *dk, uint64_t since, size_t max, eg_data_key_rec_fn fn,
+                    void *arg, uint64_t *last);
+  eg_err (*apply)(eg_data_keys *dk, const eg_key_change *ch, size_t n);
+} eg_repl_key_store;
 
 typedef struct {
   int replica;                 /* start as a replica (else primary) */
@@ -40,6 +51,8 @@ typedef struct {
    * applies nothing from a primary whose recorded key fingerprint they do
    * not fit. */
   const eg_keyring *keys;
+  /* The key store, replicated beside the log (borrowed like keys). */
+  eg_repl_key_store key_store;
 } eg_repl_config;
 
 typedef struct eg_repl eg_repl;
@@ -138,6 +151,15 @@ typedef const ProtobufCMessage *(*eg_repl_copy_msg_fn)(void *arg, const eg_repl_
 eg_err eg_repl_serve_copy(eg_repl *r, int idle, eg_repl_copy_msg_fn build, void *arg,
                           eg_repl_send_fn send, eg_repl_check_fn check, void *send_arg, char *msg,
                           size_t msglen);
+/* Writes a copy of something into a new file at path (mode 0600), and
+ * what it holds into *info (zeroed when that means nothing). */
+typedef eg_err (*eg_repl_copy_fn)(void *arg, const char *path, eg_store_file_info *info);
+/* The same for another copy than the store's (BackupKeys: the key
+ * store's), made by copy(copy_arg, ...) at a path in the data dir, where a
+ * copy left by a crash is removed at the next start. */
+eg_err eg_repl_serve_copy_of(eg_repl *r, int idle, eg_repl_copy_fn copy, void *copy_arg,
+                             eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
+                             eg_repl_check_fn check, void *send_arg, char *msg, size_t msglen);
 
 /* Log records below this LSN may go (retention by count and age, held for
  * connected replicas up to the cap; erasure; then held from archive_next

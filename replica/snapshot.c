@@ -72,7 +72,8 @@ static eg_err eg_copy_send_file(int fd, uint64_t size, const uint8_t *sha256,
 
 /* One copy of the store, made on a thread of its own (eg_copy_run). */
 typedef struct {
-  eg_store *store;
+  eg_repl_copy_fn copy;
+  void *copy_arg;
   char path[4096];
   int idle; /* lower the thread's priority (SCHED_IDLE) first */
   /* out: the copy open (unlinked), its size, digest and LSN; or e and msg */
@@ -125,7 +126,7 @@ static void *eg_copy_run(void *arg) {
     (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle); /* best effort */
   }
   j->fd = -1;
-  if ((j->e = eg_store_copy(j->store, j->path, &j->info))) {
+  if ((j->e = j->copy(j->copy_arg, j->path, &j->info))) {
     snprintf(j->msg, sizeof j->msg, "cannot copy the store: %s", eg_err_msg(j->e));
     if (j->e == EG_EIO) j->e = EG_EUNAVAIL;
     return NULL;
@@ -145,14 +146,26 @@ static void *eg_copy_run(void *arg) {
   return NULL;
 }
 
+static eg_err eg_copy_store(void *store, const char *path, eg_store_file_info *info) {
+  return eg_store_copy(store, path, info);
+}
+
 eg_err eg_repl_serve_copy(eg_repl *r, int idle, eg_repl_copy_msg_fn build, void *arg,
                           eg_repl_send_fn send, eg_repl_check_fn check, void *send_arg, char *msg,
                           size_t msglen) {
+  return eg_repl_serve_copy_of(r, idle, eg_copy_store, r->store, build, arg, send, check,
+                               send_arg, msg, msglen);
+}
+
+eg_err eg_repl_serve_copy_of(eg_repl *r, int idle, eg_repl_copy_fn copy, void *copy_arg,
+                             eg_repl_copy_msg_fn build, void *arg, eg_repl_send_fn send,
+                             eg_repl_check_fn check, void *send_arg, char *msg, size_t msglen) {
   static atomic_uint seq;
   eg_copy_job *j = calloc(1, sizeof *j);
   pthread_t t;
   if (!j) return EG_ENOMEM;
-  j->store = r->store;
+  j->copy = copy;
+  j->copy_arg = copy_arg;
   j->idle = idle;
   snprintf(j->path, sizeof j->path, "%s/" EG_COPY_PREFIX "%d-%u" EG_COPY_SUFFIX,
            eg_store_dir(r->store), (int)getpid(), atomic_fetch_add(&seq, 1));

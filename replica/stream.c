@@ -24,6 +24,9 @@ struct eg_stream_ctx {
   uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
   size_t fp_len;
   int fp_sent;
+  /* The last key-store version the replica holds (it said so in its
+   * hello; since, what this stream sent it). */
+  uint64_t key_version;
 };
 
 /* Adds the key fingerprint to resp if it is the stream's first response. */
@@ -145,13 +148,58 @@ static int eg_batch_add(void *arg, uint64_t lsn, const uint8_t *rec, size_t len)
   return b->n == EG_REPL_BATCH_RECORDS || b->bytes >= EG_REPL_BATCH_BYTES;
 }
 
-/* Sends the records from *next on (at most a batch), or a heartbeat when
- * there are none. Returns 1 if sent, 0 if the stream is broken, -1 if the
- * log no longer holds *next. */
+/* The key-store changes a response carries. */
+struct eg_key_batch {
+  Engram__V1__KeyStoreChange items[EG_REPL_KEY_CHANGES];
+  Engram__V1__KeyStoreChange *ptrs[EG_REPL_KEY_CHANGES];
+  size_t n;
+};
+
+static eg_err eg_key_batch_add(void *arg, uint64_t version, const uint8_t *rec, size_t len) {
+  struct eg_key_batch *k = arg;
+  uint8_t *copy = malloc(len ? len : 1);
+  if (!copy) return EG_ENOMEM;
+  memcpy(copy, rec, len);
+  Engram__V1__KeyStoreChange *c = &k->items[k->n];
+  engram__v1__key_store_change__init(c);
+  c->version = version;
+  c->record = (ProtobufCBinaryData){len, copy};
+  k->ptrs[k->n++] = c;
+  return EG_OK;
+}
+
+/* Reads the key-store changes after s->key_version into k (at most a
+ * bound of them). Called after the response's log records were read:
+ * every key those records were sealed with was committed before them, so
+ * it is among the changes read now (or was sent before). *cut: the bound
+ * was reached, more may follow, and the records must wait. */
+static eg_err eg_stream_key_changes(struct eg_stream_ctx *s, struct eg_key_batch *k, int *cut,
+                                    uint64_t *last) {
+  const eg_repl_key_store *ks = &s->r->key_store;
+  *cut = 0;
+  *last = s->key_version;
+  if (!ks->dk) return EG_OK;
+  eg_err e = ks->changes(ks->dk, s->key_version, EG_REPL_KEY_CHANGES, eg_key_batch_add, k, last);
+  *cut = k->n == EG_REPL_KEY_CHANGES;
+  return e;
+}
+
+/* Sends the key-store changes the replica lacks and the records from
+ * *next on (at most a batch of each), or a heartbeat when there are none.
+ * Returns 1 if sent, 0 if the stream is broken, -1 if the log no longer
+ * holds *next. */
 static int eg_stream_send(struct eg_stream_ctx *s, eg_txn *t, uint64_t *next) {
   ProtobufCBinaryData *buf = malloc(sizeof *buf * EG_REPL_BATCH_RECORDS);
+  struct eg_key_batch *keys = malloc(sizeof *keys);
   struct eg_batch b = {.recs = buf, .next = *next};
-  if (!buf) return 0;
+  if (!buf || !keys) {
+    free(buf);
+    free(keys);
+    return 0;
+  }
+  keys->n = 0;
+  int cut = 0;
+  uint64_t key_last = s->key_version;
   Engram__V1__StreamResponse resp = ENGRAM__V1__STREAM_RESPONSE__INIT;
   resp.primary_lsn = eg_store_last_lsn(s->r->store);
   resp.epoch = eg_store_epoch(s->r->store);
@@ -163,17 +211,24 @@ static int eg_stream_send(struct eg_stream_ctx *s, eg_txn *t, uint64_t *next) {
     eg_store_reader_end(t);
   }
   int rc = e ? 0 : (b.gap || (resp.primary_lsn >= *next && b.n == 0)) ? -1 : 1;
+  if (rc == 1 && eg_stream_key_changes(s, keys, &cut, &key_last) != EG_OK) rc = 0;
   if (rc == 1) {
-    resp.records = b.recs;
-    resp.n_records = b.n;
+    /* Cut at the bound: the records may need a key not sent yet. */
+    resp.records = cut ? NULL : b.recs;
+    resp.n_records = cut ? 0 : b.n;
+    resp.key_changes = keys->ptrs;
+    resp.n_key_changes = keys->n;
     eg_stream_add_fingerprint(s, &resp);
     rc = eg_rpc_send(s->call, s->cq, &resp.base);
-    *next = b.next;
+    if (!cut) *next = b.next;
+    if (rc == 1) s->key_version = key_last;
     if (rc == 1 && *next > resp.primary_lsn)
       eg_peer_sent(s->r, s->peer, s->gen, resp.primary_lsn, resp.time_us);
   }
   for (size_t i = 0; i < b.n; i++) free(b.recs[i].data);
+  for (size_t i = 0; i < keys->n; i++) free(keys->items[i].record.data);
   free(buf);
+  free(keys);
   return rc;
 }
 
@@ -199,7 +254,9 @@ static eg_err eg_stream_loop(struct eg_stream_ctx *s, eg_txn *t, uint64_t next, 
   int64_t last_send = 0;
   while (!atomic_load(&s->gone) && !atomic_load(&r->stopping) && eg_repl_is_primary(r) &&
          eg_peer_owned(r, s->peer, s->gen)) {
-    int have = eg_store_last_lsn(r->store) >= next;
+    /* Key changes alone (a rewrap, an erasure) go out at once too. */
+    int have = eg_store_last_lsn(r->store) >= next ||
+               (r->key_store.dk && r->key_store.version(r->key_store.dk) > s->key_version);
     if (have || eg_rpc_now_us() - last_send >= EG_REPL_HEARTBEAT_MS * 1000) {
       int rc = eg_stream_send(s, t, &next);
       if (rc < 0) return eg_stream_resync(s, "log trimmed past the replica", msg, msglen);
@@ -219,7 +276,8 @@ static eg_err eg_stream_loop(struct eg_stream_ctx *s, eg_txn *t, uint64_t next, 
 
 eg_err eg_repl_serve_stream(eg_repl *r, const Engram__V1__StreamRequest *hello, grpc_call *call,
                             grpc_completion_queue *cq, char *msg, size_t msglen) {
-  struct eg_stream_ctx s = {.r = r, .call = call, .cq = cq};
+  struct eg_stream_ctx s = {.r = r, .call = call, .cq = cq,
+                            .key_version = hello->key_store_version};
   const char *why = NULL;
   eg_txn *t = NULL;
   eg_stream_view v;
@@ -254,6 +312,13 @@ eg_err eg_repl_serve_stream(eg_repl *r, const Engram__V1__StreamRequest *hello, 
     e = eg_stream_resync(&s, why, msg, msglen);
     goto detach;
   }
+  /* Key-store versions number one primary's changes: a replica from
+   * another epoch, or ahead of this primary's key store, may hold another
+   * history's (a failover). Everything from 0 then: applying is
+   * idempotent, and a tombstone it holds stays one. */
+  if (r->key_store.dk && (hello->epoch != v.epoch ||
+                          s.key_version > r->key_store.version(r->key_store.dk)))
+    s.key_version = 0;
   pthread_t acks;
   if (pthread_create(&acks, NULL, eg_stream_acks, &s) == 0) {
     e = eg_stream_loop(&s, t, next, msg, msglen);

@@ -239,7 +239,7 @@ static void eg_replica_id(const eg_config *cfg, int bound_port, char *out, size_
 }
 
 static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_store *store,
-                          eg_repl **out) {
+                          eg_data_keys *data_keys, eg_repl **out) {
   char id[128];
   eg_replica_id(cfg, 0, id, sizeof id);
   eg_repl_config rc = {
@@ -255,6 +255,10 @@ static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_stor
       .retain_s = cfg->wal_retain_s,
       .retain_cap = cfg->wal_retain_cap,
       .keys = keys,
+      .key_store = {.dk = data_keys,
+                    .version = eg_data_keys_version,
+                    .changes = eg_data_keys_changes,
+                    .apply = eg_data_keys_apply_batch},
   };
   eg_err e = eg_repl_new(&rc, store, out);
   /* Coordinated from the start: Promote is refused, and a primary is
@@ -328,7 +332,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_stop_signals(&sigs);
 
   grpc_init();
-  eg_err e = eg_repl_open(cfg, srv->keys, srv->store, &srv->repl);
+  eg_err e = eg_repl_open(cfg, srv->keys, srv->store, srv->data_keys, &srv->repl);
   /* Before the writer: its first batch may trim the log. */
   if (e == EG_OK) e = eg_archiver_start(cfg, srv->store, &srv->archiver, err, sizeof err);
   if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv, &writer, err, sizeof err);

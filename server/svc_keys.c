@@ -1,6 +1,222 @@
-/* AdminService: GetKeyStatus, RewrapKeys and BackupKeys: the key store's admin calls (server/keystore.h). */
+/* AdminService: GetKeyStatus, RewrapKeys and BackupKeys, the key store's
+ * admin calls (server/data_keys.h), for the admin role. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "engram/v1/admin.pb-c.h"
+#include "replica/replica.h"
+#include "server/convert.h"
+#include "server/data_keys.h"
 #include "server/service.h"
 
+/* Master key ids GetKeyStatus lists: the keyring's and those wrapping data
+ * keys, which may include ids the keyring lacks. */
+#define EG_KEYS_STATUS_IDS (2 * EG_KEYRING_KEYS_MAX)
+
+/* The ids of the keys in kr, ascending, into ids (*n). */
+static eg_err eg_keyring_ids(const eg_keyring *kr, uint32_t *ids, size_t *n) {
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  size_t len = eg_keyring_fingerprint(kr, fp);
+  eg_err e = eg_keyring_fingerprint_ids(fp, len, ids, EG_KEYRING_KEYS_MAX, n);
+  for (size_t i = 1; !e && i < *n; i++) /* insertion sort: at most 200 */
+    for (size_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+      uint32_t t = ids[j];
+      ids[j] = ids[j - 1], ids[j - 1] = t;
+    }
+  return e;
+}
+
+/* master_keys: the keyring's keys and the store's, merged by id. */
+static eg_err eg_status_masters(eg_req *r, const eg_master_key_use *uses, size_t n_uses,
+                                Engram__V1__GetKeyStatusResponse *out) {
+  uint32_t ring[EG_KEYRING_KEYS_MAX];
+  size_t n_ring = 0, i = 0, j = 0;
+  const eg_keyring *kr = r->srv->keys;
+  eg_err e = eg_keyring_ids(kr, ring, &n_ring);
+  if (e) return e;
+  Engram__V1__MasterKeyUse *m = eg_arena_alloc(r->arena, (n_ring + n_uses) * sizeof *m);
+  out->master_keys = eg_arena_alloc(r->arena, (n_ring + n_uses) * sizeof *out->master_keys);
+  if (!m || !out->master_keys) return EG_ENOMEM;
+  while (i < n_ring || j < n_uses) {
+    Engram__V1__MasterKeyUse *u = &m[out->n_master_keys];
+    engram__v1__master_key_use__init(u);
+    if (j == n_uses || (i < n_ring && ring[i] < uses[j].master_key_id)) {
+      u->master_key_id = ring[i++];
+    } else {
+      if (i < n_ring && ring[i] == uses[j].master_key_id) i++;
+      u->master_key_id = uses[j].master_key_id;
+      u->data_keys = uses[j++].data_keys;
+    }
+    u->primary = u->master_key_id == eg_keyring_primary_id(kr);
+    u->in_keyring = eg_keyring_has(kr, u->master_key_id);
+    out->master_keys[out->n_master_keys++] = u;
+  }
+  return EG_OK;
+}
+
+static eg_err eg_get_key_status(eg_req *r, const ProtobufCMessage *msg) {
+  Engram__V1__GetKeyStatusResponse *out =
+      EG_ARENA_NEW(r->arena, Engram__V1__GetKeyStatusResponse);
+  eg_master_key_use *uses = eg_arena_alloc(r->arena, EG_KEYS_STATUS_IDS * sizeof *uses);
+  eg_data_keys_stats st;
+  if (!out || !uses) return EG_ENOMEM;
+  engram__v1__get_key_status_response__init(out);
+  eg_err e = eg_data_keys_status(r->srv->data_keys, &st, uses, EG_KEYS_STATUS_IDS);
+  if (e) {
+    snprintf(r->msg, sizeof r->msg, "key store: %s", eg_err_msg(e));
+    return e;
+  }
+  if (st.n_masters > EG_KEYS_STATUS_IDS) {
+    snprintf(r->msg, sizeof r->msg, "the key store's data keys are wrapped under %zu master "
+             "keys; status lists at most %d", st.n_masters, EG_KEYS_STATUS_IDS);
+    return EG_ELIMIT;
+  }
+  if ((e = eg_status_masters(r, uses, st.n_masters, out))) return e;
+  out->data_keys = st.data_keys;
+  out->erased_users = st.erased_users;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* A write of the key store, not of the data: it runs here, on the
+ * primary only (replicas get it through the key store's own replication
+ * channel), never through the writer. */
+static eg_err eg_rewrap_keys(eg_req *r, const ProtobufCMessage *msg) {
+  const Engram__V1__RewrapKeysRequest *in = (const void *)msg;
+  Engram__V1__RewrapKeysResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__RewrapKeysResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__rewrap_keys_response__init(out);
+  if (r->srv->repl && !eg_repl_is_primary(r->srv->repl)) {
+    snprintf(r->msg, sizeof r->msg, "RewrapKeys writes the key store: call the primary (its "
+             "replicas receive the rewrapped keys)");
+    return EG_ENOTPRIMARY;
+  }
+  if (r->srv->repl && eg_repl_fenced(r->srv->repl)) {
+    snprintf(r->msg, sizeof r->msg, "this node is fenced: retry on the new primary");
+    return EG_EFENCED;
+  }
+  const eg_keyring *kr = r->srv->keys;
+  out->primary_key_id = eg_keyring_primary_id(kr);
+  eg_err e = eg_data_keys_rewrap(r->srv->data_keys, kr, in->max_keys, &out->rewrapped,
+                                 &out->remaining);
+  if (e == EG_EPRECOND)
+    snprintf(r->msg, sizeof r->msg, "a data key is wrapped under a master key the keyring does "
+             "not hold (the server log names it): put that key back in the keyring");
+  else if (e)
+    snprintf(r->msg, sizeof r->msg, "key store: %s (%llu keys rewrapped before)", eg_err_msg(e),
+             (unsigned long long)out->rewrapped);
+  if (e) return e;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
+/* ---- BackupKeys --------------------------------------------------------------- */
+
+/* What BackupKeys' chunks are built in. */
+typedef struct {
+  Engram__V1__BackupChunk chunk;
+  Google__Protobuf__Timestamp time;
+  uint32_t key_ids[EG_KEYS_STATUS_IDS];
+  size_t n_key_ids;
+} eg_keys_backup_msg;
+
+static const ProtobufCMessage *eg_keys_backup_chunk(void *arg, const eg_repl_copy_piece *p) {
+  eg_keys_backup_msg *b = arg;
+  Engram__V1__BackupChunk *c = &b->chunk;
+  engram__v1__backup_chunk__init(c);
+  c->data = (ProtobufCBinaryData){p->len, (uint8_t *)p->data};
+  c->size = p->size;
+  if (p->last) {
+    /* lsn, epoch, schema_version: the data store's; a key store has none. */
+    c->last = 1;
+    c->total_bytes = p->total;
+    c->sha256 = (ProtobufCBinaryData){32, (uint8_t *)p->sha256};
+    c->n_key_ids = b->n_key_ids;
+    c->key_ids = b->key_ids;
+    c->time = &b->time;
+  }
+  return &c->base;
+}
+
+/* The copy eg_repl_serve_copy_of streams: the key store, compacted. */
+static eg_err eg_keys_copy(void *dk, const char *path, eg_store_file_info *info) {
+  memset(info, 0, sizeof *info);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return EG_EIO;
+  eg_err e = eg_data_keys_copy(dk, fd);
+  if (close(fd) != 0 && !e) e = EG_EIO;
+  if (e) unlink(path);
+  return e;
+}
+
+/* The master keys the copy's data keys are wrapped under: a restore needs
+ * a keyring holding each. Taken before the copy; a rewrap meanwhile may
+ * add the primary's id to what the copy holds. */
+static eg_err eg_keys_backup_ids(const eg_srv *srv, eg_keys_backup_msg *b, char *msg,
+                                 size_t msglen) {
+  eg_master_key_use uses[EG_KEYS_STATUS_IDS];
+  eg_data_keys_stats st;
+  eg_err e = eg_data_keys_status(srv->data_keys, &st, uses, EG_KEYS_STATUS_IDS);
+  if (e) {
+    snprintf(msg, msglen, "key store: %s", eg_err_msg(e));
+    return e;
+  }
+  for (size_t i = 0; i < st.n_masters && i < EG_KEYS_STATUS_IDS; i++)
+    b->key_ids[b->n_key_ids++] = uses[i].master_key_id;
+  return EG_OK;
+}
+
+static int eg_keys_backups_max(const eg_srv *srv) { return EG_BACKUPS_MAX; }
+
+static eg_stream_places eg_keys_backup_places = {.max = eg_keys_backups_max,
+                                                 .what = "key store backups running"};
+
+/* A consistent, compacted copy of the key store, streamed as Backup
+ * streams the data store, within the same bounds (--call-timeout-ms a
+ * chunk, --backup-max-ms the whole). Any node: a replica's key store is
+ * its primary's up to the key changes it has applied. */
+static eg_err eg_backup_keys(const eg_srv *srv, const char *tenant, struct grpc_call *call,
+                             struct grpc_completion_queue *cq, char *msg, size_t msglen) {
+  eg_keys_backup_msg b = {.n_key_ids = 0};
+  eg_stream_out out = {.call = call, .cq = cq, .send_ms = srv->cfg->call_timeout_ms,
+                       .send_limit = "--call-timeout-ms", .max_ms = srv->cfg->backup_max_ms,
+                       .max_limit = "--backup-max-ms"};
+  ProtobufCMessage *in = NULL;
+  eg_err e = eg_stream_recv_request(srv, call, cq, &engram__v1__backup_keys_request__descriptor,
+                                    &in, msg, msglen);
+  if (e) return e;
+  protobuf_c_message_free_unpacked(in, NULL); /* no fields */
+  eg_stream_out_start(&out);
+  if ((e = eg_keys_backup_ids(srv, &b, msg, msglen))) return e;
+  int64_t now = eg_now_us();
+  google__protobuf__timestamp__init(&b.time);
+  b.time.seconds = now / 1000000;
+  b.time.nanos = (int32_t)(now % 1000000) * 1000;
+  return eg_repl_serve_copy_of(srv->repl, 1, eg_keys_copy, srv->data_keys, eg_keys_backup_chunk,
+                               &b, eg_stream_send, eg_stream_check, &out, msg, msglen);
+}
+
+#define EG_KEYS_PATH(name) "/engram.v1.AdminService/" #name
+
 const eg_method eg_keys_methods[] = {
+    {.path = EG_KEYS_PATH(GetKeyStatus),
+     .in = &engram__v1__get_key_status_request__descriptor,
+     .role = EG_ROLE_ADMIN,
+     .read = eg_get_key_status,
+     .no_store = 1},
+    /* A read in the table's terms (no data-store txn, not forwarded): it
+     * writes the key store itself and refuses on a replica. */
+    {.path = EG_KEYS_PATH(RewrapKeys),
+     .in = &engram__v1__rewrap_keys_request__descriptor,
+     .role = EG_ROLE_ADMIN,
+     .read = eg_rewrap_keys,
+     .no_store = 1},
+    {.path = EG_KEYS_PATH(BackupKeys),
+     .role = EG_ROLE_ADMIN,
+     .stream = eg_backup_keys,
+     .places = &eg_keys_backup_places},
     {.path = NULL},
 };

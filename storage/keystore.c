@@ -1,4 +1,5 @@
 /* The key store's LMDB env: records, the by-version index, compaction. */
+#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
@@ -38,6 +39,7 @@ struct eg_keystore {
    * env under them. */
   pthread_rwlock_t lock;
   _Atomic uint64_t version;
+  int lock_fd; /* dir/LOCK, flock'd: one process per key store */
   char dir[EG_KS_PATH_MAX];
 };
 
@@ -186,14 +188,28 @@ eg_err eg_keystore_open(const char *dir, eg_keystore **out, char *err, size_t er
     snprintf(err, errlen, "key store path too long (%zu bytes)", strlen(dir));
     return EG_EINVAL;
   }
-  eg_err e = eg_store__make_dir(dir, err, errlen);
-  if (e) return e;
   eg_keystore *ks = calloc(1, sizeof *ks);
   if (!ks) return EG_ENOMEM;
   snprintf(ks->dir, sizeof ks->dir, "%s", dir);
-  if (pthread_rwlock_init(&ks->lock, NULL) != 0) {
+  /* Writer-preferring, as the data store's map lock: a steady stream of
+   * key reads must not starve a compaction (which an erasure waits for).
+   * No thread takes the read side twice. */
+  pthread_rwlockattr_t attr;
+  int rc = pthread_rwlockattr_init(&attr);
+  if (!rc) pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  if (!rc) rc = pthread_rwlock_init(&ks->lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  if (rc) {
     free(ks);
     return EG_ENOMEM;
+  }
+  /* Made 0700 (or tightened) and locked: two engramds given one
+   * --key-store would compact it under each other. */
+  eg_err e = eg_store_lock_dir(dir, &ks->lock_fd, err, errlen);
+  if (e) {
+    pthread_rwlock_destroy(&ks->lock);
+    free(ks);
+    return e;
   }
   /* A compaction that died midway left its new file here: the old one,
    * still in place, is the store. */
@@ -221,6 +237,7 @@ eg_err eg_keystore_open(const char *dir, eg_keystore **out, char *err, size_t er
 void eg_keystore_close(eg_keystore *ks) {
   if (!ks) return;
   if (ks->env) mdb_env_close(ks->env);
+  eg_store_unlock_dir(ks->lock_fd);
   pthread_rwlock_destroy(&ks->lock);
   free(ks);
 }

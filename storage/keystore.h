@@ -15,7 +15,8 @@
  * Thread safety: every function may be called from any thread; compaction
  * waits for the calls in progress and holds off new ones. Writes are
  * serialized by LMDB; callers that read then write (create if absent)
- * serialize among themselves. One process opens a key store at a time.
+ * serialize among themselves. One process opens a key store at a time
+ * (a lock file, as the data dir's).
  */
 #ifndef EG_STORAGE_KEYSTORE_H
 #define EG_STORAGE_KEYSTORE_H
@@ -52,7 +53,9 @@ typedef struct {
 } eg_key_change;
 
 /* Opens (creating) the key store in dir: the dir is made 0700 (an
- * existing one of this user's tightened to it), data.mdb 0600. */
+ * existing one of this user's tightened to it), data.mdb 0600, and
+ * dir/LOCK is held (EG_EPRECOND naming the pid when another process
+ * has it open). */
 eg_err eg_keystore_open(const char *dir, eg_keystore **out, char *err, size_t errlen);
 void eg_keystore_close(eg_keystore *ks);
 

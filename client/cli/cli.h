@@ -27,6 +27,7 @@
 
 #include <json-c/json.h>
 
+#include "backup/backup.h"
 #include "engram.h"
 #include "google/protobuf/field_mask.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
@@ -302,6 +303,12 @@ int cmd_admin_checksum(cli *g, int argc, char **argv);
  * cmd_limits.c: limits get|set. */
 int cmd_admin_keys(cli *g, int argc, char **argv);
 int cmd_admin_tenant(cli *g, int argc, char **argv);
+/* cmd_backup.c: streams a BackupChunk stream (method path, request req)
+ * into w, a progress bar on stderr when it is a terminal; on CLI_OK *h
+ * describes it (from the last chunk). A failed stream returns its status's
+ * exit code, a local failure CLI_ERR, with why filled. */
+int cli_backup_stream(cli *g, const char *path, const ProtobufCMessage *req,
+                      eg_backup_writer *w, eg_backup_header *h, char *why, size_t whylen);
 int cmd_keys_status(cli *g, int argc, char **argv);
 int cmd_keys_rewrap(cli *g, int argc, char **argv);
 int cmd_keys_backup(cli *g, int argc, char **argv);

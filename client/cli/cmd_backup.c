@@ -166,16 +166,13 @@ static int header_from_chunk(const Engram__V1__BackupChunk *c, eg_backup_header 
   return 0;
 }
 
-/* Streams the backup into w; on CLI_OK *h describes it. A failed stream
- * returns its status's exit code, a local failure CLI_ERR. */
-static int create_stream(cli *g, eg_backup_writer *w, eg_backup_header *h, char *why,
-                         size_t whylen) {
-  Engram__V1__BackupRequest req = ENGRAM__V1__BACKUP_REQUEST__INIT;
+int cli_backup_stream(cli *g, const char *path, const ProtobufCMessage *req,
+                      eg_backup_writer *w, eg_backup_header *h, char *why, size_t whylen) {
   eg_client_opts opts = {.timeout_ms = g->timeout_ms ? g->timeout_ms : BACKUP_TIMEOUT_MS};
   eg_client_status st;
   progress p = {.tty = isatty(STDERR_FILENO)};
   clock_gettime(CLOCK_MONOTONIC, &p.start);
-  eg_client_stream *s = eg_client_stream_open(g->client, BACKUP_PATH, &req.base, &opts, &st);
+  eg_client_stream *s = eg_client_stream_open(g->client, path, req, &opts, &st);
   ProtobufCMessage *m;
   int last = 0;
   eg_err e = EG_OK;
@@ -221,7 +218,8 @@ int cmd_backup_create(cli *g, int argc, char **argv) {
   }
   eg_backup_scrub_signals();
   eg_backup_scrub_set(eg_backup_writer_temp(w), NULL);
-  if ((rc = create_stream(g, w, &h, why, sizeof why)) != CLI_OK) {
+  Engram__V1__BackupRequest req = ENGRAM__V1__BACKUP_REQUEST__INIT;
+  if ((rc = cli_backup_stream(g, BACKUP_PATH, &req.base, w, &h, why, sizeof why)) != CLI_OK) {
     eg_backup_writer_abort(w);
     eg_backup_scrub_set(NULL, NULL);
     fail(g, "create", why);

@@ -98,8 +98,9 @@ const cli_cmd cli_commands[] = {
      cmd_admin_retention},
     {"admin", "keys",
      "status | rewrap [--max N] | rotate [--tenant T [--user U]] | rotate-blind-index | "
-     "backup --out FILE",
-     "the key store: data keys per master key, re-wrapping, rotations, its backup",
+     "backup --out FILE [--force]",
+     "the key store: data keys per master key, re-wrapping, rotations, its backup (an LMDB "
+     "file, mode 0600)",
      cmd_admin_keys},
     {"admin", "tenant",
      "delete TENANT --confirm TENANT | limits get [TENANT] | limits set TENANT "

@@ -128,6 +128,10 @@ static void test_create_get_current(void) {
   CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "alice", 2, k2, err, sizeof err),
                   EG_ECORRUPT);
   CU_ASSERT(strstr(err, "no data key 2") != NULL);
+  /* One process at a time: a second open is refused while it is open. */
+  eg_data_keys *again = NULL;
+  CU_ASSERT_EQUAL(eg_data_keys_open(dir, 100, &again, err, sizeof err), EG_EPRECOND);
+  CU_ASSERT(strstr(err, "in use") != NULL);
   /* Reopened: the key comes from the file, not the cache. */
   eg_data_keys_close(dk);
   dk = dk_open(dir, 100);
