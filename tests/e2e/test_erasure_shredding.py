@@ -6,19 +6,20 @@ as plaintext; everyone else's data reads as before.
 
 One archiving engramd (tenants acme, wipe and zeta) for the class. Users A
 and B of acme, and tenants wipe and zeta, write sessions (metadata,
-messages, a summary), memories, a checkpoint and (tenants) a store item.
+messages, a summary), memories, a checkpoint and a store item (the
+tenant's: DeleteUser leaves it, DeleteTenant erases it).
 Then, before the erasure: a backup (`engram backup create`), a stopped
 copy of the node's data dir (a replica's old disk), and the LSN. Then
-DeleteUser A and DeleteTenant wipe, and the key store as it is after them
-(copied from the stopped node). Each copy of the old data is started with
-that key store:
+DeleteUser A and DeleteTenant wipe, and a backup of the key store after
+them (`engram admin keys backup`). Each copy of the old data is started
+with that key store restored:
 
   the pre-erasure backup, restored         A and wipe ERASED, B and zeta fine
   a point-in-time restore from the WAL     the same, restored to the LSN
     archive to before the erasure          before the erasure
   the old disk                             the same
 and no file of any of them, of the live data dir, of the archive or of the
-backup holds A's or wipe's plaintext. DeleteTenant's checks: admin only,
+backup holds anyone's plaintext. DeleteTenant's checks: admin only,
 confirm must repeat the tenant, its counts.
 """
 import json
@@ -174,19 +175,23 @@ class ErasureShreddingTest(E2ETestCase):
             metadata=(("authorization", "Bearer " + ADMIN),))
         ch.close()
         wait_archived(cls.src, ADMIN)
-        cls.src.stop()
-        cls.keystore_after = os.path.join(cls.tmp, "keystore-after")
-        shutil.copytree(os.path.join(cls.src.data_dir, "keystore"), cls.keystore_after)
-        cls.src.start()
+        # The key store as it is after the erasure: its own backup.
+        cls.keys_after = os.path.join(cls.tmp, "keys-after.mdb")
+        p = cli("admin", "keys", "backup", "--out", cls.keys_after, target=cls.src.addr,
+                token=ADMIN)
+        assert p.returncode == 0, p.stderr
 
     # -- helpers ----------------------------------------------------------------------
 
     def serve_with_current_keys(self, data_dir):
         """engramd on data_dir (old data) with the key store as it is after
-        the erasure in place of whatever it had."""
+        the erasure (its backup restored as docs/operations.md says) in
+        place of whatever it had."""
         ks = os.path.join(data_dir, "keystore")
         shutil.rmtree(ks, ignore_errors=True)
-        shutil.copytree(self.keystore_after, ks)
+        os.makedirs(ks, mode=0o700)
+        shutil.copyfile(self.keys_after, os.path.join(ks, "data.mdb"))
+        os.chmod(os.path.join(ks, "data.mdb"), 0o600)
         return self.start_server(tokens=TOKENS, keyring=self.keyring, data_dir=data_dir,
                                  create_data_dir=False)
 
