@@ -24,7 +24,12 @@
  * data sealed with it), so a replica holds a key whenever it holds data
  * sealed with it.
  *
- * Thread safety: every function may be called from any thread.
+ * Thread safety: every function may be called from any thread. Writes
+ * (making a key, erasure, rotation, rewrap, apply) are serialized among
+ * themselves; reads run in parallel (opened keys come from the cache).
+ * A key eg_data_key_current returned just before an erasure of its user
+ * is the caller's to drop: sealing must be ordered against erasure by the
+ * caller (DeleteUser's writer transaction), not by this module.
  */
 #ifndef EG_SERVER_DATA_KEYS_H
 #define EG_SERVER_DATA_KEYS_H
@@ -41,8 +46,9 @@
 
 typedef struct eg_data_keys eg_data_keys;
 
-/* Opens (creating) the key store in dir; cache_max opened keys are kept in
- * sodium_malloc'd memory. */
+/* Opens (creating) the key store in dir (storage/keystore.h: dir 0700,
+ * file 0600, locked: EG_EPRECOND when another process has it); cache_max
+ * opened keys are kept in sodium_malloc'd memory. */
 eg_err eg_data_keys_open(const char *dir, int64_t cache_max, eg_data_keys **out, char *err,
                          size_t errlen);
 void eg_data_keys_close(eg_data_keys *dk);
@@ -50,7 +56,9 @@ void eg_data_keys_close(eg_data_keys *dk);
 /* The data key new tokens of (tenant, user) are sealed with: its
  * generation, and its bytes copied into key (the caller wipes them).
  * Creates it, wrapped under kr's primary and durable, when the user has
- * none (or only erased ones: a new generation after the tombstones). */
+ * none (or only erased ones: a new generation after the tombstones).
+ * EG_EINVAL for an id longer than 128 bytes; EG_ECORRUPT (logged) when the
+ * stored key does not open under kr. */
 eg_err eg_data_key_current(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]);
 
@@ -73,20 +81,25 @@ eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t 
  * retired. */
 eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen);
-/* Destroys generation gen of (tenant, user) (its tokens are all re-sealed);
- * EG_EPRECOND for the current generation. */
+/* Destroys generation gen of (tenant, user) (its tokens are all re-sealed),
+ * compacted out of the file as an erasure; EG_EPRECOND for the current
+ * generation, EG_ENOTFOUND for one the store never held, EG_OK for one
+ * already destroyed. */
 eg_err eg_data_keys_retire(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen);
 
 /* Calls fn for each (tenant, user) holding a live data key, in key order,
  * with its current generation and its oldest live one; fn returns nonzero
- * to stop (that value is returned). */
+ * to stop (that value is returned; a failed read of the store returns its
+ * eg_err negated). fn runs with no txn open: it may rotate or retire. */
 typedef int (*eg_data_key_user_fn)(void *arg, const char *tenant, const char *user,
                                    uint32_t current_gen, uint32_t oldest_gen);
 int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg);
 
 /* Re-wraps up to max (0: all) data keys not under kr's primary master key
- * under it, in transactions of bounded size. *remaining: keys still under
- * another master key. */
+ * under it, in transactions of at most 1000 keys, then compacts the file
+ * (the old wrappings leave it). *done: keys re-wrapped; *remaining: keys
+ * still under another master key. EG_EPRECOND (logged, naming the key)
+ * when a key's master key is not in kr. */
 eg_err eg_data_keys_rewrap(eg_data_keys *dk, const eg_keyring *kr, uint64_t max, uint64_t *done,
                            uint64_t *remaining);
 

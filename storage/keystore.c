@@ -87,7 +87,7 @@ static eg_err ks_decode(const void *p, size_t n, eg_key_rec *rec) {
   memcpy(rec->tenant, m->tenant, tl + 1);
   memcpy(rec->user, m->user, ul + 1);
   rec->gen = m->generation;
-  memcpy(rec->wrapped, m->wrapped_key.data, m->wrapped_key.len);
+  if (m->wrapped_key.len) memcpy(rec->wrapped, m->wrapped_key.data, m->wrapped_key.len);
   rec->wrapped_len = m->wrapped_key.len;
   rec->master_key_id = m->master_key_id;
   rec->create_time_us = m->create_time_us;
