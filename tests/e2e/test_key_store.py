@@ -6,7 +6,9 @@ key store: the documented restore).
 
   KeyStoreFilesTest   DATA_DIR/keystore 0700 with data.mdb 0600; --key-store
   KeyStoreReplicaTest key changes reach a replica before the data sealed with
-                      them; RewrapKeys on a replica is refused
+                      them; an erasure's tombstone reaches it and its key
+                      store file no longer holds the key; RewrapKeys on a
+                      replica is refused
   RewrapTest          key 2 added and made primary, rewrap, status shows none
                       left under key 1, data still reads
   BackupKeysTest      `engram admin keys backup` writes a 0600 LMDB file that a
@@ -14,6 +16,7 @@ key store: the documented restore).
 """
 import json
 import os
+import re
 import stat
 
 import grpc
@@ -22,6 +25,8 @@ from harness import RPC_TIMEOUT, M, Server, keyring_with, pb, uid
 from test_replication import (ADMIN, ADMIN_MD, AGENT_MD, TOKENS, Cluster, ReplicationCase, admin,
                               agent, cli, min_lsn_md, status)
 from engram.v1 import admin_pb2 as apb  # noqa: E402
+from engram.v1 import user_pb2 as upb  # noqa: E402
+from engram.v1 import user_pb2_grpc as upbg  # noqa: E402
 
 
 def key_status(srv):
@@ -34,17 +39,33 @@ def under(st, key_id):
     return sum(m.data_keys for m in st.master_keys if m.master_key_id == key_id)
 
 
-def write_users(srv, n, tag):
+def write_users(srv, n, tag, users=None):
     """n users, each with a session and a message (each user's data key is
-    made by its first write). Returns [(session_id, content)]."""
+    made by its first write). Returns [(session_id, content)]; the user ids
+    go into users if given."""
     out = []
     for i in range(n):
         c = agent(srv)
-        sid = c.create(uid("u%d" % i), uid(tag)).session_id
+        user = uid("u%d" % i)
+        sid = c.create(user, uid(tag)).session_id
         content = "%s secret %d" % (tag, i)
         c.append(sid, M(content))
         out.append((sid, content))
+        if users is not None:
+            users.append(user)
     return out
+
+
+# A KeyRecord's wrapped_key as it lies in the key store's file: field 4
+# (tag 0x22), 77 bytes, starting with the wrap format byte 0x01.
+WRAPPED = re.compile(rb"\x22\x4d(\x01.{76})", re.S)
+
+
+def wrapped_keys(node):
+    """Every wrapped data key found anywhere in node's key store file
+    (live rows, and any stale copy a free page or a page's slack kept)."""
+    with open(os.path.join(node.data_dir, "keystore", "data.mdb"), "rb") as f:
+        return set(WRAPPED.findall(f.read()))
 
 
 def read_back(srv, written, lsn=None):
@@ -102,6 +123,29 @@ class KeyStoreReplicaTest(ReplicationCase):
         more = write_users(self.p, 2, "again")
         read_back(self.r, more, lsn=status(self.p).last_lsn)
         self.assertEqual(key_status(self.r).data_keys, key_status(self.p).data_keys)
+
+    def test_erasure_reaches_the_replica_key_store(self):
+        users = []
+        write_users(self.p, 3, "erase", users)
+        pst = key_status(self.p)
+        self.wait_until(lambda: key_status(self.r).data_keys == pst.data_keys, 30,
+                        "the replica's keys", [self.p, self.r])
+        before = wrapped_keys(self.r)
+        self.assertGreaterEqual(len(before), 3)
+        self.assertEqual(before, wrapped_keys(self.p))
+        stub = upbg.UserServiceStub(agent(self.p).channel)
+        stub.DeleteUser(upb.DeleteUserRequest(user_id=users[0]), timeout=RPC_TIMEOUT,
+                        metadata=AGENT_MD)
+        erased = key_status(self.p).erased_users
+        self.assertGreaterEqual(erased, 1)
+        self.wait_until(lambda: key_status(self.r).erased_users == erased, 30,
+                        "the tombstone on the replica", [self.p, self.r])
+        # The replica compacted its key store: the destroyed key is nowhere
+        # in its file; the others are.
+        after = wrapped_keys(self.r)
+        self.assertEqual(len(before - after), 1, "exactly the erased user's key is gone")
+        self.assertTrue(after < before)
+        self.assertEqual(after, wrapped_keys(self.p))
 
     def test_rewrap_on_replica_is_refused(self):
         e = self.assertStatus(grpc.StatusCode.FAILED_PRECONDITION, admin(self.r).RewrapKeys,
