@@ -18,7 +18,8 @@ with that key store restored:
   a point-in-time restore from the WAL     the same, restored to the LSN
     archive to before the erasure          before the erasure
   the old disk                             the same
-and no file of any of them, of the live data dir, of the archive or of the
+while a restore replaying the archive past the erasure has the records
+gone, as the live node has; and no file of any of them, of the live data dir, of the archive or of the
 backup holds anyone's plaintext. DeleteTenant's checks: admin only,
 confirm must repeat the tenant, its counts.
 """
@@ -229,6 +230,15 @@ class ErasureShreddingTest(E2ETestCase):
         self.assertEqual(got["GetCheckpoint"].checkpoint, (owner.canary + "-ckpt").encode())
         self.assertEqual(json.loads(owner.item(addr).value_json), {"v": owner.canary + "-item"})
 
+    def assertGone(self, owner, addr):
+        ch, reads = owner.reads(addr)
+        try:
+            for name, call in reads:
+                with self.subTest(read=name, user=owner.user):
+                    self.assertStatus(grpc.StatusCode.NOT_FOUND, call)
+        finally:
+            ch.close()
+
     def assertNoPlaintext(self, *paths):
         """No file under paths holds anyone's plaintext: erased or not,
         every copy holds ciphertext only (what makes destroying keys
@@ -267,6 +277,19 @@ class ErasureShreddingTest(E2ETestCase):
         self.check_copy(d)
         self.assertNoPlaintext(self.arch)
 
+    def test_archive_replayed_past_the_erasure_has_the_records_gone(self):
+        # The erasures are in the log as erasure records: a restore that
+        # replays them deletes what DeleteUser and DeleteTenant deleted.
+        d = os.path.join(tempfile.mkdtemp(dir=self.tmp), "data")
+        p = cli("backup", "restore", self.backup, "--data-dir", d, "--wal-archive", self.arch)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        srv = self.serve_with_current_keys(d)
+        for owner in (self.a, self.w):
+            self.assertGone(owner, srv.addr)
+        self.assertStatus(grpc.StatusCode.NOT_FOUND, self.w.item, srv.addr)
+        self.assertReadable(self.b, srv.addr)
+        self.assertReadable(self.z, srv.addr)
+
     def test_old_disk_started_later_reads_erased(self):
         d = os.path.join(tempfile.mkdtemp(dir=self.tmp), "data")
         shutil.copytree(self.old_disk, d)
@@ -282,13 +305,9 @@ class ErasureShreddingTest(E2ETestCase):
         self.assertGreater(self.dt.records_deleted, 10)
         self.assertReadable(self.b, self.src.addr)
         self.assertReadable(self.z, self.src.addr)
-        ch, reads = self.a.reads(self.src.addr)
-        try:
-            for name, call in reads:
-                with self.subTest(read=name):
-                    self.assertStatus(grpc.StatusCode.NOT_FOUND, call)
-        finally:
-            ch.close()
+        self.assertGone(self.a, self.src.addr)
+        self.assertGone(self.w, self.src.addr)
+        self.assertStatus(grpc.StatusCode.NOT_FOUND, self.w.item, self.src.addr)
         self.assertNoPlaintext(self.src.data_dir)
 
     # -- DeleteTenant's checks ----------------------------------------------------------
