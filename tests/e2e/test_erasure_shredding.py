@@ -8,8 +8,9 @@ One archiving engramd (tenants acme, wipe and zeta) for the class. Users A
 and B of acme, and tenants wipe and zeta, write sessions (metadata,
 messages, a summary), memories, a checkpoint and a store item (the
 tenant's: DeleteUser leaves it, DeleteTenant erases it).
-Then, before the erasure: a backup (`engram backup create`), a stopped
-copy of the node's data dir (a replica's old disk), and the LSN. Then
+Then, before the erasure: a backup (`engram backup create`), a copy of
+its replica's data dir (stopped, at the primary's LSN: a replica's old
+disk), and the LSN. Then
 DeleteUser A and DeleteTenant wipe, and a backup of the key store after
 them (`engram admin keys backup`). Each copy of the old data is started
 with that key store restored:
@@ -17,9 +18,10 @@ with that key store restored:
   the pre-erasure backup, restored         A and wipe ERASED, B and zeta fine
   a point-in-time restore from the WAL     the same, restored to the LSN
     archive to before the erasure          before the erasure
-  the old disk                             the same
+  a replica's disk, copied before the       the same
+    erasure
 while a restore replaying the archive past the erasure has the records
-gone, as the live node has; and no file of any of them, of the live data dir, of the archive or of the
+gone, as the live node and its replica have; and no file of any of them, of the live data dir, of the archive or of the
 backup holds anyone's plaintext. DeleteTenant's checks: admin only,
 confirm must repeat the tenant, its counts.
 """
@@ -32,9 +34,9 @@ import tempfile
 import grpc
 
 from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
-                     make_keyring, pb, pbg, scan_sanitizer, uid)
+                     free_port, make_keyring, pb, pbg, scan_sanitizer, uid)
 from test_rich_errors import rich
-from test_wal_archive import checksum, wait_archived
+from test_wal_archive import checksum, status, wait_archived, wait_for
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from engram.v1 import agent_state_pb2 as spb  # noqa: E402
@@ -44,9 +46,10 @@ from engram.v1 import memory_pb2_grpc as mpg  # noqa: E402
 from engram.v1 import user_pb2 as up  # noqa: E402
 from engram.v1 import user_pb2_grpc as upg  # noqa: E402
 
-AGENT, ADMIN = "agent-token-shred", "admin-token-shred"
+AGENT, ADMIN, REPL = "agent-token-shred", "admin-token-shred", "replica-token-shred"
 WIPE_AGENT, ZETA_AGENT, ZETA_ADMIN = "wipe-token-shred", "zeta-token-shred", "zeta-admin-shred"
-TOKENS = [("acme", "agent", AGENT), ("acme", "admin", ADMIN), ("wipe", "agent", WIPE_AGENT),
+TOKENS = [("acme", "agent", AGENT), ("acme", "admin", ADMIN), ("acme", "replica", REPL),
+          ("wipe", "agent", WIPE_AGENT),
           ("zeta", "agent", ZETA_AGENT), ("zeta", "admin", ZETA_ADMIN)]
 DATA_LOSS = grpc.StatusCode.DATA_LOSS
 
@@ -146,9 +149,13 @@ class ErasureShreddingTest(E2ETestCase):
         cls.arch = os.path.join(cls.tmp, "arch")
         cls.keyring = make_keyring(os.path.join(cls.tmp, "keyring"))
         cls.src = Server("--wal-archive-dir", cls.arch, "--wal-archive-segment-records", 2,
-                         tokens=TOKENS, keyring=cls.keyring)
+                         tokens=TOKENS, keyring=cls.keyring, port=free_port())
         cls.addClassCleanup(cls.src.close)
         cls.src.start()
+        cls.replica = Server("--role", "replica", "--primary", cls.src.addr, "--replica-token",
+                             REPL, "--replica-id", "r1", tokens=TOKENS, keyring=cls.keyring)
+        cls.addClassCleanup(cls.replica.close)  # before the primary's (cleanups run last first)
+        cls.replica.start()
         cls.a = Owner("acme", AGENT, uid("alice"))
         cls.b = Owner("acme", AGENT, uid("bob"))
         cls.w = Owner("wipe", WIPE_AGENT, uid("walt"))
@@ -161,11 +168,12 @@ class ErasureShreddingTest(E2ETestCase):
         assert p.returncode == 0, p.stderr
         cls.lsn_before, _ = checksum(cls.src, ADMIN)
         wait_archived(cls.src, ADMIN)
-        cls.src.stop()
+        cls.wait_replica(cls.lsn_before)
+        cls.replica.stop()
         cls.old_disk = os.path.join(cls.tmp, "old-disk")
-        shutil.copytree(cls.src.data_dir, cls.old_disk,
+        shutil.copytree(cls.replica.data_dir, cls.old_disk,
                         ignore=shutil.ignore_patterns("keystore"))
-        cls.src.start()
+        cls.replica.start()
         # The erasure.
         ch = grpc.insecure_channel(cls.src.addr)
         cls.du = upg.UserServiceStub(ch).DeleteUser(
@@ -175,7 +183,8 @@ class ErasureShreddingTest(E2ETestCase):
             apb.DeleteTenantRequest(tenant="wipe", confirm="wipe"), timeout=RPC_TIMEOUT,
             metadata=(("authorization", "Bearer " + ADMIN),))
         ch.close()
-        wait_archived(cls.src, ADMIN)
+        cls.lsn_after = wait_archived(cls.src, ADMIN).last_lsn
+        cls.wait_replica(cls.lsn_after)
         # The key store as it is after the erasure: its own backup.
         cls.keys_after = os.path.join(cls.tmp, "keys-after.mdb")
         p = cli("admin", "keys", "backup", "--out", cls.keys_after, target=cls.src.addr,
@@ -183,6 +192,11 @@ class ErasureShreddingTest(E2ETestCase):
         assert p.returncode == 0, p.stderr
 
     # -- helpers ----------------------------------------------------------------------
+
+    @classmethod
+    def wait_replica(cls, lsn):
+        wait_for("the replica at lsn %d" % lsn,
+                 lambda: status(cls.replica, ADMIN).last_lsn >= lsn)
 
     def serve_with_current_keys(self, data_dir):
         """engramd on data_dir (old data) with the key store as it is after
@@ -290,7 +304,7 @@ class ErasureShreddingTest(E2ETestCase):
         self.assertReadable(self.b, srv.addr)
         self.assertReadable(self.z, srv.addr)
 
-    def test_old_disk_started_later_reads_erased(self):
+    def test_replica_disk_copied_before_the_erasure_reads_erased(self):
         d = os.path.join(tempfile.mkdtemp(dir=self.tmp), "data")
         shutil.copytree(self.old_disk, d)
         self.check_copy(d)
@@ -309,6 +323,31 @@ class ErasureShreddingTest(E2ETestCase):
         self.assertGone(self.w, self.src.addr)
         self.assertStatus(grpc.StatusCode.NOT_FOUND, self.w.item, self.src.addr)
         self.assertNoPlaintext(self.src.data_dir)
+
+    def key_status(self, srv):
+        ch = grpc.insecure_channel(srv.addr)
+        try:
+            return apbg.AdminServiceStub(ch).GetKeyStatus(
+                apb.GetKeyStatusRequest(), timeout=RPC_TIMEOUT,
+                metadata=(("authorization", "Bearer " + ADMIN),))
+        finally:
+            ch.close()
+
+    def test_replica_did_the_same(self):
+        # The erasure records and the key store's tombstones reached it:
+        # A's key, wipe's user's and wipe's own.
+        st = self.key_status(self.src)
+        self.assertGreaterEqual(st.erased_users, 3)
+        wait_for("the replica's key store to hold the tombstones",
+                 lambda: (self.key_status(self.replica).erased_users,
+                          self.key_status(self.replica).data_keys) ==
+                 (st.erased_users, st.data_keys))
+        self.assertGone(self.a, self.replica.addr)
+        self.assertGone(self.w, self.replica.addr)
+        self.assertStatus(grpc.StatusCode.NOT_FOUND, self.w.item, self.replica.addr)
+        self.assertReadable(self.b, self.replica.addr)
+        self.assertReadable(self.z, self.replica.addr)
+        self.assertNoPlaintext(self.replica.data_dir)
 
     # -- DeleteTenant's checks ----------------------------------------------------------
 
