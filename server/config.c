@@ -74,7 +74,7 @@ static const eg_opt eg_opts[] = {
            "at the quota: refuse (RESOURCE_EXHAUSTED) or evict the least important"),
     EG_NUM("memory-max-tags", memory_max_tags, 0, 64, "32", "most tags per memory"),
     EG_NUM("erase-batch", erase_batch, 10, 1000000, "1000",
-           "keys one DeleteUser transaction erases at most"),
+           "keys one DeleteUser or DeleteTenant transaction erases at most"),
     EG_NUM("dedup-batch", dedup_batch, 100, 100000000, "100000",
            "memories one DeduplicateMemories transaction compares at most"),
     EG_NUM("default-page-size", default_page_size, 1, EG_PAGE_SIZE_MAX, "50",

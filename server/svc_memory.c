@@ -654,6 +654,8 @@ static eg_err eg_cm_merge(eg_req *r, eg_txn *t, const struct eg_cm_state *st, eg
     if (!dup) all[k++] = st->tags[i];
   }
   if (!category[0]) category = st->m->category;
+  /* On the writer, under the user's data key that prepare sealed the new
+   * memory with (de-duplication stays within one user): cached, not made. */
   if ((e = eg_labels_seal(r, st->ctx, old->memory_id, category, all, k, upd))) return e;
   if (st->rec.importance > upd->importance) upd->importance = st->rec.importance;
   if (st->rec.confidence > upd->confidence) upd->confidence = st->rec.confidence;

@@ -496,7 +496,8 @@ eg_err eg_messages_page(eg_req *r, eg_txn *t, const eg_session_rec *s, uint64_t 
   struct eg_msg_collect mc;
   eg_err e = eg_msg_collect_init(r, &mc, s, want);
   if (e == EG_OK)
-    e = eg_store_messages_scan(t, r->tenant, s->session_id, start, descending, eg_list_messages_visit, &mc);
+    e = eg_store_messages_scan(t, r->tenant, s->session_id, start, descending,
+                               eg_list_messages_visit, &mc);
   if (e == EG_OK) e = mc.err;
   if (e != EG_OK) return e;
   *out = (eg_message_page){.msgs = mc.msgs, .n = mc.n, .more = mc.more, .next_seq = mc.next_seq};

@@ -6,7 +6,8 @@
  * (fz_token_keyring), so mutations start from ones that open.
  *
  * Also: the input sealed as a plaintext opens back to itself, and not for
- * another context.
+ * another context; the same for format 2 under a fixed data key
+ * (fz_token_data_key), and a format 2 open of the input fails as cleanly.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +62,37 @@ static void check_round_trip(const uint8_t *pt, size_t len) {
   free(out);
 }
 
+/* Format 2: under a data key, whatever the input's format byte says. */
+static void check_dek(const uint8_t *in, size_t len) {
+  static const eg_field_ctx other = {"acme", "message", "s1/1", "metadata"};
+  size_t cap = len > EG_TOKEN_OVERHEAD ? len - EG_TOKEN_OVERHEAD : 0, plen = 0;
+  uint8_t *out = malloc(len ? len : 1), *tok = malloc(eg_token_len(len));
+  uint8_t version;
+  FZ_CHECK(out && tok, "out of memory");
+  memset(out, 0xA5, len);
+  eg_err e = eg_token_open_dek(fz_token_data_key, &fz_token_ctx, in, len, out, &plen);
+  FZ_CHECK(e == EG_OK || e == EG_ECORRUPT, "open_dek returned neither OK nor ECORRUPT");
+  if (e == EG_OK) FZ_CHECK(plen == cap && in[0] == EG_TOKEN_VERSION_DEK, "opened a bad token");
+  else FZ_CHECK(all_zero(out, cap), "a failed open_dek left bytes in out");
+  e = eg_token_version(in, len, &version);
+  FZ_CHECK(e == EG_ECORRUPT || (version == EG_TOKEN_VERSION || version == EG_TOKEN_VERSION_DEK),
+           "eg_token_version accepted an unknown format");
+  FZ_CHECK(eg_token_seal_dek(fz_token_data_key, 7, &fz_token_ctx, in, len, tok) == EG_OK,
+           "seal_dek");
+  FZ_CHECK(eg_token_open_dek(fz_token_data_key, &fz_token_ctx, tok, eg_token_len(len), out,
+                             &plen) == EG_OK &&
+               plen == len && (len == 0 || memcmp(out, in, len) == 0),
+           "a format 2 round trip changed the bytes");
+  FZ_CHECK(eg_token_open_dek(fz_token_data_key, &other, tok, eg_token_len(len), out, &plen) ==
+               EG_ECORRUPT,
+           "a format 2 token opened for another context");
+  free(tok);
+  free(out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_open(data, size);
   check_round_trip(data, size);
+  check_dek(data, size);
   return 0;
 }

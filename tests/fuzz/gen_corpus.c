@@ -172,6 +172,17 @@ static void token_seeds(void) {
     }
     eg_keyring_free(kr);
   }
+  /* Format 2, under the data key fuzz_token opens them with. */
+  for (int i = 0; i < 3; i++) {
+    uint8_t tok[128];
+    char name[32];
+    size_t len = strlen(pts[i]);
+    FZ_CHECK(eg_token_seal_dek(fz_token_data_key, 1, &fz_token_ctx, (const uint8_t *)pts[i], len,
+                               tok) == EG_OK,
+             "seal_dek");
+    snprintf(name, sizeof name, "dek_%d", i);
+    write_seed("token", name, tok, eg_token_len(len));
+  }
 }
 
 /* ---- fuzz_wal: records a fresh store (LSN 0, epoch 1) applies ---- */

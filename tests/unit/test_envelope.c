@@ -152,7 +152,8 @@ static void test_erased_tenant_reads_erased(void) {
 
 void eg_test_register_envelope(void) {
   CU_pSuite s = CU_add_suite("envelope", NULL, NULL);
-  CU_add_test(s, "seal is format 2 under the user's key", test_seal_is_format_2_under_the_users_key);
+  CU_add_test(s, "seal is format 2 under the user's key",
+              test_seal_is_format_2_under_the_users_key);
   CU_add_test(s, "format 1 still opens", test_format_1_still_opens);
   CU_add_test(s, "erased user reads erased", test_erased_user_reads_erased);
   CU_add_test(s, "erased tenant reads erased", test_erased_tenant_reads_erased);
