@@ -797,6 +797,18 @@ static eg_err eg_kr_retire(eg_kr_job *j, const char *tenant, const char *user, u
   return EG_OK;
 }
 
+/* Keeps the gauges' copy of the row's counts. */
+static void eg_kr_keep_counts(eg_key_rotation *x, const eg_dk_rotation_rec *row) {
+  pthread_mutex_lock(&x->counts_mu);
+  x->n_counts = 0;
+  for (size_t i = 0; row && i < row->n_counts && i < EG_TOKEN_COUNT_KEYS_MAX; i++) {
+    snprintf(x->counts[i].key, sizeof x->counts[i].key, "%s", row->counts[i]->key);
+    x->counts[i].tokens = row->counts[i]->tokens;
+    x->n_counts++;
+  }
+  pthread_mutex_unlock(&x->counts_mu);
+}
+
 static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t current,
                       uint32_t oldest) {
   eg_kr_job *j = arg;
@@ -824,6 +836,7 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
     }
     if ((j->err = eg_kr_step_run(x, j->row, &walked, &done)) || (j->err = eg_kr_reread(j)))
       return 1;
+    if (done) eg_kr_keep_counts(x, j->row); /* the gauges, as the row now counts */
     /* --key-rotation-rate: the records just walked take this long. */
     int64_t ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->key_rotation_rate);
     pthread_mutex_lock(&x->bg.mu);
@@ -863,18 +876,6 @@ static void eg_kr_run(eg_key_rotation *x, eg_arena *a, eg_dk_rotation_rec *row) 
   else
     eg_log(EG_LOG_INFO, "data-key rotation of %s done: %" PRIu64 " users",
            j.row->scope_tenant[0] ? eg_dk_rotation_scope(a, j.row) : "every user", j.row->done);
-}
-
-/* Keeps the gauges' copy of the row's counts. */
-static void eg_kr_keep_counts(eg_key_rotation *x, const eg_dk_rotation_rec *row) {
-  pthread_mutex_lock(&x->counts_mu);
-  x->n_counts = 0;
-  for (size_t i = 0; row && i < row->n_counts && i < EG_TOKEN_COUNT_KEYS_MAX; i++) {
-    snprintf(x->counts[i].key, sizeof x->counts[i].key, "%s", row->counts[i]->key);
-    x->counts[i].tokens = row->counts[i]->tokens;
-    x->n_counts++;
-  }
-  pthread_mutex_unlock(&x->counts_mu);
 }
 
 /* One time round: reads the row (every node: the gauges) and, on the
@@ -972,7 +973,6 @@ eg_err eg_dk_rotation_api(eg_req *r, const eg_dk_rotation_rec *rec,
   st->running = rec->running;
   st->done = rec->done;
   st->total = rec->total;
-  st->problem = rec->problem;
   if (!(st->scope = (char *)eg_dk_rotation_scope(r->arena, rec)) ||
       (rec->start_time_us && !(st->start_time = eg_timestamp(r, rec->start_time_us))) ||
       (rec->finish_time_us && !(st->finish_time = eg_timestamp(r, rec->finish_time_us))))

@@ -335,9 +335,10 @@ static eg_err eg_rx_session_live(eg_txn *t, const eg_rx_rec *r, const eg_rx_rec 
   return EG_OK;
 }
 
-/* As eg_rx_rewrite_memory. Only this job changes a stored message (its
- * session's language and opt-out never change), so the stored one is the
- * walked one; the same checks all the same, as cheap as they are. */
+/* As eg_rx_rewrite_memory. Besides this job only a data-key rotation
+ * changes a stored message (it re-seals content_token: the content check
+ * stops the step there, and the next reads it again); its session's
+ * language and opt-out never change. */
 static eg_err eg_rx_rewrite_message(eg_txn *t, unsigned target, const eg_rx_rec *r,
                                     const eg_rx_rec **checked, int *live, int *stop) {
   eg_message_rec *cur;
