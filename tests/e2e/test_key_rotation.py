@@ -2,8 +2,8 @@
 keys are wrapped under the new primary, old data reads, a keyring that does
 not fit the data is refused and the old one kept); a data-key rotation of
 one user or of every user re-seals their fields in the background
-(progress, a restart mid-way, the old generation a tombstone, other users'
-records untouched, token counts). GetKeyStatus shows the master keys, the
+(progress, a restart mid-way, a replica promoted mid-way, the old
+generation a tombstone, other users' records untouched, token counts). GetKeyStatus shows the master keys, the
 data keys under each, the blind-index key id, the rotation and the token
 counts; raw checks read the LMDB files with mdb_dump (lmdb-utils)."""
 import json
@@ -14,11 +14,12 @@ import subprocess
 
 import grpc
 
-from harness import E2ETestCase, uid
+from harness import RPC_TIMEOUT, E2ETestCase, pb, uid
 import test_at_rest as at_rest
 from test_checkpoints import Ckpt, W, cid
 from test_memories import Mem
 from test_observability import parse, scrape, value
+from test_replication import ADMIN_MD, AGENT_MD, Cluster, ReplicationCase, admin, agent
 from test_store import Store
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
@@ -254,3 +255,39 @@ class DataKeyRotationTest(E2ETestCase):
         # The gauge follows the stored counts at the thread's next look.
         self.wait_until(lambda: value(parse(scrape(srv)), "engram_field_tokens", key="data:2") == 21,
                         DONE_TIMEOUT, "engram_field_tokens{key=\"data:2\"} 21", [srv])
+
+
+class DataKeyRotationFailoverTest(ReplicationCase):
+
+    def test_a_promoted_replica_resumes_the_rotation(self):
+        cl = Cluster()
+        self.addCleanup(cl.close)
+        p = cl.primary(*SLOW)
+        r = cl.replica("r1", "127.0.0.1:%d" % p.fixed_port, *SLOW)
+        p.start()
+        r.start()
+        self.wait_connected(p, ["r1"])
+        sid = agent(p).create("alice").session_id
+        agent(p).append(sid, "one", "two", "three")
+
+        def rotation_on(node):
+            st = admin(node).GetKeyStatus(apb.GetKeyStatusRequest(), timeout=10.0,
+                                          metadata=ADMIN_MD)
+            return data_rotation(st)
+
+        st = admin(p).RotateDataKeys(apb.RotateDataKeysRequest(tenant="acme", user_id="alice"),
+                                     timeout=30.0, metadata=ADMIN_MD).status
+        self.assertTrue(st.running)
+        # The state is replicated: the replica shows the rotation running.
+        self.wait_until(lambda: rotation_on(r).running, DONE_TIMEOUT,
+                        "the rotation on the replica", [p, r])
+        p.kill9()
+        admin(r).Promote(apb.PromoteRequest(), timeout=RPC_TIMEOUT, metadata=ADMIN_MD)
+        done = self.wait_until(lambda: (lambda x: not x.running and x)(rotation_on(r)),
+                               DONE_TIMEOUT, "the rotation done on the promoted replica", [r])
+        self.assertEqual((done.done, done.total), (1, 1))
+        msgs = agent(r).stub.ListMessages(pb.ListMessagesRequest(session_id=sid),
+                                          timeout=RPC_TIMEOUT, metadata=AGENT_MD).messages
+        self.assertEqual([m.content for m in msgs], ["one", "two", "three"])
+        self.assertEqual(generations(r.data_dir, "acme", "alice"), {1: False, 2: True})
+        self.assertEqual(under(message_values(r.data_dir, sid), 2), 3)
