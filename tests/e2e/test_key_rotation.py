@@ -19,7 +19,7 @@ import test_at_rest as at_rest
 from test_checkpoints import Ckpt, W, cid
 from test_memories import Mem
 from test_observability import parse, scrape, value
-from test_replication import ADMIN_MD, AGENT_MD, Cluster, ReplicationCase, admin, agent
+from test_replication import ADMIN_MD, AGENT_MD, Cluster, ReplicationCase, admin, agent, cli
 from test_store import Store
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
@@ -255,6 +255,22 @@ class DataKeyRotationTest(E2ETestCase):
         # The gauge follows the stored counts at the thread's next look.
         self.wait_until(lambda: value(parse(scrape(srv)), "engram_field_tokens", key="data:2") == 21,
                         DONE_TIMEOUT, "engram_field_tokens{key=\"data:2\"} 21", [srv])
+
+    def test_cli_rotates_one_user(self):
+        srv = self.start_server()
+        c = srv.client()
+        self.populate(srv, "carol")
+        rc, out, err = cli("--target", srv.addr, "admin", "keys", "rotate", "--user", "carol")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("--user needs --tenant", err)
+        rc, out, err = cli("--json", "--target", srv.addr, "admin", "keys", "rotate", "--tenant",
+                           TENANT, "--user", "carol")
+        self.assertEqual(rc, 0, err)
+        got = json.loads(out)["status"]
+        self.assertEqual((got["kind"], got["scope"], got["running"]),
+                         ("data_keys", "default/carol", True))
+        self.wait_done(srv, c)
+        self.assertEqual(generations(srv.data_dir, TENANT, "carol"), {1: False, 2: True})
 
 
 class DataKeyRotationFailoverTest(ReplicationCase):
