@@ -148,7 +148,6 @@ typedef struct {
   int stopped; /* at the budget, within the stage */
   eg_kr_rec *recs;
   size_t n, cap;
-  uint64_t unreadable;
   eg_err err;
 } eg_kr_step;
 
@@ -216,7 +215,6 @@ static eg_err eg_kr_tokens(eg_kr_step *s, eg_kr_rec *rec, const ProtobufCMessage
     const char *field = eg_kr_dup(s, f[i]->name, nl);
     if (!field) return EG_ENOMEM;
     if (eg_kr_token_key(s, b, key, &old) != EG_OK) {
-      s->unreadable++;
       eg_log(EG_LOG_WARN, "data-key rotation: %s %s of tenant %s: %s is no field token; left as "
              "it is", kind, rid, s->tenant, field);
       continue;
@@ -226,7 +224,6 @@ static eg_err eg_kr_tokens(eg_kr_step *s, eg_kr_rec *rec, const ProtobufCMessage
     if (e) {
       /* Unreadable under any key: re-sealing is impossible, and retiring
        * its key makes it no less readable. */
-      s->unreadable++;
       eg_log(EG_LOG_WARN, "data-key rotation: %s; left as it is", s->r.msg);
       old = 0;
     }
