@@ -32,7 +32,8 @@ eg_err eg_field_seal(eg_req *r, const char *user, const char *kind, const char *
   if (!tok) return EG_ENOMEM;
   uint8_t key[EG_KEY_LEN];
   uint32_t gen;
-  eg_err e = eg_data_key_current(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user, &gen, key);
+  eg_err e =
+      eg_data_key_current(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user, &gen, key);
   if (e == EG_OK) e = eg_token_seal_dek(key, gen, &ctx, pt, len, tok);
   sodium_memzero(key, sizeof key);
   if (e != EG_OK) {
@@ -48,7 +49,8 @@ eg_err eg_field_seal(eg_req *r, const char *user, const char *kind, const char *
 eg_err eg_field_key_ready(eg_req *r, const char *user) {
   uint8_t key[EG_KEY_LEN];
   uint32_t gen;
-  eg_err e = eg_data_key_current(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user, &gen, key);
+  eg_err e =
+      eg_data_key_current(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user, &gen, key);
   sodium_memzero(key, sizeof key);
   return e;
 }
@@ -86,7 +88,8 @@ eg_err eg_field_open(eg_req *r, const char *user, const char *kind, const char *
   /* Format 1: sealed under a master key before envelope keys (a store of
    * an older release), opened as it always was. */
   eg_err e = version == EG_TOKEN_VERSION
-                 ? eg_token_open(eg_srv_keys(r->srv), &ctx, tok->data, tok->len, (uint8_t *)pt, &plen)
+                 ? eg_token_open(eg_srv_keys(r->srv), &ctx, tok->data, tok->len, (uint8_t *)pt,
+                                 &plen)
                  : open_under_data_key(r, user, &ctx, tok, (uint8_t *)pt, &plen, why, sizeof why);
   /* Out of memory is retryable: it must not read as tampered data. */
   if (e == EG_ENOMEM) return e;

@@ -19,8 +19,8 @@ eg_err eg_keyring_check_fingerprint(eg_store *store, const eg_keyring *keys, con
   if (e == EG_OK) {
     e = eg_keyring_fingerprint_check(keys, fp, len, &has_new, why, sizeof why);
     if (e != EG_OK) {
-      snprintf(err, errlen, "%.200s does not fit this data dir: %.200s (restore the keyring the data "
-               "was written with)", path, why);
+      snprintf(err, errlen, "%.200s does not fit this data dir: %.200s (restore the keyring the "
+               "data was written with)", path, why);
       return e;
     }
   } else if (e == EG_ENOTFOUND && eg_store_last_lsn(store) > 0) {

@@ -405,9 +405,10 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
   if (rotation) {
     eg_token_count c[EG_TOKEN_COUNT_KEYS_MAX];
     size_t n = eg_key_rotation_token_counts(rotation, c, EG_TOKEN_COUNT_KEYS_MAX);
-    eg_out_printf(&o, "# HELP engram_field_tokens Stored field tokens under each key (\"master:<id>\": "
-                      "a master key, \"data:<generation>\": users' data keys), as the last "
-                      "data-key rotation counted them.\n# TYPE engram_field_tokens gauge\n");
+    eg_out_printf(&o, "# HELP engram_field_tokens Stored field tokens under each key "
+                      "(\"master:<id>\": a master key, \"data:<generation>\": users' data keys), "
+                      "as the last data-key rotation counted them.\n"
+                      "# TYPE engram_field_tokens gauge\n");
     for (size_t i = 0; i < n; i++)
       eg_out_printf(&o, "engram_field_tokens{key=\"%s\"} %llu\n", c[i].key,
                     (unsigned long long)c[i].tokens);

@@ -3,9 +3,10 @@ keys are wrapped under the new primary, old data reads, a keyring that does
 not fit the data is refused and the old one kept); a data-key rotation of
 one user or of every user re-seals their fields in the background
 (progress, a restart mid-way, a replica promoted mid-way, the old
-generation a tombstone, other users' records untouched, token counts). GetKeyStatus shows the master keys, the
-data keys under each, the blind-index key id, the rotation and the token
-counts; raw checks read the LMDB files with mdb_dump (lmdb-utils)."""
+generation a tombstone, other users' records untouched, token counts).
+GetKeyStatus shows the master keys, the data keys under each, the
+blind-index key id, the rotation and the token counts; raw checks read the
+LMDB files with mdb_dump (lmdb-utils)."""
 import json
 import os
 import re
@@ -183,7 +184,8 @@ class DataKeyRotationTest(E2ETestCase):
         ck = Ckpt(srv.addr)
         self.addCleanup(ck.close)
         got = ck.get(user, "t1")
-        self.assertEqual((got.checkpoint, json.loads(got.metadata_json)), (b'{"a": 1}', {"step": 1}))
+        self.assertEqual((got.checkpoint, json.loads(got.metadata_json)),
+                         (b'{"a": 1}', {"step": 1}))
         self.assertEqual([w.value for w in got.pending_writes], [b'"w"'])
 
     def wait_done(self, srv, c):
@@ -253,7 +255,8 @@ class DataKeyRotationTest(E2ETestCase):
         counts = {t.key: t.tokens for t in key_status(c).token_counts}
         self.assertEqual(counts, {"data:2": 21})  # 10 each, and the store item
         # The gauge follows the stored counts at the thread's next look.
-        self.wait_until(lambda: value(parse(scrape(srv)), "engram_field_tokens", key="data:2") == 21,
+        self.wait_until(lambda: value(parse(scrape(srv)), "engram_field_tokens",
+                                      key="data:2") == 21,
                         DONE_TIMEOUT, "engram_field_tokens{key=\"data:2\"} 21", [srv])
 
     def test_cli_rotates_one_user(self):
