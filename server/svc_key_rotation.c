@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "engram/v1/admin.pb-c.h"
-#include "replica/replica.h"
 #include "server/data_keys.h"
 #include "server/key_rotation.h"
 #include "server/service.h"
@@ -63,8 +62,9 @@ static int eg_rdk_rotate_one(void *arg, const char *tenant, const char *user, ui
 }
 
 /* Checks the request and that no rotation runs, then makes the new data
- * keys (durable key-store commits, on the worker: the primary's, since
- * writes are forwarded to it). The key store is not the data store's
+ * keys (durable key-store commits, on the worker: the primary's, since a
+ * replica forwards writes and a fenced primary refuses them before
+ * prepare). The key store is not the data store's
  * txn: keys rotated by a call that then fails stay current, unused until
  * the next rotation re-seals under them. */
 static eg_err eg_rdk_prepare(eg_req *r, const ProtobufCMessage *msg) {
@@ -77,10 +77,6 @@ static eg_err eg_rdk_prepare(eg_req *r, const ProtobufCMessage *msg) {
     return e;
   if (in->user_id[0] && !in->tenant[0])
     return eg_invalid(r->msg, sizeof r->msg, "user_id", "needs tenant (the user's tenant)");
-  if (r->srv->repl && eg_repl_fenced(r->srv->repl)) {
-    snprintf(r->msg, sizeof r->msg, "this node is fenced: retry on the new primary");
-    return EG_EFENCED;
-  }
   if ((e = eg_rdk_idle(r, r->rtxn))) return e;
   *st = (eg_rdk_state){.tenant = in->tenant, .user = in->user_id};
   if (in->user_id[0]) {
