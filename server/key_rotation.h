@@ -30,6 +30,7 @@
  * not hold the user back (it reads no better under a live key).
  *
  * A restart, or a promoted replica, resumes from the stored state. The
+ * step itself: server/key_rotation_step.h. The
  * walk of a user's checkpoints takes each checkpoint's pending writes with
  * it (their record ids need the checkpoint's); pending writes stored for a
  * checkpoint that does not exist are not walked. Store items: the walk
