@@ -230,8 +230,9 @@ static void eg_replica_id(const eg_config *cfg, int bound_port, char *out, size_
 }
 
 static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_store *store,
-                          eg_repl **out) {
+                          eg_repl **out, char *err, size_t errlen) {
   char id[128];
+  eg_client_tls tls;
   eg_replica_id(cfg, 0, id, sizeof id);
   eg_repl_config rc = {
       /* With a coordinator every node starts as a replica of nobody: etcd
@@ -246,8 +247,9 @@ static eg_err eg_repl_open(const eg_config *cfg, const eg_keyring *keys, eg_stor
       .retain_s = cfg->wal_retain_s,
       .retain_cap = cfg->wal_retain_cap,
       .keys = keys,
+      .tls = eg_config_peer_tls(cfg, &tls),
   };
-  eg_err e = eg_repl_new(&rc, store, out);
+  eg_err e = eg_repl_new(&rc, store, out, err, errlen);
   /* Coordinated from the start: Promote is refused, and a primary is
    * fenced until its first lease renewal. */
   if (e == EG_OK && cfg->coordinator[0]) eg_repl_set_lease(*out, 0);
@@ -282,13 +284,15 @@ static eg_err eg_coord_open(const eg_config *cfg, eg_srv *srv, int port, char *e
   if (!cfg->coordinator[0]) return EG_OK;
   eg_replica_id(cfg, port, srv->node_id, sizeof srv->node_id);
   eg_advertise_address(cfg, port, address, sizeof address);
+  eg_client_tls etcd_tls;
   eg_coord_config cc = {.url = cfg->coordinator,
                         .id = srv->node_id,
                         .address = address,
                         .lease_ttl_s = cfg->lease_ttl_s,
                         .failover_max_lag = cfg->failover_max_lag,
                         .repl = srv->repl,
-                        .store = srv->store};
+                        .store = srv->store,
+                        .etcd_tls = eg_config_etcd_tls(cfg, &etcd_tls)};
   eg_coord *c = NULL;
   eg_err e = eg_coord_start(&cc, &c, err, errlen);
   /* Workers already serve GetStatus: node_id is written before. */
@@ -319,7 +323,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_stop_signals(&sigs);
 
   grpc_init();
-  eg_err e = eg_repl_open(cfg, srv->keys, srv->store, &srv->repl);
+  eg_err e = eg_repl_open(cfg, srv->keys, srv->store, &srv->repl, err, sizeof err);
   /* Before the writer: its first batch may trim the log. */
   if (e == EG_OK) e = eg_archiver_start(cfg, srv->store, &srv->archiver, err, sizeof err);
   if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv, &writer, err, sizeof err);
