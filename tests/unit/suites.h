@@ -25,6 +25,7 @@
   X(walarchive)              \
   X(backup)                  \
   X(etcd)                    \
+  X(client_tls)              \
   X(coord)                   \
   X(failover)                \
   X(status_details)          \
