@@ -361,6 +361,19 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
                       "must not be set with --coordinator: etcd decides which node is the primary");
   if (strcmp(c->role, "replica") == 0 && c->primary[0] == '\0')
     return eg_invalid(err, errlen, "--primary", "required when --role is replica");
+  /* A certificate needs its key and the key its certificate; client
+   * certificates are only requested (and identities only read) with TLS
+   * on and a CA to verify them against. */
+  if (!c->tls_cert[0] != !c->tls_key[0])
+    return eg_invalid(err, errlen, c->tls_cert[0] ? "--tls-key" : "--tls-cert",
+                      "required with %s (TLS needs both)", c->tls_cert[0] ? "--tls-cert" : "--tls-key");
+  if (c->tls_client_ca[0] && !c->tls_cert[0])
+    return eg_invalid(err, errlen, "--tls-client-ca",
+                      "needs --tls-cert and --tls-key (client certificates are verified over TLS)");
+  if (c->tls_identities[0] && !c->tls_client_ca[0])
+    return eg_invalid(err, errlen, "--tls-identities",
+                      "needs --tls-client-ca (and --tls-cert, --tls-key): without it no client "
+                      "certificate is requested");
   return EG_OK;
 }
 
