@@ -322,12 +322,9 @@ int64_t eg_config_max_request_bytes(const eg_config *c) {
   return n > 4194304 ? n : 4194304;
 }
 
-/* The TLS flags that only make sense together. */
+/* The TLS flags of the connections this node dials (etcd, its primary)
+ * that only make sense together. */
 static eg_err check_tls(const eg_config *c, char *err, size_t errlen) {
-  if (!c->tls_cert[0] != !c->tls_key[0])
-    return eg_invalid(err, errlen, c->tls_cert[0] ? "--tls-cert" : "--tls-key", "needs %s",
-                      c->tls_cert[0] ? "--tls-key (the certificate's private key)"
-                                     : "--tls-cert (the key's certificate)");
   if (!c->etcd_tls_cert[0] != !c->etcd_tls_key[0])
     return eg_invalid(err, errlen, c->etcd_tls_cert[0] ? "--etcd-tls-cert" : "--etcd-tls-key",
                       "needs %s",
@@ -404,6 +401,19 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
                       "must not be set with --coordinator: etcd decides which node is the primary");
   if (strcmp(c->role, "replica") == 0 && c->primary[0] == '\0')
     return eg_invalid(err, errlen, "--primary", "required when --role is replica");
+  /* A certificate needs its key and the key its certificate; client
+   * certificates are only requested (and identities only read) with TLS
+   * on and a CA to verify them against. */
+  if (!c->tls_cert[0] != !c->tls_key[0])
+    return eg_invalid(err, errlen, c->tls_cert[0] ? "--tls-key" : "--tls-cert",
+                      "required with %s (TLS needs both)", c->tls_cert[0] ? "--tls-cert" : "--tls-key");
+  if (c->tls_client_ca[0] && !c->tls_cert[0])
+    return eg_invalid(err, errlen, "--tls-client-ca",
+                      "needs --tls-cert and --tls-key (client certificates are verified over TLS)");
+  if (c->tls_identities[0] && !c->tls_client_ca[0])
+    return eg_invalid(err, errlen, "--tls-identities",
+                      "needs --tls-client-ca (and --tls-cert, --tls-key): without it no client "
+                      "certificate is requested");
   return check_tls(c, err, errlen);
 }
 

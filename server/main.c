@@ -19,6 +19,7 @@
 #include "server/archiver.h"
 #include "server/config.h"
 #include "server/reload.h"
+#include "server/tls.h"
 #include "server/service.h"
 #include "server/reindex.h"
 #include "server/sweeper.h"
@@ -415,6 +416,7 @@ int main(int argc, char **argv) {
   int help = 0, rc = 1;
   eg_keyring *keys = NULL;
   eg_auth *auth = NULL;
+  eg_tls *tls = NULL;
   eg_store *store = NULL;
   int lock_fd = -1;
 
@@ -451,6 +453,14 @@ int main(int argc, char **argv) {
    * is created: a bad --tokens or keyring leaves no data dir or keyring. */
   if (eg_auth_load(cfg.tokens, &auth, err, sizeof err) != EG_OK) {
     eg_fail("--tokens", err);
+    goto out;
+  }
+  if (eg_tls_open(&cfg, &tls, err, sizeof err) != EG_OK) {
+    eg_fail("TLS", err);
+    goto out;
+  }
+  if (tls && eg_reload_register(eg_tls_reload, tls) != 0) {
+    eg_fail("TLS", "cannot register the SIGHUP reload (EG_RELOAD_HOOKS_MAX)");
     goto out;
   }
   char keyring[EG_KEYRING_PATH_MAX];
@@ -498,11 +508,13 @@ int main(int argc, char **argv) {
     eg_log(EG_LOG_WARN,
            "WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
            "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
-  eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth};
+  eg_tls_warn_plaintext(tls, cfg.listen);
+  eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth, .tls = tls};
   rc = eg_serve(&cfg, &srv);
 out:
   eg_store_close(store);
   eg_auth_free(auth);
+  eg_tls_free(tls); /* after eg_serve: gRPC's credentials call into it */
   eg_keyring_free(keys);
   eg_store_unlock_dir(lock_fd); /* also dropped by exec (close-on-exec) */
   if (rc == 3) {

@@ -41,6 +41,7 @@ typedef struct eg_srv {
   const eg_keyring *keys;
   struct eg_data_keys *data_keys; /* server/data_keys.h */
   const eg_auth *auth;
+  struct eg_tls *tls; /* server/tls.h; NULL: plaintext */
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */
   struct eg_sweeper *sweeper; /* retention (server/sweeper.h); NULL until started */
   struct eg_archiver *archiver; /* --wal-archive-dir (server/archiver.h); NULL: off */
