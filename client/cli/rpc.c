@@ -62,6 +62,9 @@ static int read_token_file(cli *g, const char **token) {
   return CLI_OK;
 }
 
+/* How the run's client dials (for cli_print_status's hints). */
+static enum { CLI_TLS_NONE, CLI_TLS_SERVER, CLI_TLS_CERT } client_tls;
+
 static const char *set_or_null(const char *s) { return s && *s ? s : NULL; }
 
 /* The TLS settings of --tls-* (or $ENGRAM_TLS_*): *out is NULL when none
@@ -77,6 +80,7 @@ static int tls_options(cli *g, eg_client_tls *tls, const eg_client_tls **out) {
   if (tls->key_file && !tls->cert_file)
     return cli_usage_error(g, "--tls-key needs --tls-cert (the key's certificate)");
   *out = tls->ca_file || tls->cert_file || tls->server_name ? tls : NULL;
+  client_tls = !*out ? CLI_TLS_NONE : tls->cert_file ? CLI_TLS_CERT : CLI_TLS_SERVER;
   return CLI_OK;
 }
 
@@ -168,6 +172,16 @@ void cli_print_status(const eg_client_status *st) {
           st->message);
   if (st->details_len) print_details(st);
   if (*st->request_id) fprintf(stderr, "  request id: %s\n", st->request_id);
+  /* gRPC names a TLS server closing a plaintext connection, or a mutual
+   * TLS server one without a client certificate, only as a closed socket. */
+  if (st->code == GRPC_STATUS_UNAVAILABLE && strstr(st->message, "Socket closed") &&
+      client_tls != CLI_TLS_CERT)
+    fputs(client_tls == CLI_TLS_NONE
+              ? "  hint: a server that serves TLS closes plaintext connections: pass --tls-ca "
+                "(or set ENGRAM_TLS_CA)\n"
+              : "  hint: a server that requires client certificates (mutual TLS) closes "
+                "connections without one: pass --tls-cert and --tls-key\n",
+          stderr);
 }
 
 /* Makes the call; on success *resp is the caller's and *st its status. */
