@@ -451,8 +451,9 @@ int main(int argc, char **argv) {
   if (eg_crypto_init() != EG_OK) return eg_fail("libsodium", "cannot initialise");
   /* Everything that can be checked without the store is, before anything
    * is created: a bad --tokens or keyring leaves no data dir or keyring. */
-  if (eg_auth_load(cfg.tokens, &auth, err, sizeof err) != EG_OK) {
-    eg_fail("--tokens", err);
+  if (eg_auth_load(cfg.tokens, cfg.tls_identities, &auth, err, sizeof err) != EG_OK ||
+      eg_reload_register(eg_auth_reload, auth) != 0) {
+    eg_fail("auth", auth ? "cannot register the SIGHUP reload (EG_RELOAD_HOOKS_MAX)" : err);
     goto out;
   }
   if (eg_tls_open(&cfg, &tls, err, sizeof err) != EG_OK) {
@@ -506,7 +507,7 @@ int main(int argc, char **argv) {
   }
   if (eg_auth_dev_mode(auth))
     eg_log(EG_LOG_WARN,
-           "WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
+           "WARNING: no --tokens (nor --tls-identities) file: SINGLE-TENANT DEV MODE, no authentication; every "
            "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
   eg_tls_warn_plaintext(tls, cfg.listen);
   eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth, .tls = tls};
