@@ -50,7 +50,7 @@ class Certs:
         self.etcd_client = self.etcd_ca.issue("engramd", ["DNS:engramd.etcd.test"])
         self.identities = os.path.join(self.dir, "identities")
         with open(self.identities, "w") as f:
-            f.write("# SAN tenant role\n%s acme replica\n%s acme agent\n"
+            f.write("# SAN tenant role\nuri:%s acme replica\nuri:%s acme agent\n"
                     % (REPLICA_SAN, CLIENT_SAN))
         os.chmod(self.identities, 0o600)
 
