@@ -249,8 +249,9 @@ void eg_repl_request_restart(eg_repl *r, const char *why) {
 
 /* 1 if primary (the one this node follows) answers a health check within
  * EG_PROMOTE_PROBE_MS, 0 if not, -1 with why in err if no channel can be
- * made (the TLS files changed since the start and cannot be used). Any answer counts (even an error): only a node that
- * cannot be reached is taken for gone. Asked afresh rather than read from
+ * made (the TLS files changed since the start and cannot be used). Any
+ * answer counts (even an error): only a node that cannot be reached is
+ * taken for gone. Asked afresh rather than read from
  * the stream's state, which lags a primary that just died, and on a channel
  * of its own (with its own subchannel): the follower's channel may be in
  * reconnect backoff, failing at once though the primary is back.

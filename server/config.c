@@ -334,9 +334,12 @@ static eg_err check_tls(const eg_config *c, char *err, size_t errlen) {
     return eg_invalid(err, errlen, "--etcd-tls-cert",
                       "needs --etcd-tls-ca (TLS to etcd is on only with the CA that verifies "
                       "etcd)");
-  const char *etcd = c->etcd_tls_ca[0] ? "--etcd-tls-ca" : c->etcd_tls_cert[0] ? "--etcd-tls-cert" : NULL;
+  const char *etcd = c->etcd_tls_ca[0]     ? "--etcd-tls-ca"
+                     : c->etcd_tls_cert[0] ? "--etcd-tls-cert"
+                                           : NULL;
   if (etcd && !c->coordinator[0])
-    return eg_invalid(err, errlen, etcd, "only with --coordinator (it is how this node dials etcd)");
+    return eg_invalid(err, errlen, etcd,
+                      "only with --coordinator (it is how this node dials etcd)");
   if (c->tls_peer_server_name[0] && !c->tls_peer_ca[0] && !c->tls_client_ca[0])
     return eg_invalid(err, errlen, "--tls-peer-server-name",
                       "needs --tls-peer-ca or --tls-client-ca (without either this node dials "
@@ -350,7 +353,8 @@ const eg_client_tls *eg_config_peer_tls(const eg_config *c, eg_client_tls *out) 
   *out = (eg_client_tls){.ca_file = ca,
                          .cert_file = c->tls_cert[0] ? c->tls_cert : NULL,
                          .key_file = c->tls_key[0] ? c->tls_key : NULL,
-                         .server_name = c->tls_peer_server_name[0] ? c->tls_peer_server_name : NULL};
+                         .server_name =
+                             c->tls_peer_server_name[0] ? c->tls_peer_server_name : NULL};
   return out;
 }
 

@@ -56,7 +56,9 @@ eg_client *eg_client_new_opts(const char *target, const char *token,
                               const eg_client_channel_opts *o, char *err, size_t errlen) {
   if (!target || !*target || (token && !metadata_value_ok(token))) {
     if (err && errlen)
-      snprintf(err, errlen, "%s", !target || !*target ? "no target" : "the token holds a byte outside printable ASCII");
+      snprintf(err, errlen, "%s",
+               !target || !*target ? "no target"
+                                   : "the token holds a byte outside printable ASCII");
     errno = EINVAL;
     return NULL;
   }
