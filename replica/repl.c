@@ -89,7 +89,8 @@ eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out, ch
   pthread_cond_init(&r->cv, NULL);
   r->token = eg_strdup_or_empty(cfg->token);
   r->replica_id = eg_strdup_or_empty(cfg->replica_id);
-  r->authz = malloc(strlen(r->token ? r->token : "") + 8);
+  /* Zeroed: eg_repl_free wipes it, also on the failures below. */
+  r->authz = calloc(1, strlen(r->token ? r->token : "") + 8);
   if (!r->token || !r->replica_id || !r->authz || eg_repl_copy_tls(r, cfg->tls) != 0) {
     eg_repl_free(r);
     snprintf(err, errlen, "replication: out of memory");
@@ -104,10 +105,7 @@ eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out, ch
     return EG_EINVAL;
   }
   if (creds) grpc_channel_credentials_release(creds);
-  if (r->token[0])
-    sprintf(r->authz, "Bearer %s", r->token);
-  else
-    r->authz[0] = '\0';
+  if (r->token[0]) sprintf(r->authz, "Bearer %s", r->token);
   r->sync_replicas = cfg->sync_replicas;
   r->sync_timeout_ms = cfg->sync_timeout_ms;
   r->retain_records = cfg->retain_records;

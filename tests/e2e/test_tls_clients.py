@@ -14,7 +14,7 @@ import tempfile
 import grpc
 
 from harness import (ENGRAM_CLI, ENGRAMD, KEEP, REPO, M, Server, clean_env, free_port,
-                     make_keyring, pb, uid)
+                     make_keyring, pb, scan_sanitizer, uid)
 from test_replication import (AGENT, MAX_LSN_WAIT_MS, TOKENS, ReplicationCase, agent, newest,
                               status)
 from tls_certs import CA, channel_creds, read
@@ -68,7 +68,11 @@ def cli(*args, env=None, timeout=30):
     e.update(env or {})
     p = subprocess.run([ENGRAM_CLI] + [str(a) for a in args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=timeout, stdin=subprocess.DEVNULL, env=e)
-    return p.returncode, p.stdout.decode(), p.stderr.decode()
+    err = p.stderr.decode()
+    rep = scan_sanitizer(err)
+    if rep:
+        raise AssertionError("sanitizer report from engram %s:\n%s" % (" ".join(args), rep))
+    return p.returncode, p.stdout.decode(), err
 
 
 class TlsClientCase(ReplicationCase):
@@ -217,6 +221,7 @@ class ReplicaTlsTest(TlsClientCase):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
                            env=clean_env())
         self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(scan_sanitizer(p.stdout.decode()))
         self.assertIn("CA bundle %s: No such file or directory" % missing, p.stdout.decode())
 
 
@@ -290,4 +295,5 @@ class CoordinatorEtcdTlsTest(TlsClientCase):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
                            env=clean_env())
         self.assertNotEqual(p.returncode, 0)
+        self.assertIsNone(scan_sanitizer(p.stdout.decode()))
         self.assertIn("private key %s: No such file or directory" % missing, p.stdout.decode())
