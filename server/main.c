@@ -503,8 +503,8 @@ int main(int argc, char **argv) {
   }
   if (eg_auth_dev_mode(auth))
     eg_log(EG_LOG_WARN,
-           "WARNING: no --tokens (nor --tls-identities) file: SINGLE-TENANT DEV MODE, no authentication; every "
-           "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
+           "WARNING: no --tokens file (nor --tls-identities): SINGLE-TENANT DEV MODE, no "
+           "authentication; every caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
   eg_tls_warn_plaintext(tls, cfg.listen);
   eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth, .tls = tls};
   rc = eg_serve(&cfg, &srv);
