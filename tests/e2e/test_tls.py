@@ -11,7 +11,8 @@ import tempfile
 
 import grpc
 
-from harness import ENGRAMD, Client, E2ETestCase, Server, pb, uid, write_tokens
+from harness import (ENGRAMD, Client, E2ETestCase, Server, make_keyring, pb, uid,
+                     write_tokens)
 from tls_certs import CA, channel_creds
 
 from engram.v1 import user_pb2 as up  # noqa: E402
@@ -322,3 +323,35 @@ class ReloadTest(TlsCase):
         self.assertIn("--tokens %s: line 3: hash must be 64 lowercase hex digits"
                       % self.srv.tokens_path, self.srv.log_text())
         self.assertEqual(new.get(sid).session_id, sid)
+
+
+class ReplicaCertificateCallerTest(TlsCase):
+    """A replica serving mutual TLS: reads by certificate identity are its
+    own; a write is forwarded to the primary with the caller's bearer token
+    only, so a certificate-only write is refused saying where to send it."""
+
+    def test_certificate_reads_on_replica_and_write_refused_with_reason(self):
+        tmp = tempfile.mkdtemp(prefix="engram-tls-repl-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        keyring = make_keyring(os.path.join(tmp, "keyring"))
+        tokens = [("acme", "agent", "acme-agent"), ("acme", "replica", "acme-replica")]
+        primary = self.start_server(tokens=tokens, keyring=keyring)
+        ident = os.path.join(tmp, "identities")
+        with open(ident, "w") as f:
+            f.write(IDENTITIES)
+        replica = self.start_server(
+            *self.certs.server_args(client_ca=True), "--tls-identities", ident,
+            "--role", "replica", "--primary", primary.addr, "--replica-token", "acme-replica",
+            tokens=tokens, keyring=keyring, creds=self.certs.creds(self.certs.alice))
+        user = uid("u")
+        sid = primary.client("acme-agent").create(user).session_id
+        alice = replica.client()
+        self.wait_until(lambda: alice.list_sessions(user).sessions, 30,
+                        "the session replicated", [primary, replica])
+        self.assertEqual(alice.get(sid).session_id, sid)
+        e = self.assertStatus(grpc.StatusCode.FAILED_PRECONDITION, alice.create, user)
+        self.assertIn("send writes to the primary, or with a token", e.details())
+        # with a token the write is forwarded as ever
+        with_token = replica.client("acme-agent")
+        sid2 = with_token.create(user).session_id
+        self.assertEqual(primary.client("acme-agent").get(sid2).session_id, sid2)
