@@ -526,7 +526,7 @@ static int eg_peer_take(eg_stream_places *p, eg_call *c) {
 
 /* 1 if c carries a token of the tokens file or a certificate mapped by
  * the identities file (any role); 0 in dev mode, where nobody is known. */
-static int eg_has_token(eg_call *c) {
+static int eg_known_caller(eg_call *c) {
   const eg_auth *a = c->w->tp->srv->auth;
   if (eg_auth_dev_mode(a)) return 0;
   eg_auth_san sans[EG_AUTH_CALLER_SANS_MAX];
@@ -628,7 +628,7 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   eg_transport *tp = c->w->tp;
   const eg_srv *srv = tp->srv;
   eg_stream_places *p = m->places;
-  if (p && p->tokened && eg_has_token(c)) p = p->tokened;
+  if (p && p->tokened && eg_known_caller(c)) p = p->tokened;
   if (p && atomic_fetch_add(&p->taken, 1) >= p->max(srv)) {
     atomic_fetch_sub(&p->taken, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "too many %s (at most %d%s%s); retry", p->what,
