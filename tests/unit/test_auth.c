@@ -442,6 +442,27 @@ static void test_reload(void) {
   CU_ASSERT_EQUAL(check(a, "Bearer tok-new", EG_ROLE_AGENT, &tenant), EG_OK);
   CU_ASSERT_EQUAL(check(a, "Bearer tok-old", EG_ROLE_AGENT, &tenant), EG_EUNAUTH);
   eg_auth_free(a);
+  /* the identities file reloads with the tokens */
+  char why[256];
+  const char *carol[] = {"dns:carol.example.org", NULL};
+  snprintf(ipath, sizeof ipath, "%s/identities", tdir);
+  write_to(ipath, "dns:carol.example.org acme agent\n");
+  write_file(l2);
+  CU_ASSERT_EQUAL_FATAL(eg_auth_load(path, ipath, &a, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(check_cert(a, NULL, carol, EG_ROLE_AGENT, why, sizeof why), EG_OK);
+  CU_ASSERT_STRING_EQUAL(checked, "acme");
+  write_to(ipath, "dns:carol.example.org beta agent\n");
+  eg_auth_reload(a);
+  CU_ASSERT_EQUAL(check_cert(a, NULL, carol, EG_ROLE_AGENT, why, sizeof why), EG_OK);
+  CU_ASSERT_STRING_EQUAL(checked, "beta");
+  write_to(ipath, "dns:carol.example.org beta agent\ndns:carol.example.org acme agent\n");
+  eg_auth_reload(a); /* a SAN twice: kept as it was */
+  CU_ASSERT_EQUAL(check_cert(a, NULL, carol, EG_ROLE_AGENT, why, sizeof why), EG_OK);
+  CU_ASSERT_STRING_EQUAL(checked, "beta");
+  write_to(ipath, "# nobody\n");
+  eg_auth_reload(a);
+  CU_ASSERT_EQUAL(check_cert(a, NULL, carol, EG_ROLE_AGENT, why, sizeof why), EG_EUNAUTH);
+  eg_auth_free(a);
   /* dev mode has nothing to reload and stays dev mode */
   CU_ASSERT_EQUAL_FATAL(eg_auth_load(NULL, NULL, &a, err, sizeof err), EG_OK);
   eg_auth_reload(a);
