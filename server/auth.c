@@ -1,6 +1,7 @@
 #define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
 #include "server/auth.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,7 +211,7 @@ static eg_err eg_auth_read_file(eg_auth_table *t, int idents, const char *path, 
                                 size_t errlen) {
   FILE *f = fopen(path, "r");
   if (!f) {
-    snprintf(err, errlen, "%s: cannot open", path);
+    snprintf(err, errlen, "cannot open: %s", strerror(errno));
     return EG_EINVAL;
   }
   char line[EG_AUTH_LINE_MAX + 1];
@@ -354,7 +355,8 @@ static const struct eg_auth_ident *eg_auth_cert(const eg_auth_table *t, const eg
       if (strcmp(t->idents[mid].san, key.san) < 0) lo = mid + 1;
       else hi = mid;
     }
-    const struct eg_auth_ident *row = lo < t->n_idents && strcmp(t->idents[lo].san, key.san) == 0 ? &t->idents[lo] : NULL;
+    const struct eg_auth_ident *row =
+        lo < t->n_idents && strcmp(t->idents[lo].san, key.san) == 0 ? &t->idents[lo] : NULL;
     if (!row) continue;
     if (match && (strcmp(match->tenant, row->tenant) != 0 || match->role != row->role)) {
       snprintf(why, whylen,
@@ -372,7 +374,8 @@ static const struct eg_auth_ident *eg_auth_cert(const eg_auth_table *t, const eg
     for (size_t i = 0; i < n && k > 0 && (size_t)k < whylen; i++)
       k += snprintf(why + k, whylen - (size_t)k, " %s:%.*s", who->sans[i].dns ? "dns" : "uri",
                     (int)(who->sans[i].len > 200 ? 200 : who->sans[i].len), who->sans[i].value);
-    if (k > 0 && (size_t)k < whylen) snprintf(why + k, whylen - (size_t)k, "%s", n ? ")" : " none)");
+    if (k > 0 && (size_t)k < whylen)
+      snprintf(why + k, whylen - (size_t)k, "%s", n ? ")" : " none)");
   }
   return match;
 }

@@ -410,7 +410,8 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
    * on and a CA to verify them against. */
   if (!c->tls_cert[0] != !c->tls_key[0])
     return eg_invalid(err, errlen, c->tls_cert[0] ? "--tls-key" : "--tls-cert",
-                      "required with %s (TLS needs both)", c->tls_cert[0] ? "--tls-cert" : "--tls-key");
+                      "required with %s (TLS needs both)",
+                      c->tls_cert[0] ? "--tls-cert" : "--tls-key");
   if (c->tls_client_ca[0] && !c->tls_cert[0])
     return eg_invalid(err, errlen, "--tls-client-ca",
                       "needs --tls-cert and --tls-key (client certificates are verified over TLS)");

@@ -156,6 +156,16 @@ static grpc_auth_context *eg_caller(eg_call *c, eg_auth_caller *who, eg_auth_san
   return ctx;
 }
 
+/* 1 if the call came with a verified client certificate and
+ * --tls-identities could map it. */
+static int eg_cert_caller(eg_call *c) {
+  eg_auth_san sans[EG_AUTH_CALLER_SANS_MAX];
+  eg_auth_caller who;
+  grpc_auth_context *ctx = eg_caller(c, &who, sans);
+  if (ctx) grpc_auth_context_release(ctx);
+  return who.has_cert;
+}
+
 /* Checks the caller for m's role; req.tenant then points at the call's
  * own copy of its tenant (tables may be swapped by a reload meanwhile). */
 static eg_err eg_authorize(eg_call *c, const eg_method *m) {
@@ -266,6 +276,16 @@ static void eg_forward(eg_call *c, const eg_method *m) {
     return;
   }
   const grpc_slice *v = eg_md_find(&c->md, "authorization");
+  if (!v && eg_cert_caller(c)) {
+    /* Only a bearer token goes along: a caller known here by its client
+     * certificate alone would reach the primary as nobody (or as this
+     * replica's own certificate). */
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "this replica forwards writes with the caller's bearer token only, and this call "
+             "has a client certificate and no token: send writes to the primary, or with a token");
+    eg_reply(c, EG_ENOTPRIMARY, 0);
+    return;
+  }
   if (v) snprintf(authz, sizeof authz, "%.*s", (int)GRPC_SLICE_LENGTH(*v), (const char *)GRPC_SLICE_START_PTR(*v));
   c->state = EG_CALL_FORWARDING;
   int rc = eg_client_exchange_start(&c->fwd, up, c->w->cq,
@@ -506,7 +526,7 @@ static int eg_peer_take(eg_stream_places *p, eg_call *c) {
 
 /* 1 if c carries a token of the tokens file or a certificate mapped by
  * the identities file (any role); 0 in dev mode, where nobody is known. */
-static int eg_has_token(eg_call *c) {
+static int eg_known_caller(eg_call *c) {
   const eg_auth *a = c->w->tp->srv->auth;
   if (eg_auth_dev_mode(a)) return 0;
   eg_auth_san sans[EG_AUTH_CALLER_SANS_MAX];
@@ -608,7 +628,7 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   eg_transport *tp = c->w->tp;
   const eg_srv *srv = tp->srv;
   eg_stream_places *p = m->places;
-  if (p && p->tokened && eg_has_token(c)) p = p->tokened;
+  if (p && p->tokened && eg_known_caller(c)) p = p->tokened;
   if (p && atomic_fetch_add(&p->taken, 1) >= p->max(srv)) {
     atomic_fetch_sub(&p->taken, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "too many %s (at most %d%s%s); retry", p->what,

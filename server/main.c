@@ -450,14 +450,19 @@ int main(int argc, char **argv) {
 
   if (eg_crypto_init() != EG_OK) return eg_fail("libsodium", "cannot initialise");
   /* Everything that can be checked without the store is, before anything
-   * is created: a bad --tokens or keyring leaves no data dir or keyring. */
-  if (eg_auth_load(cfg.tokens, cfg.tls_identities, &auth, err, sizeof err) != EG_OK ||
-      eg_reload_register(eg_auth_reload, auth) != 0) {
-    eg_fail("auth", auth ? "cannot register the SIGHUP reload (EG_RELOAD_HOOKS_MAX)" : err);
+   * is created: a bad --tokens, --tls-* file or keyring leaves no data dir
+   * or keyring. */
+  eg_err ae = eg_auth_load(cfg.tokens, cfg.tls_identities, &auth, err, sizeof err);
+  if (ae != EG_OK) {
+    eg_fail("auth", ae == EG_EINVAL ? err : eg_err_msg(ae));
     goto out;
   }
-  if (eg_tls_open(&cfg, &tls, err, sizeof err) != EG_OK) {
-    eg_fail("TLS", err);
+  if (eg_reload_register(eg_auth_reload, auth) != 0) {
+    eg_fail("auth", "cannot register the SIGHUP reload (EG_RELOAD_HOOKS_MAX)");
+    goto out;
+  }
+  if ((ae = eg_tls_open(&cfg, &tls, err, sizeof err)) != EG_OK) {
+    eg_fail("TLS", ae == EG_EINVAL ? err : eg_err_msg(ae));
     goto out;
   }
   if (tls && eg_reload_register(eg_tls_reload, tls) != 0) {
@@ -507,8 +512,8 @@ int main(int argc, char **argv) {
   }
   if (eg_auth_dev_mode(auth))
     eg_log(EG_LOG_WARN,
-           "WARNING: no --tokens (nor --tls-identities) file: SINGLE-TENANT DEV MODE, no authentication; every "
-           "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
+           "WARNING: no --tokens file (nor --tls-identities): SINGLE-TENANT DEV MODE, no "
+           "authentication; every caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
   eg_tls_warn_plaintext(tls, cfg.listen);
   eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth, .tls = tls};
   rc = eg_serve(&cfg, &srv);

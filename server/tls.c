@@ -7,7 +7,7 @@
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <sodium.h>
-#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +38,6 @@ struct eg_tls {
   uint64_t gen;                /* bumped by each reload that swapped */
   uint64_t served;             /* the gen the fetcher last handed gRPC */
   int64_t next_check_us;
-  atomic_uint_fast64_t reload_ok, reload_failed;
 };
 
 static void eg_tls_stat_of(const char *path, eg_tls_stat *s) {
@@ -129,10 +128,8 @@ static int eg_tls_check(const char *const *paths, char *const *pem, char *err, s
   else if (X509_check_private_key(cert, key) != 1)
     snprintf(err, errlen, "--tls-key %s: not the private key of --tls-cert %s", paths[EG_TLS_KEY],
              paths[EG_TLS_CERT]);
-  else if (paths[EG_TLS_CA] &&
-           eg_tls_check_certs("--tls-client-ca", paths[EG_TLS_CA], pem[EG_TLS_CA], NULL, err, errlen))
-    ;
-  else
+  else if (!paths[EG_TLS_CA] || eg_tls_check_certs("--tls-client-ca", paths[EG_TLS_CA],
+                                                    pem[EG_TLS_CA], NULL, err, errlen) == 0)
     rc = 0;
   ERR_clear_error();
   EVP_PKEY_free(key);
@@ -163,13 +160,10 @@ static int eg_tls_reread(eg_tls *t, char *err, size_t errlen) {
 /* Caller holds mu. */
 static void eg_tls_reload_locked(eg_tls *t, const char *why) {
   char err[600];
-  if (eg_tls_reread(t, err, sizeof err) == 0) {
-    atomic_fetch_add(&t->reload_ok, 1);
+  if (eg_tls_reread(t, err, sizeof err) == 0)
     eg_log(EG_LOG_INFO, "TLS reload (%s): new handshakes use %s", why, t->paths[EG_TLS_CERT]);
-  } else {
-    atomic_fetch_add(&t->reload_failed, 1);
+  else
     eg_log(EG_LOG_WARN, "TLS reload (%s) failed, keeping the certificate in use: %s", why, err);
-  }
 }
 
 static int eg_tls_changed(eg_tls *t) {
@@ -247,11 +241,6 @@ void eg_tls_reload(void *arg) {
   pthread_mutex_lock(&t->mu);
   eg_tls_reload_locked(t, "SIGHUP");
   pthread_mutex_unlock(&t->mu);
-}
-
-void eg_tls_reloads(const eg_tls *t, uint64_t *ok, uint64_t *failed) {
-  *ok = t ? atomic_load(&t->reload_ok) : 0;
-  *failed = t ? atomic_load(&t->reload_failed) : 0;
 }
 
 /* 1 if listen's host (HOST:PORT, [V6]:PORT, or unix:PATH) only reaches this

@@ -16,7 +16,6 @@
 
 #include <grpc/grpc_security.h>
 #include <stddef.h>
-#include <stdint.h>
 
 #include "common/err.h"
 #include "server/config.h"
@@ -43,10 +42,6 @@ grpc_server_credentials *eg_tls_server_credentials(eg_tls *t);
 
 /* The reload hook (arg: the eg_tls). Thread safety: any thread. */
 void eg_tls_reload(void *arg);
-
-/* Reloads since start that swapped in new files (ok) and that failed and
- * kept the old ones (failed). Thread safety: any thread. */
-void eg_tls_reloads(const eg_tls *t, uint64_t *ok, uint64_t *failed);
 
 /* Logs a WARN line when listen is not a loopback address and t is NULL
  * (plaintext on the network). */

@@ -583,7 +583,7 @@ class ServerTestCase(E2ETestCase):
             # A crash may still be in progress (abort() writing its report):
             # one health check tells, then give the process time to exit.
             try:
-                c = Client(self.server.addr)
+                c = Client(self.server.addr, creds=self.server.creds)
                 try:
                     c.health(timeout=3.0)
                 finally:

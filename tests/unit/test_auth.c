@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "crypto/crypto.h"
 #include "server/auth.h"
 #include "suites.h"
@@ -322,7 +323,8 @@ static void test_identities(void) {
   const char *bob[] = {"uri:spiffe://other/x", "dns:bob.agents.example.org", NULL};
   CU_ASSERT_EQUAL(check_cert(a, NULL, bob, EG_ROLE_ADMIN, why, sizeof why), EG_OK);
   CU_ASSERT_STRING_EQUAL(checked, "acme");
-  const char *kinds[] = {"dns:spiffe://example.org/agent/alice", "uri:bob.agents.example.org", NULL};
+  const char *kinds[] = {"dns:spiffe://example.org/agent/alice", "uri:bob.agents.example.org",
+                         NULL};
   CU_ASSERT_EQUAL(check_cert(a, NULL, kinds, EG_ROLE_AGENT, why, sizeof why), EG_EUNAUTH);
   /* the role is the line's */
   CU_ASSERT_EQUAL(check_cert(a, NULL, alice, EG_ROLE_ADMIN, why, sizeof why), EG_EPERM);
@@ -440,6 +442,27 @@ static void test_reload(void) {
   CU_ASSERT_EQUAL(check(a, "Bearer tok-new", EG_ROLE_AGENT, &tenant), EG_OK);
   CU_ASSERT_EQUAL(check(a, "Bearer tok-old", EG_ROLE_AGENT, &tenant), EG_EUNAUTH);
   eg_auth_free(a);
+  /* the identities file reloads with the tokens */
+  char why[256];
+  const char *carol[] = {"dns:carol.example.org", NULL};
+  snprintf(ipath, sizeof ipath, "%s/identities", tdir);
+  write_to(ipath, "dns:carol.example.org acme agent\n");
+  write_file(l2);
+  CU_ASSERT_EQUAL_FATAL(eg_auth_load(path, ipath, &a, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL(check_cert(a, NULL, carol, EG_ROLE_AGENT, why, sizeof why), EG_OK);
+  CU_ASSERT_STRING_EQUAL(checked, "acme");
+  write_to(ipath, "dns:carol.example.org beta agent\n");
+  eg_auth_reload(a);
+  CU_ASSERT_EQUAL(check_cert(a, NULL, carol, EG_ROLE_AGENT, why, sizeof why), EG_OK);
+  CU_ASSERT_STRING_EQUAL(checked, "beta");
+  write_to(ipath, "dns:carol.example.org beta agent\ndns:carol.example.org acme agent\n");
+  eg_auth_reload(a); /* a SAN twice: kept as it was */
+  CU_ASSERT_EQUAL(check_cert(a, NULL, carol, EG_ROLE_AGENT, why, sizeof why), EG_OK);
+  CU_ASSERT_STRING_EQUAL(checked, "beta");
+  write_to(ipath, "# nobody\n");
+  eg_auth_reload(a);
+  CU_ASSERT_EQUAL(check_cert(a, NULL, carol, EG_ROLE_AGENT, why, sizeof why), EG_EUNAUTH);
+  eg_auth_free(a);
   /* dev mode has nothing to reload and stays dev mode */
   CU_ASSERT_EQUAL_FATAL(eg_auth_load(NULL, NULL, &a, err, sizeof err), EG_OK);
   eg_auth_reload(a);
@@ -473,11 +496,13 @@ static void test_reload_during_checks(void) {
   struct reload_race r = {0};
   CU_ASSERT_EQUAL_FATAL(eg_auth_load(path, NULL, &r.a, err, sizeof err), EG_OK);
   pthread_t th[2];
+  eg_log_setup("text", "warn"); /* not a line per reload */
   for (int i = 0; i < 2; i++)
     CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, race_checker, &r), 0);
   for (int i = 0; i < 50; i++) eg_auth_reload(r.a);
   atomic_store(&r.stop, 1);
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  eg_log_setup("text", "info");
   CU_ASSERT_EQUAL(atomic_load(&r.bad), 0);
   eg_auth_free(r.a);
 }
