@@ -89,6 +89,14 @@ typedef struct {
 eg_client *eg_client_new_opts(const char *target, const char *token,
                               const eg_client_channel_opts *o, char *err, size_t errlen);
 
+/* The PEM file at path, whole and NUL-terminated, for the caller to wipe
+ * (it may be a private key) and free: the one reader of TLS files, client
+ * and server (server/tls.c), which parse it each their own way. NULL, with
+ * "<what> <path>: why" in err and errno set, when it cannot be opened or
+ * read, is empty, is larger than EG_CLIENT_TLS_PEM_MAX or holds a NUL
+ * byte. */
+char *eg_pem_read(const char *what, const char *path, char *err, size_t errlen);
+
 /* Channel credentials from tls's PEM files (each read now; the
  * credentials keep copies): the release is the caller's. NULL with why in
  * err when eg_client_new_tls documents it. Call grpc_init first. */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "common/clock.h"
+#include "common/rpc.h"
 #include "common/log.h"
 
 enum { EG_TLS_CERT, EG_TLS_KEY, EG_TLS_CA, EG_TLS_N };
@@ -56,34 +57,6 @@ static void eg_tls_pem_free(char *pem) {
   if (!pem) return;
   sodium_memzero(pem, strlen(pem)); /* the key's copy */
   free(pem);
-}
-
-/* Reads path whole into *out (NUL-terminated). */
-static int eg_tls_read(const char *flag, const char *path, char **out, char *err, size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "%s %s: cannot open: %s", flag, path, strerror(errno));
-    return -1;
-  }
-  char *buf = malloc(EG_TLS_FILE_MAX + 1);
-  size_t n = buf ? fread(buf, 1, EG_TLS_FILE_MAX + 1, f) : 0;
-  int bad = ferror(f);
-  fclose(f);
-  if (!buf || bad || n > EG_TLS_FILE_MAX) {
-    snprintf(err, errlen, "%s %s: %s", flag, path,
-             !buf ? "out of memory" : bad ? "cannot read" : "larger than 1 MiB (EG_TLS_FILE_MAX)");
-    if (buf) sodium_memzero(buf, n);
-    free(buf);
-    return -1;
-  }
-  buf[n] = '\0';
-  if (strlen(buf) != n) {
-    snprintf(err, errlen, "%s %s: holds a NUL byte (not a PEM file)", flag, path);
-    eg_tls_pem_free(buf);
-    return -1;
-  }
-  *out = buf;
-  return 0;
 }
 
 /* A key protected by a passphrase is refused rather than prompted for. */
@@ -145,7 +118,7 @@ static int eg_tls_reread(eg_tls *t, char *err, size_t errlen) {
   for (int i = 0; i < EG_TLS_N; i++) {
     if (!t->paths[i]) continue;
     eg_tls_stat_of(t->paths[i], &t->seen[i]);
-    if (rc == 0 && eg_tls_read(eg_tls_flags[i], t->paths[i], &pem[i], err, errlen) != 0) rc = -1;
+    if (rc == 0 && !(pem[i] = eg_pem_read(eg_tls_flags[i], t->paths[i], err, errlen))) rc = -1;
   }
   if (rc == 0) rc = eg_tls_check(t->paths, pem, err, errlen);
   for (int i = 0; i < EG_TLS_N; i++) {

@@ -20,9 +20,6 @@
 #include "common/err.h"
 #include "server/config.h"
 
-/* A PEM file larger than this is refused (a bundle of a few hundred CA
- * certificates stays well below it). */
-#define EG_TLS_FILE_MAX (1024 * 1024)
 /* How often (µs) the fetcher looks at the files' mtime and size. */
 #define EG_TLS_CHECK_US 1000000
 

@@ -1,7 +1,8 @@
 /*
  * Client channels, plaintext or TLS (common/rpc.h): the one place a
  * client's channel credentials are made from PEM files, for libengram, the
- * CLI and every connection engramd dials (primary, forwarding, etcd).
+ * CLI and every connection engramd dials (primary, forwarding, etcd); and
+ * the one reader of PEM files (engramd's server side reads its own with it).
  */
 #include <assert.h>
 #include <errno.h>
@@ -31,13 +32,11 @@ static void fail(char *err, size_t errlen, int code, const char *fmt, ...) {
 
 static int set(const char *s) { return s && *s; }
 
-/* The PEM file at path as a NUL-terminated string the caller frees (wiped
- * first if it is a key); what names the file in errors. NULL after fail. */
-static char *read_pem(const char *what, const char *path, char *err, size_t errlen) {
+char *eg_pem_read(const char *what, const char *path, char *err, size_t errlen) {
   FILE *f = fopen(path, "re");
   if (!f) {
     int e = errno;
-    fail(err, errlen, e, "%s %s: %s", what, path, strerror(e));
+    fail(err, errlen, e, "%s %s: cannot open: %s", what, path, strerror(e));
     return NULL;
   }
   char *buf = malloc(EG_CLIENT_TLS_PEM_MAX + 1);
@@ -52,18 +51,31 @@ static char *read_pem(const char *what, const char *path, char *err, size_t errl
   fclose(f);
   buf[n < EG_CLIENT_TLS_PEM_MAX ? n : EG_CLIENT_TLS_PEM_MAX] = '\0';
   if (e)
-    fail(err, errlen, e, "%s %s: %s", what, path, strerror(e));
+    fail(err, errlen, e, "%s %s: cannot read: %s", what, path, strerror(e));
   else if (n > EG_CLIENT_TLS_PEM_MAX)
     fail(err, errlen, EINVAL, "%s %s: larger than %d bytes", what, path, EG_CLIENT_TLS_PEM_MAX);
   else if (n == 0)
     fail(err, errlen, EINVAL, "%s %s: the file is empty", what, path);
-  else if (memchr(buf, '\0', n) || !strstr(buf, "-----BEGIN "))
-    fail(err, errlen, EINVAL, "%s %s: not PEM (no '-----BEGIN ' line)", what, path);
+  else if (memchr(buf, '\0', n))
+    fail(err, errlen, EINVAL, "%s %s: holds a NUL byte (not a PEM file)", what, path);
   else
     return buf;
   explicit_bzero(buf, n < EG_CLIENT_TLS_PEM_MAX ? n : EG_CLIENT_TLS_PEM_MAX);
   free(buf);
   return NULL;
+}
+
+/* eg_pem_read, and a file with no PEM block refused here: gRPC parses
+ * the PEM only at the handshake, and would then say less. */
+static char *read_client_pem(const char *what, const char *path, char *err, size_t errlen) {
+  char *pem = eg_pem_read(what, path, err, errlen);
+  if (pem && !strstr(pem, "-----BEGIN ")) {
+    fail(err, errlen, EINVAL, "%s %s: not PEM (no '-----BEGIN ' line)", what, path);
+    explicit_bzero(pem, strlen(pem));
+    free(pem);
+    pem = NULL;
+  }
+  return pem;
 }
 
 static void free_secret(char *s) {
@@ -82,10 +94,11 @@ grpc_channel_credentials *eg_client_tls_credentials(const eg_client_tls *tls, ch
   }
   char *ca = NULL, *cert = NULL, *key = NULL;
   grpc_channel_credentials *creds = NULL;
-  if (set(tls->ca_file) && !(ca = read_pem("CA bundle", tls->ca_file, err, errlen))) goto out;
+  if (set(tls->ca_file) && !(ca = read_client_pem("CA bundle", tls->ca_file, err, errlen)))
+    goto out;
   if (set(tls->cert_file) &&
-      (!(cert = read_pem("client certificate", tls->cert_file, err, errlen)) ||
-       !(key = read_pem("private key", tls->key_file, err, errlen))))
+      (!(cert = read_client_pem("client certificate", tls->cert_file, err, errlen)) ||
+       !(key = read_client_pem("private key", tls->key_file, err, errlen))))
     goto out;
   /* The credentials keep copies of the PEM strings. */
   grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
@@ -111,8 +124,8 @@ grpc_channel *eg_client_channel_create(const char *target, const eg_client_tls *
     all[nargs++] = (grpc_arg){.type = GRPC_ARG_STRING,
                               .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
                               .value.string = (char *)tls->server_name};
-  grpc_channel_args ca = {.num_args = nargs, .args = all};
-  grpc_channel *ch = grpc_channel_create(target, creds, &ca);
+  grpc_channel_args cargs = {.num_args = nargs, .args = all};
+  grpc_channel *ch = grpc_channel_create(target, creds, &cargs);
   grpc_channel_credentials_release(creds);
   return ch; /* never NULL: a bad target gives a lame channel */
 }

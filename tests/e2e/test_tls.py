@@ -335,7 +335,10 @@ class ReplicaCertificateCallerTest(TlsCase):
         self.addCleanup(shutil.rmtree, tmp, True)
         keyring = make_keyring(os.path.join(tmp, "keyring"))
         tokens = [("acme", "agent", "acme-agent"), ("acme", "replica", "acme-replica")]
-        primary = self.start_server(tokens=tokens, keyring=keyring)
+        # The replica requires client certificates, so it dials its primary
+        # over TLS too (--tls-peer-ca defaults to --tls-client-ca).
+        primary = self.start_server(*self.certs.server_args(client_ca=True), tokens=tokens,
+                                    keyring=keyring, creds=self.certs.creds(self.certs.alice))
         ident = os.path.join(tmp, "identities")
         with open(ident, "w") as f:
             f.write(IDENTITIES)

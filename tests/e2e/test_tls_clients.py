@@ -119,7 +119,7 @@ class CliTlsTest(TlsClientCase):
                        "session", "get", sid)
         # A CA file that is not there: a usage error naming it, nothing dialled.
         missing = os.path.join(self.certs.dir, "missing.pem")
-        self.assertCli(2, "CA bundle %s: No such file or directory" % missing, *base,
+        self.assertCli(2, "CA bundle %s: cannot open: No such file or directory" % missing, *base,
                        "--tls-ca", missing, "session", "get", sid)
 
     def test_mutual_tls(self):
@@ -222,7 +222,8 @@ class ReplicaTlsTest(TlsClientCase):
                            env=clean_env())
         self.assertNotEqual(p.returncode, 0)
         self.assertIsNone(scan_sanitizer(p.stdout.decode()))
-        self.assertIn("CA bundle %s: No such file or directory" % missing, p.stdout.decode())
+        self.assertIn("CA bundle %s: cannot open: No such file or directory" % missing,
+                      p.stdout.decode())
 
 
 class TlsEtcd(EtcdMember):
@@ -296,4 +297,5 @@ class CoordinatorEtcdTlsTest(TlsClientCase):
                            env=clean_env())
         self.assertNotEqual(p.returncode, 0)
         self.assertIsNone(scan_sanitizer(p.stdout.decode()))
-        self.assertIn("private key %s: No such file or directory" % missing, p.stdout.decode())
+        self.assertIn("private key %s: cannot open: No such file or directory" % missing,
+                      p.stdout.decode())

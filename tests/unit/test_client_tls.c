@@ -61,9 +61,18 @@ static void test_files_refused(void) {
   CU_ASSERT_FALSE(made(&(eg_client_tls){.ca_file = text}));
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "not PEM"));
 
+  f = fopen(text, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs("-----BEGIN CERTIFICATE-----\n", f);
+  fputc('\0', f);
+  fclose(f);
+  CU_ASSERT_FALSE(made(&(eg_client_tls){.ca_file = text}));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "holds a NUL byte"));
+
   /* A directory opens but does not read. */
   CU_ASSERT_FALSE(made(&(eg_client_tls){.ca_file = dir}));
   CU_ASSERT_EQUAL(errno, EISDIR);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot read"));
 }
 
 static void test_size_limit_edge(void) {
