@@ -112,8 +112,8 @@ eg_err eg_etcd_new(const char *const *endpoints, size_t n, const eg_client_tls *
   for (size_t i = 0; i < n; i++) {
     snprintf(e->endpoint[i], ENDPOINT_MAX, "%s", endpoints[i]);
     if (!(e->client[i] = eg_client_new_opts(e->endpoint[i], NULL, &o, why, sizeof why))) {
-      snprintf(err, errlen, "etcd %s: %s", e->endpoint[i], why);
       eg_err rc = errno == ENOMEM ? EG_ENOMEM : EG_EINVAL;
+      snprintf(err, errlen, "etcd %s: %s", e->endpoint[i], why);
       eg_etcd_free(e);
       return rc;
     }

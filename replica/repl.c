@@ -38,9 +38,9 @@ static eg_err eg_repl_upstream_pick(eg_repl *r, const char *addr, char *err, siz
       e = EG_ENOMEM;
     } else if (!(u->client = eg_client_new_tls(addr, r->token[0] ? r->token : NULL, r->tls, err,
                                                errlen))) {
+      e = errno == ENOMEM ? EG_ENOMEM : EG_EINVAL;
       free(u->addr);
       u->addr = NULL;
-      e = errno == ENOMEM ? EG_ENOMEM : EG_EINVAL;
     } else {
       r->n_ups++;
     }
