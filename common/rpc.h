@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "engram.h"
@@ -75,16 +76,42 @@ grpc_byte_buffer *eg_client_pack(const ProtobufCMessage *m);
 ProtobufCMessage *eg_client_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
 
 /* The channel of an eg_client that is not an Engram server's (the etcd
- * client's). eg_client_new is eg_client_new_opts with
- * {EG_CLIENT_MAX_RESPONSE_BYTES, 0}. */
+ * client's), or that dials over TLS (engramd to its primary and to etcd).
+ * eg_client_new is eg_client_new_opts with {EG_CLIENT_MAX_RESPONSE_BYTES,
+ * 0, NULL}. */
 typedef struct {
   int max_response_bytes;       /* a larger response fails RESOURCE_EXHAUSTED */
   int max_reconnect_backoff_ms; /* 0: gRPC's own (up to 2 minutes) */
+  const eg_client_tls *tls;     /* NULL: plaintext; else read as eg_client_new_tls does */
 } eg_client_channel_opts;
-/* eg_client_new (same returns, same thread safety) on a channel with o's
- * settings. */
+/* eg_client_new_tls (same returns, same thread safety) on a channel with
+ * o's settings. */
 eg_client *eg_client_new_opts(const char *target, const char *token,
-                              const eg_client_channel_opts *o);
+                              const eg_client_channel_opts *o, char *err, size_t errlen);
+
+/* The PEM file at path, whole and NUL-terminated, for the caller to wipe
+ * (it may be a private key) and free: the one reader of TLS files, client
+ * and server (server/tls.c), which parse it each their own way. NULL, with
+ * "<what> <path>: why" in err and errno set, when it cannot be opened or
+ * read, is empty, is larger than EG_CLIENT_TLS_PEM_MAX or holds a NUL
+ * byte. */
+char *eg_pem_read(const char *what, const char *path, char *err, size_t errlen);
+
+/* Channel credentials from tls's PEM files (each read now; the
+ * credentials keep copies): the release is the caller's. NULL with why in
+ * err when eg_client_new_tls documents it. Call grpc_init first. */
+grpc_channel_credentials *eg_client_tls_credentials(const eg_client_tls *tls, char *err,
+                                                    size_t errlen);
+
+/* The one place a client channel is made (libengram, the CLI, engramd's
+ * replica, forwarding, promotion probe and etcd client): target with the
+ * nargs args, over plaintext when tls is NULL, else over TLS from tls's
+ * PEM files (the server name override a channel arg of its own). NULL
+ * with why in err (and errno EINVAL, or ENOMEM) when eg_client_new_tls
+ * documents it. Call grpc_init first. */
+grpc_channel *eg_client_channel_create(const char *target, const eg_client_tls *tls,
+                                       const grpc_arg *args, size_t nargs, char *err,
+                                       size_t errlen);
 
 /* The client's channel, for streaming calls (valid until eg_client_free). */
 grpc_channel *eg_client_channel(eg_client *c);

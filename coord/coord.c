@@ -487,7 +487,9 @@ eg_err eg_coord_start(const eg_coord_config *cfg, eg_coord **out, char *err, siz
   /* A call must end well inside the third of the TTL between refreshes,
    * so that one slow call costs one refresh, not the lease. */
   int64_t timeout_ms = c->ttl_s * 1000 / 4;
-  if ((e = eg_etcd_new(eps, c->url.n_endpoints, timeout_ms, &c->etcd, err, errlen))) goto fail;
+  if ((e = eg_etcd_new(eps, c->url.n_endpoints, cfg->etcd_tls, timeout_ms, &c->etcd, err,
+                       errlen)))
+    goto fail;
   snprintf(c->st.problem, sizeof c->st.problem, "starting: etcd not read yet");
   pthread_mutex_init(&c->st_mu, NULL);
   if ((e = eg_bgthread_start(&c->bg, eg_coord_main, c, "coordinator", err, errlen))) {

@@ -56,6 +56,7 @@ typedef struct {
   int64_t failover_max_lag; /* --failover-max-lag (records) */
   eg_repl *repl;          /* borrowed; started */
   eg_store *store;        /* borrowed */
+  const eg_client_tls *etcd_tls; /* --etcd-tls-*: TLS to etcd; NULL: plaintext */
 } eg_coord_config;
 
 typedef struct eg_coord eg_coord;

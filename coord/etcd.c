@@ -5,6 +5,7 @@
  * answer, which is all one refresh needs.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@
 
 struct eg_etcd {
   char endpoint[EG_ETCD_MAX_ENDPOINTS][ENDPOINT_MAX];
-  eg_client *client[EG_ETCD_MAX_ENDPOINTS]; /* NULL until the first call there */
+  eg_client *client[EG_ETCD_MAX_ENDPOINTS]; /* one per endpoint */
   size_t n, cur;                            /* calls go to endpoint[cur] */
   int64_t timeout_ms;
 };
@@ -69,8 +70,8 @@ const char *eg_etcd_endpoint_check(const char *s, size_t n) {
   return NULL;
 }
 
-eg_err eg_etcd_new(const char *const *endpoints, size_t n, int64_t timeout_ms, eg_etcd **out,
-                   char *err, size_t errlen) {
+eg_err eg_etcd_new(const char *const *endpoints, size_t n, const eg_client_tls *tls,
+                   int64_t timeout_ms, eg_etcd **out, char *err, size_t errlen) {
   if (n == 0 || n > EG_ETCD_MAX_ENDPOINTS) {
     snprintf(err, errlen, "etcd: %zu endpoints given; 1 to %d are allowed", n,
              EG_ETCD_MAX_ENDPOINTS);
@@ -96,9 +97,27 @@ eg_err eg_etcd_new(const char *const *endpoints, size_t n, int64_t timeout_ms, e
     snprintf(err, errlen, "etcd: out of memory");
     return EG_ENOMEM;
   }
-  for (size_t i = 0; i < n; i++) snprintf(e->endpoint[i], ENDPOINT_MAX, "%s", endpoints[i]);
   e->n = n;
   e->timeout_ms = timeout_ms;
+  /* The channel keeps eg_client's HTTP/2 keepalive (a ping every 10 s,
+   * idle too, 5 s to answer), which finds a member that vanished without
+   * closing the connection. etcd counts pings on a connection with no
+   * call as strikes, but every answer it sends clears them, and the
+   * coordinator calls every few seconds. A channel connects at its first
+   * call: made here, a bad TLS file fails the start, not a call later. */
+  eg_client_channel_opts o = {.max_response_bytes = REPLY_MAX,
+                              .max_reconnect_backoff_ms = RECONNECT_BACKOFF_MAX_MS,
+                              .tls = tls};
+  char why[256] = "";
+  for (size_t i = 0; i < n; i++) {
+    snprintf(e->endpoint[i], ENDPOINT_MAX, "%s", endpoints[i]);
+    if (!(e->client[i] = eg_client_new_opts(e->endpoint[i], NULL, &o, why, sizeof why))) {
+      eg_err rc = errno == ENOMEM ? EG_ENOMEM : EG_EINVAL;
+      snprintf(err, errlen, "etcd %s: %s", e->endpoint[i], why);
+      eg_etcd_free(e);
+      return rc;
+    }
+  }
   *out = e;
   return EG_OK;
 }
@@ -125,22 +144,6 @@ static eg_err call(eg_etcd *e, const char *path, const ProtobufCMessage *req,
                    char *err, size_t errlen) {
   size_t i = e->cur;
   *resp = NULL;
-  if (!e->client[i]) {
-    /* The channel keeps eg_client's HTTP/2 keepalive (a ping every 10 s,
-     * idle too, 5 s to answer), which finds a member that vanished
-     * without closing the connection. etcd counts pings on a connection
-     * with no call as strikes, but every answer it sends clears them,
-     * and the coordinator calls every few seconds. */
-    eg_client_channel_opts o = {.max_response_bytes = REPLY_MAX,
-                                .max_reconnect_backoff_ms = RECONNECT_BACKOFF_MAX_MS};
-    /* The endpoint was checked in eg_etcd_new: only memory can fail. */
-    e->client[i] = eg_client_new_opts(e->endpoint[i], NULL, &o);
-    if (!e->client[i]) {
-      if (code) *code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-      snprintf(err, errlen, "etcd %s: out of memory", e->endpoint[i]);
-      return EG_ENOMEM;
-    }
-  }
   eg_client_opts opts = {.timeout_ms = e->timeout_ms};
   eg_client_status st;
   int c = eg_client_call(e->client[i], path, req, desc, &opts, &st, resp);

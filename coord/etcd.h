@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "engram.h"
 
 /* Most endpoints in one --coordinator URL. */
 #define EG_ETCD_MAX_ENDPOINTS 9
@@ -47,11 +48,12 @@ typedef struct eg_etcd eg_etcd;
 const char *eg_etcd_endpoint_check(const char *s, size_t n);
 
 /* endpoints: HOST:PORT strings (n of them, 1..EG_ETCD_MAX_ENDPOINTS);
+ * over TLS from tls's files (read here, once) when tls is not NULL, else
  * plaintext. timeout_ms bounds every call. EG_EINVAL (with why in err)
- * for a bad endpoint. Connects lazily: a cluster that is down is no error
- * here. */
-eg_err eg_etcd_new(const char *const *endpoints, size_t n, int64_t timeout_ms, eg_etcd **out,
-                   char *err, size_t errlen);
+ * for a bad endpoint or a TLS file that cannot be used (eg_client_new_tls).
+ * Connects lazily: a cluster that is down is no error here. */
+eg_err eg_etcd_new(const char *const *endpoints, size_t n, const eg_client_tls *tls,
+                   int64_t timeout_ms, eg_etcd **out, char *err, size_t errlen);
 void eg_etcd_free(eg_etcd *e);
 
 /* The endpoint calls go to now (for messages). */

@@ -64,6 +64,11 @@ struct eg_repl {
   _Atomic(const eg_keyring *) const *keys; /* borrowed (eg_repl_config) */
   eg_repl_key_store key_store; /* borrowed (eg_repl_config) */
   char *token, *authz, *replica_id;
+  /* eg_repl_config.tls copied: tls points at tls_files when set, else
+   * NULL (plaintext). */
+  char *tls_files[4]; /* ca, cert, key, server name; NULL when not set */
+  eg_client_tls tls_copy;
+  const eg_client_tls *tls;
   int sync_replicas;
   int64_t sync_timeout_ms, retain_records, retain_s, retain_cap;
 

@@ -1,5 +1,6 @@
 /* The module's life cycle, roles, promotion, re-pointing, fencing and
  * write forwarding. */
+#include <errno.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -23,8 +24,8 @@ static char *eg_strdup_or_empty(const char *s) { return strdup(s ? s : ""); }
  * channel of its own, if new) becomes cur, and what was heard from the
  * one before is forgotten. The follower must not run. EG_ELIMIT past
  * EG_REPL_MAX_UPSTREAMS addresses; EG_EINVAL if no channel can be made
- * for addr; EG_ENOMEM. */
-static eg_err eg_repl_upstream_pick(eg_repl *r, const char *addr) {
+ * for addr (why in err: a TLS file that cannot be used); EG_ENOMEM. */
+static eg_err eg_repl_upstream_pick(eg_repl *r, const char *addr, char *err, size_t errlen) {
   eg_err e = EG_OK;
   pthread_mutex_lock(&r->mu);
   size_t i = 0;
@@ -35,10 +36,11 @@ static eg_err eg_repl_upstream_pick(eg_repl *r, const char *addr) {
       e = EG_ELIMIT;
     } else if (!(u->addr = strdup(addr))) {
       e = EG_ENOMEM;
-    } else if (!(u->client = eg_client_new(addr, r->token[0] ? r->token : NULL))) {
+    } else if (!(u->client = eg_client_new_tls(addr, r->token[0] ? r->token : NULL, r->tls, err,
+                                               errlen))) {
+      e = errno == ENOMEM ? EG_ENOMEM : EG_EINVAL;
       free(u->addr);
       u->addr = NULL;
-      e = EG_EINVAL;
     } else {
       r->n_ups++;
     }
@@ -61,7 +63,21 @@ int eg_repl_follow_done(eg_repl *r) {
   return atomic_load(&r->stopping) || atomic_load(&r->promoting) || atomic_load(&r->halt);
 }
 
-eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out) {
+/* Copies cfg->tls into r (r->tls stays NULL without it). 0, or -1 when
+ * memory runs out. */
+static int eg_repl_copy_tls(eg_repl *r, const eg_client_tls *tls) {
+  if (!tls) return 0;
+  const char *in[4] = {tls->ca_file, tls->cert_file, tls->key_file, tls->server_name};
+  for (int i = 0; i < 4; i++)
+    if (in[i] && in[i][0] && !(r->tls_files[i] = strdup(in[i]))) return -1;
+  r->tls_copy = (eg_client_tls){.ca_file = r->tls_files[0], .cert_file = r->tls_files[1],
+                                .key_file = r->tls_files[2], .server_name = r->tls_files[3]};
+  r->tls = &r->tls_copy;
+  return 0;
+}
+
+eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out, char *err,
+                   size_t errlen) {
   eg_repl *r = calloc(1, sizeof *r);
   if (!r) return EG_ENOMEM;
   r->store = store;
@@ -74,15 +90,23 @@ eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out) {
   pthread_cond_init(&r->cv, NULL);
   r->token = eg_strdup_or_empty(cfg->token);
   r->replica_id = eg_strdup_or_empty(cfg->replica_id);
-  r->authz = malloc(strlen(r->token ? r->token : "") + 8);
-  if (!r->token || !r->replica_id || !r->authz) {
+  /* Zeroed: eg_repl_free wipes it, also on the failures below. */
+  r->authz = calloc(1, strlen(r->token ? r->token : "") + 8);
+  if (!r->token || !r->replica_id || !r->authz || eg_repl_copy_tls(r, cfg->tls) != 0) {
     eg_repl_free(r);
+    snprintf(err, errlen, "replication: out of memory");
     return EG_ENOMEM;
   }
-  if (r->token[0])
-    sprintf(r->authz, "Bearer %s", r->token);
-  else
-    r->authz[0] = '\0';
+  /* The files are read again for each primary followed: checked now, a
+   * node with a coordinator (following nobody yet) fails at its start,
+   * not at its first election. */
+  grpc_channel_credentials *creds = r->tls ? eg_client_tls_credentials(r->tls, err, errlen) : NULL;
+  if (r->tls && !creds) {
+    eg_repl_free(r);
+    return EG_EINVAL;
+  }
+  if (creds) grpc_channel_credentials_release(creds);
+  if (r->token[0]) sprintf(r->authz, "Bearer %s", r->token);
   r->sync_replicas = cfg->sync_replicas;
   r->sync_timeout_ms = cfg->sync_timeout_ms;
   r->retain_records = cfg->retain_records;
@@ -91,7 +115,7 @@ eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out) {
   atomic_store(&r->is_primary, !cfg->replica);
   eg_err e = EG_OK;
   if (cfg->replica && cfg->primary && cfg->primary[0] &&
-      (e = eg_repl_upstream_pick(r, cfg->primary)) != EG_OK) {
+      (e = eg_repl_upstream_pick(r, cfg->primary, err, errlen)) != EG_OK) {
     eg_repl_free(r);
     return e;
   }
@@ -178,6 +202,7 @@ void eg_repl_free(eg_repl *r) {
   free(r->token);
   free(r->authz);
   free(r->replica_id);
+  for (int i = 0; i < 4; i++) free(r->tls_files[i]);
   free(r);
 }
 
@@ -222,19 +247,20 @@ void eg_repl_request_restart(eg_repl *r, const char *why) {
 }
 
 /* 1 if primary (the one this node follows) answers a health check within
- * EG_PROMOTE_PROBE_MS. Any answer counts (even an error): only a node that
- * cannot be reached is taken for gone. Asked afresh rather than read from
+ * EG_PROMOTE_PROBE_MS, 0 if not, -1 with why in err if no channel can be
+ * made (the TLS files changed since the start and cannot be used). Any
+ * answer counts (even an error): only a node that cannot be reached is
+ * taken for gone. Asked afresh rather than read from
  * the stream's state, which lags a primary that just died, and on a channel
  * of its own (with its own subchannel): the follower's channel may be in
  * reconnect backoff, failing at once though the primary is back.
  * Wait-for-ready: "gone" means no answer within the bound. */
-static int eg_repl_primary_alive(const char *primary) {
+static int eg_repl_primary_alive(const eg_repl *r, const char *primary, char *err,
+                                 size_t errlen) {
   grpc_arg arg = {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
                   .value.integer = 1};
-  grpc_channel_args args = {.num_args = 1, .args = &arg};
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-  grpc_channel *ch = grpc_channel_create(primary, creds, &args);
-  grpc_channel_credentials_release(creds);
+  grpc_channel *ch = eg_client_channel_create(primary, r->tls, &arg, 1, err, errlen);
+  if (!ch) return -1;
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_call *call = grpc_channel_create_call(
       ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
@@ -335,7 +361,16 @@ eg_err eg_repl_promote(eg_repl *r, uint64_t *epoch, uint64_t *lsn, char *msg, si
    * of at its epoch is its primary: refuse while that one is alive. The
    * probe runs before the claim, so a refusal leaves the follower alone. */
   const struct eg_upstream_entry *u = eg_repl_current(r);
-  if (!eg_repl_is_primary(r) && !atomic_load(&r->stopping) && u && eg_repl_primary_alive(u->addr)) {
+  char why[256] = "";
+  int alive = !eg_repl_is_primary(r) && !atomic_load(&r->stopping) && u
+                  ? eg_repl_primary_alive(r, u->addr, why, sizeof why)
+                  : 0;
+  if (alive < 0) {
+    snprintf(msg, msglen, "cannot probe the primary %s (%s): not promoting while it may be alive",
+             u->addr, why);
+    return EG_EPRECOND;
+  }
+  if (alive) {
     snprintf(msg, msglen,
              "the primary %s still answers; stop it before promoting this node, so that only "
              "one node holds epoch %llu",
@@ -382,11 +417,12 @@ eg_err eg_repl_follow(eg_repl *r, const char *primary) {
   } else if (!e) {
     if (!u || strcmp(u->addr, primary) != 0) {
       eg_repl_stop_follower_locked(r);
-      e = eg_repl_upstream_pick(r, primary);
+      char why[256] = "";
+      e = eg_repl_upstream_pick(r, primary, why, sizeof why);
       if (e)
-        eg_log(EG_LOG_WARN, "replica: cannot follow %s: %s%s", primary, eg_err_msg(e),
+        eg_log(EG_LOG_WARN, "replica: cannot follow %s: %s%s%s", primary, eg_err_msg(e),
                e == EG_ELIMIT ? " (more primaries than EG_REPL_MAX_UPSTREAMS in this process's "
-                                 "life: restart it)" : "");
+                                 "life: restart it)" : why[0] ? ": " : "", why);
       else
         eg_log(EG_LOG_INFO, "replica: following %s", primary);
     }

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "engram.h"
 #include "crypto/crypto.h"
 #include "engram/v1/admin.pb-c.h"
 #include "engram/v1/replication.pb-c.h"
@@ -43,7 +44,13 @@ typedef struct {
   const char *primary;         /* HOST:PORT to follow (replica); NULL or "":
                                   follow nobody until eg_repl_follow (a node
                                   run with --coordinator starts so) */
-  const char *token;           /* bearer token with the replica role ("" : none) */
+  const char *token;           /* bearer token with the replica role ("" : none;
+                                  a client certificate mapped to the role
+                                  stands in for it) */
+  /* How this node dials the primary (the stream, forwarded writes,
+   * Promote's probe): NULL plaintext, else TLS from these files (copied;
+   * re-read for each new primary followed). */
+  const eg_client_tls *tls;
   const char *replica_id;      /* this node's name in the primary's table */
   int sync_replicas;           /* acks a write waits for (primary) */
   int64_t sync_timeout_ms;
@@ -60,8 +67,11 @@ typedef struct {
 typedef struct eg_repl eg_repl;
 
 /* Creates the module; a replica's follower starts at eg_repl_start. The
- * strings in cfg are copied. */
-eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out);
+ * strings in cfg are copied. EG_EINVAL with why in err when cfg->tls's
+ * files cannot be used (eg_client_new_tls) or no channel can be made for
+ * cfg->primary; EG_ENOMEM. Call grpc_init first. */
+eg_err eg_repl_new(const eg_repl_config *cfg, eg_store *store, eg_repl **out, char *err,
+                   size_t errlen);
 /* How the module writes: runs fn(arg, t) on the writer thread, alone in a
  * write txn of its own, and waits for the commit; *lsn (may be NULL) gets
  * the LSN committed. engramd passes eg_writer_run_alone (server/writer.h):

@@ -78,6 +78,9 @@ typedef struct eg_call {
    * the caller has given up by then, so "retry" would be a race with its
    * own deadline). */
   enum { EG_PARK_ENDS_WAIT, EG_PARK_ENDS_DEADLINE, EG_PARK_ENDS_CAP } park_ends;
+  /* The authorized caller's tenant (req.tenant points here): a copy, as a
+   * reload frees the tables it came from (server/auth.h). */
+  char tenant[EG_ID_MAX + 1];
   const ProtobufCMessage *in; /* its decoded request, meanwhile */
   grpc_metadata lsn_md;
   grpc_byte_buffer *out;

@@ -322,6 +322,50 @@ int64_t eg_config_max_request_bytes(const eg_config *c) {
   return n > 4194304 ? n : 4194304;
 }
 
+/* The TLS flags of the connections this node dials (etcd, its primary)
+ * that only make sense together. */
+static eg_err check_tls(const eg_config *c, char *err, size_t errlen) {
+  if (!c->etcd_tls_cert[0] != !c->etcd_tls_key[0])
+    return eg_invalid(err, errlen, c->etcd_tls_cert[0] ? "--etcd-tls-cert" : "--etcd-tls-key",
+                      "needs %s",
+                      c->etcd_tls_cert[0] ? "--etcd-tls-key (the certificate's private key)"
+                                          : "--etcd-tls-cert (the key's certificate)");
+  if (c->etcd_tls_cert[0] && !c->etcd_tls_ca[0])
+    return eg_invalid(err, errlen, "--etcd-tls-cert",
+                      "needs --etcd-tls-ca (TLS to etcd is on only with the CA that verifies "
+                      "etcd)");
+  const char *etcd = c->etcd_tls_ca[0]     ? "--etcd-tls-ca"
+                     : c->etcd_tls_cert[0] ? "--etcd-tls-cert"
+                                           : NULL;
+  if (etcd && !c->coordinator[0])
+    return eg_invalid(err, errlen, etcd,
+                      "only with --coordinator (it is how this node dials etcd)");
+  if (c->tls_peer_server_name[0] && !c->tls_peer_ca[0] && !c->tls_client_ca[0])
+    return eg_invalid(err, errlen, "--tls-peer-server-name",
+                      "needs --tls-peer-ca or --tls-client-ca (without either this node dials "
+                      "its primary in plaintext)");
+  return EG_OK;
+}
+
+const eg_client_tls *eg_config_peer_tls(const eg_config *c, eg_client_tls *out) {
+  const char *ca = c->tls_peer_ca[0] ? c->tls_peer_ca : c->tls_client_ca;
+  if (!ca[0]) return NULL;
+  *out = (eg_client_tls){.ca_file = ca,
+                         .cert_file = c->tls_cert[0] ? c->tls_cert : NULL,
+                         .key_file = c->tls_key[0] ? c->tls_key : NULL,
+                         .server_name =
+                             c->tls_peer_server_name[0] ? c->tls_peer_server_name : NULL};
+  return out;
+}
+
+const eg_client_tls *eg_config_etcd_tls(const eg_config *c, eg_client_tls *out) {
+  if (!c->etcd_tls_ca[0]) return NULL;
+  *out = (eg_client_tls){.ca_file = c->etcd_tls_ca,
+                         .cert_file = c->etcd_tls_cert[0] ? c->etcd_tls_cert : NULL,
+                         .key_file = c->etcd_tls_key[0] ? c->etcd_tls_key : NULL};
+  return out;
+}
+
 /* Rules across options, checked once every source is applied. */
 static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
   if (c->default_page_size > c->max_page_size)
@@ -361,7 +405,21 @@ static eg_err check_config(const eg_config *c, char *err, size_t errlen) {
                       "must not be set with --coordinator: etcd decides which node is the primary");
   if (strcmp(c->role, "replica") == 0 && c->primary[0] == '\0')
     return eg_invalid(err, errlen, "--primary", "required when --role is replica");
-  return EG_OK;
+  /* A certificate needs its key and the key its certificate; client
+   * certificates are only requested (and identities only read) with TLS
+   * on and a CA to verify them against. */
+  if (!c->tls_cert[0] != !c->tls_key[0])
+    return eg_invalid(err, errlen, c->tls_cert[0] ? "--tls-key" : "--tls-cert",
+                      "required with %s (TLS needs both)",
+                      c->tls_cert[0] ? "--tls-cert" : "--tls-key");
+  if (c->tls_client_ca[0] && !c->tls_cert[0])
+    return eg_invalid(err, errlen, "--tls-client-ca",
+                      "needs --tls-cert and --tls-key (client certificates are verified over TLS)");
+  if (c->tls_identities[0] && !c->tls_client_ca[0])
+    return eg_invalid(err, errlen, "--tls-identities",
+                      "needs --tls-client-ca (and --tls-cert, --tls-key): without it no client "
+                      "certificate is requested");
+  return check_tls(c, err, errlen);
 }
 
 eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_fn,

@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "common/err.h"
+#include "engram.h"
 
 #define EG_CONFIG_PATH_MAX 1024
 
@@ -173,6 +174,17 @@ void eg_config_defaults(eg_config *c);
  * (may be NULL) set to 1. */
 eg_err eg_config_parse(eg_config *c, int argc, char **argv, eg_getenv_fn getenv_fn,
                        int *want_help, char *err, size_t errlen);
+
+/* How this node dials its primary (the stream, forwarded writes, the
+ * promotion probe): TLS when --tls-peer-ca is set, or else --tls-client-ca
+ * (a node that requires client certificates trusts the same CA for its
+ * peers). Then fills *out (pointing into c) with that CA, --tls-cert and
+ * --tls-key as the client certificate (mTLS) and --tls-peer-server-name,
+ * and returns out; NULL (plaintext) otherwise. */
+const eg_client_tls *eg_config_peer_tls(const eg_config *c, eg_client_tls *out);
+/* The same for etcd (--coordinator): TLS when --etcd-tls-ca is set, with
+ * --etcd-tls-cert and --etcd-tls-key; NULL otherwise. */
+const eg_client_tls *eg_config_etcd_tls(const eg_config *c, eg_client_tls *out);
 
 /* Prints the flags with their defaults. */
 void eg_config_usage(FILE *f);

@@ -6,6 +6,7 @@
  * The call's states and who moves them: server/call.h.
  */
 #include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <inttypes.h>
@@ -123,13 +124,61 @@ static void eg_write_done(eg_write_item *item, eg_err err, uint64_t lsn, int bus
   if (!busy || grpc_call_start_batch(c->call, NULL, 0, c, NULL) != GRPC_CALL_OK) eg_write_reply(c);
 }
 
-static eg_err eg_authorize(eg_call *c, const eg_method *m) {
+/* Appends the values of ctx's property `name` to who's SANs (sans has
+ * EG_AUTH_CALLER_SANS_MAX places). */
+static void eg_caller_sans(const grpc_auth_context *ctx, const char *name, int dns,
+                           eg_auth_caller *who, eg_auth_san *sans) {
+  grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, name);
+  const grpc_auth_property *p;
+  while ((p = grpc_auth_property_iterator_next(&it)) && who->n_sans < EG_AUTH_CALLER_SANS_MAX)
+    sans[who->n_sans++] = (eg_auth_san){.dns = dns, .value = p->value, .len = p->value_length};
+}
+
+/* What the call presents (server/auth.h): its authorization header and,
+ * with --tls-identities, its verified client certificate's URI and DNS
+ * SANs. Returns the auth context the SANs point into (the caller releases
+ * it), or NULL. */
+static grpc_auth_context *eg_caller(eg_call *c, eg_auth_caller *who, eg_auth_san *sans) {
   const grpc_slice *v = eg_md_find(&c->md, "authorization");
-  eg_err e = eg_auth_check(c->w->tp->srv->auth, v ? (const char *)GRPC_SLICE_START_PTR(*v) : NULL,
-                           v ? GRPC_SLICE_LENGTH(*v) : 0, m->role, &c->req.tenant);
-  if (e == EG_EUNAUTH)
-    return eg_reply_msg(c, e, "authorization: missing or unknown bearer token%s", "");
-  if (e == EG_EPERM) return eg_reply_msg(c, e, "authorization: this token's role may not call %s", m->path);
+  *who = (eg_auth_caller){.authz = v ? (const char *)GRPC_SLICE_START_PTR(*v) : NULL,
+                          .authz_len = v ? GRPC_SLICE_LENGTH(*v) : 0,
+                          .sans = sans};
+  if (!c->w->tp->srv->cfg->tls_identities[0]) return NULL;
+  grpc_auth_context *ctx = grpc_call_auth_context(c->call);
+  if (!ctx) return NULL;
+  /* --tls-client-ca makes gRPC require and verify the certificate: one
+   * in the context was verified. */
+  grpc_auth_property_iterator it =
+      grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  who->has_cert = grpc_auth_property_iterator_next(&it) != NULL;
+  eg_caller_sans(ctx, GRPC_PEER_URI_PROPERTY_NAME, 0, who, sans);
+  eg_caller_sans(ctx, GRPC_PEER_DNS_PROPERTY_NAME, 1, who, sans);
+  return ctx;
+}
+
+/* 1 if the call came with a verified client certificate and
+ * --tls-identities could map it. */
+static int eg_cert_caller(eg_call *c) {
+  eg_auth_san sans[EG_AUTH_CALLER_SANS_MAX];
+  eg_auth_caller who;
+  grpc_auth_context *ctx = eg_caller(c, &who, sans);
+  if (ctx) grpc_auth_context_release(ctx);
+  return who.has_cert;
+}
+
+/* Checks the caller for m's role; req.tenant then points at the call's
+ * own copy of its tenant (tables may be swapped by a reload meanwhile). */
+static eg_err eg_authorize(eg_call *c, const eg_method *m) {
+  eg_auth_san sans[EG_AUTH_CALLER_SANS_MAX];
+  eg_auth_caller who;
+  char why[sizeof c->req.msg];
+  grpc_auth_context *ctx = eg_caller(c, &who, sans);
+  eg_err e = eg_auth_check(c->w->tp->srv->auth, &who, m->role, c->tenant, why, sizeof why);
+  if (ctx) grpc_auth_context_release(ctx);
+  if (c->tenant[0]) c->req.tenant = c->tenant;
+  if (e == EG_EUNAUTH) return eg_reply_msg(c, e, "%s", why);
+  if (e == EG_EPERM)
+    snprintf(c->req.msg, sizeof c->req.msg, "authorization: %.120s may not call %s", why, m->path);
   return e;
 }
 
@@ -227,6 +276,16 @@ static void eg_forward(eg_call *c, const eg_method *m) {
     return;
   }
   const grpc_slice *v = eg_md_find(&c->md, "authorization");
+  if (!v && eg_cert_caller(c)) {
+    /* Only a bearer token goes along: a caller known here by its client
+     * certificate alone would reach the primary as nobody (or as this
+     * replica's own certificate). */
+    snprintf(c->req.msg, sizeof c->req.msg,
+             "this replica forwards writes with the caller's bearer token only, and this call "
+             "has a client certificate and no token: send writes to the primary, or with a token");
+    eg_reply(c, EG_ENOTPRIMARY, 0);
+    return;
+  }
   if (v) snprintf(authz, sizeof authz, "%.*s", (int)GRPC_SLICE_LENGTH(*v), (const char *)GRPC_SLICE_START_PTR(*v));
   c->state = EG_CALL_FORWARDING;
   int rc = eg_client_exchange_start(&c->fwd, up, c->w->cq,
@@ -465,15 +524,19 @@ static int eg_peer_take(eg_stream_places *p, eg_call *c) {
   return got >= 0 ? 0 : -1;
 }
 
-/* 1 if c carries a token of the tokens file (any role); 0 without
- * --tokens, where no token is anyone's. */
-static int eg_has_token(eg_call *c) {
+/* 1 if c carries a token of the tokens file or a certificate mapped by
+ * the identities file (any role); 0 in dev mode, where nobody is known. */
+static int eg_known_caller(eg_call *c) {
   const eg_auth *a = c->w->tp->srv->auth;
-  const grpc_slice *v = eg_md_find(&c->md, "authorization");
-  const char *tenant;
-  return !eg_auth_dev_mode(a) && v &&
-         eg_auth_check(a, (const char *)GRPC_SLICE_START_PTR(*v), GRPC_SLICE_LENGTH(*v),
-                       EG_ROLE_AGENT | EG_ROLE_ADMIN | EG_ROLE_REPLICA, &tenant) == EG_OK;
+  if (eg_auth_dev_mode(a)) return 0;
+  eg_auth_san sans[EG_AUTH_CALLER_SANS_MAX];
+  eg_auth_caller who;
+  char tenant[EG_ID_MAX + 1], why[256];
+  grpc_auth_context *ctx = eg_caller(c, &who, sans);
+  eg_err e = eg_auth_check(a, &who, EG_ROLE_AGENT | EG_ROLE_ADMIN | EG_ROLE_REPLICA, tenant, why,
+                           sizeof why);
+  if (ctx) grpc_auth_context_release(ctx);
+  return e == EG_OK;
 }
 
 /* The early close of a stream whose method watches_close: its
@@ -565,7 +628,7 @@ static eg_err eg_stream_admit(eg_call *c, const eg_method *m) {
   eg_transport *tp = c->w->tp;
   const eg_srv *srv = tp->srv;
   eg_stream_places *p = m->places;
-  if (p && p->tokened && eg_has_token(c)) p = p->tokened;
+  if (p && p->tokened && eg_known_caller(c)) p = p->tokened;
   if (p && atomic_fetch_add(&p->taken, 1) >= p->max(srv)) {
     atomic_fetch_sub(&p->taken, 1);
     snprintf(c->req.msg, sizeof c->req.msg, "too many %s (at most %d%s%s); retry", p->what,

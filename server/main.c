@@ -23,6 +23,7 @@
 #include "server/key_rotation.h"
 #include "server/keyring_reload.h"
 #include "server/reload.h"
+#include "server/tls.h"
 #include "server/service.h"
 #include "server/reindex.h"
 #include "server/sweeper.h"
@@ -210,8 +211,10 @@ static void eg_replica_id(const eg_config *cfg, int bound_port, char *out, size_
     snprintf(out, n, "%s-pid%d", host, (int)getpid());
 }
 
-static eg_err eg_repl_open(const eg_config *cfg, eg_srv *srv, eg_repl **out) {
+static eg_err eg_repl_open(const eg_config *cfg, eg_srv *srv, eg_repl **out, char *err,
+                          size_t errlen) {
   char id[128];
+  eg_client_tls tls;
   eg_replica_id(cfg, 0, id, sizeof id);
   eg_repl_config rc = {
       /* With a coordinator every node starts as a replica of nobody: etcd
@@ -230,8 +233,9 @@ static eg_err eg_repl_open(const eg_config *cfg, eg_srv *srv, eg_repl **out) {
                     .version = eg_data_keys_version,
                     .changes = eg_data_keys_changes,
                     .apply = eg_data_keys_apply_batch},
+      .tls = eg_config_peer_tls(cfg, &tls),
   };
-  eg_err e = eg_repl_new(&rc, srv->store, out);
+  eg_err e = eg_repl_new(&rc, srv->store, out, err, errlen);
   /* Coordinated from the start: Promote is refused, and a primary is
    * fenced until its first lease renewal. */
   if (e == EG_OK && cfg->coordinator[0]) eg_repl_set_lease(*out, 0);
@@ -266,13 +270,15 @@ static eg_err eg_coord_open(const eg_config *cfg, eg_srv *srv, int port, char *e
   if (!cfg->coordinator[0]) return EG_OK;
   eg_replica_id(cfg, port, srv->node_id, sizeof srv->node_id);
   eg_advertise_address(cfg, port, address, sizeof address);
+  eg_client_tls etcd_tls;
   eg_coord_config cc = {.url = cfg->coordinator,
                         .id = srv->node_id,
                         .address = address,
                         .lease_ttl_s = cfg->lease_ttl_s,
                         .failover_max_lag = cfg->failover_max_lag,
                         .repl = srv->repl,
-                        .store = srv->store};
+                        .store = srv->store,
+                        .etcd_tls = eg_config_etcd_tls(cfg, &etcd_tls)};
   eg_coord *c = NULL;
   eg_err e = eg_coord_start(&cc, &c, err, errlen);
   /* Workers already serve GetStatus: node_id is written before. */
@@ -304,7 +310,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
   eg_stop_signals(&sigs);
 
   grpc_init();
-  eg_err e = eg_repl_open(cfg, srv, &srv->repl);
+  eg_err e = eg_repl_open(cfg, srv, &srv->repl, err, sizeof err);
   /* Before the writer: its first batch may trim the log. */
   if (e == EG_OK) e = eg_archiver_start(cfg, srv->store, &srv->archiver, err, sizeof err);
   if (e == EG_OK) e = eg_writer_start(srv->store, eg_trim, srv, &writer, err, sizeof err);
@@ -400,6 +406,7 @@ int main(int argc, char **argv) {
   int help = 0, rc = 1;
   eg_keyring *keys = NULL;
   eg_auth *auth = NULL;
+  eg_tls *tls = NULL;
   eg_store *store = NULL;
   eg_data_keys *data_keys = NULL;
   int lock_fd = -1;
@@ -434,9 +441,23 @@ int main(int argc, char **argv) {
 
   if (eg_crypto_init() != EG_OK) return eg_fail("libsodium", "cannot initialise");
   /* Everything that can be checked without the store is, before anything
-   * is created: a bad --tokens or keyring leaves no data dir or keyring. */
-  if (eg_auth_load(cfg.tokens, &auth, err, sizeof err) != EG_OK) {
-    eg_fail("--tokens", err);
+   * is created: a bad --tokens, --tls-* file or keyring leaves no data dir
+   * or keyring. */
+  eg_err ae = eg_auth_load(cfg.tokens, cfg.tls_identities, &auth, err, sizeof err);
+  if (ae != EG_OK) {
+    eg_fail("auth", ae == EG_EINVAL ? err : eg_err_msg(ae));
+    goto out;
+  }
+  if (eg_reload_register(eg_auth_reload, auth) != 0) {
+    eg_fail("auth", "cannot register the SIGHUP reload (EG_RELOAD_HOOKS_MAX)");
+    goto out;
+  }
+  if ((ae = eg_tls_open(&cfg, &tls, err, sizeof err)) != EG_OK) {
+    eg_fail("TLS", ae == EG_EINVAL ? err : eg_err_msg(ae));
+    goto out;
+  }
+  if (tls && eg_reload_register(eg_tls_reload, tls) != 0) {
+    eg_fail("TLS", "cannot register the SIGHUP reload (EG_RELOAD_HOOKS_MAX)");
     goto out;
   }
   char keyring[EG_KEYRING_PATH_MAX];
@@ -490,10 +511,15 @@ int main(int argc, char **argv) {
   }
   if (eg_auth_dev_mode(auth))
     eg_log(EG_LOG_WARN,
-           "WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
-           "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
-  eg_srv srv = {
-      .cfg = &cfg, .store = store, .keys = keys, .auth = auth, .data_keys = data_keys};
+           "WARNING: no --tokens file (nor --tls-identities): SINGLE-TENANT DEV MODE, no "
+           "authentication; every caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
+  eg_tls_warn_plaintext(tls, cfg.listen);
+  eg_srv srv = {.cfg = &cfg,
+                .store = store,
+                .keys = keys,
+                .auth = auth,
+                .data_keys = data_keys,
+                .tls = tls};
   keys = NULL; /* srv's now: a reload may replace it (eg_keyring_reload_free) */
   eg_err e = eg_blind_key_load(&srv);
   if (e != EG_OK)
@@ -507,6 +533,7 @@ out:
   eg_data_keys_close(data_keys);
   eg_store_close(store);
   eg_auth_free(auth);
+  eg_tls_free(tls); /* after eg_serve: gRPC's credentials call into it */
   eg_keyring_free(keys);
   eg_store_unlock_dir(lock_fd); /* also dropped by exec (close-on-exec) */
   if (rc == 3) {

@@ -48,6 +48,7 @@ typedef struct eg_srv {
    * store has none, the keyring's lowest id. */
   _Atomic uint32_t blind_key_id;
   const eg_auth *auth;
+  struct eg_tls *tls; /* server/tls.h; NULL: plaintext */
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */
   struct eg_sweeper *sweeper; /* retention (server/sweeper.h); NULL until started */
   struct eg_archiver *archiver; /* --wal-archive-dir (server/archiver.h); NULL: off */

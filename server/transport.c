@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "server/call.h"
 #include "server/status_details.h"
+#include "server/tls.h"
 
 /* Requests kept armed per method per worker: calls that arrive together
  * are matched without waiting for a re-arm. */
@@ -390,9 +391,9 @@ eg_err eg_transport_start(const eg_srv *srv, eg_writer *writer, int workers, con
     goto fail;
   }
   if ((e = eg_workers_start(tp, err, errlen)) != EG_OK) goto fail;
-  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-  *port = grpc_server_add_http2_port(tp->server, listen, creds);
-  grpc_server_credentials_release(creds);
+  grpc_server_credentials *creds = eg_tls_server_credentials(srv->tls);
+  *port = creds ? grpc_server_add_http2_port(tp->server, listen, creds) : 0;
+  if (creds) grpc_server_credentials_release(creds);
   if (*port == 0) {
     snprintf(err, errlen, "--listen %s: cannot bind (address in use or invalid)", listen);
     e = EG_EINVAL;

@@ -86,6 +86,9 @@ typedef struct {
   const char *token;      /* --token; NULL if not given */
   const char *token_env;  /* $ENGRAM_TOKEN; used when neither --token nor --token-file is */
   const char *token_file; /* --token-file */
+  /* --tls-ca, --tls-cert, --tls-key, --tls-server-name (defaults from
+   * $ENGRAM_TLS_CA ...); any set: the client dials over TLS */
+  const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
   int json;
   int version;            /* --version */
   int64_t timeout_ms;  /* 0: the library's default */
@@ -252,7 +255,8 @@ void cli_print_readable(FILE *out, const ProtobufCMessage *m);
 /* ---- rpc.c ---- */
 
 /* The run's client, made on first use from --target and --token (or
- * --token-file, or $ENGRAM_TOKEN); NULL after a usage error saying why. */
+ * --token-file, or $ENGRAM_TOKEN), over TLS when a --tls-* option is set;
+ * NULL after a usage error saying why. */
 eg_client *cli_client(cli *g);
 /* The exit code of a call that ended with grpc_code. */
 int cli_exit_code(int grpc_code);

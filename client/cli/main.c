@@ -166,6 +166,13 @@ static void usage(FILE *out) {
         "  --target HOST:PORT  server (env ENGRAM_TARGET, default " DEFAULT_TARGET ")\n"
         "  --token T           bearer token (env ENGRAM_TOKEN)\n"
         "  --token-file F      bearer token: the first line of F (mode 0600 or stricter)\n"
+        "  --tls-ca F          dial over TLS, verifying the server against the PEM CA bundle F\n"
+        "                      (env ENGRAM_TLS_CA; any --tls-* option turns TLS on; without\n"
+        "                      --tls-ca the system's roots)\n"
+        "  --tls-cert F        client certificate, PEM (mutual TLS; env ENGRAM_TLS_CERT)\n"
+        "  --tls-key F         its private key, PEM (env ENGRAM_TLS_KEY)\n"
+        "  --tls-server-name N name the server's certificate must carry (default the target's\n"
+        "                      host; env ENGRAM_TLS_SERVER_NAME)\n"
         "  --json              print each response as proto3 JSON; a write's LSN as \"engram-lsn\"\n"
         "  --timeout MS        deadline of each call (default 10000; of a whole user export 3600000)\n"
         "  --min-lsn N         read-your-writes: wait until the server applied LSN N\n"
@@ -218,12 +225,16 @@ static const cli_cmd *find_command(cli *g, int argc, char **argv, int *nwords) {
 
 const cli_flag *cli_global_flags(cli *g) {
   /* g is the one run's state: the table points into it */
-  static cli_flag flags[8];
+  static cli_flag flags[12];
   if (!flags[0].name) {
     const cli_flag rows[] = {
         {"--target", FLAG_STR, &g->target},
         {"--token", FLAG_STR, &g->token},
         {"--token-file", FLAG_STR, &g->token_file},
+        {"--tls-ca", FLAG_STR, &g->tls_ca},
+        {"--tls-cert", FLAG_STR, &g->tls_cert},
+        {"--tls-key", FLAG_STR, &g->tls_key},
+        {"--tls-server-name", FLAG_STR, &g->tls_server_name},
         {"--json", FLAG_BOOL, &g->json},
         {"--timeout", FLAG_INT, &g->timeout_ms, 0, 1, INT32_MAX},
         {"--min-lsn", FLAG_INT, &g->min_lsn, 0, 0, INT64_MAX},
@@ -277,7 +288,12 @@ static int run(cli *g, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  cli g = {.target = getenv("ENGRAM_TARGET"), .token_env = getenv("ENGRAM_TOKEN")};
+  cli g = {.target = getenv("ENGRAM_TARGET"),
+           .token_env = getenv("ENGRAM_TOKEN"),
+           .tls_ca = getenv("ENGRAM_TLS_CA"),
+           .tls_cert = getenv("ENGRAM_TLS_CERT"),
+           .tls_key = getenv("ENGRAM_TLS_KEY"),
+           .tls_server_name = getenv("ENGRAM_TLS_SERVER_NAME")};
   if (!g.target || !*g.target) g.target = DEFAULT_TARGET;
   int rc = run(&g, argc, argv);
   eg_client_free(g.client);

@@ -62,8 +62,33 @@ static int read_token_file(cli *g, const char **token) {
   return CLI_OK;
 }
 
+/* How the run's client dials (for cli_print_status's hints). */
+static enum { CLI_TLS_NONE, CLI_TLS_SERVER, CLI_TLS_CERT } client_tls;
+
+static const char *set_or_null(const char *s) { return s && *s ? s : NULL; }
+
+/* The TLS settings of --tls-* (or $ENGRAM_TLS_*): *out is NULL when none
+ * is set (plaintext), else tls. A certificate without its key, or the
+ * reverse, is a usage error naming the option. */
+static int tls_options(cli *g, eg_client_tls *tls, const eg_client_tls **out) {
+  *tls = (eg_client_tls){.ca_file = set_or_null(g->tls_ca),
+                         .cert_file = set_or_null(g->tls_cert),
+                         .key_file = set_or_null(g->tls_key),
+                         .server_name = set_or_null(g->tls_server_name)};
+  if (tls->cert_file && !tls->key_file)
+    return cli_usage_error(g, "--tls-cert needs --tls-key (the certificate's private key)");
+  if (tls->key_file && !tls->cert_file)
+    return cli_usage_error(g, "--tls-key needs --tls-cert (the key's certificate)");
+  *out = tls->ca_file || tls->cert_file || tls->server_name ? tls : NULL;
+  client_tls = !*out ? CLI_TLS_NONE : tls->cert_file ? CLI_TLS_CERT : CLI_TLS_SERVER;
+  return CLI_OK;
+}
+
 eg_client *cli_client(cli *g) {
   if (!g->client) {
+    eg_client_tls tls;
+    const eg_client_tls *t = NULL;
+    if (tls_options(g, &tls, &t) != CLI_OK) return NULL;
     /* --token, else --token-file, else $ENGRAM_TOKEN */
     const char *token = g->token ? g->token : g->token_env;
     if (g->token_file) {
@@ -71,10 +96,12 @@ eg_client *cli_client(cli *g) {
         return cli_usage_error(g, "--token and --token-file exclude each other"), NULL;
       if (read_token_file(g, &token) != CLI_OK) return NULL;
     }
-    g->client = eg_client_new(g->target, token && *token ? token : NULL);
+    char why[512] = "";
+    g->client = eg_client_new_tls(g->target, token && *token ? token : NULL, t, why, sizeof why);
     if (g->token_file) explicit_bzero((char *)token, strlen(token));
     if (!g->client)
-      cli_usage_error(g, "cannot use --target '%s' or the token (printable ASCII only)", g->target);
+      cli_usage_error(g, "cannot make the client for --target '%s': %s", g->target,
+                      why[0] ? why : strerror(errno));
   }
   return g->client;
 }
@@ -145,6 +172,16 @@ void cli_print_status(const eg_client_status *st) {
           st->message);
   if (st->details_len) print_details(st);
   if (*st->request_id) fprintf(stderr, "  request id: %s\n", st->request_id);
+  /* gRPC names a TLS server closing a plaintext connection, or a mutual
+   * TLS server one without a client certificate, only as a closed socket. */
+  if (st->code == GRPC_STATUS_UNAVAILABLE && strstr(st->message, "Socket closed") &&
+      client_tls != CLI_TLS_CERT)
+    fputs(client_tls == CLI_TLS_NONE
+              ? "  hint: a server that serves TLS closes plaintext connections: pass --tls-ca "
+                "(or set ENGRAM_TLS_CA)\n"
+              : "  hint: a server that requires client certificates (mutual TLS) closes "
+                "connections without one: pass --tls-cert and --tls-key\n",
+          stderr);
 }
 
 /* Makes the call; on success *resp is the caller's and *st its status. */

@@ -93,6 +93,29 @@ typedef struct {
  * Thread safety: safe from any thread. */
 eg_client *eg_client_new(const char *target, const char *token);
 
+/* TLS settings of a client: paths of PEM files (each read once, when the
+ * client is made; at most EG_CLIENT_TLS_PEM_MAX bytes). */
+typedef struct {
+  const char *ca_file;     /* CA bundle the server's certificate must chain to;
+                              NULL: the system's roots */
+  const char *cert_file;   /* client certificate chain (mutual TLS); NULL: none */
+  const char *key_file;    /* its private key; set exactly when cert_file is */
+  const char *server_name; /* name the server's certificate must carry; NULL:
+                              the target's host */
+} eg_client_tls;
+#define EG_CLIENT_TLS_PEM_MAX (1024 * 1024)
+
+/* eg_client_new over TLS when tls is not NULL (over plaintext when it is).
+ * Returns NULL, with why in err (errlen bytes, may be 0) and errno set, if
+ * eg_client_new would, or a file cannot be read, is empty, larger than
+ * EG_CLIENT_TLS_PEM_MAX or holds no PEM block, or only one of cert_file
+ * and key_file is set. Certificates themselves are checked at the
+ * handshake: a server that fails verification makes calls fail
+ * UNAVAILABLE.
+ * Thread safety: safe from any thread. */
+eg_client *eg_client_new_tls(const char *target, const char *token, const eg_client_tls *tls,
+                             char *err, size_t errlen);
+
 /* Closes the channel and frees the client. NULL is fine.
  * Thread safety: no call on this client may be running or start later. */
 void eg_client_free(eg_client *c);

@@ -15,7 +15,6 @@
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
 #include "common/grpc_code.h"
@@ -35,26 +34,40 @@ static int metadata_value_ok(const char *s) {
   return 1;
 }
 
+/* Frees c and its token (wiped first), not its channel. NULL is fine. */
+static void eg_client_free_fields(eg_client *c) {
+  if (!c) return;
+  if (c->authorization) explicit_bzero(c->authorization, strlen(c->authorization));
+  free(c->authorization);
+  free(c);
+}
+
 eg_client *eg_client_new(const char *target, const char *token) {
-  eg_client_channel_opts o = {.max_response_bytes = EG_CLIENT_MAX_RESPONSE_BYTES};
-  return eg_client_new_opts(target, token, &o);
+  return eg_client_new_tls(target, token, NULL, NULL, 0);
+}
+
+eg_client *eg_client_new_tls(const char *target, const char *token, const eg_client_tls *tls,
+                             char *err, size_t errlen) {
+  eg_client_channel_opts o = {.max_response_bytes = EG_CLIENT_MAX_RESPONSE_BYTES, .tls = tls};
+  return eg_client_new_opts(target, token, &o, err, errlen);
 }
 
 eg_client *eg_client_new_opts(const char *target, const char *token,
-                              const eg_client_channel_opts *o) {
+                              const eg_client_channel_opts *o, char *err, size_t errlen) {
   if (!target || !*target || (token && !metadata_value_ok(token))) {
+    if (err && errlen)
+      snprintf(err, errlen, "%s",
+               !target || !*target ? "no target"
+                                   : "the token holds a byte outside printable ASCII");
     errno = EINVAL;
     return NULL;
   }
   eg_client *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
+  if (!c) goto oom;
   if (token) {
     size_t n = strlen("Bearer ") + strlen(token) + 1;
     c->authorization = malloc(n);
-    if (!c->authorization) {
-      free(c);
-      return NULL;
-    }
+    if (!c->authorization) goto oom;
     snprintf(c->authorization, n, "Bearer %s", token);
   }
   grpc_init();
@@ -73,20 +86,27 @@ eg_client *eg_client_new_opts(const char *target, const char *token,
   };
   /* The backoff cap is last: left out when o keeps gRPC's own. */
   size_t nargs = sizeof arg / sizeof arg[0] - (o->max_reconnect_backoff_ms ? 0 : 1);
-  grpc_channel_args args = {.num_args = nargs, .args = arg};
-  grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-  c->channel = grpc_channel_create(target, creds, &args);
-  grpc_channel_credentials_release(creds);
-  return c; /* grpc_channel_create never returns NULL: a bad target gives a lame channel */
+  c->channel = eg_client_channel_create(target, o->tls, arg, nargs, err, errlen);
+  if (!c->channel) {
+    int e = errno;
+    grpc_shutdown();
+    eg_client_free_fields(c);
+    errno = e;
+    return NULL;
+  }
+  return c;
+oom:
+  eg_client_free_fields(c);
+  if (err && errlen) snprintf(err, errlen, "out of memory");
+  errno = ENOMEM;
+  return NULL;
 }
 
 void eg_client_free(eg_client *c) {
   if (!c) return;
   grpc_channel_destroy(c->channel);
   grpc_shutdown();
-  if (c->authorization) explicit_bzero(c->authorization, strlen(c->authorization));
-  free(c->authorization);
-  free(c);
+  eg_client_free_fields(c);
 }
 
 /* Fills st with a client-side failure. */

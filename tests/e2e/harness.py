@@ -166,11 +166,13 @@ def scan_sanitizer(text):
 # ---- client ------------------------------------------------------------------
 
 class Client:
-    """One channel to one server; every RPC has a deadline."""
+    """One channel to one server; every RPC has a deadline. creds: TLS
+    channel credentials (grpc.ssl_channel_credentials), None: plaintext."""
 
-    def __init__(self, addr, token=None):
+    def __init__(self, addr, token=None, creds=None):
         self.addr = addr
-        self.channel = grpc.insecure_channel(addr)
+        self.channel = (grpc.secure_channel(addr, creds) if creds is not None
+                        else grpc.insecure_channel(addr))
         self.stub = pbg.SessionServiceStub(self.channel)
         self.md = (("authorization", "Bearer " + token),) if token else ()
         self._health = self.channel.unary_unary(
@@ -260,7 +262,9 @@ class Server:
     """One engramd process (restartable on the same data dir)."""
 
     def __init__(self, *extra_args, tokens=None, env=None, data_dir=None, keyring=None,
-                 create_data_dir=True, port=None):
+                 create_data_dir=True, port=None, creds=None):
+        """creds: the TLS channel credentials its health checks and client()
+        use (a server run with --tls-cert); None: plaintext."""
         if not os.path.isfile(ENGRAMD):
             raise AssertionError("engramd not found at %s (set ENGRAMD)" % ENGRAMD)
         self.tmp = tempfile.mkdtemp(prefix="engram-e2e-")
@@ -273,6 +277,7 @@ class Server:
             self.tokens_path = write_tokens(os.path.join(self.tmp, "tokens"), tokens)
         self.keyring = keyring
         self.fixed_port = port  # None: --listen 127.0.0.1:0, a new port each start
+        self.creds = creds
         self.env = clean_env()
         self.env.update(env or {})
         self.proc = None
@@ -330,7 +335,7 @@ class Server:
             time.sleep(0.02)
         else:
             self._fail("no listening line #%d within %ss" % (listens, timeout))
-        c = Client(self.addr)
+        c = Client(self.addr, creds=self.creds)
         try:
             last = None
             while time.monotonic() < deadline:
@@ -380,7 +385,7 @@ class Server:
         if self.port is None:
             self.kill9(check=False)
             self._fail("no 'engramd: listening on 127.0.0.1:PORT' line within %ss" % START_TIMEOUT)
-        c = Client(self.addr)
+        c = Client(self.addr, creds=self.creds)
         try:
             last = None
             while time.monotonic() < deadline:
@@ -457,8 +462,9 @@ class Server:
         self._close_clients()
         return rc
 
-    def client(self, token=None):
-        c = Client(self.addr, token)
+    def client(self, token=None, creds=None):
+        """A client of this server; creds default to the server's."""
+        c = Client(self.addr, token, creds if creds is not None else self.creds)
         self.clients.append(c)
         return c
 
@@ -577,7 +583,7 @@ class ServerTestCase(E2ETestCase):
             # A crash may still be in progress (abort() writing its report):
             # one health check tells, then give the process time to exit.
             try:
-                c = Client(self.server.addr)
+                c = Client(self.server.addr, creds=self.server.creds)
                 try:
                     c.health(timeout=3.0)
                 finally:

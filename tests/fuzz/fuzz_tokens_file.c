@@ -24,12 +24,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static void check_auth(const eg_auth *a) {
   static const char unknown[] = "Bearer not-in-any-seed";
   static const char known[] = "Bearer fuzz";
-  const char *tenant = NULL;
+  char tenant[EG_ID_MAX + 1], why[256];
   FZ_CHECK(!eg_auth_dev_mode(a), "a tokens file gave dev mode");
-  eg_err e = eg_auth_check(a, known, sizeof known - 1, EG_ROLE_AGENT, &tenant);
+  eg_auth_caller who = {.authz = known, .authz_len = sizeof known - 1};
+  eg_err e = eg_auth_check(a, &who, EG_ROLE_AGENT, tenant, why, sizeof why);
   FZ_CHECK(e == EG_OK || e == EG_EUNAUTH || e == EG_EPERM, "check: unexpected error");
-  if (e == EG_OK) FZ_CHECK(tenant && tenant[0] && strlen(tenant) <= 128, "tenant");
-  e = eg_auth_check(a, unknown, sizeof unknown - 1, EG_ROLE_AGENT, &tenant);
+  if (e == EG_OK) FZ_CHECK(tenant[0] && strlen(tenant) <= 128, "tenant");
+  who = (eg_auth_caller){.authz = unknown, .authz_len = sizeof unknown - 1};
+  e = eg_auth_check(a, &who, EG_ROLE_AGENT, tenant, why, sizeof why);
   FZ_CHECK(e == EG_EUNAUTH, "an unknown token was accepted");
 }
 
@@ -44,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *path = fz_write_file("tokens", data, size);
   char err[512] = "";
   eg_auth *a = NULL;
-  eg_err e = eg_auth_load(path, &a, err, sizeof err);
+  eg_err e = eg_auth_load(path, NULL, &a, err, sizeof err);
   if (e == EG_OK) {
     FZ_CHECK(!memchr(data, '\0', size), "a file with a NUL byte loaded");
     check_auth(a);

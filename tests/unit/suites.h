@@ -26,6 +26,7 @@
   X(walarchive)              \
   X(backup)                  \
   X(etcd)                    \
+  X(client_tls)              \
   X(coord)                   \
   X(failover)                \
   X(status_details)          \

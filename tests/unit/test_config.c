@@ -277,6 +277,86 @@ static void test_sync_below_call_timeout(void) {
   CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--call-timeout-ms", "1000")), EG_OK);
 }
 
+/* TLS flags that only work together are refused at start, naming the flag. */
+static void test_tls_pairs(void) {
+  eg_config c;
+  const char *coord[] = {"--coordinator", "etcd://127.0.0.1:2379/engram"};
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS(coord[0], coord[1], "--etcd-tls-ca", "ca.pem",
+                                       "--etcd-tls-cert", "c.pem")),
+                  EG_EINVAL);
+  CU_ASSERT_STRING_EQUAL(err, "--etcd-tls-cert: needs --etcd-tls-key (the certificate's private key)");
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS(coord[0], coord[1], "--etcd-tls-ca", "ca.pem",
+                                       "--etcd-tls-key", "k.pem")),
+                  EG_EINVAL);
+  CU_ASSERT_STRING_EQUAL(err, "--etcd-tls-key: needs --etcd-tls-cert (the key's certificate)");
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS(coord[0], coord[1], "--etcd-tls-cert", "c.pem",
+                                       "--etcd-tls-key", "k.pem")),
+                  EG_EINVAL);
+  CU_ASSERT_STRING_EQUAL(err, "--etcd-tls-cert: needs --etcd-tls-ca (TLS to etcd is on only with "
+                              "the CA that verifies etcd)");
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--etcd-tls-ca", "ca.pem")), EG_EINVAL);
+  CU_ASSERT_STRING_EQUAL(err, "--etcd-tls-ca: only with --coordinator (it is how this node dials "
+                              "etcd)");
+  const char *const env[] = {"ENGRAM_ETCD_TLS_CA=ca.pem", "ENGRAM_ETCD_TLS_CERT=c.pem",
+                             "ENGRAM_ETCD_TLS_KEY=k.pem", NULL};
+  CU_ASSERT_EQUAL(parse(&c, env, ARGS(coord[0], coord[1])), EG_OK);
+
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--tls-peer-server-name", "engram")), EG_EINVAL);
+  CU_ASSERT_STRING_EQUAL(err, "--tls-peer-server-name: needs --tls-peer-ca or --tls-client-ca "
+                              "(without either this node dials its primary in plaintext)");
+  CU_ASSERT_EQUAL(parse(&c, NULL, ARGS("--tls-peer-server-name", "engram", "--tls-peer-ca", "ca.pem")),
+                  EG_OK);
+}
+
+/* What a node dials its primary and etcd with. */
+static void test_peer_and_etcd_tls(void) {
+  eg_config c;
+  eg_client_tls t;
+  CU_ASSERT_EQUAL_FATAL(parse(&c, NULL, NULL), EG_OK);
+  CU_ASSERT_PTR_NULL(eg_config_peer_tls(&c, &t));
+  CU_ASSERT_PTR_NULL(eg_config_etcd_tls(&c, &t));
+  /* A node that requires client certificates trusts that CA for its peers
+   * and presents its own certificate to them. */
+  CU_ASSERT_EQUAL_FATAL(parse(&c, NULL, ARGS("--tls-cert", "c.pem", "--tls-key", "k.pem",
+                                             "--tls-client-ca", "clients.pem")),
+                        EG_OK);
+  CU_ASSERT_PTR_EQUAL_FATAL(eg_config_peer_tls(&c, &t), &t);
+  CU_ASSERT_STRING_EQUAL(t.ca_file, "clients.pem");
+  CU_ASSERT_STRING_EQUAL(t.cert_file, "c.pem");
+  CU_ASSERT_STRING_EQUAL(t.key_file, "k.pem");
+  CU_ASSERT_PTR_NULL(t.server_name);
+  /* --tls-peer-ca alone, no certificate of its own: TLS without one. */
+  CU_ASSERT_EQUAL_FATAL(parse(&c, NULL, ARGS("--tls-peer-ca", "peers.pem", "--tls-peer-server-name",
+                                             "engram")),
+                        EG_OK);
+  CU_ASSERT_PTR_EQUAL_FATAL(eg_config_peer_tls(&c, &t), &t);
+  CU_ASSERT_STRING_EQUAL(t.ca_file, "peers.pem");
+  CU_ASSERT_PTR_NULL(t.cert_file);
+  CU_ASSERT_PTR_NULL(t.key_file);
+  CU_ASSERT_STRING_EQUAL(t.server_name, "engram");
+  /* --tls-peer-ca wins over --tls-client-ca. */
+  CU_ASSERT_EQUAL_FATAL(parse(&c, NULL, ARGS("--tls-cert", "c.pem", "--tls-key", "k.pem",
+                                             "--tls-client-ca", "clients.pem", "--tls-peer-ca",
+                                             "peers.pem")),
+                        EG_OK);
+  CU_ASSERT_PTR_EQUAL_FATAL(eg_config_peer_tls(&c, &t), &t);
+  CU_ASSERT_STRING_EQUAL(t.ca_file, "peers.pem");
+  CU_ASSERT_STRING_EQUAL(t.cert_file, "c.pem");
+  /* Serving TLS alone does not make the node dial with it. */
+  CU_ASSERT_EQUAL_FATAL(parse(&c, NULL, ARGS("--tls-cert", "c.pem", "--tls-key", "k.pem")), EG_OK);
+  CU_ASSERT_PTR_NULL(eg_config_peer_tls(&c, &t));
+  CU_ASSERT_EQUAL_FATAL(parse(&c, NULL, ARGS("--coordinator", "etcd://e:1/p", "--etcd-tls-ca",
+                                             "eca.pem", "--etcd-tls-cert", "ec.pem",
+                                             "--etcd-tls-key", "ek.pem", "--tls-cert", "c.pem",
+                                             "--tls-key", "k.pem")),
+                        EG_OK);
+  CU_ASSERT_PTR_EQUAL_FATAL(eg_config_etcd_tls(&c, &t), &t);
+  CU_ASSERT_STRING_EQUAL(t.ca_file, "eca.pem");
+  CU_ASSERT_STRING_EQUAL(t.cert_file, "ec.pem");
+  CU_ASSERT_STRING_EQUAL(t.key_file, "ek.pem");
+  CU_ASSERT_PTR_NULL(t.server_name);
+}
+
 static void test_string_too_long(void) {
   eg_config c;
   char arg[300];
@@ -337,6 +417,8 @@ void eg_test_register_config(void) {
   CU_add_test(s, "page sizes", test_page_sizes);
   CU_add_test(s, "role", test_role);
   CU_add_test(s, "sync timeout below call timeout", test_sync_below_call_timeout);
+  CU_add_test(s, "TLS flags that go together", test_tls_pairs);
+  CU_add_test(s, "peer and etcd TLS", test_peer_and_etcd_tls);
   CU_add_test(s, "string too long", test_string_too_long);
   CU_add_test(s, "help", test_help);
   CU_add_test(s, "usage", test_usage);

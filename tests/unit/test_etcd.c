@@ -51,7 +51,7 @@ static int free_port(void) {
 static eg_etcd *client_for(const char *const *endpoints, size_t n, int64_t timeout_ms) {
   eg_etcd *e = NULL;
   char err[256] = "";
-  eg_err rc = eg_etcd_new(endpoints, n, timeout_ms, &e, err, sizeof err);
+  eg_err rc = eg_etcd_new(endpoints, n, NULL, timeout_ms, &e, err, sizeof err);
   if (rc) fprintf(stderr, "eg_etcd_new: %s: %s\n", eg_err_name(rc), err);
   CU_ASSERT_EQUAL_FATAL(rc, EG_OK);
   return e;
@@ -200,7 +200,7 @@ static void test_new_refuses_bad_endpoints(void) {
   eg_etcd *e = NULL;
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     err[0] = '\0';
-    CU_ASSERT_EQUAL(eg_etcd_new(&bad[i], 1, 1000, &e, err, sizeof err), EG_EINVAL);
+    CU_ASSERT_EQUAL(eg_etcd_new(&bad[i], 1, NULL, 1000, &e, err, sizeof err), EG_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "HOST:PORT"));
   }
   /* The one check of an endpoint's shape says what is wrong (--coordinator
@@ -223,26 +223,26 @@ static void test_new_refuses_bad_endpoints(void) {
   memset(too_long, 'a', sizeof too_long);
   snprintf(too_long + sizeof too_long - 6, 6, ":2379");
   const char *tl = too_long;
-  CU_ASSERT_EQUAL(eg_etcd_new(&tl, 1, 1000, &e, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_etcd_new(&tl, 1, NULL, 1000, &e, err, sizeof err), EG_EINVAL);
   const char *null = NULL;
-  CU_ASSERT_EQUAL(eg_etcd_new(&null, 1, 1000, &e, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_etcd_new(&null, 1, NULL, 1000, &e, err, sizeof err), EG_EINVAL);
 
   const char *ten[EG_ETCD_MAX_ENDPOINTS + 1];
   for (size_t i = 0; i < EG_ETCD_MAX_ENDPOINTS + 1; i++) ten[i] = "127.0.0.1:2379";
-  CU_ASSERT_EQUAL(eg_etcd_new(ten, 0, 1000, &e, err, sizeof err), EG_EINVAL);
-  CU_ASSERT_EQUAL(eg_etcd_new(ten, EG_ETCD_MAX_ENDPOINTS + 1, 1000, &e, err, sizeof err),
+  CU_ASSERT_EQUAL(eg_etcd_new(ten, 0, NULL, 1000, &e, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_etcd_new(ten, EG_ETCD_MAX_ENDPOINTS + 1, NULL, 1000, &e, err, sizeof err),
                   EG_EINVAL);
-  CU_ASSERT_EQUAL(eg_etcd_new(ten, 1, 0, &e, err, sizeof err), EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_etcd_new(ten, 1, NULL, 0, &e, err, sizeof err), EG_EINVAL);
   CU_ASSERT_PTR_NULL(e);
 
   /* At the limits, and the shapes that are fine; nothing is dialled. */
   const char *good[] = {"127.0.0.1:1", "etcd-0.etcd.ns.svc:65535", "[::1]:2379", "my_host:2"};
   for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-    CU_ASSERT_EQUAL_FATAL(eg_etcd_new(&good[i], 1, 1000, &e, err, sizeof err), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(eg_etcd_new(&good[i], 1, NULL, 1000, &e, err, sizeof err), EG_OK);
     CU_ASSERT_STRING_EQUAL(eg_etcd_endpoint(e), good[i]);
     eg_etcd_free(e);
   }
-  CU_ASSERT_EQUAL_FATAL(eg_etcd_new(ten, EG_ETCD_MAX_ENDPOINTS, 1000, &e, err, sizeof err), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_etcd_new(ten, EG_ETCD_MAX_ENDPOINTS, NULL, 1000, &e, err, sizeof err), EG_OK);
   eg_etcd_free(e);
 }
 
@@ -347,7 +347,7 @@ static void test_key_and_value_limits(void) {
 
   /* A value over the limit that someone else wrote is refused on receipt. */
   eg_client_channel_opts o = {.max_response_bytes = 1 << 20};
-  eg_client *raw = eg_client_new_opts(etcd.endpoint, NULL, &o);
+  eg_client *raw = eg_client_new_opts(etcd.endpoint, NULL, &o, NULL, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(raw);
   Etcdserverpb__PutRequest req = ETCDSERVERPB__PUT_REQUEST__INIT;
   req.key = (ProtobufCBinaryData){.len = 7, .data = (uint8_t *)"big/one"};

@@ -19,7 +19,7 @@ static void teardown(void) { eg_test_rmdir(dir); }
 static eg_repl *new_repl(eg_store *s, int replica, const char *primary) {
   eg_repl_config cfg = {.replica = replica, .primary = primary, .replica_id = "test"};
   eg_repl *r = NULL;
-  CU_ASSERT_EQUAL_FATAL(eg_repl_new(&cfg, s, &r), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_repl_new(&cfg, s, &r, NULL, 0), EG_OK);
   return r;
 }
 

@@ -47,7 +47,7 @@ static eg_repl *primary_repl(eg_store *s, int64_t records, int64_t secs, int64_t
   eg_repl_config cfg = {.replica_id = "test", .retain_records = records, .retain_s = secs,
                         .retain_cap = cap};
   eg_repl *r = NULL;
-  CU_ASSERT_EQUAL_FATAL(eg_repl_new(&cfg, s, &r), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_repl_new(&cfg, s, &r, NULL, 0), EG_OK);
   return r;
 }
 
