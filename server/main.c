@@ -18,6 +18,7 @@
 #include "replica/replica.h"
 #include "server/archiver.h"
 #include "server/config.h"
+#include "server/limits.h"
 #include "server/reload.h"
 #include "server/service.h"
 #include "server/reindex.h"
@@ -412,6 +413,7 @@ int main(int argc, char **argv) {
   eg_keyring *keys = NULL;
   eg_auth *auth = NULL;
   eg_store *store = NULL;
+  eg_limits *limits = NULL;
   int lock_fd = -1;
 
   for (int i = 1; i < argc; i++)
@@ -494,9 +496,14 @@ int main(int argc, char **argv) {
     eg_log(EG_LOG_WARN,
            "WARNING: no --tokens file: SINGLE-TENANT DEV MODE, no authentication; every "
            "caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
-  eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth};
+  if (eg_limits_new(&cfg, store, EG_LIMITS_TENANTS_MAX, &limits) != EG_OK) {
+    eg_fail("limits", eg_err_msg(EG_ENOMEM));
+    goto out;
+  }
+  eg_srv srv = {.cfg = &cfg, .store = store, .keys = keys, .auth = auth, .limits = limits};
   rc = eg_serve(&cfg, &srv);
 out:
+  eg_limits_free(limits);
   eg_store_close(store);
   eg_auth_free(auth);
   eg_keyring_free(keys);

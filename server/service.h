@@ -40,6 +40,7 @@ typedef struct eg_srv {
   eg_store *store;
   const eg_keyring *keys;
   struct eg_data_keys *data_keys; /* server/data_keys.h */
+  struct eg_limits *limits;       /* server/limits.h: per-tenant limits */
   const eg_auth *auth;
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */
   struct eg_sweeper *sweeper; /* retention (server/sweeper.h); NULL until started */
