@@ -204,6 +204,10 @@ eg_err eg_limits_admit(eg_limits *l, eg_txn *reader, const char *tenant, int wri
       return EG_ENOMEM;
     }
     if (fresh_gen > h->gen) {
+      /* A new rate starts with a full bucket: a raised limit holds at
+       * once, not after the old one's debt refilled at the new rate. */
+      if (fresh.v[EG_LIMIT_CALLS] != h->lim.v[EG_LIMIT_CALLS]) h->calls.at_us = 0;
+      if (fresh.v[EG_LIMIT_WRITES] != h->lim.v[EG_LIMIT_WRITES]) h->writes.at_us = 0;
       h->lim = fresh;
       h->gen = fresh_gen;
     }
