@@ -34,6 +34,7 @@
   X(message_index)           \
   X(message_terms)           \
   X(tokenizer)               \
+  X(limits)                  \
   X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);
