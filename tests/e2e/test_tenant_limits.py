@@ -19,8 +19,11 @@ import tempfile
 import threading
 import time
 
+import json
+
 import grpc
 
+from test_cli import cli
 from harness import KEEP, E2ETestCase, M, Server, free_port, make_keyring, pb, uid
 from test_memories import dump_data_dbs
 from test_reindex import fixture_store
@@ -233,6 +236,35 @@ class RateTest(LimitsCase):
         self.assertStatus(grpc.StatusCode.PERMISSION_DENIED, stub.GetTenantLimits,
                           apb.GetTenantLimitsRequest(), timeout=10,
                           metadata=(("authorization", "Bearer agent-acme"),))
+
+    def test_cli_get_and_set(self):
+        t = self.srv.addr
+        rc, out, err = cli("admin", "tenant", "limits", "set", "eps", "--writes-per-s", "7",
+                           "--storage-bytes", "123456", target=t, token=ADMIN, json_out=True)
+        self.assertEqual(rc, 0, err)
+        got = json.loads(out)
+        self.assertEqual(got["tenant"], "eps")
+        self.assertEqual(got["limits"]["writesPerSecond"]["value"], 7)
+        self.assertEqual(got["limits"]["storageBytes"]["value"], 123456)
+        rc, out, err = cli("admin", "tenant", "limits", "set", "eps", "--writes-per-s", "default",
+                           target=t, token=ADMIN, json_out=True)
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(json.loads(out)["limits"]["writesPerSecond"]["isDefault"])
+        rc, out, err = cli("admin", "tenant", "limits", "get", "eps", target=t, token=ADMIN)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("123456", out)
+        rc, out, err = cli("admin", "tenant", "limits", "get", target=t, token=ADMIN,
+                           json_out=True)
+        self.assertEqual((rc, json.loads(out)["tenant"]), (0, "ops"), err)
+        self.assertEqual(self.get_limits(self.srv, "eps").limits.storage_bytes.value, 123456)
+        self.set_limits(self.srv, "eps", storage="default")
+        # Usage errors: no limit named, a bad value.
+        rc, _, err = cli("admin", "tenant", "limits", "set", "eps", target=t, token=ADMIN)
+        self.assertEqual(rc, 2, err)
+        rc, _, err = cli("admin", "tenant", "limits", "set", "eps", "--calls-per-s", "-3",
+                         target=t, token=ADMIN)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--calls-per-s", err)
 
 
 class QuotaTest(LimitsCase):
