@@ -64,6 +64,8 @@ b_run() {
   lg --token token-b run get-session --session bench-b --threads 4 --rate "$B_RATE" \
     --seconds "$SECS"
 }
+# A short warm-up first (connections, caches), its numbers dropped.
+lg --token token-b run get-session --session bench-b --threads 4 --rate "$B_RATE" --seconds 2 >/dev/null
 log "tenant B alone: $B_RATE calls/s for $SECS s"
 b_run >"$WORK/b_alone.json"
 log "tenant A flooding at $FLOOD calls/s (10x its $RATE) while B runs again"
@@ -85,7 +87,9 @@ offered = a["ok"] + a["refused"]
 with open(out, "w") as f:
     f.write("# Per-tenant limits: fairness under a flood\n\n")
     f.write("`make bench-limits` (bench/limits.sh), %s UTC.\n\n" % time.strftime("%Y-%m-%d %H:%M", time.gmtime()))
-    f.write("Machine: `%s`, %s, %s CPUs (shared with other work while it ran).\n\n" % (host, cpu, ncpu))
+    load = open("/proc/loadavg").read().split()[0]
+    f.write("Machine: `%s`, %s, %s CPUs, shared with other work while it ran (load average %s at "
+            "the end): single runs on it are noisy.\n\n" % (host, cpu, ncpu, load))
     f.write("engramd Release, durable commits, `--tenant-calls-per-s %s` (burst 1 s). Tenant B "
             "calls GetSession at %s calls/s (4 threads), alone and then while tenant A floods "
             "GetSession at %s calls/s (10x its limit, 8 threads).\n\n" % (rate, b_rate, flood))
