@@ -18,7 +18,8 @@ static eg_err eg_limits_tenant(eg_req *r, const char *in, const char **out) {
 
 /* The answer for tenant as t sees it. */
 static eg_err eg_limits_answer(eg_req *r, eg_txn *t, const char *tenant) {
-  Engram__V1__GetTenantLimitsResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__GetTenantLimitsResponse);
+  Engram__V1__GetTenantLimitsResponse *out =
+      EG_ARENA_NEW(r->arena, Engram__V1__GetTenantLimitsResponse);
   Engram__V1__TenantLimits *lim = EG_ARENA_NEW(r->arena, Engram__V1__TenantLimits);
   Engram__V1__LimitValue *v = eg_arena_alloc(r->arena, EG_LIMIT_KINDS * sizeof *v);
   char *name = eg_arena_alloc(r->arena, strlen(tenant) + 1);
@@ -101,8 +102,8 @@ static eg_err eg_set_tenant_limits_prepare(eg_req *r, const ProtobufCMessage *ms
     /* Rates may be fractional (one call every 2 s); a count of calls or
      * of bytes is whole. */
     if (!isfinite(x) || x < 0 || x > max[i])
-      return eg_invalid(r->msg, sizeof r->msg, names[i], "%g is out of range [0, %.0f] (0: unlimited)",
-                        x, max[i]);
+      return eg_invalid(r->msg, sizeof r->msg, names[i],
+                        "%g is out of range [0, %.0f] (0: unlimited)", x, max[i]);
     if (i >= EG_LIMIT_CONCURRENT && x != floor(x))
       return eg_invalid(r->msg, sizeof r->msg, names[i], "%g is not a whole number", x);
     st->action[i] = EG_LIMIT_SET;

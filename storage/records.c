@@ -123,9 +123,8 @@ static eg_err eg_del_prefix(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uin
   MDB_val k, v;
   rc = eg_store__seek_at(c, prefix, &k, &v);
   while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, prefix)) {
-    if (counted &&
-        (e = eg_usage__count(counted, dbi, k.mv_data, k.mv_size, -(int64_t)(k.mv_size + v.mv_size))))
-      goto fail;
+    int64_t bytes = (int64_t)(k.mv_size + v.mv_size);
+    if (counted && (e = eg_usage__count(counted, dbi, k.mv_data, k.mv_size, -bytes))) goto fail;
     rc = mdb_cursor_del(c, 0);
     if (rc) goto fail;
     count++;

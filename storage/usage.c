@@ -104,7 +104,8 @@ eg_err eg_usage__flush(eg_txn *w) {
     eg_key k;
     uint64_t old;
     if (d->delta == 0) continue;
-    if ((e = eg_key_tenant(&k, d->tenant)) || (e = eg_usage_row(w->txn, w->s->tenant_usage, &k, &old)))
+    if ((e = eg_key_tenant(&k, d->tenant)) ||
+        (e = eg_usage_row(w->txn, w->s->tenant_usage, &k, &old)))
       break;
     /* Never below 0: a usage that drifted (it cannot, but a store is
      * long-lived) heals at the tenant's next delete rather than wrapping. */
@@ -128,7 +129,8 @@ eg_err eg_store_tenant_usage(eg_txn *t, const char *tenant, uint64_t *bytes) {
   if (!e) e = eg_usage_row(t->txn, t->s->tenant_usage, &k, bytes);
   if (e) return e;
   int64_t sum = (int64_t)*bytes;
-  for (const eg_txn *x = t; x && x->kind != EG_TXN_READ; x = x->parent) sum += eg_store_txn_usage_delta(x, tenant);
+  for (const eg_txn *x = t; x && x->kind != EG_TXN_READ; x = x->parent)
+    sum += eg_store_txn_usage_delta(x, tenant);
   *bytes = sum > 0 ? (uint64_t)sum : 0;
   return EG_OK;
 }
