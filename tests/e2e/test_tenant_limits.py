@@ -37,7 +37,7 @@ TENANTS = ["acme", "beta", "gamma", "delta", "eps", "zeta"]
 TOKENS = [(t, "agent", "agent-" + t) for t in TENANTS] + [("ops", "admin", ADMIN),
                                                           ("ops", "replica", "repl-token")]
 ADMIN_MD = (("authorization", "Bearer " + ADMIN),)
-LSN_WAIT_MS = 3000
+LSN_WAIT_MS = 5000
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 # Not counted toward usage (storage.h, "per-tenant limits and usage").
 UNCOUNTED = {"meta", "wal", "sweep_due", "index_state", "tenant_limits", "tenant_usage",
@@ -116,6 +116,21 @@ class RateTest(LimitsCase):
     def agent(self, tenant):
         return self.srv.client("agent-" + tenant)
 
+    def interleave(self, must, limited, rounds=30):
+        """Calls must() (which must succeed) and limited() in turns; returns
+        (how many limited() calls were admitted, the start time). Every
+        refusal is RESOURCE_EXHAUSTED."""
+        admitted, t0 = 0, time.monotonic()
+        for _ in range(rounds):
+            self.assertTrue(must())
+            try:
+                limited()
+                admitted += 1
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), EXHAUSTED, e.details())
+        self.assertLess(admitted, rounds)
+        return admitted, t0
+
     def test_calls_rate_retry_info_then_retry_succeeds(self):
         c = self.agent("acme")
         sid = c.create(uid("u")).session_id
@@ -124,8 +139,9 @@ class RateTest(LimitsCase):
         self.assertFalse(got.limits.calls_per_second.is_default)
         ok, r, e = self.until_refused(lambda: c.get(sid))
         # The bucket holds 5 (5/s x --tenant-burst-ms 1000): about 5 pass.
+        # (more when calls are slow: the bucket refills meanwhile)
         self.assertGreaterEqual(ok, 4)
-        self.assertLessEqual(ok, 7)
+        self.assertLessEqual(ok, 10)
         self.assertEqual(r["info"].reason, "RATE_LIMITED")
         self.assertIn("tenant acme: 5 calls/s", e.details())
         delay = r["retry"].retry_delay.seconds + r["retry"].retry_delay.nanos / 1e9
@@ -141,14 +157,14 @@ class RateTest(LimitsCase):
         sid = c.create(uid("u")).session_id
         self.set_limits(self.srv, "beta", writes=3)
         ok, r, e = self.until_refused(lambda: c.append(sid, "hello"))
-        self.assertLessEqual(ok, 4)
+        self.assertLessEqual(ok, 6)
         self.assertEqual(r["info"].reason, "RATE_LIMITED")
         self.assertIn("tenant beta: 3 writes/s", e.details())
         self.assertGreater(r["retry"].retry_delay.nanos + r["retry"].retry_delay.seconds, 0)
-        # Reads take no write token: they go on while writes are refused.
-        for _ in range(20):
-            self.assertEqual(c.get(sid).session_id, sid)
-        self.assertStatus(EXHAUSTED, c.append, sid, "again")
+        # Reads take no write token: they all go on while writes are
+        # refused, and writes get no more than the bucket refills.
+        admitted, t0 = self.interleave(lambda: c.get(sid), lambda: c.append(sid, "again"))
+        self.assertLessEqual(admitted, 3 * (time.monotonic() - t0) + 1)
         self.assertGreaterEqual(self.get_limits(self.srv, "beta").refused_writes, 2)
 
     def test_concurrency_cap(self):
@@ -177,7 +193,7 @@ class RateTest(LimitsCase):
                 if e.code() != EXHAUSTED:
                     raise
                 return e
-        e = self.wait_until(refused, LSN_WAIT_MS / 1000.0, "the third call refused",
+        e = self.wait_until(refused, LSN_WAIT_MS / 1000.0 - 1, "the third call refused",
                             nodes=[self.srv])
         self.assertIn("tenant gamma: 2 concurrent calls", e.details())
         self.assertEqual(rich(e)["info"].reason, "RATE_LIMITED")
@@ -196,9 +212,9 @@ class RateTest(LimitsCase):
         sa, sb = a.create(uid("u")).session_id, b.create(uid("u")).session_id
         self.set_limits(self.srv, "delta", calls=2)
         self.until_refused(lambda: a.get(sa))
-        for _ in range(30):
-            self.assertEqual(b.get(sb).session_id, sb)
-        self.assertStatus(EXHAUSTED, a.get, sa)
+        # Every call of B goes; A's get no more than its bucket refills.
+        admitted, t0 = self.interleave(lambda: b.get(sb), lambda: a.get(sa))
+        self.assertLessEqual(admitted, 2 * (time.monotonic() - t0) + 1)
 
     def test_is_default_removes_override(self):
         c = self.agent("zeta")
