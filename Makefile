@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:50051
 DATA_DIR   ?= ./data
 
-.PHONY: all deps build run test test-fast test-asan fault bench bench-memory bench-replication bench-churn clean
+.PHONY: all deps build run test test-fast test-asan fault bench bench-memory bench-replication bench-churn bench-limits clean
 .PHONY: fuzz fuzz-build test-fuzz install package
 .PHONY: proto-lint
 
@@ -120,6 +120,14 @@ bench-churn:
 	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
 	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
 	bench/churn.sh $(REL_BUILD)
+
+# Per-tenant fairness (issue 12): tenant B's p99 alone and while tenant A
+# floods at 10x its --tenant-calls-per-s (bench/limits.sh, about 30 s after
+# the build; results in bench/results/limits.md).
+bench-limits:
+	cmake -S . -B $(REL_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	cmake --build $(REL_BUILD) -j $(JOBS) --target engramd engram eg_loadgen && \
+	timeout 60 bench/limits.sh $(REL_BUILD)
 
 # Backups (issue 10): `engram backup create` MB/s of a 1 GB store, client
 # writes during a backup vs alone, restore time and time to SERVING, and

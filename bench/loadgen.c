@@ -156,14 +156,17 @@ typedef struct {
   const char *session;  /* get-context, get-session */
   long read_pct, max_messages, page_size, expect;
   long threads, seconds, count;
-  long rate; /* churn: session starts, mixed: calls, per second over all threads; 0 = unpaced */
+  long rate; /* churn: session starts, mixed and get-session: calls, per second over all threads; 0 = unpaced */
+  /* Reads refused RESOURCE_EXHAUSTED (a tenant's limit: bench/limits.sh)
+   * are counted as refused, not errors. */
+  int refused_ok;
 } lg_opts;
 
 typedef struct {
   lg_opts *o;
   int id;
   pthread_t thread;
-  uint64_t ok, errors, items, reads, writes;
+  uint64_t ok, errors, items, reads, writes, refused;
   uint32_t *lat; /* microseconds */
   size_t nlat, cap;
   char first_error[EG_CLIENT_MESSAGE_MAX + 64];
@@ -217,10 +220,10 @@ static int lg_cmp_u32(const void *a, const void *b) {
 
 /* Sums the threads and prints one JSON line. Returns the number of errors. */
 static uint64_t lg_report(const char *what, lg_opts *o, lg_thread *ts, uint64_t elapsed_us) {
-  uint64_t ok = 0, errors = 0, items = 0, reads = 0, writes = 0;
+  uint64_t ok = 0, errors = 0, items = 0, reads = 0, writes = 0, refused = 0;
   size_t n = 0;
   for (long i = 0; i < o->threads; i++) {
-    ok += ts[i].ok, errors += ts[i].errors, items += ts[i].items;
+    ok += ts[i].ok, errors += ts[i].errors, items += ts[i].items, refused += ts[i].refused;
     reads += ts[i].reads, writes += ts[i].writes, n += ts[i].nlat;
   }
   uint32_t *all = malloc((n ? n : 1) * sizeof *all);
@@ -232,10 +235,10 @@ static uint64_t lg_report(const char *what, lg_opts *o, lg_thread *ts, uint64_t 
 #define LG_PCT(p) (k ? all[(size_t)((double)(k - 1) * (p))] : 0)
   double secs = (double)elapsed_us / 1e6;
   printf("{\"what\":\"%s\",\"threads\":%ld,\"ok\":%" PRIu64 ",\"errors\":%" PRIu64
-         ",\"items\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
+         ",\"refused\":%" PRIu64 ",\"items\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
          ",\"seconds\":%.3f,\"qps\":%.1f,\"items_per_s\":%.1f,\"mean_us\":%.1f,\"p50_us\":%u,"
          "\"p90_us\":%u,\"p99_us\":%u,\"max_us\":%u}\n",
-         what, o->threads, ok, errors, items, reads, writes, secs, secs > 0 ? (double)ok / secs : 0,
+         what, o->threads, ok, errors, refused, items, reads, writes, secs, secs > 0 ? (double)ok / secs : 0,
          secs > 0 ? (double)items / secs : 0, k ? sum / (double)k : 0, LG_PCT(0.50), LG_PCT(0.90),
          LG_PCT(0.99), k ? all[k - 1] : 0);
 #undef LG_PCT
@@ -395,6 +398,10 @@ static int lg_read_call(lg_thread *t, const char *sid, int context) {
       protobuf_c_message_free_unpacked(&out->base, NULL);
     }
   }
+  if (code == 8 /* RESOURCE_EXHAUSTED */ && o->refused_ok) {
+    t->refused++;
+    return 0;
+  }
   if (code != 0 || bad) {
     if (bad) snprintf(st.message, sizeof st.message, "%s", "unexpected number of messages");
     lg_error(t, context ? "GetContext" : "GetSession", &st);
@@ -509,6 +516,7 @@ static void *lg_run_main(void *arg) {
     } else if (!strcmp(o->workload, "get-context")) {
       rc = lg_read_call(t, o->session, 1);
     } else if (!strcmp(o->workload, "get-session")) {
+      if (o->rate > 0 && lg_pace(atomic_fetch_add(&lg_next, 1), lg_t0, o->rate)) break;
       rc = lg_read_call(t, o->session, 0);
     } else if (!strcmp(o->workload, "churn")) {
       rc = lg_churn_session(t, atomic_fetch_add(&lg_next, 1), lg_t0);
@@ -570,7 +578,7 @@ static void lg_usage(void) {
         "  WORKLOAD: mixed --prefix P --sessions N [--read-pct 90 --max-messages 20 --bytes 256]\n"
         "                  [--rate CALLS_PER_S]\n"
         "            get-context --session ID --max-messages M [--expect N]\n"
-        "            get-session --session ID\n"
+        "            get-session --session ID [--rate CALLS_PER_S] [--refused-ok]\n"
         "            list-sessions --user U --page-size N [--expect N]\n"
         "            churn --prefix P [--messages M --per-call K --bytes 256 --rate SESSIONS_PER_S]\n"
         "            search-messages [--user U] (a query of 1..3 words like the text; no --user: the tenant)\n",
@@ -594,6 +602,7 @@ int main(int argc, char **argv) {
     LG_NUM("--per-call", per_call) LG_NUM("--bytes", bytes) LG_NUM("--threads", threads)
     LG_NUM("--seconds", seconds) LG_NUM("--count", count) LG_NUM("--read-pct", read_pct)
     LG_NUM("--max-messages", max_messages) LG_NUM("--page-size", page_size) LG_NUM("--rate", rate)
+    if (!strcmp(a, "--refused-ok")) { o.refused_ok = 1; continue; }
     if (!strcmp(a, "--expect")) { if (!v) lg_usage(); o.expect = lg_num(v, a); i++; continue; }
 #undef LG_STR
 #undef LG_NUM

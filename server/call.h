@@ -38,6 +38,7 @@
 #include "common/rpc.h"
 #include "server/metrics.h"
 #include "server/parking.h"
+#include "server/limits.h"
 #include "server/reaper.h"
 #include "server/service.h"
 #include "server/transport.h"
@@ -96,6 +97,13 @@ typedef struct eg_call {
    * ones), and its peer address's slot in place->peers + 1 (0: none). */
   struct eg_stream_places *place;
   int peer_slot;
+  /* Per-tenant limits (server/limits.h), for the agent role's calls: the
+   * tenant's entry, held until eg_call_free; its storage quota (0: none),
+   * checked by a write's apply; a refusal's own RetryInfo delay (0: the
+   * table's). */
+  struct eg_limit_hold *hold;
+  uint64_t quota;
+  int retry_ms;
 } eg_call;
 
 struct eg_worker {

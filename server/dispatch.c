@@ -48,12 +48,32 @@ static gpr_timespec eg_call_deadline(const eg_call *c) {
                       gpr_time_from_micros(eg_call_until_us(c) - eg_mono_us(), GPR_TIMESPAN));
 }
 
+/* The tenant's storage quota, after a write's apply in t (its own txn):
+ * a write that grew the tenant's usage is refused when the usage before it
+ * had reached the quota already (so one write may overshoot by its own
+ * size); a write that frees space (a delete) always goes. */
+static eg_err eg_quota_check(eg_call *c, eg_txn *t) {
+  int64_t grew = eg_store_txn_usage_delta(t, c->req.tenant);
+  uint64_t used;
+  if (grew <= 0) return EG_OK;
+  eg_err e = eg_store_tenant_usage(t, c->req.tenant, &used);
+  if (e != EG_OK) return e;
+  uint64_t before = used - (uint64_t)grew;
+  if (before < c->quota) return EG_OK;
+  eg_limits_count_quota(c->w->tp->srv->limits, c->hold);
+  snprintf(c->req.msg, sizeof c->req.msg,
+           "tenant %s: storage quota of %" PRIu64 " bytes reached (%" PRIu64 " bytes used); "
+           "delete data or raise the quota", c->req.tenant, c->quota, before);
+  return EG_EQUOTA;
+}
+
 static eg_err eg_write_apply(eg_write_item *item, eg_txn *t) {
   eg_call *c = (eg_call *)item;
   c->req.msg[0] = '\0';
   c->req.resp = NULL;
   c->req.more = 0;
-  return c->w->tp->methods[c->mi]->apply(&c->req, t);
+  eg_err e = c->w->tp->methods[c->mi]->apply(&c->req, t);
+  return e == EG_OK && c->quota ? eg_quota_check(c, t) : e;
 }
 
 /* The OK answer to a write committed here, unless this primary got
@@ -180,6 +200,17 @@ static eg_err eg_authorize(eg_call *c, const eg_method *m) {
   if (e == EG_EPERM)
     snprintf(c->req.msg, sizeof c->req.msg, "authorization: %.120s may not call %s", why, m->path);
   return e;
+}
+
+/* The tenant's limits (server/limits.h), once the caller is known and
+ * before any work: for the agent role's methods only (the data plane;
+ * health, reflection, replication and admin calls are exempt). A write is
+ * a method with prepare and apply. */
+static eg_err eg_admit_tenant(eg_call *c, const eg_method *m) {
+  if (m->role != EG_ROLE_AGENT) return EG_OK;
+  return eg_limits_admit(c->w->tp->srv->limits, c->w->reader, c->req.tenant,
+                         m->apply != NULL, eg_mono_us(), &c->hold, &c->quota, &c->retry_ms,
+                         c->req.msg, sizeof c->req.msg);
 }
 
 static void eg_in_free(void *p) { protobuf_c_message_free_unpacked(p, NULL); }
@@ -664,6 +695,7 @@ static void eg_start_stream(eg_call *c) {
   eg_transport *tp = c->w->tp;
   const eg_method *m = tp->methods[c->mi];
   eg_err e = eg_authorize(c, m);
+  if (e == EG_OK) e = eg_admit_tenant(c, m);
   if (e == EG_OK && (e = eg_stream_admit(c, m)) == EG_OK) {
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
@@ -822,7 +854,8 @@ void eg_on_call(eg_call *c) {
   c->req.srv = tp->srv;
   c->req.now_us = eg_now_us();
   if (!(c->req.arena = eg_arena_new())) e = EG_ENOMEM;
-  else if ((e = eg_authorize(c, m)) == EG_OK && (e = eg_decode(c, m, &in)) == EG_OK) {
+  else if ((e = eg_authorize(c, m)) == EG_OK && (e = eg_admit_tenant(c, m)) == EG_OK &&
+           (e = eg_decode(c, m, &in)) == EG_OK) {
     if (m->read) {
       int parked = 0;
       e = eg_run_read(c, m, in, &parked);

@@ -22,6 +22,7 @@
 #include "server/data_keys.h"
 #include "server/key_rotation.h"
 #include "server/keyring_reload.h"
+#include "server/limits.h"
 #include "server/reload.h"
 #include "server/tls.h"
 #include "server/service.h"
@@ -409,6 +410,7 @@ int main(int argc, char **argv) {
   eg_tls *tls = NULL;
   eg_store *store = NULL;
   eg_data_keys *data_keys = NULL;
+  eg_limits *limits = NULL;
   int lock_fd = -1;
 
   for (int i = 1; i < argc; i++)
@@ -514,12 +516,17 @@ int main(int argc, char **argv) {
            "WARNING: no --tokens file (nor --tls-identities): SINGLE-TENANT DEV MODE, no "
            "authentication; every caller is tenant '%s'. Do not expose this server.", EG_DEV_TENANT);
   eg_tls_warn_plaintext(tls, cfg.listen);
+  if (eg_limits_new(&cfg, store, EG_LIMITS_TENANTS_MAX, &limits) != EG_OK) {
+    eg_fail("limits", eg_err_msg(EG_ENOMEM));
+    goto out;
+  }
   eg_srv srv = {.cfg = &cfg,
                 .store = store,
                 .keys = keys,
                 .auth = auth,
                 .data_keys = data_keys,
-                .tls = tls};
+                .tls = tls,
+                .limits = limits};
   keys = NULL; /* srv's now: a reload may replace it (eg_keyring_reload_free) */
   eg_err e = eg_blind_key_load(&srv);
   if (e != EG_OK)
@@ -530,6 +537,7 @@ int main(int argc, char **argv) {
     rc = eg_serve(&cfg, &srv);
   eg_keyring_reload_free(&srv);
 out:
+  eg_limits_free(limits);
   eg_data_keys_close(data_keys);
   eg_store_close(store);
   eg_auth_free(auth);

@@ -16,6 +16,7 @@
 
 #include "common/clock.h"
 #include "common/grpc_code.h"
+#include "server/limits.h"
 #include "server/archiver.h"
 #include "common/bgthread.h"
 
@@ -355,6 +356,15 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
                 "# HELP engram_parked_reads Reads waiting for their engram-min-lsn.\n"
                 "# TYPE engram_parked_reads gauge\nengram_parked_reads %lld\n",
                 (long long)atomic_load_explicit(&m->parked, memory_order_relaxed));
+  /* By kind only: a tenant label would make one series per tenant, as
+   * many as the tokens file names (GetTenantLimits has each tenant's). */
+  uint64_t refused[EG_LIMIT_KINDS];
+  eg_limits_refused_totals(refused);
+  eg_out_printf(&o, "# HELP engram_tenant_refused_total Calls refused by a per-tenant limit, by "
+                    "limit.\n# TYPE engram_tenant_refused_total counter\n");
+  for (int k = 0; k < EG_LIMIT_KINDS; k++)
+    eg_out_printf(&o, "engram_tenant_refused_total{limit=\"%s\"} %llu\n",
+                  eg_limit_kind_name((eg_limit_kind)k), (unsigned long long)refused[k]);
   if (writer) {
     uint64_t batches, items;
     eg_writer_stats(writer, &batches, &items);

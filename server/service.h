@@ -47,6 +47,7 @@ typedef struct eg_srv {
    * prepare reads no snapshot: loaded at start (eg_blind_key_load); 0: the
    * store has none, the keyring's lowest id. */
   _Atomic uint32_t blind_key_id;
+  struct eg_limits *limits;       /* server/limits.h: per-tenant limits */
   const eg_auth *auth;
   struct eg_tls *tls; /* server/tls.h; NULL: plaintext */
   struct eg_repl *repl; /* replication: role, forwarding, log shipping */

@@ -98,6 +98,11 @@ static int eg_add_detail(Google__Protobuf__Any *any, Google__Protobuf__Any **lis
 }
 
 grpc_slice eg_status_details(int code, eg_err e, const char *msg, const char *request_id) {
+  return eg_status_details_retry(code, e, msg, request_id, 0);
+}
+
+grpc_slice eg_status_details_retry(int code, eg_err e, const char *msg, const char *request_id,
+                                   int own_retry_ms) {
   Google__Protobuf__Any any[EG_DETAILS_MAX], *list[EG_DETAILS_MAX];
   char urls[EG_DETAILS_MAX][64];
   size_t n = 0;
@@ -124,7 +129,7 @@ grpc_slice eg_status_details(int code, eg_err e, const char *msg, const char *re
     fail |= eg_add_detail(any, list, &n, &bad.base, urls[n], sizeof urls[n]);
   }
 
-  int retry_ms = eg_status_retry_ms(code, e);
+  int retry_ms = own_retry_ms > 0 ? own_retry_ms : eg_status_retry_ms(code, e);
   if (retry_ms > 0) {
     Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
     Google__Rpc__RetryInfo retry = GOOGLE__RPC__RETRY_INFO__INIT;

@@ -9,7 +9,8 @@
  *   ErrorInfo{reason, domain "engram.v1"}  always (reason: eg_status_reason)
  *   BadRequest{field_violations[1]}        INVALID_ARGUMENT whose message
  *                                          has the form "<field path>: <problem>"
- *   RetryInfo{retry_delay}                 where a retry can help (eg_status_retry_ms)
+ *   RetryInfo{retry_delay}                 where a retry can help (eg_status_retry_ms,
+ *                                          or the call's own: eg_status_details_retry)
  *   RequestInfo{request_id}                always
  */
 #ifndef EG_SERVER_STATUS_DETAILS_H
@@ -58,6 +59,12 @@ int eg_status_retry_ms(int code, eg_err e);
  * empty slice when memory runs out (the reply then goes without
  * details). The caller unrefs the slice. Thread safety: any thread. */
 grpc_slice eg_status_details(int code, eg_err e, const char *msg, const char *request_id);
+
+/* eg_status_details with the call's own RetryInfo delay, retry_ms > 0 (a
+ * tenant's bucket says when it holds a token: server/limits.h); 0 keeps
+ * eg_status_retry_ms's. Thread safety: any thread. */
+grpc_slice eg_status_details_retry(int code, eg_err e, const char *msg, const char *request_id,
+                                   int retry_ms);
 
 /* The google.rpc.Status of a forwarded write's non-OK answer (code, e,
  * msg: the status the replica actually sends), given the primary's

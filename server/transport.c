@@ -43,6 +43,9 @@ static eg_call *eg_call_new(eg_worker *w, size_t mi) {
 
 void eg_call_free(eg_call *c) {
   eg_reaper_remove(c->w->tp->reaper, &c->reap);
+  /* Every call ends here (answered, refused, cancelled, a stream's end):
+   * its tenant's concurrency place goes back with it. */
+  eg_limits_release(c->w->tp->srv->limits, c->hold);
   if (c->fwd.call) eg_client_exchange_end(&c->fwd);
   grpc_metadata_array_destroy(&c->md);
   grpc_call_details_destroy(&c->details);
@@ -149,7 +152,7 @@ size_t eg_error_metadata(eg_call *c, int code, eg_err e, const char *msg) {
   c->error_md[0].value = grpc_slice_from_copied_string(rid);
   c->error_md[1].key = grpc_slice_from_static_string("grpc-status-details-bin");
   c->error_md[1].value = id ? eg_status_details_relay(details, code, e, msg, rid)
-                            : eg_status_details(code, e, msg, rid);
+                            : eg_status_details_retry(code, e, msg, rid, c->retry_ms);
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_DATA_LOSS) {
     /* Not the client's raw path: a log line carries no request text. */
     const char *method = c->mi == SIZE_MAX ? "unknown" : c->w->tp->methods[c->mi]->path;

@@ -201,7 +201,8 @@ static eg_err eg_store_open_data_dbs(eg_store *s, MDB_txn *txn, char *err, size_
   if (e) return e;
   for (size_t i = 0; i < n; i++)
     s->data_dbs[i] = (struct eg_data_db){eg_store__data_db_table[i].name,
-                                         *(MDB_dbi *)((char *)s + eg_store__data_db_table[i].off)};
+                                         *(MDB_dbi *)((char *)s + eg_store__data_db_table[i].off),
+                                         eg_store__usage_counted(eg_store__data_db_table[i].name)};
   s->n_data_dbs = n;
   return eg_store_open_dbi(txn, EG_DB_WAL, 0, &s->wal, "", err, errlen);
 }

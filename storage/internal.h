@@ -68,6 +68,7 @@ struct eg_db_slot {
 struct eg_data_db {
   const char *name;
   MDB_dbi dbi;
+  int counted; /* its keys count toward their tenant's usage (eg_store__usage_counted) */
 };
 
 struct eg_store {
@@ -78,6 +79,9 @@ struct eg_store {
   MDB_dbi checkpoints, checkpoints_by_user, checkpoint_writes, store_items, store_namespaces;
   MDB_dbi message_terms, message_index_stats, index_state;
   MDB_dbi tenant_limits, tenant_usage, key_jobs;
+  /* Bumped after every commit that changed tenant_limits (a local write or
+   * an applied log record): eg_store_tenant_limits_gen. */
+  _Atomic uint64_t limits_gen;
   /* Every data DB by name (filled at open from eg_store__data_db_table). */
   struct eg_data_db data_dbs[EG_STORE_MAX_DBS];
   size_t n_data_dbs;
@@ -114,6 +118,17 @@ typedef struct {
   size_t len, cap;
 } eg_wal_buf;
 
+/* A txn's pending change to its tenants' storage usage (usage.c): one
+ * entry per tenant it touched, written to tenant_usage at its commit. */
+typedef struct {
+  char tenant[EG_STORE_ID_MAX + 1];
+  int64_t delta;
+} eg_usage_delta;
+typedef struct {
+  eg_usage_delta *v;
+  size_t n, cap;
+} eg_usage_buf;
+
 enum eg_wal_kind { EG_WAL_PUT = 0, EG_WAL_DEL = 1, EG_WAL_DEL_PREFIX = 2 };
 
 enum eg_txn_kind { EG_TXN_READ, EG_TXN_WRITE, EG_TXN_SUB };
@@ -136,6 +151,8 @@ struct eg_txn {
   /* WRITE: a migration's back-fill, which every copy of the store runs
    * itself at open: its writes are not logged. */
   int unlogged;
+  eg_usage_buf usage;  /* WRITE/SUB: what this txn changed tenants' usage by */
+  int limits_touched;  /* WRITE/SUB: tenant_limits changed (limits_gen) */
 };
 
 /* wal.c: records one change in t's op buffer. */
@@ -151,6 +168,37 @@ void eg_wal__buf_free(eg_wal_buf *b);
  * in the wal DB, or, on a replica, nothing new (the applied records are
  * already there). */
 eg_err eg_wal__append(eg_txn *w, uint64_t lsn, uint64_t epoch);
+
+/* usage.c: the storage usage of each tenant (tenant_usage: u8len tenant ->
+ * u64 BE bytes) is the sum of key + value lengths of its keys in every
+ * counted data DB. It is kept here, at the four writers of records.c (the
+ * only way into a data DB), so no write path can miss it: each change adds
+ * to its txn's usage buffer, a nested commit merges it into the parent's,
+ * and the top-level commit writes one tenant_usage row per tenant (a
+ * logged put like any other: a replica applies the rows, it never counts
+ * itself). */
+/* 1 if the keys of data DB name count toward usage: every data DB but
+ * the tenant-less or bookkeeping ones (sweep_due, index_state,
+ * tenant_limits, tenant_usage, key_jobs). */
+int eg_store__usage_counted(const char *name);
+/* The tenant a counted key belongs to (its u8len tenant prefix) into
+ * tenant (EG_STORE_ID_MAX + 1 bytes); 0 if the key has none (store_items'
+ * expiry entries start with 0x00). */
+int eg_store__key_tenant(const void *key, size_t klen, char *tenant);
+/* The bytes k and its value take in dbi now into *bytes: 0 when absent or
+ * when dbi is not counted. */
+eg_err eg_usage__stored(eg_txn *t, MDB_dbi dbi, const eg_key *k, int64_t *bytes);
+/* Adds bytes (may be negative) to the usage of key's tenant in t, if dbi
+ * is counted. */
+eg_err eg_usage__count(eg_txn *t, MDB_dbi dbi, const void *key, size_t klen, int64_t bytes);
+/* A nested commit: adds child's changes to parent's; frees child's. */
+eg_err eg_usage__merge(eg_txn *parent, eg_txn *child);
+/* In write_commit, before the record is stamped: the tenant_usage rows. */
+eg_err eg_usage__flush(eg_txn *w);
+void eg_usage__free(eg_usage_buf *b);
+/* migrate.c (migration 7): the usage of every tenant of the store in txn,
+ * counted afresh into tenant_usage. */
+eg_err eg_usage__recount(MDB_txn *txn, char *err, size_t errlen);
 
 /* lsn.c: wakes every eg_store_wait_lsn (after a commit). */
 void eg_store__lsn_notify(eg_store *s);

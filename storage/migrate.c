@@ -141,7 +141,10 @@ static eg_err eg_migrate_v6(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen
   return e ? e : eg_migrate_index_state(txn, messages, state, EG_INDEX_MESSAGES, 0, err, errlen);
 }
 
-/* Security: per-tenant limits and usage, key jobs. */
+/* Security: per-tenant limits and usage, key jobs. The usage of the
+ * tenants already stored is counted here, in the open txn (one walk of
+ * every counted data DB; each copy of the store, replicas included, counts
+ * its own data, which is the primary's). */
 static eg_err eg_migrate_v7(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
   static const char *const dbs[] = {EG_DB_TENANT_LIMITS, EG_DB_TENANT_USAGE, EG_DB_KEY_JOBS};
   (void)meta;
@@ -149,7 +152,7 @@ static eg_err eg_migrate_v7(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen
     eg_err e = eg_migrate_create_db(txn, dbs[i], err, errlen);
     if (e) return e;
   }
-  return EG_OK;
+  return eg_usage__recount(txn, err, errlen);
 }
 
 static const struct eg_migration {

@@ -31,26 +31,38 @@ eg_err eg_store__put_msg(eg_txn *t, MDB_dbi dbi, const eg_key *k, const Protobuf
                          unsigned flags) {
   MDB_val key = {k->len, (void *)k->buf};
   MDB_val val = {protobuf_c_message_get_packed_size(m), NULL};
+  int64_t old;
+  eg_err e = eg_usage__stored(t, dbi, k, &old);
+  if (e) return e;
   /* MDB_RESERVE hands back LMDB's own buffer: pack into it, no copy. */
   int rc = mdb_put(t->txn, dbi, &key, &val, flags | MDB_RESERVE);
   if (rc == MDB_KEYEXIST) return EG_EEXIST;
   if (rc) return eg_store__err(rc);
   protobuf_c_message_pack(m, val.mv_data);
-  return eg_wal__log(t, dbi, EG_WAL_PUT, k, val.mv_data, val.mv_size);
+  e = eg_usage__count(t, dbi, k->buf, k->len, (int64_t)(k->len + val.mv_size) - old);
+  return e ? e : eg_wal__log(t, dbi, EG_WAL_PUT, k, val.mv_data, val.mv_size);
 }
 
 eg_err eg_store__put(eg_txn *t, MDB_dbi dbi, const eg_key *k, const void *v, size_t n) {
   MDB_val key = {k->len, (void *)k->buf}, val = {n, (void *)v};
+  int64_t old;
+  eg_err e = eg_usage__stored(t, dbi, k, &old);
+  if (e) return e;
   int rc = mdb_put(t->txn, dbi, &key, &val, 0);
   if (rc) return eg_store__err(rc);
-  return eg_wal__log(t, dbi, EG_WAL_PUT, k, v, n);
+  e = eg_usage__count(t, dbi, k->buf, k->len, (int64_t)(k->len + n) - old);
+  return e ? e : eg_wal__log(t, dbi, EG_WAL_PUT, k, v, n);
 }
 
 eg_err eg_store__del(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
   MDB_val key = {k->len, (void *)k->buf};
+  int64_t old;
+  eg_err e = eg_usage__stored(t, dbi, k, &old);
+  if (e) return e;
   int rc = mdb_del(t->txn, dbi, &key, NULL);
   if (rc) return eg_store__err(rc);
-  return eg_wal__log(t, dbi, EG_WAL_DEL, k, NULL, 0);
+  e = eg_usage__count(t, dbi, k->buf, k->len, -old);
+  return e ? e : eg_wal__log(t, dbi, EG_WAL_DEL, k, NULL, 0);
 }
 
 eg_err eg_store__del_quiet(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
@@ -99,24 +111,20 @@ int eg_store__seek_below(MDB_cursor *c, const eg_key *seek, int inclusive, MDB_v
   return mdb_cursor_get(c, k, v, MDB_PREV);
 }
 
-eg_err eg_store__del_prefix(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t *n) {
-  uint64_t count = 0;
-  eg_err e = eg_store__del_prefix_raw(t->txn, dbi, prefix, &count);
-  /* One op for the whole range: the replica holds the same keys at this
-   * point of the log, so deleting the prefix there deletes the same ones. */
-  if (!e && count) e = eg_wal__log(t, dbi, EG_WAL_DEL_PREFIX, prefix, NULL, 0);
-  if (!e && n) *n = count;
-  return e;
-}
-
-eg_err eg_store__del_prefix_raw(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n) {
+/* Deletes dbi's keys under prefix in txn, counting them into *n and, when
+ * counted is not NULL, their bytes as usage of counted (a logged delete). */
+static eg_err eg_del_prefix(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n,
+                            eg_txn *counted) {
   MDB_cursor *c = NULL;
   uint64_t count = 0;
+  eg_err e = EG_OK;
   int rc = mdb_cursor_open(txn, dbi, &c);
   if (rc) goto fail;
   MDB_val k, v;
   rc = eg_store__seek_at(c, prefix, &k, &v);
   while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, prefix)) {
+    int64_t bytes = (int64_t)(k.mv_size + v.mv_size);
+    if (counted && (e = eg_usage__count(counted, dbi, k.mv_data, k.mv_size, -bytes))) goto fail;
     rc = mdb_cursor_del(c, 0);
     if (rc) goto fail;
     count++;
@@ -127,6 +135,20 @@ eg_err eg_store__del_prefix_raw(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix,
   if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;
 fail:
   if (c) mdb_cursor_close(c);
-  if (!rc && n) *n = count;
-  return eg_store__err(rc);
+  if (!rc && !e && n) *n = count;
+  return e ? e : eg_store__err(rc);
+}
+
+eg_err eg_store__del_prefix(eg_txn *t, MDB_dbi dbi, const eg_key *prefix, uint64_t *n) {
+  uint64_t count = 0;
+  eg_err e = eg_del_prefix(t->txn, dbi, prefix, &count, t);
+  /* One op for the whole range: the replica holds the same keys at this
+   * point of the log, so deleting the prefix there deletes the same ones. */
+  if (!e && count) e = eg_wal__log(t, dbi, EG_WAL_DEL_PREFIX, prefix, NULL, 0);
+  if (!e && n) *n = count;
+  return e;
+}
+
+eg_err eg_store__del_prefix_raw(MDB_txn *txn, MDB_dbi dbi, const eg_key *prefix, uint64_t *n) {
+  return eg_del_prefix(txn, dbi, prefix, n, NULL);
 }

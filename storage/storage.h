@@ -66,6 +66,7 @@
 typedef Engram__Storage__V1__SessionRecord eg_session_rec;
 typedef Engram__Storage__V1__MessageRecord eg_message_rec;
 typedef Engram__Storage__V1__RetentionPolicyRecord eg_retention_rec;
+typedef Engram__Storage__V1__TenantLimitsRecord eg_tenant_limits_rec;
 
 #define EG_STORE_SCHEMA_VERSION 7
 /* engram.v1.SessionState values, as stored (EXPIRED is derived, never stored). */
@@ -381,6 +382,31 @@ eg_err eg_store_retention_get(eg_txn *t, const char *tenant, eg_retention_rec **
 /* Stores rec as the tenant's policy (replacing any). Negative values are
  * EG_EINVAL. */
 eg_err eg_store_retention_put(eg_txn *t, const char *tenant, const eg_retention_rec *rec);
+
+/* ---- per-tenant limits and usage (server/limits.h) ----
+ *   tenant_limits     u8len tenant -> TenantLimitsRecord (data DB: logged)
+ *   tenant_usage      u8len tenant -> bytes u64 BE (data DB: logged)
+ * A tenant's usage is the sum of the key and value lengths of its keys (the
+ * ones that start with u8len tenant) in every data DB but sweep_due,
+ * index_state, tenant_limits, tenant_usage and key_jobs. Storage keeps it
+ * itself, at every put and delete, in the txn that makes the change
+ * (internal.h, usage.c); migration 7 counts an existing store. */
+/* The tenant's overrides; EG_ENOTFOUND when it has none. */
+eg_err eg_store_tenant_limits_get(eg_txn *t, const char *tenant, eg_tenant_limits_rec **out);
+/* Stores rec as the tenant's overrides (replacing any); a rec with no
+ * field set removes the row. EG_EINVAL for a negative or non-finite value. */
+eg_err eg_store_tenant_limits_put(eg_txn *t, const char *tenant, const eg_tenant_limits_rec *rec);
+/* A number that changes after every commit that changed tenant_limits
+ * here (a local write or an applied log record): a cache of overrides
+ * read at generation g is current while this still returns g. Never 0.
+ * Thread safety: any thread. */
+uint64_t eg_store_tenant_limits_gen(const eg_store *s);
+/* The bytes the tenant's records take as t sees them: committed, plus
+ * the changes of t and the txns it nests in when t is a write txn. */
+eg_err eg_store_tenant_usage(eg_txn *t, const char *tenant, uint64_t *bytes);
+/* What t's own changes (not its parent's) add to the tenant's usage (0
+ * for a read txn). */
+int64_t eg_store_txn_usage_delta(const eg_txn *t, const char *tenant);
 
 /* ---- write-ahead log (replication) -------------------------------------
  *

@@ -101,6 +101,7 @@ static void eg_txn_free_children(eg_txn *t) {
   while (c) {
     eg_txn *next = c->child;
     eg_wal__buf_free(&c->ops);
+    eg_usage__free(&c->usage);
     free(c);
     c = next;
   }
@@ -110,6 +111,7 @@ static void eg_txn_free_children(eg_txn *t) {
 static void eg_txn_free(eg_txn *t) {
   eg_txn_free_children(t);
   eg_wal__buf_free(&t->ops);
+  eg_usage__free(&t->usage);
   free(t);
 }
 
@@ -171,7 +173,8 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   assert(w && w->kind == EG_TXN_WRITE && !w->child);
   eg_store *s = w->s;
   uint64_t next = 0, epoch = 0;
-  eg_err e = eg_txn_stamp(w, &next, &epoch);
+  eg_err e = eg_usage__flush(w);
+  if (!e) e = eg_txn_stamp(w, &next, &epoch);
   if (e) goto fail;
   int rc = mdb_txn_commit(w->txn);
   w->txn = NULL; /* gone, committed or not */
@@ -181,6 +184,7 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   atomic_store_explicit(&s->epoch, epoch, memory_order_release);
   if (w->erasure) atomic_store_explicit(&s->erase_floor, next, memory_order_release);
   atomic_store_explicit(&s->last_lsn, next, memory_order_release);
+  if (w->limits_touched) atomic_fetch_add_explicit(&s->limits_gen, 1, memory_order_acq_rel);
   eg_store__lsn_notify(s);
   if (lsn) *lsn = next;
 fail:
@@ -219,6 +223,7 @@ eg_err eg_store_sub_commit(eg_txn *sub) {
   size_t mark = parent->ops.len;
   /* Merges into the parent; nothing reaches the disk until write_commit. */
   eg_err e = eg_wal__merge(parent, sub);
+  if (!e) e = eg_usage__merge(parent, sub);
   int rc = e ? 0 : mdb_txn_commit(sub->txn);
   if (e) mdb_txn_abort(sub->txn);
   /* Keep the log equal to the data: drop the ops of a failed commit. */

@@ -72,6 +72,7 @@ size_t eg_wal__put_len(const eg_store *s, MDB_dbi dbi, size_t key_len, size_t va
 
 eg_err eg_wal__log(eg_txn *t, MDB_dbi dbi, enum eg_wal_kind kind, const eg_key *k,
                    const void *v, size_t n) {
+  if (dbi == t->s->tenant_limits) t->limits_touched = 1;
   if (t->unlogged) return EG_OK;
   const char *name = eg_store__db_name(t->s, dbi);
   assert(name); /* only data DBs are logged */
@@ -143,6 +144,7 @@ static eg_err eg_wal_apply_op(eg_txn *w, const Engram__Storage__V1__WalOp *op) {
   eg_err e = eg_store__db_by_name(w->s, op->db, &dbi);
   if (e) return e;
   if (op->key.len == 0 || op->key.len > EG_KEY_MAX) return EG_ECORRUPT;
+  if (dbi == w->s->tenant_limits) w->limits_touched = 1;
   MDB_val key = {op->key.len, op->key.data}, val = {op->value.len, op->value.data};
   switch (op->kind) {
     case ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT:

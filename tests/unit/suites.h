@@ -39,6 +39,7 @@
   X(blind_key)               \
   X(tenant_erase)            \
   X(envelope)                \
+  X(limits)                  \
   X(log)
 
 #define EG_TEST_DECLARE(name) void eg_test_register_##name(void);

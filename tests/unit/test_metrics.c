@@ -55,7 +55,15 @@ static void test_worst_case_fits(void) {
   CU_ASSERT_EQUAL(buf[len - 1], '\n');
   /* the last family (process_max_fds) is whole */
   CU_ASSERT_PTR_NOT_NULL(strstr(buf, "\nprocess_max_fds "));
+  char key_refused[96];
   CU_ASSERT_PTR_NOT_NULL(strstr(buf, "engram_build_info{version=\"" ENGRAM_VERSION "\"} 1\n"));
+  /* per-tenant refusals, by limit only (no tenant label) */
+  const char *kinds[] = {"calls", "writes", "concurrent", "storage"};
+  for (size_t i = 0; i < 4; i++) {
+    snprintf(key_refused, sizeof key_refused, "\nengram_tenant_refused_total{limit=\"%s\"} ",
+             kinds[i]);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, key_refused));
+  }
 
   /* escaped label values: \, " and newline */
   CU_ASSERT_PTR_NOT_NULL(strstr(buf, "engram_rpc_in_flight{service=\"odd\\\"svc\\\\\","

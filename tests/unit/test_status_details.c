@@ -159,6 +159,26 @@ static void test_status_retry(void) {
   google__rpc__status__free_unpacked(st, NULL);
 }
 
+/* A call's own delay (a tenant's bucket) replaces the table's; 0 keeps it. */
+static void test_status_own_retry(void) {
+  size_t at;
+  const int want[] = {1234, eg_err_retry_ms(EG_ERATE)};
+  for (int i = 0; i < 2; i++) {
+    grpc_slice s = eg_status_details_retry(8, EG_ERATE, "tenant acme: 5 calls/s exceeded",
+                                           "00112233445566778899aabbccddeeff", i ? 0 : 1234);
+    Google__Rpc__Status *st =
+        google__rpc__status__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    CU_ASSERT_FATAL(st != NULL);
+    Google__Rpc__RetryInfo *retry = (Google__Rpc__RetryInfo *)detail(
+        st, "RetryInfo", &google__rpc__retry_info__descriptor, &at);
+    CU_ASSERT_FATAL(retry && retry->retry_delay);
+    CU_ASSERT_EQUAL(retry->retry_delay->seconds * 1000 + retry->retry_delay->nanos / 1000000,
+                    want[i]);
+    protobuf_c_message_free_unpacked(&retry->base, NULL);
+    google__rpc__status__free_unpacked(st, NULL);
+  }
+}
 
 #define PRIMARY_ID "0123456789abcdef0123456789abcdef"
 
@@ -237,5 +257,6 @@ void eg_test_register_status_details(void) {
   CU_add_test(s, "request ids: 32 hex, unique, one prefix", test_request_ids);
   CU_add_test(s, "Status of an INVALID_ARGUMENT: ErrorInfo, BadRequest, RequestInfo", test_status_invalid);
   CU_add_test(s, "Status of an UNAVAILABLE: RetryInfo", test_status_retry);
+  CU_add_test(s, "a call's own RetryInfo delay", test_status_own_retry);
   CU_add_test(s, "a forwarded write's Status is the one sent, with the primary's id", test_status_relay);
 }

@@ -418,8 +418,9 @@ static void test_sub_abort(void) {
   wal_rec *r = decode(&log.recs[0]);
   CU_ASSERT_EQUAL(r->lsn, 2);
   /* Just kept's session and its two index entries (it has no expiry, so
-   * no sweep entry). */
-  CU_ASSERT_EQUAL(r->n_ops, 3);
+   * no sweep entry), and the tenant's usage row: kept's bytes alone. */
+  CU_ASSERT_EQUAL(r->n_ops, 4);
+  CU_ASSERT_EQUAL(count_ops(r, "tenant_usage", ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT), 1);
   CU_ASSERT_EQUAL(count_ops(r, "sessions", ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT), 1);
   CU_ASSERT_EQUAL(count_ops(r, "sessions_by_user", ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT), 1);
   CU_ASSERT_EQUAL(count_ops(r, "sessions_by_activity", ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT), 1);
@@ -821,10 +822,19 @@ static void test_message_put_len(void) {
   wal_copy log = read_log(a, lsn);
   CU_ASSERT_EQUAL_FATAL(log.n, 1);
   wal_rec *r = decode(&log.recs[0]);
-  CU_ASSERT_EQUAL(r->n_ops, 3); /* two messages, one idempotency key */
-  r->n_ops = 0;                 /* what the record holds besides its ops */
-  CU_ASSERT_EQUAL(log.recs[0].len - protobuf_c_message_get_packed_size(&r->base), want);
-  r->n_ops = 3;
+  /* two messages, one idempotency key, and the commit's tenant_usage row
+   * (one per tenant and record, not part of any put's length) */
+  CU_ASSERT_EQUAL_FATAL(r->n_ops, 4);
+  CU_ASSERT_EQUAL(count_ops(r, "tenant_usage", ENGRAM__STORAGE__V1__WAL_OP__KIND__PUT), 1);
+  size_t usage_op = 0;
+  for (size_t i = 0; i < r->n_ops; i++)
+    if (strcmp(r->ops[i]->db, "tenant_usage") == 0) {
+      size_t n = engram__storage__v1__wal_op__get_packed_size(r->ops[i]);
+      usage_op = 1 + (n >= 128 ? 2 : 1) + n;
+    }
+  r->n_ops = 0; /* what the record holds besides its ops */
+  CU_ASSERT_EQUAL(log.recs[0].len - protobuf_c_message_get_packed_size(&r->base) - usage_op, want);
+  r->n_ops = 4;
   engram__storage__v1__wal_record__free_unpacked(r, NULL);
   /* An id the keys refuse. */
   size_t len = 0;
