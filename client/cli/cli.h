@@ -303,7 +303,7 @@ int cmd_admin_promote(cli *g, int argc, char **argv);
 int cmd_admin_checksum(cli *g, int argc, char **argv);
 /* cmd_admin.c: `admin keys SUB` and `admin tenant SUB` pick one of these
  * (argv starts after SUB). cmd_keys.c: status, rewrap, backup;
- * cmd_key_rotation.c: rotate, rotate-blind-index; cmd_tenant.c: delete;
+ * cmd_key_rotation.c: rotate; cmd_tenant.c: delete;
  * cmd_limits.c: limits get|set. */
 int cmd_admin_keys(cli *g, int argc, char **argv);
 int cmd_admin_tenant(cli *g, int argc, char **argv);
@@ -317,7 +317,6 @@ int cmd_keys_status(cli *g, int argc, char **argv);
 int cmd_keys_rewrap(cli *g, int argc, char **argv);
 int cmd_keys_backup(cli *g, int argc, char **argv);
 int cmd_keys_rotate(cli *g, int argc, char **argv);
-int cmd_keys_rotate_blind_index(cli *g, int argc, char **argv);
 int cmd_tenant_delete(cli *g, int argc, char **argv);
 int cmd_tenant_limits(cli *g, int argc, char **argv);
 int cmd_keygen(cli *g, int argc, char **argv);

@@ -24,6 +24,7 @@ static const ProtobufCServiceDescriptor *const services[] = {
  * tests/e2e/test_cli_habits.py checks these lists against proto/. */
 static const char *const server_streaming[] = {
     "engram.v1.AdminService/Backup",
+    "engram.v1.AdminService/BackupKeys",
     "engram.v1.UserService/ExportUser",
     "engram.v1.ReplicationService/Snapshot",
     "grpc.health.v1.Health/Watch",

@@ -4,9 +4,6 @@
  * with a token with the admin role. Without flags every user's data key;
  * --tenant: every user of T; --user: one user of T. Prints the rotation's
  * status; `engram admin keys status` shows its progress.
- *
- * engram admin keys rotate-blind-index: not built yet (the server answers
- * RotateBlindIndexKey UNIMPLEMENTED).
  */
 #include "cli.h"
 #include "engram/v1/admin.pb-c.h"
@@ -21,10 +18,4 @@ int cmd_keys_rotate(cli *g, int argc, char **argv) {
   req.tenant = (char *)tenant;
   req.user_id = (char *)user;
   return cli_rpc(g, &eg_client_method_rotate_data_keys, &req.base, NULL);
-}
-
-int cmd_keys_rotate_blind_index(cli *g, int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  return cli_usage_error(g, "not built yet");
 }

@@ -97,7 +97,7 @@ const cli_cmd cli_commands[] = {
      "this tenant's retention (seconds, 0 keeps forever, `default` for the server's)",
      cmd_admin_retention},
     {"admin", "keys",
-     "status | rewrap [--max N] | rotate [--tenant T [--user U]] | rotate-blind-index | "
+     "status | rewrap [--max N] | rotate [--tenant T [--user U]] | "
      "backup --out FILE [--force]",
      "the key store: data keys per master key, re-wrapping, rotations, its backup (an LMDB "
      "file, mode 0600)",
