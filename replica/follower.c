@@ -58,7 +58,6 @@ static void eg_follow_ack(eg_repl *r, Engram__V1__StreamRequest *h) {
   h->epoch = eg_store_epoch(r->store);
   h->applied_lsn = eg_store_last_lsn(r->store);
   h->index_base_lsn = eg_store_index_base_lsn(r->store);
-  if (r->key_store.dk) h->key_store_version = r->key_store.version(r->key_store.dk);
 }
 
 /* The first message of a stream also carries the epoch and digest of the
@@ -71,6 +70,13 @@ static eg_err eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h,
                               uint8_t digest[EG_REPL_DIGEST_BYTES]) {
   eg_txn *t;
   eg_follow_ack(r, h);
+  /* key_store_version stays 0: every stream asks for the key store from
+   * its first change. Versions number one primary's changes: after a
+   * failover, or a snapshot resync onto another node's history, the
+   * number this key store holds says nothing about what the primary has
+   * (two histories share numbers), and keys made there would never be
+   * sent. Applying is idempotent (a tombstone stays one); the cost is the
+   * key store, one small record per data key, once per stream. */
   if (!h->applied_lsn) return EG_OK;
   eg_err e = eg_store_reader_new(r->store, &t);
   if (e) return e;

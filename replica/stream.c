@@ -312,13 +312,6 @@ eg_err eg_repl_serve_stream(eg_repl *r, const Engram__V1__StreamRequest *hello, 
     e = eg_stream_resync(&s, why, msg, msglen);
     goto detach;
   }
-  /* Key-store versions number one primary's changes: a replica from
-   * another epoch, or ahead of this primary's key store, may hold another
-   * history's (a failover). Everything from 0 then: applying is
-   * idempotent, and a tombstone it holds stays one. */
-  if (r->key_store.dk && (hello->epoch != v.epoch ||
-                          s.key_version > r->key_store.version(r->key_store.dk)))
-    s.key_version = 0;
   pthread_t acks;
   if (pthread_create(&acks, NULL, eg_stream_acks, &s) == 0) {
     e = eg_stream_loop(&s, t, next, msg, msglen);

@@ -91,8 +91,14 @@ eg_err eg_field_open(eg_req *r, const char *user, const char *kind, const char *
                  ? eg_token_open(eg_srv_keys(r->srv), &ctx, tok->data, tok->len, (uint8_t *)pt,
                                  &plen)
                  : open_under_data_key(r, user, &ctx, tok, (uint8_t *)pt, &plen, why, sizeof why);
-  /* Out of memory is retryable: it must not read as tampered data. */
+  /* Out of memory, or the key store failing to be read (too many readers,
+   * an I/O error), is not tampered data: answered as itself, retryable
+   * where it is. */
   if (e == EG_ENOMEM) return e;
+  if (e != EG_OK && e != EG_ECORRUPT && e != EG_EERASED && e != EG_EINVAL) {
+    snprintf(r->msg, sizeof r->msg, "%s %s: %s: %s", kind, record_id, field, why);
+    return e;
+  }
   if (e == EG_EERASED) {
     snprintf(r->msg, sizeof r->msg,
              "%s %s: %s cannot be read: the data of user \"%s\" was erased (its data key is "

@@ -23,6 +23,9 @@ struct eg_data_keys {
    * interleave; and an erasure's drop of the cache comes after its
    * commit, with no fill of a key it destroys in between (the epoch). */
   pthread_mutex_t write_mu;
+  /* Under write_mu: a compaction is owed (keys were destroyed or
+   * re-wrapped and no compaction has succeeded since). */
+  int compact_due;
 };
 
 static int64_t dk_now_us(void) {
@@ -47,6 +50,10 @@ eg_err eg_data_keys_open(const char *dir, int64_t cache_max, eg_data_keys **out,
   if (!e && (e = eg_dk_cache_new(cache_max > 0 ? (size_t)cache_max : 1, &dk->cache)) != EG_OK)
     snprintf(err, errlen, "data key cache of %lld keys: out of memory", (long long)cache_max);
   if (!e && pthread_mutex_init(&dk->write_mu, NULL) != 0) e = EG_ENOMEM;
+  /* A process that died between an erasure's commit and its compaction
+   * left the destroyed keys' wrapped bytes in free pages: compacted out
+   * now, before anything is served (cost: one copy of the key store). */
+  if (!e) e = eg_keystore_compact(dk->ks, err, errlen);
   if (e) {
     eg_dk_cache_free(dk->cache);
     eg_keystore_close(dk->ks);
@@ -240,11 +247,19 @@ static eg_err dk_erase_locked(eg_data_keys *dk, const char *tenant, const char *
   return e;
 }
 
-/* Compacts the store after keys were destroyed, saying why it failed. */
-static eg_err dk_compact(eg_data_keys *dk) {
+/* Ends a write that left (changed) or may have left wrapped keys in the
+ * file's free pages: compacts them out, or, if the write failed, owes the
+ * compaction to the next write (a retried erasure destroys nothing new
+ * and must still compact). The owed one is logged until it succeeds.
+ * Returns e, or the compaction's error. Under write_mu. */
+static eg_err dk_settle(eg_data_keys *dk, eg_err e, int changed) {
+  if (changed) dk->compact_due = 1;
+  if (e || !dk->compact_due) return e;
   char why[512];
-  eg_err e = eg_keystore_compact(dk->ks, why, sizeof why);
-  if (e) eg_log(EG_LOG_ERROR, "%s", why);
+  if ((e = eg_keystore_compact(dk->ks, why, sizeof why)) != EG_OK)
+    eg_log(EG_LOG_ERROR, "%s", why);
+  else
+    dk->compact_due = 0;
   return e;
 }
 
@@ -254,7 +269,7 @@ static eg_err dk_erase(eg_data_keys *dk, const char *tenant, const char *user,
   eg_err e = dk_erase_locked(dk, tenant, user, destroyed);
   /* Dropped even after a failure midway: some keys may be tombstones. */
   eg_dk_cache_drop(dk->cache, tenant, user);
-  if (!e && *destroyed) e = dk_compact(dk);
+  e = dk_settle(dk, e, *destroyed > 0);
   pthread_mutex_unlock(&dk->write_mu);
   return e;
 }
@@ -299,7 +314,7 @@ eg_err eg_data_keys_retire(eg_data_keys *dk, const char *tenant, const char *use
     rec.erase_time_us = dk_now_us();
     e = eg_keystore_put(dk->ks, &rec, 1);
     eg_dk_cache_drop(dk->cache, tenant, user);
-    if (!e) e = dk_compact(dk);
+    e = dk_settle(dk, e, !e);
   }
   pthread_mutex_unlock(&dk->write_mu);
   return e;
@@ -420,7 +435,7 @@ eg_err eg_data_keys_rewrap(eg_data_keys *dk, const eg_keyring *kr, uint64_t max,
   }
   /* The keys wrapped under the old master key are gone from the file too:
    * that key's leak later opens nothing the store still holds. */
-  if (*done && !e) e = dk_compact(dk);
+  e = dk_settle(dk, e, *done > 0);
   pthread_mutex_unlock(&dk->write_mu);
   free(b);
   eg_data_keys_stats st;
@@ -509,7 +524,7 @@ eg_err eg_data_keys_apply_batch(eg_data_keys *dk, const eg_key_change *ch, size_
   uint64_t destroyed = 0;
   pthread_mutex_lock(&dk->write_mu);
   eg_err e = eg_keystore_apply(dk->ks, ch, n, dk_applied, dk, &destroyed);
-  if (!e && destroyed) e = dk_compact(dk);
+  e = dk_settle(dk, e, destroyed > 0);
   pthread_mutex_unlock(&dk->write_mu);
   return e;
 }

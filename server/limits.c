@@ -11,6 +11,9 @@
 
 #include <sodium.h>
 
+/* The longest RetryInfo delay a rate refusal names. */
+#define EG_LIMIT_RETRY_MAX_US ((int64_t)3600 * 1000000)
+
 /* ==== token bucket ========================================================== */
 
 double eg_bucket_cap(double rate, int64_t burst_ms) {
@@ -239,7 +242,10 @@ eg_err eg_limits_admit(eg_limits *l, eg_txn *reader, const char *tenant, int wri
       int calls = wait_c >= wait_w;
       int64_t wait = calls ? wait_c : wait_w;
       eg_refuse(h, calls ? EG_LIMIT_CALLS : EG_LIMIT_WRITES);
-      *retry_ms = (int)((wait + 999) / 1000);
+      /* At most an hour: a tiny override rate (1e-7/s) would put years
+       * in an int of milliseconds. */
+      *retry_ms = (int)(wait >= EG_LIMIT_RETRY_MAX_US ? EG_LIMIT_RETRY_MAX_US / 1000
+                                                      : (wait + 999) / 1000);
       snprintf(msg, msglen, "tenant %s: %g %s/s exceeded; retry in %d ms", tenant,
                calls ? rc : rw, calls ? "calls" : "writes", *retry_ms);
       e = EG_ERATE;

@@ -191,8 +191,11 @@ eg_err eg_usage__stored(eg_txn *t, MDB_dbi dbi, const eg_key *k, int64_t *bytes)
 /* Adds bytes (may be negative) to the usage of key's tenant in t, if dbi
  * is counted. */
 eg_err eg_usage__count(eg_txn *t, MDB_dbi dbi, const void *key, size_t klen, int64_t bytes);
-/* A nested commit: adds child's changes to parent's; frees child's. */
-eg_err eg_usage__merge(eg_txn *parent, eg_txn *child);
+/* A nested commit: before committing child, room in parent for child's
+ * changes (EG_ENOMEM); after it committed, adds them to parent's (cannot
+ * fail then) and frees child's. A child whose commit failed adds nothing. */
+eg_err eg_usage__reserve(eg_txn *parent, const eg_txn *child);
+void eg_usage__merge(eg_txn *parent, eg_txn *child);
 /* In write_commit, before the record is stamped: the tenant_usage rows. */
 eg_err eg_usage__flush(eg_txn *w);
 void eg_usage__free(eg_usage_buf *b);

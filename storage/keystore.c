@@ -154,6 +154,13 @@ static void ks_path(char *out, size_t n, const char *dir, const char *name) {
 }
 
 /* Opens env in dir and its DBs (creating them) into ks. */
+static int ks_open_dbs(eg_keystore *ks, MDB_txn *txn, unsigned flags) {
+  int rc = mdb_dbi_open(txn, EG_KS_DB_KEYS, flags, &ks->keys);
+  if (!rc) rc = mdb_dbi_open(txn, EG_KS_DB_BY_VERSION, flags, &ks->by_version);
+  if (!rc) rc = mdb_dbi_open(txn, EG_KS_DB_META, flags, &ks->meta);
+  return rc;
+}
+
 static eg_err ks_open_env(eg_keystore *ks, const char *dir, char *err, size_t errlen) {
   MDB_txn *txn = NULL;
   int rc = mdb_env_create(&ks->env);
@@ -163,10 +170,17 @@ static eg_err ks_open_env(eg_keystore *ks, const char *dir, char *err, size_t er
   /* MDB_NOTLS: txns begin and end on any worker thread. Durable commits
    * (no MDB_NOSYNC): a key is on disk before data is sealed with it. */
   if (!rc) rc = mdb_env_open(ks->env, dir, MDB_NOTLS, 0600);
-  if (!rc) rc = mdb_txn_begin(ks->env, NULL, 0, &txn);
-  if (!rc) rc = mdb_dbi_open(txn, EG_KS_DB_KEYS, MDB_CREATE, &ks->keys);
-  if (!rc) rc = mdb_dbi_open(txn, EG_KS_DB_BY_VERSION, MDB_CREATE, &ks->by_version);
-  if (!rc) rc = mdb_dbi_open(txn, EG_KS_DB_META, MDB_CREATE, &ks->meta);
+  /* The DBs are looked up in a read txn when they exist (every open but
+   * the first, and the reopen after a compaction): nothing is written, so
+   * no failed commit can leave the key store closed. */
+  if (!rc) rc = mdb_txn_begin(ks->env, NULL, MDB_RDONLY, &txn);
+  if (!rc) rc = ks_open_dbs(ks, txn, 0);
+  if (rc == MDB_NOTFOUND) {
+    mdb_txn_abort(txn);
+    txn = NULL;
+    rc = mdb_txn_begin(ks->env, NULL, 0, &txn);
+    if (!rc) rc = ks_open_dbs(ks, txn, MDB_CREATE);
+  }
   uint64_t v = 0;
   eg_err e = rc ? eg_store__err(rc) : eg_store__meta_get_u64(txn, ks->meta, EG_KS_META_VERSION, &v);
   if (!e) e = eg_store__err(mdb_txn_commit(txn));

@@ -223,9 +223,11 @@ eg_err eg_store_sub_commit(eg_txn *sub) {
   size_t mark = parent->ops.len;
   /* Merges into the parent; nothing reaches the disk until write_commit. */
   eg_err e = eg_wal__merge(parent, sub);
-  if (!e) e = eg_usage__merge(parent, sub);
+  if (!e) e = eg_usage__reserve(parent, sub);
   int rc = e ? 0 : mdb_txn_commit(sub->txn);
   if (e) mdb_txn_abort(sub->txn);
+  /* Usage joins the parent only once the sub's changes did. */
+  if (!e && !rc) eg_usage__merge(parent, sub);
   /* Keep the log equal to the data: drop the ops of a failed commit. */
   if (e || rc) parent->ops.len = mark;
   parent->child = NULL;

@@ -71,13 +71,22 @@ eg_err eg_usage__count(eg_txn *t, MDB_dbi dbi, const void *key, size_t klen, int
   return eg_usage_add(&t->usage, tenant, bytes);
 }
 
-eg_err eg_usage__merge(eg_txn *parent, eg_txn *child) {
-  eg_err e = EG_OK;
-  for (size_t i = 0; i < child->usage.n && !e; i++)
-    e = eg_usage_add(&parent->usage, child->usage.v[i].tenant, child->usage.v[i].delta);
+eg_err eg_usage__reserve(eg_txn *parent, const eg_txn *child) {
+  size_t need = parent->usage.n + child->usage.n;
+  if (need <= parent->usage.cap) return EG_OK;
+  eg_usage_delta *v = realloc(parent->usage.v, need * sizeof *v);
+  if (!v) return EG_ENOMEM;
+  parent->usage.v = v;
+  parent->usage.cap = need;
+  return EG_OK;
+}
+
+void eg_usage__merge(eg_txn *parent, eg_txn *child) {
+  /* Room was reserved (eg_usage__reserve): adding cannot fail. */
+  for (size_t i = 0; i < child->usage.n; i++)
+    (void)eg_usage_add(&parent->usage, child->usage.v[i].tenant, child->usage.v[i].delta);
   parent->limits_touched |= child->limits_touched;
   eg_usage__free(&child->usage);
-  return e;
 }
 
 void eg_usage__free(eg_usage_buf *b) {

@@ -4,7 +4,6 @@
  * CLI and every connection engramd dials (primary, forwarding, etcd); and
  * the one reader of PEM files (engramd's server side reads its own with it).
  */
-#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -114,8 +113,12 @@ out:
 grpc_channel *eg_client_channel_create(const char *target, const eg_client_tls *tls,
                                        const grpc_arg *args, size_t nargs, char *err,
                                        size_t errlen) {
-  assert(nargs < EG_CHANNEL_ARGS_MAX);
   grpc_arg all[EG_CHANNEL_ARGS_MAX];
+  /* Room for the callers' args and the server-name override. */
+  if (nargs >= EG_CHANNEL_ARGS_MAX) {
+    snprintf(err, errlen, "%zu channel args given; at most %d", nargs, EG_CHANNEL_ARGS_MAX - 1);
+    return NULL;
+  }
   if (nargs) memcpy(all, args, nargs * sizeof *args);
   grpc_channel_credentials *creds =
       tls ? eg_client_tls_credentials(tls, err, errlen) : grpc_insecure_credentials_create();
