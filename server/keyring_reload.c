@@ -46,18 +46,33 @@ static struct {
   size_t n_retired;
 } eg_kr;
 
+/* 1 if a and b hold the same keys (ids and check values) and primary. */
+static int eg_keyring_same(const eg_keyring *a, const eg_keyring *b) {
+  static uint8_t fa[EG_KEYRING_FINGERPRINT_MAX], fb[EG_KEYRING_FINGERPRINT_MAX];
+  size_t na = eg_keyring_fingerprint(a, fa), nb = eg_keyring_fingerprint(b, fb);
+  return na == nb && memcmp(fa, fb, na) == 0 &&
+         eg_keyring_primary_id(a) == eg_keyring_primary_id(b);
+}
+
 static void eg_keyring_reload(void *arg) {
   (void)arg;
   char err[512];
   eg_keyring *next = NULL;
+  if (eg_keyring_load(eg_kr.path, &next, err, sizeof err) != EG_OK) {
+    eg_log(EG_LOG_WARN, "keyring reload refused, keeping the keyring in use: %s", err);
+    return;
+  }
+  /* A SIGHUP for the certificates or the tokens: nothing to swap, and no
+   * reload of the bounded count spent. */
+  if (eg_keyring_same(next, atomic_load(&eg_kr.srv->keys))) {
+    eg_keyring_free(next);
+    return;
+  }
   if (eg_kr.n_retired == EG_KEYRING_RELOADS_MAX) {
     eg_log(EG_LOG_WARN, "keyring reload refused: this process reloaded it %d times already "
            "(each keeps the old keyring for calls in flight); restart engramd to reload it",
            EG_KEYRING_RELOADS_MAX);
-    return;
-  }
-  if (eg_keyring_load(eg_kr.path, &next, err, sizeof err) != EG_OK) {
-    eg_log(EG_LOG_WARN, "keyring reload refused, keeping the keyring in use: %s", err);
+    eg_keyring_free(next);
     return;
   }
   /* The fingerprint is recorded before the swap: no token under a new key

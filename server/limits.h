@@ -43,6 +43,9 @@
 #define EG_LIMITS_TENANTS_MAX 100000
 /* The most an override may set: a rate (per s), concurrent calls, bytes. */
 #define EG_LIMIT_RATE_MAX 100000000.0
+/* The least nonzero rate: one call in 1000 s. Below it a refill wait
+ * would not fit a RetryInfo delay (and 1e-300/s overflows it). */
+#define EG_LIMIT_RATE_MIN 0.001
 #define EG_LIMIT_CONCURRENT_MAX 1000000.0
 #define EG_LIMIT_BYTES_MAX 4611686018427387904.0 /* 2^62 */
 

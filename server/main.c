@@ -55,6 +55,42 @@ static void eg_key_store_path(const eg_config *cfg, char path[EG_KEYRING_PATH_MA
     snprintf(path, EG_KEYRING_PATH_MAX, "%s/keystore", cfg->data_dir);
 }
 
+/* The store's named meta value saying a key store has served this data
+ * (written at the first start with one): data sealed under its keys. */
+#define EG_META_KEY_STORE_USED "key_store_used"
+
+/* 1 if the key store at path has its file (an LMDB env was made there). */
+static int eg_key_store_exists(const char *path) {
+  char file[EG_KEYRING_PATH_MAX + 16];
+  struct stat st;
+  snprintf(file, sizeof file, "%s/data.mdb", path);
+  return stat(file, &st) == 0;
+}
+
+/* Before the key store is opened (which would make one): refuses to make
+ * one afresh for a store that has used one (a volume not mounted, a wrong
+ * --key-store, a restore without its key store): its new keys would seal
+ * new writes that the real key store cannot open, while the data sealed
+ * before reads DATA_LOSS. *record: the store has no mark yet (set it once
+ * the key store is open). */
+static eg_err eg_key_store_check(eg_store *store, const char *path, int *record, char *err,
+                                 size_t errlen) {
+  char used;
+  size_t len;
+  eg_err e = eg_store_meta_get(store, EG_META_KEY_STORE_USED, &used, sizeof used, &len);
+  *record = e == EG_ENOTFOUND;
+  if (*record) return EG_OK;
+  if (e) {
+    snprintf(err, errlen, "reading the store's key-store mark: %s", eg_err_msg(e));
+    return e;
+  }
+  if (eg_key_store_exists(path)) return EG_OK;
+  snprintf(err, errlen, "%.200s holds no key store, but this data dir has used one (a volume "
+           "not mounted? a restore without it?): put it back, or restore `engram admin keys "
+           "backup`; refusing to make an empty one", path);
+  return EG_EPRECOND;
+}
+
 /* Creates DATA_DIR/keyring with a fresh key and loads it: only for a store
  * that holds nothing, since data sealed under a lost keyring would
  * otherwise silently read DATA_LOSS while new writes use the new key. */
@@ -507,8 +543,14 @@ int main(int argc, char **argv) {
    * opens with them the data it serves. */
   char key_store[EG_KEYRING_PATH_MAX];
   eg_key_store_path(&cfg, key_store);
-  if (eg_data_keys_open(key_store, cfg.data_key_cache, &data_keys, err, sizeof err) != EG_OK) {
+  int record_use;
+  if (eg_key_store_check(store, key_store, &record_use, err, sizeof err) != EG_OK ||
+      eg_data_keys_open(key_store, cfg.data_key_cache, &data_keys, err, sizeof err) != EG_OK) {
     eg_fail("--key-store", err);
+    goto out;
+  }
+  if (record_use && eg_store_meta_put(store, EG_META_KEY_STORE_USED, "1", 1) != EG_OK) {
+    eg_fail("--key-store", "cannot record in the store that it uses a key store");
     goto out;
   }
   if (eg_auth_dev_mode(auth))

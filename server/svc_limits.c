@@ -106,6 +106,10 @@ static eg_err eg_set_tenant_limits_prepare(eg_req *r, const ProtobufCMessage *ms
                         "%g is out of range [0, %.0f] (0: unlimited)", x, max[i]);
     if (i >= EG_LIMIT_CONCURRENT && x != floor(x))
       return eg_invalid(r->msg, sizeof r->msg, names[i], "%g is not a whole number", x);
+    if (i < EG_LIMIT_CONCURRENT && x > 0 && x < EG_LIMIT_RATE_MIN)
+      return eg_invalid(r->msg, sizeof r->msg, names[i],
+                        "%g is below the least rate, %g per second (0: unlimited)", x,
+                        EG_LIMIT_RATE_MIN);
     st->action[i] = EG_LIMIT_SET;
     st->value[i] = x;
   }

@@ -26,6 +26,8 @@
 /* Requests kept armed per method per worker: calls that arrive together
  * are matched without waiting for a re-arm. */
 #define EG_ARMED_PER_METHOD 4
+/* The longest a new connection may take to handshake (eg_server_create). */
+#define EG_HANDSHAKE_TIMEOUT_MS 10000
 
 /* ==== arming ================================================================ */
 
@@ -310,6 +312,12 @@ static grpc_server *eg_server_create(const eg_config *cfg) {
        .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
        .value.integer = 5000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MAX_PING_STRIKES, .value.integer = 0},
+      /* A connection that has not finished its handshake (TLS, HTTP/2
+       * preface) by then is closed: gRPC's default, 120 s, lets a client
+       * that opens sockets and sends a byte hold tens of KB each. */
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+       .value.integer = EG_HANDSHAKE_TIMEOUT_MS},
       /* PutCheckpoint and PutWrites carry more than gRPC's default 4 MiB;
        * their own limits (svc_checkpoint.c) name the field past which. */
       {.type = GRPC_ARG_INTEGER,

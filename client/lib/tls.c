@@ -5,10 +5,13 @@
  * the one reader of PEM files (engramd's server side reads its own with it).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -32,9 +35,19 @@ static void fail(char *err, size_t errlen, int code, const char *fmt, ...) {
 static int set(const char *s) { return s && *s; }
 
 char *eg_pem_read(const char *what, const char *path, char *err, size_t errlen) {
-  FILE *f = fopen(path, "re");
-  if (!f) {
+  /* O_NONBLOCK, then a regular file only: a FIFO (or a device) in its
+   * place must not block the reader (a reload holds the TLS config). */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  struct stat st;
+  FILE *f = NULL;
+  if (fd >= 0 && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+    close(fd);
+    fail(err, errlen, EINVAL, "%s %s: not a regular file", what, path);
+    return NULL;
+  }
+  if (fd < 0 || !(f = fdopen(fd, "r"))) {
     int e = errno;
+    if (fd >= 0) close(fd);
     fail(err, errlen, e, "%s %s: cannot open: %s", what, path, strerror(e));
     return NULL;
   }

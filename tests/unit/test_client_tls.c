@@ -2,6 +2,7 @@
  * client from (unreadable, empty, non-PEM, oversized files; a certificate
  * without its key), each named, and the size limit at its edge. The
  * handshakes themselves are tested end to end (tests/e2e/test_tls_clients.py). */
+#include <sys/stat.h>
 #include <CUnit/CUnit.h>
 #include <errno.h>
 #include <stdio.h>
@@ -69,10 +70,17 @@ static void test_files_refused(void) {
   CU_ASSERT_FALSE(made(&(eg_client_tls){.ca_file = text}));
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "holds a NUL byte"));
 
-  /* A directory opens but does not read. */
+  /* A directory, or a FIFO (whose open would block a reload), is not a
+   * regular file. */
   CU_ASSERT_FALSE(made(&(eg_client_tls){.ca_file = dir}));
-  CU_ASSERT_EQUAL(errno, EISDIR);
-  CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot read"));
+  CU_ASSERT_EQUAL(errno, EINVAL);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a regular file"));
+  char fifo[sizeof dir + 8];
+  snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+  CU_ASSERT_EQUAL_FATAL(mkfifo(fifo, 0600), 0);
+  CU_ASSERT_FALSE(made(&(eg_client_tls){.ca_file = fifo}));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a regular file"));
+  remove(fifo);
 }
 
 static void test_size_limit_edge(void) {
