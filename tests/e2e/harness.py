@@ -625,3 +625,22 @@ def run_threads(fns, timeout):
         raise AssertionError("%d threads still running after %ss" % (len(alive), timeout))
     if errors:
         raise errors[0]
+
+
+def restore_key_store(src, data_dir, token=None):
+    """Puts src's key store in place as data_dir's (docs/operations.md,
+    "Backing up and restoring the key store"): with src running, the copy
+    `engram admin keys backup` takes (with token, an admin one, if src has
+    a tokens file); stopped, its file. A restored data dir needs the key
+    store its fields are sealed under: engramd refuses to start one that has
+    used a key store without it."""
+    ks = os.path.join(data_dir, "keystore")
+    os.makedirs(ks, mode=0o700, exist_ok=True)
+    out = os.path.join(ks, "data.mdb")
+    if src.proc is not None and src.proc.poll() is None:
+        argv = [ENGRAM_CLI, "--target", src.addr] + (["--token", token] if token else [])
+        subprocess.run(argv + ["admin", "keys", "backup", "--out", out, "--force"], check=True,
+                       capture_output=True, timeout=60, env=clean_env())
+    else:
+        shutil.copyfile(os.path.join(src.data_dir, "keystore", "data.mdb"), out)
+        os.chmod(out, 0o600)

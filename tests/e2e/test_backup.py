@@ -28,7 +28,8 @@ import time
 
 import grpc
 
-from harness import ENGRAM_CLI, E2ETestCase, M, Server, clean_env, keyring_with, pb, uid
+from harness import (ENGRAM_CLI, E2ETestCase, M, Server, clean_env, keyring_with, pb,
+                     restore_key_store, uid)
 from test_replication import (ADMIN, ADMIN_MD, AGENT_MD, TOKENS, Cluster,
                               ReplicationCase, agent, checksum, status)
 from engram.storage.v1 import backup_pb2 as bpb  # noqa: E402
@@ -65,23 +66,13 @@ def restore(path, data_dir, *extra):
                           *extra, check=0).stdout)
 
 
-def restore_keys(src, data_dir):
-    """The key store of src, as `engram admin keys backup` copies it now, put
-    in place as data_dir's (docs/operations.md, "Backing up and restoring
-    the key store"): taken after the data backup, it holds every data key
-    the backup's fields are sealed under."""
-    ks = os.path.join(data_dir, "keystore")
-    os.makedirs(ks, mode=0o700)
-    cli(src.addr, "admin", "keys", "backup", "--out", os.path.join(ks, "data.mdb"), check=0)
-
-
 def restored_node(cluster, path, name, src):
     """A node started on the restore of the backup at path (taken from src)
     with src's key store (the cluster's keyring: both are sealed under
     it)."""
     d = os.path.join(cluster.tmp, name)
     info = restore(path, d)
-    restore_keys(src, d)
+    restore_key_store(src, d, ADMIN)
     s = Server(tokens=TOKENS, keyring=cluster.keyring, data_dir=d, create_data_dir=False)
     s.name = name
     cluster.nodes.append(s)

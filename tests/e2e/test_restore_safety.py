@@ -32,7 +32,7 @@ import time
 
 import grpc
 
-from harness import ENGRAM_CLI, M, clean_env, uid
+from harness import ENGRAM_CLI, M, clean_env, restore_key_store, uid
 from test_hardening_storage import run_engramd  # noqa: E402
 from test_wal_archive import (ADMIN, AGENT, WAIT, ArchiveCase, ArchiveSourceCase,  # noqa: E402
                               archiving_pair, cli, promote, status, wait_archived, wait_for)
@@ -119,6 +119,7 @@ class RestoreSafetyTest(ArchiveSourceCase):
         self.assertFalse(os.path.exists(os.path.join(d, "data.mdb")))
         d, rc, out, err = self.restore(self.base0, "--to-time", rfc3339(self.t))
         self.assertEqual(rc, 0, err)
+        restore_key_store(self.src, d, ADMIN)
         srv = self.start_server(data_dir=d, keyring=self.src.keyring_path, create_data_dir=False)
         c = srv.client()
         self.assertTrue(self.has(c, self.a))

@@ -36,7 +36,7 @@ import unittest
 import grpc
 
 from harness import (ENGRAM_CLI, ENGRAMD, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
-                     scan_sanitizer, uid, wait_past)
+                     restore_key_store, scan_sanitizer, uid, wait_past)
 from test_replication import Cluster  # noqa: E402
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
@@ -400,6 +400,7 @@ class PitrTest(ArchiveSourceCase):
         return d, rc, out, err
 
     def serve(self, d):
+        restore_key_store(self.src, d, ADMIN)
         return self.start_server(data_dir=d, keyring=self.src.keyring_path, create_data_dir=False)
 
     def has(self, c, sid):
@@ -532,6 +533,7 @@ class ArchiveDirTest(ArchiveCase):
                 d = os.path.join(self.tmpdir(), "restored")
                 rc, out, err = cli("backup", "restore", base, "--data-dir", d)
                 self.assertEqual(rc, 0, err)
+                restore_key_store(src, d, ADMIN)
                 if case == "log past the archive's tip":
                     # The restored node writes elsewhere first, past the old tip.
                     n = self.start_server(data_dir=d, keyring=src.keyring_path,
