@@ -86,7 +86,7 @@ static eg_err eg_kr_retire(eg_kr_job *j, const char *tenant, const char *user) {
                  : EG_EABORTED;
   if (!e && retired)
     eg_log(EG_LOG_INFO, "data-key rotation: user \"%s\" of tenant %s: every field token under "
-           "generation %u; %llu older generations retired", user, tenant, gen,
+           "generation %u; %llu generations below it retired", user, tenant, gen,
            (unsigned long long)retired);
   return e;
 }
