@@ -327,9 +327,12 @@ eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *t
   if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
   pthread_mutex_lock(&dk->write_mu);
   eg_err e = eg_keystore_latest(dk->ks, tenant, user, &rec);
-  if (!e && !rec.wrapped_len) e = EG_EERASED; /* no key for an erased user */
-  if (!e && rec.gen == UINT32_MAX) e = EG_ELIMIT;
-  if (!e) e = dk_new_key(kr, tenant, user, rec.gen + 1, &rec, key);
+  uint32_t next = e == EG_OK ? rec.gen + 1 : 1;
+  /* None yet: a user of format 1 tokens only gets its first data key. */
+  if (e == EG_ENOTFOUND) e = EG_OK;
+  else if (!e && !rec.wrapped_len) e = EG_EERASED; /* never a key for an erased user */
+  if (!e && next == 0) e = EG_ELIMIT;
+  if (!e) e = dk_new_key(kr, tenant, user, next, &rec, key);
   if (!e) {
     /* Frozen over the commit: a reader that read the old current before
      * it cannot cache that one as current after it. */

@@ -102,8 +102,9 @@ eg_err eg_data_key_latest(eg_data_keys *dk, const char *tenant, const char *user
 
 /* Rotation: makes generation current+1 (wrapped under kr's primary) the
  * current one of (tenant, user); *gen is it. Older generations stay until
- * retired. Never makes a key for a user without one: EG_ENOTFOUND when the
- * user has none, EG_EERASED when the latest is a tombstone. */
+ * retired. Never makes a key for an erased user: EG_EERASED when the
+ * latest is a tombstone. A user without any key gets generation 1 (one
+ * with only format 1 tokens, from before envelope keys, rotated by name). */
 eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen);
 /* Destroys every live generation of (tenant, user) below current (their

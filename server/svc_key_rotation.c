@@ -87,11 +87,10 @@ static eg_err eg_rdk_prepare(eg_req *r, const ProtobufCMessage *msg) {
     uint32_t gen;
     e = eg_data_keys_rotate(r->srv->data_keys, eg_srv_keys(r->srv), in->tenant, in->user_id,
                             &gen);
-    /* A user without a key, or erased, gets none from a rotation. */
-    if (e == EG_ENOTFOUND || e == EG_EERASED) {
-      snprintf(r->msg, sizeof r->msg, "user \"%s\" of tenant %s %s: nothing to rotate",
-               in->user_id, in->tenant,
-               e == EG_EERASED ? "was erased (its data keys destroyed)" : "has no data key");
+    /* An erased user gets no key back from a rotation. */
+    if (e == EG_EERASED) {
+      snprintf(r->msg, sizeof r->msg, "user \"%s\" of tenant %s was erased (its data keys "
+               "destroyed): nothing to rotate", in->user_id, in->tenant);
       return EG_ENOTFOUND;
     }
     if (e)
