@@ -163,7 +163,9 @@ static int ks_renumber_holder(eg_keystore *ks, MDB_txn *txn, const eg_ks_key *k,
   hk.len = holder.mv_size;
   memcpy(hk.buf, holder.mv_data, hk.len);
   MDB_val hkey = {hk.len, hk.buf};
-  if ((rc = mdb_get(txn, ks->keys, &hkey, &val)) != 0) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
+  /* by_version names only rows that exist. */
+  if ((rc = mdb_get(txn, ks->keys, &hkey, &val)) != 0)
+    return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
   if (ks_decode(val.mv_data, val.mv_size, &rec) != EG_OK) return MDB_CORRUPTED;
   rec.version = ++*top;
   if ((rc = ks_put_rec(txn, ks->keys, &hk, &rec)) != 0) return rc;
