@@ -878,6 +878,55 @@ static void test_apply_keeps_versions_and_rows(void) {
   eg_keyring_free(kr);
 }
 
+/* Applies a record of (tenant, user, gen 1) wrapped (in name: the bytes
+ * are no wrapping) under master key id, at version. */
+static void apply_fake(eg_data_keys *dk, const char *user, uint32_t id, uint64_t version) {
+  uint8_t wrapped[EG_WRAPPED_KEY_LEN], buf[512];
+  memset(wrapped, (int)id, sizeof wrapped);
+  Engram__Storage__V1__KeyRecord m = ENGRAM__STORAGE__V1__KEY_RECORD__INIT;
+  m.tenant = "acme";
+  m.user = (char *)user;
+  m.generation = 1;
+  m.wrapped_key = (ProtobufCBinaryData){sizeof wrapped, wrapped};
+  m.master_key_id = id;
+  m.version = version;
+  size_t len = engram__storage__v1__key_record__pack(&m, buf);
+  CU_ASSERT_EQUAL(eg_data_keys_apply(dk, version, buf, len), EG_OK);
+}
+
+/* RewrapKeys' remaining is counted from the whole list of master keys: at
+ * EG_DATA_KEYS_MASTERS_MAX of them it is; one more, refused (EG_ELIMIT),
+ * never a count missing some. */
+static void test_rewrap_remaining_at_the_masters_cap(void) {
+  char dir[4200], user[16];
+  eg_keyring *kr1 = ring(1, key1, ""), *kr12 = ring(2, key1, key2);
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t k[EG_KEY_LEN];
+  uint32_t gen;
+  uint64_t done, remaining;
+  /* "a": a real key under 1, first in key order; then keys under ids
+   * 1000.. (users "z...", after it): with 2, "a"'s after the rewrap, the
+   * cap. */
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr1, "acme", "a", &gen, k), EG_OK);
+  uint32_t n_fake = EG_DATA_KEYS_MASTERS_MAX - 1; /* with 2: the cap */
+  for (uint32_t i = 0; i < n_fake; i++) {
+    snprintf(user, sizeof user, "z%04u", i);
+    apply_fake(dk, user, 1000 + i, 10 + i);
+  }
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(dk, kr12, 1, &done, &remaining), EG_OK);
+  CU_ASSERT_EQUAL(done, 1);
+  CU_ASSERT_EQUAL(remaining, n_fake);
+  /* One past the cap; "b", under 1, is the next key a rewrap takes. */
+  apply_fake(dk, "zz", 5000, 10 + n_fake);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr1, "acme", "b", &gen, k), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(dk, kr12, 1, &done, &remaining), EG_ELIMIT);
+  CU_ASSERT_EQUAL(done, 1);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr1);
+  eg_keyring_free(kr12);
+  rm_parent(dir);
+}
+
 void eg_test_register_data_keys(void) {
   CU_pSuite s = CU_add_suite("data_keys", suite_init, NULL);
   CU_add_test(s, "wrap round trip and binding", test_wrap_round_trip_and_binding);
@@ -898,4 +947,5 @@ void eg_test_register_data_keys(void) {
   CU_add_test(s, "never create for unknown or erased", test_never_create_for_unknown_or_erased);
   CU_add_test(s, "replica compacts after rewrap", test_replica_compacts_after_rewrap);
   CU_add_test(s, "apply keeps versions and rows", test_apply_keeps_versions_and_rows);
+  CU_add_test(s, "rewrap remaining at the masters cap", test_rewrap_remaining_at_the_masters_cap);
 }
