@@ -27,6 +27,7 @@ struct eg_dk_cache {
   pthread_mutex_t mu;
   size_t max, len, used_slots;
   uint64_t epoch;
+  unsigned frozen; /* freezes not yet thawed: puts are refused */
   eg_dkc_entry **buckets;
   size_t nbuckets; /* a power of two */
   eg_dkc_entry *head, *tail;
@@ -137,6 +138,13 @@ int eg_dk_cache_get(eg_dk_cache *c, const char *tenant, const char *user, uint32
   return hit;
 }
 
+int eg_dk_cache_has(eg_dk_cache *c, const char *tenant, const char *user, uint32_t gen) {
+  pthread_mutex_lock(&c->mu);
+  int hit = gen && dkc_find(c, tenant, user, gen) != NULL;
+  pthread_mutex_unlock(&c->mu);
+  return hit;
+}
+
 int eg_dk_cache_current(eg_dk_cache *c, const char *tenant, const char *user, uint32_t *gen,
                         uint8_t key[EG_KEY_LEN]) {
   pthread_mutex_lock(&c->mu);
@@ -178,7 +186,12 @@ void eg_dk_cache_put(eg_dk_cache *c, uint64_t epoch, const char *tenant, const c
                      uint32_t gen, int current, const uint8_t key[EG_KEY_LEN]) {
   if (strlen(tenant) > EG_KEYSTORE_ID_MAX || strlen(user) > EG_KEYSTORE_ID_MAX) return;
   pthread_mutex_lock(&c->mu);
-  if (epoch != c->epoch) goto out;
+  if (epoch != c->epoch || c->frozen) goto out;
+  /* A fill that read an older current than one cached (however it got
+   * past the epoch) must not take the newer one's place: sealing would go
+   * back to a generation a rotation is about to retire. */
+  for (eg_dkc_entry *o = c->buckets[dkc_hash(c, tenant, user)]; current && o; o = o->hnext)
+    if (o->gen > gen && strcmp(o->tenant, tenant) == 0 && strcmp(o->user, user) == 0) current = 0;
   if (current)
     for (eg_dkc_entry *o = c->buckets[dkc_hash(c, tenant, user)]; o; o = o->hnext)
       if (strcmp(o->tenant, tenant) == 0 && strcmp(o->user, user) == 0) o->current = 0;
@@ -203,8 +216,8 @@ out:
   pthread_mutex_unlock(&c->mu);
 }
 
-void eg_dk_cache_drop(eg_dk_cache *c, const char *tenant, const char *user) {
-  pthread_mutex_lock(&c->mu);
+/* Under mu: drops tenant's (user's) entries and moves the epoch. */
+static void dkc_drop_locked(eg_dk_cache *c, const char *tenant, const char *user) {
   c->epoch++;
   for (eg_dkc_entry *e = c->head, *next; e; e = next) {
     next = e->next;
@@ -213,6 +226,25 @@ void eg_dk_cache_drop(eg_dk_cache *c, const char *tenant, const char *user) {
     e->hnext = c->free;
     c->free = e;
   }
+}
+
+void eg_dk_cache_drop(eg_dk_cache *c, const char *tenant, const char *user) {
+  pthread_mutex_lock(&c->mu);
+  dkc_drop_locked(c, tenant, user);
+  pthread_mutex_unlock(&c->mu);
+}
+
+void eg_dk_cache_freeze(eg_dk_cache *c, const char *tenant, const char *user) {
+  pthread_mutex_lock(&c->mu);
+  dkc_drop_locked(c, tenant, user);
+  c->frozen++;
+  pthread_mutex_unlock(&c->mu);
+}
+
+void eg_dk_cache_thaw(eg_dk_cache *c) {
+  pthread_mutex_lock(&c->mu);
+  c->epoch++; /* a fill that read the store before the commit is refused */
+  c->frozen--;
   pthread_mutex_unlock(&c->mu);
 }
 

@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "server/data_key_cache.h"
 #include "server/data_keys.h"
@@ -27,12 +27,6 @@ struct eg_data_keys {
    * re-wrapped and no compaction has succeeded since). */
   int compact_due;
 };
-
-static int64_t dk_now_us(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
-}
 
 /* Ids are validated by callers; checked again here, where a longer one
  * would not fit the store's keys. */
@@ -109,23 +103,21 @@ static eg_err dk_new_key(const eg_keyring *kr, const char *tenant, const char *u
   eg_err e = eg_key_wrap(kr, tenant, user, gen, key, rec->wrapped);
   rec->wrapped_len = EG_WRAPPED_KEY_LEN;
   rec->master_key_id = eg_keyring_primary_id(kr);
-  rec->create_time_us = dk_now_us();
+  rec->create_time_us = eg_now_us();
   return e;
 }
 
 /* Under write_mu: the current key of (tenant, user), made (generation
- * after the highest, durable) when the highest is absent or erased, or
- * always with force (a rotation). */
+ * after the highest, durable) when the highest is absent or erased. */
 static eg_err dk_current_locked(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
-                                const char *user, int force, uint32_t *gen,
-                                uint8_t key[EG_KEY_LEN]) {
+                                const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]) {
   eg_key_rec rec;
   char why[256];
   uint64_t epoch = eg_dk_cache_epoch(dk->cache);
   eg_err e = eg_keystore_latest(dk->ks, tenant, user, &rec);
   if (e != EG_OK && e != EG_ENOTFOUND) return e;
   uint32_t next = e == EG_OK ? rec.gen + 1 : 1;
-  if (e == EG_OK && rec.wrapped_len && !force) {
+  if (e == EG_OK && rec.wrapped_len) {
     e = dk_unwrap(kr, &rec, key, why, sizeof why);
     if (e) eg_log(EG_LOG_ERROR, "%s", why);
   } else if (next == 0) {
@@ -164,9 +156,46 @@ eg_err eg_data_key_current(eg_data_keys *dk, const eg_keyring *kr, const char *t
   }
   if (e != EG_OK && e != EG_ENOTFOUND) return e;
   pthread_mutex_lock(&dk->write_mu);
-  e = dk_current_locked(dk, kr, tenant, user, 0, gen, key);
+  e = dk_current_locked(dk, kr, tenant, user, gen, key);
   pthread_mutex_unlock(&dk->write_mu);
   return e;
+}
+
+eg_err eg_data_key_current_existing(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                                    const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]) {
+  eg_key_rec rec;
+  char why[256];
+  if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  if (eg_dk_cache_current(dk->cache, tenant, user, gen, key)) return EG_OK;
+  uint64_t epoch = eg_dk_cache_epoch(dk->cache);
+  eg_err e = eg_keystore_latest(dk->ks, tenant, user, &rec);
+  if (e) return e;
+  if (!rec.wrapped_len) return EG_EERASED;
+  if ((e = dk_unwrap(kr, &rec, key, why, sizeof why)) != EG_OK) {
+    eg_log(EG_LOG_ERROR, "%s", why);
+    return e;
+  }
+  *gen = rec.gen;
+  eg_dk_cache_put(dk->cache, epoch, tenant, user, rec.gen, 1, key);
+  return EG_OK;
+}
+
+eg_err eg_data_key_latest(eg_data_keys *dk, const char *tenant, const char *user, uint32_t *gen) {
+  eg_key_rec rec;
+  if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  eg_err e = eg_keystore_latest(dk->ks, tenant, user, &rec);
+  if (e) return e;
+  *gen = rec.gen;
+  return rec.wrapped_len ? EG_OK : EG_EERASED;
+}
+
+eg_err eg_data_key_live(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen) {
+  eg_key_rec rec;
+  if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  if (eg_dk_cache_has(dk->cache, tenant, user, gen)) return EG_OK;
+  eg_err e = eg_keystore_get(dk->ks, tenant, user, gen, &rec);
+  if (e) return e;
+  return rec.wrapped_len ? EG_OK : EG_EERASED;
 }
 
 eg_err eg_data_key_get(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
@@ -232,7 +261,7 @@ static eg_err dk_erase_locked(eg_data_keys *dk, const char *tenant, const char *
     if (!b->n) break;
     after = b->recs[b->n - 1];
     resumed = 1;
-    int64_t now = dk_now_us();
+    int64_t now = eg_now_us();
     for (size_t i = 0; i < b->n; i++) {
       eg_key_rec *r = &b->recs[i];
       memset(r->wrapped, 0, sizeof r->wrapped);
@@ -266,9 +295,11 @@ static eg_err dk_settle(eg_data_keys *dk, eg_err e, int changed) {
 static eg_err dk_erase(eg_data_keys *dk, const char *tenant, const char *user,
                        uint64_t *destroyed) {
   pthread_mutex_lock(&dk->write_mu);
+  /* From before the first tombstone's commit to after the last, no key of
+   * theirs is cached: eg_data_key_live answers from the store. */
+  eg_dk_cache_freeze(dk->cache, tenant, user);
   eg_err e = dk_erase_locked(dk, tenant, user, destroyed);
-  /* Dropped even after a failure midway: some keys may be tombstones. */
-  eg_dk_cache_drop(dk->cache, tenant, user);
+  eg_dk_cache_thaw(dk->cache);
   e = dk_settle(dk, e, *destroyed > 0);
   pthread_mutex_unlock(&dk->write_mu);
   return e;
@@ -291,32 +322,73 @@ eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t 
 
 eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen) {
+  eg_key_rec rec;
   uint8_t key[EG_KEY_LEN];
   if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
   pthread_mutex_lock(&dk->write_mu);
-  eg_err e = dk_current_locked(dk, kr, tenant, user, 1, gen, key);
+  eg_err e = eg_keystore_latest(dk->ks, tenant, user, &rec);
+  uint32_t next = e == EG_OK ? rec.gen + 1 : 1;
+  /* None yet: a user of format 1 tokens only gets its first data key. */
+  if (e == EG_ENOTFOUND) e = EG_OK;
+  else if (!e && !rec.wrapped_len) e = EG_EERASED; /* never a key for an erased user */
+  if (!e && next == 0) e = EG_ELIMIT;
+  if (!e) e = dk_new_key(kr, tenant, user, next, &rec, key);
+  if (!e) {
+    /* Frozen over the commit: a reader that read the old current before
+     * it cannot cache that one as current after it. */
+    eg_dk_cache_freeze(dk->cache, tenant, user);
+    e = eg_keystore_put(dk->ks, &rec, 1);
+    eg_dk_cache_thaw(dk->cache);
+  }
+  if (!e) {
+    *gen = rec.gen;
+    eg_dk_cache_put(dk->cache, eg_dk_cache_epoch(dk->cache), tenant, user, rec.gen, 1, key);
+  }
   pthread_mutex_unlock(&dk->write_mu);
   eg_memzero(key, sizeof key);
   return e;
 }
 
-eg_err eg_data_keys_retire(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen) {
-  eg_key_rec latest, rec;
+eg_err eg_data_keys_retire_before(eg_data_keys *dk, const char *tenant, const char *user,
+                                  uint32_t current, uint64_t *retired) {
+  eg_key_rec latest;
+  eg_dk_batch *b;
+  *retired = 0;
   if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  if (!(b = malloc(sizeof *b))) return EG_ENOMEM;
   pthread_mutex_lock(&dk->write_mu);
   eg_err e = eg_keystore_latest(dk->ks, tenant, user, &latest);
-  if (!e && latest.gen == gen && latest.wrapped_len) e = EG_EPRECOND; /* the current one */
-  if (!e) e = eg_keystore_get(dk->ks, tenant, user, gen, &rec);
-  if (!e && rec.wrapped_len) {
-    memset(rec.wrapped, 0, sizeof rec.wrapped);
-    rec.wrapped_len = 0;
-    rec.master_key_id = 0;
-    rec.erase_time_us = dk_now_us();
-    e = eg_keystore_put(dk->ks, &rec, 1);
-    eg_dk_cache_drop(dk->cache, tenant, user);
-    e = dk_settle(dk, e, !e);
+  if (!e && !latest.wrapped_len) e = EG_EERASED;
+  /* Tokens were re-sealed under `current`: under any other, some may still
+   * be under a generation below it. */
+  if (!e && latest.gen != current) e = EG_EABORTED;
+  b->n = 0;
+  b->skip_master = 0;
+  int rc = e ? 0 : eg_keystore_scan(dk->ks, tenant, user, NULL, dk_collect_live, b);
+  if (rc < 0) e = (eg_err)-rc;
+  /* One scan batch: a user has one or two live generations normally; past
+   * EG_DK_BATCH, the higher ones stay live until the next retire (live
+   * keys nothing is sealed under: no loss). */
+  size_t n = 0;
+  int64_t now = eg_now_us();
+  for (size_t i = 0; !e && i < b->n; i++) {
+    eg_key_rec *r = &b->recs[i];
+    if (r->gen >= current) continue;
+    memset(r->wrapped, 0, sizeof r->wrapped);
+    r->wrapped_len = 0;
+    r->master_key_id = 0;
+    r->erase_time_us = now;
+    b->recs[n++] = *r;
   }
+  if (!e && n) {
+    eg_dk_cache_freeze(dk->cache, tenant, user);
+    e = eg_keystore_put(dk->ks, b->recs, n);
+    eg_dk_cache_thaw(dk->cache);
+    if (!e) *retired = n;
+  }
+  e = dk_settle(dk, e, *retired > 0);
   pthread_mutex_unlock(&dk->write_mu);
+  free(b);
   return e;
 }
 
@@ -398,19 +470,22 @@ eg_err eg_data_keys_rewrap(eg_data_keys *dk, const eg_keyring *kr, uint64_t max,
   int resumed = 0;
   eg_err e = EG_OK;
   *done = 0;
-  pthread_mutex_lock(&dk->write_mu);
-  while (!max || *done < max) {
+  *remaining = 0;
+  /* write_mu per batch, not across the whole store: the serving of first
+   * writes (a new user's key) and erasures waits for one batch at most. A
+   * key erased between batches is a tombstone the next scan skips; one
+   * made meanwhile is under primary already. */
+  while (!e && (!max || *done < max)) {
+    pthread_mutex_lock(&dk->write_mu);
     b->n = 0;
     b->skip_master = primary;
     int rc = eg_keystore_scan(dk->ks, NULL, NULL, resumed ? &after : NULL, dk_collect_live, b);
-    if (rc < 0) {
-      e = (eg_err)-rc;
-      break;
+    if (rc < 0) e = (eg_err)-rc;
+    if (!e && max && b->n > max - *done) b->n = (size_t)(max - *done);
+    if (!e && b->n) {
+      after = b->recs[b->n - 1];
+      resumed = 1;
     }
-    if (max && b->n > max - *done) b->n = (size_t)(max - *done);
-    if (!b->n) break;
-    after = b->recs[b->n - 1];
-    resumed = 1;
     for (size_t i = 0; i < b->n && !e; i++) {
       eg_key_rec *r = &b->recs[i];
       if (!eg_keyring_has(kr, r->master_key_id)) {
@@ -430,21 +505,26 @@ eg_err eg_data_keys_rewrap(eg_data_keys *dk, const eg_keyring *kr, uint64_t max,
       r->master_key_id = primary;
     }
     eg_memzero(key, sizeof key);
-    if (e || (e = eg_keystore_put(dk->ks, b->recs, b->n)) != EG_OK) break;
-    *done += b->n;
+    if (!e && b->n && (e = eg_keystore_put(dk->ks, b->recs, b->n)) == EG_OK) *done += b->n;
+    int last = e || !b->n || (max && *done >= max);
+    /* The keys wrapped under the old master key are gone from the file too
+     * (one compaction, after the last batch): that key's leak later opens
+     * nothing the store still holds. */
+    if (last) e = dk_settle(dk, e, *done > 0);
+    pthread_mutex_unlock(&dk->write_mu);
+    if (last) break;
   }
-  /* The keys wrapped under the old master key are gone from the file too:
-   * that key's leak later opens nothing the store still holds. */
-  e = dk_settle(dk, e, *done > 0);
-  pthread_mutex_unlock(&dk->write_mu);
   free(b);
+  if (e) return e;
   eg_data_keys_stats st;
-  eg_master_key_use uses[EG_KEYRING_KEYS_MAX];
-  eg_err se = eg_data_keys_status(dk, &st, uses, EG_KEYRING_KEYS_MAX);
-  *remaining = 0;
-  for (size_t i = 0; !se && i < st.n_masters && i < EG_KEYRING_KEYS_MAX; i++)
+  eg_master_key_use uses[EG_DATA_KEYS_MASTERS_MAX];
+  if ((e = eg_data_keys_status(dk, &st, uses, EG_DATA_KEYS_MASTERS_MAX)) != EG_OK) return e;
+  /* Counted only from a complete list: a master key past the cap would
+   * be missing from `remaining`. */
+  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) return EG_ELIMIT;
+  for (size_t i = 0; i < st.n_masters; i++)
     if (uses[i].master_key_id != primary) *remaining += uses[i].data_keys;
-  return e ? e : se;
+  return EG_OK;
 }
 
 /* What a status scan counts. */
@@ -521,10 +601,10 @@ static void dk_applied(void *arg, const eg_key_rec *rec) {
 }
 
 eg_err eg_data_keys_apply_batch(eg_data_keys *dk, const eg_key_change *ch, size_t n) {
-  uint64_t destroyed = 0;
+  uint64_t replaced = 0;
   pthread_mutex_lock(&dk->write_mu);
-  eg_err e = eg_keystore_apply(dk->ks, ch, n, dk_applied, dk, &destroyed);
-  e = dk_settle(dk, e, destroyed > 0);
+  eg_err e = eg_keystore_apply(dk->ks, ch, n, dk_applied, dk, &replaced);
+  e = dk_settle(dk, e, replaced > 0);
   pthread_mutex_unlock(&dk->write_mu);
   return e;
 }

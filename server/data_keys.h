@@ -18,7 +18,7 @@
  * retires the old generation. A field token names its generation.
  *
  * Replication: the key store is not in the WAL (an archived segment must
- * never hold a wrapped key). Each change bumps the store's version; a
+ * never hold a wrapped key). Each change takes a new version; a
  * primary sends its replicas every record changed since the version they
  * hold, before the log records that follow (a key is committed before any
  * data sealed with it), so a replica holds a key whenever it holds data
@@ -27,9 +27,14 @@
  * Thread safety: every function may be called from any thread. Writes
  * (making a key, erasure, rotation, rewrap, apply) are serialized among
  * themselves; reads run in parallel (opened keys come from the cache).
- * A key eg_data_key_current returned just before an erasure of its user
- * is the caller's to drop: sealing must be ordered against erasure by the
- * caller (DeleteUser's writer transaction), not by this module.
+ * A write that changes which generation is current or live (a rotation,
+ * an erasure, a retire) keeps the user's keys out of the cache from before
+ * its commit to after it (server/data_key_cache.h), so no reader gets the
+ * old current after a rotation's commit, nor a destroyed key after an
+ * erasure's. A key eg_data_key_current returned just before an erasure of
+ * its user is the caller's to drop: this module does not order sealing
+ * against erasure; a caller that seals before an erasure may commit checks
+ * with eg_data_key_live that the generation is still live.
  */
 #ifndef EG_SERVER_DATA_KEYS_H
 #define EG_SERVER_DATA_KEYS_H
@@ -62,6 +67,19 @@ void eg_data_keys_close(eg_data_keys *dk);
 eg_err eg_data_key_current(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]);
 
+/* The same, but never creates: EG_EERASED when (tenant, user)'s latest
+ * generation is a tombstone (the user was erased), EG_ENOTFOUND when the
+ * user has no data key. For the rotation and for seals on the writer,
+ * which must not bring an erased user back a key. */
+eg_err eg_data_key_current_existing(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                                    const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]);
+
+/* Whether generation gen of (tenant, user) may still be sealed under:
+ * EG_OK when the store holds it live (a cache hit in the normal case),
+ * EG_EERASED when it was destroyed, EG_ENOTFOUND when the store never
+ * held it; a failed read of the store as itself. */
+eg_err eg_data_key_live(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen);
+
 /* The data key of one generation: EG_EERASED when it was destroyed,
  * EG_ECORRUPT when the store does not hold it or its master key is not in
  * kr (with why in err). */
@@ -76,16 +94,27 @@ eg_err eg_data_keys_erase_user(eg_data_keys *dk, const char *tenant, const char 
                                uint64_t *destroyed);
 eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t *destroyed);
 
+/* (tenant, user)'s latest generation as the key store holds it now (not
+ * the cache: what a rotation re-seals under and retires below): EG_OK
+ * when live, EG_EERASED (*gen set) when a tombstone, EG_ENOTFOUND when the
+ * user has no key. */
+eg_err eg_data_key_latest(eg_data_keys *dk, const char *tenant, const char *user, uint32_t *gen);
+
 /* Rotation: makes generation current+1 (wrapped under kr's primary) the
  * current one of (tenant, user); *gen is it. Older generations stay until
- * retired. */
+ * retired. Never makes a key for an erased user: EG_EERASED when the
+ * latest is a tombstone. A user without any key gets generation 1 (one
+ * with only format 1 tokens, from before envelope keys, rotated by name). */
 eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen);
-/* Destroys generation gen of (tenant, user) (its tokens are all re-sealed),
- * compacted out of the file as an erasure; EG_EPRECOND for the current
- * generation, EG_ENOTFOUND for one the store never held, EG_OK for one
- * already destroyed. */
-eg_err eg_data_keys_retire(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen);
+/* Destroys every live generation of (tenant, user) below current (their
+ * tokens are all re-sealed under current), compacted out of the file as an
+ * erasure; *retired counts them. Refuses unless current is the user's live
+ * latest generation in the store: EG_EABORTED when another is (a rotation
+ * since: tokens may be under a generation below current), EG_EERASED when
+ * the user was erased. */
+eg_err eg_data_keys_retire_before(eg_data_keys *dk, const char *tenant, const char *user,
+                                  uint32_t current, uint64_t *retired);
 
 /* Calls fn for each (tenant, user) holding a live data key, in key order,
  * with its current generation and its oldest live one; fn returns nonzero
@@ -96,14 +125,21 @@ typedef int (*eg_data_key_user_fn)(void *arg, const char *tenant, const char *us
 int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg);
 
 /* Re-wraps up to max (0: all) data keys not under kr's primary master key
- * under it, in transactions of at most 1000 keys, then compacts the file
- * (the old wrappings leave it). *done: keys re-wrapped; *remaining: keys
- * still under another master key. EG_EPRECOND (logged, naming the key)
- * when a key's master key is not in kr. */
+ * under it, in transactions of at most 1000 keys (other writes wait for
+ * one of them at most, not the whole rewrap), then compacts the file (the
+ * old wrappings leave it). *done: keys re-wrapped; *remaining: keys still
+ * under another master key. EG_EPRECOND (logged, naming the key) when a
+ * key's master key is not in kr; EG_ELIMIT when the keys are under more
+ * than EG_DATA_KEYS_MASTERS_MAX master keys (remaining not counted). */
 eg_err eg_data_keys_rewrap(eg_data_keys *dk, const eg_keyring *kr, uint64_t max, uint64_t *done,
                            uint64_t *remaining);
 
-/* Counts per master key id (ids ascending, at most cap of them). */
+/* Master key ids a status lists at most: the keyring's, and as many more
+ * no longer in it that still wrap data keys. */
+#define EG_DATA_KEYS_MASTERS_MAX (2 * EG_KEYRING_KEYS_MAX)
+
+/* Counts per master key id (ids ascending, at most cap of them;
+ * n_masters counts them all). */
 typedef struct {
   uint32_t master_key_id;
   uint64_t data_keys;
@@ -117,7 +153,7 @@ eg_err eg_data_keys_status(eg_data_keys *dk, eg_data_keys_stats *st, eg_master_k
                            size_t cap);
 
 /* ---- replication and backup ---- */
-/* The version of the last change this store holds (0: none). */
+/* The highest version this store gave out or applied (0: none). */
 uint64_t eg_data_keys_version(eg_data_keys *dk);
 /* Calls fn with each record changed after `since`, in version order, at
  * most max of them; *last is the version of the last one given. A record
@@ -128,8 +164,9 @@ eg_err eg_data_keys_changes(eg_data_keys *dk, uint64_t since, size_t max, eg_dat
                             void *arg, uint64_t *last);
 /* A replica stores a record its primary sent (durably), at its version.
  * A tombstone never turns live again (a replay from 0 after a failover
- * keeps erasures); a record that destroyed a live key compacts the file
- * before this returns, as an erasure on the primary does. */
+ * keeps erasures); a record that destroyed or re-wrapped a live key
+ * compacts the file before this returns, as an erasure or a rewrap on the
+ * primary does. The store's version never goes down (storage/keystore.h). */
 eg_err eg_data_keys_apply(eg_data_keys *dk, uint64_t version, const uint8_t *rec, size_t len);
 /* The same for the changes of one StreamResponse (in version order), in
  * one commit and at most one compaction. */

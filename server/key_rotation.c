@@ -76,18 +76,27 @@ static eg_err eg_kr_reread(eg_kr_job *j) {
   return e ? e : j->row && j->row->running ? EG_OK : EG_EABORTED;
 }
 
-/* Retires the user's generations before current (tombstones). */
-static eg_err eg_kr_retire(eg_kr_job *j, const char *tenant, const char *user, uint32_t current,
-                           uint32_t oldest) {
-  for (uint32_t g = oldest; g && g < current; g++) {
-    eg_err e = eg_data_keys_retire(j->x->srv->data_keys, tenant, user, g);
-    if (e && e != EG_ENOTFOUND) return e;
-  }
-  if (oldest && oldest < current)
+/* Retires the user's generations below the one its passes re-sealed
+ * under (tombstones); EG_EABORTED when the key store's latest is another
+ * generation now (the passes start again under it). */
+static eg_err eg_kr_retire(eg_kr_job *j, const char *tenant, const char *user) {
+  uint64_t retired;
+  uint32_t gen = j->row->gen;
+  eg_err e = gen ? eg_data_keys_retire_before(j->x->srv->data_keys, tenant, user, gen, &retired)
+                 : EG_EABORTED;
+  if (!e && retired)
     eg_log(EG_LOG_INFO, "data-key rotation: user \"%s\" of tenant %s: every field token under "
-           "generation %u; generations %u..%u retired", user, tenant, current, oldest,
-           current - 1);
-  return EG_OK;
+           "generation %u; %llu generations below it retired", user, tenant, gen,
+           (unsigned long long)retired);
+  return e;
+}
+
+/* The user's passes again from the first, under the key store's latest. */
+static eg_err eg_kr_restart_user(eg_kr_job *j) {
+  eg_dk_rotation_rec to = *j->row;
+  eg_kr_pass_begin(&to, 1);
+  eg_err e = eg_kr_change_row(j->x->writer, j->row, &to);
+  return e ? e : eg_kr_reread(j);
 }
 
 /* Keeps the gauges' copy of the row's counts. */
@@ -105,6 +114,8 @@ static void eg_kr_keep_counts(eg_key_rotation *x, const eg_dk_rotation_rec *row)
 static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t current,
                       uint32_t oldest) {
   eg_kr_job *j = arg;
+  (void)current;
+  (void)oldest;
   eg_key_rotation *x = j->x;
   const eg_dk_rotation_rec *row = j->row;
   if (!eg_kr_may_run(x)) return 1;
@@ -120,16 +131,25 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
     if ((j->err = eg_kr_change_row(x->writer, row, &to)) || (j->err = eg_kr_reread(j))) return 1;
   }
   for (;;) {
-    size_t walked;
-    int done;
-    if (j->row->stage == EG_KR_DONE) {
+    size_t walked = 0;
+    int done = 0, retiring = j->row->stage == EG_KR_DONE;
+    if (retiring) {
       /* Again after a restart: retiring is idempotent. */
-      j->err = eg_kr_retire(j, tenant, user, current, oldest);
-      return j->err != EG_OK;
+      j->err = eg_kr_retire(j, tenant, user);
+      if (j->err == EG_EABORTED && !(j->err = eg_kr_restart_user(j))) continue;
+    } else {
+      j->err = eg_kr_step_run(x->srv, x->writer, x->reader, j->row, &walked, &done);
     }
-    if ((j->err = eg_kr_step_run(x->srv, x->writer, x->reader, j->row, &walked, &done)) ||
-        (j->err = eg_kr_reread(j)))
-      return 1;
+    if (j->err == EG_EERASED || j->err == EG_ENOTFOUND) {
+      /* Erased since the walk listed it: nothing to re-seal, and no key
+       * made for it; the next user moves the row on. */
+      eg_log(EG_LOG_INFO, "data-key rotation: user \"%s\" of tenant %s was erased; skipped",
+             user, tenant);
+      j->err = EG_OK;
+      return 0;
+    }
+    if (retiring) return j->err != EG_OK;
+    if (j->err || (j->err = eg_kr_reread(j))) return 1;
     if (done) eg_kr_keep_counts(x, j->row); /* the gauges, as the row now counts */
     /* --key-rotation-rate: the records just walked take this long. */
     int64_t ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->key_rotation_rate);

@@ -13,10 +13,11 @@
  * pending writes (the tenant's own key, user "": its store items). Each
  * step reads at most --key-rotation-batch records in a read txn and
  * re-seals, on this thread, every field token not under the user's
- * current generation (format 1 tokens under a master key too); then, in a
- * write of its own through the writer, puts each record back with the new
- * tokens if its tokens are still the ones walked (else the next pass
- * reads it again) and stores the state (the cursor, the pass's tokens
+ * generation the row holds (the key store's latest when the user's pass 1
+ * began; another latest since starts the passes again), format 1 tokens
+ * under a master key too; then, in a write of its own through the
+ * writer, puts each record back with the new tokens if its tokens are
+ * still the ones walked (else the next pass reads it again) and stores the state (the cursor, the pass's tokens
  * found under an old key, its counts per key) in the same txn. At most
  * --key-rotation-rate records a second.
  *
@@ -24,9 +25,11 @@
  * not before its second: the first pass began just after the rotation,
  * so a write sealed under the old generation before it may commit behind
  * the walk; the pass after it sees that write. Then its older generations
- * are retired (eg_data_keys_retire: tombstones), and the pass's counts
- * are added to the rotation's. A token that does not open (tampered, or
- * its key gone) cannot be re-sealed: it is left as it is, logged, and does
+ * are retired (eg_data_keys_retire_before: tombstones, refused when the
+ * row's generation is no longer the latest), and the pass's counts are
+ * added to the rotation's. A user erased meanwhile is skipped: no key is
+ * ever made for it. A token that does not open (tampered, or its key
+ * gone) cannot be re-sealed: it is left as it is, logged, and does
  * not hold the user back (it reads no better under a live key).
  *
  * A restart, or a promoted replica, resumes from the stored state. The

@@ -118,9 +118,10 @@ typedef struct {
 typedef struct {
   eg_txn *reader;
   eg_arena *a;
-  eg_req r; /* what eg_field_open and eg_field_seal take: tenant, arena, msg */
+  eg_req r; /* what eg_field_open takes: tenant, arena, msg */
   const char *tenant, *user;
-  uint32_t gen; /* the user's current generation */
+  uint32_t gen;               /* the generation re-sealed under: the row's */
+  uint8_t key[EG_KEY_LEN];    /* its data key (wiped when the step ends) */
   const eg_dk_rotation_rec *from; /* the state as stored when the walk began */
   eg_dk_rotation_rec to;          /* the state after the step */
   size_t budget, walked;
@@ -207,8 +208,15 @@ static eg_err eg_kr_tokens(eg_kr_step *s, eg_kr_rec *rec, const ProtobufCMessage
       old = 0;
     }
     if (old) {
-      if ((e = eg_field_seal(&s->r, s->user, kind, rid, field, pt, plen, &rec->neu[i]))) return e;
+      /* Under the row's generation, not whatever the cache calls current:
+       * the one the passes check and the retire keeps. */
+      eg_field_ctx ctx = {.tenant = s->tenant, .kind = kind, .record_id = rid, .field = field};
+      uint8_t *tok = eg_arena_alloc(s->a, eg_token_len(plen));
+      if (!tok) return EG_ENOMEM;
+      e = eg_token_seal_dek(s->key, s->gen, &ctx, (const uint8_t *)pt, plen, tok);
       eg_memzero(pt, plen);
+      if (e) return e;
+      rec->neu[i] = (ProtobufCBinaryData){eg_token_len(plen), tok};
       s->to.found++;
       resealed = 1;
       snprintf(key, sizeof key, "data:%" PRIu32, s->gen);
@@ -648,6 +656,7 @@ static uint32_t eg_kr_next_stage(const char *user, uint32_t st) {
 }
 
 void eg_kr_pass_begin(eg_dk_rotation_rec *to, uint32_t pass) {
+  if (pass <= 1) to->gen = 0; /* taken again by the pass's first step */
   to->pass = pass;
   to->stage = eg_kr_first_stage(to->user);
   to->cursor = (ProtobufCBinaryData){0, NULL};
@@ -674,18 +683,34 @@ eg_err eg_kr_step_run(eg_srv *srv, eg_writer *writer, eg_txn *reader,
                       const eg_dk_rotation_rec *row, size_t *walked, int *user_done) {
   eg_kr_step s = {.reader = reader, .from = row, .to = *row,
                   .budget = (size_t)srv->cfg->key_rotation_batch};
-  uint8_t key[EG_KEY_LEN];
+  char why[256];
   *walked = 0;
   *user_done = 0;
   if (!(s.a = eg_arena_new())) return EG_ENOMEM;
   s.tenant = row->tenant;
   s.user = row->user;
   s.r = (eg_req){.srv = srv, .tenant = row->tenant, .arena = s.a, .now_us = eg_now_us()};
-  eg_err e = eg_counts_copy(s.a, &s.to.pass_counts, s.to.n_pass_counts);
-  if (!e)
-    e = eg_data_key_current(srv->data_keys, eg_srv_keys(srv), s.tenant, s.user, &s.gen, key);
-  eg_memzero(key, sizeof key);
+  /* The key store's latest, never made (an erased user stays without a
+   * key): EG_EERASED or EG_ENOTFOUND for the caller to skip the user. */
+  eg_err e = eg_data_key_latest(srv->data_keys, s.tenant, s.user, &s.gen);
+  if (!e && row->gen && row->gen != s.gen) {
+    /* A rotation since pass 1 began: tokens this user's passes took as
+     * current may be under row->gen, now old. Passes start again. */
+    eg_kr_pass_begin(&s.to, 1);
+    s.to.gen = s.gen;
+    e = eg_kr_change_row(writer, row, &s.to);
+    eg_arena_free(s.a);
+    return e;
+  }
+  s.to.gen = s.gen;
+  if (!e) e = eg_counts_copy(s.a, &s.to.pass_counts, s.to.n_pass_counts);
+  if (!e) {
+    e = eg_data_key_get(srv->data_keys, eg_srv_keys(srv), s.tenant, s.user, s.gen, s.key, why,
+                        sizeof why);
+    if (e && e != EG_EERASED) eg_log(EG_LOG_ERROR, "data-key rotation: %s", why);
+  }
   if (!e) e = eg_kr_walk(&s);
+  eg_memzero(s.key, sizeof s.key);
   if (!e && !s.stopped) {
     uint32_t next = eg_kr_next_stage(s.user, row->stage);
     if (next != EG_KR_DONE) {

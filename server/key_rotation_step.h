@@ -38,8 +38,13 @@ eg_err eg_kr_change_row(eg_writer *writer, const eg_dk_rotation_rec *from,
  * through writer): the walk, the state after it (the stage's next, the
  * next pass, or the user done: *user_done set; not before the second pass,
  * and only after a pass that found no token under an old key), the write.
+ * Tokens are re-sealed under the row's generation (row->gen), the key
+ * store's latest when pass 1 began; when the store's latest is another
+ * one now, the step only starts the user's passes again under it.
  * *walked: the records it read. EG_EABORTED if the row moved meanwhile;
- * else a storage, key-store or EG_ENOMEM error (nothing written). */
+ * EG_EERASED or EG_ENOTFOUND when the user has no live key any more
+ * (erased: nothing to re-seal, no key made); else a storage, key-store or
+ * EG_ENOMEM error (nothing written). */
 eg_err eg_kr_step_run(eg_srv *srv, eg_writer *writer, eg_txn *reader,
                       const eg_dk_rotation_rec *row, size_t *walked, int *user_done);
 

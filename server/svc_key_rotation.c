@@ -51,6 +51,10 @@ static int eg_rdk_rotate_one(void *arg, const char *tenant, const char *user, ui
   (void)oldest;
   if (w->st->tenant[0] && strcmp(w->st->tenant, tenant) != 0) return 0;
   w->err = eg_data_keys_rotate(w->r->srv->data_keys, eg_srv_keys(w->r->srv), tenant, user, &gen);
+  if (w->err == EG_EERASED) { /* erased since the walk read it: not rotated, not counted */
+    w->err = EG_OK;
+    return 0;
+  }
   if (w->err) {
     snprintf(w->r->msg, sizeof w->r->msg, "key store: cannot rotate the data key of user \"%s\" "
              "of tenant %s: %s (%llu users rotated before)", user, tenant,
@@ -83,6 +87,12 @@ static eg_err eg_rdk_prepare(eg_req *r, const ProtobufCMessage *msg) {
     uint32_t gen;
     e = eg_data_keys_rotate(r->srv->data_keys, eg_srv_keys(r->srv), in->tenant, in->user_id,
                             &gen);
+    /* An erased user gets no key back from a rotation. */
+    if (e == EG_EERASED) {
+      snprintf(r->msg, sizeof r->msg, "user \"%s\" of tenant %s was erased (its data keys "
+               "destroyed): nothing to rotate", in->user_id, in->tenant);
+      return EG_ENOTFOUND;
+    }
     if (e)
       snprintf(r->msg, sizeof r->msg, "key store: cannot rotate the data key of user \"%s\" of "
                "tenant %s: %s", in->user_id, in->tenant, eg_err_msg(e));

@@ -13,10 +13,6 @@
 #include "server/key_rotation.h"
 #include "server/service.h"
 
-/* Master key ids GetKeyStatus lists: the keyring's and those wrapping data
- * keys, which may include ids the keyring lacks. */
-#define EG_KEYS_STATUS_IDS (2 * EG_KEYRING_KEYS_MAX)
-
 /* The ids of the keys in kr, ascending, into ids (*n). */
 static eg_err eg_keyring_ids(const eg_keyring *kr, uint32_t *ids, size_t *n) {
   uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
@@ -61,18 +57,18 @@ static eg_err eg_status_masters(eg_req *r, const eg_master_key_use *uses, size_t
 static eg_err eg_get_key_status(eg_req *r, const ProtobufCMessage *msg) {
   Engram__V1__GetKeyStatusResponse *out =
       EG_ARENA_NEW(r->arena, Engram__V1__GetKeyStatusResponse);
-  eg_master_key_use *uses = eg_arena_alloc(r->arena, EG_KEYS_STATUS_IDS * sizeof *uses);
+  eg_master_key_use *uses = eg_arena_alloc(r->arena, EG_DATA_KEYS_MASTERS_MAX * sizeof *uses);
   eg_data_keys_stats st;
   if (!out || !uses) return EG_ENOMEM;
   engram__v1__get_key_status_response__init(out);
-  eg_err e = eg_data_keys_status(r->srv->data_keys, &st, uses, EG_KEYS_STATUS_IDS);
+  eg_err e = eg_data_keys_status(r->srv->data_keys, &st, uses, EG_DATA_KEYS_MASTERS_MAX);
   if (e) {
     snprintf(r->msg, sizeof r->msg, "key store: %s", eg_err_msg(e));
     return e;
   }
-  if (st.n_masters > EG_KEYS_STATUS_IDS) {
+  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) {
     snprintf(r->msg, sizeof r->msg, "the key store's data keys are wrapped under %zu master "
-             "keys; status lists at most %d", st.n_masters, EG_KEYS_STATUS_IDS);
+             "keys; status lists at most %d", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
     return EG_ELIMIT;
   }
   if ((e = eg_status_masters(r, uses, st.n_masters, out)) || (e = eg_key_rotation_status(r, out)))
@@ -107,6 +103,10 @@ static eg_err eg_rewrap_keys(eg_req *r, const ProtobufCMessage *msg) {
   if (e == EG_EPRECOND)
     snprintf(r->msg, sizeof r->msg, "a data key is wrapped under a master key the keyring does "
              "not hold (the server log names it): put that key back in the keyring");
+  else if (e == EG_ELIMIT)
+    snprintf(r->msg, sizeof r->msg, "%llu keys rewrapped, but the data keys are wrapped under "
+             "more than %d master keys: the keys remaining cannot be counted",
+             (unsigned long long)out->rewrapped, EG_DATA_KEYS_MASTERS_MAX);
   else if (e)
     snprintf(r->msg, sizeof r->msg, "key store: %s (%llu keys rewrapped before)", eg_err_msg(e),
              (unsigned long long)out->rewrapped);
@@ -121,7 +121,7 @@ static eg_err eg_rewrap_keys(eg_req *r, const ProtobufCMessage *msg) {
 typedef struct {
   Engram__V1__BackupChunk chunk;
   Google__Protobuf__Timestamp time;
-  uint32_t key_ids[EG_KEYS_STATUS_IDS];
+  uint32_t key_ids[EG_DATA_KEYS_MASTERS_MAX];
   size_t n_key_ids;
 } eg_keys_backup_msg;
 
@@ -159,14 +159,20 @@ static eg_err eg_keys_copy(void *dk, const char *path, eg_store_file_info *info)
  * add the primary's id to what the copy holds. */
 static eg_err eg_keys_backup_ids(const eg_srv *srv, eg_keys_backup_msg *b, char *msg,
                                  size_t msglen) {
-  eg_master_key_use uses[EG_KEYS_STATUS_IDS];
+  eg_master_key_use uses[EG_DATA_KEYS_MASTERS_MAX];
   eg_data_keys_stats st;
-  eg_err e = eg_data_keys_status(srv->data_keys, &st, uses, EG_KEYS_STATUS_IDS);
+  eg_err e = eg_data_keys_status(srv->data_keys, &st, uses, EG_DATA_KEYS_MASTERS_MAX);
   if (e) {
     snprintf(msg, msglen, "key store: %s", eg_err_msg(e));
     return e;
   }
-  for (size_t i = 0; i < st.n_masters && i < EG_KEYS_STATUS_IDS; i++)
+  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) {
+    /* A list missing an id would let a restore start without that key. */
+    snprintf(msg, msglen, "the key store's data keys are wrapped under %zu master keys; a "
+             "backup lists at most %d", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
+    return EG_ELIMIT;
+  }
+  for (size_t i = 0; i < st.n_masters; i++)
     b->key_ids[b->n_key_ids++] = uses[i].master_key_id;
   return EG_OK;
 }

@@ -145,6 +145,35 @@ static int ks_index(eg_keystore *ks, MDB_txn *txn, const eg_ks_key *k, uint64_t 
   return mdb_put(txn, ks->by_version, &vk, &row, 0);
 }
 
+/* Before an applied row k takes version v in by_version: when v names
+ * another row there (a version this store gave out, or applied from an
+ * earlier primary's history), that row moves to version ++*top, so that
+ * every row stays in by_version (a stream sends by_version's rows only). */
+static int ks_renumber_holder(eg_keystore *ks, MDB_txn *txn, const eg_ks_key *k, uint64_t v,
+                              uint64_t *top) {
+  uint8_t b[8];
+  eg_be64_put(b, v);
+  MDB_val vk = {8, b}, holder, val;
+  int rc = mdb_get(txn, ks->by_version, &vk, &holder);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc || (holder.mv_size == k->len && memcmp(holder.mv_data, k->buf, k->len) == 0)) return rc;
+  eg_ks_key hk;
+  eg_key_rec rec;
+  if (holder.mv_size > sizeof hk.buf) return MDB_CORRUPTED;
+  hk.len = holder.mv_size;
+  memcpy(hk.buf, holder.mv_data, hk.len);
+  MDB_val hkey = {hk.len, hk.buf};
+  /* by_version names only rows that exist. */
+  if ((rc = mdb_get(txn, ks->keys, &hkey, &val)) != 0)
+    return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
+  if (ks_decode(val.mv_data, val.mv_size, &rec) != EG_OK) return MDB_CORRUPTED;
+  rec.version = ++*top;
+  if ((rc = ks_put_rec(txn, ks->keys, &hk, &rec)) != 0) return rc;
+  eg_be64_put(b, rec.version);
+  vk = (MDB_val){8, b};
+  return mdb_put(txn, ks->by_version, &vk, &hkey, 0);
+}
+
 /* ---- open / close ----------------------------------------------------------- */
 
 /* dir/name into out; open checked that every name fits (else "",
@@ -415,13 +444,13 @@ eg_err eg_keystore_put(eg_keystore *ks, eg_key_rec *recs, size_t n) {
 
 eg_err eg_keystore_apply(eg_keystore *ks, const eg_key_change *ch, size_t n,
                          void (*on_stored)(void *arg, const eg_key_rec *rec), void *arg,
-                         uint64_t *destroyed) {
+                         uint64_t *replaced) {
   MDB_txn *txn;
   eg_ks_key k;
   eg_key_rec *recs = malloc((n ? n : 1) * sizeof *recs);
   uint8_t *stored = calloc(n ? n : 1, 1);
   eg_err e = recs && stored ? EG_OK : EG_ENOMEM;
-  *destroyed = 0;
+  *replaced = 0;
   /* Decoded before the txn: a bad record stores none of the batch. */
   for (size_t i = 0; i < n && !e; i++) {
     e = ks_decode(ch[i].rec, ch[i].len, &recs[i]);
@@ -433,6 +462,13 @@ eg_err eg_keystore_apply(eg_keystore *ks, const eg_key_change *ch, size_t n,
     free(stored);
     return e;
   }
+  /* The store's version only goes up (a failover's new primary may number
+   * below this one's): top is the highest version given out so far,
+   * those of the batch included, and the next one a re-numbered row takes. */
+  uint64_t top = 0;
+  e = eg_store__meta_get_u64(txn, ks->meta, EG_KS_META_VERSION, &top);
+  for (size_t i = 0; i < n; i++)
+    if (ch[i].version > top) top = ch[i].version;
   int rc = 0;
   for (size_t i = 0; i < n && !e && !rc; i++) {
     eg_key_rec old;
@@ -444,17 +480,23 @@ eg_err eg_keystore_apply(eg_keystore *ks, const eg_key_change *ch, size_t n,
     if (rc == MDB_NOTFOUND) rc = 0;
     if (rc || e) break;
     if (had && old.wrapped_len == 0 && recs[i].wrapped_len > 0) continue; /* never resurrected */
-    if (had && old.wrapped_len > 0 && recs[i].wrapped_len == 0) ++*destroyed;
+    /* A tombstone, or a re-wrap (other wrapped bytes of the same key):
+     * the old wrapping leaves the file by a compaction. */
+    if (had && old.wrapped_len > 0 &&
+        (old.wrapped_len != recs[i].wrapped_len ||
+         memcmp(old.wrapped, recs[i].wrapped, old.wrapped_len) != 0))
+      ++*replaced;
     MDB_val in = {ch[i].len, (void *)ch[i].rec};
     rc = mdb_put(txn, ks->keys, &key, &in, 0);
+    if (!rc) rc = ks_renumber_holder(ks, txn, &k, recs[i].version, &top);
     if (!rc) rc = ks_index(ks, txn, &k, had ? old.version : 0, recs[i].version);
     stored[i] = 1;
   }
-  if (!rc && !e) rc = ks_put_version(txn, ks->meta, ch[n - 1].version);
+  if (!rc && !e) rc = ks_put_version(txn, ks->meta, top);
   if (e) rc = EIO;
   eg_err ce = ks_end(ks, txn, rc);
   if (!e && !ce) {
-    atomic_store(&ks->version, ch[n - 1].version);
+    atomic_store(&ks->version, top);
     for (size_t i = 0; i < n && on_stored; i++)
       if (stored[i]) on_stored(arg, &recs[i]);
   }

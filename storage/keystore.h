@@ -8,7 +8,7 @@
  *   keys        u8 len | tenant | u8 len | user | generation u32 BE
  *               -> engram.storage.v1.KeyRecord (proto/.../keys.proto)
  *   by_version  version u64 BE -> the keys row changed at that version
- *   meta        "version" -> u64 BE, the last version given out or applied
+ *   meta        "version" -> u64 BE, the highest version given out or applied
  * Every change takes the next version and moves the row's by_version entry
  * to it, so the rows changed after version V are by_version's keys > V.
  *
@@ -59,7 +59,7 @@ typedef struct {
 eg_err eg_keystore_open(const char *dir, eg_keystore **out, char *err, size_t errlen);
 void eg_keystore_close(eg_keystore *ks);
 
-/* The last version given out or applied (0: none). */
+/* The highest version given out or applied (0: none). */
 uint64_t eg_keystore_version(eg_keystore *ks);
 
 /* Fills rec with (tenant, user, gen)'s record: EG_ENOTFOUND when none.
@@ -94,16 +94,20 @@ eg_err eg_keystore_changes(eg_keystore *ks, uint64_t since, size_t max, eg_key_b
                            void *arg, uint64_t *last);
 
 /* Stores changes a primary sent (in its version order) in one durable
- * commit, each at its own version, and sets the store's version to the
- * last one's. A tombstone is never replaced by a live record (a replay
- * from 0 after a failover does not undo an erasure). on_stored(arg, rec)
- * is called for each row written (may be NULL); *destroyed counts the
- * live rows a tombstone replaced (the caller then compacts).
+ * commit, each at its own version; the store's version becomes the
+ * highest it has given out or applied (never lower: a new primary after a
+ * failover may number below the old one). A row of this store that held
+ * an applied version in by_version moves to a fresh version past it. A
+ * tombstone is never replaced by a live record (a replay from 0 after a
+ * failover does not undo an erasure). on_stored(arg, rec) is called for
+ * each row written (may be NULL); *replaced counts the live rows whose
+ * wrapped key a tombstone or a re-wrap replaced (the caller then
+ * compacts).
  * EG_ECORRUPT for a record that does not decode or whose version differs
  * from its change's. */
 eg_err eg_keystore_apply(eg_keystore *ks, const eg_key_change *ch, size_t n,
                          void (*on_stored)(void *arg, const eg_key_rec *rec), void *arg,
-                         uint64_t *destroyed);
+                         uint64_t *replaced);
 
 /* Rewrites the env into a fresh file holding only its records, then puts
  * it in place of data.mdb (fsync, rename, fsync of the dir) and reopens:

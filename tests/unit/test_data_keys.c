@@ -517,7 +517,8 @@ static void test_tombstone_never_resurrected(void) {
   uint8_t junk[3] = {0xff, 0xff, 0xff};
   CU_ASSERT_EQUAL(eg_data_keys_apply(r, 9, junk, sizeof junk), EG_ECORRUPT);
   CU_ASSERT_EQUAL(eg_data_keys_apply(r, 9, live.buf, live.len), EG_ECORRUPT);
-  CU_ASSERT_EQUAL(eg_data_keys_version(r), 1);
+  /* The version went to 2 and stayed there: it never goes down. */
+  CU_ASSERT_EQUAL(eg_data_keys_version(r), 2);
   eg_data_keys_close(p);
   eg_data_keys_close(r);
   rm_parent(d1);
@@ -595,11 +596,20 @@ static void test_rotate_retire_each_user(void) {
   CU_ASSERT_STRING_EQUAL(u.last, "acme/a");
   CU_ASSERT_EQUAL(u.cur, 2);
   CU_ASSERT_EQUAL(u.oldest, 1);
-  CU_ASSERT_EQUAL(eg_data_keys_retire(dk, "acme", "a", 2), EG_EPRECOND);
-  CU_ASSERT_EQUAL(eg_data_keys_retire(dk, "acme", "a", 7), EG_ENOTFOUND);
-  CU_ASSERT_EQUAL(eg_data_keys_retire(dk, "acme", "a", 1), EG_OK);
+  /* Retired below the store's latest only: below another, tokens may
+   * still be under a generation in between. */
+  uint64_t retired;
+  CU_ASSERT_EQUAL(eg_data_keys_retire_before(dk, "acme", "a", 1, &retired), EG_EABORTED);
+  CU_ASSERT_EQUAL(eg_data_keys_retire_before(dk, "acme", "a", 7, &retired), EG_EABORTED);
+  CU_ASSERT_EQUAL(eg_data_key_live(dk, "acme", "a", 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_retire_before(dk, "acme", "a", 2, &retired), EG_OK);
+  CU_ASSERT_EQUAL(retired, 1);
   CU_ASSERT_EQUAL(eg_data_key_get(dk, kr, "acme", "a", 1, out, err, sizeof err), EG_EERASED);
-  CU_ASSERT_EQUAL(eg_data_keys_retire(dk, "acme", "a", 1), EG_OK); /* again: nothing */
+  CU_ASSERT_EQUAL(eg_data_key_live(dk, "acme", "a", 1), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_key_live(dk, "acme", "a", 2), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_live(dk, "acme", "a", 3), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_data_keys_retire_before(dk, "acme", "a", 2, &retired), EG_OK);
+  CU_ASSERT_EQUAL(retired, 0); /* again: nothing */
   memset(&u, 0, sizeof u);
   eg_data_keys_each_user(dk, count_user, &u);
   CU_ASSERT_EQUAL(u.cur, 2);
@@ -696,6 +706,227 @@ static void test_rewrap_and_status(void) {
   rm_parent(dir);
 }
 
+/* ---- stale fills and keys never made ------------------------------------------- */
+
+/* The reviewer's race, step by step through the cache: a reader misses
+ * and takes epoch E, reads generation 1; a rotation stores generation 2;
+ * the reader's put of 1 as current at E must not make 1 current again. */
+static void test_cache_stale_current_after_rotation(void) {
+  eg_dk_cache *c = NULL;
+  uint8_t k1[EG_KEY_LEN], k2[EG_KEY_LEN], out[EG_KEY_LEN];
+  uint32_t gen = 0;
+  memset(k1, 1, sizeof k1);
+  memset(k2, 2, sizeof k2);
+  CU_ASSERT_EQUAL_FATAL(eg_dk_cache_new(8, &c), EG_OK);
+  /* Without the freeze (a put that got past the epoch): 2 stays current. */
+  uint64_t e = eg_dk_cache_epoch(c);
+  eg_dk_cache_put(c, e, "t", "u", 2, 1, k2);
+  eg_dk_cache_put(c, e, "t", "u", 1, 1, k1);
+  CU_ASSERT(eg_dk_cache_current(c, "t", "u", &gen, out));
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_EQUAL(memcmp(out, k2, sizeof k2), 0);
+  CU_ASSERT(eg_dk_cache_get(c, "t", "u", 1, out)); /* kept as an old generation */
+  /* As a rotation runs it: the reader's epoch is from before the freeze. */
+  eg_dk_cache_drop(c, "t", "u");
+  e = eg_dk_cache_epoch(c);
+  eg_dk_cache_freeze(c, "t", "u");
+  /* No fill while frozen, even at the epoch of now. */
+  eg_dk_cache_put(c, eg_dk_cache_epoch(c), "t", "u", 1, 1, k1);
+  CU_ASSERT_FALSE(eg_dk_cache_has(c, "t", "u", 1));
+  eg_dk_cache_thaw(c);
+  eg_dk_cache_put(c, eg_dk_cache_epoch(c), "t", "u", 2, 1, k2); /* the rotation's own */
+  eg_dk_cache_put(c, e, "t", "u", 1, 1, k1);                    /* the stale reader's */
+  CU_ASSERT(eg_dk_cache_current(c, "t", "u", &gen, out));
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_FALSE(eg_dk_cache_has(c, "t", "u", 1));
+  /* A later generation still takes over. */
+  eg_dk_cache_put(c, eg_dk_cache_epoch(c), "t", "u", 3, 1, k1);
+  CU_ASSERT(eg_dk_cache_current(c, "t", "u", &gen, out));
+  CU_ASSERT_EQUAL(gen, 3);
+  eg_dk_cache_free(c);
+}
+
+/* The same race through the data keys: the current key a reader gets
+ * after a rotation is the new one, and the old one is not made current by
+ * the cache again. */
+static void test_current_after_rotation_is_the_new_one(void) {
+  char dir[4200];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t k[EG_KEY_LEN], k2[EG_KEY_LEN];
+  uint32_t gen;
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "a", &gen, k), EG_OK); /* cached: 1 */
+  CU_ASSERT_EQUAL(eg_data_keys_rotate(dk, kr, "acme", "a", &gen), EG_OK);
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "a", &gen, k2), EG_OK);
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_EQUAL(eg_data_key_current_existing(dk, kr, "acme", "a", &gen, k), EG_OK);
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_EQUAL(memcmp(k, k2, sizeof k), 0);
+  CU_ASSERT_EQUAL(eg_data_key_latest(dk, "acme", "a", &gen), EG_OK);
+  CU_ASSERT_EQUAL(gen, 2);
+  /* A fresh store (nothing cached) agrees. */
+  eg_data_keys_close(dk);
+  dk = dk_open(dir, 100);
+  CU_ASSERT_EQUAL(eg_data_key_current_existing(dk, kr, "acme", "a", &gen, k), EG_OK);
+  CU_ASSERT_EQUAL(gen, 2);
+  CU_ASSERT_EQUAL(memcmp(k, k2, sizeof k), 0);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+/* Neither eg_data_key_current_existing nor a rotation makes a key for a
+ * user without one or an erased one; eg_data_key_live says which. */
+static void test_never_create_for_unknown_or_erased(void) {
+  char dir[4200];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t k[EG_KEY_LEN];
+  uint32_t gen = 0;
+  uint64_t n;
+  eg_data_keys_stats st;
+  eg_master_key_use uses[2];
+  CU_ASSERT_EQUAL(eg_data_key_current_existing(dk, kr, "acme", "nobody", &gen, k), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_data_key_latest(dk, "acme", "nobody", &gen), EG_ENOTFOUND);
+  CU_ASSERT_EQUAL(eg_data_key_live(dk, "acme", "nobody", 1), EG_ENOTFOUND);
+  /* A rotation by name gives a user without any key its first (format 1
+   * tokens move to it). */
+  CU_ASSERT_EQUAL(eg_data_keys_rotate(dk, kr, "acme", "old", &gen), EG_OK);
+  CU_ASSERT_EQUAL(gen, 1);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr, "acme", "gone", &gen, k), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_live(dk, "acme", "gone", 1), EG_OK); /* a cache hit */
+  CU_ASSERT_EQUAL(eg_data_keys_erase_user(dk, "acme", "gone", &n), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_key_live(dk, "acme", "gone", 1), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_key_current_existing(dk, kr, "acme", "gone", &gen, k), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_keys_rotate(dk, kr, "acme", "gone", &gen), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_key_latest(dk, "acme", "gone", &gen), EG_EERASED);
+  CU_ASSERT_EQUAL(gen, 1);
+  uint64_t retired;
+  CU_ASSERT_EQUAL(eg_data_keys_retire_before(dk, "acme", "gone", 1, &retired), EG_EERASED);
+  CU_ASSERT_EQUAL(eg_data_keys_status(dk, &st, uses, 2), EG_OK);
+  CU_ASSERT_EQUAL(st.data_keys, 1); /* "old"'s; none for "gone" nor "nobody" */
+  CU_ASSERT_EQUAL(st.erased_users, 1);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
+/* A rewrap on the primary reaches the replica as live records with other
+ * wrapped bytes: the replica compacts the old wrapping out too. */
+static void test_replica_compacts_after_rewrap(void) {
+  char d1[4200], d2[4200];
+  eg_keyring *kr1 = ring(1, key1, "");
+  eg_keyring *kr12 = ring(2, key1, key2);
+  eg_data_keys *p = dk_open(ks_dir(d1, sizeof d1), 100);
+  eg_data_keys *r = dk_open(ks_dir(d2, sizeof d2), 100);
+  uint8_t k[EG_KEY_LEN], w0[EG_WRAPPED_KEY_LEN];
+  uint32_t gen;
+  uint64_t done, remaining;
+  CU_ASSERT_EQUAL(eg_data_key_current(p, kr1, "acme", "a", &gen, k), EG_OK);
+  ship(p, r, 0);
+  wrapped_of(r, "a", 1, w0);
+  CU_ASSERT(file_holds(d2, w0, sizeof w0));
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(p, kr12, 0, &done, &remaining), EG_OK);
+  CU_ASSERT_EQUAL(done, 1);
+  ship(p, r, 1);
+  CU_ASSERT_FALSE(file_holds(d2, w0, sizeof w0));
+  eg_data_keys_close(p);
+  eg_data_keys_close(r);
+  rm_parent(d1);
+  rm_parent(d2);
+  eg_keyring_free(kr1);
+  eg_keyring_free(kr12);
+}
+
+/* Counts the changes a store gives from 0. */
+static eg_err count_change(void *arg, uint64_t version, const uint8_t *rec, size_t len) {
+  (void)version, (void)rec, (void)len;
+  ++*(int *)arg;
+  return EG_OK;
+}
+
+/* A node that was primary (its own versions 1..3) applies a new primary's
+ * history numbered from 1: its version does not go down, and its own rows
+ * whose versions the applied ones take stay in the change list. */
+static void test_apply_keeps_versions_and_rows(void) {
+  char d1[4200], d2[4200], user[8];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *p = dk_open(ks_dir(d1, sizeof d1), 100);
+  eg_data_keys *old = dk_open(ks_dir(d2, sizeof d2), 100);
+  uint8_t k[EG_KEY_LEN];
+  uint32_t gen;
+  uint64_t last;
+  for (int i = 0; i < 3; i++) {
+    snprintf(user, sizeof user, "o%d", i);
+    CU_ASSERT_EQUAL(eg_data_key_current(old, kr, "acme", user, &gen, k), EG_OK);
+  }
+  CU_ASSERT_EQUAL(eg_data_key_current(p, kr, "acme", "n0", &gen, k), EG_OK);
+  ship(p, old, 0); /* version 1 is o0's on old */
+  CU_ASSERT_EQUAL(eg_data_keys_version(old), 4);
+  int n = 0;
+  CU_ASSERT_EQUAL(eg_data_keys_changes(old, 0, 100, count_change, &n, &last), EG_OK);
+  CU_ASSERT_EQUAL(n, 4); /* o0 moved to version 4, not lost */
+  CU_ASSERT_EQUAL(last, 4);
+  /* A change after it takes a version past every one. */
+  CU_ASSERT_EQUAL(eg_data_key_current(old, kr, "acme", "o3", &gen, k), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_version(old), 5);
+  eg_data_keys_close(p);
+  eg_data_keys_close(old);
+  rm_parent(d1);
+  rm_parent(d2);
+  eg_keyring_free(kr);
+}
+
+/* Applies a record of (tenant, user, gen 1) wrapped (in name: the bytes
+ * are no wrapping) under master key id, at version. */
+static void apply_fake(eg_data_keys *dk, const char *user, uint32_t id, uint64_t version) {
+  uint8_t wrapped[EG_WRAPPED_KEY_LEN], buf[512];
+  memset(wrapped, (int)id, sizeof wrapped);
+  Engram__Storage__V1__KeyRecord m = ENGRAM__STORAGE__V1__KEY_RECORD__INIT;
+  m.tenant = "acme";
+  m.user = (char *)user;
+  m.generation = 1;
+  m.wrapped_key = (ProtobufCBinaryData){sizeof wrapped, wrapped};
+  m.master_key_id = id;
+  m.version = version;
+  size_t len = engram__storage__v1__key_record__pack(&m, buf);
+  CU_ASSERT_EQUAL(eg_data_keys_apply(dk, version, buf, len), EG_OK);
+}
+
+/* RewrapKeys' remaining is counted from the whole list of master keys: at
+ * EG_DATA_KEYS_MASTERS_MAX of them it is; one more, refused (EG_ELIMIT),
+ * never a count missing some. */
+static void test_rewrap_remaining_at_the_masters_cap(void) {
+  char dir[4200], user[16];
+  eg_keyring *kr1 = ring(1, key1, ""), *kr12 = ring(2, key1, key2);
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  uint8_t k[EG_KEY_LEN];
+  uint32_t gen;
+  uint64_t done, remaining;
+  /* "a": a real key under 1, first in key order; then keys under ids
+   * 1000.. (users "z...", after it): with 2, "a"'s after the rewrap, the
+   * cap. */
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr1, "acme", "a", &gen, k), EG_OK);
+  uint32_t n_fake = EG_DATA_KEYS_MASTERS_MAX - 1; /* with 2: the cap */
+  for (uint32_t i = 0; i < n_fake; i++) {
+    snprintf(user, sizeof user, "z%04u", i);
+    apply_fake(dk, user, 1000 + i, 10 + i);
+  }
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(dk, kr12, 1, &done, &remaining), EG_OK);
+  CU_ASSERT_EQUAL(done, 1);
+  CU_ASSERT_EQUAL(remaining, n_fake);
+  /* One past the cap; "b", under 1, is the next key a rewrap takes. */
+  apply_fake(dk, "zz", 5000, 10 + n_fake);
+  CU_ASSERT_EQUAL(eg_data_key_current(dk, kr1, "acme", "b", &gen, k), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_rewrap(dk, kr12, 1, &done, &remaining), EG_ELIMIT);
+  CU_ASSERT_EQUAL(done, 1);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr1);
+  eg_keyring_free(kr12);
+  rm_parent(dir);
+}
+
 void eg_test_register_data_keys(void) {
   CU_pSuite s = CU_add_suite("data_keys", suite_init, NULL);
   CU_add_test(s, "wrap round trip and binding", test_wrap_round_trip_and_binding);
@@ -710,4 +941,11 @@ void eg_test_register_data_keys(void) {
   CU_add_test(s, "copy", test_copy);
   CU_add_test(s, "rotate retire each user", test_rotate_retire_each_user);
   CU_add_test(s, "rewrap and status", test_rewrap_and_status);
+  CU_add_test(s, "cache stale current after rotation", test_cache_stale_current_after_rotation);
+  CU_add_test(s, "current after rotation is the new one",
+              test_current_after_rotation_is_the_new_one);
+  CU_add_test(s, "never create for unknown or erased", test_never_create_for_unknown_or_erased);
+  CU_add_test(s, "replica compacts after rewrap", test_replica_compacts_after_rewrap);
+  CU_add_test(s, "apply keeps versions and rows", test_apply_keeps_versions_and_rows);
+  CU_add_test(s, "rewrap remaining at the masters cap", test_rewrap_remaining_at_the_masters_cap);
 }
