@@ -137,6 +137,13 @@ int eg_dk_cache_get(eg_dk_cache *c, const char *tenant, const char *user, uint32
   return hit;
 }
 
+int eg_dk_cache_has(eg_dk_cache *c, const char *tenant, const char *user, uint32_t gen) {
+  pthread_mutex_lock(&c->mu);
+  int hit = gen && dkc_find(c, tenant, user, gen) != NULL;
+  pthread_mutex_unlock(&c->mu);
+  return hit;
+}
+
 int eg_dk_cache_current(eg_dk_cache *c, const char *tenant, const char *user, uint32_t *gen,
                         uint8_t key[EG_KEY_LEN]) {
   pthread_mutex_lock(&c->mu);

@@ -28,6 +28,8 @@ void eg_dk_cache_free(eg_dk_cache *c);
 /* 1 and the key copied into key when (tenant, user, gen) is cached. */
 int eg_dk_cache_get(eg_dk_cache *c, const char *tenant, const char *user, uint32_t gen,
                     uint8_t key[EG_KEY_LEN]);
+/* 1 when (tenant, user, gen) is cached (its key is live). */
+int eg_dk_cache_has(eg_dk_cache *c, const char *tenant, const char *user, uint32_t gen);
 /* 1, the generation and the key when (tenant, user)'s current key is
  * cached. */
 int eg_dk_cache_current(eg_dk_cache *c, const char *tenant, const char *user, uint32_t *gen,

@@ -169,6 +169,34 @@ eg_err eg_data_key_current(eg_data_keys *dk, const eg_keyring *kr, const char *t
   return e;
 }
 
+eg_err eg_data_key_current_existing(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                                    const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]) {
+  eg_key_rec rec;
+  char why[256];
+  if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  if (eg_dk_cache_current(dk->cache, tenant, user, gen, key)) return EG_OK;
+  uint64_t epoch = eg_dk_cache_epoch(dk->cache);
+  eg_err e = eg_keystore_latest(dk->ks, tenant, user, &rec);
+  if (e) return e;
+  if (!rec.wrapped_len) return EG_EERASED;
+  if ((e = dk_unwrap(kr, &rec, key, why, sizeof why)) != EG_OK) {
+    eg_log(EG_LOG_ERROR, "%s", why);
+    return e;
+  }
+  *gen = rec.gen;
+  eg_dk_cache_put(dk->cache, epoch, tenant, user, rec.gen, 1, key);
+  return EG_OK;
+}
+
+eg_err eg_data_key_live(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen) {
+  eg_key_rec rec;
+  if (dk_check_ids(tenant, user) || !user) return EG_EINVAL;
+  if (eg_dk_cache_has(dk->cache, tenant, user, gen)) return EG_OK;
+  eg_err e = eg_keystore_get(dk->ks, tenant, user, gen, &rec);
+  if (e) return e;
+  return rec.wrapped_len ? EG_OK : EG_EERASED;
+}
+
 eg_err eg_data_key_get(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                        const char *user, uint32_t gen, uint8_t key[EG_KEY_LEN], char *err,
                        size_t errlen) {

@@ -62,6 +62,19 @@ void eg_data_keys_close(eg_data_keys *dk);
 eg_err eg_data_key_current(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]);
 
+/* The same, but never creates: EG_EERASED when (tenant, user)'s latest
+ * generation is a tombstone (the user was erased), EG_ENOTFOUND when the
+ * user has no data key. For the rotation and for seals on the writer,
+ * which must not bring an erased user back a key. */
+eg_err eg_data_key_current_existing(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
+                                    const char *user, uint32_t *gen, uint8_t key[EG_KEY_LEN]);
+
+/* Whether generation gen of (tenant, user) may still be sealed under:
+ * EG_OK when the store holds it live (a cache hit in the normal case),
+ * EG_EERASED when it was destroyed, EG_ENOTFOUND when the store never
+ * held it; a failed read of the store as itself. */
+eg_err eg_data_key_live(eg_data_keys *dk, const char *tenant, const char *user, uint32_t gen);
+
 /* The data key of one generation: EG_EERASED when it was destroyed,
  * EG_ECORRUPT when the store does not hold it or its master key is not in
  * kr (with why in err). */
