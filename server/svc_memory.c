@@ -1040,7 +1040,16 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
   upd.update_time_us = r->now_us;
   if (st->dedup && upd.state == EG_MSTATE_ACTIVE && (e = eg_um_dedup(r, t, st, &upd))) return e;
   if ((e = eg_memory_put(r, t, &upd, old, (k & EG_UP_EMBEDDING) ? st->vec : NULL))) return e;
-  return eg_memory_to_api(r, t, &upd, 1, (Engram__V1__Memory **)&r->resp);
+  e = eg_memory_to_api(r, t, &upd, 1, (Engram__V1__Memory **)&r->resp);
+  /* The reply opens the record: ERASED here, with its text's key live at
+   * the check above, means an erasure committed since (on a worker, not
+   * ordered with this apply). This apply is rolled back, nothing stored:
+   * ABORTED (retry), as the check answers. */
+  if (e == EG_EERASED) {
+    eg_err live = eg_field_sealed_live(r, upd.user_id, "memory", upd.memory_id, &upd.text_token);
+    if (live != EG_OK) return live;
+  }
+  return e;
 }
 
 /* ==== DeleteMemory ===================================================================== */
