@@ -25,17 +25,42 @@ static eg_field_ctx eg_ctx(const eg_req *r, const char *kind, const char *record
   return (eg_field_ctx){.tenant = r->tenant, .kind = kind, .record_id = record_id, .field = field};
 }
 
-eg_err eg_field_seal(eg_req *r, const char *user, const char *kind, const char *record_id,
-                     const char *field, const void *pt, size_t len, ProtobufCBinaryData *out) {
+/* A write that would store tokens under a data key of user destroyed
+ * since they were sealed (or, on the writer, finds no key to seal with):
+ * an erasure (DeleteUser, DeleteTenant) or a rotation's retirement raced
+ * it. Nothing is written; a retry seals again, under a live key. */
+static eg_err key_gone(eg_req *r, const char *user, const char *kind, const char *record_id) {
+  if (user[0])
+    snprintf(r->msg, sizeof r->msg,
+             "%s %s: the data keys of user \"%s\" were destroyed meanwhile (an erasure or a key "
+             "rotation raced this write); nothing written, retry",
+             kind, record_id, user);
+  else
+    snprintf(r->msg, sizeof r->msg,
+             "%s %s: the tenant's data key was destroyed meanwhile (an erasure or a key rotation "
+             "raced this write); nothing written, retry",
+             kind, record_id);
+  return EG_EABORTED;
+}
+
+/* Seals under (r's tenant, user)'s current data key, made if missing
+ * (create: prepare) or only if it exists (the writer, where an erasure
+ * may have raced: EG_EABORTED). */
+static eg_err field_seal(eg_req *r, int create, const char *user, const char *kind,
+                         const char *record_id, const char *field, const void *pt, size_t len,
+                         ProtobufCBinaryData *out) {
   eg_field_ctx ctx = eg_ctx(r, kind, record_id, field);
   uint8_t *tok = eg_arena_alloc(r->arena, eg_token_len(len));
   if (!tok) return EG_ENOMEM;
   uint8_t key[EG_KEY_LEN];
   uint32_t gen;
-  eg_err e =
-      eg_data_key_current(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user, &gen, key);
+  eg_err e = create ? eg_data_key_current(r->srv->data_keys, eg_srv_keys(r->srv), r->tenant, user,
+                                          &gen, key)
+                    : eg_data_key_current_existing(r->srv->data_keys, eg_srv_keys(r->srv),
+                                                   r->tenant, user, &gen, key);
   if (e == EG_OK) e = eg_token_seal_dek(key, gen, &ctx, pt, len, tok);
   sodium_memzero(key, sizeof key);
+  if (!create && (e == EG_EERASED || e == EG_ENOTFOUND)) return key_gone(r, user, kind, record_id);
   if (e != EG_OK) {
     snprintf(r->msg, sizeof r->msg, "%s %s: %s could not be sealed (%s)", kind, record_id, field,
              eg_err_msg(e));
@@ -44,6 +69,34 @@ eg_err eg_field_seal(eg_req *r, const char *user, const char *kind, const char *
   out->data = tok;
   out->len = eg_token_len(len);
   return EG_OK;
+}
+
+eg_err eg_field_seal(eg_req *r, const char *user, const char *kind, const char *record_id,
+                     const char *field, const void *pt, size_t len, ProtobufCBinaryData *out) {
+  return field_seal(r, 1, user, kind, record_id, field, pt, len, out);
+}
+
+eg_err eg_field_seal_existing(eg_req *r, const char *user, const char *kind,
+                              const char *record_id, const char *field, const void *pt,
+                              size_t len, ProtobufCBinaryData *out) {
+  return field_seal(r, 0, user, kind, record_id, field, pt, len, out);
+}
+
+eg_err eg_field_sealed_live(eg_req *r, const char *user, const char *kind, const char *record_id,
+                            const ProtobufCBinaryData *tok) {
+  uint8_t version;
+  uint32_t gen;
+  /* Empty: nothing sealed. Format 1: under a master key, not a data key
+   * (an erasure does not touch it). Malformed: not one eg_field_seal made. */
+  if (tok->len == 0 || eg_token_version(tok->data, tok->len, &version) != EG_OK ||
+      version == EG_TOKEN_VERSION || eg_token_generation(tok->data, tok->len, &gen) != EG_OK)
+    return EG_OK;
+  eg_err e = eg_data_key_live(r->srv->data_keys, r->tenant, user, gen);
+  if (e == EG_EERASED || e == EG_ENOTFOUND) return key_gone(r, user, kind, record_id);
+  if (e != EG_OK)
+    snprintf(r->msg, sizeof r->msg, "%s %s: the key store could not be read (%s)", kind,
+             record_id, eg_err_msg(e));
+  return e;
 }
 
 eg_err eg_field_key_ready(eg_req *r, const char *user) {

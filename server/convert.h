@@ -20,12 +20,36 @@ typedef struct {
  * (server/data_keys.h; user EG_DATA_KEY_TENANT_USER for records without
  * one). The first seal for a user creates its key, a durable key-store
  * commit: seal in prepare, on the worker, not on the writer. On failure
- * r->msg names the record. */
+ * r->msg names the record.
+ *
+ * Erasure is not ordered against prepare: DeleteUser or DeleteTenant (or
+ * a rotation retiring a generation) may destroy the key between this seal
+ * and the apply that stores the token. So every apply checks, before it
+ * writes, each token its prepare sealed with eg_field_sealed_live. */
 eg_err eg_field_seal(eg_req *r, const char *user, const char *kind, const char *record_id,
                      const char *field, const void *pt, size_t len, ProtobufCBinaryData *out);
+/* eg_field_seal for the writer (an apply) and other threads that must not
+ * make a key: under user's current data key only if it exists. A prepare
+ * made it (eg_field_key_ready, or its own seals), so a missing or destroyed
+ * one means an erasure raced the write: EG_EABORTED, r->msg saying the
+ * user's data keys were destroyed meanwhile (retry). A key made on the
+ * writer after an erasure would outlive it. */
+eg_err eg_field_seal_existing(eg_req *r, const char *user, const char *kind,
+                              const char *record_id, const char *field, const void *pt,
+                              size_t len, ProtobufCBinaryData *out);
+/* An apply's check of a token its prepare sealed for (kind, record_id) of
+ * user, before writing it: EG_OK if the data key generation it names is
+ * still live (a cache hit normally), or if it is empty or format 1;
+ * EG_EABORTED (r->msg: the user's data keys were destroyed meanwhile;
+ * retry) if that key was destroyed or is gone since the seal; a key-store
+ * error as itself. Run on the writer, after every erasure whose prepare
+ * finished before this apply began, so a record it lets through is
+ * erased by that erasure's own applies, which come after it. */
+eg_err eg_field_sealed_live(eg_req *r, const char *user, const char *kind, const char *record_id,
+                            const ProtobufCBinaryData *tok);
 /* Makes sure user's current data key exists (creating it now, durably):
  * a prepare whose apply seals calls it, so that the writer finds the key
- * cached instead of committing a new one. */
+ * (eg_field_seal_existing) instead of committing a new one. */
 eg_err eg_field_key_ready(eg_req *r, const char *user);
 /* Opens a token of a record of user into a NUL-terminated arena string:
  * format 1 under the keyring's master key it names, format 2 under user's

@@ -33,8 +33,15 @@
  * old current after a rotation's commit, nor a destroyed key after an
  * erasure's. A key eg_data_key_current returned just before an erasure of
  * its user is the caller's to drop: this module does not order sealing
- * against erasure; a caller that seals before an erasure may commit checks
- * with eg_data_key_live that the generation is still live.
+ * against erasure, and neither does DeleteUser's writer transaction (the
+ * erasure runs in its prepare, on a worker, while writes sealed under the
+ * key may be on their way to the writer). The order is the apply-time
+ * check: each write's apply, on the writer, checks with eg_data_key_live
+ * that every generation its prepare sealed under is still live before it
+ * writes (server/convert.h, eg_field_sealed_live; ABORTED otherwise), and
+ * seals on the writer use eg_data_key_current_existing (never making a
+ * key). A write that passed the check is ahead of the erasure's applies on
+ * the writer, which then erase its record.
  */
 #ifndef EG_SERVER_DATA_KEYS_H
 #define EG_SERVER_DATA_KEYS_H

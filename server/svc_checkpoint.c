@@ -222,8 +222,14 @@ static eg_err eg_pc_prepare(eg_req *r, const ProtobufCMessage *msg) {
 
 static eg_err eg_pc_apply(eg_req *r, eg_txn *t) {
   const struct eg_pc_state *st = r->state;
-  eg_err e = eg_store_checkpoint_put(t, r->tenant, st->user_id, &st->rec);
-  if (e) return e;
+  const eg_ckpt_rec *rec = &st->rec;
+  const char *id = rec->checkpoint_id;
+  eg_err e;
+  if ((e = eg_field_sealed_live(r, st->user_id, "checkpoint", id, &rec->checkpoint_token)) ||
+      (e = eg_field_sealed_live(r, st->user_id, "checkpoint", id, &rec->metadata_token)) ||
+      (e = eg_field_sealed_live(r, st->user_id, "checkpoint", id, &rec->new_versions_token)) ||
+      (e = eg_store_checkpoint_put(t, r->tenant, st->user_id, rec)))
+    return e;
   Engram__V1__PutCheckpointResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__PutCheckpointResponse);
   if (!out) return EG_ENOMEM;
   engram__v1__put_checkpoint_response__init(out);
@@ -431,6 +437,9 @@ static eg_err eg_pw_apply(eg_req *r, eg_txn *t) {
   size_t held;
   uint64_t bytes;
   eg_err e = EG_OK;
+  for (size_t i = 0; i < in->n_writes && !e; i++)
+    e = eg_field_sealed_live(r, in->user_id, "checkpoint", in->checkpoint_id,
+                             &st->recs[i].value_token);
   for (size_t i = 0; i < in->n_writes && !e; i++) {
     int w;
     e = eg_store_checkpoint_write_put(t, r->tenant, in->user_id, in->thread_id, in->checkpoint_ns,

@@ -160,9 +160,11 @@ eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t
 }
 
 /* Seals {category, tags} for memory_id (under rec->user_id's data key) and
- * hashes them for filtering. */
+ * hashes them for filtering. on_writer: in an apply, under the key only if
+ * it exists (eg_field_seal_existing: the writer never makes one). */
 static eg_err eg_labels_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memory_id,
-                             const char *category, char **tags, size_t n, eg_memory_rec *rec) {
+                             const char *category, char **tags, size_t n, int on_writer,
+                             eg_memory_rec *rec) {
   rec->category_hash = eg_category_hash(ctx, category);
   rec->n_tag_hashes = n;
   rec->tag_hashes = EG_ARENA_ARRAY(r->arena, uint64_t, n ? n : 1);
@@ -179,8 +181,9 @@ static eg_err eg_labels_seal(eg_req *r, const eg_blind_ctx *ctx, const char *mem
   uint8_t *buf = eg_arena_alloc(r->arena, len ? len : 1);
   if (!buf) return EG_ENOMEM;
   engram__storage__v1__memory_labels__pack(&l, buf);
-  return eg_field_seal(r, rec->user_id, "memory", memory_id, "labels", buf, len,
-                       &rec->labels_token);
+  return (on_writer ? eg_field_seal_existing : eg_field_seal)(r, rec->user_id, "memory", memory_id,
+                                                             "labels", buf, len,
+                                                             &rec->labels_token);
 }
 
 static void eg_labels_free(void *p) { engram__storage__v1__memory_labels__free_unpacked(p, NULL); }
@@ -388,7 +391,7 @@ eg_err eg_create_memory_prepare(eg_req *r, const ProtobufCMessage *msg) {
   rec->language = st->m->language;
   eg_memory_ids_hash(ctx, rec);
   if ((e = eg_text_seal(r, ctx, rec->memory_id, st->m->text, rec)) ||
-      (e = eg_labels_seal(r, ctx, rec->memory_id, st->m->category, st->tags, st->n_tags, rec)) ||
+      (e = eg_labels_seal(r, ctx, rec->memory_id, st->m->category, st->tags, st->n_tags, 0, rec)) ||
       (e = eg_memory_namespace_set(r, ctx, st->m->namespace_, rec)) ||
       (e = eg_memory_metadata_seal(r, "memory.metadata", rec->user_id, rec->memory_id,
                                    st->m->metadata, st->m->n_metadata, rec)))
@@ -655,8 +658,8 @@ static eg_err eg_cm_merge(eg_req *r, eg_txn *t, const struct eg_cm_state *st, eg
   }
   if (!category[0]) category = st->m->category;
   /* On the writer, under the user's data key that prepare sealed the new
-   * memory with (de-duplication stays within one user): cached, not made. */
-  if ((e = eg_labels_seal(r, st->ctx, old->memory_id, category, all, k, upd))) return e;
+   * memory with (de-duplication stays within one user): never made here. */
+  if ((e = eg_labels_seal(r, st->ctx, old->memory_id, category, all, k, 1, upd))) return e;
   if (st->rec.importance > upd->importance) upd->importance = st->rec.importance;
   if (st->rec.confidence > upd->confidence) upd->confidence = st->rec.confidence;
   upd->version++;
@@ -709,6 +712,10 @@ eg_err eg_create_memory_apply(eg_req *r, eg_txn *t) {
   }
   if (e != EG_ENOTFOUND) return e;
   old = NULL;
+  if ((e = eg_field_sealed_live(r, rec.user_id, "memory", rec.memory_id, &rec.text_token)) ||
+      (e = eg_field_sealed_live(r, rec.user_id, "memory", rec.memory_id, &rec.labels_token)) ||
+      (e = eg_field_sealed_live(r, rec.user_id, "memory", rec.memory_id, &rec.metadata_token)))
+    return e;
   eg_dedup_action act = EG_DEDUP_NONE;
   if (st->policy != EG_POLICY_OFF) {
     struct eg_probe p = {.rec = &st->rec, .text = st->m->text, .vec = st->vec, .jt = st->jt,
@@ -911,7 +918,8 @@ static eg_err eg_um_prepare(eg_req *r, const ProtobufCMessage *msg) {
   engram__storage__v1__memory_record__init(sl);
   /* What is sealed, here or in apply (labels), is sealed under the
    * memory's user's data key: the user from this snapshot (apply checks
-   * it is still the memory's), its key made here, not on the writer. */
+   * it is still the memory's, and that the key is still live), its key
+   * made here: the writer never makes one. */
   if (k & (EG_UP_TEXT | EG_UP_METADATA | EG_UP_CATEGORY | EG_UP_TAGS)) {
     eg_memory_rec *cur;
     if ((e = eg_memory_load(r, r->rtxn, m->memory_id, 0, &cur)) ||
@@ -984,6 +992,10 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
     snprintf(r->msg, sizeof r->msg, "memory_id: memory '%s' is deleted", old->memory_id);
     return EG_EPRECOND;
   }
+  if ((e = eg_field_sealed_live(r, st->user, "memory", old->memory_id, &st->sealed.text_token)) ||
+      (e = eg_field_sealed_live(r, st->user, "memory", old->memory_id,
+                                &st->sealed.metadata_token)))
+    return e;
   upd = *old;
   if (k & (EG_UP_TEXT | EG_UP_LANGUAGE)) {
     /* New words or a new language: the text is indexed again. */
@@ -1012,7 +1024,7 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
     if ((e = eg_labels_open(r, old, &category, &tags, &n))) return e;
     if (k & EG_UP_CATEGORY) category = m->category;
     if (k & EG_UP_TAGS) tags = st->tags, n = st->n_tags;
-    if ((e = eg_labels_seal(r, st->ctx, old->memory_id, category, tags, n, &upd))) return e;
+    if ((e = eg_labels_seal(r, st->ctx, old->memory_id, category, tags, n, 1, &upd))) return e;
   }
   if (k & EG_UP_IMPORTANCE) upd.importance = m->importance;
   if (k & EG_UP_CONFIDENCE) upd.confidence = m->confidence;
@@ -1028,7 +1040,16 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
   upd.update_time_us = r->now_us;
   if (st->dedup && upd.state == EG_MSTATE_ACTIVE && (e = eg_um_dedup(r, t, st, &upd))) return e;
   if ((e = eg_memory_put(r, t, &upd, old, (k & EG_UP_EMBEDDING) ? st->vec : NULL))) return e;
-  return eg_memory_to_api(r, t, &upd, 1, (Engram__V1__Memory **)&r->resp);
+  e = eg_memory_to_api(r, t, &upd, 1, (Engram__V1__Memory **)&r->resp);
+  /* The reply opens the record: ERASED here, with its text's key live at
+   * the check above, means an erasure committed since (on a worker, not
+   * ordered with this apply). This apply is rolled back, nothing stored:
+   * ABORTED (retry), as the check answers. */
+  if (e == EG_EERASED) {
+    eg_err live = eg_field_sealed_live(r, upd.user_id, "memory", upd.memory_id, &upd.text_token);
+    if (live != EG_OK) return live;
+  }
+  return e;
 }
 
 /* ==== DeleteMemory ===================================================================== */

@@ -195,7 +195,10 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
     return e;
   }
   if (e != EG_ENOTFOUND) return e;
-  if ((e = eg_session_id_reusable(r, t, "session.session_id", st->session_id))) return e;
+  if ((e = eg_session_id_reusable(r, t, "session.session_id", st->session_id)) ||
+      (e = eg_field_sealed_live(r, st->in->user_id, "session", st->session_id,
+                                &st->metadata_token)))
+    return e;
   eg_session_rec rec = ENGRAM__STORAGE__V1__SESSION_RECORD__INIT;
   rec.session_id = (char *)st->session_id;
   rec.user_id = st->in->user_id;
@@ -277,6 +280,8 @@ static eg_err eg_end_apply(eg_req *r, eg_txn *t) {
    * and reason, and nothing is written. */
   if (rec->state == ENGRAM__V1__SESSION_STATE__SESSION_STATE_ENDED)
     return eg_session_to_api(r, rec, (Engram__V1__Session **)&r->resp);
+  if ((e = eg_field_sealed_live(r, st->user, "session", st->session_id, &st->reason_token)))
+    return e;
   upd = *rec;
   eg_session_end(r, &upd, st->reason_token);
   if ((e = eg_store_session_put(t, r->tenant, &upd, rec))) return e;
@@ -363,6 +368,8 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
   upd = *rec;
   int state = eg_session_state_at(rec, r->now_us);
   if (st->mask & EG_SU_METADATA) {
+    if ((e = eg_field_sealed_live(r, st->user, "session", rec->session_id, &st->metadata_token)))
+      return e;
     upd.metadata_token = st->metadata_token;
     upd.metadata_hashes = st->metadata_hashes;
     upd.n_metadata_hashes = st->n_metadata_hashes;
@@ -688,9 +695,9 @@ static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if (eg_arena_defer(r->arena, eg_session_rec_free, s) != 0) return EG_ENOMEM;
   st->seen_create_us = s->create_time_us;
   /* apply seals (a message's record id needs its seq) with the user's
-   * data key: made here, on the worker, so that apply finds it cached
-   * instead of committing a new key on the writer (which it still does
-   * for a session replaced since, or a key destroyed since). */
+   * data key: made here, on the worker, as the writer never makes one (a
+   * session replaced since by another user's without a key, or a key
+   * destroyed since, answers ABORTED: retry). */
   if ((e = eg_field_key_ready(r, s->user_id))) return e;
   return eg_append_index(r, in, s, &st->index);
 }
@@ -748,11 +755,13 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
   }
   const char *rid = eg_message_record_id(r, s->session_id, rec.seq);
   if (!rid) return EG_ENOMEM;
-  eg_err e = eg_field_seal(r, s->user_id, "message", rid, "content", m->content,
-                           strlen(m->content), &rec.content_token);
+  /* On the writer: under the key prepare made (eg_field_key_ready), never
+   * a new one. */
+  eg_err e = eg_field_seal_existing(r, s->user_id, "message", rid, "content", m->content,
+                                    strlen(m->content), &rec.content_token);
   if (e == EG_OK && st->metadata[i].len)
-    e = eg_field_seal(r, s->user_id, "message", rid, "metadata", st->metadata[i].data,
-                      st->metadata[i].len, &rec.metadata_token);
+    e = eg_field_seal_existing(r, s->user_id, "message", rid, "metadata", st->metadata[i].data,
+                               st->metadata[i].len, &rec.metadata_token);
   if (e == EG_OK) e = eg_store_message_put(t, r->tenant, s->session_id, &rec);
   if (e != EG_OK) return e;
   s->message_count = rec.seq;
@@ -883,6 +892,7 @@ static eg_err eg_summary_apply(eg_req *r, eg_txn *t) {
   }
   /* A shallow copy: the new token is arena memory, and s's own buffers
    * must stay where free_unpacked expects them. */
+  if ((e = eg_field_sealed_live(r, st->user, "session", s->session_id, &st->token))) return e;
   eg_session_rec upd = *s;
   upd.summary_token = st->token;
   upd.summary_through_seq = st->in->through_seq;
@@ -1076,6 +1086,20 @@ static eg_err eg_fork_prepare(eg_req *r, const ProtobufCMessage *msg) {
   return e;
 }
 
+/* Every token prepare sealed for the fork (of user) is still under a live
+ * key (eg_field_sealed_live). */
+static eg_err eg_fork_sealed_live(eg_req *r, const struct eg_fork_state *st, const char *user) {
+  eg_err e;
+  if ((e = eg_field_sealed_live(r, user, "session", st->new_id, &st->metadata_token)) ||
+      (e = eg_field_sealed_live(r, user, "session", st->new_id, &st->summary_token)))
+    return e;
+  for (size_t i = 0; i < st->n; i++)
+    if ((e = eg_field_sealed_live(r, user, "fork", st->new_id, &st->msgs[i].content_token)) ||
+        (e = eg_field_sealed_live(r, user, "fork", st->new_id, &st->msgs[i].metadata_token)))
+      return e;
+  return EG_OK;
+}
+
 static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {
   const struct eg_fork_state *st = r->state;
   const Engram__V1__ForkSessionRequest *in = st->in;
@@ -1108,6 +1132,7 @@ static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {
              in->session_id);
     return EG_EABORTED;
   }
+  if ((e = eg_fork_sealed_live(r, st, src->user_id))) return e;
   for (size_t i = 0; i < st->n; i++)
     if ((e = eg_store_message_put(t, r->tenant, st->new_id, &st->msgs[i]))) return e;
   eg_session_rec rec = ENGRAM__STORAGE__V1__SESSION_RECORD__INIT;

@@ -156,7 +156,9 @@ static eg_err eg_put_prepare(eg_req *r, const ProtobufCMessage *msg) {
 static eg_err eg_put_apply(eg_req *r, eg_txn *t) {
   const struct eg_put_state *st = r->state;
   eg_item_rec *prev = NULL, rec = st->rec;
-  eg_err e = eg_item_load(r, t, &st->ns, st->in->key, 1, &prev);
+  eg_err e = eg_field_sealed_live(r, EG_DATA_KEY_TENANT_USER, "store_item", st->in->key,
+                                  &rec.value_token);
+  if (e == EG_OK) e = eg_item_load(r, t, &st->ns, st->in->key, 1, &prev);
   if (e && e != EG_ENOTFOUND) return e;
   r->msg[0] = '\0';
   /* An expired item not swept yet is gone: this put starts a new one. */

@@ -22,7 +22,9 @@ struct eg_dt_state {
  * commit of its own, not the writer's), before any erase step commits:
  * from then on every copy of the tenant's ciphertext reads as ERASED. A
  * crash before the last step leaves records that no longer open, never
- * plaintext, and the retried call (no key left to destroy) erases them. */
+ * plaintext, and the retried call (no key left to destroy) erases them.
+ * Writes in flight sealed under these keys are refused by their own
+ * apply's check (ABORTED), as for DeleteUser (server/svc_user.c). */
 static eg_err eg_dt_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__DeleteTenantRequest *in = (const void *)msg;
   eg_err e = eg_validate_id("tenant", in->tenant, 1, r->msg, sizeof r->msg);

@@ -39,7 +39,11 @@
  * that no longer open (ERASED, never plaintext); the client's retry finds
  * no key left to destroy and finishes erasing them. The other order would
  * leave, after a crash, records erased but their key alive in every older
- * copy. */
+ * copy. Writes of the user already sealed under these keys are not
+ * ordered with this: each one's apply checks its keys are still live
+ * (server/convert.h, eg_field_sealed_live) and answers ABORTED if not; one
+ * that passed runs on the writer before this call's first erase step,
+ * which erases its record. */
 static eg_err eg_du_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__DeleteUserRequest *in = (const void *)msg;
   uint64_t destroyed = 0;

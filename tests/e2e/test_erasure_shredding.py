@@ -30,11 +30,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from harness import (ENGRAM_CLI, KEEP, RPC_TIMEOUT, E2ETestCase, M, Server, clean_env,
-                     free_port, make_keyring, pb, pbg, scan_sanitizer, uid)
+                     free_port, make_keyring, pb, pbg, run_threads, scan_sanitizer, uid)
 from test_rich_errors import rich
 from test_wal_archive import checksum, status, wait_archived, wait_for
 from engram.v1 import admin_pb2 as apb  # noqa: E402
@@ -378,3 +380,126 @@ class ErasureShreddingTest(E2ETestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(json.loads(p.stdout)["recordsDeleted"], "0")
         self.assertReadable(self.z, self.src.addr)
+
+
+class ErasureRacesWritesTest(E2ETestCase):
+    """DeleteUser destroys the user's data keys in its prepare, on a
+    worker, while writes of that user are in flight: one that sealed its
+    fields under the key just before may reach the writer after the
+    erasure's last step. Its apply checks the key is still live
+    (ABORTED otherwise: retry), so no record under a destroyed key is left
+    behind, which would make the user's listings fail as a whole with
+    DATA_LOSS. Real threads against a real engramd, a bounded number of
+    calls each (CreateMemory, UpdateMemory, and PutCheckpoint, whose large
+    payload keeps its prepare sealing for a while after it took the key);
+    a few users in turn, each erased in mid-stream. Without the check the
+    writes that lose the race store under the destroyed key (an update's
+    reply then fails DATA_LOSS): the test fails on every run of an engramd
+    built without it."""
+
+    USERS = 8     # erasures raced, one user each
+    WRITERS = 6   # threads writing the user's records
+    CALLS = 150   # at most, per thread and user
+    CKPT = 4 << 20  # bytes of a checkpoint: its seal takes a while
+    CKPT_WRITERS = 2  # of WRITERS, those putting checkpoints
+
+    def test_delete_user_racing_writes_leaves_nothing_unreadable(self):
+        token = "agent-token-race"
+        srv = self.start_server("--max-checkpoint-bytes", self.CKPT,
+                                "--max-reply-bytes", 2 * self.CKPT,
+                                tokens=[("acme", "agent", token)])
+        ch = grpc.insecure_channel(srv.addr, options=[
+            ("grpc.max_receive_message_length", 2 * self.CKPT),
+            ("grpc.max_send_message_length", 2 * self.CKPT)])
+        self.addCleanup(ch.close)
+        md = (("authorization", "Bearer " + token),)
+        kw = {"timeout": RPC_TIMEOUT, "metadata": md}
+        mem, ck = mpg.MemoryServiceStub(ch), spbg.CheckpointServiceStub(ch)
+        off = mp.DEDUP_POLICY_OFF
+        blob = os.urandom(self.CKPT)
+        for n in range(self.USERS):
+            user = uid("racer")
+            seeds = [mem.CreateMemory(mp.CreateMemoryRequest(
+                memory=mp.Memory(user_id=user, text="seed %d of %s" % (i, user),
+                                 type=mp.MEMORY_TYPE_FACT), dedup_policy=off),
+                **kw).memory.memory_id for i in range(self.WRITERS)]
+            lock = threading.Condition()
+            calls_done = [0]
+            delete_sent, delete_done = threading.Event(), threading.Event()
+            # ids of writes done before DeleteUser was sent (gone after it) /
+            # done since (may come after it, under a key made after it)
+            before, during = set(), set()
+            codes = []
+
+            def writer(w):
+                for i in range(self.CALLS):
+                    if delete_done.is_set():
+                        return
+                    text = "w%d-%d-%d %s" % (w, i, n, uid("t"))
+                    try:
+                        if w < self.CKPT_WRITERS:
+                            mid = "ck-%d-%d" % (w, i)
+                            ck.PutCheckpoint(spb.PutCheckpointRequest(
+                                user_id=user, checkpoint=spb.Checkpoint(
+                                    thread_id="t", checkpoint_id=mid, checkpoint=blob)), **kw)
+                        elif i % 2 == 0:
+                            mid = mem.CreateMemory(mp.CreateMemoryRequest(
+                                memory=mp.Memory(user_id=user, text=text,
+                                                 type=mp.MEMORY_TYPE_FACT),
+                                dedup_policy=off), **kw).memory.memory_id
+                        else:
+                            mid = None
+                            mem.UpdateMemory(mp.UpdateMemoryRequest(
+                                memory=mp.Memory(memory_id=seeds[w], text=text),
+                                update_mask=field_mask_pb2.FieldMask(paths=["text"]),
+                                dedup_policy=off), **kw)
+                        with lock:
+                            if mid:
+                                (during if delete_sent.is_set() else before).add(mid)
+                    except grpc.RpcError as e:
+                        with lock:
+                            codes.append((e.code(), e.details()))
+                    with lock:
+                        calls_done[0] += 1
+                        lock.notify_all()
+
+            def eraser():
+                with lock:
+                    ok = lock.wait_for(lambda: calls_done[0] >= 2 * self.WRITERS, RPC_TIMEOUT)
+                assert ok, "the writers made no call"
+                delete_sent.set()
+                upg.UserServiceStub(ch).DeleteUser(up.DeleteUserRequest(user_id=user), **kw)
+                delete_done.set()
+
+            run_threads([lambda w=w: writer(w) for w in range(self.WRITERS)] + [eraser], 600)
+            # Every record of the user opens: a write that sealed under the
+            # destroyed key left nothing (else the listing is DATA_LOSS).
+            states = [mp.MEMORY_STATE_ACTIVE, mp.MEMORY_STATE_DUPLICATE, mp.MEMORY_STATE_DELETED,
+                      mp.MEMORY_STATE_SUPERSEDED]
+            mems = mem.ListMemories(mp.ListMemoriesRequest(
+                user_id=user, page_size=1000, filter=mp.MemoryFilter(states=states)),
+                **kw).memories
+            cks, page = [], ""
+            while True:  # a page holds what fits --max-reply-bytes: few of these
+                got = ck.ListCheckpoints(spb.ListCheckpointsRequest(
+                    user_id=user, page_size=100, page_token=page), **kw)
+                cks += got.checkpoints
+                page = got.next_page_token
+                if not page:
+                    break
+            ids = {m.memory_id for m in mems} | {c.checkpoint_id for c in cks}
+            # What existed before the erasure is gone; what is left was
+            # written while it ran, sealed under a new key made after it (a
+            # write that came after DeleteUser), and reads back.
+            self.assertEqual(ids & (set(seeds) | before), set(), "user %s" % user)
+            self.assertLessEqual(ids, during, "user %s" % user)
+            self.assertTrue(all(m.text.startswith("w") for m in mems))
+            self.assertTrue(all(c.checkpoint == blob for c in cks))
+            # The writes that lost the race answered ABORTED (retry: nothing
+            # stored) or NOT_FOUND (the memory was erased), never DATA_LOSS
+            # (a write that stored, or tried to, under the destroyed key).
+            for code, details in codes:
+                with self.subTest(code=code, details=details):
+                    self.assertIn(code, (grpc.StatusCode.ABORTED, grpc.StatusCode.NOT_FOUND))
+                    if code == grpc.StatusCode.ABORTED:
+                        self.assertIn("destroyed meanwhile", details)

@@ -3,7 +3,10 @@
  * open under it; format 1 tokens (a store of an older release) still
  * open under the keyring; a user's or a tenant's erased keys make their
  * fields EG_EERASED, naming the record and the user, while other users'
- * and tenants' fields open and the user's new fields open again. */
+ * and tenants' fields open and the user's new fields open again; an
+ * apply's check of what its prepare sealed (eg_field_sealed_live) and the
+ * writer's seal (eg_field_seal_existing) answer ABORTED once the key is
+ * destroyed, and the latter never makes one. */
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
 #include <fcntl.h>
@@ -150,6 +153,75 @@ static void test_erased_tenant_reads_erased(void) {
   teardown();
 }
 
+/* An apply's check of what its prepare sealed: live keys pass (and empty
+ * or format 1 tokens); after the user's erasure, ABORTED saying so, while
+ * another user's tokens still pass. The tenant's own key the same. */
+static void test_sealed_live_after_an_erasure_is_aborted(void) {
+  setup();
+  eg_req r = req("acme");
+  uint64_t destroyed = 0;
+  ProtobufCBinaryData a = seal(&r, "alice", "m1", "in flight");
+  ProtobufCBinaryData b = seal(&r, "bob", "m2", "bob's");
+  ProtobufCBinaryData item = seal(&r, EG_DATA_KEY_TENANT_USER, "i1", "{}");
+  ProtobufCBinaryData none = {0};
+  const eg_field_ctx ctx = {"acme", "memory", "m1", "text"};
+  uint8_t old[64];
+  CU_ASSERT_EQUAL_FATAL(eg_token_seal(keys, &ctx, (const uint8_t *)"old", 3, old), EG_OK);
+  ProtobufCBinaryData v1 = {eg_token_len(3), old};
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, "alice", "memory", "m1", &a), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_data_keys_erase_user(dks, "acme", "alice", &destroyed), EG_OK);
+  r.msg[0] = '\0';
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, "alice", "memory", "m1", &a), EG_EABORTED);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "memory m1"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "\"alice\" were destroyed meanwhile"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "retry"));
+  /* A new key after the erasure does not make the old token live. */
+  ProtobufCBinaryData again = seal(&r, "alice", "m3", "after");
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, "alice", "memory", "m3", &again), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, "alice", "memory", "m1", &a), EG_EABORTED);
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, "bob", "memory", "m2", &b), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, "alice", "memory", "m1", &none), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, "alice", "memory", "m1", &v1), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, EG_DATA_KEY_TENANT_USER, "store_item", "i1", &item),
+                  EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_data_keys_erase_tenant(dks, "acme", &destroyed), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, EG_DATA_KEY_TENANT_USER, "store_item", "i1", &item),
+                  EG_EABORTED);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "the tenant's data key was destroyed meanwhile"));
+  eg_arena_free(r.arena);
+  teardown();
+}
+
+/* The writer's seal never makes a key: none yet, or erased, is ABORTED
+ * and leaves the user without one; an existing key seals as
+ * eg_field_seal does. */
+static void test_seal_existing_never_makes_a_key(void) {
+  setup();
+  eg_req r = req("acme");
+  ProtobufCBinaryData tok = {0};
+  uint64_t destroyed = 0;
+  uint32_t gen;
+  uint8_t key[EG_KEY_LEN];
+  char *text;
+  CU_ASSERT_EQUAL(eg_field_seal_existing(&r, "carol", "message", "s/1", "content", "x", 1, &tok),
+                  EG_EABORTED);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "\"carol\" were destroyed meanwhile"));
+  CU_ASSERT_EQUAL(eg_data_key_current_existing(dks, keys, "acme", "carol", &gen, key),
+                  EG_ENOTFOUND);
+  CU_ASSERT_EQUAL_FATAL(eg_field_key_ready(&r, "carol"), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(
+      eg_field_seal_existing(&r, "carol", "memory", "m1", "text", "hello", 5, &tok), EG_OK);
+  CU_ASSERT_EQUAL(open_text(&r, "carol", "m1", &tok, &text), EG_OK);
+  CU_ASSERT_STRING_EQUAL(text, "hello");
+  CU_ASSERT_EQUAL_FATAL(eg_data_keys_erase_user(dks, "acme", "carol", &destroyed), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_seal_existing(&r, "carol", "memory", "m2", "text", "y", 1, &tok),
+                  EG_EABORTED);
+  CU_ASSERT_EQUAL(eg_data_key_current_existing(dks, keys, "acme", "carol", &gen, key),
+                  EG_EERASED);
+  eg_arena_free(r.arena);
+  teardown();
+}
+
 void eg_test_register_envelope(void) {
   CU_pSuite s = CU_add_suite("envelope", NULL, NULL);
   CU_add_test(s, "seal is format 2 under the user's key",
@@ -157,4 +229,7 @@ void eg_test_register_envelope(void) {
   CU_add_test(s, "format 1 still opens", test_format_1_still_opens);
   CU_add_test(s, "erased user reads erased", test_erased_user_reads_erased);
   CU_add_test(s, "erased tenant reads erased", test_erased_tenant_reads_erased);
+  CU_add_test(s, "sealed live after an erasure is aborted",
+              test_sealed_live_after_an_erasure_is_aborted);
+  CU_add_test(s, "seal existing never makes a key", test_seal_existing_never_makes_a_key);
 }
