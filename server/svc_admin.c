@@ -3,11 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "common/clock.h"
 #include "coord/coord.h"
 #include "engram/v1/admin.pb-c.h"
 #include "replica/replica.h"
 #include "server/archiver.h"
+#include "server/backup_chunk.h"
 #include "server/convert.h"
 #include "server/reindex.h"
 #include "server/service.h"
@@ -226,34 +226,6 @@ static eg_err eg_set_retention_apply(eg_req *r, eg_txn *t) {
   return EG_OK;
 }
 
-/* What Backup's chunks are built in (eg_repl_serve_copy). */
-typedef struct {
-  Engram__V1__BackupChunk chunk;
-  Google__Protobuf__Timestamp time;
-  uint32_t key_ids[EG_KEYRING_KEYS_MAX];
-  size_t n_key_ids;
-} eg_backup_msg;
-
-static const ProtobufCMessage *eg_backup_chunk(void *arg, const eg_repl_copy_piece *p) {
-  eg_backup_msg *b = arg;
-  Engram__V1__BackupChunk *c = &b->chunk;
-  engram__v1__backup_chunk__init(c);
-  c->data = (ProtobufCBinaryData){p->len, (uint8_t *)p->data};
-  c->size = p->size;
-  if (p->last) {
-    c->last = 1;
-    c->lsn = p->info->lsn;
-    c->epoch = p->info->epoch;
-    c->schema_version = p->info->schema_version;
-    c->total_bytes = p->total;
-    c->sha256 = (ProtobufCBinaryData){32, (uint8_t *)p->sha256};
-    c->n_key_ids = b->n_key_ids;
-    c->key_ids = b->key_ids;
-    c->time = &b->time;
-  }
-  return &c->base;
-}
-
 /* The ids of the keys the store's data is sealed under, from its recorded
  * key fingerprint (none recorded: none). */
 static eg_err eg_backup_key_ids(eg_store *s, eg_backup_msg *b, char *msg, size_t msglen) {
@@ -278,7 +250,7 @@ static eg_stream_places eg_backup_places = {.max = eg_backups_max, .what = "back
  * bound ends there, before it sends anything. */
 static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                         struct grpc_completion_queue *cq, char *msg, size_t msglen) {
-  eg_backup_msg b = {.n_key_ids = 0};
+  eg_backup_msg b;
   eg_stream_out out = {.call = call, .cq = cq, .send_ms = srv->cfg->call_timeout_ms,
                        .send_limit = "--call-timeout-ms", .max_ms = srv->cfg->backup_max_ms,
                        .max_limit = "--backup-max-ms"};
@@ -288,13 +260,10 @@ static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc
   if (e) return e;
   protobuf_c_message_free_unpacked(in, NULL); /* no fields yet */
   eg_stream_out_start(&out);
-  if ((e = eg_backup_key_ids(srv->store, &b, msg, msglen))) return e;
-  /* Taken before the copy's read txn starts: the copy holds every write
+  /* Stamped before the copy's read txn starts: the copy holds every write
    * acknowledged before this time (and possibly some after). */
-  int64_t now = eg_now_us();
-  google__protobuf__timestamp__init(&b.time);
-  b.time.seconds = now / 1000000;
-  b.time.nanos = (int32_t)(now % 1000000) * 1000;
+  eg_backup_msg_init(&b);
+  if ((e = eg_backup_key_ids(srv->store, &b, msg, msglen))) return e;
   /* The copy and its digest compete with the calls a backup must not slow
    * down: they run under SCHED_IDLE (on a thread of their own, which holds
    * nothing the serving threads wait on for long); this thread, which

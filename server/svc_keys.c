@@ -5,9 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common/clock.h"
 #include "engram/v1/admin.pb-c.h"
 #include "replica/replica.h"
+#include "server/backup_chunk.h"
 #include "server/convert.h"
 #include "server/data_keys.h"
 #include "server/key_rotation.h"
@@ -117,32 +117,6 @@ static eg_err eg_rewrap_keys(eg_req *r, const ProtobufCMessage *msg) {
 
 /* ---- BackupKeys --------------------------------------------------------------- */
 
-/* What BackupKeys' chunks are built in. */
-typedef struct {
-  Engram__V1__BackupChunk chunk;
-  Google__Protobuf__Timestamp time;
-  uint32_t key_ids[EG_DATA_KEYS_MASTERS_MAX];
-  size_t n_key_ids;
-} eg_keys_backup_msg;
-
-static const ProtobufCMessage *eg_keys_backup_chunk(void *arg, const eg_repl_copy_piece *p) {
-  eg_keys_backup_msg *b = arg;
-  Engram__V1__BackupChunk *c = &b->chunk;
-  engram__v1__backup_chunk__init(c);
-  c->data = (ProtobufCBinaryData){p->len, (uint8_t *)p->data};
-  c->size = p->size;
-  if (p->last) {
-    /* lsn, epoch, schema_version: the data store's; a key store has none. */
-    c->last = 1;
-    c->total_bytes = p->total;
-    c->sha256 = (ProtobufCBinaryData){32, (uint8_t *)p->sha256};
-    c->n_key_ids = b->n_key_ids;
-    c->key_ids = b->key_ids;
-    c->time = &b->time;
-  }
-  return &c->base;
-}
-
 /* The copy eg_repl_serve_copy_of streams: the key store, compacted. */
 static eg_err eg_keys_copy(void *dk, const char *path, eg_store_file_info *info) {
   memset(info, 0, sizeof *info);
@@ -157,7 +131,7 @@ static eg_err eg_keys_copy(void *dk, const char *path, eg_store_file_info *info)
 /* The master keys the copy's data keys are wrapped under: a restore needs
  * a keyring holding each. Taken before the copy; a rewrap meanwhile may
  * add the primary's id to what the copy holds. */
-static eg_err eg_keys_backup_ids(const eg_srv *srv, eg_keys_backup_msg *b, char *msg,
+static eg_err eg_keys_backup_ids(const eg_srv *srv, eg_backup_msg *b, char *msg,
                                  size_t msglen) {
   eg_master_key_use uses[EG_DATA_KEYS_MASTERS_MAX];
   eg_data_keys_stats st;
@@ -188,7 +162,7 @@ static eg_stream_places eg_keys_backup_places = {.max = eg_keys_backups_max,
  * its primary's up to the key changes it has applied. */
 static eg_err eg_backup_keys(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                              struct grpc_completion_queue *cq, char *msg, size_t msglen) {
-  eg_keys_backup_msg b = {.n_key_ids = 0};
+  eg_backup_msg b;
   eg_stream_out out = {.call = call, .cq = cq, .send_ms = srv->cfg->call_timeout_ms,
                        .send_limit = "--call-timeout-ms", .max_ms = srv->cfg->backup_max_ms,
                        .max_limit = "--backup-max-ms"};
@@ -198,12 +172,9 @@ static eg_err eg_backup_keys(const eg_srv *srv, const char *tenant, struct grpc_
   if (e) return e;
   protobuf_c_message_free_unpacked(in, NULL); /* no fields */
   eg_stream_out_start(&out);
+  eg_backup_msg_init(&b);
   if ((e = eg_keys_backup_ids(srv, &b, msg, msglen))) return e;
-  int64_t now = eg_now_us();
-  google__protobuf__timestamp__init(&b.time);
-  b.time.seconds = now / 1000000;
-  b.time.nanos = (int32_t)(now % 1000000) * 1000;
-  return eg_repl_serve_copy_of(srv->repl, 1, eg_keys_copy, srv->data_keys, eg_keys_backup_chunk,
+  return eg_repl_serve_copy_of(srv->repl, 1, eg_keys_copy, srv->data_keys, eg_backup_chunk,
                                &b, eg_stream_send, eg_stream_check, &out, msg, msglen);
 }
 
