@@ -65,6 +65,7 @@ static void eg_keyring_reload(void *arg) {
   /* A SIGHUP for the certificates or the tokens: nothing to swap, and no
    * reload of the bounded count spent. */
   if (eg_keyring_same(next, atomic_load(&eg_kr.srv->keys))) {
+    eg_log(EG_LOG_INFO, "keyring %s unchanged: kept as it is", eg_kr.path);
     eg_keyring_free(next);
     return;
   }

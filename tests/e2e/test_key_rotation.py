@@ -115,7 +115,11 @@ class KeyringReloadTest(E2ETestCase):
         self.assertEqual([m.content for m in self.c.all_messages(sid)], ["first", "second"])
         self.assertEqual(masters(key_status(self.c)), {1: (2, True, True)})
         self.assertNotIn("keyring reloaded", self.srv.log_text())
-        # Put right, it reloads.
+        # Put right: the keyring in use, nothing to swap (and no reload of
+        # the bounded count spent); a key added to it then reloads.
+        at_rest.write_keyring(self.srv.keyring_path, keys, 1)
+        self.reload("keyring %s unchanged: kept as it is" % self.srv.keyring_path)
+        keys[2] = os.urandom(32)
         at_rest.write_keyring(self.srv.keyring_path, keys, 1)
         self.reload("keyring reloaded from %s: primary key id 1" % self.srv.keyring_path)
 
