@@ -12,6 +12,22 @@ void eg_backup_msg_init(eg_backup_msg *b) {
   b->time.nanos = (int32_t)(now % 1000000) * 1000;
 }
 
+eg_err eg_backup_stream_begin(const eg_srv *srv, struct grpc_call *call,
+                              struct grpc_completion_queue *cq,
+                              const ProtobufCMessageDescriptor *req, eg_stream_out *out,
+                              eg_backup_msg *b, char *msg, size_t msglen) {
+  *out = (eg_stream_out){.call = call, .cq = cq, .send_ms = srv->cfg->call_timeout_ms,
+                         .send_limit = "--call-timeout-ms", .max_ms = srv->cfg->backup_max_ms,
+                         .max_limit = "--backup-max-ms"};
+  ProtobufCMessage *in = NULL;
+  eg_err e = eg_stream_recv_request(srv, call, cq, req, &in, msg, msglen);
+  if (e) return e;
+  protobuf_c_message_free_unpacked(in, NULL); /* no fields */
+  eg_stream_out_start(out);
+  eg_backup_msg_init(b);
+  return EG_OK;
+}
+
 const ProtobufCMessage *eg_backup_chunk(void *arg, const eg_repl_copy_piece *p) {
   eg_backup_msg *b = arg;
   Engram__V1__BackupChunk *c = &b->chunk;

@@ -10,6 +10,7 @@
 #include "engram/v1/admin.pb-c.h"
 #include "replica/replica.h"
 #include "server/data_keys.h"
+#include "server/service.h"
 
 typedef struct {
   Engram__V1__BackupChunk chunk;
@@ -23,6 +24,15 @@ typedef struct {
 /* Clears b and stamps it with the time now: taken before the copy starts,
  * so the copy holds every change acknowledged before it. */
 void eg_backup_msg_init(eg_backup_msg *b);
+
+/* The start both backup streams share: takes the request (of type req,
+ * no fields), sets out's bounds (--call-timeout-ms a chunk,
+ * --backup-max-ms the whole) and starts its clock, and stamps b
+ * (eg_backup_msg_init). */
+eg_err eg_backup_stream_begin(const eg_srv *srv, struct grpc_call *call,
+                              struct grpc_completion_queue *cq,
+                              const ProtobufCMessageDescriptor *req, eg_stream_out *out,
+                              eg_backup_msg *b, char *msg, size_t msglen);
 
 /* An eg_repl_copy_msg_fn over an eg_backup_msg (arg). */
 const ProtobufCMessage *eg_backup_chunk(void *arg, const eg_repl_copy_piece *p);

@@ -251,19 +251,12 @@ static eg_stream_places eg_backup_places = {.max = eg_backups_max, .what = "back
 static eg_err eg_admin_backup(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                         struct grpc_completion_queue *cq, char *msg, size_t msglen) {
   eg_backup_msg b;
-  eg_stream_out out = {.call = call, .cq = cq, .send_ms = srv->cfg->call_timeout_ms,
-                       .send_limit = "--call-timeout-ms", .max_ms = srv->cfg->backup_max_ms,
-                       .max_limit = "--backup-max-ms"};
-  ProtobufCMessage *in = NULL;
-  eg_err e = eg_stream_recv_request(srv, call, cq, &engram__v1__backup_request__descriptor, &in,
-                                    msg, msglen);
-  if (e) return e;
-  protobuf_c_message_free_unpacked(in, NULL); /* no fields yet */
-  eg_stream_out_start(&out);
+  eg_stream_out out;
   /* Stamped before the copy's read txn starts: the copy holds every write
    * acknowledged before this time (and possibly some after). */
-  eg_backup_msg_init(&b);
-  if ((e = eg_backup_key_ids(srv->store, &b, msg, msglen))) return e;
+  eg_err e = eg_backup_stream_begin(srv, call, cq, &engram__v1__backup_request__descriptor, &out,
+                                    &b, msg, msglen);
+  if (e || (e = eg_backup_key_ids(srv->store, &b, msg, msglen))) return e;
   /* The copy and its digest compete with the calls a backup must not slow
    * down: they run under SCHED_IDLE (on a thread of their own, which holds
    * nothing the serving threads wait on for long); this thread, which

@@ -163,17 +163,10 @@ static eg_stream_places eg_keys_backup_places = {.max = eg_keys_backups_max,
 static eg_err eg_backup_keys(const eg_srv *srv, const char *tenant, struct grpc_call *call,
                              struct grpc_completion_queue *cq, char *msg, size_t msglen) {
   eg_backup_msg b;
-  eg_stream_out out = {.call = call, .cq = cq, .send_ms = srv->cfg->call_timeout_ms,
-                       .send_limit = "--call-timeout-ms", .max_ms = srv->cfg->backup_max_ms,
-                       .max_limit = "--backup-max-ms"};
-  ProtobufCMessage *in = NULL;
-  eg_err e = eg_stream_recv_request(srv, call, cq, &engram__v1__backup_keys_request__descriptor,
-                                    &in, msg, msglen);
-  if (e) return e;
-  protobuf_c_message_free_unpacked(in, NULL); /* no fields */
-  eg_stream_out_start(&out);
-  eg_backup_msg_init(&b);
-  if ((e = eg_keys_backup_ids(srv, &b, msg, msglen))) return e;
+  eg_stream_out out;
+  eg_err e = eg_backup_stream_begin(srv, call, cq, &engram__v1__backup_keys_request__descriptor,
+                                    &out, &b, msg, msglen);
+  if (e || (e = eg_keys_backup_ids(srv, &b, msg, msglen))) return e;
   return eg_repl_serve_copy_of(srv->repl, 1, eg_keys_copy, srv->data_keys, eg_backup_chunk,
                                &b, eg_stream_send, eg_stream_check, &out, msg, msglen);
 }

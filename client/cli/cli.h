@@ -308,11 +308,13 @@ int cmd_admin_checksum(cli *g, int argc, char **argv);
 int cmd_admin_keys(cli *g, int argc, char **argv);
 int cmd_admin_tenant(cli *g, int argc, char **argv);
 /* cmd_backup.c: streams a BackupChunk stream (method path, request req)
- * into w, a progress bar on stderr when it is a terminal; on CLI_OK *h
- * describes it (from the last chunk). A failed stream returns its status's
- * exit code, a local failure CLI_ERR, with why filled. */
-int cli_backup_stream(cli *g, const char *path, const ProtobufCMessage *req,
-                      eg_backup_writer *w, eg_backup_header *h, char *why, size_t whylen);
+ * into w, a progress bar on stderr when it is a terminal, then commits w
+ * (or aborts it on any failure: w is gone either way; a signal meanwhile
+ * removes its temp file). On CLI_OK *h describes it (from the last
+ * chunk). A failed stream returns its status's exit code, a local failure
+ * CLI_ERR, with why filled. */
+int cli_backup_fetch(cli *g, const char *path, const ProtobufCMessage *req,
+                     eg_backup_writer *w, eg_backup_header *h, char *why, size_t whylen);
 int cmd_keys_status(cli *g, int argc, char **argv);
 int cmd_keys_rewrap(cli *g, int argc, char **argv);
 int cmd_keys_backup(cli *g, int argc, char **argv);

@@ -166,8 +166,8 @@ static int header_from_chunk(const Engram__V1__BackupChunk *c, eg_backup_header 
   return 0;
 }
 
-int cli_backup_stream(cli *g, const char *path, const ProtobufCMessage *req,
-                      eg_backup_writer *w, eg_backup_header *h, char *why, size_t whylen) {
+static int backup_stream(cli *g, const char *path, const ProtobufCMessage *req,
+                         eg_backup_writer *w, eg_backup_header *h, char *why, size_t whylen) {
   eg_client_opts opts = {.timeout_ms = g->timeout_ms ? g->timeout_ms : BACKUP_TIMEOUT_MS};
   eg_client_status st;
   progress p = {.tty = isatty(STDERR_FILENO)};
@@ -198,6 +198,19 @@ int cli_backup_stream(cli *g, const char *path, const ProtobufCMessage *req,
   return st.code ? cli_exit_code(st.code) : !last ? CLI_ERR : CLI_OK;
 }
 
+int cli_backup_fetch(cli *g, const char *path, const ProtobufCMessage *req,
+                     eg_backup_writer *w, eg_backup_header *h, char *why, size_t whylen) {
+  eg_backup_scrub_signals();
+  eg_backup_scrub_set(eg_backup_writer_temp(w), NULL);
+  int rc = backup_stream(g, path, req, w, h, why, whylen);
+  if (rc != CLI_OK)
+    eg_backup_writer_abort(w);
+  else if (eg_backup_writer_commit(w, h, why, whylen) != EG_OK)
+    rc = CLI_ERR;
+  eg_backup_scrub_set(NULL, NULL);
+  return rc;
+}
+
 int cmd_backup_create(cli *g, int argc, char **argv) {
   const char *out = NULL;
   int force = 0;
@@ -216,18 +229,11 @@ int cmd_backup_create(cli *g, int argc, char **argv) {
     snprintf(msg, sizeof msg, "%s%s", why, e == EG_EEXIST ? " (--force replaces it)" : "");
     return fail(g, "create", msg);
   }
-  eg_backup_scrub_signals();
-  eg_backup_scrub_set(eg_backup_writer_temp(w), NULL);
   Engram__V1__BackupRequest req = ENGRAM__V1__BACKUP_REQUEST__INIT;
-  if ((rc = cli_backup_stream(g, BACKUP_PATH, &req.base, w, &h, why, sizeof why)) != CLI_OK) {
-    eg_backup_writer_abort(w);
-    eg_backup_scrub_set(NULL, NULL);
+  if ((rc = cli_backup_fetch(g, BACKUP_PATH, &req.base, w, &h, why, sizeof why)) != CLI_OK) {
     fail(g, "create", why);
     return rc;
   }
-  e = eg_backup_writer_commit(w, &h, why, sizeof why);
-  eg_backup_scrub_set(NULL, NULL);
-  if (e != EG_OK) return fail(g, "create", why);
   if (g->json) {
     json_object *o = ok_json(1);
     json_object_object_add(o, "path", cli_json_new_string(out));

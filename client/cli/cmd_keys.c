@@ -90,17 +90,9 @@ int cmd_keys_backup(cli *g, int argc, char **argv) {
     snprintf(msg, sizeof msg, "%s%s", why, e == EG_EEXIST ? " (--force replaces it)" : "");
     return backup_fail(g, CLI_ERR, msg);
   }
-  eg_backup_scrub_signals();
-  eg_backup_scrub_set(eg_backup_writer_temp(w), NULL);
   Engram__V1__BackupKeysRequest req = ENGRAM__V1__BACKUP_KEYS_REQUEST__INIT;
-  if ((rc = cli_backup_stream(g, KEYS_BACKUP_PATH, &req.base, w, &h, why, sizeof why)) != CLI_OK) {
-    eg_backup_writer_abort(w);
-    eg_backup_scrub_set(NULL, NULL);
+  if ((rc = cli_backup_fetch(g, KEYS_BACKUP_PATH, &req.base, w, &h, why, sizeof why)) != CLI_OK)
     return backup_fail(g, rc, why);
-  }
-  e = eg_backup_writer_commit(w, &h, why, sizeof why);
-  eg_backup_scrub_set(NULL, NULL);
-  if (e != EG_OK) return backup_fail(g, CLI_ERR, why);
   backup_print(g, out, &h);
   return CLI_OK;
 }
