@@ -693,15 +693,16 @@ def svg_chart(by, concs, path):
 
 
 def storage_section(runs):
-    """Bytes on disk per message after the 1,000,000-message fill, and where
+    """Bytes on disk per message after the fill (1,000,000 messages), and where
     they are (mdb_stat: pages in use, free pages, each sub-database)."""
     stores = [r for r in runs if r.get("kind") == "lmdb"]
     if not stores:
         return []
     md = ["", "## Storage per message", "",
-          "After the fill of 1,000,000 messages of 256 B (plus the few thousand of the other workloads) "
-          "in calls of 100, from `mdb_stat -efa` on the live store. In use: pages LMDB has used "
-          "less its free pages; LMDB's free pages stay in the file for reuse.", "",
+          "After the fill of %s messages of 256 B (plus the few thousand of the other workloads) "
+          "in calls of 100, from `mdb_stat -ef` and `mdb_stat -a` on the live store. In use: pages LMDB "
+          "has used less its free pages; LMDB's free pages stay in the file for reuse."
+          % "{:,}".format(stores[0]["messages"]), "",
           "| store | data.mdb | bytes/message (file) | pages in use | free pages | in use / file | "
           "bytes/message (in use) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for x in stores:

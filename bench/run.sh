@@ -7,7 +7,9 @@
 # Environment (all optional): BENCH_SECONDS (5) per point, BENCH_ROUNDS (3)
 # slices per point, BENCH_WARMUP (1),
 # BENCH_CONCURRENCY ("1 16 64"), BENCH_OUT (bench/results), BENCH_KEEP=1 keeps
-# the work directory (data, logs, h2load per-request logs).
+# the work directory (data, logs, h2load per-request logs),
+# BENCH_FILL_SESSIONS (10000) sessions of 100 messages in the fill (fewer:
+# a quick run proving the script, whose "1,000,000" figures do not hold).
 #
 # Starts engramd (durable commits, encryption, auth), etcd and Redis
 # (appendonly yes, appendfsync always), all on 127.0.0.1 with data in a
@@ -27,7 +29,7 @@ PY=/usr/bin/python3
 REPORT="$PY $ROOT/bench/report.py"
 LOADGEN=$BUILD/eg_loadgen
 TOKEN=bench-secret
-FILL_SESSIONS=10000          # x FILL_MESSAGES = 1,000,000 messages
+FILL_SESSIONS=${BENCH_FILL_SESSIONS:-10000} # x FILL_MESSAGES = 1,000,000 messages
 FILL_MESSAGES=100
 SCALE_MESSAGES=100000
 SCALE_SESSIONS=100000
@@ -322,12 +324,17 @@ log "fill: $FILL_SESSIONS sessions x $FILL_MESSAGES messages (AppendMessages of 
 lgrun fill fill 64 "$SVC/CreateSession,$SVC/AppendMessages" \
   fill --prefix m- --sessions "$FILL_SESSIONS" --users 1000 --messages "$FILL_MESSAGES" \
   --per-call 100 --bytes 256 --threads 64 --seconds 300
+# fill_done: the messages the last fill appended; a fill cut short by its 300 s is a failure here,
+# not a wrong count in the workloads that read the filled sessions.
+fill_done() { tail -1 "$RUNS" | $PY -c 'import json,sys; print(sum(p["items"] for p in json.load(sys.stdin)["phases"] if p["what"] == "append"))'; }
+[ "$(fill_done)" = $((FILL_SESSIONS * FILL_MESSAGES)) ] || die "the fill appended $(fill_done) messages in 300 s, not $((FILL_SESSIONS * FILL_MESSAGES))"
 sleep 1
 $REPORT rss "$EG_PID" after_fill --messages $((FILL_SESSIONS * FILL_MESSAGES)) >>"$RUNS"
 log "the same fill on the --index-messages=false engramd, then indexing on vs off again"
 LG_AT=$NOIDX LG_METRICS=$NOIDX_METRICS lgrun fill_noidx fill_noidx 64 "$SVC/CreateSession,$SVC/AppendMessages" \
   fill --prefix m- --sessions "$FILL_SESSIONS" --users 1000 --messages "$FILL_MESSAGES" \
   --per-call 100 --bytes 256 --threads 64 --seconds 300
+[ "$(fill_done)" = $((FILL_SESSIONS * FILL_MESSAGES)) ] || die "the unindexed fill appended $(fill_done) messages in 300 s"
 index_rounds filled
 disk indexed "$WORK/engram" $((FILL_SESSIONS * FILL_MESSAGES))
 timeout 60 $REPORT lmdb "$WORK/engram" indexed --messages $((FILL_SESSIONS * FILL_MESSAGES)) >>"$RUNS" ||
