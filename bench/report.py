@@ -711,15 +711,17 @@ def storage_section(runs):
                   % (x["name"], x["file_bytes"] / 1e9, "{:,}".format(x["file_bytes"] // max(1, x["messages"])),
                      "{:,}".format(x["pages_used"] - x["pages_free"]), "{:,}".format(x["pages_free"]),
                      100.0 * inuse / max(1, x["file_bytes"]), "{:,}".format(inuse // max(1, x["messages"]))))
-    md += ["", "Sub-databases (pages of %s B; the pages of each, per message of the fill):"
+    md += ["", "Sub-databases holding pages (of %s B): their pages' bytes per entry (how full the pages "
+           "are, for entries of a known size) and per message of the fill:"
            % stores[0]["page_size"], "",
-           "| store | sub-database | entries | pages | of which overflow | bytes/message |",
-           "| --- | --- | ---: | ---: | ---: | ---: |"]
+           "| store | sub-database | entries | pages | of which overflow | bytes/entry | bytes/message |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for x in stores:
-        for d in sorted(x["dbs"], key=lambda d: -d["pages"]):
-            md.append("| %s | %s | %s | %s | %s | %.1f |"
+        for d in sorted((d for d in x["dbs"] if d["pages"]), key=lambda d: -d["pages"]):
+            md.append("| %s | %s | %s | %s | %s | %s | %.1f |"
                       % (x["name"], d["db"], "{:,}".format(d["entries"]), "{:,}".format(d["pages"]),
-                         "{:,}".format(d["overflow_pages"]), d["pages"] * x["page_size"] / max(1, x["messages"])))
+                         "{:,}".format(d["overflow_pages"]), "{:,}".format(d["pages"] * x["page_size"] // max(1, d["entries"])),
+                         d["pages"] * x["page_size"] / max(1, x["messages"])))
     return md
 
 
