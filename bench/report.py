@@ -692,6 +692,12 @@ def svg_chart(by, concs, path):
         f.write("\n".join(o) + "\n")
 
 
+def stored_messages(x):
+    """Messages in a store: its `messages` sub-database's entries (one per
+    message: the fill's and the other workloads' alike), else the fill's."""
+    return next((d["entries"] for d in x["dbs"] if d["db"] == "messages"), 0) or x["messages"]
+
+
 def storage_section(runs):
     """Bytes on disk per message after the fill (1,000,000 messages), and where
     they are (mdb_stat: pages in use, free pages, each sub-database)."""
@@ -699,29 +705,30 @@ def storage_section(runs):
     if not stores:
         return []
     md = ["", "## Storage per message", "",
-          "After the fill of %s messages of 256 B (plus the few thousand of the other workloads) "
-          "in calls of 100, from `mdb_stat -ef` and `mdb_stat -a` on the live store. In use: pages LMDB "
-          "has used less its free pages; LMDB's free pages stay in the file for reuse."
+          "After the fill of %s messages of 256 B in calls of 100, from `mdb_stat -ef` and `mdb_stat -a` "
+          "on the live store. Per message: over every message the store holds (its `messages` "
+          "sub-database's entries: the fill's and those of the workloads before it). In use: pages "
+          "LMDB has used less its free pages, which stay in the file for reuse."
           % "{:,}".format(stores[0]["messages"]), "",
-          "| store | data.mdb | bytes/message (file) | pages in use | free pages | in use / file | "
-          "bytes/message (in use) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+          "| store | messages | data.mdb | bytes/message (file) | pages in use | free pages | in use / file | "
+          "bytes/message (in use) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for x in stores:
-        inuse = (x["pages_used"] - x["pages_free"]) * x["page_size"]
-        md.append("| %s | %.2f GB | %s | %s | %s | %.0f%% | %s |"
-                  % (x["name"], x["file_bytes"] / 1e9, "{:,}".format(x["file_bytes"] // max(1, x["messages"])),
+        n, inuse = stored_messages(x), (x["pages_used"] - x["pages_free"]) * x["page_size"]
+        md.append("| %s | %s | %.2f GB | %s | %s | %s | %.0f%% | %s |"
+                  % (x["name"], "{:,}".format(n), x["file_bytes"] / 1e9, "{:,}".format(x["file_bytes"] // n),
                      "{:,}".format(x["pages_used"] - x["pages_free"]), "{:,}".format(x["pages_free"]),
-                     100.0 * inuse / max(1, x["file_bytes"]), "{:,}".format(inuse // max(1, x["messages"]))))
+                     100.0 * inuse / max(1, x["file_bytes"]), "{:,}".format(inuse // n)))
     md += ["", "Sub-databases holding pages (of %s B): their pages' bytes per entry (how full the pages "
-           "are, for entries of a known size) and per message of the fill:"
-           % stores[0]["page_size"], "",
+           "are, for entries of a known size) and per message:" % stores[0]["page_size"], "",
            "| store | sub-database | entries | pages | of which overflow | bytes/entry | bytes/message |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for x in stores:
+        n = stored_messages(x)
         for d in sorted((d for d in x["dbs"] if d["pages"]), key=lambda d: -d["pages"]):
+            b = d["pages"] * x["page_size"]
             md.append("| %s | %s | %s | %s | %s | %s | %.1f |"
                       % (x["name"], d["db"], "{:,}".format(d["entries"]), "{:,}".format(d["pages"]),
-                         "{:,}".format(d["overflow_pages"]), "{:,}".format(d["pages"] * x["page_size"] // max(1, d["entries"])),
-                         d["pages"] * x["page_size"] / max(1, x["messages"])))
+                         "{:,}".format(d["overflow_pages"]), "{:,}".format(b // max(1, d["entries"])), b / n))
     return md
 
 
