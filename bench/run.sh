@@ -13,8 +13,9 @@
 #
 # Starts engramd (durable commits, encryption, auth), etcd and Redis
 # (appendonly yes, appendfsync always), all on 127.0.0.1 with data in a
-# temporary directory under BUILD_DIR, and stops them by PID on any exit. Every wait is bounded; every load run has a
-# fixed duration and an outer timeout.
+# temporary directory under BUILD_DIR, and stops them by PID on any exit.
+# Every wait is bounded; every load run has a fixed duration or count, and
+# an outer timeout.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -180,6 +181,11 @@ for ((i = 0; i < 100; i++)); do ctx_values+=("$(redis_value "$i")"); done
 # scrape URL FILE: the metrics, once the call counters have settled.
 scrape() { timeout 30 $REPORT scrape "$1" "$2" || die "scrape $1"; }
 
+# log_slice: one line for the slice just recorded in RUNS.
+log_slice() {
+  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-20s %9.0f req/s  p50 %6d us  p99 %6d us  (%d calls, server OK %d)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["succeeded"], r["server_ok"]))')"
+}
+
 # h2run WORKLOAD SERVER METHOD_PATH BODY CONCURRENCY ROUND
 # One slice of SECS/ROUNDS seconds. Round 1 starts with a warm-up (WARM
 # seconds, then WARM more to measure the rate); each slice asks for as many
@@ -204,15 +210,16 @@ h2run() {
     --calls "$calls" --out "$RAW/$name.out" --log "$RAW/$name.log" --before "$RAW/$name.before" \
     --after "$RAW/$name.after" >>"$RUNS" || die "counting check of $name"
   cp "$RAW/$name.out" "$rate"
-  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-20s %9.0f req/s  p50 %6d us  p99 %6d us  (%d calls, server OK %d)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["succeeded"], r["server_ok"]))')"
+  log_slice
 }
 
 # rbrun WORKLOAD COMMAND CONCURRENCY ROUND ARGS...
-# One slice of redis-benchmark sending the command ARGS, like h2run: round 1 starts with a warm-up and a run to
-# measure the rate (a number of calls each: redis-benchmark has no duration
-# option); each slice asks for an exact number of calls (-n), and
-# report.py check-redis compares COMMAND's calls in INFO commandstats before
-# and after with the requests redis-benchmark reports.
+# One slice of redis-benchmark sending the command ARGS, like h2run: round 1
+# starts with a warm-up and a run to measure the rate (a number of calls
+# each: redis-benchmark has no duration option); each slice asks for an
+# exact number of calls (-n), and report.py check-redis compares COMMAND's
+# calls in INFO commandstats before and after with the requests
+# redis-benchmark reports.
 rbrun() {
   local w=$1 cmd=$2 c=$3 round=$4 name calls
   shift 4
@@ -232,7 +239,7 @@ rbrun() {
     --calls "$calls" --out "$RAW/$name.out" --before "$RAW/$name.before" --after "$RAW/$name.after" >>"$RUNS" ||
     die "counting check of $name"
   cp "$RAW/$name.out" "$rate"
-  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-20s %9.0f req/s  p50 %6d us  p99 %6d us  (%d calls, server OK %d)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["succeeded"], r["server_ok"]))')"
+  log_slice
 }
 
 # Peers back to back, and every workload in ROUNDS slices taken in turn, so
