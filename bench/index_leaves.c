@@ -54,41 +54,38 @@ static int key_create_us(const MDB_val *k, uint64_t *out) {
   return 1;
 }
 
-static int die(const char *what, int rc) {
+static int fail(const char *what, int rc) {
   fprintf(stderr, "eg_index_leaves: %s: %s\n", what, mdb_strerror(rc));
   return 1;
 }
 
-int main(int argc, char **argv) {
-  MDB_env *env;
-  MDB_txn *txn;
-  MDB_dbi dbi;
+/* Prints, for each batch size, the leaves the postings of that many
+ * messages fall in, per message. */
+static int report(MDB_txn *txn, MDB_dbi dbi, double recent, double per_msg) {
   MDB_cursor *c;
   MDB_val k, v;
   MDB_stat st;
-  int rc;
-  if (argc < 2 || argc > 4) {
-    fputs("usage: eg_index_leaves DATA_DIR [RECENT_MESSAGES [POSTINGS_PER_MESSAGE]]\n", stderr);
-    return 2;
+  int rc = mdb_stat(txn, dbi, &st), ret = 1;
+  if (!rc) rc = mdb_cursor_open(txn, dbi, &c);
+  if (rc) return fail("message_terms", rc);
+  posting *p = malloc((st.ms_entries + 1) * sizeof *p);
+  uint32_t *leaves = malloc((st.ms_entries + 1) * sizeof *leaves);
+  if (!st.ms_entries || !st.ms_leaf_pages) {
+    fail("message_terms", MDB_NOTFOUND);
+    goto out;
   }
-  double recent = argc > 2 ? atof(argv[2]) : 15000, per_msg = argc > 3 ? atof(argv[3]) : 24;
-  if (recent < 1 || per_msg < 1) return die("arguments", EINVAL);
-  if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_maxdbs(env, 64)) ||
-      (rc = mdb_env_open(env, argv[1], MDB_RDONLY, 0)))
-    return die(argv[1], rc);
-  if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) ||
-      (rc = mdb_dbi_open(txn, "message_terms", 0, &dbi)) || (rc = mdb_stat(txn, dbi, &st)) ||
-      (rc = mdb_cursor_open(txn, dbi, &c)))
-    return die("message_terms", rc);
-  if (!st.ms_entries || !st.ms_leaf_pages) return die("message_terms", MDB_NOTFOUND);
+  if (!p || !leaves) {
+    fail("memory", ENOMEM);
+    goto out;
+  }
   double per_leaf = (double)st.ms_entries / (double)st.ms_leaf_pages;
-  posting *p = malloc(st.ms_entries * sizeof *p);
-  uint32_t *leaves = malloc(st.ms_entries * sizeof *leaves);
-  if (!p || !leaves) return die("memory", ENOMEM);
   size_t n = 0;
   for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc && n < st.ms_entries;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    if (!key_create_us(&k, &p[n].create_us)) return die("a key not a posting", MDB_CORRUPTED);
+    if (!key_create_us(&k, &p[n].create_us)) {
+      fail("a key not a posting", MDB_CORRUPTED);
+      goto out;
+    }
     p[n].leaf = (uint32_t)((double)n / per_leaf);
     n++;
   }
@@ -114,9 +111,37 @@ int main(int argc, char **argv) {
     printf("%6ld messages a txn: %5.2f leaves a message (%zu windows)\n", batches[i],
            sum / (double)windows, windows);
   }
+  ret = 0;
+out:
   free(leaves);
   free(p);
-  mdb_txn_abort(txn);
+  mdb_cursor_close(c);
+  return ret;
+}
+
+int main(int argc, char **argv) {
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  if (argc < 2 || argc > 4) {
+    fputs("usage: eg_index_leaves DATA_DIR [RECENT_MESSAGES [POSTINGS_PER_MESSAGE]]\n", stderr);
+    return 2;
+  }
+  double recent = argc > 2 ? atof(argv[2]) : 15000, per_msg = argc > 3 ? atof(argv[3]) : 24;
+  if (recent < 1 || per_msg < 1) return fail("RECENT_MESSAGES and POSTINGS_PER_MESSAGE", EINVAL);
+  int rc = mdb_env_create(&env), ret = 1;
+  if (rc) return fail(argv[1], rc);
+  if ((rc = mdb_env_set_maxdbs(env, 64)) || (rc = mdb_env_open(env, argv[1], MDB_RDONLY, 0)))
+    fail(argv[1], rc);
+  else if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)))
+    fail(argv[1], rc);
+  else {
+    if ((rc = mdb_dbi_open(txn, "message_terms", 0, &dbi)))
+      fail("message_terms", rc);
+    else
+      ret = report(txn, dbi, recent, per_msg);
+    mdb_txn_abort(txn);
+  }
   mdb_env_close(env);
-  return 0;
+  return ret;
 }
