@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
 """What message indexing costs an append, thread by thread and page by page.
 
-    bench/index_cost.py BUILD_DIR [--fill MESSAGES] [--rounds N] [--seconds S]
+    bench/index_cost.py BUILD_DIR [--fill MESSAGES] [--rounds N] [--seconds S] [--threads C]
+                        [--work DIR]
 
 Starts two engramd of BUILD_DIR side by side, one with --index-messages=false,
 seeds both as bench/run.sh does (1,000 sessions of 100 users), optionally fills
 both with MESSAGES more (sessions of 100 messages, 1,000 users), then runs
-rounds of AppendMessages (one 256 B message per call, 64 threads, eg_loadgen's
-Zipf text) on each in turn. Per round and server it reports calls/s and, per
-call: the writer thread's CPU, every other thread's CPU (the workers: gRPC,
-decode, tokenizing, sealing), the bytes the process wrote to the block layer
-(the writer thread's wchar: LMDB's pwrite of its dirty pages and meta page) and,
+rounds of AppendMessages (one 256 B message per call, 64 threads unless
+--threads, eg_loadgen's Zipf text) on each in turn. With --work the stores
+stay in DIR, and a later run with the same --work reuses them as they are.
+
+Per round and server: calls/s and, per call, the writer thread's CPU, every
+other thread's CPU (the workers: gRPC, decode, tokenizing) and the bytes the
+writer writes (its wchar: LMDB's pwrite of each dirty page and the meta page);
 per writer commit (engram_writer_batches_total), the calls and the 4 KiB pages
-written.
-The writer thread is found once by its stack (gdb). CPU figures come from
-/proc/PID/task/*/stat, so they hold on a shared machine where wall-clock
+written. The writer thread is found once by its stack (gdb). CPU figures come
+from /proc/PID/task/*/stat, so they hold on a shared machine where wall-clock
 rates do not.
 """
 import argparse
@@ -127,10 +129,10 @@ def loadgen(build, server, *args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def round_on(build, server, seconds):
+def round_on(build, server, seconds, threads):
     before = server.sample()
     r = loadgen(build, server, "run", "mixed", "--prefix", "ix-", "--sessions", "1000", "--read-pct", "0",
-                "--bytes", "256", "--threads", "64", "--seconds", str(seconds))
+                "--bytes", "256", "--threads", str(threads), "--seconds", str(seconds))
     after = server.sample()
     calls = r["ok"]
     commits = after["batches"] - before["batches"]
@@ -148,6 +150,7 @@ def main():
     ap.add_argument("--fill", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=64)
     ap.add_argument("--work")
     o = ap.parse_args()
     work = o.work or tempfile.mkdtemp(prefix="eg-index-cost-")
@@ -169,9 +172,10 @@ def main():
                         "--seconds", "3000")
         for n in range(o.rounds):
             for s in servers:
-                r = round_on(o.build, s, o.seconds)
+                r = round_on(o.build, s, o.seconds, o.threads)
                 r["round"] = n + 1
                 r["fill"] = o.fill
+                r["threads"] = o.threads
                 print(json.dumps(r), flush=True)
         for s in servers:
             st = subprocess.run(["mdb_stat", "-s", "message_terms", s.dir], capture_output=True,
