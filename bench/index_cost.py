@@ -60,6 +60,7 @@ class Server:
                 self.target = "127.0.0.1:" + m.group(1)
                 break
             if time.time() > deadline or self.proc.poll() is not None:
+                self.stop()
                 sys.exit("%s did not start" % name)
             time.sleep(0.1)
         while True:
@@ -68,6 +69,7 @@ class Server:
                 break
             except OSError:
                 if time.time() > deadline:
+                    self.stop()
                     sys.exit("%s metrics did not start" % name)
                 time.sleep(0.1)
         self.writer_tid = self.find_writer()
@@ -82,6 +84,7 @@ class Server:
                 tid = int(m.group(1))
             elif "eg_writer_main" in line and tid:
                 return tid
+        self.stop()
         sys.exit("%s: no writer thread found" % self.name)
 
     def metrics(self):
@@ -117,8 +120,9 @@ class Server:
                 "written": int(io["wchar"]), "batches": m["engram_writer_batches_total"]}
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(30)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
 
 
 def loadgen(build, server, *args):
@@ -161,8 +165,10 @@ def main():
         f.write("bench agent %s\n" % h)
     # A --work of an earlier run keeps its stores: no seeding nor fill again.
     filled = os.path.isdir(os.path.join(work, "on"))
-    servers = [Server(o.build, work, "on", []), Server(o.build, work, "off", ["--index-messages=false"])]
+    servers = []
     try:
+        servers.append(Server(o.build, work, "on", []))
+        servers.append(Server(o.build, work, "off", ["--index-messages=false"]))
         for s in servers if not filled else []:
             loadgen(o.build, s, "fill", "--prefix", "ix-", "--sessions", "1000", "--users", "100",
                     "--threads", "16", "--seconds", "120")
@@ -175,6 +181,7 @@ def main():
                 r = round_on(o.build, s, o.seconds, o.threads)
                 r["round"] = n + 1
                 r["fill"] = o.fill
+                r["reused"] = filled
                 r["threads"] = o.threads
                 print(json.dumps(r), flush=True)
         for s in servers:
