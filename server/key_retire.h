@@ -60,8 +60,7 @@ typedef struct {
 /* 1 if key id may leave the keyring as f shows the store; else 0 with
  * why, naming the key and what is under it and what to run, e.g. "key 1
  * still wraps 12 data keys: run engram admin keys rewrap". */
-int eg_key_retirable(const eg_key_retire_facts *f, uint32_t id, char *why,
-                     size_t whylen);
+int eg_key_retirable(const eg_key_retire_facts *f, uint32_t id, char *why, size_t whylen);
 
 /* f's rotation and blind-index key ids as store holds them now (a read
  * txn of its own); lowest_recorded: the blind key id when the store has
@@ -80,10 +79,9 @@ void eg_key_retire_facts_free(eg_key_retire_facts *f);
  * why naming the key (absent with something under it, or different);
  * EG_ECORRUPT for a malformed fp; a storage error. Thread safety: any
  * thread (read txns of its own). retired and n may be NULL. */
-eg_err eg_key_retire_fit(eg_store *store, eg_data_keys *dk,
-                         const eg_keyring *keys, uint32_t primary_in_use,
-                         const uint8_t *fp, size_t len, uint32_t *retired,
-                         size_t cap, size_t *n, int *has_new, char *why,
+eg_err eg_key_retire_fit(eg_store *store, eg_data_keys *dk, const eg_keyring *keys,
+                         uint32_t primary_in_use, const uint8_t *fp, size_t len,
+                         uint32_t *retired, size_t cap, size_t *n, int *has_new, char *why,
                          size_t whylen);
 
 /* The lowest key id fingerprint fp[0..len) names (0: none or malformed). */

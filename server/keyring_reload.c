@@ -23,8 +23,7 @@ eg_err eg_keyring_check_fingerprint(eg_store *store, eg_data_keys *dk, const eg_
     e = eg_key_retire_fit(store, dk, keys, primary_in_use, fp, len, retired, EG_KEYRING_KEYS_MAX,
                           &n_retired, &has_new, why, sizeof why);
     if (e != EG_OK) {
-      snprintf(err, errlen, "%.200s does not fit this data dir: %.700s (restore the keyring the "
-               "data was written with)", path, why);
+      snprintf(err, errlen, "%.200s does not fit this data dir: %.760s", path, why);
       return e;
     }
   } else if (e == EG_ENOTFOUND && eg_store_last_lsn(store) > 0) {
@@ -91,7 +90,8 @@ static void eg_keyring_reload(void *arg) {
    * exists before the store names that key. */
   const eg_keyring *cur = atomic_load(&eg_kr.srv->keys);
   if (eg_keyring_check_fingerprint(eg_kr.srv->store, eg_kr.srv->data_keys, next,
-                                   eg_keyring_primary_id(cur), eg_kr.path, err, sizeof err) != EG_OK) {
+                                   eg_keyring_primary_id(cur), eg_kr.path, err,
+                                   sizeof err) != EG_OK) {
     eg_log(EG_LOG_WARN, "keyring reload refused, keeping the keyring in use: %s", err);
     eg_keyring_free(next);
     return;
