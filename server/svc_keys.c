@@ -1,5 +1,6 @@
 /* AdminService: GetKeyStatus, RewrapKeys and BackupKeys, the key store's
- * admin calls (server/data_keys.h), for the admin role. */
+ * admin calls (server/data_keys.h), for the admin role. GetKeyStatus says
+ * per master key whether it may leave the keyring (server/key_retire.h). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
