@@ -15,6 +15,7 @@ moves it (RotateBlindIndexKey, not served by this build): key 1's path ends
 at that blocker here, and the retirement itself is shown with key 2 (a
 later primary, rewrapped away from and counted by the rotation). The unit
 suite key_retire covers key 1 past the blind blocker with a stored row."""
+import json
 import os
 import signal
 import subprocess
@@ -23,8 +24,8 @@ from harness import E2ETestCase, Server, uid
 import test_at_rest as at_rest
 from test_key_rotation import data_rotation, key_status, rotate
 from test_memories import Mem
-from test_replication import (ADMIN_MD, TOKENS, Cluster, ReplicationCase, admin, agent, follow,
-                              status)
+from test_replication import (ADMIN_MD, TOKENS, Cluster, ReplicationCase, admin, agent, cli,
+                              follow, status)
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 
@@ -140,6 +141,12 @@ class RetireTest(E2ETestCase):
         self.assertEqual(st[2], (True, ""))
         self.assertFalse(st[1][0])
         self.assertFalse(st[3][0])  # the primary
+        rc, out, err = cli("--target", self.srv.addr, "--json", "admin", "keys", "status")
+        self.assertEqual(rc, 0, err)
+        by_id = {m["masterKeyId"]: m for m in json.loads(out)["masterKeys"]}
+        self.assertTrue(by_id[2]["retirable"])
+        self.assertIn("the blind index (keyword search, filters) is under key 1",
+                      by_id[1]["retireBlocker"])
         self.keyring((1, 3), 3)
         self.reload("master key 2 retired: nothing is under it")
         self.reload("keyring %s unchanged" % self.srv.keyring_path)  # it was swapped in
