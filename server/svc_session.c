@@ -841,10 +841,11 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
     if ((e = eg_field_sealed_live(r, s->user_id, "message", rid, &rec.content_token)) ||
         (e = eg_field_sealed_live(r, s->user_id, "message", rid, &rec.metadata_token)))
       return e;
-  } else if ((e = eg_append_seal(r, 1, s, i, rec.seq, &rec.content_token, &rec.metadata_token))) {
-    /* On the writer: under the key prepare made (eg_field_key_ready), never
-     * a new one. */
-    return e;
+  } else {
+    /* Sealed here, on the writer: under the key prepare made
+     * (eg_field_key_ready), never a new one. */
+    if ((e = eg_append_seal(r, 1, s, i, rec.seq, &rec.content_token, &rec.metadata_token)))
+      return e;
   }
   e = eg_store_message_put(t, r->tenant, s->session_id, &rec);
   if (e != EG_OK) return e;
@@ -878,8 +879,7 @@ static eg_err eg_append_reply_session(eg_req *r, const eg_session_rec *upd,
                                       Engram__V1__Session **out) {
   const struct eg_append_state *st = r->state;
   const eg_session_rec *seen = st->seen;
-  if (!seen || strcmp(seen->user_id, upd->user_id) != 0 ||
-      !eg_same_token(&seen->summary_token, &upd->summary_token) ||
+  if (!seen || !eg_same_token(&seen->summary_token, &upd->summary_token) ||
       !eg_same_token(&seen->end_reason_token, &upd->end_reason_token) ||
       !eg_same_token(&seen->metadata_token, &upd->metadata_token))
     return eg_session_to_api(r, upd, out);
