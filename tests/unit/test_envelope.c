@@ -241,7 +241,8 @@ static void test_message_token_opens_only_at_its_seq(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(other);
   CU_ASSERT_EQUAL_FATAL(eg_field_seal(&r, "dave", "message", at5, "content", "hi", 2, &ahead),
                         EG_OK);
-  CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", at5, "content", &ahead, &text, &len), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", at5, "content", &ahead, &text, &len),
+                  EG_OK);
   CU_ASSERT_STRING_EQUAL(text, "hi");
   CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", at6, "content", &ahead, &text, &len),
                   EG_ECORRUPT);
