@@ -3,6 +3,7 @@
  * Reads run on the worker; writes are prepare (worker) + apply (writer).
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -608,7 +609,8 @@ typedef eg_message_rec eg_msg_index;
  * "<session_id>/<seq>" (eg_message_record_id), and its seq is known only
  * on the writer. Prepare predicts it from its snapshot (message_count + 1
  * on, skipping the retries it finds there) and seals each message for
- * that seq. Apply uses a prepared token only where the seq it assigns is
+ * that seq (unless the session's last append missed its prediction:
+ * eg_append_missed). Apply uses a prepared token only where the seq it assigns is
  * the one predicted and the session's user is the one sealed for (and the
  * key generation is still live, eg_field_sealed_live); anywhere else (an
  * append to the same session committed in between) it seals on the
@@ -631,7 +633,27 @@ struct eg_append_state {
    * finds the same tokens, instead of opening them on the writer. */
   const eg_session_rec *seen;
   const Engram__V1__Session *seen_opened;
+  _Atomic unsigned char *missed; /* seen's slot of eg_append_missed */
 };
+
+/* Whether the last append to a session found prepare's snapshot behind
+ * (another append to it committed in between), by a hash of tenant and
+ * session id. Prepare seals ahead only for a session whose last append
+ * did not: on a session many clients append to at once, all but the first
+ * append of each batch would miss and their seals would be thrown away.
+ * Apply learns it from the message count prepare saw, sealed or not. A
+ * collision only costs a seal, or a seal on the writer: never a token in
+ * the wrong place (apply checks each seq). */
+#define EG_APPEND_MISSED_SLOTS 4096
+static _Atomic unsigned char eg_append_missed[EG_APPEND_MISSED_SLOTS];
+
+static _Atomic unsigned char *eg_append_missed_slot(const char *tenant, const char *sid) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (const char *p = tenant; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+  h = (h ^ '/') * 16777619u;
+  for (const char *p = sid; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+  return &eg_append_missed[h % EG_APPEND_MISSED_SLOTS];
+}
 
 static eg_err eg_append_check_message(eg_req *r, struct eg_append_state *st, size_t i) {
   const Engram__V1__Message *m = st->in->messages[i];
@@ -769,10 +791,13 @@ static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
     return e;
   if (eg_session_state_at(s, r->now_us) != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE)
     return EG_OK; /* apply refuses new messages, or answers retries only */
-  if ((e = eg_append_seal_ahead(r, st, s))) return e;
+  st->seen = s;
+  st->missed = eg_append_missed_slot(r->tenant, s->session_id);
+  if (!atomic_load_explicit(st->missed, memory_order_relaxed) &&
+      (e = eg_append_seal_ahead(r, st, s)))
+    return e;
   /* Opened only when there is something to open: empty tokens cost
    * nothing on the writer either. */
-  st->seen = s;
   if (!s->summary_token.len && !s->end_reason_token.len && !s->metadata_token.len) return EG_OK;
   Engram__V1__Session *opened;
   if ((e = eg_session_to_api(r, s, &opened))) return e;
@@ -905,6 +930,9 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
   const eg_msg_index *index = st->index;
   if (s->create_time_us != st->seen_create_us && (e = eg_append_index(r, st->in, s, &index)))
     return e;
+  if (st->missed)
+    atomic_store_explicit(st->missed, s->message_count != st->seen->message_count,
+                          memory_order_relaxed);
   Engram__V1__AppendMessagesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__AppendMessagesResponse);
   Engram__V1__Message **msgs = EG_ARENA_ARRAY(r->arena, Engram__V1__Message *, n);
   if (!out || !msgs) return EG_ENOMEM;
