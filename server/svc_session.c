@@ -783,8 +783,9 @@ static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if (e != EG_OK) return e;
   if (eg_arena_defer(r->arena, eg_session_rec_free, s) != 0) return EG_ENOMEM;
   st->seen_create_us = s->create_time_us;
-  /* apply seals (a message's record id needs its seq) with the user's
-   * data key: made here, on the worker, as the writer never makes one (a
+  /* Prepare seals ahead, and apply seals where the seq it assigns is not
+   * the predicted one, with the user's data key: made here, on the
+   * worker, as the writer never makes one (a
    * session replaced since by another user's without a key, or a key
    * destroyed since, answers ABORTED: retry). */
   if ((e = eg_field_key_ready(r, s->user_id)) || (e = eg_append_index(r, in, s, &st->index)))
