@@ -785,9 +785,9 @@ static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
   st->seen_create_us = s->create_time_us;
   /* Prepare seals ahead, and apply seals where the seq it assigns is not
    * the predicted one, with the user's data key: made here, on the
-   * worker, as the writer never makes one (a
-   * session replaced since by another user's without a key, or a key
-   * destroyed since, answers ABORTED: retry). */
+   * worker, as the writer never makes one (a session replaced since by
+   * another user's without a key, or a key destroyed since, answers
+   * ABORTED: retry). */
   if ((e = eg_field_key_ready(r, s->user_id)) || (e = eg_append_index(r, in, s, &st->index)))
     return e;
   if (eg_session_state_at(s, r->now_us) != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE)
