@@ -105,15 +105,15 @@ eg_err eg_key_retire_facts_read(eg_store *store, uint32_t lowest_recorded,
 static eg_err eg_retire_count(eg_data_keys *dk, eg_master_key_use *uses, eg_key_retire_facts *f,
                               char *why, size_t whylen) {
   eg_data_keys_stats st;
-  eg_err e = eg_data_keys_status(dk, &st, uses, EG_DATA_KEYS_MASTERS_MAX);
+  eg_err e = eg_data_keys_status_all(dk, &st, uses);
+  if (e == EG_ELIMIT) {
+    snprintf(why, whylen, "the key store's data keys are wrapped under %zu master keys, more "
+             "than %d can be counted", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
+    return e;
+  }
   if (e) {
     snprintf(why, whylen, "cannot count the key store's data keys: %s", eg_err_msg(e));
     return e;
-  }
-  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) {
-    snprintf(why, whylen, "the key store's data keys are wrapped under %zu master keys, more "
-             "than %d can be counted", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
-    return EG_ELIMIT;
   }
   f->uses = uses;
   f->n_uses = st.n_masters;

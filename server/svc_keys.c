@@ -94,15 +94,15 @@ static eg_err eg_get_key_status(eg_req *r, const ProtobufCMessage *msg) {
   eg_data_keys_stats st;
   if (!out || !uses) return EG_ENOMEM;
   engram__v1__get_key_status_response__init(out);
-  eg_err e = eg_data_keys_status(r->srv->data_keys, &st, uses, EG_DATA_KEYS_MASTERS_MAX);
+  eg_err e = eg_data_keys_status_all(r->srv->data_keys, &st, uses);
+  if (e == EG_ELIMIT) {
+    snprintf(r->msg, sizeof r->msg, "the key store's data keys are wrapped under %zu master "
+             "keys; status lists at most %d", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
+    return e;
+  }
   if (e) {
     snprintf(r->msg, sizeof r->msg, "key store: %s", eg_err_msg(e));
     return e;
-  }
-  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) {
-    snprintf(r->msg, sizeof r->msg, "the key store's data keys are wrapped under %zu master "
-             "keys; status lists at most %d", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
-    return EG_ELIMIT;
   }
   if ((e = eg_status_masters(r, uses, st.n_masters, out)) || (e = eg_key_rotation_status(r, out)))
     return e;
@@ -168,16 +168,16 @@ static eg_err eg_keys_backup_ids(const eg_srv *srv, eg_backup_msg *b, char *msg,
                                  size_t msglen) {
   eg_master_key_use uses[EG_DATA_KEYS_MASTERS_MAX];
   eg_data_keys_stats st;
-  eg_err e = eg_data_keys_status(srv->data_keys, &st, uses, EG_DATA_KEYS_MASTERS_MAX);
-  if (e) {
-    snprintf(msg, msglen, "key store: %s", eg_err_msg(e));
-    return e;
-  }
-  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) {
+  eg_err e = eg_data_keys_status_all(srv->data_keys, &st, uses);
+  if (e == EG_ELIMIT) {
     /* A list missing an id would let a restore start without that key. */
     snprintf(msg, msglen, "the key store's data keys are wrapped under %zu master keys; a "
              "backup lists at most %d", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
-    return EG_ELIMIT;
+    return e;
+  }
+  if (e) {
+    snprintf(msg, msglen, "key store: %s", eg_err_msg(e));
+    return e;
   }
   for (size_t i = 0; i < st.n_masters; i++)
     b->key_ids[b->n_key_ids++] = uses[i].master_key_id;
