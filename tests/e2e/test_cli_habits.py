@@ -48,9 +48,9 @@ class CliHabitsTest(CliCase, ServerTestCase):
 
     def test_version(self):
         out, _ = self.call("--version")
-        self.assertEqual(out, "engram 0.15.0\n")
+        self.assertEqual(out, "engram 0.16.0\n")
         out, _ = self.call("session", "get", "--version")  # anywhere, even with a word missing
-        self.assertEqual(out, "engram 0.15.0\n")
+        self.assertEqual(out, "engram 0.16.0\n")
 
     def test_global_options_anywhere(self):
         user = uid("u")

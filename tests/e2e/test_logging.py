@@ -96,7 +96,7 @@ class LoggingTest(E2ETestCase):
         self.assertTrue(any(m == "listening on %s" % addr for m in msgs), msgs)
         banner = [o for o in objs if o["msg"].startswith("starting engramd ")]
         self.assertEqual(len(banner), 1, msgs)
-        self.assertEqual(banner[0]["version"], "0.15.0")
+        self.assertEqual(banner[0]["version"], "0.16.0")
         self.assertEqual(banner[0]["level"], "info")
 
     def test_log_level_warn_hides_info(self):
@@ -125,7 +125,7 @@ class LoggingTest(E2ETestCase):
         self.addCleanup(bad.close)
         self.assertStatus(grpc.StatusCode.UNAUTHENTICATED, bad.create, uid("u"))
         text = self.stopped_log(proc, log_path)
-        banner = [ln for ln in text.splitlines() if "starting engramd 0.15.0 with " in ln]
+        banner = [ln for ln in text.splitlines() if "starting engramd 0.16.0 with " in ln]
         self.assertEqual(len(banner), 1, text)
         self.assertIn("tokens=%s" % self.tokens, banner[0])
         self.assertIn("keyring=%s" % self.keyring, banner[0])
@@ -145,7 +145,7 @@ class LoggingTest(E2ETestCase):
         p = subprocess.run([ENGRAMD, "--version"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=30)
         self.assertEqual(p.returncode, 0)
-        self.assertEqual(p.stdout.decode(), "engramd 0.15.0\n")
+        self.assertEqual(p.stdout.decode(), "engramd 0.16.0\n")
         p = subprocess.run([ENGRAMD, "--help"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=30)
         self.assertEqual(p.returncode, 0)

@@ -132,7 +132,7 @@ class MetricsTest(E2ETestCase):
                      "engram_replica_lag_records", "engram_replica_lag_seconds"):
             self.assertIn(name, fams)
         self.assertEqual(fams["engram_rpc_duration_seconds"]["type"], "histogram")
-        self.assertEqual(value(fams, "engram_build_info", version="0.15.0"), 1)
+        self.assertEqual(value(fams, "engram_build_info", version="0.16.0"), 1)
         self.assertGreater(value(fams, "process_resident_memory_bytes"), 1 << 20)
         self.assertGreater(value(fams, "process_max_fds"), value(fams, "process_open_fds"))
         self.assertGreater(value(fams, "process_open_fds"), 3)

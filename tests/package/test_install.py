@@ -189,7 +189,7 @@ class InstallTest(unittest.TestCase):
     def test_pkg_config(self):
         env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(self.find("engram.pc")),
                    PKG_CONFIG_SYSROOT_DIR=self.root)
-        self.assertEqual(sh("pkg-config", "--modversion", "engram", env=env).strip(), "0.15.0")
+        self.assertEqual(sh("pkg-config", "--modversion", "engram", env=env).strip(), "0.16.0")
         flags = sh("pkg-config", "--cflags", "--libs", "engram", env=env).split()
         src = os.path.join(self.tmp, "hello.c")
         with open(src, "w") as f:

@@ -24,7 +24,7 @@ from engram._errors import (AbortedError, AlreadyExistsError, CancelledError,  #
                             UnauthenticatedError, UnavailableError, UnimplementedError,
                             UnknownError)
 
-__version__ = "0.15.0"
+__version__ = "0.16.0"
 
 __all__ = ["Engram", "AsyncEngram", "Session", "EngramError", "FieldViolation",
            "AbortedError", "AlreadyExistsError", "CancelledError", "DataLossError",

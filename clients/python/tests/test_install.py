@@ -36,4 +36,4 @@ class InstallTest(SdkTestCase):
                            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(p.stdout.split(), ["0.15.0", "installed"])
+        self.assertEqual(p.stdout.split(), ["0.16.0", "installed"])

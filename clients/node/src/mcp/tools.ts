@@ -11,7 +11,7 @@ import { Code, EngramError, type Engram } from "../index.js";
 import { DedupOutcome, MemoryOrder, MemoryState, MemoryType, type Memory } from "../gen/engram/v1/memory_pb.js";
 import { Role, type Message } from "../gen/engram/v1/session_pb.js";
 
-export const VERSION = "0.15.0";
+export const VERSION = "0.16.0";
 
 export interface ToolConfig {
   /** The user every tool acts for; "" when userIdFromTool. */
