@@ -376,7 +376,6 @@ static void test_usage_overwrite_sizes(void) {
   eg_test_reader_done(r);
 }
 
-
 /* A create over a taken key (MDB_NOOVERWRITE) and a delete of a missing
  * one change and count nothing, on a dirty page and on a clean one. */
 static void test_usage_taken_and_missing(void) {
