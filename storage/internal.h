@@ -50,6 +50,9 @@
 #define EG_DB_KEY_JOBS "key_jobs"
 /* Room for the DBs later versions add (26 are in use at version 7). */
 #define EG_STORE_MAX_DBS 32
+/* The dbi of a named DB is below this: LMDB's own two (free list, main)
+ * come first (mdb_env_set_maxdbs counts named DBs only). */
+#define EG_TXN_CURSORS (EG_STORE_MAX_DBS + 2)
 
 /* meta keys */
 #define EG_META_SCHEMA_VERSION "schema_version"
@@ -153,6 +156,12 @@ struct eg_txn {
   int unlogged;
   eg_usage_buf usage;  /* WRITE/SUB: what this txn changed tenants' usage by */
   int limits_touched;  /* WRITE/SUB: tenant_limits changed (limits_gen) */
+  /* WRITE/SUB: by dbi, the cursor eg_usage__put/del write a counted data
+   * DB through, opened in this txn at its first write there. LMDB frees a
+   * write txn's cursors itself when the txn ends (committed or aborted;
+   * a sub's at its own end), so they are never closed here: they go with
+   * the struct. */
+  MDB_cursor *cursors[EG_TXN_CURSORS];
 };
 
 /* wal.c: records one change in t's op buffer. */
@@ -185,9 +194,15 @@ int eg_store__usage_counted(const char *name);
  * tenant (EG_STORE_ID_MAX + 1 bytes); 0 if the key has none (store_items'
  * expiry entries start with 0x00). */
 int eg_store__key_tenant(const void *key, size_t klen, char *tenant);
-/* The bytes k and its value take in dbi now into *bytes: 0 when absent or
- * when dbi is not counted. */
-eg_err eg_usage__stored(eg_txn *t, MDB_dbi dbi, const eg_key *k, int64_t *bytes);
+/* The put and the delete of records.c's writers. On a counted dbi each
+ * is one B-tree search through t's cursor of dbi (t->cursors), which
+ * finds the old value's size on the way, and adds the change in bytes to
+ * t's usage; any other DB takes a plain mdb_put / mdb_del.
+ * put: flags 0, MDB_NOOVERWRITE (EG_EEXIST if key is taken: nothing
+ * changed, nothing counted) and/or MDB_RESERVE (val->mv_data is then
+ * the room to fill, as mdb_put's). del: EG_ENOTFOUND if key is absent. */
+eg_err eg_usage__put(eg_txn *t, MDB_dbi dbi, const MDB_val *key, MDB_val *val, unsigned flags);
+eg_err eg_usage__del(eg_txn *t, MDB_dbi dbi, const MDB_val *key);
 /* Adds bytes (may be negative) to the usage of key's tenant in t, if dbi
  * is counted. */
 eg_err eg_usage__count(eg_txn *t, MDB_dbi dbi, const void *key, size_t klen, int64_t bytes);

@@ -31,37 +31,22 @@ eg_err eg_store__put_msg(eg_txn *t, MDB_dbi dbi, const eg_key *k, const Protobuf
                          unsigned flags) {
   MDB_val key = {k->len, (void *)k->buf};
   MDB_val val = {protobuf_c_message_get_packed_size(m), NULL};
-  int64_t old;
-  eg_err e = eg_usage__stored(t, dbi, k, &old);
-  if (e) return e;
   /* MDB_RESERVE hands back LMDB's own buffer: pack into it, no copy. */
-  int rc = mdb_put(t->txn, dbi, &key, &val, flags | MDB_RESERVE);
-  if (rc == MDB_KEYEXIST) return EG_EEXIST;
-  if (rc) return eg_store__err(rc);
+  eg_err e = eg_usage__put(t, dbi, &key, &val, flags | MDB_RESERVE);
+  if (e) return e;
   protobuf_c_message_pack(m, val.mv_data);
-  e = eg_usage__count(t, dbi, k->buf, k->len, (int64_t)(k->len + val.mv_size) - old);
-  return e ? e : eg_wal__log(t, dbi, EG_WAL_PUT, k, val.mv_data, val.mv_size);
+  return eg_wal__log(t, dbi, EG_WAL_PUT, k, val.mv_data, val.mv_size);
 }
 
 eg_err eg_store__put(eg_txn *t, MDB_dbi dbi, const eg_key *k, const void *v, size_t n) {
   MDB_val key = {k->len, (void *)k->buf}, val = {n, (void *)v};
-  int64_t old;
-  eg_err e = eg_usage__stored(t, dbi, k, &old);
-  if (e) return e;
-  int rc = mdb_put(t->txn, dbi, &key, &val, 0);
-  if (rc) return eg_store__err(rc);
-  e = eg_usage__count(t, dbi, k->buf, k->len, (int64_t)(k->len + n) - old);
+  eg_err e = eg_usage__put(t, dbi, &key, &val, 0);
   return e ? e : eg_wal__log(t, dbi, EG_WAL_PUT, k, v, n);
 }
 
 eg_err eg_store__del(eg_txn *t, MDB_dbi dbi, const eg_key *k) {
   MDB_val key = {k->len, (void *)k->buf};
-  int64_t old;
-  eg_err e = eg_usage__stored(t, dbi, k, &old);
-  if (e) return e;
-  int rc = mdb_del(t->txn, dbi, &key, NULL);
-  if (rc) return eg_store__err(rc);
-  e = eg_usage__count(t, dbi, k->buf, k->len, -old);
+  eg_err e = eg_usage__del(t, dbi, &key);
   return e ? e : eg_wal__log(t, dbi, EG_WAL_DEL, k, NULL, 0);
 }
 

@@ -30,17 +30,6 @@ static int eg_counted(const eg_txn *t, MDB_dbi dbi) {
   return 0;
 }
 
-eg_err eg_usage__stored(eg_txn *t, MDB_dbi dbi, const eg_key *k, int64_t *bytes) {
-  *bytes = 0;
-  if (!eg_counted(t, dbi)) return EG_OK;
-  MDB_val key = {k->len, (void *)k->buf}, val;
-  int rc = mdb_get(t->txn, dbi, &key, &val);
-  if (rc == MDB_NOTFOUND) return EG_OK;
-  if (rc) return eg_store__err(rc);
-  *bytes = (int64_t)(k->len + val.mv_size);
-  return EG_OK;
-}
-
 static eg_usage_delta *eg_usage_find(const eg_usage_buf *b, const char *tenant) {
   for (size_t i = 0; i < b->n; i++)
     if (strcmp(b->v[i].tenant, tenant) == 0) return &b->v[i];
@@ -65,10 +54,68 @@ static eg_err eg_usage_add(eg_usage_buf *b, const char *tenant, int64_t bytes) {
   return EG_OK;
 }
 
-eg_err eg_usage__count(eg_txn *t, MDB_dbi dbi, const void *key, size_t klen, int64_t bytes) {
+/* eg_usage__count for a dbi known to be counted. */
+static eg_err eg_usage_key(eg_txn *t, const MDB_val *key, int64_t bytes) {
   char tenant[EG_STORE_ID_MAX + 1];
-  if (bytes == 0 || !eg_counted(t, dbi) || !eg_store__key_tenant(key, klen, tenant)) return EG_OK;
+  if (bytes == 0 || !eg_store__key_tenant(key->mv_data, key->mv_size, tenant)) return EG_OK;
   return eg_usage_add(&t->usage, tenant, bytes);
+}
+
+eg_err eg_usage__count(eg_txn *t, MDB_dbi dbi, const void *key, size_t klen, int64_t bytes) {
+  MDB_val k = {klen, (void *)key};
+  return eg_counted(t, dbi) ? eg_usage_key(t, &k, bytes) : EG_OK;
+}
+
+/* t's cursor of dbi into *c, opened at the first write there; NULL when
+ * dbi is not counted. */
+static eg_err eg_usage_cursor(eg_txn *t, MDB_dbi dbi, MDB_cursor **c) {
+  *c = NULL;
+  if (dbi >= EG_TXN_CURSORS) return EG_EINVAL; /* LMDB hands out no such dbi */
+  if (!t->cursors[dbi] && eg_counted(t, dbi)) {
+    int rc = mdb_cursor_open(t->txn, dbi, &t->cursors[dbi]);
+    if (rc) return eg_store__err(rc);
+  }
+  *c = t->cursors[dbi];
+  return EG_OK;
+}
+
+eg_err eg_usage__put(eg_txn *t, MDB_dbi dbi, const MDB_val *key, MDB_val *val, unsigned flags) {
+  MDB_cursor *c;
+  eg_err e = eg_usage_cursor(t, dbi, &c);
+  if (e) return e;
+  MDB_val k = *key, in = *val;
+  int64_t old = 0;
+  int rc = c ? mdb_cursor_put(c, &k, val, flags | MDB_NOOVERWRITE)
+             : mdb_put(t->txn, dbi, &k, val, flags);
+  if (rc == MDB_KEYEXIST && c && !(flags & MDB_NOOVERWRITE)) {
+    /* The search stopped on the key and gave its value: replace it there.
+     * MDB_CURRENT with another size is a delete and an insert on that
+     * page (lmdb.h). LMDB 0.9.24 takes a bare MDB_CURRENT without a
+     * search; with MDB_RESERVE it sets the cursor again, which from a
+     * cursor already on the key compares it with that page's keys and
+     * does not descend the tree (mdb.c, mdb_cursor_set). */
+    old = (int64_t)(k.mv_size + val->mv_size);
+    *val = in;
+    rc = mdb_cursor_put(c, &k, val, MDB_CURRENT | (flags & MDB_RESERVE));
+  }
+  if (rc == MDB_KEYEXIST) {
+    *val = in;
+    return EG_EEXIST;
+  }
+  if (rc) return eg_store__err(rc);
+  return c ? eg_usage_key(t, key, (int64_t)(key->mv_size + val->mv_size) - old) : EG_OK;
+}
+
+eg_err eg_usage__del(eg_txn *t, MDB_dbi dbi, const MDB_val *key) {
+  MDB_cursor *c;
+  eg_err e = eg_usage_cursor(t, dbi, &c);
+  if (e) return e;
+  MDB_val k = *key, v;
+  if (!c) return eg_store__err(mdb_del(t->txn, dbi, &k, NULL));
+  int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+  if (!rc) rc = mdb_cursor_del(c, 0);
+  /* key, not k: k pointed into the page the delete changed. */
+  return rc ? eg_store__err(rc) : eg_usage_key(t, key, -(int64_t)(key->mv_size + v.mv_size));
 }
 
 eg_err eg_usage__reserve(eg_txn *parent, const eg_txn *child) {
