@@ -321,9 +321,6 @@ static void eg_absl_deadlock_checks_off(void) {
 
 static grpc_server *eg_server_create(const eg_config *cfg) {
   grpc_arg args[] = {
-      /* Channelz's per-call counters (a clock read and atomics on every
-       * call): engramd serves no channelz, nobody reads them. */
-      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ENABLE_CHANNELZ, .value.integer = 0},
       /* Streams one connection may have open at once; more wait in the
        * client's queue instead of each pinning a reply here. */
       {.type = GRPC_ARG_INTEGER,
