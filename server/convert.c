@@ -246,7 +246,10 @@ const char *eg_message_record_id(eg_req *r, const char *session_id, int64_t seq)
   char digits[20];
   size_t nd = 0, sl = strlen(session_id);
   uint64_t v = seq < 0 ? 0 - (uint64_t)seq : (uint64_t)seq;
-  do digits[nd++] = (char)('0' + v % 10); while ((v /= 10) != 0);
+  do {
+    digits[nd++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
   char *id = eg_arena_alloc(r->arena, sl + 2 + nd + 1);
   if (!id) return NULL;
   char *p = id;
