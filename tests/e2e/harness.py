@@ -31,15 +31,15 @@ ENGRAM_CLI = os.environ.get("ENGRAM_CLI") or os.path.join(REPO, "build", "engram
 KEEP = os.environ.get("ENGRAM_E2E_KEEP") == "1"
 
 RPC_TIMEOUT = 10.0          # deadline of every RPC, seconds
-# Channel options for a client that stops reading (or reads slowly) to hold
-# a server's stream sends back: HTTP/2 windows that stay at the protocol's
-# 64 KB. With grpc's default BDP probing the client grows its windows, at
-# once to 4 MB and then to twice the bytes it saw arrive within one ping's
-# round trip, with no bound: on a loaded machine that took in a whole 12 to
-# 24 MB export, so the server's sends never waited on the "stalled" client.
-FIXED_WINDOWS = (("grpc.http2.bdp_probe", 0),)
 START_TIMEOUT = 20.0        # bound on "listening" line + SERVING
 STOP_TIMEOUT = 15.0         # bound on SIGTERM -> exit
+# Channel options for a client that stops reading (or reads slowly) to hold
+# a server's stream sends back: HTTP/2 windows that stay at the protocol's
+# 64 KB. With grpc's default BDP probing a connection's windows grow with
+# what its pings measure (to 4.8-9.6 MB estimates after the 2.4 MB uploads
+# the export tests make), and a client that had "stopped reading" took in
+# a whole 12 MB export within 0.3 s: the server's sends never waited.
+FIXED_WINDOWS = (("grpc.http2.bdp_probe", 0),)
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
                      "ThreadSanitizer", "AddressSanitizer:DEADLYSIGNAL",
