@@ -103,3 +103,17 @@ int eg_arena_defer(eg_arena *a, void (*fn)(void *), void *p) {
   a->cleanups = c;
   return 0;
 }
+
+static void *eg_arena_pb_alloc(void *a, size_t n) { return eg_arena_alloc(a, n); }
+
+/* The arena frees it all at once. */
+static void eg_arena_pb_free(void *a, void *p) {
+  (void)a;
+  (void)p;
+}
+
+ProtobufCAllocator *eg_arena_pb_allocator(eg_arena *a, ProtobufCAllocator *pa) {
+  *pa = (ProtobufCAllocator){.alloc = eg_arena_pb_alloc, .free = eg_arena_pb_free,
+                             .allocator_data = a};
+  return pa;
+}

@@ -10,6 +10,7 @@
 #ifndef EG_SERVER_ARENA_H
 #define EG_SERVER_ARENA_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 
 typedef struct eg_arena eg_arena;
@@ -38,6 +39,12 @@ char *eg_arena_strndup(eg_arena *a, const char *s, size_t n);
 /* Calls fn(p) when the arena is freed. Returns 0, or -1 when out of memory
  * (then fn(p) has already been called). */
 int eg_arena_defer(eg_arena *a, void (*fn)(void *), void *p);
+
+/* protobuf-c's allocator over a (filled into *pa, which must live as long
+ * as it is used): what protobuf_c_message_unpack decodes through it lives
+ * and goes with the arena, so it is never freed on its own (its free does
+ * nothing; do not call __free_unpacked on it). */
+ProtobufCAllocator *eg_arena_pb_allocator(eg_arena *a, ProtobufCAllocator *pa);
 
 #define EG_ARENA_NEW(a, type) ((type *)eg_arena_alloc((a), sizeof(type)))
 #define EG_ARENA_ARRAY(a, type, n) ((type *)eg_arena_array((a), sizeof(type), (n)))

@@ -82,8 +82,9 @@ int eg_auth_dev_mode(const eg_auth *a);
 void eg_auth_reload(void *arg);
 
 /* Checks a caller for a method needing role `need` (see the precedence
- * above). On success tenant holds the caller's tenant ("" for a method
- * any caller may use, EG_ROLE_NONE, passed without an identity). On
+ * above). On success tenant holds the caller's tenant; "" for a method
+ * any caller may use (EG_ROLE_NONE), whose caller is not looked at: a
+ * token sent with it is neither checked nor hashed. On
  * EG_EUNAUTH (no identity: missing or unknown token, a certificate not
  * mapped) or EG_EPERM (an identity without the role) why says which, for
  * the caller. Thread safety: any thread, during a reload too. */

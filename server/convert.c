@@ -241,9 +241,24 @@ static void eg_session_entry_init(void *e) { engram__v1__session__metadata_entry
 static void eg_message_entry_init(void *e) { engram__v1__message__metadata_entry__init(e); }
 
 const char *eg_message_record_id(eg_req *r, const char *session_id, int64_t seq) {
-  size_t n = strlen(session_id) + 22;
-  char *id = eg_arena_alloc(r->arena, n);
-  if (id) snprintf(id, n, "%s/%lld", session_id, (long long)seq);
+  /* Made once per message a read opens: by hand, as snprintf's format
+   * parsing was 4% of a GetContext. "-" and 19 digits at most. */
+  char digits[20];
+  size_t nd = 0, sl = strlen(session_id);
+  uint64_t v = seq < 0 ? 0 - (uint64_t)seq : (uint64_t)seq;
+  do {
+    digits[nd++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  char *id = eg_arena_alloc(r->arena, sl + 2 + nd + 1);
+  if (!id) return NULL;
+  char *p = id;
+  memcpy(p, session_id, sl);
+  p += sl;
+  *p++ = '/';
+  if (seq < 0) *p++ = '-';
+  while (nd) *p++ = digits[--nd];
+  *p = '\0';
   return id;
 }
 

@@ -37,8 +37,10 @@ typedef struct {
  * from seq start, ascending (descending: from start down), at most want
  * (> 0) and within the --max-reply-bytes budget (one message always goes),
  * opened (under s's user's data key) as the API shows them, into *out.
- * Returns EG_OK, EG_ECORRUPT or EG_EERASED (r->msg naming the message) if
- * one does not open, EG_ENOMEM, or a storage error. */
+ * The records and the page live in r's arena (the records decoded into it
+ * too: eg_arena_pb_allocator). Returns EG_OK, EG_ECORRUPT or EG_EERASED
+ * (r->msg naming the message) if one does not open, EG_ENOMEM, or a
+ * storage error. */
 eg_err eg_messages_page(eg_req *r, eg_txn *t, const eg_session_rec *s, uint64_t start,
                         int descending, size_t want, eg_message_page *out);
 

@@ -464,6 +464,9 @@ struct eg_msg_collect {
   int64_t max_tokens, tokens;
   eg_reply_budget budget;
   eg_err err;
+  /* The scan decodes each record into the call's arena (no malloc, no free
+   * per field; the records go with the arena). */
+  ProtobufCAllocator records;
 };
 
 /* Opens rec into the page if it fits the reply budget, else sets more.
@@ -482,7 +485,6 @@ static int eg_msg_collect_keep(struct eg_msg_collect *mc, eg_message_rec *rec) {
 
 static int eg_list_messages_visit(void *arg, eg_message_rec *rec) {
   struct eg_msg_collect *mc = arg;
-  if (eg_arena_defer(mc->r->arena, eg_message_rec_free, rec) != 0) return mc->err = EG_ENOMEM, 1;
   if (mc->n == mc->want) {
     mc->more = 1;
     mc->next_seq = (uint64_t)rec->seq;
@@ -504,8 +506,9 @@ eg_err eg_messages_page(eg_req *r, eg_txn *t, const eg_session_rec *s, uint64_t 
   struct eg_msg_collect mc;
   eg_err e = eg_msg_collect_init(r, &mc, s, want);
   if (e == EG_OK)
-    e = eg_store_messages_scan(t, r->tenant, s->session_id, start, descending,
-                               eg_list_messages_visit, &mc);
+    e = eg_store_messages_scan_in(t, r->tenant, s->session_id, start, descending,
+                                  eg_arena_pb_allocator(r->arena, &mc.records),
+                                  eg_list_messages_visit, &mc);
   if (e == EG_OK) e = mc.err;
   if (e != EG_OK) return e;
   *out = (eg_message_page){.msgs = mc.msgs, .n = mc.n, .more = mc.more, .next_seq = mc.next_seq};
@@ -539,7 +542,6 @@ static eg_err eg_list_messages(eg_req *r, const ProtobufCMessage *msg) {
 
 static int eg_context_visit(void *arg, eg_message_rec *rec) {
   struct eg_msg_collect *mc = arg;
-  if (eg_arena_defer(mc->r->arena, eg_message_rec_free, rec) != 0) return mc->err = EG_ENOMEM, 1;
   if (rec->seq <= mc->stop_at_or_below) return 1;
   /* The newest contiguous run that fits (max_messages, max_tokens and the
    * reply budget): the first misfit ends it, so a large message is never
@@ -575,7 +577,9 @@ static eg_err eg_get_context(eg_req *r, const ProtobufCMessage *msg) {
                     &out->summary, &len);
   if (e != EG_OK) return e;
   if (len) eg_reply_budget_charge(&mc.budget, len);
-  e = eg_store_messages_scan(r->rtxn, r->tenant, rec->session_id, UINT64_MAX, 1, eg_context_visit, &mc);
+  e = eg_store_messages_scan_in(r->rtxn, r->tenant, rec->session_id, UINT64_MAX, 1,
+                                eg_arena_pb_allocator(r->arena, &mc.records), eg_context_visit,
+                                &mc);
   if (e == EG_OK) e = mc.err;
   if (e != EG_OK) return e;
   /* Collected newest first; the prompt wants oldest first. */

@@ -5,6 +5,8 @@
  */
 #include "server/transport.h"
 
+#include <absl/base/options.h>
+#include <dlfcn.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -293,6 +295,30 @@ static eg_err eg_register_methods(eg_transport *tp) {
   return tp->metrics ? EG_OK : EG_ENOMEM;
 }
 
+#define EG_STR2(x) #x
+#define EG_STR(x) EG_STR2(x)
+
+/* gRPC core's mutexes are abseil's, and the distribution's abseil is built
+ * with its debug checks on: every lock and unlock then walks a
+ * process-wide lock graph (under a global lock) looking for deadlock
+ * cycles. That was 5-9% of the server's CPU per Health call
+ * (docs/performance.md, "The gRPC ceiling"). Turn it off as a release
+ * build of abseil has it: absl::SetMutexDeadlockDetectionMode(kIgnore),
+ * found by its C++ name (the inline namespace from abseil's own options
+ * header). An abseil without it (or built differently) is left alone. */
+static void eg_absl_deadlock_checks_off(void) {
+#if ABSL_OPTION_USE_INLINE_NAMESPACE
+  const char *ns = EG_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME);
+  char name[160];
+  snprintf(name, sizeof name, "_ZN4absl%zu%s29SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE",
+           strlen(ns), ns);
+#else
+  const char *name = "_ZN4absl29SetMutexDeadlockDetectionModeENS_15OnDeadlockCycleE";
+#endif
+  void (*set_mode)(int) = (void (*)(int))dlsym(RTLD_DEFAULT, name);
+  if (set_mode) set_mode(0); /* absl::OnDeadlockCycle::kIgnore */
+}
+
 static grpc_server *eg_server_create(const eg_config *cfg) {
   grpc_arg args[] = {
       /* Streams one connection may have open at once; more wait in the
@@ -386,6 +412,7 @@ eg_err eg_transport_start(const eg_srv *srv, eg_writer *writer, int workers, con
   tp->writer = writer;
   tp->n_workers = workers;
   if (!(tp->workers = calloc((size_t)workers, sizeof *tp->workers))) goto fail;
+  eg_absl_deadlock_checks_off();
   tp->server = eg_server_create(srv->cfg);
   if ((e = eg_register_methods(tp)) != EG_OK) goto fail;
   tp->shutdown_cq = grpc_completion_queue_create_for_next(NULL);

@@ -68,11 +68,19 @@ eg_err eg_store_idem_get(eg_txn *t, const char *tenant, const char *session_id,
 /* Decodes the message under a cursor and hands it to fn; *stop is set when
  * fn asks to stop. */
 static eg_err eg_message_visit(const MDB_val *k, const MDB_val *v, size_t prefix_len,
-                               eg_message_visit_fn fn, void *arg, int *stop) {
+                               ProtobufCAllocator *alloc, eg_message_visit_fn fn, void *arg,
+                               int *stop) {
   ProtobufCMessage *m;
   /* Every key in a session's range is prefix | seq. */
   if (k->mv_size != prefix_len + 8) return EG_ECORRUPT;
-  eg_err e = eg_store__decode(EG_MESSAGE_DESC, v, &m);
+  eg_err e = EG_OK;
+  if (alloc) {
+    /* As eg_store__decode, through the caller's allocator. */
+    m = protobuf_c_message_unpack(EG_MESSAGE_DESC, alloc, v->mv_size, v->mv_data);
+    if (!m) e = EG_ECORRUPT;
+  } else {
+    e = eg_store__decode(EG_MESSAGE_DESC, v, &m);
+  }
   if (e) return e;
   *stop = fn(arg, (eg_message_rec *)m);
   return EG_OK;
@@ -81,6 +89,12 @@ static eg_err eg_message_visit(const MDB_val *k, const MDB_val *v, size_t prefix
 eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session_id,
                               uint64_t start_seq, int descending, eg_message_visit_fn fn,
                               void *arg) {
+  return eg_store_messages_scan_in(t, tenant, session_id, start_seq, descending, NULL, fn, arg);
+}
+
+eg_err eg_store_messages_scan_in(eg_txn *t, const char *tenant, const char *session_id,
+                                 uint64_t start_seq, int descending, ProtobufCAllocator *alloc,
+                                 eg_message_visit_fn fn, void *arg) {
   eg_key prefix, seek;
   MDB_cursor *c = NULL;
   MDB_val k, v;
@@ -102,7 +116,7 @@ eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
   }
   while (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &prefix)) {
-    e = eg_message_visit(&k, &v, prefix.len, fn, arg, &stop);
+    e = eg_message_visit(&k, &v, prefix.len, alloc, fn, arg, &stop);
     if (e || stop) break;
     rc = mdb_cursor_get(c, &k, &v, step);
   }

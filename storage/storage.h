@@ -276,6 +276,14 @@ typedef int (*eg_message_visit_fn)(void *arg, eg_message_rec *rec);
 eg_err eg_store_messages_scan(eg_txn *t, const char *tenant, const char *session_id,
                               uint64_t start_seq, int descending,
                               eg_message_visit_fn fn, void *arg);
+/* eg_store_messages_scan with each record decoded through alloc (a
+ * caller's arena: a page of records then costs no malloc and no free,
+ * where each record is otherwise several). A record decoded so is
+ * alloc's: the callee must not free it. alloc NULL: as
+ * eg_store_messages_scan. */
+eg_err eg_store_messages_scan_in(eg_txn *t, const char *tenant, const char *session_id,
+                                 uint64_t start_seq, int descending, ProtobufCAllocator *alloc,
+                                 eg_message_visit_fn fn, void *arg);
 
 /* ---- lifecycle: activity, metadata terms, due work, retention --------------
  *

@@ -33,6 +33,13 @@ KEEP = os.environ.get("ENGRAM_E2E_KEEP") == "1"
 RPC_TIMEOUT = 10.0          # deadline of every RPC, seconds
 START_TIMEOUT = 20.0        # bound on "listening" line + SERVING
 STOP_TIMEOUT = 15.0         # bound on SIGTERM -> exit
+# Channel options for a client that stops reading (or reads slowly) to hold
+# a server's stream sends back: HTTP/2 windows that stay at the protocol's
+# 64 KB. With grpc's default BDP probing a connection's windows grow with
+# what its pings measure (to 4.8-9.6 MB estimates after the 2.4 MB uploads
+# the export tests make), and a client that had "stopped reading" took in
+# a whole 12 MB export within 0.3 s: the server's sends never waited.
+FIXED_WINDOWS = (("grpc.http2.bdp_probe", 0),)
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
                      "ThreadSanitizer", "AddressSanitizer:DEADLYSIGNAL",
@@ -167,12 +174,13 @@ def scan_sanitizer(text):
 
 class Client:
     """One channel to one server; every RPC has a deadline. creds: TLS
-    channel credentials (grpc.ssl_channel_credentials), None: plaintext."""
+    channel credentials (grpc.ssl_channel_credentials), None: plaintext.
+    options: the channel's (e.g. FIXED_WINDOWS)."""
 
-    def __init__(self, addr, token=None, creds=None):
+    def __init__(self, addr, token=None, creds=None, options=()):
         self.addr = addr
-        self.channel = (grpc.secure_channel(addr, creds) if creds is not None
-                        else grpc.insecure_channel(addr))
+        self.channel = (grpc.secure_channel(addr, creds, options=options) if creds is not None
+                        else grpc.insecure_channel(addr, options=options))
         self.stub = pbg.SessionServiceStub(self.channel)
         self.md = (("authorization", "Bearer " + token),) if token else ()
         self._health = self.channel.unary_unary(
@@ -462,9 +470,9 @@ class Server:
         self._close_clients()
         return rc
 
-    def client(self, token=None, creds=None):
+    def client(self, token=None, creds=None, options=()):
         """A client of this server; creds default to the server's."""
-        c = Client(self.addr, token, creds if creds is not None else self.creds)
+        c = Client(self.addr, token, creds if creds is not None else self.creds, options)
         self.clients.append(c)
         return c
 

@@ -34,7 +34,7 @@ import unittest
 
 import grpc
 
-from harness import E2ETestCase, M, Server, pb, uid
+from harness import FIXED_WINDOWS, E2ETestCase, M, Server, pb, uid
 from test_shutdown_busy import ENGRAMD_FAULT, FaultServer, wait_log
 from test_wal_archive import wait_for
 
@@ -205,8 +205,9 @@ class StalledRequestTest(E2ETestCase):
 
 EXPORT_MAX_MS = 8000
 BACKUP_MAX_MS = 4000
-# 24 MB of one user: more than the HTTP/2 windows hold, so a client that
-# reads slowly holds the server's sends back; pages of 5 messages (300 kB).
+# 24 MB of one user: more than the HTTP/2 windows hold (the streams'
+# clients have theirs fixed: harness.FIXED_WINDOWS), so a client that reads
+# slowly holds the server's sends back; pages of 5 messages (300 kB).
 BIG_CALLS, BIG_PER_CALL, BIG_BYTES = 10, 40, 60000
 
 
@@ -227,7 +228,7 @@ class SlowReaderTest(E2ETestCase):
                 timeout=60)
 
     def stream(self, path, request, token, resp):
-        ch = grpc.insecure_channel(self.server.addr)
+        ch = grpc.insecure_channel(self.server.addr, options=FIXED_WINDOWS)
         self.addCleanup(ch.close)
         fn = ch.unary_stream(path, request_serializer=type(request).SerializeToString,
                              response_deserializer=resp.FromString)
@@ -271,8 +272,8 @@ class SlowReaderTest(E2ETestCase):
         for _ in range(60):
             if it.done():
                 # It ended before the map filled (cut at --export-max-ms on
-                # a slow machine, or it fit in the client's windows): the
-                # test needs a long read still open, so open another.
+                # a slow machine): the test needs a long read still open,
+                # so open another.
                 it = self.export_stream()
                 next(it)
             try:

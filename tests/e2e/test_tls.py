@@ -11,8 +11,8 @@ import tempfile
 
 import grpc
 
-from harness import (ENGRAMD, Client, E2ETestCase, Server, make_keyring, pb, uid,
-                     write_tokens)
+from harness import (ENGRAMD, FIXED_WINDOWS, Client, E2ETestCase, Server, make_keyring, pb,
+                     uid, write_tokens)
 from tls_certs import CA, channel_creds
 
 from engram.v1 import user_pb2 as up  # noqa: E402
@@ -26,7 +26,8 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 # refused connection from waiting for the whole RPC deadline.
 REFUSED_TIMEOUT = 5.0
 # A user whose export outlasts the HTTP/2 windows (5 x 40 messages of
-# 60 kB = 12 MB), so it is still running while the test reloads.
+# 60 kB = 12 MB; its client's are fixed, harness.FIXED_WINDOWS), so it is
+# still running while the test reloads.
 BIG_CALLS, BIG_PER_CALL, BIG_BYTES = 5, 40, 60000
 
 
@@ -260,7 +261,7 @@ class ReloadTest(TlsCase):
         self.wait_until(lambda: self.log_count(text) > n, 20, "log line %r" % text, [self.srv])
 
     def test_sighup_new_cert_for_new_connections_long_call_continues(self):
-        api = self.srv.client("tok-1")
+        api = self.srv.client("tok-1", options=FIXED_WINDOWS)
         user = uid("big")
         sid = api.create(user).session_id
         # more than the HTTP/2 windows hold: the export waits on this reader

@@ -6,10 +6,13 @@
  * and tenants' fields open and the user's new fields open again; an
  * apply's check of what its prepare sealed (eg_field_sealed_live) and the
  * writer's seal (eg_field_seal_existing) answer ABORTED once the key is
- * destroyed, and the latter never makes one. */
+ * destroyed, and the latter never makes one. A message's record id (part
+ * of its tokens' AEAD context) is "<session_id>/<seq>" exactly as it was
+ * always written, or no stored message would open. */
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -222,6 +225,21 @@ static void test_seal_existing_never_makes_a_key(void) {
   teardown();
 }
 
+static void test_message_record_id_format(void) {
+  static const int64_t seqs[] = {0, 1, 9, 10, 99, 100, 123456789, INT64_MAX, -1, -10, INT64_MIN};
+  eg_req r = {.arena = eg_arena_new()};
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r.arena);
+  for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+    char want[200];
+    snprintf(want, sizeof want, "s-01HZX/%" PRId64, seqs[i]);
+    const char *got = eg_message_record_id(&r, "s-01HZX", seqs[i]);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(got);
+    CU_ASSERT_STRING_EQUAL(got, want);
+  }
+  CU_ASSERT_STRING_EQUAL(eg_message_record_id(&r, "", 7), "/7");
+  eg_arena_free(r.arena);
+}
+
 /* AppendMessages seals a message on the worker for the seq it predicts
  * (server/svc_session.c): the token is bound to "<session>/<seq>", so it
  * opens at that seq only, not at the next one nor at the same seq of
@@ -276,5 +294,6 @@ void eg_test_register_envelope(void) {
   CU_add_test(s, "sealed live after an erasure is aborted",
               test_sealed_live_after_an_erasure_is_aborted);
   CU_add_test(s, "seal existing never makes a key", test_seal_existing_never_makes_a_key);
+  CU_add_test(s, "message record id format", test_message_record_id_format);
   CU_add_test(s, "message token opens only at its seq", test_message_token_opens_only_at_its_seq);
 }
