@@ -92,6 +92,13 @@ typedef struct {
   /* The keyring file the process uses (may be NULL): lying in the data
    * dir, it says a store lived there (eg_store_open). */
   const char *keyring;
+  /* One device flush per commit instead of two (engramd's --meta-sync
+   * next-flush): commits write the meta page without waiting for it
+   * (MDB_NOMETASYNC), and a commit becomes durable only at the next flush,
+   * which is the next commit's data flush or eg_store_sync. Until then it
+   * is visible to readers but eg_store_last_lsn does not name it. 0: every
+   * commit is durable when eg_store_write_commit returns (two flushes). */
+  int defer_meta_sync;
 } eg_store_opts;
 
 typedef struct {
@@ -139,7 +146,10 @@ eg_err eg_store_lock_dir(const char *dir, int *fd, char *err, size_t errlen);
 void eg_store_unlock_dir(int fd);
 /* Closes the env. No txn may be open. NULL is fine. */
 void eg_store_close(eg_store *s);
-/* LSN of the last committed write txn (0 for a fresh store).
+/* LSN of the last durable write txn (0 for a fresh store): committed and
+ * flushed, so it survives a power cut. With defer_meta_sync the last
+ * commit may be newer (visible to readers, not yet durable); log scans,
+ * eg_store_wait_lsn and every LSN handed out stop here.
  * Thread safety: any thread. */
 uint64_t eg_store_last_lsn(const eg_store *s);
 /* The LSN at which migration 4 built the lifecycle indexes from the data
@@ -171,9 +181,28 @@ void eg_store_sub_abort(eg_txn *sub);
 /* Bytes of log ops a write or sub txn made so far (a sub's merge into its
  * parent after its commit): about what its WAL record will hold. */
 size_t eg_store_txn_log_bytes(const eg_txn *t);
-/* Stores last_lsn + 1 in meta, commits durably, sets *lsn (may be NULL).
- * The txn is gone after the call, whatever it returns. */
+/* Stores last_lsn + 1 in meta, commits, sets *lsn (may be NULL). The txn
+ * is gone after the call, whatever it returns. Without defer_meta_sync
+ * the commit is durable at return. With it, the commit's own flush makes
+ * the previous commit durable (eg_store_last_lsn moves to it) and this one
+ * waits for the next commit or eg_store_sync; a failed commit that may
+ * have lost that flush (any failure but a full disk) fails the previous
+ * commit too, as eg_store_sync does. */
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn);
+/* Makes every commit durable: one flush (mdb_env_sync) when one is not
+ * yet, none otherwise; eg_store_last_lsn then names the last commit. A
+ * failed flush is final: the flushed state is unknown (a failed write-back
+ * is reported once, so a retry would lie), so the store is broken
+ * (eg_store_broken; every later txn fails EG_EBROKEN and engramd restarts
+ * to serve what the disk holds) and this and every later call return the
+ * flush's error (EG_EIO, EG_ENOSPC). Call from the writer thread only. */
+eg_err eg_store_sync(eg_store *s);
+/* Whether the store was opened with defer_meta_sync. Thread safety: any. */
+int eg_store_defers_meta_sync(const eg_store *s);
+/* Device flushes the store's commits and syncs issued (two per commit
+ * without defer_meta_sync: the data's and the meta page's; one with it,
+ * plus each eg_store_sync that had a commit to flush). Thread safety: any. */
+uint64_t eg_store_flushes(const eg_store *s);
 void eg_store_write_abort(eg_txn *w);
 
 /* ---- sessions ----------------------------------------------------------- */
@@ -434,7 +463,8 @@ eg_err eg_store_wal_apply(eg_txn *w, const uint8_t *rec, size_t len);
 /* Called per record in LSN order; rec is valid during the call only.
  * Return nonzero to stop. */
 typedef int (*eg_wal_visit_fn)(void *arg, uint64_t lsn, const uint8_t *rec, size_t len);
-/* Visits the records from from_lsn on. */
+/* Visits the records from from_lsn on, up to eg_store_last_lsn: a record
+ * not yet durable is never read out (to a replica, to the archive). */
 eg_err eg_store_wal_scan(eg_txn *t, uint64_t from_lsn, eg_wal_visit_fn fn, void *arg);
 /* The oldest record kept: its LSN and time (time_us may be NULL).
  * EG_ENOTFOUND when the log is empty. */
@@ -482,7 +512,8 @@ eg_err eg_store_tenant_erase_step(eg_txn *t, const char *tenant, uint64_t budget
  * below it should be trimmed. Thread safety: any thread. */
 uint64_t eg_store_erase_floor(const eg_store *s);
 /* 1 once LMDB refused to go on (MDB_PANIC after a failed write of its
- * meta page): every txn of this process fails EG_EBROKEN from then on,
+ * meta page) or a flush of a deferred meta page failed (eg_store_sync):
+ * every txn of this process fails EG_EBROKEN from then on,
  * and only a new process can open the (consistent) file again. Health
  * says NOT_SERVING and engramd stops. Thread safety: any thread. */
 int eg_store_broken(const eg_store *s);

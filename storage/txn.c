@@ -42,6 +42,8 @@ static int eg_reader_start(eg_txn *r) {
 
 eg_err eg_store_reader_begin(eg_txn *r) {
   assert(r && r->kind == EG_TXN_READ && !r->live);
+  /* After a failed flush the snapshot may hold what the disk lost. */
+  if (eg_store_broken(r->s)) return EG_EBROKEN;
   for (int tries = 0;; tries++) {
     if (pthread_rwlock_rdlock(&r->s->map_lock) != 0) return EG_EIO;
     int rc = eg_reader_start(r);
@@ -77,6 +79,7 @@ void eg_store_reader_free(eg_txn *r) {
 /* ---- writer ------------------------------------------------------------- */
 
 eg_err eg_store_write_begin(eg_store *s, eg_txn **out) {
+  if (eg_store_broken(s)) return EG_EBROKEN;
   eg_txn *w = eg_txn_alloc(s, EG_TXN_WRITE);
   if (!w) return EG_ENOMEM;
   for (int tries = 0;; tries++) {
@@ -169,10 +172,57 @@ eg_err eg_store__commit_failed(eg_store *s, int rc) {
   return eg_store__commit_err(s, rc);
 }
 
+/* lsn is durable: readers of the log and waiters for an LSN may have it. */
+static void eg_store_publish(eg_store *s, uint64_t lsn) {
+  atomic_store_explicit(&s->last_lsn, lsn, memory_order_release);
+  eg_store__lsn_notify(s);
+}
+
+/* A flush failed with e: see eg_store_sync. Returns the first such error. */
+static eg_err eg_store_flush_failed(eg_store *s, eg_err e) {
+  int none = 0;
+  if (!atomic_compare_exchange_strong(&s->flush_err, &none, (int)e)) return s->flush_err;
+  atomic_store(&s->broken, 1);
+  eg_log(EG_LOG_ERROR, "%s: a flush failed (%s): commit %llu may not be on disk; the writes "
+                       "waiting for it failed and the process must restart to serve what the "
+                       "disk holds", s->dir, eg_err_msg(e), (unsigned long long)s->committed_lsn);
+  return e;
+}
+
+eg_err eg_store_sync(eg_store *s) {
+  eg_err e = atomic_load(&s->flush_err);
+  if (e || !s->defer_meta_sync || s->committed_lsn == eg_store_last_lsn(s)) return e;
+  int rc = mdb_env_sync(s->env, 1);
+  if (rc) return eg_store_flush_failed(s, eg_store__commit_err(s, rc));
+  atomic_fetch_add_explicit(&s->flushes, 1, memory_order_relaxed);
+  eg_store_publish(s, s->committed_lsn);
+  return EG_OK;
+}
+
+int eg_store_defers_meta_sync(const eg_store *s) { return s->defer_meta_sync; }
+
+uint64_t eg_store_flushes(const eg_store *s) {
+  return atomic_load_explicit(&s->flushes, memory_order_relaxed);
+}
+
+/* Deferred meta sync: commit failed with e while `pending` (an LSN) waited
+ * for this commit's flush. A full disk fails the page writes, before the
+ * flush: the retried flush is the first. Any other failure may have been
+ * the flush's own, which the kernel reports once: the pending commit's
+ * fate is unknown. */
+static void eg_store_commit_failed_pending(eg_store *s, eg_err e) {
+  if (e == EG_ENOSPC || e == EG_ENOMEM)
+    eg_store_sync(s);
+  else
+    eg_store_flush_failed(s, e == EG_EBROKEN ? EG_EIO : e);
+}
+
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   assert(w && w->kind == EG_TXN_WRITE && !w->child);
   eg_store *s = w->s;
   uint64_t next = 0, epoch = 0;
+  /* The commit waiting for a flush: this commit's makes it durable. */
+  uint64_t pending = s->committed_lsn > eg_store_last_lsn(s) ? s->committed_lsn : 0;
   eg_err e = eg_usage__flush(w);
   if (!e) e = eg_txn_stamp(w, &next, &epoch);
   if (e) goto fail;
@@ -180,12 +230,17 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   w->txn = NULL; /* gone, committed or not */
   e = rc ? eg_store__commit_failed(s, rc) : EG_OK;
   eg_store__disk_episode(s, e);
+  if (e && pending) eg_store_commit_failed_pending(s, e);
   if (e) goto fail;
+  s->committed_lsn = next;
+  atomic_fetch_add_explicit(&s->flushes, s->defer_meta_sync ? 1 : 2, memory_order_relaxed);
   atomic_store_explicit(&s->epoch, epoch, memory_order_release);
   if (w->erasure) atomic_store_explicit(&s->erase_floor, next, memory_order_release);
-  atomic_store_explicit(&s->last_lsn, next, memory_order_release);
   if (w->limits_touched) atomic_fetch_add_explicit(&s->limits_gen, 1, memory_order_acq_rel);
-  eg_store__lsn_notify(s);
+  if (!s->defer_meta_sync)
+    eg_store_publish(s, next);
+  else if (pending)
+    eg_store_publish(s, pending);
   if (lsn) *lsn = next;
 fail:
   if (w->txn) mdb_txn_abort(w->txn);
