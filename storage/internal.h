@@ -110,11 +110,9 @@ struct eg_store {
   atomic_int disk_full;
   atomic_int broken; /* LMDB panicked: see eg_store_broken */
   /* committed_lsn: the last commit (writer thread only). With
-   * eg_store_opts.defer_meta_sync, last_lsn trails it until a flush. flush_err: the first
-   * failed flush's error, returned by every later eg_store_sync. */
+   * eg_store_opts.defer_meta_sync, last_lsn trails it until a flush. */
   int defer_meta_sync;
   uint64_t committed_lsn;
-  _Atomic int flush_err;
   atomic_uint_fast64_t flushes; /* eg_store_flushes */
 };
 

@@ -186,16 +186,17 @@ size_t eg_store_txn_log_bytes(const eg_txn *t);
  * the commit is durable at return. With it, the commit's own flush makes
  * the previous commit durable (eg_store_last_lsn moves to it) and this one
  * waits for the next commit or eg_store_sync; a failed commit that may
- * have lost that flush (any failure but a full disk) fails the previous
- * commit too, as eg_store_sync does. */
+ * have lost that flush (any failure but a full disk or memory) breaks the
+ * store as a failed eg_store_sync does (the previous commit's writes then
+ * get EG_EBROKEN from it); the commit's own failure is returned. */
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn);
 /* Makes every commit durable: one flush (mdb_env_sync) when one is not
  * yet, none otherwise; eg_store_last_lsn then names the last commit. A
- * failed flush is final: the flushed state is unknown (a failed write-back
- * is reported once, so a retry would lie), so the store is broken
- * (eg_store_broken; every later txn fails EG_EBROKEN and engramd restarts
- * to serve what the disk holds) and this and every later call return the
- * flush's error (EG_EIO, EG_ENOSPC). Call from the writer thread only. */
+ * failed flush is final: what reached the disk is unknown (a failed
+ * write-back is reported once, so a retry would lie), so the store is
+ * broken (eg_store_broken: every later txn fails EG_EBROKEN and engramd
+ * restarts to serve what the disk holds) and this call and every later
+ * one that has a commit to flush return EG_EBROKEN. Writer thread only. */
 eg_err eg_store_sync(eg_store *s);
 /* Whether the store was opened with defer_meta_sync. Thread safety: any. */
 int eg_store_defers_meta_sync(const eg_store *s);

@@ -178,20 +178,20 @@ static void eg_store_publish(eg_store *s, uint64_t lsn) {
   eg_store__lsn_notify(s);
 }
 
-/* A flush failed with e: see eg_store_sync. Returns the first such error. */
+/* A flush that the last commit waited for failed (why: e): see
+ * eg_store_sync. Returns EG_EBROKEN: that commit may or may not be on
+ * disk, as after a failed meta write (MDB_PANIC). */
 static eg_err eg_store_flush_failed(eg_store *s, eg_err e) {
-  int none = 0;
-  if (!atomic_compare_exchange_strong(&s->flush_err, &none, (int)e)) return s->flush_err;
-  atomic_store(&s->broken, 1);
-  eg_log(EG_LOG_ERROR, "%s: a flush failed (%s): commit %llu may not be on disk; the writes "
-                       "waiting for it failed and the process must restart to serve what the "
-                       "disk holds", s->dir, eg_err_msg(e), (unsigned long long)s->committed_lsn);
-  return e;
+  if (!atomic_exchange(&s->broken, 1))
+    eg_log(EG_LOG_ERROR, "%s: a flush failed (%s): commit %llu may not be on disk; the writes "
+                         "waiting for it failed and the process must restart to serve what the "
+                         "disk holds", s->dir, eg_err_msg(e), (unsigned long long)s->committed_lsn);
+  return EG_EBROKEN;
 }
 
 eg_err eg_store_sync(eg_store *s) {
-  eg_err e = atomic_load(&s->flush_err);
-  if (e || !s->defer_meta_sync || s->committed_lsn == eg_store_last_lsn(s)) return e;
+  if (!s->defer_meta_sync || s->committed_lsn == eg_store_last_lsn(s)) return EG_OK;
+  if (eg_store_broken(s)) return EG_EBROKEN;
   int rc = mdb_env_sync(s->env, 1);
   if (rc) return eg_store_flush_failed(s, eg_store__commit_err(s, rc));
   atomic_fetch_add_explicit(&s->flushes, 1, memory_order_relaxed);
@@ -214,7 +214,7 @@ static void eg_store_commit_failed_pending(eg_store *s, eg_err e) {
   if (e == EG_ENOSPC || e == EG_ENOMEM)
     eg_store_sync(s);
   else
-    eg_store_flush_failed(s, e == EG_EBROKEN ? EG_EIO : e);
+    eg_store_flush_failed(s, e);
 }
 
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
