@@ -226,6 +226,10 @@ eg_err eg_store__commit_err(const eg_store *s, int rc);
 /* txn.c: after every durable commit with its result: logs the start
  * (EG_ENOSPC) and the end (EG_OK) of a full-disk episode, once each. */
 void eg_store__disk_episode(eg_store *s, eg_err commit);
+/* One flush of the data file (mdb_env_sync): with defer_meta_sync, what
+ * makes a commit's meta page durable. A failure breaks the store and
+ * returns EG_EBROKEN (eg_store_sync says why). Any thread. */
+eg_err eg_store__flush(eg_store *s);
 /* Marks s broken (and says so once) when e is EG_EBROKEN; returns e. */
 eg_err eg_store__broken(eg_store *s, eg_err e);
 /* The eg_err of a top-level commit LMDB refused with rc (nonzero):

@@ -39,8 +39,8 @@
  *     eg_store_meta_put commit their own. eg_store_write_begin,
  *     then any number of nested eg_store_sub_begin/commit/abort (one per
  *     request, so a failing request leaves the batch intact), then
- *     eg_store_write_commit, which assigns the next LSN and makes the whole
- *     batch durable with one fsync.
+ *     eg_store_write_commit, which assigns the next LSN and commits the
+ *     whole batch: durable at once, or (defer_meta_sync) at the next flush.
  *   - Any write may return EG_EMAPFULL: abort the whole write txn, call
  *     eg_store_grow() and run the batch again.
  *
@@ -589,7 +589,8 @@ eg_err eg_store_file_visit(const char *path, eg_store_file_info *info, eg_kv_vis
  * Thread safety: any thread (it opens its own read txn). */
 eg_err eg_store_meta_get(eg_store *s, const char *name, void *buf, size_t cap, size_t *len);
 /* Stores val[0..n) under name (replacing any value) and commits durably in
- * its own write txn. EG_EINVAL for a bad name or n > EG_STORE_META_VALUE_MAX.
+ * its own write txn (with defer_meta_sync: its commit, then a flush; a
+ * failed flush breaks the store, EG_EBROKEN, as eg_store_sync). EG_EINVAL for a bad name or n > EG_STORE_META_VALUE_MAX.
  * Thread safety: it takes LMDB's write lock, so it waits for a running
  * write txn; never call it from a thread that holds one (self-deadlock). */
 eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t n);

@@ -183,20 +183,25 @@ static void eg_store_publish(eg_store *s, uint64_t lsn) {
  * disk, as after a failed meta write (MDB_PANIC). */
 static eg_err eg_store_flush_failed(eg_store *s, eg_err e) {
   if (!atomic_exchange(&s->broken, 1))
-    eg_log(EG_LOG_ERROR, "%s: a flush failed (%s): commit %llu may not be on disk; the writes "
-                         "waiting for it failed and the process must restart to serve what the "
-                         "disk holds", s->dir, eg_err_msg(e), (unsigned long long)s->committed_lsn);
+    eg_log(EG_LOG_ERROR, "%s: a flush failed (%s): the last commit may not be on disk; the "
+                         "writes waiting for it failed and the process must restart to serve "
+                         "what the disk holds", s->dir, eg_err_msg(e));
   return EG_EBROKEN;
 }
 
-eg_err eg_store_sync(eg_store *s) {
-  if (!s->defer_meta_sync || s->committed_lsn == eg_store_last_lsn(s)) return EG_OK;
+eg_err eg_store__flush(eg_store *s) {
   if (eg_store_broken(s)) return EG_EBROKEN;
   int rc = mdb_env_sync(s->env, 1);
   if (rc) return eg_store_flush_failed(s, eg_store__commit_err(s, rc));
   atomic_fetch_add_explicit(&s->flushes, 1, memory_order_relaxed);
-  eg_store_publish(s, s->committed_lsn);
   return EG_OK;
+}
+
+eg_err eg_store_sync(eg_store *s) {
+  if (!s->defer_meta_sync || s->committed_lsn == eg_store_last_lsn(s)) return EG_OK;
+  eg_err e = eg_store__flush(s);
+  if (!e) eg_store_publish(s, s->committed_lsn);
+  return e;
 }
 
 int eg_store_defers_meta_sync(const eg_store *s) { return s->defer_meta_sync; }

@@ -599,6 +599,9 @@ static void test_deferred_commit_not_durable_until_flush(void) {
   uint64_t flushes = eg_store_flushes(store);
   CU_ASSERT_EQUAL(eg_store_sync(store), EG_OK);
   CU_ASSERT_EQUAL(eg_store_flushes(store), flushes);
+  /* A meta put commits outside the writer: it flushes its own meta page. */
+  CU_ASSERT_EQUAL(eg_store_meta_put(store, "test.key", "v", 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_flushes(store), flushes + 1);
   stop();
 }
 
