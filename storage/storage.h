@@ -537,8 +537,12 @@ typedef struct {
 } eg_store_file_info;
 /* Writes a consistent, compacted copy of the store to path (new file, mode
  * 0600) while writes go on, and reports what it holds (its LSN, epoch and
- * schema version) in *info. The copy is not fsync'd: it is meant to be
- * streamed and removed; a caller that keeps it must sync it. */
+ * schema version) in *info. Returns once that LSN is durable here
+ * (eg_store_last_lsn; with defer_meta_sync the copy may have caught the
+ * last commit before its flush): EG_EUNAVAIL, the copy removed, if that
+ * takes over 10 s (a stuck or stopping store). The copy is not fsync'd: it
+ * is meant to be streamed and removed; a caller that keeps it must sync
+ * it. Not from the writer thread (it would wait for itself). */
 eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *info);
 /* Opens the single-file store at path (a copy: no lock file, nothing else
  * has it open) read-only and fills out. EG_ECORRUPT if it is not an LMDB

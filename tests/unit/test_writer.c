@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "server/writer.h"
@@ -605,6 +606,47 @@ static void test_deferred_commit_not_durable_until_flush(void) {
   stop();
 }
 
+struct copy_job {
+  char path[4200];
+  eg_store_file_info info;
+  eg_err err;
+  uint64_t durable; /* eg_store_last_lsn when the copy returned */
+};
+
+static void *copy_main(void *arg) {
+  struct copy_job *j = arg;
+  j->err = eg_store_copy(store, j->path, &j->info);
+  j->durable = eg_store_last_lsn(store);
+  return NULL;
+}
+
+/* A copy (a snapshot for a replica, a backup) that caught a commit before
+ * its flush returns only once that commit is durable. */
+static void test_deferred_copy_waits_for_flush(void) {
+  start_opts(0, 1);
+  eg_txn *w;
+  uint64_t lsn = 0;
+  eg_session_rec r = session_rec("c");
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, NULL), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
+  CU_ASSERT(eg_store_last_lsn(store) < lsn);
+  static struct copy_job job;
+  snprintf(job.path, sizeof job.path, "%s/copy.mdb", tdir);
+  pthread_t th;
+  CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, copy_main, &job), 0);
+  /* The copy has taken its snapshot once it writes pages. */
+  struct stat st;
+  for (int i = 0; i < WAIT_S * 100 && (stat(job.path, &st) != 0 || st.st_size == 0); i++)
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+  CU_ASSERT_EQUAL(eg_store_sync(store), EG_OK);
+  pthread_join(th, NULL);
+  CU_ASSERT_EQUAL(job.err, EG_OK);
+  CU_ASSERT_EQUAL(job.info.lsn, lsn);
+  CU_ASSERT(job.durable >= job.info.lsn);
+  stop();
+}
+
 void eg_test_register_writer(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("writer", NULL, NULL, setup, teardown);
   CU_add_test(s, "lone item", test_lone_item);
@@ -620,4 +662,5 @@ void eg_test_register_writer(void) {
   CU_add_test(s, "deferred: answered after the next flush", test_deferred_answers_after_next_flush);
   CU_add_test(s, "deferred: failures wait for the held batch", test_deferred_failures_wait_for_held);
   CU_add_test(s, "deferred: not durable until a flush", test_deferred_commit_not_durable_until_flush);
+  CU_add_test(s, "deferred: a copy waits for the flush", test_deferred_copy_waits_for_flush);
 }
