@@ -236,6 +236,13 @@ eg_err eg_store__broken(eg_store *s, eg_err e);
  * EG_EBROKEN if the failure broke the env (s is then marked broken), else
  * eg_store__commit_err. Call with no txn of this thread open. */
 eg_err eg_store__commit_failed(eg_store *s, int rc);
+/* txn.c, with defer_meta_sync: a top-level commit failed with LMDB's rc
+ * (e: eg_store__commit_failed's result) while another commit's meta page
+ * waited for a flush: this commit's flush, which the kernel reports failed
+ * once only (a retried flush may return 0 though the pages were dropped).
+ * Unless rc says the commit failed before its flush, that commit's fate is
+ * unknown: the store is broken (eg_store_sync). Decided on rc, not on e. */
+void eg_store__unflushed_commit_failed(eg_store *s, int rc, eg_err e);
 
 /* Nonzero if reads may use t now. */
 static inline int eg_txn_readable(const eg_txn *t) {

@@ -185,10 +185,13 @@ size_t eg_store_txn_log_bytes(const eg_txn *t);
  * is gone after the call, whatever it returns. Without defer_meta_sync
  * the commit is durable at return. With it, the commit's own flush makes
  * the previous commit durable (eg_store_last_lsn moves to it) and this one
- * waits for the next commit or eg_store_sync; a failed commit that may
- * have lost that flush (any failure but a full disk or memory) breaks the
- * store as a failed eg_store_sync does (the previous commit's writes then
- * get EG_EBROKEN from it); the commit's own failure is returned. */
+ * waits for the next commit or eg_store_sync. A failed commit returns its
+ * own failure; if the previous commit was still waiting, a failure that
+ * may have been the flush (anything but LMDB refusing before any write:
+ * EG_EMAPFULL, EG_ETXNFULL, no memory; or a page write finding the disk
+ * full) also breaks the store as a failed eg_store_sync does (the previous
+ * commit's writes then get EG_EBROKEN from it); otherwise the previous
+ * commit still waits for a flush. */
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn);
 /* Makes every commit durable: one flush (mdb_env_sync) when one is not
  * yet, none otherwise; eg_store_last_lsn then names the last commit. A
@@ -594,7 +597,9 @@ eg_err eg_store_file_visit(const char *path, eg_store_file_info *info, eg_kv_vis
 eg_err eg_store_meta_get(eg_store *s, const char *name, void *buf, size_t cap, size_t *len);
 /* Stores val[0..n) under name (replacing any value) and commits durably in
  * its own write txn (with defer_meta_sync: its commit, then a flush; a
- * failed flush breaks the store, EG_EBROKEN, as eg_store_sync). EG_EINVAL for a bad name or n > EG_STORE_META_VALUE_MAX.
+ * failed flush, or a commit failure that may have been its flush, breaks
+ * the store as eg_store_sync: the writer's last commit may have waited for
+ * that flush). EG_EINVAL for a bad name or n > EG_STORE_META_VALUE_MAX.
  * Thread safety: it takes LMDB's write lock, so it waits for a running
  * write txn; never call it from a thread that holds one (self-deadlock). */
 eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t n);

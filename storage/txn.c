@@ -1,5 +1,6 @@
 /* Reader, writer and nested txns. */
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -189,6 +190,17 @@ static eg_err eg_store_flush_failed(eg_store *s, eg_err e) {
   return EG_EBROKEN;
 }
 
+void eg_store__unflushed_commit_failed(eg_store *s, int rc, eg_err e) {
+  /* Refused before any write: a full map or txn, no memory. A full disk
+   * fails the page writes (ENOSPC, EDQUOT from pwrite), before the flush.
+   * Anything else, an EIO above all (even one eg_store__commit_err calls a
+   * full disk: a short page write looks the same as a failed write-back),
+   * may have been the flush's own failure. */
+  if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOMEM || rc == ENOSPC || rc == EDQUOT)
+    return;
+  eg_store_flush_failed(s, e);
+}
+
 eg_err eg_store__flush(eg_store *s) {
   if (eg_store_broken(s)) return EG_EBROKEN;
   int rc = mdb_env_sync(s->env, 1);
@@ -210,18 +222,6 @@ uint64_t eg_store_flushes(const eg_store *s) {
   return atomic_load_explicit(&s->flushes, memory_order_relaxed);
 }
 
-/* Deferred meta sync: commit failed with e while `pending` (an LSN) waited
- * for this commit's flush. A full disk fails the page writes, before the
- * flush: the retried flush is the first. Any other failure may have been
- * the flush's own, which the kernel reports once: the pending commit's
- * fate is unknown. */
-static void eg_store_commit_failed_pending(eg_store *s, eg_err e) {
-  if (e == EG_ENOSPC || e == EG_ENOMEM)
-    eg_store_sync(s);
-  else
-    eg_store_flush_failed(s, e);
-}
-
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   assert(w && w->kind == EG_TXN_WRITE && !w->child);
   eg_store *s = w->s;
@@ -235,16 +235,18 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   w->txn = NULL; /* gone, committed or not */
   e = rc ? eg_store__commit_failed(s, rc) : EG_OK;
   eg_store__disk_episode(s, e);
-  if (e && pending) eg_store_commit_failed_pending(s, e);
+  if (e && pending) eg_store__unflushed_commit_failed(s, rc, e);
   if (e) goto fail;
   s->committed_lsn = next;
   atomic_fetch_add_explicit(&s->flushes, s->defer_meta_sync ? 1 : 2, memory_order_relaxed);
   atomic_store_explicit(&s->epoch, epoch, memory_order_release);
   if (w->erasure) atomic_store_explicit(&s->erase_floor, next, memory_order_release);
   if (w->limits_touched) atomic_fetch_add_explicit(&s->limits_gen, 1, memory_order_acq_rel);
+  /* A flush of eg_store_meta_put's that failed since (another thread)
+   * may have been the one that covered pending: it stays unpublished. */
   if (!s->defer_meta_sync)
     eg_store_publish(s, next);
-  else if (pending)
+  else if (pending && !eg_store_broken(s))
     eg_store_publish(s, pending);
   if (lsn) *lsn = next;
 fail:

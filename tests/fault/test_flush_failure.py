@@ -17,11 +17,12 @@ import grpc  # noqa: E402
 
 from driver import (BROKEN_LINE, FLUSH_BROKEN_LINE, IO_ERROR, RESTART_TIMEOUT,  # noqa: E402
                     RESTARTING, FaultServer)
-from harness import RPC_TIMEOUT, E2ETestCase, uid  # noqa: E402
+from harness import RPC_TIMEOUT, SERVING, E2ETestCase, uid  # noqa: E402
 
 C = grpc.StatusCode
 CLIENTS = 8
 TRIES = 30  # flushes failed one at a time until one leaves a commit in doubt
+MAP_FULL_HITS = 5  # commits refused MAP_FULL (each doubles the map)
 
 
 def content(sid, seq):
@@ -119,6 +120,45 @@ class FlushFailureTest(E2ETestCase):
             for m in msgs:
                 self.assertEqual(m.content, content(a.sid, m.seq))
         c.append(apps[0].sid, content(apps[0].sid, len(c.all_messages(apps[0].sid)) + 1))
+
+    def test_map_full_at_a_commit_under_load(self):
+        """A commit LMDB refuses before writing anything (a full map: the
+        writer grows it and runs the batch again) leaves the held batch's
+        flush to come: no write fails, the store does not break, and every
+        write answered OK is there after a restart."""
+        srv = FaultServer()
+        self.addCleanup(srv.close)
+        srv.start()
+        apps = [Appender(srv) for _ in range(CLIENTS)]
+        for a in apps:
+            a.start()
+        self.wait_until(lambda: sum(a.ok for a in apps) >= 100, 60, "100 appends answered",
+                        nodes=(srv,))
+        # Under 8 clients nearly every commit has a batch held behind it;
+        # a few refusals, each growing the map (doubling it) once.
+        for i in range(MAP_FULL_HITS):
+            seen = srv.hits()
+            srv.arm("point=commit,nth=1,count=1,err=MAP_FULL")
+            self.wait_until(lambda: srv.hits() > seen, 30, "refused commit %d" % (i + 1),
+                            nodes=(srv,))
+        done = sum(a.ok for a in apps)
+        self.wait_until(lambda: sum(a.ok for a in apps) >= done + 100, 60,
+                        "100 more appends answered", nodes=(srv,))
+        self.assertIsNone(srv.proc.poll(), self.logs(srv))
+        self.assertEqual(srv.client().health(), SERVING)
+        log = srv.log_text()
+        self.assertEqual(log.count(FLUSH_BROKEN_LINE), 0, log[-3000:])
+        for a in apps:
+            self.assertEqual(a.failures, [], a.sid)
+        srv.stop()
+        for a in apps:
+            a.join(RPC_TIMEOUT * 2)
+        srv.start()
+        c = srv.client()
+        for a in apps:
+            seqs = [m.seq for m in c.all_messages(a.sid)]
+            self.assertGreaterEqual(len(seqs), a.ok, a.sid)
+            self.assertEqual(seqs, list(range(1, len(seqs) + 1)), a.sid)
 
     def test_eio_at_a_flush_under_load(self):
         self.check_failed_flush("EIO")
