@@ -14,7 +14,9 @@ engramd of its own, which must start, pass a full Checksum (every data DB
 read), and hold every message answered before the cut, with the content
 sent for its seq, and nothing that was never sent.
 
-Environment: ENGRAM_POWERCUT (the library; default build/libeg_powercut.so),
+Environment: ENGRAM_POWERCUT (the library; default build/libeg_powercut.so;
+a colon-separated LD_PRELOAD list for a sanitizer build, whose runtime
+must come first: /lib/x86_64-linux-gnu/libasan.so.8:build/libeg_powercut.so),
 PC_CUTS (cuts per scheme, default 6), PC_ROUNDS (runs per scheme, default 1;
 `make powercut` runs more).
 """
@@ -80,8 +82,9 @@ class Appender(threading.Thread):
 class PowerCutTest(E2ETestCase):
 
     def setUp(self):
-        if not os.path.isfile(POWERCUT):
-            self.fail("power-cut library not found at %s (set ENGRAM_POWERCUT)" % POWERCUT)
+        for lib in POWERCUT.split(":"):
+            if not os.path.isfile(lib):
+                self.fail("power-cut library not found at %s (set ENGRAM_POWERCUT)" % lib)
 
     def run_and_cut(self, scheme, drop_dsync):
         """Runs engramd --meta-sync scheme under load until CUTS cuts were
