@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 LISTEN     ?= 127.0.0.1:50051
 DATA_DIR   ?= ./data
 
-.PHONY: all deps build run test test-fast test-asan fault bench bench-memory bench-replication bench-churn bench-limits clean
+.PHONY: all deps build run test test-fast test-asan fault powercut bench bench-memory bench-replication bench-churn bench-limits clean
 .PHONY: fuzz fuzz-build test-fuzz install package
 .PHONY: proto-lint
 
@@ -62,6 +62,16 @@ fault: build $(ASAN_BUILD)/CMakeCache.txt
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ENGRAMD_FAULT=$(ASAN_BUILD)/engramd-fault ENGRAMD=$(ASAN_BUILD)/engramd \
 	  ENGRAM_PY_GEN=$(ASAN_BUILD)/py $(FAULT_RUN)
+
+# Power-cut simulation, longer (tests/powercut/): PC_ROUNDS runs of each
+# --meta-sync scheme under load, PC_CUTS cuts each. `make test` runs one
+# round of 6 (ctest `powercut`).
+PC_ROUNDS ?= 5
+PC_CUTS   ?= 20
+powercut: build
+	PC_ROUNDS=$(PC_ROUNDS) PC_CUTS=$(PC_CUTS) ENGRAM_POWERCUT=$(BUILD)/libeg_powercut.so \
+	  ENGRAMD=$(BUILD)/engramd ENGRAM_CLI=$(BUILD)/engram ENGRAM_PY_GEN=$(BUILD)/py \
+	  /usr/bin/python3 -m unittest discover -s tests/powercut -p "test_*.py" -v
 
 # libFuzzer targets (tests/fuzz/README.md): a clang build of their own under
 # ASan + UBSan. `make fuzz` runs each for FUZZ_SECONDS; `make test` runs each

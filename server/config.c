@@ -82,6 +82,9 @@ static const eg_opt eg_opts[] = {
     EG_NUM("max-page-size", max_page_size, 1, EG_PAGE_SIZE_MAX, "1000", "largest page size"),
     EG_NUM("map-size", map_size, 1048576, EG_MAP_SIZE_MAX, "1073741824",
            "initial LMDB map size in bytes (grows when full)"),
+    EG_STR("meta-sync", meta_sync, "next-flush|commit", "next-flush",
+           "when a commit's meta page reaches the disk: at the next flush (one flush per "
+           "commit; writes are answered after it) or at the commit (two flushes)"),
     EG_NUM("shutdown-grace-ms", shutdown_grace_ms, 0, 600000, "10000",
            "time to drain calls on SIGTERM"),
     EG_SECRET("replica-token", replica_token, "",

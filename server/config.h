@@ -40,6 +40,7 @@ typedef struct {
   int default_page_size;              /* --default-page-size 50 */
   int max_page_size;                  /* --max-page-size 1000 */
   int64_t map_size;                   /* --map-size 1073741824 (initial LMDB map, bytes) */
+  char meta_sync[16];                 /* --meta-sync next-flush|commit */
   int64_t shutdown_grace_ms;          /* --shutdown-grace-ms 10000 (drain on SIGTERM) */
   char replica_token[256];            /* --replica-token: bearer token a replica sends */
   char replica_id[128];               /* --replica-id; "" means HOSTNAME-PORT */

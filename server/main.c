@@ -541,7 +541,8 @@ int main(int argc, char **argv) {
   }
   eg_store_opts so = {.map_size = (size_t)cfg.map_size,
                       .max_readers = eg_config_store_readers(eg_workers(&cfg)),
-                      .keyring = keyring};
+                      .keyring = keyring,
+                      .defer_meta_sync = strcmp(cfg.meta_sync, "next-flush") == 0};
   eg_sigbus_install(cfg.data_dir);
   if (eg_store_open(cfg.data_dir, &so, &store, err, sizeof err) != EG_OK) {
     eg_fail(cfg.data_dir, err);

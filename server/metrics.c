@@ -369,7 +369,7 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
     uint64_t batches, items;
     eg_writer_stats(writer, &batches, &items);
     eg_out_printf(&o,
-                  "# HELP engram_writer_batches_total Write transactions committed (one fsync each).\n"
+                  "# HELP engram_writer_batches_total Write transactions committed.\n"
                   "# TYPE engram_writer_batches_total counter\nengram_writer_batches_total %llu\n"
                   "# HELP engram_writer_items_total Write calls applied in those transactions.\n"
                   "# TYPE engram_writer_items_total counter\nengram_writer_items_total %llu\n",
@@ -377,11 +377,15 @@ size_t eg_metrics_render(const eg_metrics *m, const eg_store *store, const eg_wr
   }
   if (store)
     eg_out_printf(&o,
-                  "# HELP engram_last_lsn LSN of the last committed write.\n"
+                  "# HELP engram_last_lsn LSN of the last durable write.\n"
                   "# TYPE engram_last_lsn gauge\nengram_last_lsn %llu\n"
                   "# HELP engram_map_size_bytes Current LMDB map size.\n"
-                  "# TYPE engram_map_size_bytes gauge\nengram_map_size_bytes %zu\n",
-                  (unsigned long long)eg_store_last_lsn(store), eg_store_map_size(store));
+                  "# TYPE engram_map_size_bytes gauge\nengram_map_size_bytes %zu\n"
+                  "# HELP engram_store_flushes_total Device flushes of the data file by commits "
+                  "and syncs (--meta-sync: commit, two per commit; next-flush, one).\n"
+                  "# TYPE engram_store_flushes_total counter\nengram_store_flushes_total %llu\n",
+                  (unsigned long long)eg_store_last_lsn(store), eg_store_map_size(store),
+                  (unsigned long long)eg_store_flushes(store));
   if (sweeper) {
     eg_sweeper_stats st;
     eg_sweeper_get_stats(sweeper, &st);

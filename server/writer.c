@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/bgthread.h"
 #include "common/log.h"
@@ -28,6 +29,13 @@ struct eg_writer {
   eg_bgthread bg;
   eg_write_item *head, *tail; /* guarded by bg.mu */
   atomic_uint_fast64_t batches, items;
+  /* The last committed batch while its commit is not yet durable (a store
+   * opened with defer_meta_sync): answered once the next commit's flush or
+   * eg_store_sync made it so. Writer thread only; empty whenever the
+   * thread waits for work. */
+  eg_write_item *held;
+  eg_err held_errs[EG_WRITER_BATCH_MAX];
+  uint64_t held_lsn;
 };
 
 void eg_writer_stats(const eg_writer *w, uint64_t *batches, uint64_t *items) {
@@ -159,6 +167,53 @@ static void eg_writer_requeue(eg_writer *w, eg_write_item *rest) {
   pthread_mutex_unlock(&w->bg.mu);
 }
 
+/* Answers the items of batch: e (a failure of the whole batch) or each
+ * one's errs[i]. */
+static void eg_writer_answer(eg_write_item *batch, eg_err e, const eg_err *errs, uint64_t lsn,
+                             int busy) {
+  int i = 0;
+  for (eg_write_item *it = batch, *next; it; it = next, i++) {
+    next = it->next; /* done() may free the item */
+    it->done(it, e != EG_OK ? e : errs[i], lsn, busy || next);
+  }
+}
+
+/* Answers the held batch, flushing first unless a commit's flush already
+ * made it durable. A failed flush fails it (the store is then broken:
+ * eg_store_sync). */
+static void eg_writer_release(eg_writer *w, int busy) {
+  if (!w->held) return;
+  eg_err e = eg_store_last_lsn(w->store) >= w->held_lsn ? EG_OK : eg_store_sync(w->store);
+  eg_write_item *held = w->held;
+  w->held = NULL;
+  eg_writer_answer(held, e, w->held_errs, w->held_lsn, busy);
+}
+
+/* Answers a batch run with result e (its items' own in errs, LSN lsn) as
+ * soon as what it says is durable. A committed batch's answers wait for
+ * the next flush (deferred meta sync) and release the batch before it,
+ * which this commit's flush made durable. Answers that did not commit
+ * (every item failed, or the commit did) may rest on the held batch's
+ * state: they go after it, flushed now. With nothing queued, nobody
+ * else's commit is coming: flush now. */
+static void eg_writer_settle(eg_writer *w, eg_write_item *batch, eg_err e, const eg_err *errs,
+                             uint64_t lsn, int ran, int busy) {
+  if (!eg_store_defers_meta_sync(w->store)) {
+    eg_writer_answer(batch, e, errs, lsn, busy);
+    return;
+  }
+  if (e == EG_OK && lsn) {
+    eg_writer_release(w, 1);
+    w->held = batch;
+    memcpy(w->held_errs, errs, sizeof *errs * (size_t)ran);
+    w->held_lsn = lsn;
+  } else {
+    eg_writer_release(w, 1);
+    eg_writer_answer(batch, e, errs, lsn, busy);
+  }
+  if (!busy) eg_writer_release(w, 0);
+}
+
 static void eg_writer_run_batch(eg_writer *w, eg_write_item *batch) {
   eg_err errs[EG_WRITER_BATCH_MAX];
   uint64_t lsn = 0;
@@ -182,11 +237,7 @@ static void eg_writer_run_batch(eg_writer *w, eg_write_item *batch) {
   pthread_mutex_lock(&w->bg.mu);
   int busy = w->head != NULL;
   pthread_mutex_unlock(&w->bg.mu);
-  int i = 0;
-  for (eg_write_item *it = batch, *next; it; it = next, i++) {
-    next = it->next; /* done() may free the item */
-    it->done(it, e != EG_OK ? e : errs[i], lsn, busy || next);
-  }
+  eg_writer_settle(w, batch, e, errs, lsn, ran, busy);
 }
 
 /* A caller waiting for its `alone` item (eg_writer_run_alone). */

@@ -3,9 +3,14 @@
  *
  * Workers submit write items and go back to serving. The writer takes
  * everything queued (up to a cap), applies each item in a nested txn of one
- * LMDB write txn, commits once (one fsync for the whole batch), and only
- * then calls every item's done callback. With an empty queue it commits at
- * once, so a lone client pays no batching delay.
+ * LMDB write txn, commits once for the whole batch, and only once that
+ * commit is durable calls every item's done callback. With an empty queue
+ * it commits at once, so a lone client pays no batching delay. On a store
+ * opened with defer_meta_sync (engramd's --meta-sync next-flush) a commit
+ * is durable only at the next flush: the batch's callbacks wait for the
+ * next batch's commit, or, with nothing queued, for an eg_store_sync made
+ * at once (docs/architecture.md, "Durability"). Callbacks of a batch that
+ * committed nothing wait for the batch before it likewise.
  *
  * This thread is the only one that opens write txns and grows the map
  * (storage.h). Work that cannot run in a nested txn (applying a primary's
@@ -28,8 +33,9 @@ struct eg_write_item {
    * the only item of that batch); may run again if the batch is replayed
    * after the map grew. A non-OK result rolls back this item only. */
   eg_err (*apply)(eg_write_item *item, eg_txn *t);
-  /* Called once, on the writer thread, after the batch's commit: err is the
-   * item's apply result or the commit's failure; lsn the batch's LSN; busy
+  /* Called once, on the writer thread, after the batch's commit is durable:
+   * err is the item's apply result, the commit's failure, or EG_EBROKEN
+   * when the flush it waited for failed; lsn the batch's LSN; busy
    * says more writes are already queued (so work done here delays them). */
   void (*done)(eg_write_item *item, eg_err err, uint64_t lsn, int busy);
   int alone; /* run in a write txn of its own, not nested in a batch */

@@ -120,8 +120,12 @@ static eg_err eg_store_open_env(eg_store *s, const char *dir, const eg_store_opt
   if (!rc) rc = mdb_env_set_maxdbs(s->env, EG_STORE_MAX_DBS);
   if (!rc) rc = mdb_env_set_maxreaders(s->env, readers);
   /* MDB_NOTLS: a reader is a per-worker object, not per-thread state.
-   * Neither MDB_NOSYNC nor MDB_NOMETASYNC: a commit is durable when it
-   * returns. No MDB_WRITEMAP: nested txns need it off. */
+   * Never MDB_NOSYNC: data pages are flushed before each meta page is
+   * written, so a power cut leaves the last meta that reached the disk
+   * pointing at pages that did. MDB_NOMETASYNC only once open (the open's
+   * own commit, migrations included, is durable at return) and only with
+   * defer_meta_sync: eg_store_open_dbs_durably. No MDB_WRITEMAP: nested txns
+   * need it off. */
   if (!rc) rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
   /* Slots left by readers of a process that died would pin old pages. */
   if (!rc) rc = mdb_reader_check(s->env, &dead);
@@ -253,6 +257,7 @@ static eg_err eg_store_open_dbs(eg_store *s, char *marker, size_t cap, char *err
   txn = NULL;
   if (e) goto fail;
   atomic_store(&s->last_lsn, lsn);
+  s->committed_lsn = lsn;
   /* A store that never had a primary starts in epoch 1. */
   atomic_store(&s->epoch, epoch ? epoch : 1);
   atomic_store(&s->erase_floor, floor);
@@ -289,6 +294,19 @@ static eg_err eg_store_open_dbs_growing(eg_store *s, char *marker, size_t cap, c
   }
 }
 
+/* Opens the DBs with both flushes per commit, then (defer_meta_sync)
+ * lets later commits skip the meta page's: the store id and migrations
+ * are durable before eg_store_open returns. */
+static eg_err eg_store_open_dbs_durably(eg_store *s, const eg_store_opts *opts, char *marker,
+                                        size_t cap, char *err, size_t errlen) {
+  eg_err e = eg_store_open_dbs_growing(s, marker, cap, err, errlen);
+  if (e || !opts || !opts->defer_meta_sync) return e;
+  int rc = mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
+  if (rc) snprintf(err, errlen, "meta sync: %s", mdb_strerror(rc));
+  s->defer_meta_sync = 1;
+  return eg_store__err(rc);
+}
+
 eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out, char *err,
                      size_t errlen) {
   char scratch[256], marker[64] = "";
@@ -312,7 +330,7 @@ eg_err eg_store_open(const char *dir, const eg_store_opts *opts, eg_store **out,
   /* Before the first txn reads a page of the file. */
   if (!e) e = eg_store__check_data_size(s, err, errlen);
   if (!e) e = eg_store_init_map_size(s, opts, err, errlen);
-  if (!e) e = eg_store_open_dbs_growing(s, marker, sizeof marker, err, errlen);
+  if (!e) e = eg_store_open_dbs_durably(s, opts, marker, sizeof marker, err, errlen);
   if (!e && marker[0]) e = eg_store__write_store_id(dir, marker, err, errlen);
   if (e) goto fail;
   *out = s;
@@ -325,6 +343,9 @@ fail:
 
 void eg_store_close(eg_store *s) {
   if (!s) return;
+  /* A clean stop leaves the last commit durable too (its writes were
+   * answered already, or failed, by the writer: eg_store_sync). */
+  if (s->env && s->defer_meta_sync) eg_store_sync(s);
   /* Closing the env also closes the DB handles. */
   if (s->env) mdb_env_close(s->env);
   if (s->map_lock_ok) pthread_rwlock_destroy(&s->map_lock);

@@ -112,6 +112,11 @@ struct eg_store {
    * got through: one log line per episode (eg_store__disk_episode). */
   atomic_int disk_full;
   atomic_int broken; /* LMDB panicked: see eg_store_broken */
+  /* committed_lsn: the last commit (writer thread only). With
+   * eg_store_opts.defer_meta_sync, last_lsn trails it until a flush. */
+  int defer_meta_sync;
+  uint64_t committed_lsn;
+  atomic_uint_fast64_t flushes; /* eg_store_flushes */
 };
 
 /* The ops of a write txn, already encoded as WalRecord field 4 entries, so
@@ -236,12 +241,23 @@ eg_err eg_store__commit_err(const eg_store *s, int rc);
 /* txn.c: after every durable commit with its result: logs the start
  * (EG_ENOSPC) and the end (EG_OK) of a full-disk episode, once each. */
 void eg_store__disk_episode(eg_store *s, eg_err commit);
+/* One flush of the data file (mdb_env_sync): with defer_meta_sync, what
+ * makes a commit's meta page durable. A failure breaks the store and
+ * returns EG_EBROKEN (eg_store_sync says why). Any thread. */
+eg_err eg_store__flush(eg_store *s);
 /* Marks s broken (and says so once) when e is EG_EBROKEN; returns e. */
 eg_err eg_store__broken(eg_store *s, eg_err e);
 /* The eg_err of a top-level commit LMDB refused with rc (nonzero):
  * EG_EBROKEN if the failure broke the env (s is then marked broken), else
  * eg_store__commit_err. Call with no txn of this thread open. */
 eg_err eg_store__commit_failed(eg_store *s, int rc);
+/* txn.c, with defer_meta_sync: a top-level commit failed with LMDB's rc
+ * (e: eg_store__commit_failed's result) while another commit's meta page
+ * waited for a flush: this commit's flush, which the kernel reports failed
+ * once only (a retried flush may return 0 though the pages were dropped).
+ * Unless rc says the commit failed before its flush, that commit's fate is
+ * unknown: the store is broken (eg_store_sync). Decided on rc, not on e. */
+void eg_store__unflushed_commit_failed(eg_store *s, int rc, eg_err e);
 
 /* Nonzero if reads may use t now. */
 static inline int eg_txn_readable(const eg_txn *t) {

@@ -73,9 +73,18 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
     mdb_txn_abort(txn);
     return e;
   }
-  /* Durable when it returns: the env syncs every commit. */
+  /* Durable when it returns: the env syncs every commit's meta page, or
+   * (defer_meta_sync) a flush after the commit does. */
   int rc = mdb_txn_commit(txn);
+  /* The writer's last commit may have waited for this commit's flush
+   * (assume it did: the writer is another thread). Marked broken before
+   * eg_store__commit_failed's probe lets the writer commit: its flush would
+   * return 0 (the kernel reports a failed write-back once) and its commit
+   * would then answer the held writes. */
+  if (rc && s->defer_meta_sync)
+    eg_store__unflushed_commit_failed(s, rc, eg_store__commit_err(s, rc));
   e = rc ? eg_store__commit_failed(s, rc) : EG_OK;
   eg_store__disk_episode(s, e);
+  if (!e && s->defer_meta_sync) e = eg_store__flush(s);
   return e;
 }

@@ -118,6 +118,11 @@ eg_err eg_store_file_visit(const char *path, eg_store_file_info *info, eg_kv_vis
   return e;
 }
 
+/* Longest a copy waits for the last commit it holds to be flushed: the
+ * writer flushes a held commit with its next commit or at once when idle,
+ * so past this the store is stuck or stopping. */
+#define EG_COPY_DURABLE_WAIT_MS 10000
+
 eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *out) {
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return EG_EIO;
@@ -133,6 +138,10 @@ eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *out) {
    * would compete with the writer's commit flushes on the same disk. */
   close(fd);
   eg_err e = rc ? eg_store__err(rc) : eg_store_file_info_read(path, out);
+  /* With defer_meta_sync the copy may hold the last commit before it is
+   * durable: a replica or a backup must never hold what a power cut could
+   * take from this store. */
+  if (!e) e = eg_store_wait_lsn(s, out->lsn, EG_COPY_DURABLE_WAIT_MS);
   if (e) unlink(path);
   return e;
 }

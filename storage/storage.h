@@ -39,8 +39,8 @@
  *     eg_store_meta_put commit their own. eg_store_write_begin,
  *     then any number of nested eg_store_sub_begin/commit/abort (one per
  *     request, so a failing request leaves the batch intact), then
- *     eg_store_write_commit, which assigns the next LSN and makes the whole
- *     batch durable with one fsync.
+ *     eg_store_write_commit, which assigns the next LSN and commits the
+ *     whole batch: durable at once, or (defer_meta_sync) at the next flush.
  *   - Any write may return EG_EMAPFULL: abort the whole write txn, call
  *     eg_store_grow() and run the batch again.
  *
@@ -92,6 +92,13 @@ typedef struct {
   /* The keyring file the process uses (may be NULL): lying in the data
    * dir, it says a store lived there (eg_store_open). */
   const char *keyring;
+  /* One device flush per commit instead of two (engramd's --meta-sync
+   * next-flush): commits write the meta page without waiting for it
+   * (MDB_NOMETASYNC), and a commit becomes durable only at the next flush,
+   * which is the next commit's data flush or eg_store_sync. Until then it
+   * is visible to readers but eg_store_last_lsn does not name it. 0: every
+   * commit is durable when eg_store_write_commit returns (two flushes). */
+  int defer_meta_sync;
 } eg_store_opts;
 
 typedef struct {
@@ -139,7 +146,10 @@ eg_err eg_store_lock_dir(const char *dir, int *fd, char *err, size_t errlen);
 void eg_store_unlock_dir(int fd);
 /* Closes the env. No txn may be open. NULL is fine. */
 void eg_store_close(eg_store *s);
-/* LSN of the last committed write txn (0 for a fresh store).
+/* LSN of the last durable write txn (0 for a fresh store): committed and
+ * flushed, so it survives a power cut. With defer_meta_sync the last
+ * commit may be newer (visible to readers, not yet durable); log scans,
+ * eg_store_wait_lsn and every LSN handed out stop here.
  * Thread safety: any thread. */
 uint64_t eg_store_last_lsn(const eg_store *s);
 /* The LSN at which migration 4 built the lifecycle indexes from the data
@@ -171,9 +181,32 @@ void eg_store_sub_abort(eg_txn *sub);
 /* Bytes of log ops a write or sub txn made so far (a sub's merge into its
  * parent after its commit): about what its WAL record will hold. */
 size_t eg_store_txn_log_bytes(const eg_txn *t);
-/* Stores last_lsn + 1 in meta, commits durably, sets *lsn (may be NULL).
- * The txn is gone after the call, whatever it returns. */
+/* Stores last_lsn + 1 in meta, commits, sets *lsn (may be NULL). The txn
+ * is gone after the call, whatever it returns. Without defer_meta_sync
+ * the commit is durable at return. With it, the commit's own flush makes
+ * the previous commit durable (eg_store_last_lsn moves to it) and this one
+ * waits for the next commit or eg_store_sync. A failed commit returns its
+ * own failure; if the previous commit was still waiting, a failure that
+ * may have been the flush (anything but LMDB refusing before any write:
+ * EG_EMAPFULL, EG_ETXNFULL, no memory; or a page write finding the disk
+ * full) also breaks the store as a failed eg_store_sync does (the previous
+ * commit's writes then get EG_EBROKEN from it); otherwise the previous
+ * commit still waits for a flush. */
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn);
+/* Makes every commit durable: one flush (mdb_env_sync) when one is not
+ * yet, none otherwise; eg_store_last_lsn then names the last commit. A
+ * failed flush is final: what reached the disk is unknown (a failed
+ * write-back is reported once, so a retry would lie), so the store is
+ * broken (eg_store_broken: every later txn fails EG_EBROKEN and engramd
+ * restarts to serve what the disk holds) and this call and every later
+ * one that has a commit to flush return EG_EBROKEN. Writer thread only. */
+eg_err eg_store_sync(eg_store *s);
+/* Whether the store was opened with defer_meta_sync. Thread safety: any. */
+int eg_store_defers_meta_sync(const eg_store *s);
+/* Device flushes the store's commits and syncs issued (two per commit
+ * without defer_meta_sync: the data's and the meta page's; one with it,
+ * plus each eg_store_sync that had a commit to flush). Thread safety: any. */
+uint64_t eg_store_flushes(const eg_store *s);
 void eg_store_write_abort(eg_txn *w);
 
 /* ---- sessions ----------------------------------------------------------- */
@@ -442,7 +475,8 @@ eg_err eg_store_wal_apply(eg_txn *w, const uint8_t *rec, size_t len);
 /* Called per record in LSN order; rec is valid during the call only.
  * Return nonzero to stop. */
 typedef int (*eg_wal_visit_fn)(void *arg, uint64_t lsn, const uint8_t *rec, size_t len);
-/* Visits the records from from_lsn on. */
+/* Visits the records from from_lsn on, up to eg_store_last_lsn: a record
+ * not yet durable is never read out (to a replica, to the archive). */
 eg_err eg_store_wal_scan(eg_txn *t, uint64_t from_lsn, eg_wal_visit_fn fn, void *arg);
 /* The oldest record kept: its LSN and time (time_us may be NULL).
  * EG_ENOTFOUND when the log is empty. */
@@ -490,7 +524,8 @@ eg_err eg_store_tenant_erase_step(eg_txn *t, const char *tenant, uint64_t budget
  * below it should be trimmed. Thread safety: any thread. */
 uint64_t eg_store_erase_floor(const eg_store *s);
 /* 1 once LMDB refused to go on (MDB_PANIC after a failed write of its
- * meta page): every txn of this process fails EG_EBROKEN from then on,
+ * meta page) or a flush of a deferred meta page failed (eg_store_sync):
+ * every txn of this process fails EG_EBROKEN from then on,
  * and only a new process can open the (consistent) file again. Health
  * says NOT_SERVING and engramd stops. Thread safety: any thread. */
 int eg_store_broken(const eg_store *s);
@@ -513,8 +548,12 @@ typedef struct {
 } eg_store_file_info;
 /* Writes a consistent, compacted copy of the store to path (new file, mode
  * 0600) while writes go on, and reports what it holds (its LSN, epoch and
- * schema version) in *info. The copy is not fsync'd: it is meant to be
- * streamed and removed; a caller that keeps it must sync it. */
+ * schema version) in *info. Returns once that LSN is durable here
+ * (eg_store_last_lsn; with defer_meta_sync the copy may have caught the
+ * last commit before its flush): EG_EUNAVAIL, the copy removed, if that
+ * takes over 10 s (a stuck or stopping store). The copy is not fsync'd: it
+ * is meant to be streamed and removed; a caller that keeps it must sync
+ * it. Not from the writer thread (it would wait for itself). */
 eg_err eg_store_copy(eg_store *s, const char *path, eg_store_file_info *info);
 /* Opens the single-file store at path (a copy: no lock file, nothing else
  * has it open) read-only and fills out. EG_ECORRUPT if it is not an LMDB
@@ -565,7 +604,10 @@ eg_err eg_store_file_visit(const char *path, eg_store_file_info *info, eg_kv_vis
  * Thread safety: any thread (it opens its own read txn). */
 eg_err eg_store_meta_get(eg_store *s, const char *name, void *buf, size_t cap, size_t *len);
 /* Stores val[0..n) under name (replacing any value) and commits durably in
- * its own write txn. EG_EINVAL for a bad name or n > EG_STORE_META_VALUE_MAX.
+ * its own write txn (with defer_meta_sync: its commit, then a flush; a
+ * failed flush, or a commit failure that may have been its flush, breaks
+ * the store as eg_store_sync: the writer's last commit may have waited for
+ * that flush). EG_EINVAL for a bad name or n > EG_STORE_META_VALUE_MAX.
  * Thread safety: it takes LMDB's write lock, so it waits for a running
  * write txn; never call it from a thread that holds one (self-deadlock). */
 eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t n);

@@ -1,5 +1,6 @@
 /* Reader, writer and nested txns. */
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -42,6 +43,8 @@ static int eg_reader_start(eg_txn *r) {
 
 eg_err eg_store_reader_begin(eg_txn *r) {
   assert(r && r->kind == EG_TXN_READ && !r->live);
+  /* After a failed flush the snapshot may hold what the disk lost. */
+  if (eg_store_broken(r->s)) return EG_EBROKEN;
   for (int tries = 0;; tries++) {
     if (pthread_rwlock_rdlock(&r->s->map_lock) != 0) return EG_EIO;
     int rc = eg_reader_start(r);
@@ -77,6 +80,7 @@ void eg_store_reader_free(eg_txn *r) {
 /* ---- writer ------------------------------------------------------------- */
 
 eg_err eg_store_write_begin(eg_store *s, eg_txn **out) {
+  if (eg_store_broken(s)) return EG_EBROKEN;
   eg_txn *w = eg_txn_alloc(s, EG_TXN_WRITE);
   if (!w) return EG_ENOMEM;
   for (int tries = 0;; tries++) {
@@ -169,10 +173,61 @@ eg_err eg_store__commit_failed(eg_store *s, int rc) {
   return eg_store__commit_err(s, rc);
 }
 
+/* lsn is durable: readers of the log and waiters for an LSN may have it. */
+static void eg_store_publish(eg_store *s, uint64_t lsn) {
+  atomic_store_explicit(&s->last_lsn, lsn, memory_order_release);
+  eg_store__lsn_notify(s);
+}
+
+/* A flush that the last commit waited for failed (why: e): see
+ * eg_store_sync. Returns EG_EBROKEN: that commit may or may not be on
+ * disk, as after a failed meta write (MDB_PANIC). */
+static eg_err eg_store_flush_failed(eg_store *s, eg_err e) {
+  if (!atomic_exchange(&s->broken, 1))
+    eg_log(EG_LOG_ERROR, "%s: a flush failed (%s): the last commit may not be on disk; the "
+                         "writes waiting for it failed and the process must restart to serve "
+                         "what the disk holds", s->dir, eg_err_msg(e));
+  return EG_EBROKEN;
+}
+
+void eg_store__unflushed_commit_failed(eg_store *s, int rc, eg_err e) {
+  /* Refused before any write: a full map or txn, no memory. A full disk
+   * fails the page writes (ENOSPC, EDQUOT from pwrite), before the flush.
+   * Anything else, an EIO above all (even one eg_store__commit_err calls a
+   * full disk: a short page write looks the same as a failed write-back),
+   * may have been the flush's own failure. */
+  if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOMEM || rc == ENOSPC || rc == EDQUOT)
+    return;
+  eg_store_flush_failed(s, e);
+}
+
+eg_err eg_store__flush(eg_store *s) {
+  if (eg_store_broken(s)) return EG_EBROKEN;
+  int rc = mdb_env_sync(s->env, 1);
+  if (rc) return eg_store_flush_failed(s, eg_store__commit_err(s, rc));
+  atomic_fetch_add_explicit(&s->flushes, 1, memory_order_relaxed);
+  return EG_OK;
+}
+
+eg_err eg_store_sync(eg_store *s) {
+  if (!s->defer_meta_sync || s->committed_lsn == eg_store_last_lsn(s)) return EG_OK;
+  eg_err e = eg_store__flush(s);
+  if (!e) eg_store_publish(s, s->committed_lsn);
+  return e;
+}
+
+int eg_store_defers_meta_sync(const eg_store *s) { return s->defer_meta_sync; }
+
+uint64_t eg_store_flushes(const eg_store *s) {
+  return atomic_load_explicit(&s->flushes, memory_order_relaxed);
+}
+
 eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   assert(w && w->kind == EG_TXN_WRITE && !w->child);
   eg_store *s = w->s;
   uint64_t next = 0, epoch = 0;
+  /* The commit waiting for a flush: this commit's makes it durable. */
+  uint64_t pending = s->committed_lsn > eg_store_last_lsn(s) ? s->committed_lsn : 0;
   eg_err e = eg_usage__flush(w);
   if (!e) e = eg_txn_stamp(w, &next, &epoch);
   if (e) goto fail;
@@ -180,12 +235,19 @@ eg_err eg_store_write_commit(eg_txn *w, uint64_t *lsn) {
   w->txn = NULL; /* gone, committed or not */
   e = rc ? eg_store__commit_failed(s, rc) : EG_OK;
   eg_store__disk_episode(s, e);
+  if (e && pending) eg_store__unflushed_commit_failed(s, rc, e);
   if (e) goto fail;
+  s->committed_lsn = next;
+  atomic_fetch_add_explicit(&s->flushes, s->defer_meta_sync ? 1 : 2, memory_order_relaxed);
   atomic_store_explicit(&s->epoch, epoch, memory_order_release);
   if (w->erasure) atomic_store_explicit(&s->erase_floor, next, memory_order_release);
-  atomic_store_explicit(&s->last_lsn, next, memory_order_release);
   if (w->limits_touched) atomic_fetch_add_explicit(&s->limits_gen, 1, memory_order_acq_rel);
-  eg_store__lsn_notify(s);
+  /* A flush of eg_store_meta_put's that failed since (another thread)
+   * may have been the one that covered pending: it stays unpublished. */
+  if (!s->defer_meta_sync)
+    eg_store_publish(s, next);
+  else if (pending && !eg_store_broken(s))
+    eg_store_publish(s, pending);
   if (lsn) *lsn = next;
 fail:
   if (w->txn) mdb_txn_abort(w->txn);

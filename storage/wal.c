@@ -166,7 +166,8 @@ static eg_err eg_wal_apply_op(eg_txn *w, const Engram__Storage__V1__WalOp *op) {
 
 eg_err eg_store_wal_apply(eg_txn *w, const uint8_t *rec, size_t len) {
   if (!w || w->kind != EG_TXN_WRITE || w->child || w->ops.len) return EG_EINVAL;
-  uint64_t expect = (w->applied_lsn ? w->applied_lsn : eg_store_last_lsn(w->s)) + 1;
+  /* The last commit, durable or not (the writer's own view). */
+  uint64_t expect = (w->applied_lsn ? w->applied_lsn : w->s->committed_lsn) + 1;
   uint64_t floor = w->applied_epoch ? w->applied_epoch : eg_store_epoch(w->s);
   Engram__Storage__V1__WalRecord *r = engram__storage__v1__wal_record__unpack(NULL, len, rec);
   if (!r) return EG_ECORRUPT;
@@ -195,6 +196,7 @@ eg_err eg_store_wal_scan(eg_txn *t, uint64_t from_lsn, eg_wal_visit_fn fn, void 
   if (!eg_txn_readable(t) || !fn) return EG_EINVAL;
   eg_key k = eg_wal_key(from_lsn);
   MDB_val key = {k.len, k.buf}, val;
+  uint64_t durable = eg_store_last_lsn(t->s);
   int rc = mdb_cursor_open(t->txn, t->s->wal, &c);
   if (!rc) rc = mdb_cursor_get(c, &key, &val, MDB_SET_RANGE);
   while (rc == MDB_SUCCESS) {
@@ -202,7 +204,8 @@ eg_err eg_store_wal_scan(eg_txn *t, uint64_t from_lsn, eg_wal_visit_fn fn, void 
       rc = MDB_CORRUPTED;
       break;
     }
-    if (fn(arg, eg_be64_get(key.mv_data), val.mv_data, val.mv_size)) break;
+    uint64_t lsn = eg_be64_get(key.mv_data);
+    if (lsn > durable || fn(arg, lsn, val.mv_data, val.mv_size)) break;
     rc = mdb_cursor_get(c, &key, &val, MDB_NEXT);
   }
   if (rc == MDB_NOTFOUND) rc = MDB_SUCCESS;

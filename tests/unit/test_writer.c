@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "server/writer.h"
@@ -41,17 +42,20 @@ typedef struct test_item {
   int applies, dones, step;
   eg_err err;
   uint64_t lsn[8]; /* lsn of each done (steps + 1 at most) */
+  uint64_t durable[8], batches[8]; /* eg_store_last_lsn and batches() at each done */
   char why[256];   /* the writer's message for a failure of its own */
 } test_item;
 
 static void setup(void) { snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir()); }
 static void teardown(void) { eg_test_rmdir(tdir); }
 
-static void start(size_t map_size) {
-  eg_store_opts o = {.map_size = map_size};
+static void start_opts(size_t map_size, int defer_meta_sync) {
+  eg_store_opts o = {.map_size = map_size, .defer_meta_sync = defer_meta_sync};
   store = eg_test_store_open(tdir, &o);
   CU_ASSERT_EQUAL_FATAL(eg_writer_start(store, NULL, NULL, &writer, NULL, 0), EG_OK);
 }
+
+static void start(size_t map_size) { start_opts(map_size, 0); }
 
 static void stop(void) {
   eg_writer_stop(writer);
@@ -135,7 +139,11 @@ static void item_done(eg_write_item *wi, eg_err err, uint64_t lsn, int busy) {
   test_item *it = (test_item *)wi;
   pthread_mutex_lock(&mu);
   it->err = err;
-  if (it->dones < 8) it->lsn[it->dones] = lsn;
+  if (it->dones < 8) {
+    it->lsn[it->dones] = lsn;
+    it->durable[it->dones] = eg_store_last_lsn(store);
+    it->batches[it->dones] = batches();
+  }
   it->dones++;
   int again = err == EG_OK && it->step < it->steps;
   if (again) it->step++;
@@ -158,6 +166,7 @@ static void item_init(test_item *it, const char *sid) {
 static struct {
   eg_write_item item;
   int entered, open, dones;
+  uint64_t lsn, durable, batches; /* at its done */
 } gate;
 
 static eg_err gate_apply(eg_write_item *wi, eg_txn *t) {
@@ -178,6 +187,9 @@ static eg_err gate_apply(eg_write_item *wi, eg_txn *t) {
 
 static void gate_done(eg_write_item *wi, eg_err err, uint64_t lsn, int busy) {
   pthread_mutex_lock(&mu);
+  gate.lsn = lsn;
+  gate.durable = eg_store_last_lsn(store);
+  gate.batches = batches();
   gate.dones++;
   pthread_cond_broadcast(&cv);
   pthread_mutex_unlock(&mu);
@@ -481,6 +493,160 @@ static void test_stop_drains_queue(void) {
   store = NULL;
 }
 
+/* ---- deferred meta sync (one flush per commit) ---------------------------- */
+
+/* A lone commit with nothing queued behind it is flushed at once (its own
+ * data flush, then an explicit one for its meta page) and answered durable. */
+static void test_deferred_lone_item(void) {
+  start_opts(0, 1);
+  static test_item a;
+  item_init(&a, "a");
+  uint64_t before = eg_store_last_lsn(store), flushes = eg_store_flushes(store);
+  eg_writer_submit(writer, &a.item);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&a.dones, 1), 0);
+  CU_ASSERT_EQUAL(a.err, EG_OK);
+  CU_ASSERT_EQUAL(a.lsn[0], before + 1);
+  CU_ASSERT_EQUAL(a.durable[0], a.lsn[0]);
+  CU_ASSERT_EQUAL(eg_store_flushes(store) - flushes, 2);
+  stop();
+}
+
+/* Busy: a batch is answered only after the next batch's commit, whose data
+ * flush made its meta page durable; the last one by an explicit flush. Two
+ * commits cost three flushes, not four. */
+static void test_deferred_answers_after_next_flush(void) {
+  start_opts(0, 1);
+  static test_item items[GROUP_N];
+  static char sids[GROUP_N][16];
+  uint64_t flushes = eg_store_flushes(store);
+  gate_close();
+  for (int i = 0; i < GROUP_N; i++) {
+    snprintf(sids[i], sizeof sids[i], "d%d", i);
+    item_init(&items[i], sids[i]);
+    eg_writer_submit(writer, &items[i].item);
+  }
+  gate_open();
+  for (int i = 0; i < GROUP_N; i++) CU_ASSERT_EQUAL_FATAL(wait_for(&items[i].dones, 1), 0);
+  CU_ASSERT_EQUAL(batches(), 2);
+  /* The gate's batch waited for the second commit. */
+  CU_ASSERT_EQUAL(gate.batches, 2);
+  CU_ASSERT(gate.durable >= gate.lsn);
+  for (int i = 0; i < GROUP_N; i++) {
+    CU_ASSERT_EQUAL(items[i].err, EG_OK);
+    CU_ASSERT_EQUAL(items[i].lsn[0], gate.lsn + 1);
+    CU_ASSERT_EQUAL(items[i].durable[0], items[i].lsn[0]);
+  }
+  CU_ASSERT_EQUAL(eg_store_flushes(store) - flushes, 3);
+  stop();
+}
+
+/* Answers of a batch that committed nothing may rest on the held batch's
+ * state: they wait for its flush too. */
+static void test_deferred_failures_wait_for_held(void) {
+  start_opts(0, 1);
+  static test_item bad;
+  gate_close();
+  item_init(&bad, "bad");
+  bad.fail = EG_EPRECOND;
+  eg_writer_submit(writer, &bad.item);
+  gate_open();
+  CU_ASSERT_EQUAL_FATAL(wait_for(&bad.dones, 1), 0);
+  CU_ASSERT_EQUAL(bad.err, EG_EPRECOND);
+  CU_ASSERT_EQUAL(bad.lsn[0], 0);
+  CU_ASSERT(bad.durable[0] >= gate.lsn);
+  CU_ASSERT(gate.durable >= gate.lsn);
+  CU_ASSERT(!has_session("bad.0"));
+  stop();
+}
+
+static int count_records(void *arg, uint64_t lsn, const uint8_t *rec, size_t len) {
+  (void)lsn, (void)rec, (void)len;
+  (*(int *)arg)++;
+  return 0;
+}
+
+static int records_from(uint64_t lsn) {
+  eg_txn *r;
+  int n = 0;
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_new(store, &r), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_reader_begin(r), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_wal_scan(r, lsn, count_records, &n), EG_OK);
+  eg_store_reader_free(r);
+  return n;
+}
+
+/* A commit not yet flushed is visible to reads but is not durable: its
+ * LSN is not handed out and its log record is not read out (replicas, the
+ * archive) until a flush. */
+static void test_deferred_commit_not_durable_until_flush(void) {
+  start_opts(0, 1);
+  uint64_t before = eg_store_last_lsn(store);
+  eg_txn *w;
+  uint64_t lsn = 0;
+  eg_session_rec r = session_rec("x");
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, NULL), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
+  CU_ASSERT_EQUAL(lsn, before + 1);
+  CU_ASSERT_EQUAL(eg_store_last_lsn(store), before);
+  CU_ASSERT(has_session("x"));
+  CU_ASSERT_EQUAL(records_from(lsn), 0);
+  CU_ASSERT_EQUAL(eg_store_wait_lsn(store, lsn, 0), EG_EUNAVAIL);
+  CU_ASSERT_EQUAL(eg_store_sync(store), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_last_lsn(store), lsn);
+  CU_ASSERT_EQUAL(records_from(lsn), 1);
+  CU_ASSERT_EQUAL(eg_store_wait_lsn(store, lsn, 0), EG_OK);
+  /* Nothing left to flush: no flush. */
+  uint64_t flushes = eg_store_flushes(store);
+  CU_ASSERT_EQUAL(eg_store_sync(store), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_flushes(store), flushes);
+  /* A meta put commits outside the writer: it flushes its own meta page. */
+  CU_ASSERT_EQUAL(eg_store_meta_put(store, "test.key", "v", 1), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_flushes(store), flushes + 1);
+  stop();
+}
+
+struct copy_job {
+  char path[4200];
+  eg_store_file_info info;
+  eg_err err;
+  uint64_t durable; /* eg_store_last_lsn when the copy returned */
+};
+
+static void *copy_main(void *arg) {
+  struct copy_job *j = arg;
+  j->err = eg_store_copy(store, j->path, &j->info);
+  j->durable = eg_store_last_lsn(store);
+  return NULL;
+}
+
+/* A copy (a snapshot for a replica, a backup) that caught a commit before
+ * its flush returns only once that commit is durable. */
+static void test_deferred_copy_waits_for_flush(void) {
+  start_opts(0, 1);
+  eg_txn *w;
+  uint64_t lsn = 0;
+  eg_session_rec r = session_rec("c");
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_session_put(w, TENANT, &r, NULL), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, &lsn), EG_OK);
+  CU_ASSERT(eg_store_last_lsn(store) < lsn);
+  static struct copy_job job;
+  snprintf(job.path, sizeof job.path, "%s/copy.mdb", tdir);
+  pthread_t th;
+  CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, copy_main, &job), 0);
+  /* The copy has taken its snapshot once it writes pages. */
+  struct stat st;
+  for (int i = 0; i < WAIT_S * 100 && (stat(job.path, &st) != 0 || st.st_size == 0); i++)
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+  CU_ASSERT_EQUAL(eg_store_sync(store), EG_OK);
+  pthread_join(th, NULL);
+  CU_ASSERT_EQUAL(job.err, EG_OK);
+  CU_ASSERT_EQUAL(job.info.lsn, lsn);
+  CU_ASSERT(job.durable >= job.info.lsn);
+  stop();
+}
+
 void eg_test_register_writer(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("writer", NULL, NULL, setup, teardown);
   CU_add_test(s, "lone item", test_lone_item);
@@ -492,4 +658,9 @@ void eg_test_register_writer(void) {
   CU_add_test(s, "batch of failures commits nothing", test_all_fail_commits_nothing);
   CU_add_test(s, "more continuations", test_more_continuations);
   CU_add_test(s, "stop drains the queue", test_stop_drains_queue);
+  CU_add_test(s, "deferred: lone item flushed at once", test_deferred_lone_item);
+  CU_add_test(s, "deferred: answered after the next flush", test_deferred_answers_after_next_flush);
+  CU_add_test(s, "deferred: failures wait for the held batch", test_deferred_failures_wait_for_held);
+  CU_add_test(s, "deferred: not durable until a flush", test_deferred_commit_not_durable_until_flush);
+  CU_add_test(s, "deferred: a copy waits for the flush", test_deferred_copy_waits_for_flush);
 }
