@@ -88,6 +88,7 @@ static eg_err eg_adopt_keys(eg_adopt_walk *w, eg_txn *reader, uint64_t *adopted)
   /* Keys made before a failure are checked too: never left for a user
    * erased meanwhile. */
   eg_err ce = made ? eg_store_reader_begin(reader) : EG_OK;
+  int began = made && !ce;
   for (size_t i = 0, seen = 0; i < w->n && seen < made && !ce; i++) {
     if (!w->list[i].user) continue;
     seen++;
@@ -105,7 +106,7 @@ static eg_err eg_adopt_keys(eg_adopt_walk *w, eg_txn *reader, uint64_t *adopted)
       (*adopted)++;
     }
   }
-  if (made) eg_store_reader_end(reader);
+  if (began) eg_store_reader_end(reader);
   return e ? e : ce;
 }
 
