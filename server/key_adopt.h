@@ -29,7 +29,13 @@
  * those).
  *
  * Not covered: a user whose only records are checkpoints (their keys hold a
- * digest of the user id, not the id). Private to the rotation
+ * digest of the user id, not the id). Not ordered: a DeleteUser of a user
+ * without a key whose prepare (destroying no key: it has none) runs before
+ * the key is made, and whose erasure of the records is still under way
+ * (or not begun) at the check, leaves the user a live key and, once its
+ * records are gone, nothing under it; that user's tokens were format 1,
+ * under a master key, so no erasure guarantee is lost, but the key stays
+ * until the user is erased again. Private to the rotation
  * (server/key_rotation.c).
  */
 #ifndef EG_SERVER_KEY_ADOPT_H
