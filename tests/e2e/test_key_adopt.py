@@ -145,3 +145,16 @@ class AdoptTest(E2ETestCase):
         counts = {t.key: t.tokens for t in key_status(srv.client()).token_counts}
         self.assertEqual(counts, {"data:1": 7})
         self.check_fixture(srv)
+
+    def test_rotation_of_a_tenants_users_walks_them_too(self):
+        srv = self.fixture_server()
+        c = srv.client()
+        st = rotate(c, TENANT).status
+        self.assertEqual(st.scope, TENANT + "/*")
+        r = self.wait_done(srv)
+        self.assertEqual((r.done, r.total), (2, 2))
+        for user in ("alice", "bob"):
+            self.assertEqual(generations(srv.data_dir, TENANT, user), {1: True}, user)
+        counts = {t.key: t.tokens for t in key_status(c).token_counts}
+        self.assertEqual(counts, {"data:1": 7})
+        self.check_fixture(srv)
