@@ -15,9 +15,10 @@
  * durable key-store commit, as a first write makes one). A user erased
  * (a tombstone) never gets one: the key store refuses it under its write
  * lock. After the keys are made, each adopted user is checked again in a
- * fresh read txn: one that holds no record any more (erased, or its last
- * record deleted, between the walk's read and the key) has the key
- * destroyed at once (a tombstone, as an erasure leaves). The state (the
+ * fresh read txn: one that holds no record any more, or whose erasure is
+ * under way (erased, or its last record deleted, between the walk's read
+ * and the key) has the key destroyed at once (a tombstone, as an erasure
+ * leaves). The state (the
  * source, the last user visited, the users adopted) is stored in the
  * rotation's row after each step through the writer, so a restart or a
  * promoted replica resumes from it; a step cut short before its row write
@@ -31,8 +32,8 @@
  * Not covered: a user whose only records are checkpoints (their keys hold a
  * digest of the user id, not the id). Not ordered: a DeleteUser of a user
  * without a key whose prepare (destroying no key: it has none) runs before
- * the key is made, and whose erasure of the records is still under way
- * (or not begun) at the check, leaves the user a live key and, once its
+ * the key is made, and whose first erasure step has not committed at the
+ * check, leaves the user a live key and, once its
  * records are gone, nothing under it; that user's tokens were format 1,
  * under a master key, so no erasure guarantee is lost, but the key stays
  * until the user is erased again. Private to the rotation

@@ -122,5 +122,8 @@ eg_err eg_store_user_holds(eg_txn *t, const char *tenant, const char *user, int 
     mdb_cursor_close(c);
     if (rc && rc != MDB_NOTFOUND) return eg_store__err(rc);
   }
+  int erasing = 0;
+  if (*holds && user[0] && (e = eg_store_user_erasing(t, tenant, user, &erasing))) return e;
+  if (erasing) *holds = 0;
   return EG_OK;
 }

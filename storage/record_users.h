@@ -49,7 +49,8 @@ eg_err eg_store_users_scan(eg_txn *t, unsigned source, const char *tenant,
                            void *arg, int *end);
 
 /* *holds: whether (tenant, user) holds a key in any source (user "": the
- * tenant's store items). O(log n) per source. */
+ * tenant's store items) and is not being erased (a DeleteUser's erasure
+ * under way: eg_store_user_erasing). O(log n) per source. */
 eg_err eg_store_user_holds(eg_txn *t, const char *tenant, const char *user, int *holds);
 
 #endif

@@ -344,6 +344,18 @@ static void test_users_scan(void) {
   eg_test_reader_done(r);
   eg_store_close(s);
 
+  /* A user whose erasure is under way (its progress record) holds nothing. */
+  static const uint8_t progress[32] = {0};
+  raw_put("memory_users", "\x02t1\x03" "bob\0erase", 13, progress, sizeof progress);
+  s = open_store(0);
+  r = eg_test_reader(s);
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t1", "bob", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 0);
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t1", "alice", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 1);
+  eg_test_reader_done(r);
+  eg_store_close(s);
+
   /* A key not of the layout (a tenant length past the key's end). */
   raw_put("sessions_by_user", "\x7f" "ab", 3, "", 0);
   s = open_store(0);
