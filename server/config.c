@@ -197,9 +197,11 @@ static const eg_opt eg_opts[] = {
     EG_NUM("data-key-cache", data_key_cache, 16, 10000000, "10000",
            "opened data keys kept in memory (least recently used leave first)"),
     EG_NUM("key-rotation-rate", key_rotation_rate, 1, 1000000, "1000",
-           "records per second a data-key rotation re-seals at most"),
+           "records per second a data-key rotation re-seals at most (users per second "
+           "in its first phase, users without a data key)"),
     EG_NUM("key-rotation-batch", key_rotation_batch, 1, 100000, "200",
-           "records one data-key rotation transaction re-seals at most"),
+           "records one data-key rotation transaction re-seals at most (users one step "
+           "of its first phase reads)"),
     EG_NUM("tenant-calls-per-s", tenant_calls_per_s, 0, 100000000, "0",
            "calls per second one tenant may make (0: unlimited; per-tenant overrides: SetTenantLimits)"),
     EG_NUM("tenant-writes-per-s", tenant_writes_per_s, 0, 100000000, "0",

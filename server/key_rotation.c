@@ -16,6 +16,7 @@
 #include "server/blind_key.h"
 #include "server/convert.h"
 #include "server/data_keys.h"
+#include "server/key_adopt.h"
 #include "server/key_rotation_step.h"
 
 /* How often the thread looks at key_jobs when no rotation runs here (a
@@ -111,6 +112,16 @@ static void eg_kr_keep_counts(eg_key_rotation *x, const eg_dk_rotation_rec *row)
   pthread_mutex_unlock(&x->counts_mu);
 }
 
+/* --key-rotation-rate: the n records (or users) just walked take this
+ * long. 0 when this node is to stop running the rotation. */
+static int eg_kr_pace(eg_key_rotation *x, size_t n) {
+  int64_t ms = (int64_t)(n * 1000 / (uint64_t)x->srv->cfg->key_rotation_rate);
+  pthread_mutex_lock(&x->bg.mu);
+  if (ms > 0 && !x->bg.stopping) eg_bgthread_sleep(&x->bg, ms);
+  pthread_mutex_unlock(&x->bg.mu);
+  return eg_kr_may_run(x);
+}
+
 static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t current,
                       uint32_t oldest) {
   eg_kr_job *j = arg;
@@ -151,13 +162,27 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
     if (retiring) return j->err != EG_OK;
     if (j->err || (j->err = eg_kr_reread(j))) return 1;
     if (done) eg_kr_keep_counts(x, j->row); /* the gauges, as the row now counts */
-    /* --key-rotation-rate: the records just walked take this long. */
-    int64_t ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->key_rotation_rate);
-    pthread_mutex_lock(&x->bg.mu);
-    if (ms > 0 && !x->bg.stopping) eg_bgthread_sleep(&x->bg, ms);
-    pthread_mutex_unlock(&x->bg.mu);
-    if (!eg_kr_may_run(x)) return 1;
+    if (!eg_kr_pace(x, walked)) return 1;
   }
+}
+
+/* Phase 1 (server/key_adopt.h), step by step, until it is over: EG_OK
+ * then, with j->row as stored; else why it stopped (EG_OK with *stop set:
+ * this node no longer runs it). */
+static eg_err eg_kr_adopt(eg_kr_job *j, int *stop) {
+  eg_err e = EG_OK;
+  *stop = 0;
+  while (eg_kr_adopting(j->row)) {
+    size_t walked = 0;
+    if ((e = eg_kr_adopt_step(j->x->srv, j->x->writer, j->x->reader, j->row, &walked)) ||
+        (e = eg_kr_reread(j)))
+      return e;
+    if (!eg_kr_pace(j->x, walked)) {
+      *stop = 1;
+      break;
+    }
+  }
+  return EG_OK;
 }
 
 /* Runs the rotation row describes from where it is, until it ends, this
@@ -165,6 +190,14 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
  * the next time round). */
 static void eg_kr_run(eg_key_rotation *x, eg_arena *a, eg_dk_rotation_rec *row) {
   eg_kr_job j = {.x = x, .a = a, .row = row};
+  int stop;
+  eg_err ae = eg_kr_adopt(&j, &stop);
+  if (ae || stop) {
+    if (ae)
+      eg_log(EG_LOG_WARN, "data-key rotation: giving users without a data key one: %s; "
+             "retrying in %d ms", eg_err_msg(ae), EG_KR_IDLE_MS);
+    return;
+  }
   int rc = eg_data_keys_each_user(x->srv->data_keys, eg_kr_user, &j);
   if (rc < 0) {
     eg_log(EG_LOG_WARN, "data-key rotation: cannot list the users: %s; retrying in %d ms",

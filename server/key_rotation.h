@@ -7,7 +7,12 @@
  * current generation for every user in its scope (one user, the users of
  * a tenant, or every user holding a data key), then stores its state in
  * key_jobs ("data_keys", storage/key_jobs.h; replicated like data). This
- * thread, on an unfenced primary only, walks the users in scope in the key
+ * thread, on an unfenced primary only, first (with no user named: every
+ * user, or a tenant's) gives the users in scope that hold records but no
+ * data key their first one (phase 1, server/key_adopt.h: a store written
+ * before envelope keys; done stays 0 and total counts the users rotated
+ * plus those given a key so far, then the users holding a live key), then
+ * walks the users in scope in the key
  * store's order (eg_data_keys_each_user) and, per user, their records in
  * passes: sessions with their messages, memories, checkpoints with their
  * pending writes (the tenant's own key, user "": its store items). Each

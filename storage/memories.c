@@ -723,6 +723,19 @@ static eg_err eg_erase_progress_put(eg_txn *t, const eg_key *k, const eg_erase_c
   return eg_store__put(t, t->s->memory_users, k, b, sizeof b);
 }
 
+eg_err eg_store_user_erasing(eg_txn *t, const char *tenant, const char *user_id, int *erasing) {
+  eg_key pk;
+  MDB_val v;
+  *erasing = 0;
+  if (!eg_txn_readable(t)) return EG_EINVAL;
+  eg_err e = eg_key_erase(&pk, tenant, user_id);
+  if (e) return e;
+  MDB_val key = {pk.len, (void *)pk.buf};
+  int rc = mdb_get(t->txn, t->s->memory_users, &key, &v);
+  *erasing = rc == MDB_SUCCESS;
+  return rc == MDB_NOTFOUND ? EG_OK : eg_store__err(rc);
+}
+
 eg_err eg_store_user_erase_step(eg_txn *t, const char *tenant, const char *user_id,
                                 uint64_t budget, eg_erase_counts *counts, int *done) {
   eg_key user, pk;

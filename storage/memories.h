@@ -185,5 +185,8 @@ eg_err eg_store_memory_postings(eg_txn *t, const char *tenant, const char *user_
  * is simply redone). Call again in a new txn while *done is 0. */
 eg_err eg_store_user_erase_step(eg_txn *t, const char *tenant, const char *user_id,
                                 uint64_t budget, eg_erase_counts *counts, int *done);
+/* *erasing: whether an erasure of user_id is under way in t (a step left
+ * its progress record: begun, not done). */
+eg_err eg_store_user_erasing(eg_txn *t, const char *tenant, const char *user_id, int *erasing);
 
 #endif

@@ -626,4 +626,7 @@ eg_err eg_store_meta_put(eg_store *s, const char *name, const void *val, size_t 
 /* ---- the key jobs' state: storage/key_jobs.h ------------------------------ */
 #include "storage/key_jobs.h"
 
+/* ---- the users holding records, by name: storage/record_users.h ----------- */
+#include "storage/record_users.h"
+
 #endif

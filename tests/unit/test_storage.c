@@ -217,6 +217,154 @@ static long raw_get(const char *db, const void *key, size_t klen, void *buf, siz
   return n;
 }
 
+/* ---- users holding records, by name (storage/record_users.h) --------------- */
+
+typedef struct {
+  char names[8][64];
+  size_t n;
+  eg_users_cursor last;
+} users_seen;
+
+static int note_user(void *arg, const char *tenant, const char *user, const eg_users_cursor *at) {
+  users_seen *u = arg;
+  if (u->n < 8) snprintf(u->names[u->n++], sizeof u->names[0], "%s/%s", tenant, user);
+  u->last = *at;
+  return 0;
+}
+
+static eg_err scan_users(eg_store *s, unsigned src, const char *tenant,
+                         const eg_users_cursor *after, size_t max, users_seen *u, int *end) {
+  eg_txn *r = eg_test_reader(s);
+  memset(u, 0, sizeof *u);
+  eg_err e = eg_store_users_scan(r, src, tenant, after, max, note_user, u, end);
+  eg_test_reader_done(r);
+  return e;
+}
+
+static void test_users_scan(void) {
+  setup();
+  eg_store *s = open_store(0);
+  put_session(s, "t1", "s1", "bob", 1);
+  put_session(s, "t1", "s2", "bob", 2);
+  put_session(s, "t1", "s3", "alice", 3);
+  put_session(s, "t2", "s4", "al", 4);
+  eg_store_close(s);
+  /* memories_by_user: u8len T | u8len U | pos; users whose prefix ends in
+   * 0xff (the successor carries), one holding two entries. */
+  static const uint8_t m1[] = "\x02t1\x02zz" "p1", m2[] = "\x02t1\x02\xff\xfe" "p1",
+                       m3[] = "\x02t1\x02\xff\xff" "p1", m4[] = "\x02t1\x02\xff\xff" "p2",
+                       m5[] = "\x02t1\x03" "abc" "p1";
+  const uint8_t *mk[] = {m1, m2, m3, m4, m5};
+  const size_t ml[] = {sizeof m1 - 1, sizeof m2 - 1, sizeof m3 - 1, sizeof m4 - 1, sizeof m5 - 1};
+  for (size_t i = 0; i < 5; i++) raw_put("memories_by_user", mk[i], ml[i], "", 0);
+  raw_put("store_namespaces", "\x02t1" "ns-a", 7, "", 0);
+  raw_put("store_namespaces", "\x02t1" "ns-b", 7, "", 0);
+  raw_put("store_namespaces", "\x02t3" "ns-a", 7, "", 0);
+  s = open_store(0);
+  users_seen u;
+  int end = 0;
+
+  /* Every user once, in key order (length first), however many records. */
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_SESSIONS, "", NULL, 10, &u, &end), EG_OK);
+  CU_ASSERT_EQUAL(u.n, 3);
+  CU_ASSERT_STRING_EQUAL(u.names[0], "t1/bob");
+  CU_ASSERT_STRING_EQUAL(u.names[1], "t1/alice");
+  CU_ASSERT_STRING_EQUAL(u.names[2], "t2/al");
+  CU_ASSERT_EQUAL(end, 1);
+
+  /* Bounded, resumed from the cursor: one user a call. */
+  eg_users_cursor at = {.len = 0};
+  const char *want[] = {"t1/bob", "t1/alice", "t2/al"};
+  for (size_t i = 0; i < 3; i++) {
+    CU_ASSERT_EQUAL_FATAL(scan_users(s, EG_USERS_SESSIONS, "", &at, 1, &u, &end), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(u.n, 1);
+    CU_ASSERT_STRING_EQUAL(u.names[0], want[i]);
+    CU_ASSERT_EQUAL(end, i == 2); /* known at once: no user follows t2/al */
+    at = u.last;
+  }
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_SESSIONS, "", &at, 1, &u, &end), EG_OK);
+  CU_ASSERT_EQUAL(u.n, 0);
+  CU_ASSERT_EQUAL(end, 1);
+
+  /* One tenant's, from its start or after a cursor of another tenant. */
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_SESSIONS, "t2", NULL, 10, &u, &end), EG_OK);
+  CU_ASSERT_EQUAL(u.n, 1);
+  CU_ASSERT_STRING_EQUAL(u.names[0], "t2/al");
+  CU_ASSERT_EQUAL(end, 1);
+  at.len = 0;
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_SESSIONS, "t1", NULL, 1, &u, &end), EG_OK);
+  at = u.last; /* t1/bob */
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_SESSIONS, "t2", &at, 10, &u, &end), EG_OK);
+  CU_ASSERT_EQUAL(u.n, 1);
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_SESSIONS, "t1", &at, 10, &u, &end), EG_OK);
+  CU_ASSERT_EQUAL(u.n, 1);
+  CU_ASSERT_STRING_EQUAL(u.names[0], "t1/alice");
+  CU_ASSERT_EQUAL(end, 1);
+
+  /* 0xff at a prefix's end: the successor carries into the length byte. */
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_MEMORIES, "", NULL, 10, &u, &end), EG_OK);
+  CU_ASSERT_EQUAL(u.n, 4);
+  CU_ASSERT_STRING_EQUAL(u.names[0], "t1/zz");
+  CU_ASSERT_STRING_EQUAL(u.names[1], "t1/\xff\xfe");
+  CU_ASSERT_STRING_EQUAL(u.names[2], "t1/\xff\xff");
+  CU_ASSERT_STRING_EQUAL(u.names[3], "t1/abc");
+  at.len = 0;
+  for (int i = 0; i < 3; i++) {
+    CU_ASSERT_EQUAL_FATAL(scan_users(s, EG_USERS_MEMORIES, "", &at, 1, &u, &end), EG_OK);
+    at = u.last;
+  }
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_MEMORIES, "", &at, 10, &u, &end), EG_OK);
+  CU_ASSERT_EQUAL(u.n, 1);
+  CU_ASSERT_STRING_EQUAL(u.names[0], "t1/abc");
+
+  /* Store items: the tenants, user "". */
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_ITEMS, "", NULL, 10, &u, &end), EG_OK);
+  CU_ASSERT_EQUAL(u.n, 2);
+  CU_ASSERT_STRING_EQUAL(u.names[0], "t1/");
+  CU_ASSERT_STRING_EQUAL(u.names[1], "t3/");
+
+  /* Whether a user holds anything. */
+  eg_txn *r = eg_test_reader(s);
+  int holds = -1;
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t1", "bob", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 1);
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t1", "abc", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 1);
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t1", "carol", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 0);
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t1", "", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 1);
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t2", "", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 0);
+  /* Limits. */
+  CU_ASSERT_EQUAL(eg_store_users_scan(r, EG_USERS_SESSIONS, "", NULL, 0, note_user, &u, &end),
+                  EG_EINVAL);
+  CU_ASSERT_EQUAL(eg_store_users_scan(r, EG_USERS_SOURCES, "", NULL, 1, note_user, &u, &end),
+                  EG_EINVAL);
+  eg_test_reader_done(r);
+  eg_store_close(s);
+
+  /* A user whose erasure is under way (its progress record) holds nothing. */
+  static const uint8_t progress[32] = {0};
+  raw_put("memory_users", "\x02t1\x03" "bob\0erase", 13, progress, sizeof progress);
+  s = open_store(0);
+  r = eg_test_reader(s);
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t1", "bob", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 0);
+  CU_ASSERT_EQUAL(eg_store_user_holds(r, "t1", "alice", &holds), EG_OK);
+  CU_ASSERT_EQUAL(holds, 1);
+  eg_test_reader_done(r);
+  eg_store_close(s);
+
+  /* A key not of the layout (a tenant length past the key's end). */
+  raw_put("sessions_by_user", "\x7f" "ab", 3, "", 0);
+  s = open_store(0);
+  CU_ASSERT_EQUAL(scan_users(s, EG_USERS_SESSIONS, "", NULL, 10, &u, &end), EG_ECORRUPT);
+  CU_ASSERT_EQUAL(u.n, 3);
+  eg_store_close(s);
+  teardown();
+}
+
 /* ---- env ------------------------------------------------------------------ */
 
 static void test_open_reopen(void) {
@@ -1154,4 +1302,5 @@ void eg_test_register_storage(void) {
   CU_add_test(s, "map growth", test_map_growth);
   CU_add_test(s, "map resized by another process", test_map_resized_by_other_process);
   CU_add_test(s, "corrupt records", test_corrupt_records);
+  CU_add_test(s, "users holding records: each once, bounded, resumed", test_users_scan);
 }
