@@ -118,10 +118,13 @@ eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with
 eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_t len,
                      eg_memory_rec *rec);
 
-/* A blind-index context for r's tenant under the store's blind-index key
- * id (eg_blind_key_of, server/blind_key.h) into *out, wiped when the call
- * ends. Returns EG_OK, EG_ENOMEM, the error of eg_blind_key_of, or
- * EG_EINVAL when the keyring lacks that key. */
+/* A blind-index context for r's tenant under the write key (the store's
+ * blind-index key id, or a running rotation's target: eg_blind_key_of,
+ * server/blind_key.h; defined in blind_key.c) into *out, wiped when the
+ * call ends; r->blind_key_used gets the key id, which the records written
+ * with it carry (blind_key_id) and which the apply checks again.
+ * Queries take eg_blind_read_ctxs instead. Returns EG_OK, EG_ENOMEM, the
+ * error of eg_blind_key_of, or EG_EINVAL when the keyring lacks that key. */
 eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out);
 
 /* ---- svc_memory_batch.c: the write methods of the table ---- */

@@ -285,21 +285,6 @@ eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with
   return EG_OK;
 }
 
-static void eg_blind_ctx_wipe(void *p) { eg_blind_end(p); }
-
-/* A blind-index context for r's tenant, wiped when the call ends. */
-eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
-  eg_blind_ctx *ctx = EG_ARENA_NEW(r->arena, eg_blind_ctx);
-  uint32_t id;
-  if (!ctx) return EG_ENOMEM;
-  eg_err e = eg_blind_key_of(r, &id);
-  if (e) return e;
-  e = eg_blind_begin_id(eg_srv_keys(r->srv), id, r->tenant, ctx);
-  if (e == EG_OK) e = eg_arena_defer(r->arena, eg_blind_ctx_wipe, ctx) == 0 ? EG_OK : EG_ENOMEM;
-  *out = ctx;
-  return e;
-}
-
 /* ==== CreateMemory =============================================================== */
 
 struct eg_cm_state {
