@@ -16,9 +16,8 @@ eg_err eg_blind_keys_get(eg_txn *t, const eg_keyring *kr, eg_blind_keys *out) {
   if (e) return e;
   out->current = rec->key_id;
   out->target = rec->target_key_id;
-  /* A row from before rotations: its records are under the keyring's
-   * lowest, as they were written. */
-  if (rec->legacy_key_id) out->legacy = rec->legacy_key_id;
+  /* A row no rotation began from: every record is under its key_id. */
+  out->legacy = rec->legacy_key_id ? rec->legacy_key_id : rec->key_id;
   engram__storage__v1__blind_index_key_record__free_unpacked(rec, NULL);
   return EG_OK;
 }
@@ -98,9 +97,9 @@ eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
   return eg_blind_ctx_id(r, id, out);
 }
 
-eg_err eg_blind_read_ctxs(eg_req *r, eg_blind_read *out) {
+eg_err eg_blind_read_ctxs(eg_req *r, eg_txn *t, eg_blind_read *out) {
   eg_blind_keys k;
-  eg_err e = eg_blind_keys_get(r->rtxn, eg_srv_keys(r->srv), &k);
+  eg_err e = eg_blind_keys_get(t, eg_srv_keys(r->srv), &k);
   if (e) return e;
   out->n = k.target && k.target != k.current ? 2 : 1;
   out->id[0] = k.current;

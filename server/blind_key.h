@@ -69,9 +69,10 @@ typedef struct {
   uint32_t legacy;
   eg_blind_ctx *ctx[2];
 } eg_blind_read;
-/* As r->rtxn sees the row (reads only), in r's arena, wiped when the call
- * ends. Returns EG_OK, EG_ENOMEM or the error of eg_blind_keys_get. */
-eg_err eg_blind_read_ctxs(eg_req *r, eg_blind_read *out);
+/* As t sees the row (a read's r->rtxn; a write's txn for what it
+ * compares), in r's arena, wiped when the call ends. Returns EG_OK,
+ * EG_ENOMEM or the error of eg_blind_keys_get. */
+eg_err eg_blind_read_ctxs(eg_req *r, eg_txn *t, eg_blind_read *out);
 /* The index in q of the key a record stamped `stored` is under; q->n when
  * it is under neither (not expected: no such record matches). */
 unsigned eg_blind_read_pick(const eg_blind_read *q, uint32_t stored);

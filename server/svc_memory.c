@@ -432,7 +432,8 @@ static void eg_dedup_consider(struct eg_dedup *d, const uint8_t *pos, size_t pos
   /* The probe's terms at the version of this memory's (versioned reads). */
   size_t n_terms;
   const eg_pmap_ent *ent =
-      eg_pmaps_find(d->shared, eg_pmaps_version(d->shared, m), pos, pos_len, NULL, &n_terms);
+      eg_pmaps_find(d->shared, eg_pmaps_key(d->shared, m), eg_pmaps_version(d->shared, m), pos,
+                    pos_len, NULL, &n_terms);
   eg_similarity s = {.same_polarity = (m->flags & EG_MEMORY_F_NEGATED) == (rec->flags & EG_MEMORY_F_NEGATED)};
   s.jaccard = eg_jaccard(ent ? ent->count : 0, n_terms, m->n_terms);
   if (vec && p->vec) {
@@ -471,10 +472,12 @@ static int eg_dedup_visit(void *arg, const eg_memory_pos *pos, const eg_memory_m
 static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struct eg_dedup *d) {
   eg_terms_versions tv;
   eg_pmaps *shared = EG_ARENA_NEW(r->arena, eg_pmaps);
+  eg_blind_read *keys = EG_ARENA_NEW(r->arena, eg_blind_read);
   const eg_memory_rec *rec = p->rec;
-  if (!shared) return EG_ENOMEM;
+  if (!shared || !keys) return EG_ENOMEM;
   *d = (struct eg_dedup){.r = r, .p = p, .shared = shared};
-  eg_err e = eg_memory_versions(r, t, rec, p->text, &tv);
+  eg_err e = eg_blind_read_ctxs(r, t, keys);
+  if (!e) e = eg_memory_versions(r, t, keys, rec, p->text, &tv);
   if (!e) e = eg_pmaps_join(r, t, rec->user_id, &tv, 1, shared);
   if (e) return e;
   /* The join's work counts too: each entry's count is the postings read
@@ -499,11 +502,12 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struc
   eg_memory_pos *cands = EG_ARENA_ARRAY(r->arena, eg_memory_pos, shared->n ? shared->n : 1);
   size_t n = 0;
   if (!cands) return EG_ENOMEM;
-  for (unsigned v = tv.from; v <= EG_TOKENIZER_VERSION; v++)
-    for (size_t i = 0; i < shared->m[v].n; i++) {
-      memcpy(cands[n].buf, shared->m[v].ents[i].pos, shared->m[v].ents[i].len);
-      cands[n++].len = shared->m[v].ents[i].len;
-    }
+  for (unsigned k = 0; k < keys->n; k++)
+    for (unsigned v = tv.from; v <= EG_TOKENIZER_VERSION; v++)
+      for (size_t i = 0; i < shared->m[k][v].n; i++) {
+        memcpy(cands[n].buf, shared->m[k][v].ents[i].pos, shared->m[k][v].ents[i].len);
+        cands[n++].len = shared->m[k][v].ents[i].len;
+      }
   qsort(cands, n, sizeof *cands, eg_pos_cmp);
   for (size_t i = 0; i < n && !d->err && !d->past_self; i++) {
     /* In the maps of two versions: considered once. */

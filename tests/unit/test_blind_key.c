@@ -71,14 +71,19 @@ static uint64_t tea_under(uint32_t id) {
   return v;
 }
 
-static void put_row(uint32_t key_id, uint32_t target, eg_err want) {
+static void put_row3(uint32_t key_id, uint32_t target, uint32_t legacy, eg_err want) {
   eg_txn *w;
   eg_blind_key_rec rec = ENGRAM__STORAGE__V1__BLIND_INDEX_KEY_RECORD__INIT;
   rec.key_id = key_id;
   rec.target_key_id = target;
+  rec.legacy_key_id = legacy;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
   CU_ASSERT_EQUAL(eg_store_blind_key_put(w, &rec), want);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+}
+
+static void put_row(uint32_t key_id, uint32_t target, eg_err want) {
+  put_row3(key_id, target, 0, want);
 }
 
 static void test_no_row_is_the_lowest_key(void) {
@@ -121,8 +126,65 @@ static void test_a_stored_id_moves_every_context(void) {
   CU_ASSERT_EQUAL(tea_of(NULL), tea_under(2));
 }
 
+/* Mid-rotation: writes take the target, queries both keys, and each
+ * record is matched under its own stamp (0: the row's legacy key). */
+static void test_rotation_keys(void) {
+  eg_blind_keys k;
+  put_row(2, 0, EG_OK);
+  eg_txn *t = eg_test_reader(store);
+  CU_ASSERT_EQUAL(eg_blind_keys_get(t, keys, &k), EG_OK);
+  /* A row no rotation began from: unstamped records are under its key. */
+  CU_ASSERT_EQUAL(k.legacy, 2);
+  CU_ASSERT_EQUAL(eg_blind_keys_write(&k), 2);
+  eg_test_reader_done(t);
+  put_row3(1, 2, 1, EG_OK);
+  t = eg_test_reader(store);
+  CU_ASSERT_EQUAL(eg_blind_keys_get(t, keys, &k), EG_OK);
+  CU_ASSERT_EQUAL(k.current, 1);
+  CU_ASSERT_EQUAL(k.target, 2);
+  CU_ASSERT_EQUAL(k.legacy, 1);
+  CU_ASSERT_EQUAL(eg_blind_keys_write(&k), 2);
+  CU_ASSERT_EQUAL(eg_blind_keys_rec(&k, 0), 1);
+  CU_ASSERT_EQUAL(eg_blind_keys_rec(&k, 2), 2);
+  /* A write's context is under the target, and says so. */
+  CU_ASSERT_EQUAL(tea_of(t), tea_under(2));
+  eg_req r = {.srv = &srv, .tenant = "acme", .arena = eg_arena_new(), .rtxn = t};
+  eg_blind_read q;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r.arena);
+  CU_ASSERT_EQUAL_FATAL(eg_blind_read_ctxs(&r, t, &q), EG_OK);
+  CU_ASSERT_EQUAL(q.n, 2);
+  CU_ASSERT_EQUAL(eg_blind_word(q.ctx[0], "tea", 3), tea_under(1));
+  CU_ASSERT_EQUAL(eg_blind_word(q.ctx[1], "tea", 3), tea_under(2));
+  CU_ASSERT_EQUAL(eg_blind_read_pick(&q, 0), 0); /* legacy: key 1 */
+  CU_ASSERT_EQUAL(eg_blind_read_pick(&q, 1), 0);
+  CU_ASSERT_EQUAL(eg_blind_read_pick(&q, 2), 1);
+  CU_ASSERT_EQUAL(eg_blind_read_pick(&q, 3), 2); /* neither: matches nothing */
+  /* The apply's check: a context taken under the old write key is refused. */
+  r.blind_key_used = 1;
+  CU_ASSERT_EQUAL(eg_blind_key_check(&r, t), EG_EABORTED);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.msg, "retry"));
+  r.blind_key_used = 2;
+  CU_ASSERT_EQUAL(eg_blind_key_check(&r, t), EG_OK);
+  r.blind_key_used = 0; /* no blind context taken */
+  CU_ASSERT_EQUAL(eg_blind_key_check(&r, t), EG_OK);
+  eg_arena_free(r.arena);
+  eg_test_reader_done(t);
+  /* Done: one key again, records of either stamp read under it. */
+  put_row3(2, 0, 1, EG_OK);
+  t = eg_test_reader(store);
+  eg_req r2 = {.srv = &srv, .tenant = "acme", .arena = eg_arena_new(), .rtxn = t};
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r2.arena);
+  CU_ASSERT_EQUAL_FATAL(eg_blind_read_ctxs(&r2, t, &q), EG_OK);
+  CU_ASSERT_EQUAL(q.n, 1);
+  CU_ASSERT_EQUAL(q.id[0], 2);
+  CU_ASSERT_EQUAL(eg_blind_read_pick(&q, 2), 0);
+  eg_arena_free(r2.arena);
+  eg_test_reader_done(t);
+}
+
 void eg_test_register_blind_key(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("blind_key", NULL, NULL, setup, teardown);
   CU_add_test(s, "no row: the keyring's lowest key id", test_no_row_is_the_lowest_key);
   CU_add_test(s, "a stored id moves every blind context", test_a_stored_id_moves_every_context);
+  CU_add_test(s, "rotation: write key, read keys, stamps, apply check", test_rotation_keys);
 }
