@@ -79,8 +79,7 @@ eg_err eg_blind_key_check(eg_req *r, eg_txn *t) {
 
 static void eg_blind_ctx_wipe(void *p) { eg_blind_end(p); }
 
-/* A context under key id for r's tenant, wiped when the call ends. */
-static eg_err eg_blind_ctx_id(eg_req *r, uint32_t id, eg_blind_ctx **out) {
+eg_err eg_blind_ctx_under(eg_req *r, uint32_t id, eg_blind_ctx **out) {
   eg_blind_ctx *ctx = EG_ARENA_NEW(r->arena, eg_blind_ctx);
   if (!ctx) return EG_ENOMEM;
   eg_err e = eg_blind_begin_id(eg_srv_keys(r->srv), id, r->tenant, ctx);
@@ -94,7 +93,7 @@ eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
   eg_err e = eg_blind_key_of(r, &id);
   if (e) return e;
   r->blind_key_used = id;
-  return eg_blind_ctx_id(r, id, out);
+  return eg_blind_ctx_under(r, id, out);
 }
 
 eg_err eg_blind_read_ctxs(eg_req *r, eg_txn *t, eg_blind_read *out) {
@@ -106,7 +105,7 @@ eg_err eg_blind_read_ctxs(eg_req *r, eg_txn *t, eg_blind_read *out) {
   out->id[1] = k.target;
   out->legacy = k.legacy;
   for (unsigned i = 0; i < out->n; i++)
-    if ((e = eg_blind_ctx_id(r, out->id[i], &out->ctx[i]))) return e;
+    if ((e = eg_blind_ctx_under(r, out->id[i], &out->ctx[i]))) return e;
   return EG_OK;
 }
 

@@ -54,6 +54,10 @@ eg_err eg_blind_key_load(eg_srv *srv);
  * write whose prepare reads), else srv->blind_key_id. */
 eg_err eg_blind_key_of(eg_req *r, uint32_t *id);
 
+/* A context under key id for r's tenant (a record's own key, when a
+ * write keeps its tokens as they are), wiped when the call ends. */
+eg_err eg_blind_ctx_under(eg_req *r, uint32_t id, eg_blind_ctx **out);
+
 /* For the dispatcher's apply of a write: EG_OK when r took no blind
  * context or the one it took is still the write key as t sees it; else
  * EG_EABORTED with r->msg saying so (a rotation began or ended since its

@@ -111,6 +111,13 @@ eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t
 eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with_embedding,
                         Engram__V1__Memory **out);
 
+/* Every blind token of rec (terms, category, tags, agent, source,
+ * namespace, metadata) made again under ctx, the write key's
+ * (eg_blind_ctx_of: r->blind_key_used, which rec is stamped with), from
+ * its sealed fields. Returns EG_OK, EG_ECORRUPT or EG_EERASED (r->msg
+ * naming the field) when one does not open, EG_ENOMEM. */
+eg_err eg_memory_blind_rehash(eg_req *r, const eg_blind_ctx *ctx, eg_memory_rec *rec);
+
 /* rec's term_hashes (arena), flags (the polarity) and index_version: text's
  * under EG_TOKENIZER_VERSION in rec->language. Also what the background
  * reindex (server/reindex.h) rewrites an older memory with. Returns EG_OK

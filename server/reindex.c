@@ -261,6 +261,7 @@ typedef struct {
   /* The walk's caches: the tenant's blind context, the session's record. */
   const char *ctx_tenant;
   eg_blind_ctx *ctx;
+  uint32_t ctx_key; /* the key id ctx is under */
   const char *s_tenant, *s_id;
   const eg_session_rec *session; /* NULL: none (gone) */
   eg_err err;
@@ -359,6 +360,7 @@ static eg_err eg_rx_rewrite_message(eg_txn *t, unsigned target, const eg_rx_rec 
     next.index_tf = r->msg_new.index_tf;
     next.index_words = r->msg_new.index_words;
     next.index_user_id = r->msg_new.index_user_id;
+    next.blind_key_id = r->msg_new.blind_key_id;
     e = eg_store_message_reindex(t, r->tenant, r->session_id, cur, &next);
   } else {
     *stop = 1;
@@ -463,7 +465,7 @@ static eg_err eg_rx_visit(eg_rx_step *s, const uint8_t *key, size_t key_len, con
   if (!(*tenant_copy = eg_arena_strndup(s->arena, tenant, strlen(tenant)))) return EG_ENOMEM;
   eg_req r = eg_rx_req(s, *tenant_copy);
   eg_err e = eg_blind_ctx_of(&r, &s->ctx);
-  if (e == EG_OK) s->ctx_tenant = *tenant_copy;
+  if (e == EG_OK) s->ctx_tenant = *tenant_copy, s->ctx_key = r.blind_key_used;
   return e;
 }
 
@@ -563,7 +565,7 @@ static eg_err eg_rx_message(eg_rx_step *s, const char *tenant, const eg_session_
                            &text, &len);
   if (e == EG_ECORRUPT || e == EG_EERASED) return eg_rx_unreadable(s, x, &r);
   if (e) return e;
-  if ((e = eg_message_index_fields(s->arena, s->ctx, s->from.target, session->language,
+  if ((e = eg_message_index_fields(s->arena, s->ctx, s->ctx_key, s->from.target, session->language,
                                    session->user_id, text, len, &x->msg_new)))
     return e;
   s->rx.item.bytes += engram__storage__v1__message_record__get_packed_size(&x->msg_new);

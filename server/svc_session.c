@@ -660,7 +660,8 @@ static eg_err eg_append_index(eg_req *r, const Engram__V1__AppendMessagesRequest
   if ((e = eg_blind_ctx_of(r, &ctx))) return e;
   for (size_t i = 0; i < in->n_messages; i++) {
     const char *text = in->messages[i]->content;
-    if ((e = eg_message_index_fields(r->arena, ctx, EG_TOKENIZER_VERSION, s->language, s->user_id,
+    if ((e = eg_message_index_fields(r->arena, ctx, r->blind_key_used, EG_TOKENIZER_VERSION,
+                                     s->language, s->user_id,
                                      text, strlen(text), &idx[i])))
       return e;
   }
@@ -752,6 +753,7 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
     rec.index_tf = x->index_tf;
     rec.index_words = x->index_words;
     rec.index_user_id = x->index_user_id;
+    rec.blind_key_id = x->blind_key_id;
   }
   const char *rid = eg_message_record_id(r, s->session_id, rec.seq);
   if (!rid) return EG_ENOMEM;
@@ -983,8 +985,10 @@ static eg_err eg_fork_message(struct eg_fork_copy *fc, const eg_message_rec *rec
   m->index_tf = plain.index_tf;
   m->index_words = plain.index_words;
   m->index_user_id = plain.index_user_id;
+  m->blind_key_id = plain.blind_key_id;
   if (!fc->ctx) return EG_OK;
-  return eg_message_index_fields(r->arena, fc->ctx, EG_TOKENIZER_VERSION, src->language,
+  return eg_message_index_fields(r->arena, fc->ctx, r->blind_key_used, EG_TOKENIZER_VERSION,
+                                 src->language,
                                  src->user_id, text ? text : "", len, m);
 }
 
