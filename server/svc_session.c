@@ -207,6 +207,7 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
   rec.metadata_token = st->metadata_token;
   rec.metadata_hashes = st->metadata_hashes;
   rec.n_metadata_hashes = st->n_metadata_hashes;
+  rec.blind_key_id = r->blind_key_used; /* 0 (no metadata): no token to match */
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + ttl_us;
   rec.ttl_us = ttl_us;
@@ -373,6 +374,7 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
     upd.metadata_token = st->metadata_token;
     upd.metadata_hashes = st->metadata_hashes;
     upd.n_metadata_hashes = st->n_metadata_hashes;
+    upd.blind_key_id = r->blind_key_used; /* every token made again */
   }
   if (st->mask & EG_SU_AGENT) upd.agent_id = in->agent_id;
   if (st->mask & EG_SU_TTL) upd.ttl_us = st->ttl_us;
