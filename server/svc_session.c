@@ -1149,6 +1149,7 @@ static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {
   rec.metadata_token = st->metadata_token;
   rec.metadata_hashes = src->metadata_hashes;
   rec.n_metadata_hashes = src->n_metadata_hashes;
+  rec.blind_key_id = src->blind_key_id; /* the tokens as they are */
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + src->ttl_us;
   rec.ttl_us = src->ttl_us;
