@@ -46,8 +46,9 @@ uint32_t eg_blind_keys_rec(const eg_blind_keys *k, uint32_t stored);
 
 /* Loads srv->blind_key_id (the write key) from the store's row (a read
  * txn of its own; no row leaves it 0), for the writes whose prepare reads
- * no snapshot. Thread safety: any thread (the rotation thread refreshes
- * it every round, on every node). */
+ * no snapshot. Thread safety: any thread (eg_blind_key_check sets it too;
+ * the rotation, when built, must load it when it begins and ends, on
+ * every node, replicas included). */
 eg_err eg_blind_key_load(eg_srv *srv);
 
 /* The write key r's blind contexts take: as r->rtxn sees it (a read, or a
@@ -61,7 +62,8 @@ eg_err eg_blind_ctx_under(eg_req *r, uint32_t id, eg_blind_ctx **out);
 /* For the dispatcher's apply of a write: EG_OK when r took no blind
  * context or the one it took is still the write key as t sees it; else
  * EG_EABORTED with r->msg saying so (a rotation began or ended since its
- * prepare: the client retries). */
+ * prepare: the client retries), and srv->blind_key_id set to the write
+ * key t sees, so that the retry takes it. Cost: one read of the row. */
 eg_err eg_blind_key_check(eg_req *r, eg_txn *t);
 
 /* The contexts a query matches records with: ctx[0] under current and,

@@ -297,7 +297,8 @@ static int eg_filter_match(const eg_mfilter *f, const eg_memory_meta *m, int64_t
   if (f->has_category && m->category_hash != h->category_hash) return 0;
   for (size_t i = 0; i < f->n_tags; i++) {
     int found = 0;
-    for (unsigned j = 0; j < m->n_tags && !found; j++) found = eg_memory_meta_tag(m, j) == h->tags[i];
+    for (unsigned j = 0; j < m->n_tags && !found; j++)
+      found = eg_memory_meta_tag(m, j) == h->tags[i];
     if (!found) return 0;
   }
   return eg_filter_match_ids(f, h, m);
@@ -410,7 +411,8 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
   if (in->page_size < 0) return eg_mem_invalid(r, "page_size", "must not be negative");
   l.want = in->page_size == 0 ? (size_t)cfg->default_page_size
                               : (size_t)(in->page_size > cfg->max_page_size ? cfg->max_page_size : in->page_size);
-  if ((e = eg_blind_read_ctxs(r, r->rtxn, &keys)) || (e = eg_filter_compile(r, &keys, in->filter, 0, &f)))
+  if ((e = eg_blind_read_ctxs(r, r->rtxn, &keys)) ||
+      (e = eg_filter_compile(r, &keys, in->filter, 0, &f)))
     return e;
   if (in->page_token[0] &&
       (e = eg_list_token_parse(r, &in->base, importance ? 'i' : 'n', &after_imp, &after)))

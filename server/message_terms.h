@@ -19,8 +19,8 @@
  * distinct words), index_tf, index_words, index_user_id; arrays in a;
  * blind_key_id = key_id, the id ctx is under (server/blind_key.h).
  * Returns EG_OK or EG_ENOMEM (out of memory, or the tokenizer failed). */
-eg_err eg_message_index_fields(eg_arena *a, const eg_blind_ctx *ctx, uint32_t key_id, unsigned version,
-                               const char *lang, const char *user_id, const char *content,
-                               size_t len, eg_message_rec *rec);
+eg_err eg_message_index_fields(eg_arena *a, const eg_blind_ctx *ctx, uint32_t key_id,
+                               unsigned version, const char *lang, const char *user_id,
+                               const char *content, size_t len, eg_message_rec *rec);
 
 #endif

@@ -45,10 +45,10 @@ typedef struct eg_srv {
   struct eg_data_keys *data_keys; /* server/data_keys.h */
   /* The blind-index write key (server/blind_key.h: the rotation's target
    * while one runs, else the store's key id) for writes whose prepare
-   * reads no snapshot: loaded at start and refreshed by the rotation
-   * thread every round (eg_blind_key_load); 0: the keyring's lowest. A
-   * stale value costs a retry, never a record under the wrong key
-   * (eg_blind_key_check). */
+   * reads no snapshot: loaded at start (eg_blind_key_load), and set
+   * again by an apply that finds it stale (eg_blind_key_check); 0: the
+   * keyring's lowest. A stale value costs the write a retry, never a
+   * record under the wrong key. */
   _Atomic uint32_t blind_key_id;
   struct eg_limits *limits;       /* server/limits.h: per-tenant limits */
   const eg_auth *auth;

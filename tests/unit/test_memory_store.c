@@ -462,7 +462,7 @@ static eg_memory_rec filtered(const char *id, const char *user, int dim, size_t 
   return r;
 }
 
-static void test_meta_layout3(void) {
+static void test_meta_layout4(void) {
   setup();
   eg_store *s = open_store();
   float v[3] = {0.5f, -1.0f, 0.25f};
@@ -659,7 +659,8 @@ void eg_test_register_memory_store(void) {
   CU_add_test(s, "scan pagination", test_scan_pagination);
   CU_add_test(s, "purge leaves nothing", test_purge_leaves_nothing);
   CU_add_test(s, "erase: bounded steps, complete, replay-safe", test_erase_bounded_and_complete);
-  CU_add_test(s, "meta layout 4: filter hashes, index version, blind key, bounds", test_meta_layout3);
+  CU_add_test(s, "meta layout 4: filter hashes, index version, blind key, bounds",
+              test_meta_layout4);
   CU_add_test(s, "meta layouts 1, 2 and 3 still decode", test_meta_old_layouts);
   CU_add_test(s, "walk across tenants: key order, cursor, more", test_memories_walk);
 }
