@@ -309,7 +309,7 @@ static eg_err eg_rx_rewrite_memory(eg_txn *t, unsigned target, const eg_rx_rec *
     next.index_version = r->mem_new.index_version;
     next.flags = r->mem_new.flags;
     /* As the services' puts do (eg_memory_put): a record from before the
-     * filter tokens (0.14's) gets them, or the layout 3 meta this put
+     * filter tokens (0.14's) gets them, or the layout 3+ meta this put
      * writes would hide it from agent and source filters. The same ids
      * hash the same, so a record that has them keeps them. */
     eg_memory_ids_hash(r->ctx, &next);
