@@ -26,7 +26,7 @@
  * reindex read, so that they too need no record: the record's
  * index_version, agent_hash, source_hash, namespace_hashes and
  * metadata_hashes (the placement is memories.c's; eg_memory_meta below is
- * the contract). Layout 4 (every put from blind-index rotation on) adds
+ * the contract). Layout 4 (every put from schema 8 on) adds
  * the record's blind_key_id. Layouts 1 and 2 stay readable: their
  * index_version is 1 and has_filters 0 (a filter on them reads the
  * record); 1 to 3 read blind_key_id 0 (the row's legacy key).
