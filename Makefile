@@ -82,8 +82,8 @@ fuzz: fuzz-build
 test-fuzz: fuzz-build
 	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SHORT_SECONDS)
 
-# Engram vs etcd side by side (bench/README.md): a Release build of its own,
-# results in bench/results/. Under 10 minutes with the build.
+# Engram vs etcd and Redis side by side (bench/README.md): a Release build of
+# its own, results in bench/results/. Under 12 minutes with the build.
 REL_BUILD ?= build-release
 
 bench:

@@ -40,6 +40,7 @@
 #define LG_CALL_TIMEOUT_MS 30000
 #define LG_CONTENT_MAX 65536
 #define LG_PER_CALL_MAX 1000
+#define LG_BODY_MESSAGES_MAX 100 /* messages in one h2load append body */
 
 static uint64_t lg_now_us(void) {
   struct timespec ts;
@@ -96,17 +97,25 @@ static int lg_body(int argc, char **argv) {
   if (argc < 1) lg_die("%s", "body: want a kind");
   const char *kind = argv[0];
   static char content[LG_CONTENT_MAX + 1];
-  if (!strcmp(kind, "append") && argc == 3) { /* SESSION BYTES */
+  if (!strcmp(kind, "append") && (argc == 3 || argc == 4)) { /* SESSION BYTES [COUNT] */
     long n = lg_num(argv[2], "BYTES");
+    long count = argc == 4 ? lg_num(argv[3], "COUNT") : 1;
     if (n > LG_CONTENT_MAX) lg_die("%s", "BYTES too large");
-    lg_content(content, (size_t)n, 0);
-    Engram__V1__Message m = ENGRAM__V1__MESSAGE__INIT, *pm = &m;
-    m.role = ENGRAM__V1__ROLE__ROLE_USER;
-    m.content = content;
+    if (count < 1 || count > LG_BODY_MESSAGES_MAX) lg_die("%s", "COUNT: want 1 to 100");
+    /* Each message its own text (salt = its index), as a client's would be. */
+    static char texts[LG_BODY_MESSAGES_MAX][LG_CONTENT_MAX + 1];
+    Engram__V1__Message ms[LG_BODY_MESSAGES_MAX], *pms[LG_BODY_MESSAGES_MAX];
+    for (long i = 0; i < count; i++) {
+      lg_content(texts[i], (size_t)n, (uint64_t)i);
+      engram__v1__message__init(&ms[i]);
+      ms[i].role = ENGRAM__V1__ROLE__ROLE_USER;
+      ms[i].content = texts[i];
+      pms[i] = &ms[i];
+    }
     Engram__V1__AppendMessagesRequest r = ENGRAM__V1__APPEND_MESSAGES_REQUEST__INIT;
     r.session_id = argv[1];
-    r.n_messages = 1;
-    r.messages = &pm;
+    r.n_messages = (size_t)count;
+    r.messages = pms;
     lg_write_pb(&r.base);
   } else if (!strcmp(kind, "get-session") && argc == 2) {
     Engram__V1__GetSessionRequest r = ENGRAM__V1__GET_SESSION_REQUEST__INIT;
@@ -137,7 +146,7 @@ static int lg_body(int argc, char **argv) {
     *p++ = 1;
     lg_write_frame(buf, (size_t)(p - buf));
   } else {
-    lg_die("body: unknown kind or wrong arguments: %s (append SESSION BYTES | get-session SESSION | "
+    lg_die("body: unknown kind or wrong arguments: %s (append SESSION BYTES [COUNT] | get-session SESSION | "
            "get-context SESSION MAX | health | etcd-put KEY BYTES | etcd-range KEY)", kind);
   }
   return fflush(stdout) == 0 ? 0 : 1;

@@ -4,6 +4,10 @@
   report.py check-h2load ...   verifies one h2load run against the server's own
                                counters; prints one JSON line (the run's record)
   report.py check-loadgen ...  the same for a run of eg_loadgen
+  report.py check-redis ...    the same for a run of redis-benchmark, against
+                               Redis's INFO commandstats
+  report.py lmdb DIR LABEL     an LMDB store's size, pages and sub-databases
+                               (mdb_stat), one JSON line
   report.py rss PID LABEL      engramd's resident memory, one JSON line
   report.py meta WORKDIR       machine and versions, one JSON object
   report.py report ...         results.md, results.json and chart.svg
@@ -20,6 +24,11 @@ before and after it, each time once the counters have settled:
     h2load's total and succeeded counts, exactly;
   - h2load saw no failed, errored or timed-out request and only 2xx, and its
     per-request log has one row per call, every row status 200.
+Redis is checked the same way with its own counters (INFO all before and
+after each slice): the command's calls= in commandstats went up by exactly
+the requests asked for, which redis-benchmark must report as completed; no
+command's failed_calls or rejected_calls and no error reply
+(total_error_replies) went up; redis-benchmark printed no error.
 Any failure exits 1 and the benchmark stops.
 
 Only the standard library: runs with /usr/bin/python3 on a bare Debian.
@@ -31,6 +40,9 @@ import platform
 import re
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from churn_report import mdb_pages  # noqa: E402  (the churn benchmark's LMDB page count)
 
 # ---------------------------------------------------------------- counters ---
 
@@ -98,6 +110,88 @@ def parse_h2load(path):
     return r
 
 
+# --------------------------------------------------------- redis-benchmark ---
+
+def parse_redis_bench(path):
+    """redis-benchmark's report of one command (7.0, not --csv or -q: those
+    leave out the completed count and the percentile points)."""
+    text = open(path, encoding="utf-8", errors="replace").read()
+    r = {}
+    m = re.search(r"(\d+) requests completed in ([0-9.]+) seconds", text)
+    t = re.search(r"throughput summary: ([0-9.]+) requests per second", text)
+    s = re.search(r"latency summary \(msec\):\s+avg\s+min\s+p50\s+p95\s+p99\s+max\s+"
+                  r"([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)", text)
+    if not (m and t and s):
+        raise SystemExit("redis-benchmark: no result in %s:\n%s" % (path, text[-2000:]))
+    r["completed"], r["qps"] = int(m.group(1)), float(t.group(1))
+    # "completed in" has two decimals; the rate has more, over the same time.
+    r["seconds"] = r["completed"] / r["qps"] if r["qps"] else float(m.group(2))
+    r["mean_us"], r["min_us"], r["p50_us"], r["p95_us"], r["p99_us"], r["max_us"] = (
+        int(round(float(v) * 1000)) for v in s.groups())
+    dist = text.split("Latency by percentile distribution:", 1)[-1].split("Cumulative distribution", 1)[0]
+    # [(latency in us, calls at or below it)]: points of the slice's HDR histogram.
+    r["cdf"] = [(int(round(float(v) * 1000)), int(c)) for v, c in
+                re.findall(r"[0-9.]+% <= ([0-9.]+) milliseconds \(cumulative count (\d+)\)", dist)]
+    r["errors"] = len(re.findall(r"Error from server", text))
+    return r
+
+
+def redis_info(path):
+    """({command: {calls, failed_calls, rejected_calls}}, total_error_replies) from INFO all."""
+    text = open(path, encoding="utf-8", errors="replace").read()
+    cmds = {}
+    for m in re.finditer(r"^cmdstat_([^:]+):(.*)$", text, re.M):
+        f = dict(kv.split("=", 1) for kv in m.group(2).strip().split(","))
+        cmds[m.group(1)] = {k: int(f.get(k, 0)) for k in ("calls", "failed_calls", "rejected_calls")}
+    m = re.search(r"^total_error_replies:(\d+)", text, re.M)
+    if not m:
+        raise SystemExit("redis: %s is not INFO all" % path)
+    return cmds, int(m.group(1))
+
+
+def cmd_check_redis(a):
+    r = parse_redis_bench(a.out)
+    (cb, eb), (ca, ea) = redis_info(a.before), redis_info(a.after)
+    cmd = a.command.lower()
+    calls = ca.get(cmd, {}).get("calls", 0) - cb.get(cmd, {}).get("calls", 0)
+    problems = []
+    if r["errors"]:
+        problems.append("redis-benchmark printed %d errors" % r["errors"])
+    if not (r["completed"] == calls == a.calls):
+        problems.append("asked for %d calls; redis-benchmark: %d completed; Redis: %d %s calls"
+                        % (a.calls, r["completed"], calls, a.command))
+    for name, f in ca.items():
+        for k in ("failed_calls", "rejected_calls"):
+            if f[k] != cb.get(name, {}).get(k, 0):
+                problems.append("Redis counted %s for %s" % (k, name))
+    if ea != eb:
+        problems.append("Redis sent %d error replies" % (ea - eb))
+    if problems:
+        print("COUNTING FAILED for %s: %s" % (a.name, "; ".join(problems)), file=sys.stderr)
+        sys.exit(1)
+    rec = {"kind": "redis", "name": a.name, "server": "redis", "workload": a.workload, "method": a.command,
+           "concurrency": a.conc, "qps": r["qps"], "seconds": round(r["seconds"], 4),
+           "succeeded": r["completed"], "server_ok": calls}
+    rec.update({k: r[k] for k in ("p50_us", "p95_us", "p99_us", "mean_us", "max_us", "cdf")})
+    print(json.dumps(rec))
+
+
+def merged_percentile(rs, p):
+    """The p-th percentile of several redis-benchmark slices, from their
+    percentile points: the smallest point at which the slices together count
+    p% of their calls. Between two of a slice's points its count is taken as
+    the lower one's, so this is at most one point's spacing above the exact
+    figure (redis-benchmark gives no per-call log to do better)."""
+    need = p / 100.0 * sum(r["succeeded"] for r in rs)
+    values = sorted({v for r in rs for v, _ in r["cdf"]})
+    for v in values:
+        if sum(max([c for w, c in r["cdf"] if w <= v], default=0) for r in rs) >= need:
+            return v
+    return values[-1] if values else 0
+
+
+# ------------------------------------------------------------ percentiles ---
+
 def percentile(sorted_vals, p):
     """Nearest-rank percentile of an ascending list."""
     if not sorted_vals:
@@ -154,8 +248,11 @@ def cmd_http_ok(a):
 
 
 def cmd_calls(a):
-    """How many calls make about SECONDS at the rate the warm-up showed."""
-    h = parse_h2load(a.warm)
+    """How many calls make about SECONDS at the rate the warm-up showed
+    (an h2load or a redis-benchmark report)."""
+    with open(a.warm, encoding="utf-8", errors="replace") as f:
+        redis = "throughput summary:" in f.read()
+    h = parse_redis_bench(a.warm) if redis else parse_h2load(a.warm)
     print(max(a.conc * 20, int(h["qps"] * a.seconds)))
 
 
@@ -246,6 +343,23 @@ def cmd_rss(a):
     print(json.dumps(fields))
 
 
+def cmd_lmdb(a):
+    """The store's file, its pages in use and free, and each sub-database's
+    entries and pages (mdb_stat -a; read-only, beside the running server)."""
+    used, free, page = mdb_pages(a.dir)
+    text = subprocess.run(["mdb_stat", "-a", a.dir], capture_output=True, text=True, timeout=30,
+                          check=True).stdout
+    dbs = []
+    for m in re.finditer(r"^Status of (.+)\n((?:[ \t]+.+\n?)+)", text, re.M):
+        f = dict(re.findall(r"^\s+([A-Za-z ]+): (\d+)", m.group(2), re.M))
+        pages = sum(int(f.get(k, 0)) for k in ("Branch pages", "Leaf pages", "Overflow pages"))
+        dbs.append({"db": m.group(1).strip(), "entries": int(f.get("Entries", 0)), "pages": pages,
+                    "leaf_pages": int(f.get("Leaf pages", 0)), "overflow_pages": int(f.get("Overflow pages", 0))})
+    print(json.dumps({"kind": "lmdb", "name": a.label, "messages": a.messages, "page_size": page,
+                      "file_bytes": os.path.getsize(os.path.join(a.dir, "data.mdb")),
+                      "pages_used": used, "pages_free": free, "dbs": dbs}))
+
+
 def run_out(cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
@@ -287,6 +401,10 @@ def cmd_meta(a):
         "protobuf_c": dpkg_version("libprotobuf-c1"),
         "etcd": run_out(["etcd", "--version"]).splitlines()[0] if run_out(["etcd", "--version"]) else "?",
         "h2load": run_out(["h2load", "--version"]),
+        "redis": "Redis %s (redis-server %s)" % (
+            (re.findall(r"v=(\S+)", run_out(["redis-server", "--version"])) or ["?"])[0],
+            dpkg_version("redis-server")),
+        "redis_benchmark": run_out(["redis-benchmark", "--version"]),
         "seconds_per_point": a.seconds, "warmup_seconds": a.warmup, "rounds": a.rounds,
     }
     print(json.dumps(meta))
@@ -303,9 +421,19 @@ LABELS = {
     "health": "Baseline: Health/Check (Engram)",
     "etcd_health": "Baseline: Health/Check (etcd)",
     "mixed": "Mixed 90/10 over 10,000 sessions (eg_loadgen)",
+    "append10": "Durable write: AppendMessages, 10 x 256 B",
+    "redis_rpush": "Durable write: Redis RPUSH, 1 x 256 B",
+    "redis_rpush10": "Durable write: Redis RPUSH, 10 x 256 B",
+    "redis_lrange": "Context read: Redis LRANGE, last 20 of 100 x 256 B",
+    "redis_ping": "Baseline: PING (Redis)",
 }
-ORDER = ["append", "put", "get_session", "range", "get_context", "mixed", "health", "etcd_health"]
+ORDER = ["append", "put", "redis_rpush", "append10", "redis_rpush10", "get_session", "range", "get_context",
+         "redis_lrange", "mixed", "health", "etcd_health", "redis_ping"]
 PEER = {"append": "put", "get_session": "range"}
+REDIS_PEER = {"append": "redis_rpush", "append10": "redis_rpush10", "get_context": "redis_lrange",
+              "health": "redis_ping"}
+# Messages (Engram) or values (Redis) written per call, where more than one.
+ITEMS = {"append10": 10, "redis_rpush10": 10}
 
 
 def fmt_us(us):
@@ -317,13 +445,16 @@ def fmt_qps(q):
 
 
 def merge_slices(rs):
-    """One point from its h2load slices: calls over time, percentiles over
-    every call of every slice (from the per-request logs)."""
+    """One point from its slices: calls over time, percentiles over every
+    call of every slice (h2load: from the per-request logs; redis-benchmark:
+    from each slice's percentile points, merged_percentile)."""
+    m = {k: rs[0][k] for k in ("kind", "server", "workload", "method", "concurrency")}
+    if m["kind"] == "redis":
+        return merge_redis_slices(m, rs)
     lat = []
     for r in rs:
         lat.extend(latency_log(r["log"])[0])
     lat.sort()
-    m = {k: rs[0][k] for k in ("kind", "server", "workload", "method", "concurrency")}
     keys = ("name", "qps", "seconds", "succeeded", "server_ok", "p50_us", "p99_us", "writes_per_commit")
     m["slices"] = [{k: r[k] for k in keys if k in r} for r in rs]
     m["succeeded"] = sum(r["succeeded"] for r in rs)
@@ -338,10 +469,23 @@ def merge_slices(rs):
     return m
 
 
+def merge_redis_slices(m, rs):
+    m["slices"] = [{k: r[k] for k in ("name", "qps", "seconds", "succeeded", "server_ok", "p50_us", "p99_us")}
+                   for r in rs]
+    for k in ("succeeded", "server_ok"):
+        m[k] = sum(r[k] for r in rs)
+    m["seconds"] = round(sum(r["seconds"] for r in rs), 3)
+    m["qps"] = round(m["succeeded"] / m["seconds"], 1)
+    m["p50_us"], m["p90_us"], m["p99_us"] = (merged_percentile(rs, p) for p in (50, 90, 99))
+    m["mean_us"] = round(sum(r["mean_us"] * r["succeeded"] for r in rs) / max(1, m["succeeded"]), 1)
+    m["max_us"] = max(r["max_us"] for r in rs)
+    return m
+
+
 def index_runs(runs):
     by, slices = {}, {}
     for r in runs:
-        if r.get("kind") == "h2load" and r.get("workload") in LABELS:
+        if r.get("kind") in ("h2load", "redis") and r.get("workload") in LABELS:
             slices.setdefault((r["workload"], r["concurrency"]), []).append(r)
         elif r.get("kind") == "loadgen" and r.get("workload") in LABELS:
             by[(r["workload"], r["concurrency"])] = r
@@ -372,6 +516,7 @@ def goals(by, rss, scaling):
         out.append(("Single-client durable write p50 ≤ 0.5 ms",
                     "p50 %s (p99 %s)" % (fmt_us(a1["p50_us"]), fmt_us(a1["p99_us"])),
                     a1["p50_us"] <= 500))
+    out += redis_goals(by)
     fill = [x for x in rss if x["name"] == "after_fill"]
     if fill:
         x = fill[0]
@@ -387,6 +532,47 @@ def goals(by, rss, scaling):
             out.append(("Scaling: %s flat (big/small p50 ≤ 2×)" % name,
                         "%.2f× (%s vs %s)" % (ratio, fmt_us(big["p50_us"]), fmt_us(small["p50_us"])),
                         ratio <= 2.0))
+    return out
+
+
+def ratio_goal(goal, x, y, at_least, what_x, what_y, per=1):
+    """A goal row: x's rate / y's rate ≥ at_least (rates times per: items/s)."""
+    ratio = x["qps"] / y["qps"]
+    return (goal, "%.2f× (%s %s vs %s %s/s)" % (ratio, what_x, fmt_qps(x["qps"] * per), what_y,
+                                                 fmt_qps(y["qps"] * per)), ratio >= at_least)
+
+
+def redis_goals(by):
+    """Issue 15's rows: against Engram's own Health ceiling and against Redis
+    (appendfsync always), each a ratio of this run."""
+    out = []
+
+    def g(w, c=64):
+        return by.get((w, c))
+
+    if g("append") and g("health"):
+        out.append(ratio_goal("Durable writes at c=64: ≥ 0.75× Engram's Health (the gRPC ceiling)",
+                              g("append"), g("health"), 0.75, "Append", "Health"))
+    if g("append") and g("redis_rpush"):
+        out.append(ratio_goal("Durable writes at c=64: ≥ 0.6× Redis RPUSH of one 256 B value (appendfsync always)",
+                              g("append"), g("redis_rpush"), 0.6, "Append", "RPUSH"))
+    if g("append10") and g("redis_rpush10"):
+        out.append(ratio_goal("10 messages per call at c=64: ≥ 0.8× Redis RPUSH of 10 values, messages/s vs values/s",
+                              g("append10"), g("redis_rpush10"), 0.8, "Append", "RPUSH", per=10))
+    a1, r1 = g("append", 1), g("redis_rpush", 1)
+    if a1 and r1:
+        ratio = a1["p50_us"] / max(1, r1["p50_us"])
+        out.append(("Single-client durable write p50 ≤ 1.3× Redis RPUSH p50 (c=1)",
+                    "%.2f× (%s vs %s)" % (ratio, fmt_us(a1["p50_us"]), fmt_us(r1["p50_us"])), ratio <= 1.3))
+    if g("get_session") and g("health"):
+        out.append(ratio_goal("Point reads at c=64: GetSession ≥ 0.9× Health", g("get_session"), g("health"), 0.9,
+                              "GetSession", "Health"))
+    if g("get_context") and g("health"):
+        out.append(ratio_goal("Context reads at c=64: GetContext (20 messages) ≥ 0.7× Health", g("get_context"),
+                              g("health"), 0.7, "GetContext", "Health"))
+    if g("get_context") and g("redis_lrange"):
+        out.append(ratio_goal("Context reads at c=64: GetContext (20 messages) ≥ 0.6× Redis LRANGE of 20 values",
+                              g("get_context"), g("redis_lrange"), 0.6, "GetContext", "LRANGE"))
     return out
 
 
@@ -446,21 +632,25 @@ def nice_ceiling(v):
 def svg_chart(by, concs, path):
     """Two rows of grouped bars (QPS above, p99 below), one panel per
     concurrency; hand-written SVG, no plotting library needed."""
-    series = [("health", "#9e9e9e"), ("append", "#1f77b4"), ("put", "#ff7f0e"),
+    series = [("health", "#9e9e9e"), ("append", "#1f77b4"), ("put", "#ff7f0e"), ("redis_rpush", "#d62728"),
+              ("append10", "#1f77b4"), ("redis_rpush10", "#d62728"),
               ("get_session", "#1f77b4"), ("range", "#ff7f0e"), ("get_context", "#1f77b4"),
-              ("mixed", "#2ca02c"), ("etcd_health", "#d9b38c")]
+              ("redis_lrange", "#d62728"), ("mixed", "#2ca02c"), ("etcd_health", "#d9b38c"),
+              ("redis_ping", "#e8a0a0")]
     short = {"health": "Health", "append": "Append", "put": "etcd Put", "get_session": "GetSession",
              "range": "etcd Range", "get_context": "GetContext", "mixed": "Mixed 90/10",
-             "etcd_health": "etcd Health"}
+             "etcd_health": "etcd Health", "append10": "Append x10", "redis_rpush": "Redis RPUSH",
+             "redis_rpush10": "RPUSH x10", "redis_lrange": "Redis LRANGE", "redis_ping": "Redis PING"}
     series = [s for s in series if any((s[0], c) in by for c in concs)]
-    pw, ph, ml, mt, gap = 330, 220, 60, 40, 30
+    pw, ph, ml, mt, gap = 30 * (len(series) + 1), 220, 60, 40, 30
     W = ml + len(concs) * (pw + gap) + 20
     H = mt + 2 * (ph + 90) + 60
     o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
          'font-family="DejaVu Sans, Arial, sans-serif" font-size="11">' % (W, H, W, H),
          '<rect width="100%" height="100%" fill="white"/>',
-         '<text x="%d" y="22" font-size="15" font-weight="bold">Engram vs etcd on one machine, '
-         'one run (blue: Engram, orange: etcd, green: Engram mixed, grey: gRPC Health)</text>' % ml]
+         '<text x="%d" y="22" font-size="15" font-weight="bold">Engram vs etcd and Redis on one machine, '
+         'one run (blue: Engram, orange: etcd, red: Redis, appendfsync always; green: Engram mixed; '
+         'grey: gRPC Health)</text>' % ml]
     rows = [("qps", "requests/s (higher is better)", lambda r: r["qps"]),
             ("p99", "p99 latency, ms (lower is better)", lambda r: r["p99_us"] / 1000.0)]
     for ri, (key, title, val) in enumerate(rows):
@@ -495,10 +685,51 @@ def svg_chart(by, concs, path):
             o.append('<text x="%d" y="%d" text-anchor="middle" font-weight="bold">c = %d</text>'
                      % (x0 + pw / 2, top + 14, c))
     o.append('<text x="%d" y="%d" fill="#555">Health: the gRPC ceiling (no storage). Each bar: %s.</text>'
-             % (ml, H - 20, "h2load -c N -m 1 for a fixed time; Mixed: eg_loadgen, N threads"))
+             % (ml, H - 20, "h2load -c N -m 1 for a fixed time; Redis: redis-benchmark -c N; x10: calls of "
+                            "10 messages/values (calls/s shown); Mixed: eg_loadgen, N threads"))
     o.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(o) + "\n")
+
+
+def stored_messages(x):
+    """Messages in a store: its `messages` sub-database's entries (one per
+    message: the fill's and the other workloads' alike), else the fill's."""
+    return next((d["entries"] for d in x["dbs"] if d["db"] == "messages"), 0) or x["messages"]
+
+
+def storage_section(runs):
+    """Bytes on disk per message after the fill (1,000,000 messages), and where
+    they are (mdb_stat: pages in use, free pages, each sub-database)."""
+    stores = [r for r in runs if r.get("kind") == "lmdb"]
+    if not stores:
+        return []
+    md = ["", "## Storage per message", "",
+          "After the fill of %s messages of 256 B in calls of 100, from `mdb_stat -ef` and `mdb_stat -a` "
+          "on the live store. Per message: over every message the store holds (its `messages` "
+          "sub-database's entries: the fill's and those of the workloads before it). In use: pages "
+          "LMDB has used less its free pages, which stay in the file for reuse."
+          % "{:,}".format(stores[0]["messages"]), "",
+          "| store | messages | data.mdb | bytes/message (file) | pages in use | free pages | in use / file | "
+          "bytes/message (in use) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for x in stores:
+        n, inuse = stored_messages(x), (x["pages_used"] - x["pages_free"]) * x["page_size"]
+        md.append("| %s | %s | %.2f GB | %s | %s | %s | %.0f%% | %s |"
+                  % (x["name"], "{:,}".format(n), x["file_bytes"] / 1e9, "{:,}".format(x["file_bytes"] // n),
+                     "{:,}".format(x["pages_used"] - x["pages_free"]), "{:,}".format(x["pages_free"]),
+                     100.0 * inuse / max(1, x["file_bytes"]), "{:,}".format(inuse // n)))
+    md += ["", "Sub-databases holding pages (of %s B): their pages' bytes per entry (how full the pages "
+           "are, for entries of a known size) and per message:" % stores[0]["page_size"], "",
+           "| store | sub-database | entries | pages | of which overflow | bytes/entry | bytes/message |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for x in stores:
+        n = stored_messages(x)
+        for d in sorted((d for d in x["dbs"] if d["pages"]), key=lambda d: -d["pages"]):
+            b = d["pages"] * x["page_size"]
+            md.append("| %s | %s | %s | %s | %s | %s | %.1f |"
+                      % (x["name"], d["db"], "{:,}".format(d["entries"]), "{:,}".format(d["pages"]),
+                         "{:,}".format(d["overflow_pages"]), "{:,}".format(b // max(1, d["entries"])), b / n))
+    return md
 
 
 def median_round(rs):
@@ -529,46 +760,56 @@ def cmd_report(a):
     sr = search_runs(runs)
     gl = goals(by, rss, scaling) + search_goals(sr)
     os.makedirs(a.out, exist_ok=True)
-    md = ["# Engram vs etcd: benchmark results", "",
+    md = ["# Engram vs etcd and Redis: benchmark results", "",
           "Produced by `make bench` (bench/run.sh) on %s; every figure below comes from this one run."
           % a.date, "",
           "Machine: %s, %s CPUs (`nproc`), %s GiB RAM, Linux %s, %s; data on %s."
           % (meta["cpu"], meta["nproc"], meta["mem_gib"], meta["kernel"], meta["os"], meta["data_fs"]),
-          "Versions: Engram %s; %s; LMDB %s; libsodium %s; protobuf-c %s; %s; %s."
+          "Versions: Engram %s; %s; LMDB %s; libsodium %s; protobuf-c %s; %s; %s; %s; %s."
           % (meta["engram_commit"], meta["grpc"], meta["lmdb"], meta["libsodium"], meta["protobuf_c"],
-             meta["etcd"], meta["h2load"]), "",
+             meta["etcd"], meta.get("redis", "Redis ?"), meta["h2load"], meta.get("redis_benchmark", "?")), "",
           "Each h2load point is %s s of calls in %s slices taken in turn with the other workloads "
           "(after a %s s warm-up), by `h2load -c N -m 1 -t 1` (N connections, one stream each); p50 and "
           "p99 are computed over every call from h2load's per-request log (`--log-file`). The mixed "
           "workload is eg_loadgen (libengram) with N threads for %s s, timed per call. Every slice and "
           "run was checked against the servers' own counters by gRPC status code (bench/README.md): "
-          "exact counts, zero non-OK statuses."
+          "exact counts, zero non-OK statuses. Redis (`appendonly yes`, `appendfsync always`: every write "
+          "fsynced before its reply) takes its slices in the same turns, driven by `redis-benchmark -c N` "
+          "(one command per connection at a time) for an exact number of calls, each slice checked "
+          "against `INFO commandstats` (calls equal to the requests completed, no failed or rejected "
+          "call, no error reply); its p50 and p99 merge the slices' percentile points (no per-call "
+          "log), so they can be up to one point's spacing high."
           % (meta["seconds_per_point"], meta["rounds"], meta["warmup_seconds"], meta["seconds_per_point"]), "",
           "## Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
     for g, m, met in gl:
         md.append("| %s | %s | %s |" % (g, m, "yes" if met else "**no**"))
     md += ["", "## Throughput and latency", "",
            "Ratios compare with the same concurrency in the same run: Engram/etcd against the peer "
-           "workload (AppendMessages ↔ Put, GetSession ↔ Range); Engram/Health against Engram's own "
-           "`grpc.health.v1.Health/Check`, the gRPC ceiling.", "",
-           "| workload | c | QPS | p50 | p99 | Engram/etcd | Engram/Health |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "workload (AppendMessages ↔ Put, GetSession ↔ Range); Engram/Redis against AppendMessages ↔ "
+           "RPUSH (1 or 10 values), GetContext ↔ LRANGE, Health ↔ PING; Engram/Health against "
+           "Engram's own `grpc.health.v1.Health/Check`, the gRPC ceiling. QPS is calls/s; rows of 10 per "
+           "call also give messages (values) per second.", "",
+           "| workload | c | QPS | p50 | p99 | Engram/etcd | Engram/Redis | Engram/Health |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for w in ORDER:
         for c in concs:
             r = by.get((w, c))
             if not r:
                 continue
-            peer = by.get((PEER.get(w), c))
+            peer, rpeer = by.get((PEER.get(w), c)), by.get((REDIS_PEER.get(w), c))
             h = by.get(("health", c))
             engram_row = r["server"] == "engram"
             ratio_e = "%.2f×" % (r["qps"] / peer["qps"]) if peer and engram_row else "—"
+            ratio_r = "%.2f×" % (r["qps"] / rpeer["qps"]) if rpeer and engram_row else "—"
             ratio_h = ("%.0f%%" % (100 * r["qps"] / h["qps"])) if h and engram_row and w != "health" else "—"
-            extra = ""
+            extra = []
             if r.get("writes_per_commit"):
-                extra = " (%.1f writes/commit)" % r["writes_per_commit"]
-            md.append("| %s%s | %d | %s | %s | %s | %s | %s |"
-                      % (LABELS[w], extra, c, fmt_qps(r["qps"]), fmt_us(r["p50_us"]), fmt_us(r["p99_us"]),
-                         ratio_e, ratio_h))
+                extra.append("%.1f writes/commit" % r["writes_per_commit"])
+            if w in ITEMS:
+                extra.append("%s %s/s" % (fmt_qps(r["qps"] * ITEMS[w]), "messages" if engram_row else "values"))
+            md.append("| %s%s | %d | %s | %s | %s | %s | %s | %s |"
+                      % (LABELS[w], " (%s)" % ", ".join(extra) if extra else "", c, fmt_qps(r["qps"]),
+                         fmt_us(r["p50_us"]), fmt_us(r["p99_us"]), ratio_e, ratio_r, ratio_h))
     md += ["", "![QPS and p99 per workload and concurrency](chart.svg)", "",
            "## Scaling", "",
            "One client, calls one after another (eg_loadgen, c=1); small and big alternate for three "
@@ -623,6 +864,7 @@ def cmd_report(a):
                 if ph["what"] == "append":
                     md += ["", "Fill of the search user: %s messages in %.1f s (%s messages/s, 8 threads, 100 "
                            "per call)." % ("{:,}".format(ph["items"]), ph["seconds"], fmt_qps(ph["items_per_s"]))]
+    md += storage_section(runs)
     md += ["", "## Memory and fill", "", "| when | messages | VmRSS | RssAnon | RssFile (LMDB map pages) |",
            "| --- | ---: | ---: | ---: | ---: |"]
     for x in rss:
@@ -660,6 +902,15 @@ def main():
         s.add_argument("--" + k, required=True)
     s.add_argument("--conc", type=int, required=True)
     s.add_argument("--calls", type=int, required=True)
+    s = sub.add_parser("check-redis")
+    for k in ("name", "workload", "command", "out", "before", "after"):
+        s.add_argument("--" + k, required=True)
+    s.add_argument("--conc", type=int, required=True)
+    s.add_argument("--calls", type=int, required=True)
+    s = sub.add_parser("lmdb")
+    s.add_argument("dir")
+    s.add_argument("label")
+    s.add_argument("--messages", type=int, default=0)
     s = sub.add_parser("check-loadgen")
     for k in ("name", "workload", "methods", "out", "before", "after"):
         s.add_argument("--" + k, required=True)
@@ -688,7 +939,8 @@ def main():
         s.add_argument("--" + k, required=True)
     s.add_argument("--elapsed", default="")
     a = p.parse_args()
-    {"check-h2load": cmd_check_h2load, "scrape": cmd_scrape, "http-ok": cmd_http_ok, "calls": cmd_calls, "check-loadgen": cmd_check_loadgen, "rss": cmd_rss,
+    {"check-h2load": cmd_check_h2load, "scrape": cmd_scrape, "http-ok": cmd_http_ok, "calls": cmd_calls,
+     "check-loadgen": cmd_check_loadgen, "check-redis": cmd_check_redis, "lmdb": cmd_lmdb, "rss": cmd_rss,
      "meta": cmd_meta, "report": cmd_report}[a.cmd](a)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Engram and etcd side by side on this machine, in one run (issue 5).
+# Engram, etcd and Redis side by side on this machine, in one run (issues 5, 15).
 # `make bench` builds Release and calls this; see bench/README.md.
 #
 #   bench/run.sh BUILD_DIR       BUILD_DIR holds engramd, engram and eg_loadgen
@@ -7,12 +7,15 @@
 # Environment (all optional): BENCH_SECONDS (5) per point, BENCH_ROUNDS (3)
 # slices per point, BENCH_WARMUP (1),
 # BENCH_CONCURRENCY ("1 16 64"), BENCH_OUT (bench/results), BENCH_KEEP=1 keeps
-# the work directory (data, logs, h2load per-request logs).
+# the work directory (data, logs, h2load per-request logs),
+# BENCH_FILL_SESSIONS (10000) sessions of 100 messages in the fill (fewer:
+# a quick run proving the script, whose "1,000,000" figures do not hold).
 #
-# Starts engramd (durable commits, encryption, auth) and etcd, both on
-# 127.0.0.1 with data in a temporary directory under BUILD_DIR, and stops
-# both by PID on any exit. Every wait is bounded; every load run has a
-# fixed duration and an outer timeout.
+# Starts engramd (durable commits, encryption, auth), etcd and Redis
+# (appendonly yes, appendfsync always), all on 127.0.0.1 with data in a
+# temporary directory under BUILD_DIR, and stops them by PID on any exit.
+# Every wait is bounded; every load run has a fixed duration or count, and
+# an outer timeout.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +30,7 @@ PY=/usr/bin/python3
 REPORT="$PY $ROOT/bench/report.py"
 LOADGEN=$BUILD/eg_loadgen
 TOKEN=bench-secret
-FILL_SESSIONS=10000          # x FILL_MESSAGES = 1,000,000 messages
+FILL_SESSIONS=${BENCH_FILL_SESSIONS:-10000} # x FILL_MESSAGES = 1,000,000 messages
 FILL_MESSAGES=100
 SCALE_MESSAGES=100000
 SCALE_SESSIONS=100000
@@ -37,7 +40,7 @@ log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
 for f in "$BUILD/engramd" "$BUILD/engram" "$LOADGEN"; do [ -x "$f" ] || die "missing $f (run make bench)"; done
-for t in h2load nghttp etcd "$PY"; do command -v "$t" >/dev/null || die "missing $t (scripts/deps.sh bench)"; done
+for t in h2load nghttp etcd redis-server redis-benchmark redis-cli "$PY"; do command -v "$t" >/dev/null || die "missing $t (scripts/deps.sh bench)"; done
 
 WORK=$(mktemp -d "$BUILD/bench.XXXXXX")
 RAW=$WORK/raw
@@ -74,6 +77,8 @@ EG_METRICS_PORT=$(free_port)
 ETCD_PORT=$(free_port)
 ETCD_PEER_PORT=$(free_port)
 while [ "$ETCD_PEER_PORT" = "$ETCD_PORT" ] || [ "$ETCD_PEER_PORT" = "$EG_METRICS_PORT" ]; do ETCD_PEER_PORT=$(free_port); done
+REDIS_PORT=$(free_port)
+while [[ " $EG_METRICS_PORT $ETCD_PORT $ETCD_PEER_PORT " == *" $REDIS_PORT "* ]]; do REDIS_PORT=$(free_port); done
 
 echo "bench agent $("$BUILD/engram" token hash "$TOKEN")" >"$WORK/tokens"
 log "starting engramd (Release, durable commits, encryption on, auth on) in $WORK"
@@ -100,11 +105,28 @@ ETCD=127.0.0.1:$ETCD_PORT
 ETCD_METRICS=http://$ETCD/metrics
 wait_for "etcd" 30 $REPORT http-ok "http://$ETCD/health" --contains '"health":"true"'
 
+# Redis as its users run it when every acknowledged write must be durable:
+# each write is in the append-only file and fsynced before its reply. No
+# config file: Redis's built-in defaults but for these. No RDB snapshots
+# (save ""), and no automatic AOF rewrite: a rewrite forks a child that would
+# compete for the same CPUs with whichever server is being measured.
+rcli() { timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+redis_ping() { [ "$(rcli PING)" = PONG ]; }
+mkdir -p "$WORK/redis"
+log "starting $(redis-server --version | cut -d' ' -f1-3) on 127.0.0.1:$REDIS_PORT (appendonly yes, appendfsync always)"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$WORK/redis" --appendonly yes --appendfsync always \
+  --save '' --auto-aof-rewrite-percentage 0 --daemonize no --logfile "$WORK/redis.log" &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_for "redis" 15 redis_ping
+[ "$(rcli CONFIG GET appendfsync | tail -1)" = always ] || die "redis: appendfsync is not always"
+
 $REPORT meta "$WORK" --seconds "$SECS" --warmup "$WARM" --rounds "$ROUNDS" >"$WORK/meta.json"
 
 # ---- request bodies, seed data, one sampled reply each -----------------------------
 B=$WORK/bodies
 $LOADGEN body append bench-append 256 >"$B/append.bin"
+$LOADGEN body append bench-append10 256 10 >"$B/append10.bin"
 $LOADGEN body get-session bench-get >"$B/get_session.bin"
 $LOADGEN body get-context bench-ctx 20 >"$B/get_context.bin"
 $LOADGEN body health >"$B/health.bin"
@@ -113,6 +135,7 @@ $LOADGEN body etcd-range bench-key >"$B/range.bin"
 
 lg() { timeout 600 "$LOADGEN" --target "$EG" --token "$TOKEN" "$@"; }
 lg fill --session bench-append --user bench-user --messages 0 >/dev/null || die "seed bench-append"
+lg fill --session bench-append10 --user bench-user --messages 0 >/dev/null || die "seed bench-append10"
 lg fill --session bench-get --user bench-user --messages 2 >/dev/null || die "seed bench-get"
 lg fill --session bench-ctx --user bench-user --messages 100 >/dev/null || die "seed bench-ctx"
 
@@ -138,10 +161,30 @@ sample "http://$EG/engram.v1.SessionService/AppendMessages" "$B/append.bin" "${A
 sample "http://$EG/engram.v1.SessionService/GetSession" "$B/get_session.bin" "${AUTH_H[@]}"
 sample "http://$EG/engram.v1.SessionService/GetContext" "$B/get_context.bin" "${AUTH_H[@]}"
 sample "http://$EG/grpc.health.v1.Health/Check" "$B/health.bin" "${AUTH_H[@]}"
+sample "http://$EG/engram.v1.SessionService/AppendMessages" "$B/append10.bin" "${AUTH_H[@]}"
+
+# Redis values: 256 bytes each, ten different ones for the 10-value RPUSH.
+# bench-ctx holds 100, as Engram's bench-ctx session holds 100 messages;
+# LRANGE bench-ctx -20 -1 is its last 20, as GetContext returns the last 20.
+redis_value() { printf 'v%-255s' "$1" | tr ' ' x; }
+RV=$(redis_value 0)
+RV10=()
+for i in 1 2 3 4 5 6 7 8 9 10; do RV10+=("$(redis_value "$i")"); done
+ctx_values=()
+for ((i = 0; i < 100; i++)); do ctx_values+=("$(redis_value "$i")"); done
+[ "$(rcli RPUSH bench-ctx "${ctx_values[@]}")" = 100 ] || die "redis: seeding bench-ctx"
+# The sampled reads, as for the gRPC servers: the last 20 values come back, whole.
+[ "$(rcli LRANGE bench-ctx -20 -1 | grep -c "^v8[0-9]x*$\|^v9[0-9]x*$")" = 20 ] || die "redis: LRANGE bench-ctx"
+[ "$(rcli LRANGE bench-ctx -20 -1 | awk '{ n += length($0) } END { print n }')" = 5120 ] || die "redis: LRANGE sizes"
 
 # ---- h2load workloads ------------------------------------------------------------
 # scrape URL FILE: the metrics, once the call counters have settled.
 scrape() { timeout 30 $REPORT scrape "$1" "$2" || die "scrape $1"; }
+
+# log_slice: one line for the slice just recorded in RUNS.
+log_slice() {
+  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-20s %9.0f req/s  p50 %6d us  p99 %6d us  (%d calls, server OK %d)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["succeeded"], r["server_ok"]))')"
+}
 
 # h2run WORKLOAD SERVER METHOD_PATH BODY CONCURRENCY ROUND
 # One slice of SECS/ROUNDS seconds. Round 1 starts with a warm-up (WARM
@@ -167,11 +210,40 @@ h2run() {
     --calls "$calls" --out "$RAW/$name.out" --log "$RAW/$name.log" --before "$RAW/$name.before" \
     --after "$RAW/$name.after" >>"$RUNS" || die "counting check of $name"
   cp "$RAW/$name.out" "$rate"
-  log "$(tail -1 "$RUNS" | $PY -c 'import json,sys; r=json.load(sys.stdin); print("%-20s %9.0f req/s  p50 %6d us  p99 %6d us  (%d calls, server OK %d)" % (r["name"], r["qps"], r["p50_us"], r["p99_us"], r["succeeded"], r["server_ok"]))')"
+  log_slice
+}
+
+# rbrun WORKLOAD COMMAND CONCURRENCY ROUND ARGS...
+# One slice of redis-benchmark sending the command ARGS, like h2run: round 1
+# starts with a warm-up and a run to measure the rate (a number of calls
+# each: redis-benchmark has no duration option); each slice asks for an
+# exact number of calls (-n), and report.py check-redis compares COMMAND's
+# calls in INFO commandstats before and after with the requests
+# redis-benchmark reports.
+rbrun() {
+  local w=$1 cmd=$2 c=$3 round=$4 name calls
+  shift 4
+  name=${w}_c${c}_r$round
+  local rate=$RAW/${w}_c$c.rate rb=(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$c")
+  if [ "$round" = 1 ]; then
+    timeout 120 "${rb[@]}" -n $((c * 100 + 500)) "$@" >"$rate" 2>&1 || die "redis-benchmark warm-up $name: $(tail -3 "$rate")"
+    calls=$($REPORT calls "$rate" --seconds "$WARM" --conc "$c") || die "rate for $name"
+    timeout $((WARM * 4 + 60)) "${rb[@]}" -n "$calls" "$@" >"$rate" 2>&1 || die "redis-benchmark rate $name: $(tail -3 "$rate")"
+  fi
+  calls=$($REPORT calls "$rate" --seconds "$SLICE" --conc "$c") || die "rate for $name"
+  rcli INFO all >"$RAW/$name.before" || die "redis INFO"
+  timeout $((SECS * 4 + 60)) "${rb[@]}" -n "$calls" "$@" >"$RAW/$name.out" 2>&1 ||
+    die "redis-benchmark $name: $(tail -3 "$RAW/$name.out")"
+  rcli INFO all >"$RAW/$name.after" || die "redis INFO"
+  $REPORT check-redis --name "$name" --workload "$w" --command "$cmd" --conc "$c" \
+    --calls "$calls" --out "$RAW/$name.out" --before "$RAW/$name.before" --after "$RAW/$name.after" >>"$RUNS" ||
+    die "counting check of $name"
+  cp "$RAW/$name.out" "$rate"
+  log_slice
 }
 
 # Peers back to back, and every workload in ROUNDS slices taken in turn, so
-# that both servers see the same machine (it is shared, and noisy).
+# that all three servers see the same machine (it is shared, and noisy).
 for c in "${CONCS[@]}"; do
   log "h2load, concurrency $c"
   for ((round = 1; round <= ROUNDS; round++)); do
@@ -182,11 +254,21 @@ for c in "${CONCS[@]}"; do
     h2run get_context engram /engram.v1.SessionService/GetContext "$B/get_context.bin" "$c" "$round"
     h2run health engram /grpc.health.v1.Health/Check "$B/health.bin" "$c" "$round"
     h2run etcd_health etcd /grpc.health.v1.Health/Check "$B/health.bin" "$c" "$round"
+    rbrun redis_rpush RPUSH "$c" "$round" RPUSH bench-list "$RV"
+    # 10 per call at the goal's concurrency only: the run must stay short.
+    if [ "$c" = 64 ]; then
+      h2run append10 engram /engram.v1.SessionService/AppendMessages "$B/append10.bin" "$c" "$round"
+      rbrun redis_rpush10 RPUSH "$c" "$round" RPUSH bench-list10 "${RV10[@]}"
+    fi
+    rbrun redis_lrange LRANGE "$c" "$round" LRANGE bench-ctx -20 -1
+    rbrun redis_ping PING "$c" "$round" PING
   done
 done
 
-# etcd is done: stop it, so it is not busy (snapshots, compaction) under what follows.
+# etcd and Redis are done: stop them, so they are not busy (snapshots,
+# compaction) under what follows.
 stop_pid "$ETCD_PID"
+stop_pid "$REDIS_PID"
 PIDS=("$EG_PID")
 
 # ---- eg_loadgen: fill, memory, mixed, scaling ---------------------------------------------
@@ -249,14 +331,23 @@ log "fill: $FILL_SESSIONS sessions x $FILL_MESSAGES messages (AppendMessages of 
 lgrun fill fill 64 "$SVC/CreateSession,$SVC/AppendMessages" \
   fill --prefix m- --sessions "$FILL_SESSIONS" --users 1000 --messages "$FILL_MESSAGES" \
   --per-call 100 --bytes 256 --threads 64 --seconds 300
+# fill_done: the messages the last fill appended; a fill cut short by its 300 s is a failure here,
+# not a wrong count in the workloads that read the filled sessions.
+fill_done() { tail -1 "$RUNS" | $PY -c 'import json,sys; print(sum(p["items"] for p in json.load(sys.stdin)["phases"] if p["what"] == "append"))'; }
+[ "$(fill_done)" = $((FILL_SESSIONS * FILL_MESSAGES)) ] || die "the fill appended $(fill_done) messages in 300 s, not $((FILL_SESSIONS * FILL_MESSAGES))"
 sleep 1
 $REPORT rss "$EG_PID" after_fill --messages $((FILL_SESSIONS * FILL_MESSAGES)) >>"$RUNS"
 log "the same fill on the --index-messages=false engramd, then indexing on vs off again"
 LG_AT=$NOIDX LG_METRICS=$NOIDX_METRICS lgrun fill_noidx fill_noidx 64 "$SVC/CreateSession,$SVC/AppendMessages" \
   fill --prefix m- --sessions "$FILL_SESSIONS" --users 1000 --messages "$FILL_MESSAGES" \
   --per-call 100 --bytes 256 --threads 64 --seconds 300
+[ "$(fill_done)" = $((FILL_SESSIONS * FILL_MESSAGES)) ] || die "the unindexed fill appended $(fill_done) messages in 300 s"
 index_rounds filled
 disk indexed "$WORK/engram" $((FILL_SESSIONS * FILL_MESSAGES))
+timeout 60 $REPORT lmdb "$WORK/engram" indexed --messages $((FILL_SESSIONS * FILL_MESSAGES)) >>"$RUNS" ||
+  die "mdb_stat of the indexed store"
+timeout 60 $REPORT lmdb "$WORK/engram-noidx" unindexed --messages $((FILL_SESSIONS * FILL_MESSAGES)) >>"$RUNS" ||
+  die "mdb_stat of the unindexed store"
 disk unindexed "$WORK/engram-noidx" $((FILL_SESSIONS * FILL_MESSAGES))
 stop_pid "$NOIDX_PID"
 PIDS=("$EG_PID")
@@ -310,7 +401,7 @@ lgrun search_user_c16 search_user_c16 16 "$SVC/SearchMessages" \
   run search-messages --user search-user --threads 16 --seconds "$SECS"
 
 # ---- stop, then report -----------------------------------------------------------------------
-log "stopping engramd and etcd"
+log "stopping engramd"
 for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
 PIDS=()
 grep -q 'draining calls' "$WORK/engramd.log" || log "note: engramd did not log an orderly stop"

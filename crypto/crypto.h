@@ -93,6 +93,11 @@ eg_err eg_keyring_fingerprint_check(const eg_keyring *kr, const uint8_t *fp, siz
 eg_err eg_keyring_fingerprint_ids(const uint8_t *fp, size_t len, uint32_t *ids, size_t cap,
                                   size_t *n);
 
+/* Removes id's entry from the fingerprint fp[0..len) in place (a key
+ * retired: server/key_retire.h); returns the new length (len when fp does
+ * not name id, or is malformed). */
+size_t eg_keyring_fingerprint_drop(uint8_t *fp, size_t len, uint32_t id);
+
 /* 1 if kr holds the key with this id. Thread safety: safe on a shared
  * keyring. */
 int eg_keyring_has(const eg_keyring *kr, uint32_t id);

@@ -375,6 +375,16 @@ eg_err eg_keyring_fingerprint_ids(const uint8_t *fp, size_t len, uint32_t *ids, 
   return EG_OK;
 }
 
+size_t eg_keyring_fingerprint_drop(uint8_t *fp, size_t len, uint32_t id) {
+  if (!fingerprint_valid(fp, len)) return len;
+  for (size_t off = 1; off < len; off += EG_FINGERPRINT_ENTRY) {
+    if (get_u32be(fp + off) != id) continue;
+    memmove(fp + off, fp + off + EG_FINGERPRINT_ENTRY, len - off - EG_FINGERPRINT_ENTRY);
+    return len - EG_FINGERPRINT_ENTRY;
+  }
+  return len;
+}
+
 int eg_keyring_has(const eg_keyring *kr, uint32_t id) { return keyring_find(kr, id) != NULL; }
 
 eg_err eg_keyring_fingerprint_check(const eg_keyring *kr, const uint8_t *fp, size_t len,

@@ -91,7 +91,7 @@ static eg_err eg_follow_hello(eg_repl *r, Engram__V1__StreamRequest *h,
 /* Logs line unless it is the one logged last: a replica that retries
  * every few seconds for the same reason says it once. */
 static void eg_follow_log(const char *line) {
-  static char last[512]; /* the follower is one thread */
+  static char last[1024]; /* the follower is one thread */
   if (strcmp(line, last) == 0) return;
   eg_log(EG_LOG_WARN, "replica: %s", line);
   snprintf(last, sizeof last, "%s", line);
@@ -99,16 +99,22 @@ static void eg_follow_log(const char *line) {
 
 /* 1 if this node's keys fit the key fingerprint the primary recorded (m is
  * the stream's first response): its data, which the replica would store,
- * is sealed with those keys. Else logs which key is absent or differs. A
- * primary that sends none predates the check. */
+ * is sealed with those keys, except keys nothing is under any more (a key
+ * the replica's keyring no longer holds, retired: key_store.keys_fit).
+ * Else logs which key is absent or differs. A primary that sends none
+ * predates the check. */
 static int eg_follow_keys_fit(eg_repl *r, const Engram__V1__StreamResponse *m) {
-  char why[256], line[512];
+  char why[768], line[1024];
   int has_new;
   const eg_keyring *keys = r->keys ? atomic_load(r->keys) : NULL;
-  if (!m->key_fingerprint.len || !keys) return 1;
-  if (eg_keyring_fingerprint_check(keys, m->key_fingerprint.data, m->key_fingerprint.len,
-                                   &has_new, why, sizeof why) == EG_OK)
-    return 1;
+  const ProtobufCBinaryData *fp = &m->key_fingerprint;
+  if (!fp->len || !keys) return 1;
+  eg_err e = r->key_store.keys_fit
+                 ? r->key_store.keys_fit(r->store, r->key_store.dk, keys, fp->data, fp->len, why,
+                                         sizeof why)
+                 : eg_keyring_fingerprint_check(keys, fp->data, fp->len, &has_new, why,
+                                                sizeof why);
+  if (e == EG_OK) return 1;
   snprintf(line, sizeof line,
            "refusing the log of %s: its data does not fit this node's keyring: %s; applying "
            "nothing (install the primary's keyring and restart)", eg_repl_current(r)->addr, why);

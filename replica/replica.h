@@ -37,6 +37,13 @@ typedef struct {
   eg_err (*changes)(eg_data_keys *dk, uint64_t since, size_t max, eg_data_key_rec_fn fn,
                     void *arg, uint64_t *last);
   eg_err (*apply)(eg_data_keys *dk, const eg_key_change *ch, size_t n);
+  /* Whether keys fit the key fingerprint fp[0..len) a primary sent: every
+   * key it names is in keys with the same check value, or absent with
+   * nothing under it in this node's store and dk (a key retired:
+   * server/key_retire.h). EG_OK, else why says which key and what.
+   * NULL: every key it names must be in keys. */
+  eg_err (*keys_fit)(eg_store *store, eg_data_keys *dk, const eg_keyring *keys,
+                     const uint8_t *fp, size_t len, char *why, size_t whylen);
 } eg_repl_key_store;
 
 typedef struct {
@@ -58,7 +65,7 @@ typedef struct {
   /* Where the node's keyring is (borrowed: valid until eg_repl_free; a
    * SIGHUP reload swaps the keyring it points at, so the module loads it
    * at each use). A replica applies nothing from a primary whose recorded
-   * key fingerprint it does not fit. NULL: no check. */
+   * key fingerprint it does not fit (key_store.keys_fit). NULL: no check. */
   _Atomic(const eg_keyring *) const *keys;
   /* The key store, replicated beside the log (borrowed like keys). */
   eg_repl_key_store key_store;

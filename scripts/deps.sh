@@ -34,7 +34,10 @@ test_pkgs+=(etcd-server etcd-client)
 # npm package would conflict with).
 command -v node >/dev/null || test_pkgs+=(nodejs)
 command -v npm >/dev/null || test_pkgs+=(npm)
-bench_pkgs=(nghttp2-client)
+# make bench: h2load and nghttp (nghttp2-client); Redis beside etcd
+# (redis-server; redis-tools has redis-benchmark and redis-cli). mdb_stat
+# (lmdb-utils) is in build_pkgs.
+bench_pkgs=(nghttp2-client redis-server redis-tools)
 # libFuzzer: clang 14, whose runtime (libclang_rt.fuzzer) Debian 12 ships in
 # libclang-rt-14-dev, a recommendation only, so named here.
 fuzz_pkgs=(clang libclang-rt-14-dev)

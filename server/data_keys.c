@@ -518,10 +518,9 @@ eg_err eg_data_keys_rewrap(eg_data_keys *dk, const eg_keyring *kr, uint64_t max,
   if (e) return e;
   eg_data_keys_stats st;
   eg_master_key_use uses[EG_DATA_KEYS_MASTERS_MAX];
-  if ((e = eg_data_keys_status(dk, &st, uses, EG_DATA_KEYS_MASTERS_MAX)) != EG_OK) return e;
   /* Counted only from a complete list: a master key past the cap would
    * be missing from `remaining`. */
-  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) return EG_ELIMIT;
+  if ((e = eg_data_keys_status_all(dk, &st, uses)) != EG_OK) return e;
   for (size_t i = 0; i < st.n_masters; i++)
     if (uses[i].master_key_id != primary) *remaining += uses[i].data_keys;
   return EG_OK;
@@ -584,6 +583,13 @@ eg_err eg_data_keys_status(eg_data_keys *dk, eg_data_keys_stats *st, eg_master_k
   dk_count_user_end(c);
   free(c);
   return rc < 0 ? (eg_err)-rc : EG_OK;
+}
+
+eg_err eg_data_keys_status_all(eg_data_keys *dk, eg_data_keys_stats *st,
+                               eg_master_key_use uses[EG_DATA_KEYS_MASTERS_MAX]) {
+  eg_err e = eg_data_keys_status(dk, st, uses, EG_DATA_KEYS_MASTERS_MAX);
+  if (e == EG_OK && st->n_masters > EG_DATA_KEYS_MASTERS_MAX) e = EG_ELIMIT;
+  return e;
 }
 
 /* ---- replication and backup ---------------------------------------------------- */

@@ -158,6 +158,10 @@ typedef struct {
 } eg_data_keys_stats;
 eg_err eg_data_keys_status(eg_data_keys *dk, eg_data_keys_stats *st, eg_master_key_use *uses,
                            size_t cap);
+/* eg_data_keys_status with cap EG_DATA_KEYS_MASTERS_MAX, for the callers
+ * that need every id listed: EG_ELIMIT (st->n_masters set) past it. */
+eg_err eg_data_keys_status_all(eg_data_keys *dk, eg_data_keys_stats *st,
+                               eg_master_key_use uses[EG_DATA_KEYS_MASTERS_MAX]);
 
 /* ---- replication and backup ---- */
 /* The highest version this store gave out or applied (0: none). */

@@ -7,20 +7,23 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "server/key_retire.h"
 #include "server/reload.h"
 
-eg_err eg_keyring_check_fingerprint(eg_store *store, const eg_keyring *keys, const char *path,
-                                    char *err, size_t errlen) {
+eg_err eg_keyring_check_fingerprint(eg_store *store, eg_data_keys *dk, const eg_keyring *keys,
+                                    uint32_t primary_in_use, const char *path, char *err,
+                                    size_t errlen) {
   uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
-  char why[256];
-  size_t len = 0;
+  uint32_t retired[EG_KEYRING_KEYS_MAX];
+  char why[768];
+  size_t len = 0, n_retired = 0;
   int has_new = 1;
   eg_err e = eg_store_meta_get(store, EG_META_KEY_FINGERPRINT, fp, sizeof fp, &len);
   if (e == EG_OK) {
-    e = eg_keyring_fingerprint_check(keys, fp, len, &has_new, why, sizeof why);
+    e = eg_key_retire_fit(store, dk, keys, primary_in_use, fp, len, retired, EG_KEYRING_KEYS_MAX,
+                          &n_retired, &has_new, why, sizeof why);
     if (e != EG_OK) {
-      snprintf(err, errlen, "%.200s does not fit this data dir: %.200s (restore the keyring the "
-               "data was written with)", path, why);
+      snprintf(err, errlen, "%.200s does not fit this data dir: %.760s", path, why);
       return e;
     }
   } else if (e == EG_ENOTFOUND && eg_store_last_lsn(store) > 0) {
@@ -30,11 +33,18 @@ eg_err eg_keyring_check_fingerprint(eg_store *store, const eg_keyring *keys, con
     snprintf(err, errlen, "cannot read the key fingerprint (%s)", eg_err_msg(e));
     return e;
   }
-  if (!has_new) return EG_OK;
+  if (!has_new && !n_retired) return EG_OK;
   len = eg_keyring_fingerprint(keys, fp);
   e = eg_store_meta_put(store, EG_META_KEY_FINGERPRINT, fp, len);
-  if (e != EG_OK) snprintf(err, errlen, "cannot record the key fingerprint (%s)", eg_err_msg(e));
-  return e;
+  if (e != EG_OK) {
+    snprintf(err, errlen, "cannot record the key fingerprint (%s)", eg_err_msg(e));
+    return e;
+  }
+  for (size_t i = 0; i < n_retired; i++)
+    eg_log(EG_LOG_INFO, "master key %u retired: nothing is under it (no data key wrapped under "
+           "it, no field token, not the blind-index key); the key fingerprint no longer names "
+           "it", (unsigned)retired[i]);
+  return EG_OK;
 }
 
 /* The hook's state: main's alone (hooks run on main's thread). */
@@ -56,7 +66,7 @@ static int eg_keyring_same(const eg_keyring *a, const eg_keyring *b) {
 
 static void eg_keyring_reload(void *arg) {
   (void)arg;
-  char err[512];
+  char err[1024];
   eg_keyring *next = NULL;
   if (eg_keyring_load(eg_kr.path, &next, err, sizeof err) != EG_OK) {
     eg_log(EG_LOG_WARN, "keyring reload refused, keeping the keyring in use: %s", err);
@@ -78,8 +88,10 @@ static void eg_keyring_reload(void *arg) {
   }
   /* The fingerprint is recorded before the swap: no token under a new key
    * exists before the store names that key. */
-  if (eg_keyring_check_fingerprint(eg_kr.srv->store, next, eg_kr.path, err, sizeof err) !=
-      EG_OK) {
+  const eg_keyring *cur = atomic_load(&eg_kr.srv->keys);
+  if (eg_keyring_check_fingerprint(eg_kr.srv->store, eg_kr.srv->data_keys, next,
+                                   eg_keyring_primary_id(cur), eg_kr.path, err,
+                                   sizeof err) != EG_OK) {
     eg_log(EG_LOG_WARN, "keyring reload refused, keeping the keyring in use: %s", err);
     eg_keyring_free(next);
     return;

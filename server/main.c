@@ -21,6 +21,7 @@
 #include "server/config.h"
 #include "server/data_keys.h"
 #include "server/key_rotation.h"
+#include "server/key_retire.h"
 #include "server/keyring_reload.h"
 #include "server/limits.h"
 #include "server/reload.h"
@@ -248,6 +249,17 @@ static void eg_replica_id(const eg_config *cfg, int bound_port, char *out, size_
     snprintf(out, n, "%s-pid%d", host, (int)getpid());
 }
 
+/* eg_repl_key_store.keys_fit: the primary's fingerprint against this
+ * replica's keyring, a key it lacks judged by this node's own store (the
+ * primary's data and key store as far as it has applied them). No primary
+ * of the keyring in use to protect: a replica wraps no data key. */
+static eg_err eg_replica_keys_fit(eg_store *store, eg_data_keys *dk, const eg_keyring *keys,
+                                  const uint8_t *fp, size_t len, char *why, size_t whylen) {
+  size_t n;
+  int has_new;
+  return eg_key_retire_fit(store, dk, keys, 0, fp, len, NULL, 0, &n, &has_new, why, whylen);
+}
+
 static eg_err eg_repl_open(const eg_config *cfg, eg_srv *srv, eg_repl **out, char *err,
                           size_t errlen) {
   char id[128];
@@ -269,7 +281,8 @@ static eg_err eg_repl_open(const eg_config *cfg, eg_srv *srv, eg_repl **out, cha
       .key_store = {.dk = srv->data_keys,
                     .version = eg_data_keys_version,
                     .changes = eg_data_keys_changes,
-                    .apply = eg_data_keys_apply_batch},
+                    .apply = eg_data_keys_apply_batch,
+                    .keys_fit = eg_replica_keys_fit},
       .tls = eg_config_peer_tls(cfg, &tls),
   };
   eg_err e = eg_repl_new(&rc, srv->store, out, err, errlen);
@@ -336,7 +349,7 @@ static eg_err eg_write_alone(void *writer, eg_err (*fn)(void *arg, eg_txn *t), v
 }
 
 static int eg_serve(const eg_config *cfg, eg_srv *srv) {
-  char err[512] = "";
+  char err[1024] = "";
   eg_writer *writer = NULL;
   eg_transport *tp = NULL;
   eg_metrics_http *http = NULL;
@@ -439,7 +452,7 @@ static int eg_serve(const eg_config *cfg, eg_srv *srv) {
 
 int main(int argc, char **argv) {
   eg_config cfg;
-  char err[512] = "";
+  char err[1024] = "";
   int help = 0, rc = 1;
   eg_keyring *keys = NULL;
   eg_auth *auth = NULL;
@@ -534,8 +547,7 @@ int main(int argc, char **argv) {
     eg_fail(cfg.data_dir, err);
     goto out;
   }
-  if ((!keys && eg_create_keys(keyring, store, &keys, err, sizeof err) != EG_OK) ||
-      eg_keyring_check_fingerprint(store, keys, keyring, err, sizeof err) != EG_OK) {
+  if (!keys && eg_create_keys(keyring, store, &keys, err, sizeof err) != EG_OK) {
     eg_fail("keyring", err);
     goto out;
   }
@@ -551,6 +563,12 @@ int main(int argc, char **argv) {
   }
   if (record_use && eg_store_meta_put(store, EG_META_KEY_STORE_USED, "1", 1) != EG_OK) {
     eg_fail("--key-store", "cannot record in the store that it uses a key store");
+    goto out;
+  }
+  /* After the key store opens: whether a recorded key the keyring lacks
+   * may retire depends on the data keys wrapped under it. */
+  if (eg_keyring_check_fingerprint(store, data_keys, keys, 0, keyring, err, sizeof err) != EG_OK) {
+    eg_fail("keyring", err);
     goto out;
   }
   if (eg_auth_dev_mode(auth))

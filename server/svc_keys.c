@@ -1,5 +1,6 @@
 /* AdminService: GetKeyStatus, RewrapKeys and BackupKeys, the key store's
- * admin calls (server/data_keys.h), for the admin role. */
+ * admin calls (server/data_keys.h), for the admin role. GetKeyStatus says
+ * per master key whether it may leave the keyring (server/key_retire.h). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "server/backup_chunk.h"
 #include "server/convert.h"
 #include "server/data_keys.h"
+#include "server/key_retire.h"
 #include "server/key_rotation.h"
 #include "server/service.h"
 
@@ -26,18 +28,47 @@ static eg_err eg_keyring_ids(const eg_keyring *kr, uint32_t *ids, size_t *n) {
   return e;
 }
 
-/* master_keys: the keyring's keys and the store's, merged by id. */
+/* The blind-index key id of a store without a blind-index row: the
+ * lowest id its key fingerprint names (the keyring's when none is
+ * recorded), as a retire check at start or reload takes it. */
+static uint32_t eg_status_lowest_recorded(eg_req *r, const eg_keyring *kr) {
+  uint8_t fp[EG_KEYRING_FINGERPRINT_MAX];
+  size_t len = 0;
+  uint32_t low = 0;
+  if (eg_store_meta_get(r->srv->store, EG_META_KEY_FINGERPRINT, fp, sizeof fp, &len) == EG_OK)
+    low = eg_fingerprint_lowest_id(fp, len);
+  return low ? low : eg_keyring_blind_key_id(kr);
+}
+
+/* u's retirable and retire_blocker (server/key_retire.h) in r's arena. */
+static eg_err eg_status_retire(eg_req *r, const eg_key_retire_facts *f,
+                               Engram__V1__MasterKeyUse *u) {
+  char why[384];
+  u->retirable = eg_key_retirable(f, u->master_key_id, why, sizeof why);
+  if (!u->retirable && !(u->retire_blocker = eg_arena_strndup(r->arena, why, strlen(why))))
+    return EG_ENOMEM;
+  return EG_OK;
+}
+
+/* master_keys: the keyring's keys and the store's, merged by id, each
+ * with whether it may retire. */
 static eg_err eg_status_masters(eg_req *r, const eg_master_key_use *uses, size_t n_uses,
                                 Engram__V1__GetKeyStatusResponse *out) {
   uint32_t ring[EG_KEYRING_KEYS_MAX];
   size_t n_ring = 0, i = 0, j = 0;
   const eg_keyring *kr = eg_srv_keys(r->srv);
+  eg_key_retire_facts f = {.uses = uses, .n_uses = n_uses,
+                           .primary_in_use = eg_keyring_primary_id(kr)};
   eg_err e = eg_keyring_ids(kr, ring, &n_ring);
   if (e) return e;
+  if ((e = eg_key_retire_facts_read(r->srv->store, eg_status_lowest_recorded(r, kr), &f))) {
+    snprintf(r->msg, sizeof r->msg, "key jobs' state: %s", eg_err_msg(e));
+    return e;
+  }
   Engram__V1__MasterKeyUse *m = eg_arena_alloc(r->arena, (n_ring + n_uses) * sizeof *m);
   out->master_keys = eg_arena_alloc(r->arena, (n_ring + n_uses) * sizeof *out->master_keys);
-  if (!m || !out->master_keys) return EG_ENOMEM;
-  while (i < n_ring || j < n_uses) {
+  if (!m || !out->master_keys) e = EG_ENOMEM;
+  while (!e && (i < n_ring || j < n_uses)) {
     Engram__V1__MasterKeyUse *u = &m[out->n_master_keys];
     engram__v1__master_key_use__init(u);
     if (j == n_uses || (i < n_ring && ring[i] < uses[j].master_key_id)) {
@@ -49,9 +80,11 @@ static eg_err eg_status_masters(eg_req *r, const eg_master_key_use *uses, size_t
     }
     u->primary = u->master_key_id == eg_keyring_primary_id(kr);
     u->in_keyring = eg_keyring_has(kr, u->master_key_id);
+    e = eg_status_retire(r, &f, u);
     out->master_keys[out->n_master_keys++] = u;
   }
-  return EG_OK;
+  eg_key_retire_facts_free(&f);
+  return e;
 }
 
 static eg_err eg_get_key_status(eg_req *r, const ProtobufCMessage *msg) {
@@ -61,15 +94,15 @@ static eg_err eg_get_key_status(eg_req *r, const ProtobufCMessage *msg) {
   eg_data_keys_stats st;
   if (!out || !uses) return EG_ENOMEM;
   engram__v1__get_key_status_response__init(out);
-  eg_err e = eg_data_keys_status(r->srv->data_keys, &st, uses, EG_DATA_KEYS_MASTERS_MAX);
+  eg_err e = eg_data_keys_status_all(r->srv->data_keys, &st, uses);
+  if (e == EG_ELIMIT) {
+    snprintf(r->msg, sizeof r->msg, "the key store's data keys are wrapped under %zu master "
+             "keys; status lists at most %d", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
+    return e;
+  }
   if (e) {
     snprintf(r->msg, sizeof r->msg, "key store: %s", eg_err_msg(e));
     return e;
-  }
-  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) {
-    snprintf(r->msg, sizeof r->msg, "the key store's data keys are wrapped under %zu master "
-             "keys; status lists at most %d", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
-    return EG_ELIMIT;
   }
   if ((e = eg_status_masters(r, uses, st.n_masters, out)) || (e = eg_key_rotation_status(r, out)))
     return e;
@@ -135,16 +168,16 @@ static eg_err eg_keys_backup_ids(const eg_srv *srv, eg_backup_msg *b, char *msg,
                                  size_t msglen) {
   eg_master_key_use uses[EG_DATA_KEYS_MASTERS_MAX];
   eg_data_keys_stats st;
-  eg_err e = eg_data_keys_status(srv->data_keys, &st, uses, EG_DATA_KEYS_MASTERS_MAX);
-  if (e) {
-    snprintf(msg, msglen, "key store: %s", eg_err_msg(e));
-    return e;
-  }
-  if (st.n_masters > EG_DATA_KEYS_MASTERS_MAX) {
+  eg_err e = eg_data_keys_status_all(srv->data_keys, &st, uses);
+  if (e == EG_ELIMIT) {
     /* A list missing an id would let a restore start without that key. */
     snprintf(msg, msglen, "the key store's data keys are wrapped under %zu master keys; a "
              "backup lists at most %d", st.n_masters, EG_DATA_KEYS_MASTERS_MAX);
-    return EG_ELIMIT;
+    return e;
+  }
+  if (e) {
+    snprintf(msg, msglen, "key store: %s", eg_err_msg(e));
+    return e;
   }
   for (size_t i = 0; i < st.n_masters; i++)
     b->key_ids[b->n_key_ids++] = uses[i].master_key_id;

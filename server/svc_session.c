@@ -3,6 +3,7 @@
  * Reads run on the worker; writes are prepare (worker) + apply (writer).
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -604,15 +605,57 @@ typedef eg_message_rec eg_msg_index;
 /* AppendMessages is a prepare_reads write: prepare reads the session (its
  * user, language and exclude_from_search never change after create) and
  * tokenizes and hashes every message on the worker, so the writer only
- * stores the result. */
+ * stores the result.
+ *
+ * Sealing ahead: a message's tokens are bound to its record id
+ * "<session_id>/<seq>" (eg_message_record_id), and its seq is known only
+ * on the writer. Prepare predicts it from its snapshot (message_count + 1
+ * on, skipping the retries it finds there) and seals each message for
+ * that seq (unless the session's last append missed its prediction:
+ * eg_append_missed). Apply uses a prepared token only where the seq it assigns is
+ * the one predicted and the session's user is the one sealed for (and the
+ * key generation is still live, eg_field_sealed_live); anywhere else (an
+ * append to the same session committed in between) it seals on the
+ * writer, as before. A token is never stored at a seq or session other
+ * than the one it was sealed for. */
 struct eg_append_state {
   const Engram__V1__AppendMessagesRequest *in;
-  ProtobufCBinaryData *metadata;  /* packed, per message; sealed in apply */
+  ProtobufCBinaryData *metadata;  /* packed, per message */
   int32_t *token_count;           /* given, or estimated */
   ProtobufCBinaryData *embedding; /* float32 LE, per message; empty: none */
   const eg_msg_index *index;      /* per message, for the session prepare saw */
   int64_t seen_create_us;         /* that session's create time; 0: none was */
+  /* Sealed ahead (above), per message: the seq sealed for (0: none), and
+   * its content and metadata tokens under sealed_user's data key. */
+  int64_t *sealed_seq;
+  ProtobufCBinaryData *content_token, *metadata_token;
+  const char *sealed_user;
+  /* The session prepare read and its summary, end reason and metadata
+   * opened there (NULL: it has none): the reply takes them when apply
+   * finds the same tokens, instead of opening them on the writer. */
+  const eg_session_rec *seen;
+  const Engram__V1__Session *seen_opened;
+  _Atomic unsigned char *missed; /* seen's slot of eg_append_missed */
 };
+
+/* Whether the last append to a session found prepare's snapshot behind
+ * (another append to it committed in between), by a hash of tenant and
+ * session id. Prepare seals ahead only for a session whose last append
+ * did not: on a session many clients append to at once, all but the first
+ * append of each batch would miss and their seals would be thrown away.
+ * Apply learns it from the message count prepare saw, sealed or not. A
+ * collision only costs a seal, or a seal on the writer: never a token in
+ * the wrong place (apply checks each seq). */
+#define EG_APPEND_MISSED_SLOTS 4096
+static _Atomic unsigned char eg_append_missed[EG_APPEND_MISSED_SLOTS];
+
+static _Atomic unsigned char *eg_append_missed_slot(const char *tenant, const char *sid) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (const char *p = tenant; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+  h = (h ^ '/') * 16777619u;
+  for (const char *p = sid; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+  return &eg_append_missed[h % EG_APPEND_MISSED_SLOTS];
+}
 
 static eg_err eg_append_check_message(eg_req *r, struct eg_append_state *st, size_t i) {
   const Engram__V1__Message *m = st->in->messages[i];
@@ -670,6 +713,52 @@ static eg_err eg_append_index(eg_req *r, const Engram__V1__AppendMessagesRequest
   return EG_OK;
 }
 
+/* Seals message i for the seq seq of session s into *content and
+ * *metadata, on the worker (eg_field_seal, the key exists) or on the
+ * writer (existing: never makes a key). */
+static eg_err eg_append_seal(eg_req *r, int existing, const eg_session_rec *s, size_t i,
+                             int64_t seq, ProtobufCBinaryData *content,
+                             ProtobufCBinaryData *metadata) {
+  const struct eg_append_state *st = r->state;
+  const char *text = st->in->messages[i]->content;
+  const char *rid = eg_message_record_id(r, s->session_id, seq);
+  if (!rid) return EG_ENOMEM;
+  eg_err (*seal)(eg_req *, const char *, const char *, const char *, const char *, const void *,
+                 size_t, ProtobufCBinaryData *) = existing ? eg_field_seal_existing : eg_field_seal;
+  eg_err e = seal(r, s->user_id, "message", rid, "content", text, strlen(text), content);
+  if (e == EG_OK && st->metadata[i].len)
+    e = seal(r, s->user_id, "message", rid, "metadata", st->metadata[i].data, st->metadata[i].len,
+             metadata);
+  return e;
+}
+
+/* Seals ahead (struct eg_append_state) each message for the seq it takes
+ * if s, as prepare's snapshot holds it, is still the session when apply
+ * runs; a message this snapshot already holds by client_message_id (a
+ * retry: apply answers it with the stored one) takes no seq. */
+static eg_err eg_append_seal_ahead(eg_req *r, struct eg_append_state *st, const eg_session_rec *s) {
+  const size_t n = st->in->n_messages;
+  st->sealed_seq = EG_ARENA_ARRAY(r->arena, int64_t, n);
+  st->content_token = EG_ARENA_ARRAY(r->arena, ProtobufCBinaryData, n);
+  st->metadata_token = EG_ARENA_ARRAY(r->arena, ProtobufCBinaryData, n);
+  if (!st->sealed_seq || !st->content_token || !st->metadata_token) return EG_ENOMEM;
+  st->sealed_user = s->user_id;
+  int64_t seq = s->message_count;
+  for (size_t i = 0; i < n; i++) {
+    const char *cid = st->in->messages[i]->client_message_id;
+    uint64_t stored;
+    if (cid[0]) {
+      eg_err e = eg_store_idem_get(r->rtxn, r->tenant, s->session_id, cid, &stored);
+      if (e == EG_OK) continue;
+      if (e != EG_ENOTFOUND) return e;
+    }
+    st->sealed_seq[i] = ++seq;
+    eg_err e = eg_append_seal(r, 0, s, i, seq, &st->content_token[i], &st->metadata_token[i]);
+    if (e != EG_OK) return e;
+  }
+  return EG_OK;
+}
+
 static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__AppendMessagesRequest *in = (const void *)msg;
   eg_err e = eg_validate_id("session_id", in->session_id, 1, r->msg, sizeof r->msg);
@@ -697,12 +786,27 @@ static eg_err eg_append_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if (e != EG_OK) return e;
   if (eg_arena_defer(r->arena, eg_session_rec_free, s) != 0) return EG_ENOMEM;
   st->seen_create_us = s->create_time_us;
-  /* apply seals (a message's record id needs its seq) with the user's
-   * data key: made here, on the worker, as the writer never makes one (a
-   * session replaced since by another user's without a key, or a key
-   * destroyed since, answers ABORTED: retry). */
-  if ((e = eg_field_key_ready(r, s->user_id))) return e;
-  return eg_append_index(r, in, s, &st->index);
+  /* Prepare seals ahead, and apply seals where the seq it assigns is not
+   * the predicted one, with the user's data key: made here, on the
+   * worker, as the writer never makes one (a session replaced since by
+   * another user's without a key, or a key destroyed since, answers
+   * ABORTED: retry). */
+  if ((e = eg_field_key_ready(r, s->user_id)) || (e = eg_append_index(r, in, s, &st->index)))
+    return e;
+  if (eg_session_state_at(s, r->now_us) != ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE)
+    return EG_OK; /* apply refuses new messages, or answers retries only */
+  st->seen = s;
+  st->missed = eg_append_missed_slot(r->tenant, s->session_id);
+  if (!atomic_load_explicit(st->missed, memory_order_relaxed) &&
+      (e = eg_append_seal_ahead(r, st, s)))
+    return e;
+  /* Opened only when there is something to open: empty tokens cost
+   * nothing on the writer either. */
+  if (!s->summary_token.len && !s->end_reason_token.len && !s->metadata_token.len) return EG_OK;
+  Engram__V1__Session *opened;
+  if ((e = eg_session_to_api(r, s, &opened))) return e;
+  st->seen_opened = opened;
+  return EG_OK;
 }
 
 /* A message whose client_message_id this session already has: answer with
@@ -757,16 +861,23 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
     rec.index_user_id = x->index_user_id;
     rec.blind_key_id = x->blind_key_id;
   }
-  const char *rid = eg_message_record_id(r, s->session_id, rec.seq);
-  if (!rid) return EG_ENOMEM;
-  /* On the writer: under the key prepare made (eg_field_key_ready), never
-   * a new one. */
-  eg_err e = eg_field_seal_existing(r, s->user_id, "message", rid, "content", m->content,
-                                    strlen(m->content), &rec.content_token);
-  if (e == EG_OK && st->metadata[i].len)
-    e = eg_field_seal_existing(r, s->user_id, "message", rid, "metadata", st->metadata[i].data,
-                               st->metadata[i].len, &rec.metadata_token);
-  if (e == EG_OK) e = eg_store_message_put(t, r->tenant, s->session_id, &rec);
+  eg_err e;
+  if (st->sealed_seq && st->sealed_seq[i] == rec.seq && strcmp(s->user_id, st->sealed_user) == 0) {
+    /* Sealed ahead for this very seq and user: its key must still be live. */
+    const char *rid = eg_message_record_id(r, s->session_id, rec.seq);
+    rec.content_token = st->content_token[i];
+    rec.metadata_token = st->metadata_token[i];
+    if (!rid) return EG_ENOMEM;
+    if ((e = eg_field_sealed_live(r, s->user_id, "message", rid, &rec.content_token)) ||
+        (e = eg_field_sealed_live(r, s->user_id, "message", rid, &rec.metadata_token)))
+      return e;
+  } else {
+    /* Sealed here, on the writer: under the key prepare made
+     * (eg_field_key_ready), never a new one. */
+    if ((e = eg_append_seal(r, 1, s, i, rec.seq, &rec.content_token, &rec.metadata_token)))
+      return e;
+  }
+  e = eg_store_message_put(t, r->tenant, s->session_id, &rec);
   if (e != EG_OK) return e;
   s->message_count = rec.seq;
   eg_stats_add(stats, rec.role, rec.token_count, rec.create_time_us);
@@ -787,6 +898,32 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
   return EG_OK;
 }
 
+static int eg_same_token(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b) {
+  return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+/* The reply's session, upd as apply stored it: its sealed fields are the
+ * ones prepare opened when their tokens are unchanged since (an append
+ * does not touch them), so the writer opens nothing; else opened here. */
+static eg_err eg_append_reply_session(eg_req *r, const eg_session_rec *upd,
+                                      Engram__V1__Session **out) {
+  const struct eg_append_state *st = r->state;
+  const eg_session_rec *seen = st->seen;
+  if (!seen || !eg_same_token(&seen->summary_token, &upd->summary_token) ||
+      !eg_same_token(&seen->end_reason_token, &upd->end_reason_token) ||
+      !eg_same_token(&seen->metadata_token, &upd->metadata_token))
+    return eg_session_to_api(r, upd, out);
+  eg_session_rec bare = *upd;
+  bare.summary_token = bare.end_reason_token = bare.metadata_token = (ProtobufCBinaryData){0};
+  eg_err e = eg_session_to_api(r, &bare, out);
+  if (e != EG_OK || !st->seen_opened) return e;
+  (*out)->summary = st->seen_opened->summary;
+  (*out)->end_reason = st->seen_opened->end_reason;
+  (*out)->metadata = st->seen_opened->metadata;
+  (*out)->n_metadata = st->seen_opened->n_metadata;
+  return EG_OK;
+}
+
 static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
   const struct eg_append_state *st = r->state;
   const size_t n = st->in->n_messages;
@@ -798,6 +935,9 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
   const eg_msg_index *index = st->index;
   if (s->create_time_us != st->seen_create_us && (e = eg_append_index(r, st->in, s, &index)))
     return e;
+  if (st->missed)
+    atomic_store_explicit(st->missed, s->message_count != st->seen->message_count,
+                          memory_order_relaxed);
   Engram__V1__AppendMessagesResponse *out = EG_ARENA_NEW(r->arena, Engram__V1__AppendMessagesResponse);
   Engram__V1__Message **msgs = EG_ARENA_ARRAY(r->arena, Engram__V1__Message *, n);
   if (!out || !msgs) return EG_ENOMEM;
@@ -839,7 +979,7 @@ static eg_err eg_append_apply(eg_req *r, eg_txn *t) {
   }
   out->messages = msgs;
   out->n_messages = n;
-  if ((e = eg_session_to_api(r, &upd, &out->session))) return e;
+  if ((e = eg_append_reply_session(r, &upd, &out->session))) return e;
   r->resp = &out->base;
   return EG_OK;
 }

@@ -37,6 +37,7 @@
   X(message_terms)           \
   X(tokenizer)               \
   X(blind_key)               \
+  X(key_retire)              \
   X(tenant_erase)            \
   X(envelope)                \
   X(limits)                  \

@@ -222,6 +222,50 @@ static void test_seal_existing_never_makes_a_key(void) {
   teardown();
 }
 
+/* AppendMessages seals a message on the worker for the seq it predicts
+ * (server/svc_session.c): the token is bound to "<session>/<seq>", so it
+ * opens at that seq only, not at the next one nor at the same seq of
+ * another session, nor as another field or under another user's key; and
+ * it is the same as the writer's own seal (eg_field_seal_existing) for
+ * that seq would be, so apply may store either. */
+static void test_message_token_opens_only_at_its_seq(void) {
+  setup();
+  eg_req r = req("acme");
+  ProtobufCBinaryData ahead = {0}, writer = {0};
+  size_t len;
+  char *text;
+  const char *at5 = eg_message_record_id(&r, "s1", 5), *at6 = eg_message_record_id(&r, "s1", 6),
+             *other = eg_message_record_id(&r, "s2", 5);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(at5);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(at6);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(other);
+  CU_ASSERT_EQUAL_FATAL(eg_field_seal(&r, "dave", "message", at5, "content", "hi", 2, &ahead),
+                        EG_OK);
+  CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", at5, "content", &ahead, &text, &len),
+                  EG_OK);
+  CU_ASSERT_STRING_EQUAL(text, "hi");
+  CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", at6, "content", &ahead, &text, &len),
+                  EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", other, "content", &ahead, &text, &len),
+                  EG_ECORRUPT);
+  CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", at5, "metadata", &ahead, &text, &len),
+                  EG_ECORRUPT);
+  CU_ASSERT_EQUAL_FATAL(eg_field_key_ready(&r, "erin"), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_open(&r, "erin", "message", at5, "content", &ahead, &text, &len),
+                  EG_ECORRUPT);
+  /* What apply checks before storing it, and the writer's seal of seq 5. */
+  CU_ASSERT_EQUAL(eg_field_sealed_live(&r, "dave", "message", at5, &ahead), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(
+      eg_field_seal_existing(&r, "dave", "message", at5, "content", "hi", 2, &writer), EG_OK);
+  CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", at5, "content", &writer, &text, &len),
+                  EG_OK);
+  CU_ASSERT_STRING_EQUAL(text, "hi");
+  CU_ASSERT_EQUAL(eg_field_open(&r, "dave", "message", at6, "content", &writer, &text, &len),
+                  EG_ECORRUPT);
+  eg_arena_free(r.arena);
+  teardown();
+}
+
 void eg_test_register_envelope(void) {
   CU_pSuite s = CU_add_suite("envelope", NULL, NULL);
   CU_add_test(s, "seal is format 2 under the user's key",
@@ -232,4 +276,5 @@ void eg_test_register_envelope(void) {
   CU_add_test(s, "sealed live after an erasure is aborted",
               test_sealed_live_after_an_erasure_is_aborted);
   CU_add_test(s, "seal existing never makes a key", test_seal_existing_never_makes_a_key);
+  CU_add_test(s, "message token opens only at its seq", test_message_token_opens_only_at_its_seq);
 }
