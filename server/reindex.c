@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "replica/replica.h"
+#include "server/blind_rotation.h"
 #include "server/convert.h"
 #include "server/memory_svc.h"
 #include "server/message_terms.h"
@@ -130,14 +131,17 @@ static int eg_messages_off(const eg_config *cfg) {
   return strcmp(cfg->index_messages, "true") != 0;
 }
 
-/* What index i's state st (NULL: no row) calls for. */
+/* What index i's state st (NULL: no row) calls for. No job begins while
+ * a blind-index rotation runs (rotating): it waits for the rotation's
+ * end (server/blind_rotation.h). */
 enum { EG_RX_NOTHING, EG_RX_OFF, EG_RX_BEGIN, EG_RX_STEP };
-static int eg_rx_wants(const eg_config *cfg, unsigned i, const eg_index_state_rec *st) {
+static int eg_rx_wants(const eg_config *cfg, unsigned i, const eg_index_state_rec *st,
+                       int rotating) {
   if (i == EG_REINDEX_MESSAGES && eg_messages_off(cfg))
     return st && st->version == 0 && st->target == 0 ? EG_RX_NOTHING : EG_RX_OFF;
   if (st && st->target == EG_TOKENIZER_VERSION) return EG_RX_STEP;
   /* A job toward another version (an older or newer engramd's) begins anew. */
-  if (st && (st->version < EG_TOKENIZER_VERSION || st->target)) return EG_RX_BEGIN;
+  if (st && (st->version < EG_TOKENIZER_VERSION || st->target)) return rotating ? EG_RX_NOTHING : EG_RX_BEGIN;
   return EG_RX_NOTHING;
 }
 
@@ -191,13 +195,14 @@ static eg_err eg_rx_control_apply(eg_write_item *item, eg_txn *t) {
   int any = 0;
   eg_arena *a = eg_arena_new();
   if (!a) return EG_ENOMEM;
-  eg_err e = EG_OK;
+  int rotating;
+  eg_err e = eg_blind_rotation_running(t, &rotating);
   for (unsigned i = 0; i < EG_REINDEX_INDEXES && !e; i++) {
     eg_index_state_rec *st, rec = ENGRAM__STORAGE__V1__INDEX_STATE_RECORD__INIT;
     int want;
     c->changed[i] = 0;
     if ((e = eg_state_get(t, a, i, &st))) break;
-    want = eg_rx_wants(cfg, i, st);
+    want = eg_rx_wants(cfg, i, st, rotating);
     if (want == EG_RX_OFF) {
       rec.version = 0;
     } else if (want == EG_RX_BEGIN) {
@@ -701,9 +706,11 @@ static int64_t eg_rx_round(eg_reindex *x) {
   eg_index_state_rec *st[EG_REINDEX_INDEXES] = {NULL};
   eg_arena *a = eg_arena_new();
   if (!a) return EG_REINDEX_IDLE_MS;
+  int rotating = 0;
   eg_err e = eg_store_reader_begin(x->reader);
   for (unsigned i = 0; i < EG_REINDEX_INDEXES && e == EG_OK; i++)
     e = eg_state_get(x->reader, a, i, &st[i]);
+  if (e == EG_OK) e = eg_blind_rotation_running(x->reader, &rotating);
   eg_store_reader_end(x->reader);
   int64_t sleep_ms = EG_REINDEX_IDLE_MS;
   if (e != EG_OK) {
@@ -716,7 +723,7 @@ static int64_t eg_rx_round(eg_reindex *x) {
     uint64_t pending = st[i] && st[i]->target && st[i]->total > st[i]->done
                            ? st[i]->total - st[i]->done : 0;
     atomic_store_explicit(&x->pending[i], pending, memory_order_relaxed);
-    int want = eg_rx_wants(x->srv->cfg, i, st[i]);
+    int want = eg_rx_wants(x->srv->cfg, i, st[i], rotating);
     control |= want == EG_RX_OFF || want == EG_RX_BEGIN;
     if (want == EG_RX_STEP && step < 0) step = (int)i;
   }
@@ -726,9 +733,21 @@ static int64_t eg_rx_round(eg_reindex *x) {
     uint64_t walked;
     if (control) {
       if (eg_rx_control_run(x) == EG_OK) sleep_ms = 0; /* the job's first step next */
-    } else if (step >= 0 && eg_rx_step_run(x, (unsigned)step, st[step], &walked) == EG_OK) {
-      /* --reindex-rate: the records just walked take this long. */
-      sleep_ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->reindex_rate);
+    } else if (step >= 0) {
+      if (eg_rx_step_run(x, (unsigned)step, st[step], &walked) == EG_OK)
+        /* --reindex-rate: the records just walked take this long. */
+        sleep_ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->reindex_rate);
+    } else if (rotating) {
+      /* No tokenizer job: the blind-index rotation's step, at the same
+       * rate. */
+      eg_err be = eg_blind_rotation_step(x->srv, x->writer, x->reader, x->batch, &walked);
+      if (be == EG_OK)
+        sleep_ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->reindex_rate);
+      else if (be == EG_ELIMIT && x->batch > 1)
+        x->batch /= 2;
+      if (be != EG_OK && be != EG_ENOTFOUND)
+        eg_log(EG_LOG_WARN, "blind-index rotation: %s; retrying in %d ms", eg_err_msg(be),
+               EG_REINDEX_IDLE_MS);
     }
   }
   eg_arena_free(a);

@@ -63,9 +63,12 @@
  * (eg_blind_ctx_of); a message's terms are its only blind tokens, so the
  * rewrite stamps it with that key. A memory keeps its other tokens, so it
  * is only right while the write key is the memory's own: true while no
- * blind-index rotation runs, and the rotation (not built yet) must not
- * run alongside a reindex. The versioned reads also read under every read
- * key (memory_versions.h).
+ * blind-index rotation runs. The two never run together: this thread
+ * also runs the rotation's steps (server/blind_rotation.h), only when no
+ * tokenizer job has a step; no job begins while a rotation runs (the
+ * control item reads the rotation's row in its txn), and
+ * RotateBlindIndexKey is refused while a job runs. The versioned reads
+ * also read under every read key (memory_versions.h).
  */
 #ifndef EG_SERVER_REINDEX_H
 #define EG_SERVER_REINDEX_H
