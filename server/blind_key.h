@@ -47,8 +47,9 @@ uint32_t eg_blind_keys_rec(const eg_blind_keys *k, uint32_t stored);
 /* Loads srv->blind_key_id (the write key) from the store's row (a read
  * txn of its own; no row leaves it 0), for the writes whose prepare reads
  * no snapshot. Thread safety: any thread (eg_blind_key_check sets it too,
- * and RotateBlindIndexKey when it begins a rotation; the switch leaves
- * the write key as it was: the target). */
+ * RotateBlindIndexKey when it begins a rotation, and the reindex thread
+ * loads it each time round on every node, so a promoted replica has it;
+ * the switch leaves the write key as it was: the target). */
 eg_err eg_blind_key_load(eg_srv *srv);
 
 /* The write key r's blind contexts take: as r->rtxn sees it (a read, or a

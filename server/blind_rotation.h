@@ -37,11 +37,14 @@
  *
  * The switch. After the last kind, a pass that found records under
  * another key starts another pass; a pass that found none (every record
- * walked already under the target, including those a copy such as
- * ForkSession made under the old key behind an earlier pass's cursor)
- * ends the rotation in the same write: key_id = target, target = 0, the
- * finish time. So the switch never follows a pass in which any record of
- * any kind was under the old key. After it, queries read only the new key.
+ * walked already under the target) ends the rotation in the same write:
+ * key_id = target, target = 0, the finish time. So the switch never
+ * follows a pass in which any record of any kind was under the old key;
+ * and no record under the old key can appear behind a pass's cursor,
+ * since every write that makes a record (a new key, behind the cursor or
+ * not) tokenizes under the write key, checked at apply, ForkSession's
+ * copy of its source's metadata terms included (made again, not copied).
+ * After the switch queries read only the new key.
  * A record whose sealed fields do not open (tampered, or its key gone)
  * cannot be converted: logged, not counted (no query can return it).
  *

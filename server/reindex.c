@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "replica/replica.h"
+#include "server/blind_key.h"
 #include "server/blind_rotation.h"
 #include "server/convert.h"
 #include "server/memory_svc.h"
@@ -713,6 +714,10 @@ static int64_t eg_rx_round(eg_reindex *x) {
   if (e == EG_OK) e = eg_blind_rotation_running(x->reader, &rotating);
   eg_store_reader_end(x->reader);
   int64_t sleep_ms = EG_REINDEX_IDLE_MS;
+  /* The write key of writes that read no snapshot, as the replicated row
+   * now says (every node: a promoted replica's writes take the right one
+   * without a refused first try). */
+  if (e == EG_OK) e = eg_blind_key_load(x->srv);
   if (e != EG_OK) {
     eg_log(EG_LOG_WARN, "reindex: cannot read the index state: %s", eg_err_msg(e));
     eg_arena_free(a);

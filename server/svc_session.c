@@ -1068,12 +1068,19 @@ struct eg_fork_state {
   int taken;
   const eg_session_rec *src; /* the source as prepare read it */
   ProtobufCBinaryData metadata_token, summary_token; /* sealed for new_id */
+  /* The metadata's terms under the write key (r->blind_key_used): made
+   * again, not copied, so that a fork of a session still under an old
+   * blind key lands under the write key (server/blind_rotation.h). */
+  uint64_t *metadata_hashes;
+  size_t n_metadata_hashes;
   int64_t summary_through_seq;
   eg_message_rec *msgs; /* seq ascending, sealed for new_id */
   size_t n;
   size_t bytes; /* what apply logs, so far */
   eg_stats_rec stats; /* of msgs */
 };
+
+static void eg_fork_entry_init(void *e) { engram__v1__session__metadata_entry__init(e); }
 
 /* Opens a sealed field of (kind, from_id) and seals it for (kind, to_id);
  * an empty token stays empty. */
@@ -1210,6 +1217,15 @@ static eg_err eg_fork_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if ((e = eg_fork_reseal(r, src->user_id, "session", src->session_id, st->new_id, "metadata",
                           &src->metadata_token, &st->metadata_token)))
     return e;
+  if (src->n_metadata_hashes) {
+    eg_kv_entry **md;
+    size_t n;
+    if ((e = eg_metadata_open(r, src->user_id, "session", src->session_id, &src->metadata_token,
+                              eg_fork_entry_init, sizeof(Engram__V1__Session__MetadataEntry), &md,
+                              &n)) ||
+        (e = eg_session_terms(r, md, n, &st->metadata_hashes, &st->n_metadata_hashes)))
+      return e;
+  }
   /* A summary of more than the fork holds would speak of messages it
    * does not have. */
   if (src->summary_through_seq <= in->through_seq) {
@@ -1287,9 +1303,9 @@ static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {
   rec.agent_id = src->agent_id;
   rec.state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE;
   rec.metadata_token = st->metadata_token;
-  rec.metadata_hashes = src->metadata_hashes;
-  rec.n_metadata_hashes = src->n_metadata_hashes;
-  rec.blind_key_id = src->blind_key_id; /* the tokens as they are */
+  rec.metadata_hashes = st->metadata_hashes;
+  rec.n_metadata_hashes = st->n_metadata_hashes;
+  rec.blind_key_id = st->n_metadata_hashes ? r->blind_key_used : 0;
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + src->ttl_us;
   rec.ttl_us = src->ttl_us;
