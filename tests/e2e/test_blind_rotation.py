@@ -194,14 +194,17 @@ class BlindRotationTest(E2ETestCase):
         # Mid-way: every read answers as before, new writes are found.
         self.assertEqual(self.r.answers(u), before)
         new = self.r.populate(u, "two")
+        # A fork of a session still under key 1 is made under key 2.
+        fork = self.c.call("ForkSession", pb.ForkSessionRequest(
+            session_id=old["session"], through_seq=1)).session_id
         during = self.r.answers(u)
         self.assertTrue(blind_rotation(self.status()).running)  # still mid-way
         self.assertEqual(during["search tea"], sorted([old["tea"], new["tea"]]))
         self.assertEqual(during["search chess by a2"], sorted([old["chess"], new["chess"]]))
         for k in ("list category", "list tag", "list agent", "list namespace", "list metadata"):
             self.assertEqual(during[k], sorted([old["tea"], new["tea"]]), k)
-        self.assertEqual(len(during["messages"]), 2)
-        self.assertEqual(during["sessions"], sorted([old["session"], new["session"]]))
+        self.assertEqual(len(during["messages"]), 3)  # the fork's copy too
+        self.assertEqual(during["sessions"], sorted([old["session"], new["session"], fork]))
         self.assertEqual(during["checkpoints"], ["c-one", "c-two"])
         self.assertEqual(during["items"], ["k-one", "k-two"])
 
