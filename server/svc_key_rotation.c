@@ -136,6 +136,8 @@ static eg_err eg_rdk_apply(eg_req *r, eg_txn *t) {
 
 /* ---- RotateBlindIndexKey ----------------------------------------------------- */
 
+/* The request has no fields: everything is decided in apply, from what
+ * its txn reads. */
 static eg_err eg_rbk_prepare(eg_req *r, const ProtobufCMessage *msg) {
   (void)r;
   (void)msg;
