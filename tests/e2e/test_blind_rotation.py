@@ -5,7 +5,8 @@ it on their records, every query reads under both keys and matches each
 record by its own key's tokens, so every search and filter answers as
 before and finds the new writes too; a restart mid-way goes on; when every
 kind is re-indexed the store's key is the target, and every record is
-stamped with it. A replica answers the same; non-admins are refused."""
+stamped with it. A replica answers the same; non-admins are refused; a
+tokenizer reindex and a rotation never run together."""
 import json
 import os
 import signal
@@ -267,6 +268,70 @@ class BlindRotationTest(E2ETestCase):
         ks = self.status()
         self.assertEqual((ks.blind_index_key_id, ks.blind_index_target_key_id), (3, 0))
         self.assertEqual(self.r.answers(u), before)
+
+
+class TokenizerReindexSerializedTest(E2ETestCase):
+    """A blind-index rotation and a tokenizer reindex never run together:
+    the rotation is refused while a reindex runs, and a reindex due while a
+    rotation runs waits for its end."""
+
+    def messages_index(self, srv):
+        st = apbg.AdminServiceStub(srv.client().channel).GetStatus(apb.GetStatusRequest(),
+                                                                   timeout=10.0)
+        (ix,) = [i for i in st.indexes if i.index == "messages"]
+        return ix
+
+    def rotate(self, srv):
+        return apbg.AdminServiceStub(srv.client().channel).RotateBlindIndexKey(
+            apb.RotateBlindIndexKeyRequest(), timeout=30.0)
+
+    def test_one_waits_for_the_other(self):
+        # Messages appended unindexed: turning indexing on reindexes them.
+        srv = self.start_server("--index-messages=false", *SLOW)
+        c = srv.client()
+        sid = c.create(uid("u")).session_id
+        for i in range(4):
+            c.append(sid, "zeppelin number %d" % i)
+        # Sessions with metadata tokens: a rotation's passes over them take
+        # seconds at SLOW's rate, past the restarts below.
+        for i in range(12):
+            c.create(uid("u"), metadata={"n": str(i)})
+        keys, _ = at_rest.read_keyring(srv.keyring_path)
+        keys[2] = os.urandom(32)
+        at_rest.write_keyring(srv.keyring_path, keys, 2)
+        srv.extra = list(SLOW)
+        srv.restart()
+        self.wait_until(lambda: self.messages_index(srv).target_version == 2, DONE_TIMEOUT,
+                        "the messages reindex running", [srv])
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.rotate(srv)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("a reindex of messages to tokenizer version 2 is running",
+                      cm.exception.details())
+        self.assertIsNone(blind_rotation(key_status(srv.client())))
+        self.wait_until(lambda: self.messages_index(srv).version == 2, DONE_TIMEOUT,
+                        "the messages reindex done", [srv])
+
+        # Now the rotation runs; indexing turned off and on again makes a
+        # reindex due, which waits for the rotation to end.
+        self.assertTrue(self.rotate(srv).status.running)
+        srv.extra = ["--index-messages=false"] + list(SLOW)
+        srv.restart()
+        self.wait_until(lambda: self.messages_index(srv).version == 0, DONE_TIMEOUT,
+                        "messages at version 0", [srv])
+        srv.extra = list(SLOW)
+        srv.restart()
+        self.assertTrue(blind_rotation(key_status(srv.client())).running)
+        self.assertEqual(self.messages_index(srv).target_version, 0)  # waiting
+        self.wait_until(lambda: not blind_rotation(key_status(srv.client())).running,
+                        DONE_TIMEOUT, "the rotation done", [srv])
+        self.wait_until(lambda: self.messages_index(srv).version == 2, DONE_TIMEOUT,
+                        "the messages reindex after it", [srv])
+        self.assertLess(srv.log_text().index("blind-index rotation done"),
+                        srv.log_text().rindex("reindex of messages to tokenizer version 2 "
+                                              "begins"))
+        found = srv.client().call("SearchMessages", pb.SearchMessagesRequest(query="zeppelin"))
+        self.assertEqual(len(found.results), 4)
 
 
 class ReplicaBlindRotationTest(ReplicationCase):
