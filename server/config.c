@@ -143,9 +143,11 @@ static const eg_opt eg_opts[] = {
            "postings (messages holding a query word) one SearchMessages reads at most, "
            "filtered out or not; a call holds ~200 bytes per posting read (~40 MB at 200000)"),
     EG_NUM("reindex-batch", reindex_batch, 1, 100000, "200",
-           "records one background reindex transaction rewrites at most"),
+           "records one background reindex (or blind-index rotation) transaction rewrites at "
+           "most"),
     EG_NUM("reindex-rate", reindex_rate, 1, 1000000, "2000",
-           "records per second the background reindex rewrites at most"),
+           "records per second the background reindex (or blind-index rotation) rewrites at "
+           "most"),
     EG_NUM("max-exports", max_exports, 1, EG_EXPORTS_MAX, "4",
            "ExportUser calls running at once (each holds a read snapshot); more are UNAVAILABLE"),
     EG_NUM("export-send-timeout-ms", export_send_timeout_ms, 100, 3600000, "10000",

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/utf8.h"
 #include "replica/replica.h"
+#include "server/blind_key.h"
 #include "server/call.h"
 #include "server/validate.h"
 
@@ -73,6 +74,9 @@ static eg_err eg_write_apply(eg_write_item *item, eg_txn *t) {
   c->req.resp = NULL;
   c->req.more = 0;
   eg_err e = c->w->tp->methods[c->mi]->apply(&c->req, t);
+  /* After apply (some take their blind context there): a failure rolls
+   * back this item only. */
+  if (e == EG_OK) e = eg_blind_key_check(&c->req, t);
   return e == EG_OK && c->quota ? eg_quota_check(c, t) : e;
 }
 

@@ -67,11 +67,17 @@ int eg_key_retirable(const eg_key_retire_facts *f, uint32_t id, char *why, size_
     return 0;
   }
   if (!eg_retire_tokens_gone(f->rotation, id, why, whylen)) return 0;
-  if (id == f->blind_key_id || id == f->blind_target_key_id) {
+  /* Records stamped 0 are under the legacy key until a rotation has
+   * moved every one of them: while one runs. */
+  int legacy = f->blind_target_key_id && id == f->blind_legacy_key_id;
+  if (id == f->blind_key_id || id == f->blind_target_key_id || legacy) {
     snprintf(why, whylen, "the blind index (keyword search, filters) is under key %u: %s", id,
-             id == f->blind_key_id
-                 ? "rotate the blind-index key to another key first (RotateBlindIndexKey)"
-                 : "a blind-index rotation is moving it there");
+             id == f->blind_target_key_id ? "a blind-index rotation is moving it there"
+             : f->blind_target_key_id
+                 ? "a blind-index rotation is moving it off this key: wait until engram admin "
+                   "keys status shows it done"
+                 : "rotate the blind-index key to another key first (engram admin keys "
+                   "rotate-blind)");
     return 0;
   }
   if (whylen) why[0] = '\0';
@@ -82,12 +88,18 @@ eg_err eg_key_retire_facts_read(eg_store *store, uint32_t lowest_recorded,
                                 eg_key_retire_facts *f) {
   eg_txn *t = NULL;
   f->rotation = NULL;
-  f->blind_key_id = f->blind_target_key_id = 0;
+  f->blind_key_id = f->blind_target_key_id = f->blind_legacy_key_id = 0;
   eg_err e = eg_store_reader_new(store, &t);
   if (e == EG_OK && (e = eg_store_reader_begin(t)) == EG_OK) {
     eg_dk_rotation_rec *rot = NULL;
-    /* No keyring: current is 0 when there is no row. */
-    e = eg_blind_key_ids(t, NULL, &f->blind_key_id, &f->blind_target_key_id);
+    eg_blind_keys k;
+    /* No keyring: current (and legacy) 0 when there is no row. */
+    e = eg_blind_keys_get(t, NULL, &k);
+    if (!e) {
+      f->blind_key_id = k.current;
+      f->blind_target_key_id = k.target;
+      f->blind_legacy_key_id = k.legacy;
+    }
     if (!e) {
       e = eg_store_dk_rotation_get(t, &rot);
       if (e == EG_ENOTFOUND) e = EG_OK;

@@ -18,7 +18,10 @@
  *      and the key waits for the next rotation of every user;
  *   3. the blind index is not under it: the store's blind-index key id and
  *      the target of a blind-index rotation (server/blind_key.h) differ
- *      from it. With no row the blind index is under the keyring's lowest
+ *      from it, and while a rotation runs so does the row's legacy key id
+ *      (records stamped 0 are under it until the rotation has moved them;
+ *      after the switch none is: server/blind_rotation.h, so the key a
+ *      finished rotation moved off may retire). With no row the blind index is under the keyring's lowest
  *      id; taken here as the lowest id the fingerprint names, never the
  *      new keyring's, so removing the lowest key (which would silently
  *      move the blind index to the next one) is refused;
@@ -50,9 +53,10 @@ typedef struct {
   size_t n_uses;
   /* The data-key rotation's row; NULL when none ever ran. */
   const eg_dk_rotation_rec *rotation;
-  /* The blind index's key id (no row: the fingerprint's lowest id) and
-   * the target of a blind-index rotation (0: none runs). */
-  uint32_t blind_key_id, blind_target_key_id;
+  /* The blind index's key id (no row: the fingerprint's lowest id), the
+   * target of a blind-index rotation (0: none runs), and the key of
+   * records stamped 0 (the row's legacy_key_id). */
+  uint32_t blind_key_id, blind_target_key_id, blind_legacy_key_id;
   /* The primary of the keyring in use (0: none to protect). */
   uint32_t primary_in_use;
 } eg_key_retire_facts;

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "replica/replica.h"
 #include "server/blind_key.h"
+#include "server/blind_rotation.h"
 #include "server/convert.h"
 #include "server/data_keys.h"
 #include "server/key_adopt.h"
@@ -328,16 +329,24 @@ eg_err eg_dk_rotation_api(eg_req *r, const eg_dk_rotation_rec *rec,
   return EG_OK;
 }
 
-/* out's rotation and token-count fields from the row (NULL: none). */
+/* out's rotation and token-count fields from the rows (NULL: none):
+ * rotations lists the data-key rotation, then the blind-index one. */
 static eg_err eg_kr_status_fill(eg_req *r, const eg_dk_rotation_rec *row,
+                                const eg_blind_key_rec *blind,
                                 Engram__V1__GetKeyStatusResponse *out) {
+  eg_err e;
+  out->rotations = EG_ARENA_ARRAY(r->arena, Engram__V1__KeyRotationStatus *, 2);
+  if (!out->rotations) return EG_ENOMEM;
+  if (blind && (blind->target_key_id || blind->start_time_us) &&
+      (e = eg_blind_rotation_api(r, blind, &out->rotations[out->n_rotations++])))
+    return e;
   if (!row) return EG_OK;
-  out->rotations = EG_ARENA_ARRAY(r->arena, Engram__V1__KeyRotationStatus *, 1);
   out->token_counts = EG_ARENA_ARRAY(r->arena, Engram__V1__KeyTokenCount *, row->n_counts + 1);
-  if (!out->rotations || !out->token_counts) return EG_ENOMEM;
-  eg_err e = eg_dk_rotation_api(r, row, &out->rotations[0]);
-  if (e) return e;
-  out->n_rotations = 1;
+  if (!out->token_counts) return EG_ENOMEM;
+  /* The data-key rotation first, as before the blind-index one existed. */
+  if (out->n_rotations) out->rotations[1] = out->rotations[0];
+  if ((e = eg_dk_rotation_api(r, row, &out->rotations[0]))) return e;
+  out->n_rotations++;
   for (size_t i = 0; i < row->n_counts; i++) {
     Engram__V1__KeyTokenCount *c = EG_ARENA_NEW(r->arena, Engram__V1__KeyTokenCount);
     if (!c) return EG_ENOMEM;
@@ -351,18 +360,30 @@ static eg_err eg_kr_status_fill(eg_req *r, const eg_dk_rotation_rec *row,
   return EG_OK;
 }
 
+static void eg_kr_blind_free(void *p) {
+  engram__storage__v1__blind_index_key_record__free_unpacked(p, NULL);
+}
+
 eg_err eg_key_rotation_status(eg_req *r, Engram__V1__GetKeyStatusResponse *out) {
   eg_txn *t = NULL;
   eg_dk_rotation_rec *row = NULL;
+  eg_blind_key_rec *blind = NULL;
   eg_err e = eg_store_reader_new(r->srv->store, &t);
   if (e == EG_OK && (e = eg_store_reader_begin(t)) == EG_OK) {
     e = eg_blind_key_ids(t, eg_srv_keys(r->srv), &out->blind_index_key_id,
                          &out->blind_index_target_key_id);
     if (!e) e = eg_kr_row_get(t, r->arena, &row);
+    if (!e && (e = eg_store_blind_key_get(t, &blind)) == EG_ENOTFOUND) {
+      blind = NULL;
+      e = EG_OK;
+    } else if (!e && eg_arena_defer(r->arena, eg_kr_blind_free, blind) != 0) {
+      eg_kr_blind_free(blind);
+      e = EG_ENOMEM;
+    }
     eg_store_reader_end(t);
   }
   if (t) eg_store_reader_free(t);
-  if (!e) e = eg_kr_status_fill(r, row, out);
+  if (!e) e = eg_kr_status_fill(r, row, blind, out);
   if (e) snprintf(r->msg, sizeof r->msg, "key rotation state: %s", eg_err_msg(e));
   return e;
 }

@@ -150,36 +150,47 @@ eg_err eg_pos_to_id(eg_req *r, const uint8_t *pos, size_t len, char **id) {
 
 /* ==== filters ==================================================================== */
 
+/* The hashed part of a filter under one read key. */
+typedef struct {
+  uint64_t category_hash;
+  uint64_t *tags;
+  uint64_t agent_hash, source_hash;
+  uint64_t ns_hash;
+  uint64_t md[EG_MEMORY_FILTER_METADATA_MAX];
+} eg_mfilter_keyed;
+
 typedef struct {
   unsigned type_mask, state_mask;
   int has_category;
-  uint64_t category_hash;
-  uint64_t *tags;
   size_t n_tags;
   float min_importance;
   int64_t from_us, to_us; /* to_us 0: no upper bound */
-  /* agent_id and source_session_id ("": any) with their tokens, the
-   * namespace_prefix's token, metadata_equals' pair tokens. A meta of
-   * layout 3 holds the record's tokens; older ones hold none, and their
-   * ids are read from the record (they had no namespace or metadata). */
+  /* agent_id and source_session_id ("": any), whether a namespace_prefix
+   * is asked for, how many metadata_equals pairs; their tokens (and the
+   * category's and tags') under each read key (server/blind_key.h: two
+   * while a blind-index rotation runs), a memory compared with those of
+   * its own key. A meta of layout 3 or later holds the record's tokens;
+   * older ones hold none, and their ids are read from the record (they
+   * had no namespace or metadata). */
   const char *agent_id, *source_id;
-  uint64_t agent_hash, source_hash;
   int has_ns;
-  uint64_t ns_hash;
-  uint64_t md[EG_MEMORY_FILTER_METADATA_MAX];
   size_t n_md;
+  const eg_blind_read *keys;
+  eg_mfilter_keyed h[2];
 } eg_mfilter;
 
 /* eg_filter_match's answer for an older meta that passes but for the ids
  * a filter asks for: the record decides (eg_filter_pass). */
 #define EG_MATCH_RECORD 2
 
-/* Compiles f (may be NULL). search: only ACTIVE may be asked for. */
-static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram__V1__MemoryFilter *f,
-                                int search, eg_mfilter *out) {
+/* Compiles f (may be NULL) under the read keys of keys (kept: it must
+ * outlive *out). search: only ACTIVE may be asked for. */
+static eg_err eg_filter_compile(eg_req *r, const eg_blind_read *keys,
+                                const Engram__V1__MemoryFilter *f, int search, eg_mfilter *out) {
   char field[64];
   eg_err e;
   memset(out, 0, sizeof *out);
+  out->keys = keys;
   out->state_mask = 1u << EG_MSTATE_ACTIVE;
   out->agent_id = out->source_id = "";
   if (!f) return EG_OK;
@@ -201,13 +212,9 @@ static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram
   }
   if ((e = eg_category_check(r, "filter.category", f->category))) return e;
   out->has_category = f->category[0] != 0;
-  out->category_hash = eg_category_hash(ctx, f->category);
   char **tags;
   if ((e = eg_tags_check(r, "filter.tags", f->tags, f->n_tags, EG_MEMORY_TAGS_MAX, &tags, &out->n_tags)))
     return e;
-  out->tags = EG_ARENA_ARRAY(r->arena, uint64_t, out->n_tags ? out->n_tags : 1);
-  if (!out->tags) return EG_ENOMEM;
-  for (size_t i = 0; i < out->n_tags; i++) out->tags[i] = eg_tag_hash(ctx, tags[i]);
   if ((e = eg_check_unit(r, "filter.min_importance", f->min_importance))) return e;
   out->min_importance = f->min_importance;
   if ((e = eg_time_us(r, "filter.create_time_from", f->create_time_from, &out->from_us)) ||
@@ -220,22 +227,39 @@ static eg_err eg_filter_compile(eg_req *r, const eg_blind_ctx *ctx, const Engram
       (e = eg_namespace_check(r, "filter.namespace_prefix", f->namespace_prefix)))
     return e;
   out->agent_id = f->agent_id;
-  out->agent_hash = eg_agent_hash(ctx, f->agent_id);
   out->source_id = f->source_session_id;
-  out->source_hash = eg_source_hash(ctx, f->source_session_id);
   out->has_ns = f->namespace_prefix[0] != 0;
-  if (out->has_ns) out->ns_hash = eg_namespace_hash(ctx, f->namespace_prefix, strlen(f->namespace_prefix));
   if (f->n_metadata_equals > EG_MEMORY_FILTER_METADATA_MAX)
     return eg_invalid(r->msg, sizeof r->msg, "filter.metadata_equals", "%zu pairs, limit %d",
                       f->n_metadata_equals, EG_MEMORY_FILTER_METADATA_MAX);
   for (size_t i = 0; i < f->n_metadata_equals; i++) {
-    const Engram__V1__MemoryFilter__MetadataEquals *p = f->metadata_equals[i];
     snprintf(field, sizeof field, "filter.metadata_equals[%zu].key", i);
-    if (!p->key[0]) return eg_mem_invalid(r, field, "required");
-    if ((e = eg_session_term(r, ctx, p->key, p->value, &out->md[i]))) return e;
+    if (!f->metadata_equals[i]->key[0]) return eg_mem_invalid(r, field, "required");
   }
   out->n_md = f->n_metadata_equals;
+  for (unsigned k = 0; k < keys->n; k++) {
+    const eg_blind_ctx *ctx = keys->ctx[k];
+    eg_mfilter_keyed *h = &out->h[k];
+    h->category_hash = eg_category_hash(ctx, f->category);
+    h->tags = EG_ARENA_ARRAY(r->arena, uint64_t, out->n_tags ? out->n_tags : 1);
+    if (!h->tags) return EG_ENOMEM;
+    for (size_t i = 0; i < out->n_tags; i++) h->tags[i] = eg_tag_hash(ctx, tags[i]);
+    h->agent_hash = eg_agent_hash(ctx, f->agent_id);
+    h->source_hash = eg_source_hash(ctx, f->source_session_id);
+    if (out->has_ns)
+      h->ns_hash = eg_namespace_hash(ctx, f->namespace_prefix, strlen(f->namespace_prefix));
+    for (size_t i = 0; i < out->n_md; i++) {
+      const Engram__V1__MemoryFilter__MetadataEquals *p = f->metadata_equals[i];
+      if ((e = eg_session_term(r, ctx, p->key, p->value, &h->md[i]))) return e;
+    }
+  }
   return EG_OK;
+}
+
+/* Whether f compares any token: then a memory under neither read key
+ * (not expected) matches none of them. */
+static int eg_filter_hashed(const eg_mfilter *f) {
+  return f->has_category || f->n_tags || f->agent_id[0] || f->source_id[0] || f->has_ns || f->n_md;
 }
 
 /* 1 if hashes[0..n) (unaligned u64 LE, a meta's) holds h, else 0. */
@@ -245,17 +269,19 @@ static int eg_meta_has(const uint8_t *hashes, unsigned n, uint64_t h) {
   return 0;
 }
 
-/* The filters on the fields layout 3 added: 1, 0, or EG_MATCH_RECORD. */
-static int eg_filter_match_ids(const eg_mfilter *f, const eg_memory_meta *m) {
+/* The filters on the fields layout 3 added, h the tokens of m's key: 1,
+ * 0, or EG_MATCH_RECORD. */
+static int eg_filter_match_ids(const eg_mfilter *f, const eg_mfilter_keyed *h,
+                               const eg_memory_meta *m) {
   if (!m->has_filters) {
     if (f->has_ns || f->n_md) return 0; /* none then */
     return f->agent_id[0] || f->source_id[0] ? EG_MATCH_RECORD : 1;
   }
-  if (f->agent_id[0] && m->agent_hash != f->agent_hash) return 0;
-  if (f->source_id[0] && m->source_hash != f->source_hash) return 0;
-  if (f->has_ns && !eg_meta_has(m->ns_hashes, m->n_ns, f->ns_hash)) return 0;
+  if (f->agent_id[0] && m->agent_hash != h->agent_hash) return 0;
+  if (f->source_id[0] && m->source_hash != h->source_hash) return 0;
+  if (f->has_ns && !eg_meta_has(m->ns_hashes, m->n_ns, h->ns_hash)) return 0;
   for (size_t i = 0; i < f->n_md; i++)
-    if (!eg_meta_has(m->md_hashes, m->n_md, f->md[i])) return 0;
+    if (!eg_meta_has(m->md_hashes, m->n_md, h->md[i])) return 0;
   return 1;
 }
 
@@ -265,13 +291,17 @@ static int eg_filter_match(const eg_mfilter *f, const eg_memory_meta *m, int64_t
   if (f->type_mask && (m->type < 1 || m->type > 6 || !(f->type_mask & (1u << m->type)))) return 0;
   if (m->importance < f->min_importance) return 0;
   if (m->create_us < f->from_us || (f->to_us && m->create_us >= f->to_us)) return 0;
-  if (f->has_category && m->category_hash != f->category_hash) return 0;
+  unsigned k = eg_blind_read_pick(f->keys, m->blind_key_id);
+  if (k >= f->keys->n) return !eg_filter_hashed(f);
+  const eg_mfilter_keyed *h = &f->h[k];
+  if (f->has_category && m->category_hash != h->category_hash) return 0;
   for (size_t i = 0; i < f->n_tags; i++) {
     int found = 0;
-    for (unsigned j = 0; j < m->n_tags && !found; j++) found = eg_memory_meta_tag(m, j) == f->tags[i];
+    for (unsigned j = 0; j < m->n_tags && !found; j++)
+      found = eg_memory_meta_tag(m, j) == h->tags[i];
     if (!found) return 0;
   }
-  return eg_filter_match_ids(f, m);
+  return eg_filter_match_ids(f, h, m);
 }
 
 /* Whether the memory at pos[0..len) with meta m passes f: 1 or 0; -1 with
@@ -368,7 +398,7 @@ static int eg_list_importance_visit(void *arg, const eg_memory_pos *pos, const e
 eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__ListMemoriesRequest *in = (const void *)msg;
   const eg_config *cfg = r->srv->cfg;
-  eg_blind_ctx *ctx;
+  eg_blind_read keys;
   eg_mfilter f;
   struct eg_list l = {.r = r, .f = &f};
   eg_memory_pos after;
@@ -381,7 +411,9 @@ eg_err eg_list_memories(eg_req *r, const ProtobufCMessage *msg) {
   if (in->page_size < 0) return eg_mem_invalid(r, "page_size", "must not be negative");
   l.want = in->page_size == 0 ? (size_t)cfg->default_page_size
                               : (size_t)(in->page_size > cfg->max_page_size ? cfg->max_page_size : in->page_size);
-  if ((e = eg_blind_ctx_of(r, &ctx)) || (e = eg_filter_compile(r, ctx, in->filter, 0, &f))) return e;
+  if ((e = eg_blind_read_ctxs(r, r->rtxn, &keys)) ||
+      (e = eg_filter_compile(r, &keys, in->filter, 0, &f)))
+    return e;
   if (in->page_token[0] &&
       (e = eg_list_token_parse(r, &in->base, importance ? 'i' : 'n', &after_imp, &after)))
     return e;
@@ -481,8 +513,8 @@ static void eg_search_consider(struct eg_search *s, const uint8_t *pos, size_t p
       eg_filter_pass(s->r, s->f, pos, pos_len, m, &s->err) <= 0)
     return;
   double query_idf = 0;
-  const eg_pmap_ent *ent =
-      eg_pmaps_find(s->kw, eg_pmaps_version(s->kw, m), pos, pos_len, &query_idf, NULL);
+  const eg_pmap_ent *ent = eg_pmaps_find(s->kw, eg_pmaps_key(s->kw, m), eg_pmaps_version(s->kw, m),
+                                         pos, pos_len, &query_idf, NULL);
   int has_vec = s->q && (vec || (s->approx && m->dim));
   if (!ent && !has_vec) return; /* matches neither the words nor the vector */
   eg_scored c = {.create_us = m->create_us, .pos_len = pos_len, .importance = m->importance};
@@ -564,12 +596,14 @@ static eg_err eg_search_check(eg_req *r, const Engram__V1__SearchMemoriesRequest
 }
 
 /* Keyword-only search: the candidates are the memories sharing a word
- * (of the query read by their own version: each is considered once). */
+ * (of the query read by their own key and version: each is considered
+ * once). */
 static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_search *s,
                                  const eg_pmaps *kw) {
+  for (unsigned k = 0; k < kw->tv->keys->n; k++)
   for (unsigned v = kw->tv->from; v <= EG_TOKENIZER_VERSION; v++) {
-    for (size_t i = 0; i < kw->m[v].n; i++) {
-      const eg_pmap_ent *ent = &kw->m[v].ents[i];
+    for (size_t i = 0; i < kw->m[k][v].n; i++) {
+      const eg_pmap_ent *ent = &kw->m[k][v].ents[i];
       eg_memory_pos pos;
       eg_memory_meta m;
       memcpy(pos.buf, ent->pos, ent->len);
@@ -577,7 +611,8 @@ static eg_err eg_search_postings(eg_req *r, const char *user_id, struct eg_searc
       eg_err e = eg_store_memory_meta_at(r->rtxn, r->tenant, user_id, &pos, 0, &m, NULL);
       if (e == EG_ENOTFOUND) continue;
       if (e) return e;
-      if (eg_pmaps_version(kw, &m) == v) eg_search_consider(s, pos.buf, pos.len, &m, NULL);
+      if (eg_pmaps_key(kw, &m) == k && eg_pmaps_version(kw, &m) == v)
+        eg_search_consider(s, pos.buf, pos.len, &m, NULL);
     }
   }
   return s->err;
@@ -630,21 +665,21 @@ static eg_err eg_search_vector(eg_req *r, const char *user_id, struct eg_search 
 eg_err eg_search_memories(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__SearchMemoriesRequest *in = (const void *)msg;
   struct eg_search s = {.r = r};
-  eg_blind_ctx *ctx;
+  eg_blind_read keys;
   eg_mfilter f;
   eg_terms_versions tv;
   eg_pmaps kw;
   eg_memory_counters cnt;
   size_t k = 0;
   eg_err e;
-  if ((e = eg_search_check(r, in, &s, &k)) || (e = eg_blind_ctx_of(r, &ctx)) ||
-      (e = eg_filter_compile(r, ctx, in->filter, 1, &f)) ||
+  if ((e = eg_search_check(r, in, &s, &k)) || (e = eg_blind_read_ctxs(r, r->rtxn, &keys)) ||
+      (e = eg_filter_compile(r, &keys, in->filter, 1, &f)) ||
       (e = eg_store_memory_counters(r->rtxn, r->tenant, in->user_id, &cnt)))
     return e;
   s.f = &f;
   /* The query read by each version the memories' entries may be at. */
   size_t n_docs = cnt.count[1] + cnt.count[2] + cnt.count[3];
-  if ((e = eg_query_versions(r, r->rtxn, ctx, in->language, in->query, strlen(in->query), &tv)) ||
+  if ((e = eg_query_versions(r, r->rtxn, &keys, in->language, in->query, strlen(in->query), &tv)) ||
       (e = eg_pmaps_join(r, r->rtxn, in->user_id, &tv, n_docs, &kw)))
     return e;
   s.kw = &kw;

@@ -111,6 +111,13 @@ eg_err eg_tags_check(eg_req *r, const char *field, char **tags, size_t n, size_t
 eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with_embedding,
                         Engram__V1__Memory **out);
 
+/* Every blind token of rec (terms, category, tags, agent, source,
+ * namespace, metadata) made again under ctx, the write key's
+ * (eg_blind_ctx_of: r->blind_key_used, which rec is stamped with), from
+ * its sealed fields. Returns EG_OK, EG_ECORRUPT or EG_EERASED (r->msg
+ * naming the field) when one does not open, EG_ENOMEM. */
+eg_err eg_memory_blind_rehash(eg_req *r, const eg_blind_ctx *ctx, eg_memory_rec *rec);
+
 /* rec's term_hashes (arena), flags (the polarity) and index_version: text's
  * under EG_TOKENIZER_VERSION in rec->language. Also what the background
  * reindex (server/reindex.h) rewrites an older memory with. Returns EG_OK
@@ -118,10 +125,13 @@ eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with
 eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_t len,
                      eg_memory_rec *rec);
 
-/* A blind-index context for r's tenant under the store's blind-index key
- * id (eg_blind_key_of, server/blind_key.h) into *out, wiped when the call
- * ends. Returns EG_OK, EG_ENOMEM, the error of eg_blind_key_of, or
- * EG_EINVAL when the keyring lacks that key. */
+/* A blind-index context for r's tenant under the write key (the store's
+ * blind-index key id, or a running rotation's target: eg_blind_key_of,
+ * server/blind_key.h; defined in blind_key.c) into *out, wiped when the
+ * call ends; r->blind_key_used gets the key id, which the records written
+ * with it carry (blind_key_id) and which the apply checks again.
+ * Queries take eg_blind_read_ctxs instead. Returns EG_OK, EG_ENOMEM, the
+ * error of eg_blind_key_of, or EG_EINVAL when the keyring lacks that key. */
 eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out);
 
 /* ---- svc_memory_batch.c: the write methods of the table ---- */

@@ -7,45 +7,51 @@
 #include "server/reindex.h"
 #include "server/text_terms.h"
 
-/* text's terms at every version of out but `have` (already set). */
-static eg_err eg_terms_fill(eg_req *r, const eg_blind_ctx *ctx, const char *lang,
-                            const char *text, size_t len, unsigned have, eg_terms_versions *out) {
-  for (unsigned v = out->from; v <= EG_TOKENIZER_VERSION; v++) {
-    if (v == have) continue;
-    uint64_t *terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_TEXT_TERMS_MAX);
-    if (!terms) return EG_ENOMEM;
-    eg_err e = eg_text_terms(ctx, v, lang, text, len, terms, NULL, EG_TEXT_TERMS_MAX, &out->n[v],
-                             NULL, NULL);
-    if (e != EG_OK) return e;
-    out->terms[v] = terms;
-  }
+/* text's terms at every (key, version) of out but (have_k, have_v)
+ * (already set; have_v 0: none). */
+static eg_err eg_terms_fill(eg_req *r, const char *lang, const char *text, size_t len,
+                            unsigned have_k, unsigned have_v, eg_terms_versions *out) {
+  for (unsigned k = 0; k < out->keys->n; k++)
+    for (unsigned v = out->from; v <= EG_TOKENIZER_VERSION; v++) {
+      if (k == have_k && v == have_v) continue;
+      uint64_t *terms = EG_ARENA_ARRAY(r->arena, uint64_t, EG_TEXT_TERMS_MAX);
+      if (!terms) return EG_ENOMEM;
+      eg_err e = eg_text_terms(out->keys->ctx[k], v, lang, text, len, terms, NULL,
+                               EG_TEXT_TERMS_MAX, &out->n[k][v], NULL, NULL);
+      if (e != EG_OK) return e;
+      out->terms[k][v] = terms;
+    }
   return EG_OK;
 }
 
-eg_err eg_query_versions(eg_req *r, eg_txn *t, const eg_blind_ctx *ctx, const char *lang,
+eg_err eg_query_versions(eg_req *r, eg_txn *t, const eg_blind_read *keys, const char *lang,
                          const char *query, size_t len, eg_terms_versions *out) {
   memset(out, 0, sizeof *out);
+  out->keys = keys;
   eg_err e = eg_index_read_from(t, EG_INDEX_MEMORIES, &out->from);
-  return e ? e : eg_terms_fill(r, ctx, lang, query, len, 0, out);
+  return e ? e : eg_terms_fill(r, lang, query, len, 0, 0, out);
 }
 
-eg_err eg_memory_versions(eg_req *r, eg_txn *t, const eg_memory_rec *rec, const char *text,
-                          eg_terms_versions *out) {
+eg_err eg_memory_versions(eg_req *r, eg_txn *t, const eg_blind_read *keys, const eg_memory_rec *rec,
+                          const char *text, eg_terms_versions *out) {
   unsigned have = rec->index_version ? rec->index_version : EG_TOKENIZER_V1;
+  unsigned have_k = eg_blind_read_pick(keys, rec->blind_key_id);
   memset(out, 0, sizeof *out);
+  out->keys = keys;
   eg_err e = eg_index_read_from(t, EG_INDEX_MEMORIES, &out->from);
   if (e) return e;
-  if (have >= out->from && have <= EG_TOKENIZER_VERSION) {
-    out->terms[have] = rec->term_hashes;
-    out->n[have] = rec->n_term_hashes;
+  if (have_k < keys->n && have >= out->from && have <= EG_TOKENIZER_VERSION) {
+    out->terms[have_k][have] = rec->term_hashes;
+    out->n[have_k][have] = rec->n_term_hashes;
   } else {
-    have = 0; /* a version no read uses (the state says none is left) */
+    have = 0; /* a version or key no read uses (the state says none is left) */
   }
-  if (out->from == EG_TOKENIZER_VERSION && have == EG_TOKENIZER_VERSION) return EG_OK;
-  /* A reindex is under way: the other versions from the text itself. */
+  if (out->from == EG_TOKENIZER_VERSION && have == EG_TOKENIZER_VERSION && keys->n == 1)
+    return EG_OK;
+  /* A reindex or a blind-index rotation is under way: the other versions
+   * and keys from the text itself. */
   size_t len;
   char *opened;
-  eg_blind_ctx *ctx;
   if (!text) {
     if ((e = eg_field_open(r, rec->user_id, "memory", rec->memory_id, "text", &rec->text_token,
                            &opened, &len)))
@@ -54,23 +60,24 @@ eg_err eg_memory_versions(eg_req *r, eg_txn *t, const eg_memory_rec *rec, const 
   } else {
     len = strlen(text);
   }
-  if ((e = eg_blind_ctx_of(r, &ctx))) return e;
-  return eg_terms_fill(r, ctx, rec->language, text, len, have, out);
+  return eg_terms_fill(r, rec->language, text, len, have_k, have, out);
 }
 
 eg_err eg_pmaps_join(eg_req *r, eg_txn *t, const char *user_id, const eg_terms_versions *tv,
                      size_t n_docs, eg_pmaps *out) {
   memset(out, 0, sizeof *out);
   out->tv = tv;
-  for (unsigned v = tv->from; v <= EG_TOKENIZER_VERSION; v++) {
-    eg_err e = eg_pmap_init(&out->m[v], r->arena, 64);
-    if (!e)
-      e = eg_postings_join(r, t, user_id, tv->terms[v], tv->n[v], n_docs, &out->m[v],
-                           &out->query_idf[v]);
-    if (e) return e;
-    out->n += out->m[v].n;
-    for (size_t i = 0; i < out->m[v].n; i++) out->reads += out->m[v].ents[i].count;
-  }
+  for (unsigned k = 0; k < tv->keys->n; k++)
+    for (unsigned v = tv->from; v <= EG_TOKENIZER_VERSION; v++) {
+      eg_pmap *m = &out->m[k][v];
+      eg_err e = eg_pmap_init(m, r->arena, 64);
+      if (!e)
+        e = eg_postings_join(r, t, user_id, tv->terms[k][v], tv->n[k][v], n_docs, m,
+                             &out->query_idf[k][v]);
+      if (e) return e;
+      out->n += m->n;
+      for (size_t i = 0; i < m->n; i++) out->reads += m->ents[i].count;
+    }
   return EG_OK;
 }
 
@@ -79,9 +86,14 @@ unsigned eg_pmaps_version(const eg_pmaps *p, const eg_memory_meta *m) {
   return v < p->tv->from ? p->tv->from : v > EG_TOKENIZER_VERSION ? EG_TOKENIZER_VERSION : v;
 }
 
-const eg_pmap_ent *eg_pmaps_find(const eg_pmaps *p, unsigned v, const uint8_t *pos, size_t len,
-                                 double *query_idf, size_t *n_terms) {
-  if (query_idf) *query_idf = p->query_idf[v];
-  if (n_terms) *n_terms = p->tv->n[v];
-  return p->m[v].n ? eg_pmap_find(&p->m[v], pos, len) : NULL;
+unsigned eg_pmaps_key(const eg_pmaps *p, const eg_memory_meta *m) {
+  return eg_blind_read_pick(p->tv->keys, m->blind_key_id);
+}
+
+const eg_pmap_ent *eg_pmaps_find(const eg_pmaps *p, unsigned k, unsigned v, const uint8_t *pos,
+                                 size_t len, double *query_idf, size_t *n_terms) {
+  int known = k < p->tv->keys->n;
+  if (query_idf) *query_idf = known ? p->query_idf[k][v] : 0;
+  if (n_terms) *n_terms = known ? p->tv->n[k][v] : 0;
+  return known && p->m[k][v].n ? eg_pmap_find(&p->m[k][v], pos, len) : NULL;
 }

@@ -3,9 +3,9 @@
 
 #include "server/text_terms.h"
 
-eg_err eg_message_index_fields(eg_arena *a, const eg_blind_ctx *ctx, unsigned version,
-                               const char *lang, const char *user_id, const char *content,
-                               size_t len, eg_message_rec *rec) {
+eg_err eg_message_index_fields(eg_arena *a, const eg_blind_ctx *ctx, uint32_t key_id,
+                               unsigned version, const char *lang, const char *user_id,
+                               const char *content, size_t len, eg_message_rec *rec) {
   uint64_t *terms = EG_ARENA_ARRAY(a, uint64_t, EG_MESSAGE_TERMS_MAX);
   uint8_t *tf = EG_ARENA_ARRAY(a, uint8_t, EG_MESSAGE_TERMS_MAX);
   size_t n;
@@ -20,5 +20,6 @@ eg_err eg_message_index_fields(eg_arena *a, const eg_blind_ctx *ctx, unsigned ve
   rec->index_tf = (ProtobufCBinaryData){.len = n, .data = tf};
   rec->index_words = words;
   rec->index_user_id = (char *)user_id;
+  rec->blind_key_id = key_id;
   return EG_OK;
 }

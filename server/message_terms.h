@@ -16,10 +16,11 @@
 /* Sets rec's index fields for content[0..len) under tokenizer `version`
  * in language lang, for the session's user user_id (kept by pointer):
  * index_version, index_terms (at most EG_MESSAGE_TERMS_MAX, the first
- * distinct words), index_tf, index_words, index_user_id; arrays in a.
+ * distinct words), index_tf, index_words, index_user_id; arrays in a;
+ * blind_key_id = key_id, the id ctx is under (server/blind_key.h).
  * Returns EG_OK or EG_ENOMEM (out of memory, or the tokenizer failed). */
-eg_err eg_message_index_fields(eg_arena *a, const eg_blind_ctx *ctx, unsigned version,
-                               const char *lang, const char *user_id, const char *content,
-                               size_t len, eg_message_rec *rec);
+eg_err eg_message_index_fields(eg_arena *a, const eg_blind_ctx *ctx, uint32_t key_id,
+                               unsigned version, const char *lang, const char *user_id,
+                               const char *content, size_t len, eg_message_rec *rec);
 
 #endif

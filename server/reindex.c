@@ -11,6 +11,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "replica/replica.h"
+#include "server/blind_key.h"
+#include "server/blind_rotation.h"
 #include "server/convert.h"
 #include "server/memory_svc.h"
 #include "server/message_terms.h"
@@ -130,14 +132,17 @@ static int eg_messages_off(const eg_config *cfg) {
   return strcmp(cfg->index_messages, "true") != 0;
 }
 
-/* What index i's state st (NULL: no row) calls for. */
+/* What index i's state st (NULL: no row) calls for. No job begins while
+ * a blind-index rotation runs (rotating): it waits for the rotation's
+ * end (server/blind_rotation.h). */
 enum { EG_RX_NOTHING, EG_RX_OFF, EG_RX_BEGIN, EG_RX_STEP };
-static int eg_rx_wants(const eg_config *cfg, unsigned i, const eg_index_state_rec *st) {
+static int eg_rx_wants(const eg_config *cfg, unsigned i, const eg_index_state_rec *st,
+                       int rotating) {
   if (i == EG_REINDEX_MESSAGES && eg_messages_off(cfg))
     return st && st->version == 0 && st->target == 0 ? EG_RX_NOTHING : EG_RX_OFF;
   if (st && st->target == EG_TOKENIZER_VERSION) return EG_RX_STEP;
   /* A job toward another version (an older or newer engramd's) begins anew. */
-  if (st && (st->version < EG_TOKENIZER_VERSION || st->target)) return EG_RX_BEGIN;
+  if (st && (st->version < EG_TOKENIZER_VERSION || st->target)) return rotating ? EG_RX_NOTHING : EG_RX_BEGIN;
   return EG_RX_NOTHING;
 }
 
@@ -191,13 +196,14 @@ static eg_err eg_rx_control_apply(eg_write_item *item, eg_txn *t) {
   int any = 0;
   eg_arena *a = eg_arena_new();
   if (!a) return EG_ENOMEM;
-  eg_err e = EG_OK;
+  int rotating;
+  eg_err e = eg_blind_rotation_running(t, &rotating);
   for (unsigned i = 0; i < EG_REINDEX_INDEXES && !e; i++) {
     eg_index_state_rec *st, rec = ENGRAM__STORAGE__V1__INDEX_STATE_RECORD__INIT;
     int want;
     c->changed[i] = 0;
     if ((e = eg_state_get(t, a, i, &st))) break;
-    want = eg_rx_wants(cfg, i, st);
+    want = eg_rx_wants(cfg, i, st, rotating);
     if (want == EG_RX_OFF) {
       rec.version = 0;
     } else if (want == EG_RX_BEGIN) {
@@ -261,6 +267,7 @@ typedef struct {
   /* The walk's caches: the tenant's blind context, the session's record. */
   const char *ctx_tenant;
   eg_blind_ctx *ctx;
+  uint32_t ctx_key; /* the key id ctx is under */
   const char *s_tenant, *s_id;
   const eg_session_rec *session; /* NULL: none (gone) */
   eg_err err;
@@ -308,7 +315,7 @@ static eg_err eg_rx_rewrite_memory(eg_txn *t, unsigned target, const eg_rx_rec *
     next.index_version = r->mem_new.index_version;
     next.flags = r->mem_new.flags;
     /* As the services' puts do (eg_memory_put): a record from before the
-     * filter tokens (0.14's) gets them, or the layout 3 meta this put
+     * filter tokens (0.14's) gets them, or the layout 3+ meta this put
      * writes would hide it from agent and source filters. The same ids
      * hash the same, so a record that has them keeps them. */
     eg_memory_ids_hash(r->ctx, &next);
@@ -359,6 +366,7 @@ static eg_err eg_rx_rewrite_message(eg_txn *t, unsigned target, const eg_rx_rec 
     next.index_tf = r->msg_new.index_tf;
     next.index_words = r->msg_new.index_words;
     next.index_user_id = r->msg_new.index_user_id;
+    next.blind_key_id = r->msg_new.blind_key_id;
     e = eg_store_message_reindex(t, r->tenant, r->session_id, cur, &next);
   } else {
     *stop = 1;
@@ -463,7 +471,7 @@ static eg_err eg_rx_visit(eg_rx_step *s, const uint8_t *key, size_t key_len, con
   if (!(*tenant_copy = eg_arena_strndup(s->arena, tenant, strlen(tenant)))) return EG_ENOMEM;
   eg_req r = eg_rx_req(s, *tenant_copy);
   eg_err e = eg_blind_ctx_of(&r, &s->ctx);
-  if (e == EG_OK) s->ctx_tenant = *tenant_copy;
+  if (e == EG_OK) s->ctx_tenant = *tenant_copy, s->ctx_key = r.blind_key_used;
   return e;
 }
 
@@ -563,7 +571,7 @@ static eg_err eg_rx_message(eg_rx_step *s, const char *tenant, const eg_session_
                            &text, &len);
   if (e == EG_ECORRUPT || e == EG_EERASED) return eg_rx_unreadable(s, x, &r);
   if (e) return e;
-  if ((e = eg_message_index_fields(s->arena, s->ctx, s->from.target, session->language,
+  if ((e = eg_message_index_fields(s->arena, s->ctx, s->ctx_key, s->from.target, session->language,
                                    session->user_id, text, len, &x->msg_new)))
     return e;
   s->rx.item.bytes += engram__storage__v1__message_record__get_packed_size(&x->msg_new);
@@ -699,11 +707,17 @@ static int64_t eg_rx_round(eg_reindex *x) {
   eg_index_state_rec *st[EG_REINDEX_INDEXES] = {NULL};
   eg_arena *a = eg_arena_new();
   if (!a) return EG_REINDEX_IDLE_MS;
+  int rotating = 0;
   eg_err e = eg_store_reader_begin(x->reader);
   for (unsigned i = 0; i < EG_REINDEX_INDEXES && e == EG_OK; i++)
     e = eg_state_get(x->reader, a, i, &st[i]);
+  if (e == EG_OK) e = eg_blind_rotation_running(x->reader, &rotating);
   eg_store_reader_end(x->reader);
   int64_t sleep_ms = EG_REINDEX_IDLE_MS;
+  /* The write key of writes that read no snapshot, as the replicated row
+   * now says (every node: a promoted replica's writes take the right one
+   * without a refused first try). */
+  if (e == EG_OK) e = eg_blind_key_load(x->srv);
   if (e != EG_OK) {
     eg_log(EG_LOG_WARN, "reindex: cannot read the index state: %s", eg_err_msg(e));
     eg_arena_free(a);
@@ -714,7 +728,7 @@ static int64_t eg_rx_round(eg_reindex *x) {
     uint64_t pending = st[i] && st[i]->target && st[i]->total > st[i]->done
                            ? st[i]->total - st[i]->done : 0;
     atomic_store_explicit(&x->pending[i], pending, memory_order_relaxed);
-    int want = eg_rx_wants(x->srv->cfg, i, st[i]);
+    int want = eg_rx_wants(x->srv->cfg, i, st[i], rotating);
     control |= want == EG_RX_OFF || want == EG_RX_BEGIN;
     if (want == EG_RX_STEP && step < 0) step = (int)i;
   }
@@ -724,9 +738,21 @@ static int64_t eg_rx_round(eg_reindex *x) {
     uint64_t walked;
     if (control) {
       if (eg_rx_control_run(x) == EG_OK) sleep_ms = 0; /* the job's first step next */
-    } else if (step >= 0 && eg_rx_step_run(x, (unsigned)step, st[step], &walked) == EG_OK) {
-      /* --reindex-rate: the records just walked take this long. */
-      sleep_ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->reindex_rate);
+    } else if (step >= 0) {
+      if (eg_rx_step_run(x, (unsigned)step, st[step], &walked) == EG_OK)
+        /* --reindex-rate: the records just walked take this long. */
+        sleep_ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->reindex_rate);
+    } else if (rotating) {
+      /* No tokenizer job: the blind-index rotation's step, at the same
+       * rate. */
+      eg_err be = eg_blind_rotation_step(x->srv, x->writer, x->reader, x->batch, &walked);
+      if (be == EG_OK)
+        sleep_ms = (int64_t)(walked * 1000 / (uint64_t)x->srv->cfg->reindex_rate);
+      else if (be == EG_ELIMIT && x->batch > 1)
+        x->batch /= 2;
+      if (be != EG_OK && be != EG_ENOTFOUND)
+        eg_log(EG_LOG_WARN, "blind-index rotation: %s; retrying in %d ms", eg_err_msg(be),
+               EG_REINDEX_IDLE_MS);
     }
   }
   eg_arena_free(a);

@@ -59,10 +59,16 @@
  * index starts at version 2; an unindexed message, version 0, has no
  * entries to match.)
  *
- * Key rotation: the same path serves a new blind-index key. The job only
- * needs "version" to name how an entry set was made (a tokenizer version
- * today; a (tokenizer, blind key) generation would bump it and pick the
- * key by it in the step's term computation); nothing here rotates keys.
+ * Blind keys (server/blind_key.h). A step tokenizes under the write key
+ * (eg_blind_ctx_of); a message's terms are its only blind tokens, so the
+ * rewrite stamps it with that key. A memory keeps its other tokens, so it
+ * is only right while the write key is the memory's own: true while no
+ * blind-index rotation runs. The two never run together: this thread
+ * also runs the rotation's steps (server/blind_rotation.h), only when no
+ * tokenizer job has a step; no job begins while a rotation runs (the
+ * control item reads the rotation's row in its txn), and
+ * RotateBlindIndexKey is refused while a job runs. The versioned reads
+ * also read under every read key (memory_versions.h).
  */
 #ifndef EG_SERVER_REINDEX_H
 #define EG_SERVER_REINDEX_H

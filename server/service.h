@@ -43,9 +43,12 @@ typedef struct eg_srv {
    * together (a seal and the key id it names). */
   _Atomic(const eg_keyring *) keys;
   struct eg_data_keys *data_keys; /* server/data_keys.h */
-  /* The store's blind-index key id (server/blind_key.h) for writes whose
-   * prepare reads no snapshot: loaded at start (eg_blind_key_load); 0: the
-   * store has none, the keyring's lowest id. */
+  /* The blind-index write key (server/blind_key.h: the rotation's target
+   * while one runs, else the store's key id) for writes whose prepare
+   * reads no snapshot: loaded at start (eg_blind_key_load), and set
+   * again by an apply that finds it stale (eg_blind_key_check); 0: the
+   * keyring's lowest. A stale value costs the write a retry, never a
+   * record under the wrong key. */
   _Atomic uint32_t blind_key_id;
   struct eg_limits *limits;       /* server/limits.h: per-tenant limits */
   const eg_auth *auth;
@@ -87,6 +90,9 @@ typedef struct eg_req {
    * being answered, so one call never holds the write txn for long. Its
    * msg then says what was done so far (see more_stops_at_deadline). */
   int more;
+  /* The blind-index key id its blind contexts were taken under
+   * (eg_blind_ctx_of; 0: none), checked again at apply. */
+  uint32_t blind_key_used;
   /* the reply */
   char msg[256];
   ProtobufCMessage *resp;

@@ -14,6 +14,7 @@
 
 #include "engram/storage/v1/checkpoint_records.pb-c.h"
 #include "engram/v1/agent_state.pb-c.h"
+#include "server/blind_key.h"
 #include "server/convert.h"
 #include "server/json_terms.h"
 #include "server/memory_svc.h"
@@ -195,6 +196,7 @@ static eg_err eg_pc_prepare(eg_req *r, const ProtobufCMessage *msg) {
     return e;
   eg_ckpt_rec *rec = &st->rec;
   engram__storage__v1__checkpoint_record__init(rec);
+  rec->blind_key_id = r->blind_key_used;
   if ((e = eg_ck_json(r, ctx, "checkpoint.metadata_json", c->metadata_json, &rec->metadata_hashes,
                       &rec->n_metadata_hashes)) ||
       (e = eg_ck_json(r, ctx, "checkpoint.new_versions_json", c->new_versions_json, NULL, NULL)))
@@ -274,7 +276,10 @@ struct eg_list_ck {
   eg_req *r;
   const Engram__V1__ListCheckpointsRequest *in;
   const char *ns;         /* only this namespace (with no thread: any thread's); NULL: any */
-  const uint64_t *filter; /* sorted blind terms every match holds */
+  /* The sorted blind terms every match holds, under each read key
+   * (server/blind_key.h); a checkpoint is compared with its own key's. */
+  const eg_blind_read *keys;
+  uint64_t *filter[2];
   size_t n_filter, want, examined;
   Engram__V1__ListCheckpointsResponse *out;
   eg_reply_budget budget;
@@ -302,7 +307,9 @@ static int eg_list_ck_visit(void *arg, const eg_ckpt_pos *pos, eg_ckpt_rec *rec)
   }
   l->examined++;
   int match = !l->ns || strcmp(rec->checkpoint_ns, l->ns) == 0;
-  for (size_t i = 0; match && i < l->n_filter; i++) match = eg_has_term(rec, l->filter[i]);
+  unsigned k = eg_blind_read_pick(l->keys, rec->blind_key_id);
+  if (l->n_filter && k >= l->keys->n) match = 0; /* under neither key: not expected */
+  for (size_t i = 0; match && i < l->n_filter; i++) match = eg_has_term(rec, l->filter[k][i]);
   if (!match || l->out->n_checkpoints == l->want) {
     eg_ckpt_rec_free(rec);
     /* A full page stops at the next match, which the next page shows. */
@@ -324,17 +331,18 @@ static eg_err eg_list_checkpoints(eg_req *r, const ProtobufCMessage *msg) {
   int has_ns = in->ns_case == ENGRAM__V1__LIST_CHECKPOINTS_REQUEST__NS_CHECKPOINT_NS;
   struct eg_list_ck l = {.r = r, .in = in, .ns = has_ns ? in->checkpoint_ns : NULL};
   eg_ckpt_pos after;
-  eg_blind_ctx *ctx;
-  uint64_t *terms;
+  eg_blind_read keys;
   eg_err e;
   if ((e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg)) ||
       (e = eg_ck_id(r, "thread_id", in->thread_id, 1)) ||
       (has_ns && (e = eg_ck_id(r, "checkpoint_ns", in->checkpoint_ns, 1))) ||
       (e = eg_ck_id(r, "before_checkpoint_id", in->before_checkpoint_id, 1)) ||
-      (e = eg_blind_ctx_of(r, &ctx)) ||
-      (e = eg_ck_json(r, ctx, "filter_json", in->filter_json, &terms, &l.n_filter)))
+      (e = eg_blind_read_ctxs(r, r->rtxn, &keys)))
     return e;
-  l.filter = terms;
+  for (unsigned k = 0; k < keys.n; k++)
+    if ((e = eg_ck_json(r, keys.ctx[k], "filter_json", in->filter_json, &l.filter[k], &l.n_filter)))
+      return e;
+  l.keys = &keys;
   if (in->page_size < 0) return eg_mem_invalid(r, "page_size", "must not be negative");
   l.want = in->page_size == 0 || in->page_size > EG_CKPT_PAGE_MAX ? EG_CKPT_PAGE_MAX : (size_t)in->page_size;
   _Static_assert(sizeof after.buf <= EG_PAGE_POS_MAX, "a checkpoint listing's position fits a page token");

@@ -1,12 +1,15 @@
-/* AdminService: RotateDataKeys (server/key_rotation.h). RotateBlindIndexKey
- * is not served yet (UNIMPLEMENTED): docs/security.md, "Rotation without
- * downtime". */
+/* AdminService: RotateDataKeys (server/key_rotation.h) and
+ * RotateBlindIndexKey (server/blind_rotation.h). */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "engram/v1/admin.pb-c.h"
+#include "server/blind_key.h"
+#include "server/blind_rotation.h"
 #include "server/data_keys.h"
 #include "server/key_rotation.h"
+#include "server/reindex.h"
 #include "server/service.h"
 #include "server/validate.h"
 
@@ -131,6 +134,94 @@ static eg_err eg_rdk_apply(eg_req *r, eg_txn *t) {
   return EG_OK;
 }
 
+/* ---- RotateBlindIndexKey ----------------------------------------------------- */
+
+/* The request has no fields: everything is decided in apply, from what
+ * its txn reads. */
+static eg_err eg_rbk_prepare(eg_req *r, const ProtobufCMessage *msg) {
+  (void)r;
+  (void)msg;
+  return EG_OK;
+}
+
+/* FAILED_PRECONDITION while a tokenizer reindex runs (the two never run
+ * together: server/blind_rotation.h), as t sees the index states. */
+static eg_err eg_rbk_no_reindex(eg_req *r, eg_txn *t) {
+  for (unsigned i = 0; i < EG_REINDEX_INDEXES; i++) {
+    eg_index_state_rec *st;
+    eg_err e = eg_store_index_state_get(t, eg_reindex_name(i), &st);
+    if (e == EG_ENOTFOUND) continue;
+    if (e) return e;
+    if (st->target) {
+      snprintf(r->msg, sizeof r->msg, "a reindex of %s to tokenizer version %u is running (%llu "
+               "of %llu records): start the blind-index rotation when it is done (engram admin "
+               "status)", eg_reindex_name(i), (unsigned)st->target,
+               (unsigned long long)st->done, (unsigned long long)st->total);
+      e = EG_EPRECOND;
+    }
+    engram__storage__v1__index_state_record__free_unpacked(st, NULL);
+    if (e) return e;
+  }
+  return EG_OK;
+}
+
+static void eg_rbk_row_free(void *p) {
+  engram__storage__v1__blind_index_key_record__free_unpacked(p, NULL);
+}
+
+/* The rotation to the keyring's primary, begun in t unless one runs (its
+ * state answered as it is) or the index is under the primary already
+ * (nothing written). */
+static eg_err eg_rbk_apply(eg_req *r, eg_txn *t) {
+  const eg_keyring *kr = eg_srv_keys(r->srv);
+  uint32_t primary = eg_keyring_primary_id(kr);
+  eg_blind_key_rec *stored = NULL, row = ENGRAM__STORAGE__V1__BLIND_INDEX_KEY_RECORD__INIT;
+  eg_blind_keys k;
+  Engram__V1__RotateBlindIndexKeyResponse *out =
+      EG_ARENA_NEW(r->arena, Engram__V1__RotateBlindIndexKeyResponse);
+  if (!out) return EG_ENOMEM;
+  engram__v1__rotate_blind_index_key_response__init(out);
+  eg_err e = eg_blind_keys_get(t, kr, &k);
+  if (e) return e;
+  e = eg_store_blind_key_get(t, &stored);
+  if (e && e != EG_ENOTFOUND) return e;
+  /* The answer may point into it. */
+  if (stored && eg_arena_defer(r->arena, eg_rbk_row_free, stored) != 0) {
+    eg_rbk_row_free(stored);
+    return EG_ENOMEM;
+  }
+  if (stored) {
+    row = *stored;
+  } else {
+    row.key_id = k.current;
+    row.problem = "";
+  }
+  if (k.target || k.current == primary) {
+    /* Running (reported, idempotent), or nothing to do. */
+    e = eg_blind_rotation_api(r, &row, &out->status);
+  } else if ((e = eg_rbk_no_reindex(r, t)) == EG_OK) {
+    row.key_id = k.current;
+    row.target_key_id = primary;
+    row.legacy_key_id = k.legacy; /* the first rotation's, kept after */
+    row.kind = 0;
+    row.cursor = (ProtobufCBinaryData){0, NULL};
+    row.done = 0;
+    row.pass = 1;
+    row.pass_found = 0;
+    row.start_time_us = r->now_us;
+    row.finish_time_us = 0;
+    row.problem = "";
+    if (!(e = eg_blind_rotation_total(t, &row.total)) && !(e = eg_store_blind_key_put(t, &row)))
+      e = eg_blind_rotation_api(r, &row, &out->status);
+    /* Writes prepared from now on take the target (a stale one is
+     * refused and retried: eg_blind_key_check). */
+    if (!e) atomic_store(&((eg_srv *)r->srv)->blind_key_id, primary);
+  }
+  if (e) return e;
+  r->resp = &out->base;
+  return EG_OK;
+}
+
 #define EG_KR_PATH(name) "/engram.v1.AdminService/" #name
 
 const eg_method eg_key_rotation_methods[] = {
@@ -140,5 +231,10 @@ const eg_method eg_key_rotation_methods[] = {
      .prepare = eg_rdk_prepare,
      .apply = eg_rdk_apply,
      .prepare_reads = 1},
+    {.path = EG_KR_PATH(RotateBlindIndexKey),
+     .in = &engram__v1__rotate_blind_index_key_request__descriptor,
+     .role = EG_ROLE_ADMIN,
+     .prepare = eg_rbk_prepare,
+     .apply = eg_rbk_apply},
     {.path = NULL},
 };

@@ -23,6 +23,7 @@
 #include "server/memory_score.h"
 #include "server/memory_svc.h"
 #include "server/memory_versions.h"
+#include "server/session_terms.h"
 #include "server/text_terms.h"
 #include "server/tokenizer.h"
 #include "server/service.h"
@@ -226,6 +227,31 @@ eg_err eg_text_index(eg_req *r, const eg_blind_ctx *ctx, const char *text, size_
   return EG_OK;
 }
 
+eg_err eg_memory_blind_rehash(eg_req *r, const eg_blind_ctx *ctx, eg_memory_rec *rec) {
+  char *text, *category, **tags;
+  size_t len, n;
+  Engram__V1__Memory md = ENGRAM__V1__MEMORY__INIT;
+  eg_err e = eg_field_open(r, rec->user_id, "memory", rec->memory_id, "text", &rec->text_token,
+                           &text, &len);
+  if (e || (e = eg_text_index(r, ctx, text, len, rec)) ||
+      (e = eg_labels_open(r, rec, &category, &tags, &n)))
+    return e;
+  rec->category_hash = eg_category_hash(ctx, category);
+  rec->n_tag_hashes = n;
+  if (!(rec->tag_hashes = EG_ARENA_ARRAY(r->arena, uint64_t, n ? n : 1))) return EG_ENOMEM;
+  for (size_t i = 0; i < n; i++) rec->tag_hashes[i] = eg_tag_hash(ctx, tags[i]);
+  eg_memory_ids_hash(ctx, rec);
+  if ((e = eg_memory_namespace_set(r, ctx, rec->namespace_, rec)) ||
+      (e = eg_memory_metadata_open(r, rec, &md)))
+    return e;
+  /* eg_session_terms takes the write key itself: the same as ctx's. */
+  if ((e = eg_session_terms(r, (eg_kv_entry **)md.metadata, md.n_metadata, &rec->metadata_hashes,
+                            &rec->n_metadata_hashes)))
+    return e;
+  rec->blind_key_id = r->blind_key_used;
+  return EG_OK;
+}
+
 /* Seals the text for memory_id (under rec->user_id's data key) and
  * computes its blind terms (in rec->language: set it first). */
 static eg_err eg_text_seal(eg_req *r, const eg_blind_ctx *ctx, const char *memory_id,
@@ -283,21 +309,6 @@ eg_err eg_memory_to_api(eg_req *r, eg_txn *t, const eg_memory_rec *rec, int with
   }
   *out = m;
   return EG_OK;
-}
-
-static void eg_blind_ctx_wipe(void *p) { eg_blind_end(p); }
-
-/* A blind-index context for r's tenant, wiped when the call ends. */
-eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
-  eg_blind_ctx *ctx = EG_ARENA_NEW(r->arena, eg_blind_ctx);
-  uint32_t id;
-  if (!ctx) return EG_ENOMEM;
-  eg_err e = eg_blind_key_of(r, &id);
-  if (e) return e;
-  e = eg_blind_begin_id(eg_srv_keys(r->srv), id, r->tenant, ctx);
-  if (e == EG_OK) e = eg_arena_defer(r->arena, eg_blind_ctx_wipe, ctx) == 0 ? EG_OK : EG_ENOMEM;
-  *out = ctx;
-  return e;
 }
 
 /* ==== CreateMemory =============================================================== */
@@ -390,6 +401,7 @@ eg_err eg_create_memory_prepare(eg_req *r, const ProtobufCMessage *msg) {
   /* The language before the text: its words are read in it. */
   rec->language = st->m->language;
   eg_memory_ids_hash(ctx, rec);
+  rec->blind_key_id = r->blind_key_used;
   if ((e = eg_text_seal(r, ctx, rec->memory_id, st->m->text, rec)) ||
       (e = eg_labels_seal(r, ctx, rec->memory_id, st->m->category, st->tags, st->n_tags, 0, rec)) ||
       (e = eg_memory_namespace_set(r, ctx, st->m->namespace_, rec)) ||
@@ -447,7 +459,8 @@ static void eg_dedup_consider(struct eg_dedup *d, const uint8_t *pos, size_t pos
   /* The probe's terms at the version of this memory's (versioned reads). */
   size_t n_terms;
   const eg_pmap_ent *ent =
-      eg_pmaps_find(d->shared, eg_pmaps_version(d->shared, m), pos, pos_len, NULL, &n_terms);
+      eg_pmaps_find(d->shared, eg_pmaps_key(d->shared, m), eg_pmaps_version(d->shared, m), pos,
+                    pos_len, NULL, &n_terms);
   eg_similarity s = {.same_polarity = (m->flags & EG_MEMORY_F_NEGATED) == (rec->flags & EG_MEMORY_F_NEGATED)};
   s.jaccard = eg_jaccard(ent ? ent->count : 0, n_terms, m->n_terms);
   if (vec && p->vec) {
@@ -486,10 +499,12 @@ static int eg_dedup_visit(void *arg, const eg_memory_pos *pos, const eg_memory_m
 static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struct eg_dedup *d) {
   eg_terms_versions tv;
   eg_pmaps *shared = EG_ARENA_NEW(r->arena, eg_pmaps);
+  eg_blind_read *keys = EG_ARENA_NEW(r->arena, eg_blind_read);
   const eg_memory_rec *rec = p->rec;
-  if (!shared) return EG_ENOMEM;
+  if (!shared || !keys) return EG_ENOMEM;
   *d = (struct eg_dedup){.r = r, .p = p, .shared = shared};
-  eg_err e = eg_memory_versions(r, t, rec, p->text, &tv);
+  eg_err e = eg_blind_read_ctxs(r, t, keys);
+  if (!e) e = eg_memory_versions(r, t, keys, rec, p->text, &tv);
   if (!e) e = eg_pmaps_join(r, t, rec->user_id, &tv, 1, shared);
   if (e) return e;
   /* The join's work counts too: each entry's count is the postings read
@@ -514,11 +529,12 @@ static eg_err eg_dedup_run(eg_req *r, eg_txn *t, const struct eg_probe *p, struc
   eg_memory_pos *cands = EG_ARENA_ARRAY(r->arena, eg_memory_pos, shared->n ? shared->n : 1);
   size_t n = 0;
   if (!cands) return EG_ENOMEM;
-  for (unsigned v = tv.from; v <= EG_TOKENIZER_VERSION; v++)
-    for (size_t i = 0; i < shared->m[v].n; i++) {
-      memcpy(cands[n].buf, shared->m[v].ents[i].pos, shared->m[v].ents[i].len);
-      cands[n++].len = shared->m[v].ents[i].len;
-    }
+  for (unsigned k = 0; k < keys->n; k++)
+    for (unsigned v = tv.from; v <= EG_TOKENIZER_VERSION; v++)
+      for (size_t i = 0; i < shared->m[k][v].n; i++) {
+        memcpy(cands[n].buf, shared->m[k][v].ents[i].pos, shared->m[k][v].ents[i].len);
+        cands[n++].len = shared->m[k][v].ents[i].len;
+      }
   qsort(cands, n, sizeof *cands, eg_pos_cmp);
   for (size_t i = 0; i < n && !d->err && !d->past_self; i++) {
     /* In the maps of two versions: considered once. */
@@ -546,8 +562,12 @@ static eg_err eg_dedup_match(eg_req *r, eg_txn *t, const struct eg_dedup *d, eg_
 static eg_err eg_memory_put(eg_req *r, eg_txn *t, eg_memory_rec *rec, const eg_memory_rec *prev,
                             const float *vec) {
   if ((rec->agent_id[0] && !rec->agent_hash) || (rec->source_session_id[0] && !rec->source_hash)) {
+    /* Such a record is from before rotations (blind_key_id 0): its tokens
+     * under its own key, the row's legacy one. */
+    eg_blind_keys k;
     eg_blind_ctx *ctx;
-    eg_err e = eg_blind_ctx_of(r, &ctx);
+    eg_err e = eg_blind_keys_get(t, eg_srv_keys(r->srv), &k);
+    if (!e) e = eg_blind_ctx_under(r, eg_blind_keys_rec(&k, rec->blind_key_id), &ctx);
     if (e) return e;
     eg_memory_ids_hash(ctx, rec);
   }
@@ -637,6 +657,18 @@ static eg_err eg_quota_make_room(eg_req *r, eg_txn *t, const struct eg_cm_state 
   return eg_purge_at(r, t, &q.victim, evicted);
 }
 
+/* Re-tokenizes every blind field of rec under the write key if rec (as
+ * stored, read through t) is under another: a write that changes some of
+ * them under the write key then leaves no token under the old one. */
+static eg_err eg_memory_blind_align(eg_req *r, eg_txn *t, eg_memory_rec *rec) {
+  eg_blind_keys k;
+  eg_blind_ctx *ctx;
+  eg_err e = eg_blind_keys_get(t, eg_srv_keys(r->srv), &k);
+  if (e || eg_blind_keys_rec(&k, rec->blind_key_id) == eg_blind_keys_write(&k)) return e;
+  if ((e = eg_blind_ctx_of(r, &ctx))) return e;
+  return eg_memory_blind_rehash(r, ctx, rec);
+}
+
 /* MERGE: the match takes the higher scores and the union of the tags. */
 static eg_err eg_cm_merge(eg_req *r, eg_txn *t, const struct eg_cm_state *st, eg_memory_rec *old,
                           eg_memory_rec **out) {
@@ -645,7 +677,9 @@ static eg_err eg_cm_merge(eg_req *r, eg_txn *t, const struct eg_cm_state *st, eg
   size_t n, max = (size_t)r->srv->cfg->memory_max_tags;
   if (!upd) return EG_ENOMEM;
   *upd = *old;
-  eg_err e = eg_labels_open(r, old, &category, &tags, &n);
+  /* Its new tag tokens are under the write key: the rest of it too. */
+  eg_err e = eg_memory_blind_align(r, t, upd);
+  if (!e) e = eg_labels_open(r, old, &category, &tags, &n);
   if (e) return e;
   char **all = EG_ARENA_ARRAY(r->arena, char *, n + st->n_tags + 1);
   if (!all) return EG_ENOMEM;
@@ -997,6 +1031,10 @@ static eg_err eg_um_apply(eg_req *r, eg_txn *t) {
                                 &st->sealed.metadata_token)))
     return e;
   upd = *old;
+  /* The fields it changes get tokens under the write key: the others too,
+   * if old is under another (a blind-index rotation runs), so that every
+   * token of the record is under the key it says. */
+  if ((e = eg_memory_blind_align(r, t, &upd))) return e;
   if (k & (EG_UP_TEXT | EG_UP_LANGUAGE)) {
     /* New words or a new language: the text is indexed again. */
     char *text = m->text;

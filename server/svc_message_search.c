@@ -59,6 +59,7 @@
 
 #include "common/log.h"
 #include "engram/v1/session.pb-c.h"
+#include "server/blind_key.h"
 #include "server/convert.h"
 #include "server/memory_score.h"
 #include "server/memory_svc.h"
@@ -657,16 +658,25 @@ static eg_err eg_msearch_result(eg_msearch *s, const eg_scored *c, double best_b
 eg_err eg_search_messages(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__SearchMessagesRequest *in = (const void *)msg;
   eg_msearch s = {.r = r, .in = in};
-  size_t offset = 0, k = 0, nt = 0;
-  uint64_t terms[EG_MSEARCH_TERMS_MAX + 1];
-  eg_blind_ctx *ctx;
+  size_t offset = 0, k = 0, nt = 0, nk = 0;
+  /* The query's terms under each read key (server/blind_key.h: two while
+   * a blind-index rotation runs), one after the other: a message's
+   * postings are all under its own key, so it matches only that key's
+   * share and is never counted twice. */
+  uint64_t terms[2 * (EG_MSEARCH_TERMS_MAX + 1)];
+  eg_blind_read keys;
   eg_err e;
-  if ((e = eg_msearch_check(r, in, &s, &offset, &k)) || (e = eg_blind_ctx_of(r, &ctx))) return e;
-  /* One more than the limit: the first distinct words are kept, so a
-   * full array means too many. */
-  if ((e = eg_text_terms(ctx, EG_TOKENIZER_VERSION, in->language, in->query, strlen(in->query), terms,
-                         NULL, EG_MSEARCH_TERMS_MAX + 1, &nt, NULL, NULL)))
+  if ((e = eg_msearch_check(r, in, &s, &offset, &k)) || (e = eg_blind_read_ctxs(r, r->rtxn, &keys)))
     return e;
+  for (unsigned i = 0; i < keys.n; i++) {
+    /* One more than the limit: the first distinct words are kept, so a
+     * full array means too many. */
+    if ((e = eg_text_terms(keys.ctx[i], EG_TOKENIZER_VERSION, in->language, in->query,
+                           strlen(in->query), terms + nk, NULL, EG_MSEARCH_TERMS_MAX + 1, &nt,
+                           NULL, NULL)))
+      return e;
+    nk += nt;
+  }
   if (nt > EG_MSEARCH_TERMS_MAX)
     return eg_invalid(r->msg, sizeof r->msg, "query", "more than %d distinct words", EG_MSEARCH_TERMS_MAX);
   if (!nt && !in->n_embedding)
@@ -692,7 +702,7 @@ eg_err eg_search_messages(eg_req *r, const ProtobufCMessage *msg) {
     return e ? e : EG_ENOMEM;
   eg_topk_init(&s.top, items, s.want);
   if (nt) {
-    if ((e = eg_msearch_keywords(&s, terms, nt)) || (e = eg_msearch_rank(&s))) return e;
+    if ((e = eg_msearch_keywords(&s, terms, nk)) || (e = eg_msearch_rank(&s))) return e;
   } else if (s.q && (e = eg_msearch_embedding_only(&s))) {
     return e;
   }

@@ -208,6 +208,7 @@ static eg_err eg_create_apply(eg_req *r, eg_txn *t) {
   rec.metadata_token = st->metadata_token;
   rec.metadata_hashes = st->metadata_hashes;
   rec.n_metadata_hashes = st->n_metadata_hashes;
+  rec.blind_key_id = r->blind_key_used; /* 0 (no metadata): no token to match */
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + ttl_us;
   rec.ttl_us = ttl_us;
@@ -374,6 +375,7 @@ static eg_err eg_update_apply(eg_req *r, eg_txn *t) {
     upd.metadata_token = st->metadata_token;
     upd.metadata_hashes = st->metadata_hashes;
     upd.n_metadata_hashes = st->n_metadata_hashes;
+    upd.blind_key_id = r->blind_key_used; /* every token made again */
   }
   if (st->mask & EG_SU_AGENT) upd.agent_id = in->agent_id;
   if (st->mask & EG_SU_TTL) upd.ttl_us = st->ttl_us;
@@ -707,7 +709,8 @@ static eg_err eg_append_index(eg_req *r, const Engram__V1__AppendMessagesRequest
   if ((e = eg_blind_ctx_of(r, &ctx))) return e;
   for (size_t i = 0; i < in->n_messages; i++) {
     const char *text = in->messages[i]->content;
-    if ((e = eg_message_index_fields(r->arena, ctx, EG_TOKENIZER_VERSION, s->language, s->user_id,
+    if ((e = eg_message_index_fields(r->arena, ctx, r->blind_key_used, EG_TOKENIZER_VERSION,
+                                     s->language, s->user_id,
                                      text, strlen(text), &idx[i])))
       return e;
   }
@@ -860,6 +863,7 @@ static eg_err eg_append_one(eg_req *r, eg_txn *t, eg_session_rec *s, eg_stats_re
     rec.index_tf = x->index_tf;
     rec.index_words = x->index_words;
     rec.index_user_id = x->index_user_id;
+    rec.blind_key_id = x->blind_key_id;
   }
   eg_err e;
   if (st->sealed_seq && st->sealed_seq[i] == rec.seq && strcmp(s->user_id, st->sealed_user) == 0) {
@@ -1068,12 +1072,19 @@ struct eg_fork_state {
   int taken;
   const eg_session_rec *src; /* the source as prepare read it */
   ProtobufCBinaryData metadata_token, summary_token; /* sealed for new_id */
+  /* The metadata's terms under the write key (r->blind_key_used): made
+   * again, not copied, so that a fork of a session still under an old
+   * blind key lands under the write key (server/blind_rotation.h). */
+  uint64_t *metadata_hashes;
+  size_t n_metadata_hashes;
   int64_t summary_through_seq;
   eg_message_rec *msgs; /* seq ascending, sealed for new_id */
   size_t n;
   size_t bytes; /* what apply logs, so far */
   eg_stats_rec stats; /* of msgs */
 };
+
+static void eg_fork_entry_init(void *e) { engram__v1__session__metadata_entry__init(e); }
 
 /* Opens a sealed field of (kind, from_id) and seals it for (kind, to_id);
  * an empty token stays empty. */
@@ -1127,8 +1138,10 @@ static eg_err eg_fork_message(struct eg_fork_copy *fc, const eg_message_rec *rec
   m->index_tf = plain.index_tf;
   m->index_words = plain.index_words;
   m->index_user_id = plain.index_user_id;
+  m->blind_key_id = plain.blind_key_id;
   if (!fc->ctx) return EG_OK;
-  return eg_message_index_fields(r->arena, fc->ctx, EG_TOKENIZER_VERSION, src->language,
+  return eg_message_index_fields(r->arena, fc->ctx, r->blind_key_used, EG_TOKENIZER_VERSION,
+                                 src->language,
                                  src->user_id, text ? text : "", len, m);
 }
 
@@ -1208,6 +1221,15 @@ static eg_err eg_fork_prepare(eg_req *r, const ProtobufCMessage *msg) {
   if ((e = eg_fork_reseal(r, src->user_id, "session", src->session_id, st->new_id, "metadata",
                           &src->metadata_token, &st->metadata_token)))
     return e;
+  if (src->n_metadata_hashes) {
+    eg_kv_entry **md;
+    size_t n;
+    if ((e = eg_metadata_open(r, src->user_id, "session", src->session_id, &src->metadata_token,
+                              eg_fork_entry_init, sizeof(Engram__V1__Session__MetadataEntry), &md,
+                              &n)) ||
+        (e = eg_session_terms(r, md, n, &st->metadata_hashes, &st->n_metadata_hashes)))
+      return e;
+  }
   /* A summary of more than the fork holds would speak of messages it
    * does not have. */
   if (src->summary_through_seq <= in->through_seq) {
@@ -1285,8 +1307,9 @@ static eg_err eg_fork_apply(eg_req *r, eg_txn *t) {
   rec.agent_id = src->agent_id;
   rec.state = ENGRAM__V1__SESSION_STATE__SESSION_STATE_ACTIVE;
   rec.metadata_token = st->metadata_token;
-  rec.metadata_hashes = src->metadata_hashes;
-  rec.n_metadata_hashes = src->n_metadata_hashes;
+  rec.metadata_hashes = st->metadata_hashes;
+  rec.n_metadata_hashes = st->n_metadata_hashes;
+  rec.blind_key_id = st->n_metadata_hashes ? r->blind_key_used : 0;
   rec.create_time_us = rec.update_time_us = r->now_us;
   rec.expire_time_us = r->now_us + src->ttl_us;
   rec.ttl_us = src->ttl_us;

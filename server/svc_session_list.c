@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "engram/v1/session.pb-c.h"
+#include "server/blind_key.h"
 #include "server/convert.h"
 #include "server/memory_svc.h"
 #include "server/page_token.h"
@@ -36,7 +37,12 @@ struct eg_list_sessions {
   eg_reply_budget budget;
   unsigned states;                   /* bit per SessionState; 0: any */
   int64_t c_from, c_to, u_from, u_to; /* c_to, u_to: INT64_MAX when open */
-  uint64_t *terms;                   /* metadata filters; terms[0] drives a TERM walk */
+  /* The metadata filters' tokens under each read key (server/blind_key.h;
+   * a session is compared with its own key's); terms[0][0] drives a TERM
+   * walk, which only one read key allows (a rotation's two: the other
+   * walks, so that sessions under either key are found). */
+  eg_blind_read keys;
+  uint64_t *terms[2];
   size_t n_terms;
   /* The position after which the next page starts: mode byte, then an
    * index cursor (USER, ACTIVITY) or a session id (TERM). */
@@ -84,8 +90,11 @@ static int eg_ls_match(const struct eg_list_sessions *ls, const eg_session_rec *
   if (ls->states && !(ls->states & 1u << eg_session_state_at(rec, ls->r->now_us))) return 0;
   if (rec->create_time_us < ls->c_from || rec->create_time_us >= ls->c_to) return 0;
   if (rec->update_time_us < ls->u_from || rec->update_time_us >= ls->u_to) return 0;
+  if (!ls->n_terms) return 1;
+  unsigned k = eg_blind_read_pick(&ls->keys, rec->blind_key_id);
+  if (k >= ls->keys.n) return 0; /* under neither key: not expected */
   for (size_t i = 0; i < ls->n_terms; i++)
-    if (!eg_u64_find(rec->metadata_hashes, rec->n_metadata_hashes, ls->terms[i])) return 0;
+    if (!eg_u64_find(rec->metadata_hashes, rec->n_metadata_hashes, ls->terms[k][i])) return 0;
   return 1;
 }
 
@@ -170,10 +179,10 @@ static eg_err eg_ls_filters(struct eg_list_sessions *ls) {
     return eg_invalid(r->msg, sizeof r->msg, "metadata_equals", "more than %d values",
                       EG_LIST_SESSIONS_METADATA_MAX);
   if (!in->n_metadata_equals) return EG_OK;
-  eg_blind_ctx *ctx;
-  if ((e = eg_blind_ctx_of(r, &ctx))) return e;
-  ls->terms = EG_ARENA_ARRAY(r->arena, uint64_t, in->n_metadata_equals);
-  if (!ls->terms) return EG_ENOMEM;
+  if ((e = eg_blind_read_ctxs(r, r->rtxn, &ls->keys))) return e;
+  for (unsigned k = 0; k < ls->keys.n; k++)
+    if (!(ls->terms[k] = EG_ARENA_ARRAY(r->arena, uint64_t, in->n_metadata_equals)))
+      return EG_ENOMEM;
   for (size_t i = 0; i < in->n_metadata_equals; i++) {
     const Engram__V1__ListSessionsRequest__MetadataEquals *m = in->metadata_equals[i];
     char field[48];
@@ -184,7 +193,8 @@ static eg_err eg_ls_filters(struct eg_list_sessions *ls) {
     if ((int64_t)len > r->srv->cfg->max_metadata_bytes)
       return eg_invalid(r->msg, sizeof r->msg, field, "%zu bytes of key and value, limit %lld",
                         len, (long long)r->srv->cfg->max_metadata_bytes);
-    if ((e = eg_session_term(r, ctx, m->key, m->value, &ls->terms[i]))) return e;
+    for (unsigned k = 0; k < ls->keys.n; k++)
+      if ((e = eg_session_term(r, ls->keys.ctx[k], m->key, m->value, &ls->terms[k][i]))) return e;
   }
   ls->n_terms = in->n_metadata_equals;
   return EG_OK;
@@ -219,7 +229,9 @@ eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg) {
       (e = eg_page_size(r, "page_size", in->page_size, &ls.want)) || (e = eg_ls_filters(&ls)))
     return e;
   ls.examine_max = ls.want * EG_LIST_EXAMINE_FACTOR;
-  ls.pos[0] = ls.n_terms ? EG_LS_TERM : in->user_id[0] ? EG_LS_USER : EG_LS_ACTIVITY;
+  ls.pos[0] = ls.n_terms && ls.keys.n == 1 ? EG_LS_TERM
+              : in->user_id[0]                ? EG_LS_USER
+                                              : EG_LS_ACTIVITY;
   ls.pos_len = 1;
   if (in->page_token[0] && (e = eg_ls_token_parse(&ls))) return e;
   eg_reply_budget_init(&ls.budget, r);
@@ -234,7 +246,7 @@ eg_err eg_list_sessions(eg_req *r, const ProtobufCMessage *msg) {
     char after_id[EG_STORE_ID_MAX + 1];
     memcpy(after_id, after.buf, after.len);
     after_id[after.len] = '\0';
-    e = eg_store_session_terms_scan(r->rtxn, r->tenant, ls.terms[0], after.len ? after_id : NULL,
+    e = eg_store_session_terms_scan(r->rtxn, r->tenant, ls.terms[0][0], after.len ? after_id : NULL,
                                     eg_ls_visit_term, &ls);
   } else if (ls.pos[0] == EG_LS_USER) {
     /* Without a token, start just below create_time_to: the index is

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engram/v1/agent_state.pb-c.h"
+#include "server/blind_key.h"
 #include "server/convert.h"
 #include "server/data_keys.h"
 #include "server/json_terms.h"
@@ -55,19 +56,17 @@ static eg_err eg_key_check(eg_req *r, const char *field, const char *key) {
   return EG_OK;
 }
 
-/* The hashes of a JSON object's pairs into an arena array. */
-static eg_err eg_json_hashes(eg_req *r, const char *field, const char *json, uint64_t **out,
-                             size_t *n) {
+/* The hashes of a JSON object's pairs under ctx into an arena array. */
+static eg_err eg_json_hashes(eg_req *r, const eg_blind_ctx *ctx, const char *field,
+                             const char *json, uint64_t **out, size_t *n) {
   size_t len = strlen(json);
   *out = NULL;
   *n = 0;
   if (len > EG_STORE_VALUE_MAX)
     return eg_invalid(r->msg, sizeof r->msg, field, "%zu bytes, limit %d", len, EG_STORE_VALUE_MAX);
-  eg_blind_ctx *ctx;
   uint64_t *h = EG_ARENA_ARRAY(r->arena, uint64_t, EG_STORE_PAIRS_MAX);
   if (!h) return EG_ENOMEM;
-  eg_err e = eg_blind_ctx_of(r, &ctx);
-  if (!e) e = eg_json_terms(ctx, field, json, len, h, EG_STORE_PAIRS_MAX, n, r->msg, sizeof r->msg);
+  eg_err e = eg_json_terms(ctx, field, json, len, h, EG_STORE_PAIRS_MAX, n, r->msg, sizeof r->msg);
   if (!e) *out = h;
   return e;
 }
@@ -138,7 +137,9 @@ static eg_err eg_put_prepare(eg_req *r, const ProtobufCMessage *msg) {
       return eg_invalid(r->msg, sizeof r->msg, "namespace",
                         "label %zu is \"*\", the wildcard of ListNamespaces", i);
   if (!in->value_json[0]) return eg_invalid(r->msg, sizeof r->msg, "value_json", "must be a JSON object");
-  if ((e = eg_json_hashes(r, "value_json", in->value_json, &st->rec.value_hashes,
+  eg_blind_ctx *ctx;
+  if ((e = eg_blind_ctx_of(r, &ctx)) ||
+      (e = eg_json_hashes(r, ctx, "value_json", in->value_json, &st->rec.value_hashes,
                           &st->rec.n_value_hashes)) ||
       (e = eg_embedding_check(r, "embedding", in->embedding, in->n_embedding, &vec, &norm)))
     return e;
@@ -146,6 +147,7 @@ static eg_err eg_put_prepare(eg_req *r, const ProtobufCMessage *msg) {
     return eg_invalid(r->msg, sizeof r->msg, "ttl_seconds", "must be in [0, %lld] (got %lld)",
                       EG_STORE_TTL_MAX_S, (long long)in->ttl_seconds);
   st->rec.ttl_seconds = in->ttl_seconds;
+  st->rec.blind_key_id = r->blind_key_used;
   st->rec.embedding = (ProtobufCBinaryData){in->n_embedding * sizeof(float), (uint8_t *)vec};
   const char *rid = eg_item_record_id(r, st->ns.buf, st->ns.len, in->key);
   if (!rid) return EG_ENOMEM;
@@ -250,7 +252,10 @@ static int eg_cand_qcmp(const void *a, const void *b) { return eg_cand_cmp(a, b)
 
 typedef struct {
   eg_req *r;
-  const uint64_t *filter;
+  /* The filter's tokens under each read key (server/blind_key.h); an item
+   * is compared with its own key's. */
+  const eg_blind_read *keys;
+  uint64_t *filter[2];
   size_t n_filter;
   const float *q; /* query embedding (aligned), NULL for none */
   size_t dim;
@@ -304,8 +309,10 @@ static void eg_heap_offer(eg_search *s, const eg_cand *c) {
 static int eg_search_visit(void *arg, const eg_item_ref *ref, const eg_item_rec *rec) {
   eg_search *s = arg;
   eg_cand c;
+  unsigned k = eg_blind_read_pick(s->keys, rec->blind_key_id);
   if (eg_store_item_expired(rec, s->r->now_us) ||
-      !eg_hashes_cover(rec->value_hashes, rec->n_value_hashes, s->filter, s->n_filter))
+      (s->n_filter && (k >= s->keys->n || !eg_hashes_cover(rec->value_hashes, rec->n_value_hashes,
+                                                          s->filter[k], s->n_filter))))
     return 0;
   c.ranked = 0;
   c.score = 0;
@@ -379,13 +386,17 @@ static eg_err eg_search_items(eg_req *r, const ProtobufCMessage *msg) {
   if (in->offset < 0 || in->offset > EG_SEARCH_ITEMS_OFFSET_MAX)
     return eg_invalid(r->msg, sizeof r->msg, "offset", "must be in [0, %d] (got %d)",
                       EG_SEARCH_ITEMS_OFFSET_MAX, in->offset);
-  uint64_t *filter;
+  eg_blind_read keys;
   float *q;
-  if ((e = eg_json_hashes(r, "filter_json", in->filter_json, &filter, &s.n_filter)) ||
-      (e = eg_embedding_check(r, "query_embedding", in->query_embedding, in->n_query_embedding,
+  if ((e = eg_blind_read_ctxs(r, r->rtxn, &keys))) return e;
+  for (unsigned k = 0; k < keys.n; k++)
+    if ((e = eg_json_hashes(r, keys.ctx[k], "filter_json", in->filter_json, &s.filter[k],
+                            &s.n_filter)))
+      return e;
+  if ((e = eg_embedding_check(r, "query_embedding", in->query_embedding, in->n_query_embedding,
                               &q, &s.qnorm)))
     return e;
-  s.filter = filter;
+  s.keys = &keys;
   s.q = q;
   s.dim = in->n_query_embedding;
   if (q && !(s.scratch = EG_ARENA_ARRAY(r->arena, float, s.dim))) return EG_ENOMEM;

@@ -125,6 +125,13 @@ static eg_err eg_ckpt_decode(const MDB_val *k, size_t id_at, const MDB_val *v, c
   return EG_OK;
 }
 
+int eg_store_checkpoint_key_user(const uint8_t *key, size_t key_len, const char *tenant,
+                                 const char *user_id) {
+  eg_key uk;
+  if (eg_key_ckpt_user(&uk, tenant, user_id) != EG_OK) return 0;
+  return key_len > uk.len && memcmp(key, uk.buf, uk.len) == 0;
+}
+
 eg_err eg_store_checkpoint_get(eg_txn *t, const char *tenant, const char *user_id,
                                const char *thread_id, const char *ns, const char *checkpoint_id,
                                eg_ckpt_rec **out) {

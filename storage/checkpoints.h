@@ -60,6 +60,12 @@ eg_err eg_store_checkpoint_put(eg_txn *t, const char *tenant, const char *user_i
  * checkpoint_id is NULL or "", into *out (set only on success; free with
  * eg_ckpt_rec_free). EG_ENOTFOUND if there is none; EG_ECORRUPT if it does
  * not decode or is not the one asked for. */
+/* Whether key[0..key_len), a checkpoints key (as eg_store_blind_walk
+ * hands it), is of user_id of tenant: the key holds D(user_id), not the
+ * id. Cost: one SHA-256 of the id. */
+int eg_store_checkpoint_key_user(const uint8_t *key, size_t key_len, const char *tenant,
+                                 const char *user_id);
+
 eg_err eg_store_checkpoint_get(eg_txn *t, const char *tenant, const char *user_id,
                                const char *thread_id, const char *ns, const char *checkpoint_id,
                                eg_ckpt_rec **out);

@@ -13,11 +13,13 @@
  * tag hashes when dim > 0; 3: layout 2, then the filter block:
  *   u32 index_version | u16 n_ns | u16 n_md | u64 agent_hash |
  *   u64 source_hash | u64 ns_hashes[n_ns] | u64 md_hashes[n_md]
- * (at the end, so the fields search reads first stay where 2 had them).
- * All three decode; only 3 is written. */
-#define EG_META_LAYOUT 3
+ * (at the end, so the fields search reads first stay where 2 had them);
+ * 4: layout 3 with u32 blind_key_id after the filter block's fixed part.
+ * All four decode; only 4 is written. */
+#define EG_META_LAYOUT 4
 #define EG_META_FIXED 56 /* bytes before the tag hashes */
-#define EG_META_FILTERS_FIXED 24 /* the filter block before its hash arrays */
+#define EG_META_FILTERS_FIXED 24 /* the filter block before its hash arrays (layout 3) */
+#define EG_META_FILTERS_FIXED4 28 /* layout 4: the same and blind_key_id */
 #define EG_COUNTERS_LAYOUT 1
 #define EG_COUNTERS_LEN (8 + 4 * 8)
 #define EG_ERASE_SUFFIX "\0erase"
@@ -81,7 +83,7 @@ static void eg_quantize(const float *vec, size_t dim, float *scale, uint32_t *su
 
 /* Bytes eg_meta_encode needs at most. */
 #define EG_META_MAX                                                            \
-  (EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX + 8 + EG_MEMORY_DIM_MAX + EG_META_FILTERS_FIXED + \
+  (EG_META_FIXED + 8 * EG_MEMORY_TAGS_MAX + 8 + EG_MEMORY_DIM_MAX + EG_META_FILTERS_FIXED4 + \
    8 * (EG_MEMORY_NS_HASHES_MAX + EG_MEMORY_MD_HASHES_MAX))
 
 /* Encodes rec's meta into b (EG_META_MAX bytes), with the quantized copy
@@ -118,7 +120,8 @@ static size_t eg_meta_encode(const eg_memory_rec *rec, const float *vec, uint8_t
   eg_le16_put(b + n + 6, (uint16_t)rec->n_metadata_hashes);
   eg_le64_put(b + n + 8, rec->agent_hash);
   eg_le64_put(b + n + 16, rec->source_hash);
-  n += EG_META_FILTERS_FIXED;
+  eg_le32_put(b + n + 24, rec->blind_key_id);
+  n += EG_META_FILTERS_FIXED4;
   for (size_t i = 0; i < rec->n_namespace_hashes; i++, n += 8)
     eg_le64_put(b + n, rec->namespace_hashes[i]);
   for (size_t i = 0; i < rec->n_metadata_hashes; i++, n += 8)
@@ -126,18 +129,22 @@ static size_t eg_meta_encode(const eg_memory_rec *rec, const float *vec, uint8_t
   return n;
 }
 
-/* Decodes layout 3's filter block at b[0..len) (all of the value left). */
-static eg_err eg_meta_filters_decode(const uint8_t *b, size_t len, eg_memory_meta *m) {
-  if (len < EG_META_FILTERS_FIXED) return EG_ECORRUPT;
+/* Decodes the filter block of layout 3 or 4 at b[0..len) (all of the
+ * value left). */
+static eg_err eg_meta_filters_decode(const uint8_t *b, size_t len, unsigned layout,
+                                     eg_memory_meta *m) {
+  size_t fixed = layout == 4 ? EG_META_FILTERS_FIXED4 : EG_META_FILTERS_FIXED;
+  if (len < fixed) return EG_ECORRUPT;
+  m->blind_key_id = layout == 4 ? eg_le32_get(b + 24) : 0;
   m->index_version = eg_le32_get(b);
   m->n_ns = eg_le16_get(b + 4);
   m->n_md = eg_le16_get(b + 6);
   m->agent_hash = eg_le64_get(b + 8);
   m->source_hash = eg_le64_get(b + 16);
   if (m->n_ns > EG_MEMORY_NS_HASHES_MAX || m->n_md > EG_MEMORY_MD_HASHES_MAX ||
-      len != EG_META_FILTERS_FIXED + 8 * ((size_t)m->n_ns + m->n_md))
+      len != fixed + 8 * ((size_t)m->n_ns + m->n_md))
     return EG_ECORRUPT;
-  m->ns_hashes = b + EG_META_FILTERS_FIXED;
+  m->ns_hashes = b + fixed;
   m->md_hashes = m->ns_hashes + 8 * (size_t)m->n_ns;
   m->has_filters = 1;
   return EG_OK;
@@ -167,6 +174,7 @@ static eg_err eg_meta_decode(const MDB_val *v, eg_memory_meta *m) {
   /* Layouts 1 and 2: postings of tokenizer 1, filters on the record. */
   m->index_version = 1;
   m->has_filters = 0;
+  m->blind_key_id = 0;
   m->agent_hash = m->source_hash = 0;
   m->n_ns = m->n_md = 0;
   m->ns_hashes = m->md_hashes = NULL;
@@ -178,7 +186,7 @@ static eg_err eg_meta_decode(const MDB_val *v, eg_memory_meta *m) {
     m->qvec = (const int8_t *)(b + n + 8);
     n += 8 + m->dim;
   }
-  if (b[0] == 3) return eg_meta_filters_decode(b + n, v->mv_size - n, m);
+  if (b[0] >= 3) return eg_meta_filters_decode(b + n, v->mv_size - n, b[0], m);
   return v->mv_size == n ? EG_OK : EG_ECORRUPT;
 }
 

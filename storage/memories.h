@@ -26,8 +26,10 @@
  * reindex read, so that they too need no record: the record's
  * index_version, agent_hash, source_hash, namespace_hashes and
  * metadata_hashes (the placement is memories.c's; eg_memory_meta below is
- * the contract). Layouts 1 and 2 stay readable: their index_version is 1
- * and has_filters 0 (a filter on them reads the record).
+ * the contract). Layout 4 (every put from schema 8 on) adds
+ * the record's blind_key_id. Layouts 1 and 2 stay readable: their
+ * index_version is 1 and has_filters 0 (a filter on them reads the
+ * record); 1 to 3 read blind_key_id 0 (the row's legacy key).
  * counters: u8 layout (1) | u8 0 | u16 0 | u32 dim | u64 count[4] (by
  * state, index 0 unused; SUPERSEDED, state 4, is not counted: only the
  * ACTIVE count limits anything).
@@ -87,6 +89,9 @@ typedef struct {
    * u64 LE in the LMDB value, read with eg_memory_meta_hash). 0 for
    * layouts 1 and 2, whose filters the caller checks on the record. */
   int has_filters;
+  /* MemoryRecord.blind_key_id: the key its blind tokens are under (0: the
+   * blind-index row's legacy key, server/blind_key.h). */
+  uint32_t blind_key_id;
   uint64_t agent_hash, source_hash;
   unsigned n_ns, n_md;
   const uint8_t *ns_hashes, *md_hashes;

@@ -155,6 +155,19 @@ static eg_err eg_migrate_v7(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen
   return eg_usage__recount(txn, err, errlen);
 }
 
+/* Blind-index key stamps: memory metas written from here on are layout 4
+ * (storage/memories.h, blind_key_id). Nothing to convert (layouts 1 to 3
+ * stay readable, their records under the blind-index row's legacy key):
+ * the version only keeps an older engramd, which would read a layout 4
+ * meta as corrupt, from opening the store. */
+static eg_err eg_migrate_v8(MDB_txn *txn, MDB_dbi meta, char *err, size_t errlen) {
+  (void)txn;
+  (void)meta;
+  (void)err;
+  (void)errlen;
+  return EG_OK;
+}
+
 static const struct eg_migration {
   uint32_t version;
   const char *what;
@@ -170,6 +183,7 @@ static const struct eg_migration {
         "store_namespaces", eg_migrate_v5},
     {6, "keyword search: message_terms, message_index_stats, index_state", eg_migrate_v6},
     {7, "security: tenant_limits, tenant_usage, key_jobs", eg_migrate_v7},
+    {8, "blind-index key stamps: memory meta layout 4", eg_migrate_v8},
 };
 
 /* Rows are versions 1..N in order, and N is the version this build writes. */

@@ -68,7 +68,7 @@ typedef Engram__Storage__V1__MessageRecord eg_message_rec;
 typedef Engram__Storage__V1__RetentionPolicyRecord eg_retention_rec;
 typedef Engram__Storage__V1__TenantLimitsRecord eg_tenant_limits_rec;
 
-#define EG_STORE_SCHEMA_VERSION 7
+#define EG_STORE_SCHEMA_VERSION 8
 /* engram.v1.SessionState values, as stored (EXPIRED is derived, never stored). */
 enum { EG_SSTATE_ACTIVE = 1, EG_SSTATE_ENDED = 2 };
 /* Longest tenant, user id or session id the key layout accepts. */

@@ -319,6 +319,7 @@ int cmd_keys_status(cli *g, int argc, char **argv);
 int cmd_keys_rewrap(cli *g, int argc, char **argv);
 int cmd_keys_backup(cli *g, int argc, char **argv);
 int cmd_keys_rotate(cli *g, int argc, char **argv);
+int cmd_keys_rotate_blind(cli *g, int argc, char **argv);
 int cmd_tenant_delete(cli *g, int argc, char **argv);
 int cmd_tenant_limits(cli *g, int argc, char **argv);
 int cmd_keygen(cli *g, int argc, char **argv);

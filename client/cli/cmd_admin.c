@@ -101,6 +101,7 @@ int cmd_admin_keys(cli *g, int argc, char **argv) {
   static const sub_cmd subs[] = {{"status", cmd_keys_status},
                                  {"rewrap", cmd_keys_rewrap},
                                  {"rotate", cmd_keys_rotate},
+                                 {"rotate-blind", cmd_keys_rotate_blind},
                                  {"backup", cmd_keys_backup}};
   return dispatch(g, argc, argv, "admin keys", subs, sizeof subs / sizeof subs[0]);
 }

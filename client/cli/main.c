@@ -97,10 +97,10 @@ const cli_cmd cli_commands[] = {
      "this tenant's retention (seconds, 0 keeps forever, `default` for the server's)",
      cmd_admin_retention},
     {"admin", "keys",
-     "status | rewrap [--max N] | rotate [--tenant T [--user U]] | "
+     "status | rewrap [--max N] | rotate [--tenant T [--user U]] | rotate-blind | "
      "backup --out FILE [--force]",
-     "the key store: data keys per master key, re-wrapping, rotations, its backup (an LMDB "
-     "file, mode 0600)",
+     "the key store: data keys per master key, re-wrapping, data-key and blind-index key "
+     "rotations, its backup (an LMDB file, mode 0600)",
      cmd_admin_keys},
     {"admin", "tenant",
      "delete TENANT --confirm TENANT | limits get [TENANT] | limits set TENANT "

@@ -11,10 +11,11 @@ still reads, search still finds, and a restart with the smaller keyring
 starts.
 
 The blind index is under the lowest key id until a blind-index rotation
-moves it (RotateBlindIndexKey, not served by this build): key 1's path ends
-at that blocker here, and the retirement itself is shown with key 2 (a
-later primary, rewrapped away from and counted by the rotation). The unit
-suite key_retire covers key 1 past the blind blocker with a stored row."""
+moves it: key 1 is held by that blocker while key 2 (a later primary,
+rewrapped away from and counted by the rotation) is retired; then a real
+blind-index rotation (`engram admin keys rotate-blind`) moves the index to
+key 3 and key 1 retires too. The unit suite key_retire covers the legacy
+key of a rotation still running."""
 import json
 import os
 import signal
@@ -164,6 +165,27 @@ class RetireTest(E2ETestCase):
             self.check(u, sid_u, mid)
         self.assertEqual([m.content for m in self.c.all_messages(sid)], ["after the retirement"])
         self.assertEqual(sorted(m.master_key_id for m in key_status(self.c).master_keys), [1, 3])
+
+        # Key 1, past the blind blocker: a blind-index rotation to key 3
+        # (the primary); after its switch key 1 has nothing under it.
+        rc, out, err = cli("--target", self.srv.addr, "--json", "admin", "keys", "rotate-blind")
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(json.loads(out)["status"]["running"])
+        self.wait_until(lambda: key_status(self.c).blind_index_target_key_id == 0, DONE_TIMEOUT,
+                        "the blind-index rotation done", [self.srv])
+        ks = key_status(self.c)
+        self.assertEqual(ks.blind_index_key_id, 3)
+        self.assertEqual(retire_state(ks)[1], (True, ""))
+        self.keyring((3,), 3)
+        self.reload("master key 1 retired: nothing is under it")
+        for u, (sid_u, mid) in users.items():
+            self.check(u, sid_u, mid)
+        self.srv.restart()
+        self.c = self.srv.client()
+        for u, (sid_u, mid) in users.items():
+            self.check(u, sid_u, mid)
+        self.assertEqual([m.content for m in self.c.all_messages(sid)], ["after the retirement"])
+        self.assertEqual(sorted(m.master_key_id for m in key_status(self.c).master_keys), [3])
 
 
 class ReplicaRetireTest(ReplicationCase):

@@ -272,7 +272,7 @@ class MemoryFiltersTest(ServerTestCase):
         """A memory whose meta is layout 2 and whose record has no tokens (as
         one written before schema 6): agent and source filters read its
         record, namespace and metadata filters skip it, and its next write
-        gives it layout 3 with the tokens."""
+        gives it the current layout (4) with the tokens."""
         u = uid("u")
         sid = self.client.create(u).session_id
         mid = self.create(u, "an old memory", agent_id="ag1", source_session_id=sid).memory.memory_id
@@ -284,7 +284,7 @@ class MemoryFiltersTest(ServerTestCase):
             rec.ClearField(f)
         header, metas = mdb_dump(self.server.data_dir, "memories_by_user")
         mk, mv = next((k, v) for k, v in metas if k.endswith(mid.encode()))
-        self.assertEqual(mv[0], 3)
+        self.assertEqual(mv[0], 4)
         n_tags = int.from_bytes(mv[6:8], "little")
         old = bytes([2]) + mv[1:56 + 8 * n_tags]
         mdb_put(self.server.data_dir, "memories", rhdr, [(rh, rec.SerializeToString())])
@@ -296,9 +296,9 @@ class MemoryFiltersTest(ServerTestCase):
         self.assertEqual(self.ids(u, source_session_id=sid), [mid])
         self.assertEqual(self.ids(u, namespace_prefix="a"), [])
         self.assertEqual(self.found(u, "old memory", agent_id="ag1"), [mid])
-        # a write of anything else: layout 3, the tokens made from the ids
+        # a write of anything else: layout 4, the tokens made from the ids
         self.update(mp.Memory(memory_id=mid, importance=0.9), "importance")
         _, metas = mdb_dump(self.server.data_dir, "memories_by_user")
-        self.assertEqual(next(v for k, v in metas if k.endswith(mid.encode()))[0], 3)
+        self.assertEqual(next(v for k, v in metas if k.endswith(mid.encode()))[0], 4)
         self.assertEqual(self.ids(u, agent_id="ag1"), [mid])
         self.assertEqual(self.ids(u, source_session_id=sid), [mid])

@@ -252,7 +252,9 @@ class IndexMessagesOffTest(ReindexCase):
         self.assertEqual(hits(search(c, user_id="carol", query="zeppelin")), [])
         srv.extra = []
         srv.restart()
-        self.assertIn(BEGINS % "messages", srv.log_text())
+        # The reindex thread's first round may come after the server serves.
+        self.wait_until(lambda: BEGINS % "messages" in srv.log_text(), DONE_TIMEOUT,
+                        "the messages reindex begun", [srv])
         self.wait_finished(srv)
         c = srv.client()
         self.assertEqual(hits(search(c, user_id="carol", query="zeppelin")), [(sid, 1)])

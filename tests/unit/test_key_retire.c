@@ -94,6 +94,11 @@ static void test_each_rule_blocks_and_names_it(void) {
   f.blind_target_key_id = 1;
   CU_ASSERT_FALSE(eg_key_retirable(&f, 1, why, sizeof why));
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "a blind-index rotation is moving it there"));
+  /* The legacy key (records stamped 0) while a rotation runs: blocked;
+   * after the switch (no target) it may go. */
+  f.blind_legacy_key_id = 3;
+  CU_ASSERT_FALSE(eg_key_retirable(&f, 3, why, sizeof why));
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "a blind-index rotation is moving it off this key"));
   f.blind_target_key_id = 0;
   CU_ASSERT_TRUE(eg_key_retirable(&f, 3, why, sizeof why)); /* master:3 counted 0 */
 
@@ -154,10 +159,12 @@ static void put_rotation(const char *scope_tenant, int running, eg_count_rec **c
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
 }
 
-static void put_blind_row(uint32_t key_id) {
+static void put_blind_row(uint32_t key_id, uint32_t target, uint32_t legacy) {
   eg_txn *w;
   eg_blind_key_rec rec = ENGRAM__STORAGE__V1__BLIND_INDEX_KEY_RECORD__INIT;
   rec.key_id = key_id;
+  rec.target_key_id = target;
+  rec.legacy_key_id = legacy;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
   CU_ASSERT_EQUAL(eg_store_blind_key_put(w, &rec), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
@@ -220,7 +227,13 @@ static void test_check_refuses_until_nothing_is_under_it(void) {
   CU_ASSERT_EQUAL(check(k2, 2, err, sizeof err), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "the blind index (keyword search, filters) is under key 1"));
   CU_ASSERT_STRING_EQUAL(recorded(), "1,2"); /* nothing recorded by a refusal */
-  put_blind_row(2);
+  /* A rotation from key 3 to 2 that began from key 1 (records stamped 0
+   * under it): key 1 waits for its switch. */
+  put_blind_row(3, 2, 1);
+  CU_ASSERT_EQUAL(check(k2, 2, err, sizeof err), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "a blind-index rotation is moving it off this key"));
+  /* Switched: key_id 2, no target; the legacy id stays, under nothing. */
+  put_blind_row(2, 0, 1);
   /* Another key under a kept id is refused as ever. */
   CU_ASSERT_EQUAL(check(k2_other, 2, err, sizeof err), EG_EPRECOND);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "key 2 in the keyring differs"));

@@ -414,7 +414,7 @@ static void test_erase_bounded_and_complete(void) {
 }
 
 
-/* ---- meta layout 3 and the older layouts --------------------------------------- */
+/* ---- meta layout 4 and the older layouts --------------------------------------- */
 
 struct meta_copy {
   eg_memory_meta m;
@@ -462,14 +462,16 @@ static eg_memory_rec filtered(const char *id, const char *user, int dim, size_t 
   return r;
 }
 
-static void test_meta_layout3(void) {
+static void test_meta_layout4(void) {
   setup();
   eg_store *s = open_store();
   float v[3] = {0.5f, -1.0f, 0.25f};
   eg_memory_rec a = filtered("m-a", "u1", 3, EG_MEMORY_NS_HASHES_MAX, EG_MEMORY_MD_HASHES_MAX);
+  a.blind_key_id = 7;
   put(s, "acme", &a, NULL, v);
   struct meta_copy c = scan_one(s, "u1");
   CU_ASSERT_EQUAL(c.m.has_filters, 1);
+  CU_ASSERT_EQUAL(c.m.blind_key_id, 7); /* layout 4 */
   CU_ASSERT_EQUAL(c.m.index_version, 2);
   CU_ASSERT_EQUAL(c.m.agent_hash, 0xA1);
   CU_ASSERT_EQUAL(c.m.source_hash, 0x5E);
@@ -504,9 +506,11 @@ static void test_meta_layout3(void) {
   teardown();
 }
 
-/* Rewrites the meta value of every memory of the file to layout `layout`
- * (a store from before schema 6): layout 3 minus its filter block, minus
- * the quantized vector too for layout 1. Raw LMDB, the store closed. */
+/* Rewrites the meta value of every memory of the file to layout `layout`:
+ * 3 (a store from before blind-index rotation) is layout 4 minus
+ * blind_key_id; 1 and 2 (from before schema 6) are minus the filter
+ * block, minus the quantized vector too for layout 1. Raw LMDB, the store
+ * closed. */
 static void downgrade_metas(int layout) {
   MDB_env *env;
   MDB_txn *txn;
@@ -522,12 +526,18 @@ static void downgrade_metas(int layout) {
   while (mdb_cursor_get(c, &k, &v, MDB_NEXT) == 0) {
     uint8_t b[1024];
     const uint8_t *old = v.mv_data;
-    CU_ASSERT_EQUAL_FATAL(old[0], 3);
+    CU_ASSERT_EQUAL_FATAL(old[0], 4);
     unsigned dim = (unsigned)old[4] | (unsigned)old[5] << 8, n_tags = (unsigned)old[6] | (unsigned)old[7] << 8;
     size_t n = 56 + 8 * (size_t)n_tags;
-    if (layout == 2 && dim) n += 8 + dim;
+    if (layout >= 2 && dim) n += 8 + dim;
     CU_ASSERT_FATAL(n <= sizeof b && n < v.mv_size);
     memcpy(b, old, n);
+    if (layout == 3) { /* the filter block without the 4 bytes at its 24 */
+      CU_ASSERT_FATAL(v.mv_size - 4 <= sizeof b);
+      memcpy(b + n, old + n, 24);
+      memcpy(b + n + 24, old + n + 28, v.mv_size - n - 28);
+      n = v.mv_size - 4;
+    }
     b[0] = (uint8_t)layout;
     MDB_val nv = {n, b};
     CU_ASSERT_EQUAL_FATAL(mdb_cursor_put(c, &k, &nv, MDB_CURRENT), 0);
@@ -538,16 +548,28 @@ static void downgrade_metas(int layout) {
 }
 
 static void test_meta_old_layouts(void) {
-  for (int layout = 1; layout <= 2; layout++) {
+  for (int layout = 1; layout <= 3; layout++) {
     setup();
     eg_store *s = open_store();
     float v[3] = {0.5f, -1.0f, 0.25f};
     eg_memory_rec a = filtered("m-a", "u1", 3, 2, 2);
+    a.blind_key_id = 7;
     put(s, "acme", &a, NULL, v);
     eg_store_close(s);
     downgrade_metas(layout);
     s = open_store();
     struct meta_copy c = scan_one(s, "u1");
+    CU_ASSERT_EQUAL(c.m.blind_key_id, 0); /* the row's legacy key */
+    if (layout == 3) {
+      CU_ASSERT_EQUAL(c.m.has_filters, 1);
+      CU_ASSERT_EQUAL(c.m.index_version, 2);
+      CU_ASSERT_EQUAL(c.m.n_md, 2);
+      CU_ASSERT_EQUAL(c.md[1], 0xABCD0001u);
+      CU_ASSERT_EQUAL(c.q0, 64);
+      eg_store_close(s);
+      teardown();
+      continue;
+    }
     CU_ASSERT_EQUAL(c.m.has_filters, 0);
     CU_ASSERT_EQUAL(c.m.index_version, 1);
     CU_ASSERT_EQUAL(c.m.n_ns, 0);
@@ -557,7 +579,7 @@ static void test_meta_old_layouts(void) {
     CU_ASSERT_EQUAL(eg_memory_meta_tag(&c.m, 0), 0x7777);
     CU_ASSERT_EQUAL(c.q0, layout == 2 ? 64 : 0);
     CU_ASSERT_EQUAL(c.m.qvec == NULL, layout == 1);
-    /* the next put of the memory writes layout 3 again */
+    /* the next put of the memory writes layout 4 again */
     eg_memory_rec upd = a;
     upd.version = 2;
     put(s, "acme", &upd, &a, NULL);
@@ -637,7 +659,8 @@ void eg_test_register_memory_store(void) {
   CU_add_test(s, "scan pagination", test_scan_pagination);
   CU_add_test(s, "purge leaves nothing", test_purge_leaves_nothing);
   CU_add_test(s, "erase: bounded steps, complete, replay-safe", test_erase_bounded_and_complete);
-  CU_add_test(s, "meta layout 3: filter hashes, index version, bounds", test_meta_layout3);
-  CU_add_test(s, "meta layouts 1 and 2 still decode", test_meta_old_layouts);
+  CU_add_test(s, "meta layout 4: filter hashes, index version, blind key, bounds",
+              test_meta_layout4);
+  CU_add_test(s, "meta layouts 1, 2 and 3 still decode", test_meta_old_layouts);
   CU_add_test(s, "walk across tenants: key order, cursor, more", test_memories_walk);
 }

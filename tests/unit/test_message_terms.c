@@ -39,10 +39,11 @@ static void test_fields(void) {
   CU_ASSERT_EQUAL_FATAL(eg_blind_begin(kr, "acme", &ctx), EG_OK);
   eg_message_rec rec = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
   const char *text = "the router drops the router";
-  CU_ASSERT_EQUAL_FATAL(eg_message_index_fields(a, &ctx, EG_TOKENIZER_VERSION, "", "alice", text,
-                                                strlen(text), &rec),
+  CU_ASSERT_EQUAL_FATAL(eg_message_index_fields(a, &ctx, 3, EG_TOKENIZER_VERSION, "", "alice",
+                                                text, strlen(text), &rec),
                         EG_OK);
   CU_ASSERT_EQUAL(rec.index_version, EG_TOKENIZER_VERSION);
+  CU_ASSERT_EQUAL(rec.blind_key_id, 3); /* the key the terms are under */
   CU_ASSERT_EQUAL(rec.n_index_terms, 2);
   CU_ASSERT_EQUAL(rec.index_tf.len, 2);
   CU_ASSERT_EQUAL(rec.index_words, 3);
@@ -74,7 +75,7 @@ static void test_terms_cap(void) {
     /* "k0000 k0001 ...": distinct words no stemmer changes */
     for (size_t i = 0; i < words; i++) len += (size_t)sprintf(text + len, "k%04zu ", i);
     eg_message_rec rec = ENGRAM__STORAGE__V1__MESSAGE_RECORD__INIT;
-    CU_ASSERT_EQUAL_FATAL(eg_message_index_fields(a, &ctx, EG_TOKENIZER_VERSION, "", "u", text,
+    CU_ASSERT_EQUAL_FATAL(eg_message_index_fields(a, &ctx, 1, EG_TOKENIZER_VERSION, "", "u", text,
                                                   len, &rec),
                           EG_OK);
     CU_ASSERT_EQUAL(rec.n_index_terms, EG_MESSAGE_TERMS_MAX);

@@ -1,0 +1,91 @@
+/*
+ * Blind-index key rotation: the background re-index of every blind token
+ * under a new master key's blind subkey, and the switch to it.
+ *
+ * Start. RotateBlindIndexKey (server/svc_key_rotation.c; admin, a write:
+ * a replica forwards it) stores the row (key_jobs "blind_index",
+ * server/blind_key.h) with target_key_id = the keyring's primary id,
+ * legacy_key_id (kept from the row, else the key id current before: set
+ * on the first rotation, never changed after), pass 1 from the first
+ * kind. From that commit every write indexes under the target
+ * (eg_blind_key_check refuses a write prepared under the old key) and
+ * every query reads under both keys, matching each record under its own.
+ * A target equal to key_id: nothing to do (answered, nothing written). A
+ * rotation running: reported as it is (the call is idempotent).
+ *
+ * The walk. A step of the reindex thread (server/reindex.h), so it never
+ * runs alongside a tokenizer reindex: the thread takes a tokenizer job's
+ * steps first, RotateBlindIndexKey is refused (FAILED_PRECONDITION) while
+ * one runs, and no tokenizer job begins while a rotation runs (the
+ * reindex's control item reads the row in its txn): one waits for the
+ * other. On an unfenced primary only; a restart or a promoted replica
+ * goes on from the row (replicated). Each step, in a read txn, walks at
+ * most --reindex-batch records of the row's kind after its cursor
+ * (eg_store_blind_walk: memories, messages, sessions, checkpoints, store
+ * items, every tenant's) and, for each record with blind tokens under
+ * another key than the target, opens its sealed fields and computes every
+ * blind token again under the target (memories: eg_memory_blind_rehash;
+ * messages: their terms in their session's language; sessions: metadata
+ * pairs; checkpoints: metadata pairs; store items: value pairs). Then
+ * one write through the writer
+ * (eg_writer_run_alone) checks the row is still the one walked, reads
+ * each record again, and puts the converted copy only if the record is
+ * byte for byte as walked (else it is left: this pass counts it found, so
+ * a later pass takes it again); the same txn stores the row (cursor,
+ * done, pass_found). At most --reindex-rate records a second (the reindex
+ * thread's sleep, shared with tokenizer jobs).
+ *
+ * The switch. After the last kind, a pass that found records under
+ * another key starts another pass; a pass that found none (every record
+ * walked already under the target) ends the rotation in the same write:
+ * key_id = target, target = 0, the finish time. So the switch never
+ * follows a pass in which any record of any kind was under the old key;
+ * and no record under the old key can appear behind a pass's cursor,
+ * since every write that makes a record (a new key, behind the cursor or
+ * not) tokenizes under the write key, checked at apply, ForkSession's
+ * copy of its source's metadata terms included (made again, not copied).
+ * After the switch queries read only the new key.
+ * A record whose sealed fields do not open (tampered, or its key gone)
+ * cannot be converted: logged, not counted (no query can return it).
+ *
+ * Checkpoints. A checkpoint's key holds digests of its user and thread,
+ * and its sealed metadata needs the user's id and data key: the walk
+ * finds the user among the key store's users of its tenant whose digest
+ * the key holds (eg_data_keys_each_user; O(users) per checkpoint
+ * converted). A checkpoint whose user holds no data key (format 1 tokens
+ * only, from before envelope keys) cannot be opened so: it is counted
+ * found and the row's problem says so; such a store's rotation does not
+ * switch (it keeps reading both keys; nothing is lost) until the
+ * checkpoint is rewritten (PutCheckpoint) or deleted.
+ */
+#ifndef EG_SERVER_BLIND_ROTATION_H
+#define EG_SERVER_BLIND_ROTATION_H
+
+#include <stdint.h>
+
+#include "common/err.h"
+#include "engram/v1/admin.pb-c.h"
+#include "server/service.h"
+#include "server/writer.h"
+
+/* One step of the running rotation (the reindex thread's: it reads through
+ * reader, writes through writer, walks at most batch records). *walked:
+ * the records read. EG_ENOTFOUND when no rotation runs (nothing done);
+ * EG_EABORTED if the row moved meanwhile; else a storage error or
+ * EG_ENOMEM (nothing written). Logs what it converts, skips, and the
+ * switch. */
+eg_err eg_blind_rotation_step(eg_srv *srv, eg_writer *writer, eg_txn *reader, size_t batch,
+                              uint64_t *walked);
+
+/* Whether a rotation runs as t sees it (the row's target set). */
+eg_err eg_blind_rotation_running(eg_txn *t, int *running);
+
+/* The records of every kind as t sees them (eg_store_blind_count): a
+ * pass's total. */
+eg_err eg_blind_rotation_total(eg_txn *t, uint64_t *total);
+
+/* A KeyRotationStatus (kind "blind_index", scope "") of rec in r's arena. */
+eg_err eg_blind_rotation_api(eg_req *r, const eg_blind_key_rec *rec,
+                             Engram__V1__KeyRotationStatus **out);
+
+#endif
