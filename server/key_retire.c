@@ -6,6 +6,7 @@
 
 #include "server/blind_key.h"
 #include "server/key_rotation.h"
+#include "storage/storage.h"
 
 /* Live data keys wrapped under id, as f counted them. */
 static uint64_t eg_retire_wraps(const eg_key_retire_facts *f, uint32_t id) {
@@ -30,6 +31,16 @@ static int eg_retire_tokens_gone(const eg_dk_rotation_rec *rot, uint32_t id, cha
              "of every user is running (%llu of %llu users done): wait until it is done "
              "(engram admin keys status)", id, (unsigned long long)rot->done,
              (unsigned long long)rot->total);
+    return 0;
+  }
+  /* A rotation that never walked the users holding no data key (one an
+   * older release ran, or left running past that phase: key_adopt.h) may
+   * have missed their tokens. */
+  if (rot->adopt_source < EG_USERS_SOURCES) {
+    snprintf(why, whylen, "field tokens of format 1 may be under key %u: the last data-key "
+             "rotation of every user did not walk the users holding no data key (it began "
+             "before engramd 0.16): run engram admin keys rotate again and wait until it is "
+             "done", id);
     return 0;
   }
   snprintf(master, sizeof master, "master:%u", id);

@@ -72,6 +72,7 @@ static void test_each_rule_blocks_and_names_it(void) {
   eg_count_rec *counts[] = {&c_data, &c_m3_zero};
   eg_dk_rotation_rec rot = ENGRAM__STORAGE__V1__DATA_KEY_ROTATION_RECORD__INIT;
   rot.finish_time_us = 1;
+  rot.adopt_source = EG_USERS_SOURCES; /* walked the users holding no data key */
   rot.counts = counts;
   rot.n_counts = 2;
   eg_key_retire_facts f = {
@@ -117,6 +118,10 @@ static void test_each_rule_blocks_and_names_it(void) {
   CU_ASSERT_FALSE(eg_key_retirable(&f, 1, why, sizeof why));
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "is running (1 of 4 users done): wait"));
   rot.running = 0;
+  rot.adopt_source = EG_USERS_SOURCES - 1; /* before 0.16, or left past the phase */
+  CU_ASSERT_FALSE(eg_key_retirable(&f, 3, why, sizeof why));
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "did not walk the users holding no data key"));
+  rot.adopt_source = EG_USERS_SOURCES;
   rot.scope_tenant = "acme";
   CU_ASSERT_FALSE(eg_key_retirable(&f, 1, why, sizeof why));
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "was not of every user: run engram admin keys rotate"));
@@ -152,6 +157,7 @@ static void put_rotation(const char *scope_tenant, int running, eg_count_rec **c
   rec.scope_tenant = (char *)scope_tenant;
   rec.running = running;
   rec.finish_time_us = running ? 0 : 1;
+  rec.adopt_source = EG_USERS_SOURCES;
   rec.counts = counts;
   rec.n_counts = n;
   CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
