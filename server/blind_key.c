@@ -92,6 +92,14 @@ eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
   uint32_t id;
   eg_err e = eg_blind_key_of(r, &id);
   if (e) return e;
+  /* One write key per call: tokens made under two keys would leave some
+   * under a key the record does not say (eg_blind_key_check sees one). */
+  if (r->blind_key_used && r->blind_key_used != id) {
+    snprintf(r->msg, sizeof r->msg, "the blind-index key moved from key id %u to %u (a "
+             "blind-index rotation began) while this write was prepared: nothing written; retry",
+             (unsigned)r->blind_key_used, (unsigned)id);
+    return EG_EABORTED;
+  }
   r->blind_key_used = id;
   return eg_blind_ctx_under(r, id, out);
 }

@@ -406,6 +406,9 @@ static eg_err eg_br_write(void *arg, eg_txn *t) {
   }
   to = *s->from;
   to.done = s->from->done + s->walked;
+  /* Counted afresh each step (one mdb_stat per kind): the walk also meets
+   * records written since the pass began. */
+  if ((e = eg_blind_rotation_total(t, &to.total))) return e;
   to.pass_found = s->from->pass_found + found;
   /* Said from the pass's first checkpoint on, until a pass's checkpoints
    * find none. */
@@ -424,7 +427,6 @@ static eg_err eg_br_write(void *arg, eg_txn *t) {
     to.pass = s->from->pass + 1;
     to.pass_found = 0;
     to.done = 0;
-    if ((e = eg_blind_rotation_total(t, &to.total))) return e;
   } else {
     /* A whole pass found every record under the target: the switch. */
     to.key_id = s->from->target_key_id;

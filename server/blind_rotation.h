@@ -45,6 +45,14 @@
  * not) tokenizes under the write key, checked at apply, ForkSession's
  * copy of its source's metadata terms included (made again, not copied).
  * After the switch queries read only the new key.
+ * Mid-rotation, queries return the same records (each matched under its
+ * own key) but ranked scores can differ: a term's document frequency is
+ * counted per read key, so BM25's idf sees only the part of the index
+ * under each key until the switch (found by a hostile client; not fixed:
+ * the df of the read keys would have to be summed per term).
+ * A one-call write takes one write key (eg_blind_ctx_of): a call whose
+ * prepare and apply straddle the start answers ABORTED (retry), each item
+ * of a batch checked on its own.
  * A record whose sealed fields do not open (tampered, or its key gone)
  * cannot be converted: logged, not counted (no query can return it).
  *

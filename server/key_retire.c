@@ -159,6 +159,31 @@ uint32_t eg_fingerprint_lowest_id(const uint8_t *fp, size_t len) {
   return low;
 }
 
+/* With no blind-index row the blind index is under the keyring's lowest
+ * id (server/blind_key.h): a new key below the lowest id recorded would
+ * move it, and every search would miss what was written before. Such a
+ * keyring is refused until a blind-index rotation records the key. */
+static eg_err eg_retire_blind_pinned(eg_store *store, const eg_keyring *keys, const uint8_t *fp,
+                                     size_t len, char *why, size_t whylen) {
+  uint32_t low = eg_fingerprint_lowest_id(fp, len), next = eg_keyring_blind_key_id(keys);
+  if (!low || next >= low) return EG_OK;
+  eg_key_retire_facts f;
+  eg_err e = eg_key_retire_facts_read(store, 0, &f);
+  if (e) {
+    snprintf(why, whylen, "cannot read the blind-index key's row: %s", eg_err_msg(e));
+    return e;
+  }
+  uint32_t row = f.blind_key_id; /* 0: no row */
+  eg_key_retire_facts_free(&f);
+  if (row) return EG_OK;
+  snprintf(why, whylen, "key %u is below key %u, which the blind index (keyword search, "
+           "filters) is under: with no blind-index rotation run yet, the lowest key id holds "
+           "it, so adding key %u would make every search miss what was written before; give "
+           "the new key an id above %u (after one engram admin keys rotate-blind the store "
+           "records its key and any id may be added)", next, low, next, low);
+  return EG_EPRECOND;
+}
+
 eg_err eg_key_retire_fit(eg_store *store, eg_data_keys *dk, const eg_keyring *keys,
                          uint32_t primary_in_use, const uint8_t *fp, size_t len,
                          uint32_t *retired, size_t cap, size_t *n, int *has_new, char *why,
@@ -206,6 +231,7 @@ eg_err eg_key_retire_fit(eg_store *store, eg_data_keys *dk, const eg_keyring *ke
     snprintf(why, whylen, "%s (restore the keyring the data was written with)", differs);
     return e;
   }
+  if ((e = eg_retire_blind_pinned(store, keys, fp, len, why, whylen))) return e;
   for (size_t i = 0; i < n_absent; i++)
     if (retired && n && i < cap) retired[(*n)++] = ids[i];
   return EG_OK;

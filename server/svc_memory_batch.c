@@ -16,6 +16,7 @@
 
 #include "engram/v1/memory.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+#include "server/blind_key.h"
 #include "server/convert.h"
 #include "server/memory_svc.h"
 #include "server/service.h"
@@ -41,13 +42,17 @@ static Google__Rpc__Status *eg_batch_status(eg_req *r, eg_err e, const char *msg
 }
 
 /* Runs op on sub (one operation's request) in a nested txn of t: kept if
- * it succeeds, rolled back if not. Returns its outcome, or a fatal error
+ * it succeeds and its blind-index key is still the write key, rolled back
+ * if not. Returns its outcome, or a fatal error
  * (eg_batch_fatal) as the batch's. */
 static eg_err eg_batch_run(eg_txn *t, eg_req *sub, eg_apply_fn op, eg_err *outcome) {
   eg_txn *st;
   eg_err e = eg_store_sub_begin(t, &st);
   if (e) return e;
   *outcome = op(sub, st);
+  /* Each operation took its own blind context in prepare: the dispatcher's
+   * check sees only the batch's request, so each is checked here. */
+  if (*outcome == EG_OK) *outcome = eg_blind_key_check(sub, st);
   if (*outcome != EG_OK) {
     eg_store_sub_abort(st);
     return eg_batch_fatal(*outcome) ? *outcome : EG_OK;

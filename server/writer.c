@@ -81,6 +81,19 @@ static eg_write_item *eg_writer_take(eg_writer *w) {
   return batch;
 }
 
+/* e, the result of it's apply in t, or EG_ELIMIT (why set) when it logged
+ * more than EG_WRITER_ITEM_LOG_MAX: a replica receives each record whole. */
+static eg_err eg_writer_log_bound(eg_write_item *it, eg_txn *t, eg_err e) {
+  size_t logged = eg_store_txn_log_bytes(t);
+  if (e != EG_OK || logged <= EG_WRITER_ITEM_LOG_MAX) return e;
+  if (it->why)
+    snprintf(it->why, it->whylen,
+             "this write would log %zu bytes in one record, more than %zu (a replica "
+             "receives each record whole): write less in one call",
+             logged, (size_t)EG_WRITER_ITEM_LOG_MAX);
+  return EG_ELIMIT;
+}
+
 /* Applies the batch's items in order, each in a nested txn of t; item
  * results go to errs[], *applied counts the items kept, *ran the items
  * tried: once what the batch logged reaches EG_WRITER_BATCH_BYTES the
@@ -96,16 +109,7 @@ static eg_err eg_writer_apply_nested(eg_txn *t, eg_write_item *batch, eg_err *er
   for (eg_write_item *it = batch; it; it = it->next, i++) {
     if (i > 0 && eg_store_txn_log_bytes(t) >= EG_WRITER_BATCH_BYTES) break;
     if ((e = eg_store_sub_begin(t, &sub)) != EG_OK) return e;
-    errs[i] = it->apply(it, sub);
-    size_t logged = eg_store_txn_log_bytes(sub);
-    if (errs[i] == EG_OK && logged > EG_WRITER_ITEM_LOG_MAX) {
-      errs[i] = EG_ELIMIT;
-      if (it->why)
-        snprintf(it->why, it->whylen,
-                 "this write would log %zu bytes in one record, more than %zu (a replica "
-                 "receives each record whole): write less in one call",
-                 logged, EG_WRITER_ITEM_LOG_MAX);
-    }
+    errs[i] = eg_writer_log_bound(it, sub, it->apply(it, sub));
     if (errs[i] != EG_OK) {
       eg_store_sub_abort(sub);
       if (errs[i] == EG_EMAPFULL) return EG_EMAPFULL;
@@ -120,7 +124,8 @@ static eg_err eg_writer_apply_nested(eg_txn *t, eg_write_item *batch, eg_err *er
 
 /* Applies an `alone` item in t itself: its failure is the txn's. */
 static eg_err eg_writer_apply_alone(eg_txn *t, eg_write_item *item, eg_err *errs, int *applied) {
-  errs[0] = item->apply(item, t);
+  /* Over the bound, the txn is rolled back: its failure is the txn's. */
+  errs[0] = eg_writer_log_bound(item, t, item->apply(item, t));
   if (errs[0] == EG_EMAPFULL) return EG_EMAPFULL;
   *applied = errs[0] == EG_OK;
   return EG_OK;

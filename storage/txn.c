@@ -191,13 +191,14 @@ static eg_err eg_store_flush_failed(eg_store *s, eg_err e) {
 }
 
 void eg_store__unflushed_commit_failed(eg_store *s, int rc, eg_err e) {
-  /* Refused before any write: a full map or txn, no memory. A full disk
-   * fails the page writes (ENOSPC, EDQUOT from pwrite), before the flush.
-   * Anything else, an EIO above all (even one eg_store__commit_err calls a
-   * full disk: a short page write looks the same as a failed write-back),
-   * may have been the flush's own failure. */
-  if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOMEM || rc == ENOSPC || rc == EDQUOT)
-    return;
+  /* Refused before any write: a full map or txn, no memory. Anything
+   * else may have been the commit's own fdatasync failing, the flush that
+   * was to make the held commit's meta page durable: an EIO above all, and
+   * ENOSPC or EDQUOT too (fsync(2) returns them for a failed write-back,
+   * which the kernel reports once: a later sync would succeed over the
+   * lost pages). A full disk while answers are held therefore restarts
+   * engramd instead of failing writes until space is freed. */
+  if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOMEM) return;
   eg_store_flush_failed(s, e);
 }
 

@@ -10,8 +10,10 @@ tokenizer reindex and a rotation never run together."""
 import json
 import os
 import signal
+import threading
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from harness import E2ETestCase, pb, uid
 import test_at_rest as at_rest
@@ -249,6 +251,82 @@ class BlindRotationTest(E2ETestCase):
         for db, ids in on_disk.items():
             self.assertTrue(ids, db)
             self.assertEqual(set(ids), {2}, db)
+
+    def test_writes_straddling_the_start_are_refused_or_found(self):
+        """Updates and batch creates prepared under key 1 and applied after
+        the rotation began: each is refused ABORTED (retry) or lands wholly
+        under one key, so a tag filter finds every memory by its last tags,
+        mid-way and after the switch (found by a hostile review: an update
+        once stamped the record 2 with its tags under key 1)."""
+        u = uid("u")
+        n = 6
+        mids = [self.r.memory(u, "memory number %d about tea" % i, tags=["t-%d-0" % i])
+                for i in range(n)]
+        self.add_primary_key(2)
+        stop = threading.Event()
+        last, made, aborted, other = {}, [], [], []
+
+        def hammer(i):
+            c = self.srv.client()
+            stub = mpg.MemoryServiceStub(c.channel)
+            k = 0
+            while not stop.is_set():
+                k += 1
+                tag = "t-%d-%d" % (i, k)
+                try:
+                    if i % 2:
+                        stub.UpdateMemory(mp.UpdateMemoryRequest(
+                            memory=mp.Memory(memory_id=mids[i], user_id=u, tags=[tag]),
+                            update_mask=field_mask_pb2.FieldMask(paths=["tags"])),
+                            timeout=10.0, metadata=c.md)
+                        last[i] = tag
+                    else:
+                        rep = stub.BatchCreateMemories(mp.BatchCreateMemoriesRequest(requests=[
+                            mp.CreateMemoryRequest(memory=mp.Memory(
+                                user_id=u, text="batch %s fact" % tag, type=FACT,
+                                tags=[tag]))]), timeout=10.0, metadata=c.md)
+                        res = rep.results[0]
+                        if res.status.code == grpc.StatusCode.ABORTED.value[0]:
+                            aborted.append(tag)
+                        elif res.status.code:
+                            other.append(res.status.message)
+                        else:
+                            made.append((res.response.memory.memory_id, tag))
+                            last[i] = tag
+                except grpc.RpcError as e:
+                    (aborted if e.code() == grpc.StatusCode.ABORTED else other).append(e.details())
+        ts = [threading.Thread(target=hammer, args=(i,)) for i in range(n)]
+        for t in ts:
+            t.start()
+        try:
+            self.wait_until(lambda: len(last) == n or other, 60, "every writer's first write",
+                            [self.srv])
+            self.assertEqual(other, [])
+            self.rotate()
+            self.wait_until(lambda: self.status().blind_index_target_key_id == 2, 30,
+                            "the rotation's row", [self.srv])
+        finally:
+            stop.set()
+            for t in ts:
+                t.join()
+        self.assertEqual(other, [])
+
+        def missing():
+            out = []
+            for i in range(n):
+                if i % 2:
+                    want, tag = mids[i], last[i]
+                else:
+                    want, tag = [m for m, t in made if t == last[i]][0], last[i]
+                r = self.r.call(self.r.m, "ListMemories", mp.ListMemoriesRequest(
+                    user_id=u, filter=mp.MemoryFilter(tags=[tag]), page_size=100))
+                if want not in [m.memory_id for m in r.memories]:
+                    out.append((i, tag))
+            return out
+        self.assertEqual(missing(), [], "mid-way")
+        self.wait_until(lambda: not blind_rotation(self.status()).running, 240,
+                        "the rotation's end", [self.srv])
+        self.assertEqual(missing(), [], "after the switch")
 
     def test_cli_starts_it_and_a_second_rotation_moves_again(self):
         u = uid("u")

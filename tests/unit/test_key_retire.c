@@ -260,10 +260,32 @@ static void test_check_refuses_until_nothing_is_under_it(void) {
   eg_keyring_free(k2_other);
 }
 
+/* With no blind-index row, a key below the lowest recorded id would move
+ * the blind index (the keyring's lowest): refused; once a row records the
+ * key, accepted (found by a hostile client: every search answered []). */
+static void test_lower_key_refused_until_a_row_pins_it(void) {
+  eg_keyring *k2 = ring("primary 2\n" KEY2), *k23 = ring("primary 3\n" KEY2 KEY3),
+             *k123 = ring("primary 3\n" KEY1 KEY2 KEY3);
+  char err[1024];
+  CU_ASSERT_EQUAL_FATAL(check(k2, 0, err, sizeof err), EG_OK); /* first start: recorded */
+  CU_ASSERT_EQUAL(check(k23, 2, err, sizeof err), EG_OK);       /* above: fine */
+  CU_ASSERT_EQUAL(check(k123, 3, err, sizeof err), EG_EPRECOND);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "key 1 is below key 2, which the blind index"));
+  CU_ASSERT_STRING_EQUAL(recorded(), "2,3"); /* nothing recorded by a refusal */
+  put_blind_row(2, 0, 0);
+  CU_ASSERT_EQUAL(check(k123, 3, err, sizeof err), EG_OK);
+  CU_ASSERT_STRING_EQUAL(recorded(), "1,2,3");
+  eg_keyring_free(k2);
+  eg_keyring_free(k23);
+  eg_keyring_free(k123);
+}
+
 void eg_test_register_key_retire(void) {
   CU_pSuite s = CU_add_suite_with_setup_and_teardown("key_retire", NULL, NULL, setup, teardown);
   CU_add_test(s, "each rule blocks and names itself", test_each_rule_blocks_and_names_it);
   CU_add_test(s, "fingerprint without a key", test_fingerprint_drop);
   CU_add_test(s, "start/reload check refuses until nothing is under the key",
               test_check_refuses_until_nothing_is_under_it);
+  CU_add_test(s, "a key below the blind index's is refused until a row pins it",
+              test_lower_key_refused_until_a_row_pins_it);
 }

@@ -320,6 +320,22 @@ static void test_batch_bytes_bound(void) {
   stop();
 }
 
+/* An `alone` item that logs more than EG_WRITER_ITEM_LOG_MAX fails
+ * EG_ELIMIT and commits nothing, as a batched one does (a replica
+ * receives each record whole). */
+static void test_alone_log_bound(void) {
+  start(0);
+  static test_item it;
+  item_init(&it, "alone0");
+  it.item.alone = 1;
+  it.blob = EG_WRITER_ITEM_LOG_MAX + 1;
+  eg_writer_submit(writer, &it.item);
+  CU_ASSERT_EQUAL_FATAL(wait_for(&it.dones, 1), 0);
+  CU_ASSERT_EQUAL(it.err, EG_ELIMIT);
+  CU_ASSERT_FALSE(has_session("alone0.0"));
+  stop();
+}
+
 /* What items really log bounds a batch, whatever their estimates (0
  * here): once a batch logged 8 MiB the rest go to the next batch, in
  * order; one item that logs more than EG_WRITER_ITEM_LOG_MAX fails
@@ -653,6 +669,7 @@ void eg_test_register_writer(void) {
   CU_add_test(s, "group commit", test_group_commit);
   CU_add_test(s, "batch bytes bound", test_batch_bytes_bound);
   CU_add_test(s, "batch log bound", test_batch_log_bound);
+  CU_add_test(s, "alone log bound", test_alone_log_bound);
   CU_add_test(s, "replay after map growth", test_replay_after_map_growth);
   CU_add_test(s, "item failure inside a batch", test_item_failure_in_batch);
   CU_add_test(s, "batch of failures commits nothing", test_all_fail_commits_nothing);
