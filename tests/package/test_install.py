@@ -33,7 +33,7 @@ int main(void) {
 
 CMAKE_PROJECT = """cmake_minimum_required(VERSION 3.18)
 project(hello C)
-find_package(Engram 0.15 REQUIRED)
+find_package(Engram 0.16 REQUIRED)
 add_executable(hello hello.c)
 target_link_libraries(hello PRIVATE Engram::engram)
 """
@@ -220,7 +220,7 @@ class InstallTest(unittest.TestCase):
         deb = os.path.join(out, debs[0])
         info = sh("dpkg-deb", "-I", deb)
         self.assertRegex(info, r"(?m)^ Package: engram$")
-        self.assertRegex(info, r"(?m)^ Version: 0\.15\.0$")
+        self.assertRegex(info, r"(?m)^ Version: 0\.16\.0$")
         depends = re.search(r"(?m)^ Depends: (.*)$", info).group(1)
         for lib in ("libgrpc", "libprotobuf-c", "libsodium", "liblmdb", "libmicrohttpd", "libjson-c"):
             self.assertIn(lib, depends)
