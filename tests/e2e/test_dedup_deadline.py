@@ -12,7 +12,10 @@ from test_memories import Mem, mp
 
 DD = re.compile(r'engram_rpc_total\{method="/engram\.v1\.MemoryService/DeduplicateMemories",'
                 r'code="(\w+)"\} (\d+)')
-N = 800  # fillers sharing two words: every one is compared with all older ones
+# Fillers sharing two words: every one is compared with all older ones, so the
+# pass is quadratic: 1,600 make it last well past the 0.3 s deadline (800 once
+# finished within it on a 2-vCPU machine after the writer got faster).
+N = 1600
 
 
 class DedupDeadlineTest(ServerTestCase):
