@@ -63,6 +63,15 @@ eg_err eg_blind_key_of(eg_req *r, uint32_t *id) {
   return EG_OK;
 }
 
+/* EG_EABORTED, r->msg saying the write key moved from the one r used to
+ * id: the call wrote nothing and a retry takes the new key. */
+static eg_err eg_blind_moved(eg_req *r, uint32_t id) {
+  snprintf(r->msg, sizeof r->msg, "the blind-index key moved from key id %u to %u (a blind-index "
+           "rotation began or ended) while this write was prepared: nothing written; retry",
+           (unsigned)r->blind_key_used, (unsigned)id);
+  return EG_EABORTED;
+}
+
 eg_err eg_blind_key_check(eg_req *r, eg_txn *t) {
   eg_blind_keys k;
   if (!r->blind_key_used) return EG_OK;
@@ -71,10 +80,7 @@ eg_err eg_blind_key_check(eg_req *r, eg_txn *t) {
   if (eg_blind_keys_write(&k) == r->blind_key_used) return EG_OK;
   /* The next try takes the key this apply sees. */
   atomic_store(&((eg_srv *)r->srv)->blind_key_id, eg_blind_keys_write(&k));
-  snprintf(r->msg, sizeof r->msg, "the blind-index key moved from key id %u to %u (a blind-index "
-           "rotation began or ended) while this write was prepared: nothing written; retry",
-           (unsigned)r->blind_key_used, (unsigned)eg_blind_keys_write(&k));
-  return EG_EABORTED;
+  return eg_blind_moved(r, eg_blind_keys_write(&k));
 }
 
 static void eg_blind_ctx_wipe(void *p) { eg_blind_end(p); }
@@ -94,12 +100,7 @@ eg_err eg_blind_ctx_of(eg_req *r, eg_blind_ctx **out) {
   if (e) return e;
   /* One write key per call: tokens made under two keys would leave some
    * under a key the record does not say (eg_blind_key_check sees one). */
-  if (r->blind_key_used && r->blind_key_used != id) {
-    snprintf(r->msg, sizeof r->msg, "the blind-index key moved from key id %u to %u (a "
-             "blind-index rotation began) while this write was prepared: nothing written; retry",
-             (unsigned)r->blind_key_used, (unsigned)id);
-    return EG_EABORTED;
-  }
+  if (r->blind_key_used && r->blind_key_used != id) return eg_blind_moved(r, id);
   r->blind_key_used = id;
   return eg_blind_ctx_under(r, id, out);
 }
