@@ -52,6 +52,28 @@ uint32_t eg_blind_keys_rec(const eg_blind_keys *k, uint32_t stored);
  * the switch leaves the write key as it was: the target). */
 eg_err eg_blind_key_load(eg_srv *srv);
 
+/* Why srv->blind_key_id may be set from a txn before its commit is
+ * durable (eg_blind_key_check and RotateBlindIndexKey set it from the
+ * writer's txn; the reindex thread loads it from a snapshot that, with
+ * --meta-sync next-flush, may be committed but not yet flushed): the
+ * value is a hint, never the authority. A write's prepare takes its
+ * blind contexts under it, and its apply compares that key with the row
+ * as its own txn sees it (eg_blind_key_check), so a record is only ever
+ * stamped and indexed under the key its txn says, whatever the hint said.
+ * A wrong hint costs answers, never data: the writes prepared under it
+ * answer ABORTED (nothing written) until the first such apply sets it to
+ * the key its txn sees (the reindex thread's next load does too, within
+ * a second), and the clients' retries succeed. It is wrong only when the
+ * commit of the batch that moved the row failed (ENOSPC, EIO; a flush
+ * that fails breaks the store, eg_store_sync), or for a moment when the
+ * reindex thread stores what an older snapshot said over a newer value.
+ * A commit lost to a crash takes the hint with it (a restart loads it
+ * from the store). Setting it only after a durable commit (from the
+ * dispatcher's done callback, the writer's one post-commit hook) would
+ * need a field in every request and a branch after every write for the
+ * failed-commit case alone, and the reindex thread's load would still
+ * publish commits not yet flushed; not done. */
+
 /* The write key r's blind contexts take: as r->rtxn sees it (a read, or a
  * write whose prepare reads), else srv->blind_key_id. */
 eg_err eg_blind_key_of(eg_req *r, uint32_t *id);

@@ -26,6 +26,19 @@ struct eg_data_keys {
   /* Under write_mu: a compaction is owed (keys were destroyed or
    * re-wrapped and no compaction has succeeded since). */
   int compact_due;
+  /* The erasures under way (eg_data_keys_erasure_begin), which
+   * eg_data_keys_rotate reads under write_mu. Its own mutex: an erasure
+   * ends on whatever thread frees its call, never waiting for a key-store
+   * commit. Taken after write_mu, never before. */
+  pthread_mutex_t erasing_mu;
+  eg_dk_erasure *erasing;
+};
+
+struct eg_dk_erasure {
+  eg_dk_erasure *next; /* guarded by erasing_mu */
+  eg_data_keys *dk;
+  int whole_tenant;
+  char tenant[EG_KEYSTORE_ID_MAX + 1], user[EG_KEYSTORE_ID_MAX + 1];
 };
 
 /* Ids are validated by callers; checked again here, where a longer one
@@ -44,6 +57,10 @@ eg_err eg_data_keys_open(const char *dir, int64_t cache_max, eg_data_keys **out,
   if (!e && (e = eg_dk_cache_new(cache_max > 0 ? (size_t)cache_max : 1, &dk->cache)) != EG_OK)
     snprintf(err, errlen, "data key cache of %lld keys: out of memory", (long long)cache_max);
   if (!e && pthread_mutex_init(&dk->write_mu, NULL) != 0) e = EG_ENOMEM;
+  if (!e && pthread_mutex_init(&dk->erasing_mu, NULL) != 0) {
+    pthread_mutex_destroy(&dk->write_mu);
+    e = EG_ENOMEM;
+  }
   /* A process that died between an erasure's commit and its compaction
    * left the destroyed keys' wrapped bytes in free pages: compacted out
    * now, before anything is served (cost: one copy of the key store). */
@@ -63,6 +80,7 @@ void eg_data_keys_close(eg_data_keys *dk) {
   eg_dk_cache_free(dk->cache);
   eg_keystore_close(dk->ks);
   pthread_mutex_destroy(&dk->write_mu);
+  pthread_mutex_destroy(&dk->erasing_mu);
   free(dk);
 }
 
@@ -318,6 +336,46 @@ eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t 
   return dk_erase(dk, tenant, NULL, destroyed);
 }
 
+eg_err eg_data_keys_erasure_begin(eg_data_keys *dk, const char *tenant, const char *user,
+                                  eg_dk_erasure **out) {
+  if (dk_check_ids(tenant, user)) return EG_EINVAL;
+  eg_dk_erasure *m = calloc(1, sizeof *m);
+  if (!m) return EG_ENOMEM;
+  m->dk = dk;
+  m->whole_tenant = !user;
+  strcpy(m->tenant, tenant);
+  if (user) strcpy(m->user, user);
+  pthread_mutex_lock(&dk->erasing_mu);
+  m->next = dk->erasing;
+  dk->erasing = m;
+  pthread_mutex_unlock(&dk->erasing_mu);
+  *out = m;
+  return EG_OK;
+}
+
+void eg_data_keys_erasure_end(void *erasure) {
+  eg_dk_erasure *m = erasure;
+  if (!m) return;
+  pthread_mutex_lock(&m->dk->erasing_mu);
+  for (eg_dk_erasure **p = &m->dk->erasing; *p; p = &(*p)->next)
+    if (*p == m) {
+      *p = m->next;
+      break;
+    }
+  pthread_mutex_unlock(&m->dk->erasing_mu);
+  free(m);
+}
+
+/* Whether an erasure of (tenant, user) is under way. */
+static int dk_erasing(eg_data_keys *dk, const char *tenant, const char *user) {
+  int found = 0;
+  pthread_mutex_lock(&dk->erasing_mu);
+  for (const eg_dk_erasure *m = dk->erasing; m && !found; m = m->next)
+    found = strcmp(m->tenant, tenant) == 0 && (m->whole_tenant || strcmp(m->user, user) == 0);
+  pthread_mutex_unlock(&dk->erasing_mu);
+  return found;
+}
+
 /* ---- rotation ------------------------------------------------------------------ */
 
 eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
@@ -331,6 +389,9 @@ eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *t
   /* None yet: a user of format 1 tokens only gets its first data key. */
   if (e == EG_ENOTFOUND) e = EG_OK;
   else if (!e && !rec.wrapped_len) e = EG_EERASED; /* never a key for an erased user */
+  /* Nor for one being erased: its erasure may have destroyed no key (it
+   * had none) and not yet erased its records (eg_data_keys_erasure_begin). */
+  if (!e && dk_erasing(dk, tenant, user)) e = EG_EERASED;
   if (!e && next == 0) e = EG_ELIMIT;
   if (!e) e = dk_new_key(kr, tenant, user, next, &rec, key);
   if (!e) {

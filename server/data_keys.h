@@ -101,6 +101,26 @@ eg_err eg_data_keys_erase_user(eg_data_keys *dk, const char *tenant, const char 
                                uint64_t *destroyed);
 eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t *destroyed);
 
+/* An erasure under way: from before an erasure destroys the keys to after
+ * its last erase step committed (DeleteUser and DeleteTenant begin it in
+ * prepare, before eg_data_keys_erase_*, and end it when their call is
+ * freed, after its answer), eg_data_keys_rotate gives no key to its user
+ * (user NULL: to any user of tenant): EG_EERASED. Why: a user holding
+ * format 1 tokens only has no key for the erasure to destroy, and until
+ * its first erase step commits nothing in the data store says it is
+ * being erased; a rotation's first phase (server/key_adopt.h) making it
+ * a key in that window would leave a live key with nothing under it. Once
+ * the erasure ended, its records are gone as any later read txn sees.
+ * Held in memory only: after a restart the erase steps' own progress
+ * marks the user (eg_store_user_holds). EG_EINVAL for an id longer than
+ * 128 bytes; EG_ENOMEM. */
+typedef struct eg_dk_erasure eg_dk_erasure;
+eg_err eg_data_keys_erasure_begin(eg_data_keys *dk, const char *tenant, const char *user,
+                                  eg_dk_erasure **out);
+/* Ends the erasure begun as `erasure` (an eg_dk_erasure *; the arena-defer
+ * shape) and frees it. NULL is fine. */
+void eg_data_keys_erasure_end(void *erasure);
+
 /* (tenant, user)'s latest generation as the key store holds it now (not
  * the cache: what a rotation re-seals under and retires below): EG_OK
  * when live, EG_EERASED (*gen set) when a tombstone, EG_ENOTFOUND when the
@@ -110,7 +130,8 @@ eg_err eg_data_key_latest(eg_data_keys *dk, const char *tenant, const char *user
 /* Rotation: makes generation current+1 (wrapped under kr's primary) the
  * current one of (tenant, user); *gen is it. Older generations stay until
  * retired. Never makes a key for an erased user: EG_EERASED when the
- * latest is a tombstone. A user without any key gets generation 1 (one
+ * latest is a tombstone, or an erasure of the user is under way
+ * (eg_data_keys_erasure_begin). A user without any key gets generation 1 (one
  * with only format 1 tokens, from before envelope keys, rotated by name). */
 eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen);

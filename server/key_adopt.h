@@ -29,14 +29,19 @@
  * users in scope holding a live data key (the users' walk walks exactly
  * those).
  *
+ * A DeleteUser (or DeleteTenant) racing it: its prepare destroys no key
+ * (the user has none) and nothing in the data store says the user is
+ * being erased until its first erase step commits. So the erasure is
+ * marked from before its key erasure to after its last step's answer
+ * (eg_data_keys_erasure_begin), and the key store refuses the key while
+ * the mark stands (EG_EERASED, under its write lock). Every order ends
+ * with no key left: the key made before the erasure's key erasure is
+ * destroyed by it; one asked for after it is refused while the erasure
+ * runs; after the erasure ended, its last step is committed and the
+ * check above (a read txn begun after the key) finds no record.
+ *
  * Not covered: a user whose only records are checkpoints (their keys hold a
- * digest of the user id, not the id). Not ordered: a DeleteUser of a user
- * without a key whose prepare (destroying no key: it has none) runs before
- * the key is made, and whose first erasure step has not committed at the
- * check, leaves the user a live key and, once its
- * records are gone, nothing under it; that user's tokens were format 1,
- * under a master key, so no erasure guarantee is lost, but the key stays
- * until the user is erased again. Private to the rotation
+ * digest of the user id, not the id). Private to the rotation
  * (server/key_rotation.c).
  */
 #ifndef EG_SERVER_KEY_ADOPT_H

@@ -30,6 +30,10 @@ struct eg_key_rotation {
   eg_writer *writer;
   eg_txn *reader;
   eg_bgthread bg;
+  /* The records a step walks at most: --key-rotation-batch at each user's
+   * first step, halved while a step's write logs more than one commit may
+   * (EG_ELIMIT). The thread's own. */
+  size_t batch;
   pthread_mutex_t counts_mu; /* guards counts, n_counts */
   eg_token_count counts[EG_TOKEN_COUNT_KEYS_MAX];
   size_t n_counts;
@@ -84,6 +88,14 @@ static eg_err eg_kr_reread(eg_kr_job *j) {
 static eg_err eg_kr_retire(eg_kr_job *j, const char *tenant, const char *user) {
   uint64_t retired;
   uint32_t gen = j->row->gen;
+  if (j->row->skipped) {
+    /* Records the pass skipped (too large to re-seal) are still under
+     * them: kept (the row's problem says which). */
+    eg_log(EG_LOG_WARN, "data-key rotation: user \"%s\" of tenant %s: %" PRIu64 " records "
+           "left under an older generation; generations below %u kept", user, tenant,
+           j->row->skipped, gen);
+    return EG_OK;
+  }
   eg_err e = gen ? eg_data_keys_retire_before(j->x->srv->data_keys, tenant, user, gen, &retired)
                  : EG_EABORTED;
   if (!e && retired)
@@ -141,6 +153,8 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
     to.user = (char *)user;
     eg_kr_pass_begin(&to, 1);
     if ((j->err = eg_kr_change_row(x->writer, row, &to)) || (j->err = eg_kr_reread(j))) return 1;
+    /* Another user's records: the flag's steps again. */
+    x->batch = (size_t)x->srv->cfg->key_rotation_batch;
   }
   for (;;) {
     size_t walked = 0;
@@ -150,7 +164,15 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
       j->err = eg_kr_retire(j, tenant, user);
       if (j->err == EG_EABORTED && !(j->err = eg_kr_restart_user(j))) continue;
     } else {
-      j->err = eg_kr_step_run(x->srv, x->writer, x->reader, j->row, &walked, &done);
+      j->err = eg_kr_step_run(x->srv, x->writer, x->reader, j->row, x->batch, &walked, &done);
+      if (j->err == EG_ELIMIT && x->batch > 1) {
+        /* Too much for one commit (nothing written): smaller steps, at
+         * once; at one record the step skips it (server/key_rotation_step.h). */
+        x->batch /= 2;
+        eg_log(EG_LOG_INFO, "data-key rotation: a step's write logs more than one commit may; "
+               "%zu records a step from now on", x->batch);
+        continue;
+      }
     }
     if (j->err == EG_EERASED || j->err == EG_ENOTFOUND) {
       /* Erased since the walk listed it: nothing to re-seal, and no key
@@ -267,6 +289,7 @@ eg_err eg_key_rotation_start(eg_srv *srv, eg_writer *writer, eg_key_rotation **o
   }
   x->srv = srv;
   x->writer = writer;
+  x->batch = (size_t)srv->cfg->key_rotation_batch;
   pthread_mutex_init(&x->counts_mu, NULL);
   eg_err e = eg_store_reader_new(srv->store, &x->reader);
   if (e != EG_OK) {
@@ -321,6 +344,7 @@ eg_err eg_dk_rotation_api(eg_req *r, const eg_dk_rotation_rec *rec,
   st->running = rec->running;
   st->done = rec->done;
   st->total = rec->total;
+  st->problem = rec->problem;
   if (!(st->scope = (char *)eg_dk_rotation_scope(r->arena, rec)) ||
       (rec->start_time_us && !(st->start_time = eg_timestamp(r, rec->start_time_us))) ||
       (rec->finish_time_us && !(st->finish_time = eg_timestamp(r, rec->finish_time_us))))

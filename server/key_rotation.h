@@ -37,6 +37,16 @@
  * gone) cannot be re-sealed: it is left as it is, logged, and does
  * not hold the user back (it reads no better under a live key).
  *
+ * A step whose write would log more than one commit may
+ * (EG_WRITER_ITEM_LOG_MAX: large checkpoints) fails EG_ELIMIT, nothing
+ * written; the thread halves its steps' records and tries again at once,
+ * down to one (a checkpoint with its pending writes), and takes the
+ * flag's batch again at the next user. A record too large even alone is
+ * skipped: left under its old key, not counted found (the user's passes
+ * end), counted in the row's skipped, so the user's older generations are
+ * kept (not retired) when it is done; the row's problem (KeyRotationStatus
+ * .problem, kept after the rotation ends) names the record and its user.
+ *
  * A restart, or a promoted replica, resumes from the stored state. The
  * step itself: server/key_rotation_step.h. The
  * walk of a user's checkpoints takes each checkpoint's pending writes with

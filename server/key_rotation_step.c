@@ -124,6 +124,11 @@ typedef struct {
   uint8_t key[EG_KEY_LEN];    /* its data key (wiped when the step ends) */
   const eg_dk_rotation_rec *from; /* the state as stored when the walk began */
   eg_dk_rotation_rec to;          /* the state after the step */
+  /* The pass's counts were the step's records left as they are (its
+   * re-sealed tokens under their old keys): to's when the step is
+   * skipped (eg_kr_skip). */
+  eg_count_rec **left_counts;
+  size_t n_left_counts;
   size_t budget, walked;
   int stopped; /* at the budget, within the stage */
   eg_kr_rec *recs;
@@ -199,7 +204,9 @@ static eg_err eg_kr_tokens(eg_kr_step *s, eg_kr_rec *rec, const ProtobufCMessage
              "it is", kind, rid, s->tenant, field);
       continue;
     }
-    eg_err e = old ? eg_field_open(&s->r, s->user, kind, rid, field, b, &pt, &plen) : EG_OK;
+    eg_err e = eg_count_add(s->a, &s->left_counts, &s->n_left_counts, key, 1);
+    if (e) return e;
+    e = old ? eg_field_open(&s->r, s->user, kind, rid, field, b, &pt, &plen) : EG_OK;
     if (e == EG_ENOMEM) return e;
     if (e) {
       /* Unreadable under any key: re-sealing is impossible, and retiring
@@ -665,6 +672,7 @@ void eg_kr_pass_begin(eg_dk_rotation_rec *to, uint32_t pass) {
   to->found = 0;
   to->pass_counts = NULL;
   to->n_pass_counts = 0;
+  to->skipped = 0;
 }
 
 /* A copy of counts in a (eg_count_add then replaces its entries). */
@@ -676,13 +684,76 @@ static eg_err eg_counts_copy(eg_arena *a, eg_count_rec ***arr, size_t n) {
   return EG_OK;
 }
 
-/* One step of the user row is at: the walk, the state after it (the
- * stage's next, the pass's, or the user done: *user_done), the write.
- * *walked: the records it read. */
+/* s->to, as the walk left it, made the state after the step: the
+ * stage's next, the pass's next, or the user done (*user_done; not before
+ * the second pass, server/key_rotation.h); as it is when the walk stopped
+ * at the budget within the stage. */
+static eg_err eg_kr_advance(eg_kr_step *s, const eg_dk_rotation_rec *row, int *user_done) {
+  if (s->stopped) return EG_OK;
+  uint32_t next = eg_kr_next_stage(s->user, row->stage);
+  if (next != EG_KR_DONE) {
+    s->to.stage = next;
+    s->to.cursor = (ProtobufCBinaryData){0, NULL};
+    s->to.seq = 0;
+    s->to.session_id = "";
+  } else if (row->pass >= 2 && s->to.found == 0) {
+    s->to.stage = EG_KR_DONE;
+    s->to.cursor = (ProtobufCBinaryData){0, NULL};
+    s->to.done = row->done + 1;
+    s->to.count_time_us = eg_now_us();
+    eg_err e = eg_counts_copy(s->a, &s->to.counts, s->to.n_counts);
+    if (!e)
+      e = eg_counts_merge(s->a, &s->to.counts, &s->to.n_counts, s->to.pass_counts,
+                          s->to.n_pass_counts);
+    if (e) return e;
+    *user_done = 1;
+  } else {
+    eg_kr_pass_begin(&s->to, row->pass + 1);
+  }
+  return EG_OK;
+}
+
+static const char *const eg_kr_kind_names[] = {"session", "message", "memory", "checkpoint",
+                                               "checkpoint", "store item"};
+
+/* At a budget of one record, the step's one record (a checkpoint: with its
+ * pending writes) logs more than one commit may: it is left as it is and
+ * the pass goes on past it (walked: s->to as the walk left it), its
+ * tokens counted under their old keys, not found (the user's passes end),
+ * skipped (its older generations are kept), the row's problem naming it. */
+static eg_err eg_kr_skip(eg_kr_step *s, const eg_dk_rotation_rec *row,
+                         const eg_dk_rotation_rec *walked, eg_writer *writer, int *user_done) {
+  const eg_kr_rec *r = &s->recs[0]; /* the step kept it: it had tokens to re-seal */
+  char what[400], problem[700];
+  if (r->kind == EG_KR_MESSAGE)
+    snprintf(what, sizeof what, "message %" PRIu64 " of session %s", r->seq, r->id);
+  else if (r->kind == EG_KR_CKPT || r->kind == EG_KR_CKPT_WRITE)
+    snprintf(what, sizeof what, "checkpoint %s of thread %s (with its pending writes)", r->cid,
+             r->thread);
+  else
+    snprintf(what, sizeof what, "%s %s", eg_kr_kind_names[r->kind], r->id);
+  snprintf(problem, sizeof problem, "user \"%s\" of tenant %s: %s is too large to re-seal in "
+           "one write (more than %zu bytes of log): left under its old key, and the user's older "
+           "data keys kept; delete or rewrite it, then rotate the user again",
+           s->user, s->tenant, what, (size_t)EG_WRITER_ITEM_LOG_MAX);
+  s->to = *walked;
+  s->to.found = row->found;
+  s->to.pass_counts = s->left_counts;
+  s->to.n_pass_counts = s->n_left_counts;
+  s->to.skipped = row->skipped + 1;
+  if (!(s->to.problem = eg_arena_strndup(s->a, problem, strlen(problem)))) return EG_ENOMEM;
+  s->n = 0;
+  *user_done = 0;
+  eg_err e = eg_kr_advance(s, row, user_done);
+  if (!e) e = eg_writer_run_alone(writer, eg_kr_step_write, s, NULL);
+  if (!e) eg_log(EG_LOG_WARN, "data-key rotation: %s", problem);
+  return e;
+}
+
 eg_err eg_kr_step_run(eg_srv *srv, eg_writer *writer, eg_txn *reader,
-                      const eg_dk_rotation_rec *row, size_t *walked, int *user_done) {
-  eg_kr_step s = {.reader = reader, .from = row, .to = *row,
-                  .budget = (size_t)srv->cfg->key_rotation_batch};
+                      const eg_dk_rotation_rec *row, size_t batch, size_t *walked,
+                      int *user_done) {
+  eg_kr_step s = {.reader = reader, .from = row, .to = *row, .budget = batch};
   char why[256];
   *walked = 0;
   *user_done = 0;
@@ -703,7 +774,10 @@ eg_err eg_kr_step_run(eg_srv *srv, eg_writer *writer, eg_txn *reader,
     return e;
   }
   s.to.gen = s.gen;
+  s.left_counts = row->pass_counts;
+  s.n_left_counts = row->n_pass_counts;
   if (!e) e = eg_counts_copy(s.a, &s.to.pass_counts, s.to.n_pass_counts);
+  if (!e) e = eg_counts_copy(s.a, &s.left_counts, s.n_left_counts);
   if (!e) {
     e = eg_data_key_get(srv->data_keys, eg_srv_keys(srv), s.tenant, s.user, s.gen, s.key, why,
                         sizeof why);
@@ -711,29 +785,11 @@ eg_err eg_kr_step_run(eg_srv *srv, eg_writer *writer, eg_txn *reader,
   }
   if (!e) e = eg_kr_walk(&s);
   eg_memzero(s.key, sizeof s.key);
-  if (!e && !s.stopped) {
-    uint32_t next = eg_kr_next_stage(s.user, row->stage);
-    if (next != EG_KR_DONE) {
-      s.to.stage = next;
-      s.to.cursor = (ProtobufCBinaryData){0, NULL};
-      s.to.seq = 0;
-      s.to.session_id = "";
-    } else if (row->pass >= 2 && s.to.found == 0) {
-      /* Not before the second pass (server/key_rotation.h). */
-      s.to.stage = EG_KR_DONE;
-      s.to.cursor = (ProtobufCBinaryData){0, NULL};
-      s.to.done = row->done + 1;
-      s.to.count_time_us = eg_now_us();
-      e = eg_counts_copy(s.a, &s.to.counts, s.to.n_counts);
-      if (!e)
-        e = eg_counts_merge(s.a, &s.to.counts, &s.to.n_counts, s.to.pass_counts,
-                            s.to.n_pass_counts);
-      *user_done = 1;
-    } else {
-      eg_kr_pass_begin(&s.to, row->pass + 1);
-    }
-  }
+  eg_dk_rotation_rec after_walk = s.to;
+  if (!e) e = eg_kr_advance(&s, row, user_done);
   if (!e) e = eg_writer_run_alone(writer, eg_kr_step_write, &s, NULL);
+  /* Smaller steps cannot help one record: the pass goes on without it. */
+  if (e == EG_ELIMIT && batch == 1 && s.n) e = eg_kr_skip(&s, row, &after_walk, writer, user_done);
   if (!e) *walked = s.walked;
   eg_arena_free(s.a);
   return e;

@@ -35,17 +35,24 @@ eg_err eg_kr_change_row(eg_writer *writer, const eg_dk_rotation_rec *from,
                         const eg_dk_rotation_rec *to);
 
 /* One step of the user row is at (reading through reader, writing
- * through writer): the walk, the state after it (the stage's next, the
- * next pass, or the user done: *user_done set; not before the second pass,
- * and only after a pass that found no token under an old key), the write.
- * Tokens are re-sealed under the row's generation (row->gen), the key
- * store's latest when pass 1 began; when the store's latest is another
- * one now, the step only starts the user's passes again under it.
- * *walked: the records it read. EG_EABORTED if the row moved meanwhile;
- * EG_EERASED or EG_ENOTFOUND when the user has no live key any more
- * (erased: nothing to re-seal, no key made); else a storage, key-store or
- * EG_ENOMEM error (nothing written). */
+ * through writer, walking at most batch records; a checkpoint takes its
+ * pending writes with it): the walk, the state after it (the stage's
+ * next, the next pass, or the user done: *user_done set; not before the
+ * second pass, and only after a pass that found no token under an old
+ * key), the write. Tokens are re-sealed under the row's generation
+ * (row->gen), the key store's latest when pass 1 began; when the store's
+ * latest is another one now, the step only starts the user's passes again
+ * under it. *walked: the records it read. EG_ELIMIT when the write would
+ * log more than one commit may (EG_WRITER_ITEM_LOG_MAX; nothing written):
+ * the caller walks fewer records a step. At batch 1 that one record is
+ * skipped instead: left under its old key, the pass going on past it,
+ * not counted found, counted in the row's skipped (the user's older
+ * generations are then not retired) and named in its problem.
+ * EG_EABORTED if the row moved meanwhile; EG_EERASED or EG_ENOTFOUND when
+ * the user has no live key any more (erased: nothing to re-seal, no key
+ * made); else a storage, key-store or EG_ENOMEM error (nothing written). */
 eg_err eg_kr_step_run(eg_srv *srv, eg_writer *writer, eg_txn *reader,
-                      const eg_dk_rotation_rec *row, size_t *walked, int *user_done);
+                      const eg_dk_rotation_rec *row, size_t batch, size_t *walked,
+                      int *user_done);
 
 #endif

@@ -38,6 +38,7 @@
   X(tokenizer)               \
   X(blind_key)               \
   X(key_retire)              \
+  X(key_adopt)               \
   X(tenant_erase)            \
   X(envelope)                \
   X(limits)                  \
