@@ -18,6 +18,7 @@
 #include "server/message_terms.h"
 #include "server/session_terms.h"
 #include "server/store_svc.h"
+#include "server/tokenizer.h"
 
 static const char *const eg_br_kinds[EG_BLIND_KINDS] = {"memories", "messages", "sessions",
                                                         "checkpoints", "store items"};
@@ -212,6 +213,13 @@ static eg_err eg_br_convert(eg_br_step *s, eg_req *r, eg_br_rec *x) {
       }
       const char *rid = eg_message_record_id(r, x->session_id, m->seq);
       if (!rid) return EG_ENOMEM;
+      /* Terms at a version the tokenizer does not make (malformed: a
+       * version is set with the terms) cannot be made again. */
+      if (m->index_version != EG_TOKENIZER_V1 && m->index_version != EG_TOKENIZER_VERSION) {
+        snprintf(r->msg, sizeof r->msg, "its index terms are at tokenizer version %u, which "
+                 "this engramd does not make", (unsigned)m->index_version);
+        return EG_EINVAL;
+      }
       if ((e = eg_field_open(r, ses->user_id, "message", rid, "content", &m->content_token, &text,
                              &len)))
         return e;

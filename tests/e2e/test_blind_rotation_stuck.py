@@ -27,6 +27,9 @@ from engram.v1 import memory_pb2 as mp  # noqa: E402
 
 # A few records a step: the rotation takes several steps and passes.
 STEPS = ("--reindex-batch", "2")
+# One record a step, two steps a second: the messages reindex takes
+# seconds, observably running.
+SLOW = ("--reindex-rate", "2", "--reindex-batch", "1")
 TIMEOUT = 120.0  # the rotation's passes and a reindex, ASan being slow
 
 
@@ -43,6 +46,25 @@ def flip_text(data_dir, memory_id):
     if len(mine) != 1:
         raise AssertionError("memory %s: %d records in the memories DB" % (memory_id, len(mine)))
     mdb_put(data_dir, "memories", header, mine)
+
+
+def malform_message(data_dir, sid, seq):
+    """Gives message seq of sid a term at tokenizer version 2 without its
+    count (index_tf): the rotation's walk converts it (from its content),
+    but the store refuses the write (eg_store_message_reindex: the stored
+    index fields are malformed). Returns (header, its key, its value before)
+    for mdb_put to repair it."""
+    header, recs = mdb_dump(data_dir, "messages")
+    tail = sid.encode() + seq.to_bytes(8, "big")
+    mine = [(k, v) for k, v in recs if k.endswith(tail)]
+    if len(mine) != 1:
+        raise AssertionError("message %d of %s: %d records" % (seq, sid, len(mine)))
+    # index_version (field 8) 2, index_terms (field 9, packed fixed64): one
+    # term, no index_tf.
+    (k, v), = mine
+    mdb_put(data_dir, "messages", header,
+            [(k, v + b"\x40\x02" + b"\x4a\x08" + (7).to_bytes(8, "little"))])
+    return header, k, v
 
 
 class StuckRotationTest(E2ETestCase):
@@ -66,6 +88,9 @@ class StuckRotationTest(E2ETestCase):
         r = Reads(self.srv.client())
         u = uid("u")
         r.populate(u, "one")
+        sid = self.srv.client().create(u).session_id
+        for i in range(6):
+            self.srv.client().append(sid, "zeppelin number %d" % i)
         before = r.answers(u)
         self.assertEqual(before["messages"], [])
         v = uid("v")
@@ -113,20 +138,33 @@ class StuckRotationTest(E2ETestCase):
             self.assertEqual(set(on_disk[db]), {2}, db)
 
         # A restart keeps it paused, and the tokenizer reindex due now
-        # (indexing on) begins and finishes while it is paused.
-        self.srv.extra = list(STEPS)
+        # (indexing on) begins and finishes while it is paused; a resume is
+        # refused while it runs.
+        self.srv.extra = list(SLOW)
         self.srv.start()
         r = Reads(self.srv.client())
         again = self.blind()
         self.assertTrue(again.paused)
         self.assertFalse(again.running)
         self.assertEqual(again.problem, st.problem)
+        self.wait_until(lambda: self.messages_index().target_version == 2, TIMEOUT,
+                        "the messages reindex running while paused", [self.srv])
+        with self.assertRaises(grpc.RpcError) as cm:
+            apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
+                apb.RotateBlindIndexKeyRequest(), timeout=30.0)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("a reindex of messages to tokenizer version 2 is running",
+                      cm.exception.details())
+        self.assertTrue(self.blind().paused)
         self.wait_until(lambda: self.messages_index().version == 2, TIMEOUT,
                         "the messages reindex done while paused", [self.srv])
         self.assertIn("reindex of messages to tokenizer version 2 begins", self.srv.log_text())
         self.assertTrue(self.blind().paused)
         during = r.answers(u)
         self.assertEqual(len(during["messages"]), 1)
+        zep = self.srv.client().call("SearchMessages", pb.SearchMessagesRequest(
+            user_id=u, query="zeppelin"))
+        self.assertEqual(len(zep.results), 6)
         self.assertEqual({k: x for k, x in during.items() if k != "messages"},
                          {k: x for k, x in before.items() if k != "messages"})
 
@@ -146,6 +184,9 @@ class StuckRotationTest(E2ETestCase):
         ks = self.status()
         self.assertEqual((ks.blind_index_key_id, ks.blind_index_target_key_id), (2, 0))
         self.assertEqual(r.answers(u), during)
+        zep = self.srv.client().call("SearchMessages", pb.SearchMessagesRequest(
+            user_id=u, query="zeppelin"))
+        self.assertEqual(len(zep.results), 6)
         found = r.call(r.m, "SearchMemories", mp.SearchMemoriesRequest(user_id=v, query="zanzibar"))
         self.assertEqual([x.memory.memory_id for x in found.results], [intact])
         # The CLI's status shows it done.
@@ -153,6 +194,68 @@ class StuckRotationTest(E2ETestCase):
         self.assertEqual(rc, 0, err)
         (b,) = [x for x in json.loads(out)["rotations"] if x["kind"] == "blind_index"]
         self.assertFalse(b.get("paused", False))
+
+    def test_a_refused_record_pauses_it_instead_of_walking_forever(self):
+        """Gap 1 of the old walk: a record whose converted write the store
+        refuses was found by every pass, so the rotation walked the store
+        again forever (and held off every tokenizer reindex)."""
+        self.srv = self.start_server("--index-messages=false", *STEPS)
+        c = self.srv.client()
+        u = uid("u")
+        bad = c.create(u, metadata={"team": "red"}).session_id
+        c.append(bad, "the zeppelin hovers over the harbour")
+        good = c.create(u, metadata={"team": "red"}).session_id
+        c.append(good, "a second zeppelin")
+        self.srv.stop()
+        header, key, was = malform_message(self.srv.data_dir, bad, 1)
+        keys, _ = at_rest.read_keyring(self.srv.keyring_path)
+        keys[2] = os.urandom(32)
+        at_rest.write_keyring(self.srv.keyring_path, keys, 2)
+        self.srv.start()
+        self.assertTrue(apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
+            apb.RotateBlindIndexKeyRequest(), timeout=30.0).status.running)
+        # Paused, or (the old behaviour) a third pass begun: either ends
+        # the wait.
+        st = self.wait_until(
+            lambda: (lambda b: (b.paused or not b.running or
+                                self.srv.log_text().count("walking again") >= 3) and b)(
+                self.blind()), TIMEOUT, "the rotation paused", [self.srv])
+        self.assertTrue(st.paused, "not paused: %s\n%s" % (st, self.logs(self.srv)))
+        self.assertFalse(st.running)
+        for part in ("paused: 1 records (messages) cannot be re-indexed under key 2",
+                     "records whose re-indexed copy is refused",
+                     "message 1 of session %s of tenant" % bad, "rotate-blind"):
+            self.assertIn(part, st.problem)
+        # The other session's metadata tokens converted; both still listed.
+        listed = self.srv.client().call("ListSessions", pb.ListSessionsRequest(
+            user_id=u, metadata_equals=[pb.ListSessionsRequest.MetadataEquals(
+                key="team", value="red")], page_size=10))
+        self.assertEqual(sorted(s.session_id for s in listed.sessions), sorted([bad, good]))
+
+        # A restart keeps it paused.
+        self.srv.stop()
+        self.srv.start()
+        self.assertTrue(self.blind().paused)
+        # The fix: the record repaired (its bytes as they were: a delete of
+        # its session is refused too, DATA_LOSS); the resumed rotation
+        # switches.
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.srv.client().call("DeleteSession", pb.DeleteSessionRequest(session_id=bad))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DATA_LOSS)
+        self.srv.stop()
+        mdb_put(self.srv.data_dir, "messages", header, [(key, was)])
+        self.srv.start()
+        self.assertTrue(self.blind().paused)
+        rc, out, err = cli("--target", self.srv.addr, "admin", "keys", "rotate-blind")
+        self.assertEqual(rc, 0, err)
+        self.wait_until(lambda: (lambda b: not b.running and not b.paused and b)(
+            self.blind()), TIMEOUT, "the resumed rotation done", [self.srv])
+        ks = self.status()
+        self.assertEqual((ks.blind_index_key_id, ks.blind_index_target_key_id), (2, 0))
+        listed = self.srv.client().call("ListSessions", pb.ListSessionsRequest(
+            user_id=u, metadata_equals=[pb.ListSessionsRequest.MetadataEquals(
+                key="team", value="red")], page_size=10))
+        self.assertEqual(sorted(s.session_id for s in listed.sessions), sorted([bad, good]))
 
 
 if __name__ == "__main__":
