@@ -5,10 +5,12 @@ cannot be re-indexed under the new key. The rotation converts every other
 record, then pauses (it neither switches, leaving that record's tokens
 under a key no query reads, nor walks the store again forever): its status
 says paused, not running, with a problem naming the record and what to do;
-searches keep finding every readable record; a tokenizer reindex, held off
-while a rotation walks, begins and finishes; a restart keeps it paused.
-Once the record is deleted, RotateBlindIndexKey (the CLI's rotate-blind)
-resumes it and it switches."""
+searches keep finding every readable record; a restart keeps it paused; a
+tokenizer reindex, held off while a rotation walks, begins and finishes
+(a resume is refused while it runs). Once the record is purged,
+RotateBlindIndexKey (the CLI's rotate-blind) resumes it and it switches.
+Likewise a message whose converted write the store refuses (its stored
+index fields malformed), where the old walk went round for ever."""
 import json
 import os
 
@@ -122,6 +124,11 @@ class StuckRotationTest(E2ETestCase):
                      "engram admin keys rotate-blind"):
             self.assertIn(part, st.problem)
         self.assertIn("blind-index rotation to key 2 paused", self.srv.log_text())
+        # The CLI's readable status shows it paused, and why.
+        rc, out, err = cli("--target", self.srv.addr, "admin", "keys", "status")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("paused: true", out)
+        self.assertIn("memory %s of tenant" % broken, out)
         ks = self.status()
         # Both keys still read (and kept from retirement).
         self.assertEqual((ks.blind_index_key_id, ks.blind_index_target_key_id), (1, 2))
