@@ -21,7 +21,7 @@ import test_at_rest as at_rest
 from test_at_rest import mdb_dump, mdb_put
 from test_blind_rotation import Reads, blind_rotation, stamps
 from test_key_rotation import key_status
-from test_replication import cli
+from test_replication import ADMIN_MD, Cluster, ReplicationCase, admin, agent, cli
 from engram.storage.v1 import memory_records_pb2 as mr  # noqa: E402
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
@@ -263,6 +263,66 @@ class StuckRotationTest(E2ETestCase):
             user_id=u, metadata_equals=[pb.ListSessionsRequest.MetadataEquals(
                 key="team", value="red")], page_size=10))
         self.assertEqual(sorted(s.session_id for s in listed.sessions), sorted([bad, good]))
+
+
+class StuckRotationReplicaTest(ReplicationCase):
+
+    def test_the_pause_replicates_and_a_promoted_replica_resumes_it(self):
+        """The row replicates: the replica shows the rotation paused with
+        the primary's problem; promoted, it keeps it paused (no step) until
+        asked, then resumes it and, its own copy of the record being
+        intact, switches."""
+        cl = Cluster()
+        self.addCleanup(cl.close)
+        p = cl.primary(*STEPS)
+        r = cl.replica("r1", "127.0.0.1:%d" % p.fixed_port, *STEPS)
+        p.start()
+        r.start()
+        self.wait_connected(p, ["r1"])
+        reads = Reads(agent(p))
+        u = uid("u")
+        reads.populate(u, "one")
+        before = reads.answers(u)
+        broken = reads.memory(u, "a broken record about zanzibar")
+        # Damaged on the primary's disk only; key 2 as primary on both.
+        p.stop()
+        flip_text(p.data_dir, broken)
+        keys, _ = at_rest.read_keyring(cl.keyring)
+        keys[2] = os.urandom(32)
+        at_rest.write_keyring(cl.keyring, keys, 2)
+        p.start()
+        r.restart()
+        self.wait_connected(p, ["r1"])
+
+        def blind(node):
+            return blind_rotation(admin(node).GetKeyStatus(apb.GetKeyStatusRequest(),
+                                                           timeout=10.0, metadata=ADMIN_MD))
+
+        self.assertTrue(admin(p).RotateBlindIndexKey(apb.RotateBlindIndexKeyRequest(),
+                                                     timeout=30.0, metadata=ADMIN_MD).status.running)
+        st = self.wait_until(lambda: (lambda b: b and b.paused and b)(blind(p)), TIMEOUT,
+                             "the rotation paused on the primary", [p])
+        self.assertIn("memory %s of tenant acme" % broken, st.problem)
+        rs = self.wait_until(lambda: (lambda b: b and b.paused and b)(blind(r)), TIMEOUT,
+                             "the pause on the replica", [p, r])
+        self.assertEqual((rs.running, rs.problem), (False, st.problem))
+        self.assertEqual(Reads(agent(r)).answers(u), before)
+
+        p.kill9()
+        admin(r).Promote(apb.PromoteRequest(), timeout=30.0, metadata=ADMIN_MD)
+        self.assertTrue(blind(r).paused)
+        resumed = admin(r).RotateBlindIndexKey(apb.RotateBlindIndexKeyRequest(), timeout=30.0,
+                                               metadata=ADMIN_MD).status
+        self.assertEqual((resumed.running, resumed.paused, resumed.problem), (True, False, ""))
+        self.wait_until(lambda: (lambda b: not b.running and not b.paused and b)(blind(r)),
+                        TIMEOUT, "the rotation done on the promoted replica", [r])
+        ks = admin(r).GetKeyStatus(apb.GetKeyStatusRequest(), timeout=10.0, metadata=ADMIN_MD)
+        self.assertEqual((ks.blind_index_key_id, ks.blind_index_target_key_id), (2, 0))
+        after = Reads(agent(r)).answers(u)
+        self.assertEqual(after, before)
+        found = Reads(agent(r)).call(Reads(agent(r)).m, "SearchMemories",
+                                     mp.SearchMemoriesRequest(user_id=u, query="zanzibar"))
+        self.assertEqual([x.memory.memory_id for x in found.results], [broken])
 
 
 if __name__ == "__main__":
