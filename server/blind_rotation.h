@@ -23,9 +23,9 @@
  * reindex's control item reads the row in its txn): one waits for the
  * other (a paused rotation holds off nothing: eg_blind_rotation_running
  * is false for it). On an unfenced primary only; a restart or a promoted
- * replica goes on from the row (replicated), and leaves a paused one
- * paused. Each step, in a read txn, walks at
- * most --reindex-batch records of the row's kind after its cursor
+ * replica goes on from the row (replicated), a paused one staying paused.
+ * Each step, in a read txn, walks at most --reindex-batch records of the
+ * row's kind after its cursor
  * (eg_store_blind_walk: memories, messages, sessions, checkpoints, store
  * items, every tenant's) and, for each record with blind tokens under
  * another key than the target, opens its sealed fields and computes every
@@ -37,8 +37,8 @@
  * each record again, and puts the converted copy only if the record is
  * byte for byte as walked (else it is left: this pass counts it found, so
  * a later pass takes it again); the same txn stores the row (cursor,
- * done, pass_found, the stuck counts). At most --reindex-rate records a second (the reindex
- * thread's sleep, shared with tokenizer jobs).
+ * done, pass_found, the stuck counts). At most --reindex-rate records a
+ * second (the reindex thread's sleep, shared with tokenizer jobs).
  *
  * The switch. After the last kind, a pass that found records under
  * another key starts another pass if it converted some of them (or met
