@@ -175,8 +175,9 @@ class StuckRotationTest(E2ETestCase):
         self.assertEqual({k: x for k, x in during.items() if k != "messages"},
                          {k: x for k, x in before.items() if k != "messages"})
 
-        # The fix: the record purged (a soft delete keeps it, tokens and all). The CLI resumes the rotation: a new
-        # pass, which finds nothing stuck, and the switch.
+        # The fix: the record purged (a soft delete keeps it, tokens and
+        # all). The CLI resumes the rotation: a new pass, which finds
+        # nothing stuck, and the switch.
         r.call(r.m, "DeleteMemory", mp.DeleteMemoryRequest(memory_id=broken, purge=True))
         rc, out, err = cli("--target", self.srv.addr, "--json", "admin", "keys", "rotate-blind")
         self.assertEqual(rc, 0, err)
@@ -298,8 +299,9 @@ class StuckRotationReplicaTest(ReplicationCase):
             return blind_rotation(admin(node).GetKeyStatus(apb.GetKeyStatusRequest(),
                                                            timeout=10.0, metadata=ADMIN_MD))
 
-        self.assertTrue(admin(p).RotateBlindIndexKey(apb.RotateBlindIndexKeyRequest(),
-                                                     timeout=30.0, metadata=ADMIN_MD).status.running)
+        st = admin(p).RotateBlindIndexKey(apb.RotateBlindIndexKeyRequest(), timeout=30.0,
+                                          metadata=ADMIN_MD).status
+        self.assertTrue(st.running)
         st = self.wait_until(lambda: (lambda b: b and b.paused and b)(blind(p)), TIMEOUT,
                              "the rotation paused on the primary", [p])
         self.assertIn("memory %s of tenant acme" % broken, st.problem)
