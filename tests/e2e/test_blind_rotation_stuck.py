@@ -13,16 +13,21 @@ Likewise a message whose converted write the store refuses (its stored
 index fields malformed), where the old walk went round for ever."""
 import json
 import os
+import shutil
+import tempfile
+import time
 
 import grpc
 
-from harness import E2ETestCase, pb, uid
+from harness import KEEP, E2ETestCase, Server, pb, uid
 import test_at_rest as at_rest
 from test_at_rest import mdb_dump, mdb_put
 from test_blind_rotation import Reads, blind_rotation, stamps
 from test_key_rotation import key_status
+from test_reindex import finished, fixture_store, indexes
 from test_replication import ADMIN_MD, Cluster, ReplicationCase, admin, agent, cli
 from engram.storage.v1 import memory_records_pb2 as mr  # noqa: E402
+from engram.storage.v1 import records_pb2 as rpb  # noqa: E402
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from engram.v1 import memory_pb2 as mp  # noqa: E402
@@ -264,6 +269,60 @@ class StuckRotationTest(E2ETestCase):
             user_id=u, metadata_equals=[pb.ListSessionsRequest.MetadataEquals(
                 key="team", value="red")], page_size=10))
         self.assertEqual(sorted(s.session_id for s in listed.sessions), sorted([bad, good]))
+
+    def test_a_tokenizer_reindex_while_paused_keeps_each_memorys_key(self):
+        """A memory left under the old key by a paused rotation (one stuck
+        while unreadable, readable again since) gets its new terms under
+        its own key from a tokenizer reindex run meanwhile, not the write
+        key's: else its stamp (the old key) and its terms (the new) differ
+        and no search finds it. The store: the 0.14 fixture (memories at
+        tokenizer version 1, stamped 0: the legacy key 1), with the row of
+        a rotation to key 2 paused put in key_jobs before its first start
+        (mdb_load), so the memories reindex runs under that pause."""
+        tmp = tempfile.mkdtemp(prefix="engram-e2e-stuck-")
+        if not KEEP:
+            self.addCleanup(shutil.rmtree, tmp, True)
+        data = fixture_store(tmp)
+        keyring = os.path.join(data, "keyring")
+        keys, _ = at_rest.read_keyring(keyring)
+        self.assertEqual(sorted(keys), [1])
+        keys[2] = os.urandom(32)
+        at_rest.write_keyring(keyring, keys, 2)
+        row = rpb.BlindIndexKeyRecord(key_id=1, target_key_id=2, legacy_key_id=1, pass_found=1,
+                                      pass_stuck=1, paused=True, problem="paused: set by the test",
+                                      start_time_us=int(time.time() * 1e6))
+        header = ["VERSION=3", "format=bytevalue", "type=btree", "HEADER=END"]
+        mdb_put(data, "key_jobs", header, [(b"blind_index", row.SerializeToString())])
+        self.srv = Server(*SLOW, data_dir=data, create_data_dir=False)
+        self.addCleanup(self.srv.close)
+        self.srv.start()
+        self.assertTrue(self.blind().paused)
+
+        def index_states():
+            return indexes(apbg.AdminServiceStub(self.srv.client().channel).GetStatus(
+                apb.GetStatusRequest(), timeout=10.0))
+
+        self.assertEqual(index_states()["memories"][:2], (1, 2))  # it runs under the pause
+        self.wait_until(lambda: finished(index_states()), TIMEOUT, "the reindexes done",
+                        [self.srv])
+        r = Reads(self.srv.client())
+
+        def found(user, query):
+            return sorted(x.memory.memory_id for x in r.call(r.m, "SearchMemories",
+                          mp.SearchMemoriesRequest(user_id=user, query=query)).results)
+
+        self.assertTrue(self.blind().paused)
+        self.assertEqual(found("alice", "green tea"), ["m-tea"])
+        self.assertEqual(found("alice", "run"), ["m-run"])  # version 2's stem
+        self.assertEqual(found("bob", "device"), ["m-bob"])
+        # Resumed: every memory moved to key 2, still found.
+        self.assertTrue(apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
+            apb.RotateBlindIndexKeyRequest(), timeout=30.0).status.running)
+        self.wait_until(lambda: (lambda b: not b.running and not b.paused and b)(self.blind()),
+                        TIMEOUT, "the resumed rotation done", [self.srv])
+        self.assertEqual(found("alice", "green tea"), ["m-tea"])
+        self.assertEqual(found("alice", "run"), ["m-run"])
+        self.assertEqual(found("bob", "device"), ["m-bob"])
 
 
 class StuckRotationReplicaTest(ReplicationCase):
