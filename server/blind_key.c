@@ -11,11 +11,13 @@ eg_err eg_blind_keys_get(eg_txn *t, const eg_keyring *kr, eg_blind_keys *out) {
   eg_err e = eg_store_blind_key_get(t, &rec);
   out->current = kr ? eg_keyring_blind_key_id(kr) : 0;
   out->target = 0;
+  out->paused = 0;
   out->legacy = out->current;
   if (e == EG_ENOTFOUND) return EG_OK;
   if (e) return e;
   out->current = rec->key_id;
   out->target = rec->target_key_id;
+  out->paused = rec->target_key_id && rec->paused;
   /* A row no rotation began from: every record is under its key_id. */
   out->legacy = rec->legacy_key_id ? rec->legacy_key_id : rec->key_id;
   engram__storage__v1__blind_index_key_record__free_unpacked(rec, NULL);

@@ -5,8 +5,8 @@
  * before blind-index rotation reads as it was written).
  *
  * Rotation (server/blind_rotation.h). The row's key_id is the key the
- * index is under; while a rotation runs, target_key_id is the key it moves
- * to. Each record carrying blind tokens (memories, messages, sessions,
+ * index is under; while a rotation runs (or is paused), target_key_id is
+ * the key it moves to. Each record carrying blind tokens (memories, messages, sessions,
  * checkpoints, store items) says the key id its tokens are under
  * (blind_key_id; 0: the row's legacy_key_id, the key id current when the
  * first rotation began, else the keyring's lowest). Writes index under
@@ -34,9 +34,12 @@
 eg_err eg_blind_key_ids(eg_txn *t, const eg_keyring *kr, uint32_t *current, uint32_t *target);
 
 /* The row as t sees it: current and target as eg_blind_key_ids, legacy
- * the key id of records whose blind_key_id is 0. */
+ * the key id of records whose blind_key_id is 0, paused whether the
+ * rotation to target is paused (server/blind_rotation.h "Stuck records":
+ * its target is the write key and a read key all the same). */
 typedef struct {
   uint32_t current, target, legacy;
+  int paused;
 } eg_blind_keys;
 eg_err eg_blind_keys_get(eg_txn *t, const eg_keyring *kr, eg_blind_keys *out);
 /* The key new tokens are made under: target while a rotation runs. */

@@ -18,9 +18,23 @@
 #include "server/message_terms.h"
 #include "server/session_terms.h"
 #include "server/store_svc.h"
+#include "server/tokenizer.h"
 
 static const char *const eg_br_kinds[EG_BLIND_KINDS] = {"memories", "messages", "sessions",
                                                         "checkpoints", "store items"};
+
+/* Why a stuck record is stuck (the row's stuck_reasons bits), as the
+ * problem says it. */
+static const char *const eg_br_reasons[EG_BR_STUCK_REASONS] = {
+    [EG_BR_STUCK_UNREADABLE] = "sealed fields that do not open (a master key missing from the "
+                               "keyring, or tampered data)",
+    [EG_BR_STUCK_NO_USER] = "checkpoints whose user holds no data key (written before envelope "
+                            "keys: their key holds only a digest of the user)",
+    [EG_BR_STUCK_REFUSED] = "records whose re-indexed copy is refused"};
+
+/* The readable description of a stuck record kept in the row (and so in
+ * the problem): kind, tenant, id, why. */
+#define EG_BR_FIRST_MAX 400
 
 /* One record the walk converted: where it is, as walked, as it becomes. */
 typedef struct {
@@ -47,11 +61,15 @@ typedef struct {
   size_t n;
   uint8_t *last; /* the last key walked: the cursor after the step */
   size_t last_len;
-  uint64_t walked, found, unconvertible;
+  uint64_t walked, found;
+  /* The walk's stuck records (of found): how many, why, of which kinds,
+   * the first (server/blind_rotation.h "Stuck records"). */
+  uint64_t stuck;
+  uint32_t stuck_reasons, stuck_kinds;
+  char stuck_first[EG_BR_FIRST_MAX];
   int more;
-  char problem[200]; /* the row's problem when unconvertible */
-  /* Set by the write (each run of it): whether it switched. */
-  int switched;
+  /* Set by the write (each run of it): whether it switched or paused. */
+  int switched, paused;
   eg_err err;
 } eg_br_step;
 
@@ -67,7 +85,7 @@ eg_err eg_blind_rotation_running(eg_txn *t, int *running) {
   *running = 0;
   if (e == EG_ENOTFOUND) return EG_OK;
   if (e) return e;
-  *running = rec->target_key_id != 0;
+  *running = rec->target_key_id != 0 && !rec->paused;
   eg_br_row_free(rec);
   return EG_OK;
 }
@@ -195,6 +213,13 @@ static eg_err eg_br_convert(eg_br_step *s, eg_req *r, eg_br_rec *x) {
       }
       const char *rid = eg_message_record_id(r, x->session_id, m->seq);
       if (!rid) return EG_ENOMEM;
+      /* Terms at a version the tokenizer does not make (malformed: a
+       * version is set with the terms) cannot be made again. */
+      if (m->index_version != EG_TOKENIZER_V1 && m->index_version != EG_TOKENIZER_VERSION) {
+        snprintf(r->msg, sizeof r->msg, "its index terms are at tokenizer version %u, which "
+                 "this engramd does not make", (unsigned)m->index_version);
+        return EG_EINVAL;
+      }
       if ((e = eg_field_open(r, ses->user_id, "message", rid, "content", &m->content_token, &text,
                              &len)))
         return e;
@@ -262,6 +287,54 @@ static uint8_t *eg_br_dup(eg_br_step *s, const void *p, size_t n) {
   return d;
 }
 
+/* x described into buf: "memory M of tenant T: why" (ids as the API
+ * names them; a store item's namespace labels joined with '/'). */
+static void eg_br_describe(const eg_br_rec *x, const char *why, char *buf, size_t len) {
+  int n;
+  switch (x->kind) {
+    case EG_BLIND_MEMORIES:
+      n = snprintf(buf, len, "memory %s", ((const eg_memory_rec *)x->walked)->memory_id);
+      break;
+    case EG_BLIND_MESSAGES:
+      n = snprintf(buf, len, "message %lld of session %s",
+                   (long long)((const eg_message_rec *)x->walked)->seq, x->session_id);
+      break;
+    case EG_BLIND_SESSIONS:
+      n = snprintf(buf, len, "session %s", ((const eg_session_rec *)x->walked)->session_id);
+      break;
+    case EG_BLIND_CHECKPOINTS: {
+      const eg_ckpt_rec *c = (const void *)x->walked;
+      n = snprintf(buf, len, "checkpoint %s of thread %s (namespace \"%s\")", c->checkpoint_id,
+                   c->thread_id, c->checkpoint_ns);
+      break;
+    }
+    default: {
+      /* ns-enc: each label then 0x00, then one more 0x00. */
+      char ns[EG_STORE_NS_ENC_MAX + 1];
+      size_t k = 0;
+      for (size_t i = 0; i + 1 < x->ns.len; i++)
+        ns[k++] = x->ns.buf[i] ? (char)x->ns.buf[i] : '/';
+      if (k && ns[k - 1] == '/') k--;
+      ns[k] = '\0';
+      n = snprintf(buf, len, "store item %s in namespace %s", x->item_key, ns);
+    }
+  }
+  if (n >= 0 && (size_t)n < len)
+    snprintf(buf + n, len - (size_t)n, " of tenant %s: %s", x->tenant, why);
+}
+
+/* Counts x stuck for reason (found already), kept as the step's first
+ * when it is; logs it. */
+static void eg_br_stuck(eg_br_step *s, const eg_br_rec *x, unsigned reason, const char *why) {
+  char d[EG_BR_FIRST_MAX];
+  eg_br_describe(x, why, d, sizeof d);
+  s->stuck++;
+  s->stuck_reasons |= 1u << reason;
+  s->stuck_kinds |= 1u << x->kind;
+  if (!s->stuck_first[0]) memcpy(s->stuck_first, d, sizeof d);
+  eg_log(EG_LOG_WARN, "blind-index rotation: cannot re-index %s; left under its key", d);
+}
+
 static int eg_br_visit(void *arg, const eg_blind_ref *ref, ProtobufCMessage *m) {
   eg_br_step *s = arg;
   int tokens;
@@ -295,13 +368,24 @@ static int eg_br_visit(void *arg, const eg_blind_ref *ref, ProtobufCMessage *m) 
   if (e == EG_OK) {
     s->found++;
     s->n++;
-  } else if (e == EG_EPRECOND && x->kind == EG_BLIND_CHECKPOINTS) {
-    /* Counted: the switch waits for it (server/blind_rotation.h). */
+  } else if (e == EG_ECORRUPT || e == EG_EINVAL ||
+             (e == EG_EPRECOND && x->kind == EG_BLIND_CHECKPOINTS)) {
+    /* Stuck, and counted found: the switch waits for it (unreadable now
+     * need not be for good: read again once its key is back, it is found
+     * only under a key queries read). server/blind_rotation.h "Stuck
+     * records". */
     s->found++;
-    s->unconvertible++;
-  } else if (e == EG_EPRECOND || e == EG_ECORRUPT || e == EG_EERASED) {
-    /* Matched by no query either way: its session gone (swept with it),
-     * or its fields unreadable under any key. */
+    eg_br_stuck(s, x,
+                e == EG_ECORRUPT   ? EG_BR_STUCK_UNREADABLE
+                : e == EG_EPRECOND ? EG_BR_STUCK_NO_USER
+                                   : EG_BR_STUCK_REFUSED,
+                e == EG_EPRECOND ? "its user holds no data key"
+                : r.msg[0]       ? r.msg
+                                 : eg_err_msg(e));
+  } else if (e == EG_EPRECOND || e == EG_EERASED) {
+    /* Not counted: matched by no query, now or later. Its session is gone
+     * (the message is swept with it), or its user was erased (its data
+     * keys destroyed: its fields never open again, under any key). */
     eg_log(EG_LOG_WARN, "blind-index rotation: a record of %s of tenant %s left under key %u "
            "(%s)", eg_br_kinds[x->kind], x->tenant, (unsigned)eg_blind_keys_rec(&s->keys, stamp),
            e == EG_EPRECOND ? "its session is gone" : r.msg);
@@ -374,15 +458,37 @@ static eg_err eg_br_put(eg_txn *t, const eg_br_rec *x, int *changed) {
   return e;
 }
 
+/* The problem of a rotation paused by row `to` (its pass's stuck
+ * counts) into buf. */
+static void eg_br_problem(const eg_blind_key_rec *to, char *buf, size_t len) {
+  char kinds[80] = "", why[400] = "";
+  size_t k = 0, w = 0;
+  for (unsigned i = 0; i < EG_BLIND_KINDS; i++)
+    if (to->stuck_kinds & (1u << i) && k < sizeof kinds)
+      k += (size_t)snprintf(kinds + k, sizeof kinds - k, "%s%s", k ? ", " : "", eg_br_kinds[i]);
+  for (unsigned i = 0; i < EG_BR_STUCK_REASONS; i++)
+    if (to->stuck_reasons & (1u << i) && w < sizeof why)
+      w += (size_t)snprintf(why + w, sizeof why - w, "%s%s", w ? "; " : "", eg_br_reasons[i]);
+  snprintf(buf, len, "paused: %llu records (%s) cannot be re-indexed under key %u: %s. The "
+           "first: %s. Searches read both keys meanwhile (nothing is lost or hidden). Restore "
+           "the missing master key to the keyring (SIGHUP), or rewrite or delete those records, "
+           "then run engram admin keys rotate-blind again to resume",
+           (unsigned long long)to->pass_stuck, kinds, (unsigned)to->target_key_id, why,
+           to->stuck_first);
+}
+
 /* The write (eg_writer_run_alone: may run again after the map grows, so
- * it changes nothing in s but switched): the row still the walked one,
- * each record in a sub txn (one its put refuses is rolled back alone and
- * stays found), then the row after the step, or the switch. */
+ * it changes nothing in s but switched and paused): the row still the
+ * walked one, each record in a sub txn (one its put refuses is rolled
+ * back alone and stays found, stuck), then the row after the step, the
+ * next pass, the pause or the switch. */
 static eg_err eg_br_write(void *arg, eg_txn *t) {
   eg_br_step *s = arg;
   eg_blind_key_rec *cur, to;
-  uint64_t found = s->found;
-  s->switched = 0;
+  uint64_t found = s->found, refused = 0;
+  uint32_t refused_kinds = 0;
+  char first[EG_BR_FIRST_MAX] = "", problem[EG_BR_FIRST_MAX + 1024];
+  s->switched = s->paused = 0;
   eg_err e = eg_store_blind_key_get(t, &cur);
   if (e) return e == EG_ENOTFOUND ? EG_EABORTED : e;
   int same = eg_br_same_msg(&cur->base, &s->from->base);
@@ -399,10 +505,12 @@ static eg_err eg_br_write(void *arg, eg_txn *t) {
     }
     eg_store_sub_abort(sub);
     if (e != EG_EINVAL && e != EG_ECORRUPT) return e;
-    /* Stays found: the switch waits for it. */
-    eg_log(EG_LOG_WARN, "blind-index rotation: a record of %s of tenant %s was refused by its "
-           "write (%s); left under its key", eg_br_kinds[s->recs[i].kind], s->recs[i].tenant,
-           eg_err_msg(e));
+    /* Stays found, stuck: the switch waits for it. */
+    char d[EG_BR_FIRST_MAX];
+    eg_br_describe(&s->recs[i], eg_err_msg(e), d, sizeof d);
+    eg_log(EG_LOG_WARN, "blind-index rotation: the write refused %s; left under its key", d);
+    if (!refused++) memcpy(first, d, sizeof first);
+    refused_kinds |= 1u << s->recs[i].kind;
   }
   to = *s->from;
   to.done = s->from->done + s->walked;
@@ -410,23 +518,42 @@ static eg_err eg_br_write(void *arg, eg_txn *t) {
    * records written since the pass began. */
   if ((e = eg_blind_rotation_total(t, &to.total))) return e;
   to.pass_found = s->from->pass_found + found;
-  /* Said from the pass's first checkpoint on, until a pass's checkpoints
-   * find none. */
-  to.problem = s->from->problem;
-  if (s->from->kind == EG_BLIND_CHECKPOINTS && !s->from->cursor.len) to.problem = "";
-  if (s->unconvertible) to.problem = s->problem;
+  to.pass_stuck = s->from->pass_stuck + s->stuck + refused;
+  to.stuck_reasons =
+      s->from->stuck_reasons | s->stuck_reasons | (refused ? 1u << EG_BR_STUCK_REFUSED : 0);
+  to.stuck_kinds = s->from->stuck_kinds | s->stuck_kinds | refused_kinds;
+  /* The pass's first: the walk's met before the write's. */
+  to.stuck_first = s->from->stuck_first[0] ? s->from->stuck_first
+                   : s->stuck_first[0]     ? s->stuck_first
+                                           : first;
+  /* Said only by the pause (a row of an older engramd may say something
+   * else while it runs). */
+  to.problem = "";
   if (s->more) {
     to.cursor = (ProtobufCBinaryData){s->last_len, s->last};
   } else if (s->from->kind + 1 < EG_BLIND_KINDS) {
     to.kind = s->from->kind + 1;
     to.cursor = (ProtobufCBinaryData){0, NULL};
-  } else if (to.pass_found) {
-    /* Another pass: every record of every kind walked again. */
+  } else if (to.pass_found > to.pass_stuck) {
+    /* Another pass: every record of every kind walked again (this one
+     * converted some, or met some changed since its walk). */
     to.kind = 0;
     to.cursor = (ProtobufCBinaryData){0, NULL};
     to.pass = s->from->pass + 1;
-    to.pass_found = 0;
+    to.pass_found = to.pass_stuck = 0;
+    to.stuck_reasons = to.stuck_kinds = 0;
+    to.stuck_first = "";
     to.done = 0;
+  } else if (to.pass_found) {
+    /* Every record found is stuck: another pass would only find them
+     * again, holding off tokenizer reindexes for nothing. The pass's
+     * counts stay for the status. */
+    to.paused = 1;
+    to.kind = 0;
+    to.cursor = (ProtobufCBinaryData){0, NULL};
+    eg_br_problem(&to, problem, sizeof problem);
+    to.problem = problem;
+    s->paused = 1;
   } else {
     /* A whole pass found every record under the target: the switch. */
     to.key_id = s->from->target_key_id;
@@ -456,7 +583,8 @@ eg_err eg_blind_rotation_step(eg_srv *srv, eg_writer *writer, eg_txn *reader, si
     eg_br_row_free(row);
     e = EG_ENOMEM;
   }
-  if (e == EG_OK && (!row->target_key_id || row->kind >= EG_BLIND_KINDS)) e = EG_ENOTFOUND;
+  if (e == EG_OK && (!row->target_key_id || row->paused || row->kind >= EG_BLIND_KINDS))
+    e = EG_ENOTFOUND;
   if (e) {
     eg_arena_free(s.a);
     return e;
@@ -464,16 +592,16 @@ eg_err eg_blind_rotation_step(eg_srv *srv, eg_writer *writer, eg_txn *reader, si
   s.from = row;
   if (!(s.recs = EG_ARENA_ARRAY(s.a, eg_br_rec, batch))) e = EG_ENOMEM;
   if (!e) e = eg_br_walk(&s);
-  if (!e && s.unconvertible)
-    snprintf(s.problem, sizeof s.problem, "checkpoints with metadata tokens under key %u whose "
-             "user holds no data key cannot be re-indexed (their key holds only a digest of "
-             "the user): rewrite (PutCheckpoint) or delete them", (unsigned)s.keys.current);
   if (!e) e = eg_writer_run_alone(writer, eg_br_write, &s, NULL);
   if (!e) {
     *walked = s.walked;
     if (s.switched) {
       eg_log(EG_LOG_INFO, "blind-index rotation done: every blind token under key %u (was %u); "
              "searches read only key %u", (unsigned)row->target_key_id, (unsigned)row->key_id,
+             (unsigned)row->target_key_id);
+    } else if (s.paused) {
+      eg_log(EG_LOG_WARN, "blind-index rotation to key %u paused: every record its pass found "
+             "under another key is stuck (engram admin keys status says which and what to do)",
              (unsigned)row->target_key_id);
     } else if (!s.more && row->kind + 1 == EG_BLIND_KINDS) {
       eg_log(EG_LOG_INFO, "blind-index rotation to key %u: pass %u found %" PRIu64
@@ -494,7 +622,8 @@ eg_err eg_blind_rotation_api(eg_req *r, const eg_blind_key_rec *rec,
   engram__v1__key_rotation_status__init(st);
   st->kind = "blind_index";
   st->scope = "";
-  st->running = rec->target_key_id != 0;
+  st->running = rec->target_key_id != 0 && !rec->paused;
+  st->paused = rec->target_key_id != 0 && rec->paused;
   st->done = rec->done;
   st->total = rec->total;
   st->problem = rec->problem;

@@ -84,6 +84,10 @@ int eg_key_retirable(const eg_key_retire_facts *f, uint32_t id, char *why, size_
   if (id == f->blind_key_id || id == f->blind_target_key_id || legacy) {
     snprintf(why, whylen, "the blind index (keyword search, filters) is under key %u: %s", id,
              id == f->blind_target_key_id ? "a blind-index rotation is moving it there"
+             : f->blind_paused
+                 ? "a paused blind-index rotation is moving it off this key: do what engram "
+                   "admin keys status says, resume it (engram admin keys rotate-blind) and wait "
+                   "until it is done"
              : f->blind_target_key_id
                  ? "a blind-index rotation is moving it off this key: wait until engram admin "
                    "keys status shows it done"
@@ -100,6 +104,7 @@ eg_err eg_key_retire_facts_read(eg_store *store, uint32_t lowest_recorded,
   eg_txn *t = NULL;
   f->rotation = NULL;
   f->blind_key_id = f->blind_target_key_id = f->blind_legacy_key_id = 0;
+  f->blind_paused = 0;
   eg_err e = eg_store_reader_new(store, &t);
   if (e == EG_OK && (e = eg_store_reader_begin(t)) == EG_OK) {
     eg_dk_rotation_rec *rot = NULL;
@@ -110,6 +115,7 @@ eg_err eg_key_retire_facts_read(eg_store *store, uint32_t lowest_recorded,
       f->blind_key_id = k.current;
       f->blind_target_key_id = k.target;
       f->blind_legacy_key_id = k.legacy;
+      f->blind_paused = k.paused;
     }
     if (!e) {
       e = eg_store_dk_rotation_get(t, &rot);

@@ -54,9 +54,11 @@ typedef struct {
   /* The data-key rotation's row; NULL when none ever ran. */
   const eg_dk_rotation_rec *rotation;
   /* The blind index's key id (no row: the fingerprint's lowest id), the
-   * target of a blind-index rotation (0: none runs), and the key of
-   * records stamped 0 (the row's legacy_key_id). */
+   * target of a blind-index rotation (0: none runs or is paused), and the
+   * key of records stamped 0 (the row's legacy_key_id); whether that
+   * rotation is paused (it keeps those keys as a running one does). */
   uint32_t blind_key_id, blind_target_key_id, blind_legacy_key_id;
+  int blind_paused;
   /* The primary of the keyring in use (0: none to protect). */
   uint32_t primary_in_use;
 } eg_key_retire_facts;

@@ -268,6 +268,7 @@ typedef struct {
   const char *ctx_tenant;
   eg_blind_ctx *ctx;
   uint32_t ctx_key; /* the key id ctx is under */
+  eg_blind_keys keys; /* memories: the row as the walk read it */
   const char *s_tenant, *s_id;
   const eg_session_rec *session; /* NULL: none (gone) */
   eg_err err;
@@ -496,24 +497,30 @@ static void eg_session_free(void *p) {
 
 /* A memory below the target: its text opened and its terms at the target
  * (EG_TOKENIZER_VERSION, what eg_text_index makes), in its language, the
- * negation flag too. */
+ * negation flag too, under the memory's own key (its other tokens stay
+ * under it: server/reindex.h): the write key's context, or one of its own
+ * for a memory under another key. */
 static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_rec *rec) {
   eg_req r = eg_rx_req(s, tenant);
   char *text;
   size_t len;
+  eg_blind_ctx *ctx = s->ctx;
+  uint32_t own = eg_blind_keys_rec(&s->keys, rec->blind_key_id);
+  eg_err e;
+  if (own != s->ctx_key && (e = eg_blind_ctx_under(&r, own, &ctx))) return e;
   eg_rx_rec *x = &s->recs[s->n];
   *x = (eg_rx_rec){.before = s->prev,
                    .before_len = s->prev_len,
                    .visited_before = s->visited - 1,
                    .tenant = tenant,
-                   .ctx = s->ctx,
+                   .ctx = ctx,
                    .mem = rec,
                    .mem_new = *rec};
-  eg_err e = eg_field_open(&r, rec->user_id, "memory", rec->memory_id, "text", &rec->text_token,
-                           &text, &len);
+  e = eg_field_open(&r, rec->user_id, "memory", rec->memory_id, "text", &rec->text_token, &text,
+                    &len);
   if (e == EG_ECORRUPT || e == EG_EERASED) return eg_rx_unreadable(s, x, &r);
   if (e) return e;
-  if ((e = eg_text_index(&r, s->ctx, text, len, &x->mem_new))) return e;
+  if ((e = eg_text_index(&r, ctx, text, len, &x->mem_new))) return e;
   s->rx.item.bytes += engram__storage__v1__memory_record__get_packed_size(&x->mem_new);
   s->n++;
   return EG_OK;
@@ -644,10 +651,11 @@ static eg_err eg_rx_step_run(eg_reindex *x, unsigned i, const eg_index_state_rec
   if ((e = eg_store_reader_begin(x->reader)) == EG_OK) {
     const uint8_t *after = st->cursor.data;
     size_t after_len = st->cursor.len;
-    if (i == EG_REINDEX_MEMORIES) {
+    if (i == EG_REINDEX_MEMORIES &&
+        (e = eg_blind_keys_get(x->reader, eg_srv_keys(x->srv), &s.keys)) == EG_OK) {
       e = eg_store_memories_walk(x->reader, after, after_len, x->batch, eg_rx_memory_visit, &s,
                                  &s.more);
-    } else {
+    } else if (i != EG_REINDEX_MEMORIES) {
       struct eg_rx_message_walk w = {.s = &s, .t = x->reader};
       e = eg_store_messages_walk(x->reader, after, after_len, x->batch, eg_rx_message_visit, &w,
                                  &s.more);

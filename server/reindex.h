@@ -61,13 +61,16 @@
  *
  * Blind keys (server/blind_key.h). A step tokenizes under the write key
  * (eg_blind_ctx_of); a message's terms are its only blind tokens, so the
- * rewrite stamps it with that key. A memory keeps its other tokens, so it
- * is only right while the write key is the memory's own: true while no
- * blind-index rotation runs. The two never run together: this thread
- * also runs the rotation's steps (server/blind_rotation.h), only when no
- * tokenizer job has a step; no job begins while a rotation runs (the
- * control item reads the rotation's row in its txn), and
- * RotateBlindIndexKey is refused while a job runs. The versioned reads
+ * rewrite stamps it with that key. A memory keeps its other tokens (and
+ * its stamp), so its terms are made under its own key: the write key, but
+ * for a memory a paused blind-index rotation left under the old one (a job
+ * may run while a rotation is paused, and a memory stuck as unreadable may
+ * be readable again by then). A rotation that walks and a job never run
+ * together: this thread also runs the rotation's steps
+ * (server/blind_rotation.h), only when no tokenizer job has a step; no job
+ * begins while a rotation walks (the control item reads the rotation's row
+ * in its txn), and RotateBlindIndexKey (a start or a resume) is refused
+ * while a job runs. The versioned reads
  * also read under every read key (memory_versions.h).
  */
 #ifndef EG_SERVER_REINDEX_H

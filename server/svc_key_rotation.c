@@ -169,9 +169,25 @@ static void eg_rbk_row_free(void *p) {
   engram__storage__v1__blind_index_key_record__free_unpacked(p, NULL);
 }
 
+/* row (paused) resumed in t: a new pass from the first kind toward its
+ * target, its stuck counts and problem cleared. */
+static eg_err eg_rbk_resume(eg_txn *t, eg_blind_key_rec *row) {
+  row->paused = 0;
+  row->kind = 0;
+  row->cursor = (ProtobufCBinaryData){0, NULL};
+  row->done = 0;
+  row->pass++;
+  row->pass_found = row->pass_stuck = 0;
+  row->stuck_reasons = row->stuck_kinds = 0;
+  row->stuck_first = "";
+  row->problem = "";
+  eg_err e = eg_blind_rotation_total(t, &row->total);
+  return e ? e : eg_store_blind_key_put(t, row);
+}
+
 /* The rotation to the keyring's primary, begun in t unless one runs (its
- * state answered as it is) or the index is under the primary already
- * (nothing written). */
+ * state answered as it is), one is paused (resumed, toward its own
+ * target), or the index is under the primary already (nothing written). */
 static eg_err eg_rbk_apply(eg_req *r, eg_txn *t) {
   const eg_keyring *kr = eg_srv_keys(r->srv);
   uint32_t primary = eg_keyring_primary_id(kr);
@@ -196,7 +212,10 @@ static eg_err eg_rbk_apply(eg_req *r, eg_txn *t) {
     row.key_id = k.current;
     row.problem = "";
   }
-  if (k.target || k.current == primary) {
+  if (k.paused) {
+    if ((e = eg_rbk_no_reindex(r, t)) == EG_OK && (e = eg_rbk_resume(t, &row)) == EG_OK)
+      e = eg_blind_rotation_api(r, &row, &out->status);
+  } else if (k.target || k.current == primary) {
     /* Running (reported, idempotent), or nothing to do. */
     e = eg_blind_rotation_api(r, &row, &out->status);
   } else if ((e = eg_rbk_no_reindex(r, t)) == EG_OK) {
@@ -207,7 +226,10 @@ static eg_err eg_rbk_apply(eg_req *r, eg_txn *t) {
     row.cursor = (ProtobufCBinaryData){0, NULL};
     row.done = 0;
     row.pass = 1;
-    row.pass_found = 0;
+    row.pass_found = row.pass_stuck = 0;
+    row.stuck_reasons = row.stuck_kinds = 0;
+    row.stuck_first = "";
+    row.paused = 0;
     row.start_time_us = r->now_us;
     row.finish_time_us = 0;
     row.problem = "";

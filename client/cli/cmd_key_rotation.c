@@ -7,7 +7,8 @@
  *
  * engram admin keys rotate-blind: a blind-index key rotation
  * (RotateBlindIndexKey) to the keyring's primary key; prints its status
- * (running, done, total), the same when one runs already.
+ * (running, done, total), the same when one runs already; a paused one
+ * (paused, problem: records it cannot re-index) it resumes.
  */
 #include "cli.h"
 #include "engram/v1/admin.pb-c.h"

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "server/blind_key.h"
+#include "server/blind_rotation.h"
 #include "server/config.h"
 #include "server/memory_svc.h"
 #include "server/service.h"
@@ -182,6 +183,48 @@ static void test_rotation_keys(void) {
   eg_test_reader_done(t);
 }
 
+/* A paused rotation (server/blind_rotation.h "Stuck records"): no walk,
+ * but the target is the write key and a read key as while it runs. */
+static void test_paused_rotation_keys(void) {
+  eg_txn *w;
+  eg_blind_keys k;
+  int running = 1;
+  eg_blind_key_rec rec = ENGRAM__STORAGE__V1__BLIND_INDEX_KEY_RECORD__INIT;
+  rec.key_id = 1;
+  rec.target_key_id = 2;
+  rec.legacy_key_id = 1;
+  rec.paused = 1;
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_begin(store, &w), EG_OK);
+  CU_ASSERT_EQUAL(eg_store_blind_key_put(w, &rec), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_store_write_commit(w, NULL), EG_OK);
+  eg_txn *t = eg_test_reader(store);
+  CU_ASSERT_EQUAL(eg_blind_keys_get(t, keys, &k), EG_OK);
+  CU_ASSERT_EQUAL(k.target, 2);
+  CU_ASSERT_TRUE(k.paused);
+  CU_ASSERT_EQUAL(eg_blind_keys_write(&k), 2);
+  CU_ASSERT_EQUAL(eg_blind_rotation_running(t, &running), EG_OK);
+  CU_ASSERT_FALSE(running);
+  eg_req r = {.srv = &srv, .tenant = "acme", .arena = eg_arena_new(), .rtxn = t};
+  eg_blind_read q;
+  Engram__V1__KeyRotationStatus *st;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r.arena);
+  CU_ASSERT_EQUAL_FATAL(eg_blind_read_ctxs(&r, t, &q), EG_OK);
+  CU_ASSERT_EQUAL(q.n, 2);
+  CU_ASSERT_EQUAL(eg_blind_rotation_api(&r, &rec, &st), EG_OK);
+  CU_ASSERT_FALSE(st->running);
+  CU_ASSERT_TRUE(st->paused);
+  eg_arena_free(r.arena);
+  eg_test_reader_done(t);
+  /* Running again (resumed): it walks. */
+  put_row3(1, 2, 1, EG_OK);
+  t = eg_test_reader(store);
+  CU_ASSERT_EQUAL(eg_blind_rotation_running(t, &running), EG_OK);
+  CU_ASSERT_TRUE(running);
+  CU_ASSERT_EQUAL(eg_blind_keys_get(t, keys, &k), EG_OK);
+  CU_ASSERT_FALSE(k.paused);
+  eg_test_reader_done(t);
+}
+
 /* What a walk of one kind saw: keys' tenants, item keys, ns lengths. */
 struct walk_seen {
   size_t n;
@@ -286,5 +329,6 @@ void eg_test_register_blind_key(void) {
   CU_add_test(s, "no row: the keyring's lowest key id", test_no_row_is_the_lowest_key);
   CU_add_test(s, "a stored id moves every blind context", test_a_stored_id_moves_every_context);
   CU_add_test(s, "rotation: write key, read keys, stamps, apply check", test_rotation_keys);
+  CU_add_test(s, "a paused rotation: no walk, the same keys", test_paused_rotation_keys);
   CU_add_test(s, "rotation: the walk of every tenant's records, by key", test_rotation_walk);
 }

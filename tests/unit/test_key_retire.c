@@ -100,6 +100,14 @@ static void test_each_rule_blocks_and_names_it(void) {
   f.blind_legacy_key_id = 3;
   CU_ASSERT_FALSE(eg_key_retirable(&f, 3, why, sizeof why));
   CU_ASSERT_PTR_NOT_NULL(strstr(why, "a blind-index rotation is moving it off this key"));
+  /* Paused: every one of its keys kept the same, saying what to do. */
+  f.blind_paused = 1;
+  CU_ASSERT_FALSE(eg_key_retirable(&f, 3, why, sizeof why));
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "a paused blind-index rotation is moving it off this key"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "engram admin keys rotate-blind"));
+  CU_ASSERT_FALSE(eg_key_retirable(&f, 1, why, sizeof why));
+  CU_ASSERT_PTR_NOT_NULL(strstr(why, "a blind-index rotation is moving it there"));
+  f.blind_paused = 0;
   f.blind_target_key_id = 0;
   CU_ASSERT_TRUE(eg_key_retirable(&f, 3, why, sizeof why)); /* master:3 counted 0 */
 
