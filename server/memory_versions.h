@@ -9,7 +9,9 @@
  * Blind keys the same way (server/blind_key.h): while a blind-index
  * rotation runs, the terms are made under both read keys, and each memory
  * is matched with the terms of its own key (its meta's blind_key_id). A
- * memory's entries are all under one key, so nothing matches twice.
+ * memory's entries are all under one key, so nothing matches twice; the
+ * two keys' terms are lined up by word, so a word's document frequency
+ * counts its postings under both (scores as under one key).
  * Same rules as memory_svc.h (one eg_req, arena results).
  */
 #ifndef EG_SERVER_MEMORY_VERSIONS_H

@@ -17,10 +17,13 @@
  *      time range narrows the read. --max-search-postings, split evenly
  *      across the terms, bounds the postings read per term: every posting
  *      read counts, whether or not the role and session id filters then
- *      keep it (past it: `truncated`; the newest were read). Each posting
- *      read costs the call at most ~300 bytes of arena (~200 with 26-byte
- *      session ids): its candidate entry and position, the map's slots,
- *      create time, bm25 part and rank entry, growth's copies included.
+ *      keep it (past it: `truncated`; the newest were read). While a
+ *      blind-index rotation runs a term is read under both read keys
+ *      (lined up, eg_text_terms_lined), its budget and df spanning both.
+ *      Each posting read costs the call at most ~300 bytes of arena (~200
+ *      with 26-byte session ids): its candidate entry and position, the
+ *      map's slots, create time, bm25 part and rank entry, growth's copies
+ *      included.
  *      A candidate is a
  *      message holding a query word, its bm25 summed over the terms:
  *        idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
@@ -114,7 +117,8 @@ typedef struct {
   eg_pmap sess;
   const char **sess_user;
   size_t sess_cap;
-  /* The term being read: its postings so far and their tf parts. */
+  /* The term being read: its postings so far (under every read key) and
+   * their tf parts. */
   uint32_t *touched;
   double *part;
   size_t n_touched, touched_cap;
