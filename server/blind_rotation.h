@@ -60,7 +60,8 @@
  * word postings budget, spans its postings under both keys (a record's
  * are all under its own key: none is counted twice). So ranks, top_k and
  * scores are the ones of the index under one key, before, during and
- * after the rotation.
+ * after the rotation (but for a SearchMessages word cut by its budget:
+ * its postings are read one key after the other, each newest first).
  * A one-call write takes one write key (eg_blind_ctx_of): a call whose
  * prepare and apply straddle the start answers ABORTED (retry), each item
  * of a batch checked on its own.
