@@ -49,8 +49,8 @@ eg_err eg_memory_versions(eg_req *r, eg_txn *t, const eg_blind_read *keys, const
     have = 0; /* a version or key no read uses (the state says none is left) */
   }
   if (out->from == EG_TOKENIZER_VERSION && have == EG_TOKENIZER_VERSION) return EG_OK;
-  /* A reindex or a blind-index rotation is under way: the other versions
-   * and keys from the text itself. */
+  /* A reindex or a blind-index rotation is under way: the versions and
+   * keys not reused from the text itself. */
   size_t len;
   char *opened;
   if (!text) {
