@@ -95,11 +95,12 @@ eg_err eg_blind_key_check(eg_req *r, eg_txn *t);
 /* The contexts a query matches records with: ctx[0] under current and,
  * while a rotation runs, ctx[1] under target (n 2); each record is
  * matched with the one whose id is its key (eg_blind_read_pick). */
+#define EG_BLIND_READ_MAX 2
 typedef struct {
   unsigned n;
-  uint32_t id[2];
+  uint32_t id[EG_BLIND_READ_MAX];
   uint32_t legacy;
-  eg_blind_ctx *ctx[2];
+  eg_blind_ctx *ctx[EG_BLIND_READ_MAX];
 } eg_blind_read;
 /* As t sees the row (a read's r->rtxn; a write's txn for what it
  * compares), in r's arena, wiped when the call ends. Returns EG_OK,

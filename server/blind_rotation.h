@@ -53,10 +53,15 @@
  * copy of its source's metadata terms included (made again, not copied).
  * After the switch queries read only the new key.
  * Mid-rotation, queries return the same records (each matched under its
- * own key) but ranked scores can differ: a term's document frequency is
- * counted per read key, so BM25's idf sees only the part of the index
- * under each key until the switch (found by a hostile client; not fixed:
- * the df of the read keys would have to be summed per term).
+ * own key) with the same scores: a query's words are tokenized under both
+ * read keys lined up (eg_text_terms_lined: index i is one word under
+ * either key), and a word's document frequency, hence BM25's idf, the
+ * query idf that normalizes memory keyword scores and SearchMessages' per
+ * word postings budget, spans its postings under both keys (a record's
+ * are all under its own key: none is counted twice). So ranks, top_k and
+ * scores are the ones of the index under one key, before, during and
+ * after the rotation (but for a SearchMessages word cut by its budget:
+ * its postings are read one key after the other, each newest first).
  * A one-call write takes one write key (eg_blind_ctx_of): a call whose
  * prepare and apply straddle the start answers ABORTED (retry), each item
  * of a batch checked on its own.

@@ -117,21 +117,27 @@ static int eg_join_visit(void *arg, const eg_memory_pos *pos) {
   return 0;
 }
 
-/* Adds every posting of terms[0..n) to m (count = matched terms, idf =
- * their idf sum over n_docs memories); *query_idf gets the idf sum of all
- * the terms. */
-eg_err eg_postings_join(eg_req *r, eg_txn *t, const char *user_id, const uint64_t *terms,
-                               size_t n, size_t n_docs, eg_pmap *m, double *query_idf) {
-  struct eg_join j = {.m = m};
+/* Adds every posting of the words to the maps (memory_svc.h): each word's
+ * postings under each key into that key's map, its idf from all of them. */
+eg_err eg_postings_join(eg_req *r, eg_txn *t, const char *user_id, unsigned n_keys,
+                        const uint64_t *const *terms, size_t n, size_t n_docs, eg_pmap *const *m,
+                        double *query_idf) {
+  struct eg_join j[EG_BLIND_READ_MAX] = {{0}};
   *query_idf = 0;
+  for (unsigned k = 0; k < n_keys; k++) j[k].m = m[k];
   for (size_t i = 0; i < n; i++) {
-    j.n = 0;
-    eg_err e = eg_store_memory_postings(t, r->tenant, user_id, terms[i], eg_join_visit, &j);
-    if (e == EG_OK) e = j.err;
-    if (e != EG_OK) return e;
-    double idf = eg_idf(j.n, n_docs);
+    size_t df = 0;
+    for (unsigned k = 0; k < n_keys; k++) {
+      j[k].n = 0;
+      eg_err e = eg_store_memory_postings(t, r->tenant, user_id, terms[k][i], eg_join_visit, &j[k]);
+      if (e == EG_OK) e = j[k].err;
+      if (e != EG_OK) return e;
+      df += j[k].n;
+    }
+    double idf = eg_idf(df, n_docs);
     *query_idf += idf;
-    for (size_t k = 0; k < j.n; k++) m->ents[j.touched[k]].idf += idf;
+    for (unsigned k = 0; k < n_keys; k++)
+      for (size_t x = 0; x < j[k].n; x++) m[k]->ents[j[k].touched[x]].idf += idf;
   }
   return EG_OK;
 }

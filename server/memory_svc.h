@@ -224,12 +224,18 @@ eg_err eg_pmap_add(eg_pmap *m, const uint8_t *p, size_t n, uint32_t *idx);
 /* The entry of position p[0..n), or NULL; valid until the next add to m. */
 const eg_pmap_ent *eg_pmap_find(const eg_pmap *m, const uint8_t *p, size_t n);
 
-/* Adds every posting of terms[0..n) (user_id's) to m: an entry's count is
- * how many of the terms its memory has, its idf their idf sum over n_docs
- * memories. *query_idf gets the idf sum of all the terms. Returns EG_OK,
- * EG_ENOMEM or a storage error. */
-eg_err eg_postings_join(eg_req *r, eg_txn *t, const char *user_id, const uint64_t *terms,
-                        size_t n, size_t n_docs, eg_pmap *m, double *query_idf);
+/* Adds every posting (user_id's) of n words to the maps: terms[k][0..n)
+ * are the words' tokens under read key k, m[k] that key's map (k <
+ * n_keys <= EG_BLIND_READ_MAX; with two keys, lined up: terms[0][i] and
+ * terms[1][i] one word, eg_text_terms_lined). An entry's count is how many
+ * of the words its memory has, its idf their idf sum over n_docs memories,
+ * a word's document frequency its postings under every key (a memory's
+ * postings are all under its own key: none is counted twice), so a
+ * blind-index rotation changes no idf. *query_idf gets the idf sum of all
+ * the words. Returns EG_OK, EG_ENOMEM or a storage error. */
+eg_err eg_postings_join(eg_req *r, eg_txn *t, const char *user_id, unsigned n_keys,
+                        const uint64_t *const *terms, size_t n, size_t n_docs, eg_pmap *const *m,
+                        double *query_idf);
 
 /* qsort comparator of eg_memory_pos: bytewise, a prefix first. */
 int eg_pos_cmp(const void *a, const void *b);

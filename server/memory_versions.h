@@ -9,7 +9,9 @@
  * Blind keys the same way (server/blind_key.h): while a blind-index
  * rotation runs, the terms are made under both read keys, and each memory
  * is matched with the terms of its own key (its meta's blind_key_id). A
- * memory's entries are all under one key, so nothing matches twice.
+ * memory's entries are all under one key, so nothing matches twice; the
+ * two keys' terms are lined up by word, so a word's document frequency
+ * counts its postings under both (scores as under one key).
  * Same rules as memory_svc.h (one eg_req, arena results).
  */
 #ifndef EG_SERVER_MEMORY_VERSIONS_H
@@ -23,12 +25,15 @@
 #include "server/tokenizer.h"
 
 /* A text's terms under versions from..EG_TOKENIZER_VERSION, for each
- * read key keys->id[k] (k < keys->n). */
+ * read key keys->id[k] (k < keys->n): n[v] of them under every key, and
+ * with two keys lined up (terms[0][v][i] and terms[1][v][i] are one word:
+ * eg_text_terms_lined), so that a word's document frequency is its
+ * postings under both. */
 typedef struct {
   unsigned from;
   const eg_blind_read *keys;
-  const uint64_t *terms[2][EG_TOKENIZER_VERSION + 1];
-  size_t n[2][EG_TOKENIZER_VERSION + 1];
+  const uint64_t *terms[EG_BLIND_READ_MAX][EG_TOKENIZER_VERSION + 1];
+  size_t n[EG_TOKENIZER_VERSION + 1];
 } eg_terms_versions;
 
 /* The terms of query[0..len) (language lang) under every version a read
@@ -39,19 +44,23 @@ eg_err eg_query_versions(eg_req *r, eg_txn *t, const eg_blind_read *keys, const 
                          const char *query, size_t len, eg_terms_versions *out);
 
 /* The same for memory rec, whose term_hashes are at rec->index_version
- * under its blind_key_id (reused): text is its plain text, or NULL to
- * open rec's text_token only if another version or key is needed.
+ * under its blind_key_id (reused when there is one read key; with two
+ * they are made again from the text, lined up): text is its plain text,
+ * or NULL to open rec's text_token only if another version or key is
+ * needed.
  * Returns EG_OK, EG_ECORRUPT (r->msg naming the memory) if the text does
  * not open, EG_ENOMEM or a storage error. */
 eg_err eg_memory_versions(eg_req *r, eg_txn *t, const eg_blind_read *keys, const eg_memory_rec *rec,
                           const char *text, eg_terms_versions *out);
 
 /* The postings of each (key, version)'s terms (user_id's), one position
- * map per pair (eg_postings_join over n_docs memories). */
+ * map per pair (eg_postings_join over n_docs memories: a word's idf is
+ * from its postings under every read key, so scores mid-rotation are the
+ * scores under one key), and each version's query idf. */
 typedef struct {
   const eg_terms_versions *tv;
-  eg_pmap m[2][EG_TOKENIZER_VERSION + 1];
-  double query_idf[2][EG_TOKENIZER_VERSION + 1];
+  eg_pmap m[EG_BLIND_READ_MAX][EG_TOKENIZER_VERSION + 1];
+  double query_idf[EG_TOKENIZER_VERSION + 1];
   size_t n;       /* entries in all the maps (a memory may be in several) */
   uint64_t reads; /* postings read in all */
 } eg_pmaps;
@@ -70,8 +79,8 @@ unsigned eg_pmaps_key(const eg_pmaps *p, const eg_memory_meta *m);
 
 /* What a memory matched by key k and version v (eg_pmaps_key,
  * eg_pmaps_version) shares with the terms: its entry in that map (NULL:
- * none, or k is no read key), and (each may be NULL) that pair's query idf
- * and term count. */
+ * none, or k is no read key), and (each may be NULL) version v's query
+ * idf and term count (0 when k is no read key). */
 const eg_pmap_ent *eg_pmaps_find(const eg_pmaps *p, unsigned k, unsigned v, const uint8_t *pos,
                                  size_t len, double *query_idf, size_t *n_terms);
 

@@ -17,10 +17,13 @@
  *      time range narrows the read. --max-search-postings, split evenly
  *      across the terms, bounds the postings read per term: every posting
  *      read counts, whether or not the role and session id filters then
- *      keep it (past it: `truncated`; the newest were read). Each posting
- *      read costs the call at most ~300 bytes of arena (~200 with 26-byte
- *      session ids): its candidate entry and position, the map's slots,
- *      create time, bm25 part and rank entry, growth's copies included.
+ *      keep it (past it: `truncated`; the newest were read). While a
+ *      blind-index rotation runs a term is read under both read keys
+ *      (lined up, eg_text_terms_lined), its budget and df spanning both.
+ *      Each posting read costs the call at most ~300 bytes of arena (~200
+ *      with 26-byte session ids): its candidate entry and position, the
+ *      map's slots, create time, bm25 part and rank entry, growth's copies
+ *      included.
  *      A candidate is a
  *      message holding a query word, its bm25 summed over the terms:
  *        idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
@@ -114,7 +117,8 @@ typedef struct {
   eg_pmap sess;
   const char **sess_user;
   size_t sess_cap;
-  /* The term being read: its postings so far and their tf parts. */
+  /* The term being read: its postings so far (under every read key) and
+   * their tf parts. */
   uint32_t *touched;
   double *part;
   size_t n_touched, touched_cap;
@@ -402,9 +406,13 @@ static eg_err eg_msearch_users(eg_msearch *s) {
   return EG_OK;
 }
 
-/* Reads every term's postings into s->cands, each candidate's bm25 in its
- * entry's idf field. */
-static eg_err eg_msearch_keywords(eg_msearch *s, const uint64_t *terms, size_t nt) {
+/* Reads the postings of nt words into s->cands, each candidate's bm25 in
+ * its entry's idf field: terms[k][0..nt) are the words' tokens under read
+ * key k < n_keys, lined up (eg_text_terms_lined). A word's budget and df
+ * span its postings under every key (a message's are all under its own
+ * key), so a blind-index rotation changes neither. */
+static eg_err eg_msearch_keywords(eg_msearch *s, uint64_t *const *terms, unsigned n_keys,
+                                  size_t nt) {
   eg_req *r = s->r;
   uint64_t n_docs, words;
   eg_err e = eg_store_message_index_stats(r->rtxn, r->tenant, s->user_id, &n_docs, &words);
@@ -415,17 +423,21 @@ static eg_err eg_msearch_keywords(eg_msearch *s, const uint64_t *terms, size_t n
   s->budget = (size_t)r->srv->cfg->max_search_postings / nt;
   if (!s->budget) s->budget = 1;
   for (size_t i = 0; i < nt; i++) {
-    int cut;
     s->df = s->n_touched = 0;
-    /* In the team view each user holding the word is a seek before any of
-     * its postings: they count against the word's budget too. */
-    size_t max_users = s->budget < EG_MESSAGE_MERGE_USERS_MAX ? s->budget : EG_MESSAGE_MERGE_USERS_MAX;
-    e = eg_store_message_postings(r->rtxn, r->tenant, s->all_users ? NULL : s->users, s->n_users,
-                                  max_users, terms[i], s->from_us, s->to_us, eg_msearch_posting, s,
-                                  &cut);
-    if (e == EG_OK) e = s->err;
-    if (e) return e;
-    if (cut) s->truncated = 1;
+    for (unsigned k = 0; k < n_keys; k++) {
+      int cut;
+      /* In the team view each user holding the word is a seek before any
+       * of its postings: they count against the word's budget too (what
+       * an earlier key's read left of it). */
+      size_t left = s->budget - s->df;
+      size_t max_users = left < EG_MESSAGE_MERGE_USERS_MAX ? left : EG_MESSAGE_MERGE_USERS_MAX;
+      e = eg_store_message_postings(r->rtxn, r->tenant, s->all_users ? NULL : s->users, s->n_users,
+                                    max_users, terms[k][i], s->from_us, s->to_us,
+                                    eg_msearch_posting, s, &cut);
+      if (e == EG_OK) e = s->err;
+      if (e) return e;
+      if (cut) s->truncated = 1;
+    }
     double n = (double)n_docs > (double)s->df ? (double)n_docs : (double)s->df;
     double idf = log(1 + (n - (double)s->df + 0.5) / ((double)s->df + 0.5));
     for (size_t j = 0; j < s->n_touched; j++) s->cands.ents[s->touched[j]].idf += idf * s->part[j];
@@ -658,25 +670,22 @@ static eg_err eg_msearch_result(eg_msearch *s, const eg_scored *c, double best_b
 eg_err eg_search_messages(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__SearchMessagesRequest *in = (const void *)msg;
   eg_msearch s = {.r = r, .in = in};
-  size_t offset = 0, k = 0, nt = 0, nk = 0;
+  size_t offset = 0, k = 0, nt = 0;
   /* The query's terms under each read key (server/blind_key.h: two while
-   * a blind-index rotation runs), one after the other: a message's
-   * postings are all under its own key, so it matches only that key's
-   * share and is never counted twice. */
-  uint64_t terms[2 * (EG_MSEARCH_TERMS_MAX + 1)];
+   * a blind-index rotation runs), lined up: a message's postings are all
+   * under its own key, so it matches only that key's tokens and is never
+   * counted twice. */
+  uint64_t terms[EG_BLIND_READ_MAX][EG_MSEARCH_TERMS_MAX + 1];
+  uint64_t *lined[EG_BLIND_READ_MAX] = {terms[0], terms[1]};
   eg_blind_read keys;
   eg_err e;
   if ((e = eg_msearch_check(r, in, &s, &offset, &k)) || (e = eg_blind_read_ctxs(r, r->rtxn, &keys)))
     return e;
-  for (unsigned i = 0; i < keys.n; i++) {
-    /* One more than the limit: the first distinct words are kept, so a
-     * full array means too many. */
-    if ((e = eg_text_terms(keys.ctx[i], EG_TOKENIZER_VERSION, in->language, in->query,
-                           strlen(in->query), terms + nk, NULL, EG_MSEARCH_TERMS_MAX + 1, &nt,
-                           NULL, NULL)))
-      return e;
-    nk += nt;
-  }
+  /* One more than the limit: the first distinct words are kept, so a full
+   * array means too many. */
+  if ((e = eg_text_terms_lined(&keys, EG_TOKENIZER_VERSION, in->language, in->query,
+                               strlen(in->query), lined, EG_MSEARCH_TERMS_MAX + 1, &nt)))
+    return e;
   if (nt > EG_MSEARCH_TERMS_MAX)
     return eg_invalid(r->msg, sizeof r->msg, "query", "more than %d distinct words", EG_MSEARCH_TERMS_MAX);
   if (!nt && !in->n_embedding)
@@ -702,7 +711,7 @@ eg_err eg_search_messages(eg_req *r, const ProtobufCMessage *msg) {
     return e ? e : EG_ENOMEM;
   eg_topk_init(&s.top, items, s.want);
   if (nt) {
-    if ((e = eg_msearch_keywords(&s, terms, nk)) || (e = eg_msearch_rank(&s))) return e;
+    if ((e = eg_msearch_keywords(&s, lined, keys.n, nt)) || (e = eg_msearch_rank(&s))) return e;
   } else if (s.q && (e = eg_msearch_embedding_only(&s))) {
     return e;
   }

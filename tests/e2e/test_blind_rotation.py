@@ -3,7 +3,8 @@ RotateBlindIndexKey moves the blind index to the keyring's primary key in
 the background. While it runs, writes tokenize under the target and stamp
 it on their records, every query reads under both keys and matches each
 record by its own key's tokens, so every search and filter answers as
-before and finds the new writes too; a restart mid-way goes on; when every
+before (ranked searches with the same scores: a word's document frequency
+spans both keys) and finds the new writes too; a restart mid-way goes on; when every
 kind is re-indexed the store's key is the target, and every record is
 stamped with it. A replica answers the same; non-admins are refused; a
 tokenizer reindex and a rotation never run together."""
@@ -140,6 +141,39 @@ def stamps(data_dir):
     return out
 
 
+def under(data_dir, db, typ):
+    """{key id: records of db (memories or messages) under it}, read from
+    the live env (LMDB readers do not disturb the server); blind_key_id 0
+    is the legacy key, 1 here."""
+    _, recs = mdb_dump(data_dir, db)
+    out = {}
+    for _, v in recs:
+        r = typ.FromString(v)
+        if db == "messages" and not r.index_terms:
+            continue
+        k = r.blind_key_id or 1
+        out[k] = out.get(k, 0) + 1
+    return out
+
+
+# A corpus whose query words have unequal document frequencies (tea in 11
+# memories, green and garden in 4, morning in 5; router in 8 messages,
+# packets in 5, night in 4, firewall in 3), so a word's idf and a memory's
+# keyword score move when its df is counted over part of the index.
+SCORE_MEMORIES = [
+    "green tea in the morning garden", "green tea every morning", "tea in the garden",
+    "green garden", "morning tea", "tea", "tea again", "tea with lemon", "tea and biscuits",
+    "black tea", "tea time", "iced tea", "morning run", "green river", "garden hose",
+    "quiet morning"]
+SCORE_MESSAGES = [
+    "the router drops packets at night", "router reboot", "router lights",
+    "router firmware update", "router cable", "packets lost", "packets again", "night shift",
+    "firewall rules for the router", "firewall logs show packets", "quiet night at the firewall",
+    "router router router packets", "lunch menu", "weather report", "router night",
+    "coffee break"]
+SCORE_TOL = 1e-6  # relative: the same sums, perhaps added in another order
+
+
 class BlindRotationTest(E2ETestCase):
 
     def setUp(self):
@@ -251,6 +285,95 @@ class BlindRotationTest(E2ETestCase):
         for db, ids in on_disk.items():
             self.assertTrue(ids, db)
             self.assertEqual(set(ids), {2}, db)
+
+    def scores(self, u):
+        """Every ranked search's answer for user u with its scores: keyword
+        alone, the top 3 only, hybrid with a query vector (memories), and
+        BM25 over messages; recency weighs nothing, so scores do not move
+        with the clock."""
+        def memories(top_k, **kw):
+            r = self.r.call(self.r.m, "SearchMemories", mp.SearchMemoriesRequest(
+                user_id=u, query="green tea morning garden", top_k=top_k, **kw))
+            return [(x.memory.memory_id, x.score, x.keyword_score, x.vector_score)
+                    for x in r.results]
+
+        msgs = self.c.call("SearchMessages", pb.SearchMessagesRequest(
+            user_id=u, query="router packets night firewall", top_k=50,
+            weights=pb.MessageSearchWeights(keyword=1)))
+        return {
+            "memories": memories(50, weights=mp.SearchWeights(keyword=1)),
+            "memories top 3": memories(3, weights=mp.SearchWeights(keyword=1)),
+            "memories hybrid": memories(50, embedding=[1, 0.3, 0.2, 0.5],
+                                        weights=mp.SearchWeights(keyword=1, vector=1)),
+            "messages": [(x.session_id, x.seq, x.score, x.keyword_score, x.bm25)
+                         for x in msgs.results],
+        }
+
+    def assertSameScores(self, got, want, when):
+        """The same results in the same order (each row's ids), each score
+        within SCORE_TOL of want's."""
+        def ids(rows):
+            return [tuple(x for x in r if not isinstance(x, float)) for r in rows]
+
+        for name, rows in want.items():
+            self.assertEqual(ids(got[name]), ids(rows), "%s: %s ids or order" % (when, name))
+            for g, w in zip(got[name], rows):
+                for a, b in zip(g, w):
+                    if isinstance(b, float):
+                        self.assertLessEqual(abs(a - b), SCORE_TOL * abs(b),
+                                             "%s: %s %r, want %r" % (when, name, g, w))
+
+    def test_scores_mid_rotation_equal_the_scores_outside_one(self):
+        """A word's document frequency is its postings under both read keys
+        (found by a hostile client: it was counted per key, so BM25's idf,
+        and with it every keyword score, top_k and order, moved while a
+        rotation ran): SearchMemories (keyword, top_k, hybrid) and
+        SearchMessages answer with the same scores before the rotation,
+        mid-way through memories, mid-way through messages and after the
+        switch."""
+        u = uid("u")
+        for i, text in enumerate(SCORE_MEMORIES):
+            self.r.memory(u, text, embedding=[1, i / 16.0, (i % 3) / 3.0, 0.5])
+        for i in range(4):
+            sid = self.c.create(u).session_id
+            self.c.append(sid, *SCORE_MESSAGES[4 * i:4 * i + 4])
+        before = self.scores(u)
+        self.assertEqual(len(before["memories"]), len(SCORE_MEMORIES))  # each has a query word
+        kws = {r[2] for r in before["memories"]}
+        self.assertGreaterEqual(len(kws), 5, before["memories"])
+        self.assertEqual(len(before["memories top 3"]), 3)
+        self.assertEqual(len(before["memories hybrid"]), len(SCORE_MEMORIES))
+        self.assertEqual(len(before["messages"]), 13)
+        self.assertGreaterEqual(len({r[4] for r in before["messages"]}), 5, before["messages"])
+
+        self.add_primary_key(2)
+        st = self.rotate().status
+        self.assertTrue(st.running)
+        n_mem, n_msg = len(SCORE_MEMORIES), len(SCORE_MESSAGES)
+        data = self.srv.data_dir
+        # The walk goes through memories, then messages, at 2 records a
+        # second. Mid-way through memories: some under each key at the
+        # search (some under key 2 before it, some still under key 1 after).
+        self.wait_until(lambda: blind_rotation(self.status()).done >= 3, DONE_TIMEOUT,
+                        "a few memories walked", [self.srv])
+        self.assertIn(2, under(data, "memories", mr.MemoryRecord))
+        mid = self.scores(u)
+        self.assertIn(1, under(data, "memories", mr.MemoryRecord), "past the memories already")
+        self.assertSameScores(mid, before, "mid-way through memories")
+        # Mid-way through messages, the memories all under key 2.
+        self.wait_until(lambda: blind_rotation(self.status()).done >= n_mem + 3, DONE_TIMEOUT,
+                        "a few messages walked", [self.srv])
+        self.assertIn(2, under(data, "messages", rpb.MessageRecord))
+        mid = self.scores(u)
+        self.assertIn(1, under(data, "messages", rpb.MessageRecord), "past the messages already")
+        self.assertTrue(blind_rotation(self.status()).running)
+        self.assertSameScores(mid, before, "mid-way through messages")
+
+        self.wait_until(lambda: not blind_rotation(self.status()).running, DONE_TIMEOUT,
+                        "the blind-index rotation done", [self.srv])
+        self.assertEqual(under(data, "memories", mr.MemoryRecord), {2: n_mem})
+        self.assertEqual(under(data, "messages", rpb.MessageRecord), {2: n_msg})
+        self.assertSameScores(self.scores(u), before, "after the switch")
 
     def test_writes_straddling_the_start_are_refused_or_found(self):
         """Updates and batch creates prepared under key 1 and applied after

@@ -105,5 +105,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sum += tf[i];
   }
   FZ_CHECK(sum <= words, "counts add up to at most the words");
+  /* A query's lined-up terms (eg_text_terms_lined, here under one key):
+   * the same distinct words, in the order they first appear. */
+  uint64_t lined[CAP], *out[1] = {lined};
+  eg_blind_read one = {.n = 1, .ctx = {&fz_ctx}};
+  size_t nl;
+  FZ_CHECK(eg_text_terms_lined(&one, EG_TOKENIZER_VERSION, lang, text, len, out, CAP, &nl) == EG_OK,
+           "eg_text_terms_lined");
+  FZ_CHECK(nl == n, "as many lined-up terms as terms");
+  qsort(lined, nl, sizeof *lined, eg_u64_cmp);
+  FZ_CHECK(nl == 0 || !memcmp(lined, terms, nl * sizeof *lined), "the same terms, lined up");
   return 0;
 }

@@ -242,6 +242,88 @@ static void test_text_terms(void) {
 
 /* ---- scoring ------------------------------------------------------------------- */
 
+/* The one token eg_text_terms makes of a single word under c. */
+static uint64_t term_of(const eg_blind_ctx *c, const char *word) {
+  uint64_t t = 0;
+  size_t n = 0;
+  CU_ASSERT_EQUAL(eg_text_terms(c, EG_TOKENIZER_VERSION, "", word, strlen(word), &t, NULL, 1, &n,
+                                NULL, NULL), EG_OK);
+  CU_ASSERT_EQUAL(n, 1);
+  return t;
+}
+
+static int u64_less(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* A query's terms under both read keys of a blind-index rotation, lined
+ * up: index i is one word under either key (what lets a word's document
+ * frequency be summed over the keys), whereas eg_text_terms sorts each
+ * key's tokens, so index i of one key is in general another word of the
+ * other. */
+static void test_text_terms_lined(void) {
+  char t[512];
+  snprintf(t, sizeof t, "primary 2\nkey 2 %s\nkey 1 %s\n", KEY2, KEY1);
+  eg_keyring *kr = ring(t);
+  eg_blind_ctx one, two;
+  CU_ASSERT_EQUAL_FATAL(eg_blind_begin_id(kr, 1, "acme", &one), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(eg_blind_begin_id(kr, 2, "acme", &two), EG_OK);
+  eg_blind_read keys = {.n = 2, .id = {1, 2}, .ctx = {&one, &two}};
+  static const char *const words[] = {"green", "tea", "black", "coffee", "river", "stone"};
+  enum { W = sizeof words / sizeof *words };
+  const char *text = "Green tea, green TEA and black coffee by the river stone; tea.";
+  uint64_t a[2][16], b[2][16], sorted[2][16];
+  uint64_t *out[2] = {a[0], a[1]};
+  size_t n = 0, ns = 0;
+  CU_ASSERT_EQUAL(eg_text_terms_lined(&keys, EG_TOKENIZER_VERSION, "", text, strlen(text), out, 16,
+                                      &n), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(n, W); /* distinct words; stop words left out */
+  for (size_t i = 0; i < W; i++) {
+    CU_ASSERT_EQUAL(a[0][i], term_of(&one, words[i]));
+    CU_ASSERT_EQUAL(a[1][i], term_of(&two, words[i]));
+    CU_ASSERT_NOT_EQUAL(a[0][i], a[1][i]);
+  }
+  /* The same set as eg_text_terms under each key, in another order: the
+   * sorted arrays do not line up (at least one index is another word). */
+  int crossed = 0;
+  for (int k = 0; k < 2; k++) {
+    CU_ASSERT_EQUAL(eg_text_terms(k ? &two : &one, EG_TOKENIZER_VERSION, "", text, strlen(text),
+                                  sorted[k], NULL, 16, &ns, NULL, NULL), EG_OK);
+    CU_ASSERT_EQUAL_FATAL(ns, W);
+    memcpy(b[k], a[k], sizeof a[k]);
+    qsort(b[k], W, sizeof b[k][0], u64_less);
+    CU_ASSERT_EQUAL(memcmp(b[k], sorted[k], W * sizeof b[k][0]), 0);
+  }
+  for (size_t i = 0; i < W; i++) {
+    size_t j = 0;
+    while (j < W && a[0][j] != sorted[0][i]) j++;
+    CU_ASSERT_FATAL(j < W);
+    crossed |= sorted[1][i] != a[1][j];
+  }
+  CU_ASSERT(crossed);
+  /* The cap keeps the first distinct words under both keys. */
+  CU_ASSERT_EQUAL(eg_text_terms_lined(&keys, EG_TOKENIZER_VERSION, "", text, strlen(text), out, 2,
+                                      &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_EQUAL(a[0][1], term_of(&one, "tea"));
+  CU_ASSERT_EQUAL(a[1][1], term_of(&two, "tea"));
+  /* One read key (no rotation): that key's tokens in the same order. */
+  eg_blind_read single = {.n = 1, .id = {2}, .ctx = {&two}};
+  uint64_t *out1[1] = {b[0]};
+  CU_ASSERT_EQUAL(eg_text_terms_lined(&single, EG_TOKENIZER_VERSION, "", text, strlen(text), out1,
+                                      16, &n), EG_OK);
+  CU_ASSERT_EQUAL_FATAL(n, W);
+  for (size_t i = 0; i < W; i++) CU_ASSERT_EQUAL(b[0][i], term_of(&two, words[i]));
+  /* No words at all. */
+  CU_ASSERT_EQUAL(eg_text_terms_lined(&keys, EG_TOKENIZER_VERSION, "", "the and, of", 11, out, 16,
+                                      &n), EG_OK);
+  CU_ASSERT_EQUAL(n, 0);
+  eg_blind_end(&one);
+  eg_blind_end(&two);
+  eg_keyring_free(kr);
+}
+
 static void test_vector_math(void) {
   float q[37], v[37];
   for (int i = 0; i < 37; i++) {
@@ -458,6 +540,7 @@ void eg_test_register_memory(void) {
   CU_add_test(s, "blind index: tokens", test_blind_tokens);
   CU_add_test(s, "blind index: stable across rotation", test_blind_survives_rotation);
   CU_add_test(s, "blind index: text terms", test_text_terms);
+  CU_add_test(s, "blind index: text terms lined up across read keys", test_text_terms_lined);
   CU_add_test(s, "scoring: vector math", test_vector_math);
   CU_add_test(s, "scoring: keyword score", test_keyword_score);
   CU_add_test(s, "scoring: weights normalized", test_weights_normalized);
