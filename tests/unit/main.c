@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <ftw.h>
+#include <sys/stat.h>
 
 #include "suites.h"
 
@@ -33,6 +34,23 @@ eg_store *eg_test_store_open(const char *dir, const eg_store_opts *opts) {
   if (e) fprintf(stderr, "eg_store_open(%s): %s: %s\n", dir, eg_err_name(e), err);
   CU_ASSERT_EQUAL_FATAL(e, EG_OK);
   return s;
+}
+
+eg_keyring *eg_test_keyring(const char *text) {
+  char path[4200], err[256] = "";
+  const char *dir = eg_test_tmpdir();
+  eg_keyring *kr = NULL;
+  snprintf(path, sizeof path, "%s/keyring", dir);
+  FILE *f = fopen(path, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs(text, f);
+  CU_ASSERT_EQUAL_FATAL(fclose(f), 0);
+  CU_ASSERT_EQUAL_FATAL(chmod(path, 0600), 0); /* a keyring is owner-only */
+  eg_err e = eg_keyring_load(path, &kr, err, sizeof err);
+  if (e) fprintf(stderr, "eg_keyring_load: %s: %s\n", eg_err_name(e), err);
+  eg_test_rmdir(dir);
+  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
+  return kr;
 }
 
 eg_txn *eg_test_reader(eg_store *s) {

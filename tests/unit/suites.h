@@ -3,6 +3,7 @@
 #ifndef EG_TEST_SUITES_H
 #define EG_TEST_SUITES_H
 
+#include "crypto/crypto.h"
 #include "storage/storage.h"
 
 #define EG_TEST_SUITE_MAP(X) \
@@ -62,5 +63,15 @@ eg_store *eg_test_store_open(const char *dir, const eg_store_opts *opts);
  * free it with eg_test_reader_done. */
 eg_txn *eg_test_reader(eg_store *s);
 void eg_test_reader_done(eg_txn *r);
+
+/* Test master keys (keyring lines' base64), in no deployment. */
+#define EG_TEST_KEY1 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define EG_TEST_KEY2 "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+
+/* The keyring text (keyring file format) holds, loaded through an
+ * owner-only file in a fresh directory removed after, failing the test
+ * (CUnit FATAL) with the load's message on stderr if it does not load.
+ * The caller frees it (eg_keyring_free). */
+eg_keyring *eg_test_keyring(const char *text);
 
 #endif

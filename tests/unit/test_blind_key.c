@@ -5,10 +5,8 @@
  * real store. */
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "server/blind_key.h"
 #include "server/blind_rotation.h"
@@ -25,22 +23,13 @@ static eg_keyring *keys;
 
 /* Test keys, in no deployment. Key 2 is the primary: the blind index
  * stays under key 1 (the lowest) until a row moves it. */
-#define RING                                                \
-  "primary 2\n"                                             \
-  "key 2 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n"    \
-  "key 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+#define RING "primary 2\nkey 2 " EG_TEST_KEY2 "\nkey 1 " EG_TEST_KEY1 "\n"
 
 static void setup(void) {
-  char path[4200], err[256] = "";
   snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir());
-  snprintf(path, sizeof path, "%s/keyring", tdir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  CU_ASSERT_FATAL(fd >= 0);
-  CU_ASSERT_FATAL(write(fd, RING, strlen(RING)) == (ssize_t)strlen(RING));
-  close(fd);
   CU_ASSERT_EQUAL_FATAL(eg_crypto_init(), EG_OK);
   keys = NULL;
-  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &keys, err, sizeof err), EG_OK);
+  keys = eg_test_keyring(RING);
   eg_config_defaults(&cfg);
   store = eg_test_store_open(tdir, NULL);
   srv = (eg_srv){.cfg = &cfg, .store = store, .keys = keys};

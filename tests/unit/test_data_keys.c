@@ -26,20 +26,9 @@ static int suite_init(void) {
 
 /* A keyring of the given key lines with `primary`, loaded from a file. */
 static eg_keyring *ring(unsigned primary, const char *k1, const char *k2) {
-  char path[4200], text[512], err[256] = "";
-  const char *dir = eg_test_tmpdir();
-  snprintf(path, sizeof path, "%s/keyring", dir);
+  char text[512];
   snprintf(text, sizeof text, "primary %u\n%s%s", primary, k1, k2);
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-  CU_ASSERT_FATAL(fd >= 0);
-  CU_ASSERT_EQUAL(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-  close(fd);
-  eg_keyring *kr = NULL;
-  eg_err e = eg_keyring_load(path, &kr, err, sizeof err);
-  if (e) fprintf(stderr, "keyring: %s\n", err);
-  CU_ASSERT_EQUAL_FATAL(e, EG_OK);
-  eg_test_rmdir(dir);
-  return kr;
+  return eg_test_keyring(text);
 }
 
 static eg_data_keys *dk_open(const char *dir, int64_t cache) {

@@ -7,10 +7,8 @@
  * key store and writer thread, through eg_kr_adopt_step itself. */
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "server/config.h"
 #include "server/data_keys.h"
@@ -20,7 +18,7 @@
 #include "suites.h"
 
 /* A test key, in no deployment. */
-#define RING "primary 1\nkey 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
+#define RING "primary 1\nkey 1 " EG_TEST_KEY1 "\n"
 
 static char tdir[4096];
 static eg_config cfg;
@@ -34,12 +32,7 @@ static void setup(void) {
   char path[4200], err[256] = "";
   snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir());
   CU_ASSERT_EQUAL_FATAL(eg_crypto_init(), EG_OK);
-  snprintf(path, sizeof path, "%s/keyring", tdir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  CU_ASSERT_FATAL(fd >= 0);
-  CU_ASSERT_FATAL(write(fd, RING, strlen(RING)) == (ssize_t)strlen(RING));
-  close(fd);
-  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &keys, err, sizeof err), EG_OK);
+  keys = eg_test_keyring(RING);
   snprintf(path, sizeof path, "%s/keystore", tdir);
   CU_ASSERT_EQUAL_FATAL(eg_data_keys_open(path, 16, &dks, err, sizeof err), EG_OK);
   store = eg_test_store_open(tdir, NULL);

@@ -6,10 +6,8 @@
  * fingerprint recorded again without it. */
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "server/data_keys.h"
 #include "server/key_retire.h"
@@ -17,8 +15,8 @@
 #include "suites.h"
 
 /* Test keys, in no deployment. */
-#define KEY1 "key 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
-#define KEY2 "key 2 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n"
+#define KEY1 "key 1 " EG_TEST_KEY1 "\n"
+#define KEY2 "key 2 " EG_TEST_KEY2 "\n"
 #define KEY3 "key 3 QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=\n"
 /* Key 2's id with key 3's bytes: another key under a recorded id. */
 #define KEY2_OTHER "key 2 QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=\n"
@@ -28,18 +26,6 @@ typedef Engram__Storage__V1__TokenCountRecord eg_count_rec;
 static char tdir[4096];
 static eg_store *store;
 static eg_data_keys *dk;
-
-static eg_keyring *ring(const char *text) {
-  char path[4200], err[256] = "";
-  eg_keyring *kr = NULL;
-  snprintf(path, sizeof path, "%s/keyring", tdir);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  CU_ASSERT_FATAL(fd >= 0);
-  CU_ASSERT_FATAL(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
-  close(fd);
-  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &kr, err, sizeof err), EG_OK);
-  return kr;
-}
 
 static void setup(void) {
   char ks[4200], err[256] = "";
@@ -139,7 +125,8 @@ static void test_each_rule_blocks_and_names_it(void) {
 }
 
 static void test_fingerprint_drop(void) {
-  eg_keyring *kr = ring("primary 2\n" KEY1 KEY2 KEY3), *k13 = ring("primary 3\n" KEY1 KEY3);
+  eg_keyring *kr = eg_test_keyring("primary 2\n" KEY1 KEY2 KEY3);
+  eg_keyring *k13 = eg_test_keyring("primary 3\n" KEY1 KEY3);
   uint8_t fp[EG_KEYRING_FINGERPRINT_MAX], fp13[EG_KEYRING_FINGERPRINT_MAX];
   size_t len = eg_keyring_fingerprint(kr, fp), len13 = eg_keyring_fingerprint(k13, fp13);
   CU_ASSERT_EQUAL(eg_keyring_fingerprint_drop(fp, len, 9), len);
@@ -200,8 +187,10 @@ static const char *recorded(void) {
 }
 
 static void test_check_refuses_until_nothing_is_under_it(void) {
-  eg_keyring *k1 = ring("primary 1\n" KEY1), *k12 = ring("primary 2\n" KEY1 KEY2),
-             *k2 = ring("primary 2\n" KEY2), *k2_other = ring("primary 2\n" KEY2_OTHER);
+  eg_keyring *k1 = eg_test_keyring("primary 1\n" KEY1);
+  eg_keyring *k12 = eg_test_keyring("primary 2\n" KEY1 KEY2);
+  eg_keyring *k2 = eg_test_keyring("primary 2\n" KEY2);
+  eg_keyring *k2_other = eg_test_keyring("primary 2\n" KEY2_OTHER);
   char err[1024];
   uint8_t key[EG_KEY_LEN];
   uint32_t gen;
@@ -272,8 +261,9 @@ static void test_check_refuses_until_nothing_is_under_it(void) {
  * the blind index (the keyring's lowest): refused; once a row records the
  * key, accepted (found by a hostile client: every search answered []). */
 static void test_lower_key_refused_until_a_row_pins_it(void) {
-  eg_keyring *k2 = ring("primary 2\n" KEY2), *k23 = ring("primary 3\n" KEY2 KEY3),
-             *k123 = ring("primary 3\n" KEY1 KEY2 KEY3);
+  eg_keyring *k2 = eg_test_keyring("primary 2\n" KEY2);
+  eg_keyring *k23 = eg_test_keyring("primary 3\n" KEY2 KEY3);
+  eg_keyring *k123 = eg_test_keyring("primary 3\n" KEY1 KEY2 KEY3);
   char err[1024];
   CU_ASSERT_EQUAL_FATAL(check(k2, 0, err, sizeof err), EG_OK); /* first start: recorded */
   CU_ASSERT_EQUAL(check(k23, 2, err, sizeof err), EG_OK);       /* above: fine */

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "crypto/crypto.h"
 #include "server/memory_score.h"
@@ -17,30 +16,10 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static const char *KEY1 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-static const char *KEY2 = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+/* Key 2 primary, key 1 the blind index's (the lowest). */
+#define TWO_KEYS "primary 2\nkey 2 " EG_TEST_KEY2 "\nkey 1 " EG_TEST_KEY1 "\n"
 
-static eg_keyring *ring(const char *text) {
-  char path[4200];
-  const char *dir = eg_test_tmpdir();
-  snprintf(path, sizeof path, "%s/keyring", dir);
-  FILE *f = fopen(path, "w");
-  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-  fputs(text, f);
-  fclose(f);
-  CU_ASSERT_EQUAL_FATAL(chmod(path, 0600), 0); /* a keyring is owner-only */
-  eg_keyring *kr = NULL;
-  char err[256];
-  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &kr, err, sizeof err), EG_OK);
-  eg_test_rmdir(dir);
-  return kr;
-}
-
-static eg_keyring *ring1(void) {
-  char t[256];
-  snprintf(t, sizeof t, "primary 1\nkey 1 %s\n", KEY1);
-  return ring(t);
-}
+static eg_keyring *ring1(void) { return eg_test_keyring("primary 1\nkey 1 " EG_TEST_KEY1 "\n"); }
 
 /* Words of text joined by single spaces, and the polarity. */
 struct words {
@@ -142,9 +121,7 @@ static void test_blind_tokens(void) {
   CU_ASSERT_EQUAL(eg_blind_begin(kr, "a", &a1), EG_OK);
   CU_ASSERT_NOT_EQUAL(eg_blind_word(&ab, "c", 1), eg_blind_word(&a1, "bc", 2));
   /* not the plain hash of the word: the key matters */
-  char t[256];
-  snprintf(t, sizeof t, "primary 1\nkey 1 %s\n", KEY2);
-  eg_keyring *other = ring(t);
+  eg_keyring *other = eg_test_keyring("primary 1\nkey 1 " EG_TEST_KEY2 "\n");
   eg_blind_ctx o;
   CU_ASSERT_EQUAL(eg_blind_begin(other, "acme", &o), EG_OK);
   CU_ASSERT_NOT_EQUAL(tea, eg_blind_word(&o, "tea", 3));
@@ -164,10 +141,8 @@ static void test_blind_tokens(void) {
 static void test_blind_survives_rotation(void) {
   /* Rotation adds key 2 and makes it primary: blind tokens must not move,
    * or every stored posting would stop matching. */
-  char t[512];
   eg_keyring *before = ring1();
-  snprintf(t, sizeof t, "primary 2\nkey 2 %s\nkey 1 %s\n", KEY2, KEY1);
-  eg_keyring *after = ring(t);
+  eg_keyring *after = eg_test_keyring(TWO_KEYS);
   CU_ASSERT_EQUAL(eg_keyring_blind_key_id(before), 1);
   CU_ASSERT_EQUAL(eg_keyring_blind_key_id(after), 1);
   eg_blind_ctx x, y;
@@ -263,9 +238,7 @@ static int u64_less(const void *a, const void *b) {
  * key's tokens, so index i of one key is in general another word of the
  * other. */
 static void test_text_terms_lined(void) {
-  char t[512];
-  snprintf(t, sizeof t, "primary 2\nkey 2 %s\nkey 1 %s\n", KEY2, KEY1);
-  eg_keyring *kr = ring(t);
+  eg_keyring *kr = eg_test_keyring(TWO_KEYS);
   eg_blind_ctx one, two;
   CU_ASSERT_EQUAL_FATAL(eg_blind_begin_id(kr, 1, "acme", &one), EG_OK);
   CU_ASSERT_EQUAL_FATAL(eg_blind_begin_id(kr, 2, "acme", &two), EG_OK);

@@ -3,7 +3,6 @@
 #include <CUnit/CUnit.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "crypto/crypto.h"
 #include "server/arena.h"
@@ -11,23 +10,7 @@
 #include "server/tokenizer.h"
 #include "suites.h"
 
-static const char *KEY1 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
-static eg_keyring *ring1(void) {
-  char path[4200];
-  const char *dir = eg_test_tmpdir();
-  snprintf(path, sizeof path, "%s/keyring", dir);
-  FILE *f = fopen(path, "w");
-  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-  fprintf(f, "primary 1\nkey 1 %s\n", KEY1);
-  fclose(f);
-  CU_ASSERT_EQUAL_FATAL(chmod(path, 0600), 0);
-  eg_keyring *kr = NULL;
-  char err[256];
-  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &kr, err, sizeof err), EG_OK);
-  eg_test_rmdir(dir);
-  return kr;
-}
+static eg_keyring *ring1(void) { return eg_test_keyring("primary 1\nkey 1 " EG_TEST_KEY1 "\n"); }
 
 /* The fields of "the router drops the router": two distinct words (stop
  * word "the" dropped), router twice, three words, the user kept. */

@@ -7,10 +7,8 @@
  * table as the transport calls it. */
 #define _GNU_SOURCE
 #include <CUnit/CUnit.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "engram/v1/memory.pb-c.h"
 #include "engram/v1/session.pb-c.h"
@@ -27,21 +25,8 @@ static eg_txn *reader;
 static eg_keyring *keys;
 
 /* Test keys, in no deployment. */
-#define KEY1 "key 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"
-#define KEY2 "key 2 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=\n"
-
-/* A keyring loaded from text written to a 0600 file in tdir. */
-static eg_keyring *load_keys(const char *name, const char *text) {
-  char path[4200], err[256];
-  snprintf(path, sizeof path, "%s/%s", tdir, name);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  CU_ASSERT_FATAL(fd >= 0);
-  CU_ASSERT_FATAL(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
-  close(fd);
-  eg_keyring *kr = NULL;
-  CU_ASSERT_EQUAL_FATAL(eg_keyring_load(path, &kr, err, sizeof err), EG_OK);
-  return kr;
-}
+#define KEY1 "key 1 " EG_TEST_KEY1 "\n"
+#define KEY2 "key 2 " EG_TEST_KEY2 "\n"
 
 static void setup(void) {
   snprintf(tdir, sizeof tdir, "%s", eg_test_tmpdir());
@@ -51,7 +36,7 @@ static void setup(void) {
   reader = NULL;
   eg_config_defaults(&cfg);
   CU_ASSERT_EQUAL_FATAL(eg_crypto_init(), EG_OK);
-  keys = load_keys("keyring", "primary 1\n" KEY1 KEY2);
+  keys = eg_test_keyring("primary 1\n" KEY1 KEY2);
   if (eg_store_open(tdir, &o, &store, err, sizeof err) != EG_OK) {
     fprintf(stderr, "eg_store_open: %s\n", err);
     return;
@@ -202,11 +187,11 @@ static void test_other_node_and_rotation(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(tok);
   Engram__V1__ListMessagesRequest use = lm_req("s1", tok);
 
-  eg_keyring *same = load_keys("same", "primary 1\n" KEY1 KEY2);
-  eg_keyring *rotated = load_keys("rotated", "primary 2\n" KEY1 KEY2);
-  eg_keyring *retired = load_keys("retired", "primary 2\n" KEY2);
-  eg_keyring *stranger = load_keys("stranger", "primary 1\nkey 1 "
-                                   "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=\n");
+  eg_keyring *same = eg_test_keyring("primary 1\n" KEY1 KEY2);
+  eg_keyring *rotated = eg_test_keyring("primary 2\n" KEY1 KEY2);
+  eg_keyring *retired = eg_test_keyring("primary 2\n" KEY2);
+  eg_keyring *stranger = eg_test_keyring("primary 1\nkey 1 "
+                                         "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY=\n");
   eg_srv node = srv;
   node.keys = same;
   CU_ASSERT_EQUAL(open_as(&node, "t", &use.base, msg), EG_OK);
