@@ -65,8 +65,9 @@ eg_err eg_blind_key_load(eg_srv *srv);
  * stamped and indexed under the key its txn says, whatever the hint said.
  * A wrong hint costs answers, never data: the writes prepared under it
  * answer ABORTED (nothing written) until the first such apply sets it to
- * the key its txn sees (the reindex thread's next load does too, within
- * a second), and the clients' retries succeed. It is wrong only when the
+ * the key its txn sees (the reindex thread's next load does too, at its
+ * next round: after its step's pacing, --reindex-batch / --reindex-rate
+ * seconds at most), and the clients' retries succeed. It is wrong only when the
  * commit of the batch that moved the row failed (ENOSPC, EIO; a flush
  * that fails breaks the store, eg_store_sync), or for a moment when the
  * reindex thread stores what an older snapshot said over a newer value.

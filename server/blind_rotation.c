@@ -215,7 +215,7 @@ static eg_err eg_br_convert(eg_br_step *s, eg_req *r, eg_br_rec *x) {
       if (!rid) return EG_ENOMEM;
       /* Terms at a version the tokenizer does not make (malformed: a
        * version is set with the terms) cannot be made again. */
-      if (m->index_version != EG_TOKENIZER_V1 && m->index_version != EG_TOKENIZER_VERSION) {
+      if (m->index_version < EG_TOKENIZER_V1 || m->index_version > EG_TOKENIZER_VERSION) {
         snprintf(r->msg, sizeof r->msg, "its index terms are at tokenizer version %u, which "
                  "this engramd does not make", (unsigned)m->index_version);
         return EG_EINVAL;
@@ -309,13 +309,12 @@ static void eg_br_describe(const eg_br_rec *x, const char *why, char *buf, size_
       break;
     }
     default: {
-      /* ns-enc: each label then 0x00, then one more 0x00. */
-      char ns[EG_STORE_NS_ENC_MAX + 1];
-      size_t k = 0;
-      for (size_t i = 0; i + 1 < x->ns.len; i++)
-        ns[k++] = x->ns.buf[i] ? (char)x->ns.buf[i] : '/';
-      if (k && ns[k - 1] == '/') k--;
-      ns[k] = '\0';
+      /* Its labels joined by '/' (an encoding that does not decode: none). */
+      char lb[EG_STORE_NS_ENC_MAX + 1], ns[EG_STORE_NS_ENC_MAX + 1] = "";
+      char *labels[EG_STORE_NS_LABELS_MAX];
+      int nl = eg_store_ns_decode(x->ns.buf, x->ns.len, lb, labels, EG_STORE_NS_LABELS_MAX);
+      for (int i = 0, o = 0; i < nl && o >= 0 && (size_t)o < sizeof ns; i++)
+        o += snprintf(ns + o, sizeof ns - (size_t)o, "%s%s", i ? "/" : "", labels[i]);
       n = snprintf(buf, len, "store item %s in namespace %s", x->item_key, ns);
     }
   }

@@ -387,11 +387,14 @@ eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *t
   eg_err e = eg_keystore_latest(dk->ks, tenant, user, &rec);
   uint32_t next = e == EG_OK ? rec.gen + 1 : 1;
   /* None yet: a user of format 1 tokens only gets its first data key. */
-  if (e == EG_ENOTFOUND) e = EG_OK;
+  int keyless = e == EG_ENOTFOUND;
+  if (keyless) e = EG_OK;
   else if (!e && !rec.wrapped_len) e = EG_EERASED; /* never a key for an erased user */
-  /* Nor for one being erased: its erasure may have destroyed no key (it
-   * had none) and not yet erased its records (eg_data_keys_erasure_begin). */
-  if (!e && dk_erasing(dk, tenant, user)) e = EG_EERASED;
+  /* Nor for a keyless one being erased: its erasure destroyed no key and
+   * may not have erased its records yet (eg_data_keys_erasure_begin). A
+   * user with a live key needs no mark: its erasure destroys, under
+   * write_mu, the key made here, or leaves the tombstone refused above. */
+  if (!e && keyless && dk_erasing(dk, tenant, user)) e = EG_EERASED;
   if (!e && next == 0) e = EG_ELIMIT;
   if (!e) e = dk_new_key(kr, tenant, user, next, &rec, key);
   if (!e) {

@@ -104,8 +104,10 @@ eg_err eg_data_keys_erase_tenant(eg_data_keys *dk, const char *tenant, uint64_t 
 /* An erasure under way: from before an erasure destroys the keys to after
  * its last erase step committed (DeleteUser and DeleteTenant begin it in
  * prepare, before eg_data_keys_erase_*, and end it when their call is
- * freed, after its answer), eg_data_keys_rotate gives no key to its user
- * (user NULL: to any user of tenant): EG_EERASED. Why: a user holding
+ * freed, after its answer), eg_data_keys_rotate gives no first key to its
+ * user (user NULL: to any user of tenant) while it holds none: EG_EERASED.
+ * A user holding a live key is rotated as ever (its erasure destroys the
+ * new key too, under the same lock). Why: a user holding
  * format 1 tokens only has no key for the erasure to destroy, and until
  * its first erase step commits nothing in the data store says it is
  * being erased; a rotation's first phase (server/key_adopt.h) making it
@@ -130,8 +132,8 @@ eg_err eg_data_key_latest(eg_data_keys *dk, const char *tenant, const char *user
 /* Rotation: makes generation current+1 (wrapped under kr's primary) the
  * current one of (tenant, user); *gen is it. Older generations stay until
  * retired. Never makes a key for an erased user: EG_EERASED when the
- * latest is a tombstone, or an erasure of the user is under way
- * (eg_data_keys_erasure_begin). A user without any key gets generation 1 (one
+ * latest is a tombstone, or when the user holds no key and an erasure of
+ * it is under way (eg_data_keys_erasure_begin). A user without any key gets generation 1 (one
  * with only format 1 tokens, from before envelope keys, rotated by name). */
 eg_err eg_data_keys_rotate(eg_data_keys *dk, const eg_keyring *kr, const char *tenant,
                            const char *user, uint32_t *gen);

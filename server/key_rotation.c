@@ -32,7 +32,9 @@ struct eg_key_rotation {
   eg_bgthread bg;
   /* The records a step walks at most: --key-rotation-batch at each user's
    * first step, halved while a step's write logs more than one commit may
-   * (EG_ELIMIT). The thread's own. */
+   * (EG_ELIMIT), doubled again (up to the flag) after each step that
+   * went through, so one large record slows only the steps near it. The
+   * thread's own. */
   size_t batch;
   pthread_mutex_t counts_mu; /* guards counts, n_counts */
   eg_token_count counts[EG_TOKEN_COUNT_KEYS_MAX];
@@ -184,6 +186,8 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
     }
     if (retiring) return j->err != EG_OK;
     if (j->err || (j->err = eg_kr_reread(j))) return 1;
+    size_t flag = (size_t)x->srv->cfg->key_rotation_batch;
+    if (x->batch < flag) x->batch = x->batch > flag / 2 ? flag : 2 * x->batch;
     if (done) eg_kr_keep_counts(x, j->row); /* the gauges, as the row now counts */
     if (!eg_kr_pace(x, walked)) return 1;
   }

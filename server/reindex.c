@@ -507,7 +507,6 @@ static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_re
   eg_blind_ctx *ctx = s->ctx;
   uint32_t own = eg_blind_keys_rec(&s->keys, rec->blind_key_id);
   eg_err e;
-  if (own != s->ctx_key && (e = eg_blind_ctx_under(&r, own, &ctx))) return e;
   eg_rx_rec *x = &s->recs[s->n];
   *x = (eg_rx_rec){.before = s->prev,
                    .before_len = s->prev_len,
@@ -520,6 +519,14 @@ static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_re
                     &len);
   if (e == EG_ECORRUPT || e == EG_EERASED) return eg_rx_unreadable(s, x, &r);
   if (e) return e;
+  /* After the text: an erased user's memory left under a retired key is
+   * skipped as unreadable, not a step that fails forever. */
+  if (own != s->ctx_key && (e = eg_blind_ctx_under(&r, own, &ctx))) {
+    if (e != EG_EINVAL) return e;
+    snprintf(r.msg, sizeof r.msg, "its blind-index key %u is not in the keyring", (unsigned)own);
+    return eg_rx_unreadable(s, x, &r);
+  }
+  x->ctx = ctx;
   if ((e = eg_text_index(&r, ctx, text, len, &x->mem_new))) return e;
   s->rx.item.bytes += engram__storage__v1__memory_record__get_packed_size(&x->mem_new);
   s->n++;

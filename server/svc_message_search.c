@@ -423,20 +423,23 @@ static eg_err eg_msearch_keywords(eg_msearch *s, uint64_t *const *terms, unsigne
   s->budget = (size_t)r->srv->cfg->max_search_postings / nt;
   if (!s->budget) s->budget = 1;
   for (size_t i = 0; i < nt; i++) {
+    /* In the team view each user holding the word is a seek before any
+     * of its postings: they count against the word's budget too, the
+     * users an earlier key's read sought included. */
+    size_t sought = 0;
     s->df = s->n_touched = 0;
     for (unsigned k = 0; k < n_keys; k++) {
       int cut;
-      /* In the team view each user holding the word is a seek before any
-       * of its postings: they count against the word's budget too (what
-       * an earlier key's read left of it). */
-      size_t left = s->budget - s->df;
+      size_t read, spent = s->df + sought;
+      size_t left = s->budget > spent ? s->budget - spent : 0;
       size_t max_users = left < EG_MESSAGE_MERGE_USERS_MAX ? left : EG_MESSAGE_MERGE_USERS_MAX;
       e = eg_store_message_postings(r->rtxn, r->tenant, s->all_users ? NULL : s->users, s->n_users,
                                     max_users, terms[k][i], s->from_us, s->to_us,
-                                    eg_msearch_posting, s, &cut);
+                                    eg_msearch_posting, s, &cut, &read);
       if (e == EG_OK) e = s->err;
       if (e) return e;
       if (cut) s->truncated = 1;
+      sought += read;
     }
     double n = (double)n_docs > (double)s->df ? (double)n_docs : (double)s->df;
     double idf = log(1 + (n - (double)s->df + 0.5) / ((double)s->df + 0.5));

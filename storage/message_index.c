@@ -370,7 +370,8 @@ static eg_err eg_src_set_add(const struct eg_posting_walk *w, eg_src_set *set,
 
 /* Adds every user holding the term (the first w->max_users
  * in key order; *cut set when there are more), one seek each. */
-static eg_err eg_src_set_tenant(const struct eg_posting_walk *w, eg_src_set *set, int *cut) {
+static eg_err eg_src_set_tenant(const struct eg_posting_walk *w, eg_src_set *set, int *cut,
+                                size_t *read) {
   /* Past every posting of one user: create times are below 2^63, so their
    * first byte is below 0xff. */
   static const uint8_t past = 0xff;
@@ -403,6 +404,7 @@ static eg_err eg_src_set_tenant(const struct eg_posting_walk *w, eg_src_set *set
     if (rc == MDB_SUCCESS && eg_key_has_prefix(k.mv_data, k.mv_size, &uprefix)) e = EG_ECORRUPT;
   }
   mdb_cursor_close(c);
+  *read = users > w->max_users ? w->max_users : users;
   if (e) return e;
   return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? EG_OK : eg_store__err(rc);
 }
@@ -443,8 +445,10 @@ static eg_err eg_src_set_merge(const struct eg_posting_walk *w, eg_src_set *set)
 eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *const *users,
                                  size_t n_users, size_t max_users, uint64_t term, int64_t from_us,
                                  int64_t to_us, eg_message_posting_fn fn, void *arg,
-                                 int *users_cut) {
+                                 int *users_cut, size_t *users_read) {
   eg_key prefix, uprefix;
+  size_t read = 0;
+  if (users_read) *users_read = 0;
   if (!eg_txn_readable(t) || !fn || !users_cut || from_us < 0 || to_us < 0 ||
       (users && n_users > EG_MESSAGE_MERGE_USERS_MAX) || max_users > EG_MESSAGE_MERGE_USERS_MAX)
     return EG_EINVAL;
@@ -465,7 +469,8 @@ eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *cons
   if (w.from >= w.to || (users && !n_users)) return EG_OK;
   eg_src_set set;
   eg_src_set_init(&set);
-  if (!users) e = eg_src_set_tenant(&w, &set, users_cut);
+  if (!users) e = eg_src_set_tenant(&w, &set, users_cut, &read);
+  if (users_read) *users_read = read;
   for (size_t i = 0; users && !e && i < n_users; i++)
     if (!(e = eg_key_message_term_user(&uprefix, tenant, term, users[i])))
       e = eg_src_set_add(&w, &set, &uprefix);

@@ -76,7 +76,8 @@ typedef int (*eg_message_posting_fn)(void *arg, const eg_message_posting *p);
  * users NULL, every user holding the term in the tenant, at most the
  * first max_users (<= EG_MESSAGE_MERGE_USERS_MAX, else EG_EINVAL) of them
  * in key order: *users_cut is set when more hold it (those are not read),
- * else cleared. fn returning nonzero stops the read.
+ * else cleared; *users_read (may be NULL) gets how many were read (0 when
+ * users is given). fn returning nonzero stops the read.
  * Cost: one seek per user named, or two per user holding the term (in
  * the time range or not, at most max_users + 1) with users NULL; then O(log users) per posting
  * visited. Memory: one LMDB cursor and ~200 bytes per user with a posting
@@ -84,7 +85,7 @@ typedef int (*eg_message_posting_fn)(void *arg, const eg_message_posting *p);
 eg_err eg_store_message_postings(eg_txn *t, const char *tenant, const char *const *users,
                                  size_t n_users, size_t max_users, uint64_t term, int64_t from_us,
                                  int64_t to_us, eg_message_posting_fn fn, void *arg,
-                                 int *users_cut);
+                                 int *users_cut, size_t *users_read);
 
 /* The messages indexed and their words in all: of user_id, or of the whole
  * tenant when user_id is NULL. Zeros when none. */

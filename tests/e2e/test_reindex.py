@@ -5,7 +5,8 @@ the new tokenizer's words afterwards and by the old index while the job
 runs (a memory created meanwhile at once); a kill -9 mid-job resumes where
 it stopped; updates racing the job's steps leave no memory behind;
 messages appended with --index-messages=false are found once it is on
-again; a record the write refuses is skipped, the job ending all the same;
+again; a record the write refuses is skipped, the job ending all the same, and
+so is a memory stamped with a blind-index key the keyring no longer holds;
 a replica shows the primary's index state."""
 import gzip
 import os
@@ -20,10 +21,12 @@ from harness import ENGRAMD, KEEP, M, E2ETestCase, Server, free_port, run_thread
 from test_memories import DUPLICATE, FACT, Mem, dump_data_dbs
 from test_message_search import create, hits, search
 from test_observability import parse, scrape, value
+from test_at_rest import mdb_dump, mdb_put
 from test_replication import TOKENS, ReplicationCase, follow, status
 from engram.v1 import admin_pb2 as apb  # noqa: E402
 from engram.v1 import admin_pb2_grpc as apbg  # noqa: E402
 from engram.v1 import memory_pb2 as mp  # noqa: E402
+from engram.storage.v1 import memory_records_pb2 as mr  # noqa: E402
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "store-0.14")
 DONE_TIMEOUT = 60.0  # bound on a reindex of the fixture finishing (ASan is slow)
@@ -305,6 +308,30 @@ class RefusedRecordTest(ReindexCase):
         fams = parse(scrape(srv))
         self.assertEqual(value(fams, "engram_reindex_skipped_total", index="messages"), 1)
         self.assertEqual(value(fams, "engram_reindex_records_total", index="messages"), 2)
+
+    def test_a_memory_under_a_key_no_longer_held_is_skipped_and_the_job_ends(self):
+        """A memory whose blind_key_id names a key the keyring lacks (as an
+        erased user's memory left under the old key by a blind-index switch,
+        that key since retired): the memories job opens its text first (an
+        erased user's does not open: skipped as ever), then skips it as
+        unreadable, rather than failing its step every second forever."""
+        tmp = tempfile.mkdtemp(prefix="engram-e2e-reindex-")
+        if not KEEP:
+            self.addCleanup(shutil.rmtree, tmp, True)
+        data = fixture_store(tmp)
+        header, recs = mdb_dump(data, "memories")
+        key, val = recs[0]
+        rec = mr.MemoryRecord.FromString(val)
+        rec.blind_key_id = 9  # the keyring holds key 1 only
+        mdb_put(data, "memories", header, [(key, rec.SerializeToString())])
+        srv = Server("--reindex-batch", "1", data_dir=data, create_data_dir=False)
+        self.addCleanup(srv.close)
+        srv.start()
+        self.wait_finished(srv)
+        log = srv.log_text()
+        self.assertRegex(log, r"memory %s of tenant \S+ left below tokenizer version 2 \(its "
+                         r"blind-index key 9 is not in the keyring\)" % rec.memory_id)
+        self.assertNotIn("retrying", log)
 
 
 class ReplicaTest(ReplicationCase):

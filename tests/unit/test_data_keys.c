@@ -850,6 +850,28 @@ static void test_no_rotation_key_while_an_erasure_is_under_way(void) {
   rm_parent(dir);
 }
 
+/* The mark refuses keyless users only: one holding a live key is rotated
+ * while an erasure is marked and has destroyed nothing yet (were it
+ * refused and that key erasure then failed, the user would keep its old
+ * key, never rotated; its erasure orders itself under write_mu). */
+static void test_mark_leaves_a_live_user_rotated(void) {
+  char dir[4200];
+  eg_keyring *kr = ring(1, key1, "");
+  eg_data_keys *dk = dk_open(ks_dir(dir, sizeof dir), 100);
+  eg_dk_erasure *m;
+  uint32_t gen = 0;
+  CU_ASSERT_EQUAL_FATAL(eg_data_keys_rotate(dk, kr, "acme", "live", &gen), EG_OK);
+  CU_ASSERT_EQUAL(gen, 1);
+  CU_ASSERT_EQUAL_FATAL(eg_data_keys_erasure_begin(dk, "acme", "live", &m), EG_OK);
+  /* Nothing destroyed yet: its key is live. */
+  CU_ASSERT_EQUAL(eg_data_key_latest(dk, "acme", "live", &gen), EG_OK);
+  CU_ASSERT_EQUAL(eg_data_keys_rotate(dk, kr, "acme", "live", &gen), EG_OK);
+  eg_data_keys_erasure_end(m);
+  eg_data_keys_close(dk);
+  eg_keyring_free(kr);
+  rm_parent(dir);
+}
+
 /* A rewrap on the primary reaches the replica as live records with other
  * wrapped bytes: the replica compacts the old wrapping out too. */
 static void test_replica_compacts_after_rewrap(void) {
@@ -985,6 +1007,7 @@ void eg_test_register_data_keys(void) {
   CU_add_test(s, "never create for unknown or erased", test_never_create_for_unknown_or_erased);
   CU_add_test(s, "no rotation key while an erasure is under way",
               test_no_rotation_key_while_an_erasure_is_under_way);
+  CU_add_test(s, "mark leaves a live user rotated", test_mark_leaves_a_live_user_rotated);
   CU_add_test(s, "replica compacts after rewrap", test_replica_compacts_after_rewrap);
   CU_add_test(s, "apply keeps versions and rows", test_apply_keeps_versions_and_rows);
   CU_add_test(s, "rewrap remaining at the masters cap", test_rewrap_remaining_at_the_masters_cap);

@@ -146,7 +146,7 @@ static const char *postings_of(eg_store *s, const char *tenant, const char *cons
   l.limit = limit;
   eg_txn *r = eg_test_reader(s);
   eg_err e = eg_store_message_postings(r, tenant, users, n, EG_MESSAGE_MERGE_USERS_MAX, term, from, to,
-                                       collect_posting, &l, cut);
+                                       collect_posting, &l, cut, NULL);
   eg_test_reader_done(r);
   if (e) snprintf(l.out, sizeof l.out, "ERR%d", (int)e);
   return l.out;
@@ -621,11 +621,11 @@ static void test_postings_merge(void) {
   eg_txn *r = eg_test_reader(s);
   plist l = {{0}, 0, 0};
   CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, EG_MESSAGE_MERGE_USERS_MAX, TA, 0, 0,
-                                            collect_posting, &l, NULL),
+                                            collect_posting, &l, NULL, NULL),
                   EG_EINVAL);
   int c2;
   CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, EG_MESSAGE_MERGE_USERS_MAX + 1, TA, 0, 0,
-                                            collect_posting, &l, &c2),
+                                            collect_posting, &l, &c2, NULL),
                   EG_EINVAL);
   eg_test_reader_done(r);
   eg_store_close(s);
@@ -663,8 +663,8 @@ static void test_postings_users_cap(void) {
   int cut = 7;
   put_users(s, 0, max);
   eg_txn *r = eg_test_reader(s);
-  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, max, TA, 0, 0, count_posting, &n, &cut),
-                  EG_OK);
+  CU_ASSERT_EQUAL(
+      eg_store_message_postings(r, T, NULL, 0, max, TA, 0, 0, count_posting, &n, &cut, NULL), EG_OK);
   eg_test_reader_done(r);
   CU_ASSERT_EQUAL(n, (size_t)max);
   CU_ASSERT_EQUAL(cut, 0);
@@ -674,8 +674,8 @@ static void test_postings_users_cap(void) {
   CU_ASSERT_EQUAL(cut, 1);
   n = 0;
   r = eg_test_reader(s);
-  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, max, TA, 0, 0, count_posting, &n, &cut),
-                  EG_OK);
+  CU_ASSERT_EQUAL(
+      eg_store_message_postings(r, T, NULL, 0, max, TA, 0, 0, count_posting, &n, &cut, NULL), EG_OK);
   eg_test_reader_done(r);
   CU_ASSERT_EQUAL(n, (size_t)max);
   CU_ASSERT_EQUAL(cut, 1);
@@ -683,11 +683,14 @@ static void test_postings_users_cap(void) {
    * in id order, and the cut said. */
   n = 0;
   r = eg_test_reader(s);
-  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, 10, TA, 0, 0, count_posting, &n, &cut),
+  size_t read = 0;
+  CU_ASSERT_EQUAL(eg_store_message_postings(r, T, NULL, 0, 10, TA, 0, 0, count_posting, &n, &cut,
+                                            &read),
                   EG_OK);
   eg_test_reader_done(r);
   CU_ASSERT_EQUAL(n, 10);
   CU_ASSERT_EQUAL(cut, 1);
+  CU_ASSERT_EQUAL(read, 10); /* the users it read: what a search charges the word */
   /* Named, it is read. */
   const char *last[] = {"u10000"};
   CU_ASSERT_STRING_EQUAL(postings_of(s, T, last, 1, TA, 0, 0, 0, &cut), "u10000/u10000#1@11000:r2,tf1,w10");
