@@ -36,6 +36,11 @@ static const char *const eg_br_reasons[EG_BR_STUCK_REASONS] = {
  * the problem): kind, tenant, id, why. */
 #define EG_BR_FIRST_MAX 400
 
+/* The records a pass logs by name when stuck, and a step when left
+ * uncounted (the rest are counted: a store holding thousands would log
+ * a line each, pass after pass). */
+#define EG_BR_STUCK_LOGGED 10
+
 /* One record the walk converted: where it is, as walked, as it becomes. */
 typedef struct {
   unsigned kind;
@@ -64,7 +69,7 @@ typedef struct {
   uint64_t walked, found;
   /* The walk's stuck records (of found): how many, why, of which kinds,
    * the first (server/blind_rotation.h "Stuck records"). */
-  uint64_t stuck;
+  uint64_t stuck, left; /* left: not counted (erased, or their session gone) */
   uint32_t stuck_reasons, stuck_kinds;
   char stuck_first[EG_BR_FIRST_MAX];
   int more;
@@ -154,32 +159,41 @@ static ProtobufCMessage *eg_br_copy(eg_br_step *s, const ProtobufCMessage *m) {
 struct eg_br_user_find {
   const eg_br_rec *x;
   eg_br_step *s;
+  int erased; /* the user found was erased */
 };
 
 static int eg_br_user_match(void *arg, const char *tenant, const char *user, uint32_t current,
                             uint32_t oldest) {
   struct eg_br_user_find *f = arg;
   eg_br_rec *x = (eg_br_rec *)f->x;
-  (void)current;
   (void)oldest;
   if (strcmp(tenant, x->tenant) != 0 || !user[0] ||
       !eg_store_checkpoint_key_user(x->key, x->key_len, tenant, user))
     return 0;
   x->user = eg_arena_strndup(f->s->a, user, strlen(user));
+  f->erased = current == 0;
   return 1;
 }
 
 /* A checkpoint's user (its key holds only a digest of it): the key
  * store's user of its tenant whose digest it is (every user who wrote a
- * checkpoint since envelope keys holds a data key). EG_EPRECOND when none
- * is (the walk cannot open it). Cost: the key store's users, one hash
- * each. */
-static eg_err eg_br_ckpt_user(eg_br_step *s, eg_br_rec *x) {
+ * checkpoint since envelope keys holds a data key, or held one until its
+ * erasure). EG_EERASED (r->msg saying so) when that user was erased (a
+ * DeleteUser that did not finish left the checkpoint: its fields never
+ * open again); EG_EPRECOND when no user is (the walk cannot open it).
+ * Cost: the key store's users, one hash each. */
+static eg_err eg_br_ckpt_user(eg_br_step *s, eg_req *r, eg_br_rec *x) {
   struct eg_br_user_find f = {.x = x, .s = s};
-  int rc = eg_data_keys_each_user(s->srv->data_keys, eg_br_user_match, &f);
+  int rc = eg_data_keys_each_known_user(s->srv->data_keys, eg_br_user_match, &f);
   if (rc < 0) return (eg_err)-rc;
   if (rc == 0) return EG_EPRECOND;
-  return x->user ? EG_OK : EG_ENOMEM;
+  if (!x->user) return EG_ENOMEM;
+  if (f.erased) {
+    snprintf(r->msg, sizeof r->msg, "a checkpoint of user %s, who was erased (a DeleteUser "
+             "that did not finish: run it again)", x->user);
+    return EG_EERASED;
+  }
+  return EG_OK;
 }
 
 static void eg_session_entry_init(void *e) { engram__v1__session__metadata_entry__init(e); }
@@ -261,7 +275,7 @@ static eg_err eg_br_convert(eg_br_step *s, eg_req *r, eg_br_rec *x) {
       eg_ckpt_rec *m = (eg_ckpt_rec *)x->next;
       char *json;
       size_t len, n;
-      if ((e = eg_br_ckpt_user(s, x))) return e;
+      if ((e = eg_br_ckpt_user(s, r, x))) return e;
       const char *rid = eg_ck_record_id(r, x->user, m->thread_id, m->checkpoint_ns,
                                         m->checkpoint_id, NULL, 0, 0);
       uint64_t *h = EG_ARENA_ARRAY(s->a, uint64_t, EG_CKPT_JSON_PAIRS_MAX);
@@ -331,7 +345,11 @@ static void eg_br_stuck(eg_br_step *s, const eg_br_rec *x, unsigned reason, cons
   s->stuck_reasons |= 1u << reason;
   s->stuck_kinds |= 1u << x->kind;
   if (!s->stuck_first[0]) memcpy(s->stuck_first, d, sizeof d);
-  eg_log(EG_LOG_WARN, "blind-index rotation: cannot re-index %s; left under its key", d);
+  uint64_t nth = s->from->pass_stuck + s->stuck;
+  if (nth <= EG_BR_STUCK_LOGGED)
+    eg_log(EG_LOG_WARN, "blind-index rotation: cannot re-index %s; left under its key%s", d,
+           nth == EG_BR_STUCK_LOGGED ? " (further stuck records of this pass are counted, "
+                                       "not logged)" : "");
 }
 
 static int eg_br_visit(void *arg, const eg_blind_ref *ref, ProtobufCMessage *m) {
@@ -385,9 +403,13 @@ static int eg_br_visit(void *arg, const eg_blind_ref *ref, ProtobufCMessage *m) 
     /* Not counted: matched by no query, now or later. Its session is gone
      * (the message is swept with it), or its user was erased (its data
      * keys destroyed: its fields never open again, under any key). */
-    eg_log(EG_LOG_WARN, "blind-index rotation: a record of %s of tenant %s left under key %u "
-           "(%s)", eg_br_kinds[x->kind], x->tenant, (unsigned)eg_blind_keys_rec(&s->keys, stamp),
-           e == EG_EPRECOND ? "its session is gone" : r.msg);
+    if (++s->left <= EG_BR_STUCK_LOGGED)
+      eg_log(EG_LOG_WARN, "blind-index rotation: a record of %s of tenant %s left under key %u "
+             "(%s)%s", eg_br_kinds[x->kind], x->tenant,
+             (unsigned)eg_blind_keys_rec(&s->keys, stamp),
+             e == EG_EPRECOND ? "its session is gone" : r.msg,
+             s->left == EG_BR_STUCK_LOGGED ? "; further ones of this step are counted, not logged"
+                                           : "");
   } else {
     return s->err = e, 1;
   }
@@ -594,6 +616,9 @@ eg_err eg_blind_rotation_step(eg_srv *srv, eg_writer *writer, eg_txn *reader, si
   if (!e) e = eg_writer_run_alone(writer, eg_br_write, &s, NULL);
   if (!e) {
     *walked = s.walked;
+    if (s.left > EG_BR_STUCK_LOGGED)
+      eg_log(EG_LOG_WARN, "blind-index rotation: %" PRIu64 " records of this step left under "
+             "their key (erased users', or their session gone)", s.left);
     if (s.switched) {
       eg_log(EG_LOG_INFO, "blind-index rotation done: every blind token under key %u (was %u); "
              "searches read only key %u", (unsigned)row->target_key_id, (unsigned)row->key_id,

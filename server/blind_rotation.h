@@ -76,8 +76,11 @@
  * converted copy refused (EG_EINVAL or EG_ECORRUPT: by its terms, or by
  * the store's put in the write). Not counted at all: a record of a user
  * erased since (EG_EERASED: its data keys destroyed, it opens under no key
- * again and no query returns it) and a message whose session is gone
- * (swept with it). A pass that ends with every record it found stuck
+ * again and no query returns it; a checkpoint too, its user found among
+ * the erased ones: a DeleteUser that did not finish left it) and a
+ * message whose session is gone (swept with it). A pass logs its first
+ * EG_BR_STUCK_LOGGED stuck records by name, a step its first uncounted
+ * ones; the rest are counted. A pass that ends with every record it found stuck
  * pauses the rotation: the row keeps target_key_id (writes under the
  * target, queries read both keys: nothing lost or hidden), sets paused,
  * and its problem names the count, the kinds, the reasons, the first
@@ -93,9 +96,11 @@
  * Checkpoints. A checkpoint's key holds digests of its user and thread,
  * and its sealed metadata needs the user's id and data key: the walk
  * finds the user among the key store's users of its tenant whose digest
- * the key holds (eg_data_keys_each_user; O(users) per checkpoint
- * converted). A checkpoint whose user holds no data key (format 1 tokens
- * only, from before envelope keys) cannot be opened so: it is counted
+ * the key holds (eg_data_keys_each_known_user, erased users included;
+ * O(users) per checkpoint converted). A checkpoint whose user is erased
+ * is left, uncounted (above). A checkpoint whose user never held a data
+ * key (format 1 tokens only, from before envelope keys) cannot be opened
+ * so: it is counted
  * found, stuck (EG_BR_STUCK_NO_USER): such a store's rotation pauses
  * rather than switch (it keeps reading both keys; nothing is lost) until
  * the checkpoint is rewritten (PutCheckpoint) or deleted and the rotation

@@ -490,7 +490,9 @@ static int dk_collect_user(void *arg, const eg_key_rec *rec) {
   return 0;
 }
 
-int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg) {
+/* eg_data_keys_each_user, and with erased_too each erased user as well
+ * (current_gen 0). */
+static int dk_each_user(eg_data_keys *dk, int erased_too, eg_data_key_user_fn fn, void *arg) {
   eg_dk_users *b = malloc(sizeof *b);
   if (!b) return -(int)EG_ENOMEM;
   eg_key_rec after;
@@ -508,7 +510,8 @@ int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg) 
     if (b->open) b->n++; /* the scan ended inside the last user */
     for (size_t i = 0; i < b->n && !stop; i++) {
       const eg_dk_user *u = &b->users[i];
-      if (u->latest_live) stop = fn(arg, u->tenant, u->user, u->latest, u->oldest_live);
+      if (u->latest_live || erased_too)
+        stop = fn(arg, u->tenant, u->user, u->latest_live ? u->latest : 0, u->oldest_live);
     }
     if (!more || !b->n) break;
     memset(&after, 0, sizeof after);
@@ -519,6 +522,14 @@ int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg) 
   } while (!stop);
   free(b);
   return stop;
+}
+
+int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg) {
+  return dk_each_user(dk, 0, fn, arg);
+}
+
+int eg_data_keys_each_known_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg) {
+  return dk_each_user(dk, 1, fn, arg);
 }
 
 /* ---- master keys: rewrap and status ----------------------------------------------- */

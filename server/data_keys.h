@@ -153,6 +153,10 @@ eg_err eg_data_keys_retire_before(eg_data_keys *dk, const char *tenant, const ch
 typedef int (*eg_data_key_user_fn)(void *arg, const char *tenant, const char *user,
                                    uint32_t current_gen, uint32_t oldest_gen);
 int eg_data_keys_each_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg);
+/* As eg_data_keys_each_user, and each user whose latest generation is
+ * destroyed (erased: a tombstone) too, with current_gen 0 (oldest_gen its
+ * oldest live one, 0 when none is). */
+int eg_data_keys_each_known_user(eg_data_keys *dk, eg_data_key_user_fn fn, void *arg);
 
 /* Re-wraps up to max (0: all) data keys not under kr's primary master key
  * under it, in transactions of at most 1000 keys (other writes wait for

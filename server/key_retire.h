@@ -54,7 +54,7 @@ typedef struct {
   /* The data-key rotation's row; NULL when none ever ran. */
   const eg_dk_rotation_rec *rotation;
   /* The blind index's key id (no row: the fingerprint's lowest id), the
-   * target of a blind-index rotation (0: none runs or is paused), and the
+   * target of a blind-index rotation (0: none runs; a paused one keeps it), and the
    * key of records stamped 0 (the row's legacy_key_id); whether that
    * rotation is paused (it keeps those keys as a running one does). */
   uint32_t blind_key_id, blind_target_key_id, blind_legacy_key_id;

@@ -23,7 +23,8 @@ from harness import KEEP, E2ETestCase, Server, pb, uid
 import test_at_rest as at_rest
 from test_at_rest import mdb_dump, mdb_put
 from test_blind_rotation import Reads, blind_rotation, stamps
-from test_key_rotation import key_status
+from test_checkpoints import Ckpt, cid
+from test_key_rotation import TENANT, generations, key_status
 from test_reindex import finished, fixture_store, indexes
 from test_replication import ADMIN_MD, Cluster, ReplicationCase, admin, agent, cli
 from engram.storage.v1 import memory_records_pb2 as mr  # noqa: E402
@@ -323,6 +324,59 @@ class StuckRotationTest(E2ETestCase):
         self.assertEqual(found("alice", "green tea"), ["m-tea"])
         self.assertEqual(found("alice", "run"), ["m-run"])
         self.assertEqual(found("bob", "device"), ["m-bob"])
+
+    def test_checkpoints_an_unfinished_erasure_left_do_not_pause_it(self):
+        """A DeleteUser that died after destroying the user's data key and
+        before its last erase step leaves checkpoints no key opens. Made
+        here as that crash leaves them: the erasure run whole, then the
+        user's checkpoint records put back as they were (the server
+        stopped). The rotation finds their user among the erased ones and
+        leaves them uncounted (as the user's other records): it switches
+        rather than pause on 'checkpoints whose user holds no data key'."""
+        self.srv = self.start_server(*STEPS)
+        ck = Ckpt(self.srv.addr)
+        self.addCleanup(ck.close)
+        for i in range(3):
+            ck.put("gone", "t%d" % i, cid(1), metadata={"step": i})
+        ck.put("alive", "t1", cid(1), metadata={"step": 9})
+        r = Reads(self.srv.client())
+        kept = r.memory("alive", "alive likes zanzibar")
+        self.srv.stop()
+        header, before = mdb_dump(self.srv.data_dir, "checkpoints")
+        self.srv.start()
+        ck = Ckpt(self.srv.addr)  # the restart's port
+        self.addCleanup(ck.close)
+        ck.delete_user("gone")
+        self.srv.stop()
+        self.assertEqual(generations(self.srv.data_dir, TENANT, "gone"), {1: False})
+        _, after = mdb_dump(self.srv.data_dir, "checkpoints")
+        left = [kv for kv in before if kv not in after]
+        self.assertEqual(len(left), 3)
+        mdb_put(self.srv.data_dir, "checkpoints", header, left)
+        keys, _ = at_rest.read_keyring(self.srv.keyring_path)
+        keys[2] = os.urandom(32)
+        at_rest.write_keyring(self.srv.keyring_path, keys, 2)
+        self.srv.start()
+        self.assertTrue(apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
+            apb.RotateBlindIndexKeyRequest(), timeout=30.0).status.running)
+        st = self.wait_until(lambda: (lambda b: (b.paused or not b.running) and b)(self.blind()),
+                             TIMEOUT, "the rotation ended or paused", [self.srv])
+        self.assertFalse(st.paused, st.problem)
+        self.assertTrue(st.HasField("finish_time"))
+        self.assertEqual((self.status().blind_index_key_id, self.status().blind_index_target_key_id),
+                         (2, 0))
+        self.assertIn("a checkpoint of user gone, who was erased (a DeleteUser that did not "
+                      "finish: run it again)", self.srv.log_text())
+        r = Reads(self.srv.client())
+        found = r.call(r.m, "SearchMemories", mp.SearchMemoriesRequest(user_id="alive",
+                                                                       query="zanzibar"))
+        self.assertEqual([x.memory.memory_id for x in found.results], [kept])
+        # Running that DeleteUser again removes them.
+        ck = Ckpt(self.srv.addr)
+        self.addCleanup(ck.close)
+        ck.delete_user("gone")
+        _, end = mdb_dump(self.srv.data_dir, "checkpoints")
+        self.assertFalse([kv for kv in left if kv in end])
 
 
 class StuckRotationReplicaTest(ReplicationCase):
