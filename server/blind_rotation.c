@@ -159,41 +159,35 @@ static ProtobufCMessage *eg_br_copy(eg_br_step *s, const ProtobufCMessage *m) {
 struct eg_br_user_find {
   const eg_br_rec *x;
   eg_br_step *s;
-  int erased; /* the user found was erased */
 };
 
 static int eg_br_user_match(void *arg, const char *tenant, const char *user, uint32_t current,
                             uint32_t oldest) {
   struct eg_br_user_find *f = arg;
   eg_br_rec *x = (eg_br_rec *)f->x;
+  (void)current;
   (void)oldest;
   if (strcmp(tenant, x->tenant) != 0 || !user[0] ||
       !eg_store_checkpoint_key_user(x->key, x->key_len, tenant, user))
     return 0;
   x->user = eg_arena_strndup(f->s->a, user, strlen(user));
-  f->erased = current == 0;
   return 1;
 }
 
 /* A checkpoint's user (its key holds only a digest of it): the key
- * store's user of its tenant whose digest it is (every user who wrote a
- * checkpoint since envelope keys holds a data key, or held one until its
- * erasure). EG_EERASED (r->msg saying so) when that user was erased (a
- * DeleteUser that did not finish left the checkpoint: its fields never
- * open again); EG_EPRECOND when no user is (the walk cannot open it).
- * Cost: the key store's users, one hash each. */
-static eg_err eg_br_ckpt_user(eg_br_step *s, eg_req *r, eg_br_rec *x) {
+ * store's user of its tenant whose digest it is, erased users included
+ * (every user who wrote a checkpoint since envelope keys holds a data
+ * key, or held one until its erasure: a DeleteUser that did not finish
+ * leaves its checkpoints, whose data-key fields then answer EG_EERASED
+ * when opened, and whose format 1 fields still open and convert).
+ * EG_EPRECOND when no user is (the walk cannot open it). Cost: the key
+ * store's users, one hash each. */
+static eg_err eg_br_ckpt_user(eg_br_step *s, eg_br_rec *x) {
   struct eg_br_user_find f = {.x = x, .s = s};
   int rc = eg_data_keys_each_known_user(s->srv->data_keys, eg_br_user_match, &f);
   if (rc < 0) return (eg_err)-rc;
   if (rc == 0) return EG_EPRECOND;
-  if (!x->user) return EG_ENOMEM;
-  if (f.erased) {
-    snprintf(r->msg, sizeof r->msg, "a checkpoint of user %s, who was erased (a DeleteUser "
-             "that did not finish: run it again)", x->user);
-    return EG_EERASED;
-  }
-  return EG_OK;
+  return x->user ? EG_OK : EG_ENOMEM;
 }
 
 static void eg_session_entry_init(void *e) { engram__v1__session__metadata_entry__init(e); }
@@ -275,7 +269,7 @@ static eg_err eg_br_convert(eg_br_step *s, eg_req *r, eg_br_rec *x) {
       eg_ckpt_rec *m = (eg_ckpt_rec *)x->next;
       char *json;
       size_t len, n;
-      if ((e = eg_br_ckpt_user(s, r, x))) return e;
+      if ((e = eg_br_ckpt_user(s, x))) return e;
       const char *rid = eg_ck_record_id(r, x->user, m->thread_id, m->checkpoint_ns,
                                         m->checkpoint_id, NULL, 0, 0);
       uint64_t *h = EG_ARENA_ARRAY(s->a, uint64_t, EG_CKPT_JSON_PAIRS_MAX);
@@ -323,7 +317,7 @@ static void eg_br_describe(const eg_br_rec *x, const char *why, char *buf, size_
       break;
     }
     default: {
-      /* Its labels joined by '/' (an encoding that does not decode: none). */
+      /* Its labels joined by '/' (an encoding that does not decode: ""). */
       char lb[EG_STORE_NS_ENC_MAX + 1], ns[EG_STORE_NS_ENC_MAX + 1] = "";
       char *labels[EG_STORE_NS_LABELS_MAX];
       int nl = eg_store_ns_decode(x->ns.buf, x->ns.len, lb, labels, EG_STORE_NS_LABELS_MAX);
@@ -529,8 +523,9 @@ static eg_err eg_br_write(void *arg, eg_txn *t) {
     /* Stays found, stuck: the switch waits for it. */
     char d[EG_BR_FIRST_MAX];
     eg_br_describe(&s->recs[i], eg_err_msg(e), d, sizeof d);
-    eg_log(EG_LOG_WARN, "blind-index rotation: the write refused %s; left under its key", d);
     if (!refused++) memcpy(first, d, sizeof first);
+    if (s->from->pass_stuck + s->stuck + refused <= EG_BR_STUCK_LOGGED)
+      eg_log(EG_LOG_WARN, "blind-index rotation: the write refused %s; left under its key", d);
     refused_kinds |= 1u << s->recs[i].kind;
   }
   to = *s->from;

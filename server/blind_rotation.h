@@ -77,7 +77,7 @@
  * the store's put in the write). Not counted at all: a record of a user
  * erased since (EG_EERASED: its data keys destroyed, it opens under no key
  * again and no query returns it; a checkpoint too, its user found among
- * the erased ones: a DeleteUser that did not finish left it) and a
+ * the erased ones, when a DeleteUser that did not finish left it) and a
  * message whose session is gone (swept with it). A pass logs its first
  * EG_BR_STUCK_LOGGED stuck records by name, a step its first uncounted
  * ones; the rest are counted. A pass that ends with every record it found stuck
@@ -97,8 +97,10 @@
  * and its sealed metadata needs the user's id and data key: the walk
  * finds the user among the key store's users of its tenant whose digest
  * the key holds (eg_data_keys_each_known_user, erased users included;
- * O(users) per checkpoint converted). A checkpoint whose user is erased
- * is left, uncounted (above). A checkpoint whose user never held a data
+ * O(users) per checkpoint converted). A checkpoint whose user was
+ * erased: its data-key fields answer EG_EERASED (left, uncounted, above),
+ * format 1 ones (sealed under a master key) still open and convert. A
+ * checkpoint whose user never held a data
  * key (format 1 tokens only, from before envelope keys) cannot be opened
  * so: it is counted
  * found, stuck (EG_BR_STUCK_NO_USER): such a store's rotation pauses

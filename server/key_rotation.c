@@ -32,9 +32,9 @@ struct eg_key_rotation {
   eg_bgthread bg;
   /* The records a step walks at most: --key-rotation-batch at each user's
    * first step, halved while a step's write logs more than one commit may
-   * (EG_ELIMIT), doubled again (up to the flag) after each step that
-   * went through, so one large record slows only the steps near it. The
-   * thread's own. */
+   * (EG_ELIMIT), and the flag's again after a step that skipped a record
+   * too large alone (that record was the cause: the rest of the user need
+   * not go one by one). The thread's own. */
   size_t batch;
   pthread_mutex_t counts_mu; /* guards counts, n_counts */
   eg_token_count counts[EG_TOKEN_COUNT_KEYS_MAX];
@@ -160,12 +160,14 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
   }
   for (;;) {
     size_t walked = 0;
+    uint64_t skipped = 0;
     int done = 0, retiring = j->row->stage == EG_KR_DONE;
     if (retiring) {
       /* Again after a restart: retiring is idempotent. */
       j->err = eg_kr_retire(j, tenant, user);
       if (j->err == EG_EABORTED && !(j->err = eg_kr_restart_user(j))) continue;
     } else {
+      skipped = j->row->skipped;
       j->err = eg_kr_step_run(x->srv, x->writer, x->reader, j->row, x->batch, &walked, &done);
       if (j->err == EG_ELIMIT && x->batch > 1) {
         /* Too much for one commit (nothing written): smaller steps, at
@@ -186,8 +188,7 @@ static int eg_kr_user(void *arg, const char *tenant, const char *user, uint32_t 
     }
     if (retiring) return j->err != EG_OK;
     if (j->err || (j->err = eg_kr_reread(j))) return 1;
-    size_t flag = (size_t)x->srv->cfg->key_rotation_batch;
-    if (x->batch < flag) x->batch = x->batch > flag / 2 ? flag : 2 * x->batch;
+    if (j->row->skipped > skipped) x->batch = (size_t)x->srv->cfg->key_rotation_batch;
     if (done) eg_kr_keep_counts(x, j->row); /* the gauges, as the row now counts */
     if (!eg_kr_pace(x, walked)) return 1;
   }

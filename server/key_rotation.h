@@ -40,9 +40,9 @@
  * A step whose write would log more than one commit may
  * (EG_WRITER_ITEM_LOG_MAX: large checkpoints) fails EG_ELIMIT, nothing
  * written; the thread halves its steps' records and tries again at once,
- * down to one (a checkpoint with its pending writes), doubling it again
- * after each step that goes through, up to the flag's batch (which it
- * takes again at the next user). A record too large even alone is
+ * down to one (a checkpoint with its pending writes), and takes the
+ * flag's batch again after a step that skipped a record (below) and at
+ * the next user. A record too large even alone is
  * skipped: left under its old key, not counted found (the user's passes
  * end), counted in the row's skipped, so the user's older generations are
  * kept (not retired) when it is done; the row's problem (KeyRotationStatus

@@ -519,8 +519,11 @@ static eg_err eg_rx_memory(eg_rx_step *s, const char *tenant, const eg_memory_re
                     &len);
   if (e == EG_ECORRUPT || e == EG_EERASED) return eg_rx_unreadable(s, x, &r);
   if (e) return e;
-  /* After the text: an erased user's memory left under a retired key is
-   * skipped as unreadable, not a step that fails forever. */
+  /* After the text: an erased user's memory (left under a key since
+   * retired) is skipped above, as unreadable. A readable one under a key
+   * the keyring lacks cannot come from engramd (retirement refuses a key
+   * any record is under): a stamp tampered with, skipped alike rather
+   * than a step that fails forever. */
   if (own != s->ctx_key && (e = eg_blind_ctx_under(&r, own, &ctx))) {
     if (e != EG_EINVAL) return e;
     snprintf(r.msg, sizeof r.msg, "its blind-index key %u is not in the keyring", (unsigned)own);

@@ -424,14 +424,16 @@ static eg_err eg_msearch_keywords(eg_msearch *s, uint64_t *const *terms, unsigne
   if (!s->budget) s->budget = 1;
   for (size_t i = 0; i < nt; i++) {
     /* In the team view each user holding the word is a seek before any
-     * of its postings: they count against the word's budget too, the
-     * users an earlier key's read sought included. */
+     * of its postings: at most a budget of them per word, the users an
+     * earlier key's read sought included (as the postings, which
+     * eg_msearch_posting stops at the budget), none once the postings
+     * are spent. */
     size_t sought = 0;
     s->df = s->n_touched = 0;
     for (unsigned k = 0; k < n_keys; k++) {
       int cut;
-      size_t read, spent = s->df + sought;
-      size_t left = s->budget > spent ? s->budget - spent : 0;
+      size_t read;
+      size_t left = s->budget > sought && s->df < s->budget ? s->budget - sought : 0;
       size_t max_users = left < EG_MESSAGE_MERGE_USERS_MAX ? left : EG_MESSAGE_MERGE_USERS_MAX;
       e = eg_store_message_postings(r->rtxn, r->tenant, s->all_users ? NULL : s->users, s->n_users,
                                     max_users, terms[k][i], s->from_us, s->to_us,

@@ -65,7 +65,8 @@ static eg_err eg_blind_parse(unsigned kind, const MDB_val *k, eg_blind_ref *ref,
     ref->session_id = id;
   } else if (kind == EG_BLIND_ITEMS) {
     size_t nl = eg_blind_ns_len(p, left);
-    if (!nl || nl == left || left - nl > EG_STORE_KEY_MAX) return EG_ECORRUPT;
+    if (!nl || nl == left || nl > EG_STORE_NS_ENC_MAX || left - nl > EG_STORE_KEY_MAX)
+      return EG_ECORRUPT;
     memcpy(item_key, p + nl, left - nl);
     item_key[left - nl] = '\0';
     ref->ns = p;

@@ -375,6 +375,46 @@ class BlindRotationTest(E2ETestCase):
         self.assertEqual(under(data, "messages", rpb.MessageRecord), {2: n_msg})
         self.assertSameScores(self.scores(u), before, "after the switch")
 
+    def test_team_view_word_budget_mid_rotation_as_outside_one(self):
+        """A word's user seeks in the team view share its budget across
+        both read keys as they would under one (a review found the first
+        key's postings charged against the second key's users: a word
+        read whole outside a rotation came back truncated mid-way)."""
+        self.srv.stop()
+        self.srv.extra += ["--max-search-postings", "1000"]
+        self.srv.start()
+        self.connect()
+        # 64 words: a budget of 1000 / 64 = 15 postings (and users) a word.
+        query = " ".join(["harbour"] + ["kappa%d" % i for i in range(63)])
+        n = 12  # users, one message each holding the word: within its budget
+        for i in range(n):
+            sid = self.c.create(uid("u")).session_id
+            self.c.append(sid, "harbour view number %d" % i)
+
+        def team():
+            m = self.c.call("SearchMessages", pb.SearchMessagesRequest(
+                user_id="", query=query, top_k=50,
+                weights=pb.MessageSearchWeights(keyword=1)))
+            return m.truncated, [(x.session_id, x.seq, x.bm25) for x in m.results]
+
+        before = team()
+        self.assertEqual((before[0], len(before[1])), (False, n))
+        self.add_primary_key(2)
+        self.assertTrue(self.rotate().status.running)
+        data = self.srv.data_dir
+        self.wait_until(lambda: blind_rotation(self.status()).done >= 3, DONE_TIMEOUT,
+                        "a few messages walked", [self.srv])
+        self.assertIn(2, under(data, "messages", rpb.MessageRecord))
+        mid = team()
+        self.assertIn(1, under(data, "messages", rpb.MessageRecord), "past the messages already")
+        self.assertFalse(mid[0], "truncated mid-way")
+        self.assertSameScores({"team": mid[1]}, {"team": before[1]}, "mid-way through messages")
+        self.wait_until(lambda: not blind_rotation(self.status()).running, DONE_TIMEOUT,
+                        "the blind-index rotation done", [self.srv])
+        after = team()
+        self.assertFalse(after[0])
+        self.assertSameScores({"team": after[1]}, {"team": before[1]}, "after the switch")
+
     def test_writes_straddling_the_start_are_refused_or_found(self):
         """Updates and batch creates prepared under key 1 and applied after
         the rotation began: each is refused ABORTED (retry) or lands wholly

@@ -365,8 +365,8 @@ class StuckRotationTest(E2ETestCase):
         self.assertTrue(st.HasField("finish_time"))
         self.assertEqual((self.status().blind_index_key_id, self.status().blind_index_target_key_id),
                          (2, 0))
-        self.assertIn("a checkpoint of user gone, who was erased (a DeleteUser that did not "
-                      "finish: run it again)", self.srv.log_text())
+        self.assertIn("left under key 1 (checkpoint 4:gone2:t00:12:%s: metadata cannot be read: "
+                      "the data of user \"gone\" was erased" % cid(1), self.srv.log_text())
         r = Reads(self.srv.client())
         found = r.call(r.m, "SearchMemories", mp.SearchMemoriesRequest(user_id="alive",
                                                                        query="zanzibar"))
