@@ -75,6 +75,18 @@ def malform_message(data_dir, sid, seq):
     return header, k, v
 
 
+def add_key2(keyring):
+    """Key 2, made primary, in the keyring file (its server stopped)."""
+    keys, _ = at_rest.read_keyring(keyring)
+    keys[2] = os.urandom(32)
+    at_rest.write_keyring(keyring, keys, 2)
+
+
+def start_rotation(srv):
+    return apbg.AdminServiceStub(srv.client().channel).RotateBlindIndexKey(
+        apb.RotateBlindIndexKeyRequest(), timeout=30.0).status
+
+
 class StuckRotationTest(E2ETestCase):
 
     def status(self):
@@ -106,9 +118,7 @@ class StuckRotationTest(E2ETestCase):
         intact = r.memory(v, "an intact record about zanzibar")
         self.srv.stop()
         flip_text(self.srv.data_dir, broken)
-        keys, _ = at_rest.read_keyring(self.srv.keyring_path)
-        keys[2] = os.urandom(32)
-        at_rest.write_keyring(self.srv.keyring_path, keys, 2)
+        add_key2(self.srv.keyring_path)
         self.srv.start()
         r = Reads(self.srv.client())
         # The damage is real: reading the record fails.
@@ -116,8 +126,7 @@ class StuckRotationTest(E2ETestCase):
             r.call(r.m, "GetMemory", mp.GetMemoryRequest(memory_id=broken))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.DATA_LOSS)
 
-        self.assertTrue(apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
-            apb.RotateBlindIndexKeyRequest(), timeout=30.0).status.running)
+        self.assertTrue(start_rotation(self.srv).running)
         # Paused, or (the old behaviour) switched: either ends the wait.
         st = self.wait_until(lambda: (lambda b: (b.paused or not b.running) and b)(self.blind()),
                              TIMEOUT, "the rotation paused", [self.srv])
@@ -163,8 +172,7 @@ class StuckRotationTest(E2ETestCase):
         self.wait_until(lambda: self.messages_index().target_version == 2, TIMEOUT,
                         "the messages reindex running while paused", [self.srv])
         with self.assertRaises(grpc.RpcError) as cm:
-            apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
-                apb.RotateBlindIndexKeyRequest(), timeout=30.0)
+            start_rotation(self.srv)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
         self.assertIn("a reindex of messages to tokenizer version 2 is running",
                       cm.exception.details())
@@ -222,12 +230,9 @@ class StuckRotationTest(E2ETestCase):
         c.append(good, "a second zeppelin")
         self.srv.stop()
         header, key, was = malform_message(self.srv.data_dir, bad, 1)
-        keys, _ = at_rest.read_keyring(self.srv.keyring_path)
-        keys[2] = os.urandom(32)
-        at_rest.write_keyring(self.srv.keyring_path, keys, 2)
+        add_key2(self.srv.keyring_path)
         self.srv.start()
-        self.assertTrue(apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
-            apb.RotateBlindIndexKeyRequest(), timeout=30.0).status.running)
+        self.assertTrue(start_rotation(self.srv).running)
         # Paused, or (the old behaviour) a third pass begun: either ends
         # the wait.
         st = self.wait_until(
@@ -317,8 +322,7 @@ class StuckRotationTest(E2ETestCase):
         self.assertEqual(found("alice", "run"), ["m-run"])  # version 2's stem
         self.assertEqual(found("bob", "device"), ["m-bob"])
         # Resumed: every memory moved to key 2, still found.
-        self.assertTrue(apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
-            apb.RotateBlindIndexKeyRequest(), timeout=30.0).status.running)
+        self.assertTrue(start_rotation(self.srv).running)
         self.wait_until(lambda: (lambda b: not b.running and not b.paused and b)(self.blind()),
                         TIMEOUT, "the resumed rotation done", [self.srv])
         self.assertEqual(found("alice", "green tea"), ["m-tea"])
@@ -353,12 +357,9 @@ class StuckRotationTest(E2ETestCase):
         left = [kv for kv in before if kv not in after]
         self.assertEqual(len(left), 3)
         mdb_put(self.srv.data_dir, "checkpoints", header, left)
-        keys, _ = at_rest.read_keyring(self.srv.keyring_path)
-        keys[2] = os.urandom(32)
-        at_rest.write_keyring(self.srv.keyring_path, keys, 2)
+        add_key2(self.srv.keyring_path)
         self.srv.start()
-        self.assertTrue(apbg.AdminServiceStub(self.srv.client().channel).RotateBlindIndexKey(
-            apb.RotateBlindIndexKeyRequest(), timeout=30.0).status.running)
+        self.assertTrue(start_rotation(self.srv).running)
         st = self.wait_until(lambda: (lambda b: (b.paused or not b.running) and b)(self.blind()),
                              TIMEOUT, "the rotation ended or paused", [self.srv])
         self.assertFalse(st.paused, st.problem)
@@ -401,9 +402,7 @@ class StuckRotationReplicaTest(ReplicationCase):
         # Damaged on the primary's disk only; key 2 as primary on both.
         p.stop()
         flip_text(p.data_dir, broken)
-        keys, _ = at_rest.read_keyring(cl.keyring)
-        keys[2] = os.urandom(32)
-        at_rest.write_keyring(cl.keyring, keys, 2)
+        add_key2(cl.keyring)
         p.start()
         r.restart()
         self.wait_connected(p, ["r1"])
