@@ -553,13 +553,7 @@ static eg_err eg_br_write(void *arg, eg_txn *t) {
   } else if (to.pass_found > to.pass_stuck) {
     /* Another pass: every record of every kind walked again (this one
      * converted some, or met some changed since its walk). */
-    to.kind = 0;
-    to.cursor = (ProtobufCBinaryData){0, NULL};
-    to.pass = s->from->pass + 1;
-    to.pass_found = to.pass_stuck = 0;
-    to.stuck_reasons = to.stuck_kinds = 0;
-    to.stuck_first = "";
-    to.done = 0;
+    eg_blind_rotation_pass_begin(&to, s->from->pass + 1);
   } else if (to.pass_found) {
     /* Every record found is stuck: another pass would only find them
      * again, holding off tokenizer reindexes for nothing. The pass's
@@ -581,6 +575,17 @@ static eg_err eg_br_write(void *arg, eg_txn *t) {
     s->switched = 1;
   }
   return eg_store_blind_key_put(t, &to);
+}
+
+void eg_blind_rotation_pass_begin(eg_blind_key_rec *row, uint32_t pass) {
+  row->kind = 0;
+  row->cursor = (ProtobufCBinaryData){0, NULL};
+  row->pass = pass;
+  row->done = row->pass_found = row->pass_stuck = 0;
+  row->stuck_reasons = row->stuck_kinds = 0;
+  row->stuck_first = "";
+  row->paused = 0;
+  row->problem = "";
 }
 
 eg_err eg_blind_rotation_step(eg_srv *srv, eg_writer *writer, eg_txn *reader, size_t batch,

@@ -144,6 +144,11 @@ eg_err eg_blind_rotation_running(eg_txn *t, int *running);
  * pass's total. */
 eg_err eg_blind_rotation_total(eg_txn *t, uint64_t *total);
 
+/* row set to begin walking pass `pass` from the first kind: cursor, done,
+ * the pass's found and stuck counts, paused and problem cleared (a start,
+ * a resume, and the pass after one that converted some). */
+void eg_blind_rotation_pass_begin(eg_blind_key_rec *row, uint32_t pass);
+
 /* A KeyRotationStatus (kind "blind_index", scope "") of rec in r's arena:
  * running only while it walks, paused with problem saying why. */
 eg_err eg_blind_rotation_api(eg_req *r, const eg_blind_key_rec *rec,

@@ -172,15 +172,7 @@ static void eg_rbk_row_free(void *p) {
 /* row (paused) resumed in t: a new pass from the first kind toward its
  * target, its stuck counts and problem cleared. */
 static eg_err eg_rbk_resume(eg_txn *t, eg_blind_key_rec *row) {
-  row->paused = 0;
-  row->kind = 0;
-  row->cursor = (ProtobufCBinaryData){0, NULL};
-  row->done = 0;
-  row->pass++;
-  row->pass_found = row->pass_stuck = 0;
-  row->stuck_reasons = row->stuck_kinds = 0;
-  row->stuck_first = "";
-  row->problem = "";
+  eg_blind_rotation_pass_begin(row, row->pass + 1);
   eg_err e = eg_blind_rotation_total(t, &row->total);
   return e ? e : eg_store_blind_key_put(t, row);
 }
@@ -222,17 +214,9 @@ static eg_err eg_rbk_apply(eg_req *r, eg_txn *t) {
     row.key_id = k.current;
     row.target_key_id = primary;
     row.legacy_key_id = k.legacy; /* the first rotation's, kept after */
-    row.kind = 0;
-    row.cursor = (ProtobufCBinaryData){0, NULL};
-    row.done = 0;
-    row.pass = 1;
-    row.pass_found = row.pass_stuck = 0;
-    row.stuck_reasons = row.stuck_kinds = 0;
-    row.stuck_first = "";
-    row.paused = 0;
+    eg_blind_rotation_pass_begin(&row, 1);
     row.start_time_us = r->now_us;
     row.finish_time_us = 0;
-    row.problem = "";
     if (!(e = eg_blind_rotation_total(t, &row.total)) && !(e = eg_store_blind_key_put(t, &row)))
       e = eg_blind_rotation_api(r, &row, &out->status);
     /* Writes prepared from now on take the target (a stale one is
