@@ -444,10 +444,13 @@ class BlindRotationTest(E2ETestCase):
                             timeout=10.0, metadata=c.md)
                         last[i] = tag
                     else:
+                        # Dedup off: "batch t-2-4 fact" and "batch t-4-2 fact"
+                        # hold the same words, and the later one would be
+                        # marked a DUPLICATE, which no ACTIVE listing shows.
                         rep = stub.BatchCreateMemories(mp.BatchCreateMemoriesRequest(requests=[
                             mp.CreateMemoryRequest(memory=mp.Memory(
                                 user_id=u, text="batch %s fact" % tag, type=FACT,
-                                tags=[tag]))]), timeout=10.0, metadata=c.md)
+                                tags=[tag]), dedup_policy=OFF)]), timeout=10.0, metadata=c.md)
                         res = rep.results[0]
                         if res.status.code == grpc.StatusCode.ABORTED.value[0]:
                             aborted.append(tag)
