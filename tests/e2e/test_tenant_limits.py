@@ -178,7 +178,8 @@ class RateTest(LimitsCase):
 
         def hold():
             try:
-                c.call("ListMessages", pb.ListMessagesRequest(session_id=sid), metadata=far)
+                c.call("ListMessages", pb.ListMessagesRequest(session_id=sid), metadata=far,
+                       timeout=LSN_WAIT_MS / 1000.0 + 10)
             except grpc.RpcError as e:
                 ended.append(e.code())
         threads = [threading.Thread(target=hold) for _ in range(2)]
