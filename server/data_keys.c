@@ -366,6 +366,17 @@ void eg_data_keys_erasure_end(void *erasure) {
   free(m);
 }
 
+eg_err eg_data_keys_erasure_hold(eg_data_keys *dk, eg_arena *a, const char *tenant,
+                                 const char *user) {
+  eg_dk_erasure *m;
+  eg_err e = eg_data_keys_erasure_begin(dk, tenant, user, &m);
+  if (e == EG_OK && eg_arena_defer(a, eg_data_keys_erasure_end, m) != 0) {
+    eg_data_keys_erasure_end(m);
+    e = EG_ENOMEM;
+  }
+  return e;
+}
+
 /* Whether an erasure of (tenant, user) is under way. */
 static int dk_erasing(eg_data_keys *dk, const char *tenant, const char *user) {
   int found = 0;

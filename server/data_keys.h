@@ -51,6 +51,7 @@
 
 #include "common/err.h"
 #include "crypto/crypto.h"
+#include "server/arena.h"
 #include "storage/keystore.h"
 
 /* The user of records that have none: the tenant's own data key. */
@@ -122,6 +123,11 @@ eg_err eg_data_keys_erasure_begin(eg_data_keys *dk, const char *tenant, const ch
 /* Ends the erasure begun as `erasure` (an eg_dk_erasure *; the arena-defer
  * shape) and frees it. NULL is fine. */
 void eg_data_keys_erasure_end(void *erasure);
+/* eg_data_keys_erasure_begin, ended when arena a is freed (a call's: the
+ * services' shape). Errors as eg_data_keys_erasure_begin (EG_ENOMEM also
+ * when the end cannot be deferred: nothing is left begun). */
+eg_err eg_data_keys_erasure_hold(eg_data_keys *dk, eg_arena *a, const char *tenant,
+                                 const char *user);
 
 /* (tenant, user)'s latest generation as the key store holds it now (not
  * the cache: what a rotation re-seals under and retires below): EG_OK

@@ -40,12 +40,7 @@ static eg_err eg_dt_prepare(eg_req *r, const ProtobufCMessage *msg) {
   r->state = st;
   /* Under way until the call is freed: no rotation gives a user of the
    * tenant a key meanwhile (server/data_keys.h). */
-  eg_dk_erasure *m;
-  if ((e = eg_data_keys_erasure_begin(r->srv->data_keys, in->tenant, NULL, &m))) return e;
-  if (eg_arena_defer(r->arena, eg_data_keys_erasure_end, m) != 0) {
-    eg_data_keys_erasure_end(m);
-    return EG_ENOMEM;
-  }
+  if ((e = eg_data_keys_erasure_hold(r->srv->data_keys, r->arena, in->tenant, NULL))) return e;
   if ((e = eg_data_keys_erase_tenant(r->srv->data_keys, in->tenant, &st->keys_destroyed)))
     snprintf(r->msg, sizeof r->msg, "tenant: the data keys of '%s' could not be destroyed: %s",
              in->tenant, eg_err_msg(e));

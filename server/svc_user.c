@@ -47,17 +47,12 @@
 static eg_err eg_du_prepare(eg_req *r, const ProtobufCMessage *msg) {
   const Engram__V1__DeleteUserRequest *in = (const void *)msg;
   uint64_t destroyed = 0;
-  eg_dk_erasure *m = NULL;
   r->state = (void *)in->user_id;
   eg_err e = eg_validate_id("user_id", in->user_id, 1, r->msg, sizeof r->msg);
   /* Under way until the call is freed, after its last step's answer: no
    * rotation gives the user a key meanwhile (server/data_keys.h). */
-  if (e == EG_OK && (e = eg_data_keys_erasure_begin(r->srv->data_keys, r->tenant, in->user_id,
-                                                    &m)) == EG_OK &&
-      eg_arena_defer(r->arena, eg_data_keys_erasure_end, m) != 0) {
-    eg_data_keys_erasure_end(m);
-    e = EG_ENOMEM;
-  }
+  if (e == EG_OK)
+    e = eg_data_keys_erasure_hold(r->srv->data_keys, r->arena, r->tenant, in->user_id);
   if (e == EG_OK &&
       (e = eg_data_keys_erase_user(r->srv->data_keys, r->tenant, in->user_id, &destroyed)))
     snprintf(r->msg, sizeof r->msg, "user_id: the data keys of '%s' could not be destroyed: %s",
