@@ -12,6 +12,24 @@ from harness import Client, E2ETestCase, M, free_port, pb, uid
 WAIT_S = 10  # bound on waiting for the parked gauge to reach a value
 
 
+def parked_reads(test, port):
+    """The engram_parked_reads gauge of the server whose /metrics is on port."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("engram_parked_reads "):
+                return int(line.split()[1])
+    test.fail("no engram_parked_reads in /metrics")
+
+
+def wait_parked(test, port, n):
+    """Waits (bounded) until that server holds n parked reads."""
+    deadline = time.monotonic() + WAIT_S
+    while (got := parked_reads(test, port)) != n:
+        if time.monotonic() > deadline:
+            test.fail("%d reads parked after %ss, want %d" % (got, WAIT_S, n))
+        time.sleep(0.02)
+
+
 class ParkingTestCase(E2ETestCase):
     """A server with /metrics on and one session; SERVER_ARGS says how it
     parks. Holds no tests itself (test_min_lsn_bounds builds on it)."""
@@ -25,20 +43,10 @@ class ParkingTestCase(E2ETestCase):
         self.sid = self.client.create(uid("u")).session_id
 
     def parked_reads(self):
-        url = "http://127.0.0.1:%d/metrics" % self.metrics_port
-        with urllib.request.urlopen(url, timeout=5) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith("engram_parked_reads "):
-                    return int(line.split()[1])
-        self.fail("no engram_parked_reads in /metrics")
+        return parked_reads(self, self.metrics_port)
 
     def wait_parked(self, n):
-        """Waits (bounded) until the server holds n parked reads."""
-        deadline = time.monotonic() + WAIT_S
-        while (got := self.parked_reads()) != n:
-            if time.monotonic() > deadline:
-                self.fail("%d reads parked after %ss, want %d" % (got, WAIT_S, n))
-            time.sleep(0.02)
+        wait_parked(self, self.metrics_port, n)
 
 
 class MinLsnTest(ParkingTestCase):
