@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "common/bgthread.h"
 
 #include <errno.h>
@@ -5,6 +6,15 @@
 #include <string.h>
 
 #include "common/clock.h"
+
+/* Names the thread before its body runs, so that whatever it does (the
+ * fault shim's view of it included, tests/fault/shim.c) it does under
+ * its name. */
+static void *eg_bgthread_main(void *p) {
+  eg_bgthread *t = p;
+  pthread_setname_np(pthread_self(), t->name);
+  return t->fn(t->arg);
+}
 
 eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, const char *what,
                          char *err, size_t errlen) {
@@ -15,7 +25,10 @@ eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, cons
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&t->mu, NULL);
   t->stopping = 0;
-  int rc = pthread_create(&t->thread, NULL, fn, arg);
+  t->fn = fn;
+  t->arg = arg;
+  snprintf(t->name, sizeof t->name, "%s", what);
+  int rc = pthread_create(&t->thread, NULL, eg_bgthread_main, t);
   if (rc != 0) {
     snprintf(err, errlen, "cannot start the %s thread: %s", what, strerror(rc));
     pthread_cond_destroy(&t->cv);

@@ -14,15 +14,23 @@
 
 #include "common/err.h"
 
+/* The longest thread name Linux keeps (16 bytes with its NUL). */
+#define EG_THREAD_NAME_MAX 15
+
 typedef struct {
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv; /* on CLOCK_MONOTONIC; broadcast at stop */
   int stopping;      /* guarded by mu */
+  void *(*fn)(void *arg);
+  void *arg;
+  char name[EG_THREAD_NAME_MAX + 1];
 } eg_bgthread;
 
 /* Inits mu and cv, then runs fn(arg) on a new thread (mu and cv are ready
- * before fn runs). EG_EUNAVAIL if the thread cannot start: err then says
+ * before fn runs) that names itself what (at most EG_THREAD_NAME_MAX
+ * bytes, as `top -H`, `ps -L` and gdb show it) before fn runs.
+ * EG_EUNAVAIL if the thread cannot start: err then says
  * "cannot start the <what> thread: <why>" and mu and cv are destroyed
  * again (t needs no eg_bgthread_stop). */
 eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, const char *what,

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "server/parking.h"
 
 #include <pthread.h>
@@ -85,6 +86,7 @@ eg_err eg_parking_start(eg_store *s, eg_parking **out) {
   pthread_mutex_init(&pk->mu, NULL);
   eg_err e = eg_store_reader_new(s, &pk->reader);
   if (e == EG_OK && pthread_create(&pk->thread, NULL, eg_parking_main, pk) != 0) e = EG_EUNAVAIL;
+  if (e == EG_OK) pthread_setname_np(pk->thread, "parking");
   if (e != EG_OK) {
     eg_store_reader_free(pk->reader);
     pthread_mutex_destroy(&pk->mu);

@@ -3,6 +3,7 @@
  * replies, start and stop. What a call does is dispatch.c's; the call's
  * states are in server/call.h.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "server/transport.h"
 
 #include <absl/base/options.h>
@@ -390,6 +391,7 @@ static eg_err eg_workers_start(eg_transport *tp, char *err, size_t errlen) {
                tp->n_workers, strerror(rc));
       return EG_EUNAVAIL;
     }
+    pthread_setname_np(w->thread, "worker"); /* as top -H and gdb show it */
     w->started = 1;
   }
   return EG_OK;
