@@ -7,17 +7,20 @@
 
 #include "common/clock.h"
 
-/* Names the thread before its body runs, so that whatever it does (the
- * fault shim's view of it included, tests/fault/shim.c) it does under
- * its name. */
+void eg_thread_name(const char *name) {
+  char cut[EG_THREAD_NAME_MAX + 1];
+  snprintf(cut, sizeof cut, "%s", name);
+  pthread_setname_np(pthread_self(), cut);
+}
+
 static void *eg_bgthread_main(void *p) {
   eg_bgthread *t = p;
-  pthread_setname_np(pthread_self(), t->name);
+  eg_thread_name(t->name);
   return t->fn(t->arg);
 }
 
-eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, const char *what,
-                         char *err, size_t errlen) {
+eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, const char *name,
+                         const char *what, char *err, size_t errlen) {
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -27,7 +30,7 @@ eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, cons
   t->stopping = 0;
   t->fn = fn;
   t->arg = arg;
-  snprintf(t->name, sizeof t->name, "%s", what);
+  snprintf(t->name, sizeof t->name, "%s", name);
   int rc = pthread_create(&t->thread, NULL, eg_bgthread_main, t);
   if (rc != 0) {
     snprintf(err, errlen, "cannot start the %s thread: %s", what, strerror(rc));

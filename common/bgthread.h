@@ -28,13 +28,19 @@ typedef struct {
 } eg_bgthread;
 
 /* Inits mu and cv, then runs fn(arg) on a new thread (mu and cv are ready
- * before fn runs) that names itself what (at most EG_THREAD_NAME_MAX
- * bytes, as `top -H`, `ps -L` and gdb show it) before fn runs.
+ * before fn runs) that first names itself name (eg_thread_name).
  * EG_EUNAVAIL if the thread cannot start: err then says
  * "cannot start the <what> thread: <why>" and mu and cv are destroyed
  * again (t needs no eg_bgthread_stop). */
-eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, const char *what,
-                         char *err, size_t errlen);
+eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, const char *name,
+                         const char *what, char *err, size_t errlen);
+
+/* Names the calling thread (cut at EG_THREAD_NAME_MAX bytes), as
+ * `top -H`, `ps -L` and gdb show it. Every engramd thread calls it first
+ * thing, before anything it does can be seen: a thread is born with its
+ * creator's name, and the fault shim (tests/fault/shim.c) tells threads
+ * apart by name. */
+void eg_thread_name(const char *name);
 
 /* With mu held: waits until stopping is set or ms have passed, whichever
  * is first (other broadcasts on cv do not end it early). */

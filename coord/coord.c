@@ -492,7 +492,7 @@ eg_err eg_coord_start(const eg_coord_config *cfg, eg_coord **out, char *err, siz
     goto fail;
   snprintf(c->st.problem, sizeof c->st.problem, "starting: etcd not read yet");
   pthread_mutex_init(&c->st_mu, NULL);
-  if ((e = eg_bgthread_start(&c->bg, eg_coord_main, c, "coordinator", err, errlen))) {
+  if ((e = eg_bgthread_start(&c->bg, eg_coord_main, c, "coordinator", "coordinator", err, errlen))) {
     pthread_mutex_destroy(&c->st_mu);
     goto fail;
   }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/bgthread.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "engram/v1/replication.pb-c.h"
@@ -214,6 +215,7 @@ static void eg_follow_sleep(eg_repl *r, int ms) {
 
 void *eg_repl_follower_main(void *arg) {
   eg_repl *r = arg;
+  eg_thread_name("follower");
   int backoff = EG_BACKOFF_MIN_MS;
   while (!eg_repl_follow_done(r)) {
     int rc = eg_follow_once(r);

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/bgthread.h"
 #include "replica/internal.h"
 
 struct eg_peer *eg_peer_attach(eg_repl *r, const char *id, uint64_t applied, uint64_t *gen) {
@@ -129,6 +130,7 @@ static struct eg_hold *eg_settled(eg_repl *r, int64_t now, int64_t *next_deadlin
 
 void *eg_repl_syncer_main(void *arg) {
   eg_repl *r = arg;
+  eg_thread_name("syncer");
   pthread_mutex_lock(&r->mu);
   for (;;) {
     int64_t next;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/bgthread.h"
 #include "common/log.h"
 #include "crypto/crypto.h"
 #include "engram/v1/replication.pb-c.h"
@@ -121,6 +122,7 @@ static eg_err eg_copy_digest(eg_copy_job *j) {
  * and takes the transport's locks, keeps its normal priority. */
 static void *eg_copy_run(void *arg) {
   eg_copy_job *j = arg;
+  eg_thread_name("copy");
   if (j->idle) {
     struct sched_param idle = {.sched_priority = 0};
     (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle); /* best effort */

@@ -9,6 +9,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "common/bgthread.h"
 #include "engram/v1/replication.pb-c.h"
 #include "replica/internal.h"
 
@@ -120,6 +121,7 @@ static eg_err eg_stream_view_read(eg_repl *r, eg_txn *t, const Engram__V1__Strea
 static void *eg_stream_acks(void *arg) {
   struct eg_stream_ctx *s = arg;
   Engram__V1__StreamRequest *m;
+  eg_thread_name("stream acks");
   while ((m = (void *)eg_rpc_recv(s->call, s->cq, &engram__v1__stream_request__descriptor))) {
     eg_peer_ack(s->r, s->peer, s->gen, m->applied_lsn);
     protobuf_c_message_free_unpacked(&m->base, NULL);

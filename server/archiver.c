@@ -486,7 +486,7 @@ eg_err eg_archiver_start(const eg_config *cfg, eg_store *store, eg_archiver **ou
    * read yet (an unreadable dir) is retried the same way. */
   atomic_store(&a->hold, 1);
   a->need_resume = 1;
-  e = eg_bgthread_start(&a->bg, eg_arch_main, a, "WAL archiver", err, errlen);
+  e = eg_bgthread_start(&a->bg, eg_arch_main, a, "WAL archiver", "WAL archiver", err, errlen);
   if (e) {
     pthread_mutex_destroy(&a->store_mu);
     eg_store_reader_free(a->reader);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bgthread.h"
 #include "common/clock.h"
 #include "common/grpc_code.h"
 #include "common/log.h"
@@ -603,6 +604,7 @@ static void *eg_stream_main(void *arg) {
   eg_call *c = arg;
   eg_transport *tp = c->w->tp;
   const eg_method *m = tp->methods[c->mi];
+  eg_thread_name("stream");
   int cancelled = 0;
   grpc_op ops[3];
   eg_stream_close close = {.call = c->call, .cq = c->stream_cq};

@@ -299,7 +299,8 @@ eg_err eg_key_rotation_start(eg_srv *srv, eg_writer *writer, eg_key_rotation **o
   eg_err e = eg_store_reader_new(srv->store, &x->reader);
   if (e != EG_OK) {
     snprintf(err, errlen, "cannot start the data-key rotation thread: %s", eg_err_msg(e));
-  } else if ((e = eg_bgthread_start(&x->bg, eg_key_rotation_main, x, "key rotation", err,
+  } else if ((e = eg_bgthread_start(&x->bg, eg_key_rotation_main, x, "key rotation",
+                                    "data-key rotation", err,
                                     errlen)) != EG_OK) {
     eg_store_reader_free(x->reader);
   }

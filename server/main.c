@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/bgthread.h"
 #include "common/log.h"
 #include "coord/coord.h"
 #include "replica/replica.h"
@@ -209,6 +210,7 @@ static struct {
  * durable; calls still in flight get no answer). */
 static void *eg_force_exit_main(void *arg) {
   (void)arg;
+  eg_thread_name("force-exit");
   sigset_t sigs;
   eg_stop_signals(&sigs);
   for (;;) {

@@ -642,7 +642,8 @@ eg_err eg_metrics_http_start(const char *addr, const eg_metrics *m, const eg_sto
       .repl = repl, .coord = coord};
   for (size_t i = 0; i < EG_METRICS_MAX_CONNECTIONS; i++) h->conns[i].fd = -1;
   char why[128];
-  eg_err e = eg_bgthread_start(&h->watchdog, eg_metrics_watchdog, h, "conn watchdog", why,
+  eg_err e = eg_bgthread_start(&h->watchdog, eg_metrics_watchdog, h, "conn watchdog",
+                               "connection watchdog", why,
                                sizeof why);
   if (e != EG_OK) {
     snprintf(err, errlen, "--metrics-listen %s: %s", addr, why);

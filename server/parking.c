@@ -1,4 +1,3 @@
-#define _GNU_SOURCE /* pthread_setname_np */
 #include "server/parking.h"
 
 #include <pthread.h>
@@ -6,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/bgthread.h"
 #include "common/clock.h"
 
 /* Longest sleep between checks when nothing is due sooner. */
@@ -55,6 +55,7 @@ static eg_parked *eg_parking_due(eg_parking *pk, uint64_t applied, int64_t now, 
 
 static void *eg_parking_main(void *arg) {
   eg_parking *pk = arg;
+  eg_thread_name("parking");
   for (;;) {
     uint64_t applied = eg_store_last_lsn(pk->store);
     int64_t now = eg_mono_us(), next_us;
@@ -86,7 +87,6 @@ eg_err eg_parking_start(eg_store *s, eg_parking **out) {
   pthread_mutex_init(&pk->mu, NULL);
   eg_err e = eg_store_reader_new(s, &pk->reader);
   if (e == EG_OK && pthread_create(&pk->thread, NULL, eg_parking_main, pk) != 0) e = EG_EUNAVAIL;
-  if (e == EG_OK) pthread_setname_np(pk->thread, "parking");
   if (e != EG_OK) {
     eg_store_reader_free(pk->reader);
     pthread_mutex_destroy(&pk->mu);

@@ -83,7 +83,7 @@ eg_err eg_reaper_start(int64_t timeout_ms, eg_reaper **out, char *err, size_t er
   if (!r) return EG_ENOMEM;
   snprintf(r->msg, sizeof r->msg, "the call was not completed within --call-timeout-ms (%lld ms)",
            (long long)timeout_ms);
-  eg_err e = eg_bgthread_start(&r->bg, eg_reaper_main, r, "call-timeout", err, errlen);
+  eg_err e = eg_bgthread_start(&r->bg, eg_reaper_main, r, "call-timeout", "call-timeout", err, errlen);
   if (e != EG_OK) {
     free(r);
     return e;

@@ -807,7 +807,7 @@ eg_err eg_reindex_start(eg_srv *srv, eg_writer *writer, eg_reindex **out, char *
     free(x);
     return e;
   }
-  if ((e = eg_bgthread_start(&x->bg, eg_reindex_main, x, "reindex", err, errlen)) != EG_OK) {
+  if ((e = eg_bgthread_start(&x->bg, eg_reindex_main, x, "reindex", "reindex", err, errlen)) != EG_OK) {
     eg_store_reader_free(x->reader);
     free(x);
     return e;

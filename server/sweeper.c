@@ -387,7 +387,7 @@ eg_err eg_sweeper_start(const eg_config *cfg, eg_writer *writer, const struct eg
     return EG_ENOMEM;
   }
   *s = (eg_sweeper){.cfg = cfg, .writer = writer, .repl = repl, .pos = {.stage = 0}};
-  eg_err e = eg_bgthread_start(&s->bg, eg_sweeper_main, s, "sweeper", err, errlen);
+  eg_err e = eg_bgthread_start(&s->bg, eg_sweeper_main, s, "sweeper", "sweeper", err, errlen);
   if (e != EG_OK) {
     free(s);
     return e;

@@ -3,7 +3,6 @@
  * replies, start and stop. What a call does is dispatch.c's; the call's
  * states are in server/call.h.
  */
-#define _GNU_SOURCE /* pthread_setname_np */
 #include "server/transport.h"
 
 #include <absl/base/options.h>
@@ -20,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/bgthread.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "server/call.h"
@@ -254,6 +254,7 @@ static void eg_admit(eg_call *c) {
 
 static void *eg_worker_main(void *arg) {
   eg_worker *w = arg;
+  eg_thread_name("worker");
   for (;;) {
     grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
@@ -391,7 +392,6 @@ static eg_err eg_workers_start(eg_transport *tp, char *err, size_t errlen) {
                tp->n_workers, strerror(rc));
       return EG_EUNAVAIL;
     }
-    pthread_setname_np(w->thread, "worker"); /* as top -H and gdb show it */
     w->started = 1;
   }
   return EG_OK;

@@ -307,7 +307,7 @@ eg_err eg_writer_start(eg_store *s, eg_trim_fn trim, void *trim_arg, eg_writer *
   w->store = s;
   w->trim = trim;
   w->trim_arg = trim_arg;
-  eg_err e = eg_bgthread_start(&w->bg, eg_writer_main, w, "writer", err, errlen);
+  eg_err e = eg_bgthread_start(&w->bg, eg_writer_main, w, "writer", "writer", err, errlen);
   if (e != EG_OK) {
     free(w);
     return e;

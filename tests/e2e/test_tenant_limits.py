@@ -39,7 +39,7 @@ TENANTS = ["acme", "beta", "gamma", "delta", "eps", "zeta"]
 TOKENS = [(t, "agent", "agent-" + t) for t in TENANTS] + [("ops", "admin", ADMIN),
                                                           ("ops", "replica", "repl-token")]
 ADMIN_MD = (("authorization", "Bearer " + ADMIN),)
-LSN_WAIT_MS = 5000  # how long the concurrency test's two calls hold their places
+LSN_WAIT_MS = 10000  # how long the concurrency test's two calls hold their places (ASan under load is slow to start them)
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 # Not counted toward usage (storage.h, "per-tenant limits and usage").
 UNCOUNTED = {"meta", "wal", "sweep_due", "index_state", "tenant_limits", "tenant_usage",

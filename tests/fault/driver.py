@@ -115,10 +115,12 @@ class Finding(Exception):
 # ---- the server under faults ---------------------------------------------------
 
 class FaultServer(Server):
-    """engramd-fault on a temp dir, armed through a control file + SIGUSR1."""
+    """engramd-fault on a temp dir, armed through a control file + SIGUSR1.
+    Its sweeper is off: each step would run on the writer, whose calls
+    count (README: "the threads that serve the workload")."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__("--sweep-interval-ms", "3600000")
         self.ctl = os.path.join(self.tmp, "fault.ctl")
         self.env["ENGRAM_FAULT_CTL"] = self.ctl
         self.gen = 0

@@ -34,8 +34,8 @@
  * (K: calls the previous spec's point saw), and every injected failure with
  *   engram-fault: hit point=P n=N err=E
  * so a driver waits for the event rather than sleeping. Calls made by the
- * threads that wake on their own clock (sweeper, key rotation, reindex,
- * ...: fault_skipped_threads) are neither counted nor failed.
+ * threads that wake on their own clock (key rotation, reindex, ...:
+ * fault_skipped_threads) are neither counted nor failed.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -201,17 +201,20 @@ __attribute__((constructor)) static void fault_init(void) {
 
 /* ---- the decision ------------------------------------------------------------ */
 
-/* Threads that wake on their own clock, whatever the workload does
- * (named by common/bgthread.h): their calls are not counted, so that the
- * nth call of a point is the workload's own, as a driver's expected
- * answers assume. Left in: the writer (it commits the workload's writes)
- * and the WAL archiver (tests fail its writes on purpose; it runs only
- * with --wal-archive-dir). */
+/* Threads that wake on their own clock, whatever the workload does: their
+ * own calls are neither counted nor failed, so that the nth call of a
+ * point is the workload's, as a driver's expected answers assume (an idle
+ * key rotation or reindex thread starts a reader about every second).
+ * Work they hand to the writer runs there and counts: FaultServer
+ * (driver.py) turns the sweeper's off. Left in: the writer, and the WAL
+ * archiver (tests fail its writes on purpose; it runs only with
+ * --wal-archive-dir). */
 static const char *const fault_skipped_threads[] = {"sweeper", "key rotation", "reindex",
                                                     "call-timeout", "conn watchdog", "coordinator"};
 
-/* 1 if this thread's calls count; looked up once per thread (a thread
- * names itself before it does anything, common/bgthread.c). */
+/* 1 if this thread's calls count; looked up once per thread. Every
+ * engramd thread names itself before anything it does (eg_thread_name,
+ * common/bgthread.h), so no thread is looked up under its creator's name. */
 static int fault_thread_counts(void) {
   static _Thread_local int counts = -1;
   if (counts < 0) {
