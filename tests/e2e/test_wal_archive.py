@@ -367,7 +367,9 @@ class ArchiveRetentionTest(ArchiveCase):
         self.assertEqual([l for l, _, _ in recs], list(range(1, st.last_lsn + 1)))
         self.assertGreaterEqual(stuck + 1, held_from)
         # The line names where it resumed, not where its first batch ended.
-        self.assertIn("archiving again from lsn %d" % (stuck + 1), srv.log_text())
+        # (It is written just after the problem is cleared: wait for it.)
+        wait_for("the line saying where the archive resumed",
+                 lambda: "archiving again from lsn %d" % (stuck + 1) in srv.log_text())
 
 
 # ---- point-in-time restore -------------------------------------------------------------
@@ -602,7 +604,13 @@ class ArchiveFaultTest(ArchiveCase):
         self.arm(srv, "point=sync,path=.seg.partial,nth=1,count=1,err=EIO", 1)
         c.append(sid, M("its fsync fails"))
         wait_log(srv, "engram-fault: hit point=sync")
-        st = wait_archived(srv, None)
+        # Recovered: everything archived and the problem cleared. The two
+        # do not change at once (the archived LSN moves first, the problem
+        # is cleared after that step), so wait for both: a status taken as
+        # the LSN caught up can still show the problem.
+        st = wait_for("the archive to catch up and its problem to clear",
+                      lambda: (s := status(srv, None)).archived_lsn == s.last_lsn and
+                      s.archive_problem == "" and s)
         self.assertIn("cannot fsync", srv.log_text())
         # The segment was cut back to lsn `good` and closed there; the record
         # after it came from the log again, into a new segment.
