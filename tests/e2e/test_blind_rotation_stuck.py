@@ -138,7 +138,9 @@ class StuckRotationTest(E2ETestCase):
                      "Restore the missing master key", "rewrite or delete",
                      "engram admin keys rotate-blind"):
             self.assertIn(part, st.problem)
-        self.assertIn("blind-index rotation to key 2 paused", self.srv.log_text())
+        # The line follows the paused row's commit (which the status reads).
+        self.wait_until(lambda: "blind-index rotation to key 2 paused" in self.srv.log_text(),
+                        TIMEOUT, "the log line saying the rotation paused", [self.srv])
         # The CLI's readable status shows it paused, and why.
         rc, out, err = cli("--target", self.srv.addr, "admin", "keys", "status")
         self.assertEqual(rc, 0, err)
