@@ -37,7 +37,11 @@ from engram.v1 import admin_pb2 as apb  # noqa: E402
 
 BACKUP_PATH = "/engram.v1.AdminService/Backup"
 CLI_TIMEOUT = 120.0
-WRITE_SECONDS = 3.0       # the load runs this long at most
+# The load runs until the test stops it (once writes acknowledged after
+# the backup are seen); this only bounds a test that never does. A bound
+# of a few seconds was a race: a backup slower than what was left of it
+# (ASan) left no write after the backup, and the wait for one failed.
+WRITE_SECONDS = 120.0
 WRITE_RATE = 1000.0       # writes/s it aims at, all threads together
 WRITERS = 2
 
@@ -91,10 +95,12 @@ class BackupRestoreTest(ReplicationCase):
 
     def append_load(self, sid, stop):
         """WRITERS threads appending to sid until stop is set (or the time
-        bound passes); returns (threads, acked list of (content, lsn))."""
+        bound passes; stop is also set at cleanup); returns (threads, acked
+        list of (content, lsn))."""
         acked, lock = [], threading.Lock()
         c = agent(self.p)
         period = WRITERS / WRITE_RATE
+        self.addCleanup(stop.set)
 
         def run(k):
             deadline = time.monotonic() + WRITE_SECONDS
@@ -126,7 +132,7 @@ class BackupRestoreTest(ReplicationCase):
                         [self.p])
         stop.set()
         for t in ts:
-            t.join(WRITE_SECONDS + 10)
+            t.join(30)
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         lsn = info["lsn"]
         self.assertGreater(lsn, 0)
