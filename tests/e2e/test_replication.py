@@ -147,10 +147,14 @@ class Writer:
     by max_writes and time); keeps the last acknowledged LSN and every
     acknowledged (seq, content)."""
 
-    def __init__(self, target, max_writes=20000, max_s=60.0):
+    def __init__(self, target, max_writes=20000, max_s=60.0, max_failures=50):
+        """max_failures: failed writes (in all) after which it gives up;
+        None: never (then wait_writes' bound is what fails a test whose
+        writes stop going through)."""
         self.target = target
         self.max_writes = max_writes
         self.max_s = max_s
+        self.max_failures = max_failures
         self.stop_ev = threading.Event()
         self.acked = []
         self.last_lsn = 0
@@ -180,7 +184,7 @@ class Writer:
                 except grpc.RpcError as e:
                     # Only a failed write is retried (it was not acknowledged).
                     self.failures += 1
-                    if self.failures > 50:
+                    if self.max_failures is not None and self.failures > self.max_failures:
                         self.errors.append(e)
                         return
                     c.close()
