@@ -104,7 +104,7 @@ EXPECTED = {
 # The short mode (ctest): every row, N sampled.
 SHORT = sorted(EXPECTED)
 
-ARMED_RE = re.compile(r"engram-fault: armed gen=(\d+) seen=(\d+)")
+ARMED_RE = re.compile(r"engram-fault: armed gen=(\d+) seen=(\d+) skipped=(\d+)")
 HIT = "engram-fault: hit "
 
 
@@ -124,6 +124,7 @@ class FaultServer(Server):
         self.ctl = os.path.join(self.tmp, "fault.ctl")
         self.env["ENGRAM_FAULT_CTL"] = self.ctl
         self.gen = 0
+        self.skipped = 0
 
     def argv(self):
         a = super().argv()
@@ -135,15 +136,18 @@ class FaultServer(Server):
 
     def arm(self, spec=""):
         """Arms spec ("" disarms); returns how many calls the previous spec's
-        point saw. Waits for the shim's acknowledgement."""
+        point counted (and keeps in self.skipped how many it left out: the
+        calls of threads on their own clock, shim.c). Waits for the shim's
+        acknowledgement."""
         self.gen += 1
         with open(self.ctl, "w") as f:
             f.write("%s%sgen=%d\n" % (spec, "," if spec else "", self.gen))
         os.kill(self.pid, signal.SIGUSR1)
         deadline = time.monotonic() + ARM_TIMEOUT
         while time.monotonic() < deadline:
-            for g, seen in ARMED_RE.findall(self.log_text()):
+            for g, seen, skipped in ARMED_RE.findall(self.log_text()):
                 if int(g) == self.gen:
+                    self.skipped = int(skipped)
                     return int(seen)
             if self.proc.poll() is not None:
                 self._fail("engramd-fault exited while arming %r" % spec)

@@ -30,8 +30,9 @@
  * path=.seg.partial for the WAL archive's open segment) is read from $ENGRAM_FAULT at start, and again from the file
  * named by $ENGRAM_FAULT_CTL on each SIGUSR1, which also resets the call
  * count. An empty spec disarms. Each arm is acknowledged on stderr with
- *   engram-fault: armed gen=G seen=K
- * (K: calls the previous spec's point saw), and every injected failure with
+ *   engram-fault: armed gen=G seen=K skipped=S
+ * (K: calls the previous spec's point counted, S: calls at it that the
+ * threads it leaves out made), and every injected failure with
  *   engram-fault: hit point=P n=N err=E
  * so a driver waits for the event rather than sleeping. Calls made by the
  * threads that wake on their own clock (key rotation, reindex, ...:
@@ -69,7 +70,7 @@ static const struct {
 /* The armed spec. Written by the SIGUSR1 handler (point last, after the
  * rest), read by any thread: all atomics. */
 static _Atomic int fault_point = FP_NONE;
-static _Atomic long fault_nth, fault_count, fault_seen, fault_delay_ms;
+static _Atomic long fault_nth, fault_count, fault_seen, fault_skipped, fault_delay_ms;
 static _Atomic int fault_err;
 /* path=: a substring of the file's path ("" = any file). */
 #define FAULT_PATH_MAX 128
@@ -151,7 +152,7 @@ static void fault_arm(const char *spec, size_t len) {
     i = j + 1;
   }
   atomic_store(&fault_point, FP_NONE);
-  long seen = atomic_exchange(&fault_seen, 0);
+  long seen = atomic_exchange(&fault_seen, 0), skipped = atomic_exchange(&fault_skipped, 0);
   atomic_store(&fault_nth, nth);
   atomic_store(&fault_count, count);
   atomic_store(&fault_delay_ms, delay_ms);
@@ -159,12 +160,15 @@ static void fault_arm(const char *spec, size_t len) {
   if (path_len) memcpy(fault_path, path, path_len);
   atomic_store(&fault_path_len, path_len);
   atomic_store(&fault_point, point);
-  char msg[96] = "engram-fault: armed gen=";
+  char msg[128] = "engram-fault: armed gen=";
   size_t n = strlen(msg);
   n += fault_fmt_num(msg + n, gen);
   memcpy(msg + n, " seen=", 6);
   n += 6;
   n += fault_fmt_num(msg + n, seen);
+  memcpy(msg + n, " skipped=", 9);
+  n += 9;
+  n += fault_fmt_num(msg + n, skipped);
   msg[n++] = '\n';
   fault_say(msg, n);
 }
@@ -230,7 +234,10 @@ static int fault_thread_counts(void) {
 /* Counts one call at point p; returns the error to inject, or 0. */
 static int fault_hit(int p) {
   if (atomic_load_explicit(&fault_point, memory_order_acquire) != p) return 0;
-  if (!fault_thread_counts()) return 0;
+  if (!fault_thread_counts()) {
+    atomic_fetch_add(&fault_skipped, 1);
+    return 0;
+  }
   long k = atomic_fetch_add(&fault_seen, 1) + 1;
   long nth = atomic_load(&fault_nth), count = atomic_load(&fault_count);
   if (nth == 0 || k < nth || (count > 0 && k >= nth + count)) return 0;

@@ -2,6 +2,7 @@
 runs, and regression tests for what the loop found."""
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -11,6 +12,9 @@ import grpc  # noqa: E402
 from driver import SHORT, Api, FaultServer, Loop, Run, code_of  # noqa: E402
 from harness import E2ETestCase  # noqa: E402
 from engram.v1 import memory_pb2 as mp  # noqa: E402
+
+# How long the own-clock threads get to show up (each wakes about every second).
+OWN_CLOCK_WAIT_S = 15
 
 
 class FaultLoopTest(E2ETestCase):
@@ -24,6 +28,32 @@ class FaultLoopTest(E2ETestCase):
         print("\n" + report, file=sys.stderr)
         self.assertGreater(loop.injections, 0, report)
         self.assertEqual(loop.findings, [], report)
+
+
+class OwnClockThreadsTest(E2ETestCase):
+
+    def test_idle_threads_on_their_own_clock_count_no_call(self):
+        """An idle engramd-fault: its key rotation and reindex threads each
+        start a reader about every second, and allocate, but no call of
+        theirs counts at a point (shim.c, fault_skipped_threads), so the
+        nth call a driver arms is the workload's. Waits until the shim
+        saw them at the point (skipped) a few times in all, and asserts
+        that nothing counted meanwhile."""
+        srv = FaultServer()
+        self.addCleanup(srv.close)
+        srv.start()
+        for point in ("reader", "malloc"):
+            srv.arm("point=%s,nth=0" % point)
+            skipped, deadline = 0, time.monotonic() + OWN_CLOCK_WAIT_S
+            while skipped < 4:
+                self.assertLess(time.monotonic(), deadline,
+                                "%s: %d calls of the own-clock threads in %ss"
+                                % (point, skipped, OWN_CLOCK_WAIT_S))
+                time.sleep(0.2)
+                seen = srv.arm("point=%s,nth=0" % point)
+                self.assertEqual(seen, 0, "%s: %d calls counted on an idle server" % (point, seen))
+                skipped += srv.skipped
+        srv.arm("")
 
 
 class BrokenEnvTest(E2ETestCase):
