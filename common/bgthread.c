@@ -30,7 +30,7 @@ eg_err eg_bgthread_start(eg_bgthread *t, void *(*fn)(void *arg), void *arg, cons
   t->stopping = 0;
   t->fn = fn;
   t->arg = arg;
-  snprintf(t->name, sizeof t->name, "%s", name);
+  t->name = name;
   int rc = pthread_create(&t->thread, NULL, eg_bgthread_main, t);
   if (rc != 0) {
     snprintf(err, errlen, "cannot start the %s thread: %s", what, strerror(rc));

@@ -24,7 +24,7 @@ typedef struct {
   int stopping;      /* guarded by mu */
   void *(*fn)(void *arg);
   void *arg;
-  char name[EG_THREAD_NAME_MAX + 1];
+  const char *name; /* the caller's (a literal): the new thread reads it */
 } eg_bgthread;
 
 /* Inits mu and cv, then runs fn(arg) on a new thread (mu and cv are ready
